@@ -1,0 +1,244 @@
+// Package engine is a disk-backed cache with python-diskcache 5.x semantics
+// and on-disk format: a directory holding a SQLite database (cache.db) and
+// value files, readable and writable by python-diskcache and this package
+// alike, by many goroutines and several processes at once.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DBName is the database file inside a cache directory.
+const DBName = "cache.db"
+
+// DefaultTimeout is python-diskcache's Cache timeout.
+const DefaultTimeout = 60 * time.Second
+
+// Options configure Open.
+type Options struct {
+	// Timeout bounds how long a write waits for the database lock (in this
+	// process and across processes). A write still waiting then fails with
+	// ErrTimeout. Zero means DefaultTimeout; a negative value means no wait.
+	Timeout time.Duration
+	// Settings override stored settings (and defaults), by setting name,
+	// as python-diskcache's Cache(directory, **settings) does.
+	Settings map[string]any
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+	// MaxConns bounds open SQLite connections; zero means 2×GOMAXPROCS+2.
+	MaxConns int
+}
+
+// Cache is one cache directory. It is safe for concurrent use.
+type Cache struct {
+	dir      string
+	dbPath   string
+	timeout  time.Duration
+	now      func() time.Time
+	pageSize int64
+
+	slots     chan struct{} // a token per connection that may be in use
+	idle      chan *conn
+	writeLock chan struct{} // serialises writers of this process
+
+	settingsMu sync.Mutex // serialises Reset
+	settings   atomic.Pointer[Settings]
+	pragmaGen  atomic.Uint64
+
+	counts counters
+
+	pendingMu sync.Mutex
+	pending   map[string]struct{} // value files written, not yet committed
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	done      chan struct{} // closed by Close
+}
+
+// Open opens or creates the cache in dir, as python-diskcache's Cache does:
+// defaults, then stored settings, then opts.Settings; pragmas applied before
+// tables are created; every setting written back to the Settings table.
+func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("engine: cache directory %s does not exist and could not be created: %w", dir, err)
+	}
+	c := &Cache{
+		dir:       dir,
+		dbPath:    filepath.Join(dir, DBName),
+		timeout:   opts.Timeout,
+		now:       opts.Now,
+		writeLock: make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		pending:   map[string]struct{}{},
+	}
+	c.pragmaGen.Store(1)
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.timeout < 0 {
+		c.timeout = 0
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	maxConns := opts.MaxConns
+	if maxConns <= 0 {
+		maxConns = 2*runtime.GOMAXPROCS(0) + 2
+	}
+	c.slots = make(chan struct{}, maxConns)
+	c.idle = make(chan *conn, maxConns)
+
+	if err := c.init(ctx, opts.Settings); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("engine: open %s: %w", dir, err)
+	}
+	return c, nil
+}
+
+// Directory returns the cache directory.
+func (c *Cache) Directory() string { return c.dir }
+
+// Timeout returns the database timeout.
+func (c *Cache) Timeout() time.Duration { return c.timeout }
+
+// Settings returns the settings in force.
+func (c *Cache) Settings() Settings { return *c.settings.Load() }
+
+// Close closes every connection. Calls after Close fail with ErrClosed.
+func (c *Cache) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		close(c.done)
+		// Take every slot so no connection is in use, then close them all.
+		for i := 0; i < cap(c.slots); i++ {
+			c.slots <- struct{}{}
+		}
+		for {
+			select {
+			case cn := <-c.idle:
+				err = errors.Join(err, cn.close())
+				continue
+			default:
+			}
+			break
+		}
+	})
+	return err
+}
+
+// acquire returns a connection with current pragmas.
+func (c *Cache) acquire(ctx context.Context) (*conn, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	select {
+	case c.slots <- struct{}{}:
+	default:
+		select {
+		case c.slots <- struct{}{}:
+		case <-c.done:
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if c.closed.Load() {
+		<-c.slots
+		return nil, ErrClosed
+	}
+	var cn *conn
+	select {
+	case cn = <-c.idle:
+	default:
+		var err error
+		if cn, err = openConn(c.dbPath); err != nil {
+			<-c.slots
+			return nil, err
+		}
+	}
+	if gen := c.pragmaGen.Load(); cn.gen != gen {
+		if err := c.applyPragmas(cn); err != nil {
+			_ = cn.close()
+			<-c.slots
+			return nil, err
+		}
+		cn.gen = gen
+	}
+	return cn, nil
+}
+
+func (c *Cache) release(cn *conn) {
+	c.idle <- cn
+	<-c.slots
+}
+
+// discard closes a connection that must not be reused.
+func (c *Cache) discard(cn *conn) {
+	_ = cn.close()
+	<-c.slots
+}
+
+// applyPragmas sets the per-connection pragmas from the settings.
+func (c *Cache) applyPragmas(cn *conn) error {
+	s := c.settings.Load()
+	if s == nil {
+		d := DefaultSettings()
+		s = &d
+	}
+	ms := c.timeout.Milliseconds()
+	if err := cn.pragma("busy_timeout", ms); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		name  string
+		value any
+	}{
+		{"cache_size", s.SQLiteCacheSize},
+		{"mmap_size", s.SQLiteMmapSize},
+		{"synchronous", s.SQLiteSynchronous},
+	} {
+		if err := cn.pragma(p.name, p.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockWrite takes this process's write lock, waiting at most the cache
+// timeout (or until ctx ends).
+func (c *Cache) lockWrite(ctx context.Context, op string) error {
+	select {
+	case c.writeLock <- struct{}{}:
+		return nil
+	default:
+	}
+	if c.timeout == 0 {
+		return &TimeoutError{Op: op}
+	}
+	t := time.NewTimer(c.timeout)
+	defer t.Stop()
+	select {
+	case c.writeLock <- struct{}{}:
+		return nil
+	case <-t.C:
+		return &TimeoutError{Op: op}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Cache) unlockWrite() { <-c.writeLock }
+
+// nowSeconds is the clock as python-diskcache's time.time().
+func (c *Cache) nowSeconds() float64 {
+	return float64(c.now().UnixNano()) / 1e9
+}

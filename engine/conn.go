@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+// conn is one SQLite connection with its prepared statements. The engine
+// talks to the driver directly rather than through database/sql: it keeps
+// per-connection pragma state, controls BEGIN IMMEDIATE itself and avoids the
+// pool and cancellation goroutines database/sql adds to every query, which
+// would cost more than the query itself on the hot path.
+type conn struct {
+	sc    *sqlite3.SQLiteConn
+	stmts map[string]*sqlite3.SQLiteStmt
+	gen   uint64 // pragma generation applied to this connection
+	args  []driver.NamedValue
+	dest  []driver.Value
+}
+
+// Statements run with a background context: cancellation is honoured where
+// the engine waits (for a connection, for the write lock), and mattn's
+// driver would otherwise start a goroutine per query to watch the context.
+var noCancel = context.Background()
+
+func openConn(path string) (*conn, error) {
+	d := &sqlite3.SQLiteDriver{}
+	c, err := d.Open("file:" + path + "?_busy_timeout=0")
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &conn{sc: c.(*sqlite3.SQLiteConn), stmts: map[string]*sqlite3.SQLiteStmt{}}, nil
+}
+
+func (c *conn) close() error {
+	for _, s := range c.stmts {
+		_ = s.Close()
+	}
+	c.stmts = nil
+	return c.sc.Close()
+}
+
+func (c *conn) stmt(q string) (*sqlite3.SQLiteStmt, error) {
+	if s, ok := c.stmts[q]; ok {
+		return s, nil
+	}
+	s, err := c.sc.Prepare(q)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %q: %w", q, err)
+	}
+	st := s.(*sqlite3.SQLiteStmt)
+	c.stmts[q] = st
+	return st, nil
+}
+
+func (c *conn) bind(args []any) []driver.NamedValue {
+	c.args = c.args[:0]
+	for i, a := range args {
+		c.args = append(c.args, driver.NamedValue{Ordinal: i + 1, Value: a})
+	}
+	return c.args
+}
+
+// exec runs a statement and returns the number of rows it changed.
+func (c *conn) exec(q string, args ...any) (int64, error) {
+	s, err := c.stmt(q)
+	if err != nil {
+		return 0, err
+	}
+	r, err := s.ExecContext(noCancel, c.bind(args))
+	if err != nil {
+		return 0, err
+	}
+	return r.RowsAffected()
+}
+
+// execScript runs statements that take no arguments and are not cached.
+func (c *conn) execScript(q string) error {
+	_, err := c.sc.ExecContext(noCancel, q, nil)
+	return err
+}
+
+// queryRow runs q and returns its first row, or ok=false when it has none.
+// The returned slice is reused by the next query on this connection.
+func (c *conn) queryRow(q string, ncol int, args ...any) ([]driver.Value, bool, error) {
+	s, err := c.stmt(q)
+	if err != nil {
+		return nil, false, err
+	}
+	rows, err := s.QueryContext(noCancel, c.bind(args))
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	if cap(c.dest) < ncol {
+		c.dest = make([]driver.Value, ncol)
+	}
+	dest := c.dest[:ncol]
+	if err := rows.Next(dest); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return dest, true, nil
+}
+
+// queryRows runs q and returns all rows (each a fresh slice).
+func (c *conn) queryRows(q string, ncol int, args ...any) ([][]driver.Value, error) {
+	s, err := c.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.QueryContext(noCancel, c.bind(args))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]driver.Value
+	for {
+		dest := make([]driver.Value, ncol)
+		if err := rows.Next(dest); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, err
+		}
+		out = append(out, dest)
+	}
+}
+
+// queryInt returns the first column of the first row as an integer.
+func (c *conn) queryInt(q string, args ...any) (int64, error) {
+	row, ok, err := c.queryRow(q, 1, args...)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("%q returned no row", q)
+	}
+	return toInt(row[0]), nil
+}
+
+// pragma sets a pragma. Values are validated integers or journal mode names,
+// never user text, because PRAGMA takes no bound parameters.
+func (c *conn) pragma(name string, value any) error {
+	var v string
+	switch t := value.(type) {
+	case int64:
+		v = strconv.FormatInt(t, 10)
+	case string:
+		v = t
+	default:
+		return fmt.Errorf("pragma %s: unsupported value %v", name, value)
+	}
+	s, err := c.sc.Prepare("PRAGMA " + name + " = " + v)
+	if err != nil {
+		return fmt.Errorf("pragma %s = %s: %w", name, v, err)
+	}
+	defer s.Close()
+	rows, err := s.(*sqlite3.SQLiteStmt).QueryContext(noCancel, nil)
+	if err != nil {
+		return fmt.Errorf("pragma %s = %s: %w", name, v, err)
+	}
+	// Some pragmas (journal_mode) answer with a row; drain it.
+	dest := make([]driver.Value, len(rows.Columns()))
+	for rows.Next(dest) == nil {
+	}
+	return rows.Close()
+}
+
+func toInt(v driver.Value) int64 {
+	switch t := v.(type) {
+	case int64:
+		return t
+	case float64:
+		return int64(t)
+	case bool:
+		return boolInt(t)
+	case string:
+		n, _ := strconv.ParseInt(t, 10, 64)
+		return n
+	}
+	return 0
+}
+
+func toFloat(v driver.Value) (float64, bool) {
+	switch t := v.(type) {
+	case int64:
+		return float64(t), true
+	case float64:
+		return t, true
+	}
+	return 0, false
+}
+
+func isBusy(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked
+	}
+	return false
+}

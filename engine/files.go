@@ -1,0 +1,95 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// newFileName returns a value file name as python-diskcache makes them:
+// 16 random bytes in hex, split as ab/cd/rest.val, relative to the cache
+// directory and always with forward slashes.
+func newFileName() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	h := hex.EncodeToString(b[:])
+	return h[0:2] + "/" + h[2:4] + "/" + h[4:] + ".val"
+}
+
+// createValueFile writes r to a new value file and returns its relative
+// name and size. The file is created exclusively; the directory creation is
+// retried because another process may prune an empty directory between
+// MkdirAll and OpenFile.
+func (c *Cache) createValueFile(r io.Reader) (string, int64, error) {
+	name := newFileName()
+	full := filepath.Join(c.dir, filepath.FromSlash(name))
+	var f *os.File
+	var err error
+	for attempt := 1; attempt <= 10; attempt++ {
+		_ = os.MkdirAll(filepath.Dir(full), 0o755)
+		f, err = os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("engine: create value file: %w", err)
+	}
+	n, err := io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		c.removeFile(name)
+		return "", 0, fmt.Errorf("engine: write value file: %w", err)
+	}
+	c.pend(name)
+	return name, n, nil
+}
+
+// pend marks a value file as written but not yet committed, so Check does
+// not take it for an unknown file; unpend ends that.
+func (c *Cache) pend(name string) {
+	c.pendingMu.Lock()
+	c.pending[name] = struct{}{}
+	c.pendingMu.Unlock()
+}
+
+func (c *Cache) unpend(names ...string) {
+	c.pendingMu.Lock()
+	for _, n := range names {
+		delete(c.pending, n)
+	}
+	c.pendingMu.Unlock()
+}
+
+func (c *Cache) isPending(name string) bool {
+	c.pendingMu.Lock()
+	defer c.pendingMu.Unlock()
+	_, ok := c.pending[name]
+	return ok
+}
+
+// removeFile removes a value file and prunes its now empty directories.
+// Errors are ignored: another process may have removed them first.
+func (c *Cache) removeFile(name string) {
+	full := filepath.Join(c.dir, filepath.FromSlash(name))
+	if err := os.Remove(full); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	for dir := filepath.Dir(full); dir != c.dir && len(dir) > len(c.dir); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			return
+		}
+	}
+}
+
+// openValueFile opens a value file for reading.
+func (c *Cache) openValueFile(name string) (*os.File, error) {
+	return os.Open(filepath.Join(c.dir, filepath.FromSlash(name)))
+}

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"iter"
+)
+
+const iterPage = 100
+
+// Keys yields the keys in insertion (rowid) order, or the reverse, bounded
+// by the largest rowid when iteration starts: items added later are not
+// seen. Expired items are included, as in python-diskcache.
+func (c *Cache) Keys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
+	return func(yield func(Key, error) bool) {
+		maxRowid, err := c.queryValue(ctx, `SELECT MAX(rowid) FROM Cache`)
+		if err != nil {
+			yield(Key{}, err)
+			return
+		}
+		if maxRowid == nil {
+			return
+		}
+		bound := toInt(maxRowid) + 1
+		q := `SELECT rowid, key, raw FROM Cache WHERE ? < rowid AND rowid < ? ORDER BY rowid ASC LIMIT ?`
+		lo, hi := int64(0), bound
+		if reverse {
+			q = `SELECT rowid, key, raw FROM Cache WHERE ? < rowid AND rowid < ? ORDER BY rowid DESC LIMIT ?`
+		}
+		for {
+			rows, err := c.queryPage(ctx, q, 3, lo, hi, int64(iterPage))
+			if err != nil {
+				yield(Key{}, err)
+				return
+			}
+			for _, r := range rows {
+				if !yield(keyFromDB(r[1], toInt(r[2])), nil) {
+					return
+				}
+			}
+			if len(rows) < iterPage {
+				return
+			}
+			last := toInt(rows[len(rows)-1][0])
+			if reverse {
+				hi = last
+			} else {
+				lo = last
+			}
+		}
+	}
+}
+
+// SortedKeys yields the keys in SQLite's sort order of (key, raw):
+// numbers, then text, then blobs; python-diskcache's iterkeys.
+func (c *Cache) SortedKeys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
+	return func(yield func(Key, error) bool) {
+		first := `SELECT key, raw FROM Cache ORDER BY key ASC, raw ASC LIMIT 1`
+		next := `SELECT key, raw FROM Cache WHERE key = ? AND raw > ? OR key > ? ORDER BY key ASC, raw ASC LIMIT ?`
+		if reverse {
+			first = `SELECT key, raw FROM Cache ORDER BY key DESC, raw DESC LIMIT 1`
+			next = `SELECT key, raw FROM Cache WHERE key = ? AND raw < ? OR key < ? ORDER BY key DESC, raw DESC LIMIT ?`
+		}
+		rows, err := c.queryPage(ctx, first, 2)
+		if err != nil {
+			yield(Key{}, err)
+			return
+		}
+		for len(rows) > 0 {
+			for _, r := range rows {
+				if !yield(keyFromDB(r[0], toInt(r[1])), nil) {
+					return
+				}
+			}
+			last := rows[len(rows)-1]
+			rows, err = c.queryPage(ctx, next, 2, last[0], last[1], last[0], int64(iterPage))
+			if err != nil {
+				yield(Key{}, err)
+				return
+			}
+		}
+	}
+}
+
+func (c *Cache) queryPage(ctx context.Context, q string, ncol int, args ...any) ([][]driver.Value, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.release(cn)
+	rows, err := cn.queryRows(q, ncol, args...)
+	if err != nil {
+		return nil, fmt.Errorf("engine: iterate: %w", err)
+	}
+	return rows, nil
+}
+
+func (c *Cache) queryValue(ctx context.Context, q string, args ...any) (driver.Value, error) {
+	rows, err := c.queryPage(ctx, q, 1, args...)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	return rows[0][0], nil
+}

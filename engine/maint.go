@@ -1,0 +1,196 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Len returns Settings.count: the number of items, expired ones included.
+func (c *Cache) Len(ctx context.Context) (int64, error) {
+	return c.readSetting(ctx, "count")
+}
+
+func (c *Cache) readSetting(ctx context.Context, name string) (int64, error) {
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.release(cn)
+	n, err := cn.queryInt(`SELECT value FROM Settings WHERE key = ?`, name)
+	if err != nil {
+		return 0, fmt.Errorf("engine: read %s: %w", name, err)
+	}
+	return n, nil
+}
+
+// Stats returns the hit and miss counts as they were before any reset,
+// resets them to zero when reset is set, and turns statistics on or off.
+func (c *Cache) Stats(ctx context.Context, enable, reset bool) (hits, misses int64, err error) {
+	err = c.write(ctx, "stats", func(tx *Tx) error {
+		var err error
+		if hits, err = tx.cn.queryInt(`SELECT value FROM Settings WHERE key = 'hits'`); err != nil {
+			return err
+		}
+		if misses, err = tx.cn.queryInt(`SELECT value FROM Settings WHERE key = 'misses'`); err != nil {
+			return err
+		}
+		if reset {
+			if _, err := tx.cn.exec(`UPDATE Settings SET value = 0 WHERE key IN ('hits', 'misses')`); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if c.Settings().Statistics != enable {
+		err = c.Reset(ctx, SettingStatistics, enable)
+	}
+	return hits, misses, err
+}
+
+// WarningKind classifies what Check found.
+type WarningKind string
+
+// Kinds of Check warnings.
+const (
+	WarnIntegrity    WarningKind = "integrity"
+	WarnFileSize     WarningKind = "file-size"
+	WarnFileMissing  WarningKind = "file-missing"
+	WarnUnknownFile  WarningKind = "unknown-file"
+	WarnEmptyDir     WarningKind = "empty-directory"
+	WarnCountMismach WarningKind = "count"
+	WarnSizeMismatch WarningKind = "size"
+)
+
+// Warning is one problem Check found (and fixed, when asked to).
+type Warning struct {
+	Kind    WarningKind `json:"kind"`
+	Message string      `json:"message"`
+	Path    string      `json:"path,omitempty"`
+}
+
+// Check verifies the database and value files as python-diskcache's
+// check() does; with fix it repairs what it finds: VACUUM, row sizes that
+// differ from their file, rows whose file is gone, files no row names,
+// empty directories, and the count and size metadata.
+func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
+	var warns []Warning
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := cn.queryRows(`PRAGMA integrity_check`, 1)
+	if err == nil && !(len(rows) == 1 && rows[0][0] == "ok") {
+		for _, r := range rows {
+			warns = append(warns, Warning{Kind: WarnIntegrity, Message: fmt.Sprint(r[0])})
+		}
+	}
+	if err == nil && fix {
+		err = cn.execScript(`VACUUM`)
+	}
+	c.release(cn)
+	if err != nil {
+		return warns, fmt.Errorf("engine: check: %w", err)
+	}
+
+	err = c.write(ctx, "check", func(tx *Tx) error {
+		rows, err := tx.cn.queryRows(`SELECT rowid, size, filename FROM Cache WHERE filename IS NOT NULL`, 3)
+		if err != nil {
+			return err
+		}
+		known := map[string]bool{}
+		for _, r := range rows {
+			rowid, size, name := r[0].(int64), toInt(r[1]), fmt.Sprint(r[2])
+			full := filepath.Join(c.dir, filepath.FromSlash(name))
+			known[full] = true
+			st, err := os.Stat(full)
+			if err == nil {
+				if st.Size() != size {
+					warns = append(warns, Warning{Kind: WarnFileSize, Path: full,
+						Message: fmt.Sprintf("wrong file size: %s, %d != %d", full, st.Size(), size)})
+					if fix {
+						if _, err := tx.cn.exec(`UPDATE Cache SET size = ? WHERE rowid = ?`, st.Size(), rowid); err != nil {
+							return err
+						}
+					}
+				}
+				continue
+			}
+			warns = append(warns, Warning{Kind: WarnFileMissing, Path: full, Message: "file not found: " + full})
+			if fix {
+				if err := tx.deleteRow(rowid); err != nil {
+					return err
+				}
+			}
+		}
+		var unknown, empty []string
+		err = filepath.WalkDir(c.dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil // vanished while walking
+			}
+			if d.IsDir() {
+				if path != c.dir {
+					if ents, err := os.ReadDir(path); err == nil && len(ents) == 0 {
+						empty = append(empty, path)
+					}
+				}
+				return nil
+			}
+			rel, _ := filepath.Rel(c.dir, path)
+			if !known[path] && !strings.Contains(filepath.Base(path), DBName) && !c.isPending(filepath.ToSlash(rel)) {
+				unknown = append(unknown, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		sort.Strings(unknown)
+		for _, p := range unknown {
+			warns = append(warns, Warning{Kind: WarnUnknownFile, Path: p, Message: "unknown file: " + p})
+			if fix {
+				_ = os.Remove(p)
+			}
+		}
+		for _, p := range empty {
+			warns = append(warns, Warning{Kind: WarnEmptyDir, Path: p, Message: "empty directory: " + p})
+			if fix {
+				_ = os.Remove(p)
+			}
+		}
+		for _, m := range []struct {
+			name, actual string
+			kind         WarningKind
+			label        string
+		}{
+			{"count", `SELECT COUNT(key) FROM Cache`, WarnCountMismach, "Settings.count != COUNT(Cache.key)"},
+			{"size", `SELECT COALESCE(SUM(size), 0) FROM Cache`, WarnSizeMismatch, "Settings.size != SUM(Cache.size)"},
+		} {
+			stored, err := tx.cn.queryInt(`SELECT value FROM Settings WHERE key = ?`, m.name)
+			if err != nil {
+				return err
+			}
+			actual, err := tx.cn.queryInt(m.actual)
+			if err != nil {
+				return err
+			}
+			if stored != actual {
+				warns = append(warns, Warning{Kind: m.kind, Message: fmt.Sprintf("%s; %d != %d", m.label, stored, actual)})
+				if fix {
+					if _, err := tx.cn.exec(`UPDATE Settings SET value = ? WHERE key = ?`, actual, m.name); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return warns, err
+}

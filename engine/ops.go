@@ -1,0 +1,719 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"time"
+)
+
+// Expiry is how long an item lives. The zero Expiry never expires;
+// ExpireAfter(0) or a negative duration makes an item that is already dead.
+type Expiry struct {
+	d   time.Duration
+	set bool
+}
+
+// ExpireAfter returns an Expiry of d from the time of the write.
+func ExpireAfter(d time.Duration) Expiry { return Expiry{d: d, set: true} }
+
+// ExpireAfterSeconds is ExpireAfter with python-diskcache's float seconds.
+func ExpireAfterSeconds(s float64) Expiry {
+	return Expiry{d: time.Duration(s * float64(time.Second)), set: true}
+}
+
+// IsSet reports whether the Expiry expires at all.
+func (e Expiry) IsSet() bool { return e.set }
+
+// Duration returns the lifetime (meaningful when IsSet).
+func (e Expiry) Duration() time.Duration { return e.d }
+
+func (e Expiry) at(now float64) driver.Value {
+	if !e.set {
+		return nil
+	}
+	return now + e.d.Seconds()
+}
+
+// SetOptions are the optional arguments of Set, Add and Push.
+type SetOptions struct {
+	Expire Expiry
+	// Tag is stored with the item; the zero Key stores no tag.
+	Tag Key
+	// Body, when set, is streamed into a value file instead of Value.Data,
+	// like python-diskcache's read=True. Value.Type still says what the
+	// file holds: bytes (mode BINARY), text (TEXT) or pickle (PICKLE).
+	Body io.Reader
+}
+
+// GetOptions are the optional arguments of Get.
+type GetOptions struct {
+	// Stream leaves file-backed values in their file: Item.Body is open on
+	// it and Item.Value.Data is nil. The caller closes Item.Body.
+	Stream bool
+}
+
+// Item is what reads return.
+type Item struct {
+	Key   Key
+	Value Value
+	// ExpireTime is the absolute expiry in epoch seconds, 0 if none.
+	ExpireTime float64
+	// Tag is the item's tag; the zero Key when it has none.
+	Tag Key
+	// Size is the size of the value file, 0 for values in the database.
+	Size int64
+	// Body is set by streaming reads of file-backed values.
+	Body *os.File
+}
+
+// Close closes the item's Body, if any.
+func (it *Item) Close() error {
+	if it.Body == nil {
+		return nil
+	}
+	err := it.Body.Close()
+	it.Body = nil
+	return err
+}
+
+// stored is a value as it goes into the Cache table.
+type stored struct {
+	size     int64
+	mode     int64
+	filename driver.Value // string or nil
+	value    driver.Value
+}
+
+// store turns a value into its columns, writing a value file when the value
+// is streamed or at least disk_min_file_size long.
+func (c *Cache) store(v Value, body io.Reader, minFileSize int64) (stored, error) {
+	if body != nil {
+		if v.Type == ValueNone {
+			v.Type = ValueBytes
+		}
+		if v.Type == ValueInt || v.Type == ValueFloat {
+			return stored{}, fmt.Errorf("%w: a %s value cannot be streamed", ErrInvalidValue, v.Type)
+		}
+		name, n, err := c.createValueFile(body)
+		if err != nil {
+			return stored{}, err
+		}
+		return stored{size: n, mode: v.Type.fileMode(), filename: name}, nil
+	}
+	if err := v.validate(); err != nil {
+		return stored{}, err
+	}
+	if v.inDatabase(minFileSize) {
+		switch v.Type {
+		case ValueInt:
+			return stored{mode: modeRaw, value: v.Int}, nil
+		case ValueFloat:
+			return stored{mode: modeRaw, value: v.Float}, nil
+		case ValueText:
+			return stored{mode: modeRaw, value: string(v.Data)}, nil
+		case ValuePickle:
+			return stored{mode: modePickle, value: nonNil(v.Data)}, nil
+		default:
+			return stored{mode: modeRaw, value: nonNil(v.Data)}, nil
+		}
+	}
+	name, n, err := c.createValueFile(bytes.NewReader(v.Data))
+	if err != nil {
+		return stored{}, err
+	}
+	return stored{size: n, mode: v.Type.fileMode(), filename: name}, nil
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// discardStored removes the file of a value that was never committed.
+func (c *Cache) discardStored(st stored) {
+	if name, ok := st.filename.(string); ok {
+		c.removeFile(name)
+	}
+}
+
+// prepare stores the value outside any transaction (files are written
+// before the lock is taken, as python-diskcache does).
+func (c *Cache) prepare(v Value, opts SetOptions) (stored, error) {
+	if err := opts.Tag.validateTag(); err != nil {
+		return stored{}, err
+	}
+	return c.store(v, opts.Body, c.settings.Load().DiskMinFileSize)
+}
+
+func (k Key) validateTag() error {
+	if k.kind == KeyFloat && math.IsNaN(k.f) {
+		return fmt.Errorf("%w: NaN cannot be a tag", ErrInvalidKey)
+	}
+	return nil
+}
+
+// writeStored runs fn with a prepared value in its own transaction and
+// removes the value's file if the transaction does not commit.
+func (c *Cache) writeStored(ctx context.Context, op string, st stored, fn func(tx *Tx) error) error {
+	err := c.write(ctx, op, fn)
+	if err != nil {
+		c.discardStored(st)
+	}
+	if name, ok := st.filename.(string); ok {
+		c.unpend(name)
+	}
+	return err
+}
+
+// Set stores value under key, replacing any item there (its rowid, and so
+// its place in iteration order, is kept), then culls.
+func (c *Cache) Set(ctx context.Context, key Key, value Value, opts SetOptions) error {
+	if err := key.validate(); err != nil {
+		return err
+	}
+	st, err := c.prepare(value, opts)
+	if err != nil {
+		return err
+	}
+	return c.writeStored(ctx, "set", st, func(tx *Tx) error { return tx.setStored(key, st, opts) })
+}
+
+// Set is Cache.Set inside the transaction.
+func (tx *Tx) Set(key Key, value Value, opts SetOptions) error {
+	st, err := tx.prepare(key, value, opts)
+	if err != nil {
+		return err
+	}
+	return tx.setStored(key, st, opts)
+}
+
+func (tx *Tx) prepare(key Key, value Value, opts SetOptions) (stored, error) {
+	if err := key.validate(); err != nil {
+		return stored{}, err
+	}
+	if err := opts.Tag.validateTag(); err != nil {
+		return stored{}, err
+	}
+	st, err := tx.c.store(value, opts.Body, tx.s.DiskMinFileSize)
+	if err != nil {
+		return stored{}, err
+	}
+	if name, ok := st.filename.(string); ok {
+		tx.created = append(tx.created, name)
+	}
+	return st, nil
+}
+
+func (tx *Tx) setStored(key Key, st stored, opts SetOptions) error {
+	now := tx.now()
+	dbKey, raw := key.dbKey()
+	row, ok, err := tx.cn.queryRow(`SELECT rowid, filename FROM Cache WHERE key = ? AND raw = ?`, 2, dbKey, raw)
+	if err != nil {
+		return err
+	}
+	if ok {
+		rowid := row[0].(int64)
+		tx.removeAfterCommit(row[1])
+		err = tx.updateRow(rowid, now, opts.Expire.at(now), opts.Tag.dbTag(), st)
+	} else {
+		err = tx.insertRow(dbKey, raw, now, opts.Expire.at(now), opts.Tag.dbTag(), st)
+	}
+	if err != nil {
+		return err
+	}
+	return tx.cull(now)
+}
+
+func (tx *Tx) updateRow(rowid int64, now float64, expire, tag driver.Value, st stored) error {
+	_, err := tx.cn.exec(`UPDATE Cache SET store_time = ?, expire_time = ?, access_time = ?, access_count = ?, tag = ?, size = ?, mode = ?, filename = ?, value = ? WHERE rowid = ?`,
+		now, expire, now, int64(0), tag, st.size, st.mode, st.filename, st.value, rowid)
+	return err
+}
+
+func (tx *Tx) insertRow(dbKey driver.Value, raw int64, now float64, expire, tag driver.Value, st stored) error {
+	_, err := tx.cn.exec(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		dbKey, raw, now, expire, now, int64(0), tag, st.size, st.mode, st.filename, st.value)
+	return err
+}
+
+// Add stores value only if key has no live item; it reports whether it did.
+func (c *Cache) Add(ctx context.Context, key Key, value Value, opts SetOptions) (bool, error) {
+	if err := key.validate(); err != nil {
+		return false, err
+	}
+	st, err := c.prepare(value, opts)
+	if err != nil {
+		return false, err
+	}
+	var added bool
+	err = c.writeStored(ctx, "add", st, func(tx *Tx) error {
+		var err error
+		added, err = tx.addStored(key, st, opts)
+		return err
+	})
+	if err == nil && !added {
+		c.discardStored(st)
+	}
+	return added, err
+}
+
+// Add is Cache.Add inside the transaction.
+func (tx *Tx) Add(key Key, value Value, opts SetOptions) (bool, error) {
+	st, err := tx.prepare(key, value, opts)
+	if err != nil {
+		return false, err
+	}
+	added, err := tx.addStored(key, st, opts)
+	if err == nil && !added {
+		tx.removeAfterCommit(st.filename)
+	}
+	return added, err
+}
+
+func (tx *Tx) addStored(key Key, st stored, opts SetOptions) (bool, error) {
+	now := tx.now()
+	dbKey, raw := key.dbKey()
+	row, ok, err := tx.cn.queryRow(`SELECT rowid, filename, expire_time FROM Cache WHERE key = ? AND raw = ?`, 3, dbKey, raw)
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		if exp, has := toFloat(row[2]); !has || exp > now {
+			return false, nil
+		}
+		tx.removeAfterCommit(row[1])
+		err = tx.updateRow(row[0].(int64), now, opts.Expire.at(now), opts.Tag.dbTag(), st)
+	} else {
+		err = tx.insertRow(dbKey, raw, now, opts.Expire.at(now), opts.Tag.dbTag(), st)
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, tx.cull(now)
+}
+
+// Touch gives a live item a new expiry; it reports whether key was live.
+func (c *Cache) Touch(ctx context.Context, key Key, expire Expiry) (bool, error) {
+	var ok bool
+	err := c.write(ctx, "touch", func(tx *Tx) error {
+		var err error
+		ok, err = tx.Touch(key, expire)
+		return err
+	})
+	return ok, err
+}
+
+// Touch is Cache.Touch inside the transaction.
+func (tx *Tx) Touch(key Key, expire Expiry) (bool, error) {
+	if err := key.validate(); err != nil {
+		return false, err
+	}
+	now := tx.now()
+	dbKey, raw := key.dbKey()
+	row, ok, err := tx.cn.queryRow(`SELECT rowid, expire_time FROM Cache WHERE key = ? AND raw = ?`, 2, dbKey, raw)
+	if err != nil || !ok {
+		return false, err
+	}
+	if exp, has := toFloat(row[1]); has && exp <= now {
+		return false, nil
+	}
+	_, err = tx.cn.exec(`UPDATE Cache SET expire_time = ? WHERE rowid = ?`, expire.at(now), row[0].(int64))
+	return err == nil, err
+}
+
+const selectLive = `SELECT rowid, expire_time, tag, mode, filename, value, size FROM Cache WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)`
+
+// Get returns the live item under key; ok is false on a miss (absent,
+// expired, or its value file gone). With statistics on it counts hits and
+// misses; under least-recently-used or least-frequently-used it updates
+// the item's access time or count.
+func (c *Cache) Get(ctx context.Context, key Key, opts GetOptions) (Item, bool, error) {
+	if err := key.validate(); err != nil {
+		return Item{}, false, err
+	}
+	s := c.settings.Load()
+	if s.Statistics || policies[s.EvictionPolicy].onGet != "" {
+		var it Item
+		var ok bool
+		err := c.write(ctx, "get", func(tx *Tx) error {
+			var err error
+			it, ok, err = tx.Get(key, opts)
+			return err
+		})
+		return it, ok, err
+	}
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return Item{}, false, err
+	}
+	dbKey, raw := key.dbKey()
+	row, ok, err := cn.queryRow(selectLive, 7, dbKey, raw, c.nowSeconds())
+	if err != nil || !ok {
+		c.release(cn)
+		if err != nil {
+			return Item{}, false, fmt.Errorf("engine: get: %w", err)
+		}
+		return Item{}, false, nil
+	}
+	it, f, err := c.itemFromRow(key, row[1], row[2], row[3], row[4], row[5], row[6])
+	c.release(cn)
+	if err != nil || f == nil && it.Value.Type == ValueNone {
+		return Item{}, false, err
+	}
+	return c.finishRead(it, f, opts.Stream)
+}
+
+// Get is Cache.Get inside the transaction.
+func (tx *Tx) Get(key Key, opts GetOptions) (Item, bool, error) {
+	if err := key.validate(); err != nil {
+		return Item{}, false, err
+	}
+	dbKey, raw := key.dbKey()
+	row, ok, err := tx.cn.queryRow(selectLive, 7, dbKey, raw, tx.now())
+	if err != nil {
+		return Item{}, false, err
+	}
+	var it Item
+	var f *os.File
+	if ok {
+		rowid := row[0].(int64)
+		it, f, err = tx.c.itemFromRow(key, row[1], row[2], row[3], row[4], row[5], row[6])
+		if err != nil {
+			return Item{}, false, err
+		}
+		ok = f != nil || it.Value.Type != ValueNone
+		if ok {
+			if set := policies[tx.s.EvictionPolicy].onGet; set != "" {
+				args := []any{rowid}
+				if set == "access_time = ?" {
+					args = []any{tx.now(), rowid}
+				}
+				if _, err := tx.cn.exec(`UPDATE Cache SET `+set+` WHERE rowid = ?`, args...); err != nil {
+					if f != nil {
+						f.Close()
+					}
+					return Item{}, false, err
+				}
+			}
+		}
+	}
+	if tx.s.Statistics {
+		counter := "misses"
+		if ok {
+			counter = "hits"
+		}
+		if _, err := tx.cn.exec(`UPDATE Settings SET value = value + 1 WHERE key = ?`, counter); err != nil {
+			if f != nil {
+				f.Close()
+			}
+			return Item{}, false, err
+		}
+	}
+	if !ok {
+		return Item{}, false, nil
+	}
+	return tx.c.finishRead(it, f, opts.Stream)
+}
+
+// itemFromRow builds an item from its columns. For a file-backed value it
+// opens the file (so that a later removal cannot take it away) and returns
+// it; a file already gone yields an item of type ValueNone: a miss.
+func (c *Cache) itemFromRow(key Key, expire, tag, mode, filename, value, size driver.Value) (Item, *os.File, error) {
+	it := Item{Key: key, Tag: tagFromDB(tag)}
+	if exp, ok := toFloat(expire); ok {
+		it.ExpireTime = exp
+	}
+	m := toInt(mode)
+	if name, ok := filename.(string); ok && name != "" {
+		f, err := c.openValueFile(name)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return Item{}, nil, nil
+			}
+			return Item{}, nil, fmt.Errorf("engine: open value file: %w", err)
+		}
+		it.Value.Type = typeOfMode(m)
+		it.Size = toInt(size)
+		return it, f, nil
+	}
+	v, err := valueFromDB(m, value)
+	if err != nil {
+		return Item{}, nil, fmt.Errorf("engine: key %s: %w", key, err)
+	}
+	it.Value = v
+	return it, nil, nil
+}
+
+// finishRead reads an opened value file unless the caller streams it.
+func (c *Cache) finishRead(it Item, f *os.File, stream bool) (Item, bool, error) {
+	if f == nil {
+		return it, true, nil
+	}
+	if st, err := f.Stat(); err == nil {
+		it.Size = st.Size()
+	}
+	if stream {
+		it.Body = f
+		return it, true, nil
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return Item{}, false, fmt.Errorf("engine: read value file: %w", err)
+	}
+	it.Value.Data = data
+	return it, true, nil
+}
+
+// Contains reports whether key has a live item.
+func (c *Cache) Contains(ctx context.Context, key Key) (bool, error) {
+	if err := key.validate(); err != nil {
+		return false, err
+	}
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.release(cn)
+	return contains(cn, key, c.nowSeconds())
+}
+
+// Contains is Cache.Contains inside the transaction.
+func (tx *Tx) Contains(key Key) (bool, error) {
+	if err := key.validate(); err != nil {
+		return false, err
+	}
+	return contains(tx.cn, key, tx.now())
+}
+
+func contains(cn *conn, key Key, now float64) (bool, error) {
+	dbKey, raw := key.dbKey()
+	_, ok, err := cn.queryRow(`SELECT rowid FROM Cache WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)`, 1, dbKey, raw, now)
+	return ok, err
+}
+
+// Delete removes the live item under key and reports whether there was one.
+func (c *Cache) Delete(ctx context.Context, key Key) (bool, error) {
+	var ok bool
+	err := c.write(ctx, "delete", func(tx *Tx) error {
+		var err error
+		ok, err = tx.Delete(key)
+		return err
+	})
+	return ok, err
+}
+
+// Delete is Cache.Delete inside the transaction.
+func (tx *Tx) Delete(key Key) (bool, error) {
+	if err := key.validate(); err != nil {
+		return false, err
+	}
+	dbKey, raw := key.dbKey()
+	row, ok, err := tx.cn.queryRow(`SELECT rowid, filename FROM Cache WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)`, 2, dbKey, raw, tx.now())
+	if err != nil || !ok {
+		return false, err
+	}
+	filename := row[1]
+	if err := tx.deleteRow(row[0].(int64)); err != nil {
+		return false, err
+	}
+	tx.removeAfterCommit(filename)
+	return true, nil
+}
+
+func (tx *Tx) deleteRow(rowid int64) error {
+	_, err := tx.cn.exec(`DELETE FROM Cache WHERE rowid = ?`, rowid)
+	return err
+}
+
+// Pop removes the live item under key and returns it.
+func (c *Cache) Pop(ctx context.Context, key Key, opts GetOptions) (Item, bool, error) {
+	var it Item
+	var ok bool
+	err := c.write(ctx, "pop", func(tx *Tx) error {
+		var err error
+		it, ok, err = tx.Pop(key, opts)
+		return err
+	})
+	return it, ok, err
+}
+
+// Pop is Cache.Pop inside the transaction.
+func (tx *Tx) Pop(key Key, opts GetOptions) (Item, bool, error) {
+	if err := key.validate(); err != nil {
+		return Item{}, false, err
+	}
+	dbKey, raw := key.dbKey()
+	row, ok, err := tx.cn.queryRow(selectLive, 7, dbKey, raw, tx.now())
+	if err != nil || !ok {
+		return Item{}, false, err
+	}
+	rowid, filename := row[0].(int64), row[4]
+	it, f, err := tx.c.itemFromRow(key, row[1], row[2], row[3], row[4], row[5], row[6])
+	if err != nil {
+		return Item{}, false, err
+	}
+	if err := tx.deleteRow(rowid); err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return Item{}, false, err
+	}
+	tx.removeAfterCommit(filename)
+	if f == nil && it.Value.Type == ValueNone {
+		return Item{}, false, nil // the value file was gone: a miss
+	}
+	return tx.c.finishRead(it, f, opts.Stream)
+}
+
+// Incr adds delta (an int or float Value) to the number under key and
+// returns the result. A missing or expired key starts from def; with a def
+// of type ValueNone it fails with ErrNotFound. A live item keeps its expiry
+// and tag; a value that is not a number fails with ErrNotNumeric.
+func (c *Cache) Incr(ctx context.Context, key Key, delta, def Value) (Value, error) {
+	var out Value
+	err := c.write(ctx, "incr", func(tx *Tx) error {
+		var err error
+		out, err = tx.Incr(key, delta, def)
+		return err
+	})
+	return out, err
+}
+
+// Decr subtracts delta; see Incr.
+func (c *Cache) Decr(ctx context.Context, key Key, delta, def Value) (Value, error) {
+	neg, err := negate(delta)
+	if err != nil {
+		return Value{}, err
+	}
+	return c.Incr(ctx, key, neg, def)
+}
+
+// Decr is Cache.Decr inside the transaction.
+func (tx *Tx) Decr(key Key, delta, def Value) (Value, error) {
+	neg, err := negate(delta)
+	if err != nil {
+		return Value{}, err
+	}
+	return tx.Incr(key, neg, def)
+}
+
+func negate(v Value) (Value, error) {
+	switch v.Type {
+	case ValueInt:
+		if v.Int == math.MinInt64 {
+			return Value{}, ErrOverflow
+		}
+		return Int(-v.Int), nil
+	case ValueFloat:
+		return Float(-v.Float), nil
+	}
+	return Value{}, fmt.Errorf("%w: delta must be an int or a float, not %s", ErrNotNumeric, v.Type)
+}
+
+// Incr is Cache.Incr inside the transaction.
+func (tx *Tx) Incr(key Key, delta, def Value) (Value, error) {
+	if err := key.validate(); err != nil {
+		return Value{}, err
+	}
+	if delta.Type != ValueInt && delta.Type != ValueFloat {
+		return Value{}, fmt.Errorf("%w: delta must be an int or a float, not %s", ErrNotNumeric, delta.Type)
+	}
+	if def.Type != ValueNone && def.Type != ValueInt && def.Type != ValueFloat {
+		return Value{}, fmt.Errorf("%w: default must be an int or a float, not %s", ErrNotNumeric, def.Type)
+	}
+	now := tx.now()
+	dbKey, raw := key.dbKey()
+	row, found, err := tx.cn.queryRow(`SELECT rowid, expire_time, filename, value FROM Cache WHERE key = ? AND raw = ?`, 4, dbKey, raw)
+	if err != nil {
+		return Value{}, err
+	}
+	if found {
+		if exp, has := toFloat(row[1]); !has || exp >= now {
+			rowid := row[0].(int64)
+			cur, ok := numberOf(row[3])
+			if !ok || row[2] != nil {
+				return Value{}, fmt.Errorf("%w: key %s", ErrNotNumeric, key)
+			}
+			out, err := addNumbers(cur, delta)
+			if err != nil {
+				return Value{}, err
+			}
+			args := []any{now, numberArg(out)}
+			set := `store_time = ?, value = ?`
+			switch on := policies[tx.s.EvictionPolicy].onGet; on {
+			case "":
+			case "access_time = ?":
+				set += ", " + on
+				args = append(args, now)
+			default:
+				set += ", " + on
+			}
+			args = append(args, rowid)
+			_, err = tx.cn.exec(`UPDATE Cache SET `+set+` WHERE rowid = ?`, args...)
+			return out, err
+		}
+	}
+	if def.Type == ValueNone {
+		return Value{}, fmt.Errorf("%w: key %s", ErrNotFound, key)
+	}
+	out, err := addNumbers(def, delta)
+	if err != nil {
+		return Value{}, err
+	}
+	st := stored{mode: modeRaw, value: numberArg(out)}
+	if found {
+		tx.removeAfterCommit(row[2])
+		err = tx.updateRow(row[0].(int64), now, nil, nil, st)
+	} else {
+		err = tx.insertRow(dbKey, raw, now, nil, nil, st)
+	}
+	if err != nil {
+		return Value{}, err
+	}
+	return out, tx.cull(now)
+}
+
+func numberOf(v driver.Value) (Value, bool) {
+	switch t := v.(type) {
+	case int64:
+		return Int(t), true
+	case float64:
+		return Float(t), true
+	}
+	return Value{}, false
+}
+
+func numberArg(v Value) driver.Value {
+	if v.Type == ValueInt {
+		return v.Int
+	}
+	return v.Float
+}
+
+func addNumbers(a, b Value) (Value, error) {
+	if a.Type == ValueInt && b.Type == ValueInt {
+		s := a.Int + b.Int
+		if (s > a.Int) != (b.Int > 0) {
+			return Value{}, fmt.Errorf("%w: %d + %d", ErrOverflow, a.Int, b.Int)
+		}
+		return Int(s), nil
+	}
+	af, bf := a.Float, b.Float
+	if a.Type == ValueInt {
+		af = float64(a.Int)
+	}
+	if b.Type == ValueInt {
+		bf = float64(b.Int)
+	}
+	return Float(af + bf), nil
+}

@@ -1,0 +1,244 @@
+package engine
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Side is an end of a queue.
+type Side uint8
+
+// Queue ends. The zero Side means each call's default: Back for Push,
+// Front for Pull and Peek, as in python-diskcache.
+const (
+	Back Side = iota + 1
+	Front
+)
+
+func (s Side) or(def Side) Side {
+	if s == 0 {
+		return def
+	}
+	return s
+}
+
+// ParseSide maps "back" and "front" to a Side.
+func ParseSide(s string) (Side, error) {
+	switch s {
+	case "back":
+		return Back, nil
+	case "front":
+		return Front, nil
+	}
+	return Back, fmt.Errorf("%w: side must be front or back, got %q", ErrInvalidKey, s)
+}
+
+func (s Side) String() string {
+	switch s {
+	case Front:
+		return "front"
+	case Back:
+		return "back"
+	}
+	return "default"
+}
+
+// Queue key bounds: keys strictly between them; an empty queue starts in the
+// middle.
+const (
+	queueMax   = 999999999999999
+	queueStart = 500000000000000
+)
+
+// QueueOptions select a queue: integer keys when Prefix is empty, else
+// TEXT keys "<prefix>-%015d".
+type QueueOptions struct {
+	Prefix string
+	Side   Side
+}
+
+func (q QueueOptions) bounds() (driver.Value, driver.Value) {
+	if q.Prefix == "" {
+		return int64(0), int64(queueMax)
+	}
+	return q.Prefix + "-000000000000000", q.Prefix + "-999999999999999"
+}
+
+// order is the key order in which the end of the queue at side comes first.
+func order(side Side) string {
+	if side == Back {
+		return "DESC"
+	}
+	return "ASC"
+}
+
+// Push adds value at one end of the queue and returns its key.
+func (c *Cache) Push(ctx context.Context, value Value, q QueueOptions, opts SetOptions) (Key, error) {
+	st, err := c.prepare(value, opts)
+	if err != nil {
+		return Key{}, err
+	}
+	var key Key
+	err = c.writeStored(ctx, "push", st, func(tx *Tx) error {
+		var err error
+		key, err = tx.pushStored(st, q, opts)
+		return err
+	})
+	return key, err
+}
+
+// Push is Cache.Push inside the transaction.
+func (tx *Tx) Push(value Value, q QueueOptions, opts SetOptions) (Key, error) {
+	st, err := tx.prepare(IntKey(0), value, opts)
+	if err != nil {
+		return Key{}, err
+	}
+	return tx.pushStored(st, q, opts)
+}
+
+func (tx *Tx) pushStored(st stored, q QueueOptions, opts SetOptions) (Key, error) {
+	q.Side = q.Side.or(Back)
+	lo, hi := q.bounds()
+	row, ok, err := tx.cn.queryRow(`SELECT key FROM Cache WHERE ? < key AND key < ? AND raw = 1 ORDER BY key `+order(q.Side)+` LIMIT 1`, 1, lo, hi)
+	if err != nil {
+		return Key{}, err
+	}
+	num := int64(queueStart)
+	if ok {
+		switch k := row[0].(type) {
+		case string:
+			num, _ = strconv.ParseInt(k[strings.LastIndexByte(k, '-')+1:], 10, 64)
+		default:
+			num = toInt(k)
+		}
+		if q.Side == Back {
+			num++
+		} else {
+			num--
+		}
+		if num <= 0 || num >= queueMax {
+			return Key{}, fmt.Errorf("%w: queue is full at its %s end", ErrInvalidKey, q.Side)
+		}
+	}
+	key := IntKey(num)
+	if q.Prefix != "" {
+		key = TextKey(fmt.Sprintf("%s-%015d", q.Prefix, num))
+	}
+	now := tx.now()
+	dbKey, _ := key.dbKey()
+	if err := tx.insertRow(dbKey, 1, now, opts.Expire.at(now), opts.Tag.dbTag(), st); err != nil {
+		return Key{}, err
+	}
+	return key, tx.cull(now)
+}
+
+// Pull removes and returns the item at one end of the queue (default the
+// front), dropping expired items it meets. ok is false when it is empty.
+func (c *Cache) Pull(ctx context.Context, q QueueOptions, opts GetOptions) (Item, bool, error) {
+	return c.queueRead(ctx, "pull", func(tx *Tx) (Item, bool, error) { return tx.Pull(q, opts) })
+}
+
+// Peek returns the item at one end of the queue without removing it,
+// dropping expired items it meets.
+func (c *Cache) Peek(ctx context.Context, q QueueOptions, opts GetOptions) (Item, bool, error) {
+	return c.queueRead(ctx, "peek", func(tx *Tx) (Item, bool, error) { return tx.Peek(q, opts) })
+}
+
+// PeekItem returns the first (last=false) or last item in insertion order,
+// dropping expired items it meets. It fails with ErrEmpty when none is left.
+func (c *Cache) PeekItem(ctx context.Context, last bool, opts GetOptions) (Item, error) {
+	it, ok, err := c.queueRead(ctx, "peekitem", func(tx *Tx) (Item, bool, error) { return tx.PeekItem(last, opts) })
+	if err == nil && !ok {
+		err = ErrEmpty
+	}
+	return it, err
+}
+
+func (c *Cache) queueRead(ctx context.Context, op string, fn func(tx *Tx) (Item, bool, error)) (Item, bool, error) {
+	var it Item
+	var ok bool
+	err := c.write(ctx, op, func(tx *Tx) error {
+		var err error
+		it, ok, err = fn(tx)
+		return err
+	})
+	return it, ok, err
+}
+
+// Pull is Cache.Pull inside the transaction.
+func (tx *Tx) Pull(q QueueOptions, opts GetOptions) (Item, bool, error) {
+	return tx.takeQueue(q, true, opts)
+}
+
+// Peek is Cache.Peek inside the transaction.
+func (tx *Tx) Peek(q QueueOptions, opts GetOptions) (Item, bool, error) {
+	return tx.takeQueue(q, false, opts)
+}
+
+func (tx *Tx) takeQueue(q QueueOptions, remove bool, opts GetOptions) (Item, bool, error) {
+	lo, hi := q.bounds()
+	query := `SELECT rowid, key, expire_time, tag, mode, filename, value, size FROM Cache WHERE ? < key AND key < ? AND raw = 1 ORDER BY key ` + order(q.Side.or(Front)) + ` LIMIT 1`
+	return tx.takeFirst(query, []any{lo, hi}, remove, opts)
+}
+
+// PeekItem is Cache.PeekItem inside the transaction; ok is false when the
+// cache is empty.
+func (tx *Tx) PeekItem(last bool, opts GetOptions) (Item, bool, error) {
+	side := Front
+	if last {
+		side = Back
+	}
+	query := `SELECT rowid, key, expire_time, tag, mode, filename, value, size, raw FROM Cache ORDER BY rowid ` + order(side) + ` LIMIT 1`
+	return tx.takeFirst(query, nil, false, opts)
+}
+
+// takeFirst returns the first live row of query (deleting expired rows and
+// rows whose value file is gone on the way), removing it when remove is set.
+func (tx *Tx) takeFirst(query string, args []any, remove bool, opts GetOptions) (Item, bool, error) {
+	ncol := 8
+	if strings.Contains(query, ", raw FROM") {
+		ncol = 9
+	}
+	for {
+		row, ok, err := tx.cn.queryRow(query, ncol, args...)
+		if err != nil || !ok {
+			return Item{}, false, err
+		}
+		rowid := row[0].(int64)
+		raw := int64(1)
+		if ncol == 9 {
+			raw = toInt(row[8])
+		}
+		key := keyFromDB(row[1], raw)
+		filename := row[5]
+		if exp, has := toFloat(row[2]); has && exp < tx.now() {
+			if err := tx.deleteRow(rowid); err != nil {
+				return Item{}, false, err
+			}
+			tx.removeAfterCommit(filename)
+			tx.c.counts.expired.Add(1)
+			continue
+		}
+		it, f, err := tx.c.itemFromRow(key, row[2], row[3], row[4], row[5], row[6], row[7])
+		if err != nil {
+			return Item{}, false, err
+		}
+		missing := f == nil && it.Value.Type == ValueNone
+		if remove || missing {
+			if err := tx.deleteRow(rowid); err != nil {
+				if f != nil {
+					f.Close()
+				}
+				return Item{}, false, err
+			}
+			tx.removeAfterCommit(filename)
+		}
+		if missing {
+			continue
+		}
+		return tx.c.finishRead(it, f, opts.Stream)
+	}
+}
