@@ -67,6 +67,9 @@ type Cache struct {
 // defaults, then stored settings, then opts.Settings; pragmas applied before
 // tables are created; every setting written back to the Settings table.
 func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
+	// Value file paths are built with filepath.Join, which cleans them;
+	// pruning and Check compare them with dir, so dir must be clean too.
+	dir = filepath.Clean(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("engine: cache directory %s does not exist and could not be created: %w", dir, err)
 	}
@@ -160,7 +163,7 @@ func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 	case cn = <-c.idle:
 	default:
 		var err error
-		if cn, err = openConn(c.dbPath); err != nil {
+		if cn, err = openConn(c.dbPath, c.timeout); err != nil {
 			<-c.slots
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 )
@@ -29,9 +30,13 @@ type conn struct {
 // driver would otherwise start a goroutine per query to watch the context.
 var noCancel = context.Background()
 
-func openConn(path string) (*conn, error) {
+// openConn opens a connection that waits up to busy for locks. Opening
+// reads the schema, which another process may briefly lock (WAL recovery
+// by the first connection after all were closed): without a wait that
+// fails at once with "database is locked".
+func openConn(path string, busy time.Duration) (*conn, error) {
 	d := &sqlite3.SQLiteDriver{}
-	c, err := d.Open("file:" + path + "?_busy_timeout=0")
+	c, err := d.Open("file:" + path + "?_busy_timeout=" + strconv.FormatInt(busy.Milliseconds(), 10))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"hash/adler32"
 	"math"
 	"strconv"
+	"unicode/utf8"
 )
 
 // KeyKind says how a key (or a tag) is stored in the database.
@@ -124,7 +125,13 @@ func (k Key) String() string {
 // validate rejects keys that cannot be stored.
 func (k Key) validate() error {
 	switch k.kind {
-	case KeyBytes, KeyText, KeyInt, KeyPickle:
+	case KeyBytes, KeyInt, KeyPickle:
+		return nil
+	case KeyText:
+		if !utf8.ValidString(k.s) {
+			// python-diskcache could not decode it (nor find it).
+			return fmt.Errorf("%w: text is not valid UTF-8", ErrInvalidKey)
+		}
 		return nil
 	case KeyFloat:
 		if math.IsNaN(k.f) {

@@ -15,6 +15,20 @@ func (c *Cache) Len(ctx context.Context) (int64, error) {
 	return c.readSetting(ctx, "count")
 }
 
+// ValueFileBytes returns Settings.size: the bytes of all value files.
+func (c *Cache) ValueFileBytes(ctx context.Context) (int64, error) {
+	return c.readSetting(ctx, "size")
+}
+
+// StatCounts reads the hit and miss counters without changing anything.
+func (c *Cache) StatCounts(ctx context.Context) (hits, misses int64, err error) {
+	if hits, err = c.readSetting(ctx, "hits"); err != nil {
+		return 0, 0, err
+	}
+	misses, err = c.readSetting(ctx, "misses")
+	return hits, misses, err
+}
+
 func (c *Cache) readSetting(ctx context.Context, name string) (int64, error) {
 	cn, err := c.acquire(ctx)
 	if err != nil {
@@ -137,6 +151,12 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
 			}
 			if d.IsDir() {
 				if path != c.dir {
+					// A sub-collection nested inside this directory (python's
+					// layout allows cache "a/b" inside cache "a") is another
+					// cache: its files are not ours to judge.
+					if _, err := os.Stat(filepath.Join(path, DBName)); err == nil {
+						return filepath.SkipDir
+					}
 					if ents, err := os.ReadDir(path); err == nil && len(ents) == 0 {
 						empty = append(empty, path)
 					}

@@ -101,6 +101,9 @@ func (c *Cache) store(v Value, body io.Reader, minFileSize int64) (stored, error
 		if v.Type == ValueInt || v.Type == ValueFloat {
 			return stored{}, fmt.Errorf("%w: a %s value cannot be streamed", ErrInvalidValue, v.Type)
 		}
+		if v.Type == ValueText {
+			body = &utf8Reader{r: body}
+		}
 		name, n, err := c.createValueFile(body)
 		if err != nil {
 			return stored{}, err
@@ -155,6 +158,9 @@ func (c *Cache) prepare(v Value, opts SetOptions) (stored, error) {
 }
 
 func (k Key) validateTag() error {
+	if k.kind == KeyText {
+		return k.validate() // UTF-8 only
+	}
 	if k.kind == KeyFloat && math.IsNaN(k.f) {
 		return fmt.Errorf("%w: NaN cannot be a tag", ErrInvalidKey)
 	}
@@ -715,5 +721,8 @@ func addNumbers(a, b Value) (Value, error) {
 	if b.Type == ValueInt {
 		bf = float64(b.Int)
 	}
-	return Float(af + bf), nil
+	if s := af + bf; !math.IsNaN(s) {
+		return Float(s), nil
+	}
+	return Value{}, fmt.Errorf("%w: %v + %v is NaN", ErrInvalidValue, a, b)
 }

@@ -126,6 +126,9 @@ func (tx *Tx) pushStored(st stored, q QueueOptions, opts SetOptions) (Key, error
 	key := IntKey(num)
 	if q.Prefix != "" {
 		key = TextKey(fmt.Sprintf("%s-%015d", q.Prefix, num))
+		if err := key.validate(); err != nil { // a prefix that is not UTF-8
+			return Key{}, err
+		}
 	}
 	now := tx.now()
 	dbKey, _ := key.dbKey()

@@ -48,7 +48,7 @@ var metadata = []string{"count", "size", "hits", "misses"}
 const openRetry = 60 * time.Second
 
 func (c *Cache) init(ctx context.Context, overrides map[string]any) error {
-	cn, err := openConn(c.dbPath)
+	cn, err := openConn(c.dbPath, openRetry) // as long as the retries below
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -107,7 +108,13 @@ func (v Value) String() string {
 
 func (v Value) validate() error {
 	switch v.Type {
-	case ValueBytes, ValueInt, ValueFloat, ValuePickle:
+	case ValueBytes, ValueInt, ValuePickle:
+		return nil
+	case ValueFloat:
+		if math.IsNaN(v.Float) {
+			// SQLite stores NaN as NULL, which no read could turn back into a value.
+			return fmt.Errorf("%w: NaN cannot be stored", ErrInvalidValue)
+		}
 		return nil
 	case ValueText:
 		if !utf8.Valid(v.Data) {
@@ -191,3 +198,47 @@ func typeOfMode(mode int64) ValueType {
 		return ValueBytes
 	}
 }
+
+// utf8Reader passes a streamed text value through and fails with
+// ErrInvalidValue at the first sequence that is not UTF-8 (or a rune cut
+// off at the end), so that no text file python-diskcache cannot decode is
+// ever committed.
+type utf8Reader struct {
+	r    io.Reader
+	tail []byte // the start of a rune split across reads
+}
+
+func (u *utf8Reader) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	b := p[:n]
+	for len(u.tail) > 0 && len(b) > 0 && !utf8.FullRune(u.tail) {
+		u.tail, b = append(u.tail, b[0]), b[1:]
+	}
+	if utf8.FullRune(u.tail) {
+		if r, size := utf8.DecodeRune(u.tail); r == utf8.RuneError && size <= 1 {
+			return n, errInvalidText
+		}
+		u.tail = u.tail[:0]
+	}
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if !utf8.FullRune(b[i:]) {
+			u.tail = append(u.tail[:0], b[i:]...)
+			break
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return n, errInvalidText
+		}
+		i += size
+	}
+	if err == io.EOF && len(u.tail) > 0 {
+		return n, errInvalidText
+	}
+	return n, err
+}
+
+var errInvalidText = fmt.Errorf("%w: streamed text is not valid UTF-8", ErrInvalidValue)

@@ -1,0 +1,533 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestTransactCommitsTogether(t *testing.T) {
+	c, _ := openTest(t, nil)
+	utSet(t, c, TextKey("gone"), Int(1), SetOptions{})
+	utSet(t, c, TextKey("n"), Int(10), SetOptions{})
+	err := c.Transact(utCtx, func(tx *Tx) error {
+		if err := tx.Set(TextKey("a"), Int(1), SetOptions{}); err != nil {
+			return err
+		}
+		if ok, err := tx.Add(TextKey("b"), Int(2), SetOptions{}); !ok || err != nil {
+			return fmt.Errorf("add: %v, %v", ok, err)
+		}
+		if ok, err := tx.Delete(TextKey("gone")); !ok || err != nil {
+			return fmt.Errorf("delete: %v, %v", ok, err)
+		}
+		if _, err := tx.Incr(TextKey("n"), Int(5), Int(0)); err != nil {
+			return err
+		}
+		// The transaction sees its own writes.
+		if it, ok, err := tx.Get(TextKey("a"), GetOptions{}); !ok || err != nil || !it.Value.Equal(Int(1)) {
+			return fmt.Errorf("get in tx: %+v, %v, %v", it, ok, err)
+		}
+		if ok, err := tx.Contains(TextKey("gone")); ok || err != nil {
+			return fmt.Errorf("contains in tx: %v, %v", ok, err)
+		}
+		if ok, err := tx.Touch(TextKey("b"), ExpireAfter(time.Hour)); !ok || err != nil {
+			return fmt.Errorf("touch in tx: %v, %v", ok, err)
+		}
+		if _, err := tx.Decr(TextKey("n"), Int(1), Int(0)); err != nil {
+			return err
+		}
+		if it, ok, err := tx.Pop(TextKey("b"), GetOptions{}); !ok || err != nil || it.ExpireTime != t0+3600 {
+			return fmt.Errorf("pop in tx: %+v, %v, %v", it, ok, err)
+		}
+		if tx.Settings().CullLimit != 10 {
+			return errors.New("tx settings")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	utWant(t, c, TextKey("a"), Int(1))
+	utMiss(t, c, TextKey("b"))
+	utMiss(t, c, TextKey("gone"))
+	utWant(t, c, TextKey("n"), Int(14))
+}
+
+func TestTransactRollsBackTogether(t *testing.T) {
+	c, _ := openTest(t, nil)
+	utSet(t, c, TextKey("keep"), Int(1), SetOptions{})
+	utSet(t, c, TextKey("n"), Int(10), SetOptions{})
+	boom := errors.New("boom")
+	err := c.Transact(utCtx, func(tx *Tx) error {
+		tx.Set(TextKey("a"), Int(1), SetOptions{})
+		tx.Delete(TextKey("keep"))
+		tx.Incr(TextKey("n"), Int(5), Int(0))
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Transact = %v, want the function's error", err)
+	}
+	utMiss(t, c, TextKey("a"))
+	utWant(t, c, TextKey("keep"), Int(1))
+	utWant(t, c, TextKey("n"), Int(10))
+	if n := utLen(t, c); n != 2 {
+		t.Fatalf("Len = %d", n)
+	}
+	// An operation error inside (Incr on text) rolls back the earlier writes.
+	utSet(t, c, TextKey("text"), Text("x"), SetOptions{})
+	err = c.Transact(utCtx, func(tx *Tx) error {
+		tx.Set(TextKey("a"), Int(1), SetOptions{})
+		_, err := tx.Incr(TextKey("text"), Int(1), Int(0))
+		return err
+	})
+	if !errors.Is(err, ErrNotNumeric) {
+		t.Fatalf("Transact = %v, want ErrNotNumeric", err)
+	}
+	utMiss(t, c, TextKey("a"))
+	// A panic rolls back and propagates.
+	func() {
+		defer func() {
+			if p := recover(); p != "kaboom" {
+				t.Fatalf("recovered %v", p)
+			}
+		}()
+		c.Transact(utCtx, func(tx *Tx) error {
+			tx.Set(TextKey("a"), Int(1), SetOptions{})
+			panic("kaboom")
+		})
+	}()
+	utMiss(t, c, TextKey("a"))
+	// The cache is usable afterwards (the write lock was released).
+	utSet(t, c, TextKey("after"), Int(1), SetOptions{})
+	utWant(t, c, TextKey("after"), Int(1))
+}
+
+// TestValueFilesRemovedOnlyAfterCommit: a transaction that overwrites or
+// deletes file-backed items and then fails leaves the old files and values
+// intact and removes the files it created; one that commits removes the old
+// files.
+func TestValueFilesRemovedOnlyAfterCommit(t *testing.T) {
+	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	oldK, oldD := Bytes(utBig(100, 'k')), Bytes(utBig(100, 'd'))
+	utSet(t, c, TextKey("k"), oldK, SetOptions{})
+	utSet(t, c, TextKey("d"), oldD, SetOptions{})
+	utPush(t, c, Bytes(utBig(100, 'q')), QueueOptions{}, SetOptions{})
+	before := utValFiles(t, c)
+	if len(before) != 3 {
+		t.Fatalf("files = %v", before)
+	}
+	boom := errors.New("boom")
+	for _, fail := range []func() error{
+		func() error { return boom },
+		func() error { panic(boom) },
+	} {
+		func() {
+			defer func() { recover() }()
+			err := c.Transact(utCtx, func(tx *Tx) error {
+				if err := tx.Set(TextKey("k"), Bytes(utBig(200, 'K')), SetOptions{}); err != nil {
+					return err
+				}
+				if err := tx.Set(TextKey("new"), Bytes(utBig(200, 'N')), SetOptions{Body: nil}); err != nil {
+					return err
+				}
+				if err := tx.Set(TextKey("streamed"), Value{}, SetOptions{Body: bytesReader(utBig(50, 's'))}); err != nil {
+					return err
+				}
+				if ok, err := tx.Delete(TextKey("d")); !ok || err != nil {
+					return fmt.Errorf("delete: %v %v", ok, err)
+				}
+				if _, ok, err := tx.Pull(QueueOptions{}, GetOptions{}); !ok || err != nil {
+					return fmt.Errorf("pull: %v %v", ok, err)
+				}
+				if _, err := tx.Push(Bytes(utBig(100, 'P')), QueueOptions{}, SetOptions{}); err != nil {
+					return err
+				}
+				if ok, err := tx.Add(TextKey("k"), Bytes(utBig(100, 'A')), SetOptions{}); ok || err != nil {
+					return fmt.Errorf("add: %v %v", ok, err)
+				}
+				// Inside the transaction, the old files are still there.
+				for _, f := range before {
+					if _, err := os.Stat(c.Directory() + "/" + f); err != nil {
+						return fmt.Errorf("file removed before commit: %v", err)
+					}
+				}
+				return fail()
+			})
+			if !errors.Is(err, boom) {
+				t.Fatalf("Transact = %v", err)
+			}
+		}()
+		if got := utValFiles(t, c); fmt.Sprint(got) != fmt.Sprint(before) {
+			t.Fatalf("files after rollback = %v, want %v", got, before)
+		}
+		utWant(t, c, TextKey("k"), oldK)
+		utWant(t, c, TextKey("d"), oldD)
+		utMiss(t, c, TextKey("new"))
+		if it, ok := utTake(t, c, false, QueueOptions{}); !ok || it.Value.Data[0] != 'q' {
+			t.Fatalf("queue after rollback = %+v", it)
+		}
+		utWantKinds(t, utCheck(t, c, false))
+	}
+
+	// Committed: the overwritten, deleted and pulled items' files go.
+	err := c.Transact(utCtx, func(tx *Tx) error {
+		if err := tx.Set(TextKey("k"), Bytes(utBig(200, 'K')), SetOptions{}); err != nil {
+			return err
+		}
+		if _, err := tx.Delete(TextKey("d")); err != nil {
+			return err
+		}
+		_, _, err := tx.Pull(QueueOptions{}, GetOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := utValFiles(t, c)
+	if len(after) != 1 || after[0] == before[0] || after[0] == before[1] || after[0] == before[2] {
+		t.Fatalf("files after commit = %v (before %v)", after, before)
+	}
+	utWant(t, c, TextKey("k"), Bytes(utBig(200, 'K')))
+	utCheckConverges(t, c)
+}
+
+type byteReader struct {
+	b []byte
+}
+
+func (r *byteReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+func bytesReader(b []byte) *byteReader { return &byteReader{b: b} }
+
+// TestTimeoutAcrossCaches holds a write transaction in one Cache while a
+// second Cache on the same directory (as another process would) waits
+// 50ms and fails with ErrTimeout.
+func TestTimeoutAcrossCaches(t *testing.T) {
+	dir := t.TempDir()
+	clk := newClock()
+	a := utOpenAt(t, dir, clk, nil)
+	utSet(t, a, TextKey("k"), Int(1), SetOptions{})
+	b, err := Open(utCtx, dir, Options{Timeout: 50 * time.Millisecond, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	held, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Transact(utCtx, func(tx *Tx) error {
+			if err := tx.Set(TextKey("k"), Int(2), SetOptions{}); err != nil {
+				return err
+			}
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+
+	err = b.Set(utCtx, TextKey("other"), Int(1), SetOptions{})
+	var te *TimeoutError
+	if !errors.Is(err, ErrTimeout) || !errors.As(err, &te) || te.Op != "set" {
+		t.Errorf("Set while locked = %v, want a set TimeoutError", err)
+	}
+	if _, err := b.Incr(utCtx, TextKey("n"), Int(1), Int(0)); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Incr while locked = %v, want ErrTimeout", err)
+	}
+	if _, err := b.Delete(utCtx, TextKey("k")); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Delete while locked = %v, want ErrTimeout", err)
+	}
+	n, err := b.Clear(utCtx)
+	if !errors.As(err, &te) || te.Op != "clear" || te.Removed != 0 || n != 0 {
+		t.Errorf("Clear while locked = %d, %v; want a clear TimeoutError", n, err)
+	}
+	if _, err := b.Expire(utCtx, 0); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Expire while locked = %v, want ErrTimeout", err)
+	}
+	if err := b.Transact(utCtx, func(*Tx) error { return nil }); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Transact while locked = %v, want ErrTimeout", err)
+	}
+	// Readers are not blocked and see the last committed value.
+	utWant(t, b, TextKey("k"), Int(1))
+	if ok, err := b.Contains(utCtx, TextKey("k")); !ok || err != nil {
+		t.Errorf("Contains while locked = %v, %v", ok, err)
+	}
+
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	utWant(t, b, TextKey("k"), Int(2))
+	utSet(t, b, TextKey("other"), Int(3), SetOptions{})
+	utWant(t, a, TextKey("other"), Int(3))
+}
+
+// TestTimeoutInProcess: writers of one Cache wait for each other at most
+// the timeout.
+func TestTimeoutInProcess(t *testing.T) {
+	for _, timeout := range []time.Duration{50 * time.Millisecond, -1} {
+		c, err := Open(utCtx, t.TempDir(), Options{Timeout: timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held, release := make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- c.Transact(utCtx, func(tx *Tx) error {
+				close(held)
+				<-release
+				return nil
+			})
+		}()
+		<-held
+		if err := c.Set(utCtx, TextKey("k"), Int(1), SetOptions{}); !errors.Is(err, ErrTimeout) {
+			t.Errorf("timeout %v: Set = %v, want ErrTimeout", timeout, err)
+		}
+		// A cancelled context ends the wait with the context's error.
+		ctx, cancel := context.WithCancel(utCtx)
+		cancel()
+		if timeout > 0 {
+			if err := c.Set(ctx, TextKey("k"), Int(1), SetOptions{}); !errors.Is(err, context.Canceled) {
+				t.Errorf("Set with a cancelled context = %v", err)
+			}
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Set(utCtx, TextKey("k"), Int(1), SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
+func TestConcurrentAddExactlyOnce(t *testing.T) {
+	c, _ := openTest(t, nil)
+	const workers, keys = 16, 1000
+	var wins atomic.Int64
+	winner := make([]atomic.Int32, keys)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < keys; i++ {
+				k := (i + w*61) % keys // different starting points
+				ok, err := c.Add(utCtx, IntKey(int64(k)), Int(int64(w)), SetOptions{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if ok {
+					wins.Add(1)
+					winner[k].Store(int32(w))
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := wins.Load(); got != keys {
+		t.Fatalf("%d adds succeeded, want %d", got, keys)
+	}
+	if n := utLen(t, c); n != keys {
+		t.Fatalf("Len = %d", n)
+	}
+	// Each key holds the value of the goroutine that won it.
+	for k := 0; k < keys; k += 97 {
+		utWant(t, c, IntKey(int64(k)), Int(int64(winner[k].Load())))
+	}
+}
+
+func TestConcurrentIncrExact(t *testing.T) {
+	dir := t.TempDir()
+	clk := newClock()
+	// Two Caches on one directory stand in for two processes.
+	caches := []*Cache{utOpenAt(t, dir, clk, nil), utOpenAt(t, dir, clk, nil)}
+	const perCache, each = 4, 150
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*perCache)
+	for _, c := range caches {
+		for g := 0; g < perCache; g++ {
+			wg.Add(1)
+			go func(c *Cache, g int) {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					var err error
+					if g%2 == 0 {
+						_, err = c.Incr(utCtx, TextKey("n"), Int(2), Int(0))
+					} else {
+						_, err = c.Decr(utCtx, TextKey("n"), Int(1), Int(0))
+					}
+					if err == nil && i%10 == 0 {
+						_, err = c.Incr(utCtx, TextKey("f"), Float(0.5), Int(0))
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}(c, g)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Per cache: two goroutines add 2 each time, two subtract 1.
+	want := int64(len(caches) * (2*each*2 - 2*each))
+	utWant(t, caches[0], TextKey("n"), Int(want))
+	utWant(t, caches[1], TextKey("f"), Float(float64(len(caches)*perCache*each/10)*0.5))
+}
+
+// TestConcurrentReadersSeeWholeValues: readers racing a writer that keeps
+// replacing a file-backed value see either a whole value or a miss.
+func TestConcurrentReadersSeeWholeValues(t *testing.T) {
+	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 100})
+	utSet(t, c, TextKey("k"), Bytes(utBig(1000, 'a')), SetOptions{})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				it, ok, err := c.Get(utCtx, TextKey("k"), GetOptions{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !ok {
+					continue
+				}
+				d := it.Value.Data
+				if len(d) != 1000 || d[0] != d[999] {
+					errs <- fmt.Errorf("torn value: %d bytes", len(d))
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 100; i++ {
+		utSet(t, c, TextKey("k"), Bytes(utBig(1000, byte('a'+i%26))), SetOptions{})
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if files := utValFiles(t, c); len(files) != 1 {
+		t.Fatalf("files left: %v", files)
+	}
+}
+
+// TestSingleConnection: with one connection every operation, iteration
+// with writes in its body included, still works (no self-deadlock).
+func TestSingleConnection(t *testing.T) {
+	clk := newClock()
+	c, err := Open(utCtx, t.TempDir(), Options{MaxConns: 1, Now: clk.Now, Settings: map[string]any{SettingDiskMinFileSize: 10, SettingStatistics: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 120; i++ {
+		utSet(t, c, IntKey(int64(i)), Int(int64(i)), SetOptions{Tag: TextKey("t")})
+	}
+	for k, err := range c.Keys(utCtx, false) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Incr(utCtx, k, Int(1), Int(0)); err != nil {
+			t.Fatal(err)
+		}
+		utGet(t, c, k)
+	}
+	for k, err := range c.SortedKeys(utCtx, true) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Contains(utCtx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	utWant(t, c, IntKey(5), Int(6))
+	utSet(t, c, TextKey("f"), Bytes(utBig(100, 'f')), SetOptions{})
+	utWantKinds(t, utCheck(t, c, true))
+	if _, _, err := c.Stats(utCtx, false, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Volume(utCtx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reset(utCtx, SettingSizeLimit, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Cull(utCtx); err != nil || n != 121 {
+		t.Fatalf("Cull = %d, %v", n, err)
+	}
+}
+
+// TestTimedOutWriteLeavesNoFile: a value file written before the lock was
+// taken is removed when the write then times out.
+func TestTimedOutWriteLeavesNoFile(t *testing.T) {
+	dir := t.TempDir()
+	a := utOpenAt(t, dir, newClock(), nil)
+	b, err := Open(utCtx, dir, Options{Timeout: 20 * time.Millisecond, Settings: map[string]any{SettingDiskMinFileSize: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	held, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Transact(utCtx, func(tx *Tx) error {
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+	if err := b.Set(utCtx, TextKey("k"), Bytes(utBig(100, 'x')), SetOptions{}); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Set = %v, want ErrTimeout", err)
+	}
+	if _, err := b.Add(utCtx, TextKey("k"), Value{}, SetOptions{Body: bytesReader(utBig(100, 'y'))}); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Add = %v, want ErrTimeout", err)
+	}
+	if _, err := b.Push(utCtx, Bytes(utBig(100, 'z')), QueueOptions{}, SetOptions{}); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Push = %v, want ErrTimeout", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if files := utValFiles(t, b); len(files) != 0 {
+		t.Fatalf("timed-out writes left %v", files)
+	}
+}

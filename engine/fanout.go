@@ -1,0 +1,706 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FanoutCache defaults, as in python-diskcache's FanoutCache.
+const (
+	// DefaultFanoutShards is the number of shards when FanoutOptions.Shards
+	// is zero.
+	DefaultFanoutShards = 8
+	// DefaultFanoutTimeout is the database timeout of every shard when
+	// FanoutOptions.Timeout is zero.
+	DefaultFanoutTimeout = 10 * time.Millisecond
+)
+
+// Sub-collection directories below a FanoutCache directory.
+const (
+	fanoutCacheDir = "cache"
+	fanoutDequeDir = "deque"
+	fanoutIndexDir = "index"
+)
+
+// FanoutOptions configure OpenFanout.
+type FanoutOptions struct {
+	// Shards is the number of shards; zero means DefaultFanoutShards. It must
+	// match the number the directory was written with, or keys are looked
+	// for in the wrong shard.
+	Shards int
+	// Timeout bounds how long a write waits for a shard's lock. Zero means
+	// DefaultFanoutTimeout (python-diskcache's 0.010 s); a negative value
+	// means no wait.
+	Timeout time.Duration
+	// Settings are passed to every shard as Options.Settings, except
+	// size_limit: it is the total for the whole FanoutCache, and each shard
+	// gets size_limit / Shards (2^30 / Shards when absent, because
+	// python-diskcache always passes it).
+	Settings map[string]any
+	// Now is the clock of every shard and sub-collection; nil means
+	// time.Now.
+	Now func() time.Time
+	// MaxConns bounds the open SQLite connections of each shard; zero means
+	// the Cache default.
+	MaxConns int
+	// SwallowTimeouts gives single-key operations python-diskcache's
+	// FanoutCache behaviour: a shard that stays locked past Timeout is
+	// reported as a failed write or a miss instead of ErrTimeout. Set, Add,
+	// Touch and Delete report false (Set, which returns only an error,
+	// returns nil: use TrySet to learn whether it stored), Get and Pop report
+	// a miss, Incr and Decr return the zero Value (python's None), all with a
+	// nil error. Without it every timeout is returned as an error wrapping
+	// ErrTimeout. Bulk and administrative operations (Expire, Evict, Cull,
+	// Clear, Stats, Check, Reset, tag index changes) and Transact retry a
+	// timed-out shard until ctx ends, with or without this option.
+	SwallowTimeouts bool
+}
+
+// FanoutCache spreads keys over several Cache shards, each its own SQLite
+// database in dir/000, dir/001, …, as python-diskcache's FanoutCache does,
+// so that writers to different shards do not wait for each other. A key
+// lives in shard key.ShardHash() % ShardCount(). It also hands out named
+// sub-collections (Cache, Deque, Index) stored below dir. It is safe for
+// concurrent use.
+type FanoutCache struct {
+	dir      string
+	shards   []*Cache
+	timeout  time.Duration
+	now      func() time.Time
+	maxConns int
+	swallow  bool
+
+	mu      sync.Mutex // guards the fields below
+	closed  bool
+	caches  map[string]*Cache
+	deques  map[string]*Deque
+	indexes map[string]*Index
+}
+
+// OpenFanout opens or creates the FanoutCache in dir.
+func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCache, error) {
+	n := opts.Shards
+	if n == 0 {
+		n = DefaultFanoutShards
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("%w: shards must be positive, got %d", ErrInvalidSetting, n)
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = DefaultFanoutTimeout
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	settings := make(map[string]any, len(opts.Settings)+1)
+	for k, v := range opts.Settings {
+		settings[k] = v
+	}
+	total := DefaultSettings().SizeLimit
+	if v, ok := settings[SettingSizeLimit]; ok {
+		var s Settings
+		if err := s.Set(SettingSizeLimit, v); err != nil {
+			return nil, err
+		}
+		total = s.SizeLimit
+	}
+	settings[SettingSizeLimit] = total / int64(n)
+
+	f := &FanoutCache{
+		dir:      dir,
+		shards:   make([]*Cache, 0, n),
+		timeout:  timeout,
+		now:      now,
+		maxConns: opts.MaxConns,
+		swallow:  opts.SwallowTimeouts,
+		caches:   map[string]*Cache{},
+		deques:   map[string]*Deque{},
+		indexes:  map[string]*Index{},
+	}
+	for i := 0; i < n; i++ {
+		c, err := Open(ctx, filepath.Join(dir, fmt.Sprintf("%03d", i)), Options{
+			Timeout:  timeout,
+			Settings: settings,
+			Now:      now,
+			MaxConns: opts.MaxConns,
+		})
+		if err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+		f.shards = append(f.shards, c)
+	}
+	return f, nil
+}
+
+// Directory returns the fanout directory.
+func (f *FanoutCache) Directory() string { return f.dir }
+
+// Timeout returns the database timeout of every shard.
+func (f *FanoutCache) Timeout() time.Duration { return f.timeout }
+
+// SwallowTimeouts reports whether single-key operations swallow timeouts
+// (see FanoutOptions.SwallowTimeouts).
+func (f *FanoutCache) SwallowTimeouts() bool { return f.swallow }
+
+// Settings returns the settings of shard 0, as python-diskcache's
+// FanoutCache attributes do. SizeLimit is the limit of one shard.
+func (f *FanoutCache) Settings() Settings { return f.shards[0].Settings() }
+
+// ShardCount returns the number of shards.
+func (f *FanoutCache) ShardCount() int { return len(f.shards) }
+
+// Shard returns shard i (0 ≤ i < ShardCount()).
+func (f *FanoutCache) Shard(i int) *Cache { return f.shards[i] }
+
+// ShardIndex returns the index of the shard that holds key:
+// key.ShardHash() modulo the shard count, as python-diskcache computes it.
+func (f *FanoutCache) ShardIndex(key Key) int {
+	return int(key.ShardHash() % uint32(len(f.shards)))
+}
+
+// ShardFor returns the shard that holds key.
+func (f *FanoutCache) ShardFor(key Key) *Cache { return f.shards[f.ShardIndex(key)] }
+
+// swallowed reports whether err is a timeout this cache turns into a
+// failed write or a miss.
+func (f *FanoutCache) swallowed(err error) bool {
+	return f.swallow && errors.Is(err, ErrTimeout)
+}
+
+// Set stores value under key in its shard (see Cache.Set). Under
+// SwallowTimeouts a timeout returns nil without storing anything; TrySet
+// tells the two apart.
+func (f *FanoutCache) Set(ctx context.Context, key Key, value Value, opts SetOptions) error {
+	_, err := f.TrySet(ctx, key, value, opts)
+	return err
+}
+
+// TrySet is Set reporting whether the item was stored, like
+// python-diskcache's FanoutCache.set: false with a nil error when a timeout
+// was swallowed.
+func (f *FanoutCache) TrySet(ctx context.Context, key Key, value Value, opts SetOptions) (bool, error) {
+	err := f.ShardFor(key).Set(ctx, key, value, opts)
+	if err == nil {
+		return true, nil
+	}
+	if f.swallowed(err) {
+		return false, nil
+	}
+	return false, err
+}
+
+// Add stores value only if key has no live item (see Cache.Add).
+func (f *FanoutCache) Add(ctx context.Context, key Key, value Value, opts SetOptions) (bool, error) {
+	ok, err := f.ShardFor(key).Add(ctx, key, value, opts)
+	if f.swallowed(err) {
+		return false, nil
+	}
+	return ok, err
+}
+
+// Touch gives a live item a new expiry (see Cache.Touch).
+func (f *FanoutCache) Touch(ctx context.Context, key Key, expire Expiry) (bool, error) {
+	ok, err := f.ShardFor(key).Touch(ctx, key, expire)
+	if f.swallowed(err) {
+		return false, nil
+	}
+	return ok, err
+}
+
+// Get returns the live item under key (see Cache.Get). Under
+// SwallowTimeouts a timeout (possible when statistics or an LRU/LFU policy
+// make reads write) is a miss.
+func (f *FanoutCache) Get(ctx context.Context, key Key, opts GetOptions) (Item, bool, error) {
+	it, ok, err := f.ShardFor(key).Get(ctx, key, opts)
+	if f.swallowed(err) {
+		return Item{}, false, nil
+	}
+	return it, ok, err
+}
+
+// Pop removes the live item under key and returns it (see Cache.Pop).
+func (f *FanoutCache) Pop(ctx context.Context, key Key, opts GetOptions) (Item, bool, error) {
+	it, ok, err := f.ShardFor(key).Pop(ctx, key, opts)
+	if f.swallowed(err) {
+		return Item{}, false, nil
+	}
+	return it, ok, err
+}
+
+// Delete removes the live item under key (see Cache.Delete).
+func (f *FanoutCache) Delete(ctx context.Context, key Key) (bool, error) {
+	ok, err := f.ShardFor(key).Delete(ctx, key)
+	if f.swallowed(err) {
+		return false, nil
+	}
+	return ok, err
+}
+
+// Contains reports whether key has a live item.
+func (f *FanoutCache) Contains(ctx context.Context, key Key) (bool, error) {
+	return f.ShardFor(key).Contains(ctx, key)
+}
+
+// Incr adds delta to the number under key (see Cache.Incr). Under
+// SwallowTimeouts a timeout returns the zero Value (type ValueNone) and a
+// nil error.
+func (f *FanoutCache) Incr(ctx context.Context, key Key, delta, def Value) (Value, error) {
+	v, err := f.ShardFor(key).Incr(ctx, key, delta, def)
+	if f.swallowed(err) {
+		return Value{}, nil
+	}
+	return v, err
+}
+
+// Decr subtracts delta from the number under key; see Incr.
+func (f *FanoutCache) Decr(ctx context.Context, key Key, delta, def Value) (Value, error) {
+	v, err := f.ShardFor(key).Decr(ctx, key, delta, def)
+	if f.swallowed(err) {
+		return Value{}, nil
+	}
+	return v, err
+}
+
+// retryShard runs fn until it ends without a timeout, adding up the counts
+// it reports (a timed-out bulk operation reports what it had removed), or
+// until ctx ends.
+func (f *FanoutCache) retryShard(ctx context.Context, op string, i int, fn func() (int64, error)) (int64, error) {
+	var total int64
+	for {
+		n, err := fn()
+		total += n
+		if err == nil || !errors.Is(err, ErrTimeout) {
+			return total, err
+		}
+		if err := f.beforeRetry(ctx, op, i, err); err != nil {
+			return total, err
+		}
+	}
+}
+
+// beforeRetry returns an error when ctx has ended, and otherwise waits a
+// moment if nothing else does (the busy timeout normally waits).
+func (f *FanoutCache) beforeRetry(ctx context.Context, op string, i int, last error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("engine: fanout %s: shard %d: %w (last error: %v)", op, i, err, last)
+	}
+	if f.timeout > 0 {
+		return nil
+	}
+	t := time.NewTimer(time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("engine: fanout %s: shard %d: %w (last error: %v)", op, i, ctx.Err(), last)
+	}
+}
+
+// eachShard runs a counting operation on every shard in order, retrying
+// timeouts, and returns the sum.
+func (f *FanoutCache) eachShard(ctx context.Context, op string, fn func(c *Cache) (int64, error)) (int64, error) {
+	var total int64
+	for i, c := range f.shards {
+		n, err := f.retryShard(ctx, op, i, func() (int64, error) { return fn(c) })
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// Expire removes the items of every shard that expired before now (the
+// cache clock when now is 0) and returns how many it removed.
+func (f *FanoutCache) Expire(ctx context.Context, now float64) (int64, error) {
+	if now == 0 {
+		now = float64(f.now().UnixNano()) / 1e9
+	}
+	return f.eachShard(ctx, "expire", func(c *Cache) (int64, error) { return c.Expire(ctx, now) })
+}
+
+// Evict removes every item tagged tag from every shard.
+func (f *FanoutCache) Evict(ctx context.Context, tag Key) (int64, error) {
+	return f.eachShard(ctx, "evict", func(c *Cache) (int64, error) { return c.Evict(ctx, tag) })
+}
+
+// Cull culls every shard (see Cache.Cull) and returns the number removed.
+func (f *FanoutCache) Cull(ctx context.Context) (int64, error) {
+	return f.eachShard(ctx, "cull", func(c *Cache) (int64, error) { return c.Cull(ctx) })
+}
+
+// Clear removes every item of every shard and returns how many it removed.
+// Sub-collections are not touched.
+func (f *FanoutCache) Clear(ctx context.Context) (int64, error) {
+	return f.eachShard(ctx, "clear", func(c *Cache) (int64, error) { return c.Clear(ctx) })
+}
+
+// Stats returns the hit and miss counts summed over the shards, resetting
+// them when reset is set, and turns statistics on or off in every shard.
+func (f *FanoutCache) Stats(ctx context.Context, enable, reset bool) (hits, misses int64, err error) {
+	for i, c := range f.shards {
+		// Switch statistics first, so that a retry cannot lose counts a
+		// timed-out attempt had already read and reset.
+		if c.Settings().Statistics != enable {
+			if _, err := f.retryShard(ctx, "stats", i, func() (int64, error) {
+				return 0, c.Reset(ctx, SettingStatistics, enable)
+			}); err != nil {
+				return hits, misses, err
+			}
+		}
+		var h, m int64
+		if _, err := f.retryShard(ctx, "stats", i, func() (int64, error) {
+			var err error
+			h, m, err = c.Stats(ctx, enable, reset)
+			return 0, err
+		}); err != nil {
+			return hits, misses, err
+		}
+		hits += h
+		misses += m
+	}
+	return hits, misses, nil
+}
+
+// Volume returns the estimated bytes on disk of all shards.
+func (f *FanoutCache) Volume(ctx context.Context) (int64, error) {
+	var total int64
+	for _, c := range f.shards {
+		n, err := c.Volume(ctx)
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// Len returns the number of items in all shards, expired ones included.
+func (f *FanoutCache) Len(ctx context.Context) (int64, error) {
+	var total int64
+	for _, c := range f.shards {
+		n, err := c.Len(ctx)
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// Check checks (and with fix repairs) every shard and returns the warnings
+// of all shards in shard order.
+func (f *FanoutCache) Check(ctx context.Context, fix bool) ([]Warning, error) {
+	var all []Warning
+	for i, c := range f.shards {
+		var warns []Warning
+		_, err := f.retryShard(ctx, "check", i, func() (int64, error) {
+			var err error
+			warns, err = c.Check(ctx, fix)
+			return 0, err
+		})
+		all = append(all, warns...)
+		if err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+// Reset changes a setting in every shard (see Cache.Reset). size_limit is
+// the total for the FanoutCache: each shard gets value / ShardCount().
+func (f *FanoutCache) Reset(ctx context.Context, name string, value any) error {
+	if name == SettingSizeLimit {
+		var s Settings
+		if err := s.Set(name, value); err != nil {
+			return err
+		}
+		value = s.SizeLimit / int64(len(f.shards))
+	}
+	_, err := f.eachShard(ctx, "reset", func(c *Cache) (int64, error) { return 0, c.Reset(ctx, name, value) })
+	return err
+}
+
+// Reload rereads the settings of every shard (see Cache.Reload).
+func (f *FanoutCache) Reload(ctx context.Context) error {
+	for _, c := range f.shards {
+		if err := c.Reload(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CreateTagIndex creates the tag index in every shard.
+func (f *FanoutCache) CreateTagIndex(ctx context.Context) error {
+	return f.Reset(ctx, SettingTagIndex, true)
+}
+
+// DropTagIndex drops the tag index in every shard.
+func (f *FanoutCache) DropTagIndex(ctx context.Context) error {
+	return f.Reset(ctx, SettingTagIndex, false)
+}
+
+// Keys yields the keys of shard 0 in insertion order, then those of shard
+// 1, and so on; with reverse, the last shard first, each in reverse
+// insertion order, as python-diskcache's FanoutCache iterates. Expired
+// items are included.
+func (f *FanoutCache) Keys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
+	return func(yield func(Key, error) bool) {
+		for j := range f.shards {
+			i := j
+			if reverse {
+				i = len(f.shards) - 1 - j
+			}
+			for k, err := range f.shards[i].Keys(ctx, reverse) {
+				if !yield(k, err) || err != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Counters returns the removal totals of all shards.
+func (f *FanoutCache) Counters() Counters {
+	var out Counters
+	for _, c := range f.shards {
+		n := c.Counters()
+		out.Expired += n.Expired
+		out.Evicted += n.Evicted
+	}
+	return out
+}
+
+// Close closes every sub-collection handed out and every shard. Calls after
+// Close fail with ErrClosed.
+func (f *FanoutCache) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	var subs []*Cache
+	for _, c := range f.caches {
+		subs = append(subs, c)
+	}
+	for _, d := range f.deques {
+		subs = append(subs, d.c)
+	}
+	for _, x := range f.indexes {
+		subs = append(subs, x.c)
+	}
+	clear(f.caches)
+	clear(f.deques)
+	clear(f.indexes)
+	f.mu.Unlock()
+	var err error
+	for _, c := range subs {
+		err = errors.Join(err, c.Close())
+	}
+	for _, c := range f.shards {
+		err = errors.Join(err, c.Close())
+	}
+	return err
+}
+
+// FanoutTx is a transaction over every shard of a FanoutCache, given to the
+// function passed to FanoutCache.Transact. Its single-key operations go to
+// the shard transaction that owns the key. Like Tx, it is used by one
+// goroutine and only inside that function.
+type FanoutTx struct {
+	f   *FanoutCache
+	txs []*Tx
+}
+
+// Transact runs fn with a write transaction held on every shard, taken in
+// shard order (a shard that is busy is retried until ctx ends, so two
+// Transacts never deadlock). When fn returns nil every shard commits; when
+// it returns an error or panics every shard rolls back. The shards are
+// separate databases: the commits run one after another from the last shard
+// to shard 0, so a commit failing after others succeeded (which SQLite
+// reports only on I/O errors while the write lock is held) cannot undo
+// them. Operations on f itself inside fn wait for the transaction; use tx.
+func (f *FanoutCache) Transact(ctx context.Context, fn func(tx *FanoutTx) error) error {
+	ftx := &FanoutTx{f: f, txs: make([]*Tx, len(f.shards))}
+	var run func(i int) error
+	run = func(i int) error {
+		if i == len(f.shards) {
+			return fn(ftx)
+		}
+		for {
+			entered := false
+			err := f.shards[i].Transact(ctx, func(tx *Tx) error {
+				entered = true
+				ftx.txs[i] = tx
+				return run(i + 1)
+			})
+			if err == nil || entered || !errors.Is(err, ErrTimeout) {
+				return err
+			}
+			// The shard was busy before the transaction began: retry.
+			if err := f.beforeRetry(ctx, "transact", i, err); err != nil {
+				return err
+			}
+		}
+	}
+	return run(0)
+}
+
+// ShardCount returns the number of shards.
+func (tx *FanoutTx) ShardCount() int { return len(tx.txs) }
+
+// Shard returns the transaction of shard i.
+func (tx *FanoutTx) Shard(i int) *Tx { return tx.txs[i] }
+
+// ShardFor returns the transaction of the shard that holds key.
+func (tx *FanoutTx) ShardFor(key Key) *Tx { return tx.txs[tx.f.ShardIndex(key)] }
+
+// Set is FanoutCache.Set inside the transaction.
+func (tx *FanoutTx) Set(key Key, value Value, opts SetOptions) error {
+	return tx.ShardFor(key).Set(key, value, opts)
+}
+
+// Add is FanoutCache.Add inside the transaction.
+func (tx *FanoutTx) Add(key Key, value Value, opts SetOptions) (bool, error) {
+	return tx.ShardFor(key).Add(key, value, opts)
+}
+
+// Touch is FanoutCache.Touch inside the transaction.
+func (tx *FanoutTx) Touch(key Key, expire Expiry) (bool, error) {
+	return tx.ShardFor(key).Touch(key, expire)
+}
+
+// Get is FanoutCache.Get inside the transaction.
+func (tx *FanoutTx) Get(key Key, opts GetOptions) (Item, bool, error) {
+	return tx.ShardFor(key).Get(key, opts)
+}
+
+// Pop is FanoutCache.Pop inside the transaction.
+func (tx *FanoutTx) Pop(key Key, opts GetOptions) (Item, bool, error) {
+	return tx.ShardFor(key).Pop(key, opts)
+}
+
+// Delete is FanoutCache.Delete inside the transaction.
+func (tx *FanoutTx) Delete(key Key) (bool, error) {
+	return tx.ShardFor(key).Delete(key)
+}
+
+// Contains is FanoutCache.Contains inside the transaction.
+func (tx *FanoutTx) Contains(key Key) (bool, error) {
+	return tx.ShardFor(key).Contains(key)
+}
+
+// Incr is FanoutCache.Incr inside the transaction.
+func (tx *FanoutTx) Incr(key Key, delta, def Value) (Value, error) {
+	return tx.ShardFor(key).Incr(key, delta, def)
+}
+
+// Decr is FanoutCache.Decr inside the transaction.
+func (tx *FanoutTx) Decr(key Key, delta, def Value) (Value, error) {
+	return tx.ShardFor(key).Decr(key, delta, def)
+}
+
+// subDir returns the directory of sub-collection name of the given kind,
+// after checking that it cannot leave the fanout directory.
+func (f *FanoutCache) subDir(kind, name string) (string, error) {
+	if err := ValidateName(name); err != nil {
+		return "", err
+	}
+	base := filepath.Join(f.dir, kind)
+	dir := filepath.Join(base, filepath.FromSlash(name))
+	if !strings.HasPrefix(dir, base+string(os.PathSeparator)) {
+		return "", fmt.Errorf("%w: %q leaves the %s directory", ErrInvalidName, name, kind)
+	}
+	return dir, nil
+}
+
+// openSub opens a sub-collection's cache with the fanout clock and the
+// Cache default timeout (python-diskcache opens them with its defaults).
+func (f *FanoutCache) openSub(ctx context.Context, dir string, settings map[string]any) (*Cache, error) {
+	return Open(ctx, dir, Options{Settings: settings, Now: f.now, MaxConns: f.maxConns})
+}
+
+// Cache returns the Cache called name, stored in dir/cache/<name> ("/" in
+// name nests directories; see ValidateName), opened on first use and kept
+// until the FanoutCache closes. Do not close it yourself.
+func (f *FanoutCache) Cache(ctx context.Context, name string) (*Cache, error) {
+	dir, err := f.subDir(fanoutCacheDir, name)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	if c, ok := f.caches[name]; ok {
+		return c, nil
+	}
+	c, err := f.openSub(ctx, dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	f.caches[name] = c
+	return c, nil
+}
+
+// Deque returns the Deque called name, stored in dir/deque/<name> with
+// eviction policy none, opened on first use and kept until the FanoutCache
+// closes. maxlen applies when the deque is first opened (0 means
+// unbounded); later calls return the open deque as it is, as
+// python-diskcache does: change it with SetMaxlen. Do not close it yourself.
+func (f *FanoutCache) Deque(ctx context.Context, name string, maxlen int) (*Deque, error) {
+	dir, err := f.subDir(fanoutDequeDir, name)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	if d, ok := f.deques[name]; ok {
+		return d, nil
+	}
+	c, err := f.openSub(ctx, dir, map[string]any{SettingEvictionPolicy: string(PolicyNone)})
+	if err != nil {
+		return nil, err
+	}
+	d := NewDeque(c, maxlen)
+	f.deques[name] = d
+	return d, nil
+}
+
+// Index returns the Index called name, stored in dir/index/<name> with
+// eviction policy none, opened on first use and kept until the FanoutCache
+// closes. Do not close it yourself.
+func (f *FanoutCache) Index(ctx context.Context, name string) (*Index, error) {
+	dir, err := f.subDir(fanoutIndexDir, name)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	if x, ok := f.indexes[name]; ok {
+		return x, nil
+	}
+	c, err := f.openSub(ctx, dir, map[string]any{SettingEvictionPolicy: string(PolicyNone)})
+	if err != nil {
+		return nil, err
+	}
+	x := NewIndex(c)
+	f.indexes[name] = x
+	return x, nil
+}

@@ -1,0 +1,414 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Compatibility of FanoutCache, Deque and Index with python-diskcache, its
+// oracle. The helper scripts are testdata/fanout_*.py; JSON manifests carry
+// keys and values as {"t": type, "v": data} (see testdata/fanout_codec.py).
+
+const foPython = "/usr/bin/python3"
+
+// foRequirePython skips the test when python-diskcache is not installed,
+// or fails it when DISKCACHE_REQUIRE_PYTHON is set.
+func foRequirePython(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command(foPython, "-c", "import diskcache").CombinedOutput()
+	if err == nil {
+		return
+	}
+	msg := fmt.Sprintf("%s with diskcache is not available: %v %s", foPython, err, out)
+	if os.Getenv("DISKCACHE_REQUIRE_PYTHON") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// foRun runs a helper script and returns its standard output.
+func foRun(t *testing.T, script string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(foPython, append([]string{filepath.Join("testdata", script)}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s", script, err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+// foEnc is an encoded key or value.
+type foEnc struct {
+	T string `json:"t"`
+	V string `json:"v"`
+}
+
+func (e *foEnc) key() (Key, error) {
+	if e == nil {
+		return Key{}, nil
+	}
+	switch e.T {
+	case "int":
+		n, err := strconv.ParseInt(e.V, 10, 64)
+		return IntKey(n), err
+	case "float":
+		f, err := strconv.ParseFloat(e.V, 64)
+		return FloatKey(f), err
+	case "text":
+		return TextKey(e.V), nil
+	case "bytes":
+		b, err := hex.DecodeString(e.V)
+		return BytesKey(b), err
+	case "pickle":
+		b, err := hex.DecodeString(e.V)
+		return PickleKey(b), err
+	}
+	return Key{}, fmt.Errorf("unknown key type %q", e.T)
+}
+
+func (e *foEnc) value() (Value, error) {
+	switch e.T {
+	case "int":
+		n, err := strconv.ParseInt(e.V, 10, 64)
+		return Int(n), err
+	case "float":
+		f, err := strconv.ParseFloat(e.V, 64)
+		return Float(f), err
+	case "text":
+		return Text(e.V), nil
+	case "bytes":
+		b, err := hex.DecodeString(e.V)
+		return Bytes(b), err
+	case "pickle":
+		b, err := hex.DecodeString(e.V)
+		return Pickle(b), err
+	}
+	return Value{}, fmt.Errorf("unknown value type %q", e.T)
+}
+
+func foEncKey(k Key) *foEnc {
+	switch k.Kind() {
+	case KeyNone:
+		return nil
+	case KeyInt:
+		return &foEnc{"int", strconv.FormatInt(k.Int(), 10)}
+	case KeyFloat:
+		return &foEnc{"float", strconv.FormatFloat(k.Float(), 'g', -1, 64)}
+	case KeyText:
+		return &foEnc{"text", k.Text()}
+	case KeyBytes:
+		return &foEnc{"bytes", hex.EncodeToString(k.Bytes())}
+	default:
+		return &foEnc{"pickle", hex.EncodeToString(k.Bytes())}
+	}
+}
+
+func foEncValue(v Value) *foEnc {
+	switch v.Type {
+	case ValueInt:
+		return &foEnc{"int", strconv.FormatInt(v.Int, 10)}
+	case ValueFloat:
+		return &foEnc{"float", strconv.FormatFloat(v.Float, 'g', -1, 64)}
+	case ValueText:
+		return &foEnc{"text", string(v.Data)}
+	case ValueBytes:
+		return &foEnc{"bytes", hex.EncodeToString(v.Data)}
+	default:
+		return &foEnc{"pickle", hex.EncodeToString(v.Data)}
+	}
+}
+
+type foItem struct {
+	Key        *foEnc   `json:"key"`
+	Shard      int      `json:"shard"`
+	Value      *foEnc   `json:"value"`
+	ExpireTime *float64 `json:"expire_time"`
+	Tag        *foEnc   `json:"tag"`
+}
+
+type foManifest struct {
+	Shards  int         `json:"shards"`
+	Items   []foItem    `json:"items"`
+	CacheAB [][2]*foEnc `json:"cache_ab"`
+	DequeD  []*foEnc    `json:"deque_d"`
+	IndexI  [][2]*foEnc `json:"index_i"`
+}
+
+func foKey(t *testing.T, e *foEnc) Key {
+	t.Helper()
+	k, err := e.key()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func foValue(t *testing.T, e *foEnc) Value {
+	t.Helper()
+	v, err := e.value()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// foOK returns v, failing the test on err.
+func foOK[T any](t *testing.T) func(v T, err error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func TestFanoutCompatPythonWritesGoReads(t *testing.T) {
+	foRequirePython(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "fc")
+	var m foManifest
+	if err := json.Unmarshal(foRun(t, "fanout_write.py", dir), &m); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: m.Shards, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	kinds := map[KeyKind]bool{}
+	for _, item := range m.Items {
+		key := foKey(t, item.Key)
+		want := foValue(t, item.Value)
+		kinds[key.Kind()] = true
+		if got := f.ShardIndex(key); got != item.Shard {
+			t.Errorf("key %s: Go shard %d, python shard %d", key, got, item.Shard)
+			continue
+		}
+		it, ok, err := f.Shard(item.Shard).Get(ctx, key, GetOptions{})
+		if err != nil || !ok {
+			t.Errorf("key %s: not in shard %d: %v %v", key, item.Shard, ok, err)
+			continue
+		}
+		if !it.Value.Equal(want) {
+			t.Errorf("key %s: value %.80s, want %.80s", key, it.Value, want)
+		}
+		wantExp := 0.0
+		if item.ExpireTime != nil {
+			wantExp = *item.ExpireTime
+		}
+		if it.ExpireTime != wantExp {
+			t.Errorf("key %s: expire time %v, want %v", key, it.ExpireTime, wantExp)
+		}
+		if wantTag := foKey(t, item.Tag); !it.Tag.Equal(wantTag) {
+			t.Errorf("key %s: tag %s, want %s", key, it.Tag, wantTag)
+		}
+		if _, ok, err := f.Get(ctx, key, GetOptions{}); !ok || err != nil {
+			t.Errorf("key %s: FanoutCache.Get = %v %v", key, ok, err)
+		}
+	}
+	for _, k := range []KeyKind{KeyText, KeyBytes, KeyInt, KeyFloat, KeyPickle} {
+		if !kinds[k] {
+			t.Errorf("the manifest has no %s key", k)
+		}
+	}
+	if n, err := f.Len(ctx); err != nil || n != int64(len(m.Items)) {
+		t.Errorf("Len = %d %v, want %d", n, err, len(m.Items))
+	}
+	if warns, err := f.Check(ctx, false); err != nil || len(warns) != 0 {
+		t.Errorf("Check = %v %v", warns, err)
+	}
+
+	sub := foOK[*Cache](t)(f.Cache(ctx, "a/b"))
+	for _, kv := range m.CacheAB {
+		key, want := foKey(t, kv[0]), foValue(t, kv[1])
+		it, ok, err := sub.Get(ctx, key, GetOptions{})
+		if err != nil || !ok || !it.Value.Equal(want) {
+			t.Errorf("cache a/b key %s = %.80s %v %v, want %.80s", key, it.Value, ok, err, want)
+		}
+	}
+
+	d := foOK[*Deque](t)(f.Deque(ctx, "d", 0))
+	var wantD []Value
+	for _, e := range m.DequeD {
+		wantD = append(wantD, foValue(t, e))
+	}
+	if got := foOK[[]Value](t)(d.Slice(ctx)); !slices.EqualFunc(got, wantD, Value.Equal) {
+		t.Errorf("deque d = %.300v, want %.300v", got, wantD)
+	}
+
+	x := foOK[*Index](t)(f.Index(ctx, "i"))
+	var gotI, wantI []string
+	for it, err := range x.Items(ctx, false) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotI = append(gotI, it.Key.String()+"="+it.Value.String())
+	}
+	for _, kv := range m.IndexI {
+		wantI = append(wantI, foKey(t, kv[0]).String()+"="+foValue(t, kv[1]).String())
+	}
+	if !slices.Equal(gotI, wantI) {
+		t.Errorf("index i = %v, want %v", gotI, wantI)
+	}
+
+	// The deque and index keep working on python's layout.
+	if err := d.AppendLeft(ctx, Text("go")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := d.PeekLeft(ctx); err != nil || !v.Equal(Text("go")) {
+		t.Fatalf("PeekLeft = %v %v", v, err)
+	}
+	if k, _, err := x.PopItem(ctx, true); err != nil || !k.Equal(foKey(t, m.IndexI[len(m.IndexI)-1][0])) {
+		t.Fatalf("PopItem = %v %v", k, err)
+	}
+}
+
+func TestFanoutCompatGoWritesPythonReads(t *testing.T) {
+	foRequirePython(t)
+	ctx := context.Background()
+	var pickles struct {
+		Key   string `json:"key"`
+		Value string `json:"value"`
+	}
+	if err := json.Unmarshal(foRun(t, "fanout_pickles.py"), &pickles); err != nil {
+		t.Fatal(err)
+	}
+	pickleKey := PickleKey(foOK[[]byte](t)(hex.DecodeString(pickles.Key)))
+	pickleValue := Pickle(foOK[[]byte](t)(hex.DecodeString(pickles.Value)))
+
+	dir := filepath.Join(t.TempDir(), "fc")
+	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := foManifest{Shards: 4}
+	type entry struct {
+		key   Key
+		value Value
+		opts  SetOptions
+	}
+	entries := []entry{
+		{TextKey("text-key"), Text("small text"), SetOptions{}},
+		{TextKey("ключ"), Text("значение"), SetOptions{}},
+		{BytesKey([]byte("bytes-key")), Bytes([]byte{0, 1, 0xff}), SetOptions{}},
+		{IntKey(12345), Float(3.25), SetOptions{}},
+		{IntKey(-7), Int(-7), SetOptions{}},
+		{IntKey(1<<63 - 1), Int(1 << 62), SetOptions{}},
+		{FloatKey(1.5), Text("float key"), SetOptions{}},
+		{FloatKey(-0.25), Bytes([]byte{}), SetOptions{}},
+		{pickleKey, pickleValue, SetOptions{}},
+		{TextKey("big-text"), Text(strings.Repeat("ü-large text-", 4000)), SetOptions{}},
+		{TextKey("big-bytes"), Bytes(bytes.Repeat([]byte{0, 1, 2, 0xfe}, 20000)), SetOptions{}},
+		{TextKey("expiring"), Text("tagged"), SetOptions{Expire: ExpireAfter(time.Hour), Tag: TextKey("tag-1")}},
+		{TextKey("int-tag"), Int(1), SetOptions{Tag: IntKey(42)}},
+	}
+	for i := range 60 {
+		entries = append(entries, entry{TextKey(fmt.Sprintf("k%03d", i)), Int(int64(i)), SetOptions{}})
+	}
+	for _, e := range entries {
+		if err := f.Set(ctx, e.key, e.value, e.opts); err != nil {
+			t.Fatal(err)
+		}
+		it, ok, err := f.Get(ctx, e.key, GetOptions{})
+		if err != nil || !ok {
+			t.Fatalf("Get(%s) = %v %v", e.key, ok, err)
+		}
+		item := foItem{Key: foEncKey(e.key), Shard: f.ShardIndex(e.key), Value: foEncValue(e.value), Tag: foEncKey(e.opts.Tag)}
+		if it.ExpireTime != 0 {
+			item.ExpireTime = &it.ExpireTime
+		}
+		m.Items = append(m.Items, item)
+	}
+
+	sub := foOK[*Cache](t)(f.Cache(ctx, "a/b"))
+	for _, kv := range []struct {
+		k Key
+		v Value
+	}{{TextKey("x"), Int(1)}, {BytesKey([]byte("y")), Bytes(bytes.Repeat([]byte("z"), 50000))}, {IntKey(7), Text("seven")}} {
+		if err := sub.Set(ctx, kv.k, kv.v, SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		m.CacheAB = append(m.CacheAB, [2]*foEnc{foEncKey(kv.k), foEncValue(kv.v)})
+	}
+
+	d := foOK[*Deque](t)(f.Deque(ctx, "d", 0))
+	steps := []error{
+		d.Extend(ctx, []Value{Text("a"), Int(1), Float(2.5), Bytes([]byte("b")), Text(strings.Repeat("c", 40000)), pickleValue, Int(7)}),
+		d.AppendLeft(ctx, Text("first")),
+		d.Rotate(ctx, 2),
+		d.Rotate(ctx, -5),
+		d.Reverse(ctx),
+		d.Remove(ctx, Float(1)),
+		d.SetAt(ctx, 1, Text("second")),
+		d.DeleteAt(ctx, -2),
+	}
+	for i, err := range steps {
+		if err != nil {
+			t.Fatalf("deque step %d: %v", i, err)
+		}
+	}
+	if _, err := d.Pop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range foOK[[]Value](t)(d.Slice(ctx)) {
+		m.DequeD = append(m.DequeD, foEncValue(v))
+	}
+
+	x := foOK[*Index](t)(f.Index(ctx, "i"))
+	for _, err := range []error{
+		x.Set(ctx, TextKey("k1"), Int(1)),
+		x.Set(ctx, TextKey("k2"), Text("two")),
+		x.Set(ctx, IntKey(3), Bytes([]byte("three"))),
+		x.Set(ctx, TextKey("k1"), Int(11)),
+		x.Set(ctx, pickleKey, pickleValue),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := x.Delete(ctx, TextKey("k2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Set(ctx, TextKey("k2"), Int(2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Push(ctx, Text("queued"), "", Back); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Push(ctx, Text("fruit"), "fruit", Front); err != nil {
+		t.Fatal(err)
+	}
+	for it, err := range x.Items(ctx, false) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.IndexI = append(m.IndexI, [2]*foEnc{foEncKey(it.Key), foEncValue(it.Value)})
+	}
+	if len(m.IndexI) != 6 { // k1, 3, the pickle key, k2, two queue items
+		t.Fatalf("index has %d items", len(m.IndexI))
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	manifest := filepath.Join(t.TempDir(), "manifest.json")
+	if err := os.WriteFile(manifest, foOK[[]byte](t)(json.Marshal(m)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	foRun(t, "fanout_read.py", dir, manifest)
+}

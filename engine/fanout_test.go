@@ -1,0 +1,959 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// foClock is a settable clock safe for concurrent use.
+type foClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFoClock() *foClock { return &foClock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *foClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *foClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// openFanoutTest opens a FanoutCache in a temporary directory with a fake
+// clock and a generous timeout, so that no test depends on lock timing.
+func openFanoutTest(t *testing.T, opts FanoutOptions) (*FanoutCache, *foClock) {
+	t.Helper()
+	clk := newFoClock()
+	if opts.Now == nil {
+		opts.Now = clk.Now
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = time.Minute
+	}
+	f, err := OpenFanout(context.Background(), t.TempDir(), opts)
+	if err != nil {
+		t.Fatalf("OpenFanout: %v", err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f, clk
+}
+
+// foKeys returns keys of every kind.
+func foKeys() []Key {
+	keys := []Key{
+		TextKey("alpha"), TextKey("ключ"), BytesKey([]byte("beta")), BytesKey(nil),
+		IntKey(0), IntKey(-7), IntKey(1 << 40), FloatKey(1.5), FloatKey(-0.25),
+		PickleKey([]byte("\x80\x05\x95\x0b\x00\x00\x00\x00\x00\x00\x00\x8c\x05tuple\x4b\x01\x86.")),
+	}
+	for i := range 40 {
+		keys = append(keys, TextKey(fmt.Sprintf("k%02d", i)))
+	}
+	return keys
+}
+
+func TestFanoutShardLayoutAndPlacement(t *testing.T) {
+	ctx := context.Background()
+	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
+	for i := range 4 {
+		if got, want := f.Shard(i).Directory(), filepath.Join(f.Directory(), fmt.Sprintf("%03d", i)); got != want {
+			t.Fatalf("shard %d directory = %s, want %s", i, got, want)
+		}
+		if _, err := os.Stat(filepath.Join(f.Directory(), fmt.Sprintf("%03d", i), DBName)); err != nil {
+			t.Fatalf("shard %d database: %v", i, err)
+		}
+	}
+	used := map[int]bool{}
+	for i, k := range foKeys() {
+		if err := f.Set(ctx, k, Int(int64(i)), SetOptions{}); err != nil {
+			t.Fatalf("Set(%s): %v", k, err)
+		}
+		want := int(k.ShardHash() % 4)
+		if got := f.ShardIndex(k); got != want {
+			t.Fatalf("ShardIndex(%s) = %d, want %d", k, got, want)
+		}
+		used[want] = true
+		for s := range 4 {
+			ok, err := f.Shard(s).Contains(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok != (s == want) {
+				t.Fatalf("key %s in shard %d: %v (its shard is %d)", k, s, ok, want)
+			}
+		}
+		if f.ShardFor(k) != f.Shard(want) {
+			t.Fatalf("ShardFor(%s) is not shard %d", k, want)
+		}
+	}
+	if len(used) != 4 {
+		t.Fatalf("keys landed in %d shards, want all 4", len(used))
+	}
+	if f.ShardCount() != 4 {
+		t.Fatalf("ShardCount = %d", f.ShardCount())
+	}
+}
+
+func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
+	ctx := context.Background()
+	f, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.ShardCount() != DefaultFanoutShards || f.Timeout() != DefaultFanoutTimeout {
+		t.Fatalf("defaults: %d shards, timeout %v", f.ShardCount(), f.Timeout())
+	}
+	for i := range f.ShardCount() {
+		if got := f.Shard(i).Settings().SizeLimit; got != (1<<30)/8 {
+			t.Fatalf("shard %d size_limit = %d, want 2^30/8", i, got)
+		}
+	}
+
+	dir := t.TempDir()
+	g, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Settings: map[string]any{SettingSizeLimit: 4000, SettingCullLimit: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		s := g.Shard(i).Settings()
+		if s.SizeLimit != 1000 || s.CullLimit != 3 {
+			t.Fatalf("shard %d: size_limit %d cull_limit %d, want 1000 and 3", i, s.SizeLimit, s.CullLimit)
+		}
+	}
+	if err := g.Reset(ctx, SettingSizeLimit, 8000); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reset(ctx, SettingCullLimit, 5); err != nil {
+		t.Fatal(err)
+	}
+	if g.Settings().SizeLimit != 2000 {
+		t.Fatalf("after Reset, size_limit per shard = %d, want 2000", g.Settings().SizeLimit)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Persisted in every shard: a plain Cache on a shard directory sees it.
+	for i := range 4 {
+		c, err := Open(ctx, filepath.Join(dir, fmt.Sprintf("%03d", i)), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := c.Settings()
+		c.Close()
+		if s.SizeLimit != 2000 || s.CullLimit != 5 {
+			t.Fatalf("shard %d on disk: size_limit %d cull_limit %d", i, s.SizeLimit, s.CullLimit)
+		}
+	}
+
+	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Shards: -1}); !errors.Is(err, ErrInvalidSetting) {
+		t.Fatalf("Shards -1: %v", err)
+	}
+	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Settings: map[string]any{SettingSizeLimit: "big"}}); !errors.Is(err, ErrInvalidSetting) {
+		t.Fatalf("bad size_limit: %v", err)
+	}
+}
+
+func TestFanoutSingleKeyOperations(t *testing.T) {
+	ctx := context.Background()
+	f, clk := openFanoutTest(t, FanoutOptions{Shards: 3})
+	k := TextKey("a")
+	if err := f.Set(ctx, k, Text("one"), SetOptions{Tag: TextKey("t")}); err != nil {
+		t.Fatal(err)
+	}
+	it, ok, err := f.Get(ctx, k, GetOptions{})
+	if err != nil || !ok || !it.Value.Equal(Text("one")) || !it.Tag.Equal(TextKey("t")) {
+		t.Fatalf("Get = %+v %v %v", it, ok, err)
+	}
+	if ok, err := f.TrySet(ctx, k, Text("two"), SetOptions{}); !ok || err != nil {
+		t.Fatalf("TrySet = %v %v", ok, err)
+	}
+	if added, err := f.Add(ctx, k, Text("three"), SetOptions{}); added || err != nil {
+		t.Fatalf("Add on live key = %v %v", added, err)
+	}
+	if added, err := f.Add(ctx, TextKey("b"), Int(1), SetOptions{Expire: ExpireAfter(time.Minute)}); !added || err != nil {
+		t.Fatalf("Add new key = %v %v", added, err)
+	}
+	if ok, err := f.Contains(ctx, TextKey("b")); !ok || err != nil {
+		t.Fatalf("Contains = %v %v", ok, err)
+	}
+	if ok, err := f.Touch(ctx, TextKey("b"), ExpireAfter(time.Hour)); !ok || err != nil {
+		t.Fatalf("Touch = %v %v", ok, err)
+	}
+	clk.Advance(2 * time.Minute)
+	if ok, _ := f.Contains(ctx, TextKey("b")); !ok {
+		t.Fatal("touched key expired at its old expiry")
+	}
+	if ok, err := f.Touch(ctx, TextKey("missing"), Expiry{}); ok || err != nil {
+		t.Fatalf("Touch missing = %v %v", ok, err)
+	}
+	v, err := f.Incr(ctx, IntKey(5), Int(3), Int(10))
+	if err != nil || !v.Equal(Int(13)) {
+		t.Fatalf("Incr = %v %v", v, err)
+	}
+	v, err = f.Decr(ctx, IntKey(5), Int(1), Value{})
+	if err != nil || !v.Equal(Int(12)) {
+		t.Fatalf("Decr = %v %v", v, err)
+	}
+	if _, err := f.Incr(ctx, IntKey(6), Int(1), Value{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Incr missing without default: %v", err)
+	}
+	if _, err := f.Incr(ctx, k, Int(1), Int(0)); !errors.Is(err, ErrNotNumeric) {
+		t.Fatalf("Incr on text: %v", err)
+	}
+	it, ok, err = f.Pop(ctx, k, GetOptions{})
+	if err != nil || !ok || !it.Value.Equal(Text("two")) {
+		t.Fatalf("Pop = %+v %v %v", it, ok, err)
+	}
+	if _, ok, _ := f.Pop(ctx, k, GetOptions{}); ok {
+		t.Fatal("Pop twice")
+	}
+	if ok, err := f.Delete(ctx, IntKey(5)); !ok || err != nil {
+		t.Fatalf("Delete = %v %v", ok, err)
+	}
+	if ok, err := f.Delete(ctx, IntKey(5)); ok || err != nil {
+		t.Fatalf("Delete twice = %v %v", ok, err)
+	}
+	if err := f.Set(ctx, Key{}, Int(1), SetOptions{}); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("Set with no key: %v", err)
+	}
+}
+
+func TestFanoutBulkOperations(t *testing.T) {
+	ctx := context.Background()
+	f, clk := openFanoutTest(t, FanoutOptions{Shards: 4, Settings: map[string]any{SettingTagIndex: true}})
+	keys := foKeys()
+	for i, k := range keys {
+		opts := SetOptions{}
+		switch i % 3 {
+		case 0:
+			opts.Expire = ExpireAfter(time.Minute)
+		case 1:
+			opts.Tag = TextKey("odd")
+		}
+		if err := f.Set(ctx, k, Int(int64(i)), opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var expiring, tagged int64
+	for i := range keys {
+		switch i % 3 {
+		case 0:
+			expiring++
+		case 1:
+			tagged++
+		}
+	}
+	n, err := f.Len(ctx)
+	if err != nil || n != int64(len(keys)) {
+		t.Fatalf("Len = %d %v", n, err)
+	}
+
+	// Keys: shard 0's keys in insertion order, then shard 1's, …
+	var want []Key
+	for s := range 4 {
+		for _, k := range keys {
+			if f.ShardIndex(k) == s {
+				want = append(want, k)
+			}
+		}
+	}
+	var got []Key
+	for k, err := range f.Keys(ctx, false) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, k)
+	}
+	if !slices.EqualFunc(got, want, Key.Equal) {
+		t.Fatalf("Keys = %v\nwant %v", got, want)
+	}
+	got = got[:0]
+	for k, err := range f.Keys(ctx, true) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, k)
+	}
+	slices.Reverse(want)
+	if !slices.EqualFunc(got, want, Key.Equal) {
+		t.Fatalf("Keys reversed = %v\nwant %v", got, want)
+	}
+	count := 0
+	for range f.Keys(ctx, false) {
+		count++
+		if count == 3 {
+			break
+		}
+	}
+
+	var vol int64
+	for s := range 4 {
+		v, err := f.Shard(s).Volume(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vol += v
+	}
+	if v, err := f.Volume(ctx); err != nil || v != vol {
+		t.Fatalf("Volume = %d %v, want %d", v, err, vol)
+	}
+
+	clk.Advance(2 * time.Minute)
+	if n, err := f.Expire(ctx, 0); err != nil || n != expiring {
+		t.Fatalf("Expire = %d %v, want %d", n, err, expiring)
+	}
+	if c := f.Counters(); c.Expired != expiring {
+		t.Fatalf("Counters = %+v", c)
+	}
+	if n, err := f.Evict(ctx, TextKey("odd")); err != nil || n != tagged {
+		t.Fatalf("Evict = %d %v, want %d", n, err, tagged)
+	}
+	if n, err := f.Cull(ctx); err != nil || n != 0 {
+		t.Fatalf("Cull = %d %v", n, err)
+	}
+	rest := int64(len(keys)) - expiring - tagged
+	if n, err := f.Len(ctx); err != nil || n != rest {
+		t.Fatalf("Len = %d %v, want %d", n, err, rest)
+	}
+	if warns, err := f.Check(ctx, false); err != nil || len(warns) != 0 {
+		t.Fatalf("Check = %v %v", warns, err)
+	}
+	if n, err := f.Clear(ctx); err != nil || n != rest {
+		t.Fatalf("Clear = %d %v, want %d", n, err, rest)
+	}
+	if err := f.DropTagIndex(ctx); err != nil || f.Settings().TagIndex {
+		t.Fatalf("DropTagIndex: %v", err)
+	}
+	if err := f.CreateTagIndex(ctx); err != nil || !f.Shard(3).Settings().TagIndex {
+		t.Fatalf("CreateTagIndex: %v", err)
+	}
+}
+
+func TestFanoutCullSizeLimitIsTotal(t *testing.T) {
+	ctx := context.Background()
+	// 2 shards sharing 2 MB: each holds about 1 MB of 64 KB value files.
+	f, _ := openFanoutTest(t, FanoutOptions{Shards: 2, Settings: map[string]any{
+		SettingSizeLimit: 2 << 20, SettingCullLimit: 0,
+	}})
+	big := Bytes(make([]byte, 64<<10))
+	for i := range 60 {
+		if err := f.Set(ctx, IntKey(int64(i)), big, SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := f.Cull(ctx)
+	if err != nil || n == 0 {
+		t.Fatalf("Cull = %d %v", n, err)
+	}
+	for s := range 2 {
+		v, err := f.Shard(s).Volume(ctx)
+		if err != nil || v > 1<<20 {
+			t.Fatalf("shard %d volume after cull = %d %v, want ≤ 1 MB", s, v, err)
+		}
+	}
+}
+
+func TestFanoutStats(t *testing.T) {
+	ctx := context.Background()
+	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
+	if _, _, err := f.Stats(ctx, true, false); err != nil {
+		t.Fatal(err)
+	}
+	for s := range 4 {
+		if !f.Shard(s).Settings().Statistics {
+			t.Fatalf("shard %d statistics off", s)
+		}
+	}
+	keys := foKeys()[:12]
+	for _, k := range keys {
+		if err := f.Set(ctx, k, Int(1), SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if _, ok, err := f.Get(ctx, k, GetOptions{}); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+		}
+		if _, ok, err := f.Get(ctx, TextKey("miss-"+k.String()), GetOptions{}); ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	h, m, err := f.Stats(ctx, true, true)
+	if err != nil || h != int64(2*len(keys)) || m != int64(len(keys)) {
+		t.Fatalf("Stats = %d %d %v", h, m, err)
+	}
+	h, m, err = f.Stats(ctx, false, false)
+	if err != nil || h != 0 || m != 0 {
+		t.Fatalf("Stats after reset = %d %d %v", h, m, err)
+	}
+	if f.Settings().Statistics {
+		t.Fatal("statistics still on")
+	}
+}
+
+func TestFanoutTransact(t *testing.T) {
+	ctx := context.Background()
+	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
+	keys := foKeys()[:20]
+	errBoom := errors.New("boom")
+	err := f.Transact(ctx, func(tx *FanoutTx) error {
+		if tx.ShardCount() != 4 {
+			t.Errorf("ShardCount = %d", tx.ShardCount())
+		}
+		for i, k := range keys {
+			if err := tx.Set(k, Int(int64(i)), SetOptions{}); err != nil {
+				return err
+			}
+		}
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("Transact = %v", err)
+	}
+	if n, _ := f.Len(ctx); n != 0 {
+		t.Fatalf("rolled back transaction left %d items", n)
+	}
+
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("panic not propagated")
+			}
+		}()
+		_ = f.Transact(ctx, func(tx *FanoutTx) error {
+			for _, k := range keys {
+				_ = tx.Set(k, Int(1), SetOptions{})
+			}
+			panic("boom")
+		})
+	}()
+	if n, _ := f.Len(ctx); n != 0 {
+		t.Fatalf("panicking transaction left %d items", n)
+	}
+
+	err = f.Transact(ctx, func(tx *FanoutTx) error {
+		for i, k := range keys {
+			if added, err := tx.Add(k, Int(int64(i)), SetOptions{}); err != nil || !added {
+				return fmt.Errorf("add %s: %v %w", k, added, err)
+			}
+		}
+		// Reads inside see the writes.
+		for i, k := range keys {
+			it, ok, err := tx.Get(k, GetOptions{})
+			if err != nil || !ok || !it.Value.Equal(Int(int64(i))) {
+				return fmt.Errorf("get %s: %v %v %w", k, it.Value, ok, err)
+			}
+			if tx.ShardFor(k) != tx.Shard(f.ShardIndex(k)) {
+				return fmt.Errorf("ShardFor(%s) is not its shard", k)
+			}
+		}
+		if _, err := tx.Incr(TextKey("total"), Int(5), Int(0)); err != nil {
+			return err
+		}
+		if _, err := tx.Decr(TextKey("total"), Int(2), Int(0)); err != nil {
+			return err
+		}
+		if ok, err := tx.Touch(keys[0], ExpireAfter(time.Hour)); !ok || err != nil {
+			return fmt.Errorf("touch: %v %w", ok, err)
+		}
+		if ok, err := tx.Contains(keys[1]); !ok || err != nil {
+			return fmt.Errorf("contains: %v %w", ok, err)
+		}
+		if ok, err := tx.Delete(keys[1]); !ok || err != nil {
+			return fmt.Errorf("delete: %v %w", ok, err)
+		}
+		if _, ok, err := tx.Pop(keys[2], GetOptions{}); !ok || err != nil {
+			return fmt.Errorf("pop: %v %w", ok, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := f.Len(ctx); n != int64(len(keys))-2+1 {
+		t.Fatalf("Len after commit = %d", n)
+	}
+	if it, ok, _ := f.Get(ctx, TextKey("total"), GetOptions{}); !ok || !it.Value.Equal(Int(3)) {
+		t.Fatalf("total = %v", it.Value)
+	}
+}
+
+// holdShard holds a write transaction on shard i of a second FanoutCache on
+// dir until the returned release function is called.
+func holdShard(t *testing.T, dir string, shards, i int) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	other, err := OpenFanout(ctx, dir, FanoutOptions{Shards: shards, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- other.Shard(i).Transact(ctx, func(tx *Tx) error {
+			close(held)
+			<-stop
+			return nil
+		})
+	}()
+	select {
+	case <-held:
+	case err := <-done:
+		t.Fatalf("holding shard %d: %v", i, err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			close(stop)
+			if err := <-done; err != nil {
+				t.Errorf("holder: %v", err)
+			}
+			other.Close()
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// keyInShard returns a text key that f places in shard i.
+func keyInShard(f *FanoutCache, i int, prefix string) Key {
+	for n := 0; ; n++ {
+		k := TextKey(fmt.Sprintf("%s-%d", prefix, n))
+		if f.ShardIndex(k) == i {
+			return k
+		}
+	}
+}
+
+func TestFanoutSwallowTimeouts(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// Statistics make Get write, so that it can time out too.
+	settings := map[string]any{SettingStatistics: true}
+	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, SwallowTimeouts: true, Settings: settings})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	strict, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Settings: settings})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	if !f.SwallowTimeouts() || strict.SwallowTimeouts() {
+		t.Fatal("SwallowTimeouts accessor")
+	}
+
+	busy := keyInShard(f, 2, "busy")
+	free := keyInShard(f, 1, "free")
+	if err := f.Set(ctx, busy, Int(1), SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	release := holdShard(t, dir, 4, 2)
+
+	// Swallowed: python-diskcache's FanoutCache answers.
+	if ok, err := f.TrySet(ctx, busy, Int(2), SetOptions{}); ok || err != nil {
+		t.Fatalf("TrySet = %v %v, want false nil", ok, err)
+	}
+	if err := f.Set(ctx, busy, Int(2), SetOptions{}); err != nil {
+		t.Fatalf("Set = %v, want nil", err)
+	}
+	if ok, err := f.Add(ctx, keyInShard(f, 2, "new"), Int(2), SetOptions{}); ok || err != nil {
+		t.Fatalf("Add = %v %v", ok, err)
+	}
+	if ok, err := f.Touch(ctx, busy, ExpireAfter(time.Hour)); ok || err != nil {
+		t.Fatalf("Touch = %v %v", ok, err)
+	}
+	if ok, err := f.Delete(ctx, busy); ok || err != nil {
+		t.Fatalf("Delete = %v %v", ok, err)
+	}
+	if _, ok, err := f.Get(ctx, busy, GetOptions{}); ok || err != nil {
+		t.Fatalf("Get = %v %v, want a miss", ok, err)
+	}
+	if _, ok, err := f.Pop(ctx, busy, GetOptions{}); ok || err != nil {
+		t.Fatalf("Pop = %v %v, want a miss", ok, err)
+	}
+	if v, err := f.Incr(ctx, busy, Int(1), Int(0)); err != nil || v.Type != ValueNone {
+		t.Fatalf("Incr = %v %v, want the zero Value", v, err)
+	}
+	if v, err := f.Decr(ctx, busy, Int(1), Int(0)); err != nil || v.Type != ValueNone {
+		t.Fatalf("Decr = %v %v, want the zero Value", v, err)
+	}
+	// Reads that do not write and other shards are unaffected.
+	if ok, err := f.Contains(ctx, busy); !ok || err != nil {
+		t.Fatalf("Contains = %v %v", ok, err)
+	}
+	if err := f.Set(ctx, free, Int(1), SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Strict: the same timeouts are errors.
+	if err := strict.Set(ctx, busy, Int(2), SetOptions{}); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("strict Set = %v", err)
+	}
+	if _, err := strict.Add(ctx, busy, Int(2), SetOptions{}); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("strict Add = %v", err)
+	}
+	if _, _, err := strict.Get(ctx, busy, GetOptions{}); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("strict Get = %v", err)
+	}
+	if _, err := strict.Incr(ctx, busy, Int(1), Int(0)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("strict Incr = %v", err)
+	}
+	if _, err := strict.Delete(ctx, busy); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("strict Delete = %v", err)
+	}
+
+	release()
+	// Nothing the timed-out calls did reached the database.
+	it, ok, err := f.Get(ctx, busy, GetOptions{})
+	if err != nil || !ok || !it.Value.Equal(Int(1)) {
+		t.Fatalf("after release Get = %v %v %v", it.Value, ok, err)
+	}
+	if ok, err := f.TrySet(ctx, busy, Int(3), SetOptions{}); !ok || err != nil {
+		t.Fatalf("after release TrySet = %v %v", ok, err)
+	}
+}
+
+func TestFanoutBulkRetriesBusyShard(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 3, SwallowTimeouts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range 30 {
+		if err := f.Set(ctx, IntKey(int64(i)), Int(1), SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := make([]int64, 3)
+	for s := range 3 {
+		before[s], _ = f.Shard(s).Len(ctx)
+	}
+
+	// Shard 0 stays busy: Clear retries it until ctx ends, never returning
+	// ErrTimeout, and reaches no later shard.
+	release := holdShard(t, dir, 3, 0)
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	n, err := f.Clear(cctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrTimeout) || n != 0 {
+		t.Fatalf("Clear on a busy shard = %d %v", n, err)
+	}
+	for s := range 3 {
+		if n, _ := f.Shard(s).Len(ctx); n != before[s] {
+			t.Fatalf("shard %d lost items: %d of %d", s, n, before[s])
+		}
+	}
+
+	// Busy while Clear starts, released meanwhile: Clear removes everything.
+	done := make(chan struct{})
+	var cleared int64
+	go func() {
+		defer close(done)
+		cleared, err = f.Clear(ctx)
+	}()
+	release()
+	<-done
+	if err != nil || cleared != 30 {
+		t.Fatalf("Clear = %d %v, want 30", cleared, err)
+	}
+
+	// Transact waits for a busy shard too, and gives up with ctx, rolling
+	// back the shards it already held.
+	release = holdShard(t, dir, 3, 2)
+	cctx, cancel = context.WithCancel(ctx)
+	cancel()
+	err = f.Transact(cctx, func(tx *FanoutTx) error {
+		t.Error("fn ran without every shard")
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Transact on a busy shard = %v", err)
+	}
+	release()
+	if err := f.Transact(ctx, func(tx *FanoutTx) error { return tx.Set(IntKey(1), Int(1), SetOptions{}) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFanoutConcurrentAddExactlyOnce(t *testing.T) {
+	ctx := context.Background()
+	f, _ := openFanoutTest(t, FanoutOptions{Shards: 8})
+	const workers, keys = 16, 1000
+	var mu sync.Mutex
+	winners := map[int]int{}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range keys {
+				// Each worker walks the keys from a different start.
+				k := (i + w*keys/workers) % keys
+				added, err := f.Add(ctx, IntKey(int64(k)), Int(int64(w)), SetOptions{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if added {
+					mu.Lock()
+					winners[k]++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(winners) != keys {
+		t.Fatalf("%d keys added, want %d", len(winners), keys)
+	}
+	for k, n := range winners {
+		if n != 1 {
+			t.Fatalf("key %d added %d times", k, n)
+		}
+	}
+	if n, _ := f.Len(ctx); n != keys {
+		t.Fatalf("Len = %d", n)
+	}
+}
+
+func TestFanoutConcurrentIncr(t *testing.T) {
+	ctx := context.Background()
+	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
+	const workers, rounds = 8, 50
+	keys := []Key{TextKey("a"), TextKey("b"), IntKey(3), BytesKey([]byte("d")), FloatKey(5.5)}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				for _, k := range keys {
+					if _, err := f.Incr(ctx, k, Int(1), Int(0)); err != nil {
+						errs <- err
+						return
+					}
+				}
+				if _, err := f.Decr(ctx, TextKey("down"), Int(2), Int(0)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		it, ok, err := f.Get(ctx, k, GetOptions{})
+		if err != nil || !ok || !it.Value.Equal(Int(workers*rounds)) {
+			t.Fatalf("%s = %v %v %v, want %d", k, it.Value, ok, err, workers*rounds)
+		}
+	}
+	it, _, _ := f.Get(ctx, TextKey("down"), GetOptions{})
+	if !it.Value.Equal(Int(-2 * workers * rounds)) {
+		t.Fatalf("down = %v", it.Value)
+	}
+}
+
+func TestFanoutSubCollections(t *testing.T) {
+	ctx := context.Background()
+	f, _ := openFanoutTest(t, FanoutOptions{Shards: 2})
+	c, err := f.Cache(ctx, "a/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(f.Directory(), "cache", "a", "b"); c.Directory() != want {
+		t.Fatalf("cache directory %s, want %s", c.Directory(), want)
+	}
+	if err := c.Set(ctx, TextKey("x"), Int(1), SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := f.Cache(ctx, "a/b"); again != c {
+		t.Fatal("Cache(a/b) opened twice")
+	}
+	if other, _ := f.Cache(ctx, "a"); other == c || other.Directory() != filepath.Join(f.Directory(), "cache", "a") {
+		t.Fatal("Cache(a) is not its own cache")
+	}
+	if c.Settings().EvictionPolicy != PolicyLeastRecentlyStored {
+		t.Fatalf("named cache policy %s", c.Settings().EvictionPolicy)
+	}
+
+	d, err := f.Deque(ctx, "q/1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(f.Directory(), "deque", "q", "1"); d.Directory() != want {
+		t.Fatalf("deque directory %s", d.Directory())
+	}
+	if d.Cache().Settings().EvictionPolicy != PolicyNone || d.Maxlen() != 3 {
+		t.Fatalf("deque policy %s maxlen %d", d.Cache().Settings().EvictionPolicy, d.Maxlen())
+	}
+	if again, _ := f.Deque(ctx, "q/1", 10); again != d || again.Maxlen() != 3 {
+		t.Fatal("Deque(q/1) not cached as first opened")
+	}
+	x, err := f.Index(ctx, "i")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(f.Directory(), "index", "i"); x.Directory() != want || x.Cache().Settings().EvictionPolicy != PolicyNone {
+		t.Fatalf("index directory %s policy %s", x.Directory(), x.Cache().Settings().EvictionPolicy)
+	}
+	if again, _ := f.Index(ctx, "i"); again != x {
+		t.Fatal("Index(i) opened twice")
+	}
+	// The same name in different kinds is a different collection.
+	if err := d.Append(ctx, Int(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Set(ctx, TextKey("k"), Int(2)); err != nil {
+		t.Fatal(err)
+	}
+	// Sub-collections are not in the shards.
+	if n, _ := f.Len(ctx); n != 0 {
+		t.Fatalf("fanout Len = %d", n)
+	}
+
+	for _, bad := range []string{"", "../x", "a/../../b", "/abs", "a//b", `a\b`, "\x00"} {
+		if _, err := f.Cache(ctx, bad); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Cache(%q) = %v", bad, err)
+		}
+		if _, err := f.Deque(ctx, bad, 0); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Deque(%q) = %v", bad, err)
+		}
+		if _, err := f.Index(ctx, bad); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Index(%q) = %v", bad, err)
+		}
+	}
+
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, TextKey("y"), Int(1), SetOptions{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("named cache after Close: %v", err)
+	}
+	if err := d.Append(ctx, Int(1)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("deque after Close: %v", err)
+	}
+	if _, err := x.Len(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("index after Close: %v", err)
+	}
+	if _, err := f.Cache(ctx, "a/b"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Cache after Close: %v", err)
+	}
+	if err := f.Set(ctx, TextKey("k"), Int(1), SetOptions{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Set after Close: %v", err)
+	}
+
+	// Reopened, everything is where it was.
+	g, err := OpenFanout(ctx, f.Directory(), FanoutOptions{Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	c2, _ := g.Cache(ctx, "a/b")
+	if it, ok, _ := c2.Get(ctx, TextKey("x"), GetOptions{}); !ok || !it.Value.Equal(Int(1)) {
+		t.Fatal("named cache item lost")
+	}
+	d2, _ := g.Deque(ctx, "q/1", 0)
+	if vs, _ := d2.Slice(ctx); len(vs) != 1 || !vs[0].Equal(Int(1)) {
+		t.Fatalf("deque = %v", vs)
+	}
+	x2, _ := g.Index(ctx, "i")
+	if v, ok, _ := x2.Get(ctx, TextKey("k")); !ok || !v.Equal(Int(2)) {
+		t.Fatal("index item lost")
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"a", true},
+		{"a/b", true},
+		{"a/b/c", true},
+		{"with space", true},
+		{"ünïcode/名前", true},
+		{"a.b", true},
+		{"...", true},
+		{".hidden", true},
+		{"", false},
+		{".", false},
+		{"..", false},
+		{"../x", false},
+		{"x/..", false},
+		{"a/../../b", false},
+		{"a/./b", false},
+		{"/abs", false},
+		{"a/", false},
+		{"a//b", false},
+		{`a\b`, false},
+		{`..\x`, false},
+		{"\x00", false},
+		{"a\x00b", false},
+		{"a\nb", false},
+		{"a\x7fb", false},
+		{"\u0085", false},
+		{"\xff", false},
+		{strings.Repeat("a", MaxNameSegmentLength), true},
+		{strings.Repeat("a", MaxNameSegmentLength+1), false},
+		{strings.Repeat("a/", MaxNameLength/2) + "a", false},
+	} {
+		err := ValidateName(tc.name)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalidName) {
+			t.Errorf("ValidateName(%q) = %v, not ErrInvalidName", tc.name, err)
+		}
+	}
+}
+
+func TestFanoutNamesStayInside(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	f, err := OpenFanout(ctx, filepath.Join(root, "fc"), FanoutOptions{Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, name := range []string{"../escape", "a/../../escape", "/tmp/escape", `..\escape`} {
+		if _, err := f.Cache(ctx, name); !errors.Is(err, ErrInvalidName) {
+			t.Fatalf("Cache(%q) = %v", name, err)
+		}
+	}
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "fc" {
+		t.Fatalf("something was created outside the fanout directory: %v", ents)
+	}
+}

@@ -1,0 +1,64 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ErrInvalidName rejects a sub-collection name (FanoutCache.Cache, Deque,
+// Index) that could not safely become a directory below the fanout
+// directory.
+var ErrInvalidName = errors.New("invalid name")
+
+// Bounds on sub-collection names.
+const (
+	// MaxNameLength bounds a whole name, in bytes.
+	MaxNameLength = 512
+	// MaxNameSegmentLength bounds each "/"-separated segment, in bytes: a
+	// segment becomes one directory name, which most file systems limit to
+	// 255 bytes.
+	MaxNameSegmentLength = 255
+)
+
+// ValidateName checks a sub-collection name. A name is one or more segments
+// separated by "/", each of which becomes a nested directory, as in
+// python-diskcache's FanoutCache.cache('a/b'). It rejects, with an error
+// wrapping ErrInvalidName: the empty name; empty segments (a leading or
+// trailing "/", "a//b"); the segments "." and ".."; backslashes (a path
+// separator on Windows); NUL and every other control character; text that is
+// not valid UTF-8; names longer than MaxNameLength bytes or with a segment
+// longer than MaxNameSegmentLength bytes. A valid name therefore always names
+// a directory strictly inside the collection's parent directory.
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty name", ErrInvalidName)
+	}
+	if len(name) > MaxNameLength {
+		return fmt.Errorf("%w: name is %d bytes long, at most %d allowed", ErrInvalidName, len(name), MaxNameLength)
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("%w: name %q is not valid UTF-8", ErrInvalidName, name)
+	}
+	for _, r := range name {
+		switch {
+		case r == '\\':
+			return fmt.Errorf("%w: name %q contains a backslash", ErrInvalidName, name)
+		case unicode.IsControl(r):
+			return fmt.Errorf("%w: name %q contains control character %U", ErrInvalidName, name, r)
+		}
+	}
+	for _, seg := range strings.Split(name, "/") {
+		switch {
+		case seg == "":
+			return fmt.Errorf("%w: name %q has an empty segment (leading, trailing or doubled \"/\")", ErrInvalidName, name)
+		case seg == "." || seg == "..":
+			return fmt.Errorf("%w: name %q has a %q segment", ErrInvalidName, name, seg)
+		case len(seg) > MaxNameSegmentLength:
+			return fmt.Errorf("%w: a segment of name %q is %d bytes long, at most %d allowed", ErrInvalidName, name, len(seg), MaxNameSegmentLength)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,994 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"math"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// t0 is the fake clock's start in epoch seconds.
+const t0 = 1_700_000_000.0
+
+func TestKeyKindsAndEquality(t *testing.T) {
+	c, _ := openTest(t, nil)
+	utSet(t, c, IntKey(1), Text("int"), SetOptions{})
+	// 1 and 1.0 are the same row.
+	utWant(t, c, FloatKey(1), Text("int"))
+	utSet(t, c, FloatKey(1.0), Text("float"), SetOptions{})
+	utWant(t, c, IntKey(1), Text("float"))
+	// '1', b'1' and a pickle of the same bytes are three rows.
+	utSet(t, c, TextKey("1"), Text("text"), SetOptions{})
+	utSet(t, c, BytesKey([]byte("1")), Text("bytes"), SetOptions{})
+	utSet(t, c, PickleKey([]byte("1")), Text("pickle"), SetOptions{})
+	utWant(t, c, TextKey("1"), Text("text"))
+	utWant(t, c, BytesKey([]byte("1")), Text("bytes"))
+	utWant(t, c, PickleKey([]byte("1")), Text("pickle"))
+	if n := utLen(t, c); n != 4 {
+		t.Fatalf("Len = %d, want 4", n)
+	}
+	if r := utMustRow(t, c, PickleKey([]byte("1"))); r.value == nil {
+		t.Fatal("pickle row has no value")
+	}
+	if n := utQueryInt(t, c, `SELECT COUNT(*) FROM Cache WHERE raw = 0`); n != 1 {
+		t.Fatalf("pickled keys = %d, want 1", n)
+	}
+	// Extreme and empty keys round-trip.
+	for _, k := range []Key{IntKey(math.MinInt64), IntKey(math.MaxInt64), FloatKey(-0.5), FloatKey(math.Inf(1)), TextKey(""), BytesKey(nil), TextKey("ünï©ødé")} {
+		utSet(t, c, k, Int(7), SetOptions{})
+		utWant(t, c, k, Int(7))
+	}
+}
+
+func TestInvalidKeysAndValues(t *testing.T) {
+	c, _ := openTest(t, nil)
+	for _, k := range []Key{{}, FloatKey(math.NaN())} {
+		if err := c.Set(utCtx, k, Int(1), SetOptions{}); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Set(%v) = %v, want ErrInvalidKey", k, err)
+		}
+		if _, _, err := c.Get(utCtx, k, GetOptions{}); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Get(%v) = %v, want ErrInvalidKey", k, err)
+		}
+		if _, err := c.Add(utCtx, k, Int(1), SetOptions{}); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Add(%v) = %v, want ErrInvalidKey", k, err)
+		}
+		if _, err := c.Delete(utCtx, k); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Delete(%v) = %v, want ErrInvalidKey", k, err)
+		}
+		if _, err := c.Contains(utCtx, k); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Contains(%v) = %v, want ErrInvalidKey", k, err)
+		}
+		if _, err := c.Incr(utCtx, k, Int(1), Int(0)); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Incr(%v) = %v, want ErrInvalidKey", k, err)
+		}
+	}
+	if err := c.Set(utCtx, TextKey("k"), Int(1), SetOptions{Tag: FloatKey(math.NaN())}); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("NaN tag: %v, want ErrInvalidKey", err)
+	}
+	if err := c.Set(utCtx, TextKey("k"), Value{}, SetOptions{}); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("untyped value: %v, want ErrInvalidValue", err)
+	}
+	if err := c.Set(utCtx, TextKey("k"), Value{Type: ValueText, Data: []byte{0xff, 0xfe}}, SetOptions{}); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("invalid UTF-8: %v, want ErrInvalidValue", err)
+	}
+	if err := c.Set(utCtx, TextKey("k"), Int(1), SetOptions{Body: strings.NewReader("1")}); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("streamed int: %v, want ErrInvalidValue", err)
+	}
+	// SQLite would store NaN as NULL, which reads back as a corrupt row.
+	if err := c.Set(utCtx, TextKey("k"), Float(math.NaN()), SetOptions{}); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("NaN value: %v, want ErrInvalidValue", err)
+	}
+	if _, err := c.Incr(utCtx, TextKey("k"), Float(math.NaN()), Int(0)); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("NaN delta: %v, want ErrInvalidValue", err)
+	}
+	if _, err := c.Incr(utCtx, TextKey("k"), Float(math.Inf(-1)), Float(math.Inf(1))); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("Inf - Inf: %v, want ErrInvalidValue", err)
+	}
+	if _, err := c.Push(utCtx, Float(math.NaN()), QueueOptions{}, SetOptions{}); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("NaN push: %v, want ErrInvalidValue", err)
+	}
+	if n := utLen(t, c); n != 0 {
+		t.Fatalf("Len = %d after rejected writes", n)
+	}
+	if files := utValFiles(t, c); len(files) != 0 {
+		t.Fatalf("files left by rejected writes: %v", files)
+	}
+}
+
+func TestValueTypesRoundTrip(t *testing.T) {
+	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 64})
+	for i, v := range []Value{
+		Int(0), Int(-1), Int(math.MaxInt64), Int(math.MinInt64),
+		Float(0.25), Float(-1e300), Float(math.Inf(-1)),
+		Text(""), Text("héllo"), Text(strings.Repeat("ж", 100)),
+		Bytes(nil), Bytes([]byte{0, 1, 2}), Bytes(utBig(1000, 'b')),
+		Pickle([]byte("\x80\x05N.")), Pickle(utBig(200, 'p')),
+	} {
+		k := IntKey(int64(i))
+		utSet(t, c, k, v, SetOptions{})
+		it, ok := utGet(t, c, k)
+		if !ok {
+			t.Fatalf("%v: miss", v)
+		}
+		want := v
+		if v.Type == ValueBytes && v.Data == nil {
+			want = Bytes([]byte{})
+		}
+		if !it.Value.Equal(want) {
+			t.Fatalf("Get = %v (%v), want %v (%v)", it.Value, it.Value.Type, v, v.Type)
+		}
+	}
+	if warns, err := c.Check(utCtx, false); err != nil || len(warns) != 0 {
+		t.Fatalf("Check = %v, %v", warns, err)
+	}
+}
+
+var valFileName = regexp.MustCompile(`^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\.val$`)
+
+func TestDiskMinFileSizeBoundary(t *testing.T) {
+	const min = 100
+	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: min})
+	cases := []struct {
+		name     string
+		v        Value
+		mode     int64
+		inFile   bool
+		fileSize int64
+	}{
+		{"bytes-below", Bytes(utBig(min-1, 'x')), modeRaw, false, 0},
+		{"bytes-at", Bytes(utBig(min, 'x')), modeBinary, true, min},
+		{"bytes-above", Bytes(utBig(min+1, 'x')), modeBinary, true, min + 1},
+		{"text-below", Text(strings.Repeat("t", min-1)), modeRaw, false, 0},
+		{"text-at", Text(strings.Repeat("t", min)), modeText, true, min},
+		// Characters, not bytes: 99 two-byte characters stay in the database.
+		{"text-multibyte-below", Text(strings.Repeat("é", min-1)), modeRaw, false, 0},
+		{"text-multibyte-at", Text(strings.Repeat("é", min)), modeText, true, 2 * min},
+		{"pickle-below", Pickle(utBig(min-1, 'p')), modePickle, false, 0},
+		{"pickle-at", Pickle(utBig(min, 'p')), modePickle, true, min},
+		{"int", Int(1 << 62), modeRaw, false, 0},
+		{"float", Float(1.5), modeRaw, false, 0},
+		{"empty-bytes", Bytes(nil), modeRaw, false, 0},
+	}
+	var wantSize int64
+	for _, tc := range cases {
+		k := TextKey(tc.name)
+		utSet(t, c, k, tc.v, SetOptions{})
+		r := utMustRow(t, c, k)
+		if r.mode != tc.mode {
+			t.Errorf("%s: mode = %d, want %d", tc.name, r.mode, tc.mode)
+		}
+		if r.filename.Valid != tc.inFile {
+			t.Errorf("%s: filename = %v, want in file %v", tc.name, r.filename, tc.inFile)
+		}
+		if r.size != tc.fileSize {
+			t.Errorf("%s: size = %d, want %d", tc.name, r.size, tc.fileSize)
+		}
+		if tc.inFile {
+			if r.value != nil {
+				t.Errorf("%s: value column = %v, want NULL", tc.name, r.value)
+			}
+			if !valFileName.MatchString(r.filename.String) {
+				t.Errorf("%s: filename %q is not ab/cd/<28 hex>.val", tc.name, r.filename.String)
+			}
+			data, err := os.ReadFile(utFileOf(t, c, k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(data) != string(tc.v.Data) {
+				t.Errorf("%s: file holds %d bytes, want the value", tc.name, len(data))
+			}
+		} else if r.value == nil {
+			t.Errorf("%s: value column is NULL", tc.name)
+		}
+		wantSize += tc.fileSize
+		utWant(t, c, k, tc.v.normalised())
+	}
+	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != wantSize {
+		t.Fatalf("Settings.size = %d, want %d", got, wantSize)
+	}
+	if n := len(utValFiles(t, c)); n != 5 {
+		t.Fatalf("%d value files, want 5", n)
+	}
+}
+
+// normalised is v as it reads back (nil bytes come back empty).
+func (v Value) normalised() Value {
+	if (v.Type == ValueBytes || v.Type == ValueText || v.Type == ValuePickle) && v.Data == nil {
+		v.Data = []byte{}
+	}
+	return v
+}
+
+func TestStreamedWritesAndReads(t *testing.T) {
+	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 1000})
+	// A streamed body always goes to a file, however small.
+	utSet(t, c, TextKey("small"), Value{}, SetOptions{Body: strings.NewReader("abc")})
+	r := utMustRow(t, c, TextKey("small"))
+	if r.mode != modeBinary || !r.filename.Valid || r.size != 3 {
+		t.Fatalf("streamed row = %+v, want BINARY file of 3 bytes", r)
+	}
+	utSet(t, c, TextKey("text"), Value{Type: ValueText}, SetOptions{Body: strings.NewReader("héllo")})
+	if r := utMustRow(t, c, TextKey("text")); r.mode != modeText || r.size != 6 {
+		t.Fatalf("streamed text row = %+v, want TEXT file of 6 bytes", r)
+	}
+	utWant(t, c, TextKey("text"), Text("héllo"))
+
+	big := utBig(5000, 'z')
+	utSet(t, c, TextKey("big"), Bytes(big), SetOptions{Tag: TextKey("tg")})
+
+	// Stream: the value stays in its file.
+	it, ok, err := c.Get(utCtx, TextKey("big"), GetOptions{Stream: true})
+	if err != nil || !ok {
+		t.Fatalf("Get stream = %v, %v", ok, err)
+	}
+	if it.Body == nil || it.Value.Data != nil || it.Value.Type != ValueBytes || it.Size != 5000 || !it.Tag.Equal(TextKey("tg")) {
+		t.Fatalf("streamed item = %+v", it)
+	}
+	data, err := io.ReadAll(it.Body)
+	if err != nil || string(data) != string(big) {
+		t.Fatalf("streamed body: %d bytes, %v", len(data), err)
+	}
+	if err := it.Close(); err != nil || it.Body != nil {
+		t.Fatalf("Close = %v, body %v", err, it.Body)
+	}
+	if err := it.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+
+	// Not streamed: read into memory.
+	it, ok, err = c.Get(utCtx, TextKey("big"), GetOptions{})
+	if err != nil || !ok || it.Body != nil || string(it.Value.Data) != string(big) || it.Size != 5000 {
+		t.Fatalf("Get = %+v, %v, %v", it, ok, err)
+	}
+
+	// A value in the database comes back as a value even when streaming.
+	utSet(t, c, TextKey("db"), Bytes([]byte("inline")), SetOptions{})
+	it, ok, err = c.Get(utCtx, TextKey("db"), GetOptions{Stream: true})
+	if err != nil || !ok || it.Body != nil || string(it.Value.Data) != "inline" || it.Size != 0 {
+		t.Fatalf("Get stream of db value = %+v, %v, %v", it, ok, err)
+	}
+
+	// A streamed body that is still open keeps its data after the item is
+	// replaced and its file removed.
+	it, _, err = c.Get(utCtx, TextKey("big"), GetOptions{Stream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	utSet(t, c, TextKey("big"), Int(1), SetOptions{})
+	if data, err := io.ReadAll(it.Body); err != nil || len(data) != 5000 {
+		t.Fatalf("open body after replace: %d bytes, %v", len(data), err)
+	}
+
+	// Pop can stream too.
+	utSet(t, c, TextKey("pop"), Bytes(big), SetOptions{})
+	it, ok, err = c.Pop(utCtx, TextKey("pop"), GetOptions{Stream: true})
+	if err != nil || !ok || it.Body == nil {
+		t.Fatalf("Pop stream = %+v, %v, %v", it, ok, err)
+	}
+	data, _ = io.ReadAll(it.Body)
+	it.Close()
+	if string(data) != string(big) {
+		t.Fatalf("popped body has %d bytes", len(data))
+	}
+	if _, ok := utRowOf(t, c, TextKey("pop")); ok {
+		t.Fatal("popped row still there")
+	}
+}
+
+func TestSetReplacesEverything(t *testing.T) {
+	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 100, SettingEvictionPolicy: string(PolicyLeastFrequentlyUsed)})
+	utSet(t, c, TextKey("first"), Int(1), SetOptions{})
+	utSet(t, c, TextKey("k"), Bytes(utBig(500, 'a')), SetOptions{Tag: TextKey("old"), Expire: ExpireAfter(time.Hour)})
+	utSet(t, c, TextKey("last"), Int(3), SetOptions{})
+	before := utMustRow(t, c, TextKey("k"))
+	oldFile := utFileOf(t, c, TextKey("k"))
+	utGet(t, c, TextKey("k"))
+	utGet(t, c, TextKey("k"))
+	if r := utMustRow(t, c, TextKey("k")); r.accessCount != 2 {
+		t.Fatalf("access_count = %d, want 2", r.accessCount)
+	}
+
+	clk.Advance(5 * time.Second)
+	utSet(t, c, TextKey("k"), Text("small"), SetOptions{})
+	after := utMustRow(t, c, TextKey("k"))
+	if after.rowid != before.rowid {
+		t.Fatalf("rowid changed %d -> %d", before.rowid, after.rowid)
+	}
+	if after.expireTime.Valid || after.tag != nil || after.filename.Valid || after.size != 0 || after.mode != modeRaw || after.accessCount != 0 {
+		t.Fatalf("row after set = %+v, want no expiry, no tag, no file, count 0", after)
+	}
+	if after.storeTime != t0+5 || after.accessTime != t0+5 {
+		t.Fatalf("store/access time = %v/%v, want %v", after.storeTime, after.accessTime, t0+5)
+	}
+	if _, err := os.Stat(oldFile); !os.IsNotExist(err) {
+		t.Fatalf("old value file still there: %v", err)
+	}
+	if files := utValFiles(t, c); len(files) != 0 {
+		t.Fatalf("value files left: %v (empty directories must be pruned too)", files)
+	}
+	if ents, _ := os.ReadDir(c.Directory()); len(ents) > 3 { // cache.db, -wal, -shm
+		t.Fatalf("directory entries left: %v", ents)
+	}
+	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 0 {
+		t.Fatalf("Settings.size = %d, want 0", got)
+	}
+	it, _ := utGet(t, c, TextKey("k"))
+	if !it.Tag.IsNone() || it.ExpireTime != 0 || !it.Value.Equal(Text("small")) {
+		t.Fatalf("item = %+v", it)
+	}
+	// Iteration order unchanged: the replaced key keeps its place.
+	utSameKeys(t, utKeys(t, c.Keys(utCtx, false)), []Key{TextKey("first"), TextKey("k"), TextKey("last")})
+
+	// Setting a file-backed value over an in-database one.
+	utSet(t, c, TextKey("first"), Bytes(utBig(300, 'f')), SetOptions{Tag: IntKey(9)})
+	it, _ = utGet(t, c, TextKey("first"))
+	if !it.Tag.Equal(IntKey(9)) || len(it.Value.Data) != 300 {
+		t.Fatalf("item = %+v", it)
+	}
+}
+
+func TestGetReturnsTagAndExpireTime(t *testing.T) {
+	c, _ := openTest(t, nil)
+	for _, tag := range []Key{TextKey("t"), BytesKey([]byte("b")), IntKey(-3), FloatKey(2.5)} {
+		utSet(t, c, TextKey("k"), Int(1), SetOptions{Tag: tag, Expire: ExpireAfter(90 * time.Second)})
+		it, ok := utGet(t, c, TextKey("k"))
+		if !ok || !it.Tag.Equal(tag) || it.ExpireTime != t0+90 || !it.Key.Equal(TextKey("k")) {
+			t.Fatalf("item = %+v, want tag %v expire %v", it, tag, t0+90)
+		}
+	}
+	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: ExpireAfterSeconds(1.5)})
+	if it, _ := utGet(t, c, TextKey("k")); it.ExpireTime != t0+1.5 {
+		t.Fatalf("ExpireTime = %v, want %v", it.ExpireTime, t0+1.5)
+	}
+}
+
+// TestExpiryBoundary checks both liveness rules at expire_time == now:
+// get, contains, delete, touch, add, pop see the item as dead; incr, pull,
+// peek, peekitem and culling see it as live.
+func TestExpiryBoundary(t *testing.T) {
+	setup := func(t *testing.T) (*Cache, *fakeClock) {
+		c, clk := openTest(t, nil)
+		utSet(t, c, TextKey("k"), Int(10), SetOptions{Expire: ExpireAfter(10 * time.Second), Tag: TextKey("tg")})
+		clk.Advance(10 * time.Second) // now == expire_time
+		return c, clk
+	}
+	t.Run("just-before", func(t *testing.T) {
+		c, clk := openTest(t, nil)
+		utSet(t, c, TextKey("k"), Int(10), SetOptions{Expire: ExpireAfter(10 * time.Second)})
+		clk.Advance(10*time.Second - time.Millisecond)
+		utWant(t, c, TextKey("k"), Int(10))
+		if ok, _ := c.Contains(utCtx, TextKey("k")); !ok {
+			t.Fatal("Contains = false before expiry")
+		}
+	})
+	t.Run("get", func(t *testing.T) {
+		c, _ := setup(t)
+		utMiss(t, c, TextKey("k"))
+		if n := utLen(t, c); n != 1 {
+			t.Fatalf("Len = %d: get must not delete expired rows", n)
+		}
+	})
+	t.Run("get-statistics", func(t *testing.T) {
+		c, _ := setup(t)
+		if _, _, err := c.Stats(utCtx, true, false); err != nil {
+			t.Fatal(err)
+		}
+		utMiss(t, c, TextKey("k"))
+		if h, m, _ := c.Stats(utCtx, true, false); h != 0 || m != 1 {
+			t.Fatalf("hits, misses = %d, %d; want 0, 1", h, m)
+		}
+	})
+	t.Run("contains", func(t *testing.T) {
+		c, _ := setup(t)
+		if ok, err := c.Contains(utCtx, TextKey("k")); ok || err != nil {
+			t.Fatalf("Contains = %v, %v", ok, err)
+		}
+	})
+	t.Run("delete", func(t *testing.T) {
+		c, _ := setup(t)
+		if ok, err := c.Delete(utCtx, TextKey("k")); ok || err != nil {
+			t.Fatalf("Delete = %v, %v", ok, err)
+		}
+		if n := utLen(t, c); n != 1 {
+			t.Fatalf("Len = %d: delete of a dead row must leave it", n)
+		}
+	})
+	t.Run("touch", func(t *testing.T) {
+		c, _ := setup(t)
+		if ok, err := c.Touch(utCtx, TextKey("k"), ExpireAfter(time.Hour)); ok || err != nil {
+			t.Fatalf("Touch = %v, %v", ok, err)
+		}
+		if r := utMustRow(t, c, TextKey("k")); r.expireTime.Float64 != t0+10 {
+			t.Fatalf("expire_time = %v, touch must not change a dead row", r.expireTime)
+		}
+	})
+	t.Run("add", func(t *testing.T) {
+		c, _ := setup(t)
+		rowid := utMustRow(t, c, TextKey("k")).rowid
+		if ok, err := c.Add(utCtx, TextKey("k"), Int(20), SetOptions{}); !ok || err != nil {
+			t.Fatalf("Add = %v, %v", ok, err)
+		}
+		it, _ := utGet(t, c, TextKey("k"))
+		if !it.Value.Equal(Int(20)) || !it.Tag.IsNone() || it.ExpireTime != 0 {
+			t.Fatalf("item = %+v", it)
+		}
+		if r := utMustRow(t, c, TextKey("k")); r.rowid != rowid {
+			t.Fatalf("rowid %d -> %d", rowid, r.rowid)
+		}
+	})
+	t.Run("pop", func(t *testing.T) {
+		c, _ := setup(t)
+		if _, ok, err := c.Pop(utCtx, TextKey("k"), GetOptions{}); ok || err != nil {
+			t.Fatalf("Pop = %v, %v", ok, err)
+		}
+	})
+	t.Run("incr", func(t *testing.T) {
+		c, _ := setup(t)
+		v, err := c.Incr(utCtx, TextKey("k"), Int(1), Value{})
+		if err != nil || !v.Equal(Int(11)) {
+			t.Fatalf("Incr = %v, %v; want 11 (live at the boundary)", v, err)
+		}
+		r := utMustRow(t, c, TextKey("k"))
+		if r.expireTime.Float64 != t0+10 || r.tag != "tg" {
+			t.Fatalf("row = %+v, incr on a live key keeps expiry and tag", r)
+		}
+	})
+	t.Run("expire-and-cull", func(t *testing.T) {
+		c, _ := setup(t)
+		if n, err := c.Expire(utCtx, 0); n != 0 || err != nil {
+			t.Fatalf("Expire = %d, %v", n, err)
+		}
+		if n, err := c.Cull(utCtx); n != 0 || err != nil {
+			t.Fatalf("Cull = %d, %v", n, err)
+		}
+		utSet(t, c, TextKey("other"), Int(1), SetOptions{}) // cull on write
+		if _, ok := utRowOf(t, c, TextKey("k")); !ok {
+			t.Fatal("cull on write removed a row with expire_time == now")
+		}
+	})
+	t.Run("peekitem", func(t *testing.T) {
+		c, _ := setup(t)
+		it, err := c.PeekItem(utCtx, true, GetOptions{})
+		if err != nil || !it.Key.Equal(TextKey("k")) || !it.Value.Equal(Int(10)) {
+			t.Fatalf("PeekItem = %+v, %v", it, err)
+		}
+	})
+	t.Run("after", func(t *testing.T) {
+		c, clk := setup(t)
+		clk.Advance(time.Millisecond)
+		v, err := c.Incr(utCtx, TextKey("k"), Int(1), Int(100))
+		if err != nil || !v.Equal(Int(101)) {
+			t.Fatalf("Incr on expired = %v, %v; want 101", v, err)
+		}
+	})
+}
+
+func TestZeroAndNegativeExpire(t *testing.T) {
+	// expire=0: expire_time == now, dead for get and contains, but not
+	// expired for culling, so the row stays.
+	c, _ := openTest(t, nil)
+	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: ExpireAfter(0)})
+	utMiss(t, c, TextKey("k"))
+	if ok, _ := c.Contains(utCtx, TextKey("k")); ok {
+		t.Fatal("expire 0: Contains = true")
+	}
+	if n := utLen(t, c); n != 1 {
+		t.Fatalf("expire 0: Len = %d, want 1 (dead rows are counted)", n)
+	}
+	if r := utMustRow(t, c, TextKey("k")); r.expireTime.Float64 != t0 {
+		t.Fatalf("expire 0: expire_time = %v", r.expireTime)
+	}
+	if ok, err := c.Add(utCtx, TextKey("k"), Int(2), SetOptions{Expire: ExpireAfter(0)}); !ok || err != nil {
+		t.Fatalf("expire 0: Add = %v, %v", ok, err)
+	}
+	if n, err := c.Expire(utCtx, 0); n != 0 || err != nil {
+		t.Fatalf("expire 0: Expire = %d, %v; want 0", n, err)
+	}
+
+	// Negative expire: already expired (expire_time < now), so the cull of
+	// the very write that stored it removes it, as python-diskcache does.
+	c, _ = openTest(t, nil)
+	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: ExpireAfter(-5 * time.Second)})
+	utMiss(t, c, TextKey("k"))
+	if n := utLen(t, c); n != 0 {
+		t.Fatalf("negative expire: Len = %d, want 0", n)
+	}
+	if got := c.Counters().Expired; got != 1 {
+		t.Fatalf("Counters().Expired = %d, want 1", got)
+	}
+	// With culling off it stays, dead.
+	c, _ = openTest(t, map[string]any{SettingCullLimit: 0})
+	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: ExpireAfterSeconds(-5)})
+	utMiss(t, c, TextKey("k"))
+	if r := utMustRow(t, c, TextKey("k")); r.expireTime.Float64 != t0-5 {
+		t.Fatalf("negative expire: expire_time = %v", r.expireTime)
+	}
+	if ok, err := c.Add(utCtx, TextKey("k"), Int(2), SetOptions{}); !ok || err != nil {
+		t.Fatalf("negative expire: Add = %v, %v", ok, err)
+	}
+	utWant(t, c, TextKey("k"), Int(2))
+
+	// The zero Expiry never expires.
+	c, clk := openTest(t, nil)
+	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: Expiry{}})
+	clk.Advance(1000 * time.Hour)
+	utWant(t, c, TextKey("k"), Int(1))
+	if r := utMustRow(t, c, TextKey("k")); r.expireTime.Valid {
+		t.Fatalf("expire_time = %v, want NULL", r.expireTime)
+	}
+}
+
+func TestAdd(t *testing.T) {
+	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 100})
+	// Missing: inserted.
+	if ok, err := c.Add(utCtx, TextKey("k"), Int(1), SetOptions{Tag: TextKey("a"), Expire: ExpireAfter(10 * time.Second)}); !ok || err != nil {
+		t.Fatalf("Add missing = %v, %v", ok, err)
+	}
+	// Live: unchanged, and a file written for the rejected value is removed.
+	if ok, err := c.Add(utCtx, TextKey("k"), Bytes(utBig(200, 'x')), SetOptions{Tag: TextKey("b")}); ok || err != nil {
+		t.Fatalf("Add live = %v, %v", ok, err)
+	}
+	it, _ := utGet(t, c, TextKey("k"))
+	if !it.Value.Equal(Int(1)) || !it.Tag.Equal(TextKey("a")) || it.ExpireTime != t0+10 {
+		t.Fatalf("item after rejected Add = %+v", it)
+	}
+	if files := utValFiles(t, c); len(files) != 0 {
+		t.Fatalf("rejected Add left %v", files)
+	}
+	rowid := utMustRow(t, c, TextKey("k")).rowid
+	// Expired: replaced in place.
+	clk.Advance(11 * time.Second)
+	if ok, err := c.Add(utCtx, TextKey("k"), Bytes(utBig(200, 'y')), SetOptions{Tag: TextKey("c")}); !ok || err != nil {
+		t.Fatalf("Add expired = %v, %v", ok, err)
+	}
+	r := utMustRow(t, c, TextKey("k"))
+	if r.rowid != rowid || r.tag != "c" || r.expireTime.Valid || r.mode != modeBinary || r.storeTime != t0+11 {
+		t.Fatalf("row after Add on expired = %+v", r)
+	}
+	if n := utLen(t, c); n != 1 {
+		t.Fatalf("Len = %d", n)
+	}
+	// Expired file-backed item replaced by Add: the old file goes.
+	clk.Advance(time.Second)
+	if ok, _ := c.Touch(utCtx, TextKey("k"), ExpireAfter(time.Second)); !ok {
+		t.Fatal("Touch failed")
+	}
+	clk.Advance(2 * time.Second)
+	if ok, err := c.Add(utCtx, TextKey("k"), Int(5), SetOptions{}); !ok || err != nil {
+		t.Fatalf("Add over expired file = %v, %v", ok, err)
+	}
+	if files := utValFiles(t, c); len(files) != 0 {
+		t.Fatalf("Add over expired file left %v", files)
+	}
+	utWant(t, c, TextKey("k"), Int(5))
+}
+
+func TestTouch(t *testing.T) {
+	c, clk := openTest(t, nil)
+	if ok, err := c.Touch(utCtx, TextKey("missing"), ExpireAfter(time.Second)); ok || err != nil {
+		t.Fatalf("Touch missing = %v, %v", ok, err)
+	}
+	utSet(t, c, TextKey("k"), Text("v"), SetOptions{Tag: TextKey("t")})
+	before := utMustRow(t, c, TextKey("k"))
+	clk.Advance(time.Second)
+	if ok, err := c.Touch(utCtx, TextKey("k"), ExpireAfter(30*time.Second)); !ok || err != nil {
+		t.Fatalf("Touch = %v, %v", ok, err)
+	}
+	after := utMustRow(t, c, TextKey("k"))
+	if after.expireTime.Float64 != t0+31 || after.storeTime != before.storeTime || after.tag != "t" {
+		t.Fatalf("row after Touch = %+v (only expire_time may change)", after)
+	}
+	// The zero Expiry clears the expiry.
+	if ok, _ := c.Touch(utCtx, TextKey("k"), Expiry{}); !ok {
+		t.Fatal("Touch(no expiry) = false")
+	}
+	if r := utMustRow(t, c, TextKey("k")); r.expireTime.Valid {
+		t.Fatalf("expire_time = %v, want NULL", r.expireTime)
+	}
+	// Touch with zero duration kills it.
+	if ok, _ := c.Touch(utCtx, TextKey("k"), ExpireAfter(0)); !ok {
+		t.Fatal("Touch(0) = false")
+	}
+	utMiss(t, c, TextKey("k"))
+	if ok, _ := c.Touch(utCtx, TextKey("k"), ExpireAfter(time.Hour)); ok {
+		t.Fatal("Touch of an expired key = true")
+	}
+}
+
+func TestDelete(t *testing.T) {
+	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	if ok, err := c.Delete(utCtx, TextKey("missing")); ok || err != nil {
+		t.Fatalf("Delete missing = %v, %v", ok, err)
+	}
+	utSet(t, c, TextKey("k"), Bytes(utBig(50, 'd')), SetOptions{})
+	utSet(t, c, TextKey("keep"), Int(1), SetOptions{})
+	if ok, err := c.Delete(utCtx, TextKey("k")); !ok || err != nil {
+		t.Fatalf("Delete = %v, %v", ok, err)
+	}
+	if ok, _ := c.Delete(utCtx, TextKey("k")); ok {
+		t.Fatal("second Delete = true")
+	}
+	utMiss(t, c, TextKey("k"))
+	utWant(t, c, TextKey("keep"), Int(1))
+	if files := utValFiles(t, c); len(files) != 0 {
+		t.Fatalf("Delete left %v", files)
+	}
+	if n := utLen(t, c); n != 1 {
+		t.Fatalf("Len = %d", n)
+	}
+}
+
+func TestPop(t *testing.T) {
+	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	if _, ok, err := c.Pop(utCtx, TextKey("missing"), GetOptions{}); ok || err != nil {
+		t.Fatalf("Pop missing = %v, %v", ok, err)
+	}
+	utSet(t, c, TextKey("k"), Text("a value in a file"), SetOptions{Tag: IntKey(4), Expire: ExpireAfter(time.Minute)})
+	it, ok, err := c.Pop(utCtx, TextKey("k"), GetOptions{})
+	if err != nil || !ok || !it.Value.Equal(Text("a value in a file")) || !it.Tag.Equal(IntKey(4)) || it.ExpireTime != t0+60 {
+		t.Fatalf("Pop = %+v, %v, %v", it, ok, err)
+	}
+	if n := utLen(t, c); n != 0 {
+		t.Fatalf("Len = %d after Pop", n)
+	}
+	if files := utValFiles(t, c); len(files) != 0 {
+		t.Fatalf("Pop left %v", files)
+	}
+	// Expired: a miss, the row stays.
+	utSet(t, c, TextKey("e"), Int(1), SetOptions{Expire: ExpireAfter(time.Second)})
+	clk.Advance(2 * time.Second)
+	if _, ok, err := c.Pop(utCtx, TextKey("e"), GetOptions{}); ok || err != nil {
+		t.Fatalf("Pop expired = %v, %v", ok, err)
+	}
+	if n := utLen(t, c); n != 1 {
+		t.Fatalf("Len = %d", n)
+	}
+}
+
+func TestMissingValueFileIsAMiss(t *testing.T) {
+	for _, stats := range []bool{false, true} {
+		c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10, SettingStatistics: stats})
+		utSet(t, c, TextKey("k"), Bytes(utBig(100, 'm')), SetOptions{})
+		if err := os.Remove(utFileOf(t, c, TextKey("k"))); err != nil {
+			t.Fatal(err)
+		}
+		utMiss(t, c, TextKey("k"))
+		if _, ok, err := c.Get(utCtx, TextKey("k"), GetOptions{Stream: true}); ok || err != nil {
+			t.Fatalf("stats=%v: streamed Get = %v, %v", stats, ok, err)
+		}
+		if stats {
+			if h, m, _ := c.Stats(utCtx, true, false); h != 0 || m != 2 {
+				t.Fatalf("hits, misses = %d, %d; want 0, 2", h, m)
+			}
+		}
+		// Pop: a miss, and the row is gone.
+		if _, ok, err := c.Pop(utCtx, TextKey("k"), GetOptions{}); ok || err != nil {
+			t.Fatalf("stats=%v: Pop = %v, %v", stats, ok, err)
+		}
+		if _, ok := utRowOf(t, c, TextKey("k")); ok {
+			t.Fatalf("stats=%v: Pop left the row of a missing file", stats)
+		}
+	}
+}
+
+func TestIncrDecr(t *testing.T) {
+	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	// Missing key: default + delta, no tag, no expiry.
+	v, err := c.Incr(utCtx, TextKey("n"), Int(1), Int(0))
+	if err != nil || !v.Equal(Int(1)) {
+		t.Fatalf("Incr missing = %v, %v", v, err)
+	}
+	v, _ = c.Incr(utCtx, TextKey("n"), Int(5), Int(0))
+	if !v.Equal(Int(6)) {
+		t.Fatalf("Incr = %v, want 6", v)
+	}
+	v, _ = c.Decr(utCtx, TextKey("n"), Int(10), Int(0))
+	if !v.Equal(Int(-4)) {
+		t.Fatalf("Decr = %v, want -4", v)
+	}
+	utWant(t, c, TextKey("n"), Int(-4))
+	if r := utMustRow(t, c, TextKey("n")); r.mode != modeRaw || r.value != int64(-4) {
+		t.Fatalf("row = %+v, want RAW integer -4", r)
+	}
+	v, _ = c.Decr(utCtx, TextKey("d"), Int(3), Int(10))
+	if !v.Equal(Int(7)) {
+		t.Fatalf("Decr missing = %v, want 7", v)
+	}
+
+	// Default None: KeyError.
+	if _, err := c.Incr(utCtx, TextKey("none"), Int(1), Value{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Incr without default = %v, want ErrNotFound", err)
+	}
+	if _, err := c.Decr(utCtx, TextKey("none"), Int(1), Value{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Decr without default = %v, want ErrNotFound", err)
+	}
+	if _, ok := utRowOf(t, c, TextKey("none")); ok {
+		t.Fatal("failed Incr inserted a row")
+	}
+
+	// Float deltas and defaults.
+	v, _ = c.Incr(utCtx, TextKey("n"), Float(0.5), Int(0))
+	if !v.Equal(Float(-3.5)) {
+		t.Fatalf("Incr float delta = %v, want -3.5", v)
+	}
+	utWant(t, c, TextKey("n"), Float(-3.5))
+	v, _ = c.Incr(utCtx, TextKey("f"), Int(2), Float(0.25))
+	if !v.Equal(Float(2.25)) {
+		t.Fatalf("Incr float default = %v, want 2.25", v)
+	}
+	v, _ = c.Decr(utCtx, TextKey("f"), Float(0.25), Int(0))
+	if !v.Equal(Float(2)) {
+		t.Fatalf("Decr float = %v, want 2.0", v)
+	}
+
+	// Live key keeps expiry and tag, updates store_time.
+	utSet(t, c, TextKey("live"), Int(10), SetOptions{Tag: TextKey("t"), Expire: ExpireAfter(time.Minute)})
+	clk.Advance(7 * time.Second)
+	if v, _ := c.Incr(utCtx, TextKey("live"), Int(1), Value{}); !v.Equal(Int(11)) {
+		t.Fatalf("Incr live = %v", v)
+	}
+	r := utMustRow(t, c, TextKey("live"))
+	if r.tag != "t" || r.expireTime.Float64 != t0+60 || r.storeTime != t0+7 {
+		t.Fatalf("row after Incr on live key = %+v", r)
+	}
+	rowid := r.rowid
+
+	// Expired key: starts from the default, tag and expiry cleared, rowid kept.
+	clk.Advance(time.Minute)
+	if _, err := c.Incr(utCtx, TextKey("live"), Int(1), Value{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Incr expired without default = %v, want ErrNotFound", err)
+	}
+	if r := utMustRow(t, c, TextKey("live")); r.value != int64(11) || r.tag != "t" {
+		t.Fatalf("failed Incr changed the row: %+v", r)
+	}
+	if v, _ := c.Incr(utCtx, TextKey("live"), Int(1), Int(100)); !v.Equal(Int(101)) {
+		t.Fatalf("Incr expired = %v, want 101", v)
+	}
+	r = utMustRow(t, c, TextKey("live"))
+	if r.tag != nil || r.expireTime.Valid || r.rowid != rowid {
+		t.Fatalf("row after Incr on expired key = %+v", r)
+	}
+
+	// Expired file-backed value: replaced by the number, file removed.
+	utSet(t, c, TextKey("file"), Bytes(utBig(100, 'x')), SetOptions{Expire: ExpireAfter(time.Second)})
+	clk.Advance(2 * time.Second)
+	if v, err := c.Incr(utCtx, TextKey("file"), Int(1), Int(0)); err != nil || !v.Equal(Int(1)) {
+		t.Fatalf("Incr over expired file = %v, %v", v, err)
+	}
+	if files := utValFiles(t, c); len(files) != 0 {
+		t.Fatalf("files left: %v", files)
+	}
+	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 0 {
+		t.Fatalf("Settings.size = %d", got)
+	}
+}
+
+func TestIncrErrors(t *testing.T) {
+	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	utSet(t, c, TextKey("text"), Text("5"), SetOptions{})
+	utSet(t, c, TextKey("bytes"), Bytes([]byte("5")), SetOptions{})
+	utSet(t, c, TextKey("pickle"), Pickle([]byte("\x80\x05K\x05.")), SetOptions{})
+	utSet(t, c, TextKey("file"), Bytes(utBig(100, '5')), SetOptions{})
+	utSet(t, c, TextKey("textfile"), Text(strings.Repeat("5", 100)), SetOptions{})
+	for _, k := range []string{"text", "bytes", "pickle", "file", "textfile"} {
+		before := utMustRow(t, c, TextKey(k))
+		if _, err := c.Incr(utCtx, TextKey(k), Int(1), Int(0)); !errors.Is(err, ErrNotNumeric) {
+			t.Errorf("Incr %s = %v, want ErrNotNumeric", k, err)
+		}
+		if after := utMustRow(t, c, TextKey(k)); !reflect.DeepEqual(after, before) {
+			t.Errorf("Incr %s changed the row: %+v -> %+v", k, before, after)
+		}
+	}
+	// Bad delta and default types.
+	if _, err := c.Incr(utCtx, TextKey("n"), Text("1"), Int(0)); !errors.Is(err, ErrNotNumeric) {
+		t.Errorf("text delta = %v", err)
+	}
+	if _, err := c.Incr(utCtx, TextKey("n"), Int(1), Bytes([]byte("0"))); !errors.Is(err, ErrNotNumeric) {
+		t.Errorf("bytes default = %v", err)
+	}
+	if _, err := c.Decr(utCtx, TextKey("n"), Bytes(nil), Int(0)); !errors.Is(err, ErrNotNumeric) {
+		t.Errorf("bytes decr delta = %v", err)
+	}
+	// Overflow both ways leaves the value alone.
+	utSet(t, c, TextKey("max"), Int(math.MaxInt64), SetOptions{})
+	if _, err := c.Incr(utCtx, TextKey("max"), Int(1), Int(0)); !errors.Is(err, ErrOverflow) {
+		t.Errorf("Incr MaxInt64 = %v, want ErrOverflow", err)
+	}
+	utWant(t, c, TextKey("max"), Int(math.MaxInt64))
+	utSet(t, c, TextKey("min"), Int(math.MinInt64), SetOptions{})
+	if _, err := c.Decr(utCtx, TextKey("min"), Int(1), Int(0)); !errors.Is(err, ErrOverflow) {
+		t.Errorf("Decr MinInt64 = %v, want ErrOverflow", err)
+	}
+	if _, err := c.Decr(utCtx, TextKey("x"), Int(math.MinInt64), Int(0)); !errors.Is(err, ErrOverflow) {
+		t.Errorf("Decr by MinInt64 = %v, want ErrOverflow", err)
+	}
+	if _, err := c.Incr(utCtx, TextKey("x"), Int(math.MaxInt64), Int(1)); !errors.Is(err, ErrOverflow) {
+		t.Errorf("default + delta overflow = %v, want ErrOverflow", err)
+	}
+	if _, ok := utRowOf(t, c, TextKey("x")); ok {
+		t.Error("overflowing Incr inserted a row")
+	}
+	// Big but in range is fine.
+	if v, err := c.Incr(utCtx, TextKey("min"), Int(math.MaxInt64), Int(0)); err != nil || !v.Equal(Int(-1)) {
+		t.Errorf("MinInt64 + MaxInt64 = %v, %v", v, err)
+	}
+}
+
+func TestIncrUpdatesAccessUnderPolicy(t *testing.T) {
+	c, clk := openTest(t, map[string]any{SettingEvictionPolicy: string(PolicyLeastFrequentlyUsed)})
+	utSet(t, c, TextKey("n"), Int(1), SetOptions{})
+	c.Incr(utCtx, TextKey("n"), Int(1), Int(0))
+	c.Incr(utCtx, TextKey("n"), Int(1), Int(0))
+	if r := utMustRow(t, c, TextKey("n")); r.accessCount != 2 {
+		t.Fatalf("LFU access_count after 2 incr = %d", r.accessCount)
+	}
+	if err := c.Reset(utCtx, SettingEvictionPolicy, string(PolicyLeastRecentlyUsed)); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(9 * time.Second)
+	c.Incr(utCtx, TextKey("n"), Int(1), Int(0))
+	if r := utMustRow(t, c, TextKey("n")); r.accessTime != t0+9 {
+		t.Fatalf("LRU access_time after incr = %v", r.accessTime)
+	}
+}
+
+func TestContainsAndLen(t *testing.T) {
+	c, clk := openTest(t, nil)
+	if n := utLen(t, c); n != 0 {
+		t.Fatalf("Len empty = %d", n)
+	}
+	for i := 0; i < 5; i++ {
+		utSet(t, c, IntKey(int64(i)), Int(int64(i)), SetOptions{Expire: ExpireAfter(time.Duration(i+1) * time.Second)})
+	}
+	utSet(t, c, IntKey(5), Int(5), SetOptions{})
+	utSet(t, c, IntKey(5), Int(6), SetOptions{}) // replace: not counted twice
+	clk.Advance(3 * time.Second)
+	want := map[int64]bool{0: false, 1: false, 2: false, 3: true, 4: true, 5: true}
+	for k, live := range want {
+		if ok, err := c.Contains(utCtx, IntKey(k)); ok != live || err != nil {
+			t.Errorf("Contains(%d) = %v, %v; want %v", k, ok, err, live)
+		}
+	}
+	if n := utLen(t, c); n != 6 {
+		t.Fatalf("Len = %d, want 6 (expired rows included)", n)
+	}
+	c.Delete(utCtx, IntKey(5))
+	if n := utLen(t, c); n != 5 {
+		t.Fatalf("Len after delete = %d", n)
+	}
+}
+
+func TestClosedCache(t *testing.T) {
+	c, _ := openTest(t, nil)
+	utSet(t, c, TextKey("k"), Int(1), SetOptions{})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+	checks := map[string]error{}
+	checks["set"] = c.Set(utCtx, TextKey("k"), Int(1), SetOptions{})
+	_, _, checks["get"] = c.Get(utCtx, TextKey("k"), GetOptions{})
+	_, checks["add"] = c.Add(utCtx, TextKey("k"), Int(1), SetOptions{})
+	_, checks["contains"] = c.Contains(utCtx, TextKey("k"))
+	_, checks["delete"] = c.Delete(utCtx, TextKey("k"))
+	_, _, checks["pop"] = c.Pop(utCtx, TextKey("k"), GetOptions{})
+	_, checks["touch"] = c.Touch(utCtx, TextKey("k"), Expiry{})
+	_, checks["incr"] = c.Incr(utCtx, TextKey("k"), Int(1), Int(0))
+	_, checks["push"] = c.Push(utCtx, Int(1), QueueOptions{}, SetOptions{})
+	_, _, checks["pull"] = c.Pull(utCtx, QueueOptions{}, GetOptions{})
+	_, checks["peekitem"] = c.PeekItem(utCtx, true, GetOptions{})
+	_, checks["len"] = c.Len(utCtx)
+	_, checks["volume"] = c.Volume(utCtx)
+	_, checks["clear"] = c.Clear(utCtx)
+	_, checks["expire"] = c.Expire(utCtx, 0)
+	_, checks["cull"] = c.Cull(utCtx)
+	_, checks["evict"] = c.Evict(utCtx, TextKey("t"))
+	_, checks["check"] = c.Check(utCtx, false)
+	_, _, checks["stats"] = c.Stats(utCtx, true, false)
+	checks["reset"] = c.Reset(utCtx, SettingCullLimit, 5)
+	checks["transact"] = c.Transact(utCtx, func(*Tx) error { return nil })
+	for _, k := range []bool{false, true} {
+		for _, err := range c.Keys(utCtx, k) {
+			checks["keys"] = err
+			break
+		}
+		for _, err := range c.SortedKeys(utCtx, k) {
+			checks["sortedkeys"] = err
+			break
+		}
+	}
+	for op, err := range checks {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s on a closed cache = %v, want ErrClosed", op, err)
+		}
+	}
+}
+
+func TestRowsWrittenByHand(t *testing.T) {
+	c, _ := openTest(t, nil)
+	ins := `INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, 1, 0, NULL, 0, 0, NULL, 0, ?, NULL, ?)`
+	utExec(t, c, ins, "binary-in-db", modeBinary, []byte("bin"))
+	utExec(t, c, ins, "text-in-db", modeText, "txt")
+	utExec(t, c, ins, "raw-null", modeRaw, nil)
+	utExec(t, c, ins, "pickle-text", modePickle, "not a blob")
+	utWant(t, c, TextKey("binary-in-db"), Bytes([]byte("bin")))
+	utWant(t, c, TextKey("text-in-db"), Text("txt"))
+	for _, k := range []string{"raw-null", "pickle-text"} {
+		if _, _, err := c.Get(utCtx, TextKey(k), GetOptions{}); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Get(%s) = %v, want ErrCorrupt", k, err)
+		}
+	}
+	// A corrupt row can still be deleted and overwritten.
+	if ok, err := c.Delete(utCtx, TextKey("raw-null")); !ok || err != nil {
+		t.Fatalf("Delete corrupt = %v, %v", ok, err)
+	}
+	utSet(t, c, TextKey("pickle-text"), Int(1), SetOptions{})
+	utWant(t, c, TextKey("pickle-text"), Int(1))
+}
+
+func TestSmallAPI(t *testing.T) {
+	for _, s := range []string{"front", "back"} {
+		side, err := ParseSide(s)
+		if err != nil || side.String() != s {
+			t.Errorf("ParseSide(%q) = %v, %v", s, side, err)
+		}
+	}
+	if _, err := ParseSide("middle"); err == nil {
+		t.Error("ParseSide(middle) succeeded")
+	}
+	if Side(0).String() != "default" {
+		t.Error("Side(0).String()")
+	}
+	for _, n := range []string{"bytes", "text", "int", "float", "pickle"} {
+		k, err := ParseKeyKind(n)
+		if err != nil || k.String() != n {
+			t.Errorf("ParseKeyKind(%q) = %v, %v", n, k, err)
+		}
+		v, err := ParseValueType(n)
+		if err != nil || v.String() != n {
+			t.Errorf("ParseValueType(%q) = %v, %v", n, v, err)
+		}
+	}
+	if _, err := ParseKeyKind("none"); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("ParseKeyKind(none) = %v", err)
+	}
+	if _, err := ParseValueType("none"); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("ParseValueType(none) = %v", err)
+	}
+	keys := map[string]Key{
+		`"a"`: TextKey("a"), `b"a"`: BytesKey([]byte("a")), "-3": IntKey(-3), "2.5": FloatKey(2.5),
+		"pickle(80)": PickleKey([]byte{0x80}), "<none>": {},
+	}
+	for want, k := range keys {
+		if k.String() != want {
+			t.Errorf("String() = %s, want %s", k.String(), want)
+		}
+	}
+	if TextKey("x").Text() != "x" || string(BytesKey([]byte("y")).Bytes()) != "y" || FloatKey(1.5).Float() != 1.5 || IntKey(4).Int() != 4 {
+		t.Error("key accessors")
+	}
+	if IntKey(1).Equal(FloatKey(1)) {
+		t.Error("Equal compares kinds")
+	}
+	if e := ExpireAfter(time.Minute); !e.IsSet() || e.Duration() != time.Minute {
+		t.Error("ExpireAfter")
+	}
+	if (Expiry{}).IsSet() {
+		t.Error("zero Expiry is set")
+	}
+	te := &TimeoutError{Op: "clear", Removed: 3}
+	if !errors.Is(te, ErrTimeout) || !strings.Contains(te.Error(), "clear") || !strings.Contains(te.Error(), "3") {
+		t.Errorf("TimeoutError = %q", te.Error())
+	}
+	if c, _ := openTest(t, nil); c.Timeout() != DefaultTimeout {
+		t.Errorf("Timeout() = %v", c.Timeout())
+	}
+}
