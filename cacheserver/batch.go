@@ -1,0 +1,264 @@
+package cacheserver
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// maxBatchKeys bounds the keys of one batch request.
+const maxBatchKeys = 10000
+
+// BatchKeys is the JSON body of batch get and delete.
+type BatchKeys struct {
+	Keys []wire.EncodeKeyJSON `json:"keys"`
+}
+
+func (s *Server) batchKeys(w http.ResponseWriter, r *http.Request) ([]engine.Key, error) {
+	var body BatchKeys
+	if err := decodeJSON(w, r, maxBatchKeys*(s.cfg.MaxKeyBytes*4/3+64), &body); err != nil {
+		return nil, err
+	}
+	if len(body.Keys) > maxBatchKeys {
+		return nil, badRequest(wire.CodeBadRequest, "%d keys in one batch; the limit is %d", len(body.Keys), maxBatchKeys)
+	}
+	keys := make([]engine.Key, len(body.Keys))
+	for i, j := range body.Keys {
+		k, err := wire.KeyFromJSON(j)
+		if err != nil {
+			return nil, badRequest(wire.CodeBadKey, "keys[%d]: %v", i, err)
+		}
+		if raw, _ := wire.FormatKey(k); int64(len(raw)) > s.cfg.MaxKeyBytes {
+			return nil, badRequest(wire.CodeKeyTooLarge, "keys[%d] is %d bytes; the limit is %d", i, len(raw), s.cfg.MaxKeyBytes)
+		}
+		keys[i] = k
+	}
+	return keys, nil
+}
+
+// itemRecord is the record header of an item in a response.
+func itemRecord(it engine.Item) wire.Record {
+	kj := wire.KeyToJSON(it.Key)
+	rec := wire.Record{Key: kj.Key, Kind: kj.Kind, Type: it.Value.Type.String()}
+	if it.ExpireTime != 0 {
+		exp := it.ExpireTime
+		rec.ExpireTime = &exp
+	}
+	if !it.Tag.IsNone() {
+		tj := wire.KeyToJSON(it.Tag)
+		rec.Tag, rec.TagKind = &tj.Key, tj.Kind
+	}
+	return rec
+}
+
+// writeItemRecord writes an item as a record, streaming file-backed values.
+func writeItemRecord(rw *wire.RecordWriter, rec wire.Record, it engine.Item) error {
+	defer it.Close()
+	if it.Body != nil {
+		rec.Len = it.Size
+		return rw.WriteFrom(rec, it.Body)
+	}
+	switch it.Value.Type {
+	case engine.ValueInt, engine.ValueFloat:
+		return rw.Write(rec, []byte(wire.FormatNumber(it.Value)))
+	}
+	return rw.Write(rec, it.Value.Data)
+}
+
+// handleBatchGet answers a record per requested key, in request order;
+// missing keys have "found": false.
+func (s *Server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	keys, err := s.batchKeys(w, r)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", wire.RecordsContentType)
+	rw := wire.NewRecordWriter(w)
+	for _, k := range keys {
+		it, ok, err := st.Get(r.Context(), k, engine.GetOptions{Stream: true})
+		if err != nil {
+			return err
+		}
+		s.metrics.lookup(ok)
+		if !ok {
+			kj := wire.KeyToJSON(k)
+			found := false
+			if err := rw.Write(wire.Record{Key: kj.Key, Kind: kj.Kind, Found: &found}, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		it.Key = k
+		if err := writeItemRecord(rw, itemRecord(it), it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BatchSetResult is the body answering batch set.
+type BatchSetResult struct {
+	Stored int              `json:"stored"`
+	Failed []BatchSetFailed `json:"failed"`
+}
+
+// BatchSetFailed names a record batch set did not store and why.
+type BatchSetFailed struct {
+	Index   int    `json:"index"`
+	Key     string `json:"key"`
+	Kind    string `json:"kt,omitempty"`
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// handleBatchSet stores every record of the body. A record that cannot be
+// stored (bad type, bad number, timeout) is reported in "failed" and the
+// others are still stored; a malformed stream is a 400 and stops there
+// (records before it are stored and counted).
+func (s *Server) handleBatchSet(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	threshold := st.Settings().DiskMinFileSize
+	rr := wire.NewRecordReader(r.Body)
+	res := BatchSetResult{Failed: []BatchSetFailed{}}
+	for i := 0; ; i++ {
+		if i > maxBatchKeys {
+			return badRequest(wire.CodeBadRequest, "more than %d records in one batch", maxBatchKeys)
+		}
+		rec, body, err := rr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return badRequest(wire.CodeBadRequest, "record %d: %v (%d records stored before it)", i, err, res.Stored)
+		}
+		fail := func(err error) {
+			_, code, msg := s.classify(err)
+			res.Failed = append(res.Failed, BatchSetFailed{Index: i, Key: rec.Key, Kind: rec.Kind, Error: code, Message: msg})
+		}
+		key, value, opts, err := s.recordToSet(rec, body, threshold)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		if err := st.Set(r.Context(), key, value, opts); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return badRequest(wire.CodeBadRequest, "record %d: value shorter than its len (%d records stored before it)", i, res.Stored)
+			}
+			var ae *apiError
+			if errors.As(unwrapBodyError(err), &ae) || errors.Is(err, engine.ErrTimeout) || isClientError(err) {
+				fail(unwrapBodyError(err))
+				continue
+			}
+			return err
+		}
+		res.Stored++
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func isClientError(err error) bool {
+	for _, e := range []error{engine.ErrInvalidKey, engine.ErrInvalidValue} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// recordToSet turns a batch set record into Set arguments. Values of at
+// least disk_min_file_size bytes stream from the request into a file.
+func (s *Server) recordToSet(rec wire.Record, body io.Reader, threshold int64) (engine.Key, engine.Value, engine.SetOptions, error) {
+	var opts engine.SetOptions
+	key, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: rec.Key, Kind: rec.Kind})
+	if err != nil {
+		return key, engine.Value{}, opts, badRequest(wire.CodeBadKey, "%v", err)
+	}
+	if raw, _ := wire.FormatKey(key); int64(len(raw)) > s.cfg.MaxKeyBytes {
+		return key, engine.Value{}, opts, badRequest(wire.CodeKeyTooLarge, "key is %d bytes; the limit is %d", len(raw), s.cfg.MaxKeyBytes)
+	}
+	if rec.Len > s.cfg.MaxValueBytes {
+		return key, engine.Value{}, opts, &http.MaxBytesError{Limit: s.cfg.MaxValueBytes}
+	}
+	vt := engine.ValueBytes
+	if rec.Type != "" {
+		if vt, err = engine.ParseValueType(rec.Type); err != nil {
+			return key, engine.Value{}, opts, badRequest(wire.CodeBadValue, "unknown value type %q", rec.Type)
+		}
+	}
+	if rec.Expire != nil {
+		opts.Expire = engine.ExpireAfterSeconds(*rec.Expire)
+	}
+	if rec.Tag != nil {
+		tag := *rec.Tag
+		if rec.TagKind == "bytes" {
+			b, err := base64.StdEncoding.DecodeString(tag)
+			if err != nil {
+				return key, engine.Value{}, opts, badRequest(wire.CodeBadRequest, "bytes tag is not base64")
+			}
+			tag = string(b)
+		}
+		if opts.Tag, err = wire.ParseTag(tag, rec.TagKind); err != nil {
+			return key, engine.Value{}, opts, badRequest(wire.CodeBadRequest, "tag: %v", err)
+		}
+	}
+	switch {
+	case vt == engine.ValueInt || vt == engine.ValueFloat:
+		if rec.Len > 64 {
+			return key, engine.Value{}, opts, badRequest(wire.CodeBadValue, "%s value of %d bytes", vt, rec.Len)
+		}
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return key, engine.Value{}, opts, err
+		}
+		v, err := parseNumberOfType(string(b), vt)
+		return key, v, opts, err
+	case rec.Len < threshold:
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return key, engine.Value{}, opts, fmt.Errorf("read record value: %w", err)
+		}
+		return key, engine.Value{Type: vt, Data: b}, opts, nil
+	}
+	opts.Body = body
+	return key, engine.Value{Type: vt}, opts, nil
+}
+
+// handleBatchDelete deletes every key; "deleted" says, per key in request
+// order, whether it had a live item.
+func (s *Server) handleBatchDelete(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	keys, err := s.batchKeys(w, r)
+	if err != nil {
+		return err
+	}
+	deleted := make([]bool, len(keys))
+	count := 0
+	for i, k := range keys {
+		ok, err := st.Delete(r.Context(), k)
+		if err != nil {
+			return err
+		}
+		deleted[i] = ok
+		if ok {
+			count++
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": deleted, "count": count})
+	return nil
+}

@@ -1,0 +1,301 @@
+package cacheserver
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// Config is everything the cacheserver binary can be told. Each field has a
+// flag --<name>, an environment variable DISKCACHE_<NAME> (upper case,
+// dashes as underscores) and a line "<name> = <value>" in the --config
+// file; flags win over the environment, which wins over the file.
+type Config struct {
+	DataDir         string
+	Listen          string
+	Fanout          int
+	DatabaseTimeout time.Duration
+	TokenFile       string
+	InsecureNoAuth  bool
+	TLSCert         string
+	TLSKey          string
+	MaxKeyBytes     int64
+	MaxValueBytes   int64
+	RequestTimeout  time.Duration
+	ShutdownTimeout time.Duration
+	LogFormat       string
+
+	// Engine settings. Only those given explicitly are applied: the rest
+	// keep the values stored in the cache (or python-diskcache's defaults
+	// for a new cache), so settings changed at run time survive restarts.
+	SizeLimit       int64
+	EvictionPolicy  string
+	CullLimit       int64
+	Statistics      bool
+	TagIndex        bool
+	DiskMinFileSize int64
+
+	explicit map[string]bool
+}
+
+// DefaultConfig returns the defaults of every flag.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          ":8080",
+		Fanout:          8,
+		DatabaseTimeout: time.Second,
+		MaxKeyBytes:     64 << 10,
+		MaxValueBytes:   1 << 40,
+		RequestTimeout:  30 * time.Second,
+		ShutdownTimeout: 25 * time.Second,
+		LogFormat:       "json",
+		SizeLimit:       1 << 30,
+		EvictionPolicy:  string(engine.PolicyLeastRecentlyStored),
+		CullLimit:       10,
+		DiskMinFileSize: 1 << 15,
+	}
+}
+
+// engineFlags maps flag names to engine setting names.
+var engineFlags = map[string]string{
+	"size-limit":         engine.SettingSizeLimit,
+	"eviction-policy":    engine.SettingEvictionPolicy,
+	"cull-limit":         engine.SettingCullLimit,
+	"statistics":         engine.SettingStatistics,
+	"tag-index":          engine.SettingTagIndex,
+	"disk-min-file-size": engine.SettingDiskMinFileSize,
+}
+
+// EngineSettings returns the engine settings given explicitly.
+func (c *Config) EngineSettings() map[string]any {
+	out := map[string]any{}
+	for flagName, setting := range engineFlags {
+		if !c.explicit[flagName] {
+			continue
+		}
+		switch setting {
+		case engine.SettingSizeLimit:
+			out[setting] = c.SizeLimit
+		case engine.SettingEvictionPolicy:
+			out[setting] = c.EvictionPolicy
+		case engine.SettingCullLimit:
+			out[setting] = c.CullLimit
+		case engine.SettingStatistics:
+			out[setting] = c.Statistics
+		case engine.SettingTagIndex:
+			out[setting] = c.TagIndex
+		case engine.SettingDiskMinFileSize:
+			out[setting] = c.DiskMinFileSize
+		}
+	}
+	return out
+}
+
+// Validate reports the first problem with the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	if c.Fanout < 1 || c.Fanout > 999 {
+		errs = append(errs, fmt.Errorf("--fanout must be between 1 and 999, got %d", c.Fanout))
+	}
+	if c.TokenFile == "" && !c.InsecureNoAuth {
+		errs = append(errs, errors.New("--token-file is required (or --insecure-no-auth to serve without authentication)"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.MaxKeyBytes < 1 || c.MaxValueBytes < 1 {
+		errs = append(errs, errors.New("--max-key-bytes and --max-value-bytes must be positive"))
+	}
+	if !engine.EvictionPolicy(c.EvictionPolicy).Valid() {
+		errs = append(errs, fmt.Errorf("--eviction-policy %q is not one of none, least-recently-stored, least-recently-used, least-frequently-used", c.EvictionPolicy))
+	}
+	if c.SizeLimit < 0 || c.CullLimit < 0 || c.DiskMinFileSize < 0 {
+		errs = append(errs, errors.New("--size-limit, --cull-limit and --disk-min-file-size must not be negative"))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// LoadConfig parses args (without the program name), the environment and
+// the --config file into a Config.
+func LoadConfig(args []string, getenv func(string) string) (Config, error) {
+	cfg := DefaultConfig()
+	cfg.explicit = map[string]bool{}
+	fs := flag.NewFlagSet("cacheserver", flag.ContinueOnError)
+	var configFile string
+	fs.StringVar(&configFile, "config", "", "file of `name = value` lines, one per flag")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "cache directory (a FanoutCache: 000, 001, … inside)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to serve on")
+	fs.IntVar(&cfg.Fanout, "fanout", cfg.Fanout, "SQLite shards in the directory")
+	fs.DurationVar(&cfg.DatabaseTimeout, "database-timeout", cfg.DatabaseTimeout, "how long a write waits for a busy shard before answering 503")
+	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the bearer token (re-read when it changes)")
+	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", cfg.InsecureNoAuth, "serve without authentication")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "TLS certificate file")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS key file")
+	fs.Int64Var(&cfg.MaxKeyBytes, "max-key-bytes", cfg.MaxKeyBytes, "largest key accepted")
+	fs.Int64Var(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest value accepted")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "bound on the database work of one request")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text")
+	fs.Int64Var(&cfg.SizeLimit, "size-limit", cfg.SizeLimit, "bytes the cache may use before culling (split across --fanout shards)")
+	fs.StringVar(&cfg.EvictionPolicy, "eviction-policy", cfg.EvictionPolicy, "none, least-recently-stored, least-recently-used or least-frequently-used")
+	fs.Int64Var(&cfg.CullLimit, "cull-limit", cfg.CullLimit, "items culled at most per write (0 disables culling on write)")
+	fs.BoolVar(&cfg.Statistics, "statistics", cfg.Statistics, "count hits and misses")
+	fs.BoolVar(&cfg.TagIndex, "tag-index", cfg.TagIndex, "index tags for fast evict")
+	fs.Int64Var(&cfg.DiskMinFileSize, "disk-min-file-size", cfg.DiskMinFileSize, "values at least this large go to files")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+
+	// Lower layers first: the file, then the environment; flags on the
+	// command line are already set and are not overwritten.
+	layers := []map[string]string{}
+	if configFile == "" {
+		configFile = getenv("DISKCACHE_CONFIG")
+	}
+	if configFile != "" {
+		file, err := readConfigFile(configFile)
+		if err != nil {
+			return cfg, err
+		}
+		layers = append(layers, file)
+	}
+	env := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv("DISKCACHE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); v != "" {
+			env[f.Name] = v
+		}
+	})
+	layers = append(layers, env)
+	for _, layer := range layers {
+		names := make([]string, 0, len(layer))
+		for n := range layer {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			if name == "config" || given[name] {
+				continue
+			}
+			f := fs.Lookup(name)
+			if f == nil {
+				return cfg, fmt.Errorf("config: unknown setting %q", name)
+			}
+			if err := f.Value.Set(layer[name]); err != nil {
+				return cfg, fmt.Errorf("config: %s = %q: %w", name, layer[name], err)
+			}
+			cfg.explicit[name] = true
+		}
+	}
+	for n := range given {
+		cfg.explicit[n] = true
+	}
+	return cfg, cfg.Validate()
+}
+
+// readConfigFile reads "name = value" lines; '#' starts a comment.
+func readConfigFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(text, "=")
+		if !ok {
+			return nil, fmt.Errorf("config: %s:%d: want name = value, got %q", path, line, text)
+		}
+		out[strings.TrimSpace(name)] = strings.Trim(strings.TrimSpace(value), `"`)
+	}
+	return out, sc.Err()
+}
+
+// tokenSource holds the bearer token, re-reading its file when the file
+// changes so a rotated Secret takes effect without a restart.
+type tokenSource struct {
+	path string
+
+	mu      sync.Mutex
+	value   string
+	modTime time.Time
+	checked time.Time
+}
+
+func newTokenSource(path string) (*tokenSource, error) {
+	t := &tokenSource{path: path}
+	if err := t.reload(); err != nil {
+		return nil, err
+	}
+	if t.value == "" {
+		return nil, fmt.Errorf("token file %s is empty", path)
+	}
+	return t, nil
+}
+
+func (t *tokenSource) reload() error {
+	st, err := os.Stat(t.path)
+	if err != nil {
+		return fmt.Errorf("token file: %w", err)
+	}
+	if st.ModTime().Equal(t.modTime) && t.value != "" {
+		return nil
+	}
+	b, err := os.ReadFile(t.path)
+	if err != nil {
+		return fmt.Errorf("token file: %w", err)
+	}
+	if v := strings.TrimSpace(string(b)); v != "" {
+		t.value, t.modTime = v, st.ModTime()
+	}
+	return nil
+}
+
+// token returns the current token, checking the file at most once a second.
+func (t *tokenSource) token() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now := time.Now(); now.Sub(t.checked) > time.Second {
+		t.checked = now
+		_ = t.reload() // keep the last good token if the file is briefly gone
+	}
+	return t.value
+}
+
+// parseBool reads a query flag: 1/true/yes are true.
+func parseBool(s string, def bool) (bool, error) {
+	if s == "" {
+		return def, nil
+	}
+	switch strings.ToLower(s) {
+	case "yes", "on":
+		return true, nil
+	case "no", "off":
+		return false, nil
+	}
+	return strconv.ParseBool(s)
+}

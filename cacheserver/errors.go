@@ -1,0 +1,93 @@
+package cacheserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// apiError is an error with the HTTP status and code it is answered with.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(code, format string, args ...any) error {
+	return &apiError{status: http.StatusBadRequest, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func notFound(code, format string, args ...any) error {
+	return &apiError{status: http.StatusNotFound, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// writeJSON answers with a JSON body.
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// writeError maps err to a status and a JSON error body. Engine errors that
+// are the client's fault become 4xx; timeouts 503 with Retry-After; the
+// rest 500 (logged, with a generic message).
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, msg := s.classify(err)
+	if status >= 500 && code == wire.CodeInternal {
+		s.log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method),
+			slog.String("path", r.URL.Path), slog.Any("error", err))
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, wire.Error{Code: code, Message: msg})
+}
+
+func (s *Server) classify(err error) (int, string, string) {
+	var ae *apiError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		return ae.status, ae.code, ae.msg
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, wire.CodeValueTooLarge,
+			fmt.Sprintf("value larger than the server's limit of %d bytes", mbe.Limit)
+	case errors.Is(err, engine.ErrTimeout):
+		return http.StatusServiceUnavailable, wire.CodeTimeout, "database busy: " + err.Error()
+	case errors.Is(err, engine.ErrNotFound):
+		return http.StatusNotFound, wire.CodeNotFound, err.Error()
+	case errors.Is(err, engine.ErrEmpty):
+		return http.StatusNotFound, wire.CodeEmpty, err.Error()
+	case errors.Is(err, engine.ErrNotNumeric):
+		return http.StatusConflict, wire.CodeNotNumeric, err.Error()
+	case errors.Is(err, engine.ErrOverflow):
+		return http.StatusConflict, wire.CodeOverflow, err.Error()
+	case errors.Is(err, engine.ErrInvalidKey):
+		return http.StatusBadRequest, wire.CodeBadKey, err.Error()
+	case errors.Is(err, engine.ErrInvalidValue):
+		return http.StatusBadRequest, wire.CodeBadValue, err.Error()
+	case errors.Is(err, engine.ErrInvalidSetting):
+		return http.StatusBadRequest, wire.CodeBadSetting, err.Error()
+	case errors.Is(err, engine.ErrInvalidName):
+		return http.StatusBadRequest, wire.CodeBadName, err.Error()
+	case errors.Is(err, engine.ErrNotOwner), errors.Is(err, engine.ErrOverRelease):
+		return http.StatusConflict, wire.CodeNotOwner, err.Error()
+	case errors.Is(err, engine.ErrWrongType):
+		return http.StatusConflict, wire.CodeWrongType, err.Error()
+	case errors.Is(err, engine.ErrClosed):
+		return http.StatusServiceUnavailable, wire.CodeUnavailable, "server is shutting down"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, wire.CodeTimeout, "request timed out"
+	case errors.Is(err, context.Canceled):
+		return 499, wire.CodeTimeout, "request canceled"
+	}
+	return http.StatusInternalServerError, wire.CodeInternal, "internal error; see the server log"
+}

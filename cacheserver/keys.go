@@ -1,0 +1,376 @@
+package cacheserver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// pathKey reads the {key} path segment and its kind (?kt=).
+func (s *Server) pathKey(r *http.Request) (engine.Key, error) {
+	raw := r.PathValue("key")
+	if int64(len(raw)) > s.cfg.MaxKeyBytes {
+		return engine.Key{}, badRequest(wire.CodeKeyTooLarge, "key is %d bytes; the limit is %d", len(raw), s.cfg.MaxKeyBytes)
+	}
+	k, err := wire.ParseKey(raw, r.URL.Query().Get(wire.ParamKeyType))
+	if err != nil {
+		return engine.Key{}, badRequest(wire.CodeBadKey, "%v", err)
+	}
+	return k, nil
+}
+
+// setOptions reads ?expire= and ?tag=&tt=.
+func setOptions(r *http.Request) (engine.SetOptions, error) {
+	q := r.URL.Query()
+	exp, err := wire.ParseExpire(q.Get(wire.ParamExpire))
+	if err != nil {
+		return engine.SetOptions{}, badRequest(wire.CodeBadRequest, "%v", err)
+	}
+	opts := engine.SetOptions{Expire: exp}
+	if q.Has(wire.ParamTag) {
+		if opts.Tag, err = wire.ParseTag(q.Get(wire.ParamTag), q.Get(wire.ParamTagType)); err != nil {
+			return engine.SetOptions{}, badRequest(wire.CodeBadRequest, "tag: %v", err)
+		}
+	}
+	return opts, nil
+}
+
+// valueType reads the Diskcache-Value-Type header (default bytes).
+func valueType(h http.Header) (engine.ValueType, error) {
+	t := h.Get(wire.HeaderValueType)
+	if t == "" {
+		return engine.ValueBytes, nil
+	}
+	vt, err := engine.ParseValueType(t)
+	if err != nil {
+		return 0, badRequest(wire.CodeBadValue, "unknown value type %q in %s (want bytes, text, int, float or pickle)", t, wire.HeaderValueType)
+	}
+	return vt, nil
+}
+
+// readValue reads the request body as a value. Bodies of at least
+// disk_min_file_size bytes, or of unknown length, are not read here: the
+// returned SetOptions.Body streams them into a value file.
+func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opts engine.SetOptions) (engine.Value, engine.SetOptions, error) {
+	vt, err := valueType(r.Header)
+	if err != nil {
+		return engine.Value{}, opts, err
+	}
+	if r.ContentLength > s.cfg.MaxValueBytes {
+		return engine.Value{}, opts, &http.MaxBytesError{Limit: s.cfg.MaxValueBytes}
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxValueBytes)
+	switch vt {
+	case engine.ValueInt, engine.ValueFloat:
+		b, err := io.ReadAll(io.LimitReader(body, 64))
+		if err != nil {
+			return engine.Value{}, opts, err
+		}
+		n, err := parseNumberOfType(string(b), vt)
+		return n, opts, err
+	}
+	threshold := st.Settings().DiskMinFileSize
+	if r.ContentLength >= 0 && r.ContentLength < threshold {
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return engine.Value{}, opts, err
+		}
+		if vt == engine.ValueText && !utf8.Valid(b) {
+			return engine.Value{}, opts, badRequest(wire.CodeBadValue, "text value is not valid UTF-8")
+		}
+		return engine.Value{Type: vt, Data: b}, opts, nil
+	}
+	opts.Body = body // the engine checks streamed text is UTF-8
+	return engine.Value{Type: vt}, opts, nil
+}
+
+func parseNumberOfType(s string, vt engine.ValueType) (engine.Value, error) {
+	n, err := wire.ParseNumber(s)
+	if err != nil {
+		return engine.Value{}, badRequest(wire.CodeBadValue, "%s value: %v", vt, err)
+	}
+	if vt == engine.ValueFloat && n.Type == engine.ValueInt {
+		n = engine.Float(float64(n.Int))
+	}
+	if vt == engine.ValueInt && n.Type != engine.ValueInt {
+		return engine.Value{}, badRequest(wire.CodeBadValue, "int value %q is not a 64-bit integer", s)
+	}
+	return n, nil
+}
+
+// writeItem answers with an item: the value as the body, its type, expiry
+// and tag in headers. File-backed values are streamed from their file.
+func writeItem(w http.ResponseWriter, r *http.Request, it engine.Item, withKey bool) {
+	defer it.Close()
+	h := w.Header()
+	h.Set(wire.HeaderValueType, it.Value.Type.String())
+	if it.ExpireTime != 0 {
+		h.Set(wire.HeaderExpireTime, strconv.FormatFloat(it.ExpireTime, 'f', -1, 64))
+	}
+	if !it.Tag.IsNone() {
+		raw, kind := wire.FormatKey(it.Tag)
+		h.Set(wire.HeaderTag, wire.EscapeHeader(raw))
+		h.Set(wire.HeaderTagType, kind)
+	}
+	if withKey {
+		raw, kind := wire.FormatKey(it.Key)
+		h.Set(wire.HeaderKey, wire.EscapeHeader(raw))
+		h.Set(wire.HeaderKeyType, kind)
+	}
+	h.Set("Content-Type", contentType(it.Value.Type))
+	if it.Body != nil {
+		h.Set("Content-Length", strconv.FormatInt(it.Size, 10))
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = io.CopyN(w, it.Body, it.Size)
+		}
+		return
+	}
+	var body []byte
+	switch it.Value.Type {
+	case engine.ValueInt, engine.ValueFloat:
+		body = []byte(wire.FormatNumber(it.Value))
+	default:
+		body = it.Value.Data
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+func contentType(t engine.ValueType) string {
+	switch t {
+	case engine.ValueText:
+		return "text/plain; charset=utf-8"
+	case engine.ValueInt, engine.ValueFloat:
+		return "text/plain"
+	case engine.ValuePickle:
+		return "application/x-python-pickle"
+	}
+	return "application/octet-stream"
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	key, err := s.pathKey(r)
+	if err != nil {
+		return err
+	}
+	it, ok, err := st.Get(r.Context(), key, engine.GetOptions{Stream: true})
+	if err != nil {
+		return err
+	}
+	s.metrics.lookup(ok)
+	if !ok {
+		return notFound(wire.CodeNotFound, "key %s not found", key)
+	}
+	writeItem(w, r, it, false)
+	return nil
+}
+
+func (s *Server) handleHead(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	key, err := s.pathKey(r)
+	if err != nil {
+		return err
+	}
+	ok, err := st.Contains(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		w.WriteHeader(http.StatusNotFound)
+		return nil
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (s *Server) handleSet(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	key, err := s.pathKey(r)
+	if err != nil {
+		return err
+	}
+	opts, err := setOptions(r)
+	if err != nil {
+		return err
+	}
+	v, opts, err := s.readValue(w, r, st, opts)
+	if err != nil {
+		return err
+	}
+	if err := st.Set(r.Context(), key, v, opts); err != nil {
+		return unwrapBodyError(err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) handleAdd(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	key, err := s.pathKey(r)
+	if err != nil {
+		return err
+	}
+	opts, err := setOptions(r)
+	if err != nil {
+		return err
+	}
+	v, opts, err := s.readValue(w, r, st, opts)
+	if err != nil {
+		return err
+	}
+	added, err := st.Add(r.Context(), key, v, opts)
+	if err != nil {
+		return unwrapBodyError(err)
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"added": added})
+	return nil
+}
+
+func (s *Server) handleTouch(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	key, err := s.pathKey(r)
+	if err != nil {
+		return err
+	}
+	exp, err := wire.ParseExpire(r.URL.Query().Get(wire.ParamExpire))
+	if err != nil {
+		return badRequest(wire.CodeBadRequest, "%v", err)
+	}
+	ok, err := st.Touch(r.Context(), key, exp)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"touched": ok})
+	return nil
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	key, err := s.pathKey(r)
+	if err != nil {
+		return err
+	}
+	ok, err := st.Delete(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"deleted": ok})
+	return nil
+}
+
+func (s *Server) handlePop(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.store(r)
+	if err != nil {
+		return err
+	}
+	key, err := s.pathKey(r)
+	if err != nil {
+		return err
+	}
+	it, ok, err := st.Pop(r.Context(), key, engine.GetOptions{Stream: true})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound(wire.CodeNotFound, "key %s not found", key)
+	}
+	writeItem(w, r, it, false)
+	return nil
+}
+
+// handleIncr serves incr and decr: ?delta= (default 1, int or float) and
+// ?default= (default 0; "none" makes a missing key a 404).
+func (s *Server) handleIncr(decr bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		st, err := s.store(r)
+		if err != nil {
+			return err
+		}
+		key, err := s.pathKey(r)
+		if err != nil {
+			return err
+		}
+		q := r.URL.Query()
+		delta, def := engine.Int(1), engine.Int(0)
+		if d := q.Get("delta"); d != "" {
+			if delta, err = wire.ParseNumber(d); err != nil {
+				return badRequest(wire.CodeBadRequest, "delta: %v", err)
+			}
+		}
+		if d := q.Get("default"); d == "none" {
+			def = engine.Value{}
+		} else if d != "" {
+			if def, err = wire.ParseNumber(d); err != nil {
+				return badRequest(wire.CodeBadRequest, "default: %v", err)
+			}
+		}
+		var v engine.Value
+		if decr {
+			v, err = st.Decr(r.Context(), key, delta, def)
+		} else {
+			v, err = st.Incr(r.Context(), key, delta, def)
+		}
+		if err != nil {
+			return err
+		}
+		writeItem(w, r, engine.Item{Key: key, Value: v}, false)
+		return nil
+	}
+}
+
+// unwrapBodyError surfaces the size-limit error of a request body that the
+// engine wrapped while streaming it to a file.
+func unwrapBodyError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return mbe
+	}
+	return err
+}
+
+// decodeJSON reads a JSON request body into v, bounded in size.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &apiError{status: http.StatusRequestEntityTooLarge, code: wire.CodeValueTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit)}
+		}
+		return badRequest(wire.CodeBadRequest, "request body is not the expected JSON: %v", err)
+	}
+	if dec.More() {
+		return badRequest(wire.CodeBadRequest, "request body has data after the JSON value")
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+package cacheserver
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// metrics are the server's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	registry *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	lookups  *prometheus.CounterVec
+}
+
+func newMetrics(fc *engine.FanoutCache) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "diskcache_http_requests_total",
+			Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "diskcache_http_request_duration_seconds",
+			Help:    "HTTP request latency by route and method.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"route", "method"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "diskcache_lookups_total",
+			Help: "Key lookups (GET) by result: hit or miss.",
+		}, []string{"result"}),
+	}
+	m.registry.MustRegister(m.requests, m.latency, m.lookups,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&cacheCollector{fc: fc})
+	return m
+}
+
+func (m *metrics) observe(route, method string, code int, d time.Duration) {
+	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+func (m *metrics) lookup(hit bool) {
+	if hit {
+		m.lookups.WithLabelValues("hit").Inc()
+	} else {
+		m.lookups.WithLabelValues("miss").Inc()
+	}
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// cacheCollector reads the cache's state at scrape time.
+type cacheCollector struct{ fc *engine.FanoutCache }
+
+var (
+	descItems     = prometheus.NewDesc("diskcache_items", "Items in a SQLite shard (expired ones included).", []string{"shard"}, nil)
+	descVolume    = prometheus.NewDesc("diskcache_volume_bytes", "Estimated bytes on disk of a SQLite shard: database pages plus value files.", []string{"shard"}, nil)
+	descFileBytes = prometheus.NewDesc("diskcache_value_file_bytes", "Bytes of value files of a SQLite shard.", []string{"shard"}, nil)
+	descExpired   = prometheus.NewDesc("diskcache_expired_total", "Items removed because they expired, since start.", nil, nil)
+	descEvicted   = prometheus.NewDesc("diskcache_evicted_total", "Items removed by the eviction policy (culled), since start.", nil, nil)
+	descHits      = prometheus.NewDesc("diskcache_stats_hits", "Hits counted by the engine's statistics setting (persistent).", nil, nil)
+	descMisses    = prometheus.NewDesc("diskcache_stats_misses", "Misses counted by the engine's statistics setting (persistent).", nil, nil)
+)
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descItems, descVolume, descFileBytes, descExpired, descEvicted, descHits, descMisses} {
+		ch <- d
+	}
+}
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var hits, misses int64
+	for i := 0; i < c.fc.ShardCount(); i++ {
+		shard := c.fc.Shard(i)
+		label := strconv.Itoa(i)
+		if n, err := shard.Len(ctx); err == nil {
+			ch <- prometheus.MustNewConstMetric(descItems, prometheus.GaugeValue, float64(n), label)
+		}
+		if v, err := shard.Volume(ctx); err == nil {
+			ch <- prometheus.MustNewConstMetric(descVolume, prometheus.GaugeValue, float64(v), label)
+		}
+		if b, err := shard.ValueFileBytes(ctx); err == nil {
+			ch <- prometheus.MustNewConstMetric(descFileBytes, prometheus.GaugeValue, float64(b), label)
+		}
+		if h, m, err := shard.StatCounts(ctx); err == nil {
+			hits, misses = hits+h, misses+m
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descHits, prometheus.GaugeValue, float64(hits))
+	ch <- prometheus.MustNewConstMetric(descMisses, prometheus.GaugeValue, float64(misses))
+	counts := c.fc.Counters()
+	ch <- prometheus.MustNewConstMetric(descExpired, prometheus.CounterValue, float64(counts.Expired))
+	ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(counts.Evicted))
+}

@@ -1,0 +1,74 @@
+package cacheserver
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// keyRoutes are served both for the server's cache (/v1/…) and for every
+// named cache (/v1/caches/{name}/…).
+func (s *Server) keyRoutes(prefix string) {
+	s.route("GET "+prefix+"/keys/{key}", s.handleGet)
+	s.route("HEAD "+prefix+"/keys/{key}", s.handleHead)
+	s.route("PUT "+prefix+"/keys/{key}", s.handleSet)
+	s.route("DELETE "+prefix+"/keys/{key}", s.handleDelete)
+	s.route("POST "+prefix+"/keys/{key}/add", s.handleAdd)
+	s.route("POST "+prefix+"/keys/{key}/touch", s.handleTouch)
+	s.route("POST "+prefix+"/keys/{key}/pop", s.handlePop)
+	s.route("POST "+prefix+"/keys/{key}/incr", s.handleIncr(false))
+	s.route("POST "+prefix+"/keys/{key}/decr", s.handleIncr(true))
+	s.route("POST "+prefix+"/batch/get", s.handleBatchGet)
+	s.route("POST "+prefix+"/batch/set", s.handleBatchSet)
+	s.route("POST "+prefix+"/batch/delete", s.handleBatchDelete)
+	s.route("POST "+prefix+"/evict", s.handleEvict)
+	s.route("POST "+prefix+"/expire", s.handleExpire)
+	s.route("POST "+prefix+"/cull", s.handleCull)
+	s.route("POST "+prefix+"/clear", s.handleClear)
+	s.route("POST "+prefix+"/check", s.handleCheck)
+	s.route("GET "+prefix+"/stats", s.handleStats)
+	s.route("POST "+prefix+"/stats", s.handleStats)
+	s.route("GET "+prefix+"/info", s.handleInfo)
+	s.route("GET "+prefix+"/settings", s.handleGetSettings)
+	s.route("PATCH "+prefix+"/settings", s.handlePatchSettings)
+	s.route("PUT "+prefix+"/tag-index", s.handleTagIndex)
+	s.route("DELETE "+prefix+"/tag-index", s.handleTagIndex)
+}
+
+func (s *Server) routes() {
+	s.publicRoute("GET /healthz", s.handleHealthz)
+	s.publicRoute("GET /readyz", s.handleReadyz)
+	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.keyRoutes("/v1")
+	s.keyRoutes("/v1/caches/{name}")
+	s.route("/", func(w http.ResponseWriter, r *http.Request) error {
+		return notFound(wire.CodeNotFound, "no route %s %s; see docs/api/openapi.yaml", r.Method, r.URL.Path)
+	})
+}
+
+// Routes lists every route pattern the server registers (for the test that
+// keeps docs/api/openapi.yaml complete).
+func (s *Server) Routes() []string { return append([]string(nil), s.patterns...) }
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// handleReadyz answers 200 once every shard's database answers a write
+// transaction within a second: the databases are open and writable.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	for i := 0; i < s.cache.ShardCount(); i++ {
+		if err := s.cache.Shard(i).Transact(ctx, func(*engine.Tx) error { return nil }); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			return nil
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}

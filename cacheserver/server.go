@@ -1,0 +1,218 @@
+// Package cacheserver serves an engine.FanoutCache over HTTP: the /v1 API
+// documented in docs/api/openapi.yaml, bearer-token auth, Prometheus
+// metrics and health endpoints.
+package cacheserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// Server is the HTTP API over one FanoutCache directory.
+type Server struct {
+	cfg     Config
+	cache   *engine.FanoutCache
+	log     *slog.Logger
+	tokens  *tokenSource
+	metrics *metrics
+	mux     *http.ServeMux
+	// patterns lists the registered routes, for Routes.
+	patterns []string
+}
+
+// handlerFunc is a handler that returns its error for writeError.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// New opens the cache directory of cfg and builds the server.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	fc, err := engine.OpenFanout(ctx, cfg.DataDir, engine.FanoutOptions{
+		Shards:   cfg.Fanout,
+		Timeout:  cfg.DatabaseTimeout,
+		Settings: cfg.EngineSettings(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)
+	}
+	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux()}
+	if !cfg.InsecureNoAuth {
+		if s.tokens, err = newTokenSource(cfg.TokenFile); err != nil {
+			_ = fc.Close()
+			return nil, err
+		}
+	}
+	s.metrics = newMetrics(fc)
+	s.routes()
+	return s, nil
+}
+
+// Cache returns the served cache.
+func (s *Server) Cache() *engine.FanoutCache { return s.cache }
+
+// Registry returns the Prometheus registry behind /metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.metrics.registry }
+
+// Close closes the cache; call it after the HTTP server has shut down.
+func (s *Server) Close() error { return s.cache.Close() }
+
+// Handler returns the root handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// route registers a handler under pattern with auth, metrics, a request
+// timeout and error mapping.
+func (s *Server) route(pattern string, h handlerFunc) {
+	s.patterns = append(s.patterns, pattern)
+	s.mux.Handle(pattern, s.wrap(pattern, true, h))
+}
+
+// publicRoute registers a handler that needs no token.
+func (s *Server) publicRoute(pattern string, h handlerFunc) {
+	s.patterns = append(s.patterns, pattern)
+	s.mux.Handle(pattern, s.wrap(pattern, false, h))
+}
+
+func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
+	_, path, _ := strings.Cut(pattern, " ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			s.metrics.observe(path, r.Method, rec.status, time.Since(start))
+		}()
+		if auth && !s.authorized(r) {
+			rec.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
+			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
+			return
+		}
+		ctx := r.Context()
+		if s.cfg.RequestTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+			defer cancel()
+		}
+		if err := h(rec, r.WithContext(ctx)); err != nil {
+			if rec.wrote {
+				// Headers are gone; all that is left is to cut the response.
+				s.log.WarnContext(ctx, "error after response started", slog.String("path", r.URL.Path), slog.Any("error", err))
+				panic(http.ErrAbortHandler)
+			}
+			s.writeError(rec, r, err)
+		}
+	})
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.tokens == nil {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	want := s.tokens.token()
+	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// statusRecorder remembers the status for metrics and whether the
+// response has started.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// store resolves the Store a request addresses: the FanoutCache, or the
+// named cache of /v1/caches/{name}/….
+func (s *Server) store(r *http.Request) (Store, error) {
+	name := r.PathValue("name")
+	if name == "" {
+		return s.cache, nil
+	}
+	c, err := s.cache.Cache(r.Context(), name)
+	if err != nil {
+		if errors.Is(err, engine.ErrInvalidName) {
+			return nil, badRequest(wire.CodeBadName, "%v", err)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// Serve serves on l until ctx ends, then shuts down gracefully: stop
+// accepting, finish in-flight requests (up to ShutdownTimeout), close the
+// cache (checkpointing the WAL).
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(s.cfg.TLSCert == "")
+	protocols.SetHTTP2(s.cfg.TLSCert != "")
+	srv.Protocols = &protocols
+
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if s.cfg.TLSCert != "" {
+			err = srv.ServeTLS(l, s.cfg.TLSCert, s.cfg.TLSKey)
+		} else {
+			err = srv.Serve(l)
+		}
+		errc <- err
+	}()
+	s.log.Info("serving", slog.String("addr", l.Addr().String()), slog.String("data_dir", s.cfg.DataDir),
+		slog.Int("fanout", s.cfg.Fanout), slog.Bool("tls", s.cfg.TLSCert != ""), slog.Bool("auth", s.tokens != nil))
+	select {
+	case err := <-errc:
+		_ = s.Close()
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		s.log.Info("shut down cleanly")
+	}
+	return err
+}

@@ -1,0 +1,322 @@
+package cacheserver_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+func startServer(t *testing.T, args ...string) (*testserver.Server, *client.Client) {
+	t.Helper()
+	srv := testserver.Start(t, testserver.Options{Args: args})
+	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, c
+}
+
+func TestKeyOperationsOverHTTP(t *testing.T) {
+	ctx := context.Background()
+	_, c := startServer(t)
+	cache := c.Cache("")
+
+	keys := []engine.Key{
+		engine.TextKey("plain"), engine.TextKey("with/slash and spaces?&#%"), engine.TextKey("ünïcødé"),
+		engine.BytesKey([]byte{0, 1, 2, 0xff, '/'}), engine.IntKey(-42), engine.FloatKey(2.5),
+		engine.PickleKey([]byte("\x80\x05\x95")),
+	}
+	values := []engine.Value{
+		engine.Text("hello"), engine.Bytes([]byte{0, 0xfe}), engine.Int(-7), engine.Float(0.25),
+		engine.Pickle([]byte("\x80\x05N.")), engine.Bytes(bytes.Repeat([]byte("big"), 20000)), engine.Text(""),
+	}
+	for i, k := range keys {
+		v := values[i%len(values)]
+		if err := cache.Set(ctx, k, v, engine.SetOptions{Tag: engine.TextKey("t"), Expire: engine.ExpireAfter(time.Hour)}); err != nil {
+			t.Fatalf("Set(%s): %v", k, err)
+		}
+		it, ok, err := cache.Get(ctx, k)
+		if err != nil || !ok {
+			t.Fatalf("Get(%s) = %v, %v", k, ok, err)
+		}
+		if !it.Value.Equal(v) {
+			t.Errorf("Get(%s) value = %s, want %s", k, it.Value, v)
+		}
+		if !it.Tag.Equal(engine.TextKey("t")) || it.ExpireTime == 0 {
+			t.Errorf("Get(%s) metadata = tag %s expire %v", k, it.Tag, it.ExpireTime)
+		}
+		if ok, err := cache.Contains(ctx, k); err != nil || !ok {
+			t.Errorf("Contains(%s) = %v, %v", k, ok, err)
+		}
+	}
+
+	if added, err := cache.Add(ctx, engine.TextKey("plain"), engine.Text("x"), engine.SetOptions{}); err != nil || added {
+		t.Fatalf("Add on live key = %v, %v; want false", added, err)
+	}
+	if added, err := cache.Add(ctx, engine.TextKey("fresh"), engine.Text("x"), engine.SetOptions{}); err != nil || !added {
+		t.Fatalf("Add on new key = %v, %v; want true", added, err)
+	}
+	if ok, err := cache.Touch(ctx, engine.TextKey("fresh"), engine.ExpireAfter(time.Minute)); err != nil || !ok {
+		t.Fatalf("Touch = %v, %v", ok, err)
+	}
+	if ok, err := cache.Touch(ctx, engine.TextKey("nope"), engine.ExpireAfter(time.Minute)); err != nil || ok {
+		t.Fatalf("Touch missing = %v, %v", ok, err)
+	}
+
+	n, err := cache.Incr(ctx, engine.TextKey("counter"), engine.Int(5), engine.Int(10))
+	if err != nil || !n.Equal(engine.Int(15)) {
+		t.Fatalf("Incr = %s, %v", n, err)
+	}
+	n, err = cache.Decr(ctx, engine.TextKey("counter"), engine.Float(0.5), engine.Int(0))
+	if err != nil || !n.Equal(engine.Float(14.5)) {
+		t.Fatalf("Decr = %s, %v", n, err)
+	}
+	if _, err := cache.Incr(ctx, engine.TextKey("missing"), engine.Int(1), engine.Value{}); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("Incr missing without default: %v, want ErrNotFound", err)
+	}
+	if _, err := cache.Incr(ctx, engine.TextKey("plain"), engine.Int(1), engine.Int(0)); !errors.Is(err, client.ErrNotNumeric) {
+		t.Fatalf("Incr on text: %v, want ErrNotNumeric", err)
+	}
+
+	it, ok, err := cache.Pop(ctx, engine.TextKey("fresh"))
+	if err != nil || !ok || !it.Value.Equal(engine.Text("x")) {
+		t.Fatalf("Pop = %+v %v %v", it, ok, err)
+	}
+	if _, ok, _ := cache.Get(ctx, engine.TextKey("fresh")); ok {
+		t.Fatal("popped key still there")
+	}
+	if del, err := cache.Delete(ctx, engine.TextKey("plain")); err != nil || !del {
+		t.Fatalf("Delete = %v, %v", del, err)
+	}
+	if del, err := cache.Delete(ctx, engine.TextKey("plain")); err != nil || del {
+		t.Fatalf("second Delete = %v, %v", del, err)
+	}
+	if removed, err := cache.Evict(ctx, engine.TextKey("t")); err != nil || removed != int64(len(keys)-1) {
+		t.Fatalf("Evict = %d, %v; want %d", removed, err, len(keys)-1)
+	}
+}
+
+func TestExpireZeroIsDeadAndNoneIsForever(t *testing.T) {
+	ctx := context.Background()
+	_, c := startServer(t)
+	cache := c.Cache("")
+	if err := cache.Set(ctx, engine.TextKey("dead"), engine.Int(1), engine.SetOptions{Expire: engine.ExpireAfter(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := cache.Get(ctx, engine.TextKey("dead")); ok || err != nil {
+		t.Fatalf("expire=0 item readable: %v %v", ok, err)
+	}
+	if err := cache.Set(ctx, engine.TextKey("alive"), engine.Int(1), engine.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	it, ok, err := cache.Get(ctx, engine.TextKey("alive"))
+	if !ok || err != nil || it.ExpireTime != 0 {
+		t.Fatalf("no-expiry item: %+v %v %v", it, ok, err)
+	}
+}
+
+func TestBatchOperations(t *testing.T) {
+	ctx := context.Background()
+	_, c := startServer(t)
+	cache := c.Cache("batch/nested")
+	big := bytes.Repeat([]byte{7}, 100_000)
+	items := []client.SetItem{
+		{Key: engine.TextKey("a"), Value: engine.Text("A")},
+		{Key: engine.BytesKey([]byte{0, 1}), Value: engine.Bytes(big), Opts: engine.SetOptions{Tag: engine.BytesKey([]byte{9})}},
+		{Key: engine.IntKey(3), Value: engine.Int(33), Opts: engine.SetOptions{Expire: engine.ExpireAfter(time.Hour)}},
+		{Key: engine.TextKey("bad"), Value: engine.Value{Type: engine.ValueText, Data: []byte{0xff}}},
+	}
+	res, err := cache.SetMany(ctx, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stored != 3 || len(res.Failed) != 1 || res.Failed[0].Index != 3 || res.Failed[0].Error != wire.CodeBadValue {
+		t.Fatalf("SetMany = %+v", res)
+	}
+	got, err := cache.GetMany(ctx, []engine.Key{engine.TextKey("a"), engine.TextKey("missing"), engine.BytesKey([]byte{0, 1}), engine.IntKey(3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[0].Found || !got[0].Value.Equal(engine.Text("A")) || got[1].Found ||
+		!got[2].Found || !bytes.Equal(got[2].Value.Data, big) || !got[2].Tag.Equal(engine.BytesKey([]byte{9})) ||
+		!got[3].Value.Equal(engine.Int(33)) || got[3].ExpireTime == 0 {
+		t.Fatalf("GetMany = %+v", got)
+	}
+	del, err := cache.DeleteMany(ctx, []engine.Key{engine.TextKey("a"), engine.TextKey("missing")})
+	if err != nil || len(del) != 2 || !del[0] || del[1] {
+		t.Fatalf("DeleteMany = %v, %v", del, err)
+	}
+	// The main cache does not see the named cache's items.
+	if _, ok, _ := c.Cache("").Get(ctx, engine.IntKey(3)); ok {
+		t.Fatal("named cache leaked into the main cache")
+	}
+}
+
+func TestLargeValueStreamsBothWays(t *testing.T) {
+	ctx := context.Background()
+	_, c := startServer(t)
+	cache := c.Cache("")
+	const size = 64 << 20
+	src := io.LimitReader(&pattern{}, size)
+	h := sha256.New()
+	if err := cache.Set(ctx, engine.TextKey("huge"), engine.Value{Type: engine.ValueBytes},
+		engine.SetOptions{Body: io.TeeReader(src, h)}); err != nil {
+		t.Fatal(err)
+	}
+	want := h.Sum(nil)
+	st, ok, err := cache.Open(ctx, engine.TextKey("huge"))
+	if err != nil || !ok {
+		t.Fatalf("Open = %v %v", ok, err)
+	}
+	defer st.Close()
+	if st.Size != size {
+		t.Fatalf("Content-Length = %d, want %d", st.Size, size)
+	}
+	h2 := sha256.New()
+	if n, err := io.Copy(h2, st); err != nil || n != size {
+		t.Fatalf("read %d bytes: %v", n, err)
+	}
+	if !bytes.Equal(h2.Sum(nil), want) {
+		t.Fatal("streamed value differs")
+	}
+}
+
+// pattern is an endless deterministic byte stream.
+type pattern struct{ n byte }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = p.n
+		p.n = p.n*31 + 7
+	}
+	return len(b), nil
+}
+
+func TestAuthAndPublicEndpoints(t *testing.T) {
+	srv, _ := startServer(t)
+	get := func(path, token string) int {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized {
+			var e wire.Error
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Code != wire.CodeUnauthorized {
+				t.Errorf("401 body = %+v, %v", e, err)
+			}
+			if resp.Header.Get("WWW-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+		}
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/v1/keys/x", "", 401},
+		{"/v1/keys/x", "wrong", 401},
+		{"/v1/keys/x", srv.Token, 404},
+		{"/v1/info", "", 401},
+		{"/healthz", "", 200},
+		{"/readyz", "", 200},
+		{"/metrics", "", 200},
+	} {
+		if got := get(tc.path, tc.token); got != tc.want {
+			t.Errorf("GET %s with token %q = %d, want %d", tc.path, tc.token, got, tc.want)
+		}
+	}
+}
+
+func TestBadInputGetsClear4xx(t *testing.T) {
+	srv, c := startServer(t, "--max-key-bytes", "100", "--max-value-bytes", "1000")
+	ctx := context.Background()
+	do := func(method, path, vtype, body string) (int, wire.Error) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+srv.Token)
+		if vtype != "" {
+			req.Header.Set(wire.HeaderValueType, vtype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e wire.Error
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e
+	}
+	for _, tc := range []struct {
+		method, path, vtype, body string
+		status                    int
+		code                      string
+	}{
+		{"PUT", "/v1/keys/" + strings.Repeat("k", 101), "", "v", 400, wire.CodeKeyTooLarge},
+		{"PUT", "/v1/keys/k", "", strings.Repeat("v", 1001), 413, wire.CodeValueTooLarge},
+		{"PUT", "/v1/keys/k", "int", "12x", 400, wire.CodeBadValue},
+		{"PUT", "/v1/keys/k", "int", "1.5", 400, wire.CodeBadValue},
+		{"PUT", "/v1/keys/k", "complex", "1", 400, wire.CodeBadValue},
+		{"PUT", "/v1/keys/k?kt=int", "", "v", 400, wire.CodeBadKey},
+		{"PUT", "/v1/keys/k?kt=weird", "", "v", 400, wire.CodeBadKey},
+		{"PUT", "/v1/keys/k?expire=soon", "", "v", 400, wire.CodeBadRequest},
+		{"PUT", "/v1/keys/%FF", "", "v", 400, wire.CodeBadKey},
+		{"PUT", "/v1/keys/k", "text", "\xff", 400, wire.CodeBadValue},
+		{"POST", "/v1/keys/k/incr?delta=x", "", "", 400, wire.CodeBadRequest},
+		{"GET", "/v1/caches/..%2F..%2Fetc/keys/k", "", "", 400, wire.CodeBadName},
+		{"GET", "/v1/caches/%2Fabs/keys/k", "", "", 400, wire.CodeBadName},
+		{"PATCH", "/v1/settings", "", `{"eviction_policy":"random"}`, 400, wire.CodeBadSetting},
+		{"PATCH", "/v1/settings", "", `{"sqlite_mmap_size":1}`, 400, wire.CodeBadSetting},
+		{"PATCH", "/v1/settings", "", `{"size_limit":-1}`, 400, wire.CodeBadSetting},
+		{"PATCH", "/v1/settings", "", `not json`, 400, wire.CodeBadRequest},
+		{"POST", "/v1/batch/get", "", `{"keys":[{"key":"!!","kt":"bytes"}]}`, 400, wire.CodeBadKey},
+		{"POST", "/v1/batch/set", "", "{\"key\":\"a\",\"len\":5}\nab", 400, wire.CodeBadRequest},
+		{"GET", "/v1/nope", "", "", 404, wire.CodeNotFound},
+	} {
+		status, e := do(tc.method, tc.path, tc.vtype, tc.body)
+		if status != tc.status || e.Code != tc.code || e.Message == "" {
+			t.Errorf("%s %s (%s %q) = %d %+v, want %d %s", tc.method, tc.path, tc.vtype, tc.body, status, e, tc.status, tc.code)
+		}
+	}
+	// Nothing of the rejected requests was stored.
+	info, err := c.Cache("").Info(ctx)
+	if err != nil || info.Count != 0 {
+		t.Fatalf("after rejected requests: count %d, %v", info.Count, err)
+	}
+}
+
+func TestRuntimeSettingsPersistAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	srv, c := startServer(t)
+	cache := c.Cache("")
+	if _, err := cache.UpdateSettings(ctx, map[string]any{
+		"eviction_policy": "least-recently-used", "cull_limit": 3, "statistics": true, "tag_index": true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	srv.Restart(t)
+	got, err := cache.Settings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["eviction_policy"] != "least-recently-used" || got["cull_limit"] != float64(3) || got["statistics"] != true || got["tag_index"] != true {
+		t.Fatalf("settings after restart = %v", got)
+	}
+}

@@ -1,0 +1,220 @@
+// Package wire is the cacheserver's HTTP wire format, shared by the server
+// and the Go client: header and parameter names, how keys, tags and values
+// are written in URLs, headers and bodies, the JSON error body, and the
+// record stream that batch requests use.
+package wire
+
+import (
+	"encoding/base64"
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// Headers carrying item metadata on single-key requests and responses.
+const (
+	HeaderValueType  = "Diskcache-Value-Type"  // bytes, text, int, float, pickle
+	HeaderExpireTime = "Diskcache-Expire-Time" // absolute, epoch seconds
+	HeaderTag        = "Diskcache-Tag"         // percent-encoded
+	HeaderTagType    = "Diskcache-Tag-Type"    // text, bytes, int, float
+	HeaderKey        = "Diskcache-Key"         // percent-encoded (queue and index results)
+	HeaderKeyType    = "Diskcache-Key-Type"
+	HeaderShard      = "Diskcache-Shard" // shard that answered
+)
+
+// Query parameters.
+const (
+	ParamKeyType = "kt"     // kind of the path key; default text
+	ParamExpire  = "expire" // seconds from now, may be fractional or negative
+	ParamTag     = "tag"
+	ParamTagType = "tt" // kind of tag; default text
+)
+
+// RecordsContentType is the media type of record streams (batch bodies).
+const RecordsContentType = "application/x-diskcache-records"
+
+// Error is the JSON body of every error response.
+type Error struct {
+	Code    string `json:"error"`
+	Message string `json:"message"`
+}
+
+// Error codes.
+const (
+	CodeBadRequest     = "bad_request"
+	CodeBadKey         = "bad_key"
+	CodeKeyTooLarge    = "key_too_large"
+	CodeBadValue       = "bad_value"
+	CodeValueTooLarge  = "value_too_large"
+	CodeBadName        = "bad_name"
+	CodeBadSetting     = "bad_setting"
+	CodeNotFound       = "not_found"
+	CodeNotNumeric     = "not_numeric"
+	CodeOverflow       = "overflow"
+	CodeEmpty          = "empty"
+	CodeNotOwner       = "not_owner"
+	CodeWrongType      = "wrong_type"
+	CodeUnauthorized   = "unauthorized"
+	CodeTimeout        = "timeout"
+	CodeUnavailable    = "unavailable"
+	CodeInternal       = "internal"
+	CodeMethodNotAllow = "method_not_allowed"
+	CodeRateLimited    = "rate_limited"
+)
+
+// ParseKey decodes a key given as its (already percent-decoded) text and
+// kind name (empty means text). Bytes and pickle keys are the raw bytes of
+// the text.
+func ParseKey(raw, kind string) (engine.Key, error) {
+	switch kind {
+	case "", "text":
+		if !utf8.ValidString(raw) {
+			return engine.Key{}, fmt.Errorf("text key is not valid UTF-8 (use %s=bytes)", ParamKeyType)
+		}
+		return engine.TextKey(raw), nil
+	case "bytes":
+		return engine.BytesKey([]byte(raw)), nil
+	case "pickle":
+		return engine.PickleKey([]byte(raw)), nil
+	case "int":
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return engine.Key{}, fmt.Errorf("int key %q is not a 64-bit integer", raw)
+		}
+		return engine.IntKey(n), nil
+	case "float":
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil || math.IsNaN(f) {
+			return engine.Key{}, fmt.Errorf("float key %q is not a number", raw)
+		}
+		return engine.FloatKey(f), nil
+	}
+	return engine.Key{}, fmt.Errorf("unknown key type %q (want text, bytes, int, float or pickle)", kind)
+}
+
+// FormatKey returns the text and kind name that ParseKey turns back into k.
+func FormatKey(k engine.Key) (raw, kind string) {
+	switch k.Kind() {
+	case engine.KeyInt:
+		return strconv.FormatInt(k.Int(), 10), "int"
+	case engine.KeyFloat:
+		return FormatFloat(k.Float()), "float"
+	case engine.KeyBytes:
+		return string(k.Bytes()), "bytes"
+	case engine.KeyPickle:
+		return string(k.Bytes()), "pickle"
+	case engine.KeyText:
+		return k.Text(), "text"
+	}
+	return "", ""
+}
+
+// FormatFloat writes a float so that Python's float() and Go's ParseFloat
+// read back the same number.
+func FormatFloat(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	case math.IsNaN(f):
+		return "nan"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}
+
+// ParseTag decodes a tag; an empty kind means text, and the kind "none"
+// means no tag.
+func ParseTag(raw, kind string) (engine.Key, error) {
+	switch kind {
+	case "none":
+		return engine.Key{}, nil
+	case "pickle":
+		return engine.Key{}, fmt.Errorf("a tag cannot be a pickle")
+	}
+	return ParseKey(raw, kind)
+}
+
+// EscapeHeader percent-encodes a key or tag for a header value.
+func EscapeHeader(s string) string { return url.PathEscape(s) }
+
+// UnescapeHeader reverses EscapeHeader.
+func UnescapeHeader(s string) (string, error) { return url.PathUnescape(s) }
+
+// EscapePath percent-encodes a key or name as one path segment.
+func EscapePath(s string) string { return url.PathEscape(s) }
+
+// ParseNumber reads an int ("12") or, failing that, a float ("1.5",
+// "inf") as a Value.
+func ParseNumber(s string) (engine.Value, error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return engine.Int(n), nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		return engine.Float(f), nil
+	}
+	return engine.Value{}, fmt.Errorf("%q is not a number", s)
+}
+
+// FormatNumber writes an int or float Value as ParseNumber reads it. Floats
+// always carry a '.' or exponent so they read back as floats.
+func FormatNumber(v engine.Value) string {
+	if v.Type == engine.ValueInt {
+		return strconv.FormatInt(v.Int, 10)
+	}
+	s := FormatFloat(v.Float)
+	if !strings.ContainsAny(s, ".eEn") { // "3" → "3.0"; inf/nan contain 'n'
+		s += ".0"
+	}
+	return s
+}
+
+// ParseExpire reads the expire parameter: seconds from now.
+func ParseExpire(s string) (engine.Expiry, error) {
+	if s == "" {
+		return engine.Expiry{}, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return engine.Expiry{}, fmt.Errorf("expire %q is not a number of seconds", s)
+	}
+	return engine.ExpireAfterSeconds(f), nil
+}
+
+// EncodeKeyJSON is how keys appear in JSON: text keys as strings, other
+// kinds with their kind name, bytes and pickles in base64.
+type EncodeKeyJSON struct {
+	Key  string `json:"key"`
+	Kind string `json:"kt,omitempty"` // text when empty
+}
+
+// KeyToJSON encodes a key for a JSON body.
+func KeyToJSON(k engine.Key) EncodeKeyJSON {
+	raw, kind := FormatKey(k)
+	switch kind {
+	case "text":
+		return EncodeKeyJSON{Key: raw}
+	case "bytes", "pickle":
+		return EncodeKeyJSON{Key: base64.StdEncoding.EncodeToString([]byte(raw)), Kind: kind}
+	}
+	return EncodeKeyJSON{Key: raw, Kind: kind}
+}
+
+// KeyFromJSON decodes a key from a JSON body.
+func KeyFromJSON(j EncodeKeyJSON) (engine.Key, error) {
+	switch j.Kind {
+	case "bytes", "pickle":
+		b, err := base64.StdEncoding.DecodeString(j.Key)
+		if err != nil {
+			return engine.Key{}, fmt.Errorf("%s key is not base64: %v", j.Kind, err)
+		}
+		return ParseKey(string(b), j.Kind)
+	}
+	return ParseKey(j.Key, j.Kind)
+}

@@ -1,0 +1,519 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// Cache is the key API of the server's cache or of one named cache.
+type Cache struct {
+	c      *Client
+	prefix string // escaped path prefix: /v1 or /v1/caches/<name>
+}
+
+// Cache returns the named cache ("" is the server's own cache). Names may
+// nest with '/'.
+func (c *Client) Cache(name string) *Cache {
+	if name == "" {
+		return &Cache{c: c, prefix: "/v1"}
+	}
+	return &Cache{c: c, prefix: "/v1/caches/" + wire.EscapePath(name)}
+}
+
+// Item is a value with its metadata.
+type Item struct {
+	Key   engine.Key
+	Value engine.Value
+	// ExpireTime is the absolute expiry in epoch seconds, 0 if none.
+	ExpireTime float64
+	// Tag is the zero Key when the item has none.
+	Tag engine.Key
+}
+
+// Stream is a value being read from the server; close it.
+type Stream struct {
+	io.ReadCloser
+	Item // Value.Data is nil
+	// Size is the value's length in bytes.
+	Size int64
+}
+
+func (cc *Cache) keyPath(k engine.Key, suffix string) (string, url.Values) {
+	raw, kind := wire.FormatKey(k)
+	q := url.Values{}
+	if kind != "text" {
+		q.Set(wire.ParamKeyType, kind)
+	}
+	return cc.prefix + "/keys/" + wire.EscapePath(raw) + suffix, q
+}
+
+func setQuery(q url.Values, opts engine.SetOptions) {
+	if opts.Expire.IsSet() {
+		q.Set(wire.ParamExpire, strconv.FormatFloat(opts.Expire.Duration().Seconds(), 'f', -1, 64))
+	}
+	if !opts.Tag.IsNone() {
+		raw, kind := wire.FormatKey(opts.Tag)
+		q.Set(wire.ParamTag, raw)
+		if kind != "text" {
+			q.Set(wire.ParamTagType, kind)
+		}
+	}
+}
+
+// valueRequest puts a value (or opts.Body, streamed) into a request.
+func valueRequest(req *request, v engine.Value, opts engine.SetOptions) {
+	t := v.Type
+	if t == engine.ValueNone {
+		t = engine.ValueBytes
+	}
+	req.header = http.Header{wire.HeaderValueType: {t.String()}}
+	if opts.Body != nil {
+		req.stream, req.length = opts.Body, -1
+		if s, ok := opts.Body.(interface{ Len() int }); ok {
+			req.length = int64(s.Len())
+		}
+		return
+	}
+	switch v.Type {
+	case engine.ValueInt, engine.ValueFloat:
+		req.body = []byte(wire.FormatNumber(v))
+	default:
+		req.body = v.Data
+		if req.body == nil {
+			req.body = []byte{}
+		}
+	}
+}
+
+// itemFromResponse reads the metadata headers of a single-item answer.
+func itemFromResponse(resp *http.Response, key engine.Key) (Item, error) {
+	it := Item{Key: key}
+	h := resp.Header
+	t, err := engine.ParseValueType(h.Get(wire.HeaderValueType))
+	if err != nil {
+		return it, fmt.Errorf("client: answer has %w", err)
+	}
+	it.Value.Type = t
+	if e := h.Get(wire.HeaderExpireTime); e != "" {
+		if it.ExpireTime, err = strconv.ParseFloat(e, 64); err != nil {
+			return it, fmt.Errorf("client: bad %s %q", wire.HeaderExpireTime, e)
+		}
+	}
+	if tag := h.Get(wire.HeaderTag); tag != "" || h.Get(wire.HeaderTagType) != "" {
+		raw, err := wire.UnescapeHeader(tag)
+		if err != nil {
+			return it, fmt.Errorf("client: bad %s: %w", wire.HeaderTag, err)
+		}
+		if it.Tag, err = wire.ParseTag(raw, h.Get(wire.HeaderTagType)); err != nil {
+			return it, fmt.Errorf("client: bad tag: %w", err)
+		}
+	}
+	if k := h.Get(wire.HeaderKey); k != "" || h.Get(wire.HeaderKeyType) != "" {
+		raw, err := wire.UnescapeHeader(k)
+		if err != nil {
+			return it, fmt.Errorf("client: bad %s: %w", wire.HeaderKey, err)
+		}
+		if it.Key, err = wire.ParseKey(raw, h.Get(wire.HeaderKeyType)); err != nil {
+			return it, fmt.Errorf("client: bad key: %w", err)
+		}
+	}
+	return it, nil
+}
+
+// decodeValue fills it.Value from a body.
+func decodeValue(it *Item, body []byte) error {
+	switch it.Value.Type {
+	case engine.ValueInt, engine.ValueFloat:
+		n, err := wire.ParseNumber(string(body))
+		if err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+		if it.Value.Type == engine.ValueFloat && n.Type == engine.ValueInt {
+			n = engine.Float(float64(n.Int))
+		}
+		it.Value = n
+	default:
+		it.Value.Data = body
+	}
+	return nil
+}
+
+// readItem reads a whole single-item answer.
+func readItem(resp *http.Response, key engine.Key) (Item, error) {
+	defer resp.Body.Close()
+	it, err := itemFromResponse(resp, key)
+	if err != nil {
+		return it, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return it, fmt.Errorf("client: read value: %w", err)
+	}
+	return it, decodeValue(&it, body)
+}
+
+// Get returns the item under key; ok is false on a miss.
+func (cc *Cache) Get(ctx context.Context, key engine.Key) (Item, bool, error) {
+	p, q := cc.keyPath(key, "")
+	resp, err := cc.c.do(ctx, request{method: http.MethodGet, path: p, query: q, idempotent: true})
+	if errors.Is(err, ErrNotFound) {
+		return Item{}, false, nil
+	}
+	if err != nil {
+		return Item{}, false, err
+	}
+	it, err := readItem(resp, key)
+	return it, err == nil, err
+}
+
+// Open streams the value under key instead of reading it whole.
+func (cc *Cache) Open(ctx context.Context, key engine.Key) (*Stream, bool, error) {
+	p, q := cc.keyPath(key, "")
+	resp, err := cc.c.do(ctx, request{method: http.MethodGet, path: p, query: q, idempotent: true})
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	it, err := itemFromResponse(resp, key)
+	if err != nil {
+		resp.Body.Close()
+		return nil, false, err
+	}
+	return &Stream{ReadCloser: resp.Body, Item: it, Size: resp.ContentLength}, true, nil
+}
+
+// Contains reports whether key has a live item.
+func (cc *Cache) Contains(ctx context.Context, key engine.Key) (bool, error) {
+	p, q := cc.keyPath(key, "")
+	resp, err := cc.c.do(ctx, request{method: http.MethodHead, path: p, query: q, idempotent: true}, http.StatusNotFound)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+// Set stores value under key. With opts.Body set the value is streamed
+// from it (value.Type still names its type).
+func (cc *Cache) Set(ctx context.Context, key engine.Key, value engine.Value, opts engine.SetOptions) error {
+	p, q := cc.keyPath(key, "")
+	setQuery(q, opts)
+	req := request{method: http.MethodPut, path: p, query: q, idempotent: true}
+	valueRequest(&req, value, opts)
+	_, err := cc.c.doJSON(ctx, req, nil)
+	return err
+}
+
+// Add stores value only if key has no live item and reports whether it did.
+func (cc *Cache) Add(ctx context.Context, key engine.Key, value engine.Value, opts engine.SetOptions) (bool, error) {
+	p, q := cc.keyPath(key, "/add")
+	setQuery(q, opts)
+	req := request{method: http.MethodPost, path: p, query: q}
+	valueRequest(&req, value, opts)
+	var out struct{ Added bool }
+	_, err := cc.c.doJSON(ctx, req, &out)
+	return out.Added, err
+}
+
+// Touch sets a live item's expiry and reports whether key was live.
+func (cc *Cache) Touch(ctx context.Context, key engine.Key, expire engine.Expiry) (bool, error) {
+	p, q := cc.keyPath(key, "/touch")
+	setQuery(q, engine.SetOptions{Expire: expire})
+	var out struct{ Touched bool }
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodPost, path: p, query: q, idempotent: true}, &out)
+	return out.Touched, err
+}
+
+// Delete removes key and reports whether it had a live item.
+func (cc *Cache) Delete(ctx context.Context, key engine.Key) (bool, error) {
+	p, q := cc.keyPath(key, "")
+	var out struct{ Deleted bool }
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodDelete, path: p, query: q, idempotent: true}, &out)
+	return out.Deleted, err
+}
+
+// Pop removes and returns the item under key.
+func (cc *Cache) Pop(ctx context.Context, key engine.Key) (Item, bool, error) {
+	p, q := cc.keyPath(key, "/pop")
+	resp, err := cc.c.do(ctx, request{method: http.MethodPost, path: p, query: q})
+	if errors.Is(err, ErrNotFound) {
+		return Item{}, false, nil
+	}
+	if err != nil {
+		return Item{}, false, err
+	}
+	it, err := readItem(resp, key)
+	return it, err == nil, err
+}
+
+// Incr adds delta to the number under key atomically on the server. A
+// missing key starts at def; a def of type ValueNone makes a missing key
+// an error matching ErrNotFound.
+func (cc *Cache) Incr(ctx context.Context, key engine.Key, delta, def engine.Value) (engine.Value, error) {
+	return cc.incr(ctx, "/incr", key, delta, def)
+}
+
+// Decr subtracts delta; see Incr.
+func (cc *Cache) Decr(ctx context.Context, key engine.Key, delta, def engine.Value) (engine.Value, error) {
+	return cc.incr(ctx, "/decr", key, delta, def)
+}
+
+func (cc *Cache) incr(ctx context.Context, op string, key engine.Key, delta, def engine.Value) (engine.Value, error) {
+	p, q := cc.keyPath(key, op)
+	q.Set("delta", wire.FormatNumber(delta))
+	if def.Type == engine.ValueNone {
+		q.Set("default", "none")
+	} else {
+		q.Set("default", wire.FormatNumber(def))
+	}
+	resp, err := cc.c.do(ctx, request{method: http.MethodPost, path: p, query: q})
+	if err != nil {
+		return engine.Value{}, err
+	}
+	it, err := readItem(resp, key)
+	return it.Value, err
+}
+
+// Result is one answer of GetMany.
+type Result struct {
+	Item
+	Found bool
+}
+
+// GetMany returns an answer per key, in order.
+func (cc *Cache) GetMany(ctx context.Context, keys []engine.Key) ([]Result, error) {
+	body, err := keysBody(keys)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cc.c.do(ctx, request{method: http.MethodPost, path: cc.prefix + "/batch/get", body: body,
+		header: http.Header{"Content-Type": {"application/json"}}, idempotent: true})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	rr := wire.NewRecordReader(resp.Body)
+	out := make([]Result, 0, len(keys))
+	for {
+		rec, r, err := rr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("client: batch get: %w", err)
+		}
+		it, err := ItemFromRecord(rec, r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Result{Item: it, Found: rec.Found == nil || *rec.Found})
+	}
+	if len(out) != len(keys) {
+		return nil, fmt.Errorf("client: batch get answered %d records for %d keys", len(out), len(keys))
+	}
+	return out, nil
+}
+
+// ItemFromRecord decodes a record of a record stream.
+func ItemFromRecord(rec wire.Record, value io.Reader) (Item, error) {
+	var it Item
+	var err error
+	if it.Key, err = wire.KeyFromJSON(wire.EncodeKeyJSON{Key: rec.Key, Kind: rec.Kind}); err != nil {
+		return it, fmt.Errorf("client: record key: %w", err)
+	}
+	if rec.ExpireTime != nil {
+		it.ExpireTime = *rec.ExpireTime
+	}
+	if rec.Tag != nil {
+		if it.Tag, err = wire.KeyFromJSON(wire.EncodeKeyJSON{Key: *rec.Tag, Kind: rec.TagKind}); err != nil {
+			return it, fmt.Errorf("client: record tag: %w", err)
+		}
+	}
+	if rec.Type == "" {
+		return it, nil
+	}
+	if it.Value.Type, err = engine.ParseValueType(rec.Type); err != nil {
+		return it, fmt.Errorf("client: record: %w", err)
+	}
+	b, err := io.ReadAll(value)
+	if err != nil {
+		return it, fmt.Errorf("client: record value: %w", err)
+	}
+	return it, decodeValue(&it, b)
+}
+
+func keysBody(keys []engine.Key) ([]byte, error) {
+	body := struct {
+		Keys []wire.EncodeKeyJSON `json:"keys"`
+	}{Keys: make([]wire.EncodeKeyJSON, len(keys))}
+	for i, k := range keys {
+		body.Keys[i] = wire.KeyToJSON(k)
+	}
+	return json.Marshal(body)
+}
+
+// SetItem is one item of SetMany.
+type SetItem struct {
+	Key   engine.Key
+	Value engine.Value
+	Opts  engine.SetOptions // Body is not supported here
+}
+
+// SetManyResult says what SetMany stored.
+type SetManyResult struct {
+	Stored int `json:"stored"`
+	Failed []struct {
+		Index   int    `json:"index"`
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	} `json:"failed"`
+}
+
+// SetMany stores many items in one request; items that could not be stored
+// are listed in the result (by index) rather than failing the call.
+func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, error) {
+	var buf bytes.Buffer
+	rw := wire.NewRecordWriter(&buf)
+	for _, it := range items {
+		kj := wire.KeyToJSON(it.Key)
+		t := it.Value.Type
+		if t == engine.ValueNone {
+			t = engine.ValueBytes
+		}
+		rec := wire.Record{Key: kj.Key, Kind: kj.Kind, Type: t.String()}
+		if it.Opts.Expire.IsSet() {
+			s := it.Opts.Expire.Duration().Seconds()
+			rec.Expire = &s
+		}
+		if !it.Opts.Tag.IsNone() {
+			tj := wire.KeyToJSON(it.Opts.Tag)
+			rec.Tag, rec.TagKind = &tj.Key, tj.Kind
+		}
+		data := it.Value.Data
+		if t == engine.ValueInt || t == engine.ValueFloat {
+			data = []byte(wire.FormatNumber(it.Value))
+		}
+		if err := rw.Write(rec, data); err != nil {
+			return SetManyResult{}, err
+		}
+	}
+	var out SetManyResult
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + "/batch/set", body: buf.Bytes(),
+		header: http.Header{"Content-Type": {wire.RecordsContentType}}, idempotent: true}, &out)
+	return out, err
+}
+
+// DeleteMany deletes keys and says, per key, whether it had a live item.
+func (cc *Cache) DeleteMany(ctx context.Context, keys []engine.Key) ([]bool, error) {
+	body, err := keysBody(keys)
+	if err != nil {
+		return nil, err
+	}
+	var out struct{ Deleted []bool }
+	_, err = cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + "/batch/delete", body: body,
+		header: http.Header{"Content-Type": {"application/json"}}, idempotent: true}, &out)
+	return out.Deleted, err
+}
+
+// removal is the answer of the bulk removals.
+type removal struct {
+	Removed int64 `json:"removed"`
+}
+
+func (cc *Cache) remove(ctx context.Context, op string, q url.Values) (int64, error) {
+	var out removal
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + op, query: q, idempotent: true}, &out)
+	return out.Removed, err
+}
+
+// Evict removes every item tagged tag.
+func (cc *Cache) Evict(ctx context.Context, tag engine.Key) (int64, error) {
+	q := url.Values{}
+	setQuery(q, engine.SetOptions{Tag: tag})
+	return cc.remove(ctx, "/evict", q)
+}
+
+// Expire removes expired items.
+func (cc *Cache) Expire(ctx context.Context) (int64, error) { return cc.remove(ctx, "/expire", nil) }
+
+// Cull removes expired items, then items by eviction policy until under
+// the size limit.
+func (cc *Cache) Cull(ctx context.Context) (int64, error) { return cc.remove(ctx, "/cull", nil) }
+
+// Clear removes every item.
+func (cc *Cache) Clear(ctx context.Context) (int64, error) { return cc.remove(ctx, "/clear", nil) }
+
+// Check verifies (and with fix, repairs) the cache.
+func (cc *Cache) Check(ctx context.Context, fix bool) ([]engine.Warning, error) {
+	var out struct{ Warnings []engine.Warning }
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + "/check",
+		query: url.Values{"fix": {strconv.FormatBool(fix)}}, idempotent: !fix}, &out)
+	return out.Warnings, err
+}
+
+// Stats is python-diskcache's stats(enable, reset): the counts before any
+// reset.
+func (cc *Cache) Stats(ctx context.Context, enable, reset bool) (hits, misses int64, err error) {
+	var out struct{ Hits, Misses int64 }
+	_, err = cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + "/stats",
+		query: url.Values{"enable": {strconv.FormatBool(enable)}, "reset": {strconv.FormatBool(reset)}}}, &out)
+	return out.Hits, out.Misses, err
+}
+
+// Info is the answer of GET /v1/info.
+type Info struct {
+	Count    int64          `json:"count"`
+	Volume   int64          `json:"volume"`
+	Settings map[string]any `json:"settings"`
+}
+
+// Info returns the item count, volume and settings.
+func (cc *Cache) Info(ctx context.Context) (Info, error) {
+	var out Info
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodGet, path: cc.prefix + "/info", idempotent: true}, &out)
+	return out, err
+}
+
+// Settings returns every engine setting.
+func (cc *Cache) Settings(ctx context.Context) (map[string]any, error) {
+	var out map[string]any
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodGet, path: cc.prefix + "/settings", idempotent: true}, &out)
+	return out, err
+}
+
+// UpdateSettings changes runtime settings (eviction_policy, size_limit,
+// cull_limit, statistics, tag_index) and returns all settings after.
+func (cc *Cache) UpdateSettings(ctx context.Context, changes map[string]any) (map[string]any, error) {
+	body, err := json.Marshal(changes)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	var out map[string]any
+	_, err = cc.c.doJSON(ctx, request{method: http.MethodPatch, path: cc.prefix + "/settings", body: body,
+		header: http.Header{"Content-Type": {"application/json"}}, idempotent: true}, &out)
+	return out, err
+}
+
+// CreateTagIndex creates the tag index.
+func (cc *Cache) CreateTagIndex(ctx context.Context) error {
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodPut, path: cc.prefix + "/tag-index", idempotent: true}, nil)
+	return err
+}
+
+// DropTagIndex drops the tag index.
+func (cc *Cache) DropTagIndex(ctx context.Context) error {
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodDelete, path: cc.prefix + "/tag-index", idempotent: true}, nil)
+	return err
+}

@@ -1,0 +1,237 @@
+// Package client is the Go client of the cacheserver HTTP API: every route
+// of docs/api/openapi.yaml, with contexts, connection reuse, retries with
+// backoff for idempotent calls and typed errors.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Token is the bearer token.
+	Token string
+	// HTTPClient sends the requests; nil means a client with keep-alive
+	// connections and sane timeouts.
+	HTTPClient *http.Client
+	// Retries is how many times an idempotent call is retried after a
+	// connection error or a 503; 0 means 2, negative means none.
+	Retries int
+	// Backoff is the first retry's delay, doubled each time with jitter;
+	// 0 means 50ms.
+	Backoff time.Duration
+}
+
+// Client talks to one cacheserver (or a Service in front of several).
+type Client struct {
+	base    *url.URL
+	http    *http.Client
+	token   string
+	retries int
+	backoff time.Duration
+}
+
+// New returns a client of the server at baseURL (e.g. http://cache:8080).
+func New(baseURL string, opts Options) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("client: base URL %q must be absolute, like http://host:8080", baseURL)
+	}
+	c := &Client{base: u, http: opts.HTTPClient, token: opts.Token, retries: opts.Retries, backoff: opts.Backoff}
+	if c.http == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 64
+		c.http = &http.Client{Transport: tr}
+	}
+	if c.retries == 0 {
+		c.retries = 2
+	}
+	if c.retries < 0 {
+		c.retries = 0
+	}
+	if c.backoff == 0 {
+		c.backoff = 50 * time.Millisecond
+	}
+	return c, nil
+}
+
+// Error is an error answered by the server.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("cacheserver: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Is matches the sentinel errors by code.
+func (e *Error) Is(target error) bool {
+	s, ok := target.(sentinel)
+	return ok && string(s) == e.Code
+}
+
+type sentinel string
+
+func (s sentinel) Error() string { return string(s) }
+
+// Sentinels to test Errors with errors.Is.
+var (
+	ErrNotFound     error = sentinel(wire.CodeNotFound)
+	ErrEmpty        error = sentinel(wire.CodeEmpty)
+	ErrNotNumeric   error = sentinel(wire.CodeNotNumeric)
+	ErrTimeout      error = sentinel(wire.CodeTimeout)
+	ErrUnauthorized error = sentinel(wire.CodeUnauthorized)
+	ErrBadRequest   error = sentinel(wire.CodeBadRequest)
+	ErrNotOwner     error = sentinel(wire.CodeNotOwner)
+)
+
+// request describes one call.
+type request struct {
+	method     string
+	path       string // already escaped
+	query      url.Values
+	header     http.Header
+	body       []byte    // replayable body
+	stream     io.Reader // one-shot body (never retried)
+	length     int64     // of stream, -1 unknown
+	idempotent bool
+}
+
+// do sends a request, retrying idempotent ones on connection errors and
+// 503s. The caller closes the response body. Non-2xx answers become *Error
+// except the statuses listed in pass.
+func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Response, error) {
+	u := *c.base
+	u.RawPath = c.base.Path + req.path
+	u.Path, _ = url.PathUnescape(u.RawPath)
+	if req.query != nil {
+		u.RawQuery = req.query.Encode()
+	}
+	attempts := 1
+	if req.idempotent && req.stream == nil {
+		attempts += c.retries
+	}
+	var lastErr error
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			d := c.backoff << (attempt - 1)
+			d += time.Duration(rand.Int64N(int64(d)/2 + 1))
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+		}
+		var body io.Reader
+		length := int64(0)
+		switch {
+		case req.stream != nil:
+			body, length = req.stream, req.length
+		case req.body != nil:
+			body, length = bytes.NewReader(req.body), int64(len(req.body))
+		}
+		hr, err := http.NewRequestWithContext(ctx, req.method, u.String(), body)
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		if body != nil {
+			hr.ContentLength = length
+		}
+		for k, v := range req.header {
+			hr.Header[k] = v
+		}
+		if c.token != "" {
+			hr.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := c.http.Do(hr)
+		if err != nil {
+			lastErr = fmt.Errorf("client: %s %s: %w", req.method, req.path, err)
+			if ctx.Err() != nil || !retryable(err) {
+				return nil, lastErr
+			}
+			continue
+		}
+		if resp.StatusCode < 300 || contains(pass, resp.StatusCode) {
+			return resp, nil
+		}
+		lastErr = readError(resp)
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			continue
+		}
+		return nil, lastErr
+	}
+	return nil, lastErr
+}
+
+func contains(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// retryable reports connection-level failures worth another try.
+func retryable(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// readError turns an error response into *Error and closes its body.
+func readError(resp *http.Response) error {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var we wire.Error
+	if json.Unmarshal(b, &we) != nil || we.Code == "" {
+		we = wire.Error{Code: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(b))}
+	}
+	return &Error{Status: resp.StatusCode, Code: we.Code, Message: we.Message}
+}
+
+// doJSON sends a request and decodes a JSON answer into out (if not nil).
+func (c *Client) doJSON(ctx context.Context, req request, out any, pass ...int) (int, error) {
+	resp, err := c.do(ctx, req, pass...)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return resp.StatusCode, fmt.Errorf("client: decode %s answer: %w", req.path, err)
+		}
+	} else {
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}
+	return resp.StatusCode, nil
+}
+
+// Healthy calls /healthz.
+func (c *Client) Healthy(ctx context.Context) error {
+	_, err := c.doJSON(ctx, request{method: http.MethodGet, path: "/healthz", idempotent: true}, nil)
+	return err
+}
+
+// Ready calls /readyz.
+func (c *Client) Ready(ctx context.Context) error {
+	_, err := c.doJSON(ctx, request{method: http.MethodGet, path: "/readyz", idempotent: true}, nil)
+	return err
+}

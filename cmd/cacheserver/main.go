@@ -1,0 +1,53 @@
+// Command cacheserver serves a DiskCache directory over HTTP. Flags,
+// DISKCACHE_* environment variables and a --config file configure it; see
+// `cacheserver -h` and docs/api/openapi.yaml.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "cacheserver:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := cacheserver.LoadConfig(os.Args[1:], os.Getenv)
+	if err != nil {
+		return err
+	}
+	var handler slog.Handler = slog.NewJSONHandler(os.Stderr, nil)
+	if cfg.LogFormat == "text" {
+		handler = slog.NewTextHandler(os.Stderr, nil)
+	}
+	log := slog.New(handler)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	srv, err := cacheserver.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if err := srv.Serve(ctx, l); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,231 @@
+// Package testserver builds the cacheserver binary and runs it as a real
+// process on a loopback port, for tests of the server, the Go client, the
+// Python client and the operator.
+package testserver
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds cmd/cacheserver once per test process and returns its path.
+// CACHESERVER_BIN names a prebuilt binary instead.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if p := os.Getenv("CACHESERVER_BIN"); p != "" {
+			binPath = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "cacheserver-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "cacheserver")
+		cmd := exec.Command("go", "build", "-o", binPath, "github.com/diskcache-operator/diskcache-operator/cmd/cacheserver")
+		cmd.Dir = moduleRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build cacheserver: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func moduleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Server is a running cacheserver process.
+type Server struct {
+	URL     string // http://127.0.0.1:port
+	Addr    string
+	Token   string
+	DataDir string
+	Args    []string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	logs *logBuffer
+}
+
+// Options configure Start.
+type Options struct {
+	// DataDir is the cache directory; empty means a new temporary one.
+	DataDir string
+	// Token is the bearer token; empty means "test-token". NoAuth starts
+	// the server with --insecure-no-auth.
+	Token  string
+	NoAuth bool
+	// Args are extra flags.
+	Args []string
+	// Env is extra environment (KEY=VALUE).
+	Env []string
+	// Listen is the address; empty means 127.0.0.1:0.
+	Listen string
+}
+
+// Start runs a cacheserver and waits until it listens. The process is
+// killed at the end of the test.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	Binary(t)
+	if opts.DataDir == "" {
+		opts.DataDir = filepath.Join(t.TempDir(), "data")
+	}
+	s := &Server{DataDir: opts.DataDir, done: make(chan struct{}), logs: &logBuffer{}}
+	args := []string{"--data-dir", opts.DataDir, "--log-format", "json"}
+	listen := opts.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	args = append(args, "--listen", listen)
+	if opts.NoAuth {
+		args = append(args, "--insecure-no-auth")
+	} else {
+		s.Token = opts.Token
+		if s.Token == "" {
+			s.Token = "test-token"
+		}
+		tokenFile := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tokenFile, []byte(s.Token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--token-file", tokenFile)
+	}
+	args = append(args, opts.Args...)
+	s.Args = args
+	if err := s.start(opts.Env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Kill() })
+	return s
+}
+
+func (s *Server) start(env []string) error {
+	s.cmd = exec.Command(binPath, s.Args...)
+	s.cmd.Env = append(os.Environ(), env...)
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start cacheserver: %w", err)
+	}
+	s.done = make(chan struct{})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			s.logs.add(line)
+			if !sent {
+				var rec struct {
+					Msg  string `json:"msg"`
+					Addr string `json:"addr"`
+				}
+				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving" {
+					addr <- rec.Addr
+					sent = true
+				}
+			}
+		}
+	}()
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.done)
+	}()
+	select {
+	case a := <-addr:
+		s.Addr = a
+		s.URL = "http://" + a
+		return nil
+	case <-s.done:
+		return fmt.Errorf("cacheserver exited before serving: %v\n%s", s.err, s.logs.String())
+	case <-time.After(60 * time.Second):
+		s.Kill()
+		return fmt.Errorf("cacheserver did not start within 60s\n%s", s.logs.String())
+	}
+}
+
+// Restart starts the server again with the same arguments and address.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	for i, a := range s.Args {
+		if a == "--listen" && i+1 < len(s.Args) {
+			s.Args[i+1] = s.Addr
+		}
+	}
+	if err := s.start(nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process.
+func (s *Server) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Stop sends SIGTERM and waits for a graceful exit; it returns the exit
+// error (nil for a clean exit).
+func (s *Server) Stop(ctx context.Context) error {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+		return s.err
+	case <-ctx.Done():
+		s.Kill()
+		return ctx.Err()
+	}
+}
+
+// PID returns the process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Logs returns the server's log lines so far.
+func (s *Server) Logs() string { return s.logs.String() }
+
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logBuffer) add(s string) {
+	l.mu.Lock()
+	l.lines = append(l.lines, s)
+	l.mu.Unlock()
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
