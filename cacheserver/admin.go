@@ -146,9 +146,20 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	set := st.Settings()
+	set := storeSettings(st)
 	writeJSON(w, http.StatusOK, InfoResponse{Count: n, Volume: vol, Settings: settingsMap(&set)})
 	return nil
+}
+
+// storeSettings returns a store's settings as its users set them: a
+// FanoutCache's size_limit is the total over its shards, as --size-limit
+// and PATCH /v1/settings take it.
+func storeSettings(st Store) engine.Settings {
+	set := st.Settings()
+	if fc, ok := st.(*engine.FanoutCache); ok {
+		set.SizeLimit *= int64(fc.ShardCount())
+	}
+	return set
 }
 
 func settingsMap(set *engine.Settings) map[string]any {
@@ -179,7 +190,7 @@ func (s *Server) handleGetSettings(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	set := st.Settings()
+	set := storeSettings(st)
 	writeJSON(w, http.StatusOK, settingsMap(&set))
 	return nil
 }
@@ -197,7 +208,7 @@ func (s *Server) handlePatchSettings(w http.ResponseWriter, r *http.Request) err
 	}
 	names := make([]string, 0, len(body))
 	values := map[string]any{}
-	check := st.Settings()
+	check := storeSettings(st)
 	for name, raw := range body {
 		if !runtimeSettings[name] {
 			return badRequest(wire.CodeBadSetting, "%q cannot be changed at run time (runtime settings: eviction_policy, size_limit, cull_limit, statistics, tag_index)", name)
@@ -227,7 +238,7 @@ func (s *Server) handlePatchSettings(w http.ResponseWriter, r *http.Request) err
 			return err
 		}
 	}
-	set := st.Settings()
+	set := storeSettings(st)
 	writeJSON(w, http.StatusOK, settingsMap(&set))
 	return nil
 }

@@ -307,6 +307,7 @@ func TestRuntimeSettingsPersistAcrossRestart(t *testing.T) {
 	cache := c.Cache("")
 	if _, err := cache.UpdateSettings(ctx, map[string]any{
 		"eviction_policy": "least-recently-used", "cull_limit": 3, "statistics": true, "tag_index": true,
+		"size_limit": 8 << 20,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +317,8 @@ func TestRuntimeSettingsPersistAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got["eviction_policy"] != "least-recently-used" || got["cull_limit"] != float64(3) || got["statistics"] != true || got["tag_index"] != true {
+	if got["eviction_policy"] != "least-recently-used" || got["cull_limit"] != float64(3) || got["statistics"] != true ||
+		got["tag_index"] != true || got["size_limit"] != float64(8<<20) {
 		t.Fatalf("settings after restart = %v", got)
 	}
 }

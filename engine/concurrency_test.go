@@ -434,7 +434,7 @@ func TestConcurrentReadersSeeWholeValues(t *testing.T) {
 			}
 		}()
 	}
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 60; i++ {
 		utSet(t, c, TextKey("k"), Bytes(utBig(1000, byte('a'+i%26))), SetOptions{})
 	}
 	close(stop)

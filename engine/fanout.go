@@ -105,7 +105,12 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 	for k, v := range opts.Settings {
 		settings[k] = v
 	}
+	// python-diskcache's FanoutCache writes size_limit on every open, so a
+	// limit changed at run time reverts to the default on the next open
+	// unless given again. Here an existing shard keeps its stored limit
+	// unless one is given; a new shard starts at the default.
 	total := DefaultSettings().SizeLimit
+	_, explicitLimit := settings[SettingSizeLimit]
 	if v, ok := settings[SettingSizeLimit]; ok {
 		var s Settings
 		if err := s.Set(SettingSizeLimit, v); err != nil {
@@ -127,9 +132,19 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		indexes:  map[string]*Index{},
 	}
 	for i := 0; i < n; i++ {
-		c, err := Open(ctx, filepath.Join(dir, fmt.Sprintf("%03d", i)), Options{
+		shardDir := filepath.Join(dir, fmt.Sprintf("%03d", i))
+		shardSettings := settings
+		if _, err := os.Stat(filepath.Join(shardDir, DBName)); err == nil && !explicitLimit {
+			shardSettings = make(map[string]any, len(settings))
+			for k, v := range settings {
+				if k != SettingSizeLimit {
+					shardSettings[k] = v
+				}
+			}
+		}
+		c, err := Open(ctx, shardDir, Options{
 			Timeout:  timeout,
-			Settings: settings,
+			Settings: shardSettings,
 			Now:      now,
 			MaxConns: opts.MaxConns,
 		})
