@@ -21,8 +21,15 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: test
-test: lint ## Run every test this machine can run.
+test: lint test-go test-python ## Run every test this machine can run.
+
+.PHONY: test-go
+test-go: ## Go tests.
 	PYTHON=$(PYTHON) $(GO) test $(GOTEST_FLAGS) ./...
+
+.PHONY: test-python
+test-python: ## Python client (Django backend) tests against a real cacheserver.
+	cd clients/python && $(PYTHON) -m pytest -q tests
 
 .PHONY: bench
 bench: ## Engine benchmark next to raw SQLite and python-diskcache (see docs/benchmarks.md).

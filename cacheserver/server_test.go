@@ -322,3 +322,16 @@ func TestRuntimeSettingsPersistAcrossRestart(t *testing.T) {
 		t.Fatalf("settings after restart = %v", got)
 	}
 }
+
+func TestExpireBeyondDurationRange(t *testing.T) {
+	ctx := context.Background()
+	_, c := startServer(t)
+	cache := c.Cache("")
+	if err := cache.Set(ctx, engine.TextKey("forever-ish"), engine.Int(1), engine.SetOptions{Expire: engine.ExpireAfterSeconds(1e10)}); err != nil {
+		t.Fatal(err)
+	}
+	it, ok, err := cache.Get(ctx, engine.TextKey("forever-ish"))
+	if err != nil || !ok || it.ExpireTime < 1e10 {
+		t.Fatalf("item with a 1e10 s expiry: %+v %v %v", it, ok, err)
+	}
+}

@@ -59,7 +59,7 @@ func (cc *Cache) keyPath(k engine.Key, suffix string) (string, url.Values) {
 
 func setQuery(q url.Values, opts engine.SetOptions) {
 	if opts.Expire.IsSet() {
-		q.Set(wire.ParamExpire, strconv.FormatFloat(opts.Expire.Duration().Seconds(), 'f', -1, 64))
+		q.Set(wire.ParamExpire, strconv.FormatFloat(opts.Expire.Seconds(), 'f', -1, 64))
 	}
 	if !opts.Tag.IsNone() {
 		raw, kind := wire.FormatKey(opts.Tag)
@@ -394,7 +394,7 @@ func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, e
 		}
 		rec := wire.Record{Key: kj.Key, Kind: kj.Kind, Type: t.String()}
 		if it.Opts.Expire.IsSet() {
-			s := it.Opts.Expire.Duration().Seconds()
+			s := it.Opts.Expire.Seconds()
 			rec.Expire = &s
 		}
 		if !it.Opts.Tag.IsNone() {

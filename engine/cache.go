@@ -45,9 +45,10 @@ type Cache struct {
 	now      func() time.Time
 	pageSize int64
 
-	slots     chan struct{} // a token per connection that may be in use
-	idle      chan *conn
-	writeLock chan struct{} // serialises writers of this process
+	slots  chan struct{} // a token per connection that may be in use
+	idleMu sync.Mutex
+	idle   []*conn // a stack: the most recently used connection has the warmest page cache
+	w      writer  // serialises and batches the writes of this process
 
 	settingsMu sync.Mutex // serialises Reset
 	settings   atomic.Pointer[Settings]
@@ -74,13 +75,12 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("engine: cache directory %s does not exist and could not be created: %w", dir, err)
 	}
 	c := &Cache{
-		dir:       dir,
-		dbPath:    filepath.Join(dir, DBName),
-		timeout:   opts.Timeout,
-		now:       opts.Now,
-		writeLock: make(chan struct{}, 1),
-		done:      make(chan struct{}),
-		pending:   map[string]struct{}{},
+		dir:     dir,
+		dbPath:  filepath.Join(dir, DBName),
+		timeout: opts.Timeout,
+		now:     opts.Now,
+		done:    make(chan struct{}),
+		pending: map[string]struct{}{},
 	}
 	c.pragmaGen.Store(1)
 	if c.timeout == 0 {
@@ -97,7 +97,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 		maxConns = 2*runtime.GOMAXPROCS(0) + 2
 	}
 	c.slots = make(chan struct{}, maxConns)
-	c.idle = make(chan *conn, maxConns)
+	c.idle = make([]*conn, 0, maxConns)
 
 	if err := c.init(ctx, opts.Settings); err != nil {
 		_ = c.Close()
@@ -125,15 +125,12 @@ func (c *Cache) Close() error {
 		for i := 0; i < cap(c.slots); i++ {
 			c.slots <- struct{}{}
 		}
-		for {
-			select {
-			case cn := <-c.idle:
-				err = errors.Join(err, cn.close())
-				continue
-			default:
-			}
-			break
+		c.idleMu.Lock()
+		for _, cn := range c.idle {
+			err = errors.Join(err, cn.close())
 		}
+		c.idle = nil
+		c.idleMu.Unlock()
 	})
 	return err
 }
@@ -159,9 +156,13 @@ func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 		return nil, ErrClosed
 	}
 	var cn *conn
-	select {
-	case cn = <-c.idle:
-	default:
+	c.idleMu.Lock()
+	if n := len(c.idle); n > 0 {
+		cn = c.idle[n-1]
+		c.idle = c.idle[:n-1]
+	}
+	c.idleMu.Unlock()
+	if cn == nil {
 		var err error
 		if cn, err = openConn(c.dbPath, c.timeout); err != nil {
 			<-c.slots
@@ -180,7 +181,9 @@ func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 }
 
 func (c *Cache) release(cn *conn) {
-	c.idle <- cn
+	c.idleMu.Lock()
+	c.idle = append(c.idle, cn)
+	c.idleMu.Unlock()
 	<-c.slots
 }
 
@@ -215,31 +218,6 @@ func (c *Cache) applyPragmas(cn *conn) error {
 	}
 	return nil
 }
-
-// lockWrite takes this process's write lock, waiting at most the cache
-// timeout (or until ctx ends).
-func (c *Cache) lockWrite(ctx context.Context, op string) error {
-	select {
-	case c.writeLock <- struct{}{}:
-		return nil
-	default:
-	}
-	if c.timeout == 0 {
-		return &TimeoutError{Op: op}
-	}
-	t := time.NewTimer(c.timeout)
-	defer t.Stop()
-	select {
-	case c.writeLock <- struct{}{}:
-		return nil
-	case <-t.C:
-		return &TimeoutError{Op: op}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (c *Cache) unlockWrite() { <-c.writeLock }
 
 // nowSeconds is the clock as python-diskcache's time.time().
 func (c *Cache) nowSeconds() float64 {

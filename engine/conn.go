@@ -85,6 +85,13 @@ func (c *conn) exec(q string, args ...any) (int64, error) {
 	return r.RowsAffected()
 }
 
+// execCached runs an argument-less statement through the statement cache
+// (BEGIN, COMMIT, ROLLBACK on every write).
+func (c *conn) execCached(q string) error {
+	_, err := c.exec(q)
+	return err
+}
+
 // execScript runs statements that take no arguments and are not cached.
 func (c *conn) execScript(q string) error {
 	_, err := c.sc.ExecContext(noCancel, q, nil)

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"iter"
 	"math"
@@ -504,4 +505,177 @@ func (d *Deque) Slice(ctx context.Context) ([]Value, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// DequeValue is one value for Deque.PushAll: Value, or, when Body is set, a
+// value of type Value.Type streamed from Body into a value file.
+type DequeValue struct {
+	Value Value
+	Body  io.Reader
+}
+
+// PushAll adds the values that values yields at side (Back: python's
+// append and extend; Front: appendleft and extendleft, so that they end up
+// reversed), then drops items from the other end until at most maxlen
+// remain, all in one transaction, and returns the length after. maxlen 0
+// leaves the deque empty, as python's Deque(maxlen=0) does; a negative
+// maxlen means the deque's own Maxlen (unbounded when that is 0). This is
+// python's append with a maxlen given per call: python never stores maxlen.
+//
+// Each value is stored (large and streamed ones into value files) as it is
+// yielded, before the transaction starts, so a slow producer does not hold
+// the write lock; a Body must be read through before the next value is
+// yielded, which PushAll does. When values yields an error, or anything
+// else fails, nothing is added.
+func (d *Deque) PushAll(ctx context.Context, side Side, maxlen int, values iter.Seq2[DequeValue, error]) (int64, error) {
+	side = side.or(Back)
+	var staged []stored
+	defer func() {
+		for _, st := range staged {
+			if name, ok := st.filename.(string); ok {
+				d.c.unpend(name)
+			}
+		}
+	}()
+	discard := func() {
+		for _, st := range staged {
+			d.c.discardStored(st)
+		}
+	}
+	for dv, err := range values {
+		if err != nil {
+			discard()
+			return 0, err
+		}
+		st, err := d.c.prepare(dv.Value, SetOptions{Body: dv.Body})
+		if err != nil {
+			discard()
+			return 0, err
+		}
+		staged = append(staged, st)
+	}
+	limit := int64(maxlen)
+	if maxlen < 0 {
+		if limit = d.maxlen.Load(); limit == 0 {
+			limit = -1
+		}
+	}
+	other := Front
+	if side == Front {
+		other = Back
+	}
+	var n int64
+	err := d.c.write(ctx, "deque push", func(tx *Tx) error {
+		for _, st := range staged {
+			if _, err := tx.pushStored(st, QueueOptions{Side: side}, SetOptions{}); err != nil {
+				return err
+			}
+		}
+		var err error
+		n, err = trimTo(tx, other, limit)
+		return err
+	})
+	if err != nil {
+		discard()
+		return 0, err
+	}
+	return n, nil
+}
+
+// trimTo drops items from side while the deque holds more than limit items
+// (a negative limit: no bound) and returns the count after.
+func trimTo(tx *Tx, side Side, limit int64) (int64, error) {
+	for {
+		n, err := tx.cn.queryInt(`SELECT value FROM Settings WHERE key = 'count'`)
+		if err != nil || limit < 0 || n <= limit {
+			return n, err
+		}
+		it, ok, err := tx.Pull(QueueOptions{Side: side}, GetOptions{Stream: true})
+		_ = it.Close()
+		if err != nil {
+			return n, err
+		}
+		if !ok { // only expired or foreign items are left
+			return tx.cn.queryInt(`SELECT value FROM Settings WHERE key = 'count'`)
+		}
+	}
+}
+
+// ItemAt returns the item at index i (see At), its Key being the deque's
+// internal key; with opts.Stream a file-backed value is left in its file
+// (Item.Body; close it).
+func (d *Deque) ItemAt(ctx context.Context, i int, opts GetOptions) (Item, error) {
+	var it Item
+	err := d.c.Transact(ctx, func(tx *Tx) error {
+		key, err := d.locate(tx, i)
+		if err != nil {
+			return err
+		}
+		got, ok, err := tx.Get(key, opts)
+		if err != nil {
+			return err
+		}
+		if !ok { // its value file is gone
+			return fmt.Errorf("%w: %d", ErrIndexOutOfRange, i)
+		}
+		it = got
+		return nil
+	})
+	return it, err
+}
+
+// SetAtWith is SetAt with SetOptions: opts.Body streams the value into a
+// value file before the transaction starts (see SetOptions).
+func (d *Deque) SetAtWith(ctx context.Context, i int, v Value, opts SetOptions) error {
+	st, err := d.c.prepare(v, opts)
+	if err != nil {
+		return err
+	}
+	return d.c.writeStored(ctx, "deque setitem", st, func(tx *Tx) error {
+		key, err := d.locate(tx, i)
+		if err != nil {
+			return err
+		}
+		return tx.setStored(key, st, opts)
+	})
+}
+
+// Scan yields the live items from position offset on (0 is the front),
+// front to back, or back to front with reverse (offset then counts from
+// the back), with Body open on file-backed values (the caller closes it).
+// Like python's iteration it reads page by page, so items added or removed
+// meanwhile may shift positions; an item removed before it is reached is
+// skipped.
+func (d *Deque) Scan(ctx context.Context, reverse bool, offset int64) iter.Seq2[Item, error] {
+	return func(yield func(Item, error) bool) {
+		dir, cmp := "ASC", ">"
+		if reverse {
+			dir, cmp = "DESC", "<"
+		}
+		const cols = `SELECT key, raw FROM Cache WHERE (expire_time IS NULL OR expire_time > ?)`
+		first := cols + ` ORDER BY key ` + dir + `, raw ` + dir + ` LIMIT ? OFFSET ?`
+		next := cols + ` AND (key = ? AND raw ` + cmp + ` ? OR key ` + cmp + ` ?) ORDER BY key ` + dir + `, raw ` + dir + ` LIMIT ?`
+		rows, err := d.c.queryPage(ctx, first, 2, d.c.nowSeconds(), int64(iterPage), max(offset, 0))
+		for {
+			if err != nil {
+				yield(Item{}, err)
+				return
+			}
+			for _, r := range rows {
+				it, ok, err := d.c.Get(ctx, keyFromDB(r[0], toInt(r[1])), GetOptions{Stream: true})
+				if err != nil {
+					yield(Item{}, err)
+					return
+				}
+				if ok && !yield(it, nil) {
+					return
+				}
+			}
+			if len(rows) < iterPage {
+				return
+			}
+			last := rows[len(rows)-1]
+			rows, err = d.c.queryPage(ctx, next, 2, d.c.nowSeconds(), last[0], last[1], last[0], int64(iterPage))
+		}
+	}
 }

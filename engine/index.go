@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"math"
 )
 
 // Index is python-diskcache's Index: a persistent mapping that iterates in
@@ -193,4 +194,127 @@ func (x *Index) Values(ctx context.Context, reverse bool) iter.Seq2[Value, error
 			}
 		}
 	}
+}
+
+// IndexEntry is an item of an index page with its cursor: its place in
+// insertion order (its rowid), after which a later page resumes.
+type IndexEntry struct {
+	Cursor int64
+	Item
+}
+
+// Page returns a page of up to limit live items in insertion order (the
+// reverse with reverse) that come after cursor (0: from the start), as an
+// iterator, with the cursor of the page's last item and whether live items
+// follow it. The page is fixed by cursors when Page is called: items added
+// later come after every existing one in insertion order, so they are never
+// in this page and concurrent writes cannot make a run of pages skip or
+// repeat an item that existed when the run started (an item deleted and
+// added again moves to the end, where a forward run sees it again). An item
+// overwritten meanwhile keeps its place and is yielded with its new value;
+// one removed before the iterator reaches it is skipped.
+//
+// With values the entries carry their values, a file-backed one with Body
+// open on its file (the caller closes it); without, only keys. Expired
+// items are left out.
+func (x *Index) Page(ctx context.Context, cursor int64, reverse bool, limit int, values bool) (iter.Seq2[IndexEntry, error], int64, bool, error) {
+	if limit < 1 {
+		return nil, 0, false, fmt.Errorf("%w: page limit must be at least 1, got %d", ErrInvalidValue, limit)
+	}
+	c := x.c
+	dir, cmp := "ASC", ">"
+	if reverse {
+		dir, cmp = "DESC", "<"
+	}
+	after := cursor
+	if reverse && after <= 0 {
+		after = math.MaxInt64
+	}
+	live := `(expire_time IS NULL OR expire_time > ?)`
+	rows, err := c.queryPage(ctx, `SELECT rowid FROM Cache WHERE rowid `+cmp+` ? AND `+live+` ORDER BY rowid `+dir+` LIMIT 2 OFFSET ?`,
+		1, after, c.nowSeconds(), int64(limit-1))
+	if err != nil {
+		return nil, 0, false, err
+	}
+	var last int64
+	more := len(rows) == 2
+	switch {
+	case len(rows) > 0:
+		last = toInt(rows[0][0])
+	case reverse:
+		last = 0 // fewer than limit items: the page runs to the start
+	default: // fewer than limit items: the page runs to the current end
+		top, err := c.queryValue(ctx, `SELECT MAX(rowid) FROM Cache`)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		last = toInt(top)
+	}
+	lo, hi := after, last+1
+	if reverse {
+		lo, hi = last-1, after
+	}
+	seq := func(yield func(IndexEntry, error) bool) {
+		q := `SELECT rowid, key, raw FROM Cache WHERE ? < rowid AND rowid < ? AND ` + live + ` ORDER BY rowid ` + dir + ` LIMIT ?`
+		lo, hi := lo, hi
+		for {
+			page, err := c.queryPage(ctx, q, 3, lo, hi, c.nowSeconds(), int64(iterPage))
+			if err != nil {
+				yield(IndexEntry{}, err)
+				return
+			}
+			for _, r := range page {
+				e := IndexEntry{Cursor: toInt(r[0]), Item: Item{Key: keyFromDB(r[1], toInt(r[2]))}}
+				if values {
+					it, ok, err := c.itemAtRowid(ctx, e.Cursor)
+					if err != nil {
+						yield(IndexEntry{}, err)
+						return
+					}
+					if !ok {
+						continue
+					}
+					e.Item = it
+				}
+				if !yield(e, nil) {
+					if e.Body != nil {
+						_ = e.Body.Close()
+					}
+					return
+				}
+			}
+			if len(page) < iterPage {
+				return
+			}
+			if end := toInt(page[len(page)-1][0]); reverse {
+				hi = end
+			} else {
+				lo = end
+			}
+		}
+	}
+	return seq, last, more, nil
+}
+
+// itemAtRowid reads the live item in row rowid, its value file left open in
+// Item.Body; ok is false when the row is gone or expired. A value file
+// replaced between reading the row and opening it is looked up again.
+func (c *Cache) itemAtRowid(ctx context.Context, rowid int64) (Item, bool, error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		rows, err := c.queryPage(ctx, `SELECT key, raw, expire_time, tag, mode, filename, value, size FROM Cache WHERE rowid = ? AND (expire_time IS NULL OR expire_time > ?)`,
+			8, rowid, c.nowSeconds())
+		if err != nil || len(rows) == 0 {
+			return Item{}, false, err
+		}
+		r := rows[0]
+		it, f, err := c.itemFromRow(keyFromDB(r[0], toInt(r[1])), r[2], r[3], r[4], r[5], r[6], r[7])
+		if err != nil {
+			return Item{}, false, err
+		}
+		if f == nil && it.Value.Type == ValueNone {
+			continue // the file went with an overwrite or a removal: read the row again
+		}
+		return c.finishRead(it, f, true)
+	}
+	return Item{}, false, nil
 }

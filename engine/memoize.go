@@ -85,7 +85,7 @@ func (m *Memoized[R]) Call(ctx context.Context, args ...any) (R, error) {
 	if err != nil {
 		return zero, err
 	}
-	if m.opts.Expire.IsSet() && m.opts.Expire.Duration() <= 0 {
+	if m.opts.Expire.IsSet() && m.opts.Expire.Seconds() <= 0 {
 		return r, nil
 	}
 	v, err := encodeResult(r)

@@ -15,30 +15,38 @@ import (
 
 // Expiry is how long an item lives. The zero Expiry never expires;
 // ExpireAfter(0) or a negative duration makes an item that is already dead.
+// It holds float seconds, as python-diskcache does, so lifetimes beyond
+// time.Duration's 292 years still work.
 type Expiry struct {
-	d   time.Duration
-	set bool
+	secs float64
+	set  bool
 }
 
 // ExpireAfter returns an Expiry of d from the time of the write.
-func ExpireAfter(d time.Duration) Expiry { return Expiry{d: d, set: true} }
+func ExpireAfter(d time.Duration) Expiry { return Expiry{secs: d.Seconds(), set: true} }
 
 // ExpireAfterSeconds is ExpireAfter with python-diskcache's float seconds.
-func ExpireAfterSeconds(s float64) Expiry {
-	return Expiry{d: time.Duration(s * float64(time.Second)), set: true}
-}
+func ExpireAfterSeconds(s float64) Expiry { return Expiry{secs: s, set: true} }
 
 // IsSet reports whether the Expiry expires at all.
 func (e Expiry) IsSet() bool { return e.set }
 
-// Duration returns the lifetime (meaningful when IsSet).
-func (e Expiry) Duration() time.Duration { return e.d }
+// Seconds returns the lifetime in seconds (meaningful when IsSet).
+func (e Expiry) Seconds() float64 { return e.secs }
+
+// Duration returns the lifetime, capped at the largest time.Duration.
+func (e Expiry) Duration() time.Duration {
+	if e.secs >= float64(math.MaxInt64)/float64(time.Second) {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(e.secs * float64(time.Second))
+}
 
 func (e Expiry) at(now float64) driver.Value {
 	if !e.set {
 		return nil
 	}
-	return now + e.d.Seconds()
+	return now + e.secs
 }
 
 // SetOptions are the optional arguments of Set, Add and Push.

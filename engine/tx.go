@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 )
 
 // Tx is a write transaction (BEGIN IMMEDIATE) on a Cache. Every operation
@@ -11,14 +13,12 @@ import (
 // A Tx is used by one goroutine and only inside the function given to
 // Cache.Transact.
 type Tx struct {
-	c        *Cache
-	cn       *conn
-	s        *Settings
-	ctx      context.Context
-	doomed   []string // value files to remove once the transaction commits
-	created  []string // value files to remove if it rolls back
-	finished bool
-	broken   bool // rollback failed: the connection must not be reused
+	c       *Cache
+	cn      *conn
+	s       *Settings
+	ctx     context.Context
+	doomed  []string // value files to remove once the transaction commits
+	created []string // value files to remove if it rolls back
 }
 
 // Transact runs fn in one write transaction: the changes of every operation
@@ -30,78 +30,252 @@ func (c *Cache) Transact(ctx context.Context, fn func(tx *Tx) error) error {
 	return c.transact(ctx, "transact", fn)
 }
 
-func (c *Cache) transact(ctx context.Context, op string, fn func(tx *Tx) error) (err error) {
-	var created *[]string
-	defer func() {
-		if created != nil {
-			c.unpend(*created...)
+// Writes of one process go through a single writer at a time. Writers that
+// arrive while a transaction runs queue up, and the next of them leads the
+// whole queue through ONE SQLite transaction, each write inside a savepoint
+// of its own (group commit): a failing write rolls back only its savepoint,
+// and BEGIN and COMMIT, the dearest statements of a write, are paid once per
+// batch instead of once per write.
+type writer struct {
+	mu    sync.Mutex
+	busy  bool
+	queue []*writeJob
+}
+
+// maxBatch bounds the writes committed together.
+const maxBatch = 64
+
+// writeJob is one transaction's work.
+type writeJob struct {
+	ctx      context.Context
+	op       string
+	fn       func(tx *Tx) error
+	err      error
+	panicked any
+	done     chan struct{} // closed once the job has run (err is set)
+	lead     chan struct{} // closed when the job's goroutine must lead the next batch
+}
+
+func (c *Cache) transact(ctx context.Context, op string, fn func(tx *Tx) error) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	job := &writeJob{ctx: ctx, op: op, fn: fn, done: make(chan struct{}), lead: make(chan struct{})}
+	c.w.mu.Lock()
+	if c.w.busy {
+		c.w.queue = append(c.w.queue, job)
+		c.w.mu.Unlock()
+		if err := c.waitTurn(job); err != nil {
+			return err
 		}
-	}()
-	if err := c.lockWrite(ctx, op); err != nil {
-		return err
+	} else {
+		c.w.busy = true
+		c.w.mu.Unlock()
 	}
-	defer c.unlockWrite()
-	cn, err := c.acquire(ctx)
-	if err != nil {
-		return err
+	select {
+	case <-job.done: // run by another goroutine's batch
+	default:
+		c.lead(job)
 	}
-	if err := cn.execScript("BEGIN IMMEDIATE"); err != nil {
-		c.release(cn)
-		if isBusy(err) {
-			return &TimeoutError{Op: op, Err: err}
+	if job.panicked != nil {
+		panic(job.panicked)
+	}
+	return job.err
+}
+
+// waitTurn waits until job has run or its goroutine must lead. A job still
+// queued when the cache timeout or ctx ends is withdrawn.
+func (c *Cache) waitTurn(job *writeJob) error {
+	t := time.NewTimer(c.timeout) // a zero timeout fires at once: no waiting
+	defer t.Stop()
+	expired := t.C
+	var err error
+	select {
+	case <-job.done:
+		return nil
+	case <-job.lead:
+		return nil
+	case <-expired:
+		err = &TimeoutError{Op: job.op}
+	case <-job.ctx.Done():
+		err = job.ctx.Err()
+	case <-c.done:
+		err = ErrClosed
+	}
+	c.w.mu.Lock()
+	for i, q := range c.w.queue {
+		if q == job {
+			c.w.queue = append(c.w.queue[:i], c.w.queue[i+1:]...)
+			c.w.mu.Unlock()
+			return err
 		}
-		return fmt.Errorf("engine: %s: begin: %w", op, err)
 	}
-	tx := &Tx{c: c, cn: cn, s: c.settings.Load(), ctx: ctx}
-	created = &tx.created
-	defer func() {
-		if p := recover(); p != nil {
-			tx.rollback()
-			tx.releaseConn()
-			panic(p)
-		}
-	}()
-	if err = fn(tx); err != nil {
-		tx.rollback()
-		tx.releaseConn()
-		return err
-	}
-	if err = cn.execScript("COMMIT"); err != nil {
-		tx.rollback()
-		tx.releaseConn()
-		if isBusy(err) {
-			return &TimeoutError{Op: op, Err: err}
-		}
-		return fmt.Errorf("engine: %s: commit: %w", op, err)
-	}
-	tx.finished = true
-	c.release(cn)
-	// Only now that no committed row names them may the files go.
-	for _, f := range tx.doomed {
-		c.removeFile(f)
+	c.w.mu.Unlock()
+	// Already taken into a batch, or made leader: see it through.
+	select {
+	case <-job.done:
+	case <-job.lead:
 	}
 	return nil
 }
 
-func (tx *Tx) rollback() {
-	if tx.finished {
+// lead runs a batch of first and the queued jobs, then hands the lead to
+// the next queued job or frees the writer.
+func (c *Cache) lead(first *writeJob) {
+	batch := []*writeJob{first}
+	c.w.mu.Lock()
+	n := min(len(c.w.queue), maxBatch-1)
+	batch = append(batch, c.w.queue[:n]...)
+	c.w.queue = append(c.w.queue[:0], c.w.queue[n:]...)
+	c.w.mu.Unlock()
+
+	c.runBatch(batch)
+
+	c.w.mu.Lock()
+	if len(c.w.queue) > 0 {
+		next := c.w.queue[0]
+		c.w.queue = c.w.queue[1:]
+		c.w.mu.Unlock()
+		close(next.lead)
 		return
 	}
-	tx.finished = true
-	if err := tx.cn.execScript("ROLLBACK"); err != nil && !tx.cn.sc.AutoCommit() {
-		tx.broken = true
+	c.w.busy = false
+	c.w.mu.Unlock()
+}
+
+// runBatch runs jobs in one transaction and marks each done.
+func (c *Cache) runBatch(jobs []*writeJob) {
+	txs := make([]*Tx, len(jobs))
+	defer func() {
+		for i, job := range jobs {
+			if txs[i] != nil {
+				c.unpend(txs[i].created...)
+			}
+			close(job.done)
+		}
+	}()
+	fail := func(err error) {
+		for _, job := range jobs {
+			if job.err == nil && job.panicked == nil {
+				job.err = err
+			}
+		}
 	}
-	for _, f := range tx.created {
-		tx.c.removeFile(f)
+	cn, err := c.acquire(context.WithoutCancel(jobs[0].ctx))
+	if err != nil {
+		fail(err)
+		return
+	}
+	if err := cn.execCached("BEGIN IMMEDIATE"); err != nil {
+		c.release(cn)
+		if isBusy(err) {
+			for _, job := range jobs {
+				job.err = &TimeoutError{Op: job.op, Err: err}
+			}
+			return
+		}
+		fail(fmt.Errorf("engine: %s: begin: %w", jobs[0].op, err))
+		return
+	}
+	single := len(jobs) == 1
+	broken := false
+	s := c.settings.Load()
+	for i, job := range jobs {
+		if err := job.ctx.Err(); err != nil {
+			job.err = err
+			continue
+		}
+		if !single {
+			if _, err := cn.exec("SAVEPOINT job"); err != nil {
+				job.err = fmt.Errorf("engine: %s: savepoint: %w", job.op, err)
+				continue
+			}
+		}
+		tx := &Tx{c: c, cn: cn, s: s, ctx: job.ctx}
+		txs[i] = tx
+		job.err, job.panicked = runJob(job.fn, tx)
+		if job.err == nil && job.panicked == nil {
+			if !single {
+				if _, err := cn.exec("RELEASE job"); err != nil {
+					job.err = fmt.Errorf("engine: %s: release savepoint: %w", job.op, err)
+					broken = true
+					break
+				}
+			}
+			continue
+		}
+		// Undo this job only.
+		if !single {
+			_, err1 := cn.exec("ROLLBACK TO job")
+			_, err2 := cn.exec("RELEASE job")
+			if err1 != nil || err2 != nil {
+				broken = true
+			}
+		}
+		tx.discardFiles()
+		txs[i] = nil
+		c.unpend(tx.created...)
+		if single || broken {
+			break
+		}
+	}
+	if single && (jobs[0].err != nil || jobs[0].panicked != nil) {
+		broken = true // roll the whole (one-job) transaction back
+	}
+	if !broken {
+		if err := cn.execCached("COMMIT"); err != nil {
+			if isBusy(err) {
+				err = &TimeoutError{Op: jobs[0].op, Err: err}
+			} else {
+				err = fmt.Errorf("engine: %s: commit: %w", jobs[0].op, err)
+			}
+			fail(err)
+			broken = true
+		}
+	}
+	if broken {
+		if err := cn.execCached("ROLLBACK"); err != nil && !cn.sc.AutoCommit() {
+			c.discard(cn)
+		} else {
+			c.release(cn)
+		}
+		for i, tx := range txs {
+			if tx != nil {
+				tx.discardFiles()
+			}
+			if jobs[i].err == nil && jobs[i].panicked == nil {
+				jobs[i].err = fmt.Errorf("engine: %s: rolled back with its batch", jobs[i].op)
+			}
+		}
+		return
+	}
+	c.release(cn)
+	// Only now that no committed row names them may the files go.
+	for _, tx := range txs {
+		if tx != nil {
+			for _, f := range tx.doomed {
+				c.removeFile(f)
+			}
+		}
 	}
 }
 
-func (tx *Tx) releaseConn() {
-	if tx.broken {
-		tx.c.discard(tx.cn)
-		return
+// runJob runs fn, turning a panic into a value to re-raise in the goroutine
+// that asked for the transaction.
+func runJob(fn func(tx *Tx) error, tx *Tx) (err error, panicked any) {
+	defer func() {
+		if p := recover(); p != nil {
+			panicked = p
+		}
+	}()
+	return fn(tx), nil
+}
+
+// discardFiles removes the value files a rolled-back transaction created.
+func (tx *Tx) discardFiles() {
+	for _, f := range tx.created {
+		tx.c.removeFile(f)
 	}
-	tx.c.release(tx.cn)
 }
 
 // removeAfterCommit schedules a value file for removal after commit.

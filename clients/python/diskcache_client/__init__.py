@@ -1,0 +1,29 @@
+"""Python client of DiskCache Operator's cacheserver.
+
+* :class:`diskcache_client.djangocache.DjangoCache` — the Django cache
+  backend (python-diskcache's ``DjangoCache`` API over HTTP). Importing it
+  needs Django; nothing else in this package does.
+* :class:`Cache` — python-diskcache's ``Cache`` API for the server's cache
+  or one of its named caches.
+* :class:`Client` — connection pools, retries and circuit breaker for one
+  server or a list of shard servers.
+
+Standard library only.
+"""
+
+from .cache import Cache, args_to_key, full_name
+from .errors import CacheServerError, ServerUnavailable, Timeout, Unauthorized
+from .transport import Client
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'Cache',
+    'CacheServerError',
+    'Client',
+    'ServerUnavailable',
+    'Timeout',
+    'Unauthorized',
+    'args_to_key',
+    'full_name',
+]

@@ -1,0 +1,261 @@
+"""A python-diskcache ``Cache`` look-alike backed by a cacheserver."""
+
+import functools
+
+from . import ops, wire
+from .transport import Client
+
+# Marker for "no value", like python-diskcache's ENOVAL.
+ENOVAL = type('ENOVAL', (), {'__repr__': lambda self: 'ENOVAL'})()
+
+# Settings that python-diskcache's Cache.reset can change at run time and
+# the server accepts in PATCH /settings.
+RUNTIME_SETTINGS = frozenset(
+    ['eviction_policy', 'size_limit', 'cull_limit', 'statistics', 'tag_index'])
+
+
+def full_name(func):
+    """``module.qualname`` of a callable, as python-diskcache names memoized
+    functions."""
+    return func.__module__ + '.' + func.__qualname__
+
+
+def args_to_key(base, args, kwargs, typed, ignore):
+    """Build a memoization key the way python-diskcache does, so that keys
+    made here and by python-diskcache are equal.
+
+    The key is ``base`` followed by the positional arguments not in
+    ``ignore`` (by index), a ``None`` separator, then name and value of each
+    keyword argument not in ``ignore``, sorted by name; with ``typed`` the
+    types of those positional and then keyword values follow.
+    """
+    kept_args = tuple(arg for index, arg in enumerate(args) if index not in ignore)
+    key = tuple(base) + kept_args + (None,)
+    kept_kwargs = []
+    if kwargs:
+        kept_kwargs = sorted(
+            (name, value) for name, value in kwargs.items() if name not in ignore)
+        for name, value in kept_kwargs:
+            key += (name, value)
+    if typed:
+        key += tuple(type(arg) for arg in kept_args)
+        if kwargs:
+            key += tuple(type(value) for _, value in kept_kwargs)
+    return key
+
+
+class Cache:
+    """The API of python-diskcache's ``Cache`` over HTTP.
+
+    ``Cache(client)`` is the server's own cache (``/v1``); ``Cache(client,
+    name)`` a named sub-cache (``/v1/caches/<name>``, directory
+    ``cache/<name>`` on the server, as python-diskcache's
+    ``FanoutCache.cache(name)``). ``client`` is a
+    :class:`~diskcache_client.transport.Client` or a server URL.
+
+    Differences from python-diskcache: ``retry`` arguments are accepted and
+    ignored (the client's ``retries`` setting applies to idempotent calls);
+    iteration, ``push``/``pull``/``peek``, ``transact`` and ``expire(now=...)``
+    are not available over HTTP.
+    """
+
+    def __init__(self, client, name=None, **client_options):
+        if isinstance(client, (str, list, tuple)):
+            client = Client(client, **client_options)
+        self._client = client
+        self.name = name
+        if name is None:
+            self._prefix = '/v1'
+        else:
+            if not isinstance(name, str) or not name:
+                raise ValueError('a cache name must be a non-empty str')
+            self._prefix = '/v1/caches/' + wire.path_segment(name.encode('utf-8'))
+
+    def __repr__(self):
+        where = self._client.endpoints[0].url
+        return '<%s %s%s>' % (type(self).__name__, where,
+                              '' if self.name is None else ' name=%r' % self.name)
+
+    @property
+    def client(self):
+        return self._client
+
+    def _run(self, op):
+        return self._client.run(op)
+
+    # -- single keys --------------------------------------------------------
+
+    def set(self, key, value, expire=None, read=False, tag=None, retry=False):
+        """Set ``key`` to ``value``; with ``read`` the value is a binary file
+        whose content is streamed to the server. Return True."""
+        return self._run(ops.set(self._client, self._prefix, key, value, expire, read, tag))
+
+    def __setitem__(self, key, value):
+        self.set(key, value)
+
+    def add(self, key, value, expire=None, read=False, tag=None, retry=False):
+        """Store only if ``key`` has no live item; True if stored."""
+        return self._run(ops.add(self._client, self._prefix, key, value, expire, read, tag))
+
+    def touch(self, key, expire=None, retry=False):
+        """Set a live key's expiry (None: never); True if the key was live."""
+        return self._run(ops.touch(self._client, self._prefix, key, expire))
+
+    def get(self, key, default=None, read=False, expire_time=False, tag=False, retry=False):
+        """The value of ``key`` or ``default``; with ``expire_time``/``tag``
+        a tuple ``(value, expire_time, tag)`` in python-diskcache's shapes;
+        with ``read`` a binary file streaming a bytes value."""
+        return self._run(ops.get(self._client, self._prefix, key, default, read,
+                                 expire_time, tag))
+
+    def __getitem__(self, key):
+        value = self.get(key, ENOVAL)
+        if value is ENOVAL:
+            raise KeyError(key)
+        return value
+
+    def read(self, key, retry=False):
+        """A binary file streaming the value of ``key``; KeyError if missing."""
+        handle = self.get(key, ENOVAL, read=True)
+        if handle is ENOVAL:
+            raise KeyError(key)
+        return handle
+
+    def __contains__(self, key):
+        return self._run(ops.contains(self._client, self._prefix, key))
+
+    def pop(self, key, default=None, expire_time=False, tag=False, retry=False):
+        """Remove ``key`` and return its value (atomic on the server)."""
+        return self._run(ops.pop(self._client, self._prefix, key, default, expire_time, tag))
+
+    def delete(self, key, retry=False):
+        """Delete ``key``; True if it had a live item."""
+        return self._run(ops.delete(self._client, self._prefix, key))
+
+    def __delitem__(self, key):
+        if not self.delete(key):
+            raise KeyError(key)
+
+    def incr(self, key, delta=1, default=0, retry=False):
+        """Atomically add ``delta``; a missing key starts at ``default``
+        (KeyError if ``default`` is None). Return the new value."""
+        return self._run(ops.incr(self._client, self._prefix, key, delta, default))
+
+    def decr(self, key, delta=1, default=0, retry=False):
+        """Atomically subtract ``delta``; see :meth:`incr`."""
+        return self._run(ops.incr(self._client, self._prefix, key, delta, default,
+                                  decrement=True))
+
+    # -- many keys -----------------------------------------------------------
+
+    def get_many(self, keys):
+        """{key: value} for the keys found (one request per shard)."""
+        keys = list(keys)
+        found = self._run(ops.get_many(self._client, self._prefix, keys))
+        return {key: value for key, (hit, value) in zip(keys, found) if hit}
+
+    def set_many(self, mapping, expire=None, tag=None):
+        """Store every item; return the keys that could not be stored."""
+        items = [(key, value, expire, tag) for key, value in mapping.items()]
+        failed = self._run(ops.set_many(self._client, self._prefix, items))
+        return [items[index][0] for index in failed]
+
+    def delete_many(self, keys):
+        """Delete keys; the count that had live items."""
+        return sum(self._run(ops.delete_many(self._client, self._prefix, list(keys))))
+
+    # -- whole cache -----------------------------------------------------------
+
+    def evict(self, tag, retry=False):
+        """Remove every item tagged ``tag``; the count removed."""
+        return self._run(ops.remove(self._client, self._prefix, 'evict',
+                                    wire.set_params(tag=tag)))
+
+    def expire(self, now=None, retry=False):
+        """Remove expired items; the count removed."""
+        if now is not None:
+            raise NotImplementedError('expire(now=...) is not available over HTTP: '
+                                      'the server expires by its own clock')
+        return self._run(ops.remove(self._client, self._prefix, 'expire'))
+
+    def cull(self, retry=False):
+        """Remove expired items, then by eviction policy down to the size
+        limit; the count removed."""
+        return self._run(ops.remove(self._client, self._prefix, 'cull'))
+
+    def clear(self, retry=False):
+        """Remove every item; the count removed."""
+        return self._run(ops.remove(self._client, self._prefix, 'clear'))
+
+    def check(self, fix=False, retry=False):
+        """Check (and with ``fix`` repair) consistency; the warnings found."""
+        return self._run(ops.check_cache(self._client, self._prefix, fix))
+
+    def stats(self, enable=True, reset=False):
+        """``(hits, misses)``; enables or disables counting, optionally
+        resetting the counts after reading them."""
+        return self._run(ops.stats(self._client, self._prefix, enable, reset))
+
+    def volume(self):
+        """Estimated bytes used on disk."""
+        return self._run(ops.info(self._client, self._prefix))['volume']
+
+    def __len__(self):
+        """Count of items, expired ones included (as python-diskcache)."""
+        return self._run(ops.info(self._client, self._prefix))['count']
+
+    def create_tag_index(self):
+        self._run(ops.tag_index(self._client, self._prefix, True))
+
+    def drop_tag_index(self):
+        self._run(ops.tag_index(self._client, self._prefix, False))
+
+    def settings(self):
+        """Every engine setting of the cache, as the server reports them."""
+        return self._run(ops.settings(self._client, self._prefix))
+
+    def reset(self, key, value=ENOVAL, update=True):
+        """Read a setting, or change one of the run-time settings
+        (eviction_policy, size_limit, cull_limit, statistics, tag_index)."""
+        if value is ENOVAL:
+            return self.settings()[key]
+        if key not in RUNTIME_SETTINGS:
+            raise ValueError('%r cannot be changed at run time; run-time settings: %s'
+                             % (key, ', '.join(sorted(RUNTIME_SETTINGS))))
+        return self._run(ops.settings(self._client, self._prefix, {key: value}))[key]
+
+    def memoize(self, name=None, typed=False, expire=None, tag=None, ignore=()):
+        """Memoizing decorator with python-diskcache's ``Cache.memoize``
+        semantics and keys (``args_to_key`` tuples, pickled as keys)."""
+        if callable(name):
+            raise TypeError('name cannot be callable')
+
+        def decorator(func):
+            base = (full_name(func),) if name is None else (name,)
+
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                key = wrapper.__cache_key__(*args, **kwargs)
+                result = self.get(key, default=ENOVAL)
+                if result is ENOVAL:
+                    result = func(*args, **kwargs)
+                    if expire is None or expire > 0:
+                        self.set(key, result, expire, tag=tag)
+                return result
+
+            def __cache_key__(*args, **kwargs):
+                return args_to_key(base, args, kwargs, typed, ignore)
+
+            wrapper.__cache_key__ = __cache_key__
+            return wrapper
+
+        return decorator
+
+    def close(self):
+        """Nothing to close: connections stay pooled for reuse."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

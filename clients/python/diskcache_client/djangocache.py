@@ -1,0 +1,476 @@
+"""Django cache backend for cacheserver: python-diskcache's ``DjangoCache``
+over HTTP.
+
+    CACHES = {
+        'default': {
+            'BACKEND': 'diskcache_client.djangocache.DjangoCache',
+            'LOCATION': 'http://cache:8080',      # or a list of shard URLs
+            'TIMEOUT': 300,
+            'OPTIONS': {'TOKEN_FILE': '/var/run/secrets/diskcache/token'},
+        },
+    }
+
+Everything Django's ``BaseCache`` offers (with Django's semantics, the
+``a*`` async methods on every Django version) plus what python-diskcache's
+``DjangoCache`` adds, with the same signatures and return shapes.
+"""
+
+import functools
+import logging
+import time
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
+
+from . import ops, wire
+from .cache import ENOVAL, Cache, args_to_key, full_name
+from .errors import CacheServerError, ServerUnavailable, Timeout
+from .transport import shared_client
+
+log = logging.getLogger('diskcache_client.djangocache')
+
+PREFIX = '/v1'
+
+# OPTIONS understood here; MAX_ENTRIES and CULL_FREQUENCY belong to Django's
+# BaseCache and are ignored (the server's size limit and eviction policy
+# apply).
+OPTIONS = {
+    'TOKEN': ('token', str),
+    'TOKEN_FILE': ('token_file', str),
+    'SOCKET_TIMEOUT': ('socket_timeout', float),
+    'CONNECT_TIMEOUT': ('connect_timeout', float),
+    'RETRIES': ('retries', int),
+    'RETRY_BACKOFF': ('retry_backoff', float),
+    'CIRCUIT_BREAKER_COOLDOWN': ('cooldown', float),
+    'MAX_IDLE_CONNECTIONS': ('max_idle', int),
+    'IDLE_TIMEOUT': ('idle_ttl', float),
+    'SSL_CONTEXT': ('ssl_context', None),
+}
+OTHER_OPTIONS = {'IGNORE_EXCEPTIONS', 'MAX_ENTRIES', 'CULL_FREQUENCY'}
+
+
+def _locations(location):
+    if isinstance(location, str):
+        # Like Django's memcached backends: "url1;url2" or "url1,url2".
+        parts = location.replace(',', ';').split(';')
+    else:
+        parts = list(location or ())
+    parts = [p.strip() for p in parts if p and p.strip()]
+    if not parts:
+        raise ImproperlyConfigured(
+            "DjangoCache needs LOCATION: a cacheserver URL like 'http://cache:8080' "
+            'or a list of shard URLs')
+    return parts
+
+
+def _client_options(options):
+    unknown = set(options) - set(OPTIONS) - OTHER_OPTIONS
+    if unknown:
+        raise ImproperlyConfigured(
+            'unknown DjangoCache OPTIONS %s; known: %s'
+            % (', '.join(sorted(unknown)), ', '.join(sorted(set(OPTIONS) | OTHER_OPTIONS))))
+    kwargs = {}
+    for name, (kwarg, convert) in OPTIONS.items():
+        if name in options and options[name] is not None:
+            kwargs[kwarg] = convert(options[name]) if convert else options[name]
+    return kwargs
+
+
+class DjangoCache(BaseCache):
+    """Django cache backend talking to cacheserver.
+
+    Failure handling: a server that is busy (HTTP 503 ``timeout``, the
+    counterpart of python-diskcache's ``Timeout``) makes reads return the
+    default and writes return False, as python-diskcache's DjangoCache does.
+    When the server cannot be reached (or answers 5xx) the error is raised,
+    unless ``OPTIONS['IGNORE_EXCEPTIONS']`` is true: then it is logged and
+    the cache behaves as an empty cache that refuses writes (reads return the
+    default, writes False, ``set_many`` every key, ``incr`` None, counts 0).
+    Errors that are the caller's (a value that cannot be pickled, a key the
+    server rejects, ``incr`` of a missing key) are always raised.
+    """
+
+    def __init__(self, location, params):
+        super().__init__(params)
+        options = dict(params.get('OPTIONS') or {})
+        self._ignore_exceptions = bool(options.get('IGNORE_EXCEPTIONS', False))
+        try:
+            self._client = shared_client(_locations(location), **_client_options(options))
+        except ValueError as exc:
+            raise ImproperlyConfigured('DjangoCache: %s' % exc) from exc
+        self.location = location
+
+    # -- plumbing -------------------------------------------------------------
+
+    @property
+    def client(self):
+        """The :class:`~diskcache_client.transport.Client` (shared per process)."""
+        return self._client
+
+    def _key(self, key, version=None):
+        key = self.make_key(key, version=version)
+        if isinstance(key, str):
+            self.validate_key(key)
+        return key
+
+    def _failed(self, exc, fallback, what):
+        """Return ``fallback`` for an error the configuration says to
+        swallow; re-raise anything else."""
+        if isinstance(exc, Timeout):
+            log.warning('cache %s: server busy (%s); treated as a miss/failed write', what, exc)
+            return fallback
+        if self._ignore_exceptions and isinstance(exc, CacheServerError) and (
+                isinstance(exc, ServerUnavailable) or exc.status >= 500):
+            # The breaker logged the failure that opened it: one line per
+            # outage, not one per call while it is open.
+            level = logging.DEBUG if exc.code == 'circuit_open' else logging.WARNING
+            log.log(level, 'cache %s failed, ignored (IGNORE_EXCEPTIONS): %s', what, exc)
+            return fallback
+        raise exc
+
+    def _run(self, op, fallback, what):
+        try:
+            return self._client.run(op)
+        except CacheServerError as exc:
+            return self._failed(exc, fallback, what)
+
+    async def _arun(self, op, fallback, what):
+        try:
+            return await self._client.arun(op)
+        except CacheServerError as exc:
+            return self._failed(exc, fallback, what)
+
+    def get_backend_timeout(self, timeout=DEFAULT_TIMEOUT):
+        """Seconds until expiry for a Django timeout: the default for
+        DEFAULT_TIMEOUT, None for never, -1 for 0 (expire at once)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        elif timeout == 0:
+            timeout = -1
+        return None if timeout is None else timeout
+
+    # -- Django's API -----------------------------------------------------------
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, read=False,
+            tag=None, retry=True):
+        """Store ``value`` unless ``key`` has a live item; True if stored."""
+        key = self._key(key, version)
+        expire = self.get_backend_timeout(timeout)
+        return self._run(ops.add(self._client, PREFIX, key, value, expire, read, tag),
+                         False, 'add')
+
+    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        key = self._key(key, version)
+        expire = self.get_backend_timeout(timeout)
+        return await self._arun(ops.add(self._client, PREFIX, key, value, expire),
+                                False, 'add')
+
+    def get(self, key, default=None, version=None, read=False, expire_time=False,
+            tag=False, retry=False):
+        """The value of ``key`` or ``default``. ``expire_time``/``tag`` return
+        tuples as python-diskcache does; ``read`` returns a binary file
+        streaming a bytes value."""
+        key = self._key(key, version)
+        return self._run(
+            ops.get(self._client, PREFIX, key, default, read, expire_time, tag),
+            ops.shape(default, None, None, expire_time, tag), 'get')
+
+    async def aget(self, key, default=None, version=None):
+        key = self._key(key, version)
+        return await self._arun(ops.get(self._client, PREFIX, key, default), default, 'get')
+
+    def read(self, key, version=None):
+        """A binary file streaming the value of ``key``; KeyError if missing."""
+        handle = self.get(key, ENOVAL, version=version, read=True)
+        if handle is ENOVAL:
+            raise KeyError(key)
+        return handle
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, read=False,
+            tag=None, retry=True):
+        """Store ``value``; with ``read`` the value is a binary file streamed
+        to the server. True if stored."""
+        key = self._key(key, version)
+        expire = self.get_backend_timeout(timeout)
+        return self._run(ops.set(self._client, PREFIX, key, value, expire, read, tag),
+                         False, 'set')
+
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        key = self._key(key, version)
+        expire = self.get_backend_timeout(timeout)
+        return await self._arun(ops.set(self._client, PREFIX, key, value, expire),
+                                False, 'set')
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None, retry=True):
+        """Give a live key a new timeout; True if it was live."""
+        key = self._key(key, version)
+        expire = self.get_backend_timeout(timeout)
+        return self._run(ops.touch(self._client, PREFIX, key, expire), False, 'touch')
+
+    async def atouch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        key = self._key(key, version)
+        expire = self.get_backend_timeout(timeout)
+        return await self._arun(ops.touch(self._client, PREFIX, key, expire), False, 'touch')
+
+    def pop(self, key, default=None, version=None, expire_time=False, tag=False,
+            retry=True):
+        """Remove ``key`` and return its value or ``default`` (atomic)."""
+        key = self._key(key, version)
+        return self._run(ops.pop(self._client, PREFIX, key, default, expire_time, tag),
+                         ops.shape(default, None, None, expire_time, tag), 'pop')
+
+    def delete(self, key, version=None, retry=True):
+        """Delete ``key``; True if it had a live item."""
+        key = self._key(key, version)
+        return self._run(ops.delete(self._client, PREFIX, key), False, 'delete')
+
+    async def adelete(self, key, version=None):
+        key = self._key(key, version)
+        return await self._arun(ops.delete(self._client, PREFIX, key), False, 'delete')
+
+    def incr(self, key, delta=1, version=None, default=None, retry=True):
+        """Add ``delta`` atomically on the server and return the new value.
+        ValueError if the key is missing and ``default`` is None; otherwise
+        a missing key starts at ``default``."""
+        made = self._key(key, version)
+        try:
+            return self._run(ops.incr(self._client, PREFIX, made, delta, default),
+                             None, 'incr')
+        except KeyError:
+            raise ValueError("Key '%s' not found" % key) from None
+
+    async def aincr(self, key, delta=1, version=None, default=None):
+        made = self._key(key, version)
+        try:
+            return await self._arun(ops.incr(self._client, PREFIX, made, delta, default),
+                                    None, 'incr')
+        except KeyError:
+            raise ValueError("Key '%s' not found" % key) from None
+
+    def decr(self, key, delta=1, version=None, default=None, retry=True):
+        """Subtract ``delta`` atomically; see :meth:`incr`."""
+        return self.incr(key, -delta, version, default, retry)
+
+    async def adecr(self, key, delta=1, version=None, default=None):
+        return await self.aincr(key, -delta, version, default)
+
+    def has_key(self, key, version=None):
+        """True if ``key`` has a live item."""
+        key = self._key(key, version)
+        return self._run(ops.contains(self._client, PREFIX, key), False, 'has_key')
+
+    async def ahas_key(self, key, version=None):
+        key = self._key(key, version)
+        return await self._arun(ops.contains(self._client, PREFIX, key), False, 'has_key')
+
+    def _made_keys(self, keys, version):
+        keys = list(keys)
+        return keys, [self._key(k, version) for k in keys]
+
+    def get_many(self, keys, version=None):
+        """{key: value} of the keys found, in one request per shard."""
+        keys, made = self._made_keys(keys, version)
+        found = self._run(ops.get_many(self._client, PREFIX, made), [], 'get_many')
+        return {key: value for key, (hit, value) in zip(keys, found) if hit}
+
+    async def aget_many(self, keys, version=None):
+        keys, made = self._made_keys(keys, version)
+        found = await self._arun(ops.get_many(self._client, PREFIX, made), [], 'get_many')
+        return {key: value for key, (hit, value) in zip(keys, found) if hit}
+
+    def _many_items(self, data, timeout, version):
+        expire = self.get_backend_timeout(timeout)
+        keys = list(data)
+        items = [(self._key(k, version), data[k], expire, None) for k in keys]
+        return keys, items
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        """Store every item in one request per shard; return the keys that
+        failed."""
+        keys, items = self._many_items(data, timeout, version)
+        failed = self._run(ops.set_many(self._client, PREFIX, items), None, 'set_many')
+        return list(keys) if failed is None else [keys[i] for i in failed]
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        keys, items = self._many_items(data, timeout, version)
+        failed = await self._arun(ops.set_many(self._client, PREFIX, items), None, 'set_many')
+        return list(keys) if failed is None else [keys[i] for i in failed]
+
+    def delete_many(self, keys, version=None):
+        """Delete keys in one request per shard."""
+        _, made = self._made_keys(keys, version)
+        self._run(ops.delete_many(self._client, PREFIX, made), None, 'delete_many')
+
+    async def adelete_many(self, keys, version=None):
+        _, made = self._made_keys(keys, version)
+        await self._arun(ops.delete_many(self._client, PREFIX, made), None, 'delete_many')
+
+    def get_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
+        """The value of ``key``; if missing, store ``default`` (called first
+        if callable, and stored even when None) with add() and return what
+        the cache then holds."""
+        value = self.get(key, self._missing_key, version=version)
+        if value is self._missing_key:
+            if callable(default):
+                default = default()
+            self.add(key, default, timeout=timeout, version=version)
+            # Another client may have won the add(): return what is stored.
+            return self.get(key, default, version=version)
+        return value
+
+    async def aget_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
+        value = await self.aget(key, self._missing_key, version=version)
+        if value is self._missing_key:
+            if callable(default):
+                default = default()
+            await self.aadd(key, default, timeout=timeout, version=version)
+            return await self.aget(key, default, version=version)
+        return value
+
+    @staticmethod
+    def _remaining(expire_time):
+        """The timeout that keeps an absolute expiry (-1 if already past)."""
+        if expire_time is None:
+            return None
+        remaining = expire_time - time.time()
+        return remaining if remaining > 0 else -1
+
+    def incr_version(self, key, delta=1, version=None):
+        """Move ``key`` to version ``version + delta`` keeping its value,
+        remaining timeout and tag; return the new version. ValueError if
+        missing."""
+        if version is None:
+            version = self.version
+        value, expire_time, tag = self.get(key, self._missing_key, version=version,
+                                           expire_time=True, tag=True)
+        if value is self._missing_key:
+            raise ValueError("Key '%s' not found" % key)
+        self.set(key, value, timeout=self._remaining(expire_time), version=version + delta,
+                 tag=tag)
+        self.delete(key, version=version)
+        return version + delta
+
+    async def aincr_version(self, key, delta=1, version=None):
+        if version is None:
+            version = self.version
+        old = self._key(key, version)
+        value, expire_time, tag = await self._arun(
+            ops.get(self._client, PREFIX, old, self._missing_key, False, True, True),
+            (self._missing_key, None, None), 'get')
+        if value is self._missing_key:
+            raise ValueError("Key '%s' not found" % key)
+        new = self._key(key, version + delta)
+        await self._arun(ops.set(self._client, PREFIX, new, value,
+                                 self._remaining(expire_time), False, tag), False, 'set')
+        await self._arun(ops.delete(self._client, PREFIX, old), False, 'delete')
+        return version + delta
+
+    def decr_version(self, key, delta=1, version=None):
+        return self.incr_version(key, -delta, version)
+
+    async def adecr_version(self, key, delta=1, version=None):
+        return await self.aincr_version(key, -delta, version)
+
+    def clear(self):
+        """Remove every item of the server's cache (named caches are not
+        touched); the count removed."""
+        return self._run(ops.remove(self._client, PREFIX, 'clear'), 0, 'clear')
+
+    async def aclear(self):
+        return await self._arun(ops.remove(self._client, PREFIX, 'clear'), 0, 'clear')
+
+    def close(self, **kwargs):
+        """Called by Django after every request: nothing to do, the
+        connections stay pooled for the next one."""
+
+    async def aclose(self, **kwargs):
+        """Close the pooled connections of the running event loop."""
+        await self._client.aclose()
+
+    # -- python-diskcache's additions ---------------------------------------------
+
+    def expire(self):
+        """Remove expired items; the count removed."""
+        return self._run(ops.remove(self._client, PREFIX, 'expire'), 0, 'expire')
+
+    def cull(self):
+        """Remove expired items, then by eviction policy down to the size
+        limit; the count removed."""
+        return self._run(ops.remove(self._client, PREFIX, 'cull'), 0, 'cull')
+
+    def evict(self, tag):
+        """Remove every item tagged ``tag``; the count removed."""
+        return self._run(ops.remove(self._client, PREFIX, 'evict', wire.set_params(tag=tag)),
+                         0, 'evict')
+
+    def stats(self, enable=True, reset=False):
+        """``(hits, misses)``; ``enable`` turns counting on or off, ``reset``
+        zeroes the counts after reading them."""
+        return self._run(ops.stats(self._client, PREFIX, enable, reset), (0, 0), 'stats')
+
+    def create_tag_index(self):
+        """Create the tag index (makes evict fast)."""
+        self._client.run(ops.tag_index(self._client, PREFIX, True))
+
+    def drop_tag_index(self):
+        """Drop the tag index."""
+        self._client.run(ops.tag_index(self._client, PREFIX, False))
+
+    def cache(self, name):
+        """The named cache ``name`` (directory ``cache/<name>`` on the
+        server), with python-diskcache's ``Cache`` API."""
+        return Cache(self._client, name)
+
+    def deque(self, name, maxlen=None):
+        """Not available yet: the server's deque routes are being written."""
+        # The implementation will live in its own module (a Deque class over
+        # /v1/deques/{name}/..., using transport.Client and wire's record
+        # streams) and be returned from here.
+        raise NotImplementedError(
+            'DjangoCache.deque() is not available yet: cacheserver has no '
+            '/v1/deques routes in this version')
+
+    def index(self, name):
+        """Not available yet: the server's index routes are being written."""
+        # Like deque(): an Index class in its own module over
+        # /v1/indexes/{name}/....
+        raise NotImplementedError(
+            'DjangoCache.index() is not available yet: cacheserver has no '
+            '/v1/indexes routes in this version')
+
+    def memoize(self, name=None, timeout=DEFAULT_TIMEOUT, version=None, typed=False,
+                tag=None, ignore=()):
+        """Memoizing decorator, as python-diskcache's ``DjangoCache.memoize``:
+        the key is ``args_to_key(...)`` passed through ``make_key`` (so with
+        the default key function ``':1:(...)'``, the same str
+        python-diskcache stores); a timeout of 0 or less looks results up but
+        never stores them. ``wrapper.__cache_key__(*args, **kwargs)`` gives
+        the key before ``make_key``."""
+        if callable(name):
+            raise TypeError('name cannot be callable')
+
+        def decorator(func):
+            base = (full_name(func),) if name is None else (name,)
+
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                key = self.make_key(wrapper.__cache_key__(*args, **kwargs), version=version)
+                # No validate_key: tuple reprs have spaces, and python-diskcache
+                # uses these keys as they are.
+                result = self._run(ops.get(self._client, PREFIX, key, ENOVAL), ENOVAL, 'get')
+                if result is ENOVAL:
+                    result = func(*args, **kwargs)
+                    if timeout is None or timeout is DEFAULT_TIMEOUT or timeout > 0:
+                        expire = self.get_backend_timeout(timeout)
+                        self._run(ops.set(self._client, PREFIX, key, result, expire,
+                                          False, tag), False, 'set')
+                return result
+
+            def __cache_key__(*args, **kwargs):
+                return args_to_key(base, args, kwargs, typed, ignore)
+
+            wrapper.__cache_key__ = __cache_key__
+            return wrapper
+
+        return decorator
+

@@ -1,0 +1,71 @@
+"""Exceptions raised by diskcache_client."""
+
+import json
+
+
+class CacheServerError(Exception):
+    """An error answered by a cacheserver, or failing to reach one.
+
+    ``status`` is the HTTP status (0 when no answer came), ``code`` the
+    server's error code (``not_found``, ``bad_key``, ``timeout``, ...) and
+    ``message`` its explanation.
+    """
+
+    def __init__(self, message, status=0, code='', url=''):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.url = url
+
+    def __str__(self):
+        parts = []
+        if self.url:
+            parts.append(self.url)
+        if self.status:
+            parts.append('%d %s' % (self.status, self.code))
+        parts.append(self.message)
+        return ': '.join(parts)
+
+
+class ServerUnavailable(CacheServerError, ConnectionError):
+    """The server could not be reached (refused, reset, timed out), answered
+    that it is unavailable, or is within the circuit breaker's cool-down
+    after such a failure."""
+
+
+class Timeout(CacheServerError):
+    """The server's database stayed busy (HTTP 503, code ``timeout``): the
+    counterpart of python-diskcache's ``diskcache.Timeout``. For the bulk
+    removals (evict, expire, cull, clear) ``removed`` counts the items removed
+    before the database gave up."""
+
+    def __init__(self, message, status=503, code='timeout', url='', removed=0):
+        super().__init__(message, status, code, url)
+        self.removed = removed
+
+
+class Unauthorized(CacheServerError):
+    """The bearer token is missing or wrong (HTTP 401)."""
+
+
+def error_from_response(status, body, url=''):
+    """Build the exception for an error answer."""
+    code, message = '', ''
+    try:
+        doc = json.loads(body) if body else {}
+        if isinstance(doc, dict):
+            code = str(doc.get('error', ''))
+            message = str(doc.get('message', ''))
+    except (ValueError, UnicodeDecodeError):
+        doc = {}
+    if not code:
+        message = (body or b'').decode('utf-8', 'replace').strip()[:500] or 'HTTP %d' % status
+    if status == 503 and code == 'timeout':
+        removed = doc.get('removed', 0) if isinstance(doc, dict) else 0
+        return Timeout(message, status, code, url, removed=removed)
+    if status == 503:
+        return ServerUnavailable(message, status, code or 'unavailable', url)
+    if status == 401:
+        return Unauthorized(message, status, code or 'unauthorized', url)
+    return CacheServerError(message, status, code, url)

@@ -1,0 +1,346 @@
+"""Cache operations as I/O-free generators.
+
+Each operation yields a :class:`~diskcache_client.transport.Request` (or a
+list of them, one per shard, answered in order) and receives the matching
+:class:`~diskcache_client.transport.Response` (or list); its return value is
+the operation's result. :meth:`Client.run` and :meth:`Client.arun` drive
+them over blocking sockets or asyncio. ``c`` is the
+:class:`~diskcache_client.transport.Client` (for key-to-shard routing) and
+``prefix`` the escaped path of the addressed cache: ``/v1`` for the server's
+cache, ``/v1/caches/<name>`` for a named cache.
+"""
+
+import json
+from collections import defaultdict
+
+from . import wire
+from .errors import Timeout, error_from_response
+from .transport import Request
+
+# Keys per batch request (the server accepts up to 10000).
+BATCH_SIZE = 1000
+
+_VALUE_TYPE = wire.HEADER_VALUE_TYPE
+
+
+def check(resp, *ok):
+    """Raise the error an answer carries unless its status is in ``ok``
+    (default: any 2xx)."""
+    if (resp.status in ok) if ok else (200 <= resp.status < 300):
+        return resp
+    raise error_from_response(resp.status, resp.body, resp.url)
+
+
+def _json(resp):
+    check(resp)
+    return json.loads(resp.body) if resp.body else {}
+
+
+def _is_miss(resp):
+    """A 404 that means "no such key". A 404 for a route the server does not
+    have is raised instead of being taken for a miss."""
+    if resp.status != 404:
+        return False
+    err = error_from_response(resp.status, resp.body, resp.url)
+    if err.message.startswith('no route'):
+        raise err
+    return True
+
+
+def shape(value, expire_time, tag, want_expire_time, want_tag):
+    """python-diskcache's result shapes for get and pop."""
+    if want_expire_time and want_tag:
+        return value, expire_time, tag
+    if want_expire_time:
+        return value, expire_time
+    if want_tag:
+        return value, tag
+    return value
+
+
+def key_request(c, prefix, key, method, suffix='', params=(), **kwargs):
+    """A request addressing one key: ``{prefix}/keys/{key}{suffix}``."""
+    kind, raw = wire.encode_key(key)
+    query = list(params)
+    if kind != 'text':
+        query.insert(0, ('kt', kind))
+    return Request(method, prefix + '/keys/' + wire.path_segment(raw) + suffix,
+                   query=wire.build_query(query), shard=c.shard_of(raw), **kwargs)
+
+
+def _item(resp, read=False):
+    """Decode a single-item answer: (value, expire_time, tag)."""
+    value_type = resp.header(_VALUE_TYPE, 'bytes')
+    if resp.stream is not None:
+        if read and value_type == 'bytes':
+            value = resp.stream
+        else:
+            with resp.stream as stream:
+                value = wire.decode_value(value_type, stream.read())
+    else:
+        value = wire.decode_value(value_type, resp.body)
+    return (value, wire.expire_time_from_headers(resp.headers),
+            wire.tag_from_headers(resp.headers))
+
+
+# -- single keys --------------------------------------------------------------
+
+def get(c, prefix, key, default=None, read=False, expire_time=False, tag=False):
+    resp = yield key_request(c, prefix, key, 'GET', idempotent=True, stream=read)
+    if _is_miss(resp):
+        return shape(default, None, None, expire_time, tag)
+    check(resp)
+    value, exp, tg = _item(resp, read)
+    return shape(value, exp, tg, expire_time, tag)
+
+
+def contains(c, prefix, key):
+    resp = yield key_request(c, prefix, key, 'HEAD', idempotent=True)
+    if _is_miss(resp):
+        return False
+    check(resp)
+    return True
+
+
+def _value_request(c, prefix, key, method, suffix, value, expire, read, tag, idempotent):
+    if read:
+        value_type, body = 'bytes', wire.iter_file(value)
+    else:
+        value_type, body = wire.encode_value(value)
+    return key_request(c, prefix, key, method, suffix, wire.set_params(expire, tag),
+                       headers={_VALUE_TYPE: value_type}, body=body,
+                       idempotent=idempotent)
+
+
+def set(c, prefix, key, value, expire=None, read=False, tag=None):  # pylint: disable=redefined-builtin
+    resp = yield _value_request(c, prefix, key, 'PUT', '', value, expire, read, tag, True)
+    check(resp)
+    return True
+
+
+def add(c, prefix, key, value, expire=None, read=False, tag=None):
+    resp = yield _value_request(c, prefix, key, 'POST', '/add', value, expire, read, tag, False)
+    return bool(_json(resp).get('added'))
+
+
+def touch(c, prefix, key, expire=None):
+    resp = yield key_request(c, prefix, key, 'POST', '/touch', wire.set_params(expire),
+                             idempotent=True)
+    return bool(_json(resp).get('touched'))
+
+
+def delete(c, prefix, key):
+    resp = yield key_request(c, prefix, key, 'DELETE', idempotent=True)
+    return bool(_json(resp).get('deleted'))
+
+
+def pop(c, prefix, key, default=None, expire_time=False, tag=False):
+    resp = yield key_request(c, prefix, key, 'POST', '/pop')
+    if _is_miss(resp):
+        return shape(default, None, None, expire_time, tag)
+    check(resp)
+    value, exp, tg = _item(resp)
+    return shape(value, exp, tg, expire_time, tag)
+
+
+def incr(c, prefix, key, delta=1, default=0, decrement=False):
+    """Atomic increment on the server. A missing key starts at ``default``;
+    ``default=None`` makes a missing key raise KeyError. A non-numeric value
+    raises TypeError; leaving 64 bits raises OverflowError."""
+    params = [('delta', wire.format_number(delta)),
+              ('default', 'none' if default is None else wire.format_number(default))]
+    resp = yield key_request(c, prefix, key, 'POST', '/decr' if decrement else '/incr', params)
+    if _is_miss(resp):
+        raise KeyError(key)
+    if resp.status == 409:
+        err = error_from_response(resp.status, resp.body, resp.url)
+        if err.code == 'overflow':
+            raise OverflowError('incr of %r: %s' % (key, err.message))
+        raise TypeError('cannot incr/decr %r: %s' % (key, err.message))
+    check(resp)
+    return _item(resp)[0]
+
+
+# -- batches --------------------------------------------------------------------
+
+def _by_shard(c, keys):
+    """Chunks of (shard, [(index, key)]) of at most BATCH_SIZE keys."""
+    groups = defaultdict(list)
+    for index, key in enumerate(keys):
+        groups[c.shard_of(wire.encode_key(key)[1])].append((index, key))
+    chunks = []
+    for shard in sorted(groups):
+        items = groups[shard]
+        for start in range(0, len(items), BATCH_SIZE):
+            chunks.append((shard, items[start:start + BATCH_SIZE]))
+    return chunks
+
+
+def get_many(c, prefix, keys):
+    """[(found, value)] per key, in order."""
+    keys = list(keys)
+    chunks = _by_shard(c, keys)
+    if not chunks:
+        return []
+    resps = yield [
+        Request('POST', prefix + '/batch/get', shard=shard, idempotent=True,
+                headers={'Content-Type': 'application/json'},
+                body=wire.keys_body([k for _, k in items]))
+        for shard, items in chunks
+    ]
+    results = [(False, None)] * len(keys)
+    for (shard, items), resp in zip(chunks, resps):
+        check(resp)
+        records = list(wire.iter_records(resp.body))
+        if len(records) != len(items):
+            raise ValueError('batch get answered %d records for %d keys'
+                             % (len(records), len(items)))
+        for (index, _), (header, data) in zip(items, records):
+            if header.get('found', True) and header.get('type'):
+                results[index] = (True, wire.decode_value(header['type'], data))
+    return results
+
+
+def set_many(c, prefix, items):
+    """Store ``[(key, value, expire, tag)]``; return the indexes that failed.
+
+    Values are encoded before anything is sent, so pickling errors reach the
+    caller with nothing stored.
+    """
+    items = list(items)
+    records = [wire.set_record(key, value, expire, tag) for key, value, expire, tag in items]
+    chunks = _by_shard(c, [item[0] for item in items])
+    if not chunks:
+        return []
+    resps = yield [
+        Request('POST', prefix + '/batch/set', shard=shard, idempotent=True,
+                headers={'Content-Type': wire.RECORDS_CONTENT_TYPE},
+                body=b''.join(records[index] for index, _ in chunk))
+        for shard, chunk in chunks
+    ]
+    failed = []
+    for (shard, chunk), resp in zip(chunks, resps):
+        for failure in _json(resp).get('failed') or ():
+            failed.append(chunk[failure['index']][0])
+    return sorted(failed)
+
+
+def delete_many(c, prefix, keys):
+    """[deleted] per key, in order."""
+    keys = list(keys)
+    chunks = _by_shard(c, keys)
+    if not chunks:
+        return []
+    resps = yield [
+        Request('POST', prefix + '/batch/delete', shard=shard, idempotent=True,
+                headers={'Content-Type': 'application/json'},
+                body=wire.keys_body([k for _, k in items]))
+        for shard, items in chunks
+    ]
+    results = [False] * len(keys)
+    for (shard, items), resp in zip(chunks, resps):
+        deleted = _json(resp).get('deleted') or []
+        for (index, _), flag in zip(items, deleted):
+            results[index] = bool(flag)
+    return results
+
+
+# -- whole-cache operations -------------------------------------------------------
+
+def _everywhere(c, method, path, query='', **kwargs):
+    return [Request(method, path, query=query, shard=shard, **kwargs)
+            for shard in range(c.shards)]
+
+
+def remove(c, prefix, what, params=()):
+    """evict/expire/cull/clear on every shard; the count removed.
+
+    Like python-diskcache's FanoutCache, a shard whose database stays busy
+    part way (503 ``timeout`` with a ``removed`` count) is asked again, the
+    counts adding up, for as long as it makes progress; without progress it
+    gets ``c.retries`` more tries, then :class:`Timeout` is raised (its
+    ``removed`` counting everything removed so far).
+    """
+    query = wire.build_query(params)
+    pending = list(range(c.shards))
+    total = 0
+    stalls = 0
+    while pending:
+        resps = yield [Request('POST', prefix + '/' + what, query=query, shard=shard,
+                               idempotent=True, retry_unavailable=False)
+                       for shard in pending]
+        again = []
+        progress = False
+        last = None
+        for shard, resp in zip(pending, resps):
+            if resp.status == 503:
+                err = error_from_response(resp.status, resp.body, resp.url)
+                if isinstance(err, Timeout):
+                    total += err.removed
+                    progress = progress or err.removed > 0
+                    again.append(shard)
+                    last = err
+                    continue
+                raise err
+            total += int(_json(resp).get('removed', 0))
+        if again and not progress:
+            stalls += 1
+            if stalls > c.retries:
+                raise Timeout(last.message, url=last.url, removed=total)
+        pending = again
+    return total
+
+
+def stats(c, prefix, enable=True, reset=False):
+    params = [('enable', 'true' if enable else 'false'), ('reset', 'true' if reset else 'false')]
+    resps = yield _everywhere(c, 'POST', prefix + '/stats', wire.build_query(params))
+    hits = misses = 0
+    for resp in resps:
+        doc = _json(resp)
+        hits += int(doc.get('hits', 0))
+        misses += int(doc.get('misses', 0))
+    return hits, misses
+
+
+def info(c, prefix):
+    """{'count', 'volume', 'settings'} added up over the shards."""
+    resps = yield _everywhere(c, 'GET', prefix + '/info', idempotent=True)
+    out = {'count': 0, 'volume': 0, 'settings': {}}
+    for resp in resps:
+        doc = _json(resp)
+        out['count'] += int(doc.get('count', 0))
+        out['volume'] += int(doc.get('volume', 0))
+        if not out['settings']:
+            out['settings'] = doc.get('settings') or {}
+    return out
+
+
+def check_cache(c, prefix, fix=False):
+    query = wire.build_query([('fix', 'true' if fix else 'false')])
+    resps = yield _everywhere(c, 'POST', prefix + '/check', query, idempotent=not fix)
+    warnings = []
+    for resp in resps:
+        warnings.extend(_json(resp).get('warnings') or [])
+    return warnings
+
+
+def tag_index(c, prefix, create):
+    resps = yield _everywhere(c, 'PUT' if create else 'DELETE', prefix + '/tag-index',
+                              idempotent=True)
+    for resp in resps:
+        check(resp)
+
+
+def settings(c, prefix, changes=None):
+    """Read the settings (first shard), or change runtime settings on every
+    shard and return them."""
+    if changes is None:
+        (resp,) = yield [Request('GET', prefix + '/settings', shard=0, idempotent=True)]
+        return _json(resp)
+    body = json.dumps(changes).encode('utf-8')
+    resps = yield _everywhere(c, 'PATCH', prefix + '/settings', idempotent=True,
+                              headers={'Content-Type': 'application/json'}, body=body)
+    result = {}
+    for resp in resps:
+        result = _json(resp)
+    return result

@@ -1,0 +1,298 @@
+"""The cacheserver wire format: how keys, values and tags travel.
+
+This module does no I/O. It mirrors ``cacheserver/wire`` on the Go side:
+
+* A key is one URL path segment (percent-encoded, ``/`` included) plus its
+  kind in ``?kt=`` (``text`` when absent, ``bytes``, ``int``, ``float`` or
+  ``pickle``). Keys are mapped to kinds the way python-diskcache's ``Disk.put``
+  stores them, so that a directory written by python-diskcache reads back
+  under the same Python keys: ``str`` is text, ``bytes`` is bytes, ``int``
+  within 64 bits is int, ``float`` is float and anything else is pickled
+  (highest protocol, ``pickletools.optimize``-d, exactly as python-diskcache
+  does, so that pickled keys compare equal byte for byte).
+* A value is the raw request/response body with its type in the
+  ``Diskcache-Value-Type`` header: ``int`` (not ``bool``) and ``float`` travel
+  as decimal numbers so the server can ``incr``/``decr`` them atomically,
+  ``str`` as UTF-8 ``text``, ``bytes`` as ``bytes`` and everything else as a
+  ``pickle`` (highest protocol) that only the client ever loads.
+* Tags are ``str``, ``bytes``, ``int`` or ``float`` (``None`` means no tag).
+* Batch requests and responses use the record stream: one JSON header line
+  followed by exactly ``len`` raw value bytes, repeated.
+"""
+
+import base64
+import json
+import pickle
+import pickletools
+from urllib.parse import quote, unquote_to_bytes
+
+INT64_MIN = -(2 ** 63)
+INT64_MAX = 2 ** 63 - 1
+
+HEADER_VALUE_TYPE = 'Diskcache-Value-Type'
+HEADER_EXPIRE_TIME = 'Diskcache-Expire-Time'
+HEADER_TAG = 'Diskcache-Tag'
+HEADER_TAG_TYPE = 'Diskcache-Tag-Type'
+HEADER_KEY = 'Diskcache-Key'
+HEADER_KEY_TYPE = 'Diskcache-Key-Type'
+
+RECORDS_CONTENT_TYPE = 'application/x-diskcache-records'
+
+PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def _is_int64(value):
+    return INT64_MIN <= value <= INT64_MAX
+
+
+def format_float(value):
+    """Write a float so that Go's ParseFloat and Python's float() agree."""
+    # repr() gives the shortest round-tripping form ('0.1', '1e+16', 'inf',
+    # 'nan'); Go's strconv.ParseFloat reads all of them.
+    return repr(float(value))
+
+
+def format_number(value):
+    """Write an int or float for a query parameter or a number body."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format_float(value)
+    raise TypeError('expected an int or float, got %s' % type(value).__name__)
+
+
+def encode_key(key):
+    """Return ``(kind, raw_bytes)`` for a Python key."""
+    # pylint: disable=unidiomatic-typecheck
+    kind = type(key)
+    if kind is str:
+        return 'text', key.encode('utf-8')
+    if kind is bytes:
+        return 'bytes', key
+    if kind is int and _is_int64(key):
+        return 'int', str(key).encode('ascii')
+    if kind is float:
+        return 'float', format_float(key).encode('ascii')
+    data = pickle.dumps(key, protocol=PICKLE_PROTOCOL)
+    return 'pickle', pickletools.optimize(data)
+
+
+def decode_key(raw, kind):
+    """Inverse of :func:`encode_key` (``raw`` is bytes)."""
+    if kind in ('', 'text', None):
+        return raw.decode('utf-8')
+    if kind == 'bytes':
+        return bytes(raw)
+    if kind == 'int':
+        return int(raw)
+    if kind == 'float':
+        return float(raw)
+    if kind == 'pickle':
+        return pickle.loads(raw)
+    raise ValueError('unknown key kind %r' % kind)
+
+
+def path_segment(raw):
+    """Percent-encode bytes as exactly one URL path segment.
+
+    Everything but unreserved characters is escaped, including ``/``; dots
+    are escaped too so that keys like ``.`` and ``..`` are not taken as
+    relative path segments.
+    """
+    return quote(raw, safe='').replace('.', '%2E')
+
+
+def query_value(raw):
+    """Percent-encode str or bytes for a query string."""
+    if isinstance(raw, str):
+        raw = raw.encode('utf-8')
+    return quote(raw, safe='')
+
+
+def build_query(params):
+    """Build a query string from ``(name, value)`` pairs (values str/bytes)."""
+    return '&'.join('%s=%s' % (name, query_value(value)) for name, value in params)
+
+
+def encode_value(value):
+    """Return ``(value_type, body_bytes)`` for a Python value.
+
+    Pickling errors propagate to the caller.
+    """
+    # pylint: disable=unidiomatic-typecheck
+    kind = type(value)
+    if kind is bytes:
+        return 'bytes', value
+    if kind is str:
+        try:
+            return 'text', value.encode('utf-8')
+        except UnicodeEncodeError:
+            # Lone surrogates are not UTF-8: keep the exact str as a pickle.
+            pass
+    elif kind is int and _is_int64(value):
+        return 'int', str(value).encode('ascii')
+    elif kind is float:
+        return 'float', format_float(value).encode('ascii')
+    return 'pickle', pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+
+
+def decode_value(value_type, body):
+    """Turn a body of the given ``Diskcache-Value-Type`` into a Python value."""
+    if value_type in ('bytes', '', None):
+        return bytes(body)
+    if value_type == 'text':
+        return bytes(body).decode('utf-8')
+    if value_type == 'int':
+        return int(body)
+    if value_type == 'float':
+        return float(body)
+    if value_type == 'pickle':
+        return pickle.loads(body)
+    raise ValueError('unknown value type %r' % value_type)
+
+
+def encode_tag(tag):
+    """Return ``(kind, raw_bytes)`` for a tag; ``None`` gives ``(None, None)``."""
+    # pylint: disable=unidiomatic-typecheck
+    if tag is None:
+        return None, None
+    kind = type(tag)
+    if kind is str:
+        return 'text', tag.encode('utf-8')
+    if kind is bytes:
+        return 'bytes', tag
+    if kind is int and _is_int64(tag):
+        return 'int', str(tag).encode('ascii')
+    if kind is float:
+        return 'float', format_float(tag).encode('ascii')
+    raise TypeError(
+        'a tag must be str, bytes, int (64-bit) or float, not %s'
+        % type(tag).__name__
+    )
+
+
+def decode_tag(raw, kind):
+    """Inverse of :func:`encode_tag`."""
+    if kind == 'none':
+        return None
+    return decode_key(raw, kind or 'text')
+
+
+# The server turns ?expire= into a Go time.Duration (int64 nanoseconds),
+# which overflows past about 292 years: an expire of 1e10 seconds would be
+# stored as already expired. Longer expiries are sent as this (~291 years).
+MAX_EXPIRE_SECONDS = 9.2e9
+
+
+def clamp_expire(expire):
+    """``expire`` in seconds, bounded to what the server can represent."""
+    expire = float(expire)
+    return max(-MAX_EXPIRE_SECONDS, min(MAX_EXPIRE_SECONDS, expire))
+
+
+def set_params(expire=None, tag=None):
+    """Query parameters of set/add: ``expire`` (seconds) and ``tag``."""
+    params = []
+    if expire is not None:
+        params.append(('expire', format_float(clamp_expire(expire))))
+    kind, raw = encode_tag(tag)
+    if kind is not None:
+        params.append(('tag', raw))
+        if kind != 'text':
+            params.append(('tt', kind))
+    return params
+
+
+def tag_from_headers(headers):
+    """Read the tag of a single-item response (``None`` if it has none)."""
+    raw = headers.get(HEADER_TAG.lower())
+    kind = headers.get(HEADER_TAG_TYPE.lower())
+    if raw is None and kind is None:
+        return None
+    return decode_tag(unquote_to_bytes(raw or ''), kind or 'text')
+
+
+def expire_time_from_headers(headers):
+    """Read the absolute expiry (epoch seconds) of a response, or None."""
+    value = headers.get(HEADER_EXPIRE_TIME.lower())
+    return None if value in (None, '') else float(value)
+
+
+def key_json(key):
+    """Encode a key the way JSON bodies and record headers carry it."""
+    kind, raw = encode_key(key)
+    return _raw_json(kind, raw, 'key', 'kt')
+
+
+def _raw_json(kind, raw, name, kind_name):
+    if kind == 'text':
+        return {name: raw.decode('utf-8')}
+    if kind in ('bytes', 'pickle'):
+        return {name: base64.b64encode(raw).decode('ascii'), kind_name: kind}
+    return {name: raw.decode('ascii'), kind_name: kind}
+
+
+def keys_body(keys):
+    """JSON body of batch get and batch delete."""
+    return json.dumps({'keys': [key_json(k) for k in keys]}).encode('utf-8')
+
+
+def record(header, value):
+    """One record of a record stream (``header`` gets ``len``)."""
+    header = dict(header, len=len(value))
+    line = json.dumps(header, separators=(',', ':')).encode('utf-8')
+    return line + b'\n' + value
+
+
+def set_record(key, value, expire=None, tag=None):
+    """A batch set record for one item; pickling errors propagate."""
+    header = key_json(key)
+    value_type, body = encode_value(value)
+    header['type'] = value_type
+    if expire is not None:
+        header['expire'] = clamp_expire(expire)
+    tag_kind, tag_raw = encode_tag(tag)
+    if tag_kind is not None:
+        header.update(_raw_json(tag_kind, tag_raw, 'tag', 'tt'))
+    return record(header, body)
+
+
+def iter_records(body):
+    """Iterate ``(header, value_bytes)`` over a record stream held in bytes."""
+    view = memoryview(body)
+    pos, end = 0, len(body)
+    while pos < end:
+        newline = body.find(b'\n', pos)
+        if newline < 0:
+            raise ValueError('record stream: header without newline')
+        header = json.loads(bytes(view[pos:newline]))
+        length = header.get('len', 0)
+        start = newline + 1
+        if start + length > end:
+            raise ValueError('record stream: value shorter than its len')
+        yield header, bytes(view[start:start + length])
+        pos = start + length
+
+
+def record_tag(header):
+    """The tag of a record header, or None."""
+    if 'tag' not in header:
+        return None
+    kind = header.get('tt') or 'text'
+    raw = header['tag']
+    if kind == 'bytes':
+        return base64.b64decode(raw)
+    return decode_key(raw.encode('utf-8'), kind)
+
+
+def iter_file(fileobj, chunk_size=1 << 16):
+    """Yield the bytes of a file-like object (str chunks as UTF-8)."""
+    while True:
+        chunk = fileobj.read(chunk_size)
+        if not chunk:
+            return
+        if isinstance(chunk, str):
+            chunk = chunk.encode('utf-8')
+        yield bytes(chunk)

@@ -1,0 +1,560 @@
+"""Connections and failures: pooling, retries, IGNORE_EXCEPTIONS, the
+circuit breaker, auth, options, shard lists.
+
+Nothing here waits on the clock: fake servers answer in a scripted way, the
+circuit breaker's clock is replaced, and what is asserted is the number of
+connection attempts and requests.
+"""
+
+import asyncio
+import http.server
+import json
+import logging
+import pickle
+import socket
+import threading
+
+import pytest
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+
+from diskcache_client import (Cache, CacheServerError, ServerUnavailable, Timeout,
+                              Unauthorized)
+from diskcache_client.djangocache import DjangoCache
+
+from conftest import TOKEN
+
+
+def make_cache(location, **options):
+    opts = {'TOKEN': TOKEN, 'RETRIES': 2, 'RETRY_BACKOFF': 0.001, 'SOCKET_TIMEOUT': 5.0}
+    opts.update(options)
+    return DjangoCache(location, {'OPTIONS': opts})
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise pickle.PicklingError('cannot pickle this')
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Every TCP connection attempt of the blocking client."""
+    attempts = []
+    real = socket.create_connection
+
+    def counting(address, *args, **kwargs):
+        attempts.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, 'create_connection', counting)
+    return attempts
+
+
+@pytest.fixture
+def blackhole():
+    """A port that accepts TCP connections and never answers."""
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(64)
+    yield 'http://127.0.0.1:%d' % sock.getsockname()[1]
+    sock.close()
+
+
+class ScriptedServer:
+    """An HTTP/1.1 server answering from a script: a list of
+    (status, headers, body); the last entry repeats."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def log_message(self, *args):
+                pass
+
+            def setup(self):
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def _answer(self):
+                length = int(self.headers.get('Content-Length') or 0)
+                if length:
+                    self.rfile.read(length)
+                outer.requests.append((self.command, self.path, self.headers.get('Authorization')))
+                index = min(len(outer.requests), len(outer.script)) - 1
+                status, headers, body = outer.script[index]
+                if isinstance(body, (dict, list)):
+                    body = json.dumps(body).encode()
+                    headers = dict(headers, **{'Content-Type': 'application/json'})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                if self.command != 'HEAD':
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _answer
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%d' % self.httpd.server_address[1]
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def start(script):
+        srv = ScriptedServer(script)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.close()
+
+
+BUSY = (503, {'Retry-After': '1'}, {'error': 'timeout', 'message': 'database busy'})
+INTERNAL = (500, {}, {'error': 'internal', 'message': 'internal error; see the server log'})
+
+
+# -- connections ------------------------------------------------------------------
+
+def test_connections_are_kept_alive(cache):
+    cache.set('k', 'v')
+    before = cache.client.connect_attempts
+    for _ in range(20):
+        assert cache.get('k') == 'v'
+        cache.set('k', 'v')
+    assert cache.client.connect_attempts == before
+
+
+def test_one_pool_per_process_shared_by_threads(cache):
+    clients = []
+
+    def worker():
+        clients.append(caches['default'].client)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert clients[0] is cache.client
+
+
+def test_thread_safety(cache):
+    errors = []
+    before = cache.client.connect_attempts
+
+    def worker(n):
+        try:
+            for i in range(40):
+                key = 'w%d-%d' % (n, i)
+                cache.set(key, i)
+                assert cache.get(key) == i
+                cache.incr('shared')
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    cache.set('shared', 0)
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert cache.get('shared') == 240
+    # At most one connection per concurrent thread was opened.
+    assert cache.client.connect_attempts - before <= 6
+
+
+def test_close_keeps_the_pool(cache):
+    cache.set('k', 1)
+    before = cache.client.connect_attempts
+    cache.close()
+    assert cache.get('k') == 1
+    assert cache.client.connect_attempts == before
+
+
+def test_forked_child_does_not_reuse_parent_connections(cache):
+    cache.set('k', 1)
+    endpoint = cache.client.endpoints[0]
+    before = cache.client.connect_attempts
+    endpoint._pid = -1  # as seen from a forked child
+    assert cache.get('k') == 1
+    assert cache.client.connect_attempts == before + 1
+
+
+def test_stale_keepalive_connection_is_replaced_once(connections):
+    """A server that closes every connection after one answer, as an idle
+    keep-alive connection gets closed: the pooled connection fails and the
+    request goes again on a fresh one, even for add() and without RETRIES."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(8)
+    served = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b''
+                while b'\r\n\r\n' not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if not data:
+                    continue
+                head, _, body = data.partition(b'\r\n\r\n')
+                length = 0
+                for line in head.split(b'\r\n')[1:]:
+                    name, _, value = line.partition(b':')
+                    if name.strip().lower() == b'content-length':
+                        length = int(value)
+                while len(body) < length:
+                    body += conn.recv(65536)
+                served.append(head.split(b'\r\n')[0])
+                answer = b'{"added": true}'
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
+                             b'Content-Length: %d\r\n\r\n%s' % (len(answer), answer))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = 'http://127.0.0.1:%d' % listener.getsockname()[1]
+        c = make_cache(url, RETRIES=0)
+        assert c.add('a', 1) is True
+        assert c.add('b', 1) is True
+        assert c.add('c', 1) is True
+        assert len(served) == 3
+        assert len(connections) == 3
+
+        async def scenario():
+            assert await c.aadd('d', 1) is True
+            assert await c.aadd('e', 1) is True
+            await c.aclose()
+
+        before = c.client.connect_attempts
+        asyncio.run(scenario())
+        assert len(served) == 5
+        assert c.client.connect_attempts == before + 2
+    finally:
+        listener.close()
+
+
+# -- server down ------------------------------------------------------------------
+
+def test_server_down_raises(dead_url, connections):
+    c = make_cache(dead_url, RETRIES=0)
+    with pytest.raises(ServerUnavailable) as info:
+        c.get('k')
+    assert isinstance(info.value, ConnectionError)
+    assert info.value.code == 'unreachable'
+    assert len(connections) == 1
+    # Circuit open: every call fails at once without a connection attempt.
+    for call in [lambda: c.get('k'), lambda: c.set('k', 1), lambda: c.add('k', 1),
+                 lambda: c.incr('k'), lambda: c.get_many(['a']), lambda: c.clear(),
+                 lambda: c.cache('named').get('x')]:
+        with pytest.raises(ServerUnavailable) as info:
+            call()
+        assert info.value.code == 'circuit_open'
+    assert len(connections) == 1
+    assert c.client.endpoints[0].breaker.state == 'open'
+
+
+def test_server_down_ignored(dead_url, connections, caplog):
+    caplog.set_level(logging.WARNING, logger='diskcache_client')
+    c = make_cache(dead_url, IGNORE_EXCEPTIONS=True, RETRIES=2)
+    assert c.get('k', 'default') == 'default'
+    # A refused connection is retried for an idempotent call, then the
+    # circuit opens.
+    assert len(connections) == 3
+    assert 'IGNORE_EXCEPTIONS' in caplog.text
+
+    # The cache behaves as an empty cache that refuses writes.
+    assert c.get('k') is None
+    assert c.get('k', 'd', expire_time=True, tag=True) == ('d', None, None)
+    assert c.set('k', 1) is False
+    assert c.add('k', 1) is False
+    assert c.touch('k') is False
+    assert c.delete('k') is False
+    assert c.has_key('k') is False
+    assert ('k' in c) is False
+    assert c.get_many(['a', 'b']) == {}
+    assert c.set_many({'a': 1, 'b': 2}) == ['a', 'b']
+    assert c.delete_many(['a']) is None
+    assert c.incr('n') is None
+    assert c.decr('n') is None
+    assert c.pop('k', 'd') == 'd'
+    assert c.get_or_set('g', lambda: 'computed') == 'computed'
+    with pytest.raises(ValueError):
+        c.incr_version('k')
+    assert c.clear() == 0
+    assert c.expire() == 0
+    assert c.cull() == 0
+    assert c.evict('tag') == 0
+    assert c.stats() == (0, 0)
+    with pytest.raises(KeyError):
+        c.read('k')
+
+    async def scenario():
+        assert await c.aget('k', 'd') == 'd'
+        assert await c.aset('k', 1) is False
+        assert await c.aget_many(['a']) == {}
+
+    asyncio.run(scenario())
+    # All of that cost no connection attempt.
+    assert len(connections) == 3
+    assert c.client.connect_attempts == 3
+
+    # Errors that are the caller's still reach it.
+    with pytest.raises(pickle.PicklingError):
+        c.set('bad', Unpicklable())
+
+    # After the cool-down one call probes the server (add: not retried).
+    breaker = c.client.endpoints[0].breaker
+    now = breaker.clock() + breaker.cooldown + 1
+    breaker.clock = lambda: now
+    assert breaker.state == 'half-open'
+    assert c.add('k', 1) is False
+    assert len(connections) == 4
+    assert breaker.state == 'open'
+    assert c.get('k', 'd') == 'd'
+    assert len(connections) == 4
+
+
+def test_hung_server_costs_one_timeout(blackhole, connections):
+    c = make_cache(blackhole, IGNORE_EXCEPTIONS=True, SOCKET_TIMEOUT=0.3, RETRIES=2)
+    assert c.get('k', 'd') == 'd'
+    # A timeout is not retried, even for an idempotent call.
+    assert len(connections) == 1
+    for _ in range(20):
+        assert c.get('k', 'd') == 'd'
+        assert c.set('k', 1) is False
+
+    async def scenario():
+        for _ in range(5):
+            assert await c.aget('k', 'd') == 'd'
+
+    asyncio.run(scenario())
+    assert len(connections) == 1
+    assert c.client.connect_attempts == 1
+
+
+def test_hung_server_raises_without_ignore(blackhole):
+    c = make_cache(blackhole, SOCKET_TIMEOUT=0.3)
+    with pytest.raises(ServerUnavailable) as info:
+        c.get('k')
+    assert isinstance(info.value.__cause__, socket.timeout)
+    with pytest.raises(ServerUnavailable):
+        c.get('k')
+    assert c.client.connect_attempts == 1
+
+
+def test_async_hung_server_costs_one_timeout(blackhole):
+    c = make_cache(blackhole, IGNORE_EXCEPTIONS=True, SOCKET_TIMEOUT=0.3)
+
+    async def scenario():
+        results = [await c.aget('k', 'd') for _ in range(10)]
+        await c.aclose()
+        return results
+
+    assert asyncio.run(scenario()) == ['d'] * 10
+    assert c.client.connect_attempts == 1
+
+
+def test_breaker_closes_after_successful_probe(server, connections):
+    c = make_cache(server.url)
+    c.set('k', 'v')
+    breaker = c.client.endpoints[0].breaker
+    now = [breaker.clock()]
+    breaker.clock = lambda: now[0]
+    breaker.failure()  # as after a failed request
+    with pytest.raises(ServerUnavailable):
+        c.get('k')
+    now[0] += breaker.cooldown + 1
+    assert c.get('k') == 'v'
+    assert breaker.state == 'closed'
+    assert c.get('k') == 'v'
+
+
+# -- answers ----------------------------------------------------------------------
+
+def test_busy_server_retries_idempotent_calls(scripted):
+    srv = scripted([BUSY, BUSY, (200, {'Diskcache-Value-Type': 'text'}, b'hello')])
+    c = make_cache(srv.url, RETRIES=2)
+    assert c.get('k') == 'hello'
+    assert len(srv.requests) == 3
+    assert srv.requests[0][:2] == ('GET', '/v1/keys/%3A1%3Ak')
+    assert srv.requests[0][2] == 'Bearer ' + TOKEN
+
+
+def test_busy_server_is_a_miss_like_python_diskcache(scripted):
+    srv = scripted([BUSY])
+    c = make_cache(srv.url, RETRIES=2)
+    assert c.get('k', 'd') == 'd'
+    assert len(srv.requests) == 3
+    assert c.set('k', 1) is False
+    assert len(srv.requests) == 6
+    # add, incr and pop are not idempotent: never retried.
+    assert c.add('k', 1) is False
+    assert len(srv.requests) == 7
+    assert c.incr('k', default=0) is None
+    assert len(srv.requests) == 8
+    assert c.pop('k', 'd') == 'd'
+    assert len(srv.requests) == 9
+    # The server answered: the circuit stays closed.
+    assert c.client.endpoints[0].breaker.state == 'closed'
+    # A named cache raises Timeout, as python-diskcache's Cache does.
+    with pytest.raises(Timeout):
+        c.cache('n').get('k')
+
+
+def test_bulk_removal_continues_after_partial_timeout(scripted):
+    partial = (503, {}, {'error': 'timeout', 'message': 'busy', 'removed': 7})
+    srv = scripted([partial, partial, (200, {}, {'removed': 5})])
+    c = make_cache(srv.url)
+    assert c.clear() == 19
+    assert [r[:2] for r in srv.requests] == [('POST', '/v1/clear')] * 3
+
+
+def test_set_many_reports_failed_keys(scripted):
+    srv = scripted([(200, {}, {'stored': 2, 'failed': [
+        {'index': 1, 'key': ':1:b', 'error': 'timeout', 'message': 'busy'}]})])
+    c = make_cache(srv.url)
+    assert c.set_many({'a': 1, 'b': 2, 'c': 3}) == ['b']
+
+
+def test_batches_are_split(cache):
+    data = {'k%d' % n: n for n in range(2500)}
+    assert cache.set_many(data) == []
+    assert cache.get_many(list(data) + ['missing']) == data
+    cache.delete_many(list(data)[:1200])
+    assert len(cache.get_many(list(data))) == 1300
+
+
+def test_server_error_raises_unless_ignored(scripted):
+    srv = scripted([INTERNAL])
+    c = make_cache(srv.url, RETRIES=2)
+    with pytest.raises(CacheServerError) as info:
+        c.get('k')
+    assert info.value.status == 500 and info.value.code == 'internal'
+    assert len(srv.requests) == 1  # a 500 is not retried
+    ignoring = make_cache(srv.url, IGNORE_EXCEPTIONS=True)
+    assert ignoring.get('k', 'd') == 'd'
+    assert ignoring.set('k', 1) is False
+
+
+def test_client_errors_are_raised_even_when_ignoring(scripted):
+    srv = scripted([(400, {}, {'error': 'bad_key', 'message': 'key is too large'})])
+    c = make_cache(srv.url, IGNORE_EXCEPTIONS=True)
+    with pytest.raises(CacheServerError) as info:
+        c.get('k')
+    assert info.value.code == 'bad_key'
+    assert 'key is too large' in str(info.value)
+
+
+def test_key_too_large_for_the_server(cache):
+    import warnings
+    from django.core.cache import CacheKeyWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CacheKeyWarning)
+        with pytest.raises(CacheServerError) as info:
+            cache.set('k' * 70000, 1)
+    assert info.value.code == 'key_too_large'
+
+
+def test_wrong_token(server):
+    c = DjangoCache(server.url, {'OPTIONS': {'TOKEN': 'wrong', 'IGNORE_EXCEPTIONS': True}})
+    with pytest.raises(Unauthorized):
+        c.get('k')
+
+
+def test_token_file_is_reread_after_401(server, tmp_path):
+    token_file = tmp_path / 'token'
+    token_file.write_text('stale-token\n')
+    c = DjangoCache(server.url, {'OPTIONS': {'TOKEN_FILE': str(token_file)}})
+    with pytest.raises(Unauthorized):
+        c.get('k')
+    token_file.write_text(TOKEN + '\n')  # the Secret was rotated
+    assert c.set('rotated', 1) is True
+    assert c.get('rotated') == 1
+
+
+def test_no_token(scripted):
+    srv = scripted([(200, {'Diskcache-Value-Type': 'int'}, b'1')])
+    c = DjangoCache(srv.url, {})
+    assert c.get('k') == 1
+    assert srv.requests[0][2] is None
+
+
+# -- configuration ------------------------------------------------------------------
+
+def test_bad_configuration():
+    with pytest.raises(ImproperlyConfigured, match='LOCATION'):
+        DjangoCache('', {})
+    with pytest.raises(ImproperlyConfigured, match='SOCKET_TIMOUT'):
+        DjangoCache('http://127.0.0.1:1', {'OPTIONS': {'SOCKET_TIMOUT': 1}})
+    with pytest.raises(ImproperlyConfigured, match='http://host:port'):
+        DjangoCache('cache:8080', {})
+
+
+def test_options_reach_the_client(dead_url):
+    c = DjangoCache(dead_url, {'OPTIONS': {
+        'TOKEN': 't', 'SOCKET_TIMEOUT': 1.5, 'CONNECT_TIMEOUT': 0.5, 'RETRIES': 4,
+        'RETRY_BACKOFF': 0.01, 'CIRCUIT_BREAKER_COOLDOWN': 7, 'MAX_IDLE_CONNECTIONS': 3,
+        'IDLE_TIMEOUT': 20, 'IGNORE_EXCEPTIONS': True, 'MAX_ENTRIES': 1000}})
+    client = c.client
+    endpoint = client.endpoints[0]
+    assert client.retries == 4
+    assert (endpoint.socket_timeout, endpoint.connect_timeout) == (1.5, 0.5)
+    assert endpoint.breaker.cooldown == 7
+    assert (endpoint.max_idle, endpoint.idle_ttl) == (3, 20)
+
+
+# -- shard lists --------------------------------------------------------------------
+
+def test_location_list_routes_keys_by_jump_hash(start_server):
+    a, b = start_server(), start_server()
+    c = DjangoCache([a.url, b.url], {'OPTIONS': {'TOKEN': TOKEN}})
+    same = DjangoCache('%s;%s' % (a.url, b.url), {'OPTIONS': {'TOKEN': TOKEN}})
+    assert same.client is c.client
+    shards = [Cache(a.url, token=TOKEN), Cache(b.url, token=TOKEN)]
+
+    data = {'key%d' % n: n for n in range(60)}
+    assert c.set_many(data) == []
+    counts = [len(s) for s in shards]
+    assert sum(counts) == 60 and min(counts) > 10
+    for key, value in data.items():
+        made = c.make_key(key)
+        owner = c.client.shard_of(made.encode())
+        assert shards[owner].get(made) == value
+        assert shards[1 - owner].get(made) is None
+        assert c.get(key) == value
+    assert c.get_many(list(data) + ['nope']) == data
+    assert c.incr('key1') == 2
+    c.set('tagged-a', 1, tag='t')
+    c.set('tagged-b', 2, tag='t')
+    assert c.evict('t') == 2
+    named = c.cache('shared-name')
+    named.set_many({n: n for n in range(20)})
+    assert len(named) == 20
+    c.delete_many(['key%d' % n for n in range(10)])
+    assert c.clear() == 50
+    assert sum(len(s) for s in shards) == 0
