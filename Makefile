@@ -34,3 +34,7 @@ test-python: ## Python client (Django backend) tests against a real cacheserver.
 .PHONY: bench
 bench: ## Engine benchmark next to raw SQLite and python-diskcache (see docs/benchmarks.md).
 	PYTHON=$(PYTHON) $(GO) run ./hack/bench/engine
+
+.PHONY: serve
+serve: ## Start a cacheserver on .cache/demo with a generated token and show a curl round trip.
+	bash hack/run-cacheserver.sh
