@@ -15,7 +15,10 @@ import (
 
 // pathKey reads the {key} path segment and its kind (?kt=).
 func (s *Server) pathKey(r *http.Request) (engine.Key, error) {
-	raw := r.PathValue("key")
+	raw, err := wire.DecodeKeySegment(r.PathValue("key"), r.URL.Query().Get(wire.ParamKeyEncoding))
+	if err != nil {
+		return engine.Key{}, badRequest(wire.CodeBadKey, "%v", err)
+	}
 	if int64(len(raw)) > s.cfg.MaxKeyBytes {
 		return engine.Key{}, badRequest(wire.CodeKeyTooLarge, "key is %d bytes; the limit is %d", len(raw), s.cfg.MaxKeyBytes)
 	}

@@ -44,6 +44,9 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.keyRoutes("/v1")
 	s.keyRoutes("/v1/caches/{name}")
+	s.dequeRoutes()
+	s.indexRoutes()
+	s.recipeRoutes()
 	s.route("/", func(w http.ResponseWriter, r *http.Request) error {
 		return notFound(wire.CodeNotFound, "no route %s %s; see docs/api/openapi.yaml", r.Method, r.URL.Path)
 	})

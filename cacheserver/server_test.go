@@ -36,7 +36,8 @@ func TestKeyOperationsOverHTTP(t *testing.T) {
 	keys := []engine.Key{
 		engine.TextKey("plain"), engine.TextKey("with/slash and spaces?&#%"), engine.TextKey("ünïcødé"),
 		engine.BytesKey([]byte{0, 1, 2, 0xff, '/'}), engine.IntKey(-42), engine.FloatKey(2.5),
-		engine.PickleKey([]byte("\x80\x05\x95")),
+		engine.PickleKey([]byte("\x80\x05\x95")), engine.TextKey(""), engine.TextKey("/"), engine.BytesKey(nil),
+		engine.TextKey("."), engine.TextKey(".."), engine.TextKey("http://example.com/a?b#c"),
 	}
 	values := []engine.Value{
 		engine.Text("hello"), engine.Bytes([]byte{0, 0xfe}), engine.Int(-7), engine.Float(0.25),

@@ -49,12 +49,23 @@ type Stream struct {
 }
 
 func (cc *Cache) keyPath(k engine.Key, suffix string) (string, url.Values) {
+	seg, q := keySegment(k)
+	return cc.prefix + "/keys/" + seg + suffix, q
+}
+
+// keySegment writes a key as one escaped path segment plus the query
+// parameters (?kt=, ?ke=) that say how to read it.
+func keySegment(k engine.Key) (string, url.Values) {
 	raw, kind := wire.FormatKey(k)
 	q := url.Values{}
 	if kind != "text" {
 		q.Set(wire.ParamKeyType, kind)
 	}
-	return cc.prefix + "/keys/" + wire.EscapePath(raw) + suffix, q
+	seg, enc := wire.EncodeKeySegment(raw)
+	if enc != "" {
+		q.Set(wire.ParamKeyEncoding, enc)
+	}
+	return seg, q
 }
 
 func setQuery(q url.Values, opts engine.SetOptions) {

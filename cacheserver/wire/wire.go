@@ -25,11 +25,22 @@ const (
 	HeaderKey        = "Diskcache-Key"         // percent-encoded (queue and index results)
 	HeaderKeyType    = "Diskcache-Key-Type"
 	HeaderShard      = "Diskcache-Shard" // shard that answered
+	// HeaderTotal is the length of a deque whose items a listing answers.
+	HeaderTotal = "Diskcache-Total"
+	// HeaderNextCursor is the opaque cursor of the next page of an index
+	// listing; absent on the last page.
+	HeaderNextCursor = "Diskcache-Next-Cursor"
 )
 
 // Query parameters.
 const (
 	ParamKeyType = "kt"     // kind of the path key; default text
+	// ParamKeyEncoding says how the {key} path segment is written: percent
+	// (the default: the key itself, percent-encoded) or base64 (unpadded
+	// base64url of the key's bytes, "=" for the empty key). HTTP routing
+	// cannot carry the keys "" and "/" percent-encoded; clients send those,
+	// or any key, in base64.
+	ParamKeyEncoding = "ke"
 	ParamExpire  = "expire" // seconds from now, may be fractional or negative
 	ParamTag     = "tag"
 	ParamTagType = "tt" // kind of tag; default text
@@ -65,7 +76,43 @@ const (
 	CodeInternal       = "internal"
 	CodeMethodNotAllow = "method_not_allowed"
 	CodeRateLimited    = "rate_limited"
+	// CodeIndexOutOfRange answers a deque index outside the deque.
+	CodeIndexOutOfRange = "index_out_of_range"
 )
+
+// DecodeKeySegment returns the key text of a {key} path segment (already
+// percent-decoded) written in the given ParamKeyEncoding.
+func DecodeKeySegment(segment, encoding string) (string, error) {
+	switch encoding {
+	case "", "percent":
+		return segment, nil
+	case "base64":
+		if segment == "=" {
+			return "", nil
+		}
+		b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(segment, "="))
+		if err != nil {
+			return "", fmt.Errorf("key segment is not base64url: %v", err)
+		}
+		return string(b), nil
+	}
+	return "", fmt.Errorf("unknown key encoding %q (want percent or base64)", encoding)
+}
+
+// EncodeKeySegment writes key text as a {key} path segment (escaped) and
+// the ParamKeyEncoding it needs ("" for the default).
+func EncodeKeySegment(raw string) (segment, encoding string) {
+	if raw == "" || raw == "/" {
+		if raw == "" {
+			return "=", "base64"
+		}
+		return base64.RawURLEncoding.EncodeToString([]byte(raw)), "base64"
+	}
+	if raw == "." || raw == ".." { // dot segments would be resolved away
+		return strings.Repeat("%2E", len(raw)), ""
+	}
+	return url.PathEscape(raw), ""
+}
 
 // ParseKey decodes a key given as its (already percent-decoded) text and
 // kind name (empty means text). Bytes and pickle keys are the raw bytes of

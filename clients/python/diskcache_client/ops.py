@@ -62,9 +62,12 @@ def key_request(c, prefix, key, method, suffix='', params=(), **kwargs):
     """A request addressing one key: ``{prefix}/keys/{key}{suffix}``."""
     kind, raw = wire.encode_key(key)
     query = list(params)
+    segment, encoding = wire.key_segment(raw)
+    if encoding:
+        query.insert(0, ('ke', encoding))
     if kind != 'text':
         query.insert(0, ('kt', kind))
-    return Request(method, prefix + '/keys/' + wire.path_segment(raw) + suffix,
+    return Request(method, prefix + '/keys/' + segment + suffix,
                    query=wire.build_query(query), shard=c.shard_of(raw), **kwargs)
 
 

@@ -104,6 +104,20 @@ def path_segment(raw):
     return quote(raw, safe='').replace('.', '%2E')
 
 
+def key_segment(raw):
+    """Return ``(segment, encoding)`` for a key's bytes in a ``{key}`` path.
+
+    HTTP routing cannot carry the keys ``b''`` and ``b'/'`` percent-encoded,
+    so those go as unpadded base64url with ``?ke=base64`` (``=`` is the empty
+    key); every other key is percent-encoded and needs no ``ke``.
+    """
+    if raw == b'':
+        return '=', 'base64'
+    if raw == b'/':
+        return base64.urlsafe_b64encode(raw).decode('ascii').rstrip('='), 'base64'
+    return path_segment(raw), ''
+
+
 def query_value(raw):
     """Percent-encode str or bytes for a query string."""
     if isinstance(raw, str):

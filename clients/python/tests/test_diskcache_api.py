@@ -391,9 +391,6 @@ def test_cache_object_over_url(server, token_file):
     assert standalone.delete('standalone') is True
 
 
-@pytest.mark.xfail(reason='cacheserver bug: the keys "" and "/" have no route '
-                          '(GET /v1/caches/<name>/keys/%2F answers 404 "no route")',
-                   raises=CacheServerError, strict=False)
 def test_named_cache_slash_and_empty_keys(named):
     named.set('/', 'slash')
     named.set('', 'empty')

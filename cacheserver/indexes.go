@@ -1,0 +1,396 @@
+package cacheserver
+
+import (
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// indexRoutes serves python-diskcache's Index (an ordered mapping) for
+// every named index of the FanoutCache (stored in index/<name>).
+func (s *Server) indexRoutes() {
+	const p = "/v1/indexes/{name}"
+	s.route("GET "+p, s.handleIndexLen)
+	s.route("DELETE "+p, s.handleIndexClear)
+	s.route("GET "+p+"/keys/{key}", s.handleIndexGet)
+	s.route("HEAD "+p+"/keys/{key}", s.handleIndexHead)
+	s.route("PUT "+p+"/keys/{key}", s.handleIndexSet)
+	s.route("DELETE "+p+"/keys/{key}", s.handleIndexDelete)
+	s.route("POST "+p+"/keys/{key}/setdefault", s.handleIndexSetDefault)
+	s.route("POST "+p+"/keys/{key}/pop", s.handleIndexPop)
+	s.route("POST "+p+"/popitem", s.handleIndexPopItem)
+	s.route("GET "+p+"/peekitem", s.handleIndexPeekItem)
+	s.route("POST "+p+"/push", s.handleIndexPush)
+	s.route("POST "+p+"/pull", s.handleIndexPull)
+	s.route("GET "+p+"/items", s.handleIndexItems)
+}
+
+// index resolves {name} to the cache that holds the index.
+func (s *Server) index(r *http.Request) (*engine.Cache, error) {
+	x, err := s.cache.Index(r.Context(), r.PathValue("name"))
+	if errors.Is(err, engine.ErrInvalidName) {
+		return nil, badRequest(wire.CodeBadName, "%v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return x.Cache(), nil
+}
+
+// indexKey resolves {name} and {key}.
+func (s *Server) indexKey(r *http.Request) (*engine.Cache, engine.Key, error) {
+	c, err := s.index(r)
+	if err != nil {
+		return nil, engine.Key{}, err
+	}
+	key, err := s.pathKey(r)
+	return c, key, err
+}
+
+func (s *Server) handleIndexLen(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.index(r)
+	if err != nil {
+		return err
+	}
+	n, err := c.Len(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"len": n})
+	return nil
+}
+
+func (s *Server) handleIndexClear(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.index(r)
+	if err != nil {
+		return err
+	}
+	n, err := c.Clear(r.Context())
+	return removed(w, n, err)
+}
+
+func (s *Server) handleIndexGet(w http.ResponseWriter, r *http.Request) error {
+	c, key, err := s.indexKey(r)
+	if err != nil {
+		return err
+	}
+	it, ok, err := c.Get(r.Context(), key, engine.GetOptions{Stream: true})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound(wire.CodeNotFound, "key %s not found", key)
+	}
+	writeItem(w, r, it, false)
+	return nil
+}
+
+func (s *Server) handleIndexHead(w http.ResponseWriter, r *http.Request) error {
+	c, key, err := s.indexKey(r)
+	if err != nil {
+		return err
+	}
+	ok, err := c.Contains(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		w.WriteHeader(http.StatusNotFound)
+		return nil
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// handleIndexSet stores the body under key: at the end of the insertion
+// order for a new key, in its place for an existing one. ?expire= and ?tag=
+// work as on /v1/keys/{key}.
+func (s *Server) handleIndexSet(w http.ResponseWriter, r *http.Request) error {
+	c, key, err := s.indexKey(r)
+	if err != nil {
+		return err
+	}
+	opts, err := setOptions(r)
+	if err != nil {
+		return err
+	}
+	v, opts, err := s.readValue(w, r, c, opts)
+	if err != nil {
+		return err
+	}
+	if err := c.Set(r.Context(), key, v, opts); err != nil {
+		return bodyError(err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) handleIndexDelete(w http.ResponseWriter, r *http.Request) error {
+	c, key, err := s.indexKey(r)
+	if err != nil {
+		return err
+	}
+	ok, err := c.Delete(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"deleted": ok})
+	return nil
+}
+
+// handleIndexSetDefault stores the body under key unless key has an item,
+// and answers the value now stored there (python's setdefault).
+func (s *Server) handleIndexSetDefault(w http.ResponseWriter, r *http.Request) error {
+	c, key, err := s.indexKey(r)
+	if err != nil {
+		return err
+	}
+	v, opts, err := s.readValue(w, r, c, engine.SetOptions{})
+	if err != nil {
+		return err
+	}
+	// Add is atomic; the value is then read back. Should the item vanish
+	// in between (another client popped it), the default goes in again,
+	// as python's setdefault retries.
+	for attempt := 0; ; attempt++ {
+		if attempt == 0 || opts.Body == nil {
+			if _, err := c.Add(r.Context(), key, v, opts); err != nil {
+				return bodyError(err)
+			}
+		}
+		it, ok, err := c.Get(r.Context(), key, engine.GetOptions{Stream: true})
+		if err != nil {
+			return err
+		}
+		if ok {
+			writeItem(w, r, it, false)
+			return nil
+		}
+		if opts.Body != nil || attempt >= 10 {
+			// A streamed default cannot be stored twice.
+			return &apiError{status: http.StatusServiceUnavailable, code: wire.CodeUnavailable,
+				msg: "the item was removed by another client while setdefault ran; try again"}
+		}
+	}
+}
+
+func (s *Server) handleIndexPop(w http.ResponseWriter, r *http.Request) error {
+	c, key, err := s.indexKey(r)
+	if err != nil {
+		return err
+	}
+	it, ok, err := c.Pop(r.Context(), key, engine.GetOptions{Stream: true})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound(wire.CodeNotFound, "key %s not found", key)
+	}
+	writeItem(w, r, it, false)
+	return nil
+}
+
+// handleIndexPopItem removes and answers the last item in insertion order
+// (?last=false: the first), with its key in headers.
+func (s *Server) handleIndexPopItem(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.index(r)
+	if err != nil {
+		return err
+	}
+	last, err := boolParam(r, "last", true)
+	if err != nil {
+		return err
+	}
+	var it engine.Item
+	err = c.Transact(r.Context(), func(tx *engine.Tx) error {
+		got, ok, err := tx.PeekItem(last, engine.GetOptions{Stream: true})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return engine.ErrEmpty
+		}
+		it = got
+		if _, err := tx.Delete(got.Key); err != nil {
+			it = engine.Item{}
+			_ = got.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		_ = it.Close()
+		return emptyIndex(r, err)
+	}
+	writeItem(w, r, it, true)
+	return nil
+}
+
+// emptyIndex words ErrEmpty for an index.
+func emptyIndex(r *http.Request, err error) error {
+	if errors.Is(err, engine.ErrEmpty) {
+		return notFound(wire.CodeEmpty, "index %q is empty", r.PathValue("name"))
+	}
+	return err
+}
+
+func (s *Server) handleIndexPeekItem(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.index(r)
+	if err != nil {
+		return err
+	}
+	last, err := boolParam(r, "last", true)
+	if err != nil {
+		return err
+	}
+	it, err := c.PeekItem(r.Context(), last, engine.GetOptions{Stream: true})
+	if err != nil {
+		return emptyIndex(r, err)
+	}
+	writeItem(w, r, it, true)
+	return nil
+}
+
+// queueParams reads ?prefix= and ?side= of push and pull.
+func queueParams(r *http.Request, def engine.Side) (engine.QueueOptions, error) {
+	side, err := sideParam(r, def)
+	if err != nil {
+		return engine.QueueOptions{}, err
+	}
+	prefix := r.URL.Query().Get("prefix")
+	if !utf8.ValidString(prefix) {
+		return engine.QueueOptions{}, badRequest(wire.CodeBadKey, "prefix %q is not valid UTF-8 text", prefix)
+	}
+	return engine.QueueOptions{Prefix: prefix, Side: side}, nil
+}
+
+// handleIndexPush is python's Index.push: integer keys without a prefix,
+// else "<prefix>-%015d" text keys; it answers the new key.
+func (s *Server) handleIndexPush(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.index(r)
+	if err != nil {
+		return err
+	}
+	q, err := queueParams(r, engine.Back)
+	if err != nil {
+		return err
+	}
+	opts, err := setOptions(r)
+	if err != nil {
+		return err
+	}
+	v, opts, err := s.readValue(w, r, c, opts)
+	if err != nil {
+		return err
+	}
+	key, err := c.Push(r.Context(), v, q, opts)
+	if err != nil {
+		return bodyError(err)
+	}
+	raw, kind := wire.FormatKey(key)
+	writeJSON(w, http.StatusOK, map[string]string{"key": raw, "kt": kind})
+	return nil
+}
+
+// handleIndexPull is python's Index.pull (default side front).
+func (s *Server) handleIndexPull(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.index(r)
+	if err != nil {
+		return err
+	}
+	q, err := queueParams(r, engine.Front)
+	if err != nil {
+		return err
+	}
+	it, ok, err := c.Pull(r.Context(), q, engine.GetOptions{Stream: true})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound(wire.CodeEmpty, "queue %q of index %q is empty", q.Prefix, r.PathValue("name"))
+	}
+	writeItem(w, r, it, true)
+	return nil
+}
+
+// cursorPrefix marks index listing cursors, so that a cursor from elsewhere
+// is rejected rather than misread.
+const cursorPrefix = "ix1."
+
+func formatCursor(rowid int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(cursorPrefix + strconv.FormatInt(rowid, 10)))
+}
+
+func parseCursor(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		if rest, ok := strings.CutPrefix(string(b), cursorPrefix); ok {
+			if n, err := strconv.ParseInt(rest, 10, 64); err == nil && n >= 0 {
+				return n, nil
+			}
+		}
+	}
+	return 0, badRequest(wire.CodeBadRequest, "cursor %q is not a cursor this server gave out", s)
+}
+
+// handleIndexItems lists a page of items in insertion order (reverse: the
+// reverse) as a record stream, keys and (unless values=false) values, with
+// the cursor of the next page in Diskcache-Next-Cursor when more remain.
+// Cursors are positions in insertion order (rowids), so items added while
+// a client pages through are never in the way of those that were there.
+func (s *Server) handleIndexItems(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.index(r)
+	if err != nil {
+		return err
+	}
+	reverse, err := boolParam(r, "reverse", false)
+	if err != nil {
+		return err
+	}
+	values, err := boolParam(r, "values", true)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(r, "limit", defaultListLimit, 1, maxListLimit)
+	if err != nil {
+		return err
+	}
+	cursor, err := parseCursor(r.URL.Query().Get("cursor"))
+	if err != nil {
+		return err
+	}
+	entries, next, more, err := engine.NewIndex(c).Page(r.Context(), cursor, reverse, int(limit), values)
+	if err != nil {
+		return err
+	}
+	if more {
+		w.Header().Set(wire.HeaderNextCursor, formatCursor(next))
+	}
+	w.Header().Set("Content-Type", wire.RecordsContentType)
+	rw := wire.NewRecordWriter(w)
+	for e, err := range entries {
+		if err != nil {
+			return err
+		}
+		if !values {
+			kj := wire.KeyToJSON(e.Key)
+			if err := rw.Write(wire.Record{Key: kj.Key, Kind: kj.Kind}, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := writeItemRecord(rw, itemRecord(e.Item), e.Item); err != nil {
+			return err
+		}
+	}
+	return nil
+}
