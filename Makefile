@@ -35,6 +35,10 @@ test-python: ## Python client (Django backend) tests against a real cacheserver.
 bench: ## Engine benchmark next to raw SQLite and python-diskcache (see docs/benchmarks.md).
 	PYTHON=$(PYTHON) $(GO) run ./hack/bench/engine
 
+.PHONY: bench-server
+bench-server: ## cacheserver GET/SET throughput and latency on loopback next to redis-benchmark (see docs/benchmarks.md).
+	$(GO) run ./hack/bench/server
+
 .PHONY: serve
 serve: ## Start a cacheserver on .cache/demo with a generated token and show a curl round trip.
 	bash hack/run-cacheserver.sh

@@ -216,7 +216,7 @@ func (s *Server) recordToSet(rec wire.Record, body io.Reader, threshold int64) (
 	}
 	switch {
 	case vt == engine.ValueInt || vt == engine.ValueFloat:
-		if rec.Len > 64 {
+		if rec.Len > maxNumberBytes {
 			return key, engine.Value{}, opts, badRequest(wire.CodeBadValue, "%s value of %d bytes", vt, rec.Len)
 		}
 		b, err := io.ReadAll(body)

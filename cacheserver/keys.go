@@ -72,9 +72,12 @@ func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opt
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxValueBytes)
 	switch vt {
 	case engine.ValueInt, engine.ValueFloat:
-		b, err := io.ReadAll(io.LimitReader(body, 64))
+		b, err := io.ReadAll(io.LimitReader(body, maxNumberBytes+1))
 		if err != nil {
 			return engine.Value{}, opts, err
+		}
+		if len(b) > maxNumberBytes {
+			return engine.Value{}, opts, badRequest(wire.CodeBadValue, "%s value longer than %d bytes", vt, maxNumberBytes)
 		}
 		n, err := parseNumberOfType(string(b), vt)
 		return n, opts, err
@@ -93,6 +96,10 @@ func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opt
 	opts.Body = body // the engine checks streamed text is UTF-8
 	return engine.Value{Type: vt}, opts, nil
 }
+
+// maxNumberBytes bounds the body of an int or float value: enough for any
+// float64 written out in full.
+const maxNumberBytes = 400
 
 func parseNumberOfType(s string, vt engine.ValueType) (engine.Value, error) {
 	n, err := wire.ParseNumber(s)
@@ -372,7 +379,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 		}
 		return badRequest(wire.CodeBadRequest, "request body is not the expected JSON: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest(wire.CodeBadRequest, "request body has data after the JSON value")
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -72,8 +73,24 @@ func (s *Server) Registry() *prometheus.Registry { return s.metrics.registry }
 // Close closes the cache; call it after the HTTP server has shut down.
 func (s *Server) Close() error { return s.cache.Close() }
 
+// Mux returns the route multiplexer behind Handler (which adds the path
+// checks), so tests can ask which route a request reaches.
+func (s *Server) Mux() *http.ServeMux { return s.mux }
+
 // Handler returns the root handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux answers paths with dot or empty segments with a redirect
+		// to the cleaned path, which a client following it with its body
+		// would turn into a write to another key or cache. Refuse instead.
+		if p := r.URL.EscapedPath(); p != "/" && path.Clean(p) != p {
+			writeJSON(w, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest,
+				Message: fmt.Sprintf("path %q has empty, '.' or '..' segments; percent-encode them (%%2E, ?ke=base64 for keys)", p)})
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
 
 // route registers a handler under pattern with auth, metrics, a request
 // timeout and error mapping.

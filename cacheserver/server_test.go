@@ -336,3 +336,28 @@ func TestExpireBeyondDurationRange(t *testing.T) {
 		t.Fatalf("item with a 1e10 s expiry: %+v %v %v", it, ok, err)
 	}
 }
+
+func TestDotSegmentsAreRefusedNotRedirected(t *testing.T) {
+	srv, c := startServer(t)
+	ctx := context.Background()
+	for _, p := range []string{"/v1/caches/../keys/k", "/v1/caches/./keys/k", "/v1/keys/k/..", "/v1//keys/k"} {
+		req, _ := http.NewRequest(http.MethodPut, srv.URL+p, strings.NewReader("v"))
+		req.Header.Set("Authorization", "Bearer "+srv.Token)
+		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("PUT %s = %d, want 400", p, resp.StatusCode)
+		}
+	}
+	// The client escapes dots: a cache named ".." is refused as a name,
+	// never written into the root cache.
+	if err := c.Cache("..").Set(ctx, engine.TextKey("k"), engine.Text("v"), engine.SetOptions{}); err == nil {
+		t.Fatal(`Cache("..").Set succeeded`)
+	}
+	if _, ok, _ := c.Cache("").Get(ctx, engine.TextKey("k")); ok {
+		t.Fatal(`Cache("..") wrote into the root cache`)
+	}
+}

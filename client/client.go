@@ -56,6 +56,10 @@ func New(baseURL string, opts Options) (*Client, error) {
 		tr.MaxIdleConnsPerHost = 64
 		c.http = &http.Client{Transport: tr}
 	}
+	// A redirect would resend a write to another path: never follow one.
+	hc := *c.http
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.http = &hc
 	if c.retries == 0 {
 		c.retries = 2
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"strings"
 	"context"
 	"database/sql/driver"
 	"errors"
@@ -36,11 +37,18 @@ var noCancel = context.Background()
 // fails at once with "database is locked".
 func openConn(path string, busy time.Duration) (*conn, error) {
 	d := &sqlite3.SQLiteDriver{}
-	c, err := d.Open("file:" + path + "?_busy_timeout=" + strconv.FormatInt(busy.Milliseconds(), 10))
+	c, err := d.Open("file:" + uriPath(path) + "?_busy_timeout=" + strconv.FormatInt(busy.Milliseconds(), 10))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return &conn{sc: c.(*sqlite3.SQLiteConn), stmts: map[string]*sqlite3.SQLiteStmt{}}, nil
+}
+
+// uriPath escapes a file path for an SQLite "file:" URI, where '%' starts an
+// escape, '?' the query and '#' the fragment: unescaped, a directory named
+// "a?b" would open "a", and "%2e%2e" would climb out of its parent.
+func uriPath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 }
 
 func (c *conn) close() error {

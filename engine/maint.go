@@ -185,6 +185,17 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
 				_ = os.Remove(p)
 			}
 		}
+		if fix && (len(unknown) > 0 || len(empty) > 0) {
+			// Removing files and directories can empty their parents; prune
+			// those too so one fix leaves nothing for the next check.
+			for _, p := range append(unknown, empty...) {
+				for dir := filepath.Dir(p); len(dir) > len(c.dir); dir = filepath.Dir(dir) {
+					if os.Remove(dir) != nil {
+						break
+					}
+				}
+			}
+		}
 		for _, m := range []struct {
 			name, actual string
 			kind         WarningKind

@@ -68,17 +68,34 @@ func (rr *RecordReader) Next() (Record, io.Reader, error) {
 	if err != nil {
 		return Record{}, nil, err
 	}
-	var rec Record
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rec); err != nil {
-		return Record{}, nil, fmt.Errorf("records: bad header %q: %w", truncate(line), err)
+	rec, err := parseHeader(line)
+	if err != nil {
+		return Record{}, nil, err
 	}
 	if rec.Len < 0 {
 		return Record{}, nil, fmt.Errorf("records: negative len %d", rec.Len)
 	}
 	rr.cur = &io.LimitedReader{R: rr.r, N: rec.Len}
 	return rec, &exactReader{rr.cur}, nil
+}
+
+// parseHeader decodes exactly one JSON object filling the whole line. Its
+// errors never wrap io.EOF, which callers take for the end of the stream.
+func parseHeader(line []byte) (Record, error) {
+	trimmed := bytes.TrimSpace(line)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return Record{}, fmt.Errorf("records: header %q is not a JSON object", truncate(line))
+	}
+	var rec Record
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		return Record{}, fmt.Errorf("records: bad header %q: %v", truncate(line), err)
+	}
+	if dec.InputOffset() != int64(len(trimmed)) {
+		return Record{}, fmt.Errorf("records: header %q has data after its JSON object", truncate(line))
+	}
+	return rec, nil
 }
 
 func (rr *RecordReader) readLine() ([]byte, error) {

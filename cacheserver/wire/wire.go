@@ -34,16 +34,16 @@ const (
 
 // Query parameters.
 const (
-	ParamKeyType = "kt"     // kind of the path key; default text
+	ParamKeyType = "kt" // kind of the path key; default text
 	// ParamKeyEncoding says how the {key} path segment is written: percent
 	// (the default: the key itself, percent-encoded) or base64 (unpadded
 	// base64url of the key's bytes, "=" for the empty key). HTTP routing
 	// cannot carry the keys "" and "/" percent-encoded; clients send those,
 	// or any key, in base64.
 	ParamKeyEncoding = "ke"
-	ParamExpire  = "expire" // seconds from now, may be fractional or negative
-	ParamTag     = "tag"
-	ParamTagType = "tt" // kind of tag; default text
+	ParamExpire      = "expire" // seconds from now, may be fractional or negative
+	ParamTag         = "tag"
+	ParamTagType     = "tt" // kind of tag; default text
 )
 
 // RecordsContentType is the media type of record streams (batch bodies).
@@ -193,8 +193,10 @@ func EscapeHeader(s string) string { return url.PathEscape(s) }
 // UnescapeHeader reverses EscapeHeader.
 func UnescapeHeader(s string) (string, error) { return url.PathUnescape(s) }
 
-// EscapePath percent-encodes a key or name as one path segment.
-func EscapePath(s string) string { return url.PathEscape(s) }
+// EscapePath percent-encodes a key or name as one path segment, dots
+// included, so "." and ".." stay names rather than becoming relative path
+// steps.
+func EscapePath(s string) string { return strings.ReplaceAll(url.PathEscape(s), ".", "%2E") }
 
 // ParseNumber reads an int ("12") or, failing that, a float ("1.5",
 // "inf") as a Value.

@@ -1,0 +1,315 @@
+// Command server benchmarks a real cacheserver process on loopback next to
+// redis-server with persistence on: GET and SET throughput and p50/p99
+// latency, with 1 and 64 connections, for 100 B and 100 KiB values, and
+// prints one markdown table with both side by side. `make bench-server`
+// runs it; see docs/benchmarks.md.
+//
+// The cacheserver side is driven by a minimal HTTP/1.1 keep-alive client
+// (one request in flight per connection, no pipelining), the Redis side by
+// redis-benchmark (one command in flight per connection, -P 1), so that
+// both load generators cost about the same per request and both servers
+// see the same shape of load: N connections, each waiting for its answer
+// before sending the next request, over a keyspace of -keys keys.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	duration    time.Duration
+	rounds      int
+	conns       []int
+	sizes       []int
+	ops         []string
+	keys        int
+	redis       bool
+	install     bool
+	cacheBin    string
+	cacheArgs   []string
+	jsonOut     string
+	keepDataDir bool
+}
+
+// result is one cell of the table.
+type result struct {
+	System string  `json:"system"`
+	Op     string  `json:"op"`
+	Size   int     `json:"size"`
+	Conns  int     `json:"conns"`
+	Ops    int64   `json:"ops"`
+	Errors int64   `json:"errors"`
+	Secs   float64 `json:"seconds"`
+	RPS    float64 `json:"ops_per_second"`
+	P50    float64 `json:"p50_ms"`
+	P99    float64 `json:"p99_ms"`
+	Note   string  `json:"note,omitempty"`
+}
+
+func main() {
+	var cfg config
+	var conns, sizes, ops, extra string
+	flag.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each cacheserver cell runs (redis-benchmark cells are sized to about as long)")
+	flag.IntVar(&cfg.rounds, "rounds", 1, "run every cell this many times and keep the best")
+	flag.StringVar(&conns, "conns", "1,64", "connection counts, comma-separated")
+	flag.StringVar(&sizes, "sizes", "100,102400", "value sizes in bytes, comma-separated")
+	flag.StringVar(&ops, "ops", "set,get", "operations: set, get, mget (batch get / MGET of 100 keys, counted in keys per second)")
+	flag.IntVar(&cfg.keys, "keys", 1000, "keyspace: each request picks one of this many keys at random")
+	flag.BoolVar(&cfg.redis, "redis", true, "also run redis-benchmark against a local redis-server")
+	flag.BoolVar(&cfg.install, "install-redis", true, "apt-get install redis-server and redis-tools when missing")
+	flag.StringVar(&cfg.cacheBin, "cacheserver", "", "prebuilt cacheserver binary (default: go build ./cmd/cacheserver)")
+	flag.StringVar(&extra, "cacheserver-args", "", "extra cacheserver flags, space-separated (e.g. \"--fanout 4\")")
+	flag.StringVar(&cfg.jsonOut, "json", "", "also write the results to this JSON file")
+	flag.BoolVar(&cfg.keepDataDir, "keep", false, "keep the data directories")
+	flag.Parse()
+	var err error
+	if cfg.conns, err = intList(conns); err != nil {
+		fatal("-conns: %v", err)
+	}
+	if cfg.sizes, err = intList(sizes); err != nil {
+		fatal("-sizes: %v", err)
+	}
+	cfg.ops = strings.Split(ops, ",")
+	for _, op := range cfg.ops {
+		if op != "set" && op != "get" && op != "mget" {
+			fatal("-ops: unknown operation %q", op)
+		}
+	}
+	cfg.cacheArgs = strings.Fields(extra)
+
+	work, err := os.MkdirTemp("", "bench-server-")
+	if err != nil {
+		fatal("%v", err)
+	}
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		if !cfg.keepDataDir {
+			_ = os.RemoveAll(work)
+		}
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		cleanup()
+		os.Exit(130)
+	}()
+
+	start := time.Now()
+	loadBefore := loadAverage()
+	fmt.Fprintf(os.Stderr, "bench-server: %d CPUs, GOMAXPROCS %d, %s per cell, keyspace %d, load average %s\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.duration, cfg.keys, loadBefore)
+
+	cs, err := startCacheserver(cfg, work)
+	if err != nil {
+		cleanup()
+		fatal("cacheserver: %v", err)
+	}
+	cleanups = append(cleanups, cs.stop)
+	var rs *redis
+	if cfg.redis {
+		if rs, err = startRedis(cfg, work); err != nil {
+			fmt.Fprintf(os.Stderr, "bench-server: redis skipped: %v\n", err)
+			rs = nil
+		} else {
+			cleanups = append(cleanups, rs.stop)
+		}
+	}
+
+	// Each cell runs on cacheserver and then at once on Redis, so that both
+	// see about the same machine when it is shared with other work; with
+	// -rounds > 1 each cell keeps its best round.
+	best := map[string]result{}
+	var order []string
+	keep := func(r result) {
+		k := fmt.Sprintf("%s/%s/%d/%d", r.System, r.Op, r.Size, r.Conns)
+		old, seen := best[k]
+		if !seen {
+			order = append(order, k)
+		}
+		if !seen || r.RPS > old.RPS {
+			best[k] = r
+		}
+	}
+	for round := 1; round <= cfg.rounds; round++ {
+		for _, size := range cfg.sizes {
+			if err := cs.preload(cfg.keys, size); err != nil {
+				cleanup()
+				fatal("cacheserver preload: %v", err)
+			}
+			for _, op := range cfg.ops {
+				for _, c := range cfg.conns {
+					r := cs.run(op, size, c, cfg.keys, cfg.duration)
+					fmt.Fprintf(os.Stderr, "  round %d cacheserver %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  (%d errors)\n",
+						round, op, size, c, r.RPS, r.P50, r.P99, r.Errors)
+					keep(r)
+					if rs == nil {
+						continue
+					}
+					r, err := rs.run(op, size, c, cfg.keys, cfg.duration)
+					if err != nil {
+						fmt.Fprintf(os.Stderr, "  redis %s %d B %d conns: %v\n", op, size, c, err)
+						r = result{System: "redis", Op: op, Size: size, Conns: c, Note: err.Error()}
+					} else {
+						fmt.Fprintf(os.Stderr, "  round %d redis       %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms\n",
+							round, op, size, c, r.RPS, r.P50, r.P99)
+					}
+					keep(r)
+				}
+			}
+		}
+	}
+	var results []result
+	for _, k := range order {
+		results = append(results, best[k])
+	}
+	cleanup()
+
+	printTable(os.Stdout, cfg, results)
+	fmt.Fprintf(os.Stdout, "\n%d CPUs; load average before %s, after %s (1, 5, 15 min)\n",
+		runtime.NumCPU(), loadBefore, loadAverage())
+	fmt.Fprintf(os.Stderr, "bench-server: done in %s\n", time.Since(start).Round(time.Second))
+	if cfg.jsonOut != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		if err := os.WriteFile(cfg.jsonOut, append(b, '\n'), 0o644); err != nil {
+			fatal("%v", err)
+		}
+	}
+}
+
+func printTable(w *os.File, cfg config, results []result) {
+	find := func(system, op string, size, conns int) *result {
+		for i := range results {
+			r := &results[i]
+			if r.System == system && r.Op == op && r.Size == size && r.Conns == conns {
+				return r
+			}
+		}
+		return nil
+	}
+	fmt.Fprintf(w, "\n| op | value | conns | cacheserver ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | cacheserver / redis |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	sizes := append([]int(nil), cfg.sizes...)
+	sort.Ints(sizes)
+	for _, op := range cfg.ops {
+		for _, size := range sizes {
+			for _, c := range cfg.conns {
+				cs, rd := find("cacheserver", op, size, c), find("redis", op, size, c)
+				name := strings.ToUpper(op)
+				if op == "mget" {
+					name = fmt.Sprintf("MGET (%d keys; keys/s)", mgetKeys)
+				}
+				row := fmt.Sprintf("| %s | %s | %d |", name, sizeName(size), c)
+				row += cells(cs)
+				row += cells(rd)
+				if cs != nil && rd != nil && rd.RPS > 0 && cs.RPS > 0 {
+					row += fmt.Sprintf(" %.2f |", cs.RPS/rd.RPS)
+				} else {
+					row += " – |"
+				}
+				fmt.Fprintln(w, row)
+			}
+		}
+	}
+	// The targets: GETs at >= 50,000/s on this machine, and at least half
+	// of Redis's GET throughput with persistence on (best cell each).
+	var bestCS, bestRedis float64
+	for _, r := range results {
+		if r.Op != "get" {
+			continue
+		}
+		if r.System == "cacheserver" && r.RPS > bestCS {
+			bestCS = r.RPS
+		}
+		if r.System == "redis" && r.RPS > bestRedis {
+			bestRedis = r.RPS
+		}
+	}
+	fmt.Fprintf(w, "\nBest GET: cacheserver %.0f/s (target >= 50000: %s)", bestCS, verdict(bestCS >= 50000))
+	if bestRedis > 0 {
+		fmt.Fprintf(w, "; redis %.0f/s; ratio %.2f (target >= 0.50: %s)", bestRedis, bestCS/bestRedis, verdict(bestCS >= bestRedis/2))
+	}
+	fmt.Fprintln(w)
+}
+
+// loadAverage reads /proc/loadavg: whether the machine was busy with other
+// work while the benchmark ran.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func cells(r *result) string {
+	if r == nil || r.RPS == 0 {
+		note := "–"
+		if r != nil && r.Note != "" {
+			note = "failed"
+		}
+		return fmt.Sprintf(" %s | | |", note)
+	}
+	s := fmt.Sprintf(" %.0f | %.3f | %.3f |", r.RPS, r.P50, r.P99)
+	if r.Errors > 0 {
+		s = fmt.Sprintf(" %.0f (%d errors) | %.3f | %.3f |", r.RPS, r.Errors, r.P50, r.P99)
+	}
+	return s
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "missed"
+}
+
+func sizeName(n int) string {
+	if n >= 1024 && n%1024 == 0 {
+		return fmt.Sprintf("%d KiB", n/1024)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func fatal(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench-server: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// percentile returns the p-th percentile (0..1) of sorted latencies, in ms.
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p * float64(len(sorted)-1))
+	return float64(sorted[i]) / float64(time.Millisecond)
+}
