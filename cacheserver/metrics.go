@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	lookups  *prometheus.CounterVec
+	hits     prometheus.Counter
+	misses   prometheus.Counter
 }
 
 func newMetrics(fc *engine.FanoutCache) *metrics {
@@ -38,22 +41,41 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 			Help: "Key lookups (GET) by result: hit or miss.",
 		}, []string{"result"}),
 	}
+	m.hits, m.misses = m.lookups.WithLabelValues("hit"), m.lookups.WithLabelValues("miss")
 	m.registry.MustRegister(m.requests, m.latency, m.lookups,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})
 	return m
 }
 
-func (m *metrics) observe(route, method string, code int, d time.Duration) {
-	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+// routeMetrics are one route's series, resolved once at registration so a
+// request pays no label lookups.
+type routeMetrics struct {
+	latency prometheus.Observer
+	route   string
+	method  string
+	parent  *metrics
+	codes   sync.Map // int → prometheus.Counter
+}
+
+func (m *metrics) forRoute(route, method string) *routeMetrics {
+	return &routeMetrics{latency: m.latency.WithLabelValues(route, method), route: route, method: method, parent: m}
+}
+
+func (rm *routeMetrics) observe(code int, d time.Duration) {
+	rm.latency.Observe(d.Seconds())
+	c, ok := rm.codes.Load(code)
+	if !ok {
+		c, _ = rm.codes.LoadOrStore(code, rm.parent.requests.WithLabelValues(rm.route, rm.method, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 func (m *metrics) lookup(hit bool) {
 	if hit {
-		m.lookups.WithLabelValues("hit").Inc()
+		m.hits.Inc()
 	} else {
-		m.lookups.WithLabelValues("miss").Inc()
+		m.misses.Inc()
 	}
 }
 

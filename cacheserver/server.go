@@ -106,13 +106,15 @@ func (s *Server) publicRoute(pattern string, h handlerFunc) {
 }
 
 func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
-	_, path, _ := strings.Cut(pattern, " ")
+	method, path, ok := strings.Cut(pattern, " ")
+	if !ok {
+		method, path = "ANY", pattern
+	}
+	rm := s.metrics.forRoute(path, method)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		defer func() {
-			s.metrics.observe(path, r.Method, rec.status, time.Since(start))
-		}()
+		defer func() { rm.observe(rec.status, time.Since(start)) }()
 		if auth && !s.authorized(r) {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
 			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
