@@ -5,6 +5,9 @@
   needs Django; nothing else in this package does.
 * :class:`Cache` — python-diskcache's ``Cache`` API for the server's cache
   or one of its named caches.
+* :class:`Deque` and :class:`Index` — python-diskcache's ``Deque`` and
+  ``Index`` for the server's deques and indexes (``cache.deque(name)``,
+  ``cache.index(name)``).
 * :class:`Client` — connection pools, retries and circuit breaker for one
   server or a list of shard servers.
 
@@ -13,6 +16,7 @@ Standard library only.
 
 from .cache import Cache, args_to_key, full_name
 from .errors import CacheServerError, ServerUnavailable, Timeout, Unauthorized
+from .persistent import Deque, Index
 from .transport import Client
 
 __version__ = '0.1.0'
@@ -21,6 +25,8 @@ __all__ = [
     'Cache',
     'CacheServerError',
     'Client',
+    'Deque',
+    'Index',
     'ServerUnavailable',
     'Timeout',
     'Unauthorized',

@@ -224,6 +224,22 @@ class Cache:
                              % (key, ', '.join(sorted(RUNTIME_SETTINGS))))
         return self._run(ops.settings(self._client, self._prefix, {key: value}))[key]
 
+    def deque(self, name, maxlen=None):
+        """The server's deque ``name`` (directory ``deque/<name>``), as
+        python-diskcache's ``FanoutCache.deque``: a
+        :class:`~diskcache_client.persistent.Deque`. Deques belong to the
+        server, not to a named cache: a named cache's ``deque(name)`` is the
+        same deque."""
+        from .persistent import Deque  # pylint: disable=import-outside-toplevel
+        return Deque(self._client, name, maxlen=maxlen)
+
+    def index(self, name):
+        """The server's index ``name`` (directory ``index/<name>``), as
+        python-diskcache's ``FanoutCache.index``: a
+        :class:`~diskcache_client.persistent.Index` (see :meth:`deque`)."""
+        from .persistent import Index  # pylint: disable=import-outside-toplevel
+        return Index(self._client, name)
+
     def memoize(self, name=None, typed=False, expire=None, tag=None, ignore=()):
         """Memoizing decorator with python-diskcache's ``Cache.memoize``
         semantics and keys (``args_to_key`` tuples, pickled as keys)."""

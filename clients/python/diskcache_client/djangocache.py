@@ -25,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from . import ops, wire
 from .cache import ENOVAL, Cache, args_to_key, full_name
 from .errors import CacheServerError, ServerUnavailable, Timeout
+from .persistent import Deque, Index
 from .transport import shared_client
 
 log = logging.getLogger('diskcache_client.djangocache')
@@ -422,21 +423,17 @@ class DjangoCache(BaseCache):
         return Cache(self._client, name)
 
     def deque(self, name, maxlen=None):
-        """Not available yet: the server's deque routes are being written."""
-        # The implementation will live in its own module (a Deque class over
-        # /v1/deques/{name}/..., using transport.Client and wire's record
-        # streams) and be returned from here.
-        raise NotImplementedError(
-            'DjangoCache.deque() is not available yet: cacheserver has no '
-            '/v1/deques routes in this version')
+        """The server's deque ``name`` (directory ``deque/<name>``): a
+        :class:`~diskcache_client.persistent.Deque`, python-diskcache's
+        ``Deque`` API. Its calls raise errors: ``IGNORE_EXCEPTIONS`` applies
+        to Django's API only."""
+        return Deque(self._client, name, maxlen=maxlen)
 
     def index(self, name):
-        """Not available yet: the server's index routes are being written."""
-        # Like deque(): an Index class in its own module over
-        # /v1/indexes/{name}/....
-        raise NotImplementedError(
-            'DjangoCache.index() is not available yet: cacheserver has no '
-            '/v1/indexes routes in this version')
+        """The server's index ``name`` (directory ``index/<name>``): a
+        :class:`~diskcache_client.persistent.Index`, python-diskcache's
+        ``Index`` API. Its calls raise errors, as for :meth:`deque`."""
+        return Index(self._client, name)
 
     def memoize(self, name=None, timeout=DEFAULT_TIMEOUT, version=None, typed=False,
                 tag=None, ignore=()):

@@ -58,8 +58,10 @@ def shape(value, expire_time, tag, want_expire_time, want_tag):
     return value
 
 
-def key_request(c, prefix, key, method, suffix='', params=(), **kwargs):
-    """A request addressing one key: ``{prefix}/keys/{key}{suffix}``."""
+def key_target(key, params=()):
+    """``(raw, segment, query_pairs)`` addressing a key as a ``{key}`` path
+    segment: its wire bytes, the escaped segment, and ``kt``/``ke`` (when
+    needed) ahead of ``params``."""
     kind, raw = wire.encode_key(key)
     query = list(params)
     segment, encoding = wire.key_segment(raw)
@@ -67,6 +69,12 @@ def key_request(c, prefix, key, method, suffix='', params=(), **kwargs):
         query.insert(0, ('ke', encoding))
     if kind != 'text':
         query.insert(0, ('kt', kind))
+    return raw, segment, query
+
+
+def key_request(c, prefix, key, method, suffix='', params=(), **kwargs):
+    """A request addressing one key: ``{prefix}/keys/{key}{suffix}``."""
+    raw, segment, query = key_target(key, params)
     return Request(method, prefix + '/keys/' + segment + suffix,
                    query=wire.build_query(query), shard=c.shard_of(raw), **kwargs)
 

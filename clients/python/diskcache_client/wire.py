@@ -35,6 +35,8 @@ HEADER_TAG = 'Diskcache-Tag'
 HEADER_TAG_TYPE = 'Diskcache-Tag-Type'
 HEADER_KEY = 'Diskcache-Key'
 HEADER_KEY_TYPE = 'Diskcache-Key-Type'
+HEADER_TOTAL = 'Diskcache-Total'  # a deque listing's deque length
+HEADER_NEXT_CURSOR = 'Diskcache-Next-Cursor'  # an index listing's next page
 
 RECORDS_CONTENT_TYPE = 'application/x-diskcache-records'
 
@@ -219,6 +221,17 @@ def set_params(expire=None, tag=None):
     return params
 
 
+def key_from_headers(headers):
+    """Read the key of a response that names its item (``Diskcache-Key``
+    and ``Diskcache-Key-Type``, as popitem, peekitem and pull answer), or
+    None when it has none."""
+    raw = headers.get(HEADER_KEY.lower())
+    if raw is None:
+        return None
+    kind = headers.get(HEADER_KEY_TYPE.lower()) or 'text'
+    return decode_key(unquote_to_bytes(raw), kind)
+
+
 def tag_from_headers(headers):
     """Read the tag of a single-item response (``None`` if it has none)."""
     raw = headers.get(HEADER_TAG.lower())
@@ -288,6 +301,28 @@ def iter_records(body):
             raise ValueError('record stream: value shorter than its len')
         yield header, bytes(view[start:start + length])
         pos = start + length
+
+
+def value_record(value):
+    """A record carrying only a value (deque extend); pickling errors
+    propagate."""
+    value_type, body = encode_value(value)
+    return record({'type': value_type}, body)
+
+
+def record_key(header):
+    """The key of a record header (listings), as a Python key."""
+    kind = header.get('kt') or 'text'
+    raw = header.get('key', '')
+    if kind in ('bytes', 'pickle'):
+        return decode_key(base64.b64decode(raw), kind)
+    return decode_key(raw.encode('utf-8'), kind)
+
+
+def json_key(doc):
+    """The key of a JSON answer ``{"key": ..., "kt": ...}`` that writes the
+    key as its text (index push: int keys, or text ``prefix-NNN`` keys)."""
+    return decode_key(doc.get('key', '').encode('utf-8'), doc.get('kt') or 'text')
 
 
 def record_tag(header):

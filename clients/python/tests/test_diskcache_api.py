@@ -238,11 +238,12 @@ def test_args_to_key_matches_python_diskcache():
             diskcache.core.args_to_key(base, args, kwargs, typed, ignore)
 
 
-def test_deque_and_index_not_available_yet(cache):
-    with pytest.raises(NotImplementedError, match='deque'):
-        cache.deque('q')
-    with pytest.raises(NotImplementedError, match='index'):
-        cache.index('i')
+def test_deque_and_index_come_from_the_cache(cache):
+    # More in test_persistent.py.
+    from diskcache_client import Deque, Index
+    assert isinstance(cache.deque('q'), Deque)
+    assert cache.deque('q', maxlen=3).maxlen == 3
+    assert isinstance(cache.index('i'), Index)
 
 
 # -- cache(name): python-diskcache's Cache API ------------------------------------
