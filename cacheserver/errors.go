@@ -64,6 +64,8 @@ func (s *Server) classify(err error) (int, string, string) {
 		return http.StatusServiceUnavailable, wire.CodeTimeout, "database busy: " + err.Error()
 	case errors.Is(err, engine.ErrNotFound):
 		return http.StatusNotFound, wire.CodeNotFound, err.Error()
+	case errors.Is(err, engine.ErrQueueFull):
+		return http.StatusConflict, wire.CodeQueueFull, err.Error()
 	case errors.Is(err, engine.ErrEmpty):
 		return http.StatusNotFound, wire.CodeEmpty, err.Error()
 	case errors.Is(err, engine.ErrNotNumeric):

@@ -14,6 +14,9 @@ var (
 	ErrNotFound = errors.New("key not found")
 	// ErrEmpty is returned by PeekItem on an empty cache.
 	ErrEmpty = errors.New("cache is empty")
+	// ErrQueueFull is returned by Push when the queue's keys have reached
+	// the end of their range on that side.
+	ErrQueueFull = errors.New("queue is full")
 	// ErrNotNumeric is returned by Incr on a value that is not a number.
 	ErrNotNumeric = errors.New("value is not a number")
 	// ErrOverflow is returned by Incr when the result leaves the int64 range.

@@ -120,7 +120,7 @@ func (tx *Tx) pushStored(st stored, q QueueOptions, opts SetOptions) (Key, error
 			num--
 		}
 		if num <= 0 || num >= queueMax {
-			return Key{}, fmt.Errorf("%w: queue is full at its %s end", ErrInvalidKey, q.Side)
+			return Key{}, fmt.Errorf("%w at its %s end", ErrQueueFull, q.Side)
 		}
 	}
 	key := IntKey(num)

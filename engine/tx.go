@@ -302,7 +302,7 @@ func (c *Cache) write(ctx context.Context, op string, fn func(tx *Tx) error) err
 
 // isEngineError reports errors that already say what went wrong.
 func isEngineError(err error) bool {
-	for _, e := range []error{ErrNotFound, ErrEmpty, ErrNotNumeric, ErrOverflow, ErrInvalidKey, ErrInvalidValue, ErrInvalidSetting, ErrClosed, context.Canceled, context.DeadlineExceeded} {
+	for _, e := range []error{ErrNotFound, ErrEmpty, ErrQueueFull, ErrNotNumeric, ErrOverflow, ErrInvalidKey, ErrInvalidValue, ErrInvalidSetting, ErrClosed, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -68,6 +68,7 @@ const (
 	CodeNotNumeric     = "not_numeric"
 	CodeOverflow       = "overflow"
 	CodeEmpty          = "empty"
+	CodeQueueFull      = "queue_full"
 	CodeNotOwner       = "not_owner"
 	CodeWrongType      = "wrong_type"
 	CodeUnauthorized   = "unauthorized"
