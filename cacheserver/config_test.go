@@ -1,0 +1,82 @@
+package cacheserver
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+func TestLoadConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cacheserver.conf")
+	conf := "# written by the operator\n" +
+		"data-dir = /from-file\n" +
+		"fanout = 4\n" +
+		"size-limit = 1000\n" +
+		"eviction-policy = \"least-recently-used\"\n" +
+		"insecure-no-auth = true\n"
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"DISKCACHE_FANOUT":           "6",
+		"DISKCACHE_DATABASE_TIMEOUT": "250ms",
+	}
+	cfg, err := LoadConfig([]string{"--config", file, "--data-dir", "/from-flag"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "/from-flag" || cfg.Fanout != 6 || cfg.SizeLimit != 1000 ||
+		cfg.EvictionPolicy != "least-recently-used" || cfg.DatabaseTimeout != 250*time.Millisecond || !cfg.InsecureNoAuth {
+		t.Fatalf("flags > env > file not honoured: %+v", cfg)
+	}
+	got := cfg.EngineSettings()
+	if len(got) != 2 || got[engine.SettingSizeLimit] != int64(1000) || got[engine.SettingEvictionPolicy] != "least-recently-used" {
+		t.Fatalf("EngineSettings = %v; want only the settings given", got)
+	}
+}
+
+func TestLoadConfigDefaultsKeepStoredSettings(t *testing.T) {
+	cfg, err := LoadConfig([]string{"--data-dir", "/d", "--insecure-no-auth"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":8080" || cfg.Fanout != 8 {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	if s := cfg.EngineSettings(); len(s) != 0 {
+		t.Fatalf("no engine setting was given, yet EngineSettings = %v", s)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.conf")
+	_ = os.WriteFile(bad, []byte("fanout 4\n"), 0o600)
+	unknown := filepath.Join(dir, "unknown.conf")
+	_ = os.WriteFile(unknown, []byte("no-such-flag = 1\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--insecure-no-auth"}, nil, "--data-dir is required"},
+		{[]string{"--data-dir", "/d"}, nil, "--token-file is required"},
+		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--fanout", "0"}, nil, "--fanout must be between 1 and 999"},
+		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--eviction-policy", "random"}, nil, "--eviction-policy"},
+		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--tls-cert", "c"}, nil, "--tls-cert and --tls-key go together"},
+		{[]string{"--data-dir", "/d", "--insecure-no-auth"}, map[string]string{"DISKCACHE_FANOUT": "many"}, `fanout = "many"`},
+		{[]string{"--config", bad}, nil, "want name = value"},
+		{[]string{"--config", unknown}, nil, `unknown setting "no-such-flag"`},
+		{[]string{"--data-dir", "/d", "--insecure-no-auth", "extra"}, nil, "unexpected arguments"},
+	} {
+		_, err := LoadConfig(tc.args, func(k string) string { return tc.env[k] })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("LoadConfig(%v, %v) = %v; want an error containing %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+}

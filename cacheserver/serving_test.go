@@ -1,0 +1,183 @@
+package cacheserver_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and its key, and returns
+// their paths and a pool trusting the certificate.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "cacheserver-test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestTLSServesHTTP2(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	srv := testserver.Start(t, testserver.Options{Args: []string{"--tls-cert", certFile, "--tls-key", keyFile}})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
+	base := strings.Replace(srv.URL, "http://", "https://", 1)
+	c, err := client.New(base, client.Options{Token: srv.Token, HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Cache("").Set(ctx, engine.TextKey("k"), engine.Text("over tls"), engine.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	it, ok, err := c.Cache("").Get(ctx, engine.TextKey("k"))
+	if err != nil || !ok || string(it.Value.Data) != "over tls" {
+		t.Fatalf("Get over TLS = %+v %v %v", it, ok, err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("TLS answered with %s, want HTTP/2", resp.Proto)
+	}
+	// Plain HTTP on the TLS port is refused.
+	if resp, err := http.Get(srv.URL + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("plain HTTP answered 200 on the TLS port")
+		}
+	}
+}
+
+func TestUnencryptedHTTP2(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+	c, err := client.New(srv.URL, client.Options{Token: srv.Token, HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Cache("").Set(ctx, engine.TextKey("k"), engine.Int(7), engine.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if it, ok, err := c.Cache("").Get(ctx, engine.TextKey("k")); err != nil || !ok || !it.Value.Equal(engine.Int(7)) {
+		t.Fatalf("Get over h2c = %+v %v %v", it, ok, err)
+	}
+	resp, err := hc.Get(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("h2c request answered with %s", resp.Proto)
+	}
+}
+
+// peakRSS returns the high-water mark of a process's resident memory.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Skip("no VmHWM in /proc status")
+	return 0
+}
+
+// TestHugeValueStreamsWithinMemoryBound sends and reads back a value four
+// times larger than the memory bound the server process must stay under:
+// values stream between the socket and their file, never whole in memory.
+func TestHugeValueStreamsWithinMemoryBound(t *testing.T) {
+	const size = 256 << 20
+	const bound = 64 << 20
+	// A value over a shard's size limit culls itself on write, as in
+	// python-diskcache: give the shards room.
+	srv := testserver.Start(t, testserver.Options{Args: []string{"--size-limit", strconv.Itoa(16 << 30)}})
+	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Cache("").Set(ctx, engine.TextKey("huge"), engine.Value{Type: engine.ValueBytes},
+		engine.SetOptions{Body: io.LimitReader(&pattern{}, size)}); err != nil {
+		t.Fatal(err)
+	}
+	st, ok, err := c.Cache("").Open(ctx, engine.TextKey("huge"))
+	if err != nil || !ok {
+		t.Fatalf("Open = %v %v", ok, err)
+	}
+	n, err := io.Copy(io.Discard, st)
+	st.Close()
+	if err != nil || n != size {
+		t.Fatalf("read back %d of %d bytes: %v", n, size, err)
+	}
+	peak := peakRSS(t, srv.PID())
+	t.Logf("server peak resident memory: %d MiB", peak>>20)
+	if peak > bound {
+		t.Fatalf("server peaked at %d MiB resident for a %d MiB value; bound %d MiB", peak>>20, size>>20, bound>>20)
+	}
+}
