@@ -1,0 +1,82 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+func TestIdempotentCallsRetryOn503(t *testing.T) {
+	var calls atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":"timeout","message":"busy"}`))
+			return
+		}
+		w.Header().Set("Diskcache-Value-Type", "int")
+		_, _ = w.Write([]byte("5"))
+	}))
+	defer ts.Close()
+	c, err := New(ts.URL, Options{Retries: 2, Backoff: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, ok, err := c.Cache("").Get(context.Background(), engine.TextKey("k"))
+	if err != nil || !ok || !it.Value.Equal(engine.Int(5)) || calls.Load() != 3 {
+		t.Fatalf("Get = %+v %v %v after %d calls; want 5 after 3", it, ok, err, calls.Load())
+	}
+}
+
+func TestNonIdempotentCallsDoNotRetry(t *testing.T) {
+	var calls atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":"timeout","message":"busy"}`))
+	}))
+	defer ts.Close()
+	c, _ := New(ts.URL, Options{Retries: 5, Backoff: 1})
+	_, err := c.Cache("").Incr(context.Background(), engine.TextKey("n"), engine.Int(1), engine.Int(0))
+	if !errors.Is(err, ErrTimeout) || calls.Load() != 1 {
+		t.Fatalf("Incr = %v after %d calls; want one call and ErrTimeout", err, calls.Load())
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.Message != "busy" {
+		t.Fatalf("error = %#v", err)
+	}
+}
+
+func TestConnectionErrorsRetryThenFail(t *testing.T) {
+	// A listener that accepts and immediately closes: every attempt is a
+	// connection-level failure.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conn.Close()
+		}
+	}()
+	c, _ := New("http://"+l.Addr().String(), Options{Retries: 2, Backoff: 1})
+	if _, _, err := c.Cache("").Get(context.Background(), engine.TextKey("k")); err == nil {
+		t.Fatal("Get against a closing listener succeeded")
+	}
+	if n := accepted.Load(); n != 3 {
+		t.Fatalf("%d connection attempts, want 1 + 2 retries", n)
+	}
+}
