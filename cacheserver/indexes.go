@@ -18,12 +18,14 @@ func (s *Server) indexRoutes() {
 	const p = "/v1/indexes/{name}"
 	s.route("GET "+p, s.handleIndexLen)
 	s.route("DELETE "+p, s.handleIndexClear)
-	s.route("GET "+p+"/keys/{key}", s.handleIndexGet)
-	s.route("HEAD "+p+"/keys/{key}", s.handleIndexHead)
-	s.route("PUT "+p+"/keys/{key}", s.handleIndexSet)
-	s.route("DELETE "+p+"/keys/{key}", s.handleIndexDelete)
+	// An index's items are a cache's items in insertion order: the key
+	// routes of caches serve them (Server.store resolves the index).
+	s.route("GET "+p+"/keys/{key}", s.handleGet)
+	s.route("HEAD "+p+"/keys/{key}", s.handleHead)
+	s.route("PUT "+p+"/keys/{key}", s.handleSet)
+	s.route("DELETE "+p+"/keys/{key}", s.handleDelete)
 	s.route("POST "+p+"/keys/{key}/setdefault", s.handleIndexSetDefault)
-	s.route("POST "+p+"/keys/{key}/pop", s.handleIndexPop)
+	s.route("POST "+p+"/keys/{key}/pop", s.handlePop)
 	s.route("POST "+p+"/popitem", s.handleIndexPopItem)
 	s.route("GET "+p+"/peekitem", s.handleIndexPeekItem)
 	s.route("POST "+p+"/push", s.handleIndexPush)
@@ -75,75 +77,6 @@ func (s *Server) handleIndexClear(w http.ResponseWriter, r *http.Request) error 
 	return removed(w, n, err)
 }
 
-func (s *Server) handleIndexGet(w http.ResponseWriter, r *http.Request) error {
-	c, key, err := s.indexKey(r)
-	if err != nil {
-		return err
-	}
-	it, ok, err := c.Get(r.Context(), key, engine.GetOptions{Stream: true})
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return notFound(wire.CodeNotFound, "key %s not found", key)
-	}
-	writeItem(w, r, it, false)
-	return nil
-}
-
-func (s *Server) handleIndexHead(w http.ResponseWriter, r *http.Request) error {
-	c, key, err := s.indexKey(r)
-	if err != nil {
-		return err
-	}
-	ok, err := c.Contains(r.Context(), key)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		w.WriteHeader(http.StatusNotFound)
-		return nil
-	}
-	w.WriteHeader(http.StatusOK)
-	return nil
-}
-
-// handleIndexSet stores the body under key: at the end of the insertion
-// order for a new key, in its place for an existing one. ?expire= and ?tag=
-// work as on /v1/keys/{key}.
-func (s *Server) handleIndexSet(w http.ResponseWriter, r *http.Request) error {
-	c, key, err := s.indexKey(r)
-	if err != nil {
-		return err
-	}
-	opts, err := setOptions(r)
-	if err != nil {
-		return err
-	}
-	v, opts, err := s.readValue(w, r, c, opts)
-	if err != nil {
-		return err
-	}
-	if err := c.Set(r.Context(), key, v, opts); err != nil {
-		return bodyError(err)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (s *Server) handleIndexDelete(w http.ResponseWriter, r *http.Request) error {
-	c, key, err := s.indexKey(r)
-	if err != nil {
-		return err
-	}
-	ok, err := c.Delete(r.Context(), key)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, map[string]bool{"deleted": ok})
-	return nil
-}
-
 // handleIndexSetDefault stores the body under key unless key has an item,
 // and answers the value now stored there (python's setdefault).
 func (s *Server) handleIndexSetDefault(w http.ResponseWriter, r *http.Request) error {
@@ -178,22 +111,6 @@ func (s *Server) handleIndexSetDefault(w http.ResponseWriter, r *http.Request) e
 				msg: "the item was removed by another client while setdefault ran; try again"}
 		}
 	}
-}
-
-func (s *Server) handleIndexPop(w http.ResponseWriter, r *http.Request) error {
-	c, key, err := s.indexKey(r)
-	if err != nil {
-		return err
-	}
-	it, ok, err := c.Pop(r.Context(), key, engine.GetOptions{Stream: true})
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return notFound(wire.CodeNotFound, "key %s not found", key)
-	}
-	writeItem(w, r, it, false)
-	return nil
 }
 
 // handleIndexPopItem removes and answers the last item in insertion order

@@ -29,6 +29,16 @@ func (s *Server) pathKey(r *http.Request) (engine.Key, error) {
 	return k, nil
 }
 
+// storeKey resolves the store and the {key} of a key route.
+func (s *Server) storeKey(r *http.Request) (Store, engine.Key, error) {
+	st, err := s.store(r)
+	if err != nil {
+		return nil, engine.Key{}, err
+	}
+	key, err := s.pathKey(r)
+	return st, key, err
+}
+
 // setOptions reads ?expire= and ?tag=&tt=.
 func setOptions(r *http.Request) (engine.SetOptions, error) {
 	q := r.URL.Query()
@@ -170,11 +180,7 @@ func contentType(t engine.ValueType) string {
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.store(r)
-	if err != nil {
-		return err
-	}
-	key, err := s.pathKey(r)
+	st, key, err := s.storeKey(r)
 	if err != nil {
 		return err
 	}
@@ -191,11 +197,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleHead(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.store(r)
-	if err != nil {
-		return err
-	}
-	key, err := s.pathKey(r)
+	st, key, err := s.storeKey(r)
 	if err != nil {
 		return err
 	}
@@ -212,11 +214,7 @@ func (s *Server) handleHead(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleSet(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.store(r)
-	if err != nil {
-		return err
-	}
-	key, err := s.pathKey(r)
+	st, key, err := s.storeKey(r)
 	if err != nil {
 		return err
 	}
@@ -229,18 +227,14 @@ func (s *Server) handleSet(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := st.Set(r.Context(), key, v, opts); err != nil {
-		return unwrapBodyError(err)
+		return bodyError(err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
 func (s *Server) handleAdd(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.store(r)
-	if err != nil {
-		return err
-	}
-	key, err := s.pathKey(r)
+	st, key, err := s.storeKey(r)
 	if err != nil {
 		return err
 	}
@@ -254,18 +248,14 @@ func (s *Server) handleAdd(w http.ResponseWriter, r *http.Request) error {
 	}
 	added, err := st.Add(r.Context(), key, v, opts)
 	if err != nil {
-		return unwrapBodyError(err)
+		return bodyError(err)
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"added": added})
 	return nil
 }
 
 func (s *Server) handleTouch(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.store(r)
-	if err != nil {
-		return err
-	}
-	key, err := s.pathKey(r)
+	st, key, err := s.storeKey(r)
 	if err != nil {
 		return err
 	}
@@ -282,11 +272,7 @@ func (s *Server) handleTouch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.store(r)
-	if err != nil {
-		return err
-	}
-	key, err := s.pathKey(r)
+	st, key, err := s.storeKey(r)
 	if err != nil {
 		return err
 	}
@@ -299,11 +285,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handlePop(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.store(r)
-	if err != nil {
-		return err
-	}
-	key, err := s.pathKey(r)
+	st, key, err := s.storeKey(r)
 	if err != nil {
 		return err
 	}
@@ -322,11 +304,7 @@ func (s *Server) handlePop(w http.ResponseWriter, r *http.Request) error {
 // ?default= (default 0; "none" makes a missing key a 404).
 func (s *Server) handleIncr(decr bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		st, err := s.store(r)
-		if err != nil {
-			return err
-		}
-		key, err := s.pathKey(r)
+		st, key, err := s.storeKey(r)
 		if err != nil {
 			return err
 		}

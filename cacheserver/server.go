@@ -171,12 +171,16 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// store resolves the Store a request addresses: the FanoutCache, or the
-// named cache of /v1/caches/{name}/….
+// store resolves the Store a request addresses: the FanoutCache, the named
+// cache of /v1/caches/{name}/…, or the cache holding the index of
+// /v1/indexes/{name}/keys/….
 func (s *Server) store(r *http.Request) (Store, error) {
 	name := r.PathValue("name")
 	if name == "" {
 		return s.cache, nil
+	}
+	if strings.Contains(r.Pattern, " /v1/indexes/") {
+		return s.index(r)
 	}
 	c, err := s.cache.Cache(r.Context(), name)
 	if err != nil {
