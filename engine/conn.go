@@ -1,13 +1,13 @@
 package engine
 
 import (
-	"strings"
 	"context"
 	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
