@@ -35,10 +35,79 @@ test-python: ## Python client (Django backend) tests against a real cacheserver.
 bench: ## Engine benchmark next to raw SQLite and python-diskcache (see docs/benchmarks.md).
 	PYTHON=$(PYTHON) $(GO) run ./hack/bench/engine
 
-.PHONY: bench-server
-bench-server: ## cacheserver GET/SET throughput and latency on loopback next to redis-benchmark (see docs/benchmarks.md).
-	$(GO) run ./hack/bench/server
 
 .PHONY: serve
 serve: ## Start a cacheserver on .cache/demo with a generated token and show a curl round trip.
 	bash hack/run-cacheserver.sh
+
+##@ Operator (api/, controllers/, config/)
+VERSION ?= v0.1.0
+IMG ?= ghcr.io/diskcache-operator/diskcache-operator:$(VERSION)
+KUBECTL ?= kubectl
+CONTROLLER_GEN ?= $(BIN)/controller-gen
+ENVTEST_ASSETS ?= $(BIN)/envtest
+CONTROLLER_GEN_CRD = $(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/...
+CONTROLLER_GEN_OBJ = $(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+# The Go tests need the envtest control plane and up-to-date generated files.
+test-go: envtest verify-generated
+test-go: export KUBEBUILDER_ASSETS = $(ENVTEST_ASSETS)
+
+.PHONY: envtest
+envtest: ## Build etcd and kube-apiserver for envtest from Go modules into bin/envtest (cached).
+	@bash hack/envtest.sh $(ENVTEST_ASSETS) >/dev/null
+
+$(CONTROLLER_GEN): hack/tools/controller-gen/go.mod hack/tools/controller-gen/go.sum
+	cd hack/tools/controller-gen && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN) ## Build controller-gen (pinned in hack/tools/controller-gen).
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd/bases) and ClusterRole (config/rbac/role.yaml).
+	$(CONTROLLER_GEN_CRD) output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods (api/v1alpha1/zz_generated.deepcopy.go).
+	$(CONTROLLER_GEN_OBJ)
+
+.PHONY: verify-generated
+verify-generated: $(CONTROLLER_GEN) ## Fail when the generated files are stale (run `make manifests generate`).
+	@CONTROLLER_GEN="$(CONTROLLER_GEN)" bash hack/verify-generated.sh
+
+.PHONY: build-manager
+build-manager: ## Build bin/manager.
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/manager ./cmd/manager
+
+.PHONY: run
+run: manifests generate ## Run the operator against the current kubeconfig (install the CRD first).
+	$(GO) run -ldflags "-X main.version=$(VERSION)" ./cmd/manager --metrics-bind-address=0 --health-probe-bind-address=:8081
+
+.PHONY: docker-build
+docker-build: ## Build the image (both binaries) with docker.
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+.PHONY: build-installer
+build-installer: manifests generate ## Write dist/install.yaml: CRD, RBAC and the operator Deployment for image $(IMG).
+	@IMG="$(IMG)" KUBECTL="$(KUBECTL)" bash hack/build-installer.sh dist/install.yaml
+	@echo "wrote dist/install.yaml for $(IMG)"
+
+.PHONY: install
+install: manifests ## Install the CRD into the cluster of the current kubeconfig.
+	$(KUBECTL) kustomize config/crd | $(KUBECTL) apply --server-side --force-conflicts -f -
+
+.PHONY: uninstall
+uninstall: manifests ## Remove the CRD (and so every DiskCache) from the cluster.
+	$(KUBECTL) kustomize config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: build-installer ## Deploy the operator (image $(IMG)) to the cluster of the current kubeconfig.
+	$(KUBECTL) apply --server-side --force-conflicts -f dist/install.yaml
+
+.PHONY: undeploy
+undeploy: build-installer ## Remove the operator, its RBAC and the CRD from the cluster.
+	$(KUBECTL) delete --ignore-not-found -f dist/install.yaml
+
+.PHONY: bench-server
+bench-server: ## cacheserver vs redis-server (AOF on) GET/SET throughput and latency; installs redis via apt-get if missing (see docs/benchmarks.md).
+	$(GO) run ./hack/bench/server

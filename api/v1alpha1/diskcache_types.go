@@ -1,0 +1,453 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// EvictionPolicy chooses which items a cull removes first (python-diskcache's
+// eviction_policy setting).
+// +kubebuilder:validation:Enum=none;least-recently-stored;least-recently-used;least-frequently-used
+type EvictionPolicy string
+
+// The four eviction policies of python-diskcache.
+const (
+	EvictionNone                EvictionPolicy = "none"
+	EvictionLeastRecentlyStored EvictionPolicy = "least-recently-stored"
+	EvictionLeastRecentlyUsed   EvictionPolicy = "least-recently-used"
+	EvictionLeastFrequentlyUsed EvictionPolicy = "least-frequently-used"
+)
+
+// PVCRetentionPolicyType says what happens to a shard's PersistentVolumeClaim.
+// +kubebuilder:validation:Enum=Retain;Delete
+type PVCRetentionPolicyType string
+
+// Retention choices (the StatefulSet's persistentVolumeClaimRetentionPolicy).
+const (
+	RetainPVC PVCRetentionPolicyType = "Retain"
+	DeletePVC PVCRetentionPolicyType = "Delete"
+)
+
+// Defaults, also written into the CRD by the kubebuilder:default markers.
+const (
+	DefaultShards          int32          = 1
+	DefaultSizeLimit                      = "1Gi"
+	DefaultEvictionPolicy  EvictionPolicy = EvictionLeastRecentlyStored
+	DefaultCullLimit       int32          = 10
+	DefaultFanout          int32          = 8
+	DefaultDatabaseTimeout                = "1s"
+	DefaultDiskMinFileSize                = "32Ki"
+	DefaultStorageSize                    = "2Gi"
+	DefaultSchedule                       = "*/5 * * * *"
+	DefaultTimeZone                       = "UTC"
+	// TokenKey is the key of the bearer token in the auth Secret.
+	TokenKey = "token"
+)
+
+// DiskCacheSpec is the desired state of a DiskCache.
+//
+// Live settings (sizeLimit, evictionPolicy, cullLimit, statistics, tagIndex)
+// are applied to running cache servers without a restart; changing any other
+// field rolls the shards one at a time.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.sizeLimit) || !has(self.storage) || !has(self.storage.size) || !isQuantity(string(self.sizeLimit)) || !isQuantity(string(self.storage.size)) || quantity(string(self.sizeLimit)).compareTo(quantity(string(self.storage.size))) <= 0",message="sizeLimit must not exceed storage.size: a shard would fill its volume before it culls"
+type DiskCacheSpec struct {
+	// Shards is the number of cache server pods; keys are spread across them
+	// by consistent hashing. Each shard has its own volume.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	// +optional
+	Shards int32 `json:"shards,omitempty"`
+
+	// Image is the cacheserver container image; empty means the image the
+	// operator was started with (--cacheserver-image).
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the cacheserver container; empty means Kubernetes'
+	// default for the image tag.
+	// +kubebuilder:validation:Enum=Always;Never;IfNotPresent
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// SizeLimit is how many bytes of cached data one shard keeps before
+	// culling (python-diskcache's size_limit). Live.
+	// +kubebuilder:default="1Gi"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="sizeLimit must be positive"
+	// +optional
+	SizeLimit *resource.Quantity `json:"sizeLimit,omitempty"`
+
+	// EvictionPolicy chooses which items culling removes first. Live.
+	// +kubebuilder:default=least-recently-stored
+	// +optional
+	EvictionPolicy EvictionPolicy `json:"evictionPolicy,omitempty"`
+
+	// CullLimit is the most items culled by one write; 0 leaves culling to
+	// the maintenance schedule. Live.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	CullLimit *int32 `json:"cullLimit,omitempty"`
+
+	// Statistics turns on hit and miss counting. Live.
+	// +optional
+	Statistics bool `json:"statistics,omitempty"`
+
+	// TagIndex maintains an index on tags so evicting by tag is fast. Live.
+	// +optional
+	TagIndex bool `json:"tagIndex,omitempty"`
+
+	// Fanout is the number of SQLite database files per shard (the
+	// FanoutCache shard count). Immutable: changing it would re-shard the
+	// keys on disk.
+	// +kubebuilder:default=8
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="fanout is immutable: changing it would re-shard the keys already on disk"
+	// +optional
+	Fanout int32 `json:"fanout,omitempty"`
+
+	// DatabaseTimeout is how long a write waits for a busy SQLite file
+	// before the server answers 503.
+	// +kubebuilder:default="1s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	DatabaseTimeout *metav1.Duration `json:"databaseTimeout,omitempty"`
+
+	// DiskMinFileSize is the smallest value stored in its own file instead
+	// of inside SQLite (python-diskcache's disk_min_file_size).
+	// +kubebuilder:default="32Ki"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || !quantity(string(self)).isLessThan(quantity('0'))",message="diskMinFileSize must not be negative"
+	// +optional
+	DiskMinFileSize *resource.Quantity `json:"diskMinFileSize,omitempty"`
+
+	// MaxKeyBytes is the largest key the server accepts; empty means the
+	// server's default (64Ki).
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="maxKeyBytes must be positive"
+	// +optional
+	MaxKeyBytes *resource.Quantity `json:"maxKeyBytes,omitempty"`
+
+	// MaxValueBytes is the largest value the server accepts; empty means
+	// the server's default (1Ti).
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="maxValueBytes must be positive"
+	// +optional
+	MaxValueBytes *resource.Quantity `json:"maxValueBytes,omitempty"`
+
+	// Storage is each shard's persistent volume.
+	// +kubebuilder:default={}
+	// +optional
+	Storage StorageSpec `json:"storage,omitempty"`
+
+	// Maintenance schedules expire and cull on every shard.
+	// +kubebuilder:default={}
+	// +optional
+	Maintenance MaintenanceSpec `json:"maintenance,omitempty"`
+
+	// Auth configures the bearer token clients must send.
+	// +optional
+	Auth AuthSpec `json:"auth,omitempty"`
+
+	// TLS serves HTTPS with the certificate of a kubernetes.io/tls Secret.
+	// +optional
+	TLS *TLSSpec `json:"tls,omitempty"`
+
+	// Resources of the cacheserver container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// NodeSelector of the cache pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations of the cache pods.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity of the cache pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// TopologySpreadConstraints of the cache pods. The operator fills in
+	// the label selector when it is empty.
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// PriorityClassName of the cache pods.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// PodAnnotations are added to the cache pods.
+	// +optional
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+
+	// PodLabels are added to the cache pods; they cannot replace the labels
+	// the operator selects pods by.
+	// +optional
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+}
+
+// StorageSpec is a shard's persistent volume.
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.size) || !has(self.size) || !isQuantity(string(self.size)) || !isQuantity(string(oldSelf.size)) || quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",message="storage.size may grow but not shrink"
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable"
+type StorageSpec struct {
+	// Size of each shard's PersistentVolumeClaim. It may grow (when the
+	// storage class allows volume expansion) but not shrink.
+	// +kubebuilder:default="2Gi"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="storage.size must be positive"
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// StorageClassName of the claims; empty means the cluster's default
+	// class. Immutable.
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// PVCRetentionPolicy says whether claims are kept when the DiskCache is
+	// deleted or scaled down.
+	// +kubebuilder:default={}
+	// +optional
+	PVCRetentionPolicy PVCRetentionPolicy `json:"pvcRetentionPolicy,omitempty"`
+}
+
+// PVCRetentionPolicy mirrors the StatefulSet's persistentVolumeClaimRetentionPolicy.
+type PVCRetentionPolicy struct {
+	// WhenDeleted applies when the DiskCache is deleted.
+	// +kubebuilder:default=Retain
+	// +optional
+	WhenDeleted PVCRetentionPolicyType `json:"whenDeleted,omitempty"`
+
+	// WhenScaled applies to the claims of shards removed by a scale-down.
+	// +kubebuilder:default=Retain
+	// +optional
+	WhenScaled PVCRetentionPolicyType `json:"whenScaled,omitempty"`
+}
+
+// MaintenanceSpec schedules expire (remove expired items) and cull (shrink to
+// sizeLimit) on every shard.
+type MaintenanceSpec struct {
+	// Schedule in cron format (five fields, or @hourly, @daily, @every 10m, …).
+	// +kubebuilder:default="*/5 * * * *"
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every\s+([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+|(\S+\s+){4}\S+)$`
+	// +optional
+	Schedule string `json:"schedule,omitempty"`
+
+	// TimeZone the schedule is read in (an IANA name such as Europe/Paris).
+	// +kubebuilder:default=UTC
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$`
+	// +optional
+	TimeZone string `json:"timeZone,omitempty"`
+
+	// Expire removes expired items on each run.
+	// +kubebuilder:default=true
+	// +optional
+	Expire *bool `json:"expire,omitempty"`
+
+	// Cull shrinks each shard to its sizeLimit on each run.
+	// +kubebuilder:default=true
+	// +optional
+	Cull *bool `json:"cull,omitempty"`
+
+	// Suspend stops scheduling runs; a run under way finishes.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// StartingDeadlineSeconds: a run missed by more than this (for example
+	// while the operator was down) is skipped instead of caught up.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	StartingDeadlineSeconds *int64 `json:"startingDeadlineSeconds,omitempty"`
+}
+
+// AuthSpec configures the bearer token.
+type AuthSpec struct {
+	// SecretName names an existing Secret in the same namespace whose key
+	// "token" holds the bearer token. Empty means a Secret <name>-token that
+	// the operator generates once (32 random bytes) and never overwrites;
+	// rotate the token by editing that Secret.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+}
+
+// TLSSpec turns on HTTPS.
+type TLSSpec struct {
+	// SecretName names a kubernetes.io/tls Secret (tls.crt, tls.key and
+	// optionally ca.crt, which the operator then trusts) in the same namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName"`
+}
+
+// DiskCacheStatus is the observed state of a DiskCache.
+type DiskCacheStatus struct {
+	// ObservedGeneration is the generation of the spec last reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Shards is the number of cache pods that exist (the StatefulSet's
+	// status.replicas).
+	// +optional
+	Shards int32 `json:"shards"`
+
+	// ReadyShards is the number of cache pods that are ready.
+	// +optional
+	ReadyShards int32 `json:"readyShards"`
+
+	// Selector is the label selector of the cache pods (for the scale
+	// subresource and HorizontalPodAutoscalers).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// Endpoint is the URL of the client Service.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// Topology is the shard layout announced to the cache servers.
+	// +optional
+	Topology *TopologyStatus `json:"topology,omitempty"`
+
+	// Maintenance reports the scheduled expire and cull runs.
+	// +optional
+	Maintenance *MaintenanceStatus `json:"maintenance,omitempty"`
+
+	// Conditions: Available, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// TopologyStatus is the shard layout.
+type TopologyStatus struct {
+	// Epoch increases every time the shard count changes.
+	Epoch int64 `json:"epoch"`
+	// Shards is the shard count of this epoch.
+	Shards int32 `json:"shards"`
+	// Rebalancing is true while keys move between shards.
+	// +optional
+	Rebalancing bool `json:"rebalancing,omitempty"`
+}
+
+// MaintenanceStatus reports scheduled maintenance.
+type MaintenanceStatus struct {
+	// LastScheduleTime is when the last run started.
+	// +optional
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+	// LastSuccessfulTime is when the last run that reached every shard finished.
+	// +optional
+	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
+	// NextScheduleTime is when the next run is due.
+	// +optional
+	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
+	// Expired is the number of items the last run expired, over all shards.
+	// +optional
+	Expired int64 `json:"expired,omitempty"`
+	// Culled is the number of items the last run culled, over all shards.
+	// +optional
+	Culled int64 `json:"culled,omitempty"`
+	// PerShard has the last run's result and the usage of each shard.
+	// +listType=map
+	// +listMapKey=shard
+	// +optional
+	PerShard []ShardMaintenanceStatus `json:"perShard,omitempty"`
+	// LastError is the last run's error, empty when it succeeded.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+}
+
+// ShardMaintenanceStatus is one shard's last maintenance run and usage.
+type ShardMaintenanceStatus struct {
+	// Shard is the ordinal of the shard (the pod <name>-<shard>).
+	Shard int32 `json:"shard"`
+	// LastRunTime is when this shard's last run finished.
+	// +optional
+	LastRunTime *metav1.Time `json:"lastRunTime,omitempty"`
+	// Expired items in the last run.
+	// +optional
+	Expired int64 `json:"expired,omitempty"`
+	// Culled items in the last run.
+	// +optional
+	Culled int64 `json:"culled,omitempty"`
+	// Count of items in the shard after the run.
+	// +optional
+	Count int64 `json:"count,omitempty"`
+	// VolumeBytes used by the shard after the run.
+	// +optional
+	VolumeBytes int64 `json:"volumeBytes,omitempty"`
+	// Error of the last run on this shard, empty when it succeeded.
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// Condition types.
+const (
+	// ConditionAvailable is True when every shard has a ready pod.
+	ConditionAvailable = "Available"
+	// ConditionProgressing is True while pods are created, rolled or scaled.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded is True when the operator cannot bring the cache to
+	// its spec, or pods are not ready while nothing is rolling out.
+	ConditionDegraded = "Degraded"
+)
+
+// Condition reasons.
+const (
+	ReasonAllShardsReady     = "AllShardsReady"
+	ReasonShardsUnavailable  = "ShardsUnavailable"
+	ReasonCreating           = "Creating"
+	ReasonRollingUpdate      = "RollingUpdate"
+	ReasonScaling            = "Scaling"
+	ReasonUpToDate           = "UpToDate"
+	ReasonAsExpected         = "AsExpected"
+	ReasonReconcileFailed    = "ReconcileFailed"
+	ReasonAuthSecretInvalid  = "AuthSecretInvalid"
+	ReasonTLSSecretInvalid   = "TLSSecretInvalid"
+	ReasonSettingsNotApplied = "SettingsNotApplied"
+	ReasonVolumeResizeFailed = "VolumeResizeFailed"
+	ReasonPodsNotReady       = "PodsNotReady"
+)
+
+// DiskCache is a persistent, disk-backed cache: a StatefulSet of cache
+// servers with python-diskcache semantics.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 52",message="metadata.name must be at most 52 characters: pod names and StatefulSet revision labels are made from it"
+// +kubebuilder:resource:shortName=dcache,categories=all
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.shards,statuspath=.status.shards,selectorpath=.status.selector
+// +kubebuilder:printcolumn:name="Shards",type=integer,JSONPath=`.spec.shards`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyShards`
+// +kubebuilder:printcolumn:name="Size Limit",type=string,JSONPath=`.spec.sizeLimit`
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.evictionPolicy`
+// +kubebuilder:printcolumn:name="Last Maintenance",type=date,JSONPath=`.status.maintenance.lastSuccessfulTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type DiskCache struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +optional
+	Spec DiskCacheSpec `json:"spec,omitempty"`
+	// +optional
+	Status DiskCacheStatus `json:"status,omitempty"`
+}
+
+// DiskCacheList is a list of DiskCaches.
+//
+// +kubebuilder:object:root=true
+type DiskCacheList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []DiskCache `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&DiskCache{}, &DiskCacheList{})
+}

@@ -1,0 +1,250 @@
+package controllers
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"maps"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+)
+
+func objectMeta(dc *cachev1alpha1.DiskCache, name, component string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: dc.Namespace, Labels: labels(dc, component)}
+}
+
+// buildConfigMap is <name>-config with cacheserver.conf.
+func buildConfigMap(dc *cachev1alpha1.DiskCache) *corev1.ConfigMap {
+	conf, _ := serverConfig(dc)
+	return &corev1.ConfigMap{
+		ObjectMeta: objectMeta(dc, configMapName(dc), ComponentConfig),
+		Data:       map[string]string{ConfigKey: conf},
+	}
+}
+
+// buildTokenSecret is the generated <name>-token Secret with a fresh
+// 32-byte random token. It is created once and never updated.
+func buildTokenSecret(dc *cachev1alpha1.DiskCache) (*corev1.Secret, error) {
+	b := make([]byte, tokenBytes)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("generate token: %w", err)
+	}
+	return &corev1.Secret{
+		ObjectMeta: objectMeta(dc, generatedSecretName(dc), ComponentAuth),
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{cachev1alpha1.TokenKey: []byte(base64.RawURLEncoding.EncodeToString(b))},
+	}, nil
+}
+
+func servicePorts() []corev1.ServicePort {
+	return []corev1.ServicePort{{
+		Name:       PortName,
+		Protocol:   corev1.ProtocolTCP,
+		Port:       Port,
+		TargetPort: intstr.FromString(PortName),
+	}}
+}
+
+// buildClientService is <name>: the ClusterIP Service clients use.
+func buildClientService(dc *cachev1alpha1.DiskCache) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: objectMeta(dc, clientSvcName(dc), ComponentClientSvc),
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: selectorLabels(dc),
+			Ports:    servicePorts(),
+		},
+	}
+}
+
+// buildPeerService is <name>-peers: the headless Service that gives each
+// shard a stable DNS name, ready or not (shards find each other through it).
+func buildPeerService(dc *cachev1alpha1.DiskCache) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: objectMeta(dc, peerSvcName(dc), ComponentPeers),
+		Spec: corev1.ServiceSpec{
+			Type:                     corev1.ServiceTypeClusterIP,
+			ClusterIP:                corev1.ClusterIPNone,
+			PublishNotReadyAddresses: true,
+			Selector:                 selectorLabels(dc),
+			Ports:                    servicePorts(),
+		},
+	}
+}
+
+// buildPDB lets at most one shard be disrupted at a time.
+func buildPDB(dc *cachev1alpha1.DiskCache) *policyv1.PodDisruptionBudget {
+	one := intstr.FromInt32(1)
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: objectMeta(dc, pdbName(dc), ComponentServer),
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: &one,
+			Selector:       &metav1.LabelSelector{MatchLabels: selectorLabels(dc)},
+		},
+	}
+}
+
+// volumeClaimTemplate is the data volume of each shard.
+func volumeClaimTemplate(dc *cachev1alpha1.DiskCache) corev1.PersistentVolumeClaim {
+	return corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: DataVolume, Labels: labels(dc, ComponentServer)},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: dc.Spec.Storage.StorageClassName,
+			VolumeMode:       ptr.To(corev1.PersistentVolumeFilesystem),
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: *dc.Spec.Storage.Size},
+			},
+		},
+	}
+}
+
+// buildStatefulSet is the set of cache servers, one pod per shard. image is
+// the cacheserver image; configHash the hash of the start-up settings.
+// existingClaims are the volumeClaimTemplates of the StatefulSet if it
+// exists already: they are immutable, so they are kept as they are (volume
+// growth is applied to the claims directly).
+func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, existingClaims []corev1.PersistentVolumeClaim) *appsv1.StatefulSet {
+	spec := &dc.Spec
+	podLabels := map[string]string{}
+	maps.Copy(podLabels, spec.PodLabels)
+	maps.Copy(podLabels, labels(dc, ComponentServer)) // ours win
+	podAnnotations := map[string]string{}
+	maps.Copy(podAnnotations, spec.PodAnnotations)
+	podAnnotations[ConfigHashAnno] = configHash
+
+	probeScheme := corev1.URISchemeHTTP
+	if scheme(dc) == "https" {
+		probeScheme = corev1.URISchemeHTTPS
+	}
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: path, Port: intstr.FromString(PortName), Scheme: probeScheme,
+			}},
+			TimeoutSeconds:   3,
+			PeriodSeconds:    period,
+			SuccessThreshold: 1,
+			FailureThreshold: failures,
+		}
+	}
+
+	mounts := []corev1.VolumeMount{
+		{Name: DataVolume, MountPath: DataMountPath},
+		{Name: ConfigVolume, MountPath: ConfigDir, ReadOnly: true},
+		{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
+		{Name: TmpVolume, MountPath: "/tmp"},
+	}
+	volumes := []corev1.Volume{
+		{Name: ConfigVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: configMapName(dc)},
+			DefaultMode:          ptr.To[int32](0o444),
+		}}},
+		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName:  dc.TokenSecretName(),
+			Items:       []corev1.KeyToPath{{Key: cachev1alpha1.TokenKey, Path: cachev1alpha1.TokenKey}},
+			DefaultMode: ptr.To[int32](0o440),
+		}}},
+		{Name: TmpVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			SizeLimit: ptr.To(resource.MustParse("64Mi")),
+		}}},
+	}
+	if scheme(dc) == "https" {
+		mounts = append(mounts, corev1.VolumeMount{Name: TLSVolume, MountPath: TLSDir, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: TLSVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName:  spec.TLS.SecretName,
+			DefaultMode: ptr.To[int32](0o440),
+		}}})
+	}
+
+	spread := make([]corev1.TopologySpreadConstraint, len(spec.TopologySpreadConstraints))
+	for i, c := range spec.TopologySpreadConstraints {
+		c = *c.DeepCopy()
+		if c.LabelSelector == nil {
+			c.LabelSelector = &metav1.LabelSelector{MatchLabels: selectorLabels(dc)}
+		}
+		spread[i] = c
+	}
+	if len(spread) == 0 {
+		spread = nil
+	}
+
+	claims := existingClaims
+	if len(claims) == 0 {
+		claims = []corev1.PersistentVolumeClaim{volumeClaimTemplate(dc)}
+	}
+
+	container := corev1.Container{
+		Name:            ContainerName,
+		Image:           image,
+		ImagePullPolicy: spec.ImagePullPolicy,
+		Command:         []string{BinaryPath},
+		Args:            []string{"--config", ConfigPath},
+		Ports: []corev1.ContainerPort{{
+			Name: PortName, ContainerPort: Port, Protocol: corev1.ProtocolTCP,
+		}},
+		Resources:      *spec.Resources.DeepCopy(),
+		VolumeMounts:   mounts,
+		StartupProbe:   probe("/healthz", 2, 150),
+		LivenessProbe:  probe("/healthz", 10, 3),
+		ReadinessProbe: probe("/readyz", 5, 2),
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			RunAsUser:                ptr.To(RunAsID),
+			RunAsGroup:               ptr.To(RunAsID),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Privileged:               ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+
+	return &appsv1.StatefulSet{
+		ObjectMeta: objectMeta(dc, stsName(dc), ComponentServer),
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            ptr.To(spec.Shards),
+			Selector:            &metav1.LabelSelector{MatchLabels: selectorLabels(dc)},
+			ServiceName:         peerSvcName(dc),
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+				WhenDeleted: appsv1.PersistentVolumeClaimRetentionPolicyType(spec.Storage.PVCRetentionPolicy.WhenDeleted),
+				WhenScaled:  appsv1.PersistentVolumeClaimRetentionPolicyType(spec.Storage.PVCRetentionPolicy.WhenScaled),
+			},
+			VolumeClaimTemplates: claims,
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
+				Spec: corev1.PodSpec{
+					Containers:                    []corev1.Container{container},
+					Volumes:                       volumes,
+					AutomountServiceAccountToken:  ptr.To(false),
+					EnableServiceLinks:            ptr.To(false),
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:        ptr.To(true),
+						RunAsUser:           ptr.To(RunAsID),
+						RunAsGroup:          ptr.To(RunAsID),
+						FSGroup:             ptr.To(RunAsID),
+						FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+						SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					NodeSelector:              spec.NodeSelector,
+					Tolerations:               spec.Tolerations,
+					Affinity:                  spec.Affinity,
+					TopologySpreadConstraints: spread,
+					PriorityClassName:         spec.PriorityClassName,
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,388 @@
+// Package controllers holds the DiskCache reconciler and the builders of its
+// children.
+package controllers
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+)
+
+// DiskCacheReconciler turns a DiskCache into its children: a StatefulSet of
+// cacheservers, a client Service, a headless peer Service, a ConfigMap, a
+// token Secret and a PodDisruptionBudget, and applies live settings to the
+// running servers.
+type DiskCacheReconciler struct {
+	// Client reads through the manager's cache and writes to the API server.
+	client.Client
+	// APIReader reads Secrets the operator does not own (spec.auth,
+	// spec.tls), which the label-filtered cache does not hold.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	// DefaultImage is the cacheserver image when spec.image is empty.
+	DefaultImage string
+	// PodAddress resolves a cache pod to its base URL; nil means
+	// DNSPodAddress. Tests point it at cacheserver processes on loopback.
+	PodAddress PodAddressFunc
+	// SettingsTimeout bounds the settings calls to one pod; 0 means 10s.
+	SettingsTimeout time.Duration
+
+	httpOnce  sync.Once
+	plainHTTP *http.Client
+}
+
+// +kubebuilder:rbac:groups=cache.diskcache.dev,resources=diskcaches,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cache.diskcache.dev,resources=diskcaches/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cache.diskcache.dev,resources=diskcaches/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// reportedError is an error already recorded as events and a problem: the
+// reconcile is retried with backoff but not reported again.
+type reportedError struct{ err error }
+
+func (e *reportedError) Error() string { return e.err.Error() }
+func (e *reportedError) Unwrap() error { return e.err }
+
+// problem is a reason the DiskCache is Degraded.
+type problem struct {
+	reason, message string
+}
+
+// Reconcile brings one DiskCache's children to its spec and reports status.
+// It is level-based: it reads the world and makes it right, whatever the
+// event was, and writes nothing when everything already is.
+func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	var dc cachev1alpha1.DiskCache
+	if err := r.Get(ctx, req.NamespacedName, &dc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if dc.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil // the garbage collector removes the children
+	}
+	want := dc.DeepCopy()
+	want.Spec.Default()
+
+	sts, problems, err := r.reconcileChildren(ctx, want)
+	if sts == nil {
+		// Status always describes the StatefulSet as the cache has it,
+		// whatever failed or was just written.
+		var cur appsv1.StatefulSet
+		if gerr := r.Get(ctx, client.ObjectKey{Namespace: dc.Namespace, Name: stsName(&dc)}, &cur); gerr == nil {
+			sts = &cur
+		}
+	}
+	var reported *reportedError
+	if err != nil && !errors.As(err, &reported) {
+		logger.Error(err, "reconcile failed")
+		r.event(&dc, corev1.EventTypeWarning, cachev1alpha1.ReasonReconcileFailed, "Reconcile", "%v", err)
+		problems = append(problems, problem{cachev1alpha1.ReasonReconcileFailed, err.Error()})
+	}
+	status := computeStatus(want, &dc.Status, sts, problems)
+	if err == nil {
+		status.ObservedGeneration = dc.Generation
+	}
+	if !equality.Semantic.DeepEqual(dc.Status, *status) {
+		dc.Status = *status
+		if uerr := r.Status().Update(ctx, &dc); uerr != nil {
+			if apierrors.IsConflict(uerr) {
+				// The DiskCache changed meanwhile: its watch event brings
+				// it back with the newer version.
+				return ctrl.Result{}, err
+			}
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("update status: %w", uerr))
+		}
+	}
+	return ctrl.Result{}, err
+}
+
+// reconcileChildren creates or updates every child. Problems that leave the
+// cache working but not as specified come back as problems; an error means
+// the reconcile must be retried.
+func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1alpha1.DiskCache) (*appsv1.StatefulSet, []problem, error) {
+	var problems []problem
+
+	token, p, err := r.reconcileToken(ctx, dc)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p != nil {
+		problems = append(problems, *p)
+	}
+	var tlsConfig *tls.Config
+	if scheme(dc) == "https" {
+		var s corev1.Secret
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: dc.Namespace, Name: dc.Spec.TLS.SecretName}, &s)
+		switch {
+		case apierrors.IsNotFound(err):
+			problems = append(problems, problem{cachev1alpha1.ReasonTLSSecretInvalid, fmt.Sprintf("TLS Secret %s not found", dc.Spec.TLS.SecretName)})
+		case err != nil:
+			return nil, nil, fmt.Errorf("get TLS Secret: %w", err)
+		case len(s.Data[corev1.TLSCertKey]) == 0 || len(s.Data[corev1.TLSPrivateKeyKey]) == 0:
+			problems = append(problems, problem{cachev1alpha1.ReasonTLSSecretInvalid,
+				fmt.Sprintf("TLS Secret %s lacks %s or %s", s.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)})
+		default:
+			tlsConfig = tlsConfigFor(&s)
+		}
+	}
+
+	// ConfigMap first: the StatefulSet's pods read it at start-up.
+	_, restartPart := serverConfig(dc)
+	configHash := hash(restartPart)
+	if err := r.applyChild(ctx, dc, buildConfigMap(dc), &corev1.ConfigMap{}); err != nil {
+		return nil, nil, err
+	}
+	if err := r.applyChild(ctx, dc, buildClientService(dc), &corev1.Service{}); err != nil {
+		return nil, nil, err
+	}
+	if err := r.applyChild(ctx, dc, buildPeerService(dc), &corev1.Service{}); err != nil {
+		return nil, nil, err
+	}
+
+	existing, err := getExisting(ctx, r.Client, dc, stsName(dc), &appsv1.StatefulSet{})
+	if err != nil {
+		return nil, nil, err
+	}
+	var claims []corev1.PersistentVolumeClaim
+	image := dc.Spec.Image
+	if image == "" {
+		image = r.DefaultImage
+	}
+	if existing != nil {
+		claims = existing.Spec.VolumeClaimTemplates
+		if old := existing.Spec.Template.Annotations[ConfigHashAnno]; old != "" && old != configHash {
+			r.event(dc, corev1.EventTypeNormal, "RollingUpdate", "Update",
+				"start-up settings changed: rolling the %d shards one at a time", dc.Spec.Shards)
+		}
+	}
+	desired := buildStatefulSet(dc, image, configHash, claims)
+	res, err := r.apply(ctx, dc, desired, objOrNil(existing))
+	if err != nil {
+		return nil, nil, err
+	}
+	r.recordApply(dc, res, desired, "StatefulSet")
+	sts := existing
+	if err := r.applyChild(ctx, dc, buildPDB(dc), &policyv1.PodDisruptionBudget{}); err != nil {
+		return nil, nil, err
+	}
+
+	problems = append(problems, r.resizeClaims(ctx, dc)...)
+
+	if token != "" {
+		results, err := r.applySettings(ctx, dc, token, tlsConfig)
+		for _, res := range results {
+			switch {
+			case res.err != nil:
+				r.eventRelated(dc, res.obj, corev1.EventTypeWarning, cachev1alpha1.ReasonSettingsNotApplied, "UpdateSettings",
+					"pod %s: %v", res.pod, res.err)
+			case len(res.changed) > 0:
+				r.eventRelated(dc, res.obj, corev1.EventTypeNormal, "SettingsApplied", "UpdateSettings",
+					"pod %s: applied %s", res.pod, strings.Join(res.changed, ", "))
+			}
+		}
+		if err != nil {
+			problems = append(problems, problem{cachev1alpha1.ReasonSettingsNotApplied, err.Error()})
+			// Already in the events and the Degraded condition: only retry.
+			return sts, problems, &reportedError{fmt.Errorf("apply live settings: %w", err)}
+		}
+	}
+	return sts, problems, nil
+}
+
+func objOrNil(sts *appsv1.StatefulSet) client.Object {
+	if sts == nil {
+		return nil
+	}
+	return sts
+}
+
+// applyChild applies desired, reading the existing object into into.
+func (r *DiskCacheReconciler) applyChild(ctx context.Context, dc *cachev1alpha1.DiskCache, desired, into client.Object) error {
+	existing, err := getExisting(ctx, r.Client, dc, desired.GetName(), into)
+	if err != nil {
+		return err
+	}
+	var cur client.Object
+	if existing != nil {
+		cur = existing
+	}
+	res, err := r.apply(ctx, dc, desired, cur)
+	if err != nil {
+		return err
+	}
+	gvk, _ := r.GroupVersionKindFor(desired)
+	r.recordApply(dc, res, desired, gvk.Kind)
+	return nil
+}
+
+func (r *DiskCacheReconciler) recordApply(dc *cachev1alpha1.DiskCache, res applyResult, child client.Object, kind string) {
+	switch res {
+	case created:
+		r.eventRelated(dc, child, corev1.EventTypeNormal, "Created", "Create", "created %s %s", kind, child.GetName())
+	case updated:
+		r.eventRelated(dc, child, corev1.EventTypeNormal, "Updated", "Update", "updated %s %s", kind, child.GetName())
+	}
+}
+
+// reconcileToken makes sure the auth Secret exists and returns the token.
+// The generated Secret is created once and never written again, so users
+// rotate the token by editing it; a Secret named in spec.auth is only read.
+func (r *DiskCacheReconciler) reconcileToken(ctx context.Context, dc *cachev1alpha1.DiskCache) (string, *problem, error) {
+	name := dc.TokenSecretName()
+	var secret corev1.Secret
+	var err error
+	if dc.Spec.Auth.SecretName != "" {
+		err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: dc.Namespace, Name: name}, &secret)
+	} else {
+		err = r.Get(ctx, client.ObjectKey{Namespace: dc.Namespace, Name: name}, &secret)
+		if apierrors.IsNotFound(err) {
+			// Not in the cache: it does not exist, or lost our labels.
+			err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: dc.Namespace, Name: name}, &secret)
+		}
+		if apierrors.IsNotFound(err) {
+			s, berr := buildTokenSecret(dc)
+			if berr != nil {
+				return "", nil, berr
+			}
+			if berr := controllerutil.SetControllerReference(dc, s, r.Scheme); berr != nil {
+				return "", nil, berr
+			}
+			err = r.Create(ctx, s, client.FieldOwner(ManagerName))
+			switch {
+			case err == nil:
+				r.eventRelated(dc, s, corev1.EventTypeNormal, "Created", "Create", "created Secret %s with a generated token", name)
+				secret = *s
+			case apierrors.IsAlreadyExists(err):
+				err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: dc.Namespace, Name: name}, &secret)
+			}
+		}
+	}
+	if apierrors.IsNotFound(err) {
+		return "", &problem{cachev1alpha1.ReasonAuthSecretInvalid, fmt.Sprintf("auth Secret %s not found", name)}, nil
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("get auth Secret %s: %w", name, err)
+	}
+	token := strings.TrimSpace(string(secret.Data[cachev1alpha1.TokenKey]))
+	if token == "" {
+		return "", &problem{cachev1alpha1.ReasonAuthSecretInvalid, fmt.Sprintf("auth Secret %s has no %q key", name, cachev1alpha1.TokenKey)}, nil
+	}
+	return token, nil, nil
+}
+
+// resizeClaims grows the data claims of existing shards to storage.size
+// (volumeClaimTemplates are immutable, so the claims are patched directly).
+func (r *DiskCacheReconciler) resizeClaims(ctx context.Context, dc *cachev1alpha1.DiskCache) []problem {
+	var claims corev1.PersistentVolumeClaimList
+	if err := r.List(ctx, &claims, client.InNamespace(dc.Namespace), client.MatchingLabels(selectorLabels(dc))); err != nil {
+		return []problem{{cachev1alpha1.ReasonVolumeResizeFailed, fmt.Sprintf("list claims: %v", err)}}
+	}
+	want := *dc.Spec.Storage.Size
+	var problems []problem
+	for i := range claims.Items {
+		pvc := &claims.Items[i]
+		if !strings.HasPrefix(pvc.Name, DataVolume+"-"+stsName(dc)+"-") || pvc.DeletionTimestamp != nil {
+			continue
+		}
+		cur := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+		if cur.Cmp(want) >= 0 {
+			continue
+		}
+		patch := client.MergeFrom(pvc.DeepCopy())
+		if pvc.Spec.Resources.Requests == nil {
+			pvc.Spec.Resources.Requests = corev1.ResourceList{}
+		}
+		pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
+		if err := r.Patch(ctx, pvc, patch, client.FieldOwner(ManagerName)); err != nil {
+			r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonVolumeResizeFailed, "Resize",
+				"grow PersistentVolumeClaim %s from %s to %s: %v", pvc.Name, cur.String(), want.String(), err)
+			problems = append(problems, problem{cachev1alpha1.ReasonVolumeResizeFailed,
+				fmt.Sprintf("PersistentVolumeClaim %s: %v", pvc.Name, err)})
+			continue
+		}
+		r.event(dc, corev1.EventTypeNormal, "VolumeResizing", "Resize",
+			"growing PersistentVolumeClaim %s from %s to %s", pvc.Name, cur.String(), want.String())
+	}
+	return problems
+}
+
+// event records an Event on the DiskCache (never with the token in it).
+func (r *DiskCacheReconciler) event(dc *cachev1alpha1.DiskCache, eventType, reason, action, note string, args ...any) {
+	r.eventRelated(dc, nil, eventType, reason, action, note, args...)
+}
+
+// eventRelated records an Event on the DiskCache about one of its children
+// or pods. The events API merges events of one object, reason and action
+// into a series keeping the first note, so the related object keeps events
+// about different children apart.
+func (r *DiskCacheReconciler) eventRelated(dc *cachev1alpha1.DiskCache, related client.Object, eventType, reason, action, note string, args ...any) {
+	if r.Recorder == nil {
+		return
+	}
+	var rel runtime.Object
+	if related != nil {
+		if gvk, err := r.GroupVersionKindFor(related); err == nil {
+			related.GetObjectKind().SetGroupVersionKind(gvk)
+		}
+		rel = related
+	}
+	r.Recorder.Eventf(dc, rel, eventType, reason, action, note, args...)
+}
+
+// SetupWithManager registers the controller and its watches: the DiskCache,
+// every owned child, and the cache pods (readiness changes re-apply live
+// settings to a pod that came back).
+func (r *DiskCacheReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&cachev1alpha1.DiskCache{}).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToDiskCache)).
+		Named("diskcache").
+		Complete(r)
+}
+
+// podToDiskCache maps a cache pod to its DiskCache by its labels.
+func podToDiskCache(_ context.Context, obj client.Object) []reconcile.Request {
+	l := obj.GetLabels()
+	if l[LabelManagedBy] != ManagerName || l[LabelName] != AppName || l[LabelInstance] == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: l[LabelInstance]}}}
+}

@@ -1,0 +1,168 @@
+package controllers
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+)
+
+// PodAddressFunc returns the base URL (scheme://host:port) of a cache pod.
+type PodAddressFunc func(dc *cachev1alpha1.DiskCache, pod *corev1.Pod) string
+
+// DNSPodAddress is the pod's stable name through the headless peer Service:
+// <scheme>://<pod>.<name>-peers.<namespace>.svc:8080.
+func DNSPodAddress(dc *cachev1alpha1.DiskCache, pod *corev1.Pod) string {
+	return fmt.Sprintf("%s://%s:%d", scheme(dc), podHost(dc, pod.Name), Port)
+}
+
+// podReady is a running pod whose Ready condition is true.
+func podReady(pod *corev1.Pod) bool {
+	if pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// settingsChange is what applySettings did to one pod.
+type settingsChange struct {
+	pod     string
+	obj     *corev1.Pod
+	changed []string
+	err     error
+}
+
+// applySettings makes every ready pod's live settings equal the spec's:
+// it reads them (GET /v1/settings) and patches only those that differ, so a
+// steady state sends no writes to the servers either.
+func (r *DiskCacheReconciler) applySettings(ctx context.Context, dc *cachev1alpha1.DiskCache, token string, tlsConfig *tls.Config) ([]settingsChange, error) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(dc.Namespace), client.MatchingLabels(selectorLabels(dc))); err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	want := liveSettings(&dc.Spec)
+	httpClient := r.httpClient(tlsConfig)
+	address := r.PodAddress
+	if address == nil {
+		address = DNSPodAddress
+	}
+	timeout := r.SettingsTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+
+	var (
+		mu      sync.Mutex
+		results []settingsChange
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, 8)
+	)
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if !podReady(pod) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			res := settingsChange{pod: pod.Name, obj: pod}
+			res.changed, res.err = applyPodSettings(ctx, address(dc, pod), token, httpClient, want)
+			mu.Lock()
+			results = append(results, res)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Slice(results, func(i, j int) bool { return results[i].pod < results[j].pod })
+	var errs []error
+	for _, res := range results {
+		if res.err != nil {
+			errs = append(errs, fmt.Errorf("pod %s: %w", res.pod, res.err))
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+func applyPodSettings(ctx context.Context, url, token string, hc *http.Client, want LiveSettings) ([]string, error) {
+	c, err := cacheclient.New(url, cacheclient.Options{Token: token, HTTPClient: hc, Retries: -1})
+	if err != nil {
+		return nil, err
+	}
+	cache := c.Cache("")
+	current, err := cache.Settings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read settings: %w", err)
+	}
+	diff := want.Diff(current)
+	if len(diff) == 0 {
+		return nil, nil
+	}
+	after, err := cache.UpdateSettings(ctx, diff)
+	if err != nil {
+		return nil, fmt.Errorf("update settings: %w", err)
+	}
+	if rest := want.Diff(after); len(rest) > 0 {
+		return nil, fmt.Errorf("server kept other values for %s", strings.Join(sortedKeys(rest), ", "))
+	}
+	return sortedKeys(diff), nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// httpClient is the client for the cache pods; one transport is shared
+// (keep-alive) per TLS configuration.
+func (r *DiskCacheReconciler) httpClient(tlsConfig *tls.Config) *http.Client {
+	r.httpOnce.Do(func() {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 4
+		r.plainHTTP = &http.Client{Transport: tr}
+	})
+	if tlsConfig == nil {
+		return r.plainHTTP
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsConfig
+	tr.DisableKeepAlives = true
+	return &http.Client{Transport: tr}
+}
+
+// tlsConfigFor trusts the ca.crt of the TLS Secret when it has one, and the
+// system roots otherwise.
+func tlsConfigFor(secret *corev1.Secret) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ca := secret.Data["ca.crt"]; len(ca) > 0 {
+		pool := x509.NewCertPool()
+		if pool.AppendCertsFromPEM(ca) {
+			cfg.RootCAs = pool
+		}
+	}
+	return cfg
+}

@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+)
+
+// computeStatus derives the status from the StatefulSet (nil if it does not
+// exist yet) and the problems of this reconcile, keeping the fields owned by
+// other parts of the operator (maintenance) and condition transition times.
+func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStatus, sts *appsv1.StatefulSet, problems []problem) *cachev1alpha1.DiskCacheStatus {
+	st := old.DeepCopy()
+	shards := dc.Spec.Shards
+	st.Selector = selectorString(dc)
+	st.Endpoint = endpoint(dc)
+	st.Shards, st.ReadyShards = 0, 0
+	if sts != nil {
+		st.Shards = sts.Status.Replicas
+		st.ReadyShards = sts.Status.ReadyReplicas
+	}
+	switch {
+	case st.Topology == nil:
+		st.Topology = &cachev1alpha1.TopologyStatus{Epoch: 1, Shards: shards}
+	case st.Topology.Shards != shards:
+		st.Topology = &cachev1alpha1.TopologyStatus{Epoch: st.Topology.Epoch + 1, Shards: shards}
+	}
+
+	gen := dc.Generation
+	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen,
+		})
+	}
+
+	ready := st.ReadyShards
+	if ready >= shards && sts != nil && sts.Status.Replicas == shards {
+		set(cachev1alpha1.ConditionAvailable, metav1.ConditionTrue, cachev1alpha1.ReasonAllShardsReady,
+			fmt.Sprintf("%d/%d shards ready", ready, shards))
+	} else {
+		set(cachev1alpha1.ConditionAvailable, metav1.ConditionFalse, cachev1alpha1.ReasonShardsUnavailable,
+			fmt.Sprintf("%d/%d shards ready", ready, shards))
+	}
+
+	var prev string
+	if c := meta.FindStatusCondition(old.Conditions, cachev1alpha1.ConditionProgressing); c != nil && c.Status == metav1.ConditionTrue {
+		prev = c.Reason
+	}
+	progressing, reason, msg := rollout(sts, shards, prev)
+	if progressing {
+		set(cachev1alpha1.ConditionProgressing, metav1.ConditionTrue, reason, msg)
+	} else {
+		set(cachev1alpha1.ConditionProgressing, metav1.ConditionFalse, cachev1alpha1.ReasonUpToDate,
+			fmt.Sprintf("all %d shards run the current spec", shards))
+	}
+
+	switch {
+	case len(problems) > 0:
+		msg := problems[0].message
+		for _, p := range problems[1:] {
+			msg += "; " + p.message
+		}
+		set(cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, problems[0].reason, msg)
+	case !progressing && ready < shards:
+		set(cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, cachev1alpha1.ReasonPodsNotReady,
+			fmt.Sprintf("%d/%d shards ready and no rollout under way: see the pods' events", ready, shards))
+	default:
+		set(cachev1alpha1.ConditionDegraded, metav1.ConditionFalse, cachev1alpha1.ReasonAsExpected, "no problems")
+	}
+	return st
+}
+
+// rollout tells whether the StatefulSet is still creating, scaling or
+// rolling its pods. prev is the reason of the last Progressing=True
+// condition, if any: pods that are not ready yet at the end of a creation,
+// scale or rollout keep it progressing until they are ready, while pods
+// that stop being ready later make the cache Degraded instead.
+func rollout(sts *appsv1.StatefulSet, shards int32, prev string) (bool, string, string) {
+	if sts == nil {
+		return true, cachev1alpha1.ReasonCreating, "creating the StatefulSet"
+	}
+	s := sts.Status
+	switch {
+	case s.Replicas == 0 && s.ReadyReplicas == 0 && shards > 0 && (prev == "" || prev == cachev1alpha1.ReasonCreating):
+		return true, cachev1alpha1.ReasonCreating, fmt.Sprintf("creating %d shards", shards)
+	case (sts.Spec.Replicas != nil && *sts.Spec.Replicas != shards) || s.Replicas != shards:
+		return true, cachev1alpha1.ReasonScaling, fmt.Sprintf("scaling from %d to %d shards", s.Replicas, shards)
+	case s.ObservedGeneration < sts.Generation:
+		return true, cachev1alpha1.ReasonRollingUpdate, "the StatefulSet controller has not seen the latest spec yet"
+	case s.UpdatedReplicas < shards || (s.UpdateRevision != "" && s.CurrentRevision != s.UpdateRevision):
+		return true, cachev1alpha1.ReasonRollingUpdate, fmt.Sprintf("%d/%d shards updated", s.UpdatedReplicas, shards)
+	case s.ReadyReplicas < shards && prev != "":
+		return true, prev, fmt.Sprintf("waiting for shards to be ready: %d/%d", s.ReadyReplicas, shards)
+	}
+	return false, "", ""
+}

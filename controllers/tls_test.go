@@ -1,0 +1,97 @@
+package controllers
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+// testCA makes a CA and a server certificate for 127.0.0.1 and the pod DNS
+// names, PEM-encoded.
+func testCA(t *testing.T, dnsNames ...string) (caPEM, certPEM, keyPEM []byte) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "cacheserver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: dnsNames}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// With spec.tls the operator talks HTTPS to the pods and trusts the
+// Secret's ca.crt.
+func TestLiveSettingsOverTLS(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	caPEM, certPEM, keyPEM := testCA(t, "*.tls-peers."+ns+".svc")
+	if err := k8s.Create(bg, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tls-cert"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": caPEM}}); err != nil {
+		t.Fatal(err)
+	}
+	newDiskCache(t, ns, "tls", func(dc *cachev1alpha1.DiskCache) { dc.Spec.TLS = &cachev1alpha1.TLSSpec{SecretName: "tls-cert"} })
+	tok := waitToken(t, ns, "tls")
+
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Options{Token: tok, Args: []string{"--tls-cert", certFile, "--tls-key", keyFile}})
+	httpsURL := "https://" + srv.Addr
+	podAddrs.Store(ns+"/tls-0", httpsURL)
+	t.Cleanup(func() { podAddrs.Delete(ns + "/tls-0") })
+	createPod(t, ns, "tls", "tls-0", true)
+
+	updateDiskCache(t, ns, "tls", func(dc *cachev1alpha1.DiskCache) { dc.Spec.SizeLimit = ptrTo(resource.MustParse("100Mi")) })
+	eventually(t, "settings applied over HTTPS", func() error {
+		dc := get(t, ns, "tls", &cachev1alpha1.DiskCache{})
+		if err := conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionFalse, ""); err != nil {
+			return err
+		}
+		for _, e := range eventsFor(t, ns, "tls") {
+			if e.Reason == "SettingsApplied" && e.Note == "pod tls-0: applied size_limit" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no SettingsApplied event")
+	})
+	if dc := get(t, ns, "tls", &cachev1alpha1.DiskCache{}); dc.Status.Endpoint != "https://tls."+ns+".svc:8080" {
+		t.Errorf("endpoint %s", dc.Status.Endpoint)
+	}
+}

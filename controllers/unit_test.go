@@ -1,0 +1,159 @@
+package controllers
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+)
+
+func defaulted(mutate func(*cachev1alpha1.DiskCache)) *cachev1alpha1.DiskCache {
+	dc := &cachev1alpha1.DiskCache{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "ns"}}
+	if mutate != nil {
+		mutate(dc)
+	}
+	dc.Spec.Default()
+	return dc
+}
+
+// The rendered cacheserver.conf is read by the real cacheserver config loader.
+func TestServerConfigLoadsInCacheserver(t *testing.T) {
+	dc := defaulted(func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.SizeLimit = ptrTo(resource.MustParse("1.5Gi"))
+		dc.Spec.EvictionPolicy = cachev1alpha1.EvictionLeastRecentlyUsed
+		dc.Spec.CullLimit = ptrTo[int32](0)
+		dc.Spec.Statistics = true
+		dc.Spec.Fanout = 16
+		dc.Spec.DatabaseTimeout = &metav1.Duration{Duration: 2500 * time.Millisecond}
+		dc.Spec.MaxKeyBytes = ptrTo(resource.MustParse("4Ki"))
+		dc.Spec.MaxValueBytes = ptrTo(resource.MustParse("1e9"))
+	})
+	conf, _ := serverConfig(dc)
+	path := t.TempDir() + "/cacheserver.conf"
+	if err := writeFile(path, conf); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := cacheserver.LoadConfig([]string{"--config", path}, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("cacheserver rejects the operator's config: %v\n%s", err, conf)
+	}
+	if cfg.DataDir != "/data/cache" || cfg.Listen != ":8080" || cfg.TokenFile != TokenPath || cfg.Fanout != 16 ||
+		cfg.DatabaseTimeout != 2500*time.Millisecond || cfg.MaxKeyBytes != 4096 || cfg.MaxValueBytes != 1e9 ||
+		cfg.SizeLimit != 1610612736 || cfg.EvictionPolicy != "least-recently-used" || cfg.CullLimit != 0 || !cfg.Statistics ||
+		cfg.TagIndex || cfg.DiskMinFileSize != 32768 || cfg.TLSCert != "" {
+		t.Errorf("cacheserver read %+v from\n%s", cfg, conf)
+	}
+	settings := cfg.EngineSettings()
+	for _, name := range []string{"size_limit", "eviction_policy", "cull_limit", "statistics", "tag_index", "disk_min_file_size"} {
+		if _, ok := settings[name]; !ok {
+			t.Errorf("engine setting %s not given explicitly, so a restart would not restore it", name)
+		}
+	}
+}
+
+func TestConfigHashIgnoresLiveSettings(t *testing.T) {
+	_, base := serverConfig(defaulted(nil))
+	live := []func(*cachev1alpha1.DiskCache){
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.SizeLimit = ptrTo(resource.MustParse("5Gi")) },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.EvictionPolicy = cachev1alpha1.EvictionNone },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.CullLimit = ptrTo[int32](1) },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.Statistics = true },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.TagIndex = true },
+	}
+	for i, m := range live {
+		conf, restart := serverConfig(defaulted(m))
+		if restart != base {
+			t.Errorf("live change %d changed the start-up part:\n%s", i, restart)
+		}
+		if c0, _ := serverConfig(defaulted(nil)); conf == c0 {
+			t.Errorf("live change %d did not reach the file", i)
+		}
+	}
+	restart := []func(*cachev1alpha1.DiskCache){
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.Fanout = 4 },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.DatabaseTimeout = &metav1.Duration{Duration: time.Minute} },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.DiskMinFileSize = ptrTo(resource.MustParse("1Mi")) },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.MaxKeyBytes = ptrTo(resource.MustParse("1Ki")) },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.MaxValueBytes = ptrTo(resource.MustParse("1Mi")) },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.TLS = &cachev1alpha1.TLSSpec{SecretName: "s"} },
+	}
+	for i, m := range restart {
+		if _, r := serverConfig(defaulted(m)); r == base {
+			t.Errorf("start-up change %d did not change the hashed part", i)
+		}
+	}
+}
+
+func TestLiveSettingsDiff(t *testing.T) {
+	want := liveSettings(&defaulted(func(dc *cachev1alpha1.DiskCache) { dc.Spec.Statistics = true }).Spec)
+	var current map[string]any
+	// As the server answers: JSON numbers and booleans.
+	if err := json.Unmarshal([]byte(`{"size_limit":1073741824,"eviction_policy":"least-recently-stored","cull_limit":10,"statistics":false,"tag_index":false,"sqlite_mmap_size":67108864}`), &current); err != nil {
+		t.Fatal(err)
+	}
+	diff := want.Diff(current)
+	if len(diff) != 1 || diff["statistics"] != true {
+		t.Errorf("diff %v, want only statistics", diff)
+	}
+	current["statistics"] = true
+	if d := want.Diff(current); len(d) != 0 {
+		t.Errorf("diff %v, want none", d)
+	}
+	delete(current, "cull_limit")
+	if d := want.Diff(current); len(d) != 1 || d["cull_limit"] != int64(10) {
+		t.Errorf("missing setting: diff %v", d)
+	}
+}
+
+func TestSubset(t *testing.T) {
+	var have map[string]any
+	_ = json.Unmarshal([]byte(`{"spec":{"replicas":3,"template":{"spec":{"dnsPolicy":"ClusterFirst",
+		"containers":[{"name":"sidecar","image":"s"},{"name":"cacheserver","image":"a","args":["--config","x"],"terminationMessagePath":"/dev/termination-log"}],
+		"tolerations":[{"key":"a"},{"key":"b"}]}}}}`), &have)
+	cases := []struct {
+		want string
+		ok   bool
+	}{
+		{`{"spec":{"replicas":3}}`, true},
+		{`{"spec":{"replicas":4}}`, false},
+		{`{"spec":{"template":{"spec":{"containers":[{"name":"cacheserver","image":"a"}]}}}}`, true},
+		{`{"spec":{"template":{"spec":{"containers":[{"name":"cacheserver","image":"b"}]}}}}`, false},
+		{`{"spec":{"template":{"spec":{"containers":[{"name":"cacheserver","args":["--config"]}]}}}}`, false},
+		{`{"spec":{"template":{"spec":{"tolerations":[{"key":"a"},{"key":"b"}]}}}}`, true},
+		{`{"spec":{"template":{"spec":{"tolerations":[{"key":"a"}]}}}}`, false},
+		{`{"spec":{"template":{"spec":{"nodeSelector":{"a":"b"}}}}}`, false},
+		{`{"spec":{"template":{"spec":{"nodeSelector":{}}}}}`, true},
+	}
+	for _, c := range cases {
+		var want map[string]any
+		if err := json.Unmarshal([]byte(c.want), &want); err != nil {
+			t.Fatal(err)
+		}
+		if got := subset(want, have); got != c.ok {
+			t.Errorf("subset(%s) = %v, want %v", c.want, got, c.ok)
+		}
+	}
+}
+
+func TestEndpointAndSelector(t *testing.T) {
+	dc := defaulted(nil)
+	if e := endpoint(dc); e != "http://c.ns.svc:8080" {
+		t.Errorf("endpoint %s", e)
+	}
+	dc.Spec.TLS = &cachev1alpha1.TLSSpec{SecretName: "tls"}
+	if e := endpoint(dc); !strings.HasPrefix(e, "https://") {
+		t.Errorf("endpoint %s with TLS", e)
+	}
+	if s := selectorString(dc); s != "app.kubernetes.io/component=cacheserver,app.kubernetes.io/instance=c,app.kubernetes.io/name=diskcache" {
+		t.Errorf("selector %s", s)
+	}
+}
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
