@@ -2,6 +2,7 @@ package cacheserver
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,6 +44,9 @@ type Config struct {
 	Statistics      bool
 	TagIndex        bool
 	DiskMinFileSize int64
+
+	// Warnings are problems LoadConfig tolerated, for the caller to log.
+	Warnings []string
 
 	explicit map[string]bool
 }
@@ -198,7 +202,10 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 			}
 			f := fs.Lookup(name)
 			if f == nil {
-				return cfg, fmt.Errorf("config: unknown setting %q", name)
+				// A newer operator may write settings an older server does
+				// not know; refusing to start would crash-loop its pods.
+				cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("config: ignoring unknown setting %q", name))
+				continue
 			}
 			if err := f.Value.Set(layer[name]); err != nil {
 				return cfg, fmt.Errorf("config: %s = %q: %w", name, layer[name], err)
@@ -284,6 +291,52 @@ func (t *tokenSource) token() string {
 		_ = t.reload() // keep the last good token if the file is briefly gone
 	}
 	return t.value
+}
+
+// certReloader serves the TLS certificate of a key pair on disk and loads
+// it again when the files change (a renewed cert-manager Secret), checking
+// at most once a second.
+type certReloader struct {
+	certFile, keyFile string
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	modTime time.Time
+	checked time.Time
+}
+
+func newCertReloader(certFile, keyFile string) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile}
+	if err := r.reload(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *certReloader) reload() error {
+	st, err := os.Stat(r.certFile)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	if r.cert != nil && st.ModTime().Equal(r.modTime) {
+		return nil
+	}
+	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	r.cert, r.modTime = &cert, st.ModTime()
+	return nil
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.checked) > time.Second {
+		r.checked = now
+		_ = r.reload() // keep serving the last good pair while files are being replaced
+	}
+	return r.cert, nil
 }
 
 // parseBool reads a query flag: 1/true/yes are true.

@@ -1,6 +1,7 @@
 package cacheserver
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 )
 
 func TestLoadConfigPrecedence(t *testing.T) {
@@ -37,6 +39,18 @@ func TestLoadConfigPrecedence(t *testing.T) {
 	got := cfg.EngineSettings()
 	if len(got) != 2 || got[engine.SettingSizeLimit] != int64(1000) || got[engine.SettingEvictionPolicy] != "least-recently-used" {
 		t.Fatalf("EngineSettings = %v; want only the settings given", got)
+	}
+}
+
+func TestLoadConfigIgnoresUnknownFileSettings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "newer.conf")
+	_ = os.WriteFile(file, []byte("data-dir = /d\ninsecure-no-auth = true\nsetting-from-the-future = 1\n"), 0o600)
+	cfg, err := LoadConfig([]string{"--config", file}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "setting-from-the-future") {
+		t.Fatalf("Warnings = %v", cfg.Warnings)
 	}
 }
 
@@ -71,12 +85,32 @@ func TestLoadConfigErrors(t *testing.T) {
 		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--tls-cert", "c"}, nil, "--tls-cert and --tls-key go together"},
 		{[]string{"--data-dir", "/d", "--insecure-no-auth"}, map[string]string{"DISKCACHE_FANOUT": "many"}, `fanout = "many"`},
 		{[]string{"--config", bad}, nil, "want name = value"},
-		{[]string{"--config", unknown}, nil, `unknown setting "no-such-flag"`},
 		{[]string{"--data-dir", "/d", "--insecure-no-auth", "extra"}, nil, "unexpected arguments"},
 	} {
 		_, err := LoadConfig(tc.args, func(k string) string { return tc.env[k] })
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("LoadConfig(%v, %v) = %v; want an error containing %q", tc.args, tc.env, err, tc.want)
 		}
+	}
+}
+
+func TestCertReloaderPicksUpRenewedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _ := testserver.SelfSignedCert(t, dir)
+	r, err := newCertReloader(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := r.get(nil)
+	// Renew: new files with a later modification time.
+	testserver.SelfSignedCert(t, dir)
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(certFile, later, later); err != nil {
+		t.Fatal(err)
+	}
+	r.checked = time.Time{} // the next get checks the files
+	second, _ := r.get(nil)
+	if bytes.Equal(first.Certificate[0], second.Certificate[0]) {
+		t.Fatal("renewed certificate not picked up")
 	}
 }

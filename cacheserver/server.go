@@ -6,6 +6,7 @@ package cacheserver
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -209,11 +210,19 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	protocols.SetHTTP2(s.cfg.TLSCert != "")
 	srv.Protocols = &protocols
 
+	if s.cfg.TLSCert != "" {
+		certs, err := newCertReloader(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			_ = s.Close()
+			return err
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
+	}
 	errc := make(chan error, 1)
 	go func() {
 		var err error
 		if s.cfg.TLSCert != "" {
-			err = srv.ServeTLS(l, s.cfg.TLSCert, s.cfg.TLSKey)
+			err = srv.ServeTLS(l, "", "")
 		} else {
 			err = srv.Serve(l)
 		}
