@@ -39,8 +39,9 @@ func (h engineHandle) get(key []byte) (bool, error) {
 	return ok, err
 }
 
-func (h engineHandle) set(key, value []byte) error {
-	return h.s.c.Set(h.s.ctx, engine.BytesKey(key), engine.Bytes(value), engine.SetOptions{})
+func (h engineHandle) set(key, value []byte) (bool, error) {
+	err := h.s.c.Set(h.s.ctx, engine.BytesKey(key), engine.Bytes(value), engine.SetOptions{})
+	return err == nil, err
 }
 
 func (h engineHandle) del(key []byte) (bool, error) {

@@ -1,8 +1,9 @@
 // Command engine benchmarks engine.Cache on python-diskcache's published
 // workload (tests/benchmark_core.py) next to a raw SQLite baseline and
-// python-diskcache itself, and prints markdown tables of per-operation
-// percentiles and of the ratios between them. `make bench` runs it; see
-// docs/benchmarks.md.
+// python-diskcache itself, and engine.FanoutCache next to python-diskcache's
+// FanoutCache with concurrent writers, and prints markdown tables of
+// per-operation percentiles, misses and timeouts, and of the ratios between
+// them. `make bench` runs it; see docs/benchmarks.md.
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -39,17 +41,18 @@ const (
 )
 
 type config struct {
-	ops, warmup int
-	rounds      int
-	workers     []int
-	systems     map[string]bool
-	python      string
-	skipPython  bool
-	dir         string
-	keep        bool
-	jsonOut     string
-	cpuProfile  string
-	rawTriggers bool
+	ops, warmup   int
+	rounds        int
+	workers       []int
+	fanoutWorkers []int
+	systems       map[string]bool
+	python        string
+	skipPython    bool
+	dir           string
+	keep          bool
+	jsonOut       string
+	cpuProfile    string
+	rawTriggers   bool
 }
 
 func main() {
@@ -65,12 +68,14 @@ func parseFlags() (config, error) {
 	if defPython == "" {
 		defPython = "/usr/bin/python3"
 	}
-	var workers, systems string
+	var workers, fanoutWorkers, systems string
 	flag.IntVar(&cfg.ops, "ops", 20000, "operations per worker, warm-up included (benchmark_core.py: 100000)")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds of every run; tables show the median over rounds of each statistic")
 	flag.IntVar(&cfg.warmup, "warmup", 1000, "untimed operations at the start of each worker")
 	flag.StringVar(&workers, "workers", "1,8", "comma-separated worker counts (goroutines for Go, processes for Python)")
-	flag.StringVar(&systems, "systems", "engine,raw,python", "comma-separated systems to run: engine, raw, python")
+	flag.StringVar(&fanoutWorkers, "fanout-workers", "8", "comma-separated worker counts for the FanoutCache systems")
+	flag.StringVar(&systems, "systems", "engine,raw,python,fanout4,fanout8,pyfanout4,pyfanout8",
+		"comma-separated systems to run: engine, raw, python (Cache, -workers), fanoutN (Go FanoutCache with N shards), pyfanoutN (python-diskcache FanoutCache; both -fanout-workers)")
 	flag.StringVar(&cfg.python, "python", defPython, "python interpreter with python-diskcache (the default is $PYTHON when set)")
 	flag.BoolVar(&cfg.skipPython, "skip-python", false, "do not run python-diskcache")
 	flag.StringVar(&cfg.dir, "dir", "", "directory under which each run gets a fresh temporary directory (default: the system temp dir)")
@@ -88,26 +93,76 @@ func parseFlags() (config, error) {
 	if cfg.ops <= cfg.warmup || cfg.warmup < 0 {
 		return cfg, fmt.Errorf("-ops (%d) must exceed -warmup (%d) >= 0", cfg.ops, cfg.warmup)
 	}
-	for _, f := range strings.Split(workers, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return cfg, fmt.Errorf("bad -workers entry %q", f)
-		}
-		cfg.workers = append(cfg.workers, n)
+	var err error
+	if cfg.workers, err = parseCounts("-workers", workers); err != nil {
+		return cfg, err
+	}
+	if cfg.fanoutWorkers, err = parseCounts("-fanout-workers", fanoutWorkers); err != nil {
+		return cfg, err
 	}
 	cfg.systems = map[string]bool{}
 	for _, f := range strings.Split(systems, ",") {
-		switch f = strings.TrimSpace(f); f {
-		case sysEngine, sysRaw, sysPython:
+		switch f = strings.TrimSpace(f); {
+		case f == sysEngine, f == sysRaw, f == sysPython, isFanout(f):
 			cfg.systems[f] = true
 		default:
-			return cfg, fmt.Errorf("bad -systems entry %q (engine, raw, python)", f)
+			return cfg, fmt.Errorf("bad -systems entry %q (engine, raw, python, fanoutN, pyfanoutN)", f)
 		}
 	}
 	if cfg.skipPython {
-		delete(cfg.systems, sysPython)
+		for sys := range cfg.systems {
+			if isPython(sys) {
+				delete(cfg.systems, sys)
+			}
+		}
 	}
 	return cfg, nil
+}
+
+func parseCounts(name, list string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad %s entry %q", name, f)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// isPython reports the systems run by python_bench.py.
+func isPython(sys string) bool {
+	_, py, _ := fanoutShards(sys)
+	return sys == sysPython || py
+}
+
+// fanoutOrder lists the selected FanoutCache systems by shard count, the
+// Go one before the Python one at each count.
+func fanoutOrder(systems map[string]bool) []string {
+	var out []string
+	for sys := range systems {
+		if isFanout(sys) {
+			out = append(out, sys)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		na, pa, _ := fanoutShards(a)
+		nb, pb, _ := fanoutShards(b)
+		if na != nb {
+			return na - nb
+		}
+		if pa == pb {
+			return 0
+		}
+		if pb {
+			return -1
+		}
+		return 1
+	})
+	return out
 }
 
 func run() error {
@@ -140,7 +195,7 @@ func run() error {
 	}
 
 	pyVersion, pyErr := "", error(nil)
-	if cfg.systems[sysPython] {
+	if slices.ContainsFunc(slices.Collect(maps.Keys(cfg.systems)), isPython) {
 		pyVersion, pyErr = checkPython(ctx, cfg.python)
 		if pyErr != nil {
 			fmt.Fprintf(os.Stderr, "bench: skipping python-diskcache: %v\n", pyErr)
@@ -163,21 +218,39 @@ func run() error {
 	}
 	var jobs []job
 	order := []string{sysEngine, sysRaw, sysPython}
+	fanouts := fanoutOrder(cfg.systems)
+	// round lists one round's runs: the Cache systems at every -workers
+	// count, then the FanoutCache systems at every -fanout-workers count.
+	round := func(r int) []job {
+		var js []job
+		for _, n := range cfg.workers {
+			for _, sys := range order {
+				js = append(js, job{sys, n, r, false})
+			}
+		}
+		for _, n := range cfg.fanoutWorkers {
+			for _, sys := range fanouts {
+				js = append(js, job{sys, n, r, false})
+			}
+		}
+		return js
+	}
 	if prof != nil {
-		for _, sys := range order {
-			for r := 1; r <= cfg.rounds; r++ {
-				for _, n := range cfg.workers {
-					jobs = append(jobs, job{sys, n, r, sys == sysEngine})
+		var rest []job
+		for r := 1; r <= cfg.rounds; r++ {
+			for _, j := range round(r) {
+				if j.sys == sysEngine {
+					j.profiled = true
+					jobs = append(jobs, j)
+				} else {
+					rest = append(rest, j)
 				}
 			}
 		}
+		jobs = append(jobs, rest...)
 	} else {
 		for r := 1; r <= cfg.rounds; r++ {
-			for _, n := range cfg.workers {
-				for _, sys := range order {
-					jobs = append(jobs, job{sys, n, r, false})
-				}
-			}
+			jobs = append(jobs, round(r)...)
 		}
 	}
 	var runs []Result
@@ -206,20 +279,23 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(progress, "bench: round %d/%d: %s, %d worker(s), %d ops each ... ", j.round, cfg.rounds, systemTitles[j.sys], j.workers, cfg.ops)
+		fmt.Fprintf(progress, "bench: round %d/%d: %s, %d worker(s), %d ops each ... ", j.round, cfg.rounds, systemTitle(j.sys), j.workers, cfg.ops)
 		var res Result
+		shards, _, fanout := fanoutShards(j.sys)
 		switch {
-		case j.sys == sysPython && pyErr != nil:
-			res = Result{System: j.sys, Workers: j.workers, Skipped: pyErr.Error()}
-		case j.sys == sysPython:
-			res, err = runPython(ctx, cfg, dir, base, j.workers)
+		case isPython(j.sys) && pyErr != nil:
+			res = Result{System: j.sys, Shards: shards, Workers: j.workers, Skipped: pyErr.Error()}
+		case isPython(j.sys):
+			res, err = runPython(ctx, cfg, j.sys, dir, base, shards, j.workers)
 			res.Version = pyVersion
+		case fanout:
+			res, err = runFanout(ctx, cfg, j.sys, dir, shards, j.workers)
 		default:
 			res, err = runGo(ctx, cfg, j.sys, dir, j.workers)
 		}
 		if err != nil {
 			fmt.Fprintln(progress, "failed")
-			return fmt.Errorf("%s with %d worker(s): %w", systemTitles[j.sys], j.workers, err)
+			return fmt.Errorf("%s with %d worker(s): %w", systemTitle(j.sys), j.workers, err)
 		}
 		res.OpsPerWorker = cfg.ops
 		res.Rounds = 1
@@ -240,20 +316,25 @@ func run() error {
 	}
 
 	// One result per system and worker count, listed by worker count.
-	var results []Result
-	for _, n := range cfg.workers {
-		for _, sys := range order {
-			var same []Result
-			for _, r := range runs {
-				if r.System == sys && r.Workers == n {
-					same = append(same, r)
+	collect := func(counts []int, systems []string) []Result {
+		out := []Result{}
+		for _, n := range counts {
+			for _, sys := range systems {
+				var same []Result
+				for _, r := range runs {
+					if r.System == sys && r.Workers == n {
+						same = append(same, r)
+					}
+				}
+				if len(same) > 0 {
+					out = append(out, combine(same))
 				}
 			}
-			if len(same) > 0 && !slices.ContainsFunc(results, func(r Result) bool { return r.System == sys && r.Workers == n }) {
-				results = append(results, combine(same))
-			}
 		}
+		return out
 	}
+	results := collect(cfg.workers, order)
+	fanoutResults := collect(cfg.fanoutWorkers, fanouts)
 
 	if cfg.jsonOut != "" {
 		out := struct {
@@ -262,8 +343,9 @@ func run() error {
 			Warmup  int      `json:"warmup"`
 			Rounds  int      `json:"rounds"`
 			Results []Result `json:"results"`
+			Fanout  []Result `json:"fanout_results,omitempty"`
 			Runs    []Result `json:"runs"`
-		}{machine, cfg.ops, cfg.warmup, cfg.rounds, results, runs}
+		}{machine, cfg.ops, cfg.warmup, cfg.rounds, results, fanoutResults, runs}
 		b, err := json.MarshalIndent(out, "", "  ")
 		if err != nil {
 			return err
@@ -280,11 +362,11 @@ func run() error {
 
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
-	writeReport(w, cfg, machine, results)
+	writeReport(w, cfg, machine, results, fanoutResults)
 	return nil
 }
 
-func writeReport(w io.Writer, cfg config, machine []string, results []Result) {
+func writeReport(w io.Writer, cfg config, machine []string, results, fanoutResults []Result) {
 	fmt.Fprintf(w, "## Workload\n\npython-diskcache tests/benchmark_core.py: keys str(randrange(100)).encode(), values str(i).encode() * randrange(1, 100), 90%% get / 9%% set / 1%% delete; %d ops per worker, the first %d untimed; %d round(s), each statistic the median over rounds (count and misses summed, max the largest).\n\n", cfg.ops, cfg.warmup, cfg.rounds)
 	for _, m := range machine {
 		fmt.Fprintf(w, "- %s\n", m)
@@ -292,17 +374,22 @@ func writeReport(w io.Writer, cfg config, machine []string, results []Result) {
 	if cfg.rawTriggers {
 		fmt.Fprintln(w, "- raw SQLite table has python-diskcache's count/size triggers (-raw-triggers)")
 	}
-	fmt.Fprint(w, "\n## Per-operation latency\n\n")
-	writeResults(w, results)
-	fmt.Fprint(w, "\n## Throughput\n\n")
-	writeThroughput(w, results)
-	fmt.Fprint(w, "\n## Ratios\n\n")
-	verdicts := writeRatios(w, results, cfg.workers)
-	if len(verdicts) > 0 {
-		fmt.Fprint(w, "\nTargets on medians:\n\n")
-		for _, v := range verdicts {
-			fmt.Fprintf(w, "- %s\n", v)
+	if len(results) > 0 {
+		fmt.Fprint(w, "\n## Per-operation latency\n\n")
+		writeResults(w, results)
+		fmt.Fprint(w, "\n## Throughput\n\n")
+		writeThroughput(w, results)
+		fmt.Fprint(w, "\n## Ratios\n\n")
+		verdicts := writeRatios(w, results, cfg.workers)
+		if len(verdicts) > 0 {
+			fmt.Fprint(w, "\nTargets on medians:\n\n")
+			for _, v := range verdicts {
+				fmt.Fprintf(w, "- %s\n", v)
+			}
 		}
+	}
+	if len(fanoutResults) > 0 {
+		writeFanoutReport(w, fanoutResults, results)
 	}
 }
 
@@ -350,14 +437,19 @@ func lastLine(b []byte) string {
 	return lines[len(lines)-1]
 }
 
-// runPython runs python_bench.py (embedded) with workers processes.
-func runPython(ctx context.Context, cfg config, dir, base string, workers int) (Result, error) {
+// runPython runs python_bench.py (embedded) with workers processes, on
+// diskcache.Cache, or on diskcache.FanoutCache when shards > 0.
+func runPython(ctx context.Context, cfg config, sys, dir, base string, shards, workers int) (Result, error) {
 	script := filepath.Join(base, "python_bench.py")
 	if err := os.WriteFile(script, pythonBench, 0o644); err != nil {
 		return Result{}, err
 	}
-	cmd := exec.CommandContext(ctx, cfg.python, script, "--dir", dir,
-		"--workers", strconv.Itoa(workers), "--ops", strconv.Itoa(cfg.ops), "--warmup", strconv.Itoa(cfg.warmup))
+	args := []string{script, "--dir", dir,
+		"--workers", strconv.Itoa(workers), "--ops", strconv.Itoa(cfg.ops), "--warmup", strconv.Itoa(cfg.warmup)}
+	if shards > 0 {
+		args = append(args, "--fanout", strconv.Itoa(shards), "--timeout", strconv.FormatFloat(fanoutTimeout.Seconds(), 'f', -1, 64))
+	}
+	cmd := exec.CommandContext(ctx, cfg.python, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -367,10 +459,10 @@ func runPython(ctx context.Context, cfg config, dir, base string, workers int) (
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		return Result{}, fmt.Errorf("python_bench.py output: %w: %q", err, stdout.String())
 	}
-	if res.Workers != workers || len(res.Ops) == 0 {
+	if res.Workers != workers || res.Shards != shards || len(res.Ops) == 0 {
 		return Result{}, errors.New("python_bench.py output does not match the run")
 	}
-	res.System = sysPython
+	res.System = sys
 	return res, nil
 }
 

@@ -225,10 +225,10 @@ func (h *rawHandle) write(st *sqlite3.SQLiteStmt, args []driver.NamedValue) (int
 	return r.RowsAffected()
 }
 
-func (h *rawHandle) set(key, value []byte) error {
+func (h *rawHandle) set(key, value []byte) (bool, error) {
 	now := float64(time.Now().UnixNano()) / 1e9
 	_, err := h.write(h.stSet, h.bind(key, now, now, value))
-	return err
+	return err == nil, err
 }
 
 func (h *rawHandle) del(key []byte) (bool, error) {

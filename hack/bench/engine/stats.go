@@ -11,18 +11,22 @@ import (
 // OpStats summarise the timed operations of one kind in one run. Python
 // results arrive in the same shape (python_bench.py).
 type OpStats struct {
-	Count  int   `json:"count"`
-	Misses int   `json:"misses"`
-	MeanNS int64 `json:"mean_ns"`
-	P50NS  int64 `json:"p50_ns"`
-	P90NS  int64 `json:"p90_ns"`
-	P99NS  int64 `json:"p99_ns"`
-	MaxNS  int64 `json:"max_ns"`
+	Count  int `json:"count"`
+	Misses int `json:"misses"`
+	// Timeouts counts the misses known to be swallowed timeouts (FanoutCache
+	// systems only); nil when they cannot be told from real misses.
+	Timeouts *int  `json:"timeouts,omitempty"`
+	MeanNS   int64 `json:"mean_ns"`
+	P50NS    int64 `json:"p50_ns"`
+	P90NS    int64 `json:"p90_ns"`
+	P99NS    int64 `json:"p99_ns"`
+	MaxNS    int64 `json:"max_ns"`
 }
 
 // Result is one system at one worker count.
 type Result struct {
 	System  string `json:"system"`
+	Shards  int    `json:"shards,omitempty"` // FanoutCache systems
 	Workers int    `json:"workers"`
 	WallNS  int64  `json:"wall_ns"`
 	// OpsPerWorker counts warm-up operations too.
@@ -62,10 +66,19 @@ func combine(rounds []Result) Result {
 	out.Ops = map[string]OpStats{}
 	for _, op := range opNames {
 		var st OpStats
+		timeouts, known := 0, true
 		for _, r := range rounds {
 			st.Count += r.Ops[op].Count
 			st.Misses += r.Ops[op].Misses
 			st.MaxNS = max(st.MaxNS, r.Ops[op].MaxNS)
+			if t := r.Ops[op].Timeouts; t != nil {
+				timeouts += *t
+			} else {
+				known = false
+			}
+		}
+		if known {
+			st.Timeouts = &timeouts
 		}
 		st.MeanNS = med(func(r Result) int64 { return r.Ops[op].MeanNS })
 		st.P50NS = med(func(r Result) int64 { return r.Ops[op].P50NS })
@@ -129,19 +142,27 @@ var systemTitles = map[string]string{
 	sysPython: "python-diskcache",
 }
 
+// systemTitle names a system in tables and progress lines.
+func systemTitle(sys string) string {
+	if t, ok := systemTitles[sys]; ok {
+		return t
+	}
+	return fanoutTitle(sys)
+}
+
 // writeResults prints the per-operation table.
 func writeResults(w io.Writer, results []Result) {
 	fmt.Fprintln(w, "| system | workers | op | count | misses | mean | p50 | p90 | p99 | max |")
 	fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range results {
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "| %s | %d | – | skipped: %s | | | | | | |\n", systemTitles[r.System], r.Workers, r.Skipped)
+			fmt.Fprintf(w, "| %s | %d | – | skipped: %s | | | | | | |\n", systemTitle(r.System), r.Workers, r.Skipped)
 			continue
 		}
 		for _, op := range opNames {
 			st := r.Ops[op]
 			fmt.Fprintf(w, "| %s | %d | %s | %d | %d | %s | %s | %s | %s | %s |\n",
-				systemTitles[r.System], r.Workers, op, st.Count, st.Misses,
+				systemTitle(r.System), r.Workers, op, st.Count, st.Misses,
 				fmtNS(st.MeanNS), fmtNS(st.P50NS), fmtNS(st.P90NS), fmtNS(st.P99NS), fmtNS(st.MaxNS))
 		}
 	}
@@ -155,7 +176,7 @@ func writeThroughput(w io.Writer, results []Result) {
 		if r.Skipped != "" {
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %.0f |\n", systemTitles[r.System], r.Workers, r.totalOps(),
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %.0f |\n", systemTitle(r.System), r.Workers, r.totalOps(),
 			time.Duration(r.WallNS).Round(time.Millisecond), float64(r.Workers*r.OpsPerWorker)/time.Duration(r.WallNS).Seconds())
 	}
 }

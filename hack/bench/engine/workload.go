@@ -35,10 +35,11 @@ type store interface {
 }
 
 // handle runs the three operations. get and del report whether the key
-// was there.
+// was there, set whether it stored the value (only a FanoutCache, which
+// swallows timeouts, can fail to).
 type handle interface {
 	get(key []byte) (bool, error)
-	set(key, value []byte) error
+	set(key, value []byte) (bool, error)
 	del(key []byte) (bool, error)
 	close() error
 }
@@ -55,14 +56,19 @@ var keys = func() [][]byte {
 // prepopulate sets every key to itself, as benchmark_core.py's dispatch().
 func prepopulate(h handle) error {
 	for _, k := range keys {
-		if err := h.set(k, k); err != nil {
+		stored, err := h.set(k, k)
+		if err != nil {
 			return fmt.Errorf("prepopulate: %w", err)
+		}
+		if !stored {
+			return fmt.Errorf("prepopulate: set %s failed", k)
 		}
 	}
 	return nil
 }
 
-// samples are one worker's (or a merged run's) per-operation durations.
+// samples are one worker's (or a merged run's) per-operation durations
+// and misses: a get or delete that found no key, a set that did not store.
 type samples struct {
 	d      map[string][]time.Duration
 	misses map[string]int
@@ -117,7 +123,7 @@ func runWorker(h handle, seed uint64, ops, warmup int) (*samples, error) {
 		case choice < setShare:
 			op = opSet
 			start = time.Now()
-			err = h.set(key, value)
+			found, err = h.set(key, value)
 			d = time.Since(start)
 		default:
 			op = opDelete
