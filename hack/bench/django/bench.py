@@ -1,0 +1,733 @@
+#!/usr/bin/python3
+"""Django cache backends on python-diskcache's DjangoCache workload.
+
+python-diskcache's tests/benchmark_djangocache.py, driven with the same key
+and value generator and process count against:
+
+* ``cacheserver``: diskcache_client.djangocache.DjangoCache -> a cacheserver
+  built from this checkout (loopback port, bearer token, default --fanout 8);
+* ``diskcache``: python-diskcache's diskcache.DjangoCache on a local directory;
+* ``django-redis``: django_redis.cache.RedisCache -> a local redis-server
+  (appendonly yes, appendfsync everysec, no RDB snapshots);
+* ``memcached``: Django's PyMemcacheCache -> a local memcached;
+* ``cacheserver-floor``: rawhttp.RawHTTPCache (this directory), a bare
+  hand-written HTTP/1.1 client -> the same cacheserver: not a product, the
+  floor any Python HTTP client of this server could reach, to tell the
+  client's share of the time from the server's.
+
+Each run: one process fills the 1,100 keys, then N processes (8) each run
+``--ops`` operations: a random key of ``--keys``, a bytes value like
+benchmark_core.py's (``str(count).encode() * randrange(1, 100)``), 90% get,
+9% set, 1% delete; the first ``--warmup`` operations of each process are not
+timed. Every operation is timed with time.perf_counter_ns; percentiles are
+over all processes' samples. Also measured: the CPU time the client
+processes spend per timed operation (time.process_time_ns) and the server
+process's CPU time per operation (/proc/PID/stat). Prints markdown tables.
+
+Missing Debian packages (python3-django-redis, python3-redis,
+python3-pymemcache, memcached, redis-server) are installed with apt-get
+(``--no-install`` to skip; the backend is then skipped). Every server this
+script starts is stopped by process id when it ends, on error, on SIGINT,
+SIGTERM and SIGHUP.
+
+Run with /usr/bin/python3 (Debian's python3-django 3.2, python3-diskcache).
+"""
+
+import argparse
+import array
+import cProfile
+import importlib
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+import platform
+import pstats
+import random
+import shutil
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
+CLIENT_DIR = os.path.join(REPO, 'clients', 'python')
+
+BACKENDS = ['cacheserver', 'diskcache', 'django-redis', 'memcached', 'cacheserver-floor']
+LABELS = {
+    'cacheserver': 'this backend → cacheserver',
+    'cacheserver-floor': 'floor: bare HTTP client → cacheserver',
+    'diskcache': 'python-diskcache DjangoCache',
+    'django-redis': 'django-redis → redis-server',
+    'memcached': 'PyMemcacheCache → memcached',
+}
+OPS = ('get', 'set', 'delete')
+# The server process each backend talks to (None: in-process).
+SERVER = {'cacheserver': 'cacheserver', 'cacheserver-floor': 'cacheserver',
+          'diskcache': None, 'django-redis': 'redis-server', 'memcached': 'memcached'}
+PERCENTILES = (50, 90, 99)
+
+# What each backend needs: (python modules, executables); and the Debian
+# package providing each.
+NEEDS = {
+    'cacheserver': ([], []),
+    'cacheserver-floor': ([], []),
+    'diskcache': (['diskcache'], []),
+    'django-redis': (['django_redis', 'redis'], ['redis-server']),
+    'memcached': (['pymemcache'], ['memcached']),
+}
+DEBIAN = {
+    'diskcache': 'python3-diskcache',
+    'django_redis': 'python3-django-redis',
+    'redis': 'python3-redis',
+    'pymemcache': 'python3-pymemcache',
+    'redis-server': 'redis-server',
+    'memcached': 'memcached',
+}
+
+
+def log(msg):
+    print('bench-django: ' + msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Processes this script starts: tracked by pid, stopped on every exit path.
+
+class Interrupted(Exception):
+    """A signal asked the script to stop."""
+
+
+class Services:
+    def __init__(self):
+        self.procs = []  # [(name, Popen)]
+        self.main_pid = os.getpid()
+
+    def start(self, name, argv, **kwargs):
+        log('starting %s: %s' % (name, ' '.join(argv)))
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
+        self.procs.append((name, proc))
+        return proc
+
+    def pid(self, name):
+        for started, proc in self.procs:
+            if started == name:
+                return proc.pid
+        return None
+
+    def stop_all(self):
+        if os.getpid() != self.main_pid:
+            return  # a forked worker: the services are not its to stop
+        while self.procs:
+            name, proc = self.procs.pop()
+            if proc.poll() is None:
+                proc.terminate()  # SIGTERM to this pid only
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            log('stopped %s (pid %d, exit %s)' % (name, proc.pid, proc.returncode))
+
+
+def on_signal(signum, _frame):
+    raise Interrupted('signal %d' % signum)
+
+
+# ---------------------------------------------------------------------------
+# Setup: packages, binaries, servers.
+
+def missing_needs(backends):
+    missing = {}
+    for name in backends:
+        modules, binaries = NEEDS[name]
+        for mod in modules:
+            if importlib.util.find_spec(mod) is None:
+                missing.setdefault(name, []).append(mod)
+        for exe in binaries:
+            if shutil.which(exe) is None:
+                missing.setdefault(name, []).append(exe)
+    return missing
+
+
+def install_packages(backends, allow):
+    missing = missing_needs(backends)
+    if not missing:
+        return backends
+    packages = sorted({DEBIAN[what] for whats in missing.values() for what in whats})
+    if allow and shutil.which('apt-get'):
+        env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+        for argv in (['apt-get', 'update'],
+                     ['apt-get', 'install', '-y', '--no-install-recommends'] + packages):
+            log(' '.join(argv))
+            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if done.returncode != 0:
+                log('%s failed:\n%s' % (' '.join(argv), done.stdout[-2000:]))
+                break
+        importlib.invalidate_caches()
+        missing = missing_needs(backends)
+    for name, whats in missing.items():
+        log('skipping %s: missing %s (Debian: %s)' % (
+            name, ', '.join(whats), ' '.join(sorted({DEBIAN[w] for w in whats}))))
+    return [b for b in backends if b not in missing]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(name, proc, probe, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError('%s exited (%s) before it was ready' % (name, proc.returncode))
+        try:
+            if probe():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError('%s not ready after %gs' % (name, timeout))
+        time.sleep(0.05)
+
+
+def line_probe(port, request, expect):
+    def probe():
+        with socket.create_connection(('127.0.0.1', port), timeout=1.0) as sock:
+            sock.sendall(request)
+            return sock.recv(256).startswith(expect)
+    return probe
+
+
+def build_cacheserver(work):
+    binary = os.environ.get('CACHESERVER_BIN')
+    if binary:
+        return binary
+    binary = os.path.join(work, 'cacheserver')
+    log('go build -o %s ./cmd/cacheserver' % binary)
+    subprocess.run([os.environ.get('GO', 'go'), 'build', '-o', binary, './cmd/cacheserver'],
+                   cwd=REPO, check=True, env=dict(os.environ, CGO_ENABLED='1'))
+    return binary
+
+
+def start_cacheserver(services, work, extra_args):
+    binary = build_cacheserver(work)
+    data = os.path.join(work, 'cacheserver-data')
+    os.makedirs(data, exist_ok=True)
+    token = 'bench-%016x' % random.SystemRandom().getrandbits(64)
+    token_file = os.path.join(work, 'token')
+    with open(token_file, 'w', encoding='utf-8') as f:
+        f.write(token + '\n')
+    log_path = os.path.join(work, 'cacheserver.log')
+    logf = open(log_path, 'w+', encoding='utf-8')  # pylint: disable=consider-using-with
+    argv = [binary, '--data-dir', data, '--listen', '127.0.0.1:0',
+            '--token-file', token_file] + extra_args
+    proc = services.start('cacheserver', argv, stdout=subprocess.DEVNULL, stderr=logf)
+    deadline = time.monotonic() + 60
+    while True:
+        logf.seek(0)
+        for line in logf.read().splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if doc.get('msg') == 'serving':
+                log('cacheserver serving on %s (fanout %s, auth %s)' % (
+                    doc.get('addr'), doc.get('fanout'), doc.get('auth')))
+                return 'http://%s' % doc['addr'], token_file
+        if proc.poll() is not None:
+            logf.seek(0)
+            raise RuntimeError('cacheserver exited:\n' + logf.read()[-2000:])
+        if time.monotonic() > deadline:
+            raise RuntimeError('cacheserver did not start serving within 60s')
+        time.sleep(0.05)
+
+
+def start_redis(services, work):
+    port = free_port()
+    data = os.path.join(work, 'redis-data')
+    os.makedirs(data, exist_ok=True)
+    argv = [shutil.which('redis-server'), '--port', str(port), '--bind', '127.0.0.1',
+            '--dir', data, '--appendonly', 'yes', '--appendfsync', 'everysec',
+            '--save', '', '--daemonize', 'no', '--protected-mode', 'yes',
+            '--logfile', os.path.join(data, 'redis.log')]
+    proc = services.start('redis-server', argv, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    wait_ready('redis-server', proc, line_probe(port, b'PING\r\n', b'+PONG'))
+    return 'redis://127.0.0.1:%d/0' % port
+
+
+def start_memcached(services):
+    port = free_port()
+    argv = [shutil.which('memcached'), '-l', '127.0.0.1', '-p', str(port), '-U', '0',
+            '-m', '64']
+    if os.geteuid() == 0:
+        argv += ['-u', 'nobody']  # memcached refuses to run as root without -u
+    proc = services.start('memcached', argv, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    wait_ready('memcached', proc, line_probe(port, b'version\r\n', b'VERSION'))
+    return '127.0.0.1:%d' % port
+
+
+def configure_django(caches):
+    for path in (CLIENT_DIR, os.path.dirname(os.path.abspath(__file__))):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    import django  # pylint: disable=import-outside-toplevel
+    from django.conf import settings  # pylint: disable=import-outside-toplevel
+    settings.configure(
+        DEBUG=False, SECRET_KEY='bench-django', USE_TZ=True,
+        INSTALLED_APPS=[], DATABASES={}, CACHES=caches)
+    django.setup()
+
+
+# ---------------------------------------------------------------------------
+# The workload (python-diskcache's benchmark_djangocache.py worker).
+
+def reset_child_signals():
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def prepare(alias, keys, result):
+    """Empty the cache and set every key to its own bytes (untimed)."""
+    reset_child_signals()
+    try:
+        from django.core.cache import caches  # pylint: disable=import-outside-toplevel
+        cache = caches[alias]
+        cache.clear()
+        for key in range(keys):
+            cache.set(str(key), str(key).encode('utf-8'))
+        cache.close()
+        result.put(None)
+    except BaseException:  # pylint: disable=broad-except
+        result.put(traceback.format_exc())
+
+
+def worker(num, alias, args, barrier, result, profile_path):
+    reset_child_signals()
+    try:
+        from django.core.cache import caches  # pylint: disable=import-outside-toplevel
+        cache = caches[alias]
+        rng = random.Random(num)
+        timings = {op: array.array('q') for op in OPS}
+        misses = dict.fromkeys(OPS, 0)
+        perf = time.perf_counter_ns
+        get, set_, delete = cache.get, cache.set, cache.delete
+        warmup, keys = args.warmup, args.keys
+        first = last = None
+        cpu_start = None
+        cpu = time.process_time_ns
+        profiler = cProfile.Profile() if profile_path else None
+        barrier.wait(timeout=300)  # every process has its backend: go
+        if profiler:
+            profiler.enable()
+        for count in range(args.ops):
+            if count == warmup:
+                cpu_start = cpu()
+            key = str(rng.randrange(keys))
+            value = str(count).encode('utf-8') * rng.randrange(1, 100)
+            choice = rng.random()
+            if choice < 0.900:
+                start = perf()
+                res = get(key)
+                end = perf()
+                op, miss = 'get', res is None
+            elif choice < 0.990:
+                start = perf()
+                res = set_(key, value)
+                end = perf()
+                op, miss = 'set', res is False
+            else:
+                start = perf()
+                res = delete(key)
+                end = perf()
+                op, miss = 'delete', res is False
+            if count >= warmup:
+                if first is None:
+                    first = start
+                last = end
+                timings[op].append(end - start)
+                misses[op] += miss
+        cpu_used = cpu() - cpu_start if cpu_start is not None else 0
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
+        cache.close()
+        result.put((num, {op: timings[op].tobytes() for op in OPS}, misses, first, last,
+                    cpu_used))
+    except BaseException:  # pylint: disable=broad-except
+        result.put((num, traceback.format_exc()))
+
+
+def proc_cpu_ns(pid):
+    """User + system CPU time of a process, from /proc (clock ticks)."""
+    if pid is None:
+        return None
+    try:
+        with open('/proc/%d/stat' % pid, encoding='ascii') as f:
+            fields = f.read().rpartition(')')[2].split()
+    except OSError:
+        return None
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks * 1_000_000_000 // os.sysconf('SC_CLK_TCK')
+
+
+def run_backend(ctx, alias, args, server_pid=None, profile_path=None):
+    """One run of the workload on one backend; the merged samples."""
+    result = ctx.Queue()
+    # Daemonic: multiprocessing terminates them if this script exits early.
+    proc = ctx.Process(target=prepare, args=(alias, args.keys, result), daemon=True)
+    proc.start()
+    try:
+        err = result.get(timeout=600)
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+    if err:
+        raise RuntimeError('%s: preparing failed:\n%s' % (alias, err))
+    barrier = ctx.Barrier(args.procs)
+    procs = [ctx.Process(target=worker,
+                         args=(num, alias, args, barrier, result,
+                               profile_path if num == 0 else None),
+                         daemon=True)
+             for num in range(args.procs)]
+    server_cpu = proc_cpu_ns(server_pid)
+    for proc in procs:
+        proc.start()
+    samples = {op: [] for op in OPS}
+    misses = dict.fromkeys(OPS, 0)
+    firsts, lasts, errors = [], [], []
+    client_cpu = 0
+    done = False
+    try:
+        for _ in procs:
+            got = result.get(timeout=args.run_timeout)
+            if len(got) == 2:
+                errors.append('process %d:\n%s' % got)
+                continue
+            _, timings, miss, first, last, cpu_used = got
+            client_cpu += cpu_used
+            for op in OPS:
+                samples[op].extend(array.array('q', timings[op]))
+                misses[op] += miss[op]
+            if first is not None:
+                firsts.append(first)
+                lasts.append(last)
+        done = True
+    finally:
+        for proc in procs:
+            if done:
+                proc.join(timeout=30)
+            if proc.is_alive():  # interrupted, failed or hung: stop it by pid
+                proc.terminate()
+                proc.join()
+    if server_cpu is not None:
+        # Over every operation of the run, warm-up included.
+        server_cpu = (proc_cpu_ns(server_pid) - server_cpu) / 1000.0 / (args.procs * args.ops)
+    if errors:
+        raise RuntimeError('%s failed:\n%s' % (alias, '\n'.join(errors)))
+    timed = sum(len(s) for s in samples.values())
+    wall = (max(lasts) - min(firsts)) / 1e9 if firsts else float('nan')
+    return {'samples': samples, 'misses': misses, 'timed_ops': timed,
+            'ops_per_s': timed / wall if wall > 0 else float('nan'),
+            'client_cpu_us': client_cpu / 1000.0 / timed if timed else float('nan'),
+            'server_cpu_us': float('nan') if server_cpu is None else server_cpu}
+
+
+def percentile(sorted_values, pct):
+    """Nearest-rank percentile of a sorted list."""
+    if not sorted_values:
+        return float('nan')
+    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarize(run):
+    stats = {name: run[name] for name in ('ops_per_s', 'client_cpu_us', 'server_cpu_us')}
+    for op in OPS:
+        values = sorted(run['samples'][op])
+        stats[op] = {'count': len(values), 'misses': run['misses'][op]}
+        for pct in PERCENTILES:
+            stats[op]['p%d' % pct] = percentile(values, pct) / 1000.0  # µs
+    return stats
+
+
+def median_stats(rounds):
+    """Median over rounds of every statistic."""
+    out = {name: statistics.median(r[name] for r in rounds)
+           for name in ('ops_per_s', 'client_cpu_us', 'server_cpu_us')}
+    for op in OPS:
+        out[op] = {name: statistics.median(r[op][name] for r in rounds)
+                   for name in rounds[0][op]}
+    return out
+
+
+def fmt_us(value):
+    if value != value:  # nan
+        return '–'
+    if value >= 1000:
+        return '{:,.0f}'.format(value)
+    if value >= 100:
+        return '%.0f' % value
+    return '%.1f' % value
+
+
+def table(results, order, rounds):
+    head = ['backend']
+    for op in OPS:
+        head += ['%s p%d' % (op, pct) for pct in PERCENTILES]
+    head += ['ops/s']
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|---|' + '--:|' * (len(head) - 1)]
+    for name in order:
+        if name not in results:
+            lines.append('| %s | %s |' % (LABELS[name], ' | '.join(['skipped'] * (len(head) - 1))))
+            continue
+        stats = results[name]
+        cells = [LABELS[name]]
+        for op in OPS:
+            cells += [fmt_us(stats[op]['p%d' % pct]) for pct in PERCENTILES]
+        cells.append('{:,.0f}'.format(stats['ops_per_s']))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    notes = ['', 'Latencies in µs (time.perf_counter_ns around each call); ops/s is timed '
+             'operations of all processes over the timed span%s.' % (
+                 '; median over %d rounds' % rounds if rounds > 1 else '')]
+    counts = []
+    for name in order:
+        if name in results:
+            stats = results[name]
+            counts.append('%s: %s' % (name, ', '.join(
+                '%d %s (%d %s)' % (stats[op]['count'], op, stats[op]['misses'],
+                                   'misses' if op == 'get' else 'false')
+                for op in OPS)))
+    notes.append('Samples per run: ' + '; '.join(counts) + '.')
+    if 'cacheserver' in results and 'django-redis' in results:
+        a, b = results['cacheserver'], results['django-redis']
+        ratio = ['%s p%d %.2f' % (op, pct, a[op]['p%d' % pct] / b[op]['p%d' % pct])
+                 for op in OPS for pct in PERCENTILES if b[op]['p%d' % pct]]
+        notes.append('cacheserver ÷ django-redis latency: ' + ', '.join(ratio) + '.')
+    cpu = ['', '| backend | client CPU µs/op | server CPU µs/op | sum |', '|---|--:|--:|--:|']
+    for name in order:
+        if name in results:
+            stats = results[name]
+            client, server = stats['client_cpu_us'], stats['server_cpu_us']
+            total = client + (server if server == server else 0)
+            cpu.append('| %s | %s | %s | %s |' % (LABELS[name], fmt_us(client),
+                                                  fmt_us(server), fmt_us(total)))
+    cpu.append('')
+    cpu.append('Client CPU: user+system time of the worker processes over their timed '
+               'operations (Django, the backend, the client library, the socket calls), '
+               'per operation. Server CPU: the server process\'s user+system time (from '
+               '/proc) over the run, warm-up included, per operation; – for '
+               'python-diskcache, which has no server.')
+    return '\n'.join(lines + notes + cpu)
+
+
+def versions(backends, redis_url, memcached_loc):
+    out = ['Python %s' % platform.python_version()]
+    mods = [('django', 'Django'), ('diskcache', 'python-diskcache')]
+    if 'django-redis' in backends:
+        mods += [('django_redis', 'django-redis'), ('redis', 'redis-py')]
+    if 'memcached' in backends:
+        mods += [('pymemcache', 'pymemcache')]
+    for mod, label in mods:
+        try:
+            module = importlib.import_module(mod)
+            version = getattr(module, '__version__', None) or getattr(module, 'VERSION', '?')
+            if isinstance(version, tuple):
+                version = '.'.join(str(v) for v in version[:3])
+            out.append('%s %s' % (label, version))
+        except ImportError:
+            pass
+    for exe, flag in (('redis-server', '--version'), ('memcached', '--version')):
+        if (exe == 'redis-server' and redis_url) or (exe == 'memcached' and memcached_loc):
+            try:
+                text = subprocess.run([shutil.which(exe), flag], capture_output=True,
+                                      text=True, timeout=10).stdout.split()
+                out.append(' '.join(text[:3]) if exe == 'redis-server' else ' '.join(text[:2]))
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return ', '.join(out)
+
+
+# Layers of a profile, by where a function lives (first match wins).
+LAYERS = [
+    ('socket send/receive (kernel; receive waits for the server)',
+     lambda f, fn: f == '~' and ('sendall' in fn or 'recv' in fn or "'send'" in fn)),
+    ('http.client (request and response)', lambda f, fn: f.endswith('/http/client.py')),
+    ('email.parser (http.client header parsing)', lambda f, fn: '/email/' in f),
+    ('diskcache_client', lambda f, fn: '/diskcache_client/' in f),
+    ('bare client (rawhttp.py)', lambda f, fn: f.endswith('/rawhttp.py')),
+    ('django-redis + redis-py', lambda f, fn: '/django_redis/' in f or '/redis/' in f),
+    ('pymemcache', lambda f, fn: '/pymemcache/' in f),
+    ('python-diskcache', lambda f, fn: '/diskcache/' in f),
+    ('Django', lambda f, fn: '/django/' in f),
+    ('benchmark loop', lambda f, fn: f.endswith('/bench.py')),
+]
+
+
+def profile_layers(path, ops):
+    """A markdown table of a profile's own time (tottime) by layer."""
+    stats = pstats.Stats(path).stats
+    totals = {}
+    everything = 0.0
+    for (filename, _, funcname), (_, _, tottime, _, _) in stats.items():
+        layer = next((name for name, match in LAYERS if match(filename, funcname)),
+                     'other (stdlib, builtins)')
+        totals[layer] = totals.get(layer, 0.0) + tottime
+        everything += tottime
+    lines = ['| layer (own time under cProfile) | µs/op | share |', '|---|--:|--:|']
+    for layer, secs in sorted(totals.items(), key=lambda kv: -kv[1]):
+        lines.append('| %s | %s | %.0f%% |' % (layer, fmt_us(secs / ops * 1e6),
+                                              100.0 * secs / everything))
+    lines.append('| total | %s | 100%% |' % fmt_us(everything / ops * 1e6))
+    return '\n'.join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--backends', default=','.join(BACKENDS),
+                        help='comma-separated, of: ' + ', '.join(BACKENDS))
+    parser.add_argument('--procs', type=int, default=8, help='worker processes')
+    parser.add_argument('--ops', type=int, default=5000,
+                        help='operations per process, warm-up included '
+                             '(benchmark_djangocache.py: 100,000)')
+    parser.add_argument('--warmup', type=int, default=1000,
+                        help='untimed operations at the start of each process')
+    parser.add_argument('--keys', type=int, default=1100, help='key range')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='runs of every backend, interleaved; the table shows the '
+                             'median of each statistic')
+    parser.add_argument('--cacheserver-args', default='',
+                        help='extra cacheserver flags, e.g. "--fanout 2"')
+    parser.add_argument('--cprofile', metavar='PREFIX',
+                        help='after the measured rounds, run each backend once more with '
+                             'process 0 under cProfile; stats in PREFIX-<backend>.prof '
+                             'and the top functions printed')
+    parser.add_argument('--json', metavar='FILE', help='also write the statistics as JSON')
+    parser.add_argument('--no-install', dest='install', action='store_false',
+                        help='do not apt-get install missing Debian packages; backends that '
+                             'miss one are skipped (install: %(default)s)')
+    parser.add_argument('--workdir', help='directory for data (default: a new temporary '
+                                          'directory, removed at the end)')
+    parser.add_argument('--run-timeout', type=float, default=900,
+                        help='seconds to wait for a run')
+    args = parser.parse_args()
+    wanted = [b.strip() for b in args.backends.split(',') if b.strip()]
+    for name in wanted:
+        if name not in BACKENDS:
+            parser.error('unknown backend %r' % name)
+    if args.warmup >= args.ops:
+        parser.error('--warmup must be below --ops')
+
+    services = Services()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    work = args.workdir or tempfile.mkdtemp(prefix='bench-django-')
+    os.makedirs(work, exist_ok=True)
+    try:
+        return run(args, wanted, services, work)
+    except Interrupted as exc:
+        log('interrupted (%s); stopping what was started' % exc)
+        return 130
+    finally:
+        # Block the signals while cleaning up so a second Ctrl-C cannot
+        # leave a server behind.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        services.stop_all()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, wanted, services, work):
+    log('uptime before: ' + subprocess.run(['uptime'], capture_output=True,
+                                          text=True).stdout.strip())
+    backends = install_packages(wanted, args.install)
+    caches = {}
+    redis_url = memcached_loc = None
+    if 'cacheserver' in backends:
+        url, token_file = start_cacheserver(services, work, shlex.split(args.cacheserver_args))
+        caches['cacheserver'] = {
+            'BACKEND': 'diskcache_client.djangocache.DjangoCache',
+            'LOCATION': url,
+            'OPTIONS': {'TOKEN_FILE': token_file},
+        }
+    if 'cacheserver-floor' in backends:
+        if 'cacheserver' not in caches:
+            url, token_file = start_cacheserver(services, work,
+                                                shlex.split(args.cacheserver_args))
+            caches['cacheserver'] = None
+        caches['cacheserver-floor'] = {
+            'BACKEND': 'rawhttp.RawHTTPCache',
+            'LOCATION': url,
+            'OPTIONS': {'TOKEN_FILE': token_file},
+        }
+    if 'diskcache' in backends:
+        caches['diskcache'] = {
+            'BACKEND': 'diskcache.DjangoCache',
+            'LOCATION': os.path.join(work, 'diskcache-data'),
+        }
+    if 'django-redis' in backends:
+        redis_url = start_redis(services, work)
+        caches['django-redis'] = {
+            'BACKEND': 'django_redis.cache.RedisCache',
+            'LOCATION': redis_url,
+        }
+    if 'memcached' in backends:
+        memcached_loc = start_memcached(services)
+        caches['memcached'] = {
+            'BACKEND': 'django.core.cache.backends.memcached.PyMemcacheCache',
+            'LOCATION': memcached_loc,
+        }
+    caches = {name: conf for name, conf in caches.items() if conf is not None}
+    caches['default'] = {'BACKEND': 'django.core.cache.backends.dummy.DummyCache'}
+    configure_django(caches)
+    ctx = multiprocessing.get_context('fork')
+    log('%s; %d CPUs' % (versions(backends, redis_url, memcached_loc), os.cpu_count()))
+    log('workload: %d processes x %d ops (%d untimed), %d keys, 90%% get / 9%% set / '
+        '1%% delete, %d round(s)' % (args.procs, args.ops, args.warmup, args.keys,
+                                     args.rounds))
+    rounds = {name: [] for name in backends}
+    for rnd in range(args.rounds):
+        for name in backends:
+            started = time.monotonic()
+            stats = summarize(run_backend(ctx, name, args, services.pid(SERVER[name])))
+            rounds[name].append(stats)
+            log('round %d %-12s %5.1fs  get p50 %s µs, set p50 %s µs, %s ops/s' % (
+                rnd + 1, name, time.monotonic() - started, fmt_us(stats['get']['p50']),
+                fmt_us(stats['set']['p50']), '{:,.0f}'.format(stats['ops_per_s'])))
+    results = {name: median_stats(r) for name, r in rounds.items()}
+    log('uptime after: ' + subprocess.run(['uptime'], capture_output=True,
+                                         text=True).stdout.strip())
+    print(table(results, wanted, args.rounds))
+    sys.stdout.flush()
+    if args.json:
+        with open(args.json, 'w', encoding='utf-8') as f:
+            json.dump({'args': vars(args), 'results': results, 'rounds': rounds}, f, indent=1)
+    if args.cprofile:
+        for name in backends:
+            path = os.path.abspath('%s-%s.prof' % (args.cprofile, name))
+            run_backend(ctx, name, args, services.pid(SERVER[name]), profile_path=path)
+            print('\n### cProfile of process 0, %s (%s)\n' % (name, path))
+            print(profile_layers(path, args.ops))
+            print('\n```')
+            pstats.Stats(path, stream=sys.stdout).sort_stats('tottime').print_stats(25)
+            print('```')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
