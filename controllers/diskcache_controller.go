@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
 )
 
 // DiskCacheReconciler turns a DiskCache into its children: a StatefulSet of
@@ -49,6 +50,8 @@ type DiskCacheReconciler struct {
 	PodAddress PodAddressFunc
 	// SettingsTimeout bounds the settings calls to one pod; 0 means 10s.
 	SettingsTimeout time.Duration
+	// Maintenance runs the scheduled expire and cull; nil turns it off.
+	Maintenance *maintenance.Engine
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client
@@ -85,6 +88,9 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	logger := log.FromContext(ctx)
 	var dc cachev1alpha1.DiskCache
 	if err := r.Get(ctx, req.NamespacedName, &dc); err != nil {
+		if apierrors.IsNotFound(err) && r.Maintenance != nil {
+			r.Maintenance.Forget(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if dc.DeletionTimestamp != nil {
@@ -108,7 +114,12 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.event(&dc, corev1.EventTypeWarning, cachev1alpha1.ReasonReconcileFailed, "Reconcile", "%v", err)
 		problems = append(problems, problem{cachev1alpha1.ReasonReconcileFailed, err.Error()})
 	}
+	maint, requeue, mproblem, merr := r.reconcileMaintenance(ctx, want)
+	if mproblem != nil {
+		problems = append(problems, *mproblem)
+	}
 	status := computeStatus(want, &dc.Status, sts, problems)
+	status.Maintenance = maint
 	if err == nil {
 		status.ObservedGeneration = dc.Generation
 	}
@@ -123,7 +134,14 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			return ctrl.Result{}, errors.Join(err, fmt.Errorf("update status: %w", uerr))
 		}
 	}
-	return ctrl.Result{}, err
+	if err == nil {
+		err = merr
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	// Back for the next maintenance run; nothing polls in between.
+	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // reconcileChildren creates or updates every child. Problems that leave the

@@ -24,6 +24,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,7 +34,12 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
 )
+
+// maintClock is the maintenance engine's clock: frozen, so no scheduled run
+// happens unless a test moves it.
+var maintClock = clocktesting.NewFakePassiveClock(time.Now())
 
 // The envtest control plane (a real etcd and kube-apiserver built from Go
 // modules by hack/envtest.sh) and a manager running the reconciler, shared
@@ -132,6 +138,10 @@ func runTests(m *testing.M) int {
 		DefaultImage:    testImage,
 		PodAddress:      testPodAddress,
 		SettingsTimeout: 5 * time.Second,
+		Maintenance: &maintenance.Engine{
+			Clock:  maintClock,
+			Runner: &maintenance.Runner{Clock: maintClock, ShardTimeout: 5 * time.Second, Retries: -1},
+		},
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -81,7 +81,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		}
 	})
 	t.Run("valid quantities in every form", func(t *testing.T) {
-		u := rawDiskCache(t, ns, "good", "sizeLimit: 1073741824\nstorage:\n  size: 1.5Gi\ndiskMinFileSize: 0\nmaxValueBytes: 1e9\ndatabaseTimeout: 1m30s\nmaintenance:\n  schedule: '@every 10m'\n  timeZone: America/Argentina/Buenos_Aires")
+		u := rawDiskCache(t, ns, "good", "sizeLimit: 1073741824\nstorage:\n  size: 1.5Gi\ndiskMinFileSize: 0\nmaxValueBytes: 1e9\ndatabaseTimeout: 1m30s\nmaintenance:\n  schedule: '*/10 * * * *'\n  timeZone: America/Argentina/Buenos_Aires")
 		if err := k8s.Create(bg, u); err != nil {
 			t.Errorf("rejected: %v", err)
 		}

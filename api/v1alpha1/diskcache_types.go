@@ -229,10 +229,12 @@ type PVCRetentionPolicy struct {
 // MaintenanceSpec schedules expire (remove expired items) and cull (shrink to
 // sizeLimit) on every shard.
 type MaintenanceSpec struct {
-	// Schedule in cron format (five fields, or @hourly, @daily, @every 10m, …).
+	// Schedule is a standard five-field cron expression (minute hour
+	// day-of-month month day-of-week), read in timeZone. Descriptors such
+	// as @hourly and a seconds field are not accepted.
 	// +kubebuilder:default="*/5 * * * *"
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:Pattern=`^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every\s+([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+|(\S+\s+){4}\S+)$`
+	// +kubebuilder:validation:Pattern=`^\s*(\S+\s+){4}\S+\s*$`
 	// +optional
 	Schedule string `json:"schedule,omitempty"`
 
@@ -361,6 +363,14 @@ type MaintenanceStatus struct {
 	// LastError is the last run's error, empty when it succeeded.
 	// +optional
 	LastError string `json:"lastError,omitempty"`
+	// DurationMillis is how long the last run took.
+	// +optional
+	DurationMillis int64 `json:"durationMillis,omitempty"`
+	// LastTrigger is the value of the cache.diskcache.dev/run-maintenance
+	// annotation that the last manual run answered; another value runs
+	// maintenance once more.
+	// +optional
+	LastTrigger string `json:"lastTrigger,omitempty"`
 }
 
 // ShardMaintenanceStatus is one shard's last maintenance run and usage.

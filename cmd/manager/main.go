@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -15,10 +16,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/controllers"
+	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
 )
 
 // version is set at build time (-ldflags -X main.version=…); it names the
@@ -50,6 +53,8 @@ func run() error {
 		image                  string
 		watchNamespaces        string
 		showVersion            bool
+		maintParallelism       int
+		maintShardTimeout      time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -58,6 +63,8 @@ func run() error {
 	flag.StringVar(&image, "cacheserver-image", defaultImage(), "cacheserver image for DiskCaches without spec.image (env CACHESERVER_IMAGE)")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to reconcile DiskCaches in (default: all)")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
+	flag.IntVar(&maintParallelism, "maintenance-parallelism", maintenance.DefaultParallelism, "shards of one DiskCache a maintenance run works on at once")
+	flag.DurationVar(&maintShardTimeout, "maintenance-shard-timeout", maintenance.DefaultShardTimeout, "bound on a maintenance run's calls to one shard")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -98,12 +105,20 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	maintMetrics, err := maintenance.NewMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		return fmt.Errorf("register maintenance metrics: %w", err)
+	}
 	r := &controllers.DiskCacheReconciler{
 		Client:       mgr.GetClient(),
 		APIReader:    mgr.GetAPIReader(),
 		Scheme:       mgr.GetScheme(),
 		Recorder:     mgr.GetEventRecorder(controllers.ManagerName),
 		DefaultImage: image,
+		Maintenance: &maintenance.Engine{
+			Metrics: maintMetrics,
+			Runner:  &maintenance.Runner{Parallelism: maintParallelism, ShardTimeout: maintShardTimeout},
+		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
