@@ -638,34 +638,41 @@ func (f *FanoutCache) subDir(kind, name string) (string, error) {
 	return dir, nil
 }
 
-// openSub opens a sub-collection's cache with the fanout clock and the
-// Cache default timeout (python-diskcache opens them with its defaults).
-func (f *FanoutCache) openSub(ctx context.Context, dir string, settings map[string]any) (*Cache, error) {
-	return Open(ctx, dir, Options{Settings: settings, Now: f.now, MaxConns: f.maxConns})
+// openSub returns the sub-collection called name of one kind, opening its
+// cache in dir/<kind>/<name> on first use with the fanout clock and the
+// Cache default timeout (python-diskcache opens them with its defaults),
+// and keeping it in open until the FanoutCache closes.
+func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, settings map[string]any, wrap func(*Cache) T) (T, error) {
+	var zero T
+	dir, err := f.subDir(kind, name)
+	if err != nil {
+		return zero, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return zero, ErrClosed
+	}
+	if x, ok := open[name]; ok {
+		return x, nil
+	}
+	c, err := Open(ctx, dir, Options{Settings: settings, Now: f.now, MaxConns: f.maxConns})
+	if err != nil {
+		return zero, err
+	}
+	x := wrap(c)
+	open[name] = x
+	return x, nil
 }
+
+// noEviction is the setting python-diskcache opens deques and indexes with.
+func noEviction() map[string]any { return map[string]any{SettingEvictionPolicy: string(PolicyNone)} }
 
 // Cache returns the Cache called name, stored in dir/cache/<name> ("/" in
 // name nests directories; see ValidateName), opened on first use and kept
 // until the FanoutCache closes. Do not close it yourself.
 func (f *FanoutCache) Cache(ctx context.Context, name string) (*Cache, error) {
-	dir, err := f.subDir(fanoutCacheDir, name)
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return nil, ErrClosed
-	}
-	if c, ok := f.caches[name]; ok {
-		return c, nil
-	}
-	c, err := f.openSub(ctx, dir, nil)
-	if err != nil {
-		return nil, err
-	}
-	f.caches[name] = c
-	return c, nil
+	return openSub(ctx, f, fanoutCacheDir, name, f.caches, nil, func(c *Cache) *Cache { return c })
 }
 
 // Deque returns the Deque called name, stored in dir/deque/<name> with
@@ -674,48 +681,12 @@ func (f *FanoutCache) Cache(ctx context.Context, name string) (*Cache, error) {
 // unbounded); later calls return the open deque as it is, as
 // python-diskcache does: change it with SetMaxlen. Do not close it yourself.
 func (f *FanoutCache) Deque(ctx context.Context, name string, maxlen int) (*Deque, error) {
-	dir, err := f.subDir(fanoutDequeDir, name)
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return nil, ErrClosed
-	}
-	if d, ok := f.deques[name]; ok {
-		return d, nil
-	}
-	c, err := f.openSub(ctx, dir, map[string]any{SettingEvictionPolicy: string(PolicyNone)})
-	if err != nil {
-		return nil, err
-	}
-	d := NewDeque(c, maxlen)
-	f.deques[name] = d
-	return d, nil
+	return openSub(ctx, f, fanoutDequeDir, name, f.deques, noEviction(), func(c *Cache) *Deque { return NewDeque(c, maxlen) })
 }
 
 // Index returns the Index called name, stored in dir/index/<name> with
 // eviction policy none, opened on first use and kept until the FanoutCache
 // closes. Do not close it yourself.
 func (f *FanoutCache) Index(ctx context.Context, name string) (*Index, error) {
-	dir, err := f.subDir(fanoutIndexDir, name)
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return nil, ErrClosed
-	}
-	if x, ok := f.indexes[name]; ok {
-		return x, nil
-	}
-	c, err := f.openSub(ctx, dir, map[string]any{SettingEvictionPolicy: string(PolicyNone)})
-	if err != nil {
-		return nil, err
-	}
-	x := NewIndex(c)
-	f.indexes[name] = x
-	return x, nil
+	return openSub(ctx, f, fanoutIndexDir, name, f.indexes, noEviction(), NewIndex)
 }
