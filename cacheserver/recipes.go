@@ -62,12 +62,10 @@ func ownerParam(r *http.Request) (string, error) {
 // seconds writes a duration as float seconds for JSON.
 func seconds(d time.Duration) float64 { return d.Seconds() }
 
-// waiters wakes requests waiting (?wait=) for a lock or semaphore when this
-// process releases it, so that they need not poll for releases made here.
-// Topics name a shard directory and a key; the registry is per process, so
-// servers on one directory in one process share it, as they should.
-var waiters = &waitRegistry{m: map[string]*waitEntry{}}
-
+// waitRegistry wakes requests waiting (?wait=) for a lock or semaphore
+// when this server releases it, so that they need not poll for releases
+// made here; releases by other processes are found by the timed retries.
+// Topics name a shard directory and a key.
 type waitRegistry struct {
 	mu sync.Mutex
 	m  map[string]*waitEntry
@@ -129,7 +127,7 @@ const (
 // waits past the request's deadline (it keeps a margin to answer). try
 // reports success and how long until the current holder's claim expires (0:
 // unknown or never). Waiting is on timers and release notifications.
-func retryFor(ctx context.Context, wait time.Duration, topic string, try func() (bool, time.Duration, error)) error {
+func (s *Server) retryFor(ctx context.Context, wait time.Duration, topic string, try func() (bool, time.Duration, error)) error {
 	deadline := time.Now().Add(wait)
 	if d, ok := ctx.Deadline(); ok {
 		margin := max(min(time.Second, time.Until(d)/10), 0)
@@ -139,7 +137,7 @@ func retryFor(ctx context.Context, wait time.Duration, topic string, try func() 
 	}
 	poll := firstPoll
 	for {
-		woken, done := waiters.watch(topic) // before trying: a release in between wakes us
+		woken, done := s.waiters.watch(topic) // before trying: a release in between wakes us
 		ok, hint, err := try()
 		if err != nil || ok {
 			done()
@@ -214,7 +212,7 @@ func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	var out LockState
-	err = retryFor(r.Context(), wait, lockTopic(shard, key), func() (bool, time.Duration, error) {
+	err = s.retryFor(r.Context(), wait, lockTopic(shard, key), func() (bool, time.Duration, error) {
 		var acquired bool
 		var holder string
 		var count int
@@ -257,7 +255,7 @@ func (s *Server) handleLockRelease(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	if count == 0 {
-		waiters.notify(lockTopic(shard, key))
+		s.waiters.notify(lockTopic(shard, key))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"released": true, "count": count})
 	return nil
@@ -343,7 +341,7 @@ func (s *Server) handleSemaphoreAcquire(w http.ResponseWriter, r *http.Request) 
 	var acquired bool
 	var inUse int
 	var retry time.Duration
-	err = retryFor(r.Context(), wait, semaphoreTopic(shard, key), func() (bool, time.Duration, error) {
+	err = s.retryFor(r.Context(), wait, semaphoreTopic(shard, key), func() (bool, time.Duration, error) {
 		var err error
 		acquired, inUse, retry, err = engine.BoundedSemaphore{Cache: shard}.Acquire(r.Context(), key, owner, int(value), ttl)
 		return acquired, retry, err
@@ -369,7 +367,7 @@ func (s *Server) handleSemaphoreRelease(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	waiters.notify(semaphoreTopic(shard, key))
+	s.waiters.notify(semaphoreTopic(shard, key))
 	writeJSON(w, http.StatusOK, map[string]int{"in_use": inUse})
 	return nil
 }

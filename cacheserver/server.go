@@ -30,6 +30,7 @@ type Server struct {
 	tokens  *tokenSource
 	metrics *metrics
 	mux     *http.ServeMux
+	waiters *waitRegistry
 	// patterns lists the registered routes, for Routes.
 	patterns []string
 }
@@ -53,7 +54,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)
 	}
-	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: &waitRegistry{m: map[string]*waitEntry{}}}
 	if !cfg.InsecureNoAuth {
 		if s.tokens, err = newTokenSource(cfg.TokenFile); err != nil {
 			_ = fc.Close()
