@@ -115,3 +115,39 @@ bench-server: ## cacheserver vs redis-server (AOF on) GET/SET throughput and lat
 .PHONY: bench-django
 bench-django: ## Django cache backends (this one, python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1".
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py $(BENCH_DJANGO_ARGS)
+
+##@ Local cluster (hack/local-cluster, hack/image): a real single-node Kubernetes without Docker
+LOCAL_CLUSTER_DIR ?= $(CURDIR)/.cache/local-cluster
+LOCAL_CLUSTER = LOCAL_CLUSTER_DIR="$(LOCAL_CLUSTER_DIR)" IMG="$(IMG)" GO="$(GO)" bash hack/local-cluster/local-cluster.sh
+
+.PHONY: cluster-up
+cluster-up: ## Start the local cluster (installs/builds what is missing; KUBECONFIG=$(LOCAL_CLUSTER_DIR)/kubeconfig).
+	@$(LOCAL_CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and its pods (state kept).
+	@$(LOCAL_CLUSTER) down
+
+.PHONY: cluster-purge
+cluster-purge: ## Stop the local cluster and delete its state (ALL=1: the built binaries and images too).
+	@$(LOCAL_CLUSTER) purge $(if $(ALL),--all)
+
+.PHONY: cluster-status
+cluster-status: ## Show what of the local cluster runs.
+	@$(LOCAL_CLUSTER) status
+
+.PHONY: cluster-smoke
+cluster-smoke: ## Smoke-test the running local cluster: a StatefulSet+PVC+Service of the project image, reached by DNS from a pod.
+	@$(LOCAL_CLUSTER) smoke
+
+.PHONY: images
+images: ## Build image $(IMG) (/manager, /cacheserver) without Docker; import it into the local cluster when it runs.
+	@$(LOCAL_CLUSTER) images project toolbox
+
+.PHONY: demo
+demo: ## Fresh clone to a running DiskCache: local cluster, images, operator from config/default, config/samples, set/get.
+	@LOCAL_CLUSTER_DIR="$(LOCAL_CLUSTER_DIR)" IMG="$(IMG)" GO="$(GO)" bash hack/local-cluster/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Stop the demo's local cluster (make cluster-purge deletes its state).
+	@$(LOCAL_CLUSTER) down

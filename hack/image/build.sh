@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds container images without Docker: static binaries packed by the
+# image tool in this directory (github.com/google/go-containerregistry) into
+# `docker save`-style tarballs, optionally imported into a containerd.
+#
+#   pause    registry.k8s.io/pause:3.10 (PAUSE_IMAGE): the pod sandbox image,
+#            under the name the local cluster's containerd sandbox_image names
+#   toolbox  localhost/diskcache-toolbox:v1 (TOOLBOX_IMAGE): an HTTP/DNS/TCP
+#            client for looking at the cluster from inside a pod
+#   project  $IMG (default ghcr.io/diskcache-operator/diskcache-operator:v0.1.0):
+#            /manager and /cacheserver, static with cgo SQLite, UID 65532,
+#            the same contents as the Dockerfile's image
+#
+# Usage: hack/image/build.sh [-o OUTDIR] [--import CONTAINERD_SOCKET] TARGET...
+# OUTDIR defaults to bin/images. Prints one line per image: tarball, image ID, tags.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="${ROOT}/hack/image"
+GO="${GO:-go}"
+IMG="${IMG:-ghcr.io/diskcache-operator/diskcache-operator:v0.1.0}"
+VERSION="${VERSION:-${IMG##*:}}"
+PAUSE_IMAGE="${PAUSE_IMAGE:-registry.k8s.io/pause:3.10}"
+TOOLBOX_IMAGE="${TOOLBOX_IMAGE:-localhost/diskcache-toolbox:v1}"
+
+out="${ROOT}/bin/images"
+import_address=""
+targets=()
+while (($#)); do
+	case "$1" in
+	-o) out="$2"; shift 2 ;;
+	--import) import_address="$2"; shift 2 ;;
+	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; /^set -euo/d'; exit 0 ;;
+	pause | toolbox | project) targets+=("$1"); shift ;;
+	all) targets+=(pause toolbox project); shift ;;
+	*) echo "image: unknown argument $1 (want pause, toolbox, project or all)" >&2; exit 2 ;;
+	esac
+done
+((${#targets[@]})) || { echo "usage: $0 [-o OUTDIR] [--import SOCKET] pause|toolbox|project|all..." >&2; exit 2; }
+
+log() { printf '%s image: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+mkdir -p "${out}/.build"
+build_dir="${out}/.build"
+start=${SECONDS}
+
+# The packer itself (cached by the Go build cache after the first run).
+(cd "${HERE}" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath -buildvcs=false" "${GO}" build -o "${build_dir}/image" .)
+pack() { "${build_dir}/image" "$@"; }
+
+# static_go DIR PKG OUT: a static, stripped, cgo-free build of a helper.
+static_go() {
+	(cd "$1" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath -buildvcs=false" "${GO}" build -ldflags "-s -w" -o "$3" "$2")
+}
+
+tarballs=()
+for target in "${targets[@]}"; do
+	t=${SECONDS}
+	case "${target}" in
+	pause)
+		static_go "${HERE}" ./pause "${build_dir}/pause"
+		pack -o "${out}/pause.tar" -tag "${PAUSE_IMAGE}" -file "${build_dir}/pause:/pause" \
+			-user 65535:65535 -entrypoint /pause
+		tarballs+=("${out}/pause.tar")
+		;;
+	toolbox)
+		static_go "${HERE}" ./toolbox "${build_dir}/toolbox"
+		pack -o "${out}/toolbox.tar" -tag "${TOOLBOX_IMAGE}" -file "${build_dir}/toolbox:/toolbox" \
+			-nonroot -user 65532:65532 -entrypoint /toolbox -cmd sleep
+		tarballs+=("${out}/toolbox.tar")
+		;;
+	project)
+		# Same build as the Dockerfile: cgo SQLite linked statically against
+		# glibc; Go's own user and DNS lookups so no NSS modules are needed.
+		pkgs=(./cmd/cacheserver)
+		files=(-file "${build_dir}/cacheserver:/cacheserver")
+		entrypoint=/cacheserver
+		if [[ -f "${ROOT}/cmd/manager/main.go" ]]; then
+			pkgs=(./cmd/manager ./cmd/cacheserver)
+			files=(-file "${build_dir}/manager:/manager" "${files[@]}")
+			entrypoint=/manager
+		else
+			log "cmd/manager does not exist yet: the image has /cacheserver only"
+		fi
+		(cd "${ROOT}" && CGO_ENABLED=1 "${GO}" build -trimpath -buildvcs=false \
+			-tags osusergo,netgo,sqlite_omit_load_extension \
+			-ldflags "-linkmode external -extldflags -static -s -w -X main.version=${VERSION}" \
+			-o "${build_dir}/" "${pkgs[@]}")
+		pack -o "${out}/diskcache-operator.tar" -tag "${IMG}" "${files[@]}" \
+			-nonroot -user 65532:65532 -entrypoint "${entrypoint}" \
+			-label "org.opencontainers.image.source=https://github.com/diskcache-operator/diskcache-operator" \
+			-label "org.opencontainers.image.description=DiskCache operator and cache server" \
+			-label "org.opencontainers.image.version=${VERSION}"
+		tarballs+=("${out}/diskcache-operator.tar")
+		;;
+	esac
+	log "${target} packed in $((SECONDS - t))s"
+done
+
+if [[ -n "${import_address}" ]]; then
+	t=${SECONDS}
+	for tarball in "${tarballs[@]}"; do
+		ctr --address "${import_address}" -n k8s.io images import "${tarball}" >/dev/null
+	done
+	log "imported ${#tarballs[@]} image(s) into containerd at ${import_address} in $((SECONDS - t))s"
+fi
+log "done in $((SECONDS - start))s"

@@ -1,0 +1,19 @@
+// Command kube-apiserver is Kubernetes' own kube-apiserver (k8s.io/kubernetes/cmd/kube-apiserver),
+// built from the k8s.io/kubernetes Go module for the local cluster
+// (hack/local-cluster/build.sh stamps the version through -ldflags -X).
+package main
+
+import (
+	"os"
+	_ "time/tzdata" // CronJob time zones
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // JSON log format registration
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics
+	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
