@@ -21,6 +21,7 @@ from .transport import Request
 BATCH_SIZE = 1000
 
 _VALUE_TYPE = wire.HEADER_VALUE_TYPE
+_VALUE_TYPE_LC = _VALUE_TYPE.lower()  # as it keys Response.headers
 
 
 def check(resp, *ok):
@@ -63,8 +64,10 @@ def key_target(key, params=()):
     segment: its wire bytes, the escaped segment, and ``kt``/``ke`` (when
     needed) ahead of ``params``."""
     kind, raw = wire.encode_key(key)
-    query = list(params)
     segment, encoding = wire.key_segment(raw)
+    if kind == 'text' and not encoding:
+        return raw, segment, params  # the common case: nothing to add
+    query = list(params)
     if encoding:
         query.insert(0, ('ke', encoding))
     if kind != 'text':
@@ -76,22 +79,29 @@ def key_request(c, prefix, key, method, suffix='', params=(), **kwargs):
     """A request addressing one key: ``{prefix}/keys/{key}{suffix}``."""
     raw, segment, query = key_target(key, params)
     return Request(method, prefix + '/keys/' + segment + suffix,
-                   query=wire.build_query(query), shard=c.shard_of(raw), **kwargs)
+                   query=wire.build_query(query) if query else '',
+                   shard=c.shard_of(raw), **kwargs)
 
 
-def _item(resp, read=False):
-    """Decode a single-item answer: (value, expire_time, tag)."""
-    value_type = resp.header(_VALUE_TYPE, 'bytes')
+def _value(resp, read=False):
+    """Decode the value of a single-item answer."""
+    value_type = resp.headers.get(_VALUE_TYPE_LC, 'bytes')
     if resp.stream is not None:
         if read and value_type == 'bytes':
-            value = resp.stream
-        else:
-            with resp.stream as stream:
-                value = wire.decode_value(value_type, stream.read())
-    else:
-        value = wire.decode_value(value_type, resp.body)
-    return (value, wire.expire_time_from_headers(resp.headers),
-            wire.tag_from_headers(resp.headers))
+            return resp.stream
+        with resp.stream as stream:
+            return wire.decode_value(value_type, stream.read())
+    return wire.decode_value(value_type, resp.body)
+
+
+def _shaped(resp, read, expire_time, tag):
+    """A single-item answer in python-diskcache's shape for get and pop;
+    the expiry and tag headers are decoded only when asked for."""
+    value = _value(resp, read)
+    if not (expire_time or tag):
+        return value
+    return shape(value, wire.expire_time_from_headers(resp.headers),
+                 wire.tag_from_headers(resp.headers), expire_time, tag)
 
 
 # -- single keys --------------------------------------------------------------
@@ -101,8 +111,7 @@ def get(c, prefix, key, default=None, read=False, expire_time=False, tag=False):
     if _is_miss(resp):
         return shape(default, None, None, expire_time, tag)
     check(resp)
-    value, exp, tg = _item(resp, read)
-    return shape(value, exp, tg, expire_time, tag)
+    return _shaped(resp, read, expire_time, tag)
 
 
 def contains(c, prefix, key):
@@ -150,8 +159,7 @@ def pop(c, prefix, key, default=None, expire_time=False, tag=False):
     if _is_miss(resp):
         return shape(default, None, None, expire_time, tag)
     check(resp)
-    value, exp, tg = _item(resp)
-    return shape(value, exp, tg, expire_time, tag)
+    return _shaped(resp, False, expire_time, tag)
 
 
 def incr(c, prefix, key, delta=1, default=0, decrement=False):
@@ -169,7 +177,7 @@ def incr(c, prefix, key, delta=1, default=0, decrement=False):
             raise OverflowError('incr of %r: %s' % (key, err.message))
         raise TypeError('cannot incr/decr %r: %s' % (key, err.message))
     check(resp)
-    return _item(resp)[0]
+    return _value(resp)
 
 
 # -- batches --------------------------------------------------------------------

@@ -24,7 +24,7 @@ import base64
 import json
 import pickle
 import pickletools
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 INT64_MIN = -(2 ** 63)
 INT64_MAX = 2 ** 63 - 1
@@ -39,6 +39,13 @@ HEADER_TOTAL = 'Diskcache-Total'  # a deque listing's deque length
 HEADER_NEXT_CURSOR = 'Diskcache-Next-Cursor'  # an index listing's next page
 
 RECORDS_CONTENT_TYPE = 'application/x-diskcache-records'
+
+# The header names as they key Response.headers (lower-cased).
+_KEY = HEADER_KEY.lower()
+_KEY_TYPE = HEADER_KEY_TYPE.lower()
+_TAG = HEADER_TAG.lower()
+_TAG_TYPE = HEADER_TAG_TYPE.lower()
+_EXPIRE_TIME = HEADER_EXPIRE_TIME.lower()
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -96,6 +103,14 @@ def decode_key(raw, kind):
     raise ValueError('unknown key kind %r' % kind)
 
 
+# Percent-encoding tables, indexed by byte: unreserved characters (RFC 3986)
+# stay, every other byte becomes %XX (as urllib.parse.quote(raw, safe='')
+# writes it). Path segments escape '.' too.
+_UNRESERVED = frozenset(b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~')
+_QUERY_ESCAPES = tuple(chr(b) if b in _UNRESERVED else '%%%02X' % b for b in range(256))
+_SEGMENT_ESCAPES = tuple('%2E' if b == 0x2E else e for b, e in enumerate(_QUERY_ESCAPES))
+
+
 def path_segment(raw):
     """Percent-encode bytes as exactly one URL path segment.
 
@@ -103,7 +118,7 @@ def path_segment(raw):
     are escaped too so that keys like ``.`` and ``..`` are not taken as
     relative path segments.
     """
-    return quote(raw, safe='').replace('.', '%2E')
+    return ''.join(map(_SEGMENT_ESCAPES.__getitem__, raw))
 
 
 def key_segment(raw):
@@ -124,12 +139,14 @@ def query_value(raw):
     """Percent-encode str or bytes for a query string."""
     if isinstance(raw, str):
         raw = raw.encode('utf-8')
-    return quote(raw, safe='')
+    return ''.join(map(_QUERY_ESCAPES.__getitem__, raw))
 
 
 def build_query(params):
     """Build a query string from ``(name, value)`` pairs (values str/bytes)."""
-    return '&'.join('%s=%s' % (name, query_value(value)) for name, value in params)
+    if not params:
+        return ''
+    return '&'.join(['%s=%s' % (name, query_value(value)) for name, value in params])
 
 
 def encode_value(value):
@@ -225,17 +242,17 @@ def key_from_headers(headers):
     """Read the key of a response that names its item (``Diskcache-Key``
     and ``Diskcache-Key-Type``, as popitem, peekitem and pull answer), or
     None when it has none."""
-    raw = headers.get(HEADER_KEY.lower())
+    raw = headers.get(_KEY)
     if raw is None:
         return None
-    kind = headers.get(HEADER_KEY_TYPE.lower()) or 'text'
+    kind = headers.get(_KEY_TYPE) or 'text'
     return decode_key(unquote_to_bytes(raw), kind)
 
 
 def tag_from_headers(headers):
     """Read the tag of a single-item response (``None`` if it has none)."""
-    raw = headers.get(HEADER_TAG.lower())
-    kind = headers.get(HEADER_TAG_TYPE.lower())
+    raw = headers.get(_TAG)
+    kind = headers.get(_TAG_TYPE)
     if raw is None and kind is None:
         return None
     return decode_tag(unquote_to_bytes(raw or ''), kind or 'text')
@@ -243,7 +260,7 @@ def tag_from_headers(headers):
 
 def expire_time_from_headers(headers):
     """Read the absolute expiry (epoch seconds) of a response, or None."""
-    value = headers.get(HEADER_EXPIRE_TIME.lower())
+    value = headers.get(_EXPIRE_TIME)
     return None if value in (None, '') else float(value)
 
 
