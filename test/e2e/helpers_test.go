@@ -1,0 +1,390 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+)
+
+const (
+	operatorNamespace  = "diskcache-system"
+	operatorDeployment = "diskcache-operator-controller-manager"
+	toolboxImage       = "localhost/diskcache-toolbox:v1"
+	cachePort          = 8080
+)
+
+var (
+	k8s        ctrlclient.Client
+	kubeconfig string
+	repoRoot   string
+	scheme     = runtime.NewScheme()
+)
+
+func init() {
+	_, file, _, _ := goruntime.Caller(0)
+	repoRoot = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		panic(err)
+	}
+	if err := cachev1alpha1.AddToScheme(scheme); err != nil {
+		panic(err)
+	}
+}
+
+// phases logs how long each phase of a test took.
+type phases struct {
+	t     *testing.T
+	start time.Time
+	name  string
+	all   time.Time
+}
+
+func newPhases(t *testing.T) *phases {
+	now := time.Now()
+	return &phases{t: t, start: now, all: now}
+}
+
+// next ends the current phase (logging its duration) and starts another.
+func (p *phases) next(name string) {
+	p.t.Helper()
+	now := time.Now()
+	if p.name != "" {
+		p.t.Logf("TIMING %s / %s: %s", p.t.Name(), p.name, now.Sub(p.start).Round(time.Millisecond))
+	}
+	p.name, p.start = name, now
+}
+
+// done ends the last phase; defer it (deferred calls run before the
+// namespace cleanup, which logs its own timing).
+func (p *phases) done() {
+	p.next("")
+	p.t.Logf("TIMING %s total: %s", p.t.Name(), time.Since(p.all).Round(time.Millisecond))
+}
+
+// eventually polls cond every interval until it returns true or the deadline
+// passes; then the test fails with the last message.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		ok, msg := cond(ctx)
+		if ok {
+			return
+		}
+		last = msg
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, last)
+		case <-tick.C:
+		}
+	}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func randSuffix() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newNamespace creates a namespace (restricted pod security) deleted, and
+// waited for, when the test ends.
+func newNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	name := "e2e-" + prefix + "-" + randSuffix()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted",
+		"diskcache-e2e":                      "true",
+	}}}
+	if err := k8s.Create(ctxT(t, 30*time.Second), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpNamespace(t, name)
+		}
+		if os.Getenv("E2E_KEEP") == "1" {
+			t.Logf("E2E_KEEP=1: keeping namespace %s", name)
+			return
+		}
+		start := time.Now()
+		ctx := context.Background()
+		if err := k8s.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete namespace %s: %v", name, err)
+			return
+		}
+		// Wait so the next test finds the PersistentVolumes free again.
+		eventually(t, 3*time.Minute, "namespace "+name+" gone", func(ctx context.Context) (bool, string) {
+			err := k8s.Get(ctx, ctrlclient.ObjectKey{Name: name}, &corev1.Namespace{})
+			return apierrors.IsNotFound(err), fmt.Sprintf("get: %v", err)
+		})
+		t.Logf("TIMING %s / namespace cleanup: %s", t.Name(), time.Since(start).Round(time.Millisecond))
+	})
+	return name
+}
+
+// dumpNamespace logs what a failed test leaves behind.
+func dumpNamespace(t *testing.T, ns string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"-n", ns, "get", "diskcache,statefulset,pods,pvc,svc,configmap,secret,pdb", "-o", "wide"},
+		{"-n", ns, "get", "diskcache", "-o", "yaml"},
+		{"-n", ns, "get", "events", "--sort-by=.lastTimestamp"},
+		{"-n", operatorNamespace, "logs", "deployment/" + operatorDeployment, "--tail=20"},
+	} {
+		out, _ := kubectl(t, args...)
+		var lines []string
+		for _, l := range strings.Split(out, "\n") {
+			if len(l) > 400 {
+				l = l[:400] + "…"
+			}
+			lines = append(lines, l)
+		}
+		out = strings.Join(lines, "\n")
+		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
+	}
+}
+
+// kubectl runs kubectl against the test cluster.
+func kubectl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "kubectl", args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// newDiskCache returns a small single-shard DiskCache; mutate adjusts it.
+func newDiskCache(ns, name string, mutate func(*cachev1alpha1.DiskCache)) *cachev1alpha1.DiskCache {
+	dc := &cachev1alpha1.DiskCache{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: cachev1alpha1.DiskCacheSpec{
+			Shards:          1,
+			SizeLimit:       ptr.To(resource.MustParse("512Mi")),
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Storage: cachev1alpha1.StorageSpec{
+				Size: ptr.To(resource.MustParse("1Gi")),
+			},
+		},
+	}
+	if mutate != nil {
+		mutate(dc)
+	}
+	return dc
+}
+
+func createDiskCache(t *testing.T, dc *cachev1alpha1.DiskCache) {
+	t.Helper()
+	if err := k8s.Create(ctxT(t, 30*time.Second), dc); err != nil {
+		t.Fatalf("create DiskCache %s/%s: %v", dc.Namespace, dc.Name, err)
+	}
+}
+
+func getDiskCache(t *testing.T, ns, name string) *cachev1alpha1.DiskCache {
+	t.Helper()
+	dc := &cachev1alpha1.DiskCache{}
+	if err := k8s.Get(ctxT(t, 30*time.Second), ctrlclient.ObjectKey{Namespace: ns, Name: name}, dc); err != nil {
+		t.Fatalf("get DiskCache %s/%s: %v", ns, name, err)
+	}
+	return dc
+}
+
+// updateDiskCache applies mutate to the latest DiskCache, retrying conflicts.
+func updateDiskCache(t *testing.T, ns, name string, mutate func(*cachev1alpha1.DiskCache)) {
+	t.Helper()
+	eventually(t, time.Minute, "update of DiskCache "+name, func(ctx context.Context) (bool, string) {
+		dc := &cachev1alpha1.DiskCache{}
+		if err := k8s.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: name}, dc); err != nil {
+			return false, err.Error()
+		}
+		mutate(dc)
+		if err := k8s.Update(ctx, dc); err != nil {
+			if apierrors.IsConflict(err) {
+				return false, err.Error()
+			}
+			t.Fatalf("update DiskCache %s/%s: %v", ns, name, err)
+		}
+		return true, ""
+	})
+}
+
+// waitAvailable waits until the operator has reconciled the current spec
+// generation and the DiskCache is Available with every shard ready.
+func waitAvailable(t *testing.T, ns, name string, timeout time.Duration) *cachev1alpha1.DiskCache {
+	t.Helper()
+	var dc cachev1alpha1.DiskCache
+	eventually(t, timeout, "DiskCache "+ns+"/"+name+" Available", func(ctx context.Context) (bool, string) {
+		if err := k8s.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: name}, &dc); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(dc.Status.Conditions, "Available")
+		p := meta.FindStatusCondition(dc.Status.Conditions, "Progressing")
+		ok := c != nil && c.Status == metav1.ConditionTrue &&
+			dc.Status.ObservedGeneration == dc.Generation &&
+			dc.Status.ReadyShards == dc.Spec.Shards && dc.Status.Shards == dc.Spec.Shards &&
+			(p == nil || p.Status == metav1.ConditionFalse)
+		return ok, fmt.Sprintf("generation %d observed %d shards %d ready %d conditions %+v",
+			dc.Generation, dc.Status.ObservedGeneration, dc.Status.Shards, dc.Status.ReadyShards, dc.Status.Conditions)
+	})
+	return &dc
+}
+
+// statefulSetSettled waits until the StatefulSet has rolled out its current
+// revision to every replica and they are ready.
+func waitStatefulSetSettled(t *testing.T, ns, name string, timeout time.Duration) *appsv1.StatefulSet {
+	t.Helper()
+	var sts appsv1.StatefulSet
+	eventually(t, timeout, "StatefulSet "+ns+"/"+name+" rolled out", func(ctx context.Context) (bool, string) {
+		if err := k8s.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: name}, &sts); err != nil {
+			return false, err.Error()
+		}
+		want := ptr.Deref(sts.Spec.Replicas, 1)
+		st := sts.Status
+		ok := st.ObservedGeneration == sts.Generation && st.Replicas == want && st.ReadyReplicas == want &&
+			st.UpdatedReplicas == want && st.CurrentRevision == st.UpdateRevision
+		return ok, fmt.Sprintf("generation %d status %+v", sts.Generation, st)
+	})
+	return &sts
+}
+
+// cachePod returns pod <name>-<shard>.
+func cachePod(t *testing.T, ns, name string, shard int) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{}
+	if err := k8s.Get(ctxT(t, 30*time.Second), ctrlclient.ObjectKey{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, shard)}, pod); err != nil {
+		t.Fatalf("get pod: %v", err)
+	}
+	return pod
+}
+
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func restartCount(pod *corev1.Pod) int32 {
+	var n int32
+	for _, cs := range pod.Status.ContainerStatuses {
+		n += cs.RestartCount
+	}
+	return n
+}
+
+// token reads the bearer token from Secret <name>-token.
+func token(t *testing.T, ns, name string) string {
+	t.Helper()
+	sec := &corev1.Secret{}
+	if err := k8s.Get(ctxT(t, 30*time.Second), ctrlclient.ObjectKey{Namespace: ns, Name: name + "-token"}, sec); err != nil {
+		t.Fatalf("get token Secret: %v", err)
+	}
+	tok := string(sec.Data[cachev1alpha1.TokenKey])
+	if tok == "" {
+		t.Fatalf("Secret %s-token has no %q key", name, cachev1alpha1.TokenKey)
+	}
+	return tok
+}
+
+// serviceURL is the client Service's ClusterIP URL (reachable from this machine).
+func serviceURL(t *testing.T, ns, name string) string {
+	t.Helper()
+	svc := &corev1.Service{}
+	if err := k8s.Get(ctxT(t, 30*time.Second), ctrlclient.ObjectKey{Namespace: ns, Name: name}, svc); err != nil {
+		t.Fatalf("get Service: %v", err)
+	}
+	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		t.Fatalf("Service %s has no ClusterIP", name)
+	}
+	return fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, cachePort)
+}
+
+func podURL(pod *corev1.Pod) string {
+	return fmt.Sprintf("http://%s:%d", pod.Status.PodIP, cachePort)
+}
+
+func newCacheClient(t *testing.T, url, tok string) *cacheclient.Cache {
+	t.Helper()
+	c, err := cacheclient.New(url, cacheclient.Options{Token: tok, Retries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Cache("")
+}
+
+// startToolbox runs a toolbox pod in ns and waits until it is Ready.
+func startToolbox(t *testing.T, ns string) string {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "toolbox", Namespace: ns},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr.To(true),
+				RunAsUser:      ptr.To[int64](65532),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name:            "toolbox",
+				Image:           toolboxImage,
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr.To(false),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+			}},
+		},
+	}
+	if err := k8s.Create(ctxT(t, 30*time.Second), pod); err != nil {
+		t.Fatalf("create toolbox pod: %v", err)
+	}
+	eventually(t, 2*time.Minute, "toolbox pod Ready", func(ctx context.Context) (bool, string) {
+		p := &corev1.Pod{}
+		if err := k8s.Get(ctx, ctrlclient.ObjectKeyFromObject(pod), p); err != nil {
+			return false, err.Error()
+		}
+		return podReady(p), fmt.Sprintf("phase %s conditions %+v", p.Status.Phase, p.Status.Conditions)
+	})
+	return pod.Name
+}
