@@ -100,6 +100,12 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	want.Spec.Default()
 
 	sts, problems, err := r.reconcileChildren(ctx, want)
+	if err != nil && apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		// The namespace is going away with the cache in it: nothing to
+		// create, report or retry.
+		logger.V(1).Info("namespace is terminating; not reconciling", "error", err.Error())
+		return ctrl.Result{}, nil
+	}
 	if sts == nil {
 		// Status always describes the StatefulSet as the cache has it,
 		// whatever failed or was just written.
