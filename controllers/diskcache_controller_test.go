@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"k8s.io/client-go/util/retry"
 	"slices"
 	"strings"
 	"testing"
@@ -734,8 +735,18 @@ func TestScaleSubresource(t *testing.T) {
 			scale.Status.Selector == "app.kubernetes.io/component=cacheserver,app.kubernetes.io/instance=scaly,app.kubernetes.io/name=diskcache",
 			"scale %+v", scale)
 	})
-	scale.Spec.Replicas = 6
-	if err := k8s.SubResource("scale").Update(bg, dc, client.WithSubResourceBody(scale)); err != nil {
+	// The operator writes status meanwhile: a stale resourceVersion is a
+	// conflict to retry, not the answer under test.
+	scaleTo := func(n int32) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := k8s.SubResource("scale").Get(bg, dc, scale); err != nil {
+				return err
+			}
+			scale.Spec.Replicas = n
+			return k8s.SubResource("scale").Update(bg, dc, client.WithSubResourceBody(scale))
+		})
+	}
+	if err := scaleTo(6); err != nil {
 		t.Fatal(err)
 	}
 	if got := get(t, ns, "scaly", &cachev1alpha1.DiskCache{}); got.Spec.Shards != 6 {
@@ -745,11 +756,7 @@ func TestScaleSubresource(t *testing.T) {
 		sts := get(t, ns, "scaly", &appsv1.StatefulSet{})
 		return want(*sts.Spec.Replicas == 6, "replicas %d", *sts.Spec.Replicas)
 	})
-	if err := k8s.SubResource("scale").Get(bg, dc, scale); err != nil {
-		t.Fatal(err)
-	}
-	scale.Spec.Replicas = 200
-	err := k8s.SubResource("scale").Update(bg, dc, client.WithSubResourceBody(scale))
+	err := scaleTo(200)
 	if err == nil || !strings.Contains(err.Error(), "spec.shards") {
 		t.Errorf("scaling past 128 shards: %v", err)
 	}
