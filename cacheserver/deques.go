@@ -132,18 +132,25 @@ func (s *Server) handleDequeClear(w http.ResponseWriter, r *http.Request) error 
 	return removed(w, n, err)
 }
 
-// handleDequePush is append (side=back, the default) and appendleft, with
-// the trimming of ?maxlen= in the same transaction.
-func (s *Server) handleDequePush(w http.ResponseWriter, r *http.Request) error {
+// dequeAddParams resolves the deque, ?side= (default back) and ?maxlen= of
+// push and extend.
+func (s *Server) dequeAddParams(r *http.Request) (*engine.Deque, engine.Side, int, error) {
 	d, err := s.deque(r)
 	if err != nil {
-		return err
+		return nil, 0, 0, err
 	}
 	side, err := sideParam(r, engine.Back)
 	if err != nil {
-		return err
+		return nil, 0, 0, err
 	}
 	maxlen, err := maxlenParam(r)
+	return d, side, maxlen, err
+}
+
+// handleDequePush is append (side=back, the default) and appendleft, with
+// the trimming of ?maxlen= in the same transaction.
+func (s *Server) handleDequePush(w http.ResponseWriter, r *http.Request) error {
+	d, side, maxlen, err := s.dequeAddParams(r)
 	if err != nil {
 		return err
 	}
@@ -244,15 +251,7 @@ func (s *Server) handleDequeItems(w http.ResponseWriter, r *http.Request) error 
 // body is a record stream of values (keys are ignored), added in one
 // transaction with the trimming of ?maxlen=. A bad record adds nothing.
 func (s *Server) handleDequeExtend(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.deque(r)
-	if err != nil {
-		return err
-	}
-	side, err := sideParam(r, engine.Back)
-	if err != nil {
-		return err
-	}
-	maxlen, err := maxlenParam(r)
+	d, side, maxlen, err := s.dequeAddParams(r)
 	if err != nil {
 		return err
 	}

@@ -189,17 +189,23 @@ func (s *Server) lockParams(r *http.Request) (engine.Key, *engine.Cache, bool, e
 	return key, s.cache.ShardFor(key), reentrant, nil
 }
 
+// lockOwnerParams is lockParams plus the required ?owner=.
+func (s *Server) lockOwnerParams(r *http.Request) (engine.Key, *engine.Cache, bool, string, error) {
+	key, shard, reentrant, err := s.lockParams(r)
+	if err != nil {
+		return key, nil, false, "", err
+	}
+	owner, err := ownerParam(r)
+	return key, shard, reentrant, owner, err
+}
+
 func lockTopic(shard *engine.Cache, key engine.Key) string { return topic("lock", shard, key) }
 
 // handleLockAcquire takes the lock for owner (re-entering it with
 // reentrant=true), for ttl seconds (0 or absent: until released); with
 // wait it retries until it gets the lock or wait seconds have passed.
 func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error {
-	key, shard, reentrant, err := s.lockParams(r)
-	if err != nil {
-		return err
-	}
-	owner, err := ownerParam(r)
+	key, shard, reentrant, owner, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
@@ -237,11 +243,7 @@ func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error
 // handleLockRelease releases owner's hold (once, for a reentrant lock) and
 // wakes the waiters of this process.
 func (s *Server) handleLockRelease(w http.ResponseWriter, r *http.Request) error {
-	key, shard, reentrant, err := s.lockParams(r)
-	if err != nil {
-		return err
-	}
-	owner, err := ownerParam(r)
+	key, shard, reentrant, owner, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
@@ -262,11 +264,7 @@ func (s *Server) handleLockRelease(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *Server) handleLockRefresh(w http.ResponseWriter, r *http.Request) error {
-	key, shard, reentrant, err := s.lockParams(r)
-	if err != nil {
-		return err
-	}
-	owner, err := ownerParam(r)
+	key, shard, reentrant, owner, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
