@@ -35,6 +35,17 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogFormat       string
 
+	// Sharding: which shard this server is (-1: a standalone server that
+	// routes nothing), the shards of the initial topology, its epoch, a
+	// mounted topology file, the operator's credential for topology changes,
+	// and the CA that verifies peers' certificates when forwarding over TLS.
+	ShardIndex     int
+	Peers          string
+	Epoch          int64
+	TopologyFile   string
+	AdminTokenFile string
+	PeerCAFile     string
+
 	// Engine settings. Only those given explicitly are applied: the rest
 	// keep the values stored in the cache (or python-diskcache's defaults
 	// for a new cache), so settings changed at run time survive restarts.
@@ -62,6 +73,8 @@ func DefaultConfig() Config {
 		RequestTimeout:  30 * time.Second,
 		ShutdownTimeout: 25 * time.Second,
 		LogFormat:       "json",
+		ShardIndex:      -1,
+		Epoch:           1,
 		SizeLimit:       1 << 30,
 		EvictionPolicy:  string(engine.PolicyLeastRecentlyStored),
 		CullLimit:       10,
@@ -128,6 +141,15 @@ func (c *Config) Validate() error {
 	if c.SizeLimit < 0 || c.CullLimit < 0 || c.DiskMinFileSize < 0 {
 		errs = append(errs, errors.New("--size-limit, --cull-limit and --disk-min-file-size must not be negative"))
 	}
+	if c.ShardIndex < -1 {
+		errs = append(errs, fmt.Errorf("--shard-index must be -1 (standalone) or a shard ordinal, got %d", c.ShardIndex))
+	}
+	if c.ShardIndex == -1 && (c.Peers != "" || c.TopologyFile != "") {
+		errs = append(errs, errors.New("--peers and --topology-file need --shard-index"))
+	}
+	if c.Epoch < 1 {
+		errs = append(errs, fmt.Errorf("--epoch must be at least 1, got %d", c.Epoch))
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat))
 	}
@@ -155,6 +177,12 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "bound on the database work of one request")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text")
+	fs.IntVar(&cfg.ShardIndex, "shard-index", cfg.ShardIndex, "this server's shard (StatefulSet ordinal); -1 serves alone and routes nothing")
+	fs.StringVar(&cfg.Peers, "peers", cfg.Peers, "base URLs of every shard, in order, comma-separated (the initial topology)")
+	fs.Int64Var(&cfg.Epoch, "epoch", cfg.Epoch, "epoch of the --peers topology")
+	fs.StringVar(&cfg.TopologyFile, "topology-file", cfg.TopologyFile, `file holding {"epoch","shards","previous"} (a mounted ConfigMap; re-read when it changes)`)
+	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", cfg.AdminTokenFile, "file holding the operator's token, the only one allowed to change the topology")
+	fs.StringVar(&cfg.PeerCAFile, "peer-ca-file", cfg.PeerCAFile, "CA certificates that verify peers when forwarding over https (default: the system's)")
 	fs.Int64Var(&cfg.SizeLimit, "size-limit", cfg.SizeLimit, "bytes the cache may use before culling (split across --fanout shards)")
 	fs.StringVar(&cfg.EvictionPolicy, "eviction-policy", cfg.EvictionPolicy, "none, least-recently-stored, least-recently-used or least-frequently-used")
 	fs.Int64Var(&cfg.CullLimit, "cull-limit", cfg.CullLimit, "items culled at most per write (0 disables culling on write)")

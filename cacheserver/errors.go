@@ -40,6 +40,14 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 // are the client's fault become 4xx; timeouts 503 with Retry-After; the
 // rest 500 (logged, with a generic message).
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var re *routingError
+	if errors.As(err, &re) {
+		if re.status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		writeJSON(w, re.status, re.body)
+		return
+	}
 	status, code, msg := s.classify(err)
 	if status >= 500 && code == wire.CodeInternal {
 		s.log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method),

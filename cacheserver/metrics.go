@@ -22,6 +22,12 @@ type metrics struct {
 	lookups  *prometheus.CounterVec
 	hits     prometheus.Counter
 	misses   prometheus.Counter
+	// forwards counts requests this shard passed to another, by target
+	// shard and answer code ("error" when the shard could not be reached).
+	forwards *prometheus.CounterVec
+	// served counts requests this shard answered as their owner (or for its
+	// part of a cluster-wide operation): the load a shard really carries.
+	served prometheus.Counter
 }
 
 func newMetrics(fc *engine.FanoutCache) *metrics {
@@ -41,8 +47,16 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 			Help: "Key lookups (GET) by result: hit or miss.",
 		}, []string{"result"}),
 	}
+	m.forwards = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "diskcache_forwarded_requests_total",
+		Help: "Requests passed to the shard that owns them, by target shard and answer code (error: unreachable).",
+	}, []string{"target_shard", "code"})
+	m.served = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "diskcache_served_requests_total",
+		Help: "Data requests this shard answered itself (as the owner, or its part of a cluster-wide operation).",
+	})
 	m.hits, m.misses = m.lookups.WithLabelValues("hit"), m.lookups.WithLabelValues("miss")
-	m.registry.MustRegister(m.requests, m.latency, m.lookups,
+	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})
 	return m
@@ -69,6 +83,14 @@ func (rm *routeMetrics) observe(code int, d time.Duration) {
 		c, _ = rm.codes.LoadOrStore(code, rm.parent.requests.WithLabelValues(rm.route, rm.method, strconv.Itoa(code)))
 	}
 	c.(prometheus.Counter).Inc()
+}
+
+func (m *metrics) forwarded(shard, code int) {
+	c := "error"
+	if code != 0 {
+		c = strconv.Itoa(code)
+	}
+	m.forwards.WithLabelValues(strconv.Itoa(shard), c).Inc()
 }
 
 func (m *metrics) lookup(hit bool) {

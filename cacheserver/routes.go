@@ -2,11 +2,15 @@ package cacheserver
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 // keyRoutes are served both for the server's cache (/v1/…) and for every
@@ -42,6 +46,8 @@ func (s *Server) routes() {
 	s.publicRoute("GET /healthz", s.handleHealthz)
 	s.publicRoute("GET /readyz", s.handleReadyz)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.route("GET /v1/topology", s.handleGetTopology)
+	s.route("PUT /v1/topology", s.handlePutTopology)
 	s.keyRoutes("/v1")
 	s.keyRoutes("/v1/caches/{name}")
 	s.dequeRoutes()
@@ -64,6 +70,10 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 // handleReadyz answers 200 once every shard's database answers a write
 // transaction within a second: the databases are open and writable.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
+	if s.cluster.sharded() && s.cluster.current() == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "no topology"})
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
 	for i := 0; i < s.cache.ShardCount(); i++ {
@@ -73,5 +83,49 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+// handleGetTopology answers the topology this shard routes by.
+func (s *Server) handleGetTopology(w http.ResponseWriter, r *http.Request) error {
+	if !s.cluster.sharded() {
+		return notFound(wire.CodeNoTopology, "this server runs alone (no --shard-index): it has no topology")
+	}
+	writeJSON(w, http.StatusOK, s.cluster.view())
+	return nil
+}
+
+// handlePutTopology adopts an announcement from the operator: the same
+// one again is fine, an older or conflicting one is refused with the
+// topology in force.
+func (s *Server) handlePutTopology(w http.ResponseWriter, r *http.Request) error {
+	switch {
+	case s.admin == nil:
+		return &apiError{status: http.StatusForbidden, code: wire.CodeAdminDisabled,
+			msg: "this server was started without --admin-token-file: its topology cannot be changed over HTTP"}
+	case !s.isAdmin(r):
+		return &apiError{status: http.StatusForbidden, code: wire.CodeForbidden,
+			msg: "changing the topology needs the operator's admin token, not the data token"}
+	case !s.cluster.sharded():
+		return badRequest(wire.CodeBadTopology, "this server runs alone (no --shard-index)")
+	}
+	var a topology.Announcement
+	if err := decodeJSON(w, r, maxFanOutBody, &a); err != nil {
+		return err
+	}
+	changed, err := s.cluster.adopt(a)
+	if errors.Is(err, errTopologyConflict) {
+		cur := s.cluster.current()
+		return newRoutingError(http.StatusConflict, wire.CodeTopologyConflict, map[string]any{"topology": s.cluster.view()},
+			"epoch %d %s the topology in force (epoch %d)", a.Epoch, map[bool]string{true: "differs from", false: "is older than"}[a.Epoch == cur.Epoch], cur.Epoch)
+	}
+	if err != nil {
+		return err
+	}
+	if changed {
+		s.log.Info("topology announced", slog.Int64("epoch", a.Epoch), slog.Int("shards", len(a.Shards)), slog.Int("self", s.cluster.self))
+	}
+	w.Header().Set(wire.HeaderEpoch, strconv.FormatInt(s.cluster.current().Epoch, 10))
+	writeJSON(w, http.StatusOK, s.cluster.view())
 	return nil
 }

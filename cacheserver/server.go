@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,11 @@ type Server struct {
 	metrics *metrics
 	mux     *http.ServeMux
 	waiters *waitRegistry
+	cluster *cluster
+	peers   *peers
+	// admin holds the operator's token, the only one that may change the
+	// topology; nil when the server was started without one.
+	admin *tokenSource
 	// patterns lists the registered routes, for Routes.
 	patterns []string
 }
@@ -59,6 +65,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		if s.tokens, err = newTokenSource(cfg.TokenFile); err != nil {
 			_ = fc.Close()
 			return nil, err
+		}
+	}
+	if s.cluster, err = newCluster(cfg); err != nil {
+		_ = fc.Close()
+		return nil, err
+	}
+	if s.peers, err = newPeers(cfg); err != nil {
+		_ = fc.Close()
+		return nil, err
+	}
+	if cfg.AdminTokenFile != "" {
+		if s.admin, err = newTokenSource(cfg.AdminTokenFile); err != nil {
+			_ = fc.Close()
+			return nil, fmt.Errorf("admin token: %w", err)
 		}
 	}
 	s.metrics = newMetrics(fc)
@@ -113,11 +133,13 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 		method, path = "ANY", pattern
 	}
 	rm := s.metrics.forRoute(path, method)
+	sc := scopeOf(path)
+	detail := strings.HasSuffix(path, "/stats") || strings.HasSuffix(path, "/info")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() { rm.observe(rec.status, time.Since(start)) }()
-		if auth && !s.authorized(r) {
+		if auth && !s.authorized(r) && !s.isAdmin(r) {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
 			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
 			return
@@ -128,7 +150,24 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 			ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
 			defer cancel()
 		}
-		if err := h(rec, r.WithContext(ctx)); err != nil {
+		r = r.WithContext(ctx)
+		err := error(nil)
+		handled := false
+		if s.cluster.sharded() {
+			if a := s.cluster.current(); a != nil {
+				rec.Header().Set(wire.HeaderEpoch, strconv.FormatInt(a.Epoch, 10))
+			}
+			if sc != scopeLocal && r.Header.Get(wire.HeaderScope) != "shard" {
+				handled, err = s.dispatch(rec, r, sc, detail)
+			}
+		}
+		if !handled && err == nil {
+			if sc != scopeLocal {
+				s.metrics.served.Inc()
+			}
+			err = h(rec, r)
+		}
+		if err != nil {
 			if rec.wrote {
 				// Headers are gone; all that is left is to cut the response.
 				s.log.WarnContext(ctx, "error after response started", slog.String("path", r.URL.Path), slog.Any("error", err))
@@ -137,6 +176,16 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 			s.writeError(rec, r, err)
 		}
 	})
+}
+
+// isAdmin reports whether r carries the operator's token.
+func (s *Server) isAdmin(r *http.Request) bool {
+	if s.admin == nil {
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	want := s.admin.token()
+	return ok && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 func (s *Server) authorized(r *http.Request) bool {
@@ -231,6 +280,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}()
 	s.log.Info("serving", slog.String("addr", l.Addr().String()), slog.String("data_dir", s.cfg.DataDir),
 		slog.Int("fanout", s.cfg.Fanout), slog.Bool("tls", s.cfg.TLSCert != ""), slog.Bool("auth", s.tokens != nil))
+	if s.cluster.fileName != "" {
+		go s.watchTopologyFile(ctx)
+	}
 	select {
 	case err := <-errc:
 		_ = s.Close()
@@ -248,4 +300,23 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		s.log.Info("shut down cleanly")
 	}
 	return err
+}
+
+// watchTopologyFile adopts a newer topology from the mounted file, which
+// the kubelet refreshes some time after the operator changed its ConfigMap.
+func (s *Server) watchTopologyFile(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if changed, err := s.cluster.reloadFile(); err != nil {
+				s.log.Warn("topology file", slog.Any("error", err))
+			} else if changed {
+				s.log.Info("topology adopted from file", slog.Int64("epoch", s.cluster.current().Epoch))
+			}
+		}
+	}
 }

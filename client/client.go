@@ -33,6 +33,11 @@ type Options struct {
 	// Backoff is the first retry's delay, doubled each time with jitter;
 	// 0 means 50ms.
 	Backoff time.Duration
+	// DirectOnly sends every request to the base URL. By default the client
+	// reads the topology of a sharded cache from the base URL and sends each
+	// key straight to the shard that owns it (falling back to the base URL
+	// when that shard cannot be reached).
+	DirectOnly bool
 }
 
 // Client talks to one cacheserver (or a Service in front of several).
@@ -42,6 +47,7 @@ type Client struct {
 	token   string
 	retries int
 	backoff time.Duration
+	router  *router // nil with Options.DirectOnly
 }
 
 // New returns a client of the server at baseURL (e.g. http://cache:8080).
@@ -68,6 +74,9 @@ func New(baseURL string, opts Options) (*Client, error) {
 	}
 	if c.backoff == 0 {
 		c.backoff = 50 * time.Millisecond
+	}
+	if !opts.DirectOnly {
+		c.router = &router{down: map[int]time.Time{}}
 	}
 	return c, nil
 }
@@ -120,12 +129,7 @@ type request struct {
 // 503s. The caller closes the response body. Non-2xx answers become *Error
 // except the statuses listed in pass.
 func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Response, error) {
-	u := *c.base
-	u.RawPath = c.base.Path + req.path
-	u.Path, _ = url.PathUnescape(u.RawPath)
-	if req.query != nil {
-		u.RawQuery = req.query.Encode()
-	}
+	route := routeOf(req.path, req.query)
 	attempts := 1
 	if req.idempotent && req.stream == nil {
 		attempts += c.retries
@@ -143,28 +147,15 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 			case <-t.C:
 			}
 		}
-		var body io.Reader
-		length := int64(0)
-		switch {
-		case req.stream != nil:
-			body, length = req.stream, req.length
-		case req.body != nil:
-			body, length = bytes.NewReader(req.body), int64(len(req.body))
+		base, shard := c.target(ctx, route)
+		resp, err := c.send(ctx, base, req)
+		if err != nil && shard >= 0 && req.stream == nil && ctx.Err() == nil && retryable(err) {
+			// The owner's pod cannot be reached (down, or its name does not
+			// resolve from here): the base URL forwards to it, or answers
+			// 503 naming it.
+			c.unreachable(shard)
+			resp, err = c.send(ctx, c.base, req)
 		}
-		hr, err := http.NewRequestWithContext(ctx, req.method, u.String(), body)
-		if err != nil {
-			return nil, fmt.Errorf("client: %w", err)
-		}
-		if body != nil {
-			hr.ContentLength = length
-		}
-		for k, v := range req.header {
-			hr.Header[k] = v
-		}
-		if c.token != "" {
-			hr.Header.Set("Authorization", "Bearer "+c.token)
-		}
-		resp, err := c.http.Do(hr)
 		if err != nil {
 			lastErr = fmt.Errorf("client: %s %s: %w", req.method, req.path, err)
 			if ctx.Err() != nil || !retryable(err) {
@@ -172,6 +163,7 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 			}
 			continue
 		}
+		c.observe(resp.Header)
 		if resp.StatusCode < 300 || contains(pass, resp.StatusCode) {
 			return resp, nil
 		}
@@ -182,6 +174,38 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 		return nil, lastErr
 	}
 	return nil, lastErr
+}
+
+// send makes one attempt of req against base.
+func (c *Client) send(ctx context.Context, base *url.URL, req request) (*http.Response, error) {
+	u := *base
+	u.RawPath = base.Path + req.path
+	u.Path, _ = url.PathUnescape(u.RawPath)
+	if req.query != nil {
+		u.RawQuery = req.query.Encode()
+	}
+	var body io.Reader
+	length := int64(0)
+	switch {
+	case req.stream != nil:
+		body, length = req.stream, req.length
+	case req.body != nil:
+		body, length = bytes.NewReader(req.body), int64(len(req.body))
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		hr.ContentLength = length
+	}
+	for k, v := range req.header {
+		hr.Header[k] = v
+	}
+	if c.token != "" {
+		hr.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return c.http.Do(hr)
 }
 
 func contains(list []int, v int) bool {

@@ -24,7 +24,7 @@ func TestIdempotentCallsRetryOn503(t *testing.T) {
 		_, _ = w.Write([]byte("5"))
 	}))
 	defer ts.Close()
-	c, err := New(ts.URL, Options{Retries: 2, Backoff: 1})
+	c, err := New(ts.URL, Options{Retries: 2, Backoff: 1, DirectOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestNonIdempotentCallsDoNotRetry(t *testing.T) {
 		_, _ = w.Write([]byte(`{"error":"timeout","message":"busy"}`))
 	}))
 	defer ts.Close()
-	c, _ := New(ts.URL, Options{Retries: 5, Backoff: 1})
+	c, _ := New(ts.URL, Options{Retries: 5, Backoff: 1, DirectOnly: true})
 	_, err := c.Cache("").Incr(context.Background(), engine.TextKey("n"), engine.Int(1), engine.Int(0))
 	if !errors.Is(err, ErrTimeout) || calls.Load() != 1 {
 		t.Fatalf("Incr = %v after %d calls; want one call and ErrTimeout", err, calls.Load())
@@ -72,7 +72,7 @@ func TestConnectionErrorsRetryThenFail(t *testing.T) {
 			conn.Close()
 		}
 	}()
-	c, _ := New("http://"+l.Addr().String(), Options{Retries: 2, Backoff: 1})
+	c, _ := New("http://"+l.Addr().String(), Options{Retries: 2, Backoff: 1, DirectOnly: true})
 	if _, _, err := c.Cache("").Get(context.Background(), engine.TextKey("k")); err == nil {
 		t.Fatal("Get against a closing listener succeeded")
 	}

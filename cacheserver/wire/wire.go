@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 // Headers carrying item metadata on single-key requests and responses.
@@ -30,6 +31,21 @@ const (
 	// HeaderNextCursor is the opaque cursor of the next page of an index
 	// listing; absent on the last page.
 	HeaderNextCursor = "Diskcache-Next-Cursor"
+)
+
+// Headers of routing between shards (see docs/operations.md).
+const (
+	// HeaderEpoch, on every response of a shard that has a topology, is
+	// the epoch it routes by; a client that knows an older one refreshes.
+	HeaderEpoch = "Diskcache-Epoch"
+	// HeaderForwardedEpoch marks a request one shard sends another: the
+	// sender's epoch. The receiver never forwards it again.
+	HeaderForwardedEpoch = "Diskcache-Forwarded-Epoch"
+	// HeaderForwardedBy is the base URL of the shard that forwarded.
+	HeaderForwardedBy = "Diskcache-Forwarded-By"
+	// HeaderScope "shard" asks a shard to answer a cluster-wide operation
+	// for itself only (the sub-requests of a fan-out).
+	HeaderScope = "Diskcache-Scope"
 )
 
 // Query parameters.
@@ -79,7 +95,31 @@ const (
 	CodeRateLimited    = "rate_limited"
 	// CodeIndexOutOfRange answers a deque index outside the deque.
 	CodeIndexOutOfRange = "index_out_of_range"
+
+	// Routing between shards.
+	CodeNoTopology       = "no_topology"       // 503 (404 on GET /v1/topology of a standalone server)
+	CodeWrongEpoch       = "wrong_epoch"       // 409: the receiver routes by another epoch; body has "topology"
+	CodeTopologyConflict = "topology_conflict" // 409: an older or conflicting announcement; body has "topology"
+	CodeBadTopology      = "bad_topology"      // 400
+	CodeShardUnavailable = "shard_unavailable" // 503: the owner could not be reached; body has "shard" and "url"
+	CodePartialFailure   = "partial_failure"   // 502: some shards of a cluster-wide operation failed; body has "shards"
+	CodeForbidden        = "forbidden"         // 403: the data token cannot change the topology
+	CodeAdminDisabled    = "admin_disabled"    // 403: the server has no --admin-token-file
 )
+
+// Routing returns the bytes that decide which shard owns k (see package
+// topology): the key's wire bytes, except that floats route by value.
+func Routing(k engine.Key) []byte {
+	switch k.Kind() {
+	case engine.KeyInt:
+		return topology.IntRouting(k.Int())
+	case engine.KeyFloat:
+		return topology.FloatRouting(k.Float())
+	case engine.KeyText:
+		return []byte(k.Text())
+	}
+	return k.Bytes()
+}
 
 // DecodeKeySegment returns the key text of a {key} path segment (already
 // percent-decoded) written in the given ParamKeyEncoding.

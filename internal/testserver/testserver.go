@@ -8,10 +8,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,4 +230,43 @@ func (l *logBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.lines, "\n")
+}
+
+// Cluster is several cacheservers serving one cache as the shards of one
+// topology (epoch 1), each started with --shard-index, --peers and the
+// operator's --admin-token-file.
+type Cluster struct {
+	Shards     []*Server
+	URLs       []string
+	AdminToken string
+}
+
+// StartCluster starts n shards on loopback ports reserved up front, so
+// every shard knows every URL from the start.
+func StartCluster(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{AdminToken: "test-admin-token"}
+	adminFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(adminFile, []byte(c.AdminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = l.Addr().String()
+		c.URLs = append(c.URLs, "http://"+addrs[i])
+		l.Close()
+	}
+	for i := range addrs {
+		o := opts
+		o.DataDir = ""
+		o.Listen = addrs[i]
+		o.Args = append([]string{"--shard-index", strconv.Itoa(i), "--peers", strings.Join(c.URLs, ","),
+			"--admin-token-file", adminFile}, opts.Args...)
+		c.Shards = append(c.Shards, Start(t, o))
+	}
+	return c
 }

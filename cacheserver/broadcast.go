@@ -1,0 +1,466 @@
+package cacheserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// open sends r to shard i with the given body and returns its answer, whose
+// body streams. This shard answers in-process, the others over HTTP; every
+// sub-request is marked as forwarded and, with shardScope, as asking for
+// the shard's own part of a cluster-wide operation.
+func (s *Server) open(r *http.Request, a *topology.Announcement, i int, body io.Reader, length int64, shardScope bool) (*http.Response, error) {
+	if i != s.cluster.self {
+		return s.send(r, a, i, body, length, shardScope)
+	}
+	req := r.Clone(r.Context())
+	req.Body = io.NopCloser(body)
+	req.ContentLength = length
+	req.Header.Set(wire.HeaderForwardedEpoch, strconv.FormatInt(a.Epoch, 10))
+	if shardScope {
+		req.Header.Set(wire.HeaderScope, "shard")
+	}
+	pr, pw := io.Pipe()
+	pres := &pipeResponse{header: http.Header{}, w: pw, started: make(chan struct{})}
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				pw.CloseWithError(fmt.Errorf("shard %d: response aborted: %v", i, p))
+			}
+			pres.start(http.StatusOK)
+			pw.Close()
+		}()
+		s.mux.ServeHTTP(pres, req)
+	}()
+	<-pres.started
+	return &http.Response{StatusCode: pres.status, Header: pres.header, Body: pr}, nil
+}
+
+// pipeResponse is a ResponseWriter whose body is read from a pipe, for
+// in-process sub-requests.
+type pipeResponse struct {
+	header  http.Header
+	w       *io.PipeWriter
+	status  int
+	once    sync.Once
+	started chan struct{}
+}
+
+func (p *pipeResponse) Header() http.Header { return p.header }
+
+func (p *pipeResponse) start(status int) {
+	p.once.Do(func() {
+		p.status = status
+		p.header = p.header.Clone() // the handler may not touch it once written
+		close(p.started)
+	})
+}
+
+func (p *pipeResponse) WriteHeader(status int) { p.start(status) }
+
+func (p *pipeResponse) Write(b []byte) (int, error) {
+	p.start(http.StatusOK)
+	return p.w.Write(b)
+}
+
+func (p *pipeResponse) Flush() {}
+
+// shardAnswer is one shard's answer to a cluster-wide operation.
+type shardAnswer struct {
+	Shard  int             `json:"shard"`
+	Status int             `json:"status"`
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+func (a shardAnswer) ok() bool { return a.Status >= 200 && a.Status < 300 }
+
+// callAll sends r with body to every shard in parallel and collects the
+// (small, JSON) answers.
+func (s *Server) callAll(r *http.Request, a *topology.Announcement, body []byte) []shardAnswer {
+	out := make([]shardAnswer, len(a.Shards))
+	var wg sync.WaitGroup
+	for i := range a.Shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = s.call(r, a, i, body, true)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (s *Server) call(r *http.Request, a *topology.Announcement, i int, body []byte, shardScope bool) shardAnswer {
+	ans := shardAnswer{Shard: i}
+	resp, err := s.open(r, a, i, bytes.NewReader(body), int64(len(body)), shardScope)
+	if err != nil {
+		var re *routingError
+		ans.Status, ans.Error = http.StatusServiceUnavailable, err.Error()
+		if errors.As(err, &re) {
+			ans.Status = re.status
+		}
+		return ans
+	}
+	defer resp.Body.Close()
+	ans.Status = resp.StatusCode
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		ans.Status, ans.Error = http.StatusBadGateway, err.Error()
+		return ans
+	}
+	if json.Valid(b) {
+		ans.Result = b
+	} else {
+		ans.Error = strings.TrimSpace(string(b))
+	}
+	return ans
+}
+
+// summed are the fields of cluster-wide answers that add up over shards;
+// every other field is the answering shard's own (settings are the same on
+// every shard).
+var summed = map[string]bool{"removed": true, "hits": true, "misses": true, "count": true, "volume": true}
+
+// broadcast runs a cluster-wide operation on every shard and merges the
+// answers: counts add up, warnings are concatenated and name their shard.
+// With detail (stats, info) the answer also lists each shard's own.
+func (s *Server) broadcast(w http.ResponseWriter, r *http.Request, a *topology.Announcement, detail bool) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFanOutBody))
+	if err != nil {
+		return badRequest(wire.CodeBadRequest, "reading the body: %v", err)
+	}
+	answers := s.callAll(r, a, body)
+	if status, ok := sameFailure(answers); ok {
+		// The request itself is wrong (every shard refused it alike).
+		return passOn(w, status, answers[0])
+	}
+	var failed []int
+	for _, ans := range answers {
+		if !ans.ok() {
+			failed = append(failed, ans.Shard)
+		}
+	}
+	if len(failed) > 0 {
+		return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure, map[string]any{"shards": answers},
+			"shards %v of %d failed; the others' answers are listed", failed, len(answers))
+	}
+	merged, err := mergeAnswers(answers, s.cluster.self)
+	if err != nil {
+		return err
+	}
+	if detail {
+		merged["shards"] = answers
+	}
+	writeJSON(w, http.StatusOK, merged)
+	return nil
+}
+
+// sameFailure reports whether every shard answered the same 4xx status.
+func sameFailure(answers []shardAnswer) (int, bool) {
+	st := answers[0].Status
+	if st < 400 || st >= 500 {
+		return 0, false
+	}
+	for _, a := range answers[1:] {
+		if a.Status != st {
+			return 0, false
+		}
+	}
+	return st, true
+}
+
+func passOn(w http.ResponseWriter, status int, ans shardAnswer) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err := w.Write(ans.Result)
+	return err
+}
+
+func mergeAnswers(answers []shardAnswer, self int) (map[string]any, error) {
+	var merged map[string]any
+	sums := map[string]json.Number{}
+	var warnings []any
+	for _, ans := range answers {
+		var m map[string]any
+		dec := json.NewDecoder(bytes.NewReader(ans.Result))
+		dec.UseNumber()
+		if err := dec.Decode(&m); err != nil {
+			return nil, fmt.Errorf("shard %d answered %s: %w", ans.Shard, ans.Result, err)
+		}
+		if merged == nil || ans.Shard == self {
+			merged = m
+		}
+		for k, v := range m {
+			if n, ok := v.(json.Number); ok && summed[k] {
+				sums[k] = addNumbers(sums[k], n)
+			}
+		}
+		if ws, ok := m["warnings"].([]any); ok {
+			for _, wv := range ws {
+				warnings = append(warnings, map[string]any{"shard": ans.Shard, "warning": wv})
+			}
+		}
+	}
+	for k, v := range sums {
+		merged[k] = v
+	}
+	if _, ok := merged["warnings"]; ok {
+		if warnings == nil {
+			warnings = []any{}
+		}
+		merged["warnings"] = warnings
+	}
+	return merged, nil
+}
+
+func addNumbers(a, b json.Number) json.Number {
+	if a == "" {
+		return b
+	}
+	ai, aerr := a.Int64()
+	bi, berr := b.Int64()
+	if aerr == nil && berr == nil {
+		return json.Number(strconv.FormatInt(ai+bi, 10))
+	}
+	af, _ := a.Float64()
+	bf, _ := b.Float64()
+	return json.Number(strconv.FormatFloat(af+bf, 'g', -1, 64))
+}
+
+// groupByOwner splits keys by owner, keeping each key's position.
+func groupByOwner(keys []engine.Key, n int) map[int][]int {
+	groups := map[int][]int{}
+	for i, k := range keys {
+		o := topology.Owner(wire.Routing(k), n)
+		groups[o] = append(groups[o], i)
+	}
+	return groups
+}
+
+func keysBody(keys []engine.Key, idx []int) []byte {
+	body := BatchKeys{Keys: make([]wire.EncodeKeyJSON, len(idx))}
+	for j, i := range idx {
+		body.Keys[j] = wire.KeyToJSON(keys[i])
+	}
+	b, _ := json.Marshal(body)
+	return b
+}
+
+// batchBroadcast splits a batch request of the cache by owner, sends each
+// owner its part in parallel, and answers in request order.
+func (s *Server) batchBroadcast(w http.ResponseWriter, r *http.Request, a *topology.Announcement) error {
+	if strings.HasSuffix(r.URL.Path, "/set") {
+		return s.batchSetBroadcast(w, r, a)
+	}
+	keys, err := s.batchKeys(w, r)
+	if err != nil {
+		return err
+	}
+	groups := groupByOwner(keys, len(a.Shards))
+	owners := make([]int, 0, len(groups))
+	for o := range groups {
+		owners = append(owners, o)
+	}
+	sort.Ints(owners)
+	resps := make(map[int]*http.Response, len(owners))
+	errs := make(map[int]error)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, o := range owners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := keysBody(keys, groups[o])
+			resp, err := s.open(r, a, o, bytes.NewReader(b), int64(len(b)), true)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs[o] = err
+			} else {
+				resps[o] = resp
+			}
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, resp := range resps {
+			resp.Body.Close()
+		}
+	}()
+	for _, o := range owners {
+		if err := errs[o]; err != nil {
+			return err
+		}
+		if resp := resps[o]; resp.StatusCode != http.StatusOK {
+			ans := shardAnswer{Shard: o, Status: resp.StatusCode}
+			ans.Result, _ = io.ReadAll(io.LimitReader(resp.Body, maxFanOutBody))
+			return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure, map[string]any{"shards": []shardAnswer{ans}},
+				"shard %d answered its part of the batch with %d", o, resp.StatusCode)
+		}
+	}
+	if strings.HasSuffix(r.URL.Path, "/delete") {
+		return mergeBatchDelete(w, keys, groups, resps)
+	}
+	return mergeBatchGet(w, keys, groups, resps, a)
+}
+
+func mergeBatchDelete(w http.ResponseWriter, keys []engine.Key, groups map[int][]int, resps map[int]*http.Response) error {
+	deleted := make([]bool, len(keys))
+	count := 0
+	for o, resp := range resps {
+		var part struct {
+			Deleted []bool `json:"deleted"`
+			Count   int    `json:"count"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&part); err != nil || len(part.Deleted) != len(groups[o]) {
+			return fmt.Errorf("shard %d: batch delete answer: %v", o, err)
+		}
+		for j, i := range groups[o] {
+			deleted[i] = part.Deleted[j]
+		}
+		count += part.Count
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": deleted, "count": count})
+	return nil
+}
+
+// mergeBatchGet writes one record per key in request order, reading each
+// owner's stream in step (each is in its own request order), so values
+// pass through without being held.
+func mergeBatchGet(w http.ResponseWriter, keys []engine.Key, groups map[int][]int, resps map[int]*http.Response, a *topology.Announcement) error {
+	owner := make([]int, len(keys))
+	readers := map[int]*wire.RecordReader{}
+	for o, idx := range groups {
+		for _, i := range idx {
+			owner[i] = o
+		}
+		readers[o] = wire.NewRecordReader(resps[o].Body)
+	}
+	w.Header().Set("Content-Type", wire.RecordsContentType)
+	w.WriteHeader(http.StatusOK)
+	rw := wire.NewRecordWriter(w)
+	for i := range keys {
+		rec, body, err := readers[owner[i]].Next()
+		if err != nil {
+			panic(http.ErrAbortHandler) // the status is out; cut the response
+		}
+		if err := rw.WriteFrom(rec, body); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	}
+	return nil
+}
+
+// batchSetBroadcast streams each record of a batch set to its owner's part
+// as it is read, then adds up the parts' answers, with failed records
+// numbered as in the request.
+func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *topology.Announcement) error {
+	type part struct {
+		pw     *io.PipeWriter
+		rw     *wire.RecordWriter
+		index  []int // request position of each record sent
+		done   chan struct{}
+		answer shardAnswer
+	}
+	parts := map[int]*part{}
+	start := func(o int) *part {
+		pr, pw := io.Pipe()
+		p := &part{pw: pw, rw: wire.NewRecordWriter(pw), done: make(chan struct{})}
+		go func() {
+			defer close(p.done)
+			resp, err := s.open(r, a, o, pr, -1, true)
+			if err != nil {
+				p.answer = shardAnswer{Shard: o, Status: http.StatusServiceUnavailable, Error: err.Error()}
+				pr.CloseWithError(err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+			p.answer = shardAnswer{Shard: o, Status: resp.StatusCode, Result: b}
+			pr.CloseWithError(errors.New("the shard answered before the end of its records"))
+		}()
+		parts[o] = p
+		return p
+	}
+	finish := func() {
+		for _, p := range parts {
+			p.pw.Close()
+			<-p.done
+		}
+	}
+	rr := wire.NewRecordReader(r.Body)
+	var readErr error
+	for i := 0; ; i++ {
+		if i > maxBatchKeys {
+			readErr = badRequest(wire.CodeBadRequest, "more than %d records in one batch", maxBatchKeys)
+			break
+		}
+		rec, body, err := rr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			readErr = badRequest(wire.CodeBadRequest, "record %d: %v", i, err)
+			break
+		}
+		k, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: rec.Key, Kind: rec.Kind})
+		o := 0
+		if err == nil {
+			o = topology.Owner(wire.Routing(k), len(a.Shards))
+		} // else any shard reports the bad key as a failed record
+		p := parts[o]
+		if p == nil {
+			p = start(o)
+		}
+		p.index = append(p.index, i)
+		if err := p.rw.WriteFrom(rec, body); err != nil {
+			readErr = badRequest(wire.CodeBadRequest, "record %d: %v", i, err)
+			break
+		}
+	}
+	finish()
+	res := BatchSetResult{Failed: []BatchSetFailed{}}
+	var failed []shardAnswer
+	for o, p := range parts {
+		var pr BatchSetResult
+		if !p.answer.ok() || json.Unmarshal(p.answer.Result, &pr) != nil {
+			failed = append(failed, p.answer)
+			continue
+		}
+		res.Stored += pr.Stored
+		for _, f := range pr.Failed {
+			if f.Index >= 0 && f.Index < len(p.index) {
+				f.Index = p.index[f.Index]
+			}
+			res.Failed = append(res.Failed, f)
+		}
+		_ = o
+	}
+	if readErr != nil {
+		var ae *apiError
+		if errors.As(readErr, &ae) {
+			ae.msg = fmt.Sprintf("%s (%d records stored)", ae.msg, res.Stored)
+		}
+		return readErr
+	}
+	if len(failed) > 0 {
+		return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure, map[string]any{"shards": failed, "stored": res.Stored},
+			"%d shards failed their part of the batch; %d records were stored", len(failed), res.Stored)
+	}
+	sort.Slice(res.Failed, func(i, j int) bool { return res.Failed[i].Index < res.Failed[j].Index })
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}

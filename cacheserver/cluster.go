@@ -1,0 +1,214 @@
+package cacheserver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// persistedTopology is the file in the data directory that keeps the last
+// topology a server followed, so a restarted shard routes by it at once.
+const persistedTopology = "topology.json"
+
+// errTopologyConflict refuses an announcement older than, or different at
+// the same epoch from, the one in force.
+var errTopologyConflict = errors.New("topology conflict")
+
+// cluster is a shard's view of the cache's shards: the announcement in
+// force (nil until one is known) and where it came from.
+type cluster struct {
+	self     int    // -1: standalone, routes nothing
+	persist  string // path of the persisted copy
+	fileName string // mounted topology file, "" for none
+
+	cur atomic.Pointer[topology.Announcement]
+
+	mu        sync.Mutex // serialises adopt
+	fileMtime time.Time
+}
+
+// newCluster loads the topology in force at start: the highest epoch among
+// the flags, the mounted file and the persisted copy. Two different
+// layouts with the same epoch are an error: the server cannot tell which
+// one the operator meant.
+func newCluster(cfg Config) (*cluster, error) {
+	c := &cluster{self: cfg.ShardIndex, persist: filepath.Join(cfg.DataDir, persistedTopology), fileName: cfg.TopologyFile}
+	if c.self < 0 {
+		return c, nil
+	}
+	type source struct {
+		name string
+		a    topology.Announcement
+	}
+	var found []source
+	if cfg.Peers != "" {
+		a := topology.Announcement{Layout: topology.Layout{Epoch: cfg.Epoch, Shards: splitPeers(cfg.Peers)}}
+		found = append(found, source{"--peers", a})
+	}
+	for _, f := range []struct{ name, path string }{{"--topology-file", c.fileName}, {"persisted copy", c.persist}} {
+		if f.path == "" {
+			continue
+		}
+		a, mtime, err := readAnnouncement(f.path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("topology: %s: %w", f.name, err)
+		}
+		if f.path == c.fileName {
+			c.fileMtime = mtime
+		}
+		found = append(found, source{f.name + " " + f.path, a})
+	}
+	var best *source
+	for i := range found {
+		s := &found[i]
+		if err := s.a.Validate(); err != nil {
+			return nil, fmt.Errorf("topology: %s: %w", s.name, err)
+		}
+		switch {
+		case best == nil || s.a.Epoch > best.a.Epoch:
+			best = s
+		case s.a.Epoch == best.a.Epoch && !s.a.Layout.Equal(best.a.Layout):
+			return nil, fmt.Errorf("topology: %s and %s both have epoch %d but different shards (%v, %v)",
+				best.name, s.name, s.a.Epoch, best.a.Shards, s.a.Shards)
+		}
+	}
+	if best != nil {
+		a := best.a
+		c.cur.Store(&a)
+		if err := c.save(&a); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func splitPeers(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimRight(strings.TrimSpace(p), "/"); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func readAnnouncement(path string) (topology.Announcement, time.Time, error) {
+	var a topology.Announcement
+	st, err := os.Stat(path)
+	if err != nil {
+		return a, time.Time{}, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return a, time.Time{}, err
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return a, time.Time{}, os.ErrNotExist // a ConfigMap key not written yet
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, time.Time{}, fmt.Errorf("not a topology document: %w", err)
+	}
+	return a, st.ModTime(), nil
+}
+
+// sharded reports whether the server takes part in a topology.
+func (c *cluster) sharded() bool { return c.self >= 0 }
+
+// current returns the announcement in force, nil before the first one.
+func (c *cluster) current() *topology.Announcement { return c.cur.Load() }
+
+// adopt makes a the announcement in force if it is newer. The same
+// announcement again is accepted without change; an older epoch, or the
+// same epoch with another layout, is errTopologyConflict.
+func (c *cluster) adopt(a topology.Announcement) (changed bool, err error) {
+	if err := a.Validate(); err != nil {
+		return false, badRequest(wire.CodeBadTopology, "%v", err)
+	}
+	for i, u := range a.Shards {
+		a.Shards[i] = strings.TrimRight(u, "/")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.cur.Load(); cur != nil {
+		if a.Epoch < cur.Epoch || (a.Epoch == cur.Epoch && !a.Equal(*cur)) {
+			return false, errTopologyConflict
+		}
+		if a.Equal(*cur) {
+			return false, nil
+		}
+	}
+	if err := c.save(&a); err != nil {
+		return false, err
+	}
+	c.cur.Store(&a)
+	return true, nil
+}
+
+// save writes the persisted copy atomically (temporary file, rename).
+func (c *cluster) save(a *topology.Announcement) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	tmp := c.persist + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("topology: persist: %w", err)
+	}
+	if err := os.Rename(tmp, c.persist); err != nil {
+		return fmt.Errorf("topology: persist: %w", err)
+	}
+	return nil
+}
+
+// reloadFile adopts the mounted topology file when it changed and is newer.
+// The kubelet replaces the file some time after the operator updates the
+// ConfigMap; the operator's PUT usually got there first.
+func (c *cluster) reloadFile() (bool, error) {
+	if c.fileName == "" {
+		return false, nil
+	}
+	st, err := os.Stat(c.fileName)
+	if err != nil || st.ModTime().Equal(c.fileMtime) {
+		return false, nil
+	}
+	a, mtime, err := readAnnouncement(c.fileName)
+	if err != nil {
+		return false, nil
+	}
+	c.fileMtime = mtime
+	if cur := c.current(); cur != nil && a.Epoch <= cur.Epoch {
+		return false, nil
+	}
+	return c.adopt(a)
+}
+
+// view is the topology document a server answers with.
+func (c *cluster) view() topology.Topology {
+	t := topology.Topology{Self: c.self, Progress: map[string]any{}}
+	if a := c.current(); a != nil {
+		t.Announcement = *a
+	}
+	return t
+}
+
+// owner returns the shard that owns routing bytes under the topology in
+// force, and that topology; owner is -1 when there is none.
+func (c *cluster) owner(routing []byte) (int, *topology.Announcement) {
+	a := c.current()
+	if a == nil {
+		return -1, nil
+	}
+	return topology.Owner(routing, len(a.Shards)), a
+}

@@ -1,0 +1,348 @@
+package cacheserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// scope says which shard answers a route.
+type scope int
+
+const (
+	scopeLocal scope = iota // the shard that receives the request
+	scopeKey                // the owner of the {key}
+	scopeName               // the owner of the collection {name}
+	scopeAll                // every shard, results merged
+	scopeBatch              // each key's owner, results merged in request order
+)
+
+// scopeOf decides a route's scope once, when it is registered: a whole
+// named collection lives on the owner of its name; keys, locks and the
+// other recipes on the owner of their key; the cache's bulk operations
+// reach every shard.
+func scopeOf(path string) scope {
+	switch {
+	case !strings.HasPrefix(path, "/v1/") || path == "/v1/topology":
+		return scopeLocal
+	case strings.Contains(path, "{name}"):
+		return scopeName
+	case strings.Contains(path, "{key}"):
+		return scopeKey
+	case strings.HasPrefix(path, "/v1/batch/"):
+		return scopeBatch
+	}
+	return scopeAll
+}
+
+// maxFanOutBody bounds the request body of a cluster-wide operation, which
+// is buffered to be sent to every shard (they are small JSON documents).
+const maxFanOutBody = 1 << 20
+
+// peers is how a shard talks to the others: pooled keep-alive connections.
+type peers struct {
+	client *http.Client
+}
+
+func newPeers(cfg Config) (*peers, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 0
+	tr.MaxIdleConnsPerHost = 128
+	tr.IdleConnTimeout = 90 * time.Second
+	tr.DisableCompression = true // values pass through as they are
+	tr.Proxy = nil
+	if cfg.PeerCAFile != "" {
+		pem, err := os.ReadFile(cfg.PeerCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--peer-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--peer-ca-file %s holds no PEM certificate", cfg.PeerCAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	return &peers{client: &http.Client{Transport: tr}}, nil
+}
+
+// hopHeaders are connection-level headers a forwarder must not pass on.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func copyHeaders(dst, src http.Header) {
+	for k, vv := range src {
+		dst[k] = append(dst[k][:0:0], vv...)
+	}
+	for _, h := range hopHeaders {
+		dst.Del(h)
+	}
+}
+
+// routingError answers with a routing error body: wire.Error plus fields.
+type routingError struct {
+	status int
+	body   map[string]any
+}
+
+func (e *routingError) Error() string { return fmt.Sprint(e.body["message"]) }
+
+func newRoutingError(status int, code string, extra map[string]any, format string, args ...any) *routingError {
+	body := map[string]any{"error": code, "message": fmt.Sprintf(format, args...)}
+	for k, v := range extra {
+		body[k] = v
+	}
+	return &routingError{status: status, body: body}
+}
+
+// dispatch sends a request to the shard that must answer it. It returns
+// true when it answered (forwarded, merged or refused), false when this
+// shard serves the request itself.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, sc scope, detail bool) (bool, error) {
+	a := s.cluster.current()
+	if a == nil {
+		return true, newRoutingError(http.StatusServiceUnavailable, wire.CodeNoTopology, nil,
+			"shard %d has no topology yet", s.cluster.self)
+	}
+	if fe := r.Header.Get(wire.HeaderForwardedEpoch); fe != "" {
+		return s.fromPeer(r, sc, fe, a)
+	}
+	switch sc {
+	case scopeKey, scopeName:
+		routing, err := s.routingBytes(r, sc)
+		if err != nil {
+			return false, nil // the handler answers the malformed key
+		}
+		owner := topology.Owner(routing, len(a.Shards))
+		if owner == s.cluster.self {
+			return false, nil
+		}
+		return s.forward(w, r, routing, owner, a)
+	case scopeAll:
+		return true, s.broadcast(w, r, a, detail)
+	case scopeBatch:
+		return true, s.batchBroadcast(w, r, a)
+	}
+	return false, nil
+}
+
+// fromPeer checks a request another shard forwarded: both must route by the
+// same epoch, and a forwarded request is never forwarded again (one hop).
+func (s *Server) fromPeer(r *http.Request, sc scope, fe string, a *topology.Announcement) (bool, error) {
+	epoch, err := strconv.ParseInt(fe, 10, 64)
+	if err != nil {
+		return true, badRequest(wire.CodeBadRequest, "%s %q is not an epoch", wire.HeaderForwardedEpoch, fe)
+	}
+	if epoch > a.Epoch {
+		a = s.catchUp(r.Context(), epoch, r)
+	}
+	if epoch < a.Epoch {
+		return true, s.wrongEpoch("the sender routes by epoch %d, this shard by %d", epoch, a.Epoch)
+	}
+	if epoch > a.Epoch {
+		return true, newRoutingError(http.StatusServiceUnavailable, wire.CodeNoTopology, nil,
+			"shard %d has not learned epoch %d yet (it has %d)", s.cluster.self, epoch, a.Epoch)
+	}
+	if sc == scopeKey || sc == scopeName {
+		if routing, err := s.routingBytes(r, sc); err == nil && topology.Owner(routing, len(a.Shards)) != s.cluster.self {
+			return true, s.wrongEpoch("shard %d does not own this key at epoch %d", s.cluster.self, a.Epoch)
+		}
+	}
+	return false, nil
+}
+
+func (s *Server) wrongEpoch(format string, args ...any) error {
+	return newRoutingError(http.StatusConflict, wire.CodeWrongEpoch, map[string]any{"topology": s.cluster.view()}, format, args...)
+}
+
+// catchUp learns a newer topology from a peer after a forwarded request
+// showed that one exists (the operator's announcement reached the sender
+// first). Only shards of the topology in force are asked, so a request
+// cannot point this shard at a server of its choice.
+func (s *Server) catchUp(ctx context.Context, epoch int64, r *http.Request) *topology.Announcement {
+	a := s.cluster.current()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	candidates := append([]string{r.Header.Get(wire.HeaderForwardedBy)}, a.Shards...)
+	for i, u := range candidates {
+		if u == "" || (i == 0 && !containsString(a.Shards, u)) || (i > 0 && i-1 == s.cluster.self) {
+			continue
+		}
+		t, err := s.fetchTopology(ctx, u, r.Header.Get("Authorization"))
+		if err != nil || t.Epoch < epoch {
+			continue
+		}
+		if changed, err := s.cluster.adopt(t.Announcement); err == nil && changed {
+			s.log.Info("adopted a newer topology from a peer", slog.String("peer", u), slog.Int64("epoch", t.Epoch))
+		}
+		break
+	}
+	return s.cluster.current()
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) fetchTopology(ctx context.Context, base, auth string) (topology.Topology, error) {
+	var t topology.Topology
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/topology", nil)
+	if err != nil {
+		return t, err
+	}
+	req.Header.Set("Authorization", auth)
+	resp, err := s.peers.client.Do(req)
+	if err != nil {
+		return t, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return t, fmt.Errorf("GET %s/v1/topology: %s", base, resp.Status)
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, maxFanOutBody)).Decode(&t)
+	return t, err
+}
+
+// routingBytes returns what decides the owner of a key or collection route.
+func (s *Server) routingBytes(r *http.Request, sc scope) ([]byte, error) {
+	if sc == scopeName {
+		return []byte(r.PathValue("name")), nil
+	}
+	k, err := s.pathKey(r)
+	if err != nil {
+		return nil, err
+	}
+	return wire.Routing(k), nil
+}
+
+// forward passes the request to its owner and streams the answer back. A
+// small body is kept so that, if the owner routes by a newer epoch, the
+// request can be sent once more by the topology it answers with.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, routing []byte, owner int, a *topology.Announcement) (bool, error) {
+	var kept []byte
+	if r.ContentLength >= 0 && r.ContentLength <= maxFanOutBody {
+		var err error
+		if kept, err = io.ReadAll(r.Body); err != nil {
+			return true, badRequest(wire.CodeBadRequest, "reading the body: %v", err)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		var body io.Reader = r.Body
+		if kept != nil {
+			body = bytes.NewReader(kept)
+		}
+		resp, err := s.send(r, a, owner, body, r.ContentLength, false)
+		if err != nil {
+			return true, err
+		}
+		if resp.StatusCode == http.StatusConflict && kept != nil && attempt == 0 {
+			t, ok := readWrongEpoch(resp)
+			if !ok {
+				resp.Body = io.NopCloser(bytes.NewReader(t.raw))
+			} else if _, err := s.cluster.adopt(t.Announcement); err == nil || errors.Is(err, errTopologyConflict) {
+				a = s.cluster.current()
+				owner = topology.Owner(routing, len(a.Shards))
+				if owner == s.cluster.self {
+					r.Body = io.NopCloser(bytes.NewReader(kept))
+					return false, nil
+				}
+				continue
+			} else {
+				resp.Body = io.NopCloser(bytes.NewReader(t.raw))
+			}
+		}
+		defer resp.Body.Close()
+		copyHeaders(w.Header(), resp.Header)
+		w.WriteHeader(resp.StatusCode)
+		s.metrics.forwarded(owner, resp.StatusCode)
+		if _, err := io.Copy(flushWriter{w}, resp.Body); err != nil {
+			// The status is out: all that is left is to cut the response.
+			s.log.WarnContext(r.Context(), "forwarded response cut short", slog.Int("shard", owner), slog.Any("error", err))
+			panic(http.ErrAbortHandler)
+		}
+		return true, nil
+	}
+}
+
+// wrongEpochBody is a 409 answer read back: the topology it carries, and
+// the raw bytes to pass on when it is not a wrong_epoch.
+type wrongEpochBody struct {
+	topology.Topology
+	raw []byte
+}
+
+func readWrongEpoch(resp *http.Response) (wrongEpochBody, bool) {
+	var out wrongEpochBody
+	out.raw, _ = io.ReadAll(io.LimitReader(resp.Body, maxFanOutBody))
+	resp.Body.Close()
+	var body struct {
+		Error    string            `json:"error"`
+		Topology topology.Topology `json:"topology"`
+	}
+	if json.Unmarshal(out.raw, &body) != nil || body.Error != wire.CodeWrongEpoch {
+		return out, false
+	}
+	out.Topology = body.Topology
+	return out, true
+}
+
+// send makes one request to shard i for r: same method, path, query and
+// headers (the client's token included), marked as forwarded.
+func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.Reader, length int64, shardScope bool) (*http.Response, error) {
+	url := a.Shards[i] + r.URL.RequestURI()
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	copyHeaders(out.Header, r.Header)
+	out.ContentLength = length
+	if length == 0 {
+		out.Body = http.NoBody
+	}
+	out.Header.Set(wire.HeaderForwardedEpoch, strconv.FormatInt(a.Epoch, 10))
+	if self := s.cluster.self; self < len(a.Shards) {
+		out.Header.Set(wire.HeaderForwardedBy, a.Shards[self])
+	}
+	if shardScope {
+		out.Header.Set(wire.HeaderScope, "shard")
+	}
+	resp, err := s.peers.client.Do(out)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return nil, r.Context().Err()
+		}
+		s.metrics.forwarded(i, 0)
+		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
+			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: %v", i, a.Shards[i], err)
+	}
+	return resp, nil
+}
+
+// flushWriter flushes after every write so streamed answers keep moving.
+type flushWriter struct{ w http.ResponseWriter }
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		_ = http.NewResponseController(f.w).Flush()
+	}
+	return n, err
+}

@@ -1,0 +1,251 @@
+package cacheserver_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// do sends one request with a token and returns status, headers and body.
+func do(t *testing.T, method, url, token string, body []byte, hdr map[string]string) (int, http.Header, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+func ownerOf(key string, n int) int { return topology.Owner([]byte(key), n) }
+
+// onShard reads a key from one shard's own store, bypassing routing.
+func onShard(t *testing.T, s *testserver.Server, key string) bool {
+	st, _, _ := do(t, "HEAD", s.URL+"/v1/keys/"+wire.EscapePath(key), s.Token, nil,
+		map[string]string{wire.HeaderScope: "shard", wire.HeaderForwardedEpoch: "1"})
+	return st == http.StatusOK
+}
+
+func TestThreeShardsAreOneCache(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	tok := c.Shards[0].Token
+	const n = 300
+	perOwner := make([]int, 3)
+	for i := 0; i < n; i++ {
+		key := fmt.Sprintf("key-%d", i)
+		perOwner[ownerOf(key, 3)]++
+		via := c.Shards[i%3]
+		st, h, b := do(t, "PUT", via.URL+"/v1/keys/"+key+"?tag=t"+fmt.Sprint(i%2), tok, []byte("v"+key),
+			map[string]string{wire.HeaderValueType: "text"})
+		if st != http.StatusNoContent && st != http.StatusOK {
+			t.Fatalf("PUT %s via shard %d: %d %s", key, i%3, st, b)
+		}
+		if h.Get(wire.HeaderEpoch) != "1" {
+			t.Fatalf("PUT answer has %s %q, want 1", wire.HeaderEpoch, h.Get(wire.HeaderEpoch))
+		}
+	}
+	for _, k := range perOwner {
+		if k == 0 {
+			t.Fatalf("keys per owner %v: a shard owns nothing", perOwner)
+		}
+	}
+	// Every key reads back through every shard, and lives on its owner only.
+	for i := 0; i < n; i++ {
+		key := fmt.Sprintf("key-%d", i)
+		for via := range c.Shards {
+			st, _, b := do(t, "GET", c.Shards[via].URL+"/v1/keys/"+key, tok, nil, nil)
+			if st != http.StatusOK || string(b) != "v"+key {
+				t.Fatalf("GET %s via shard %d: %d %q", key, via, st, b)
+			}
+		}
+		for i, s := range c.Shards {
+			if got, want := onShard(t, s, key), ownerOf(key, 3) == i; got != want {
+				t.Fatalf("%s on shard %d: %v, want %v", key, i, got, want)
+			}
+		}
+	}
+
+	// Cluster-wide: info counts every shard; evict by tag through one shard
+	// empties the tag on all of them.
+	st, _, b := do(t, "GET", c.Shards[1].URL+"/v1/info", tok, nil, nil)
+	var info struct {
+		Count  int64             `json:"count"`
+		Shards []json.RawMessage `json:"shards"`
+	}
+	if st != http.StatusOK || json.Unmarshal(b, &info) != nil || info.Count != n || len(info.Shards) != 3 {
+		t.Fatalf("info via shard 1: %d %s", st, b)
+	}
+	st, _, b = do(t, "POST", c.Shards[2].URL+"/v1/evict?tag=t0", tok, nil, nil)
+	var removed struct{ Removed int64 }
+	if st != http.StatusOK || json.Unmarshal(b, &removed) != nil || removed.Removed != n/2 {
+		t.Fatalf("evict t0 via shard 2: %d %s", st, b)
+	}
+	for i := 0; i < n; i++ {
+		key := fmt.Sprintf("key-%d", i)
+		st, _, _ := do(t, "HEAD", c.Shards[0].URL+"/v1/keys/"+key, tok, nil, nil)
+		if want := map[bool]int{true: 404, false: 200}[i%2 == 0]; st != want {
+			t.Fatalf("HEAD %s after evict: %d, want %d", key, st, want)
+		}
+	}
+	// A named cache lives whole on the owner of its name.
+	for i := 0; i < 20; i++ {
+		st, _, b := do(t, "PUT", c.Shards[i%3].URL+fmt.Sprintf("/v1/caches/sessions/keys/s%d", i), tok, []byte("x"), nil)
+		if st >= 300 {
+			t.Fatalf("PUT named: %d %s", st, b)
+		}
+	}
+	st, _, b = do(t, "GET", c.Shards[1].URL+"/v1/caches/sessions/info", tok, nil, nil)
+	if st != http.StatusOK || !strings.Contains(string(b), `"count":20`) {
+		t.Fatalf("named cache info: %d %s", st, b)
+	}
+}
+
+func TestBatchAcrossShards(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	tok := c.Shards[0].Token
+	var recs bytes.Buffer
+	rw := wire.NewRecordWriter(&recs)
+	var keys []wire.EncodeKeyJSON
+	for i := 0; i < 50; i++ {
+		k := fmt.Sprintf("b%d", i)
+		if err := rw.Write(wire.Record{Key: k, Type: "text"}, []byte("val-"+k)); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, wire.EncodeKeyJSON{Key: k})
+	}
+	st, _, b := do(t, "POST", c.Shards[1].URL+"/v1/batch/set", tok, recs.Bytes(), map[string]string{"Content-Type": wire.RecordsContentType})
+	if st != http.StatusOK || !strings.Contains(string(b), `"stored":50`) {
+		t.Fatalf("batch set: %d %s", st, b)
+	}
+	for i := 0; i < 50; i++ {
+		if !onShard(t, c.Shards[ownerOf(fmt.Sprintf("b%d", i), 3)], fmt.Sprintf("b%d", i)) {
+			t.Fatalf("b%d not on its owner", i)
+		}
+	}
+	// Ask for the keys in reverse order, with a missing one in the middle.
+	var ask []wire.EncodeKeyJSON
+	for i := len(keys) - 1; i >= 0; i-- {
+		ask = append(ask, keys[i])
+		if i == 25 {
+			ask = append(ask, wire.EncodeKeyJSON{Key: "missing"})
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"keys": ask})
+	st, _, b = do(t, "POST", c.Shards[2].URL+"/v1/batch/get", tok, body, nil)
+	if st != http.StatusOK {
+		t.Fatalf("batch get: %d %s", st, b)
+	}
+	rr := wire.NewRecordReader(bytes.NewReader(b))
+	for i, k := range ask {
+		rec, val, err := rr.Next()
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		v, _ := io.ReadAll(val)
+		if rec.Key != k.Key {
+			t.Fatalf("record %d is %q, want %q", i, rec.Key, k.Key)
+		}
+		if k.Key == "missing" {
+			if rec.Found == nil || *rec.Found {
+				t.Fatalf("missing key found: %+v", rec)
+			}
+		} else if string(v) != "val-"+k.Key {
+			t.Fatalf("record %d %q = %q", i, k.Key, v)
+		}
+	}
+	body, _ = json.Marshal(map[string]any{"keys": ask})
+	st, _, b = do(t, "POST", c.Shards[0].URL+"/v1/batch/delete", tok, body, nil)
+	var del struct {
+		Deleted []bool `json:"deleted"`
+		Count   int    `json:"count"`
+	}
+	if st != http.StatusOK || json.Unmarshal(b, &del) != nil || del.Count != 50 || len(del.Deleted) != 51 || del.Deleted[len(ask)-26] {
+		t.Fatalf("batch delete: %d %s", st, b)
+	}
+}
+
+func TestTopologyAnnouncements(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	s := c.Shards[0]
+	st, _, b := do(t, "GET", s.URL+"/v1/topology", s.Token, nil, nil)
+	var top topology.Topology
+	if st != http.StatusOK || json.Unmarshal(b, &top) != nil || top.Epoch != 1 || top.Self != 0 || len(top.Shards) != 2 {
+		t.Fatalf("GET topology: %d %s", st, b)
+	}
+	next, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 2, Shards: c.URLs}})
+	if st, _, b := do(t, "PUT", s.URL+"/v1/topology", s.Token, next, nil); st != http.StatusForbidden || !strings.Contains(string(b), wire.CodeForbidden) {
+		t.Fatalf("PUT with the data token: %d %s", st, b)
+	}
+	for range 2 { // the same announcement twice: both 200
+		if st, _, b := do(t, "PUT", s.URL+"/v1/topology", c.AdminToken, next, nil); st != http.StatusOK {
+			t.Fatalf("PUT epoch 2: %d %s", st, b)
+		}
+	}
+	older, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 1, Shards: c.URLs}})
+	if st, _, b := do(t, "PUT", s.URL+"/v1/topology", c.AdminToken, older, nil); st != http.StatusConflict || !strings.Contains(string(b), wire.CodeTopologyConflict) {
+		t.Fatalf("PUT an older epoch: %d %s", st, b)
+	}
+	other, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 2, Shards: c.URLs[:1]}})
+	if st, _, b := do(t, "PUT", s.URL+"/v1/topology", c.AdminToken, other, nil); st != http.StatusConflict {
+		t.Fatalf("PUT another layout at the same epoch: %d %s", st, b)
+	}
+	// Shard 1 is still on epoch 1: a request forwarded by shard 0 (epoch 2)
+	// makes it learn epoch 2 from shard 0 instead of failing.
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("k%d", i); ownerOf(k, 2) == 1 {
+			key = k
+		}
+	}
+	if st, _, b := do(t, "PUT", s.URL+"/v1/keys/"+key, s.Token, []byte("x"), nil); st >= 300 {
+		t.Fatalf("PUT via shard 0 at epoch 2: %d %s", st, b)
+	}
+	st, _, b = do(t, "GET", c.Shards[1].URL+"/v1/topology", s.Token, nil, nil)
+	if st != http.StatusOK || json.Unmarshal(b, &top) != nil || top.Epoch != 2 {
+		t.Fatalf("shard 1 did not catch up: %d %s", st, b)
+	}
+	// A restarted shard routes by its persisted copy (epoch 2), not the
+	// --epoch 1 of its flags.
+	c.Shards[1].Kill()
+	c.Shards[1].Restart(t)
+	st, _, b = do(t, "GET", c.Shards[1].URL+"/v1/topology", s.Token, nil, nil)
+	if st != http.StatusOK || json.Unmarshal(b, &top) != nil || top.Epoch != 2 {
+		t.Fatalf("restarted shard 1: %d %s", st, b)
+	}
+	// The owner down: 503 naming it.
+	c.Shards[1].Kill()
+	st, _, b = do(t, "GET", s.URL+"/v1/keys/"+key, s.Token, nil, nil)
+	if st != http.StatusServiceUnavailable || !strings.Contains(string(b), wire.CodeShardUnavailable) || !strings.Contains(string(b), `"shard":1`) {
+		t.Fatalf("owner down: %d %s", st, b)
+	}
+	st, _, b = do(t, "POST", s.URL+"/v1/clear", s.Token, nil, nil)
+	if st != http.StatusBadGateway || !strings.Contains(string(b), wire.CodePartialFailure) {
+		t.Fatalf("clear with a shard down: %d %s", st, b)
+	}
+}

@@ -1,0 +1,100 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// metric sums a counter's series on one server whose lines start with name.
+func metric(t *testing.T, url, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name) {
+			f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err == nil {
+				sum += f
+			}
+		}
+	}
+	return sum
+}
+
+func TestSmartClientGoesStraightToOwners(t *testing.T) {
+	cl := testserver.StartCluster(t, 3, testserver.Options{})
+	ctx := context.Background()
+	// The client knows one URL (a Service would stand there): shard 0's.
+	c, err := New(cl.URLs[0], Options{Token: cl.Shards[0].Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for i := 0; i < n; i++ {
+		k := engine.TextKey(fmt.Sprintf("k%d", i))
+		if err := c.Cache("").Set(ctx, k, engine.Text("v"), engine.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := c.Cache("").Get(ctx, k); err != nil || !ok {
+			t.Fatalf("get %v: %v %v", k, ok, err)
+		}
+	}
+	for i, s := range cl.Shards {
+		if f := metric(t, s.URL, "diskcache_forwarded_requests_total"); f != 0 {
+			t.Errorf("shard %d forwarded %v requests; a smart client needs none", i, f)
+		}
+		if served := metric(t, s.URL, "diskcache_served_requests_total"); served == 0 {
+			t.Errorf("shard %d served nothing", i)
+		}
+	}
+
+	// A client that may only use the base URL pays a hop for other owners.
+	direct, _ := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, DirectOnly: true})
+	for i := 0; i < 30; i++ {
+		if _, _, err := direct.Cache("").Get(ctx, engine.TextKey(fmt.Sprintf("k%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f := metric(t, cl.URLs[0], "diskcache_forwarded_requests_total"); f == 0 {
+		t.Error("the base URL forwarded nothing for a DirectOnly client")
+	}
+
+	// Shard 2 down: its keys fall back to the base URL, which answers 503
+	// naming it; the other shards' keys still work.
+	cl.Shards[2].Kill()
+	var down, up int
+	for i := 0; i < 40; i++ {
+		k := fmt.Sprintf("k%d", i)
+		_, ok, err := c.Cache("").Get(ctx, engine.TextKey(k))
+		if topology.Owner([]byte(k), 3) == 2 {
+			var e *Error
+			if !errors.As(err, &e) || e.Code != "shard_unavailable" {
+				t.Fatalf("get %s on the down shard: %v", k, err)
+			}
+			down++
+		} else if err != nil || !ok {
+			t.Fatalf("get %s: %v %v", k, ok, err)
+		} else {
+			up++
+		}
+	}
+	if down == 0 || up == 0 {
+		t.Fatalf("down %d up %d", down, up)
+	}
+}
