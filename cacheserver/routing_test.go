@@ -249,3 +249,31 @@ func TestTopologyAnnouncements(t *testing.T) {
 		t.Fatalf("clear with a shard down: %d %s", st, b)
 	}
 }
+
+// TestOneHop: a forwarded request that reaches a shard that does not own
+// the key is refused with the receiver's topology, never forwarded again.
+func TestOneHop(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	s := c.Shards[0]
+	key := ownedBy("k", 2, 3)
+	st, _, b := do(t, "GET", s.URL+"/v1/keys/"+key, s.Token, nil, map[string]string{wire.HeaderForwardedEpoch: "1"})
+	if st != http.StatusConflict || !strings.Contains(string(b), wire.CodeWrongEpoch) || !strings.Contains(string(b), `"topology"`) {
+		t.Fatalf("forwarded request to a non-owner: %d %s", st, b)
+	}
+	// A sender on an older epoch is told the newer one.
+	next, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 5, Shards: c.URLs}})
+	if st, _, b := do(t, "PUT", s.URL+"/v1/topology", c.AdminToken, next, nil); st != http.StatusOK {
+		t.Fatalf("PUT: %d %s", st, b)
+	}
+	own := ownedBy("k", 0, 3)
+	st, _, b = do(t, "GET", s.URL+"/v1/keys/"+own, s.Token, nil, map[string]string{wire.HeaderForwardedEpoch: "4"})
+	if st != http.StatusConflict || !strings.Contains(string(b), `"epoch":5`) {
+		t.Fatalf("forwarded at an older epoch: %d %s", st, b)
+	}
+	for i, sh := range c.Shards {
+		st, _, b := do(t, "GET", sh.URL+"/metrics", "", nil, nil)
+		if st != http.StatusOK || strings.Contains(string(b), "diskcache_forwarded_requests_total{") {
+			t.Fatalf("shard %d forwarded something: %s", i, b)
+		}
+	}
+}

@@ -132,3 +132,41 @@ func TestHugeValueStreamsWithinMemoryBound(t *testing.T) {
 		t.Fatalf("server peaked at %d MiB resident for a %d MiB value; bound %d MiB", peak>>20, size>>20, bound>>20)
 	}
 }
+
+// TestHugeValueStreamsThroughForwarding is the same through a shard that
+// does not own the key: both the forwarder and the owner stay within the
+// bound, so forwarding streams too.
+func TestHugeValueStreamsThroughForwarding(t *testing.T) {
+	const size = 256 << 20
+	const bound = 64 << 20
+	cl := testserver.StartCluster(t, 2, testserver.Options{Args: []string{"--size-limit", strconv.Itoa(16 << 30)}})
+	c, err := client.New(cl.URLs[0], client.Options{Token: cl.Shards[0].Token, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := ownedBy("huge", 1, 2)
+	ctx := context.Background()
+	if err := c.Cache("").Set(ctx, engine.TextKey(key), engine.Value{Type: engine.ValueBytes},
+		engine.SetOptions{Body: io.LimitReader(&pattern{}, size)}); err != nil {
+		t.Fatal(err)
+	}
+	st, ok, err := c.Cache("").Open(ctx, engine.TextKey(key))
+	if err != nil || !ok {
+		t.Fatalf("Open = %v %v", ok, err)
+	}
+	n, err := io.Copy(io.Discard, st)
+	st.Close()
+	if err != nil || n != size {
+		t.Fatalf("read back %d of %d bytes: %v", n, size, err)
+	}
+	if !onShard(t, cl.Shards[1], key) || onShard(t, cl.Shards[0], key) {
+		t.Fatal("the value is not (only) on its owner")
+	}
+	for i, s := range cl.Shards {
+		peak := peakRSS(t, s.PID())
+		t.Logf("shard %d peak resident memory: %d MiB", i, peak>>20)
+		if peak > bound {
+			t.Fatalf("shard %d peaked at %d MiB resident for a %d MiB value; bound %d MiB", i, peak>>20, size>>20, bound>>20)
+		}
+	}
+}
