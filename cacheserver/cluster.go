@@ -34,6 +34,10 @@ type cluster struct {
 
 	mu        sync.Mutex // serialises adopt
 	fileMtime time.Time
+	// unrouted is true while the server has never had a topology (no
+	// persisted copy at start): the first one makes it discard what it
+	// does not own.
+	unrouted bool
 }
 
 // newCluster loads the topology in force at start: the highest epoch among
@@ -50,6 +54,9 @@ func newCluster(cfg Config) (*cluster, error) {
 		a    topology.Announcement
 	}
 	var found []source
+	if _, err := os.Stat(c.persist); errors.Is(err, os.ErrNotExist) {
+		c.unrouted = true
+	}
 	if cfg.Peers != "" {
 		a := topology.Announcement{Layout: topology.Layout{Epoch: cfg.Epoch, Shards: splitPeers(cfg.Peers)}}
 		found = append(found, source{"--peers", a})
@@ -121,6 +128,18 @@ func readAnnouncement(path string) (topology.Announcement, time.Time, error) {
 		return a, time.Time{}, fmt.Errorf("not a topology document: %w", err)
 	}
 	return a, st.ModTime(), nil
+}
+
+// firstRouted reports, once, whether the topology in force is the first
+// this server ever had.
+func (c *cluster) firstRouted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.unrouted || c.cur.Load() == nil {
+		return false
+	}
+	c.unrouted = false
+	return true
 }
 
 // sharded reports whether the server takes part in a topology.

@@ -28,6 +28,9 @@ type metrics struct {
 	// served counts requests this shard answered as their owner (or for its
 	// part of a cluster-wide operation): the load a shard really carries.
 	served prometheus.Counter
+	// discarded counts items removed because this shard held them without
+	// owning them when it first got a topology.
+	discarded prometheus.Counter
 }
 
 func newMetrics(fc *engine.FanoutCache) *metrics {
@@ -55,8 +58,12 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Name: "diskcache_served_requests_total",
 		Help: "Data requests this shard answered itself (as the owner, or its part of a cluster-wide operation).",
 	})
+	m.discarded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "diskcache_discarded_items_total",
+		Help: "Items removed because this shard held them without owning them when it first got a topology (upgrade from unrouted shards).",
+	})
 	m.hits, m.misses = m.lookups.WithLabelValues("hit"), m.lookups.WithLabelValues("miss")
-	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served,
+	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})
 	return m

@@ -122,6 +122,13 @@ func (s *Server) handlePutTopology(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	if s.cluster.firstRouted() {
+		go func() {
+			if err := s.discardUnowned(context.WithoutCancel(r.Context()), s.cluster.current()); err != nil {
+				s.log.Error("discarding what this shard does not own", slog.Any("error", err))
+			}
+		}()
+	}
 	if changed {
 		s.log.Info("topology announced", slog.Int64("epoch", a.Epoch), slog.Int("shards", len(a.Shards)), slog.Int("self", s.cluster.self))
 	}

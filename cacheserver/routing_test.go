@@ -277,3 +277,65 @@ func TestOneHop(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstTopologyDiscardsWhatIsNotOwned: a pod of an older release kept
+// whatever keys a round-robin Service sent it. Restarted as shard 1 of a
+// routed topology, it drops the keys and collections it does not own
+// (never readable again), once, and counts them.
+func TestFirstTopologyDiscardsWhatIsNotOwned(t *testing.T) {
+	old := testserver.Start(t, testserver.Options{})
+	owned := map[string]bool{}
+	for i := 0; i < 60; i++ {
+		k := fmt.Sprintf("k%d", i)
+		owned[k] = ownerOf(k, 3) == 1
+		if st, _, b := do(t, "PUT", old.URL+"/v1/keys/"+k, old.Token, []byte("x"), nil); st >= 300 {
+			t.Fatalf("PUT %s: %d %s", k, st, b)
+		}
+	}
+	mine, theirs := ownedBy("c", 1, 3), ownedBy("c", 2, 3)
+	for _, name := range []string{mine, theirs} {
+		if st, _, b := do(t, "PUT", old.URL+"/v1/caches/"+name+"/keys/a", old.Token, []byte("x"), nil); st >= 300 {
+			t.Fatalf("PUT named: %d %s", st, b)
+		}
+	}
+	old.Kill()
+
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	s := c.Shards[1]
+	s.Kill()
+	for i, a := range s.Args {
+		if a == "--data-dir" {
+			s.Args[i+1] = old.DataDir
+		}
+	}
+	s.Restart(t)
+	discarded := 0
+	for k, own := range owned {
+		if onShard(t, s, k) != own {
+			t.Errorf("%s on shard 1: %v, owned %v", k, !own, own)
+		}
+		if !own {
+			discarded++
+		}
+	}
+	countOn := func(name string) int {
+		_, _, b := do(t, "GET", s.URL+"/v1/caches/"+name+"/info", s.Token, nil, map[string]string{wire.HeaderScope: "shard"})
+		var info struct{ Count int }
+		_ = json.Unmarshal(b, &info)
+		return info.Count
+	}
+	if countOn(mine) != 1 || countOn(theirs) != 0 {
+		t.Errorf("named caches after the first topology: %s %d, %s %d", mine, countOn(mine), theirs, countOn(theirs))
+	}
+	_, _, m := do(t, "GET", s.URL+"/metrics", "", nil, nil)
+	if want := fmt.Sprintf("diskcache_discarded_items_total %d\n", discarded+1); !strings.Contains(string(m), want) {
+		t.Errorf("metrics lack %q", want)
+	}
+	// Once only: the next start has a persisted topology and keeps all.
+	s.Kill()
+	s.Restart(t)
+	_, _, m = do(t, "GET", s.URL+"/metrics", "", nil, nil)
+	if !strings.Contains(string(m), "diskcache_discarded_items_total 0\n") {
+		t.Error("a restart discarded again")
+	}
+}

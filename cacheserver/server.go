@@ -83,6 +83,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.metrics = newMetrics(fc)
 	s.routes()
+	if s.cluster.firstRouted() {
+		if err := s.discardUnowned(ctx, s.cluster.current()); err != nil {
+			_ = fc.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 

@@ -1,0 +1,112 @@
+package cacheserver
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// discardUnowned removes what this shard holds but does not own under a,
+// once, when a shard that held data before it had any topology first gets
+// one: the pods of a multi-shard cache of an older release each kept the
+// keys a round-robin Service happened to send them, which no routed read
+// will ever look for.
+func (s *Server) discardUnowned(ctx context.Context, a *topology.Announcement) error {
+	n := len(a.Shards)
+	var items, collections int64
+	var batch []engine.Key
+	flush := func() error {
+		for _, k := range batch {
+			ok, err := s.cache.Delete(ctx, k)
+			if err != nil {
+				return err
+			}
+			if ok {
+				items++
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for k, err := range s.cache.Keys(ctx, false) {
+		if err != nil {
+			return fmt.Errorf("discard: list keys: %w", err)
+		}
+		if topology.Owner(wire.Routing(k), n) != s.cluster.self {
+			batch = append(batch, k)
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("discard: %w", err)
+	}
+	for _, kind := range []string{"cache", "deque", "index"} {
+		names, err := collectionNames(filepath.Join(s.cfg.DataDir, kind))
+		if err != nil {
+			return fmt.Errorf("discard: list %s collections: %w", kind, err)
+		}
+		for _, name := range names {
+			if topology.Owner([]byte(name), n) == s.cluster.self {
+				continue
+			}
+			var c *engine.Cache
+			switch kind {
+			case "cache":
+				c, err = s.cache.Cache(ctx, name)
+			case "deque":
+				var d *engine.Deque
+				if d, err = s.cache.Deque(ctx, name, 0); err == nil {
+					c = d.Cache()
+				}
+			case "index":
+				var x *engine.Index
+				if x, err = s.cache.Index(ctx, name); err == nil {
+					c = x.Cache()
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("discard: open %s %q: %w", kind, name, err)
+			}
+			removed, err := c.Clear(ctx)
+			if err != nil {
+				return fmt.Errorf("discard: clear %s %q: %w", kind, name, err)
+			}
+			items += removed
+			collections++
+		}
+	}
+	s.metrics.discarded.Add(float64(items))
+	s.log.Info("discarded what this shard does not own (written before keys were routed)",
+		slog.Int64("items", items), slog.Int64("collections", collections), slog.Int64("epoch", a.Epoch), slog.Int("shards", n))
+	return nil
+}
+
+// collectionNames lists the sub-collections below dir: every directory
+// holding a cache.db, named by its path relative to dir with "/".
+func collectionNames(dir string) ([]string, error) {
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) && p == dir {
+				return filepath.SkipDir
+			}
+			return err
+		}
+		if d.IsDir() || d.Name() != "cache.db" {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, filepath.Dir(p))
+		if err != nil || rel == "." {
+			return err
+		}
+		names = append(names, filepath.ToSlash(rel))
+		return nil
+	})
+	return names, err
+}
