@@ -2,6 +2,7 @@ package cacheserver_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -337,5 +338,33 @@ func TestFirstTopologyDiscardsWhatIsNotOwned(t *testing.T) {
 	_, _, m = do(t, "GET", s.URL+"/metrics", "", nil, nil)
 	if !strings.Contains(string(m), "diskcache_discarded_items_total 0\n") {
 		t.Error("a restart discarded again")
+	}
+}
+
+// TestForwardingOverTLS: shards serving https forward to each other over
+// https, verifying the peer's certificate with --peer-ca-file.
+func TestForwardingOverTLS(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{TLS: true})
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.CertPool}}}
+	key := ownedBy("k", 1, 2)
+	for _, step := range []struct {
+		method string
+		want   int
+	}{{"PUT", http.StatusNoContent}, {"GET", http.StatusOK}} {
+		var body io.Reader
+		if step.method == "PUT" {
+			body = strings.NewReader("secret")
+		}
+		req, _ := http.NewRequest(step.method, c.URLs[0]+"/v1/keys/"+key, body)
+		req.Header.Set("Authorization", "Bearer "+c.Shards[0].Token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != step.want || (step.method == "GET" && string(b) != "secret") {
+			t.Fatalf("%s through shard 0 over https: %d %s", step.method, resp.StatusCode, b)
+		}
 	}
 }

@@ -5,6 +5,7 @@ package testserver
 
 import (
 	"bufio"
+	"crypto/x509"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,6 +89,9 @@ type Options struct {
 	Env []string
 	// Listen is the address; empty means 127.0.0.1:0.
 	Listen string
+	// TLS serves https with a self-signed certificate for 127.0.0.1 (in a
+	// cluster, shared by the shards, which verify each other with it).
+	TLS bool
 }
 
 // Start runs a cacheserver and waits until it listens. The process is
@@ -165,6 +170,9 @@ func (s *Server) start(env []string) error {
 	case a := <-addr:
 		s.Addr = a
 		s.URL = "http://" + a
+		if slices.Contains(s.Args, "--tls-cert") {
+			s.URL = "https://" + a
+		}
 		return nil
 	case <-s.done:
 		return fmt.Errorf("cacheserver exited before serving: %v\n%s", s.err, s.logs.String())
@@ -239,6 +247,8 @@ type Cluster struct {
 	Shards     []*Server
 	URLs       []string
 	AdminToken string
+	// CertPool trusts the shards' certificate (with Options.TLS).
+	CertPool *x509.CertPool
 }
 
 // StartCluster starts n shards on loopback ports reserved up front, so
@@ -246,6 +256,13 @@ type Cluster struct {
 func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	c := &Cluster{AdminToken: "test-admin-token"}
+	scheme, tlsArgs := "http", []string(nil)
+	if opts.TLS {
+		certFile, keyFile, pool := SelfSignedCert(t, t.TempDir())
+		c.CertPool = pool
+		scheme, tlsArgs = "https", []string{"--tls-cert", certFile, "--tls-key", keyFile, "--peer-ca-file", certFile}
+		opts.TLS = false
+	}
 	adminFile := filepath.Join(t.TempDir(), "admin-token")
 	if err := os.WriteFile(adminFile, []byte(c.AdminToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -257,7 +274,7 @@ func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 			t.Fatal(err)
 		}
 		addrs[i] = l.Addr().String()
-		c.URLs = append(c.URLs, "http://"+addrs[i])
+		c.URLs = append(c.URLs, scheme+"://"+addrs[i])
 		l.Close()
 	}
 	for i := range addrs {
@@ -265,7 +282,7 @@ func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 		o.DataDir = ""
 		o.Listen = addrs[i]
 		o.Args = append([]string{"--shard-index", strconv.Itoa(i), "--peers", strings.Join(c.URLs, ","),
-			"--admin-token-file", adminFile}, opts.Args...)
+			"--admin-token-file", adminFile}, append(tlsArgs, opts.Args...)...)
 		c.Shards = append(c.Shards, Start(t, o))
 	}
 	return c
