@@ -5,8 +5,8 @@ package testserver
 
 import (
 	"bufio"
-	"crypto/x509"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
