@@ -83,7 +83,9 @@ func (c Counts) String() string {
 }
 
 // Safe reports whether no acknowledged write was lost, stale or resurrected.
-func (c Counts) Safe() bool { return c.Lost == 0 && c.Stale == 0 && c.Resurrected == 0 && c.StaleReads == 0 }
+func (c Counts) Safe() bool {
+	return c.Lost == 0 && c.Stale == 0 && c.Resurrected == 0 && c.StaleReads == 0
+}
 
 // Ledger is a running or finished load.
 type Ledger struct {
@@ -106,7 +108,9 @@ func New(store Store, cfg Config) *Ledger {
 	return l
 }
 
-func (l *Ledger) key(w, k int) string { return l.cfg.Prefix + "-" + strconv.Itoa(w) + "-" + strconv.Itoa(k) }
+func (l *Ledger) key(w, k int) string {
+	return l.cfg.Prefix + "-" + strconv.Itoa(w) + "-" + strconv.Itoa(k)
+}
 
 func value(key string, seq int) []byte { return []byte(key + "#" + strconv.Itoa(seq)) }
 
