@@ -9,12 +9,13 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // removed answers a bulk removal. A timeout part way still reports what was
 // removed (with 503), since those removals are committed.
 func removed(w http.ResponseWriter, n int64, err error) error {
-	var te *engine.TimeoutError
+	var te *kv.TimeoutError
 	if errors.As(err, &te) {
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
@@ -87,7 +88,7 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if warns == nil {
-		warns = []engine.Warning{}
+		warns = []kv.Warning{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"warnings": warns, "fixed": fix})
 	return nil

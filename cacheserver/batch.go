@@ -9,6 +9,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // maxBatchKeys bounds the keys of one batch request.
@@ -19,7 +20,7 @@ type BatchKeys struct {
 	Keys []wire.EncodeKeyJSON `json:"keys"`
 }
 
-func (s *Server) batchKeys(w http.ResponseWriter, r *http.Request) ([]engine.Key, error) {
+func (s *Server) batchKeys(w http.ResponseWriter, r *http.Request) ([]kv.Key, error) {
 	var body BatchKeys
 	if err := decodeJSON(w, r, maxBatchKeys*(s.cfg.MaxKeyBytes*4/3+64), &body); err != nil {
 		return nil, err
@@ -27,7 +28,7 @@ func (s *Server) batchKeys(w http.ResponseWriter, r *http.Request) ([]engine.Key
 	if len(body.Keys) > maxBatchKeys {
 		return nil, badRequest(wire.CodeBadRequest, "%d keys in one batch; the limit is %d", len(body.Keys), maxBatchKeys)
 	}
-	keys := make([]engine.Key, len(body.Keys))
+	keys := make([]kv.Key, len(body.Keys))
 	for i, j := range body.Keys {
 		k, err := wire.KeyFromJSON(j)
 		if err != nil {
@@ -64,7 +65,7 @@ func writeItemRecord(rw *wire.RecordWriter, rec wire.Record, it engine.Item) err
 		return rw.WriteFrom(rec, it.Body)
 	}
 	switch it.Value.Type {
-	case engine.ValueInt, engine.ValueFloat:
+	case kv.ValueInt, kv.ValueFloat:
 		return rw.Write(rec, []byte(wire.FormatNumber(it.Value)))
 	}
 	return rw.Write(rec, it.Value.Data)
@@ -157,7 +158,7 @@ func (s *Server) handleBatchSet(w http.ResponseWriter, r *http.Request) error {
 				return badRequest(wire.CodeBadRequest, "record %d: value shorter than its len (%d records stored before it)", i, res.Stored)
 			}
 			var ae *apiError
-			if errors.As(unwrapBodyError(err), &ae) || errors.Is(err, engine.ErrTimeout) || isClientError(err) {
+			if errors.As(unwrapBodyError(err), &ae) || errors.Is(err, kv.ErrTimeout) || isClientError(err) {
 				fail(unwrapBodyError(err))
 				continue
 			}
@@ -170,7 +171,7 @@ func (s *Server) handleBatchSet(w http.ResponseWriter, r *http.Request) error {
 }
 
 func isClientError(err error) bool {
-	for _, e := range []error{engine.ErrInvalidKey, engine.ErrInvalidValue} {
+	for _, e := range []error{kv.ErrInvalidKey, kv.ErrInvalidValue} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -180,60 +181,60 @@ func isClientError(err error) bool {
 
 // recordToSet turns a batch set record into Set arguments. Values of at
 // least disk_min_file_size bytes stream from the request into a file.
-func (s *Server) recordToSet(rec wire.Record, body io.Reader, threshold int64) (engine.Key, engine.Value, engine.SetOptions, error) {
-	var opts engine.SetOptions
+func (s *Server) recordToSet(rec wire.Record, body io.Reader, threshold int64) (kv.Key, kv.Value, kv.SetOptions, error) {
+	var opts kv.SetOptions
 	key, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: rec.Key, Kind: rec.Kind})
 	if err != nil {
-		return key, engine.Value{}, opts, badRequest(wire.CodeBadKey, "%v", err)
+		return key, kv.Value{}, opts, badRequest(wire.CodeBadKey, "%v", err)
 	}
 	if raw, _ := wire.FormatKey(key); int64(len(raw)) > s.cfg.MaxKeyBytes {
-		return key, engine.Value{}, opts, badRequest(wire.CodeKeyTooLarge, "key is %d bytes; the limit is %d", len(raw), s.cfg.MaxKeyBytes)
+		return key, kv.Value{}, opts, badRequest(wire.CodeKeyTooLarge, "key is %d bytes; the limit is %d", len(raw), s.cfg.MaxKeyBytes)
 	}
 	if rec.Len > s.cfg.MaxValueBytes {
-		return key, engine.Value{}, opts, &http.MaxBytesError{Limit: s.cfg.MaxValueBytes}
+		return key, kv.Value{}, opts, &http.MaxBytesError{Limit: s.cfg.MaxValueBytes}
 	}
-	vt := engine.ValueBytes
+	vt := kv.ValueBytes
 	if rec.Type != "" {
-		if vt, err = engine.ParseValueType(rec.Type); err != nil {
-			return key, engine.Value{}, opts, badRequest(wire.CodeBadValue, "unknown value type %q", rec.Type)
+		if vt, err = kv.ParseValueType(rec.Type); err != nil {
+			return key, kv.Value{}, opts, badRequest(wire.CodeBadValue, "unknown value type %q", rec.Type)
 		}
 	}
 	if rec.Expire != nil {
-		opts.Expire = engine.ExpireAfterSeconds(*rec.Expire)
+		opts.Expire = kv.ExpireAfterSeconds(*rec.Expire)
 	}
 	if rec.Tag != nil {
 		tag := *rec.Tag
 		if rec.TagKind == "bytes" {
 			b, err := base64.StdEncoding.DecodeString(tag)
 			if err != nil {
-				return key, engine.Value{}, opts, badRequest(wire.CodeBadRequest, "bytes tag is not base64")
+				return key, kv.Value{}, opts, badRequest(wire.CodeBadRequest, "bytes tag is not base64")
 			}
 			tag = string(b)
 		}
 		if opts.Tag, err = wire.ParseTag(tag, rec.TagKind); err != nil {
-			return key, engine.Value{}, opts, badRequest(wire.CodeBadRequest, "tag: %v", err)
+			return key, kv.Value{}, opts, badRequest(wire.CodeBadRequest, "tag: %v", err)
 		}
 	}
 	switch {
-	case vt == engine.ValueInt || vt == engine.ValueFloat:
+	case vt == kv.ValueInt || vt == kv.ValueFloat:
 		if rec.Len > maxNumberBytes {
-			return key, engine.Value{}, opts, badRequest(wire.CodeBadValue, "%s value of %d bytes", vt, rec.Len)
+			return key, kv.Value{}, opts, badRequest(wire.CodeBadValue, "%s value of %d bytes", vt, rec.Len)
 		}
 		b, err := io.ReadAll(body)
 		if err != nil {
-			return key, engine.Value{}, opts, err
+			return key, kv.Value{}, opts, err
 		}
 		v, err := parseNumberOfType(string(b), vt)
 		return key, v, opts, err
 	case rec.Len < threshold:
 		b, err := io.ReadAll(body)
 		if err != nil {
-			return key, engine.Value{}, opts, fmt.Errorf("read record value: %w", err)
+			return key, kv.Value{}, opts, fmt.Errorf("read record value: %w", err)
 		}
-		return key, engine.Value{Type: vt, Data: b}, opts, nil
+		return key, kv.Value{Type: vt, Data: b}, opts, nil
 	}
 	opts.Body = body
-	return key, engine.Value{Type: vt}, opts, nil
+	return key, kv.Value{Type: vt}, opts, nil
 }
 
 // handleBatchDelete deletes every key; "deleted" says, per key in request

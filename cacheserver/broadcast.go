@@ -13,7 +13,7 @@ import (
 	"sync"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
@@ -241,7 +241,7 @@ func addNumbers(a, b json.Number) json.Number {
 }
 
 // groupByOwner splits keys by owner, keeping each key's position.
-func groupByOwner(keys []engine.Key, n int) map[int][]int {
+func groupByOwner(keys []kv.Key, n int) map[int][]int {
 	groups := map[int][]int{}
 	for i, k := range keys {
 		o := topology.Owner(wire.Routing(k), n)
@@ -250,7 +250,7 @@ func groupByOwner(keys []engine.Key, n int) map[int][]int {
 	return groups
 }
 
-func keysBody(keys []engine.Key, idx []int) []byte {
+func keysBody(keys []kv.Key, idx []int) []byte {
 	body := BatchKeys{Keys: make([]wire.EncodeKeyJSON, len(idx))}
 	for j, i := range idx {
 		body.Keys[j] = wire.KeyToJSON(keys[i])
@@ -317,7 +317,7 @@ func (s *Server) batchBroadcast(w http.ResponseWriter, r *http.Request, a *topol
 	return mergeBatchGet(w, keys, groups, resps, a)
 }
 
-func mergeBatchDelete(w http.ResponseWriter, keys []engine.Key, groups map[int][]int, resps map[int]*http.Response) error {
+func mergeBatchDelete(w http.ResponseWriter, keys []kv.Key, groups map[int][]int, resps map[int]*http.Response) error {
 	deleted := make([]bool, len(keys))
 	count := 0
 	for o, resp := range resps {
@@ -340,7 +340,7 @@ func mergeBatchDelete(w http.ResponseWriter, keys []engine.Key, groups map[int][
 // mergeBatchGet writes one record per key in request order, reading each
 // owner's stream in step (each is in its own request order), so values
 // pass through without being held.
-func mergeBatchGet(w http.ResponseWriter, keys []engine.Key, groups map[int][]int, resps map[int]*http.Response, a *topology.Announcement) error {
+func mergeBatchGet(w http.ResponseWriter, keys []kv.Key, groups map[int][]int, resps map[int]*http.Response, a *topology.Announcement) error {
 	owner := make([]int, len(keys))
 	readers := map[int]*wire.RecordReader{}
 	for o, idx := range groups {

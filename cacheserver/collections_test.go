@@ -17,13 +17,13 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // dequeValues lists a deque front to back through the paged listing.
-func dequeValues(t *testing.T, d *client.Deque, pageSize int) []engine.Value {
+func dequeValues(t *testing.T, d *client.Deque, pageSize int) []kv.Value {
 	t.Helper()
-	var out []engine.Value
+	var out []kv.Value
 	i := int64(0)
 	for it, err := range d.Items(context.Background(), false, pageSize) {
 		if err != nil {
@@ -38,15 +38,15 @@ func dequeValues(t *testing.T, d *client.Deque, pageSize int) []engine.Value {
 	return out
 }
 
-func texts(vs ...string) []engine.Value {
-	out := make([]engine.Value, len(vs))
+func texts(vs ...string) []kv.Value {
+	out := make([]kv.Value, len(vs))
 	for i, v := range vs {
-		out[i] = engine.Text(v)
+		out[i] = kv.Text(v)
 	}
 	return out
 }
 
-func sameValues(t *testing.T, what string, got, want []engine.Value) {
+func sameValues(t *testing.T, what string, got, want []kv.Value) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s = %v, want %v", what, got, want)
@@ -66,7 +66,7 @@ func TestDequeOverHTTP(t *testing.T) {
 	if n, err := d.Len(ctx); err != nil || n != 0 {
 		t.Fatalf("Len of a new deque = %d, %v", n, err)
 	}
-	for name, take := range map[string]func(context.Context) (engine.Value, error){
+	for name, take := range map[string]func(context.Context) (kv.Value, error){
 		"Pop": d.Pop, "PopLeft": d.PopLeft, "Peek": d.Peek, "PeekLeft": d.PeekLeft,
 	} {
 		if _, err := take(ctx); !errors.Is(err, client.ErrEmpty) {
@@ -75,35 +75,35 @@ func TestDequeOverHTTP(t *testing.T) {
 	}
 
 	for i, v := range []string{"a", "b", "c"} {
-		if n, err := d.Append(ctx, engine.Text(v)); err != nil || n != int64(i+1) {
+		if n, err := d.Append(ctx, kv.Text(v)); err != nil || n != int64(i+1) {
 			t.Fatalf("Append(%s) = %d, %v", v, n, err)
 		}
 	}
-	if n, err := d.AppendLeft(ctx, engine.Text("z")); err != nil || n != 4 {
+	if n, err := d.AppendLeft(ctx, kv.Text("z")); err != nil || n != 4 {
 		t.Fatalf("AppendLeft = %d, %v", n, err)
 	}
 	sameValues(t, "after appends", dequeValues(t, d, 0), texts("z", "a", "b", "c"))
 
 	// maxlen trims the other end, in the same request.
-	if n, err := d.Append(ctx, engine.Text("d"), client.Maxlen(3)); err != nil || n != 3 {
+	if n, err := d.Append(ctx, kv.Text("d"), client.Maxlen(3)); err != nil || n != 3 {
 		t.Fatalf("Append maxlen 3 = %d, %v", n, err)
 	}
 	sameValues(t, "after bounded append", dequeValues(t, d, 0), texts("b", "c", "d"))
-	if n, err := d.AppendLeft(ctx, engine.Text("y"), client.Maxlen(2)); err != nil || n != 2 {
+	if n, err := d.AppendLeft(ctx, kv.Text("y"), client.Maxlen(2)); err != nil || n != 2 {
 		t.Fatalf("AppendLeft maxlen 2 = %d, %v", n, err)
 	}
 	sameValues(t, "after bounded appendleft", dequeValues(t, d, 0), texts("y", "b"))
 
 	// Extend and ExtendLeft, with every value type and a file-backed value.
 	big := bytes.Repeat([]byte("0123456789"), 10_000)
-	if n, err := d.Extend(ctx, []engine.Value{engine.Int(1), engine.Float(2.5), engine.Bytes(big), engine.Pickle([]byte("\x80\x05N."))}); err != nil || n != 6 {
+	if n, err := d.Extend(ctx, []kv.Value{kv.Int(1), kv.Float(2.5), kv.Bytes(big), kv.Pickle([]byte("\x80\x05N."))}); err != nil || n != 6 {
 		t.Fatalf("Extend = %d, %v", n, err)
 	}
 	if n, err := d.ExtendLeft(ctx, texts("q", "p")); err != nil || n != 8 {
 		t.Fatalf("ExtendLeft = %d, %v", n, err)
 	}
-	want := []engine.Value{engine.Text("p"), engine.Text("q"), engine.Text("y"), engine.Text("b"),
-		engine.Int(1), engine.Float(2.5), engine.Bytes(big), engine.Pickle([]byte("\x80\x05N."))}
+	want := []kv.Value{kv.Text("p"), kv.Text("q"), kv.Text("y"), kv.Text("b"),
+		kv.Int(1), kv.Float(2.5), kv.Bytes(big), kv.Pickle([]byte("\x80\x05N."))}
 	sameValues(t, "after extends", dequeValues(t, d, 3), want)
 
 	// A page from the back: positions still count from the front.
@@ -127,7 +127,7 @@ func TestDequeOverHTTP(t *testing.T) {
 	}
 
 	// Indexing, negative from the back.
-	for i, w := range map[int]engine.Value{0: want[0], 6: want[6], -2: want[6], -8: want[0]} {
+	for i, w := range map[int]kv.Value{0: want[0], 6: want[6], -2: want[6], -8: want[0]} {
 		if v, err := d.At(ctx, i); err != nil || !v.Equal(w) {
 			t.Fatalf("At(%d) = %s, %v; want %s", i, v, err, w)
 		}
@@ -136,7 +136,7 @@ func TestDequeOverHTTP(t *testing.T) {
 		if _, err := d.At(ctx, i); !errors.Is(err, client.ErrIndexOutOfRange) {
 			t.Fatalf("At(%d): %v, want ErrIndexOutOfRange", i, err)
 		}
-		if err := d.SetAt(ctx, i, engine.Text("x")); !errors.Is(err, client.ErrIndexOutOfRange) {
+		if err := d.SetAt(ctx, i, kv.Text("x")); !errors.Is(err, client.ErrIndexOutOfRange) {
 			t.Fatalf("SetAt(%d): %v, want ErrIndexOutOfRange", i, err)
 		}
 		if err := d.DeleteAt(ctx, i); !errors.Is(err, client.ErrIndexOutOfRange) {
@@ -144,21 +144,21 @@ func TestDequeOverHTTP(t *testing.T) {
 		}
 	}
 	big2 := bytes.Repeat([]byte("x"), 70_000)
-	if err := d.SetAt(ctx, -1, engine.Bytes(big2)); err != nil {
+	if err := d.SetAt(ctx, -1, kv.Bytes(big2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetAt(ctx, 6, engine.Text("six")); err != nil {
+	if err := d.SetAt(ctx, 6, kv.Text("six")); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.DeleteAt(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	want = []engine.Value{want[0], want[1], want[3], want[4], want[5], engine.Text("six"), engine.Bytes(big2)}
+	want = []kv.Value{want[0], want[1], want[3], want[4], want[5], kv.Text("six"), kv.Bytes(big2)}
 	sameValues(t, "after SetAt and DeleteAt", dequeValues(t, d, 0), want)
-	if v, err := d.Pop(ctx); err != nil || !v.Equal(engine.Bytes(big2)) {
+	if v, err := d.Pop(ctx); err != nil || !v.Equal(kv.Bytes(big2)) {
 		t.Fatalf("Pop of a file-backed value = %d bytes, %v", len(v.Data), err)
 	}
-	if v, err := d.PopLeft(ctx); err != nil || !v.Equal(engine.Text("p")) {
+	if v, err := d.PopLeft(ctx); err != nil || !v.Equal(kv.Text("p")) {
 		t.Fatalf("PopLeft = %s, %v", v, err)
 	}
 	want = want[1:6] // q b 1 2.5 six
@@ -167,32 +167,32 @@ func TestDequeOverHTTP(t *testing.T) {
 	if err := d.Rotate(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	sameValues(t, "after Rotate(2)", dequeValues(t, d, 0), []engine.Value{want[3], want[4], want[0], want[1], want[2]})
+	sameValues(t, "after Rotate(2)", dequeValues(t, d, 0), []kv.Value{want[3], want[4], want[0], want[1], want[2]})
 	if err := d.Rotate(ctx, -2); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Reverse(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sameValues(t, "after Reverse", dequeValues(t, d, 2), []engine.Value{want[4], want[3], want[2], want[1], want[0]})
+	sameValues(t, "after Reverse", dequeValues(t, d, 2), []kv.Value{want[4], want[3], want[2], want[1], want[0]})
 
 	// Remove and count use python's equality: 1.0 == 1.
-	if _, err := d.Append(ctx, engine.Int(1)); err != nil {
+	if _, err := d.Append(ctx, kv.Int(1)); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := d.Count(ctx, engine.Float(1)); err != nil || n != 2 {
+	if n, err := d.Count(ctx, kv.Float(1)); err != nil || n != 2 {
 		t.Fatalf("Count(1.0) = %d, %v", n, err)
 	}
-	if ok, err := d.Remove(ctx, engine.Float(1)); err != nil || !ok {
+	if ok, err := d.Remove(ctx, kv.Float(1)); err != nil || !ok {
 		t.Fatalf("Remove(1.0) = %v, %v", ok, err)
 	}
-	if n, err := d.Count(ctx, engine.Int(1)); err != nil || n != 1 {
+	if n, err := d.Count(ctx, kv.Int(1)); err != nil || n != 1 {
 		t.Fatalf("Count(1) after Remove = %d, %v", n, err)
 	}
-	if ok, err := d.Remove(ctx, engine.Text("absent")); err != nil || ok {
+	if ok, err := d.Remove(ctx, kv.Text("absent")); err != nil || ok {
 		t.Fatalf("Remove(absent) = %v, %v", ok, err)
 	}
-	if n, err := d.Count(ctx, engine.Bytes([]byte("six"))); err != nil || n != 0 {
+	if n, err := d.Count(ctx, kv.Bytes([]byte("six"))); err != nil || n != 0 {
 		t.Fatalf("Count(bytes six) = %d, %v (text and bytes differ)", n, err)
 	}
 
@@ -203,7 +203,7 @@ func TestDequeOverHTTP(t *testing.T) {
 		t.Fatalf("Len after Clear = %d, %v", n, err)
 	}
 	// maxlen=0 keeps the deque empty, as python's Deque(maxlen=0).
-	if n, err := d.Append(ctx, engine.Text("gone"), client.Maxlen(0)); err != nil || n != 0 {
+	if n, err := d.Append(ctx, kv.Text("gone"), client.Maxlen(0)); err != nil || n != 0 {
 		t.Fatalf("Append maxlen 0 = %d, %v", n, err)
 	}
 	// Deques are separate from each other and from the caches.
@@ -231,18 +231,18 @@ func TestIndexOverHTTP(t *testing.T) {
 	}
 
 	big := bytes.Repeat([]byte("b"), 80_000)
-	keys := []engine.Key{engine.TextKey("b/slash?"), engine.IntKey(7), engine.BytesKey([]byte{0, 0xff}), engine.TextKey("a")}
-	vals := []engine.Value{engine.Text("B"), engine.Int(70), engine.Bytes(big), engine.Float(0.5)}
+	keys := []kv.Key{kv.TextKey("b/slash?"), kv.IntKey(7), kv.BytesKey([]byte{0, 0xff}), kv.TextKey("a")}
+	vals := []kv.Value{kv.Text("B"), kv.Int(70), kv.Bytes(big), kv.Float(0.5)}
 	for i, k := range keys {
 		if err := x.Set(ctx, k, vals[i]); err != nil {
 			t.Fatalf("Set(%s): %v", k, err)
 		}
 	}
 	// Overwriting keeps the place in insertion order.
-	if err := x.Set(ctx, engine.IntKey(7), engine.Int(71)); err != nil {
+	if err := x.Set(ctx, kv.IntKey(7), kv.Int(71)); err != nil {
 		t.Fatal(err)
 	}
-	vals[1] = engine.Int(71)
+	vals[1] = kv.Int(71)
 	for i, k := range keys {
 		it, ok, err := x.Get(ctx, k)
 		if err != nil || !ok || !it.Value.Equal(vals[i]) {
@@ -252,14 +252,14 @@ func TestIndexOverHTTP(t *testing.T) {
 			t.Fatalf("Contains(%s) = %v, %v", k, ok, err)
 		}
 	}
-	if _, ok, err := x.Get(ctx, engine.TextKey("nope")); err != nil || ok {
+	if _, ok, err := x.Get(ctx, kv.TextKey("nope")); err != nil || ok {
 		t.Fatalf("Get(nope) = %v, %v", ok, err)
 	}
-	if ok, err := x.Contains(ctx, engine.TextKey("nope")); err != nil || ok {
+	if ok, err := x.Contains(ctx, kv.TextKey("nope")); err != nil || ok {
 		t.Fatalf("Contains(nope) = %v, %v", ok, err)
 	}
 
-	var got []engine.Key
+	var got []kv.Key
 	for it, err := range x.Items(ctx, client.ItemsOptions{Limit: 3}) {
 		if err != nil {
 			t.Fatal(err)
@@ -278,23 +278,23 @@ func TestIndexOverHTTP(t *testing.T) {
 		}
 	}
 	page, err := x.Page(ctx, "", client.ItemsOptions{Reverse: true, KeysOnly: true, Limit: 10})
-	if err != nil || page.Next != "" || len(page.Items) != 4 || !page.Items[0].Key.Equal(engine.TextKey("a")) || page.Items[0].Value.Type != engine.ValueNone {
+	if err != nil || page.Next != "" || len(page.Items) != 4 || !page.Items[0].Key.Equal(kv.TextKey("a")) || page.Items[0].Value.Type != kv.ValueNone {
 		t.Fatalf("reverse keys-only Page = %+v, %v", page, err)
 	}
 
-	if v, err := x.SetDefault(ctx, engine.TextKey("a"), engine.Text("default")); err != nil || !v.Equal(engine.Float(0.5)) {
+	if v, err := x.SetDefault(ctx, kv.TextKey("a"), kv.Text("default")); err != nil || !v.Equal(kv.Float(0.5)) {
 		t.Fatalf("SetDefault on existing = %s, %v", v, err)
 	}
-	if v, err := x.SetDefault(ctx, engine.TextKey("new"), engine.Text("default")); err != nil || !v.Equal(engine.Text("default")) {
+	if v, err := x.SetDefault(ctx, kv.TextKey("new"), kv.Text("default")); err != nil || !v.Equal(kv.Text("default")) {
 		t.Fatalf("SetDefault on missing = %s, %v", v, err)
 	}
-	if it, err := x.PeekItem(ctx, true); err != nil || !it.Key.Equal(engine.TextKey("new")) {
+	if it, err := x.PeekItem(ctx, true); err != nil || !it.Key.Equal(kv.TextKey("new")) {
 		t.Fatalf("PeekItem(last) = %+v, %v", it, err)
 	}
 	if it, err := x.PopItem(ctx, false); err != nil || !it.Key.Equal(keys[0]) || !it.Value.Equal(vals[0]) {
 		t.Fatalf("PopItem(first) = %+v, %v", it, err)
 	}
-	if it, err := x.PopItem(ctx, true); err != nil || !it.Key.Equal(engine.TextKey("new")) {
+	if it, err := x.PopItem(ctx, true); err != nil || !it.Key.Equal(kv.TextKey("new")) {
 		t.Fatalf("PopItem(last) = %+v, %v", it, err)
 	}
 	if it, ok, err := x.Pop(ctx, keys[2]); err != nil || !ok || !bytes.Equal(it.Value.Data, big) {
@@ -303,43 +303,43 @@ func TestIndexOverHTTP(t *testing.T) {
 	if _, ok, err := x.Pop(ctx, keys[2]); err != nil || ok {
 		t.Fatalf("second Pop = %v, %v", ok, err)
 	}
-	if del, err := x.Delete(ctx, engine.TextKey("a")); err != nil || !del {
+	if del, err := x.Delete(ctx, kv.TextKey("a")); err != nil || !del {
 		t.Fatalf("Delete = %v, %v", del, err)
 	}
-	if del, err := x.Delete(ctx, engine.TextKey("a")); err != nil || del {
+	if del, err := x.Delete(ctx, kv.TextKey("a")); err != nil || del {
 		t.Fatalf("second Delete = %v, %v", del, err)
 	}
 
 	// Queues inside the index. Integer keys are the prefix-less queue, as
 	// in python-diskcache, so drop the one left.
-	if del, err := x.Delete(ctx, engine.IntKey(7)); err != nil || !del {
+	if del, err := x.Delete(ctx, kv.IntKey(7)); err != nil || !del {
 		t.Fatalf("Delete(7) = %v, %v", del, err)
 	}
-	k1, err := x.Push(ctx, engine.Text("first"), "", "")
-	if err != nil || k1.Kind() != engine.KeyInt {
+	k1, err := x.Push(ctx, kv.Text("first"), "", "")
+	if err != nil || k1.Kind() != kv.KeyInt {
 		t.Fatalf("Push = %s, %v", k1, err)
 	}
-	k0, err := x.Push(ctx, engine.Text("zeroth"), "", client.Front)
+	k0, err := x.Push(ctx, kv.Text("zeroth"), "", client.Front)
 	if err != nil || k0.Int() != k1.Int()-1 {
 		t.Fatalf("Push front = %s, %v", k0, err)
 	}
-	kp, err := x.Push(ctx, engine.Int(5), "jobs", "")
-	if err != nil || kp.Kind() != engine.KeyText || !strings.HasPrefix(kp.Text(), "jobs-") {
+	kp, err := x.Push(ctx, kv.Int(5), "jobs", "")
+	if err != nil || kp.Kind() != kv.KeyText || !strings.HasPrefix(kp.Text(), "jobs-") {
 		t.Fatalf("Push with prefix = %s, %v", kp, err)
 	}
-	if it, err := x.Pull(ctx, "", ""); err != nil || !it.Key.Equal(k0) || !it.Value.Equal(engine.Text("zeroth")) {
+	if it, err := x.Pull(ctx, "", ""); err != nil || !it.Key.Equal(k0) || !it.Value.Equal(kv.Text("zeroth")) {
 		t.Fatalf("Pull = %+v, %v", it, err)
 	}
 	if it, err := x.Pull(ctx, "", client.Back); err != nil || !it.Key.Equal(k1) {
 		t.Fatalf("Pull back = %+v, %v", it, err)
 	}
-	if it, err := x.Pull(ctx, "jobs", ""); err != nil || !it.Key.Equal(kp) || !it.Value.Equal(engine.Int(5)) {
+	if it, err := x.Pull(ctx, "jobs", ""); err != nil || !it.Key.Equal(kp) || !it.Value.Equal(kv.Int(5)) {
 		t.Fatalf("Pull jobs = %+v, %v", it, err)
 	}
 	if _, err := x.Pull(ctx, "jobs", ""); !errors.Is(err, client.ErrEmpty) {
 		t.Fatalf("Pull of an empty prefix queue: %v", err)
 	}
-	if err := x.Set(ctx, engine.TextKey("left"), engine.Text("over")); err != nil {
+	if err := x.Set(ctx, kv.TextKey("left"), kv.Text("over")); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := x.Len(ctx); err != nil || n != 1 {
@@ -349,7 +349,7 @@ func TestIndexOverHTTP(t *testing.T) {
 		t.Fatalf("Clear = %d, %v", n, err)
 	}
 	// An index is not the cache of the same name.
-	if _, ok, err := c.Cache("users").Get(ctx, engine.IntKey(7)); err != nil || ok {
+	if _, ok, err := c.Cache("users").Get(ctx, kv.IntKey(7)); err != nil || ok {
 		t.Fatalf("index leaked into the named cache: %v %v", ok, err)
 	}
 }
@@ -364,7 +364,7 @@ func TestIndexPagingUnderConcurrentWrites(t *testing.T) {
 	x := c.Index("paging")
 	const pre = 120
 	for i := 0; i < pre; i++ {
-		if err := x.Set(ctx, engine.TextKey(fmt.Sprintf("pre-%03d", i)), engine.Int(int64(i))); err != nil {
+		if err := x.Set(ctx, kv.TextKey(fmt.Sprintf("pre-%03d", i)), kv.Int(int64(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -380,7 +380,7 @@ func TestIndexPagingUnderConcurrentWrites(t *testing.T) {
 				return
 			default:
 			}
-			if err := x.Set(ctx, engine.TextKey(fmt.Sprintf("bg-%d", i)), engine.Int(-1)); err != nil {
+			if err := x.Set(ctx, kv.TextKey(fmt.Sprintf("bg-%d", i)), kv.Int(-1)); err != nil {
 				t.Error(err)
 				return
 			}
@@ -407,13 +407,13 @@ func TestIndexPagingUnderConcurrentWrites(t *testing.T) {
 			}
 			// Writes between pages: a new key, and an overwrite of a
 			// pre-existing key not yet listed (it keeps its place).
-			if err := x.Set(ctx, engine.TextKey(fmt.Sprintf("between-%v-%d", reverse, pages)), engine.Int(0)); err != nil {
+			if err := x.Set(ctx, kv.TextKey(fmt.Sprintf("between-%v-%d", reverse, pages)), kv.Int(0)); err != nil {
 				t.Fatal(err)
 			}
 			if next := pre - 1 - len(order); reverse && next >= 0 {
-				err = x.Set(ctx, engine.TextKey(fmt.Sprintf("pre-%03d", next)), engine.Int(int64(1000+next)))
+				err = x.Set(ctx, kv.TextKey(fmt.Sprintf("pre-%03d", next)), kv.Int(int64(1000+next)))
 			} else if next := len(order); !reverse && next < pre {
-				err = x.Set(ctx, engine.TextKey(fmt.Sprintf("pre-%03d", next)), engine.Int(int64(1000+next)))
+				err = x.Set(ctx, kv.TextKey(fmt.Sprintf("pre-%03d", next)), kv.Int(int64(1000+next)))
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -481,12 +481,12 @@ func TestDequeMaxlenUnderConcurrentAppends(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				v := engine.Text(fmt.Sprintf("%d-%03d", w, i))
+				v := kv.Text(fmt.Sprintf("%d-%03d", w, i))
 				opts := []client.PushOption{client.Maxlen(maxlen)}
 				var n int64
 				var err error
 				if i%5 == 4 {
-					n, err = d.Extend(ctx, []engine.Value{v}, opts...)
+					n, err = d.Extend(ctx, []kv.Value{v}, opts...)
 				} else {
 					n, err = d.Append(ctx, v, opts...)
 				}
@@ -539,7 +539,7 @@ func TestDequeMaxlenUnderConcurrentAppends(t *testing.T) {
 func TestLockMutualExclusion(t *testing.T) {
 	ctx := context.Background()
 	_, c := startServer(t)
-	key := engine.TextKey("the-lock")
+	key := kv.TextKey("the-lock")
 	const workers, rounds = 8, 12
 	var inside atomic.Bool
 	var counter atomic.Int64
@@ -582,7 +582,7 @@ func TestLockMutualExclusion(t *testing.T) {
 func TestLockAndRLockOverHTTP(t *testing.T) {
 	ctx := context.Background()
 	_, c := startServer(t)
-	l := c.Lock(engine.IntKey(42))
+	l := c.Lock(kv.IntKey(42))
 	st, err := l.Acquire(ctx, "alice", time.Hour, 0)
 	if err != nil || !st.Acquired || st.Holder != "alice" || st.Count != 1 || st.Remaining <= 0 {
 		t.Fatalf("Acquire = %+v, %v", st, err)
@@ -617,7 +617,7 @@ func TestLockAndRLockOverHTTP(t *testing.T) {
 		t.Fatalf("waiting Acquire = %+v, %v", st, err)
 	}
 
-	rl := c.RLock(engine.TextKey("re"))
+	rl := c.RLock(kv.TextKey("re"))
 	for depth := 1; depth <= 2; depth++ {
 		if st, err := rl.Acquire(ctx, "alice", 0, 0); err != nil || !st.Acquired || st.Count != depth {
 			t.Fatalf("RLock Acquire #%d = %+v, %v", depth, st, err)
@@ -644,7 +644,7 @@ func TestLockAndRLockOverHTTP(t *testing.T) {
 func TestSemaphoreBound(t *testing.T) {
 	ctx := context.Background()
 	_, c := startServer(t)
-	key := engine.TextKey("pool")
+	key := kv.TextKey("pool")
 	const workers, rounds, permits = 8, 6, 3
 	var inUse, peak, total atomic.Int64
 	var wg sync.WaitGroup
@@ -707,7 +707,7 @@ func TestSemaphoreBound(t *testing.T) {
 func TestAveragerAndRateLimitOverHTTP(t *testing.T) {
 	ctx := context.Background()
 	srv, c := startServer(t)
-	a := c.Averager(engine.TextKey("latency"))
+	a := c.Averager(kv.TextKey("latency"))
 	if _, _, err := a.Get(ctx); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("Get of no average: %v", err)
 	}
@@ -727,7 +727,7 @@ func TestAveragerAndRateLimitOverHTTP(t *testing.T) {
 		t.Fatalf("Pop of no average: %v", err)
 	}
 
-	rl := c.RateLimit(engine.TextKey("api"), 3, time.Hour)
+	rl := c.RateLimit(kv.TextKey("api"), 3, time.Hour)
 	for i := 0; i < 3; i++ {
 		if res, err := rl.Take(ctx, 1); err != nil || !res.Allowed {
 			t.Fatalf("Take #%d = %+v, %v", i, res, err)
@@ -752,7 +752,7 @@ func TestAveragerAndRateLimitOverHTTP(t *testing.T) {
 		body["error"] != wire.CodeRateLimited || body["allowed"] != false || body["retry_after"] == nil || body["remaining"] == nil {
 		t.Fatalf("raw 429 = %d Retry-After %q body %v", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
-	if res, err := c.RateLimit(engine.TextKey("other"), 3, time.Hour).Take(ctx, 3); err != nil || !res.Allowed {
+	if res, err := c.RateLimit(kv.TextKey("other"), 3, time.Hour).Take(ctx, 3); err != nil || !res.Allowed {
 		t.Fatalf("another key's bucket = %+v, %v", res, err)
 	}
 }
@@ -761,10 +761,10 @@ func TestCollectionBadInput(t *testing.T) {
 	srv, c := startServer(t)
 	ctx := context.Background()
 	// State for the conflict cases.
-	if st, err := c.Lock(engine.TextKey("held")).Acquire(ctx, "alice", 0, 0); err != nil || !st.Acquired {
+	if st, err := c.Lock(kv.TextKey("held")).Acquire(ctx, "alice", 0, 0); err != nil || !st.Acquired {
 		t.Fatalf("Acquire = %+v, %v", st, err)
 	}
-	if _, err := c.Deque("d").Append(ctx, engine.Text("x")); err != nil {
+	if _, err := c.Deque("d").Append(ctx, kv.Text("x")); err != nil {
 		t.Fatal(err)
 	}
 	do := func(method, path, token, vtype, body string) (int, wire.Error) {
@@ -860,7 +860,7 @@ func TestCollectionBadInput(t *testing.T) {
 	}
 	// Nothing of the rejected writes was stored: the deque still holds
 	// exactly its one item, and no rejected name made a directory.
-	if vals := dequeValues(t, c.Deque("d"), 0); len(vals) != 1 || !vals[0].Equal(engine.Text("x")) {
+	if vals := dequeValues(t, c.Deque("d"), 0); len(vals) != 1 || !vals[0].Equal(kv.Text("x")) {
 		t.Fatalf("deque after rejected writes = %v", vals)
 	}
 }

@@ -15,8 +15,8 @@ import (
 	"testing"
 
 	"github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Shape of the crash test's load.
@@ -52,9 +52,9 @@ func crashValue(w, j, v int) []byte {
 	return b
 }
 
-func crashKey(w, j int) engine.Key { return engine.TextKey(fmt.Sprintf("w%d/k%d", w, j)) }
+func crashKey(w, j int) kv.Key { return kv.TextKey(fmt.Sprintf("w%d/k%d", w, j)) }
 
-func counterKey(c int) engine.Key { return engine.TextKey(fmt.Sprintf("counter-%d", c)) }
+func counterKey(c int) kv.Key { return kv.TextKey(fmt.Sprintf("counter-%d", c)) }
 
 // keyState is what a writer knows about one of its keys. Versions are -1
 // for none.
@@ -118,7 +118,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 				if i%3 == 2 {
 					c := (w + i) % crashCounters
 					ctrAttempts[c].Add(1)
-					if _, err = cache.Incr(ctx, counterKey(c), engine.Int(1), engine.Int(0)); err == nil {
+					if _, err = cache.Incr(ctx, counterKey(c), kv.Int(1), kv.Int(0)); err == nil {
 						ctrAcks[c].Add(1)
 					}
 				} else {
@@ -127,13 +127,13 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 					v := i
 					st.inFlight = v
 					data := crashValue(w, j, v)
-					opts := engine.SetOptions{}
+					opts := kv.SetOptions{}
 					if j%4 == 1 {
 						// Unknown length: chunked, streamed into a file.
 						opts.Body = io.MultiReader(bytes.NewReader(data))
-						err = cache.Set(ctx, crashKey(w, j), engine.Value{Type: engine.ValueBytes}, opts)
+						err = cache.Set(ctx, crashKey(w, j), kv.Value{Type: kv.ValueBytes}, opts)
 					} else {
-						err = cache.Set(ctx, crashKey(w, j), engine.Bytes(data), opts)
+						err = cache.Set(ctx, crashKey(w, j), kv.Bytes(data), opts)
 					}
 					if err == nil {
 						st.acked, st.inFlight = v, -1
@@ -217,7 +217,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 			if ok {
 				n = it.Value.Int
 			}
-			if n < lo || n > hi || (ok && it.Value.Type != engine.ValueInt) {
+			if n < lo || n > hi || (ok && it.Value.Type != kv.ValueInt) {
 				t.Errorf("%s: %s = %s; %d increments acknowledged, %d sent", when, counterKey(c), it.Value, lo, hi)
 			}
 		}
@@ -232,7 +232,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	valueDir := regexp.MustCompile(`^[0-9]{3}/[0-9a-f]{2}(/[0-9a-f]{2})?$`)
 	for _, wn := range warns {
 		switch wn.Kind {
-		case engine.WarnUnknownFile:
+		case kv.WarnUnknownFile:
 			orphans++
 			got, err := os.ReadFile(wn.Path)
 			if err != nil {
@@ -241,7 +241,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 			if !isInFlightOrphan(got, &states) {
 				t.Errorf("unknown file %s (%d bytes) is not a value of a write in flight at the kill", wn.Path, len(got))
 			}
-		case engine.WarnEmptyDir:
+		case kv.WarnEmptyDir:
 			emptyDirs++
 			rel, _ := filepath.Rel(srv.DataDir, wn.Path)
 			if !valueDir.MatchString(filepath.ToSlash(rel)) {
@@ -263,7 +263,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	// reported): allow exactly those, and at most one pass per level.
 	residual := map[string]bool{}
 	for _, wn := range warns {
-		if wn.Kind == engine.WarnUnknownFile || wn.Kind == engine.WarnEmptyDir {
+		if wn.Kind == kv.WarnUnknownFile || wn.Kind == kv.WarnEmptyDir {
 			for d := filepath.Dir(wn.Path); filepath.Dir(d) != filepath.Clean(srv.DataDir); d = filepath.Dir(d) {
 				residual[d] = true
 			}
@@ -281,7 +281,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 			break
 		}
 		for _, wn := range left {
-			if wn.Kind != engine.WarnEmptyDir || !residual[wn.Path] || pass > 2 {
+			if wn.Kind != kv.WarnEmptyDir || !residual[wn.Path] || pass > 2 {
 				t.Fatalf("check after %d passes of fix=true: %+v", pass, left)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Listing bounds of GET /v1/deques/{name}/items and /v1/indexes/{name}/items.
@@ -42,7 +43,7 @@ func (s *Server) dequeRoutes() {
 // own: python-diskcache does not store it, so each push says it.
 func (s *Server) deque(r *http.Request) (*engine.Deque, error) {
 	d, err := s.cache.Deque(r.Context(), r.PathValue("name"), 0)
-	if errors.Is(err, engine.ErrInvalidName) {
+	if errors.Is(err, kv.ErrInvalidName) {
 		return nil, badRequest(wire.CodeBadName, "%v", err)
 	}
 	return d, err
@@ -96,7 +97,7 @@ func maxlenParam(r *http.Request) (int, error) {
 
 // outOfRange turns the engine's IndexError into a 404.
 func outOfRange(err error) error {
-	if errors.Is(err, engine.ErrIndexOutOfRange) {
+	if errors.Is(err, kv.ErrIndexOutOfRange) {
 		return notFound(wire.CodeIndexOutOfRange, "%v", err)
 	}
 	return err
@@ -154,7 +155,7 @@ func (s *Server) handleDequePush(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v, opts, err := s.readValue(w, r, d.Cache(), engine.SetOptions{})
+	v, opts, err := s.readValue(w, r, d.Cache(), kv.SetOptions{})
 	if err != nil {
 		return err
 	}
@@ -295,15 +296,15 @@ func (s *Server) recordValue(rec wire.Record, body io.Reader, threshold int64) (
 	if rec.Len > s.cfg.MaxValueBytes {
 		return engine.DequeValue{}, &http.MaxBytesError{Limit: s.cfg.MaxValueBytes}
 	}
-	vt := engine.ValueBytes
+	vt := kv.ValueBytes
 	if rec.Type != "" {
 		var err error
-		if vt, err = engine.ParseValueType(rec.Type); err != nil {
+		if vt, err = kv.ParseValueType(rec.Type); err != nil {
 			return engine.DequeValue{}, badRequest(wire.CodeBadValue, "unknown value type %q", rec.Type)
 		}
 	}
 	switch {
-	case vt == engine.ValueInt || vt == engine.ValueFloat:
+	case vt == kv.ValueInt || vt == kv.ValueFloat:
 		if rec.Len > 64 {
 			return engine.DequeValue{}, badRequest(wire.CodeBadValue, "%s value of %d bytes", vt, rec.Len)
 		}
@@ -318,9 +319,9 @@ func (s *Server) recordValue(rec wire.Record, body io.Reader, threshold int64) (
 		if err != nil {
 			return engine.DequeValue{}, bodyError(err)
 		}
-		return engine.DequeValue{Value: engine.Value{Type: vt, Data: b}}, nil
+		return engine.DequeValue{Value: kv.Value{Type: vt, Data: b}}, nil
 	}
-	return engine.DequeValue{Value: engine.Value{Type: vt}, Body: body}, nil
+	return engine.DequeValue{Value: kv.Value{Type: vt}, Body: body}, nil
 }
 
 // indexParam reads the {index} path segment (negative counts from the back).
@@ -359,7 +360,7 @@ func (s *Server) handleDequeSetAt(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	v, opts, err := s.readValue(w, r, d.Cache(), engine.SetOptions{})
+	v, opts, err := s.readValue(w, r, d.Cache(), kv.SetOptions{})
 	if err != nil {
 		return err
 	}
@@ -418,18 +419,18 @@ func (s *Server) handleDequeReverse(w http.ResponseWriter, r *http.Request) erro
 
 // wholeValue reads the request body as a value held in memory, for the
 // comparisons of remove and count.
-func (s *Server) wholeValue(w http.ResponseWriter, r *http.Request, d *engine.Deque) (engine.Value, error) {
-	v, opts, err := s.readValue(w, r, d.Cache(), engine.SetOptions{})
+func (s *Server) wholeValue(w http.ResponseWriter, r *http.Request, d *engine.Deque) (kv.Value, error) {
+	v, opts, err := s.readValue(w, r, d.Cache(), kv.SetOptions{})
 	if err != nil || opts.Body == nil {
 		return v, err
 	}
 	b, err := io.ReadAll(opts.Body)
 	if err != nil {
-		return engine.Value{}, bodyError(err)
+		return kv.Value{}, bodyError(err)
 	}
 	v.Data = b
-	if v.Type == engine.ValueText && !utf8.Valid(b) {
-		return engine.Value{}, badRequest(wire.CodeBadValue, "text value is not valid UTF-8")
+	if v.Type == kv.ValueText && !utf8.Valid(b) {
+		return kv.Value{}, badRequest(wire.CodeBadValue, "text value is not valid UTF-8")
 	}
 	return v, nil
 }
@@ -446,7 +447,7 @@ func (s *Server) handleDequeRemove(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	err = d.Remove(r.Context(), v)
-	if err != nil && !errors.Is(err, engine.ErrNotFound) {
+	if err != nil && !errors.Is(err, kv.ErrNotFound) {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"removed": err == nil})

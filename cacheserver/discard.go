@@ -10,6 +10,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
@@ -21,7 +22,7 @@ import (
 func (s *Server) discardUnowned(ctx context.Context, a *topology.Announcement) error {
 	n := len(a.Shards)
 	var items, collections int64
-	var batch []engine.Key
+	var batch []kv.Key
 	flush := func() error {
 		for _, k := range batch {
 			ok, err := s.cache.Delete(ctx, k)

@@ -9,7 +9,7 @@ import (
 	"net/http"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // apiError is an error with the HTTP status and code it is answered with.
@@ -68,31 +68,31 @@ func (s *Server) classify(err error) (int, string, string) {
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, wire.CodeValueTooLarge,
 			fmt.Sprintf("value larger than the server's limit of %d bytes", mbe.Limit)
-	case errors.Is(err, engine.ErrTimeout):
+	case errors.Is(err, kv.ErrTimeout):
 		return http.StatusServiceUnavailable, wire.CodeTimeout, "database busy: " + err.Error()
-	case errors.Is(err, engine.ErrNotFound):
+	case errors.Is(err, kv.ErrNotFound):
 		return http.StatusNotFound, wire.CodeNotFound, err.Error()
-	case errors.Is(err, engine.ErrQueueFull):
+	case errors.Is(err, kv.ErrQueueFull):
 		return http.StatusConflict, wire.CodeQueueFull, err.Error()
-	case errors.Is(err, engine.ErrEmpty):
+	case errors.Is(err, kv.ErrEmpty):
 		return http.StatusNotFound, wire.CodeEmpty, err.Error()
-	case errors.Is(err, engine.ErrNotNumeric):
+	case errors.Is(err, kv.ErrNotNumeric):
 		return http.StatusConflict, wire.CodeNotNumeric, err.Error()
-	case errors.Is(err, engine.ErrOverflow):
+	case errors.Is(err, kv.ErrOverflow):
 		return http.StatusConflict, wire.CodeOverflow, err.Error()
-	case errors.Is(err, engine.ErrInvalidKey):
+	case errors.Is(err, kv.ErrInvalidKey):
 		return http.StatusBadRequest, wire.CodeBadKey, err.Error()
-	case errors.Is(err, engine.ErrInvalidValue):
+	case errors.Is(err, kv.ErrInvalidValue):
 		return http.StatusBadRequest, wire.CodeBadValue, err.Error()
-	case errors.Is(err, engine.ErrInvalidSetting):
+	case errors.Is(err, kv.ErrInvalidSetting):
 		return http.StatusBadRequest, wire.CodeBadSetting, err.Error()
-	case errors.Is(err, engine.ErrInvalidName):
+	case errors.Is(err, kv.ErrInvalidName):
 		return http.StatusBadRequest, wire.CodeBadName, err.Error()
-	case errors.Is(err, engine.ErrNotOwner), errors.Is(err, engine.ErrOverRelease):
+	case errors.Is(err, kv.ErrNotOwner), errors.Is(err, kv.ErrOverRelease):
 		return http.StatusConflict, wire.CodeNotOwner, err.Error()
-	case errors.Is(err, engine.ErrWrongType):
+	case errors.Is(err, kv.ErrWrongType):
 		return http.StatusConflict, wire.CodeWrongType, err.Error()
-	case errors.Is(err, engine.ErrClosed):
+	case errors.Is(err, kv.ErrClosed):
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, "server is shutting down"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, wire.CodeTimeout, "request timed out"

@@ -22,6 +22,7 @@ import (
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // codeStatus is the status each error code is answered with, as
@@ -303,7 +304,7 @@ func FuzzKeyRoutes(f *testing.F) {
 				t.Fatalf("PUT %s stored %q, which is not a number", target, body)
 			}
 			back, err := wire.ParseNumber(string(got.body))
-			if err != nil || !back.Equal(sent) && !(wantType == "float" && back.Equal(engine.Float(float64(sent.Int)))) {
+			if err != nil || !back.Equal(sent) && !(wantType == "float" && back.Equal(kv.Float(float64(sent.Int)))) {
 				t.Fatalf("PUT %s %s %q reads back as %q", target, wantType, body, got.body)
 			}
 		default:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // indexRoutes serves python-diskcache's Index (an ordered mapping) for
@@ -36,7 +37,7 @@ func (s *Server) indexRoutes() {
 // index resolves {name} to the cache that holds the index.
 func (s *Server) index(r *http.Request) (*engine.Cache, error) {
 	x, err := s.cache.Index(r.Context(), r.PathValue("name"))
-	if errors.Is(err, engine.ErrInvalidName) {
+	if errors.Is(err, kv.ErrInvalidName) {
 		return nil, badRequest(wire.CodeBadName, "%v", err)
 	}
 	if err != nil {
@@ -46,10 +47,10 @@ func (s *Server) index(r *http.Request) (*engine.Cache, error) {
 }
 
 // indexKey resolves {name} and {key}.
-func (s *Server) indexKey(r *http.Request) (*engine.Cache, engine.Key, error) {
+func (s *Server) indexKey(r *http.Request) (*engine.Cache, kv.Key, error) {
 	c, err := s.index(r)
 	if err != nil {
-		return nil, engine.Key{}, err
+		return nil, kv.Key{}, err
 	}
 	key, err := s.pathKey(r)
 	return c, key, err
@@ -84,7 +85,7 @@ func (s *Server) handleIndexSetDefault(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	v, opts, err := s.readValue(w, r, c, engine.SetOptions{})
+	v, opts, err := s.readValue(w, r, c, kv.SetOptions{})
 	if err != nil {
 		return err
 	}
@@ -131,7 +132,7 @@ func (s *Server) handleIndexPopItem(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 		if !ok {
-			return engine.ErrEmpty
+			return kv.ErrEmpty
 		}
 		it = got
 		if _, err := tx.Delete(got.Key); err != nil {
@@ -151,7 +152,7 @@ func (s *Server) handleIndexPopItem(w http.ResponseWriter, r *http.Request) erro
 
 // emptyIndex words ErrEmpty for an index.
 func emptyIndex(r *http.Request, err error) error {
-	if errors.Is(err, engine.ErrEmpty) {
+	if errors.Is(err, kv.ErrEmpty) {
 		return notFound(wire.CodeEmpty, "index %q is empty", r.PathValue("name"))
 	}
 	return err

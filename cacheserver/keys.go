@@ -11,57 +11,58 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // pathKey reads the {key} path segment and its kind (?kt=).
-func (s *Server) pathKey(r *http.Request) (engine.Key, error) {
+func (s *Server) pathKey(r *http.Request) (kv.Key, error) {
 	raw, err := wire.DecodeKeySegment(r.PathValue("key"), r.URL.Query().Get(wire.ParamKeyEncoding))
 	if err != nil {
-		return engine.Key{}, badRequest(wire.CodeBadKey, "%v", err)
+		return kv.Key{}, badRequest(wire.CodeBadKey, "%v", err)
 	}
 	if int64(len(raw)) > s.cfg.MaxKeyBytes {
-		return engine.Key{}, badRequest(wire.CodeKeyTooLarge, "key is %d bytes; the limit is %d", len(raw), s.cfg.MaxKeyBytes)
+		return kv.Key{}, badRequest(wire.CodeKeyTooLarge, "key is %d bytes; the limit is %d", len(raw), s.cfg.MaxKeyBytes)
 	}
 	k, err := wire.ParseKey(raw, r.URL.Query().Get(wire.ParamKeyType))
 	if err != nil {
-		return engine.Key{}, badRequest(wire.CodeBadKey, "%v", err)
+		return kv.Key{}, badRequest(wire.CodeBadKey, "%v", err)
 	}
 	return k, nil
 }
 
 // storeKey resolves the store and the {key} of a key route.
-func (s *Server) storeKey(r *http.Request) (Store, engine.Key, error) {
+func (s *Server) storeKey(r *http.Request) (Store, kv.Key, error) {
 	st, err := s.store(r)
 	if err != nil {
-		return nil, engine.Key{}, err
+		return nil, kv.Key{}, err
 	}
 	key, err := s.pathKey(r)
 	return st, key, err
 }
 
 // setOptions reads ?expire= and ?tag=&tt=.
-func setOptions(r *http.Request) (engine.SetOptions, error) {
+func setOptions(r *http.Request) (kv.SetOptions, error) {
 	q := r.URL.Query()
 	exp, err := wire.ParseExpire(q.Get(wire.ParamExpire))
 	if err != nil {
-		return engine.SetOptions{}, badRequest(wire.CodeBadRequest, "%v", err)
+		return kv.SetOptions{}, badRequest(wire.CodeBadRequest, "%v", err)
 	}
-	opts := engine.SetOptions{Expire: exp}
+	opts := kv.SetOptions{Expire: exp}
 	if q.Has(wire.ParamTag) {
 		if opts.Tag, err = wire.ParseTag(q.Get(wire.ParamTag), q.Get(wire.ParamTagType)); err != nil {
-			return engine.SetOptions{}, badRequest(wire.CodeBadRequest, "tag: %v", err)
+			return kv.SetOptions{}, badRequest(wire.CodeBadRequest, "tag: %v", err)
 		}
 	}
 	return opts, nil
 }
 
 // valueType reads the Diskcache-Value-Type header (default bytes).
-func valueType(h http.Header) (engine.ValueType, error) {
+func valueType(h http.Header) (kv.ValueType, error) {
 	t := h.Get(wire.HeaderValueType)
 	if t == "" {
-		return engine.ValueBytes, nil
+		return kv.ValueBytes, nil
 	}
-	vt, err := engine.ParseValueType(t)
+	vt, err := kv.ParseValueType(t)
 	if err != nil {
 		return 0, badRequest(wire.CodeBadValue, "unknown value type %q in %s (want bytes, text, int, float or pickle)", t, wire.HeaderValueType)
 	}
@@ -71,23 +72,23 @@ func valueType(h http.Header) (engine.ValueType, error) {
 // readValue reads the request body as a value. Bodies of at least
 // disk_min_file_size bytes, or of unknown length, are not read here: the
 // returned SetOptions.Body streams them into a value file.
-func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opts engine.SetOptions) (engine.Value, engine.SetOptions, error) {
+func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opts kv.SetOptions) (kv.Value, kv.SetOptions, error) {
 	vt, err := valueType(r.Header)
 	if err != nil {
-		return engine.Value{}, opts, err
+		return kv.Value{}, opts, err
 	}
 	if r.ContentLength > s.cfg.MaxValueBytes {
-		return engine.Value{}, opts, &http.MaxBytesError{Limit: s.cfg.MaxValueBytes}
+		return kv.Value{}, opts, &http.MaxBytesError{Limit: s.cfg.MaxValueBytes}
 	}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxValueBytes)
 	switch vt {
-	case engine.ValueInt, engine.ValueFloat:
+	case kv.ValueInt, kv.ValueFloat:
 		b, err := io.ReadAll(io.LimitReader(body, maxNumberBytes+1))
 		if err != nil {
-			return engine.Value{}, opts, err
+			return kv.Value{}, opts, err
 		}
 		if len(b) > maxNumberBytes {
-			return engine.Value{}, opts, badRequest(wire.CodeBadValue, "%s value longer than %d bytes", vt, maxNumberBytes)
+			return kv.Value{}, opts, badRequest(wire.CodeBadValue, "%s value longer than %d bytes", vt, maxNumberBytes)
 		}
 		n, err := parseNumberOfType(string(b), vt)
 		return n, opts, err
@@ -96,31 +97,31 @@ func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opt
 	if r.ContentLength >= 0 && r.ContentLength < threshold {
 		b, err := io.ReadAll(body)
 		if err != nil {
-			return engine.Value{}, opts, err
+			return kv.Value{}, opts, err
 		}
-		if vt == engine.ValueText && !utf8.Valid(b) {
-			return engine.Value{}, opts, badRequest(wire.CodeBadValue, "text value is not valid UTF-8")
+		if vt == kv.ValueText && !utf8.Valid(b) {
+			return kv.Value{}, opts, badRequest(wire.CodeBadValue, "text value is not valid UTF-8")
 		}
-		return engine.Value{Type: vt, Data: b}, opts, nil
+		return kv.Value{Type: vt, Data: b}, opts, nil
 	}
 	opts.Body = body // the engine checks streamed text is UTF-8
-	return engine.Value{Type: vt}, opts, nil
+	return kv.Value{Type: vt}, opts, nil
 }
 
 // maxNumberBytes bounds the body of an int or float value: enough for any
 // float64 written out in full.
 const maxNumberBytes = 400
 
-func parseNumberOfType(s string, vt engine.ValueType) (engine.Value, error) {
+func parseNumberOfType(s string, vt kv.ValueType) (kv.Value, error) {
 	n, err := wire.ParseNumber(s)
 	if err != nil {
-		return engine.Value{}, badRequest(wire.CodeBadValue, "%s value: %v", vt, err)
+		return kv.Value{}, badRequest(wire.CodeBadValue, "%s value: %v", vt, err)
 	}
-	if vt == engine.ValueFloat && n.Type == engine.ValueInt {
-		n = engine.Float(float64(n.Int))
+	if vt == kv.ValueFloat && n.Type == kv.ValueInt {
+		n = kv.Float(float64(n.Int))
 	}
-	if vt == engine.ValueInt && n.Type != engine.ValueInt {
-		return engine.Value{}, badRequest(wire.CodeBadValue, "int value %q is not a 64-bit integer", s)
+	if vt == kv.ValueInt && n.Type != kv.ValueInt {
+		return kv.Value{}, badRequest(wire.CodeBadValue, "int value %q is not a 64-bit integer", s)
 	}
 	return n, nil
 }
@@ -155,7 +156,7 @@ func writeItem(w http.ResponseWriter, r *http.Request, it engine.Item, withKey b
 	}
 	var body []byte
 	switch it.Value.Type {
-	case engine.ValueInt, engine.ValueFloat:
+	case kv.ValueInt, kv.ValueFloat:
 		body = []byte(wire.FormatNumber(it.Value))
 	default:
 		body = it.Value.Data
@@ -167,13 +168,13 @@ func writeItem(w http.ResponseWriter, r *http.Request, it engine.Item, withKey b
 	}
 }
 
-func contentType(t engine.ValueType) string {
+func contentType(t kv.ValueType) string {
 	switch t {
-	case engine.ValueText:
+	case kv.ValueText:
 		return "text/plain; charset=utf-8"
-	case engine.ValueInt, engine.ValueFloat:
+	case kv.ValueInt, kv.ValueFloat:
 		return "text/plain"
-	case engine.ValuePickle:
+	case kv.ValuePickle:
 		return "application/x-python-pickle"
 	}
 	return "application/octet-stream"
@@ -309,20 +310,20 @@ func (s *Server) handleIncr(decr bool) handlerFunc {
 			return err
 		}
 		q := r.URL.Query()
-		delta, def := engine.Int(1), engine.Int(0)
+		delta, def := kv.Int(1), kv.Int(0)
 		if d := q.Get("delta"); d != "" {
 			if delta, err = wire.ParseNumber(d); err != nil {
 				return badRequest(wire.CodeBadRequest, "delta: %v", err)
 			}
 		}
 		if d := q.Get("default"); d == "none" {
-			def = engine.Value{}
+			def = kv.Value{}
 		} else if d != "" {
 			if def, err = wire.ParseNumber(d); err != nil {
 				return badRequest(wire.CodeBadRequest, "default: %v", err)
 			}
 		}
-		var v engine.Value
+		var v kv.Value
 		if decr {
 			v, err = st.Decr(r.Context(), key, delta, def)
 		} else {

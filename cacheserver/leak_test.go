@@ -20,6 +20,7 @@ import (
 	"github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Leak test load: requests per round and how many run at once.
@@ -148,24 +149,24 @@ func leakLoad(t *testing.T, srv *testserver.Server, requests int, keepAlive bool
 				if i%5 == 4 {
 					cache = c.Cache("leak/named")
 				}
-				key := engine.TextKey(fmt.Sprintf("k%d", i%64))
+				key := kv.TextKey(fmt.Sprintf("k%d", i%64))
 				var err error
 				switch i % 8 {
 				case 0:
-					err = cache.Set(ctx, key, engine.Bytes(small), engine.SetOptions{})
+					err = cache.Set(ctx, key, kv.Bytes(small), kv.SetOptions{})
 				case 1:
-					err = cache.Set(ctx, key, engine.Bytes(big), engine.SetOptions{})
+					err = cache.Set(ctx, key, kv.Bytes(big), kv.SetOptions{})
 				case 2, 3:
 					_, _, err = cache.Get(ctx, key)
 				case 4:
-					_, _, err = cache.Get(ctx, engine.TextKey(fmt.Sprintf("missing-%d", i)))
+					_, _, err = cache.Get(ctx, kv.TextKey(fmt.Sprintf("missing-%d", i)))
 				case 5:
-					_, err = cache.Incr(ctx, engine.TextKey("leak-counter"), engine.Int(1), engine.Int(0))
+					_, err = cache.Incr(ctx, kv.TextKey("leak-counter"), kv.Int(1), kv.Int(0))
 				case 6:
-					_, err = cache.GetMany(ctx, []engine.Key{key, engine.TextKey("k1"), engine.TextKey("nope")})
+					_, err = cache.GetMany(ctx, []kv.Key{key, kv.TextKey("k1"), kv.TextKey("nope")})
 				case 7:
 					// Mostly a 409 not_numeric: k0 holds bytes.
-					_, err = cache.Incr(ctx, engine.TextKey("k0"), engine.Int(1), engine.Int(0))
+					_, err = cache.Incr(ctx, kv.TextKey("k0"), kv.Int(1), kv.Int(0))
 					if errors.Is(err, client.ErrNotNumeric) || err == nil {
 						err = nil
 					}
@@ -186,7 +187,7 @@ func leakLoad(t *testing.T, srv *testserver.Server, requests int, keepAlive bool
 		return
 	}
 	// Abandoned downloads and cut-off uploads, each on its own connection.
-	if err := c.Cache("").Set(ctx, engine.TextKey("huge"), engine.Bytes(bytes.Repeat([]byte{7}, 4<<20)), engine.SetOptions{}); err != nil {
+	if err := c.Cache("").Set(ctx, kv.TextKey("huge"), kv.Bytes(bytes.Repeat([]byte{7}, 4<<20)), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range leakAborted {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // recipeRoutes serves the engine's coordination recipes (locks, bounded
@@ -109,7 +110,7 @@ func (w *waitRegistry) notify(topic string) {
 }
 
 // topic names a recipe's key in its shard.
-func topic(kind string, shard *engine.Cache, key engine.Key) string {
+func topic(kind string, shard *engine.Cache, key kv.Key) string {
 	raw, kt := wire.FormatKey(key)
 	return kind + "\x00" + shard.Directory() + "\x00" + kt + "\x00" + raw
 }
@@ -177,7 +178,7 @@ type LockState struct {
 }
 
 // lockParams resolves the key, its shard and ?reentrant=.
-func (s *Server) lockParams(r *http.Request) (engine.Key, *engine.Cache, bool, error) {
+func (s *Server) lockParams(r *http.Request) (kv.Key, *engine.Cache, bool, error) {
 	key, err := s.pathKey(r)
 	if err != nil {
 		return key, nil, false, err
@@ -190,7 +191,7 @@ func (s *Server) lockParams(r *http.Request) (engine.Key, *engine.Cache, bool, e
 }
 
 // lockOwnerParams is lockParams plus the required ?owner=.
-func (s *Server) lockOwnerParams(r *http.Request) (engine.Key, *engine.Cache, bool, string, error) {
+func (s *Server) lockOwnerParams(r *http.Request) (kv.Key, *engine.Cache, bool, string, error) {
 	key, shard, reentrant, err := s.lockParams(r)
 	if err != nil {
 		return key, nil, false, "", err
@@ -199,7 +200,7 @@ func (s *Server) lockOwnerParams(r *http.Request) (engine.Key, *engine.Cache, bo
 	return key, shard, reentrant, owner, err
 }
 
-func lockTopic(shard *engine.Cache, key engine.Key) string { return topic("lock", shard, key) }
+func lockTopic(shard *engine.Cache, key kv.Key) string { return topic("lock", shard, key) }
 
 // handleLockAcquire takes the lock for owner (re-entering it with
 // reentrant=true), for ttl seconds (0 or absent: until released); with
@@ -308,7 +309,7 @@ func (s *Server) handleLockStatus(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func semaphoreTopic(shard *engine.Cache, key engine.Key) string {
+func semaphoreTopic(shard *engine.Cache, key kv.Key) string {
 	return topic("semaphore", shard, key)
 }
 
@@ -448,7 +449,7 @@ func (s *Server) handleAverageAdd(w http.ResponseWriter, r *http.Request) error 
 		return badRequest(wire.CodeBadValue, "the body must be one number: %v", err)
 	}
 	x := n.Float
-	if n.Type == engine.ValueInt {
+	if n.Type == kv.ValueInt {
 		x = float64(n.Int)
 	}
 	var count int64

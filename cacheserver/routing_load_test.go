@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/internal/loadcheck"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 )
@@ -20,16 +20,16 @@ type clientStore struct{ clients []*client.Client }
 func (s clientStore) pick() *client.Cache { return s.clients[rand.IntN(len(s.clients))].Cache("") }
 
 func (s clientStore) Set(ctx context.Context, k string, v []byte) error {
-	return s.pick().Set(ctx, engine.TextKey(k), engine.Bytes(v), engine.SetOptions{})
+	return s.pick().Set(ctx, kv.TextKey(k), kv.Bytes(v), kv.SetOptions{})
 }
 
 func (s clientStore) Delete(ctx context.Context, k string) error {
-	_, err := s.pick().Delete(ctx, engine.TextKey(k))
+	_, err := s.pick().Delete(ctx, kv.TextKey(k))
 	return err
 }
 
 func (s clientStore) Get(ctx context.Context, k string) ([]byte, bool, error) {
-	it, ok, err := s.pick().Get(ctx, engine.TextKey(k))
+	it, ok, err := s.pick().Get(ctx, kv.TextKey(k))
 	return it.Value.Data, ok, err
 }
 

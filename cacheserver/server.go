@@ -21,6 +21,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Server is the HTTP API over one FanoutCache directory.
@@ -241,7 +242,7 @@ func (s *Server) store(r *http.Request) (Store, error) {
 	}
 	c, err := s.cache.Cache(r.Context(), name)
 	if err != nil {
-		if errors.Is(err, engine.ErrInvalidName) {
+		if errors.Is(err, kv.ErrInvalidName) {
 			return nil, badRequest(wire.CodeBadName, "%v", err)
 		}
 		return nil, err

@@ -14,8 +14,8 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func startServer(t *testing.T, args ...string) (*testserver.Server, *client.Client) {
@@ -33,19 +33,19 @@ func TestKeyOperationsOverHTTP(t *testing.T) {
 	_, c := startServer(t)
 	cache := c.Cache("")
 
-	keys := []engine.Key{
-		engine.TextKey("plain"), engine.TextKey("with/slash and spaces?&#%"), engine.TextKey("ünïcødé"),
-		engine.BytesKey([]byte{0, 1, 2, 0xff, '/'}), engine.IntKey(-42), engine.FloatKey(2.5),
-		engine.PickleKey([]byte("\x80\x05\x95")), engine.TextKey(""), engine.TextKey("/"), engine.BytesKey(nil),
-		engine.TextKey("."), engine.TextKey(".."), engine.TextKey("http://example.com/a?b#c"),
+	keys := []kv.Key{
+		kv.TextKey("plain"), kv.TextKey("with/slash and spaces?&#%"), kv.TextKey("ünïcødé"),
+		kv.BytesKey([]byte{0, 1, 2, 0xff, '/'}), kv.IntKey(-42), kv.FloatKey(2.5),
+		kv.PickleKey([]byte("\x80\x05\x95")), kv.TextKey(""), kv.TextKey("/"), kv.BytesKey(nil),
+		kv.TextKey("."), kv.TextKey(".."), kv.TextKey("http://example.com/a?b#c"),
 	}
-	values := []engine.Value{
-		engine.Text("hello"), engine.Bytes([]byte{0, 0xfe}), engine.Int(-7), engine.Float(0.25),
-		engine.Pickle([]byte("\x80\x05N.")), engine.Bytes(bytes.Repeat([]byte("big"), 20000)), engine.Text(""),
+	values := []kv.Value{
+		kv.Text("hello"), kv.Bytes([]byte{0, 0xfe}), kv.Int(-7), kv.Float(0.25),
+		kv.Pickle([]byte("\x80\x05N.")), kv.Bytes(bytes.Repeat([]byte("big"), 20000)), kv.Text(""),
 	}
 	for i, k := range keys {
 		v := values[i%len(values)]
-		if err := cache.Set(ctx, k, v, engine.SetOptions{Tag: engine.TextKey("t"), Expire: engine.ExpireAfter(time.Hour)}); err != nil {
+		if err := cache.Set(ctx, k, v, kv.SetOptions{Tag: kv.TextKey("t"), Expire: kv.ExpireAfter(time.Hour)}); err != nil {
 			t.Fatalf("Set(%s): %v", k, err)
 		}
 		it, ok, err := cache.Get(ctx, k)
@@ -55,7 +55,7 @@ func TestKeyOperationsOverHTTP(t *testing.T) {
 		if !it.Value.Equal(v) {
 			t.Errorf("Get(%s) value = %s, want %s", k, it.Value, v)
 		}
-		if !it.Tag.Equal(engine.TextKey("t")) || it.ExpireTime == 0 {
+		if !it.Tag.Equal(kv.TextKey("t")) || it.ExpireTime == 0 {
 			t.Errorf("Get(%s) metadata = tag %s expire %v", k, it.Tag, it.ExpireTime)
 		}
 		if ok, err := cache.Contains(ctx, k); err != nil || !ok {
@@ -63,48 +63,48 @@ func TestKeyOperationsOverHTTP(t *testing.T) {
 		}
 	}
 
-	if added, err := cache.Add(ctx, engine.TextKey("plain"), engine.Text("x"), engine.SetOptions{}); err != nil || added {
+	if added, err := cache.Add(ctx, kv.TextKey("plain"), kv.Text("x"), kv.SetOptions{}); err != nil || added {
 		t.Fatalf("Add on live key = %v, %v; want false", added, err)
 	}
-	if added, err := cache.Add(ctx, engine.TextKey("fresh"), engine.Text("x"), engine.SetOptions{}); err != nil || !added {
+	if added, err := cache.Add(ctx, kv.TextKey("fresh"), kv.Text("x"), kv.SetOptions{}); err != nil || !added {
 		t.Fatalf("Add on new key = %v, %v; want true", added, err)
 	}
-	if ok, err := cache.Touch(ctx, engine.TextKey("fresh"), engine.ExpireAfter(time.Minute)); err != nil || !ok {
+	if ok, err := cache.Touch(ctx, kv.TextKey("fresh"), kv.ExpireAfter(time.Minute)); err != nil || !ok {
 		t.Fatalf("Touch = %v, %v", ok, err)
 	}
-	if ok, err := cache.Touch(ctx, engine.TextKey("nope"), engine.ExpireAfter(time.Minute)); err != nil || ok {
+	if ok, err := cache.Touch(ctx, kv.TextKey("nope"), kv.ExpireAfter(time.Minute)); err != nil || ok {
 		t.Fatalf("Touch missing = %v, %v", ok, err)
 	}
 
-	n, err := cache.Incr(ctx, engine.TextKey("counter"), engine.Int(5), engine.Int(10))
-	if err != nil || !n.Equal(engine.Int(15)) {
+	n, err := cache.Incr(ctx, kv.TextKey("counter"), kv.Int(5), kv.Int(10))
+	if err != nil || !n.Equal(kv.Int(15)) {
 		t.Fatalf("Incr = %s, %v", n, err)
 	}
-	n, err = cache.Decr(ctx, engine.TextKey("counter"), engine.Float(0.5), engine.Int(0))
-	if err != nil || !n.Equal(engine.Float(14.5)) {
+	n, err = cache.Decr(ctx, kv.TextKey("counter"), kv.Float(0.5), kv.Int(0))
+	if err != nil || !n.Equal(kv.Float(14.5)) {
 		t.Fatalf("Decr = %s, %v", n, err)
 	}
-	if _, err := cache.Incr(ctx, engine.TextKey("missing"), engine.Int(1), engine.Value{}); !errors.Is(err, client.ErrNotFound) {
+	if _, err := cache.Incr(ctx, kv.TextKey("missing"), kv.Int(1), kv.Value{}); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("Incr missing without default: %v, want ErrNotFound", err)
 	}
-	if _, err := cache.Incr(ctx, engine.TextKey("plain"), engine.Int(1), engine.Int(0)); !errors.Is(err, client.ErrNotNumeric) {
+	if _, err := cache.Incr(ctx, kv.TextKey("plain"), kv.Int(1), kv.Int(0)); !errors.Is(err, client.ErrNotNumeric) {
 		t.Fatalf("Incr on text: %v, want ErrNotNumeric", err)
 	}
 
-	it, ok, err := cache.Pop(ctx, engine.TextKey("fresh"))
-	if err != nil || !ok || !it.Value.Equal(engine.Text("x")) {
+	it, ok, err := cache.Pop(ctx, kv.TextKey("fresh"))
+	if err != nil || !ok || !it.Value.Equal(kv.Text("x")) {
 		t.Fatalf("Pop = %+v %v %v", it, ok, err)
 	}
-	if _, ok, _ := cache.Get(ctx, engine.TextKey("fresh")); ok {
+	if _, ok, _ := cache.Get(ctx, kv.TextKey("fresh")); ok {
 		t.Fatal("popped key still there")
 	}
-	if del, err := cache.Delete(ctx, engine.TextKey("plain")); err != nil || !del {
+	if del, err := cache.Delete(ctx, kv.TextKey("plain")); err != nil || !del {
 		t.Fatalf("Delete = %v, %v", del, err)
 	}
-	if del, err := cache.Delete(ctx, engine.TextKey("plain")); err != nil || del {
+	if del, err := cache.Delete(ctx, kv.TextKey("plain")); err != nil || del {
 		t.Fatalf("second Delete = %v, %v", del, err)
 	}
-	if removed, err := cache.Evict(ctx, engine.TextKey("t")); err != nil || removed != int64(len(keys)-1) {
+	if removed, err := cache.Evict(ctx, kv.TextKey("t")); err != nil || removed != int64(len(keys)-1) {
 		t.Fatalf("Evict = %d, %v; want %d", removed, err, len(keys)-1)
 	}
 }
@@ -113,16 +113,16 @@ func TestExpireZeroIsDeadAndNoneIsForever(t *testing.T) {
 	ctx := context.Background()
 	_, c := startServer(t)
 	cache := c.Cache("")
-	if err := cache.Set(ctx, engine.TextKey("dead"), engine.Int(1), engine.SetOptions{Expire: engine.ExpireAfter(0)}); err != nil {
+	if err := cache.Set(ctx, kv.TextKey("dead"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(0)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := cache.Get(ctx, engine.TextKey("dead")); ok || err != nil {
+	if _, ok, err := cache.Get(ctx, kv.TextKey("dead")); ok || err != nil {
 		t.Fatalf("expire=0 item readable: %v %v", ok, err)
 	}
-	if err := cache.Set(ctx, engine.TextKey("alive"), engine.Int(1), engine.SetOptions{}); err != nil {
+	if err := cache.Set(ctx, kv.TextKey("alive"), kv.Int(1), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	it, ok, err := cache.Get(ctx, engine.TextKey("alive"))
+	it, ok, err := cache.Get(ctx, kv.TextKey("alive"))
 	if !ok || err != nil || it.ExpireTime != 0 {
 		t.Fatalf("no-expiry item: %+v %v %v", it, ok, err)
 	}
@@ -134,10 +134,10 @@ func TestBatchOperations(t *testing.T) {
 	cache := c.Cache("batch/nested")
 	big := bytes.Repeat([]byte{7}, 100_000)
 	items := []client.SetItem{
-		{Key: engine.TextKey("a"), Value: engine.Text("A")},
-		{Key: engine.BytesKey([]byte{0, 1}), Value: engine.Bytes(big), Opts: engine.SetOptions{Tag: engine.BytesKey([]byte{9})}},
-		{Key: engine.IntKey(3), Value: engine.Int(33), Opts: engine.SetOptions{Expire: engine.ExpireAfter(time.Hour)}},
-		{Key: engine.TextKey("bad"), Value: engine.Value{Type: engine.ValueText, Data: []byte{0xff}}},
+		{Key: kv.TextKey("a"), Value: kv.Text("A")},
+		{Key: kv.BytesKey([]byte{0, 1}), Value: kv.Bytes(big), Opts: kv.SetOptions{Tag: kv.BytesKey([]byte{9})}},
+		{Key: kv.IntKey(3), Value: kv.Int(33), Opts: kv.SetOptions{Expire: kv.ExpireAfter(time.Hour)}},
+		{Key: kv.TextKey("bad"), Value: kv.Value{Type: kv.ValueText, Data: []byte{0xff}}},
 	}
 	res, err := cache.SetMany(ctx, items)
 	if err != nil {
@@ -146,21 +146,21 @@ func TestBatchOperations(t *testing.T) {
 	if res.Stored != 3 || len(res.Failed) != 1 || res.Failed[0].Index != 3 || res.Failed[0].Error != wire.CodeBadValue {
 		t.Fatalf("SetMany = %+v", res)
 	}
-	got, err := cache.GetMany(ctx, []engine.Key{engine.TextKey("a"), engine.TextKey("missing"), engine.BytesKey([]byte{0, 1}), engine.IntKey(3)})
+	got, err := cache.GetMany(ctx, []kv.Key{kv.TextKey("a"), kv.TextKey("missing"), kv.BytesKey([]byte{0, 1}), kv.IntKey(3)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got[0].Found || !got[0].Value.Equal(engine.Text("A")) || got[1].Found ||
-		!got[2].Found || !bytes.Equal(got[2].Value.Data, big) || !got[2].Tag.Equal(engine.BytesKey([]byte{9})) ||
-		!got[3].Value.Equal(engine.Int(33)) || got[3].ExpireTime == 0 {
+	if !got[0].Found || !got[0].Value.Equal(kv.Text("A")) || got[1].Found ||
+		!got[2].Found || !bytes.Equal(got[2].Value.Data, big) || !got[2].Tag.Equal(kv.BytesKey([]byte{9})) ||
+		!got[3].Value.Equal(kv.Int(33)) || got[3].ExpireTime == 0 {
 		t.Fatalf("GetMany = %+v", got)
 	}
-	del, err := cache.DeleteMany(ctx, []engine.Key{engine.TextKey("a"), engine.TextKey("missing")})
+	del, err := cache.DeleteMany(ctx, []kv.Key{kv.TextKey("a"), kv.TextKey("missing")})
 	if err != nil || len(del) != 2 || !del[0] || del[1] {
 		t.Fatalf("DeleteMany = %v, %v", del, err)
 	}
 	// The main cache does not see the named cache's items.
-	if _, ok, _ := c.Cache("").Get(ctx, engine.IntKey(3)); ok {
+	if _, ok, _ := c.Cache("").Get(ctx, kv.IntKey(3)); ok {
 		t.Fatal("named cache leaked into the main cache")
 	}
 }
@@ -172,12 +172,12 @@ func TestLargeValueStreamsBothWays(t *testing.T) {
 	const size = 64 << 20
 	src := io.LimitReader(&pattern{}, size)
 	h := sha256.New()
-	if err := cache.Set(ctx, engine.TextKey("huge"), engine.Value{Type: engine.ValueBytes},
-		engine.SetOptions{Body: io.TeeReader(src, h)}); err != nil {
+	if err := cache.Set(ctx, kv.TextKey("huge"), kv.Value{Type: kv.ValueBytes},
+		kv.SetOptions{Body: io.TeeReader(src, h)}); err != nil {
 		t.Fatal(err)
 	}
 	want := h.Sum(nil)
-	st, ok, err := cache.Open(ctx, engine.TextKey("huge"))
+	st, ok, err := cache.Open(ctx, kv.TextKey("huge"))
 	if err != nil || !ok {
 		t.Fatalf("Open = %v %v", ok, err)
 	}
@@ -328,10 +328,10 @@ func TestExpireBeyondDurationRange(t *testing.T) {
 	ctx := context.Background()
 	_, c := startServer(t)
 	cache := c.Cache("")
-	if err := cache.Set(ctx, engine.TextKey("forever-ish"), engine.Int(1), engine.SetOptions{Expire: engine.ExpireAfterSeconds(1e10)}); err != nil {
+	if err := cache.Set(ctx, kv.TextKey("forever-ish"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfterSeconds(1e10)}); err != nil {
 		t.Fatal(err)
 	}
-	it, ok, err := cache.Get(ctx, engine.TextKey("forever-ish"))
+	it, ok, err := cache.Get(ctx, kv.TextKey("forever-ish"))
 	if err != nil || !ok || it.ExpireTime < 1e10 {
 		t.Fatalf("item with a 1e10 s expiry: %+v %v %v", it, ok, err)
 	}
@@ -354,10 +354,10 @@ func TestDotSegmentsAreRefusedNotRedirected(t *testing.T) {
 	}
 	// The client escapes dots: a cache named ".." is refused as a name,
 	// never written into the root cache.
-	if err := c.Cache("..").Set(ctx, engine.TextKey("k"), engine.Text("v"), engine.SetOptions{}); err == nil {
+	if err := c.Cache("..").Set(ctx, kv.TextKey("k"), kv.Text("v"), kv.SetOptions{}); err == nil {
 		t.Fatal(`Cache("..").Set succeeded`)
 	}
-	if _, ok, _ := c.Cache("").Get(ctx, engine.TextKey("k")); ok {
+	if _, ok, _ := c.Cache("").Get(ctx, kv.TextKey("k")); ok {
 		t.Fatal(`Cache("..") wrote into the root cache`)
 	}
 }

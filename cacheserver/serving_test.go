@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	"github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func TestTLSServesHTTP2(t *testing.T) {
@@ -27,10 +27,10 @@ func TestTLSServesHTTP2(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := c.Cache("").Set(ctx, engine.TextKey("k"), engine.Text("over tls"), engine.SetOptions{}); err != nil {
+	if err := c.Cache("").Set(ctx, kv.TextKey("k"), kv.Text("over tls"), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	it, ok, err := c.Cache("").Get(ctx, engine.TextKey("k"))
+	it, ok, err := c.Cache("").Get(ctx, kv.TextKey("k"))
 	if err != nil || !ok || string(it.Value.Data) != "over tls" {
 		t.Fatalf("Get over TLS = %+v %v %v", it, ok, err)
 	}
@@ -61,10 +61,10 @@ func TestUnencryptedHTTP2(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := c.Cache("").Set(ctx, engine.TextKey("k"), engine.Int(7), engine.SetOptions{}); err != nil {
+	if err := c.Cache("").Set(ctx, kv.TextKey("k"), kv.Int(7), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if it, ok, err := c.Cache("").Get(ctx, engine.TextKey("k")); err != nil || !ok || !it.Value.Equal(engine.Int(7)) {
+	if it, ok, err := c.Cache("").Get(ctx, kv.TextKey("k")); err != nil || !ok || !it.Value.Equal(kv.Int(7)) {
 		t.Fatalf("Get over h2c = %+v %v %v", it, ok, err)
 	}
 	resp, err := hc.Get(srv.URL + "/healthz")
@@ -113,11 +113,11 @@ func TestHugeValueStreamsWithinMemoryBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := c.Cache("").Set(ctx, engine.TextKey("huge"), engine.Value{Type: engine.ValueBytes},
-		engine.SetOptions{Body: io.LimitReader(&pattern{}, size)}); err != nil {
+	if err := c.Cache("").Set(ctx, kv.TextKey("huge"), kv.Value{Type: kv.ValueBytes},
+		kv.SetOptions{Body: io.LimitReader(&pattern{}, size)}); err != nil {
 		t.Fatal(err)
 	}
-	st, ok, err := c.Cache("").Open(ctx, engine.TextKey("huge"))
+	st, ok, err := c.Cache("").Open(ctx, kv.TextKey("huge"))
 	if err != nil || !ok {
 		t.Fatalf("Open = %v %v", ok, err)
 	}

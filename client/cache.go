@@ -12,7 +12,7 @@ import (
 	"strconv"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Cache is the key API of the server's cache or of one named cache.
@@ -32,12 +32,12 @@ func (c *Client) Cache(name string) *Cache {
 
 // Item is a value with its metadata.
 type Item struct {
-	Key   engine.Key
-	Value engine.Value
+	Key   kv.Key
+	Value kv.Value
 	// ExpireTime is the absolute expiry in epoch seconds, 0 if none.
 	ExpireTime float64
 	// Tag is the zero Key when the item has none.
-	Tag engine.Key
+	Tag kv.Key
 }
 
 // Stream is a value being read from the server; close it.
@@ -48,14 +48,14 @@ type Stream struct {
 	Size int64
 }
 
-func (cc *Cache) keyPath(k engine.Key, suffix string) (string, url.Values) {
+func (cc *Cache) keyPath(k kv.Key, suffix string) (string, url.Values) {
 	seg, q := keySegment(k)
 	return cc.prefix + "/keys/" + seg + suffix, q
 }
 
 // keySegment writes a key as one escaped path segment plus the query
 // parameters (?kt=, ?ke=) that say how to read it.
-func keySegment(k engine.Key) (string, url.Values) {
+func keySegment(k kv.Key) (string, url.Values) {
 	raw, kind := wire.FormatKey(k)
 	q := url.Values{}
 	if kind != "text" {
@@ -68,7 +68,7 @@ func keySegment(k engine.Key) (string, url.Values) {
 	return seg, q
 }
 
-func setQuery(q url.Values, opts engine.SetOptions) {
+func setQuery(q url.Values, opts kv.SetOptions) {
 	if opts.Expire.IsSet() {
 		q.Set(wire.ParamExpire, strconv.FormatFloat(opts.Expire.Seconds(), 'f', -1, 64))
 	}
@@ -82,10 +82,10 @@ func setQuery(q url.Values, opts engine.SetOptions) {
 }
 
 // valueRequest puts a value (or opts.Body, streamed) into a request.
-func valueRequest(req *request, v engine.Value, opts engine.SetOptions) {
+func valueRequest(req *request, v kv.Value, opts kv.SetOptions) {
 	t := v.Type
-	if t == engine.ValueNone {
-		t = engine.ValueBytes
+	if t == kv.ValueNone {
+		t = kv.ValueBytes
 	}
 	req.header = http.Header{wire.HeaderValueType: {t.String()}}
 	if opts.Body != nil {
@@ -96,7 +96,7 @@ func valueRequest(req *request, v engine.Value, opts engine.SetOptions) {
 		return
 	}
 	switch v.Type {
-	case engine.ValueInt, engine.ValueFloat:
+	case kv.ValueInt, kv.ValueFloat:
 		req.body = []byte(wire.FormatNumber(v))
 	default:
 		req.body = v.Data
@@ -107,10 +107,10 @@ func valueRequest(req *request, v engine.Value, opts engine.SetOptions) {
 }
 
 // itemFromResponse reads the metadata headers of a single-item answer.
-func itemFromResponse(resp *http.Response, key engine.Key) (Item, error) {
+func itemFromResponse(resp *http.Response, key kv.Key) (Item, error) {
 	it := Item{Key: key}
 	h := resp.Header
-	t, err := engine.ParseValueType(h.Get(wire.HeaderValueType))
+	t, err := kv.ParseValueType(h.Get(wire.HeaderValueType))
 	if err != nil {
 		return it, fmt.Errorf("client: answer has %w", err)
 	}
@@ -144,13 +144,13 @@ func itemFromResponse(resp *http.Response, key engine.Key) (Item, error) {
 // decodeValue fills it.Value from a body.
 func decodeValue(it *Item, body []byte) error {
 	switch it.Value.Type {
-	case engine.ValueInt, engine.ValueFloat:
+	case kv.ValueInt, kv.ValueFloat:
 		n, err := wire.ParseNumber(string(body))
 		if err != nil {
 			return fmt.Errorf("client: %w", err)
 		}
-		if it.Value.Type == engine.ValueFloat && n.Type == engine.ValueInt {
-			n = engine.Float(float64(n.Int))
+		if it.Value.Type == kv.ValueFloat && n.Type == kv.ValueInt {
+			n = kv.Float(float64(n.Int))
 		}
 		it.Value = n
 	default:
@@ -160,7 +160,7 @@ func decodeValue(it *Item, body []byte) error {
 }
 
 // readItem reads a whole single-item answer.
-func readItem(resp *http.Response, key engine.Key) (Item, error) {
+func readItem(resp *http.Response, key kv.Key) (Item, error) {
 	defer resp.Body.Close()
 	it, err := itemFromResponse(resp, key)
 	if err != nil {
@@ -174,7 +174,7 @@ func readItem(resp *http.Response, key engine.Key) (Item, error) {
 }
 
 // Get returns the item under key; ok is false on a miss.
-func (cc *Cache) Get(ctx context.Context, key engine.Key) (Item, bool, error) {
+func (cc *Cache) Get(ctx context.Context, key kv.Key) (Item, bool, error) {
 	p, q := cc.keyPath(key, "")
 	resp, err := cc.c.do(ctx, request{method: http.MethodGet, path: p, query: q, idempotent: true})
 	if errors.Is(err, ErrNotFound) {
@@ -188,7 +188,7 @@ func (cc *Cache) Get(ctx context.Context, key engine.Key) (Item, bool, error) {
 }
 
 // Open streams the value under key instead of reading it whole.
-func (cc *Cache) Open(ctx context.Context, key engine.Key) (*Stream, bool, error) {
+func (cc *Cache) Open(ctx context.Context, key kv.Key) (*Stream, bool, error) {
 	p, q := cc.keyPath(key, "")
 	resp, err := cc.c.do(ctx, request{method: http.MethodGet, path: p, query: q, idempotent: true})
 	if errors.Is(err, ErrNotFound) {
@@ -206,7 +206,7 @@ func (cc *Cache) Open(ctx context.Context, key engine.Key) (*Stream, bool, error
 }
 
 // Contains reports whether key has a live item.
-func (cc *Cache) Contains(ctx context.Context, key engine.Key) (bool, error) {
+func (cc *Cache) Contains(ctx context.Context, key kv.Key) (bool, error) {
 	p, q := cc.keyPath(key, "")
 	resp, err := cc.c.do(ctx, request{method: http.MethodHead, path: p, query: q, idempotent: true}, http.StatusNotFound)
 	if err != nil {
@@ -218,7 +218,7 @@ func (cc *Cache) Contains(ctx context.Context, key engine.Key) (bool, error) {
 
 // Set stores value under key. With opts.Body set the value is streamed
 // from it (value.Type still names its type).
-func (cc *Cache) Set(ctx context.Context, key engine.Key, value engine.Value, opts engine.SetOptions) error {
+func (cc *Cache) Set(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) error {
 	p, q := cc.keyPath(key, "")
 	setQuery(q, opts)
 	req := request{method: http.MethodPut, path: p, query: q, idempotent: true}
@@ -228,7 +228,7 @@ func (cc *Cache) Set(ctx context.Context, key engine.Key, value engine.Value, op
 }
 
 // Add stores value only if key has no live item and reports whether it did.
-func (cc *Cache) Add(ctx context.Context, key engine.Key, value engine.Value, opts engine.SetOptions) (bool, error) {
+func (cc *Cache) Add(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
 	p, q := cc.keyPath(key, "/add")
 	setQuery(q, opts)
 	req := request{method: http.MethodPost, path: p, query: q}
@@ -239,16 +239,16 @@ func (cc *Cache) Add(ctx context.Context, key engine.Key, value engine.Value, op
 }
 
 // Touch sets a live item's expiry and reports whether key was live.
-func (cc *Cache) Touch(ctx context.Context, key engine.Key, expire engine.Expiry) (bool, error) {
+func (cc *Cache) Touch(ctx context.Context, key kv.Key, expire kv.Expiry) (bool, error) {
 	p, q := cc.keyPath(key, "/touch")
-	setQuery(q, engine.SetOptions{Expire: expire})
+	setQuery(q, kv.SetOptions{Expire: expire})
 	var out struct{ Touched bool }
 	_, err := cc.c.doJSON(ctx, request{method: http.MethodPost, path: p, query: q, idempotent: true}, &out)
 	return out.Touched, err
 }
 
 // Delete removes key and reports whether it had a live item.
-func (cc *Cache) Delete(ctx context.Context, key engine.Key) (bool, error) {
+func (cc *Cache) Delete(ctx context.Context, key kv.Key) (bool, error) {
 	p, q := cc.keyPath(key, "")
 	var out struct{ Deleted bool }
 	_, err := cc.c.doJSON(ctx, request{method: http.MethodDelete, path: p, query: q, idempotent: true}, &out)
@@ -256,7 +256,7 @@ func (cc *Cache) Delete(ctx context.Context, key engine.Key) (bool, error) {
 }
 
 // Pop removes and returns the item under key.
-func (cc *Cache) Pop(ctx context.Context, key engine.Key) (Item, bool, error) {
+func (cc *Cache) Pop(ctx context.Context, key kv.Key) (Item, bool, error) {
 	p, q := cc.keyPath(key, "/pop")
 	resp, err := cc.c.do(ctx, request{method: http.MethodPost, path: p, query: q})
 	if errors.Is(err, ErrNotFound) {
@@ -272,26 +272,26 @@ func (cc *Cache) Pop(ctx context.Context, key engine.Key) (Item, bool, error) {
 // Incr adds delta to the number under key atomically on the server. A
 // missing key starts at def; a def of type ValueNone makes a missing key
 // an error matching ErrNotFound.
-func (cc *Cache) Incr(ctx context.Context, key engine.Key, delta, def engine.Value) (engine.Value, error) {
+func (cc *Cache) Incr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	return cc.incr(ctx, "/incr", key, delta, def)
 }
 
 // Decr subtracts delta; see Incr.
-func (cc *Cache) Decr(ctx context.Context, key engine.Key, delta, def engine.Value) (engine.Value, error) {
+func (cc *Cache) Decr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	return cc.incr(ctx, "/decr", key, delta, def)
 }
 
-func (cc *Cache) incr(ctx context.Context, op string, key engine.Key, delta, def engine.Value) (engine.Value, error) {
+func (cc *Cache) incr(ctx context.Context, op string, key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	p, q := cc.keyPath(key, op)
 	q.Set("delta", wire.FormatNumber(delta))
-	if def.Type == engine.ValueNone {
+	if def.Type == kv.ValueNone {
 		q.Set("default", "none")
 	} else {
 		q.Set("default", wire.FormatNumber(def))
 	}
 	resp, err := cc.c.do(ctx, request{method: http.MethodPost, path: p, query: q})
 	if err != nil {
-		return engine.Value{}, err
+		return kv.Value{}, err
 	}
 	it, err := readItem(resp, key)
 	return it.Value, err
@@ -304,7 +304,7 @@ type Result struct {
 }
 
 // GetMany returns an answer per key, in order.
-func (cc *Cache) GetMany(ctx context.Context, keys []engine.Key) ([]Result, error) {
+func (cc *Cache) GetMany(ctx context.Context, keys []kv.Key) ([]Result, error) {
 	body, err := keysBody(keys)
 	if err != nil {
 		return nil, err
@@ -355,7 +355,7 @@ func ItemFromRecord(rec wire.Record, value io.Reader) (Item, error) {
 	if rec.Type == "" {
 		return it, nil
 	}
-	if it.Value.Type, err = engine.ParseValueType(rec.Type); err != nil {
+	if it.Value.Type, err = kv.ParseValueType(rec.Type); err != nil {
 		return it, fmt.Errorf("client: record: %w", err)
 	}
 	b, err := io.ReadAll(value)
@@ -365,7 +365,7 @@ func ItemFromRecord(rec wire.Record, value io.Reader) (Item, error) {
 	return it, decodeValue(&it, b)
 }
 
-func keysBody(keys []engine.Key) ([]byte, error) {
+func keysBody(keys []kv.Key) ([]byte, error) {
 	body := struct {
 		Keys []wire.EncodeKeyJSON `json:"keys"`
 	}{Keys: make([]wire.EncodeKeyJSON, len(keys))}
@@ -377,9 +377,9 @@ func keysBody(keys []engine.Key) ([]byte, error) {
 
 // SetItem is one item of SetMany.
 type SetItem struct {
-	Key   engine.Key
-	Value engine.Value
-	Opts  engine.SetOptions // Body is not supported here
+	Key   kv.Key
+	Value kv.Value
+	Opts  kv.SetOptions // Body is not supported here
 }
 
 // SetManyResult says what SetMany stored.
@@ -400,8 +400,8 @@ func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, e
 	for _, it := range items {
 		kj := wire.KeyToJSON(it.Key)
 		t := it.Value.Type
-		if t == engine.ValueNone {
-			t = engine.ValueBytes
+		if t == kv.ValueNone {
+			t = kv.ValueBytes
 		}
 		rec := wire.Record{Key: kj.Key, Kind: kj.Kind, Type: t.String()}
 		if it.Opts.Expire.IsSet() {
@@ -413,7 +413,7 @@ func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, e
 			rec.Tag, rec.TagKind = &tj.Key, tj.Kind
 		}
 		data := it.Value.Data
-		if t == engine.ValueInt || t == engine.ValueFloat {
+		if t == kv.ValueInt || t == kv.ValueFloat {
 			data = []byte(wire.FormatNumber(it.Value))
 		}
 		if err := rw.Write(rec, data); err != nil {
@@ -427,7 +427,7 @@ func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, e
 }
 
 // DeleteMany deletes keys and says, per key, whether it had a live item.
-func (cc *Cache) DeleteMany(ctx context.Context, keys []engine.Key) ([]bool, error) {
+func (cc *Cache) DeleteMany(ctx context.Context, keys []kv.Key) ([]bool, error) {
 	body, err := keysBody(keys)
 	if err != nil {
 		return nil, err
@@ -450,9 +450,9 @@ func (cc *Cache) remove(ctx context.Context, op string, q url.Values) (int64, er
 }
 
 // Evict removes every item tagged tag.
-func (cc *Cache) Evict(ctx context.Context, tag engine.Key) (int64, error) {
+func (cc *Cache) Evict(ctx context.Context, tag kv.Key) (int64, error) {
 	q := url.Values{}
-	setQuery(q, engine.SetOptions{Tag: tag})
+	setQuery(q, kv.SetOptions{Tag: tag})
 	return cc.remove(ctx, "/evict", q)
 }
 
@@ -467,8 +467,8 @@ func (cc *Cache) Cull(ctx context.Context) (int64, error) { return cc.remove(ctx
 func (cc *Cache) Clear(ctx context.Context) (int64, error) { return cc.remove(ctx, "/clear", nil) }
 
 // Check verifies (and with fix, repairs) the cache.
-func (cc *Cache) Check(ctx context.Context, fix bool) ([]engine.Warning, error) {
-	var out struct{ Warnings []engine.Warning }
+func (cc *Cache) Check(ctx context.Context, fix bool) ([]kv.Warning, error) {
+	var out struct{ Warnings []kv.Warning }
 	_, err := cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + "/check",
 		query: url.Values{"fix": {strconv.FormatBool(fix)}}, idempotent: !fix}, &out)
 	return out.Warnings, err

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func newClient(t *testing.T) *client.Client {
@@ -30,9 +30,9 @@ func TestCollectionIterators(t *testing.T) {
 	c := newClient(t)
 
 	d := c.Deque("iter")
-	var vals []engine.Value
+	var vals []kv.Value
 	for i := 0; i < 11; i++ {
-		vals = append(vals, engine.Int(int64(i)))
+		vals = append(vals, kv.Int(int64(i)))
 	}
 	if n, err := d.Extend(ctx, vals); err != nil || n != 11 {
 		t.Fatalf("Extend = %d, %v", n, err)
@@ -42,7 +42,7 @@ func TestCollectionIterators(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if it.Index != int64(i) || !it.Value.Equal(engine.Int(int64(i))) {
+		if it.Index != int64(i) || !it.Value.Equal(kv.Int(int64(i))) {
 			t.Fatalf("reverse item = %+v, want index and value %d", it, i)
 		}
 		i--
@@ -56,7 +56,7 @@ func TestCollectionIterators(t *testing.T) {
 	}
 
 	big := bytes.Repeat([]byte("value file "), 20_000)
-	if _, err := d.AppendLeft(ctx, engine.Bytes(big)); err != nil {
+	if _, err := d.AppendLeft(ctx, kv.Bytes(big)); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := d.PeekLeft(ctx); err != nil || !bytes.Equal(v.Data, big) {
@@ -71,7 +71,7 @@ func TestCollectionIterators(t *testing.T) {
 
 	x := c.Index("iter")
 	for i := 0; i < 9; i++ {
-		if err := x.Set(ctx, engine.TextKey(fmt.Sprintf("k%d", i)), engine.Int(int64(i))); err != nil {
+		if err := x.Set(ctx, kv.TextKey(fmt.Sprintf("k%d", i)), kv.Int(int64(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,7 +80,7 @@ func TestCollectionIterators(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := fmt.Sprintf("k%d", 8-n); it.Key.Text() != want || it.Value.Type != engine.ValueNone {
+		if want := fmt.Sprintf("k%d", 8-n); it.Key.Text() != want || it.Value.Type != kv.ValueNone {
 			t.Fatalf("item %d = %+v, want key %s without value", n, it, want)
 		}
 		n++
@@ -93,7 +93,7 @@ func TestCollectionIterators(t *testing.T) {
 func TestRecipeHelpers(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(t)
-	key := engine.BytesKey([]byte{0, '/', 0xff})
+	key := kv.BytesKey([]byte{0, '/', 0xff})
 
 	l := c.Lock(key)
 	if st, err := l.Acquire(ctx, "me", time.Hour, 0); err != nil || !st.Acquired || st.Remaining <= 0 {
@@ -113,7 +113,7 @@ func TestRecipeHelpers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := c.Semaphore(engine.IntKey(1), 1)
+	s := c.Semaphore(kv.IntKey(1), 1)
 	if st, err := s.Acquire(ctx, "a", time.Hour, 0); err != nil || !st.Acquired || st.InUse != 1 {
 		t.Fatalf("Semaphore Acquire = %+v, %v", st, err)
 	}
@@ -121,12 +121,12 @@ func TestRecipeHelpers(t *testing.T) {
 		t.Fatalf("Semaphore Acquire when full = %+v, %v (want a retry hint from the expiring permit)", st, err)
 	}
 
-	a := c.Averager(engine.FloatKey(0.5))
+	a := c.Averager(kv.FloatKey(0.5))
 	if avg, n, err := a.Add(ctx, -1.5); err != nil || avg != -1.5 || n != 1 {
 		t.Fatalf("Add = %v %d %v", avg, n, err)
 	}
 
-	rl := c.RateLimit(engine.TextKey("rl"), 2, time.Hour)
+	rl := c.RateLimit(kv.TextKey("rl"), 2, time.Hour)
 	if res, err := rl.Take(ctx, 2); err != nil || !res.Allowed {
 		t.Fatalf("Take(2) = %+v, %v", res, err)
 	}

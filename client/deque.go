@@ -12,7 +12,7 @@ import (
 	"strconv"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // ErrIndexOutOfRange matches the error of a deque index outside the deque
@@ -67,25 +67,25 @@ func (d *Deque) Clear(ctx context.Context) (int64, error) {
 	return out.Removed, err
 }
 
-func (d *Deque) push(ctx context.Context, side string, v engine.Value, opts []PushOption) (int64, error) {
+func (d *Deque) push(ctx context.Context, side string, v kv.Value, opts []PushOption) (int64, error) {
 	req := request{method: http.MethodPost, path: d.path + "/push", query: pushQuery(side, opts)}
-	valueRequest(&req, v, engine.SetOptions{})
+	valueRequest(&req, v, kv.SetOptions{})
 	var out lenAnswer
 	_, err := d.c.doJSON(ctx, req, &out)
 	return out.Len, err
 }
 
 // Append adds v at the back and returns the length after.
-func (d *Deque) Append(ctx context.Context, v engine.Value, opts ...PushOption) (int64, error) {
+func (d *Deque) Append(ctx context.Context, v kv.Value, opts ...PushOption) (int64, error) {
 	return d.push(ctx, "back", v, opts)
 }
 
 // AppendLeft adds v at the front and returns the length after.
-func (d *Deque) AppendLeft(ctx context.Context, v engine.Value, opts ...PushOption) (int64, error) {
+func (d *Deque) AppendLeft(ctx context.Context, v kv.Value, opts ...PushOption) (int64, error) {
 	return d.push(ctx, "front", v, opts)
 }
 
-func (d *Deque) extend(ctx context.Context, side string, values []engine.Value, opts []PushOption) (int64, error) {
+func (d *Deque) extend(ctx context.Context, side string, values []kv.Value, opts []PushOption) (int64, error) {
 	var buf bytes.Buffer
 	rw := wire.NewRecordWriter(&buf)
 	for _, v := range values {
@@ -101,13 +101,13 @@ func (d *Deque) extend(ctx context.Context, side string, values []engine.Value, 
 }
 
 // valueRecord is a record carrying only a value.
-func valueRecord(v engine.Value) (wire.Record, []byte) {
+func valueRecord(v kv.Value) (wire.Record, []byte) {
 	t := v.Type
-	if t == engine.ValueNone {
-		t = engine.ValueBytes
+	if t == kv.ValueNone {
+		t = kv.ValueBytes
 	}
 	data := v.Data
-	if t == engine.ValueInt || t == engine.ValueFloat {
+	if t == kv.ValueInt || t == kv.ValueFloat {
 		data = []byte(wire.FormatNumber(v))
 	}
 	return wire.Record{Type: t.String()}, data
@@ -115,43 +115,43 @@ func valueRecord(v engine.Value) (wire.Record, []byte) {
 
 // Extend appends values at the back, in order, atomically, and returns the
 // length after.
-func (d *Deque) Extend(ctx context.Context, values []engine.Value, opts ...PushOption) (int64, error) {
+func (d *Deque) Extend(ctx context.Context, values []kv.Value, opts ...PushOption) (int64, error) {
 	return d.extend(ctx, "back", values, opts)
 }
 
 // ExtendLeft adds values at the front one after the other (so they end up
 // reversed), atomically, and returns the length after.
-func (d *Deque) ExtendLeft(ctx context.Context, values []engine.Value, opts ...PushOption) (int64, error) {
+func (d *Deque) ExtendLeft(ctx context.Context, values []kv.Value, opts ...PushOption) (int64, error) {
 	return d.extend(ctx, "front", values, opts)
 }
 
-func (d *Deque) take(ctx context.Context, method, op, side string) (engine.Value, error) {
+func (d *Deque) take(ctx context.Context, method, op, side string) (kv.Value, error) {
 	resp, err := d.c.do(ctx, request{method: method, path: d.path + op, query: url.Values{"side": {side}},
 		idempotent: method == http.MethodGet})
 	if err != nil {
-		return engine.Value{}, err
+		return kv.Value{}, err
 	}
-	it, err := readItem(resp, engine.Key{})
+	it, err := readItem(resp, kv.Key{})
 	return it.Value, err
 }
 
 // Pop removes and returns the back item; ErrEmpty when there is none.
-func (d *Deque) Pop(ctx context.Context) (engine.Value, error) {
+func (d *Deque) Pop(ctx context.Context) (kv.Value, error) {
 	return d.take(ctx, http.MethodPost, "/pop", "back")
 }
 
 // PopLeft removes and returns the front item; ErrEmpty when there is none.
-func (d *Deque) PopLeft(ctx context.Context) (engine.Value, error) {
+func (d *Deque) PopLeft(ctx context.Context) (kv.Value, error) {
 	return d.take(ctx, http.MethodPost, "/pop", "front")
 }
 
 // Peek returns the back item; ErrEmpty when there is none.
-func (d *Deque) Peek(ctx context.Context) (engine.Value, error) {
+func (d *Deque) Peek(ctx context.Context) (kv.Value, error) {
 	return d.take(ctx, http.MethodGet, "/peek", "back")
 }
 
 // PeekLeft returns the front item; ErrEmpty when there is none.
-func (d *Deque) PeekLeft(ctx context.Context) (engine.Value, error) {
+func (d *Deque) PeekLeft(ctx context.Context) (kv.Value, error) {
 	return d.take(ctx, http.MethodGet, "/peek", "front")
 }
 
@@ -159,7 +159,7 @@ func (d *Deque) PeekLeft(ctx context.Context) (engine.Value, error) {
 type DequeItem struct {
 	// Index is the item's position, 0 at the front.
 	Index int64
-	Value engine.Value
+	Value kv.Value
 }
 
 // DequePage is one page of a deque listing.
@@ -236,19 +236,19 @@ func (d *Deque) itemPath(i int) string { return d.path + "/items/" + strconv.Ito
 
 // At returns the item at index i (negative counts from the back);
 // ErrIndexOutOfRange outside the deque.
-func (d *Deque) At(ctx context.Context, i int) (engine.Value, error) {
+func (d *Deque) At(ctx context.Context, i int) (kv.Value, error) {
 	resp, err := d.c.do(ctx, request{method: http.MethodGet, path: d.itemPath(i), idempotent: true})
 	if err != nil {
-		return engine.Value{}, err
+		return kv.Value{}, err
 	}
-	it, err := readItem(resp, engine.Key{})
+	it, err := readItem(resp, kv.Key{})
 	return it.Value, err
 }
 
 // SetAt replaces the item at index i (see At).
-func (d *Deque) SetAt(ctx context.Context, i int, v engine.Value) error {
+func (d *Deque) SetAt(ctx context.Context, i int, v kv.Value) error {
 	req := request{method: http.MethodPut, path: d.itemPath(i), idempotent: true}
-	valueRequest(&req, v, engine.SetOptions{})
+	valueRequest(&req, v, kv.SetOptions{})
 	_, err := d.c.doJSON(ctx, req, nil)
 	return err
 }
@@ -275,9 +275,9 @@ func (d *Deque) Reverse(ctx context.Context) error {
 
 // Remove removes the first item equal to v (python's equality: Int(1)
 // equals Float(1.0)) and reports whether there was one.
-func (d *Deque) Remove(ctx context.Context, v engine.Value) (bool, error) {
+func (d *Deque) Remove(ctx context.Context, v kv.Value) (bool, error) {
 	req := request{method: http.MethodPost, path: d.path + "/remove"}
-	valueRequest(&req, v, engine.SetOptions{})
+	valueRequest(&req, v, kv.SetOptions{})
 	var out struct {
 		Removed bool `json:"removed"`
 	}
@@ -286,9 +286,9 @@ func (d *Deque) Remove(ctx context.Context, v engine.Value) (bool, error) {
 }
 
 // Count returns the number of items equal to v (see Remove).
-func (d *Deque) Count(ctx context.Context, v engine.Value) (int64, error) {
+func (d *Deque) Count(ctx context.Context, v kv.Value) (int64, error) {
 	req := request{method: http.MethodPost, path: d.path + "/count", idempotent: true}
-	valueRequest(&req, v, engine.SetOptions{})
+	valueRequest(&req, v, kv.SetOptions{})
 	var out struct {
 		Count int64 `json:"count"`
 	}

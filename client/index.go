@@ -11,7 +11,7 @@ import (
 	"strconv"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Index is a named python-diskcache Index on the server
@@ -43,42 +43,42 @@ func (x *Index) Clear(ctx context.Context) (int64, error) {
 }
 
 // Get returns the item under key; ok is false when there is none.
-func (x *Index) Get(ctx context.Context, key engine.Key) (Item, bool, error) {
+func (x *Index) Get(ctx context.Context, key kv.Key) (Item, bool, error) {
 	return x.keys.Get(ctx, key)
 }
 
 // Contains reports whether key is in the index.
-func (x *Index) Contains(ctx context.Context, key engine.Key) (bool, error) {
+func (x *Index) Contains(ctx context.Context, key kv.Key) (bool, error) {
 	return x.keys.Contains(ctx, key)
 }
 
 // Set stores value under key: at the end for a new key, in its place for
 // an existing one.
-func (x *Index) Set(ctx context.Context, key engine.Key, value engine.Value) error {
-	return x.keys.Set(ctx, key, value, engine.SetOptions{})
+func (x *Index) Set(ctx context.Context, key kv.Key, value kv.Value) error {
+	return x.keys.Set(ctx, key, value, kv.SetOptions{})
 }
 
 // Delete removes key and reports whether it was there.
-func (x *Index) Delete(ctx context.Context, key engine.Key) (bool, error) {
+func (x *Index) Delete(ctx context.Context, key kv.Key) (bool, error) {
 	return x.keys.Delete(ctx, key)
 }
 
 // SetDefault returns the value under key, storing def there first when the
 // key is missing.
-func (x *Index) SetDefault(ctx context.Context, key engine.Key, def engine.Value) (engine.Value, error) {
+func (x *Index) SetDefault(ctx context.Context, key kv.Key, def kv.Value) (kv.Value, error) {
 	p, q := x.keys.keyPath(key, "/setdefault")
 	req := request{method: http.MethodPost, path: p, query: q, idempotent: true}
-	valueRequest(&req, def, engine.SetOptions{})
+	valueRequest(&req, def, kv.SetOptions{})
 	resp, err := x.c.do(ctx, req)
 	if err != nil {
-		return engine.Value{}, err
+		return kv.Value{}, err
 	}
 	it, err := readItem(resp, key)
 	return it.Value, err
 }
 
 // Pop removes key and returns its item; ok is false when it was missing.
-func (x *Index) Pop(ctx context.Context, key engine.Key) (Item, bool, error) {
+func (x *Index) Pop(ctx context.Context, key kv.Key) (Item, bool, error) {
 	return x.keys.Pop(ctx, key)
 }
 
@@ -88,7 +88,7 @@ func (x *Index) itemWithKey(ctx context.Context, method, op string, q url.Values
 	if err != nil {
 		return Item{}, err
 	}
-	return readItem(resp, engine.Key{})
+	return readItem(resp, kv.Key{})
 }
 
 // PopItem removes and returns the last item in insertion order (the first
@@ -115,7 +115,7 @@ const (
 // Push adds value to the queue named prefix inside the index (integer keys
 // when prefix is empty, else "<prefix>-%015d" text keys) at side (empty:
 // back) and returns the new key, python's Index.push.
-func (x *Index) Push(ctx context.Context, value engine.Value, prefix string, side Side) (engine.Key, error) {
+func (x *Index) Push(ctx context.Context, value kv.Value, prefix string, side Side) (kv.Key, error) {
 	q := url.Values{}
 	if prefix != "" {
 		q.Set("prefix", prefix)
@@ -124,17 +124,17 @@ func (x *Index) Push(ctx context.Context, value engine.Value, prefix string, sid
 		q.Set("side", string(side))
 	}
 	req := request{method: http.MethodPost, path: x.path + "/push", query: q}
-	valueRequest(&req, value, engine.SetOptions{})
+	valueRequest(&req, value, kv.SetOptions{})
 	var out struct {
 		Key  string `json:"key"`
 		Kind string `json:"kt"`
 	}
 	if _, err := x.c.doJSON(ctx, req, &out); err != nil {
-		return engine.Key{}, err
+		return kv.Key{}, err
 	}
 	k, err := wire.ParseKey(out.Key, out.Kind)
 	if err != nil {
-		return engine.Key{}, fmt.Errorf("client: push answered a bad key: %w", err)
+		return kv.Key{}, fmt.Errorf("client: push answered a bad key: %w", err)
 	}
 	return k, nil
 }

@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // ErrRateLimited matches the error of a RateLimit call that was refused.
 var ErrRateLimited error = sentinel(wire.CodeRateLimited)
 
 // recipePath is the escaped path of a recipe's key and its ?kt=.
-func recipePath(kind string, key engine.Key) (string, url.Values) {
+func recipePath(kind string, key kv.Key) (string, url.Values) {
 	seg, q := keySegment(key)
 	return "/v1/" + kind + "/" + seg, q
 }
@@ -38,14 +38,14 @@ type Lock struct {
 }
 
 // Lock returns the (non-reentrant) lock under key.
-func (c *Client) Lock(key engine.Key) *Lock {
+func (c *Client) Lock(key kv.Key) *Lock {
 	p, q := recipePath("locks", key)
 	return &Lock{c: c, path: p, query: q}
 }
 
 // RLock returns the re-entrant lock under key: its owner may acquire it
 // again, and must release it as many times.
-func (c *Client) RLock(key engine.Key) *Lock {
+func (c *Client) RLock(key kv.Key) *Lock {
 	l := c.Lock(key)
 	l.reentrant = true
 	return l
@@ -71,7 +71,7 @@ type lockAnswer struct {
 	Remaining float64 `json:"remaining"`
 }
 
-func (l *Lock) q(kv ...string) url.Values {
+func (l *Lock) q(pairs ...string) url.Values {
 	q := url.Values{}
 	for k, v := range l.query {
 		q[k] = v
@@ -79,8 +79,8 @@ func (l *Lock) q(kv ...string) url.Values {
 	if l.reentrant {
 		q.Set("reentrant", "true")
 	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		q.Set(kv[i], kv[i+1])
+	for i := 0; i+1 < len(pairs); i += 2 {
+		q.Set(pairs[i], pairs[i+1])
 	}
 	return q
 }
@@ -132,18 +132,18 @@ type Semaphore struct {
 }
 
 // Semaphore returns the semaphore under key with value permits.
-func (c *Client) Semaphore(key engine.Key, value int) *Semaphore {
+func (c *Client) Semaphore(key kv.Key, value int) *Semaphore {
 	p, q := recipePath("semaphores", key)
 	return &Semaphore{c: c, path: p, query: q, value: value}
 }
 
-func (s *Semaphore) q(kv ...string) url.Values {
+func (s *Semaphore) q(pairs ...string) url.Values {
 	q := url.Values{}
 	for k, v := range s.query {
 		q[k] = v
 	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		q.Set(kv[i], kv[i+1])
+	for i := 0; i+1 < len(pairs); i += 2 {
+		q.Set(pairs[i], pairs[i+1])
 	}
 	return q
 }
@@ -207,7 +207,7 @@ type Averager struct {
 }
 
 // Averager returns the running average under key.
-func (c *Client) Averager(key engine.Key) *Averager {
+func (c *Client) Averager(key kv.Key) *Averager {
 	p, q := recipePath("averages", key)
 	return &Averager{c: c, path: p, query: q}
 }
@@ -221,7 +221,7 @@ type averageAnswer struct {
 func (a *Averager) Add(ctx context.Context, x float64) (float64, int64, error) {
 	var out averageAnswer
 	_, err := a.c.doJSON(ctx, request{method: http.MethodPost, path: a.path, query: a.query,
-		body: []byte(wire.FormatNumber(engine.Float(x))), header: http.Header{"Content-Type": {"text/plain"}}}, &out)
+		body: []byte(wire.FormatNumber(kv.Float(x))), header: http.Header{"Content-Type": {"text/plain"}}}, &out)
 	return out.Average, out.Count, err
 }
 
@@ -251,7 +251,7 @@ type RateLimit struct {
 }
 
 // RateLimit returns the bucket under key allowing count calls per period.
-func (c *Client) RateLimit(key engine.Key, count int, per time.Duration) *RateLimit {
+func (c *Client) RateLimit(key kv.Key, count int, per time.Duration) *RateLimit {
 	p, q := recipePath("ratelimits", key)
 	return &RateLimit{c: c, path: p, query: q, count: count, per: per}
 }

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func TestIdempotentCallsRetryOn503(t *testing.T) {
@@ -28,8 +28,8 @@ func TestIdempotentCallsRetryOn503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it, ok, err := c.Cache("").Get(context.Background(), engine.TextKey("k"))
-	if err != nil || !ok || !it.Value.Equal(engine.Int(5)) || calls.Load() != 3 {
+	it, ok, err := c.Cache("").Get(context.Background(), kv.TextKey("k"))
+	if err != nil || !ok || !it.Value.Equal(kv.Int(5)) || calls.Load() != 3 {
 		t.Fatalf("Get = %+v %v %v after %d calls; want 5 after 3", it, ok, err, calls.Load())
 	}
 }
@@ -43,7 +43,7 @@ func TestNonIdempotentCallsDoNotRetry(t *testing.T) {
 	}))
 	defer ts.Close()
 	c, _ := New(ts.URL, Options{Retries: 5, Backoff: 1, DirectOnly: true})
-	_, err := c.Cache("").Incr(context.Background(), engine.TextKey("n"), engine.Int(1), engine.Int(0))
+	_, err := c.Cache("").Incr(context.Background(), kv.TextKey("n"), kv.Int(1), kv.Int(0))
 	if !errors.Is(err, ErrTimeout) || calls.Load() != 1 {
 		t.Fatalf("Incr = %v after %d calls; want one call and ErrTimeout", err, calls.Load())
 	}
@@ -73,7 +73,7 @@ func TestConnectionErrorsRetryThenFail(t *testing.T) {
 		}
 	}()
 	c, _ := New("http://"+l.Addr().String(), Options{Retries: 2, Backoff: 1, DirectOnly: true})
-	if _, _, err := c.Cache("").Get(context.Background(), engine.TextKey("k")); err == nil {
+	if _, _, err := c.Cache("").Get(context.Background(), kv.TextKey("k")); err == nil {
 		t.Fatal("Get against a closing listener succeeded")
 	}
 	if n := accepted.Load(); n != 3 {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
@@ -47,8 +47,8 @@ func TestSmartClientGoesStraightToOwners(t *testing.T) {
 	}
 	const n = 200
 	for i := 0; i < n; i++ {
-		k := engine.TextKey(fmt.Sprintf("k%d", i))
-		if err := c.Cache("").Set(ctx, k, engine.Text("v"), engine.SetOptions{}); err != nil {
+		k := kv.TextKey(fmt.Sprintf("k%d", i))
+		if err := c.Cache("").Set(ctx, k, kv.Text("v"), kv.SetOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok, err := c.Cache("").Get(ctx, k); err != nil || !ok {
@@ -67,7 +67,7 @@ func TestSmartClientGoesStraightToOwners(t *testing.T) {
 	// A client that may only use the base URL pays a hop for other owners.
 	direct, _ := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, DirectOnly: true})
 	for i := 0; i < 30; i++ {
-		if _, _, err := direct.Cache("").Get(ctx, engine.TextKey(fmt.Sprintf("k%d", i))); err != nil {
+		if _, _, err := direct.Cache("").Get(ctx, kv.TextKey(fmt.Sprintf("k%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -81,7 +81,7 @@ func TestSmartClientGoesStraightToOwners(t *testing.T) {
 	var down, up int
 	for i := 0; i < 40; i++ {
 		k := fmt.Sprintf("k%d", i)
-		_, ok, err := c.Cache("").Get(ctx, engine.TextKey(k))
+		_, ok, err := c.Cache("").Get(ctx, kv.TextKey(k))
 		if topology.Owner([]byte(k), 3) == 2 {
 			var e *Error
 			if !errors.As(err, &e) || e.Code != "shard_unavailable" {

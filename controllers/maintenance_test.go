@@ -15,7 +15,7 @@ import (
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func findEvent(t *testing.T, ns, name, reason string) (eventsv1.Event, bool) {
@@ -55,12 +55,12 @@ func TestMaintenanceEndToEnd(t *testing.T) {
 		return c.Cache("")
 	}
 	for i := range 10 {
-		if err := cc(0).Set(bg, engine.TextKey(fmt.Sprint("dead-", i)), engine.Bytes([]byte("x")), engine.SetOptions{Expire: engine.ExpireAfterSeconds(-60)}); err != nil {
+		if err := cc(0).Set(bg, kv.TextKey(fmt.Sprint("dead-", i)), kv.Bytes([]byte("x")), kv.SetOptions{Expire: kv.ExpireAfterSeconds(-60)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 100 {
-		if err := cc(1).Set(bg, engine.TextKey(fmt.Sprint("big-", i)), engine.Bytes(make([]byte, 8<<10)), engine.SetOptions{}); err != nil {
+		if err := cc(1).Set(bg, kv.TextKey(fmt.Sprint("big-", i)), kv.Bytes(make([]byte, 8<<10)), kv.SetOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

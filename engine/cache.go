@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // DBName is the database file inside a cache directory.
@@ -138,7 +140,7 @@ func (c *Cache) Close() error {
 // acquire returns a connection with current pragmas.
 func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 	if c.closed.Load() {
-		return nil, ErrClosed
+		return nil, kv.ErrClosed
 	}
 	select {
 	case c.slots <- struct{}{}:
@@ -146,14 +148,14 @@ func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 		select {
 		case c.slots <- struct{}{}:
 		case <-c.done:
-			return nil, ErrClosed
+			return nil, kv.ErrClosed
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
 	if c.closed.Load() {
 		<-c.slots
-		return nil, ErrClosed
+		return nil, kv.ErrClosed
 	}
 	var cn *conn
 	c.idleMu.Lock()

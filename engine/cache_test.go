@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // fakeClock is a settable clock for expiry tests.
@@ -37,14 +39,14 @@ func openTest(t *testing.T, settings map[string]any) (*Cache, *fakeClock) {
 func TestSetGetRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openTest(t, nil)
-	if err := c.Set(ctx, TextKey("a"), Int(5), SetOptions{Tag: TextKey("t")}); err != nil {
+	if err := c.Set(ctx, kv.TextKey("a"), kv.Int(5), kv.SetOptions{Tag: kv.TextKey("t")}); err != nil {
 		t.Fatal(err)
 	}
-	it, ok, err := c.Get(ctx, TextKey("a"), GetOptions{})
+	it, ok, err := c.Get(ctx, kv.TextKey("a"), GetOptions{})
 	if err != nil || !ok {
 		t.Fatalf("Get = %v, %v", ok, err)
 	}
-	if !it.Value.Equal(Int(5)) || !it.Tag.Equal(TextKey("t")) || it.ExpireTime != 0 {
+	if !it.Value.Equal(kv.Int(5)) || !it.Tag.Equal(kv.TextKey("t")) || it.ExpireTime != 0 {
 		t.Fatalf("Get = %+v", it)
 	}
 }
@@ -65,7 +67,7 @@ func utOpenAt(t *testing.T, dir string, clk *fakeClock, settings map[string]any)
 	return c
 }
 
-func utSet(t *testing.T, c *Cache, k Key, v Value, opts SetOptions) {
+func utSet(t *testing.T, c *Cache, k kv.Key, v kv.Value, opts kv.SetOptions) {
 	t.Helper()
 	if err := c.Set(utCtx, k, v, opts); err != nil {
 		t.Fatalf("Set(%v): %v", k, err)
@@ -73,7 +75,7 @@ func utSet(t *testing.T, c *Cache, k Key, v Value, opts SetOptions) {
 }
 
 // utGet returns the item under k, failing the test on an error.
-func utGet(t *testing.T, c *Cache, k Key) (Item, bool) {
+func utGet(t *testing.T, c *Cache, k kv.Key) (Item, bool) {
 	t.Helper()
 	it, ok, err := c.Get(utCtx, k, GetOptions{})
 	if err != nil {
@@ -83,7 +85,7 @@ func utGet(t *testing.T, c *Cache, k Key) (Item, bool) {
 }
 
 // utWant fails unless k holds v.
-func utWant(t *testing.T, c *Cache, k Key, v Value) {
+func utWant(t *testing.T, c *Cache, k kv.Key, v kv.Value) {
 	t.Helper()
 	it, ok := utGet(t, c, k)
 	if !ok {
@@ -95,7 +97,7 @@ func utWant(t *testing.T, c *Cache, k Key, v Value) {
 }
 
 // utMiss fails unless k is a miss.
-func utMiss(t *testing.T, c *Cache, k Key) {
+func utMiss(t *testing.T, c *Cache, k kv.Key) {
 	t.Helper()
 	if it, ok := utGet(t, c, k); ok {
 		t.Fatalf("Get(%v) = %v, want a miss", k, it.Value)
@@ -148,11 +150,11 @@ type utRow struct {
 }
 
 // utRowOf reads the row of k; ok is false when there is none.
-func utRowOf(t *testing.T, c *Cache, k Key) (utRow, bool) {
+func utRowOf(t *testing.T, c *Cache, k kv.Key) (utRow, bool) {
 	t.Helper()
 	db := utRawDB(t, c)
 	defer db.Close()
-	dbKey, raw := k.dbKey()
+	dbKey, raw := dbKey(k)
 	var r utRow
 	err := db.QueryRow(`SELECT rowid, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value FROM Cache WHERE key = ? AND raw = ?`, dbKey, raw).
 		Scan(&r.rowid, &r.storeTime, &r.expireTime, &r.accessTime, &r.accessCount, &r.tag, &r.size, &r.mode, &r.filename, &r.value)
@@ -165,7 +167,7 @@ func utRowOf(t *testing.T, c *Cache, k Key) (utRow, bool) {
 	return r, true
 }
 
-func utMustRow(t *testing.T, c *Cache, k Key) utRow {
+func utMustRow(t *testing.T, c *Cache, k kv.Key) utRow {
 	t.Helper()
 	r, ok := utRowOf(t, c, k)
 	if !ok {
@@ -209,7 +211,7 @@ func utValFiles(t *testing.T, c *Cache) []string {
 }
 
 // utFileOf returns the full path of k's value file.
-func utFileOf(t *testing.T, c *Cache, k Key) string {
+func utFileOf(t *testing.T, c *Cache, k kv.Key) string {
 	t.Helper()
 	r := utMustRow(t, c, k)
 	if !r.filename.Valid {
@@ -219,9 +221,9 @@ func utFileOf(t *testing.T, c *Cache, k Key) string {
 }
 
 // utKeys collects an iteration.
-func utKeys(t *testing.T, seq iter.Seq2[Key, error]) []Key {
+func utKeys(t *testing.T, seq iter.Seq2[kv.Key, error]) []kv.Key {
 	t.Helper()
-	var out []Key
+	var out []kv.Key
 	for k, err := range seq {
 		if err != nil {
 			t.Fatalf("iterate: %v", err)
@@ -231,7 +233,7 @@ func utKeys(t *testing.T, seq iter.Seq2[Key, error]) []Key {
 	return out
 }
 
-func utSameKeys(t *testing.T, got, want []Key) {
+func utSameKeys(t *testing.T, got, want []kv.Key) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("keys = %v, want %v", got, want)

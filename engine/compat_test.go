@@ -26,6 +26,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // cxOracle runs python-diskcache.
@@ -147,29 +149,29 @@ func cxDecode(t testing.TB, s string) []byte {
 
 // cxKeyIn is a key as the oracle takes it (and as the key column holds
 // it): pickled keys by their pickle.
-func cxKeyIn(k Key) cxEnc {
+func cxKeyIn(k kv.Key) cxEnc {
 	switch k.Kind() {
-	case KeyText:
+	case kv.KeyText:
 		return cxStr(k.Text())
-	case KeyBytes:
+	case kv.KeyBytes:
 		return cxBytes(k.Bytes())
-	case KeyInt:
+	case kv.KeyInt:
 		return cxInt(k.Int())
-	case KeyFloat:
+	case kv.KeyFloat:
 		return cxFloat(k.Float())
-	case KeyPickle:
+	case kv.KeyPickle:
 		return cxPickleIn(k.Bytes())
 	}
 	panic("no key")
 }
 
 // cxTag is a tag as the oracle reports it; nil for no tag.
-func cxTag(k Key) *cxEnc {
+func cxTag(k kv.Key) *cxEnc {
 	if k.IsNone() {
 		return nil
 	}
 	e := cxKeyIn(k)
-	if k.Kind() == KeyPickle { // a tag column holds a plain BLOB
+	if k.Kind() == kv.KeyPickle { // a tag column holds a plain BLOB
 		e = cxBytes(k.Bytes())
 	}
 	return &e
@@ -179,9 +181,9 @@ func cxTag(k Key) *cxEnc {
 type cxDescs map[string]cxEnc
 
 // key is the oracle's view of a key once python-diskcache has unpickled it.
-func (d cxDescs) key(t testing.TB, k Key) cxEnc {
+func (d cxDescs) key(t testing.TB, k kv.Key) cxEnc {
 	t.Helper()
-	if k.Kind() != KeyPickle {
+	if k.Kind() != kv.KeyPickle {
 		return cxKeyIn(k)
 	}
 	e, ok := d[string(k.Bytes())]
@@ -191,7 +193,7 @@ func (d cxDescs) key(t testing.TB, k Key) cxEnc {
 	return e
 }
 
-func (d cxDescs) keys(t testing.TB, ks []Key) []cxEnc {
+func (d cxDescs) keys(t testing.TB, ks []kv.Key) []cxEnc {
 	t.Helper()
 	out := make([]cxEnc, len(ks))
 	for i, k := range ks {
@@ -201,18 +203,18 @@ func (d cxDescs) keys(t testing.TB, ks []Key) []cxEnc {
 }
 
 // value is the oracle's view of a value read by python-diskcache.
-func (d cxDescs) value(t testing.TB, v Value) cxEnc {
+func (d cxDescs) value(t testing.TB, v kv.Value) cxEnc {
 	t.Helper()
 	switch v.Type {
-	case ValueBytes:
+	case kv.ValueBytes:
 		return cxBytes(v.Data)
-	case ValueText:
+	case kv.ValueText:
 		return cxStr(string(v.Data))
-	case ValueInt:
+	case kv.ValueInt:
 		return cxInt(v.Int)
-	case ValueFloat:
+	case kv.ValueFloat:
 		return cxFloat(v.Float)
-	case ValuePickle:
+	case kv.ValuePickle:
 		e, ok := d[string(v.Data)]
 		if !ok {
 			t.Fatalf("no description of pickled value %x", v.Data)
@@ -386,9 +388,9 @@ func cxSameStrPtr(a, b *string) bool {
 	return *a == *b
 }
 
-func cxCollect(t testing.TB, seq func(func(Key, error) bool)) []Key {
+func cxCollect(t testing.TB, seq func(func(kv.Key, error) bool)) []kv.Key {
 	t.Helper()
-	var out []Key
+	var out []kv.Key
 	for k, err := range seq {
 		if err != nil {
 			t.Fatalf("iterate: %v", err)
@@ -506,7 +508,7 @@ func cxGoCheck(t testing.TB, c *Cache) {
 	}
 }
 
-func cxGet(t testing.TB, c *Cache, k Key, stream bool) (Item, bool) {
+func cxGet(t testing.TB, c *Cache, k kv.Key, stream bool) (Item, bool) {
 	t.Helper()
 	it, ok, err := c.Get(context.Background(), k, GetOptions{Stream: stream})
 	if err != nil {
@@ -515,7 +517,7 @@ func cxGet(t testing.TB, c *Cache, k Key, stream bool) (Item, bool) {
 	return it, ok
 }
 
-func cxSet(t testing.TB, c *Cache, k Key, v Value, opts SetOptions) {
+func cxSet(t testing.TB, c *Cache, k kv.Key, v kv.Value, opts kv.SetOptions) {
 	t.Helper()
 	if err := c.Set(context.Background(), k, v, opts); err != nil {
 		t.Fatalf("Set(%v): %v", k, err)
@@ -534,11 +536,11 @@ func cxLen(t testing.TB, c *Cache) int64 {
 // cxGoCase is one item the engine writes for python-diskcache to read.
 type cxGoCase struct {
 	name   string
-	key    Key
-	value  Value
+	key    kv.Key
+	value  kv.Value
 	stream bool // write through SetOptions.Body (python's read=True)
-	tag    Key
-	expire Expiry
+	tag    kv.Key
+	expire kv.Expiry
 	mode   int64 // expected Cache.mode
 	file   bool  // expected in a value file
 	dead   bool  // expired when written
@@ -572,43 +574,43 @@ func TestCompatGoWritesPythonReads(t *testing.T) {
 	largeText := strings.Repeat("héllo wörld €𝄞\n", 3000) // 45000 characters
 	euroText := strings.Repeat("€", 20000)                // 60000 bytes, 20000 characters
 	cases := []cxGoCase{
-		{name: "text key, small bytes", key: TextKey("ascii"), value: Bytes([]byte("\x00bin\xff\xfe")), tag: TextKey("tag-é"), mode: modeRaw},
-		{name: "non-ASCII text key, small text", key: TextKey("ключ-é-€-𝄞"), value: Text("héllo wörld €𝄞"), tag: BytesKey([]byte("\x00tag\xff")), expire: ExpireAfter(time.Hour), mode: modeRaw},
-		{name: "empty text key, empty text", key: TextKey(""), value: Text(""), tag: TextKey(""), mode: modeRaw},
-		{name: "text key with NUL", key: TextKey("nul\x00inside"), value: Bytes([]byte("x")), mode: modeRaw},
-		{name: "bytes key, large bytes", key: BytesKey([]byte("\x00\x01\xff\xfe")), value: Bytes(cxData(100000, 1)), tag: IntKey(-7), expire: ExpireAfter(time.Hour), mode: modeBinary, file: true},
-		{name: "empty bytes key, empty bytes", key: BytesKey([]byte{}), value: Bytes([]byte{}), mode: modeRaw},
-		{name: "non-UTF-8 bytes key, large text", key: BytesKey([]byte("\xc3\x28 not utf-8 \x80")), value: Text(largeText), tag: FloatKey(2.5), mode: modeText, file: true},
-		{name: "zero int key, int", key: IntKey(0), value: Int(41), mode: modeRaw},
-		{name: "negative int key, min int", key: IntKey(-1), value: Int(math.MinInt64), tag: IntKey(math.MaxInt64), mode: modeRaw},
-		{name: "min int key, max int", key: IntKey(math.MinInt64), value: Int(math.MaxInt64), tag: IntKey(math.MinInt64), mode: modeRaw},
-		{name: "max int key, float", key: IntKey(math.MaxInt64), value: Float(3.25), mode: modeRaw},
-		{name: "2^53 int key, negative zero", key: IntKey(1 << 53), value: Float(math.Copysign(0, -1)), mode: modeRaw},
-		{name: "float key, -inf", key: FloatKey(-2.5), value: Float(math.Inf(-1)), tag: FloatKey(-0.5), mode: modeRaw},
-		{name: "huge float key, multi-byte text in the database", key: FloatKey(1e300), value: Text(euroText), mode: modeRaw},
-		{name: "-inf float key, small pickle", key: FloatKey(math.Inf(-1)), value: Pickle(pk["val_dict"].Value), tag: BytesKey([]byte{}), mode: modePickle},
-		{name: "pickled tuple key, pickled None", key: PickleKey(pk["key_tuple"].Key), value: Pickle(pk["val_none"].Value), mode: modePickle},
-		{name: "pickled big int key, pickled True", key: PickleKey(pk["key_bigint"].Key), value: Pickle(pk["val_true"].Value), tag: TextKey("t"), expire: ExpireAfter(time.Hour), mode: modePickle},
-		{name: "pickled bool key, pickled big int", key: PickleKey(pk["key_true"].Key), value: Pickle(pk["val_bigint"].Value), mode: modePickle},
-		{name: "large pickle", key: TextKey("large-pickle"), value: Pickle(pk["val_large"].Value), tag: TextKey("big"), mode: modePickle, file: true},
-		{name: "frozenset pickle", key: TextKey("set"), value: Pickle(pk["val_set"].Value), mode: modePickle},
-		{name: "inf float", key: TextKey("inf"), value: Float(math.Inf(1)), mode: modeRaw},
-		{name: "bytes one below the file threshold", key: TextKey("bytes-32767"), value: Bytes(cxData(32767, 2)), mode: modeRaw},
-		{name: "bytes at the file threshold", key: TextKey("bytes-32768"), value: Bytes(cxData(32768, 3)), mode: modeBinary, file: true},
-		{name: "text one below the file threshold", key: TextKey("text-32767"), value: Text(strings.Repeat("a", 32767)), mode: modeRaw},
-		{name: "text at the file threshold", key: TextKey("text-32768"), value: Text(strings.Repeat("b", 32768)), mode: modeText, file: true},
-		{name: "streamed bytes", key: TextKey("stream-bytes"), value: Bytes([]byte("streamed\x00")), stream: true, tag: TextKey("s"), mode: modeBinary, file: true},
-		{name: "streamed text", key: TextKey("stream-text"), value: Text("streamed text é"), stream: true, mode: modeText, file: true},
-		{name: "streamed pickle", key: TextKey("stream-pickle"), value: Pickle(pk["val_dict"].Value), stream: true, mode: modePickle, file: true},
-		{name: "small text with NUL", key: TextKey("text-nul"), value: Text("a\x00b"), mode: modeRaw},
+		{name: "text key, small bytes", key: kv.TextKey("ascii"), value: kv.Bytes([]byte("\x00bin\xff\xfe")), tag: kv.TextKey("tag-é"), mode: modeRaw},
+		{name: "non-ASCII text key, small text", key: kv.TextKey("ключ-é-€-𝄞"), value: kv.Text("héllo wörld €𝄞"), tag: kv.BytesKey([]byte("\x00tag\xff")), expire: kv.ExpireAfter(time.Hour), mode: modeRaw},
+		{name: "empty text key, empty text", key: kv.TextKey(""), value: kv.Text(""), tag: kv.TextKey(""), mode: modeRaw},
+		{name: "text key with NUL", key: kv.TextKey("nul\x00inside"), value: kv.Bytes([]byte("x")), mode: modeRaw},
+		{name: "bytes key, large bytes", key: kv.BytesKey([]byte("\x00\x01\xff\xfe")), value: kv.Bytes(cxData(100000, 1)), tag: kv.IntKey(-7), expire: kv.ExpireAfter(time.Hour), mode: modeBinary, file: true},
+		{name: "empty bytes key, empty bytes", key: kv.BytesKey([]byte{}), value: kv.Bytes([]byte{}), mode: modeRaw},
+		{name: "non-UTF-8 bytes key, large text", key: kv.BytesKey([]byte("\xc3\x28 not utf-8 \x80")), value: kv.Text(largeText), tag: kv.FloatKey(2.5), mode: modeText, file: true},
+		{name: "zero int key, int", key: kv.IntKey(0), value: kv.Int(41), mode: modeRaw},
+		{name: "negative int key, min int", key: kv.IntKey(-1), value: kv.Int(math.MinInt64), tag: kv.IntKey(math.MaxInt64), mode: modeRaw},
+		{name: "min int key, max int", key: kv.IntKey(math.MinInt64), value: kv.Int(math.MaxInt64), tag: kv.IntKey(math.MinInt64), mode: modeRaw},
+		{name: "max int key, float", key: kv.IntKey(math.MaxInt64), value: kv.Float(3.25), mode: modeRaw},
+		{name: "2^53 int key, negative zero", key: kv.IntKey(1 << 53), value: kv.Float(math.Copysign(0, -1)), mode: modeRaw},
+		{name: "float key, -inf", key: kv.FloatKey(-2.5), value: kv.Float(math.Inf(-1)), tag: kv.FloatKey(-0.5), mode: modeRaw},
+		{name: "huge float key, multi-byte text in the database", key: kv.FloatKey(1e300), value: kv.Text(euroText), mode: modeRaw},
+		{name: "-inf float key, small pickle", key: kv.FloatKey(math.Inf(-1)), value: kv.Pickle(pk["val_dict"].Value), tag: kv.BytesKey([]byte{}), mode: modePickle},
+		{name: "pickled tuple key, pickled None", key: kv.PickleKey(pk["key_tuple"].Key), value: kv.Pickle(pk["val_none"].Value), mode: modePickle},
+		{name: "pickled big int key, pickled True", key: kv.PickleKey(pk["key_bigint"].Key), value: kv.Pickle(pk["val_true"].Value), tag: kv.TextKey("t"), expire: kv.ExpireAfter(time.Hour), mode: modePickle},
+		{name: "pickled bool key, pickled big int", key: kv.PickleKey(pk["key_true"].Key), value: kv.Pickle(pk["val_bigint"].Value), mode: modePickle},
+		{name: "large pickle", key: kv.TextKey("large-pickle"), value: kv.Pickle(pk["val_large"].Value), tag: kv.TextKey("big"), mode: modePickle, file: true},
+		{name: "frozenset pickle", key: kv.TextKey("set"), value: kv.Pickle(pk["val_set"].Value), mode: modePickle},
+		{name: "inf float", key: kv.TextKey("inf"), value: kv.Float(math.Inf(1)), mode: modeRaw},
+		{name: "bytes one below the file threshold", key: kv.TextKey("bytes-32767"), value: kv.Bytes(cxData(32767, 2)), mode: modeRaw},
+		{name: "bytes at the file threshold", key: kv.TextKey("bytes-32768"), value: kv.Bytes(cxData(32768, 3)), mode: modeBinary, file: true},
+		{name: "text one below the file threshold", key: kv.TextKey("text-32767"), value: kv.Text(strings.Repeat("a", 32767)), mode: modeRaw},
+		{name: "text at the file threshold", key: kv.TextKey("text-32768"), value: kv.Text(strings.Repeat("b", 32768)), mode: modeText, file: true},
+		{name: "streamed bytes", key: kv.TextKey("stream-bytes"), value: kv.Bytes([]byte("streamed\x00")), stream: true, tag: kv.TextKey("s"), mode: modeBinary, file: true},
+		{name: "streamed text", key: kv.TextKey("stream-text"), value: kv.Text("streamed text é"), stream: true, mode: modeText, file: true},
+		{name: "streamed pickle", key: kv.TextKey("stream-pickle"), value: kv.Pickle(pk["val_dict"].Value), stream: true, mode: modePickle, file: true},
+		{name: "small text with NUL", key: kv.TextKey("text-nul"), value: kv.Text("a\x00b"), mode: modeRaw},
 		// python-diskcache reads text files with universal newlines, so it
 		// reads \r and \r\n in a file-backed text as \n (its own writes too);
 		// the engine returns the stored characters.
-		{name: "large text with CR", key: TextKey("text-cr"), value: Text(strings.Repeat("a\r\nb\rc\n", 5000)), mode: modeText, file: true,
+		{name: "large text with CR", key: kv.TextKey("text-cr"), value: kv.Text(strings.Repeat("a\r\nb\rc\n", 5000)), mode: modeText, file: true,
 			pyWant: cxP(cxStr(strings.Repeat("a\nb\nc\n", 5000)))},
 		// Dead at once, and written last: the next write culls it (its
 		// expire_time is then below now), as python-diskcache does.
-		{name: "expired", key: TextKey("expired"), value: Text("gone"), expire: ExpireAfter(0), mode: modeRaw, dead: true},
+		{name: "expired", key: kv.TextKey("expired"), value: kv.Text("gone"), expire: kv.ExpireAfter(0), mode: modeRaw, dead: true},
 	}
 
 	c, err := Open(ctx, dir, Options{})
@@ -617,7 +619,7 @@ func TestCompatGoWritesPythonReads(t *testing.T) {
 	}
 	defer c.Close()
 	// Queues: integer keys, then keys with a prefix.
-	push := func(v Value, q QueueOptions, opts SetOptions, want Key) {
+	push := func(v kv.Value, q QueueOptions, opts kv.SetOptions, want kv.Key) {
 		t.Helper()
 		k, err := c.Push(ctx, v, q, opts)
 		if err != nil {
@@ -627,21 +629,21 @@ func TestCompatGoWritesPythonReads(t *testing.T) {
 			t.Fatalf("Push = %v, want %v", k, want)
 		}
 	}
-	push(Text("A"), QueueOptions{}, SetOptions{}, IntKey(500000000000000))
-	push(Bytes([]byte("B")), QueueOptions{}, SetOptions{Tag: TextKey("qb")}, IntKey(500000000000001))
-	push(Int(3), QueueOptions{Side: Front}, SetOptions{}, IntKey(499999999999999))
-	push(Text("X"), QueueOptions{Prefix: "q"}, SetOptions{}, TextKey("q-500000000000000"))
-	push(Pickle(pk["val_dict"].Value), QueueOptions{Prefix: "q"}, SetOptions{Tag: TextKey("qt"), Expire: ExpireAfter(time.Hour)}, TextKey("q-500000000000001"))
-	queueKeys := []Key{IntKey(500000000000000), IntKey(500000000000001), IntKey(499999999999999), TextKey("q-500000000000000"), TextKey("q-500000000000001")}
-	queueValues := []Value{Text("A"), Bytes([]byte("B")), Int(3), Text("X"), Pickle(pk["val_dict"].Value)}
+	push(kv.Text("A"), QueueOptions{}, kv.SetOptions{}, kv.IntKey(500000000000000))
+	push(kv.Bytes([]byte("B")), QueueOptions{}, kv.SetOptions{Tag: kv.TextKey("qb")}, kv.IntKey(500000000000001))
+	push(kv.Int(3), QueueOptions{Side: Front}, kv.SetOptions{}, kv.IntKey(499999999999999))
+	push(kv.Text("X"), QueueOptions{Prefix: "q"}, kv.SetOptions{}, kv.TextKey("q-500000000000000"))
+	push(kv.Pickle(pk["val_dict"].Value), QueueOptions{Prefix: "q"}, kv.SetOptions{Tag: kv.TextKey("qt"), Expire: kv.ExpireAfter(time.Hour)}, kv.TextKey("q-500000000000001"))
+	queueKeys := []kv.Key{kv.IntKey(500000000000000), kv.IntKey(500000000000001), kv.IntKey(499999999999999), kv.TextKey("q-500000000000000"), kv.TextKey("q-500000000000001")}
+	queueValues := []kv.Value{kv.Text("A"), kv.Bytes([]byte("B")), kv.Int(3), kv.Text("X"), kv.Pickle(pk["val_dict"].Value)}
 
 	before := float64(time.Now().UnixNano()) / 1e9
 	for _, tc := range cases {
-		opts := SetOptions{Tag: tc.tag, Expire: tc.expire}
+		opts := kv.SetOptions{Tag: tc.tag, Expire: tc.expire}
 		v := tc.value
 		if tc.stream {
 			opts.Body = bytes.NewReader(v.Data)
-			v = Value{Type: v.Type}
+			v = kv.Value{Type: v.Type}
 		}
 		cxSet(t, c, tc.key, v, opts)
 	}
@@ -680,7 +682,7 @@ func TestCompatGoWritesPythonReads(t *testing.T) {
 	for _, k := range queueKeys {
 		keys = append(keys, cxKeyIn(k))
 	}
-	streamKeys := []Key{TextKey("stream-bytes"), BytesKey([]byte("\x00\x01\xff\xfe")), TextKey("stream-text"), TextKey("ascii")}
+	streamKeys := []kv.Key{kv.TextKey("stream-bytes"), kv.BytesKey([]byte("\x00\x01\xff\xfe")), kv.TextKey("stream-text"), kv.TextKey("ascii")}
 	var streamEnc []cxEnc
 	for _, k := range streamKeys {
 		streamEnc = append(streamEnc, cxKeyIn(k))
@@ -727,7 +729,7 @@ func TestCompatGoWritesPythonReads(t *testing.T) {
 				t.Errorf("%s: value file does not hold the value (size %d)", tc.name, r.Size)
 			}
 		}
-		if tc.value.Type == ValuePickle && (r.Blob == nil || !bytes.Equal(cxDecode(t, *r.Blob), tc.value.Data)) {
+		if tc.value.Type == kv.ValuePickle && (r.Blob == nil || !bytes.Equal(cxDecode(t, *r.Blob), tc.value.Data)) {
 			t.Errorf("%s: stored pickle differs from the one given", tc.name)
 		}
 	}
@@ -818,7 +820,7 @@ func TestCompatGoWritesPythonReads(t *testing.T) {
 	}
 
 	// The engine reads python's writes.
-	want := func(k Key, v Value, tag Key, r cxItem) {
+	want := func(k kv.Key, v kv.Value, tag kv.Key, r cxItem) {
 		t.Helper()
 		it, ok := cxGet(t, c, k, false)
 		if !ok || !it.Value.Equal(v) || !it.Tag.Equal(tag) {
@@ -832,20 +834,20 @@ func TestCompatGoWritesPythonReads(t *testing.T) {
 			t.Errorf("engine reads %v size %d, python row %d", k, it.Size, r.Row.Size)
 		}
 	}
-	want(TextKey("py-text-large"), Text(pyLargeText), TextKey("py"), res[0])
-	want(TextKey("py-bytes"), Bytes([]byte("py\x00bytes")), IntKey(5), res[1])
-	want(cases[4].key, Int(7), Key{}, res[2])
-	want(IntKey(0), Int(42), Key{}, cxItem{})
-	want(TextKey("py-counter"), Int(5), Key{}, cxItem{})
-	pickledKey := PickleKey(cxDecode(t, res[6].DBKey.B64))
+	want(kv.TextKey("py-text-large"), kv.Text(pyLargeText), kv.TextKey("py"), res[0])
+	want(kv.TextKey("py-bytes"), kv.Bytes([]byte("py\x00bytes")), kv.IntKey(5), res[1])
+	want(cases[4].key, kv.Int(7), kv.Key{}, res[2])
+	want(kv.IntKey(0), kv.Int(42), kv.Key{}, cxItem{})
+	want(kv.TextKey("py-counter"), kv.Int(5), kv.Key{}, cxItem{})
+	pickledKey := kv.PickleKey(cxDecode(t, res[6].DBKey.B64))
 	descs[string(pickledKey.Bytes())] = *res[6].KeyDesc
-	want(pickledKey, Pickle(cxDecode(t, *res[6].Row.Blob)), FloatKey(1.5), res[6])
-	if it, ok := cxGet(t, c, TextKey("py-stream"), true); !ok || it.Body == nil {
+	want(pickledKey, kv.Pickle(cxDecode(t, *res[6].Row.Blob)), kv.FloatKey(1.5), res[6])
+	if it, ok := cxGet(t, c, kv.TextKey("py-stream"), true); !ok || it.Body == nil {
 		t.Errorf("engine streams py-stream: %v, %v", ok, it.Body)
 	} else {
 		data, err := io.ReadAll(it.Body)
 		_ = it.Close()
-		if err != nil || !bytes.Equal(data, pyStream) || it.Value.Type != ValueBytes || it.Size != int64(len(pyStream)) {
+		if err != nil || !bytes.Equal(data, pyStream) || it.Value.Type != kv.ValueBytes || it.Size != int64(len(pyStream)) {
 			t.Errorf("engine streams py-stream: %d bytes, %v, type %v, size %d", len(data), err, it.Value.Type, it.Size)
 		}
 	}
@@ -860,26 +862,26 @@ func TestCompatGoWritesPythonReads(t *testing.T) {
 			t.Errorf("%s: python left the engine's old value file: %v", name, err)
 		}
 	}
-	if n, err := c.Incr(ctx, TextKey("py-counter"), Int(1), Int(0)); err != nil || !n.Equal(Int(6)) {
+	if n, err := c.Incr(ctx, kv.TextKey("py-counter"), kv.Int(1), kv.Int(0)); err != nil || !n.Equal(kv.Int(6)) {
 		t.Errorf("engine incr of python's counter = %v, %v", n, err)
 	}
 	// Queues: the engine pulls what both pushed, in order.
-	pull := func(q QueueOptions, k Key, v Value) {
+	pull := func(q QueueOptions, k kv.Key, v kv.Value) {
 		t.Helper()
 		it, ok, err := c.Pull(ctx, q, GetOptions{})
 		if err != nil || !ok || !it.Key.Equal(k) || !it.Value.Equal(v) {
 			t.Errorf("Pull(%+v) = %v %v %v %v; want %v %v", q, it.Key, it.Value, ok, err, k, v)
 		}
 	}
-	pull(QueueOptions{}, IntKey(500000000000000), Text("A"))
-	pull(QueueOptions{Side: Back}, IntKey(500000000000002), Text("D"))
-	pull(QueueOptions{}, IntKey(500000000000001), Bytes([]byte("B")))
+	pull(QueueOptions{}, kv.IntKey(500000000000000), kv.Text("A"))
+	pull(QueueOptions{Side: Back}, kv.IntKey(500000000000002), kv.Text("D"))
+	pull(QueueOptions{}, kv.IntKey(500000000000001), kv.Bytes([]byte("B")))
 	if it, ok, err := c.Pull(ctx, QueueOptions{}, GetOptions{}); ok || err != nil {
 		t.Errorf("integer queue not empty: %v %v", it.Key, err)
 	}
-	pull(QueueOptions{Prefix: "q"}, TextKey("q-499999999999999"), Text("Z"))
-	pull(QueueOptions{Prefix: "q"}, TextKey("q-500000000000000"), Text("X"))
-	pull(QueueOptions{Prefix: "q"}, TextKey("q-500000000000001"), Pickle(pk["val_dict"].Value))
+	pull(QueueOptions{Prefix: "q"}, kv.TextKey("q-499999999999999"), kv.Text("Z"))
+	pull(QueueOptions{Prefix: "q"}, kv.TextKey("q-500000000000000"), kv.Text("X"))
+	pull(QueueOptions{Prefix: "q"}, kv.TextKey("q-500000000000001"), kv.Pickle(pk["val_dict"].Value))
 	cxGoCheck(t, c)
 
 	// And python-diskcache agrees with the final state.
@@ -902,7 +904,7 @@ type cxPyCase struct {
 	tag    *cxEnc
 	expire any
 	read   bool
-	typ    ValueType
+	typ    kv.ValueType
 	file   bool
 	dead   bool
 }
@@ -928,27 +930,27 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 	}
 	bigStream := cxData(300000, 5)
 	cases := []cxPyCase{
-		{key: cxStr("py-bytes-small"), value: cxBytes([]byte("\x00\xff small")), tag: cxP(cxStr("tag-é")), expire: 3600, typ: ValueBytes},
-		{key: cxStr("py-bytes-large"), value: cxBytes(cxData(5000, 6)), tag: cxP(cxBytes([]byte("\x00t"))), typ: ValueBytes, file: true},
-		{key: cxStr("py-text-small"), value: cxStr("héllo €𝄞"), tag: cxP(cxInt(-3)), typ: ValueText},
-		{key: cxStr("py-text-large"), value: cxStr(strings.Repeat("ü€𝄞 text\n", 200)), tag: cxP(cxFloat(0.5)), typ: ValueText, file: true},
-		{key: cxStr("py-text-600-euro"), value: cxStr(strings.Repeat("€", 600)), typ: ValueText},
-		{key: cxInt(-5), value: cxInt(10), typ: ValueInt},
-		{key: cxInt(math.MaxInt64), value: cxFloat(6.5), typ: ValueFloat},
-		{key: cxInt(math.MinInt64), value: cxInt(math.MinInt64), typ: ValueInt},
-		{key: cxFloat(-1.25), value: cxExpr(`2**100`), typ: ValuePickle},
-		{key: cxBytes([]byte("\x00k\xff")), value: cxExpr(`{'a': 1, 'b': (2, 3.5), 'c': b'\x00'}`), typ: ValuePickle},
-		{key: cxStr("py-none"), value: cxExpr(`None`), typ: ValuePickle},
-		{key: cxStr("py-true"), value: cxExpr(`True`), tag: cxP(cxStr("bool")), typ: ValuePickle},
-		{key: cxExpr(`('pk', 1, None)`), value: cxStr("pickled-key-value"), typ: ValueText},
-		{key: cxExpr(`True`), value: cxInt(1), typ: ValueInt},
-		{key: cxExpr(`2**64`), value: cxFloat(math.Inf(1)), typ: ValueFloat},
-		{key: cxStr("py-list-large"), value: cxExpr(`list(range(2000))`), typ: ValuePickle, file: true},
-		{key: cxStr("py-stream"), value: cxBytes([]byte("small but streamed")), read: true, typ: ValueBytes, file: true},
-		{key: cxStr("py-stream-large"), value: cxBytes(bigStream), read: true, expire: 3600, typ: ValueBytes, file: true},
-		{key: cxStr("py-empty-bytes"), value: cxBytes([]byte{}), typ: ValueBytes},
-		{key: cxStr("py-empty-str"), value: cxStr(""), typ: ValueText},
-		{key: cxStr("py-dead"), value: cxStr("dead"), expire: 0, typ: ValueText, dead: true},
+		{key: cxStr("py-bytes-small"), value: cxBytes([]byte("\x00\xff small")), tag: cxP(cxStr("tag-é")), expire: 3600, typ: kv.ValueBytes},
+		{key: cxStr("py-bytes-large"), value: cxBytes(cxData(5000, 6)), tag: cxP(cxBytes([]byte("\x00t"))), typ: kv.ValueBytes, file: true},
+		{key: cxStr("py-text-small"), value: cxStr("héllo €𝄞"), tag: cxP(cxInt(-3)), typ: kv.ValueText},
+		{key: cxStr("py-text-large"), value: cxStr(strings.Repeat("ü€𝄞 text\n", 200)), tag: cxP(cxFloat(0.5)), typ: kv.ValueText, file: true},
+		{key: cxStr("py-text-600-euro"), value: cxStr(strings.Repeat("€", 600)), typ: kv.ValueText},
+		{key: cxInt(-5), value: cxInt(10), typ: kv.ValueInt},
+		{key: cxInt(math.MaxInt64), value: cxFloat(6.5), typ: kv.ValueFloat},
+		{key: cxInt(math.MinInt64), value: cxInt(math.MinInt64), typ: kv.ValueInt},
+		{key: cxFloat(-1.25), value: cxExpr(`2**100`), typ: kv.ValuePickle},
+		{key: cxBytes([]byte("\x00k\xff")), value: cxExpr(`{'a': 1, 'b': (2, 3.5), 'c': b'\x00'}`), typ: kv.ValuePickle},
+		{key: cxStr("py-none"), value: cxExpr(`None`), typ: kv.ValuePickle},
+		{key: cxStr("py-true"), value: cxExpr(`True`), tag: cxP(cxStr("bool")), typ: kv.ValuePickle},
+		{key: cxExpr(`('pk', 1, None)`), value: cxStr("pickled-key-value"), typ: kv.ValueText},
+		{key: cxExpr(`True`), value: cxInt(1), typ: kv.ValueInt},
+		{key: cxExpr(`2**64`), value: cxFloat(math.Inf(1)), typ: kv.ValueFloat},
+		{key: cxStr("py-list-large"), value: cxExpr(`list(range(2000))`), typ: kv.ValuePickle, file: true},
+		{key: cxStr("py-stream"), value: cxBytes([]byte("small but streamed")), read: true, typ: kv.ValueBytes, file: true},
+		{key: cxStr("py-stream-large"), value: cxBytes(bigStream), read: true, expire: 3600, typ: kv.ValueBytes, file: true},
+		{key: cxStr("py-empty-bytes"), value: cxBytes([]byte{}), typ: kv.ValueBytes},
+		{key: cxStr("py-empty-str"), value: cxStr(""), typ: kv.ValueText},
+		{key: cxStr("py-dead"), value: cxStr("dead"), expire: 0, typ: kv.ValueText, dead: true},
 	}
 	var ops []cxOp
 	for _, pc := range cases {
@@ -973,28 +975,28 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 	if !reflect.DeepEqual(st.Indexes, []string{"Cache_access_count", "Cache_expire_time", "Cache_key_raw", "Cache_tag_rowid"}) {
 		t.Errorf("python indexes %v", st.Indexes)
 	}
-	keyOf := func(r cxItem) Key {
+	keyOf := func(r cxItem) kv.Key {
 		t.Helper()
 		switch r.DBKey.T {
 		case "pickle":
-			k := PickleKey(cxDecode(t, r.DBKey.B64))
+			k := kv.PickleKey(cxDecode(t, r.DBKey.B64))
 			descs[string(k.Bytes())] = *r.KeyDesc
 			return k
 		case "str":
-			return TextKey(string(cxDecode(t, r.DBKey.B64)))
+			return kv.TextKey(string(cxDecode(t, r.DBKey.B64)))
 		case "bytes":
-			return BytesKey(cxDecode(t, r.DBKey.B64))
+			return kv.BytesKey(cxDecode(t, r.DBKey.B64))
 		case "int":
 			i, _ := strconv.ParseInt(r.DBKey.V, 10, 64)
-			return IntKey(i)
+			return kv.IntKey(i)
 		case "float":
 			u, _ := strconv.ParseUint(r.DBKey.Bits, 16, 64)
-			return FloatKey(math.Float64frombits(u))
+			return kv.FloatKey(math.Float64frombits(u))
 		}
 		t.Fatalf("key %v", r.DBKey)
-		return Key{}
+		return kv.Key{}
 	}
-	keys := make([]Key, len(cases))
+	keys := make([]kv.Key, len(cases))
 	for i := range cases {
 		keys[i] = keyOf(res[i])
 	}
@@ -1033,7 +1035,7 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 		if it.Value.Type != pc.typ {
 			t.Errorf("%v: engine reads a %v, want %v", keys[i], it.Value.Type, pc.typ)
 		}
-		if pc.typ == ValuePickle {
+		if pc.typ == kv.ValuePickle {
 			if !bytes.Equal(it.Value.Data, cxDecode(t, *r.Row.Blob)) {
 				t.Errorf("%v: engine's pickle differs from the stored blob", keys[i])
 			}
@@ -1065,11 +1067,11 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 		}
 	}
 	// Queue items.
-	if !res[len(cases)].Key.equalKey(IntKey(500000000000000)) || !res[len(cases)+2].Key.equalKey(TextKey("pq-500000000000000")) {
+	if !res[len(cases)].Key.equalKey(kv.IntKey(500000000000000)) || !res[len(cases)+2].Key.equalKey(kv.TextKey("pq-500000000000000")) {
 		t.Fatalf("python push keys %s %s", res[len(cases)].Key, res[len(cases)+2].Key)
 	}
-	if it, ok, err := c.Peek(ctx, QueueOptions{Prefix: "pq"}, GetOptions{}); err != nil || !ok || !it.Key.Equal(TextKey("pq-500000000000000")) ||
-		!it.Value.Equal(Int(123)) || cxExpireBits(it) == nil || *cxExpireBits(it) != *res[len(cases)+2].ExpireTime {
+	if it, ok, err := c.Peek(ctx, QueueOptions{Prefix: "pq"}, GetOptions{}); err != nil || !ok || !it.Key.Equal(kv.TextKey("pq-500000000000000")) ||
+		!it.Value.Equal(kv.Int(123)) || cxExpireBits(it) == nil || *cxExpireBits(it) != *res[len(cases)+2].ExpireTime {
 		t.Errorf("engine peeks %v %v %v %v", it.Key, it.Value, ok, err)
 	}
 	goOrder := cxCollect(t, c.Keys(ctx, false))
@@ -1082,52 +1084,52 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 
 	// The engine writes into python's directory, through python's triggers.
 	goText := strings.Repeat("🙂 go ü ", 300)
-	cxSet(t, c, TextKey("go-text-large"), Text(goText), SetOptions{Tag: TextKey("go-tag"), Expire: ExpireAfter(time.Hour)})
-	cxSet(t, c, TextKey("py-bytes-large"), Bytes([]byte("small now")), SetOptions{})
-	cxSet(t, c, BytesKey([]byte("\x00k\xff")), Pickle(pk["dict"].Value), SetOptions{Tag: BytesKey([]byte("gt"))})
-	cxSet(t, c, keys[12], Bytes([]byte("go-overwrote")), SetOptions{Tag: IntKey(9)})
-	cxSet(t, c, TextKey("go-large-pickle"), Pickle(pk["dict"].Value), SetOptions{Body: bytes.NewReader(pk["dict"].Value)})
-	incr := func(k Key, d Value, want Value) {
+	cxSet(t, c, kv.TextKey("go-text-large"), kv.Text(goText), kv.SetOptions{Tag: kv.TextKey("go-tag"), Expire: kv.ExpireAfter(time.Hour)})
+	cxSet(t, c, kv.TextKey("py-bytes-large"), kv.Bytes([]byte("small now")), kv.SetOptions{})
+	cxSet(t, c, kv.BytesKey([]byte("\x00k\xff")), kv.Pickle(pk["dict"].Value), kv.SetOptions{Tag: kv.BytesKey([]byte("gt"))})
+	cxSet(t, c, keys[12], kv.Bytes([]byte("go-overwrote")), kv.SetOptions{Tag: kv.IntKey(9)})
+	cxSet(t, c, kv.TextKey("go-large-pickle"), kv.Pickle(pk["dict"].Value), kv.SetOptions{Body: bytes.NewReader(pk["dict"].Value)})
+	incr := func(k kv.Key, d kv.Value, want kv.Value) {
 		t.Helper()
-		got, err := c.Incr(ctx, k, d, Int(0))
+		got, err := c.Incr(ctx, k, d, kv.Int(0))
 		if err != nil || !got.Equal(want) {
 			t.Errorf("Incr(%v, %v) = %v, %v; want %v", k, d, got, err, want)
 		}
 	}
-	incr(IntKey(-5), Int(5), Int(15))
-	incr(IntKey(math.MaxInt64), Float(0.25), Float(6.75))
-	incr(TextKey("go-counter"), Int(3), Int(3))
-	incr(TextKey("go-counter"), Int(3), Int(6))
-	if ok, err := c.Delete(ctx, TextKey("py-stream-large")); err != nil || !ok {
+	incr(kv.IntKey(-5), kv.Int(5), kv.Int(15))
+	incr(kv.IntKey(math.MaxInt64), kv.Float(0.25), kv.Float(6.75))
+	incr(kv.TextKey("go-counter"), kv.Int(3), kv.Int(3))
+	incr(kv.TextKey("go-counter"), kv.Int(3), kv.Int(6))
+	if ok, err := c.Delete(ctx, kv.TextKey("py-stream-large")); err != nil || !ok {
 		t.Errorf("Delete = %v, %v", ok, err)
 	}
-	if k, err := c.Push(ctx, Text("go-q"), QueueOptions{}, SetOptions{}); err != nil || !k.Equal(IntKey(500000000000002)) {
+	if k, err := c.Push(ctx, kv.Text("go-q"), QueueOptions{}, kv.SetOptions{}); err != nil || !k.Equal(kv.IntKey(500000000000002)) {
 		t.Errorf("Push = %v, %v", k, err)
 	}
-	if k, err := c.Push(ctx, Int(7), QueueOptions{Prefix: "pq"}, SetOptions{}); err != nil || !k.Equal(TextKey("pq-500000000000001")) {
+	if k, err := c.Push(ctx, kv.Int(7), QueueOptions{Prefix: "pq"}, kv.SetOptions{}); err != nil || !k.Equal(kv.TextKey("pq-500000000000001")) {
 		t.Errorf("Push pq = %v, %v", k, err)
 	}
-	if it, ok, err := c.Pull(ctx, QueueOptions{}, GetOptions{}); err != nil || !ok || !it.Key.Equal(IntKey(500000000000000)) || !it.Value.Equal(Text("a")) {
+	if it, ok, err := c.Pull(ctx, QueueOptions{}, GetOptions{}); err != nil || !ok || !it.Key.Equal(kv.IntKey(500000000000000)) || !it.Value.Equal(kv.Text("a")) {
 		t.Errorf("Pull = %v %v %v %v", it.Key, it.Value, ok, err)
 	}
-	if ok, err := c.Add(ctx, TextKey("py-text-small"), Int(0), SetOptions{}); err != nil || ok {
+	if ok, err := c.Add(ctx, kv.TextKey("py-text-small"), kv.Int(0), kv.SetOptions{}); err != nil || ok {
 		t.Errorf("Add over a live python item = %v, %v", ok, err)
 	}
-	if ok, err := c.Add(ctx, TextKey("go-added"), Float(1.5), SetOptions{}); err != nil || !ok {
+	if ok, err := c.Add(ctx, kv.TextKey("go-added"), kv.Float(1.5), kv.SetOptions{}); err != nil || !ok {
 		t.Errorf("Add = %v, %v", ok, err)
 	}
-	if ok, err := c.Touch(ctx, TextKey("py-text-small"), ExpireAfter(2*time.Hour)); err != nil || !ok {
+	if ok, err := c.Touch(ctx, kv.TextKey("py-text-small"), kv.ExpireAfter(2*time.Hour)); err != nil || !ok {
 		t.Errorf("Touch = %v, %v", ok, err)
 	}
-	if _, ok := cxGet(t, c, TextKey("py-text-small"), false); !ok {
+	if _, ok := cxGet(t, c, kv.TextKey("py-text-small"), false); !ok {
 		t.Errorf("py-text-small gone")
 	}
 	hits++
 	cxGoCheck(t, c)
 
 	// python-diskcache reads the engine's writes.
-	goKeys := []Key{TextKey("go-text-large"), TextKey("py-bytes-large"), BytesKey([]byte("\x00k\xff")), keys[12], TextKey("go-large-pickle"),
-		IntKey(-5), IntKey(math.MaxInt64), TextKey("go-counter"), TextKey("py-stream-large"), TextKey("go-added"), TextKey("py-text-small"), TextKey("py-dead")}
+	goKeys := []kv.Key{kv.TextKey("go-text-large"), kv.TextKey("py-bytes-large"), kv.BytesKey([]byte("\x00k\xff")), keys[12], kv.TextKey("go-large-pickle"),
+		kv.IntKey(-5), kv.IntKey(math.MaxInt64), kv.TextKey("go-counter"), kv.TextKey("py-stream-large"), kv.TextKey("go-added"), kv.TextKey("py-text-small"), kv.TextKey("py-dead")}
 	goWant := []cxEnc{cxStr(goText), cxBytes([]byte("small now")), pk["dict"].Desc, cxBytes([]byte("go-overwrote")), pk["dict"].Desc,
 		cxInt(15), cxFloat(6.75), cxInt(6), cxMissing(), cxFloat(1.5), cxStr("héllo €𝄞"), cxMissing()}
 	var in []cxEnc
@@ -1208,4 +1210,4 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 	cxSameEncs(t, "iteration order after engine writes", st2.Iter, descs.keys(t, cxCollect(t, c.Keys(ctx, false))))
 }
 
-func (e *cxEnc) equalKey(k Key) bool { return e != nil && *e == cxKeyIn(k) }
+func (e *cxEnc) equalKey(k kv.Key) bool { return e != nil && *e == cxKeyIn(k) }

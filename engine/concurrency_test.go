@@ -10,39 +10,41 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func TestTransactCommitsTogether(t *testing.T) {
 	c, _ := openTest(t, nil)
-	utSet(t, c, TextKey("gone"), Int(1), SetOptions{})
-	utSet(t, c, TextKey("n"), Int(10), SetOptions{})
+	utSet(t, c, kv.TextKey("gone"), kv.Int(1), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("n"), kv.Int(10), kv.SetOptions{})
 	err := c.Transact(utCtx, func(tx *Tx) error {
-		if err := tx.Set(TextKey("a"), Int(1), SetOptions{}); err != nil {
+		if err := tx.Set(kv.TextKey("a"), kv.Int(1), kv.SetOptions{}); err != nil {
 			return err
 		}
-		if ok, err := tx.Add(TextKey("b"), Int(2), SetOptions{}); !ok || err != nil {
+		if ok, err := tx.Add(kv.TextKey("b"), kv.Int(2), kv.SetOptions{}); !ok || err != nil {
 			return fmt.Errorf("add: %v, %v", ok, err)
 		}
-		if ok, err := tx.Delete(TextKey("gone")); !ok || err != nil {
+		if ok, err := tx.Delete(kv.TextKey("gone")); !ok || err != nil {
 			return fmt.Errorf("delete: %v, %v", ok, err)
 		}
-		if _, err := tx.Incr(TextKey("n"), Int(5), Int(0)); err != nil {
+		if _, err := tx.Incr(kv.TextKey("n"), kv.Int(5), kv.Int(0)); err != nil {
 			return err
 		}
 		// The transaction sees its own writes.
-		if it, ok, err := tx.Get(TextKey("a"), GetOptions{}); !ok || err != nil || !it.Value.Equal(Int(1)) {
+		if it, ok, err := tx.Get(kv.TextKey("a"), GetOptions{}); !ok || err != nil || !it.Value.Equal(kv.Int(1)) {
 			return fmt.Errorf("get in tx: %+v, %v, %v", it, ok, err)
 		}
-		if ok, err := tx.Contains(TextKey("gone")); ok || err != nil {
+		if ok, err := tx.Contains(kv.TextKey("gone")); ok || err != nil {
 			return fmt.Errorf("contains in tx: %v, %v", ok, err)
 		}
-		if ok, err := tx.Touch(TextKey("b"), ExpireAfter(time.Hour)); !ok || err != nil {
+		if ok, err := tx.Touch(kv.TextKey("b"), kv.ExpireAfter(time.Hour)); !ok || err != nil {
 			return fmt.Errorf("touch in tx: %v, %v", ok, err)
 		}
-		if _, err := tx.Decr(TextKey("n"), Int(1), Int(0)); err != nil {
+		if _, err := tx.Decr(kv.TextKey("n"), kv.Int(1), kv.Int(0)); err != nil {
 			return err
 		}
-		if it, ok, err := tx.Pop(TextKey("b"), GetOptions{}); !ok || err != nil || it.ExpireTime != t0+3600 {
+		if it, ok, err := tx.Pop(kv.TextKey("b"), GetOptions{}); !ok || err != nil || it.ExpireTime != t0+3600 {
 			return fmt.Errorf("pop in tx: %+v, %v, %v", it, ok, err)
 		}
 		if tx.Settings().CullLimit != 10 {
@@ -53,43 +55,43 @@ func TestTransactCommitsTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	utWant(t, c, TextKey("a"), Int(1))
-	utMiss(t, c, TextKey("b"))
-	utMiss(t, c, TextKey("gone"))
-	utWant(t, c, TextKey("n"), Int(14))
+	utWant(t, c, kv.TextKey("a"), kv.Int(1))
+	utMiss(t, c, kv.TextKey("b"))
+	utMiss(t, c, kv.TextKey("gone"))
+	utWant(t, c, kv.TextKey("n"), kv.Int(14))
 }
 
 func TestTransactRollsBackTogether(t *testing.T) {
 	c, _ := openTest(t, nil)
-	utSet(t, c, TextKey("keep"), Int(1), SetOptions{})
-	utSet(t, c, TextKey("n"), Int(10), SetOptions{})
+	utSet(t, c, kv.TextKey("keep"), kv.Int(1), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("n"), kv.Int(10), kv.SetOptions{})
 	boom := errors.New("boom")
 	err := c.Transact(utCtx, func(tx *Tx) error {
-		tx.Set(TextKey("a"), Int(1), SetOptions{})
-		tx.Delete(TextKey("keep"))
-		tx.Incr(TextKey("n"), Int(5), Int(0))
+		tx.Set(kv.TextKey("a"), kv.Int(1), kv.SetOptions{})
+		tx.Delete(kv.TextKey("keep"))
+		tx.Incr(kv.TextKey("n"), kv.Int(5), kv.Int(0))
 		return boom
 	})
 	if !errors.Is(err, boom) {
 		t.Fatalf("Transact = %v, want the function's error", err)
 	}
-	utMiss(t, c, TextKey("a"))
-	utWant(t, c, TextKey("keep"), Int(1))
-	utWant(t, c, TextKey("n"), Int(10))
+	utMiss(t, c, kv.TextKey("a"))
+	utWant(t, c, kv.TextKey("keep"), kv.Int(1))
+	utWant(t, c, kv.TextKey("n"), kv.Int(10))
 	if n := utLen(t, c); n != 2 {
 		t.Fatalf("Len = %d", n)
 	}
 	// An operation error inside (Incr on text) rolls back the earlier writes.
-	utSet(t, c, TextKey("text"), Text("x"), SetOptions{})
+	utSet(t, c, kv.TextKey("text"), kv.Text("x"), kv.SetOptions{})
 	err = c.Transact(utCtx, func(tx *Tx) error {
-		tx.Set(TextKey("a"), Int(1), SetOptions{})
-		_, err := tx.Incr(TextKey("text"), Int(1), Int(0))
+		tx.Set(kv.TextKey("a"), kv.Int(1), kv.SetOptions{})
+		_, err := tx.Incr(kv.TextKey("text"), kv.Int(1), kv.Int(0))
 		return err
 	})
-	if !errors.Is(err, ErrNotNumeric) {
+	if !errors.Is(err, kv.ErrNotNumeric) {
 		t.Fatalf("Transact = %v, want ErrNotNumeric", err)
 	}
-	utMiss(t, c, TextKey("a"))
+	utMiss(t, c, kv.TextKey("a"))
 	// A panic rolls back and propagates.
 	func() {
 		defer func() {
@@ -98,14 +100,14 @@ func TestTransactRollsBackTogether(t *testing.T) {
 			}
 		}()
 		c.Transact(utCtx, func(tx *Tx) error {
-			tx.Set(TextKey("a"), Int(1), SetOptions{})
+			tx.Set(kv.TextKey("a"), kv.Int(1), kv.SetOptions{})
 			panic("kaboom")
 		})
 	}()
-	utMiss(t, c, TextKey("a"))
+	utMiss(t, c, kv.TextKey("a"))
 	// The cache is usable afterwards (the write lock was released).
-	utSet(t, c, TextKey("after"), Int(1), SetOptions{})
-	utWant(t, c, TextKey("after"), Int(1))
+	utSet(t, c, kv.TextKey("after"), kv.Int(1), kv.SetOptions{})
+	utWant(t, c, kv.TextKey("after"), kv.Int(1))
 }
 
 // TestValueFilesRemovedOnlyAfterCommit: a transaction that overwrites or
@@ -114,10 +116,10 @@ func TestTransactRollsBackTogether(t *testing.T) {
 // files.
 func TestValueFilesRemovedOnlyAfterCommit(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
-	oldK, oldD := Bytes(utBig(100, 'k')), Bytes(utBig(100, 'd'))
-	utSet(t, c, TextKey("k"), oldK, SetOptions{})
-	utSet(t, c, TextKey("d"), oldD, SetOptions{})
-	utPush(t, c, Bytes(utBig(100, 'q')), QueueOptions{}, SetOptions{})
+	oldK, oldD := kv.Bytes(utBig(100, 'k')), kv.Bytes(utBig(100, 'd'))
+	utSet(t, c, kv.TextKey("k"), oldK, kv.SetOptions{})
+	utSet(t, c, kv.TextKey("d"), oldD, kv.SetOptions{})
+	utPush(t, c, kv.Bytes(utBig(100, 'q')), QueueOptions{}, kv.SetOptions{})
 	before := utValFiles(t, c)
 	if len(before) != 3 {
 		t.Fatalf("files = %v", before)
@@ -130,25 +132,25 @@ func TestValueFilesRemovedOnlyAfterCommit(t *testing.T) {
 		func() {
 			defer func() { recover() }()
 			err := c.Transact(utCtx, func(tx *Tx) error {
-				if err := tx.Set(TextKey("k"), Bytes(utBig(200, 'K')), SetOptions{}); err != nil {
+				if err := tx.Set(kv.TextKey("k"), kv.Bytes(utBig(200, 'K')), kv.SetOptions{}); err != nil {
 					return err
 				}
-				if err := tx.Set(TextKey("new"), Bytes(utBig(200, 'N')), SetOptions{Body: nil}); err != nil {
+				if err := tx.Set(kv.TextKey("new"), kv.Bytes(utBig(200, 'N')), kv.SetOptions{Body: nil}); err != nil {
 					return err
 				}
-				if err := tx.Set(TextKey("streamed"), Value{}, SetOptions{Body: bytesReader(utBig(50, 's'))}); err != nil {
+				if err := tx.Set(kv.TextKey("streamed"), kv.Value{}, kv.SetOptions{Body: bytesReader(utBig(50, 's'))}); err != nil {
 					return err
 				}
-				if ok, err := tx.Delete(TextKey("d")); !ok || err != nil {
+				if ok, err := tx.Delete(kv.TextKey("d")); !ok || err != nil {
 					return fmt.Errorf("delete: %v %v", ok, err)
 				}
 				if _, ok, err := tx.Pull(QueueOptions{}, GetOptions{}); !ok || err != nil {
 					return fmt.Errorf("pull: %v %v", ok, err)
 				}
-				if _, err := tx.Push(Bytes(utBig(100, 'P')), QueueOptions{}, SetOptions{}); err != nil {
+				if _, err := tx.Push(kv.Bytes(utBig(100, 'P')), QueueOptions{}, kv.SetOptions{}); err != nil {
 					return err
 				}
-				if ok, err := tx.Add(TextKey("k"), Bytes(utBig(100, 'A')), SetOptions{}); ok || err != nil {
+				if ok, err := tx.Add(kv.TextKey("k"), kv.Bytes(utBig(100, 'A')), kv.SetOptions{}); ok || err != nil {
 					return fmt.Errorf("add: %v %v", ok, err)
 				}
 				// Inside the transaction, the old files are still there.
@@ -166,9 +168,9 @@ func TestValueFilesRemovedOnlyAfterCommit(t *testing.T) {
 		if got := utValFiles(t, c); fmt.Sprint(got) != fmt.Sprint(before) {
 			t.Fatalf("files after rollback = %v, want %v", got, before)
 		}
-		utWant(t, c, TextKey("k"), oldK)
-		utWant(t, c, TextKey("d"), oldD)
-		utMiss(t, c, TextKey("new"))
+		utWant(t, c, kv.TextKey("k"), oldK)
+		utWant(t, c, kv.TextKey("d"), oldD)
+		utMiss(t, c, kv.TextKey("new"))
 		if it, ok := utTake(t, c, false, QueueOptions{}); !ok || it.Value.Data[0] != 'q' {
 			t.Fatalf("queue after rollback = %+v", it)
 		}
@@ -177,10 +179,10 @@ func TestValueFilesRemovedOnlyAfterCommit(t *testing.T) {
 
 	// Committed: the overwritten, deleted and pulled items' files go.
 	err := c.Transact(utCtx, func(tx *Tx) error {
-		if err := tx.Set(TextKey("k"), Bytes(utBig(200, 'K')), SetOptions{}); err != nil {
+		if err := tx.Set(kv.TextKey("k"), kv.Bytes(utBig(200, 'K')), kv.SetOptions{}); err != nil {
 			return err
 		}
-		if _, err := tx.Delete(TextKey("d")); err != nil {
+		if _, err := tx.Delete(kv.TextKey("d")); err != nil {
 			return err
 		}
 		_, _, err := tx.Pull(QueueOptions{}, GetOptions{})
@@ -193,7 +195,7 @@ func TestValueFilesRemovedOnlyAfterCommit(t *testing.T) {
 	if len(after) != 1 || after[0] == before[0] || after[0] == before[1] || after[0] == before[2] {
 		t.Fatalf("files after commit = %v (before %v)", after, before)
 	}
-	utWant(t, c, TextKey("k"), Bytes(utBig(200, 'K')))
+	utWant(t, c, kv.TextKey("k"), kv.Bytes(utBig(200, 'K')))
 	utCheckConverges(t, c)
 }
 
@@ -219,7 +221,7 @@ func TestTimeoutAcrossCaches(t *testing.T) {
 	dir := t.TempDir()
 	clk := newClock()
 	a := utOpenAt(t, dir, clk, nil)
-	utSet(t, a, TextKey("k"), Int(1), SetOptions{})
+	utSet(t, a, kv.TextKey("k"), kv.Int(1), kv.SetOptions{})
 	b, err := Open(utCtx, dir, Options{Timeout: 50 * time.Millisecond, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +232,7 @@ func TestTimeoutAcrossCaches(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- a.Transact(utCtx, func(tx *Tx) error {
-			if err := tx.Set(TextKey("k"), Int(2), SetOptions{}); err != nil {
+			if err := tx.Set(kv.TextKey("k"), kv.Int(2), kv.SetOptions{}); err != nil {
 				return err
 			}
 			close(held)
@@ -240,30 +242,30 @@ func TestTimeoutAcrossCaches(t *testing.T) {
 	}()
 	<-held
 
-	err = b.Set(utCtx, TextKey("other"), Int(1), SetOptions{})
-	var te *TimeoutError
-	if !errors.Is(err, ErrTimeout) || !errors.As(err, &te) || te.Op != "set" {
+	err = b.Set(utCtx, kv.TextKey("other"), kv.Int(1), kv.SetOptions{})
+	var te *kv.TimeoutError
+	if !errors.Is(err, kv.ErrTimeout) || !errors.As(err, &te) || te.Op != "set" {
 		t.Errorf("Set while locked = %v, want a set TimeoutError", err)
 	}
-	if _, err := b.Incr(utCtx, TextKey("n"), Int(1), Int(0)); !errors.Is(err, ErrTimeout) {
+	if _, err := b.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0)); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Incr while locked = %v, want ErrTimeout", err)
 	}
-	if _, err := b.Delete(utCtx, TextKey("k")); !errors.Is(err, ErrTimeout) {
+	if _, err := b.Delete(utCtx, kv.TextKey("k")); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Delete while locked = %v, want ErrTimeout", err)
 	}
 	n, err := b.Clear(utCtx)
 	if !errors.As(err, &te) || te.Op != "clear" || te.Removed != 0 || n != 0 {
 		t.Errorf("Clear while locked = %d, %v; want a clear TimeoutError", n, err)
 	}
-	if _, err := b.Expire(utCtx, 0); !errors.Is(err, ErrTimeout) {
+	if _, err := b.Expire(utCtx, 0); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Expire while locked = %v, want ErrTimeout", err)
 	}
-	if err := b.Transact(utCtx, func(*Tx) error { return nil }); !errors.Is(err, ErrTimeout) {
+	if err := b.Transact(utCtx, func(*Tx) error { return nil }); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Transact while locked = %v, want ErrTimeout", err)
 	}
 	// Readers are not blocked and see the last committed value.
-	utWant(t, b, TextKey("k"), Int(1))
-	if ok, err := b.Contains(utCtx, TextKey("k")); !ok || err != nil {
+	utWant(t, b, kv.TextKey("k"), kv.Int(1))
+	if ok, err := b.Contains(utCtx, kv.TextKey("k")); !ok || err != nil {
 		t.Errorf("Contains while locked = %v, %v", ok, err)
 	}
 
@@ -271,9 +273,9 @@ func TestTimeoutAcrossCaches(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	utWant(t, b, TextKey("k"), Int(2))
-	utSet(t, b, TextKey("other"), Int(3), SetOptions{})
-	utWant(t, a, TextKey("other"), Int(3))
+	utWant(t, b, kv.TextKey("k"), kv.Int(2))
+	utSet(t, b, kv.TextKey("other"), kv.Int(3), kv.SetOptions{})
+	utWant(t, a, kv.TextKey("other"), kv.Int(3))
 }
 
 // TestTimeoutInProcess: writers of one Cache wait for each other at most
@@ -294,14 +296,14 @@ func TestTimeoutInProcess(t *testing.T) {
 			})
 		}()
 		<-held
-		if err := c.Set(utCtx, TextKey("k"), Int(1), SetOptions{}); !errors.Is(err, ErrTimeout) {
+		if err := c.Set(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 			t.Errorf("timeout %v: Set = %v, want ErrTimeout", timeout, err)
 		}
 		// A cancelled context ends the wait with the context's error.
 		ctx, cancel := context.WithCancel(utCtx)
 		cancel()
 		if timeout > 0 {
-			if err := c.Set(ctx, TextKey("k"), Int(1), SetOptions{}); !errors.Is(err, context.Canceled) {
+			if err := c.Set(ctx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{}); !errors.Is(err, context.Canceled) {
 				t.Errorf("Set with a cancelled context = %v", err)
 			}
 		}
@@ -309,7 +311,7 @@ func TestTimeoutInProcess(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Set(utCtx, TextKey("k"), Int(1), SetOptions{}); err != nil {
+		if err := c.Set(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		c.Close()
@@ -329,7 +331,7 @@ func TestConcurrentAddExactlyOnce(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < keys; i++ {
 				k := (i + w*61) % keys // different starting points
-				ok, err := c.Add(utCtx, IntKey(int64(k)), Int(int64(w)), SetOptions{})
+				ok, err := c.Add(utCtx, kv.IntKey(int64(k)), kv.Int(int64(w)), kv.SetOptions{})
 				if err != nil {
 					errs <- err
 					return
@@ -354,7 +356,7 @@ func TestConcurrentAddExactlyOnce(t *testing.T) {
 	}
 	// Each key holds the value of the goroutine that won it.
 	for k := 0; k < keys; k += 97 {
-		utWant(t, c, IntKey(int64(k)), Int(int64(winner[k].Load())))
+		utWant(t, c, kv.IntKey(int64(k)), kv.Int(int64(winner[k].Load())))
 	}
 }
 
@@ -374,12 +376,12 @@ func TestConcurrentIncrExact(t *testing.T) {
 				for i := 0; i < each; i++ {
 					var err error
 					if g%2 == 0 {
-						_, err = c.Incr(utCtx, TextKey("n"), Int(2), Int(0))
+						_, err = c.Incr(utCtx, kv.TextKey("n"), kv.Int(2), kv.Int(0))
 					} else {
-						_, err = c.Decr(utCtx, TextKey("n"), Int(1), Int(0))
+						_, err = c.Decr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0))
 					}
 					if err == nil && i%10 == 0 {
-						_, err = c.Incr(utCtx, TextKey("f"), Float(0.5), Int(0))
+						_, err = c.Incr(utCtx, kv.TextKey("f"), kv.Float(0.5), kv.Int(0))
 					}
 					if err != nil {
 						errs <- err
@@ -396,15 +398,15 @@ func TestConcurrentIncrExact(t *testing.T) {
 	}
 	// Per cache: two goroutines add 2 each time, two subtract 1.
 	want := int64(len(caches) * (2*each*2 - 2*each))
-	utWant(t, caches[0], TextKey("n"), Int(want))
-	utWant(t, caches[1], TextKey("f"), Float(float64(len(caches)*perCache*each/10)*0.5))
+	utWant(t, caches[0], kv.TextKey("n"), kv.Int(want))
+	utWant(t, caches[1], kv.TextKey("f"), kv.Float(float64(len(caches)*perCache*each/10)*0.5))
 }
 
 // TestConcurrentReadersSeeWholeValues: readers racing a writer that keeps
 // replacing a file-backed value see either a whole value or a miss.
 func TestConcurrentReadersSeeWholeValues(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 100})
-	utSet(t, c, TextKey("k"), Bytes(utBig(1000, 'a')), SetOptions{})
+	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(1000, 'a')), kv.SetOptions{})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -418,7 +420,7 @@ func TestConcurrentReadersSeeWholeValues(t *testing.T) {
 					return
 				default:
 				}
-				it, ok, err := c.Get(utCtx, TextKey("k"), GetOptions{})
+				it, ok, err := c.Get(utCtx, kv.TextKey("k"), GetOptions{})
 				if err != nil {
 					errs <- err
 					return
@@ -435,7 +437,7 @@ func TestConcurrentReadersSeeWholeValues(t *testing.T) {
 		}()
 	}
 	for i := 0; i < 60; i++ {
-		utSet(t, c, TextKey("k"), Bytes(utBig(1000, byte('a'+i%26))), SetOptions{})
+		utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(1000, byte('a'+i%26))), kv.SetOptions{})
 	}
 	close(stop)
 	wg.Wait()
@@ -458,13 +460,13 @@ func TestSingleConnection(t *testing.T) {
 	}
 	defer c.Close()
 	for i := 0; i < 120; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(int64(i)), SetOptions{Tag: TextKey("t")})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(int64(i)), kv.SetOptions{Tag: kv.TextKey("t")})
 	}
 	for k, err := range c.Keys(utCtx, false) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Incr(utCtx, k, Int(1), Int(0)); err != nil {
+		if _, err := c.Incr(utCtx, k, kv.Int(1), kv.Int(0)); err != nil {
 			t.Fatal(err)
 		}
 		utGet(t, c, k)
@@ -477,8 +479,8 @@ func TestSingleConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	utWant(t, c, IntKey(5), Int(6))
-	utSet(t, c, TextKey("f"), Bytes(utBig(100, 'f')), SetOptions{})
+	utWant(t, c, kv.IntKey(5), kv.Int(6))
+	utSet(t, c, kv.TextKey("f"), kv.Bytes(utBig(100, 'f')), kv.SetOptions{})
 	utWantKinds(t, utCheck(t, c, true))
 	if _, _, err := c.Stats(utCtx, false, true); err != nil {
 		t.Fatal(err)
@@ -514,13 +516,13 @@ func TestTimedOutWriteLeavesNoFile(t *testing.T) {
 		})
 	}()
 	<-held
-	if err := b.Set(utCtx, TextKey("k"), Bytes(utBig(100, 'x')), SetOptions{}); !errors.Is(err, ErrTimeout) {
+	if err := b.Set(utCtx, kv.TextKey("k"), kv.Bytes(utBig(100, 'x')), kv.SetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Set = %v, want ErrTimeout", err)
 	}
-	if _, err := b.Add(utCtx, TextKey("k"), Value{}, SetOptions{Body: bytesReader(utBig(100, 'y'))}); !errors.Is(err, ErrTimeout) {
+	if _, err := b.Add(utCtx, kv.TextKey("k"), kv.Value{}, kv.SetOptions{Body: bytesReader(utBig(100, 'y'))}); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Add = %v, want ErrTimeout", err)
 	}
-	if _, err := b.Push(utCtx, Bytes(utBig(100, 'z')), QueueOptions{}, SetOptions{}); !errors.Is(err, ErrTimeout) {
+	if _, err := b.Push(utCtx, kv.Bytes(utBig(100, 'z')), QueueOptions{}, kv.SetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Push = %v, want ErrTimeout", err)
 	}
 	close(release)

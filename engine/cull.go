@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Counters are running totals of items removed since the cache was opened,
@@ -106,7 +108,7 @@ func (c *Cache) batchDelete(ctx context.Context, op string, query string, args f
 			return err
 		})
 		if err != nil {
-			var te *TimeoutError
+			var te *kv.TimeoutError
 			if errors.As(err, &te) {
 				te.Op, te.Removed = op, total
 			}
@@ -153,11 +155,11 @@ func (c *Cache) Expire(ctx context.Context, now float64) (int64, error) {
 }
 
 // Evict removes every item tagged tag and returns how many it removed.
-func (c *Cache) Evict(ctx context.Context, tag Key) (int64, error) {
+func (c *Cache) Evict(ctx context.Context, tag kv.Key) (int64, error) {
 	if tag.IsNone() {
 		return 0, nil
 	}
-	t := tag.dbTag()
+	t := dbTag(tag)
 	return c.batchDelete(ctx, "evict",
 		`SELECT rowid, filename FROM Cache WHERE tag = ? AND rowid > ? ORDER BY rowid LIMIT 100`,
 		func(last int64) []any { return []any{t, last} }, nil)
@@ -197,7 +199,7 @@ func (c *Cache) Cull(ctx context.Context) (int64, error) {
 			return err
 		})
 		if err != nil {
-			var te *TimeoutError
+			var te *kv.TimeoutError
 			if errors.As(err, &te) {
 				te.Op, te.Removed = "cull", count
 			}

@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func utLive(t *testing.T, c *Cache, names ...string) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
 	for _, n := range names {
-		_, ok := utRowOf(t, c, TextKey(n))
+		_, ok := utRowOf(t, c, kv.TextKey(n))
 		out[n] = ok
 	}
 	return out
@@ -36,7 +38,7 @@ func utFill(t *testing.T, policy EvictionPolicy, n int) (*Cache, *fakeClock) {
 	c, clk := openTest(t, map[string]any{SettingEvictionPolicy: string(policy), SettingCullLimit: 0})
 	for i := 0; i < n; i++ {
 		clk.Advance(time.Second)
-		utSet(t, c, TextKey(fmt.Sprintf("k%d", i)), Int(int64(i)), SetOptions{})
+		utSet(t, c, kv.TextKey(fmt.Sprintf("k%d", i)), kv.Int(int64(i)), kv.SetOptions{})
 	}
 	return c, clk
 }
@@ -55,12 +57,12 @@ func utOverLimit(t *testing.T, c *Cache, limit int) {
 func TestEvictionLeastRecentlyStored(t *testing.T) {
 	c, clk := utFill(t, PolicyLeastRecentlyStored, 5)
 	// Reads do not count; rewriting does.
-	utGet(t, c, TextKey("k0"))
+	utGet(t, c, kv.TextKey("k0"))
 	clk.Advance(time.Second)
-	utSet(t, c, TextKey("k1"), Int(1), SetOptions{})
+	utSet(t, c, kv.TextKey("k1"), kv.Int(1), kv.SetOptions{})
 	utOverLimit(t, c, 2)
 	clk.Advance(time.Second)
-	utSet(t, c, TextKey("new"), Int(9), SetOptions{})
+	utSet(t, c, kv.TextKey("new"), kv.Int(9), kv.SetOptions{})
 	utWantRows(t, c, []string{"k1", "k4", "k3", "new"}, []string{"k0", "k2"})
 	if got := c.Counters(); got.Evicted != 2 || got.Expired != 0 {
 		t.Fatalf("Counters = %+v, want 2 evicted", got)
@@ -70,53 +72,53 @@ func TestEvictionLeastRecentlyStored(t *testing.T) {
 func TestEvictionLeastRecentlyUsed(t *testing.T) {
 	c, clk := utFill(t, PolicyLeastRecentlyUsed, 5)
 	clk.Advance(time.Second)
-	utGet(t, c, TextKey("k0"))
+	utGet(t, c, kv.TextKey("k0"))
 	clk.Advance(time.Second)
-	utGet(t, c, TextKey("k1"))
-	if r := utMustRow(t, c, TextKey("k1")); r.accessTime != t0+7 || r.storeTime != t0+2 {
+	utGet(t, c, kv.TextKey("k1"))
+	if r := utMustRow(t, c, kv.TextKey("k1")); r.accessTime != t0+7 || r.storeTime != t0+2 {
 		t.Fatalf("row after get = %+v, want access_time updated only", r)
 	}
 	// A miss and Contains do not touch anything.
-	c.Contains(utCtx, TextKey("k2"))
+	c.Contains(utCtx, kv.TextKey("k2"))
 	utOverLimit(t, c, 2)
 	clk.Advance(time.Second)
-	utSet(t, c, TextKey("new"), Int(9), SetOptions{})
+	utSet(t, c, kv.TextKey("new"), kv.Int(9), kv.SetOptions{})
 	utWantRows(t, c, []string{"k0", "k1", "k4", "new"}, []string{"k2", "k3"})
 }
 
 func TestEvictionLeastFrequentlyUsed(t *testing.T) {
 	c, _ := utFill(t, PolicyLeastFrequentlyUsed, 5)
 	for _, k := range []string{"k0", "k0", "k1", "k3", "k4"} {
-		if _, ok := utGet(t, c, TextKey(k)); !ok {
+		if _, ok := utGet(t, c, kv.TextKey(k)); !ok {
 			t.Fatalf("miss on %s", k)
 		}
 	}
-	if r := utMustRow(t, c, TextKey("k0")); r.accessCount != 2 {
+	if r := utMustRow(t, c, kv.TextKey("k0")); r.accessCount != 2 {
 		t.Fatalf("access_count = %d, want 2", r.accessCount)
 	}
 	utOverLimit(t, c, 1)
-	utSet(t, c, TextKey("new"), Int(9), SetOptions{})
+	utSet(t, c, kv.TextKey("new"), kv.Int(9), kv.SetOptions{})
 	utWantRows(t, c, []string{"k0", "k1", "k3", "k4", "new"}, []string{"k2"})
 	// Ties break by rowid: "new" (count 0) goes before "new2" (count 0).
-	utSet(t, c, TextKey("new2"), Int(9), SetOptions{})
+	utSet(t, c, kv.TextKey("new2"), kv.Int(9), kv.SetOptions{})
 	utWantRows(t, c, []string{"k0", "k1", "k3", "k4", "new2"}, []string{"new"})
 	// With a budget of two: the new item (count 0) goes first, then the
 	// lowest count with the lowest rowid (k1, count 1, before k3 and k4).
-	utGet(t, c, TextKey("new2"))
-	utGet(t, c, TextKey("new2"))
+	utGet(t, c, kv.TextKey("new2"))
+	utGet(t, c, kv.TextKey("new2"))
 	if err := c.Reset(utCtx, SettingCullLimit, 2); err != nil {
 		t.Fatal(err)
 	}
-	utSet(t, c, TextKey("new3"), Int(9), SetOptions{})
+	utSet(t, c, kv.TextKey("new3"), kv.Int(9), kv.SetOptions{})
 	utWantRows(t, c, []string{"k0", "k3", "k4", "new2"}, []string{"new3", "k1"})
 }
 
 func TestEvictionNone(t *testing.T) {
 	c, clk := utFill(t, PolicyNone, 5)
-	utSet(t, c, TextKey("exp"), Int(0), SetOptions{Expire: ExpireAfter(time.Second)})
+	utSet(t, c, kv.TextKey("exp"), kv.Int(0), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	utOverLimit(t, c, 10)
 	clk.Advance(2 * time.Second)
-	utSet(t, c, TextKey("new"), Int(9), SetOptions{})
+	utSet(t, c, kv.TextKey("new"), kv.Int(9), kv.SetOptions{})
 	// Nothing evicted by policy, but expired items are still culled.
 	utWantRows(t, c, []string{"k0", "k1", "k2", "k3", "k4", "new"}, []string{"exp"})
 	if got := c.Counters(); got.Evicted != 0 || got.Expired != 1 {
@@ -134,8 +136,8 @@ func TestEvictionNone(t *testing.T) {
 	if err := c.Reset(utCtx, SettingCullLimit, 0); err != nil {
 		t.Fatal(err)
 	}
-	utSet(t, c, TextKey("e1"), Int(0), SetOptions{Expire: ExpireAfter(time.Second)})
-	utSet(t, c, TextKey("e2"), Int(0), SetOptions{Expire: ExpireAfter(time.Second)})
+	utSet(t, c, kv.TextKey("e1"), kv.Int(0), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
+	utSet(t, c, kv.TextKey("e2"), kv.Int(0), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	clk.Advance(2 * time.Second)
 	if n, err := c.Cull(utCtx); err != nil || n != 2 {
 		t.Fatalf("Cull under none with 2 expired = %d, %v", n, err)
@@ -149,14 +151,14 @@ func TestCullLimitPerWrite(t *testing.T) {
 	c, clk := utFill(t, PolicyLeastRecentlyStored, 4)
 	// Five expired items with expire times out of rowid order.
 	for i, d := range []int{5, 3, 1, 4, 2} {
-		utSet(t, c, TextKey(fmt.Sprintf("e%d", i)), Int(0), SetOptions{Expire: ExpireAfter(time.Duration(d) * time.Second)})
+		utSet(t, c, kv.TextKey(fmt.Sprintf("e%d", i)), kv.Int(0), kv.SetOptions{Expire: kv.ExpireAfter(time.Duration(d) * time.Second)})
 	}
 	clk.Advance(10 * time.Second)
 	if err := c.Reset(utCtx, SettingCullLimit, 3); err != nil {
 		t.Fatal(err)
 	}
 	// Under the size limit: only expired items go, earliest expire_time first.
-	utSet(t, c, TextKey("w1"), Int(1), SetOptions{})
+	utSet(t, c, kv.TextKey("w1"), kv.Int(1), kv.SetOptions{})
 	utWantRows(t, c, []string{"e0", "e3", "k0", "k1", "k2", "k3", "w1"}, []string{"e2", "e4", "e1"})
 	if got := c.Counters(); got.Expired != 3 || got.Evicted != 0 {
 		t.Fatalf("Counters = %+v, want 3 expired", got)
@@ -165,23 +167,23 @@ func TestCullLimitPerWrite(t *testing.T) {
 	if err := c.Reset(utCtx, SettingSizeLimit, 0); err != nil {
 		t.Fatal(err)
 	}
-	utSet(t, c, TextKey("w2"), Int(1), SetOptions{})
+	utSet(t, c, kv.TextKey("w2"), kv.Int(1), kv.SetOptions{})
 	utWantRows(t, c, []string{"k1", "k2", "k3", "w1", "w2"}, []string{"e0", "e3", "k0"})
 	if got := c.Counters(); got.Expired != 5 || got.Evicted != 1 {
 		t.Fatalf("Counters = %+v, want 5 expired, 1 evicted", got)
 	}
 	// Every kind of write culls: add, incr on a missing key, push.
-	if ok, _ := c.Add(utCtx, TextKey("w3"), Int(1), SetOptions{}); !ok {
+	if ok, _ := c.Add(utCtx, kv.TextKey("w3"), kv.Int(1), kv.SetOptions{}); !ok {
 		t.Fatal("Add failed")
 	}
 	utWantRows(t, c, []string{"w1", "w2", "w3"}, []string{"k1", "k2", "k3"})
-	if _, err := c.Incr(utCtx, TextKey("w4"), Int(1), Int(0)); err != nil {
+	if _, err := c.Incr(utCtx, kv.TextKey("w4"), kv.Int(1), kv.Int(0)); err != nil {
 		t.Fatal(err)
 	}
 	if n := utLen(t, c); n != 1 {
 		t.Fatalf("Len = %d after incr culled 3", n)
 	}
-	if _, err := c.Push(utCtx, Int(1), QueueOptions{}, SetOptions{}); err != nil {
+	if _, err := c.Push(utCtx, kv.Int(1), QueueOptions{}, kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := utLen(t, c); n != 0 {
@@ -197,11 +199,11 @@ func TestCullLimitPerWrite(t *testing.T) {
 func TestCullLimitZeroDisables(t *testing.T) {
 	c, clk := openTest(t, map[string]any{SettingCullLimit: 0, SettingSizeLimit: 0})
 	for i := 0; i < 5; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{Expire: ExpireAfter(time.Second)})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	}
 	clk.Advance(time.Minute)
 	for i := 5; i < 10; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{})
 	}
 	if n := utLen(t, c); n != 10 {
 		t.Fatalf("Len = %d, want 10: cull_limit 0 disables culling", n)
@@ -216,10 +218,10 @@ func TestCullUntilUnderLimit(t *testing.T) {
 	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 1024, SettingCullLimit: 0})
 	for i := 0; i < 30; i++ {
 		clk.Advance(time.Second)
-		utSet(t, c, IntKey(int64(i)), Bytes(utBig(fileSize, byte('a'+i%26))), SetOptions{})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(fileSize, byte('a'+i%26))), kv.SetOptions{})
 	}
 	for i := 30; i < 35; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{Expire: ExpireAfter(time.Second)})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	}
 	clk.Advance(2 * time.Second)
 	vol, err := c.Volume(utCtx)
@@ -235,7 +237,7 @@ func TestCullUntilUnderLimit(t *testing.T) {
 		t.Fatalf("Cull = %d, %v; want 25 (5 expired + 20 evicted)", n, err)
 	}
 	for i := 0; i < 35; i++ {
-		_, ok := utRowOf(t, c, IntKey(int64(i)))
+		_, ok := utRowOf(t, c, kv.IntKey(int64(i)))
 		if want := i >= 20 && i < 30; ok != want {
 			t.Errorf("key %d kept = %v, want %v", i, ok, want)
 		}
@@ -274,15 +276,15 @@ func TestVolume(t *testing.T) {
 	if empty <= 0 {
 		t.Fatalf("Volume = %d", empty)
 	}
-	utSet(t, c, TextKey("a"), Bytes(utBig(5000, 'a')), SetOptions{})
-	utSet(t, c, TextKey("b"), Text(string(utBig(3000, 'b'))), SetOptions{})
+	utSet(t, c, kv.TextKey("a"), kv.Bytes(utBig(5000, 'a')), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("b"), kv.Text(string(utBig(3000, 'b'))), kv.SetOptions{})
 	if v := vol(); v < empty+8000 {
 		t.Fatalf("Volume = %d, want at least %d", v, empty+8000)
 	}
 	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 8000 {
 		t.Fatalf("Settings.size = %d, want 8000", got)
 	}
-	c.Delete(utCtx, TextKey("a"))
+	c.Delete(utCtx, kv.TextKey("a"))
 	vol()
 	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 3000 {
 		t.Fatalf("Settings.size = %d, want 3000", got)

@@ -13,11 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
-)
 
-// ErrIndexOutOfRange is returned by Deque.At, SetAt and DeleteAt for an
-// index outside the deque (python's IndexError).
-var ErrIndexOutOfRange = errors.New("deque index out of range")
+	"github.com/diskcache-operator/diskcache-operator/kv"
+)
 
 // Deque is python-diskcache's Deque: a persistent double-ended queue stored
 // in a Cache as queue items with integer keys (Cache.Push and Cache.Pull).
@@ -106,8 +104,8 @@ func (d *Deque) trim(tx *Tx, side Side) error {
 	}
 }
 
-func (d *Deque) appendTx(tx *Tx, v Value, side Side) error {
-	if _, err := tx.Push(v, QueueOptions{Side: side}, SetOptions{}); err != nil {
+func (d *Deque) appendTx(tx *Tx, v kv.Value, side Side) error {
+	if _, err := tx.Push(v, QueueOptions{Side: side}, kv.SetOptions{}); err != nil {
 		return err
 	}
 	if side == Back {
@@ -118,18 +116,18 @@ func (d *Deque) appendTx(tx *Tx, v Value, side Side) error {
 
 // Append adds v at the back, dropping the front item when that makes the
 // deque longer than its maxlen.
-func (d *Deque) Append(ctx context.Context, v Value) error {
+func (d *Deque) Append(ctx context.Context, v kv.Value) error {
 	return d.c.Transact(ctx, func(tx *Tx) error { return d.appendTx(tx, v, Back) })
 }
 
 // AppendLeft adds v at the front, dropping the back item when that makes
 // the deque longer than its maxlen.
-func (d *Deque) AppendLeft(ctx context.Context, v Value) error {
+func (d *Deque) AppendLeft(ctx context.Context, v kv.Value) error {
 	return d.c.Transact(ctx, func(tx *Tx) error { return d.appendTx(tx, v, Front) })
 }
 
 // Extend appends every value at the back, in order, in one transaction.
-func (d *Deque) Extend(ctx context.Context, values []Value) error {
+func (d *Deque) Extend(ctx context.Context, values []kv.Value) error {
 	return d.c.Transact(ctx, func(tx *Tx) error {
 		for _, v := range values {
 			if err := d.appendTx(tx, v, Back); err != nil {
@@ -142,7 +140,7 @@ func (d *Deque) Extend(ctx context.Context, values []Value) error {
 
 // ExtendLeft adds every value at the front, in order (so they end up
 // reversed), in one transaction.
-func (d *Deque) ExtendLeft(ctx context.Context, values []Value) error {
+func (d *Deque) ExtendLeft(ctx context.Context, values []kv.Value) error {
 	return d.c.Transact(ctx, func(tx *Tx) error {
 		for _, v := range values {
 			if err := d.appendTx(tx, v, Front); err != nil {
@@ -153,7 +151,7 @@ func (d *Deque) ExtendLeft(ctx context.Context, values []Value) error {
 	})
 }
 
-func (d *Deque) take(ctx context.Context, side Side, remove bool) (Value, error) {
+func (d *Deque) take(ctx context.Context, side Side, remove bool) (kv.Value, error) {
 	q := QueueOptions{Side: side}
 	var it Item
 	var ok bool
@@ -164,33 +162,33 @@ func (d *Deque) take(ctx context.Context, side Side, remove bool) (Value, error)
 		it, ok, err = d.c.Peek(ctx, q, GetOptions{})
 	}
 	if err != nil {
-		return Value{}, err
+		return kv.Value{}, err
 	}
 	if !ok {
 		op := "pop"
 		if !remove {
 			op = "peek"
 		}
-		return Value{}, fmt.Errorf("%w: %s from an empty deque", ErrEmpty, op)
+		return kv.Value{}, fmt.Errorf("%w: %s from an empty deque", kv.ErrEmpty, op)
 	}
 	return it.Value, nil
 }
 
 // Pop removes and returns the back item; ErrEmpty when there is none.
-func (d *Deque) Pop(ctx context.Context) (Value, error) { return d.take(ctx, Back, true) }
+func (d *Deque) Pop(ctx context.Context) (kv.Value, error) { return d.take(ctx, Back, true) }
 
 // PopLeft removes and returns the front item; ErrEmpty when there is none.
-func (d *Deque) PopLeft(ctx context.Context) (Value, error) { return d.take(ctx, Front, true) }
+func (d *Deque) PopLeft(ctx context.Context) (kv.Value, error) { return d.take(ctx, Front, true) }
 
 // Peek returns the back item; ErrEmpty when there is none.
-func (d *Deque) Peek(ctx context.Context) (Value, error) { return d.take(ctx, Back, false) }
+func (d *Deque) Peek(ctx context.Context) (kv.Value, error) { return d.take(ctx, Back, false) }
 
 // PeekLeft returns the front item; ErrEmpty when there is none.
-func (d *Deque) PeekLeft(ctx context.Context) (Value, error) { return d.take(ctx, Front, false) }
+func (d *Deque) PeekLeft(ctx context.Context) (kv.Value, error) { return d.take(ctx, Front, false) }
 
 // locate returns the key of the live item at index i (negative counts from
 // the back, -1 being the last).
-func (d *Deque) locate(tx *Tx, i int) (Key, error) {
+func (d *Deque) locate(tx *Tx, i int) (kv.Key, error) {
 	q := `SELECT key, raw FROM Cache WHERE expire_time IS NULL OR expire_time > ? ORDER BY key ASC, raw ASC LIMIT 1 OFFSET ?`
 	off := int64(i)
 	if i < 0 {
@@ -199,18 +197,18 @@ func (d *Deque) locate(tx *Tx, i int) (Key, error) {
 	}
 	row, ok, err := tx.cn.queryRow(q, 2, tx.now(), off)
 	if err != nil {
-		return Key{}, err
+		return kv.Key{}, err
 	}
 	if !ok {
-		return Key{}, fmt.Errorf("%w: %d", ErrIndexOutOfRange, i)
+		return kv.Key{}, fmt.Errorf("%w: %d", kv.ErrIndexOutOfRange, i)
 	}
 	return keyFromDB(row[0], toInt(row[1])), nil
 }
 
 // At returns the item at index i; negative indexes count from the back.
 // An index outside the deque fails with ErrIndexOutOfRange.
-func (d *Deque) At(ctx context.Context, i int) (Value, error) {
-	var v Value
+func (d *Deque) At(ctx context.Context, i int) (kv.Value, error) {
+	var v kv.Value
 	err := d.c.Transact(ctx, func(tx *Tx) error {
 		key, err := d.locate(tx, i)
 		if err != nil {
@@ -221,7 +219,7 @@ func (d *Deque) At(ctx context.Context, i int) (Value, error) {
 			return err
 		}
 		if !ok { // its value file is gone
-			return fmt.Errorf("%w: %d", ErrIndexOutOfRange, i)
+			return fmt.Errorf("%w: %d", kv.ErrIndexOutOfRange, i)
 		}
 		v = it.Value
 		return nil
@@ -230,13 +228,13 @@ func (d *Deque) At(ctx context.Context, i int) (Value, error) {
 }
 
 // SetAt replaces the item at index i (see At).
-func (d *Deque) SetAt(ctx context.Context, i int, v Value) error {
+func (d *Deque) SetAt(ctx context.Context, i int, v kv.Value) error {
 	return d.c.Transact(ctx, func(tx *Tx) error {
 		key, err := d.locate(tx, i)
 		if err != nil {
 			return err
 		}
-		return tx.Set(key, v, SetOptions{})
+		return tx.Set(key, v, kv.SetOptions{})
 	})
 }
 
@@ -260,7 +258,7 @@ const (
 
 // scanEqual calls fn with the key of every live item equal to v, in order,
 // until fn returns false. query runs one page query.
-func (d *Deque) scanEqual(now float64, v Value, query func(q string, args ...any) ([][]driver.Value, error), fn func(Key) bool) error {
+func (d *Deque) scanEqual(now float64, v kv.Value, query func(q string, args ...any) ([][]driver.Value, error), fn func(kv.Key) bool) error {
 	rows, err := query(dequeScanFirst)
 	for {
 		if err != nil {
@@ -288,7 +286,7 @@ func (d *Deque) scanEqual(now float64, v Value, query func(q string, args ...any
 
 // rowEquals compares a stored value with v as Python's == would (see
 // pyEqual), reading a value file only when its type and size match.
-func (c *Cache) rowEquals(mode, filename, value, size driver.Value, v Value) (bool, error) {
+func (c *Cache) rowEquals(mode, filename, value, size driver.Value, v kv.Value) (bool, error) {
 	m := toInt(mode)
 	if name, ok := filename.(string); ok && name != "" {
 		if typeOfMode(m) != v.Type || toInt(size) != int64(len(v.Data)) {
@@ -313,17 +311,17 @@ func (c *Cache) rowEquals(mode, filename, value, size driver.Value, v Value) (bo
 // pyEqual is Python's == on values: ints and floats compare as numbers (1
 // == 1.0, NaN equals nothing), everything else by type and content
 // (pickles by their bytes).
-func pyEqual(a, b Value) bool {
-	an := a.Type == ValueInt || a.Type == ValueFloat
-	bn := b.Type == ValueInt || b.Type == ValueFloat
+func pyEqual(a, b kv.Value) bool {
+	an := a.Type == kv.ValueInt || a.Type == kv.ValueFloat
+	bn := b.Type == kv.ValueInt || b.Type == kv.ValueFloat
 	switch {
 	case an && bn:
 		switch {
-		case a.Type == ValueInt && b.Type == ValueInt:
+		case a.Type == kv.ValueInt && b.Type == kv.ValueInt:
 			return a.Int == b.Int
-		case a.Type == ValueFloat && b.Type == ValueFloat:
+		case a.Type == kv.ValueFloat && b.Type == kv.ValueFloat:
 			return a.Float == b.Float
-		case a.Type == ValueInt:
+		case a.Type == kv.ValueInt:
 			return intEqualsFloat(a.Int, b.Float)
 		default:
 			return intEqualsFloat(b.Int, a.Float)
@@ -343,16 +341,16 @@ func intEqualsFloat(i int64, f float64) bool {
 
 // Remove removes the first item equal to v (Python equality, see Count);
 // it fails with an error wrapping ErrNotFound when there is none.
-func (d *Deque) Remove(ctx context.Context, v Value) error {
+func (d *Deque) Remove(ctx context.Context, v kv.Value) error {
 	return d.c.Transact(ctx, func(tx *Tx) error {
-		var key Key
+		var key kv.Key
 		found := false
 		query := func(q string, args ...any) ([][]driver.Value, error) { return tx.cn.queryRows(q, 7, args...) }
-		if err := d.scanEqual(tx.now(), v, query, func(k Key) bool { key, found = k, true; return false }); err != nil {
+		if err := d.scanEqual(tx.now(), v, query, func(k kv.Key) bool { key, found = k, true; return false }); err != nil {
 			return err
 		}
 		if !found {
-			return fmt.Errorf("%w: deque.remove(value): value not in deque", ErrNotFound)
+			return fmt.Errorf("%w: deque.remove(value): value not in deque", kv.ErrNotFound)
 		}
 		_, err := tx.Delete(key)
 		return err
@@ -362,10 +360,10 @@ func (d *Deque) Remove(ctx context.Context, v Value) error {
 // Count returns the number of items equal to v. Equality is Python's:
 // Int(1) equals Float(1.0); text, bytes and pickles compare by type and
 // content. Like python's, it is not one transaction: it reads page by page.
-func (d *Deque) Count(ctx context.Context, v Value) (int64, error) {
+func (d *Deque) Count(ctx context.Context, v kv.Value) (int64, error) {
 	var n int64
 	query := func(q string, args ...any) ([][]driver.Value, error) { return d.c.queryPage(ctx, q, 7, args...) }
-	err := d.scanEqual(d.c.nowSeconds(), v, query, func(Key) bool { n++; return true })
+	err := d.scanEqual(d.c.nowSeconds(), v, query, func(kv.Key) bool { n++; return true })
 	return n, err
 }
 
@@ -454,7 +452,7 @@ func (d *Deque) Rotate(ctx context.Context, steps int) error {
 				key = boundary - 1 - int64(i)
 			}
 			if key <= 0 || key >= queueMax {
-				return fmt.Errorf("%w: deque keys exhausted at one end", ErrInvalidKey)
+				return fmt.Errorf("%w: deque keys exhausted at one end", kv.ErrInvalidKey)
 			}
 			if _, err := tx.cn.exec(`UPDATE Cache SET key = ? WHERE rowid = ?`, key, r[0]); err != nil {
 				return err
@@ -476,16 +474,16 @@ func (d *Deque) Len(ctx context.Context) (int64, error) { return d.c.Len(ctx) }
 // Values yields the items front to back, or back to front with reverse,
 // as python's iter and reversed do: key by key, skipping items removed or
 // expired meanwhile.
-func (d *Deque) Values(ctx context.Context, reverse bool) iter.Seq2[Value, error] {
-	return func(yield func(Value, error) bool) {
+func (d *Deque) Values(ctx context.Context, reverse bool) iter.Seq2[kv.Value, error] {
+	return func(yield func(kv.Value, error) bool) {
 		for key, err := range d.c.SortedKeys(ctx, reverse) {
 			if err != nil {
-				yield(Value{}, err)
+				yield(kv.Value{}, err)
 				return
 			}
 			it, ok, err := d.c.Get(ctx, key, GetOptions{})
 			if err != nil {
-				yield(Value{}, err)
+				yield(kv.Value{}, err)
 				return
 			}
 			if ok && !yield(it.Value, nil) {
@@ -496,8 +494,8 @@ func (d *Deque) Values(ctx context.Context, reverse bool) iter.Seq2[Value, error
 }
 
 // Slice returns the items front to back.
-func (d *Deque) Slice(ctx context.Context) ([]Value, error) {
-	var out []Value
+func (d *Deque) Slice(ctx context.Context) ([]kv.Value, error) {
+	var out []kv.Value
 	for v, err := range d.Values(ctx, false) {
 		if err != nil {
 			return out, err
@@ -510,7 +508,7 @@ func (d *Deque) Slice(ctx context.Context) ([]Value, error) {
 // DequeValue is one value for Deque.PushAll: Value, or, when Body is set, a
 // value of type Value.Type streamed from Body into a value file.
 type DequeValue struct {
-	Value Value
+	Value kv.Value
 	Body  io.Reader
 }
 
@@ -547,7 +545,7 @@ func (d *Deque) PushAll(ctx context.Context, side Side, maxlen int, values iter.
 			discard()
 			return 0, err
 		}
-		st, err := d.c.prepare(dv.Value, SetOptions{Body: dv.Body})
+		st, err := d.c.prepare(dv.Value, kv.SetOptions{Body: dv.Body})
 		if err != nil {
 			discard()
 			return 0, err
@@ -567,7 +565,7 @@ func (d *Deque) PushAll(ctx context.Context, side Side, maxlen int, values iter.
 	var n int64
 	err := d.c.write(ctx, "deque push", func(tx *Tx) error {
 		for _, st := range staged {
-			if _, err := tx.pushStored(st, QueueOptions{Side: side}, SetOptions{}); err != nil {
+			if _, err := tx.pushStored(st, QueueOptions{Side: side}, kv.SetOptions{}); err != nil {
 				return err
 			}
 		}
@@ -616,7 +614,7 @@ func (d *Deque) ItemAt(ctx context.Context, i int, opts GetOptions) (Item, error
 			return err
 		}
 		if !ok { // its value file is gone
-			return fmt.Errorf("%w: %d", ErrIndexOutOfRange, i)
+			return fmt.Errorf("%w: %d", kv.ErrIndexOutOfRange, i)
 		}
 		it = got
 		return nil
@@ -626,7 +624,7 @@ func (d *Deque) ItemAt(ctx context.Context, i int, opts GetOptions) (Item, error
 
 // SetAtWith is SetAt with SetOptions: opts.Body streams the value into a
 // value file before the transaction starts (see SetOptions).
-func (d *Deque) SetAtWith(ctx context.Context, i int, v Value, opts SetOptions) error {
+func (d *Deque) SetAtWith(ctx context.Context, i int, v kv.Value, opts kv.SetOptions) error {
 	st, err := d.c.prepare(v, opts)
 	if err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func openDequeTest(t *testing.T, maxlen int) *Deque {
@@ -21,34 +23,34 @@ func openDequeTest(t *testing.T, maxlen int) *Deque {
 }
 
 // dqTexts turns single-letter strings into text values.
-func dqTexts(s string) []Value {
-	var out []Value
+func dqTexts(s string) []kv.Value {
+	var out []kv.Value
 	for _, r := range s {
-		out = append(out, Text(string(r)))
+		out = append(out, kv.Text(string(r)))
 	}
 	return out
 }
 
-func dqInts(ns ...int64) []Value {
-	var out []Value
+func dqInts(ns ...int64) []kv.Value {
+	var out []kv.Value
 	for _, n := range ns {
-		out = append(out, Int(n))
+		out = append(out, kv.Int(n))
 	}
 	return out
 }
 
 // dqExpect checks the deque's contents in both directions and its length.
-func dqExpect(t *testing.T, d *Deque, want []Value) {
+func dqExpect(t *testing.T, d *Deque, want []kv.Value) {
 	t.Helper()
 	ctx := context.Background()
 	got, err := d.Slice(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.EqualFunc(got, want, Value.Equal) {
+	if !slices.EqualFunc(got, want, kv.Value.Equal) {
 		t.Fatalf("deque = %v, want %v", got, want)
 	}
-	var back []Value
+	var back []kv.Value
 	for v, err := range d.Values(ctx, true) {
 		if err != nil {
 			t.Fatal(err)
@@ -56,7 +58,7 @@ func dqExpect(t *testing.T, d *Deque, want []Value) {
 		back = append(back, v)
 	}
 	slices.Reverse(back)
-	if !slices.EqualFunc(back, want, Value.Equal) {
+	if !slices.EqualFunc(back, want, kv.Value.Equal) {
 		t.Fatalf("reversed deque = %v, want reversed %v", back, want)
 	}
 	if n, err := d.Len(ctx); err != nil || n != int64(len(want)) {
@@ -70,8 +72,8 @@ func TestDequeAppendPopPeek(t *testing.T) {
 	if d.Cache().Settings().EvictionPolicy != PolicyNone {
 		t.Fatalf("policy %s", d.Cache().Settings().EvictionPolicy)
 	}
-	for _, op := range []func(context.Context) (Value, error){d.Pop, d.PopLeft, d.Peek, d.PeekLeft} {
-		if _, err := op(ctx); !errors.Is(err, ErrEmpty) {
+	for _, op := range []func(context.Context) (kv.Value, error){d.Pop, d.PopLeft, d.Peek, d.PeekLeft} {
+		if _, err := op(ctx); !errors.Is(err, kv.ErrEmpty) {
 			t.Fatalf("on an empty deque: %v", err)
 		}
 	}
@@ -80,21 +82,21 @@ func TestDequeAppendPopPeek(t *testing.T) {
 		t.Fatal(err)
 	}
 	for v := range int64(5) {
-		if err := d.AppendLeft(ctx, Int(-v)); err != nil {
+		if err := d.AppendLeft(ctx, kv.Int(-v)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	dqExpect(t, d, dqInts(-4, -3, -2, -1, 0, 0, 1, 2, 3, 4))
-	if v, err := d.Pop(ctx); err != nil || !v.Equal(Int(4)) {
+	if v, err := d.Pop(ctx); err != nil || !v.Equal(kv.Int(4)) {
 		t.Fatalf("Pop = %v %v", v, err)
 	}
-	if v, err := d.PopLeft(ctx); err != nil || !v.Equal(Int(-4)) {
+	if v, err := d.PopLeft(ctx); err != nil || !v.Equal(kv.Int(-4)) {
 		t.Fatalf("PopLeft = %v %v", v, err)
 	}
-	if v, err := d.Peek(ctx); err != nil || !v.Equal(Int(3)) {
+	if v, err := d.Peek(ctx); err != nil || !v.Equal(kv.Int(3)) {
 		t.Fatalf("Peek = %v %v", v, err)
 	}
-	if v, err := d.PeekLeft(ctx); err != nil || !v.Equal(Int(-3)) {
+	if v, err := d.PeekLeft(ctx); err != nil || !v.Equal(kv.Int(-3)) {
 		t.Fatalf("PeekLeft = %v %v", v, err)
 	}
 	if err := d.Reverse(ctx); err != nil {
@@ -107,20 +109,20 @@ func TestDequeAppendPopPeek(t *testing.T) {
 	dqExpect(t, d, nil)
 
 	// Keys are python-diskcache's queue keys.
-	if err := d.Append(ctx, Text("a")); err != nil {
+	if err := d.Append(ctx, kv.Text("a")); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.AppendLeft(ctx, Text("b")); err != nil {
+	if err := d.AppendLeft(ctx, kv.Text("b")); err != nil {
 		t.Fatal(err)
 	}
-	var keys []Key
+	var keys []kv.Key
 	for k, err := range d.Cache().SortedKeys(ctx, false) {
 		if err != nil {
 			t.Fatal(err)
 		}
 		keys = append(keys, k)
 	}
-	if !slices.EqualFunc(keys, []Key{IntKey(queueStart - 1), IntKey(queueStart)}, Key.Equal) {
+	if !slices.EqualFunc(keys, []kv.Key{kv.IntKey(queueStart - 1), kv.IntKey(queueStart)}, kv.Key.Equal) {
 		t.Fatalf("keys = %v", keys)
 	}
 }
@@ -140,26 +142,26 @@ func TestDequeExtendLeftAndIndexing(t *testing.T) {
 	}
 	for i, want := range map[int]string{0: "a", 1: "b", 4: "e", -1: "e", -2: "d", -5: "a"} {
 		v, err := d.At(ctx, i)
-		if err != nil || !v.Equal(Text(want)) {
+		if err != nil || !v.Equal(kv.Text(want)) {
 			t.Fatalf("At(%d) = %v %v, want %s", i, v, err, want)
 		}
 	}
 	for _, i := range []int{5, 100, -6, -100} {
-		if _, err := d.At(ctx, i); !errors.Is(err, ErrIndexOutOfRange) {
+		if _, err := d.At(ctx, i); !errors.Is(err, kv.ErrIndexOutOfRange) {
 			t.Fatalf("At(%d) = %v", i, err)
 		}
-		if err := d.SetAt(ctx, i, Int(1)); !errors.Is(err, ErrIndexOutOfRange) {
+		if err := d.SetAt(ctx, i, kv.Int(1)); !errors.Is(err, kv.ErrIndexOutOfRange) {
 			t.Fatalf("SetAt(%d) = %v", i, err)
 		}
-		if err := d.DeleteAt(ctx, i); !errors.Is(err, ErrIndexOutOfRange) {
+		if err := d.DeleteAt(ctx, i); !errors.Is(err, kv.ErrIndexOutOfRange) {
 			t.Fatalf("DeleteAt(%d) = %v", i, err)
 		}
 	}
 	// python: deque[0] = 'A'; deque[-1] = 'E'; del deque[1]; del deque[-2]
-	if err := d.SetAt(ctx, 0, Text("A")); err != nil {
+	if err := d.SetAt(ctx, 0, kv.Text("A")); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetAt(ctx, -1, Text("E")); err != nil {
+	if err := d.SetAt(ctx, -1, kv.Text("E")); err != nil {
 		t.Fatal(err)
 	}
 	dqExpect(t, d, dqTexts("AbcdE"))
@@ -179,18 +181,18 @@ func TestDequeRemoveCount(t *testing.T) {
 	if err := d.Extend(ctx, dqTexts("aab")); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Remove(ctx, Text("a")); err != nil {
+	if err := d.Remove(ctx, kv.Text("a")); err != nil {
 		t.Fatal(err)
 	}
 	dqExpect(t, d, dqTexts("ab"))
-	if err := d.Remove(ctx, Text("b")); err != nil {
+	if err := d.Remove(ctx, kv.Text("b")); err != nil {
 		t.Fatal(err)
 	}
 	dqExpect(t, d, dqTexts("a"))
-	if err := d.Remove(ctx, Text("c")); !errors.Is(err, ErrNotFound) {
+	if err := d.Remove(ctx, kv.Text("c")); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("Remove absent = %v", err)
 	}
-	if err := d.Remove(ctx, Bytes([]byte("a"))); !errors.Is(err, ErrNotFound) {
+	if err := d.Remove(ctx, kv.Bytes([]byte("a"))); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("Remove b'a' matched 'a': %v", err)
 	}
 
@@ -200,24 +202,24 @@ func TestDequeRemoveCount(t *testing.T) {
 	}
 	for n := int64(1); n < 5; n++ {
 		for range n {
-			if err := d.Append(ctx, Int(n)); err != nil {
+			if err := d.Append(ctx, kv.Int(n)); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	for v, want := range map[int64]int64{0: 0, 1: 1, 2: 2, 4: 4} {
-		if n, err := d.Count(ctx, Int(v)); err != nil || n != want {
+		if n, err := d.Count(ctx, kv.Int(v)); err != nil || n != want {
 			t.Fatalf("Count(%d) = %d %v, want %d", v, n, err, want)
 		}
 	}
 	// Python equality: 3 == 3.0.
-	if n, _ := d.Count(ctx, Float(3)); n != 3 {
+	if n, _ := d.Count(ctx, kv.Float(3)); n != 3 {
 		t.Fatalf("Count(3.0) = %d", n)
 	}
-	if n, _ := d.Count(ctx, Text("3")); n != 0 {
+	if n, _ := d.Count(ctx, kv.Text("3")); n != 0 {
 		t.Fatalf("Count('3') = %d", n)
 	}
-	if err := d.Remove(ctx, Float(2)); err != nil {
+	if err := d.Remove(ctx, kv.Float(2)); err != nil {
 		t.Fatal(err)
 	}
 	dqExpect(t, d, dqInts(1, 2, 3, 3, 3, 4, 4, 4, 4))
@@ -231,32 +233,32 @@ func TestDequeFileValues(t *testing.T) {
 	}
 	defer c.Close()
 	d := NewDeque(c, 0)
-	big := func(s string) Value { return Text(strings.Repeat(s, 40)) }
-	vals := []Value{big("a"), big("b"), Bytes([]byte(strings.Repeat("c", 40))), big("d"), Int(5)}
+	big := func(s string) kv.Value { return kv.Text(strings.Repeat(s, 40)) }
+	vals := []kv.Value{big("a"), big("b"), kv.Bytes([]byte(strings.Repeat("c", 40))), big("d"), kv.Int(5)}
 	if err := d.Extend(ctx, vals); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := d.Count(ctx, big("b")); err != nil || n != 1 {
 		t.Fatalf("Count(big b) = %d %v", n, err)
 	}
-	if n, _ := d.Count(ctx, Bytes([]byte(strings.Repeat("b", 40)))); n != 0 {
+	if n, _ := d.Count(ctx, kv.Bytes([]byte(strings.Repeat("b", 40)))); n != 0 {
 		t.Fatalf("bytes matched text: %d", n)
 	}
 	if err := d.Rotate(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	dqExpect(t, d, []Value{big("d"), Int(5), big("a"), big("b"), vals[2]})
+	dqExpect(t, d, []kv.Value{big("d"), kv.Int(5), big("a"), big("b"), vals[2]})
 	if err := d.Reverse(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dqExpect(t, d, []Value{vals[2], big("b"), big("a"), Int(5), big("d")})
+	dqExpect(t, d, []kv.Value{vals[2], big("b"), big("a"), kv.Int(5), big("d")})
 	if err := d.Remove(ctx, big("a")); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := d.PopLeft(ctx); err != nil || !v.Equal(vals[2]) {
 		t.Fatalf("PopLeft = %v %v", v, err)
 	}
-	dqExpect(t, d, []Value{big("b"), Int(5), big("d")})
+	dqExpect(t, d, []kv.Value{big("b"), kv.Int(5), big("d")})
 	if warns, err := c.Check(ctx, false); err != nil || len(warns) != 0 {
 		t.Fatalf("Check = %v %v", warns, err)
 	}
@@ -288,7 +290,7 @@ func TestDequeRotate(t *testing.T) {
 	dqExpect(t, d, dqInts(4, 0, 1, 2, 3))
 	for _, tc := range []struct {
 		steps int
-		want  []Value
+		want  []kv.Value
 	}{
 		{0, dqInts(4, 0, 1, 2, 3)},
 		{5, dqInts(4, 0, 1, 2, 3)},
@@ -304,10 +306,10 @@ func TestDequeRotate(t *testing.T) {
 		dqExpect(t, d, tc.want)
 	}
 	// Appends keep working at both ends after rotations.
-	if err := d.Append(ctx, Int(9)); err != nil {
+	if err := d.Append(ctx, kv.Int(9)); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.AppendLeft(ctx, Int(-9)); err != nil {
+	if err := d.AppendLeft(ctx, kv.Int(-9)); err != nil {
 		t.Fatal(err)
 	}
 	dqExpect(t, d, dqInts(-9, 2, 3, 4, 0, 1, 9))
@@ -323,7 +325,7 @@ func TestDequeMaxlen(t *testing.T) {
 		t.Fatal(err)
 	}
 	dqExpect(t, d, dqInts(3, 4, 5))
-	if err := d.AppendLeft(ctx, Int(0)); err != nil {
+	if err := d.AppendLeft(ctx, kv.Int(0)); err != nil {
 		t.Fatal(err)
 	}
 	dqExpect(t, d, dqInts(0, 3, 4))
@@ -361,9 +363,9 @@ func TestDequePersistsAndConcurrentAppends(t *testing.T) {
 			for i := range per {
 				var err error
 				if i%2 == 0 {
-					err = d.Append(ctx, Text(fmt.Sprintf("%d-%d", w, i)))
+					err = d.Append(ctx, kv.Text(fmt.Sprintf("%d-%d", w, i)))
 				} else {
-					err = d.AppendLeft(ctx, Text(fmt.Sprintf("%d-%d", w, i)))
+					err = d.AppendLeft(ctx, kv.Text(fmt.Sprintf("%d-%d", w, i)))
 				}
 				if err != nil {
 					errs <- err
@@ -384,7 +386,7 @@ func TestDequePersistsAndConcurrentAppends(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Len(ctx); !errors.Is(err, ErrClosed) {
+	if _, err := d.Len(ctx); !errors.Is(err, kv.ErrClosed) {
 		t.Fatalf("Len after Close = %v", err)
 	}
 	d2, err := OpenDeque(ctx, dir, 0)
@@ -400,32 +402,32 @@ func TestDequePersistsAndConcurrentAppends(t *testing.T) {
 		if err != nil || !ok {
 			return fmt.Errorf("pull: %v %w", ok, err)
 		}
-		_, err = tx.Push(it.Value, QueueOptions{Side: Front}, SetOptions{})
+		_, err = tx.Push(it.Value, QueueOptions{Side: Front}, kv.SetOptions{})
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dqExpect(t, d2, append([]Value{want[len(want)-1]}, want[:len(want)-1]...))
+	dqExpect(t, d2, append([]kv.Value{want[len(want)-1]}, want[:len(want)-1]...))
 }
 
 func TestPyEqual(t *testing.T) {
 	for _, tc := range []struct {
-		a, b Value
+		a, b kv.Value
 		eq   bool
 	}{
-		{Int(1), Int(1), true},
-		{Int(1), Float(1), true},
-		{Float(1), Int(1), true},
-		{Int(1), Float(1.5), false},
-		{Int(1 << 53), Float(1 << 53), true},
-		{Int(1<<53 + 1), Float(1 << 53), false},
-		{Float(nan()), Float(nan()), false},
-		{Text("a"), Text("a"), true},
-		{Text("a"), Bytes([]byte("a")), false},
-		{Bytes(nil), Bytes([]byte{}), true},
-		{Pickle([]byte{1}), Pickle([]byte{1}), true},
-		{Int(1), Text("1"), false},
+		{kv.Int(1), kv.Int(1), true},
+		{kv.Int(1), kv.Float(1), true},
+		{kv.Float(1), kv.Int(1), true},
+		{kv.Int(1), kv.Float(1.5), false},
+		{kv.Int(1 << 53), kv.Float(1 << 53), true},
+		{kv.Int(1<<53 + 1), kv.Float(1 << 53), false},
+		{kv.Float(nan()), kv.Float(nan()), false},
+		{kv.Text("a"), kv.Text("a"), true},
+		{kv.Text("a"), kv.Bytes([]byte("a")), false},
+		{kv.Bytes(nil), kv.Bytes([]byte{}), true},
+		{kv.Pickle([]byte{1}), kv.Pickle([]byte{1}), true},
+		{kv.Int(1), kv.Text("1"), false},
 	} {
 		if got := pyEqual(tc.a, tc.b); got != tc.eq {
 			t.Errorf("pyEqual(%v, %v) = %v", tc.a, tc.b, got)

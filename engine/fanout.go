@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // FanoutCache defaults, as in python-diskcache's FanoutCache.
@@ -66,7 +68,7 @@ type FanoutOptions struct {
 // FanoutCache spreads keys over several Cache shards, each its own SQLite
 // database in dir/000, dir/001, …, as python-diskcache's FanoutCache does,
 // so that writers to different shards do not wait for each other. A key
-// lives in shard key.ShardHash() % ShardCount(). It also hands out named
+// lives in shard fanoutHash(key) % ShardCount(). It also hands out named
 // sub-collections (Cache, Deque, Index) stored below dir. It is safe for
 // concurrent use.
 type FanoutCache struct {
@@ -91,7 +93,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		n = DefaultFanoutShards
 	}
 	if n < 0 {
-		return nil, fmt.Errorf("%w: shards must be positive, got %d", ErrInvalidSetting, n)
+		return nil, fmt.Errorf("%w: shards must be positive, got %d", kv.ErrInvalidSetting, n)
 	}
 	timeout := opts.Timeout
 	if timeout == 0 {
@@ -178,24 +180,24 @@ func (f *FanoutCache) ShardCount() int { return len(f.shards) }
 func (f *FanoutCache) Shard(i int) *Cache { return f.shards[i] }
 
 // ShardIndex returns the index of the shard that holds key:
-// key.ShardHash() modulo the shard count, as python-diskcache computes it.
-func (f *FanoutCache) ShardIndex(key Key) int {
-	return int(key.ShardHash() % uint32(len(f.shards)))
+// fanoutHash(key) modulo the shard count, as python-diskcache computes it.
+func (f *FanoutCache) ShardIndex(key kv.Key) int {
+	return int(fanoutHash(key) % uint32(len(f.shards)))
 }
 
 // ShardFor returns the shard that holds key.
-func (f *FanoutCache) ShardFor(key Key) *Cache { return f.shards[f.ShardIndex(key)] }
+func (f *FanoutCache) ShardFor(key kv.Key) *Cache { return f.shards[f.ShardIndex(key)] }
 
 // swallowed reports whether err is a timeout this cache turns into a
 // failed write or a miss.
 func (f *FanoutCache) swallowed(err error) bool {
-	return f.swallow && errors.Is(err, ErrTimeout)
+	return f.swallow && errors.Is(err, kv.ErrTimeout)
 }
 
 // Set stores value under key in its shard (see Cache.Set). Under
 // SwallowTimeouts a timeout returns nil without storing anything; TrySet
 // tells the two apart.
-func (f *FanoutCache) Set(ctx context.Context, key Key, value Value, opts SetOptions) error {
+func (f *FanoutCache) Set(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) error {
 	_, err := f.TrySet(ctx, key, value, opts)
 	return err
 }
@@ -203,7 +205,7 @@ func (f *FanoutCache) Set(ctx context.Context, key Key, value Value, opts SetOpt
 // TrySet is Set reporting whether the item was stored, like
 // python-diskcache's FanoutCache.set: false with a nil error when a timeout
 // was swallowed.
-func (f *FanoutCache) TrySet(ctx context.Context, key Key, value Value, opts SetOptions) (bool, error) {
+func (f *FanoutCache) TrySet(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
 	err := f.ShardFor(key).Set(ctx, key, value, opts)
 	if err == nil {
 		return true, nil
@@ -215,7 +217,7 @@ func (f *FanoutCache) TrySet(ctx context.Context, key Key, value Value, opts Set
 }
 
 // Add stores value only if key has no live item (see Cache.Add).
-func (f *FanoutCache) Add(ctx context.Context, key Key, value Value, opts SetOptions) (bool, error) {
+func (f *FanoutCache) Add(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
 	ok, err := f.ShardFor(key).Add(ctx, key, value, opts)
 	if f.swallowed(err) {
 		return false, nil
@@ -224,7 +226,7 @@ func (f *FanoutCache) Add(ctx context.Context, key Key, value Value, opts SetOpt
 }
 
 // Touch gives a live item a new expiry (see Cache.Touch).
-func (f *FanoutCache) Touch(ctx context.Context, key Key, expire Expiry) (bool, error) {
+func (f *FanoutCache) Touch(ctx context.Context, key kv.Key, expire kv.Expiry) (bool, error) {
 	ok, err := f.ShardFor(key).Touch(ctx, key, expire)
 	if f.swallowed(err) {
 		return false, nil
@@ -235,7 +237,7 @@ func (f *FanoutCache) Touch(ctx context.Context, key Key, expire Expiry) (bool, 
 // Get returns the live item under key (see Cache.Get). Under
 // SwallowTimeouts a timeout (possible when statistics or an LRU/LFU policy
 // make reads write) is a miss.
-func (f *FanoutCache) Get(ctx context.Context, key Key, opts GetOptions) (Item, bool, error) {
+func (f *FanoutCache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, bool, error) {
 	it, ok, err := f.ShardFor(key).Get(ctx, key, opts)
 	if f.swallowed(err) {
 		return Item{}, false, nil
@@ -244,7 +246,7 @@ func (f *FanoutCache) Get(ctx context.Context, key Key, opts GetOptions) (Item, 
 }
 
 // Pop removes the live item under key and returns it (see Cache.Pop).
-func (f *FanoutCache) Pop(ctx context.Context, key Key, opts GetOptions) (Item, bool, error) {
+func (f *FanoutCache) Pop(ctx context.Context, key kv.Key, opts GetOptions) (Item, bool, error) {
 	it, ok, err := f.ShardFor(key).Pop(ctx, key, opts)
 	if f.swallowed(err) {
 		return Item{}, false, nil
@@ -253,7 +255,7 @@ func (f *FanoutCache) Pop(ctx context.Context, key Key, opts GetOptions) (Item, 
 }
 
 // Delete removes the live item under key (see Cache.Delete).
-func (f *FanoutCache) Delete(ctx context.Context, key Key) (bool, error) {
+func (f *FanoutCache) Delete(ctx context.Context, key kv.Key) (bool, error) {
 	ok, err := f.ShardFor(key).Delete(ctx, key)
 	if f.swallowed(err) {
 		return false, nil
@@ -262,26 +264,26 @@ func (f *FanoutCache) Delete(ctx context.Context, key Key) (bool, error) {
 }
 
 // Contains reports whether key has a live item.
-func (f *FanoutCache) Contains(ctx context.Context, key Key) (bool, error) {
+func (f *FanoutCache) Contains(ctx context.Context, key kv.Key) (bool, error) {
 	return f.ShardFor(key).Contains(ctx, key)
 }
 
 // Incr adds delta to the number under key (see Cache.Incr). Under
 // SwallowTimeouts a timeout returns the zero Value (type ValueNone) and a
 // nil error.
-func (f *FanoutCache) Incr(ctx context.Context, key Key, delta, def Value) (Value, error) {
+func (f *FanoutCache) Incr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	v, err := f.ShardFor(key).Incr(ctx, key, delta, def)
 	if f.swallowed(err) {
-		return Value{}, nil
+		return kv.Value{}, nil
 	}
 	return v, err
 }
 
 // Decr subtracts delta from the number under key; see Incr.
-func (f *FanoutCache) Decr(ctx context.Context, key Key, delta, def Value) (Value, error) {
+func (f *FanoutCache) Decr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	v, err := f.ShardFor(key).Decr(ctx, key, delta, def)
 	if f.swallowed(err) {
-		return Value{}, nil
+		return kv.Value{}, nil
 	}
 	return v, err
 }
@@ -294,7 +296,7 @@ func (f *FanoutCache) retryShard(ctx context.Context, op string, i int, fn func(
 	for {
 		n, err := fn()
 		total += n
-		if err == nil || !errors.Is(err, ErrTimeout) {
+		if err == nil || !errors.Is(err, kv.ErrTimeout) {
 			return total, err
 		}
 		if err := f.beforeRetry(ctx, op, i, err); err != nil {
@@ -346,7 +348,7 @@ func (f *FanoutCache) Expire(ctx context.Context, now float64) (int64, error) {
 }
 
 // Evict removes every item tagged tag from every shard.
-func (f *FanoutCache) Evict(ctx context.Context, tag Key) (int64, error) {
+func (f *FanoutCache) Evict(ctx context.Context, tag kv.Key) (int64, error) {
 	return f.eachShard(ctx, "evict", func(c *Cache) (int64, error) { return c.Evict(ctx, tag) })
 }
 
@@ -416,10 +418,10 @@ func (f *FanoutCache) Len(ctx context.Context) (int64, error) {
 
 // Check checks (and with fix repairs) every shard and returns the warnings
 // of all shards in shard order.
-func (f *FanoutCache) Check(ctx context.Context, fix bool) ([]Warning, error) {
-	var all []Warning
+func (f *FanoutCache) Check(ctx context.Context, fix bool) ([]kv.Warning, error) {
+	var all []kv.Warning
 	for i, c := range f.shards {
-		var warns []Warning
+		var warns []kv.Warning
 		_, err := f.retryShard(ctx, "check", i, func() (int64, error) {
 			var err error
 			warns, err = c.Check(ctx, fix)
@@ -471,8 +473,8 @@ func (f *FanoutCache) DropTagIndex(ctx context.Context) error {
 // 1, and so on; with reverse, the last shard first, each in reverse
 // insertion order, as python-diskcache's FanoutCache iterates. Expired
 // items are included.
-func (f *FanoutCache) Keys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
-	return func(yield func(Key, error) bool) {
+func (f *FanoutCache) Keys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, error] {
+	return func(yield func(kv.Key, error) bool) {
 		for j := range f.shards {
 			i := j
 			if reverse {
@@ -558,7 +560,7 @@ func (f *FanoutCache) Transact(ctx context.Context, fn func(tx *FanoutTx) error)
 				ftx.txs[i] = tx
 				return run(i + 1)
 			})
-			if err == nil || entered || !errors.Is(err, ErrTimeout) {
+			if err == nil || entered || !errors.Is(err, kv.ErrTimeout) {
 				return err
 			}
 			// The shard was busy before the transaction began: retry.
@@ -577,50 +579,50 @@ func (tx *FanoutTx) ShardCount() int { return len(tx.txs) }
 func (tx *FanoutTx) Shard(i int) *Tx { return tx.txs[i] }
 
 // ShardFor returns the transaction of the shard that holds key.
-func (tx *FanoutTx) ShardFor(key Key) *Tx { return tx.txs[tx.f.ShardIndex(key)] }
+func (tx *FanoutTx) ShardFor(key kv.Key) *Tx { return tx.txs[tx.f.ShardIndex(key)] }
 
 // Set is FanoutCache.Set inside the transaction.
-func (tx *FanoutTx) Set(key Key, value Value, opts SetOptions) error {
+func (tx *FanoutTx) Set(key kv.Key, value kv.Value, opts kv.SetOptions) error {
 	return tx.ShardFor(key).Set(key, value, opts)
 }
 
 // Add is FanoutCache.Add inside the transaction.
-func (tx *FanoutTx) Add(key Key, value Value, opts SetOptions) (bool, error) {
+func (tx *FanoutTx) Add(key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
 	return tx.ShardFor(key).Add(key, value, opts)
 }
 
 // Touch is FanoutCache.Touch inside the transaction.
-func (tx *FanoutTx) Touch(key Key, expire Expiry) (bool, error) {
+func (tx *FanoutTx) Touch(key kv.Key, expire kv.Expiry) (bool, error) {
 	return tx.ShardFor(key).Touch(key, expire)
 }
 
 // Get is FanoutCache.Get inside the transaction.
-func (tx *FanoutTx) Get(key Key, opts GetOptions) (Item, bool, error) {
+func (tx *FanoutTx) Get(key kv.Key, opts GetOptions) (Item, bool, error) {
 	return tx.ShardFor(key).Get(key, opts)
 }
 
 // Pop is FanoutCache.Pop inside the transaction.
-func (tx *FanoutTx) Pop(key Key, opts GetOptions) (Item, bool, error) {
+func (tx *FanoutTx) Pop(key kv.Key, opts GetOptions) (Item, bool, error) {
 	return tx.ShardFor(key).Pop(key, opts)
 }
 
 // Delete is FanoutCache.Delete inside the transaction.
-func (tx *FanoutTx) Delete(key Key) (bool, error) {
+func (tx *FanoutTx) Delete(key kv.Key) (bool, error) {
 	return tx.ShardFor(key).Delete(key)
 }
 
 // Contains is FanoutCache.Contains inside the transaction.
-func (tx *FanoutTx) Contains(key Key) (bool, error) {
+func (tx *FanoutTx) Contains(key kv.Key) (bool, error) {
 	return tx.ShardFor(key).Contains(key)
 }
 
 // Incr is FanoutCache.Incr inside the transaction.
-func (tx *FanoutTx) Incr(key Key, delta, def Value) (Value, error) {
+func (tx *FanoutTx) Incr(key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	return tx.ShardFor(key).Incr(key, delta, def)
 }
 
 // Decr is FanoutCache.Decr inside the transaction.
-func (tx *FanoutTx) Decr(key Key, delta, def Value) (Value, error) {
+func (tx *FanoutTx) Decr(key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	return tx.ShardFor(key).Decr(key, delta, def)
 }
 
@@ -633,7 +635,7 @@ func (f *FanoutCache) subDir(kind, name string) (string, error) {
 	base := filepath.Join(f.dir, kind)
 	dir := filepath.Join(base, filepath.FromSlash(name))
 	if !strings.HasPrefix(dir, base+string(os.PathSeparator)) {
-		return "", fmt.Errorf("%w: %q leaves the %s directory", ErrInvalidName, name, kind)
+		return "", fmt.Errorf("%w: %q leaves the %s directory", kv.ErrInvalidName, name, kind)
 	}
 	return dir, nil
 }
@@ -651,7 +653,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
-		return zero, ErrClosed
+		return zero, kv.ErrClosed
 	}
 	if x, ok := open[name]; ok {
 		return x, nil

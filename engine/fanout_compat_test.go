@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Compatibility of FanoutCache, Deque and Index with python-diskcache, its
@@ -55,75 +57,75 @@ type foEnc struct {
 	V string `json:"v"`
 }
 
-func (e *foEnc) key() (Key, error) {
+func (e *foEnc) key() (kv.Key, error) {
 	if e == nil {
-		return Key{}, nil
+		return kv.Key{}, nil
 	}
 	switch e.T {
 	case "int":
 		n, err := strconv.ParseInt(e.V, 10, 64)
-		return IntKey(n), err
+		return kv.IntKey(n), err
 	case "float":
 		f, err := strconv.ParseFloat(e.V, 64)
-		return FloatKey(f), err
+		return kv.FloatKey(f), err
 	case "text":
-		return TextKey(e.V), nil
+		return kv.TextKey(e.V), nil
 	case "bytes":
 		b, err := hex.DecodeString(e.V)
-		return BytesKey(b), err
+		return kv.BytesKey(b), err
 	case "pickle":
 		b, err := hex.DecodeString(e.V)
-		return PickleKey(b), err
+		return kv.PickleKey(b), err
 	}
-	return Key{}, fmt.Errorf("unknown key type %q", e.T)
+	return kv.Key{}, fmt.Errorf("unknown key type %q", e.T)
 }
 
-func (e *foEnc) value() (Value, error) {
+func (e *foEnc) value() (kv.Value, error) {
 	switch e.T {
 	case "int":
 		n, err := strconv.ParseInt(e.V, 10, 64)
-		return Int(n), err
+		return kv.Int(n), err
 	case "float":
 		f, err := strconv.ParseFloat(e.V, 64)
-		return Float(f), err
+		return kv.Float(f), err
 	case "text":
-		return Text(e.V), nil
+		return kv.Text(e.V), nil
 	case "bytes":
 		b, err := hex.DecodeString(e.V)
-		return Bytes(b), err
+		return kv.Bytes(b), err
 	case "pickle":
 		b, err := hex.DecodeString(e.V)
-		return Pickle(b), err
+		return kv.Pickle(b), err
 	}
-	return Value{}, fmt.Errorf("unknown value type %q", e.T)
+	return kv.Value{}, fmt.Errorf("unknown value type %q", e.T)
 }
 
-func foEncKey(k Key) *foEnc {
+func foEncKey(k kv.Key) *foEnc {
 	switch k.Kind() {
-	case KeyNone:
+	case kv.KeyNone:
 		return nil
-	case KeyInt:
+	case kv.KeyInt:
 		return &foEnc{"int", strconv.FormatInt(k.Int(), 10)}
-	case KeyFloat:
+	case kv.KeyFloat:
 		return &foEnc{"float", strconv.FormatFloat(k.Float(), 'g', -1, 64)}
-	case KeyText:
+	case kv.KeyText:
 		return &foEnc{"text", k.Text()}
-	case KeyBytes:
+	case kv.KeyBytes:
 		return &foEnc{"bytes", hex.EncodeToString(k.Bytes())}
 	default:
 		return &foEnc{"pickle", hex.EncodeToString(k.Bytes())}
 	}
 }
 
-func foEncValue(v Value) *foEnc {
+func foEncValue(v kv.Value) *foEnc {
 	switch v.Type {
-	case ValueInt:
+	case kv.ValueInt:
 		return &foEnc{"int", strconv.FormatInt(v.Int, 10)}
-	case ValueFloat:
+	case kv.ValueFloat:
 		return &foEnc{"float", strconv.FormatFloat(v.Float, 'g', -1, 64)}
-	case ValueText:
+	case kv.ValueText:
 		return &foEnc{"text", string(v.Data)}
-	case ValueBytes:
+	case kv.ValueBytes:
 		return &foEnc{"bytes", hex.EncodeToString(v.Data)}
 	default:
 		return &foEnc{"pickle", hex.EncodeToString(v.Data)}
@@ -146,7 +148,7 @@ type foManifest struct {
 	IndexI  [][2]*foEnc `json:"index_i"`
 }
 
-func foKey(t *testing.T, e *foEnc) Key {
+func foKey(t *testing.T, e *foEnc) kv.Key {
 	t.Helper()
 	k, err := e.key()
 	if err != nil {
@@ -155,7 +157,7 @@ func foKey(t *testing.T, e *foEnc) Key {
 	return k
 }
 
-func foValue(t *testing.T, e *foEnc) Value {
+func foValue(t *testing.T, e *foEnc) kv.Value {
 	t.Helper()
 	v, err := e.value()
 	if err != nil {
@@ -189,7 +191,7 @@ func TestFanoutCompatPythonWritesGoReads(t *testing.T) {
 	}
 	defer f.Close()
 
-	kinds := map[KeyKind]bool{}
+	kinds := map[kv.KeyKind]bool{}
 	for _, item := range m.Items {
 		key := foKey(t, item.Key)
 		want := foValue(t, item.Value)
@@ -220,7 +222,7 @@ func TestFanoutCompatPythonWritesGoReads(t *testing.T) {
 			t.Errorf("key %s: FanoutCache.Get = %v %v", key, ok, err)
 		}
 	}
-	for _, k := range []KeyKind{KeyText, KeyBytes, KeyInt, KeyFloat, KeyPickle} {
+	for _, k := range []kv.KeyKind{kv.KeyText, kv.KeyBytes, kv.KeyInt, kv.KeyFloat, kv.KeyPickle} {
 		if !kinds[k] {
 			t.Errorf("the manifest has no %s key", k)
 		}
@@ -233,8 +235,8 @@ func TestFanoutCompatPythonWritesGoReads(t *testing.T) {
 	}
 
 	sub := foOK[*Cache](t)(f.Cache(ctx, "a/b"))
-	for _, kv := range m.CacheAB {
-		key, want := foKey(t, kv[0]), foValue(t, kv[1])
+	for _, pair := range m.CacheAB {
+		key, want := foKey(t, pair[0]), foValue(t, pair[1])
 		it, ok, err := sub.Get(ctx, key, GetOptions{})
 		if err != nil || !ok || !it.Value.Equal(want) {
 			t.Errorf("cache a/b key %s = %.80s %v %v, want %.80s", key, it.Value, ok, err, want)
@@ -242,11 +244,11 @@ func TestFanoutCompatPythonWritesGoReads(t *testing.T) {
 	}
 
 	d := foOK[*Deque](t)(f.Deque(ctx, "d", 0))
-	var wantD []Value
+	var wantD []kv.Value
 	for _, e := range m.DequeD {
 		wantD = append(wantD, foValue(t, e))
 	}
-	if got := foOK[[]Value](t)(d.Slice(ctx)); !slices.EqualFunc(got, wantD, Value.Equal) {
+	if got := foOK[[]kv.Value](t)(d.Slice(ctx)); !slices.EqualFunc(got, wantD, kv.Value.Equal) {
 		t.Errorf("deque d = %.300v, want %.300v", got, wantD)
 	}
 
@@ -258,18 +260,18 @@ func TestFanoutCompatPythonWritesGoReads(t *testing.T) {
 		}
 		gotI = append(gotI, it.Key.String()+"="+it.Value.String())
 	}
-	for _, kv := range m.IndexI {
-		wantI = append(wantI, foKey(t, kv[0]).String()+"="+foValue(t, kv[1]).String())
+	for _, pair := range m.IndexI {
+		wantI = append(wantI, foKey(t, pair[0]).String()+"="+foValue(t, pair[1]).String())
 	}
 	if !slices.Equal(gotI, wantI) {
 		t.Errorf("index i = %v, want %v", gotI, wantI)
 	}
 
 	// The deque and index keep working on python's layout.
-	if err := d.AppendLeft(ctx, Text("go")); err != nil {
+	if err := d.AppendLeft(ctx, kv.Text("go")); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := d.PeekLeft(ctx); err != nil || !v.Equal(Text("go")) {
+	if v, err := d.PeekLeft(ctx); err != nil || !v.Equal(kv.Text("go")) {
 		t.Fatalf("PeekLeft = %v %v", v, err)
 	}
 	if k, _, err := x.PopItem(ctx, true); err != nil || !k.Equal(foKey(t, m.IndexI[len(m.IndexI)-1][0])) {
@@ -287,8 +289,8 @@ func TestFanoutCompatGoWritesPythonReads(t *testing.T) {
 	if err := json.Unmarshal(foRun(t, "fanout_pickles.py"), &pickles); err != nil {
 		t.Fatal(err)
 	}
-	pickleKey := PickleKey(foOK[[]byte](t)(hex.DecodeString(pickles.Key)))
-	pickleValue := Pickle(foOK[[]byte](t)(hex.DecodeString(pickles.Value)))
+	pickleKey := kv.PickleKey(foOK[[]byte](t)(hex.DecodeString(pickles.Key)))
+	pickleValue := kv.Pickle(foOK[[]byte](t)(hex.DecodeString(pickles.Value)))
 
 	dir := filepath.Join(t.TempDir(), "fc")
 	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Timeout: time.Minute})
@@ -298,27 +300,27 @@ func TestFanoutCompatGoWritesPythonReads(t *testing.T) {
 	defer f.Close()
 	m := foManifest{Shards: 4}
 	type entry struct {
-		key   Key
-		value Value
-		opts  SetOptions
+		key   kv.Key
+		value kv.Value
+		opts  kv.SetOptions
 	}
 	entries := []entry{
-		{TextKey("text-key"), Text("small text"), SetOptions{}},
-		{TextKey("ключ"), Text("значение"), SetOptions{}},
-		{BytesKey([]byte("bytes-key")), Bytes([]byte{0, 1, 0xff}), SetOptions{}},
-		{IntKey(12345), Float(3.25), SetOptions{}},
-		{IntKey(-7), Int(-7), SetOptions{}},
-		{IntKey(1<<63 - 1), Int(1 << 62), SetOptions{}},
-		{FloatKey(1.5), Text("float key"), SetOptions{}},
-		{FloatKey(-0.25), Bytes([]byte{}), SetOptions{}},
-		{pickleKey, pickleValue, SetOptions{}},
-		{TextKey("big-text"), Text(strings.Repeat("ü-large text-", 4000)), SetOptions{}},
-		{TextKey("big-bytes"), Bytes(bytes.Repeat([]byte{0, 1, 2, 0xfe}, 20000)), SetOptions{}},
-		{TextKey("expiring"), Text("tagged"), SetOptions{Expire: ExpireAfter(time.Hour), Tag: TextKey("tag-1")}},
-		{TextKey("int-tag"), Int(1), SetOptions{Tag: IntKey(42)}},
+		{kv.TextKey("text-key"), kv.Text("small text"), kv.SetOptions{}},
+		{kv.TextKey("ключ"), kv.Text("значение"), kv.SetOptions{}},
+		{kv.BytesKey([]byte("bytes-key")), kv.Bytes([]byte{0, 1, 0xff}), kv.SetOptions{}},
+		{kv.IntKey(12345), kv.Float(3.25), kv.SetOptions{}},
+		{kv.IntKey(-7), kv.Int(-7), kv.SetOptions{}},
+		{kv.IntKey(1<<63 - 1), kv.Int(1 << 62), kv.SetOptions{}},
+		{kv.FloatKey(1.5), kv.Text("float key"), kv.SetOptions{}},
+		{kv.FloatKey(-0.25), kv.Bytes([]byte{}), kv.SetOptions{}},
+		{pickleKey, pickleValue, kv.SetOptions{}},
+		{kv.TextKey("big-text"), kv.Text(strings.Repeat("ü-large text-", 4000)), kv.SetOptions{}},
+		{kv.TextKey("big-bytes"), kv.Bytes(bytes.Repeat([]byte{0, 1, 2, 0xfe}, 20000)), kv.SetOptions{}},
+		{kv.TextKey("expiring"), kv.Text("tagged"), kv.SetOptions{Expire: kv.ExpireAfter(time.Hour), Tag: kv.TextKey("tag-1")}},
+		{kv.TextKey("int-tag"), kv.Int(1), kv.SetOptions{Tag: kv.IntKey(42)}},
 	}
 	for i := range 60 {
-		entries = append(entries, entry{TextKey(fmt.Sprintf("k%03d", i)), Int(int64(i)), SetOptions{}})
+		entries = append(entries, entry{kv.TextKey(fmt.Sprintf("k%03d", i)), kv.Int(int64(i)), kv.SetOptions{}})
 	}
 	for _, e := range entries {
 		if err := f.Set(ctx, e.key, e.value, e.opts); err != nil {
@@ -336,25 +338,25 @@ func TestFanoutCompatGoWritesPythonReads(t *testing.T) {
 	}
 
 	sub := foOK[*Cache](t)(f.Cache(ctx, "a/b"))
-	for _, kv := range []struct {
-		k Key
-		v Value
-	}{{TextKey("x"), Int(1)}, {BytesKey([]byte("y")), Bytes(bytes.Repeat([]byte("z"), 50000))}, {IntKey(7), Text("seven")}} {
-		if err := sub.Set(ctx, kv.k, kv.v, SetOptions{}); err != nil {
+	for _, pair := range []struct {
+		k kv.Key
+		v kv.Value
+	}{{kv.TextKey("x"), kv.Int(1)}, {kv.BytesKey([]byte("y")), kv.Bytes(bytes.Repeat([]byte("z"), 50000))}, {kv.IntKey(7), kv.Text("seven")}} {
+		if err := sub.Set(ctx, pair.k, pair.v, kv.SetOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		m.CacheAB = append(m.CacheAB, [2]*foEnc{foEncKey(kv.k), foEncValue(kv.v)})
+		m.CacheAB = append(m.CacheAB, [2]*foEnc{foEncKey(pair.k), foEncValue(pair.v)})
 	}
 
 	d := foOK[*Deque](t)(f.Deque(ctx, "d", 0))
 	steps := []error{
-		d.Extend(ctx, []Value{Text("a"), Int(1), Float(2.5), Bytes([]byte("b")), Text(strings.Repeat("c", 40000)), pickleValue, Int(7)}),
-		d.AppendLeft(ctx, Text("first")),
+		d.Extend(ctx, []kv.Value{kv.Text("a"), kv.Int(1), kv.Float(2.5), kv.Bytes([]byte("b")), kv.Text(strings.Repeat("c", 40000)), pickleValue, kv.Int(7)}),
+		d.AppendLeft(ctx, kv.Text("first")),
 		d.Rotate(ctx, 2),
 		d.Rotate(ctx, -5),
 		d.Reverse(ctx),
-		d.Remove(ctx, Float(1)),
-		d.SetAt(ctx, 1, Text("second")),
+		d.Remove(ctx, kv.Float(1)),
+		d.SetAt(ctx, 1, kv.Text("second")),
 		d.DeleteAt(ctx, -2),
 	}
 	for i, err := range steps {
@@ -365,32 +367,32 @@ func TestFanoutCompatGoWritesPythonReads(t *testing.T) {
 	if _, err := d.Pop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range foOK[[]Value](t)(d.Slice(ctx)) {
+	for _, v := range foOK[[]kv.Value](t)(d.Slice(ctx)) {
 		m.DequeD = append(m.DequeD, foEncValue(v))
 	}
 
 	x := foOK[*Index](t)(f.Index(ctx, "i"))
 	for _, err := range []error{
-		x.Set(ctx, TextKey("k1"), Int(1)),
-		x.Set(ctx, TextKey("k2"), Text("two")),
-		x.Set(ctx, IntKey(3), Bytes([]byte("three"))),
-		x.Set(ctx, TextKey("k1"), Int(11)),
+		x.Set(ctx, kv.TextKey("k1"), kv.Int(1)),
+		x.Set(ctx, kv.TextKey("k2"), kv.Text("two")),
+		x.Set(ctx, kv.IntKey(3), kv.Bytes([]byte("three"))),
+		x.Set(ctx, kv.TextKey("k1"), kv.Int(11)),
 		x.Set(ctx, pickleKey, pickleValue),
 	} {
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := x.Delete(ctx, TextKey("k2")); err != nil {
+	if _, err := x.Delete(ctx, kv.TextKey("k2")); err != nil {
 		t.Fatal(err)
 	}
-	if err := x.Set(ctx, TextKey("k2"), Int(2)); err != nil {
+	if err := x.Set(ctx, kv.TextKey("k2"), kv.Int(2)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x.Push(ctx, Text("queued"), "", Back); err != nil {
+	if _, err := x.Push(ctx, kv.Text("queued"), "", Back); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x.Push(ctx, Text("fruit"), "fruit", Front); err != nil {
+	if _, err := x.Push(ctx, kv.Text("fruit"), "fruit", Front); err != nil {
 		t.Fatal(err)
 	}
 	for it, err := range x.Items(ctx, false) {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // foClock is a settable clock safe for concurrent use.
@@ -53,14 +55,14 @@ func openFanoutTest(t *testing.T, opts FanoutOptions) (*FanoutCache, *foClock) {
 }
 
 // foKeys returns keys of every kind.
-func foKeys() []Key {
-	keys := []Key{
-		TextKey("alpha"), TextKey("ключ"), BytesKey([]byte("beta")), BytesKey(nil),
-		IntKey(0), IntKey(-7), IntKey(1 << 40), FloatKey(1.5), FloatKey(-0.25),
-		PickleKey([]byte("\x80\x05\x95\x0b\x00\x00\x00\x00\x00\x00\x00\x8c\x05tuple\x4b\x01\x86.")),
+func foKeys() []kv.Key {
+	keys := []kv.Key{
+		kv.TextKey("alpha"), kv.TextKey("ключ"), kv.BytesKey([]byte("beta")), kv.BytesKey(nil),
+		kv.IntKey(0), kv.IntKey(-7), kv.IntKey(1 << 40), kv.FloatKey(1.5), kv.FloatKey(-0.25),
+		kv.PickleKey([]byte("\x80\x05\x95\x0b\x00\x00\x00\x00\x00\x00\x00\x8c\x05tuple\x4b\x01\x86.")),
 	}
 	for i := range 40 {
-		keys = append(keys, TextKey(fmt.Sprintf("k%02d", i)))
+		keys = append(keys, kv.TextKey(fmt.Sprintf("k%02d", i)))
 	}
 	return keys
 }
@@ -78,10 +80,10 @@ func TestFanoutShardLayoutAndPlacement(t *testing.T) {
 	}
 	used := map[int]bool{}
 	for i, k := range foKeys() {
-		if err := f.Set(ctx, k, Int(int64(i)), SetOptions{}); err != nil {
+		if err := f.Set(ctx, k, kv.Int(int64(i)), kv.SetOptions{}); err != nil {
 			t.Fatalf("Set(%s): %v", k, err)
 		}
-		want := int(k.ShardHash() % 4)
+		want := int(fanoutHash(k) % 4)
 		if got := f.ShardIndex(k); got != want {
 			t.Fatalf("ShardIndex(%s) = %d, want %d", k, got, want)
 		}
@@ -159,10 +161,10 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 		}
 	}
 
-	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Shards: -1}); !errors.Is(err, ErrInvalidSetting) {
+	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Shards: -1}); !errors.Is(err, kv.ErrInvalidSetting) {
 		t.Fatalf("Shards -1: %v", err)
 	}
-	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Settings: map[string]any{SettingSizeLimit: "big"}}); !errors.Is(err, ErrInvalidSetting) {
+	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Settings: map[string]any{SettingSizeLimit: "big"}}); !errors.Is(err, kv.ErrInvalidSetting) {
 		t.Fatalf("bad size_limit: %v", err)
 	}
 }
@@ -170,64 +172,64 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 func TestFanoutSingleKeyOperations(t *testing.T) {
 	ctx := context.Background()
 	f, clk := openFanoutTest(t, FanoutOptions{Shards: 3})
-	k := TextKey("a")
-	if err := f.Set(ctx, k, Text("one"), SetOptions{Tag: TextKey("t")}); err != nil {
+	k := kv.TextKey("a")
+	if err := f.Set(ctx, k, kv.Text("one"), kv.SetOptions{Tag: kv.TextKey("t")}); err != nil {
 		t.Fatal(err)
 	}
 	it, ok, err := f.Get(ctx, k, GetOptions{})
-	if err != nil || !ok || !it.Value.Equal(Text("one")) || !it.Tag.Equal(TextKey("t")) {
+	if err != nil || !ok || !it.Value.Equal(kv.Text("one")) || !it.Tag.Equal(kv.TextKey("t")) {
 		t.Fatalf("Get = %+v %v %v", it, ok, err)
 	}
-	if ok, err := f.TrySet(ctx, k, Text("two"), SetOptions{}); !ok || err != nil {
+	if ok, err := f.TrySet(ctx, k, kv.Text("two"), kv.SetOptions{}); !ok || err != nil {
 		t.Fatalf("TrySet = %v %v", ok, err)
 	}
-	if added, err := f.Add(ctx, k, Text("three"), SetOptions{}); added || err != nil {
+	if added, err := f.Add(ctx, k, kv.Text("three"), kv.SetOptions{}); added || err != nil {
 		t.Fatalf("Add on live key = %v %v", added, err)
 	}
-	if added, err := f.Add(ctx, TextKey("b"), Int(1), SetOptions{Expire: ExpireAfter(time.Minute)}); !added || err != nil {
+	if added, err := f.Add(ctx, kv.TextKey("b"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Minute)}); !added || err != nil {
 		t.Fatalf("Add new key = %v %v", added, err)
 	}
-	if ok, err := f.Contains(ctx, TextKey("b")); !ok || err != nil {
+	if ok, err := f.Contains(ctx, kv.TextKey("b")); !ok || err != nil {
 		t.Fatalf("Contains = %v %v", ok, err)
 	}
-	if ok, err := f.Touch(ctx, TextKey("b"), ExpireAfter(time.Hour)); !ok || err != nil {
+	if ok, err := f.Touch(ctx, kv.TextKey("b"), kv.ExpireAfter(time.Hour)); !ok || err != nil {
 		t.Fatalf("Touch = %v %v", ok, err)
 	}
 	clk.Advance(2 * time.Minute)
-	if ok, _ := f.Contains(ctx, TextKey("b")); !ok {
+	if ok, _ := f.Contains(ctx, kv.TextKey("b")); !ok {
 		t.Fatal("touched key expired at its old expiry")
 	}
-	if ok, err := f.Touch(ctx, TextKey("missing"), Expiry{}); ok || err != nil {
+	if ok, err := f.Touch(ctx, kv.TextKey("missing"), kv.Expiry{}); ok || err != nil {
 		t.Fatalf("Touch missing = %v %v", ok, err)
 	}
-	v, err := f.Incr(ctx, IntKey(5), Int(3), Int(10))
-	if err != nil || !v.Equal(Int(13)) {
+	v, err := f.Incr(ctx, kv.IntKey(5), kv.Int(3), kv.Int(10))
+	if err != nil || !v.Equal(kv.Int(13)) {
 		t.Fatalf("Incr = %v %v", v, err)
 	}
-	v, err = f.Decr(ctx, IntKey(5), Int(1), Value{})
-	if err != nil || !v.Equal(Int(12)) {
+	v, err = f.Decr(ctx, kv.IntKey(5), kv.Int(1), kv.Value{})
+	if err != nil || !v.Equal(kv.Int(12)) {
 		t.Fatalf("Decr = %v %v", v, err)
 	}
-	if _, err := f.Incr(ctx, IntKey(6), Int(1), Value{}); !errors.Is(err, ErrNotFound) {
+	if _, err := f.Incr(ctx, kv.IntKey(6), kv.Int(1), kv.Value{}); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("Incr missing without default: %v", err)
 	}
-	if _, err := f.Incr(ctx, k, Int(1), Int(0)); !errors.Is(err, ErrNotNumeric) {
+	if _, err := f.Incr(ctx, k, kv.Int(1), kv.Int(0)); !errors.Is(err, kv.ErrNotNumeric) {
 		t.Fatalf("Incr on text: %v", err)
 	}
 	it, ok, err = f.Pop(ctx, k, GetOptions{})
-	if err != nil || !ok || !it.Value.Equal(Text("two")) {
+	if err != nil || !ok || !it.Value.Equal(kv.Text("two")) {
 		t.Fatalf("Pop = %+v %v %v", it, ok, err)
 	}
 	if _, ok, _ := f.Pop(ctx, k, GetOptions{}); ok {
 		t.Fatal("Pop twice")
 	}
-	if ok, err := f.Delete(ctx, IntKey(5)); !ok || err != nil {
+	if ok, err := f.Delete(ctx, kv.IntKey(5)); !ok || err != nil {
 		t.Fatalf("Delete = %v %v", ok, err)
 	}
-	if ok, err := f.Delete(ctx, IntKey(5)); ok || err != nil {
+	if ok, err := f.Delete(ctx, kv.IntKey(5)); ok || err != nil {
 		t.Fatalf("Delete twice = %v %v", ok, err)
 	}
-	if err := f.Set(ctx, Key{}, Int(1), SetOptions{}); !errors.Is(err, ErrInvalidKey) {
+	if err := f.Set(ctx, kv.Key{}, kv.Int(1), kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidKey) {
 		t.Fatalf("Set with no key: %v", err)
 	}
 }
@@ -237,14 +239,14 @@ func TestFanoutBulkOperations(t *testing.T) {
 	f, clk := openFanoutTest(t, FanoutOptions{Shards: 4, Settings: map[string]any{SettingTagIndex: true}})
 	keys := foKeys()
 	for i, k := range keys {
-		opts := SetOptions{}
+		opts := kv.SetOptions{}
 		switch i % 3 {
 		case 0:
-			opts.Expire = ExpireAfter(time.Minute)
+			opts.Expire = kv.ExpireAfter(time.Minute)
 		case 1:
-			opts.Tag = TextKey("odd")
+			opts.Tag = kv.TextKey("odd")
 		}
-		if err := f.Set(ctx, k, Int(int64(i)), opts); err != nil {
+		if err := f.Set(ctx, k, kv.Int(int64(i)), opts); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -263,7 +265,7 @@ func TestFanoutBulkOperations(t *testing.T) {
 	}
 
 	// Keys: shard 0's keys in insertion order, then shard 1's, …
-	var want []Key
+	var want []kv.Key
 	for s := range 4 {
 		for _, k := range keys {
 			if f.ShardIndex(k) == s {
@@ -271,14 +273,14 @@ func TestFanoutBulkOperations(t *testing.T) {
 			}
 		}
 	}
-	var got []Key
+	var got []kv.Key
 	for k, err := range f.Keys(ctx, false) {
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, k)
 	}
-	if !slices.EqualFunc(got, want, Key.Equal) {
+	if !slices.EqualFunc(got, want, kv.Key.Equal) {
 		t.Fatalf("Keys = %v\nwant %v", got, want)
 	}
 	got = got[:0]
@@ -289,7 +291,7 @@ func TestFanoutBulkOperations(t *testing.T) {
 		got = append(got, k)
 	}
 	slices.Reverse(want)
-	if !slices.EqualFunc(got, want, Key.Equal) {
+	if !slices.EqualFunc(got, want, kv.Key.Equal) {
 		t.Fatalf("Keys reversed = %v\nwant %v", got, want)
 	}
 	count := 0
@@ -319,7 +321,7 @@ func TestFanoutBulkOperations(t *testing.T) {
 	if c := f.Counters(); c.Expired != expiring {
 		t.Fatalf("Counters = %+v", c)
 	}
-	if n, err := f.Evict(ctx, TextKey("odd")); err != nil || n != tagged {
+	if n, err := f.Evict(ctx, kv.TextKey("odd")); err != nil || n != tagged {
 		t.Fatalf("Evict = %d %v, want %d", n, err, tagged)
 	}
 	if n, err := f.Cull(ctx); err != nil || n != 0 {
@@ -349,9 +351,9 @@ func TestFanoutCullSizeLimitIsTotal(t *testing.T) {
 	f, _ := openFanoutTest(t, FanoutOptions{Shards: 2, Settings: map[string]any{
 		SettingSizeLimit: 2 << 20, SettingCullLimit: 0,
 	}})
-	big := Bytes(make([]byte, 64<<10))
+	big := kv.Bytes(make([]byte, 64<<10))
 	for i := range 60 {
-		if err := f.Set(ctx, IntKey(int64(i)), big, SetOptions{}); err != nil {
+		if err := f.Set(ctx, kv.IntKey(int64(i)), big, kv.SetOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -380,7 +382,7 @@ func TestFanoutStats(t *testing.T) {
 	}
 	keys := foKeys()[:12]
 	for _, k := range keys {
-		if err := f.Set(ctx, k, Int(1), SetOptions{}); err != nil {
+		if err := f.Set(ctx, k, kv.Int(1), kv.SetOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		for range 2 {
@@ -388,7 +390,7 @@ func TestFanoutStats(t *testing.T) {
 				t.Fatal(ok, err)
 			}
 		}
-		if _, ok, err := f.Get(ctx, TextKey("miss-"+k.String()), GetOptions{}); ok || err != nil {
+		if _, ok, err := f.Get(ctx, kv.TextKey("miss-"+k.String()), GetOptions{}); ok || err != nil {
 			t.Fatal(ok, err)
 		}
 	}
@@ -415,7 +417,7 @@ func TestFanoutTransact(t *testing.T) {
 			t.Errorf("ShardCount = %d", tx.ShardCount())
 		}
 		for i, k := range keys {
-			if err := tx.Set(k, Int(int64(i)), SetOptions{}); err != nil {
+			if err := tx.Set(k, kv.Int(int64(i)), kv.SetOptions{}); err != nil {
 				return err
 			}
 		}
@@ -436,7 +438,7 @@ func TestFanoutTransact(t *testing.T) {
 		}()
 		_ = f.Transact(ctx, func(tx *FanoutTx) error {
 			for _, k := range keys {
-				_ = tx.Set(k, Int(1), SetOptions{})
+				_ = tx.Set(k, kv.Int(1), kv.SetOptions{})
 			}
 			panic("boom")
 		})
@@ -447,27 +449,27 @@ func TestFanoutTransact(t *testing.T) {
 
 	err = f.Transact(ctx, func(tx *FanoutTx) error {
 		for i, k := range keys {
-			if added, err := tx.Add(k, Int(int64(i)), SetOptions{}); err != nil || !added {
+			if added, err := tx.Add(k, kv.Int(int64(i)), kv.SetOptions{}); err != nil || !added {
 				return fmt.Errorf("add %s: %v %w", k, added, err)
 			}
 		}
 		// Reads inside see the writes.
 		for i, k := range keys {
 			it, ok, err := tx.Get(k, GetOptions{})
-			if err != nil || !ok || !it.Value.Equal(Int(int64(i))) {
+			if err != nil || !ok || !it.Value.Equal(kv.Int(int64(i))) {
 				return fmt.Errorf("get %s: %v %v %w", k, it.Value, ok, err)
 			}
 			if tx.ShardFor(k) != tx.Shard(f.ShardIndex(k)) {
 				return fmt.Errorf("ShardFor(%s) is not its shard", k)
 			}
 		}
-		if _, err := tx.Incr(TextKey("total"), Int(5), Int(0)); err != nil {
+		if _, err := tx.Incr(kv.TextKey("total"), kv.Int(5), kv.Int(0)); err != nil {
 			return err
 		}
-		if _, err := tx.Decr(TextKey("total"), Int(2), Int(0)); err != nil {
+		if _, err := tx.Decr(kv.TextKey("total"), kv.Int(2), kv.Int(0)); err != nil {
 			return err
 		}
-		if ok, err := tx.Touch(keys[0], ExpireAfter(time.Hour)); !ok || err != nil {
+		if ok, err := tx.Touch(keys[0], kv.ExpireAfter(time.Hour)); !ok || err != nil {
 			return fmt.Errorf("touch: %v %w", ok, err)
 		}
 		if ok, err := tx.Contains(keys[1]); !ok || err != nil {
@@ -487,7 +489,7 @@ func TestFanoutTransact(t *testing.T) {
 	if n, _ := f.Len(ctx); n != int64(len(keys))-2+1 {
 		t.Fatalf("Len after commit = %d", n)
 	}
-	if it, ok, _ := f.Get(ctx, TextKey("total"), GetOptions{}); !ok || !it.Value.Equal(Int(3)) {
+	if it, ok, _ := f.Get(ctx, kv.TextKey("total"), GetOptions{}); !ok || !it.Value.Equal(kv.Int(3)) {
 		t.Fatalf("total = %v", it.Value)
 	}
 }
@@ -531,9 +533,9 @@ func holdShard(t *testing.T, dir string, shards, i int) (release func()) {
 }
 
 // keyInShard returns a text key that f places in shard i.
-func keyInShard(f *FanoutCache, i int, prefix string) Key {
+func keyInShard(f *FanoutCache, i int, prefix string) kv.Key {
 	for n := 0; ; n++ {
-		k := TextKey(fmt.Sprintf("%s-%d", prefix, n))
+		k := kv.TextKey(fmt.Sprintf("%s-%d", prefix, n))
 		if f.ShardIndex(k) == i {
 			return k
 		}
@@ -561,22 +563,22 @@ func TestFanoutSwallowTimeouts(t *testing.T) {
 
 	busy := keyInShard(f, 2, "busy")
 	free := keyInShard(f, 1, "free")
-	if err := f.Set(ctx, busy, Int(1), SetOptions{}); err != nil {
+	if err := f.Set(ctx, busy, kv.Int(1), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	release := holdShard(t, dir, 4, 2)
 
 	// Swallowed: python-diskcache's FanoutCache answers.
-	if ok, err := f.TrySet(ctx, busy, Int(2), SetOptions{}); ok || err != nil {
+	if ok, err := f.TrySet(ctx, busy, kv.Int(2), kv.SetOptions{}); ok || err != nil {
 		t.Fatalf("TrySet = %v %v, want false nil", ok, err)
 	}
-	if err := f.Set(ctx, busy, Int(2), SetOptions{}); err != nil {
+	if err := f.Set(ctx, busy, kv.Int(2), kv.SetOptions{}); err != nil {
 		t.Fatalf("Set = %v, want nil", err)
 	}
-	if ok, err := f.Add(ctx, keyInShard(f, 2, "new"), Int(2), SetOptions{}); ok || err != nil {
+	if ok, err := f.Add(ctx, keyInShard(f, 2, "new"), kv.Int(2), kv.SetOptions{}); ok || err != nil {
 		t.Fatalf("Add = %v %v", ok, err)
 	}
-	if ok, err := f.Touch(ctx, busy, ExpireAfter(time.Hour)); ok || err != nil {
+	if ok, err := f.Touch(ctx, busy, kv.ExpireAfter(time.Hour)); ok || err != nil {
 		t.Fatalf("Touch = %v %v", ok, err)
 	}
 	if ok, err := f.Delete(ctx, busy); ok || err != nil {
@@ -588,44 +590,44 @@ func TestFanoutSwallowTimeouts(t *testing.T) {
 	if _, ok, err := f.Pop(ctx, busy, GetOptions{}); ok || err != nil {
 		t.Fatalf("Pop = %v %v, want a miss", ok, err)
 	}
-	if v, err := f.Incr(ctx, busy, Int(1), Int(0)); err != nil || v.Type != ValueNone {
+	if v, err := f.Incr(ctx, busy, kv.Int(1), kv.Int(0)); err != nil || v.Type != kv.ValueNone {
 		t.Fatalf("Incr = %v %v, want the zero Value", v, err)
 	}
-	if v, err := f.Decr(ctx, busy, Int(1), Int(0)); err != nil || v.Type != ValueNone {
+	if v, err := f.Decr(ctx, busy, kv.Int(1), kv.Int(0)); err != nil || v.Type != kv.ValueNone {
 		t.Fatalf("Decr = %v %v, want the zero Value", v, err)
 	}
 	// Reads that do not write and other shards are unaffected.
 	if ok, err := f.Contains(ctx, busy); !ok || err != nil {
 		t.Fatalf("Contains = %v %v", ok, err)
 	}
-	if err := f.Set(ctx, free, Int(1), SetOptions{}); err != nil {
+	if err := f.Set(ctx, free, kv.Int(1), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
 	// Strict: the same timeouts are errors.
-	if err := strict.Set(ctx, busy, Int(2), SetOptions{}); !errors.Is(err, ErrTimeout) {
+	if err := strict.Set(ctx, busy, kv.Int(2), kv.SetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 		t.Fatalf("strict Set = %v", err)
 	}
-	if _, err := strict.Add(ctx, busy, Int(2), SetOptions{}); !errors.Is(err, ErrTimeout) {
+	if _, err := strict.Add(ctx, busy, kv.Int(2), kv.SetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 		t.Fatalf("strict Add = %v", err)
 	}
-	if _, _, err := strict.Get(ctx, busy, GetOptions{}); !errors.Is(err, ErrTimeout) {
+	if _, _, err := strict.Get(ctx, busy, GetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 		t.Fatalf("strict Get = %v", err)
 	}
-	if _, err := strict.Incr(ctx, busy, Int(1), Int(0)); !errors.Is(err, ErrTimeout) {
+	if _, err := strict.Incr(ctx, busy, kv.Int(1), kv.Int(0)); !errors.Is(err, kv.ErrTimeout) {
 		t.Fatalf("strict Incr = %v", err)
 	}
-	if _, err := strict.Delete(ctx, busy); !errors.Is(err, ErrTimeout) {
+	if _, err := strict.Delete(ctx, busy); !errors.Is(err, kv.ErrTimeout) {
 		t.Fatalf("strict Delete = %v", err)
 	}
 
 	release()
 	// Nothing the timed-out calls did reached the database.
 	it, ok, err := f.Get(ctx, busy, GetOptions{})
-	if err != nil || !ok || !it.Value.Equal(Int(1)) {
+	if err != nil || !ok || !it.Value.Equal(kv.Int(1)) {
 		t.Fatalf("after release Get = %v %v %v", it.Value, ok, err)
 	}
-	if ok, err := f.TrySet(ctx, busy, Int(3), SetOptions{}); !ok || err != nil {
+	if ok, err := f.TrySet(ctx, busy, kv.Int(3), kv.SetOptions{}); !ok || err != nil {
 		t.Fatalf("after release TrySet = %v %v", ok, err)
 	}
 }
@@ -639,7 +641,7 @@ func TestFanoutBulkRetriesBusyShard(t *testing.T) {
 	}
 	defer f.Close()
 	for i := range 30 {
-		if err := f.Set(ctx, IntKey(int64(i)), Int(1), SetOptions{}); err != nil {
+		if err := f.Set(ctx, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -654,7 +656,7 @@ func TestFanoutBulkRetriesBusyShard(t *testing.T) {
 	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	n, err := f.Clear(cctx)
 	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrTimeout) || n != 0 {
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kv.ErrTimeout) || n != 0 {
 		t.Fatalf("Clear on a busy shard = %d %v", n, err)
 	}
 	for s := range 3 {
@@ -689,7 +691,7 @@ func TestFanoutBulkRetriesBusyShard(t *testing.T) {
 		t.Fatalf("Transact on a busy shard = %v", err)
 	}
 	release()
-	if err := f.Transact(ctx, func(tx *FanoutTx) error { return tx.Set(IntKey(1), Int(1), SetOptions{}) }); err != nil {
+	if err := f.Transact(ctx, func(tx *FanoutTx) error { return tx.Set(kv.IntKey(1), kv.Int(1), kv.SetOptions{}) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -709,7 +711,7 @@ func TestFanoutConcurrentAddExactlyOnce(t *testing.T) {
 			for i := range keys {
 				// Each worker walks the keys from a different start.
 				k := (i + w*keys/workers) % keys
-				added, err := f.Add(ctx, IntKey(int64(k)), Int(int64(w)), SetOptions{})
+				added, err := f.Add(ctx, kv.IntKey(int64(k)), kv.Int(int64(w)), kv.SetOptions{})
 				if err != nil {
 					errs <- err
 					return
@@ -744,7 +746,7 @@ func TestFanoutConcurrentIncr(t *testing.T) {
 	ctx := context.Background()
 	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
 	const workers, rounds = 8, 50
-	keys := []Key{TextKey("a"), TextKey("b"), IntKey(3), BytesKey([]byte("d")), FloatKey(5.5)}
+	keys := []kv.Key{kv.TextKey("a"), kv.TextKey("b"), kv.IntKey(3), kv.BytesKey([]byte("d")), kv.FloatKey(5.5)}
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for range workers {
@@ -753,12 +755,12 @@ func TestFanoutConcurrentIncr(t *testing.T) {
 			defer wg.Done()
 			for range rounds {
 				for _, k := range keys {
-					if _, err := f.Incr(ctx, k, Int(1), Int(0)); err != nil {
+					if _, err := f.Incr(ctx, k, kv.Int(1), kv.Int(0)); err != nil {
 						errs <- err
 						return
 					}
 				}
-				if _, err := f.Decr(ctx, TextKey("down"), Int(2), Int(0)); err != nil {
+				if _, err := f.Decr(ctx, kv.TextKey("down"), kv.Int(2), kv.Int(0)); err != nil {
 					errs <- err
 					return
 				}
@@ -772,12 +774,12 @@ func TestFanoutConcurrentIncr(t *testing.T) {
 	}
 	for _, k := range keys {
 		it, ok, err := f.Get(ctx, k, GetOptions{})
-		if err != nil || !ok || !it.Value.Equal(Int(workers*rounds)) {
+		if err != nil || !ok || !it.Value.Equal(kv.Int(workers*rounds)) {
 			t.Fatalf("%s = %v %v %v, want %d", k, it.Value, ok, err, workers*rounds)
 		}
 	}
-	it, _, _ := f.Get(ctx, TextKey("down"), GetOptions{})
-	if !it.Value.Equal(Int(-2 * workers * rounds)) {
+	it, _, _ := f.Get(ctx, kv.TextKey("down"), GetOptions{})
+	if !it.Value.Equal(kv.Int(-2 * workers * rounds)) {
 		t.Fatalf("down = %v", it.Value)
 	}
 }
@@ -792,7 +794,7 @@ func TestFanoutSubCollections(t *testing.T) {
 	if want := filepath.Join(f.Directory(), "cache", "a", "b"); c.Directory() != want {
 		t.Fatalf("cache directory %s, want %s", c.Directory(), want)
 	}
-	if err := c.Set(ctx, TextKey("x"), Int(1), SetOptions{}); err != nil {
+	if err := c.Set(ctx, kv.TextKey("x"), kv.Int(1), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := f.Cache(ctx, "a/b"); again != c {
@@ -829,10 +831,10 @@ func TestFanoutSubCollections(t *testing.T) {
 		t.Fatal("Index(i) opened twice")
 	}
 	// The same name in different kinds is a different collection.
-	if err := d.Append(ctx, Int(1)); err != nil {
+	if err := d.Append(ctx, kv.Int(1)); err != nil {
 		t.Fatal(err)
 	}
-	if err := x.Set(ctx, TextKey("k"), Int(2)); err != nil {
+	if err := x.Set(ctx, kv.TextKey("k"), kv.Int(2)); err != nil {
 		t.Fatal(err)
 	}
 	// Sub-collections are not in the shards.
@@ -841,13 +843,13 @@ func TestFanoutSubCollections(t *testing.T) {
 	}
 
 	for _, bad := range []string{"", "../x", "a/../../b", "/abs", "a//b", `a\b`, "\x00"} {
-		if _, err := f.Cache(ctx, bad); !errors.Is(err, ErrInvalidName) {
+		if _, err := f.Cache(ctx, bad); !errors.Is(err, kv.ErrInvalidName) {
 			t.Errorf("Cache(%q) = %v", bad, err)
 		}
-		if _, err := f.Deque(ctx, bad, 0); !errors.Is(err, ErrInvalidName) {
+		if _, err := f.Deque(ctx, bad, 0); !errors.Is(err, kv.ErrInvalidName) {
 			t.Errorf("Deque(%q) = %v", bad, err)
 		}
-		if _, err := f.Index(ctx, bad); !errors.Is(err, ErrInvalidName) {
+		if _, err := f.Index(ctx, bad); !errors.Is(err, kv.ErrInvalidName) {
 			t.Errorf("Index(%q) = %v", bad, err)
 		}
 	}
@@ -855,19 +857,19 @@ func TestFanoutSubCollections(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Set(ctx, TextKey("y"), Int(1), SetOptions{}); !errors.Is(err, ErrClosed) {
+	if err := c.Set(ctx, kv.TextKey("y"), kv.Int(1), kv.SetOptions{}); !errors.Is(err, kv.ErrClosed) {
 		t.Fatalf("named cache after Close: %v", err)
 	}
-	if err := d.Append(ctx, Int(1)); !errors.Is(err, ErrClosed) {
+	if err := d.Append(ctx, kv.Int(1)); !errors.Is(err, kv.ErrClosed) {
 		t.Fatalf("deque after Close: %v", err)
 	}
-	if _, err := x.Len(ctx); !errors.Is(err, ErrClosed) {
+	if _, err := x.Len(ctx); !errors.Is(err, kv.ErrClosed) {
 		t.Fatalf("index after Close: %v", err)
 	}
-	if _, err := f.Cache(ctx, "a/b"); !errors.Is(err, ErrClosed) {
+	if _, err := f.Cache(ctx, "a/b"); !errors.Is(err, kv.ErrClosed) {
 		t.Fatalf("Cache after Close: %v", err)
 	}
-	if err := f.Set(ctx, TextKey("k"), Int(1), SetOptions{}); !errors.Is(err, ErrClosed) {
+	if err := f.Set(ctx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{}); !errors.Is(err, kv.ErrClosed) {
 		t.Fatalf("Set after Close: %v", err)
 	}
 
@@ -878,15 +880,15 @@ func TestFanoutSubCollections(t *testing.T) {
 	}
 	defer g.Close()
 	c2, _ := g.Cache(ctx, "a/b")
-	if it, ok, _ := c2.Get(ctx, TextKey("x"), GetOptions{}); !ok || !it.Value.Equal(Int(1)) {
+	if it, ok, _ := c2.Get(ctx, kv.TextKey("x"), GetOptions{}); !ok || !it.Value.Equal(kv.Int(1)) {
 		t.Fatal("named cache item lost")
 	}
 	d2, _ := g.Deque(ctx, "q/1", 0)
-	if vs, _ := d2.Slice(ctx); len(vs) != 1 || !vs[0].Equal(Int(1)) {
+	if vs, _ := d2.Slice(ctx); len(vs) != 1 || !vs[0].Equal(kv.Int(1)) {
 		t.Fatalf("deque = %v", vs)
 	}
 	x2, _ := g.Index(ctx, "i")
-	if v, ok, _ := x2.Get(ctx, TextKey("k")); !ok || !v.Equal(Int(2)) {
+	if v, ok, _ := x2.Get(ctx, kv.TextKey("k")); !ok || !v.Equal(kv.Int(2)) {
 		t.Fatal("index item lost")
 	}
 }
@@ -930,7 +932,7 @@ func TestValidateName(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("ValidateName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
 		}
-		if err != nil && !errors.Is(err, ErrInvalidName) {
+		if err != nil && !errors.Is(err, kv.ErrInvalidName) {
 			t.Errorf("ValidateName(%q) = %v, not ErrInvalidName", tc.name, err)
 		}
 	}
@@ -945,7 +947,7 @@ func TestFanoutNamesStayInside(t *testing.T) {
 	}
 	defer f.Close()
 	for _, name := range []string{"../escape", "a/../../escape", "/tmp/escape", `..\escape`} {
-		if _, err := f.Cache(ctx, name); !errors.Is(err, ErrInvalidName) {
+		if _, err := f.Cache(ctx, name); !errors.Is(err, kv.ErrInvalidName) {
 			t.Fatalf("Cache(%q) = %v", name, err)
 		}
 	}

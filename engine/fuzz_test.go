@@ -16,32 +16,34 @@ import (
 	"testing"
 	"testing/iotest"
 	"unicode/utf8"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // fzKey builds a key of one of the five kinds from fuzz input.
-func fzKey(kind uint8, data []byte, n int64, x float64) Key {
+func fzKey(kind uint8, data []byte, n int64, x float64) kv.Key {
 	switch kind % 5 {
 	case 0:
-		return BytesKey(data)
+		return kv.BytesKey(data)
 	case 1:
-		return TextKey(string(data))
+		return kv.TextKey(string(data))
 	case 2:
-		return IntKey(n)
+		return kv.IntKey(n)
 	case 3:
-		return FloatKey(x)
+		return kv.FloatKey(x)
 	default:
-		return PickleKey(data)
+		return kv.PickleKey(data)
 	}
 }
 
 // fzKeyValid reports whether a key must be accepted: text must be UTF-8
 // (python-diskcache could not read anything else) and floats must not be
 // NaN (SQLite would store NULL).
-func fzKeyValid(k Key) bool {
+func fzKeyValid(k kv.Key) bool {
 	switch k.Kind() {
-	case KeyText:
+	case kv.KeyText:
 		return utf8.ValidString(k.Text())
-	case KeyFloat:
+	case kv.KeyFloat:
 		return !math.IsNaN(k.Float())
 	}
 	return true
@@ -99,17 +101,17 @@ func FuzzKeyRoundTrip(f *testing.F) {
 		}
 		key := fzKey(kind, data, n, x)
 		if !fzKeyValid(key) {
-			if err := c.Set(ctx, key, Int(1), SetOptions{}); !errors.Is(err, ErrInvalidKey) {
+			if err := c.Set(ctx, key, kv.Int(1), kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidKey) {
 				t.Fatalf("Set(%v) = %v, want ErrInvalidKey", key, err)
 			}
-			if _, _, err := c.Get(ctx, key, GetOptions{}); !errors.Is(err, ErrInvalidKey) {
+			if _, _, err := c.Get(ctx, key, GetOptions{}); !errors.Is(err, kv.ErrInvalidKey) {
 				t.Fatalf("Get(%v) = %v, want ErrInvalidKey", key, err)
 			}
-			if err := c.Set(ctx, TextKey("k"), Int(1), SetOptions{Tag: key}); !errors.Is(err, ErrInvalidKey) {
+			if err := c.Set(ctx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Tag: key}); !errors.Is(err, kv.ErrInvalidKey) {
 				t.Fatalf("Set with tag %v = %v, want ErrInvalidKey", key, err)
 			}
-			if key.Kind() == KeyText {
-				if _, err := c.Push(ctx, Int(1), QueueOptions{Prefix: key.Text()}, SetOptions{}); !errors.Is(err, ErrInvalidKey) {
+			if key.Kind() == kv.KeyText {
+				if _, err := c.Push(ctx, kv.Int(1), QueueOptions{Prefix: key.Text()}, kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidKey) {
 					t.Fatalf("Push with prefix %v = %v, want ErrInvalidKey", key, err)
 				}
 			}
@@ -120,14 +122,14 @@ func FuzzKeyRoundTrip(f *testing.F) {
 		}
 		// The key as its own tag; a tag column holds a pickle as a plain BLOB.
 		wantTag := key
-		if key.Kind() == KeyPickle {
-			wantTag = BytesKey(key.Bytes())
+		if key.Kind() == kv.KeyPickle {
+			wantTag = kv.BytesKey(key.Bytes())
 		}
-		if err := c.Set(ctx, key, Int(n), SetOptions{Tag: key}); err != nil {
+		if err := c.Set(ctx, key, kv.Int(n), kv.SetOptions{Tag: key}); err != nil {
 			t.Fatalf("Set(%v): %v", key, err)
 		}
 		it, ok, err := c.Get(ctx, key, GetOptions{})
-		if err != nil || !ok || !it.Value.Equal(Int(n)) || !it.Tag.Equal(wantTag) || it.Tag.Kind() != wantTag.Kind() {
+		if err != nil || !ok || !it.Value.Equal(kv.Int(n)) || !it.Tag.Equal(wantTag) || it.Tag.Kind() != wantTag.Kind() {
 			t.Fatalf("Get(%v) = %v (tag %v), %v, %v", key, it.Value, it.Tag, ok, err)
 		}
 		// The key comes back from the database with its kind and data.
@@ -143,16 +145,16 @@ func FuzzKeyRoundTrip(f *testing.F) {
 			t.Fatalf("Len = %d, want 1", n)
 		}
 		// Keys compare as SQLite compares them: a whole float is the int.
-		if key.Kind() == KeyFloat && x == math.Trunc(x) && math.Abs(x) < 0x1p63 {
-			if ok, err := c.Contains(ctx, IntKey(int64(x))); err != nil || !ok {
+		if key.Kind() == kv.KeyFloat && x == math.Trunc(x) && math.Abs(x) < 0x1p63 {
+			if ok, err := c.Contains(ctx, kv.IntKey(int64(x))); err != nil || !ok {
 				t.Fatalf("Contains(IntKey(%d)) = %v, %v after setting FloatKey(%v)", int64(x), ok, err, x)
 			}
 		}
 		// Bytes, text and pickle with the same data are distinct keys.
-		if key.Kind() == KeyBytes || key.Kind() == KeyPickle {
-			other := PickleKey(data)
-			if key.Kind() == KeyPickle {
-				other = BytesKey(data)
+		if key.Kind() == kv.KeyBytes || key.Kind() == kv.KeyPickle {
+			other := kv.PickleKey(data)
+			if key.Kind() == kv.KeyPickle {
+				other = kv.BytesKey(data)
 			}
 			if ok, err := c.Contains(ctx, other); err != nil || ok {
 				t.Fatalf("Contains(%v) = %v, %v: raw flag ignored", other, ok, err)
@@ -220,25 +222,25 @@ func FuzzValueRoundTrip(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = c.Close() })
-	key := TextKey("value")
+	key := kv.TextKey("value")
 	f.Fuzz(func(t *testing.T, typ uint8, data []byte, n int64, x float64, stream bool) {
-		var v Value
+		var v kv.Value
 		switch typ % 5 {
 		case 0:
-			v = Bytes(data)
+			v = kv.Bytes(data)
 		case 1:
-			v = Text(string(data))
+			v = kv.Text(string(data))
 		case 2:
-			v = Int(n)
+			v = kv.Int(n)
 		case 3:
-			v = Float(x)
+			v = kv.Float(x)
 		default:
-			v = Pickle(data)
+			v = kv.Pickle(data)
 		}
-		if v.Type == ValueInt || v.Type == ValueFloat {
+		if v.Type == kv.ValueInt || v.Type == kv.ValueFloat {
 			stream = false
 		}
-		opts := SetOptions{}
+		opts := kv.SetOptions{}
 		set := v
 		if stream {
 			// Every other input one byte per read, so runes split across reads.
@@ -246,12 +248,12 @@ func FuzzValueRoundTrip(f *testing.F) {
 			if n%2 != 0 {
 				opts.Body = iotest.OneByteReader(opts.Body)
 			}
-			set = Value{Type: v.Type}
+			set = kv.Value{Type: v.Type}
 		}
-		valid := !(v.Type == ValueText && !utf8.Valid(data)) && !(v.Type == ValueFloat && math.IsNaN(x))
+		valid := !(v.Type == kv.ValueText && !utf8.Valid(data)) && !(v.Type == kv.ValueFloat && math.IsNaN(x))
 		err := c.Set(ctx, key, set, opts)
 		if !valid {
-			if !errors.Is(err, ErrInvalidValue) {
+			if !errors.Is(err, kv.ErrInvalidValue) {
 				t.Fatalf("Set(%v, stream %v) = %v, want ErrInvalidValue", v, stream, err)
 			}
 			if n := cxLen(t, c); n != 0 {
@@ -263,7 +265,7 @@ func FuzzValueRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Set(%v, stream %v): %v", v, stream, err)
 		}
-		inFile := stream || !v.inDatabase(fzMinFileSize)
+		inFile := stream || !inDatabase(v, fzMinFileSize)
 		wantSize := int64(0)
 		if inFile {
 			wantSize = int64(len(data))
@@ -310,7 +312,7 @@ func fzAdler32(b []byte) uint32 {
 	return s<<16 | a
 }
 
-func FuzzShardHash(f *testing.F) {
+func FuzzFanoutHash(f *testing.F) {
 	fzAddKeySeeds(f)
 	f.Add(uint8(0), bytes.Repeat([]byte{0xff}, 6000), int64(0), 0.0)
 	f.Add(uint8(2), []byte{}, int64(math.MaxUint32), 0.0)
@@ -318,17 +320,17 @@ func FuzzShardHash(f *testing.F) {
 	mask := big.NewInt(math.MaxUint32)
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte, n int64, x float64) {
 		key := fzKey(kind, data, n, x)
-		got := key.ShardHash()
+		got := fanoutHash(key)
 		var want uint32
 		switch key.Kind() {
-		case KeyInt:
+		case kv.KeyInt:
 			// Python: key % 0xFFFFFFFF, never negative.
 			m := new(big.Int).Mod(big.NewInt(n), mask) // Euclidean: 0 <= m < mask
 			want = uint32(m.Uint64())
 			if got == math.MaxUint32 {
 				t.Fatalf("int hash %d out of range", got)
 			}
-		case KeyFloat:
+		case kv.KeyFloat:
 			var b [8]byte
 			binary.BigEndian.PutUint64(b[:], math.Float64bits(x))
 			want = fzAdler32(b[:])
@@ -336,28 +338,28 @@ func FuzzShardHash(f *testing.F) {
 			want = fzAdler32(data)
 		}
 		if got != want {
-			t.Fatalf("%v.ShardHash() = %d, want %d", key, got, want)
+			t.Fatalf("fanoutHash(%v) = %d, want %d", key, got, want)
 		}
 		// Text hashes as its UTF-8, so bytes, text and pickle of the same
 		// data share a shard.
-		if h := BytesKey(data).ShardHash(); h != TextKey(string(data)).ShardHash() || h != PickleKey(data).ShardHash() {
+		if h := fanoutHash(kv.BytesKey(data)); h != fanoutHash(kv.TextKey(string(data))) || h != fanoutHash(kv.PickleKey(data)) {
 			t.Fatalf("bytes, text and pickle hashes of %q differ", data)
 		}
 	})
 }
 
-// TestShardHashMatchesPython compares ShardHash with python-diskcache's
+// TestFanoutHashMatchesPython compares fanoutHash with python-diskcache's
 // Disk.hash (what FanoutCache takes modulo its shard count) on a table of
 // keys of every kind, pickled keys pickled by python-diskcache itself.
-func TestShardHashMatchesPython(t *testing.T) {
+func TestFanoutHashMatchesPython(t *testing.T) {
 	py := cxRequireOracle(t)
-	keys := []Key{
-		IntKey(0), IntKey(1), IntKey(-1), IntKey(42), IntKey(math.MaxUint32 - 1), IntKey(math.MaxUint32), IntKey(math.MaxUint32 + 1),
-		IntKey(-math.MaxUint32), IntKey(math.MaxInt64), IntKey(math.MinInt64), IntKey(500000000000000),
-		FloatKey(0), FloatKey(math.Copysign(0, -1)), FloatKey(1), FloatKey(1.5), FloatKey(-2.25), FloatKey(1e300),
-		FloatKey(math.SmallestNonzeroFloat64), FloatKey(math.Inf(1)), FloatKey(math.Inf(-1)),
-		TextKey(""), TextKey("a"), TextKey("héllo"), TextKey("𝄞€ключ"), TextKey("nul\x00"), TextKey(strings.Repeat("long é ", 3000)),
-		BytesKey(nil), BytesKey([]byte{0}), BytesKey([]byte("\xff\xfe\x00")), BytesKey(bytes.Repeat([]byte{0xff}, 6000)),
+	keys := []kv.Key{
+		kv.IntKey(0), kv.IntKey(1), kv.IntKey(-1), kv.IntKey(42), kv.IntKey(math.MaxUint32 - 1), kv.IntKey(math.MaxUint32), kv.IntKey(math.MaxUint32 + 1),
+		kv.IntKey(-math.MaxUint32), kv.IntKey(math.MaxInt64), kv.IntKey(math.MinInt64), kv.IntKey(500000000000000),
+		kv.FloatKey(0), kv.FloatKey(math.Copysign(0, -1)), kv.FloatKey(1), kv.FloatKey(1.5), kv.FloatKey(-2.25), kv.FloatKey(1e300),
+		kv.FloatKey(math.SmallestNonzeroFloat64), kv.FloatKey(math.Inf(1)), kv.FloatKey(math.Inf(-1)),
+		kv.TextKey(""), kv.TextKey("a"), kv.TextKey("héllo"), kv.TextKey("𝄞€ключ"), kv.TextKey("nul\x00"), kv.TextKey(strings.Repeat("long é ", 3000)),
+		kv.BytesKey(nil), kv.BytesKey([]byte{0}), kv.BytesKey([]byte("\xff\xfe\x00")), kv.BytesKey(bytes.Repeat([]byte{0xff}, 6000)),
 	}
 	exprs := []string{`(1, 2)`, `2**64`, `-2**63 - 1`, `True`, `None`, `('a', b'b', 1.5, None)`, `frozenset()`}
 	var in []cxEnc
@@ -377,7 +379,7 @@ func TestShardHashMatchesPython(t *testing.T) {
 		t.Fatalf("%d hashes for %d keys", len(resp), len(in))
 	}
 	for i, r := range resp {
-		var k Key
+		var k kv.Key
 		if i < len(keys) {
 			k = keys[i]
 			if !r.Raw || r.DB != cxKeyIn(k) {
@@ -388,10 +390,10 @@ func TestShardHashMatchesPython(t *testing.T) {
 				t.Errorf("python does not pickle %s", exprs[i-len(keys)])
 				continue
 			}
-			k = PickleKey(cxDecode(t, r.DB.B64))
+			k = kv.PickleKey(cxDecode(t, r.DB.B64))
 		}
-		if got := k.ShardHash(); got != r.Hash {
-			t.Errorf("%v.ShardHash() = %d, python Disk.hash = %d", k, got, r.Hash)
+		if got := fanoutHash(k); got != r.Hash {
+			t.Errorf("fanoutHash(%v) = %d, python Disk.hash = %d", k, got, r.Hash)
 		}
 	}
 }

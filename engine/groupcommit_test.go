@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // queueLen reports how many writers wait for the writer.
@@ -34,7 +36,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		first <- c.Transact(ctx, func(tx *Tx) error {
 			close(held)
 			<-release
-			return tx.Set(TextKey("first"), Int(0), SetOptions{})
+			return tx.Set(kv.TextKey("first"), kv.Int(0), kv.SetOptions{})
 		})
 	}()
 	<-held
@@ -51,10 +53,10 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 			defer func() { panics[i] = recover() }()
 			results[i] = c.Transact(ctx, func(tx *Tx) error {
 				big := bytes.Repeat([]byte{byte(i)}, 64) // file-backed
-				if err := tx.Set(IntKey(int64(i)), Bytes(big), SetOptions{}); err != nil {
+				if err := tx.Set(kv.IntKey(int64(i)), kv.Bytes(big), kv.SetOptions{}); err != nil {
 					return err
 				}
-				if _, err := tx.Incr(TextKey("total"), Int(1), Int(0)); err != nil {
+				if _, err := tx.Incr(kv.TextKey("total"), kv.Int(1), kv.Int(0)); err != nil {
 					return err
 				}
 				switch i % 5 {
@@ -78,7 +80,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 
 	ok := 0
 	for i := 0; i < writers; i++ {
-		it, found, err := c.Get(ctx, IntKey(int64(i)), GetOptions{})
+		it, found, err := c.Get(ctx, kv.IntKey(int64(i)), GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,8 +100,8 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 			}
 		}
 	}
-	total, _, _ := c.Get(ctx, TextKey("total"), GetOptions{})
-	if !total.Value.Equal(Int(int64(ok))) {
+	total, _, _ := c.Get(ctx, kv.TextKey("total"), GetOptions{})
+	if !total.Value.Equal(kv.Int(int64(ok))) {
 		t.Errorf("total = %s, want %d: failed writers' increments must be rolled back", total.Value, ok)
 	}
 	// Files of rolled-back writes are gone; Check finds nothing to fix.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"iter"
 	"math"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Index is python-diskcache's Index: a persistent mapping that iterates in
@@ -52,32 +54,32 @@ func (x *Index) Transact(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 // Get returns the value under key; ok is false when there is none.
-func (x *Index) Get(ctx context.Context, key Key) (Value, bool, error) {
+func (x *Index) Get(ctx context.Context, key kv.Key) (kv.Value, bool, error) {
 	it, ok, err := x.c.Get(ctx, key, GetOptions{})
 	return it.Value, ok, err
 }
 
 // Set stores value under key: at the end of the iteration order for a new
 // key, in its place for an existing one.
-func (x *Index) Set(ctx context.Context, key Key, value Value) error {
-	return x.c.Set(ctx, key, value, SetOptions{})
+func (x *Index) Set(ctx context.Context, key kv.Key, value kv.Value) error {
+	return x.c.Set(ctx, key, value, kv.SetOptions{})
 }
 
 // Delete removes key and reports whether it was there (python raises
 // KeyError when it was not).
-func (x *Index) Delete(ctx context.Context, key Key) (bool, error) {
+func (x *Index) Delete(ctx context.Context, key kv.Key) (bool, error) {
 	return x.c.Delete(ctx, key)
 }
 
 // Contains reports whether key is in the index.
-func (x *Index) Contains(ctx context.Context, key Key) (bool, error) {
+func (x *Index) Contains(ctx context.Context, key kv.Key) (bool, error) {
 	return x.c.Contains(ctx, key)
 }
 
 // SetDefault returns the value under key, first storing def there when the
 // key is missing, atomically.
-func (x *Index) SetDefault(ctx context.Context, key Key, def Value) (Value, error) {
-	var out Value
+func (x *Index) SetDefault(ctx context.Context, key kv.Key, def kv.Value) (kv.Value, error) {
+	var out kv.Value
 	err := x.c.Transact(ctx, func(tx *Tx) error {
 		it, ok, err := tx.Get(key, GetOptions{})
 		if err != nil {
@@ -87,7 +89,7 @@ func (x *Index) SetDefault(ctx context.Context, key Key, def Value) (Value, erro
 			out = it.Value
 			return nil
 		}
-		if _, err := tx.Add(key, def, SetOptions{}); err != nil {
+		if _, err := tx.Add(key, def, kv.SetOptions{}); err != nil {
 			return err
 		}
 		out = def
@@ -97,17 +99,17 @@ func (x *Index) SetDefault(ctx context.Context, key Key, def Value) (Value, erro
 }
 
 // Pop removes key and returns its value; ok is false when it was missing.
-func (x *Index) Pop(ctx context.Context, key Key) (Value, bool, error) {
+func (x *Index) Pop(ctx context.Context, key kv.Key) (kv.Value, bool, error) {
 	it, ok, err := x.c.Pop(ctx, key, GetOptions{})
 	return it.Value, ok, err
 }
 
 // PeekItem returns the last item in iteration order (the first when last
 // is false), or ErrEmpty.
-func (x *Index) PeekItem(ctx context.Context, last bool) (Key, Value, error) {
+func (x *Index) PeekItem(ctx context.Context, last bool) (kv.Key, kv.Value, error) {
 	it, err := x.c.PeekItem(ctx, last, GetOptions{})
 	if err != nil {
-		return Key{}, Value{}, err
+		return kv.Key{}, kv.Value{}, err
 	}
 	return it.Key, it.Value, nil
 }
@@ -115,7 +117,7 @@ func (x *Index) PeekItem(ctx context.Context, last bool) (Key, Value, error) {
 // PopItem removes and returns the last item in iteration order (LIFO), or
 // the first when last is false (FIFO), atomically; ErrEmpty when the index
 // is empty.
-func (x *Index) PopItem(ctx context.Context, last bool) (Key, Value, error) {
+func (x *Index) PopItem(ctx context.Context, last bool) (kv.Key, kv.Value, error) {
 	var it Item
 	err := x.c.Transact(ctx, func(tx *Tx) error {
 		var ok bool
@@ -124,13 +126,13 @@ func (x *Index) PopItem(ctx context.Context, last bool) (Key, Value, error) {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("%w: dictionary is empty", ErrEmpty)
+			return fmt.Errorf("%w: dictionary is empty", kv.ErrEmpty)
 		}
 		_, err = tx.Delete(it.Key)
 		return err
 	})
 	if err != nil {
-		return Key{}, Value{}, err
+		return kv.Key{}, kv.Value{}, err
 	}
 	return it.Key, it.Value, nil
 }
@@ -138,14 +140,14 @@ func (x *Index) PopItem(ctx context.Context, last bool) (Key, Value, error) {
 // Push adds value to a queue inside the index, python's Index.push:
 // integer keys when prefix is empty, else text keys "<prefix>-%015d"; side
 // is Back (the default) or Front. It returns the new key.
-func (x *Index) Push(ctx context.Context, value Value, prefix string, side Side) (Key, error) {
-	return x.c.Push(ctx, value, QueueOptions{Prefix: prefix, Side: side}, SetOptions{})
+func (x *Index) Push(ctx context.Context, value kv.Value, prefix string, side Side) (kv.Key, error) {
+	return x.c.Push(ctx, value, QueueOptions{Prefix: prefix, Side: side}, kv.SetOptions{})
 }
 
 // Pull removes and returns the item at one end (Front by default) of the
 // queue selected by prefix, python's Index.pull; ok is false when it is
 // empty.
-func (x *Index) Pull(ctx context.Context, prefix string, side Side) (Key, Value, bool, error) {
+func (x *Index) Pull(ctx context.Context, prefix string, side Side) (kv.Key, kv.Value, bool, error) {
 	it, ok, err := x.c.Pull(ctx, QueueOptions{Prefix: prefix, Side: side}, GetOptions{})
 	return it.Key, it.Value, ok, err
 }
@@ -160,7 +162,7 @@ func (x *Index) Clear(ctx context.Context) error {
 }
 
 // Keys yields the keys in insertion order, or the reverse.
-func (x *Index) Keys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
+func (x *Index) Keys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, error] {
 	return x.c.Keys(ctx, reverse)
 }
 
@@ -186,8 +188,8 @@ func (x *Index) Items(ctx context.Context, reverse bool) iter.Seq2[Item, error] 
 }
 
 // Values yields the values in insertion order, or the reverse.
-func (x *Index) Values(ctx context.Context, reverse bool) iter.Seq2[Value, error] {
-	return func(yield func(Value, error) bool) {
+func (x *Index) Values(ctx context.Context, reverse bool) iter.Seq2[kv.Value, error] {
+	return func(yield func(kv.Value, error) bool) {
 		for it, err := range x.Items(ctx, reverse) {
 			if !yield(it.Value, err) || err != nil {
 				return
@@ -219,7 +221,7 @@ type IndexEntry struct {
 // items are left out.
 func (x *Index) Page(ctx context.Context, cursor int64, reverse bool, limit int, values bool) (iter.Seq2[IndexEntry, error], int64, bool, error) {
 	if limit < 1 {
-		return nil, 0, false, fmt.Errorf("%w: page limit must be at least 1, got %d", ErrInvalidValue, limit)
+		return nil, 0, false, fmt.Errorf("%w: page limit must be at least 1, got %d", kv.ErrInvalidValue, limit)
 	}
 	c := x.c
 	dir, cmp := "ASC", ">"
@@ -311,7 +313,7 @@ func (c *Cache) itemAtRowid(ctx context.Context, rowid int64) (Item, bool, error
 		if err != nil {
 			return Item{}, false, err
 		}
-		if f == nil && it.Value.Type == ValueNone {
+		if f == nil && it.Value.Type == kv.ValueNone {
 			continue // the file went with an overwrite or a removal: read the row again
 		}
 		return c.finishRead(it, f, true)

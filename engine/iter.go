@@ -5,6 +5,8 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"iter"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 const iterPage = 100
@@ -12,11 +14,11 @@ const iterPage = 100
 // Keys yields the keys in insertion (rowid) order, or the reverse, bounded
 // by the largest rowid when iteration starts: items added later are not
 // seen. Expired items are included, as in python-diskcache.
-func (c *Cache) Keys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
-	return func(yield func(Key, error) bool) {
+func (c *Cache) Keys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, error] {
+	return func(yield func(kv.Key, error) bool) {
 		maxRowid, err := c.queryValue(ctx, `SELECT MAX(rowid) FROM Cache`)
 		if err != nil {
-			yield(Key{}, err)
+			yield(kv.Key{}, err)
 			return
 		}
 		if maxRowid == nil {
@@ -31,7 +33,7 @@ func (c *Cache) Keys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
 		for {
 			rows, err := c.queryPage(ctx, q, 3, lo, hi, int64(iterPage))
 			if err != nil {
-				yield(Key{}, err)
+				yield(kv.Key{}, err)
 				return
 			}
 			for _, r := range rows {
@@ -54,8 +56,8 @@ func (c *Cache) Keys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
 
 // SortedKeys yields the keys in SQLite's sort order of (key, raw):
 // numbers, then text, then blobs; python-diskcache's iterkeys.
-func (c *Cache) SortedKeys(ctx context.Context, reverse bool) iter.Seq2[Key, error] {
-	return func(yield func(Key, error) bool) {
+func (c *Cache) SortedKeys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, error] {
+	return func(yield func(kv.Key, error) bool) {
 		first := `SELECT key, raw FROM Cache ORDER BY key ASC, raw ASC LIMIT 1`
 		next := `SELECT key, raw FROM Cache WHERE key = ? AND raw > ? OR key > ? ORDER BY key ASC, raw ASC LIMIT ?`
 		if reverse {
@@ -64,7 +66,7 @@ func (c *Cache) SortedKeys(ctx context.Context, reverse bool) iter.Seq2[Key, err
 		}
 		rows, err := c.queryPage(ctx, first, 2)
 		if err != nil {
-			yield(Key{}, err)
+			yield(kv.Key{}, err)
 			return
 		}
 		for len(rows) > 0 {
@@ -76,7 +78,7 @@ func (c *Cache) SortedKeys(ctx context.Context, reverse bool) iter.Seq2[Key, err
 			last := rows[len(rows)-1]
 			rows, err = c.queryPage(ctx, next, 2, last[0], last[1], last[0], int64(iterPage))
 			if err != nil {
-				yield(Key{}, err)
+				yield(kv.Key{}, err)
 				return
 			}
 		}

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
-func utReverse(keys []Key) []Key {
-	out := make([]Key, len(keys))
+func utReverse(keys []kv.Key) []kv.Key {
+	out := make([]kv.Key, len(keys))
 	for i, k := range keys {
 		out[len(keys)-1-i] = k
 	}
@@ -24,24 +26,24 @@ func TestKeysInsertionOrder(t *testing.T) {
 	if got := utKeys(t, c.Keys(utCtx, true)); len(got) != 0 {
 		t.Fatalf("reverse Keys of an empty cache = %v", got)
 	}
-	var want []Key
+	var want []kv.Key
 	for i := 0; i < 250; i++ { // more than one page
-		var k Key
+		var k kv.Key
 		switch i % 4 {
 		case 0:
-			k = TextKey(fmt.Sprintf("t%03d", 250-i))
+			k = kv.TextKey(fmt.Sprintf("t%03d", 250-i))
 		case 1:
-			k = IntKey(int64(-i))
+			k = kv.IntKey(int64(-i))
 		case 2:
-			k = BytesKey([]byte{byte(i)})
+			k = kv.BytesKey([]byte{byte(i)})
 		default:
-			k = FloatKey(float64(i) + 0.5)
+			k = kv.FloatKey(float64(i) + 0.5)
 		}
-		var exp Expiry
+		var exp kv.Expiry
 		if i%2 == 1 {
-			exp = ExpireAfter(time.Second)
+			exp = kv.ExpireAfter(time.Second)
 		}
-		utSet(t, c, k, Int(int64(i)), SetOptions{Expire: exp})
+		utSet(t, c, k, kv.Int(int64(i)), kv.SetOptions{Expire: exp})
 		want = append(want, k)
 	}
 	clk.Advance(time.Hour) // expired items are still iterated
@@ -50,13 +52,13 @@ func TestKeysInsertionOrder(t *testing.T) {
 
 	// Overwriting keeps the place (even of an expired item); delete + set
 	// moves to the end.
-	utSet(t, c, want[0], Int(0), SetOptions{})
-	utSet(t, c, want[1], Int(0), SetOptions{})
+	utSet(t, c, want[0], kv.Int(0), kv.SetOptions{})
+	utSet(t, c, want[1], kv.Int(0), kv.SetOptions{})
 	if ok, _ := c.Delete(utCtx, want[2]); !ok {
 		t.Fatal("Delete failed")
 	}
-	utSet(t, c, want[2], Int(0), SetOptions{})
-	moved := append(append([]Key{want[0], want[1]}, want[3:]...), want[2])
+	utSet(t, c, want[2], kv.Int(0), kv.SetOptions{})
+	moved := append(append([]kv.Key{want[0], want[1]}, want[3:]...), want[2])
 	utSameKeys(t, utKeys(t, c.Keys(utCtx, false)), moved)
 
 	// Stopping early works.
@@ -80,7 +82,7 @@ func TestKeysBoundedAtStart(t *testing.T) {
 		t.Run(fmt.Sprintf("reverse=%v", reverse), func(t *testing.T) {
 			c, _ := openTest(t, nil)
 			for i := 0; i < 150; i++ {
-				utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{})
+				utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{})
 			}
 			seen := 0
 			for k, err := range c.Keys(utCtx, reverse) {
@@ -92,7 +94,7 @@ func TestKeysBoundedAtStart(t *testing.T) {
 				}
 				seen++
 				// Items added during iteration, in every page, are not seen.
-				utSet(t, c, IntKey(int64(1000+seen)), Int(1), SetOptions{})
+				utSet(t, c, kv.IntKey(int64(1000+seen)), kv.Int(1), kv.SetOptions{})
 			}
 			if seen != 150 {
 				t.Fatalf("saw %d keys, want 150", seen)
@@ -107,7 +109,7 @@ func TestKeysBoundedAtStart(t *testing.T) {
 func TestKeysSkipsDeletedDuringIteration(t *testing.T) {
 	c, _ := openTest(t, nil)
 	for i := 0; i < 220; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{})
 	}
 	var got []int64
 	for k, err := range c.Keys(utCtx, false) {
@@ -117,7 +119,7 @@ func TestKeysSkipsDeletedDuringIteration(t *testing.T) {
 		got = append(got, k.Int())
 		if k.Int() == 10 {
 			for i := 150; i < 220; i++ {
-				c.Delete(utCtx, IntKey(int64(i)))
+				c.Delete(utCtx, kv.IntKey(int64(i)))
 			}
 		}
 	}
@@ -130,17 +132,17 @@ func TestSortedKeys(t *testing.T) {
 	c, _ := openTest(t, nil)
 	// Inserted out of order; SQLite sorts numbers < text < blobs, and
 	// (for equal blobs) raw=0 pickles before raw=1 bytes.
-	for _, k := range []Key{
-		BytesKey([]byte("b")), TextKey("b"), IntKey(3), PickleKey([]byte("a")),
-		TextKey("a"), FloatKey(2.5), IntKey(-10), BytesKey([]byte("a")), TextKey(""),
-		FloatKey(-0.5), IntKey(100), BytesKey(nil), TextKey("B"),
+	for _, k := range []kv.Key{
+		kv.BytesKey([]byte("b")), kv.TextKey("b"), kv.IntKey(3), kv.PickleKey([]byte("a")),
+		kv.TextKey("a"), kv.FloatKey(2.5), kv.IntKey(-10), kv.BytesKey([]byte("a")), kv.TextKey(""),
+		kv.FloatKey(-0.5), kv.IntKey(100), kv.BytesKey(nil), kv.TextKey("B"),
 	} {
-		utSet(t, c, k, Int(1), SetOptions{})
+		utSet(t, c, k, kv.Int(1), kv.SetOptions{})
 	}
-	want := []Key{
-		IntKey(-10), FloatKey(-0.5), FloatKey(2.5), IntKey(3), IntKey(100),
-		TextKey(""), TextKey("B"), TextKey("a"), TextKey("b"),
-		BytesKey(nil), PickleKey([]byte("a")), BytesKey([]byte("a")), BytesKey([]byte("b")),
+	want := []kv.Key{
+		kv.IntKey(-10), kv.FloatKey(-0.5), kv.FloatKey(2.5), kv.IntKey(3), kv.IntKey(100),
+		kv.TextKey(""), kv.TextKey("B"), kv.TextKey("a"), kv.TextKey("b"),
+		kv.BytesKey(nil), kv.PickleKey([]byte("a")), kv.BytesKey([]byte("a")), kv.BytesKey([]byte("b")),
 	}
 	utSameKeys(t, utKeys(t, c.SortedKeys(utCtx, false)), want)
 	utSameKeys(t, utKeys(t, c.SortedKeys(utCtx, true)), utReverse(want))
@@ -148,17 +150,17 @@ func TestSortedKeys(t *testing.T) {
 
 func TestSortedKeysPaging(t *testing.T) {
 	c, _ := openTest(t, nil)
-	var want []Key
+	var want []kv.Key
 	for i := 0; i < 230; i++ {
-		want = append(want, IntKey(int64(i)))
+		want = append(want, kv.IntKey(int64(i)))
 	}
 	for i := 0; i < 230; i++ {
-		want = append(want, TextKey(fmt.Sprintf("k%03d", i)))
+		want = append(want, kv.TextKey(fmt.Sprintf("k%03d", i)))
 	}
 	// Insert in a scrambled order.
 	for i := range want {
 		k := want[(i*7)%len(want)]
-		utSet(t, c, k, Int(1), SetOptions{})
+		utSet(t, c, k, kv.Int(1), kv.SetOptions{})
 	}
 	if n := utLen(t, c); n != int64(len(want)) {
 		t.Fatalf("Len = %d, want %d", n, len(want))
@@ -173,7 +175,7 @@ func TestSortedKeysPaging(t *testing.T) {
 func TestIterationCancelled(t *testing.T) {
 	c, _ := openTest(t, nil)
 	for i := 0; i < 150; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{})
 	}
 	ctx, cancel := context.WithCancel(utCtx)
 	defer cancel()

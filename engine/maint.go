@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Len returns Settings.count: the number of items, expired ones included.
@@ -69,33 +71,12 @@ func (c *Cache) Stats(ctx context.Context, enable, reset bool) (hits, misses int
 	return hits, misses, err
 }
 
-// WarningKind classifies what Check found.
-type WarningKind string
-
-// Kinds of Check warnings.
-const (
-	WarnIntegrity    WarningKind = "integrity"
-	WarnFileSize     WarningKind = "file-size"
-	WarnFileMissing  WarningKind = "file-missing"
-	WarnUnknownFile  WarningKind = "unknown-file"
-	WarnEmptyDir     WarningKind = "empty-directory"
-	WarnCountMismach WarningKind = "count"
-	WarnSizeMismatch WarningKind = "size"
-)
-
-// Warning is one problem Check found (and fixed, when asked to).
-type Warning struct {
-	Kind    WarningKind `json:"kind"`
-	Message string      `json:"message"`
-	Path    string      `json:"path,omitempty"`
-}
-
 // Check verifies the database and value files as python-diskcache's
 // check() does; with fix it repairs what it finds: VACUUM, row sizes that
 // differ from their file, rows whose file is gone, files no row names,
 // empty directories, and the count and size metadata.
-func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
-	var warns []Warning
+func (c *Cache) Check(ctx context.Context, fix bool) ([]kv.Warning, error) {
+	var warns []kv.Warning
 	cn, err := c.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -103,7 +84,7 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
 	rows, err := cn.queryRows(`PRAGMA integrity_check`, 1)
 	if err == nil && !(len(rows) == 1 && rows[0][0] == "ok") {
 		for _, r := range rows {
-			warns = append(warns, Warning{Kind: WarnIntegrity, Message: fmt.Sprint(r[0])})
+			warns = append(warns, kv.Warning{Kind: kv.WarnIntegrity, Message: fmt.Sprint(r[0])})
 		}
 	}
 	if err == nil && fix {
@@ -127,7 +108,7 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
 			st, err := os.Stat(full)
 			if err == nil {
 				if st.Size() != size {
-					warns = append(warns, Warning{Kind: WarnFileSize, Path: full,
+					warns = append(warns, kv.Warning{Kind: kv.WarnFileSize, Path: full,
 						Message: fmt.Sprintf("wrong file size: %s, %d != %d", full, st.Size(), size)})
 					if fix {
 						if _, err := tx.cn.exec(`UPDATE Cache SET size = ? WHERE rowid = ?`, st.Size(), rowid); err != nil {
@@ -137,7 +118,7 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
 				}
 				continue
 			}
-			warns = append(warns, Warning{Kind: WarnFileMissing, Path: full, Message: "file not found: " + full})
+			warns = append(warns, kv.Warning{Kind: kv.WarnFileMissing, Path: full, Message: "file not found: " + full})
 			if fix {
 				if err := tx.deleteRow(rowid); err != nil {
 					return err
@@ -174,13 +155,13 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
 		}
 		sort.Strings(unknown)
 		for _, p := range unknown {
-			warns = append(warns, Warning{Kind: WarnUnknownFile, Path: p, Message: "unknown file: " + p})
+			warns = append(warns, kv.Warning{Kind: kv.WarnUnknownFile, Path: p, Message: "unknown file: " + p})
 			if fix {
 				_ = os.Remove(p)
 			}
 		}
 		for _, p := range empty {
-			warns = append(warns, Warning{Kind: WarnEmptyDir, Path: p, Message: "empty directory: " + p})
+			warns = append(warns, kv.Warning{Kind: kv.WarnEmptyDir, Path: p, Message: "empty directory: " + p})
 			if fix {
 				_ = os.Remove(p)
 			}
@@ -198,11 +179,11 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
 		}
 		for _, m := range []struct {
 			name, actual string
-			kind         WarningKind
+			kind         kv.WarningKind
 			label        string
 		}{
-			{"count", `SELECT COUNT(key) FROM Cache`, WarnCountMismach, "Settings.count != COUNT(Cache.key)"},
-			{"size", `SELECT COALESCE(SUM(size), 0) FROM Cache`, WarnSizeMismatch, "Settings.size != SUM(Cache.size)"},
+			{"count", `SELECT COUNT(key) FROM Cache`, kv.WarnCountMismach, "Settings.count != COUNT(Cache.key)"},
+			{"size", `SELECT COALESCE(SUM(size), 0) FROM Cache`, kv.WarnSizeMismatch, "Settings.size != SUM(Cache.size)"},
 		} {
 			stored, err := tx.cn.queryInt(`SELECT value FROM Settings WHERE key = ?`, m.name)
 			if err != nil {
@@ -213,7 +194,7 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]Warning, error) {
 				return err
 			}
 			if stored != actual {
-				warns = append(warns, Warning{Kind: m.kind, Message: fmt.Sprintf("%s; %d != %d", m.label, stored, actual)})
+				warns = append(warns, kv.Warning{Kind: m.kind, Message: fmt.Sprintf("%s; %d != %d", m.label, stored, actual)})
 				if fix {
 					if _, err := tx.cn.exec(`UPDATE Settings SET value = ? WHERE key = ?`, actual, m.name); err != nil {
 						return err

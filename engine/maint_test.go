@@ -9,10 +9,12 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
-func utKinds(warns []Warning) []WarningKind {
-	var out []WarningKind
+func utKinds(warns []kv.Warning) []kv.WarningKind {
+	var out []kv.WarningKind
 	for _, w := range warns {
 		out = append(out, w.Kind)
 	}
@@ -20,7 +22,7 @@ func utKinds(warns []Warning) []WarningKind {
 	return out
 }
 
-func utCheck(t *testing.T, c *Cache, fix bool) []Warning {
+func utCheck(t *testing.T, c *Cache, fix bool) []kv.Warning {
 	t.Helper()
 	warns, err := c.Check(utCtx, fix)
 	if err != nil {
@@ -29,7 +31,7 @@ func utCheck(t *testing.T, c *Cache, fix bool) []Warning {
 	return warns
 }
 
-func utWantKinds(t *testing.T, warns []Warning, want ...WarningKind) {
+func utWantKinds(t *testing.T, warns []kv.Warning, want ...kv.WarningKind) {
 	t.Helper()
 	sort.Slice(want, func(i, j int) bool { return want[i] < want[j] })
 	if got := utKinds(warns); !reflect.DeepEqual(got, want) && !(len(got) == 0 && len(want) == 0) {
@@ -41,34 +43,34 @@ func TestCheckClean(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
 	utWantKinds(t, utCheck(t, c, false))
 	for i := 0; i < 20; i++ {
-		utSet(t, c, IntKey(int64(i)), Bytes(utBig(10*i, 'c')), SetOptions{})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(10*i, 'c')), kv.SetOptions{})
 	}
-	c.Delete(utCtx, IntKey(3))
+	c.Delete(utCtx, kv.IntKey(3))
 	utWantKinds(t, utCheck(t, c, false))
 	utWantKinds(t, utCheck(t, c, true))
 	for i := 4; i < 20; i++ {
-		utWant(t, c, IntKey(int64(i)), Bytes(utBig(10*i, 'c')))
+		utWant(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(10*i, 'c')))
 	}
 }
 
 func TestCheckWrongFileSize(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
-	utSet(t, c, TextKey("k"), Bytes(utBig(100, 'w')), SetOptions{})
-	path := utFileOf(t, c, TextKey("k"))
+	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'w')), kv.SetOptions{})
+	path := utFileOf(t, c, kv.TextKey("k"))
 	if err := os.WriteFile(path, utBig(150, 'w'), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	warns := utCheck(t, c, false)
-	utWantKinds(t, warns, WarnFileSize)
+	utWantKinds(t, warns, kv.WarnFileSize)
 	if warns[0].Path != path {
 		t.Fatalf("warning path = %q, want %q", warns[0].Path, path)
 	}
 	// Without fix nothing changes.
-	if r := utMustRow(t, c, TextKey("k")); r.size != 100 {
+	if r := utMustRow(t, c, kv.TextKey("k")); r.size != 100 {
 		t.Fatalf("size = %d after Check(false)", r.size)
 	}
-	utWantKinds(t, utCheck(t, c, true), WarnFileSize)
-	if r := utMustRow(t, c, TextKey("k")); r.size != 150 {
+	utWantKinds(t, utCheck(t, c, true), kv.WarnFileSize)
+	if r := utMustRow(t, c, kv.TextKey("k")); r.size != 150 {
 		t.Fatalf("size = %d after fix, want 150", r.size)
 	}
 	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 150 {
@@ -79,18 +81,18 @@ func TestCheckWrongFileSize(t *testing.T) {
 
 func TestCheckMissingFile(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
-	utSet(t, c, TextKey("k"), Bytes(utBig(100, 'm')), SetOptions{})
-	utSet(t, c, TextKey("keep"), Bytes(utBig(100, 'n')), SetOptions{})
-	path := utFileOf(t, c, TextKey("k"))
+	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'm')), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("keep"), kv.Bytes(utBig(100, 'n')), kv.SetOptions{})
+	path := utFileOf(t, c, kv.TextKey("k"))
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
 	warns := utCheck(t, c, false)
-	var missing []Warning
+	var missing []kv.Warning
 	for _, w := range warns {
-		if w.Kind == WarnFileMissing {
+		if w.Kind == kv.WarnFileMissing {
 			missing = append(missing, w)
-		} else if w.Kind != WarnEmptyDir {
+		} else if w.Kind != kv.WarnEmptyDir {
 			t.Fatalf("unexpected warning %+v", w)
 		}
 	}
@@ -98,7 +100,7 @@ func TestCheckMissingFile(t *testing.T) {
 		t.Fatalf("missing-file warnings = %+v", missing)
 	}
 	utCheck(t, c, true)
-	if _, ok := utRowOf(t, c, TextKey("k")); ok {
+	if _, ok := utRowOf(t, c, kv.TextKey("k")); ok {
 		t.Fatal("row of the missing file not deleted by fix")
 	}
 	if n := utLen(t, c); n != 1 {
@@ -107,7 +109,7 @@ func TestCheckMissingFile(t *testing.T) {
 	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 100 {
 		t.Fatalf("Settings.size = %d, want 100", got)
 	}
-	utWant(t, c, TextKey("keep"), Bytes(utBig(100, 'n')))
+	utWant(t, c, kv.TextKey("keep"), kv.Bytes(utBig(100, 'n')))
 	utCheckConverges(t, c)
 }
 
@@ -125,8 +127,8 @@ func utCheckConverges(t *testing.T, c *Cache) {
 
 func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
-	utSet(t, c, TextKey("k"), Bytes(utBig(100, 'u')), SetOptions{})
-	known := utFileOf(t, c, TextKey("k"))
+	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'u')), kv.SetOptions{})
+	known := utFileOf(t, c, kv.TextKey("k"))
 	unknown := filepath.Join(c.Directory(), "ab", "cd", "0123456789abcdef0123456789ab.val")
 	if err := os.MkdirAll(filepath.Dir(unknown), 0o755); err != nil {
 		t.Fatal(err)
@@ -144,12 +146,12 @@ func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	warns := utCheck(t, c, false)
-	utWantKinds(t, warns, WarnUnknownFile, WarnUnknownFile, WarnEmptyDir)
-	paths := map[string]WarningKind{}
+	utWantKinds(t, warns, kv.WarnUnknownFile, kv.WarnUnknownFile, kv.WarnEmptyDir)
+	paths := map[string]kv.WarningKind{}
 	for _, w := range warns {
 		paths[w.Path] = w.Kind
 	}
-	if paths[unknown] != WarnUnknownFile || paths[stray] != WarnUnknownFile || paths[empty] != WarnEmptyDir {
+	if paths[unknown] != kv.WarnUnknownFile || paths[stray] != kv.WarnUnknownFile || paths[empty] != kv.WarnEmptyDir {
 		t.Fatalf("warnings = %+v", warns)
 	}
 	// Nothing is touched without fix.
@@ -167,7 +169,7 @@ func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
 	utCheckConverges(t, c)
 	// The known file and its value survive; the database files are never
 	// reported.
-	utWant(t, c, TextKey("k"), Bytes(utBig(100, 'u')))
+	utWant(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'u')))
 	if _, err := os.Stat(known); err != nil {
 		t.Fatal(err)
 	}
@@ -181,15 +183,15 @@ func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
 func TestCheckMetadataMismatch(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
 	for i := 0; i < 3; i++ {
-		utSet(t, c, IntKey(int64(i)), Bytes(utBig(20, 'x')), SetOptions{})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(20, 'x')), kv.SetOptions{})
 	}
 	utExec(t, c, `UPDATE Settings SET value = 99 WHERE key = 'count'`)
 	utExec(t, c, `UPDATE Settings SET value = 7 WHERE key = 'size'`)
-	utWantKinds(t, utCheck(t, c, false), WarnCountMismach, WarnSizeMismatch)
+	utWantKinds(t, utCheck(t, c, false), kv.WarnCountMismach, kv.WarnSizeMismatch)
 	if n := utLen(t, c); n != 99 {
 		t.Fatalf("Len = %d, want the corrupted 99 before fix", n)
 	}
-	utWantKinds(t, utCheck(t, c, true), WarnCountMismach, WarnSizeMismatch)
+	utWantKinds(t, utCheck(t, c, true), kv.WarnCountMismach, kv.WarnSizeMismatch)
 	if n := utLen(t, c); n != 3 {
 		t.Fatalf("Len = %d after fix, want 3", n)
 	}
@@ -202,13 +204,13 @@ func TestCheckMetadataMismatch(t *testing.T) {
 func TestExpireCounts(t *testing.T) {
 	c, clk := openTest(t, map[string]any{SettingCullLimit: 0, SettingDiskMinFileSize: 10})
 	for i := 0; i < 250; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{Expire: ExpireAfter(time.Duration(i%5+1) * time.Second)})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Duration(i%5+1) * time.Second)})
 	}
 	for i := 250; i < 260; i++ {
-		utSet(t, c, IntKey(int64(i)), Bytes(utBig(50, 'e')), SetOptions{Expire: ExpireAfter(time.Second)})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(50, 'e')), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	}
 	for i := 260; i < 280; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{})
 	}
 	if n, err := c.Expire(utCtx, 0); n != 0 || err != nil {
 		t.Fatalf("Expire before anything expired = %d, %v", n, err)
@@ -237,25 +239,25 @@ func TestEvictByTag(t *testing.T) {
 		t.Run(fmt.Sprintf("tag_index=%v", tagIndex), func(t *testing.T) {
 			c, _ := openTest(t, map[string]any{SettingTagIndex: tagIndex, SettingDiskMinFileSize: 10})
 			for i := 0; i < 250; i++ {
-				utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{Tag: TextKey("a")})
+				utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Tag: kv.TextKey("a")})
 			}
 			for i := 250; i < 300; i++ {
-				utSet(t, c, IntKey(int64(i)), Bytes(utBig(20, 'b')), SetOptions{Tag: IntKey(7)})
+				utSet(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(20, 'b')), kv.SetOptions{Tag: kv.IntKey(7)})
 			}
 			for i := 300; i < 330; i++ {
-				utSet(t, c, IntKey(int64(i)), Int(1), SetOptions{})
+				utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{})
 			}
-			utSet(t, c, IntKey(330), Int(1), SetOptions{Tag: BytesKey([]byte("a"))}) // not the text tag "a"
-			if n, err := c.Evict(utCtx, TextKey("a")); n != 250 || err != nil {
+			utSet(t, c, kv.IntKey(330), kv.Int(1), kv.SetOptions{Tag: kv.BytesKey([]byte("a"))}) // not the text tag "a"
+			if n, err := c.Evict(utCtx, kv.TextKey("a")); n != 250 || err != nil {
 				t.Fatalf("Evict(a) = %d, %v; want 250", n, err)
 			}
-			if n, err := c.Evict(utCtx, TextKey("a")); n != 0 || err != nil {
+			if n, err := c.Evict(utCtx, kv.TextKey("a")); n != 0 || err != nil {
 				t.Fatalf("second Evict(a) = %d, %v", n, err)
 			}
-			if n, err := c.Evict(utCtx, FloatKey(7)); n != 50 || err != nil { // 7.0 == 7 in SQLite
+			if n, err := c.Evict(utCtx, kv.FloatKey(7)); n != 50 || err != nil { // 7.0 == 7 in SQLite
 				t.Fatalf("Evict(7.0) = %d, %v; want 50", n, err)
 			}
-			if n, err := c.Evict(utCtx, Key{}); n != 0 || err != nil {
+			if n, err := c.Evict(utCtx, kv.Key{}); n != 0 || err != nil {
 				t.Fatalf("Evict(none) = %d, %v", n, err)
 			}
 			if n := utLen(t, c); n != 31 {
@@ -264,7 +266,7 @@ func TestEvictByTag(t *testing.T) {
 			if files := utValFiles(t, c); len(files) != 0 {
 				t.Fatalf("files left: %v", files)
 			}
-			if n, err := c.Evict(utCtx, BytesKey([]byte("a"))); n != 1 || err != nil {
+			if n, err := c.Evict(utCtx, kv.BytesKey([]byte("a"))); n != 1 || err != nil {
 				t.Fatalf("Evict(b'a') = %d, %v", n, err)
 			}
 		})
@@ -277,11 +279,11 @@ func TestClearCounts(t *testing.T) {
 		t.Fatalf("Clear empty = %d, %v", n, err)
 	}
 	for i := 0; i < 230; i++ {
-		v := Int(int64(i))
+		v := kv.Int(int64(i))
 		if i%10 == 0 {
-			v = Bytes(utBig(30, 'c'))
+			v = kv.Bytes(utBig(30, 'c'))
 		}
-		utSet(t, c, IntKey(int64(i)), v, SetOptions{Expire: ExpireAfter(time.Duration(i%3-1) * time.Hour)})
+		utSet(t, c, kv.IntKey(int64(i)), v, kv.SetOptions{Expire: kv.ExpireAfter(time.Duration(i%3-1) * time.Hour)})
 	}
 	n, err := c.Clear(utCtx)
 	if err != nil || n+c.Counters().Expired != 230 {
@@ -299,7 +301,7 @@ func TestClearCounts(t *testing.T) {
 	// Clear counts expired items too.
 	c2, clk := openTest(t, map[string]any{SettingCullLimit: 0})
 	for i := 0; i < 120; i++ {
-		utSet(t, c2, IntKey(int64(i)), Int(1), SetOptions{Expire: ExpireAfter(time.Second)})
+		utSet(t, c2, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	}
 	clk.Advance(time.Minute)
 	if n, err := c2.Clear(utCtx); n != 120 || err != nil {
@@ -309,19 +311,19 @@ func TestClearCounts(t *testing.T) {
 
 func TestStats(t *testing.T) {
 	c, _ := openTest(t, nil)
-	utSet(t, c, TextKey("k"), Int(1), SetOptions{})
+	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{})
 	// Off by default: nothing is counted.
-	utGet(t, c, TextKey("k"))
-	utGet(t, c, TextKey("nope"))
+	utGet(t, c, kv.TextKey("k"))
+	utGet(t, c, kv.TextKey("nope"))
 	if h, m, err := c.Stats(utCtx, true, false); h != 0 || m != 0 || err != nil {
 		t.Fatalf("Stats = %d, %d, %v", h, m, err)
 	}
 	if !c.Settings().Statistics {
 		t.Fatal("Stats(enable) did not turn statistics on")
 	}
-	utGet(t, c, TextKey("k"))
-	utGet(t, c, TextKey("k"))
-	utGet(t, c, TextKey("nope"))
+	utGet(t, c, kv.TextKey("k"))
+	utGet(t, c, kv.TextKey("k"))
+	utGet(t, c, kv.TextKey("nope"))
 	if h, m, _ := c.Stats(utCtx, true, false); h != 2 || m != 1 {
 		t.Fatalf("Stats = %d, %d; want 2, 1", h, m)
 	}
@@ -334,8 +336,8 @@ func TestStats(t *testing.T) {
 	}
 	// Transactional reads count too.
 	c.Transact(utCtx, func(tx *Tx) error {
-		tx.Get(TextKey("k"), GetOptions{})
-		tx.Get(TextKey("nope"), GetOptions{})
+		tx.Get(kv.TextKey("k"), GetOptions{})
+		tx.Get(kv.TextKey("nope"), GetOptions{})
 		return nil
 	})
 	if h, m, _ := c.Stats(utCtx, true, false); h != 1 || m != 1 {
@@ -351,8 +353,8 @@ func TestStats(t *testing.T) {
 	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'statistics'`); got != 0 {
 		t.Fatalf("stored statistics = %d", got)
 	}
-	utGet(t, c, TextKey("k"))
-	utGet(t, c, TextKey("nope"))
+	utGet(t, c, kv.TextKey("k"))
+	utGet(t, c, kv.TextKey("nope"))
 	if h, m, _ := c.Stats(utCtx, true, false); h != 1 || m != 1 {
 		t.Fatalf("Stats after disabled reads = %d, %d", h, m)
 	}
@@ -362,7 +364,7 @@ func TestStats(t *testing.T) {
 	// Rolled-back reads are not counted.
 	boom := errors.New("boom")
 	c.Transact(utCtx, func(tx *Tx) error {
-		tx.Get(TextKey("k"), GetOptions{})
+		tx.Get(kv.TextKey("k"), GetOptions{})
 		return boom
 	})
 	if h, m, _ := c.Stats(utCtx, true, false); h != 1 || m != 1 {
@@ -398,7 +400,7 @@ func TestResetPersists(t *testing.T) {
 			dir := t.TempDir()
 			clk := newClock()
 			c := utOpenAt(t, dir, clk, nil)
-			utSet(t, c, TextKey("k"), Int(1), SetOptions{})
+			utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{})
 			if err := c.Reset(utCtx, ch.name, ch.value); err != nil {
 				t.Fatalf("Reset(%s, %v): %v", ch.name, ch.value, err)
 			}
@@ -425,8 +427,8 @@ func TestResetPersists(t *testing.T) {
 			}
 			db.Close()
 			// The cache still works.
-			utSet(t, c, TextKey("k2"), Int(2), SetOptions{})
-			utWant(t, c, TextKey("k"), Int(1))
+			utSet(t, c, kv.TextKey("k2"), kv.Int(2), kv.SetOptions{})
+			utWant(t, c, kv.TextKey("k"), kv.Int(1))
 			if err := c.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -434,14 +436,14 @@ func TestResetPersists(t *testing.T) {
 			if !ch.check(c2.Settings()) {
 				t.Fatalf("Settings after reopen = %+v", c2.Settings())
 			}
-			utWant(t, c2, TextKey("k2"), Int(2))
+			utWant(t, c2, kv.TextKey("k2"), kv.Int(2))
 		})
 	}
 }
 
 func TestResetJournalModeApplies(t *testing.T) {
 	c, _ := openTest(t, nil)
-	utSet(t, c, TextKey("k"), Int(1), SetOptions{})
+	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{})
 	if err := c.Reset(utCtx, SettingSQLiteJournalMode, "delete"); err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +459,7 @@ func TestResetJournalModeApplies(t *testing.T) {
 	if got := utEngineString(t, c, "PRAGMA journal_mode"); got != "wal" {
 		t.Fatalf("journal_mode = %q, want wal", got)
 	}
-	utWant(t, c, TextKey("k"), Int(1))
+	utWant(t, c, kv.TextKey("k"), kv.Int(1))
 }
 
 func utEnginePragma(t *testing.T, c *Cache, name string) int64 {
@@ -538,10 +540,10 @@ func TestInvalidSettings(t *testing.T) {
 		{SettingSQLiteCacheSize, 1.5e300},
 	}
 	for _, b := range bad {
-		if err := c.Reset(utCtx, b.name, b.value); !errors.Is(err, ErrInvalidSetting) {
+		if err := c.Reset(utCtx, b.name, b.value); !errors.Is(err, kv.ErrInvalidSetting) {
 			t.Errorf("Reset(%s, %v) = %v, want ErrInvalidSetting", b.name, b.value, err)
 		}
-		if _, err := Open(utCtx, t.TempDir(), Options{Settings: map[string]any{b.name: b.value}}); !errors.Is(err, ErrInvalidSetting) {
+		if _, err := Open(utCtx, t.TempDir(), Options{Settings: map[string]any{b.name: b.value}}); !errors.Is(err, kv.ErrInvalidSetting) {
 			t.Errorf("Open with %s=%v: %v, want ErrInvalidSetting", b.name, b.value, err)
 		}
 	}
@@ -640,8 +642,8 @@ func TestUncleanDirectory(t *testing.T) {
 		if c.Directory() != filepath.Clean(dir) {
 			t.Fatalf("Directory() = %q, want %q", c.Directory(), filepath.Clean(dir))
 		}
-		utSet(t, c, TextKey("k"), Bytes(utBig(100, 'x')), SetOptions{})
-		c.Delete(utCtx, TextKey("k"))
+		utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'x')), kv.SetOptions{})
+		c.Delete(utCtx, kv.TextKey("k"))
 		// The value file's directories are pruned: nothing for Check.
 		utWantKinds(t, utCheck(t, c, false))
 	}

@@ -9,13 +9,15 @@ import (
 	"math"
 	"math/big"
 	"slices"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // MemoStore is what Memoize needs of a cache: Cache and FanoutCache both
 // satisfy it.
 type MemoStore interface {
-	Get(ctx context.Context, key Key, opts GetOptions) (Item, bool, error)
-	Set(ctx context.Context, key Key, value Value, opts SetOptions) error
+	Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, bool, error)
+	Set(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) error
 }
 
 // MemoizeOptions are python-diskcache's memoize(name, typed, expire, tag,
@@ -25,9 +27,9 @@ type MemoizeOptions struct {
 	Typed bool
 	// Expire is how long results live; an expiry of zero or less means
 	// results are computed but never stored, as in python-diskcache.
-	Expire Expiry
+	Expire kv.Expiry
 	// Tag is stored with every result.
-	Tag Key
+	Tag kv.Key
 	// Ignore lists argument positions left out of the key.
 	Ignore []int
 }
@@ -53,7 +55,7 @@ func Memoize[R any](store MemoStore, name string, opts MemoizeOptions, fn func(c
 }
 
 // Key returns the cache key of a call with args.
-func (m *Memoized[R]) Key(args ...any) (Key, error) {
+func (m *Memoized[R]) Key(args ...any) (kv.Key, error) {
 	kept := make([]any, 0, len(args))
 	for i, a := range args {
 		if !slices.Contains(m.opts.Ignore, i) {
@@ -92,55 +94,55 @@ func (m *Memoized[R]) Call(ctx context.Context, args ...any) (R, error) {
 	if err != nil {
 		return zero, err
 	}
-	if err := m.store.Set(ctx, key, v, SetOptions{Expire: m.opts.Expire, Tag: m.opts.Tag}); err != nil {
+	if err := m.store.Set(ctx, key, v, kv.SetOptions{Expire: m.opts.Expire, Tag: m.opts.Tag}); err != nil {
 		return zero, err
 	}
 	return r, nil
 }
 
-func encodeResult(r any) (Value, error) {
+func encodeResult(r any) (kv.Value, error) {
 	switch t := r.(type) {
 	case []byte:
-		return Bytes(t), nil
+		return kv.Bytes(t), nil
 	case string:
-		return Text(t), nil
+		return kv.Text(t), nil
 	case int64:
-		return Int(t), nil
+		return kv.Int(t), nil
 	case float64:
-		return Float(t), nil
+		return kv.Float(t), nil
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
-		return Value{}, fmt.Errorf("engine: memoize: encode result: %w", err)
+		return kv.Value{}, fmt.Errorf("engine: memoize: encode result: %w", err)
 	}
-	return Value{Type: ValueText, Data: b}, nil
+	return kv.Value{Type: kv.ValueText, Data: b}, nil
 }
 
-func decodeResult[R any](v Value) (R, error) {
+func decodeResult[R any](v kv.Value) (R, error) {
 	var r R
 	switch p := any(&r).(type) {
 	case *[]byte:
-		if v.Type == ValueBytes {
+		if v.Type == kv.ValueBytes {
 			*p = v.Data
 			return r, nil
 		}
 	case *string:
-		if v.Type == ValueText {
+		if v.Type == kv.ValueText {
 			*p = string(v.Data)
 			return r, nil
 		}
 	case *int64:
-		if v.Type == ValueInt {
+		if v.Type == kv.ValueInt {
 			*p = v.Int
 			return r, nil
 		}
 	case *float64:
-		if v.Type == ValueFloat {
+		if v.Type == kv.ValueFloat {
 			*p = v.Float
 			return r, nil
 		}
 	default:
-		if v.Type == ValueText {
+		if v.Type == kv.ValueText {
 			return r, json.Unmarshal(v.Data, &r)
 		}
 	}
@@ -150,7 +152,7 @@ func decodeResult[R any](v Value) (R, error) {
 // MemoKey builds python-diskcache's memoize key for name and args: the
 // pickle (protocol 5, as pickletools.optimize leaves it) of the tuple
 // (name, *args, None) or, when typed, (name, *args, None, *types).
-func MemoKey(name string, typed bool, args ...any) (Key, error) {
+func MemoKey(name string, typed bool, args ...any) (kv.Key, error) {
 	items := make([]any, 0, 2+2*len(args))
 	items = append(items, name)
 	items = append(items, args...)
@@ -159,7 +161,7 @@ func MemoKey(name string, typed bool, args ...any) (Key, error) {
 		for _, a := range args {
 			t, err := pyTypeName(a)
 			if err != nil {
-				return Key{}, err
+				return kv.Key{}, err
 			}
 			items = append(items, pyType(t))
 		}
@@ -171,7 +173,7 @@ func MemoKey(name string, typed bool, args ...any) (Key, error) {
 	st := &pickleState{}
 	for _, it := range items {
 		if err := st.atom(&body, it); err != nil {
-			return Key{}, err
+			return kv.Key{}, err
 		}
 	}
 	switch len(items) {
@@ -190,7 +192,7 @@ func MemoKey(name string, typed bool, args ...any) (Key, error) {
 		out = append(out, 0x95)
 		out = binary.LittleEndian.AppendUint64(out, uint64(body.Len()))
 	}
-	return PickleKey(append(out, body.Bytes()...)), nil
+	return kv.PickleKey(append(out, body.Bytes()...)), nil
 }
 
 // pyType stands for a Python builtin type object in a typed key.
@@ -211,7 +213,7 @@ func pyTypeName(a any) (string, error) {
 	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, *big.Int:
 		return "int", nil
 	}
-	return "", fmt.Errorf("%w: memoize argument of type %T cannot be pickled", ErrInvalidKey, a)
+	return "", fmt.Errorf("%w: memoize argument of type %T cannot be pickled", kv.ErrInvalidKey, a)
 }
 
 // pickleState remembers whether the module name "builtins" of typed keys
@@ -233,7 +235,7 @@ func (st *pickleState) atom(w *bytes.Buffer, a any) error {
 		pickleString(w, 0x8c, 'X', t)
 	case pyType:
 		if t == "NoneType" { // type(None) pickles by reduction, not by name
-			return fmt.Errorf("%w: typed memoize with a None argument is not supported", ErrInvalidKey)
+			return fmt.Errorf("%w: typed memoize with a None argument is not supported", kv.ErrInvalidKey)
 		}
 		if st.builtinsMemo {
 			w.Write([]byte{'h', 0}) // BINGET 0
@@ -274,7 +276,7 @@ func (st *pickleState) atom(w *bytes.Buffer, a any) error {
 	case *big.Int:
 		pickleInt(w, t)
 	default:
-		return fmt.Errorf("%w: memoize argument of type %T cannot be pickled", ErrInvalidKey, a)
+		return fmt.Errorf("%w: memoize argument of type %T cannot be pickled", kv.ErrInvalidKey, a)
 	}
 	return nil
 }

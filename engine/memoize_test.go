@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func TestMemoKeyMatchesPython(t *testing.T) {
@@ -67,7 +69,7 @@ func TestMemoizeCachesResults(t *testing.T) {
 	if calls != 1 {
 		t.Fatalf("fn ran %d times, want 1", calls)
 	}
-	never := Memoize(c, "never", MemoizeOptions{Expire: ExpireAfter(0)}, func(_ context.Context, _ ...any) (string, error) {
+	never := Memoize(c, "never", MemoizeOptions{Expire: kv.ExpireAfter(0)}, func(_ context.Context, _ ...any) (string, error) {
 		calls++
 		return "x", nil
 	})

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 const (
@@ -31,45 +33,47 @@ const (
 )
 
 var (
-	mpCounter  = TextKey("mp/counter")
-	mpFCounter = TextKey("mp/fcounter")
+	mpCounter  = kv.TextKey("mp/counter")
+	mpFCounter = kv.TextKey("mp/fcounter")
 )
 
-func mpKey(lang string, w, i int) Key { return TextKey(fmt.Sprintf("mp/%s%d/%d", lang, w, i)) }
+func mpKey(lang string, w, i int) kv.Key { return kv.TextKey(fmt.Sprintf("mp/%s%d/%d", lang, w, i)) }
 
-func mpTmpKey(lang string, w, i int) Key { return TextKey(fmt.Sprintf("mp/%s%d/tmp%d", lang, w, i)) }
+func mpTmpKey(lang string, w, i int) kv.Key {
+	return kv.TextKey(fmt.Sprintf("mp/%s%d/tmp%d", lang, w, i))
+}
 
 // mpValue is the value worker w of lang writes in iteration i; it must stay
 // in step with value() in testdata/mp_worker.py.
-func mpValue(lang string, w, i int) Value {
+func mpValue(lang string, w, i int) kv.Value {
 	switch i % 4 {
 	case 0:
-		return Text(fmt.Sprintf("v-%s%d-%d-é", lang, w, i))
+		return kv.Text(fmt.Sprintf("v-%s%d-%d-é", lang, w, i))
 	case 1:
 		prefix := []byte(fmt.Sprintf("%s%d-%d-", lang, w, i))
-		return Bytes(bytes.Repeat(prefix, mpFileValueSz/len(prefix)+1)[:mpFileValueSz])
+		return kv.Bytes(bytes.Repeat(prefix, mpFileValueSz/len(prefix)+1)[:mpFileValueSz])
 	case 2:
-		return Int(int64(w)*1000000 + int64(i))
+		return kv.Int(int64(w)*1000000 + int64(i))
 	default:
-		return Float(float64(i) + 0.25)
+		return kv.Float(float64(i) + 0.25)
 	}
 }
 
 // mpWork is one engine writer: the same operations as mp_worker.py.
 func mpWork(ctx context.Context, c *Cache, w, n int) error {
 	for i := 0; i < n; i++ {
-		if err := c.Set(ctx, mpKey("go", w, i), mpValue("go", w, i), SetOptions{}); err != nil {
+		if err := c.Set(ctx, mpKey("go", w, i), mpValue("go", w, i), kv.SetOptions{}); err != nil {
 			return err
 		}
-		if _, err := c.Incr(ctx, mpCounter, Int(int64(w+1)), Int(0)); err != nil {
+		if _, err := c.Incr(ctx, mpCounter, kv.Int(int64(w+1)), kv.Int(0)); err != nil {
 			return err
 		}
-		if _, err := c.Incr(ctx, mpFCounter, Float(0.5), Int(0)); err != nil {
+		if _, err := c.Incr(ctx, mpFCounter, kv.Float(0.5), kv.Int(0)); err != nil {
 			return err
 		}
 		if i%mpTmpEvery == 0 {
 			tmp := mpTmpKey("go", w, i)
-			if err := c.Set(ctx, tmp, mpValue("go", w, 1), SetOptions{}); err != nil {
+			if err := c.Set(ctx, tmp, mpValue("go", w, 1), kv.SetOptions{}); err != nil {
 				return err
 			}
 			if ok, err := c.Delete(ctx, tmp); err != nil || !ok {
@@ -220,10 +224,10 @@ func TestMultiProcess(t *testing.T) {
 		}
 	}
 	nworkers := int64(workers["go"] + workers["py"])
-	if it, ok, err := c.Get(ctx, mpCounter, GetOptions{}); err != nil || !ok || !it.Value.Equal(Int(wantCounter)) {
+	if it, ok, err := c.Get(ctx, mpCounter, GetOptions{}); err != nil || !ok || !it.Value.Equal(kv.Int(wantCounter)) {
 		t.Errorf("counter = %v (%v, %v), want %d", it.Value, ok, err, wantCounter)
 	}
-	if it, ok, err := c.Get(ctx, mpFCounter, GetOptions{}); err != nil || !ok || !it.Value.Equal(Float(float64(nworkers*mpIterations)*0.5)) {
+	if it, ok, err := c.Get(ctx, mpFCounter, GetOptions{}); err != nil || !ok || !it.Value.Equal(kv.Float(float64(nworkers*mpIterations)*0.5)) {
 		t.Errorf("float counter = %v (%v, %v), want %v", it.Value, ok, err, float64(nworkers*mpIterations)*0.5)
 	}
 	if n := cxLen(t, c); n != items+2 {

@@ -1,17 +1,13 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
-)
 
-// ErrInvalidName rejects a sub-collection name (FanoutCache.Cache, Deque,
-// Index) that could not safely become a directory below the fanout
-// directory.
-var ErrInvalidName = errors.New("invalid name")
+	"github.com/diskcache-operator/diskcache-operator/kv"
+)
 
 // Bounds on sub-collection names.
 const (
@@ -34,30 +30,30 @@ const (
 // a directory strictly inside the collection's parent directory.
 func ValidateName(name string) error {
 	if name == "" {
-		return fmt.Errorf("%w: empty name", ErrInvalidName)
+		return fmt.Errorf("%w: empty name", kv.ErrInvalidName)
 	}
 	if len(name) > MaxNameLength {
-		return fmt.Errorf("%w: name is %d bytes long, at most %d allowed", ErrInvalidName, len(name), MaxNameLength)
+		return fmt.Errorf("%w: name is %d bytes long, at most %d allowed", kv.ErrInvalidName, len(name), MaxNameLength)
 	}
 	if !utf8.ValidString(name) {
-		return fmt.Errorf("%w: name %q is not valid UTF-8", ErrInvalidName, name)
+		return fmt.Errorf("%w: name %q is not valid UTF-8", kv.ErrInvalidName, name)
 	}
 	for _, r := range name {
 		switch {
 		case r == '\\':
-			return fmt.Errorf("%w: name %q contains a backslash", ErrInvalidName, name)
+			return fmt.Errorf("%w: name %q contains a backslash", kv.ErrInvalidName, name)
 		case unicode.IsControl(r):
-			return fmt.Errorf("%w: name %q contains control character %U", ErrInvalidName, name, r)
+			return fmt.Errorf("%w: name %q contains control character %U", kv.ErrInvalidName, name, r)
 		}
 	}
 	for _, seg := range strings.Split(name, "/") {
 		switch {
 		case seg == "":
-			return fmt.Errorf("%w: name %q has an empty segment (leading, trailing or doubled \"/\")", ErrInvalidName, name)
+			return fmt.Errorf("%w: name %q has an empty segment (leading, trailing or doubled \"/\")", kv.ErrInvalidName, name)
 		case seg == "." || seg == "..":
-			return fmt.Errorf("%w: name %q has a %q segment", ErrInvalidName, name, seg)
+			return fmt.Errorf("%w: name %q has a %q segment", kv.ErrInvalidName, name, seg)
 		case len(seg) > MaxNameSegmentLength:
-			return fmt.Errorf("%w: a segment of name %q is %d bytes long, at most %d allowed", ErrInvalidName, name, len(seg), MaxNameSegmentLength)
+			return fmt.Errorf("%w: a segment of name %q is %d bytes long, at most %d allowed", kv.ErrInvalidName, name, len(seg), MaxNameSegmentLength)
 		}
 	}
 	return nil

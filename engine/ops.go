@@ -10,54 +10,16 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
-// Expiry is how long an item lives. The zero Expiry never expires;
-// ExpireAfter(0) or a negative duration makes an item that is already dead.
-// It holds float seconds, as python-diskcache does, so lifetimes beyond
-// time.Duration's 292 years still work.
-type Expiry struct {
-	secs float64
-	set  bool
-}
-
-// ExpireAfter returns an Expiry of d from the time of the write.
-func ExpireAfter(d time.Duration) Expiry { return Expiry{secs: d.Seconds(), set: true} }
-
-// ExpireAfterSeconds is ExpireAfter with python-diskcache's float seconds.
-func ExpireAfterSeconds(s float64) Expiry { return Expiry{secs: s, set: true} }
-
-// IsSet reports whether the Expiry expires at all.
-func (e Expiry) IsSet() bool { return e.set }
-
-// Seconds returns the lifetime in seconds (meaningful when IsSet).
-func (e Expiry) Seconds() float64 { return e.secs }
-
-// Duration returns the lifetime, capped at the largest time.Duration.
-func (e Expiry) Duration() time.Duration {
-	if e.secs >= float64(math.MaxInt64)/float64(time.Second) {
-		return time.Duration(math.MaxInt64)
-	}
-	return time.Duration(e.secs * float64(time.Second))
-}
-
-func (e Expiry) at(now float64) driver.Value {
-	if !e.set {
+// expireAt is the expire_time column of an item written at now with e.
+func expireAt(e kv.Expiry, now float64) driver.Value {
+	if !e.IsSet() {
 		return nil
 	}
-	return now + e.secs
-}
-
-// SetOptions are the optional arguments of Set, Add and Push.
-type SetOptions struct {
-	Expire Expiry
-	// Tag is stored with the item; the zero Key stores no tag.
-	Tag Key
-	// Body, when set, is streamed into a value file instead of Value.Data,
-	// like python-diskcache's read=True. Value.Type still says what the
-	// file holds: bytes (mode BINARY), text (TEXT) or pickle (PICKLE).
-	Body io.Reader
+	return now + e.Seconds()
 }
 
 // GetOptions are the optional arguments of Get.
@@ -69,12 +31,12 @@ type GetOptions struct {
 
 // Item is what reads return.
 type Item struct {
-	Key   Key
-	Value Value
+	Key   kv.Key
+	Value kv.Value
 	// ExpireTime is the absolute expiry in epoch seconds, 0 if none.
 	ExpireTime float64
 	// Tag is the item's tag; the zero Key when it has none.
-	Tag Key
+	Tag kv.Key
 	// Size is the size of the value file, 0 for values in the database.
 	Size int64
 	// Body is set by streaming reads of file-backed values.
@@ -101,35 +63,35 @@ type stored struct {
 
 // store turns a value into its columns, writing a value file when the value
 // is streamed or at least disk_min_file_size long.
-func (c *Cache) store(v Value, body io.Reader, minFileSize int64) (stored, error) {
+func (c *Cache) store(v kv.Value, body io.Reader, minFileSize int64) (stored, error) {
 	if body != nil {
-		if v.Type == ValueNone {
-			v.Type = ValueBytes
+		if v.Type == kv.ValueNone {
+			v.Type = kv.ValueBytes
 		}
-		if v.Type == ValueInt || v.Type == ValueFloat {
-			return stored{}, fmt.Errorf("%w: a %s value cannot be streamed", ErrInvalidValue, v.Type)
+		if v.Type == kv.ValueInt || v.Type == kv.ValueFloat {
+			return stored{}, fmt.Errorf("%w: a %s value cannot be streamed", kv.ErrInvalidValue, v.Type)
 		}
-		if v.Type == ValueText {
+		if v.Type == kv.ValueText {
 			body = &utf8Reader{r: body}
 		}
 		name, n, err := c.createValueFile(body)
 		if err != nil {
 			return stored{}, err
 		}
-		return stored{size: n, mode: v.Type.fileMode(), filename: name}, nil
+		return stored{size: n, mode: fileMode(v.Type), filename: name}, nil
 	}
-	if err := v.validate(); err != nil {
+	if err := v.Validate(); err != nil {
 		return stored{}, err
 	}
-	if v.inDatabase(minFileSize) {
+	if inDatabase(v, minFileSize) {
 		switch v.Type {
-		case ValueInt:
+		case kv.ValueInt:
 			return stored{mode: modeRaw, value: v.Int}, nil
-		case ValueFloat:
+		case kv.ValueFloat:
 			return stored{mode: modeRaw, value: v.Float}, nil
-		case ValueText:
+		case kv.ValueText:
 			return stored{mode: modeRaw, value: string(v.Data)}, nil
-		case ValuePickle:
+		case kv.ValuePickle:
 			return stored{mode: modePickle, value: nonNil(v.Data)}, nil
 		default:
 			return stored{mode: modeRaw, value: nonNil(v.Data)}, nil
@@ -139,7 +101,7 @@ func (c *Cache) store(v Value, body io.Reader, minFileSize int64) (stored, error
 	if err != nil {
 		return stored{}, err
 	}
-	return stored{size: n, mode: v.Type.fileMode(), filename: name}, nil
+	return stored{size: n, mode: fileMode(v.Type), filename: name}, nil
 }
 
 func nonNil(b []byte) []byte {
@@ -158,21 +120,11 @@ func (c *Cache) discardStored(st stored) {
 
 // prepare stores the value outside any transaction (files are written
 // before the lock is taken, as python-diskcache does).
-func (c *Cache) prepare(v Value, opts SetOptions) (stored, error) {
-	if err := opts.Tag.validateTag(); err != nil {
+func (c *Cache) prepare(v kv.Value, opts kv.SetOptions) (stored, error) {
+	if err := opts.Tag.ValidateTag(); err != nil {
 		return stored{}, err
 	}
 	return c.store(v, opts.Body, c.settings.Load().DiskMinFileSize)
-}
-
-func (k Key) validateTag() error {
-	if k.kind == KeyText {
-		return k.validate() // UTF-8 only
-	}
-	if k.kind == KeyFloat && math.IsNaN(k.f) {
-		return fmt.Errorf("%w: NaN cannot be a tag", ErrInvalidKey)
-	}
-	return nil
 }
 
 // writeStored runs fn with a prepared value in its own transaction and
@@ -190,8 +142,8 @@ func (c *Cache) writeStored(ctx context.Context, op string, st stored, fn func(t
 
 // Set stores value under key, replacing any item there (its rowid, and so
 // its place in iteration order, is kept), then culls.
-func (c *Cache) Set(ctx context.Context, key Key, value Value, opts SetOptions) error {
-	if err := key.validate(); err != nil {
+func (c *Cache) Set(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) error {
+	if err := key.Validate(); err != nil {
 		return err
 	}
 	st, err := c.prepare(value, opts)
@@ -202,7 +154,7 @@ func (c *Cache) Set(ctx context.Context, key Key, value Value, opts SetOptions) 
 }
 
 // Set is Cache.Set inside the transaction.
-func (tx *Tx) Set(key Key, value Value, opts SetOptions) error {
+func (tx *Tx) Set(key kv.Key, value kv.Value, opts kv.SetOptions) error {
 	st, err := tx.prepare(key, value, opts)
 	if err != nil {
 		return err
@@ -210,11 +162,11 @@ func (tx *Tx) Set(key Key, value Value, opts SetOptions) error {
 	return tx.setStored(key, st, opts)
 }
 
-func (tx *Tx) prepare(key Key, value Value, opts SetOptions) (stored, error) {
-	if err := key.validate(); err != nil {
+func (tx *Tx) prepare(key kv.Key, value kv.Value, opts kv.SetOptions) (stored, error) {
+	if err := key.Validate(); err != nil {
 		return stored{}, err
 	}
-	if err := opts.Tag.validateTag(); err != nil {
+	if err := opts.Tag.ValidateTag(); err != nil {
 		return stored{}, err
 	}
 	st, err := tx.c.store(value, opts.Body, tx.s.DiskMinFileSize)
@@ -227,9 +179,9 @@ func (tx *Tx) prepare(key Key, value Value, opts SetOptions) (stored, error) {
 	return st, nil
 }
 
-func (tx *Tx) setStored(key Key, st stored, opts SetOptions) error {
+func (tx *Tx) setStored(key kv.Key, st stored, opts kv.SetOptions) error {
 	now := tx.now()
-	dbKey, raw := key.dbKey()
+	dbKey, raw := dbKey(key)
 	row, ok, err := tx.cn.queryRow(`SELECT rowid, filename FROM Cache WHERE key = ? AND raw = ?`, 2, dbKey, raw)
 	if err != nil {
 		return err
@@ -237,9 +189,9 @@ func (tx *Tx) setStored(key Key, st stored, opts SetOptions) error {
 	if ok {
 		rowid := row[0].(int64)
 		tx.removeAfterCommit(row[1])
-		err = tx.updateRow(rowid, now, opts.Expire.at(now), opts.Tag.dbTag(), st)
+		err = tx.updateRow(rowid, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
 	} else {
-		err = tx.insertRow(dbKey, raw, now, opts.Expire.at(now), opts.Tag.dbTag(), st)
+		err = tx.insertRow(dbKey, raw, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
 	}
 	if err != nil {
 		return err
@@ -260,8 +212,8 @@ func (tx *Tx) insertRow(dbKey driver.Value, raw int64, now float64, expire, tag 
 }
 
 // Add stores value only if key has no live item; it reports whether it did.
-func (c *Cache) Add(ctx context.Context, key Key, value Value, opts SetOptions) (bool, error) {
-	if err := key.validate(); err != nil {
+func (c *Cache) Add(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
+	if err := key.Validate(); err != nil {
 		return false, err
 	}
 	st, err := c.prepare(value, opts)
@@ -281,7 +233,7 @@ func (c *Cache) Add(ctx context.Context, key Key, value Value, opts SetOptions) 
 }
 
 // Add is Cache.Add inside the transaction.
-func (tx *Tx) Add(key Key, value Value, opts SetOptions) (bool, error) {
+func (tx *Tx) Add(key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
 	st, err := tx.prepare(key, value, opts)
 	if err != nil {
 		return false, err
@@ -293,9 +245,9 @@ func (tx *Tx) Add(key Key, value Value, opts SetOptions) (bool, error) {
 	return added, err
 }
 
-func (tx *Tx) addStored(key Key, st stored, opts SetOptions) (bool, error) {
+func (tx *Tx) addStored(key kv.Key, st stored, opts kv.SetOptions) (bool, error) {
 	now := tx.now()
-	dbKey, raw := key.dbKey()
+	dbKey, raw := dbKey(key)
 	row, ok, err := tx.cn.queryRow(`SELECT rowid, filename, expire_time FROM Cache WHERE key = ? AND raw = ?`, 3, dbKey, raw)
 	if err != nil {
 		return false, err
@@ -305,9 +257,9 @@ func (tx *Tx) addStored(key Key, st stored, opts SetOptions) (bool, error) {
 			return false, nil
 		}
 		tx.removeAfterCommit(row[1])
-		err = tx.updateRow(row[0].(int64), now, opts.Expire.at(now), opts.Tag.dbTag(), st)
+		err = tx.updateRow(row[0].(int64), now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
 	} else {
-		err = tx.insertRow(dbKey, raw, now, opts.Expire.at(now), opts.Tag.dbTag(), st)
+		err = tx.insertRow(dbKey, raw, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
 	}
 	if err != nil {
 		return false, err
@@ -316,7 +268,7 @@ func (tx *Tx) addStored(key Key, st stored, opts SetOptions) (bool, error) {
 }
 
 // Touch gives a live item a new expiry; it reports whether key was live.
-func (c *Cache) Touch(ctx context.Context, key Key, expire Expiry) (bool, error) {
+func (c *Cache) Touch(ctx context.Context, key kv.Key, expire kv.Expiry) (bool, error) {
 	var ok bool
 	err := c.write(ctx, "touch", func(tx *Tx) error {
 		var err error
@@ -327,12 +279,12 @@ func (c *Cache) Touch(ctx context.Context, key Key, expire Expiry) (bool, error)
 }
 
 // Touch is Cache.Touch inside the transaction.
-func (tx *Tx) Touch(key Key, expire Expiry) (bool, error) {
-	if err := key.validate(); err != nil {
+func (tx *Tx) Touch(key kv.Key, expire kv.Expiry) (bool, error) {
+	if err := key.Validate(); err != nil {
 		return false, err
 	}
 	now := tx.now()
-	dbKey, raw := key.dbKey()
+	dbKey, raw := dbKey(key)
 	row, ok, err := tx.cn.queryRow(`SELECT rowid, expire_time FROM Cache WHERE key = ? AND raw = ?`, 2, dbKey, raw)
 	if err != nil || !ok {
 		return false, err
@@ -340,7 +292,7 @@ func (tx *Tx) Touch(key Key, expire Expiry) (bool, error) {
 	if exp, has := toFloat(row[1]); has && exp <= now {
 		return false, nil
 	}
-	_, err = tx.cn.exec(`UPDATE Cache SET expire_time = ? WHERE rowid = ?`, expire.at(now), row[0].(int64))
+	_, err = tx.cn.exec(`UPDATE Cache SET expire_time = ? WHERE rowid = ?`, expireAt(expire, now), row[0].(int64))
 	return err == nil, err
 }
 
@@ -350,8 +302,8 @@ const selectLive = `SELECT rowid, expire_time, tag, mode, filename, value, size 
 // expired, or its value file gone). With statistics on it counts hits and
 // misses; under least-recently-used or least-frequently-used it updates
 // the item's access time or count.
-func (c *Cache) Get(ctx context.Context, key Key, opts GetOptions) (Item, bool, error) {
-	if err := key.validate(); err != nil {
+func (c *Cache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, bool, error) {
+	if err := key.Validate(); err != nil {
 		return Item{}, false, err
 	}
 	s := c.settings.Load()
@@ -369,7 +321,7 @@ func (c *Cache) Get(ctx context.Context, key Key, opts GetOptions) (Item, bool, 
 	if err != nil {
 		return Item{}, false, err
 	}
-	dbKey, raw := key.dbKey()
+	dbKey, raw := dbKey(key)
 	row, ok, err := cn.queryRow(selectLive, 7, dbKey, raw, c.nowSeconds())
 	if err != nil || !ok {
 		c.release(cn)
@@ -380,18 +332,18 @@ func (c *Cache) Get(ctx context.Context, key Key, opts GetOptions) (Item, bool, 
 	}
 	it, f, err := c.itemFromRow(key, row[1], row[2], row[3], row[4], row[5], row[6])
 	c.release(cn)
-	if err != nil || f == nil && it.Value.Type == ValueNone {
+	if err != nil || f == nil && it.Value.Type == kv.ValueNone {
 		return Item{}, false, err
 	}
 	return c.finishRead(it, f, opts.Stream)
 }
 
 // Get is Cache.Get inside the transaction.
-func (tx *Tx) Get(key Key, opts GetOptions) (Item, bool, error) {
-	if err := key.validate(); err != nil {
+func (tx *Tx) Get(key kv.Key, opts GetOptions) (Item, bool, error) {
+	if err := key.Validate(); err != nil {
 		return Item{}, false, err
 	}
-	dbKey, raw := key.dbKey()
+	dbKey, raw := dbKey(key)
 	row, ok, err := tx.cn.queryRow(selectLive, 7, dbKey, raw, tx.now())
 	if err != nil {
 		return Item{}, false, err
@@ -404,7 +356,7 @@ func (tx *Tx) Get(key Key, opts GetOptions) (Item, bool, error) {
 		if err != nil {
 			return Item{}, false, err
 		}
-		ok = f != nil || it.Value.Type != ValueNone
+		ok = f != nil || it.Value.Type != kv.ValueNone
 		if ok {
 			if set := policies[tx.s.EvictionPolicy].onGet; set != "" {
 				args := []any{rowid}
@@ -441,7 +393,7 @@ func (tx *Tx) Get(key Key, opts GetOptions) (Item, bool, error) {
 // itemFromRow builds an item from its columns. For a file-backed value it
 // opens the file (so that a later removal cannot take it away) and returns
 // it; a file already gone yields an item of type ValueNone: a miss.
-func (c *Cache) itemFromRow(key Key, expire, tag, mode, filename, value, size driver.Value) (Item, *os.File, error) {
+func (c *Cache) itemFromRow(key kv.Key, expire, tag, mode, filename, value, size driver.Value) (Item, *os.File, error) {
 	it := Item{Key: key, Tag: tagFromDB(tag)}
 	if exp, ok := toFloat(expire); ok {
 		it.ExpireTime = exp
@@ -489,8 +441,8 @@ func (c *Cache) finishRead(it Item, f *os.File, stream bool) (Item, bool, error)
 }
 
 // Contains reports whether key has a live item.
-func (c *Cache) Contains(ctx context.Context, key Key) (bool, error) {
-	if err := key.validate(); err != nil {
+func (c *Cache) Contains(ctx context.Context, key kv.Key) (bool, error) {
+	if err := key.Validate(); err != nil {
 		return false, err
 	}
 	cn, err := c.acquire(ctx)
@@ -502,21 +454,21 @@ func (c *Cache) Contains(ctx context.Context, key Key) (bool, error) {
 }
 
 // Contains is Cache.Contains inside the transaction.
-func (tx *Tx) Contains(key Key) (bool, error) {
-	if err := key.validate(); err != nil {
+func (tx *Tx) Contains(key kv.Key) (bool, error) {
+	if err := key.Validate(); err != nil {
 		return false, err
 	}
 	return contains(tx.cn, key, tx.now())
 }
 
-func contains(cn *conn, key Key, now float64) (bool, error) {
-	dbKey, raw := key.dbKey()
+func contains(cn *conn, key kv.Key, now float64) (bool, error) {
+	dbKey, raw := dbKey(key)
 	_, ok, err := cn.queryRow(`SELECT rowid FROM Cache WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)`, 1, dbKey, raw, now)
 	return ok, err
 }
 
 // Delete removes the live item under key and reports whether there was one.
-func (c *Cache) Delete(ctx context.Context, key Key) (bool, error) {
+func (c *Cache) Delete(ctx context.Context, key kv.Key) (bool, error) {
 	var ok bool
 	err := c.write(ctx, "delete", func(tx *Tx) error {
 		var err error
@@ -527,11 +479,11 @@ func (c *Cache) Delete(ctx context.Context, key Key) (bool, error) {
 }
 
 // Delete is Cache.Delete inside the transaction.
-func (tx *Tx) Delete(key Key) (bool, error) {
-	if err := key.validate(); err != nil {
+func (tx *Tx) Delete(key kv.Key) (bool, error) {
+	if err := key.Validate(); err != nil {
 		return false, err
 	}
-	dbKey, raw := key.dbKey()
+	dbKey, raw := dbKey(key)
 	row, ok, err := tx.cn.queryRow(`SELECT rowid, filename FROM Cache WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)`, 2, dbKey, raw, tx.now())
 	if err != nil || !ok {
 		return false, err
@@ -550,7 +502,7 @@ func (tx *Tx) deleteRow(rowid int64) error {
 }
 
 // Pop removes the live item under key and returns it.
-func (c *Cache) Pop(ctx context.Context, key Key, opts GetOptions) (Item, bool, error) {
+func (c *Cache) Pop(ctx context.Context, key kv.Key, opts GetOptions) (Item, bool, error) {
 	var it Item
 	var ok bool
 	err := c.write(ctx, "pop", func(tx *Tx) error {
@@ -562,11 +514,11 @@ func (c *Cache) Pop(ctx context.Context, key Key, opts GetOptions) (Item, bool, 
 }
 
 // Pop is Cache.Pop inside the transaction.
-func (tx *Tx) Pop(key Key, opts GetOptions) (Item, bool, error) {
-	if err := key.validate(); err != nil {
+func (tx *Tx) Pop(key kv.Key, opts GetOptions) (Item, bool, error) {
+	if err := key.Validate(); err != nil {
 		return Item{}, false, err
 	}
-	dbKey, raw := key.dbKey()
+	dbKey, raw := dbKey(key)
 	row, ok, err := tx.cn.queryRow(selectLive, 7, dbKey, raw, tx.now())
 	if err != nil || !ok {
 		return Item{}, false, err
@@ -583,7 +535,7 @@ func (tx *Tx) Pop(key Key, opts GetOptions) (Item, bool, error) {
 		return Item{}, false, err
 	}
 	tx.removeAfterCommit(filename)
-	if f == nil && it.Value.Type == ValueNone {
+	if f == nil && it.Value.Type == kv.ValueNone {
 		return Item{}, false, nil // the value file was gone: a miss
 	}
 	return tx.c.finishRead(it, f, opts.Stream)
@@ -593,8 +545,8 @@ func (tx *Tx) Pop(key Key, opts GetOptions) (Item, bool, error) {
 // returns the result. A missing or expired key starts from def; with a def
 // of type ValueNone it fails with ErrNotFound. A live item keeps its expiry
 // and tag; a value that is not a number fails with ErrNotNumeric.
-func (c *Cache) Incr(ctx context.Context, key Key, delta, def Value) (Value, error) {
-	var out Value
+func (c *Cache) Incr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.Value, error) {
+	var out kv.Value
 	err := c.write(ctx, "incr", func(tx *Tx) error {
 		var err error
 		out, err = tx.Incr(key, delta, def)
@@ -604,63 +556,63 @@ func (c *Cache) Incr(ctx context.Context, key Key, delta, def Value) (Value, err
 }
 
 // Decr subtracts delta; see Incr.
-func (c *Cache) Decr(ctx context.Context, key Key, delta, def Value) (Value, error) {
+func (c *Cache) Decr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	neg, err := negate(delta)
 	if err != nil {
-		return Value{}, err
+		return kv.Value{}, err
 	}
 	return c.Incr(ctx, key, neg, def)
 }
 
 // Decr is Cache.Decr inside the transaction.
-func (tx *Tx) Decr(key Key, delta, def Value) (Value, error) {
+func (tx *Tx) Decr(key kv.Key, delta, def kv.Value) (kv.Value, error) {
 	neg, err := negate(delta)
 	if err != nil {
-		return Value{}, err
+		return kv.Value{}, err
 	}
 	return tx.Incr(key, neg, def)
 }
 
-func negate(v Value) (Value, error) {
+func negate(v kv.Value) (kv.Value, error) {
 	switch v.Type {
-	case ValueInt:
+	case kv.ValueInt:
 		if v.Int == math.MinInt64 {
-			return Value{}, ErrOverflow
+			return kv.Value{}, kv.ErrOverflow
 		}
-		return Int(-v.Int), nil
-	case ValueFloat:
-		return Float(-v.Float), nil
+		return kv.Int(-v.Int), nil
+	case kv.ValueFloat:
+		return kv.Float(-v.Float), nil
 	}
-	return Value{}, fmt.Errorf("%w: delta must be an int or a float, not %s", ErrNotNumeric, v.Type)
+	return kv.Value{}, fmt.Errorf("%w: delta must be an int or a float, not %s", kv.ErrNotNumeric, v.Type)
 }
 
 // Incr is Cache.Incr inside the transaction.
-func (tx *Tx) Incr(key Key, delta, def Value) (Value, error) {
-	if err := key.validate(); err != nil {
-		return Value{}, err
+func (tx *Tx) Incr(key kv.Key, delta, def kv.Value) (kv.Value, error) {
+	if err := key.Validate(); err != nil {
+		return kv.Value{}, err
 	}
-	if delta.Type != ValueInt && delta.Type != ValueFloat {
-		return Value{}, fmt.Errorf("%w: delta must be an int or a float, not %s", ErrNotNumeric, delta.Type)
+	if delta.Type != kv.ValueInt && delta.Type != kv.ValueFloat {
+		return kv.Value{}, fmt.Errorf("%w: delta must be an int or a float, not %s", kv.ErrNotNumeric, delta.Type)
 	}
-	if def.Type != ValueNone && def.Type != ValueInt && def.Type != ValueFloat {
-		return Value{}, fmt.Errorf("%w: default must be an int or a float, not %s", ErrNotNumeric, def.Type)
+	if def.Type != kv.ValueNone && def.Type != kv.ValueInt && def.Type != kv.ValueFloat {
+		return kv.Value{}, fmt.Errorf("%w: default must be an int or a float, not %s", kv.ErrNotNumeric, def.Type)
 	}
 	now := tx.now()
-	dbKey, raw := key.dbKey()
+	dbKey, raw := dbKey(key)
 	row, found, err := tx.cn.queryRow(`SELECT rowid, expire_time, filename, value FROM Cache WHERE key = ? AND raw = ?`, 4, dbKey, raw)
 	if err != nil {
-		return Value{}, err
+		return kv.Value{}, err
 	}
 	if found {
 		if exp, has := toFloat(row[1]); !has || exp >= now {
 			rowid := row[0].(int64)
 			cur, ok := numberOf(row[3])
 			if !ok || row[2] != nil {
-				return Value{}, fmt.Errorf("%w: key %s", ErrNotNumeric, key)
+				return kv.Value{}, fmt.Errorf("%w: key %s", kv.ErrNotNumeric, key)
 			}
 			out, err := addNumbers(cur, delta)
 			if err != nil {
-				return Value{}, err
+				return kv.Value{}, err
 			}
 			args := []any{now, numberArg(out)}
 			set := `store_time = ?, value = ?`
@@ -677,12 +629,12 @@ func (tx *Tx) Incr(key Key, delta, def Value) (Value, error) {
 			return out, err
 		}
 	}
-	if def.Type == ValueNone {
-		return Value{}, fmt.Errorf("%w: key %s", ErrNotFound, key)
+	if def.Type == kv.ValueNone {
+		return kv.Value{}, fmt.Errorf("%w: key %s", kv.ErrNotFound, key)
 	}
 	out, err := addNumbers(def, delta)
 	if err != nil {
-		return Value{}, err
+		return kv.Value{}, err
 	}
 	st := stored{mode: modeRaw, value: numberArg(out)}
 	if found {
@@ -692,45 +644,45 @@ func (tx *Tx) Incr(key Key, delta, def Value) (Value, error) {
 		err = tx.insertRow(dbKey, raw, now, nil, nil, st)
 	}
 	if err != nil {
-		return Value{}, err
+		return kv.Value{}, err
 	}
 	return out, tx.cull(now)
 }
 
-func numberOf(v driver.Value) (Value, bool) {
+func numberOf(v driver.Value) (kv.Value, bool) {
 	switch t := v.(type) {
 	case int64:
-		return Int(t), true
+		return kv.Int(t), true
 	case float64:
-		return Float(t), true
+		return kv.Float(t), true
 	}
-	return Value{}, false
+	return kv.Value{}, false
 }
 
-func numberArg(v Value) driver.Value {
-	if v.Type == ValueInt {
+func numberArg(v kv.Value) driver.Value {
+	if v.Type == kv.ValueInt {
 		return v.Int
 	}
 	return v.Float
 }
 
-func addNumbers(a, b Value) (Value, error) {
-	if a.Type == ValueInt && b.Type == ValueInt {
+func addNumbers(a, b kv.Value) (kv.Value, error) {
+	if a.Type == kv.ValueInt && b.Type == kv.ValueInt {
 		s := a.Int + b.Int
 		if (s > a.Int) != (b.Int > 0) {
-			return Value{}, fmt.Errorf("%w: %d + %d", ErrOverflow, a.Int, b.Int)
+			return kv.Value{}, fmt.Errorf("%w: %d + %d", kv.ErrOverflow, a.Int, b.Int)
 		}
-		return Int(s), nil
+		return kv.Int(s), nil
 	}
 	af, bf := a.Float, b.Float
-	if a.Type == ValueInt {
+	if a.Type == kv.ValueInt {
 		af = float64(a.Int)
 	}
-	if b.Type == ValueInt {
+	if b.Type == kv.ValueInt {
 		bf = float64(b.Int)
 	}
 	if s := af + bf; !math.IsNaN(s) {
-		return Float(s), nil
+		return kv.Float(s), nil
 	}
-	return Value{}, fmt.Errorf("%w: %v + %v is NaN", ErrInvalidValue, a, b)
+	return kv.Value{}, fmt.Errorf("%w: %v + %v is NaN", kv.ErrInvalidValue, a, b)
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // t0 is the fake clock's start in epoch seconds.
@@ -17,79 +19,79 @@ const t0 = 1_700_000_000.0
 
 func TestKeyKindsAndEquality(t *testing.T) {
 	c, _ := openTest(t, nil)
-	utSet(t, c, IntKey(1), Text("int"), SetOptions{})
+	utSet(t, c, kv.IntKey(1), kv.Text("int"), kv.SetOptions{})
 	// 1 and 1.0 are the same row.
-	utWant(t, c, FloatKey(1), Text("int"))
-	utSet(t, c, FloatKey(1.0), Text("float"), SetOptions{})
-	utWant(t, c, IntKey(1), Text("float"))
+	utWant(t, c, kv.FloatKey(1), kv.Text("int"))
+	utSet(t, c, kv.FloatKey(1.0), kv.Text("float"), kv.SetOptions{})
+	utWant(t, c, kv.IntKey(1), kv.Text("float"))
 	// '1', b'1' and a pickle of the same bytes are three rows.
-	utSet(t, c, TextKey("1"), Text("text"), SetOptions{})
-	utSet(t, c, BytesKey([]byte("1")), Text("bytes"), SetOptions{})
-	utSet(t, c, PickleKey([]byte("1")), Text("pickle"), SetOptions{})
-	utWant(t, c, TextKey("1"), Text("text"))
-	utWant(t, c, BytesKey([]byte("1")), Text("bytes"))
-	utWant(t, c, PickleKey([]byte("1")), Text("pickle"))
+	utSet(t, c, kv.TextKey("1"), kv.Text("text"), kv.SetOptions{})
+	utSet(t, c, kv.BytesKey([]byte("1")), kv.Text("bytes"), kv.SetOptions{})
+	utSet(t, c, kv.PickleKey([]byte("1")), kv.Text("pickle"), kv.SetOptions{})
+	utWant(t, c, kv.TextKey("1"), kv.Text("text"))
+	utWant(t, c, kv.BytesKey([]byte("1")), kv.Text("bytes"))
+	utWant(t, c, kv.PickleKey([]byte("1")), kv.Text("pickle"))
 	if n := utLen(t, c); n != 4 {
 		t.Fatalf("Len = %d, want 4", n)
 	}
-	if r := utMustRow(t, c, PickleKey([]byte("1"))); r.value == nil {
+	if r := utMustRow(t, c, kv.PickleKey([]byte("1"))); r.value == nil {
 		t.Fatal("pickle row has no value")
 	}
 	if n := utQueryInt(t, c, `SELECT COUNT(*) FROM Cache WHERE raw = 0`); n != 1 {
 		t.Fatalf("pickled keys = %d, want 1", n)
 	}
 	// Extreme and empty keys round-trip.
-	for _, k := range []Key{IntKey(math.MinInt64), IntKey(math.MaxInt64), FloatKey(-0.5), FloatKey(math.Inf(1)), TextKey(""), BytesKey(nil), TextKey("ünï©ødé")} {
-		utSet(t, c, k, Int(7), SetOptions{})
-		utWant(t, c, k, Int(7))
+	for _, k := range []kv.Key{kv.IntKey(math.MinInt64), kv.IntKey(math.MaxInt64), kv.FloatKey(-0.5), kv.FloatKey(math.Inf(1)), kv.TextKey(""), kv.BytesKey(nil), kv.TextKey("ünï©ødé")} {
+		utSet(t, c, k, kv.Int(7), kv.SetOptions{})
+		utWant(t, c, k, kv.Int(7))
 	}
 }
 
 func TestInvalidKeysAndValues(t *testing.T) {
 	c, _ := openTest(t, nil)
-	for _, k := range []Key{{}, FloatKey(math.NaN())} {
-		if err := c.Set(utCtx, k, Int(1), SetOptions{}); !errors.Is(err, ErrInvalidKey) {
+	for _, k := range []kv.Key{{}, kv.FloatKey(math.NaN())} {
+		if err := c.Set(utCtx, k, kv.Int(1), kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidKey) {
 			t.Errorf("Set(%v) = %v, want ErrInvalidKey", k, err)
 		}
-		if _, _, err := c.Get(utCtx, k, GetOptions{}); !errors.Is(err, ErrInvalidKey) {
+		if _, _, err := c.Get(utCtx, k, GetOptions{}); !errors.Is(err, kv.ErrInvalidKey) {
 			t.Errorf("Get(%v) = %v, want ErrInvalidKey", k, err)
 		}
-		if _, err := c.Add(utCtx, k, Int(1), SetOptions{}); !errors.Is(err, ErrInvalidKey) {
+		if _, err := c.Add(utCtx, k, kv.Int(1), kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidKey) {
 			t.Errorf("Add(%v) = %v, want ErrInvalidKey", k, err)
 		}
-		if _, err := c.Delete(utCtx, k); !errors.Is(err, ErrInvalidKey) {
+		if _, err := c.Delete(utCtx, k); !errors.Is(err, kv.ErrInvalidKey) {
 			t.Errorf("Delete(%v) = %v, want ErrInvalidKey", k, err)
 		}
-		if _, err := c.Contains(utCtx, k); !errors.Is(err, ErrInvalidKey) {
+		if _, err := c.Contains(utCtx, k); !errors.Is(err, kv.ErrInvalidKey) {
 			t.Errorf("Contains(%v) = %v, want ErrInvalidKey", k, err)
 		}
-		if _, err := c.Incr(utCtx, k, Int(1), Int(0)); !errors.Is(err, ErrInvalidKey) {
+		if _, err := c.Incr(utCtx, k, kv.Int(1), kv.Int(0)); !errors.Is(err, kv.ErrInvalidKey) {
 			t.Errorf("Incr(%v) = %v, want ErrInvalidKey", k, err)
 		}
 	}
-	if err := c.Set(utCtx, TextKey("k"), Int(1), SetOptions{Tag: FloatKey(math.NaN())}); !errors.Is(err, ErrInvalidKey) {
+	if err := c.Set(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Tag: kv.FloatKey(math.NaN())}); !errors.Is(err, kv.ErrInvalidKey) {
 		t.Errorf("NaN tag: %v, want ErrInvalidKey", err)
 	}
-	if err := c.Set(utCtx, TextKey("k"), Value{}, SetOptions{}); !errors.Is(err, ErrInvalidValue) {
+	if err := c.Set(utCtx, kv.TextKey("k"), kv.Value{}, kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Errorf("untyped value: %v, want ErrInvalidValue", err)
 	}
-	if err := c.Set(utCtx, TextKey("k"), Value{Type: ValueText, Data: []byte{0xff, 0xfe}}, SetOptions{}); !errors.Is(err, ErrInvalidValue) {
+	if err := c.Set(utCtx, kv.TextKey("k"), kv.Value{Type: kv.ValueText, Data: []byte{0xff, 0xfe}}, kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Errorf("invalid UTF-8: %v, want ErrInvalidValue", err)
 	}
-	if err := c.Set(utCtx, TextKey("k"), Int(1), SetOptions{Body: strings.NewReader("1")}); !errors.Is(err, ErrInvalidValue) {
+	if err := c.Set(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Body: strings.NewReader("1")}); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Errorf("streamed int: %v, want ErrInvalidValue", err)
 	}
 	// SQLite would store NaN as NULL, which reads back as a corrupt row.
-	if err := c.Set(utCtx, TextKey("k"), Float(math.NaN()), SetOptions{}); !errors.Is(err, ErrInvalidValue) {
+	if err := c.Set(utCtx, kv.TextKey("k"), kv.Float(math.NaN()), kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Errorf("NaN value: %v, want ErrInvalidValue", err)
 	}
-	if _, err := c.Incr(utCtx, TextKey("k"), Float(math.NaN()), Int(0)); !errors.Is(err, ErrInvalidValue) {
+	if _, err := c.Incr(utCtx, kv.TextKey("k"), kv.Float(math.NaN()), kv.Int(0)); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Errorf("NaN delta: %v, want ErrInvalidValue", err)
 	}
-	if _, err := c.Incr(utCtx, TextKey("k"), Float(math.Inf(-1)), Float(math.Inf(1))); !errors.Is(err, ErrInvalidValue) {
+	if _, err := c.Incr(utCtx, kv.TextKey("k"), kv.Float(math.Inf(-1)), kv.Float(math.Inf(1))); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Errorf("Inf - Inf: %v, want ErrInvalidValue", err)
 	}
-	if _, err := c.Push(utCtx, Float(math.NaN()), QueueOptions{}, SetOptions{}); !errors.Is(err, ErrInvalidValue) {
+	if _, err := c.Push(utCtx, kv.Float(math.NaN()), QueueOptions{}, kv.SetOptions{}); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Errorf("NaN push: %v, want ErrInvalidValue", err)
 	}
 	if n := utLen(t, c); n != 0 {
@@ -102,22 +104,22 @@ func TestInvalidKeysAndValues(t *testing.T) {
 
 func TestValueTypesRoundTrip(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 64})
-	for i, v := range []Value{
-		Int(0), Int(-1), Int(math.MaxInt64), Int(math.MinInt64),
-		Float(0.25), Float(-1e300), Float(math.Inf(-1)),
-		Text(""), Text("héllo"), Text(strings.Repeat("ж", 100)),
-		Bytes(nil), Bytes([]byte{0, 1, 2}), Bytes(utBig(1000, 'b')),
-		Pickle([]byte("\x80\x05N.")), Pickle(utBig(200, 'p')),
+	for i, v := range []kv.Value{
+		kv.Int(0), kv.Int(-1), kv.Int(math.MaxInt64), kv.Int(math.MinInt64),
+		kv.Float(0.25), kv.Float(-1e300), kv.Float(math.Inf(-1)),
+		kv.Text(""), kv.Text("héllo"), kv.Text(strings.Repeat("ж", 100)),
+		kv.Bytes(nil), kv.Bytes([]byte{0, 1, 2}), kv.Bytes(utBig(1000, 'b')),
+		kv.Pickle([]byte("\x80\x05N.")), kv.Pickle(utBig(200, 'p')),
 	} {
-		k := IntKey(int64(i))
-		utSet(t, c, k, v, SetOptions{})
+		k := kv.IntKey(int64(i))
+		utSet(t, c, k, v, kv.SetOptions{})
 		it, ok := utGet(t, c, k)
 		if !ok {
 			t.Fatalf("%v: miss", v)
 		}
 		want := v
-		if v.Type == ValueBytes && v.Data == nil {
-			want = Bytes([]byte{})
+		if v.Type == kv.ValueBytes && v.Data == nil {
+			want = kv.Bytes([]byte{})
 		}
 		if !it.Value.Equal(want) {
 			t.Fatalf("Get = %v (%v), want %v (%v)", it.Value, it.Value.Type, v, v.Type)
@@ -135,29 +137,29 @@ func TestDiskMinFileSizeBoundary(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: min})
 	cases := []struct {
 		name     string
-		v        Value
+		v        kv.Value
 		mode     int64
 		inFile   bool
 		fileSize int64
 	}{
-		{"bytes-below", Bytes(utBig(min-1, 'x')), modeRaw, false, 0},
-		{"bytes-at", Bytes(utBig(min, 'x')), modeBinary, true, min},
-		{"bytes-above", Bytes(utBig(min+1, 'x')), modeBinary, true, min + 1},
-		{"text-below", Text(strings.Repeat("t", min-1)), modeRaw, false, 0},
-		{"text-at", Text(strings.Repeat("t", min)), modeText, true, min},
+		{"bytes-below", kv.Bytes(utBig(min-1, 'x')), modeRaw, false, 0},
+		{"bytes-at", kv.Bytes(utBig(min, 'x')), modeBinary, true, min},
+		{"bytes-above", kv.Bytes(utBig(min+1, 'x')), modeBinary, true, min + 1},
+		{"text-below", kv.Text(strings.Repeat("t", min-1)), modeRaw, false, 0},
+		{"text-at", kv.Text(strings.Repeat("t", min)), modeText, true, min},
 		// Characters, not bytes: 99 two-byte characters stay in the database.
-		{"text-multibyte-below", Text(strings.Repeat("é", min-1)), modeRaw, false, 0},
-		{"text-multibyte-at", Text(strings.Repeat("é", min)), modeText, true, 2 * min},
-		{"pickle-below", Pickle(utBig(min-1, 'p')), modePickle, false, 0},
-		{"pickle-at", Pickle(utBig(min, 'p')), modePickle, true, min},
-		{"int", Int(1 << 62), modeRaw, false, 0},
-		{"float", Float(1.5), modeRaw, false, 0},
-		{"empty-bytes", Bytes(nil), modeRaw, false, 0},
+		{"text-multibyte-below", kv.Text(strings.Repeat("é", min-1)), modeRaw, false, 0},
+		{"text-multibyte-at", kv.Text(strings.Repeat("é", min)), modeText, true, 2 * min},
+		{"pickle-below", kv.Pickle(utBig(min-1, 'p')), modePickle, false, 0},
+		{"pickle-at", kv.Pickle(utBig(min, 'p')), modePickle, true, min},
+		{"int", kv.Int(1 << 62), modeRaw, false, 0},
+		{"float", kv.Float(1.5), modeRaw, false, 0},
+		{"empty-bytes", kv.Bytes(nil), modeRaw, false, 0},
 	}
 	var wantSize int64
 	for _, tc := range cases {
-		k := TextKey(tc.name)
-		utSet(t, c, k, tc.v, SetOptions{})
+		k := kv.TextKey(tc.name)
+		utSet(t, c, k, tc.v, kv.SetOptions{})
 		r := utMustRow(t, c, k)
 		if r.mode != tc.mode {
 			t.Errorf("%s: mode = %d, want %d", tc.name, r.mode, tc.mode)
@@ -186,7 +188,7 @@ func TestDiskMinFileSizeBoundary(t *testing.T) {
 			t.Errorf("%s: value column is NULL", tc.name)
 		}
 		wantSize += tc.fileSize
-		utWant(t, c, k, tc.v.normalised())
+		utWant(t, c, k, normalised(tc.v))
 	}
 	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != wantSize {
 		t.Fatalf("Settings.size = %d, want %d", got, wantSize)
@@ -197,8 +199,8 @@ func TestDiskMinFileSizeBoundary(t *testing.T) {
 }
 
 // normalised is v as it reads back (nil bytes come back empty).
-func (v Value) normalised() Value {
-	if (v.Type == ValueBytes || v.Type == ValueText || v.Type == ValuePickle) && v.Data == nil {
+func normalised(v kv.Value) kv.Value {
+	if (v.Type == kv.ValueBytes || v.Type == kv.ValueText || v.Type == kv.ValuePickle) && v.Data == nil {
 		v.Data = []byte{}
 	}
 	return v
@@ -207,26 +209,26 @@ func (v Value) normalised() Value {
 func TestStreamedWritesAndReads(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 1000})
 	// A streamed body always goes to a file, however small.
-	utSet(t, c, TextKey("small"), Value{}, SetOptions{Body: strings.NewReader("abc")})
-	r := utMustRow(t, c, TextKey("small"))
+	utSet(t, c, kv.TextKey("small"), kv.Value{}, kv.SetOptions{Body: strings.NewReader("abc")})
+	r := utMustRow(t, c, kv.TextKey("small"))
 	if r.mode != modeBinary || !r.filename.Valid || r.size != 3 {
 		t.Fatalf("streamed row = %+v, want BINARY file of 3 bytes", r)
 	}
-	utSet(t, c, TextKey("text"), Value{Type: ValueText}, SetOptions{Body: strings.NewReader("héllo")})
-	if r := utMustRow(t, c, TextKey("text")); r.mode != modeText || r.size != 6 {
+	utSet(t, c, kv.TextKey("text"), kv.Value{Type: kv.ValueText}, kv.SetOptions{Body: strings.NewReader("héllo")})
+	if r := utMustRow(t, c, kv.TextKey("text")); r.mode != modeText || r.size != 6 {
 		t.Fatalf("streamed text row = %+v, want TEXT file of 6 bytes", r)
 	}
-	utWant(t, c, TextKey("text"), Text("héllo"))
+	utWant(t, c, kv.TextKey("text"), kv.Text("héllo"))
 
 	big := utBig(5000, 'z')
-	utSet(t, c, TextKey("big"), Bytes(big), SetOptions{Tag: TextKey("tg")})
+	utSet(t, c, kv.TextKey("big"), kv.Bytes(big), kv.SetOptions{Tag: kv.TextKey("tg")})
 
 	// Stream: the value stays in its file.
-	it, ok, err := c.Get(utCtx, TextKey("big"), GetOptions{Stream: true})
+	it, ok, err := c.Get(utCtx, kv.TextKey("big"), GetOptions{Stream: true})
 	if err != nil || !ok {
 		t.Fatalf("Get stream = %v, %v", ok, err)
 	}
-	if it.Body == nil || it.Value.Data != nil || it.Value.Type != ValueBytes || it.Size != 5000 || !it.Tag.Equal(TextKey("tg")) {
+	if it.Body == nil || it.Value.Data != nil || it.Value.Type != kv.ValueBytes || it.Size != 5000 || !it.Tag.Equal(kv.TextKey("tg")) {
 		t.Fatalf("streamed item = %+v", it)
 	}
 	data, err := io.ReadAll(it.Body)
@@ -241,33 +243,33 @@ func TestStreamedWritesAndReads(t *testing.T) {
 	}
 
 	// Not streamed: read into memory.
-	it, ok, err = c.Get(utCtx, TextKey("big"), GetOptions{})
+	it, ok, err = c.Get(utCtx, kv.TextKey("big"), GetOptions{})
 	if err != nil || !ok || it.Body != nil || string(it.Value.Data) != string(big) || it.Size != 5000 {
 		t.Fatalf("Get = %+v, %v, %v", it, ok, err)
 	}
 
 	// A value in the database comes back as a value even when streaming.
-	utSet(t, c, TextKey("db"), Bytes([]byte("inline")), SetOptions{})
-	it, ok, err = c.Get(utCtx, TextKey("db"), GetOptions{Stream: true})
+	utSet(t, c, kv.TextKey("db"), kv.Bytes([]byte("inline")), kv.SetOptions{})
+	it, ok, err = c.Get(utCtx, kv.TextKey("db"), GetOptions{Stream: true})
 	if err != nil || !ok || it.Body != nil || string(it.Value.Data) != "inline" || it.Size != 0 {
 		t.Fatalf("Get stream of db value = %+v, %v, %v", it, ok, err)
 	}
 
 	// A streamed body that is still open keeps its data after the item is
 	// replaced and its file removed.
-	it, _, err = c.Get(utCtx, TextKey("big"), GetOptions{Stream: true})
+	it, _, err = c.Get(utCtx, kv.TextKey("big"), GetOptions{Stream: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer it.Close()
-	utSet(t, c, TextKey("big"), Int(1), SetOptions{})
+	utSet(t, c, kv.TextKey("big"), kv.Int(1), kv.SetOptions{})
 	if data, err := io.ReadAll(it.Body); err != nil || len(data) != 5000 {
 		t.Fatalf("open body after replace: %d bytes, %v", len(data), err)
 	}
 
 	// Pop can stream too.
-	utSet(t, c, TextKey("pop"), Bytes(big), SetOptions{})
-	it, ok, err = c.Pop(utCtx, TextKey("pop"), GetOptions{Stream: true})
+	utSet(t, c, kv.TextKey("pop"), kv.Bytes(big), kv.SetOptions{})
+	it, ok, err = c.Pop(utCtx, kv.TextKey("pop"), GetOptions{Stream: true})
 	if err != nil || !ok || it.Body == nil {
 		t.Fatalf("Pop stream = %+v, %v, %v", it, ok, err)
 	}
@@ -276,27 +278,27 @@ func TestStreamedWritesAndReads(t *testing.T) {
 	if string(data) != string(big) {
 		t.Fatalf("popped body has %d bytes", len(data))
 	}
-	if _, ok := utRowOf(t, c, TextKey("pop")); ok {
+	if _, ok := utRowOf(t, c, kv.TextKey("pop")); ok {
 		t.Fatal("popped row still there")
 	}
 }
 
 func TestSetReplacesEverything(t *testing.T) {
 	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 100, SettingEvictionPolicy: string(PolicyLeastFrequentlyUsed)})
-	utSet(t, c, TextKey("first"), Int(1), SetOptions{})
-	utSet(t, c, TextKey("k"), Bytes(utBig(500, 'a')), SetOptions{Tag: TextKey("old"), Expire: ExpireAfter(time.Hour)})
-	utSet(t, c, TextKey("last"), Int(3), SetOptions{})
-	before := utMustRow(t, c, TextKey("k"))
-	oldFile := utFileOf(t, c, TextKey("k"))
-	utGet(t, c, TextKey("k"))
-	utGet(t, c, TextKey("k"))
-	if r := utMustRow(t, c, TextKey("k")); r.accessCount != 2 {
+	utSet(t, c, kv.TextKey("first"), kv.Int(1), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(500, 'a')), kv.SetOptions{Tag: kv.TextKey("old"), Expire: kv.ExpireAfter(time.Hour)})
+	utSet(t, c, kv.TextKey("last"), kv.Int(3), kv.SetOptions{})
+	before := utMustRow(t, c, kv.TextKey("k"))
+	oldFile := utFileOf(t, c, kv.TextKey("k"))
+	utGet(t, c, kv.TextKey("k"))
+	utGet(t, c, kv.TextKey("k"))
+	if r := utMustRow(t, c, kv.TextKey("k")); r.accessCount != 2 {
 		t.Fatalf("access_count = %d, want 2", r.accessCount)
 	}
 
 	clk.Advance(5 * time.Second)
-	utSet(t, c, TextKey("k"), Text("small"), SetOptions{})
-	after := utMustRow(t, c, TextKey("k"))
+	utSet(t, c, kv.TextKey("k"), kv.Text("small"), kv.SetOptions{})
+	after := utMustRow(t, c, kv.TextKey("k"))
 	if after.rowid != before.rowid {
 		t.Fatalf("rowid changed %d -> %d", before.rowid, after.rowid)
 	}
@@ -318,32 +320,32 @@ func TestSetReplacesEverything(t *testing.T) {
 	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 0 {
 		t.Fatalf("Settings.size = %d, want 0", got)
 	}
-	it, _ := utGet(t, c, TextKey("k"))
-	if !it.Tag.IsNone() || it.ExpireTime != 0 || !it.Value.Equal(Text("small")) {
+	it, _ := utGet(t, c, kv.TextKey("k"))
+	if !it.Tag.IsNone() || it.ExpireTime != 0 || !it.Value.Equal(kv.Text("small")) {
 		t.Fatalf("item = %+v", it)
 	}
 	// Iteration order unchanged: the replaced key keeps its place.
-	utSameKeys(t, utKeys(t, c.Keys(utCtx, false)), []Key{TextKey("first"), TextKey("k"), TextKey("last")})
+	utSameKeys(t, utKeys(t, c.Keys(utCtx, false)), []kv.Key{kv.TextKey("first"), kv.TextKey("k"), kv.TextKey("last")})
 
 	// Setting a file-backed value over an in-database one.
-	utSet(t, c, TextKey("first"), Bytes(utBig(300, 'f')), SetOptions{Tag: IntKey(9)})
-	it, _ = utGet(t, c, TextKey("first"))
-	if !it.Tag.Equal(IntKey(9)) || len(it.Value.Data) != 300 {
+	utSet(t, c, kv.TextKey("first"), kv.Bytes(utBig(300, 'f')), kv.SetOptions{Tag: kv.IntKey(9)})
+	it, _ = utGet(t, c, kv.TextKey("first"))
+	if !it.Tag.Equal(kv.IntKey(9)) || len(it.Value.Data) != 300 {
 		t.Fatalf("item = %+v", it)
 	}
 }
 
 func TestGetReturnsTagAndExpireTime(t *testing.T) {
 	c, _ := openTest(t, nil)
-	for _, tag := range []Key{TextKey("t"), BytesKey([]byte("b")), IntKey(-3), FloatKey(2.5)} {
-		utSet(t, c, TextKey("k"), Int(1), SetOptions{Tag: tag, Expire: ExpireAfter(90 * time.Second)})
-		it, ok := utGet(t, c, TextKey("k"))
-		if !ok || !it.Tag.Equal(tag) || it.ExpireTime != t0+90 || !it.Key.Equal(TextKey("k")) {
+	for _, tag := range []kv.Key{kv.TextKey("t"), kv.BytesKey([]byte("b")), kv.IntKey(-3), kv.FloatKey(2.5)} {
+		utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Tag: tag, Expire: kv.ExpireAfter(90 * time.Second)})
+		it, ok := utGet(t, c, kv.TextKey("k"))
+		if !ok || !it.Tag.Equal(tag) || it.ExpireTime != t0+90 || !it.Key.Equal(kv.TextKey("k")) {
 			t.Fatalf("item = %+v, want tag %v expire %v", it, tag, t0+90)
 		}
 	}
-	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: ExpireAfterSeconds(1.5)})
-	if it, _ := utGet(t, c, TextKey("k")); it.ExpireTime != t0+1.5 {
+	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfterSeconds(1.5)})
+	if it, _ := utGet(t, c, kv.TextKey("k")); it.ExpireTime != t0+1.5 {
 		t.Fatalf("ExpireTime = %v, want %v", it.ExpireTime, t0+1.5)
 	}
 }
@@ -354,22 +356,22 @@ func TestGetReturnsTagAndExpireTime(t *testing.T) {
 func TestExpiryBoundary(t *testing.T) {
 	setup := func(t *testing.T) (*Cache, *fakeClock) {
 		c, clk := openTest(t, nil)
-		utSet(t, c, TextKey("k"), Int(10), SetOptions{Expire: ExpireAfter(10 * time.Second), Tag: TextKey("tg")})
+		utSet(t, c, kv.TextKey("k"), kv.Int(10), kv.SetOptions{Expire: kv.ExpireAfter(10 * time.Second), Tag: kv.TextKey("tg")})
 		clk.Advance(10 * time.Second) // now == expire_time
 		return c, clk
 	}
 	t.Run("just-before", func(t *testing.T) {
 		c, clk := openTest(t, nil)
-		utSet(t, c, TextKey("k"), Int(10), SetOptions{Expire: ExpireAfter(10 * time.Second)})
+		utSet(t, c, kv.TextKey("k"), kv.Int(10), kv.SetOptions{Expire: kv.ExpireAfter(10 * time.Second)})
 		clk.Advance(10*time.Second - time.Millisecond)
-		utWant(t, c, TextKey("k"), Int(10))
-		if ok, _ := c.Contains(utCtx, TextKey("k")); !ok {
+		utWant(t, c, kv.TextKey("k"), kv.Int(10))
+		if ok, _ := c.Contains(utCtx, kv.TextKey("k")); !ok {
 			t.Fatal("Contains = false before expiry")
 		}
 	})
 	t.Run("get", func(t *testing.T) {
 		c, _ := setup(t)
-		utMiss(t, c, TextKey("k"))
+		utMiss(t, c, kv.TextKey("k"))
 		if n := utLen(t, c); n != 1 {
 			t.Fatalf("Len = %d: get must not delete expired rows", n)
 		}
@@ -379,20 +381,20 @@ func TestExpiryBoundary(t *testing.T) {
 		if _, _, err := c.Stats(utCtx, true, false); err != nil {
 			t.Fatal(err)
 		}
-		utMiss(t, c, TextKey("k"))
+		utMiss(t, c, kv.TextKey("k"))
 		if h, m, _ := c.Stats(utCtx, true, false); h != 0 || m != 1 {
 			t.Fatalf("hits, misses = %d, %d; want 0, 1", h, m)
 		}
 	})
 	t.Run("contains", func(t *testing.T) {
 		c, _ := setup(t)
-		if ok, err := c.Contains(utCtx, TextKey("k")); ok || err != nil {
+		if ok, err := c.Contains(utCtx, kv.TextKey("k")); ok || err != nil {
 			t.Fatalf("Contains = %v, %v", ok, err)
 		}
 	})
 	t.Run("delete", func(t *testing.T) {
 		c, _ := setup(t)
-		if ok, err := c.Delete(utCtx, TextKey("k")); ok || err != nil {
+		if ok, err := c.Delete(utCtx, kv.TextKey("k")); ok || err != nil {
 			t.Fatalf("Delete = %v, %v", ok, err)
 		}
 		if n := utLen(t, c); n != 1 {
@@ -401,40 +403,40 @@ func TestExpiryBoundary(t *testing.T) {
 	})
 	t.Run("touch", func(t *testing.T) {
 		c, _ := setup(t)
-		if ok, err := c.Touch(utCtx, TextKey("k"), ExpireAfter(time.Hour)); ok || err != nil {
+		if ok, err := c.Touch(utCtx, kv.TextKey("k"), kv.ExpireAfter(time.Hour)); ok || err != nil {
 			t.Fatalf("Touch = %v, %v", ok, err)
 		}
-		if r := utMustRow(t, c, TextKey("k")); r.expireTime.Float64 != t0+10 {
+		if r := utMustRow(t, c, kv.TextKey("k")); r.expireTime.Float64 != t0+10 {
 			t.Fatalf("expire_time = %v, touch must not change a dead row", r.expireTime)
 		}
 	})
 	t.Run("add", func(t *testing.T) {
 		c, _ := setup(t)
-		rowid := utMustRow(t, c, TextKey("k")).rowid
-		if ok, err := c.Add(utCtx, TextKey("k"), Int(20), SetOptions{}); !ok || err != nil {
+		rowid := utMustRow(t, c, kv.TextKey("k")).rowid
+		if ok, err := c.Add(utCtx, kv.TextKey("k"), kv.Int(20), kv.SetOptions{}); !ok || err != nil {
 			t.Fatalf("Add = %v, %v", ok, err)
 		}
-		it, _ := utGet(t, c, TextKey("k"))
-		if !it.Value.Equal(Int(20)) || !it.Tag.IsNone() || it.ExpireTime != 0 {
+		it, _ := utGet(t, c, kv.TextKey("k"))
+		if !it.Value.Equal(kv.Int(20)) || !it.Tag.IsNone() || it.ExpireTime != 0 {
 			t.Fatalf("item = %+v", it)
 		}
-		if r := utMustRow(t, c, TextKey("k")); r.rowid != rowid {
+		if r := utMustRow(t, c, kv.TextKey("k")); r.rowid != rowid {
 			t.Fatalf("rowid %d -> %d", rowid, r.rowid)
 		}
 	})
 	t.Run("pop", func(t *testing.T) {
 		c, _ := setup(t)
-		if _, ok, err := c.Pop(utCtx, TextKey("k"), GetOptions{}); ok || err != nil {
+		if _, ok, err := c.Pop(utCtx, kv.TextKey("k"), GetOptions{}); ok || err != nil {
 			t.Fatalf("Pop = %v, %v", ok, err)
 		}
 	})
 	t.Run("incr", func(t *testing.T) {
 		c, _ := setup(t)
-		v, err := c.Incr(utCtx, TextKey("k"), Int(1), Value{})
-		if err != nil || !v.Equal(Int(11)) {
+		v, err := c.Incr(utCtx, kv.TextKey("k"), kv.Int(1), kv.Value{})
+		if err != nil || !v.Equal(kv.Int(11)) {
 			t.Fatalf("Incr = %v, %v; want 11 (live at the boundary)", v, err)
 		}
-		r := utMustRow(t, c, TextKey("k"))
+		r := utMustRow(t, c, kv.TextKey("k"))
 		if r.expireTime.Float64 != t0+10 || r.tag != "tg" {
 			t.Fatalf("row = %+v, incr on a live key keeps expiry and tag", r)
 		}
@@ -447,23 +449,23 @@ func TestExpiryBoundary(t *testing.T) {
 		if n, err := c.Cull(utCtx); n != 0 || err != nil {
 			t.Fatalf("Cull = %d, %v", n, err)
 		}
-		utSet(t, c, TextKey("other"), Int(1), SetOptions{}) // cull on write
-		if _, ok := utRowOf(t, c, TextKey("k")); !ok {
+		utSet(t, c, kv.TextKey("other"), kv.Int(1), kv.SetOptions{}) // cull on write
+		if _, ok := utRowOf(t, c, kv.TextKey("k")); !ok {
 			t.Fatal("cull on write removed a row with expire_time == now")
 		}
 	})
 	t.Run("peekitem", func(t *testing.T) {
 		c, _ := setup(t)
 		it, err := c.PeekItem(utCtx, true, GetOptions{})
-		if err != nil || !it.Key.Equal(TextKey("k")) || !it.Value.Equal(Int(10)) {
+		if err != nil || !it.Key.Equal(kv.TextKey("k")) || !it.Value.Equal(kv.Int(10)) {
 			t.Fatalf("PeekItem = %+v, %v", it, err)
 		}
 	})
 	t.Run("after", func(t *testing.T) {
 		c, clk := setup(t)
 		clk.Advance(time.Millisecond)
-		v, err := c.Incr(utCtx, TextKey("k"), Int(1), Int(100))
-		if err != nil || !v.Equal(Int(101)) {
+		v, err := c.Incr(utCtx, kv.TextKey("k"), kv.Int(1), kv.Int(100))
+		if err != nil || !v.Equal(kv.Int(101)) {
 			t.Fatalf("Incr on expired = %v, %v; want 101", v, err)
 		}
 	})
@@ -473,18 +475,18 @@ func TestZeroAndNegativeExpire(t *testing.T) {
 	// expire=0: expire_time == now, dead for get and contains, but not
 	// expired for culling, so the row stays.
 	c, _ := openTest(t, nil)
-	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: ExpireAfter(0)})
-	utMiss(t, c, TextKey("k"))
-	if ok, _ := c.Contains(utCtx, TextKey("k")); ok {
+	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(0)})
+	utMiss(t, c, kv.TextKey("k"))
+	if ok, _ := c.Contains(utCtx, kv.TextKey("k")); ok {
 		t.Fatal("expire 0: Contains = true")
 	}
 	if n := utLen(t, c); n != 1 {
 		t.Fatalf("expire 0: Len = %d, want 1 (dead rows are counted)", n)
 	}
-	if r := utMustRow(t, c, TextKey("k")); r.expireTime.Float64 != t0 {
+	if r := utMustRow(t, c, kv.TextKey("k")); r.expireTime.Float64 != t0 {
 		t.Fatalf("expire 0: expire_time = %v", r.expireTime)
 	}
-	if ok, err := c.Add(utCtx, TextKey("k"), Int(2), SetOptions{Expire: ExpireAfter(0)}); !ok || err != nil {
+	if ok, err := c.Add(utCtx, kv.TextKey("k"), kv.Int(2), kv.SetOptions{Expire: kv.ExpireAfter(0)}); !ok || err != nil {
 		t.Fatalf("expire 0: Add = %v, %v", ok, err)
 	}
 	if n, err := c.Expire(utCtx, 0); n != 0 || err != nil {
@@ -494,8 +496,8 @@ func TestZeroAndNegativeExpire(t *testing.T) {
 	// Negative expire: already expired (expire_time < now), so the cull of
 	// the very write that stored it removes it, as python-diskcache does.
 	c, _ = openTest(t, nil)
-	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: ExpireAfter(-5 * time.Second)})
-	utMiss(t, c, TextKey("k"))
+	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(-5 * time.Second)})
+	utMiss(t, c, kv.TextKey("k"))
 	if n := utLen(t, c); n != 0 {
 		t.Fatalf("negative expire: Len = %d, want 0", n)
 	}
@@ -504,22 +506,22 @@ func TestZeroAndNegativeExpire(t *testing.T) {
 	}
 	// With culling off it stays, dead.
 	c, _ = openTest(t, map[string]any{SettingCullLimit: 0})
-	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: ExpireAfterSeconds(-5)})
-	utMiss(t, c, TextKey("k"))
-	if r := utMustRow(t, c, TextKey("k")); r.expireTime.Float64 != t0-5 {
+	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfterSeconds(-5)})
+	utMiss(t, c, kv.TextKey("k"))
+	if r := utMustRow(t, c, kv.TextKey("k")); r.expireTime.Float64 != t0-5 {
 		t.Fatalf("negative expire: expire_time = %v", r.expireTime)
 	}
-	if ok, err := c.Add(utCtx, TextKey("k"), Int(2), SetOptions{}); !ok || err != nil {
+	if ok, err := c.Add(utCtx, kv.TextKey("k"), kv.Int(2), kv.SetOptions{}); !ok || err != nil {
 		t.Fatalf("negative expire: Add = %v, %v", ok, err)
 	}
-	utWant(t, c, TextKey("k"), Int(2))
+	utWant(t, c, kv.TextKey("k"), kv.Int(2))
 
 	// The zero Expiry never expires.
 	c, clk := openTest(t, nil)
-	utSet(t, c, TextKey("k"), Int(1), SetOptions{Expire: Expiry{}})
+	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Expire: kv.Expiry{}})
 	clk.Advance(1000 * time.Hour)
-	utWant(t, c, TextKey("k"), Int(1))
-	if r := utMustRow(t, c, TextKey("k")); r.expireTime.Valid {
+	utWant(t, c, kv.TextKey("k"), kv.Int(1))
+	if r := utMustRow(t, c, kv.TextKey("k")); r.expireTime.Valid {
 		t.Fatalf("expire_time = %v, want NULL", r.expireTime)
 	}
 }
@@ -527,27 +529,27 @@ func TestZeroAndNegativeExpire(t *testing.T) {
 func TestAdd(t *testing.T) {
 	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 100})
 	// Missing: inserted.
-	if ok, err := c.Add(utCtx, TextKey("k"), Int(1), SetOptions{Tag: TextKey("a"), Expire: ExpireAfter(10 * time.Second)}); !ok || err != nil {
+	if ok, err := c.Add(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Tag: kv.TextKey("a"), Expire: kv.ExpireAfter(10 * time.Second)}); !ok || err != nil {
 		t.Fatalf("Add missing = %v, %v", ok, err)
 	}
 	// Live: unchanged, and a file written for the rejected value is removed.
-	if ok, err := c.Add(utCtx, TextKey("k"), Bytes(utBig(200, 'x')), SetOptions{Tag: TextKey("b")}); ok || err != nil {
+	if ok, err := c.Add(utCtx, kv.TextKey("k"), kv.Bytes(utBig(200, 'x')), kv.SetOptions{Tag: kv.TextKey("b")}); ok || err != nil {
 		t.Fatalf("Add live = %v, %v", ok, err)
 	}
-	it, _ := utGet(t, c, TextKey("k"))
-	if !it.Value.Equal(Int(1)) || !it.Tag.Equal(TextKey("a")) || it.ExpireTime != t0+10 {
+	it, _ := utGet(t, c, kv.TextKey("k"))
+	if !it.Value.Equal(kv.Int(1)) || !it.Tag.Equal(kv.TextKey("a")) || it.ExpireTime != t0+10 {
 		t.Fatalf("item after rejected Add = %+v", it)
 	}
 	if files := utValFiles(t, c); len(files) != 0 {
 		t.Fatalf("rejected Add left %v", files)
 	}
-	rowid := utMustRow(t, c, TextKey("k")).rowid
+	rowid := utMustRow(t, c, kv.TextKey("k")).rowid
 	// Expired: replaced in place.
 	clk.Advance(11 * time.Second)
-	if ok, err := c.Add(utCtx, TextKey("k"), Bytes(utBig(200, 'y')), SetOptions{Tag: TextKey("c")}); !ok || err != nil {
+	if ok, err := c.Add(utCtx, kv.TextKey("k"), kv.Bytes(utBig(200, 'y')), kv.SetOptions{Tag: kv.TextKey("c")}); !ok || err != nil {
 		t.Fatalf("Add expired = %v, %v", ok, err)
 	}
-	r := utMustRow(t, c, TextKey("k"))
+	r := utMustRow(t, c, kv.TextKey("k"))
 	if r.rowid != rowid || r.tag != "c" || r.expireTime.Valid || r.mode != modeBinary || r.storeTime != t0+11 {
 		t.Fatalf("row after Add on expired = %+v", r)
 	}
@@ -556,66 +558,66 @@ func TestAdd(t *testing.T) {
 	}
 	// Expired file-backed item replaced by Add: the old file goes.
 	clk.Advance(time.Second)
-	if ok, _ := c.Touch(utCtx, TextKey("k"), ExpireAfter(time.Second)); !ok {
+	if ok, _ := c.Touch(utCtx, kv.TextKey("k"), kv.ExpireAfter(time.Second)); !ok {
 		t.Fatal("Touch failed")
 	}
 	clk.Advance(2 * time.Second)
-	if ok, err := c.Add(utCtx, TextKey("k"), Int(5), SetOptions{}); !ok || err != nil {
+	if ok, err := c.Add(utCtx, kv.TextKey("k"), kv.Int(5), kv.SetOptions{}); !ok || err != nil {
 		t.Fatalf("Add over expired file = %v, %v", ok, err)
 	}
 	if files := utValFiles(t, c); len(files) != 0 {
 		t.Fatalf("Add over expired file left %v", files)
 	}
-	utWant(t, c, TextKey("k"), Int(5))
+	utWant(t, c, kv.TextKey("k"), kv.Int(5))
 }
 
 func TestTouch(t *testing.T) {
 	c, clk := openTest(t, nil)
-	if ok, err := c.Touch(utCtx, TextKey("missing"), ExpireAfter(time.Second)); ok || err != nil {
+	if ok, err := c.Touch(utCtx, kv.TextKey("missing"), kv.ExpireAfter(time.Second)); ok || err != nil {
 		t.Fatalf("Touch missing = %v, %v", ok, err)
 	}
-	utSet(t, c, TextKey("k"), Text("v"), SetOptions{Tag: TextKey("t")})
-	before := utMustRow(t, c, TextKey("k"))
+	utSet(t, c, kv.TextKey("k"), kv.Text("v"), kv.SetOptions{Tag: kv.TextKey("t")})
+	before := utMustRow(t, c, kv.TextKey("k"))
 	clk.Advance(time.Second)
-	if ok, err := c.Touch(utCtx, TextKey("k"), ExpireAfter(30*time.Second)); !ok || err != nil {
+	if ok, err := c.Touch(utCtx, kv.TextKey("k"), kv.ExpireAfter(30*time.Second)); !ok || err != nil {
 		t.Fatalf("Touch = %v, %v", ok, err)
 	}
-	after := utMustRow(t, c, TextKey("k"))
+	after := utMustRow(t, c, kv.TextKey("k"))
 	if after.expireTime.Float64 != t0+31 || after.storeTime != before.storeTime || after.tag != "t" {
 		t.Fatalf("row after Touch = %+v (only expire_time may change)", after)
 	}
 	// The zero Expiry clears the expiry.
-	if ok, _ := c.Touch(utCtx, TextKey("k"), Expiry{}); !ok {
+	if ok, _ := c.Touch(utCtx, kv.TextKey("k"), kv.Expiry{}); !ok {
 		t.Fatal("Touch(no expiry) = false")
 	}
-	if r := utMustRow(t, c, TextKey("k")); r.expireTime.Valid {
+	if r := utMustRow(t, c, kv.TextKey("k")); r.expireTime.Valid {
 		t.Fatalf("expire_time = %v, want NULL", r.expireTime)
 	}
 	// Touch with zero duration kills it.
-	if ok, _ := c.Touch(utCtx, TextKey("k"), ExpireAfter(0)); !ok {
+	if ok, _ := c.Touch(utCtx, kv.TextKey("k"), kv.ExpireAfter(0)); !ok {
 		t.Fatal("Touch(0) = false")
 	}
-	utMiss(t, c, TextKey("k"))
-	if ok, _ := c.Touch(utCtx, TextKey("k"), ExpireAfter(time.Hour)); ok {
+	utMiss(t, c, kv.TextKey("k"))
+	if ok, _ := c.Touch(utCtx, kv.TextKey("k"), kv.ExpireAfter(time.Hour)); ok {
 		t.Fatal("Touch of an expired key = true")
 	}
 }
 
 func TestDelete(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
-	if ok, err := c.Delete(utCtx, TextKey("missing")); ok || err != nil {
+	if ok, err := c.Delete(utCtx, kv.TextKey("missing")); ok || err != nil {
 		t.Fatalf("Delete missing = %v, %v", ok, err)
 	}
-	utSet(t, c, TextKey("k"), Bytes(utBig(50, 'd')), SetOptions{})
-	utSet(t, c, TextKey("keep"), Int(1), SetOptions{})
-	if ok, err := c.Delete(utCtx, TextKey("k")); !ok || err != nil {
+	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(50, 'd')), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("keep"), kv.Int(1), kv.SetOptions{})
+	if ok, err := c.Delete(utCtx, kv.TextKey("k")); !ok || err != nil {
 		t.Fatalf("Delete = %v, %v", ok, err)
 	}
-	if ok, _ := c.Delete(utCtx, TextKey("k")); ok {
+	if ok, _ := c.Delete(utCtx, kv.TextKey("k")); ok {
 		t.Fatal("second Delete = true")
 	}
-	utMiss(t, c, TextKey("k"))
-	utWant(t, c, TextKey("keep"), Int(1))
+	utMiss(t, c, kv.TextKey("k"))
+	utWant(t, c, kv.TextKey("keep"), kv.Int(1))
 	if files := utValFiles(t, c); len(files) != 0 {
 		t.Fatalf("Delete left %v", files)
 	}
@@ -626,12 +628,12 @@ func TestDelete(t *testing.T) {
 
 func TestPop(t *testing.T) {
 	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
-	if _, ok, err := c.Pop(utCtx, TextKey("missing"), GetOptions{}); ok || err != nil {
+	if _, ok, err := c.Pop(utCtx, kv.TextKey("missing"), GetOptions{}); ok || err != nil {
 		t.Fatalf("Pop missing = %v, %v", ok, err)
 	}
-	utSet(t, c, TextKey("k"), Text("a value in a file"), SetOptions{Tag: IntKey(4), Expire: ExpireAfter(time.Minute)})
-	it, ok, err := c.Pop(utCtx, TextKey("k"), GetOptions{})
-	if err != nil || !ok || !it.Value.Equal(Text("a value in a file")) || !it.Tag.Equal(IntKey(4)) || it.ExpireTime != t0+60 {
+	utSet(t, c, kv.TextKey("k"), kv.Text("a value in a file"), kv.SetOptions{Tag: kv.IntKey(4), Expire: kv.ExpireAfter(time.Minute)})
+	it, ok, err := c.Pop(utCtx, kv.TextKey("k"), GetOptions{})
+	if err != nil || !ok || !it.Value.Equal(kv.Text("a value in a file")) || !it.Tag.Equal(kv.IntKey(4)) || it.ExpireTime != t0+60 {
 		t.Fatalf("Pop = %+v, %v, %v", it, ok, err)
 	}
 	if n := utLen(t, c); n != 0 {
@@ -641,9 +643,9 @@ func TestPop(t *testing.T) {
 		t.Fatalf("Pop left %v", files)
 	}
 	// Expired: a miss, the row stays.
-	utSet(t, c, TextKey("e"), Int(1), SetOptions{Expire: ExpireAfter(time.Second)})
+	utSet(t, c, kv.TextKey("e"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	clk.Advance(2 * time.Second)
-	if _, ok, err := c.Pop(utCtx, TextKey("e"), GetOptions{}); ok || err != nil {
+	if _, ok, err := c.Pop(utCtx, kv.TextKey("e"), GetOptions{}); ok || err != nil {
 		t.Fatalf("Pop expired = %v, %v", ok, err)
 	}
 	if n := utLen(t, c); n != 1 {
@@ -654,12 +656,12 @@ func TestPop(t *testing.T) {
 func TestMissingValueFileIsAMiss(t *testing.T) {
 	for _, stats := range []bool{false, true} {
 		c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10, SettingStatistics: stats})
-		utSet(t, c, TextKey("k"), Bytes(utBig(100, 'm')), SetOptions{})
-		if err := os.Remove(utFileOf(t, c, TextKey("k"))); err != nil {
+		utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'm')), kv.SetOptions{})
+		if err := os.Remove(utFileOf(t, c, kv.TextKey("k"))); err != nil {
 			t.Fatal(err)
 		}
-		utMiss(t, c, TextKey("k"))
-		if _, ok, err := c.Get(utCtx, TextKey("k"), GetOptions{Stream: true}); ok || err != nil {
+		utMiss(t, c, kv.TextKey("k"))
+		if _, ok, err := c.Get(utCtx, kv.TextKey("k"), GetOptions{Stream: true}); ok || err != nil {
 			t.Fatalf("stats=%v: streamed Get = %v, %v", stats, ok, err)
 		}
 		if stats {
@@ -668,10 +670,10 @@ func TestMissingValueFileIsAMiss(t *testing.T) {
 			}
 		}
 		// Pop: a miss, and the row is gone.
-		if _, ok, err := c.Pop(utCtx, TextKey("k"), GetOptions{}); ok || err != nil {
+		if _, ok, err := c.Pop(utCtx, kv.TextKey("k"), GetOptions{}); ok || err != nil {
 			t.Fatalf("stats=%v: Pop = %v, %v", stats, ok, err)
 		}
-		if _, ok := utRowOf(t, c, TextKey("k")); ok {
+		if _, ok := utRowOf(t, c, kv.TextKey("k")); ok {
 			t.Fatalf("stats=%v: Pop left the row of a missing file", stats)
 		}
 	}
@@ -680,60 +682,60 @@ func TestMissingValueFileIsAMiss(t *testing.T) {
 func TestIncrDecr(t *testing.T) {
 	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
 	// Missing key: default + delta, no tag, no expiry.
-	v, err := c.Incr(utCtx, TextKey("n"), Int(1), Int(0))
-	if err != nil || !v.Equal(Int(1)) {
+	v, err := c.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0))
+	if err != nil || !v.Equal(kv.Int(1)) {
 		t.Fatalf("Incr missing = %v, %v", v, err)
 	}
-	v, _ = c.Incr(utCtx, TextKey("n"), Int(5), Int(0))
-	if !v.Equal(Int(6)) {
+	v, _ = c.Incr(utCtx, kv.TextKey("n"), kv.Int(5), kv.Int(0))
+	if !v.Equal(kv.Int(6)) {
 		t.Fatalf("Incr = %v, want 6", v)
 	}
-	v, _ = c.Decr(utCtx, TextKey("n"), Int(10), Int(0))
-	if !v.Equal(Int(-4)) {
+	v, _ = c.Decr(utCtx, kv.TextKey("n"), kv.Int(10), kv.Int(0))
+	if !v.Equal(kv.Int(-4)) {
 		t.Fatalf("Decr = %v, want -4", v)
 	}
-	utWant(t, c, TextKey("n"), Int(-4))
-	if r := utMustRow(t, c, TextKey("n")); r.mode != modeRaw || r.value != int64(-4) {
+	utWant(t, c, kv.TextKey("n"), kv.Int(-4))
+	if r := utMustRow(t, c, kv.TextKey("n")); r.mode != modeRaw || r.value != int64(-4) {
 		t.Fatalf("row = %+v, want RAW integer -4", r)
 	}
-	v, _ = c.Decr(utCtx, TextKey("d"), Int(3), Int(10))
-	if !v.Equal(Int(7)) {
+	v, _ = c.Decr(utCtx, kv.TextKey("d"), kv.Int(3), kv.Int(10))
+	if !v.Equal(kv.Int(7)) {
 		t.Fatalf("Decr missing = %v, want 7", v)
 	}
 
 	// Default None: KeyError.
-	if _, err := c.Incr(utCtx, TextKey("none"), Int(1), Value{}); !errors.Is(err, ErrNotFound) {
+	if _, err := c.Incr(utCtx, kv.TextKey("none"), kv.Int(1), kv.Value{}); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("Incr without default = %v, want ErrNotFound", err)
 	}
-	if _, err := c.Decr(utCtx, TextKey("none"), Int(1), Value{}); !errors.Is(err, ErrNotFound) {
+	if _, err := c.Decr(utCtx, kv.TextKey("none"), kv.Int(1), kv.Value{}); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("Decr without default = %v, want ErrNotFound", err)
 	}
-	if _, ok := utRowOf(t, c, TextKey("none")); ok {
+	if _, ok := utRowOf(t, c, kv.TextKey("none")); ok {
 		t.Fatal("failed Incr inserted a row")
 	}
 
 	// Float deltas and defaults.
-	v, _ = c.Incr(utCtx, TextKey("n"), Float(0.5), Int(0))
-	if !v.Equal(Float(-3.5)) {
+	v, _ = c.Incr(utCtx, kv.TextKey("n"), kv.Float(0.5), kv.Int(0))
+	if !v.Equal(kv.Float(-3.5)) {
 		t.Fatalf("Incr float delta = %v, want -3.5", v)
 	}
-	utWant(t, c, TextKey("n"), Float(-3.5))
-	v, _ = c.Incr(utCtx, TextKey("f"), Int(2), Float(0.25))
-	if !v.Equal(Float(2.25)) {
+	utWant(t, c, kv.TextKey("n"), kv.Float(-3.5))
+	v, _ = c.Incr(utCtx, kv.TextKey("f"), kv.Int(2), kv.Float(0.25))
+	if !v.Equal(kv.Float(2.25)) {
 		t.Fatalf("Incr float default = %v, want 2.25", v)
 	}
-	v, _ = c.Decr(utCtx, TextKey("f"), Float(0.25), Int(0))
-	if !v.Equal(Float(2)) {
+	v, _ = c.Decr(utCtx, kv.TextKey("f"), kv.Float(0.25), kv.Int(0))
+	if !v.Equal(kv.Float(2)) {
 		t.Fatalf("Decr float = %v, want 2.0", v)
 	}
 
 	// Live key keeps expiry and tag, updates store_time.
-	utSet(t, c, TextKey("live"), Int(10), SetOptions{Tag: TextKey("t"), Expire: ExpireAfter(time.Minute)})
+	utSet(t, c, kv.TextKey("live"), kv.Int(10), kv.SetOptions{Tag: kv.TextKey("t"), Expire: kv.ExpireAfter(time.Minute)})
 	clk.Advance(7 * time.Second)
-	if v, _ := c.Incr(utCtx, TextKey("live"), Int(1), Value{}); !v.Equal(Int(11)) {
+	if v, _ := c.Incr(utCtx, kv.TextKey("live"), kv.Int(1), kv.Value{}); !v.Equal(kv.Int(11)) {
 		t.Fatalf("Incr live = %v", v)
 	}
-	r := utMustRow(t, c, TextKey("live"))
+	r := utMustRow(t, c, kv.TextKey("live"))
 	if r.tag != "t" || r.expireTime.Float64 != t0+60 || r.storeTime != t0+7 {
 		t.Fatalf("row after Incr on live key = %+v", r)
 	}
@@ -741,24 +743,24 @@ func TestIncrDecr(t *testing.T) {
 
 	// Expired key: starts from the default, tag and expiry cleared, rowid kept.
 	clk.Advance(time.Minute)
-	if _, err := c.Incr(utCtx, TextKey("live"), Int(1), Value{}); !errors.Is(err, ErrNotFound) {
+	if _, err := c.Incr(utCtx, kv.TextKey("live"), kv.Int(1), kv.Value{}); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("Incr expired without default = %v, want ErrNotFound", err)
 	}
-	if r := utMustRow(t, c, TextKey("live")); r.value != int64(11) || r.tag != "t" {
+	if r := utMustRow(t, c, kv.TextKey("live")); r.value != int64(11) || r.tag != "t" {
 		t.Fatalf("failed Incr changed the row: %+v", r)
 	}
-	if v, _ := c.Incr(utCtx, TextKey("live"), Int(1), Int(100)); !v.Equal(Int(101)) {
+	if v, _ := c.Incr(utCtx, kv.TextKey("live"), kv.Int(1), kv.Int(100)); !v.Equal(kv.Int(101)) {
 		t.Fatalf("Incr expired = %v, want 101", v)
 	}
-	r = utMustRow(t, c, TextKey("live"))
+	r = utMustRow(t, c, kv.TextKey("live"))
 	if r.tag != nil || r.expireTime.Valid || r.rowid != rowid {
 		t.Fatalf("row after Incr on expired key = %+v", r)
 	}
 
 	// Expired file-backed value: replaced by the number, file removed.
-	utSet(t, c, TextKey("file"), Bytes(utBig(100, 'x')), SetOptions{Expire: ExpireAfter(time.Second)})
+	utSet(t, c, kv.TextKey("file"), kv.Bytes(utBig(100, 'x')), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	clk.Advance(2 * time.Second)
-	if v, err := c.Incr(utCtx, TextKey("file"), Int(1), Int(0)); err != nil || !v.Equal(Int(1)) {
+	if v, err := c.Incr(utCtx, kv.TextKey("file"), kv.Int(1), kv.Int(0)); err != nil || !v.Equal(kv.Int(1)) {
 		t.Fatalf("Incr over expired file = %v, %v", v, err)
 	}
 	if files := utValFiles(t, c); len(files) != 0 {
@@ -771,69 +773,69 @@ func TestIncrDecr(t *testing.T) {
 
 func TestIncrErrors(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
-	utSet(t, c, TextKey("text"), Text("5"), SetOptions{})
-	utSet(t, c, TextKey("bytes"), Bytes([]byte("5")), SetOptions{})
-	utSet(t, c, TextKey("pickle"), Pickle([]byte("\x80\x05K\x05.")), SetOptions{})
-	utSet(t, c, TextKey("file"), Bytes(utBig(100, '5')), SetOptions{})
-	utSet(t, c, TextKey("textfile"), Text(strings.Repeat("5", 100)), SetOptions{})
+	utSet(t, c, kv.TextKey("text"), kv.Text("5"), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("bytes"), kv.Bytes([]byte("5")), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("pickle"), kv.Pickle([]byte("\x80\x05K\x05.")), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("file"), kv.Bytes(utBig(100, '5')), kv.SetOptions{})
+	utSet(t, c, kv.TextKey("textfile"), kv.Text(strings.Repeat("5", 100)), kv.SetOptions{})
 	for _, k := range []string{"text", "bytes", "pickle", "file", "textfile"} {
-		before := utMustRow(t, c, TextKey(k))
-		if _, err := c.Incr(utCtx, TextKey(k), Int(1), Int(0)); !errors.Is(err, ErrNotNumeric) {
+		before := utMustRow(t, c, kv.TextKey(k))
+		if _, err := c.Incr(utCtx, kv.TextKey(k), kv.Int(1), kv.Int(0)); !errors.Is(err, kv.ErrNotNumeric) {
 			t.Errorf("Incr %s = %v, want ErrNotNumeric", k, err)
 		}
-		if after := utMustRow(t, c, TextKey(k)); !reflect.DeepEqual(after, before) {
+		if after := utMustRow(t, c, kv.TextKey(k)); !reflect.DeepEqual(after, before) {
 			t.Errorf("Incr %s changed the row: %+v -> %+v", k, before, after)
 		}
 	}
 	// Bad delta and default types.
-	if _, err := c.Incr(utCtx, TextKey("n"), Text("1"), Int(0)); !errors.Is(err, ErrNotNumeric) {
+	if _, err := c.Incr(utCtx, kv.TextKey("n"), kv.Text("1"), kv.Int(0)); !errors.Is(err, kv.ErrNotNumeric) {
 		t.Errorf("text delta = %v", err)
 	}
-	if _, err := c.Incr(utCtx, TextKey("n"), Int(1), Bytes([]byte("0"))); !errors.Is(err, ErrNotNumeric) {
+	if _, err := c.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Bytes([]byte("0"))); !errors.Is(err, kv.ErrNotNumeric) {
 		t.Errorf("bytes default = %v", err)
 	}
-	if _, err := c.Decr(utCtx, TextKey("n"), Bytes(nil), Int(0)); !errors.Is(err, ErrNotNumeric) {
+	if _, err := c.Decr(utCtx, kv.TextKey("n"), kv.Bytes(nil), kv.Int(0)); !errors.Is(err, kv.ErrNotNumeric) {
 		t.Errorf("bytes decr delta = %v", err)
 	}
 	// Overflow both ways leaves the value alone.
-	utSet(t, c, TextKey("max"), Int(math.MaxInt64), SetOptions{})
-	if _, err := c.Incr(utCtx, TextKey("max"), Int(1), Int(0)); !errors.Is(err, ErrOverflow) {
+	utSet(t, c, kv.TextKey("max"), kv.Int(math.MaxInt64), kv.SetOptions{})
+	if _, err := c.Incr(utCtx, kv.TextKey("max"), kv.Int(1), kv.Int(0)); !errors.Is(err, kv.ErrOverflow) {
 		t.Errorf("Incr MaxInt64 = %v, want ErrOverflow", err)
 	}
-	utWant(t, c, TextKey("max"), Int(math.MaxInt64))
-	utSet(t, c, TextKey("min"), Int(math.MinInt64), SetOptions{})
-	if _, err := c.Decr(utCtx, TextKey("min"), Int(1), Int(0)); !errors.Is(err, ErrOverflow) {
+	utWant(t, c, kv.TextKey("max"), kv.Int(math.MaxInt64))
+	utSet(t, c, kv.TextKey("min"), kv.Int(math.MinInt64), kv.SetOptions{})
+	if _, err := c.Decr(utCtx, kv.TextKey("min"), kv.Int(1), kv.Int(0)); !errors.Is(err, kv.ErrOverflow) {
 		t.Errorf("Decr MinInt64 = %v, want ErrOverflow", err)
 	}
-	if _, err := c.Decr(utCtx, TextKey("x"), Int(math.MinInt64), Int(0)); !errors.Is(err, ErrOverflow) {
+	if _, err := c.Decr(utCtx, kv.TextKey("x"), kv.Int(math.MinInt64), kv.Int(0)); !errors.Is(err, kv.ErrOverflow) {
 		t.Errorf("Decr by MinInt64 = %v, want ErrOverflow", err)
 	}
-	if _, err := c.Incr(utCtx, TextKey("x"), Int(math.MaxInt64), Int(1)); !errors.Is(err, ErrOverflow) {
+	if _, err := c.Incr(utCtx, kv.TextKey("x"), kv.Int(math.MaxInt64), kv.Int(1)); !errors.Is(err, kv.ErrOverflow) {
 		t.Errorf("default + delta overflow = %v, want ErrOverflow", err)
 	}
-	if _, ok := utRowOf(t, c, TextKey("x")); ok {
+	if _, ok := utRowOf(t, c, kv.TextKey("x")); ok {
 		t.Error("overflowing Incr inserted a row")
 	}
 	// Big but in range is fine.
-	if v, err := c.Incr(utCtx, TextKey("min"), Int(math.MaxInt64), Int(0)); err != nil || !v.Equal(Int(-1)) {
+	if v, err := c.Incr(utCtx, kv.TextKey("min"), kv.Int(math.MaxInt64), kv.Int(0)); err != nil || !v.Equal(kv.Int(-1)) {
 		t.Errorf("MinInt64 + MaxInt64 = %v, %v", v, err)
 	}
 }
 
 func TestIncrUpdatesAccessUnderPolicy(t *testing.T) {
 	c, clk := openTest(t, map[string]any{SettingEvictionPolicy: string(PolicyLeastFrequentlyUsed)})
-	utSet(t, c, TextKey("n"), Int(1), SetOptions{})
-	c.Incr(utCtx, TextKey("n"), Int(1), Int(0))
-	c.Incr(utCtx, TextKey("n"), Int(1), Int(0))
-	if r := utMustRow(t, c, TextKey("n")); r.accessCount != 2 {
+	utSet(t, c, kv.TextKey("n"), kv.Int(1), kv.SetOptions{})
+	c.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0))
+	c.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0))
+	if r := utMustRow(t, c, kv.TextKey("n")); r.accessCount != 2 {
 		t.Fatalf("LFU access_count after 2 incr = %d", r.accessCount)
 	}
 	if err := c.Reset(utCtx, SettingEvictionPolicy, string(PolicyLeastRecentlyUsed)); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(9 * time.Second)
-	c.Incr(utCtx, TextKey("n"), Int(1), Int(0))
-	if r := utMustRow(t, c, TextKey("n")); r.accessTime != t0+9 {
+	c.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0))
+	if r := utMustRow(t, c, kv.TextKey("n")); r.accessTime != t0+9 {
 		t.Fatalf("LRU access_time after incr = %v", r.accessTime)
 	}
 }
@@ -844,21 +846,21 @@ func TestContainsAndLen(t *testing.T) {
 		t.Fatalf("Len empty = %d", n)
 	}
 	for i := 0; i < 5; i++ {
-		utSet(t, c, IntKey(int64(i)), Int(int64(i)), SetOptions{Expire: ExpireAfter(time.Duration(i+1) * time.Second)})
+		utSet(t, c, kv.IntKey(int64(i)), kv.Int(int64(i)), kv.SetOptions{Expire: kv.ExpireAfter(time.Duration(i+1) * time.Second)})
 	}
-	utSet(t, c, IntKey(5), Int(5), SetOptions{})
-	utSet(t, c, IntKey(5), Int(6), SetOptions{}) // replace: not counted twice
+	utSet(t, c, kv.IntKey(5), kv.Int(5), kv.SetOptions{})
+	utSet(t, c, kv.IntKey(5), kv.Int(6), kv.SetOptions{}) // replace: not counted twice
 	clk.Advance(3 * time.Second)
 	want := map[int64]bool{0: false, 1: false, 2: false, 3: true, 4: true, 5: true}
 	for k, live := range want {
-		if ok, err := c.Contains(utCtx, IntKey(k)); ok != live || err != nil {
+		if ok, err := c.Contains(utCtx, kv.IntKey(k)); ok != live || err != nil {
 			t.Errorf("Contains(%d) = %v, %v; want %v", k, ok, err, live)
 		}
 	}
 	if n := utLen(t, c); n != 6 {
 		t.Fatalf("Len = %d, want 6 (expired rows included)", n)
 	}
-	c.Delete(utCtx, IntKey(5))
+	c.Delete(utCtx, kv.IntKey(5))
 	if n := utLen(t, c); n != 5 {
 		t.Fatalf("Len after delete = %d", n)
 	}
@@ -866,7 +868,7 @@ func TestContainsAndLen(t *testing.T) {
 
 func TestClosedCache(t *testing.T) {
 	c, _ := openTest(t, nil)
-	utSet(t, c, TextKey("k"), Int(1), SetOptions{})
+	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{})
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -874,15 +876,15 @@ func TestClosedCache(t *testing.T) {
 		t.Fatalf("second Close = %v", err)
 	}
 	checks := map[string]error{}
-	checks["set"] = c.Set(utCtx, TextKey("k"), Int(1), SetOptions{})
-	_, _, checks["get"] = c.Get(utCtx, TextKey("k"), GetOptions{})
-	_, checks["add"] = c.Add(utCtx, TextKey("k"), Int(1), SetOptions{})
-	_, checks["contains"] = c.Contains(utCtx, TextKey("k"))
-	_, checks["delete"] = c.Delete(utCtx, TextKey("k"))
-	_, _, checks["pop"] = c.Pop(utCtx, TextKey("k"), GetOptions{})
-	_, checks["touch"] = c.Touch(utCtx, TextKey("k"), Expiry{})
-	_, checks["incr"] = c.Incr(utCtx, TextKey("k"), Int(1), Int(0))
-	_, checks["push"] = c.Push(utCtx, Int(1), QueueOptions{}, SetOptions{})
+	checks["set"] = c.Set(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{})
+	_, _, checks["get"] = c.Get(utCtx, kv.TextKey("k"), GetOptions{})
+	_, checks["add"] = c.Add(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{})
+	_, checks["contains"] = c.Contains(utCtx, kv.TextKey("k"))
+	_, checks["delete"] = c.Delete(utCtx, kv.TextKey("k"))
+	_, _, checks["pop"] = c.Pop(utCtx, kv.TextKey("k"), GetOptions{})
+	_, checks["touch"] = c.Touch(utCtx, kv.TextKey("k"), kv.Expiry{})
+	_, checks["incr"] = c.Incr(utCtx, kv.TextKey("k"), kv.Int(1), kv.Int(0))
+	_, checks["push"] = c.Push(utCtx, kv.Int(1), QueueOptions{}, kv.SetOptions{})
 	_, _, checks["pull"] = c.Pull(utCtx, QueueOptions{}, GetOptions{})
 	_, checks["peekitem"] = c.PeekItem(utCtx, true, GetOptions{})
 	_, checks["len"] = c.Len(utCtx)
@@ -890,7 +892,7 @@ func TestClosedCache(t *testing.T) {
 	_, checks["clear"] = c.Clear(utCtx)
 	_, checks["expire"] = c.Expire(utCtx, 0)
 	_, checks["cull"] = c.Cull(utCtx)
-	_, checks["evict"] = c.Evict(utCtx, TextKey("t"))
+	_, checks["evict"] = c.Evict(utCtx, kv.TextKey("t"))
 	_, checks["check"] = c.Check(utCtx, false)
 	_, _, checks["stats"] = c.Stats(utCtx, true, false)
 	checks["reset"] = c.Reset(utCtx, SettingCullLimit, 5)
@@ -906,7 +908,7 @@ func TestClosedCache(t *testing.T) {
 		}
 	}
 	for op, err := range checks {
-		if !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, kv.ErrClosed) {
 			t.Errorf("%s on a closed cache = %v, want ErrClosed", op, err)
 		}
 	}
@@ -919,19 +921,19 @@ func TestRowsWrittenByHand(t *testing.T) {
 	utExec(t, c, ins, "text-in-db", modeText, "txt")
 	utExec(t, c, ins, "raw-null", modeRaw, nil)
 	utExec(t, c, ins, "pickle-text", modePickle, "not a blob")
-	utWant(t, c, TextKey("binary-in-db"), Bytes([]byte("bin")))
-	utWant(t, c, TextKey("text-in-db"), Text("txt"))
+	utWant(t, c, kv.TextKey("binary-in-db"), kv.Bytes([]byte("bin")))
+	utWant(t, c, kv.TextKey("text-in-db"), kv.Text("txt"))
 	for _, k := range []string{"raw-null", "pickle-text"} {
-		if _, _, err := c.Get(utCtx, TextKey(k), GetOptions{}); !errors.Is(err, ErrCorrupt) {
+		if _, _, err := c.Get(utCtx, kv.TextKey(k), GetOptions{}); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("Get(%s) = %v, want ErrCorrupt", k, err)
 		}
 	}
 	// A corrupt row can still be deleted and overwritten.
-	if ok, err := c.Delete(utCtx, TextKey("raw-null")); !ok || err != nil {
+	if ok, err := c.Delete(utCtx, kv.TextKey("raw-null")); !ok || err != nil {
 		t.Fatalf("Delete corrupt = %v, %v", ok, err)
 	}
-	utSet(t, c, TextKey("pickle-text"), Int(1), SetOptions{})
-	utWant(t, c, TextKey("pickle-text"), Int(1))
+	utSet(t, c, kv.TextKey("pickle-text"), kv.Int(1), kv.SetOptions{})
+	utWant(t, c, kv.TextKey("pickle-text"), kv.Int(1))
 }
 
 func TestSmallAPI(t *testing.T) {
@@ -948,44 +950,44 @@ func TestSmallAPI(t *testing.T) {
 		t.Error("Side(0).String()")
 	}
 	for _, n := range []string{"bytes", "text", "int", "float", "pickle"} {
-		k, err := ParseKeyKind(n)
+		k, err := kv.ParseKeyKind(n)
 		if err != nil || k.String() != n {
 			t.Errorf("ParseKeyKind(%q) = %v, %v", n, k, err)
 		}
-		v, err := ParseValueType(n)
+		v, err := kv.ParseValueType(n)
 		if err != nil || v.String() != n {
 			t.Errorf("ParseValueType(%q) = %v, %v", n, v, err)
 		}
 	}
-	if _, err := ParseKeyKind("none"); !errors.Is(err, ErrInvalidKey) {
+	if _, err := kv.ParseKeyKind("none"); !errors.Is(err, kv.ErrInvalidKey) {
 		t.Errorf("ParseKeyKind(none) = %v", err)
 	}
-	if _, err := ParseValueType("none"); !errors.Is(err, ErrInvalidValue) {
+	if _, err := kv.ParseValueType("none"); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Errorf("ParseValueType(none) = %v", err)
 	}
-	keys := map[string]Key{
-		`"a"`: TextKey("a"), `b"a"`: BytesKey([]byte("a")), "-3": IntKey(-3), "2.5": FloatKey(2.5),
-		"pickle(80)": PickleKey([]byte{0x80}), "<none>": {},
+	keys := map[string]kv.Key{
+		`"a"`: kv.TextKey("a"), `b"a"`: kv.BytesKey([]byte("a")), "-3": kv.IntKey(-3), "2.5": kv.FloatKey(2.5),
+		"pickle(80)": kv.PickleKey([]byte{0x80}), "<none>": {},
 	}
 	for want, k := range keys {
 		if k.String() != want {
 			t.Errorf("String() = %s, want %s", k.String(), want)
 		}
 	}
-	if TextKey("x").Text() != "x" || string(BytesKey([]byte("y")).Bytes()) != "y" || FloatKey(1.5).Float() != 1.5 || IntKey(4).Int() != 4 {
+	if kv.TextKey("x").Text() != "x" || string(kv.BytesKey([]byte("y")).Bytes()) != "y" || kv.FloatKey(1.5).Float() != 1.5 || kv.IntKey(4).Int() != 4 {
 		t.Error("key accessors")
 	}
-	if IntKey(1).Equal(FloatKey(1)) {
+	if kv.IntKey(1).Equal(kv.FloatKey(1)) {
 		t.Error("Equal compares kinds")
 	}
-	if e := ExpireAfter(time.Minute); !e.IsSet() || e.Duration() != time.Minute {
+	if e := kv.ExpireAfter(time.Minute); !e.IsSet() || e.Duration() != time.Minute {
 		t.Error("ExpireAfter")
 	}
-	if (Expiry{}).IsSet() {
+	if (kv.Expiry{}).IsSet() {
 		t.Error("zero Expiry is set")
 	}
-	te := &TimeoutError{Op: "clear", Removed: 3}
-	if !errors.Is(te, ErrTimeout) || !strings.Contains(te.Error(), "clear") || !strings.Contains(te.Error(), "3") {
+	te := &kv.TimeoutError{Op: "clear", Removed: 3}
+	if !errors.Is(te, kv.ErrTimeout) || !strings.Contains(te.Error(), "clear") || !strings.Contains(te.Error(), "3") {
 		t.Errorf("TimeoutError = %q", te.Error())
 	}
 	if c, _ := openTest(t, nil); c.Timeout() != DefaultTimeout {

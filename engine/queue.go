@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Side is an end of a queue.
@@ -33,7 +35,7 @@ func ParseSide(s string) (Side, error) {
 	case "front":
 		return Front, nil
 	}
-	return Back, fmt.Errorf("%w: side must be front or back, got %q", ErrInvalidKey, s)
+	return Back, fmt.Errorf("%w: side must be front or back, got %q", kv.ErrInvalidKey, s)
 }
 
 func (s Side) String() string {
@@ -76,12 +78,12 @@ func order(side Side) string {
 }
 
 // Push adds value at one end of the queue and returns its key.
-func (c *Cache) Push(ctx context.Context, value Value, q QueueOptions, opts SetOptions) (Key, error) {
+func (c *Cache) Push(ctx context.Context, value kv.Value, q QueueOptions, opts kv.SetOptions) (kv.Key, error) {
 	st, err := c.prepare(value, opts)
 	if err != nil {
-		return Key{}, err
+		return kv.Key{}, err
 	}
-	var key Key
+	var key kv.Key
 	err = c.writeStored(ctx, "push", st, func(tx *Tx) error {
 		var err error
 		key, err = tx.pushStored(st, q, opts)
@@ -91,20 +93,20 @@ func (c *Cache) Push(ctx context.Context, value Value, q QueueOptions, opts SetO
 }
 
 // Push is Cache.Push inside the transaction.
-func (tx *Tx) Push(value Value, q QueueOptions, opts SetOptions) (Key, error) {
-	st, err := tx.prepare(IntKey(0), value, opts)
+func (tx *Tx) Push(value kv.Value, q QueueOptions, opts kv.SetOptions) (kv.Key, error) {
+	st, err := tx.prepare(kv.IntKey(0), value, opts)
 	if err != nil {
-		return Key{}, err
+		return kv.Key{}, err
 	}
 	return tx.pushStored(st, q, opts)
 }
 
-func (tx *Tx) pushStored(st stored, q QueueOptions, opts SetOptions) (Key, error) {
+func (tx *Tx) pushStored(st stored, q QueueOptions, opts kv.SetOptions) (kv.Key, error) {
 	q.Side = q.Side.or(Back)
 	lo, hi := q.bounds()
 	row, ok, err := tx.cn.queryRow(`SELECT key FROM Cache WHERE ? < key AND key < ? AND raw = 1 ORDER BY key `+order(q.Side)+` LIMIT 1`, 1, lo, hi)
 	if err != nil {
-		return Key{}, err
+		return kv.Key{}, err
 	}
 	num := int64(queueStart)
 	if ok {
@@ -120,20 +122,20 @@ func (tx *Tx) pushStored(st stored, q QueueOptions, opts SetOptions) (Key, error
 			num--
 		}
 		if num <= 0 || num >= queueMax {
-			return Key{}, fmt.Errorf("%w at its %s end", ErrQueueFull, q.Side)
+			return kv.Key{}, fmt.Errorf("%w at its %s end", kv.ErrQueueFull, q.Side)
 		}
 	}
-	key := IntKey(num)
+	key := kv.IntKey(num)
 	if q.Prefix != "" {
-		key = TextKey(fmt.Sprintf("%s-%015d", q.Prefix, num))
-		if err := key.validate(); err != nil { // a prefix that is not UTF-8
-			return Key{}, err
+		key = kv.TextKey(fmt.Sprintf("%s-%015d", q.Prefix, num))
+		if err := key.Validate(); err != nil { // a prefix that is not UTF-8
+			return kv.Key{}, err
 		}
 	}
 	now := tx.now()
-	dbKey, _ := key.dbKey()
-	if err := tx.insertRow(dbKey, 1, now, opts.Expire.at(now), opts.Tag.dbTag(), st); err != nil {
-		return Key{}, err
+	dbKey, _ := dbKey(key)
+	if err := tx.insertRow(dbKey, 1, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st); err != nil {
+		return kv.Key{}, err
 	}
 	return key, tx.cull(now)
 }
@@ -155,7 +157,7 @@ func (c *Cache) Peek(ctx context.Context, q QueueOptions, opts GetOptions) (Item
 func (c *Cache) PeekItem(ctx context.Context, last bool, opts GetOptions) (Item, error) {
 	it, ok, err := c.queueRead(ctx, "peekitem", func(tx *Tx) (Item, bool, error) { return tx.PeekItem(last, opts) })
 	if err == nil && !ok {
-		err = ErrEmpty
+		err = kv.ErrEmpty
 	}
 	return it, err
 }
@@ -229,7 +231,7 @@ func (tx *Tx) takeFirst(query string, args []any, remove bool, opts GetOptions) 
 		if err != nil {
 			return Item{}, false, err
 		}
-		missing := f == nil && it.Value.Type == ValueNone
+		missing := f == nil && it.Value.Type == kv.ValueNone
 		if remove || missing {
 			if err := tx.deleteRow(rowid); err != nil {
 				if f != nil {

@@ -6,9 +6,11 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
-func utPush(t *testing.T, c *Cache, v Value, q QueueOptions, opts SetOptions) Key {
+func utPush(t *testing.T, c *Cache, v kv.Value, q QueueOptions, opts kv.SetOptions) kv.Key {
 	t.Helper()
 	k, err := c.Push(utCtx, v, q, opts)
 	if err != nil {
@@ -31,7 +33,7 @@ func utTake(t *testing.T, c *Cache, pull bool, q QueueOptions) (Item, bool) {
 	return it, ok
 }
 
-func utWantItem(t *testing.T, it Item, ok bool, k Key, v Value) {
+func utWantItem(t *testing.T, it Item, ok bool, k kv.Key, v kv.Value) {
 	t.Helper()
 	if !ok {
 		t.Fatalf("queue empty, want (%v, %v)", k, v)
@@ -43,32 +45,32 @@ func utWantItem(t *testing.T, it Item, ok bool, k Key, v Value) {
 
 func TestPushKeys(t *testing.T) {
 	c, _ := openTest(t, nil)
-	if k := utPush(t, c, Text("a"), QueueOptions{}, SetOptions{}); !k.Equal(IntKey(500000000000000)) {
+	if k := utPush(t, c, kv.Text("a"), QueueOptions{}, kv.SetOptions{}); !k.Equal(kv.IntKey(500000000000000)) {
 		t.Fatalf("first key = %v", k)
 	}
-	if k := utPush(t, c, Text("b"), QueueOptions{}, SetOptions{}); !k.Equal(IntKey(500000000000001)) {
+	if k := utPush(t, c, kv.Text("b"), QueueOptions{}, kv.SetOptions{}); !k.Equal(kv.IntKey(500000000000001)) {
 		t.Fatalf("second key = %v", k)
 	}
-	if k := utPush(t, c, Text("z"), QueueOptions{Side: Front}, SetOptions{}); !k.Equal(IntKey(499999999999999)) {
+	if k := utPush(t, c, kv.Text("z"), QueueOptions{Side: Front}, kv.SetOptions{}); !k.Equal(kv.IntKey(499999999999999)) {
 		t.Fatalf("front key = %v", k)
 	}
-	if k := utPush(t, c, Text("c"), QueueOptions{Side: Back}, SetOptions{}); !k.Equal(IntKey(500000000000002)) {
+	if k := utPush(t, c, kv.Text("c"), QueueOptions{Side: Back}, kv.SetOptions{}); !k.Equal(kv.IntKey(500000000000002)) {
 		t.Fatalf("back key = %v", k)
 	}
 	// Prefixed queues use TEXT keys and are independent of the integer one.
-	if k := utPush(t, c, Text("p1"), QueueOptions{Prefix: "jobs"}, SetOptions{}); !k.Equal(TextKey("jobs-500000000000000")) {
+	if k := utPush(t, c, kv.Text("p1"), QueueOptions{Prefix: "jobs"}, kv.SetOptions{}); !k.Equal(kv.TextKey("jobs-500000000000000")) {
 		t.Fatalf("prefixed key = %v", k)
 	}
-	if k := utPush(t, c, Text("p0"), QueueOptions{Prefix: "jobs", Side: Front}, SetOptions{}); !k.Equal(TextKey("jobs-499999999999999")) {
+	if k := utPush(t, c, kv.Text("p0"), QueueOptions{Prefix: "jobs", Side: Front}, kv.SetOptions{}); !k.Equal(kv.TextKey("jobs-499999999999999")) {
 		t.Fatalf("prefixed front key = %v", k)
 	}
-	if k := utPush(t, c, Text("o"), QueueOptions{Prefix: "other"}, SetOptions{}); !k.Equal(TextKey("other-500000000000000")) {
+	if k := utPush(t, c, kv.Text("o"), QueueOptions{Prefix: "other"}, kv.SetOptions{}); !k.Equal(kv.TextKey("other-500000000000000")) {
 		t.Fatalf("other prefix key = %v", k)
 	}
 	// Items pushed are ordinary items.
-	utWant(t, c, IntKey(500000000000001), Text("b"))
-	utWant(t, c, TextKey("jobs-499999999999999"), Text("p0"))
-	if r := utMustRow(t, c, TextKey("jobs-500000000000000")); r.mode != modeRaw {
+	utWant(t, c, kv.IntKey(500000000000001), kv.Text("b"))
+	utWant(t, c, kv.TextKey("jobs-499999999999999"), kv.Text("p0"))
+	if r := utMustRow(t, c, kv.TextKey("jobs-500000000000000")); r.mode != modeRaw {
 		t.Fatalf("row = %+v", r)
 	}
 }
@@ -78,45 +80,45 @@ func TestPullPeekOrder(t *testing.T) {
 		t.Run("prefix="+prefix, func(t *testing.T) {
 			c, _ := openTest(t, nil)
 			q := QueueOptions{Prefix: prefix}
-			key := func(n int64) Key {
+			key := func(n int64) kv.Key {
 				if prefix == "" {
-					return IntKey(n)
+					return kv.IntKey(n)
 				}
-				return TextKey(fmt.Sprintf("%s-%015d", prefix, n))
+				return kv.TextKey(fmt.Sprintf("%s-%015d", prefix, n))
 			}
 			// Keys outside the queue range, and another queue, are never taken.
-			utSet(t, c, IntKey(0), Text("zero"), SetOptions{})
-			utSet(t, c, IntKey(999999999999999), Text("max"), SetOptions{})
-			utSet(t, c, TextKey("q"), Text("bare prefix"), SetOptions{})
-			utSet(t, c, BytesKey([]byte("q-500000000000000")), Text("blob"), SetOptions{})
-			utPush(t, c, Text("other"), QueueOptions{Prefix: "r"}, SetOptions{})
+			utSet(t, c, kv.IntKey(0), kv.Text("zero"), kv.SetOptions{})
+			utSet(t, c, kv.IntKey(999999999999999), kv.Text("max"), kv.SetOptions{})
+			utSet(t, c, kv.TextKey("q"), kv.Text("bare prefix"), kv.SetOptions{})
+			utSet(t, c, kv.BytesKey([]byte("q-500000000000000")), kv.Text("blob"), kv.SetOptions{})
+			utPush(t, c, kv.Text("other"), QueueOptions{Prefix: "r"}, kv.SetOptions{})
 			for _, v := range []string{"a", "b", "c", "d"} {
-				utPush(t, c, Text(v), q, SetOptions{})
+				utPush(t, c, kv.Text(v), q, kv.SetOptions{})
 			}
-			utPush(t, c, Text("front"), QueueOptions{Prefix: prefix, Side: Front}, SetOptions{})
+			utPush(t, c, kv.Text("front"), QueueOptions{Prefix: prefix, Side: Front}, kv.SetOptions{})
 
 			it, ok := utTake(t, c, false, q)
-			utWantItem(t, it, ok, key(499999999999999), Text("front"))
+			utWantItem(t, it, ok, key(499999999999999), kv.Text("front"))
 			it, ok = utTake(t, c, false, QueueOptions{Prefix: prefix, Side: Back})
-			utWantItem(t, it, ok, key(500000000000003), Text("d"))
+			utWantItem(t, it, ok, key(500000000000003), kv.Text("d"))
 			// Peek removes nothing.
 			it, ok = utTake(t, c, false, q)
-			utWantItem(t, it, ok, key(499999999999999), Text("front"))
+			utWantItem(t, it, ok, key(499999999999999), kv.Text("front"))
 
 			it, ok = utTake(t, c, true, q)
-			utWantItem(t, it, ok, key(499999999999999), Text("front"))
+			utWantItem(t, it, ok, key(499999999999999), kv.Text("front"))
 			it, ok = utTake(t, c, true, QueueOptions{Prefix: prefix, Side: Back})
-			utWantItem(t, it, ok, key(500000000000003), Text("d"))
+			utWantItem(t, it, ok, key(500000000000003), kv.Text("d"))
 			it, ok = utTake(t, c, true, QueueOptions{Prefix: prefix, Side: Front})
-			utWantItem(t, it, ok, key(500000000000000), Text("a"))
+			utWantItem(t, it, ok, key(500000000000000), kv.Text("a"))
 			// Pushing at the back continues after the current last key.
-			utPush(t, c, Text("e"), q, SetOptions{})
+			utPush(t, c, kv.Text("e"), q, kv.SetOptions{})
 			for _, want := range []struct {
 				n int64
 				v string
 			}{{500000000000001, "b"}, {500000000000002, "c"}, {500000000000003, "e"}} {
 				it, ok = utTake(t, c, true, q)
-				utWantItem(t, it, ok, key(want.n), Text(want.v))
+				utWantItem(t, it, ok, key(want.n), kv.Text(want.v))
 			}
 			if _, ok := utTake(t, c, true, q); ok {
 				t.Fatal("Pull on an empty queue: ok")
@@ -129,7 +131,7 @@ func TestPullPeekOrder(t *testing.T) {
 				t.Fatalf("Len = %d, want 5", n)
 			}
 			// An emptied queue starts over in the middle.
-			if k := utPush(t, c, Text("again"), q, SetOptions{}); !k.Equal(key(500000000000000)) {
+			if k := utPush(t, c, kv.Text("again"), q, kv.SetOptions{}); !k.Equal(key(500000000000000)) {
 				t.Fatalf("key after emptying = %v", k)
 			}
 		})
@@ -138,28 +140,28 @@ func TestPullPeekOrder(t *testing.T) {
 
 func TestQueueExpireAndTag(t *testing.T) {
 	c, clk := openTest(t, nil)
-	utPush(t, c, Int(1), QueueOptions{}, SetOptions{Expire: ExpireAfter(5 * time.Second)})
-	utPush(t, c, Int(2), QueueOptions{}, SetOptions{Expire: ExpireAfter(10 * time.Second), Tag: TextKey("t")})
-	utPush(t, c, Int(3), QueueOptions{}, SetOptions{})
-	utPush(t, c, Int(4), QueueOptions{}, SetOptions{Expire: ExpireAfter(5 * time.Second)})
+	utPush(t, c, kv.Int(1), QueueOptions{}, kv.SetOptions{Expire: kv.ExpireAfter(5 * time.Second)})
+	utPush(t, c, kv.Int(2), QueueOptions{}, kv.SetOptions{Expire: kv.ExpireAfter(10 * time.Second), Tag: kv.TextKey("t")})
+	utPush(t, c, kv.Int(3), QueueOptions{}, kv.SetOptions{})
+	utPush(t, c, kv.Int(4), QueueOptions{}, kv.SetOptions{Expire: kv.ExpireAfter(5 * time.Second)})
 
 	// At the boundary (expire_time == now) an item is still pulled.
 	clk.Advance(5 * time.Second)
 	it, ok := utTake(t, c, false, QueueOptions{})
-	utWantItem(t, it, ok, IntKey(500000000000000), Int(1))
+	utWantItem(t, it, ok, kv.IntKey(500000000000000), kv.Int(1))
 	it, ok = utTake(t, c, false, QueueOptions{Side: Back})
-	utWantItem(t, it, ok, IntKey(500000000000003), Int(4))
+	utWantItem(t, it, ok, kv.IntKey(500000000000003), kv.Int(4))
 
 	// Past it, expired items are deleted on the way.
 	clk.Advance(time.Second)
 	it, ok = utTake(t, c, false, QueueOptions{Side: Back})
-	utWantItem(t, it, ok, IntKey(500000000000002), Int(3))
+	utWantItem(t, it, ok, kv.IntKey(500000000000002), kv.Int(3))
 	if n := utLen(t, c); n != 3 {
 		t.Fatalf("Len = %d after peek dropped one expired item", n)
 	}
 	it, ok = utTake(t, c, true, QueueOptions{})
-	utWantItem(t, it, ok, IntKey(500000000000001), Int(2))
-	if !it.Tag.Equal(TextKey("t")) || it.ExpireTime != t0+10 {
+	utWantItem(t, it, ok, kv.IntKey(500000000000001), kv.Int(2))
+	if !it.Tag.Equal(kv.TextKey("t")) || it.ExpireTime != t0+10 {
 		t.Fatalf("pulled item = %+v, want tag and expire time", it)
 	}
 	if n := utLen(t, c); n != 1 {
@@ -170,10 +172,10 @@ func TestQueueExpireAndTag(t *testing.T) {
 	}
 	clk.Advance(time.Hour)
 	it, ok = utTake(t, c, true, QueueOptions{})
-	utWantItem(t, it, ok, IntKey(500000000000002), Int(3))
+	utWantItem(t, it, ok, kv.IntKey(500000000000002), kv.Int(3))
 	// A queue of expired items only is empty and gets emptied.
-	utPush(t, c, Int(5), QueueOptions{Prefix: "x"}, SetOptions{Expire: ExpireAfter(time.Second)})
-	utPush(t, c, Int(6), QueueOptions{Prefix: "x"}, SetOptions{Expire: ExpireAfter(time.Second)})
+	utPush(t, c, kv.Int(5), QueueOptions{Prefix: "x"}, kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
+	utPush(t, c, kv.Int(6), QueueOptions{Prefix: "x"}, kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	clk.Advance(2 * time.Second)
 	if _, ok := utTake(t, c, false, QueueOptions{Prefix: "x"}); ok {
 		t.Fatal("Peek of an all-expired queue: ok")
@@ -186,43 +188,43 @@ func TestQueueExpireAndTag(t *testing.T) {
 func TestQueueFileValues(t *testing.T) {
 	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
 	big := utBig(100, 'q')
-	k1 := utPush(t, c, Bytes(big), QueueOptions{}, SetOptions{})
-	utPush(t, c, Bytes(big), QueueOptions{}, SetOptions{})
-	utPush(t, c, Int(3), QueueOptions{}, SetOptions{})
+	k1 := utPush(t, c, kv.Bytes(big), QueueOptions{}, kv.SetOptions{})
+	utPush(t, c, kv.Bytes(big), QueueOptions{}, kv.SetOptions{})
+	utPush(t, c, kv.Int(3), QueueOptions{}, kv.SetOptions{})
 	if n := len(utValFiles(t, c)); n != 2 {
 		t.Fatalf("%d value files, want 2", n)
 	}
 	// Peek reads the file and keeps it.
 	it, ok := utTake(t, c, false, QueueOptions{})
-	utWantItem(t, it, ok, k1, Bytes(big))
+	utWantItem(t, it, ok, k1, kv.Bytes(big))
 	if n := len(utValFiles(t, c)); n != 2 {
 		t.Fatalf("%d value files after peek, want 2", n)
 	}
 	// Pull removes it.
 	it, ok = utTake(t, c, true, QueueOptions{})
-	utWantItem(t, it, ok, k1, Bytes(big))
+	utWantItem(t, it, ok, k1, kv.Bytes(big))
 	if n := len(utValFiles(t, c)); n != 1 {
 		t.Fatalf("%d value files after pull, want 1", n)
 	}
 	// A missing value file: the item is skipped (and dropped) by pull.
-	if err := os.Remove(utFileOf(t, c, IntKey(500000000000001))); err != nil {
+	if err := os.Remove(utFileOf(t, c, kv.IntKey(500000000000001))); err != nil {
 		t.Fatal(err)
 	}
 	it, ok = utTake(t, c, true, QueueOptions{})
-	utWantItem(t, it, ok, IntKey(500000000000002), Int(3))
+	utWantItem(t, it, ok, kv.IntKey(500000000000002), kv.Int(3))
 	if n := utLen(t, c); n != 0 {
 		t.Fatalf("Len = %d, want 0", n)
 	}
 	// And by peek.
-	utPush(t, c, Bytes(big), QueueOptions{}, SetOptions{})
-	k := utPush(t, c, Int(4), QueueOptions{}, SetOptions{})
-	if err := os.Remove(utFileOf(t, c, IntKey(500000000000000))); err != nil {
+	utPush(t, c, kv.Bytes(big), QueueOptions{}, kv.SetOptions{})
+	k := utPush(t, c, kv.Int(4), QueueOptions{}, kv.SetOptions{})
+	if err := os.Remove(utFileOf(t, c, kv.IntKey(500000000000000))); err != nil {
 		t.Fatal(err)
 	}
 	it, ok = utTake(t, c, false, QueueOptions{})
-	utWantItem(t, it, ok, k, Int(4))
+	utWantItem(t, it, ok, k, kv.Int(4))
 	// Streaming pull.
-	utPush(t, c, Bytes(big), QueueOptions{Side: Front}, SetOptions{})
+	utPush(t, c, kv.Bytes(big), QueueOptions{Side: Front}, kv.SetOptions{})
 	it, ok, err := c.Pull(utCtx, QueueOptions{}, GetOptions{Stream: true})
 	if err != nil || !ok || it.Body == nil {
 		t.Fatalf("streamed Pull = %+v, %v, %v", it, ok, err)
@@ -232,41 +234,41 @@ func TestQueueFileValues(t *testing.T) {
 
 func TestPeekItem(t *testing.T) {
 	c, clk := openTest(t, nil)
-	if _, err := c.PeekItem(utCtx, true, GetOptions{}); !errors.Is(err, ErrEmpty) {
+	if _, err := c.PeekItem(utCtx, true, GetOptions{}); !errors.Is(err, kv.ErrEmpty) {
 		t.Fatalf("PeekItem empty = %v, want ErrEmpty", err)
 	}
-	if _, err := c.PeekItem(utCtx, false, GetOptions{}); !errors.Is(err, ErrEmpty) {
+	if _, err := c.PeekItem(utCtx, false, GetOptions{}); !errors.Is(err, kv.ErrEmpty) {
 		t.Fatalf("PeekItem(first) empty = %v, want ErrEmpty", err)
 	}
-	utSet(t, c, TextKey("a"), Int(1), SetOptions{Expire: ExpireAfter(time.Second)})
-	utSet(t, c, PickleKey([]byte("\x80\x05N.")), Int(2), SetOptions{Tag: TextKey("t")})
-	utSet(t, c, IntKey(3), Int(3), SetOptions{})
-	utSet(t, c, BytesKey([]byte("d")), Int(4), SetOptions{Expire: ExpireAfter(time.Second)})
+	utSet(t, c, kv.TextKey("a"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
+	utSet(t, c, kv.PickleKey([]byte("\x80\x05N.")), kv.Int(2), kv.SetOptions{Tag: kv.TextKey("t")})
+	utSet(t, c, kv.IntKey(3), kv.Int(3), kv.SetOptions{})
+	utSet(t, c, kv.BytesKey([]byte("d")), kv.Int(4), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	it, err := c.PeekItem(utCtx, true, GetOptions{})
-	if err != nil || !it.Key.Equal(BytesKey([]byte("d"))) || !it.Value.Equal(Int(4)) {
+	if err != nil || !it.Key.Equal(kv.BytesKey([]byte("d"))) || !it.Value.Equal(kv.Int(4)) {
 		t.Fatalf("PeekItem(last) = %+v, %v", it, err)
 	}
 	it, err = c.PeekItem(utCtx, false, GetOptions{})
-	if err != nil || !it.Key.Equal(TextKey("a")) || it.ExpireTime != t0+1 {
+	if err != nil || !it.Key.Equal(kv.TextKey("a")) || it.ExpireTime != t0+1 {
 		t.Fatalf("PeekItem(first) = %+v, %v", it, err)
 	}
 	// Rewriting a key keeps its place.
-	utSet(t, c, TextKey("a"), Int(10), SetOptions{Expire: ExpireAfter(time.Second)})
-	if it, _ := c.PeekItem(utCtx, false, GetOptions{}); !it.Value.Equal(Int(10)) {
+	utSet(t, c, kv.TextKey("a"), kv.Int(10), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
+	if it, _ := c.PeekItem(utCtx, false, GetOptions{}); !it.Value.Equal(kv.Int(10)) {
 		t.Fatalf("PeekItem(first) after rewrite = %+v", it)
 	}
 	// At the boundary the items are live; past it they are dropped.
 	clk.Advance(time.Second)
-	if it, _ := c.PeekItem(utCtx, false, GetOptions{}); !it.Key.Equal(TextKey("a")) {
+	if it, _ := c.PeekItem(utCtx, false, GetOptions{}); !it.Key.Equal(kv.TextKey("a")) {
 		t.Fatalf("PeekItem at the boundary = %+v", it)
 	}
 	clk.Advance(time.Millisecond)
 	it, err = c.PeekItem(utCtx, false, GetOptions{})
-	if err != nil || it.Key.Kind() != KeyPickle || !it.Tag.Equal(TextKey("t")) {
+	if err != nil || it.Key.Kind() != kv.KeyPickle || !it.Tag.Equal(kv.TextKey("t")) {
 		t.Fatalf("PeekItem(first) past expiry = %+v, %v", it, err)
 	}
 	it, err = c.PeekItem(utCtx, true, GetOptions{})
-	if err != nil || !it.Key.Equal(IntKey(3)) {
+	if err != nil || !it.Key.Equal(kv.IntKey(3)) {
 		t.Fatalf("PeekItem(last) past expiry = %+v, %v", it, err)
 	}
 	if n := utLen(t, c); n != 2 {
@@ -276,18 +278,18 @@ func TestPeekItem(t *testing.T) {
 	if err := c.Reset(utCtx, SettingDiskMinFileSize, 10); err != nil {
 		t.Fatal(err)
 	}
-	utSet(t, c, TextKey("file"), Bytes(utBig(50, 'f')), SetOptions{})
-	if err := os.Remove(utFileOf(t, c, TextKey("file"))); err != nil {
+	utSet(t, c, kv.TextKey("file"), kv.Bytes(utBig(50, 'f')), kv.SetOptions{})
+	if err := os.Remove(utFileOf(t, c, kv.TextKey("file"))); err != nil {
 		t.Fatal(err)
 	}
-	if it, err := c.PeekItem(utCtx, true, GetOptions{}); err != nil || !it.Key.Equal(IntKey(3)) {
+	if it, err := c.PeekItem(utCtx, true, GetOptions{}); err != nil || !it.Key.Equal(kv.IntKey(3)) {
 		t.Fatalf("PeekItem past a missing file = %+v, %v", it, err)
 	}
 	// All expired: ErrEmpty.
 	c.Clear(utCtx)
-	utSet(t, c, TextKey("x"), Int(1), SetOptions{Expire: ExpireAfter(time.Second)})
+	utSet(t, c, kv.TextKey("x"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	clk.Advance(2 * time.Second)
-	if _, err := c.PeekItem(utCtx, true, GetOptions{}); !errors.Is(err, ErrEmpty) {
+	if _, err := c.PeekItem(utCtx, true, GetOptions{}); !errors.Is(err, kv.ErrEmpty) {
 		t.Fatalf("PeekItem all expired = %v, want ErrEmpty", err)
 	}
 }
@@ -296,18 +298,18 @@ func TestQueueInTransaction(t *testing.T) {
 	c, _ := openTest(t, nil)
 	boom := errors.New("boom")
 	err := c.Transact(utCtx, func(tx *Tx) error {
-		if _, err := tx.Push(Int(1), QueueOptions{}, SetOptions{}); err != nil {
+		if _, err := tx.Push(kv.Int(1), QueueOptions{}, kv.SetOptions{}); err != nil {
 			return err
 		}
-		if _, err := tx.Push(Int(2), QueueOptions{}, SetOptions{}); err != nil {
+		if _, err := tx.Push(kv.Int(2), QueueOptions{}, kv.SetOptions{}); err != nil {
 			return err
 		}
 		it, ok, err := tx.Pull(QueueOptions{}, GetOptions{})
-		if err != nil || !ok || !it.Value.Equal(Int(1)) {
+		if err != nil || !ok || !it.Value.Equal(kv.Int(1)) {
 			t.Errorf("Pull in tx = %+v, %v, %v", it, ok, err)
 		}
 		it, ok, err = tx.Peek(QueueOptions{}, GetOptions{})
-		if err != nil || !ok || !it.Value.Equal(Int(2)) {
+		if err != nil || !ok || !it.Value.Equal(kv.Int(2)) {
 			t.Errorf("Peek in tx = %+v, %v, %v", it, ok, err)
 		}
 		return boom
@@ -322,22 +324,22 @@ func TestQueueInTransaction(t *testing.T) {
 
 func TestQueueFull(t *testing.T) {
 	c, _ := openTest(t, nil)
-	utSet(t, c, IntKey(999999999999998), Int(1), SetOptions{})
-	if k, err := c.Push(utCtx, Int(2), QueueOptions{}, SetOptions{}); err == nil {
+	utSet(t, c, kv.IntKey(999999999999998), kv.Int(1), kv.SetOptions{})
+	if k, err := c.Push(utCtx, kv.Int(2), QueueOptions{}, kv.SetOptions{}); err == nil {
 		t.Fatalf("Push past the last queue key = %v, want an error", k)
 	}
-	utSet(t, c, IntKey(1), Int(1), SetOptions{})
-	if k, err := c.Push(utCtx, Int(2), QueueOptions{Side: Front}, SetOptions{}); err == nil {
+	utSet(t, c, kv.IntKey(1), kv.Int(1), kv.SetOptions{})
+	if k, err := c.Push(utCtx, kv.Int(2), QueueOptions{Side: Front}, kv.SetOptions{}); err == nil {
 		t.Fatalf("Push before the first queue key = %v, want an error", k)
 	}
 	if n := utLen(t, c); n != 2 {
 		t.Fatalf("Len = %d: a failed push stored something", n)
 	}
 	// Not full in the other direction.
-	if k, err := c.Push(utCtx, Int(2), QueueOptions{Side: Back}, SetOptions{}); err == nil || !k.IsNone() {
+	if k, err := c.Push(utCtx, kv.Int(2), QueueOptions{Side: Back}, kv.SetOptions{}); err == nil || !k.IsNone() {
 		t.Fatalf("Push = %v, %v", k, err)
 	}
-	if k, err := c.Push(utCtx, Int(2), QueueOptions{Prefix: "p"}, SetOptions{}); err != nil || !k.Equal(TextKey("p-500000000000000")) {
+	if k, err := c.Push(utCtx, kv.Int(2), QueueOptions{Prefix: "p"}, kv.SetOptions{}); err != nil || !k.Equal(kv.TextKey("p-500000000000000")) {
 		t.Fatalf("Push to another queue = %v, %v", k, err)
 	}
 }

@@ -37,30 +37,11 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"time"
-)
 
-// Errors of the coordination recipes; test with errors.Is.
-var (
-	// ErrNotOwner is returned when a Lock or RLock is released or refreshed
-	// by a caller that does not hold it (another owner or an unknown holder
-	// holds it, or it is not held at all), and when a BoundedSemaphore
-	// permit is refreshed by an owner that holds none. Python's RLock raises
-	// AssertionError("cannot release un-acquired lock") in the same case.
-	ErrNotOwner = errors.New("not the owner")
-	// ErrOverRelease is returned when a BoundedSemaphore is released by an
-	// owner that holds no permit (any more), where python's BoundedSemaphore
-	// raises AssertionError("cannot release un-acquired semaphore").
-	ErrOverRelease = errors.New("released more than acquired")
-	// ErrWrongType is returned when the key of a BoundedSemaphore, Averager
-	// or Throttler holds a live value that is not that recipe's state (in
-	// python-diskcache the recipe would fail with a TypeError or
-	// ValueError). Locks instead treat any foreign live value as held by an
-	// unknown holder, which is what python-diskcache's Lock means by it.
-	ErrWrongType = errors.New("key holds a value of another kind")
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Transactor is what the recipes need of a cache: one atomic write
@@ -84,7 +65,7 @@ type Lock struct {
 	// Cache holds the lock state.
 	Cache Transactor
 	// Tag is stored with the lock item; the zero Key stores none.
-	Tag Key
+	Tag kv.Key
 }
 
 // Acquire takes the lock for owner if it is free or its holder's claim has
@@ -93,7 +74,7 @@ type Lock struct {
 // never expires). Acquiring a lock owner already holds fails like any
 // other acquisition (the lock is not reentrant; see RLock) and leaves its
 // expiry alone, but reports owner as the holder.
-func (l Lock) Acquire(ctx context.Context, key Key, owner string, ttl time.Duration) (acquired bool, holder string, remaining time.Duration, err error) {
+func (l Lock) Acquire(ctx context.Context, key kv.Key, owner string, ttl time.Duration) (acquired bool, holder string, remaining time.Duration, err error) {
 	if err := checkClaim(owner, ttl); err != nil {
 		return false, "", 0, err
 	}
@@ -120,7 +101,7 @@ func (l Lock) Acquire(ctx context.Context, key Key, owner string, ttl time.Durat
 
 // Release frees the lock held by owner. It fails with ErrNotOwner when the
 // lock is not held, has expired, or is held by someone else.
-func (l Lock) Release(ctx context.Context, key Key, owner string) error {
+func (l Lock) Release(ctx context.Context, key kv.Key, owner string) error {
 	if err := checkOwner(owner); err != nil {
 		return err
 	}
@@ -135,7 +116,7 @@ func (l Lock) Release(ctx context.Context, key Key, owner string) error {
 
 // Refresh gives the lock held by owner a new ttl from now (zero: no expiry).
 // It fails with ErrNotOwner when owner does not hold the lock.
-func (l Lock) Refresh(ctx context.Context, key Key, owner string, ttl time.Duration) error {
+func (l Lock) Refresh(ctx context.Context, key kv.Key, owner string, ttl time.Duration) error {
 	if err := checkClaim(owner, ttl); err != nil {
 		return err
 	}
@@ -150,7 +131,7 @@ func (l Lock) Refresh(ctx context.Context, key Key, owner string, ttl time.Durat
 
 // Locked reports whether the lock is held, by whom ("" for an unknown
 // holder) and how long the claim has left (0 when it never expires).
-func (l Lock) Locked(ctx context.Context, key Key) (locked bool, holder string, remaining time.Duration, err error) {
+func (l Lock) Locked(ctx context.Context, key kv.Key) (locked bool, holder string, remaining time.Duration, err error) {
 	err = l.Cache.Transact(ctx, func(tx *Tx) error {
 		cur, err := readLock(tx, key, false)
 		locked, holder, remaining = cur.held, cur.owner, cur.remaining
@@ -172,7 +153,7 @@ type RLock struct {
 	// Cache holds the lock state.
 	Cache Transactor
 	// Tag is stored with the lock item; the zero Key stores none.
-	Tag Key
+	Tag kv.Key
 }
 
 // Acquire takes the lock for owner, or enters it once more when owner
@@ -180,7 +161,7 @@ type RLock struct {
 // (zero: never). It reports whether it succeeded, the holder afterwards,
 // the holder's depth (count) and how long the lock has left (0 when it
 // never expires).
-func (l RLock) Acquire(ctx context.Context, key Key, owner string, ttl time.Duration) (acquired bool, holder string, count int, remaining time.Duration, err error) {
+func (l RLock) Acquire(ctx context.Context, key kv.Key, owner string, ttl time.Duration) (acquired bool, holder string, count int, remaining time.Duration, err error) {
 	if err := checkClaim(owner, ttl); err != nil {
 		return false, "", 0, 0, err
 	}
@@ -209,7 +190,7 @@ func (l RLock) Acquire(ctx context.Context, key Key, owner string, ttl time.Dura
 // Release leaves the lock once and returns owner's remaining depth; at 0
 // the lock is free. The expiry is left as it was. It fails with ErrNotOwner
 // when owner does not hold the lock.
-func (l RLock) Release(ctx context.Context, key Key, owner string) (count int, err error) {
+func (l RLock) Release(ctx context.Context, key kv.Key, owner string) (count int, err error) {
 	if err := checkOwner(owner); err != nil {
 		return 0, err
 	}
@@ -234,7 +215,7 @@ func (l RLock) Release(ctx context.Context, key Key, owner string) (count int, e
 // Refresh gives the lock held by owner a new ttl from now (zero: no expiry)
 // without changing its depth. It fails with ErrNotOwner when owner does not
 // hold the lock.
-func (l RLock) Refresh(ctx context.Context, key Key, owner string, ttl time.Duration) error {
+func (l RLock) Refresh(ctx context.Context, key kv.Key, owner string, ttl time.Duration) error {
 	if err := checkClaim(owner, ttl); err != nil {
 		return err
 	}
@@ -250,7 +231,7 @@ func (l RLock) Refresh(ctx context.Context, key Key, owner string, ttl time.Dura
 // Locked reports whether the lock is held, by whom ("" for an unknown
 // holder), at what depth (0 for an unknown holder) and how long it has
 // left (0 when it never expires).
-func (l RLock) Locked(ctx context.Context, key Key) (locked bool, holder string, count int, remaining time.Duration, err error) {
+func (l RLock) Locked(ctx context.Context, key kv.Key) (locked bool, holder string, count int, remaining time.Duration, err error) {
 	err = l.Cache.Transact(ctx, func(tx *Tx) error {
 		cur, err := readLock(tx, key, true)
 		locked, holder, count, remaining = cur.held, cur.owner, cur.count, cur.remaining
@@ -278,7 +259,7 @@ type heldLock struct {
 }
 
 // readLock reads the lock under key; reentrant selects RLock's format.
-func readLock(tx *Tx, key Key, reentrant bool) (heldLock, error) {
+func readLock(tx *Tx, key kv.Key, reentrant bool) (heldLock, error) {
 	it, ok, err := tx.Get(key, GetOptions{})
 	if err != nil || !ok {
 		return heldLock{}, err
@@ -286,7 +267,7 @@ func readLock(tx *Tx, key Key, reentrant bool) (heldLock, error) {
 	now := tx.now()
 	h := heldLock{held: true, exp: it.ExpireTime, remaining: remainingUntil(it.ExpireTime, now)}
 	var st lockState
-	if it.Value.Type == ValueText && json.Unmarshal(it.Value.Data, &st) == nil && st.Owner != "" {
+	if it.Value.Type == kv.ValueText && json.Unmarshal(it.Value.Data, &st) == nil && st.Owner != "" {
 		switch {
 		case !reentrant && st.Count == nil:
 			h.owner = st.Owner
@@ -299,18 +280,18 @@ func readLock(tx *Tx, key Key, reentrant bool) (heldLock, error) {
 
 // ownLock reads the lock under key and fails with ErrNotOwner unless owner
 // holds it.
-func ownLock(tx *Tx, key Key, owner string, reentrant bool, op string) (heldLock, error) {
+func ownLock(tx *Tx, key kv.Key, owner string, reentrant bool, op string) (heldLock, error) {
 	cur, err := readLock(tx, key, reentrant)
 	if err != nil {
 		return cur, err
 	}
 	switch {
 	case !cur.held:
-		return cur, fmt.Errorf("engine: %s lock %s: %w: %q does not hold it, the lock is free", op, key, ErrNotOwner, owner)
+		return cur, fmt.Errorf("engine: %s lock %s: %w: %q does not hold it, the lock is free", op, key, kv.ErrNotOwner, owner)
 	case cur.owner == "":
-		return cur, fmt.Errorf("engine: %s lock %s: %w: %q does not hold it, an unknown holder does", op, key, ErrNotOwner, owner)
+		return cur, fmt.Errorf("engine: %s lock %s: %w: %q does not hold it, an unknown holder does", op, key, kv.ErrNotOwner, owner)
 	case cur.owner != owner:
-		return cur, fmt.Errorf("engine: %s lock %s: %w: %q does not hold it, %q does", op, key, ErrNotOwner, owner, cur.owner)
+		return cur, fmt.Errorf("engine: %s lock %s: %w: %q does not hold it, %q does", op, key, kv.ErrNotOwner, owner, cur.owner)
 	}
 	return cur, nil
 }
@@ -328,7 +309,7 @@ type BoundedSemaphore struct {
 	// Cache holds the semaphore state.
 	Cache Transactor
 	// Tag is stored with the semaphore item; the zero Key stores none.
-	Tag Key
+	Tag kv.Key
 }
 
 // semaphoreState is the JSON of a BoundedSemaphore.
@@ -349,12 +330,12 @@ type semaphoreHolder struct {
 // now (zero: never). It reports whether it took one, how many permits are
 // held afterwards, and, when it did not, how long until the soonest held
 // permit expires (0 when none of them expires: wait for a release).
-func (s BoundedSemaphore) Acquire(ctx context.Context, key Key, owner string, n int, ttl time.Duration) (acquired bool, inUse int, wait time.Duration, err error) {
+func (s BoundedSemaphore) Acquire(ctx context.Context, key kv.Key, owner string, n int, ttl time.Duration) (acquired bool, inUse int, wait time.Duration, err error) {
 	if err := checkClaim(owner, ttl); err != nil {
 		return false, 0, 0, err
 	}
 	if n < 1 {
-		return false, 0, 0, fmt.Errorf("engine: semaphore %s: %w: value must be at least 1, got %d", key, ErrInvalidValue, n)
+		return false, 0, 0, fmt.Errorf("engine: semaphore %s: %w: value must be at least 1, got %d", key, kv.ErrInvalidValue, n)
 	}
 	err = s.Cache.Transact(ctx, func(tx *Tx) error {
 		st, err := readSemaphore(tx, key)
@@ -387,7 +368,7 @@ func (s BoundedSemaphore) Acquire(ctx context.Context, key Key, owner string, n 
 // Release gives back one of owner's permits and returns how many permits
 // are held afterwards. It fails with ErrOverRelease when owner holds none
 // (never had one, released them all, or they expired).
-func (s BoundedSemaphore) Release(ctx context.Context, key Key, owner string) (inUse int, err error) {
+func (s BoundedSemaphore) Release(ctx context.Context, key kv.Key, owner string) (inUse int, err error) {
 	if err := checkOwner(owner); err != nil {
 		return 0, err
 	}
@@ -398,7 +379,7 @@ func (s BoundedSemaphore) Release(ctx context.Context, key Key, owner string) (i
 		}
 		h, ok := st.Holders[owner]
 		if !ok {
-			return fmt.Errorf("engine: release semaphore %s: %w: %q holds no permit", key, ErrOverRelease, owner)
+			return fmt.Errorf("engine: release semaphore %s: %w: %q holds no permit", key, kv.ErrOverRelease, owner)
 		}
 		if h.Count--; h.Count == 0 {
 			delete(st.Holders, owner)
@@ -416,7 +397,7 @@ func (s BoundedSemaphore) Release(ctx context.Context, key Key, owner string) (i
 
 // Refresh makes all of owner's permits expire ttl from now (zero: never).
 // It fails with ErrNotOwner when owner holds no permit.
-func (s BoundedSemaphore) Refresh(ctx context.Context, key Key, owner string, ttl time.Duration) error {
+func (s BoundedSemaphore) Refresh(ctx context.Context, key kv.Key, owner string, ttl time.Duration) error {
 	if err := checkClaim(owner, ttl); err != nil {
 		return err
 	}
@@ -427,7 +408,7 @@ func (s BoundedSemaphore) Refresh(ctx context.Context, key Key, owner string, tt
 		}
 		h, ok := st.Holders[owner]
 		if !ok {
-			return fmt.Errorf("engine: refresh semaphore %s: %w: %q holds no permit", key, ErrNotOwner, owner)
+			return fmt.Errorf("engine: refresh semaphore %s: %w: %q holds no permit", key, kv.ErrNotOwner, owner)
 		}
 		now := tx.now()
 		h.Expire = 0
@@ -441,7 +422,7 @@ func (s BoundedSemaphore) Refresh(ctx context.Context, key Key, owner string, tt
 
 // Holders returns the permits each owner holds now; it is empty when no
 // permit is held.
-func (s BoundedSemaphore) Holders(ctx context.Context, key Key) (map[string]int, error) {
+func (s BoundedSemaphore) Holders(ctx context.Context, key kv.Key) (map[string]int, error) {
 	out := map[string]int{}
 	err := s.Cache.Transact(ctx, func(tx *Tx) error {
 		st, err := readSemaphore(tx, key)
@@ -458,15 +439,15 @@ func (s BoundedSemaphore) Holders(ctx context.Context, key Key) (map[string]int,
 
 // readSemaphore reads the semaphore under key without its expired holders;
 // a missing key is a semaphore nobody holds.
-func readSemaphore(tx *Tx, key Key) (semaphoreState, error) {
+func readSemaphore(tx *Tx, key kv.Key) (semaphoreState, error) {
 	st := semaphoreState{Holders: map[string]semaphoreHolder{}}
 	it, ok, err := tx.Get(key, GetOptions{})
 	if err != nil || !ok {
 		return st, err
 	}
 	var got semaphoreState
-	if it.Value.Type != ValueText || json.Unmarshal(it.Value.Data, &got) != nil || got.Holders == nil {
-		return st, fmt.Errorf("engine: semaphore %s: %w: it holds a %s value that is not semaphore state", key, ErrWrongType, it.Value.Type)
+	if it.Value.Type != kv.ValueText || json.Unmarshal(it.Value.Data, &got) != nil || got.Holders == nil {
+		return st, fmt.Errorf("engine: semaphore %s: %w: it holds a %s value that is not semaphore state", key, kv.ErrWrongType, it.Value.Type)
 	}
 	now := tx.now()
 	st.Value = got.Value
@@ -500,7 +481,7 @@ func (st semaphoreState) soonestExpiry(now float64) time.Duration {
 
 // write stores the state, expiring with its last expiring holder, or
 // deletes the item when nobody holds a permit.
-func (st semaphoreState) write(tx *Tx, key Key, now float64, tag Key) error {
+func (st semaphoreState) write(tx *Tx, key kv.Key, now float64, tag kv.Key) error {
 	if len(st.Holders) == 0 {
 		_, err := tx.Delete(key)
 		return err
@@ -524,17 +505,17 @@ type Averager struct {
 	Cache Transactor
 	// Expire is given to the item on every Add, like python's
 	// Averager(expire=...); the zero Expiry never expires.
-	Expire Expiry
+	Expire kv.Expiry
 	// Tag is stored with the item on every Add; the zero Key stores none.
-	Tag Key
+	Tag kv.Key
 }
 
 // Add adds value to the average and returns the new average. NaN and
 // infinities are rejected with ErrInvalidValue, a total that would overflow
 // with ErrOverflow.
-func (a Averager) Add(ctx context.Context, key Key, value float64) (average float64, err error) {
+func (a Averager) Add(ctx context.Context, key kv.Key, value float64) (average float64, err error) {
 	if math.IsNaN(value) || math.IsInf(value, 0) {
-		return 0, fmt.Errorf("engine: averager %s: %w: %v cannot be averaged", key, ErrInvalidValue, value)
+		return 0, fmt.Errorf("engine: averager %s: %w: %v cannot be averaged", key, kv.ErrInvalidValue, value)
 	}
 	err = a.Cache.Transact(ctx, func(tx *Tx) error {
 		it, ok, err := tx.Get(key, GetOptions{})
@@ -551,7 +532,7 @@ func (a Averager) Add(ctx context.Context, key Key, value float64) (average floa
 		total += value
 		count++
 		if math.IsInf(total, 0) {
-			return fmt.Errorf("engine: averager %s: %w: the total overflows", key, ErrOverflow)
+			return fmt.Errorf("engine: averager %s: %w: the total overflows", key, kv.ErrOverflow)
 		}
 		average = total / float64(count)
 		return writeState(tx, key, []any{total, count}, a.Expire, a.Tag)
@@ -564,7 +545,7 @@ func (a Averager) Add(ctx context.Context, key Key, value float64) (average floa
 
 // Get returns the average and the number of values added; with none (count
 // 0) the average is 0, where python's Averager.get returns None.
-func (a Averager) Get(ctx context.Context, key Key) (average float64, count int64, err error) {
+func (a Averager) Get(ctx context.Context, key kv.Key) (average float64, count int64, err error) {
 	err = a.Cache.Transact(ctx, func(tx *Tx) error {
 		it, ok, err := tx.Get(key, GetOptions{})
 		if err != nil || !ok {
@@ -580,7 +561,7 @@ func (a Averager) Get(ctx context.Context, key Key) (average float64, count int6
 }
 
 // Pop returns the average and count like Get and removes them.
-func (a Averager) Pop(ctx context.Context, key Key) (average float64, count int64, err error) {
+func (a Averager) Pop(ctx context.Context, key kv.Key) (average float64, count int64, err error) {
 	err = a.Cache.Transact(ctx, func(tx *Tx) error {
 		it, ok, err := tx.Pop(key, GetOptions{})
 		if err != nil || !ok {
@@ -596,12 +577,12 @@ func (a Averager) Pop(ctx context.Context, key Key) (average float64, count int6
 }
 
 // Reset removes the average, so the next Add starts afresh.
-func (a Averager) Reset(ctx context.Context, key Key) error {
+func (a Averager) Reset(ctx context.Context, key kv.Key) error {
 	_, _, err := a.Pop(ctx, key)
 	return err
 }
 
-func averageOf(key Key, v Value) (float64, int64, error) {
+func averageOf(key kv.Key, v kv.Value) (float64, int64, error) {
 	total, count, err := decodeAverage(key, v)
 	if err != nil {
 		return 0, 0, err
@@ -610,13 +591,13 @@ func averageOf(key Key, v Value) (float64, int64, error) {
 }
 
 // decodeAverage parses [total, count].
-func decodeAverage(key Key, v Value) (float64, int64, error) {
+func decodeAverage(key kv.Key, v kv.Value) (float64, int64, error) {
 	var pair []float64
-	if v.Type == ValueText && json.Unmarshal(v.Data, &pair) == nil && len(pair) == 2 &&
+	if v.Type == kv.ValueText && json.Unmarshal(v.Data, &pair) == nil && len(pair) == 2 &&
 		pair[1] >= 1 && pair[1] == math.Trunc(pair[1]) && pair[1] < 1<<53 {
 		return pair[0], int64(pair[1]), nil
 	}
-	return 0, 0, fmt.Errorf("engine: averager %s: %w: it holds a %s value that is not [total, count]", key, ErrWrongType, v.Type)
+	return 0, 0, fmt.Errorf("engine: averager %s: %w: it holds a %s value that is not [total, count]", key, kv.ErrWrongType, v.Type)
 }
 
 // Throttler is a token-bucket rate limiter: python's throttle recipe,
@@ -630,7 +611,7 @@ type Throttler struct {
 	// Cache holds the buckets.
 	Cache Transactor
 	// Tag is stored with the bucket item; the zero Key stores none.
-	Tag Key
+	Tag kv.Key
 }
 
 // tokenSlack absorbs floating-point error in the refill so that waiting
@@ -647,14 +628,14 @@ const throttleMargin = time.Millisecond
 // tokens left. A cost of 0 only looks. A cost above count could never be
 // met and is rejected with ErrInvalidValue, as are a count below 1, a
 // period that is not positive and a negative cost.
-func (t Throttler) Throttle(ctx context.Context, key Key, count int, per time.Duration, cost int) (allowed bool, retryAfter time.Duration, remaining float64, err error) {
+func (t Throttler) Throttle(ctx context.Context, key kv.Key, count int, per time.Duration, cost int) (allowed bool, retryAfter time.Duration, remaining float64, err error) {
 	switch {
 	case count < 1:
-		return false, 0, 0, fmt.Errorf("engine: throttle %s: %w: count must be at least 1, got %d", key, ErrInvalidValue, count)
+		return false, 0, 0, fmt.Errorf("engine: throttle %s: %w: count must be at least 1, got %d", key, kv.ErrInvalidValue, count)
 	case per <= 0:
-		return false, 0, 0, fmt.Errorf("engine: throttle %s: %w: period must be positive, got %v", key, ErrInvalidValue, per)
+		return false, 0, 0, fmt.Errorf("engine: throttle %s: %w: period must be positive, got %v", key, kv.ErrInvalidValue, per)
 	case cost < 0 || cost > count:
-		return false, 0, 0, fmt.Errorf("engine: throttle %s: %w: cost must be between 0 and count %d, got %d", key, ErrInvalidValue, count, cost)
+		return false, 0, 0, fmt.Errorf("engine: throttle %s: %w: cost must be between 0 and count %d, got %d", key, kv.ErrInvalidValue, count, cost)
 	}
 	capacity, period := float64(count), float64(per)
 	err = t.Cache.Transact(ctx, func(tx *Tx) error {
@@ -669,8 +650,8 @@ func (t Throttler) Throttle(ctx context.Context, key Key, count int, per time.Du
 				Tally *float64 `json:"tally"`
 				Last  *int64   `json:"last"`
 			}
-			if it.Value.Type != ValueText || json.Unmarshal(it.Value.Data, &got) != nil || got.Tally == nil || got.Last == nil {
-				return fmt.Errorf("engine: throttle %s: %w: it holds a %s value that is not a token bucket", key, ErrWrongType, it.Value.Type)
+			if it.Value.Type != kv.ValueText || json.Unmarshal(it.Value.Data, &got) != nil || got.Tally == nil || got.Last == nil {
+				return fmt.Errorf("engine: throttle %s: %w: it holds a %s value that is not a token bucket", key, kv.ErrWrongType, it.Value.Type)
 			}
 			st = throttleState{Tally: *got.Tally, Last: max(*got.Last, now)}
 			if elapsed := now - *got.Last; elapsed > 0 {
@@ -693,7 +674,7 @@ func (t Throttler) Throttle(ctx context.Context, key Key, count int, per time.Du
 		// The item outlives the refill by a margin: its expire_time is a
 		// float of epoch seconds, good to a few hundred nanoseconds only.
 		full := time.Duration(math.Ceil((capacity - st.Tally) * period / capacity))
-		return writeState(tx, key, st, ExpireAfter(full+throttleMargin), t.Tag)
+		return writeState(tx, key, st, kv.ExpireAfter(full+throttleMargin), t.Tag)
 	})
 	if err != nil {
 		return false, 0, 0, err
@@ -710,7 +691,7 @@ type throttleState struct {
 // checkOwner rejects an empty owner token.
 func checkOwner(owner string) error {
 	if owner == "" {
-		return fmt.Errorf("engine: %w: the owner must not be empty", ErrInvalidValue)
+		return fmt.Errorf("engine: %w: the owner must not be empty", kv.ErrInvalidValue)
 	}
 	return nil
 }
@@ -721,26 +702,26 @@ func checkClaim(owner string, ttl time.Duration) error {
 		return err
 	}
 	if ttl < 0 {
-		return fmt.Errorf("engine: %w: ttl must not be negative, got %v", ErrInvalidValue, ttl)
+		return fmt.Errorf("engine: %w: ttl must not be negative, got %v", kv.ErrInvalidValue, ttl)
 	}
 	return nil
 }
 
 // ttlExpiry is the expiry of a claim for ttl; zero never expires.
-func ttlExpiry(ttl time.Duration) Expiry {
+func ttlExpiry(ttl time.Duration) kv.Expiry {
 	if ttl > 0 {
-		return ExpireAfter(ttl)
+		return kv.ExpireAfter(ttl)
 	}
-	return Expiry{}
+	return kv.Expiry{}
 }
 
 // untilExpiry is an Expiry ending at the absolute time exp (epoch seconds,
 // 0 for never), for rewriting an item without changing when it expires.
-func untilExpiry(exp, now float64) Expiry {
+func untilExpiry(exp, now float64) kv.Expiry {
 	if exp == 0 {
-		return Expiry{}
+		return kv.Expiry{}
 	}
-	return ExpireAfter(max(time.Duration((exp-now)*1e9), 1))
+	return kv.ExpireAfter(max(time.Duration((exp-now)*1e9), 1))
 }
 
 // remainingUntil is the time from now to exp (epoch seconds, 0 for never),
@@ -754,10 +735,10 @@ func remainingUntil(exp, now float64) time.Duration {
 }
 
 // writeState stores state as JSON text under key.
-func writeState(tx *Tx, key Key, state any, expire Expiry, tag Key) error {
+func writeState(tx *Tx, key kv.Key, state any, expire kv.Expiry, tag kv.Key) error {
 	b, err := json.Marshal(state)
 	if err != nil {
-		return fmt.Errorf("engine: %w: %v", ErrInvalidValue, err)
+		return fmt.Errorf("engine: %w: %v", kv.ErrInvalidValue, err)
 	}
-	return tx.Set(key, Text(string(b)), SetOptions{Expire: expire, Tag: tag})
+	return tx.Set(key, kv.Text(string(b)), kv.SetOptions{Expire: expire, Tag: tag})
 }

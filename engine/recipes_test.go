@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // rcClock is a fake clock safe for concurrent use (the goroutine tests read
@@ -50,19 +52,19 @@ func rcNew(t *testing.T) (*Cache, *rcClock) {
 }
 
 // rcText returns the text value under key, failing when there is none.
-func rcText(t *testing.T, c *Cache, key Key) (string, Item) {
+func rcText(t *testing.T, c *Cache, key kv.Key) (string, Item) {
 	t.Helper()
 	it, ok, err := c.Get(rcCtx, key, GetOptions{})
 	if err != nil || !ok {
 		t.Fatalf("Get(%s) = %v, %v; want an item", key, ok, err)
 	}
-	if it.Value.Type != ValueText {
+	if it.Value.Type != kv.ValueText {
 		t.Fatalf("Get(%s) is a %s value, want text", key, it.Value.Type)
 	}
 	return string(it.Value.Data), it
 }
 
-func rcAbsent(t *testing.T, c *Cache, key Key) {
+func rcAbsent(t *testing.T, c *Cache, key kv.Key) {
 	t.Helper()
 	if ok, err := c.Contains(rcCtx, key); err != nil || ok {
 		t.Fatalf("Contains(%s) = %v, %v; want no item", key, ok, err)
@@ -82,7 +84,7 @@ type lockResult struct {
 	remaining time.Duration
 }
 
-func rcAcquire(t *testing.T, l Lock, key Key, owner string, ttl time.Duration, want lockResult) {
+func rcAcquire(t *testing.T, l Lock, key kv.Key, owner string, ttl time.Duration, want lockResult) {
 	t.Helper()
 	ok, holder, rem, err := l.Acquire(rcCtx, key, owner, ttl)
 	if err != nil {
@@ -93,7 +95,7 @@ func rcAcquire(t *testing.T, l Lock, key Key, owner string, ttl time.Duration, w
 	}
 }
 
-func rcLocked(t *testing.T, l Lock, key Key, want lockResult) {
+func rcLocked(t *testing.T, l Lock, key kv.Key, want lockResult) {
 	t.Helper()
 	ok, holder, rem, err := l.Locked(rcCtx, key)
 	if err != nil {
@@ -106,8 +108,8 @@ func rcLocked(t *testing.T, l Lock, key Key, want lockResult) {
 
 func TestLockAcquireReleaseRefresh(t *testing.T) {
 	c, clk := rcNew(t)
-	l := Lock{Cache: c, Tag: TextKey("locks")}
-	key := TextKey("job")
+	l := Lock{Cache: c, Tag: kv.TextKey("locks")}
+	key := kv.TextKey("job")
 
 	rcLocked(t, l, key, lockResult{false, "", 0})
 	rcAcquire(t, l, key, "w1", 10*time.Second, lockResult{true, "w1", 10 * time.Second})
@@ -120,12 +122,12 @@ func TestLockAcquireReleaseRefresh(t *testing.T) {
 
 	// The state is an ordinary item: JSON text, the lock's tag, its expiry.
 	text, it := rcText(t, c, key)
-	if text != `{"owner":"w1"}` || !it.Tag.Equal(TextKey("locks")) || it.ExpireTime != float64(clk.Now().Unix()+6) {
+	if text != `{"owner":"w1"}` || !it.Tag.Equal(kv.TextKey("locks")) || it.ExpireTime != float64(clk.Now().Unix()+6) {
 		t.Fatalf("lock item = %q tag %s expire %v", text, it.Tag, it.ExpireTime)
 	}
 
-	rcWantErr(t, "Release by non-owner", l.Release(rcCtx, key, "w2"), ErrNotOwner)
-	rcWantErr(t, "Refresh by non-owner", l.Refresh(rcCtx, key, "w2", time.Hour), ErrNotOwner)
+	rcWantErr(t, "Release by non-owner", l.Release(rcCtx, key, "w2"), kv.ErrNotOwner)
+	rcWantErr(t, "Refresh by non-owner", l.Refresh(rcCtx, key, "w2", time.Hour), kv.ErrNotOwner)
 	rcLocked(t, l, key, lockResult{true, "w1", 6 * time.Second})
 
 	if err := l.Refresh(rcCtx, key, "w1", 20*time.Second); err != nil {
@@ -137,8 +139,8 @@ func TestLockAcquireReleaseRefresh(t *testing.T) {
 	}
 	rcAbsent(t, c, key)
 	rcLocked(t, l, key, lockResult{false, "", 0})
-	rcWantErr(t, "Release of a free lock", l.Release(rcCtx, key, "w1"), ErrNotOwner)
-	rcWantErr(t, "Refresh of a free lock", l.Refresh(rcCtx, key, "w1", time.Second), ErrNotOwner)
+	rcWantErr(t, "Release of a free lock", l.Release(rcCtx, key, "w1"), kv.ErrNotOwner)
+	rcWantErr(t, "Refresh of a free lock", l.Refresh(rcCtx, key, "w1", time.Second), kv.ErrNotOwner)
 
 	// A zero ttl holds until released.
 	rcAcquire(t, l, key, "w2", 0, lockResult{true, "w2", 0})
@@ -154,7 +156,7 @@ func TestLockAcquireReleaseRefresh(t *testing.T) {
 func TestLockExpiredIsTakenOver(t *testing.T) {
 	c, clk := rcNew(t)
 	l := Lock{Cache: c}
-	key := IntKey(7)
+	key := kv.IntKey(7)
 
 	rcAcquire(t, l, key, "w1", 5*time.Second, lockResult{true, "w1", 5 * time.Second})
 	clk.Advance(5*time.Second - time.Millisecond)
@@ -164,8 +166,8 @@ func TestLockExpiredIsTakenOver(t *testing.T) {
 	rcAcquire(t, l, key, "w2", 3*time.Second, lockResult{true, "w2", 3 * time.Second})
 
 	// The former holder has lost it.
-	rcWantErr(t, "Release by the expired holder", l.Release(rcCtx, key, "w1"), ErrNotOwner)
-	rcWantErr(t, "Refresh by the expired holder", l.Refresh(rcCtx, key, "w1", time.Minute), ErrNotOwner)
+	rcWantErr(t, "Release by the expired holder", l.Release(rcCtx, key, "w1"), kv.ErrNotOwner)
+	rcWantErr(t, "Refresh by the expired holder", l.Refresh(rcCtx, key, "w1", time.Minute), kv.ErrNotOwner)
 	rcLocked(t, l, key, lockResult{true, "w2", 3 * time.Second})
 	if err := l.Release(rcCtx, key, "w2"); err != nil {
 		t.Fatal(err)
@@ -175,24 +177,24 @@ func TestLockExpiredIsTakenOver(t *testing.T) {
 func TestLockForeignValuesAndBadArguments(t *testing.T) {
 	c, _ := rcNew(t)
 	l, r := Lock{Cache: c}, RLock{Cache: c}
-	key := TextKey("foreign")
+	key := kv.TextKey("foreign")
 
 	// python-diskcache's Lock adds the key with the value None (a pickle).
-	if err := c.Set(rcCtx, key, Pickle([]byte("\x80\x05N.")), SetOptions{}); err != nil {
+	if err := c.Set(rcCtx, key, kv.Pickle([]byte("\x80\x05N.")), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rcAcquire(t, l, key, "w1", time.Second, lockResult{false, "", 0})
 	rcLocked(t, l, key, lockResult{true, "", 0})
-	rcWantErr(t, "Release of a python-held lock", l.Release(rcCtx, key, "w1"), ErrNotOwner)
+	rcWantErr(t, "Release of a python-held lock", l.Release(rcCtx, key, "w1"), kv.ErrNotOwner)
 	if ok, holder, n, _, err := r.Acquire(rcCtx, key, "w1", 0); err != nil || ok || holder != "" || n != 0 {
 		t.Fatalf("RLock.Acquire on a foreign value = %v %q %d, %v", ok, holder, n, err)
 	}
-	if _, err := r.Release(rcCtx, key, "w1"); !errors.Is(err, ErrNotOwner) {
+	if _, err := r.Release(rcCtx, key, "w1"); !errors.Is(err, kv.ErrNotOwner) {
 		t.Fatalf("RLock.Release on a foreign value: %v", err)
 	}
 
 	// A Lock and an RLock do not take each other's state for their own.
-	lk, rk := TextKey("plain"), TextKey("reentrant")
+	lk, rk := kv.TextKey("plain"), kv.TextKey("reentrant")
 	rcAcquire(t, l, lk, "w1", 0, lockResult{true, "w1", 0})
 	if ok, holder, _, _, err := r.Acquire(rcCtx, lk, "w1", 0); err != nil || ok || holder != "" {
 		t.Fatalf("RLock.Acquire on a Lock = %v %q, %v", ok, holder, err)
@@ -201,15 +203,15 @@ func TestLockForeignValuesAndBadArguments(t *testing.T) {
 		t.Fatalf("RLock.Acquire = %v, %v", ok, err)
 	}
 	rcAcquire(t, l, rk, "w1", 0, lockResult{false, "", 0})
-	rcWantErr(t, "Lock.Release of an RLock", l.Release(rcCtx, rk, "w1"), ErrNotOwner)
+	rcWantErr(t, "Lock.Release of an RLock", l.Release(rcCtx, rk, "w1"), kv.ErrNotOwner)
 
 	_, _, _, err := l.Acquire(rcCtx, key, "", time.Second)
-	rcWantErr(t, "empty owner", err, ErrInvalidValue)
+	rcWantErr(t, "empty owner", err, kv.ErrInvalidValue)
 	_, _, _, err = l.Acquire(rcCtx, key, "w1", -time.Second)
-	rcWantErr(t, "negative ttl", err, ErrInvalidValue)
-	_, _, _, err = l.Acquire(rcCtx, Key{}, "w1", time.Second)
-	rcWantErr(t, "empty key", err, ErrInvalidKey)
-	rcWantErr(t, "Release with empty owner", l.Release(rcCtx, key, ""), ErrInvalidValue)
+	rcWantErr(t, "negative ttl", err, kv.ErrInvalidValue)
+	_, _, _, err = l.Acquire(rcCtx, kv.Key{}, "w1", time.Second)
+	rcWantErr(t, "empty key", err, kv.ErrInvalidKey)
+	rcWantErr(t, "Release with empty owner", l.Release(rcCtx, key, ""), kv.ErrInvalidValue)
 }
 
 // rcCritical is a critical section that notices being run by two
@@ -236,7 +238,7 @@ func (s *rcCritical) run() {
 
 func TestLockMutualExclusionGoroutines(t *testing.T) {
 	c, _ := rcNew(t)
-	key := TextKey("mutex")
+	key := kv.TextKey("mutex")
 	const workers, rounds = 16, 20
 	var (
 		inside   atomic.Bool
@@ -294,11 +296,11 @@ func TestLockMutualExclusionAcrossInstances(t *testing.T) {
 	dir, clk := t.TempDir(), newRCClock()
 	a, b := rcOpen(t, dir, clk), rcOpen(t, dir, clk)
 	la, lb := Lock{Cache: a}, Lock{Cache: b}
-	key := TextKey("shared")
+	key := kv.TextKey("shared")
 
 	rcAcquire(t, la, key, "a", time.Minute, lockResult{true, "a", time.Minute})
 	rcAcquire(t, lb, key, "b", time.Minute, lockResult{false, "a", time.Minute})
-	rcWantErr(t, "Release from the other instance", lb.Release(rcCtx, key, "b"), ErrNotOwner)
+	rcWantErr(t, "Release from the other instance", lb.Release(rcCtx, key, "b"), kv.ErrNotOwner)
 	if err := la.Release(rcCtx, key, "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +376,7 @@ func TestLockMutualExclusionAcrossInstances(t *testing.T) {
 func TestRLockReentry(t *testing.T) {
 	c, clk := rcNew(t)
 	l := RLock{Cache: c}
-	key := TextKey("rlock")
+	key := kv.TextKey("rlock")
 	acquire := func(owner string, ttl time.Duration, wantOK bool, wantHolder string, wantCount int, wantRem time.Duration) {
 		t.Helper()
 		ok, holder, n, rem, err := l.Acquire(rcCtx, key, owner, ttl)
@@ -404,7 +406,7 @@ func TestRLockReentry(t *testing.T) {
 	if text, _ := rcText(t, c, key); text != `{"owner":"w1","count":3}` {
 		t.Fatalf("rlock item = %q", text)
 	}
-	if _, err := l.Release(rcCtx, key, "w2"); !errors.Is(err, ErrNotOwner) {
+	if _, err := l.Release(rcCtx, key, "w2"); !errors.Is(err, kv.ErrNotOwner) {
 		t.Fatalf("Release by non-owner: %v", err)
 	}
 	release("w1", 2)
@@ -413,7 +415,7 @@ func TestRLockReentry(t *testing.T) {
 	release("w1", 0)
 	locked(false, "", 0, 0)
 	rcAbsent(t, c, key)
-	if _, err := l.Release(rcCtx, key, "w1"); !errors.Is(err, ErrNotOwner) {
+	if _, err := l.Release(rcCtx, key, "w1"); !errors.Is(err, kv.ErrNotOwner) {
 		t.Fatalf("Release of a free lock: %v", err)
 	}
 
@@ -424,7 +426,7 @@ func TestRLockReentry(t *testing.T) {
 	clk.Advance(6 * time.Second)
 	release("w1", 1)
 	locked(true, "w1", 1, 4*time.Second)
-	if err := l.Refresh(rcCtx, key, "w2", time.Minute); !errors.Is(err, ErrNotOwner) {
+	if err := l.Refresh(rcCtx, key, "w2", time.Minute); !errors.Is(err, kv.ErrNotOwner) {
 		t.Fatalf("Refresh by non-owner: %v", err)
 	}
 	if err := l.Refresh(rcCtx, key, "w1", 8*time.Second); err != nil {
@@ -435,7 +437,7 @@ func TestRLockReentry(t *testing.T) {
 	locked(false, "", 0, 0)
 	// Expired: another owner takes it over at depth 1; the old one is out.
 	acquire("w2", 0, true, "w2", 1, 0)
-	if _, err := l.Release(rcCtx, key, "w1"); !errors.Is(err, ErrNotOwner) {
+	if _, err := l.Release(rcCtx, key, "w1"); !errors.Is(err, kv.ErrNotOwner) {
 		t.Fatalf("Release by the expired owner: %v", err)
 	}
 	release("w2", 0)
@@ -443,7 +445,7 @@ func TestRLockReentry(t *testing.T) {
 
 func TestRLockMutualExclusionGoroutines(t *testing.T) {
 	c, _ := rcNew(t)
-	key := TextKey("rmutex")
+	key := kv.TextKey("rmutex")
 	const workers, rounds = 8, 10
 	var (
 		cs     rcCritical
@@ -499,8 +501,8 @@ func TestRLockMutualExclusionGoroutines(t *testing.T) {
 
 func TestBoundedSemaphore(t *testing.T) {
 	c, clk := rcNew(t)
-	s := BoundedSemaphore{Cache: c, Tag: TextKey("sems")}
-	key := TextKey("pool")
+	s := BoundedSemaphore{Cache: c, Tag: kv.TextKey("sems")}
+	key := kv.TextKey("pool")
 	acquire := func(owner string, n int, ttl time.Duration, wantOK bool, wantInUse int, wantWait time.Duration) {
 		t.Helper()
 		ok, inUse, wait, err := s.Acquire(rcCtx, key, owner, n, ttl)
@@ -533,19 +535,19 @@ func TestBoundedSemaphore(t *testing.T) {
 	text, it := rcText(t, c, key)
 	var st semaphoreState
 	if err := json.Unmarshal([]byte(text), &st); err != nil || st.Value != 2 || len(st.Holders) != 2 ||
-		!it.Tag.Equal(TextKey("sems")) || it.ExpireTime != float64(clk.Now().Unix()+10) {
+		!it.Tag.Equal(kv.TextKey("sems")) || it.ExpireTime != float64(clk.Now().Unix()+10) {
 		t.Fatalf("semaphore item = %q (%v) tag %s expire %v", text, err, it.Tag, it.ExpireTime)
 	}
 
 	// Over-release, python's "cannot release un-acquired semaphore".
-	if _, err := s.Release(rcCtx, key, "w3"); !errors.Is(err, ErrOverRelease) {
+	if _, err := s.Release(rcCtx, key, "w3"); !errors.Is(err, kv.ErrOverRelease) {
 		t.Fatalf("Release by a non-holder: %v", err)
 	}
-	if err := s.Refresh(rcCtx, key, "w3", time.Minute); !errors.Is(err, ErrNotOwner) {
+	if err := s.Refresh(rcCtx, key, "w3", time.Minute); !errors.Is(err, kv.ErrNotOwner) {
 		t.Fatalf("Refresh by a non-holder: %v", err)
 	}
 	release("w1", 1)
-	if _, err := s.Release(rcCtx, key, "w1"); !errors.Is(err, ErrOverRelease) {
+	if _, err := s.Release(rcCtx, key, "w1"); !errors.Is(err, kv.ErrOverRelease) {
 		t.Fatalf("second Release: %v", err)
 	}
 
@@ -557,7 +559,7 @@ func TestBoundedSemaphore(t *testing.T) {
 	// A crashed holder's permits come back when its claim expires.
 	clk.Advance(8 * time.Second)
 	holders(map[string]int{"w3": 1})
-	if _, err := s.Release(rcCtx, key, "w2"); !errors.Is(err, ErrOverRelease) {
+	if _, err := s.Release(rcCtx, key, "w2"); !errors.Is(err, kv.ErrOverRelease) {
 		t.Fatalf("Release by an expired holder: %v", err)
 	}
 	acquire("w1", 3, 0, true, 2, 0)
@@ -588,16 +590,16 @@ func TestBoundedSemaphore(t *testing.T) {
 		n     int
 		ttl   time.Duration
 	}{{"", 1, 0}, {"w", 0, 0}, {"w", 1, -1}} {
-		if _, _, _, err := s.Acquire(rcCtx, key, bad.owner, bad.n, bad.ttl); !errors.Is(err, ErrInvalidValue) {
+		if _, _, _, err := s.Acquire(rcCtx, key, bad.owner, bad.n, bad.ttl); !errors.Is(err, kv.ErrInvalidValue) {
 			t.Fatalf("Acquire(%q, %d, %v): %v, want ErrInvalidValue", bad.owner, bad.n, bad.ttl, err)
 		}
 	}
 	// A key holding something else is not a semaphore.
-	other := TextKey("not-a-semaphore")
-	if err := c.Set(rcCtx, other, Int(3), SetOptions{}); err != nil {
+	other := kv.TextKey("not-a-semaphore")
+	if err := c.Set(rcCtx, other, kv.Int(3), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := s.Acquire(rcCtx, other, "w1", 1, 0); !errors.Is(err, ErrWrongType) {
+	if _, _, _, err := s.Acquire(rcCtx, other, "w1", 1, 0); !errors.Is(err, kv.ErrWrongType) {
 		t.Fatalf("Acquire on an int: %v", err)
 	}
 }
@@ -605,7 +607,7 @@ func TestBoundedSemaphore(t *testing.T) {
 func TestBoundedSemaphoreNeverExceedsN(t *testing.T) {
 	c, _ := rcNew(t)
 	s := BoundedSemaphore{Cache: c}
-	key := TextKey("permits")
+	key := kv.TextKey("permits")
 	const workers, rounds, n = 16, 10, 3
 	var (
 		inside, most, done atomic.Int64
@@ -665,8 +667,8 @@ func TestBoundedSemaphoreNeverExceedsN(t *testing.T) {
 
 func TestAverager(t *testing.T) {
 	c, clk := rcNew(t)
-	a := Averager{Cache: c, Tag: TextKey("stats")}
-	key := TextKey("latency")
+	a := Averager{Cache: c, Tag: kv.TextKey("stats")}
+	key := kv.TextKey("latency")
 	get := func(wantAvg float64, wantCount int64) {
 		t.Helper()
 		avg, n, err := a.Get(rcCtx, key)
@@ -686,7 +688,7 @@ func TestAverager(t *testing.T) {
 	add(2, 1.5)
 	add(6, 3)
 	get(3, 3)
-	if text, it := rcText(t, c, key); text != `[9,3]` || !it.Tag.Equal(TextKey("stats")) {
+	if text, it := rcText(t, c, key); text != `[9,3]` || !it.Tag.Equal(kv.TextKey("stats")) {
 		t.Fatalf("averager item = %q tag %s; want python's (total, count) as [9,3]", text, it.Tag)
 	}
 	if avg, n, err := a.Pop(rcCtx, key); err != nil || avg != 3 || n != 3 {
@@ -704,7 +706,7 @@ func TestAverager(t *testing.T) {
 	get(0, 0)
 
 	// Expire applies on every Add, as in python's Averager(expire=...).
-	e := Averager{Cache: c, Expire: ExpireAfter(10 * time.Second)}
+	e := Averager{Cache: c, Expire: kv.ExpireAfter(10 * time.Second)}
 	if _, err := e.Add(rcCtx, key, 4); err != nil {
 		t.Fatal(err)
 	}
@@ -717,17 +719,17 @@ func TestAverager(t *testing.T) {
 	clk.Advance(4 * time.Second)
 	get(0, 0)
 
-	if _, err := a.Add(rcCtx, key, math.NaN()); !errors.Is(err, ErrInvalidValue) {
+	if _, err := a.Add(rcCtx, key, math.NaN()); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Fatalf("Add(NaN): %v", err)
 	}
-	other := TextKey("words")
-	if err := c.Set(rcCtx, other, Text("hello"), SetOptions{}); err != nil {
+	other := kv.TextKey("words")
+	if err := c.Set(rcCtx, other, kv.Text("hello"), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Add(rcCtx, other, 1); !errors.Is(err, ErrWrongType) {
+	if _, err := a.Add(rcCtx, other, 1); !errors.Is(err, kv.ErrWrongType) {
 		t.Fatalf("Add on text: %v", err)
 	}
-	if _, _, err := a.Pop(rcCtx, other); !errors.Is(err, ErrWrongType) {
+	if _, _, err := a.Pop(rcCtx, other); !errors.Is(err, kv.ErrWrongType) {
 		t.Fatalf("Pop on text: %v", err)
 	}
 	if text, _ := rcText(t, c, other); text != "hello" {
@@ -738,7 +740,7 @@ func TestAverager(t *testing.T) {
 func TestThrottle(t *testing.T) {
 	c, clk := rcNew(t)
 	th := Throttler{Cache: c}
-	key := TextKey("api")
+	key := kv.TextKey("api")
 	take := func(count int, per time.Duration, cost int, wantOK bool, wantRetry time.Duration, wantLeft float64) {
 		t.Helper()
 		ok, retry, left, err := th.Throttle(rcCtx, key, count, per, cost)
@@ -784,7 +786,7 @@ func TestThrottle(t *testing.T) {
 		count int
 		per   time.Duration
 	}{{3, time.Second}, {7, time.Second}, {10, 3 * time.Second}, {1, time.Minute}} {
-		k := TextKey(fmt.Sprintf("rate-%d-%v", r.count, r.per))
+		k := kv.TextKey(fmt.Sprintf("rate-%d-%v", r.count, r.per))
 		allowed := 0
 		for range 3 * r.count {
 			ok, retry, _, err := th.Throttle(rcCtx, k, r.count, r.per, 1)
@@ -813,14 +815,14 @@ func TestThrottle(t *testing.T) {
 		per   time.Duration
 		cost  int
 	}{{0, time.Second, 0}, {1, 0, 1}, {2, time.Second, 3}, {2, time.Second, -1}} {
-		if _, _, _, err := th.Throttle(rcCtx, key, bad.count, bad.per, bad.cost); !errors.Is(err, ErrInvalidValue) {
+		if _, _, _, err := th.Throttle(rcCtx, key, bad.count, bad.per, bad.cost); !errors.Is(err, kv.ErrInvalidValue) {
 			t.Fatalf("Throttle(%d, %v, %d): %v, want ErrInvalidValue", bad.count, bad.per, bad.cost, err)
 		}
 	}
-	if err := c.Set(rcCtx, key, Float(1.5), SetOptions{}); err != nil {
+	if err := c.Set(rcCtx, key, kv.Float(1.5), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := th.Throttle(rcCtx, key, 1, time.Second, 1); !errors.Is(err, ErrWrongType) {
+	if _, _, _, err := th.Throttle(rcCtx, key, 1, time.Second, 1); !errors.Is(err, kv.ErrWrongType) {
 		t.Fatalf("Throttle on a float: %v", err)
 	}
 }
@@ -849,11 +851,11 @@ func TestRecipesPythonInterop(t *testing.T) {
 	c, _ := rcNew(t)
 	// The fake clock is in 2023: claims without expiry, so that python's
 	// real clock does not see them as expired.
-	if ok, _, _, err := (Lock{Cache: c}).Acquire(rcCtx, TextKey("job"), "w1", 0); err != nil || !ok {
+	if ok, _, _, err := (Lock{Cache: c}).Acquire(rcCtx, kv.TextKey("job"), "w1", 0); err != nil || !ok {
 		t.Fatalf("Acquire = %v, %v", ok, err)
 	}
 	for _, v := range []float64{1, 2} {
-		if _, err := (Averager{Cache: c}).Add(rcCtx, TextKey("avg"), v); err != nil {
+		if _, err := (Averager{Cache: c}).Add(rcCtx, kv.TextKey("avg"), v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -880,6 +882,6 @@ print(json.dumps(out, sort_keys=True))
 		t.Fatalf("python saw %s, want %s", got, want)
 	}
 	l := Lock{Cache: c}
-	rcAcquire(t, l, TextKey("pylock"), "w1", time.Second, lockResult{false, "", 0})
-	rcWantErr(t, "Release of python's lock", l.Release(rcCtx, TextKey("pylock"), "w1"), ErrNotOwner)
+	rcAcquire(t, l, kv.TextKey("pylock"), "w1", time.Second, lockResult{false, "", 0})
+	rcWantErr(t, "Release of python's lock", l.Release(rcCtx, kv.TextKey("pylock"), "w1"), kv.ErrNotOwner)
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // EvictionPolicy decides which items culling removes first.
@@ -145,7 +147,7 @@ func (s *Settings) Get(name string) (any, error) {
 	case SettingDiskPickleProtocol:
 		return s.DiskPickleProtocol, nil
 	}
-	return nil, fmt.Errorf("%w: unknown setting %q", ErrInvalidSetting, name)
+	return nil, fmt.Errorf("%w: unknown setting %q", kv.ErrInvalidSetting, name)
 }
 
 // Set validates value and stores it as the setting called name. Integers
@@ -167,7 +169,7 @@ func (s *Settings) Set(name string, value any) error {
 	case SettingEvictionPolicy:
 		p, ok := asString(value)
 		if !ok || !EvictionPolicy(p).Valid() {
-			return fmt.Errorf("%w: eviction_policy must be one of none, least-recently-stored, least-recently-used, least-frequently-used; got %v", ErrInvalidSetting, value)
+			return fmt.Errorf("%w: eviction_policy must be one of none, least-recently-stored, least-recently-used, least-frequently-used; got %v", kv.ErrInvalidSetting, value)
 		}
 		s.EvictionPolicy = EvictionPolicy(p)
 		return nil
@@ -175,7 +177,7 @@ func (s *Settings) Set(name string, value any) error {
 		m, ok := asString(value)
 		m = strings.ToLower(m)
 		if !ok || !journalModes[m] {
-			return fmt.Errorf("%w: sqlite_journal_mode %v is not a journal mode", ErrInvalidSetting, value)
+			return fmt.Errorf("%w: sqlite_journal_mode %v is not a journal mode", kv.ErrInvalidSetting, value)
 		}
 		s.SQLiteJournalMode = m
 		return nil
@@ -187,7 +189,7 @@ func (s *Settings) Set(name string, value any) error {
 	switch name {
 	case SettingSizeLimit, SettingCullLimit, SettingDiskMinFileSize:
 		if n < 0 {
-			return fmt.Errorf("%w: %s must not be negative, got %d", ErrInvalidSetting, name, n)
+			return fmt.Errorf("%w: %s must not be negative, got %d", kv.ErrInvalidSetting, name, n)
 		}
 	}
 	switch name {
@@ -208,7 +210,7 @@ func (s *Settings) Set(name string, value any) error {
 	case SettingDiskPickleProtocol:
 		s.DiskPickleProtocol = n
 	default:
-		return fmt.Errorf("%w: unknown setting %q", ErrInvalidSetting, name)
+		return fmt.Errorf("%w: unknown setting %q", kv.ErrInvalidSetting, name)
 	}
 	return nil
 }
@@ -250,5 +252,5 @@ func asInt(name string, v any) (int64, error) {
 			return int64(t), nil
 		}
 	}
-	return 0, fmt.Errorf("%w: %s must be an integer, got %v", ErrInvalidSetting, name, v)
+	return 0, fmt.Errorf("%w: %s must be an integer, got %v", kv.ErrInvalidSetting, name, v)
 }

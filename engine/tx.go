@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // Tx is a write transaction (BEGIN IMMEDIATE) on a Cache. Every operation
@@ -58,7 +60,7 @@ type writeJob struct {
 
 func (c *Cache) transact(ctx context.Context, op string, fn func(tx *Tx) error) error {
 	if c.closed.Load() {
-		return ErrClosed
+		return kv.ErrClosed
 	}
 	job := &writeJob{ctx: ctx, op: op, fn: fn, done: make(chan struct{}), lead: make(chan struct{})}
 	c.w.mu.Lock()
@@ -96,11 +98,11 @@ func (c *Cache) waitTurn(job *writeJob) error {
 	case <-job.lead:
 		return nil
 	case <-expired:
-		err = &TimeoutError{Op: job.op}
+		err = &kv.TimeoutError{Op: job.op}
 	case <-job.ctx.Done():
 		err = job.ctx.Err()
 	case <-c.done:
-		err = ErrClosed
+		err = kv.ErrClosed
 	}
 	c.w.mu.Lock()
 	for i, q := range c.w.queue {
@@ -170,7 +172,7 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 		c.release(cn)
 		if isBusy(err) {
 			for _, job := range jobs {
-				job.err = &TimeoutError{Op: job.op, Err: err}
+				job.err = &kv.TimeoutError{Op: job.op, Err: err}
 			}
 			return
 		}
@@ -225,7 +227,7 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 	if !broken {
 		if err := cn.execCached("COMMIT"); err != nil {
 			if isBusy(err) {
-				err = &TimeoutError{Op: jobs[0].op, Err: err}
+				err = &kv.TimeoutError{Op: jobs[0].op, Err: err}
 			} else {
 				err = fmt.Errorf("engine: %s: commit: %w", jobs[0].op, err)
 			}
@@ -294,7 +296,7 @@ func (tx *Tx) Settings() Settings { return *tx.s }
 // write runs fn in a transaction of its own.
 func (c *Cache) write(ctx context.Context, op string, fn func(tx *Tx) error) error {
 	err := c.transact(ctx, op, fn)
-	if err != nil && !errors.Is(err, ErrTimeout) && !isEngineError(err) {
+	if err != nil && !errors.Is(err, kv.ErrTimeout) && !isEngineError(err) {
 		return fmt.Errorf("engine: %s: %w", op, err)
 	}
 	return err
@@ -302,7 +304,7 @@ func (c *Cache) write(ctx context.Context, op string, fn func(tx *Tx) error) err
 
 // isEngineError reports errors that already say what went wrong.
 func isEngineError(err error) bool {
-	for _, e := range []error{ErrNotFound, ErrEmpty, ErrQueueFull, ErrNotNumeric, ErrOverflow, ErrInvalidKey, ErrInvalidValue, ErrInvalidSetting, ErrClosed, context.Canceled, context.DeadlineExceeded} {
+	for _, e := range []error{kv.ErrNotFound, kv.ErrEmpty, kv.ErrQueueFull, kv.ErrNotNumeric, kv.ErrOverflow, kv.ErrInvalidKey, kv.ErrInvalidValue, kv.ErrInvalidSetting, kv.ErrClosed, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
@@ -109,13 +109,13 @@ const (
 
 // Routing returns the bytes that decide which shard owns k (see package
 // topology): the key's wire bytes, except that floats route by value.
-func Routing(k engine.Key) []byte {
+func Routing(k kv.Key) []byte {
 	switch k.Kind() {
-	case engine.KeyInt:
+	case kv.KeyInt:
 		return topology.IntRouting(k.Int())
-	case engine.KeyFloat:
+	case kv.KeyFloat:
 		return topology.FloatRouting(k.Float())
-	case engine.KeyText:
+	case kv.KeyText:
 		return []byte(k.Text())
 	}
 	return k.Bytes()
@@ -158,45 +158,45 @@ func EncodeKeySegment(raw string) (segment, encoding string) {
 // ParseKey decodes a key given as its (already percent-decoded) text and
 // kind name (empty means text). Bytes and pickle keys are the raw bytes of
 // the text.
-func ParseKey(raw, kind string) (engine.Key, error) {
+func ParseKey(raw, kind string) (kv.Key, error) {
 	switch kind {
 	case "", "text":
 		if !utf8.ValidString(raw) {
-			return engine.Key{}, fmt.Errorf("text key is not valid UTF-8 (use %s=bytes)", ParamKeyType)
+			return kv.Key{}, fmt.Errorf("text key is not valid UTF-8 (use %s=bytes)", ParamKeyType)
 		}
-		return engine.TextKey(raw), nil
+		return kv.TextKey(raw), nil
 	case "bytes":
-		return engine.BytesKey([]byte(raw)), nil
+		return kv.BytesKey([]byte(raw)), nil
 	case "pickle":
-		return engine.PickleKey([]byte(raw)), nil
+		return kv.PickleKey([]byte(raw)), nil
 	case "int":
 		n, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
-			return engine.Key{}, fmt.Errorf("int key %q is not a 64-bit integer", raw)
+			return kv.Key{}, fmt.Errorf("int key %q is not a 64-bit integer", raw)
 		}
-		return engine.IntKey(n), nil
+		return kv.IntKey(n), nil
 	case "float":
 		f, err := strconv.ParseFloat(raw, 64)
 		if err != nil || math.IsNaN(f) {
-			return engine.Key{}, fmt.Errorf("float key %q is not a number", raw)
+			return kv.Key{}, fmt.Errorf("float key %q is not a number", raw)
 		}
-		return engine.FloatKey(f), nil
+		return kv.FloatKey(f), nil
 	}
-	return engine.Key{}, fmt.Errorf("unknown key type %q (want text, bytes, int, float or pickle)", kind)
+	return kv.Key{}, fmt.Errorf("unknown key type %q (want text, bytes, int, float or pickle)", kind)
 }
 
 // FormatKey returns the text and kind name that ParseKey turns back into k.
-func FormatKey(k engine.Key) (raw, kind string) {
+func FormatKey(k kv.Key) (raw, kind string) {
 	switch k.Kind() {
-	case engine.KeyInt:
+	case kv.KeyInt:
 		return strconv.FormatInt(k.Int(), 10), "int"
-	case engine.KeyFloat:
+	case kv.KeyFloat:
 		return FormatFloat(k.Float()), "float"
-	case engine.KeyBytes:
+	case kv.KeyBytes:
 		return string(k.Bytes()), "bytes"
-	case engine.KeyPickle:
+	case kv.KeyPickle:
 		return string(k.Bytes()), "pickle"
-	case engine.KeyText:
+	case kv.KeyText:
 		return k.Text(), "text"
 	}
 	return "", ""
@@ -218,12 +218,12 @@ func FormatFloat(f float64) string {
 
 // ParseTag decodes a tag; an empty kind means text, and the kind "none"
 // means no tag.
-func ParseTag(raw, kind string) (engine.Key, error) {
+func ParseTag(raw, kind string) (kv.Key, error) {
 	switch kind {
 	case "none":
-		return engine.Key{}, nil
+		return kv.Key{}, nil
 	case "pickle":
-		return engine.Key{}, fmt.Errorf("a tag cannot be a pickle")
+		return kv.Key{}, fmt.Errorf("a tag cannot be a pickle")
 	}
 	return ParseKey(raw, kind)
 }
@@ -241,21 +241,21 @@ func EscapePath(s string) string { return strings.ReplaceAll(url.PathEscape(s), 
 
 // ParseNumber reads an int ("12") or, failing that, a float ("1.5",
 // "inf") as a Value.
-func ParseNumber(s string) (engine.Value, error) {
+func ParseNumber(s string) (kv.Value, error) {
 	s = strings.TrimSpace(s)
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return engine.Int(n), nil
+		return kv.Int(n), nil
 	}
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		return engine.Float(f), nil
+		return kv.Float(f), nil
 	}
-	return engine.Value{}, fmt.Errorf("%q is not a number", s)
+	return kv.Value{}, fmt.Errorf("%q is not a number", s)
 }
 
 // FormatNumber writes an int or float Value as ParseNumber reads it. Floats
 // always carry a '.' or exponent so they read back as floats.
-func FormatNumber(v engine.Value) string {
-	if v.Type == engine.ValueInt {
+func FormatNumber(v kv.Value) string {
+	if v.Type == kv.ValueInt {
 		return strconv.FormatInt(v.Int, 10)
 	}
 	s := FormatFloat(v.Float)
@@ -266,15 +266,15 @@ func FormatNumber(v engine.Value) string {
 }
 
 // ParseExpire reads the expire parameter: seconds from now.
-func ParseExpire(s string) (engine.Expiry, error) {
+func ParseExpire(s string) (kv.Expiry, error) {
 	if s == "" {
-		return engine.Expiry{}, nil
+		return kv.Expiry{}, nil
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return engine.Expiry{}, fmt.Errorf("expire %q is not a number of seconds", s)
+		return kv.Expiry{}, fmt.Errorf("expire %q is not a number of seconds", s)
 	}
-	return engine.ExpireAfterSeconds(f), nil
+	return kv.ExpireAfterSeconds(f), nil
 }
 
 // EncodeKeyJSON is how keys appear in JSON: text keys as strings, other
@@ -285,7 +285,7 @@ type EncodeKeyJSON struct {
 }
 
 // KeyToJSON encodes a key for a JSON body.
-func KeyToJSON(k engine.Key) EncodeKeyJSON {
+func KeyToJSON(k kv.Key) EncodeKeyJSON {
 	raw, kind := FormatKey(k)
 	switch kind {
 	case "text":
@@ -297,12 +297,12 @@ func KeyToJSON(k engine.Key) EncodeKeyJSON {
 }
 
 // KeyFromJSON decodes a key from a JSON body.
-func KeyFromJSON(j EncodeKeyJSON) (engine.Key, error) {
+func KeyFromJSON(j EncodeKeyJSON) (kv.Key, error) {
 	switch j.Kind {
 	case "bytes", "pickle":
 		b, err := base64.StdEncoding.DecodeString(j.Key)
 		if err != nil {
-			return engine.Key{}, fmt.Errorf("%s key is not base64: %v", j.Kind, err)
+			return kv.Key{}, fmt.Errorf("%s key is not base64: %v", j.Kind, err)
 		}
 		return ParseKey(string(b), j.Kind)
 	}

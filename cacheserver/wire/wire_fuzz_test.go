@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 var keyKinds = []string{"", "text", "bytes", "int", "float", "pickle"}
@@ -74,12 +74,12 @@ func FuzzKeyRoundTrip(f *testing.F) {
 	f.Add(int64(math.MinInt64), math.SmallestNonzeroFloat64, []byte{'\r', '\n'}, "\r\n\t")
 	f.Add(int64(1), 1e21, []byte("."), "..")
 	f.Fuzz(func(t *testing.T, i int64, fl float64, b []byte, s string) {
-		keys := []engine.Key{engine.IntKey(i), engine.BytesKey(b), engine.PickleKey(b)}
+		keys := []kv.Key{kv.IntKey(i), kv.BytesKey(b), kv.PickleKey(b)}
 		if !math.IsNaN(fl) {
-			keys = append(keys, engine.FloatKey(fl))
+			keys = append(keys, kv.FloatKey(fl))
 		}
 		if utf8.ValidString(s) {
-			keys = append(keys, engine.TextKey(s))
+			keys = append(keys, kv.TextKey(s))
 		}
 		for _, k := range keys {
 			checkKeyRoundTrip(t, k)
@@ -87,11 +87,11 @@ func FuzzKeyRoundTrip(f *testing.F) {
 	})
 }
 
-func checkKeyRoundTrip(t *testing.T, k engine.Key) {
+func checkKeyRoundTrip(t *testing.T, k kv.Key) {
 	t.Helper()
 	raw, kind := wire.FormatKey(k)
 	k2, err := wire.ParseKey(raw, kind)
-	if err != nil || !k2.Equal(k) || (k.Kind() == engine.KeyFloat && math.Signbit(k.Float()) != math.Signbit(k2.Float())) {
+	if err != nil || !k2.Equal(k) || (k.Kind() == kv.KeyFloat && math.Signbit(k.Float()) != math.Signbit(k2.Float())) {
 		t.Fatalf("ParseKey(FormatKey(%s)) = %s, %v", k, k2, err)
 	}
 	// Batch bodies and record headers: KeyToJSON, through encoding/json.
@@ -147,7 +147,7 @@ func FuzzParseFormatNumber(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if v.Type != engine.ValueInt && v.Type != engine.ValueFloat {
+		if v.Type != kv.ValueInt && v.Type != kv.ValueFloat {
 			t.Fatalf("ParseNumber(%q) = %s", s, v)
 		}
 		checkNumberRoundTrip(t, v)
@@ -165,12 +165,12 @@ func FuzzFormatNumber(f *testing.F) {
 	f.Add(int64(2), math.Inf(-1))
 	f.Add(int64(4), math.NaN())
 	f.Fuzz(func(t *testing.T, i int64, fl float64) {
-		checkNumberRoundTrip(t, engine.Int(i))
-		checkNumberRoundTrip(t, engine.Float(fl))
+		checkNumberRoundTrip(t, kv.Int(i))
+		checkNumberRoundTrip(t, kv.Float(fl))
 	})
 }
 
-func checkNumberRoundTrip(t *testing.T, v engine.Value) {
+func checkNumberRoundTrip(t *testing.T, v kv.Value) {
 	t.Helper()
 	s := wire.FormatNumber(v)
 	back, err := wire.ParseNumber(s)
@@ -178,11 +178,11 @@ func checkNumberRoundTrip(t *testing.T, v engine.Value) {
 		t.Fatalf("ParseNumber(FormatNumber(%s) = %q) = %s, %v", v, s, back, err)
 	}
 	switch v.Type {
-	case engine.ValueInt:
+	case kv.ValueInt:
 		if back.Int != v.Int || s != strconv.FormatInt(v.Int, 10) {
 			t.Fatalf("int %d written %q, read %d", v.Int, s, back.Int)
 		}
-	case engine.ValueFloat:
+	case kv.ValueFloat:
 		same := math.Float64bits(back.Float) == math.Float64bits(v.Float) || (math.IsNaN(back.Float) && math.IsNaN(v.Float))
 		if !same {
 			t.Fatalf("float %v written %q, read %v", v.Float, s, back.Float)

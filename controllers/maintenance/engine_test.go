@@ -16,8 +16,8 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
-	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // fakeExecutor records jobs and answers with canned shard results.
@@ -347,7 +347,7 @@ func TestEngineAgainstCacheservers(t *testing.T) {
 	up := testserver.Start(t, testserver.Options{Token: testToken, Args: []string{"--cull-limit", "0"}})
 	down := testserver.Start(t, testserver.Options{Token: testToken})
 	down.Kill()
-	fill(t, newClient(t, up.URL), "dead", 7, 10, engine.ExpireAfterSeconds(-1))
+	fill(t, newClient(t, up.URL), "dead", 7, 10, kv.ExpireAfterSeconds(-1))
 	urls := []string{up.URL, down.URL}
 
 	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 5, 1, 3, 0, 5, 0, time.UTC))

@@ -17,8 +17,8 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 const testToken = "maintenance-token"
@@ -32,12 +32,12 @@ func newClient(t *testing.T, url string) *cacheclient.Cache {
 	return c.Cache("")
 }
 
-func fill(t *testing.T, c *cacheclient.Cache, prefix string, n, size int, expire engine.Expiry) {
+func fill(t *testing.T, c *cacheclient.Cache, prefix string, n, size int, expire kv.Expiry) {
 	t.Helper()
 	ctx := context.Background()
 	for i := range n {
 		v := bytes.Repeat([]byte{byte('a' + i%26)}, size)
-		if err := c.Set(ctx, engine.TextKey(fmt.Sprintf("%s-%d", prefix, i)), engine.Bytes(v), engine.SetOptions{Expire: expire}); err != nil {
+		if err := c.Set(ctx, kv.TextKey(fmt.Sprintf("%s-%d", prefix, i)), kv.Bytes(v), kv.SetOptions{Expire: expire}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,13 +67,13 @@ func TestRunnerEndToEnd(t *testing.T) {
 
 	// Expired on arrival: an expire time in the past, so nothing depends
 	// on how much time passes.
-	past := engine.ExpireAfterSeconds(-3600)
+	past := kv.ExpireAfterSeconds(-3600)
 	c0, c1 := newClient(t, s0.URL), newClient(t, s1.URL)
 	fill(t, c0, "dead", 20, 100, past)
-	fill(t, c0, "live", 5, 100, engine.Expiry{})
-	fill(t, c0, "later", 3, 100, engine.ExpireAfter(time.Hour))
+	fill(t, c0, "live", 5, 100, kv.Expiry{})
+	fill(t, c0, "later", 3, 100, kv.ExpireAfter(time.Hour))
 	fill(t, c1, "dead", 4, 100, past)
-	fill(t, c1, "big", 100, 8<<10, engine.Expiry{}) // 800 KiB in value files
+	fill(t, c1, "big", 100, 8<<10, kv.Expiry{}) // 800 KiB in value files
 	if got := info(t, c0).Count; got != 28 {
 		t.Fatalf("shard 0 holds %d items before the run, want 28", got)
 	}
@@ -110,7 +110,7 @@ func TestRunnerEndToEnd(t *testing.T) {
 		t.Errorf("shard 0 after the run: %d items (reported %d), want 8", got.Count, r0.Count)
 	}
 	for _, k := range []string{"live-0", "later-2"} {
-		if _, ok, err := c0.Get(context.Background(), engine.TextKey(k)); err != nil || !ok {
+		if _, ok, err := c0.Get(context.Background(), kv.TextKey(k)); err != nil || !ok {
 			t.Errorf("shard 0 lost %s: %v %v", k, ok, err)
 		}
 	}
@@ -159,7 +159,7 @@ func TestRunnerEndToEnd(t *testing.T) {
 func TestRunnerOnlyWhatIsEnabled(t *testing.T) {
 	s := testserver.Start(t, testserver.Options{Token: testToken, Args: []string{"--cull-limit", "0"}})
 	c := newClient(t, s.URL)
-	fill(t, c, "dead", 3, 10, engine.ExpireAfterSeconds(-60))
+	fill(t, c, "dead", 3, 10, kv.ExpireAfterSeconds(-60))
 	resolve := func(int) string { return s.URL }
 	r := &Runner{}
 	// Neither: nothing removed, usage still reported.

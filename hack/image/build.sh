@@ -70,22 +70,23 @@ for target in "${targets[@]}"; do
 		tarballs+=("${out}/toolbox.tar")
 		;;
 	project)
-		# Same build as the Dockerfile: cgo SQLite linked statically against
-		# glibc; Go's own user and DNS lookups so no NSS modules are needed.
-		pkgs=(./cmd/cacheserver)
+		# Same build as the Dockerfile: only the cache server needs cgo (SQLite,
+		# linked statically against glibc; Go's own user and DNS lookups so no
+		# NSS modules are needed); the operator is pure Go (CGO_ENABLED=0).
 		files=(-file "${build_dir}/cacheserver:/cacheserver")
 		entrypoint=/cacheserver
+		(cd "${ROOT}" && CGO_ENABLED=1 "${GO}" build -trimpath -buildvcs=false \
+			-tags osusergo,netgo,sqlite_omit_load_extension \
+			-ldflags "-linkmode external -extldflags -static -s -w" \
+			-o "${build_dir}/" ./cmd/cacheserver)
 		if [[ -f "${ROOT}/cmd/manager/main.go" ]]; then
-			pkgs=(./cmd/manager ./cmd/cacheserver)
+			(cd "${ROOT}" && CGO_ENABLED=0 "${GO}" build -trimpath -buildvcs=false \
+				-ldflags "-s -w -X main.version=${VERSION}" -o "${build_dir}/" ./cmd/manager)
 			files=(-file "${build_dir}/manager:/manager" "${files[@]}")
 			entrypoint=/manager
 		else
 			log "cmd/manager does not exist yet: the image has /cacheserver only"
 		fi
-		(cd "${ROOT}" && CGO_ENABLED=1 "${GO}" build -trimpath -buildvcs=false \
-			-tags osusergo,netgo,sqlite_omit_load_extension \
-			-ldflags "-linkmode external -extldflags -static -s -w -X main.version=${VERSION}" \
-			-o "${build_dir}/" "${pkgs[@]}")
 		pack -o "${out}/diskcache-operator.tar" -tag "${IMG}" "${files[@]}" \
 			-nonroot -user 65532:65532 -entrypoint "${entrypoint}" \
 			-label "org.opencontainers.image.source=https://github.com/diskcache-operator/diskcache-operator" \

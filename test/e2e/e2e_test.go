@@ -25,7 +25,7 @@ import (
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // 1. A DiskCache comes up: pod Ready, PVC Bound, Services in cluster DNS,
@@ -119,25 +119,25 @@ func dataItem(i int) cacheclient.SetItem {
 	default:
 		n = 1 + r.IntN(300)
 	}
-	it := cacheclient.SetItem{Key: engine.TextKey(fmt.Sprintf("key-%05d", i))}
+	it := cacheclient.SetItem{Key: kv.TextKey(fmt.Sprintf("key-%05d", i))}
 	if i%3 == 0 {
 		b := make([]byte, n)
 		for j := range b {
 			b[j] = 'a' + byte(r.IntN(26))
 		}
-		it.Value = engine.Text(string(b))
+		it.Value = kv.Text(string(b))
 	} else {
 		b := make([]byte, n)
 		for j := range b {
 			b[j] = byte(r.Uint32())
 		}
-		it.Value = engine.Bytes(b)
+		it.Value = kv.Bytes(b)
 	}
 	if i%10 != 0 {
-		it.Opts.Tag = engine.TextKey("tag-" + strconv.Itoa(i%7))
+		it.Opts.Tag = kv.TextKey("tag-" + strconv.Itoa(i%7))
 	}
 	if i%2 == 0 {
-		it.Key = engine.IntKey(int64(1_000_000 + i))
+		it.Key = kv.IntKey(int64(1_000_000 + i))
 	}
 	return it
 }
@@ -168,7 +168,7 @@ func checkItems(t *testing.T, c *cacheclient.Cache, from, to, batch int) {
 	bad := 0
 	for lo := from; lo < to; lo += batch {
 		hi := min(lo+batch, to)
-		keys := make([]engine.Key, 0, hi-lo)
+		keys := make([]kv.Key, 0, hi-lo)
 		for i := lo; i < hi; i++ {
 			keys = append(keys, dataItem(i).Key)
 		}
@@ -367,11 +367,11 @@ func TestMaintenanceExpires(t *testing.T) {
 	const dead, live = 50, 10
 	var items []cacheclient.SetItem
 	for i := range dead {
-		items = append(items, cacheclient.SetItem{Key: engine.TextKey(fmt.Sprintf("dead-%d", i)), Value: engine.Text("x"),
-			Opts: engine.SetOptions{Expire: engine.ExpireAfterSeconds(0)}})
+		items = append(items, cacheclient.SetItem{Key: kv.TextKey(fmt.Sprintf("dead-%d", i)), Value: kv.Text("x"),
+			Opts: kv.SetOptions{Expire: kv.ExpireAfterSeconds(0)}})
 	}
 	for i := range live {
-		items = append(items, cacheclient.SetItem{Key: engine.TextKey(fmt.Sprintf("live-%d", i)), Value: engine.Text("y")})
+		items = append(items, cacheclient.SetItem{Key: kv.TextKey(fmt.Sprintf("live-%d", i)), Value: kv.Text("y")})
 	}
 	if res, err := c.SetMany(ctxT(t, time.Minute), items); err != nil || res.Stored != len(items) {
 		t.Fatalf("SetMany: %+v %v", res, err)
@@ -441,7 +441,7 @@ func TestMaintenanceExpires(t *testing.T) {
 		t.Errorf("count after maintenance %d, want %d", info.Count, live)
 	}
 	for i := range live {
-		if _, ok, err := c.Get(ctxT(t, time.Minute), engine.TextKey(fmt.Sprintf("live-%d", i))); err != nil || !ok {
+		if _, ok, err := c.Get(ctxT(t, time.Minute), kv.TextKey(fmt.Sprintf("live-%d", i))); err != nil || !ok {
 			t.Errorf("live-%d: found %v err %v", i, ok, err)
 		}
 	}
@@ -493,7 +493,7 @@ func TestAuth(t *testing.T) {
 		}
 	}
 	var e *cacheclient.Error
-	_, _, err := newCacheClient(t, base, "").Get(ctxT(t, 30*time.Second), engine.TextKey("k"))
+	_, _, err := newCacheClient(t, base, "").Get(ctxT(t, 30*time.Second), kv.TextKey("k"))
 	if !errors.As(err, &e) {
 		t.Errorf("Go client without a token: %v, want a *client.Error (401)", err)
 	} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // engineStore is one engine.Cache with default options, shared by every
@@ -32,7 +33,7 @@ func (s *engineStore) close() error               { return s.c.Close() }
 type engineHandle struct{ s *engineStore }
 
 func (h engineHandle) get(key []byte) (bool, error) {
-	it, ok, err := h.s.c.Get(h.s.ctx, engine.BytesKey(key), engine.GetOptions{})
+	it, ok, err := h.s.c.Get(h.s.ctx, kv.BytesKey(key), engine.GetOptions{})
 	if ok {
 		_ = it.Value.Data
 	}
@@ -40,12 +41,12 @@ func (h engineHandle) get(key []byte) (bool, error) {
 }
 
 func (h engineHandle) set(key, value []byte) (bool, error) {
-	err := h.s.c.Set(h.s.ctx, engine.BytesKey(key), engine.Bytes(value), engine.SetOptions{})
+	err := h.s.c.Set(h.s.ctx, kv.BytesKey(key), kv.Bytes(value), kv.SetOptions{})
 	return err == nil, err
 }
 
 func (h engineHandle) del(key []byte) (bool, error) {
-	return h.s.c.Delete(h.s.ctx, engine.BytesKey(key))
+	return h.s.c.Delete(h.s.ctx, kv.BytesKey(key))
 }
 
 func (h engineHandle) close() error { return nil }

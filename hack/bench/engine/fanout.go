@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // FanoutCache systems: "fanoutN" is one engine.FanoutCache with N shards
@@ -86,7 +87,7 @@ func (s *fanoutStore) getsCannotTimeOut() bool {
 type fanoutHandle struct{ s *fanoutStore }
 
 func (h fanoutHandle) get(key []byte) (bool, error) {
-	it, ok, err := h.s.f.Get(h.s.ctx, engine.BytesKey(key), engine.GetOptions{})
+	it, ok, err := h.s.f.Get(h.s.ctx, kv.BytesKey(key), engine.GetOptions{})
 	if ok {
 		_ = it.Value.Data
 	}
@@ -96,12 +97,12 @@ func (h fanoutHandle) get(key []byte) (bool, error) {
 // set reports false when the shard stayed locked past the timeout (TrySet,
 // python-diskcache's set returning False).
 func (h fanoutHandle) set(key, value []byte) (bool, error) {
-	return h.s.f.TrySet(h.s.ctx, engine.BytesKey(key), engine.Bytes(value), engine.SetOptions{})
+	return h.s.f.TrySet(h.s.ctx, kv.BytesKey(key), kv.Bytes(value), kv.SetOptions{})
 }
 
 // del reports false for a missing key and for a swallowed timeout alike.
 func (h fanoutHandle) del(key []byte) (bool, error) {
-	return h.s.f.Delete(h.s.ctx, engine.BytesKey(key))
+	return h.s.f.Delete(h.s.ctx, kv.BytesKey(key))
 }
 
 func (h fanoutHandle) close() error { return nil }
