@@ -146,11 +146,11 @@ func TestHugeValueStreamsThroughForwarding(t *testing.T) {
 	}
 	key := ownedBy("huge", 1, 2)
 	ctx := context.Background()
-	if err := c.Cache("").Set(ctx, engine.TextKey(key), engine.Value{Type: engine.ValueBytes},
-		engine.SetOptions{Body: io.LimitReader(&pattern{}, size)}); err != nil {
+	if err := c.Cache("").Set(ctx, kv.TextKey(key), kv.Value{Type: kv.ValueBytes},
+		kv.SetOptions{Body: io.LimitReader(&pattern{}, size)}); err != nil {
 		t.Fatal(err)
 	}
-	st, ok, err := c.Cache("").Open(ctx, engine.TextKey(key))
+	st, ok, err := c.Cache("").Open(ctx, kv.TextKey(key))
 	if err != nil || !ok {
 		t.Fatalf("Open = %v %v", ok, err)
 	}

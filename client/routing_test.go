@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
