@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
@@ -366,5 +369,29 @@ func TestForwardingOverTLS(t *testing.T) {
 		if resp.StatusCode != step.want || (step.method == "GET" && string(b) != "secret") {
 			t.Fatalf("%s through shard 0 over https: %d %s", step.method, resp.StatusCode, b)
 		}
+	}
+}
+
+// TestTopologyFileIsFollowed: a newer topology written to the mounted file
+// (the kubelet refreshing the operator's ConfigMap) is adopted without a
+// PUT.
+func TestTopologyFileIsFollowed(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "topology.json")
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: []string{"--topology-file", file}})
+	next, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 7, Shards: c.URLs}})
+	if err := os.WriteFile(file, next, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := c.Shards[0]
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, h, b := do(t, "GET", s.URL+"/v1/topology", s.Token, nil, nil)
+		if st == http.StatusOK && h.Get(wire.HeaderEpoch) == "7" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the file's epoch 7 was not adopted: %d %s", st, b)
+		}
+		time.Sleep(200 * time.Millisecond) // polling the observable state, with a deadline
 	}
 }
