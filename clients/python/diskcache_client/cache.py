@@ -3,45 +3,17 @@
 import functools
 
 from . import ops, wire
+from .memo import ENOVAL, args_to_key, full_name
+from .persistent import Deque, Index
 from .transport import Client
 
-# Marker for "no value", like python-diskcache's ENOVAL.
-ENOVAL = type('ENOVAL', (), {'__repr__': lambda self: 'ENOVAL'})()
+# ENOVAL, args_to_key and full_name have always been importable from here.
+__all__ = ['ENOVAL', 'RUNTIME_SETTINGS', 'Cache', 'args_to_key', 'full_name']
 
 # Settings that python-diskcache's Cache.reset can change at run time and
 # the server accepts in PATCH /settings.
 RUNTIME_SETTINGS = frozenset(
     ['eviction_policy', 'size_limit', 'cull_limit', 'statistics', 'tag_index'])
-
-
-def full_name(func):
-    """``module.qualname`` of a callable, as python-diskcache names memoized
-    functions."""
-    return func.__module__ + '.' + func.__qualname__
-
-
-def args_to_key(base, args, kwargs, typed, ignore):
-    """Build a memoization key the way python-diskcache does, so that keys
-    made here and by python-diskcache are equal.
-
-    The key is ``base`` followed by the positional arguments not in
-    ``ignore`` (by index), a ``None`` separator, then name and value of each
-    keyword argument not in ``ignore``, sorted by name; with ``typed`` the
-    types of those positional and then keyword values follow.
-    """
-    kept_args = tuple(arg for index, arg in enumerate(args) if index not in ignore)
-    key = tuple(base) + kept_args + (None,)
-    kept_kwargs = []
-    if kwargs:
-        kept_kwargs = sorted(
-            (name, value) for name, value in kwargs.items() if name not in ignore)
-        for name, value in kept_kwargs:
-            key += (name, value)
-    if typed:
-        key += tuple(type(arg) for arg in kept_args)
-        if kwargs:
-            key += tuple(type(value) for _, value in kept_kwargs)
-    return key
 
 
 class Cache:
@@ -230,14 +202,12 @@ class Cache:
         :class:`~diskcache_client.persistent.Deque`. Deques belong to the
         server, not to a named cache: a named cache's ``deque(name)`` is the
         same deque."""
-        from .persistent import Deque  # pylint: disable=import-outside-toplevel
         return Deque(self._client, name, maxlen=maxlen)
 
     def index(self, name):
         """The server's index ``name`` (directory ``index/<name>``), as
         python-diskcache's ``FanoutCache.index``: a
         :class:`~diskcache_client.persistent.Index` (see :meth:`deque`)."""
-        from .persistent import Index  # pylint: disable=import-outside-toplevel
         return Index(self._client, name)
 
     def memoize(self, name=None, typed=False, expire=None, tag=None, ignore=()):

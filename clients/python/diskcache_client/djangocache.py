@@ -23,8 +23,9 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
 from . import ops, wire
-from .cache import ENOVAL, Cache, args_to_key, full_name
+from .cache import Cache
 from .errors import CacheServerError, ServerUnavailable, Timeout
+from .memo import ENOVAL, args_to_key, full_name
 from .persistent import Deque, Index
 from .transport import shared_client
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from . import wire
 from .errors import Timeout, error_from_response
-from .transport import Request
+from .http11 import Request
 
 # Keys per batch request (the server accepts up to 10000).
 BATCH_SIZE = 1000

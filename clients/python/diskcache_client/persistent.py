@@ -27,10 +27,11 @@ import sys
 from collections import OrderedDict
 
 from . import wire
-from .cache import ENOVAL, args_to_key, full_name
 from .errors import error_from_response
+from .http11 import Request
+from .memo import ENOVAL, args_to_key, full_name
 from .ops import key_target
-from .transport import Client, Request
+from .transport import Client
 
 __all__ = ['Deque', 'Index']
 

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 client on raw sockets (diskcache_client.transport).
+"""The HTTP/1.1 client on raw sockets (diskcache_client.http11 and .pool).
 
 Two kinds of servers, neither waiting on the clock:
 
@@ -24,7 +24,7 @@ import threading
 
 import pytest
 
-from diskcache_client import Cache, ServerUnavailable, transport
+from diskcache_client import Cache, ServerUnavailable, pool
 from diskcache_client.transport import ProtocolError
 
 from conftest import TOKEN
@@ -506,8 +506,8 @@ def _get(cache, key):
 @pytest.mark.parametrize('deadline', ['asyncio.timeout', 'wait_for'])
 def test_async_parsing(raw_server, monkeypatch, deadline):
     if deadline == 'wait_for':  # as on Python < 3.11
-        monkeypatch.setattr(transport, '_async_timeout', None)
-    elif transport._async_timeout is None:  # pragma: no cover
+        monkeypatch.setattr(pool, '_async_timeout', None)
+    elif pool._async_timeout is None:  # pragma: no cover
         pytest.skip('asyncio.timeout needs Python 3.11')
     value = b'0123456789' * 50
     large = os.urandom(700000)  # read in several pieces
