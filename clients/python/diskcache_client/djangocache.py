@@ -13,13 +13,20 @@ over HTTP.
 Everything Django's ``BaseCache`` offers (with Django's semantics, the
 ``a*`` async methods on every Django version) plus what python-diskcache's
 ``DjangoCache`` adds, with the same signatures and return shapes.
+
+The ``a*`` methods do their network I/O on the event loop, and everything
+synchronous that may run application code off it, in the thread Django's
+``sync_to_async`` picks (as Django's own backends do): pickling a value
+that is not a plain str/bytes/int/float/bool/None (pickling a lazy QuerySet
+runs its query), unpickling an answer, and a custom key function.
 """
 
 import functools
 import logging
 import time
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from asgiref.sync import sync_to_async
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 from django.core.exceptions import ImproperlyConfigured
 
 from . import ops, wire
@@ -49,6 +56,38 @@ OPTIONS = {
     'SSL_CONTEXT': ('ssl_context', None),
 }
 OTHER_OPTIONS = {'IGNORE_EXCEPTIONS', 'MAX_ENTRIES', 'CULL_FREQUENCY'}
+
+# Types whose encoding runs no application code (wire.encode_value sends the
+# first four as they are and pickles the others as built-in values).
+_PLAIN_TYPES = frozenset([str, bytes, int, float, bool, type(None)])
+_VALUE_TYPE_LC = wire.HEADER_VALUE_TYPE.lower()
+
+
+def _plain(*values):
+    # pylint: disable=unidiomatic-typecheck
+    return all(type(value) in _PLAIN_TYPES for value in values)
+
+
+def _may_unpickle(resp):
+    """Whether reading an answer may unpickle a value: a single value of
+    type pickle, or records of which one may be (their JSON headers name
+    the type; a value's bytes that happen to hold the word count too)."""
+    if isinstance(resp, list):
+        return any(_may_unpickle(r) for r in resp)
+    value_type = resp.headers.get(_VALUE_TYPE_LC)
+    if value_type is not None:
+        return value_type == 'pickle'
+    return (resp.headers.get('content-type', '').startswith(wire.RECORDS_CONTENT_TYPE)
+            and b'pickle' in resp.body)
+
+
+def _call(fn, arg):
+    return fn(arg)
+
+
+# Runs one step of an operation in the thread Django uses for synchronous
+# code (thread_sensitive, as BaseCache's a* methods and database access).
+_call_in_thread = sync_to_async(_call, thread_sensitive=True)
 
 
 def _locations(location):
@@ -101,6 +140,11 @@ class DjangoCache(BaseCache):
         except ValueError as exc:
             raise ImproperlyConfigured('DjangoCache: %s' % exc) from exc
         self.location = location
+        # Django's own key function and validation are pure string work: the
+        # a* methods make keys on the event loop unless they are replaced.
+        self._keys_on_loop = (self.key_func is default_key_func
+                              and type(self).make_key is BaseCache.make_key
+                              and type(self).validate_key is BaseCache.validate_key)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -136,11 +180,27 @@ class DjangoCache(BaseCache):
         except CacheServerError as exc:
             return self._failed(exc, fallback, what)
 
-    async def _arun(self, op, fallback, what):
+    async def _arun(self, op, fallback, what, plain=True):
+        """Run ``op`` with real asyncio I/O. Its first step (which makes the
+        key and encodes the value) runs on the loop when the key function is
+        Django's and ``plain`` says the values are plain; an answer that may
+        hold a pickle is read in a thread."""
+        first_on_loop = plain and self._keys_on_loop
+
+        async def offload(step, resp):
+            if first_on_loop if resp is None else not _may_unpickle(resp):
+                return step(resp)
+            return await _call_in_thread(step, resp)
+
         try:
-            return await self._client.arun(op)
+            return await self._client.arun(op, offload)
         except CacheServerError as exc:
             return self._failed(exc, fallback, what)
+
+    def _keyed(self, key, version, op, *args):
+        """``op(client, PREFIX, made_key, *args)`` as an operation whose first
+        step makes the key (key function and validation)."""
+        return (yield from op(self._client, PREFIX, self._key(key, version), *args))
 
     def get_backend_timeout(self, timeout=DEFAULT_TIMEOUT):
         """Seconds until expiry for a Django timeout: the default for
@@ -162,10 +222,9 @@ class DjangoCache(BaseCache):
                          False, 'add')
 
     async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        key = self._key(key, version)
         expire = self.get_backend_timeout(timeout)
-        return await self._arun(ops.add(self._client, PREFIX, key, value, expire),
-                                False, 'add')
+        return await self._arun(self._keyed(key, version, ops.add, value, expire),
+                                False, 'add', _plain(value))
 
     def get(self, key, default=None, version=None, read=False, expire_time=False,
             tag=False, retry=False):
@@ -178,8 +237,7 @@ class DjangoCache(BaseCache):
             ops.shape(default, None, None, expire_time, tag), 'get')
 
     async def aget(self, key, default=None, version=None):
-        key = self._key(key, version)
-        return await self._arun(ops.get(self._client, PREFIX, key, default), default, 'get')
+        return await self._arun(self._keyed(key, version, ops.get, default), default, 'get')
 
     def read(self, key, version=None):
         """A binary file streaming the value of ``key``; KeyError if missing."""
@@ -198,10 +256,9 @@ class DjangoCache(BaseCache):
                          False, 'set')
 
     async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        key = self._key(key, version)
         expire = self.get_backend_timeout(timeout)
-        return await self._arun(ops.set(self._client, PREFIX, key, value, expire),
-                                False, 'set')
+        return await self._arun(self._keyed(key, version, ops.set, value, expire),
+                                False, 'set', _plain(value))
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None, retry=True):
         """Give a live key a new timeout; True if it was live."""
@@ -210,9 +267,8 @@ class DjangoCache(BaseCache):
         return self._run(ops.touch(self._client, PREFIX, key, expire), False, 'touch')
 
     async def atouch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
-        key = self._key(key, version)
         expire = self.get_backend_timeout(timeout)
-        return await self._arun(ops.touch(self._client, PREFIX, key, expire), False, 'touch')
+        return await self._arun(self._keyed(key, version, ops.touch, expire), False, 'touch')
 
     def pop(self, key, default=None, version=None, expire_time=False, tag=False,
             retry=True):
@@ -227,8 +283,7 @@ class DjangoCache(BaseCache):
         return self._run(ops.delete(self._client, PREFIX, key), False, 'delete')
 
     async def adelete(self, key, version=None):
-        key = self._key(key, version)
-        return await self._arun(ops.delete(self._client, PREFIX, key), False, 'delete')
+        return await self._arun(self._keyed(key, version, ops.delete), False, 'delete')
 
     def incr(self, key, delta=1, version=None, default=None, retry=True):
         """Add ``delta`` atomically on the server and return the new value.
@@ -242,9 +297,8 @@ class DjangoCache(BaseCache):
             raise ValueError("Key '%s' not found" % key) from None
 
     async def aincr(self, key, delta=1, version=None, default=None):
-        made = self._key(key, version)
         try:
-            return await self._arun(ops.incr(self._client, PREFIX, made, delta, default),
+            return await self._arun(self._keyed(key, version, ops.incr, delta, default),
                                     None, 'incr')
         except KeyError:
             raise ValueError("Key '%s' not found" % key) from None
@@ -262,50 +316,51 @@ class DjangoCache(BaseCache):
         return self._run(ops.contains(self._client, PREFIX, key), False, 'has_key')
 
     async def ahas_key(self, key, version=None):
-        key = self._key(key, version)
-        return await self._arun(ops.contains(self._client, PREFIX, key), False, 'has_key')
+        return await self._arun(self._keyed(key, version, ops.contains), False, 'has_key')
 
-    def _made_keys(self, keys, version):
+    def _get_many(self, keys, version):
+        """The get_many operation: {key: value} of the keys found."""
         keys = list(keys)
-        return keys, [self._key(k, version) for k in keys]
+        found = yield from ops.get_many(self._client, PREFIX,
+                                        [self._key(k, version) for k in keys])
+        return {key: value for key, (hit, value) in zip(keys, found) if hit}
 
     def get_many(self, keys, version=None):
         """{key: value} of the keys found, in one request per shard."""
-        keys, made = self._made_keys(keys, version)
-        found = self._run(ops.get_many(self._client, PREFIX, made), [], 'get_many')
-        return {key: value for key, (hit, value) in zip(keys, found) if hit}
+        return self._run(self._get_many(keys, version), {}, 'get_many')
 
     async def aget_many(self, keys, version=None):
-        keys, made = self._made_keys(keys, version)
-        found = await self._arun(ops.get_many(self._client, PREFIX, made), [], 'get_many')
-        return {key: value for key, (hit, value) in zip(keys, found) if hit}
+        return await self._arun(self._get_many(keys, version), {}, 'get_many')
 
-    def _many_items(self, data, timeout, version):
+    def _set_many(self, keys, data, timeout, version):
+        """The set_many operation: the keys that failed."""
         expire = self.get_backend_timeout(timeout)
-        keys = list(data)
         items = [(self._key(k, version), data[k], expire, None) for k in keys]
-        return keys, items
+        failed = yield from ops.set_many(self._client, PREFIX, items)
+        return [keys[i] for i in failed]
 
     def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
         """Store every item in one request per shard; return the keys that
         failed."""
-        keys, items = self._many_items(data, timeout, version)
-        failed = self._run(ops.set_many(self._client, PREFIX, items), None, 'set_many')
-        return list(keys) if failed is None else [keys[i] for i in failed]
+        keys = list(data)
+        return self._run(self._set_many(keys, data, timeout, version), keys, 'set_many')
 
     async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
-        keys, items = self._many_items(data, timeout, version)
-        failed = await self._arun(ops.set_many(self._client, PREFIX, items), None, 'set_many')
-        return list(keys) if failed is None else [keys[i] for i in failed]
+        keys = list(data)
+        return await self._arun(self._set_many(keys, data, timeout, version), keys,
+                                'set_many', _plain(*data.values()))
+
+    def _delete_many(self, keys, version):
+        """The delete_many operation."""
+        made = [self._key(k, version) for k in keys]
+        yield from ops.delete_many(self._client, PREFIX, made)
 
     def delete_many(self, keys, version=None):
         """Delete keys in one request per shard."""
-        _, made = self._made_keys(keys, version)
-        self._run(ops.delete_many(self._client, PREFIX, made), None, 'delete_many')
+        self._run(self._delete_many(keys, version), None, 'delete_many')
 
     async def adelete_many(self, keys, version=None):
-        _, made = self._made_keys(keys, version)
-        await self._arun(ops.delete_many(self._client, PREFIX, made), None, 'delete_many')
+        await self._arun(self._delete_many(keys, version), None, 'delete_many')
 
     def get_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
         """The value of ``key``; if missing, store ``default`` (called first
@@ -355,16 +410,15 @@ class DjangoCache(BaseCache):
     async def aincr_version(self, key, delta=1, version=None):
         if version is None:
             version = self.version
-        old = self._key(key, version)
         value, expire_time, tag = await self._arun(
-            ops.get(self._client, PREFIX, old, self._missing_key, False, True, True),
+            self._keyed(key, version, ops.get, self._missing_key, False, True, True),
             (self._missing_key, None, None), 'get')
         if value is self._missing_key:
             raise ValueError("Key '%s' not found" % key)
-        new = self._key(key, version + delta)
-        await self._arun(ops.set(self._client, PREFIX, new, value,
-                                 self._remaining(expire_time), False, tag), False, 'set')
-        await self._arun(ops.delete(self._client, PREFIX, old), False, 'delete')
+        await self._arun(self._keyed(key, version + delta, ops.set, value,
+                                     self._remaining(expire_time), False, tag),
+                         False, 'set', _plain(value))
+        await self._arun(self._keyed(key, version, ops.delete), False, 'delete')
         return version + delta
 
     def decr_version(self, key, delta=1, version=None):

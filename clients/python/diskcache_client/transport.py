@@ -238,8 +238,19 @@ class Client:
                 continue
             return resp
 
-    async def arun(self, op):
-        """Drive an operation generator to its result over asyncio."""
+    async def arun(self, op, offload=None):
+        """Drive an operation generator to its result over asyncio.
+
+        The I/O runs on the event loop. The operation's own steps -- making
+        the next request (which may pickle a value) and reading an answer
+        (which may unpickle one) -- run on the loop too, unless ``offload``
+        is given: an async callable ``offload(step, resp)`` that must return
+        ``step(resp)``, run wherever it chooses (a worker thread, for work
+        that must not block the loop or that the loop forbids). ``resp`` is
+        None for the first step.
+        """
+        if offload is not None:
+            return await self._arun_offloaded(op, offload)
         try:
             req = next(op)
             while True:
@@ -252,6 +263,33 @@ class Client:
             return stop.value
         finally:
             op.close()
+
+    async def _arun_offloaded(self, op, offload):
+        def step(resp):
+            # StopIteration cannot cross a thread's future: return it.
+            try:
+                return False, op.send(resp)
+            except StopIteration as stop:
+                return True, stop.value
+
+        stepping = False
+        try:
+            resp = None
+            while True:
+                stepping = True
+                done, req = await offload(step, resp)
+                stepping = False
+                if done:
+                    return req
+                if isinstance(req, list):
+                    resp = list(await asyncio.gather(*(self.asend(r) for r in req)))
+                else:
+                    resp = await self.asend(req)
+        finally:
+            # A step cancelled while it runs in a thread still owns the
+            # generator; it ends on its own.
+            if not stepping:
+                op.close()
 
     async def aclose(self):
         """Close the pooled connections of the running event loop."""

@@ -76,6 +76,23 @@ class CacheServer:
         self.proc = None
 
 
+def pytest_report_header(config):
+    import django
+    return 'django %s (%s)' % (django.get_version(), os.path.dirname(django.__file__))
+
+
+def pytest_configure(config):
+    # hack/test-python.sh runs the suite once per Django series: make sure
+    # the series asked for is the one imported.
+    want = os.environ.get('DISKCACHE_DJANGO_SERIES')
+    if want:
+        import django
+        got = '%d.%d' % django.VERSION[:2]
+        if got != want:
+            raise pytest.UsageError('DISKCACHE_DJANGO_SERIES=%s but Django %s is imported from %s'
+                                    % (want, django.get_version(), django.__file__))
+
+
 @pytest.fixture(scope='session')
 def cacheserver_bin(tmp_path_factory):
     binary = os.environ.get('CACHESERVER_BIN')
@@ -130,8 +147,15 @@ def custom_key_func(key, key_prefix, version):
     return 'CUSTOM-' + '-'.join([key_prefix, str(version), key])
 
 
+def db_key_func(key, key_prefix, version):
+    """A key function that reads the database (allowed in sync code only,
+    as Django forbids queries on an event loop)."""
+    from django.contrib.auth.models import Group
+    return '%s:%s:%s:%s' % (key_prefix, version, Group.objects.exists() in (True, False), key)
+
+
 @pytest.fixture(scope='session', autouse=True)
-def django_settings(server, token_file, pydiskcache_dir):
+def django_settings(server, token_file, pydiskcache_dir, tmp_path_factory):
     import django
     from django.conf import settings
 
@@ -149,8 +173,14 @@ def django_settings(server, token_file, pydiskcache_dir):
         SECRET_KEY='diskcache-client-tests',
         ALLOWED_HOSTS=['testserver'],
         USE_TZ=True,
-        INSTALLED_APPS=['django.contrib.contenttypes', 'django.contrib.sessions'],
-        DATABASES={},
+        INSTALLED_APPS=['django.contrib.contenttypes', 'django.contrib.auth',
+                        'django.contrib.sessions'],
+        # A real SQLite database (its tables made by the `database` fixture)
+        # for the tests that cache querysets and models.
+        DATABASES={'default': {
+            'ENGINE': 'django.db.backends.sqlite3',
+            'NAME': str(tmp_path_factory.mktemp('db') / 'db.sqlite3'),
+        }},
         MIDDLEWARE=[],
         SESSION_ENGINE='django.contrib.sessions.backends.cache',
         CACHES={
@@ -159,6 +189,9 @@ def django_settings(server, token_file, pydiskcache_dir):
             'v2': backend(VERSION=2),
             'custom_key': backend(KEY_FUNCTION=custom_key_func),
             'custom_key2': backend(KEY_FUNCTION='conftest.custom_key_func'),
+            'db_key': backend(KEY_FUNCTION='conftest.db_key_func'),
+            # Django's own backend, as the reference for the async tests.
+            'locmem': {'BACKEND': 'django.core.cache.backends.locmem.LocMemCache'},
             'forever': backend(TIMEOUT=None),
             'pydiskcache': {
                 'BACKEND': 'diskcache.DjangoCache',
@@ -168,6 +201,13 @@ def django_settings(server, token_file, pydiskcache_dir):
     )
     django.setup()
     yield settings
+
+
+@pytest.fixture(scope='session')
+def database(django_settings):
+    """The SQLite database with the tables of the installed apps."""
+    from django.core.management import call_command
+    call_command('migrate', run_syncdb=True, verbosity=0)
 
 
 @pytest.fixture
