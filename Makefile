@@ -53,6 +53,10 @@ VERSION ?= v0.1.0
 IMG ?= ghcr.io/diskcache-operator/diskcache-operator:$(VERSION)
 KUBECTL ?= kubectl
 CONTROLLER_GEN ?= $(BIN)/controller-gen
+HELM ?= $(BIN)/helm
+# helm reports the version pinned in hack/tools/helm/go.mod.
+HELM_VERSION = $(shell awk '$$1 == "helm.sh/helm/v4" { print $$2 }' hack/tools/helm/go.mod)
+CHART = charts/diskcache-operator
 ENVTEST_ASSETS ?= $(BIN)/envtest
 CONTROLLER_GEN_CRD = $(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/...
 CONTROLLER_GEN_OBJ = $(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
@@ -60,6 +64,9 @@ CONTROLLER_GEN_OBJ = $(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt
 # The Go tests need the envtest control plane and up-to-date generated files.
 test-go: envtest verify-generated
 test-go: export KUBEBUILDER_ASSETS = $(ENVTEST_ASSETS)
+# ... and helm for the chart tests (controllers/chart_test.go).
+test-go: $(HELM)
+test-go: export HELM := $(HELM)
 
 .PHONY: envtest
 envtest: ## Build etcd and kube-apiserver for envtest from Go modules into bin/envtest (cached).
@@ -71,9 +78,21 @@ $(CONTROLLER_GEN): hack/tools/controller-gen/go.mod hack/tools/controller-gen/go
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Build controller-gen (pinned in hack/tools/controller-gen).
 
+$(HELM): hack/tools/helm/go.mod hack/tools/helm/go.sum
+	cd hack/tools/helm && $(GO) build -ldflags "-X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)" -o $(HELM) helm.sh/helm/v4/cmd/helm
+
+.PHONY: helm
+helm: $(HELM) ## Build helm (pinned in hack/tools/helm) into bin/.
+
+.PHONY: chart
+chart: ## Copy the CRD and RBAC files of config/ into the Helm chart (charts/diskcache-operator); make manifests does it too.
+	cp config/crd/bases/cache.diskcache.dev_diskcaches.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml config/rbac/diskcache_*_role.yaml $(CHART)/files/
+
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd/bases) and ClusterRole (config/rbac/role.yaml).
+manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd/bases) and ClusterRole (config/rbac/role.yaml), and copy them into the Helm chart.
 	$(CONTROLLER_GEN_CRD) output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@$(MAKE) --no-print-directory chart
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods (api/v1alpha1/zz_generated.deepcopy.go).

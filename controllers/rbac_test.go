@@ -219,7 +219,56 @@ func TestManagerBinary(t *testing.T) {
 	needEnv(t)
 	ns := newNamespace(t)
 	user := operatorIdentity(t, ns)
+	m := startManager(t, user, "--leader-elect", "--leader-election-namespace", ns,
+		"--watch-namespaces", ns, "--cacheserver-image", testImage)
+	m.waitLeader(t, ns)
+	newDiskCache(t, ns, "bin", func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "binary"} // only the process reconciles it
+	})
+	waitChildren(t, ns, "bin")
+	eventually(t, "the process reconciled", func() error {
+		return want(strings.Contains(m.logs(), `"controller":"diskcache"`) && strings.Contains(m.logs(), "Starting workers"), "no workers started:\n%s", m.logs())
+	})
+	eventually(t, "status", func() error {
+		dc := get(t, ns, "bin", &cachev1alpha1.DiskCache{})
+		return want(dc.Status.ObservedGeneration == dc.Generation, "not observed")
+	})
+	if l := m.logs(); strings.Contains(l, "forbidden") || strings.Contains(l, "Reconciler error") {
+		t.Errorf("manager errors:\n%s", l)
+	}
+}
 
+// managerProcess is cmd/manager running as a process (startManager).
+type managerProcess struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// logs is everything the process wrote to stderr so far.
+func (m *managerProcess) logs() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return strings.Join(m.lines, "\n")
+}
+
+// waitLeader waits until the process holds the leader election Lease in ns.
+func (m *managerProcess) waitLeader(t *testing.T, ns string) {
+	t.Helper()
+	eventually(t, "leader elected", func() error {
+		var lease coordinationv1.Lease
+		if err := k8s.Get(bg, client.ObjectKey{Namespace: ns, Name: "diskcache-operator.cache.diskcache.dev"}, &lease); err != nil {
+			return err
+		}
+		return want(lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "", "no holder")
+	})
+}
+
+// startManager builds cmd/manager and runs it as user (impersonated through
+// its kubeconfig) with args, metrics off and a free health address, and
+// waits until it reports ready. The process is killed when the test ends;
+// its log is shown if the test failed.
+func startManager(t *testing.T, user string, args ...string) *managerProcess {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "manager")
 	build := exec.Command("go", "build", "-o", bin, "../cmd/manager")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -243,9 +292,8 @@ func TestManagerBinary(t *testing.T) {
 	probeAddr := l.Addr().String()
 	l.Close()
 
-	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--leader-elect", "--leader-election-namespace", ns,
-		"--watch-namespaces", ns, "--metrics-bind-address", "0", "--health-probe-bind-address", probeAddr,
-		"--cacheserver-image", testImage)
+	cmd := exec.Command(bin, append([]string{"--kubeconfig", kubeconfig, "--metrics-bind-address", "0",
+		"--health-probe-bind-address", probeAddr}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -253,32 +301,25 @@ func TestManagerBinary(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var logMu sync.Mutex
-	var logs []string
+	m := &managerProcess{}
 	logsDone := make(chan struct{})
 	go func() {
 		defer close(logsDone)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			logMu.Lock()
-			logs = append(logs, sc.Text())
-			logMu.Unlock()
+			m.mu.Lock()
+			m.lines = append(m.lines, sc.Text())
+			m.mu.Unlock()
 		}
 	}()
-	allLogs := func() string {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return strings.Join(logs, "\n")
-	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-logsDone
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("manager log:\n%s", allLogs())
+			t.Logf("manager log:\n%s", m.logs())
 		}
 	})
-
 	eventually(t, "ready", func() error {
 		resp, err := http.Get("http://" + probeAddr + "/readyz")
 		if err != nil {
@@ -287,27 +328,7 @@ func TestManagerBinary(t *testing.T) {
 		resp.Body.Close()
 		return want(resp.StatusCode == http.StatusOK, "readyz %d", resp.StatusCode)
 	})
-	eventually(t, "leader elected", func() error {
-		var lease coordinationv1.Lease
-		if err := k8s.Get(bg, client.ObjectKey{Namespace: ns, Name: "diskcache-operator.cache.diskcache.dev"}, &lease); err != nil {
-			return err
-		}
-		return want(lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "", "no holder")
-	})
-	newDiskCache(t, ns, "bin", func(dc *cachev1alpha1.DiskCache) {
-		dc.Labels = map[string]string{otherManagerLabel: "binary"} // only the process reconciles it
-	})
-	waitChildren(t, ns, "bin")
-	eventually(t, "the process reconciled", func() error {
-		return want(strings.Contains(allLogs(), `"controller":"diskcache"`) && strings.Contains(allLogs(), "Starting workers"), "no workers started:\n%s", allLogs())
-	})
-	eventually(t, "status", func() error {
-		dc := get(t, ns, "bin", &cachev1alpha1.DiskCache{})
-		return want(dc.Status.ObservedGeneration == dc.Generation, "not observed")
-	})
-	if l := allLogs(); strings.Contains(l, "forbidden") || strings.Contains(l, "Reconciler error") {
-		t.Errorf("manager errors:\n%s", l)
-	}
+	return m
 }
 
 func readFile(t *testing.T, path string) []byte {
