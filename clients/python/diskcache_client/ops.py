@@ -13,7 +13,7 @@ cache, ``/v1/caches/<name>`` for a named cache.
 import json
 from collections import defaultdict
 
-from . import wire
+from . import routing, wire
 from .errors import Timeout, error_from_response
 from .http11 import Request
 
@@ -60,9 +60,9 @@ def shape(value, expire_time, tag, want_expire_time, want_tag):
 
 
 def key_target(key, params=()):
-    """``(raw, segment, query_pairs)`` addressing a key as a ``{key}`` path
-    segment: its wire bytes, the escaped segment, and ``kt``/``ke`` (when
-    needed) ahead of ``params``."""
+    """``(routing, segment, query_pairs)`` addressing a key as a ``{key}``
+    path segment: its routing bytes (:func:`routing.routing_bytes`), the
+    escaped segment, and ``kt``/``ke`` (when needed) ahead of ``params``."""
     kind, raw = wire.encode_key(key)
     segment, encoding = wire.key_segment(raw)
     if kind == 'text' and not encoding:
@@ -72,15 +72,15 @@ def key_target(key, params=()):
         query.insert(0, ('ke', encoding))
     if kind != 'text':
         query.insert(0, ('kt', kind))
-    return raw, segment, query
+    return routing.routing_bytes(kind, raw), segment, query
 
 
 def key_request(c, prefix, key, method, suffix='', params=(), **kwargs):
     """A request addressing one key: ``{prefix}/keys/{key}{suffix}``."""
-    raw, segment, query = key_target(key, params)
+    routed, segment, query = key_target(key, params)
     return Request(method, prefix + '/keys/' + segment + suffix,
                    query=wire.build_query(query) if query else '',
-                   shard=c.shard_of(raw), **kwargs)
+                   shard=c.shard_of(routed), **kwargs)
 
 
 def _value(resp, read=False):
@@ -186,7 +186,7 @@ def _by_shard(c, keys):
     """Chunks of (shard, [(index, key)]) of at most BATCH_SIZE keys."""
     groups = defaultdict(list)
     for index, key in enumerate(keys):
-        groups[c.shard_of(wire.encode_key(key)[1])].append((index, key))
+        groups[c.shard_of(routing.routing_bytes(*wire.encode_key(key)))].append((index, key))
     chunks = []
     for shard in sorted(groups):
         items = groups[shard]

@@ -61,8 +61,9 @@ USER_AGENT = 'diskcache-client-python/0.1'
 class Client:
     """Talks to one cacheserver, or to several shard servers.
 
-    With several URLs each key goes to ``jump_hash(key_hash(raw), n)`` where
-    ``raw`` is the key's wire bytes (:func:`diskcache_client.wire.encode_key`);
+    With several URLs each key goes to ``jump_hash(key_hash(routing), n)``
+    where ``routing`` is the key's routing bytes
+    (:func:`diskcache_client.routing.routing_bytes`);
     operations on the whole cache (clear, expire, stats, ...) go to every
     shard and their results are added up.
     """
@@ -101,7 +102,7 @@ class Client:
         return sum(ep.connect_attempts for ep in self.endpoints)
 
     def shard_of(self, raw):
-        """The index of the endpoint that owns a key's wire bytes (or a
+        """The index of the endpoint that owns a key's routing bytes (or a
         collection name's UTF-8 bytes); see :mod:`diskcache_client.routing`."""
         return owner(raw, len(self.endpoints))
 
