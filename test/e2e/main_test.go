@@ -6,7 +6,8 @@
 //
 // The cluster must be up and the images imported (`make cluster-up images`);
 // TestMain installs (or updates) the CRD and the operator from config/default
-// through test/e2e/install-operator.sh unless E2E_SKIP_INSTALL=1.
+// through test/e2e/install-operator.sh unless E2E_SKIP_INSTALL=1 (E2E_INSTALL=helm
+// installs it with the Helm chart instead).
 // KUBECONFIG defaults to .cache/local-cluster/kubeconfig. E2E_KEEP=1 keeps
 // the test namespaces.
 
