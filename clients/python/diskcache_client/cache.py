@@ -38,10 +38,14 @@ class Cache:
         self.name = name
         if name is None:
             self._prefix = '/v1'
+            self._route = client
         else:
             if not isinstance(name, str) or not name:
                 raise ValueError('a cache name must be a non-empty str')
             self._prefix = '/v1/caches/' + wire.path_segment(name.encode('utf-8'))
+            # Following a topology, a named cache lives on the owner of its
+            # name; with a list of URLs its keys spread like the others.
+            self._route = client.pin(name)
 
     def __repr__(self):
         where = self._client.endpoints[0].url
@@ -60,24 +64,24 @@ class Cache:
     def set(self, key, value, expire=None, read=False, tag=None, retry=False):
         """Set ``key`` to ``value``; with ``read`` the value is a binary file
         whose content is streamed to the server. Return True."""
-        return self._run(ops.set(self._client, self._prefix, key, value, expire, read, tag))
+        return self._run(ops.set(self._route, self._prefix, key, value, expire, read, tag))
 
     def __setitem__(self, key, value):
         self.set(key, value)
 
     def add(self, key, value, expire=None, read=False, tag=None, retry=False):
         """Store only if ``key`` has no live item; True if stored."""
-        return self._run(ops.add(self._client, self._prefix, key, value, expire, read, tag))
+        return self._run(ops.add(self._route, self._prefix, key, value, expire, read, tag))
 
     def touch(self, key, expire=None, retry=False):
         """Set a live key's expiry (None: never); True if the key was live."""
-        return self._run(ops.touch(self._client, self._prefix, key, expire))
+        return self._run(ops.touch(self._route, self._prefix, key, expire))
 
     def get(self, key, default=None, read=False, expire_time=False, tag=False, retry=False):
         """The value of ``key`` or ``default``; with ``expire_time``/``tag``
         a tuple ``(value, expire_time, tag)`` in python-diskcache's shapes;
         with ``read`` a binary file streaming a bytes value."""
-        return self._run(ops.get(self._client, self._prefix, key, default, read,
+        return self._run(ops.get(self._route, self._prefix, key, default, read,
                                  expire_time, tag))
 
     def __getitem__(self, key):
@@ -94,15 +98,15 @@ class Cache:
         return handle
 
     def __contains__(self, key):
-        return self._run(ops.contains(self._client, self._prefix, key))
+        return self._run(ops.contains(self._route, self._prefix, key))
 
     def pop(self, key, default=None, expire_time=False, tag=False, retry=False):
         """Remove ``key`` and return its value (atomic on the server)."""
-        return self._run(ops.pop(self._client, self._prefix, key, default, expire_time, tag))
+        return self._run(ops.pop(self._route, self._prefix, key, default, expire_time, tag))
 
     def delete(self, key, retry=False):
         """Delete ``key``; True if it had a live item."""
-        return self._run(ops.delete(self._client, self._prefix, key))
+        return self._run(ops.delete(self._route, self._prefix, key))
 
     def __delitem__(self, key):
         if not self.delete(key):
@@ -111,11 +115,11 @@ class Cache:
     def incr(self, key, delta=1, default=0, retry=False):
         """Atomically add ``delta``; a missing key starts at ``default``
         (KeyError if ``default`` is None). Return the new value."""
-        return self._run(ops.incr(self._client, self._prefix, key, delta, default))
+        return self._run(ops.incr(self._route, self._prefix, key, delta, default))
 
     def decr(self, key, delta=1, default=0, retry=False):
         """Atomically subtract ``delta``; see :meth:`incr`."""
-        return self._run(ops.incr(self._client, self._prefix, key, delta, default,
+        return self._run(ops.incr(self._route, self._prefix, key, delta, default,
                                   decrement=True))
 
     # -- many keys -----------------------------------------------------------
@@ -123,24 +127,24 @@ class Cache:
     def get_many(self, keys):
         """{key: value} for the keys found (one request per shard)."""
         keys = list(keys)
-        found = self._run(ops.get_many(self._client, self._prefix, keys))
+        found = self._run(ops.get_many(self._route, self._prefix, keys))
         return {key: value for key, (hit, value) in zip(keys, found) if hit}
 
     def set_many(self, mapping, expire=None, tag=None):
         """Store every item; return the keys that could not be stored."""
         items = [(key, value, expire, tag) for key, value in mapping.items()]
-        failed = self._run(ops.set_many(self._client, self._prefix, items))
+        failed = self._run(ops.set_many(self._route, self._prefix, items))
         return [items[index][0] for index in failed]
 
     def delete_many(self, keys):
         """Delete keys; the count that had live items."""
-        return sum(self._run(ops.delete_many(self._client, self._prefix, list(keys))))
+        return sum(self._run(ops.delete_many(self._route, self._prefix, list(keys))))
 
     # -- whole cache -----------------------------------------------------------
 
     def evict(self, tag, retry=False):
         """Remove every item tagged ``tag``; the count removed."""
-        return self._run(ops.remove(self._client, self._prefix, 'evict',
+        return self._run(ops.remove(self._route, self._prefix, 'evict',
                                     wire.set_params(tag=tag)))
 
     def expire(self, now=None, retry=False):
@@ -148,43 +152,43 @@ class Cache:
         if now is not None:
             raise NotImplementedError('expire(now=...) is not available over HTTP: '
                                       'the server expires by its own clock')
-        return self._run(ops.remove(self._client, self._prefix, 'expire'))
+        return self._run(ops.remove(self._route, self._prefix, 'expire'))
 
     def cull(self, retry=False):
         """Remove expired items, then by eviction policy down to the size
         limit; the count removed."""
-        return self._run(ops.remove(self._client, self._prefix, 'cull'))
+        return self._run(ops.remove(self._route, self._prefix, 'cull'))
 
     def clear(self, retry=False):
         """Remove every item; the count removed."""
-        return self._run(ops.remove(self._client, self._prefix, 'clear'))
+        return self._run(ops.remove(self._route, self._prefix, 'clear'))
 
     def check(self, fix=False, retry=False):
         """Check (and with ``fix`` repair) consistency; the warnings found."""
-        return self._run(ops.check_cache(self._client, self._prefix, fix))
+        return self._run(ops.check_cache(self._route, self._prefix, fix))
 
     def stats(self, enable=True, reset=False):
         """``(hits, misses)``; enables or disables counting, optionally
         resetting the counts after reading them."""
-        return self._run(ops.stats(self._client, self._prefix, enable, reset))
+        return self._run(ops.stats(self._route, self._prefix, enable, reset))
 
     def volume(self):
         """Estimated bytes used on disk."""
-        return self._run(ops.info(self._client, self._prefix))['volume']
+        return self._run(ops.info(self._route, self._prefix))['volume']
 
     def __len__(self):
         """Count of items, expired ones included (as python-diskcache)."""
-        return self._run(ops.info(self._client, self._prefix))['count']
+        return self._run(ops.info(self._route, self._prefix))['count']
 
     def create_tag_index(self):
-        self._run(ops.tag_index(self._client, self._prefix, True))
+        self._run(ops.tag_index(self._route, self._prefix, True))
 
     def drop_tag_index(self):
-        self._run(ops.tag_index(self._client, self._prefix, False))
+        self._run(ops.tag_index(self._route, self._prefix, False))
 
     def settings(self):
         """Every engine setting of the cache, as the server reports them."""
-        return self._run(ops.settings(self._client, self._prefix))
+        return self._run(ops.settings(self._route, self._prefix))
 
     def reset(self, key, value=ENOVAL, update=True):
         """Read a setting, or change one of the run-time settings
@@ -194,7 +198,7 @@ class Cache:
         if key not in RUNTIME_SETTINGS:
             raise ValueError('%r cannot be changed at run time; run-time settings: %s'
                              % (key, ', '.join(sorted(RUNTIME_SETTINGS))))
-        return self._run(ops.settings(self._client, self._prefix, {key: value}))[key]
+        return self._run(ops.settings(self._route, self._prefix, {key: value}))[key]
 
     def deque(self, name, maxlen=None):
         """The server's deque ``name`` (directory ``deque/<name>``), as

@@ -5,17 +5,22 @@ list of them, one per shard, answered in order) and receives the matching
 :class:`~diskcache_client.transport.Response` (or list); its return value is
 the operation's result. :meth:`Client.run` and :meth:`Client.arun` drive
 them over blocking sockets or asyncio. ``c`` is the
-:class:`~diskcache_client.transport.Client` (for key-to-shard routing) and
-``prefix`` the escaped path of the addressed cache: ``/v1`` for the server's
-cache, ``/v1/caches/<name>`` for a named cache.
+:class:`~diskcache_client.transport.Client` (for key-to-shard routing: its
+``shard_of``, ``targets``, ``shards`` and ``retries``; a named cache of a
+client that follows a topology passes a
+:class:`~diskcache_client.topology.Pinned` view of it) and ``prefix`` the
+escaped path of the addressed cache: ``/v1`` for the server's cache,
+``/v1/caches/<name>`` for a named cache.
 """
 
 import json
 from collections import defaultdict
 
-from . import routing, wire
+from . import wire
 from .errors import Timeout, error_from_response
 from .http11 import Request
+from .routing import routing_bytes
+from .topology import SCOPE_HEADER
 
 # Keys per batch request (the server accepts up to 10000).
 BATCH_SIZE = 1000
@@ -72,15 +77,15 @@ def key_target(key, params=()):
         query.insert(0, ('ke', encoding))
     if kind != 'text':
         query.insert(0, ('kt', kind))
-    return routing.routing_bytes(kind, raw), segment, query
+    return routing_bytes(kind, raw), segment, query
 
 
 def key_request(c, prefix, key, method, suffix='', params=(), **kwargs):
     """A request addressing one key: ``{prefix}/keys/{key}{suffix}``."""
-    routed, segment, query = key_target(key, params)
+    routing, segment, query = key_target(key, params)
     return Request(method, prefix + '/keys/' + segment + suffix,
                    query=wire.build_query(query) if query else '',
-                   shard=c.shard_of(routed), **kwargs)
+                   shard=c.shard_of(routing), **kwargs)
 
 
 def _value(resp, read=False):
@@ -186,7 +191,8 @@ def _by_shard(c, keys):
     """Chunks of (shard, [(index, key)]) of at most BATCH_SIZE keys."""
     groups = defaultdict(list)
     for index, key in enumerate(keys):
-        groups[c.shard_of(routing.routing_bytes(*wire.encode_key(key)))].append((index, key))
+        kind, raw = wire.encode_key(key)
+        groups[c.shard_of(routing_bytes(kind, raw))].append((index, key))
     chunks = []
     for shard in sorted(groups):
         items = groups[shard]
@@ -266,9 +272,22 @@ def delete_many(c, prefix, keys):
 
 # -- whole-cache operations -------------------------------------------------------
 
-def _everywhere(c, method, path, query='', **kwargs):
-    return [Request(method, path, query=query, shard=shard, **kwargs)
-            for shard in range(c.shards)]
+def _scoped(c, headers=None):
+    """The headers of a whole-cache request: with a list of shard URLs the
+    client adds up the servers' results itself, so each server is asked for
+    its own part only (``Diskcache-Scope: shard``; a server that belongs to
+    a topology would otherwise fan the operation out to every shard)."""
+    if c.shards <= 1:
+        return headers
+    scoped = dict(headers or {})
+    scoped[SCOPE_HEADER] = 'shard'
+    return scoped
+
+
+def _everywhere(c, method, path, query='', headers=None, **kwargs):
+    headers = _scoped(c, headers)
+    return [Request(method, path, query=query, shard=shard, headers=headers, **kwargs)
+            for shard in c.targets()]
 
 
 def remove(c, prefix, what, params=()):
@@ -281,12 +300,13 @@ def remove(c, prefix, what, params=()):
     ``removed`` counting everything removed so far).
     """
     query = wire.build_query(params)
-    pending = list(range(c.shards))
+    headers = _scoped(c)
+    pending = list(c.targets())
     total = 0
     stalls = 0
     while pending:
         resps = yield [Request('POST', prefix + '/' + what, query=query, shard=shard,
-                               idempotent=True, retry_unavailable=False)
+                               headers=headers, idempotent=True, retry_unavailable=False)
                        for shard in pending]
         again = []
         progress = False
@@ -354,7 +374,8 @@ def settings(c, prefix, changes=None):
     """Read the settings (first shard), or change runtime settings on every
     shard and return them."""
     if changes is None:
-        (resp,) = yield [Request('GET', prefix + '/settings', shard=0, idempotent=True)]
+        (resp,) = yield [Request('GET', prefix + '/settings', shard=c.targets()[0],
+                                 idempotent=True, headers=_scoped(c))]
         return _json(resp)
     body = json.dumps(changes).encode('utf-8')
     resps = yield _everywhere(c, 'PATCH', prefix + '/settings', idempotent=True,

@@ -362,10 +362,8 @@ class _Collection:
         self._client = client
         self._name = name
         self._path = collection_path(self._kind, name)
-        # With a list of shard URLs the whole collection lives on one server:
-        # the one its name hashes to, as a key is sent to the shard its
-        # bytes hash to.
-        self._shard = client.shard_of(name.encode('utf-8'))
+        # The whole collection lives on one shard: the owner of its name.
+        self._routing = name.encode('utf-8')
 
     @property
     def client(self):
@@ -378,11 +376,19 @@ class _Collection:
         ``index/`` on the server)."""
         return self._name
 
+    @property
+    def _shard(self):
+        # Asked per call: a client that follows a topology may have learnt
+        # a new one since.
+        return self._client.shard_of(self._routing)
+
     def _run(self, op, *args, **kwargs):
-        return self._client.run(op(self._client, self._path, self._shard, *args, **kwargs))
+        client = self._client
+        client.follow()  # before routing by the topology
+        return client.run(op(client, self._path, self._shard, *args, **kwargs))
 
     def _where(self):
-        return self._client.endpoints[self._shard].url
+        return self._client.where(self._shard)
 
     @staticmethod
     def transact():

@@ -62,10 +62,13 @@ class Unreachable(Exception):
     """A request failed below HTTP (connect, send or receive), or its
     answer was not HTTP."""
 
-    def __init__(self, cause, timeout=False):
+    def __init__(self, cause, timeout=False, sent=True):
         super().__init__(str(cause) or type(cause).__name__)
         self.cause = cause
         self.timeout = timeout
+        # False when no connection could be made: the server never saw the
+        # request, which can safely go elsewhere.
+        self.sent = sent
 
 
 # Errors of a reused keep-alive connection that the server closed while it
@@ -204,7 +207,10 @@ class Endpoint:
 
     def _connect(self):
         self.note_connect()
-        sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+        try:
+            sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+        except OSError as exc:
+            raise Unreachable(exc, timeout=isinstance(exc, socket.timeout), sent=False) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.scheme == 'https':
@@ -333,9 +339,13 @@ class Endpoint:
         kwargs = {}
         if self.scheme == 'https':
             kwargs = {'ssl': self.ssl_context, 'server_hostname': self.host}
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=MAX_HEAD, **kwargs),
-            self.connect_timeout)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, limit=MAX_HEAD, **kwargs),
+                self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise Unreachable(exc, timeout=isinstance(exc, (socket.timeout, asyncio.TimeoutError)),
+                              sent=False) from exc
         sock = writer.get_extra_info('socket')
         if sock is not None:
             try:

@@ -14,6 +14,8 @@ The work is split by job:
   (blocking and per event loop) and the exchange of one request;
 * :mod:`diskcache_client.breaker` -- the circuit breaker;
 * :mod:`diskcache_client.routing` -- which shard server owns a key;
+* :mod:`diskcache_client.topology` -- the topology a client given one URL
+  follows;
 * this module -- :class:`Client`, which ties them together.
 
 Failure handling, per server (endpoint):
@@ -35,16 +37,18 @@ Failure handling, per server (endpoint):
 import asyncio
 import atexit
 import collections.abc
+import json
 import logging
 import random
 import threading
 import time
 
+from . import topology as _topology
 from .breaker import CircuitBreaker
 from .errors import ServerUnavailable
 from .http11 import ProtocolError, Request, Response
 from .pool import COALESCE_MAX, Endpoint, Unreachable
-from .routing import jump_hash, key_hash, owner
+from .routing import jump_hash, key_hash
 
 # The names this module has always offered; the framing, pool, breaker and
 # routing ones now live in their own modules.
@@ -59,19 +63,33 @@ USER_AGENT = 'diskcache-client-python/0.1'
 
 
 class Client:
-    """Talks to one cacheserver, or to several shard servers.
+    """Talks to one cacheserver, a cache of several shards behind one URL,
+    or a list of shard servers.
 
-    With several URLs each key goes to ``jump_hash(key_hash(routing), n)``
-    where ``routing`` is the key's routing bytes
-    (:func:`diskcache_client.routing.routing_bytes`);
-    operations on the whole cache (clear, expire, stats, ...) go to every
-    shard and their results are added up.
+    One URL (a server, or the Service of a cache of several shards): once an
+    answer carries a ``Diskcache-Epoch`` header (servers that belong to a
+    topology send it), the client reads ``GET /v1/topology`` and from then
+    on sends each key straight to the shard that owns it
+    (:mod:`diskcache_client.topology`), a named cache, deque or index to the
+    owner of its name, and everything else (clear, stats, ...) to the URL,
+    whose server fans it out to every shard. It reads the topology again
+    when an answer carries a newer epoch, or answers 409 ``wrong_epoch``
+    with a newer topology (the request then goes again, through the URL). A
+    shard that cannot be reached (refused, unresolvable, timed out, or its
+    circuit breaker open) gets its requests sent through the URL instead,
+    whose server forwards them. ``topology=False`` sends everything to the
+    URL.
+
+    Several URLs: each key goes to ``jump_hash(key_hash(routing), n)`` of
+    them; operations on the whole cache (clear, expire, stats, ...) go to
+    every server (with ``Diskcache-Scope: shard``, so that servers that
+    would fan out answer for themselves) and their results are added up.
     """
 
     def __init__(self, locations, *, token=None, token_file=None,
                  socket_timeout=5.0, connect_timeout=None, retries=2,
                  retry_backoff=0.05, cooldown=2.0, max_idle=16, idle_ttl=60.0,
-                 ssl_context=None):
+                 ssl_context=None, topology=True):
         if isinstance(locations, str):
             locations = [locations]
         locations = [loc for loc in locations if loc]
@@ -85,26 +103,69 @@ class Client:
         if token is None and token_file:
             self._token = _read_token(token_file)
         connect_timeout = socket_timeout if connect_timeout is None else connect_timeout
-        self.endpoints = [
-            Endpoint(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout,
-                     cooldown=cooldown, max_idle=max_idle, idle_ttl=idle_ttl,
-                     ssl_context=ssl_context)
-            for url in locations
-        ]
+        options = dict(socket_timeout=socket_timeout, connect_timeout=connect_timeout,
+                       cooldown=cooldown, max_idle=max_idle, idle_ttl=idle_ttl,
+                       ssl_context=ssl_context)
+        self.endpoints = [Endpoint(url, **options) for url in locations]
+        # Keys are spread over _n servers, the first at endpoints[_base].
+        self._n = len(self.endpoints)
+        self._base = 0
+        self._follow = None
+        if len(self.endpoints) == 1 and topology:
+            self._follow = _topology.Follower(
+                self.endpoints[0], lambda url: Endpoint(url, **options),
+                retry_after=max(float(cooldown), 0.5))
+            self._base = 1
 
     @property
     def shards(self):
-        return len(self.endpoints)
+        """How many servers whole-cache operations go to, and add up: each
+        listed URL, or the one URL (whose server fans out)."""
+        return 1 if self._follow is not None else len(self.endpoints)
+
+    @property
+    def topology(self):
+        """The :class:`~diskcache_client.topology.Layout` followed (epoch
+        and shard URLs), or None."""
+        return None if self._follow is None else self._follow.layout
+
+    def targets(self):
+        """The servers (indexes of :attr:`endpoints`) that whole-cache
+        operations go to."""
+        return range(self.shards)
 
     @property
     def connect_attempts(self):
         """Connections opened (or tried) so far, over every endpoint."""
-        return sum(ep.connect_attempts for ep in self.endpoints)
+        return sum(ep.connect_attempts for ep in self._all_endpoints())
 
-    def shard_of(self, raw):
-        """The index of the endpoint that owns a key's routing bytes (or a
-        collection name's UTF-8 bytes); see :mod:`diskcache_client.routing`."""
-        return owner(raw, len(self.endpoints))
+    def _all_endpoints(self):
+        if self._follow is not None:
+            return self._follow.endpoints()
+        return self.endpoints
+
+    def shard_of(self, routing):
+        """The server (index of :attr:`endpoints`) for a key or collection
+        name with these routing bytes (:func:`topology.routing_bytes`)."""
+        n = self._n
+        if n <= 1:
+            return 0
+        return self._base + jump_hash(key_hash(routing), n)
+
+    def pin(self, name):
+        """The client as the operations of the named cache ``name`` see
+        it: following a topology, a :class:`topology.Pinned` view that sends
+        all of them to the owner of the name; else the client itself."""
+        if self._follow is None:
+            return self
+        return _topology.Pinned(self, name)
+
+    def where(self, shard):
+        """The URL a collection kept on ``shard`` is shown with: its
+        server's, or the one URL given."""
+        if self._follow is not None:
+            return self.endpoints[0].url
+        return self.endpoints[shard].url
 
     def _fixed_headers(self):
         """The header lines of every request (after ``Host``), formatted
@@ -138,25 +199,123 @@ class Client:
         base = self.retry_backoff * (2 ** (attempt - 1))
         return base + random.uniform(0, base / 2)
 
+    # -- topology ----------------------------------------------------------------
+
+    def _adopt(self, eps):
+        """Route over a new endpoint list (:class:`topology.Follower`)."""
+        if eps is None:
+            return
+        self.endpoints = eps
+        self._n = len(eps) - 1 if len(eps) > 1 else 1
+        log.info('cache %s: following topology epoch %d, %d shard(s)', eps[0].url,
+                 self._follow.epoch, self._n)
+
+    def _topology_answer(self, resp):
+        """Take the answer of GET /v1/topology; whether it answered."""
+        follow = self._follow
+        if resp.status == 200:
+            try:
+                layout = _topology.parse_layout(json.loads(resp.body))
+            except (ValueError, UnicodeDecodeError) as exc:
+                log.warning('cache %s: unusable topology (%s)', resp.url, exc)
+                return False
+            self._adopt(follow.adopt(layout))
+            return True
+        if resp.status == 404:
+            self._adopt(follow.none())
+            return True
+        log.warning('cache %s: reading the topology failed: HTTP %d', resp.url, resp.status)
+        return False
+
+    def _refresh(self):
+        follow = self._follow
+        if not follow.begin():
+            return
+        ok = False
+        try:
+            ok = self._topology_answer(self._send_to(follow.service, _topology_request()))
+        except ServerUnavailable as exc:
+            log.warning('cache %s: reading the topology failed: %s', follow.service.url, exc)
+        finally:
+            follow.end(ok)
+
+    async def _arefresh(self):
+        follow = self._follow
+        if not follow.begin():
+            return
+        ok = False
+        try:
+            ok = self._topology_answer(await self._asend_to(follow.service, _topology_request()))
+        except ServerUnavailable as exc:
+            log.warning('cache %s: reading the topology failed: %s', follow.service.url, exc)
+        finally:
+            follow.end(ok)
+
+    def _misrouted(self, req, resp):
+        """Whether a 409 answer says the request followed an old topology
+        (after adopting the newer one it carries)."""
+        layout = _topology.misrouted_layout(resp.body)
+        if layout is None:
+            return False
+        self._adopt(self._follow.adopt(layout))
+        return req.replayable
+
+    @staticmethod
+    def _fallback(req, exc):
+        """Whether a request that failed to reach its shard (``exc``, a
+        :class:`ServerUnavailable` of that shard) can go through the service
+        URL instead: always when the shard never saw it (not connected, or
+        its circuit breaker open), else when sending it twice does no
+        harm."""
+        if exc.code == 'circuit_open' or not getattr(exc, 'sent', True):
+            return True
+        return exc.code == 'unreachable' and req.idempotent and req.replayable
+
     # -- blocking --------------------------------------------------------------
 
     def send(self, req):
-        """Send a request with retries and the circuit breaker."""
-        ep = self.endpoints[req.shard]
+        """Send a request with retries and the circuit breaker (and, when
+        following a topology, the fallback to the service URL)."""
+        if req.shard and self._follow is not None:
+            return self._send_shard(req)
+        return self._send_to(self.endpoints[req.shard], req)
+
+    def _send_to(self, ep, req, retry_unreachable=True):
         breaker = ep.breaker
         if not breaker.allow():
             raise _circuit_open(ep)
         try:
-            resp = self._send_attempts(ep, req)
+            resp = self._send_attempts(ep, req, retry_unreachable)
         except Unreachable as exc:
             raise _tripped(ep, exc) from exc.cause
         except BaseException:
             breaker.abandon()
             raise
         breaker.success()
+        follow = self._follow
+        if follow is not None:
+            epoch = resp.headers.get(_EPOCH)
+            if epoch is not None and epoch != follow.epoch_text:
+                follow.saw(epoch)
+            if resp.status == 409 and self._misrouted(req, resp) and ep is not follow.service:
+                return self._send_to(follow.service, req)
         return resp
 
-    def _send_attempts(self, ep, req):
+    def _send_shard(self, req):
+        """Send a request to the shard that owns it; through the service URL
+        when the shard cannot be reached."""
+        eps = self.endpoints
+        if req.shard >= len(eps):  # routed by a topology since replaced
+            return self._send_to(eps[0], req)
+        ep = eps[req.shard]
+        try:
+            return self._send_to(ep, req, retry_unreachable=False)
+        except ServerUnavailable as exc:
+            if exc.url != ep.url or not self._fallback(req, exc):
+                raise
+        return self._send_to(eps[0], req)
+
+    def _send_attempts(self, ep, req, retry_unreachable=True):
         replayable = req.body is None or isinstance(req.body, (bytes, bytearray))
         attempts = 1 + (self.retries if req.idempotent and replayable else 0)
         token_retry = True
@@ -166,7 +325,7 @@ class Client:
                 resp = ep.exchange(req, self._fixed or self._fixed_headers())
             except Unreachable as exc:
                 attempt += 1
-                if exc.timeout or attempt >= attempts:
+                if exc.timeout or attempt >= attempts or not retry_unreachable:
                     raise
                 time.sleep(self._delay(attempt))
                 continue
@@ -181,8 +340,18 @@ class Client:
                 continue
             return resp
 
+    def follow(self):
+        """Read the topology now if it is due (blocking); :meth:`run` does
+        this before each operation."""
+        follow = self._follow
+        if follow is not None and follow.stale:
+            self._refresh()
+
     def run(self, op):
         """Drive an operation generator to its result (blocking)."""
+        follow = self._follow
+        if follow is not None and follow.stale:
+            self._refresh()
         try:
             req = next(op)
             while True:
@@ -202,21 +371,44 @@ class Client:
         if not req.replayable or req.stream:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(None, self.send, req)
-        ep = self.endpoints[req.shard]
+        if req.shard and self._follow is not None:
+            return await self._asend_shard(req)
+        return await self._asend_to(self.endpoints[req.shard], req)
+
+    async def _asend_to(self, ep, req, retry_unreachable=True):
         breaker = ep.breaker
         if not breaker.allow():
             raise _circuit_open(ep)
         try:
-            resp = await self._asend_attempts(ep, req)
+            resp = await self._asend_attempts(ep, req, retry_unreachable)
         except Unreachable as exc:
             raise _tripped(ep, exc) from exc.cause
         except BaseException:
             breaker.abandon()
             raise
         breaker.success()
+        follow = self._follow
+        if follow is not None:
+            epoch = resp.headers.get(_EPOCH)
+            if epoch is not None and epoch != follow.epoch_text:
+                follow.saw(epoch)
+            if resp.status == 409 and self._misrouted(req, resp) and ep is not follow.service:
+                return await self._asend_to(follow.service, req)
         return resp
 
-    async def _asend_attempts(self, ep, req):
+    async def _asend_shard(self, req):
+        eps = self.endpoints
+        if req.shard >= len(eps):
+            return await self._asend_to(eps[0], req)
+        ep = eps[req.shard]
+        try:
+            return await self._asend_to(ep, req, retry_unreachable=False)
+        except ServerUnavailable as exc:
+            if exc.url != ep.url or not self._fallback(req, exc):
+                raise
+        return await self._asend_to(eps[0], req)
+
+    async def _asend_attempts(self, ep, req, retry_unreachable=True):
         attempts = 1 + (self.retries if req.idempotent else 0)
         token_retry = True
         attempt = 0
@@ -225,7 +417,7 @@ class Client:
                 resp = await ep.aexchange(req, self._fixed or self._fixed_headers())
             except Unreachable as exc:
                 attempt += 1
-                if exc.timeout or attempt >= attempts:
+                if exc.timeout or attempt >= attempts or not retry_unreachable:
                     raise
                 await asyncio.sleep(self._delay(attempt))
                 continue
@@ -250,6 +442,9 @@ class Client:
         that must not block the loop or that the loop forbids). ``resp`` is
         None for the first step.
         """
+        follow = self._follow
+        if follow is not None and follow.stale:
+            await self._arefresh()
         if offload is not None:
             return await self._arun_offloaded(op, offload)
         try:
@@ -295,7 +490,7 @@ class Client:
     async def aclose(self):
         """Close the pooled connections of the running event loop."""
         loop = asyncio.get_running_loop()
-        for ep in self.endpoints:
+        for ep in self._all_endpoints():
             ep.aclose_loop(loop)
         # Let the aborted transports run their connection_lost callbacks,
         # which close the sockets, before the loop may be closed.
@@ -303,8 +498,15 @@ class Client:
 
     def close(self):
         """Close every pooled blocking connection (they reopen on demand)."""
-        for ep in self.endpoints:
+        for ep in self._all_endpoints():
             ep.close()
+
+
+_EPOCH = _topology.EPOCH_HEADER
+
+
+def _topology_request():
+    return Request('GET', '/v1/topology', idempotent=True)
 
 
 def _circuit_open(ep):
@@ -318,7 +520,9 @@ def _tripped(ep, exc):
     ep.breaker.failure()
     log.warning('cache server %s unreachable (%s); failing fast for %gs',
                 ep.url, exc, ep.breaker.cooldown)
-    return ServerUnavailable(str(exc), code='unreachable', url=ep.url)
+    err = ServerUnavailable(str(exc), code='unreachable', url=ep.url)
+    err.sent = exc.sent  # whether the server may have seen the request
+    return err
 
 
 def _read_token(path):
