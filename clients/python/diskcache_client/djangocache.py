@@ -54,6 +54,7 @@ OPTIONS = {
     'MAX_IDLE_CONNECTIONS': ('max_idle', int),
     'IDLE_TIMEOUT': ('idle_ttl', float),
     'SSL_CONTEXT': ('ssl_context', None),
+    'TOPOLOGY': ('topology', bool),
 }
 OTHER_OPTIONS = {'IGNORE_EXCEPTIONS', 'MAX_ENTRIES', 'CULL_FREQUENCY'}
 
