@@ -3,6 +3,11 @@
 The Go cacheserver is built once per session (or taken from
 $CACHESERVER_BIN) and started on a free loopback port with a bearer token.
 Django is configured with the backend under test as the default cache.
+
+The modules in SHARDED_MODULES run twice: against one server, and against
+three cacheservers serving one cache as the shards of one topology, reached
+through shard 0's URL (as an application reaches a DiskCache through its
+Service).
 """
 
 import json
@@ -17,16 +22,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 TOKEN = 'test-token-5c1e0d'
+ADMIN_TOKEN = 'test-admin-token-9f2a47'
+
+# Test modules that run against one server and against three shards.
+SHARDED_MODULES = frozenset([
+    'test_async', 'test_async_offload', 'test_diskcache_api', 'test_django_api',
+    'test_django_integration', 'test_persistent',
+])
 
 
 class CacheServer:
     """A cacheserver process serving ``data_dir``."""
 
-    def __init__(self, binary, data_dir, token_file, *args):
+    def __init__(self, binary, data_dir, token_file, *args, listen='127.0.0.1:0'):
         self.binary = binary
         self.data_dir = str(data_dir)
         self.token_file = str(token_file)
         self.args = list(args)
+        self.listen = listen
         self.proc = None
         self.addr = None
         self.log = []
@@ -36,7 +49,7 @@ class CacheServer:
         return 'http://%s' % self.addr
 
     def start(self):
-        cmd = [self.binary, '--data-dir', self.data_dir, '--listen', '127.0.0.1:0',
+        cmd = [self.binary, '--data-dir', self.data_dir, '--listen', self.listen,
                '--token-file', self.token_file] + self.args
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
@@ -111,12 +124,101 @@ def token_file(tmp_path_factory):
     return str(path)
 
 
+class Cluster:
+    """Cacheservers serving one cache as the shards of one topology (epoch
+    1): each started with ``--shard-index``, ``--peers`` and the operator's
+    ``--admin-token-file``, on loopback ports reserved up front so that every
+    shard knows every URL from the start. ``url`` is shard 0's, the way in
+    for clients (as a Kubernetes Service would be)."""
+
+    def __init__(self, binary, data_root, token_file, admin_token_file, shards, *args):
+        ports = _free_ports(shards)
+        self.urls = ['http://127.0.0.1:%d' % port for port in ports]
+        self.shards = [
+            CacheServer(binary, Path(data_root) / ('shard%d' % i), token_file,
+                        '--shard-index', str(i), '--peers', ','.join(self.urls),
+                        '--admin-token-file', str(admin_token_file), *args,
+                        listen='127.0.0.1:%d' % port)
+            for i, port in enumerate(ports)
+        ]
+
+    @property
+    def url(self):
+        return self.urls[0]
+
+    def start(self):
+        try:
+            for shard in self.shards:
+                shard.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        for shard in self.shards:
+            shard.stop()
+
+
+def _free_ports(n):
+    """n loopback ports that were free a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(('127.0.0.1', 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 @pytest.fixture(scope='session')
-def server(cacheserver_bin, token_file, tmp_path_factory):
-    srv = CacheServer(cacheserver_bin, tmp_path_factory.mktemp('data'), token_file,
-                      '--fanout', '8').start()
+def admin_token_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('admin') / 'token'
+    path.write_text(ADMIN_TOKEN + '\n')
+    return str(path)
+
+
+def pytest_generate_tests(metafunc):
+    # One server for every module; three shards too for SHARDED_MODULES.
+    if 'server' in metafunc.fixturenames:
+        module = metafunc.module.__name__.rpartition('.')[2]
+        counts = [1, 3] if module in SHARDED_MODULES else [1]
+        metafunc.parametrize('server', counts, indirect=True, scope='session',
+                             ids=['%dshard' % n for n in counts])
+
+
+@pytest.fixture(scope='session')
+def server(request, cacheserver_bin, token_file, admin_token_file, tmp_path_factory):
+    """The server the default Django cache talks to: one cacheserver, or
+    (param 3) a Cluster of three reached through shard 0's URL."""
+    shards = getattr(request, 'param', 1)
+    if shards == 1:
+        srv = CacheServer(cacheserver_bin, tmp_path_factory.mktemp('data'), token_file,
+                          '--fanout', '8').start()
+    else:
+        srv = Cluster(cacheserver_bin, tmp_path_factory.mktemp('shards'), token_file,
+                      admin_token_file, shards, '--fanout', '8').start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def start_cluster(cacheserver_bin, token_file, admin_token_file, tmp_path):
+    """Start clusters: start_cluster(shards, *args)."""
+    started = []
+
+    def start(shards, *args):
+        cluster = Cluster(cacheserver_bin, tmp_path / ('cluster%d' % len(started)), token_file,
+                          admin_token_file, shards, *args).start()
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 @pytest.fixture
@@ -168,6 +270,29 @@ def django_settings(server, token_file, pydiskcache_dir, tmp_path_factory):
         conf.update(extra)
         return conf
 
+    caches = {
+        'default': backend(),
+        'prefix': backend(KEY_PREFIX='cacheprefix'),
+        'v2': backend(VERSION=2),
+        'custom_key': backend(KEY_FUNCTION=custom_key_func),
+        'custom_key2': backend(KEY_FUNCTION='conftest.custom_key_func'),
+        'db_key': backend(KEY_FUNCTION='conftest.db_key_func'),
+        # Django's own backend, as the reference for the async tests.
+        'locmem': {'BACKEND': 'django.core.cache.backends.locmem.LocMemCache'},
+        'forever': backend(TIMEOUT=None),
+        'pydiskcache': {
+            'BACKEND': 'diskcache.DjangoCache',
+            'LOCATION': pydiskcache_dir,
+        },
+    }
+    if settings.configured:
+        # Another server of the parametrized `server` fixture: point the
+        # caches at it, as Django's override_settings would.
+        from django.test.signals import setting_changed
+        settings.CACHES = caches
+        setting_changed.send(sender=type(settings), setting='CACHES', value=caches, enter=True)
+        yield settings
+        return
     settings.configure(
         DEBUG=False,
         SECRET_KEY='diskcache-client-tests',
@@ -183,21 +308,7 @@ def django_settings(server, token_file, pydiskcache_dir, tmp_path_factory):
         }},
         MIDDLEWARE=[],
         SESSION_ENGINE='django.contrib.sessions.backends.cache',
-        CACHES={
-            'default': backend(),
-            'prefix': backend(KEY_PREFIX='cacheprefix'),
-            'v2': backend(VERSION=2),
-            'custom_key': backend(KEY_FUNCTION=custom_key_func),
-            'custom_key2': backend(KEY_FUNCTION='conftest.custom_key_func'),
-            'db_key': backend(KEY_FUNCTION='conftest.db_key_func'),
-            # Django's own backend, as the reference for the async tests.
-            'locmem': {'BACKEND': 'django.core.cache.backends.locmem.LocMemCache'},
-            'forever': backend(TIMEOUT=None),
-            'pydiskcache': {
-                'BACKEND': 'diskcache.DjangoCache',
-                'LOCATION': pydiskcache_dir,
-            },
-        },
+        CACHES=caches,
     )
     django.setup()
     yield settings

@@ -1,0 +1,231 @@
+"""The client given one URL against three real cacheserver shards.
+
+Three cacheserver processes serve one cache as the shards of one topology
+(``cacheserver --shard-index I --peers URL0,URL1,URL2``), and clients are
+given shard 0's URL, as applications are given a DiskCache's Service. Where
+each request was answered is read from the servers' own metrics:
+``diskcache_forwarded_requests_total`` (requests a shard passed to the
+owner) and ``diskcache_served_requests_total`` (requests a shard answered
+itself).
+"""
+
+import asyncio
+import json
+import re
+import socket
+import urllib.request
+
+import pytest
+
+from diskcache_client import Cache, Client, Deque, Index, ServerUnavailable
+from diskcache_client.djangocache import DjangoCache
+from diskcache_client.ops import key_target
+from diskcache_client.routing import owner
+
+from conftest import ADMIN_TOKEN, TOKEN
+
+_SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})? (\S+)$')
+
+
+def metrics(url):
+    """{(name, labels): value} of a shard's /metrics. (Read over a plain
+    socket: a test may have made socket.create_connection refuse a shard.)"""
+    host, port = url.rsplit('/', 1)[1].rsplit(':', 1)
+    with socket.socket() as sock:
+        sock.settimeout(10)
+        sock.connect((host, int(port)))
+        sock.sendall(('GET /metrics HTTP/1.0\r\nHost: %s\r\nAuthorization: Bearer %s\r\n'
+                      'Connection: close\r\n\r\n' % (host, TOKEN)).encode())
+        data = b''
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    head, _, text = data.decode().partition('\r\n\r\n')
+    assert head.split(' ')[1] == '200', head
+    out = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            out[(match.group(1), match.group(2) or '')] = float(match.group(3))
+    return out
+
+
+def total(url, name):
+    return sum(v for (n, _), v in metrics(url).items() if n == name)
+
+
+def forwarded(cluster):
+    """Requests forwarded by each shard so far."""
+    return [total(url, 'diskcache_forwarded_requests_total') for url in cluster.urls]
+
+
+def served(cluster):
+    """Requests each shard answered itself so far."""
+    return [total(url, 'diskcache_served_requests_total') for url in cluster.urls]
+
+
+def delta(after, before):
+    return [a - b for a, b in zip(after, before)]
+
+
+@pytest.fixture
+def cluster(start_cluster):
+    return start_cluster(3, '--fanout', '4')
+
+
+def smart_client(cluster, **options):
+    client = Client(cluster.url, token=TOKEN, retry_backoff=0.001, **options)
+    # The first answer carries the epoch; the next call reads the topology.
+    Cache(client).get('warm-up')
+    Cache(client).get('warm-up')
+    assert client.topology is not None and client.topology.shards == tuple(cluster.urls)
+    return client
+
+
+def test_keys_go_straight_to_their_owner(cluster):
+    client = smart_client(cluster)
+    cache = Cache(client)
+    keys = ['key%d' % n for n in range(60)] + [b'bytes', 7, 2.5, 3.0, ('tuple', 1)]
+    fw, sv = forwarded(cluster), served(cluster)
+    for key in keys:
+        cache.set(key, repr(key))
+    for key in keys:
+        assert cache.get(key) == repr(key)
+    assert cache.incr('counter') == 1
+    assert delta(forwarded(cluster), fw) == [0, 0, 0]
+    # Each key's two requests were answered by its owner.
+    want = [0, 0, 0]
+    for key in keys:
+        want[client.shard_of(key_target(key)[0]) - 1] += 2
+    want[owner(b'counter', 3)] += 1
+    assert delta(served(cluster), sv) == want
+    assert all(want)
+
+    # Through the URL without the topology, the same keys are forwarded by
+    # shard 0 to their owners, and read back the same.
+    plain = Cache(Client(cluster.url, token=TOKEN, topology=False))
+    fw = forwarded(cluster)
+    for key in keys:
+        assert plain.get(key) == repr(key)
+    others = sum(1 for key in keys
+                 if client.shard_of(key_target(key)[0]) != 1)
+    assert delta(forwarded(cluster), fw) == [others, 0, 0]
+
+
+def test_batches_cluster_wide_operations_and_collections(cluster):
+    client = smart_client(cluster)
+    cache = Cache(client)
+    data = {'item%d' % n: n for n in range(90)}
+    fw = forwarded(cluster)
+    assert cache.set_many(data, tag='batch') == []
+    assert cache.get_many(list(data) + ['missing']) == data
+    assert delta(forwarded(cluster), fw) == [0, 0, 0]
+    # Cluster-wide operations go to the URL once, which fans them out.
+    assert len(cache) == 90 + 0 and cache.evict('batch') == 90
+    cache.set_many(data)
+    hits_before = cache.stats()[0]
+    assert cache.get_many(list(data)) == data
+    assert cache.stats()[0] - hits_before == 90
+    assert cache.clear() == 90
+    # A named cache, a deque and an index live on the owner of their name.
+    for name, make in (('pages', lambda: Cache(client, 'pages')),
+                       ('jobs', lambda: Deque(client, 'jobs')),
+                       ('seen', lambda: Index(client, 'seen'))):
+        home = owner(name.encode(), 3)
+        coll = make()
+        fw, sv = forwarded(cluster), served(cluster)
+        for n in range(10):
+            if isinstance(coll, Deque):
+                coll.append(n)
+            else:
+                coll[n] = n
+        assert len(coll) == 10
+        assert delta(forwarded(cluster), fw) == [0, 0, 0]
+        got = delta(served(cluster), sv)
+        assert got[home] == 11 and sum(got) == 11, (name, got)
+
+
+def test_an_unreachable_pod_is_reached_through_the_url(cluster, monkeypatch):
+    # Shard 1 runs, but this client cannot connect to it (as when the
+    # headless Service's names do not resolve outside the cluster).
+    client = smart_client(cluster, cooldown=60)
+    cache = Cache(client)
+    blocked = int(cluster.urls[1].rsplit(':', 1)[1])
+    real = socket.create_connection
+
+    def create_connection(address, *args, **kwargs):
+        if address[1] == blocked:
+            raise ConnectionRefusedError('blocked by the test')
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, 'create_connection', create_connection)
+    client.endpoints[2].close()  # no pooled connection to shard 1
+    attempts = client.endpoints[2].connect_attempts
+    keys = [k for k in ('k%d' % n for n in range(60)) if owner(k.encode(), 3) == 1][:5]
+    fw = forwarded(cluster)
+    for n, key in enumerate(keys):
+        assert cache.set(key, n)
+        assert cache.get(key) == n
+        assert cache.incr(key) == n + 1  # not idempotent, but never sent to shard 1
+    assert delta(forwarded(cluster), fw) == [3 * len(keys), 0, 0]
+    # One refused connection, then its circuit breaker stayed open.
+    assert client.endpoints[2].connect_attempts == attempts + 1
+
+
+def test_a_pod_that_is_down(cluster):
+    client = smart_client(cluster, retries=0)
+    django_cache = DjangoCache(cluster.url, {'OPTIONS': {
+        'TOKEN': TOKEN, 'RETRIES': 0, 'IGNORE_EXCEPTIONS': True}})
+    cache = Cache(client)
+    keys = {k: owner(k.encode(), 3) for k in ('k%d' % n for n in range(40))}
+    for key in keys:
+        cache.set(key, key)
+    cluster.shards[2].stop()
+    for key, home in keys.items():
+        if home != 2:
+            assert cache.get(key) == key
+            continue
+        # Refused by shard 2, then asked through the URL, whose server
+        # answers that the owner is unavailable.
+        with pytest.raises(ServerUnavailable) as err:
+            cache.get(key)
+        assert err.value.code == 'shard_unavailable', err.value
+        assert err.value.url.startswith(cluster.url)
+        # The Django backend with IGNORE_EXCEPTIONS sees a miss.
+        assert django_cache.get(key, 'default') == 'default'
+
+
+def test_a_new_epoch_is_followed(cluster):
+    client = smart_client(cluster)
+    cache = Cache(client)
+    cache.set('k', 1)
+    body = json.dumps({'epoch': 2, 'shards': cluster.urls, 'previous': None}).encode()
+    for url in cluster.urls:
+        req = urllib.request.Request(url + '/v1/topology', data=body, method='PUT', headers={
+            'Authorization': 'Bearer ' + ADMIN_TOKEN, 'Content-Type': 'application/json'})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read())['epoch'] == 2
+    assert cache.get('k') == 1  # its answer says epoch 2
+    assert client.topology.epoch == 1
+    assert cache.get('k') == 1
+    assert client.topology.epoch == 2
+
+
+def test_asyncio_calls_go_straight_to_their_owner(cluster):
+    django_cache = DjangoCache(cluster.url, {'OPTIONS': {'TOKEN': TOKEN}})
+
+    async def main():
+        await django_cache.aget('warm-up')
+        await django_cache.aget('warm-up')
+        fw = forwarded(cluster)
+        for n in range(30):
+            await django_cache.aset('a%d' % n, n)
+        got = [await django_cache.aget('a%d' % n) for n in range(30)]
+        await django_cache.aclose()
+        return fw, got
+
+    fw, got = asyncio.run(main())
+    assert got == list(range(30))
+    assert delta(forwarded(cluster), fw) == [0, 0, 0]
