@@ -9,7 +9,9 @@
   ``Index`` for the server's deques and indexes (``cache.deque(name)``,
   ``cache.index(name)``).
 * :class:`Client` — connection pools, retries and circuit breaker for one
-  server or a list of shard servers.
+  server, a cache of several shards behind one URL (whose topology it
+  follows, sending each key straight to its shard), or a list of shard
+  servers.
 
 Standard library only.
 """

@@ -4,7 +4,7 @@ over HTTP.
     CACHES = {
         'default': {
             'BACKEND': 'diskcache_client.djangocache.DjangoCache',
-            'LOCATION': 'http://cache:8080',      # or a list of shard URLs
+            'LOCATION': 'http://cache:8080',      # the Service; or a list of shard URLs
             'TIMEOUT': 300,
             'OPTIONS': {'TOKEN_FILE': '/var/run/secrets/diskcache/token'},
         },

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from diskcache_client import Cache, Client, Deque, Index, ServerUnavailable
+from diskcache_client import Cache, CacheServerError, Client, Deque, Index, ServerUnavailable
 from diskcache_client.djangocache import DjangoCache
 from diskcache_client.ops import key_target
 from diskcache_client.routing import owner
@@ -195,6 +195,11 @@ def test_a_pod_that_is_down(cluster):
         assert err.value.url.startswith(cluster.url)
         # The Django backend with IGNORE_EXCEPTIONS sees a miss.
         assert django_cache.get(key, 'default') == 'default'
+    # Operations on the whole cache fail (502 partial_failure).
+    with pytest.raises(CacheServerError) as err:
+        cache.clear()
+    assert (err.value.status, err.value.code) == (502, 'partial_failure')
+    assert django_cache.clear() == 0
 
 
 def test_a_new_epoch_is_followed(cluster):
