@@ -234,3 +234,21 @@ def test_asyncio_calls_go_straight_to_their_owner(cluster):
     fw, got = asyncio.run(main())
     assert got == list(range(30))
     assert delta(forwarded(cluster), fw) == [0, 0, 0]
+
+
+def test_a_list_of_the_shard_urls_routes_as_the_servers_do(cluster):
+    # The client routes over the listed URLs itself and adds up whole-cache
+    # results; each shard answers those for itself only (Diskcache-Scope).
+    listed = Cache(Client(cluster.urls, token=TOKEN))
+    data = {'item%d' % n: n for n in range(45)}
+    fw = forwarded(cluster)
+    assert listed.set_many(data) == []
+    for key, value in data.items():
+        assert listed.get(key) == value
+    assert delta(forwarded(cluster), fw) == [0, 0, 0]  # the same owners as the servers'
+    assert len(listed) == 45
+    hits = listed.stats()[0]
+    assert listed.get_many(list(data)) == data
+    assert listed.stats()[0] - hits == 45
+    assert listed.clear() == 45
+    assert len(Cache(Client(cluster.url, token=TOKEN))) == 0
