@@ -70,7 +70,7 @@ class Client:
     answer carries a ``Diskcache-Epoch`` header (servers that belong to a
     topology send it), the client reads ``GET /v1/topology`` and from then
     on sends each key straight to the shard that owns it
-    (:mod:`diskcache_client.topology`), a named cache, deque or index to the
+    (:mod:`diskcache_client.routing`), a named cache, deque or index to the
     owner of its name, and everything else (clear, stats, ...) to the URL,
     whose server fans it out to every shard. It reads the topology again
     when an answer carries a newer epoch, or answers 409 ``wrong_epoch``
@@ -146,7 +146,7 @@ class Client:
 
     def shard_of(self, routing):
         """The server (index of :attr:`endpoints`) for a key or collection
-        name with these routing bytes (:func:`topology.routing_bytes`)."""
+        name with these routing bytes (:func:`routing.routing_bytes`)."""
         n = self._n
         if n <= 1:
             return 0
