@@ -270,6 +270,44 @@ def test_an_unreachable_shard_is_reached_through_the_url(cluster, dead_url):
         key_path(':1:' + dead_keys[2]), key_path(':1:' + dead_keys[3])]
 
 
+@pytest.fixture
+def blackhole():
+    """A port that accepts TCP connections and never answers."""
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(64)
+    yield 'http://127.0.0.1:%d' % sock.getsockname()[1]
+    sock.close()
+
+
+def test_a_hung_shard_is_reached_through_the_url(cluster, blackhole):
+    service, shards = cluster
+    service.topology = layout(1, [shards[0], shards[1], blackhole])
+    c = make_cache(service.url, SOCKET_TIMEOUT=0.3, CIRCUIT_BREAKER_COOLDOWN=60)
+    c.get('warm-up')
+    hung = [k for k in ('key%d' % n for n in range(40)) if owner_of(c, k) == 2][:3]
+    # A read times out at the shard (once), then goes through the URL.
+    assert c.get(hung[0]) == 'svc::1:%s' % hung[0]
+    # Its breaker is open now: the shard is not tried again, even for an
+    # incr, which the shard then never saw.
+    assert c.incr(hung[1]) == 1
+    assert c.get(hung[2]) == 'svc::1:%s' % hung[2]
+    assert c.client.endpoints[3].connect_attempts == 1
+    assert len(service.paths()) == 2 + 3
+
+
+def test_an_incr_that_timed_out_at_its_shard_is_not_sent_again(cluster, blackhole):
+    service, shards = cluster
+    service.topology = layout(1, [shards[0], shards[1], blackhole])
+    c = make_cache(service.url, SOCKET_TIMEOUT=0.3)
+    c.get('warm-up')
+    key = [k for k in ('key%d' % n for n in range(40)) if owner_of(c, k) == 2][0]
+    with pytest.raises(ServerUnavailable) as err:
+        c.incr(key)  # the shard may have applied it
+    assert err.value.url == blackhole
+    assert len(service.paths()) == 2
+
+
 def test_a_pod_name_that_does_not_resolve_is_reached_through_the_url(cluster):
     # Outside the cluster the headless Service's names do not resolve.
     service, shards = cluster
