@@ -29,6 +29,8 @@ import (
 	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
+
+	benchmachine "github.com/diskcache-operator/diskcache-operator/hack/bench/internal/machine"
 )
 
 //go:embed python_bench.py
@@ -311,9 +313,7 @@ func run() error {
 	}
 	stopProfile()
 
-	if la := loadAverage(); la != "" {
-		machine = append(machine, "load average at end "+la)
-	}
+	machine = append(machine, "load average at end "+benchmachine.LoadAverage())
 
 	// One result per system and worker count, listed by worker count.
 	collect := func(counts []int, systems []string) []Result {
@@ -468,15 +468,7 @@ func runPython(ctx context.Context, cfg config, sys, dir, base string, shards, w
 
 // describeMachine lists what the results depend on.
 func describeMachine(pyVersion string) []string {
-	cpu := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
+	cpu := benchmachine.CPUModel()
 	sqliteVersion, _, _ := sqlite3.Version()
 	m := []string{
 		fmt.Sprintf("%s, %d CPUs (GOMAXPROCS %d), %s/%s", cpu, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH),
@@ -485,22 +477,5 @@ func describeMachine(pyVersion string) []string {
 	if pyVersion != "" {
 		m = append(m, pyVersion)
 	}
-	if la := loadAverage(); la != "" {
-		m = append(m, "load average at start "+la)
-	}
-	return m
-}
-
-// loadAverage is the 1, 5 and 15 minute load average, "" if unknown: a
-// busy machine makes every number here slower and noisier.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
+	return append(m, "load average at start "+benchmachine.LoadAverage())
 }

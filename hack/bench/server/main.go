@@ -18,12 +18,17 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/hack/bench/internal/loadgen"
+	"github.com/diskcache-operator/diskcache-operator/hack/bench/internal/machine"
+	"github.com/diskcache-operator/diskcache-operator/hack/bench/internal/servers"
 )
 
 type config struct {
@@ -109,7 +114,7 @@ func main() {
 	}()
 
 	start := time.Now()
-	loadBefore := loadAverage()
+	loadBefore := machine.LoadAverage()
 	fmt.Fprintf(os.Stderr, "bench-server: %d CPUs, GOMAXPROCS %d, %s per cell, keyspace %d, load average %s\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.duration, cfg.keys, loadBefore)
 
@@ -118,14 +123,14 @@ func main() {
 		cleanup()
 		fatal("cacheserver: %v", err)
 	}
-	cleanups = append(cleanups, cs.stop)
-	var rs *redis
+	cleanups = append(cleanups, cs.Stop)
+	var rs *servers.Redis
 	if cfg.redis {
-		if rs, err = startRedis(cfg, work); err != nil {
+		if rs, err = servers.StartRedis(filepath.Join(work, "redis-data"), cfg.install); err != nil {
 			fmt.Fprintf(os.Stderr, "bench-server: redis skipped: %v\n", err)
 			rs = nil
 		} else {
-			cleanups = append(cleanups, rs.stop)
+			cleanups = append(cleanups, rs.Stop)
 		}
 	}
 
@@ -146,20 +151,24 @@ func main() {
 	}
 	for round := 1; round <= cfg.rounds; round++ {
 		for _, size := range cfg.sizes {
-			if err := cs.preload(cfg.keys, size); err != nil {
+			if err := loadgen.Preload(cfg.keys, size, func(int) string { return cs.Addr }); err != nil {
 				cleanup()
 				fatal("cacheserver preload: %v", err)
 			}
 			for _, op := range cfg.ops {
 				for _, c := range cfg.conns {
-					r := cs.run(op, size, c, cfg.keys, cfg.duration)
+					r, err := runCacheserver(cs.Addr, op, size, c, cfg.keys, cfg.duration)
+					if err != nil {
+						cleanup()
+						fatal("cacheserver %s %d B %d conns: %v", op, size, c, err)
+					}
 					fmt.Fprintf(os.Stderr, "  round %d cacheserver %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  (%d errors)\n",
 						round, op, size, c, r.RPS, r.P50, r.P99, r.Errors)
 					keep(r)
 					if rs == nil {
 						continue
 					}
-					r, err := rs.run(op, size, c, cfg.keys, cfg.duration)
+					r, err = runRedis(rs, op, size, c, cfg.keys, cfg.duration)
 					if err != nil {
 						fmt.Fprintf(os.Stderr, "  redis %s %d B %d conns: %v\n", op, size, c, err)
 						r = result{System: "redis", Op: op, Size: size, Conns: c, Note: err.Error()}
@@ -180,7 +189,7 @@ func main() {
 
 	printTable(os.Stdout, cfg, results)
 	fmt.Fprintf(os.Stdout, "\n%d CPUs; load average before %s, after %s (1, 5, 15 min)\n",
-		runtime.NumCPU(), loadBefore, loadAverage())
+		runtime.NumCPU(), loadBefore, machine.LoadAverage())
 	fmt.Fprintf(os.Stderr, "bench-server: done in %s\n", time.Since(start).Round(time.Second))
 	if cfg.jsonOut != "" {
 		b, _ := json.MarshalIndent(results, "", "  ")
@@ -210,7 +219,7 @@ func printTable(w *os.File, cfg config, results []result) {
 				cs, rd := find("cacheserver", op, size, c), find("redis", op, size, c)
 				name := strings.ToUpper(op)
 				if op == "mget" {
-					name = fmt.Sprintf("MGET (%d keys; keys/s)", mgetKeys)
+					name = fmt.Sprintf("MGET (%d keys; keys/s)", servers.MGetKeys)
 				}
 				row := fmt.Sprintf("| %s | %s | %d |", name, sizeName(size), c)
 				row += cells(cs)
@@ -243,20 +252,6 @@ func printTable(w *os.File, cfg config, results []result) {
 		fmt.Fprintf(w, "; redis %.0f/s; ratio %.2f (target >= 0.50: %s)", bestRedis, bestCS/bestRedis, verdict(bestCS >= bestRedis/2))
 	}
 	fmt.Fprintln(w)
-}
-
-// loadAverage reads /proc/loadavg: whether the machine was busy with other
-// work while the benchmark ran.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func cells(r *result) string {
@@ -303,13 +298,4 @@ func intList(s string) ([]int, error) {
 func fatal(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench-server: "+format+"\n", args...)
 	os.Exit(1)
-}
-
-// percentile returns the p-th percentile (0..1) of sorted latencies, in ms.
-func percentile(sorted []time.Duration, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p * float64(len(sorted)-1))
-	return float64(sorted[i]) / float64(time.Millisecond)
 }

@@ -1,4 +1,4 @@
-package main
+package servers
 
 import (
 	"bytes"
@@ -12,13 +12,22 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
-// redis is a redis-server process started for the benchmark, with
-// persistence on: appendonly yes, appendfsync everysec.
-type redis struct {
+// Durability is what the benchmarks' redis-server is started with: the
+// durability a cache that survives restarts needs, to compare with
+// cacheserver's SQLite.
+const Durability = "appendonly yes, appendfsync everysec, no RDB snapshots"
+
+// MGetKeys is the number of keys of one "mget" command (MGET on Redis, a
+// batch get on cacheserver).
+const MGetKeys = 100
+
+// Redis is a redis-server process started for a benchmark, with
+// persistence on (see Durability), and the redis-benchmark that drives it.
+type Redis struct {
+	Version   string // redis-server --version
 	cmd       *exec.Cmd
 	port      int
 	benchmark string
@@ -44,7 +53,7 @@ func redisTools(install bool) (server, benchmark string, err error) {
 		return "", "", errors.New("redis-server or redis-benchmark not installed (apt-get install redis-server redis-tools)")
 	}
 	apt := func(args ...string) error {
-		fmt.Fprintf(os.Stderr, "bench-server: apt-get %s\n", strings.Join(args, " "))
+		fmt.Fprintf(os.Stderr, "apt-get %s\n", strings.Join(args, " "))
 		cmd := exec.Command("apt-get", args...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -72,27 +81,17 @@ func lastLines(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// startRedis starts redis-server on a free loopback port with AOF
-// persistence (fsync every second) in a directory of its own.
-func startRedis(cfg config, work string) (*redis, error) {
-	server, benchmark, err := redisTools(cfg.install)
+// StartRedis starts redis-server on a free loopback port with its data in
+// dir; install lets it apt-get redis-server and redis-tools when missing.
+func StartRedis(dir string, install bool) (*Redis, error) {
+	server, benchmark, err := redisTools(install)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(work, "redis-data")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -103,14 +102,11 @@ func startRedis(cfg config, work string) (*redis, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	r := &redis{cmd: cmd, port: port, benchmark: benchmark, done: make(chan struct{})}
+	r := &Redis{cmd: cmd, port: port, benchmark: benchmark, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(r.done) }()
 	// Ready when it accepts a connection and answers PING.
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if pingRedis(port) == nil {
-			break
-		}
+	for pingRedis(port) != nil {
 		select {
 		case <-r.done:
 			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
@@ -118,13 +114,14 @@ func startRedis(cfg config, work string) (*redis, error) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			r.stop()
+			r.Stop()
 			return nil, errors.New("redis-server did not answer PING within 20s")
 		}
 		time.Sleep(20 * time.Millisecond) // polling for readiness, bounded by the deadline
 	}
 	out, _ := exec.Command(server, "--version").Output()
-	fmt.Fprintf(os.Stderr, "bench-server: %s on 127.0.0.1:%d (appendonly yes, appendfsync everysec)\n", strings.TrimSpace(string(out)), port)
+	r.Version = strings.TrimSpace(string(out))
+	fmt.Fprintf(os.Stderr, "%s on 127.0.0.1:%d (%s)\n", r.Version, port, Durability)
 	return r, nil
 }
 
@@ -149,27 +146,34 @@ func pingRedis(port int) error {
 	return nil
 }
 
-func (r *redis) stop() {
-	r.once.Do(func() {
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.done:
-		case <-time.After(30 * time.Second):
-			_ = r.cmd.Process.Kill()
-			<-r.done
-		}
-	})
+// PID is redis-server's process id.
+func (r *Redis) PID() int { return r.cmd.Process.Pid }
+
+// Stop shuts redis-server down (SIGTERM), killing it after 30s.
+func (r *Redis) Stop() {
+	r.once.Do(func() { stop(r.cmd, r.done) })
 }
 
-// benchmark runs redis-benchmark once and parses its CSV line.
-func (r *redis) benchmark1(op string, size, conns, keys, n int) (result, error) {
+// BenchmarkResult is what one redis-benchmark run reported.
+type BenchmarkResult struct {
+	Requests int           // -n
+	Elapsed  time.Duration // of the redis-benchmark process
+	RPS      float64       // commands per second
+	P50, P99 float64       // ms
+}
+
+// Benchmark runs redis-benchmark once: n commands op ("get", "set", or
+// "mget" of MGetKeys keys) with values of size bytes on random keys of a
+// keyspace of keys, over conns connections with one command in flight
+// each (-P 1), and parses its CSV line.
+func (r *Redis) Benchmark(op string, size, conns, keys, n int) (BenchmarkResult, error) {
 	args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(r.port), "-c", strconv.Itoa(conns),
 		"-n", strconv.Itoa(n), "-d", strconv.Itoa(size), "-r", strconv.Itoa(keys), "-P", "1", "--csv"}
 	if op == "mget" {
-		// MGET of mgetKeys random keys (redis-benchmark replaces each
-		// __rand_int__ with its own random number below -r).
+		// redis-benchmark replaces each __rand_int__ with its own random
+		// number below -r.
 		args = append(args, "MGET")
-		for range mgetKeys {
+		for range MGetKeys {
 			args = append(args, "key:__rand_int__")
 		}
 	} else {
@@ -179,11 +183,11 @@ func (r *redis) benchmark1(op string, size, conns, keys, n int) (result, error) 
 	out, err := exec.Command(r.benchmark, args...).CombinedOutput()
 	elapsed := time.Since(start)
 	if err != nil {
-		return result{}, fmt.Errorf("redis-benchmark %s: %v\n%s", strings.Join(args, " "), err, lastLines(out, 5))
+		return BenchmarkResult{}, fmt.Errorf("redis-benchmark %s: %v\n%s", strings.Join(args, " "), err, lastLines(out, 5))
 	}
 	recs, err := csv.NewReader(bytes.NewReader(out)).ReadAll()
 	if err != nil || len(recs) < 2 {
-		return result{}, fmt.Errorf("redis-benchmark output: %q", out)
+		return BenchmarkResult{}, fmt.Errorf("redis-benchmark output: %q", out)
 	}
 	col := map[string]int{}
 	for i, h := range recs[0] {
@@ -197,34 +201,25 @@ func (r *redis) benchmark1(op string, size, conns, keys, n int) (result, error) 
 		f, _ := strconv.ParseFloat(recs[1][i], 64)
 		return f
 	}
-	res := result{System: "redis", Op: op, Size: size, Conns: conns, Ops: int64(n), Secs: elapsed.Seconds(),
-		RPS: get("rps"), P50: get("p50_latency_ms"), P99: get("p99_latency_ms")}
-	if op == "mget" {
-		res.Ops *= mgetKeys // keys per second
-		res.RPS *= mgetKeys
-	}
+	res := BenchmarkResult{Requests: n, Elapsed: elapsed, RPS: get("rps"), P50: get("p50_latency_ms"), P99: get("p99_latency_ms")}
 	if res.RPS == 0 {
-		return result{}, fmt.Errorf("redis-benchmark output has no rps: %q", out)
+		return BenchmarkResult{}, fmt.Errorf("redis-benchmark output has no rps: %q", out)
 	}
 	return res, nil
 }
 
-// run runs one cell: a short calibration run, then a run sized to last
-// about d. Before the first GET cell of a size, the keyspace is filled.
-func (r *redis) run(op string, size, conns, keys int, d time.Duration) (result, error) {
+// Calibrate prepares a cell of op and returns the number of commands that
+// makes it last about d: it fills the keyspace before reads, then times a
+// short run.
+func (r *Redis) Calibrate(op string, size, conns, keys int, d time.Duration) (int, error) {
 	if op == "get" || op == "mget" {
-		if _, err := r.benchmark1("set", size, 16, keys, 10*keys); err != nil {
-			return result{}, err
+		if _, err := r.Benchmark("set", size, 16, keys, 10*keys); err != nil {
+			return 0, err
 		}
 	}
-	cal, err := r.benchmark1(op, size, conns, keys, 1000+200*conns)
+	cal, err := r.Benchmark(op, size, conns, keys, 1000+200*conns)
 	if err != nil {
-		return result{}, err
+		return 0, err
 	}
-	n := int(cal.RPS * d.Seconds())
-	if op == "mget" {
-		n /= mgetKeys
-	}
-	n = max(1000, min(n, 5_000_000))
-	return r.benchmark1(op, size, conns, keys, n)
+	return max(1000, min(int(cal.RPS*d.Seconds()), 5_000_000)), nil
 }
