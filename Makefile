@@ -139,6 +139,10 @@ undeploy: build-installer ## Remove the operator, its RBAC and the CRD from the 
 bench-server: ## cacheserver vs redis-server (AOF on) GET/SET throughput and latency; installs redis via apt-get if missing (see docs/benchmarks.md).
 	$(GO) run ./hack/bench/server
 
+.PHONY: bench-routing
+bench-routing: ## Routing between shards: a forwarded request vs a direct one, 1/2/3 shards through one URL vs a smart client, next to redis-server; installs redis via apt-get if missing (see docs/benchmarks.md). Flags: BENCH_ROUTING_ARGS="-duration 5s -json routing.json".
+	$(GO) run ./hack/bench/routing $(BENCH_ROUTING_ARGS)
+
 .PHONY: bench-django
 bench-django: ## Django cache backends (this one, python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1".
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py $(BENCH_DJANGO_ARGS)
