@@ -18,12 +18,40 @@ type bench struct {
 	cells []cell
 }
 
-// cacheserver runs one cell on cluster c: conns workers, each sending op
-// requests for random keys, one at a time, to the shard `to` names.
+// cacheserver runs one cell on cluster c and keeps its result.
 func (b *bench) cacheserver(part int, c *cluster, to, op string, conns int) error {
+	r, err := b.measure(c, to, op, conns, b.cfg.duration)
+	if err != nil {
+		return err
+	}
+	r.Part = part
+	b.cells = append(b.cells, r)
+	fmt.Fprintf(os.Stderr, "  %-40s %8.0f ops/s  p50 %.3f ms  p99 %.3f ms  %5.1f µs CPU/op\n",
+		fmt.Sprintf("%d shard(s), %s to %s, %d conns", r.Shards, op, to, conns), r.RPS, r.P50, r.P99, r.CPUPerOp)
+	return nil
+}
+
+// warmUp sends GETs and SETs through shard 0 for a while, so that the first
+// cell of a new cluster does not pay for its cold start (connection pools
+// between the shards, the Go runtime's heap, SQLite's page cache).
+func (b *bench) warmUp(c *cluster) error {
+	d := min(b.cfg.duration, time.Second)
+	for _, op := range []string{"get", "set"} {
+		if _, err := b.measure(c, toShard0, op, 64, d); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	return nil
+}
+
+// measure runs conns workers on cluster c for d, each sending op requests
+// for random keys, one at a time, to the shard `to` names. It fails if any
+// request failed, a shard stopped answering, or the shards forwarded other
+// requests than those sent to a shard that does not own the key.
+func (b *bench) measure(c *cluster, to, op string, conns int, d time.Duration) (cell, error) {
 	n := len(c.shards)
 	if to == toNonOwner && n < 2 {
-		return fmt.Errorf("%s needs 2 shards or more", toNonOwner)
+		return cell{}, fmt.Errorf("%s needs 2 shards or more", toNonOwner)
 	}
 	value := loadgen.Value(b.cfg.size)
 	sentAway := make([]int64, conns) // per worker: requests sent to a shard that does not own the key
@@ -78,30 +106,30 @@ func (b *bench) cacheserver(part int, c *cluster, to, op string, conns int) erro
 
 	fwdBefore, err := c.forwarded()
 	if err != nil {
-		return err
+		return cell{}, err
 	}
 	cpuBefore, err := b.clock.Used(c.pids()...)
 	if err != nil {
-		return err
+		return cell{}, err
 	}
-	st, err := loadgen.Run(conns, b.cfg.duration, setup)
+	st, err := loadgen.Run(conns, d, setup)
 	if err != nil {
-		return err
+		return cell{}, err
 	}
 	cpuAfter, err := b.clock.Used(c.pids()...)
 	if err != nil {
-		return err
+		return cell{}, err
 	}
-	name := fmt.Sprintf("%d shards, %s to %s, %d conns", n, op, to, conns)
+	name := fmt.Sprintf("%d shard(s), %s to %s, %d conns", n, op, to, conns)
 	if st.Errors > 0 {
-		return fmt.Errorf("%s: %d of %d requests failed; first: %v", name, st.Errors, st.Requests, st.FirstError)
+		return cell{}, fmt.Errorf("%s: %d of %d requests failed; first: %v", name, st.Errors, st.Requests, st.FirstError)
 	}
 	if err := c.ready(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return cell{}, fmt.Errorf("%s: %w", name, err)
 	}
 	fwdAfter, err := c.forwarded()
 	if err != nil {
-		return err
+		return cell{}, err
 	}
 	var want int64
 	for _, s := range sentAway {
@@ -111,14 +139,11 @@ func (b *bench) cacheserver(part int, c *cluster, to, op string, conns int) erro
 	// other: this also checks that the benchmark's idea of the owner is
 	// the servers'.
 	if got := fwdAfter - fwdBefore; got != want {
-		return fmt.Errorf("%s: the shards forwarded %d requests, %d were sent to a shard that does not own the key", name, got, want)
+		return cell{}, fmt.Errorf("%s: the shards forwarded %d requests, %d were sent to a shard that does not own the key", name, got, want)
 	}
-	r := cell{Part: part, System: "cacheserver", Shards: n, SentTo: to, Op: op, Size: b.cfg.size, Conns: conns,
+	return cell{System: "cacheserver", Shards: n, SentTo: to, Op: op, Size: b.cfg.size, Conns: conns,
 		Requests: st.Requests, Forwarded: want, Seconds: st.Elapsed.Seconds(), RPS: st.PerSecond(),
-		P50: st.P50, P99: st.P99, CPUPerOp: perOp(cpuAfter-cpuBefore, st.Requests)}
-	b.cells = append(b.cells, r)
-	fmt.Fprintf(os.Stderr, "  %-40s %8.0f ops/s  p50 %.3f ms  p99 %.3f ms  %5.1f µs CPU/op\n", name, r.RPS, r.P50, r.P99, r.CPUPerOp)
-	return nil
+		P50: st.P50, P99: st.P99, CPUPerOp: perOp(cpuAfter-cpuBefore, st.Requests)}, nil
 }
 
 // redisCell runs op on redis-server with conns connections, the reference

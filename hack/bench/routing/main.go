@@ -191,6 +191,9 @@ func run(cfg config, stops *stopList) (*report, error) {
 		if err := c.preload(cfg.keys, cfg.size); err != nil {
 			return nil, err
 		}
+		if err := b.warmUp(c); err != nil {
+			return nil, err
+		}
 		for _, op := range []string{"get", "set"} {
 			if n == 3 {
 				for _, conns := range []int{1, 16} {

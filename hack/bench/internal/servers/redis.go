@@ -27,7 +27,7 @@ const MGetKeys = 100
 // Redis is a redis-server process started for a benchmark, with
 // persistence on (see Durability), and the redis-benchmark that drives it.
 type Redis struct {
-	Version   string // redis-server --version
+	Version   string // "redis-server 7.0.15"
 	cmd       *exec.Cmd
 	port      int
 	benchmark string
@@ -119,8 +119,14 @@ func StartRedis(dir string, install bool) (*Redis, error) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling for readiness, bounded by the deadline
 	}
+	// "Redis server v=7.0.15 sha=... malloc=... bits=64 build=..."
+	r.Version = "redis-server"
 	out, _ := exec.Command(server, "--version").Output()
-	r.Version = strings.TrimSpace(string(out))
+	for _, f := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(f, "v="); ok {
+			r.Version += " " + v
+		}
+	}
 	fmt.Fprintf(os.Stderr, "%s on 127.0.0.1:%d (%s)\n", r.Version, port, Durability)
 	return r, nil
 }
