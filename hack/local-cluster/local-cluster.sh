@@ -196,9 +196,13 @@ start() {
 	printf '\n==== %s start: %s\n' "$(date -Is)" "$*" >>"${LOGS}/${name}.log"
 	# The child writes its own PID before exec'ing, so the PID is right even
 	# though setsid -f forks.
+	# Every inherited descriptor above stderr is closed: a daemon must not
+	# hold fd 9 (this script's lock) nor a lock its caller holds (as
+	# `flock /tmp/x.lock make e2e` passes down), or the lock outlives the
+	# caller for as long as the daemon runs.
 	# shellcheck disable=SC2016 # $$ and $@ are the child shell's
-	# fd 9 (the lock) is closed: a daemon must not hold it.
-	setsid -f bash -c 'echo $$ >"$0"; exec "$@"' "${PIDS}/${name}.pid.new" "$@" \
+	setsid -f bash -c 'for fd in /proc/$$/fd/*; do fd=${fd##*/}; if ((fd > 2)); then eval "exec ${fd}>&-"; fi; done
+		echo $$ >"$0"; exec "$@"' "${PIDS}/${name}.pid.new" "$@" \
 		</dev/null >>"${LOGS}/${name}.log" 2>&1 9>&-
 	wait_for "${name} to start" 10 test -s "${PIDS}/${name}.pid.new" || return 1
 	pid="$(cat "${PIDS}/${name}.pid.new")"
