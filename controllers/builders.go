@@ -33,12 +33,18 @@ func buildConfigMap(dc *cachev1alpha1.DiskCache) *corev1.ConfigMap {
 // buildTokenSecret is the generated <name>-token Secret with a fresh
 // 32-byte random token. It is created once and never updated.
 func buildTokenSecret(dc *cachev1alpha1.DiskCache) (*corev1.Secret, error) {
+	return buildSecretWithToken(dc, generatedSecretName(dc), ComponentAuth)
+}
+
+// buildSecretWithToken is a Secret whose "token" key holds a fresh 32-byte
+// random token.
+func buildSecretWithToken(dc *cachev1alpha1.DiskCache, name, component string) (*corev1.Secret, error) {
 	b := make([]byte, tokenBytes)
 	if _, err := rand.Read(b); err != nil {
 		return nil, fmt.Errorf("generate token: %w", err)
 	}
 	return &corev1.Secret{
-		ObjectMeta: objectMeta(dc, generatedSecretName(dc), ComponentAuth),
+		ObjectMeta: objectMeta(dc, name, component),
 		Type:       corev1.SecretTypeOpaque,
 		Data:       map[string][]byte{cachev1alpha1.TokenKey: []byte(base64.RawURLEncoding.EncodeToString(b))},
 	}, nil
@@ -144,9 +150,27 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, exi
 		{Name: TmpVolume, MountPath: "/tmp"},
 	}
 	volumes := []corev1.Volume{
-		{Name: ConfigVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: configMapName(dc)},
-			DefaultMode:          ptr.To[int32](0o444),
+		// One projected volume for the files under /etc/diskcache: nested
+		// mounts into a read-only ConfigMap volume would need mount points
+		// created inside it. The topology is only referenced by name, so
+		// announcing a new one never touches the pod template.
+		{Name: ConfigVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr.To[int32](0o444),
+			Sources: []corev1.VolumeProjection{
+				{ConfigMap: &corev1.ConfigMapProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: configMapName(dc)},
+					Items:                []corev1.KeyToPath{{Key: ConfigKey, Path: ConfigKey}},
+				}},
+				{ConfigMap: &corev1.ConfigMapProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: topologyName(dc)},
+					Items:                []corev1.KeyToPath{{Key: TopologyKey, Path: "topology/" + TopologyKey}},
+				}},
+				{Secret: &corev1.SecretProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: adminSecretName(dc)},
+					Items: []corev1.KeyToPath{{Key: cachev1alpha1.TokenKey, Path: "admin/" + cachev1alpha1.TokenKey,
+						Mode: ptr.To[int32](0o440)}},
+				}},
+			},
 		}}},
 		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName:  dc.TokenSecretName(),
@@ -187,7 +211,10 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, exi
 		Image:           image,
 		ImagePullPolicy: spec.ImagePullPolicy,
 		Command:         []string{BinaryPath},
-		Args:            []string{"--config", ConfigPath},
+		Args:            []string{"--config", ConfigPath, "--topology-file", TopologyPath, "--admin-token-file", AdminTokenPath},
+		Env: []corev1.EnvVar{{Name: EnvShardIndex, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['" + PodIndexLabel + "']"},
+		}}},
 		Ports: []corev1.ContainerPort{{
 			Name: PortName, ContainerPort: Port, Protocol: corev1.ProtocolTCP,
 		}},

@@ -48,8 +48,15 @@ type DiskCacheReconciler struct {
 	// PodAddress resolves a cache pod to its base URL; nil means
 	// DNSPodAddress. Tests point it at cacheserver processes on loopback.
 	PodAddress PodAddressFunc
-	// SettingsTimeout bounds the settings calls to one pod; 0 means 10s.
+	// SettingsTimeout bounds the settings and topology calls to one pod;
+	// 0 means 10s.
 	SettingsTimeout time.Duration
+	// ClusterDomain is the cluster's DNS domain, in the shard URLs of the
+	// topology; empty means cluster.local.
+	ClusterDomain string
+	// ShardURL returns the URL of a shard in the topology; nil means its
+	// DNS name (see shardURL). Tests point it at processes on loopback.
+	ShardURL ShardURLFunc
 	// Maintenance runs the scheduled expire and cull; nil turns it off.
 	Maintenance *maintenance.Engine
 
@@ -99,7 +106,7 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	want := dc.DeepCopy()
 	want.Spec.Default()
 
-	sts, problems, err := r.reconcileChildren(ctx, want)
+	sts, topo, problems, err := r.reconcileChildren(ctx, want)
 	if err != nil && apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 		// The namespace is going away with the cache in it: nothing to
 		// create, report or retry.
@@ -126,6 +133,10 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	status := computeStatus(want, &dc.Status, sts, problems)
 	status.Maintenance = maint
+	topologyStatus(want, status, topo)
+	if topo != nil && topo.requeue > 0 && (requeue == 0 || topo.requeue < requeue) {
+		requeue = topo.requeue
+	}
 	if err == nil {
 		status.ObservedGeneration = dc.Generation
 	}
@@ -146,19 +157,20 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// Back for the next maintenance run; nothing polls in between.
+	// Back for the next maintenance run, or to announce the topology to a
+	// pod that missed it; nothing polls in between.
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // reconcileChildren creates or updates every child. Problems that leave the
 // cache working but not as specified come back as problems; an error means
 // the reconcile must be retried.
-func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1alpha1.DiskCache) (*appsv1.StatefulSet, []problem, error) {
+func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1alpha1.DiskCache) (*appsv1.StatefulSet, *topologyOutcome, []problem, error) {
 	var problems []problem
 
 	token, p, err := r.reconcileToken(ctx, dc)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if p != nil {
 		problems = append(problems, *p)
@@ -171,7 +183,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		case apierrors.IsNotFound(err):
 			problems = append(problems, problem{cachev1alpha1.ReasonTLSSecretInvalid, fmt.Sprintf("TLS Secret %s not found", dc.Spec.TLS.SecretName)})
 		case err != nil:
-			return nil, nil, fmt.Errorf("get TLS Secret: %w", err)
+			return nil, nil, nil, fmt.Errorf("get TLS Secret: %w", err)
 		case len(s.Data[corev1.TLSCertKey]) == 0 || len(s.Data[corev1.TLSPrivateKeyKey]) == 0:
 			problems = append(problems, problem{cachev1alpha1.ReasonTLSSecretInvalid,
 				fmt.Sprintf("TLS Secret %s lacks %s or %s", s.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)})
@@ -180,22 +192,27 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		}
 	}
 
-	// ConfigMap first: the StatefulSet's pods read it at start-up.
+	// The topology and the ConfigMap first: the StatefulSet's pods read
+	// them at start-up.
+	topo, err := r.reconcileTopology(ctx, dc, tlsConfig)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	_, restartPart := serverConfig(dc)
 	configHash := hash(restartPart)
 	if err := r.applyChild(ctx, dc, buildConfigMap(dc), &corev1.ConfigMap{}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := r.applyChild(ctx, dc, buildClientService(dc), &corev1.Service{}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := r.applyChild(ctx, dc, buildPeerService(dc), &corev1.Service{}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 
 	existing, err := getExisting(ctx, r.Client, dc, stsName(dc), &appsv1.StatefulSet{})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var claims []corev1.PersistentVolumeClaim
 	image := dc.Spec.Image
@@ -212,12 +229,12 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	desired := buildStatefulSet(dc, image, configHash, claims)
 	res, err := r.apply(ctx, dc, desired, objOrNil(existing))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	r.recordApply(dc, res, desired, "StatefulSet")
 	sts := existing
 	if err := r.applyChild(ctx, dc, buildPDB(dc), &policyv1.PodDisruptionBudget{}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 
 	problems = append(problems, r.resizeClaims(ctx, dc)...)
@@ -237,10 +254,16 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		if err != nil {
 			problems = append(problems, problem{cachev1alpha1.ReasonSettingsNotApplied, err.Error()})
 			// Already in the events and the Degraded condition: only retry.
-			return sts, problems, &reportedError{fmt.Errorf("apply live settings: %w", err)}
+			if topo.problem != nil {
+				problems = append(problems, *topo.problem)
+			}
+			return sts, topo, problems, &reportedError{fmt.Errorf("apply live settings: %w", err)}
 		}
 	}
-	return sts, problems, nil
+	if topo.problem != nil {
+		problems = append(problems, *topo.problem)
+	}
+	return sts, topo, problems, nil
 }
 
 func objOrNil(sts *appsv1.StatefulSet) client.Object {

@@ -64,7 +64,7 @@ func get[T client.Object](t *testing.T, ns, name string, obj T) T {
 	return obj
 }
 
-// children lists the six children of a DiskCache; an error names the first missing.
+// children lists the eight children of a DiskCache; an error names the first missing.
 type children struct {
 	sts     appsv1.StatefulSet
 	svc     corev1.Service
@@ -72,6 +72,8 @@ type children struct {
 	cm      corev1.ConfigMap
 	secret  corev1.Secret
 	pdb     policyv1.PodDisruptionBudget
+	topo    corev1.ConfigMap
+	admin   corev1.Secret
 	objects []client.Object
 }
 
@@ -82,7 +84,7 @@ func getChildren(ns, name string) (*children, error) {
 		obj  client.Object
 	}{
 		{name, &c.sts}, {name, &c.svc}, {name + "-peers", &c.peers}, {name + "-config", &c.cm},
-		{name + "-token", &c.secret}, {name, &c.pdb},
+		{name + "-token", &c.secret}, {name, &c.pdb}, {name + "-topology", &c.topo}, {name + "-admin-token", &c.admin},
 	} {
 		if err := k8s.Get(bg, client.ObjectKey{Namespace: ns, Name: o.name}, o.obj); err != nil {
 			return nil, fmt.Errorf("%T %s: %w", o.obj, o.name, err)
@@ -128,7 +130,7 @@ func TestCreateProducesEveryChild(t *testing.T) {
 		dc.Spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway}}
 	})
 	c := waitChildren(t, ns, "orders")
-	t.Logf("reconcile latency, create → all 6 children present: %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("reconcile latency, create → all 8 children present: %v", time.Since(start).Round(time.Millisecond))
 
 	// Owner references: the DiskCache controls every child, so the garbage
 	// collector deletes them with it (envtest runs no garbage collector).
@@ -182,7 +184,8 @@ func TestCreateProducesEveryChild(t *testing.T) {
 		t.Errorf("topology spread constraints %+v: want the selector filled in", ps.TopologySpreadConstraints)
 	}
 	ct := container(sts)
-	if ct.Image != testImage || !slices.Equal(ct.Command, []string{"/cacheserver"}) || !slices.Equal(ct.Args, []string{"--config", "/etc/diskcache/cacheserver.conf"}) {
+	if ct.Image != testImage || !slices.Equal(ct.Command, []string{"/cacheserver"}) || !slices.Equal(ct.Args, []string{"--config", "/etc/diskcache/cacheserver.conf",
+		"--topology-file", "/etc/diskcache/topology/topology.json", "--admin-token-file", "/etc/diskcache/admin/token"}) {
 		t.Errorf("container image %q command %q args %q", ct.Image, ct.Command, ct.Args)
 	}
 	if len(ct.Ports) != 1 || ct.Ports[0].ContainerPort != 8080 || ct.Ports[0].Name != "http" {
@@ -216,8 +219,27 @@ func TestCreateProducesEveryChild(t *testing.T) {
 	if v := vols["token"]; v.Secret == nil || v.Secret.SecretName != "orders-token" || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "token" || v.Secret.Items[0].Path != "token" {
 		t.Errorf("token volume %+v", v)
 	}
-	if v := vols["config"]; v.ConfigMap == nil || v.ConfigMap.Name != "orders-config" {
+	// cacheserver.conf, the topology and the admin token in one projected
+	// volume at /etc/diskcache.
+	if v := vols["config"]; v.Projected == nil || len(v.Projected.Sources) != 3 {
 		t.Errorf("config volume %+v", v)
+	} else {
+		src := v.Projected.Sources
+		if cm := src[0].ConfigMap; cm == nil || cm.Name != "orders-config" || len(cm.Items) != 1 || cm.Items[0] != (corev1.KeyToPath{Key: "cacheserver.conf", Path: "cacheserver.conf"}) {
+			t.Errorf("config volume: cacheserver.conf from %+v", src[0])
+		}
+		if cm := src[1].ConfigMap; cm == nil || cm.Name != "orders-topology" || len(cm.Items) != 1 || cm.Items[0] != (corev1.KeyToPath{Key: "topology.json", Path: "topology/topology.json"}) {
+			t.Errorf("config volume: topology from %+v", src[1])
+		}
+		if s := src[2].Secret; s == nil || s.Name != "orders-admin-token" || len(s.Items) != 1 || s.Items[0].Key != "token" || s.Items[0].Path != "admin/token" ||
+			s.Items[0].Mode == nil || *s.Items[0].Mode != 0o440 {
+			t.Errorf("config volume: admin token from %+v", src[2])
+		}
+	}
+	// Each server's shard index is its pod's ordinal.
+	if len(ct.Env) != 1 || ct.Env[0].Name != "DISKCACHE_SHARD_INDEX" || ct.Env[0].ValueFrom == nil || ct.Env[0].ValueFrom.FieldRef == nil ||
+		ct.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.labels['apps.kubernetes.io/pod-index']" {
+		t.Errorf("env %+v: want DISKCACHE_SHARD_INDEX from the pod-index label", ct.Env)
 	}
 	if v := vols["tmp"]; v.EmptyDir == nil {
 		t.Errorf("tmp volume %+v", v)
@@ -258,8 +280,12 @@ func TestCreateProducesEveryChild(t *testing.T) {
 		if st.Endpoint != "http://orders."+ns+".svc:8080" || st.Selector != "app.kubernetes.io/component=cacheserver,app.kubernetes.io/instance=orders,app.kubernetes.io/name=diskcache" {
 			return fmt.Errorf("endpoint %q selector %q", st.Endpoint, st.Selector)
 		}
-		if st.ObservedGeneration != got.Generation || st.Topology == nil || st.Topology.Shards != 3 || st.Topology.Epoch != 1 {
+		// No server has reported a topology: none in the status.
+		if st.ObservedGeneration != got.Generation || st.Topology != nil {
 			return fmt.Errorf("observedGeneration %d/%d topology %+v", st.ObservedGeneration, got.Generation, st.Topology)
+		}
+		if err := conditionIs(got, cachev1alpha1.ConditionTopologyAnnounced, metav1.ConditionUnknown, cachev1alpha1.ReasonTopologyUnknown); err != nil {
+			return err
 		}
 		return conditionIs(got, cachev1alpha1.ConditionAvailable, metav1.ConditionFalse, cachev1alpha1.ReasonShardsUnavailable)
 	})
@@ -272,11 +298,13 @@ func TestCreateProducesEveryChild(t *testing.T) {
 			notes = append(notes, e.Note)
 		}
 		all := strings.Join(notes, "\n")
-		if strings.Contains(all, tok) {
-			t.Fatalf("an event contains the token")
+		if strings.Contains(all, tok) || strings.Contains(all, string(c.admin.Data["token"])) {
+			t.Fatalf("an event contains a token")
 		}
 		for _, want := range []string{"created StatefulSet orders", "created Service orders", "created Service orders-peers",
-			"created ConfigMap orders-config", "created Secret orders-token", "created PodDisruptionBudget orders"} {
+			"created ConfigMap orders-config", "created Secret orders-token", "created PodDisruptionBudget orders",
+			"created ConfigMap orders-topology", "created Secret orders-admin-token with a generated admin token",
+			"announcing topology epoch 1: 3 shards"} {
 			if !strings.Contains(all, want) {
 				return fmt.Errorf("no event %q in:\n%s", want, all)
 			}
@@ -406,13 +434,14 @@ func TestSpecChangesReachTheRightChild(t *testing.T) {
 	if sts.Spec.Template.Annotations[ConfigHashAnno] != hash0 {
 		t.Errorf("scaling changed the pod template hash")
 	}
-	eventually(t, "topology epoch", func() error {
-		dc := get(t, ns, "web", &cachev1alpha1.DiskCache{})
-		if dc.Status.Topology == nil || dc.Status.Topology.Epoch != 2 || dc.Status.Topology.Shards != 4 {
-			return fmt.Errorf("topology %+v", dc.Status.Topology)
-		}
-		return nil
-	})
+	// The new shards join the topology once their pods are ready (see
+	// TestTopologyEpochs); no server has reported one.
+	if topo := announced(t, ns, "web"); topo.Epoch != 1 || len(topo.Shards) != 1 {
+		t.Errorf("announced topology %+v, want epoch 1 with 1 shard until the new pods are ready", topo)
+	}
+	if dc := get(t, ns, "web", &cachev1alpha1.DiskCache{}); dc.Status.Topology != nil {
+		t.Errorf("status.topology %+v with no server reporting one", dc.Status.Topology)
+	}
 
 	// Start-up settings → ConfigMap and a new pod-template hash (a rollout).
 	hash := hash0

@@ -48,11 +48,7 @@ func TestMaintenanceEndToEnd(t *testing.T) {
 		return nil
 	})
 	cc := func(i int) *cacheclient.Cache {
-		c, err := cacheclient.New(servers[i].URL, cacheclient.Options{Token: tok})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.Cache("")
+		return shardClient(t, servers[i].URL, tok).Cache("")
 	}
 	for i := range 10 {
 		if err := cc(0).Set(bg, kv.TextKey(fmt.Sprint("dead-", i)), kv.Bytes([]byte("x")), kv.SetOptions{Expire: kv.ExpireAfterSeconds(-60)}); err != nil {

@@ -37,6 +37,21 @@ const (
 	AppliedHash    = labelPrefix + "applied-hash"
 )
 
+// The topology: the <name>-topology ConfigMap and the admin token are
+// projected into the config volume next to cacheserver.conf, and each
+// cacheserver learns its shard index from its pod's ordinal.
+const (
+	TopologyKey    = "topology.json"
+	TopologyDir    = ConfigDir + "/topology"
+	TopologyPath   = TopologyDir + "/" + TopologyKey
+	AdminTokenDir  = ConfigDir + "/admin"
+	AdminTokenPath = AdminTokenDir + "/" + cachev1alpha1.TokenKey
+	EnvShardIndex  = "DISKCACHE_SHARD_INDEX"
+	PodIndexLabel  = "apps.kubernetes.io/pod-index"
+	// DefaultClusterDomain is the DNS domain of the cluster's Services.
+	DefaultClusterDomain = "cluster.local"
+)
+
 // Well-known labels (app.kubernetes.io/*).
 const (
 	LabelName      = "app.kubernetes.io/name"
@@ -49,6 +64,8 @@ const (
 	ComponentServer    = "cacheserver"
 	ComponentConfig    = "config"
 	ComponentAuth      = "auth"
+	ComponentAdminAuth = "admin-auth"
+	ComponentTopology  = "topology"
 	ComponentPeers     = "peers"
 	ComponentClientSvc = "client"
 )
@@ -59,6 +76,11 @@ func clientSvcName(dc *cachev1alpha1.DiskCache) string { return dc.Name }
 func peerSvcName(dc *cachev1alpha1.DiskCache) string   { return dc.Name + "-peers" }
 func configMapName(dc *cachev1alpha1.DiskCache) string { return dc.Name + "-config" }
 func pdbName(dc *cachev1alpha1.DiskCache) string       { return dc.Name }
+func topologyName(dc *cachev1alpha1.DiskCache) string  { return dc.Name + "-topology" }
+
+// adminSecretName is the Secret with the operator's own token, which only
+// the operator uses (to change the servers' topology).
+func adminSecretName(dc *cachev1alpha1.DiskCache) string { return dc.Name + "-admin-token" }
 
 // generatedSecretName is the Secret the operator creates when spec.auth is empty.
 func generatedSecretName(dc *cachev1alpha1.DiskCache) string { return dc.Name + "-token" }

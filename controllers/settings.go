@@ -105,7 +105,7 @@ func (r *DiskCacheReconciler) applySettings(ctx context.Context, dc *cachev1alph
 }
 
 func applyPodSettings(ctx context.Context, url, token string, hc *http.Client, want LiveSettings) ([]string, error) {
-	c, err := cacheclient.New(url, cacheclient.Options{Token: token, HTTPClient: hc, Retries: -1})
+	c, err := cacheclient.New(url, cacheclient.Options{Token: token, HTTPClient: hc, Retries: -1, DirectOnly: true})
 	if err != nil {
 		return nil, err
 	}
@@ -138,12 +138,14 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // httpClient is the client for the cache pods; one transport is shared
-// (keep-alive) per TLS configuration.
+// (keep-alive) per TLS configuration. The operator talks to each shard
+// about itself, so every request is scoped to the shard it reaches
+// (otherwise a server fans settings, expire and cull out to all shards).
 func (r *DiskCacheReconciler) httpClient(tlsConfig *tls.Config) *http.Client {
 	r.httpOnce.Do(func() {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 4
-		r.plainHTTP = &http.Client{Transport: tr}
+		r.plainHTTP = &http.Client{Transport: shardScoped{tr}}
 	})
 	if tlsConfig == nil {
 		return r.plainHTTP
@@ -151,7 +153,19 @@ func (r *DiskCacheReconciler) httpClient(tlsConfig *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConfig
 	tr.DisableKeepAlives = true
-	return &http.Client{Transport: tr}
+	return &http.Client{Transport: shardScoped{tr}}
+}
+
+// ScopeHeader limits a cluster-wide request to the shard that receives it.
+const ScopeHeader = "Diskcache-Scope"
+
+// shardScoped sends every request with Diskcache-Scope: shard.
+type shardScoped struct{ next http.RoundTripper }
+
+func (s shardScoped) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set(ScopeHeader, "shard")
+	return s.next.RoundTrip(req)
 }
 
 // tlsConfigFor trusts the ca.crt of the TLS Secret when it has one, and the

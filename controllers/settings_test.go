@@ -3,7 +3,10 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,17 +28,36 @@ import (
 
 // startShards runs one real cacheserver process per shard with the token
 // of the DiskCache's Secret, and creates ready Pods standing for them (envtest
-// has no kubelet), so the reconciler talks to real servers.
+// has no kubelet), so the reconciler talks to real servers. Each server is
+// shard i (--shard-index) with the DiskCache's admin token and no topology
+// until the operator announces one, as a pod whose ConfigMap is not mounted
+// yet.
 func startShards(t *testing.T, ns, name string, shards int, token string) []*testserver.Server {
 	t.Helper()
+	adminFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(adminFile, []byte(waitAdminToken(t, ns, name)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var servers []*testserver.Server
 	for i := 0; i < shards; i++ {
 		pod := fmt.Sprintf("%s-%d", name, i)
-		srv := testserver.Start(t, testserver.Options{Token: token})
+		srv := testserver.Start(t, testserver.Options{Token: token,
+			Args: []string{"--shard-index", strconv.Itoa(i), "--admin-token-file", adminFile}})
 		servers = append(servers, srv)
 		podAddrs.Store(ns+"/"+pod, srv.URL)
 		t.Cleanup(func() { podAddrs.Delete(ns + "/" + pod) })
 		createPod(t, ns, name, pod, true)
+	}
+	// Data a test writes before a server's first topology would be
+	// discarded by it as not its own: wait for the announcement.
+	for _, srv := range servers {
+		eventually(t, "topology announced to "+srv.URL, func() error {
+			topo, err := shardClient(t, srv.URL, token).Topology(bg)
+			if err != nil {
+				return err
+			}
+			return want(topo.Epoch > 0, "no topology yet")
+		})
 	}
 	return servers
 }
@@ -72,17 +94,41 @@ func setPodReady(t *testing.T, pod *corev1.Pod, ready bool) {
 	})
 }
 
-func serverSettings(t *testing.T, srv *testserver.Server) map[string]any {
+// shardClient talks to one shard about itself, as the operator does: no
+// routing to other shards, no fan-out (the servers of startShards form one
+// topology once the operator has announced it).
+func shardClient(t *testing.T, url, token string) *cacheclient.Client {
 	t.Helper()
-	c, err := cacheclient.New(srv.URL, cacheclient.Options{Token: srv.Token})
+	c, err := cacheclient.New(url, cacheclient.Options{Token: token, DirectOnly: true,
+		HTTPClient: (&DiskCacheReconciler{}).httpClient(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+func serverSettings(t *testing.T, srv *testserver.Server) map[string]any {
+	t.Helper()
+	c := shardClient(t, srv.URL, srv.Token)
 	s, err := c.Cache("").Settings(bg)
 	if err != nil {
 		t.Fatalf("settings of %s: %v", srv.URL, err)
 	}
 	return s
+}
+
+func waitAdminToken(t *testing.T, ns, name string) string {
+	t.Helper()
+	var tok string
+	eventually(t, "admin token Secret", func() error {
+		var s corev1.Secret
+		if err := k8s.Get(bg, client.ObjectKey{Namespace: ns, Name: name + "-admin-token"}, &s); err != nil {
+			return err
+		}
+		tok = string(s.Data["token"])
+		return nil
+	})
+	return tok
 }
 
 func waitToken(t *testing.T, ns, name string) string {
@@ -165,7 +211,7 @@ func TestLiveSettingsReachRunningServers(t *testing.T) {
 
 	// A server whose settings drifted (e.g. restarted with an old config) is
 	// corrected when its pod turns ready again.
-	cl, _ := cacheclient.New(servers[1].URL, cacheclient.Options{Token: tok})
+	cl := shardClient(t, servers[1].URL, tok)
 	if _, err := cl.Cache("").UpdateSettings(bg, map[string]any{"cull_limit": 99}); err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +413,7 @@ func TestSteadyStateMakesNoWrites(t *testing.T) {
 			cc := &countingClient{Client: direct}
 			rec := &memRecorder{}
 			r := &DiskCacheReconciler{Client: cc, APIReader: apiReader, Scheme: testScheme, Recorder: rec,
-				DefaultImage: testImage, PodAddress: testPodAddress, SettingsTimeout: 5 * time.Second}
+				DefaultImage: testImage, PodAddress: testPodAddress, ShardURL: testShardURL, SettingsTimeout: 5 * time.Second}
 			req := reconcile.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: "steady"}}
 
 			// The manager's own reconciles may still be settling (and its

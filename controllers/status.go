@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 )
 
 // computeStatus derives the status from the StatefulSet (nil if it does not
@@ -22,12 +23,6 @@ func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStat
 	if sts != nil {
 		st.Shards = sts.Status.Replicas
 		st.ReadyShards = sts.Status.ReadyReplicas
-	}
-	switch {
-	case st.Topology == nil:
-		st.Topology = &cachev1alpha1.TopologyStatus{Epoch: 1, Shards: shards}
-	case st.Topology.Shards != shards:
-		st.Topology = &cachev1alpha1.TopologyStatus{Epoch: st.Topology.Epoch + 1, Shards: shards}
 	}
 
 	gen := dc.Generation
@@ -97,4 +92,54 @@ func rollout(sts *appsv1.StatefulSet, shards int32, prev string) (bool, string, 
 		return true, prev, fmt.Sprintf("waiting for shards to be ready: %d/%d", s.ReadyReplicas, shards)
 	}
 	return false, "", ""
+}
+
+// topologyStatus sets status.topology and the TopologyAnnounced condition
+// from what the ready shards reported (GET or PUT /v1/topology). Without
+// an answer the last known topology stays: the status never shows a
+// topology no server had.
+func topologyStatus(dc *cachev1alpha1.DiskCache, st *cachev1alpha1.DiskCacheStatus, out *topologyOutcome) {
+	set := func(s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: cachev1alpha1.ConditionTopologyAnnounced, Status: s, Reason: reason, Message: msg, ObservedGeneration: dc.Generation,
+		})
+	}
+	if out == nil {
+		return // the reconcile failed before it asked the servers
+	}
+	var newest *cacheclient.Topology
+	for _, rep := range out.reports {
+		// Epoch 0 is a server that has no topology yet.
+		if rep.err == nil && rep.topo != nil && rep.topo.Epoch > 0 && (newest == nil || rep.topo.Epoch > newest.Epoch) {
+			newest = rep.topo
+		}
+	}
+	if newest != nil {
+		ts := &cachev1alpha1.TopologyStatus{Epoch: newest.Epoch, Shards: int32(len(newest.Shards))}
+		for _, rep := range out.reports {
+			if rep.err == nil && rep.topo != nil && rep.topo.Epoch == newest.Epoch {
+				ts.ReadyShardsOnEpoch++
+				ts.Rebalancing = ts.Rebalancing || rep.topo.Rebalancing
+			}
+		}
+		st.Topology = ts
+	}
+	want := out.announced
+	onEpoch := 0
+	for _, rep := range out.reports {
+		if rep.err == nil && rep.topo != nil && rep.topo.Epoch == want.Epoch {
+			onEpoch++
+		}
+	}
+	switch {
+	case out.ready == 0:
+		set(metav1.ConditionUnknown, cachev1alpha1.ReasonTopologyUnknown,
+			fmt.Sprintf("no ready shard to announce topology epoch %d (%d shards) to", want.Epoch, len(want.Shards)))
+	case onEpoch == out.ready:
+		set(metav1.ConditionTrue, cachev1alpha1.ReasonTopologyAnnounced,
+			fmt.Sprintf("all %d ready shards have topology epoch %d (%d shards)", onEpoch, want.Epoch, len(want.Shards)))
+	default:
+		set(metav1.ConditionFalse, cachev1alpha1.ReasonTopologyAnnouncing,
+			fmt.Sprintf("%d/%d ready shards have topology epoch %d (%d shards)", onEpoch, out.ready, want.Epoch, len(want.Shards)))
+	}
 }

@@ -137,6 +137,7 @@ func runTests(m *testing.M) int {
 		Recorder:        mgr.GetEventRecorder(ManagerName),
 		DefaultImage:    testImage,
 		PodAddress:      testPodAddress,
+		ShardURL:        testShardURL,
 		SettingsTimeout: 5 * time.Second,
 		Maintenance: &maintenance.Engine{
 			Clock:  maintClock,
@@ -198,6 +199,16 @@ func testPodAddress(dc *cachev1alpha1.DiskCache, pod *corev1.Pod) string {
 		return u.(string)
 	}
 	return "http://127.0.0.1:1" // nothing listens: a call here fails
+}
+
+// testShardURL puts the URL of the cacheserver process standing in for a
+// pod into the topology, so the servers reach each other; shards without a
+// process get their real DNS name.
+func testShardURL(dc *cachev1alpha1.DiskCache, shard int) string {
+	if u, ok := podAddrs.Load(fmt.Sprintf("%s/%s-%d", dc.Namespace, dc.Name, shard)); ok {
+		return u.(string)
+	}
+	return (&DiskCacheReconciler{}).shardURL(dc, shard)
 }
 
 func ptrTo[T any](v T) *T { return &v }

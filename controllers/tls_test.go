@@ -72,7 +72,12 @@ func TestLiveSettingsOverTLS(t *testing.T) {
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := testserver.Start(t, testserver.Options{Token: tok, Args: []string{"--tls-cert", certFile, "--tls-key", keyFile}})
+	adminFile := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(adminFile, []byte(waitAdminToken(t, ns, "tls")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Options{Token: tok, Args: []string{"--tls-cert", certFile, "--tls-key", keyFile,
+		"--shard-index", "0", "--admin-token-file", adminFile}})
 	httpsURL := "https://" + srv.Addr
 	podAddrs.Store(ns+"/tls-0", httpsURL)
 	t.Cleanup(func() { podAddrs.Delete(ns + "/tls-0") })
@@ -82,6 +87,10 @@ func TestLiveSettingsOverTLS(t *testing.T) {
 	eventually(t, "settings applied over HTTPS", func() error {
 		dc := get(t, ns, "tls", &cachev1alpha1.DiskCache{})
 		if err := conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionFalse, ""); err != nil {
+			return err
+		}
+		// The topology went over HTTPS too.
+		if err := conditionIs(dc, cachev1alpha1.ConditionTopologyAnnounced, metav1.ConditionTrue, cachev1alpha1.ReasonTopologyAnnounced); err != nil {
 			return err
 		}
 		for _, e := range eventsFor(t, ns, "tls") {

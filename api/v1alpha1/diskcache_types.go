@@ -310,7 +310,7 @@ type DiskCacheStatus struct {
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
 
-	// Topology is the shard layout announced to the cache servers.
+	// Topology is the shard layout the cache servers report.
 	// +optional
 	Topology *TopologyStatus `json:"topology,omitempty"`
 
@@ -327,15 +327,26 @@ type DiskCacheStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 }
 
-// TopologyStatus is the shard layout.
+// TopologyStatus is the shard layout as the cache servers report it
+// (GET /v1/topology on each ready shard), never as the operator intends it:
+// it appears once a server has answered.
 type TopologyStatus struct {
-	// Epoch increases every time the shard count changes.
+	// Epoch is the newest topology epoch a ready shard reports.
 	Epoch int64 `json:"epoch"`
-	// Shards is the shard count of this epoch.
+	// Shards is the number of shard URLs in that epoch's topology, that is
+	// the number of shards keys are spread over. It follows spec.shards
+	// once a scale has finished: new shards are added to it when their pods
+	// are ready, so while a scale-up is under way it is lower than
+	// status.shards.
 	Shards int32 `json:"shards"`
 	// Rebalancing is true while keys move between shards.
 	// +optional
 	Rebalancing bool `json:"rebalancing,omitempty"`
+	// ReadyShardsOnEpoch is the number of ready shards that report this
+	// epoch; when it equals status.readyShards every ready shard routes
+	// keys by the same topology.
+	// +optional
+	ReadyShardsOnEpoch int32 `json:"readyShardsOnEpoch,omitempty"`
 }
 
 // MaintenanceStatus reports scheduled maintenance.
@@ -406,6 +417,9 @@ const (
 	// ConditionDegraded is True when the operator cannot bring the cache to
 	// its spec, or pods are not ready while nothing is rolling out.
 	ConditionDegraded = "Degraded"
+	// ConditionTopologyAnnounced is True when every ready shard has the
+	// topology the operator announces (the <name>-topology ConfigMap).
+	ConditionTopologyAnnounced = "TopologyAnnounced"
 )
 
 // Condition reasons.
@@ -423,6 +437,12 @@ const (
 	ReasonSettingsNotApplied = "SettingsNotApplied"
 	ReasonVolumeResizeFailed = "VolumeResizeFailed"
 	ReasonPodsNotReady       = "PodsNotReady"
+	// TopologyAnnounced reasons; TopologyNotAnnounced is also a Degraded
+	// reason (a ready shard could not be told the topology).
+	ReasonTopologyAnnounced    = "Announced"
+	ReasonTopologyAnnouncing   = "Announcing"
+	ReasonTopologyUnknown      = "NoShardAnswered"
+	ReasonTopologyNotAnnounced = "TopologyNotAnnounced"
 )
 
 // DiskCache is a persistent, disk-backed cache: a StatefulSet of cache
@@ -437,6 +457,9 @@ const (
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyShards`
 // +kubebuilder:printcolumn:name="Size Limit",type=string,JSONPath=`.spec.sizeLimit`
 // +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.evictionPolicy`
+// +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.topology.epoch`,priority=1,description="Topology epoch the ready shards report"
+// +kubebuilder:printcolumn:name="Routed Shards",type=integer,JSONPath=`.status.topology.shards`,priority=1,description="Shards in that topology"
+// +kubebuilder:printcolumn:name="Announced",type=string,JSONPath=`.status.conditions[?(@.type=="TopologyAnnounced")].status`,priority=1,description="Every ready shard has the announced topology"
 // +kubebuilder:printcolumn:name="Last Maintenance",type=date,JSONPath=`.status.maintenance.lastSuccessfulTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DiskCache struct {

@@ -52,6 +52,7 @@ func run() error {
 		leaderElectionNS       string
 		image                  string
 		watchNamespaces        string
+		clusterDomain          string
 		showVersion            bool
 		maintParallelism       int
 		maintShardTimeout      time.Duration
@@ -62,6 +63,7 @@ func run() error {
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
 	flag.StringVar(&image, "cacheserver-image", defaultImage(), "cacheserver image for DiskCaches without spec.image (env CACHESERVER_IMAGE)")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to reconcile DiskCaches in (default: all)")
+	flag.StringVar(&clusterDomain, "cluster-domain", controllers.DefaultClusterDomain, "DNS domain of the cluster, in the shard URLs the operator announces to the cache servers")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.IntVar(&maintParallelism, "maintenance-parallelism", maintenance.DefaultParallelism, "shards of one DiskCache a maintenance run works on at once")
 	flag.DurationVar(&maintShardTimeout, "maintenance-shard-timeout", maintenance.DefaultShardTimeout, "bound on a maintenance run's calls to one shard")
@@ -120,6 +122,7 @@ func run() error {
 			Runner:  &maintenance.Runner{Parallelism: maintParallelism, ShardTimeout: maintShardTimeout},
 		},
 	}
+	r.ClusterDomain = clusterDomain
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}

@@ -1,0 +1,267 @@
+package controllers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
+)
+
+// announced reads the topology the operator announces (<name>-topology)
+// and checks its shape: epoch, shards and a null previous.
+func announced(t *testing.T, ns, name string) cacheclient.TopologyUpdate {
+	t.Helper()
+	cm := get(t, ns, name+"-topology", &corev1.ConfigMap{})
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(cm.Data["topology.json"]), &raw); err != nil {
+		t.Fatalf("topology.json: %v\n%s", err, cm.Data["topology.json"])
+	}
+	if len(raw) != 3 || string(raw["previous"]) != "null" {
+		t.Errorf("topology.json has %d fields, previous %s: want epoch, shards and previous null", len(raw), raw["previous"])
+	}
+	var topo cacheclient.TopologyUpdate
+	if err := json.Unmarshal([]byte(cm.Data["topology.json"]), &topo); err != nil {
+		t.Fatal(err)
+	}
+	return topo
+}
+
+func waitAnnounced(t *testing.T, ns, name string, epoch int64, shards int) cacheclient.TopologyUpdate {
+	t.Helper()
+	var topo cacheclient.TopologyUpdate
+	eventually(t, fmt.Sprintf("topology epoch %d with %d shards", epoch, shards), func() error {
+		topo = announced(t, ns, name)
+		return want(topo.Epoch == epoch && len(topo.Shards) == shards, "announced %+v", topo)
+	})
+	return topo
+}
+
+func shardURLs(ns, name string, n int) []string {
+	var out []string
+	for i := 0; i < n; i++ {
+		out = append(out, fmt.Sprintf("http://%s-%d.%s-peers.%s.svc.cluster.local:8080", name, i, name, ns))
+	}
+	return out
+}
+
+// TestTopologyEpochs: the announced topology lists spec.shards URLs in
+// ordinal order, every change of the list is a new epoch, a scale-up joins
+// the new shards once their pods are ready, and none of it touches the pod
+// template (pods never roll for a topology). The admin token is generated
+// once and never rewritten.
+func TestTopologyEpochs(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	newDiskCache(t, ns, "topo", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 3 })
+	c := waitChildren(t, ns, "topo")
+	if topo := waitAnnounced(t, ns, "topo", 1, 3); !equality.Semantic.DeepEqual(topo.Shards, shardURLs(ns, "topo", 3)) {
+		t.Errorf("shards %q, want %q", topo.Shards, shardURLs(ns, "topo", 3))
+	}
+	if c.topo.Labels[LabelComponent] != ComponentTopology {
+		t.Errorf("topology ConfigMap labels %v", c.topo.Labels)
+	}
+	admin := c.admin.DeepCopy()
+	if tok := string(admin.Data["token"]); len(tok) != 43 || tok == string(c.secret.Data["token"]) {
+		t.Errorf("admin token of %d characters, equal to the data token: %v", len(tok), tok == string(c.secret.Data["token"]))
+	}
+	template := c.sts.Spec.Template.DeepCopy()
+	sameTemplate := func(when string) {
+		t.Helper()
+		sts := get(t, ns, "topo", &appsv1.StatefulSet{})
+		if !equality.Semantic.DeepEqual(&sts.Spec.Template, template) {
+			t.Errorf("%s: the pod template changed (the pods would roll)", when)
+		}
+	}
+
+	// Scale down: the shorter list at once, as epoch 2.
+	updateDiskCache(t, ns, "topo", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 2 })
+	if topo := waitAnnounced(t, ns, "topo", 2, 2); !equality.Semantic.DeepEqual(topo.Shards, shardURLs(ns, "topo", 2)) {
+		t.Errorf("shards %q", topo.Shards)
+	}
+	eventually(t, "replicas 2", func() error {
+		sts := get(t, ns, "topo", &appsv1.StatefulSet{})
+		return want(*sts.Spec.Replicas == 2, "replicas %d", *sts.Spec.Replicas)
+	})
+	sameTemplate("scale to 2")
+
+	// Scale up: the new shards join once their pods are ready.
+	updateDiskCache(t, ns, "topo", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 4 })
+	eventually(t, "replicas 4", func() error {
+		sts := get(t, ns, "topo", &appsv1.StatefulSet{})
+		return want(*sts.Spec.Replicas == 4, "replicas %d", *sts.Spec.Replicas)
+	})
+	for i := 0; i < 3; i++ {
+		createPod(t, ns, "topo", fmt.Sprintf("topo-%d", i), true)
+	}
+	pod3 := createPod(t, ns, "topo", "topo-3", false)
+	// Every reconcile since the scale saw shard 3 not ready (it exists,
+	// not ready), so the announcement must still be epoch 2.
+	eventually(t, "the operator saw the pods", func() error {
+		dc := get(t, ns, "topo", &cachev1alpha1.DiskCache{})
+		c := findCondition(dc, cachev1alpha1.ConditionTopologyAnnounced)
+		return want(c != nil && strings.Contains(c.Message, "/3 ready shards"), "TopologyAnnounced %+v", c)
+	})
+	if topo := announced(t, ns, "topo"); topo.Epoch != 2 || len(topo.Shards) != 2 {
+		t.Fatalf("announced %+v before shard 3 was ready", topo)
+	}
+	setPodReady(t, pod3, true)
+	if topo := waitAnnounced(t, ns, "topo", 3, 4); !equality.Semantic.DeepEqual(topo.Shards, shardURLs(ns, "topo", 4)) {
+		t.Errorf("shards %q", topo.Shards)
+	}
+	sameTemplate("scale to 4")
+
+	// These pods have no server: the topology is not announced, and the
+	// status says so without inventing a topology.
+	eventually(t, "TopologyAnnounced false", func() error {
+		dc := get(t, ns, "topo", &cachev1alpha1.DiskCache{})
+		if dc.Status.Topology != nil {
+			return fmt.Errorf("status.topology %+v while no server answered", dc.Status.Topology)
+		}
+		if err := conditionIs(dc, cachev1alpha1.ConditionTopologyAnnounced, metav1.ConditionFalse, cachev1alpha1.ReasonTopologyAnnouncing); err != nil {
+			return err
+		}
+		c := findCondition(dc, cachev1alpha1.ConditionDegraded)
+		return want(c != nil && c.Status == metav1.ConditionTrue && strings.Contains(c.Message, "topology epoch 3 not announced: pod topo-0:"),
+			"Degraded %+v", c)
+	})
+
+	// The admin token was never rewritten, and a token the user puts in
+	// its place stays.
+	cur := get(t, ns, "topo-admin-token", &corev1.Secret{})
+	if cur.ResourceVersion != admin.ResourceVersion {
+		t.Errorf("admin token Secret rewritten: resourceVersion %s → %s", admin.ResourceVersion, cur.ResourceVersion)
+	}
+	cur.Data["token"] = []byte("rotated-by-hand")
+	if err := k8s.Update(bg, cur); err != nil {
+		t.Fatal(err)
+	}
+	// A reconcile after the edit: the one that announces 3 shards.
+	updateDiskCache(t, ns, "topo", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 3 })
+	waitAnnounced(t, ns, "topo", 4, 3)
+	if tok := string(get(t, ns, "topo-admin-token", &corev1.Secret{}).Data["token"]); tok != "rotated-by-hand" {
+		t.Errorf("admin token %q after a reconcile, want the user's", tok)
+	}
+	for _, e := range eventsFor(t, ns, "topo") {
+		if strings.Contains(e.Note, string(admin.Data["token"])) {
+			t.Fatalf("event carries the admin token: %s", e.Note)
+		}
+	}
+}
+
+// TestTopologyReachesServers runs three real cacheservers as the shards of
+// a DiskCache: the operator announces its topology to them (PUT with the
+// admin token), after which they are one cache, and status.topology says
+// what they report. A shard that comes back without a topology gets it
+// again, a scale announces a new epoch, and an epoch the operator did not
+// make is overtaken rather than fought.
+func TestTopologyReachesServers(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	newDiskCache(t, ns, "ring", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 3 })
+	tok := waitToken(t, ns, "ring")
+	servers := startShards(t, ns, "ring", 3, tok)
+	urls := []string{servers[0].URL, servers[1].URL, servers[2].URL}
+
+	// Every server has the announced topology: the processes' URLs, in order.
+	onEpoch := func(what string, n int) cacheclient.TopologyUpdate {
+		t.Helper()
+		var topo cacheclient.TopologyUpdate
+		eventually(t, what, func() error {
+			topo = announced(t, ns, "ring")
+			if !equality.Semantic.DeepEqual(topo.Shards, urls[:n]) {
+				return fmt.Errorf("announced %q, want %q", topo.Shards, urls[:n])
+			}
+			for i, srv := range servers {
+				got, err := shardClient(t, srv.URL, tok).Topology(bg)
+				if err != nil {
+					return err
+				}
+				if got.Epoch != topo.Epoch || !equality.Semantic.DeepEqual(got.Shards, topo.Shards) || got.Self != i {
+					return fmt.Errorf("server %d has %+v, want epoch %d %q", i, got, topo.Epoch, topo.Shards)
+				}
+			}
+			dc := get(t, ns, "ring", &cachev1alpha1.DiskCache{})
+			if st := dc.Status.Topology; st == nil || st.Epoch != topo.Epoch || st.Shards != int32(n) || st.ReadyShardsOnEpoch != 3 {
+				return fmt.Errorf("status.topology %+v, want epoch %d, %d shards, 3 ready on it", st, topo.Epoch, n)
+			}
+			return conditionIs(dc, cachev1alpha1.ConditionTopologyAnnounced, metav1.ConditionTrue, cachev1alpha1.ReasonTopologyAnnounced)
+		})
+		return topo
+	}
+	first := onEpoch("topology on every server", 3)
+
+	// They are one cache now: keys written through shard 0 spread over the
+	// three and read back through shard 2.
+	c0, err := cacheclient.New(urls[0], cacheclient.Options{Token: tok, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := cacheclient.New(urls[2], cacheclient.Options{Token: tok, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const keys = 60
+	for i := range keys {
+		if err := c0.Cache("").Set(bg, kv.TextKey(fmt.Sprint("k", i)), kv.Int(int64(i)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range keys {
+		if _, ok, err := c2.Cache("").Get(bg, kv.TextKey(fmt.Sprint("k", i))); err != nil || !ok {
+			t.Fatalf("k%d through shard 2: found %v, %v", i, ok, err)
+		}
+	}
+	for i, srv := range servers {
+		if in, err := shardClient(t, srv.URL, tok).Cache("").Info(bg); err != nil || in.Count == 0 || in.Count == keys {
+			t.Errorf("shard %d holds %d of %d keys (%v): want a share", i, in.Count, keys, err)
+		}
+	}
+
+	// Shard 1 comes back from a lost volume, without a topology: it is
+	// given the announced one again.
+	servers[1].Kill()
+	servers[1] = testserver.Start(t, testserver.Options{Token: tok, Listen: servers[1].Addr, Args: servers[1].Args[len(servers[1].Args)-4:]})
+	pod1 := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ring-1"}}
+	setPodReady(t, pod1, false)
+	setPodReady(t, pod1, true)
+	onEpoch("topology given to the returning shard", 3)
+
+	// Scale down: a new epoch with two shards (data movement is the
+	// rebalancer's job, not this test's).
+	updateDiskCache(t, ns, "ring", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 2 })
+	second := onEpoch("epoch after the scale", 2)
+	if second.Epoch != first.Epoch+1 {
+		t.Errorf("epoch %d after the scale, want %d", second.Epoch, first.Epoch+1)
+	}
+
+	// Someone else announces a newer epoch to shard 0: the operator's next
+	// announcement goes above it instead of being refused forever.
+	admin, err := cacheclient.New(urls[0], cacheclient.Options{Token: waitAdminToken(t, ns, "ring"), DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.PutTopology(bg, cacheclient.TopologyUpdate{Epoch: second.Epoch + 5, Shards: urls[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	updateDiskCache(t, ns, "ring", func(dc *cachev1alpha1.DiskCache) { dc.Labels = map[string]string{"poke": "1"} })
+	if third := onEpoch("epoch above the foreign one", 2); third.Epoch != second.Epoch+6 {
+		t.Errorf("epoch %d, want %d (above the foreign %d)", third.Epoch, second.Epoch+6, second.Epoch+5)
+	}
+	// An old announcement is refused with the server's topology.
+	if _, err := admin.PutTopology(bg, cacheclient.TopologyUpdate{Epoch: 1, Shards: urls[:1]}); !errors.Is(err, cacheclient.ErrTopologyConflict) {
+		t.Errorf("PUT of epoch 1: %v, want a topology conflict", err)
+	} else if cur, _ := cacheclient.IsTopologyConflict(err); cur.Epoch != second.Epoch+6 {
+		t.Errorf("conflict carries epoch %d", cur.Epoch)
+	}
+}
