@@ -1,0 +1,178 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/kv"
+)
+
+// shardScope sends every request with Diskcache-Scope: shard, so a pod
+// answers about itself only (no forwarding, no fan-out).
+type shardScope struct{ next http.RoundTripper }
+
+func (s shardScope) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Diskcache-Scope", "shard")
+	return s.next.RoundTrip(req)
+}
+
+// podCache is a client of one pod's own data.
+func podCache(t *testing.T, url, tok string) *cacheclient.Cache {
+	t.Helper()
+	c, err := cacheclient.New(url, cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true,
+		HTTPClient: &http.Client{Transport: shardScope{http.DefaultTransport}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Cache("")
+}
+
+// foundOf counts which of items [from,to) with the given predicate a cache has.
+func foundOf(t *testing.T, c *cacheclient.Cache, from, to int, keep func(int) bool) int {
+	t.Helper()
+	var keys []kv.Key
+	for i := from; i < to; i++ {
+		if keep(i) {
+			keys = append(keys, dataItem(i).Key)
+		}
+	}
+	found := 0
+	for lo := 0; lo < len(keys); lo += 1000 {
+		res, err := c.GetMany(ctxT(t, time.Minute), keys[lo:min(lo+1000, len(keys))])
+		if err != nil {
+			t.Fatalf("GetMany: %v", err)
+		}
+		for _, r := range res {
+			if r.Found {
+				found++
+			}
+		}
+	}
+	return found
+}
+
+// 8. The sample's three shards are one cache through the Service: every
+// key written through it reads back through it, evict by tag empties the
+// tag on every pod, and stats and counts through the Service are the sums
+// of the pods'.
+func TestShardsAreOneCache(t *testing.T) {
+	const n = 10000
+	p := newPhases(t)
+	defer p.done()
+	p.next("create 3 shards + Available")
+	ns := newNamespace(t, "shards")
+	const name = "shards"
+	createDiskCache(t, newDiskCache(ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.Shards = 3
+		dc.Spec.Statistics = true
+		dc.Spec.TagIndex = true
+	}))
+	waitAvailable(t, ns, name, 5*time.Minute)
+
+	p.next("topology announced to every shard")
+	eventually(t, 2*time.Minute, "TopologyAnnounced", func(context.Context) (bool, string) {
+		dc := getDiskCache(t, ns, name)
+		c := meta.FindStatusCondition(dc.Status.Conditions, cachev1alpha1.ConditionTopologyAnnounced)
+		st := dc.Status.Topology
+		return c != nil && c.Status == metav1.ConditionTrue && st != nil && st.Shards == 3 && st.ReadyShardsOnEpoch == 3,
+			fmt.Sprintf("condition %+v topology %+v", c, st)
+	})
+	out, _ := kubectl(t, "-n", ns, "get", "dcache", name, "-o", "wide")
+	t.Logf("kubectl get dcache -o wide:\n%s", out)
+
+	tok := token(t, ns, name)
+	// Through the Service only: no client-side routing, so the servers
+	// route every key.
+	sc, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := sc.Cache("")
+	var pods []*cacheclient.Cache
+	for i := range 3 {
+		pods = append(pods, podCache(t, podURL(cachePod(t, ns, name, i)), tok))
+	}
+
+	p.next(fmt.Sprintf("write %d keys through the Service", n))
+	writeItems(t, svc, 0, n, 500)
+
+	p.next(fmt.Sprintf("read %d keys back through the Service", n))
+	if _, _, err := svc.Stats(ctxT(t, time.Minute), true, true); err != nil { // count from zero
+		t.Fatal(err)
+	}
+	checkItems(t, svc, 0, n, 1000) // fails on any miss
+	hits, misses, err := svc.Stats(ctxT(t, time.Minute), true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("through the Service: %d hits, %d misses", hits, misses)
+	if hits != n || misses != 0 {
+		t.Errorf("stats through the Service: %d hits %d misses, want %d and 0", hits, misses, n)
+	}
+
+	p.next("counts and stats are the pods' sums")
+	var podHits, podMisses, podCount int64
+	for i, pc := range pods {
+		h, m, err := pc.Stats(ctxT(t, time.Minute), true, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := pc.Info(ctxT(t, time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("shard %d: %d items, %d hits, %d misses", i, in.Count, h, m)
+		if in.Count == 0 || in.Count == n {
+			t.Errorf("shard %d holds %d of %d keys: want a share", i, in.Count, n)
+		}
+		podHits, podMisses, podCount = podHits+h, podMisses+m, podCount+in.Count
+	}
+	in, err := svc.Info(ctxT(t, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Count != n || podCount != n || podHits != hits || podMisses != misses {
+		t.Errorf("Service: %d items %d hits %d misses; pods sum to %d items %d hits %d misses; want %d items",
+			in.Count, hits, misses, podCount, podHits, podMisses, n)
+	}
+
+	p.next("evict by tag through the Service")
+	tagged := func(i int) bool { return i%10 != 0 && i%7 == 3 }
+	for i, pc := range pods {
+		if got := foundOf(t, pc, 0, n, tagged); got == 0 {
+			t.Errorf("shard %d has no tag-3 key before the evict: the test would prove nothing", i)
+		}
+	}
+	evicted, err := svc.Evict(ctxT(t, 2*time.Minute), kv.TextKey("tag-3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for i := 0; i < n; i++ {
+		if tagged(i) {
+			want++
+		}
+	}
+	if evicted != int64(want) {
+		t.Errorf("evicted %d, want %d", evicted, want)
+	}
+	for i, pc := range pods {
+		if got := foundOf(t, pc, 0, n, tagged); got != 0 {
+			t.Errorf("shard %d still has %d tag-3 keys", i, got)
+		}
+	}
+	if got := foundOf(t, svc, 0, n, func(i int) bool { return !tagged(i) }); got != n-want {
+		t.Errorf("%d of the %d other keys left through the Service", got, n-want)
+	}
+}
