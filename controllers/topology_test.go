@@ -265,3 +265,33 @@ func TestTopologyReachesServers(t *testing.T) {
 		t.Errorf("conflict carries epoch %d", cur.Epoch)
 	}
 }
+
+// TestAboveServers: the epoch to announce never reuses a server's epoch for
+// another list, and never goes below a server's.
+func TestAboveServers(t *testing.T) {
+	a, b := []string{"http://a"}, []string{"http://a", "http://b"}
+	rep := func(epoch int64, shards []string) shardReport {
+		return shardReport{topo: &cacheclient.Topology{Epoch: epoch, Shards: shards}}
+	}
+	for _, tc := range []struct {
+		name    string
+		want    cacheclient.TopologyUpdate
+		reports []shardReport
+		epoch   int64
+	}{
+		{"no answers", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{{err: errors.New("down")}}, 3},
+		{"servers behind", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(2, a), rep(0, nil)}, 3},
+		{"servers on it", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(3, b)}, 3},
+		{"same epoch, other list", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(3, a), rep(3, b)}, 4},
+		{"newer epoch, same list", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(7, b), rep(2, a)}, 7},
+		{"newer epoch, other list", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(7, a)}, 8},
+		{"newer, same list, but another at it with another list", cacheclient.TopologyUpdate{Epoch: 1, Shards: b},
+			[]shardReport{rep(7, b), rep(7, a)}, 8},
+		{"raised onto another server's epoch", cacheclient.TopologyUpdate{Epoch: 1, Shards: b},
+			[]shardReport{rep(4, a), rep(5, a)}, 6},
+	} {
+		if got := aboveServers(tc.want, tc.reports); got != tc.epoch {
+			t.Errorf("%s: epoch %d, want %d", tc.name, got, tc.epoch)
+		}
+	}
+}
