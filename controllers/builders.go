@@ -114,11 +114,13 @@ func volumeClaimTemplate(dc *cachev1alpha1.DiskCache) corev1.PersistentVolumeCla
 }
 
 // buildStatefulSet is the set of cache servers, one pod per shard. image is
-// the cacheserver image; configHash the hash of the start-up settings.
+// the cacheserver image; configHash the hash of the start-up settings;
+// peerCA says the TLS Secret has a ca.crt, which the shards then trust when
+// they forward to each other.
 // existingClaims are the volumeClaimTemplates of the StatefulSet if it
 // exists already: they are immutable, so they are kept as they are (volume
 // growth is applied to the claims directly).
-func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, existingClaims []corev1.PersistentVolumeClaim) *appsv1.StatefulSet {
+func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, peerCA bool, existingClaims []corev1.PersistentVolumeClaim) *appsv1.StatefulSet {
 	spec := &dc.Spec
 	podLabels := map[string]string{}
 	maps.Copy(podLabels, spec.PodLabels)
@@ -206,12 +208,16 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, exi
 		claims = []corev1.PersistentVolumeClaim{volumeClaimTemplate(dc)}
 	}
 
+	args := []string{"--config", ConfigPath, "--topology-file", TopologyPath, "--admin-token-file", AdminTokenPath}
+	if scheme(dc) == "https" && peerCA {
+		args = append(args, peerCAFlag, TLSDir+"/"+caKey)
+	}
 	container := corev1.Container{
 		Name:            ContainerName,
 		Image:           image,
 		ImagePullPolicy: spec.ImagePullPolicy,
 		Command:         []string{BinaryPath},
-		Args:            []string{"--config", ConfigPath, "--topology-file", TopologyPath, "--admin-token-file", AdminTokenPath},
+		Args:            args,
 		Env: []corev1.EnvVar{{Name: EnvShardIndex, ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['" + PodIndexLabel + "']"},
 		}}},

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -176,6 +177,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		problems = append(problems, *p)
 	}
 	var tlsConfig *tls.Config
+	peerCA := false // the TLS Secret has a ca.crt the shards verify each other with
 	if scheme(dc) == "https" {
 		var s corev1.Secret
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: dc.Namespace, Name: dc.Spec.TLS.SecretName}, &s)
@@ -189,6 +191,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 				fmt.Sprintf("TLS Secret %s lacks %s or %s", s.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)})
 		default:
 			tlsConfig = tlsConfigFor(&s)
+			peerCA = len(s.Data[caKey]) > 0
 		}
 	}
 
@@ -219,6 +222,11 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	if image == "" {
 		image = r.DefaultImage
 	}
+	if existing != nil && scheme(dc) == "https" && tlsConfig == nil {
+		// The TLS Secret cannot be read now: keep what the pods run with
+		// rather than roll them.
+		peerCA = slices.Contains(existing.Spec.Template.Spec.Containers[0].Args, peerCAFlag)
+	}
 	if existing != nil {
 		claims = existing.Spec.VolumeClaimTemplates
 		if old := existing.Spec.Template.Annotations[ConfigHashAnno]; old != "" && old != configHash {
@@ -226,7 +234,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 				"start-up settings changed: rolling the %d shards one at a time", dc.Spec.Shards)
 		}
 	}
-	desired := buildStatefulSet(dc, image, configHash, claims)
+	desired := buildStatefulSet(dc, image, configHash, peerCA, claims)
 	res, err := r.apply(ctx, dc, desired, objOrNil(existing))
 	if err != nil {
 		return nil, nil, nil, err

@@ -47,6 +47,8 @@ const (
 	AdminTokenDir  = ConfigDir + "/admin"
 	AdminTokenPath = AdminTokenDir + "/" + cachev1alpha1.TokenKey
 	EnvShardIndex  = "DISKCACHE_SHARD_INDEX"
+	peerCAFlag     = "--peer-ca-file"
+	caKey          = "ca.crt"
 	PodIndexLabel  = "apps.kubernetes.io/pod-index"
 	// DefaultClusterDomain is the DNS domain of the cluster's Services.
 	DefaultClusterDomain = "cluster.local"

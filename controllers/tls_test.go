@@ -12,9 +12,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -100,6 +102,11 @@ func TestLiveSettingsOverTLS(t *testing.T) {
 		}
 		return fmt.Errorf("no SettingsApplied event")
 	})
+	// The shards trust the Secret's ca.crt when they forward to each other.
+	if args := get(t, ns, "tls", &appsv1.StatefulSet{}).Spec.Template.Spec.Containers[0].Args; !slices.Equal(args[len(args)-2:],
+		[]string{"--peer-ca-file", "/etc/diskcache-tls/ca.crt"}) {
+		t.Errorf("args %q: want --peer-ca-file /etc/diskcache-tls/ca.crt", args)
+	}
 	if dc := get(t, ns, "tls", &cachev1alpha1.DiskCache{}); dc.Status.Endpoint != "https://tls."+ns+".svc:8080" {
 		t.Errorf("endpoint %s", dc.Status.Endpoint)
 	}
