@@ -247,6 +247,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 
 	problems = append(problems, r.resizeClaims(ctx, dc)...)
 
+	var settingsErr error
 	if token != "" {
 		results, err := r.applySettings(ctx, dc, token, tlsConfig)
 		for _, res := range results {
@@ -262,16 +263,13 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		if err != nil {
 			problems = append(problems, problem{cachev1alpha1.ReasonSettingsNotApplied, err.Error()})
 			// Already in the events and the Degraded condition: only retry.
-			if topo.problem != nil {
-				problems = append(problems, *topo.problem)
-			}
-			return sts, topo, problems, &reportedError{fmt.Errorf("apply live settings: %w", err)}
+			settingsErr = &reportedError{fmt.Errorf("apply live settings: %w", err)}
 		}
 	}
 	if topo.problem != nil {
 		problems = append(problems, *topo.problem)
 	}
-	return sts, topo, problems, nil
+	return sts, topo, problems, settingsErr
 }
 
 func objOrNil(sts *appsv1.StatefulSet) client.Object {

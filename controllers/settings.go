@@ -9,13 +9,12 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 )
 
@@ -59,41 +58,17 @@ func (r *DiskCacheReconciler) applySettings(ctx context.Context, dc *cachev1alph
 	}
 	want := liveSettings(&dc.Spec)
 	httpClient := r.httpClient(tlsConfig)
-	address := r.PodAddress
-	if address == nil {
-		address = DNSPodAddress
-	}
-	timeout := r.SettingsTimeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
-
-	var (
-		mu      sync.Mutex
-		results []settingsChange
-		wg      sync.WaitGroup
-		sem     = make(chan struct{}, 8)
-	)
+	var ready []*corev1.Pod
 	for i := range pods.Items {
-		pod := &pods.Items[i]
-		if !podReady(pod) {
-			continue
+		if podReady(&pods.Items[i]) {
+			ready = append(ready, &pods.Items[i])
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			res := settingsChange{pod: pod.Name, obj: pod}
-			res.changed, res.err = applyPodSettings(ctx, address(dc, pod), token, httpClient, want)
-			mu.Lock()
-			results = append(results, res)
-			mu.Unlock()
-		}()
 	}
-	wg.Wait()
+	results := make([]settingsChange, len(ready))
+	r.eachPod(ctx, dc, ready, func(ctx context.Context, i int, url string) {
+		results[i] = settingsChange{pod: ready[i].Name, obj: ready[i]}
+		results[i].changed, results[i].err = applyPodSettings(ctx, url, token, httpClient, want)
+	})
 	sort.Slice(results, func(i, j int) bool { return results[i].pod < results[j].pod })
 	var errs []error
 	for _, res := range results {
@@ -156,15 +131,12 @@ func (r *DiskCacheReconciler) httpClient(tlsConfig *tls.Config) *http.Client {
 	return &http.Client{Transport: shardScoped{tr}}
 }
 
-// ScopeHeader limits a cluster-wide request to the shard that receives it.
-const ScopeHeader = "Diskcache-Scope"
-
 // shardScoped sends every request with Diskcache-Scope: shard.
 type shardScoped struct{ next http.RoundTripper }
 
 func (s shardScoped) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
-	req.Header.Set(ScopeHeader, "shard")
+	req.Header.Set(wire.HeaderScope, "shard")
 	return s.next.RoundTrip(req)
 }
 

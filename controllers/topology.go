@@ -212,10 +212,27 @@ func aboveServers(want cacheclient.TopologyUpdate, reports []shardReport) int64 
 	}
 }
 
-// forEachPod runs call against each pod with the admin token, at most 8 at
-// a time, each bounded by the settings timeout.
+// forEachPod runs call against each pod with a client holding the admin
+// token.
 func (r *DiskCacheReconciler) forEachPod(ctx context.Context, dc *cachev1alpha1.DiskCache, pods []*corev1.Pod, token string,
 	hc *http.Client, call func(context.Context, *cacheclient.Client, *shardReport)) []shardReport {
+	out := make([]shardReport, len(pods))
+	r.eachPod(ctx, dc, pods, func(ctx context.Context, i int, url string) {
+		out[i].pod = pods[i]
+		c, err := cacheclient.New(url, cacheclient.Options{Token: token, HTTPClient: hc, Retries: -1, DirectOnly: true})
+		if err != nil {
+			out[i].err = err
+			return
+		}
+		call(ctx, c, &out[i])
+	})
+	return out
+}
+
+// eachPod calls call(i, URL of pods[i]) for every pod, at most 8 at a
+// time, each with a context bounded by the settings timeout, and returns
+// when all are done.
+func (r *DiskCacheReconciler) eachPod(ctx context.Context, dc *cachev1alpha1.DiskCache, pods []*corev1.Pod, call func(ctx context.Context, i int, url string)) {
 	address := r.PodAddress
 	if address == nil {
 		address = DNSPodAddress
@@ -224,11 +241,9 @@ func (r *DiskCacheReconciler) forEachPod(ctx context.Context, dc *cachev1alpha1.
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	out := make([]shardReport, len(pods))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	for i, pod := range pods {
-		out[i].pod = pod
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -236,16 +251,10 @@ func (r *DiskCacheReconciler) forEachPod(ctx context.Context, dc *cachev1alpha1.
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			c, err := cacheclient.New(address(dc, pod), cacheclient.Options{Token: token, HTTPClient: hc, Retries: -1, DirectOnly: true})
-			if err != nil {
-				out[i].err = err
-				return
-			}
-			call(ctx, c, &out[i])
+			call(ctx, i, address(dc, pod))
 		}()
 	}
 	wg.Wait()
-	return out
 }
 
 // podOrdinal is the StatefulSet ordinal of a cache pod, from its name.
