@@ -50,7 +50,6 @@ type shardReport struct {
 	pod  *corev1.Pod
 	topo *cacheclient.Topology // nil when the pod did not answer
 	err  error
-	put  bool // the operator announced the topology to it
 }
 
 // topologyOutcome is what reconcileTopology leaves for the status.
@@ -155,7 +154,6 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		}
 	}
 	puts := r.forEachPod(ctx, dc, behind, adminToken, hc, func(ctx context.Context, c *cacheclient.Client, rep *shardReport) {
-		rep.put = true
 		rep.topo, rep.err = c.PutTopology(ctx, want)
 		if cur, ok := cacheclient.IsTopologyConflict(rep.err); ok {
 			rep.topo = cur // the next reconcile announces above it
