@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
-	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 // computeStatus derives the status from the StatefulSet (nil if it does not
@@ -107,7 +107,7 @@ func topologyStatus(dc *cachev1alpha1.DiskCache, st *cachev1alpha1.DiskCacheStat
 	if out == nil {
 		return // the reconcile failed before it asked the servers
 	}
-	var newest *cacheclient.Topology
+	var newest *topology.Topology
 	for _, rep := range out.reports {
 		// Epoch 0 is a server that has no topology yet.
 		if rep.err == nil && rep.topo != nil && rep.topo.Epoch > 0 && (newest == nil || rep.topo.Epoch > newest.Epoch) {

@@ -21,6 +21,7 @@ import (
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 // topologyRetry is when a reconcile comes back after a ready shard could
@@ -48,13 +49,13 @@ func (r *DiskCacheReconciler) shardURL(dc *cachev1alpha1.DiskCache, i int) strin
 // shardReport is what one ready pod said about its topology.
 type shardReport struct {
 	pod  *corev1.Pod
-	topo *cacheclient.Topology // nil when the pod did not answer
+	topo *topology.Topology // nil when the pod did not answer
 	err  error
 }
 
 // topologyOutcome is what reconcileTopology leaves for the status.
 type topologyOutcome struct {
-	announced cacheclient.TopologyUpdate
+	announced topology.Announcement
 	reports   []shardReport
 	// ready is the number of ready pods.
 	ready   int
@@ -83,7 +84,7 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	if err != nil {
 		return nil, err
 	}
-	var current *cacheclient.TopologyUpdate
+	var current *topology.Announcement
 	if existing != nil {
 		current = parseAnnouncement(existing.Data[TopologyKey])
 	}
@@ -124,7 +125,7 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	for i := range urls {
 		urls[i] = r.shardURL(dc, i)
 	}
-	want := cacheclient.TopologyUpdate{Epoch: 1, Shards: urls}
+	want := topology.Announcement{Layout: topology.Layout{Epoch: 1, Shards: urls}}
 	switch {
 	case current != nil && slices.Equal(current.Shards, urls):
 		want.Epoch = current.Epoch
@@ -186,7 +187,7 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 // aboveServers is the epoch to announce want with: its own, unless a server
 // has a newer epoch (then that one if it has the same shards) or the same
 // epoch with other shards.
-func aboveServers(want cacheclient.TopologyUpdate, reports []shardReport) int64 {
+func aboveServers(want topology.Announcement, reports []shardReport) int64 {
 	epoch := want.Epoch
 	for {
 		raised := epoch
@@ -267,17 +268,17 @@ func podOrdinal(dc *cachev1alpha1.DiskCache, pod *corev1.Pod) (int, bool) {
 
 // parseAnnouncement reads the ConfigMap's topology.json; nil when it is
 // missing or not a topology.
-func parseAnnouncement(s string) *cacheclient.TopologyUpdate {
-	var t cacheclient.TopologyUpdate
-	if s == "" || json.Unmarshal([]byte(s), &t) != nil || t.Epoch < 1 {
+func parseAnnouncement(s string) *topology.Announcement {
+	var a topology.Announcement
+	if json.Unmarshal([]byte(s), &a) != nil || a.Validate() != nil {
 		return nil
 	}
-	return &t
+	return &a
 }
 
 // buildTopologyConfigMap is <name>-topology: the announced topology as the
 // servers read it from --topology-file.
-func buildTopologyConfigMap(dc *cachev1alpha1.DiskCache, t cacheclient.TopologyUpdate) *corev1.ConfigMap {
+func buildTopologyConfigMap(dc *cachev1alpha1.DiskCache, t topology.Announcement) *corev1.ConfigMap {
 	b, _ := json.MarshalIndent(t, "", "  ") // plain strings and numbers: cannot fail
 	return &corev1.ConfigMap{
 		ObjectMeta: objectMeta(dc, topologyName(dc), ComponentTopology),

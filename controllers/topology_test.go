@@ -16,11 +16,12 @@ import (
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 // announced reads the topology the operator announces (<name>-topology)
 // and checks its shape: epoch, shards and a null previous.
-func announced(t *testing.T, ns, name string) cacheclient.TopologyUpdate {
+func announced(t *testing.T, ns, name string) topology.Announcement {
 	t.Helper()
 	cm := get(t, ns, name+"-topology", &corev1.ConfigMap{})
 	var raw map[string]json.RawMessage
@@ -30,16 +31,16 @@ func announced(t *testing.T, ns, name string) cacheclient.TopologyUpdate {
 	if len(raw) != 3 || string(raw["previous"]) != "null" {
 		t.Errorf("topology.json has %d fields, previous %s: want epoch, shards and previous null", len(raw), raw["previous"])
 	}
-	var topo cacheclient.TopologyUpdate
+	var topo topology.Announcement
 	if err := json.Unmarshal([]byte(cm.Data["topology.json"]), &topo); err != nil {
 		t.Fatal(err)
 	}
 	return topo
 }
 
-func waitAnnounced(t *testing.T, ns, name string, epoch int64, shards int) cacheclient.TopologyUpdate {
+func waitAnnounced(t *testing.T, ns, name string, epoch int64, shards int) topology.Announcement {
 	t.Helper()
-	var topo cacheclient.TopologyUpdate
+	var topo topology.Announcement
 	eventually(t, fmt.Sprintf("topology epoch %d with %d shards", epoch, shards), func() error {
 		topo = announced(t, ns, name)
 		return want(topo.Epoch == epoch && len(topo.Shards) == shards, "announced %+v", topo)
@@ -174,9 +175,9 @@ func TestTopologyReachesServers(t *testing.T) {
 	urls := []string{servers[0].URL, servers[1].URL, servers[2].URL}
 
 	// Every server has the announced topology: the processes' URLs, in order.
-	onEpoch := func(what string, n int) cacheclient.TopologyUpdate {
+	onEpoch := func(what string, n int) topology.Announcement {
 		t.Helper()
-		var topo cacheclient.TopologyUpdate
+		var topo topology.Announcement
 		eventually(t, what, func() error {
 			topo = announced(t, ns, "ring")
 			if !equality.Semantic.DeepEqual(topo.Shards, urls[:n]) {
@@ -251,7 +252,7 @@ func TestTopologyReachesServers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.PutTopology(bg, cacheclient.TopologyUpdate{Epoch: second.Epoch + 5, Shards: urls[:1]}); err != nil {
+	if _, err := admin.PutTopology(bg, topology.Announcement{Layout: topology.Layout{Epoch: second.Epoch + 5, Shards: urls[:1]}}); err != nil {
 		t.Fatal(err)
 	}
 	updateDiskCache(t, ns, "ring", func(dc *cachev1alpha1.DiskCache) { dc.Labels = map[string]string{"poke": "1"} })
@@ -259,7 +260,7 @@ func TestTopologyReachesServers(t *testing.T) {
 		t.Errorf("epoch %d, want %d (above the foreign %d)", third.Epoch, second.Epoch+6, second.Epoch+5)
 	}
 	// An old announcement is refused with the server's topology.
-	if _, err := admin.PutTopology(bg, cacheclient.TopologyUpdate{Epoch: 1, Shards: urls[:1]}); !errors.Is(err, cacheclient.ErrTopologyConflict) {
+	if _, err := admin.PutTopology(bg, topology.Announcement{Layout: topology.Layout{Epoch: 1, Shards: urls[:1]}}); !errors.Is(err, cacheclient.ErrTopologyConflict) {
 		t.Errorf("PUT of epoch 1: %v, want a topology conflict", err)
 	} else if cur, _ := cacheclient.IsTopologyConflict(err); cur.Epoch != second.Epoch+6 {
 		t.Errorf("conflict carries epoch %d", cur.Epoch)
@@ -271,23 +272,23 @@ func TestTopologyReachesServers(t *testing.T) {
 func TestAboveServers(t *testing.T) {
 	a, b := []string{"http://a"}, []string{"http://a", "http://b"}
 	rep := func(epoch int64, shards []string) shardReport {
-		return shardReport{topo: &cacheclient.Topology{Epoch: epoch, Shards: shards}}
+		return shardReport{topo: &topology.Topology{Announcement: topology.Announcement{Layout: topology.Layout{Epoch: epoch, Shards: shards}}}}
 	}
 	for _, tc := range []struct {
 		name    string
-		want    cacheclient.TopologyUpdate
+		want    topology.Announcement
 		reports []shardReport
 		epoch   int64
 	}{
-		{"no answers", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{{err: errors.New("down")}}, 3},
-		{"servers behind", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(2, a), rep(0, nil)}, 3},
-		{"servers on it", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(3, b)}, 3},
-		{"same epoch, other list", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(3, a), rep(3, b)}, 4},
-		{"newer epoch, same list", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(7, b), rep(2, a)}, 7},
-		{"newer epoch, other list", cacheclient.TopologyUpdate{Epoch: 3, Shards: b}, []shardReport{rep(7, a)}, 8},
-		{"newer, same list, but another at it with another list", cacheclient.TopologyUpdate{Epoch: 1, Shards: b},
+		{"no answers", topology.Announcement{Layout: topology.Layout{Epoch: 3, Shards: b}}, []shardReport{{err: errors.New("down")}}, 3},
+		{"servers behind", topology.Announcement{Layout: topology.Layout{Epoch: 3, Shards: b}}, []shardReport{rep(2, a), rep(0, nil)}, 3},
+		{"servers on it", topology.Announcement{Layout: topology.Layout{Epoch: 3, Shards: b}}, []shardReport{rep(3, b)}, 3},
+		{"same epoch, other list", topology.Announcement{Layout: topology.Layout{Epoch: 3, Shards: b}}, []shardReport{rep(3, a), rep(3, b)}, 4},
+		{"newer epoch, same list", topology.Announcement{Layout: topology.Layout{Epoch: 3, Shards: b}}, []shardReport{rep(7, b), rep(2, a)}, 7},
+		{"newer epoch, other list", topology.Announcement{Layout: topology.Layout{Epoch: 3, Shards: b}}, []shardReport{rep(7, a)}, 8},
+		{"newer, same list, but another at it with another list", topology.Announcement{Layout: topology.Layout{Epoch: 1, Shards: b}},
 			[]shardReport{rep(7, b), rep(7, a)}, 8},
-		{"raised onto another server's epoch", cacheclient.TopologyUpdate{Epoch: 1, Shards: b},
+		{"raised onto another server's epoch", topology.Announcement{Layout: topology.Layout{Epoch: 1, Shards: b}},
 			[]shardReport{rep(4, a), rep(5, a)}, 6},
 	} {
 		if got := aboveServers(tc.want, tc.reports); got != tc.epoch {
