@@ -1,0 +1,179 @@
+// Package autoscale decides how many shards a DiskCache should have from
+// figures its shards report, the way the HorizontalPodAutoscaler decides
+// replicas: per target, desired = ceil(current × observed / target); the
+// largest over the targets, clamped to [min, max], held by stabilization
+// windows and a largest step, never while data moves between shards and
+// not within a cooldown after a move ended.
+//
+// Decide is a pure function of its inputs and the State it keeps; the
+// controller feeds it observations on an interval and applies what it
+// says through the scale subresource.
+package autoscale
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Tolerance is the HPA's: a ratio of observed to target within 10% of 1
+// changes nothing, so noise does not flap the shard count.
+const Tolerance = 0.1
+
+// Target is one figure to hold at a value per shard.
+type Target struct {
+	// Name says what the figure is ("fill", "requestRate", "evictionRate").
+	Name string
+	// Value is the wanted average per shard; it must be > 0.
+	Value float64
+}
+
+// Behavior holds the shard count steady.
+type Behavior struct {
+	// UpWindow and DownWindow: a change is made only if every
+	// recommendation within the window agrees (scale-up takes the lowest
+	// recommendation of the window, scale-down the highest).
+	UpWindow, DownWindow time.Duration
+	// MaxStepUp and MaxStepDown bound one change in shards; 0 means no
+	// bound.
+	MaxStepUp, MaxStepDown int32
+	// Cooldown after a rebalance ended before the next change.
+	Cooldown time.Duration
+}
+
+// Spec is what the user asked for.
+type Spec struct {
+	MinShards, MaxShards int32
+	Targets              []Target
+	Behavior             Behavior
+}
+
+// Observation is the figures read at one time: per target name, the
+// average over the shards.
+type Observation struct {
+	At      time.Time
+	Current int32              // shards now
+	Average map[string]float64 // target name -> average per shard
+}
+
+// State is what Decide remembers between calls; the controller keeps one
+// per DiskCache (and may persist Recommendations in status to survive a
+// restart).
+type State struct {
+	Recommendations []Recommendation
+}
+
+// Recommendation is what one observation alone asked for.
+type Recommendation struct {
+	At     time.Time
+	Shards int32
+}
+
+// Decision is the outcome of one call.
+type Decision struct {
+	// Desired is the shard count to have; equal to Observation.Current when
+	// nothing changes.
+	Desired int32
+	// Change is true when Desired differs from the current count.
+	Change bool
+	// Reason explains the decision for status and Events.
+	Reason string
+}
+
+// Decide returns the shard count to have. rebalancing says whether data is
+// moving between shards now; lastRebalanceEnd is when the last move ended
+// (zero if none).
+func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalanceEnd time.Time) Decision {
+	cur := obs.Current
+	keep := func(reason string) Decision { return Decision{Desired: cur, Reason: reason} }
+	if rebalancing {
+		return keep("a rebalance is running; no decision until it ends")
+	}
+	if !lastRebalanceEnd.IsZero() && obs.At.Sub(lastRebalanceEnd) < spec.Behavior.Cooldown {
+		return keep(fmt.Sprintf("cooldown: the last rebalance ended %s ago (cooldown %s)",
+			obs.At.Sub(lastRebalanceEnd).Round(time.Second), spec.Behavior.Cooldown))
+	}
+
+	// What this observation alone asks for: the largest over the targets.
+	raw, why := cur, []string{}
+	if cur < 1 {
+		raw = 1
+	}
+	seen := false
+	for _, t := range spec.Targets {
+		o, ok := obs.Average[t.Name]
+		if !ok || t.Value <= 0 || math.IsNaN(o) {
+			continue
+		}
+		want := cur
+		if ratio := o / t.Value; math.Abs(ratio-1) > Tolerance {
+			want = int32(math.Ceil(float64(cur) * ratio))
+		}
+		why = append(why, fmt.Sprintf("%s %.3g per shard (target %.3g) → %d", t.Name, o, t.Value, want))
+		if !seen || want > raw {
+			raw = want
+		}
+		seen = true
+	}
+	if !seen {
+		return keep("no figures for any target")
+	}
+	rec := clamp(raw, spec.MinShards, spec.MaxShards)
+
+	// Stabilization: remember this recommendation and hold the count
+	// unless the window agrees.
+	st.Recommendations = append(st.Recommendations, Recommendation{At: obs.At, Shards: rec})
+	horizon := max(spec.Behavior.UpWindow, spec.Behavior.DownWindow)
+	kept := st.Recommendations[:0]
+	for _, r := range st.Recommendations {
+		if obs.At.Sub(r.At) <= horizon {
+			kept = append(kept, r)
+		}
+	}
+	st.Recommendations = kept
+	upTo, downTo := rec, rec
+	for _, r := range kept {
+		age := obs.At.Sub(r.At)
+		if age <= spec.Behavior.UpWindow && r.Shards < upTo {
+			upTo = r.Shards
+		}
+		if age <= spec.Behavior.DownWindow && r.Shards > downTo {
+			downTo = r.Shards
+		}
+	}
+	desired := cur
+	switch {
+	case upTo > cur:
+		desired = upTo
+		if s := spec.Behavior.MaxStepUp; s > 0 && desired > cur+s {
+			desired = cur + s
+		}
+	case downTo < cur:
+		desired = downTo
+		if s := spec.Behavior.MaxStepDown; s > 0 && desired < cur-s {
+			desired = cur - s
+		}
+	}
+	// Bounds apply even when the figures are calm (for example a user who
+	// raised minShards).
+	desired = clamp(desired, spec.MinShards, spec.MaxShards)
+	reason := strings.Join(why, "; ")
+	switch {
+	case desired == cur && rec != cur:
+		reason += fmt.Sprintf("; held at %d by the stabilization window", cur)
+	case desired != rec:
+		reason += fmt.Sprintf("; %d limited to %d by the step or window", rec, desired)
+	}
+	return Decision{Desired: desired, Change: desired != cur, Reason: reason}
+}
+
+func clamp(n, lo, hi int32) int32 {
+	if lo > 0 && n < lo {
+		n = lo
+	}
+	if hi > 0 && n > hi {
+		n = hi
+	}
+	return n
+}
