@@ -83,6 +83,9 @@ type Options struct {
 	// the server with --insecure-no-auth.
 	Token  string
 	NoAuth bool
+	// TokenFile is a token file the test manages (to rotate the token);
+	// empty means a new one holding Token.
+	TokenFile string
 	// Args are extra flags.
 	Args []string
 	// Env is extra environment (KEY=VALUE).
@@ -116,9 +119,12 @@ func Start(t testing.TB, opts Options) *Server {
 		if s.Token == "" {
 			s.Token = "test-token"
 		}
-		tokenFile := filepath.Join(t.TempDir(), "token")
-		if err := os.WriteFile(tokenFile, []byte(s.Token+"\n"), 0o600); err != nil {
-			t.Fatal(err)
+		tokenFile := opts.TokenFile
+		if tokenFile == "" {
+			tokenFile = filepath.Join(t.TempDir(), "token")
+			if err := os.WriteFile(tokenFile, []byte(s.Token+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 		args = append(args, "--token-file", tokenFile)
 	}

@@ -1,0 +1,218 @@
+package cacheserver_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+// pollUntil calls cond until it reports true or timeout passes. The server
+// checks its files at most once a second, so a test can only poll for what
+// it changed on disk.
+func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %s", what, timeout, state)
+		}
+		<-tick.C
+	}
+}
+
+// statusWithToken answers the status of an authenticated request.
+func statusWithToken(t *testing.T, srv *testserver.Server, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/info", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// tokenLayout writes a token file the way something outside the server
+// rotates it; it returns the path the server reads and the rotation.
+type tokenLayout func(t *testing.T, dir, first string) (path string, rotate func(token string))
+
+// plainFile rewrites the file in place.
+func plainFile(t *testing.T, dir, first string) (string, func(string)) {
+	path := filepath.Join(dir, "token")
+	write := func(tok string) {
+		if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(first)
+	return path, write
+}
+
+// projectedSecret lays the file out as the kubelet's atomic writer does for
+// a mounted Secret: the data in a timestamped directory, "..data" a
+// symlink to it, "token" a symlink through "..data". A rotation writes a
+// new directory and renames a new "..data" symlink over the old one.
+func projectedSecret(t *testing.T, dir, first string) (string, func(string)) {
+	gen := 0
+	swap := func(tok string) {
+		gen++
+		ts := fmt.Sprintf("..2026_12_04_21_00_%02d.%09d", gen, gen)
+		if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, ts, "token"), []byte(tok), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		old, _ := os.Readlink(filepath.Join(dir, "..data"))
+		if err := os.Symlink(ts, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		if old != "" {
+			if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	swap(first)
+	if err := os.Symlink(filepath.Join("..data", "token"), filepath.Join(dir, "token")); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "token"), swap
+}
+
+// TestTokenFileRotation: a running server takes a new token from its token
+// file without a restart, both when the file is rewritten and when a
+// mounted Secret's "..data" symlink is swapped to a new directory.
+func TestTokenFileRotation(t *testing.T) {
+	for name, layout := range map[string]tokenLayout{"rewrite": plainFile, "symlink swap": projectedSecret} {
+		t.Run(name, func(t *testing.T) {
+			path, rotate := layout(t, t.TempDir(), "first-token")
+			srv := testserver.Start(t, testserver.Options{Token: "first-token", TokenFile: path})
+			if got := statusWithToken(t, srv, "first-token"); got != http.StatusOK {
+				t.Fatalf("first token: %d", got)
+			}
+			if got := statusWithToken(t, srv, "second-token"); got != http.StatusUnauthorized {
+				t.Fatalf("second token before the rotation: %d, want 401", got)
+			}
+			for _, tok := range []string{"second-token", "third-token"} {
+				rotate(tok)
+				pollUntil(t, 30*time.Second, "the server accepts "+tok, func() (bool, string) {
+					got := statusWithToken(t, srv, tok)
+					return got == http.StatusOK, fmt.Sprintf("status %d", got)
+				})
+			}
+		})
+	}
+}
+
+// TestSIGTERMDrainsInFlightRequests: a PUT whose body is still arriving
+// when SIGTERM comes completes and is stored; meanwhile the server accepts
+// no new connections (refused, never cut mid-response), and exits cleanly
+// once the PUT is done.
+func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	value := bytes.Repeat([]byte("drain me "), 100<<10/9) // a value file, streamed
+
+	conn, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Expect: 100-continue makes the server say when the handler starts
+	// reading the body: from then on the request is in flight.
+	fmt.Fprintf(conn, "PUT /v1/keys/in-flight HTTP/1.1\r\nHost: cacheserver\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/octet-stream\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", srv.Token, len(value))
+	br := bufio.NewReader(conn)
+	cont, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cont.StatusCode != http.StatusContinue {
+		t.Fatalf("PUT answered %s before its body", cont.Status)
+	}
+	half := len(value) / 2
+	if _, err := conn.Write(value[:half]); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := syscall.Kill(srv.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 30*time.Second, "shutdown begins", func() (bool, string) {
+		return strings.Contains(srv.Logs(), `"msg":"shutting down"`), "no shutdown log"
+	})
+	// New connections: refused once the listener is closed. Until then a
+	// request may still be answered, but never cut off.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	pollUntil(t, 30*time.Second, "new connections refused", func() (bool, string) {
+		resp, err := fresh.Get(srv.URL + "/healthz")
+		if err != nil {
+			return errors.Is(err, syscall.ECONNREFUSED), err.Error()
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			t.Fatalf("a request during shutdown was cut mid-response: %v", err)
+		}
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("a request during shutdown got %s", resp.Status)
+		}
+		return false, "still accepting: " + resp.Status
+	})
+
+	if _, err := conn.Write(value[half:]); err != nil {
+		t.Fatalf("the in-flight PUT was cut off by SIGTERM: %v", err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the in-flight PUT got no answer after SIGTERM: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("the in-flight PUT answered %s: %s", resp.Status, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, srv.Logs())
+	}
+	srv.Restart(t)
+	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, ok, err := c.Cache("").Get(context.Background(), engine.TextKey("in-flight"))
+	if err != nil || !ok || !bytes.Equal(it.Value.Data, value) {
+		t.Fatalf("after the restart the drained PUT reads %d bytes, found %v, %v", len(it.Value.Data), ok, err)
+	}
+}
