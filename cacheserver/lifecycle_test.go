@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 )
 
@@ -211,7 +211,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it, ok, err := c.Cache("").Get(context.Background(), engine.TextKey("in-flight"))
+	it, ok, err := c.Cache("").Get(context.Background(), kv.TextKey("in-flight"))
 	if err != nil || !ok || !bytes.Equal(it.Value.Data, value) {
 		t.Fatalf("after the restart the drained PUT reads %d bytes, found %v, %v", len(it.Value.Data), ok, err)
 	}
