@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,14 +12,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // pollUntil calls cond until it reports true or timeout passes. The server
@@ -41,10 +43,10 @@ func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() (bo
 	}
 }
 
-// statusWithToken answers the status of an authenticated request.
-func statusWithToken(t *testing.T, srv *testserver.Server, token string) int {
+// statusWithToken answers the status of a GET of path with token.
+func statusWithToken(t *testing.T, srv *testserver.Server, path, token string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/info", nil)
+	req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,16 +119,16 @@ func TestTokenFileRotation(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path, rotate := layout(t, t.TempDir(), "first-token")
 			srv := testserver.Start(t, testserver.Options{Token: "first-token", TokenFile: path})
-			if got := statusWithToken(t, srv, "first-token"); got != http.StatusOK {
+			if got := statusWithToken(t, srv, "/v1/info", "first-token"); got != http.StatusOK {
 				t.Fatalf("first token: %d", got)
 			}
-			if got := statusWithToken(t, srv, "second-token"); got != http.StatusUnauthorized {
+			if got := statusWithToken(t, srv, "/v1/info", "second-token"); got != http.StatusUnauthorized {
 				t.Fatalf("second token before the rotation: %d, want 401", got)
 			}
 			for _, tok := range []string{"second-token", "third-token"} {
 				rotate(tok)
 				pollUntil(t, 30*time.Second, "the server accepts "+tok, func() (bool, string) {
-					got := statusWithToken(t, srv, tok)
+					got := statusWithToken(t, srv, "/v1/info", tok)
 					return got == http.StatusOK, fmt.Sprintf("status %d", got)
 				})
 			}
@@ -214,5 +216,34 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	it, ok, err := c.Cache("").Get(context.Background(), kv.TextKey("in-flight"))
 	if err != nil || !ok || !bytes.Equal(it.Value.Data, value) {
 		t.Fatalf("after the restart the drained PUT reads %d bytes, found %v, %v", len(it.Value.Data), ok, err)
+	}
+}
+
+// TestConfigReportsStartUpValues: GET /v1/config answers what the server
+// was started with, from the engine where it applies them.
+func TestConfigReportsStartUpValues(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{Args: []string{"--fanout", "3", "--database-timeout", "2500ms",
+		"--max-key-bytes", "1000", "--request-timeout", "45s"}})
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/config", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/config: %s, %v", resp.Status, err)
+	}
+	want := map[string]any{"fanout": 3.0, "database_timeout_seconds": 2.5, "max_key_bytes": 1000.0,
+		"max_value_bytes": float64(1 << 40), "request_timeout_seconds": 45.0, "tls": false}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("GET /v1/config = %v, want %v", got, want)
+	}
+	if got := statusWithToken(t, srv, "/v1/config", "wrong"); got != http.StatusUnauthorized {
+		t.Errorf("wrong token: %d", got)
 	}
 }

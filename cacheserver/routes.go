@@ -48,6 +48,7 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.route("GET /v1/topology", s.handleGetTopology)
 	s.route("PUT /v1/topology", s.handlePutTopology)
+	s.route("GET /v1/config", s.handleGetConfig)
 	s.keyRoutes("/v1")
 	s.keyRoutes("/v1/caches/{name}")
 	s.dequeRoutes()

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -272,6 +273,28 @@ func podSettings(ctx context.Context, t *testing.T, pod *corev1.Pod, tok string)
 	return c.Cache("").Settings(ctx)
 }
 
+// podConfig reads a pod's start-up configuration (GET /v1/config).
+func podConfig(ctx context.Context, pod *corev1.Pod, tok string) (map[string]any, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, podURL(pod)+"/v1/config", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /v1/config: %s", resp.Status)
+	}
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("GET /v1/config: %w", err)
+	}
+	return out, nil
+}
+
 // 3. Live settings apply without a restart; a non-live one rolls the pod
 // and keeps the data.
 func TestSettings(t *testing.T) {
@@ -291,6 +314,13 @@ func TestSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("settings before: eviction_policy=%v size_limit=%v", st["eviction_policy"], st["size_limit"])
+	cfg, err := podConfig(ctxT(t, 30*time.Second), before, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg["database_timeout_seconds"] != 1.0 {
+		t.Fatalf("before: database_timeout_seconds %v, want the default 1", cfg["database_timeout_seconds"])
+	}
 
 	p.next("live change (evictionPolicy, sizeLimit)")
 	newLimit := resource.MustParse("256Mi")
@@ -342,6 +372,14 @@ func TestSettings(t *testing.T) {
 	}
 	if limit, _ := st["size_limit"].(float64); st["eviction_policy"] != "least-recently-used" || int64(limit) != newLimit.Value() {
 		t.Errorf("after the restart: eviction_policy=%v size_limit=%v", st["eviction_policy"], st["size_limit"])
+	}
+	// The rolled pod runs with the new value, not just a new pod template.
+	cfg, err = podConfig(ctxT(t, 30*time.Second), rolled, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg["database_timeout_seconds"] != 3.0 {
+		t.Errorf("after the restart the server runs with database_timeout_seconds %v, want 3", cfg["database_timeout_seconds"])
 	}
 }
 
