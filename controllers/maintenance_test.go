@@ -10,6 +10,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
@@ -30,8 +31,13 @@ func findEvent(t *testing.T, ns, name, reason string) (eventsv1.Event, bool) {
 func TestMaintenanceEndToEnd(t *testing.T) {
 	needEnv(t)
 	ns := newNamespace(t)
+	// Its own manager, clock and maintenance memory: moving the clock
+	// touches no other test, nor a repeated run of this one.
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	startTestManager(t, ns, "maintenance", newTestMaintenance(clk))
 	const sizeLimit = 256 << 10
 	newDiskCache(t, ns, "maint", func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "maintenance"}
 		dc.Spec.Shards = 3
 		dc.Spec.SizeLimit = ptrTo(resource.MustParse(fmt.Sprint(sizeLimit)))
 		dc.Spec.CullLimit = ptrTo[int32](0) // writes do not cull: only maintenance does
@@ -75,10 +81,10 @@ func TestMaintenanceEndToEnd(t *testing.T) {
 	})
 
 	// 03:00 tomorrow arrives (the fake clock), and a reconcile happens.
-	now := maintClock.Now().UTC()
+	now := clk.Now().UTC()
 	due := time.Date(now.Year(), now.Month(), now.Day()+1, 3, 0, 0, 0, time.UTC)
-	maintClock.SetTime(due.Add(5 * time.Second))
-	updateDiskCache(t, ns, "maint", func(dc *cachev1alpha1.DiskCache) { dc.Labels = map[string]string{"poke": "1"} })
+	clk.SetTime(due.Add(5 * time.Second))
+	updateDiskCache(t, ns, "maint", func(dc *cachev1alpha1.DiskCache) { dc.Labels["poke"] = "1" })
 
 	var m *cachev1alpha1.MaintenanceStatus
 	eventually(t, "scheduled run in status", func() error {

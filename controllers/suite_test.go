@@ -24,6 +24,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -36,10 +37,6 @@ import (
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
 )
-
-// maintClock is the maintenance engine's clock: frozen, so no scheduled run
-// happens unless a test moves it.
-var maintClock = clocktesting.NewFakePassiveClock(time.Now())
 
 // The envtest control plane (a real etcd and kube-apiserver built from Go
 // modules by hack/envtest.sh) and a manager running the reconciler, shared
@@ -119,32 +116,13 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 testScheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  testCacheOptions(),
-		Controller:             config.Controller{SkipNameValidation: ptrTo(true)},
-	})
+	// The shared manager's maintenance clock is frozen and never moved, so
+	// no scheduled run happens; a test that moves time runs its own
+	// manager with its own clock (startTestManager).
+	mgr, r, err := newTestManager(cfg, testCacheOptions(),
+		newTestMaintenance(clocktesting.NewFakePassiveClock(time.Now())))
+	reconciler = r
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	reconciler = &DiskCacheReconciler{
-		Client:          mgr.GetClient(),
-		APIReader:       mgr.GetAPIReader(),
-		Scheme:          mgr.GetScheme(),
-		Recorder:        mgr.GetEventRecorder(ManagerName),
-		DefaultImage:    testImage,
-		PodAddress:      testPodAddress,
-		ShardURL:        testShardURL,
-		SettingsTimeout: 5 * time.Second,
-		Maintenance: &maintenance.Engine{
-			Clock:  maintClock,
-			Runner: &maintenance.Runner{Clock: maintClock, ShardTimeout: 5 * time.Second, Retries: -1},
-		},
-	}
-	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -167,6 +145,69 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 	}
 	return code
+}
+
+// newTestManager builds a manager running a DiskCacheReconciler with the
+// tests' settings and maint.
+func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenance.Engine) (ctrl.Manager, *DiskCacheReconciler, error) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 testScheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cacheOpts,
+		Controller:             config.Controller{SkipNameValidation: ptrTo(true)},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	r := &DiskCacheReconciler{
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Scheme:          mgr.GetScheme(),
+		Recorder:        mgr.GetEventRecorder(ManagerName),
+		DefaultImage:    testImage,
+		PodAddress:      testPodAddress,
+		ShardURL:        testShardURL,
+		SettingsTimeout: 5 * time.Second,
+		Maintenance:     maint,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, nil, err
+	}
+	return mgr, r, nil
+}
+
+// newTestMaintenance is a maintenance engine on clk, with its own memory
+// of past runs.
+func newTestMaintenance(clk clock.PassiveClock) *maintenance.Engine {
+	return &maintenance.Engine{
+		Clock:  clk,
+		Runner: &maintenance.Runner{Clock: clk, ShardTimeout: 5 * time.Second, Retries: -1},
+	}
+}
+
+// startTestManager runs a manager of the test's own until the test ends: it
+// reconciles only the DiskCaches in ns labelled otherManagerLabel=label
+// (which the shared manager leaves alone), with maint, so a test can move
+// its clock without touching any other test.
+func startTestManager(t *testing.T, ns, label string, maint *maintenance.Engine) {
+	t.Helper()
+	opts := CacheOptions()
+	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
+	opts.ByObject[&cachev1alpha1.DiskCache{}] = cache.ByObject{Label: klabels.SelectorFromSet(klabels.Set{otherManagerLabel: label})}
+	mgr, _, err := newTestManager(restCfg, opts, maint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the test's manager: %v", err)
+		}
+	})
 }
 
 // otherManagerLabel marks DiskCaches that the test manager leaves alone,
