@@ -17,7 +17,10 @@ func kubectlEnv(t *testing.T) (string, string) {
 	t.Helper()
 	kubectl, err := exec.LookPath("kubectl")
 	if err != nil {
-		t.Skip("kubectl is not on PATH")
+		if os.Getenv("DISKCACHE_REQUIRE_KUBECTL") != "" {
+			t.Fatal("kubectl is not on PATH and DISKCACHE_REQUIRE_KUBECTL is set (make kubectl builds one into bin/)")
+		}
+		t.Skip("kubectl is not on PATH (make kubectl builds one into bin/)")
 	}
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kc, testEnv.KubeConfig, 0o600); err != nil {

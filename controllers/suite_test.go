@@ -255,10 +255,14 @@ func testShardURL(dc *cachev1alpha1.DiskCache, shard int) string {
 func ptrTo[T any](v T) *T { return &v }
 
 // needEnv skips a test when the envtest binaries are missing (`make test`
-// always builds them first, so there it never skips).
+// always builds them first, so there it never skips), or fails it when
+// DISKCACHE_REQUIRE_ENVTEST is set (CI).
 func needEnv(t *testing.T) {
 	t.Helper()
 	if envMissing != "" {
+		if os.Getenv("DISKCACHE_REQUIRE_ENVTEST") != "" {
+			t.Fatal(envMissing + ", and DISKCACHE_REQUIRE_ENVTEST is set")
+		}
 		t.Skip(envMissing)
 	}
 }

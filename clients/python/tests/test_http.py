@@ -544,6 +544,8 @@ def test_async_parsing(raw_server, monkeypatch, deadline):
 @pytest.fixture(scope='module')
 def tls_cert(tmp_path_factory):
     if not shutil.which('openssl'):
+        if os.environ.get('DISKCACHE_REQUIRE_OPENSSL'):
+            pytest.fail('openssl is needed to make a test certificate, and DISKCACHE_REQUIRE_OPENSSL is set')
         pytest.skip('openssl is needed to make a test certificate')
     out = tmp_path_factory.mktemp('tls')
     cert, key = str(out / 'cert.pem'), str(out / 'key.pem')
