@@ -150,6 +150,10 @@ func TestShippedRBACIsSufficient(t *testing.T) {
 			return nil
 		})
 	}
+	// A reconcile of a DiskCache its cache has not seen yet does nothing.
+	eventually(t, "cache sees the DiskCache", func() error {
+		return c.Get(bg, req.NamespacedName, &cachev1alpha1.DiskCache{})
+	})
 	reconcileAs("reconcile")
 
 	// Claims are patched; the generated Secret is created.
