@@ -6,8 +6,16 @@
 // binaries give the same image ID.
 //
 //	go run . -o out.tar -tag NAME:TAG [-tag ...] \
-//	    -file SRC:DST[:MODE] [-file ...] [-nonroot] [-user UID:GID] \
+//	    -file SRC:DST[:MODE] [-file ...] [-dir SRC:DST ...] [-exclude PATTERN ...] \
+//	    [-nonroot] [-user UID:GID] \
 //	    [-entrypoint PATH] [-cmd ARG ...] [-env K=V ...] [-label K=V ...]
+//
+// -file follows symbolic links and stores the file they name. -dir adds a
+// whole tree with its files' permission bits; symbolic links inside it stay
+// links. -exclude leaves out what -dir would add: a PATTERN with a slash
+// (path.Match syntax) matches the path in the image, like
+// /usr/lib/python3.11/test; one without matches a name at any depth, like
+// __pycache__; an excluded directory is left out with everything in it.
 //
 // -nonroot adds what a distroless "nonroot" base has: /etc/passwd and
 // /etc/group with root, nobody and nonroot (65532), /home/nonroot and a
@@ -21,8 +29,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,35 +59,47 @@ type entry struct {
 	mode     int64
 	uid, gid int
 	dir      bool
+	link     string // target of a symbolic link
 	data     []byte // nil for directories
 	src      string // read lazily
 }
 
+// spec is what an image is made of.
+type spec struct {
+	out                          string
+	tags, files, dirs, excludes  list
+	nonroot                      bool
+	user                         string
+	entrypoint, cmd, env, labels list
+}
+
 func main() {
-	var tags, files, cmd, env, labels, entrypoint list
-	out := flag.String("o", "", "output tarball")
-	flag.Var(&tags, "tag", "image reference NAME:TAG (repeatable)")
-	flag.Var(&files, "file", "SRC:DST[:MODE] file to add (repeatable; MODE octal, default 0755)")
-	nonroot := flag.Bool("nonroot", false, "add /etc/passwd, /etc/group, /home/nonroot and /tmp like distroless nonroot")
-	user := flag.String("user", "", "USER of the image, e.g. 65532:65532")
-	flag.Var(&entrypoint, "entrypoint", "ENTRYPOINT element (repeatable)")
-	flag.Var(&cmd, "cmd", "CMD element (repeatable)")
-	flag.Var(&env, "env", "ENV K=V (repeatable; PATH is set by default)")
-	flag.Var(&labels, "label", "LABEL K=V (repeatable)")
+	var s spec
+	flag.StringVar(&s.out, "o", "", "output tarball")
+	flag.Var(&s.tags, "tag", "image reference NAME:TAG (repeatable)")
+	flag.Var(&s.files, "file", "SRC:DST[:MODE] file to add (repeatable; MODE octal, default 0755)")
+	flag.Var(&s.dirs, "dir", "SRC:DST directory tree to add (repeatable)")
+	flag.Var(&s.excludes, "exclude", "PATTERN of paths -dir leaves out (repeatable; with a slash: the path in the image, without: a name at any depth)")
+	flag.BoolVar(&s.nonroot, "nonroot", false, "add /etc/passwd, /etc/group, /home/nonroot and /tmp like distroless nonroot")
+	flag.StringVar(&s.user, "user", "", "USER of the image, e.g. 65532:65532")
+	flag.Var(&s.entrypoint, "entrypoint", "ENTRYPOINT element (repeatable)")
+	flag.Var(&s.cmd, "cmd", "CMD element (repeatable)")
+	flag.Var(&s.env, "env", "ENV K=V (repeatable; PATH is set by default)")
+	flag.Var(&s.labels, "label", "LABEL K=V (repeatable)")
 	flag.Parse()
-	if *out == "" || len(tags) == 0 || len(files) == 0 {
+	if s.out == "" || len(s.tags) == 0 || len(s.files)+len(s.dirs) == 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*out, tags, files, *nonroot, *user, entrypoint, cmd, env, labels); err != nil {
+	if err := run(s); err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out string, tags, files list, nonroot bool, user string, entrypoint, cmd, env, labels list) error {
+func run(s spec) error {
 	var entries []entry
-	if nonroot {
+	if s.nonroot {
 		entries = append(entries,
 			entry{dst: "etc", mode: 0o755, dir: true},
 			entry{dst: "etc/passwd", mode: 0o644, data: []byte(
@@ -90,7 +112,7 @@ func run(out string, tags, files list, nonroot bool, user string, entrypoint, cm
 			entry{dst: "tmp", mode: 0o1777, dir: true},
 		)
 	}
-	for _, f := range files {
+	for _, f := range s.files {
 		parts := strings.Split(f, ":")
 		if len(parts) < 2 || len(parts) > 3 {
 			return fmt.Errorf("bad -file %q (want SRC:DST[:MODE])", f)
@@ -107,10 +129,19 @@ func run(out string, tags, files list, nonroot bool, user string, entrypoint, cm
 			return err
 		}
 		dst := strings.TrimPrefix(path.Clean("/"+parts[1]), "/")
-		for dir := path.Dir(dst); dir != "." && dir != "/"; dir = path.Dir(dir) {
-			entries = append(entries, entry{dst: dir, mode: 0o755, dir: true})
-		}
+		entries = append(entries, parents(dst)...)
 		entries = append(entries, entry{dst: dst, mode: mode, src: parts[0]})
+	}
+	for _, d := range s.dirs {
+		src, dst, ok := strings.Cut(d, ":")
+		if !ok || src == "" || dst == "" {
+			return fmt.Errorf("bad -dir %q (want SRC:DST)", d)
+		}
+		tree, err := walkDir(src, strings.TrimPrefix(path.Clean("/"+dst), "/"), s.excludes)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, tree...)
 	}
 	layerTar, err := buildTar(entries)
 	if err != nil {
@@ -134,14 +165,14 @@ func run(out string, tags, files list, nonroot bool, user string, entrypoint, cm
 	cfg.Architecture = "amd64"
 	cfg.OS = "linux"
 	cfg.Created = v1.Time{Time: epoch}
-	cfg.Config.User = user
-	cfg.Config.Entrypoint = entrypoint
-	cfg.Config.Cmd = cmd
+	cfg.Config.User = s.user
+	cfg.Config.Entrypoint = s.entrypoint
+	cfg.Config.Cmd = s.cmd
 	cfg.Config.WorkingDir = "/"
-	cfg.Config.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
-	if len(labels) > 0 {
+	cfg.Config.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, s.env...)
+	if len(s.labels) > 0 {
 		cfg.Config.Labels = map[string]string{}
-		for _, l := range labels {
+		for _, l := range s.labels {
 			k, v, ok := strings.Cut(l, "=")
 			if !ok {
 				return fmt.Errorf("bad -label %q", l)
@@ -153,26 +184,97 @@ func run(out string, tags, files list, nonroot bool, user string, entrypoint, cm
 		return err
 	}
 	refs := map[name.Reference]v1.Image{}
-	for _, t := range tags {
+	for _, t := range s.tags {
 		ref, err := name.NewTag(t, name.StrictValidation)
 		if err != nil {
 			return fmt.Errorf("bad -tag %q: %w", t, err)
 		}
 		refs[ref] = img
 	}
-	tmp := out + ".tmp"
+	tmp := s.out + ".tmp"
 	if err := tarball.MultiRefWriteToFile(tmp, refs); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, out); err != nil {
+	if err := os.Rename(tmp, s.out); err != nil {
 		return err
 	}
 	id, err := img.ConfigName()
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s %s %s\n", out, id, tags.String())
+	fmt.Printf("%s %s %s\n", s.out, id, s.tags.String())
 	return nil
+}
+
+// parents are the directories above dst (a path in the image without the
+// leading slash), root first.
+func parents(dst string) []entry {
+	var dirs []entry
+	for dir := path.Dir(dst); dir != "." && dir != "/"; dir = path.Dir(dir) {
+		dirs = append([]entry{{dst: dir, mode: 0o755, dir: true}}, dirs...)
+	}
+	return dirs
+}
+
+// excluded reports whether dst (without the leading slash) matches one of
+// the -exclude patterns.
+func excluded(dst string, patterns list) bool {
+	for _, p := range patterns {
+		subject := path.Base(dst)
+		if strings.Contains(p, "/") {
+			subject, p = dst, strings.TrimPrefix(p, "/")
+		}
+		if ok, _ := path.Match(p, subject); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// walkDir lists the tree at src as entries under dst, keeping permission
+// bits and symbolic links, leaving out what the patterns exclude.
+func walkDir(src, dst string, patterns list) ([]entry, error) {
+	entries := parents(dst)
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := path.Join(dst, filepath.ToSlash(rel))
+		if rel != "." && excluded(to, patterns) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		mode := int64(info.Mode().Perm())
+		switch {
+		case d.IsDir():
+			entries = append(entries, entry{dst: to, mode: mode, dir: true})
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			entries = append(entries, entry{dst: to, mode: 0o777, link: target})
+		case d.Type().IsRegular():
+			entries = append(entries, entry{dst: to, mode: mode, src: p})
+		default:
+			return fmt.Errorf("-dir %s: %s is neither a file, a directory nor a symbolic link", src, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("-dir %s: %w", src, err)
+	}
+	return entries, nil
 }
 
 // buildTar writes the layer: directories once each, parents first, then
@@ -199,9 +301,12 @@ func buildTar(entries []entry) ([]byte, error) {
 			ModTime: epoch,
 			Format:  tar.FormatPAX,
 		}
-		if e.dir {
+		if e.dir || e.link != "" {
 			hdr.Typeflag = tar.TypeDir
 			hdr.Name += "/"
+			if e.link != "" {
+				hdr.Typeflag, hdr.Name, hdr.Linkname = tar.TypeSymlink, e.dst, e.link
+			}
 			if err := tw.WriteHeader(hdr); err != nil {
 				return nil, err
 			}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -20,8 +22,8 @@ func TestPackIsReadableAndReproducible(t *testing.T) {
 	const ref = "example.test/hello:v1"
 	pack := func(out string) string {
 		t.Helper()
-		err := run(out, list{ref}, list{bin + ":/usr/bin/hello"}, true, "65532:65532",
-			list{"/usr/bin/hello"}, list{"serve"}, list{"A=b"}, list{"k=v"})
+		err := run(spec{out: out, tags: list{ref}, files: list{bin + ":/usr/bin/hello"}, nonroot: true, user: "65532:65532",
+			entrypoint: list{"/usr/bin/hello"}, cmd: list{"serve"}, env: list{"A=b"}, labels: list{"k=v"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,27 +47,7 @@ func TestPackIsReadableAndReproducible(t *testing.T) {
 			cfg.Config.Cmd[0] != "serve" || cfg.Config.Labels["k"] != "v" || cfg.OS != "linux" || cfg.Architecture != "amd64" {
 			t.Fatalf("config = %+v", cfg.Config)
 		}
-		layers, err := img.Layers()
-		if err != nil || len(layers) != 1 {
-			t.Fatalf("layers = %d, %v", len(layers), err)
-		}
-		rc, err := layers[0].Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		got := map[string]*tar.Header{}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			got[h.Name] = h
-		}
+		got := layerHeaders(t, out, ref)
 		for _, want := range []string{"usr/", "usr/bin/", "usr/bin/hello", "etc/passwd", "etc/group", "tmp/", "home/nonroot/"} {
 			if got[want] == nil {
 				t.Errorf("layer lacks %s (has %v)", want, got)
@@ -83,5 +65,115 @@ func TestPackIsReadableAndReproducible(t *testing.T) {
 	b := pack(filepath.Join(dir, "b.tar"))
 	if a != b {
 		t.Errorf("the same files gave two image IDs: %s, %s", a, b)
+	}
+}
+
+// layerHeaders reads the one layer of image ref in tarball out: its tar
+// headers by name.
+func layerHeaders(t *testing.T, out, ref string) map[string]*tar.Header {
+	t.Helper()
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := tarball.ImageFromPath(out, &tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers = %d, %v", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got := map[string]*tar.Header{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[h.Name] = h
+	}
+}
+
+// TestPackDirectory: -dir adds a tree with its permission bits and its
+// symbolic links as links; -exclude leaves out names at any depth and
+// paths in the image, with everything under an excluded directory.
+func TestPackDirectory(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "lib")
+	write := func(rel string, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(src, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(rel), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("os.py", 0o644)
+	write("lib-dynload/_json.so", 0o755)
+	write("json/__init__.py", 0o644)
+	write("json/__pycache__/__init__.cpython-311.pyc", 0o644)
+	write("__pycache__/os.cpython-311.pyc", 0o644)
+	write("test/test_os.py", 0o644)
+	write("unittest/test/test_case.py", 0o644)
+	if err := os.Symlink("os.py", filepath.Join(src, "alias.py")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/nowhere.py", filepath.Join(src, "dangling.py")); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "img.tar")
+	const ref = "example.test/dir:v1"
+	err := run(spec{out: out, tags: list{ref}, dirs: list{src + ":/usr/lib/python3.11"},
+		excludes: list{"__pycache__", "/usr/lib/python3.11/test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := layerHeaders(t, out, ref)
+	want := map[string]int64{
+		"usr/":                            0o755,
+		"usr/lib/":                        0o755,
+		"usr/lib/python3.11/":             0o755,
+		"usr/lib/python3.11/os.py":        0o644,
+		"usr/lib/python3.11/lib-dynload/": 0o755,
+		"usr/lib/python3.11/lib-dynload/_json.so":       0o755,
+		"usr/lib/python3.11/json/__init__.py":           0o644,
+		"usr/lib/python3.11/unittest/test/test_case.py": 0o644,
+	}
+	for n, mode := range want {
+		h := got[n]
+		if h == nil {
+			t.Errorf("layer lacks %s", n)
+			continue
+		}
+		if h.Mode != mode || !h.ModTime.Equal(epoch) {
+			t.Errorf("%s: mode %o, mtime %v", n, h.Mode, h.ModTime)
+		}
+	}
+	for n, target := range map[string]string{"usr/lib/python3.11/alias.py": "os.py", "usr/lib/python3.11/dangling.py": "/etc/nowhere.py"} {
+		if h := got[n]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != target {
+			t.Errorf("%s: want a link to %s, got %+v", n, target, h)
+		}
+	}
+	var names []string
+	for n := range got {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	all := []string{"usr/", "usr/lib/", "usr/lib/python3.11/", "usr/lib/python3.11/alias.py",
+		"usr/lib/python3.11/dangling.py", "usr/lib/python3.11/json/", "usr/lib/python3.11/json/__init__.py",
+		"usr/lib/python3.11/lib-dynload/", "usr/lib/python3.11/lib-dynload/_json.so", "usr/lib/python3.11/os.py",
+		"usr/lib/python3.11/unittest/", "usr/lib/python3.11/unittest/test/", "usr/lib/python3.11/unittest/test/test_case.py"}
+	if strings.Join(names, " ") != strings.Join(all, " ") {
+		t.Errorf("layer has\n%v\nwant (no __pycache__, no /usr/lib/python3.11/test)\n%v", names, all)
 	}
 }
