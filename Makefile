@@ -190,8 +190,9 @@ demo-down: ## Stop the demo's local cluster (make cluster-purge deletes its stat
 	@$(LOCAL_CLUSTER) down
 
 .PHONY: e2e
-e2e: ## End-to-end tests (test/e2e, build tag e2e) on the local cluster: cluster-up, images, operator from config/default (E2E_INSTALL=helm: from the Helm chart), then go test.
+e2e: ## End-to-end tests (test/e2e, build tag e2e) on the local cluster: cluster-up, images (+ the django image), operator from config/default (E2E_INSTALL=helm: from the Helm chart), then go test.
 	@$(MAKE) --no-print-directory cluster-up images
+	@$(LOCAL_CLUSTER) images django
 	@LOCAL_CLUSTER_DIR="$(LOCAL_CLUSTER_DIR)" KUBECONFIG="$(LOCAL_CLUSTER_DIR)/kubeconfig" IMG="$(IMG)" bash test/e2e/install-operator.sh
 	LOCAL_CLUSTER_DIR="$(LOCAL_CLUSTER_DIR)" KUBECONFIG="$(LOCAL_CLUSTER_DIR)/kubeconfig" IMG="$(IMG)" E2E_SKIP_INSTALL=1 \
 		$(GO) test -tags e2e -count=1 -timeout 30m $(E2E_FLAGS) ./test/e2e/...

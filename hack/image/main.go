@@ -87,7 +87,9 @@ func main() {
 	flag.Var(&s.env, "env", "ENV K=V (repeatable; PATH is set by default)")
 	flag.Var(&s.labels, "label", "LABEL K=V (repeatable)")
 	flag.Parse()
-	if s.out == "" || len(s.tags) == 0 || len(s.files)+len(s.dirs) == 0 {
+	// An argument that is not a flag would end flag parsing and silently
+	// drop every flag after it.
+	if s.out == "" || len(s.tags) == 0 || len(s.files)+len(s.dirs) == 0 || flag.NArg() > 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
