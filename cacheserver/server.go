@@ -199,10 +199,12 @@ func (s *Server) authorized(r *http.Request) bool {
 	if s.tokens == nil {
 		return true
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
+	// The scheme name is case-insensitive (RFC 9110 section 11.1).
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
+	got = strings.TrimLeft(got, " ")
 	want := s.tokens.token()
 	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
