@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"os"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -62,12 +64,18 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) classify(err error) (int, string, string) {
 	var ae *apiError
 	var mbe *http.MaxBytesError
+	var cbe *clientBodyError
 	switch {
 	case errors.As(err, &ae):
 		return ae.status, ae.code, ae.msg
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, wire.CodeValueTooLarge,
 			fmt.Sprintf("value larger than the server's limit of %d bytes", mbe.Limit)
+	case errors.As(err, &cbe) && errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout, wire.CodeBodyTimeout, "request body not received in time"
+	case errors.As(err, &cbe), errors.Is(err, io.ErrUnexpectedEOF):
+		// Nothing was stored; the client sent a broken or short body.
+		return http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("request body could not be read: %v", err)
 	case errors.Is(err, kv.ErrTimeout):
 		return http.StatusServiceUnavailable, wire.CodeTimeout, "database busy: " + err.Error()
 	case errors.Is(err, kv.ErrNotFound):

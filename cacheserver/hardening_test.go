@@ -1,8 +1,16 @@
 package cacheserver_test
 
 import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 )
 
 // authStatus sends GET path with the given Authorization header.
@@ -37,6 +45,87 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 	} {
 		if got := authStatus(t, srv.URL+"/v1/keys/nothing", tc.auth); got != tc.want {
 			t.Errorf("Authorization %q: %d, want %d", tc.auth, got, tc.want)
+		}
+	}
+}
+
+// rawExchange writes raw bytes on a new connection to srv, half-closes it
+// when closeWrite is set (a body cut short), and reads one response.
+func rawExchange(t *testing.T, srv *testserver.Server, raw string, closeWrite bool) (*http.Response, wire.Error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	if closeWrite {
+		_ = conn.(*net.TCPConn).CloseWrite()
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response to %q: %v", raw[:min(len(raw), 80)], err)
+	}
+	defer resp.Body.Close()
+	var e wire.Error
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	return resp, e
+}
+
+// errorLogLines returns the server's log lines at level ERROR.
+func errorLogLines(srv *testserver.Server) []string {
+	var out []string
+	for _, line := range strings.Split(srv.Logs(), "\n") {
+		var rec struct{ Level string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "ERROR" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// TestBrokenBodiesAreClientErrors sends bodies with malformed chunks and
+// bodies cut short: each is a 400, nothing is stored, nothing is logged at
+// ERROR and no 5xx is counted.
+func TestBrokenBodiesAreClientErrors(t *testing.T) {
+	srv, c := startServer(t)
+	auth := "Authorization: Bearer " + srv.Token + "\r\n"
+	big := strings.Repeat("x", 40<<10) // above disk_min_file_size: streamed to a file
+	for _, tc := range []struct {
+		name, raw  string
+		closeWrite bool
+	}{
+		{"malformed chunk size", "PUT /v1/keys/a HTTP/1.1\r\nHost: x\r\n" + auth + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", false},
+		{"malformed chunk after data", "PUT /v1/keys/b HTTP/1.1\r\nHost: x\r\n" + auth + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nq!\r\n", false},
+		{"small body cut short", "PUT /v1/keys/c HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 100\r\n\r\nonly ten b", true},
+		{"file body cut short", "PUT /v1/keys/d HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 100000\r\n\r\n" + big, true},
+		{"chunked body cut short", "PUT /v1/keys/e HTTP/1.1\r\nHost: x\r\n" + auth + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", true},
+		{"deque push cut short", "POST /v1/deques/q/push HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 100000\r\n\r\n" + big, true},
+		{"batch set cut short", "POST /v1/batch/set HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Type: " + wire.RecordsContentType + "\r\nContent-Length: 1000\r\n\r\n{\"key\":\"f\",\"len\":5}\nab", true},
+	} {
+		resp, e := rawExchange(t, srv, tc.raw, tc.closeWrite)
+		if resp.StatusCode != http.StatusBadRequest || e.Code != wire.CodeBadRequest {
+			t.Errorf("%s: %d %+v, want 400 %s", tc.name, resp.StatusCode, e, wire.CodeBadRequest)
+		}
+	}
+	info, err := c.Cache("").Info(t.Context())
+	if err != nil || info.Count != 0 {
+		t.Errorf("after broken bodies: count %d, %v; want 0", info.Count, err)
+	}
+	if lines := errorLogLines(srv); len(lines) > 0 {
+		t.Errorf("client mistakes logged at ERROR:\n%s", strings.Join(lines, "\n"))
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if strings.HasPrefix(line, "diskcache_http_requests_total") && strings.Contains(line, `code="5`) {
+			t.Errorf("server error counted: %s", line)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -151,6 +152,9 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
 			return
 		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &clientBody{ReadCloser: r.Body}
+		}
 		ctx := r.Context()
 		if s.cfg.RequestTimeout > 0 {
 			var cancel context.CancelFunc
@@ -208,6 +212,27 @@ func (s *Server) authorized(r *http.Request) bool {
 	want := s.tokens.token()
 	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
+
+// clientBody marks the errors of reading a request body (a malformed
+// chunk, a connection cut short, a read deadline) as the client's, so
+// they are answered 4xx wherever the engine or a decoder wrapped them.
+type clientBody struct {
+	io.ReadCloser
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = &clientBodyError{err: err}
+	}
+	return n, err
+}
+
+// clientBodyError is a failure to read the request body.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "read request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
 
 // statusRecorder remembers the status for metrics and whether the
 // response has started.

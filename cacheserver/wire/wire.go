@@ -93,6 +93,9 @@ const (
 	CodeInternal       = "internal"
 	CodeMethodNotAllow = "method_not_allowed"
 	CodeRateLimited    = "rate_limited"
+	// CodeBodyTimeout answers a request whose body did not arrive within
+	// the server's body timeout (408).
+	CodeBodyTimeout = "body_timeout"
 	// CodeIndexOutOfRange answers a deque index outside the deque.
 	CodeIndexOutOfRange = "index_out_of_range"
 
