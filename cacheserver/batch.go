@@ -211,8 +211,8 @@ func (s *Server) recordToSet(rec wire.Record, body io.Reader, threshold int64) (
 			}
 			tag = string(b)
 		}
-		if opts.Tag, err = wire.ParseTag(tag, rec.TagKind); err != nil {
-			return key, kv.Value{}, opts, badRequest(wire.CodeBadRequest, "tag: %v", err)
+		if opts.Tag, err = parseStoredTag(tag, rec.TagKind); err != nil {
+			return key, kv.Value{}, opts, err
 		}
 	}
 	switch {

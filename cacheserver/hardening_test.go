@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/diskcache-operator/diskcache-operator/cacheserver"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 // authStatus sends GET path with the given Authorization header.
@@ -128,4 +130,67 @@ func TestBrokenBodiesAreClientErrors(t *testing.T) {
 			t.Errorf("server error counted: %s", line)
 		}
 	}
+}
+
+// TestTagSizeLimit stores a tag at the limit and refuses one beyond it,
+// on single-key and batch writes, storing nothing of the refused ones.
+func TestTagSizeLimit(t *testing.T) {
+	srv, c := startServer(t)
+	put := func(path string) (int, wire.Error) {
+		status, body, _ := putBody(t, srv, path, "", "v")
+		var e wire.Error
+		_ = json.Unmarshal(body, &e)
+		return status, e
+	}
+	atLimit := strings.Repeat("t", wire.MaxTagBytes)
+	if status, e := put("/v1/keys/ok?tag=" + atLimit); status != http.StatusNoContent {
+		t.Fatalf("tag of %d bytes: %d %+v", len(atLimit), status, e)
+	}
+	it, ok, err := c.Cache("").Get(t.Context(), kv.TextKey("ok"))
+	if err != nil || !ok || it.Tag.String() != kv.TextKey(atLimit).String() {
+		t.Fatalf("item with a tag at the limit: %v %v %v", it.Tag, ok, err)
+	}
+	for _, tc := range []struct{ name, path string }{
+		{"one byte over", "/v1/keys/k1?tag=" + atLimit + "x"},
+		{"900 KB", "/v1/keys/k2?tag=" + strings.Repeat("t", 900<<10)},
+		{"bytes tag", "/v1/keys/k3?tt=bytes&tag=" + strings.Repeat("%FF", wire.MaxTagBytes+1)},
+	} {
+		if status, e := put(tc.path); status != http.StatusBadRequest || e.Code != wire.CodeTagTooLarge {
+			t.Errorf("%s: %d %+v, want 400 %s", tc.name, status, e, wire.CodeTagTooLarge)
+		}
+	}
+	// Batch set reports the refused record and stores the others.
+	status, body, _ := putBody(t, srv, "/v1/batch/set", wire.RecordsContentType,
+		`{"key":"k4","len":1,"tag":"`+atLimit+`y"}`+"\nv"+`{"key":"k5","len":1,"tag":"short"}`+"\nv")
+	var res cacheserver.BatchSetResult
+	if err := json.Unmarshal(body, &res); status != http.StatusOK || err != nil || res.Stored != 1 ||
+		len(res.Failed) != 1 || res.Failed[0].Error != wire.CodeTagTooLarge {
+		t.Errorf("batch set with a tag over the limit: %d %s", status, body)
+	}
+	info, err := c.Cache("").Info(t.Context())
+	if err != nil || info.Count != 2 {
+		t.Errorf("count %d, %v; want only the items with tags within the limit", info.Count, err)
+	}
+}
+
+// putBody sends an authorised POST (with contentType) or PUT and returns
+// the status and body.
+func putBody(t *testing.T, srv *testserver.Server, path, contentType, body string) (int, []byte, http.Header) {
+	t.Helper()
+	method := http.MethodPut
+	if contentType != "" {
+		method = http.MethodPost
+	}
+	req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp.Header
 }

@@ -49,11 +49,26 @@ func setOptions(r *http.Request) (kv.SetOptions, error) {
 	}
 	opts := kv.SetOptions{Expire: exp}
 	if q.Has(wire.ParamTag) {
-		if opts.Tag, err = wire.ParseTag(q.Get(wire.ParamTag), q.Get(wire.ParamTagType)); err != nil {
-			return kv.SetOptions{}, badRequest(wire.CodeBadRequest, "tag: %v", err)
+		if opts.Tag, err = parseStoredTag(q.Get(wire.ParamTag), q.Get(wire.ParamTagType)); err != nil {
+			return kv.SetOptions{}, err
 		}
 	}
 	return opts, nil
+}
+
+// parseStoredTag reads a tag to store with an item: at most
+// wire.MaxTagBytes. (Evict takes tags of any length, so tags stored before
+// the limit can still be evicted.)
+func parseStoredTag(raw, kind string) (kv.Key, error) {
+	if len(raw) > wire.MaxTagBytes {
+		return kv.Key{}, &apiError{status: http.StatusBadRequest, code: wire.CodeTagTooLarge,
+			msg: fmt.Sprintf("tag is %d bytes; the limit is %d", len(raw), wire.MaxTagBytes)}
+	}
+	tag, err := wire.ParseTag(raw, kind)
+	if err != nil {
+		return kv.Key{}, badRequest(wire.CodeBadRequest, "tag: %v", err)
+	}
+	return tag, nil
 }
 
 // valueType reads the Diskcache-Value-Type header (default bytes).

@@ -76,6 +76,7 @@ const (
 	CodeBadRequest     = "bad_request"
 	CodeBadKey         = "bad_key"
 	CodeKeyTooLarge    = "key_too_large"
+	CodeTagTooLarge    = "tag_too_large"
 	CodeBadValue       = "bad_value"
 	CodeValueTooLarge  = "value_too_large"
 	CodeBadName        = "bad_name"
@@ -218,6 +219,12 @@ func FormatFloat(f float64) string {
 	}
 	return strconv.FormatFloat(f, 'g', -1, 64)
 }
+
+// MaxTagBytes bounds the tag stored with an item, in bytes of its text
+// (the decoded bytes of a bytes tag). Tags come back percent-encoded in a
+// response header (up to three times as long), which common HTTP clients
+// and proxies refuse beyond a few KiB.
+const MaxTagBytes = 1024
 
 // ParseTag decodes a tag; an empty kind means text, and the kind "none"
 // means no tag.
