@@ -33,7 +33,12 @@ type Config struct {
 	MaxValueBytes   int64
 	RequestTimeout  time.Duration
 	ShutdownTimeout time.Duration
-	LogFormat       string
+	// BodyTimeout bounds how long a request body may go without a byte
+	// arriving; MaxConnections caps the connections held open (0: half the
+	// process's file descriptor limit).
+	BodyTimeout    time.Duration
+	MaxConnections int
+	LogFormat      string
 
 	// Sharding: which shard this server is (-1: a standalone server that
 	// routes nothing), the shards of the initial topology, its epoch, a
@@ -72,6 +77,7 @@ func DefaultConfig() Config {
 		MaxValueBytes:   1 << 40,
 		RequestTimeout:  30 * time.Second,
 		ShutdownTimeout: 25 * time.Second,
+		BodyTimeout:     30 * time.Second,
 		LogFormat:       "json",
 		ShardIndex:      -1,
 		Epoch:           1,
@@ -150,6 +156,9 @@ func (c *Config) Validate() error {
 	if c.Epoch < 1 {
 		errs = append(errs, fmt.Errorf("--epoch must be at least 1, got %d", c.Epoch))
 	}
+	if c.BodyTimeout < 0 || c.MaxConnections < 0 {
+		errs = append(errs, errors.New("--body-timeout and --max-connections must not be negative"))
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat))
 	}
@@ -176,6 +185,8 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.Int64Var(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest value accepted")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "bound on the database work of one request")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
+	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "longest a request body may go without a byte arriving before the request answers 408 (0: no bound)")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "connections held open at most; more are answered 503 and closed (0: half the file descriptor limit)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text")
 	fs.IntVar(&cfg.ShardIndex, "shard-index", cfg.ShardIndex, "this server's shard (StatefulSet ordinal); -1 serves alone and routes nothing")
 	fs.StringVar(&cfg.Peers, "peers", cfg.Peers, "base URLs of every shard, in order, comma-separated (the initial topology)")

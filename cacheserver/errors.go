@@ -58,6 +58,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	if status == http.StatusRequestTimeout && r.ProtoMajor == 1 {
+		// The rest of the body may still come; an HTTP/2 stream ends alone.
+		w.Header().Set("Connection", "close")
+	}
 	writeJSON(w, status, wire.Error{Code: code, Message: msg})
 }
 

@@ -3,11 +3,17 @@ package cacheserver_test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -193,4 +199,182 @@ func putBody(t *testing.T, srv *testserver.Server, path, contentType, body strin
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, resp.Header
+}
+
+// hangGuard bounds a raw exchange that would otherwise block forever when
+// the behaviour under test is broken; it is never reached when it works.
+const hangGuard = 30 * time.Second
+
+// slowRequest opens a connection, sends the headers of a PUT announcing a
+// body of 100,000 bytes and the first bytes of it, and stops there.
+func slowRequest(t *testing.T, srv *testserver.Server, token, key string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(hangGuard))
+	auth := ""
+	if token != "" {
+		auth = "Authorization: Bearer " + token + "\r\n"
+	}
+	if _, err := fmt.Fprintf(conn, "PUT /v1/keys/%s HTTP/1.1\r\nHost: x\r\n%sContent-Length: 100000\r\n\r\nfirst bytes", key, auth); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// readAnswer reads one response from conn and reports whether the server
+// then closed the connection.
+func readAnswer(t *testing.T, conn net.Conn) (status int, code string, closed bool) {
+	t.Helper()
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Errorf("no answer: %v", err)
+		return 0, "", false
+	}
+	var e wire.Error
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	// The end of the stream, or a reset: the server closed with our unread
+	// bytes in its buffer. Not a timeout, which would mean it kept it open.
+	_, err = br.ReadByte()
+	var ne net.Error
+	return resp.StatusCode, e.Code, err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// TestSlowClientsCannotStarveTheServer holds many connections that send a
+// body slowly: without a token they are answered 401 at once and closed
+// (the body is not drained), with one they get 408 when the body stalls
+// longer than --body-timeout, and meanwhile /healthz and authorised
+// requests are served.
+func TestSlowClientsCannotStarveTheServer(t *testing.T) {
+	srv, c := startServer(t, "--body-timeout", "2s")
+	const slowConns, concurrency = 300, 30
+	var wg sync.WaitGroup
+	var answered, closed atomic.Int64
+	sem := make(chan struct{}, concurrency)
+	for i := range slowConns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			conn := slowRequest(t, srv, "", fmt.Sprintf("slow%d", i))
+			defer conn.Close()
+			status, code, gone := readAnswer(t, conn)
+			if status == http.StatusUnauthorized && code == wire.CodeUnauthorized {
+				answered.Add(1)
+			}
+			if gone {
+				closed.Add(1)
+			}
+		}()
+	}
+	// Meanwhile, probes and authorised clients are served.
+	var healthy, served int
+	for i := range 30 {
+		if authStatus(t, srv.URL+"/healthz", "") == http.StatusOK {
+			healthy++
+		}
+		key := kv.TextKey(fmt.Sprintf("k%d", i))
+		if c.Cache("").Set(t.Context(), key, kv.Text("v"), kv.SetOptions{}) == nil {
+			if _, ok, err := c.Cache("").Get(t.Context(), key); ok && err == nil {
+				served++
+			}
+		}
+	}
+	wg.Wait()
+	if answered.Load() != slowConns || closed.Load() != slowConns {
+		t.Errorf("of %d slow unauthenticated requests %d were answered 401 and %d closed; want all", slowConns, answered.Load(), closed.Load())
+	}
+	if healthy != 30 || served != 30 {
+		t.Errorf("during the slow requests %d of 30 health checks and %d of 30 authorised writes succeeded", healthy, served)
+	}
+
+	// An authorised body that stalls is cut at --body-timeout.
+	conn := slowRequest(t, srv, srv.Token, "stalled")
+	defer conn.Close()
+	if status, code, gone := readAnswer(t, conn); status != http.StatusRequestTimeout || code != wire.CodeBodyTimeout || !gone {
+		t.Errorf("stalled authorised body: %d %s, closed %v; want 408 %s and the connection closed", status, code, gone, wire.CodeBodyTimeout)
+	}
+	if _, ok, err := c.Cache("").Get(t.Context(), kv.TextKey("stalled")); ok || err != nil {
+		t.Errorf("stalled body stored: %v %v", ok, err)
+	}
+	if lines := errorLogLines(srv); len(lines) > 0 {
+		t.Errorf("slow clients logged at ERROR:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestConnectionCap fills --max-connections with stalled requests: the
+// next connection is answered 503 too_many_connections at once, and once
+// a connection ends the server serves again.
+func TestConnectionCap(t *testing.T) {
+	const limit = 8
+	srv, _ := startServer(t, "--max-connections", strconv.Itoa(limit), "--body-timeout", "10m")
+	var held []net.Conn
+	for i := range limit {
+		held = append(held, slowRequest(t, srv, srv.Token, fmt.Sprintf("held%d", i)))
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	// The listener accepts in order, so these come after the held ones.
+	for range 3 {
+		conn := slowRequest(t, srv, srv.Token, "over")
+		status, code, gone := readAnswer(t, conn)
+		conn.Close()
+		if status != http.StatusServiceUnavailable || code != wire.CodeTooManyConnections || !gone {
+			t.Fatalf("connection over the cap: %d %s, closed %v; want 503 %s and closed", status, code, gone, wire.CodeTooManyConnections)
+		}
+	}
+	// A held request ends (its client gives up); its slot serves again.
+	held[0].Close()
+	deadline := time.Now().Add(hangGuard)
+	refused := 3
+	for {
+		resp, err := http.Get(srv.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Read to the end so the connection (and its slot) is reused below.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || time.Now().After(deadline) {
+			t.Fatalf("/healthz after a slot was freed: %d", resp.StatusCode)
+		}
+		refused++
+		time.Sleep(100 * time.Millisecond) // honour Retry-After, briefly
+	}
+	metrics := scrape(t, srv)
+	if want := fmt.Sprintf("diskcache_http_connections_refused_total %d\n", refused); !strings.Contains(metrics, want) {
+		t.Errorf("want %q in the metrics:\n%s", want, grepLines(metrics, "connections"))
+	}
+}
+
+func scrape(t *testing.T, srv *testserver.Server) string {
+	t.Helper()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grepLines(text, word string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -31,6 +31,9 @@ type metrics struct {
 	// discarded counts items removed because this shard held them without
 	// owning them when it first got a topology.
 	discarded prometheus.Counter
+
+	connsOpen    prometheus.Gauge
+	connsRefused prometheus.Counter
 }
 
 func newMetrics(fc *engine.FanoutCache) *metrics {
@@ -63,7 +66,15 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Help: "Items removed because this shard held them without owning them when it first got a topology (upgrade from unrouted shards).",
 	})
 	m.hits, m.misses = m.lookups.WithLabelValues("hit"), m.lookups.WithLabelValues("miss")
-	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded,
+	m.connsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "diskcache_http_connections_open",
+		Help: "Client connections held open (at most --max-connections).",
+	})
+	m.connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "diskcache_http_connections_refused_total",
+		Help: "Connections refused with 503 because --max-connections were open.",
+	})
+	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})
 	return m

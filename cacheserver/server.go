@@ -147,13 +147,24 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() { rm.observe(rec.status, time.Since(start)) }()
+		hasBody := r.Body != nil && r.Body != http.NoBody
 		if auth && !s.authorized(r) && !s.isAdmin(r) {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
+			if hasBody && r.ProtoMajor == 1 {
+				// Answer at once and drop the connection: draining the
+				// unread body (net/http reads up to 256 KiB of it) would
+				// let anyone hold connections open by sending it slowly.
+				// A read deadline already past makes that drain fail.
+				rec.Header().Set("Connection", "close")
+				defer func() { _ = http.NewResponseController(w).SetReadDeadline(time.Now()) }()
+			}
 			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
 			return
 		}
-		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &clientBody{ReadCloser: r.Body}
+		if hasBody {
+			b := &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: s.cfg.BodyTimeout}
+			b.extend()
+			r.Body = b
 		}
 		ctx := r.Context()
 		if s.cfg.RequestTimeout > 0 {
@@ -213,19 +224,37 @@ func (s *Server) authorized(r *http.Request) bool {
 	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
-// clientBody marks the errors of reading a request body (a malformed
-// chunk, a connection cut short, a read deadline) as the client's, so
-// they are answered 4xx wherever the engine or a decoder wrapped them.
+// clientBody bounds how long a request body may go without a byte
+// arriving (a read deadline that each read pushes back), and marks the
+// errors of reading it (a malformed chunk, a connection cut short, the
+// deadline) as the client's, so they are answered 4xx wherever the engine
+// or a decoder wrapped them.
 type clientBody struct {
 	io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		// Lift the deadline: once the body is read the server watches the
+		// connection for the client going away, and a deadline passing
+		// while the handler works would cancel the request.
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil:
 		err = &clientBodyError{err: err}
+	case n > 0:
+		b.extend()
 	}
 	return n, err
+}
+
+func (b *clientBody) extend() {
+	if b.timeout > 0 {
+		_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	}
 }
 
 // clientBodyError is a failure to read the request body.
@@ -302,6 +331,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
 	}
+	maxConns := s.cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = defaultMaxConnections()
+	}
+	l = newConnLimitListener(l, maxConns, srv.TLSConfig, s.metrics)
 	errc := make(chan error, 1)
 	go func() {
 		var err error
@@ -313,7 +347,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		errc <- err
 	}()
 	s.log.Info("serving", slog.String("addr", l.Addr().String()), slog.String("data_dir", s.cfg.DataDir),
-		slog.Int("fanout", s.cfg.Fanout), slog.Bool("tls", s.cfg.TLSCert != ""), slog.Bool("auth", s.tokens != nil))
+		slog.Int("fanout", s.cfg.Fanout), slog.Bool("tls", s.cfg.TLSCert != ""), slog.Bool("auth", s.tokens != nil),
+		slog.Int("max_connections", maxConns))
 	if s.cluster.fileName != "" {
 		go s.watchTopologyFile(ctx)
 	}

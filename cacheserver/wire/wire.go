@@ -71,6 +71,16 @@ type Error struct {
 	Message string `json:"message"`
 }
 
+// Error codes about the connection and the request body.
+const (
+	// CodeBodyTimeout answers a request whose body stalled longer than the
+	// server's --body-timeout (408, then the connection is closed).
+	CodeBodyTimeout = "body_timeout"
+	// CodeTooManyConnections answers a connection beyond the server's
+	// --max-connections (503, then the connection is closed).
+	CodeTooManyConnections = "too_many_connections"
+)
+
 // Error codes.
 const (
 	CodeBadRequest     = "bad_request"
@@ -94,9 +104,6 @@ const (
 	CodeInternal       = "internal"
 	CodeMethodNotAllow = "method_not_allowed"
 	CodeRateLimited    = "rate_limited"
-	// CodeBodyTimeout answers a request whose body did not arrive within
-	// the server's body timeout (408).
-	CodeBodyTimeout = "body_timeout"
 	// CodeIndexOutOfRange answers a deque index outside the deque.
 	CodeIndexOutOfRange = "index_out_of_range"
 
