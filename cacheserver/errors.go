@@ -80,6 +80,9 @@ func (s *Server) classify(err error) (int, string, string) {
 	case errors.As(err, &cbe), errors.Is(err, io.ErrUnexpectedEOF):
 		// Nothing was stored; the client sent a broken or short body.
 		return http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("request body could not be read: %v", err)
+	case errors.Is(err, kv.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, wire.CodeValueTooLarge,
+			err.Error() + "; the server's size_limit is split evenly across its fanout databases (PATCH /v1/settings raises it)"
 	case errors.Is(err, kv.ErrTimeout):
 		return http.StatusServiceUnavailable, wire.CodeTimeout, "database busy: " + err.Error()
 	case errors.Is(err, kv.ErrNotFound):

@@ -143,7 +143,7 @@ func TestBrokenBodiesAreClientErrors(t *testing.T) {
 func TestTagSizeLimit(t *testing.T) {
 	srv, c := startServer(t)
 	put := func(path string) (int, wire.Error) {
-		status, body, _ := putBody(t, srv, path, "", "v")
+		status, body, _ := send(t, srv, http.MethodPut, path, "", "v")
 		var e wire.Error
 		_ = json.Unmarshal(body, &e)
 		return status, e
@@ -166,7 +166,7 @@ func TestTagSizeLimit(t *testing.T) {
 		}
 	}
 	// Batch set reports the refused record and stores the others.
-	status, body, _ := putBody(t, srv, "/v1/batch/set", wire.RecordsContentType,
+	status, body, _ := send(t, srv, http.MethodPost, "/v1/batch/set", wire.RecordsContentType,
 		`{"key":"k4","len":1,"tag":"`+atLimit+`y"}`+"\nv"+`{"key":"k5","len":1,"tag":"short"}`+"\nv")
 	var res cacheserver.BatchSetResult
 	if err := json.Unmarshal(body, &res); status != http.StatusOK || err != nil || res.Stored != 1 ||
@@ -179,14 +179,9 @@ func TestTagSizeLimit(t *testing.T) {
 	}
 }
 
-// putBody sends an authorised POST (with contentType) or PUT and returns
-// the status and body.
-func putBody(t *testing.T, srv *testserver.Server, path, contentType, body string) (int, []byte, http.Header) {
+// send sends an authorised request and returns the status and body.
+func send(t *testing.T, srv *testserver.Server, method, path, contentType, body string) (int, []byte, http.Header) {
 	t.Helper()
-	method := http.MethodPut
-	if contentType != "" {
-		method = http.MethodPost
-	}
 	req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -377,4 +372,48 @@ func grepLines(text, word string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestValueTooLargeForSizeLimitIsRefused: a value that the cull of its own
+// write would remove (it does not fit in its database's share of
+// size_limit) is refused with 413 naming the limit, never acknowledged and
+// lost; one that fits is kept.
+func TestValueTooLargeForSizeLimitIsRefused(t *testing.T) {
+	// 10 MB over a fanout of 8: 1,250,000 bytes per database, of which an
+	// otherwise empty database's own pages take 8 × 4096.
+	srv, c := startServer(t, "--size-limit", "10000000")
+	const share, pages = 10000000 / 8, 8 * 4096
+	cache := c.Cache("")
+	for _, size := range []int{share - pages - 1, 1 << 20} {
+		key := kv.TextKey(fmt.Sprintf("fits-%d", size))
+		if err := cache.Set(t.Context(), key, kv.Bytes(make([]byte, size)), kv.SetOptions{}); err != nil {
+			t.Fatalf("set %d bytes: %v", size, err)
+		}
+		if ok, err := cache.Contains(t.Context(), key); !ok || err != nil {
+			t.Errorf("%d bytes acknowledged, then gone (%v)", size, err)
+		}
+	}
+	for _, size := range []int{share - pages, 2 << 20, 9 << 20} {
+		path := fmt.Sprintf("/v1/keys/big-%d", size)
+		status, body, _ := send(t, srv, http.MethodPut, path, "", strings.Repeat("x", size))
+		var e wire.Error
+		_ = json.Unmarshal(body, &e)
+		if status != http.StatusRequestEntityTooLarge || e.Code != wire.CodeValueTooLarge || !strings.Contains(e.Message, strconv.Itoa(share)) {
+			t.Errorf("PUT %d bytes: %d %+v; want 413 %s naming the limit %d", size, status, e, wire.CodeValueTooLarge, share)
+		}
+		if status, _, _ := send(t, srv, http.MethodPost, "/v1/deques/q/push", "", strings.Repeat("x", size)); status != http.StatusOK {
+			t.Errorf("deque push of %d bytes (deques do not cull): %d", size, status)
+		}
+	}
+	status, body, _ := send(t, srv, http.MethodPost, "/v1/batch/set", wire.RecordsContentType,
+		fmt.Sprintf(`{"key":"batch-big","len":%d}`+"\n%s", 2<<20, strings.Repeat("x", 2<<20)))
+	var res cacheserver.BatchSetResult
+	if err := json.Unmarshal(body, &res); status != http.StatusOK || err != nil || res.Stored != 0 ||
+		len(res.Failed) != 1 || res.Failed[0].Error != wire.CodeValueTooLarge {
+		t.Errorf("batch set of a value over the limit: %d %s", status, body)
+	}
+	info, err := cache.Info(t.Context())
+	if err != nil || info.Count != 2 {
+		t.Errorf("count %d, %v; want the 2 values that fit", info.Count, err)
+	}
 }

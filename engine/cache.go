@@ -46,6 +46,7 @@ type Cache struct {
 	timeout  time.Duration
 	now      func() time.Time
 	pageSize int64
+	minPages int64 // pages of a database holding one item: see checkKeepable
 
 	slots  chan struct{} // a token per connection that may be in use
 	idleMu sync.Mutex

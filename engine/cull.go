@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -50,6 +51,29 @@ func (c *Cache) Volume(ctx context.Context) (int64, error) {
 	}
 	defer c.release(cn)
 	return volume(cn, c.pageSize)
+}
+
+// checkKeepable refuses a value that cannot be kept under size_limit: one
+// that, with the pages of a database holding nothing else, reaches the
+// limit, so the cull of its own write would evict it (python-diskcache
+// acknowledges such a write and loses the value). A cache that does not
+// cull on write (policy none, cull_limit 0) keeps every value.
+func (tx *Tx) checkKeepable(st stored) error {
+	if tx.s.SizeLimit <= 0 || tx.s.CullLimit == 0 || policies[tx.s.EvictionPolicy].order == "" {
+		return nil
+	}
+	size := st.size
+	switch v := st.value.(type) {
+	case []byte:
+		size += int64(len(v))
+	case string:
+		size += int64(len(v))
+	}
+	if size+tx.c.minPages*tx.c.pageSize < tx.s.SizeLimit {
+		return nil
+	}
+	return fmt.Errorf("%w: a value of %d bytes cannot be kept in a database whose size_limit is %d bytes (%d of them its own pages)",
+		kv.ErrTooLarge, size, tx.s.SizeLimit, tx.c.minPages*tx.c.pageSize)
 }
 
 // cull is the cull on every write: up to cull_limit rows, expired ones

@@ -180,6 +180,9 @@ func (tx *Tx) prepare(key kv.Key, value kv.Value, opts kv.SetOptions) (stored, e
 }
 
 func (tx *Tx) setStored(key kv.Key, st stored, opts kv.SetOptions) error {
+	if err := tx.checkKeepable(st); err != nil {
+		return err
+	}
 	now := tx.now()
 	dbKey, raw := dbKey(key)
 	row, ok, err := tx.cn.queryRow(`SELECT rowid, filename FROM Cache WHERE key = ? AND raw = ?`, 2, dbKey, raw)
@@ -256,6 +259,11 @@ func (tx *Tx) addStored(key kv.Key, st stored, opts kv.SetOptions) (bool, error)
 		if exp, has := toFloat(row[2]); !has || exp > now {
 			return false, nil
 		}
+	}
+	if err := tx.checkKeepable(st); err != nil {
+		return false, err
+	}
+	if ok {
 		tx.removeAfterCommit(row[1])
 		err = tx.updateRow(row[0].(int64), now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
 	} else {

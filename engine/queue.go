@@ -102,6 +102,9 @@ func (tx *Tx) Push(value kv.Value, q QueueOptions, opts kv.SetOptions) (kv.Key, 
 }
 
 func (tx *Tx) pushStored(st stored, q QueueOptions, opts kv.SetOptions) (kv.Key, error) {
+	if err := tx.checkKeepable(st); err != nil {
+		return kv.Key{}, err
+	}
 	q.Side = q.Side.or(Back)
 	lo, hi := q.bounds()
 	row, ok, err := tx.cn.queryRow(`SELECT key FROM Cache WHERE ? < key AND key < ? AND raw = 1 ORDER BY key `+order(q.Side)+` LIMIT 1`, 1, lo, hi)

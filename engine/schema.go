@@ -134,6 +134,13 @@ func (c *Cache) init(ctx context.Context, overrides map[string]any) error {
 	if c.pageSize, err = cn.queryInt("PRAGMA page_size"); err != nil {
 		return err
 	}
+	// The database holding a single item still has page 1, a root page
+	// per table and index, and a page of Settings rows.
+	trees, err := cn.queryInt(`SELECT count(*) FROM sqlite_schema WHERE rootpage > 0`)
+	if err != nil {
+		return err
+	}
+	c.minPages = trees + 2
 	c.settings.Store(&settings)
 	return nil
 }

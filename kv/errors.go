@@ -29,6 +29,10 @@ var (
 	ErrInvalidValue = errors.New("invalid value")
 	// ErrInvalidSetting rejects unknown settings and bad setting values.
 	ErrInvalidSetting = errors.New("invalid setting")
+	// ErrTooLarge refuses a value that the cull of its own write would
+	// remove at once: larger than its database's size_limit can hold.
+	// python-diskcache stores such a value and culls it; the engine refuses.
+	ErrTooLarge = errors.New("value too large for the size limit")
 	// ErrInvalidName rejects a sub-collection name (a named cache, deque or
 	// index) that could not safely become a directory below the fanout
 	// directory.

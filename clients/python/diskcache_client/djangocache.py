@@ -166,6 +166,11 @@ class DjangoCache(BaseCache):
         if isinstance(exc, Timeout):
             log.warning('cache %s: server busy (%s); treated as a miss/failed write', what, exc)
             return fallback
+        if exc.status == 413 and what in ('set', 'add'):
+            # Too large to keep under the server's limits: not stored, as
+            # Django's memcached backends answer for oversized values.
+            log.warning('cache %s: value refused (%s)', what, exc)
+            return fallback
         if self._ignore_exceptions and isinstance(exc, CacheServerError) and (
                 isinstance(exc, ServerUnavailable) or exc.status >= 500):
             # The breaker logged the failure that opened it: one line per
