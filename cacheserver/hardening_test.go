@@ -2,12 +2,18 @@ package cacheserver_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -415,5 +421,149 @@ func TestValueTooLargeForSizeLimitIsRefused(t *testing.T) {
 	info, err := cache.Info(t.Context())
 	if err != nil || info.Count != 2 {
 		t.Errorf("count %d, %v; want the 2 values that fit", info.Count, err)
+	}
+}
+
+// valueFiles lists the value files below dir.
+func valueFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(path, ".val") {
+			out = append(out, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestCorruptValueFilesAreMisses damages value files on disk (truncated,
+// grown, replaced by another length): reads answer a miss and count it,
+// check finds them and check?fix=true removes the items and files.
+func TestCorruptValueFilesAreMisses(t *testing.T) {
+	srv, c := startServer(t, "--fanout", "1")
+	cache := c.Cache("")
+	value := bytes.Repeat([]byte("v"), 100<<10) // a value file
+	damage := map[string]func(path string) error{
+		"truncated": func(p string) error { return os.Truncate(p, 10<<10) },
+		"grown": func(p string) error {
+			f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			_, err = f.Write([]byte("garbage"))
+			return errors.Join(err, f.Close())
+		},
+		"replaced": func(p string) error { return os.WriteFile(p, []byte("other bytes"), 0o644) },
+	}
+	for name, hurt := range damage {
+		before := valueFiles(t, srv.DataDir)
+		if err := cache.Set(t.Context(), kv.TextKey(name), kv.Bytes(value), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		after := valueFiles(t, srv.DataDir)
+		if len(after) != len(before)+1 {
+			t.Fatalf("value files %v after setting %s", after, name)
+		}
+		var file string
+		for _, f := range after {
+			if !slices.Contains(before, f) {
+				file = f
+			}
+		}
+		if err := hurt(file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cache.Set(t.Context(), kv.TextKey("intact"), kv.Bytes(value), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for name := range damage {
+		if it, ok, err := cache.Get(t.Context(), kv.TextKey(name)); ok || err != nil {
+			t.Errorf("GET %s value file: %d bytes, %v, %v; want a miss", name, len(it.Value.Data), ok, err)
+		}
+	}
+	if it, ok, err := cache.Get(t.Context(), kv.TextKey("intact")); !ok || err != nil || !bytes.Equal(it.Value.Data, value) {
+		t.Errorf("intact value: %v %v", ok, err)
+	}
+	if m := scrape(t, srv); !strings.Contains(m, "diskcache_corrupt_values_total 3\n") {
+		t.Errorf("corrupt reads not counted:\n%s", grepLines(m, "corrupt"))
+	}
+	check := func(fix bool) []kv.Warning {
+		warns, err := cache.Check(t.Context(), fix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return warns
+	}
+	if warns := check(false); len(warns) != 3 {
+		t.Errorf("check: %+v; want 3 warnings", warns)
+	}
+	check(true)
+	if warns := check(false); len(warns) != 0 {
+		t.Errorf("check after fix: %+v", warns)
+	}
+	if files := valueFiles(t, srv.DataDir); len(files) != 1 {
+		t.Errorf("value files after fix: %v; want only the intact one", files)
+	}
+	if info, err := cache.Info(t.Context()); err != nil || info.Count != 1 {
+		t.Errorf("count %d, %v after fix; want 1", info.Count, err)
+	}
+}
+
+// TestDamagedDatabaseIsQuarantined overwrites one fanout database with
+// garbage pages: the server starts, moves it aside, logs and counts it,
+// and serves the keys of the other databases.
+func TestDamagedDatabaseIsQuarantined(t *testing.T) {
+	srv, c := startServer(t, "--fanout", "4")
+	cache := c.Cache("")
+	for i := range 100 {
+		if err := cache.Set(t.Context(), kv.IntKey(int64(i)), kv.Int(int64(i)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := srv.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Keep page 1 (the header and schema), garble the rest.
+	db := filepath.Join(srv.DataDir, "002", "cache.db")
+	data, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 4096; i < len(data); i++ {
+		data[i] = byte(i*7 + 3)
+	}
+	if err := os.WriteFile(db, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart(t)
+	found := 0
+	for i := range 100 {
+		if _, ok, err := cache.Get(t.Context(), kv.IntKey(int64(i))); err != nil {
+			t.Fatalf("GET %d after quarantine: %v", i, err)
+		} else if ok {
+			found++
+		}
+	}
+	if found == 0 || found == 100 {
+		t.Errorf("%d of 100 keys found; want those of the three intact databases", found)
+	}
+	if err := cache.Set(t.Context(), kv.TextKey("new"), kv.Text("v"), kv.SetOptions{}); err != nil {
+		t.Errorf("write after quarantine: %v", err)
+	}
+	if m := scrape(t, srv); !strings.Contains(m, "diskcache_quarantined_databases 1\n") {
+		t.Errorf("quarantine not in the metrics:\n%s", grepLines(m, "quarantine"))
+	}
+	if !strings.Contains(strings.Join(errorLogLines(srv), "\n"), `"fanout_database":2`) {
+		t.Errorf("quarantine not logged:\n%s", srv.Logs())
+	}
+	moved, _ := filepath.Glob(filepath.Join(srv.DataDir, "quarantine", "002-*", "cache.db"))
+	if len(moved) != 1 {
+		t.Errorf("quarantined database not kept aside: %v", moved)
 	}
 }

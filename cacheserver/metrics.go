@@ -74,7 +74,12 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Name: "diskcache_http_connections_refused_total",
 		Help: "Connections refused with 503 because --max-connections were open.",
 	})
-	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused,
+	quarantined := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "diskcache_quarantined_databases",
+		Help: "Fanout databases found damaged at start, moved aside to quarantine/ and started empty.",
+	})
+	quarantined.Set(float64(len(fc.Quarantined())))
+	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused, quarantined,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})
 	return m
@@ -132,12 +137,13 @@ var (
 	descFileBytes = prometheus.NewDesc("diskcache_value_file_bytes", "Bytes of value files of a SQLite shard.", []string{"shard"}, nil)
 	descExpired   = prometheus.NewDesc("diskcache_expired_total", "Items removed because they expired, since start.", nil, nil)
 	descEvicted   = prometheus.NewDesc("diskcache_evicted_total", "Items removed by the eviction policy (culled), since start.", nil, nil)
+	descCorrupt   = prometheus.NewDesc("diskcache_corrupt_values_total", "Reads of the server's cache that found a value file of another size than recorded and answered a miss, since start.", nil, nil)
 	descHits      = prometheus.NewDesc("diskcache_stats_hits", "Hits counted by the engine's statistics setting (persistent).", nil, nil)
 	descMisses    = prometheus.NewDesc("diskcache_stats_misses", "Misses counted by the engine's statistics setting (persistent).", nil, nil)
 )
 
 func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descVolume, descFileBytes, descExpired, descEvicted, descHits, descMisses} {
+	for _, d := range []*prometheus.Desc{descItems, descVolume, descFileBytes, descExpired, descEvicted, descCorrupt, descHits, descMisses} {
 		ch <- d
 	}
 }
@@ -167,4 +173,5 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := c.fc.Counters()
 	ch <- prometheus.MustNewConstMetric(descExpired, prometheus.CounterValue, float64(counts.Expired))
 	ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(counts.Evicted))
+	ch <- prometheus.MustNewConstMetric(descCorrupt, prometheus.CounterValue, float64(counts.Corrupt))
 }

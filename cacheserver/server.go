@@ -58,9 +58,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Shards:   cfg.Fanout,
 		Timeout:  cfg.DatabaseTimeout,
 		Settings: cfg.EngineSettings(),
+		// A cache can lose a damaged database and serve the rest.
+		Quarantine: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)
+	}
+	for _, q := range fc.Quarantined() {
+		log.Error("damaged database moved aside and started empty; its items are lost",
+			slog.Int("fanout_database", q.Index), slog.String("moved_to", q.Path), slog.Any("error", q.Err))
 	}
 	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: &waitRegistry{m: map[string]*waitEntry{}}}
 	if !cfg.InsecureNoAuth {

@@ -220,6 +220,16 @@ func toFloat(v driver.Value) (float64, bool) {
 	return 0, false
 }
 
+// IsCorruptDatabase reports whether err is SQLite finding a database file
+// damaged ("database disk image is malformed") or not a database at all.
+func IsCorruptDatabase(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrCorrupt || se.Code == sqlite3.ErrNotADB
+	}
+	return false
+}
+
 func isBusy(err error) bool {
 	var se sqlite3.Error
 	if errors.As(err, &se) {

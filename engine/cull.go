@@ -17,16 +17,20 @@ import (
 type Counters struct {
 	Expired int64 // removed because they had expired (cull on write, Expire, Cull)
 	Evicted int64 // removed by the eviction policy (cull on write, Cull)
+	// Corrupt counts reads that found a value file whose size is not the
+	// one its row recorded, and answered a miss.
+	Corrupt int64
 }
 
 type counters struct {
 	expired atomic.Int64
 	evicted atomic.Int64
+	corrupt atomic.Int64
 }
 
 // Counters returns the removal totals so far.
 func (c *Cache) Counters() Counters {
-	return Counters{Expired: c.counts.expired.Load(), Evicted: c.counts.evicted.Load()}
+	return Counters{Expired: c.counts.expired.Load(), Evicted: c.counts.evicted.Load(), Corrupt: c.counts.corrupt.Load()}
 }
 
 // volume is python-diskcache's volume(): database pages plus value files.

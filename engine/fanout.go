@@ -52,6 +52,11 @@ type FanoutOptions struct {
 	// MaxConns bounds the open SQLite connections of each shard; zero means
 	// the Cache default.
 	MaxConns int
+	// Quarantine moves the directory of a fanout database that SQLite
+	// finds damaged at open to quarantine/NNN-<time> below dir and opens
+	// it anew, empty, instead of failing; FanoutCache.Quarantined lists
+	// what was moved. Items of that database are lost; the rest serve on.
+	Quarantine bool
 	// SwallowTimeouts gives single-key operations python-diskcache's
 	// FanoutCache behaviour: a shard that stays locked past Timeout is
 	// reported as a failed write or a miss instead of ErrTimeout. Set, Add,
@@ -78,6 +83,8 @@ type FanoutCache struct {
 	now      func() time.Time
 	maxConns int
 	swallow  bool
+	// quarantined lists the fanout databases moved aside at open.
+	quarantined []Quarantined
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -144,12 +151,15 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 				}
 			}
 		}
-		c, err := Open(ctx, shardDir, Options{
-			Timeout:  timeout,
-			Settings: shardSettings,
-			Now:      now,
-			MaxConns: opts.MaxConns,
-		})
+		copts := Options{Timeout: timeout, Settings: shardSettings, Now: now, MaxConns: opts.MaxConns}
+		c, err := Open(ctx, shardDir, copts)
+		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
+			var q Quarantined
+			if q, err = quarantine(dir, shardDir, i, now(), err); err == nil {
+				f.quarantined = append(f.quarantined, q)
+				c, err = Open(ctx, shardDir, copts)
+			}
+		}
 		if err != nil {
 			_ = f.Close()
 			return nil, err
@@ -157,6 +167,31 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		f.shards = append(f.shards, c)
 	}
 	return f, nil
+}
+
+// Quarantined describes a damaged fanout database moved aside at open.
+type Quarantined struct {
+	Index int    // which fanout database
+	Path  string // where its directory went
+	Err   error  // what SQLite said
+}
+
+// Quarantined lists the fanout databases moved aside at open (see
+// FanoutOptions.Quarantine).
+func (f *FanoutCache) Quarantined() []Quarantined { return f.quarantined }
+
+// quarantine moves the directory of damaged fanout database i, with its
+// value files, to dir/quarantine/NNN-<time>.
+func quarantine(dir, dbDir string, i int, now time.Time, cause error) (Quarantined, error) {
+	qdir := filepath.Join(dir, "quarantine")
+	if err := os.MkdirAll(qdir, 0o755); err != nil {
+		return Quarantined{}, fmt.Errorf("engine: quarantine %s (%v): %w", dbDir, cause, err)
+	}
+	dest := filepath.Join(qdir, fmt.Sprintf("%03d-%s", i, now.UTC().Format("20060102T150405.000000000Z")))
+	if err := os.Rename(dbDir, dest); err != nil {
+		return Quarantined{}, fmt.Errorf("engine: quarantine %s (%v): %w", dbDir, cause, err)
+	}
+	return Quarantined{Index: i, Path: dest, Err: cause}, nil
 }
 
 // Directory returns the fanout directory.
@@ -496,6 +531,7 @@ func (f *FanoutCache) Counters() Counters {
 		n := c.Counters()
 		out.Expired += n.Expired
 		out.Evicted += n.Evicted
+		out.Corrupt += n.Corrupt
 	}
 	return out
 }

@@ -110,10 +110,15 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]kv.Warning, error) {
 				if st.Size() != size {
 					warns = append(warns, kv.Warning{Kind: kv.WarnFileSize, Path: full,
 						Message: fmt.Sprintf("wrong file size: %s, %d != %d", full, st.Size(), size)})
+					// The file no longer holds the value written (reads
+					// answer a miss): remove the item and its file.
+					// python-diskcache instead records the new size and
+					// serves the damaged bytes.
 					if fix {
-						if _, err := tx.cn.exec(`UPDATE Cache SET size = ? WHERE rowid = ?`, st.Size(), rowid); err != nil {
+						if err := tx.deleteRow(rowid); err != nil {
 							return err
 						}
+						tx.removeAfterCommit(name)
 					}
 				}
 				continue

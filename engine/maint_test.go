@@ -69,12 +69,23 @@ func TestCheckWrongFileSize(t *testing.T) {
 	if r := utMustRow(t, c, kv.TextKey("k")); r.size != 100 {
 		t.Fatalf("size = %d after Check(false)", r.size)
 	}
-	utWantKinds(t, utCheck(t, c, true), kv.WarnFileSize)
-	if r := utMustRow(t, c, kv.TextKey("k")); r.size != 150 {
-		t.Fatalf("size = %d after fix, want 150", r.size)
+	// A read answers a miss and counts it.
+	if _, ok, err := c.Get(utCtx, kv.TextKey("k"), GetOptions{}); ok || err != nil {
+		t.Fatalf("Get of a grown value file = %v, %v; want a miss", ok, err)
 	}
-	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 150 {
-		t.Fatalf("Settings.size = %d, want 150", got)
+	if n := c.Counters().Corrupt; n != 1 {
+		t.Fatalf("Counters().Corrupt = %d, want 1", n)
+	}
+	// Fix removes the item and its file.
+	utWantKinds(t, utCheck(t, c, true), kv.WarnFileSize)
+	if n := utQueryInt(t, c, `SELECT count(*) FROM Cache`); n != 0 {
+		t.Fatalf("%d rows after fix, want 0", n)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("value file after fix: %v", err)
+	}
+	if got := utQueryInt(t, c, `SELECT value FROM Settings WHERE key = 'size'`); got != 0 {
+		t.Fatalf("Settings.size = %d, want 0", got)
 	}
 	utWantKinds(t, utCheck(t, c, false))
 }

@@ -432,8 +432,18 @@ func (c *Cache) finishRead(it Item, f *os.File, stream bool) (Item, bool, error)
 	if f == nil {
 		return it, true, nil
 	}
-	if st, err := f.Stat(); err == nil {
-		it.Size = st.Size()
+	// A value file whose size is not the one recorded was truncated,
+	// grown or replaced behind the cache's back: a miss, not data.
+	// (Check finds it, and with fix removes the item.)
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return Item{}, false, fmt.Errorf("engine: stat value file: %w", err)
+	}
+	if st.Size() != it.Size {
+		f.Close()
+		c.counts.corrupt.Add(1)
+		return Item{}, false, nil
 	}
 	if stream {
 		it.Body = f
