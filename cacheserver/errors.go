@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
@@ -31,6 +32,9 @@ func notFound(code, format string, args ...any) error {
 	return &apiError{status: http.StatusNotFound, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// diskFullMessage answers writes while the data volume is full.
+const diskFullMessage = "no space left on the data volume; delete, evict, cull or clear items (or lower size_limit) to free space"
+
 // writeJSON answers with a JSON body.
 func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -42,6 +46,7 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 // are the client's fault become 4xx; timeouts 503 with Retry-After; the
 // rest 500 (logged, with a generic message).
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	s.disk.noteError(err)
 	var re *routingError
 	if errors.As(err, &re) {
 		if re.status == http.StatusServiceUnavailable {
@@ -83,6 +88,8 @@ func (s *Server) classify(err error) (int, string, string) {
 	case errors.Is(err, kv.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, wire.CodeValueTooLarge,
 			err.Error() + "; the server's size_limit is split evenly across its fanout databases (PATCH /v1/settings raises it)"
+	case engine.IsNoSpace(err):
+		return http.StatusInsufficientStorage, wire.CodeInsufficientStorage, diskFullMessage
 	case errors.Is(err, kv.ErrTimeout):
 		return http.StatusServiceUnavailable, wire.CodeTimeout, "database busy: " + err.Error()
 	case errors.Is(err, kv.ErrNotFound):

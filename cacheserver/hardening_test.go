@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -565,5 +566,93 @@ func TestDamagedDatabaseIsQuarantined(t *testing.T) {
 	moved, _ := filepath.Glob(filepath.Join(srv.DataDir, "quarantine", "002-*", "cache.db"))
 	if len(moved) != 1 {
 		t.Errorf("quarantined database not kept aside: %v", moved)
+	}
+}
+
+// mountSmallVolume mounts a tmpfs of size bytes for the test, or skips the
+// test where mounting is not allowed (not root).
+func mountSmallVolume(t *testing.T, size int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "diskcache-full-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		_ = os.Remove(dir)
+		t.Skipf("cannot mount a small tmpfs (needs root): %v %s", err, out)
+	}
+	// Registered before the server starts, so it runs after the server is killed.
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+		_ = os.Remove(dir)
+	})
+	return dir
+}
+
+// TestFullDiskCanBeFreed fills a small volume: writes answer 507, readiness
+// says disk_full, and deletes, evict, cull, settings, check and clear still
+// work; once they have freed space the server is ready and stores again.
+func TestFullDiskCanBeFreed(t *testing.T) {
+	vol := mountSmallVolume(t, 12<<20)
+	srv := testserver.Start(t, testserver.Options{DataDir: filepath.Join(vol, "data"),
+		Args: []string{"--fanout", "2", "--disk-reserve-bytes", "1048576"}})
+	do := func(method, path, body string) (int, wire.Error) {
+		status, b, _ := send(t, srv, method, path, "", body)
+		var e wire.Error
+		_ = json.Unmarshal(b, &e)
+		return status, e
+	}
+	value := strings.Repeat("v", 200<<10)
+	stored := 0
+	for ; ; stored++ {
+		status, e := do(http.MethodPut, fmt.Sprintf("/v1/keys/k%d?tag=t%d", stored, stored%2), value)
+		if status == http.StatusNoContent {
+			continue
+		}
+		if status != http.StatusInsufficientStorage || e.Code != wire.CodeInsufficientStorage {
+			t.Fatalf("write %d on a filling volume: %d %+v; want 507 %s", stored, status, e, wire.CodeInsufficientStorage)
+		}
+		break
+	}
+	if stored < 10 {
+		t.Fatalf("only %d values fit before the volume was full", stored)
+	}
+	if status, e := do(http.MethodPut, "/v1/keys/more", "small"); status != http.StatusInsufficientStorage || e.Code != wire.CodeInsufficientStorage {
+		t.Errorf("write while full: %d %+v", status, e)
+	}
+	if status := authStatus(t, srv.URL+"/readyz", ""); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while full: %d, want 503", status)
+	}
+	if m := scrape(t, srv); !strings.Contains(m, "diskcache_disk_full 1\n") {
+		t.Errorf("full disk not in the metrics:\n%s", grepLines(m, "disk_full"))
+	}
+	for _, op := range []struct{ method, path, body string }{
+		{http.MethodDelete, "/v1/keys/k0", ""},
+		{http.MethodPost, "/v1/evict?tag=t1", ""},
+		{http.MethodPatch, "/v1/settings", `{"cull_limit":20}`},
+		{http.MethodPost, "/v1/cull", ""},
+		{http.MethodPost, "/v1/expire", ""},
+		{http.MethodPost, "/v1/check?fix=true", ""},
+		{http.MethodPost, "/v1/clear", ""},
+	} {
+		if status, e := do(op.method, op.path, op.body); status != http.StatusOK {
+			t.Errorf("%s %s on a full volume: %d %+v", op.method, op.path, status, e)
+		}
+	}
+	// Space is back: ready again, writes stored, the reserve taken back.
+	if status := authStatus(t, srv.URL+"/readyz", ""); status != http.StatusOK {
+		t.Errorf("/readyz after clear: %d, want 200", status)
+	}
+	if status, e := do(http.MethodPut, "/v1/keys/again", value); status != http.StatusNoContent {
+		t.Errorf("write after space came back: %d %+v", status, e)
+	}
+	if st, err := os.Stat(filepath.Join(vol, "data", ".diskcache-reserve")); err != nil || st.Size() != 1<<20 {
+		t.Errorf("reserve after recovery: %v", err)
+	}
+	if lines := errorLogLines(srv); len(lines) != 1 || !strings.Contains(lines[0], "data volume full") {
+		t.Errorf("want one ERROR line about the full volume, got:\n%s", strings.Join(lines, "\n"))
 	}
 }

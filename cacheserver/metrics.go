@@ -34,6 +34,7 @@ type metrics struct {
 
 	connsOpen    prometheus.Gauge
 	connsRefused prometheus.Counter
+	diskFull     prometheus.Gauge
 }
 
 func newMetrics(fc *engine.FanoutCache) *metrics {
@@ -74,12 +75,16 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Name: "diskcache_http_connections_refused_total",
 		Help: "Connections refused with 503 because --max-connections were open.",
 	})
+	m.diskFull = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "diskcache_disk_full",
+		Help: "1 while the data volume is full: new data is refused with 507 until space is freed.",
+	})
 	quarantined := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "diskcache_quarantined_databases",
 		Help: "Fanout databases found damaged at start, moved aside to quarantine/ and started empty.",
 	})
 	quarantined.Set(float64(len(fc.Quarantined())))
-	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused, quarantined,
+	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused, m.diskFull, quarantined,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})
 	return m

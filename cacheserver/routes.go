@@ -69,10 +69,15 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 // handleReadyz answers 200 once every shard's database answers a write
-// transaction within a second: the databases are open and writable.
+// transaction within a second: the databases are open and writable. A full
+// data volume answers 503 disk_full until space is freed.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if s.cluster.sharded() && s.cluster.current() == nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "no topology"})
+		return nil
+	}
+	if s.disk.isFull() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "disk_full", "error": diskFullMessage})
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)

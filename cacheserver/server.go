@@ -39,6 +39,7 @@ type Server struct {
 	// admin holds the operator's token, the only one that may change the
 	// topology; nil when the server was started without one.
 	admin *tokenSource
+	disk  *diskGuard
 	// patterns lists the registered routes, for Routes.
 	patterns []string
 }
@@ -90,6 +91,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics(fc)
+	s.disk = newDiskGuard(cfg.DataDir, cfg.DiskReserveBytes, log, s.metrics.diskFull)
 	s.routes()
 	if s.cluster.firstRouted() {
 		if err := s.discardUnowned(ctx, s.cluster.current()); err != nil {
@@ -149,6 +151,7 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 	rm := s.metrics.forRoute(path, method)
 	sc := scopeOf(path)
 	detail := strings.HasSuffix(path, "/stats") || strings.HasSuffix(path, "/info")
+	stores := storesData(pattern)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -189,7 +192,12 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 				handled, err = s.dispatch(rec, r, sc, detail)
 			}
 		}
-		if !handled && err == nil {
+		switch {
+		case handled || err != nil:
+		case stores && s.disk.isFull():
+			// This shard's volume is full (one it forwards to may not be).
+			err = &apiError{status: http.StatusInsufficientStorage, code: wire.CodeInsufficientStorage, msg: diskFullMessage}
+		default:
 			if sc != scopeLocal {
 				s.metrics.served.Inc()
 			}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
@@ -228,6 +229,17 @@ func IsCorruptDatabase(err error) bool {
 		return se.Code == sqlite3.ErrCorrupt || se.Code == sqlite3.ErrNotADB
 	}
 	return false
+}
+
+// IsNoSpace reports whether err is a write failing for lack of space: the
+// file system is full (or the quota used up), or SQLite says its database
+// or journal cannot grow.
+func IsNoSpace(err error) bool {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrFull
 }
 
 func isBusy(err error) bool {

@@ -79,6 +79,9 @@ const (
 	// CodeTooManyConnections answers a connection beyond the server's
 	// --max-connections (503, then the connection is closed).
 	CodeTooManyConnections = "too_many_connections"
+	// CodeInsufficientStorage answers a write the data volume has no space
+	// for (507).
+	CodeInsufficientStorage = "insufficient_storage"
 )
 
 // Error codes.

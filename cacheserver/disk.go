@@ -1,0 +1,145 @@
+package cacheserver
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// reserveFileName is the file in the data directory that holds space back
+// for a full disk (python-diskcache ignores files it does not know).
+const reserveFileName = ".diskcache-reserve"
+
+// diskGuard keeps a full data volume manageable. It holds a reserve file
+// of --disk-reserve-bytes; the first write that fails for lack of space
+// marks the disk full and deletes the reserve, so that deletes, clear,
+// evict and cull (which SQLite must journal) have room to free space.
+// While full, requests that store new data are refused with 507 at once
+// and /readyz answers 503. Once the volume has twice the reserve free
+// again, the reserve is taken back and the disk is no longer full.
+type diskGuard struct {
+	dir     string
+	reserve int64
+	log     *slog.Logger
+	gauge   prometheus.Gauge
+
+	mu   sync.Mutex
+	full bool
+	// fullFlag mirrors full for the lock-free check of every request.
+	fullFlag atomic.Bool
+}
+
+func newDiskGuard(dir string, reserve int64, log *slog.Logger, gauge prometheus.Gauge) *diskGuard {
+	d := &diskGuard{dir: dir, reserve: reserve, log: log, gauge: gauge}
+	switch err := d.fillReserve(); {
+	case engine.IsNoSpace(err):
+		d.markFull(err)
+	case err != nil:
+		log.Warn("serving without a disk reserve", slog.Any("error", err))
+		d.reserve = 0
+	}
+	return d
+}
+
+func (d *diskGuard) path() string { return filepath.Join(d.dir, reserveFileName) }
+
+// fillReserve allocates the reserve file (really allocated, not sparse).
+func (d *diskGuard) fillReserve() error {
+	if d.reserve <= 0 {
+		return nil
+	}
+	if st, err := os.Stat(d.path()); err == nil && st.Size() == d.reserve {
+		return nil
+	}
+	f, err := os.OpenFile(d.path(), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("disk reserve: %w", err)
+	}
+	err = syscall.Fallocate(int(f.Fd()), 0, 0, d.reserve)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(d.path())
+		return fmt.Errorf("disk reserve: %w", err)
+	}
+	return nil
+}
+
+// noteError marks the disk full when err is a write failing for space.
+func (d *diskGuard) noteError(err error) {
+	if engine.IsNoSpace(err) {
+		d.markFull(err)
+	}
+}
+
+func (d *diskGuard) markFull(cause error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.full {
+		return
+	}
+	d.full = true
+	d.fullFlag.Store(true)
+	d.gauge.Set(1)
+	if err := os.Remove(d.path()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.Error("data volume full; could not release the reserve", slog.Any("error", err))
+	}
+	d.log.Error("data volume full: refusing new data until space is freed; deletes, clear, evict and cull go on",
+		slog.String("data_dir", d.dir), slog.Int64("reserve_bytes", d.reserve), slog.Any("error", cause))
+}
+
+// isFull reports whether the disk is full, first checking whether space
+// has come back.
+func (d *diskGuard) isFull() bool {
+	if !d.fullFlag.Load() {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.full {
+		return false
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs(d.dir, &st) != nil || int64(st.Bavail)*st.Bsize < 2*max(d.reserve, 1<<20) {
+		return true
+	}
+	if err := d.fillReserve(); err != nil {
+		return true
+	}
+	d.full = false
+	d.fullFlag.Store(false)
+	d.gauge.Set(0)
+	d.log.Info("data volume has space again: accepting new data", slog.String("data_dir", d.dir))
+	return false
+}
+
+// storesData reports whether a route stores new data, which a full disk
+// refuses up front. Deletes, pops, clear, evict, expire, cull, check and
+// settings changes go on.
+func storesData(pattern string) bool {
+	method, path, _ := strings.Cut(pattern, " ")
+	if method == "PUT" {
+		return !strings.HasSuffix(path, "/tag-index")
+	}
+	if method != "POST" {
+		return false
+	}
+	for _, suffix := range []string{"/add", "/push", "/items", "/batch/set", "/setdefault", "/incr", "/decr"} {
+		if strings.HasSuffix(path, suffix) {
+			return true
+		}
+	}
+	return false
+}
