@@ -41,7 +41,10 @@ type Config struct {
 	// DiskReserveBytes is held back on the data volume for deletes once
 	// it is full.
 	DiskReserveBytes int64
-	LogFormat        string
+	// CollectionIdleTimeout closes the database connections of named
+	// caches, deques and indexes unused that long (0: never).
+	CollectionIdleTimeout time.Duration
+	LogFormat             string
 
 	// Sharding: which shard this server is (-1: a standalone server that
 	// routes nothing), the shards of the initial topology, its epoch, a
@@ -73,22 +76,23 @@ type Config struct {
 // DefaultConfig returns the defaults of every flag.
 func DefaultConfig() Config {
 	return Config{
-		Listen:           ":8080",
-		Fanout:           8,
-		DatabaseTimeout:  time.Second,
-		MaxKeyBytes:      64 << 10,
-		MaxValueBytes:    1 << 40,
-		RequestTimeout:   30 * time.Second,
-		ShutdownTimeout:  25 * time.Second,
-		BodyTimeout:      30 * time.Second,
-		DiskReserveBytes: 16 << 20,
-		LogFormat:        "json",
-		ShardIndex:       -1,
-		Epoch:            1,
-		SizeLimit:        1 << 30,
-		EvictionPolicy:   string(engine.PolicyLeastRecentlyStored),
-		CullLimit:        10,
-		DiskMinFileSize:  1 << 15,
+		Listen:                ":8080",
+		Fanout:                8,
+		DatabaseTimeout:       time.Second,
+		MaxKeyBytes:           64 << 10,
+		MaxValueBytes:         1 << 40,
+		RequestTimeout:        30 * time.Second,
+		ShutdownTimeout:       25 * time.Second,
+		BodyTimeout:           30 * time.Second,
+		DiskReserveBytes:      16 << 20,
+		CollectionIdleTimeout: time.Minute,
+		LogFormat:             "json",
+		ShardIndex:            -1,
+		Epoch:                 1,
+		SizeLimit:             1 << 30,
+		EvictionPolicy:        string(engine.PolicyLeastRecentlyStored),
+		CullLimit:             10,
+		DiskMinFileSize:       1 << 15,
 	}
 }
 
@@ -160,8 +164,8 @@ func (c *Config) Validate() error {
 	if c.Epoch < 1 {
 		errs = append(errs, fmt.Errorf("--epoch must be at least 1, got %d", c.Epoch))
 	}
-	if c.BodyTimeout < 0 || c.MaxConnections < 0 || c.DiskReserveBytes < 0 {
-		errs = append(errs, errors.New("--body-timeout, --max-connections and --disk-reserve-bytes must not be negative"))
+	if c.BodyTimeout < 0 || c.MaxConnections < 0 || c.DiskReserveBytes < 0 || c.CollectionIdleTimeout < 0 {
+		errs = append(errs, errors.New("--body-timeout, --max-connections, --disk-reserve-bytes and --collection-idle-timeout must not be negative"))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat))
@@ -192,6 +196,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "longest a request body may go without a byte arriving before the request answers 408 (0: no bound)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "connections held open at most; more are answered 503 and closed (0: half the file descriptor limit)")
 	fs.Int64Var(&cfg.DiskReserveBytes, "disk-reserve-bytes", cfg.DiskReserveBytes, "space held back in the data directory and released when the volume fills, so deletes, clear, evict and cull still work")
+	fs.DurationVar(&cfg.CollectionIdleTimeout, "collection-idle-timeout", cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text")
 	fs.IntVar(&cfg.ShardIndex, "shard-index", cfg.ShardIndex, "this server's shard (StatefulSet ordinal); -1 serves alone and routes nothing")
 	fs.StringVar(&cfg.Peers, "peers", cfg.Peers, "base URLs of every shard, in order, comma-separated (the initial topology)")

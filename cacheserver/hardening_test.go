@@ -19,11 +19,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
@@ -654,5 +656,92 @@ func TestFullDiskCanBeFreed(t *testing.T) {
 	}
 	if lines := errorLogLines(srv); len(lines) != 1 || !strings.Contains(lines[0], "data volume full") {
 		t.Errorf("want one ERROR line about the full volume, got:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// diskUse sums the allocated bytes of the files below dir, by kind.
+func diskUse(t *testing.T, dir string) (total int64, byKind map[string]int64) {
+	t.Helper()
+	byKind = map[string]int64{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n := info.Sys().(*syscall.Stat_t).Blocks * 512
+		kind := filepath.Ext(path)
+		switch {
+		case strings.HasSuffix(path, "-wal"):
+			kind = "wal"
+		case strings.HasSuffix(path, "-shm"):
+			kind = "shm"
+		}
+		byKind[kind] += n
+		total += n
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total, byKind
+}
+
+// TestDiskUseStaysNearSizeLimit writes four times the size limit in small
+// and file-backed values to the server's cache and to a named cache, and
+// checks that the data directory stays within the documented overhead:
+// size_limit, plus at most 2 MiB of write-ahead log and 64 KiB of other
+// database overhead per database, plus the disk reserve; a new named cache
+// is limited to one fanout database's share of size_limit.
+func TestDiskUseStaysNearSizeLimit(t *testing.T) {
+	const limit, fanout, reserve = 10_000_000, 8, 1 << 20
+	const share, perDatabase = limit / fanout, 2<<20 + 64<<10
+	srv, c := startServer(t, "--size-limit", strconv.Itoa(limit), "--fanout", strconv.Itoa(fanout),
+		"--disk-reserve-bytes", strconv.Itoa(reserve))
+	fill := func(cache *client.Cache, bytes int) {
+		small, big := make([]byte, 3000), make([]byte, 60_000)
+		for i := range bytes / (len(small) + len(big)) {
+			for _, v := range [][]byte{small, big} {
+				key := kv.TextKey(fmt.Sprintf("k%d-%d", i, len(v)))
+				if err := cache.Set(t.Context(), key, kv.Bytes(v), kv.SetOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	fill(c.Cache(""), 4*limit)
+	fill(c.Cache("named"), 4*limit)
+	named, namedKinds := diskUse(t, filepath.Join(srv.DataDir, "cache", "named"))
+	if named > share+perDatabase {
+		t.Errorf("named cache holds %d bytes (%v); want at most %d", named, namedKinds, share+perDatabase)
+	}
+	total, byKind := diskUse(t, srv.DataDir)
+	t.Logf("data directory: %d bytes for a size limit of %d (%v)", total, limit, byKind)
+	if bound := int64(limit + reserve + fanout*perDatabase + share + perDatabase); total > bound {
+		t.Errorf("data directory holds %d bytes (%v); want at most %d", total, byKind, bound)
+	}
+}
+
+// TestIdleCollectionsReleaseFiles uses 200 named caches once each: after
+// --collection-idle-timeout their database files are closed again, so the
+// server holds no more SQLite files than before.
+func TestIdleCollectionsReleaseFiles(t *testing.T) {
+	srv, c := startServer(t, "--fanout", "2", "--collection-idle-timeout", "200ms")
+	if err := c.Cache("").Set(t.Context(), kv.TextKey("warm"), kv.Text("v"), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	readProcState(t, srv) // its scrape of /metrics opens every fanout database
+	before := readProcState(t, srv)
+	for i := range 200 {
+		if err := c.Cache(fmt.Sprintf("named-%d", i)).Set(t.Context(), kv.TextKey("k"), kv.Text("v"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitQuiet(t, srv, "idle collections", func(st procState) bool { return st.sqlite <= before.sqlite })
+	// A collection closed for idleness opens again when used.
+	if it, ok, err := c.Cache("named-7").Get(t.Context(), kv.TextKey("k")); !ok || err != nil || !it.Value.Equal(kv.Text("v")) {
+		t.Errorf("named cache after its files were closed: %v %v %v", it.Value, ok, err)
 	}
 }

@@ -61,6 +61,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Settings: cfg.EngineSettings(),
 		// A cache can lose a damaged database and serve the rest.
 		Quarantine: true,
+		// A new named cache gets a fanout database's share of size_limit,
+		// not python-diskcache's 1 GiB.
+		CacheSizeLimit: -1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)
@@ -360,6 +363,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 		errc <- err
 	}()
+	if d := s.cfg.CollectionIdleTimeout; d > 0 {
+		go s.closeIdleCollections(ctx, d)
+	}
 	s.log.Info("serving", slog.String("addr", l.Addr().String()), slog.String("data_dir", s.cfg.DataDir),
 		slog.Int("fanout", s.cfg.Fanout), slog.Bool("tls", s.cfg.TLSCert != ""), slog.Bool("auth", s.tokens != nil),
 		slog.Int("max_connections", maxConns))
@@ -400,6 +406,22 @@ func (s *Server) watchTopologyFile(ctx context.Context) {
 			} else if changed {
 				s.log.Info("topology adopted from file", slog.Int64("epoch", s.cluster.current().Epoch))
 			}
+		}
+	}
+}
+
+// closeIdleCollections closes, until ctx ends, the database connections of
+// collections unused for idle, so that many collections used now and then
+// do not hold the process's file descriptors.
+func (s *Server) closeIdleCollections(ctx context.Context, idle time.Duration) {
+	t := time.NewTicker(max(idle/2, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.cache.CloseIdleCollections(idle)
 		}
 	}
 }

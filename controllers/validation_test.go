@@ -40,8 +40,10 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"zero shards", "shards: 0", "spec.shards in body should be greater than or equal to 1"},
 		{"too many shards", "shards: 129", "spec.shards in body should be less than or equal to 128"},
 		{"unknown eviction policy", "evictionPolicy: random", `spec.evictionPolicy: Unsupported value: "random"`},
-		{"sizeLimit above storage.size", "sizeLimit: 20Gi\nstorage:\n  size: 10Gi", "sizeLimit must not exceed storage.size"},
-		{"sizeLimit above default storage.size", "sizeLimit: 3Gi", "sizeLimit must not exceed storage.size"},
+		{"sizeLimit above storage.size", "sizeLimit: 20Gi\nstorage:\n  size: 10Gi", "sizeLimit must leave headroom on the volume"},
+		{"sizeLimit above default storage.size", "sizeLimit: 3Gi", "sizeLimit must leave headroom on the volume"},
+		{"sizeLimit equal to storage.size", "sizeLimit: 10Gi\nstorage:\n  size: 10Gi", "sizeLimit must leave headroom on the volume"},
+		{"sizeLimit without room for the logs", "sizeLimit: 900Mi\nstorage:\n  size: 1Gi\nfanout: 64", "sizeLimit must leave headroom on the volume"},
 		{"malformed sizeLimit", "sizeLimit: 1GB", "spec.sizeLimit"},
 		{"word as sizeLimit", "sizeLimit: lots", "spec.sizeLimit"},
 		{"negative sizeLimit", "sizeLimit: -1Gi", "sizeLimit must be positive"},
@@ -85,6 +87,11 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		if err := k8s.Create(bg, u); err != nil {
 			t.Errorf("rejected: %v", err)
 		}
+		// 90% of 1Gi less 8 × 2Mi and 16Mi is 889.6Mi.
+		u = rawDiskCache(t, ns, "headroom", "sizeLimit: 889Mi\nstorage:\n  size: 1Gi\nfanout: 8")
+		if err := k8s.Create(bg, u); err != nil {
+			t.Errorf("sizeLimit within the headroom rule rejected: %v", err)
+		}
 	})
 }
 
@@ -111,10 +118,10 @@ func TestImmutableAndMonotonicFields(t *testing.T) {
 		})
 	}
 	t.Run("adding a storage class", func(t *testing.T) {
-		if err := k8s.Create(bg, rawDiskCache(t, ns, "imm-add", "storage:\n  size: 1Gi")); err != nil {
+		if err := k8s.Create(bg, rawDiskCache(t, ns, "imm-add", "storage:\n  size: 2Gi")); err != nil {
 			t.Fatal(err)
 		}
-		updateRaw(t, ns, "imm-add", "storage:\n  size: 1Gi\n  storageClassName: fast", "storage.storageClassName is immutable")
+		updateRaw(t, ns, "imm-add", "storage:\n  size: 2Gi\n  storageClassName: fast", "storage.storageClassName is immutable")
 	})
 	t.Run("growing storage and changing live settings", func(t *testing.T) {
 		if err := k8s.Create(bg, rawDiskCache(t, ns, "imm-grow", base)); err != nil {

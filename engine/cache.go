@@ -184,10 +184,31 @@ func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 }
 
 func (c *Cache) release(cn *conn) {
+	cn.idle = time.Now()
 	c.idleMu.Lock()
 	c.idle = append(c.idle, cn)
 	c.idleMu.Unlock()
 	<-c.slots
+}
+
+// CloseIdle closes the connections unused for at least d, releasing their
+// file descriptors (database, -wal, -shm); the cache opens connections
+// again when next used. It returns how many it closed.
+func (c *Cache) CloseIdle(d time.Duration) int {
+	cutoff := time.Now().Add(-d)
+	c.idleMu.Lock()
+	// The stack's bottom holds the connections idle longest.
+	n := 0
+	for n < len(c.idle) && !c.idle[n].idle.After(cutoff) {
+		n++
+	}
+	stale := append([]*conn(nil), c.idle[:n]...)
+	c.idle = append(c.idle[:0], c.idle[n:]...)
+	c.idleMu.Unlock()
+	for _, cn := range stale {
+		_ = cn.close()
+	}
+	return len(stale)
 }
 
 // discard closes a connection that must not be reused.
@@ -195,6 +216,14 @@ func (c *Cache) discard(cn *conn) {
 	_ = cn.close()
 	<-c.slots
 }
+
+// The write-ahead log bound, per database: with 4 KiB pages a log grows to
+// about 1 MiB (plus the transaction being written) before a checkpoint,
+// and is cut back to WALSizeLimit once checkpointed.
+const (
+	WALCheckpointPages = 256
+	WALSizeLimit       = 1 << 20
+)
 
 // applyPragmas sets the per-connection pragmas from the settings.
 func (c *Cache) applyPragmas(cn *conn) error {
@@ -214,6 +243,12 @@ func (c *Cache) applyPragmas(cn *conn) error {
 		{"cache_size", s.SQLiteCacheSize},
 		{"mmap_size", s.SQLiteMmapSize},
 		{"synchronous", s.SQLiteSynchronous},
+		// Bound the write-ahead log, which size_limit does not count:
+		// checkpoint every WALCheckpointPages and truncate the log back to
+		// WALSizeLimit when it restarts (SQLite would keep it at its
+		// largest, about 4 MiB per database with the default 1000 pages).
+		{"wal_autocheckpoint", int64(WALCheckpointPages)},
+		{"journal_size_limit", int64(WALSizeLimit)},
 	} {
 		if err := cn.pragma(p.name, p.value); err != nil {
 			return err

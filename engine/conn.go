@@ -22,7 +22,8 @@ import (
 type conn struct {
 	sc    *sqlite3.SQLiteConn
 	stmts map[string]*sqlite3.SQLiteStmt
-	gen   uint64 // pragma generation applied to this connection
+	gen   uint64    // pragma generation applied to this connection
+	idle  time.Time // when it was last put back in the idle pool
 	args  []driver.NamedValue
 	dest  []driver.Value
 }

@@ -52,6 +52,11 @@ type FanoutOptions struct {
 	// MaxConns bounds the open SQLite connections of each shard; zero means
 	// the Cache default.
 	MaxConns int
+	// CacheSizeLimit, when positive, is the size_limit a named cache (see
+	// Cache) is created with, instead of python-diskcache's 1 GiB default;
+	// when negative, the size_limit of one fanout database at that time. A
+	// named cache that exists keeps its stored size_limit.
+	CacheSizeLimit int64
 	// Quarantine moves the directory of a fanout database that SQLite
 	// finds damaged at open to quarantine/NNN-<time> below dir and opens
 	// it anew, empty, instead of failing; FanoutCache.Quarantined lists
@@ -83,6 +88,8 @@ type FanoutCache struct {
 	now      func() time.Time
 	maxConns int
 	swallow  bool
+	// cacheSizeLimit is FanoutOptions.CacheSizeLimit.
+	cacheSizeLimit int64
 	// quarantined lists the fanout databases moved aside at open.
 	quarantined []Quarantined
 
@@ -140,6 +147,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		deques:   map[string]*Deque{},
 		indexes:  map[string]*Index{},
 	}
+	f.cacheSizeLimit = opts.CacheSizeLimit
 	for i := 0; i < n; i++ {
 		shardDir := filepath.Join(dir, fmt.Sprintf("%03d", i))
 		shardSettings := settings
@@ -680,7 +688,7 @@ func (f *FanoutCache) subDir(kind, name string) (string, error) {
 // cache in dir/<kind>/<name> on first use with the fanout clock and the
 // Cache default timeout (python-diskcache opens them with its defaults),
 // and keeping it in open until the FanoutCache closes.
-func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, settings map[string]any, wrap func(*Cache) T) (T, error) {
+func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, settings func(dir string) map[string]any, wrap func(*Cache) T) (T, error) {
 	var zero T
 	dir, err := f.subDir(kind, name)
 	if err != nil {
@@ -694,7 +702,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	if x, ok := open[name]; ok {
 		return x, nil
 	}
-	c, err := Open(ctx, dir, Options{Settings: settings, Now: f.now, MaxConns: f.maxConns})
+	c, err := Open(ctx, dir, Options{Settings: settings(dir), Now: f.now, MaxConns: f.maxConns})
 	if err != nil {
 		return zero, err
 	}
@@ -703,14 +711,56 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	return x, nil
 }
 
+// CloseIdleCollections closes the SQLite connections of named caches,
+// deques and indexes unused for at least d (see Cache.CloseIdle), so that
+// many collections used now and then do not hold file descriptors.
+func (f *FanoutCache) CloseIdleCollections(d time.Duration) int {
+	f.mu.Lock()
+	subs := make([]*Cache, 0, len(f.caches)+len(f.deques)+len(f.indexes))
+	for _, c := range f.caches {
+		subs = append(subs, c)
+	}
+	for _, dq := range f.deques {
+		subs = append(subs, dq.Cache())
+	}
+	for _, ix := range f.indexes {
+		subs = append(subs, ix.Cache())
+	}
+	f.mu.Unlock()
+	n := 0
+	for _, c := range subs {
+		n += c.CloseIdle(d)
+	}
+	return n
+}
+
 // noEviction is the setting python-diskcache opens deques and indexes with.
-func noEviction() map[string]any { return map[string]any{SettingEvictionPolicy: string(PolicyNone)} }
+func noEviction(string) map[string]any {
+	return map[string]any{SettingEvictionPolicy: string(PolicyNone)}
+}
+
+// newCacheSettings are the settings a named cache in dir is opened with:
+// FanoutOptions.CacheSizeLimit when it is created, nothing (its stored
+// settings) after that.
+func (f *FanoutCache) newCacheSettings(dir string) map[string]any {
+	if f.cacheSizeLimit == 0 {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, DBName)); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	limit := f.cacheSizeLimit
+	if limit < 0 {
+		limit = f.shards[0].Settings().SizeLimit
+	}
+	return map[string]any{SettingSizeLimit: limit}
+}
 
 // Cache returns the Cache called name, stored in dir/cache/<name> ("/" in
 // name nests directories; see ValidateName), opened on first use and kept
 // until the FanoutCache closes. Do not close it yourself.
 func (f *FanoutCache) Cache(ctx context.Context, name string) (*Cache, error) {
-	return openSub(ctx, f, fanoutCacheDir, name, f.caches, nil, func(c *Cache) *Cache { return c })
+	return openSub(ctx, f, fanoutCacheDir, name, f.caches, f.newCacheSettings, func(c *Cache) *Cache { return c })
 }
 
 // Deque returns the Deque called name, stored in dir/deque/<name> with
@@ -719,12 +769,12 @@ func (f *FanoutCache) Cache(ctx context.Context, name string) (*Cache, error) {
 // unbounded); later calls return the open deque as it is, as
 // python-diskcache does: change it with SetMaxlen. Do not close it yourself.
 func (f *FanoutCache) Deque(ctx context.Context, name string, maxlen int) (*Deque, error) {
-	return openSub(ctx, f, fanoutDequeDir, name, f.deques, noEviction(), func(c *Cache) *Deque { return NewDeque(c, maxlen) })
+	return openSub(ctx, f, fanoutDequeDir, name, f.deques, noEviction, func(c *Cache) *Deque { return NewDeque(c, maxlen) })
 }
 
 // Index returns the Index called name, stored in dir/index/<name> with
 // eviction policy none, opened on first use and kept until the FanoutCache
 // closes. Do not close it yourself.
 func (f *FanoutCache) Index(ctx context.Context, name string) (*Index, error) {
-	return openSub(ctx, f, fanoutIndexDir, name, f.indexes, noEviction(), NewIndex)
+	return openSub(ctx, f, fanoutIndexDir, name, f.indexes, noEviction, NewIndex)
 }

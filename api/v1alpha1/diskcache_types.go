@@ -51,7 +51,7 @@ const (
 // are applied to running cache servers without a restart; changing any other
 // field rolls the shards one at a time.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.sizeLimit) || !has(self.storage) || !has(self.storage.size) || !isQuantity(string(self.sizeLimit)) || !isQuantity(string(self.storage.size)) || quantity(string(self.sizeLimit)).compareTo(quantity(string(self.storage.size))) <= 0",message="sizeLimit must not exceed storage.size: a shard would fill its volume before it culls"
+// +kubebuilder:validation:XValidation:rule="!has(self.sizeLimit) || !has(self.storage) || !has(self.storage.size) || !isQuantity(string(self.sizeLimit)) || !isQuantity(string(self.storage.size)) || quantity(string(self.sizeLimit)).asApproximateFloat() <= quantity(string(self.storage.size)).asApproximateFloat() * 0.9 - double(has(self.fanout) ? self.fanout : 8) * 2097152.0 - 16777216.0",message="sizeLimit must leave headroom on the volume: at most 90% of storage.size less 2Mi per fanout database (write-ahead logs) and 16Mi (the full-disk reserve); see docs/crd.md"
 type DiskCacheSpec struct {
 	// Shards is the number of cache server pods; keys are spread across them
 	// by consistent hashing. Each shard has its own volume.
@@ -73,7 +73,9 @@ type DiskCacheSpec struct {
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 
 	// SizeLimit is how many bytes of cached data one shard keeps before
-	// culling (python-diskcache's size_limit). Live.
+	// culling (python-diskcache's size_limit). At most 90% of storage.size
+	// less 2Mi per fanout database and 16Mi, for the write-ahead logs and
+	// the full-disk reserve. Live.
 	// +kubebuilder:default="1Gi"
 	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="sizeLimit must be positive"
 	// +optional
