@@ -171,7 +171,7 @@ func (s *Server) handleBatchSet(w http.ResponseWriter, r *http.Request) error {
 }
 
 func isClientError(err error) bool {
-	for _, e := range []error{kv.ErrInvalidKey, kv.ErrInvalidValue, kv.ErrTooLarge} {
+	for _, e := range []error{kv.ErrInvalidKey, kv.ErrInvalidValue, kv.ErrTooLarge, kv.ErrFull} {
 		if errors.Is(err, e) {
 			return true
 		}

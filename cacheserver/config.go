@@ -44,7 +44,10 @@ type Config struct {
 	// CollectionIdleTimeout closes the database connections of named
 	// caches, deques and indexes unused that long (0: never).
 	CollectionIdleTimeout time.Duration
-	LogFormat             string
+	// CollectionMaxBytes bounds each deque, index and non-culling named
+	// cache (0: one fanout database's share of size_limit).
+	CollectionMaxBytes int64
+	LogFormat          string
 
 	// Sharding: which shard this server is (-1: a standalone server that
 	// routes nothing), the shards of the initial topology, its epoch, a
@@ -164,8 +167,8 @@ func (c *Config) Validate() error {
 	if c.Epoch < 1 {
 		errs = append(errs, fmt.Errorf("--epoch must be at least 1, got %d", c.Epoch))
 	}
-	if c.BodyTimeout < 0 || c.MaxConnections < 0 || c.DiskReserveBytes < 0 || c.CollectionIdleTimeout < 0 {
-		errs = append(errs, errors.New("--body-timeout, --max-connections, --disk-reserve-bytes and --collection-idle-timeout must not be negative"))
+	if c.BodyTimeout < 0 || c.MaxConnections < 0 || c.DiskReserveBytes < 0 || c.CollectionIdleTimeout < 0 || c.CollectionMaxBytes < 0 {
+		errs = append(errs, errors.New("--body-timeout, --max-connections, --disk-reserve-bytes, --collection-idle-timeout and --collection-max-bytes must not be negative"))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat))
@@ -197,6 +200,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "connections held open at most; more are answered 503 and closed (0: half the file descriptor limit)")
 	fs.Int64Var(&cfg.DiskReserveBytes, "disk-reserve-bytes", cfg.DiskReserveBytes, "space held back in the data directory and released when the volume fills, so deletes, clear, evict and cull still work")
 	fs.DurationVar(&cfg.CollectionIdleTimeout, "collection-idle-timeout", cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
+	fs.Int64Var(&cfg.CollectionMaxBytes, "collection-max-bytes", cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text")
 	fs.IntVar(&cfg.ShardIndex, "shard-index", cfg.ShardIndex, "this server's shard (StatefulSet ordinal); -1 serves alone and routes nothing")
 	fs.StringVar(&cfg.Peers, "peers", cfg.Peers, "base URLs of every shard, in order, comma-separated (the initial topology)")

@@ -88,6 +88,9 @@ func (s *Server) classify(err error) (int, string, string) {
 	case errors.Is(err, kv.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, wire.CodeValueTooLarge,
 			err.Error() + "; the server's size_limit is split evenly across its fanout databases (PATCH /v1/settings raises it)"
+	case errors.Is(err, kv.ErrFull):
+		return http.StatusInsufficientStorage, wire.CodeCollectionFull,
+			err.Error() + "; remove items from it, or raise --collection-max-bytes"
 	case engine.IsNoSpace(err):
 		return http.StatusInsufficientStorage, wire.CodeInsufficientStorage, diskFullMessage
 	case errors.Is(err, kv.ErrTimeout):

@@ -390,7 +390,7 @@ func grepLines(text, word string) string {
 func TestValueTooLargeForSizeLimitIsRefused(t *testing.T) {
 	// 10 MB over a fanout of 8: 1,250,000 bytes per database, of which an
 	// otherwise empty database's own pages take 8 × 4096.
-	srv, c := startServer(t, "--size-limit", "10000000")
+	srv, c := startServer(t, "--size-limit", "10000000", "--collection-max-bytes", "100000000")
 	const share, pages = 10000000 / 8, 8 * 4096
 	cache := c.Cache("")
 	for _, size := range []int{share - pages - 1, 1 << 20} {
@@ -411,7 +411,7 @@ func TestValueTooLargeForSizeLimitIsRefused(t *testing.T) {
 			t.Errorf("PUT %d bytes: %d %+v; want 413 %s naming the limit %d", size, status, e, wire.CodeValueTooLarge, share)
 		}
 		if status, _, _ := send(t, srv, http.MethodPost, "/v1/deques/q/push", "", strings.Repeat("x", size)); status != http.StatusOK {
-			t.Errorf("deque push of %d bytes (deques do not cull): %d", size, status)
+			t.Errorf("deque push of %d bytes (deques do not cull; their own limit is 100 MB): %d", size, status)
 		}
 	}
 	status, body, _ := send(t, srv, http.MethodPost, "/v1/batch/set", wire.RecordsContentType,
@@ -743,5 +743,42 @@ func TestIdleCollectionsReleaseFiles(t *testing.T) {
 	// A collection closed for idleness opens again when used.
 	if it, ok, err := c.Cache("named-7").Get(t.Context(), kv.TextKey("k")); !ok || err != nil || !it.Value.Equal(kv.Text("v")) {
 		t.Errorf("named cache after its files were closed: %v %v %v", it.Value, ok, err)
+	}
+}
+
+// TestCollectionsHaveALimit fills a deque and an index, which never cull:
+// writes beyond --collection-max-bytes (by default one fanout database's
+// share of size_limit) answer 507 collection_full, and removing items
+// makes room again.
+func TestCollectionsHaveALimit(t *testing.T) {
+	const share = 1_000_000
+	srv, _ := startServer(t, "--size-limit", strconv.Itoa(8*share), "--fanout", "8")
+	value := strings.Repeat("v", 100_000)
+	for _, coll := range []struct{ name, write, free string }{
+		{"deque", "/v1/deques/q/push", "/v1/deques/q/pop"},
+		{"index", "/v1/indexes/i/push", "/v1/indexes/i/pull"},
+	} {
+		pushed := 0
+		for ; pushed < 20; pushed++ {
+			status, body, _ := send(t, srv, http.MethodPost, coll.write, "", value)
+			if status == http.StatusOK {
+				continue
+			}
+			var e wire.Error
+			_ = json.Unmarshal(body, &e)
+			if status != http.StatusInsufficientStorage || e.Code != wire.CodeCollectionFull {
+				t.Fatalf("%s write %d: %d %s; want 507 %s", coll.name, pushed, status, body, wire.CodeCollectionFull)
+			}
+			break
+		}
+		if pushed < 5 || pushed >= 10 {
+			t.Errorf("%s took %d values of %d bytes under a limit of %d", coll.name, pushed, len(value), share)
+		}
+		if status, body, _ := send(t, srv, http.MethodPost, coll.free, "", ""); status != http.StatusOK {
+			t.Fatalf("%s: removing an item: %d %s", coll.name, status, body)
+		}
+		if status, body, _ := send(t, srv, http.MethodPost, coll.write, "", value); status != http.StatusOK {
+			t.Errorf("%s write after removing an item: %d %s", coll.name, status, body)
+		}
 	}
 }

@@ -68,6 +68,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)
 	}
+	collMax := cfg.CollectionMaxBytes
+	if collMax == 0 {
+		collMax = fc.Settings().SizeLimit
+	}
+	fc.SetCollectionMaxBytes(collMax)
 	for _, q := range fc.Quarantined() {
 		log.Error("damaged database moved aside and started empty; its items are lost",
 			slog.Int("fanout_database", q.Index), slog.String("moved_to", q.Path), slog.Any("error", q.Err))

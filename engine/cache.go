@@ -37,6 +37,11 @@ type Options struct {
 	Now func() time.Time
 	// MaxConns bounds open SQLite connections; zero means 2×GOMAXPROCS+2.
 	MaxConns int
+	// MaxBytes, when positive, bounds a cache that does not cull on write
+	// (eviction policy none or cull_limit 0): a write that would take its
+	// volume to MaxBytes fails with kv.ErrFull. python-diskcache has no such
+	// bound.
+	MaxBytes int64
 }
 
 // Cache is one cache directory. It is safe for concurrent use.
@@ -47,6 +52,7 @@ type Cache struct {
 	now      func() time.Time
 	pageSize int64
 	minPages int64 // pages of a database holding one item: see checkKeepable
+	maxBytes int64 // Options.MaxBytes
 
 	slots  chan struct{} // a token per connection that may be in use
 	idleMu sync.Mutex
@@ -95,6 +101,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.maxBytes = opts.MaxBytes
 	maxConns := opts.MaxConns
 	if maxConns <= 0 {
 		maxConns = 2*runtime.GOMAXPROCS(0) + 2

@@ -63,9 +63,6 @@ func (c *Cache) Volume(ctx context.Context) (int64, error) {
 // acknowledges such a write and loses the value). A cache that does not
 // cull on write (policy none, cull_limit 0) keeps every value.
 func (tx *Tx) checkKeepable(st stored) error {
-	if tx.s.SizeLimit <= 0 || tx.s.CullLimit == 0 || policies[tx.s.EvictionPolicy].order == "" {
-		return nil
-	}
 	size := st.size
 	switch v := st.value.(type) {
 	case []byte:
@@ -73,11 +70,28 @@ func (tx *Tx) checkKeepable(st stored) error {
 	case string:
 		size += int64(len(v))
 	}
-	if size+tx.c.minPages*tx.c.pageSize < tx.s.SizeLimit {
+	if tx.s.CullLimit == 0 || policies[tx.s.EvictionPolicy].order == "" {
+		return tx.checkMaxBytes(size)
+	}
+	if tx.s.SizeLimit <= 0 || size+tx.c.minPages*tx.c.pageSize < tx.s.SizeLimit {
 		return nil
 	}
 	return fmt.Errorf("%w: a value of %d bytes cannot be kept in a database whose size_limit is %d bytes (%d of them its own pages)",
 		kv.ErrTooLarge, size, tx.s.SizeLimit, tx.c.minPages*tx.c.pageSize)
+}
+
+// checkMaxBytes refuses a write of size bytes to a cache that does not
+// cull when it would take the volume to Options.MaxBytes.
+func (tx *Tx) checkMaxBytes(size int64) error {
+	if tx.c.maxBytes <= 0 {
+		return nil
+	}
+	vol, err := volume(tx.cn, tx.c.pageSize)
+	if err != nil || vol+size < tx.c.maxBytes {
+		return err
+	}
+	return fmt.Errorf("%w: it holds %d bytes and does not cull; a value of %d bytes would take it to its limit of %d bytes",
+		kv.ErrFull, vol, size, tx.c.maxBytes)
 }
 
 // cull is the cull on every write: up to cull_limit rows, expired ones

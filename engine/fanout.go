@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -90,6 +91,9 @@ type FanoutCache struct {
 	swallow  bool
 	// cacheSizeLimit is FanoutOptions.CacheSizeLimit.
 	cacheSizeLimit int64
+	// collectionMaxBytes is Options.MaxBytes of every sub-collection
+	// opened from now on (see SetCollectionMaxBytes).
+	collectionMaxBytes atomic.Int64
 	// quarantined lists the fanout databases moved aside at open.
 	quarantined []Quarantined
 
@@ -702,7 +706,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	if x, ok := open[name]; ok {
 		return x, nil
 	}
-	c, err := Open(ctx, dir, Options{Settings: settings(dir), Now: f.now, MaxConns: f.maxConns})
+	c, err := Open(ctx, dir, Options{Settings: settings(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load()})
 	if err != nil {
 		return zero, err
 	}
@@ -710,6 +714,11 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	open[name] = x
 	return x, nil
 }
+
+// SetCollectionMaxBytes bounds the named caches, deques and indexes opened
+// from now on that do not cull (deques and indexes never do): see
+// Options.MaxBytes. Zero means no bound, as in python-diskcache.
+func (f *FanoutCache) SetCollectionMaxBytes(n int64) { f.collectionMaxBytes.Store(n) }
 
 // CloseIdleCollections closes the SQLite connections of named caches,
 // deques and indexes unused for at least d (see Cache.CloseIdle), so that

@@ -33,6 +33,9 @@ var (
 	// remove at once: larger than its database's size_limit can hold.
 	// python-diskcache stores such a value and culls it; the engine refuses.
 	ErrTooLarge = errors.New("value too large for the size limit")
+	// ErrFull refuses a write to a cache that does not cull and has reached
+	// its limit of bytes (the engine's Options.MaxBytes).
+	ErrFull = errors.New("cache is full")
 	// ErrInvalidName rejects a sub-collection name (a named cache, deque or
 	// index) that could not safely become a directory below the fanout
 	// directory.

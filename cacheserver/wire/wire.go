@@ -82,6 +82,9 @@ const (
 	// CodeInsufficientStorage answers a write the data volume has no space
 	// for (507).
 	CodeInsufficientStorage = "insufficient_storage"
+	// CodeCollectionFull answers a write to a deque, index or non-culling
+	// named cache at its --collection-max-bytes (507).
+	CodeCollectionFull = "collection_full"
 )
 
 // Error codes.
