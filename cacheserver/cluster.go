@@ -38,6 +38,19 @@ type cluster struct {
 	// persisted copy at start): the first one makes it discard what it
 	// does not own.
 	unrouted bool
+
+	// beforeAdopt runs (under mu) before a newer announcement is saved and
+	// put in force; an error refuses it. afterAdopt runs after. status
+	// fills rebalancing and progress in view.
+	beforeAdopt func(old *topology.Announcement, a topology.Announcement) error
+	afterAdopt  func(a *topology.Announcement)
+	status      func(a *topology.Announcement) (bool, map[string]any)
+
+	// inflight counts requests by the epoch in force when they started, so
+	// a move starts only once requests routed by an older epoch ended.
+	flMu     sync.Mutex
+	flCond   *sync.Cond
+	inflight map[int64]int
 }
 
 // newCluster loads the topology in force at start: the highest epoch among
@@ -45,7 +58,8 @@ type cluster struct {
 // layouts with the same epoch are an error: the server cannot tell which
 // one the operator meant.
 func newCluster(cfg Config) (*cluster, error) {
-	c := &cluster{self: cfg.ShardIndex, persist: filepath.Join(cfg.DataDir, persistedTopology), fileName: cfg.TopologyFile}
+	c := &cluster{self: cfg.ShardIndex, persist: filepath.Join(cfg.DataDir, persistedTopology), fileName: cfg.TopologyFile, inflight: map[int64]int{}}
+	c.flCond = sync.NewCond(&c.flMu)
 	if c.self < 0 {
 		return c, nil
 	}
@@ -168,11 +182,59 @@ func (c *cluster) adopt(a topology.Announcement) (changed bool, err error) {
 			return false, nil
 		}
 	}
+	if c.beforeAdopt != nil {
+		if err := c.beforeAdopt(c.cur.Load(), a); err != nil {
+			return false, err
+		}
+	}
 	if err := c.save(&a); err != nil {
 		return false, err
 	}
 	c.cur.Store(&a)
+	if c.afterAdopt != nil {
+		c.afterAdopt(&a)
+	}
 	return true, nil
+}
+
+// enter counts a request under the epoch in force; call the returned
+// function when it ends.
+func (c *cluster) enter() func() {
+	c.flMu.Lock()
+	var e int64
+	if a := c.cur.Load(); a != nil {
+		e = a.Epoch
+	}
+	c.inflight[e]++
+	c.flMu.Unlock()
+	return func() {
+		c.flMu.Lock()
+		if c.inflight[e]--; c.inflight[e] <= 0 {
+			delete(c.inflight, e)
+		}
+		c.flCond.Broadcast()
+		c.flMu.Unlock()
+	}
+}
+
+// drainOlder waits until no request that started under an epoch older than
+// epoch is still running: such a request may write a key by the layout
+// that epoch replaced.
+func (c *cluster) drainOlder(epoch int64) {
+	c.flMu.Lock()
+	defer c.flMu.Unlock()
+	for {
+		older := false
+		for e := range c.inflight {
+			if e < epoch {
+				older = true
+			}
+		}
+		if !older {
+			return
+		}
+		c.flCond.Wait()
+	}
 }
 
 // save writes the persisted copy atomically (temporary file, rename).
@@ -218,6 +280,9 @@ func (c *cluster) view() topology.Topology {
 	t := topology.Topology{Self: c.self, Progress: map[string]any{}}
 	if a := c.current(); a != nil {
 		t.Announcement = *a
+		if c.status != nil {
+			t.Rebalancing, t.Progress = c.status(a)
+		}
 	}
 	return t
 }

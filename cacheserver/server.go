@@ -35,6 +35,7 @@ type Server struct {
 	waiters *waitRegistry
 	cluster *cluster
 	peers   *peers
+	reb     *rebalancer
 	// admin holds the operator's token, the only one that may change the
 	// topology; nil when the server was started without one.
 	admin *tokenSource
@@ -83,6 +84,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics(fc)
+	if s.reb, err = newRebalancer(s); err != nil {
+		_ = fc.Close()
+		return nil, err
+	}
+	s.cluster.beforeAdopt = s.beforeAdopt
+	s.cluster.afterAdopt = s.reb.adopted
+	s.cluster.status = s.reb.status
 	s.routes()
 	if s.cluster.firstRouted() {
 		if err := s.discardUnowned(ctx, s.cluster.current()); err != nil {
@@ -100,7 +108,13 @@ func (s *Server) Cache() *engine.FanoutCache { return s.cache }
 func (s *Server) Registry() *prometheus.Registry { return s.metrics.registry }
 
 // Close closes the cache; call it after the HTTP server has shut down.
-func (s *Server) Close() error { return s.cache.Close() }
+func (s *Server) Close() error {
+	err := s.cache.Close()
+	if s.reb != nil && s.reb.state != nil {
+		_ = s.reb.state.close()
+	}
+	return err
+}
 
 // Mux returns the route multiplexer behind Handler (which adds the path
 // checks), so tests can ask which route a request reaches.
@@ -161,11 +175,15 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 		err := error(nil)
 		handled := false
 		if s.cluster.sharded() {
+			defer s.cluster.enter()()
 			if a := s.cluster.current(); a != nil {
 				rec.Header().Set(wire.HeaderEpoch, strconv.FormatInt(a.Epoch, 10))
 			}
 			if sc != scopeLocal && r.Header.Get(wire.HeaderScope) != "shard" {
 				handled, err = s.dispatch(rec, r, sc, detail)
+			}
+			if !handled && err == nil {
+				err = s.claim(r, sc, pattern)
 			}
 		}
 		if !handled && err == nil {
@@ -289,6 +307,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		slog.Int("fanout", s.cfg.Fanout), slog.Bool("tls", s.cfg.TLSCert != ""), slog.Bool("auth", s.tokens != nil))
 	if s.cluster.fileName != "" {
 		go s.watchTopologyFile(ctx)
+	}
+	if s.cluster.sharded() {
+		go s.reb.run(ctx)
 	}
 	select {
 	case err := <-errc:

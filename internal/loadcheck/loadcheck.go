@@ -231,6 +231,11 @@ func (l *Ledger) VerifyThrough(ctx context.Context, store Store) (Counts, error)
 	return c, nil
 }
 
+// Acked returns how many writes (sets and deletes) were acknowledged so far.
+func (l *Ledger) Acked() int64 {
+	return atomic.LoadInt64(&l.counts.Sets) + atomic.LoadInt64(&l.counts.Deletes)
+}
+
 // LastError is the last error or mismatch seen, for the report.
 func (l *Ledger) LastError() error {
 	if e, ok := l.last.Load().(error); ok {
