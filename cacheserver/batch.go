@@ -257,7 +257,7 @@ func (s *Server) handleBatchDelete(w http.ResponseWriter, r *http.Request) error
 	deleted := make([]bool, len(keys))
 	count := 0
 	for i, k := range keys {
-		if err := s.claimBatchKey(r, k, accessWrite); err != nil {
+		if err := s.claimBatchKey(r, k, accessRMW); err != nil {
 			return err
 		}
 		ok, err := st.Delete(r.Context(), k)

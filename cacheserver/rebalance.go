@@ -591,8 +591,8 @@ type keyAccess int
 
 const (
 	accessRead  keyAccess = iota // get, head: the previous owner's copy counts
-	accessWrite                  // set, delete: the result does not depend on the old item
-	accessRMW                    // add, incr, decr, pop, touch, recipes: read then write
+	accessWrite                  // set: the result does not depend on the old item
+	accessRMW                    // add, incr, decr, pop, touch, delete, recipes: read then write
 )
 
 // claimKey runs before an operation on a key of the server's cache at its
@@ -994,8 +994,8 @@ func (s *Server) claim(r *http.Request, sc scope, pattern string) error {
 		switch {
 		case method == http.MethodGet || method == http.MethodHead:
 			access = accessRead
-		case path == "/v1/keys/{key}" && (method == http.MethodPut || method == http.MethodDelete):
-			access = accessWrite
+		case path == "/v1/keys/{key}" && method == http.MethodPut:
+			access = accessWrite // delete answers whether the item was there: it pulls
 		}
 		return s.claimKey(r.Context(), key, access)
 	}

@@ -198,14 +198,14 @@ func contains(list []string, s string) bool {
 
 // startShard starts one more shard of c with index i that knows the layout
 // peers (it owns nothing there and forwards everything until announced).
-func startShard(t *testing.T, c *testserver.Cluster, i int, peers topology.Layout) *testserver.Server {
+func startShard(t *testing.T, c *testserver.Cluster, i int, peers topology.Layout, args ...string) *testserver.Server {
 	t.Helper()
 	adminFile := filepath.Join(t.TempDir(), "admin-token")
 	if err := os.WriteFile(adminFile, []byte(c.AdminToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return testserver.Start(t, testserver.Options{Listen: freeAddr(t), Args: []string{"--shard-index", strconv.Itoa(i),
-		"--peers", strings.Join(peers.Shards, ","), "--epoch", strconv.FormatInt(peers.Epoch, 10), "--admin-token-file", adminFile}})
+	return testserver.Start(t, testserver.Options{Listen: freeAddr(t), Args: append([]string{"--shard-index", strconv.Itoa(i),
+		"--peers", strings.Join(peers.Shards, ","), "--epoch", strconv.FormatInt(peers.Epoch, 10), "--admin-token-file", adminFile}, args...)})
 }
 
 func freeAddr(t *testing.T) string {

@@ -1,0 +1,167 @@
+package cacheserver_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// slowMove caps the handoff so that a move of a few hundred small items
+// lasts seconds: the operations below run while copies are in flight.
+var slowMove = []string{"--rebalance-rate", "4096"}
+
+func dataClient(t *testing.T, url, token string) *client.Client {
+	t.Helper()
+	cl, err := client.New(url, client.Options{Token: token, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// movingKeys returns n keys with prefix that move to shard to when the
+// cache goes from shards from to shards to.
+func movingKeys(prefix string, n, from, to, owner int) []string {
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		k := prefix + strconv.Itoa(i)
+		r := wire.Routing(kv.TextKey(k))
+		if topology.Owner(r, to) == owner && topology.Owner(r, from) != owner {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func movingName(prefix string, from, to, owner int) string {
+	for i := 0; ; i++ {
+		n := prefix + strconv.Itoa(i)
+		if topology.Owner([]byte(n), to) == owner && topology.Owner([]byte(n), from) != owner {
+			return n
+		}
+	}
+}
+
+func stillMoving(t *testing.T, m *mover, urls []string) bool {
+	for _, u := range urls {
+		if tp, err := m.topology(u); err == nil && tp.Rebalancing {
+			return true
+		}
+	}
+	return false
+}
+
+// TestMoveWritesDeletesAndPullsWin: while a grow 2 → 3 moves items slowly,
+// the new owner serves the keys that have not reached it yet: a read finds
+// the previous owner's value, incr and add see it, a delete and an
+// overwrite win over the copy still in flight, and a deque moved whole gets
+// an append on top of its items. Afterwards every result holds on every
+// shard.
+func TestMoveWritesDeletesAndPullsWin(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: slowMove})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	cl := dataClient(t, c.URLs[0], tok).Cache("")
+	filler := strings.Repeat("f", 400)
+	set := func(k string, v kv.Value) {
+		if err := cl.Set(ctx, kv.TextKey(k), v, kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads, deletes, overwrites, incrs, adds := movingKeys("r", 40, 2, 3, 2), movingKeys("d", 40, 2, 3, 2),
+		movingKeys("w", 40, 2, 3, 2), movingKeys("n", 40, 2, 3, 2), movingKeys("a", 40, 2, 3, 2)
+	for _, k := range append(append(append([]string{}, reads...), deletes...), overwrites...) {
+		set(k, kv.Text("old-"+k+filler))
+	}
+	for _, k := range append(append([]string{}, incrs...), adds...) {
+		set(k, kv.Int(10))
+	}
+	qname := movingName("q", 2, 3, 2)
+	dq := dataClient(t, c.URLs[0], tok).Deque(qname)
+	if _, err := dq.Extend(ctx, []kv.Value{kv.Int(1), kv.Int(2), kv.Int(3)}); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := startShard(t, c, 2, m.layout, slowMove...)
+	three := append(append([]string(nil), c.URLs...), s2.URL)
+	all := m.announce(three)
+	via := dataClient(t, three[1], tok).Cache("") // forwards to the new owner
+	for _, k := range reads {
+		it, ok, err := via.Get(ctx, kv.TextKey(k))
+		if err != nil || !ok || string(it.Value.Data) != "old-"+k+filler {
+			t.Errorf("read %s during the move: %q %v %v", k, it.Value.Data, ok, err)
+		}
+	}
+	for _, k := range deletes {
+		if ok, err := via.Delete(ctx, kv.TextKey(k)); err != nil || !ok {
+			t.Errorf("delete %s during the move: %v %v (the previous owner's item must count)", k, ok, err)
+		}
+	}
+	for _, k := range overwrites {
+		if err := via.Set(ctx, kv.TextKey(k), kv.Text("new-"+k), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range incrs {
+		if v, err := via.Incr(ctx, kv.TextKey(k), kv.Int(1), kv.Int(0)); err != nil || !v.Equal(kv.Int(11)) {
+			t.Errorf("incr %s during the move = %v, %v; want 11", k, v, err)
+		}
+	}
+	for _, k := range adds {
+		if ok, err := via.Add(ctx, kv.TextKey(k), kv.Int(99), kv.SetOptions{}); err != nil || ok {
+			t.Errorf("add %s during the move = %v, %v; want false (it exists at the previous owner)", k, ok, err)
+		}
+	}
+	if _, err := dataClient(t, three[1], tok).Deque(qname).Append(ctx, kv.Int(4)); err != nil {
+		t.Fatal(err)
+	}
+	if !stillMoving(t, m, all) {
+		t.Fatal("the move ended before the operations ran: nothing was in flight (slow the move down further)")
+	}
+	logProgress(t, "2 → 3", m.waitDrained(all))
+	m.end(all)
+
+	for _, u := range three {
+		cc := dataClient(t, u, tok).Cache("")
+		check := func(k string, want kv.Value, found bool) {
+			it, ok, err := cc.Get(ctx, kv.TextKey(k))
+			if err != nil || ok != found || (found && !it.Value.Equal(want)) {
+				t.Errorf("through %s: %s = %v (found %v, %v); want %v (found %v)", u, k, it.Value, ok, err, want, found)
+			}
+		}
+		for _, k := range reads {
+			check(k, kv.Text("old-"+k+filler), true)
+		}
+		for _, k := range deletes {
+			check(k, kv.Value{}, false)
+		}
+		for _, k := range overwrites {
+			check(k, kv.Text("new-"+k), true)
+		}
+		for _, k := range incrs {
+			check(k, kv.Int(11), true)
+		}
+		for _, k := range adds {
+			check(k, kv.Int(10), true)
+		}
+		var got []string
+		for it, err := range dataClient(t, u, tok).Deque(qname).Items(ctx, false, 10) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprint(it.Value.Int))
+		}
+		if strings.Join(got, ",") != "1,2,3,4" {
+			t.Errorf("through %s: deque %s = %v; want 1,2,3,4", u, qname, got)
+		}
+	}
+}
