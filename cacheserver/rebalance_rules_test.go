@@ -165,3 +165,74 @@ func TestMoveWritesDeletesAndPullsWin(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletionsDuringAMove: evict and clear through any shard while items
+// are in flight reach the current and the previous owners (a departing
+// shard too) and nothing they removed comes back with a late copy.
+func TestDeletionsDuringAMove(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 3, testserver.Options{Args: slowMove})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	cl := dataClient(t, c.URLs[0], tok).Cache("")
+	filler := strings.Repeat("f", 300)
+	var tagged, plain []string
+	for i := 0; i < 240; i++ {
+		k := "e" + strconv.Itoa(i)
+		opts := kv.SetOptions{}
+		if i%2 == 0 {
+			opts.Tag = kv.TextKey("gone")
+			tagged = append(tagged, k)
+		} else {
+			plain = append(plain, k)
+		}
+		if err := cl.Set(ctx, kv.TextKey(k), kv.Text(k+filler), opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string, keys []string, found bool) {
+		t.Helper()
+		for _, u := range m.layout.Shards {
+			cc := dataClient(t, u, tok).Cache("")
+			for _, k := range keys {
+				it, ok, err := cc.Get(ctx, kv.TextKey(k))
+				if err != nil || ok != found || (found && string(it.Value.Data) != k+filler) {
+					t.Errorf("%s, through %s: %s found %v (%v); want found %v", when, u, k, ok, err, found)
+				}
+			}
+		}
+	}
+
+	// Shrink 3 → 2; evict the tag while shard 2 drains.
+	all := m.announce(c.URLs[:2])
+	if n, err := dataClient(t, c.URLs[1], tok).Cache("").Evict(ctx, kv.TextKey("gone")); err != nil || n != int64(len(tagged)) {
+		t.Errorf("evict during the move removed %d, %v; want %d", n, err, len(tagged))
+	}
+	if !stillMoving(t, m, all) {
+		t.Fatal("the move ended before the evict: nothing was in flight")
+	}
+	m.waitDrained(all)
+	m.end(all)
+	check("after evict during 3 → 2", tagged, false)
+	check("after evict during 3 → 2", plain, true)
+	if n := itemsOn(t, c.Shards[2]); n != 0 {
+		t.Errorf("the departing shard holds %d items after it drained", n)
+	}
+
+	// Grow 2 → 3 again; clear while items move.
+	all = m.announce(c.URLs)
+	if n, err := dataClient(t, c.URLs[2], tok).Cache("").Clear(ctx); err != nil || n != int64(len(plain)) {
+		t.Errorf("clear during the move removed %d, %v; want %d", n, err, len(plain))
+	}
+	if !stillMoving(t, m, all) {
+		t.Fatal("the move ended before the clear: nothing was in flight")
+	}
+	m.waitDrained(all)
+	m.end(all)
+	check("after clear during 2 → 3", plain, false)
+	for _, s := range c.Shards {
+		if n := itemsOn(t, s); n != 0 {
+			t.Errorf("shard %s holds %d items after a clear", s.URL, n)
+		}
+	}
+}
