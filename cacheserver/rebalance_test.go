@@ -346,3 +346,77 @@ func itemsOn(t *testing.T, s *testserver.Server) int64 {
 	}
 	return info.Count
 }
+
+// waitProgress waits until the shard at url reports a move in progress
+// for which ok holds.
+func (m *mover) waitProgress(url string, ok func(topology.Topology) bool) {
+	m.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if t, err := m.topology(url); err == nil && ok(t) {
+			return
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("shard %s: the awaited progress never came", url)
+		}
+		<-tick.C
+	}
+}
+
+func progressInt(t topology.Topology, name string) int64 {
+	switch v := t.Progress[name].(type) {
+	case float64:
+		return int64(v)
+	case json.Number:
+		n, _ := v.Int64()
+		return n
+	}
+	return 0
+}
+
+// TestRebalanceSurvivesKill9: a grow 2 → 3 under load; a sending shard is
+// killed with SIGKILL in the middle of its handoff and started again, then
+// the receiving shard is; the move resumes and ends, and the load loses
+// nothing.
+func TestRebalanceSurvivesKill9(t *testing.T) {
+	rateArgs := []string{"--rebalance-rate", "262144"}
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: rateArgs})
+	token := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	store := &moveStore{}
+	store.use(t, token, c.URLs...)
+	l, stop := runLoad(store)
+	waitAcked(t, l, 1500)
+
+	s2 := startShard(t, c, 2, m.layout, rateArgs...)
+	three := append(append([]string(nil), c.URLs...), s2.URL)
+	store.use(t, token, three...)
+	all := m.announce(three)
+
+	sender := c.Shards[0]
+	m.waitProgress(sender.URL, func(tp topology.Topology) bool {
+		return tp.Rebalancing && progressInt(tp, "items_moved") > 0 && progressInt(tp, "items_remaining") > 0
+	})
+	sender.Kill()
+	t.Logf("killed the sender %s in the middle of its handoff", sender.URL)
+	sender.Restart(t)
+
+	m.waitProgress(s2.URL, func(tp topology.Topology) bool { return progressInt(tp, "items_received") > 0 })
+	if !stillMoving(t, m, c.URLs) {
+		t.Fatal("the move ended before the receiver could be killed in the middle of it")
+	}
+	s2.Kill()
+	t.Logf("killed the receiver %s in the middle of the move", s2.URL)
+	s2.Restart(t)
+
+	logProgress(t, "2 → 3 with kill -9", m.waitDrained(all))
+	m.end(all)
+	waitAcked(t, l, l.Acked()+300)
+	stop()
+	counts := verifyAll(t, "2 → 3 with kill -9 of sender and receiver", l, token, three)
+	if !counts.Safe() || counts.Sets == 0 {
+		t.Fatalf("rebalance with kill -9: %v; last: %v", counts, l.LastError())
+	}
+}
