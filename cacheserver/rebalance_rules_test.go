@@ -236,3 +236,52 @@ func TestDeletionsDuringAMove(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleReturningShardDropsItsData: a shard leaves without handing off
+// (it was down when the cache shrank and its claim was kept), the others
+// write newer values for its keys, and when the cache grows again the
+// shard comes back with its old data: it must drop it, never serve or send
+// it over the newer writes.
+func TestStaleReturningShardDropsItsData(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	keys := movingKeys("s", 30, 2, 3, 2) // on shard 2 with 3 shards, elsewhere with 2
+	cl := dataClient(t, c.URLs[0], tok).Cache("")
+	for _, k := range keys {
+		if err := cl.Set(ctx, kv.TextKey(k), kv.Text("old"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Shard 2 goes away with its data; the cache goes on with 2 shards
+	// (the move of shard 2's keys cannot happen: it is down) and the keys
+	// get newer values there.
+	c.Shards[2].Kill()
+	m.layout = topology.Layout{Epoch: 3, Shards: c.URLs[:2]}
+	for _, u := range c.URLs[:2] {
+		m.put(u, topology.Announcement{Layout: m.layout})
+	}
+	for _, k := range keys {
+		if err := cl.Set(ctx, kv.TextKey(k), kv.Text("new"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// It comes back (same claim, persisted epoch 1) and the cache grows.
+	c.Shards[2].Restart(t)
+	all := m.announce(c.URLs)
+	m.waitDrained(all)
+	m.end(all)
+	for _, u := range c.URLs {
+		cc := dataClient(t, u, tok).Cache("")
+		for _, k := range keys {
+			it, ok, err := cc.Get(ctx, kv.TextKey(k))
+			if err != nil || !ok || string(it.Value.Data) != "new" {
+				t.Errorf("through %s: %s = %q (found %v, %v); want the newer value", u, k, it.Value.Data, ok, err)
+			}
+		}
+	}
+	if !strings.Contains(c.Shards[2].Logs(), "its data is stale") {
+		t.Error("the returning shard did not log that it dropped stale data")
+	}
+}
