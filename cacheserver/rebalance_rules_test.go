@@ -3,6 +3,8 @@ package cacheserver_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -129,6 +131,19 @@ func TestMoveWritesDeletesAndPullsWin(t *testing.T) {
 	}
 	logProgress(t, "2 → 3", m.waitDrained(all))
 	m.end(all)
+	for _, want := range []struct {
+		s      *testserver.Server
+		metric string
+	}{
+		{c.Shards[0], `diskcache_rebalance_items_total{direction="sent"}`},
+		{s2, `diskcache_rebalance_items_total{direction="received"}`},
+		{s2, `diskcache_rebalance_bytes_total{direction="received"}`},
+		{c.Shards[1], `diskcache_rebalance_duration_seconds`},
+	} {
+		if v := metricValue(t, want.s, want.metric); v <= 0 {
+			t.Errorf("%s on %s = %v, want > 0", want.metric, want.s.URL, v)
+		}
+	}
 
 	for _, u := range three {
 		cc := dataClient(t, u, tok).Cache("")
@@ -284,4 +299,26 @@ func TestStaleReturningShardDropsItsData(t *testing.T) {
 	if !strings.Contains(c.Shards[2].Logs(), "its data is stale") {
 		t.Error("the returning shard did not log that it dropped stale data")
 	}
+}
+
+// metricValue reads one sample of a shard's /metrics.
+func metricValue(t *testing.T, s *testserver.Server, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics of %s", series, s.URL)
+	return 0
 }
