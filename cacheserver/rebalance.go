@@ -611,6 +611,14 @@ func (s *Server) claimKey(ctx context.Context, key kv.Key, access keyAccess) err
 	if st.isTouched(routing) || (access == accessRead && st.isSettled(routing)) {
 		return nil
 	}
+	if access != accessWrite {
+		// The gate first, then the key: a pull waiting out a pause must not
+		// hold the lock an incoming batch (which a pause waits for) needs.
+		if err := s.reb.gate.enter(ctx); err != nil {
+			return err
+		}
+		defer s.reb.gate.exit()
+	}
 	mu := &s.reb.keyLocks[stripe(routing, len(s.reb.keyLocks))]
 	mu.Lock()
 	defer mu.Unlock()
@@ -626,16 +634,12 @@ func (s *Server) claimKey(ctx context.Context, key kv.Key, access keyAccess) err
 	return st.touch(ctx, routing)
 }
 
-// pullKey imports key from its previous owner if it is not here (with the
-// key's lock held).
+// pullKey imports key from its previous owner if it is not here (inside
+// the gate, with the key's lock held).
 func (s *Server) pullKey(ctx context.Context, a *topology.Announcement, prev string, key kv.Key, routing []byte) error {
 	if _, ok, err := s.cache.ExportRow(ctx, key); err != nil || ok {
 		return err
 	}
-	if err := s.reb.gate.enter(ctx); err != nil {
-		return err
-	}
-	defer s.reb.gate.exit()
 	kj := wire.KeyToJSON(key)
 	q := url.Values{"key": {kj.Key}}
 	if kj.Kind != "" {
@@ -720,16 +724,16 @@ func (s *Server) claimCollection(ctx context.Context, kind, name string) error {
 	if st.isPresent(id) {
 		return nil
 	}
+	if err := s.reb.gate.enter(ctx); err != nil { // before the lock, as in claimKey
+		return err
+	}
+	defer s.reb.gate.exit()
 	mu := &s.reb.collLocks[stripe([]byte(id), len(s.reb.collLocks))]
 	mu.Lock()
 	defer mu.Unlock()
 	if st.isPresent(id) {
 		return nil
 	}
-	if err := s.reb.gate.enter(ctx); err != nil {
-		return err
-	}
-	defer s.reb.gate.exit()
 	c, err := s.collectionCache(ctx, kind, name)
 	if err != nil {
 		return err
