@@ -57,7 +57,12 @@ type cluster struct {
 // the flags, the mounted file and the persisted copy. Two different
 // layouts with the same epoch are an error: the server cannot tell which
 // one the operator meant.
-func newCluster(cfg Config) (*cluster, error) {
+func newCluster(cfg Config) (*cluster, error) { return newClusterChecked(cfg, nil) }
+
+// newClusterChecked is newCluster where, when the flags or the mounted
+// file are newer than the persisted copy, check sees both before the newer
+// one is saved (as beforeAdopt does for an announcement).
+func newClusterChecked(cfg Config, check func(old *topology.Announcement, a topology.Announcement) error) (*cluster, error) {
 	c := &cluster{self: cfg.ShardIndex, persist: filepath.Join(cfg.DataDir, persistedTopology), fileName: cfg.TopologyFile, inflight: map[int64]int{}}
 	c.flCond = sync.NewCond(&c.flMu)
 	if c.self < 0 {
@@ -68,6 +73,7 @@ func newCluster(cfg Config) (*cluster, error) {
 		a    topology.Announcement
 	}
 	var found []source
+	var persisted *topology.Announcement
 	if _, err := os.Stat(c.persist); errors.Is(err, os.ErrNotExist) {
 		c.unrouted = true
 	}
@@ -90,6 +96,10 @@ func newCluster(cfg Config) (*cluster, error) {
 			c.fileMtime = mtime
 		}
 		found = append(found, source{f.name + " " + f.path, a})
+		if f.path == c.persist {
+			p := a
+			persisted = &p
+		}
 	}
 	var best *source
 	for i := range found {
@@ -107,6 +117,11 @@ func newCluster(cfg Config) (*cluster, error) {
 	}
 	if best != nil {
 		a := best.a
+		if persisted != nil && persisted.Epoch < a.Epoch && check != nil {
+			if err := check(persisted, a); err != nil {
+				return nil, err
+			}
+		}
 		c.cur.Store(&a)
 		if err := c.save(&a); err != nil {
 			return nil, err

@@ -1011,7 +1011,7 @@ func (s *Server) claim(r *http.Request, sc scope, pattern string) error {
 // new announcement replaces, or it was leaving then. What it holds is older
 // than what the others wrote since and must never be sent over it.
 func (s *Server) beforeAdopt(old *topology.Announcement, a topology.Announcement) error {
-	self := s.cluster.self
+	self := s.cfg.ShardIndex // also called while the cluster is being loaded
 	if old == nil || a.Epoch <= old.Epoch || self >= len(a.Shards) {
 		return nil
 	}

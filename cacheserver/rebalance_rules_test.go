@@ -2,9 +2,12 @@ package cacheserver_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -256,8 +259,17 @@ func TestDeletionsDuringAMove(t *testing.T) {
 // (it was down when the cache shrank and its claim was kept), the others
 // write newer values for its keys, and when the cache grows again the
 // shard comes back with its old data: it must drop it, never serve or send
-// it over the newer writes.
+// it over the newer writes. It learns the new topology either from the
+// operator's PUT or, at start, from its mounted topology file.
 func TestStaleReturningShardDropsItsData(t *testing.T) {
+	for _, viaFile := range []bool{false, true} {
+		t.Run(map[bool]string{false: "announced", true: "mounted file"}[viaFile], func(t *testing.T) {
+			testStaleReturningShard(t, viaFile)
+		})
+	}
+}
+
+func testStaleReturningShard(t *testing.T, viaFile bool) {
 	ctx := context.Background()
 	c := testserver.StartCluster(t, 3, testserver.Options{})
 	tok := c.Shards[0].Token
@@ -283,6 +295,15 @@ func TestStaleReturningShardDropsItsData(t *testing.T) {
 		}
 	}
 	// It comes back (same claim, persisted epoch 1) and the cache grows.
+	if viaFile {
+		next := topology.Announcement{Layout: topology.Layout{Epoch: m.layout.Epoch + 1, Shards: c.URLs}, Previous: &m.layout}
+		b, _ := json.Marshal(next)
+		file := filepath.Join(t.TempDir(), "topology.json")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.Shards[2].Args = append(c.Shards[2].Args, "--topology-file", file)
+	}
 	c.Shards[2].Restart(t)
 	all := m.announce(c.URLs)
 	m.waitDrained(all)

@@ -69,7 +69,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
-	if s.cluster, err = newCluster(cfg); err != nil {
+	s.metrics = newMetrics(fc)
+	// A newer topology than the persisted copy at start (flags, mounted
+	// file) gets the same stale-data check as an announcement.
+	if s.cluster, err = newClusterChecked(cfg, s.beforeAdopt); err != nil {
 		_ = fc.Close()
 		return nil, err
 	}
@@ -83,7 +86,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("admin token: %w", err)
 		}
 	}
-	s.metrics = newMetrics(fc)
 	if s.reb, err = newRebalancer(s); err != nil {
 		_ = fc.Close()
 		return nil, err
