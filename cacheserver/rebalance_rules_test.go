@@ -343,3 +343,52 @@ func metricValue(t *testing.T, s *testserver.Server, series string) float64 {
 	t.Fatalf("no %s in /metrics of %s", series, s.URL)
 	return 0
 }
+
+// TestMoveHandsOffCollectionsWhole: a named cache and an index nobody
+// touches during a grow are handed off whole by their previous owner,
+// tags and file-sized values included, and leave it.
+func TestMoveHandsOffCollectionsWhole(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	// A named cache and an index nobody touches during the move: they are
+	// handed off whole, tags and file-sized values included.
+	cname, xname := movingName("c", 2, 3, 2), movingName("x", 2, 3, 2)
+	nc, ix := dataClient(t, c.URLs[0], tok).Cache(cname), dataClient(t, c.URLs[0], tok).Index(xname)
+	bigValue := strings.Repeat("b", 50000)
+	for i := 0; i < 20; i++ {
+		if err := nc.Set(ctx, kv.IntKey(int64(i)), kv.Text(bigValue), kv.SetOptions{Tag: kv.TextKey("nt")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ix.Set(ctx, kv.TextKey("ik"+strconv.Itoa(i)), kv.Int(int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldOwner := c.Shards[topology.Owner([]byte(cname), 2)]
+
+	s2 := startShard(t, c, 2, m.layout)
+	three := append(append([]string(nil), c.URLs...), s2.URL)
+	all := m.announce(three)
+	logProgress(t, "2 → 3", m.waitDrained(all))
+	m.end(all)
+	for _, u := range three {
+		for i := 0; i < 20; i++ {
+			it, ok, err := dataClient(t, u, tok).Cache(cname).Get(ctx, kv.IntKey(int64(i)))
+			if err != nil || !ok || string(it.Value.Data) != bigValue {
+				t.Errorf("through %s: named cache %s[%d]: found %v, %v", u, cname, i, ok, err)
+			}
+			it, ok, err = dataClient(t, u, tok).Index(xname).Get(ctx, kv.TextKey("ik"+strconv.Itoa(i)))
+			if err != nil || !ok || !it.Value.Equal(kv.Int(int64(i))) {
+				t.Errorf("through %s: index %s[ik%d] = %v, %v, %v", u, xname, i, it.Value, ok, err)
+			}
+		}
+	}
+	if st, _, body := do(t, "GET", oldOwner.URL+"/v1/caches/"+cname+"/info", tok, nil,
+		map[string]string{wire.HeaderScope: "shard"}); st != 200 || !strings.Contains(string(body), `"count":0`) {
+		t.Errorf("the previous owner still holds the named cache after the move: %d %s", st, body)
+	}
+	if n, err := nc.Evict(ctx, kv.TextKey("nt")); err != nil || n != 20 {
+		t.Errorf("evict of the moved named cache's tag = %d, %v; want 20 (tags move with the items)", n, err)
+	}
+}

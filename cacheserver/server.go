@@ -168,7 +168,9 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 			return
 		}
 		ctx := r.Context()
-		if s.cfg.RequestTimeout > 0 {
+		// A move stream lasts as long as the rate cap makes it: the
+		// request timeout (meant for one operation) does not bound it.
+		if s.cfg.RequestTimeout > 0 && !strings.HasPrefix(path, "/v1/rebalance/") {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
 			defer cancel()
