@@ -63,6 +63,10 @@ func (g *gate) pause(lease time.Duration) {
 	for g.active > 0 {
 		g.cond.Wait()
 	}
+	// The lease runs from the moment nothing is in flight any more.
+	if u := time.Now().Add(lease); u.After(g.until) {
+		g.until = u
+	}
 }
 
 func (g *gate) resume() {
