@@ -90,6 +90,10 @@ func TestMoveWritesDeletesAndPullsWin(t *testing.T) {
 	for _, k := range append(append([]string{}, incrs...), adds...) {
 		set(k, kv.Int(10))
 	}
+	lockKey := movingKeys("L", 1, 2, 3, 2)[0]
+	if st, err := dataClient(t, c.URLs[0], tok).Lock(kv.TextKey(lockKey)).Acquire(ctx, "first", 0, 0); err != nil || !st.Acquired {
+		t.Fatalf("lock before the move: %+v %v", st, err)
+	}
 	qname := movingName("q", 2, 3, 2)
 	dq := dataClient(t, c.URLs[0], tok).Deque(qname)
 	if _, err := dq.Extend(ctx, []kv.Value{kv.Int(1), kv.Int(2), kv.Int(3)}); err != nil {
@@ -125,6 +129,9 @@ func TestMoveWritesDeletesAndPullsWin(t *testing.T) {
 		if ok, err := via.Add(ctx, kv.TextKey(k), kv.Int(99), kv.SetOptions{}); err != nil || ok {
 			t.Errorf("add %s during the move = %v, %v; want false (it exists at the previous owner)", k, ok, err)
 		}
+	}
+	if st, err := dataClient(t, three[1], tok).Lock(kv.TextKey(lockKey)).Acquire(ctx, "second", 0, 0); err != nil || st.Acquired || st.Holder != "first" {
+		t.Errorf("a lock held at the previous owner was acquired again during the move: %+v %v", st, err)
 	}
 	if _, err := dataClient(t, three[1], tok).Deque(qname).Append(ctx, kv.Int(4)); err != nil {
 		t.Fatal(err)
