@@ -399,3 +399,45 @@ func TestMoveHandsOffCollectionsWhole(t *testing.T) {
 		t.Errorf("evict of the moved named cache's tag = %d, %v; want 20 (tags move with the items)", n, err)
 	}
 }
+
+// TestTouchedKeysSurviveARestart: the new owner records the keys deleted
+// during a move before it answers; killed with SIGKILL and started again in
+// the middle of the move, it still refuses the late copies of those keys.
+func TestTouchedKeysSurviveARestart(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: slowMove})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	cl := dataClient(t, c.URLs[0], tok).Cache("")
+	deletes := movingKeys("t", 80, 2, 3, 2)
+	filler := strings.Repeat("f", 400)
+	for _, k := range deletes {
+		if err := cl.Set(ctx, kv.TextKey(k), kv.Text(k+filler), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := startShard(t, c, 2, m.layout, slowMove...)
+	three := append(append([]string(nil), c.URLs...), s2.URL)
+	all := m.announce(three)
+	via := dataClient(t, three[0], tok).Cache("")
+	for _, k := range deletes {
+		if ok, err := via.Delete(ctx, kv.TextKey(k)); err != nil || !ok {
+			t.Fatalf("delete %s during the move: %v %v", k, ok, err)
+		}
+	}
+	if !stillMoving(t, m, c.URLs) {
+		t.Fatal("the move ended before the restart: nothing was in flight")
+	}
+	s2.Kill()
+	s2.Restart(t)
+	m.waitDrained(all)
+	m.end(all)
+	for _, u := range three {
+		cc := dataClient(t, u, tok).Cache("")
+		for _, k := range deletes {
+			if _, ok, err := cc.Get(ctx, kv.TextKey(k)); err != nil || ok {
+				t.Errorf("through %s: %s deleted during the move came back after the owner restarted (found %v, %v)", u, k, ok, err)
+			}
+		}
+	}
+}
