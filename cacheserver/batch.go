@@ -85,6 +85,9 @@ func (s *Server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", wire.RecordsContentType)
 	rw := wire.NewRecordWriter(w)
 	for _, k := range keys {
+		if err := s.claimBatchKey(r, k, accessRead); err != nil {
+			return err
+		}
 		it, ok, err := st.Get(r.Context(), k, engine.GetOptions{Stream: true})
 		if err != nil {
 			return err
@@ -152,6 +155,9 @@ func (s *Server) handleBatchSet(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			fail(err)
 			continue
+		}
+		if err := s.claimBatchKey(r, key, accessWrite); err != nil {
+			return err
 		}
 		if err := st.Set(r.Context(), key, value, opts); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -251,6 +257,9 @@ func (s *Server) handleBatchDelete(w http.ResponseWriter, r *http.Request) error
 	deleted := make([]bool, len(keys))
 	count := 0
 	for i, k := range keys {
+		if err := s.claimBatchKey(r, k, accessRMW); err != nil {
+			return err
+		}
 		ok, err := st.Delete(r.Context(), k)
 		if err != nil {
 			return err

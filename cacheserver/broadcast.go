@@ -142,6 +142,16 @@ func (s *Server) broadcast(w http.ResponseWriter, r *http.Request, a *topology.A
 	if err != nil {
 		return badRequest(wire.CodeBadRequest, "reading the body: %v", err)
 	}
+	if a.Previous != nil {
+		// During a move, data sits at the current and the previous owners:
+		// ask both. A deletion runs with the moves paused, so no item is
+		// in flight (at neither place) and none comes back after it.
+		a = unionLayout(a)
+		if isDeletion(r.URL.Path) {
+			s.pauseMoves(r.Context(), a)
+			defer s.resumeMoves(a)
+		}
+	}
 	answers := s.callAll(r, a, body)
 	if status, ok := sameFailure(answers); ok {
 		// The request itself is wrong (every shard refused it alike).

@@ -38,14 +38,33 @@ type cluster struct {
 	// persisted copy at start): the first one makes it discard what it
 	// does not own.
 	unrouted bool
+
+	// beforeAdopt runs (under mu) before a newer announcement is saved and
+	// put in force; an error refuses it. afterAdopt runs after. status
+	// fills rebalancing and progress in view.
+	beforeAdopt func(old *topology.Announcement, a topology.Announcement) error
+	afterAdopt  func(a *topology.Announcement)
+	status      func(a *topology.Announcement) (bool, map[string]any)
+
+	// inflight counts requests by the epoch in force when they started, so
+	// a move starts only once requests routed by an older epoch ended.
+	flMu     sync.Mutex
+	flCond   *sync.Cond
+	inflight map[int64]int
 }
 
 // newCluster loads the topology in force at start: the highest epoch among
 // the flags, the mounted file and the persisted copy. Two different
 // layouts with the same epoch are an error: the server cannot tell which
 // one the operator meant.
-func newCluster(cfg Config) (*cluster, error) {
-	c := &cluster{self: cfg.ShardIndex, persist: filepath.Join(cfg.DataDir, persistedTopology), fileName: cfg.TopologyFile}
+func newCluster(cfg Config) (*cluster, error) { return newClusterChecked(cfg, nil) }
+
+// newClusterChecked is newCluster where, when the flags or the mounted
+// file are newer than the persisted copy, check sees both before the newer
+// one is saved (as beforeAdopt does for an announcement).
+func newClusterChecked(cfg Config, check func(old *topology.Announcement, a topology.Announcement) error) (*cluster, error) {
+	c := &cluster{self: cfg.ShardIndex, persist: filepath.Join(cfg.DataDir, persistedTopology), fileName: cfg.TopologyFile, inflight: map[int64]int{}}
+	c.flCond = sync.NewCond(&c.flMu)
 	if c.self < 0 {
 		return c, nil
 	}
@@ -54,6 +73,7 @@ func newCluster(cfg Config) (*cluster, error) {
 		a    topology.Announcement
 	}
 	var found []source
+	var persisted *topology.Announcement
 	if _, err := os.Stat(c.persist); errors.Is(err, os.ErrNotExist) {
 		c.unrouted = true
 	}
@@ -76,6 +96,10 @@ func newCluster(cfg Config) (*cluster, error) {
 			c.fileMtime = mtime
 		}
 		found = append(found, source{f.name + " " + f.path, a})
+		if f.path == c.persist {
+			p := a
+			persisted = &p
+		}
 	}
 	var best *source
 	for i := range found {
@@ -93,6 +117,11 @@ func newCluster(cfg Config) (*cluster, error) {
 	}
 	if best != nil {
 		a := best.a
+		if persisted != nil && persisted.Epoch < a.Epoch && check != nil {
+			if err := check(persisted, a); err != nil {
+				return nil, err
+			}
+		}
 		c.cur.Store(&a)
 		if err := c.save(&a); err != nil {
 			return nil, err
@@ -168,11 +197,59 @@ func (c *cluster) adopt(a topology.Announcement) (changed bool, err error) {
 			return false, nil
 		}
 	}
+	if c.beforeAdopt != nil {
+		if err := c.beforeAdopt(c.cur.Load(), a); err != nil {
+			return false, err
+		}
+	}
 	if err := c.save(&a); err != nil {
 		return false, err
 	}
 	c.cur.Store(&a)
+	if c.afterAdopt != nil {
+		c.afterAdopt(&a)
+	}
 	return true, nil
+}
+
+// enter counts a request under the epoch in force; call the returned
+// function when it ends.
+func (c *cluster) enter() func() {
+	c.flMu.Lock()
+	var e int64
+	if a := c.cur.Load(); a != nil {
+		e = a.Epoch
+	}
+	c.inflight[e]++
+	c.flMu.Unlock()
+	return func() {
+		c.flMu.Lock()
+		if c.inflight[e]--; c.inflight[e] <= 0 {
+			delete(c.inflight, e)
+		}
+		c.flCond.Broadcast()
+		c.flMu.Unlock()
+	}
+}
+
+// drainOlder waits until no request that started under an epoch older than
+// epoch is still running: such a request may write a key by the layout
+// that epoch replaced.
+func (c *cluster) drainOlder(epoch int64) {
+	c.flMu.Lock()
+	defer c.flMu.Unlock()
+	for {
+		older := false
+		for e := range c.inflight {
+			if e < epoch {
+				older = true
+			}
+		}
+		if !older {
+			return
+		}
+		c.flCond.Wait()
+	}
 }
 
 // save writes the persisted copy atomically (temporary file, rename).
@@ -218,6 +295,9 @@ func (c *cluster) view() topology.Topology {
 	t := topology.Topology{Self: c.self, Progress: map[string]any{}}
 	if a := c.current(); a != nil {
 		t.Announcement = *a
+		if c.status != nil {
+			t.Rebalancing, t.Progress = c.status(a)
+		}
 	}
 	return t
 }

@@ -58,7 +58,10 @@ type Config struct {
 	Epoch          int64
 	TopologyFile   string
 	AdminTokenFile string
-	PeerCAFile     string
+	// RebalanceRate caps the bytes per second a shard sends to others when
+	// the shard count changes; 0 means no cap.
+	RebalanceRate int64
+	PeerCAFile    string
 
 	// Engine settings. Only those given explicitly are applied: the rest
 	// keep the values stored in the cache (or python-diskcache's defaults
@@ -89,6 +92,7 @@ func DefaultConfig() Config {
 		BodyTimeout:           30 * time.Second,
 		DiskReserveBytes:      16 << 20,
 		CollectionIdleTimeout: time.Minute,
+		RebalanceRate:         64 << 20,
 		LogFormat:             "json",
 		ShardIndex:            -1,
 		Epoch:                 1,
@@ -149,6 +153,9 @@ func (c *Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
 	}
+	if c.RebalanceRate < 0 {
+		errs = append(errs, fmt.Errorf("--rebalance-rate must be 0 (no cap) or positive, got %d", c.RebalanceRate))
+	}
 	if c.MaxKeyBytes < 1 || c.MaxValueBytes < 1 {
 		errs = append(errs, errors.New("--max-key-bytes and --max-value-bytes must be positive"))
 	}
@@ -207,6 +214,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.Int64Var(&cfg.Epoch, "epoch", cfg.Epoch, "epoch of the --peers topology")
 	fs.StringVar(&cfg.TopologyFile, "topology-file", cfg.TopologyFile, `file holding {"epoch","shards","previous"} (a mounted ConfigMap; re-read when it changes)`)
 	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", cfg.AdminTokenFile, "file holding the operator's token, the only one allowed to change the topology")
+	fs.Int64Var(&cfg.RebalanceRate, "rebalance-rate", cfg.RebalanceRate, "bytes per second this shard sends to the others while the shard count changes (0: no cap)")
 	fs.StringVar(&cfg.PeerCAFile, "peer-ca-file", cfg.PeerCAFile, "CA certificates that verify peers when forwarding over https (default: the system's)")
 	fs.Int64Var(&cfg.SizeLimit, "size-limit", cfg.SizeLimit, "bytes the cache may use before culling (split across --fanout shards)")
 	fs.StringVar(&cfg.EvictionPolicy, "eviction-policy", cfg.EvictionPolicy, "none, least-recently-stored, least-recently-used or least-frequently-used")

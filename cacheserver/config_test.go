@@ -114,3 +114,17 @@ func TestCertReloaderPicksUpRenewedCertificate(t *testing.T) {
 		t.Fatal("renewed certificate not picked up")
 	}
 }
+
+func TestRebalanceRateFlag(t *testing.T) {
+	env := func(string) string { return "" }
+	cfg, err := LoadConfig([]string{"--data-dir", t.TempDir(), "--insecure-no-auth", "--rebalance-rate", "1048576"}, env)
+	if err != nil || cfg.RebalanceRate != 1<<20 {
+		t.Fatalf("--rebalance-rate 1048576: %v %d", err, cfg.RebalanceRate)
+	}
+	if cfg, err = LoadConfig([]string{"--data-dir", t.TempDir(), "--insecure-no-auth"}, env); err != nil || cfg.RebalanceRate != 64<<20 {
+		t.Fatalf("default rate: %v %d", err, cfg.RebalanceRate)
+	}
+	if _, err = LoadConfig([]string{"--data-dir", t.TempDir(), "--insecure-no-auth", "--rebalance-rate", "-1"}, env); err == nil || !strings.Contains(err.Error(), "--rebalance-rate") {
+		t.Fatalf("negative rate: %v", err)
+	}
+}

@@ -35,6 +35,12 @@ type metrics struct {
 	connsOpen    prometheus.Gauge
 	connsRefused prometheus.Counter
 	diskFull     prometheus.Gauge
+	// rebalance* follow the moves of data between shards when the shard
+	// count changes; staleDiscarded counts items a returning shard dropped.
+	rebalanceItems    *prometheus.CounterVec
+	rebalanceBytes    *prometheus.CounterVec
+	rebalanceDuration prometheus.Gauge
+	staleDiscarded    prometheus.Counter
 }
 
 func newMetrics(fc *engine.FanoutCache) *metrics {
@@ -66,6 +72,22 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Name: "diskcache_discarded_items_total",
 		Help: "Items removed because this shard held them without owning them when it first got a topology (upgrade from unrouted shards).",
 	})
+	m.rebalanceItems = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "diskcache_rebalance_items_total",
+		Help: "Items moved between shards after a change of the shard count, by direction (sent, received).",
+	}, []string{"direction"})
+	m.rebalanceBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "diskcache_rebalance_bytes_total",
+		Help: "Value bytes moved between shards after a change of the shard count, by direction (sent, received).",
+	}, []string{"direction"})
+	m.rebalanceDuration = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "diskcache_rebalance_duration_seconds",
+		Help: "How long this shard's last handoff took, from the announcement to nothing left to send.",
+	})
+	m.staleDiscarded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "diskcache_stale_discarded_items_total",
+		Help: "Items a shard dropped because it came back after missing a change of the shard count (its data was stale).",
+	})
 	m.hits, m.misses = m.lookups.WithLabelValues("hit"), m.lookups.WithLabelValues("miss")
 	m.connsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "diskcache_http_connections_open",
@@ -85,6 +107,7 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 	})
 	quarantined.Set(float64(len(fc.Quarantined())))
 	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused, m.diskFull, quarantined,
+		m.rebalanceItems, m.rebalanceBytes, m.rebalanceDuration, m.staleDiscarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})
 	return m

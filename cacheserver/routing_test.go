@@ -395,3 +395,22 @@ func TestTopologyFileIsFollowed(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // polling the observable state, with a deadline
 	}
 }
+
+// TestLayoutWithoutMoveKeepsData: a new shard list announced without a
+// previous layout (an operator that does not rebalance) moves nothing and
+// must not be taken for a missed move: every shard keeps what it holds.
+func TestLayoutWithoutMoveKeepsData(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	s := c.Shards[0]
+	key := ownedBy("k", 0, 2)
+	if st, _, b := do(t, "PUT", s.URL+"/v1/keys/"+key, s.Token, []byte("x"), nil); st >= 300 {
+		t.Fatalf("PUT: %d %s", st, b)
+	}
+	grown, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 2, Shards: append(c.URLs, "http://127.0.0.1:1")}})
+	if st, _, b := do(t, "PUT", s.URL+"/v1/topology", c.AdminToken, grown, nil); st != http.StatusOK {
+		t.Fatalf("PUT topology: %d %s", st, b)
+	}
+	if !onShard(t, s, key) {
+		t.Fatal("shard 0 dropped its data on a layout announced without a move")
+	}
+}

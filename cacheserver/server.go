@@ -36,6 +36,7 @@ type Server struct {
 	waiters *waitRegistry
 	cluster *cluster
 	peers   *peers
+	reb     *rebalancer
 	// admin holds the operator's token, the only one that may change the
 	// topology; nil when the server was started without one.
 	admin *tokenSource
@@ -84,7 +85,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
-	if s.cluster, err = newCluster(cfg); err != nil {
+	s.metrics = newMetrics(fc)
+	// A newer topology than the persisted copy at start (flags, mounted
+	// file) gets the same stale-data check as an announcement.
+	if s.cluster, err = newClusterChecked(cfg, s.beforeAdopt); err != nil {
 		_ = fc.Close()
 		return nil, err
 	}
@@ -98,8 +102,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("admin token: %w", err)
 		}
 	}
-	s.metrics = newMetrics(fc)
 	s.disk = newDiskGuard(cfg.DataDir, cfg.DiskReserveBytes, log, s.metrics.diskFull)
+	if s.reb, err = newRebalancer(s); err != nil {
+		_ = fc.Close()
+		return nil, err
+	}
+	s.cluster.beforeAdopt = s.beforeAdopt
+	s.cluster.afterAdopt = s.reb.adopted
+	s.cluster.status = s.reb.status
 	s.routes()
 	if s.cluster.firstRouted() {
 		if err := s.discardUnowned(ctx, s.cluster.current()); err != nil {
@@ -117,7 +127,13 @@ func (s *Server) Cache() *engine.FanoutCache { return s.cache }
 func (s *Server) Registry() *prometheus.Registry { return s.metrics.registry }
 
 // Close closes the cache; call it after the HTTP server has shut down.
-func (s *Server) Close() error { return s.cache.Close() }
+func (s *Server) Close() error {
+	err := s.cache.Close()
+	if s.reb != nil && s.reb.state != nil {
+		_ = s.reb.state.close()
+	}
+	return err
+}
 
 // Mux returns the route multiplexer behind Handler (which adds the path
 // checks), so tests can ask which route a request reaches.
@@ -184,7 +200,9 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 			r.Body = b
 		}
 		ctx := r.Context()
-		if s.cfg.RequestTimeout > 0 {
+		// A move stream lasts as long as the rate cap makes it: the
+		// request timeout (meant for one operation) does not bound it.
+		if s.cfg.RequestTimeout > 0 && !strings.HasPrefix(path, "/v1/rebalance/") {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
 			defer cancel()
@@ -193,11 +211,15 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 		err := error(nil)
 		handled := false
 		if s.cluster.sharded() {
+			defer s.cluster.enter()()
 			if a := s.cluster.current(); a != nil {
 				rec.Header().Set(wire.HeaderEpoch, strconv.FormatInt(a.Epoch, 10))
 			}
 			if sc != scopeLocal && r.Header.Get(wire.HeaderScope) != "shard" {
 				handled, err = s.dispatch(rec, r, sc, detail)
+			}
+			if !handled && err == nil {
+				err = s.claim(r, sc, pattern)
 			}
 		}
 		switch {
@@ -376,6 +398,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		slog.Int("max_connections", maxConns))
 	if s.cluster.fileName != "" {
 		go s.watchTopologyFile(ctx)
+	}
+	if s.cluster.sharded() {
+		go s.reb.run(ctx)
 	}
 	select {
 	case err := <-errc:

@@ -122,6 +122,7 @@ const (
 	CodePartialFailure   = "partial_failure"   // 502: some shards of a cluster-wide operation failed; body has "shards"
 	CodeForbidden        = "forbidden"         // 403: the data token cannot change the topology
 	CodeAdminDisabled    = "admin_disabled"    // 403: the server has no --admin-token-file
+	CodeRebalancePaused  = "rebalance_paused"  // 409: moves are paused for a cluster-wide deletion; the sender retries
 )
 
 // Routing returns the bytes that decide which shard owns k (see package

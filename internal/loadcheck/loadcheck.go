@@ -150,7 +150,7 @@ func (l *Ledger) step(ctx context.Context, w int, rng *rand.Rand) {
 		atomic.AddInt64(&l.counts.Reads, 1)
 		if !acceptable(key, st, v, found) {
 			atomic.AddInt64(&l.counts.StaleReads, 1)
-			l.last.Store(fmt.Errorf("read of %s during the load: %q (found %v), last acknowledged write %d (deleted %v)", key, v, found, st.acked, st.deleted))
+			l.setLast(fmt.Errorf("read of %s during the load: %q (found %v), last acknowledged write %d (deleted %v)", key, v, found, st.acked, st.deleted))
 		}
 		return
 	}
@@ -181,7 +181,7 @@ func (l *Ledger) fail(err error) {
 		return
 	}
 	atomic.AddInt64(&l.counts.Errors, 1)
-	l.last.Store(err)
+	l.setLast(err)
 }
 
 // acceptable reports whether a read of key fits its ledger: the last
@@ -225,16 +225,27 @@ func (l *Ledger) VerifyThrough(ctx context.Context, store Store) (Counts, error)
 			default:
 				c.Stale++
 			}
-			l.last.Store(fmt.Errorf("%s at the end: %q (found %v), last acknowledged write %d (deleted %v)", key, v, found, st.acked, st.deleted))
+			l.setLast(fmt.Errorf("%s at the end: %q (found %v), last acknowledged write %d (deleted %v)", key, v, found, st.acked, st.deleted))
 		}
 	}
 	return c, nil
 }
 
+// Acked returns how many writes (sets and deletes) were acknowledged so far.
+func (l *Ledger) Acked() int64 {
+	return atomic.LoadInt64(&l.counts.Sets) + atomic.LoadInt64(&l.counts.Deletes)
+}
+
+// lastError boxes errors for atomic.Value, which panics when the concrete
+// type of what it stores changes.
+type lastError struct{ err error }
+
+func (l *Ledger) setLast(err error) { l.last.Store(lastError{err}) }
+
 // LastError is the last error or mismatch seen, for the report.
 func (l *Ledger) LastError() error {
-	if e, ok := l.last.Load().(error); ok {
-		return e
+	if e, ok := l.last.Load().(lastError); ok {
+		return e.err
 	}
 	return nil
 }

@@ -1,0 +1,278 @@
+package cacheserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// The new owner's rules while a move is in force: what it must pull from
+// the previous owner before it answers, and what it refuses to import.
+
+// stripe picks one of n locks for a key or collection (striped locks: a
+// bounded set shared by hashing, instead of a lock per key).
+func stripe(b []byte, n int) int {
+	h := fnv.New32a()
+	h.Write(b)
+	return int(h.Sum32() % uint32(n))
+}
+
+// previousOwner returns the URL of the shard that owned routing under the
+// previous layout, and whether that is another shard than this one (which
+// owns it now).
+func (s *Server) previousOwner(a *topology.Announcement, routing []byte) (string, bool) {
+	if a == nil || a.Previous == nil || s.cluster.self >= len(a.Shards) {
+		return "", false
+	}
+	if topology.Owner(routing, len(a.Shards)) != s.cluster.self {
+		return "", false
+	}
+	p := a.Previous.Shards[topology.Owner(routing, len(a.Previous.Shards))]
+	return p, p != a.Shards[s.cluster.self]
+}
+
+// keyAccess is what an operation does to a key, for claimKey.
+type keyAccess int
+
+const (
+	accessRead  keyAccess = iota // get, head: the previous owner's copy counts
+	accessWrite                  // set: the result does not depend on the old item
+	accessRMW                    // add, incr, decr, pop, touch, delete, recipes: read then write
+)
+
+// claimKey runs before an operation on a key of the server's cache at its
+// owner while a move is in force and the key's previous owner is another
+// shard. A write records the key as touched first (an incoming copy is then
+// refused); a read or read-modify-write first pulls the item from the
+// previous owner unless this shard settled the key already.
+func (s *Server) claimKey(ctx context.Context, key kv.Key, access keyAccess) error {
+	a := s.cluster.current()
+	routing := wire.Routing(key)
+	prev, other := s.previousOwner(a, routing)
+	if !other {
+		return nil
+	}
+	st := s.reb.state
+	if st.isTouched(routing) || (access == accessRead && st.isSettled(routing)) {
+		return nil
+	}
+	if access != accessWrite {
+		// The gate first, then the key: a pull waiting out a pause must not
+		// hold the lock an incoming batch (which a pause waits for) needs.
+		if err := s.reb.gate.enter(ctx); err != nil {
+			return err
+		}
+		defer s.reb.gate.exit()
+	}
+	mu := &s.reb.keyLocks[stripe(routing, len(s.reb.keyLocks))]
+	mu.Lock()
+	defer mu.Unlock()
+	if access != accessWrite && !st.isSettled(routing) {
+		if err := s.pullKey(ctx, a, prev, key, routing); err != nil {
+			return err
+		}
+		st.settle(routing)
+	}
+	if access == accessRead {
+		return nil
+	}
+	return st.touch(ctx, routing)
+}
+
+// pullKey imports key from its previous owner if it is not here (inside
+// the gate, with the key's lock held).
+func (s *Server) pullKey(ctx context.Context, a *topology.Announcement, prev string, key kv.Key, routing []byte) error {
+	if _, ok, err := s.cache.ExportRow(ctx, key); err != nil || ok {
+		return err
+	}
+	kj := wire.KeyToJSON(key)
+	q := url.Values{"key": {kj.Key}}
+	if kj.Kind != "" {
+		q.Set("kt", kj.Kind)
+	}
+	return s.pullFrom(ctx, a, prev, q, func(row engine.Row, body io.Reader) error {
+		if s.reb.state.isTouched(routing) {
+			return nil
+		}
+		ok, err := s.cache.ImportRow(ctx, row, body)
+		if ok {
+			s.received(1, row.Bytes())
+		}
+		return err
+	})
+}
+
+// pullFrom reads GET /v1/rebalance/export?q from the shard at base and
+// hands each row to each.
+func (s *Server) pullFrom(ctx context.Context, a *topology.Announcement, base string, q url.Values, each func(engine.Row, io.Reader) error) error {
+	if s.admin == nil {
+		return errors.New("no --admin-token-file: cannot read from the previous owner")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/rebalance/export?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	s.peerHeaders(req, a)
+	resp, err := s.peers.client.Do(req)
+	if err != nil {
+		return newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable, map[string]any{"url": base},
+			"the previous owner %s of this data is unavailable: %v", base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxFanOutBody))
+		return newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable, map[string]any{"url": base},
+			"the previous owner %s of this data answered %s: %s", base, resp.Status, b)
+	}
+	mr := newMoveReader(resp.Body)
+	for {
+		row, body, err := mr.next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading from the previous owner %s: %w", base, err)
+		}
+		if err := each(row, body); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) received(items, size int64) {
+	s.reb.update(func(p *moveProgress) { p.ItemsReceived += items })
+	s.metrics.rebalanceItems.WithLabelValues("received").Add(float64(items))
+	s.metrics.rebalanceBytes.WithLabelValues("received").Add(float64(size))
+}
+
+// collectionKind returns the sub-collection kind of a route pattern.
+func collectionKind(pattern string) string {
+	for prefix, kind := range map[string]string{" /v1/caches/{name}": "cache", " /v1/deques/{name}": "deque", " /v1/indexes/{name}": "index"} {
+		if strings.Contains(pattern, prefix) {
+			return kind
+		}
+	}
+	return ""
+}
+
+// claimCollection runs before any operation on a named collection at its
+// owner while a move is in force and its previous owner is another shard:
+// the first one pulls the whole collection from there.
+func (s *Server) claimCollection(ctx context.Context, kind, name string) error {
+	a := s.cluster.current()
+	prev, other := s.previousOwner(a, []byte(name))
+	if !other || engine.ValidateName(name) != nil {
+		return nil
+	}
+	id := kind + "/" + name
+	st := s.reb.state
+	if st.isPresent(id) {
+		return nil
+	}
+	if err := s.reb.gate.enter(ctx); err != nil { // before the lock, as in claimKey
+		return err
+	}
+	defer s.reb.gate.exit()
+	mu := &s.reb.collLocks[stripe([]byte(id), len(s.reb.collLocks))]
+	mu.Lock()
+	defer mu.Unlock()
+	if st.isPresent(id) {
+		return nil
+	}
+	c, err := s.collectionCache(ctx, kind, name)
+	if err != nil {
+		return err
+	}
+	var items, size int64
+	err = s.pullFrom(ctx, a, prev, url.Values{"kind": {kind}, "name": {name}}, func(row engine.Row, body io.Reader) error {
+		ok, err := c.ImportRow(ctx, row, body)
+		if ok {
+			items, size = items+1, size+row.Bytes()
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.received(items, size)
+	return st.markPresent(ctx, id)
+}
+
+// collectionCache opens the engine cache of a named collection.
+func (s *Server) collectionCache(ctx context.Context, kind, name string) (*engine.Cache, error) {
+	switch kind {
+	case "cache":
+		return s.cache.Cache(ctx, name)
+	case "deque":
+		d, err := s.cache.Deque(ctx, name, 0)
+		if err != nil {
+			return nil, err
+		}
+		return d.Cache(), nil
+	case "index":
+		x, err := s.cache.Index(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		return x.Cache(), nil
+	}
+	return nil, badRequest(wire.CodeBadRequest, "kind %q: want cache, deque or index", kind)
+}
+
+func (s *Server) importKey(ctx context.Context, row engine.Row, body io.Reader, routing []byte) (bool, error) {
+	mu := &s.reb.keyLocks[stripe(routing, len(s.reb.keyLocks))]
+	mu.Lock()
+	defer mu.Unlock()
+	if s.reb.state.isTouched(routing) {
+		return false, nil
+	}
+	return s.cache.ImportRow(ctx, row, body)
+}
+
+// claim applies the new owner's rules before a request it serves itself
+// while a move is in force.
+func (s *Server) claim(r *http.Request, sc scope, pattern string) error {
+	if a := s.cluster.current(); a == nil || a.Previous == nil {
+		return nil
+	}
+	method, path, _ := strings.Cut(pattern, " ")
+	switch sc {
+	case scopeName:
+		if kind := collectionKind(pattern); kind != "" {
+			return s.claimCollection(r.Context(), kind, r.PathValue("name"))
+		}
+	case scopeKey:
+		key, err := s.pathKey(r)
+		if err != nil {
+			return nil // the handler answers the malformed key
+		}
+		access := accessRMW
+		switch {
+		case method == http.MethodGet || method == http.MethodHead:
+			access = accessRead
+		case path == "/v1/keys/{key}" && method == http.MethodPut:
+			access = accessWrite // delete answers whether the item was there: it pulls
+		}
+		return s.claimKey(r.Context(), key, access)
+	}
+	return nil
+}
+
+// claimBatchKey is claimKey for one key of a batch of the server's cache
+// (named caches follow claimCollection).
+func (s *Server) claimBatchKey(r *http.Request, key kv.Key, access keyAccess) error {
+	if r.PathValue("name") != "" || !s.cluster.sharded() {
+		return nil
+	}
+	return s.claimKey(r.Context(), key, access)
+}

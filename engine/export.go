@@ -1,0 +1,189 @@
+package engine
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
+)
+
+// Row is one item of the Cache table with every column but its rowid, so an
+// item can move to another cache exactly as it was: value (in the database
+// or in a value file), mode, expire time, tag, store and access time and
+// access count.
+type Row struct {
+	Key         kv.Key
+	StoreTime   float64
+	ExpireTime  *float64 // nil: never expires
+	AccessTime  float64
+	AccessCount int64
+	Tag         kv.Key // zero Key: no tag
+	Mode        int64  // python-diskcache's MODE_*
+	// Value is the value column (int64, float64, string or []byte) when
+	// the value is in the database; nil when it is in a file.
+	Value driver.Value
+	// Filename is the value file relative to the cache directory; "" when
+	// the value is in the database. Size is the file's size.
+	Filename string
+	Size     int64
+
+	rowid int64
+}
+
+// Rowid is the row's position in its database (for resuming a scan).
+func (r Row) Rowid() int64 { return r.rowid }
+
+// Expired reports whether the row is dead at now (as get sees it).
+func (r Row) Expired(now float64) bool { return r.ExpireTime != nil && *r.ExpireTime <= now }
+
+// Bytes is the value's size: the file's, or the database value's.
+func (r Row) Bytes() int64 {
+	if r.Filename != "" {
+		return r.Size
+	}
+	switch v := r.Value.(type) {
+	case string:
+		return int64(len(v))
+	case []byte:
+		return int64(len(v))
+	}
+	return 8
+}
+
+const rowColumns = `rowid, key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value`
+
+func rowFromDB(r []driver.Value) Row {
+	row := Row{
+		rowid:       toInt(r[0]),
+		Key:         keyFromDB(r[1], toInt(r[2])),
+		AccessCount: toInt(r[6]),
+		Tag:         tagFromDB(r[7]),
+		Size:        toInt(r[8]),
+		Mode:        toInt(r[9]),
+		Value:       r[11],
+	}
+	row.StoreTime, _ = toFloat(r[3])
+	if e, ok := toFloat(r[4]); ok {
+		row.ExpireTime = &e
+	}
+	row.AccessTime, _ = toFloat(r[5])
+	if f, ok := r[10].(string); ok && f != "" {
+		row.Filename, row.Value = f, nil
+	}
+	return row
+}
+
+// Rows returns up to limit rows after rowid after, in rowid order, expired
+// ones included.
+func (c *Cache) Rows(ctx context.Context, after int64, limit int) ([]Row, error) {
+	rows, err := c.queryPage(ctx, `SELECT `+rowColumns+` FROM Cache WHERE rowid > ? ORDER BY rowid LIMIT ?`, 12, after, int64(limit))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Row, len(rows))
+	for i, r := range rows {
+		out[i] = rowFromDB(r)
+	}
+	return out, nil
+}
+
+// ExportRow returns the row of key, live or not; ok is false when there is
+// none.
+func (c *Cache) ExportRow(ctx context.Context, key kv.Key) (Row, bool, error) {
+	if err := key.Validate(); err != nil {
+		return Row{}, false, err
+	}
+	k, raw := dbKey(key)
+	rows, err := c.queryPage(ctx, `SELECT `+rowColumns+` FROM Cache WHERE key = ? AND raw = ?`, 12, k, raw)
+	if err != nil || len(rows) == 0 {
+		return Row{}, false, err
+	}
+	return rowFromDB(rows[0]), true, nil
+}
+
+// OpenValue opens the value file of a row; a file removed since the row was
+// read is os.ErrNotExist (the item is gone).
+func (c *Cache) OpenValue(r Row) (*os.File, error) { return c.openValueFile(r.Filename) }
+
+// ImportRow inserts row unless key already has a row (live or not), with all
+// of its metadata; body streams the value file when the row has one
+// (row.Filename != ""; its name here is new). It reports whether it
+// inserted, and culls like any write.
+func (c *Cache) ImportRow(ctx context.Context, row Row, body io.Reader) (bool, error) {
+	if err := row.Key.Validate(); err != nil {
+		return false, err
+	}
+	if row.Mode < modeNone || row.Mode > modePickle {
+		return false, fmt.Errorf("%w: mode %d", kv.ErrInvalidValue, row.Mode)
+	}
+	st := stored{mode: row.Mode, value: row.Value}
+	if row.Filename != "" {
+		name, n, err := c.createValueFile(body)
+		if err != nil {
+			return false, err
+		}
+		st.filename, st.size = name, n
+		if n != row.Size {
+			c.discardStored(st)
+			c.unpend(name)
+			return false, fmt.Errorf("engine: import: value file of %d bytes, expected %d: %w", n, row.Size, io.ErrUnexpectedEOF)
+		}
+	}
+	var expire driver.Value
+	if row.ExpireTime != nil {
+		expire = *row.ExpireTime
+	}
+	var imported bool
+	err := c.writeStored(ctx, "import", st, func(tx *Tx) error {
+		k, raw := dbKey(row.Key)
+		if _, ok, err := tx.cn.queryRow(`SELECT rowid FROM Cache WHERE key = ? AND raw = ?`, 1, k, raw); err != nil || ok {
+			return err
+		}
+		if _, err := tx.cn.exec(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			k, raw, row.StoreTime, expire, row.AccessTime, row.AccessCount, dbTag(row.Tag), st.size, st.mode, st.filename, st.value); err != nil {
+			return err
+		}
+		imported = true
+		return tx.cull(tx.now())
+	})
+	if err == nil && !imported {
+		c.discardStored(st)
+	}
+	return imported, err
+}
+
+// DeleteRow removes a row read by Rows or ExportRow if it is still the same
+// item (same rowid and store time): a write since then keeps it. It
+// reports whether it removed it.
+func (c *Cache) DeleteRow(ctx context.Context, r Row) (bool, error) {
+	var removed bool
+	err := c.write(ctx, "delete", func(tx *Tx) error {
+		row, ok, err := tx.cn.queryRow(`SELECT filename, store_time FROM Cache WHERE rowid = ?`, 2, r.rowid)
+		if err != nil || !ok {
+			return err
+		}
+		if st, _ := toFloat(row[1]); st != r.StoreTime {
+			return nil
+		}
+		if err := tx.deleteRow(r.rowid); err != nil {
+			return err
+		}
+		tx.removeAfterCommit(row[0])
+		removed = true
+		return nil
+	})
+	return removed, err
+}
+
+// ExportRow is Cache.ExportRow on the database that holds key.
+func (f *FanoutCache) ExportRow(ctx context.Context, key kv.Key) (Row, bool, error) {
+	return f.ShardFor(key).ExportRow(ctx, key)
+}
+
+// ImportRow is Cache.ImportRow on the database that holds row.Key.
+func (f *FanoutCache) ImportRow(ctx context.Context, row Row, body io.Reader) (bool, error) {
+	return f.ShardFor(row.Key).ImportRow(ctx, row, body)
+}
