@@ -8,7 +8,7 @@ GOTEST_FLAGS ?= -count=1
 # through mattn/go-sqlite3. The client and the operator must build without it:
 # `make lint` checks that (CGO_FREE).
 export CGO_ENABLED = 1
-CGO_FREE ?= ./kv/... ./client/... ./cmd/manager/...
+CGO_FREE ?= ./kv/... ./settings/... ./client/... ./cmd/manager/...
 
 .PHONY: help
 help: ## List targets.

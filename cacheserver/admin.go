@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"sort"
+	"slices"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // removed answers a bulk removal. A timeout part way still reports what was
@@ -129,9 +130,9 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) error {
 
 // InfoResponse is the body of GET /v1/info.
 type InfoResponse struct {
-	Count    int64          `json:"count"`
-	Volume   int64          `json:"volume"`
-	Settings map[string]any `json:"settings"`
+	Count    int64             `json:"count"`
+	Volume   int64             `json:"volume"`
+	Settings settings.Settings `json:"settings"`
 }
 
 func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) error {
@@ -147,8 +148,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	set := storeSettings(st)
-	writeJSON(w, http.StatusOK, InfoResponse{Count: n, Volume: vol, Settings: settingsMap(&set)})
+	writeJSON(w, http.StatusOK, InfoResponse{Count: n, Volume: vol, Settings: storeSettings(st).Typed()})
 	return nil
 }
 
@@ -163,56 +163,32 @@ func storeSettings(st Store) engine.Settings {
 	return set
 }
 
-func settingsMap(set *engine.Settings) map[string]any {
-	out := map[string]any{}
-	for _, name := range engine.SettingNames() {
-		v, _ := set.Get(name)
-		switch name {
-		case engine.SettingStatistics, engine.SettingTagIndex:
-			v = v.(int64) != 0
-		}
-		out[name] = v
-	}
-	return out
-}
-
-// runtimeSettings can change through PATCH /v1/settings without a restart;
-// python-diskcache changes exactly these at run time.
-var runtimeSettings = map[string]bool{
-	engine.SettingEvictionPolicy: true,
-	engine.SettingSizeLimit:      true,
-	engine.SettingCullLimit:      true,
-	engine.SettingStatistics:     true,
-	engine.SettingTagIndex:       true,
-}
-
 func (s *Server) handleGetSettings(w http.ResponseWriter, r *http.Request) error {
 	st, err := s.store(r)
 	if err != nil {
 		return err
 	}
-	set := storeSettings(st)
-	writeJSON(w, http.StatusOK, settingsMap(&set))
+	writeJSON(w, http.StatusOK, storeSettings(st).Typed())
 	return nil
 }
 
-// handlePatchSettings applies a JSON object of runtime settings. Every
-// name and value is validated before any is applied.
+// handlePatchSettings applies a JSON object of live settings. Every name
+// and value is validated before any is applied.
 func (s *Server) handlePatchSettings(w http.ResponseWriter, r *http.Request) error {
 	st, err := s.store(r)
 	if err != nil {
 		return err
 	}
-	var body map[string]json.RawMessage
+	var body map[settings.Name]json.RawMessage
 	if err := decodeJSON(w, r, 64<<10, &body); err != nil {
 		return err
 	}
-	names := make([]string, 0, len(body))
-	values := map[string]any{}
+	names := make([]settings.Name, 0, len(body))
+	values := map[settings.Name]any{}
 	check := storeSettings(st)
 	for name, raw := range body {
-		if !runtimeSettings[name] {
-			return badRequest(wire.CodeBadSetting, "%q cannot be changed at run time (runtime settings: eviction_policy, size_limit, cull_limit, statistics, tag_index)", name)
+		if !name.IsLive() {
+			return badRequest(wire.CodeBadSetting, "%q cannot be changed at run time (runtime settings: %s)", name, settings.JoinNames(settings.Live()))
 		}
 		var v any
 		dec := json.NewDecoder(bytes.NewReader(raw))
@@ -233,14 +209,13 @@ func (s *Server) handlePatchSettings(w http.ResponseWriter, r *http.Request) err
 		names = append(names, name)
 		values[name] = v
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	for _, name := range names {
 		if err := st.Reset(r.Context(), name, values[name]); err != nil {
 			return err
 		}
 	}
-	set := storeSettings(st)
-	writeJSON(w, http.StatusOK, settingsMap(&set))
+	writeJSON(w, http.StatusOK, storeSettings(st).Typed())
 	return nil
 }
 
@@ -257,6 +232,6 @@ func (s *Server) handleTagIndex(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"tag_index": r.Method != http.MethodDelete})
+	writeJSON(w, http.StatusOK, map[settings.Name]bool{settings.NameTagIndex: r.Method != http.MethodDelete})
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // Config is everything the cacheserver binary can be told. Each field has a
@@ -97,43 +97,33 @@ func DefaultConfig() Config {
 		ShardIndex:            -1,
 		Epoch:                 1,
 		SizeLimit:             1 << 30,
-		EvictionPolicy:        string(engine.PolicyLeastRecentlyStored),
+		EvictionPolicy:        string(settings.PolicyLeastRecentlyStored),
 		CullLimit:             10,
 		DiskMinFileSize:       1 << 15,
 	}
 }
 
-// engineFlags maps flag names to engine setting names.
-var engineFlags = map[string]string{
-	"size-limit":         engine.SettingSizeLimit,
-	"eviction-policy":    engine.SettingEvictionPolicy,
-	"cull-limit":         engine.SettingCullLimit,
-	"statistics":         engine.SettingStatistics,
-	"tag-index":          engine.SettingTagIndex,
-	"disk-min-file-size": engine.SettingDiskMinFileSize,
-}
-
 // EngineSettings returns the engine settings given explicitly.
-func (c *Config) EngineSettings() map[string]any {
-	out := map[string]any{}
-	for flagName, setting := range engineFlags {
-		if !c.explicit[flagName] {
-			continue
-		}
-		switch setting {
-		case engine.SettingSizeLimit:
-			out[setting] = c.SizeLimit
-		case engine.SettingEvictionPolicy:
-			out[setting] = c.EvictionPolicy
-		case engine.SettingCullLimit:
-			out[setting] = c.CullLimit
-		case engine.SettingStatistics:
-			out[setting] = c.Statistics
-		case engine.SettingTagIndex:
-			out[setting] = c.TagIndex
-		case engine.SettingDiskMinFileSize:
-			out[setting] = c.DiskMinFileSize
-		}
+func (c *Config) EngineSettings() settings.Settings {
+	var out settings.Settings
+	given := func(n settings.Name) bool { return c.explicit[string(n.Flag())] }
+	if given(settings.NameSizeLimit) {
+		out.SizeLimit = settings.Ptr(c.SizeLimit)
+	}
+	if given(settings.NameEvictionPolicy) {
+		out.EvictionPolicy = settings.Ptr(settings.EvictionPolicy(c.EvictionPolicy))
+	}
+	if given(settings.NameCullLimit) {
+		out.CullLimit = settings.Ptr(c.CullLimit)
+	}
+	if given(settings.NameStatistics) {
+		out.Statistics = settings.Ptr(c.Statistics)
+	}
+	if given(settings.NameTagIndex) {
+		out.TagIndex = settings.Ptr(c.TagIndex)
+	}
+	if given(settings.NameDiskMinFileSize) {
+		out.DiskMinFileSize = settings.Ptr(c.DiskMinFileSize)
 	}
 	return out
 }
@@ -159,8 +149,8 @@ func (c *Config) Validate() error {
 	if c.MaxKeyBytes < 1 || c.MaxValueBytes < 1 {
 		errs = append(errs, errors.New("--max-key-bytes and --max-value-bytes must be positive"))
 	}
-	if !engine.EvictionPolicy(c.EvictionPolicy).Valid() {
-		errs = append(errs, fmt.Errorf("--eviction-policy %q is not one of none, least-recently-stored, least-recently-used, least-frequently-used", c.EvictionPolicy))
+	if !settings.EvictionPolicy(c.EvictionPolicy).Valid() {
+		errs = append(errs, fmt.Errorf("--%s %q is not one of %s", settings.NameEvictionPolicy.Flag(), c.EvictionPolicy, settings.PolicyList()))
 	}
 	if c.SizeLimit < 0 || c.CullLimit < 0 || c.DiskMinFileSize < 0 {
 		errs = append(errs, errors.New("--size-limit, --cull-limit and --disk-min-file-size must not be negative"))
@@ -190,38 +180,38 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	cfg.explicit = map[string]bool{}
 	fs := flag.NewFlagSet("cacheserver", flag.ContinueOnError)
 	var configFile string
-	fs.StringVar(&configFile, "config", "", "file of `name = value` lines, one per flag")
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "cache directory (a FanoutCache: 000, 001, … inside)")
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to serve on")
-	fs.IntVar(&cfg.Fanout, "fanout", cfg.Fanout, "SQLite shards in the directory")
-	fs.DurationVar(&cfg.DatabaseTimeout, "database-timeout", cfg.DatabaseTimeout, "how long a write waits for a busy shard before answering 503")
-	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the bearer token (re-read when it changes)")
-	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", cfg.InsecureNoAuth, "serve without authentication")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "TLS certificate file")
-	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS key file")
-	fs.Int64Var(&cfg.MaxKeyBytes, "max-key-bytes", cfg.MaxKeyBytes, "largest key accepted")
-	fs.Int64Var(&cfg.MaxValueBytes, "max-value-bytes", cfg.MaxValueBytes, "largest value accepted")
-	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "bound on the database work of one request")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
-	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "longest a request body may go without a byte arriving before the request answers 408 (0: no bound)")
-	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "connections held open at most; more are answered 503 and closed (0: half the file descriptor limit)")
-	fs.Int64Var(&cfg.DiskReserveBytes, "disk-reserve-bytes", cfg.DiskReserveBytes, "space held back in the data directory and released when the volume fills, so deletes, clear, evict and cull still work")
-	fs.DurationVar(&cfg.CollectionIdleTimeout, "collection-idle-timeout", cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
-	fs.Int64Var(&cfg.CollectionMaxBytes, "collection-max-bytes", cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")
-	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text")
-	fs.IntVar(&cfg.ShardIndex, "shard-index", cfg.ShardIndex, "this server's shard (StatefulSet ordinal); -1 serves alone and routes nothing")
-	fs.StringVar(&cfg.Peers, "peers", cfg.Peers, "base URLs of every shard, in order, comma-separated (the initial topology)")
-	fs.Int64Var(&cfg.Epoch, "epoch", cfg.Epoch, "epoch of the --peers topology")
-	fs.StringVar(&cfg.TopologyFile, "topology-file", cfg.TopologyFile, `file holding {"epoch","shards","previous"} (a mounted ConfigMap; re-read when it changes)`)
-	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", cfg.AdminTokenFile, "file holding the operator's token, the only one allowed to change the topology")
-	fs.Int64Var(&cfg.RebalanceRate, "rebalance-rate", cfg.RebalanceRate, "bytes per second this shard sends to the others while the shard count changes (0: no cap)")
-	fs.StringVar(&cfg.PeerCAFile, "peer-ca-file", cfg.PeerCAFile, "CA certificates that verify peers when forwarding over https (default: the system's)")
-	fs.Int64Var(&cfg.SizeLimit, "size-limit", cfg.SizeLimit, "bytes the cache may use before culling (split across --fanout shards)")
-	fs.StringVar(&cfg.EvictionPolicy, "eviction-policy", cfg.EvictionPolicy, "none, least-recently-stored, least-recently-used or least-frequently-used")
-	fs.Int64Var(&cfg.CullLimit, "cull-limit", cfg.CullLimit, "items culled at most per write (0 disables culling on write)")
-	fs.BoolVar(&cfg.Statistics, "statistics", cfg.Statistics, "count hits and misses")
-	fs.BoolVar(&cfg.TagIndex, "tag-index", cfg.TagIndex, "index tags for fast evict")
-	fs.Int64Var(&cfg.DiskMinFileSize, "disk-min-file-size", cfg.DiskMinFileSize, "values at least this large go to files")
+	fs.StringVar(&configFile, settings.FlagConfig.String(), "", "file of `name = value` lines, one per flag")
+	fs.StringVar(&cfg.DataDir, settings.FlagDataDir.String(), cfg.DataDir, "cache directory (a FanoutCache: 000, 001, … inside)")
+	fs.StringVar(&cfg.Listen, settings.FlagListen.String(), cfg.Listen, "address to serve on")
+	fs.IntVar(&cfg.Fanout, settings.FlagFanout.String(), cfg.Fanout, "SQLite shards in the directory")
+	fs.DurationVar(&cfg.DatabaseTimeout, settings.FlagDatabaseTimeout.String(), cfg.DatabaseTimeout, "how long a write waits for a busy shard before answering 503")
+	fs.StringVar(&cfg.TokenFile, settings.FlagTokenFile.String(), cfg.TokenFile, "file holding the bearer token (re-read when it changes)")
+	fs.BoolVar(&cfg.InsecureNoAuth, settings.FlagInsecureNoAuth.String(), cfg.InsecureNoAuth, "serve without authentication")
+	fs.StringVar(&cfg.TLSCert, settings.FlagTLSCert.String(), cfg.TLSCert, "TLS certificate file")
+	fs.StringVar(&cfg.TLSKey, settings.FlagTLSKey.String(), cfg.TLSKey, "TLS key file")
+	fs.Int64Var(&cfg.MaxKeyBytes, settings.FlagMaxKeyBytes.String(), cfg.MaxKeyBytes, "largest key accepted")
+	fs.Int64Var(&cfg.MaxValueBytes, settings.FlagMaxValueBytes.String(), cfg.MaxValueBytes, "largest value accepted")
+	fs.DurationVar(&cfg.RequestTimeout, settings.FlagRequestTimeout.String(), cfg.RequestTimeout, "bound on the database work of one request")
+	fs.DurationVar(&cfg.ShutdownTimeout, settings.FlagShutdownTimeout.String(), cfg.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
+	fs.DurationVar(&cfg.BodyTimeout, settings.FlagBodyTimeout.String(), cfg.BodyTimeout, "longest a request body may go without a byte arriving before the request answers 408 (0: no bound)")
+	fs.IntVar(&cfg.MaxConnections, settings.FlagMaxConnections.String(), cfg.MaxConnections, "connections held open at most; more are answered 503 and closed (0: half the file descriptor limit)")
+	fs.Int64Var(&cfg.DiskReserveBytes, settings.FlagDiskReserveBytes.String(), cfg.DiskReserveBytes, "space held back in the data directory and released when the volume fills, so deletes, clear, evict and cull still work")
+	fs.DurationVar(&cfg.CollectionIdleTimeout, settings.FlagCollectionIdleTimeout.String(), cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
+	fs.Int64Var(&cfg.CollectionMaxBytes, settings.FlagCollectionMaxBytes.String(), cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")
+	fs.StringVar(&cfg.LogFormat, settings.FlagLogFormat.String(), cfg.LogFormat, "json or text")
+	fs.IntVar(&cfg.ShardIndex, settings.FlagShardIndex.String(), cfg.ShardIndex, "this server's shard (StatefulSet ordinal); -1 serves alone and routes nothing")
+	fs.StringVar(&cfg.Peers, settings.FlagPeers.String(), cfg.Peers, "base URLs of every shard, in order, comma-separated (the initial topology)")
+	fs.Int64Var(&cfg.Epoch, settings.FlagEpoch.String(), cfg.Epoch, "epoch of the --peers topology")
+	fs.StringVar(&cfg.TopologyFile, settings.FlagTopologyFile.String(), cfg.TopologyFile, `file holding {"epoch","shards","previous"} (a mounted ConfigMap; re-read when it changes)`)
+	fs.StringVar(&cfg.AdminTokenFile, settings.FlagAdminTokenFile.String(), cfg.AdminTokenFile, "file holding the operator's token, the only one allowed to change the topology")
+	fs.Int64Var(&cfg.RebalanceRate, settings.FlagRebalanceRate.String(), cfg.RebalanceRate, "bytes per second this shard sends to the others while the shard count changes (0: no cap)")
+	fs.StringVar(&cfg.PeerCAFile, settings.FlagPeerCAFile.String(), cfg.PeerCAFile, "CA certificates that verify peers when forwarding over https (default: the system's)")
+	fs.Int64Var(&cfg.SizeLimit, settings.NameSizeLimit.Flag().String(), cfg.SizeLimit, "bytes the cache may use before culling (split across --fanout shards)")
+	fs.StringVar(&cfg.EvictionPolicy, settings.NameEvictionPolicy.Flag().String(), cfg.EvictionPolicy, settings.PolicyList())
+	fs.Int64Var(&cfg.CullLimit, settings.NameCullLimit.Flag().String(), cfg.CullLimit, "items culled at most per write (0 disables culling on write)")
+	fs.BoolVar(&cfg.Statistics, settings.NameStatistics.Flag().String(), cfg.Statistics, "count hits and misses")
+	fs.BoolVar(&cfg.TagIndex, settings.NameTagIndex.Flag().String(), cfg.TagIndex, "index tags for fast evict")
+	fs.Int64Var(&cfg.DiskMinFileSize, settings.NameDiskMinFileSize.Flag().String(), cfg.DiskMinFileSize, "values at least this large go to files")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -258,7 +248,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 		}
 		sort.Strings(names)
 		for _, name := range names {
-			if name == "config" || given[name] {
+			if name == settings.FlagConfig.String() || given[name] {
 				continue
 			}
 			f := fs.Lookup(name)

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func TestLoadConfigPrecedence(t *testing.T) {
@@ -36,9 +36,9 @@ func TestLoadConfigPrecedence(t *testing.T) {
 		cfg.EvictionPolicy != "least-recently-used" || cfg.DatabaseTimeout != 250*time.Millisecond || !cfg.InsecureNoAuth {
 		t.Fatalf("flags > env > file not honoured: %+v", cfg)
 	}
-	got := cfg.EngineSettings()
-	if len(got) != 2 || got[engine.SettingSizeLimit] != int64(1000) || got[engine.SettingEvictionPolicy] != "least-recently-used" {
-		t.Fatalf("EngineSettings = %v; want only the settings given", got)
+	want := settings.Settings{SizeLimit: settings.Ptr[int64](1000), EvictionPolicy: settings.Ptr(settings.PolicyLeastRecentlyUsed)}
+	if got := cfg.EngineSettings(); !got.Equal(want) {
+		t.Fatalf("EngineSettings = %v; want only the settings given, %v", cfg.EngineSettings(), want)
 	}
 }
 
@@ -62,7 +62,7 @@ func TestLoadConfigDefaultsKeepStoredSettings(t *testing.T) {
 	if cfg.Listen != ":8080" || cfg.Fanout != 8 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	if s := cfg.EngineSettings(); len(s) != 0 {
+	if s := cfg.EngineSettings(); !s.IsZero() {
 		t.Fatalf("no engine setting was given, yet EngineSettings = %v", s)
 	}
 }

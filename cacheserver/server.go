@@ -59,7 +59,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	fc, err := engine.OpenFanout(ctx, cfg.DataDir, engine.FanoutOptions{
 		Shards:   cfg.Fanout,
 		Timeout:  cfg.DatabaseTimeout,
-		Settings: cfg.EngineSettings(),
+		Settings: cfg.EngineSettings().Values(),
 		// A cache can lose a damaged database and serve the rest.
 		Quarantine: true,
 		// A new named cache gets a fanout database's share of size_limit,

@@ -16,6 +16,7 @@ import (
 	"github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func startServer(t *testing.T, args ...string) (*testserver.Server, *client.Client) {
@@ -306,10 +307,11 @@ func TestRuntimeSettingsPersistAcrossRestart(t *testing.T) {
 	ctx := context.Background()
 	srv, c := startServer(t)
 	cache := c.Cache("")
-	if _, err := cache.UpdateSettings(ctx, map[string]any{
-		"eviction_policy": "least-recently-used", "cull_limit": 3, "statistics": true, "tag_index": true,
-		"size_limit": 8 << 20,
-	}); err != nil {
+	want := settings.Settings{
+		EvictionPolicy: settings.Ptr(settings.PolicyLeastRecentlyUsed), CullLimit: settings.Ptr[int64](3),
+		Statistics: settings.Ptr(true), TagIndex: settings.Ptr(true), SizeLimit: settings.Ptr[int64](8 << 20),
+	}
+	if _, err := cache.UpdateSettings(ctx, want); err != nil {
 		t.Fatal(err)
 	}
 	srv.Kill()
@@ -318,8 +320,7 @@ func TestRuntimeSettingsPersistAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got["eviction_policy"] != "least-recently-used" || got["cull_limit"] != float64(3) || got["statistics"] != true ||
-		got["tag_index"] != true || got["size_limit"] != float64(8<<20) {
+	if d := want.Diff(got); !d.IsZero() {
 		t.Fatalf("settings after restart = %v", got)
 	}
 }

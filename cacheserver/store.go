@@ -5,6 +5,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // Store is the key API the handlers serve: the server's FanoutCache and
@@ -28,7 +29,7 @@ type Store interface {
 	Stats(ctx context.Context, enable, reset bool) (hits, misses int64, err error)
 	Volume(ctx context.Context) (int64, error)
 	Len(ctx context.Context) (int64, error)
-	Reset(ctx context.Context, name string, value any) error
+	Reset(ctx context.Context, name settings.Name, value any) error
 	Settings() engine.Settings
 	CreateTagIndex(ctx context.Context) error
 	DropTagIndex(ctx context.Context) error

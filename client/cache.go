@@ -13,6 +13,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // Cache is the key API of the server's cache or of one named cache.
@@ -485,9 +486,9 @@ func (cc *Cache) Stats(ctx context.Context, enable, reset bool) (hits, misses in
 
 // Info is the answer of GET /v1/info.
 type Info struct {
-	Count    int64          `json:"count"`
-	Volume   int64          `json:"volume"`
-	Settings map[string]any `json:"settings"`
+	Count    int64             `json:"count"`
+	Volume   int64             `json:"volume"`
+	Settings settings.Settings `json:"settings"`
 }
 
 // Info returns the item count, volume and settings.
@@ -498,20 +499,20 @@ func (cc *Cache) Info(ctx context.Context) (Info, error) {
 }
 
 // Settings returns every engine setting.
-func (cc *Cache) Settings(ctx context.Context) (map[string]any, error) {
-	var out map[string]any
+func (cc *Cache) Settings(ctx context.Context) (settings.Settings, error) {
+	var out settings.Settings
 	_, err := cc.c.doJSON(ctx, request{method: http.MethodGet, path: cc.prefix + "/settings", idempotent: true}, &out)
 	return out, err
 }
 
-// UpdateSettings changes runtime settings (eviction_policy, size_limit,
-// cull_limit, statistics, tag_index) and returns all settings after.
-func (cc *Cache) UpdateSettings(ctx context.Context, changes map[string]any) (map[string]any, error) {
+// UpdateSettings changes the live settings given in changes (see
+// settings.Live) and returns all settings after.
+func (cc *Cache) UpdateSettings(ctx context.Context, changes settings.Settings) (settings.Settings, error) {
 	body, err := json.Marshal(changes)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return settings.Settings{}, fmt.Errorf("client: %w", err)
 	}
-	var out map[string]any
+	var out settings.Settings
 	_, err = cc.c.doJSON(ctx, request{method: http.MethodPatch, path: cc.prefix + "/settings", body: body,
 		header: http.Header{"Content-Type": {"application/json"}}, idempotent: true}, &out)
 	return out, err

@@ -30,6 +30,7 @@ import (
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // DiskCacheReconciler turns a DiskCache into its children: a StatefulSet of
@@ -257,7 +258,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 					"pod %s: %v", res.pod, res.err)
 			case len(res.changed) > 0:
 				r.eventRelated(dc, res.obj, corev1.EventTypeNormal, "SettingsApplied", "UpdateSettings",
-					"pod %s: applied %s", res.pod, strings.Join(res.changed, ", "))
+					"pod %s: applied %s", res.pod, settings.JoinNames(res.changed))
 			}
 		}
 		if err != nil {

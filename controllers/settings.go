@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +16,7 @@ import (
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // PodAddressFunc returns the base URL (scheme://host:port) of a cache pod.
@@ -44,7 +45,7 @@ func podReady(pod *corev1.Pod) bool {
 type settingsChange struct {
 	pod     string
 	obj     *corev1.Pod
-	changed []string
+	changed []settings.Name
 	err     error
 }
 
@@ -79,7 +80,7 @@ func (r *DiskCacheReconciler) applySettings(ctx context.Context, dc *cachev1alph
 	return results, errors.Join(errs...)
 }
 
-func applyPodSettings(ctx context.Context, url, token string, hc *http.Client, want LiveSettings) ([]string, error) {
+func applyPodSettings(ctx context.Context, url, token string, hc *http.Client, want settings.Settings) ([]settings.Name, error) {
 	c, err := cacheclient.New(url, cacheclient.Options{Token: token, HTTPClient: hc, Retries: -1, DirectOnly: true})
 	if err != nil {
 		return nil, err
@@ -90,26 +91,23 @@ func applyPodSettings(ctx context.Context, url, token string, hc *http.Client, w
 		return nil, fmt.Errorf("read settings: %w", err)
 	}
 	diff := want.Diff(current)
-	if len(diff) == 0 {
+	if diff.IsZero() {
 		return nil, nil
 	}
 	after, err := cache.UpdateSettings(ctx, diff)
 	if err != nil {
 		return nil, fmt.Errorf("update settings: %w", err)
 	}
-	if rest := want.Diff(after); len(rest) > 0 {
-		return nil, fmt.Errorf("server kept other values for %s", strings.Join(sortedKeys(rest), ", "))
+	if rest := want.Diff(after); !rest.IsZero() {
+		return nil, fmt.Errorf("server kept other values for %s", settings.JoinNames(sortedNames(rest)))
 	}
-	return sortedKeys(diff), nil
+	return sortedNames(diff), nil
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+func sortedNames(s settings.Settings) []settings.Name {
+	names := s.Names()
+	slices.Sort(names)
+	return names
 }
 
 // httpClient is the client for the cache pods; one transport is shared

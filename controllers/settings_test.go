@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // startShards runs one real cacheserver process per shard with the token
@@ -114,7 +116,12 @@ func serverSettings(t *testing.T, srv *testserver.Server) map[string]any {
 	if err != nil {
 		t.Fatalf("settings of %s: %v", srv.URL, err)
 	}
-	return s
+	// As JSON decodes them: the checks below compare wire values.
+	var m map[string]any
+	if b, err := json.Marshal(s); err != nil || json.Unmarshal(b, &m) != nil {
+		t.Fatalf("settings of %s: %v", srv.URL, err)
+	}
+	return m
 }
 
 func waitAdminToken(t *testing.T, ns, name string) string {
@@ -212,7 +219,7 @@ func TestLiveSettingsReachRunningServers(t *testing.T) {
 	// A server whose settings drifted (e.g. restarted with an old config) is
 	// corrected when its pod turns ready again.
 	cl := shardClient(t, servers[1].URL, tok)
-	if _, err := cl.Cache("").UpdateSettings(bg, map[string]any{"cull_limit": 99}); err != nil {
+	if _, err := cl.Cache("").UpdateSettings(bg, settings.Settings{CullLimit: settings.Ptr[int64](99)}); err != nil {
 		t.Fatal(err)
 	}
 	pod1 := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "live-1"}}

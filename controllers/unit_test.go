@@ -12,6 +12,7 @@ import (
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func defaulted(mutate func(*cachev1alpha1.DiskCache)) *cachev1alpha1.DiskCache {
@@ -50,9 +51,9 @@ func TestServerConfigLoadsInCacheserver(t *testing.T) {
 		cfg.TagIndex || cfg.DiskMinFileSize != 32768 || cfg.TLSCert != "" {
 		t.Errorf("cacheserver read %+v from\n%s", cfg, conf)
 	}
-	settings := cfg.EngineSettings()
-	for _, name := range []string{"size_limit", "eviction_policy", "cull_limit", "statistics", "tag_index", "disk_min_file_size"} {
-		if _, ok := settings[name]; !ok {
+	given := cfg.EngineSettings().Values()
+	for _, name := range []settings.Name{"size_limit", "eviction_policy", "cull_limit", "statistics", "tag_index", "disk_min_file_size"} {
+		if _, ok := given[name]; !ok {
 			t.Errorf("engine setting %s not given explicitly, so a restart would not restore it", name)
 		}
 	}
@@ -93,21 +94,21 @@ func TestConfigHashIgnoresLiveSettings(t *testing.T) {
 
 func TestLiveSettingsDiff(t *testing.T) {
 	want := liveSettings(&defaulted(func(dc *cachev1alpha1.DiskCache) { dc.Spec.Statistics = true }).Spec)
-	var current map[string]any
-	// As the server answers: JSON numbers and booleans.
+	var current settings.Settings
+	// As the server answers.
 	if err := json.Unmarshal([]byte(`{"size_limit":1073741824,"eviction_policy":"least-recently-stored","cull_limit":10,"statistics":false,"tag_index":false,"sqlite_mmap_size":67108864}`), &current); err != nil {
 		t.Fatal(err)
 	}
 	diff := want.Diff(current)
-	if len(diff) != 1 || diff["statistics"] != true {
+	if !diff.Equal(settings.Settings{Statistics: settings.Ptr(true)}) {
 		t.Errorf("diff %v, want only statistics", diff)
 	}
-	current["statistics"] = true
-	if d := want.Diff(current); len(d) != 0 {
+	current.Statistics = settings.Ptr(true)
+	if d := want.Diff(current); !d.IsZero() {
 		t.Errorf("diff %v, want none", d)
 	}
-	delete(current, "cull_limit")
-	if d := want.Diff(current); len(d) != 1 || d["cull_limit"] != int64(10) {
+	current.CullLimit = nil
+	if d := want.Diff(current); !d.Equal(settings.Settings{CullLimit: settings.Ptr[int64](10)}) {
 		t.Errorf("missing setting: diff %v", d)
 	}
 }

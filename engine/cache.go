@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // DBName is the database file inside a cache directory.
@@ -32,7 +33,7 @@ type Options struct {
 	Timeout time.Duration
 	// Settings override stored settings (and defaults), by setting name,
 	// as python-diskcache's Cache(directory, **settings) does.
-	Settings map[string]any
+	Settings map[settings.Name]any
 	// Now is the clock; nil means time.Now. Tests inject their own.
 	Now func() time.Time
 	// MaxConns bounds open SQLite connections; zero means 2×GOMAXPROCS+2.

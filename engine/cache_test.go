@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // fakeClock is a settable clock for expiry tests.
@@ -25,10 +26,10 @@ func (f *fakeClock) Advance(d time.Duration) { f.t = f.t.Add(d) }
 func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
 
 // openTest opens a cache in a temporary directory with a fake clock.
-func openTest(t *testing.T, settings map[string]any) (*Cache, *fakeClock) {
+func openTest(t *testing.T, overrides map[settings.Name]any) (*Cache, *fakeClock) {
 	t.Helper()
 	clk := newClock()
-	c, err := Open(context.Background(), t.TempDir(), Options{Settings: settings, Now: clk.Now})
+	c, err := Open(context.Background(), t.TempDir(), Options{Settings: overrides, Now: clk.Now})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -57,9 +58,9 @@ func TestSetGetRoundTrip(t *testing.T) {
 var utCtx = context.Background()
 
 // utOpenAt opens (or reopens) the cache in dir with a given clock.
-func utOpenAt(t *testing.T, dir string, clk *fakeClock, settings map[string]any) *Cache {
+func utOpenAt(t *testing.T, dir string, clk *fakeClock, overrides map[settings.Name]any) *Cache {
 	t.Helper()
-	c, err := Open(utCtx, dir, Options{Settings: settings, Now: clk.Now})
+	c, err := Open(utCtx, dir, Options{Settings: overrides, Now: clk.Now})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // cxOracle runs python-diskcache.
@@ -918,7 +919,7 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 	descs := cxDescs{}
 	pk := py.pickles(t, descs, map[string]string{"dict": `{'go': 1, 'list': [None, True]}`})
 
-	settings := map[string]any{
+	pySettings := map[string]any{
 		"eviction_policy":    "least-frequently-used",
 		"size_limit":         1 << 28,
 		"cull_limit":         5,
@@ -965,7 +966,7 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 		cxOp{"op": "push", "value": cxBytes([]byte("b")), "tag": cxStr("qb")},
 		cxOp{"op": "push", "value": cxInt(123), "prefix": "pq", "expire": 3600},
 	)
-	res, st := py.write(t, dir, settings, ops)
+	res, st := py.write(t, dir, pySettings, ops)
 	cxCheckState(t, "python-written cache", st)
 	for _, name := range []string{"Settings_count_insert", "Settings_size_update"} {
 		if !strings.Contains(st.Triggers[name], `"`) {
@@ -1007,7 +1008,7 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 	}
 	defer c.Close()
 	s := c.Settings()
-	if s.EvictionPolicy != PolicyLeastFrequentlyUsed || s.SizeLimit != 1<<28 || s.CullLimit != 5 || !s.TagIndex || !s.Statistics ||
+	if s.EvictionPolicy != settings.PolicyLeastFrequentlyUsed || s.SizeLimit != 1<<28 || s.CullLimit != 5 || !s.TagIndex || !s.Statistics ||
 		s.DiskMinFileSize != 1024 || s.SQLiteMmapSize != 1<<25 || s.SQLiteCacheSize != 4096 || s.SQLiteJournalMode != "wal" {
 		t.Errorf("engine sees settings %+v", s)
 	}
@@ -1184,7 +1185,7 @@ func TestCompatPythonWritesGoReads(t *testing.T) {
 	}
 	cxCheckState(t, "python-written cache after engine writes", st2)
 	cxCheckFiles(t, dir, st2.Rows)
-	for name, v := range settings {
+	for name, v := range pySettings {
 		got := st2.Settings[name]
 		switch w := v.(type) {
 		case int:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func TestTransactCommitsTogether(t *testing.T) {
@@ -115,7 +116,7 @@ func TestTransactRollsBackTogether(t *testing.T) {
 // intact and removes the files it created; one that commits removes the old
 // files.
 func TestValueFilesRemovedOnlyAfterCommit(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	oldK, oldD := kv.Bytes(utBig(100, 'k')), kv.Bytes(utBig(100, 'd'))
 	utSet(t, c, kv.TextKey("k"), oldK, kv.SetOptions{})
 	utSet(t, c, kv.TextKey("d"), oldD, kv.SetOptions{})
@@ -405,7 +406,7 @@ func TestConcurrentIncrExact(t *testing.T) {
 // TestConcurrentReadersSeeWholeValues: readers racing a writer that keeps
 // replacing a file-backed value see either a whole value or a miss.
 func TestConcurrentReadersSeeWholeValues(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 100})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 100})
 	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(1000, 'a')), kv.SetOptions{})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -454,7 +455,7 @@ func TestConcurrentReadersSeeWholeValues(t *testing.T) {
 // with writes in its body included, still works (no self-deadlock).
 func TestSingleConnection(t *testing.T) {
 	clk := newClock()
-	c, err := Open(utCtx, t.TempDir(), Options{MaxConns: 1, Now: clk.Now, Settings: map[string]any{SettingDiskMinFileSize: 10, SettingStatistics: 1}})
+	c, err := Open(utCtx, t.TempDir(), Options{MaxConns: 1, Now: clk.Now, Settings: map[settings.Name]any{settings.NameDiskMinFileSize: 10, settings.NameStatistics: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +489,7 @@ func TestSingleConnection(t *testing.T) {
 	if _, err := c.Volume(utCtx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Reset(utCtx, SettingSizeLimit, 0); err != nil {
+	if err := c.Reset(utCtx, settings.NameSizeLimit, 0); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := c.Cull(utCtx); err != nil || n != 121 {
@@ -501,7 +502,7 @@ func TestSingleConnection(t *testing.T) {
 func TestTimedOutWriteLeavesNoFile(t *testing.T) {
 	dir := t.TempDir()
 	a := utOpenAt(t, dir, newClock(), nil)
-	b, err := Open(utCtx, dir, Options{Timeout: 20 * time.Millisecond, Settings: map[string]any{SettingDiskMinFileSize: 10}})
+	b, err := Open(utCtx, dir, Options{Timeout: 20 * time.Millisecond, Settings: map[settings.Name]any{settings.NameDiskMinFileSize: 10}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func utLive(t *testing.T, c *Cache, names ...string) map[string]bool {
@@ -33,9 +34,9 @@ func utWantRows(t *testing.T, c *Cache, present []string, absent []string) {
 }
 
 // utFill stores k0..k<n-1>, one second apart, with culling off.
-func utFill(t *testing.T, policy EvictionPolicy, n int) (*Cache, *fakeClock) {
+func utFill(t *testing.T, policy settings.EvictionPolicy, n int) (*Cache, *fakeClock) {
 	t.Helper()
-	c, clk := openTest(t, map[string]any{SettingEvictionPolicy: string(policy), SettingCullLimit: 0})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameEvictionPolicy: string(policy), settings.NameCullLimit: 0})
 	for i := 0; i < n; i++ {
 		clk.Advance(time.Second)
 		utSet(t, c, kv.TextKey(fmt.Sprintf("k%d", i)), kv.Int(int64(i)), kv.SetOptions{})
@@ -46,16 +47,16 @@ func utFill(t *testing.T, policy EvictionPolicy, n int) (*Cache, *fakeClock) {
 // utOverLimit makes every following write cull up to limit rows.
 func utOverLimit(t *testing.T, c *Cache, limit int) {
 	t.Helper()
-	if err := c.Reset(utCtx, SettingSizeLimit, 0); err != nil {
+	if err := c.Reset(utCtx, settings.NameSizeLimit, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Reset(utCtx, SettingCullLimit, limit); err != nil {
+	if err := c.Reset(utCtx, settings.NameCullLimit, limit); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestEvictionLeastRecentlyStored(t *testing.T) {
-	c, clk := utFill(t, PolicyLeastRecentlyStored, 5)
+	c, clk := utFill(t, settings.PolicyLeastRecentlyStored, 5)
 	// Reads do not count; rewriting does.
 	utGet(t, c, kv.TextKey("k0"))
 	clk.Advance(time.Second)
@@ -70,7 +71,7 @@ func TestEvictionLeastRecentlyStored(t *testing.T) {
 }
 
 func TestEvictionLeastRecentlyUsed(t *testing.T) {
-	c, clk := utFill(t, PolicyLeastRecentlyUsed, 5)
+	c, clk := utFill(t, settings.PolicyLeastRecentlyUsed, 5)
 	clk.Advance(time.Second)
 	utGet(t, c, kv.TextKey("k0"))
 	clk.Advance(time.Second)
@@ -87,7 +88,7 @@ func TestEvictionLeastRecentlyUsed(t *testing.T) {
 }
 
 func TestEvictionLeastFrequentlyUsed(t *testing.T) {
-	c, _ := utFill(t, PolicyLeastFrequentlyUsed, 5)
+	c, _ := utFill(t, settings.PolicyLeastFrequentlyUsed, 5)
 	for _, k := range []string{"k0", "k0", "k1", "k3", "k4"} {
 		if _, ok := utGet(t, c, kv.TextKey(k)); !ok {
 			t.Fatalf("miss on %s", k)
@@ -106,7 +107,7 @@ func TestEvictionLeastFrequentlyUsed(t *testing.T) {
 	// lowest count with the lowest rowid (k1, count 1, before k3 and k4).
 	utGet(t, c, kv.TextKey("new2"))
 	utGet(t, c, kv.TextKey("new2"))
-	if err := c.Reset(utCtx, SettingCullLimit, 2); err != nil {
+	if err := c.Reset(utCtx, settings.NameCullLimit, 2); err != nil {
 		t.Fatal(err)
 	}
 	utSet(t, c, kv.TextKey("new3"), kv.Int(9), kv.SetOptions{})
@@ -114,7 +115,7 @@ func TestEvictionLeastFrequentlyUsed(t *testing.T) {
 }
 
 func TestEvictionNone(t *testing.T) {
-	c, clk := utFill(t, PolicyNone, 5)
+	c, clk := utFill(t, settings.PolicyNone, 5)
 	utSet(t, c, kv.TextKey("exp"), kv.Int(0), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	utOverLimit(t, c, 10)
 	clk.Advance(2 * time.Second)
@@ -133,7 +134,7 @@ func TestEvictionNone(t *testing.T) {
 	}
 	// Cull still expires under none, and counts what it expired (the
 	// reference's "expired + evicted"; python-diskcache 5.4 returns 0 here).
-	if err := c.Reset(utCtx, SettingCullLimit, 0); err != nil {
+	if err := c.Reset(utCtx, settings.NameCullLimit, 0); err != nil {
 		t.Fatal(err)
 	}
 	utSet(t, c, kv.TextKey("e1"), kv.Int(0), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
@@ -148,13 +149,13 @@ func TestEvictionNone(t *testing.T) {
 }
 
 func TestCullLimitPerWrite(t *testing.T) {
-	c, clk := utFill(t, PolicyLeastRecentlyStored, 4)
+	c, clk := utFill(t, settings.PolicyLeastRecentlyStored, 4)
 	// Five expired items with expire times out of rowid order.
 	for i, d := range []int{5, 3, 1, 4, 2} {
 		utSet(t, c, kv.TextKey(fmt.Sprintf("e%d", i)), kv.Int(0), kv.SetOptions{Expire: kv.ExpireAfter(time.Duration(d) * time.Second)})
 	}
 	clk.Advance(10 * time.Second)
-	if err := c.Reset(utCtx, SettingCullLimit, 3); err != nil {
+	if err := c.Reset(utCtx, settings.NameCullLimit, 3); err != nil {
 		t.Fatal(err)
 	}
 	// Under the size limit: only expired items go, earliest expire_time first.
@@ -164,7 +165,7 @@ func TestCullLimitPerWrite(t *testing.T) {
 		t.Fatalf("Counters = %+v, want 3 expired", got)
 	}
 	// Over the size limit: the two remaining expired ones, then one by policy.
-	if err := c.Reset(utCtx, SettingSizeLimit, 0); err != nil {
+	if err := c.Reset(utCtx, settings.NameSizeLimit, 0); err != nil {
 		t.Fatal(err)
 	}
 	utSet(t, c, kv.TextKey("w2"), kv.Int(1), kv.SetOptions{})
@@ -197,7 +198,7 @@ func TestCullLimitPerWrite(t *testing.T) {
 }
 
 func TestCullLimitZeroDisables(t *testing.T) {
-	c, clk := openTest(t, map[string]any{SettingCullLimit: 0, SettingSizeLimit: 0})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameCullLimit: 0, settings.NameSizeLimit: 0})
 	for i := 0; i < 5; i++ {
 		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	}
@@ -215,7 +216,7 @@ func TestCullLimitZeroDisables(t *testing.T) {
 
 func TestCullUntilUnderLimit(t *testing.T) {
 	const fileSize = 64 << 10
-	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 1024, SettingCullLimit: 0})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 1024, settings.NameCullLimit: 0})
 	for i := 0; i < 30; i++ {
 		clk.Advance(time.Second)
 		utSet(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(fileSize, byte('a'+i%26))), kv.SetOptions{})
@@ -229,7 +230,7 @@ func TestCullUntilUnderLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Over the limit by 15.5 files: Cull removes 10 per round, so 20 go.
-	if err := c.Reset(utCtx, SettingSizeLimit, vol-fileSize*31/2); err != nil {
+	if err := c.Reset(utCtx, settings.NameSizeLimit, vol-fileSize*31/2); err != nil {
 		t.Fatal(err)
 	}
 	n, err := c.Cull(utCtx)
@@ -259,7 +260,7 @@ func TestCullUntilUnderLimit(t *testing.T) {
 }
 
 func TestVolume(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 100})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 100})
 	vol := func() int64 {
 		v, err := c.Volume(utCtx)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // Deque is python-diskcache's Deque: a persistent double-ended queue stored
@@ -37,7 +38,7 @@ type Deque struct {
 // it is full, Append drops items from the front and AppendLeft from the
 // back. maxlen is not stored on disk, as in python-diskcache.
 func OpenDeque(ctx context.Context, dir string, maxlen int) (*Deque, error) {
-	c, err := Open(ctx, dir, Options{Settings: map[string]any{SettingEvictionPolicy: string(PolicyNone)}})
+	c, err := Open(ctx, dir, Options{Settings: map[settings.Name]any{settings.NameEvictionPolicy: string(settings.PolicyNone)}})
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func openDequeTest(t *testing.T, maxlen int) *Deque {
@@ -69,7 +70,7 @@ func dqExpect(t *testing.T, d *Deque, want []kv.Value) {
 func TestDequeAppendPopPeek(t *testing.T) {
 	ctx := context.Background()
 	d := openDequeTest(t, 0)
-	if d.Cache().Settings().EvictionPolicy != PolicyNone {
+	if d.Cache().Settings().EvictionPolicy != settings.PolicyNone {
 		t.Fatalf("policy %s", d.Cache().Settings().EvictionPolicy)
 	}
 	for _, op := range []func(context.Context) (kv.Value, error){d.Pop, d.PopLeft, d.Peek, d.PeekLeft} {
@@ -227,7 +228,7 @@ func TestDequeRemoveCount(t *testing.T) {
 
 func TestDequeFileValues(t *testing.T) {
 	ctx := context.Background()
-	c, err := Open(ctx, t.TempDir(), Options{Settings: map[string]any{SettingEvictionPolicy: "none", SettingDiskMinFileSize: 16}})
+	c, err := Open(ctx, t.TempDir(), Options{Settings: map[settings.Name]any{settings.NameEvictionPolicy: "none", settings.NameDiskMinFileSize: 16}})
 	if err != nil {
 		t.Fatal(err)
 	}

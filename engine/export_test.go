@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // exportAll copies every row of src into dst with ExportRow/Rows and
@@ -51,7 +52,7 @@ func utCopyRows(t *testing.T, src, dst *Cache) int {
 // value (database or file), mode, expire time, tag, store and access time
 // and access count; python-diskcache reads the copy.
 func TestExportImportKeepsEveryColumn(t *testing.T) {
-	src, clk := openTest(t, map[string]any{SettingEvictionPolicy: string(PolicyLeastFrequentlyUsed)})
+	src, clk := openTest(t, map[settings.Name]any{settings.NameEvictionPolicy: string(settings.PolicyLeastFrequentlyUsed)})
 	big := bytes.Repeat([]byte("v"), 40000)
 	items := []struct {
 		k    kv.Key

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // FanoutCache defaults, as in python-diskcache's FanoutCache.
@@ -46,7 +47,7 @@ type FanoutOptions struct {
 	// size_limit: it is the total for the whole FanoutCache, and each shard
 	// gets size_limit / Shards (2^30 / Shards when absent, because
 	// python-diskcache always passes it).
-	Settings map[string]any
+	Settings map[settings.Name]any
 	// Now is the clock of every shard and sub-collection; nil means
 	// time.Now.
 	Now func() time.Time
@@ -121,24 +122,24 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 	if now == nil {
 		now = time.Now
 	}
-	settings := make(map[string]any, len(opts.Settings)+1)
+	overrides := make(map[settings.Name]any, len(opts.Settings)+1)
 	for k, v := range opts.Settings {
-		settings[k] = v
+		overrides[k] = v
 	}
 	// python-diskcache's FanoutCache writes size_limit on every open, so a
 	// limit changed at run time reverts to the default on the next open
 	// unless given again. Here an existing shard keeps its stored limit
 	// unless one is given; a new shard starts at the default.
 	total := DefaultSettings().SizeLimit
-	_, explicitLimit := settings[SettingSizeLimit]
-	if v, ok := settings[SettingSizeLimit]; ok {
+	_, explicitLimit := overrides[settings.NameSizeLimit]
+	if v, ok := overrides[settings.NameSizeLimit]; ok {
 		var s Settings
-		if err := s.Set(SettingSizeLimit, v); err != nil {
+		if err := s.Set(settings.NameSizeLimit, v); err != nil {
 			return nil, err
 		}
 		total = s.SizeLimit
 	}
-	settings[SettingSizeLimit] = total / int64(n)
+	overrides[settings.NameSizeLimit] = total / int64(n)
 
 	f := &FanoutCache{
 		dir:      dir,
@@ -154,11 +155,11 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 	f.cacheSizeLimit = opts.CacheSizeLimit
 	for i := 0; i < n; i++ {
 		shardDir := filepath.Join(dir, fmt.Sprintf("%03d", i))
-		shardSettings := settings
+		shardSettings := overrides
 		if _, err := os.Stat(filepath.Join(shardDir, DBName)); err == nil && !explicitLimit {
-			shardSettings = make(map[string]any, len(settings))
-			for k, v := range settings {
-				if k != SettingSizeLimit {
+			shardSettings = make(map[settings.Name]any, len(overrides))
+			for k, v := range overrides {
+				if k != settings.NameSizeLimit {
 					shardSettings[k] = v
 				}
 			}
@@ -418,7 +419,7 @@ func (f *FanoutCache) Stats(ctx context.Context, enable, reset bool) (hits, miss
 		// timed-out attempt had already read and reset.
 		if c.Settings().Statistics != enable {
 			if _, err := f.retryShard(ctx, "stats", i, func() (int64, error) {
-				return 0, c.Reset(ctx, SettingStatistics, enable)
+				return 0, c.Reset(ctx, settings.NameStatistics, enable)
 			}); err != nil {
 				return hits, misses, err
 			}
@@ -484,8 +485,8 @@ func (f *FanoutCache) Check(ctx context.Context, fix bool) ([]kv.Warning, error)
 
 // Reset changes a setting in every shard (see Cache.Reset). size_limit is
 // the total for the FanoutCache: each shard gets value / ShardCount().
-func (f *FanoutCache) Reset(ctx context.Context, name string, value any) error {
-	if name == SettingSizeLimit {
+func (f *FanoutCache) Reset(ctx context.Context, name settings.Name, value any) error {
+	if name == settings.NameSizeLimit {
 		var s Settings
 		if err := s.Set(name, value); err != nil {
 			return err
@@ -508,12 +509,12 @@ func (f *FanoutCache) Reload(ctx context.Context) error {
 
 // CreateTagIndex creates the tag index in every shard.
 func (f *FanoutCache) CreateTagIndex(ctx context.Context) error {
-	return f.Reset(ctx, SettingTagIndex, true)
+	return f.Reset(ctx, settings.NameTagIndex, true)
 }
 
 // DropTagIndex drops the tag index in every shard.
 func (f *FanoutCache) DropTagIndex(ctx context.Context) error {
-	return f.Reset(ctx, SettingTagIndex, false)
+	return f.Reset(ctx, settings.NameTagIndex, false)
 }
 
 // Keys yields the keys of shard 0 in insertion order, then those of shard
@@ -692,7 +693,7 @@ func (f *FanoutCache) subDir(kind, name string) (string, error) {
 // cache in dir/<kind>/<name> on first use with the fanout clock and the
 // Cache default timeout (python-diskcache opens them with its defaults),
 // and keeping it in open until the FanoutCache closes.
-func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, settings func(dir string) map[string]any, wrap func(*Cache) T) (T, error) {
+func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, overrides func(dir string) map[settings.Name]any, wrap func(*Cache) T) (T, error) {
 	var zero T
 	dir, err := f.subDir(kind, name)
 	if err != nil {
@@ -706,7 +707,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	if x, ok := open[name]; ok {
 		return x, nil
 	}
-	c, err := Open(ctx, dir, Options{Settings: settings(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load()})
+	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load()})
 	if err != nil {
 		return zero, err
 	}
@@ -744,14 +745,14 @@ func (f *FanoutCache) CloseIdleCollections(d time.Duration) int {
 }
 
 // noEviction is the setting python-diskcache opens deques and indexes with.
-func noEviction(string) map[string]any {
-	return map[string]any{SettingEvictionPolicy: string(PolicyNone)}
+func noEviction(string) map[settings.Name]any {
+	return map[settings.Name]any{settings.NameEvictionPolicy: string(settings.PolicyNone)}
 }
 
 // newCacheSettings are the settings a named cache in dir is opened with:
 // FanoutOptions.CacheSizeLimit when it is created, nothing (its stored
 // settings) after that.
-func (f *FanoutCache) newCacheSettings(dir string) map[string]any {
+func (f *FanoutCache) newCacheSettings(dir string) map[settings.Name]any {
 	if f.cacheSizeLimit == 0 {
 		return nil
 	}
@@ -762,7 +763,7 @@ func (f *FanoutCache) newCacheSettings(dir string) map[string]any {
 	if limit < 0 {
 		limit = f.shards[0].Settings().SizeLimit
 	}
-	return map[string]any{SettingSizeLimit: limit}
+	return map[settings.Name]any{settings.NameSizeLimit: limit}
 }
 
 // Cache returns the Cache called name, stored in dir/cache/<name> ("/" in

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // foClock is a settable clock safe for concurrent use.
@@ -126,7 +127,7 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	g, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Settings: map[string]any{SettingSizeLimit: 4000, SettingCullLimit: 3}})
+	g, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Settings: map[settings.Name]any{settings.NameSizeLimit: 4000, settings.NameCullLimit: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,10 +137,10 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 			t.Fatalf("shard %d: size_limit %d cull_limit %d, want 1000 and 3", i, s.SizeLimit, s.CullLimit)
 		}
 	}
-	if err := g.Reset(ctx, SettingSizeLimit, 8000); err != nil {
+	if err := g.Reset(ctx, settings.NameSizeLimit, 8000); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Reset(ctx, SettingCullLimit, 5); err != nil {
+	if err := g.Reset(ctx, settings.NameCullLimit, 5); err != nil {
 		t.Fatal(err)
 	}
 	if g.Settings().SizeLimit != 2000 {
@@ -164,7 +165,7 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Shards: -1}); !errors.Is(err, kv.ErrInvalidSetting) {
 		t.Fatalf("Shards -1: %v", err)
 	}
-	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Settings: map[string]any{SettingSizeLimit: "big"}}); !errors.Is(err, kv.ErrInvalidSetting) {
+	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Settings: map[settings.Name]any{settings.NameSizeLimit: "big"}}); !errors.Is(err, kv.ErrInvalidSetting) {
 		t.Fatalf("bad size_limit: %v", err)
 	}
 }
@@ -236,7 +237,7 @@ func TestFanoutSingleKeyOperations(t *testing.T) {
 
 func TestFanoutBulkOperations(t *testing.T) {
 	ctx := context.Background()
-	f, clk := openFanoutTest(t, FanoutOptions{Shards: 4, Settings: map[string]any{SettingTagIndex: true}})
+	f, clk := openFanoutTest(t, FanoutOptions{Shards: 4, Settings: map[settings.Name]any{settings.NameTagIndex: true}})
 	keys := foKeys()
 	for i, k := range keys {
 		opts := kv.SetOptions{}
@@ -348,8 +349,8 @@ func TestFanoutBulkOperations(t *testing.T) {
 func TestFanoutCullSizeLimitIsTotal(t *testing.T) {
 	ctx := context.Background()
 	// 2 shards sharing 2 MB: each holds about 1 MB of 64 KB value files.
-	f, _ := openFanoutTest(t, FanoutOptions{Shards: 2, Settings: map[string]any{
-		SettingSizeLimit: 2 << 20, SettingCullLimit: 0,
+	f, _ := openFanoutTest(t, FanoutOptions{Shards: 2, Settings: map[settings.Name]any{
+		settings.NameSizeLimit: 2 << 20, settings.NameCullLimit: 0,
 	}})
 	big := kv.Bytes(make([]byte, 64<<10))
 	for i := range 60 {
@@ -546,7 +547,7 @@ func TestFanoutSwallowTimeouts(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	// Statistics make Get write, so that it can time out too.
-	settings := map[string]any{SettingStatistics: true}
+	settings := map[settings.Name]any{settings.NameStatistics: true}
 	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, SwallowTimeouts: true, Settings: settings})
 	if err != nil {
 		t.Fatal(err)
@@ -803,7 +804,7 @@ func TestFanoutSubCollections(t *testing.T) {
 	if other, _ := f.Cache(ctx, "a"); other == c || other.Directory() != filepath.Join(f.Directory(), "cache", "a") {
 		t.Fatal("Cache(a) is not its own cache")
 	}
-	if c.Settings().EvictionPolicy != PolicyLeastRecentlyStored {
+	if c.Settings().EvictionPolicy != settings.PolicyLeastRecentlyStored {
 		t.Fatalf("named cache policy %s", c.Settings().EvictionPolicy)
 	}
 
@@ -814,7 +815,7 @@ func TestFanoutSubCollections(t *testing.T) {
 	if want := filepath.Join(f.Directory(), "deque", "q", "1"); d.Directory() != want {
 		t.Fatalf("deque directory %s", d.Directory())
 	}
-	if d.Cache().Settings().EvictionPolicy != PolicyNone || d.Maxlen() != 3 {
+	if d.Cache().Settings().EvictionPolicy != settings.PolicyNone || d.Maxlen() != 3 {
 		t.Fatalf("deque policy %s maxlen %d", d.Cache().Settings().EvictionPolicy, d.Maxlen())
 	}
 	if again, _ := f.Deque(ctx, "q/1", 10); again != d || again.Maxlen() != 3 {
@@ -824,7 +825,7 @@ func TestFanoutSubCollections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := filepath.Join(f.Directory(), "index", "i"); x.Directory() != want || x.Cache().Settings().EvictionPolicy != PolicyNone {
+	if want := filepath.Join(f.Directory(), "index", "i"); x.Directory() != want || x.Cache().Settings().EvictionPolicy != settings.PolicyNone {
 		t.Fatalf("index directory %s policy %s", x.Directory(), x.Cache().Settings().EvictionPolicy)
 	}
 	if again, _ := f.Index(ctx, "i"); again != x {

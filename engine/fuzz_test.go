@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // fzKey builds a key of one of the five kinds from fuzz input.
@@ -217,7 +218,7 @@ func FuzzValueRoundTrip(f *testing.F) {
 		f.Add(s.typ, []byte(s.data), s.n, s.x, s.stream)
 	}
 	ctx := context.Background()
-	c, err := Open(ctx, f.TempDir(), Options{Settings: map[string]any{SettingDiskMinFileSize: fzMinFileSize}})
+	c, err := Open(ctx, f.TempDir(), Options{Settings: map[settings.Name]any{settings.NameDiskMinFileSize: fzMinFileSize}})
 	if err != nil {
 		f.Fatal(err)
 	}

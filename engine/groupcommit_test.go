@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // queueLen reports how many writers wait for the writer.
@@ -24,7 +25,7 @@ func (c *Cache) queueLen() int {
 // rolls back only its own changes and files.
 func TestGroupCommitIsolatesFailures(t *testing.T) {
 	ctx := context.Background()
-	c, err := Open(ctx, t.TempDir(), Options{Settings: map[string]any{SettingDiskMinFileSize: 16}})
+	c, err := Open(ctx, t.TempDir(), Options{Settings: map[settings.Name]any{settings.NameDiskMinFileSize: 16}})
 	if err != nil {
 		t.Fatal(err)
 	}

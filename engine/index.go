@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // Index is python-diskcache's Index: a persistent mapping that iterates in
@@ -21,7 +22,7 @@ type Index struct {
 // OpenIndex opens or creates the index in dir, a cache with eviction
 // policy none.
 func OpenIndex(ctx context.Context, dir string) (*Index, error) {
-	c, err := Open(ctx, dir, Options{Settings: map[string]any{SettingEvictionPolicy: string(PolicyNone)}})
+	c, err := Open(ctx, dir, Options{Settings: map[settings.Name]any{settings.NameEvictionPolicy: string(settings.PolicyNone)}})
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func openIndexTest(t *testing.T) *Index {
@@ -66,7 +67,7 @@ func ixExpect(t *testing.T, x *Index, keys []kv.Key, values []kv.Value) {
 func TestIndexMappingOrder(t *testing.T) {
 	ctx := context.Background()
 	x := openIndexTest(t)
-	if x.Cache().Settings().EvictionPolicy != PolicyNone {
+	if x.Cache().Settings().EvictionPolicy != settings.PolicyNone {
 		t.Fatalf("policy %s", x.Cache().Settings().EvictionPolicy)
 	}
 	a, b, c := kv.TextKey("a"), kv.TextKey("b"), kv.TextKey("c")
@@ -289,7 +290,7 @@ func TestIndexTransactAndReopen(t *testing.T) {
 func TestDequeIndexSkipExpired(t *testing.T) {
 	ctx := context.Background()
 	clk := newFoClock()
-	c, err := Open(ctx, t.TempDir(), Options{Now: clk.Now, Settings: map[string]any{SettingEvictionPolicy: "none"}})
+	c, err := Open(ctx, t.TempDir(), Options{Now: clk.Now, Settings: map[settings.Name]any{settings.NameEvictionPolicy: "none"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func utReverse(keys []kv.Key) []kv.Key {
@@ -19,7 +20,7 @@ func utReverse(keys []kv.Key) []kv.Key {
 }
 
 func TestKeysInsertionOrder(t *testing.T) {
-	c, clk := openTest(t, map[string]any{SettingCullLimit: 0})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameCullLimit: 0})
 	if got := utKeys(t, c.Keys(utCtx, false)); len(got) != 0 {
 		t.Fatalf("Keys of an empty cache = %v", got)
 	}

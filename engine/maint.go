@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // Len returns Settings.count: the number of items, expired ones included.
@@ -66,7 +67,7 @@ func (c *Cache) Stats(ctx context.Context, enable, reset bool) (hits, misses int
 		return 0, 0, err
 	}
 	if c.Settings().Statistics != enable {
-		err = c.Reset(ctx, SettingStatistics, enable)
+		err = c.Reset(ctx, settings.NameStatistics, enable)
 	}
 	return hits, misses, err
 }

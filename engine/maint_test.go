@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func utKinds(warns []kv.Warning) []kv.WarningKind {
@@ -40,7 +41,7 @@ func utWantKinds(t *testing.T, warns []kv.Warning, want ...kv.WarningKind) {
 }
 
 func TestCheckClean(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	utWantKinds(t, utCheck(t, c, false))
 	for i := 0; i < 20; i++ {
 		utSet(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(10*i, 'c')), kv.SetOptions{})
@@ -54,7 +55,7 @@ func TestCheckClean(t *testing.T) {
 }
 
 func TestCheckWrongFileSize(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'w')), kv.SetOptions{})
 	path := utFileOf(t, c, kv.TextKey("k"))
 	if err := os.WriteFile(path, utBig(150, 'w'), 0o644); err != nil {
@@ -91,7 +92,7 @@ func TestCheckWrongFileSize(t *testing.T) {
 }
 
 func TestCheckMissingFile(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'm')), kv.SetOptions{})
 	utSet(t, c, kv.TextKey("keep"), kv.Bytes(utBig(100, 'n')), kv.SetOptions{})
 	path := utFileOf(t, c, kv.TextKey("k"))
@@ -137,7 +138,7 @@ func utCheckConverges(t *testing.T, c *Cache) {
 }
 
 func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'u')), kv.SetOptions{})
 	known := utFileOf(t, c, kv.TextKey("k"))
 	unknown := filepath.Join(c.Directory(), "ab", "cd", "0123456789abcdef0123456789ab.val")
@@ -192,7 +193,7 @@ func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
 }
 
 func TestCheckMetadataMismatch(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	for i := 0; i < 3; i++ {
 		utSet(t, c, kv.IntKey(int64(i)), kv.Bytes(utBig(20, 'x')), kv.SetOptions{})
 	}
@@ -213,7 +214,7 @@ func TestCheckMetadataMismatch(t *testing.T) {
 }
 
 func TestExpireCounts(t *testing.T) {
-	c, clk := openTest(t, map[string]any{SettingCullLimit: 0, SettingDiskMinFileSize: 10})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameCullLimit: 0, settings.NameDiskMinFileSize: 10})
 	for i := 0; i < 250; i++ {
 		utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Duration(i%5+1) * time.Second)})
 	}
@@ -248,7 +249,7 @@ func TestExpireCounts(t *testing.T) {
 func TestEvictByTag(t *testing.T) {
 	for _, tagIndex := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tag_index=%v", tagIndex), func(t *testing.T) {
-			c, _ := openTest(t, map[string]any{SettingTagIndex: tagIndex, SettingDiskMinFileSize: 10})
+			c, _ := openTest(t, map[settings.Name]any{settings.NameTagIndex: tagIndex, settings.NameDiskMinFileSize: 10})
 			for i := 0; i < 250; i++ {
 				utSet(t, c, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Tag: kv.TextKey("a")})
 			}
@@ -285,7 +286,7 @@ func TestEvictByTag(t *testing.T) {
 }
 
 func TestClearCounts(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	if n, err := c.Clear(utCtx); n != 0 || err != nil {
 		t.Fatalf("Clear empty = %d, %v", n, err)
 	}
@@ -310,7 +311,7 @@ func TestClearCounts(t *testing.T) {
 		t.Fatalf("Settings.size = %d", got)
 	}
 	// Clear counts expired items too.
-	c2, clk := openTest(t, map[string]any{SettingCullLimit: 0})
+	c2, clk := openTest(t, map[settings.Name]any{settings.NameCullLimit: 0})
 	for i := 0; i < 120; i++ {
 		utSet(t, c2, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
 	}
@@ -387,27 +388,27 @@ func TestStats(t *testing.T) {
 // and reads the settings back.
 func TestResetPersists(t *testing.T) {
 	changes := []struct {
-		name   string
+		name   settings.Name
 		value  any
 		check  func(Settings) bool
 		pragma string
 		want   int64
 	}{
-		{SettingStatistics, true, func(s Settings) bool { return s.Statistics }, "", 0},
-		{SettingTagIndex, 1, func(s Settings) bool { return s.TagIndex }, "", 0},
-		{SettingEvictionPolicy, "least-frequently-used", func(s Settings) bool { return s.EvictionPolicy == PolicyLeastFrequentlyUsed }, "", 0},
-		{SettingSizeLimit, int64(1 << 40), func(s Settings) bool { return s.SizeLimit == 1<<40 }, "", 0},
-		{SettingCullLimit, 3, func(s Settings) bool { return s.CullLimit == 3 }, "", 0},
-		{SettingSQLiteCacheSize, 1000, func(s Settings) bool { return s.SQLiteCacheSize == 1000 }, "cache_size", 1000},
-		{SettingSQLiteMmapSize, 0, func(s Settings) bool { return s.SQLiteMmapSize == 0 }, "mmap_size", 0},
-		{SettingSQLiteSynchronous, 2, func(s Settings) bool { return s.SQLiteSynchronous == 2 }, "synchronous", 2},
-		{SettingDiskMinFileSize, 777, func(s Settings) bool { return s.DiskMinFileSize == 777 }, "", 0},
-		{SettingDiskPickleProtocol, 2, func(s Settings) bool { return s.DiskPickleProtocol == 2 }, "", 0},
-		{SettingSQLiteAutoVacuum, 0, func(s Settings) bool { return s.SQLiteAutoVacuum == 0 }, "", 0},
-		{SettingSQLiteJournalMode, "DELETE", func(s Settings) bool { return s.SQLiteJournalMode == "delete" }, "", 0},
+		{settings.NameStatistics, true, func(s Settings) bool { return s.Statistics }, "", 0},
+		{settings.NameTagIndex, 1, func(s Settings) bool { return s.TagIndex }, "", 0},
+		{settings.NameEvictionPolicy, "least-frequently-used", func(s Settings) bool { return s.EvictionPolicy == settings.PolicyLeastFrequentlyUsed }, "", 0},
+		{settings.NameSizeLimit, int64(1 << 40), func(s Settings) bool { return s.SizeLimit == 1<<40 }, "", 0},
+		{settings.NameCullLimit, 3, func(s Settings) bool { return s.CullLimit == 3 }, "", 0},
+		{settings.NameSQLiteCacheSize, 1000, func(s Settings) bool { return s.SQLiteCacheSize == 1000 }, "cache_size", 1000},
+		{settings.NameSQLiteMmapSize, 0, func(s Settings) bool { return s.SQLiteMmapSize == 0 }, "mmap_size", 0},
+		{settings.NameSQLiteSynchronous, 2, func(s Settings) bool { return s.SQLiteSynchronous == 2 }, "synchronous", 2},
+		{settings.NameDiskMinFileSize, 777, func(s Settings) bool { return s.DiskMinFileSize == 777 }, "", 0},
+		{settings.NameDiskPickleProtocol, 2, func(s Settings) bool { return s.DiskPickleProtocol == 2 }, "", 0},
+		{settings.NameSQLiteAutoVacuum, 0, func(s Settings) bool { return s.SQLiteAutoVacuum == 0 }, "", 0},
+		{settings.NameSQLiteJournalMode, "DELETE", func(s Settings) bool { return s.SQLiteJournalMode == "delete" }, "", 0},
 	}
 	for _, ch := range changes {
-		t.Run(ch.name, func(t *testing.T) {
+		t.Run(string(ch.name), func(t *testing.T) {
 			dir := t.TempDir()
 			clk := newClock()
 			c := utOpenAt(t, dir, clk, nil)
@@ -455,7 +456,7 @@ func TestResetPersists(t *testing.T) {
 func TestResetJournalModeApplies(t *testing.T) {
 	c, _ := openTest(t, nil)
 	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{})
-	if err := c.Reset(utCtx, SettingSQLiteJournalMode, "delete"); err != nil {
+	if err := c.Reset(utCtx, settings.NameSQLiteJournalMode, "delete"); err != nil {
 		t.Fatal(err)
 	}
 	if got := utEngineString(t, c, "PRAGMA journal_mode"); got != "delete" {
@@ -464,7 +465,7 @@ func TestResetJournalModeApplies(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.Directory(), DBName+"-wal")); !os.IsNotExist(err) {
 		t.Fatalf("WAL file still there after leaving WAL mode: %v", err)
 	}
-	if err := c.Reset(utCtx, SettingSQLiteJournalMode, "wal"); err != nil {
+	if err := c.Reset(utCtx, settings.NameSQLiteJournalMode, "wal"); err != nil {
 		t.Fatal(err)
 	}
 	if got := utEngineString(t, c, "PRAGMA journal_mode"); got != "wal" {
@@ -504,11 +505,11 @@ func utEngineString(t *testing.T, c *Cache, q string) string {
 func TestOpenSettingsPersist(t *testing.T) {
 	dir := t.TempDir()
 	clk := newClock()
-	c := utOpenAt(t, dir, clk, map[string]any{SettingSizeLimit: 4096, SettingEvictionPolicy: "least-recently-used", SettingCullLimit: 0})
+	c := utOpenAt(t, dir, clk, map[settings.Name]any{settings.NameSizeLimit: 4096, settings.NameEvictionPolicy: "least-recently-used", settings.NameCullLimit: 0})
 	c.Close()
 	c = utOpenAt(t, dir, clk, nil)
 	s := c.Settings()
-	if s.SizeLimit != 4096 || s.EvictionPolicy != PolicyLeastRecentlyUsed || s.CullLimit != 0 {
+	if s.SizeLimit != 4096 || s.EvictionPolicy != settings.PolicyLeastRecentlyUsed || s.CullLimit != 0 {
 		t.Fatalf("settings after reopen = %+v", s)
 	}
 	// Defaults for the rest.
@@ -518,10 +519,10 @@ func TestOpenSettingsPersist(t *testing.T) {
 	}
 	c.Close()
 	// Explicit options win over stored ones, and are stored in turn.
-	c = utOpenAt(t, dir, clk, map[string]any{SettingSizeLimit: 8192})
+	c = utOpenAt(t, dir, clk, map[settings.Name]any{settings.NameSizeLimit: 8192})
 	c.Close()
 	c = utOpenAt(t, dir, clk, nil)
-	if s := c.Settings(); s.SizeLimit != 8192 || s.EvictionPolicy != PolicyLeastRecentlyUsed {
+	if s := c.Settings(); s.SizeLimit != 8192 || s.EvictionPolicy != settings.PolicyLeastRecentlyUsed {
 		t.Fatalf("settings = %+v", s)
 	}
 	// Metadata rows exist.
@@ -534,27 +535,27 @@ func TestInvalidSettings(t *testing.T) {
 	c, _ := openTest(t, nil)
 	before := c.Settings()
 	bad := []struct {
-		name  string
+		name  settings.Name
 		value any
 	}{
 		{"no_such_setting", 1},
 		{"count", 5},
-		{SettingEvictionPolicy, "random"},
-		{SettingEvictionPolicy, 1},
-		{SettingSizeLimit, -1},
-		{SettingCullLimit, -1},
-		{SettingDiskMinFileSize, -10},
-		{SettingSizeLimit, "big"},
-		{SettingStatistics, "yes"},
-		{SettingSQLiteJournalMode, "bogus"},
-		{SettingSQLiteJournalMode, 3},
-		{SettingSQLiteCacheSize, 1.5e300},
+		{settings.NameEvictionPolicy, "random"},
+		{settings.NameEvictionPolicy, 1},
+		{settings.NameSizeLimit, -1},
+		{settings.NameCullLimit, -1},
+		{settings.NameDiskMinFileSize, -10},
+		{settings.NameSizeLimit, "big"},
+		{settings.NameStatistics, "yes"},
+		{settings.NameSQLiteJournalMode, "bogus"},
+		{settings.NameSQLiteJournalMode, 3},
+		{settings.NameSQLiteCacheSize, 1.5e300},
 	}
 	for _, b := range bad {
 		if err := c.Reset(utCtx, b.name, b.value); !errors.Is(err, kv.ErrInvalidSetting) {
 			t.Errorf("Reset(%s, %v) = %v, want ErrInvalidSetting", b.name, b.value, err)
 		}
-		if _, err := Open(utCtx, t.TempDir(), Options{Settings: map[string]any{b.name: b.value}}); !errors.Is(err, kv.ErrInvalidSetting) {
+		if _, err := Open(utCtx, t.TempDir(), Options{Settings: map[settings.Name]any{b.name: b.value}}); !errors.Is(err, kv.ErrInvalidSetting) {
 			t.Errorf("Open with %s=%v: %v, want ErrInvalidSetting", b.name, b.value, err)
 		}
 	}
@@ -608,12 +609,12 @@ func TestTagIndex(t *testing.T) {
 	}
 	// Opening with tag_index creates it; opening with it off drops it.
 	c.Close()
-	c = utOpenAt(t, dir, clk, map[string]any{SettingTagIndex: true})
+	c = utOpenAt(t, dir, clk, map[settings.Name]any{settings.NameTagIndex: true})
 	if !utIndexExists(t, c, "Cache_tag_rowid") {
 		t.Fatal("Open(tag_index=1) did not create the index")
 	}
 	c.Close()
-	c = utOpenAt(t, dir, clk, map[string]any{SettingTagIndex: 0})
+	c = utOpenAt(t, dir, clk, map[settings.Name]any{settings.NameTagIndex: 0})
 	if utIndexExists(t, c, "Cache_tag_rowid") {
 		t.Fatal("Open(tag_index=0) did not drop the index")
 	}
@@ -624,13 +625,13 @@ func TestPolicyIndexes(t *testing.T) {
 	if !utIndexExists(t, c, "Cache_store_time") || !utIndexExists(t, c, "Cache_key_raw") || !utIndexExists(t, c, "Cache_expire_time") {
 		t.Fatal("default indexes missing")
 	}
-	if err := c.Reset(utCtx, SettingEvictionPolicy, "least-recently-used"); err != nil {
+	if err := c.Reset(utCtx, settings.NameEvictionPolicy, "least-recently-used"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Reset(utCtx, SettingEvictionPolicy, PolicyLeastFrequentlyUsed); err != nil {
+	if err := c.Reset(utCtx, settings.NameEvictionPolicy, settings.PolicyLeastFrequentlyUsed); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Reset(utCtx, SettingEvictionPolicy, "none"); err != nil {
+	if err := c.Reset(utCtx, settings.NameEvictionPolicy, "none"); err != nil {
 		t.Fatal(err)
 	}
 	// Created on change, never dropped.
@@ -649,7 +650,7 @@ func TestPolicyIndexes(t *testing.T) {
 func TestUncleanDirectory(t *testing.T) {
 	for _, suffix := range []string{"/", "/./", "/sub/../"} {
 		dir := t.TempDir() + suffix
-		c := utOpenAt(t, dir, newClock(), map[string]any{SettingDiskMinFileSize: 10})
+		c := utOpenAt(t, dir, newClock(), map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 		if c.Directory() != filepath.Clean(dir) {
 			t.Fatalf("Directory() = %q, want %q", c.Directory(), filepath.Clean(dir))
 		}
@@ -665,10 +666,10 @@ func TestReload(t *testing.T) {
 	clk := newClock()
 	a := utOpenAt(t, dir, clk, nil)
 	b := utOpenAt(t, dir, clk, nil)
-	if err := b.Reset(utCtx, SettingCullLimit, 2); err != nil {
+	if err := b.Reset(utCtx, settings.NameCullLimit, 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Reset(utCtx, SettingSQLiteCacheSize, 123); err != nil {
+	if err := b.Reset(utCtx, settings.NameSQLiteCacheSize, 123); err != nil {
 		t.Fatal(err)
 	}
 	if a.Settings().CullLimit != 10 {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // t0 is the fake clock's start in epoch seconds.
@@ -103,7 +104,7 @@ func TestInvalidKeysAndValues(t *testing.T) {
 }
 
 func TestValueTypesRoundTrip(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 64})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 64})
 	for i, v := range []kv.Value{
 		kv.Int(0), kv.Int(-1), kv.Int(math.MaxInt64), kv.Int(math.MinInt64),
 		kv.Float(0.25), kv.Float(-1e300), kv.Float(math.Inf(-1)),
@@ -134,7 +135,7 @@ var valFileName = regexp.MustCompile(`^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\.val
 
 func TestDiskMinFileSizeBoundary(t *testing.T) {
 	const min = 100
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: min})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: min})
 	cases := []struct {
 		name     string
 		v        kv.Value
@@ -207,7 +208,7 @@ func normalised(v kv.Value) kv.Value {
 }
 
 func TestStreamedWritesAndReads(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 1000})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 1000})
 	// A streamed body always goes to a file, however small.
 	utSet(t, c, kv.TextKey("small"), kv.Value{}, kv.SetOptions{Body: strings.NewReader("abc")})
 	r := utMustRow(t, c, kv.TextKey("small"))
@@ -284,7 +285,7 @@ func TestStreamedWritesAndReads(t *testing.T) {
 }
 
 func TestSetReplacesEverything(t *testing.T) {
-	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 100, SettingEvictionPolicy: string(PolicyLeastFrequentlyUsed)})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 100, settings.NameEvictionPolicy: string(settings.PolicyLeastFrequentlyUsed)})
 	utSet(t, c, kv.TextKey("first"), kv.Int(1), kv.SetOptions{})
 	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(500, 'a')), kv.SetOptions{Tag: kv.TextKey("old"), Expire: kv.ExpireAfter(time.Hour)})
 	utSet(t, c, kv.TextKey("last"), kv.Int(3), kv.SetOptions{})
@@ -505,7 +506,7 @@ func TestZeroAndNegativeExpire(t *testing.T) {
 		t.Fatalf("Counters().Expired = %d, want 1", got)
 	}
 	// With culling off it stays, dead.
-	c, _ = openTest(t, map[string]any{SettingCullLimit: 0})
+	c, _ = openTest(t, map[settings.Name]any{settings.NameCullLimit: 0})
 	utSet(t, c, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfterSeconds(-5)})
 	utMiss(t, c, kv.TextKey("k"))
 	if r := utMustRow(t, c, kv.TextKey("k")); r.expireTime.Float64 != t0-5 {
@@ -527,7 +528,7 @@ func TestZeroAndNegativeExpire(t *testing.T) {
 }
 
 func TestAdd(t *testing.T) {
-	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 100})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 100})
 	// Missing: inserted.
 	if ok, err := c.Add(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{Tag: kv.TextKey("a"), Expire: kv.ExpireAfter(10 * time.Second)}); !ok || err != nil {
 		t.Fatalf("Add missing = %v, %v", ok, err)
@@ -604,7 +605,7 @@ func TestTouch(t *testing.T) {
 }
 
 func TestDelete(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	if ok, err := c.Delete(utCtx, kv.TextKey("missing")); ok || err != nil {
 		t.Fatalf("Delete missing = %v, %v", ok, err)
 	}
@@ -627,7 +628,7 @@ func TestDelete(t *testing.T) {
 }
 
 func TestPop(t *testing.T) {
-	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	if _, ok, err := c.Pop(utCtx, kv.TextKey("missing"), GetOptions{}); ok || err != nil {
 		t.Fatalf("Pop missing = %v, %v", ok, err)
 	}
@@ -655,7 +656,7 @@ func TestPop(t *testing.T) {
 
 func TestMissingValueFileIsAMiss(t *testing.T) {
 	for _, stats := range []bool{false, true} {
-		c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10, SettingStatistics: stats})
+		c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10, settings.NameStatistics: stats})
 		utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'm')), kv.SetOptions{})
 		if err := os.Remove(utFileOf(t, c, kv.TextKey("k"))); err != nil {
 			t.Fatal(err)
@@ -680,7 +681,7 @@ func TestMissingValueFileIsAMiss(t *testing.T) {
 }
 
 func TestIncrDecr(t *testing.T) {
-	c, clk := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	// Missing key: default + delta, no tag, no expiry.
 	v, err := c.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0))
 	if err != nil || !v.Equal(kv.Int(1)) {
@@ -772,7 +773,7 @@ func TestIncrDecr(t *testing.T) {
 }
 
 func TestIncrErrors(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	utSet(t, c, kv.TextKey("text"), kv.Text("5"), kv.SetOptions{})
 	utSet(t, c, kv.TextKey("bytes"), kv.Bytes([]byte("5")), kv.SetOptions{})
 	utSet(t, c, kv.TextKey("pickle"), kv.Pickle([]byte("\x80\x05K\x05.")), kv.SetOptions{})
@@ -823,14 +824,14 @@ func TestIncrErrors(t *testing.T) {
 }
 
 func TestIncrUpdatesAccessUnderPolicy(t *testing.T) {
-	c, clk := openTest(t, map[string]any{SettingEvictionPolicy: string(PolicyLeastFrequentlyUsed)})
+	c, clk := openTest(t, map[settings.Name]any{settings.NameEvictionPolicy: string(settings.PolicyLeastFrequentlyUsed)})
 	utSet(t, c, kv.TextKey("n"), kv.Int(1), kv.SetOptions{})
 	c.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0))
 	c.Incr(utCtx, kv.TextKey("n"), kv.Int(1), kv.Int(0))
 	if r := utMustRow(t, c, kv.TextKey("n")); r.accessCount != 2 {
 		t.Fatalf("LFU access_count after 2 incr = %d", r.accessCount)
 	}
-	if err := c.Reset(utCtx, SettingEvictionPolicy, string(PolicyLeastRecentlyUsed)); err != nil {
+	if err := c.Reset(utCtx, settings.NameEvictionPolicy, string(settings.PolicyLeastRecentlyUsed)); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(9 * time.Second)
@@ -895,7 +896,7 @@ func TestClosedCache(t *testing.T) {
 	_, checks["evict"] = c.Evict(utCtx, kv.TextKey("t"))
 	_, checks["check"] = c.Check(utCtx, false)
 	_, _, checks["stats"] = c.Stats(utCtx, true, false)
-	checks["reset"] = c.Reset(utCtx, SettingCullLimit, 5)
+	checks["reset"] = c.Reset(utCtx, settings.NameCullLimit, 5)
 	checks["transact"] = c.Transact(utCtx, func(*Tx) error { return nil })
 	for _, k := range []bool{false, true} {
 		for _, err := range c.Keys(utCtx, k) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func utPush(t *testing.T, c *Cache, v kv.Value, q QueueOptions, opts kv.SetOptions) kv.Key {
@@ -186,7 +187,7 @@ func TestQueueExpireAndTag(t *testing.T) {
 }
 
 func TestQueueFileValues(t *testing.T) {
-	c, _ := openTest(t, map[string]any{SettingDiskMinFileSize: 10})
+	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	big := utBig(100, 'q')
 	k1 := utPush(t, c, kv.Bytes(big), QueueOptions{}, kv.SetOptions{})
 	utPush(t, c, kv.Bytes(big), QueueOptions{}, kv.SetOptions{})
@@ -275,7 +276,7 @@ func TestPeekItem(t *testing.T) {
 		t.Fatalf("Len = %d, want 2: PeekItem drops the expired ends", n)
 	}
 	// A missing value file is skipped.
-	if err := c.Reset(utCtx, SettingDiskMinFileSize, 10); err != nil {
+	if err := c.Reset(utCtx, settings.NameDiskMinFileSize, 10); err != nil {
 		t.Fatal(err)
 	}
 	utSet(t, c, kv.TextKey("file"), kv.Bytes(utBig(50, 'f')), kv.SetOptions{})

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // Schema statements, as python-diskcache 5.4 creates them. Triggers use
@@ -47,7 +49,7 @@ var metadata = []string{"count", "size", "hits", "misses"}
 // as python-diskcache does.
 const openRetry = 60 * time.Second
 
-func (c *Cache) init(ctx context.Context, overrides map[string]any) error {
+func (c *Cache) init(ctx context.Context, overrides map[settings.Name]any) error {
 	cn, err := openConn(c.dbPath, openRetry) // as long as the retries below
 	if err != nil {
 		return err
@@ -71,7 +73,7 @@ func (c *Cache) init(ctx context.Context, overrides map[string]any) error {
 		}
 	}
 
-	settings := DefaultSettings()
+	set := DefaultSettings()
 	var stored [][]any
 	err = retry(func() error {
 		rows, err := cn.queryRows(`SELECT key, value FROM Settings`, 2)
@@ -88,16 +90,17 @@ func (c *Cache) init(ctx context.Context, overrides map[string]any) error {
 		return fmt.Errorf("read settings: %w", err)
 	}
 	for _, r := range stored {
-		name, _ := r[0].(string)
-		if _, known := settings.Get(name); known != nil {
+		key, _ := r[0].(string)
+		name := settings.Name(key)
+		if _, known := set.Get(name); known != nil {
 			continue // metadata and settings of other Disk classes
 		}
-		if err := settings.Set(name, r[1]); err != nil {
+		if err := set.Set(name, r[1]); err != nil {
 			return fmt.Errorf("stored setting: %w", err)
 		}
 	}
 	for name, v := range overrides {
-		if err := settings.Set(name, v); err != nil {
+		if err := set.Set(name, v); err != nil {
 			return err
 		}
 	}
@@ -107,11 +110,11 @@ func (c *Cache) init(ctx context.Context, overrides map[string]any) error {
 		name  string
 		value any
 	}{
-		{"auto_vacuum", settings.SQLiteAutoVacuum},
-		{"cache_size", settings.SQLiteCacheSize},
-		{"journal_mode", settings.SQLiteJournalMode},
-		{"mmap_size", settings.SQLiteMmapSize},
-		{"synchronous", settings.SQLiteSynchronous},
+		{"auto_vacuum", set.SQLiteAutoVacuum},
+		{"cache_size", set.SQLiteCacheSize},
+		{"journal_mode", set.SQLiteJournalMode},
+		{"mmap_size", set.SQLiteMmapSize},
+		{"synchronous", set.SQLiteSynchronous},
 	} {
 		if err := retry(func() error { return cn.pragma(p.name, p.value) }); err != nil {
 			return err
@@ -122,7 +125,7 @@ func (c *Cache) init(ctx context.Context, overrides map[string]any) error {
 		if err := cn.execScript("BEGIN IMMEDIATE"); err != nil {
 			return err
 		}
-		if err := c.writeSchema(cn, &settings); err != nil {
+		if err := c.writeSchema(cn, &set); err != nil {
 			_ = cn.execScript("ROLLBACK")
 			return err
 		}
@@ -141,7 +144,7 @@ func (c *Cache) init(ctx context.Context, overrides map[string]any) error {
 		return err
 	}
 	c.minPages = trees + 2
-	c.settings.Store(&settings)
+	c.settings.Store(&set)
 	return nil
 }
 
@@ -149,9 +152,9 @@ func (c *Cache) writeSchema(cn *conn, s *Settings) error {
 	if err := cn.execScript(`CREATE TABLE IF NOT EXISTS Settings ( key TEXT NOT NULL UNIQUE, value)`); err != nil {
 		return err
 	}
-	for _, name := range settingNames {
+	for _, name := range settings.Names() {
 		v, _ := s.Get(name)
-		if _, err := cn.exec(`INSERT OR REPLACE INTO Settings VALUES (?, ?)`, name, v); err != nil {
+		if _, err := cn.exec(`INSERT OR REPLACE INTO Settings VALUES (?, ?)`, string(name), v); err != nil {
 			return err
 		}
 	}
@@ -180,7 +183,7 @@ func (c *Cache) writeSchema(cn *conn, s *Settings) error {
 // Reset changes the setting called name, applies it at once (pragmas on
 // every connection, the eviction policy's index, the tag index) and persists
 // it in the Settings table, like python-diskcache's reset(key, value).
-func (c *Cache) Reset(ctx context.Context, name string, value any) error {
+func (c *Cache) Reset(ctx context.Context, name settings.Name, value any) error {
 	c.settingsMu.Lock()
 	defer c.settingsMu.Unlock()
 	next := *c.settings.Load()
@@ -189,15 +192,15 @@ func (c *Cache) Reset(ctx context.Context, name string, value any) error {
 	}
 	stored, _ := next.Get(name)
 	err := c.Transact(ctx, func(tx *Tx) error {
-		if _, err := tx.cn.exec(`UPDATE Settings SET value = ? WHERE key = ?`, stored, name); err != nil {
+		if _, err := tx.cn.exec(`UPDATE Settings SET value = ? WHERE key = ?`, stored, string(name)); err != nil {
 			return err
 		}
 		switch name {
-		case SettingEvictionPolicy:
+		case settings.NameEvictionPolicy:
 			if idx := policies[next.EvictionPolicy].index; idx != "" {
 				return tx.cn.execScript(idx)
 			}
-		case SettingTagIndex:
+		case settings.NameTagIndex:
 			if next.TagIndex {
 				return tx.cn.execScript(createTagIndex)
 			}
@@ -209,8 +212,8 @@ func (c *Cache) Reset(ctx context.Context, name string, value any) error {
 		return fmt.Errorf("engine: reset %s: %w", name, err)
 	}
 	c.settings.Store(&next)
-	if strings.HasPrefix(name, "sqlite_") {
-		if name == SettingSQLiteJournalMode || name == SettingSQLiteAutoVacuum {
+	if strings.HasPrefix(string(name), "sqlite_") {
+		if name == settings.NameSQLiteJournalMode || name == settings.NameSQLiteAutoVacuum {
 			if err := c.applyFilePragma(ctx, name, stored); err != nil {
 				return err
 			}
@@ -221,13 +224,13 @@ func (c *Cache) Reset(ctx context.Context, name string, value any) error {
 }
 
 // applyFilePragma sets a pragma that is a property of the database file.
-func (c *Cache) applyFilePragma(ctx context.Context, name string, v any) error {
+func (c *Cache) applyFilePragma(ctx context.Context, name settings.Name, v any) error {
 	cn, err := c.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.release(cn)
-	return cn.pragma(strings.TrimPrefix(name, "sqlite_"), v)
+	return cn.pragma(strings.TrimPrefix(string(name), "sqlite_"), v)
 }
 
 // Reload rereads every setting from the Settings table, picking up changes
@@ -246,7 +249,8 @@ func (c *Cache) Reload(ctx context.Context) error {
 	}
 	next := *c.settings.Load()
 	for _, r := range rows {
-		name, _ := r[0].(string)
+		key, _ := r[0].(string)
+		name := settings.Name(key)
 		if _, unknown := next.Get(name); unknown != nil {
 			continue
 		}
@@ -261,12 +265,12 @@ func (c *Cache) Reload(ctx context.Context) error {
 
 // CreateTagIndex creates the tag index and persists tag_index = 1.
 func (c *Cache) CreateTagIndex(ctx context.Context) error {
-	return c.Reset(ctx, SettingTagIndex, true)
+	return c.Reset(ctx, settings.NameTagIndex, true)
 }
 
 // DropTagIndex drops the tag index and persists tag_index = 0.
 func (c *Cache) DropTagIndex(ctx context.Context) error {
-	return c.Reset(ctx, SettingTagIndex, false)
+	return c.Reset(ctx, settings.NameTagIndex, false)
 }
 
 var errNoRow = errors.New("no row")

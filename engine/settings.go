@@ -3,77 +3,43 @@ package engine
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
-)
-
-// EvictionPolicy decides which items culling removes first.
-type EvictionPolicy string
-
-// The four eviction policies of python-diskcache.
-const (
-	PolicyNone                EvictionPolicy = "none"
-	PolicyLeastRecentlyStored EvictionPolicy = "least-recently-stored"
-	PolicyLeastRecentlyUsed   EvictionPolicy = "least-recently-used"
-	PolicyLeastFrequentlyUsed EvictionPolicy = "least-frequently-used"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // policySQL holds what each policy adds to the schema and the queries.
 type policySQL struct {
-	index  string // CREATE INDEX statement, "" for none
-	onGet  string // SET clause applied on a hit, "" for none
-	order  string // ORDER BY column for culling, "" when the policy never culls
-	exists bool
+	index string // CREATE INDEX statement, "" for none
+	onGet string // SET clause applied on a hit, "" for none
+	order string // ORDER BY column for culling, "" when the policy never culls
 }
 
-var policies = map[EvictionPolicy]policySQL{
-	PolicyNone: {exists: true},
-	PolicyLeastRecentlyStored: {
-		index:  "CREATE INDEX IF NOT EXISTS Cache_store_time ON Cache (store_time)",
-		order:  "store_time",
-		exists: true,
+var policies = map[settings.EvictionPolicy]policySQL{
+	settings.PolicyNone: {},
+	settings.PolicyLeastRecentlyStored: {
+		index: "CREATE INDEX IF NOT EXISTS Cache_store_time ON Cache (store_time)",
+		order: "store_time",
 	},
-	PolicyLeastRecentlyUsed: {
-		index:  "CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)",
-		onGet:  "access_time = ?",
-		order:  "access_time",
-		exists: true,
+	settings.PolicyLeastRecentlyUsed: {
+		index: "CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)",
+		onGet: "access_time = ?",
+		order: "access_time",
 	},
-	PolicyLeastFrequentlyUsed: {
-		index:  "CREATE INDEX IF NOT EXISTS Cache_access_count ON Cache (access_count)",
-		onGet:  "access_count = access_count + 1",
-		order:  "access_count",
-		exists: true,
+	settings.PolicyLeastFrequentlyUsed: {
+		index: "CREATE INDEX IF NOT EXISTS Cache_access_count ON Cache (access_count)",
+		onGet: "access_count = access_count + 1",
+		order: "access_count",
 	},
 }
-
-// Valid reports whether p is one of the four policies.
-func (p EvictionPolicy) Valid() bool { return policies[p].exists }
-
-// Setting names, as stored in the Settings table.
-const (
-	SettingStatistics         = "statistics"
-	SettingTagIndex           = "tag_index"
-	SettingEvictionPolicy     = "eviction_policy"
-	SettingSizeLimit          = "size_limit"
-	SettingCullLimit          = "cull_limit"
-	SettingSQLiteAutoVacuum   = "sqlite_auto_vacuum"
-	SettingSQLiteCacheSize    = "sqlite_cache_size"
-	SettingSQLiteJournalMode  = "sqlite_journal_mode"
-	SettingSQLiteMmapSize     = "sqlite_mmap_size"
-	SettingSQLiteSynchronous  = "sqlite_synchronous"
-	SettingDiskMinFileSize    = "disk_min_file_size"
-	SettingDiskPickleProtocol = "disk_pickle_protocol"
-)
 
 // Settings are the persistent settings of a cache, python-diskcache's
 // DEFAULT_SETTINGS.
 type Settings struct {
 	Statistics         bool
 	TagIndex           bool
-	EvictionPolicy     EvictionPolicy
+	EvictionPolicy     settings.EvictionPolicy
 	SizeLimit          int64
 	CullLimit          int64
 	SQLiteAutoVacuum   int64
@@ -88,7 +54,7 @@ type Settings struct {
 // DefaultSettings returns python-diskcache's defaults.
 func DefaultSettings() Settings {
 	return Settings{
-		EvictionPolicy:     PolicyLeastRecentlyStored,
+		EvictionPolicy:     settings.PolicyLeastRecentlyStored,
 		SizeLimit:          1 << 30,
 		CullLimit:          10,
 		SQLiteAutoVacuum:   1,
@@ -101,50 +67,34 @@ func DefaultSettings() Settings {
 	}
 }
 
-// settingNames lists every setting in sorted order (the order python-diskcache
-// applies pragmas in).
-var settingNames = func() []string {
-	names := []string{
-		SettingStatistics, SettingTagIndex, SettingEvictionPolicy, SettingSizeLimit,
-		SettingCullLimit, SettingSQLiteAutoVacuum, SettingSQLiteCacheSize,
-		SettingSQLiteJournalMode, SettingSQLiteMmapSize, SettingSQLiteSynchronous,
-		SettingDiskMinFileSize, SettingDiskPickleProtocol,
-	}
-	sort.Strings(names)
-	return names
-}()
-
-// SettingNames returns the names of all settings, sorted.
-func SettingNames() []string { return append([]string(nil), settingNames...) }
-
 var journalModes = map[string]bool{"wal": true, "delete": true, "truncate": true, "persist": true, "memory": true, "off": true}
 
 // Get returns the setting called name as stored in the Settings table.
-func (s *Settings) Get(name string) (any, error) {
+func (s *Settings) Get(name settings.Name) (any, error) {
 	switch name {
-	case SettingStatistics:
+	case settings.NameStatistics:
 		return boolInt(s.Statistics), nil
-	case SettingTagIndex:
+	case settings.NameTagIndex:
 		return boolInt(s.TagIndex), nil
-	case SettingEvictionPolicy:
+	case settings.NameEvictionPolicy:
 		return string(s.EvictionPolicy), nil
-	case SettingSizeLimit:
+	case settings.NameSizeLimit:
 		return s.SizeLimit, nil
-	case SettingCullLimit:
+	case settings.NameCullLimit:
 		return s.CullLimit, nil
-	case SettingSQLiteAutoVacuum:
+	case settings.NameSQLiteAutoVacuum:
 		return s.SQLiteAutoVacuum, nil
-	case SettingSQLiteCacheSize:
+	case settings.NameSQLiteCacheSize:
 		return s.SQLiteCacheSize, nil
-	case SettingSQLiteJournalMode:
+	case settings.NameSQLiteJournalMode:
 		return s.SQLiteJournalMode, nil
-	case SettingSQLiteMmapSize:
+	case settings.NameSQLiteMmapSize:
 		return s.SQLiteMmapSize, nil
-	case SettingSQLiteSynchronous:
+	case settings.NameSQLiteSynchronous:
 		return s.SQLiteSynchronous, nil
-	case SettingDiskMinFileSize:
+	case settings.NameDiskMinFileSize:
 		return s.DiskMinFileSize, nil
-	case SettingDiskPickleProtocol:
+	case settings.NameDiskPickleProtocol:
 		return s.DiskPickleProtocol, nil
 	}
 	return nil, fmt.Errorf("%w: unknown setting %q", kv.ErrInvalidSetting, name)
@@ -153,27 +103,27 @@ func (s *Settings) Get(name string) (any, error) {
 // Set validates value and stores it as the setting called name. Integers
 // may be given as any Go integer, a whole float or a bool; booleans as bool
 // or 0/1.
-func (s *Settings) Set(name string, value any) error {
+func (s *Settings) Set(name settings.Name, value any) error {
 	switch name {
-	case SettingStatistics, SettingTagIndex:
+	case settings.NameStatistics, settings.NameTagIndex:
 		n, err := asInt(name, value)
 		if err != nil {
 			return err
 		}
-		if name == SettingStatistics {
+		if name == settings.NameStatistics {
 			s.Statistics = n != 0
 		} else {
 			s.TagIndex = n != 0
 		}
 		return nil
-	case SettingEvictionPolicy:
+	case settings.NameEvictionPolicy:
 		p, ok := asString(value)
-		if !ok || !EvictionPolicy(p).Valid() {
-			return fmt.Errorf("%w: eviction_policy must be one of none, least-recently-stored, least-recently-used, least-frequently-used; got %v", kv.ErrInvalidSetting, value)
+		if !ok || !settings.EvictionPolicy(p).Valid() {
+			return fmt.Errorf("%w: %s must be one of %s; got %v", kv.ErrInvalidSetting, name, settings.PolicyList(), value)
 		}
-		s.EvictionPolicy = EvictionPolicy(p)
+		s.EvictionPolicy = settings.EvictionPolicy(p)
 		return nil
-	case SettingSQLiteJournalMode:
+	case settings.NameSQLiteJournalMode:
 		m, ok := asString(value)
 		m = strings.ToLower(m)
 		if !ok || !journalModes[m] {
@@ -187,27 +137,27 @@ func (s *Settings) Set(name string, value any) error {
 		return err
 	}
 	switch name {
-	case SettingSizeLimit, SettingCullLimit, SettingDiskMinFileSize:
+	case settings.NameSizeLimit, settings.NameCullLimit, settings.NameDiskMinFileSize:
 		if n < 0 {
 			return fmt.Errorf("%w: %s must not be negative, got %d", kv.ErrInvalidSetting, name, n)
 		}
 	}
 	switch name {
-	case SettingSizeLimit:
+	case settings.NameSizeLimit:
 		s.SizeLimit = n
-	case SettingCullLimit:
+	case settings.NameCullLimit:
 		s.CullLimit = n
-	case SettingSQLiteAutoVacuum:
+	case settings.NameSQLiteAutoVacuum:
 		s.SQLiteAutoVacuum = n
-	case SettingSQLiteCacheSize:
+	case settings.NameSQLiteCacheSize:
 		s.SQLiteCacheSize = n
-	case SettingSQLiteMmapSize:
+	case settings.NameSQLiteMmapSize:
 		s.SQLiteMmapSize = n
-	case SettingSQLiteSynchronous:
+	case settings.NameSQLiteSynchronous:
 		s.SQLiteSynchronous = n
-	case SettingDiskMinFileSize:
+	case settings.NameDiskMinFileSize:
 		s.DiskMinFileSize = n
-	case SettingDiskPickleProtocol:
+	case settings.NameDiskPickleProtocol:
 		s.DiskPickleProtocol = n
 	default:
 		return fmt.Errorf("%w: unknown setting %q", kv.ErrInvalidSetting, name)
@@ -226,7 +176,7 @@ func asString(v any) (string, bool) {
 	switch t := v.(type) {
 	case string:
 		return t, true
-	case EvictionPolicy:
+	case settings.EvictionPolicy:
 		return string(t), true
 	case []byte:
 		return string(t), true
@@ -234,7 +184,7 @@ func asString(v any) (string, bool) {
 	return "", false
 }
 
-func asInt(name string, v any) (int64, error) {
+func asInt(name settings.Name, v any) (int64, error) {
 	switch t := v.(type) {
 	case bool:
 		return boolInt(t), nil
@@ -253,4 +203,23 @@ func asInt(name string, v any) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%w: %s must be an integer, got %v", kv.ErrInvalidSetting, name, v)
+}
+
+// Typed returns every setting as the server answers them (GET
+// /v1/settings): booleans as booleans, not 0/1 as stored.
+func (s Settings) Typed() settings.Settings {
+	return settings.Settings{
+		SizeLimit:          &s.SizeLimit,
+		EvictionPolicy:     &s.EvictionPolicy,
+		CullLimit:          &s.CullLimit,
+		Statistics:         &s.Statistics,
+		TagIndex:           &s.TagIndex,
+		DiskMinFileSize:    &s.DiskMinFileSize,
+		DiskPickleProtocol: &s.DiskPickleProtocol,
+		SQLiteAutoVacuum:   &s.SQLiteAutoVacuum,
+		SQLiteCacheSize:    &s.SQLiteCacheSize,
+		SQLiteJournalMode:  &s.SQLiteJournalMode,
+		SQLiteMmapSize:     &s.SQLiteMmapSize,
+		SQLiteSynchronous:  &s.SQLiteSynchronous,
+	}
 }

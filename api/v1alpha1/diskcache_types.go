@@ -4,19 +4,22 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // EvictionPolicy chooses which items a cull removes first (python-diskcache's
-// eviction_policy setting).
+// eviction_policy setting). The enum must list settings.Policies(), in that
+// order (TestCRDEvictionPolicyEnum checks the generated CRD).
 // +kubebuilder:validation:Enum=none;least-recently-stored;least-recently-used;least-frequently-used
 type EvictionPolicy string
 
 // The four eviction policies of python-diskcache.
 const (
-	EvictionNone                EvictionPolicy = "none"
-	EvictionLeastRecentlyStored EvictionPolicy = "least-recently-stored"
-	EvictionLeastRecentlyUsed   EvictionPolicy = "least-recently-used"
-	EvictionLeastFrequentlyUsed EvictionPolicy = "least-frequently-used"
+	EvictionNone                = EvictionPolicy(settings.PolicyNone)
+	EvictionLeastRecentlyStored = EvictionPolicy(settings.PolicyLeastRecentlyStored)
+	EvictionLeastRecentlyUsed   = EvictionPolicy(settings.PolicyLeastRecentlyUsed)
+	EvictionLeastFrequentlyUsed = EvictionPolicy(settings.PolicyLeastFrequentlyUsed)
 )
 
 // PVCRetentionPolicyType says what happens to a shard's PersistentVolumeClaim.

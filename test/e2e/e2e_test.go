@@ -27,6 +27,7 @@ import (
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // 1. A DiskCache comes up: pod Ready, PVC Bound, Services in cluster DNS,
@@ -265,10 +266,10 @@ func TestDataSurvivesPodDeletion(t *testing.T) {
 }
 
 // settings returns GET /v1/settings of a pod (by its IP).
-func podSettings(ctx context.Context, t *testing.T, pod *corev1.Pod, tok string) (map[string]any, error) {
+func podSettings(ctx context.Context, t *testing.T, pod *corev1.Pod, tok string) (settings.Settings, error) {
 	c, err := cacheclient.New(podURL(pod), cacheclient.Options{Token: tok, Retries: -1})
 	if err != nil {
-		return nil, err
+		return settings.Settings{}, err
 	}
 	return c.Cache("").Settings(ctx)
 }
@@ -313,7 +314,7 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("settings before: eviction_policy=%v size_limit=%v", st["eviction_policy"], st["size_limit"])
+	t.Logf("settings before: %v", st)
 	cfg, err := podConfig(ctxT(t, 30*time.Second), before, tok)
 	if err != nil {
 		t.Fatal(err)
@@ -333,9 +334,8 @@ func TestSettings(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		limit, _ := st["size_limit"].(float64)
-		return st["eviction_policy"] == "least-recently-used" && int64(limit) == newLimit.Value(),
-			fmt.Sprintf("eviction_policy=%v size_limit=%v", st["eviction_policy"], st["size_limit"])
+		want := settings.Settings{EvictionPolicy: settings.Ptr(settings.PolicyLeastRecentlyUsed), SizeLimit: settings.Ptr(newLimit.Value())}
+		return want.Diff(st).IsZero(), st.String()
 	})
 	waitAvailable(t, ns, name, time.Minute)
 	after := cachePod(t, ns, name, 0)
@@ -370,8 +370,8 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if limit, _ := st["size_limit"].(float64); st["eviction_policy"] != "least-recently-used" || int64(limit) != newLimit.Value() {
-		t.Errorf("after the restart: eviction_policy=%v size_limit=%v", st["eviction_policy"], st["size_limit"])
+	if want := (settings.Settings{EvictionPolicy: settings.Ptr(settings.PolicyLeastRecentlyUsed), SizeLimit: settings.Ptr(newLimit.Value())}); !want.Diff(st).IsZero() {
+		t.Errorf("after the restart: %v", st)
 	}
 	// The rolled pod runs with the new value, not just a new pod template.
 	cfg, err = podConfig(ctxT(t, 30*time.Second), rolled, tok)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // FanoutCache systems: "fanoutN" is one engine.FanoutCache with N shards
@@ -81,7 +82,7 @@ func (s *fanoutStore) close() error               { return s.f.Close() }
 // benchmark), so every get miss is a real miss.
 func (s *fanoutStore) getsCannotTimeOut() bool {
 	st := s.f.Settings()
-	return !st.Statistics && (st.EvictionPolicy == engine.PolicyLeastRecentlyStored || st.EvictionPolicy == engine.PolicyNone)
+	return !st.Statistics && (st.EvictionPolicy == settings.PolicyLeastRecentlyStored || st.EvictionPolicy == settings.PolicyNone)
 }
 
 type fanoutHandle struct{ s *fanoutStore }
