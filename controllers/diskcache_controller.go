@@ -60,7 +60,7 @@ type DiskCacheReconciler struct {
 	// DNS name (see shardURL). Tests point it at processes on loopback.
 	ShardURL ShardURLFunc
 	// Maintenance runs the scheduled expire and cull; nil turns it off.
-	Maintenance *maintenance.Engine
+	Maintenance *maintenance.Scheduler
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client

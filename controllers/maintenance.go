@@ -9,14 +9,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
 )
 
-// reconcileMaintenance runs the maintenance engine for one DiskCache (spec
+// reconcileMaintenance runs the maintenance Scheduler for one DiskCache (spec
 // defaulted): when a run is due it runs expire and cull on every shard and
 // records Events. It returns status.maintenance, when to requeue for the
 // next run, a problem for an invalid schedule, and an error when a due run
@@ -25,24 +24,16 @@ func (r *DiskCacheReconciler) reconcileMaintenance(ctx context.Context, dc *cach
 	if r.Maintenance == nil {
 		return dc.Status.Maintenance, 0, nil, nil
 	}
-	m := dc.Spec.Maintenance
 	out := r.Maintenance.Reconcile(ctx, maintenance.Request{
 		Namespace:    dc.Namespace,
 		Name:         dc.Name,
 		UID:          string(dc.UID),
 		CreationTime: dc.CreationTimestamp.Time,
-		Spec: maintenance.Spec{
-			Schedule:                m.Schedule,
-			TimeZone:                m.TimeZone,
-			Expire:                  ptr.Deref(m.Expire, true),
-			Cull:                    ptr.Deref(m.Cull, true),
-			Suspend:                 m.Suspend,
-			StartingDeadlineSeconds: m.StartingDeadlineSeconds,
-		},
-		Shards:  int(dc.Spec.Shards),
-		Trigger: dc.Annotations[maintenance.TriggerAnnotation],
-		Status:  fromAPIMaintenance(dc.Status.Maintenance),
-		Connect: func(ctx context.Context) (maintenance.Access, error) { return r.maintenanceAccess(ctx, dc) },
+		Spec:         dc.Spec.Maintenance,
+		Shards:       int(dc.Spec.Shards),
+		Trigger:      dc.Annotations[maintenance.TriggerAnnotation],
+		Status:       dc.Status.Maintenance,
+		Connect:      func(ctx context.Context) (maintenance.Access, error) { return r.maintenanceAccess(ctx, dc) },
 	})
 	for _, ev := range out.Events {
 		r.event(dc, ev.Type, ev.Reason, ev.Action, "%s", ev.Message)
@@ -51,7 +42,7 @@ func (r *DiskCacheReconciler) reconcileMaintenance(ctx context.Context, dc *cach
 	if out.ScheduleErr != nil {
 		p = &problem{maintenance.ReasonInvalidSchedule, out.ScheduleErr.Error()}
 	}
-	return toAPIMaintenance(out.Status), out.RequeueAfter, p, out.Err
+	return out.Status, out.RequeueAfter, p, out.Err
 }
 
 // maintenanceAccess reads the token (and TLS trust) for a run; only called
@@ -81,44 +72,4 @@ func (r *DiskCacheReconciler) maintenanceAccess(ctx context.Context, dc *cachev1
 			return address(dc, pod)
 		},
 	}, nil
-}
-
-func fromAPIMaintenance(s *cachev1alpha1.MaintenanceStatus) *maintenance.Status {
-	if s == nil {
-		return nil
-	}
-	out := &maintenance.Status{
-		LastScheduleTime:   s.LastScheduleTime,
-		LastSuccessfulTime: s.LastSuccessfulTime,
-		NextScheduleTime:   s.NextScheduleTime,
-		Expired:            s.Expired,
-		Culled:             s.Culled,
-		DurationMillis:     s.DurationMillis,
-		LastError:          s.LastError,
-		LastTrigger:        s.LastTrigger,
-	}
-	for _, p := range s.PerShard {
-		out.PerShard = append(out.PerShard, maintenance.ShardStatus(p))
-	}
-	return out.DeepCopy()
-}
-
-func toAPIMaintenance(s *maintenance.Status) *cachev1alpha1.MaintenanceStatus {
-	if s == nil {
-		return nil
-	}
-	out := &cachev1alpha1.MaintenanceStatus{
-		LastScheduleTime:   s.LastScheduleTime,
-		LastSuccessfulTime: s.LastSuccessfulTime,
-		NextScheduleTime:   s.NextScheduleTime,
-		Expired:            s.Expired,
-		Culled:             s.Culled,
-		DurationMillis:     s.DurationMillis,
-		LastError:          s.LastError,
-		LastTrigger:        s.LastTrigger,
-	}
-	for _, p := range s.PerShard {
-		out.PerShard = append(out.PerShard, cachev1alpha1.ShardMaintenanceStatus(p))
-	}
-	return out
 }

@@ -149,7 +149,7 @@ func runTests(m *testing.M) int {
 
 // newTestManager builds a manager running a DiskCacheReconciler with the
 // tests' settings and maint.
-func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenance.Engine) (ctrl.Manager, *DiskCacheReconciler, error) {
+func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenance.Scheduler) (ctrl.Manager, *DiskCacheReconciler, error) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testScheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -177,10 +177,10 @@ func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenanc
 	return mgr, r, nil
 }
 
-// newTestMaintenance is a maintenance engine on clk, with its own memory
+// newTestMaintenance is a maintenance Scheduler on clk, with its own memory
 // of past runs.
-func newTestMaintenance(clk clock.PassiveClock) *maintenance.Engine {
-	return &maintenance.Engine{
+func newTestMaintenance(clk clock.PassiveClock) *maintenance.Scheduler {
+	return &maintenance.Scheduler{
 		Clock:  clk,
 		Runner: &maintenance.Runner{Clock: clk, ShardTimeout: 5 * time.Second, Retries: -1},
 	}
@@ -190,7 +190,7 @@ func newTestMaintenance(clk clock.PassiveClock) *maintenance.Engine {
 // reconciles only the DiskCaches in ns labelled otherManagerLabel=label
 // (which the shared manager leaves alone), with maint, so a test can move
 // its clock without touching any other test.
-func startTestManager(t *testing.T, ns, label string, maint *maintenance.Engine) {
+func startTestManager(t *testing.T, ns, label string, maint *maintenance.Scheduler) {
 	t.Helper()
 	opts := CacheOptions()
 	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}

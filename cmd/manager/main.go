@@ -117,7 +117,7 @@ func run() error {
 		Scheme:       mgr.GetScheme(),
 		Recorder:     mgr.GetEventRecorder(controllers.ManagerName),
 		DefaultImage: image,
-		Maintenance: &maintenance.Engine{
+		Maintenance: &maintenance.Scheduler{
 			Metrics: maintMetrics,
 			Runner:  &maintenance.Runner{Parallelism: maintParallelism, ShardTimeout: maintShardTimeout},
 		},

@@ -1,4 +1,4 @@
-// Package maintenance is the operator's maintenance engine: scheduled (and
+// Package maintenance is the operator's maintenance scheduler: scheduled (and
 // on-demand) expire and cull on every shard of a DiskCache.
 //
 // The parts, each usable and tested on its own:
@@ -18,10 +18,11 @@
 //   - StatusAfterRun / StatusWithNext / EventFor / MissedEvent: the result
 //     as status.maintenance and as Events.
 //   - Metrics: Prometheus collectors for the manager's registry.
-//   - Engine: all of the above behind one call per reconcile, remembering
-//     its own last status so a lost status write never repeats a run.
+//   - Scheduler: all of the above behind one call per reconcile,
+//     remembering its own last status so a lost status write never repeats
+//     a run.
 //
-// The package does not import the API types; Status mirrors
-// status.maintenance field by field, so the reconciler converts with a few
-// lines and plugs the Engine in (controllers/maintenance.go).
+// It works on the API types: it takes spec.maintenance and
+// status.maintenance of a DiskCache and returns the new status.maintenance,
+// which the reconciler writes as it is (controllers/maintenance.go).
 package maintenance

@@ -8,46 +8,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 )
-
-// Status mirrors the DiskCache's status.maintenance field by field and JSON
-// name (api/v1alpha1.MaintenanceStatus), plus DurationMillis and
-// LastTrigger, which the API needs too: without a persisted LastTrigger a
-// restarted operator would answer the trigger annotation again.
-//
-// Times are kept at the second precision the API server stores, so a status
-// written and read back compares equal and steady reconciles write nothing.
-type Status struct {
-	// LastScheduleTime is the scheduled time of the last run (the time the
-	// trigger was handled, for a run that only answered it).
-	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
-	// LastSuccessfulTime is when the last run that succeeded on every shard finished.
-	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
-	// NextScheduleTime is when the next run is due.
-	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
-	// Expired and Culled are the items the last run removed, over all shards.
-	Expired int64 `json:"expired,omitempty"`
-	Culled  int64 `json:"culled,omitempty"`
-	// PerShard is the last run's result and usage of each shard.
-	PerShard []ShardStatus `json:"perShard,omitempty"`
-	// DurationMillis is how long the last run took.
-	DurationMillis int64 `json:"durationMillis,omitempty"`
-	// LastError is the last run's error ("shard N: …; …"), empty when it succeeded.
-	LastError string `json:"lastError,omitempty"`
-	// LastTrigger is the TriggerAnnotation value the last manual run answered.
-	LastTrigger string `json:"lastTrigger,omitempty"`
-}
-
-// ShardStatus mirrors api/v1alpha1.ShardMaintenanceStatus.
-type ShardStatus struct {
-	Shard       int32        `json:"shard"`
-	LastRunTime *metav1.Time `json:"lastRunTime,omitempty"`
-	Expired     int64        `json:"expired,omitempty"`
-	Culled      int64        `json:"culled,omitempty"`
-	Count       int64        `json:"count,omitempty"`
-	VolumeBytes int64        `json:"volumeBytes,omitempty"`
-	Error       string       `json:"error,omitempty"`
-}
 
 // maxErrorLen bounds LastError and the per-shard errors in the status.
 const maxErrorLen = 1024
@@ -64,10 +27,10 @@ func Time(t time.Time) *metav1.Time {
 
 // StatusWithNext returns a copy of prev (nil: empty) with NextScheduleTime
 // set (cleared for a zero next): the status of a reconcile that ran nothing.
-func StatusWithNext(prev *Status, next time.Time) *Status {
+func StatusWithNext(prev *cachev1alpha1.MaintenanceStatus, next time.Time) *cachev1alpha1.MaintenanceStatus {
 	st := prev.DeepCopy()
 	if st == nil {
-		st = &Status{}
+		st = &cachev1alpha1.MaintenanceStatus{}
 	}
 	st.NextScheduleTime = Time(next)
 	return st
@@ -77,7 +40,7 @@ func StatusWithNext(prev *Status, next time.Time) *Status {
 // run of decision d, its result and the next scheduled time. PerShard is
 // rebuilt from the result, so shards removed by a scale-down drop out.
 // LastSuccessfulTime moves only when every shard succeeded.
-func StatusAfterRun(prev *Status, d Decision, res *Result, next time.Time) *Status {
+func StatusAfterRun(prev *cachev1alpha1.MaintenanceStatus, d Decision, res *Result, next time.Time) *cachev1alpha1.MaintenanceStatus {
 	st := StatusWithNext(prev, next)
 	st.LastScheduleTime = Time(d.ScheduledTime)
 	if d.Manual {
@@ -85,9 +48,9 @@ func StatusAfterRun(prev *Status, d Decision, res *Result, next time.Time) *Stat
 	}
 	st.Expired, st.Culled = res.Expired, res.Culled
 	st.DurationMillis = res.Duration().Milliseconds()
-	st.PerShard = make([]ShardStatus, len(res.Shards))
+	st.PerShard = make([]cachev1alpha1.ShardMaintenanceStatus, len(res.Shards))
 	for i, s := range res.Shards {
-		ss := ShardStatus{
+		ss := cachev1alpha1.ShardMaintenanceStatus{
 			Shard:       int32(s.Shard),
 			LastRunTime: Time(s.Finished),
 			Expired:     s.Expired,
@@ -108,25 +71,6 @@ func StatusAfterRun(prev *Status, d Decision, res *Result, next time.Time) *Stat
 		st.LastSuccessfulTime = Time(res.Finished)
 	}
 	return st
-}
-
-// DeepCopy copies the status (nil stays nil).
-func (s *Status) DeepCopy() *Status {
-	if s == nil {
-		return nil
-	}
-	out := *s
-	out.LastScheduleTime = s.LastScheduleTime.DeepCopy()
-	out.LastSuccessfulTime = s.LastSuccessfulTime.DeepCopy()
-	out.NextScheduleTime = s.NextScheduleTime.DeepCopy()
-	if s.PerShard != nil {
-		out.PerShard = make([]ShardStatus, len(s.PerShard))
-		for i, p := range s.PerShard {
-			p.LastRunTime = p.LastRunTime.DeepCopy()
-			out.PerShard[i] = p
-		}
-	}
-	return &out
 }
 
 // Event reasons and the action of maintenance Events.

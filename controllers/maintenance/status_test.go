@@ -9,14 +9,16 @@ import (
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 )
 
 func TestStatusAfterRun(t *testing.T) {
 	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	prev := &Status{
+	prev := &cachev1alpha1.MaintenanceStatus{
 		LastSuccessfulTime: Time(t0.Add(-time.Hour)),
 		LastTrigger:        "old",
-		PerShard:           []ShardStatus{{Shard: 0}, {Shard: 1}, {Shard: 2}, {Shard: 3}}, // scaled down since
+		PerShard:           []cachev1alpha1.ShardMaintenanceStatus{{Shard: 0}, {Shard: 1}, {Shard: 2}, {Shard: 3}}, // scaled down since
 	}
 	res := &Result{
 		Started: t0.Add(200 * time.Millisecond), Finished: t0.Add(2700 * time.Millisecond),
@@ -30,8 +32,8 @@ func TestStatusAfterRun(t *testing.T) {
 	st := StatusAfterRun(prev, d, res, t0.Add(5*time.Minute))
 	want := `{"lastScheduleTime":"2026-05-01T12:00:00Z","lastSuccessfulTime":"2026-05-01T11:00:00Z","nextScheduleTime":"2026-05-01T12:05:00Z",` +
 		`"expired":5,"culled":2,"perShard":[{"shard":0,"lastRunTime":"2026-05-01T12:00:01Z","expired":5,"culled":2,"count":9,"volumeBytes":8192},` +
-		`{"shard":1,"lastRunTime":"2026-05-01T12:00:02Z","error":"cull: boom\nsecond line"}],"durationMillis":2500,` +
-		`"lastError":"shard 1: cull: boom; second line","lastTrigger":"old"}`
+		`{"shard":1,"lastRunTime":"2026-05-01T12:00:02Z","error":"cull: boom\nsecond line"}],` +
+		`"lastError":"shard 1: cull: boom; second line","durationMillis":2500,"lastTrigger":"old"}`
 	if got, _ := json.Marshal(st); string(got) != want {
 		t.Fatalf("status\n got %s\nwant %s", got, want)
 	}
@@ -47,7 +49,7 @@ func TestStatusAfterRun(t *testing.T) {
 	// Round trip through JSON (what the API server stores) compares equal,
 	// so steady reconciles write nothing.
 	b, _ := json.Marshal(st)
-	var back Status
+	var back cachev1alpha1.MaintenanceStatus
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func TestStatusWithNext(t *testing.T) {
 	if st := StatusWithNext(nil, time.Time{}); st == nil || st.NextScheduleTime != nil {
 		t.Fatalf("%+v", st)
 	}
-	prev := &Status{Expired: 3}
+	prev := &cachev1alpha1.MaintenanceStatus{Expired: 3}
 	st := StatusWithNext(prev, time.Date(2026, 5, 1, 12, 0, 0, 123, time.UTC))
 	if st.Expired != 3 || st.NextScheduleTime.Time.Nanosecond() != 0 || prev.NextScheduleTime != nil {
 		t.Fatalf("%+v", st)

@@ -16,6 +16,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
@@ -91,13 +92,13 @@ func value(m *dto.Metric) float64 {
 	return 0
 }
 
-func baseRequest(status *Status) Request {
+func baseRequest(status *cachev1alpha1.MaintenanceStatus) Request {
 	return Request{
 		Namespace:    "ns",
 		Name:         "c",
 		UID:          "uid-1",
 		CreationTime: time.Date(2026, 5, 1, 11, 50, 0, 0, time.UTC),
-		Spec:         Spec{Schedule: "*/5 * * * *", TimeZone: "UTC", Expire: true, Cull: true},
+		Spec:         cachev1alpha1.MaintenanceSpec{Schedule: "*/5 * * * *", TimeZone: "UTC"},
 		Shards:       3,
 		Status:       status,
 		Connect: func(context.Context) (Access, error) {
@@ -106,9 +107,9 @@ func baseRequest(status *Status) Request {
 	}
 }
 
-// TestEngineTimeline drives the engine like the reconciler: reconcile,
+// TestSchedulerTimeline drives the Scheduler like the reconciler: reconcile,
 // write the status back, requeue after RequeueAfter on the fake clock.
-func TestEngineTimeline(t *testing.T) {
+func TestSchedulerTimeline(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 5, 1, 11, 58, 0, 0, time.UTC))
 	ex := &fakeExecutor{clk: clk, fail: map[int]error{}, took: 1500 * time.Millisecond}
 	reg := prometheus.NewRegistry()
@@ -116,8 +117,8 @@ func TestEngineTimeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Engine{Runner: ex, Metrics: m, Clock: clk}
-	var status *Status
+	e := &Scheduler{Runner: ex, Metrics: m, Clock: clk}
+	var status *cachev1alpha1.MaintenanceStatus
 	reconcile := func(mut func(*Request)) Outcome {
 		req := baseRequest(status)
 		req.CreationTime = time.Date(2026, 5, 1, 11, 56, 30, 0, time.UTC)
@@ -170,7 +171,7 @@ func TestEngineTimeline(t *testing.T) {
 	}
 
 	// The status write of the next run is lost (conflict) and the cache
-	// still shows the old status: the engine remembers, no second run.
+	// still shows the old status: the Scheduler remembers, no second run.
 	clk.SetTime(time.Date(2026, 5, 1, 12, 5, 0, 0, time.UTC))
 	stale := status.DeepCopy()
 	out = reconcile(nil)
@@ -249,16 +250,16 @@ func TestEngineTimeline(t *testing.T) {
 	}
 }
 
-func statusEqual(a, b *Status) bool {
+func statusEqual(a, b *cachev1alpha1.MaintenanceStatus) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
 }
 
-func TestEngineRecreatedObjectForgetsMemory(t *testing.T) {
+func TestSchedulerRecreatedObjectForgetsMemory(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
 	ex := &fakeExecutor{clk: clk}
-	e := &Engine{Runner: ex, Clock: clk}
+	e := &Scheduler{Runner: ex, Clock: clk}
 	req := baseRequest(nil)
 	if out := e.Reconcile(context.Background(), req); out.Result == nil {
 		t.Fatal("no run")
@@ -273,11 +274,11 @@ func TestEngineRecreatedObjectForgetsMemory(t *testing.T) {
 	}
 }
 
-func TestEngineMissedEventOnce(t *testing.T) {
+func TestSchedulerMissedEventOnce(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 5, 1, 12, 7, 0, 0, time.UTC))
 	ex := &fakeExecutor{clk: clk}
-	e := &Engine{Runner: ex, Clock: clk}
-	st := &Status{LastScheduleTime: Time(time.Date(2026, 5, 1, 11, 0, 0, 0, time.UTC))}
+	e := &Scheduler{Runner: ex, Clock: clk}
+	st := &cachev1alpha1.MaintenanceStatus{LastScheduleTime: Time(time.Date(2026, 5, 1, 11, 0, 0, 0, time.UTC))}
 	req := baseRequest(st)
 	req.Spec.StartingDeadlineSeconds = ptr.To[int64](60)
 	out := e.Reconcile(context.Background(), req)
@@ -296,10 +297,10 @@ func TestEngineMissedEventOnce(t *testing.T) {
 	}
 }
 
-func TestEngineConnectError(t *testing.T) {
+func TestSchedulerConnectError(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
 	ex := &fakeExecutor{clk: clk}
-	e := &Engine{Runner: ex, Clock: clk}
+	e := &Scheduler{Runner: ex, Clock: clk}
 	req := baseRequest(nil)
 	boom := errors.New("get auth Secret: boom")
 	req.Connect = func(context.Context) (Access, error) { return Access{}, boom }
@@ -315,11 +316,11 @@ func TestEngineConnectError(t *testing.T) {
 	}
 }
 
-func TestEngineInvalidSchedule(t *testing.T) {
+func TestSchedulerInvalidSchedule(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
 	ex := &fakeExecutor{clk: clk}
-	e := &Engine{Runner: ex, Clock: clk}
-	prev := &Status{NextScheduleTime: Time(clk.Now().Add(time.Minute))}
+	e := &Scheduler{Runner: ex, Clock: clk}
+	prev := &cachev1alpha1.MaintenanceStatus{NextScheduleTime: Time(clk.Now().Add(time.Minute))}
 	req := baseRequest(prev)
 	req.Spec.Schedule = "@hourly"
 	out := e.Reconcile(context.Background(), req)
@@ -334,16 +335,16 @@ func TestEngineInvalidSchedule(t *testing.T) {
 	// Expire and cull both off: nothing to schedule, and the schedule is
 	// not even looked at.
 	req = baseRequest(nil)
-	req.Spec.Expire, req.Spec.Cull, req.Spec.Schedule = false, false, "nonsense"
+	req.Spec.Expire, req.Spec.Cull, req.Spec.Schedule = ptr.To(false), ptr.To(false), "nonsense"
 	clk.SetTime(clk.Now().Add(10 * time.Minute))
 	if out = e.Reconcile(context.Background(), req); out.ScheduleErr != nil || out.Result != nil || out.RequeueAfter != 0 {
 		t.Fatalf("both off: %+v", out)
 	}
 }
 
-// TestEngineAgainstCacheservers: a scheduled run through the engine and the
+// TestSchedulerAgainstCacheservers: a scheduled run through the Scheduler and the
 // real Runner against cacheserver processes, one of them down.
-func TestEngineAgainstCacheservers(t *testing.T) {
+func TestSchedulerAgainstCacheservers(t *testing.T) {
 	up := testserver.Start(t, testserver.Options{Token: testToken, Args: []string{"--cull-limit", "0"}})
 	down := testserver.Start(t, testserver.Options{Token: testToken})
 	down.Kill()
@@ -353,8 +354,8 @@ func TestEngineAgainstCacheservers(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 5, 1, 3, 0, 5, 0, time.UTC))
 	reg := prometheus.NewRegistry()
 	m, _ := NewMetrics(reg)
-	e := &Engine{Metrics: m, Clock: clk, Runner: &Runner{Clock: clk, Retries: -1}}
-	req := baseRequest(&Status{LastScheduleTime: Time(time.Date(2026, 4, 30, 3, 0, 0, 0, time.UTC))})
+	e := &Scheduler{Metrics: m, Clock: clk, Runner: &Runner{Clock: clk, Retries: -1}}
+	req := baseRequest(&cachev1alpha1.MaintenanceStatus{LastScheduleTime: Time(time.Date(2026, 4, 30, 3, 0, 0, 0, time.UTC))})
 	req.Spec.Schedule, req.Spec.TimeZone, req.Shards = "0 3 * * *", "UTC", 2
 	req.Connect = func(context.Context) (Access, error) {
 		return Access{Token: testToken, Resolve: func(i int) string { return urls[i] }}, nil

@@ -7,18 +7,10 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
-)
+	"k8s.io/utils/ptr"
 
-// Spec is spec.maintenance with defaults applied.
-type Spec struct {
-	Schedule string // five-field cron expression
-	TimeZone string // IANA name, "" is UTC
-	Expire   bool
-	Cull     bool
-	Suspend  bool
-	// StartingDeadlineSeconds: nil means no deadline.
-	StartingDeadlineSeconds *int64
-}
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+)
 
 // Access is how to reach the shards of a DiskCache for a run.
 type Access struct {
@@ -27,18 +19,20 @@ type Access struct {
 	Resolve    func(shard int) string
 }
 
-// Request is one DiskCache as the engine sees it on a reconcile.
+// Request is one DiskCache as the Scheduler sees it on a reconcile.
 type Request struct {
 	Namespace, Name string
 	// UID tells a DiskCache from a deleted one of the same name.
 	UID          string
 	CreationTime time.Time
-	Spec         Spec
-	Shards       int
+	// Spec is spec.maintenance; nil Expire and Cull mean true, as the CRD
+	// defaults them.
+	Spec   cachev1alpha1.MaintenanceSpec
+	Shards int
 	// Trigger is the value of TriggerAnnotation ("" when absent).
 	Trigger string
 	// Status is the current status.maintenance (nil: none yet).
-	Status *Status
+	Status *cachev1alpha1.MaintenanceStatus
 	// Connect is called only when a run is due: it returns the token and
 	// addresses of the shards. An error postpones the run (Outcome.Err).
 	Connect func(ctx context.Context) (Access, error)
@@ -47,7 +41,7 @@ type Request struct {
 // Outcome is what a reconcile must write, record and requeue.
 type Outcome struct {
 	// Status is the new status.maintenance; never nil.
-	Status *Status
+	Status *cachev1alpha1.MaintenanceStatus
 	// RequeueAfter is when to reconcile again for the next run (0: no
 	// scheduled run to wait for).
 	RequeueAfter time.Duration
@@ -71,13 +65,13 @@ type Executor interface {
 	Run(ctx context.Context, job Job) Result
 }
 
-// Engine ties Decide, a Runner, the status and the metrics together for the
+// Scheduler ties Decide, a Runner, the status and the metrics together for the
 // reconciler. It remembers, per DiskCache, the last status it produced, so
 // a status write that failed or a reconcile that read a stale cache never
 // repeats a run, and the last missed run it reported, so the Warning is
 // recorded once. It is safe for concurrent reconciles; its zero value
 // (real clock, default Runner, no metrics) is ready to use.
-type Engine struct {
+type Scheduler struct {
 	// Runner runs the jobs; nil means a Runner with the defaults.
 	Runner Executor
 	// Metrics records runs; nil records nothing.
@@ -91,18 +85,18 @@ type Engine struct {
 
 type memo struct {
 	uid    string
-	status *Status   // last status produced by a run
-	missed time.Time // last missed run reported
+	status *cachev1alpha1.MaintenanceStatus // last status produced by a run
+	missed time.Time                        // last missed run reported
 }
 
 // Reconcile decides, runs maintenance when it is due, and returns the
 // status, Events and requeue for the DiskCache. It blocks for the run
 // (bounded by the Runner's per-shard timeout and parallelism).
-func (e *Engine) Reconcile(ctx context.Context, req Request) Outcome {
-	clk := e.clock()
+func (s *Scheduler) Reconcile(ctx context.Context, req Request) Outcome {
+	clk := s.clock()
 	now := clk.Now()
 	key := req.Namespace + "/" + req.Name
-	m := e.recall(key, req.UID)
+	m := s.recall(key, req.UID)
 
 	base := req.Status
 	if m.status != nil && !lastSchedule(m.status).Before(lastSchedule(base)) {
@@ -111,7 +105,8 @@ func (e *Engine) Reconcile(ctx context.Context, req Request) Outcome {
 	}
 	var out Outcome
 	var sched *Schedule
-	if req.Spec.Expire || req.Spec.Cull {
+	expire, cull := ptr.Deref(req.Spec.Expire, true), ptr.Deref(req.Spec.Cull, true)
+	if expire || cull {
 		var err error
 		if sched, err = Parse(req.Spec.Schedule, req.Spec.TimeZone); err != nil {
 			out.ScheduleErr = err
@@ -133,7 +128,7 @@ func (e *Engine) Reconcile(ctx context.Context, req Request) Outcome {
 	out.Decision = d
 	if !d.Missed.IsZero() && !d.Missed.Equal(m.missed) {
 		out.Events = append(out.Events, MissedEvent(d.Missed, req.Spec.StartingDeadlineSeconds))
-		e.update(key, req.UID, func(m *memo) { m.missed = d.Missed })
+		s.update(key, req.UID, func(m *memo) { m.missed = d.Missed })
 	}
 	out.Status = StatusWithNext(base, d.NextScheduleTime)
 	out.RequeueAfter = d.RequeueAfter
@@ -149,74 +144,74 @@ func (e *Engine) Reconcile(ctx context.Context, req Request) Outcome {
 			return out
 		}
 	}
-	res := e.runner(clk).Run(ctx, Job{
+	res := s.runner(clk).Run(ctx, Job{
 		Shards:     req.Shards,
-		Expire:     req.Spec.Expire,
-		Cull:       req.Spec.Cull,
+		Expire:     expire,
+		Cull:       cull,
 		Resolve:    access.Resolve,
 		Token:      access.Token,
 		HTTPClient: access.HTTPClient,
 	})
-	e.Metrics.Observe(req.Namespace, req.Name, &res)
+	s.Metrics.Observe(req.Namespace, req.Name, &res)
 	out.Result = &res
 	out.Status = StatusAfterRun(base, d, &res, d.NextScheduleTime)
 	out.RequeueAfter = RequeueAfter(d.NextScheduleTime, clk.Now())
 	out.Events = append(out.Events, EventFor(d, &res))
 	st := out.Status.DeepCopy()
-	e.update(key, req.UID, func(m *memo) { m.status = st })
+	s.update(key, req.UID, func(m *memo) { m.status = st })
 	return out
 }
 
-// Forget drops what the engine remembers about a deleted DiskCache, and
+// Forget drops what the Scheduler remembers about a deleted DiskCache, and
 // its metric series.
-func (e *Engine) Forget(namespace, name string) {
-	e.mu.Lock()
-	delete(e.mem, namespace+"/"+name)
-	e.mu.Unlock()
-	e.Metrics.Forget(namespace, name)
+func (s *Scheduler) Forget(namespace, name string) {
+	s.mu.Lock()
+	delete(s.mem, namespace+"/"+name)
+	s.mu.Unlock()
+	s.Metrics.Forget(namespace, name)
 }
 
-func (e *Engine) clock() clock.PassiveClock {
-	if e.Clock == nil {
+func (s *Scheduler) clock() clock.PassiveClock {
+	if s.Clock == nil {
 		return clock.RealClock{}
 	}
-	return e.Clock
+	return s.Clock
 }
 
-func (e *Engine) runner(clk clock.PassiveClock) Executor {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.Runner == nil {
-		e.Runner = &Runner{Clock: clk}
+func (s *Scheduler) runner(clk clock.PassiveClock) Executor {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Runner == nil {
+		s.Runner = &Runner{Clock: clk}
 	}
-	return e.Runner
+	return s.Runner
 }
 
-func (e *Engine) recall(key, uid string) memo {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	m := e.mem[key]
+func (s *Scheduler) recall(key, uid string) memo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.mem[key]
 	if m.uid != uid {
 		return memo{}
 	}
 	return m
 }
 
-func (e *Engine) update(key, uid string, f func(*memo)) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.mem == nil {
-		e.mem = map[string]memo{}
+func (s *Scheduler) update(key, uid string, f func(*memo)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mem == nil {
+		s.mem = map[string]memo{}
 	}
-	m := e.mem[key]
+	m := s.mem[key]
 	if m.uid != uid {
 		m = memo{uid: uid}
 	}
 	f(&m)
-	e.mem[key] = m
+	s.mem[key] = m
 }
 
-func lastSchedule(s *Status) time.Time {
+func lastSchedule(s *cachev1alpha1.MaintenanceStatus) time.Time {
 	if s == nil || s.LastScheduleTime == nil {
 		return time.Time{}
 	}
