@@ -153,12 +153,12 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) error {
 }
 
 // storeSettings returns a store's settings as its users set them: a
-// FanoutCache's size_limit is the total over its shards, as --size-limit
+// FanoutCache's size_limit is the total over its databases, as --size-limit
 // and PATCH /v1/settings take it.
 func storeSettings(st Store) engine.Settings {
 	set := st.Settings()
 	if fc, ok := st.(*engine.FanoutCache); ok {
-		set.SizeLimit *= int64(fc.ShardCount())
+		set.SizeLimit *= int64(fc.DatabaseCount())
 	}
 	return set
 }

@@ -499,7 +499,7 @@ func FuzzNames(f *testing.F) {
 // TestNamesAreNotSQLiteURIs: the engine opens databases through SQLite
 // "file:" URIs, where an unescaped '?' would start the query (caches "a?b"
 // and "a?c" sharing cache/a), '#' the fragment, and %XX escapes would be
-// decoded ("%2e%2e%2f007" opening the root cache's shard 007/cache.db).
+// decoded ("%2e%2e%2f007" opening the root cache's database 007/cache.db).
 func TestNamesAreNotSQLiteURIs(t *testing.T) {
 	for _, name := range []string{"a?b", "#", "%2e%2e", "%2e%2e%2f007", "100%"} {
 		for sel := uint8(0); sel < 5; sel++ {

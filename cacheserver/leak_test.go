@@ -30,7 +30,7 @@ const (
 	leakAborted           = 40
 	leakWorkers           = 8
 	leakSlack             = 2 // fds and goroutines allowed above the baseline
-	leakCaches            = 5 // --fanout 4 shards and one named cache
+	leakCaches            = 5 // --fanout 4 databases and one named cache
 )
 
 // procState is what the test watches in the server process: its open file
@@ -233,7 +233,7 @@ func TestNoLeaksUnderLoad(t *testing.T) {
 	}
 	srv := testserver.Start(t, testserver.Options{Args: []string{"--fanout", "4"}})
 
-	// Warm-up: opens every shard's and the named cache's SQLite
+	// Warm-up: opens every database's and the named cache's SQLite
 	// connections (kept in pools), value file directories and so on.
 	leakLoad(t, srv, leakKeepAliveRequests/3, true)
 	leakLoad(t, srv, leakFreshConnRequests/3, false)

@@ -160,9 +160,9 @@ func (m *metrics) handler() http.Handler {
 type cacheCollector struct{ fc *engine.FanoutCache }
 
 var (
-	descItems     = prometheus.NewDesc("diskcache_items", "Items in a SQLite shard (expired ones included).", []string{"shard"}, nil)
-	descVolume    = prometheus.NewDesc("diskcache_volume_bytes", "Estimated bytes on disk of a SQLite shard: database pages plus value files.", []string{"shard"}, nil)
-	descFileBytes = prometheus.NewDesc("diskcache_value_file_bytes", "Bytes of value files of a SQLite shard.", []string{"shard"}, nil)
+	descItems     = prometheus.NewDesc("diskcache_items", "Items in a SQLite database of the fanout (expired ones included).", []string{"database"}, nil)
+	descVolume    = prometheus.NewDesc("diskcache_volume_bytes", "Estimated bytes on disk of a SQLite database of the fanout: database pages plus value files.", []string{"database"}, nil)
+	descFileBytes = prometheus.NewDesc("diskcache_value_file_bytes", "Bytes of value files of a SQLite database of the fanout.", []string{"database"}, nil)
 	descExpired   = prometheus.NewDesc("diskcache_expired_total", "Items removed because they expired, since start.", nil, nil)
 	descEvicted   = prometheus.NewDesc("diskcache_evicted_total", "Items removed by the eviction policy (culled), since start.", nil, nil)
 	descCorrupt   = prometheus.NewDesc("diskcache_corrupt_values_total", "Reads of the server's cache that found a value file of another size than recorded and answered a miss, since start.", nil, nil)
@@ -180,19 +180,19 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var hits, misses int64
-	for i := 0; i < c.fc.ShardCount(); i++ {
-		shard := c.fc.Shard(i)
+	for i := 0; i < c.fc.DatabaseCount(); i++ {
+		db := c.fc.Database(i)
 		label := strconv.Itoa(i)
-		if n, err := shard.Len(ctx); err == nil {
+		if n, err := db.Len(ctx); err == nil {
 			ch <- prometheus.MustNewConstMetric(descItems, prometheus.GaugeValue, float64(n), label)
 		}
-		if v, err := shard.Volume(ctx); err == nil {
+		if v, err := db.Volume(ctx); err == nil {
 			ch <- prometheus.MustNewConstMetric(descVolume, prometheus.GaugeValue, float64(v), label)
 		}
-		if b, err := shard.ValueFileBytes(ctx); err == nil {
+		if b, err := db.ValueFileBytes(ctx); err == nil {
 			ch <- prometheus.MustNewConstMetric(descFileBytes, prometheus.GaugeValue, float64(b), label)
 		}
-		if h, m, err := shard.StatCounts(ctx); err == nil {
+		if h, m, err := db.StatCounts(ctx); err == nil {
 			hits, misses = hits+h, misses+m
 		}
 	}

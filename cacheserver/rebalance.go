@@ -204,9 +204,9 @@ func (rb *rebalancer) pass(ctx context.Context, a *topology.Announcement) (int64
 	now := float64(time.Now().UnixNano()) / 1e9
 	// Count first, for progress.
 	var items, size int64
-	for i := 0; i < s.cache.ShardCount(); i++ {
+	for i := 0; i < s.cache.DatabaseCount(); i++ {
 		for after := int64(0); ; {
-			rows, err := s.cache.Shard(i).Rows(ctx, after, 500)
+			rows, err := s.cache.Database(i).Rows(ctx, after, 500)
 			if err != nil {
 				return 0, err
 			}
@@ -249,12 +249,12 @@ func (rb *rebalancer) pass(ctx context.Context, a *topology.Announcement) (int64
 		p.Passes++
 	})
 	var handled int64
-	for i := 0; i < s.cache.ShardCount(); i++ {
+	for i := 0; i < s.cache.DatabaseCount(); i++ {
 		for after := int64(0); ; {
 			if cur := s.cluster.current(); cur.Epoch != a.Epoch {
 				return handled, nil
 			}
-			last, n, more, err := rb.sendPage(ctx, a, s.cache.Shard(i), after, owned)
+			last, n, more, err := rb.sendPage(ctx, a, s.cache.Database(i), after, owned)
 			handled += n
 			if err != nil {
 				return handled, err

@@ -172,7 +172,7 @@ func (s *Server) handleRebalanceExport(w http.ResponseWriter, r *http.Request) e
 	w.Header().Set("Content-Type", wire.RecordsContentType)
 	w.WriteHeader(http.StatusOK)
 	if ok && !row.Expired(float64(time.Now().UnixNano())/1e9) {
-		err := writeMoveRecord(w, row, func(r engine.Row) (io.ReadCloser, error) { return s.cache.ShardFor(key).OpenValue(r) })
+		err := writeMoveRecord(w, row, func(r engine.Row) (io.ReadCloser, error) { return s.cache.DatabaseFor(key).OpenValue(r) })
 		if err != nil && !errors.Is(err, errGone) {
 			return err
 		}

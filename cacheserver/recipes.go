@@ -18,7 +18,7 @@ import (
 
 // recipeRoutes serves the engine's coordination recipes (locks, bounded
 // semaphores, running averages, token-bucket rate limits). Each keeps its
-// state in an item of the FanoutCache shard that owns the key, as
+// state in an item of the FanoutCache database that holds the key, as
 // python-diskcache's recipes do on a FanoutCache.
 func (s *Server) recipeRoutes() {
 	s.route("POST /v1/locks/{key}/acquire", s.handleLockAcquire)
@@ -66,7 +66,7 @@ func seconds(d time.Duration) float64 { return d.Seconds() }
 // waitRegistry wakes requests waiting (?wait=) for a lock or semaphore
 // when this server releases it, so that they need not poll for releases
 // made here; releases by other processes are found by the timed retries.
-// Topics name a shard directory and a key.
+// Topics name a database directory and a key.
 type waitRegistry struct {
 	mu sync.Mutex
 	m  map[string]*waitEntry
@@ -109,10 +109,10 @@ func (w *waitRegistry) notify(topic string) {
 	}
 }
 
-// topic names a recipe's key in its shard.
-func topic(kind string, shard *engine.Cache, key kv.Key) string {
+// topic names a recipe's key in its database.
+func topic(kind string, db *engine.Cache, key kv.Key) string {
 	raw, kt := wire.FormatKey(key)
-	return kind + "\x00" + shard.Directory() + "\x00" + kt + "\x00" + raw
+	return kind + "\x00" + db.Directory() + "\x00" + kt + "\x00" + raw
 }
 
 // Polling bounds of ?wait=: besides the wake-ups of releases made through
@@ -177,7 +177,7 @@ type LockState struct {
 	Remaining float64 `json:"remaining"`
 }
 
-// lockParams resolves the key, its shard and ?reentrant=.
+// lockParams resolves the key, its database and ?reentrant=.
 func (s *Server) lockParams(r *http.Request) (kv.Key, *engine.Cache, bool, error) {
 	key, err := s.pathKey(r)
 	if err != nil {
@@ -187,26 +187,26 @@ func (s *Server) lockParams(r *http.Request) (kv.Key, *engine.Cache, bool, error
 	if err != nil {
 		return key, nil, false, err
 	}
-	return key, s.cache.ShardFor(key), reentrant, nil
+	return key, s.cache.DatabaseFor(key), reentrant, nil
 }
 
 // lockOwnerParams is lockParams plus the required ?owner=.
 func (s *Server) lockOwnerParams(r *http.Request) (kv.Key, *engine.Cache, bool, string, error) {
-	key, shard, reentrant, err := s.lockParams(r)
+	key, db, reentrant, err := s.lockParams(r)
 	if err != nil {
 		return key, nil, false, "", err
 	}
 	owner, err := ownerParam(r)
-	return key, shard, reentrant, owner, err
+	return key, db, reentrant, owner, err
 }
 
-func lockTopic(shard *engine.Cache, key kv.Key) string { return topic("lock", shard, key) }
+func lockTopic(db *engine.Cache, key kv.Key) string { return topic("lock", db, key) }
 
 // handleLockAcquire takes the lock for owner (re-entering it with
 // reentrant=true), for ttl seconds (0 or absent: until released); with
 // wait it retries until it gets the lock or wait seconds have passed.
 func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error {
-	key, shard, reentrant, owner, err := s.lockOwnerParams(r)
+	key, db, reentrant, owner, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
@@ -219,16 +219,16 @@ func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	var out LockState
-	err = s.retryFor(r.Context(), wait, lockTopic(shard, key), func() (bool, time.Duration, error) {
+	err = s.retryFor(r.Context(), wait, lockTopic(db, key), func() (bool, time.Duration, error) {
 		var acquired bool
 		var holder string
 		var count int
 		var remaining time.Duration
 		var err error
 		if reentrant {
-			acquired, holder, count, remaining, err = engine.RLock{Cache: shard}.Acquire(r.Context(), key, owner, ttl)
+			acquired, holder, count, remaining, err = engine.RLock{Cache: db}.Acquire(r.Context(), key, owner, ttl)
 		} else {
-			acquired, holder, remaining, err = engine.Lock{Cache: shard}.Acquire(r.Context(), key, owner, ttl)
+			acquired, holder, remaining, err = engine.Lock{Cache: db}.Acquire(r.Context(), key, owner, ttl)
 			count = 1 // a plain lock that is held is held once
 		}
 		out = LockState{Acquired: &acquired, Holder: holder, Count: count, Remaining: seconds(remaining)}
@@ -244,28 +244,28 @@ func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error
 // handleLockRelease releases owner's hold (once, for a reentrant lock) and
 // wakes the waiters of this process.
 func (s *Server) handleLockRelease(w http.ResponseWriter, r *http.Request) error {
-	key, shard, reentrant, owner, err := s.lockOwnerParams(r)
+	key, db, reentrant, owner, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
 	count := 0
 	if reentrant {
-		count, err = engine.RLock{Cache: shard}.Release(r.Context(), key, owner)
+		count, err = engine.RLock{Cache: db}.Release(r.Context(), key, owner)
 	} else {
-		err = engine.Lock{Cache: shard}.Release(r.Context(), key, owner)
+		err = engine.Lock{Cache: db}.Release(r.Context(), key, owner)
 	}
 	if err != nil {
 		return err
 	}
 	if count == 0 {
-		s.waiters.notify(lockTopic(shard, key))
+		s.waiters.notify(lockTopic(db, key))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"released": true, "count": count})
 	return nil
 }
 
 func (s *Server) handleLockRefresh(w http.ResponseWriter, r *http.Request) error {
-	key, shard, reentrant, owner, err := s.lockOwnerParams(r)
+	key, db, reentrant, owner, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
@@ -274,9 +274,9 @@ func (s *Server) handleLockRefresh(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	if reentrant {
-		err = engine.RLock{Cache: shard}.Refresh(r.Context(), key, owner, ttl)
+		err = engine.RLock{Cache: db}.Refresh(r.Context(), key, owner, ttl)
 	} else {
-		err = engine.Lock{Cache: shard}.Refresh(r.Context(), key, owner, ttl)
+		err = engine.Lock{Cache: db}.Refresh(r.Context(), key, owner, ttl)
 	}
 	if err != nil {
 		return err
@@ -286,7 +286,7 @@ func (s *Server) handleLockRefresh(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *Server) handleLockStatus(w http.ResponseWriter, r *http.Request) error {
-	key, shard, reentrant, err := s.lockParams(r)
+	key, db, reentrant, err := s.lockParams(r)
 	if err != nil {
 		return err
 	}
@@ -295,9 +295,9 @@ func (s *Server) handleLockStatus(w http.ResponseWriter, r *http.Request) error 
 	var count int
 	var remaining time.Duration
 	if reentrant {
-		locked, holder, count, remaining, err = engine.RLock{Cache: shard}.Locked(r.Context(), key)
+		locked, holder, count, remaining, err = engine.RLock{Cache: db}.Locked(r.Context(), key)
 	} else {
-		locked, holder, remaining, err = engine.Lock{Cache: shard}.Locked(r.Context(), key)
+		locked, holder, remaining, err = engine.Lock{Cache: db}.Locked(r.Context(), key)
 		if locked {
 			count = 1
 		}
@@ -309,8 +309,8 @@ func (s *Server) handleLockStatus(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func semaphoreTopic(shard *engine.Cache, key kv.Key) string {
-	return topic("semaphore", shard, key)
+func semaphoreTopic(db *engine.Cache, key kv.Key) string {
+	return topic("semaphore", db, key)
 }
 
 // handleSemaphoreAcquire takes one of ?value= (default 1) permits for
@@ -336,13 +336,13 @@ func (s *Server) handleSemaphoreAcquire(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	shard := s.cache.ShardFor(key)
+	db := s.cache.DatabaseFor(key)
 	var acquired bool
 	var inUse int
 	var retry time.Duration
-	err = s.retryFor(r.Context(), wait, semaphoreTopic(shard, key), func() (bool, time.Duration, error) {
+	err = s.retryFor(r.Context(), wait, semaphoreTopic(db, key), func() (bool, time.Duration, error) {
 		var err error
-		acquired, inUse, retry, err = engine.BoundedSemaphore{Cache: shard}.Acquire(r.Context(), key, owner, int(value), ttl)
+		acquired, inUse, retry, err = engine.BoundedSemaphore{Cache: db}.Acquire(r.Context(), key, owner, int(value), ttl)
 		return acquired, retry, err
 	})
 	if err != nil {
@@ -361,12 +361,12 @@ func (s *Server) handleSemaphoreRelease(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	shard := s.cache.ShardFor(key)
-	inUse, err := engine.BoundedSemaphore{Cache: shard}.Release(r.Context(), key, owner)
+	db := s.cache.DatabaseFor(key)
+	inUse, err := engine.BoundedSemaphore{Cache: db}.Release(r.Context(), key, owner)
 	if err != nil {
 		return err
 	}
-	s.waiters.notify(semaphoreTopic(shard, key))
+	s.waiters.notify(semaphoreTopic(db, key))
 	writeJSON(w, http.StatusOK, map[string]int{"in_use": inUse})
 	return nil
 }
@@ -384,7 +384,7 @@ func (s *Server) handleSemaphoreRefresh(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	if err := (engine.BoundedSemaphore{Cache: s.cache.ShardFor(key)}).Refresh(r.Context(), key, owner, ttl); err != nil {
+	if err := (engine.BoundedSemaphore{Cache: s.cache.DatabaseFor(key)}).Refresh(r.Context(), key, owner, ttl); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"refreshed": true})
@@ -396,7 +396,7 @@ func (s *Server) handleSemaphoreStatus(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	holders, err := engine.BoundedSemaphore{Cache: s.cache.ShardFor(key)}.Holders(r.Context(), key)
+	holders, err := engine.BoundedSemaphore{Cache: s.cache.DatabaseFor(key)}.Holders(r.Context(), key)
 	if err != nil {
 		return err
 	}
@@ -453,7 +453,7 @@ func (s *Server) handleAverageAdd(w http.ResponseWriter, r *http.Request) error 
 		x = float64(n.Int)
 	}
 	var count int64
-	tx := afterTx{c: s.cache.ShardFor(key), after: func(tx *engine.Tx) error {
+	tx := afterTx{c: s.cache.DatabaseFor(key), after: func(tx *engine.Tx) error {
 		// The state is [total, count] as JSON text (see engine.Averager).
 		it, ok, err := tx.Get(key, engine.GetOptions{})
 		if err != nil || !ok {
@@ -481,7 +481,7 @@ func (s *Server) handleAverageGet(pop bool) handlerFunc {
 		if err != nil {
 			return err
 		}
-		a := engine.Averager{Cache: s.cache.ShardFor(key)}
+		a := engine.Averager{Cache: s.cache.DatabaseFor(key)}
 		var avg float64
 		var count int64
 		if pop {
@@ -527,7 +527,7 @@ func (s *Server) handleRateLimit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	allowed, retry, remaining, err := engine.Throttler{Cache: s.cache.ShardFor(key)}.Throttle(r.Context(), key, int(count), per, int(cost))
+	allowed, retry, remaining, err := engine.Throttler{Cache: s.cache.DatabaseFor(key)}.Throttle(r.Context(), key, int(count), per, int(cost))
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// handleReadyz answers 200 once every shard's database answers a write
+// handleReadyz answers 200 once every database of the fanout answers a write
 // transaction within a second: the databases are open and writable. A full
 // data volume answers 503 disk_full until space is freed.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
@@ -86,8 +86,8 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
-	for i := 0; i < s.cache.ShardCount(); i++ {
-		if err := s.cache.Shard(i).Transact(ctx, func(*engine.Tx) error { return nil }); err != nil {
+	for i := 0; i < s.cache.DatabaseCount(); i++ {
+		if err := s.cache.Database(i).Transact(ctx, func(*engine.Tx) error { return nil }); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
 			return nil
 		}

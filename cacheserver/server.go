@@ -57,7 +57,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.Default()
 	}
 	fc, err := engine.OpenFanout(ctx, cfg.DataDir, engine.FanoutOptions{
-		Shards:   cfg.Fanout,
+		Fanout:   cfg.Fanout,
 		Timeout:  cfg.DatabaseTimeout,
 		Settings: cfg.EngineSettings().Values(),
 		// A cache can lose a damaged database and serve the rest.

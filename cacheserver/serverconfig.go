@@ -16,7 +16,7 @@ type serverConfig struct {
 
 func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, serverConfig{
-		Fanout:                 s.cache.ShardCount(),
+		Fanout:                 s.cache.DatabaseCount(),
 		DatabaseTimeoutSeconds: s.cache.Timeout().Seconds(),
 		MaxKeyBytes:            s.cfg.MaxKeyBytes,
 		MaxValueBytes:          s.cfg.MaxValueBytes,

@@ -105,8 +105,8 @@ func peakRSS(t *testing.T, pid int) int64 {
 func TestHugeValueStreamsWithinMemoryBound(t *testing.T) {
 	const size = 256 << 20
 	const bound = 64 << 20
-	// A value over a shard's size limit culls itself on write, as in
-	// python-diskcache: give the shards room.
+	// A value over a database's size limit culls itself on write, as in
+	// python-diskcache: give the databases room.
 	srv := testserver.Start(t, testserver.Options{Args: []string{"--size-limit", strconv.Itoa(16 << 30)}})
 	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
 	if err != nil {

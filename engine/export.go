@@ -180,10 +180,10 @@ func (c *Cache) DeleteRow(ctx context.Context, r Row) (bool, error) {
 
 // ExportRow is Cache.ExportRow on the database that holds key.
 func (f *FanoutCache) ExportRow(ctx context.Context, key kv.Key) (Row, bool, error) {
-	return f.ShardFor(key).ExportRow(ctx, key)
+	return f.DatabaseFor(key).ExportRow(ctx, key)
 }
 
 // ImportRow is Cache.ImportRow on the database that holds row.Key.
 func (f *FanoutCache) ImportRow(ctx context.Context, row Row, body io.Reader) (bool, error) {
-	return f.ShardFor(row.Key).ImportRow(ctx, row, body)
+	return f.DatabaseFor(row.Key).ImportRow(ctx, row, body)
 }

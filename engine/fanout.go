@@ -18,10 +18,10 @@ import (
 
 // FanoutCache defaults, as in python-diskcache's FanoutCache.
 const (
-	// DefaultFanoutShards is the number of shards when FanoutOptions.Shards
+	// DefaultFanout is the number of databases when FanoutOptions.Fanout
 	// is zero.
-	DefaultFanoutShards = 8
-	// DefaultFanoutTimeout is the database timeout of every shard when
+	DefaultFanout = 8
+	// DefaultFanoutTimeout is the timeout of every database when
 	// FanoutOptions.Timeout is zero.
 	DefaultFanoutTimeout = 10 * time.Millisecond
 )
@@ -35,23 +35,23 @@ const (
 
 // FanoutOptions configure OpenFanout.
 type FanoutOptions struct {
-	// Shards is the number of shards; zero means DefaultFanoutShards. It must
+	// Fanout is the number of databases; zero means DefaultFanout. It must
 	// match the number the directory was written with, or keys are looked
-	// for in the wrong shard.
-	Shards int
-	// Timeout bounds how long a write waits for a shard's lock. Zero means
+	// for in the wrong database.
+	Fanout int
+	// Timeout bounds how long a write waits for a database's lock. Zero means
 	// DefaultFanoutTimeout (python-diskcache's 0.010 s); a negative value
 	// means no wait.
 	Timeout time.Duration
-	// Settings are passed to every shard as Options.Settings, except
-	// size_limit: it is the total for the whole FanoutCache, and each shard
-	// gets size_limit / Shards (2^30 / Shards when absent, because
+	// Settings are passed to every database as Options.Settings, except
+	// size_limit: it is the total for the whole FanoutCache, and each database
+	// gets size_limit / Fanout (2^30 / Fanout when absent, because
 	// python-diskcache always passes it).
 	Settings map[settings.Name]any
-	// Now is the clock of every shard and sub-collection; nil means
+	// Now is the clock of every database and sub-collection; nil means
 	// time.Now.
 	Now func() time.Time
-	// MaxConns bounds the open SQLite connections of each shard; zero means
+	// MaxConns bounds the open SQLite connections of each database; zero means
 	// the Cache default.
 	MaxConns int
 	// CacheSizeLimit, when positive, is the size_limit a named cache (see
@@ -65,7 +65,7 @@ type FanoutOptions struct {
 	// what was moved. Items of that database are lost; the rest serve on.
 	Quarantine bool
 	// SwallowTimeouts gives single-key operations python-diskcache's
-	// FanoutCache behaviour: a shard that stays locked past Timeout is
+	// FanoutCache behaviour: a database that stays locked past Timeout is
 	// reported as a failed write or a miss instead of ErrTimeout. Set, Add,
 	// Touch and Delete report false (Set, which returns only an error,
 	// returns nil: use TrySet to learn whether it stored), Get and Pop report
@@ -73,19 +73,21 @@ type FanoutOptions struct {
 	// nil error. Without it every timeout is returned as an error wrapping
 	// ErrTimeout. Bulk and administrative operations (Expire, Evict, Cull,
 	// Clear, Stats, Check, Reset, tag index changes) and Transact retry a
-	// timed-out shard until ctx ends, with or without this option.
+	// timed-out database until ctx ends, with or without this option.
 	SwallowTimeouts bool
 }
 
-// FanoutCache spreads keys over several Cache shards, each its own SQLite
-// database in dir/000, dir/001, …, as python-diskcache's FanoutCache does,
-// so that writers to different shards do not wait for each other. A key
-// lives in shard fanoutHash(key) % ShardCount(). It also hands out named
+// FanoutCache spreads keys over several Cache databases, its fanout
+// (python-diskcache calls them shards; here a shard is one cache server),
+// each its own SQLite database in dir/000, dir/001, …, as python-diskcache's
+// FanoutCache does, so that writers to different databases do not wait for
+// each other. A key
+// lives in database fanoutHash(key) % DatabaseCount(). It also hands out named
 // sub-collections (Cache, Deque, Index) stored below dir. It is safe for
 // concurrent use.
 type FanoutCache struct {
 	dir      string
-	shards   []*Cache
+	dbs      []*Cache
 	timeout  time.Duration
 	now      func() time.Time
 	maxConns int
@@ -107,12 +109,12 @@ type FanoutCache struct {
 
 // OpenFanout opens or creates the FanoutCache in dir.
 func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCache, error) {
-	n := opts.Shards
+	n := opts.Fanout
 	if n == 0 {
-		n = DefaultFanoutShards
+		n = DefaultFanout
 	}
 	if n < 0 {
-		return nil, fmt.Errorf("%w: shards must be positive, got %d", kv.ErrInvalidSetting, n)
+		return nil, fmt.Errorf("%w: fanout must be positive, got %d", kv.ErrInvalidSetting, n)
 	}
 	timeout := opts.Timeout
 	if timeout == 0 {
@@ -128,8 +130,8 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 	}
 	// python-diskcache's FanoutCache writes size_limit on every open, so a
 	// limit changed at run time reverts to the default on the next open
-	// unless given again. Here an existing shard keeps its stored limit
-	// unless one is given; a new shard starts at the default.
+	// unless given again. Here an existing database keeps its stored limit
+	// unless one is given; a new database starts at the default.
 	total := DefaultSettings().SizeLimit
 	_, explicitLimit := overrides[settings.NameSizeLimit]
 	if v, ok := overrides[settings.NameSizeLimit]; ok {
@@ -143,7 +145,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 
 	f := &FanoutCache{
 		dir:      dir,
-		shards:   make([]*Cache, 0, n),
+		dbs:      make([]*Cache, 0, n),
 		timeout:  timeout,
 		now:      now,
 		maxConns: opts.MaxConns,
@@ -154,30 +156,30 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 	}
 	f.cacheSizeLimit = opts.CacheSizeLimit
 	for i := 0; i < n; i++ {
-		shardDir := filepath.Join(dir, fmt.Sprintf("%03d", i))
-		shardSettings := overrides
-		if _, err := os.Stat(filepath.Join(shardDir, DBName)); err == nil && !explicitLimit {
-			shardSettings = make(map[settings.Name]any, len(overrides))
+		dbDir := filepath.Join(dir, fmt.Sprintf("%03d", i))
+		dbSettings := overrides
+		if _, err := os.Stat(filepath.Join(dbDir, DBName)); err == nil && !explicitLimit {
+			dbSettings = make(map[settings.Name]any, len(overrides))
 			for k, v := range overrides {
 				if k != settings.NameSizeLimit {
-					shardSettings[k] = v
+					dbSettings[k] = v
 				}
 			}
 		}
-		copts := Options{Timeout: timeout, Settings: shardSettings, Now: now, MaxConns: opts.MaxConns}
-		c, err := Open(ctx, shardDir, copts)
+		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns}
+		c, err := Open(ctx, dbDir, copts)
 		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
 			var q Quarantined
-			if q, err = quarantine(dir, shardDir, i, now(), err); err == nil {
+			if q, err = quarantine(dir, dbDir, i, now(), err); err == nil {
 				f.quarantined = append(f.quarantined, q)
-				c, err = Open(ctx, shardDir, copts)
+				c, err = Open(ctx, dbDir, copts)
 			}
 		}
 		if err != nil {
 			_ = f.Close()
 			return nil, err
 		}
-		f.shards = append(f.shards, c)
+		f.dbs = append(f.dbs, c)
 	}
 	return f, nil
 }
@@ -210,31 +212,31 @@ func quarantine(dir, dbDir string, i int, now time.Time, cause error) (Quarantin
 // Directory returns the fanout directory.
 func (f *FanoutCache) Directory() string { return f.dir }
 
-// Timeout returns the database timeout of every shard.
+// Timeout returns the timeout of every database.
 func (f *FanoutCache) Timeout() time.Duration { return f.timeout }
 
 // SwallowTimeouts reports whether single-key operations swallow timeouts
 // (see FanoutOptions.SwallowTimeouts).
 func (f *FanoutCache) SwallowTimeouts() bool { return f.swallow }
 
-// Settings returns the settings of shard 0, as python-diskcache's
-// FanoutCache attributes do. SizeLimit is the limit of one shard.
-func (f *FanoutCache) Settings() Settings { return f.shards[0].Settings() }
+// Settings returns the settings of database 0, as python-diskcache's
+// FanoutCache attributes do. SizeLimit is the limit of one database.
+func (f *FanoutCache) Settings() Settings { return f.dbs[0].Settings() }
 
-// ShardCount returns the number of shards.
-func (f *FanoutCache) ShardCount() int { return len(f.shards) }
+// DatabaseCount returns the number of databases.
+func (f *FanoutCache) DatabaseCount() int { return len(f.dbs) }
 
-// Shard returns shard i (0 ≤ i < ShardCount()).
-func (f *FanoutCache) Shard(i int) *Cache { return f.shards[i] }
+// Database returns database i (0 ≤ i < DatabaseCount()).
+func (f *FanoutCache) Database(i int) *Cache { return f.dbs[i] }
 
-// ShardIndex returns the index of the shard that holds key:
-// fanoutHash(key) modulo the shard count, as python-diskcache computes it.
-func (f *FanoutCache) ShardIndex(key kv.Key) int {
-	return int(fanoutHash(key) % uint32(len(f.shards)))
+// DatabaseIndex returns the index of the database that holds key:
+// fanoutHash(key) modulo the database count, as python-diskcache computes it.
+func (f *FanoutCache) DatabaseIndex(key kv.Key) int {
+	return int(fanoutHash(key) % uint32(len(f.dbs)))
 }
 
-// ShardFor returns the shard that holds key.
-func (f *FanoutCache) ShardFor(key kv.Key) *Cache { return f.shards[f.ShardIndex(key)] }
+// DatabaseFor returns the database that holds key.
+func (f *FanoutCache) DatabaseFor(key kv.Key) *Cache { return f.dbs[f.DatabaseIndex(key)] }
 
 // swallowed reports whether err is a timeout this cache turns into a
 // failed write or a miss.
@@ -242,7 +244,7 @@ func (f *FanoutCache) swallowed(err error) bool {
 	return f.swallow && errors.Is(err, kv.ErrTimeout)
 }
 
-// Set stores value under key in its shard (see Cache.Set). Under
+// Set stores value under key in its database (see Cache.Set). Under
 // SwallowTimeouts a timeout returns nil without storing anything; TrySet
 // tells the two apart.
 func (f *FanoutCache) Set(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) error {
@@ -254,7 +256,7 @@ func (f *FanoutCache) Set(ctx context.Context, key kv.Key, value kv.Value, opts 
 // python-diskcache's FanoutCache.set: false with a nil error when a timeout
 // was swallowed.
 func (f *FanoutCache) TrySet(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
-	err := f.ShardFor(key).Set(ctx, key, value, opts)
+	err := f.DatabaseFor(key).Set(ctx, key, value, opts)
 	if err == nil {
 		return true, nil
 	}
@@ -266,7 +268,7 @@ func (f *FanoutCache) TrySet(ctx context.Context, key kv.Key, value kv.Value, op
 
 // Add stores value only if key has no live item (see Cache.Add).
 func (f *FanoutCache) Add(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
-	ok, err := f.ShardFor(key).Add(ctx, key, value, opts)
+	ok, err := f.DatabaseFor(key).Add(ctx, key, value, opts)
 	if f.swallowed(err) {
 		return false, nil
 	}
@@ -275,7 +277,7 @@ func (f *FanoutCache) Add(ctx context.Context, key kv.Key, value kv.Value, opts 
 
 // Touch gives a live item a new expiry (see Cache.Touch).
 func (f *FanoutCache) Touch(ctx context.Context, key kv.Key, expire kv.Expiry) (bool, error) {
-	ok, err := f.ShardFor(key).Touch(ctx, key, expire)
+	ok, err := f.DatabaseFor(key).Touch(ctx, key, expire)
 	if f.swallowed(err) {
 		return false, nil
 	}
@@ -286,7 +288,7 @@ func (f *FanoutCache) Touch(ctx context.Context, key kv.Key, expire kv.Expiry) (
 // SwallowTimeouts a timeout (possible when statistics or an LRU/LFU policy
 // make reads write) is a miss.
 func (f *FanoutCache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, bool, error) {
-	it, ok, err := f.ShardFor(key).Get(ctx, key, opts)
+	it, ok, err := f.DatabaseFor(key).Get(ctx, key, opts)
 	if f.swallowed(err) {
 		return Item{}, false, nil
 	}
@@ -295,7 +297,7 @@ func (f *FanoutCache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Ite
 
 // Pop removes the live item under key and returns it (see Cache.Pop).
 func (f *FanoutCache) Pop(ctx context.Context, key kv.Key, opts GetOptions) (Item, bool, error) {
-	it, ok, err := f.ShardFor(key).Pop(ctx, key, opts)
+	it, ok, err := f.DatabaseFor(key).Pop(ctx, key, opts)
 	if f.swallowed(err) {
 		return Item{}, false, nil
 	}
@@ -304,7 +306,7 @@ func (f *FanoutCache) Pop(ctx context.Context, key kv.Key, opts GetOptions) (Ite
 
 // Delete removes the live item under key (see Cache.Delete).
 func (f *FanoutCache) Delete(ctx context.Context, key kv.Key) (bool, error) {
-	ok, err := f.ShardFor(key).Delete(ctx, key)
+	ok, err := f.DatabaseFor(key).Delete(ctx, key)
 	if f.swallowed(err) {
 		return false, nil
 	}
@@ -313,14 +315,14 @@ func (f *FanoutCache) Delete(ctx context.Context, key kv.Key) (bool, error) {
 
 // Contains reports whether key has a live item.
 func (f *FanoutCache) Contains(ctx context.Context, key kv.Key) (bool, error) {
-	return f.ShardFor(key).Contains(ctx, key)
+	return f.DatabaseFor(key).Contains(ctx, key)
 }
 
 // Incr adds delta to the number under key (see Cache.Incr). Under
 // SwallowTimeouts a timeout returns the zero Value (type ValueNone) and a
 // nil error.
 func (f *FanoutCache) Incr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.Value, error) {
-	v, err := f.ShardFor(key).Incr(ctx, key, delta, def)
+	v, err := f.DatabaseFor(key).Incr(ctx, key, delta, def)
 	if f.swallowed(err) {
 		return kv.Value{}, nil
 	}
@@ -329,17 +331,17 @@ func (f *FanoutCache) Incr(ctx context.Context, key kv.Key, delta, def kv.Value)
 
 // Decr subtracts delta from the number under key; see Incr.
 func (f *FanoutCache) Decr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.Value, error) {
-	v, err := f.ShardFor(key).Decr(ctx, key, delta, def)
+	v, err := f.DatabaseFor(key).Decr(ctx, key, delta, def)
 	if f.swallowed(err) {
 		return kv.Value{}, nil
 	}
 	return v, err
 }
 
-// retryShard runs fn until it ends without a timeout, adding up the counts
+// retryDatabase runs fn until it ends without a timeout, adding up the counts
 // it reports (a timed-out bulk operation reports what it had removed), or
 // until ctx ends.
-func (f *FanoutCache) retryShard(ctx context.Context, op string, i int, fn func() (int64, error)) (int64, error) {
+func (f *FanoutCache) retryDatabase(ctx context.Context, op string, i int, fn func() (int64, error)) (int64, error) {
 	var total int64
 	for {
 		n, err := fn()
@@ -357,7 +359,7 @@ func (f *FanoutCache) retryShard(ctx context.Context, op string, i int, fn func(
 // moment if nothing else does (the busy timeout normally waits).
 func (f *FanoutCache) beforeRetry(ctx context.Context, op string, i int, last error) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("engine: fanout %s: shard %d: %w (last error: %v)", op, i, err, last)
+		return fmt.Errorf("engine: fanout %s: database %d: %w (last error: %v)", op, i, err, last)
 	}
 	if f.timeout > 0 {
 		return nil
@@ -368,16 +370,16 @@ func (f *FanoutCache) beforeRetry(ctx context.Context, op string, i int, last er
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("engine: fanout %s: shard %d: %w (last error: %v)", op, i, ctx.Err(), last)
+		return fmt.Errorf("engine: fanout %s: database %d: %w (last error: %v)", op, i, ctx.Err(), last)
 	}
 }
 
-// eachShard runs a counting operation on every shard in order, retrying
+// eachDatabase runs a counting operation on every database in order, retrying
 // timeouts, and returns the sum.
-func (f *FanoutCache) eachShard(ctx context.Context, op string, fn func(c *Cache) (int64, error)) (int64, error) {
+func (f *FanoutCache) eachDatabase(ctx context.Context, op string, fn func(c *Cache) (int64, error)) (int64, error) {
 	var total int64
-	for i, c := range f.shards {
-		n, err := f.retryShard(ctx, op, i, func() (int64, error) { return fn(c) })
+	for i, c := range f.dbs {
+		n, err := f.retryDatabase(ctx, op, i, func() (int64, error) { return fn(c) })
 		total += n
 		if err != nil {
 			return total, err
@@ -386,46 +388,46 @@ func (f *FanoutCache) eachShard(ctx context.Context, op string, fn func(c *Cache
 	return total, nil
 }
 
-// Expire removes the items of every shard that expired before now (the
+// Expire removes the items of every database that expired before now (the
 // cache clock when now is 0) and returns how many it removed.
 func (f *FanoutCache) Expire(ctx context.Context, now float64) (int64, error) {
 	if now == 0 {
 		now = float64(f.now().UnixNano()) / 1e9
 	}
-	return f.eachShard(ctx, "expire", func(c *Cache) (int64, error) { return c.Expire(ctx, now) })
+	return f.eachDatabase(ctx, "expire", func(c *Cache) (int64, error) { return c.Expire(ctx, now) })
 }
 
-// Evict removes every item tagged tag from every shard.
+// Evict removes every item tagged tag from every database.
 func (f *FanoutCache) Evict(ctx context.Context, tag kv.Key) (int64, error) {
-	return f.eachShard(ctx, "evict", func(c *Cache) (int64, error) { return c.Evict(ctx, tag) })
+	return f.eachDatabase(ctx, "evict", func(c *Cache) (int64, error) { return c.Evict(ctx, tag) })
 }
 
-// Cull culls every shard (see Cache.Cull) and returns the number removed.
+// Cull culls every database (see Cache.Cull) and returns the number removed.
 func (f *FanoutCache) Cull(ctx context.Context) (int64, error) {
-	return f.eachShard(ctx, "cull", func(c *Cache) (int64, error) { return c.Cull(ctx) })
+	return f.eachDatabase(ctx, "cull", func(c *Cache) (int64, error) { return c.Cull(ctx) })
 }
 
-// Clear removes every item of every shard and returns how many it removed.
+// Clear removes every item of every database and returns how many it removed.
 // Sub-collections are not touched.
 func (f *FanoutCache) Clear(ctx context.Context) (int64, error) {
-	return f.eachShard(ctx, "clear", func(c *Cache) (int64, error) { return c.Clear(ctx) })
+	return f.eachDatabase(ctx, "clear", func(c *Cache) (int64, error) { return c.Clear(ctx) })
 }
 
-// Stats returns the hit and miss counts summed over the shards, resetting
-// them when reset is set, and turns statistics on or off in every shard.
+// Stats returns the hit and miss counts summed over the databases, resetting
+// them when reset is set, and turns statistics on or off in every database.
 func (f *FanoutCache) Stats(ctx context.Context, enable, reset bool) (hits, misses int64, err error) {
-	for i, c := range f.shards {
+	for i, c := range f.dbs {
 		// Switch statistics first, so that a retry cannot lose counts a
 		// timed-out attempt had already read and reset.
 		if c.Settings().Statistics != enable {
-			if _, err := f.retryShard(ctx, "stats", i, func() (int64, error) {
+			if _, err := f.retryDatabase(ctx, "stats", i, func() (int64, error) {
 				return 0, c.Reset(ctx, settings.NameStatistics, enable)
 			}); err != nil {
 				return hits, misses, err
 			}
 		}
 		var h, m int64
-		if _, err := f.retryShard(ctx, "stats", i, func() (int64, error) {
+		if _, err := f.retryDatabase(ctx, "stats", i, func() (int64, error) {
 			var err error
 			h, m, err = c.Stats(ctx, enable, reset)
 			return 0, err
@@ -438,10 +440,10 @@ func (f *FanoutCache) Stats(ctx context.Context, enable, reset bool) (hits, miss
 	return hits, misses, nil
 }
 
-// Volume returns the estimated bytes on disk of all shards.
+// Volume returns the estimated bytes on disk of all databases.
 func (f *FanoutCache) Volume(ctx context.Context) (int64, error) {
 	var total int64
-	for _, c := range f.shards {
+	for _, c := range f.dbs {
 		n, err := c.Volume(ctx)
 		if err != nil {
 			return total, err
@@ -451,10 +453,10 @@ func (f *FanoutCache) Volume(ctx context.Context) (int64, error) {
 	return total, nil
 }
 
-// Len returns the number of items in all shards, expired ones included.
+// Len returns the number of items in all databases, expired ones included.
 func (f *FanoutCache) Len(ctx context.Context) (int64, error) {
 	var total int64
-	for _, c := range f.shards {
+	for _, c := range f.dbs {
 		n, err := c.Len(ctx)
 		if err != nil {
 			return total, err
@@ -464,13 +466,13 @@ func (f *FanoutCache) Len(ctx context.Context) (int64, error) {
 	return total, nil
 }
 
-// Check checks (and with fix repairs) every shard and returns the warnings
-// of all shards in shard order.
+// Check checks (and with fix repairs) every database and returns the warnings
+// of all databases in database order.
 func (f *FanoutCache) Check(ctx context.Context, fix bool) ([]kv.Warning, error) {
 	var all []kv.Warning
-	for i, c := range f.shards {
+	for i, c := range f.dbs {
 		var warns []kv.Warning
-		_, err := f.retryShard(ctx, "check", i, func() (int64, error) {
+		_, err := f.retryDatabase(ctx, "check", i, func() (int64, error) {
 			var err error
 			warns, err = c.Check(ctx, fix)
 			return 0, err
@@ -483,23 +485,23 @@ func (f *FanoutCache) Check(ctx context.Context, fix bool) ([]kv.Warning, error)
 	return all, nil
 }
 
-// Reset changes a setting in every shard (see Cache.Reset). size_limit is
-// the total for the FanoutCache: each shard gets value / ShardCount().
+// Reset changes a setting in every database (see Cache.Reset). size_limit is
+// the total for the FanoutCache: each database gets value / DatabaseCount().
 func (f *FanoutCache) Reset(ctx context.Context, name settings.Name, value any) error {
 	if name == settings.NameSizeLimit {
 		var s Settings
 		if err := s.Set(name, value); err != nil {
 			return err
 		}
-		value = s.SizeLimit / int64(len(f.shards))
+		value = s.SizeLimit / int64(len(f.dbs))
 	}
-	_, err := f.eachShard(ctx, "reset", func(c *Cache) (int64, error) { return 0, c.Reset(ctx, name, value) })
+	_, err := f.eachDatabase(ctx, "reset", func(c *Cache) (int64, error) { return 0, c.Reset(ctx, name, value) })
 	return err
 }
 
-// Reload rereads the settings of every shard (see Cache.Reload).
+// Reload rereads the settings of every database (see Cache.Reload).
 func (f *FanoutCache) Reload(ctx context.Context) error {
-	for _, c := range f.shards {
+	for _, c := range f.dbs {
 		if err := c.Reload(ctx); err != nil {
 			return err
 		}
@@ -507,28 +509,28 @@ func (f *FanoutCache) Reload(ctx context.Context) error {
 	return nil
 }
 
-// CreateTagIndex creates the tag index in every shard.
+// CreateTagIndex creates the tag index in every database.
 func (f *FanoutCache) CreateTagIndex(ctx context.Context) error {
 	return f.Reset(ctx, settings.NameTagIndex, true)
 }
 
-// DropTagIndex drops the tag index in every shard.
+// DropTagIndex drops the tag index in every database.
 func (f *FanoutCache) DropTagIndex(ctx context.Context) error {
 	return f.Reset(ctx, settings.NameTagIndex, false)
 }
 
-// Keys yields the keys of shard 0 in insertion order, then those of shard
-// 1, and so on; with reverse, the last shard first, each in reverse
+// Keys yields the keys of database 0 in insertion order, then those of database
+// 1, and so on; with reverse, the last database first, each in reverse
 // insertion order, as python-diskcache's FanoutCache iterates. Expired
 // items are included.
 func (f *FanoutCache) Keys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, error] {
 	return func(yield func(kv.Key, error) bool) {
-		for j := range f.shards {
+		for j := range f.dbs {
 			i := j
 			if reverse {
-				i = len(f.shards) - 1 - j
+				i = len(f.dbs) - 1 - j
 			}
-			for k, err := range f.shards[i].Keys(ctx, reverse) {
+			for k, err := range f.dbs[i].Keys(ctx, reverse) {
 				if !yield(k, err) || err != nil {
 					return
 				}
@@ -537,10 +539,10 @@ func (f *FanoutCache) Keys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, 
 	}
 }
 
-// Counters returns the removal totals of all shards.
+// Counters returns the removal totals of all databases.
 func (f *FanoutCache) Counters() Counters {
 	var out Counters
-	for _, c := range f.shards {
+	for _, c := range f.dbs {
 		n := c.Counters()
 		out.Expired += n.Expired
 		out.Evicted += n.Evicted
@@ -549,7 +551,7 @@ func (f *FanoutCache) Counters() Counters {
 	return out
 }
 
-// Close closes every sub-collection handed out and every shard. Calls after
+// Close closes every sub-collection handed out and every database. Calls after
 // Close fail with ErrClosed.
 func (f *FanoutCache) Close() error {
 	f.mu.Lock()
@@ -572,39 +574,39 @@ func (f *FanoutCache) Close() error {
 	for _, c := range subs {
 		err = errors.Join(err, c.Close())
 	}
-	for _, c := range f.shards {
+	for _, c := range f.dbs {
 		err = errors.Join(err, c.Close())
 	}
 	return err
 }
 
-// FanoutTx is a transaction over every shard of a FanoutCache, given to the
+// FanoutTx is a transaction over every database of a FanoutCache, given to the
 // function passed to FanoutCache.Transact. Its single-key operations go to
-// the shard transaction that owns the key. Like Tx, it is used by one
+// the database transaction that owns the key. Like Tx, it is used by one
 // goroutine and only inside that function.
 type FanoutTx struct {
 	f   *FanoutCache
 	txs []*Tx
 }
 
-// Transact runs fn with a write transaction held on every shard, taken in
-// shard order (a shard that is busy is retried until ctx ends, so two
-// Transacts never deadlock). When fn returns nil every shard commits; when
-// it returns an error or panics every shard rolls back. The shards are
-// separate databases: the commits run one after another from the last shard
-// to shard 0, so a commit failing after others succeeded (which SQLite
+// Transact runs fn with a write transaction held on every database, taken in
+// database order (a database that is busy is retried until ctx ends, so two
+// Transacts never deadlock). When fn returns nil every database commits; when
+// it returns an error or panics every database rolls back. The databases are
+// separate databases: the commits run one after another from the last database
+// to database 0, so a commit failing after others succeeded (which SQLite
 // reports only on I/O errors while the write lock is held) cannot undo
 // them. Operations on f itself inside fn wait for the transaction; use tx.
 func (f *FanoutCache) Transact(ctx context.Context, fn func(tx *FanoutTx) error) error {
-	ftx := &FanoutTx{f: f, txs: make([]*Tx, len(f.shards))}
+	ftx := &FanoutTx{f: f, txs: make([]*Tx, len(f.dbs))}
 	var run func(i int) error
 	run = func(i int) error {
-		if i == len(f.shards) {
+		if i == len(f.dbs) {
 			return fn(ftx)
 		}
 		for {
 			entered := false
-			err := f.shards[i].Transact(ctx, func(tx *Tx) error {
+			err := f.dbs[i].Transact(ctx, func(tx *Tx) error {
 				entered = true
 				ftx.txs[i] = tx
 				return run(i + 1)
@@ -612,7 +614,7 @@ func (f *FanoutCache) Transact(ctx context.Context, fn func(tx *FanoutTx) error)
 			if err == nil || entered || !errors.Is(err, kv.ErrTimeout) {
 				return err
 			}
-			// The shard was busy before the transaction began: retry.
+			// The database was busy before the transaction began: retry.
 			if err := f.beforeRetry(ctx, "transact", i, err); err != nil {
 				return err
 			}
@@ -621,58 +623,58 @@ func (f *FanoutCache) Transact(ctx context.Context, fn func(tx *FanoutTx) error)
 	return run(0)
 }
 
-// ShardCount returns the number of shards.
-func (tx *FanoutTx) ShardCount() int { return len(tx.txs) }
+// DatabaseCount returns the number of databases.
+func (tx *FanoutTx) DatabaseCount() int { return len(tx.txs) }
 
-// Shard returns the transaction of shard i.
-func (tx *FanoutTx) Shard(i int) *Tx { return tx.txs[i] }
+// Database returns the transaction of database i.
+func (tx *FanoutTx) Database(i int) *Tx { return tx.txs[i] }
 
-// ShardFor returns the transaction of the shard that holds key.
-func (tx *FanoutTx) ShardFor(key kv.Key) *Tx { return tx.txs[tx.f.ShardIndex(key)] }
+// DatabaseFor returns the transaction of the database that holds key.
+func (tx *FanoutTx) DatabaseFor(key kv.Key) *Tx { return tx.txs[tx.f.DatabaseIndex(key)] }
 
 // Set is FanoutCache.Set inside the transaction.
 func (tx *FanoutTx) Set(key kv.Key, value kv.Value, opts kv.SetOptions) error {
-	return tx.ShardFor(key).Set(key, value, opts)
+	return tx.DatabaseFor(key).Set(key, value, opts)
 }
 
 // Add is FanoutCache.Add inside the transaction.
 func (tx *FanoutTx) Add(key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
-	return tx.ShardFor(key).Add(key, value, opts)
+	return tx.DatabaseFor(key).Add(key, value, opts)
 }
 
 // Touch is FanoutCache.Touch inside the transaction.
 func (tx *FanoutTx) Touch(key kv.Key, expire kv.Expiry) (bool, error) {
-	return tx.ShardFor(key).Touch(key, expire)
+	return tx.DatabaseFor(key).Touch(key, expire)
 }
 
 // Get is FanoutCache.Get inside the transaction.
 func (tx *FanoutTx) Get(key kv.Key, opts GetOptions) (Item, bool, error) {
-	return tx.ShardFor(key).Get(key, opts)
+	return tx.DatabaseFor(key).Get(key, opts)
 }
 
 // Pop is FanoutCache.Pop inside the transaction.
 func (tx *FanoutTx) Pop(key kv.Key, opts GetOptions) (Item, bool, error) {
-	return tx.ShardFor(key).Pop(key, opts)
+	return tx.DatabaseFor(key).Pop(key, opts)
 }
 
 // Delete is FanoutCache.Delete inside the transaction.
 func (tx *FanoutTx) Delete(key kv.Key) (bool, error) {
-	return tx.ShardFor(key).Delete(key)
+	return tx.DatabaseFor(key).Delete(key)
 }
 
 // Contains is FanoutCache.Contains inside the transaction.
 func (tx *FanoutTx) Contains(key kv.Key) (bool, error) {
-	return tx.ShardFor(key).Contains(key)
+	return tx.DatabaseFor(key).Contains(key)
 }
 
 // Incr is FanoutCache.Incr inside the transaction.
 func (tx *FanoutTx) Incr(key kv.Key, delta, def kv.Value) (kv.Value, error) {
-	return tx.ShardFor(key).Incr(key, delta, def)
+	return tx.DatabaseFor(key).Incr(key, delta, def)
 }
 
 // Decr is FanoutCache.Decr inside the transaction.
 func (tx *FanoutTx) Decr(key kv.Key, delta, def kv.Value) (kv.Value, error) {
-	return tx.ShardFor(key).Decr(key, delta, def)
+	return tx.DatabaseFor(key).Decr(key, delta, def)
 }
 
 // subDir returns the directory of sub-collection name of the given kind,
@@ -761,7 +763,7 @@ func (f *FanoutCache) newCacheSettings(dir string) map[settings.Name]any {
 	}
 	limit := f.cacheSizeLimit
 	if limit < 0 {
-		limit = f.shards[0].Settings().SizeLimit
+		limit = f.dbs[0].Settings().SizeLimit
 	}
 	return map[settings.Name]any{settings.NameSizeLimit: limit}
 }

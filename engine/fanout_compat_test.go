@@ -185,7 +185,7 @@ func TestFanoutCompatPythonWritesGoReads(t *testing.T) {
 	if err := json.Unmarshal(foRun(t, "fanout_write.py", dir), &m); err != nil {
 		t.Fatal(err)
 	}
-	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: m.Shards, Timeout: time.Minute})
+	f, err := OpenFanout(ctx, dir, FanoutOptions{Fanout: m.Shards, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,13 +196,13 @@ func TestFanoutCompatPythonWritesGoReads(t *testing.T) {
 		key := foKey(t, item.Key)
 		want := foValue(t, item.Value)
 		kinds[key.Kind()] = true
-		if got := f.ShardIndex(key); got != item.Shard {
-			t.Errorf("key %s: Go shard %d, python shard %d", key, got, item.Shard)
+		if got := f.DatabaseIndex(key); got != item.Shard {
+			t.Errorf("key %s: Go database %d, python-diskcache shard %d", key, got, item.Shard)
 			continue
 		}
-		it, ok, err := f.Shard(item.Shard).Get(ctx, key, GetOptions{})
+		it, ok, err := f.Database(item.Shard).Get(ctx, key, GetOptions{})
 		if err != nil || !ok {
-			t.Errorf("key %s: not in shard %d: %v %v", key, item.Shard, ok, err)
+			t.Errorf("key %s: not in database %d: %v %v", key, item.Shard, ok, err)
 			continue
 		}
 		if !it.Value.Equal(want) {
@@ -293,7 +293,7 @@ func TestFanoutCompatGoWritesPythonReads(t *testing.T) {
 	pickleValue := kv.Pickle(foOK[[]byte](t)(hex.DecodeString(pickles.Value)))
 
 	dir := filepath.Join(t.TempDir(), "fc")
-	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Timeout: time.Minute})
+	f, err := OpenFanout(ctx, dir, FanoutOptions{Fanout: 4, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestFanoutCompatGoWritesPythonReads(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("Get(%s) = %v %v", e.key, ok, err)
 		}
-		item := foItem{Key: foEncKey(e.key), Shard: f.ShardIndex(e.key), Value: foEncValue(e.value), Tag: foEncKey(e.opts.Tag)}
+		item := foItem{Key: foEncKey(e.key), Shard: f.DatabaseIndex(e.key), Value: foEncValue(e.value), Tag: foEncKey(e.opts.Tag)}
 		if it.ExpireTime != 0 {
 			item.ExpireTime = &it.ExpireTime
 		}

@@ -68,15 +68,15 @@ func foKeys() []kv.Key {
 	return keys
 }
 
-func TestFanoutShardLayoutAndPlacement(t *testing.T) {
+func TestFanoutLayoutAndPlacement(t *testing.T) {
 	ctx := context.Background()
-	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 4})
 	for i := range 4 {
-		if got, want := f.Shard(i).Directory(), filepath.Join(f.Directory(), fmt.Sprintf("%03d", i)); got != want {
-			t.Fatalf("shard %d directory = %s, want %s", i, got, want)
+		if got, want := f.Database(i).Directory(), filepath.Join(f.Directory(), fmt.Sprintf("%03d", i)); got != want {
+			t.Fatalf("database %d directory = %s, want %s", i, got, want)
 		}
 		if _, err := os.Stat(filepath.Join(f.Directory(), fmt.Sprintf("%03d", i), DBName)); err != nil {
-			t.Fatalf("shard %d database: %v", i, err)
+			t.Fatalf("database %d database: %v", i, err)
 		}
 	}
 	used := map[int]bool{}
@@ -85,28 +85,28 @@ func TestFanoutShardLayoutAndPlacement(t *testing.T) {
 			t.Fatalf("Set(%s): %v", k, err)
 		}
 		want := int(fanoutHash(k) % 4)
-		if got := f.ShardIndex(k); got != want {
-			t.Fatalf("ShardIndex(%s) = %d, want %d", k, got, want)
+		if got := f.DatabaseIndex(k); got != want {
+			t.Fatalf("DatabaseIndex(%s) = %d, want %d", k, got, want)
 		}
 		used[want] = true
 		for s := range 4 {
-			ok, err := f.Shard(s).Contains(ctx, k)
+			ok, err := f.Database(s).Contains(ctx, k)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if ok != (s == want) {
-				t.Fatalf("key %s in shard %d: %v (its shard is %d)", k, s, ok, want)
+				t.Fatalf("key %s in database %d: %v (its database is %d)", k, s, ok, want)
 			}
 		}
-		if f.ShardFor(k) != f.Shard(want) {
-			t.Fatalf("ShardFor(%s) is not shard %d", k, want)
+		if f.DatabaseFor(k) != f.Database(want) {
+			t.Fatalf("DatabaseFor(%s) is not database %d", k, want)
 		}
 	}
 	if len(used) != 4 {
-		t.Fatalf("keys landed in %d shards, want all 4", len(used))
+		t.Fatalf("keys landed in %d databases, want all 4", len(used))
 	}
-	if f.ShardCount() != 4 {
-		t.Fatalf("ShardCount = %d", f.ShardCount())
+	if f.DatabaseCount() != 4 {
+		t.Fatalf("DatabaseCount = %d", f.DatabaseCount())
 	}
 }
 
@@ -117,24 +117,24 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if f.ShardCount() != DefaultFanoutShards || f.Timeout() != DefaultFanoutTimeout {
-		t.Fatalf("defaults: %d shards, timeout %v", f.ShardCount(), f.Timeout())
+	if f.DatabaseCount() != DefaultFanout || f.Timeout() != DefaultFanoutTimeout {
+		t.Fatalf("defaults: %d databases, timeout %v", f.DatabaseCount(), f.Timeout())
 	}
-	for i := range f.ShardCount() {
-		if got := f.Shard(i).Settings().SizeLimit; got != (1<<30)/8 {
-			t.Fatalf("shard %d size_limit = %d, want 2^30/8", i, got)
+	for i := range f.DatabaseCount() {
+		if got := f.Database(i).Settings().SizeLimit; got != (1<<30)/8 {
+			t.Fatalf("database %d size_limit = %d, want 2^30/8", i, got)
 		}
 	}
 
 	dir := t.TempDir()
-	g, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Settings: map[settings.Name]any{settings.NameSizeLimit: 4000, settings.NameCullLimit: 3}})
+	g, err := OpenFanout(ctx, dir, FanoutOptions{Fanout: 4, Settings: map[settings.Name]any{settings.NameSizeLimit: 4000, settings.NameCullLimit: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 4 {
-		s := g.Shard(i).Settings()
+		s := g.Database(i).Settings()
 		if s.SizeLimit != 1000 || s.CullLimit != 3 {
-			t.Fatalf("shard %d: size_limit %d cull_limit %d, want 1000 and 3", i, s.SizeLimit, s.CullLimit)
+			t.Fatalf("database %d: size_limit %d cull_limit %d, want 1000 and 3", i, s.SizeLimit, s.CullLimit)
 		}
 	}
 	if err := g.Reset(ctx, settings.NameSizeLimit, 8000); err != nil {
@@ -144,12 +144,12 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	if g.Settings().SizeLimit != 2000 {
-		t.Fatalf("after Reset, size_limit per shard = %d, want 2000", g.Settings().SizeLimit)
+		t.Fatalf("after Reset, size_limit per database = %d, want 2000", g.Settings().SizeLimit)
 	}
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Persisted in every shard: a plain Cache on a shard directory sees it.
+	// Persisted in every database: a plain Cache on a database directory sees it.
 	for i := range 4 {
 		c, err := Open(ctx, filepath.Join(dir, fmt.Sprintf("%03d", i)), Options{})
 		if err != nil {
@@ -158,12 +158,12 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 		s := c.Settings()
 		c.Close()
 		if s.SizeLimit != 2000 || s.CullLimit != 5 {
-			t.Fatalf("shard %d on disk: size_limit %d cull_limit %d", i, s.SizeLimit, s.CullLimit)
+			t.Fatalf("database %d on disk: size_limit %d cull_limit %d", i, s.SizeLimit, s.CullLimit)
 		}
 	}
 
-	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Shards: -1}); !errors.Is(err, kv.ErrInvalidSetting) {
-		t.Fatalf("Shards -1: %v", err)
+	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Fanout: -1}); !errors.Is(err, kv.ErrInvalidSetting) {
+		t.Fatalf("Fanout -1: %v", err)
 	}
 	if _, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Settings: map[settings.Name]any{settings.NameSizeLimit: "big"}}); !errors.Is(err, kv.ErrInvalidSetting) {
 		t.Fatalf("bad size_limit: %v", err)
@@ -172,7 +172,7 @@ func TestFanoutDefaultsAndSizeLimit(t *testing.T) {
 
 func TestFanoutSingleKeyOperations(t *testing.T) {
 	ctx := context.Background()
-	f, clk := openFanoutTest(t, FanoutOptions{Shards: 3})
+	f, clk := openFanoutTest(t, FanoutOptions{Fanout: 3})
 	k := kv.TextKey("a")
 	if err := f.Set(ctx, k, kv.Text("one"), kv.SetOptions{Tag: kv.TextKey("t")}); err != nil {
 		t.Fatal(err)
@@ -237,7 +237,7 @@ func TestFanoutSingleKeyOperations(t *testing.T) {
 
 func TestFanoutBulkOperations(t *testing.T) {
 	ctx := context.Background()
-	f, clk := openFanoutTest(t, FanoutOptions{Shards: 4, Settings: map[settings.Name]any{settings.NameTagIndex: true}})
+	f, clk := openFanoutTest(t, FanoutOptions{Fanout: 4, Settings: map[settings.Name]any{settings.NameTagIndex: true}})
 	keys := foKeys()
 	for i, k := range keys {
 		opts := kv.SetOptions{}
@@ -265,11 +265,11 @@ func TestFanoutBulkOperations(t *testing.T) {
 		t.Fatalf("Len = %d %v", n, err)
 	}
 
-	// Keys: shard 0's keys in insertion order, then shard 1's, …
+	// Keys: database 0's keys in insertion order, then database 1's, …
 	var want []kv.Key
 	for s := range 4 {
 		for _, k := range keys {
-			if f.ShardIndex(k) == s {
+			if f.DatabaseIndex(k) == s {
 				want = append(want, k)
 			}
 		}
@@ -305,7 +305,7 @@ func TestFanoutBulkOperations(t *testing.T) {
 
 	var vol int64
 	for s := range 4 {
-		v, err := f.Shard(s).Volume(ctx)
+		v, err := f.Database(s).Volume(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -341,15 +341,15 @@ func TestFanoutBulkOperations(t *testing.T) {
 	if err := f.DropTagIndex(ctx); err != nil || f.Settings().TagIndex {
 		t.Fatalf("DropTagIndex: %v", err)
 	}
-	if err := f.CreateTagIndex(ctx); err != nil || !f.Shard(3).Settings().TagIndex {
+	if err := f.CreateTagIndex(ctx); err != nil || !f.Database(3).Settings().TagIndex {
 		t.Fatalf("CreateTagIndex: %v", err)
 	}
 }
 
 func TestFanoutCullSizeLimitIsTotal(t *testing.T) {
 	ctx := context.Background()
-	// 2 shards sharing 2 MB: each holds about 1 MB of 64 KB value files.
-	f, _ := openFanoutTest(t, FanoutOptions{Shards: 2, Settings: map[settings.Name]any{
+	// 2 databases sharing 2 MB: each holds about 1 MB of 64 KB value files.
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 2, Settings: map[settings.Name]any{
 		settings.NameSizeLimit: 2 << 20, settings.NameCullLimit: 0,
 	}})
 	big := kv.Bytes(make([]byte, 64<<10))
@@ -363,22 +363,22 @@ func TestFanoutCullSizeLimitIsTotal(t *testing.T) {
 		t.Fatalf("Cull = %d %v", n, err)
 	}
 	for s := range 2 {
-		v, err := f.Shard(s).Volume(ctx)
+		v, err := f.Database(s).Volume(ctx)
 		if err != nil || v > 1<<20 {
-			t.Fatalf("shard %d volume after cull = %d %v, want ≤ 1 MB", s, v, err)
+			t.Fatalf("database %d volume after cull = %d %v, want ≤ 1 MB", s, v, err)
 		}
 	}
 }
 
 func TestFanoutStats(t *testing.T) {
 	ctx := context.Background()
-	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 4})
 	if _, _, err := f.Stats(ctx, true, false); err != nil {
 		t.Fatal(err)
 	}
 	for s := range 4 {
-		if !f.Shard(s).Settings().Statistics {
-			t.Fatalf("shard %d statistics off", s)
+		if !f.Database(s).Settings().Statistics {
+			t.Fatalf("database %d statistics off", s)
 		}
 	}
 	keys := foKeys()[:12]
@@ -410,12 +410,12 @@ func TestFanoutStats(t *testing.T) {
 
 func TestFanoutTransact(t *testing.T) {
 	ctx := context.Background()
-	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 4})
 	keys := foKeys()[:20]
 	errBoom := errors.New("boom")
 	err := f.Transact(ctx, func(tx *FanoutTx) error {
-		if tx.ShardCount() != 4 {
-			t.Errorf("ShardCount = %d", tx.ShardCount())
+		if tx.DatabaseCount() != 4 {
+			t.Errorf("DatabaseCount = %d", tx.DatabaseCount())
 		}
 		for i, k := range keys {
 			if err := tx.Set(k, kv.Int(int64(i)), kv.SetOptions{}); err != nil {
@@ -460,8 +460,8 @@ func TestFanoutTransact(t *testing.T) {
 			if err != nil || !ok || !it.Value.Equal(kv.Int(int64(i))) {
 				return fmt.Errorf("get %s: %v %v %w", k, it.Value, ok, err)
 			}
-			if tx.ShardFor(k) != tx.Shard(f.ShardIndex(k)) {
-				return fmt.Errorf("ShardFor(%s) is not its shard", k)
+			if tx.DatabaseFor(k) != tx.Database(f.DatabaseIndex(k)) {
+				return fmt.Errorf("DatabaseFor(%s) is not its database", k)
 			}
 		}
 		if _, err := tx.Incr(kv.TextKey("total"), kv.Int(5), kv.Int(0)); err != nil {
@@ -495,12 +495,12 @@ func TestFanoutTransact(t *testing.T) {
 	}
 }
 
-// holdShard holds a write transaction on shard i of a second FanoutCache on
+// holdDatabase holds a write transaction on database i of a second FanoutCache on
 // dir until the returned release function is called.
-func holdShard(t *testing.T, dir string, shards, i int) (release func()) {
+func holdDatabase(t *testing.T, dir string, databases, i int) (release func()) {
 	t.Helper()
 	ctx := context.Background()
-	other, err := OpenFanout(ctx, dir, FanoutOptions{Shards: shards, Timeout: time.Minute})
+	other, err := OpenFanout(ctx, dir, FanoutOptions{Fanout: databases, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +508,7 @@ func holdShard(t *testing.T, dir string, shards, i int) (release func()) {
 	stop := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- other.Shard(i).Transact(ctx, func(tx *Tx) error {
+		done <- other.Database(i).Transact(ctx, func(tx *Tx) error {
 			close(held)
 			<-stop
 			return nil
@@ -517,7 +517,7 @@ func holdShard(t *testing.T, dir string, shards, i int) (release func()) {
 	select {
 	case <-held:
 	case err := <-done:
-		t.Fatalf("holding shard %d: %v", i, err)
+		t.Fatalf("holding database %d: %v", i, err)
 	}
 	var once sync.Once
 	release = func() {
@@ -533,11 +533,11 @@ func holdShard(t *testing.T, dir string, shards, i int) (release func()) {
 	return release
 }
 
-// keyInShard returns a text key that f places in shard i.
-func keyInShard(f *FanoutCache, i int, prefix string) kv.Key {
+// keyInDatabase returns a text key that f places in database i.
+func keyInDatabase(f *FanoutCache, i int, prefix string) kv.Key {
 	for n := 0; ; n++ {
 		k := kv.TextKey(fmt.Sprintf("%s-%d", prefix, n))
-		if f.ShardIndex(k) == i {
+		if f.DatabaseIndex(k) == i {
 			return k
 		}
 	}
@@ -548,12 +548,12 @@ func TestFanoutSwallowTimeouts(t *testing.T) {
 	dir := t.TempDir()
 	// Statistics make Get write, so that it can time out too.
 	settings := map[settings.Name]any{settings.NameStatistics: true}
-	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, SwallowTimeouts: true, Settings: settings})
+	f, err := OpenFanout(ctx, dir, FanoutOptions{Fanout: 4, SwallowTimeouts: true, Settings: settings})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	strict, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 4, Settings: settings})
+	strict, err := OpenFanout(ctx, dir, FanoutOptions{Fanout: 4, Settings: settings})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,12 +562,12 @@ func TestFanoutSwallowTimeouts(t *testing.T) {
 		t.Fatal("SwallowTimeouts accessor")
 	}
 
-	busy := keyInShard(f, 2, "busy")
-	free := keyInShard(f, 1, "free")
+	busy := keyInDatabase(f, 2, "busy")
+	free := keyInDatabase(f, 1, "free")
 	if err := f.Set(ctx, busy, kv.Int(1), kv.SetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	release := holdShard(t, dir, 4, 2)
+	release := holdDatabase(t, dir, 4, 2)
 
 	// Swallowed: python-diskcache's FanoutCache answers.
 	if ok, err := f.TrySet(ctx, busy, kv.Int(2), kv.SetOptions{}); ok || err != nil {
@@ -576,7 +576,7 @@ func TestFanoutSwallowTimeouts(t *testing.T) {
 	if err := f.Set(ctx, busy, kv.Int(2), kv.SetOptions{}); err != nil {
 		t.Fatalf("Set = %v, want nil", err)
 	}
-	if ok, err := f.Add(ctx, keyInShard(f, 2, "new"), kv.Int(2), kv.SetOptions{}); ok || err != nil {
+	if ok, err := f.Add(ctx, keyInDatabase(f, 2, "new"), kv.Int(2), kv.SetOptions{}); ok || err != nil {
 		t.Fatalf("Add = %v %v", ok, err)
 	}
 	if ok, err := f.Touch(ctx, busy, kv.ExpireAfter(time.Hour)); ok || err != nil {
@@ -597,7 +597,7 @@ func TestFanoutSwallowTimeouts(t *testing.T) {
 	if v, err := f.Decr(ctx, busy, kv.Int(1), kv.Int(0)); err != nil || v.Type != kv.ValueNone {
 		t.Fatalf("Decr = %v %v, want the zero Value", v, err)
 	}
-	// Reads that do not write and other shards are unaffected.
+	// Reads that do not write and other databases are unaffected.
 	if ok, err := f.Contains(ctx, busy); !ok || err != nil {
 		t.Fatalf("Contains = %v %v", ok, err)
 	}
@@ -633,10 +633,10 @@ func TestFanoutSwallowTimeouts(t *testing.T) {
 	}
 }
 
-func TestFanoutBulkRetriesBusyShard(t *testing.T) {
+func TestFanoutBulkRetriesBusyDatabase(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	f, err := OpenFanout(ctx, dir, FanoutOptions{Shards: 3, SwallowTimeouts: true})
+	f, err := OpenFanout(ctx, dir, FanoutOptions{Fanout: 3, SwallowTimeouts: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,21 +648,21 @@ func TestFanoutBulkRetriesBusyShard(t *testing.T) {
 	}
 	before := make([]int64, 3)
 	for s := range 3 {
-		before[s], _ = f.Shard(s).Len(ctx)
+		before[s], _ = f.Database(s).Len(ctx)
 	}
 
-	// Shard 0 stays busy: Clear retries it until ctx ends, never returning
-	// ErrTimeout, and reaches no later shard.
-	release := holdShard(t, dir, 3, 0)
+	// Database 0 stays busy: Clear retries it until ctx ends, never returning
+	// ErrTimeout, and reaches no later database.
+	release := holdDatabase(t, dir, 3, 0)
 	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	n, err := f.Clear(cctx)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kv.ErrTimeout) || n != 0 {
-		t.Fatalf("Clear on a busy shard = %d %v", n, err)
+		t.Fatalf("Clear on a busy database = %d %v", n, err)
 	}
 	for s := range 3 {
-		if n, _ := f.Shard(s).Len(ctx); n != before[s] {
-			t.Fatalf("shard %d lost items: %d of %d", s, n, before[s])
+		if n, _ := f.Database(s).Len(ctx); n != before[s] {
+			t.Fatalf("database %d lost items: %d of %d", s, n, before[s])
 		}
 	}
 
@@ -679,17 +679,17 @@ func TestFanoutBulkRetriesBusyShard(t *testing.T) {
 		t.Fatalf("Clear = %d %v, want 30", cleared, err)
 	}
 
-	// Transact waits for a busy shard too, and gives up with ctx, rolling
-	// back the shards it already held.
-	release = holdShard(t, dir, 3, 2)
+	// Transact waits for a busy database too, and gives up with ctx, rolling
+	// back the databases it already held.
+	release = holdDatabase(t, dir, 3, 2)
 	cctx, cancel = context.WithCancel(ctx)
 	cancel()
 	err = f.Transact(cctx, func(tx *FanoutTx) error {
-		t.Error("fn ran without every shard")
+		t.Error("fn ran without every database")
 		return nil
 	})
 	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Transact on a busy shard = %v", err)
+		t.Fatalf("Transact on a busy database = %v", err)
 	}
 	release()
 	if err := f.Transact(ctx, func(tx *FanoutTx) error { return tx.Set(kv.IntKey(1), kv.Int(1), kv.SetOptions{}) }); err != nil {
@@ -699,7 +699,7 @@ func TestFanoutBulkRetriesBusyShard(t *testing.T) {
 
 func TestFanoutConcurrentAddExactlyOnce(t *testing.T) {
 	ctx := context.Background()
-	f, _ := openFanoutTest(t, FanoutOptions{Shards: 8})
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 8})
 	const workers, keys = 16, 1000
 	var mu sync.Mutex
 	winners := map[int]int{}
@@ -745,7 +745,7 @@ func TestFanoutConcurrentAddExactlyOnce(t *testing.T) {
 
 func TestFanoutConcurrentIncr(t *testing.T) {
 	ctx := context.Background()
-	f, _ := openFanoutTest(t, FanoutOptions{Shards: 4})
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 4})
 	const workers, rounds = 8, 50
 	keys := []kv.Key{kv.TextKey("a"), kv.TextKey("b"), kv.IntKey(3), kv.BytesKey([]byte("d")), kv.FloatKey(5.5)}
 	var wg sync.WaitGroup
@@ -787,7 +787,7 @@ func TestFanoutConcurrentIncr(t *testing.T) {
 
 func TestFanoutSubCollections(t *testing.T) {
 	ctx := context.Background()
-	f, _ := openFanoutTest(t, FanoutOptions{Shards: 2})
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 2})
 	c, err := f.Cache(ctx, "a/b")
 	if err != nil {
 		t.Fatal(err)
@@ -838,7 +838,7 @@ func TestFanoutSubCollections(t *testing.T) {
 	if err := x.Set(ctx, kv.TextKey("k"), kv.Int(2)); err != nil {
 		t.Fatal(err)
 	}
-	// Sub-collections are not in the shards.
+	// Sub-collections are not in the databases.
 	if n, _ := f.Len(ctx); n != 0 {
 		t.Fatalf("fanout Len = %d", n)
 	}
@@ -875,7 +875,7 @@ func TestFanoutSubCollections(t *testing.T) {
 	}
 
 	// Reopened, everything is where it was.
-	g, err := OpenFanout(ctx, f.Directory(), FanoutOptions{Shards: 2})
+	g, err := OpenFanout(ctx, f.Directory(), FanoutOptions{Fanout: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -942,7 +942,7 @@ func TestValidateName(t *testing.T) {
 func TestFanoutNamesStayInside(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	f, err := OpenFanout(ctx, filepath.Join(root, "fc"), FanoutOptions{Shards: 1})
+	f, err := OpenFanout(ctx, filepath.Join(root, "fc"), FanoutOptions{Fanout: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 package engine
 
 // Fuzz tests: keys and values of every kind through a real Cache, and the
-// FanoutCache shard hash against python-diskcache's Disk.hash. The seed
+// FanoutCache fanout hash against python-diskcache's Disk.hash. The seed
 // corpora run as ordinary tests.
 
 import (
@@ -342,7 +342,7 @@ func FuzzFanoutHash(f *testing.F) {
 			t.Fatalf("fanoutHash(%v) = %d, want %d", key, got, want)
 		}
 		// Text hashes as its UTF-8, so bytes, text and pickle of the same
-		// data share a shard.
+		// data share a database.
 		if h := fanoutHash(kv.BytesKey(data)); h != fanoutHash(kv.TextKey(string(data))) || h != fanoutHash(kv.PickleKey(data)) {
 			t.Fatalf("bytes, text and pickle hashes of %q differ", data)
 		}
@@ -350,7 +350,7 @@ func FuzzFanoutHash(f *testing.F) {
 }
 
 // TestFanoutHashMatchesPython compares fanoutHash with python-diskcache's
-// Disk.hash (what FanoutCache takes modulo its shard count) on a table of
+// Disk.hash (what FanoutCache takes modulo its fanout) on a table of
 // keys of every kind, pickled keys pickled by python-diskcache itself.
 func TestFanoutHashMatchesPython(t *testing.T) {
 	py := cxRequireOracle(t)

@@ -46,7 +46,7 @@ import (
 
 // Transactor is what the recipes need of a cache: one atomic write
 // transaction. *Cache implements it; with a FanoutCache, use the Cache of
-// the shard that owns the key, FanoutCache.ShardFor(key) (its short
+// the database that holds the key, FanoutCache.DatabaseFor(key) (its short
 // timeout then surfaces as ErrTimeout: the recipes swallow nothing).
 type Transactor interface {
 	Transact(ctx context.Context, fn func(tx *Tx) error) error

@@ -197,7 +197,7 @@ func asInt(name settings.Name, v any) (int64, error) {
 	case uint32:
 		return int64(t), nil
 	case float64:
-		// FanoutCache stores size_limit / shards as a REAL, not always whole.
+		// FanoutCache stores size_limit / fanout as a REAL, not always whole.
 		if !math.IsNaN(t) && math.Abs(t) < 1<<63 {
 			return int64(t), nil
 		}

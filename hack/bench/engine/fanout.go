@@ -56,7 +56,7 @@ type fanoutStore struct {
 
 func openFanout(ctx context.Context, dir string, shards int) (*fanoutStore, error) {
 	f, err := engine.OpenFanout(ctx, dir, engine.FanoutOptions{
-		Shards:          shards,
+		Fanout:          shards,
 		Timeout:         fanoutTimeout,
 		SwallowTimeouts: true,
 	})
