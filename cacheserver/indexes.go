@@ -20,13 +20,13 @@ func (s *Server) indexRoutes() {
 	s.route("GET "+p, s.handleIndexLen)
 	s.route("DELETE "+p, s.handleIndexClear)
 	// An index's items are a cache's items in insertion order: the key
-	// routes of caches serve them (Server.store resolves the index).
-	s.route("GET "+p+"/keys/{key}", s.handleGet)
-	s.route("HEAD "+p+"/keys/{key}", s.handleHead)
-	s.route("PUT "+p+"/keys/{key}", s.handleSet)
-	s.route("DELETE "+p+"/keys/{key}", s.handleDelete)
+	// handlers of caches serve them, on the cache that holds the index.
+	s.storeRoute("GET "+p+"/keys/{key}", s.indexStore, s.handleGet)
+	s.storeRoute("HEAD "+p+"/keys/{key}", s.indexStore, s.handleHead)
+	s.storeRoute("PUT "+p+"/keys/{key}", s.indexStore, s.handleSet)
+	s.storeRoute("DELETE "+p+"/keys/{key}", s.indexStore, s.handleDelete)
 	s.route("POST "+p+"/keys/{key}/setdefault", s.handleIndexSetDefault)
-	s.route("POST "+p+"/keys/{key}/pop", s.handlePop)
+	s.storeRoute("POST "+p+"/keys/{key}/pop", s.indexStore, s.handlePop)
 	s.route("POST "+p+"/popitem", s.handleIndexPopItem)
 	s.route("GET "+p+"/peekitem", s.handleIndexPeekItem)
 	s.route("POST "+p+"/push", s.handleIndexPush)

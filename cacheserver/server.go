@@ -329,22 +329,51 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// store resolves the Store a request addresses: the FanoutCache, the named
-// cache of /v1/caches/{name}/…, or the cache holding the index of
-// /v1/indexes/{name}/keys/….
+// storeResolver finds the Store a route serves from its request's path
+// values.
+type storeResolver func(r *http.Request) (Store, error)
+
+// storeRouteKey is the context key under which storeRoute leaves the
+// route's resolver for Server.store.
+type storeRouteKey struct{}
+
+// storeRoute registers a route that serves the Store resolve finds: the
+// handler asks Server.store for it.
+func (s *Server) storeRoute(pattern string, resolve storeResolver, h handlerFunc) {
+	s.route(pattern, func(w http.ResponseWriter, r *http.Request) error {
+		return h(w, r.WithContext(context.WithValue(r.Context(), storeRouteKey{}, resolve)))
+	})
+}
+
+// store resolves the Store a request addresses, with the resolver its
+// route was registered with.
 func (s *Server) store(r *http.Request) (Store, error) {
-	name := r.PathValue("name")
-	if name == "" {
-		return s.cache, nil
+	resolve, ok := r.Context().Value(storeRouteKey{}).(storeResolver)
+	if !ok {
+		return nil, fmt.Errorf("cacheserver: route %q serves no store", r.Pattern)
 	}
-	if strings.Contains(r.Pattern, " /v1/indexes/") {
-		return s.index(r)
-	}
-	c, err := s.cache.Cache(r.Context(), name)
+	return resolve(r)
+}
+
+// rootStore is the server's own cache (/v1/…).
+func (s *Server) rootStore(*http.Request) (Store, error) { return s.cache, nil }
+
+// namedCache is the named cache of /v1/caches/{name}/….
+func (s *Server) namedCache(r *http.Request) (Store, error) {
+	c, err := s.cache.Cache(r.Context(), r.PathValue("name"))
 	if err != nil {
 		if errors.Is(err, kv.ErrInvalidName) {
 			return nil, badRequest(wire.CodeBadName, "%v", err)
 		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// indexStore is the cache that holds the index of /v1/indexes/{name}/keys/….
+func (s *Server) indexStore(r *http.Request) (Store, error) {
+	c, err := s.index(r)
+	if err != nil {
 		return nil, err
 	}
 	return c, nil
