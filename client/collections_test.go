@@ -13,13 +13,20 @@ import (
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
-func newClient(t *testing.T) *client.Client {
+// startServer starts a real cacheserver process and a client of it.
+func startServer(t *testing.T, args ...string) (*testserver.Server, *client.Client) {
 	t.Helper()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Args: args})
 	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, c
+}
+
+func newClient(t *testing.T) *client.Client {
+	t.Helper()
+	_, c := startServer(t)
 	return c
 }
 
