@@ -950,47 +950,6 @@ func TestSmallAPI(t *testing.T) {
 	if Side(0).String() != "default" {
 		t.Error("Side(0).String()")
 	}
-	for _, n := range []string{"bytes", "text", "int", "float", "pickle"} {
-		k, err := kv.ParseKeyKind(n)
-		if err != nil || k.String() != n {
-			t.Errorf("ParseKeyKind(%q) = %v, %v", n, k, err)
-		}
-		v, err := kv.ParseValueType(n)
-		if err != nil || v.String() != n {
-			t.Errorf("ParseValueType(%q) = %v, %v", n, v, err)
-		}
-	}
-	if _, err := kv.ParseKeyKind("none"); !errors.Is(err, kv.ErrInvalidKey) {
-		t.Errorf("ParseKeyKind(none) = %v", err)
-	}
-	if _, err := kv.ParseValueType("none"); !errors.Is(err, kv.ErrInvalidValue) {
-		t.Errorf("ParseValueType(none) = %v", err)
-	}
-	keys := map[string]kv.Key{
-		`"a"`: kv.TextKey("a"), `b"a"`: kv.BytesKey([]byte("a")), "-3": kv.IntKey(-3), "2.5": kv.FloatKey(2.5),
-		"pickle(80)": kv.PickleKey([]byte{0x80}), "<none>": {},
-	}
-	for want, k := range keys {
-		if k.String() != want {
-			t.Errorf("String() = %s, want %s", k.String(), want)
-		}
-	}
-	if kv.TextKey("x").Text() != "x" || string(kv.BytesKey([]byte("y")).Bytes()) != "y" || kv.FloatKey(1.5).Float() != 1.5 || kv.IntKey(4).Int() != 4 {
-		t.Error("key accessors")
-	}
-	if kv.IntKey(1).Equal(kv.FloatKey(1)) {
-		t.Error("Equal compares kinds")
-	}
-	if e := kv.ExpireAfter(time.Minute); !e.IsSet() || e.Duration() != time.Minute {
-		t.Error("ExpireAfter")
-	}
-	if (kv.Expiry{}).IsSet() {
-		t.Error("zero Expiry is set")
-	}
-	te := &kv.TimeoutError{Op: "clear", Removed: 3}
-	if !errors.Is(te, kv.ErrTimeout) || !strings.Contains(te.Error(), "clear") || !strings.Contains(te.Error(), "3") {
-		t.Errorf("TimeoutError = %q", te.Error())
-	}
 	if c, _ := openTest(t, nil); c.Timeout() != DefaultTimeout {
 		t.Errorf("Timeout() = %v", c.Timeout())
 	}
