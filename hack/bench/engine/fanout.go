@@ -146,9 +146,9 @@ func fanoutTitle(sys string) string {
 		return sys
 	}
 	if py {
-		return fmt.Sprintf("python FanoutCache (%d shards)", n)
+		return fmt.Sprintf("python FanoutCache (fanout %d)", n)
 	}
-	return fmt.Sprintf("Go FanoutCache (%d shards)", n)
+	return fmt.Sprintf("Go FanoutCache (fanout %d)", n)
 }
 
 // writeFanoutReport prints the FanoutCache tables: latency with misses and
@@ -275,7 +275,7 @@ func writeFanoutRatios(w io.Writer, fanout, cache []Result) {
 			fmt.Fprintf(w, " %s |", shortTitle(c))
 		}
 		for _, p := range pairs {
-			fmt.Fprintf(w, " python ÷ Go (%d shards) |", p.shards)
+			fmt.Fprintf(w, " python ÷ Go (fanout %d) |", p.shards)
 		}
 		fmt.Fprint(w, "\n|--:|---|---|")
 		fmt.Fprint(w, strings.Repeat("--:|", len(cols)+len(pairs)))

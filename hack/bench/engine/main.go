@@ -77,7 +77,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&workers, "workers", "1,8", "comma-separated worker counts (goroutines for Go, processes for Python)")
 	flag.StringVar(&fanoutWorkers, "fanout-workers", "8", "comma-separated worker counts for the FanoutCache systems")
 	flag.StringVar(&systems, "systems", "engine,raw,python,fanout4,fanout8,pyfanout4,pyfanout8",
-		"comma-separated systems to run: engine, raw, python (Cache, -workers), fanoutN (Go FanoutCache with N shards), pyfanoutN (python-diskcache FanoutCache; both -fanout-workers)")
+		"comma-separated systems to run: engine, raw, python (Cache, -workers), fanoutN (Go FanoutCache with a fanout of N), pyfanoutN (python-diskcache FanoutCache; both -fanout-workers)")
 	flag.StringVar(&cfg.python, "python", defPython, "python interpreter with python-diskcache (the default is $PYTHON when set)")
 	flag.BoolVar(&cfg.skipPython, "skip-python", false, "do not run python-diskcache")
 	flag.StringVar(&cfg.dir, "dir", "", "directory under which each run gets a fresh temporary directory (default: the system temp dir)")
