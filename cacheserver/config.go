@@ -225,7 +225,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	// command line are already set and are not overwritten.
 	layers := []map[string]string{}
 	if configFile == "" {
-		configFile = getenv("DISKCACHE_CONFIG")
+		configFile = getenv(settings.FlagConfig.Env())
 	}
 	if configFile != "" {
 		file, err := readConfigFile(configFile)
@@ -236,7 +236,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 	env := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv("DISKCACHE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); v != "" {
+		if v := getenv(settings.Flag(f.Name).Env()); v != "" {
 			env[f.Name] = v
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 func objectMeta(dc *cachev1alpha1.DiskCache, name, component string) metav1.ObjectMeta {
@@ -208,9 +209,9 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 		claims = []corev1.PersistentVolumeClaim{volumeClaimTemplate(dc)}
 	}
 
-	args := []string{"--config", ConfigPath, "--topology-file", TopologyPath, "--admin-token-file", AdminTokenPath}
+	args := []string{settings.FlagConfig.Arg(), ConfigPath, settings.FlagTopologyFile.Arg(), TopologyPath, settings.FlagAdminTokenFile.Arg(), AdminTokenPath}
 	if scheme(dc) == "https" && peerCA {
-		args = append(args, peerCAFlag, TLSDir+"/"+caKey)
+		args = append(args, settings.FlagPeerCAFile.Arg(), TLSDir+"/"+caKey)
 	}
 	container := corev1.Container{
 		Name:            ContainerName,
@@ -218,7 +219,7 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 		ImagePullPolicy: spec.ImagePullPolicy,
 		Command:         []string{BinaryPath},
 		Args:            args,
-		Env: []corev1.EnvVar{{Name: EnvShardIndex, ValueFrom: &corev1.EnvVarSource{
+		Env: []corev1.EnvVar{{Name: settings.FlagShardIndex.Env(), ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['" + PodIndexLabel + "']"},
 		}}},
 		Ports: []corev1.ContainerPort{{

@@ -226,7 +226,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	if existing != nil && scheme(dc) == "https" && tlsConfig == nil {
 		// The TLS Secret cannot be read now: keep what the pods run with
 		// rather than roll them.
-		peerCA = slices.Contains(existing.Spec.Template.Spec.Containers[0].Args, peerCAFlag)
+		peerCA = slices.Contains(existing.Spec.Template.Spec.Containers[0].Args, settings.FlagPeerCAFile.Arg())
 	}
 	if existing != nil {
 		claims = existing.Spec.VolumeClaimTemplates

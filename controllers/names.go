@@ -46,8 +46,6 @@ const (
 	TopologyPath   = TopologyDir + "/" + TopologyKey
 	AdminTokenDir  = ConfigDir + "/admin"
 	AdminTokenPath = AdminTokenDir + "/" + cachev1alpha1.TokenKey
-	EnvShardIndex  = "DISKCACHE_SHARD_INDEX"
-	peerCAFlag     = "--peer-ca-file"
 	caKey          = "ca.crt"
 	PodIndexLabel  = "apps.kubernetes.io/pod-index"
 	// DefaultClusterDomain is the DNS domain of the cluster's Services.

@@ -1,5 +1,7 @@
 package settings
 
+import "strings"
+
 // Flag is a cacheserver flag and the key of the same setting in its
 // --config file ("name = value" lines). The engine settings' flags come from
 // Name.Flag; these are the server's own.
@@ -42,3 +44,11 @@ func ServerFlags() []Name { return append(Live(), NameDiskMinFileSize) }
 
 // String returns the flag's name.
 func (f Flag) String() string { return string(f) }
+
+// Arg is the flag on a command line: --data-dir.
+func (f Flag) Arg() string { return "--" + string(f) }
+
+// Env is the environment variable that sets the flag: DISKCACHE_DATA_DIR.
+func (f Flag) Env() string {
+	return "DISKCACHE_" + strings.ToUpper(strings.ReplaceAll(string(f), "-", "_"))
+}

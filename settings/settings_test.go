@@ -39,6 +39,9 @@ func TestSpellings(t *testing.T) {
 			t.Errorf("%s: flag %s, field %s; want %s, %s", c.n, c.n.Flag(), c.n.Field(), c.flag, c.field)
 		}
 	}
+	if FlagShardIndex.Arg() != "--shard-index" || FlagShardIndex.Env() != "DISKCACHE_SHARD_INDEX" {
+		t.Errorf("shard-index: %s, %s", FlagShardIndex.Arg(), FlagShardIndex.Env())
+	}
 	if NameStatistics.IsLive() != true || NameDiskMinFileSize.IsLive() {
 		t.Error("IsLive is wrong")
 	}
