@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes cluster on this machine, built only from
-# Debian packages and Go modules (see hack/local-cluster/README.md and
-# shared/reference/local-cluster.md for why each setting is what it is).
+# Debian packages and Go modules (see hack/local-cluster/README.md for why
+# each setting is what it is).
 #
 #   up               install missing Debian packages, build the binaries, start
 #                    everything, wait for the node; idempotent (what runs stays)

@@ -388,3 +388,16 @@ func startToolbox(t *testing.T, ns string) string {
 	})
 	return pod.Name
 }
+
+// waitTopologyAnnounced waits until every one of the shards runs the
+// topology the operator announced.
+func waitTopologyAnnounced(t *testing.T, ns, name string, shards int32) {
+	t.Helper()
+	eventually(t, 2*time.Minute, "TopologyAnnounced", func(context.Context) (bool, string) {
+		dc := getDiskCache(t, ns, name)
+		c := meta.FindStatusCondition(dc.Status.Conditions, cachev1alpha1.ConditionTopologyAnnounced)
+		st := dc.Status.Topology
+		return c != nil && c.Status == metav1.ConditionTrue && st != nil && st.Shards == shards && st.ReadyShardsOnEpoch == shards,
+			fmt.Sprintf("condition %+v topology %+v", c, st)
+	})
+}

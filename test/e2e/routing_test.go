@@ -18,7 +18,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
@@ -60,19 +59,6 @@ func TestRoutedClients(t *testing.T) {
 	t.Run("Django", func(t *testing.T) { djangoRoundTrip(t, ns, name) })
 	p.next("routed load")
 	t.Run("RoutedLoad", func(t *testing.T) { routedLoad(t, ns, name, tok) })
-}
-
-// waitTopologyAnnounced waits until every one of the shards runs the
-// topology the operator announced.
-func waitTopologyAnnounced(t *testing.T, ns, name string, shards int32) {
-	t.Helper()
-	eventually(t, 2*time.Minute, "TopologyAnnounced", func(context.Context) (bool, string) {
-		dc := getDiskCache(t, ns, name)
-		c := meta.FindStatusCondition(dc.Status.Conditions, cachev1alpha1.ConditionTopologyAnnounced)
-		st := dc.Status.Topology
-		return c != nil && c.Status == metav1.ConditionTrue && st != nil && st.Shards == shards && st.ReadyShardsOnEpoch == shards,
-			fmt.Sprintf("condition %+v topology %+v", c, st)
-	})
 }
 
 // djangoRoundTrip runs testdata/django_roundtrip.py in a pod of the django

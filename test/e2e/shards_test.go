@@ -3,14 +3,10 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
-
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
@@ -81,13 +77,7 @@ func TestShardsAreOneCache(t *testing.T) {
 	waitAvailable(t, ns, name, 5*time.Minute)
 
 	p.next("topology announced to every shard")
-	eventually(t, 2*time.Minute, "TopologyAnnounced", func(context.Context) (bool, string) {
-		dc := getDiskCache(t, ns, name)
-		c := meta.FindStatusCondition(dc.Status.Conditions, cachev1alpha1.ConditionTopologyAnnounced)
-		st := dc.Status.Topology
-		return c != nil && c.Status == metav1.ConditionTrue && st != nil && st.Shards == 3 && st.ReadyShardsOnEpoch == 3,
-			fmt.Sprintf("condition %+v topology %+v", c, st)
-	})
+	waitTopologyAnnounced(t, ns, name, 3)
 	out, _ := kubectl(t, "-n", ns, "get", "dcache", name, "-o", "wide")
 	t.Logf("kubectl get dcache -o wide:\n%s", out)
 
