@@ -131,7 +131,7 @@ func (m *moveReader) next() (engine.Row, io.Reader, error) {
 	m.cur = &io.LimitedReader{R: m.r, N: rec.Len}
 	if rec.File {
 		row.Filename, row.Size = "incoming", rec.Len
-		return row, &exactBody{m.cur}, nil
+		return row, wire.Exact(m.cur), nil
 	}
 	b, err := io.ReadAll(m.cur)
 	if err != nil || int64(len(b)) != rec.Len {
@@ -156,18 +156,4 @@ func (m *moveReader) next() (engine.Row, io.Reader, error) {
 		return row, nil, fmt.Errorf("move stream: value of %q: %v", rec.Key, err)
 	}
 	return row, nil, nil
-}
-
-// exactBody turns a short value into io.ErrUnexpectedEOF.
-type exactBody struct{ l *io.LimitedReader }
-
-func (e *exactBody) Read(p []byte) (int, error) {
-	if e.l.N == 0 {
-		return 0, io.EOF
-	}
-	n, err := e.l.Read(p)
-	if errors.Is(err, io.EOF) && e.l.N > 0 {
-		return n, io.ErrUnexpectedEOF
-	}
-	return n, err
 }

@@ -76,7 +76,7 @@ func (rr *RecordReader) Next() (Record, io.Reader, error) {
 		return Record{}, nil, fmt.Errorf("records: negative len %d", rec.Len)
 	}
 	rr.cur = &io.LimitedReader{R: rr.r, N: rec.Len}
-	return rec, &exactReader{rr.cur}, nil
+	return rec, Exact(rr.cur), nil
 }
 
 // parseHeader decodes exactly one JSON object filling the whole line. Its
@@ -122,7 +122,10 @@ func (rr *RecordReader) readLine() ([]byte, error) {
 	}
 }
 
-// exactReader turns a short value into io.ErrUnexpectedEOF.
+// Exact reads exactly l.N bytes from l: a stream that ends before them is
+// io.ErrUnexpectedEOF, not a short value (for readers of framed values).
+func Exact(l *io.LimitedReader) io.Reader { return &exactReader{l} }
+
 type exactReader struct{ l *io.LimitedReader }
 
 func (e *exactReader) Read(p []byte) (int, error) {
