@@ -359,20 +359,12 @@ func startToolbox(t *testing.T, ns string) string {
 		ObjectMeta: metav1.ObjectMeta{Name: "toolbox", Namespace: ns},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:   ptr.To(true),
-				RunAsUser:      ptr.To[int64](65532),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
+			SecurityContext:               restrictedPod(),
 			Containers: []corev1.Container{{
 				Name:            "toolbox",
 				Image:           toolboxImage,
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: ptr.To(false),
-					ReadOnlyRootFilesystem:   ptr.To(true),
-					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				},
+				SecurityContext: restrictedContainer(),
 			}},
 		},
 	}
@@ -400,4 +392,23 @@ func waitTopologyAnnounced(t *testing.T, ns, name string, shards int32) {
 		return c != nil && c.Status == metav1.ConditionTrue && st != nil && st.Shards == shards && st.ReadyShardsOnEpoch == shards,
 			fmt.Sprintf("condition %+v topology %+v", c, st)
 	})
+}
+
+// restrictedPod and restrictedContainer are the "restricted" Pod Security
+// Standard that test pods (toolbox, django) run under: non-root, no
+// privilege escalation, no capabilities, a read-only root filesystem.
+func restrictedPod() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr.To(true),
+		RunAsUser:      ptr.To[int64](65532),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+func restrictedContainer() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
 }

@@ -83,11 +83,7 @@ func djangoRoundTrip(t *testing.T, ns, name string) {
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:   ptr.To(true),
-				RunAsUser:      ptr.To[int64](65532),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
+			SecurityContext:               restrictedPod(),
 			Containers: []corev1.Container{{
 				Name:            "django",
 				Image:           djangoImage,
@@ -101,11 +97,7 @@ func djangoRoundTrip(t *testing.T, ns, name string) {
 					{Name: "app", MountPath: "/app", ReadOnly: true},
 					{Name: "token", MountPath: "/var/run/secrets/diskcache", ReadOnly: true},
 				},
-				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: ptr.To(false),
-					ReadOnlyRootFilesystem:   ptr.To(true),
-					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				},
+				SecurityContext: restrictedContainer(),
 			}},
 			Volumes: []corev1.Volume{
 				{Name: "app", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
