@@ -2,17 +2,21 @@ package cacheserver
 
 import (
 	"bufio"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
@@ -185,7 +189,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&cfg.Listen, settings.FlagListen.String(), cfg.Listen, "address to serve on")
 	fs.IntVar(&cfg.Fanout, settings.FlagFanout.String(), cfg.Fanout, "SQLite databases in the directory (its fanout)")
 	fs.DurationVar(&cfg.DatabaseTimeout, settings.FlagDatabaseTimeout.String(), cfg.DatabaseTimeout, "how long a write waits for a busy database before answering 503")
-	fs.StringVar(&cfg.TokenFile, settings.FlagTokenFile.String(), cfg.TokenFile, "file holding the bearer token (re-read when it changes)")
+	fs.StringVar(&cfg.TokenFile, settings.FlagTokenFile.String(), cfg.TokenFile, "file holding the bearer token (re-read when it changes); during a rotation the tokens in <file>.next and <file>.previous are accepted too")
 	fs.BoolVar(&cfg.InsecureNoAuth, settings.FlagInsecureNoAuth.String(), cfg.InsecureNoAuth, "serve without authentication")
 	fs.StringVar(&cfg.TLSCert, settings.FlagTLSCert.String(), cfg.TLSCert, "TLS certificate file")
 	fs.StringVar(&cfg.TLSKey, settings.FlagTLSKey.String(), cfg.TLSKey, "TLS key file")
@@ -293,55 +297,110 @@ func readConfigFile(path string) (map[string]string, error) {
 	return out, sc.Err()
 }
 
-// tokenSource holds the bearer token, re-reading its file when the file
-// changes so a rotated Secret takes effect without a restart.
+// tokenSource holds the bearer tokens a server accepts, re-reading their
+// files when they change so a rotated Secret takes effect without a
+// restart. The token is in the file; during a rotation the files beside it
+// with the suffixes wire.TokenNextSuffix and wire.TokenPreviousSuffix
+// (token.next and token.previous of a mounted Secret) hold the token
+// coming in and the one going out, and are accepted too.
 type tokenSource struct {
-	path string
+	paths []string // the file, then its optional siblings
 
 	mu      sync.Mutex
-	value   string
-	modTime time.Time
+	values  []string // accepted tokens, the file's first
+	stamp   string   // of the files last read
 	checked time.Time
 }
 
 func newTokenSource(path string) (*tokenSource, error) {
-	t := &tokenSource{path: path}
+	t := &tokenSource{paths: []string{path, path + wire.TokenNextSuffix, path + wire.TokenPreviousSuffix}}
 	if err := t.reload(); err != nil {
 		return nil, err
 	}
-	if t.value == "" {
+	if len(t.values) == 0 {
 		return nil, fmt.Errorf("token file %s is empty", path)
 	}
 	return t, nil
 }
 
+// reload reads the files again when one of them appeared, went or changed.
 func (t *tokenSource) reload() error {
-	st, err := os.Stat(t.path)
-	if err != nil {
-		return fmt.Errorf("token file: %w", err)
+	var stamp strings.Builder
+	for i, p := range t.paths {
+		st, err := os.Stat(p)
+		switch {
+		case err == nil:
+			fmt.Fprintf(&stamp, "%d:%d:%d;", i, st.ModTime().UnixNano(), st.Size())
+		case i == 0 || !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("token file: %w", err)
+		}
 	}
-	if st.ModTime().Equal(t.modTime) && t.value != "" {
+	if stamp.String() == t.stamp && len(t.values) > 0 {
 		return nil
 	}
-	b, err := os.ReadFile(t.path)
-	if err != nil {
-		return fmt.Errorf("token file: %w", err)
+	var values []string
+	for i, p := range t.paths {
+		b, err := os.ReadFile(p)
+		switch {
+		case err == nil:
+		case i > 0 && errors.Is(err, fs.ErrNotExist):
+			continue
+		default:
+			return fmt.Errorf("token file: %w", err)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			if i == 0 {
+				return nil // being written: keep the last good set
+			}
+			continue
+		}
+		if !slices.Contains(values, v) {
+			values = append(values, v)
+		}
 	}
-	if v := strings.TrimSpace(string(b)); v != "" {
-		t.value, t.modTime = v, st.ModTime()
-	}
+	t.values, t.stamp = values, stamp.String()
 	return nil
 }
 
-// token returns the current token, checking the file at most once a second.
-func (t *tokenSource) token() string {
+// tokens returns the accepted tokens, the file's first, checking the files
+// at most once a second.
+func (t *tokenSource) tokens() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if now := time.Now(); now.Sub(t.checked) > time.Second {
 		t.checked = now
-		_ = t.reload() // keep the last good token if the file is briefly gone
+		_ = t.reload() // keep the last good tokens if a file is briefly gone
 	}
-	return t.value
+	return t.values
+}
+
+// token returns the token of the file itself (the one to send).
+func (t *tokenSource) token() string {
+	if v := t.tokens(); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// accepts reports whether got is one of the accepted tokens, in constant
+// time for each.
+func (t *tokenSource) accepts(got string) bool {
+	ok := 0
+	for _, want := range t.tokens() {
+		ok |= subtle.ConstantTimeCompare([]byte(got), []byte(want))
+	}
+	return got != "" && ok == 1
+}
+
+// fingerprints are wire.TokenFingerprint of the accepted tokens.
+func (t *tokenSource) fingerprints() []string {
+	v := t.tokens()
+	out := make([]string, len(v))
+	for i, tok := range v {
+		out[i] = wire.TokenFingerprint(tok)
+	}
+	return out
 }
 
 // certReloader serves the TLS certificate of a key pair on disk and loads

@@ -569,6 +569,14 @@ func TestDamagedDatabaseIsQuarantined(t *testing.T) {
 	if len(moved) != 1 {
 		t.Errorf("quarantined database not kept aside: %v", moved)
 	}
+	// GET /v1/config reports it, for the operator's Event.
+	cfg, err := c.ServerConfig(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Quarantined) != 1 || cfg.Quarantined[0].Database != 2 || !strings.Contains(cfg.Quarantined[0].MovedTo, "quarantine") {
+		t.Errorf("GET /v1/config quarantined = %+v, want database 2", cfg.Quarantined)
+	}
 }
 
 // mountSmallVolume mounts a tmpfs of size bytes for the test, or skips the

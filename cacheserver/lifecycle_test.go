@@ -13,11 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -136,6 +138,117 @@ func TestTokenFileRotation(t *testing.T) {
 	}
 }
 
+// TestTokenSetDuringRotation: beside the token file, the server accepts the
+// tokens of <file>.next and <file>.previous while they exist, takes them
+// from a mounted Secret's "..data" swap, and reports their fingerprints in
+// GET /v1/config to the admin token only.
+func TestTokenSetDuringRotation(t *testing.T) {
+	dir := t.TempDir()
+	gen := 0
+	// swap lays the files out as the kubelet does for a mounted Secret
+	// with the keys token, token.next and token.previous.
+	swap := func(files map[string]string) {
+		gen++
+		ts := fmt.Sprintf("..2026_12_04_22_00_%02d.%09d", gen, gen)
+		if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, tok := range files {
+			if err := os.WriteFile(filepath.Join(dir, ts, name), []byte(tok), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink(ts, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"token", "token.next", "token.previous"} {
+			link := filepath.Join(dir, name)
+			_, has := files[name]
+			if _, err := os.Lstat(link); err == nil && !has {
+				_ = os.Remove(link)
+			} else if err != nil && has {
+				if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	swap(map[string]string{"token": "old-token"})
+	adminFile := filepath.Join(t.TempDir(), "admin")
+	if err := os.WriteFile(adminFile, []byte("the-admin-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Options{Token: "old-token", TokenFile: filepath.Join(dir, "token"),
+		Args: []string{"--admin-token-file", adminFile}})
+
+	fingerprints := func(tok string) []string {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/config", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var c struct {
+			Fingerprints []string `json:"token_fingerprints"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&c); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /v1/config: %s, %v", resp.Status, err)
+		}
+		return c.Fingerprints
+	}
+	accepted := func(toks ...string) func() (bool, string) {
+		return func() (bool, string) {
+			var state []string
+			ok := true
+			for _, tok := range []string{"old-token", "new-token"} {
+				got := statusWithToken(t, srv, "/v1/info", tok)
+				want := http.StatusUnauthorized
+				if slices.Contains(toks, tok) {
+					want = http.StatusOK
+				}
+				ok = ok && got == want
+				state = append(state, fmt.Sprintf("%s: %d", tok, got))
+			}
+			return ok, strings.Join(state, ", ")
+		}
+	}
+	if ok, state := accepted("old-token")(); !ok {
+		t.Fatalf("before the rotation: %s", state)
+	}
+
+	// The new token comes in as next: both are accepted.
+	swap(map[string]string{"token": "old-token", "token.next": "new-token"})
+	pollUntil(t, 30*time.Second, "old and next token accepted", accepted("old-token", "new-token"))
+	want := []string{wire.TokenFingerprint("old-token"), wire.TokenFingerprint("new-token")}
+	if got := fingerprints("the-admin-token"); !slices.Equal(got, want) {
+		t.Errorf("fingerprints = %v, want %v", got, want)
+	}
+	if got := fingerprints("new-token"); got != nil {
+		t.Errorf("the data token was shown the fingerprints %v", got)
+	}
+
+	// The new token becomes current, the old one previous: still both.
+	swap(map[string]string{"token": "new-token", "token.previous": "old-token"})
+	pollUntil(t, 30*time.Second, "current token switched", func() (bool, string) {
+		got := fingerprints("the-admin-token")
+		return len(got) > 0 && got[0] == wire.TokenFingerprint("new-token"), fmt.Sprint(got)
+	})
+	if ok, state := accepted("old-token", "new-token")(); !ok {
+		t.Errorf("after the switch: %s", state)
+	}
+
+	// The old token is retired.
+	swap(map[string]string{"token": "new-token"})
+	pollUntil(t, 30*time.Second, "old token retired", accepted("new-token"))
+}
+
 // TestSIGTERMDrainsInFlightRequests: a PUT whose body is still arriving
 // when SIGTERM comes completes and is stored; meanwhile the server accepts
 // no new connections (refused, never cut mid-response), and exits cleanly
@@ -239,7 +352,7 @@ func TestConfigReportsStartUpValues(t *testing.T) {
 		t.Fatalf("GET /v1/config: %s, %v", resp.Status, err)
 	}
 	want := map[string]any{"fanout": 3.0, "database_timeout_seconds": 2.5, "max_key_bytes": 1000.0,
-		"max_value_bytes": float64(1 << 40), "request_timeout_seconds": 45.0, "tls": false}
+		"max_value_bytes": float64(1 << 40), "request_timeout_seconds": 45.0, "tls": false, "quarantined": []any{}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("GET /v1/config = %v, want %v", got, want)
 	}

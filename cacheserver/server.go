@@ -5,7 +5,6 @@ package cacheserver
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -249,23 +248,27 @@ func (s *Server) isAdmin(r *http.Request) bool {
 	if s.admin == nil {
 		return false
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	want := s.admin.token()
-	return ok && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	got, ok := bearer(r)
+	return ok && s.admin.accepts(got)
 }
 
+// authorized reports whether r carries one of the accepted data tokens.
 func (s *Server) authorized(r *http.Request) bool {
 	if s.tokens == nil {
 		return true
 	}
-	// The scheme name is case-insensitive (RFC 9110 section 11.1).
+	got, ok := bearer(r)
+	return ok && s.tokens.accepts(got)
+}
+
+// bearer is the token of r's Authorization header. The scheme name is
+// case-insensitive (RFC 9110 section 11.1).
+func bearer(r *http.Request) (string, bool) {
 	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
+		return "", false
 	}
-	got = strings.TrimLeft(got, " ")
-	want := s.tokens.token()
-	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	return strings.TrimLeft(got, " "), true
 }
 
 // clientBody bounds how long a request body may go without a byte

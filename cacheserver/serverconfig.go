@@ -1,27 +1,32 @@
 package cacheserver
 
-import "net/http"
+import (
+	"net/http"
 
-// serverConfig is the start-up configuration a server runs with: what only
-// a restart changes (GET /v1/settings answers the engine settings). The
-// operator's tests read it to see that a rolled pod took a new value.
-type serverConfig struct {
-	Fanout                 int     `json:"fanout"`
-	DatabaseTimeoutSeconds float64 `json:"database_timeout_seconds"`
-	MaxKeyBytes            int64   `json:"max_key_bytes"`
-	MaxValueBytes          int64   `json:"max_value_bytes"`
-	RequestTimeoutSeconds  float64 `json:"request_timeout_seconds"`
-	TLS                    bool    `json:"tls"`
-}
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+)
 
+// handleGetConfig answers the start-up configuration the server runs with
+// (GET /v1/settings answers the engine settings), the databases it set
+// aside at start, and to the operator the fingerprints of the tokens it
+// accepts. The operator's tests read it to see that a rolled pod took a new
+// value.
 func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, serverConfig{
+	c := wire.ServerConfig{
 		Fanout:                 s.cache.DatabaseCount(),
 		DatabaseTimeoutSeconds: s.cache.Timeout().Seconds(),
 		MaxKeyBytes:            s.cfg.MaxKeyBytes,
 		MaxValueBytes:          s.cfg.MaxValueBytes,
 		RequestTimeoutSeconds:  s.cfg.RequestTimeout.Seconds(),
 		TLS:                    s.cfg.TLSCert != "",
-	})
+		Quarantined:            []wire.Quarantined{},
+	}
+	for _, q := range s.cache.Quarantined() {
+		c.Quarantined = append(c.Quarantined, wire.Quarantined{Database: q.Index, MovedTo: q.Path, Error: q.Err.Error()})
+	}
+	if s.tokens != nil && s.isAdmin(r) {
+		c.TokenFingerprints = s.tokens.fingerprints()
+	}
+	writeJSON(w, http.StatusOK, c)
 	return nil
 }

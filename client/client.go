@@ -263,3 +263,14 @@ func (c *Client) Ready(ctx context.Context) error {
 	_, err := c.doJSON(ctx, request{method: http.MethodGet, path: "/readyz", idempotent: true}, nil)
 	return err
 }
+
+// ServerConfig reads GET /v1/config: the server's start-up configuration,
+// the damaged databases it set aside at start and, with the admin token,
+// the fingerprints of the data tokens it accepts.
+func (c *Client) ServerConfig(ctx context.Context) (*wire.ServerConfig, error) {
+	var sc wire.ServerConfig
+	if _, err := c.doJSON(ctx, request{method: http.MethodGet, path: "/v1/config", idempotent: true}, &sc); err != nil {
+		return nil, err
+	}
+	return &sc, nil
+}

@@ -5,7 +5,9 @@
 package wire
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"net/url"
@@ -331,4 +333,47 @@ func KeyFromJSON(j EncodeKeyJSON) (kv.Key, error) {
 		return ParseKey(string(b), j.Kind)
 	}
 	return ParseKey(j.Key, j.Kind)
+}
+
+// Token rotation: a server reads its token from --token-file and accepts
+// the tokens in the files beside it with these suffixes too (the keys
+// token.next and token.previous of a mounted Secret).
+const (
+	TokenNextSuffix     = ".next"
+	TokenPreviousSuffix = ".previous"
+)
+
+// TokenFingerprint identifies a token without revealing it: the first 16
+// hex digits of its SHA-256. GET /v1/config lists the fingerprints of the
+// tokens a server accepts (to the admin token only), so the operator can
+// see that every shard accepts a new token before clients get it.
+func TokenFingerprint(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:8])
+}
+
+// ServerConfig is the answer of GET /v1/config: the start-up configuration
+// a server runs with (what only a restart changes), the damaged databases it
+// set aside at start, and, to the admin token only, the fingerprints of the
+// data tokens it accepts.
+type ServerConfig struct {
+	Fanout                 int     `json:"fanout"`
+	DatabaseTimeoutSeconds float64 `json:"database_timeout_seconds"`
+	MaxKeyBytes            int64   `json:"max_key_bytes"`
+	MaxValueBytes          int64   `json:"max_value_bytes"`
+	RequestTimeoutSeconds  float64 `json:"request_timeout_seconds"`
+	TLS                    bool    `json:"tls"`
+	// Quarantined lists the fanout databases found damaged at start, moved
+	// aside and started empty; their items are lost.
+	Quarantined []Quarantined `json:"quarantined"`
+	// TokenFingerprints are TokenFingerprint of each accepted data token
+	// (current first); absent unless the request carried the admin token.
+	TokenFingerprints []string `json:"token_fingerprints,omitempty"`
+}
+
+// Quarantined is one fanout database set aside at start.
+type Quarantined struct {
+	Database int    `json:"database"`
+	MovedTo  string `json:"moved_to"`
+	Error    string `json:"error"`
 }
