@@ -46,6 +46,7 @@ func (s *Server) routes() {
 	s.publicRoute("GET /healthz", s.handleHealthz)
 	s.publicRoute("GET /readyz", s.handleReadyz)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.pprofRoutes()
 	s.route("GET /v1/topology", s.handleGetTopology)
 	s.route("PUT /v1/topology", s.handlePutTopology)
 	s.route("GET /v1/config", s.handleGetConfig)

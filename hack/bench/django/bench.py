@@ -228,8 +228,12 @@ def start_cacheserver(services, work, extra_args):
         f.write(token + '\n')
     log_path = os.path.join(work, 'cacheserver.log')
     logf = open(log_path, 'w+', encoding='utf-8')  # pylint: disable=consider-using-with
+    # The admin token opens /debug/pprof/ (--pprof); it changes nothing else.
+    admin_file = os.path.join(work, 'admin-token')
+    with open(admin_file, 'w', encoding='utf-8') as f:
+        f.write('bench-admin-%016x\n' % random.SystemRandom().getrandbits(64))
     argv = [binary, '--data-dir', data, '--listen', '127.0.0.1:0',
-            '--token-file', token_file] + extra_args
+            '--token-file', token_file, '--admin-token-file', admin_file] + extra_args
     proc = services.start('cacheserver', argv, stdout=subprocess.DEVNULL, stderr=logf)
     deadline = time.monotonic() + 60
     while True:
@@ -249,6 +253,55 @@ def start_cacheserver(services, work, extra_args):
         if time.monotonic() > deadline:
             raise RuntimeError('cacheserver did not start serving within 60s')
         time.sleep(0.05)
+
+
+def fetch_profile(url, admin_file, kind, seconds, path, errors):
+    """GET /debug/pprof/KIND?seconds=N from the cacheserver into path."""
+    import urllib.request  # pylint: disable=import-outside-toplevel
+    with open(admin_file, encoding='utf-8') as f:
+        token = f.read().strip()
+    req = urllib.request.Request('%s/debug/pprof/%s?seconds=%d' % (url, kind, seconds),
+                                 headers={'Authorization': 'Bearer ' + token})
+    try:
+        with urllib.request.urlopen(req, timeout=seconds + 60) as resp, \
+                open(path, 'wb') as out:
+            shutil.copyfileobj(resp, out)
+    except OSError as exc:
+        errors.append('%s profile: %s' % (kind, exc))
+
+
+def profile_server(ctx, name, args, server_pid, url, admin_file, prefix):
+    """Runs the workload on name over and over while the cacheserver
+    records a CPU and an allocation profile of --pprof-seconds."""
+    import threading  # pylint: disable=import-outside-toplevel
+    errors = []
+    paths = {kind: os.path.abspath('%s-%s.%s.pprof' % (prefix, name, kind))
+             for kind in ('cpu', 'allocs')}
+    threads = [threading.Thread(target=fetch_profile,
+                                args=(url, admin_file, 'profile' if kind == 'cpu' else kind,
+                                      args.pprof_seconds, path, errors))
+               for kind, path in paths.items()]
+    for thread in threads:
+        thread.start()
+    runs = ops = 0
+    cpu_before = proc_cpu_ns(server_pid)
+    started = time.monotonic()
+    while any(thread.is_alive() for thread in threads):
+        run = run_backend(ctx, name, args, server_pid)
+        runs, ops = runs + 1, ops + args.procs * args.ops
+    wall = time.monotonic() - started
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError('; '.join(errors))
+    cpu = (proc_cpu_ns(server_pid) - cpu_before) / 1e9
+    log('%s: profiled %d run(s), %d ops in %.1fs, server CPU %.2f s (%.2f cores)' % (
+        name, runs, ops, wall, cpu, cpu / wall))
+    print('\n### Server profiles under %s (%d runs of the workload, %.1f s, last run %s ops/s)\n' % (
+        name, runs, wall, '{:,.0f}'.format(run['ops_per_s'])))
+    for kind, path in paths.items():
+        print('- %s: `go tool pprof -top %s`' % (kind, path))
+    return paths
 
 
 def start_redis(services, work):
@@ -453,6 +506,11 @@ def percentile(sorted_values, pct):
     return sorted_values[rank - 1]
 
 
+# The quantiles (in %) the JSON output keeps of every operation's latencies,
+# for plotting their distribution (make bench-plots).
+CDF_PERCENTILES = tuple(i / 10.0 for i in range(5, 1000, 5)) + (99.9, 99.95, 99.99)
+
+
 def summarize(run):
     stats = {name: run[name] for name in ('ops_per_s', 'client_cpu_us', 'server_cpu_us')}
     for op in OPS:
@@ -460,6 +518,7 @@ def summarize(run):
         stats[op] = {'count': len(values), 'misses': run['misses'][op]}
         for pct in PERCENTILES:
             stats[op]['p%d' % pct] = percentile(values, pct) / 1000.0  # µs
+        stats[op]['cdf_us'] = [percentile(values, pct) / 1000.0 for pct in CDF_PERCENTILES]
     return stats
 
 
@@ -469,7 +528,9 @@ def median_stats(rounds):
            for name in ('ops_per_s', 'client_cpu_us', 'server_cpu_us')}
     for op in OPS:
         out[op] = {name: statistics.median(r[op][name] for r in rounds)
-                   for name in rounds[0][op]}
+                   for name in rounds[0][op] if name != 'cdf_us'}
+        out[op]['cdf_us'] = [statistics.median(r[op]['cdf_us'][i] for r in rounds)
+                             for i in range(len(CDF_PERCENTILES))]
     return out
 
 
@@ -561,6 +622,22 @@ def versions(backends, redis_url, memcached_loc):
     return ', '.join(out)
 
 
+def machine():
+    """What the plots name: host, CPU, cores, kernel and the date of the run."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {'host': platform.node(), 'cpu': cpu, 'cores': os.cpu_count(),
+            'kernel': platform.release(),
+            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+
+
 # Layers of a profile, by where a function lives (first match wins).
 LAYERS = [
     ('socket send/receive (kernel; receive waits for the server)',
@@ -617,6 +694,13 @@ def main():
                         help='after the measured rounds, run each backend once more with '
                              'process 0 under cProfile; stats in PREFIX-<backend>.prof '
                              'and the top functions printed')
+    parser.add_argument('--pprof', metavar='PREFIX',
+                        help='after the measured rounds, run the workload on cacheserver '
+                             'again while the server records a CPU profile '
+                             '(PREFIX-cacheserver.cpu.pprof) and an allocation profile '
+                             '(PREFIX-cacheserver.allocs.pprof) through /debug/pprof/')
+    parser.add_argument('--pprof-seconds', type=int, default=10,
+                        help='length of the --pprof profiles')
     parser.add_argument('--json', metavar='FILE', help='also write the statistics as JSON')
     parser.add_argument('--no-install', dest='install', action='store_false',
                         help='do not apt-get install missing Debian packages; backends that '
@@ -657,9 +741,10 @@ def run(args, wanted, services, work):
                                           text=True).stdout.strip())
     backends = install_packages(wanted, args.install)
     caches = {}
-    redis_url = memcached_loc = None
+    redis_url = memcached_loc = server_url = None
     if 'cacheserver' in backends:
         url, token_file = start_cacheserver(services, work, shlex.split(args.cacheserver_args))
+        server_url = url
         caches['cacheserver'] = {
             'BACKEND': 'diskcache_client.djangocache.DjangoCache',
             'LOCATION': url,
@@ -669,6 +754,7 @@ def run(args, wanted, services, work):
         if 'cacheserver' not in caches:
             url, token_file = start_cacheserver(services, work,
                                                 shlex.split(args.cacheserver_args))
+            server_url = url
             caches['cacheserver'] = None
         caches['cacheserver-floor'] = {
             'BACKEND': 'rawhttp.RawHTTPCache',
@@ -716,7 +802,15 @@ def run(args, wanted, services, work):
     sys.stdout.flush()
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump({'args': vars(args), 'results': results, 'rounds': rounds}, f, indent=1)
+            json.dump({'args': vars(args), 'machine': machine(), 'labels': LABELS,
+                       'cdf_percentiles': CDF_PERCENTILES, 'versions': versions(
+                           backends, redis_url, memcached_loc),
+                       'results': results, 'rounds': rounds}, f, indent=1)
+    if args.pprof:
+        for name in ('cacheserver', 'cacheserver-floor'):
+            if name in backends:
+                profile_server(ctx, name, args, services.pid('cacheserver'), server_url,
+                               os.path.join(work, 'admin-token'), args.pprof)
     if args.cprofile:
         for name in backends:
             path = os.path.abspath('%s-%s.prof' % (args.cprofile, name))
