@@ -14,7 +14,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -24,6 +26,12 @@ import (
 type Options struct {
 	// Token is the bearer token.
 	Token string
+	// TokenFile is a file holding the bearer token (a mounted Secret's
+	// key), used instead of Token. The client reads it again when it
+	// changes and whenever the server answers 401 (then it sends the
+	// request once more if the token changed), so a rotated Secret is
+	// picked up without errors.
+	TokenFile string
 	// HTTPClient sends the requests; nil means a client with keep-alive
 	// connections and sane timeouts.
 	HTTPClient *http.Client
@@ -45,6 +53,7 @@ type Client struct {
 	base    *url.URL
 	http    *http.Client
 	token   string
+	file    *tokenFile // nil without Options.TokenFile
 	retries int
 	backoff time.Duration
 	router  *router // nil with Options.DirectOnly
@@ -57,6 +66,13 @@ func New(baseURL string, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("client: base URL %q must be absolute, like http://host:8080", baseURL)
 	}
 	c := &Client{base: u, http: opts.HTTPClient, token: opts.Token, retries: opts.Retries, backoff: opts.Backoff}
+	if opts.TokenFile != "" {
+		f := &tokenFile{path: opts.TokenFile}
+		if _, err := f.reload(); err != nil {
+			return nil, err
+		}
+		c.file = f
+	}
 	if c.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 64
@@ -164,6 +180,22 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 			continue
 		}
 		c.observe(resp.Header)
+		if resp.StatusCode == http.StatusUnauthorized && c.file != nil && req.stream == nil && !contains(pass, resp.StatusCode) {
+			// The token may have been rotated under us: read it again and,
+			// if it changed, send the request once more with the new one.
+			if changed, ferr := c.file.reload(); ferr == nil && changed {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp, err = c.send(ctx, base, req); err != nil {
+					lastErr = fmt.Errorf("client: %s %s: %w", req.method, req.path, err)
+					if ctx.Err() != nil || !retryable(err) {
+						return nil, lastErr
+					}
+					continue
+				}
+				c.observe(resp.Header)
+			}
+		}
 		if resp.StatusCode < 300 || contains(pass, resp.StatusCode) {
 			return resp, nil
 		}
@@ -202,10 +234,74 @@ func (c *Client) send(ctx context.Context, base *url.URL, req request) (*http.Re
 	for k, v := range req.header {
 		hr.Header[k] = v
 	}
-	if c.token != "" {
-		hr.Header.Set("Authorization", "Bearer "+c.token)
+	if tok := c.bearer(); tok != "" {
+		hr.Header.Set("Authorization", "Bearer "+tok)
 	}
 	return c.http.Do(hr)
+}
+
+// bearer is the token to send: the token file's, or Options.Token.
+func (c *Client) bearer() string {
+	if c.file != nil {
+		return c.file.token()
+	}
+	return c.token
+}
+
+// tokenFile is Options.TokenFile: the token it held when last read.
+type tokenFile struct {
+	path string
+
+	mu    sync.Mutex
+	value string
+	stamp string // modification time and size when last read
+}
+
+// reload reads the file and reports whether the token changed. An empty or
+// missing file (a Secret being rewritten) keeps the last token.
+func (f *tokenFile) reload() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.readLocked()
+}
+
+func (f *tokenFile) readLocked() (bool, error) {
+	st, err := os.Stat(f.path)
+	var b []byte
+	if err == nil {
+		b, err = os.ReadFile(f.path)
+	}
+	if err != nil {
+		if f.value != "" {
+			return false, nil
+		}
+		return false, fmt.Errorf("client: token file: %w", err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		if f.value == "" {
+			return false, fmt.Errorf("client: token file %s is empty", f.path)
+		}
+		return false, nil
+	}
+	changed := v != f.value
+	f.value, f.stamp = v, fileStamp(st)
+	return changed, nil
+}
+
+// token is the token, read again when the file's modification time or size
+// changed (a stat per request, which costs far less than the request).
+func (f *tokenFile) token() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st, err := os.Stat(f.path); err == nil && fileStamp(st) != f.stamp {
+		_, _ = f.readLocked()
+	}
+	return f.value
+}
+
+func fileStamp(st os.FileInfo) string {
+	return fmt.Sprintf("%d:%d", st.ModTime().UnixNano(), st.Size())
 }
 
 func contains(list []int, v int) bool {

@@ -166,9 +166,10 @@ class DjangoCache(BaseCache):
         if isinstance(exc, Timeout):
             log.warning('cache %s: server busy (%s); treated as a miss/failed write', what, exc)
             return fallback
-        if exc.status == 413 and what in ('set', 'add'):
-            # Too large to keep under the server's limits: not stored, as
-            # Django's memcached backends answer for oversized values.
+        if exc.status in (413, 507) and what in ('set', 'add'):
+            # Too large to keep under the server's limits (413), or the
+            # server's volume is full (507): not stored, as Django's
+            # memcached backends answer for values they cannot keep.
             log.warning('cache %s: value refused (%s)', what, exc)
             return fallback
         if self._ignore_exceptions and isinstance(exc, CacheServerError) and (
