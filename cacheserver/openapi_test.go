@@ -33,7 +33,7 @@ type spec struct {
 	root map[string]any
 }
 
-func loadSpec(t *testing.T) *spec {
+func loadSpec(t testing.TB) *spec {
 	t.Helper()
 	b, err := os.ReadFile(openAPIPath)
 	if err != nil {
@@ -109,7 +109,7 @@ type operation struct {
 	pathParams   []any // path item parameters, then the operation's
 }
 
-func (s *spec) operations(t *testing.T) map[string]operation {
+func (s *spec) operations(t testing.TB) map[string]operation {
 	t.Helper()
 	paths, ok := s.root["paths"].(map[string]any)
 	if !ok {

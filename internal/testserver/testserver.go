@@ -70,6 +70,7 @@ type Server struct {
 	Args    []string
 
 	cmd  *exec.Cmd
+	dir  string
 	done chan struct{}
 	err  error
 	logs *logBuffer
@@ -92,6 +93,8 @@ type Options struct {
 	Env []string
 	// Listen is the address; empty means 127.0.0.1:0.
 	Listen string
+	// Dir is the process's working directory; empty means the test's.
+	Dir string
 	// TLS serves https with a self-signed certificate for 127.0.0.1 (in a
 	// cluster, shared by the shards, which verify each other with it).
 	TLS bool
@@ -105,7 +108,7 @@ func Start(t testing.TB, opts Options) *Server {
 	if opts.DataDir == "" {
 		opts.DataDir = filepath.Join(t.TempDir(), "data")
 	}
-	s := &Server{DataDir: opts.DataDir, done: make(chan struct{}), logs: &logBuffer{}}
+	s := &Server{DataDir: opts.DataDir, dir: opts.Dir, done: make(chan struct{}), logs: &logBuffer{}}
 	args := []string{"--data-dir", opts.DataDir, "--log-format", "json"}
 	listen := opts.Listen
 	if listen == "" {
@@ -139,6 +142,7 @@ func Start(t testing.TB, opts Options) *Server {
 
 func (s *Server) start(env []string) error {
 	s.cmd = exec.Command(binPath, s.Args...)
+	s.cmd.Dir = s.dir
 	s.cmd.Env = append(os.Environ(), env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
