@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,8 @@ type metrics struct {
 	// served counts requests this shard answered as their owner (or for its
 	// part of a cluster-wide operation): the load a shard really carries.
 	served prometheus.Counter
+	// servedTotal is served's value, for GET /v1/usage.
+	servedTotal atomic.Int64
 	// discarded counts items removed because this shard held them without
 	// owning them when it first got a topology.
 	discarded prometheus.Counter
@@ -142,6 +145,12 @@ func (m *metrics) forwarded(shard, code int) {
 		c = strconv.Itoa(code)
 	}
 	m.forwards.WithLabelValues(strconv.Itoa(shard), c).Inc()
+}
+
+// serve counts a request this shard answers itself.
+func (m *metrics) serve() {
+	m.served.Inc()
+	m.servedTotal.Add(1)
 }
 
 func (m *metrics) lookup(hit bool) {

@@ -50,6 +50,7 @@ func (s *Server) routes() {
 	s.route("GET /v1/topology", s.handleGetTopology)
 	s.route("PUT /v1/topology", s.handlePutTopology)
 	s.route("GET /v1/config", s.handleGetConfig)
+	s.route("GET /v1/usage", s.handleUsage)
 	s.route("POST /v1/rebalance/receive", s.handleRebalanceReceive)
 	s.route("GET /v1/rebalance/export", s.handleRebalanceExport)
 	s.route("POST /v1/rebalance/pause", s.handleRebalancePause)

@@ -42,6 +42,9 @@ type Server struct {
 	disk  *diskGuard
 	// patterns lists the registered routes, for Routes.
 	patterns []string
+	// started is when the server was built: GET /v1/usage reports it so
+	// that a reader of its counters sees a restart.
+	started time.Time
 }
 
 // handlerFunc is a handler that returns its error for writeError.
@@ -77,7 +80,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Error("damaged database moved aside and started empty; its items are lost",
 			slog.Int("fanout_database", q.Index), slog.String("moved_to", q.Path), slog.Any("error", q.Err))
 	}
-	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: &waitRegistry{m: map[string]*waitEntry{}}}
+	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: &waitRegistry{m: map[string]*waitEntry{}}, started: time.Now()}
 	if !cfg.InsecureNoAuth {
 		if s.tokens, err = newTokenSource(cfg.TokenFile); err != nil {
 			_ = fc.Close()
@@ -228,7 +231,7 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 			err = &apiError{status: http.StatusInsufficientStorage, code: wire.CodeInsufficientStorage, msg: diskFullMessage}
 		default:
 			if sc != scopeLocal {
-				s.metrics.served.Inc()
+				s.metrics.serve()
 			}
 			err = h(rec, r)
 		}

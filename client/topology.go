@@ -97,3 +97,14 @@ func IsTopologyConflict(err error) (*topology.Topology, bool) {
 	}
 	return nil, false
 }
+
+// Usage returns the server's own figures (GET /v1/usage): requests served
+// as owner, items evicted and expired, disk use and size limit. It is
+// always the figures of the server the client talks to, never forwarded.
+func (c *Client) Usage(ctx context.Context) (*wire.Usage, error) {
+	var u wire.Usage
+	if _, err := c.doJSON(ctx, request{method: http.MethodGet, path: "/v1/usage", idempotent: true}, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}

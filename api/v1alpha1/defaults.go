@@ -61,6 +61,51 @@ func (s *DiskCacheSpec) Default() {
 		t := true
 		m.Cull = &t
 	}
+	if a := s.Autoscaling; a != nil {
+		a.Default()
+	}
+}
+
+// Autoscaling defaults, also in the CRD's markers.
+const (
+	DefaultMinShards       int32 = 1
+	DefaultFillTarget            = "0.8"
+	DefaultPollInterval          = 30 * time.Second
+	DefaultScaleUpWindow         = 0
+	DefaultScaleDownWindow       = 5 * time.Minute
+	DefaultScaleDownStep   int32 = 1
+	DefaultCooldown              = 2 * time.Minute
+)
+
+// Default fills the unset autoscaling fields. A scaleDown block without a
+// maxStep keeps "no limit" only when the user wrote the block; an absent
+// block gets the CRD's default of one shard at a time.
+func (a *AutoscalingSpec) Default() {
+	if a.MinShards == 0 {
+		a.MinShards = DefaultMinShards
+	}
+	t := &a.Targets
+	if t.Fill == nil && t.RequestRate == nil && t.EvictionRate == nil {
+		q := resource.MustParse(DefaultFillTarget)
+		t.Fill = &q
+	}
+	if a.PollInterval == nil {
+		a.PollInterval = &metav1.Duration{Duration: DefaultPollInterval}
+	}
+	b := &a.Behavior
+	if b.ScaleUp.StabilizationWindow == nil {
+		b.ScaleUp.StabilizationWindow = &metav1.Duration{Duration: DefaultScaleUpWindow}
+	}
+	if b.ScaleDown.StabilizationWindow == nil && b.ScaleDown.MaxStep == nil {
+		step := DefaultScaleDownStep
+		b.ScaleDown.MaxStep = &step
+	}
+	if b.ScaleDown.StabilizationWindow == nil {
+		b.ScaleDown.StabilizationWindow = &metav1.Duration{Duration: DefaultScaleDownWindow}
+	}
+	if b.Cooldown == nil {
+		b.Cooldown = &metav1.Duration{Duration: DefaultCooldown}
+	}
 }
 
 // TokenSecretName is the Secret holding the bearer token: spec.auth.secretName

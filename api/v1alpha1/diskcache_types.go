@@ -54,6 +54,7 @@ const (
 // are applied to running cache servers without a restart; changing any other
 // field rolls the shards one at a time.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.shards) || ((!has(self.autoscaling.minShards) || self.shards >= self.autoscaling.minShards) && (!has(self.autoscaling.maxShards) || self.shards <= self.autoscaling.maxShards))",message="spec.shards must be within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled"
 // +kubebuilder:validation:XValidation:rule="!has(self.sizeLimit) || !has(self.storage) || !has(self.storage.size) || !isQuantity(string(self.sizeLimit)) || !isQuantity(string(self.storage.size)) || quantity(string(self.sizeLimit)).asApproximateFloat() <= quantity(string(self.storage.size)).asApproximateFloat() * 0.9 - double(has(self.fanout) ? self.fanout : 8) * 2097152.0 - 16777216.0",message="sizeLimit must leave headroom on the volume: at most 90% of storage.size less 2Mi per fanout database (write-ahead logs) and 16Mi (the full-disk reserve); see docs/crd.md"
 type DiskCacheSpec struct {
 	// Shards is the number of cache server pods; keys are spread across them
@@ -192,6 +193,126 @@ type DiskCacheSpec struct {
 	// the operator selects pods by.
 	// +optional
 	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// Autoscaling lets the operator change spec.shards by itself from the
+	// shards' fill, request rate and eviction rate (docs/autoscaling.md).
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+}
+
+// AutoscalingSpec is the built-in autoscaler: every pollInterval the
+// operator reads each shard's figures, averages them over the shards and,
+// like the HorizontalPodAutoscaler, wants ceil(shards × observed / target)
+// shards for each target, the largest of them, within [minShards,
+// maxShards] and held by the behavior. It writes spec.shards through the
+// scale subresource, never while a rebalance runs.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.maxShards) || !has(self.minShards) || self.minShards <= self.maxShards",message="autoscaling.minShards must not exceed autoscaling.maxShards"
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || has(self.maxShards)",message="autoscaling.maxShards is required when autoscaling is enabled"
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || (has(self.targets) && (has(self.targets.fill) || has(self.targets.requestRate) || has(self.targets.evictionRate)))",message="autoscaling needs at least one target: fill, requestRate or evictionRate"
+type AutoscalingSpec struct {
+	// Enabled turns the autoscaler on. Off, the rest of the block is kept
+	// but spec.shards is left to the user.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// MinShards is the fewest shards the autoscaler scales down to.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	// +optional
+	MinShards int32 `json:"minShards,omitempty"`
+
+	// MaxShards is the most shards the autoscaler scales up to (required
+	// when enabled).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	// +optional
+	MaxShards int32 `json:"maxShards,omitempty"`
+
+	// Targets are the figures to hold per shard, on average over the
+	// shards; the one asking for the most shards wins.
+	// +kubebuilder:default={fill: "0.8"}
+	// +optional
+	Targets AutoscalingTargets `json:"targets,omitempty"`
+
+	// Behavior holds the shard count steady.
+	// +kubebuilder:default={}
+	// +optional
+	Behavior AutoscalingBehavior `json:"behavior,omitempty"`
+
+	// PollInterval is how often the operator reads the shards' figures;
+	// rates are measured over it.
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
+}
+
+// AutoscalingTargets are the per-shard figures the autoscaler holds; each is
+// optional, and at least one must be given.
+type AutoscalingTargets struct {
+	// Fill is a shard's whole disk use (databases, value files, write-ahead
+	// logs, collections) as a fraction of sizeLimit, for example "0.8":
+	// scale out before culling evicts data still in use. At most 1.
+	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0')) && quantity(string(self)).compareTo(quantity('1')) <= 0",message="autoscaling.targets.fill must be a fraction of sizeLimit above 0 and at most 1"
+	// +optional
+	Fill *resource.Quantity `json:"fill,omitempty"`
+
+	// RequestRate is data requests per second per shard, counted at the
+	// shard that owns the key (a request forwarded by another shard counts
+	// once, at its owner).
+	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",message="autoscaling.targets.requestRate must be above 0"
+	// +optional
+	RequestRate *resource.Quantity `json:"requestRate,omitempty"`
+
+	// EvictionRate is items culled per second per shard: culling live data
+	// is the cache saying it is too small.
+	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",message="autoscaling.targets.evictionRate must be above 0"
+	// +optional
+	EvictionRate *resource.Quantity `json:"evictionRate,omitempty"`
+}
+
+// AutoscalingBehavior holds the shard count steady, in the spirit of the
+// HorizontalPodAutoscaler's behavior.
+type AutoscalingBehavior struct {
+	// ScaleUp: by default at once (no window) and without a step limit.
+	// +kubebuilder:default={stabilizationWindow: "0s"}
+	// +optional
+	ScaleUp ScalingRules `json:"scaleUp,omitempty"`
+
+	// ScaleDown: by default only after 5 minutes of agreeing figures, one
+	// shard at a time (each step drains the departing shard).
+	// +kubebuilder:default={stabilizationWindow: "5m", maxStep: 1}
+	// +optional
+	ScaleDown ScalingRules `json:"scaleDown,omitempty"`
+
+	// Cooldown is how long after a rebalance (or any scale or rollout)
+	// ended no change is made, so the figures of the new layout settle.
+	// +kubebuilder:default="2m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	Cooldown *metav1.Duration `json:"cooldown,omitempty"`
+}
+
+// ScalingRules bound changes in one direction.
+type ScalingRules struct {
+	// StabilizationWindow: a change is made only when every recommendation
+	// within the window agrees (scaling up goes to the lowest of them,
+	// scaling down to the highest).
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	StabilizationWindow *metav1.Duration `json:"stabilizationWindow,omitempty"`
+
+	// MaxStep is the most shards one change adds or removes; unset means
+	// no limit.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=127
+	// +optional
+	MaxStep *int32 `json:"maxStep,omitempty"`
 }
 
 // StorageSpec is a shard's persistent volume.
@@ -323,6 +444,10 @@ type DiskCacheStatus struct {
 	// +optional
 	Maintenance *MaintenanceStatus `json:"maintenance,omitempty"`
 
+	// Autoscaling reports what the built-in autoscaler saw and decided.
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+
 	// Conditions: Available, Progressing, Degraded.
 	// +listType=map
 	// +listMapKey=type
@@ -389,6 +514,52 @@ type MaintenanceStatus struct {
 	LastTrigger string `json:"lastTrigger,omitempty"`
 }
 
+// AutoscalingStatus is the autoscaler's last reading and decision. Figures
+// are averages per shard, as decimal strings.
+type AutoscalingStatus struct {
+	// LastObservationTime is when the shards' figures were last read.
+	// +optional
+	LastObservationTime *metav1.Time `json:"lastObservationTime,omitempty"`
+	// ObservedShards is how many shards answered that reading.
+	// +optional
+	ObservedShards int32 `json:"observedShards,omitempty"`
+	// Fill is the average whole disk use per shard as a fraction of
+	// sizeLimit.
+	// +optional
+	Fill string `json:"fill,omitempty"`
+	// RequestRate is the average data requests per second per shard,
+	// counted at the owning shard, over the last interval.
+	// +optional
+	RequestRate string `json:"requestRate,omitempty"`
+	// EvictionRate is the average items culled per second per shard over
+	// the last interval.
+	// +optional
+	EvictionRate string `json:"evictionRate,omitempty"`
+	// DesiredShards is the shard count the last decision wanted.
+	// +optional
+	DesiredShards int32 `json:"desiredShards,omitempty"`
+	// Decision explains the last decision (also when it changed nothing).
+	// +optional
+	Decision string `json:"decision,omitempty"`
+	// LastScaleTime is when the autoscaler last changed spec.shards.
+	// +optional
+	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
+	// LastScaleReason says why it did.
+	// +optional
+	LastScaleReason string `json:"lastScaleReason,omitempty"`
+	// Recommendations within the stabilization windows, kept so that a
+	// restarted operator keeps to the windows.
+	// +listType=atomic
+	// +optional
+	Recommendations []AutoscalingRecommendation `json:"recommendations,omitempty"`
+}
+
+// AutoscalingRecommendation is the shard count one reading alone asked for.
+type AutoscalingRecommendation struct {
+	Time   metav1.Time `json:"time"`
+	Shards int32       `json:"shards"`
+}
+
 // ShardMaintenanceStatus is one shard's last maintenance run and usage.
 type ShardMaintenanceStatus struct {
 	// Shard is the ordinal of the shard (the pod <name>-<shard>).
@@ -425,6 +596,10 @@ const (
 	// ConditionTopologyAnnounced is True when every ready shard has the
 	// topology the operator announces (the <name>-topology ConfigMap).
 	ConditionTopologyAnnounced = "TopologyAnnounced"
+	// ConditionAutoscalingConflict is True when spec.autoscaling is enabled
+	// and a HorizontalPodAutoscaler also targets the DiskCache: the
+	// built-in autoscaler then stands aside.
+	ConditionAutoscalingConflict = "AutoscalingConflict"
 )
 
 // Condition reasons.
@@ -448,6 +623,9 @@ const (
 	ReasonTopologyAnnouncing   = "Announcing"
 	ReasonTopologyUnknown      = "NoShardAnswered"
 	ReasonTopologyNotAnnounced = "TopologyNotAnnounced"
+	// AutoscalingConflict reasons.
+	ReasonHPAPresent = "HorizontalPodAutoscalerPresent"
+	ReasonNoHPA      = "NoHorizontalPodAutoscaler"
 )
 
 // DiskCache is a persistent, disk-backed cache: a StatefulSet of cache

@@ -377,3 +377,33 @@ type Quarantined struct {
 	MovedTo  string `json:"moved_to"`
 	Error    string `json:"error"`
 }
+
+// Usage is the body of GET /v1/usage: one shard's own figures, which the
+// operator's autoscaler reads on an interval (rates are the difference of
+// two readings over the time between them). Counters start at zero when
+// the server starts; Started tells a restart apart from a quiet interval.
+type Usage struct {
+	// Started is when this server process started (RFC 3339).
+	Started string `json:"started"`
+	// Shard is this server's shard index, -1 when it runs alone.
+	Shard int `json:"shard"`
+	// ServedRequests counts data requests this shard answered as their
+	// owner (or its part of a cluster-wide operation), never the requests
+	// it forwarded to another shard: diskcache_served_requests_total.
+	ServedRequests int64 `json:"served_requests"`
+	// EvictedItems counts items the eviction policy removed (culled) from
+	// the shard's cache: diskcache_evicted_total.
+	EvictedItems int64 `json:"evicted_items"`
+	// ExpiredItems counts items removed because they had expired.
+	ExpiredItems int64 `json:"expired_items"`
+	// DiskBytes is the whole disk use of the shard: the space allocated to
+	// every file of its data directory (fanout databases, value files,
+	// write-ahead logs, named caches, deques, indexes), less the full-disk
+	// reserve.
+	DiskBytes int64 `json:"disk_bytes"`
+	// VolumeBytes is python-diskcache's volume() of the shard's cache:
+	// database pages plus value files.
+	VolumeBytes int64 `json:"volume_bytes"`
+	// SizeLimit is the shard's size_limit in bytes.
+	SizeLimit int64 `json:"size_limit"`
+}

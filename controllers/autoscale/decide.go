@@ -21,6 +21,13 @@ import (
 // changes nothing, so noise does not flap the shard count.
 const Tolerance = 0.1
 
+// Target names, as in spec.autoscaling.targets.
+const (
+	Fill         = "fill"
+	RequestRate  = "requestRate"
+	EvictionRate = "evictionRate"
+)
+
 // Target is one figure to hold at a value per shard.
 type Target struct {
 	// Name says what the figure is ("fill", "requestRate", "evictionRate").
@@ -100,10 +107,14 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 	if cur < 1 {
 		raw = 1
 	}
-	seen := false
+	seen, missing := false, []string{}
 	for _, t := range spec.Targets {
+		if t.Value <= 0 {
+			continue
+		}
 		o, ok := obs.Average[t.Name]
-		if !ok || t.Value <= 0 || math.IsNaN(o) {
+		if !ok || math.IsNaN(o) || math.IsInf(o, 0) {
+			missing = append(missing, t.Name)
 			continue
 		}
 		want := cur
@@ -118,6 +129,13 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 	}
 	if !seen {
 		return keep("no figures for any target")
+	}
+	if len(missing) > 0 && raw < cur {
+		// A target without a figure (a shard did not answer, a rate needs
+		// a second reading) might want more: never shrink on part of the
+		// figures.
+		raw = cur
+		why = append(why, fmt.Sprintf("no figure for %s: not below %d", strings.Join(missing, ", "), cur))
 	}
 	rec := clamp(raw, spec.MinShards, spec.MaxShards)
 

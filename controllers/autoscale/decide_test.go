@@ -1,6 +1,7 @@
 package autoscale
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,107 @@ func TestMissingFiguresChangeNothing(t *testing.T) {
 	d := Decide(spec(), Observation{At: t0, Current: 3}, &st, false, time.Time{})
 	if d.Change || !strings.Contains(d.Reason, "no figures") {
 		t.Fatalf("%+v", d)
+	}
+}
+
+func TestToleranceBoundary(t *testing.T) {
+	s := spec()
+	s.Targets = []Target{{Name: Fill, Value: 0.8}}
+	s.Behavior = Behavior{}
+	for _, c := range []struct {
+		fill float64
+		want int32
+	}{
+		{0.87, 4}, // ratio 1.09: within the tolerance
+		{0.73, 4}, // ratio 0.91
+		{0.89, 5}, // ratio 1.11: ceil(4 × 1.11) = 5
+		{0.70, 4}, // ratio 0.875: ceil(4 × 0.875) = 4
+		{0.55, 3}, // ceil(4 × 0.6875) = 3
+		{2.0, 8},  // ceil(4 × 2.5) = 10, clamped to 8
+	} {
+		var st State
+		d := Decide(s, Observation{At: t0, Current: 4, Average: map[string]float64{Fill: c.fill}}, &st, false, time.Time{})
+		if d.Desired != c.want || d.Change != (c.want != 4) {
+			t.Errorf("fill %.2f on 4 shards: %+v, want %d", c.fill, d, c.want)
+		}
+	}
+}
+
+func TestScaleUpWindowNeedsASustainedRise(t *testing.T) {
+	s := spec()
+	s.Behavior = Behavior{UpWindow: time.Minute, DownWindow: 5 * time.Minute}
+	var st State
+	// A single busy reading among calm ones does not grow the cache.
+	Decide(s, obs(0, 2, 0.8, 1000), &st, false, time.Time{})
+	if d := Decide(s, obs(30*time.Second, 2, 1.6, 1000), &st, false, time.Time{}); d.Change || !strings.Contains(d.Reason, "held at 2") {
+		t.Fatalf("a spike: %+v", d)
+	}
+	// Busy for the whole window: it grows to the lowest recommendation of
+	// the window.
+	Decide(s, obs(60*time.Second, 2, 1.6, 1000), &st, false, time.Time{})
+	d := Decide(s, obs(91*time.Second, 2, 1.2, 1000), &st, false, time.Time{})
+	if !d.Change || d.Desired != 3 {
+		t.Fatalf("after a minute of high fill: %+v", d)
+	}
+}
+
+func TestScaleDownStep(t *testing.T) {
+	s := spec()
+	s.Behavior = Behavior{MaxStepDown: 1}
+	var st State
+	d := Decide(s, obs(0, 6, 0.1, 100), &st, false, time.Time{})
+	if d.Desired != 5 || !strings.Contains(d.Reason, "limited to 5") {
+		t.Fatalf("%+v", d)
+	}
+}
+
+func TestMissingFigureNeverShrinks(t *testing.T) {
+	s := spec()
+	s.Behavior = Behavior{}
+	var st State
+	// Fill alone says 1, but the request rate is unknown.
+	d := Decide(s, Observation{At: t0, Current: 3, Average: map[string]float64{Fill: 0.05}}, &st, false, time.Time{})
+	if d.Change || !strings.Contains(d.Reason, "no figure for requestRate") {
+		t.Fatalf("%+v", d)
+	}
+	// It may still grow on the figures it has.
+	st = State{}
+	d = Decide(s, Observation{At: t0, Current: 3, Average: map[string]float64{Fill: 1.2}}, &st, false, time.Time{})
+	if d.Desired != 5 {
+		t.Fatalf("grow on fill alone: %+v", d)
+	}
+}
+
+func TestAveragesOverShards(t *testing.T) {
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	prev := map[int]Reading{
+		0: {At: at(0), Started: "a", Served: 100, Evicted: 0, DiskBytes: 40, SizeLimit: 100},
+		1: {At: at(0), Started: "b", Served: 1000, Evicted: 50, DiskBytes: 80, SizeLimit: 100},
+	}
+	cur := map[int]Reading{
+		0: {At: at(10 * time.Second), Started: "a", Served: 300, Evicted: 10, DiskBytes: 50, SizeLimit: 100},
+		1: {At: at(10 * time.Second), Started: "b", Served: 1600, Evicted: 50, DiskBytes: 90, SizeLimit: 100},
+	}
+	avg, why := Averages(prev, cur, 2)
+	// Fill (0.5 + 0.9) / 2; requests (20/s + 60/s) / 2; evictions (1/s + 0) / 2.
+	if math.Abs(avg[Fill]-0.7) > 1e-9 || avg[RequestRate] != 40 || avg[EvictionRate] != 0.5 || why != "" {
+		t.Fatalf("%v %q", avg, why)
+	}
+	// Shard 1 restarted: its counters start again, no rate this time.
+	cur[1] = Reading{At: at(10 * time.Second), Started: "c", Served: 5000, Evicted: 60, DiskBytes: 90, SizeLimit: 100}
+	avg, why = Averages(prev, cur, 2)
+	if _, ok := avg[RequestRate]; ok || math.Abs(avg[Fill]-0.7) > 1e-9 || !strings.Contains(why, "no rates from shards 1") {
+		t.Fatalf("after a restart: %v %q", avg, why)
+	}
+	// A shard that did not answer: no average at all, not one over the others.
+	delete(cur, 1)
+	avg, why = Averages(prev, cur, 2)
+	if len(avg) != 0 || !strings.Contains(why, "no fill from shards 1") {
+		t.Fatalf("a shard missing: %v %q", avg, why)
+	}
+	// The first reading has no rates yet.
+	avg, _ = Averages(nil, prev, 2)
+	if _, ok := avg[RequestRate]; ok || math.Abs(avg[Fill]-0.6) > 1e-9 {
+		t.Fatalf("first reading: %v", avg)
 	}
 }
