@@ -51,7 +51,14 @@ type Config struct {
 	// CollectionMaxBytes bounds each deque, index and non-culling named
 	// cache (0: one fanout database's share of size_limit).
 	CollectionMaxBytes int64
-	LogFormat          string
+	// FsyncValueFiles syncs every new value file (and the directories
+	// naming it) before its row commits; off, as in python-diskcache, a
+	// power loss may leave recent rows naming empty or short files, which
+	// read as misses.
+	FsyncValueFiles bool
+	LogFormat       string
+	// syncFile replaces (*os.File).Sync when FsyncValueFiles is on (tests).
+	syncFile func(*os.File) error
 
 	// Sharding: which shard this server is (-1: a standalone server that
 	// routes nothing), the shards of the initial topology, its epoch, a
@@ -202,6 +209,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.Int64Var(&cfg.DiskReserveBytes, settings.FlagDiskReserveBytes.String(), cfg.DiskReserveBytes, "space held back in the data directory and released when the volume fills, so deletes, clear, evict and cull still work")
 	fs.DurationVar(&cfg.CollectionIdleTimeout, settings.FlagCollectionIdleTimeout.String(), cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
 	fs.Int64Var(&cfg.CollectionMaxBytes, settings.FlagCollectionMaxBytes.String(), cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")
+	fs.BoolVar(&cfg.FsyncValueFiles, settings.FlagFsyncValueFiles.String(), cfg.FsyncValueFiles, "fsync each new value file before its row commits, so a power loss cannot leave a committed item without its value (python-diskcache does not; costs a disk flush per file-backed write)")
 	fs.StringVar(&cfg.LogFormat, settings.FlagLogFormat.String(), cfg.LogFormat, "json or text")
 	fs.IntVar(&cfg.ShardIndex, settings.FlagShardIndex.String(), cfg.ShardIndex, "this server's shard (StatefulSet ordinal); -1 serves alone and routes nothing")
 	fs.StringVar(&cfg.Peers, settings.FlagPeers.String(), cfg.Peers, "base URLs of every shard, in order, comma-separated (the initial topology)")
@@ -461,4 +469,16 @@ func parseBool(s string, def bool) (bool, error) {
 		return false, nil
 	}
 	return strconv.ParseBool(s)
+}
+
+// valueFileSync is the engine's SyncFile for this configuration.
+func (c *Config) valueFileSync() func(*os.File) error {
+	switch {
+	case !c.FsyncValueFiles:
+		return nil
+	case c.syncFile != nil:
+		return c.syncFile
+	default:
+		return (*os.File).Sync
+	}
 }

@@ -67,6 +67,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// A new named cache gets a fanout database's share of size_limit,
 		// not python-diskcache's 1 GiB.
 		CacheSizeLimit: -1,
+		SyncFile:       cfg.valueFileSync(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)

@@ -36,6 +36,9 @@ func serverConfig(dc *cachev1alpha1.DiskCache) (conf string, restartPart string)
 	line(&r, settings.FlagFanout, spec.Fanout)
 	line(&r, settings.FlagDatabaseTimeout, spec.DatabaseTimeout.Duration)
 	line(&r, settings.NameDiskMinFileSize.Flag(), spec.DiskMinFileSize.Value())
+	if spec.FsyncValueFiles {
+		line(&r, settings.FlagFsyncValueFiles, true)
+	}
 	if spec.MaxKeyBytes != nil {
 		line(&r, settings.FlagMaxKeyBytes, spec.MaxKeyBytes.Value())
 	}

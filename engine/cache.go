@@ -43,6 +43,13 @@ type Options struct {
 	// volume to MaxBytes fails with kv.ErrFull. python-diskcache has no such
 	// bound.
 	MaxBytes int64
+	// SyncFile, when set, is called on every new value file (and on the
+	// directories that now hold its name) after it is written and before
+	// the row naming it commits, so that a committed row never names a
+	// file a power loss emptied. (*os.File).Sync does that; nil does not
+	// sync, as python-diskcache, which leaves value files to the page
+	// cache.
+	SyncFile func(*os.File) error
 }
 
 // Cache is one cache directory. It is safe for concurrent use.
@@ -52,8 +59,9 @@ type Cache struct {
 	timeout  time.Duration
 	now      func() time.Time
 	pageSize int64
-	minPages int64 // pages of a database holding one item: see checkKeepable
-	maxBytes int64 // Options.MaxBytes
+	minPages int64                // pages of a database holding one item: see checkKeepable
+	maxBytes int64                // Options.MaxBytes
+	syncFile func(*os.File) error // Options.SyncFile
 
 	slots  chan struct{} // a token per connection that may be in use
 	idleMu sync.Mutex
@@ -103,6 +111,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 		c.now = time.Now
 	}
 	c.maxBytes = opts.MaxBytes
+	c.syncFile = opts.SyncFile
 	maxConns := opts.MaxConns
 	if maxConns <= 0 {
 		maxConns = 2*runtime.GOMAXPROCS(0) + 2

@@ -54,6 +54,8 @@ type FanoutOptions struct {
 	// MaxConns bounds the open SQLite connections of each database; zero means
 	// the Cache default.
 	MaxConns int
+	// SyncFile is Options.SyncFile of every database and sub-collection.
+	SyncFile func(*os.File) error
 	// CacheSizeLimit, when positive, is the size_limit a named cache (see
 	// Cache) is created with, instead of python-diskcache's 1 GiB default;
 	// when negative, the size_limit of one fanout database at that time. A
@@ -92,6 +94,7 @@ type FanoutCache struct {
 	now      func() time.Time
 	maxConns int
 	swallow  bool
+	syncFile func(*os.File) error
 	// cacheSizeLimit is FanoutOptions.CacheSizeLimit.
 	cacheSizeLimit int64
 	// collectionMaxBytes is Options.MaxBytes of every sub-collection
@@ -150,6 +153,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		now:      now,
 		maxConns: opts.MaxConns,
 		swallow:  opts.SwallowTimeouts,
+		syncFile: opts.SyncFile,
 		caches:   map[string]*Cache{},
 		deques:   map[string]*Deque{},
 		indexes:  map[string]*Index{},
@@ -166,7 +170,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 				}
 			}
 		}
-		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns}
+		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile}
 		c, err := Open(ctx, dbDir, copts)
 		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
 			var q Quarantined
@@ -709,7 +713,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	if x, ok := open[name]; ok {
 		return x, nil
 	}
-	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load()})
+	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile})
 	if err != nil {
 		return zero, err
 	}

@@ -30,7 +30,11 @@ func (c *Cache) createValueFile(r io.Reader) (string, int64, error) {
 	full := filepath.Join(c.dir, filepath.FromSlash(name))
 	var f *os.File
 	var err error
+	newDirs := false // whether MkdirAll may have created the two directories
 	for attempt := 1; attempt <= 10; attempt++ {
+		if _, serr := os.Stat(filepath.Dir(full)); serr != nil {
+			newDirs = true
+		}
 		_ = os.MkdirAll(filepath.Dir(full), 0o755)
 		f, err = os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if err == nil {
@@ -41,8 +45,14 @@ func (c *Cache) createValueFile(r io.Reader) (string, int64, error) {
 		return "", 0, fmt.Errorf("engine: create value file: %w", err)
 	}
 	n, err := io.Copy(f, r)
+	if err == nil && c.syncFile != nil {
+		err = c.syncFile(f)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && c.syncFile != nil {
+		err = c.syncDirs(filepath.Dir(full), newDirs)
 	}
 	if err != nil {
 		c.removeFile(name)
@@ -50,6 +60,30 @@ func (c *Cache) createValueFile(r io.Reader) (string, int64, error) {
 	}
 	c.pend(name)
 	return name, n, nil
+}
+
+// syncDirs syncs the directory that holds a new value file's name and,
+// when it may be new itself, its parent and the cache directory, whose
+// entries name it.
+func (c *Cache) syncDirs(dir string, newDirs bool) error {
+	dirs := []string{dir}
+	if newDirs {
+		dirs = append(dirs, filepath.Dir(dir), c.dir)
+	}
+	for _, d := range dirs {
+		f, err := os.Open(d)
+		if err != nil {
+			return err
+		}
+		err = c.syncFile(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", d, err)
+		}
+	}
+	return nil
 }
 
 // pend marks a value file as written but not yet committed, so Check does

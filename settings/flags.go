@@ -35,6 +35,7 @@ const (
 	FlagCollectionIdleTimeout Flag = "collection-idle-timeout"
 	FlagCollectionMaxBytes    Flag = "collection-max-bytes"
 	FlagRebalanceRate         Flag = "rebalance-rate"
+	FlagFsyncValueFiles       Flag = "fsync-value-files"
 )
 
 // ServerFlags are the engine settings the cacheserver takes as flags (and
