@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"unicode/utf8"
 
@@ -16,18 +17,28 @@ import (
 
 // pathKey reads the {key} path segment and its kind (?kt=).
 func (s *Server) pathKey(r *http.Request) (kv.Key, error) {
-	raw, err := wire.DecodeKeySegment(r.PathValue("key"), r.URL.Query().Get(wire.ParamKeyEncoding))
+	q := query(r)
+	raw, err := wire.DecodeKeySegment(r.PathValue("key"), q.Get(wire.ParamKeyEncoding))
 	if err != nil {
 		return kv.Key{}, badRequest(wire.CodeBadKey, "%v", err)
 	}
 	if int64(len(raw)) > s.cfg.MaxKeyBytes {
 		return kv.Key{}, badRequest(wire.CodeKeyTooLarge, "key is %d bytes; the limit is %d", len(raw), s.cfg.MaxKeyBytes)
 	}
-	k, err := wire.ParseKey(raw, r.URL.Query().Get(wire.ParamKeyType))
+	k, err := wire.ParseKey(raw, q.Get(wire.ParamKeyType))
 	if err != nil {
 		return kv.Key{}, badRequest(wire.CodeBadKey, "%v", err)
 	}
 	return k, nil
+}
+
+// query parses the request's query string; most key requests have none,
+// and then nothing is allocated (Get on the nil Values answers "").
+func query(r *http.Request) url.Values {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	return r.URL.Query()
 }
 
 // storeKey resolves the store and the {key} of a key route.
@@ -42,7 +53,7 @@ func (s *Server) storeKey(r *http.Request) (Store, kv.Key, error) {
 
 // setOptions reads ?expire= and ?tag=&tt=.
 func setOptions(r *http.Request) (kv.SetOptions, error) {
-	q := r.URL.Query()
+	q := query(r)
 	exp, err := wire.ParseExpire(q.Get(wire.ParamExpire))
 	if err != nil {
 		return kv.SetOptions{}, badRequest(wire.CodeBadRequest, "%v", err)

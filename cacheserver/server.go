@@ -161,16 +161,19 @@ func (s *Server) Handler() http.Handler {
 // timeout and error mapping.
 func (s *Server) route(pattern string, h handlerFunc) {
 	s.patterns = append(s.patterns, pattern)
-	s.mux.Handle(pattern, s.wrap(pattern, true, h))
+	s.mux.Handle(pattern, s.wrap(pattern, true, nil, h))
 }
 
 // publicRoute registers a handler that needs no token.
 func (s *Server) publicRoute(pattern string, h handlerFunc) {
 	s.patterns = append(s.patterns, pattern)
-	s.mux.Handle(pattern, s.wrap(pattern, false, h))
+	s.mux.Handle(pattern, s.wrap(pattern, false, nil, h))
 }
 
-func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
+// wrap adds auth, metrics, the request timeout and error mapping to h; a
+// non-nil resolve is the route's store resolver (storeRoute), left in the
+// request's context for Server.store.
+func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handlerFunc) http.Handler {
 	method, path, ok := strings.Cut(pattern, " ")
 	if !ok {
 		method, path = "ANY", pattern
@@ -178,6 +181,9 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 	rm := s.metrics.forRoute(path, method)
 	sc := scopeOf(path)
 	detail := strings.HasSuffix(path, "/stats") || strings.HasSuffix(path, "/info")
+	// A move stream lasts as long as the rate cap makes it: the request
+	// timeout (meant for one operation) does not bound it.
+	timeout := s.cfg.RequestTimeout > 0 && !strings.HasPrefix(path, "/v1/rebalance/")
 	stores := storesData(pattern)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -203,12 +209,13 @@ func (s *Server) wrap(pattern string, auth bool, h handlerFunc) http.Handler {
 			r.Body = b
 		}
 		ctx := r.Context()
-		// A move stream lasts as long as the rate cap makes it: the
-		// request timeout (meant for one operation) does not bound it.
-		if s.cfg.RequestTimeout > 0 && !strings.HasPrefix(path, "/v1/rebalance/") {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
-			defer cancel()
+		if timeout {
+			var release func()
+			ctx, release = withLazyDeadline(ctx, s.cfg.RequestTimeout)
+			defer release()
+		}
+		if resolve != nil {
+			ctx = context.WithValue(ctx, storeRouteKey{}, resolve)
 		}
 		r = r.WithContext(ctx)
 		err := error(nil)
@@ -347,9 +354,8 @@ type storeRouteKey struct{}
 // storeRoute registers a route that serves the Store resolve finds: the
 // handler asks Server.store for it.
 func (s *Server) storeRoute(pattern string, resolve storeResolver, h handlerFunc) {
-	s.route(pattern, func(w http.ResponseWriter, r *http.Request) error {
-		return h(w, r.WithContext(context.WithValue(r.Context(), storeRouteKey{}, resolve)))
-	})
+	s.patterns = append(s.patterns, pattern)
+	s.mux.Handle(pattern, s.wrap(pattern, true, resolve, h))
 }
 
 // store resolves the Store a request addresses, with the resolver its

@@ -1,0 +1,65 @@
+package cacheserver
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// The lazy deadline behaves as context.WithDeadline: Done closes at the
+// deadline, Err says why, whether or not anyone waited before it passed.
+func TestLazyDeadline(t *testing.T) {
+	// Waited on: Done closes at the deadline.
+	ctx, release := withLazyDeadline(context.Background(), 20*time.Millisecond)
+	<-ctx.Done()
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err after Done = %v; want DeadlineExceeded", ctx.Err())
+	}
+	release()
+
+	// Never waited on: Err alone reports the deadline once past, and Done
+	// asked for late is already closed.
+	ctx, release = withLazyDeadline(context.Background(), -time.Millisecond)
+	defer release()
+	if d, ok := ctx.Deadline(); !ok || d.After(time.Now()) {
+		t.Fatalf("Deadline() = %v, %v", d, ok)
+	}
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err = %v; want DeadlineExceeded", ctx.Err())
+	}
+	<-ctx.Done()
+
+	// The parent's cancellation and an earlier parent deadline carry over.
+	parent, cancel := context.WithCancel(context.Background())
+	ctx, release = withLazyDeadline(parent, time.Hour)
+	defer release()
+	cancel()
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("Err after parent cancel = %v", ctx.Err())
+	}
+	<-ctx.Done()
+	early, cancelEarly := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelEarly()
+	ctx, release = withLazyDeadline(early, time.Hour)
+	defer release()
+	if d, _ := ctx.Deadline(); d.After(time.Now().Add(2 * time.Minute)) {
+		t.Fatalf("Deadline %v ignores the parent's", d)
+	}
+
+	// Released before anyone waited: Canceled, and Done is closed.
+	ctx, release = withLazyDeadline(context.Background(), time.Hour)
+	release()
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("Err after release = %v; want Canceled", ctx.Err())
+	}
+	<-ctx.Done()
+
+	// Values pass through.
+	type key struct{}
+	ctx, release = withLazyDeadline(context.WithValue(context.Background(), key{}, 7), time.Hour)
+	defer release()
+	if ctx.Value(key{}) != 7 {
+		t.Fatal("value lost")
+	}
+}
