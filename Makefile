@@ -155,8 +155,8 @@ undeploy: build-installer ## Remove the operator, its RBAC and the CRD from the 
 	$(KUBECTL) delete --ignore-not-found -f dist/install.yaml
 
 .PHONY: bench-server
-bench-server: ## cacheserver vs redis-server (AOF on) GET/SET throughput and latency; installs redis via apt-get if missing (see docs/benchmarks.md).
-	$(GO) run ./hack/bench/server
+bench-server: ## cacheserver vs redis-server (AOF on) GET/SET throughput, latency and server CPU per request; installs redis via apt-get if missing (see docs/benchmarks.md). Flags: BENCH_SERVER_ARGS="-conns 1,64 -rounds 3 -json server.json".
+	$(GO) run ./hack/bench/server $(BENCH_SERVER_ARGS)
 
 .PHONY: bench-routing
 bench-routing: ## Routing between shards: a forwarded request vs a direct one, 1/2/3 shards through one URL vs a smart client, next to redis-server; installs redis via apt-get if missing (see docs/benchmarks.md). Flags: BENCH_ROUTING_ARGS="-duration 5s -json routing.json".
@@ -165,6 +165,21 @@ bench-routing: ## Routing between shards: a forwarded request vs a direct one, 1
 .PHONY: bench-django
 bench-django: ## Django cache backends (this one, python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1".
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py $(BENCH_DJANGO_ARGS)
+
+BENCH_DIR ?= docs/benchmarks
+
+.PHONY: bench-json
+bench-json: ## Run bench, bench-server (1-64 connections), bench-django and bench-routing, 3 rounds each where they take rounds, writing JSON and markdown tables into $(BENCH_DIR) (10-15 minutes; then make bench-plots).
+	mkdir -p $(BENCH_DIR)
+	PYTHON=$(PYTHON) $(GO) run ./hack/bench/engine -systems engine,raw,python -json $(BENCH_DIR)/engine.json > $(BENCH_DIR)/engine.md
+	$(GO) run ./hack/bench/server -conns 1,4,16,64 -sizes 100 -rounds 3 -json $(BENCH_DIR)/server.json > $(BENCH_DIR)/server.md
+	GO=$(GO) $(PYTHON) hack/bench/django/bench.py --rounds 3 --json $(BENCH_DIR)/django.json > $(BENCH_DIR)/django.md
+	$(GO) run ./hack/bench/routing -json $(BENCH_DIR)/routing.json > $(BENCH_DIR)/routing.md
+
+.PHONY: bench-plots
+bench-plots: ## Draw the plots of docs/benchmarks.md ($(BENCH_DIR)/*.png) from the JSON that bench-json wrote, with Debian's python3-matplotlib (apt-get installs it if missing).
+	$(PYTHON) -c 'import matplotlib' 2>/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-matplotlib
+	$(PYTHON) hack/bench/plots/plots.py --dir $(BENCH_DIR)
 
 ##@ Local cluster (hack/local-cluster, hack/image): a real single-node Kubernetes without Docker
 LOCAL_CLUSTER_DIR ?= $(CURDIR)/.cache/local-cluster

@@ -339,13 +339,14 @@ func run() error {
 	if cfg.jsonOut != "" {
 		out := struct {
 			Machine []string `json:"machine"`
+			Date    string   `json:"date"`
 			Ops     int      `json:"ops_per_worker"`
 			Warmup  int      `json:"warmup"`
 			Rounds  int      `json:"rounds"`
 			Results []Result `json:"results"`
 			Fanout  []Result `json:"fanout_results,omitempty"`
 			Runs    []Result `json:"runs"`
-		}{machine, cfg.ops, cfg.warmup, cfg.rounds, results, fanoutResults, runs}
+		}{machine, time.Now().UTC().Format("2006-01-02 15:04 UTC"), cfg.ops, cfg.warmup, cfg.rounds, results, fanoutResults, runs}
 		b, err := json.MarshalIndent(out, "", "  ")
 		if err != nil {
 			return err

@@ -27,8 +27,10 @@ func startCacheserver(cfg config, work string) (*servers.Cacheserver, error) {
 
 // runCacheserver runs one cell: conns connections, each sending op
 // requests for random keys, one at a time, for d.
-func runCacheserver(addr, op string, size, conns, keys int, d time.Duration) (result, error) {
+func runCacheserver(cs *servers.Cacheserver, clock *servers.CPUClock, op string, size, conns, keys int, d time.Duration) (result, error) {
+	addr := cs.Addr
 	value := loadgen.Value(size)
+	cpu0, cpuErr := clock.Used(cs.PID())
 	st, err := loadgen.Run(conns, d, func(w int) (loadgen.Request, func(), error) {
 		hc, err := loadgen.Dial(addr)
 		if err != nil {
@@ -76,27 +78,37 @@ func runCacheserver(addr, op string, size, conns, keys int, d time.Duration) (re
 	if err != nil {
 		return result{}, err
 	}
-	ops := st.Requests - st.Errors
-	if op == "mget" {
-		ops *= servers.MGetKeys // keys per second
+	cpu1, cpuErr2 := clock.Used(cs.PID())
+	res := result{System: "cacheserver", Op: op, Size: size, Conns: conns, Ops: st.Requests - st.Errors, Errors: st.Errors,
+		Secs: st.Elapsed.Seconds(), P50: st.P50, P99: st.P99}
+	if cpuErr == nil && cpuErr2 == nil && st.Requests > 0 {
+		res.ServerCPU = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(st.Requests)
 	}
-	return result{System: "cacheserver", Op: op, Size: size, Conns: conns, Ops: ops, Errors: st.Errors,
-		Secs: st.Elapsed.Seconds(), RPS: float64(ops) / st.Elapsed.Seconds(), P50: st.P50, P99: st.P99}, nil
+	if op == "mget" {
+		res.Ops *= servers.MGetKeys // keys per second
+	}
+	res.RPS = float64(res.Ops) / res.Secs
+	return res, nil
 }
 
 // runRedis runs one cell on Redis: a short calibration run, then a run
 // sized to last about d.
-func runRedis(r *servers.Redis, op string, size, conns, keys int, d time.Duration) (result, error) {
+func runRedis(r *servers.Redis, clock *servers.CPUClock, op string, size, conns, keys int, d time.Duration) (result, error) {
 	n, err := r.Calibrate(op, size, conns, keys, d)
 	if err != nil {
 		return result{}, err
 	}
+	cpu0, cpuErr := clock.Used(r.PID())
 	b, err := r.Benchmark(op, size, conns, keys, n)
 	if err != nil {
 		return result{}, err
 	}
+	cpu1, cpuErr2 := clock.Used(r.PID())
 	res := result{System: "redis", Op: op, Size: size, Conns: conns, Ops: int64(n), Secs: b.Elapsed.Seconds(),
 		RPS: b.RPS, P50: b.P50, P99: b.P99}
+	if cpuErr == nil && cpuErr2 == nil && n > 0 {
+		res.ServerCPU = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(n)
+	}
 	if op == "mget" {
 		res.Ops *= servers.MGetKeys // keys per second
 		res.RPS *= servers.MGetKeys

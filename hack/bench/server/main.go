@@ -58,14 +58,29 @@ type result struct {
 	RPS    float64 `json:"ops_per_second"`
 	P50    float64 `json:"p50_ms"`
 	P99    float64 `json:"p99_ms"`
-	Note   string  `json:"note,omitempty"`
+	// ServerCPU is the server process's user+system CPU time over the
+	// cell, per request, in µs (from /proc/PID/stat).
+	ServerCPU float64 `json:"server_cpu_us_per_op"`
+	Note      string  `json:"note,omitempty"`
+}
+
+// report is the -json output: the machine and date the plots name, and
+// every cell (median over rounds) and every round.
+type report struct {
+	Machine  string   `json:"machine"`
+	Date     string   `json:"date"`
+	Rounds   int      `json:"rounds"`
+	Duration string   `json:"duration_per_cell"`
+	Load     []string `json:"load_average"`
+	Results  []result `json:"results"`
+	All      []result `json:"all_rounds"`
 }
 
 func main() {
 	var cfg config
 	var conns, sizes, ops, extra string
 	flag.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each cacheserver cell runs (redis-benchmark cells are sized to about as long)")
-	flag.IntVar(&cfg.rounds, "rounds", 1, "run every cell this many times and keep the best")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "run every cell this many times; the table shows the median of each figure")
 	flag.StringVar(&conns, "conns", "1,64", "connection counts, comma-separated")
 	flag.StringVar(&sizes, "sizes", "100,102400", "value sizes in bytes, comma-separated")
 	flag.StringVar(&ops, "ops", "set,get", "operations: set, get, mget (batch get / MGET of 100 keys, counted in keys per second)")
@@ -134,20 +149,24 @@ func main() {
 		}
 	}
 
+	clock, err := servers.NewCPUClock()
+	if err != nil {
+		cleanup()
+		fatal("%v", err)
+	}
 	// Each cell runs on cacheserver and then at once on Redis, so that both
 	// see about the same machine when it is shared with other work; with
-	// -rounds > 1 each cell keeps its best round.
-	best := map[string]result{}
+	// -rounds > 1 each figure of a cell is the median over rounds.
+	rounds := map[string][]result{}
 	var order []string
+	var all []result
 	keep := func(r result) {
 		k := fmt.Sprintf("%s/%s/%d/%d", r.System, r.Op, r.Size, r.Conns)
-		old, seen := best[k]
-		if !seen {
+		if _, seen := rounds[k]; !seen {
 			order = append(order, k)
 		}
-		if !seen || r.RPS > old.RPS {
-			best[k] = r
-		}
+		rounds[k] = append(rounds[k], r)
+		all = append(all, r)
 	}
 	for round := 1; round <= cfg.rounds; round++ {
 		for _, size := range cfg.sizes {
@@ -157,24 +176,24 @@ func main() {
 			}
 			for _, op := range cfg.ops {
 				for _, c := range cfg.conns {
-					r, err := runCacheserver(cs.Addr, op, size, c, cfg.keys, cfg.duration)
+					r, err := runCacheserver(cs, clock, op, size, c, cfg.keys, cfg.duration)
 					if err != nil {
 						cleanup()
 						fatal("cacheserver %s %d B %d conns: %v", op, size, c, err)
 					}
-					fmt.Fprintf(os.Stderr, "  round %d cacheserver %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  (%d errors)\n",
-						round, op, size, c, r.RPS, r.P50, r.P99, r.Errors)
+					fmt.Fprintf(os.Stderr, "  round %d cacheserver %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  %5.1f µs CPU/op  (%d errors)\n",
+						round, op, size, c, r.RPS, r.P50, r.P99, r.ServerCPU, r.Errors)
 					keep(r)
 					if rs == nil {
 						continue
 					}
-					r, err = runRedis(rs, op, size, c, cfg.keys, cfg.duration)
+					r, err = runRedis(rs, clock, op, size, c, cfg.keys, cfg.duration)
 					if err != nil {
 						fmt.Fprintf(os.Stderr, "  redis %s %d B %d conns: %v\n", op, size, c, err)
 						r = result{System: "redis", Op: op, Size: size, Conns: c, Note: err.Error()}
 					} else {
-						fmt.Fprintf(os.Stderr, "  round %d redis       %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms\n",
-							round, op, size, c, r.RPS, r.P50, r.P99)
+						fmt.Fprintf(os.Stderr, "  round %d redis       %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  %5.1f µs CPU/op\n",
+							round, op, size, c, r.RPS, r.P50, r.P99, r.ServerCPU)
 					}
 					keep(r)
 				}
@@ -183,7 +202,7 @@ func main() {
 	}
 	var results []result
 	for _, k := range order {
-		results = append(results, best[k])
+		results = append(results, medianResult(rounds[k]))
 	}
 	cleanup()
 
@@ -192,11 +211,59 @@ func main() {
 		runtime.NumCPU(), loadBefore, machine.LoadAverage())
 	fmt.Fprintf(os.Stderr, "bench-server: done in %s\n", time.Since(start).Round(time.Second))
 	if cfg.jsonOut != "" {
-		b, _ := json.MarshalIndent(results, "", "  ")
+		host, _ := os.Hostname()
+		b, _ := json.MarshalIndent(report{
+			Machine:  fmt.Sprintf("%s, %s, %d CPUs", host, machine.CPUModel(), runtime.NumCPU()),
+			Date:     start.UTC().Format("2006-01-02 15:04 UTC"),
+			Rounds:   cfg.rounds,
+			Duration: cfg.duration.String(),
+			Load:     []string{loadBefore, machine.LoadAverage()},
+			Results:  results,
+			All:      all,
+		}, "", "  ")
 		if err := os.WriteFile(cfg.jsonOut, append(b, '\n'), 0o644); err != nil {
 			fatal("%v", err)
 		}
 	}
+}
+
+// medianResult is a cell's median over rounds, figure by figure.
+func medianResult(rs []result) result {
+	med := func(get func(result) float64) float64 {
+		v := make([]float64, 0, len(rs))
+		for _, r := range rs {
+			if r.RPS > 0 {
+				v = append(v, get(r))
+			}
+		}
+		if len(v) == 0 {
+			return 0
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := rs[0]
+	for _, r := range rs {
+		if r.Note != "" {
+			out.Note = r.Note
+		}
+		if r.Errors > out.Errors {
+			out.Errors = r.Errors
+		}
+	}
+	out.RPS = med(func(r result) float64 { return r.RPS })
+	out.P50 = med(func(r result) float64 { return r.P50 })
+	out.P99 = med(func(r result) float64 { return r.P99 })
+	out.ServerCPU = med(func(r result) float64 { return r.ServerCPU })
+	out.Secs = med(func(r result) float64 { return r.Secs })
+	out.Ops = int64(med(func(r result) float64 { return float64(r.Ops) }))
+	if out.RPS > 0 {
+		out.Note = ""
+	}
+	return out
 }
 
 func printTable(w *os.File, cfg config, results []result) {
@@ -209,8 +276,8 @@ func printTable(w *os.File, cfg config, results []result) {
 		}
 		return nil
 	}
-	fmt.Fprintf(w, "\n| op | value | conns | cacheserver ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | cacheserver / redis |\n")
-	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "\n| op | value | conns | cacheserver ops/s | p50 ms | p99 ms | CPU µs/op | redis ops/s | p50 ms | p99 ms | CPU µs/op | cacheserver / redis |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	sizes := append([]int(nil), cfg.sizes...)
 	sort.Ints(sizes)
 	for _, op := range cfg.ops {
@@ -260,11 +327,11 @@ func cells(r *result) string {
 		if r != nil && r.Note != "" {
 			note = "failed"
 		}
-		return fmt.Sprintf(" %s | | |", note)
+		return fmt.Sprintf(" %s | | | |", note)
 	}
-	s := fmt.Sprintf(" %.0f | %.3f | %.3f |", r.RPS, r.P50, r.P99)
+	s := fmt.Sprintf(" %.0f | %.3f | %.3f | %.1f |", r.RPS, r.P50, r.P99, r.ServerCPU)
 	if r.Errors > 0 {
-		s = fmt.Sprintf(" %.0f (%d errors) | %.3f | %.3f |", r.RPS, r.Errors, r.P50, r.P99)
+		s = fmt.Sprintf(" %.0f (%d errors) | %.3f | %.3f | %.1f |", r.RPS, r.Errors, r.P50, r.P99, r.ServerCPU)
 	}
 	return s
 }

@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""Plots of docs/benchmarks.md from the benchmarks' JSON outputs.
+
+``make bench-plots`` runs this with Debian's matplotlib (python3-matplotlib)
+on the JSON files that ``make bench-json`` writes into docs/benchmarks/:
+
+* ``django.json`` (hack/bench/django/bench.py --json): latency CDF of get
+  and set per Django cache backend -> ``django-latency-cdf.png``;
+* ``server.json`` (hack/bench/server -json): GET and SET throughput
+  against connections, cacheserver vs redis-server -> ``server-throughput.png``;
+* ``engine.json`` (hack/bench/engine -json): per-operation p50/p99 latency of
+  the Go engine, raw SQLite and python-diskcache -> ``engine-latency.png``;
+* ``routing.json`` (hack/bench/routing -json): 1-3 shards through one URL vs
+  a smart client, next to redis-server -> ``routing-throughput.png``.
+
+A missing JSON file skips its plot. Every plot names the machine and the
+date of the run it shows.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+
+COLORS = {
+    'cacheserver': '#1f77b4', 'cacheserver-floor': '#7fb3e0', 'diskcache': '#2ca02c',
+    'django-redis': '#d62728', 'memcached': '#9467bd', 'redis': '#d62728',
+    'engine': '#1f77b4', 'raw': '#7f7f7f', 'python': '#2ca02c',
+}
+
+
+def load(path):
+    if not os.path.exists(path):
+        print('bench-plots: %s missing; its plot is skipped' % path, file=sys.stderr)
+        return None
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def footer(fig, text):
+    fig.text(0.01, 0.01, text, fontsize=7, color='#555555', ha='left', va='bottom')
+
+
+def save(fig, out, name):
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print('bench-plots: wrote %s' % path, file=sys.stderr)
+
+
+def django_cdf(doc, out):
+    pcts = doc['cdf_percentiles']
+    results, labels = doc['results'], doc['labels']
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    for ax, op in zip(axes, ('get', 'set')):
+        for name, stats in results.items():
+            xs = stats[op]['cdf_us']
+            ax.plot(xs, pcts, label=labels.get(name, name), color=COLORS.get(name),
+                    linestyle='--' if name == 'cacheserver-floor' else '-', linewidth=1.6)
+        ax.set_xscale('log')
+        ax.set_xlabel('%s latency, µs (log scale)' % op)
+        ax.set_title('Django cache %s: latency distribution' % op)
+        ax.grid(True, which='both', alpha=0.3)
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel('% of calls at or below')
+    axes[1].legend(loc='lower right', fontsize=8)
+    m = doc['machine']
+    args = doc['args']
+    footer(fig, '%s, %d processes x %d ops (%d untimed), %d keys, 90%% get/9%% set/1%% delete, '
+                'median of %d rounds per quantile. %s, %s CPUs (%s), %s.' % (
+                    'make bench-django', args['procs'], args['ops'], args['warmup'], args['keys'],
+                    args['rounds'], m['cpu'], m['cores'], m['host'], m['date']))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    save(fig, out, 'django-latency-cdf.png')
+
+
+def server_throughput(doc, out):
+    res = [r for r in doc['results'] if r.get('ops_per_second')]
+    sizes = sorted({r['size'] for r in res})
+    size = 100 if 100 in sizes else sizes[0]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, op in zip(axes, ('get', 'set')):
+        for system, label in (('cacheserver', 'cacheserver (SQLite WAL, synchronous=NORMAL)'),
+                              ('redis', 'redis-server (AOF, appendfsync everysec)')):
+            pts = sorted((r['conns'], r['ops_per_second']) for r in res
+                         if r['system'] == system and r['op'] == op and r['size'] == size)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=label,
+                        color=COLORS[system])
+        ax.set_xscale('log', base=2)
+        ax.set_xlabel('connections (one request in flight each)')
+        ax.set_ylabel('%s/s' % op.upper())
+        ax.set_title('%s of %d-byte values' % (op.upper(), size))
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    footer(fig, 'make bench-server: %s per cell, median of %d rounds, cacheserver and Redis '
+                'side by side in one run. %s, %s.' % (doc['duration_per_cell'], doc['rounds'],
+                                                     doc['machine'], doc['date']))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    save(fig, out, 'server-throughput.png')
+
+
+def engine_latency(doc, out):
+    names = {'engine': 'Go engine', 'raw': 'raw SQLite', 'python': 'python-diskcache'}
+    rows = [r for r in doc['results'] if r['system'] in names and not r.get('skipped')]
+    workers = sorted({r['workers'] for r in rows})
+    fig, axes = plt.subplots(1, len(workers), figsize=(11, 4.6), squeeze=False)
+    for ax, nw in zip(axes[0], workers):
+        ops = ('get', 'set', 'delete')
+        width = 0.27
+        for i, system in enumerate(('engine', 'raw', 'python')):
+            r = next((r for r in rows if r['system'] == system and r['workers'] == nw), None)
+            if r is None:
+                continue
+            p50 = [r['ops'][op]['p50_ns'] / 1000 for op in ops]
+            p99 = [r['ops'][op]['p99_ns'] / 1000 for op in ops]
+            xs = [j + (i - 1) * width for j in range(len(ops))]
+            ax.bar(xs, p50, width, color=COLORS[system], label='%s p50' % names[system])
+            ax.scatter(xs, p99, color=COLORS[system], marker='_', s=200, linewidths=2,
+                       label='%s p99' % names[system])
+        ax.set_xticks(range(len(ops)))
+        ax.set_xticklabels(ops)
+        ax.set_yscale('log')
+        ax.set_ylabel('µs per operation (log scale)')
+        ax.set_title('%d worker%s' % (nw, '' if nw == 1 else 's'))
+        ax.grid(True, axis='y', which='both', alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc='upper left')
+    fig.suptitle('Engine vs raw SQLite vs python-diskcache (benchmark_core.py workload): '
+                 'bars p50, dashes p99', fontsize=10)
+    footer(fig, 'make bench: %d ops per worker, median of %d rounds. %s; %s.' % (
+        doc['ops_per_worker'], doc['rounds'], doc['machine'][0], doc.get('date', 'date unknown')))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    save(fig, out, 'engine-latency.png')
+
+
+def routing_throughput(doc, out):
+    cells = [c for c in doc['cells'] if c['part'] == 2]
+    if not cells:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, op in zip(axes, ('get', 'set')):
+        for sent, label, style in (('shard 0', 'one URL (shard 0 forwards)', '-'),
+                                   ('owner', 'smart client (to the owner)', '--')):
+            pts = sorted((c['shards'], c['ops_per_second']) for c in cells
+                         if c['system'] == 'cacheserver' and c['op'] == op
+                         and c.get('sent_to') == sent)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', linestyle=style,
+                        label='cacheserver, ' + label, color=COLORS['cacheserver'])
+        redis = [c['ops_per_second'] for c in cells if c['system'] == 'redis' and c['op'] == op]
+        if redis:
+            ax.axhline(redis[0], color=COLORS['redis'], label='redis-server (one process)')
+        ax.set_xticks([1, 2, 3])
+        ax.set_xlabel('shards (cacheserver processes)')
+        ax.set_ylabel('%s/s' % op.upper())
+        ax.set_title('%s, %d-byte values, 64 connections' % (op.upper(), cells[0]['value_bytes']))
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    footer(fig, 'make bench-routing: %s per cell, one round. %s, %d CPUs, %s.' % (
+        doc['duration_per_cell'], doc['cpu'], doc['nproc'], doc['date']))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    save(fig, out, 'routing-throughput.png')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--dir', default='docs/benchmarks',
+                        help='where the JSON files are and the images go')
+    args = parser.parse_args()
+    for name, plot in (('django.json', django_cdf), ('server.json', server_throughput),
+                       ('engine.json', engine_latency), ('routing.json', routing_throughput)):
+        doc = load(os.path.join(args.dir, name))
+        if doc is not None:
+            plot(doc, args.dir)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
