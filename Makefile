@@ -162,6 +162,10 @@ bench-server: ## cacheserver vs redis-server (AOF on) GET/SET throughput, latenc
 bench-routing: ## Routing between shards: a forwarded request vs a direct one, 1/2/3 shards through one URL vs a smart client, next to redis-server; installs redis via apt-get if missing (see docs/benchmarks.md). Flags: BENCH_ROUTING_ARGS="-duration 5s -json routing.json".
 	$(GO) run ./hack/bench/routing $(BENCH_ROUTING_ARGS)
 
+.PHONY: bench-rebalance
+bench-rebalance: ## Changing the shard count: MiB/s moved from one shard to a new one (1 -> 2) per value size and --rebalance-rate, and GET/SET throughput and latency before, during and after the move (see docs/benchmarks.md). Flags: BENCH_REBALANCE_ARGS="-duration 5s -json rebalance.json".
+	$(GO) run ./hack/bench/rebalance $(BENCH_REBALANCE_ARGS)
+
 .PHONY: bench-django
 bench-django: ## Django cache backends (this one, python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1".
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py $(BENCH_DJANGO_ARGS)

@@ -233,6 +233,13 @@ func (s Stats) PerSecond() float64 {
 // starts (dialling its connections) and returns its Request and what to
 // close when it is done.
 func Run(conns int, d time.Duration, setup func(w int) (Request, func(), error)) (Stats, error) {
+	return RunUntil(conns, d, nil, setup)
+}
+
+// RunUntil is Run that also ends, before d, once stop is closed (a nil
+// stop never ends it early): for a window that must not outlast what it
+// measures.
+func RunUntil(conns int, d time.Duration, stop <-chan struct{}, setup func(w int) (Request, func(), error)) (Stats, error) {
 	type worker struct {
 		lat      []time.Duration
 		errors   int64
@@ -261,6 +268,11 @@ func Run(conns int, d time.Duration, setup func(w int) (Request, func(), error))
 				t0 := time.Now()
 				if t0.After(end) {
 					return
+				}
+				select {
+				case <-stop:
+					return
+				default:
 				}
 				err := reqs[w]()
 				wk.lat = append(wk.lat, time.Since(t0))
