@@ -52,9 +52,15 @@ const (
 
 // claimKey runs before an operation on a key of the server's cache at its
 // owner while a move is in force and the key's previous owner is another
-// shard. A write records the key as touched first (an incoming copy is then
-// refused); a read or read-modify-write first pulls the item from the
-// previous owner unless this shard settled the key already.
+// shard. Unless this shard settled the key already, it first pulls the item
+// from the previous owner; a write then records the key as touched (an
+// incoming copy is then refused).
+//
+// A set pulls too, although its result does not depend on the old item: a
+// read that runs between the record of the write and the write itself
+// reads only here, and must find the old item, not nothing. A set whose
+// pull fails goes on without it (it must not fail for want of an item it
+// overwrites); only reads alongside it may then miss.
 func (s *Server) claimKey(ctx context.Context, key kv.Key, access keyAccess) error {
 	a := s.cluster.current()
 	routing := wire.Routing(key)
@@ -66,22 +72,23 @@ func (s *Server) claimKey(ctx context.Context, key kv.Key, access keyAccess) err
 	if st.isTouched(routing) || (access == accessRead && st.isSettled(routing)) {
 		return nil
 	}
-	if access != accessWrite {
-		// The gate first, then the key: a pull waiting out a pause must not
-		// hold the lock an incoming batch (which a pause waits for) needs.
-		if err := s.reb.gate.enter(ctx); err != nil {
-			return err
-		}
-		defer s.reb.gate.exit()
+	// The gate first, then the key: a pull waiting out a pause must not
+	// hold the lock an incoming batch (which a pause waits for) needs.
+	if err := s.reb.gate.enter(ctx); err != nil {
+		return err
 	}
+	defer s.reb.gate.exit()
 	mu := &s.reb.keyLocks[stripe(routing, len(s.reb.keyLocks))]
 	mu.Lock()
 	defer mu.Unlock()
-	if access != accessWrite && !st.isSettled(routing) {
-		if err := s.pullKey(ctx, a, prev, key, routing); err != nil {
+	if !st.isSettled(routing) {
+		err := s.pullKey(ctx, a, prev, key, routing)
+		switch {
+		case err == nil:
+			st.settle(routing)
+		case access != accessWrite:
 			return err
 		}
-		st.settle(routing)
 	}
 	if access == accessRead {
 		return nil

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -439,5 +441,66 @@ func TestTouchedKeysSurviveARestart(t *testing.T) {
 				t.Errorf("through %s: %s deleted during the move came back after the owner restarted (found %v, %v)", u, k, ok, err)
 			}
 		}
+	}
+}
+
+// TestReadDuringFirstOverwriteFindsAValue: at the new owner, a read that
+// runs while the first overwrite of a key not yet moved is under way finds
+// the old value or the new one, never nothing: the key holds a value
+// before, during and after the write.
+func TestReadDuringFirstOverwriteFindsAValue(t *testing.T) {
+	ctx := context.Background()
+	// A cap of 1 byte/s: nothing moves during the test, so every key is
+	// still at its previous owner when it is overwritten.
+	stalled := []string{"--rebalance-rate", "1"}
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: stalled})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	keys := movingKeys("o", 100, 2, 3, 2)
+	cl := dataClient(t, c.URLs[0], tok).Cache("")
+	for _, k := range keys {
+		if err := cl.Set(ctx, kv.TextKey(k), kv.Text("old"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := startShard(t, c, 2, m.layout, stalled...)
+	m.announce(append(append([]string(nil), c.URLs...), s2.URL))
+	owner := dataClient(t, s2.URL, tok).Cache("")
+	var misses, reads atomic.Int64
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		wg.Add(2)
+		written := make(chan struct{})
+		go func() {
+			defer wg.Done()
+			defer close(written)
+			if err := owner.Set(ctx, kv.TextKey(k), kv.Text("new"), kv.SetOptions{}); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-written:
+					return
+				default:
+				}
+				_, ok, err := owner.Get(ctx, kv.TextKey(k))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				reads.Add(1)
+				if !ok {
+					misses.Add(1)
+				}
+			}
+		}()
+		wg.Wait()
+	}
+	t.Logf("%d reads during the first overwrite of %d keys at their new owner: %d found nothing", reads.Load(), len(keys), misses.Load())
+	if misses.Load() > 0 {
+		t.Errorf("%d reads found nothing while the key held a value", misses.Load())
 	}
 }
