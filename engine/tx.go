@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -126,6 +127,15 @@ func (c *Cache) waitTurn(job *writeJob) error {
 func (c *Cache) lead(first *writeJob) {
 	batch := []*writeJob{first}
 	c.w.mu.Lock()
+	if len(c.w.queue) == 0 {
+		// Alone so far: let the goroutines that are about to write (other
+		// requests being parsed) queue up first, so that one transaction
+		// commits them all. A commit costs about as much as several small
+		// writes; with nothing else runnable this returns at once.
+		c.w.mu.Unlock()
+		runtime.Gosched()
+		c.w.mu.Lock()
+	}
 	n := min(len(c.w.queue), maxBatch-1)
 	batch = append(batch, c.w.queue[:n]...)
 	c.w.queue = append(c.w.queue[:0], c.w.queue[n:]...)
