@@ -1,9 +1,6 @@
 package controllers
 
 import (
-	"crypto/rand"
-	"encoding/base64"
-	"fmt"
 	"maps"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -40,14 +37,14 @@ func buildTokenSecret(dc *cachev1alpha1.DiskCache) (*corev1.Secret, error) {
 // buildSecretWithToken is a Secret whose "token" key holds a fresh 32-byte
 // random token.
 func buildSecretWithToken(dc *cachev1alpha1.DiskCache, name, component string) (*corev1.Secret, error) {
-	b := make([]byte, tokenBytes)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("generate token: %w", err)
+	tok, err := newToken()
+	if err != nil {
+		return nil, err
 	}
 	return &corev1.Secret{
 		ObjectMeta: objectMeta(dc, name, component),
 		Type:       corev1.SecretTypeOpaque,
-		Data:       map[string][]byte{cachev1alpha1.TokenKey: []byte(base64.RawURLEncoding.EncodeToString(b))},
+		Data:       map[string][]byte{cachev1alpha1.TokenKey: []byte(tok)},
 	}, nil
 }
 
@@ -175,10 +172,25 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 				}},
 			},
 		}}},
-		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName:  dc.TokenSecretName(),
-			Items:       []corev1.KeyToPath{{Key: cachev1alpha1.TokenKey, Path: cachev1alpha1.TokenKey}},
+		// The token the server needs, and the tokens of a rotation under
+		// way when the Secret has them (token.next, token.previous: the
+		// server reads them beside its token file).
+		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			DefaultMode: ptr.To[int32](0o440),
+			Sources: []corev1.VolumeProjection{
+				{Secret: &corev1.SecretProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: dc.TokenSecretName()},
+					Items:                []corev1.KeyToPath{{Key: cachev1alpha1.TokenKey, Path: cachev1alpha1.TokenKey}},
+				}},
+				{Secret: &corev1.SecretProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: dc.TokenSecretName()},
+					Items: []corev1.KeyToPath{
+						{Key: cachev1alpha1.TokenNextKey, Path: cachev1alpha1.TokenNextKey},
+						{Key: cachev1alpha1.TokenPreviousKey, Path: cachev1alpha1.TokenPreviousKey},
+					},
+					Optional: ptr.To(true),
+				}},
+			},
 		}}},
 		{Name: TmpVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			SizeLimit: ptr.To(resource.MustParse("64Mi")),

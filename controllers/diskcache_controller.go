@@ -64,6 +64,8 @@ type DiskCacheReconciler struct {
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client
+	// quarantines are the quarantined databases already reported as Events.
+	quarantines sync.Map
 }
 
 // +kubebuilder:rbac:groups=cache.diskcache.dev,resources=diskcaches,verbs=get;list;watch
@@ -72,7 +74,7 @@ type DiskCacheReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -139,6 +141,12 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if topo != nil && topo.requeue > 0 && (requeue == 0 || topo.requeue < requeue) {
 		requeue = topo.requeue
 	}
+	if topo != nil {
+		status.Auth = topo.rotation.status
+		if rq := topo.rotation.requeue; rq > 0 && (requeue == 0 || rq < requeue) {
+			requeue = rq
+		}
+	}
 	if err == nil {
 		status.ObservedGeneration = dc.Generation
 	}
@@ -170,7 +178,7 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1alpha1.DiskCache) (*appsv1.StatefulSet, *topologyOutcome, []problem, error) {
 	var problems []problem
 
-	token, p, err := r.reconcileToken(ctx, dc)
+	token, secret, p, err := r.reconcileToken(ctx, dc)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -201,6 +209,13 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	topo, err := r.reconcileTopology(ctx, dc, tlsConfig)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	r.reportQuarantines(dc, topo)
+	if topo.rotation, err = r.reconcileRotation(ctx, dc, secret, topo); err != nil {
+		return nil, nil, nil, err
+	}
+	if topo.rotation.token != "" {
+		token = topo.rotation.token
 	}
 	_, restartPart := serverConfig(dc)
 	configHash := hash(restartPart)
@@ -311,7 +326,7 @@ func (r *DiskCacheReconciler) recordApply(dc *cachev1alpha1.DiskCache, res apply
 // reconcileToken makes sure the auth Secret exists and returns the token.
 // The generated Secret is created once and never written again, so users
 // rotate the token by editing it; a Secret named in spec.auth is only read.
-func (r *DiskCacheReconciler) reconcileToken(ctx context.Context, dc *cachev1alpha1.DiskCache) (string, *problem, error) {
+func (r *DiskCacheReconciler) reconcileToken(ctx context.Context, dc *cachev1alpha1.DiskCache) (string, *corev1.Secret, *problem, error) {
 	name := dc.TokenSecretName()
 	var secret corev1.Secret
 	var err error
@@ -326,10 +341,10 @@ func (r *DiskCacheReconciler) reconcileToken(ctx context.Context, dc *cachev1alp
 		if apierrors.IsNotFound(err) {
 			s, berr := buildTokenSecret(dc)
 			if berr != nil {
-				return "", nil, berr
+				return "", nil, nil, berr
 			}
 			if berr := controllerutil.SetControllerReference(dc, s, r.Scheme); berr != nil {
-				return "", nil, berr
+				return "", nil, nil, berr
 			}
 			err = r.Create(ctx, s, client.FieldOwner(ManagerName))
 			switch {
@@ -342,16 +357,16 @@ func (r *DiskCacheReconciler) reconcileToken(ctx context.Context, dc *cachev1alp
 		}
 	}
 	if apierrors.IsNotFound(err) {
-		return "", &problem{cachev1alpha1.ReasonAuthSecretInvalid, fmt.Sprintf("auth Secret %s not found", name)}, nil
+		return "", nil, &problem{cachev1alpha1.ReasonAuthSecretInvalid, fmt.Sprintf("auth Secret %s not found", name)}, nil
 	}
 	if err != nil {
-		return "", nil, fmt.Errorf("get auth Secret %s: %w", name, err)
+		return "", nil, nil, fmt.Errorf("get auth Secret %s: %w", name, err)
 	}
 	token := strings.TrimSpace(string(secret.Data[cachev1alpha1.TokenKey]))
 	if token == "" {
-		return "", &problem{cachev1alpha1.ReasonAuthSecretInvalid, fmt.Sprintf("auth Secret %s has no %q key", name, cachev1alpha1.TokenKey)}, nil
+		return "", nil, &problem{cachev1alpha1.ReasonAuthSecretInvalid, fmt.Sprintf("auth Secret %s has no %q key", name, cachev1alpha1.TokenKey)}, nil
 	}
-	return token, nil, nil
+	return token, &secret, nil, nil
 }
 
 // resizeClaims grows the data claims of existing shards to storage.size

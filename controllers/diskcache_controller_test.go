@@ -216,8 +216,8 @@ func TestCreateProducesEveryChild(t *testing.T) {
 	for _, v := range ps.Volumes {
 		vols[v.Name] = v
 	}
-	if v := vols["token"]; v.Secret == nil || v.Secret.SecretName != "orders-token" || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "token" || v.Secret.Items[0].Path != "token" {
-		t.Errorf("token volume %+v", v)
+	if err := tokenVolumeIs(vols["token"], "orders-token"); err != nil {
+		t.Error(err)
 	}
 	// cacheserver.conf, the topology and the admin token in one projected
 	// volume at /etc/diskcache.
@@ -655,7 +655,7 @@ func TestUserAuthSecret(t *testing.T) {
 		return conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, cachev1alpha1.ReasonAuthSecretInvalid)
 	})
 	sts := get(t, ns, "byo", &appsv1.StatefulSet{})
-	if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "my-token" }) {
+	if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return tokenVolumeIs(v, "my-token") == nil }) {
 		t.Errorf("the user's Secret is not mounted")
 	}
 	if err := k8s.Get(bg, client.ObjectKey{Namespace: ns, Name: "byo-token"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
@@ -789,4 +789,32 @@ func TestScaleSubresource(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "spec.shards") {
 		t.Errorf("scaling past 128 shards: %v", err)
 	}
+}
+
+// tokenVolumeIs checks the token volume: the Secret's key token (required)
+// and its keys token.next and token.previous when it has them (optional),
+// each at the path of its name, nothing else of the Secret.
+func tokenVolumeIs(v corev1.Volume, secret string) error {
+	p := v.Projected
+	if p == nil || len(p.Sources) != 2 {
+		return fmt.Errorf("token volume %+v: want a projected volume of two sources", v)
+	}
+	items := func(src corev1.VolumeProjection) []string {
+		var out []string
+		for _, it := range src.Secret.Items {
+			if it.Key != it.Path {
+				out = append(out, it.Key+"->"+it.Path)
+				continue
+			}
+			out = append(out, it.Key)
+		}
+		return out
+	}
+	req, opt := p.Sources[0].Secret, p.Sources[1].Secret
+	if req == nil || opt == nil || req.Name != secret || opt.Name != secret ||
+		(req.Optional != nil && *req.Optional) || opt.Optional == nil || !*opt.Optional ||
+		!slices.Equal(items(p.Sources[0]), []string{"token"}) || !slices.Equal(items(p.Sources[1]), []string{"token.next", "token.previous"}) {
+		return fmt.Errorf("token volume %+v: want %s's token required, token.next and token.previous optional", v, secret)
+	}
+	return nil
 }

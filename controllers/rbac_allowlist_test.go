@@ -37,9 +37,10 @@ var operatorClusterPermissions = []permission{
 	{"", "services", []string{"create", "get", "list", "patch", "watch"}},
 	{"", "configmaps", []string{"create", "get", "list", "patch", "watch"}},
 	{"policy", "poddisruptionbudgets", []string{"create", "get", "list", "patch", "watch"}},
-	// The token Secret is created once, never updated; nothing is deleted
-	// (the garbage collector removes children through owner references).
-	{"", "secrets", []string{"create", "get", "list", "watch"}},
+	// The token Secrets are created; the generated data token Secret is
+	// updated by a token rotation only. Nothing is deleted (the garbage
+	// collector removes children through owner references).
+	{"", "secrets", []string{"create", "get", "list", "update", "watch"}},
 	{"", "pods", []string{"get", "list", "watch"}},
 	{"", "persistentvolumeclaims", []string{"get", "list", "patch", "watch"}},
 	{"", "events", []string{"create", "patch"}},

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
@@ -51,6 +52,10 @@ type shardReport struct {
 	pod  *corev1.Pod
 	topo *topology.Topology // nil when the pod did not answer
 	err  error
+	// config is the pod's GET /v1/config (read with the admin token: the
+	// tokens it accepts, the databases it quarantined); nil when it did
+	// not answer.
+	config *wire.ServerConfig
 }
 
 // topologyOutcome is what reconcileTopology leaves for the status.
@@ -61,6 +66,8 @@ type topologyOutcome struct {
 	ready   int
 	problem *problem
 	requeue time.Duration
+	// rotation is what reconcileRotation did with these reports.
+	rotation rotationOutcome
 }
 
 // reconcileTopology keeps the topology the operator announces in the
@@ -109,6 +116,9 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	hc := r.httpClient(tlsConfig)
 	reports := r.forEachPod(ctx, dc, ready, adminToken, hc, func(ctx context.Context, c *cacheclient.Client, rep *shardReport) {
 		rep.topo, rep.err = c.Topology(ctx)
+		if cfg, err := c.ServerConfig(ctx); err == nil {
+			rep.config = cfg
+		}
 	})
 
 	// The list to announce.
@@ -161,6 +171,7 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		}
 	})
 	for _, p := range puts {
+		p.config = reports[idx[p.pod.Name]].config
 		reports[idx[p.pod.Name]] = p
 	}
 

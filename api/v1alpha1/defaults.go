@@ -46,6 +46,10 @@ func (s *DiskCacheSpec) Default() {
 	if s.Storage.PVCRetentionPolicy.WhenScaled == "" {
 		s.Storage.PVCRetentionPolicy.WhenScaled = RetainPVC
 	}
+	if s.Auth.RotationGracePeriod == nil {
+		d, _ := time.ParseDuration(DefaultRotationGracePeriod)
+		s.Auth.RotationGracePeriod = &metav1.Duration{Duration: d}
+	}
 	m := &s.Maintenance
 	if m.Schedule == "" {
 		m.Schedule = DefaultSchedule

@@ -46,6 +46,19 @@ const (
 	DefaultTimeZone                       = "UTC"
 	// TokenKey is the key of the bearer token in the auth Secret.
 	TokenKey = "token"
+	// TokenNextKey and TokenPreviousKey hold, during a rotation, the token
+	// coming in and the one going out: the servers accept both besides
+	// TokenKey, clients send TokenKey.
+	TokenNextKey     = "token.next"
+	TokenPreviousKey = "token.previous"
+	// RotateTokenAnnotation on a DiskCache starts a token rotation when its
+	// value changes (status.auth.lastTrigger is the value last answered):
+	//
+	//	kubectl annotate dcache/x cache.diskcache.dev/rotate-token="$(date +%s)" --overwrite
+	RotateTokenAnnotation = "cache.diskcache.dev/rotate-token"
+	// DefaultRotationGracePeriod is how long the previous token stays
+	// accepted after a rotation made the new one current.
+	DefaultRotationGracePeriod = "5m"
 )
 
 // DiskCacheSpec is the desired state of a DiskCache.
@@ -405,12 +418,58 @@ type MaintenanceSpec struct {
 // AuthSpec configures the bearer token.
 type AuthSpec struct {
 	// SecretName names an existing Secret in the same namespace whose key
-	// "token" holds the bearer token. Empty means a Secret <name>-token that
-	// the operator generates once (32 random bytes) and never overwrites;
-	// rotate the token by editing that Secret.
+	// "token" holds the bearer token (and, during a rotation the user
+	// drives, "token.next" and "token.previous" the tokens also accepted).
+	// Empty means a Secret <name>-token that the operator generates (32
+	// random bytes) and rotates when the DiskCache's
+	// cache.diskcache.dev/rotate-token annotation changes.
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
+
+	// RotationGracePeriod is how long the servers keep accepting the old
+	// token after a rotation made the new one current, so that clients
+	// reading the mounted Secret (which the kubelet updates within a minute
+	// or two) move over without a failed request.
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	RotationGracePeriod *metav1.Duration `json:"rotationGracePeriod,omitempty"`
+}
+
+// Token rotation phases (status.auth.rotation).
+const (
+	// RotationPropagating: the new token is in the Secret's token.next;
+	// the operator waits until every shard accepts it.
+	RotationPropagating = "Propagating"
+	// RotationRetiring: the new token is current (token) and the old one
+	// is still accepted (token.previous) until status.auth.retireTime.
+	RotationRetiring = "Retiring"
+)
+
+// AuthStatus reports the bearer token's rotation.
+type AuthStatus struct {
+	// Rotation is the phase of a token rotation under way: Propagating or
+	// Retiring; empty when none is.
+	// +optional
+	Rotation string `json:"rotation,omitempty"`
+	// ShardsAcceptingNext is, while Propagating, the number of shards that
+	// report they accept the new token; the operator makes it current once
+	// it equals spec.shards.
+	// +optional
+	ShardsAcceptingNext int32 `json:"shardsAcceptingNext,omitempty"`
+	// RetireTime is, while Retiring, when the old token stops being
+	// accepted.
+	// +optional
+	RetireTime *metav1.Time `json:"retireTime,omitempty"`
+	// LastRotationTime is when the last rotation retired the old token.
+	// +optional
+	LastRotationTime *metav1.Time `json:"lastRotationTime,omitempty"`
+	// LastTrigger is the value of the cache.diskcache.dev/rotate-token
+	// annotation the last rotation answered.
+	// +optional
+	LastTrigger string `json:"lastTrigger,omitempty"`
 }
 
 // TLSSpec turns on HTTPS.
@@ -457,6 +516,10 @@ type DiskCacheStatus struct {
 	// Autoscaling reports what the built-in autoscaler saw and decided.
 	// +optional
 	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+
+	// Auth reports a rotation of the bearer token.
+	// +optional
+	Auth *AuthStatus `json:"auth,omitempty"`
 
 	// Conditions: Available, Progressing, Degraded.
 	// +listType=map
@@ -627,6 +690,14 @@ const (
 	ReasonSettingsNotApplied = "SettingsNotApplied"
 	ReasonVolumeResizeFailed = "VolumeResizeFailed"
 	ReasonPodsNotReady       = "PodsNotReady"
+	// Token rotation events.
+	ReasonTokenRotationStarted = "TokenRotationStarted"
+	ReasonTokenSwitched        = "TokenSwitched"
+	ReasonTokenRotated         = "TokenRotated"
+	ReasonTokenRotationManual  = "TokenRotationManual"
+	// ReasonDatabaseQuarantined: a shard found a fanout database damaged at
+	// start, moved it aside and started it empty.
+	ReasonDatabaseQuarantined = "DatabaseQuarantined"
 	// TopologyAnnounced reasons; TopologyNotAnnounced is also a Degraded
 	// reason (a ready shard could not be told the topology).
 	ReasonTopologyAnnounced    = "Announced"
