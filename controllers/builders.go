@@ -198,9 +198,20 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 	}
 	if scheme(dc) == "https" {
 		mounts = append(mounts, corev1.VolumeMount{Name: TLSVolume, MountPath: TLSDir, ReadOnly: true})
-		volumes = append(volumes, corev1.Volume{Name: TLSVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName:  spec.TLS.SecretName,
+		// Only the key pair and the CA of the Secret (which may hold more),
+		// ca.crt when it has one.
+		ref := corev1.LocalObjectReference{Name: spec.TLS.SecretName}
+		volumes = append(volumes, corev1.Volume{Name: TLSVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			DefaultMode: ptr.To[int32](0o440),
+			Sources: []corev1.VolumeProjection{
+				{Secret: &corev1.SecretProjection{LocalObjectReference: ref, Items: []corev1.KeyToPath{
+					{Key: corev1.TLSCertKey, Path: corev1.TLSCertKey},
+					{Key: corev1.TLSPrivateKeyKey, Path: corev1.TLSPrivateKeyKey},
+				}}},
+				{Secret: &corev1.SecretProjection{LocalObjectReference: ref, Items: []corev1.KeyToPath{
+					{Key: caKey, Path: caKey},
+				}, Optional: ptr.To(true)}},
+			},
 		}}})
 	}
 
