@@ -85,12 +85,14 @@ def server_throughput(doc, out):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, op in zip(axes, ('get', 'set')):
         for system, label in (('cacheserver', 'cacheserver (SQLite WAL, synchronous=NORMAL)'),
-                              ('redis', 'redis-server (AOF, appendfsync everysec)')):
+                              ('redis', 'redis-server (AOF, appendfsync everysec)'),
+                              ('nethttp-floor', 'net/http floor: bare handler, values in a map')):
             pts = sorted((r['conns'], r['ops_per_second']) for r in res
                          if r['system'] == system and r['op'] == op and r['size'] == size)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=label,
-                        color=COLORS[system])
+                        color=COLORS.get(system, '#888888'),
+                        linestyle=':' if system == 'nethttp-floor' else '-')
         ax.set_xscale('log', base=2)
         ax.set_xlabel('connections (one request in flight each)')
         ax.set_ylabel('%s/s' % op.upper())
