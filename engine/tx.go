@@ -131,10 +131,20 @@ func (c *Cache) lead(first *writeJob) {
 		// Alone so far: let the goroutines that are about to write (other
 		// requests being parsed) queue up first, so that one transaction
 		// commits them all. A commit costs about as much as several small
-		// writes; with nothing else runnable this returns at once.
+		// writes; with nothing else runnable this returns at once. While
+		// yielding brings more writes, yield again (a few times at most).
 		c.w.mu.Unlock()
 		runtime.Gosched()
 		c.w.mu.Lock()
+		for i := 0; i < 3 && len(c.w.queue) > 0 && len(c.w.queue) < maxBatch-1; i++ {
+			n := len(c.w.queue)
+			c.w.mu.Unlock()
+			runtime.Gosched()
+			c.w.mu.Lock()
+			if len(c.w.queue) == n {
+				break
+			}
+		}
 	}
 	n := min(len(c.w.queue), maxBatch-1)
 	batch = append(batch, c.w.queue[:n]...)
