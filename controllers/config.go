@@ -45,6 +45,7 @@ func serverConfig(dc *cachev1alpha1.DiskCache) (conf string, restartPart string)
 	if spec.MaxValueBytes != nil {
 		line(&r, settings.FlagMaxValueBytes, spec.MaxValueBytes.Value())
 	}
+	line(&r, settings.FlagRebalanceRate, spec.Rebalance.Rate.Value())
 	if scheme(dc) == "https" {
 		line(&r, settings.FlagTLSCert, TLSDir+"/tls.crt")
 		line(&r, settings.FlagTLSKey, TLSDir+"/tls.key")

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -61,6 +62,8 @@ type DiskCacheReconciler struct {
 	ShardURL ShardURLFunc
 	// Maintenance runs the scheduled expire and cull; nil turns it off.
 	Maintenance *maintenance.Scheduler
+	// Metrics count the moves of keys between shards; nil records none.
+	Metrics *RebalanceMetrics
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client
@@ -99,8 +102,11 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	logger := log.FromContext(ctx)
 	var dc cachev1alpha1.DiskCache
 	if err := r.Get(ctx, req.NamespacedName, &dc); err != nil {
-		if apierrors.IsNotFound(err) && r.Maintenance != nil {
-			r.Maintenance.Forget(req.Namespace, req.Name)
+		if apierrors.IsNotFound(err) {
+			if r.Maintenance != nil {
+				r.Maintenance.Forget(req.Namespace, req.Name)
+			}
+			r.Metrics.forget(req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -135,9 +141,8 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if mproblem != nil {
 		problems = append(problems, *mproblem)
 	}
-	status := computeStatus(want, &dc.Status, sts, problems)
+	status := computeStatus(want, &dc.Status, sts, problems, topo)
 	status.Maintenance = maint
-	topologyStatus(want, status, topo)
 	if topo != nil && topo.requeue > 0 && (requeue == 0 || topo.requeue < requeue) {
 		requeue = topo.requeue
 	}
@@ -251,6 +256,10 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		}
 	}
 	desired := buildStatefulSet(dc, image, configHash, peerCA, claims)
+	// The orchestration of a change of the shard count decides the size:
+	// grown before the new shards are announced, shrunk only once the
+	// departing ones have handed everything off.
+	desired.Spec.Replicas = ptr.To(topo.replicas)
 	res, err := r.apply(ctx, dc, desired, objOrNil(existing))
 	if err != nil {
 		return nil, nil, nil, err
@@ -282,9 +291,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 			settingsErr = &reportedError{fmt.Errorf("apply live settings: %w", err)}
 		}
 	}
-	if topo.problem != nil {
-		problems = append(problems, *topo.problem)
-	}
+	problems = append(problems, topo.problems...)
 	return sts, topo, problems, settingsErr
 }
 

@@ -12,11 +12,18 @@ import (
 )
 
 // computeStatus derives the status from the StatefulSet (nil if it does not
-// exist yet) and the problems of this reconcile, keeping the fields owned by
+// exist yet), the topology outcome (nil when the reconcile failed before
+// it) and the problems of this reconcile, keeping the fields owned by
 // other parts of the operator (maintenance) and condition transition times.
-func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStatus, sts *appsv1.StatefulSet, problems []problem) *cachev1alpha1.DiskCacheStatus {
+func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStatus, sts *appsv1.StatefulSet, problems []problem, topo *topologyOutcome) *cachev1alpha1.DiskCacheStatus {
 	st := old.DeepCopy()
 	shards := dc.Spec.Shards
+	// The pods there should be now: more than spec.shards while departing
+	// shards hand their keys off.
+	replicas := shards
+	if topo != nil {
+		replicas = topo.replicas
+	}
 	st.Selector = selectorString(dc)
 	st.Endpoint = endpoint(dc)
 	st.Shards, st.ReadyShards = 0, 0
@@ -24,6 +31,7 @@ func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStat
 		st.Shards = sts.Status.Replicas
 		st.ReadyShards = sts.Status.ReadyReplicas
 	}
+	topologyStatus(dc, st, topo)
 
 	gen := dc.Generation
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
@@ -33,19 +41,31 @@ func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStat
 	}
 
 	ready := st.ReadyShards
-	if ready >= shards && sts != nil && sts.Status.Replicas == shards {
+	if ready >= replicas && sts != nil && sts.Status.Replicas == replicas {
 		set(cachev1alpha1.ConditionAvailable, metav1.ConditionTrue, cachev1alpha1.ReasonAllShardsReady,
-			fmt.Sprintf("%d/%d shards ready", ready, shards))
+			fmt.Sprintf("%d/%d shards ready", ready, replicas))
 	} else {
 		set(cachev1alpha1.ConditionAvailable, metav1.ConditionFalse, cachev1alpha1.ReasonShardsUnavailable,
-			fmt.Sprintf("%d/%d shards ready", ready, shards))
+			fmt.Sprintf("%d/%d shards ready", ready, replicas))
 	}
 
 	var prev string
 	if c := meta.FindStatusCondition(old.Conditions, cachev1alpha1.ConditionProgressing); c != nil && c.Status == metav1.ConditionTrue {
 		prev = c.Reason
 	}
-	progressing, reason, msg := rollout(sts, shards, prev)
+	progressing, reason, msg := rollout(sts, replicas, prev)
+	if topo != nil {
+		a := topo.announced
+		switch {
+		case a.Previous != nil:
+			progressing, reason = true, cachev1alpha1.ReasonRebalancing
+			msg = rebalanceMessage(a, topo.progress)
+		case !progressing && len(a.Shards) != int(shards):
+			progressing, reason = true, cachev1alpha1.ReasonScaling
+			msg = fmt.Sprintf("scaling from %d to %d shards: the keys move once the new shards are ready and every shard has topology epoch %d",
+				len(a.Shards), shards, a.Epoch)
+		}
+	}
 	if progressing {
 		set(cachev1alpha1.ConditionProgressing, metav1.ConditionTrue, reason, msg)
 	} else {
@@ -60,9 +80,9 @@ func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStat
 			msg += "; " + p.message
 		}
 		set(cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, problems[0].reason, msg)
-	case !progressing && ready < shards:
+	case !progressing && ready < replicas:
 		set(cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, cachev1alpha1.ReasonPodsNotReady,
-			fmt.Sprintf("%d/%d shards ready and no rollout under way: see the pods' events", ready, shards))
+			fmt.Sprintf("%d/%d shards ready and no rollout under way: see the pods' events", ready, replicas))
 	default:
 		set(cachev1alpha1.ConditionDegraded, metav1.ConditionFalse, cachev1alpha1.ReasonAsExpected, "no problems")
 	}
@@ -119,12 +139,24 @@ func topologyStatus(dc *cachev1alpha1.DiskCache, st *cachev1alpha1.DiskCacheStat
 		for _, rep := range out.reports {
 			if rep.err == nil && rep.topo != nil && rep.topo.Epoch == newest.Epoch {
 				ts.ReadyShardsOnEpoch++
-				ts.Rebalancing = ts.Rebalancing || rep.topo.Rebalancing
 			}
 		}
 		st.Topology = ts
 	}
 	want := out.announced
+	if ts := st.Topology; ts != nil {
+		// A move is in force from its announcement to its end, whatever
+		// the shards have heard of it yet.
+		ts.Rebalancing, ts.PreviousShards, ts.RebalanceStartTime, ts.Progress = false, 0, nil, nil
+		if want.Previous != nil {
+			ts.Rebalancing = true
+			ts.PreviousShards = int32(len(want.Previous.Shards))
+			ts.Progress = out.progress
+			if out.started != nil {
+				ts.RebalanceStartTime = &metav1.Time{Time: *out.started}
+			}
+		}
+	}
 	onEpoch := 0
 	for _, rep := range out.reports {
 		if rep.err == nil && rep.topo != nil && rep.topo.Epoch == want.Epoch {

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
@@ -160,7 +161,12 @@ func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenanc
 	if err != nil {
 		return nil, nil, err
 	}
+	rm, err := NewRebalanceMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		return nil, nil, err
+	}
 	r := &DiskCacheReconciler{
+		Metrics:         rm,
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
 		Scheme:          mgr.GetScheme(),

@@ -14,8 +14,10 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -58,38 +60,52 @@ type shardReport struct {
 	config *wire.ServerConfig
 }
 
-// topologyOutcome is what reconcileTopology leaves for the status.
+// topologyOutcome is what reconcileTopology leaves for the StatefulSet and
+// the status.
 type topologyOutcome struct {
 	announced topology.Announcement
 	reports   []shardReport
 	// ready is the number of ready pods.
-	ready   int
-	problem *problem
-	requeue time.Duration
+	ready int
+	// replicas is the size the StatefulSet must have now.
+	replicas int32
+	// progress and blocked describe the move in force, if any.
+	progress []cachev1alpha1.ShardRebalanceProgress
+	blocked  []string
+	// started is when the move in force was announced.
+	started  *time.Time
+	problems []problem
+	requeue  time.Duration
 	// rotation is what reconcileRotation did with these reports.
 	rotation rotationOutcome
 }
 
-// reconcileTopology keeps the topology the operator announces in the
-// <name>-topology ConfigMap (mounted into the pods, outside the pod
-// template, so a new topology never rolls them) and gives it to every ready
-// pod that has an older one, with PUT /v1/topology and the admin token.
+// reconcileTopology drives the topology: it decides the announcement and
+// the StatefulSet's size from what it observes (planTopology), keeps the
+// announcement in the <name>-topology ConfigMap (mounted into the pods,
+// outside the pod template, so a new topology never rolls them) and gives
+// it to every ready pod that has an older one, with PUT /v1/topology and
+// the admin token.
 //
-// The announced list has spec.shards URLs, except that a scale-up adds the
-// new shards only once all their pods are ready (until then the new pods
-// know themselves outside the list and forward everything). Every change of
-// the list is a new epoch. An epoch is never reused for another list: when
-// a server reports a newer epoch, or the same epoch with other shards (a
-// lost ConfigMap, a hand-made PUT), the next announcement goes above it.
+// Every change of the announcement is a new epoch. An epoch is never
+// reused for another announcement: when a server reports a newer epoch, or
+// the same epoch with other shards (a lost ConfigMap, a hand-made PUT), the
+// next announcement goes above it.
 func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1alpha1.DiskCache, tlsConfig *tls.Config) (*topologyOutcome, error) {
 	adminToken, err := r.reconcileAdminToken(ctx, dc)
 	if err != nil {
 		return nil, err
 	}
+	// The announcement is the orchestration's state of record: read it
+	// from the API server, never from a cache that may lag behind the
+	// last step.
 	var cm corev1.ConfigMap
-	existing, err := getExisting(ctx, r.Client, dc, topologyName(dc), &cm)
-	if err != nil {
-		return nil, err
+	var existing *corev1.ConfigMap
+	switch err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: dc.Namespace, Name: topologyName(dc)}, &cm); {
+	case err == nil:
+		existing = &cm
+	case !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("get ConfigMap %s: %w", topologyName(dc), err)
 	}
 	var current *topology.Announcement
 	if existing != nil {
@@ -100,15 +116,9 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		return nil, fmt.Errorf("list pods: %w", err)
 	}
 	var ready []*corev1.Pod
-	readyShards := map[int]bool{}
 	for i := range pods.Items {
-		pod := &pods.Items[i]
-		if !podReady(pod) {
-			continue
-		}
-		ready = append(ready, pod)
-		if n, ok := podOrdinal(dc, pod); ok {
-			readyShards[n] = true
+		if podReady(&pods.Items[i]) {
+			ready = append(ready, &pods.Items[i])
 		}
 	}
 	sort.Slice(ready, func(i, j int) bool { return ready[i].Name < ready[j].Name })
@@ -120,39 +130,63 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 			rep.config = cfg
 		}
 	})
-
-	// The list to announce.
-	n := int(dc.Spec.Shards)
-	if current != nil && n > len(current.Shards) {
-		for i := len(current.Shards); i < n; i++ {
-			if !readyShards[i] {
-				n = len(current.Shards) // grow once the new shards are ready
-				break
+	if current == nil {
+		// The ConfigMap is new or was lost: carry on from the newest
+		// announcement a server has (a move in force included).
+		for _, rep := range reports {
+			if t := rep.topo; rep.err == nil && t != nil && t.Epoch > 0 && t.Validate() == nil && (current == nil || t.Epoch > current.Epoch) {
+				a := t.Announcement
+				current = &a
 			}
 		}
 	}
-	urls := make([]string, n)
-	for i := range urls {
-		urls[i] = r.shardURL(dc, i)
+	var stsReplicas int32
+	if sts, err := getExisting(ctx, r.Client, dc, stsName(dc), &appsv1.StatefulSet{}); err != nil {
+		return nil, err
+	} else if sts != nil && sts.Spec.Replicas != nil {
+		stsReplicas = *sts.Spec.Replicas
 	}
-	want := topology.Announcement{Layout: topology.Layout{Epoch: 1, Shards: urls}}
-	switch {
-	case current != nil && slices.Equal(current.Shards, urls):
-		want.Epoch = current.Epoch
-	case current != nil:
-		want.Epoch = current.Epoch + 1
-	case dc.Status.Topology != nil:
+	firstEpoch := int64(1)
+	if dc.Status.Topology != nil {
 		// The ConfigMap was lost: never go below what the servers had.
-		want.Epoch = dc.Status.Topology.Epoch + 1
+		firstEpoch = dc.Status.Topology.Epoch + 1
 	}
+	p := planTopology(planInput{
+		cur:         current,
+		target:      int(dc.Spec.Shards),
+		urls:        func(n int) []string { return r.shardURLs(dc, n) },
+		shards:      shardStates(dc, pods.Items, reports),
+		stsReplicas: stsReplicas,
+		firstEpoch:  firstEpoch,
+	})
+	want := p.want
 	want.Epoch = aboveServers(want, reports)
 
-	if err := r.applyChild(ctx, dc, buildTopologyConfigMap(dc, want), &corev1.ConfigMap{}); err != nil {
+	// When the move in force started: kept across reconciles on the
+	// ConfigMap, so that a restarted operator still knows.
+	var started *time.Time
+	if want.Previous != nil {
+		now := time.Now().UTC().Truncate(time.Second)
+		started = &now
+		if existing != nil && current != nil && current.Previous != nil && current.Previous.Equal(*want.Previous) {
+			if t, err := time.Parse(time.RFC3339, existing.Annotations[RebalanceStartedAnno]); err == nil {
+				started = &t
+			}
+		}
+	}
+	var endedStart *time.Time // the start of the move this reconcile ends
+	if p.finish && existing != nil {
+		if t, err := time.Parse(time.RFC3339, existing.Annotations[RebalanceStartedAnno]); err == nil {
+			endedStart = &t
+		}
+	}
+
+	if err := r.applyChild(ctx, dc, buildTopologyConfigMap(dc, want, started), &corev1.ConfigMap{}); err != nil {
 		return nil, err
 	}
 	if current == nil || current.Epoch != want.Epoch {
 		r.event(dc, corev1.EventTypeNormal, "TopologyChanged", "Announce",
-			"announcing topology epoch %d: %d shards", want.Epoch, len(want.Shards))
+			"announcing topology epoch %d: %d shards%s", want.Epoch, len(want.Shards), previousNote(want))
 	}
 
 	// Announce it to every ready pod that has an older one (or did not say).
@@ -164,6 +198,7 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 			behind = append(behind, rep.pod)
 		}
 	}
+	asked := slices.Clone(reports) // the figures of the move this reconcile may end
 	puts := r.forEachPod(ctx, dc, behind, adminToken, hc, func(ctx context.Context, c *cacheclient.Client, rep *shardReport) {
 		rep.topo, rep.err = c.PutTopology(ctx, want)
 		if cur, ok := cacheclient.IsTopologyConflict(rep.err); ok {
@@ -175,7 +210,20 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		reports[idx[p.pod.Name]] = p
 	}
 
-	out := &topologyOutcome{announced: want, reports: reports, ready: len(ready)}
+	out := &topologyOutcome{announced: want, reports: reports, ready: len(ready), replicas: p.replicas, started: started}
+	r.recordMove(dc, current, p, want, endedStart, asked)
+	if want.Previous != nil {
+		out.progress, out.blocked = moveStatus(want, shardStates(dc, pods.Items, reports), func(i int) string { return fmt.Sprintf("%s-%d", stsName(dc), i) })
+		if len(out.blocked) > 0 {
+			if c := meta.FindStatusCondition(dc.Status.Conditions, cachev1alpha1.ConditionDegraded); c == nil || c.Reason != cachev1alpha1.ReasonRebalanceBlocked {
+				r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonRebalanceBlocked, "Rebalance",
+					"the move from %d to %d shards waits for %s; nothing is deleted", len(want.Previous.Shards), len(want.Shards), strings.Join(out.blocked, ", "))
+			}
+			out.problems = append(out.problems, problem{cachev1alpha1.ReasonRebalanceBlocked, fmt.Sprintf(
+				"the move from %d to %d shards (topology epoch %d) waits for %s: nothing is deleted, and it resumes when they are back",
+				len(want.Previous.Shards), len(want.Shards), want.Epoch, strings.Join(out.blocked, ", "))})
+		}
+	}
 	var failed []string
 	for _, rep := range reports {
 		switch {
@@ -188,11 +236,49 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		}
 	}
 	if len(failed) > 0 {
-		out.problem = &problem{cachev1alpha1.ReasonTopologyNotAnnounced,
-			fmt.Sprintf("topology epoch %d not announced: %s", want.Epoch, strings.Join(failed, "; "))}
+		out.problems = append(out.problems, problem{cachev1alpha1.ReasonTopologyNotAnnounced,
+			fmt.Sprintf("topology epoch %d not announced: %s", want.Epoch, strings.Join(failed, "; "))})
 		out.requeue = topologyRetry
 	}
+	if want.Previous != nil || len(want.Shards) != int(dc.Spec.Shards) || p.replicas != dc.Spec.Shards {
+		// A scale is under way: look again soon.
+		out.requeue = rebalancePoll
+	}
 	return out, nil
+}
+
+// shardStates arranges the pods and their answers by ordinal.
+func shardStates(dc *cachev1alpha1.DiskCache, pods []corev1.Pod, reports []shardReport) map[int]shardState {
+	out := map[int]shardState{}
+	for i := range pods {
+		if n, ok := podOrdinal(dc, &pods[i]); ok {
+			out[n] = shardState{pod: pods[i].Name, ready: podReady(&pods[i])}
+		}
+	}
+	for i := range reports {
+		if n, ok := podOrdinal(dc, reports[i].pod); ok {
+			s := out[n]
+			s.rep = &reports[i]
+			out[n] = s
+		}
+	}
+	return out
+}
+
+// shardURLs are the URLs of the first n shards.
+func (r *DiskCacheReconciler) shardURLs(dc *cachev1alpha1.DiskCache, n int) []string {
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = r.shardURL(dc, i)
+	}
+	return urls
+}
+
+func previousNote(a topology.Announcement) string {
+	if a.Previous == nil {
+		return ""
+	}
+	return fmt.Sprintf(", moving keys from the %d shards of epoch %d", len(a.Previous.Shards), a.Previous.Epoch)
 }
 
 // aboveServers is the epoch to announce want with: its own, unless a server
@@ -207,7 +293,7 @@ func aboveServers(want topology.Announcement, reports []shardReport) int64 {
 			if t == nil {
 				continue
 			}
-			same := slices.Equal(t.Shards, want.Shards)
+			same := slices.Equal(t.Shards, want.Shards) && samePrevious(t.Previous, want.Previous)
 			switch {
 			case t.Epoch > raised && same:
 				raised = t.Epoch
@@ -220,6 +306,10 @@ func aboveServers(want topology.Announcement, reports []shardReport) int64 {
 		}
 		epoch = raised
 	}
+}
+
+func samePrevious(a, b *topology.Layout) bool {
+	return (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
 }
 
 // forEachPod runs call against each pod with a client holding the admin
@@ -289,12 +379,19 @@ func parseAnnouncement(s string) *topology.Announcement {
 
 // buildTopologyConfigMap is <name>-topology: the announced topology as the
 // servers read it from --topology-file.
-func buildTopologyConfigMap(dc *cachev1alpha1.DiskCache, t topology.Announcement) *corev1.ConfigMap {
+func buildTopologyConfigMap(dc *cachev1alpha1.DiskCache, t topology.Announcement, started *time.Time) *corev1.ConfigMap {
 	b, _ := json.MarshalIndent(t, "", "  ") // plain strings and numbers: cannot fail
-	return &corev1.ConfigMap{
+	cm := &corev1.ConfigMap{
 		ObjectMeta: objectMeta(dc, topologyName(dc), ComponentTopology),
 		Data:       map[string]string{TopologyKey: string(b) + "\n"},
 	}
+	if started != nil {
+		if cm.Annotations == nil {
+			cm.Annotations = map[string]string{}
+		}
+		cm.Annotations[RebalanceStartedAnno] = started.UTC().Format(time.RFC3339)
+	}
+	return cm
 }
 
 // reconcileAdminToken makes sure the admin-token Secret exists and returns

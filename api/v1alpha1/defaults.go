@@ -50,6 +50,10 @@ func (s *DiskCacheSpec) Default() {
 		d, _ := time.ParseDuration(DefaultRotationGracePeriod)
 		s.Auth.RotationGracePeriod = &metav1.Duration{Duration: d}
 	}
+	if s.Rebalance.Rate == nil {
+		q := resource.MustParse(DefaultRebalanceRate)
+		s.Rebalance.Rate = &q
+	}
 	m := &s.Maintenance
 	if m.Schedule == "" {
 		m.Schedule = DefaultSchedule

@@ -44,6 +44,7 @@ const (
 	DefaultStorageSize                    = "2Gi"
 	DefaultSchedule                       = "*/5 * * * *"
 	DefaultTimeZone                       = "UTC"
+	DefaultRebalanceRate                  = "64Mi"
 	// TokenKey is the key of the bearer token in the auth Secret.
 	TokenKey = "token"
 	// TokenNextKey and TokenPreviousKey hold, during a rotation, the token
@@ -221,6 +222,11 @@ type DiskCacheSpec struct {
 	// shards' fill, request rate and eviction rate (docs/autoscaling.md).
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// Rebalance tunes how the shards move keys after a change of shards.
+	// +kubebuilder:default={}
+	// +optional
+	Rebalance RebalanceSpec `json:"rebalance,omitempty"`
 }
 
 // AutoscalingSpec is the built-in autoscaler: every pollInterval the
@@ -336,6 +342,18 @@ type ScalingRules struct {
 	// +kubebuilder:validation:Maximum=127
 	// +optional
 	MaxStep *int32 `json:"maxStep,omitempty"`
+}
+
+// RebalanceSpec tunes the moves of keys between shards that follow a change
+// of spec.shards.
+type RebalanceSpec struct {
+	// Rate caps the bytes per second each shard sends to the others while
+	// keys move (the cacheserver's --rebalance-rate); 0 means no cap. Read
+	// at start-up: a change rolls the shards.
+	// +kubebuilder:default="64Mi"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || !quantity(string(self)).isLessThan(quantity('0'))",message="rebalance.rate must not be negative"
+	// +optional
+	Rate *resource.Quantity `json:"rate,omitempty"`
 }
 
 // StorageSpec is a shard's persistent volume.
@@ -542,14 +560,60 @@ type TopologyStatus struct {
 	// are ready, so while a scale-up is under way it is lower than
 	// status.shards.
 	Shards int32 `json:"shards"`
-	// Rebalancing is true while keys move between shards.
+	// Rebalancing is true while a move of keys between shards is in force:
+	// from the announcement of a new shard count with its previous layout
+	// until the operator ends the move, once every shard of both layouts
+	// has handed off what it no longer owns. Do not change spec.shards
+	// while it is true: the next change waits for this move to end.
 	// +optional
-	Rebalancing bool `json:"rebalancing,omitempty"`
+	Rebalancing bool `json:"rebalancing"`
+	// PreviousShards is the number of shards of the layout the move in
+	// force replaces; 0 when no move is in force.
+	// +optional
+	PreviousShards int32 `json:"previousShards,omitempty"`
+	// RebalanceStartTime is when the operator announced the move in force.
+	// +optional
+	RebalanceStartTime *metav1.Time `json:"rebalanceStartTime,omitempty"`
+	// Progress is each shard's part of the move in force, as the shard
+	// reports it (GET /v1/topology); empty when no move is in force.
+	// +listType=map
+	// +listMapKey=shard
+	// +optional
+	Progress []ShardRebalanceProgress `json:"progress,omitempty"`
 	// ReadyShardsOnEpoch is the number of ready shards that report this
 	// epoch; when it equals status.readyShards every ready shard routes
 	// keys by the same topology.
 	// +optional
 	ReadyShardsOnEpoch int32 `json:"readyShardsOnEpoch,omitempty"`
+}
+
+// ShardRebalanceProgress is one shard's part of a move of keys.
+type ShardRebalanceProgress struct {
+	// Shard is the ordinal of the shard (the pod <name>-<shard>).
+	Shard int32 `json:"shard"`
+	// Rebalancing is true while the shard still has keys to hand off, or
+	// has not reported the move's epoch yet.
+	// +optional
+	Rebalancing bool `json:"rebalancing"`
+	// ItemsMoved is the number of items the shard has handed off so far.
+	// +optional
+	ItemsMoved int64 `json:"itemsMoved,omitempty"`
+	// BytesMoved is the number of value bytes it has handed off so far.
+	// +optional
+	BytesMoved int64 `json:"bytesMoved,omitempty"`
+	// ItemsRemaining is what its last pass found left to hand off.
+	// +optional
+	ItemsRemaining int64 `json:"itemsRemaining,omitempty"`
+	// BytesRemaining is the value bytes of those items.
+	// +optional
+	BytesRemaining int64 `json:"bytesRemaining,omitempty"`
+	// ItemsReceived is what other shards handed to this one.
+	// +optional
+	ItemsReceived int64 `json:"itemsReceived,omitempty"`
+	// Message says why the shard is not progressing (not ready, not
+	// answering, or the last error of its handoff).
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // MaintenanceStatus reports scheduled maintenance.
@@ -707,6 +771,11 @@ const (
 	// AutoscalingConflict reasons.
 	ReasonHPAPresent = "HorizontalPodAutoscalerPresent"
 	ReasonNoHPA      = "NoHorizontalPodAutoscaler"
+	// ReasonRebalancing (Progressing) while keys move between shards;
+	// ReasonRebalanceBlocked (Degraded) while a shard of the move is not
+	// ready or does not answer, so the move cannot end.
+	ReasonRebalancing      = "Rebalancing"
+	ReasonRebalanceBlocked = "RebalanceBlocked"
 )
 
 // DiskCache is a persistent, disk-backed cache: a StatefulSet of cache
@@ -719,6 +788,7 @@ const (
 // +kubebuilder:subresource:scale:specpath=.spec.shards,statuspath=.status.shards,selectorpath=.status.selector
 // +kubebuilder:printcolumn:name="Shards",type=integer,JSONPath=`.spec.shards`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyShards`
+// +kubebuilder:printcolumn:name="Rebalancing",type=boolean,JSONPath=`.status.topology.rebalancing`,description="Keys are moving between shards after a change of the shard count"
 // +kubebuilder:printcolumn:name="Size Limit",type=string,JSONPath=`.spec.sizeLimit`
 // +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.evictionPolicy`
 // +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.topology.epoch`,priority=1,description="Topology epoch the ready shards report"

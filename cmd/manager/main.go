@@ -111,7 +111,12 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("register maintenance metrics: %w", err)
 	}
+	rebalanceMetrics, err := controllers.NewRebalanceMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		return fmt.Errorf("register rebalance metrics: %w", err)
+	}
 	r := &controllers.DiskCacheReconciler{
+		Metrics:      rebalanceMetrics,
 		Client:       mgr.GetClient(),
 		APIReader:    mgr.GetAPIReader(),
 		Scheme:       mgr.GetScheme(),
