@@ -13,6 +13,9 @@ import logging
 import pickle
 import socket
 import threading
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 from django.core.cache import caches
@@ -558,3 +561,55 @@ def test_location_list_routes_keys_by_jump_hash(start_server):
     c.delete_many(['key%d' % n for n in range(10)])
     assert c.clear() == 50
     assert sum(len(s) for s in shards) == 0
+
+
+def test_token_rotation_costs_no_failed_call(cacheserver_bin, tmp_path):
+    """The operator's rotation as the server and the client see it: the
+    server accepts token.next and token.previous beside its token file; the
+    client, reading TOKEN_FILE, fails no call at any step."""
+    from conftest import CacheServer  # pylint: disable=import-outside-toplevel
+    server_dir = tmp_path / 'server'
+    server_dir.mkdir()
+    client_file = tmp_path / 'client-token'
+
+    def server_files(**files):
+        for name in ('token', 'token.next', 'token.previous'):
+            path = server_dir / name
+            if name.replace('.', '_') in files:
+                path.write_text(files[name.replace('.', '_')])
+            elif path.exists():
+                path.unlink()
+
+    def server_accepts(tok):
+        req = urllib.request.Request(srv.url + '/v1/info', headers={'Authorization': 'Bearer ' + tok})
+        try:
+            with urllib.request.urlopen(req, timeout=5):
+                return True
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+            return False
+
+    def wait(cond):
+        deadline = time.monotonic() + 30
+        while not cond():  # the server reads its files once a second
+            assert time.monotonic() < deadline, 'server did not take its token files'
+            time.sleep(0.05)
+
+    server_files(token='old-token')
+    client_file.write_text('old-token\n')
+    srv = CacheServer(cacheserver_bin, tmp_path / 'data', server_dir / 'token').start()
+    try:
+        c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN_FILE': str(client_file)}})
+        assert c.set('k', 0) is True
+        server_files(token='old-token', token_next='new-token')
+        wait(lambda: server_accepts('new-token'))
+        assert c.set('k', 1) is True
+        client_file.write_text('new-token\n')  # the Secret's token is the new one
+        server_files(token='new-token', token_previous='old-token')
+        assert c.set('k', 2) is True
+        server_files(token='new-token')
+        wait(lambda: not server_accepts('old-token'))
+        assert c.set('k', 3) is True
+        assert c.get('k') == 3
+    finally:
+        srv.stop()
