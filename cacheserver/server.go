@@ -64,6 +64,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Settings: cfg.EngineSettings().Values(),
 		// A cache can lose a damaged database and serve the rest.
 		Quarantine: true,
+		// Request goroutines block on the network between writes: a
+		// lone write waits a moment for others to share its commit.
+		BatchYield: true,
 		// A new named cache gets a fanout database's share of size_limit,
 		// not python-diskcache's 1 GiB.
 		CacheSizeLimit: -1,

@@ -50,6 +50,15 @@ type Options struct {
 	// sync, as python-diskcache, which leaves value files to the page
 	// cache.
 	SyncFile func(*os.File) error
+	// BatchYield makes a write that finds no other write queued yield the
+	// processor (runtime.Gosched) before its transaction, and again while
+	// that brings more writes, so that writes about to be made join its
+	// group commit. It pays where the writers are goroutines that block on
+	// I/O between writes (a server: the cacheserver sets it; one commit
+	// then serves several requests, 25-30% less CPU per small SET). Where
+	// they are CPU-bound the yield waits for their time slices: off by
+	// default.
+	BatchYield bool
 }
 
 // Cache is one cache directory. It is safe for concurrent use.
@@ -62,6 +71,8 @@ type Cache struct {
 	minPages int64                // pages of a database holding one item: see checkKeepable
 	maxBytes int64                // Options.MaxBytes
 	syncFile func(*os.File) error // Options.SyncFile
+	// batchYield is Options.BatchYield.
+	batchYield bool
 
 	slots  chan struct{} // a token per connection that may be in use
 	idleMu sync.Mutex
@@ -112,6 +123,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	}
 	c.maxBytes = opts.MaxBytes
 	c.syncFile = opts.SyncFile
+	c.batchYield = opts.BatchYield
 	maxConns := opts.MaxConns
 	if maxConns <= 0 {
 		maxConns = 2*runtime.GOMAXPROCS(0) + 2

@@ -56,6 +56,9 @@ type FanoutOptions struct {
 	MaxConns int
 	// SyncFile is Options.SyncFile of every database and sub-collection.
 	SyncFile func(*os.File) error
+	// BatchYield is Options.BatchYield of every database and
+	// sub-collection.
+	BatchYield bool
 	// CacheSizeLimit, when positive, is the size_limit a named cache (see
 	// Cache) is created with, instead of python-diskcache's 1 GiB default;
 	// when negative, the size_limit of one fanout database at that time. A
@@ -88,13 +91,14 @@ type FanoutOptions struct {
 // sub-collections (Cache, Deque, Index) stored below dir. It is safe for
 // concurrent use.
 type FanoutCache struct {
-	dir      string
-	dbs      []*Cache
-	timeout  time.Duration
-	now      func() time.Time
-	maxConns int
-	swallow  bool
-	syncFile func(*os.File) error
+	dir        string
+	dbs        []*Cache
+	timeout    time.Duration
+	now        func() time.Time
+	maxConns   int
+	swallow    bool
+	syncFile   func(*os.File) error
+	batchYield bool
 	// cacheSizeLimit is FanoutOptions.CacheSizeLimit.
 	cacheSizeLimit int64
 	// collectionMaxBytes is Options.MaxBytes of every sub-collection
@@ -147,16 +151,17 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 	overrides[settings.NameSizeLimit] = total / int64(n)
 
 	f := &FanoutCache{
-		dir:      dir,
-		dbs:      make([]*Cache, 0, n),
-		timeout:  timeout,
-		now:      now,
-		maxConns: opts.MaxConns,
-		swallow:  opts.SwallowTimeouts,
-		syncFile: opts.SyncFile,
-		caches:   map[string]*Cache{},
-		deques:   map[string]*Deque{},
-		indexes:  map[string]*Index{},
+		dir:        dir,
+		dbs:        make([]*Cache, 0, n),
+		timeout:    timeout,
+		now:        now,
+		maxConns:   opts.MaxConns,
+		swallow:    opts.SwallowTimeouts,
+		syncFile:   opts.SyncFile,
+		batchYield: opts.BatchYield,
+		caches:     map[string]*Cache{},
+		deques:     map[string]*Deque{},
+		indexes:    map[string]*Index{},
 	}
 	f.cacheSizeLimit = opts.CacheSizeLimit
 	for i := 0; i < n; i++ {
@@ -170,7 +175,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 				}
 			}
 		}
-		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile}
+		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield}
 		c, err := Open(ctx, dbDir, copts)
 		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
 			var q Quarantined
@@ -713,7 +718,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	if x, ok := open[name]; ok {
 		return x, nil
 	}
-	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile})
+	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield})
 	if err != nil {
 		return zero, err
 	}

@@ -24,8 +24,14 @@ func (c *Cache) queueLen() int {
 // so they run as one batch, and checks that a failing or panicking writer
 // rolls back only its own changes and files.
 func TestGroupCommitIsolatesFailures(t *testing.T) {
+	for _, yield := range []bool{false, true} {
+		t.Run(fmt.Sprintf("BatchYield=%v", yield), func(t *testing.T) { testGroupCommitIsolatesFailures(t, yield) })
+	}
+}
+
+func testGroupCommitIsolatesFailures(t *testing.T, yield bool) {
 	ctx := context.Background()
-	c, err := Open(ctx, t.TempDir(), Options{Settings: map[settings.Name]any{settings.NameDiskMinFileSize: 16}})
+	c, err := Open(ctx, t.TempDir(), Options{Settings: map[settings.Name]any{settings.NameDiskMinFileSize: 16}, BatchYield: yield})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,5 +115,50 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 	warns, err := c.Check(ctx, false)
 	if err != nil || len(warns) != 0 {
 		t.Fatalf("Check = %v, %v", warns, err)
+	}
+}
+
+// With BatchYield, concurrent writers that each find the writer idle or
+// busy all commit, each exactly once, whichever batch they land in.
+func TestBatchYieldCommitsEveryWrite(t *testing.T) {
+	ctx := context.Background()
+	c, err := Open(ctx, t.TempDir(), Options{BatchYield: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const writers, each = 16, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := c.Set(ctx, kv.IntKey(int64(w*each+i)), kv.Int(int64(i)), kv.SetOptions{}); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := c.Incr(ctx, kv.TextKey("n"), kv.Int(1), kv.Int(0)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n, _, err := c.Get(ctx, kv.TextKey("n"), GetOptions{})
+	if err != nil || !n.Value.Equal(kv.Int(writers*each)) {
+		t.Fatalf("n = %v, %v; want %d", n.Value, err, writers*each)
+	}
+	for k := range writers * each {
+		it, found, err := c.Get(ctx, kv.IntKey(int64(k)), GetOptions{})
+		if err != nil || !found || !it.Value.Equal(kv.Int(int64(k%each))) {
+			t.Fatalf("key %d: %v %v %v", k, it.Value, found, err)
+		}
 	}
 }

@@ -127,7 +127,7 @@ func (c *Cache) waitTurn(job *writeJob) error {
 func (c *Cache) lead(first *writeJob) {
 	batch := []*writeJob{first}
 	c.w.mu.Lock()
-	if len(c.w.queue) == 0 {
+	if c.batchYield && len(c.w.queue) == 0 {
 		// Alone so far: let the goroutines that are about to write (other
 		// requests being parsed) queue up first, so that one transaction
 		// commits them all. A commit costs about as much as several small
