@@ -10,8 +10,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -55,6 +57,20 @@ type rotationOutcome struct {
 // reports it. secret is the auth Secret as reconcileToken read it; topo
 // holds what the ready shards said.
 func (r *DiskCacheReconciler) reconcileRotation(ctx context.Context, dc *cachev1alpha1.DiskCache, secret *corev1.Secret, topo *topologyOutcome) (rotationOutcome, error) {
+	out, err := r.rotationStep(ctx, dc, secret, topo)
+	if apierrors.IsConflict(err) {
+		// The Secret was read from a cache that had not seen our last
+		// write yet: its watch event brings the reconcile back.
+		log.FromContext(ctx).V(1).Info("token Secret changed meanwhile; rotation step retried", "error", err.Error())
+		if dc.Status.Auth != nil {
+			out.status = dc.Status.Auth.DeepCopy()
+		}
+		return rotationOutcome{status: out.status, token: out.token, requeue: time.Second}, nil
+	}
+	return out, err
+}
+
+func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha1.DiskCache, secret *corev1.Secret, topo *topologyOutcome) (rotationOutcome, error) {
 	st := &cachev1alpha1.AuthStatus{}
 	if dc.Status.Auth != nil {
 		st.LastRotationTime, st.LastTrigger = dc.Status.Auth.LastRotationTime, dc.Status.Auth.LastTrigger
