@@ -166,6 +166,10 @@ bench-routing: ## Routing between shards: a forwarded request vs a direct one, 1
 bench-rebalance: ## Changing the shard count: MiB/s moved from one shard to a new one (1 -> 2) per value size and --rebalance-rate, and GET/SET throughput and latency before, during and after the move (see docs/benchmarks.md). Flags: BENCH_REBALANCE_ARGS="-duration 5s -json rebalance.json".
 	$(GO) run ./hack/bench/rebalance $(BENCH_REBALANCE_ARGS)
 
+.PHONY: bench-scrape
+bench-scrape: ## What Prometheus scrapes cost data requests: GET latency with 32 scrapers of /metrics, with and without --metrics-interval (see docs/benchmarks.md).
+	$(GO) run ./hack/bench/scrape $(BENCH_SCRAPE_ARGS)
+
 .PHONY: bench-django
 bench-django: ## Django cache backends (this one, python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1".
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py $(BENCH_DJANGO_ARGS)

@@ -56,7 +56,12 @@ type Config struct {
 	// power loss may leave recent rows naming empty or short files, which
 	// read as misses.
 	FsyncValueFiles bool
-	LogFormat       string
+	// MetricsRequireToken serves /metrics to the data (or admin) token
+	// only; MetricsInterval is the least time between two renderings of
+	// /metrics (scrapes in between wait for the next; 0: no bound).
+	MetricsRequireToken bool
+	MetricsInterval     time.Duration
+	LogFormat           string
 	// syncFile replaces (*os.File).Sync when FsyncValueFiles is on (tests).
 	syncFile func(*os.File) error
 
@@ -103,6 +108,7 @@ func DefaultConfig() Config {
 		BodyTimeout:           30 * time.Second,
 		DiskReserveBytes:      16 << 20,
 		CollectionIdleTimeout: time.Minute,
+		MetricsInterval:       time.Second,
 		RebalanceRate:         64 << 20,
 		LogFormat:             "json",
 		ShardIndex:            -1,
@@ -153,6 +159,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.MetricsInterval < 0 {
+		errs = append(errs, fmt.Errorf("--%s must not be negative", settings.FlagMetricsInterval))
 	}
 	if c.RebalanceRate < 0 {
 		errs = append(errs, fmt.Errorf("--rebalance-rate must be 0 (no cap) or positive, got %d", c.RebalanceRate))
@@ -210,6 +219,8 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&cfg.CollectionIdleTimeout, settings.FlagCollectionIdleTimeout.String(), cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
 	fs.Int64Var(&cfg.CollectionMaxBytes, settings.FlagCollectionMaxBytes.String(), cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")
 	fs.BoolVar(&cfg.FsyncValueFiles, settings.FlagFsyncValueFiles.String(), cfg.FsyncValueFiles, "fsync each new value file before its row commits, so a power loss cannot leave a committed item without its value (python-diskcache does not; costs a disk flush per file-backed write)")
+	fs.BoolVar(&cfg.MetricsRequireToken, settings.FlagMetricsRequireToken.String(), cfg.MetricsRequireToken, "serve /metrics only with the bearer token (the data token, or the admin token)")
+	fs.DurationVar(&cfg.MetricsInterval, settings.FlagMetricsInterval.String(), cfg.MetricsInterval, "least time between two renderings of /metrics: a scrape waits for the first rendering that starts after it arrives, and scrapes waiting together share it (0: no bound)")
 	fs.StringVar(&cfg.LogFormat, settings.FlagLogFormat.String(), cfg.LogFormat, "json or text")
 	fs.IntVar(&cfg.ShardIndex, settings.FlagShardIndex.String(), cfg.ShardIndex, "this server's shard (StatefulSet ordinal); -1 serves alone and routes nothing")
 	fs.StringVar(&cfg.Peers, settings.FlagPeers.String(), cfg.Peers, "base URLs of every shard, in order, comma-separated (the initial topology)")

@@ -2,7 +2,6 @@ package cacheserver
 
 import (
 	"context"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/diskcache-operator/diskcache-operator/engine"
 )
@@ -159,10 +157,6 @@ func (m *metrics) lookup(hit bool) {
 	} else {
 		m.misses.Inc()
 	}
-}
-
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
 }
 
 // cacheCollector reads the cache's state at scrape time.

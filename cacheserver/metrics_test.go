@@ -3,11 +3,13 @@ package cacheserver_test
 import (
 	"bufio"
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
@@ -56,5 +58,38 @@ func TestMetricsPerFanoutDatabase(t *testing.T) {
 	}
 	if len(databases) != 9 || !databases["diskcache_items/2"] || items != 10 {
 		t.Fatalf("series %v with %v items; want 3 metrics × databases 0-2 and 10 items", databases, items)
+	}
+}
+
+// TestMetricsRequireToken: with --metrics-require-token /metrics answers
+// 401 without the data token and serves the metrics with it; without the
+// flag it stays public (Prometheus without credentials).
+func TestMetricsRequireToken(t *testing.T) {
+	scrape := func(srv *testserver.Server, token string) (int, string) {
+		req, _ := http.NewRequest("GET", srv.URL+"/metrics", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	locked := testserver.Start(t, testserver.Options{Args: []string{"--metrics-require-token"}})
+	if code, body := scrape(locked, ""); code != http.StatusUnauthorized || !strings.Contains(body, `"unauthorized"`) {
+		t.Errorf("without a token: %d %s", code, body)
+	}
+	if code, body := scrape(locked, "wrong"); code != http.StatusUnauthorized {
+		t.Errorf("with a wrong token: %d %s", code, body)
+	}
+	if code, body := scrape(locked, locked.Token); code != http.StatusOK || !strings.Contains(body, "diskcache_items{") {
+		t.Errorf("with the token: %d %.200s", code, body)
+	}
+	open := testserver.Start(t, testserver.Options{})
+	if code, body := scrape(open, ""); code != http.StatusOK || !strings.Contains(body, "diskcache_items{") {
+		t.Errorf("public /metrics: %d %.200s", code, body)
 	}
 }

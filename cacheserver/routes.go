@@ -45,7 +45,7 @@ func (s *Server) keyRoutes(prefix string, resolve storeResolver) {
 func (s *Server) routes() {
 	s.publicRoute("GET /healthz", s.handleHealthz)
 	s.publicRoute("GET /readyz", s.handleReadyz)
-	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.mux.Handle("GET /metrics", s.metricsHandler())
 	s.pprofRoutes()
 	s.route("GET /v1/topology", s.handleGetTopology)
 	s.route("PUT /v1/topology", s.handlePutTopology)

@@ -36,6 +36,8 @@ const (
 	FlagCollectionMaxBytes    Flag = "collection-max-bytes"
 	FlagRebalanceRate         Flag = "rebalance-rate"
 	FlagFsyncValueFiles       Flag = "fsync-value-files"
+	FlagMetricsRequireToken   Flag = "metrics-require-token"
+	FlagMetricsInterval       Flag = "metrics-interval"
 )
 
 // ServerFlags are the engine settings the cacheserver takes as flags (and
