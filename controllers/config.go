@@ -39,6 +39,9 @@ func serverConfig(dc *cachev1alpha1.DiskCache) (conf string, restartPart string)
 	if spec.FsyncValueFiles {
 		line(&r, settings.FlagFsyncValueFiles, true)
 	}
+	if spec.Monitoring.RequireToken {
+		line(&r, settings.FlagMetricsRequireToken, true)
+	}
 	if spec.MaxKeyBytes != nil {
 		line(&r, settings.FlagMaxKeyBytes, spec.MaxKeyBytes.Value())
 	}

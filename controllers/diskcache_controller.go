@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,6 +65,12 @@ type DiskCacheReconciler struct {
 	Maintenance *maintenance.Scheduler
 	// Metrics count the moves of keys between shards; nil records none.
 	Metrics *RebalanceMetrics
+	// OperatorNamespace and OperatorPodLabels identify the operator's pods
+	// in the NetworkPolicies it writes (spec.networkPolicy); an empty
+	// namespace leaves the operator out (it then runs outside the
+	// cluster), nil labels mean DefaultOperatorPodLabels.
+	OperatorNamespace string
+	OperatorPodLabels map[string]string
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client
@@ -270,6 +277,15 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		return nil, nil, nil, err
 	}
 
+	if err := r.reconcileNetworkPolicy(ctx, dc); err != nil {
+		return nil, nil, nil, err
+	}
+	if p, err := r.reconcileServiceMonitor(ctx, dc); err != nil {
+		return nil, nil, nil, err
+	} else if p != nil {
+		problems = append(problems, *p)
+	}
+
 	problems = append(problems, r.resizeClaims(ctx, dc)...)
 
 	var settingsErr error
@@ -449,6 +465,7 @@ func (r *DiskCacheReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.Secret{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToDiskCache)).
 		Named("diskcache").
 		Complete(r)

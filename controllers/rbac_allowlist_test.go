@@ -45,6 +45,11 @@ var operatorClusterPermissions = []permission{
 	{"", "persistentvolumeclaims", []string{"get", "list", "patch", "watch"}},
 	{"", "events", []string{"create", "patch"}},
 	{"events.k8s.io", "events", []string{"create", "patch"}},
+	// Opt-in children (spec.networkPolicy, spec.monitoring.serviceMonitor),
+	// deleted when turned off. ServiceMonitors are read directly, never
+	// watched (their API may not exist).
+	{"networking.k8s.io", "networkpolicies", []string{"create", "delete", "get", "list", "patch", "watch"}},
+	{"monitoring.coreos.com", "servicemonitors", []string{"create", "delete", "get", "patch"}},
 }
 
 // operatorLeaderElectionPermissions is what the leader election Role

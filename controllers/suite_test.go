@@ -53,6 +53,8 @@ var (
 	envMissing string
 	testImage  = "registry.example/diskcache:test"
 
+	testOperatorNamespace = "diskcache-system"
+
 	// podAddrs maps "namespace/pod" to the URL of a cacheserver process
 	// standing in for that pod; other pods resolve to a closed port.
 	podAddrs sync.Map
@@ -176,6 +178,8 @@ func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenanc
 		ShardURL:        testShardURL,
 		SettingsTimeout: 5 * time.Second,
 		Maintenance:     maint,
+		// As if the operator ran in the pods of config/manager.
+		OperatorNamespace: testOperatorNamespace,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, nil, err

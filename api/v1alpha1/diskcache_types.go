@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -183,6 +184,17 @@ type DiskCacheSpec struct {
 	// TLS serves HTTPS with the certificate of a kubernetes.io/tls Secret.
 	// +optional
 	TLS *TLSSpec `json:"tls,omitempty"`
+
+	// Monitoring configures /metrics and an optional prometheus-operator
+	// ServiceMonitor.
+	// +optional
+	Monitoring MonitoringSpec `json:"monitoring,omitempty"`
+
+	// NetworkPolicy, when enabled, makes the operator keep a NetworkPolicy
+	// that lets only the selected clients, the operator and the cache's own
+	// shards reach the cache pods.
+	// +optional
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
 
 	// Resources of the cacheserver container.
 	// +optional
@@ -490,6 +502,62 @@ type AuthStatus struct {
 	LastTrigger string `json:"lastTrigger,omitempty"`
 }
 
+// MonitoringSpec configures how Prometheus reads the shards' metrics.
+type MonitoringSpec struct {
+	// RequireToken makes /metrics answer only requests with the cache's
+	// bearer token (--metrics-require-token); the ServiceMonitor then
+	// sends it from the token Secret. Off, /metrics is public, as the
+	// health probes are.
+	// +optional
+	RequireToken bool `json:"requireToken,omitempty"`
+
+	// ServiceMonitor makes the operator create a prometheus-operator
+	// ServiceMonitor (monitoring.coreos.com/v1) for the client Service,
+	// when that API exists in the cluster.
+	// +optional
+	ServiceMonitor ServiceMonitorSpec `json:"serviceMonitor,omitempty"`
+}
+
+// ServiceMonitorSpec is the ServiceMonitor the operator creates.
+type ServiceMonitorSpec struct {
+	// Enabled creates the ServiceMonitor <name>; without the
+	// ServiceMonitor API in the cluster the DiskCache gets a Warning
+	// event instead, and the ServiceMonitor appears once the API does.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// Interval between scrapes of each shard; empty means Prometheus'
+	// default. The servers render their metrics at most once a second
+	// however often they are scraped.
+	// +kubebuilder:validation:Pattern=`^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$`
+	// +optional
+	Interval string `json:"interval,omitempty"`
+
+	// Labels are added to the ServiceMonitor, for the serviceMonitorSelector
+	// of the Prometheus that should pick it up.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// NetworkPolicySpec is the NetworkPolicy the operator keeps for the cache
+// pods.
+type NetworkPolicySpec struct {
+	// Enabled keeps a NetworkPolicy <name> that admits to the cache pods'
+	// port only the clients below, the operator's pods and the cache's
+	// own pods (which forward requests and move data to each other).
+	// It takes effect only where the cluster's network plugin enforces
+	// NetworkPolicy.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// Clients are the peers that may reach the cache, as in a
+	// NetworkPolicy rule's from: a podSelector alone selects pods of the
+	// DiskCache's namespace; with a namespaceSelector, of the selected
+	// namespaces. Empty admits no one but the operator and the shards.
+	// +optional
+	Clients []networkingv1.NetworkPolicyPeer `json:"clients,omitempty"`
+}
+
 // TLSSpec turns on HTTPS.
 type TLSSpec struct {
 	// SecretName names a kubernetes.io/tls Secret (tls.crt, tls.key and
@@ -762,6 +830,10 @@ const (
 	// ReasonDatabaseQuarantined: a shard found a fanout database damaged at
 	// start, moved it aside and started it empty.
 	ReasonDatabaseQuarantined = "DatabaseQuarantined"
+	// ReasonServiceMonitorUnavailable: spec.monitoring.serviceMonitor is
+	// enabled but the ServiceMonitor cannot be kept (no such API, or a
+	// ServiceMonitor of that name the operator does not own).
+	ReasonServiceMonitorUnavailable = "ServiceMonitorUnavailable"
 	// TopologyAnnounced reasons; TopologyNotAnnounced is also a Degraded
 	// reason (a ready shard could not be told the topology).
 	ReasonTopologyAnnounced    = "Announced"

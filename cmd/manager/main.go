@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -56,6 +57,8 @@ func run() error {
 		showVersion            bool
 		maintParallelism       int
 		maintShardTimeout      time.Duration
+		operatorNamespace      string
+		operatorPodLabels      string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -65,6 +68,8 @@ func run() error {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to reconcile DiskCaches in (default: all)")
 	flag.StringVar(&clusterDomain, "cluster-domain", controllers.DefaultClusterDomain, "DNS domain of the cluster, in the shard URLs the operator announces to the cache servers")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
+	flag.StringVar(&operatorNamespace, "operator-namespace", podNamespace(), "namespace of the operator's pods, admitted by the NetworkPolicies of spec.networkPolicy (default: the pod's namespace; empty outside a cluster)")
+	flag.StringVar(&operatorPodLabels, "operator-pod-labels", labels.FormatLabels(controllers.DefaultOperatorPodLabels), "labels of the operator's pods, admitted by the NetworkPolicies of spec.networkPolicy")
 	flag.IntVar(&maintParallelism, "maintenance-parallelism", maintenance.DefaultParallelism, "shards of one DiskCache a maintenance run works on at once")
 	flag.DurationVar(&maintShardTimeout, "maintenance-shard-timeout", maintenance.DefaultShardTimeout, "bound on a maintenance run's calls to one shard")
 	opts := zap.Options{}
@@ -128,6 +133,10 @@ func run() error {
 		},
 	}
 	r.ClusterDomain = clusterDomain
+	r.OperatorNamespace = operatorNamespace
+	if r.OperatorPodLabels, err = labels.ConvertSelectorToLabelsMap(operatorPodLabels); err != nil {
+		return fmt.Errorf("--operator-pod-labels: %w", err)
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
@@ -139,4 +148,14 @@ func run() error {
 	}
 	log.Info("starting manager", "version", version, "cacheserverImage", image, "leaderElection", leaderElect)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// podNamespace is the namespace of the pod the operator runs in, from its
+// service account; empty outside a cluster.
+func podNamespace() string {
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
