@@ -866,6 +866,7 @@ const (
 // +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.topology.epoch`,priority=1,description="Topology epoch the ready shards report"
 // +kubebuilder:printcolumn:name="Routed Shards",type=integer,JSONPath=`.status.topology.shards`,priority=1,description="Shards in that topology"
 // +kubebuilder:printcolumn:name="Announced",type=string,JSONPath=`.status.conditions[?(@.type=="TopologyAnnounced")].status`,priority=1,description="Every ready shard has the announced topology"
+// +kubebuilder:printcolumn:name="Token Rotation",type=string,JSONPath=`.status.auth.rotation`,priority=1,description="Phase of a token rotation under way (Propagating, Retiring)"
 // +kubebuilder:printcolumn:name="Last Maintenance",type=date,JSONPath=`.status.maintenance.lastSuccessfulTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DiskCache struct {
