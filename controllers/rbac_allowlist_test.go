@@ -33,6 +33,10 @@ var operatorClusterPermissions = []permission{
 	{"cache.diskcache.dev", "diskcaches", []string{"get", "list", "watch"}},
 	{"cache.diskcache.dev", "diskcaches/status", []string{"get", "patch", "update"}},
 	{"cache.diskcache.dev", "diskcaches/finalizers", []string{"update"}},
+	// The autoscaler changes spec.shards only through the scale
+	// subresource, and stands aside when an HPA targets the DiskCache.
+	{"cache.diskcache.dev", "diskcaches/scale", []string{"get", "update"}},
+	{"autoscaling", "horizontalpodautoscalers", []string{"list", "watch"}},
 	{"apps", "statefulsets", []string{"create", "get", "list", "patch", "watch"}},
 	{"", "services", []string{"create", "get", "list", "patch", "watch"}},
 	{"", "configmaps", []string{"create", "get", "list", "patch", "watch"}},

@@ -92,10 +92,9 @@ func (a *AutoscalingSpec) Default() {
 	if a.MinShards == 0 {
 		a.MinShards = DefaultMinShards
 	}
-	t := &a.Targets
-	if t.Fill == nil && t.RequestRate == nil && t.EvictionRate == nil {
+	if a.Targets == nil {
 		q := resource.MustParse(DefaultFillTarget)
-		t.Fill = &q
+		a.Targets = &AutoscalingTargets{Fill: &q}
 	}
 	if a.PollInterval == nil {
 		a.PollInterval = &metav1.Duration{Duration: DefaultPollInterval}

@@ -275,7 +275,7 @@ type AutoscalingSpec struct {
 	// shards; the one asking for the most shards wins.
 	// +kubebuilder:default={fill: "0.8"}
 	// +optional
-	Targets AutoscalingTargets `json:"targets,omitempty"`
+	Targets *AutoscalingTargets `json:"targets,omitempty"`
 
 	// Behavior holds the shard count steady.
 	// +kubebuilder:default={}

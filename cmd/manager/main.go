@@ -140,6 +140,15 @@ func run() error {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
+	// The built-in autoscaler (spec.autoscaling), beside the reconciler.
+	if err := mgr.Add(&controllers.Autoscaler{
+		Client:     mgr.GetClient(),
+		APIReader:  mgr.GetAPIReader(),
+		Recorder:   mgr.GetEventRecorder(controllers.ManagerName),
+		Reconciler: r,
+	}); err != nil {
+		return fmt.Errorf("set up autoscaler: %w", err)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}

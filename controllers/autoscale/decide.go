@@ -13,6 +13,7 @@ package autoscale
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -97,7 +98,7 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 	if rebalancing {
 		return keep("a rebalance is running; no decision until it ends")
 	}
-	if !lastRebalanceEnd.IsZero() && obs.At.Sub(lastRebalanceEnd) < spec.Behavior.Cooldown {
+	if spec.Behavior.Cooldown > 0 && !lastRebalanceEnd.IsZero() && obs.At.Sub(lastRebalanceEnd) < spec.Behavior.Cooldown {
 		return keep(fmt.Sprintf("cooldown: the last rebalance ended %s ago (cooldown %s)",
 			obs.At.Sub(lastRebalanceEnd).Round(time.Second), spec.Behavior.Cooldown))
 	}
@@ -121,7 +122,7 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 		if ratio := o / t.Value; math.Abs(ratio-1) > Tolerance {
 			want = int32(math.Ceil(float64(cur) * ratio))
 		}
-		why = append(why, fmt.Sprintf("%s %.3g per shard (target %.3g) → %d", t.Name, o, t.Value, want))
+		why = append(why, fmt.Sprintf("%s %s per shard (target %s) → %d", t.Name, Format(o), Format(t.Value), want))
 		if !seen || want > raw {
 			raw = want
 		}
@@ -138,6 +139,9 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 		why = append(why, fmt.Sprintf("no figure for %s: not below %d", strings.Join(missing, ", "), cur))
 	}
 	rec := clamp(raw, spec.MinShards, spec.MaxShards)
+	if rec != raw {
+		why = append(why, fmt.Sprintf("%d kept within [%d, %d]", raw, spec.MinShards, spec.MaxShards))
+	}
 
 	// Stabilization: remember this recommendation and hold the count
 	// unless the window agrees.
@@ -184,6 +188,13 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 		reason += fmt.Sprintf("; %d limited to %d by the step or window", rec, desired)
 	}
 	return Decision{Desired: desired, Change: desired != cur, Reason: reason}
+}
+
+// Format writes a figure with at most three decimals: 0.811, 1500, 2.5.
+func Format(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 3, 64)
+	s = strings.TrimRight(s, "0")
+	return strings.TrimSuffix(s, ".")
 }
 
 func clamp(n, lo, hi int32) int32 {

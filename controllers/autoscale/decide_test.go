@@ -197,24 +197,36 @@ func TestAveragesOverShards(t *testing.T) {
 	}
 	avg, why := Averages(prev, cur, 2)
 	// Fill (0.5 + 0.9) / 2; requests (20/s + 60/s) / 2; evictions (1/s + 0) / 2.
-	if math.Abs(avg[Fill]-0.7) > 1e-9 || avg[RequestRate] != 40 || avg[EvictionRate] != 0.5 || why != "" {
+	if math.Abs(avg[Fill]-0.7) > 1e-9 || avg[RequestRate] != 40 || avg[EvictionRate] != 0.5 || len(why) != 0 {
 		t.Fatalf("%v %q", avg, why)
 	}
 	// Shard 1 restarted: its counters start again, no rate this time.
 	cur[1] = Reading{At: at(10 * time.Second), Started: "c", Served: 5000, Evicted: 60, DiskBytes: 90, SizeLimit: 100}
 	avg, why = Averages(prev, cur, 2)
-	if _, ok := avg[RequestRate]; ok || math.Abs(avg[Fill]-0.7) > 1e-9 || !strings.Contains(why, "no rates from shards 1") {
+	if _, ok := avg[RequestRate]; ok || math.Abs(avg[Fill]-0.7) > 1e-9 || !strings.Contains(why[RequestRate], "from shards 1") || why[Fill] != "" {
 		t.Fatalf("after a restart: %v %q", avg, why)
 	}
 	// A shard that did not answer: no average at all, not one over the others.
 	delete(cur, 1)
 	avg, why = Averages(prev, cur, 2)
-	if len(avg) != 0 || !strings.Contains(why, "no fill from shards 1") {
+	if len(avg) != 0 || why[Fill] != "no figures from shards 1" {
 		t.Fatalf("a shard missing: %v %q", avg, why)
 	}
 	// The first reading has no rates yet.
 	avg, _ = Averages(nil, prev, 2)
 	if _, ok := avg[RequestRate]; ok || math.Abs(avg[Fill]-0.6) > 1e-9 {
 		t.Fatalf("first reading: %v", avg)
+	}
+}
+
+func TestReasonSaysWhy(t *testing.T) {
+	s := spec()
+	s.MinShards, s.MaxShards = 2, 3
+	s.Behavior = Behavior{}
+	var st State
+	d := Decide(s, Observation{At: t0, Current: 2, Average: map[string]float64{Fill: 1.6, RequestRate: 900}}, &st, false, time.Time{})
+	want := "fill 1.6 per shard (target 0.8) → 4; requestRate 900 per shard (target 1000) → 2; 4 kept within [2, 3]"
+	if d.Desired != 3 || d.Reason != want {
+		t.Fatalf("%+v\nwant reason %q", d, want)
 	}
 }

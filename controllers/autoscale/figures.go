@@ -2,7 +2,6 @@ package autoscale
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 )
@@ -23,9 +22,13 @@ type Reading struct {
 // targets: fill from the current readings, rates from the change since the
 // previous reading of the same process. A figure is left out unless every
 // one of the shards 0..shards-1 gives it (an average over part of the
-// shards would be the figure of another cache); why says what is missing.
-func Averages(prev, cur map[int]Reading, shards int) (avg map[string]float64, why string) {
-	avg = map[string]float64{}
+// shards would be the figure of another cache); missing says, per figure
+// left out, why.
+func Averages(prev, cur map[int]Reading, shards int) (avg map[string]float64, missing map[string]string) {
+	avg, missing = map[string]float64{}, map[string]string{}
+	if shards <= 0 {
+		return avg, missing
+	}
 	var fill, served, evicted float64
 	var noFill, noRate []string
 	for i := range shards {
@@ -49,22 +52,18 @@ func Averages(prev, cur map[int]Reading, shards int) (avg map[string]float64, wh
 		served += float64(c.Served-p.Served) / dt
 		evicted += float64(c.Evicted-p.Evicted) / dt
 	}
-	if shards <= 0 {
-		return avg, "no shards"
-	}
 	n := float64(shards)
-	var notes []string
 	if len(noFill) == 0 {
 		avg[Fill] = fill / n
 	} else {
-		notes = append(notes, "no fill from shards "+strings.Join(noFill, ","))
+		missing[Fill] = "no figures from shards " + strings.Join(noFill, ",")
 	}
 	if len(noRate) == 0 {
 		avg[RequestRate] = served / n
 		avg[EvictionRate] = evicted / n
 	} else {
-		notes = append(notes, "no rates from shards "+strings.Join(noRate, ",")+" (a rate needs two readings of one server process)")
+		why := "no two readings of one server process from shards " + strings.Join(noRate, ",")
+		missing[RequestRate], missing[EvictionRate] = why, why
 	}
-	sort.Strings(notes)
-	return avg, strings.Join(notes, "; ")
+	return avg, missing
 }
