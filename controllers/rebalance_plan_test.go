@@ -19,7 +19,9 @@ func TestPlanTopology(t *testing.T) {
 		return out
 	}
 	layout := func(epoch int64, n int) topology.Layout { return topology.Layout{Epoch: epoch, Shards: urls(n)} }
-	settled := func(epoch int64, n int) *topology.Announcement { return &topology.Announcement{Layout: layout(epoch, n)} }
+	settled := func(epoch int64, n int) *topology.Announcement {
+		return &topology.Announcement{Layout: layout(epoch, n)}
+	}
 	moving := func(epoch int64, n, from int) *topology.Announcement {
 		p := layout(epoch-1, from)
 		return &topology.Announcement{Layout: layout(epoch, n), Previous: &p}

@@ -34,13 +34,14 @@ type shardSet struct {
 	ns, name, token, adminFile string
 	srv                        map[int]*testserver.Server
 	pods                       map[int]*corev1.Pod
+	ready                      map[int]bool
 }
 
 func newShardSet(t *testing.T, ns, name string) *shardSet {
 	t.Helper()
 	s := &shardSet{t: t, ns: ns, name: name, token: waitToken(t, ns, name),
 		adminFile: filepath.Join(t.TempDir(), "admin-token"),
-		srv:       map[int]*testserver.Server{}, pods: map[int]*corev1.Pod{}}
+		srv:       map[int]*testserver.Server{}, pods: map[int]*corev1.Pod{}, ready: map[int]bool{}}
 	if err := os.WriteFile(s.adminFile, []byte(waitAdminToken(t, ns, name)), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +69,8 @@ func (s *shardSet) start(i int) {
 	} else {
 		s.pods[i] = createPod(s.t, s.ns, s.name, pod, true)
 	}
+	s.ready[i] = true
+	s.syncSTS()
 }
 
 // stop kills shard i and makes its pod not ready: a pod that is down.
@@ -75,6 +78,8 @@ func (s *shardSet) stop(i int) {
 	s.t.Helper()
 	s.srv[i].Kill()
 	setPodReady(s.t, s.pods[i], false)
+	s.ready[i] = false
+	s.syncSTS()
 }
 
 // remove kills shard i and deletes its pod, as the StatefulSet controller
@@ -86,6 +91,24 @@ func (s *shardSet) remove(i int) {
 		s.t.Fatal(err)
 	}
 	delete(s.pods, i)
+	delete(s.ready, i)
+	s.syncSTS()
+}
+
+// syncSTS sets the StatefulSet's status from the pods, as its controller
+// would.
+func (s *shardSet) syncSTS() {
+	s.t.Helper()
+	n, ready := int32(len(s.pods)), int32(0)
+	for _, r := range s.ready {
+		if r {
+			ready++
+		}
+	}
+	setSTSStatus(s.t, s.ns, s.name, func(sts *appsv1.StatefulSet) {
+		sts.Status = appsv1.StatefulSetStatus{ObservedGeneration: sts.Generation, Replicas: n, ReadyReplicas: ready, AvailableReplicas: ready,
+			UpdatedReplicas: n, CurrentReplicas: n, CurrentRevision: "r1", UpdateRevision: "r1"}
+	})
 }
 
 func (s *shardSet) client(i int) *cacheclient.Client {
@@ -241,7 +264,10 @@ func TestRebalanceGrowThenShrink(t *testing.T) {
 	// (The reconcile that grows the StatefulSet has written the
 	// announcement before.)
 	eventually(t, "grown, waiting for the new shard", func() error {
-		return want(replicas(t, ns, "mv") == 3, "replicas %d", replicas(t, ns, "mv"))
+		dc := get(t, ns, "mv", &cachev1alpha1.DiskCache{})
+		return errors.Join(
+			want(replicas(t, ns, "mv") == 3, "replicas %d", replicas(t, ns, "mv")),
+			conditionIs(dc, cachev1alpha1.ConditionProgressing, metav1.ConditionTrue, cachev1alpha1.ReasonScaling))
 	})
 	if a := announcement(t, ns, "mv"); a.Epoch != e || len(a.Shards) != 2 || a.Previous != nil {
 		t.Fatalf("announced %+v before the new shard was ready", a)
@@ -302,12 +328,14 @@ func TestRebalanceGrowThenShrink(t *testing.T) {
 	set.remove(2)
 	set.waitEpoch(e+4, 1)
 	set.checkKeys(keys, 1)
-	eventually(t, "not degraded, not rebalancing", func() error {
+	eventually(t, "available, up to date, not degraded, not rebalancing", func() error {
 		dc := get(t, ns, "mv", &cachev1alpha1.DiskCache{})
-		if ts := dc.Status.Topology; ts == nil || ts.Rebalancing || ts.Progress != nil {
+		if ts := dc.Status.Topology; ts == nil || ts.Rebalancing || ts.Progress != nil || ts.Shards != 1 {
 			return fmt.Errorf("status.topology %+v", ts)
 		}
-		return conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionFalse, "")
+		return errors.Join(conditionIs(dc, cachev1alpha1.ConditionAvailable, metav1.ConditionTrue, ""),
+			conditionIs(dc, cachev1alpha1.ConditionProgressing, metav1.ConditionFalse, cachev1alpha1.ReasonUpToDate),
+			conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionFalse, ""))
 	})
 	m := reconciler.Metrics
 	if s, f := testutil.ToFloat64(m.startedTotal.WithLabelValues(ns, "mv")), testutil.ToFloat64(m.finishedTotal.WithLabelValues(ns, "mv")); s != 2 || f != 2 {

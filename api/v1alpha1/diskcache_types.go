@@ -860,9 +860,9 @@ const (
 // +kubebuilder:subresource:scale:specpath=.spec.shards,statuspath=.status.shards,selectorpath=.status.selector
 // +kubebuilder:printcolumn:name="Shards",type=integer,JSONPath=`.spec.shards`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyShards`
-// +kubebuilder:printcolumn:name="Rebalancing",type=boolean,JSONPath=`.status.topology.rebalancing`,description="Keys are moving between shards after a change of the shard count"
 // +kubebuilder:printcolumn:name="Size Limit",type=string,JSONPath=`.spec.sizeLimit`
 // +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.evictionPolicy`
+// +kubebuilder:printcolumn:name="Rebalancing",type=boolean,JSONPath=`.status.topology.rebalancing`,description="Keys are moving between shards after a change of the shard count"
 // +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.topology.epoch`,priority=1,description="Topology epoch the ready shards report"
 // +kubebuilder:printcolumn:name="Routed Shards",type=integer,JSONPath=`.status.topology.shards`,priority=1,description="Shards in that topology"
 // +kubebuilder:printcolumn:name="Announced",type=string,JSONPath=`.status.conditions[?(@.type=="TopologyAnnounced")].status`,priority=1,description="Every ready shard has the announced topology"
