@@ -43,7 +43,17 @@ type writer struct {
 	mu    sync.Mutex
 	busy  bool
 	queue []*writeJob
+	// With Options.BatchYield: whether the last yield brought writes into
+	// its batch (or the last batch found writes queued without one), and
+	// lone writes since, for retrying now and then after a yield that
+	// brought none.
+	yieldPaid bool
+	lone      int
 }
+
+// yieldRetry is how often a lone write yields when the last yield brought
+// nothing: writes that come one at a time then seldom pay for a yield.
+const yieldRetry = 8
 
 // maxBatch bounds the writes committed together.
 const maxBatch = 64
@@ -127,23 +137,33 @@ func (c *Cache) waitTurn(job *writeJob) error {
 func (c *Cache) lead(first *writeJob) {
 	batch := []*writeJob{first}
 	c.w.mu.Lock()
+	if c.batchYield && len(c.w.queue) > 0 {
+		c.w.yieldPaid = true // writes come together: keep yielding when alone
+	}
 	if c.batchYield && len(c.w.queue) == 0 {
-		// Alone so far: let the goroutines that are about to write (other
-		// requests being parsed) queue up first, so that one transaction
-		// commits them all. A commit costs about as much as several small
-		// writes; with nothing else runnable this returns at once. While
-		// yielding brings more writes, yield again (a few times at most).
-		c.w.mu.Unlock()
-		runtime.Gosched()
-		c.w.mu.Lock()
-		for i := 0; i < 3 && len(c.w.queue) > 0 && len(c.w.queue) < maxBatch-1; i++ {
-			n := len(c.w.queue)
+		c.w.lone++
+		if c.w.yieldPaid || c.w.lone%yieldRetry == 0 {
+			// Alone so far: let the goroutines that are about to write
+			// (other requests being parsed) queue up first, so that one
+			// transaction commits them all. A commit costs about as much
+			// as several small writes; with nothing else runnable this
+			// returns at once, otherwise it waits for the others' turns, so
+			// after a yield that brought nothing the next lone writes skip
+			// it (but one in yieldRetry). While yielding brings more
+			// writes, yield again (a few times at most).
 			c.w.mu.Unlock()
 			runtime.Gosched()
 			c.w.mu.Lock()
-			if len(c.w.queue) == n {
-				break
+			for i := 0; i < 3 && len(c.w.queue) > 0 && len(c.w.queue) < maxBatch-1; i++ {
+				n := len(c.w.queue)
+				c.w.mu.Unlock()
+				runtime.Gosched()
+				c.w.mu.Lock()
+				if len(c.w.queue) == n {
+					break
+				}
 			}
+			c.w.yieldPaid = len(c.w.queue) > 0
 		}
 	}
 	n := min(len(c.w.queue), maxBatch-1)
