@@ -11,7 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -279,6 +281,11 @@ func TestRebalanceGrowThenShrink(t *testing.T) {
 		return errors.Join(hasEvent(t, ns, "mv", "RebalanceStarted", "from 2 to 3 shards"),
 			hasEvent(t, ns, "mv", "RebalanceFinished", "2 to 3 shards"))
 	})
+	for _, e := range eventsFor(t, ns, "mv") {
+		if e.Reason == "RebalanceFinished" && strings.Contains(e.Note, "(0 items") {
+			t.Errorf("the end of a move that moved keys reports none: %s", e.Note)
+		}
+	}
 
 	// Shrink 3 → 1 with shard 2 down: the move is announced to the shards,
 	// and the StatefulSet keeps all three while shard 2 cannot hand off.
@@ -340,6 +347,13 @@ func TestRebalanceGrowThenShrink(t *testing.T) {
 	m := reconciler.Metrics
 	if s, f := testutil.ToFloat64(m.startedTotal.WithLabelValues(ns, "mv")), testutil.ToFloat64(m.finishedTotal.WithLabelValues(ns, "mv")); s != 2 || f != 2 {
 		t.Errorf("metrics: %v moves started, %v finished; want 2 and 2", s, f)
+	}
+	var d dto.Metric
+	if err := m.duration.WithLabelValues(ns, "mv").(prometheus.Histogram).Write(&d); err != nil || d.GetHistogram().GetSampleCount() != 2 {
+		t.Errorf("metrics: %d move durations observed (%v), want 2", d.GetHistogram().GetSampleCount(), err)
+	}
+	if testutil.ToFloat64(m.rebalancing.WithLabelValues(ns, "mv")) != 0 {
+		t.Errorf("metrics: %s is not 0 after the moves", MetricRebalancing)
 	}
 }
 
