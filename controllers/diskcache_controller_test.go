@@ -480,7 +480,10 @@ func TestSpecChangesReachTheRightChild(t *testing.T) {
 	if ct := container(sts); ct.ReadinessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS || ct.LivenessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS {
 		t.Errorf("probes not HTTPS with TLS on")
 	}
-	if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "web-tls" }) {
+	if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.Name == TLSVolume && v.Projected != nil && len(v.Projected.Sources) > 0 &&
+			v.Projected.Sources[0].Secret != nil && v.Projected.Sources[0].Secret.Name == "web-tls"
+	}) {
 		t.Errorf("TLS Secret not mounted")
 	}
 	eventually(t, "https endpoint", func() error {
