@@ -387,11 +387,11 @@ func runManager(t *testing.T, ns, label string) (stop func()) {
 	return stop
 }
 
-// TestRebalanceResumesAfterOperatorRestart stops the operator in the
-// middle of a move (2 → 1, blocked by shard 1 being down), changes
-// spec.shards to 3 meanwhile and brings shard 1 back: a new operator, with
-// no memory of the first, ends the running move first, then starts the
-// next one, and converges to 3 shards with every key in place.
+// TestRebalanceResumesAfterOperatorRestart changes spec.shards to 3 in the
+// middle of a move (2 → 1, blocked by shard 1 being down), stops the
+// operator and brings shard 1 back: a new operator, with no memory of the
+// first, ends the running move first, then starts the next one, and
+// converges to 3 shards with every key in place.
 func TestRebalanceResumesAfterOperatorRestart(t *testing.T) {
 	needEnv(t)
 	ns := newNamespace(t)
@@ -413,14 +413,20 @@ func TestRebalanceResumesAfterOperatorRestart(t *testing.T) {
 		dc := get(t, ns, "rs", &cachev1alpha1.DiskCache{})
 		return conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, cachev1alpha1.ReasonRebalanceBlocked)
 	})
+	updateDiskCache(t, ns, "rs", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 3 })
+	eventually(t, "the next change waits", func() error {
+		dc := get(t, ns, "rs", &cachev1alpha1.DiskCache{})
+		c := findCondition(dc, cachev1alpha1.ConditionProgressing)
+		return want(c != nil && c.Reason == cachev1alpha1.ReasonRebalancing && strings.Contains(c.Message, "spec.shards 3 comes next"),
+			"Progressing %+v", c)
+	})
 	stop()
 	if a := announcement(t, ns, "rs"); a.Epoch != e+1 || len(a.Shards) != 1 || a.Previous == nil {
 		t.Fatalf("announced %+v, want epoch %d moving from 2 shards to 1", a, e+1)
 	}
 
-	// While no operator runs: another change of the shard count, and
-	// shard 1 comes back (it missed the announcement).
-	updateDiskCache(t, ns, "rs", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 3 })
+	// While no operator runs, shard 1 comes back (it missed the
+	// announcement).
 	set.start(1)
 	runManager(t, ns, label)
 

@@ -60,6 +60,9 @@ func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStat
 		case a.Previous != nil:
 			progressing, reason = true, cachev1alpha1.ReasonRebalancing
 			msg = rebalanceMessage(a, topo.progress)
+			if len(a.Shards) != int(shards) {
+				msg += fmt.Sprintf("; spec.shards %d comes next, once this move has ended", shards)
+			}
 		case !progressing && len(a.Shards) != int(shards):
 			progressing, reason = true, cachev1alpha1.ReasonScaling
 			msg = fmt.Sprintf("scaling from %d to %d shards: the keys move once the new shards are ready and every shard has topology epoch %d",
