@@ -301,3 +301,46 @@ func TestAutoscalerStandsAsideForAnHPA(t *testing.T) {
 		return want(findCondition(dc, cachev1alpha1.ConditionAutoscalingConflict) == nil, "conditions %+v", dc.Status.Conditions)
 	})
 }
+
+// TestAutoscalerFollowsRequestRate: requests per second per shard, from
+// the servers' counters over the poll interval (of the operator's clock),
+// grow the cache; the first reading has no rate yet and changes nothing.
+func TestAutoscalerFollowsRequestRate(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	const name, poll = "rate", 10 * time.Second
+	rig := startAutoscaler(t, ns, name, "autoscaler-rate", poll)
+	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-rate"}
+		dc.Spec.Shards = 1
+		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
+			Enabled: true, MinShards: 1, MaxShards: 4,
+			Targets:      &cachev1alpha1.AutoscalingTargets{RequestRate: ptrTo(resource.MustParse("5"))},
+			Behavior:     cachev1alpha1.AutoscalingBehavior{Cooldown: &metav1.Duration{}},
+			PollInterval: &metav1.Duration{Duration: poll},
+		}
+	})
+	tok := waitToken(t, ns, name)
+	servers := startShards(t, ns, name, 1, tok)
+	rig.settle(1)
+
+	dc := rig.poll()
+	if a := dc.Status.Autoscaling; dc.Spec.Shards != 1 || a.RequestRate != "" || !strings.Contains(a.Decision, "no figures for any target") {
+		t.Fatalf("first reading: shards %d, status.autoscaling %+v", dc.Spec.Shards, a)
+	}
+	// 200 requests in the next 10 s of the clock: 20/s on one shard,
+	// ceil(1 × 20 / 5) = 4 shards.
+	c := shardClient(t, servers[0].URL, tok).Cache("")
+	for i := range 200 {
+		if _, _, err := c.Get(bg, kv.TextKey(fmt.Sprint("k", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dc = rig.poll()
+	a := dc.Status.Autoscaling
+	// The operator's own settings reads add a few requests.
+	if rate, err := strconv.ParseFloat(a.RequestRate, 64); dc.Spec.Shards != 4 || err != nil || rate < 20 || rate >= 22 {
+		t.Fatalf("after 200 requests in 10s: shards %d, status.autoscaling %+v", dc.Spec.Shards, a)
+	}
+	eventually(t, "ScaledUp event", func() error { return findEventNote(t, ns, name, "ScaledUp", "spec.shards 1 → 4: requestRate 2") })
+}
