@@ -1,0 +1,251 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/utils/ptr"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/internal/loadcheck"
+	"github.com/diskcache-operator/diskcache-operator/kv"
+)
+
+// rescaleStore is the load of the rescale test through one Go client of
+// the Service: one key in 20 carries a value above diskMinFileSize (a value
+// file), six in 20 a tag, six in 20 an expiry (an hour: they stay live), so
+// every kind of item moves. It counts the operations it sends.
+type rescaleStore struct {
+	c         *cacheclient.Cache
+	ops, errs atomic.Int64
+}
+
+// fileSized pads a value past the CRD's default diskMinFileSize (32Ki).
+var fileSized = bytes.Repeat([]byte("f"), 40<<10)
+
+func rescaleClass(k string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(k))
+	return h.Sum32() % 20
+}
+
+func (s *rescaleStore) count(err error) error {
+	s.ops.Add(1)
+	if err != nil {
+		s.errs.Add(1)
+	}
+	return err
+}
+
+func (s *rescaleStore) Set(ctx context.Context, k string, v []byte) error {
+	var opts kv.SetOptions
+	switch c := rescaleClass(k); {
+	case c == 0:
+		v = append(append(append([]byte(nil), v...), '|'), fileSized...)
+	case c <= 6:
+		opts.Tag = kv.TextKey("rescale")
+	case c <= 12:
+		opts.Expire = kv.ExpireAfter(time.Hour)
+	}
+	return s.count(s.c.Set(ctx, kv.TextKey(k), kv.Bytes(v), opts))
+}
+
+func (s *rescaleStore) Delete(ctx context.Context, k string) error {
+	_, err := s.c.Delete(ctx, kv.TextKey(k))
+	return s.count(err)
+}
+
+func (s *rescaleStore) Get(ctx context.Context, k string) ([]byte, bool, error) {
+	it, ok, err := s.c.Get(ctx, kv.TextKey(k))
+	v, _, _ := bytes.Cut(it.Value.Data, []byte("|"))
+	return v, ok, s.count(err)
+}
+
+// readTopology is status.topology (empty before the first report).
+func readTopology(ctx context.Context, ns, name string) (cachev1alpha1.TopologyStatus, error) {
+	dc := &cachev1alpha1.DiskCache{}
+	if err := k8s.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: name}, dc); err != nil {
+		return cachev1alpha1.TopologyStatus{}, err
+	}
+	return ptr.Deref(dc.Status.Topology, cachev1alpha1.TopologyStatus{}), nil
+}
+
+// 10. kubectl scale of a DiskCache under load moves the data: 3 shards,
+// a load generator through the Service (writers, readers and deleters of
+// internal/loadcheck, with tagged, expiring and file-sized values), then
+// kubectl scale --replicas=5, 2 and 4. After each step the operator has
+// ended the move (status.topology on a newer epoch, not rebalancing, no
+// previous layout, the StatefulSet at the new size) and every acknowledged
+// write reads back: 0 lost, 0 stale, 0 resurrected. The way back to 4
+// reuses the claims that 5 → 2 kept (whenScaled: Retain), whose data is
+// stale and must not come back.
+func TestRescaleKeepsEveryWrite(t *testing.T) {
+	p := newPhases(t)
+	defer p.done()
+	p.next("create 3 shards + Available + topology")
+	ns := newNamespace(t, "rescale")
+	const name = "rescale"
+	createDiskCache(t, newDiskCache(ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.Shards = 3
+		dc.Spec.TagIndex = true
+	}))
+	waitAvailable(t, ns, name, 5*time.Minute)
+	waitTopologyAnnounced(t, ns, name, 3)
+
+	tok := token(t, ns, name)
+	sc, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &rescaleStore{c: sc.Cache("")}
+	// 2000 keys, 8 writers/readers/deleters, each on its own 250 keys.
+	l := loadcheck.New(store, loadcheck.Config{Workers: 8, KeysPerWorker: 250, Prefix: "rescale"})
+
+	from := int32(3)
+	for _, to := range []int32{5, 2, 4} {
+		p.next(fmt.Sprintf("kubectl scale %d → %d under load", from, to))
+		rescaleStep(t, ns, name, tok, l, store, from, to)
+		from = to
+	}
+}
+
+// rescaleStep runs the load, scales from → to, waits for the operator to
+// end the move, stops the load and checks the ledger.
+func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store *rescaleStore, from, to int32) {
+	t.Helper()
+	step := fmt.Sprintf("%d → %d", from, to)
+	before, err := readTopology(ctxT(t, 30*time.Second), ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Shards != from || before.Rebalancing {
+		t.Fatalf("%s: status.topology %+v before the scale, want %d shards and no move", step, before, from)
+	}
+
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { l.Run(context.Background(), stop); close(done) }()
+	stopped := false
+	stopLoad := func() {
+		if !stopped {
+			close(stop)
+			<-done
+			stopped = true
+		}
+	}
+	defer stopLoad()
+	// The load must be running when the scale starts.
+	ops0 := store.ops.Load()
+	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
+		n := store.ops.Load() - ops0
+		return n >= 200, fmt.Sprintf("%d operations so far", n)
+	})
+
+	opsStart, errsStart, ackedStart := store.ops.Load(), store.errs.Load(), l.Acked()
+	start := time.Now()
+	if out, err := kubectl(t, "-n", ns, "scale", "dcache/"+name, fmt.Sprintf("--replicas=%d", to)); err != nil {
+		t.Fatalf("kubectl scale: %v\n%s", err, out)
+	}
+	var (
+		sawMove             bool
+		firstMove, lastMove time.Duration
+		moved, movedBytes   int64
+		maxPrevious         int32
+		last                cachev1alpha1.TopologyStatus
+	)
+	eventually(t, 5*time.Minute, "the move "+step+" to end", func(ctx context.Context) (bool, string) {
+		topo, err := readTopology(ctx, ns, name)
+		if err != nil {
+			return false, err.Error()
+		}
+		last = topo
+		if topo.Rebalancing || topo.PreviousShards != 0 {
+			if !sawMove {
+				firstMove = time.Since(start)
+			}
+			sawMove, lastMove = true, time.Since(start)
+			maxPrevious = max(maxPrevious, topo.PreviousShards)
+		}
+		var items, size int64
+		for _, pr := range topo.Progress {
+			items, size = items+pr.ItemsMoved, size+pr.BytesMoved
+		}
+		moved, movedBytes = max(moved, items), max(movedBytes, size)
+		sts := &appsv1.StatefulSet{}
+		if err := k8s.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: name}, sts); err != nil {
+			return false, err.Error()
+		}
+		// Two announcements: the start of the move (with the previous
+		// layout) and its end (without).
+		ok := topo.Epoch >= before.Epoch+2 && !topo.Rebalancing && topo.PreviousShards == 0 &&
+			topo.Shards == to && topo.ReadyShardsOnEpoch == to &&
+			ptr.Deref(sts.Spec.Replicas, 0) == to && sts.Status.Replicas == to && sts.Status.ReadyReplicas == to
+		return ok, fmt.Sprintf("status.topology %+v, StatefulSet replicas %d, status %d (%d ready)",
+			topo, ptr.Deref(sts.Spec.Replicas, 0), sts.Status.Replicas, sts.Status.ReadyReplicas)
+	})
+	took := time.Since(start)
+	ops, errs, acked := store.ops.Load()-opsStart, store.errs.Load()-errsStart, l.Acked()-ackedStart
+	stopLoad()
+
+	t.Logf("RESCALE %s: the operator ended the move %s after kubectl scale (epoch %d → %d); the status showed it from +%s to +%s (previous layout of %d shards), %d items (%d value bytes) moved",
+		step, took.Round(100*time.Millisecond), before.Epoch, last.Epoch, firstMove.Round(100*time.Millisecond),
+		lastMove.Round(100*time.Millisecond), maxPrevious, moved, movedBytes)
+	t.Logf("RESCALE %s: the load through the Service during it: %d operations (%.0f/s), %d acknowledged writes, %d errors",
+		step, ops, float64(ops)/took.Seconds(), acked, errs)
+	if !sawMove {
+		t.Logf("RESCALE %s: no poll of the status saw the move under way (it ended between two polls)", step)
+	}
+
+	waitAvailable(t, ns, name, 2*time.Minute)
+	out, _ := kubectl(t, "-n", ns, "get", "dcache", name, "-o", "wide")
+	t.Logf("kubectl get dcache -o wide:\n%s", strings.TrimSpace(out))
+	out, _ = kubectl(t, "-n", ns, "get", "events", "--field-selector", "reason=RebalanceFinished",
+		"-o", "custom-columns=TIME:.lastTimestamp,MESSAGE:.message", "--sort-by=.lastTimestamp")
+	t.Logf("the operator's RebalanceFinished events so far:\n%s", strings.TrimSpace(out))
+
+	counts, err := l.VerifyThrough(ctxT(t, 3*time.Minute), store)
+	if err != nil {
+		t.Fatalf("%s: verify through the Service: %v", step, err)
+	}
+	t.Logf("LOADCHECK after %s: lost %d, stale %d, resurrected %d, stale reads %d (%v)",
+		step, counts.Lost, counts.Stale, counts.Resurrected, counts.StaleReads, counts)
+	if !counts.Safe() {
+		t.Errorf("after %s: %v; last: %v", step, counts, l.LastError())
+	}
+	if counts.Sets == 0 || counts.Deletes == 0 || counts.Reads == 0 || acked == 0 {
+		t.Errorf("after %s: %v, %d writes acknowledged during the scale: the load did not exercise the move", step, counts, acked)
+	}
+
+	// Each shard of the new layout holds a share, and together they hold
+	// what the Service counts (asked with Diskcache-Scope: shard, a pod
+	// answers about itself).
+	var total int64
+	for i := range int(to) {
+		in, err := podCache(t, podURL(cachePod(t, ns, name, i)), tok).Info(ctxT(t, time.Minute))
+		if err != nil {
+			t.Fatalf("shard %d: %v", i, err)
+		}
+		t.Logf("after %s, shard %d holds %d items", step, i, in.Count)
+		if in.Count == 0 {
+			t.Errorf("after %s, shard %d holds nothing", step, i)
+		}
+		total += in.Count
+	}
+	all, err := store.c.Info(ctxT(t, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Count != total {
+		t.Errorf("after %s: the Service counts %d items, the %d shards %d", step, all.Count, to, total)
+	}
+}
