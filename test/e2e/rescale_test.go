@@ -143,12 +143,14 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 		}
 	}
 	defer stopLoad()
-	// The load must be running when the scale starts.
-	ops0 := store.ops.Load()
+	// The load must be running when the scale starts; its first 1000
+	// operations give its throughput before the scale.
+	ops0, load0 := store.ops.Load(), time.Now()
 	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
 		n := store.ops.Load() - ops0
-		return n >= 200, fmt.Sprintf("%d operations so far", n)
+		return n >= 1000, fmt.Sprintf("%d operations so far", n)
 	})
+	rateBefore := float64(store.ops.Load()-ops0) / time.Since(load0).Seconds()
 
 	opsStart, errsStart, ackedStart := store.ops.Load(), store.errs.Load(), l.Acked()
 	start := time.Now()
@@ -199,8 +201,8 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 	t.Logf("RESCALE %s: the operator ended the move %s after kubectl scale (epoch %d → %d); the status showed it from +%s to +%s (previous layout of %d shards), its progress up to %d items (%d value bytes) moved",
 		step, took.Round(100*time.Millisecond), before.Epoch, last.Epoch, firstMove.Round(100*time.Millisecond),
 		lastMove.Round(100*time.Millisecond), maxPrevious, moved, movedBytes)
-	t.Logf("RESCALE %s: the load through the Service during it: %d operations (%.0f/s), %d acknowledged writes, %d errors",
-		step, ops, float64(ops)/took.Seconds(), acked, errs)
+	t.Logf("RESCALE %s: the load through the Service during it: %d operations (%.0f/s; %.0f/s before the scale), %d acknowledged writes, %d errors",
+		step, ops, float64(ops)/took.Seconds(), rateBefore, acked, errs)
 	if !sawMove {
 		t.Logf("RESCALE %s: no poll of the status saw the move under way (it ended between two polls)", step)
 	}
