@@ -319,6 +319,24 @@ func TestRebalanceGrowThenShrink(t *testing.T) {
 	if err := hasEvent(t, ns, "mv", cachev1alpha1.ReasonRebalanceBlocked, "shard 2"); err != nil {
 		t.Error(err)
 	}
+	// The ConfigMap is lost in the middle of the move: the operator takes
+	// the move back from what the shards report.
+	lost := get(t, ns, "mv-topology", &corev1.ConfigMap{})
+	if err := k8s.Delete(bg, lost); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the move taken back from the shards", func() error {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(bg, client.ObjectKeyFromObject(lost), cm); err != nil {
+			return err
+		}
+		a := parseAnnouncement(cm.Data[TopologyKey])
+		return want(cm.UID != lost.UID && a != nil && a.Epoch == e+3 && a.Previous != nil && len(a.Previous.Shards) == 3,
+			"ConfigMap %s announces %+v", cm.UID, a)
+	})
+	if n := replicas(t, ns, "mv"); n != 3 {
+		t.Fatalf("StatefulSet shrunk to %d after the ConfigMap was lost", n)
+	}
 
 	// Shard 2 comes back: it hands its keys off, the move ends, and only
 	// then does the StatefulSet shrink.

@@ -146,10 +146,14 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	} else if sts != nil && sts.Spec.Replicas != nil {
 		stsReplicas = *sts.Spec.Replicas
 	}
-	firstEpoch := int64(1)
-	if dc.Status.Topology != nil {
-		// The ConfigMap was lost: never go below what the servers had.
-		firstEpoch = dc.Status.Topology.Epoch + 1
+	if ts := dc.Status.Topology; current == nil && ts != nil && ts.Epoch > 0 && ts.Shards > 0 {
+		// The ConfigMap was lost and no server answers: carry on from
+		// the layout the status last saw, a move in force included.
+		a := topology.Announcement{Layout: topology.Layout{Epoch: ts.Epoch, Shards: r.shardURLs(dc, int(ts.Shards))}}
+		if ts.Rebalancing && ts.PreviousShards > 0 && ts.Epoch > 1 {
+			a.Previous = &topology.Layout{Epoch: ts.Epoch - 1, Shards: r.shardURLs(dc, int(ts.PreviousShards))}
+		}
+		current = &a
 	}
 	p := planTopology(planInput{
 		cur:         current,
@@ -157,7 +161,7 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		urls:        func(n int) []string { return r.shardURLs(dc, n) },
 		shards:      shardStates(dc, pods.Items, reports),
 		stsReplicas: stsReplicas,
-		firstEpoch:  firstEpoch,
+		firstEpoch:  1,
 	})
 	want := p.want
 	want.Epoch = aboveServers(want, reports)
