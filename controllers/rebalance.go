@@ -75,7 +75,6 @@ type planInput struct {
 	urls        func(n int) []string   // the first n shard URLs
 	shards      map[int]shardState     // by ordinal
 	stsReplicas int32                  // the StatefulSet's current size (0: none)
-	firstEpoch  int64                  // the epoch of a first announcement
 }
 
 // planTopology decides the next step of the orchestration.
@@ -83,7 +82,7 @@ func planTopology(in planInput) plan {
 	cur, m := in.cur, in.target
 	if cur == nil {
 		// Creation: no data anywhere yet, nothing to move.
-		return plan{want: topology.Announcement{Layout: topology.Layout{Epoch: in.firstEpoch, Shards: in.urls(m)}}, replicas: int32(m)}
+		return plan{want: topology.Announcement{Layout: topology.Layout{Epoch: 1, Shards: in.urls(m)}}, replicas: int32(m)}
 	}
 	if cur.Previous != nil {
 		span := max(len(cur.Shards), len(cur.Previous.Shards))

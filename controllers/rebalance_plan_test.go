@@ -76,7 +76,7 @@ func TestPlanTopology(t *testing.T) {
 		{"new addresses: same shards, new epoch", &topology.Announcement{Layout: topology.Layout{Epoch: 2, Shards: []string{"http://old0", "http://old1"}}},
 			2, shards(up(2), up(2)), 2, *settled(3, 2), 2, false, false},
 	} {
-		p := planTopology(planInput{cur: tc.cur, target: tc.target, urls: urls, shards: tc.shards, stsReplicas: tc.sts, firstEpoch: 1})
+		p := planTopology(planInput{cur: tc.cur, target: tc.target, urls: urls, shards: tc.shards, stsReplicas: tc.sts})
 		if !p.want.Equal(tc.want) || p.replicas != tc.replicas || p.start != tc.start || p.finish != tc.finish {
 			t.Errorf("%s: announce %+v (previous %+v), %d replicas, start %v, finish %v; want %+v (previous %+v), %d, %v, %v",
 				tc.name, p.want.Layout, p.want.Previous, p.replicas, p.start, p.finish, tc.want.Layout, tc.want.Previous, tc.replicas, tc.start, tc.finish)

@@ -161,7 +161,6 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		urls:        func(n int) []string { return r.shardURLs(dc, n) },
 		shards:      shardStates(dc, pods.Items, reports),
 		stsReplicas: stsReplicas,
-		firstEpoch:  1,
 	})
 	want := p.want
 	want.Epoch = aboveServers(want, reports)
