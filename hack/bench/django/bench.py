@@ -633,8 +633,13 @@ def machine():
                     break
     except OSError:
         pass
+    try:
+        with open('/proc/loadavg', encoding='ascii') as f:
+            load = ' '.join(f.read().split()[:3])
+    except OSError:
+        load = 'unknown'
     return {'host': platform.node(), 'cpu': cpu, 'cores': os.cpu_count(),
-            'kernel': platform.release(),
+            'kernel': platform.release(), 'load_average_at_end': load,
             'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
 
 

@@ -71,10 +71,11 @@ def django_cdf(doc, out):
     m = doc['machine']
     args = doc['args']
     footer(fig, '%s, %d processes x %d ops (%d untimed), %d keys, 90%% get/9%% set/1%% delete, '
-                'median of %d rounds per quantile. %s, %s CPUs (%s), %s.' % (
+                'median of %d rounds per quantile.\n%s, %s CPUs (%s), %s, load average %s at the end.' % (
                     'make bench-django', args['procs'], args['ops'], args['warmup'], args['keys'],
-                    args['rounds'], m['cpu'], m['cores'], m['host'], m['date']))
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+                    args['rounds'], m['cpu'], m['cores'], m['host'], m['date'],
+                    m.get('load_average_at_end', 'unknown')))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     save(fig, out, 'django-latency-cdf.png')
 
 
@@ -100,9 +101,10 @@ def server_throughput(doc, out):
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    footer(fig, 'make bench-server: %s per cell, median of %d rounds, cacheserver and Redis '
-                'side by side in one run. %s, %s.' % (doc['duration_per_cell'], doc['rounds'],
-                                                     doc['machine'], doc['date']))
+    footer(fig, 'make bench-server: %s per cell, median of %d rounds, the systems side by side '
+                'in one run. %s, %s, load average %s at the start.' % (
+                    doc['duration_per_cell'], doc['rounds'], doc['machine'], doc['date'],
+                    doc['load_average'][0]))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     save(fig, out, 'server-throughput.png')
 
@@ -134,8 +136,10 @@ def engine_latency(doc, out):
     axes[0][-1].legend(fontsize=7, loc='upper left')
     fig.suptitle('Engine vs raw SQLite vs python-diskcache (benchmark_core.py workload): '
                  'bars p50, dashes p99', fontsize=10)
-    footer(fig, 'make bench: %d ops per worker, median of %d rounds. %s; %s.' % (
-        doc['ops_per_worker'], doc['rounds'], doc['machine'][0], doc.get('date', 'date unknown')))
+    load = [m for m in doc['machine'] if m.startswith('load average')]
+    footer(fig, 'make bench: %d ops per worker, median of %d rounds. %s; %s; %s.' % (
+        doc['ops_per_worker'], doc['rounds'], doc['machine'][0], doc.get('date', 'date unknown'),
+        ', '.join(load)))
     fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     save(fig, out, 'engine-latency.png')
 
@@ -154,7 +158,8 @@ def routing_throughput(doc, out):
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', linestyle=style,
                         label='cacheserver, ' + label, color=COLORS['cacheserver'])
-        redis = [c['ops_per_second'] for c in cells if c['system'] == 'redis' and c['op'] == op]
+        redis = [c['ops_per_second'] for c in doc['cells'] if c['system'] == 'redis'
+                 and c['op'] == op and c['conns'] == 64]
         if redis:
             ax.axhline(redis[0], color=COLORS['redis'], label='redis-server (one process)')
         ax.set_xticks([1, 2, 3])
@@ -164,8 +169,9 @@ def routing_throughput(doc, out):
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    footer(fig, 'make bench-routing: %s per cell, one round. %s, %d CPUs, %s.' % (
-        doc['duration_per_cell'], doc['cpu'], doc['nproc'], doc['date']))
+    footer(fig, 'make bench-routing: %s per cell, one round. %s, %d CPUs, %s, load average %s '
+                'at the start.' % (doc['duration_per_cell'], doc['cpu'], doc['nproc'], doc['date'],
+                                   doc['load_average_before']))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     save(fig, out, 'routing-throughput.png')
 
