@@ -81,7 +81,7 @@ func TestEveryRouteThroughANonOwner(t *testing.T) {
 	compared := 0
 	for _, k := range keys {
 		op := ops[k]
-		if !strings.HasPrefix(op.path, "/v1/") || op.path == "/v1/topology" {
+		if !strings.HasPrefix(op.path, "/v1/") || op.path == "/v1/topology" || op.path == "/v1/usage" {
 			continue // answered by the shard asked, by design
 		}
 		concrete := templateVar.ReplaceAllStringFunc(op.path, func(m string) string {
