@@ -2,7 +2,8 @@
 # Builds the local cluster's binaries from Go modules into DIR/bin (default
 # .cache/local-cluster/bin): etcd (hack/tools/etcd, the envtest module), the
 # Kubernetes components and cri-cleanup (hack/local-cluster/kube), CoreDNS
-# (hack/local-cluster/coredns) and the PKI generator (hack/local-cluster/pki).
+# (hack/local-cluster/coredns), the NetworkPolicy enforcer
+# (hack/local-cluster/netpol) and the PKI generator (hack/local-cluster/pki).
 #
 # Each binary has a stamp file: "<name> <version> <hash of its module's
 # files>". A binary is rebuilt only when it is missing or its stamp differs,
@@ -28,6 +29,7 @@ GO="${GO:-go}"
 KUBE_VERSION="v1.37.2"
 ETCD_VERSION="v3.6.16"
 COREDNS_VERSION="v1.15.0"
+NETPOL_VERSION="v0.8.0" # sigs.k8s.io/kube-network-policies in netpol/go.mod
 
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy cri-cleanup)
 
@@ -87,6 +89,7 @@ build() {
 require_pin "${HERE}/kube" k8s.io/kubernetes "${KUBE_VERSION}"
 require_pin "${ROOT}/hack/tools/etcd" go.etcd.io/etcd/server/v3 "${ETCD_VERSION}"
 require_pin "${HERE}/coredns" github.com/coredns/coredns "${COREDNS_VERSION}"
+require_pin "${HERE}/netpol" sigs.k8s.io/kube-network-policies "${NETPOL_VERSION}"
 
 kube_minor="${KUBE_VERSION#v*.}"
 kube_minor="${kube_minor%%.*}"
@@ -107,6 +110,7 @@ build etcd "${ROOT}/hack/tools/etcd" "etcd ${ETCD_VERSION} $(modhash "${ROOT}/ha
 	"-s -w" . etcd & pids+=($!)
 build coredns "${HERE}/coredns" "coredns ${COREDNS_VERSION} $(modhash "${HERE}/coredns")" \
 	"-s -w -X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}" . coredns & pids+=($!)
+build netpol "${HERE}/netpol" "netpol ${NETPOL_VERSION} $(modhash "${HERE}/netpol")" "-s -w" . netpol & pids+=($!)
 failed=0
 for pid in "${pids[@]}"; do
 	wait "${pid}" || failed=1

@@ -70,7 +70,7 @@ unset HTTP_PROXY HTTPS_PROXY ALL_PROXY NO_PROXY http_proxy https_proxy all_proxy
 export PATH="${BIN}:${PATH}"
 
 # Components in start order; down stops them in reverse groups.
-NODE_COMPONENTS=(kube-controller-manager kube-scheduler kubelet kube-proxy coredns pv-recycler)
+NODE_COMPONENTS=(kube-controller-manager kube-scheduler kubelet kube-proxy netpol coredns pv-recycler)
 
 # ---------------------------------------------------------------- output ---
 
@@ -582,7 +582,16 @@ restore_sysctl() {
 #                      or service address, or translated by kube-proxy, that
 #                      leaves through another interface than lo or the
 #                      bridge: DROP
+# A fourth, DISKCACHE-NETPOL in mangle POSTROUTING (after the third, which
+# it must not bypass), hands the first packet of each new connection
+# between pods to the NetworkPolicy enforcer (netpol) through NFQUEUE 98;
+# packets of root processes on the node (the kubelet's probes) are not
+# judged, and with no enforcer listening (--queue-bypass) nothing is held.
+# kube-network-policies would queue with an nftables rule, but this
+# kernel lacks nftables' queue expression, while iptables' NFQUEUE works.
+NETPOL_QUEUE=98
 FIREWALL_RULES=(
+	"mangle POSTROUTING DISKCACHE-NETPOL|-m conntrack ! --ctstate NEW -j RETURN|-m owner --uid-owner 0 -j RETURN|! -o ${BRIDGE} -j RETURN|-s ${POD_CIDR} -j NFQUEUE --queue-num ${NETPOL_QUEUE} --queue-bypass|-d ${POD_CIDR} -j NFQUEUE --queue-num ${NETPOL_QUEUE} --queue-bypass"
 	"filter OUTPUT ${FIREWALL_CHAIN}-OUT|-m conntrack --ctstate DNAT -j RETURN|-o lo -j RETURN|-o ${BRIDGE} -j RETURN|-d ${POD_CIDR} -j REJECT|-d ${SERVICE_CIDR} -j REJECT"
 	"filter FORWARD ${FIREWALL_CHAIN}-FWD|-o ${BRIDGE} -j RETURN|-s ${POD_CIDR} -j REJECT|-d ${POD_CIDR} -j REJECT|-d ${SERVICE_CIDR} -j REJECT|-m conntrack --ctstate DNAT -j REJECT"
 	"mangle POSTROUTING ${FIREWALL_CHAIN}-POST|-o lo -j RETURN|-o ${BRIDGE} -j RETURN|-s ${POD_CIDR} -j DROP|-d ${POD_CIDR} -j DROP|-d ${SERVICE_CIDR} -j DROP|-m conntrack --ctstate DNAT -j DROP"
@@ -747,6 +756,12 @@ start_node_components() {
 		--hostname-override="${NODE_NAME}" \
 		--node-ip="${NODE_IP}"
 	start kube-proxy kube-proxy --config="${ETC}/kube-proxy.yaml"
+	# NetworkPolicy, which the bridge plugin does not enforce: the first
+	# packet of each new connection between pods reaches this daemon
+	# through NFQUEUE (DISKCACHE-NETPOL above), which accepts or drops it by
+	# the policies that select either pod.
+	start netpol netpol --kubeconfig="${PKI}/admin.kubeconfig" \
+		--hostname-override="${NODE_NAME}" --nfqueue-id="${NETPOL_QUEUE}" --v=1
 	start coredns coredns -conf "${ETC}/Corefile"
 }
 
