@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,12 +34,18 @@ type autoscalerRig struct {
 	name   string
 	clk    *clocktesting.FakeClock
 	period time.Duration
+	stop   func()
 }
 
 func startAutoscaler(t *testing.T, ns, name, label string, period time.Duration) *autoscalerRig {
 	t.Helper()
 	// Whole seconds: status times are written with second precision.
-	clk := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	return startAutoscalerAt(t, ns, name, label, period, time.Now().Truncate(time.Second))
+}
+
+func startAutoscalerAt(t *testing.T, ns, name, label string, period time.Duration, start time.Time) *autoscalerRig {
+	t.Helper()
+	clk := clocktesting.NewFakeClock(start)
 	opts := CacheOptions()
 	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
 	opts.ByObject[&cachev1alpha1.DiskCache{}] = cache.ByObject{Label: klabels.SelectorFromSet(klabels.Set{otherManagerLabel: label})}
@@ -53,14 +60,18 @@ func startAutoscaler(t *testing.T, ns, name, label string, period time.Duration)
 	ctx, cancel := context.WithCancel(bg)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("the test's manager: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("the test's manager: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	eventually(t, "the autoscaler's ticker", func() error { return want(clk.HasWaiters(), "no ticker yet") })
-	return &autoscalerRig{t: t, ns: ns, name: name, clk: clk, period: period}
+	return &autoscalerRig{t: t, ns: ns, name: name, clk: clk, period: period, stop: stop}
 }
 
 // poll moves the clock by one poll interval and waits for the autoscaler's
@@ -343,4 +354,76 @@ func TestAutoscalerFollowsRequestRate(t *testing.T) {
 		t.Fatalf("after 200 requests in 10s: shards %d, status.autoscaling %+v", dc.Spec.Shards, a)
 	}
 	eventually(t, "ScaledUp event", func() error { return findEventNote(t, ns, name, "ScaledUp", "spec.shards 1 → 4: requestRate 2") })
+}
+
+// TestAutoscalerKeepsToTheWindowAfterARestart: the recommendations inside
+// the down window are kept in status.autoscaling, so an operator that
+// restarts does not shrink a cache that was busy a minute ago.
+func TestAutoscalerKeepsToTheWindowAfterARestart(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	const name, poll = "restart", 10 * time.Second
+	rig := startAutoscaler(t, ns, name, "autoscaler-restart", poll)
+	const sizeLimit = 16 << 20
+	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-restart"}
+		dc.Spec.Shards = 2
+		dc.Spec.SizeLimit = ptrTo(resource.MustParse(strconv.Itoa(sizeLimit)))
+		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
+			Enabled: true, MinShards: 1, MaxShards: 2,
+			Targets: &cachev1alpha1.AutoscalingTargets{Fill: ptrTo(resource.MustParse("0.5"))},
+			Behavior: cachev1alpha1.AutoscalingBehavior{
+				ScaleDown: cachev1alpha1.ScalingRules{StabilizationWindow: &metav1.Duration{Duration: 2 * time.Minute}},
+				Cooldown:  &metav1.Duration{},
+			},
+			PollInterval: &metav1.Duration{Duration: poll},
+		}
+	})
+	tok := waitToken(t, ns, name)
+	servers := startShards(t, ns, name, 2, tok)
+	eventually(t, "size limit applied", func() error {
+		for _, s := range servers {
+			if got := serverSettings(t, s)["size_limit"]; got != float64(sizeLimit) {
+				return fmt.Errorf("%s: size_limit %v", s.URL, got)
+			}
+		}
+		return nil
+	})
+	rig.settle(2)
+	// About 0.3 of the limit per shard: 2 shards are right.
+	c, err := cacheclient.New(servers[0].URL, cacheclient.Options{Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 80 {
+		if err := c.Cache("").Set(bg, kv.TextKey(fmt.Sprint("k", i)), kv.Bytes(make([]byte, 100<<10)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dc := rig.poll()
+	if a := dc.Status.Autoscaling; dc.Spec.Shards != 2 || len(a.Recommendations) != 1 || a.Recommendations[0].Shards != 2 {
+		t.Fatalf("busy: shards %d, status.autoscaling %+v", dc.Spec.Shards, a)
+	}
+	// Emptied: one shard would do, but not before the window has passed.
+	if _, err := c.Cache("").Clear(bg); err != nil {
+		t.Fatal(err)
+	}
+	dc = rig.poll()
+	if dc.Spec.Shards != 2 || !strings.Contains(dc.Status.Autoscaling.Decision, "held at 2 by the stabilization window") {
+		t.Fatalf("emptied: shards %d, decision %q", dc.Spec.Shards, dc.Status.Autoscaling.Decision)
+	}
+
+	// The operator restarts, with no memory but the status.
+	rig.stop()
+	rig = startAutoscalerAt(t, ns, name, "autoscaler-restart", poll, rig.clk.Now())
+	dc = rig.poll()
+	if dc.Spec.Shards != 2 || !strings.Contains(dc.Status.Autoscaling.Decision, "held at 2 by the stabilization window") {
+		t.Fatalf("after a restart within the window: shards %d, decision %q", dc.Spec.Shards, dc.Status.Autoscaling.Decision)
+	}
+	for range 12 {
+		if dc = rig.poll(); dc.Spec.Shards == 1 {
+			return
+		}
+	}
+	t.Fatalf("not scaled down once the window passed: %+v", dc.Status.Autoscaling)
 }
