@@ -339,27 +339,66 @@ func TestConnectionCap(t *testing.T) {
 	held[0].Close()
 	deadline := time.Now().Add(hangGuard)
 	refused := 3
-	for {
-		resp, err := http.Get(srv.URL + "/healthz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Read to the end so the connection (and its slot) is reused below.
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
+	var served *rawConn
+	for served == nil {
+		// A raw connection, not http.Get: the refusal is written as soon as
+		// the connection is accepted, and net/http's transport reports such
+		// an unsolicited answer as an error instead of the 503 it is.
+		conn := dialRaw(t, srv)
+		status, retryAfter := conn.get(t, "/healthz")
+		if status == http.StatusOK {
+			served = conn
 			break
 		}
-		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || time.Now().After(deadline) {
-			t.Fatalf("/healthz after a slot was freed: %d", resp.StatusCode)
+		conn.Close()
+		if status != http.StatusServiceUnavailable || retryAfter == "" || time.Now().After(deadline) {
+			t.Fatalf("/healthz after a slot was freed: %d", status)
 		}
 		refused++
 		time.Sleep(100 * time.Millisecond) // honour Retry-After, briefly
 	}
-	metrics := scrape(t, srv)
+	defer served.Close()
+	// The scrape reuses the served connection: a new one could find its
+	// slot not yet given back.
+	_, _ = served.get(t, "/metrics")
+	metrics := served.body
 	if want := fmt.Sprintf("diskcache_http_connections_refused_total %d\n", refused); !strings.Contains(metrics, want) {
 		t.Errorf("want %q in the metrics:\n%s", want, grepLines(metrics, "connections"))
 	}
+}
+
+// rawConn sends requests on one connection and reads their answers with
+// http.ReadResponse.
+type rawConn struct {
+	net.Conn
+	r    *bufio.Reader
+	body string // of the last answer
+}
+
+func dialRaw(t *testing.T, srv *testserver.Server) *rawConn {
+	t.Helper()
+	conn, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(hangGuard))
+	return &rawConn{Conn: conn, r: bufio.NewReader(conn)}
+}
+
+// get sends GET path and returns the answer's status and Retry-After.
+func (c *rawConn) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	// A failed write is not fatal: a refused connection may be closed
+	// before the request is sent, and its answer is still there to read.
+	_, _ = fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		t.Fatalf("GET %s: no answer: %v", path, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.body = string(b)
+	return resp.StatusCode, resp.Header.Get("Retry-After")
 }
 
 func scrape(t *testing.T, srv *testserver.Server) string {
