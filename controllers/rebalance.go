@@ -196,6 +196,15 @@ func moveStatus(a topology.Announcement, shards map[int]shardState, podName func
 		default:
 			pr := parseProgress(t.Progress)
 			sp.Rebalancing = t.Rebalancing
+			if pr.Epoch != a.Epoch {
+				// A shard keeps reporting its last move until the first pass
+				// of this one: those figures are not this move's.
+				if t.Rebalancing {
+					sp.Message = "has not started its first pass yet"
+				}
+				out = append(out, sp)
+				continue
+			}
 			sp.ItemsMoved, sp.BytesMoved = pr.ItemsMoved, pr.BytesMoved
 			sp.ItemsRemaining, sp.BytesRemaining = pr.ItemsRemaining, pr.BytesRemaining
 			sp.ItemsReceived = pr.ItemsReceived

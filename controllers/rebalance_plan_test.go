@@ -83,3 +83,27 @@ func TestPlanTopology(t *testing.T) {
 		}
 	}
 }
+
+// TestMoveStatusIgnoresAnEarlierMovesFigures: a shard keeps reporting the
+// progress of its last move until its first pass of the next one; the
+// status must not show those figures as this move's.
+func TestMoveStatusIgnoresAnEarlierMovesFigures(t *testing.T) {
+	prev := topology.Layout{Epoch: 6, Shards: []string{"http://s0", "http://s1"}}
+	a := topology.Announcement{Layout: topology.Layout{Epoch: 7, Shards: []string{"http://s0"}}, Previous: &prev}
+	report := func(progressEpoch int64) shardState {
+		return shardState{pod: "p", ready: true, rep: &shardReport{topo: &topology.Topology{
+			Announcement: topology.Announcement{Layout: topology.Layout{Epoch: 7}}, Rebalancing: true,
+			Progress: map[string]any{"epoch": progressEpoch, "items_moved": 584, "items_remaining": 10},
+		}}}
+	}
+	ps, blocked := moveStatus(a, map[int]shardState{0: report(5), 1: report(7)}, func(i int) string { return fmt.Sprint("p", i) })
+	if len(blocked) != 0 || len(ps) != 2 {
+		t.Fatalf("moveStatus: %+v, blocked %v", ps, blocked)
+	}
+	if got := ps[0]; got.ItemsMoved != 0 || got.ItemsRemaining != 0 || !got.Rebalancing {
+		t.Errorf("shard 0 reports the move of epoch 5: status %+v, want no figures and still rebalancing", got)
+	}
+	if got := ps[1]; got.ItemsMoved != 584 || got.ItemsRemaining != 10 {
+		t.Errorf("shard 1 reports this move: status %+v, want 584 moved, 10 left", got)
+	}
+}
