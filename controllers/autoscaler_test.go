@@ -427,3 +427,47 @@ func TestAutoscalerKeepsToTheWindowAfterARestart(t *testing.T) {
 	}
 	t.Fatalf("not scaled down once the window passed: %+v", dc.Status.Autoscaling)
 }
+
+// TestAutoscalerFollowsEvictionRate: items culled per second per shard,
+// from the servers' eviction counters, grow a cache that is too small.
+func TestAutoscalerFollowsEvictionRate(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	const name, poll = "evict", 10 * time.Second
+	rig := startAutoscaler(t, ns, name, "autoscaler-evict", poll)
+	const sizeLimit = 2 << 20
+	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-evict"}
+		dc.Spec.Shards = 1
+		dc.Spec.SizeLimit = ptrTo(resource.MustParse(strconv.Itoa(sizeLimit)))
+		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
+			Enabled: true, MinShards: 1, MaxShards: 2,
+			Targets:      &cachev1alpha1.AutoscalingTargets{EvictionRate: ptrTo(resource.MustParse("1"))},
+			Behavior:     cachev1alpha1.AutoscalingBehavior{Cooldown: &metav1.Duration{}},
+			PollInterval: &metav1.Duration{Duration: poll},
+		}
+	})
+	tok := waitToken(t, ns, name)
+	servers := startShards(t, ns, name, 1, tok)
+	eventually(t, "size limit applied", func() error {
+		return want(serverSettings(t, servers[0])["size_limit"] == float64(sizeLimit), "size_limit %v", serverSettings(t, servers[0])["size_limit"])
+	})
+	rig.settle(1)
+	if dc := rig.poll(); dc.Spec.Shards != 1 {
+		t.Fatalf("first reading: shards %d", dc.Spec.Shards)
+	}
+	// Five times the limit in 10 s of the clock: culling evicts most of it.
+	c := shardClient(t, servers[0].URL, tok).Cache("")
+	for i := range 100 {
+		if err := c.Set(bg, kv.TextKey(fmt.Sprint("k", i)), kv.Bytes(make([]byte, 100<<10)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dc := rig.poll()
+	a := dc.Status.Autoscaling
+	if rate, err := strconv.ParseFloat(a.EvictionRate, 64); dc.Spec.Shards != 2 || err != nil || rate < 5 {
+		t.Fatalf("after culling: shards %d, status.autoscaling %+v", dc.Spec.Shards, a)
+	}
+	eventually(t, "ScaledUp event", func() error { return findEventNote(t, ns, name, "ScaledUp", "spec.shards 1 → 2: evictionRate") })
+	t.Logf("scaled up: %s", a.LastScaleReason)
+}
