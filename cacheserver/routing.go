@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -273,7 +274,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, routing []byte,
 		copyHeaders(w.Header(), resp.Header)
 		w.WriteHeader(resp.StatusCode)
 		s.metrics.forwarded(owner, resp.StatusCode)
-		if _, err := io.Copy(flushWriter{w}, resp.Body); err != nil {
+		buf := copyBuffers.Get().(*[]byte)
+		_, err = io.CopyBuffer(flushWriter{w: w, rc: http.NewResponseController(w)}, resp.Body, *buf)
+		copyBuffers.Put(buf)
+		if err != nil {
 			// The status is out: all that is left is to cut the response.
 			s.log.WarnContext(r.Context(), "forwarded response cut short", slog.Int("shard", owner), slog.Any("error", err))
 			panic(http.ErrAbortHandler)
@@ -336,13 +340,21 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	return resp, nil
 }
 
+// copyBuffers hold the buffers forwarded answers are copied through: a
+// fresh 32 KiB buffer per forwarded request (io.Copy's) was eight times
+// what the rest of a small request allocates.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // flushWriter flushes after every write so streamed answers keep moving.
-type flushWriter struct{ w http.ResponseWriter }
+type flushWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
 
 func (f flushWriter) Write(p []byte) (int, error) {
 	n, err := f.w.Write(p)
 	if err == nil {
-		_ = http.NewResponseController(f.w).Flush()
+		_ = f.rc.Flush()
 	}
 	return n, err
 }
