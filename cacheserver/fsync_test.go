@@ -3,12 +3,15 @@ package cacheserver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 )
 
 // TestFsyncValueFilesFlag: with --fsync-value-files every value file a
@@ -50,6 +53,12 @@ func TestFsyncValueFilesFlag(t *testing.T) {
 				if rec.Code >= 300 {
 					t.Fatalf("%s %s: %d %s", req.method, req.target, rec.Code, rec.Body)
 				}
+			}
+			rec := httptest.NewRecorder()
+			srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/config", nil))
+			var conf wire.ServerConfig
+			if err := json.Unmarshal(rec.Body.Bytes(), &conf); err != nil || conf.FsyncValueFiles != on {
+				t.Errorf("GET /v1/config: %s (%v)", rec.Body, err)
 			}
 			var files []string
 			_ = filepath.WalkDir(cfg.DataDir, func(p string, _ os.DirEntry, err error) error {

@@ -336,7 +336,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 // was started with, from the engine where it applies them.
 func TestConfigReportsStartUpValues(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{Args: []string{"--fanout", "3", "--database-timeout", "2500ms",
-		"--max-key-bytes", "1000", "--request-timeout", "45s"}})
+		"--max-key-bytes", "1000", "--request-timeout", "45s", "--fsync-value-files", "--metrics-require-token"}})
 	req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/config", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +352,8 @@ func TestConfigReportsStartUpValues(t *testing.T) {
 		t.Fatalf("GET /v1/config: %s, %v", resp.Status, err)
 	}
 	want := map[string]any{"fanout": 3.0, "database_timeout_seconds": 2.5, "max_key_bytes": 1000.0,
-		"max_value_bytes": float64(1 << 40), "request_timeout_seconds": 45.0, "tls": false, "quarantined": []any{}}
+		"max_value_bytes": float64(1 << 40), "request_timeout_seconds": 45.0, "tls": false,
+		"fsync_value_files": true, "metrics_require_token": true, "quarantined": []any{}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("GET /v1/config = %v, want %v", got, want)
 	}

@@ -19,6 +19,8 @@ func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
 		MaxValueBytes:          s.cfg.MaxValueBytes,
 		RequestTimeoutSeconds:  s.cfg.RequestTimeout.Seconds(),
 		TLS:                    s.cfg.TLSCert != "",
+		FsyncValueFiles:        s.cfg.FsyncValueFiles,
+		MetricsRequireToken:    s.cfg.MetricsRequireToken,
 		Quarantined:            []wire.Quarantined{},
 	}
 	for _, q := range s.cache.Quarantined() {

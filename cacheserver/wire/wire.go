@@ -363,6 +363,10 @@ type ServerConfig struct {
 	MaxValueBytes          int64   `json:"max_value_bytes"`
 	RequestTimeoutSeconds  float64 `json:"request_timeout_seconds"`
 	TLS                    bool    `json:"tls"`
+	// FsyncValueFiles is --fsync-value-files; MetricsRequireToken is
+	// --metrics-require-token.
+	FsyncValueFiles     bool `json:"fsync_value_files"`
+	MetricsRequireToken bool `json:"metrics_require_token"`
 	// Quarantined lists the fanout databases found damaged at start, moved
 	// aside and started empty; their items are lost.
 	Quarantined []Quarantined `json:"quarantined"`
