@@ -71,6 +71,10 @@ type DiskCacheReconciler struct {
 	// cluster), nil labels mean DefaultOperatorPodLabels.
 	OperatorNamespace string
 	OperatorPodLabels map[string]string
+	// ServiceMonitorRecheck is how often a DiskCache that asks for a
+	// ServiceMonitor where the API is missing looks for it again; 0 means
+	// 5 minutes.
+	ServiceMonitorRecheck time.Duration
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client
@@ -280,10 +284,16 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	if err := r.reconcileNetworkPolicy(ctx, dc); err != nil {
 		return nil, nil, nil, err
 	}
-	if p, err := r.reconcileServiceMonitor(ctx, dc); err != nil {
+	waiting, p, err := r.reconcileServiceMonitor(ctx, dc)
+	if err != nil {
 		return nil, nil, nil, err
-	} else if p != nil {
+	}
+	if p != nil {
 		problems = append(problems, *p)
+	}
+	if recheck := r.serviceMonitorRecheck(); waiting && (topo.requeue == 0 || topo.requeue > recheck) {
+		// Nothing is watched that would tell when the API appears.
+		topo.requeue = recheck
 	}
 
 	problems = append(problems, r.resizeClaims(ctx, dc)...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -155,19 +156,28 @@ func (r *DiskCacheReconciler) serviceMonitorAPI() (bool, error) {
 	}
 }
 
+func (r *DiskCacheReconciler) serviceMonitorRecheck() time.Duration {
+	if r.ServiceMonitorRecheck > 0 {
+		return r.ServiceMonitorRecheck
+	}
+	return 5 * time.Minute
+}
+
 // reconcileServiceMonitor keeps the ServiceMonitor while
 // spec.monitoring.serviceMonitor is enabled and the API exists, and
 // deletes one the operator made when it is not. ServiceMonitors are read
 // directly from the API server: a watch would need the API at start-up.
-func (r *DiskCacheReconciler) reconcileServiceMonitor(ctx context.Context, dc *cachev1alpha1.DiskCache) (*problem, error) {
+// waiting is true when one is wanted but the API is missing.
+func (r *DiskCacheReconciler) reconcileServiceMonitor(ctx context.Context, dc *cachev1alpha1.DiskCache) (waiting bool, _ *problem, _ error) {
 	enabled := dc.Spec.Monitoring.ServiceMonitor.Enabled
 	ok, err := r.serviceMonitorAPI()
 	if err != nil || !ok {
 		if err == nil && enabled {
 			r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonServiceMonitorUnavailable, "CreateServiceMonitor",
-				"spec.monitoring.serviceMonitor is enabled, but the cluster has no %s API (install prometheus-operator's CRDs)", ServiceMonitorGVK.GroupVersion())
+				"spec.monitoring.serviceMonitor is enabled, but the cluster has no %s API (install prometheus-operator's CRDs); looking again every %s",
+				ServiceMonitorGVK.GroupVersion(), r.serviceMonitorRecheck())
 		}
-		return nil, err
+		return enabled && err == nil, nil, err
 	}
 	existing := &unstructured.Unstructured{}
 	existing.SetGroupVersionKind(ServiceMonitorGVK)
@@ -176,19 +186,19 @@ func (r *DiskCacheReconciler) reconcileServiceMonitor(ctx context.Context, dc *c
 	case apierrors.IsNotFound(err):
 		existing = nil
 	case err != nil:
-		return nil, fmt.Errorf("get ServiceMonitor: %w", err)
+		return false, nil, fmt.Errorf("get ServiceMonitor: %w", err)
 	}
 	if !enabled {
 		if existing == nil || !metav1.IsControlledBy(existing, dc) {
-			return nil, nil
+			return false, nil, nil
 		}
 		if err := r.Client.Delete(ctx, existing); err != nil && !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("delete ServiceMonitor %s: %w", existing.GetName(), err)
+			return false, nil, fmt.Errorf("delete ServiceMonitor %s: %w", existing.GetName(), err)
 		}
-		return nil, nil
+		return false, nil, nil
 	}
 	if existing != nil && !metav1.IsControlledBy(existing, dc) {
-		return &problem{cachev1alpha1.ReasonServiceMonitorUnavailable,
+		return false, &problem{cachev1alpha1.ReasonServiceMonitorUnavailable,
 			fmt.Sprintf("ServiceMonitor %s exists and belongs to something else: not touched", existing.GetName())}, nil
 	}
 	desired := buildServiceMonitor(dc)
@@ -198,8 +208,8 @@ func (r *DiskCacheReconciler) reconcileServiceMonitor(ctx context.Context, dc *c
 	}
 	res, err := r.apply(ctx, dc, desired, cur)
 	if err != nil {
-		return nil, err
+		return false, nil, err
 	}
 	r.recordApply(dc, res, desired, ServiceMonitorGVK.Kind)
-	return nil, nil
+	return false, nil, nil
 }

@@ -180,6 +180,8 @@ func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenanc
 		Maintenance:     maint,
 		// As if the operator ran in the pods of config/manager.
 		OperatorNamespace: testOperatorNamespace,
+		// TestServiceMonitorOnlyWithItsAPI waits for this.
+		ServiceMonitorRecheck: time.Second,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, nil, err

@@ -522,7 +522,8 @@ type MonitoringSpec struct {
 type ServiceMonitorSpec struct {
 	// Enabled creates the ServiceMonitor <name>; without the
 	// ServiceMonitor API in the cluster the DiskCache gets a Warning
-	// event instead, and the ServiceMonitor appears once the API does.
+	// event instead, and the ServiceMonitor appears within 5 minutes of
+	// the API's.
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
 
