@@ -44,7 +44,7 @@ type cluster struct {
 	// fills rebalancing and progress in view.
 	beforeAdopt func(old *topology.Announcement, a topology.Announcement) error
 	afterAdopt  func(a *topology.Announcement)
-	status      func(a *topology.Announcement) (bool, map[string]any)
+	status      func(a *topology.Announcement) (bool, topology.Progress)
 
 	// inflight counts requests by the epoch in force when they started, so
 	// a move starts only once requests routed by an older epoch ended.
@@ -292,7 +292,7 @@ func (c *cluster) reloadFile() (bool, error) {
 
 // view is the topology document a server answers with.
 func (c *cluster) view() topology.Topology {
-	t := topology.Topology{Self: c.self, Progress: map[string]any{}}
+	t := topology.Topology{Self: c.self}
 	if a := c.current(); a != nil {
 		t.Announcement = *a
 		if c.status != nil {

@@ -1,9 +1,7 @@
 package cacheserver
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,18 +50,8 @@ type rebalancer struct {
 
 // moveProgress is this shard's handoff progress, in GET /v1/topology.
 type moveProgress struct {
-	Epoch            int64  `json:"epoch"`
-	ItemsMoved       int64  `json:"items_moved"`
-	BytesMoved       int64  `json:"bytes_moved"`
-	ItemsRemaining   int64  `json:"items_remaining"`
-	BytesRemaining   int64  `json:"bytes_remaining"`
-	CollectionsMoved int64  `json:"collections_moved"`
-	ItemsReceived    int64  `json:"items_received"`
-	Passes           int64  `json:"passes"`
-	Started          string `json:"started,omitempty"`
-	Finished         string `json:"finished,omitempty"`
-	LastError        string `json:"last_error,omitempty"`
-	started          time.Time
+	topology.Progress
+	started time.Time
 }
 
 func newRebalancer(s *Server) (*rebalancer, error) {
@@ -105,20 +93,11 @@ func (rb *rebalancer) adopted(a *topology.Announcement) {
 
 // status is what GET /v1/topology reports: whether this shard still has
 // data to hand off, and its progress.
-func (rb *rebalancer) status(a *topology.Announcement) (bool, map[string]any) {
+func (rb *rebalancer) status(a *topology.Announcement) (bool, topology.Progress) {
 	rb.mu.Lock()
-	p := rb.progress
+	defer rb.mu.Unlock()
 	busy := a != nil && a.Previous != nil && rb.done != a.Epoch
-	rb.mu.Unlock()
-	out := map[string]any{}
-	if p.Epoch == 0 {
-		return busy, out
-	}
-	b, _ := json.Marshal(p)
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber() // counts stay integers
-	_ = dec.Decode(&out)
-	return busy, out
+	return busy, rb.progress.Progress
 }
 
 func (rb *rebalancer) update(fn func(p *moveProgress)) {
@@ -243,7 +222,8 @@ func (rb *rebalancer) pass(ctx context.Context, a *topology.Announcement) (int64
 	}
 	rb.update(func(p *moveProgress) {
 		if p.Epoch != a.Epoch {
-			*p = moveProgress{Epoch: a.Epoch, started: time.Now(), Started: time.Now().UTC().Format(time.RFC3339Nano)}
+			now := time.Now()
+			*p = moveProgress{Progress: topology.Progress{Epoch: a.Epoch, Started: now.UTC().Format(time.RFC3339Nano)}, started: now}
 		}
 		p.ItemsRemaining, p.BytesRemaining = items, size
 		p.Passes++

@@ -145,12 +145,12 @@ func (m *mover) announce(shards []string) []string {
 
 // waitDrained waits until every shard of all reports rebalancing=false at
 // the current epoch, and returns their progress.
-func (m *mover) waitDrained(all []string) map[string]map[string]any {
+func (m *mover) waitDrained(all []string) map[string]topology.Progress {
 	m.t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	progress := map[string]map[string]any{}
+	progress := map[string]topology.Progress{}
 	for _, u := range all {
 		for {
 			t, err := m.topology(u)
@@ -307,9 +307,9 @@ func TestRebalanceUnderLoad(t *testing.T) {
 	}
 }
 
-func logProgress(t *testing.T, move string, p map[string]map[string]any) {
+func logProgress(t *testing.T, move string, p map[string]topology.Progress) {
 	for u, pr := range p {
-		t.Logf("%s: %s: %v", move, u, pr)
+		t.Logf("%s: %s: %+v", move, u, pr)
 	}
 }
 
@@ -365,17 +365,6 @@ func (m *mover) waitProgress(url string, ok func(topology.Topology) bool) {
 	}
 }
 
-func progressInt(t topology.Topology, name string) int64 {
-	switch v := t.Progress[name].(type) {
-	case float64:
-		return int64(v)
-	case json.Number:
-		n, _ := v.Int64()
-		return n
-	}
-	return 0
-}
-
 // TestRebalanceSurvivesKill9: a grow 2 → 3 under load; a sending shard is
 // killed with SIGKILL in the middle of its handoff and started again, then
 // the receiving shard is; the move resumes and ends, and the load loses
@@ -397,13 +386,13 @@ func TestRebalanceSurvivesKill9(t *testing.T) {
 
 	sender := c.Shards[0]
 	m.waitProgress(sender.URL, func(tp topology.Topology) bool {
-		return tp.Rebalancing && progressInt(tp, "items_moved") > 0 && progressInt(tp, "items_remaining") > 0
+		return tp.Rebalancing && tp.Progress.ItemsMoved > 0 && tp.Progress.ItemsRemaining > 0
 	})
 	sender.Kill()
 	t.Logf("killed the sender %s in the middle of its handoff", sender.URL)
 	sender.Restart(t)
 
-	m.waitProgress(s2.URL, func(tp topology.Topology) bool { return progressInt(tp, "items_received") > 0 })
+	m.waitProgress(s2.URL, func(tp topology.Topology) bool { return tp.Progress.ItemsReceived > 0 })
 	if !stillMoving(t, m, c.URLs) {
 		t.Fatal("the move ended before the receiver could be killed in the middle of it")
 	}

@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -153,26 +152,6 @@ func settledOn(epoch int64, shards map[int]shardState, n int) bool {
 	return true
 }
 
-// moveProgress is a shard's progress as GET /v1/topology reports it.
-type moveProgress struct {
-	Epoch            int64  `json:"epoch"`
-	ItemsMoved       int64  `json:"items_moved"`
-	BytesMoved       int64  `json:"bytes_moved"`
-	ItemsRemaining   int64  `json:"items_remaining"`
-	BytesRemaining   int64  `json:"bytes_remaining"`
-	CollectionsMoved int64  `json:"collections_moved"`
-	ItemsReceived    int64  `json:"items_received"`
-	LastError        string `json:"last_error"`
-}
-
-func parseProgress(m map[string]any) moveProgress {
-	var p moveProgress
-	if b, err := json.Marshal(m); err == nil {
-		_ = json.Unmarshal(b, &p) // unknown or missing figures stay 0
-	}
-	return p
-}
-
 // moveStatus describes a move in force from the shards' reports: per shard
 // progress, and the shards the move waits for because they are not ready
 // or do not answer.
@@ -194,7 +173,7 @@ func moveStatus(a topology.Announcement, shards map[int]shardState, podName func
 		case t.Epoch != a.Epoch:
 			sp.Message = fmt.Sprintf("has topology epoch %d, not %d yet", t.Epoch, a.Epoch)
 		default:
-			pr := parseProgress(t.Progress)
+			pr := t.Progress
 			sp.Rebalancing = t.Rebalancing
 			if pr.Epoch != a.Epoch {
 				// A shard keeps reporting its last move until the first pass
@@ -258,7 +237,7 @@ func (r *DiskCacheReconciler) recordMove(dc *cachev1alpha1.DiskCache, cur *topol
 		var moved, movedBytes int64
 		for _, rep := range reports {
 			if rep.err == nil && rep.topo != nil {
-				pr := parseProgress(rep.topo.Progress)
+				pr := rep.topo.Progress
 				moved += pr.ItemsMoved
 				movedBytes += pr.BytesMoved
 			}

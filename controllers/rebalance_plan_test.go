@@ -93,7 +93,7 @@ func TestMoveStatusIgnoresAnEarlierMovesFigures(t *testing.T) {
 	report := func(progressEpoch int64) shardState {
 		return shardState{pod: "p", ready: true, rep: &shardReport{topo: &topology.Topology{
 			Announcement: topology.Announcement{Layout: topology.Layout{Epoch: 7}}, Rebalancing: true,
-			Progress: map[string]any{"epoch": progressEpoch, "items_moved": 584, "items_remaining": 10},
+			Progress: topology.Progress{Epoch: progressEpoch, ItemsMoved: 584, ItemsRemaining: 10},
 		}}}
 	}
 	ps, blocked := moveStatus(a, map[int]shardState{0: report(5), 1: report(7)}, func(i int) string { return fmt.Sprint("p", i) })

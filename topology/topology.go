@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -28,9 +29,38 @@ type Topology struct {
 	Announcement
 	// Self is the server's shard index; outside [0, len(Shards)) it owns
 	// nothing and forwards everything.
-	Self        int            `json:"self"`
-	Rebalancing bool           `json:"rebalancing"`
-	Progress    map[string]any `json:"progress"`
+	Self        int      `json:"self"`
+	Rebalancing bool     `json:"rebalancing"`
+	Progress    Progress `json:"progress"`
+}
+
+// Progress is a shard's handoff in its last move. A shard that ran none
+// since it started reports {} (Epoch 0). A shard keeps reporting its last
+// move until the first pass of the next one, so a reader compares Epoch
+// with the move it waits for.
+type Progress struct {
+	Epoch            int64 `json:"epoch"`
+	ItemsMoved       int64 `json:"items_moved"`
+	BytesMoved       int64 `json:"bytes_moved"`
+	ItemsRemaining   int64 `json:"items_remaining"` // counted when a pass starts, lowered as batches are acknowledged
+	BytesRemaining   int64 `json:"bytes_remaining"`
+	CollectionsMoved int64 `json:"collections_moved"`
+	ItemsReceived    int64 `json:"items_received"` // imported from other shards, pushed or pulled
+	Passes           int64 `json:"passes"`
+	// Started and Finished are RFC 3339 times; LastError says why the last
+	// pass stopped early (it is retried).
+	Started   string `json:"started,omitempty"`
+	Finished  string `json:"finished,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// MarshalJSON writes {} for no move, as the shards always have.
+func (p Progress) MarshalJSON() ([]byte, error) {
+	if p == (Progress{}) {
+		return []byte("{}"), nil
+	}
+	type plain Progress // without this method
+	return json.Marshal(plain(p))
 }
 
 // Validate checks an announcement: a positive epoch, at least one shard,

@@ -263,9 +263,5 @@ func (p *pair) progress(ctx context.Context, i int) (items, size int64, err erro
 	if err != nil {
 		return 0, 0, err
 	}
-	num := func(name string) int64 {
-		f, _ := t.Progress[name].(float64)
-		return int64(f)
-	}
-	return num("items_moved"), num("bytes_moved"), nil
+	return t.Progress.ItemsMoved, t.Progress.BytesMoved, nil
 }
