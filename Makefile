@@ -51,7 +51,7 @@ FUZZ_WORKERS ?= 1
 fuzz: ## Fuzz the cache server for FUZZTIME per target (FUZZ_TARGETS, FUZZ_WORKERS processes each); FuzzOpenAPI is the probe suite over every route of docs/api/openapi.yaml.
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz: $$t for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZ_WORKERS) ./cacheserver/ || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel $(FUZZ_WORKERS) ./cacheserver/ || exit 1; \
 	done
 
 .PHONY: bench

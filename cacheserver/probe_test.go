@@ -433,7 +433,10 @@ func startProbe(f *testing.F) *probe {
 		Dir:     sandbox,
 		Env:     []string{"TMPDIR=" + tmp, "HOME=" + sandbox},
 		Args: []string{"--fanout", "2", "--disk-min-file-size", strconv.Itoa(probeFileValue),
-			"--max-value-bytes", strconv.Itoa(probeMaxValue), "--body-timeout", "2s"},
+			"--max-value-bytes", strconv.Itoa(probeMaxValue), "--body-timeout", "2s",
+			// Lock and semaphore waits end before this: a fuzzed wait=1e9
+			// costs 2 s, not the default 30.
+			"--request-timeout", "2s"},
 	})
 	p := &probe{srv: srv, sandbox: sandbox, ledger: map[string][]byte{}, routed: map[string]int{},
 		// The timeout guards against a hung server; it is not what a test checks.

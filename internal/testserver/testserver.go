@@ -143,6 +143,9 @@ func Start(t testing.TB, opts Options) *Server {
 func (s *Server) start(env []string) error {
 	s.cmd = exec.Command(binPath, s.Args...)
 	s.cmd.Dir = s.dir
+	// The server dies with the test process, also when it is killed (a
+	// fuzz worker the coordinator stops does not run its cleanups).
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	s.cmd.Env = append(os.Environ(), env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
