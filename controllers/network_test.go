@@ -161,3 +161,25 @@ func installServiceMonitorCRD(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A cache that serves HTTPS is scraped over HTTPS, verified with the TLS
+// Secret's ca.crt against the client Service's name, which the
+// certificate must cover; without requireToken no credentials are sent.
+func TestServiceMonitorOverTLS(t *testing.T) {
+	dc := defaulted(func(dc *cachev1alpha1.DiskCache) {
+		dc.Name, dc.Namespace = "web", "shop"
+		dc.Spec.TLS = &cachev1alpha1.TLSSpec{SecretName: "web-tls"}
+		dc.Spec.Monitoring.ServiceMonitor.Enabled = true
+	})
+	endpoints, _, _ := unstructured.NestedSlice(buildServiceMonitor(dc).Object, "spec", "endpoints")
+	ep := endpoints[0].(map[string]any)
+	server, _, _ := unstructured.NestedString(ep, "tlsConfig", "serverName")
+	secret, _, _ := unstructured.NestedString(ep, "tlsConfig", "ca", "secret", "name")
+	key, _, _ := unstructured.NestedString(ep, "tlsConfig", "ca", "secret", "key")
+	if ep["scheme"] != "https" || server != "web.shop.svc" || secret != "web-tls" || key != "ca.crt" {
+		t.Errorf("endpoint %v", ep)
+	}
+	if _, ok := ep["authorization"]; ok {
+		t.Errorf("credentials sent to a public /metrics: %v", ep)
+	}
+}
