@@ -113,69 +113,149 @@ func (c *Cache) OpenValue(r Row) (*os.File, error) { return c.openValueFile(r.Fi
 // (row.Filename != ""; its name here is new). It reports whether it
 // inserted, and culls like any write.
 func (c *Cache) ImportRow(ctx context.Context, row Row, body io.Reader) (bool, error) {
-	if err := row.Key.Validate(); err != nil {
+	sr, err := c.StageRow(row, body)
+	if err != nil {
 		return false, err
 	}
+	done, err := c.ImportRows(ctx, []StagedRow{sr})
+	return err == nil && done[0], err
+}
+
+// StagedRow is a row ready for ImportRows: validated, its value file (if
+// it has one) already written here under a new name.
+type StagedRow struct {
+	Row Row
+	st  stored
+}
+
+// StageRow prepares row for ImportRows outside any transaction: it
+// validates it and writes its value file from body (row.Filename != "").
+// Every staged row must reach ImportRows or DiscardStaged, which remove
+// the files of rows that are not imported.
+func (c *Cache) StageRow(row Row, body io.Reader) (StagedRow, error) {
+	if err := row.Key.Validate(); err != nil {
+		return StagedRow{}, err
+	}
 	if row.Mode < modeNone || row.Mode > modePickle {
-		return false, fmt.Errorf("%w: mode %d", kv.ErrInvalidValue, row.Mode)
+		return StagedRow{}, fmt.Errorf("%w: mode %d", kv.ErrInvalidValue, row.Mode)
 	}
 	st := stored{mode: row.Mode, value: row.Value}
 	if row.Filename != "" {
 		name, n, err := c.createValueFile(body)
 		if err != nil {
-			return false, err
+			return StagedRow{}, err
 		}
 		st.filename, st.size = name, n
 		if n != row.Size {
 			c.discardStored(st)
 			c.unpend(name)
-			return false, fmt.Errorf("engine: import: value file of %d bytes, expected %d: %w", n, row.Size, io.ErrUnexpectedEOF)
+			return StagedRow{}, fmt.Errorf("engine: import: value file of %d bytes, expected %d: %w", n, row.Size, io.ErrUnexpectedEOF)
 		}
 	}
+	return StagedRow{Row: row, st: st}, nil
+}
+
+// DiscardStaged removes the value files of staged rows that will not be
+// imported.
+func (c *Cache) DiscardStaged(rows ...StagedRow) {
+	for _, r := range rows {
+		c.discardStored(r.st)
+		if name, ok := r.st.filename.(string); ok {
+			c.unpend(name)
+		}
+	}
+}
+
+// ImportRows imports staged rows in ONE transaction: each is inserted
+// unless its key already has a row (live or not, or an earlier row of the
+// same batch), and the cache culls after each insert as after any write.
+// done[i] reports whether rows[i] was inserted. On an error nothing of the
+// batch is committed and ImportRows can be called again with freshly
+// staged rows (what it inserted then is skipped as present). The files of
+// rows not inserted are removed either way.
+func (c *Cache) ImportRows(ctx context.Context, rows []StagedRow) ([]bool, error) {
+	done := make([]bool, len(rows))
+	err := c.write(ctx, "import", func(tx *Tx) error {
+		clear(done) // a batch retried by the writer starts again
+		for i, r := range rows {
+			ok, err := tx.importStaged(r)
+			if err != nil {
+				return err
+			}
+			done[i] = ok
+		}
+		return nil
+	})
+	if err != nil {
+		clear(done)
+	}
+	for i, r := range rows {
+		if !done[i] {
+			c.discardStored(r.st)
+		}
+		if name, ok := r.st.filename.(string); ok {
+			c.unpend(name)
+		}
+	}
+	return done, err
+}
+
+// importStaged inserts one staged row unless its key has a row.
+func (tx *Tx) importStaged(r StagedRow) (bool, error) {
+	row, st := r.Row, r.st
 	var expire driver.Value
 	if row.ExpireTime != nil {
 		expire = *row.ExpireTime
 	}
-	var imported bool
-	err := c.writeStored(ctx, "import", st, func(tx *Tx) error {
-		k, raw := dbKey(row.Key)
-		if _, ok, err := tx.cn.queryRow(`SELECT rowid FROM Cache WHERE key = ? AND raw = ?`, 1, k, raw); err != nil || ok {
-			return err
-		}
-		if _, err := tx.cn.exec(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			k, raw, row.StoreTime, expire, row.AccessTime, row.AccessCount, dbTag(row.Tag), st.size, st.mode, st.filename, st.value); err != nil {
-			return err
-		}
-		imported = true
-		return tx.cull(tx.now())
-	})
-	if err == nil && !imported {
-		c.discardStored(st)
+	k, raw := dbKey(row.Key)
+	if _, ok, err := tx.cn.queryRow(`SELECT rowid FROM Cache WHERE key = ? AND raw = ?`, 1, k, raw); err != nil || ok {
+		return false, err
 	}
-	return imported, err
+	if _, err := tx.cn.exec(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k, raw, row.StoreTime, expire, row.AccessTime, row.AccessCount, dbTag(row.Tag), st.size, st.mode, st.filename, st.value); err != nil {
+		return false, err
+	}
+	return true, tx.cull(tx.now())
 }
 
 // DeleteRow removes a row read by Rows or ExportRow if it is still the same
 // item (same rowid and store time): a write since then keeps it. It
 // reports whether it removed it.
 func (c *Cache) DeleteRow(ctx context.Context, r Row) (bool, error) {
-	var removed bool
+	done, err := c.DeleteRows(ctx, []Row{r})
+	return err == nil && done[0], err
+}
+
+// DeleteRows is DeleteRow for many rows of this cache in ONE transaction:
+// each row is removed only if it is still the same item; done[i] reports
+// whether rows[i] was. On an error nothing is removed.
+func (c *Cache) DeleteRows(ctx context.Context, rows []Row) ([]bool, error) {
+	done := make([]bool, len(rows))
 	err := c.write(ctx, "delete", func(tx *Tx) error {
-		row, ok, err := tx.cn.queryRow(`SELECT filename, store_time FROM Cache WHERE rowid = ?`, 2, r.rowid)
-		if err != nil || !ok {
-			return err
+		clear(done)
+		for i, r := range rows {
+			row, ok, err := tx.cn.queryRow(`SELECT filename, store_time FROM Cache WHERE rowid = ?`, 2, r.rowid)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			if st, _ := toFloat(row[1]); st != r.StoreTime {
+				continue
+			}
+			if err := tx.deleteRow(r.rowid); err != nil {
+				return err
+			}
+			tx.removeAfterCommit(row[0])
+			done[i] = true
 		}
-		if st, _ := toFloat(row[1]); st != r.StoreTime {
-			return nil
-		}
-		if err := tx.deleteRow(r.rowid); err != nil {
-			return err
-		}
-		tx.removeAfterCommit(row[0])
-		removed = true
 		return nil
 	})
-	return removed, err
+	if err != nil {
+		clear(done)
+	}
+	return done, err
 }
 
 // ExportRow is Cache.ExportRow on the database that holds key.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +167,163 @@ print(json.dumps(out))
 	want := map[string]any{"file": []any{40000.0, "b"}, "textfile": []any{40000.0, nil}, "int": 1.0}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("python-diskcache read %v, want %v", got, want)
+	}
+}
+
+// utStage stages the rows of src (value files streamed) for dst.
+func utStage(t *testing.T, src, dst *Cache, rows []Row) []StagedRow {
+	t.Helper()
+	var out []StagedRow
+	for _, r := range rows {
+		var body io.Reader
+		if r.Filename != "" {
+			f, err := src.OpenValue(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			body = f
+		}
+		sr, err := dst.StageRow(r, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, sr)
+	}
+	return out
+}
+
+// TestImportRowsOneTransaction: a batch import inserts each row only if its
+// key has no row (live, expired, or earlier in the same batch); a failure
+// in the middle of the batch commits none of it and leaves no value file,
+// and the batch can be sent again; DeleteRows removes only the rows that
+// are still the items read, in one transaction.
+func TestImportRowsOneTransaction(t *testing.T) {
+	src, clk := openTest(t, nil)
+	big := bytes.Repeat([]byte("f"), 40000)
+	for i, k := range []string{"a", "b", "file", "expired", "dup"} {
+		v := kv.Bytes([]byte(k))
+		if k == "file" {
+			v = kv.Bytes(big)
+		}
+		opts := kv.SetOptions{}
+		if k == "expired" {
+			opts.Expire = kv.ExpireAfter(time.Second)
+		}
+		if err := src.Set(utCtx, kv.TextKey(k), v, opts); err != nil {
+			t.Fatal(i, err)
+		}
+		clk.Advance(time.Millisecond)
+	}
+	rows, err := src.Rows(utCtx, 0, 100)
+	if err != nil || len(rows) != 5 {
+		t.Fatalf("Rows = %d, %v", len(rows), err)
+	}
+	dst, dclk := openTest(t, nil)
+	dclk.Advance(time.Hour)
+
+	// A failure mid-batch: the third row cannot be stored (a value type
+	// SQLite does not bind), after two rows (one with a file) were inserted
+	// inside the transaction.
+	bad := rows[0]
+	bad.Key, bad.Value = kv.TextKey("bad"), struct{}{}
+	batch := utStage(t, src, dst, []Row{rows[0], rows[2], bad, rows[1]})
+	if len(utValFiles(t, dst)) != 1 {
+		t.Fatalf("staging wrote %v, want the one value file", utValFiles(t, dst))
+	}
+	done, err := dst.ImportRows(utCtx, batch)
+	if err == nil {
+		t.Fatal("ImportRows with a row SQLite cannot store succeeded")
+	}
+	if slices.Contains(done, true) {
+		t.Fatalf("failed ImportRows reports rows done: %v", done)
+	}
+	if n, _ := dst.Len(utCtx); n != 0 {
+		t.Fatalf("a failed batch left %d rows", n)
+	}
+	if f := utValFiles(t, dst); len(f) != 0 {
+		t.Fatalf("a failed batch left value files %v", f)
+	}
+
+	// Present keys are skipped: a live row, an expired one, and the second
+	// copy of a key within the batch; the batch again after a partial
+	// import skips what is there.
+	if err := dst.Set(utCtx, kv.TextKey("a"), kv.Bytes([]byte("newer")), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Set(utCtx, kv.TextKey("expired"), kv.Bytes([]byte("dead")), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	dclk.Advance(time.Minute)
+	dup := rows[4]
+	dup.Value = []byte("second copy")
+	// (The expired row comes first: the cull after an insert removes
+	// expired rows, as after any write.)
+	done, err = dst.ImportRows(utCtx, utStage(t, src, dst, []Row{rows[3], rows[0], rows[1], rows[2], rows[4], dup}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{false, false, true, true, true, false}; !slices.Equal(done, want) {
+		t.Fatalf("ImportRows done = %v, want %v", done, want)
+	}
+	for k, want := range map[string]string{"a": "newer", "b": "b", "dup": "dup"} {
+		it, ok, err := dst.Get(utCtx, kv.TextKey(k), GetOptions{})
+		if err != nil || !ok || string(it.Value.Data) != want {
+			t.Errorf("Get(%s) = %q, %v, %v; want %q", k, it.Value.Data, ok, err, want)
+		}
+	}
+	if it, ok, _ := dst.Get(utCtx, kv.TextKey("file"), GetOptions{}); !ok || !bytes.Equal(it.Value.Data, big) {
+		t.Errorf("file value not imported whole (%d bytes)", len(it.Value.Data))
+	}
+	if f := utValFiles(t, dst); len(f) != 1 {
+		t.Fatalf("value files %v, want the imported one only", f)
+	}
+	// (Not "expired": the cull of that batch removed the expired row.)
+	again := []Row{rows[0], rows[1], rows[2], rows[4]}
+	done, err = dst.ImportRows(utCtx, utStage(t, src, dst, again))
+	if err != nil || slices.Contains(done, true) {
+		t.Fatalf("ImportRows again = %v, %v; want nothing imported", done, err)
+	}
+	if f := utValFiles(t, dst); len(f) != 1 {
+		t.Fatalf("value files %v after a repeated batch, want the imported one only", f)
+	}
+	dst.DiscardStaged(utStage(t, src, dst, again)...)
+	if f := utValFiles(t, dst); len(f) != 1 {
+		t.Fatalf("value files %v after DiscardStaged, want the imported one only", f)
+	}
+
+	// DeleteRows: "a" rewritten and "dup" deleted and set again since they
+	// were read stay, "expired" is gone already (culled by those writes);
+	// the others go, the file after the commit.
+	clk.Advance(time.Second)
+	if err := src.Set(utCtx, kv.TextKey("a"), kv.Bytes([]byte("a2")), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Delete(utCtx, kv.TextKey("dup")); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Set(utCtx, kv.TextKey("dup"), kv.Bytes([]byte("dup2")), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	done, err = src.DeleteRows(utCtx, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{false, true, true, false, false}; !slices.Equal(done, want) {
+		t.Fatalf("DeleteRows done = %v, want %v", done, want)
+	}
+	left, _ := src.Rows(utCtx, 0, 100)
+	var keys []string
+	for _, r := range left {
+		keys = append(keys, r.Key.Text())
+	}
+	if !slices.Equal(keys, []string{"a", "dup"}) && !slices.Equal(keys, []string{"dup", "a"}) {
+		t.Fatalf("rows left %v, want a and dup", keys)
+	}
+	if f := utValFiles(t, src); len(f) != 0 {
+		t.Fatalf("value files left %v", f)
+	}
+	if done, err := src.DeleteRows(utCtx, rows); err != nil || slices.Contains(done, true) {
+		t.Fatalf("DeleteRows again = %v, %v", done, err)
 	}
 }
