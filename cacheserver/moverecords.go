@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"sync"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
@@ -87,11 +88,31 @@ var errGone = errors.New("item gone")
 
 // moveReader reads a move stream.
 type moveReader struct {
-	r   *bufio.Reader
-	cur *io.LimitedReader
+	r    *bufio.Reader
+	cur  *io.LimitedReader
+	bufs *sync.Pool
 }
 
-func newMoveReader(r io.Reader) *moveReader { return &moveReader{r: bufio.NewReaderSize(r, 1<<20)} }
+// newMoveReader reads a move stream from r with a buffer of bufs (1 MiB:
+// a header line must fit; allocating one per batch cost more than decoding
+// the batch); release gives it back.
+func newMoveReader(bufs *sync.Pool, r io.Reader) *moveReader {
+	br, _ := bufs.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(nil, 1<<20)
+	}
+	br.Reset(r)
+	return &moveReader{r: br, bufs: bufs}
+}
+
+// release ends the use of m (and of the last value reader it returned).
+func (m *moveReader) release() {
+	if m.r != nil {
+		m.r.Reset(nil)
+		m.bufs.Put(m.r)
+		m.r, m.cur = nil, nil
+	}
+}
 
 // next returns the next row and, for a value file, a reader of exactly its
 // bytes (valid until the next call); io.EOF after the last row.

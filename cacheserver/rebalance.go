@@ -1,6 +1,7 @@
 package cacheserver
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ import (
 // that may still sit at their previous owner (claimKey, claimCollection).
 
 const (
-	moveBatchItems = 100      // rows per receive request
+	moveBatchItems = 500      // rows per receive request
 	moveBatchBytes = 16 << 20 // value bytes per receive request (at least one row)
 	pauseLease     = 30 * time.Second
 )
@@ -42,6 +43,7 @@ type rebalancer struct {
 
 	keyLocks  [256]sync.Mutex
 	collLocks [64]sync.Mutex
+	readBufs  sync.Pool // of move streams' readers
 
 	mu       sync.Mutex
 	done     int64 // epoch whose handoff finished
@@ -276,21 +278,29 @@ func (rb *rebalancer) sendPage(ctx context.Context, a *topology.Announcement, c 
 	last, more = rows[len(rows)-1].Rowid(), len(rows) == moveBatchItems
 	now := float64(time.Now().UnixNano()) / 1e9
 	byOwner := map[int][]engine.Row{}
+	var expired []engine.Row
 	for _, r := range rows {
 		routing := wire.Routing(r.Key)
 		if owned(routing) {
 			continue
 		}
 		if r.Expired(now) { // expired items are not moved
-			if ok, err := c.DeleteRow(ctx, r); err != nil {
-				return last, handled, more, err
-			} else if ok {
-				handled++
-			}
+			expired = append(expired, r)
 			continue
 		}
 		o := topology.Owner(routing, len(a.Shards))
 		byOwner[o] = append(byOwner[o], r)
+	}
+	if len(expired) > 0 {
+		done, err := c.DeleteRows(ctx, expired)
+		if err != nil {
+			return last, handled, more, err
+		}
+		for _, ok := range done {
+			if ok {
+				handled++
+			}
+		}
 	}
 	for o, group := range byOwner {
 		for len(group) > 0 {
@@ -318,12 +328,16 @@ func (rb *rebalancer) sendPage(ctx context.Context, a *topology.Announcement, c 
 			if err != nil {
 				return last, handled, more, err
 			}
+			// The acknowledged rows go in one transaction, each only if it
+			// is still the item sent (a write since then keeps it).
+			done, err := c.DeleteRows(ctx, sent)
+			if err != nil {
+				return last, handled, more, err
+			}
 			var items, size int64
-			for _, r := range sent {
-				if ok, err := c.DeleteRow(ctx, r); err != nil {
-					return last, handled, more, err
-				} else if ok {
-					items, size = items+1, size+r.Bytes()
+			for i, ok := range done {
+				if ok {
+					items, size = items+1, size+sent[i].Bytes()
 				}
 			}
 			handled += items
@@ -422,7 +436,13 @@ func (rb *rebalancer) send(ctx context.Context, a *topology.Announcement, o int,
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		sent, werr = write(&limitedWriter{ctx: ctx, w: pw, l: rb.limiter})
+		// Buffered: the transport sends every write of a request body as
+		// a chunk of its own, two per row without it.
+		bw := bufio.NewWriterSize(&limitedWriter{ctx: ctx, w: pw, l: rb.limiter}, 64<<10)
+		sent, werr = write(bw)
+		if werr == nil {
+			werr = bw.Flush()
+		}
 		pw.CloseWithError(werr)
 	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, pr)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -141,7 +142,8 @@ func (s *Server) pullFrom(ctx context.Context, a *topology.Announcement, base st
 		return newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable, map[string]any{"url": base},
 			"the previous owner %s of this data answered %s: %s", base, resp.Status, b)
 	}
-	mr := newMoveReader(resp.Body)
+	mr := newMoveReader(&s.reb.readBufs, resp.Body)
+	defer mr.release()
 	for {
 		row, body, err := mr.next()
 		if errors.Is(err, io.EOF) {
@@ -236,14 +238,122 @@ func (s *Server) collectionCache(ctx context.Context, kind, name string) (*engin
 	return nil, badRequest(wire.CodeBadRequest, "kind %q: want cache, deque or index", kind)
 }
 
-func (s *Server) importKey(ctx context.Context, row engine.Row, body io.Reader, routing []byte) (bool, error) {
-	mu := &s.reb.keyLocks[stripe(routing, len(s.reb.keyLocks))]
-	mu.Lock()
-	defer mu.Unlock()
-	if s.reb.state.isTouched(routing) {
-		return false, nil
+// Received rows are imported in batches, one transaction per fanout
+// database each (a transaction per row would cost most of a move's CPU).
+// A batch is bounded in rows (how long its key locks are held) and in
+// value bytes kept in memory (value files are written as they arrive).
+const (
+	importBatchItems = 512
+	importBatchBytes = 16 << 20
+)
+
+// importCounts are what a receive imported and skipped.
+type importCounts struct{ imported, skipped, size int64 }
+
+// importBatch is received rows staged for import: validated, value files
+// written, not yet committed.
+type importBatch struct {
+	rows    []engine.StagedRow
+	dbs     []*engine.Cache
+	routing [][]byte // per row, for keys of the server's cache
+	bytes   int64    // values held in memory
+}
+
+func (b *importBatch) stage(c *engine.Cache, row engine.Row, body io.Reader, routing []byte) error {
+	sr, err := c.StageRow(row, body)
+	if err != nil {
+		return err
 	}
-	return s.cache.ImportRow(ctx, row, body)
+	b.rows, b.dbs, b.routing = append(b.rows, sr), append(b.dbs, c), append(b.routing, routing)
+	if row.Filename == "" {
+		b.bytes += row.Bytes()
+	}
+	return nil
+}
+
+func (b *importBatch) full() bool {
+	return len(b.rows) >= importBatchItems || b.bytes >= importBatchBytes
+}
+
+func (b *importBatch) reset() {
+	b.rows, b.dbs, b.routing, b.bytes = b.rows[:0], b.dbs[:0], b.routing[:0], 0
+}
+
+// discard drops the staged rows (their value files).
+func (b *importBatch) discard() {
+	for i, r := range b.rows {
+		b.dbs[i].DiscardStaged(r)
+	}
+	b.reset()
+}
+
+// importInto imports the staged rows, one transaction per database, and
+// empties the batch; skip (when not nil) drops rows before that. After an
+// error nothing of the batch is left staged; what committed before it
+// stays (the sender sends the batch again and finds it skipped).
+func (b *importBatch) importInto(ctx context.Context, n *importCounts, skip func(i int) bool) error {
+	var order []*engine.Cache
+	groups := map[*engine.Cache][]int{}
+	for i, c := range b.dbs {
+		if skip != nil && skip(i) {
+			c.DiscardStaged(b.rows[i])
+			n.skipped++
+			continue
+		}
+		if groups[c] == nil {
+			order = append(order, c)
+		}
+		groups[c] = append(groups[c], i)
+	}
+	for gi, c := range order {
+		idx := groups[c]
+		rows := make([]engine.StagedRow, len(idx))
+		for j, i := range idx {
+			rows[j] = b.rows[i]
+		}
+		done, err := c.ImportRows(ctx, rows)
+		if err != nil {
+			for _, c := range order[gi+1:] {
+				for _, i := range groups[c] {
+					c.DiscardStaged(b.rows[i])
+				}
+			}
+			b.reset()
+			return err
+		}
+		for j, ok := range done {
+			if ok {
+				n.imported, n.size = n.imported+1, n.size+rows[j].Row.Bytes()
+			} else {
+				n.skipped++
+			}
+		}
+	}
+	b.reset()
+	return nil
+}
+
+// importKeys imports a batch of keys of the server's cache that another
+// shard hands off: under the locks of all their stripes (taken in
+// ascending order, so batches and claimKey, which holds one, never wait on
+// each other in a cycle), a key touched here during the move is skipped,
+// and the others are imported unless they have a row here.
+func (s *Server) importKeys(ctx context.Context, b *importBatch, n *importCounts) error {
+	stripes := make([]int, 0, len(b.routing))
+	for _, r := range b.routing {
+		stripes = append(stripes, stripe(r, len(s.reb.keyLocks)))
+	}
+	slices.Sort(stripes)
+	stripes = slices.Compact(stripes)
+	for _, i := range stripes {
+		s.reb.keyLocks[i].Lock()
+	}
+	defer func() {
+		for _, i := range stripes {
+			s.reb.keyLocks[i].Unlock()
+		}
+	}()
+	return b.importInto(ctx, n, func(i int) bool { return s.reb.state.isTouched(b.routing[i]) })
 }
 
 // claim applies the new owner's rules before a request it serves itself

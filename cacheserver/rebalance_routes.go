@@ -58,8 +58,9 @@ func (s *Server) handleRebalanceReceive(w http.ResponseWriter, r *http.Request) 
 	}
 	ctx := r.Context()
 	kind, name := r.URL.Query().Get("kind"), r.URL.Query().Get("name")
-	mr := newMoveReader(r.Body)
-	var imported, skipped, size int64
+	mr := newMoveReader(&s.reb.readBufs, r.Body)
+	defer mr.release()
+	var n importCounts
 	if name != "" {
 		if topology.Owner([]byte(name), len(a.Shards)) != s.cluster.self {
 			return &apiError{status: http.StatusConflict, code: wire.CodeNotOwner, msg: fmt.Sprintf("shard %d does not own collection %q at epoch %d", s.cluster.self, name, a.Epoch)}
@@ -73,6 +74,8 @@ func (s *Server) handleRebalanceReceive(w http.ResponseWriter, r *http.Request) 
 		if err != nil {
 			return err
 		}
+		var batch importBatch
+		defer batch.discard() // what an error left staged
 		for {
 			row, body, err := mr.next()
 			if errors.Is(err, io.EOF) {
@@ -82,18 +85,20 @@ func (s *Server) handleRebalanceReceive(w http.ResponseWriter, r *http.Request) 
 				return badRequest(wire.CodeBadRequest, "%v", err)
 			}
 			if present {
-				skipped++
+				n.skipped++
 				continue
 			}
-			ok, err := c.ImportRow(ctx, row, body)
-			if err != nil {
+			if err := batch.stage(c, row, body, nil); err != nil {
 				return err
 			}
-			if ok {
-				imported, size = imported+1, size+row.Bytes()
-			} else {
-				skipped++
+			if batch.full() {
+				if err := batch.importInto(ctx, &n, nil); err != nil {
+					return err
+				}
 			}
+		}
+		if err := batch.importInto(ctx, &n, nil); err != nil {
+			return err
 		}
 		if !present {
 			if err := s.reb.state.markPresent(ctx, id); err != nil {
@@ -101,6 +106,8 @@ func (s *Server) handleRebalanceReceive(w http.ResponseWriter, r *http.Request) 
 			}
 		}
 	} else {
+		var batch importBatch
+		defer batch.discard()
 		for {
 			row, body, err := mr.next()
 			if errors.Is(err, io.EOF) {
@@ -113,19 +120,21 @@ func (s *Server) handleRebalanceReceive(w http.ResponseWriter, r *http.Request) 
 			if topology.Owner(routing, len(a.Shards)) != s.cluster.self {
 				return &apiError{status: http.StatusConflict, code: wire.CodeNotOwner, msg: fmt.Sprintf("shard %d does not own a key of this batch at epoch %d", s.cluster.self, a.Epoch)}
 			}
-			ok, err := s.importKey(ctx, row, body, routing)
-			if err != nil {
+			if err := batch.stage(s.cache.DatabaseFor(row.Key), row, body, routing); err != nil {
 				return err
 			}
-			if ok {
-				imported, size = imported+1, size+row.Bytes()
-			} else {
-				skipped++
+			if batch.full() {
+				if err := s.importKeys(ctx, &batch, &n); err != nil {
+					return err
+				}
 			}
 		}
+		if err := s.importKeys(ctx, &batch, &n); err != nil {
+			return err
+		}
 	}
-	s.received(imported, size)
-	writeJSON(w, http.StatusOK, map[string]int64{"imported": imported, "skipped": skipped})
+	s.received(n.imported, n.size)
+	writeJSON(w, http.StatusOK, map[string]int64{"imported": n.imported, "skipped": n.skipped})
 	return nil
 }
 

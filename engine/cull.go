@@ -96,8 +96,12 @@ func (tx *Tx) checkMaxBytes(size int64) error {
 
 // cull is the cull on every write: up to cull_limit rows, expired ones
 // first, then by eviction policy while the volume is at or over the limit.
-func (tx *Tx) cull(now float64) error {
-	limit := tx.s.CullLimit
+func (tx *Tx) cull(now float64) error { return tx.cullWrites(now, 1) }
+
+// cullWrites is the cull of writes writes made in one transaction: up to
+// cull_limit rows for each.
+func (tx *Tx) cullWrites(now float64, writes int64) error {
+	limit := tx.s.CullLimit * writes
 	if limit == 0 {
 		return nil
 	}

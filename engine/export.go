@@ -168,23 +168,25 @@ func (c *Cache) DiscardStaged(rows ...StagedRow) {
 
 // ImportRows imports staged rows in ONE transaction: each is inserted
 // unless its key already has a row (live or not, or an earlier row of the
-// same batch), and the cache culls after each insert as after any write.
-// done[i] reports whether rows[i] was inserted. On an error nothing of the
-// batch is committed and ImportRows can be called again with freshly
-// staged rows (what it inserted then is skipped as present). The files of
-// rows not inserted are removed either way.
+// same batch), then the cache culls as after as many writes as it
+// inserted. done[i] reports whether rows[i] was inserted. On an error
+// nothing of the batch is committed and ImportRows can be called again
+// with freshly staged rows (what it inserted then is skipped as present).
+// The files of rows not inserted are removed either way.
 func (c *Cache) ImportRows(ctx context.Context, rows []StagedRow) ([]bool, error) {
 	done := make([]bool, len(rows))
 	err := c.write(ctx, "import", func(tx *Tx) error {
-		clear(done) // a batch retried by the writer starts again
+		var inserted int64
 		for i, r := range rows {
 			ok, err := tx.importStaged(r)
 			if err != nil {
 				return err
 			}
-			done[i] = ok
+			if done[i] = ok; ok {
+				inserted++
+			}
 		}
-		return nil
+		return tx.cullWrites(tx.now(), inserted)
 	})
 	if err != nil {
 		clear(done)
@@ -200,7 +202,9 @@ func (c *Cache) ImportRows(ctx context.Context, rows []StagedRow) ([]bool, error
 	return done, err
 }
 
-// importStaged inserts one staged row unless its key has a row.
+// importStaged inserts one staged row unless its key has a row (the
+// conflict on the unique index of key and raw, and only that one, skips
+// it).
 func (tx *Tx) importStaged(r StagedRow) (bool, error) {
 	row, st := r.Row, r.st
 	var expire driver.Value
@@ -208,14 +212,9 @@ func (tx *Tx) importStaged(r StagedRow) (bool, error) {
 		expire = *row.ExpireTime
 	}
 	k, raw := dbKey(row.Key)
-	if _, ok, err := tx.cn.queryRow(`SELECT rowid FROM Cache WHERE key = ? AND raw = ?`, 1, k, raw); err != nil || ok {
-		return false, err
-	}
-	if _, err := tx.cn.exec(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		k, raw, row.StoreTime, expire, row.AccessTime, row.AccessCount, dbTag(row.Tag), st.size, st.mode, st.filename, st.value); err != nil {
-		return false, err
-	}
-	return true, tx.cull(tx.now())
+	n, err := tx.cn.exec(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key, raw) DO NOTHING`,
+		k, raw, row.StoreTime, expire, row.AccessTime, row.AccessCount, dbTag(row.Tag), st.size, st.mode, st.filename, st.value)
+	return n == 1, err
 }
 
 // DeleteRow removes a row read by Rows or ExportRow if it is still the same
