@@ -282,11 +282,14 @@ func settling(dc *cachev1alpha1.DiskCache) (bool, string) {
 // decideSpec is spec.autoscaling (defaulted) for autoscale.Decide.
 func decideSpec(as *cachev1alpha1.AutoscalingSpec) autoscale.Spec {
 	s := autoscale.Spec{MinShards: as.MinShards, MaxShards: as.MaxShards}
+	if p := as.Targets.FillPercent; p != nil {
+		// Decide works on the fill as a fraction, as GET /v1/usage gives it.
+		s.Targets = append(s.Targets, autoscale.Target{Name: autoscale.Fill, Value: float64(*p) / 100})
+	}
 	for _, t := range []struct {
 		name string
 		q    *resource.Quantity
 	}{
-		{autoscale.Fill, as.Targets.Fill},
 		{autoscale.RequestRate, as.Targets.RequestRate},
 		{autoscale.EvictionRate, as.Targets.EvictionRate},
 	} {

@@ -157,7 +157,7 @@ func TestAutoscalerFollowsFill(t *testing.T) {
 		dc.Spec.SizeLimit = ptrTo(resource.MustParse(strconv.Itoa(sizeLimit)))
 		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
 			Enabled: true, MinShards: 2, MaxShards: 3,
-			Targets: &cachev1alpha1.AutoscalingTargets{Fill: ptrTo(resource.MustParse("0.5"))},
+			Targets: &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(50))},
 			Behavior: cachev1alpha1.AutoscalingBehavior{
 				ScaleUp:   cachev1alpha1.ScalingRules{StabilizationWindow: &metav1.Duration{}},
 				ScaleDown: cachev1alpha1.ScalingRules{StabilizationWindow: &metav1.Duration{Duration: downWindow}, MaxStep: ptrTo[int32](1)},
@@ -371,7 +371,7 @@ func TestAutoscalerKeepsToTheWindowAfterARestart(t *testing.T) {
 		dc.Spec.SizeLimit = ptrTo(resource.MustParse(strconv.Itoa(sizeLimit)))
 		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
 			Enabled: true, MinShards: 1, MaxShards: 2,
-			Targets: &cachev1alpha1.AutoscalingTargets{Fill: ptrTo(resource.MustParse("0.5"))},
+			Targets: &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(50))},
 			Behavior: cachev1alpha1.AutoscalingBehavior{
 				ScaleDown: cachev1alpha1.ScalingRules{StabilizationWindow: &metav1.Duration{Duration: 2 * time.Minute}},
 				Cooldown:  &metav1.Duration{},

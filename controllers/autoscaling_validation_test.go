@@ -28,9 +28,10 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 		{"shards above maxShards", "shards: 5\n" + on, "spec.shards must be within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled"},
 		{"default shards below minShards", on + "  minShards: 2", "spec.shards must be within [autoscaling.minShards, autoscaling.maxShards]"},
 		{"no target", on + "  targets: {}", "autoscaling needs at least one target"},
-		{"zero fill", on + "  targets:\n    fill: \"0\"", "autoscaling.targets.fill must be a fraction of sizeLimit above 0 and at most 1"},
-		{"fill above 1", on + "  targets:\n    fill: \"1.2\"", "autoscaling.targets.fill must be a fraction of sizeLimit above 0 and at most 1"},
-		{"negative fill", on + "  targets:\n    fill: \"-0.5\"", "autoscaling.targets.fill must be a fraction"},
+		{"zero fill", on + "  targets:\n    fillPercent: 0", "autoscaling.targets.fillPercent must be a percentage of sizeLimit from 1 to 100"},
+		{"fill above 100", on + "  targets:\n    fillPercent: 120", "autoscaling.targets.fillPercent must be a percentage of sizeLimit from 1 to 100"},
+		{"negative fill", on + "  targets:\n    fillPercent: -5", "autoscaling.targets.fillPercent must be a percentage"},
+		{"fractional fill", on + "  targets:\n    fillPercent: 0.8", "fillPercent"},
 		{"zero request rate", on + "  targets:\n    requestRate: 0", "autoscaling.targets.requestRate must be above 0"},
 		{"negative eviction rate", on + "  targets:\n    evictionRate: \"-3\"", "autoscaling.targets.evictionRate must be above 0"},
 		{"malformed request rate", on + "  targets:\n    requestRate: lots", "spec.autoscaling.targets.requestRate"},
@@ -56,7 +57,7 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 		if err := k8s.Create(bg, rawDiskCache(t, ns, "disabled", "shards: 9\nautoscaling:\n  minShards: 1\n  maxShards: 3")); err != nil {
 			t.Errorf("disabled autoscaling with shards outside the range rejected: %v", err)
 		}
-		full := "shards: 2\nautoscaling:\n  enabled: true\n  minShards: 2\n  maxShards: 8\n  targets:\n    fill: \"0.75\"\n    requestRate: 1500\n    evictionRate: \"2.5\"\n" +
+		full := "shards: 2\nautoscaling:\n  enabled: true\n  minShards: 2\n  maxShards: 8\n  targets:\n    fillPercent: 75\n    requestRate: 1500\n    evictionRate: \"2.5\"\n" +
 			"  behavior:\n    scaleUp:\n      stabilizationWindow: 30s\n      maxStep: 2\n    scaleDown:\n      stabilizationWindow: 10m\n    cooldown: 1m\n  pollInterval: 15s"
 		if err := k8s.Create(bg, rawDiskCache(t, ns, "full", full)); err != nil {
 			t.Errorf("a full autoscaling block rejected: %v", err)
@@ -66,7 +67,7 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 		}
 		dc := get(t, ns, "minimal", &cachev1alpha1.DiskCache{})
 		a := dc.Spec.Autoscaling
-		if a.MinShards != 1 || a.Targets.Fill == nil || a.Targets.Fill.String() != "800m" || a.Targets.RequestRate != nil ||
+		if a.MinShards != 1 || a.Targets.FillPercent == nil || *a.Targets.FillPercent != 80 || a.Targets.RequestRate != nil ||
 			a.PollInterval.Duration.String() != "30s" || a.Behavior.Cooldown.Duration.String() != "2m0s" ||
 			a.Behavior.ScaleUp.StabilizationWindow.Duration != 0 || a.Behavior.ScaleUp.MaxStep != nil ||
 			a.Behavior.ScaleDown.StabilizationWindow.Duration.String() != "5m0s" || a.Behavior.ScaleDown.MaxStep == nil || *a.Behavior.ScaleDown.MaxStep != 1 {
@@ -77,7 +78,7 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 		local.MaxShards = 3
 		local.Enabled = true
 		local.Default()
-		if local.Targets.Fill.Cmp(*a.Targets.Fill) != 0 || local.PollInterval.Duration != a.PollInterval.Duration ||
+		if *local.Targets.FillPercent != *a.Targets.FillPercent || local.PollInterval.Duration != a.PollInterval.Duration ||
 			local.Behavior.Cooldown.Duration != a.Behavior.Cooldown.Duration ||
 			local.Behavior.ScaleDown.StabilizationWindow.Duration != a.Behavior.ScaleDown.StabilizationWindow.Duration ||
 			*local.Behavior.ScaleDown.MaxStep != *a.Behavior.ScaleDown.MaxStep || local.MinShards != a.MinShards {

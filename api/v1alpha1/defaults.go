@@ -77,7 +77,7 @@ func (s *DiskCacheSpec) Default() {
 // Autoscaling defaults, also in the CRD's markers.
 const (
 	DefaultMinShards       int32 = 1
-	DefaultFillTarget            = "0.8"
+	DefaultFillPercent     int32 = 80
 	DefaultPollInterval          = 30 * time.Second
 	DefaultScaleUpWindow         = 0
 	DefaultScaleDownWindow       = 5 * time.Minute
@@ -93,8 +93,8 @@ func (a *AutoscalingSpec) Default() {
 		a.MinShards = DefaultMinShards
 	}
 	if a.Targets == nil {
-		q := resource.MustParse(DefaultFillTarget)
-		a.Targets = &AutoscalingTargets{Fill: &q}
+		fill := DefaultFillPercent
+		a.Targets = &AutoscalingTargets{FillPercent: &fill}
 	}
 	if a.PollInterval == nil {
 		a.PollInterval = &metav1.Duration{Duration: DefaultPollInterval}

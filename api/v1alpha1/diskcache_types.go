@@ -250,7 +250,7 @@ type DiskCacheSpec struct {
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.maxShards) || !has(self.minShards) || self.minShards <= self.maxShards",message="autoscaling.minShards must not exceed autoscaling.maxShards"
 // +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || has(self.maxShards)",message="autoscaling.maxShards is required when autoscaling is enabled"
-// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || (has(self.targets) && (has(self.targets.fill) || has(self.targets.requestRate) || has(self.targets.evictionRate)))",message="autoscaling needs at least one target: fill, requestRate or evictionRate"
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || (has(self.targets) && (has(self.targets.fillPercent) || has(self.targets.requestRate) || has(self.targets.evictionRate)))",message="autoscaling needs at least one target: fillPercent, requestRate or evictionRate"
 type AutoscalingSpec struct {
 	// Enabled turns the autoscaler on. Off, the rest of the block is kept
 	// but spec.shards is left to the user.
@@ -273,7 +273,7 @@ type AutoscalingSpec struct {
 
 	// Targets are the figures to hold per shard, on average over the
 	// shards; the one asking for the most shards wins.
-	// +kubebuilder:default={fill: "0.8"}
+	// +kubebuilder:default={fillPercent: 80}
 	// +optional
 	Targets *AutoscalingTargets `json:"targets,omitempty"`
 
@@ -294,12 +294,13 @@ type AutoscalingSpec struct {
 // AutoscalingTargets are the per-shard figures the autoscaler holds; each is
 // optional, and at least one must be given.
 type AutoscalingTargets struct {
-	// Fill is a shard's whole disk use (databases, value files, write-ahead
-	// logs, collections) as a fraction of sizeLimit, for example "0.8":
-	// scale out before culling evicts data still in use. At most 1.
-	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0')) && quantity(string(self)).compareTo(quantity('1')) <= 0",message="autoscaling.targets.fill must be a fraction of sizeLimit above 0 and at most 1"
+	// FillPercent is a shard's whole disk use (databases, value files,
+	// write-ahead logs, collections) as a percentage of sizeLimit, like the
+	// HorizontalPodAutoscaler's averageUtilization, for example 80: scale
+	// out before culling evicts data still in use.
+	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 100",message="autoscaling.targets.fillPercent must be a percentage of sizeLimit from 1 to 100"
 	// +optional
-	Fill *resource.Quantity `json:"fill,omitempty"`
+	FillPercent *int32 `json:"fillPercent,omitempty"`
 
 	// RequestRate is data requests per second per shard, counted at the
 	// shard that owns the key (a request forwarded by another shard counts

@@ -41,7 +41,7 @@ func TestAutoscalingGrowsOnFill(t *testing.T) {
 		dc.Spec.Fanout = 2
 		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
 			Enabled: true, MinShards: 1, MaxShards: 3,
-			Targets:      &cachev1alpha1.AutoscalingTargets{Fill: ptr.To(resource.MustParse("0.5"))},
+			Targets:      &cachev1alpha1.AutoscalingTargets{FillPercent: ptr.To(int32(50))},
 			Behavior:     cachev1alpha1.AutoscalingBehavior{Cooldown: &metav1.Duration{Duration: 10 * time.Second}},
 			PollInterval: &metav1.Duration{Duration: 5 * time.Second},
 		}
