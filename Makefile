@@ -43,7 +43,7 @@ test-python: ## Python client (Django backend) tests against a real cacheserver,
 
 # The fuzz targets of the cache server (cacheserver/*_test.go); their seed
 # corpora run as ordinary tests in test-go.
-FUZZ_TARGETS ?= FuzzOpenAPI FuzzKeyRoutes FuzzBatchBodies FuzzNames
+FUZZ_TARGETS ?= FuzzOpenAPI FuzzKeyRoutes FuzzBatchBodies FuzzNames FuzzFrames
 FUZZTIME ?= 60s
 FUZZ_WORKERS ?= 1
 

@@ -44,6 +44,7 @@ var codeStatus = map[string]int{
 	wire.CodeWrongType:       409,
 	wire.CodeUnauthorized:    401,
 	wire.CodeRateLimited:     429,
+	wire.CodeUpgradeRequired: 426,
 }
 
 // fuzzServer is an in-process server for the fuzz targets. Under -fuzz a

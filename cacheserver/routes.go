@@ -51,6 +51,7 @@ func (s *Server) routes() {
 	s.route("PUT /v1/topology", s.handlePutTopology)
 	s.route("GET /v1/config", s.handleGetConfig)
 	s.route("GET /v1/usage", s.handleUsage)
+	s.route("GET /v1/frames", s.upgradeFrames)
 	s.route("POST /v1/rebalance/receive", s.handleRebalanceReceive)
 	s.route("GET /v1/rebalance/export", s.handleRebalanceExport)
 	s.route("POST /v1/rebalance/pause", s.handleRebalancePause)

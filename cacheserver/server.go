@@ -45,6 +45,8 @@ type Server struct {
 	// started is when the server was built: GET /v1/usage reports it so
 	// that a reader of its counters sees a restart.
 	started time.Time
+	// frames tracks the connections upgraded to frames (frames.go).
+	frames *frameConns
 }
 
 // handlerFunc is a handler that returns its error for writeError.
@@ -84,7 +86,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Error("damaged database moved aside and started empty; its items are lost",
 			slog.Int("fanout_database", q.Index), slog.String("moved_to", q.Path), slog.Any("error", q.Err))
 	}
-	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: &waitRegistry{m: map[string]*waitEntry{}}, started: time.Now()}
+	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: &waitRegistry{m: map[string]*waitEntry{}}, started: time.Now(), frames: newFrameConns()}
 	if !cfg.InsecureNoAuth {
 		if s.tokens, err = newTokenSource(cfg.TokenFile); err != nil {
 			_ = fc.Close()
@@ -411,6 +413,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	protocols.SetUnencryptedHTTP2(s.cfg.TLSCert == "")
 	protocols.SetHTTP2(s.cfg.TLSCert != "")
 	srv.Protocols = &protocols
+	// Connections upgraded to frames are not net/http's any more: they
+	// close between frames on shutdown and are waited for below.
+	srv.RegisterOnShutdown(s.frames.shutdown)
 
 	if s.cfg.TLSCert != "" {
 		certs, err := newCertReloader(s.cfg.TLSCert, s.cfg.TLSKey)
@@ -457,6 +462,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	if ferr := s.frames.wait(sctx); err == nil {
+		err = ferr
+	}
 	if cerr := s.Close(); err == nil {
 		err = cerr
 	}

@@ -87,6 +87,9 @@ const (
 	// CodeCollectionFull answers a write to a deque, index or non-culling
 	// named cache at its --collection-max-bytes (507).
 	CodeCollectionFull = "collection_full"
+	// CodeUpgradeRequired answers GET /v1/frames without the Upgrade
+	// headers of the frames transport (426).
+	CodeUpgradeRequired = "upgrade_required"
 )
 
 // Error codes.

@@ -2,13 +2,16 @@
 // cacheserver per GET: N connections, each writing -depth GET requests in
 // one write and then reading the -depth answers, against a cacheserver it
 // starts, reporting GETs per second and the server's CPU per GET for each
-// depth. Depth 1 is bench-server's load. Not part of make bench-json: an
+// depth. Depth 1 is bench-server's load. With -transports http,frames the
+// same load also goes over connections upgraded to frames
+// (docs/api/frames.md), side by side. Not part of make bench-json: an
 // experiment for docs/benchmarks.md ("Serving path").
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
@@ -33,6 +36,7 @@ func main() {
 	duration := flag.Duration("duration", 3*time.Second, "length of each cell")
 	rounds := flag.Int("rounds", 3, "rounds (cells interleaved); the table shows the median")
 	keys := flag.Int("keys", 1000, "keyspace")
+	transports := flag.String("transports", "http", "comma-separated: http, frames")
 	bin := flag.String("cacheserver", "", "prebuilt cacheserver binary (default: go build ./cmd/cacheserver)")
 	flag.Parse()
 
@@ -57,23 +61,36 @@ func main() {
 		check(err)
 		ds = append(ds, d)
 	}
-	rps := map[int][]float64{}
-	cpu := map[int][]float64{}
-	for r := 0; r < *rounds; r++ {
+	type cell struct {
+		transport string
+		depth     int
+	}
+	var cells []cell
+	for _, tr := range strings.Split(*transports, ",") {
+		if tr != "http" && tr != "frames" {
+			check(fmt.Errorf("unknown transport %q", tr))
+		}
 		for _, d := range ds {
-			before, err := clock.Used(cs.PID())
-			check(err)
-			n, secs := run(cs.Addr, *conns, d, *keys, *duration)
-			after, err := clock.Used(cs.PID())
-			check(err)
-			rps[d] = append(rps[d], float64(n)/secs)
-			cpu[d] = append(cpu[d], float64(after-before)/float64(time.Microsecond)/float64(n))
-			fmt.Fprintf(os.Stderr, "round %d depth %2d: %8.0f GET/s, %5.1f µs server CPU per GET\n", r+1, d, float64(n)/secs, cpu[d][len(cpu[d])-1])
+			cells = append(cells, cell{tr, d})
 		}
 	}
-	fmt.Printf("| depth | GET/s | server CPU µs/GET |\n|--:|--:|--:|\n")
-	for _, d := range ds {
-		fmt.Printf("| %d | %.0f | %.1f |\n", d, median(rps[d]), median(cpu[d]))
+	rps := map[cell][]float64{}
+	cpu := map[cell][]float64{}
+	for r := 0; r < *rounds; r++ {
+		for _, c := range cells {
+			before, err := clock.Used(cs.PID())
+			check(err)
+			n, secs := run(cs.Addr, c.transport == "frames", *conns, c.depth, *keys, *duration)
+			after, err := clock.Used(cs.PID())
+			check(err)
+			rps[c] = append(rps[c], float64(n)/secs)
+			cpu[c] = append(cpu[c], float64(after-before)/float64(time.Microsecond)/float64(n))
+			fmt.Fprintf(os.Stderr, "round %d %-6s depth %2d: %8.0f GET/s, %5.1f µs server CPU per GET\n", r+1, c.transport, c.depth, float64(n)/secs, cpu[c][len(cpu[c])-1])
+		}
+	}
+	fmt.Printf("| transport | depth | GET/s | server CPU µs/GET |\n|---|--:|--:|--:|\n")
+	for _, c := range cells {
+		fmt.Printf("| %s | %d | %.0f | %.1f |\n", c.transport, c.depth, median(rps[c]), median(cpu[c]))
 	}
 	fmt.Printf("\n%d connections, 100 B values, %s per cell, median of %d rounds; %s; load average %s\n",
 		*conns, *duration, *rounds, machine.CPUModel(), machine.LoadAverage())
@@ -81,7 +98,7 @@ func main() {
 
 // run keeps conns connections busy for d, each writing depth GETs at once
 // and reading their answers; it returns the answered GETs and the seconds.
-func run(addr string, conns, depth, keys int, d time.Duration) (int64, float64) {
+func run(addr string, frames bool, conns, depth, keys int, d time.Duration) (int64, float64) {
 	var total atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -94,17 +111,28 @@ func run(addr string, conns, depth, keys int, d time.Duration) (int64, float64) 
 			check(err)
 			defer c.Close()
 			br := bufio.NewReaderSize(c, 64<<10)
+			if frames {
+				check(upgrade(c, br))
+			}
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			var req []byte
 			for time.Now().Before(deadline) {
 				req = req[:0]
 				for range depth {
-					req = append(req, "GET "+loadgen.KeyPath(rng.IntN(keys))+" HTTP/1.1\r\nHost: bench\r\n\r\n"...)
+					if frames {
+						req = appendFrame(req, loadgen.KeyPath(rng.IntN(keys)))
+					} else {
+						req = append(req, "GET "+loadgen.KeyPath(rng.IntN(keys))+" HTTP/1.1\r\nHost: bench\r\n\r\n"...)
+					}
 				}
 				_, err := c.Write(req)
 				check(err)
 				for range depth {
-					check(readAnswer(br))
+					if frames {
+						check(readFrame(br))
+					} else {
+						check(readAnswer(br))
+					}
 				}
 				total.Add(int64(depth))
 			}
@@ -112,6 +140,65 @@ func run(addr string, conns, depth, keys int, d time.Duration) (int64, float64) 
 	}
 	wg.Wait()
 	return total.Load(), time.Since(start).Seconds()
+}
+
+// upgrade switches c to frames.
+func upgrade(c net.Conn, br *bufio.Reader) error {
+	if _, err := io.WriteString(c, "GET /v1/frames HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: diskcache-frames/1\r\n\r\n"); err != nil {
+		return err
+	}
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(line, []byte("HTTP/1.1 101")) {
+		return fmt.Errorf("upgrade answered %q", line)
+	}
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) <= 2 {
+			return nil
+		}
+	}
+}
+
+// appendFrame appends the request frame of a GET of target.
+func appendFrame(b []byte, target string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(1+4+len(target)+1))
+	b = append(b, 1)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(target)))
+	b = append(b, target...)
+	return append(b, 0)
+}
+
+// readFrame reads one 200 answer frame.
+func readFrame(br *bufio.Reader) error {
+	var n [4]byte
+	if _, err := io.ReadFull(br, n[:]); err != nil {
+		return err
+	}
+	head := make([]byte, binary.BigEndian.Uint32(n[:]))
+	if _, err := io.ReadFull(br, head); err != nil {
+		return err
+	}
+	if len(head) < 2 || binary.BigEndian.Uint16(head) != 200 {
+		return fmt.Errorf("answer frame %q", head)
+	}
+	for {
+		if _, err := io.ReadFull(br, n[:]); err != nil {
+			return err
+		}
+		size := binary.BigEndian.Uint32(n[:])
+		if size == 0 {
+			return nil
+		}
+		if _, err := br.Discard(int(size)); err != nil {
+			return err
+		}
+	}
 }
 
 // readAnswer reads one 200 answer with a Content-Length body.

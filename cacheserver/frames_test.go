@@ -1,0 +1,468 @@
+package cacheserver_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+// frameMethodCodes are the method codes of docs/api/frames.md.
+var frameMethodCodes = map[string]byte{"GET": 1, "HEAD": 2, "PUT": 3, "POST": 4, "DELETE": 5, "PATCH": 6}
+
+// frameReq is one request to send as a frame.
+type frameReq struct {
+	method, target string
+	header         [][2]string
+	body           []byte
+}
+
+// encode is the request frame of q, its length first.
+func (q frameReq) encode() []byte {
+	var p []byte
+	p = append(p, frameMethodCodes[q.method])
+	p = binary.BigEndian.AppendUint32(p, uint32(len(q.target)))
+	p = append(p, q.target...)
+	p = append(p, byte(len(q.header)))
+	for _, h := range q.header {
+		p = append(p, byte(len(h[0])))
+		p = append(p, h[0]...)
+		p = binary.BigEndian.AppendUint32(p, uint32(len(h[1])))
+		p = append(p, h[1]...)
+	}
+	p = append(p, q.body...)
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(p))), p...)
+}
+
+// frameConn is a client's connection upgraded to frames.
+type frameConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// dialFrames opens a connection to srv and asks for the upgrade with
+// token; it returns the connection on 101, else the answer.
+func dialFrames(t *testing.T, addr, token string, extra string) (*frameConn, *http.Response) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	head := "GET /v1/frames HTTP/1.1\r\nHost: cache\r\n" + extra
+	if token != "" {
+		head += "Authorization: Bearer " + token + "\r\n"
+	}
+	if _, err := io.WriteString(c, head+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return nil, resp
+	}
+	return &frameConn{c: c, r: r}, resp
+}
+
+const upgradeHeaders = "Connection: Upgrade\r\nUpgrade: " + cacheserver.FramesProtocol + "\r\n"
+
+// frameAnswer is a decoded answer frame.
+type frameAnswer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// read reads one answer frame.
+func (fc *frameConn) read() (frameAnswer, error) {
+	var a frameAnswer
+	var n [4]byte
+	if _, err := io.ReadFull(fc.r, n[:]); err != nil {
+		return a, err
+	}
+	head := make([]byte, binary.BigEndian.Uint32(n[:]))
+	if _, err := io.ReadFull(fc.r, head); err != nil {
+		return a, err
+	}
+	a.status = int(binary.BigEndian.Uint16(head))
+	count := int(head[2])
+	p := head[3:]
+	a.header = http.Header{}
+	for range count {
+		nl := int(p[0])
+		name := string(p[1 : 1+nl])
+		vl := binary.BigEndian.Uint32(p[1+nl:])
+		a.header.Add(name, string(p[5+nl:5+nl+int(vl)]))
+		p = p[5+nl+int(vl):]
+	}
+	if len(p) != 0 {
+		return a, fmt.Errorf("%d bytes left in the answer head", len(p))
+	}
+	for {
+		if _, err := io.ReadFull(fc.r, n[:]); err != nil {
+			return a, err
+		}
+		size := binary.BigEndian.Uint32(n[:])
+		if size == 0 {
+			return a, nil
+		}
+		chunk := make([]byte, size)
+		if _, err := io.ReadFull(fc.r, chunk); err != nil {
+			return a, err
+		}
+		a.body = append(a.body, chunk...)
+	}
+}
+
+// do sends q and reads its answer.
+func (fc *frameConn) do(t *testing.T, q frameReq) frameAnswer {
+	t.Helper()
+	if _, err := fc.c.Write(q.encode()); err != nil {
+		t.Fatal(err)
+	}
+	a, err := fc.read()
+	if err != nil {
+		t.Fatalf("%s %s over frames: %v", q.method, q.target, err)
+	}
+	return a
+}
+
+func hostOf(t *testing.T, srv *testserver.Server) string {
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Host
+}
+
+// TestFramesUpgrade: the upgrade is authenticated like every request (401
+// JSON without the token), refused with 426 without the Upgrade headers,
+// and switches protocols with them.
+func TestFramesUpgrade(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	addr := hostOf(t, srv)
+	for name, c := range map[string]struct {
+		token, extra string
+		status       int
+		code         string
+	}{
+		"no token":    {"", upgradeHeaders, http.StatusUnauthorized, wire.CodeUnauthorized},
+		"wrong token": {"nope", upgradeHeaders, http.StatusUnauthorized, wire.CodeUnauthorized},
+		"no upgrade":  {srv.Token, "", http.StatusUpgradeRequired, wire.CodeUpgradeRequired},
+		"other proto": {srv.Token, "Connection: Upgrade\r\nUpgrade: websocket\r\n", http.StatusUpgradeRequired, wire.CodeUpgradeRequired},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fc, resp := dialFrames(t, addr, c.token, c.extra)
+			if fc != nil {
+				t.Fatal("upgraded")
+			}
+			var e wire.Error
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != c.status || e.Code != c.code {
+				t.Fatalf("%d %+v (%v), want %d %s", resp.StatusCode, e, err, c.status, c.code)
+			}
+		})
+	}
+	fc, resp := dialFrames(t, addr, srv.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	if a := fc.do(t, frameReq{method: "GET", target: "/v1/keys/missing"}); a.status != http.StatusNotFound {
+		t.Fatalf("GET over frames: %d %s", a.status, a.body)
+	}
+}
+
+// TestFramesMatchHTTP: every key operation answers over frames what it
+// answers over HTTP (status, body and the headers a client reads), the
+// same sequence run on two named caches.
+func TestFramesMatchHTTP(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{Args: []string{"--max-value-bytes", "1000", "--max-key-bytes", "100"}})
+	fc, resp := dialFrames(t, hostOf(t, srv), srv.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	tag := [2]string{wire.HeaderTag, "t1"}
+	text := [2]string{wire.HeaderValueType, "text"}
+	steps := []frameReq{
+		{method: "GET", target: "/keys/a"},
+		{method: "PUT", target: "/keys/a", header: [][2]string{text, tag}, body: []byte("hello")},
+		{method: "GET", target: "/keys/a"},
+		{method: "HEAD", target: "/keys/a"},
+		{method: "GET", target: "/keys/a?meta=1"},
+		{method: "POST", target: "/keys/a/add", body: []byte("x")},
+		{method: "POST", target: "/keys/n/incr?delta=5"},
+		{method: "POST", target: "/keys/n/incr?delta=2"},
+		{method: "POST", target: "/keys/a/incr"},
+		{method: "POST", target: "/keys/a/touch?expire=60"},
+		{method: "POST", target: "/keys/zz/touch?expire=60"},
+		{method: "PUT", target: "/keys/big", body: bytes.Repeat([]byte("v"), 1001)},
+		{method: "PUT", target: "/keys/" + strings.Repeat("k", 101), body: []byte("v")},
+		{method: "PUT", target: "/keys/b", header: [][2]string{{wire.HeaderValueType, "nonsense"}}, body: []byte("v")},
+		{method: "GET", target: "/keys/b?ke=%%%"},
+		{method: "POST", target: "/keys/a/pop"},
+		{method: "DELETE", target: "/keys/n"},
+		{method: "DELETE", target: "/keys/n"},
+		{method: "POST", target: "/batch/get", header: [][2]string{{"Content-Type", "application/json"}}, body: []byte(`{"keys":[{"key":"a"},{"key":"n"}]}`)},
+		{method: "GET", target: "/stats"},
+	}
+	// Headers whose values differ between two runs of the same sequence.
+	volatile := map[string]bool{"Date": true, "Content-Length": true, wire.HeaderExpireTime: true}
+	for _, st := range steps {
+		q := st
+		q.target = "/v1/caches/frames" + st.target
+		a := fc.do(t, q)
+
+		req, err := http.NewRequest(st.method, srv.URL+"/v1/caches/http"+st.target, bytes.NewReader(st.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+srv.Token)
+		for _, h := range st.header {
+			req.Header.Add(h[0], h[1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if a.status != resp.StatusCode || !bytes.Equal(a.body, body) {
+			t.Errorf("%s %s: frames %d %q, HTTP %d %q", st.method, st.target, a.status, a.body, resp.StatusCode, body)
+		}
+		for name := range resp.Header {
+			if volatile[name] || name == "Connection" {
+				continue
+			}
+			if !slices.Equal(a.header.Values(name), resp.Header.Values(name)) {
+				t.Errorf("%s %s: header %s frames %q, HTTP %q", st.method, st.target, name, a.header.Values(name), resp.Header.Values(name))
+			}
+		}
+		for name := range a.header {
+			if _, ok := resp.Header[name]; !ok {
+				t.Errorf("%s %s: header %s only over frames", st.method, st.target, name)
+			}
+		}
+		if (a.header.Get(wire.HeaderExpireTime) == "") != (resp.Header.Get(wire.HeaderExpireTime) == "") {
+			t.Errorf("%s %s: expire time frames %q, HTTP %q", st.method, st.target, a.header.Get(wire.HeaderExpireTime), resp.Header.Get(wire.HeaderExpireTime))
+		}
+	}
+}
+
+// TestFramesPipelined: frames written together are answered in order.
+func TestFramesPipelined(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	fc, resp := dialFrames(t, hostOf(t, srv), srv.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	var out []byte
+	const n = 50
+	for i := range n {
+		out = append(out, frameReq{method: "PUT", target: fmt.Sprintf("/v1/keys/k%d", i), body: []byte(fmt.Sprint(i))}.encode()...)
+		out = append(out, frameReq{method: "GET", target: fmt.Sprintf("/v1/keys/k%d", i)}.encode()...)
+	}
+	if _, err := fc.c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		for j, want := range []int{http.StatusNoContent, http.StatusOK} {
+			a, err := fc.read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.status != want || (j == 1 && string(a.body) != fmt.Sprint(i)) {
+				t.Fatalf("answer %d.%d: %d %q", i, j, a.status, a.body)
+			}
+		}
+	}
+}
+
+// TestFramesMalformed: a malformed frame is answered with a 400 JSON error
+// and the connection goes on; a frame longer than the limit is answered 413
+// and the connection closed.
+func TestFramesMalformed(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	fc, resp := dialFrames(t, hostOf(t, srv), srv.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	bad := [][]byte{
+		{0, 0, 0, 0},                   // empty
+		{0, 0, 0, 6, 9, 0, 0, 0, 1, 0}, // unknown method
+		{0, 0, 0, 6, 1, 0, 0, 0, 9, 0}, // target past the end
+		frameReq{method: "GET", target: "v1/keys/a"}.encode(),
+		frameReq{method: "GET", target: "/v1/keys/a", header: [][2]string{{"Authorization", "Bearer x"}}}.encode(),
+		frameReq{method: "GET", target: "/v1/keys/a", header: [][2]string{{"Bad Name", "x"}}}.encode(),
+		frameReq{method: "GET", target: "/v1/keys/a", header: [][2]string{{"X-A", "a\r\nb"}}}.encode(),
+	}
+	for i, b := range bad {
+		if _, err := fc.c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		a, err := fc.read()
+		if err != nil {
+			t.Fatalf("bad frame %d: %v", i, err)
+		}
+		var e wire.Error
+		if a.status != http.StatusBadRequest || json.Unmarshal(a.body, &e) != nil || e.Code != wire.CodeBadRequest {
+			t.Fatalf("bad frame %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if a := fc.do(t, frameReq{method: "GET", target: "/v1/keys/a"}); a.status != http.StatusNotFound {
+		t.Fatalf("after the bad frames: %d %s", a.status, a.body)
+	}
+	if _, err := fc.c.Write(binary.BigEndian.AppendUint32(nil, cacheserver.MaxFrameBytes+1)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := fc.read()
+	if err != nil || a.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized frame: %d %s %v", a.status, a.body, err)
+	}
+	if _, err := fc.read(); err != io.EOF {
+		t.Fatalf("after an oversized frame the connection is closed, got %v", err)
+	}
+}
+
+// TestFramesRetiredToken: a connection upgraded with a token that is then
+// retired gets 401 on its next frames.
+func TestFramesRetiredToken(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("first-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Options{Token: "first-token", TokenFile: path})
+	fc, resp := dialFrames(t, hostOf(t, srv), "first-token", upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	if a := fc.do(t, frameReq{method: "GET", target: "/v1/keys/a"}); a.status != http.StatusNotFound {
+		t.Fatalf("before the rotation: %d", a.status)
+	}
+	if err := os.WriteFile(path, []byte("second-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 30*time.Second, "the old token is refused over frames", func() (bool, string) {
+		a := fc.do(t, frameReq{method: "GET", target: "/v1/keys/a"})
+		return a.status == http.StatusUnauthorized, fmt.Sprint(a.status)
+	})
+}
+
+// TestFramesShutdown: on SIGTERM an idle upgraded connection is closed and
+// the server exits cleanly.
+func TestFramesShutdown(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	fc, resp := dialFrames(t, hostOf(t, srv), srv.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	fc.do(t, frameReq{method: "PUT", target: "/v1/keys/a", body: []byte("v")})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatalf("stop with an upgraded connection open: %v\n%s", err, srv.Logs())
+	}
+	if _, err := fc.read(); err == nil {
+		t.Fatal("the upgraded connection is still open after shutdown")
+	}
+}
+
+// FuzzFrames sends arbitrary request frame payloads over an upgraded
+// connection to a server in process: each is answered with a well-formed
+// answer frame, never 5xx, every 4xx a JSON error with its documented
+// status, and the connection serves the next frame.
+func FuzzFrames(f *testing.F) {
+	for _, q := range []frameReq{
+		{method: "GET", target: "/v1/keys/a"},
+		{method: "PUT", target: "/v1/keys/a?expire=10&tag=t", header: [][2]string{{wire.HeaderValueType, "int"}}, body: []byte("12")},
+		{method: "POST", target: "/v1/keys/a/incr?delta=3"},
+		{method: "POST", target: "/v1/caches/c/keys/b/add", header: [][2]string{{wire.HeaderValueType, "text"}, {wire.HeaderTag, "x"}}, body: []byte("v")},
+		{method: "DELETE", target: "/v1/keys/%2E"},
+		{method: "HEAD", target: "/v1/keys/a?ke=AAE="},
+		{method: "POST", target: "/v1/batch/get", body: []byte(`{"keys":[{"key":"a"}]}`)},
+		{method: "PATCH", target: "/v1/settings", body: []byte(`{"cull_limit":3}`)},
+		{method: "GET", target: "/v1/frames"},
+	} {
+		f.Add(q.encode()[4:])
+	}
+	f.Add([]byte{})
+	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0})
+	f.Add([]byte{1, 0, 0, 0, 1, '/', 40, 1, 'a', 0, 0, 0, 0})
+
+	dir := f.TempDir()
+	cfg, err := cacheserver.LoadConfig([]string{
+		"--data-dir", dir, "--insecure-no-auth", "--fanout", "2",
+		"--max-key-bytes", fmt.Sprint(fuzzMaxKey), "--max-value-bytes", fmt.Sprint(fuzzMaxValue),
+		"--disk-min-file-size", fmt.Sprint(fuzzFileValue),
+	}, func(string) string { return "" })
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv, err := cacheserver.New(context.Background(), cfg, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, l) }()
+	f.Cleanup(func() { cancel(); <-served })
+	addr := l.Addr().String()
+
+	var fc *frameConn
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		if len(payload) > cacheserver.MaxFrameBytes {
+			return
+		}
+		if fc == nil {
+			if fc, _ = dialFrames(t, addr, "", upgradeHeaders); fc == nil {
+				t.Fatal("upgrade refused")
+			}
+			// dialFrames closes it at the end of this input's test.
+			t.Cleanup(func() { fc = nil })
+		}
+		frame := append(binary.BigEndian.AppendUint32(nil, uint32(len(payload))), payload...)
+		if _, err := fc.c.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		a, err := fc.read()
+		if err != nil {
+			t.Fatalf("no answer frame to %q: %v", truncateBody(payload), err)
+		}
+		switch {
+		case a.status >= 500 || a.status < 200:
+			t.Fatalf("frame %q answered %d: %s", truncateBody(payload), a.status, a.body)
+		case a.status >= 400 && len(a.body) > 0:
+			var e wire.Error
+			if err := json.Unmarshal(a.body, &e); err != nil || e.Code == "" {
+				t.Fatalf("frame %q: %d with body %q: not a JSON error", truncateBody(payload), a.status, a.body)
+			}
+			if want, ok := codeStatus[e.Code]; ok && want != a.status {
+				t.Fatalf("frame %q: %d with code %q, documented with %d", truncateBody(payload), a.status, e.Code, want)
+			}
+		}
+		if a := fc.do(t, frameReq{method: "GET", target: "/healthz"}); a.status != http.StatusOK {
+			t.Fatalf("after %q the connection answers %d", truncateBody(payload), a.status)
+		}
+	})
+}
