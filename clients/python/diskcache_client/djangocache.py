@@ -55,6 +55,7 @@ OPTIONS = {
     'IDLE_TIMEOUT': ('idle_ttl', float),
     'SSL_CONTEXT': ('ssl_context', None),
     'TOPOLOGY': ('topology', bool),
+    'FRAMES': ('frames', bool),
 }
 OTHER_OPTIONS = {'IGNORE_EXCEPTIONS', 'MAX_ENTRIES', 'CULL_FREQUENCY'}
 

@@ -17,6 +17,13 @@ trip the breaker on.
 * Streamed answers (``get(read=True)``) hand the connection to a file object
   that reads the body off it and returns the connection to the pool once
   the body was read to the end.
+* With ``frames`` (the default), the blocking path sends requests with a
+  body up to :data:`~diskcache_client.frames.MAX_BODY` (and no streamed
+  answer) as frames on connections upgraded with ``GET /v1/frames``
+  (:mod:`diskcache_client.frames`), kept in a pool of their own. A server
+  that answers the upgrade with anything but 101, 401 or 503 (404: it
+  predates frames) gets plain HTTP from then on; 401 and 503 send that call
+  over HTTP. The asyncio path speaks HTTP.
 
 Thread safety: the pools of idle connections are lists whose ``pop`` and
 ``append`` are atomic, so checking a connection out or in takes no lock; a
@@ -33,6 +40,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from . import frames as _frames
 from .breaker import CircuitBreaker
 from .http11 import (LENGTH, MAX_HEAD, NONE, Body, Connection, Disconnected, Response,
                      aread_response, encode_head, framing, request_bytes, send_chunked)
@@ -130,7 +138,7 @@ class Endpoint:
     """One cacheserver: its URL, connection pools and circuit breaker."""
 
     def __init__(self, url, *, socket_timeout, connect_timeout, cooldown,
-                 max_idle, idle_ttl, ssl_context=None):
+                 max_idle, idle_ttl, ssl_context=None, frames=True):
         parts = urlsplit(url)
         if parts.scheme not in ('http', 'https') or not parts.hostname:
             raise ValueError(
@@ -157,6 +165,11 @@ class Endpoint:
         self.connect_attempts = 0
         self._lock = threading.Lock()
         self._idle = []  # [Connection], the most recently used last
+        # Whether to try frames: None until a server answered the upgrade,
+        # then True, or False for a server without frames (or frames=False).
+        self.frames = None if frames else False
+        self._fidle = []  # [FrameConnection], the most recently used last
+        self._upgrade_target = self.base + '/v1/frames'
         self._aidle = {}  # {event loop: [(reader, writer, last_used)]}
         self._pid = _PID[0]
 
@@ -173,8 +186,9 @@ class Endpoint:
         if self._pid != _PID[0]:
             self._pid = _PID[0]
             idle, self._idle = self._idle, []
+            fidle, self._fidle = self._fidle, []
             self._aidle = {}
-            for conn in idle:
+            for conn in idle + fidle:
                 conn.close()
 
     # -- blocking connections ------------------------------------------------
@@ -232,6 +246,11 @@ class Endpoint:
             target += '?' + req.query
         fixed = self.host_line + fixed
         streamed = body is not None and not isinstance(body, (bytes, bytearray))
+        if (self.frames is not False and not streamed and not req.stream
+                and (body is None or len(body) <= _frames.MAX_BODY)):
+            resp = self._frame_exchange(req, target, fixed, body)
+            if resp is not None:
+                return resp
         if streamed:
             data = encode_head(method, target, fixed, req.headers, -1)
         elif body is not None and len(body) > COALESCE_MAX:
@@ -269,6 +288,84 @@ class Endpoint:
                 if conn is not None:
                     conn.close()
                 raise
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    # -- frames ------------------------------------------------------------
+
+    def _fcheckout(self, fixed):
+        """A pooled frame connection upgraded with ``fixed``, or None."""
+        idle = self._fidle
+        if not idle:
+            return None
+        now = time.monotonic()
+        while True:
+            try:
+                conn = idle.pop()
+            except IndexError:
+                return None
+            if now - conn.used <= self.idle_ttl and conn.fixed == fixed:
+                return conn
+            conn.close()
+
+    def _frelease(self, conn):
+        if self._pid == _PID[0] and len(self._fidle) < self.max_idle:
+            conn.used = time.monotonic()
+            self._fidle.append(conn)
+        else:
+            conn.close()
+
+    def _fconnect(self, fixed):
+        """A new connection upgraded to frames, or None when the server
+        refused the upgrade (remembered when it has no frames)."""
+        conn = self._connect()
+        try:
+            conn.sock.sendall(_frames.upgrade_bytes(self._upgrade_target, fixed))
+            status = _frames.read_upgrade(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if status == 101:
+            self.frames = True
+            return _frames.FrameConnection(conn.sock, fixed)
+        conn.close()
+        if status not in (401, 503):
+            # A server without frames (404, or an answer that is not the
+            # upgrade); 401 and 503 are this call's to answer over HTTP.
+            self.frames = False
+        return None
+
+    def _frame_exchange(self, req, target, fixed, body):
+        """Send one request as a frame and read its answer; None when the
+        server refused the upgrade (send it over HTTP)."""
+        if self._pid != _PID[0]:
+            self._check_fork()
+        data = _frames.request_frame(req.method, target, req.headers, body)
+        for stale_try in (0, 1):
+            conn = self._fcheckout(fixed)
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = self._fconnect(fixed)
+                    if conn is None:
+                        return None
+                conn.sock.sendall(data)
+                status, headers, rbody = _frames.read_frame(conn)
+            except socket.timeout as exc:
+                if conn is not None:
+                    conn.close()
+                raise Unreachable(exc, timeout=True) from exc
+            except OSError as exc:
+                if conn is not None:
+                    conn.close()
+                if reused and stale_try == 0 and isinstance(exc, _STALE_ERRORS):
+                    continue
+                raise Unreachable(exc) from exc
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                raise
+            self._frelease(conn)
+            return Response(status, headers, rbody, None, self.url + req.path)
         raise AssertionError('unreachable')  # pragma: no cover
 
     def _read_response(self, conn, req):
@@ -410,13 +507,13 @@ class Endpoint:
 
     def close(self):
         """Close every pooled blocking connection."""
-        idle = self._idle
-        while True:
-            try:
-                conn = idle.pop()
-            except IndexError:
-                return
-            conn.close()
+        for idle in (self._idle, self._fidle):
+            while True:
+                try:
+                    conn = idle.pop()
+                except IndexError:
+                    break
+                conn.close()
 
     def __del__(self):
         try:

@@ -89,7 +89,7 @@ class Client:
     def __init__(self, locations, *, token=None, token_file=None,
                  socket_timeout=5.0, connect_timeout=None, retries=2,
                  retry_backoff=0.05, cooldown=2.0, max_idle=16, idle_ttl=60.0,
-                 ssl_context=None, topology=True):
+                 ssl_context=None, topology=True, frames=True):
         if isinstance(locations, str):
             locations = [locations]
         locations = [loc for loc in locations if loc]
@@ -105,7 +105,7 @@ class Client:
         connect_timeout = socket_timeout if connect_timeout is None else connect_timeout
         options = dict(socket_timeout=socket_timeout, connect_timeout=connect_timeout,
                        cooldown=cooldown, max_idle=max_idle, idle_ttl=idle_ttl,
-                       ssl_context=ssl_context)
+                       ssl_context=ssl_context, frames=frames)
         self.endpoints = [Endpoint(url, **options) for url in locations]
         # Keys are spread over _n servers, the first at endpoints[_base].
         self._n = len(self.endpoints)

@@ -139,7 +139,8 @@ def fake_net(monkeypatch):
 
 
 def fake_cache(**options):
-    opts = {'token': TOKEN, 'retries': 0, 'retry_backoff': 0.001}
+    # Scripted HTTP answers: HTTP, not frames (test_frames.py covers frames).
+    opts = {'token': TOKEN, 'retries': 0, 'retry_backoff': 0.001, 'frames': False}
     opts.update(options)
     return Cache(URL, **opts)
 
@@ -482,7 +483,7 @@ def test_server_closing_an_idle_keepalive_connection(raw_server):
     """The server closes each connection after its answer without saying
     so: every pooled connection is stale, and each call reconnects once."""
     srv = raw_server((value_answer(b'v'), 'close'))
-    c = Cache(srv.url, token=TOKEN, retries=0)
+    c = Cache(srv.url, token=TOKEN, retries=0, frames=False)
     for _ in range(3):
         assert c.get('k') == b'v'
     assert len(srv.requests) == 3

@@ -924,7 +924,7 @@ def test_retries_only_what_is_safe_to_repeat(scripted):
     from diskcache_client import Timeout
     from test_failures import BUSY
     srv = scripted([BUSY, BUSY, (200, {}, {'len': 3})])
-    client = Client(srv.url, token=TOKEN, retries=2, retry_backoff=0.001)
+    client = Client(srv.url, token=TOKEN, retries=2, retry_backoff=0.001, frames=False)
     assert len(Deque(client, 'q')) == 3  # a read: retried
     assert len(srv.requests) == 3
     for call in (lambda: Deque(client, 'q').pop(), lambda: Deque(client, 'q').append(1),
@@ -933,7 +933,7 @@ def test_retries_only_what_is_safe_to_repeat(scripted):
                  lambda: Index(client, 'i').popitem(), lambda: Index(client, 'i').pop('k'),
                  lambda: Index(client, 'i').push(1)):
         srv = scripted([BUSY])
-        client = Client(srv.url, token=TOKEN, retries=2, retry_backoff=0.001)
+        client = Client(srv.url, token=TOKEN, retries=2, retry_backoff=0.001, frames=False)
         with pytest.raises(Timeout):
             call()
         assert len(srv.requests) == 1  # a second try could apply it twice

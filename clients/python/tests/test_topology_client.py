@@ -123,7 +123,10 @@ def layout(epoch, shards):
 
 
 def make_cache(location, **options):
-    opts = {'TOKEN': TOKEN, 'RETRIES': 2, 'RETRY_BACKOFF': 0.001, 'SOCKET_TIMEOUT': 5.0}
+    # The fake servers here script HTTP answers: HTTP, not frames
+    # (test_frames.py covers frames).
+    opts = {'TOKEN': TOKEN, 'RETRIES': 2, 'RETRY_BACKOFF': 0.001, 'SOCKET_TIMEOUT': 5.0,
+            'FRAMES': False}
     opts.update(options)
     return DjangoCache(location, {'OPTIONS': opts})
 

@@ -5,7 +5,10 @@ python-diskcache's tests/benchmark_djangocache.py, driven with the same key
 and value generator and process count against:
 
 * ``cacheserver``: diskcache_client.djangocache.DjangoCache -> a cacheserver
-  built from this checkout (loopback port, bearer token, default --fanout 8);
+  built from this checkout (loopback port, bearer token, default --fanout 8),
+  over the frames transport (docs/api/frames.md), the client's default;
+* ``cacheserver-http``: the same backend with ``OPTIONS['FRAMES'] = False``
+  (plain HTTP/1.1) -> the same cacheserver;
 * ``diskcache``: python-diskcache's diskcache.DjangoCache on a local directory;
 * ``django-redis``: django_redis.cache.RedisCache -> a local redis-server
   (appendonly yes, appendfsync everysec, no RDB snapshots);
@@ -59,9 +62,11 @@ import traceback
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
 CLIENT_DIR = os.path.join(REPO, 'clients', 'python')
 
-BACKENDS = ['cacheserver', 'diskcache', 'django-redis', 'memcached', 'cacheserver-floor']
+BACKENDS = ['cacheserver', 'cacheserver-http', 'diskcache', 'django-redis', 'memcached',
+            'cacheserver-floor']
 LABELS = {
     'cacheserver': 'this backend → cacheserver',
+    'cacheserver-http': 'this backend, HTTP (FRAMES off) → cacheserver',
     'cacheserver-floor': 'floor: bare HTTP client → cacheserver',
     'diskcache': 'python-diskcache DjangoCache',
     'django-redis': 'django-redis → redis-server',
@@ -70,6 +75,7 @@ LABELS = {
 OPS = ('get', 'set', 'delete')
 # The server process each backend talks to (None: in-process).
 SERVER = {'cacheserver': 'cacheserver', 'cacheserver-floor': 'cacheserver',
+          'cacheserver-http': 'cacheserver',
           'diskcache': None, 'django-redis': 'redis-server', 'memcached': 'memcached'}
 PERCENTILES = (50, 90, 99)
 
@@ -78,6 +84,7 @@ PERCENTILES = (50, 90, 99)
 NEEDS = {
     'cacheserver': ([], []),
     'cacheserver-floor': ([], []),
+    'cacheserver-http': ([], []),
     'diskcache': (['diskcache'], []),
     'django-redis': (['django_redis', 'redis'], ['redis-server']),
     'memcached': (['pymemcache'], ['memcached']),
@@ -754,6 +761,17 @@ def run(args, wanted, services, work):
             'BACKEND': 'diskcache_client.djangocache.DjangoCache',
             'LOCATION': url,
             'OPTIONS': {'TOKEN_FILE': token_file},
+        }
+    if 'cacheserver-http' in backends:
+        if 'cacheserver' not in caches:
+            url, token_file = start_cacheserver(services, work,
+                                                shlex.split(args.cacheserver_args))
+            server_url = url
+            caches['cacheserver'] = None
+        caches['cacheserver-http'] = {
+            'BACKEND': 'diskcache_client.djangocache.DjangoCache',
+            'LOCATION': url,
+            'OPTIONS': {'TOKEN_FILE': token_file, 'FRAMES': False},
         }
     if 'cacheserver-floor' in backends:
         if 'cacheserver' not in caches:

@@ -27,7 +27,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
 COLORS = {
-    'cacheserver': '#1f77b4', 'cacheserver-floor': '#7fb3e0', 'diskcache': '#2ca02c',
+    'cacheserver': '#1f77b4', 'cacheserver-floor': '#7fb3e0', 'cacheserver-http': '#17becf', 'diskcache': '#2ca02c',
     'django-redis': '#d62728', 'memcached': '#9467bd', 'redis': '#d62728',
     'engine': '#1f77b4', 'raw': '#7f7f7f', 'python': '#2ca02c',
 }

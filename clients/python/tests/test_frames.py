@@ -1,0 +1,179 @@
+"""The frames transport (diskcache_client.frames): the blocking client sends
+small requests as frames on connections upgraded with GET /v1/frames, falls
+back to HTTP for servers without frames, and follows a token change."""
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from diskcache_client import Cache, frames
+from diskcache_client.http11 import Connection, ProtocolError
+
+from conftest import TOKEN, CacheServer
+
+
+def test_key_operations_go_over_frames(start_server):
+    srv = start_server()
+    c = Cache(srv.url, token=TOKEN, retries=0)
+    assert c.set('a', 'text') and c.get('a') == 'text'
+    assert c.set(b'b', 12) and c.incr(b'b', 3) == 15
+    assert c.add('a', 'x') is False and c.add('c', 2.5) is True and c.get('c') == 2.5
+    assert c.touch('a', expire=60) is True and c.touch('zz') is False
+    assert 'a' in c and 'zz' not in c
+    assert c.get('a', expire_time=True, tag=True) == ('text', pytest.approx(time.time() + 60, abs=30), None)
+    assert c.delete('a') is True and c.delete('a') is False
+    assert c.get('missing', default='d') == 'd'
+    # A value above frames.MAX_BODY goes up over HTTP and comes back over
+    # frames in several chunks; a streamed read goes over HTTP.
+    large = bytes(range(256)) * 2000
+    assert c.set('large', large) and c.get('large') == large
+    assert c.get('large', read=True).read() == large
+    ep = c.client.endpoints[0]
+    assert ep.frames is True
+    assert ep._fidle and all(isinstance(conn, frames.FrameConnection) for conn in ep._fidle)
+    # Frames on one connection: every call above reused it.
+    assert len(ep._fidle) == 1
+
+
+def test_frames_off_speaks_http(start_server):
+    srv = start_server()
+    c = Cache(srv.url, token=TOKEN, retries=0, frames=False)
+    assert c.set('a', 1) and c.get('a') == 1
+    ep = c.client.endpoints[0]
+    assert ep.frames is False and not ep._fidle and ep._idle
+
+
+class OldServer:
+    """A loopback HTTP server that predates frames: 404 for GET /v1/frames,
+    a value for every other request."""
+
+    def __init__(self):
+        self.requests = []
+        self.listener = socket.socket()
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(16)
+        self.url = 'http://127.0.0.1:%d' % self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b''
+        with conn:
+            while True:
+                while b'\r\n\r\n' not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b'\r\n\r\n')
+                line = head.split(b'\r\n')[0]
+                self.requests.append(line)
+                if line.startswith(b'GET /v1/frames '):
+                    body = b'{"error":"not_found","message":"no route"}'
+                    conn.sendall(b'HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n'
+                                 b'Content-Length: %d\r\n\r\n%s' % (len(body), body))
+                else:
+                    conn.sendall(b'HTTP/1.1 200 OK\r\nDiskcache-Value-Type: bytes\r\n'
+                                 b'Content-Length: 1\r\n\r\nv')
+
+    def close(self):
+        self.listener.close()
+
+
+def test_a_server_without_frames_gets_http():
+    srv = OldServer()
+    try:
+        c = Cache(srv.url, token=TOKEN, retries=0)
+        for _ in range(3):
+            assert c.get('k') == b'v'
+        assert c.client.endpoints[0].frames is False
+        # One upgrade asked, then plain HTTP.
+        assert [r.split(b' ')[1].split(b'?')[0] for r in srv.requests] == [
+            b'/v1/frames', b'/v1/keys/k', b'/v1/keys/k', b'/v1/keys/k']
+    finally:
+        srv.close()
+
+
+def test_a_rotated_token_takes_a_new_frames_connection(cacheserver_bin, tmp_path):
+    token_file = tmp_path / 'token'
+    token_file.write_text('first-token')
+    srv = CacheServer(cacheserver_bin, tmp_path / 'data', token_file).start()
+    try:
+        c = Cache(srv.url, token_file=str(token_file), retries=0)
+        assert c.set('k', 'v')
+        first = c.client.endpoints[0]._fidle[0]
+        token_file.write_text('second-token')
+        # The server re-reads its token file at most once a second: until
+        # then the old token works; then the old connection's frames get
+        # 401, the client re-reads its file and upgrades a new connection.
+        deadline = time.monotonic() + 30
+        while c.client._token != 'second-token':
+            assert time.monotonic() < deadline, 'the client never took the new token'
+            assert c.get('k') == 'v'
+        assert c.get('k') == 'v'
+        conns = c.client.endpoints[0]._fidle
+        assert conns and first not in conns and all('second-token' in x.fixed for x in conns)
+    finally:
+        srv.stop()
+
+
+# -- the answer decoder ---------------------------------------------------------
+
+class PieceSocket:
+    """Hands out scripted bytes one piece per recv."""
+
+    def __init__(self, pieces):
+        self.pieces = list(pieces)
+
+    def recv(self, n):
+        return self.pieces.pop(0) if self.pieces else b''
+
+    def recv_into(self, view):
+        data = self.recv(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+
+def answer_frame(status, headers, chunks):
+    h = b''.join(bytes((len(n),)) + n + struct.pack('>I', len(v)) + v for n, v in headers)
+    out = struct.pack('>IHB', 3 + len(h), status, len(headers)) + h
+    for chunk in chunks:
+        out += struct.pack('>I', len(chunk)) + chunk
+    return out + b'\0\0\0\0'
+
+
+def test_answer_frames_split_at_every_byte():
+    data = answer_frame(200, [(b'Diskcache-Value-Type', b'text'), (b'X', b'')], [b'hel', b'lo'])
+    data += answer_frame(404, [], [])
+    conn = Connection(PieceSocket([data[i:i + 1] for i in range(len(data))]))
+    assert frames.read_frame(conn) == (200, {'diskcache-value-type': 'text', 'x': ''}, b'hello')
+    assert frames.read_frame(conn) == (404, {}, b'')
+    assert conn.buf == b''
+
+
+@pytest.mark.parametrize('data', [
+    answer_frame(200, [], [b'abc'])[:-2],  # cut in the end mark
+    answer_frame(200, [(b'N', b'v')], [])[:9],  # cut in the head
+    struct.pack('>IHB', 3, 200, 1) + b'\0\0\0\0',  # a header the head does not hold
+])
+def test_malformed_answer_frames(data):
+    with pytest.raises(ProtocolError):
+        frames.read_frame(Connection(PieceSocket([data])))
+
+
+def test_request_frame_layout():
+    got = frames.request_frame('PUT', '/v1/keys/a?expire=1', {'Diskcache-Value-Type': 'int'}, b'12')
+    target = b'/v1/keys/a?expire=1'
+    header = b'\x01' + b'\x14Diskcache-Value-Type' + b'\0\0\0\x03int'
+    rest = b'\x03' + struct.pack('>I', len(target)) + target + header + b'12'
+    assert got == struct.pack('>I', len(rest)) + rest
