@@ -466,3 +466,28 @@ func FuzzFrames(f *testing.F) {
 		}
 	})
 }
+
+// TestFramesInACluster: frames to a shard that does not own the key are
+// forwarded to the owner like HTTP requests, answers carry the epoch, and
+// a forwarded frame that reaches a non-owner is refused with the
+// receiver's topology (the one-hop rule).
+func TestFramesInACluster(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	s := c.Shards[0]
+	fc, resp := dialFrames(t, hostOf(t, s), s.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	key := ownedBy("k", 2, 3)
+	if a := fc.do(t, frameReq{method: "PUT", target: "/v1/keys/" + key, body: []byte("v")}); a.status != http.StatusNoContent || a.header.Get(wire.HeaderEpoch) != "1" {
+		t.Fatalf("PUT of a key of shard 2 via shard 0: %d %v %s", a.status, a.header, a.body)
+	}
+	st, _, b := do(t, "GET", c.Shards[2].URL+"/v1/keys/"+key, s.Token, nil, map[string]string{wire.HeaderScope: "shard"})
+	if st != http.StatusOK || string(b) != "v" {
+		t.Fatalf("the owner has %d %q", st, b)
+	}
+	a := fc.do(t, frameReq{method: "GET", target: "/v1/keys/" + key, header: [][2]string{{wire.HeaderForwardedEpoch, "1"}}})
+	if a.status != http.StatusConflict || !bytes.Contains(a.body, []byte(wire.CodeWrongEpoch)) || !bytes.Contains(a.body, []byte(`"topology"`)) {
+		t.Fatalf("forwarded frame to a non-owner: %d %s", a.status, a.body)
+	}
+}
