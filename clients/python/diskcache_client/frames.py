@@ -7,6 +7,7 @@ small answer arrives in one ``recv``). This module knows nothing of pools
 or retries: :class:`~diskcache_client.pool.Endpoint` decides when to use it.
 """
 
+import asyncio
 import struct
 
 from .http11 import Connection, Disconnected, ProtocolError
@@ -44,6 +45,15 @@ def upgrade_bytes(target, fixed):
             % (target, fixed, PROTOCOL)).encode('latin-1')
 
 
+def upgrade_status(head):
+    """The status of an upgrade answer's head (bytes up to its blank line)."""
+    line = head[:head.find(b'\r\n')]
+    parts = line.split(b' ', 2)
+    if len(parts) < 2 or not parts[0].startswith(b'HTTP/1.') or not parts[1].isdigit():
+        raise ProtocolError('malformed status line in the upgrade answer: %r' % line[:200])
+    return int(parts[1])
+
+
 def read_upgrade(conn):
     """The status of the answer to the upgrade; on 101 ``conn.buf`` holds
     what followed its head (nothing, as the server waits for frames)."""
@@ -58,12 +68,9 @@ def read_upgrade(conn):
         if not data:
             raise Disconnected('server closed the connection without an answer')
         buf += data
-    line = buf[:buf.find(b'\r\n')]
-    parts = line.split(b' ', 2)
-    if len(parts) < 2 or not parts[0].startswith(b'HTTP/1.') or not parts[1].isdigit():
-        raise ProtocolError('malformed status line in the upgrade answer: %r' % line[:200])
+    status = upgrade_status(buf[:end + 2])
     conn.buf = buf[end + 4:]
-    return int(parts[1])
+    return status
 
 
 def request_frame(method, target, headers, body):
@@ -82,6 +89,25 @@ def request_frame(method, target, headers, body):
         body = b''
     return b''.join((_START.pack(5 + len(t) + len(h) + len(body), _METHOD[method], len(t)),
                      t, h, body))
+
+
+def _headers(buf, pos, count, end):
+    """The ``count`` headers of an answer head in ``buf[pos:end]``."""
+    headers = {}
+    try:
+        for _ in range(count):
+            n = buf[pos]
+            name = buf[pos + 1:pos + 1 + n].decode('latin-1').lower()
+            pos += 1 + n
+            v = _U32.unpack_from(buf, pos)[0]
+            pos += 4
+            headers[name] = buf[pos:pos + v].decode('latin-1')
+            pos += v
+    except (IndexError, struct.error) as exc:
+        raise ProtocolError('malformed answer frame head') from exc
+    if pos != end:
+        raise ProtocolError('malformed answer frame head')
+    return headers
 
 
 def _more(conn, buf, started=True):
@@ -106,21 +132,8 @@ def read_frame(conn):
     end = 4 + size
     while len(buf) < end + 4:
         buf = _more(conn, buf)
-    pos = 7
-    headers = {}
-    try:
-        for _ in range(count):
-            n = buf[pos]
-            name = buf[pos + 1:pos + 1 + n].decode('latin-1').lower()
-            pos += 1 + n
-            v = _U32.unpack_from(buf, pos)[0]
-            pos += 4
-            headers[name] = buf[pos:pos + v].decode('latin-1')
-            pos += v
-    except (IndexError, struct.error) as exc:
-        raise ProtocolError('malformed answer frame head') from exc
-    if pos != end:
-        raise ProtocolError('malformed answer frame head')
+    headers = _headers(buf, 7, count, end)
+    pos = end
     parts = []
     while True:
         while len(buf) < pos + 4:
@@ -137,6 +150,51 @@ def read_frame(conn):
             parts.append(conn.read_exact(n))
             buf, pos = conn.buf, 0
     conn.buf = buf[pos:]
+    if not parts:
+        return status, headers, b''
+    return status, headers, parts[0] if len(parts) == 1 else b''.join(parts)
+
+
+# -- asyncio -----------------------------------------------------------------------
+
+async def aread_upgrade(reader, within):
+    """The status of the answer to the upgrade, read off an asyncio stream."""
+    try:
+        head = await within(reader.readuntil(b'\r\n\r\n'))
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise Disconnected('server closed the connection without an answer') from exc
+        raise ProtocolError('connection closed in the middle of the upgrade answer') from exc
+    except asyncio.LimitOverrunError as exc:
+        raise ProtocolError('upgrade answer head too long') from exc
+    return upgrade_status(head)
+
+
+async def aread_frame(reader, within, progress):
+    """Read one answer frame off an asyncio stream: ``(status, headers,
+    body)``. ``within`` bounds each read; ``progress()`` is called after
+    each body chunk (to push a deadline back)."""
+    try:
+        head = await within(reader.readexactly(7))
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise Disconnected('server closed the connection without an answer') from exc
+        raise ProtocolError('connection closed in the middle of an answer frame') from exc
+    try:
+        size, status, count = _HEAD.unpack(head)
+        if size > _MAX_HEAD or size < 3:
+            raise ProtocolError('answer frame head of %d bytes' % size)
+        rest = head + (await within(reader.readexactly(size - 3)) if size > 3 else b'')
+        headers = _headers(rest, 7, count, 4 + size)
+        parts = []
+        while True:
+            n = _U32.unpack(await within(reader.readexactly(4)))[0]
+            if not n:
+                break
+            parts.append(await within(reader.readexactly(n)))
+            progress()
+    except asyncio.IncompleteReadError as exc:
+        raise ProtocolError('connection closed in the middle of an answer frame') from exc
     if not parts:
         return status, headers, b''
     return status, headers, parts[0] if len(parts) == 1 else b''.join(parts)

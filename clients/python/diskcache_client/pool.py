@@ -23,7 +23,7 @@ trip the breaker on.
   (:mod:`diskcache_client.frames`), kept in a pool of their own. A server
   that answers the upgrade with anything but 101, 401 or 503 (404: it
   predates frames) gets plain HTTP from then on; 401 and 503 send that call
-  over HTTP. The asyncio path speaks HTTP.
+  over HTTP. The asyncio path does the same with streams pooled per event loop.
 
 Thread safety: the pools of idle connections are lists whose ``pop`` and
 ``append`` are atomic, so checking a connection out or in takes no lock; a
@@ -169,6 +169,8 @@ class Endpoint:
         # then True, or False for a server without frames (or frames=False).
         self.frames = None if frames else False
         self._fidle = []  # [FrameConnection], the most recently used last
+        # {event loop: [(reader, writer, last_used, fixed)]}: asyncio frames
+        self._afidle = {}
         self._upgrade_target = self.base + '/v1/frames'
         self._aidle = {}  # {event loop: [(reader, writer, last_used)]}
         self._pid = _PID[0]
@@ -188,6 +190,7 @@ class Endpoint:
             idle, self._idle = self._idle, []
             fidle, self._fidle = self._fidle, []
             self._aidle = {}
+            self._afidle = {}
             for conn in idle + fidle:
                 conn.close()
 
@@ -398,6 +401,9 @@ class Endpoint:
                 for other in [l for l in self._aidle if l.is_closed()]:
                     for _, writer, _ in self._aidle.pop(other):
                         _discard_writer(writer)
+                for other in [l for l in self._afidle if l.is_closed()]:
+                    for _, writer, _, _ in self._afidle.pop(other):
+                        _discard_writer(writer)
                 pool = self._aidle.setdefault(loop, [])
         return pool
 
@@ -428,8 +434,9 @@ class Endpoint:
         """Close the pooled connections of one event loop."""
         with self._lock:
             pool = self._aidle.pop(loop, [])
-        for _, writer, _ in pool:
-            _discard_writer(writer)
+            fpool = self._afidle.pop(loop, [])
+        for entry in pool + fpool:
+            _discard_writer(entry[1])
 
     async def _aconnect(self):
         self.note_connect()
@@ -458,6 +465,10 @@ class Endpoint:
         target = self.base + req.path
         if req.query:
             target += '?' + req.query
+        if self.frames is not False and (req.body is None or len(req.body) <= _frames.MAX_BODY):
+            resp = await self._aframe_exchange(loop, req, target, self.host_line + fixed)
+            if resp is not None:
+                return resp
         data = request_bytes(req.method, target, self.host_line + fixed, req.headers,
                               req.body)
         timeout = self.socket_timeout
@@ -504,6 +515,94 @@ class Endpoint:
                 _discard_writer(writer)
             return Response(status, headers, body, None, self.url + req.path)
         raise AssertionError('unreachable')  # pragma: no cover
+
+    def _afacquire(self, loop, fixed):
+        if self._pid != _PID[0]:
+            self._check_fork()
+        pool = self._afidle.get(loop)
+        if not pool:
+            return None
+        now = time.monotonic()
+        while True:
+            try:
+                reader, writer, used, was = pool.pop()
+            except IndexError:
+                return None
+            if now - used <= self.idle_ttl and was == fixed and not writer.is_closing():
+                return reader, writer
+            _discard_writer(writer)
+
+    def _afrelease(self, loop, reader, writer, fixed):
+        self._apool(loop)  # drops the pools of closed loops
+        pool = self._afidle.get(loop)
+        if pool is None:
+            with self._lock:
+                pool = self._afidle.setdefault(loop, [])
+        if self._pid == _PID[0] and len(pool) < self.max_idle and not loop.is_closed():
+            pool.append((reader, writer, time.monotonic(), fixed))
+        else:
+            _discard_writer(writer)
+
+    async def _aframe_exchange(self, loop, req, target, fixed):
+        """Send one request as a frame over asyncio streams and read its
+        answer; None when the server refused the upgrade."""
+        data = _frames.request_frame(req.method, target, req.headers, req.body)
+        timeout = self.socket_timeout
+        for stale_try in (0, 1):
+            found = self._afacquire(loop, fixed)
+            reused = found is not None
+            writer = None
+            try:
+                if found is None:
+                    reader, writer = await self._aconnect()
+                else:
+                    reader, writer = found
+                if _async_timeout is not None:
+                    async with _async_timeout(timeout) as deadline:
+                        answer = await self._aframe_roundtrip(
+                            reader, writer, fixed, data, found is None, lambda a: a,
+                            lambda: deadline.reschedule(loop.time() + timeout))
+                else:  # pragma: no cover - Python < 3.11
+                    answer = await self._aframe_roundtrip(
+                        reader, writer, fixed, data, found is None,
+                        lambda a: asyncio.wait_for(a, timeout), lambda: None)
+            except asyncio.TimeoutError as exc:
+                if writer is not None:
+                    _discard_writer(writer)
+                raise Unreachable(exc, timeout=True) from exc
+            except OSError as exc:
+                if writer is not None:
+                    _discard_writer(writer)
+                if reused and stale_try == 0 and isinstance(exc, _STALE_ERRORS):
+                    continue
+                raise Unreachable(exc) from exc
+            except BaseException:
+                if writer is not None:
+                    _discard_writer(writer)
+                raise
+            if answer is None:
+                _discard_writer(writer)
+                return None
+            self._afrelease(loop, reader, writer, fixed)
+            status, headers, body = answer
+            return Response(status, headers, body, None, self.url + req.path)
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    async def _aframe_roundtrip(self, reader, writer, fixed, data, fresh, within, progress):
+        """Upgrade a fresh connection (None if refused), then send the frame
+        and read its answer."""
+        if fresh:
+            writer.write(_frames.upgrade_bytes(self._upgrade_target, fixed))
+            await within(writer.drain())
+            status = await _frames.aread_upgrade(reader, within)
+            if status != 101:
+                if status not in (401, 503):
+                    self.frames = False
+                return None
+            self.frames = True
+        writer.write(data)
+        await within(writer.drain())
+        return await _frames.aread_frame(reader, within, progress)
 
     def close(self):
         """Close every pooled blocking connection."""

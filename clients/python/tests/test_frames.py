@@ -2,6 +2,7 @@
 small requests as frames on connections upgraded with GET /v1/frames, falls
 back to HTTP for servers without frames, and follows a token change."""
 
+import asyncio
 import socket
 import struct
 import threading
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from diskcache_client import Cache, frames
+from diskcache_client.djangocache import DjangoCache
 from diskcache_client.http11 import Connection, ProtocolError
 
 from conftest import TOKEN, CacheServer
@@ -125,6 +127,51 @@ def test_a_rotated_token_takes_a_new_frames_connection(cacheserver_bin, tmp_path
         assert conns and first not in conns and all('second-token' in x.fixed for x in conns)
     finally:
         srv.stop()
+
+
+def test_async_calls_go_over_frames(start_server):
+    srv = start_server()
+    c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN': TOKEN, 'RETRIES': 0}})
+    large = bytes(range(256)) * 2000  # answered in several chunks
+
+    async def scenario():
+        assert await c.aset('a', 'text') is True
+        assert await c.aget('a') == 'text'
+        assert await c.aadd('a', 'x') is False
+        assert await c.aset('n', 1) is True and await c.aincr('n', 2) == 3
+        assert await c.ahas_key('a') is True and await c.ahas_key('zz') is False
+        assert await c.adelete('a') is True
+        ep = c._client.endpoints[0]
+        loop = asyncio.get_running_loop()
+        assert ep.frames is True
+        assert len(ep._afidle.get(loop, [])) == 1 and not ep._aidle.get(loop)
+        # Up over HTTP (above frames.MAX_BODY), back over frames in chunks.
+        assert await c.aset('large', large) is True
+        assert await c.aget('large') == large
+        assert len(ep._afidle.get(loop, [])) == 1 and len(ep._aidle.get(loop, [])) == 1
+        await c.aclose()
+        assert not ep._afidle.get(loop)
+
+    asyncio.run(scenario())
+
+
+def test_async_calls_to_a_server_without_frames_get_http():
+    srv = OldServer()
+    try:
+        c = Cache(srv.url, token=TOKEN, retries=0)
+
+        async def scenario():
+            from diskcache_client import ops
+            for _ in range(3):
+                assert await c.client.arun(ops.get(c.client, '/v1', 'k')) == b'v'
+            await c.client.aclose()
+
+        asyncio.run(scenario())
+        assert c.client.endpoints[0].frames is False
+        assert [r.split(b' ')[1].split(b'?')[0] for r in srv.requests] == [
+            b'/v1/frames', b'/v1/keys/k', b'/v1/keys/k', b'/v1/keys/k']
+    finally:
+        srv.close()
 
 
 # -- the answer decoder ---------------------------------------------------------

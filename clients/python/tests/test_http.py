@@ -523,7 +523,7 @@ def test_async_parsing(raw_server, monkeypatch, deadline):
         (value_answer(b'until-close', length=False), 'close'),
         b'HTTP/1.1 2OO OK\r\n\r\n',
     )
-    c = Cache(srv.url, token=TOKEN, retries=0)
+    c = Cache(srv.url, token=TOKEN, retries=0, frames=False)
 
     async def scenario():
         got = [await c.client.arun(_get(c, 'k')) for _ in range(6)]
