@@ -491,3 +491,34 @@ func TestFramesInACluster(t *testing.T) {
 		t.Fatalf("forwarded frame to a non-owner: %d %s", a.status, a.body)
 	}
 }
+
+// TestFramesLimits: a frame whose bytes stop arriving is cut at
+// --body-timeout (the connection closes), and an upgraded connection keeps
+// its slot under --max-connections.
+func TestFramesLimits(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{Args: []string{"--body-timeout", "100ms", "--max-connections", "1"}})
+	fc, resp := dialFrames(t, hostOf(t, srv), srv.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	// The one slot is the upgraded connection's: another is refused.
+	other, err := net.Dial("tcp", hostOf(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	_ = other.SetReadDeadline(time.Now().Add(hangGuard))
+	refusal, err := http.ReadResponse(bufio.NewReader(other), nil)
+	if err != nil || refusal.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a connection beyond the cap while one is upgraded: %v %v", refusal, err)
+	}
+	// Half a frame, then nothing.
+	frame := frameReq{method: "PUT", target: "/v1/keys/a", body: []byte("0123456789")}.encode()
+	if _, err := fc.c.Write(frame[:len(frame)-5]); err != nil {
+		t.Fatal(err)
+	}
+	_ = fc.c.SetReadDeadline(time.Now().Add(hangGuard))
+	if _, err := fc.read(); err != io.EOF {
+		t.Fatalf("a stalled frame: %v, want the connection closed", err)
+	}
+}
