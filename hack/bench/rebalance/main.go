@@ -31,7 +31,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -111,16 +110,16 @@ func main() {
 	}
 	cfg.cacheArgs = strings.Fields(extra)
 
-	var stops stopList
+	var stops servers.Stops
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sig
-		stops.run()
+		stops.Run()
 		os.Exit(130)
 	}()
 	rep, err := run(cfg, &stops)
-	stops.run()
+	stops.Run()
 	if err != nil {
 		fatal(err)
 	}
@@ -178,28 +177,7 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-// stopList stops what the benchmark started, last first, once.
-type stopList struct {
-	mu  sync.Mutex
-	fns []func()
-}
-
-func (s *stopList) add(f func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.fns = append(s.fns, f)
-}
-
-func (s *stopList) run() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := len(s.fns) - 1; i >= 0; i-- {
-		s.fns[i]()
-	}
-	s.fns = nil
-}
-
-func run(cfg config, stops *stopList) (*report, error) {
+func run(cfg config, stops *servers.Stops) (*report, error) {
 	start := time.Now()
 	rep := &report{Date: start.UTC().Format("2006-01-02 15:04 MST"), CPU: machine.CPUModel(), NumCPU: runtime.NumCPU(),
 		LoadBefore: machine.LoadAverage(), Cacheserver: cfg.cacheArgs, Duration: cfg.duration.String(),
@@ -214,7 +192,7 @@ func run(cfg config, stops *stopList) (*report, error) {
 		return nil, err
 	}
 	if !cfg.keep {
-		stops.add(func() { _ = os.RemoveAll(work) })
+		stops.Add(func() { _ = os.RemoveAll(work) })
 	}
 	b := &bench{cfg: cfg, work: work, clock: clock, bin: cfg.cacheBin}
 	if b.bin == "" {
@@ -228,7 +206,7 @@ func run(cfg config, stops *stopList) (*report, error) {
 		if err != nil {
 			return err
 		}
-		stops.add(p.stop)
+		stops.Add(p.stop)
 		defer b.stopPair(p)
 		return f(p)
 	}

@@ -25,7 +25,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -101,16 +100,16 @@ func main() {
 	}
 	cfg.cacheArgs = strings.Fields(extra)
 
-	var stops stopList
+	var stops servers.Stops
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sig
-		stops.run()
+		stops.Run()
 		os.Exit(130)
 	}()
 	rep, err := run(cfg, &stops)
-	stops.run()
+	stops.Run()
 	if err != nil {
 		fatal(err)
 	}
@@ -128,28 +127,7 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-// stopList stops what the benchmark started, last first, once.
-type stopList struct {
-	mu  sync.Mutex
-	fns []func()
-}
-
-func (s *stopList) add(f func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.fns = append(s.fns, f)
-}
-
-func (s *stopList) run() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := len(s.fns) - 1; i >= 0; i-- {
-		s.fns[i]()
-	}
-	s.fns = nil
-}
-
-func run(cfg config, stops *stopList) (*report, error) {
+func run(cfg config, stops *servers.Stops) (*report, error) {
 	start := time.Now()
 	rep := &report{Date: start.UTC().Format("2006-01-02 15:04 MST"), CPU: machine.CPUModel(), NumCPU: runtime.NumCPU(),
 		LoadBefore: machine.LoadAverage(), Keys: cfg.keys, Duration: cfg.duration.String(), Durability: servers.Durability}
@@ -163,7 +141,7 @@ func run(cfg config, stops *stopList) (*report, error) {
 		return nil, err
 	}
 	if !cfg.keep {
-		stops.add(func() { _ = os.RemoveAll(work) })
+		stops.Add(func() { _ = os.RemoveAll(work) })
 	}
 	bin := cfg.cacheBin
 	if bin == "" {
@@ -175,7 +153,7 @@ func run(cfg config, stops *stopList) (*report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis, the reference: %w", err)
 	}
-	stops.add(rs.Stop)
+	stops.Add(rs.Stop)
 	rep.Redis = rs.Version
 
 	b := &bench{cfg: cfg, clock: clock, redis: rs}
@@ -187,7 +165,7 @@ func run(cfg config, stops *stopList) (*report, error) {
 		if err != nil {
 			return nil, err
 		}
-		stops.add(c.stop)
+		stops.Add(c.stop)
 		if err := c.preload(cfg.keys, cfg.size); err != nil {
 			return nil, err
 		}
