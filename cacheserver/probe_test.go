@@ -494,6 +494,11 @@ func (p *probe) send(req *http.Request) (*probeResponse, error) {
 		return nil, err
 	}
 	defer res.Body.Close()
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// GET /v1/frames switched the connection to frames: its body is the
+		// connection itself, which the server keeps open until it idles out.
+		return &probeResponse{status: res.StatusCode, header: res.Header}, nil
+	}
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		return nil, err
