@@ -102,6 +102,11 @@ if ! kubectl -n "${DEMO_NS}" wait --for=condition=Available "diskcache/${name}" 
 	kubectl -n "${OPERATOR_NS}" logs "deployment/${OPERATOR_DEPLOYMENT}" --tail=50 >&2 || true
 	die "diskcache/${name} did not become Available"
 fi
+# A demo run over an older one may have a new operator roll the pods (its
+# pod template changed): wait for that rollout, since a shard restarting
+# cannot answer for its keys.
+kubectl -n "${DEMO_NS}" rollout status "statefulset/${name}" --timeout=300s >/dev/null ||
+	die "statefulset/${name} did not finish rolling out"
 # A pod is ready only once it has a topology; the operator announces the
 # same one to all of them.
 kubectl -n "${DEMO_NS}" wait --for=condition=TopologyAnnounced "diskcache/${name}" --timeout=120s >/dev/null ||
