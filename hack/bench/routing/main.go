@@ -17,15 +17,12 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/hack/bench/internal/machine"
@@ -100,25 +97,13 @@ func main() {
 	}
 	cfg.cacheArgs = strings.Fields(extra)
 
-	var stops servers.Stops
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sig
-		stops.Run()
-		os.Exit(130)
-	}()
-	rep, err := run(cfg, &stops)
-	stops.Run()
+	rep, err := servers.RunStopping(func(stops *servers.Stops) (*report, error) { return run(cfg, stops) })
 	if err != nil {
 		fatal(err)
 	}
 	printReport(os.Stdout, rep)
-	if cfg.jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(cfg.jsonOut, append(b, '\n'), 0o644); err != nil {
-			fatal(err)
-		}
+	if err := servers.WriteJSON(cfg.jsonOut, rep); err != nil {
+		fatal(err)
 	}
 }
 
