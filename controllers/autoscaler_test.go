@@ -167,15 +167,7 @@ func TestAutoscalerFollowsFill(t *testing.T) {
 		}
 	})
 	tok := waitToken(t, ns, name)
-	servers := startShards(t, ns, name, 2, tok)
-	eventually(t, "size limit applied", func() error {
-		for _, s := range servers {
-			if got := serverSettings(t, s)["size_limit"]; got != float64(sizeLimit) {
-				return fmt.Errorf("%s: size_limit %v", s.URL, got)
-			}
-		}
-		return nil
-	})
+	servers := startShardsWithSizeLimit(t, ns, name, 2, tok, sizeLimit)
 	rig.settle(2)
 
 	// Empty: a reading, and nothing to do (already at minShards).
@@ -380,15 +372,7 @@ func TestAutoscalerKeepsToTheWindowAfterARestart(t *testing.T) {
 		}
 	})
 	tok := waitToken(t, ns, name)
-	servers := startShards(t, ns, name, 2, tok)
-	eventually(t, "size limit applied", func() error {
-		for _, s := range servers {
-			if got := serverSettings(t, s)["size_limit"]; got != float64(sizeLimit) {
-				return fmt.Errorf("%s: size_limit %v", s.URL, got)
-			}
-		}
-		return nil
-	})
+	servers := startShardsWithSizeLimit(t, ns, name, 2, tok, sizeLimit)
 	rig.settle(2)
 	// About 0.3 of the limit per shard: 2 shards are right.
 	c, err := cacheclient.New(servers[0].URL, cacheclient.Options{Token: tok})
@@ -448,10 +432,7 @@ func TestAutoscalerFollowsEvictionRate(t *testing.T) {
 		}
 	})
 	tok := waitToken(t, ns, name)
-	servers := startShards(t, ns, name, 1, tok)
-	eventually(t, "size limit applied", func() error {
-		return want(serverSettings(t, servers[0])["size_limit"] == float64(sizeLimit), "size_limit %v", serverSettings(t, servers[0])["size_limit"])
-	})
+	servers := startShardsWithSizeLimit(t, ns, name, 1, tok, sizeLimit)
 	rig.settle(1)
 	if dc := rig.poll(); dc.Spec.Shards != 1 {
 		t.Fatalf("first reading: shards %d", dc.Spec.Shards)

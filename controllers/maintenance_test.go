@@ -44,15 +44,7 @@ func TestMaintenanceEndToEnd(t *testing.T) {
 		dc.Spec.Maintenance.Schedule = "0 3 * * *"
 	})
 	tok := waitToken(t, ns, "maint")
-	servers := startShards(t, ns, "maint", 3, tok)
-	eventually(t, "size limit applied", func() error {
-		for _, s := range servers {
-			if got := serverSettings(t, s)["size_limit"]; got != float64(sizeLimit) {
-				return fmt.Errorf("%s: size_limit %v", s.URL, got)
-			}
-		}
-		return nil
-	})
+	servers := startShardsWithSizeLimit(t, ns, "maint", 3, tok, sizeLimit)
 	cc := func(i int) *cacheclient.Cache {
 		return shardClient(t, servers[i].URL, tok).Cache("")
 	}

@@ -34,6 +34,22 @@ import (
 // shard i (--shard-index) with the DiskCache's admin token and no topology
 // until the operator announces one, as a pod whose ConfigMap is not mounted
 // yet.
+// startShardsWithSizeLimit starts the shards and waits until the operator
+// has applied spec.sizeLimit (bytes) to every one of them.
+func startShardsWithSizeLimit(t *testing.T, ns, name string, shards int, token string, sizeLimit int64) []*testserver.Server {
+	t.Helper()
+	servers := startShards(t, ns, name, shards, token)
+	eventually(t, "size limit applied", func() error {
+		for _, s := range servers {
+			if got := serverSettings(t, s)["size_limit"]; got != float64(sizeLimit) {
+				return fmt.Errorf("%s: size_limit %v", s.URL, got)
+			}
+		}
+		return nil
+	})
+	return servers
+}
+
 func startShards(t *testing.T, ns, name string, shards int, token string) []*testserver.Server {
 	t.Helper()
 	adminFile := filepath.Join(t.TempDir(), "admin-token")
