@@ -56,6 +56,11 @@ type Config struct {
 	// power loss may leave recent rows naming empty or short files, which
 	// read as misses.
 	FsyncValueFiles bool
+	// HotValueBytes keeps that many bytes of the values read last in
+	// memory, so gets they answer run no SQL (0: none). The server must be
+	// the only writer of DataDir: a change another process makes there is
+	// not seen by the values in memory.
+	HotValueBytes int64
 	// MetricsRequireToken serves /metrics to the data (or admin) token
 	// only; MetricsInterval is the least time between two renderings of
 	// /metrics (scrapes in between wait for the next; 0: no bound).
@@ -117,6 +122,7 @@ func DefaultConfig() Config {
 		EvictionPolicy:        string(settings.PolicyLeastRecentlyStored),
 		CullLimit:             10,
 		DiskMinFileSize:       1 << 15,
+		HotValueBytes:         32 << 20,
 	}
 }
 
@@ -162,6 +168,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MetricsInterval < 0 {
 		errs = append(errs, fmt.Errorf("--%s must not be negative", settings.FlagMetricsInterval))
+	}
+	if c.HotValueBytes < 0 {
+		errs = append(errs, fmt.Errorf("--%s must not be negative", settings.FlagHotValueBytes))
 	}
 	if c.RebalanceRate < 0 {
 		errs = append(errs, fmt.Errorf("--rebalance-rate must be 0 (no cap) or positive, got %d", c.RebalanceRate))
@@ -219,6 +228,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&cfg.CollectionIdleTimeout, settings.FlagCollectionIdleTimeout.String(), cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
 	fs.Int64Var(&cfg.CollectionMaxBytes, settings.FlagCollectionMaxBytes.String(), cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")
 	fs.BoolVar(&cfg.FsyncValueFiles, settings.FlagFsyncValueFiles.String(), cfg.FsyncValueFiles, "fsync each new value file before its row commits, so a power loss cannot leave a committed item without its value (python-diskcache does not; costs a disk flush per file-backed write)")
+	fs.Int64Var(&cfg.HotValueBytes, settings.FlagHotValueBytes.String(), cfg.HotValueBytes, "bytes of the values read last kept in memory, so gets they answer run no SQL (0: none); values in files are not kept. Only while no other process writes the data directory")
 	fs.BoolVar(&cfg.MetricsRequireToken, settings.FlagMetricsRequireToken.String(), cfg.MetricsRequireToken, "serve /metrics only with the bearer token (the data token, or the admin token)")
 	fs.DurationVar(&cfg.MetricsInterval, settings.FlagMetricsInterval.String(), cfg.MetricsInterval, "least time between two renderings of /metrics: a scrape waits for the first rendering that starts after it arrives, and scrapes waiting together share it (0: no bound)")
 	fs.StringVar(&cfg.LogFormat, settings.FlagLogFormat.String(), cfg.LogFormat, "json or text")

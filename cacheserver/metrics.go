@@ -169,12 +169,14 @@ var (
 	descExpired   = prometheus.NewDesc("diskcache_expired_total", "Items removed because they expired, since start.", nil, nil)
 	descEvicted   = prometheus.NewDesc("diskcache_evicted_total", "Items removed by the eviction policy (culled), since start.", nil, nil)
 	descCorrupt   = prometheus.NewDesc("diskcache_corrupt_values_total", "Reads of the server's cache that found a value file of another size than recorded and answered a miss, since start.", nil, nil)
+	descHotGets   = prometheus.NewDesc("diskcache_hot_value_gets_total", "Gets of a SQLite database of the fanout that looked in memory (--hot-value-bytes) first, by whether memory answered them, since start.", []string{"database", "result"}, nil)
+	descHotBytes  = prometheus.NewDesc("diskcache_hot_value_bytes", "Bytes of values of a SQLite database of the fanout kept in memory (--hot-value-bytes).", []string{"database"}, nil)
 	descHits      = prometheus.NewDesc("diskcache_stats_hits", "Hits counted by the engine's statistics setting (persistent).", nil, nil)
 	descMisses    = prometheus.NewDesc("diskcache_stats_misses", "Misses counted by the engine's statistics setting (persistent).", nil, nil)
 )
 
 func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descVolume, descFileBytes, descExpired, descEvicted, descCorrupt, descHits, descMisses} {
+	for _, d := range []*prometheus.Desc{descItems, descVolume, descFileBytes, descExpired, descEvicted, descCorrupt, descHotGets, descHotBytes, descHits, descMisses} {
 		ch <- d
 	}
 }
@@ -195,6 +197,10 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 		if b, err := db.ValueFileBytes(ctx); err == nil {
 			ch <- prometheus.MustNewConstMetric(descFileBytes, prometheus.GaugeValue, float64(b), label)
 		}
+		hot := db.HotStats()
+		ch <- prometheus.MustNewConstMetric(descHotGets, prometheus.CounterValue, float64(hot.Hits), label, "hit")
+		ch <- prometheus.MustNewConstMetric(descHotGets, prometheus.CounterValue, float64(hot.Misses), label, "miss")
+		ch <- prometheus.MustNewConstMetric(descHotBytes, prometheus.GaugeValue, float64(hot.Bytes), label)
 		if h, m, err := db.StatCounts(ctx); err == nil {
 			hits, misses = hits+h, misses+m
 		}

@@ -73,6 +73,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// not python-diskcache's 1 GiB.
 		CacheSizeLimit: -1,
 		SyncFile:       cfg.valueFileSync(),
+		// Nothing else writes a server's data directory.
+		HotBytes: cfg.HotValueBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)

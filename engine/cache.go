@@ -59,6 +59,12 @@ type Options struct {
 	// they are CPU-bound the yield waits for their time slices: off by
 	// default.
 	BatchYield bool
+	// HotBytes, when positive, keeps up to that many bytes of the values
+	// read last in memory (values held in the database, not value files),
+	// so that gets they answer run no SQL while the eviction policy and
+	// statistics make gets read-only. Only for a process that is the
+	// database's only writer: a change another process makes is not seen.
+	HotBytes int64
 }
 
 // Cache is one cache directory. It is safe for concurrent use.
@@ -73,6 +79,7 @@ type Cache struct {
 	syncFile func(*os.File) error // Options.SyncFile
 	// batchYield is Options.BatchYield.
 	batchYield bool
+	hot        *hotValues // nil unless Options.HotBytes
 
 	slots  chan struct{} // a token per connection that may be in use
 	idleMu sync.Mutex
@@ -124,6 +131,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	c.maxBytes = opts.MaxBytes
 	c.syncFile = opts.SyncFile
 	c.batchYield = opts.BatchYield
+	if opts.HotBytes > 0 {
+		c.hot = newHotValues(opts.HotBytes)
+	}
 	maxConns := opts.MaxConns
 	if maxConns <= 0 {
 		maxConns = 2*runtime.GOMAXPROCS(0) + 2
@@ -199,6 +209,14 @@ func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 		if cn, err = openConn(c.dbPath, c.timeout); err != nil {
 			<-c.slots
 			return nil, err
+		}
+		if c.hot != nil {
+			hot := c.hot
+			cn.sc.RegisterUpdateHook(func(_ int, _, table string, rowid int64) {
+				if table == "Cache" {
+					hot.rowChanged(rowid)
+				}
+			})
 		}
 	}
 	if gen := c.pragmaGen.Load(); cn.gen != gen {

@@ -59,6 +59,9 @@ type FanoutOptions struct {
 	// BatchYield is Options.BatchYield of every database and
 	// sub-collection.
 	BatchYield bool
+	// HotBytes is Options.HotBytes of the fanout databases together (each
+	// gets HotBytes / Fanout); named caches, deques and indexes keep none.
+	HotBytes int64
 	// CacheSizeLimit, when positive, is the size_limit a named cache (see
 	// Cache) is created with, instead of python-diskcache's 1 GiB default;
 	// when negative, the size_limit of one fanout database at that time. A
@@ -175,7 +178,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 				}
 			}
 		}
-		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield}
+		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, HotBytes: opts.HotBytes / int64(n)}
 		c, err := Open(ctx, dbDir, copts)
 		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
 			var q Quarantined

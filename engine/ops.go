@@ -325,6 +325,13 @@ func (c *Cache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, boo
 		})
 		return it, ok, err
 	}
+	var token uint64
+	if c.hot != nil {
+		if it, ok, found := c.hot.lookup(key, c.nowSeconds()); found {
+			return it, ok, nil
+		}
+		token = c.hot.fillToken()
+	}
 	cn, err := c.acquire(ctx)
 	if err != nil {
 		return Item{}, false, err
@@ -338,12 +345,25 @@ func (c *Cache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, boo
 		}
 		return Item{}, false, nil
 	}
+	rowid := row[0].(int64)
 	it, f, err := c.itemFromRow(key, row[1], row[2], row[3], row[4], row[5], row[6])
-	c.release(cn)
+	c.release(cn) // row belongs to cn: read it before
 	if err != nil || f == nil && it.Value.Type == kv.ValueNone {
 		return Item{}, false, err
 	}
+	if f == nil && c.hot != nil {
+		c.hot.fill(token, rowid, it)
+	}
 	return c.finishRead(it, f, opts.Stream)
+}
+
+// HotStats returns the figures of the values kept in memory
+// (Options.HotBytes); zero when none are.
+func (c *Cache) HotStats() HotStats {
+	if c.hot == nil {
+		return HotStats{}
+	}
+	return c.hot.stats()
 }
 
 // Get is Cache.Get inside the transaction.

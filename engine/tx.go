@@ -208,6 +208,11 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 		fail(err)
 		return
 	}
+	if c.hot != nil {
+		// Until the transaction has ended, no read fills memory.
+		c.hot.writeBegin()
+		defer c.hot.writeEnd()
+	}
 	if err := cn.execCached("BEGIN IMMEDIATE"); err != nil {
 		c.release(cn)
 		if isBusy(err) {

@@ -38,6 +38,7 @@ const (
 	FlagFsyncValueFiles       Flag = "fsync-value-files"
 	FlagMetricsRequireToken   Flag = "metrics-require-token"
 	FlagMetricsInterval       Flag = "metrics-interval"
+	FlagHotValueBytes         Flag = "hot-value-bytes"
 )
 
 // ServerFlags are the engine settings the cacheserver takes as flags (and
