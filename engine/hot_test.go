@@ -99,7 +99,9 @@ func TestHotValuesSeeEveryChange(t *testing.T) {
 		keys[i] = kv.TextKey("k" + strconv.Itoa(i))
 	}
 	tags := []kv.Key{{}, kv.TextKey("a"), kv.TextKey("b")}
-	val := func(i int) kv.Value { return kv.Bytes(fmt.Appendf(bytes.Repeat([]byte{'.'}, rng.Intn(3000)), "v%d", i)) }
+	val := func(i int) kv.Value {
+		return kv.Bytes(fmt.Appendf(bytes.Repeat([]byte{'.'}, rng.Intn(3000)), "v%d", i))
+	}
 	show := func(it Item, ok bool) string {
 		if !ok {
 			return "a miss"
