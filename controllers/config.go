@@ -39,6 +39,9 @@ func serverConfig(dc *cachev1alpha1.DiskCache) (conf string, restartPart string)
 	if spec.FsyncValueFiles {
 		line(&r, settings.FlagFsyncValueFiles, true)
 	}
+	if spec.HotValueBytes != nil {
+		line(&r, settings.FlagHotValueBytes, spec.HotValueBytes.Value())
+	}
 	if spec.Monitoring.RequireToken {
 		line(&r, settings.FlagMetricsRequireToken, true)
 	}

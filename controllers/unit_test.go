@@ -36,6 +36,7 @@ func TestServerConfigLoadsInCacheserver(t *testing.T) {
 		dc.Spec.MaxKeyBytes = ptrTo(resource.MustParse("4Ki"))
 		dc.Spec.MaxValueBytes = ptrTo(resource.MustParse("1e9"))
 		dc.Spec.FsyncValueFiles = true
+		dc.Spec.HotValueBytes = ptrTo(resource.MustParse("8Mi"))
 		dc.Spec.Monitoring.RequireToken = true
 	})
 	conf, _ := serverConfig(dc)
@@ -50,7 +51,8 @@ func TestServerConfigLoadsInCacheserver(t *testing.T) {
 	if cfg.DataDir != "/data/cache" || cfg.Listen != ":8080" || cfg.TokenFile != TokenPath || cfg.Fanout != 16 ||
 		cfg.DatabaseTimeout != 2500*time.Millisecond || cfg.MaxKeyBytes != 4096 || cfg.MaxValueBytes != 1e9 ||
 		cfg.SizeLimit != 1610612736 || cfg.EvictionPolicy != "least-recently-used" || cfg.CullLimit != 0 || !cfg.Statistics ||
-		cfg.TagIndex || cfg.DiskMinFileSize != 32768 || cfg.TLSCert != "" || !cfg.FsyncValueFiles || !cfg.MetricsRequireToken {
+		cfg.TagIndex || cfg.DiskMinFileSize != 32768 || cfg.TLSCert != "" || !cfg.FsyncValueFiles || !cfg.MetricsRequireToken ||
+		cfg.HotValueBytes != 8<<20 {
 		t.Errorf("cacheserver read %+v from\n%s", cfg, conf)
 	}
 	given := cfg.EngineSettings().Values()
@@ -86,6 +88,7 @@ func TestConfigHashIgnoresLiveSettings(t *testing.T) {
 		func(dc *cachev1alpha1.DiskCache) { dc.Spec.MaxKeyBytes = ptrTo(resource.MustParse("1Ki")) },
 		func(dc *cachev1alpha1.DiskCache) { dc.Spec.MaxValueBytes = ptrTo(resource.MustParse("1Mi")) },
 		func(dc *cachev1alpha1.DiskCache) { dc.Spec.FsyncValueFiles = true },
+		func(dc *cachev1alpha1.DiskCache) { dc.Spec.HotValueBytes = ptrTo(resource.MustParse("0")) },
 		func(dc *cachev1alpha1.DiskCache) { dc.Spec.Monitoring.RequireToken = true },
 		func(dc *cachev1alpha1.DiskCache) { dc.Spec.TLS = &cachev1alpha1.TLSSpec{SecretName: "s"} },
 	}

@@ -155,6 +155,15 @@ type DiskCacheSpec struct {
 	// +optional
 	FsyncValueFiles bool `json:"fsyncValueFiles,omitempty"`
 
+	// HotValueBytes is how many bytes of the values read last each shard
+	// keeps in memory, so that gets they answer run no SQL (the
+	// cacheserver's --hot-value-bytes); values in value files are never
+	// kept. Empty means the server's default, 32Mi; 0 keeps none. Count it
+	// in the memory request. A changed value rolls the pods.
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || !quantity(string(self)).isLessThan(quantity('0'))",message="hotValueBytes must not be negative"
+	// +optional
+	HotValueBytes *resource.Quantity `json:"hotValueBytes,omitempty"`
+
 	// MaxKeyBytes is the largest key the server accepts; empty means the
 	// server's default (64Ki).
 	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="maxKeyBytes must be positive"

@@ -262,6 +262,11 @@ func (in *DiskCacheSpec) DeepCopyInto(out *DiskCacheSpec) {
 		x := (*in).DeepCopy()
 		*out = &x
 	}
+	if in.HotValueBytes != nil {
+		in, out := &in.HotValueBytes, &out.HotValueBytes
+		x := (*in).DeepCopy()
+		*out = &x
+	}
 	if in.MaxKeyBytes != nil {
 		in, out := &in.MaxKeyBytes, &out.MaxKeyBytes
 		x := (*in).DeepCopy()
