@@ -9,6 +9,14 @@ and value generator and process count against:
   over the frames transport (docs/api/frames.md), the client's default;
 * ``cacheserver-http``: the same backend with ``OPTIONS['FRAMES'] = False``
   (plain HTTP/1.1) -> the same cacheserver;
+* ``cacheserver-3-forwarding``: the same backend with ``OPTIONS['TOPOLOGY'] =
+  False`` -> three cacheservers started as the shards of one topology
+  (``--shard-index I --peers URL0,URL1,URL2 --epoch 1``, one token), worker
+  process n given shard n % 3's URL only (as a Service spreads connections),
+  so a shard forwards the keys it does not own to their owner;
+* ``cacheserver-3-smart``: the same backend, smart routing on (the default)
+  -> the same three shards, LOCATION shard 0's URL: the client reads
+  /v1/topology and sends each key straight to its owner;
 * ``diskcache``: python-diskcache's diskcache.DjangoCache on a local directory;
 * ``django-redis``: django_redis.cache.RedisCache -> a local redis-server
   (appendonly yes, appendfsync everysec, no RDB snapshots);
@@ -25,7 +33,9 @@ benchmark_core.py's (``str(count).encode() * randrange(1, 100)``), 90% get,
 timed. Every operation is timed with time.perf_counter_ns; percentiles are
 over all processes' samples. Also measured: the CPU time the client
 processes spend per timed operation (time.process_time_ns) and the server
-process's CPU time per operation (/proc/PID/stat). Prints markdown tables.
+process's CPU time per operation (/proc/PID/stat; for three shards, the sum
+of the three), and for three shards the share of the requests the shards
+forwarded (their /metrics). Prints markdown tables.
 
 Missing Debian packages (python3-django-redis, python3-redis,
 python3-pymemcache, memcached, redis-server) are installed with apt-get
@@ -62,21 +72,30 @@ import traceback
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
 CLIENT_DIR = os.path.join(REPO, 'clients', 'python')
 
-BACKENDS = ['cacheserver', 'cacheserver-http', 'diskcache', 'django-redis', 'memcached',
-            'cacheserver-floor']
+BACKENDS = ['cacheserver', 'cacheserver-http', 'cacheserver-3-forwarding', 'cacheserver-3-smart',
+            'diskcache', 'django-redis', 'memcached', 'cacheserver-floor']
 LABELS = {
     'cacheserver': 'this backend → cacheserver',
     'cacheserver-http': 'this backend, HTTP (FRAMES off) → cacheserver',
+    'cacheserver-3-forwarding': 'this backend → 3 shards, one URL per process (forwarding)',
+    'cacheserver-3-smart': 'this backend → 3 shards, smart client (direct)',
     'cacheserver-floor': 'floor: bare HTTP client → cacheserver',
     'diskcache': 'python-diskcache DjangoCache',
     'django-redis': 'django-redis → redis-server',
     'memcached': 'PyMemcacheCache → memcached',
 }
 OPS = ('get', 'set', 'delete')
-# The server process each backend talks to (None: in-process).
-SERVER = {'cacheserver': 'cacheserver', 'cacheserver-floor': 'cacheserver',
-          'cacheserver-http': 'cacheserver',
-          'diskcache': None, 'django-redis': 'redis-server', 'memcached': 'memcached'}
+# The shards of the three-shard topology, by the names Services tracks them.
+SHARDS = tuple('cacheserver-shard%d' % i for i in range(3))
+# The server processes each backend talks to, whose CPU time adds up to its
+# server CPU (empty: in-process).
+SERVER = {'cacheserver': ('cacheserver',), 'cacheserver-floor': ('cacheserver',),
+          'cacheserver-http': ('cacheserver',),
+          'cacheserver-3-forwarding': SHARDS, 'cacheserver-3-smart': SHARDS,
+          'diskcache': (), 'django-redis': ('redis-server',), 'memcached': ('memcached',)}
+# Backends whose worker process n uses the CACHES alias '<backend>/<n % k>'
+# (k aliases, one per shard URL) instead of '<backend>'.
+SPREAD = {'cacheserver-3-forwarding': len(SHARDS)}
 PERCENTILES = (50, 90, 99)
 
 # What each backend needs: (python modules, executables); and the Debian
@@ -85,6 +104,8 @@ NEEDS = {
     'cacheserver': ([], []),
     'cacheserver-floor': ([], []),
     'cacheserver-http': ([], []),
+    'cacheserver-3-forwarding': ([], []),
+    'cacheserver-3-smart': ([], []),
     'diskcache': (['diskcache'], []),
     'django-redis': (['django_redis', 'redis'], ['redis-server']),
     'memcached': (['pymemcache'], ['memcached']),
@@ -126,6 +147,14 @@ class Services:
             if started == name:
                 return proc.pid
         return None
+
+    def exited(self, name):
+        return any(started == name and proc.poll() is not None for started, proc in self.procs)
+
+    def pids(self, names):
+        """The pids of the named services; None if one of them was not started."""
+        pids = [self.pid(name) for name in names]
+        return None if not pids or None in pids else pids
 
     def stop_all(self):
         if os.getpid() != self.main_pid:
@@ -225,23 +254,16 @@ def build_cacheserver(work):
     return binary
 
 
-def start_cacheserver(services, work, extra_args):
-    binary = build_cacheserver(work)
-    data = os.path.join(work, 'cacheserver-data')
-    os.makedirs(data, exist_ok=True)
-    token = 'bench-%016x' % random.SystemRandom().getrandbits(64)
-    token_file = os.path.join(work, 'token')
-    with open(token_file, 'w', encoding='utf-8') as f:
-        f.write(token + '\n')
-    log_path = os.path.join(work, 'cacheserver.log')
+def write_token(path, prefix):
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write('%s-%016x\n' % (prefix, random.SystemRandom().getrandbits(64)))
+    return path
+
+
+def start_serving(services, name, argv, log_path):
+    """Starts a cacheserver and waits for its 'serving' log line; its address."""
     logf = open(log_path, 'w+', encoding='utf-8')  # pylint: disable=consider-using-with
-    # The admin token opens /debug/pprof/ (--pprof); it changes nothing else.
-    admin_file = os.path.join(work, 'admin-token')
-    with open(admin_file, 'w', encoding='utf-8') as f:
-        f.write('bench-admin-%016x\n' % random.SystemRandom().getrandbits(64))
-    argv = [binary, '--data-dir', data, '--listen', '127.0.0.1:0',
-            '--token-file', token_file, '--admin-token-file', admin_file] + extra_args
-    proc = services.start('cacheserver', argv, stdout=subprocess.DEVNULL, stderr=logf)
+    proc = services.start(name, argv, stdout=subprocess.DEVNULL, stderr=logf)
     deadline = time.monotonic() + 60
     while True:
         logf.seek(0)
@@ -251,15 +273,81 @@ def start_cacheserver(services, work, extra_args):
             except ValueError:
                 continue
             if doc.get('msg') == 'serving':
-                log('cacheserver serving on %s (fanout %s, auth %s)' % (
-                    doc.get('addr'), doc.get('fanout'), doc.get('auth')))
-                return 'http://%s' % doc['addr'], token_file
+                log('%s serving on %s (fanout %s, auth %s)' % (
+                    name, doc.get('addr'), doc.get('fanout'), doc.get('auth')))
+                return doc['addr']
         if proc.poll() is not None:
             logf.seek(0)
-            raise RuntimeError('cacheserver exited:\n' + logf.read()[-2000:])
+            raise RuntimeError('%s exited:\n%s' % (name, logf.read()[-2000:]))
         if time.monotonic() > deadline:
-            raise RuntimeError('cacheserver did not start serving within 60s')
+            raise RuntimeError('%s did not start serving within 60s' % name)
         time.sleep(0.05)
+
+
+def start_cacheserver(services, work, extra_args):
+    binary = build_cacheserver(work)
+    data = os.path.join(work, 'cacheserver-data')
+    os.makedirs(data, exist_ok=True)
+    token_file = write_token(os.path.join(work, 'token'), 'bench')
+    # The admin token opens /debug/pprof/ (--pprof); it changes nothing else.
+    admin_file = write_token(os.path.join(work, 'admin-token'), 'bench-admin')
+    argv = [binary, '--data-dir', data, '--listen', '127.0.0.1:0',
+            '--token-file', token_file, '--admin-token-file', admin_file] + extra_args
+    addr = start_serving(services, 'cacheserver', argv, os.path.join(work, 'cacheserver.log'))
+    return 'http://%s' % addr, token_file
+
+
+def start_shards(services, work, extra_args):
+    """Starts the shards of one topology (SHARDS), each knowing every
+    shard's URL, and waits until each answers /readyz (it has the
+    topology); their URLs and token file. Any shard failing to start fails
+    the whole run."""
+    import urllib.request  # pylint: disable=import-outside-toplevel
+    binary = build_cacheserver(work)
+    # The peers' URLs are flags of every shard, so the ports are picked first.
+    urls = ['http://127.0.0.1:%d' % free_port() for _ in SHARDS]
+    token_file = write_token(os.path.join(work, 'shards-token'), 'bench-shards')
+    for index, name in enumerate(SHARDS):
+        data = os.path.join(work, '%s-data' % name)
+        os.makedirs(data, exist_ok=True)
+        argv = [binary, '--data-dir', data, '--listen', urls[index][len('http://'):],
+                '--token-file', token_file, '--shard-index', str(index),
+                '--peers', ','.join(urls), '--epoch', '1'] + extra_args
+        start_serving(services, name, argv, os.path.join(work, '%s.log' % name))
+    for name, url in zip(SHARDS, urls):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + '/readyz', timeout=5) as resp:
+                    status = resp.status
+            except OSError as exc:  # urllib.error.HTTPError: 503 until ready
+                status = exc
+            if status == 200:
+                break
+            if services.exited(name) or time.monotonic() > deadline:
+                raise RuntimeError('%s (%s) not ready: /readyz %s' % (name, url, status))
+            time.sleep(0.05)
+    return urls, token_file
+
+
+def forwarded_counts(urls, token_file):
+    """(forwarded, served) requests summed over the shards' /metrics:
+    diskcache_forwarded_requests_total (every target and answer) and
+    diskcache_served_requests_total."""
+    import urllib.request  # pylint: disable=import-outside-toplevel
+    with open(token_file, encoding='utf-8') as f:
+        auth = {'Authorization': 'Bearer ' + f.read().strip()}
+    forwarded = served = 0.0
+    for url in urls:
+        req = urllib.request.Request(url + '/metrics', headers=auth)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read().decode('utf-8')
+        for line in text.splitlines():
+            if line.startswith('diskcache_forwarded_requests_total{'):
+                forwarded += float(line.split()[-1])
+            elif line.startswith('diskcache_served_requests_total '):
+                served += float(line.split()[-1])
+    return forwarded, served
 
 
 def fetch_profile(url, admin_file, kind, seconds, path, errors):
@@ -291,17 +379,17 @@ def profile_server(ctx, name, args, server_pid, url, admin_file, prefix):
     for thread in threads:
         thread.start()
     runs = ops = 0
-    cpu_before = proc_cpu_ns(server_pid)
+    cpu_before = proc_cpu_ns([server_pid])
     started = time.monotonic()
     while any(thread.is_alive() for thread in threads):
-        run = run_backend(ctx, name, args, server_pid)
+        run = run_backend(ctx, name, args, [server_pid])
         runs, ops = runs + 1, ops + args.procs * args.ops
     wall = time.monotonic() - started
     for thread in threads:
         thread.join()
     if errors:
         raise RuntimeError('; '.join(errors))
-    cpu = (proc_cpu_ns(server_pid) - cpu_before) / 1e9
+    cpu = (proc_cpu_ns([server_pid]) - cpu_before) / 1e9
     log('%s: profiled %d run(s), %d ops in %.1fs, server CPU %.2f s (%.2f cores)' % (
         name, runs, ops, wall, cpu, cpu / wall))
     print('\n### Server profiles under %s (%d runs of the workload, %.1f s, last run %s ops/s)\n' % (
@@ -357,12 +445,19 @@ def reset_child_signals():
         signal.signal(sig, signal.SIG_DFL)
 
 
+def process_alias(alias, num):
+    """The CACHES alias worker process num of backend alias uses."""
+    if alias in SPREAD:
+        return '%s/%d' % (alias, num % SPREAD[alias])
+    return alias
+
+
 def prepare(alias, keys, result):
     """Empty the cache and set every key to its own bytes (untimed)."""
     reset_child_signals()
     try:
         from django.core.cache import caches  # pylint: disable=import-outside-toplevel
-        cache = caches[alias]
+        cache = caches[process_alias(alias, 0)]
         cache.clear()
         for key in range(keys):
             cache.set(str(key), str(key).encode('utf-8'))
@@ -376,7 +471,7 @@ def worker(num, alias, args, barrier, result, profile_path):
     reset_child_signals()
     try:
         from django.core.cache import caches  # pylint: disable=import-outside-toplevel
-        cache = caches[alias]
+        cache = caches[process_alias(alias, num)]
         rng = random.Random(num)
         timings = {op: array.array('q') for op in OPS}
         misses = dict.fromkeys(OPS, 0)
@@ -428,21 +523,26 @@ def worker(num, alias, args, barrier, result, profile_path):
         result.put((num, traceback.format_exc()))
 
 
-def proc_cpu_ns(pid):
-    """User + system CPU time of a process, from /proc (clock ticks)."""
-    if pid is None:
+def proc_cpu_ns(pids):
+    """User + system CPU time of processes, summed, from /proc (clock
+    ticks); None without pids or when one cannot be read."""
+    if not pids:
         return None
-    try:
-        with open('/proc/%d/stat' % pid, encoding='ascii') as f:
-            fields = f.read().rpartition(')')[2].split()
-    except OSError:
-        return None
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    ticks = 0
+    for pid in pids:
+        try:
+            with open('/proc/%d/stat' % pid, encoding='ascii') as f:
+                fields = f.read().rpartition(')')[2].split()
+        except OSError:
+            return None
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks * 1_000_000_000 // os.sysconf('SC_CLK_TCK')
 
 
-def run_backend(ctx, alias, args, server_pid=None, profile_path=None):
-    """One run of the workload on one backend; the merged samples."""
+def run_backend(ctx, alias, args, server_pids=None, profile_path=None, shards=None):
+    """One run of the workload on one backend; the merged samples.
+    server_pids: the server processes whose CPU time is counted; shards:
+    (URLs, token file) of shards whose forwarded share is counted."""
     result = ctx.Queue()
     # Daemonic: multiprocessing terminates them if this script exits early.
     proc = ctx.Process(target=prepare, args=(alias, args.keys, result), daemon=True)
@@ -462,7 +562,8 @@ def run_backend(ctx, alias, args, server_pid=None, profile_path=None):
                                profile_path if num == 0 else None),
                          daemon=True)
              for num in range(args.procs)]
-    server_cpu = proc_cpu_ns(server_pid)
+    counts = forwarded_counts(*shards) if shards else None
+    server_cpu = proc_cpu_ns(server_pids)
     for proc in procs:
         proc.start()
     samples = {op: [] for op in OPS}
@@ -494,7 +595,15 @@ def run_backend(ctx, alias, args, server_pid=None, profile_path=None):
                 proc.join()
     if server_cpu is not None:
         # Over every operation of the run, warm-up included.
-        server_cpu = (proc_cpu_ns(server_pid) - server_cpu) / 1000.0 / (args.procs * args.ops)
+        server_cpu = (proc_cpu_ns(server_pids) - server_cpu) / 1000.0 / (args.procs * args.ops)
+    forwarded_share = float('nan')
+    if counts is not None and not errors:
+        # Forwarded ÷ served requests over the workers' operations, warm-up
+        # included: a request forwarded once is served once, by its owner.
+        after = forwarded_counts(*shards)
+        served = after[1] - counts[1]
+        if served > 0:
+            forwarded_share = (after[0] - counts[0]) / served
     if errors:
         raise RuntimeError('%s failed:\n%s' % (alias, '\n'.join(errors)))
     timed = sum(len(s) for s in samples.values())
@@ -502,7 +611,8 @@ def run_backend(ctx, alias, args, server_pid=None, profile_path=None):
     return {'samples': samples, 'misses': misses, 'timed_ops': timed,
             'ops_per_s': timed / wall if wall > 0 else float('nan'),
             'client_cpu_us': client_cpu / 1000.0 / timed if timed else float('nan'),
-            'server_cpu_us': float('nan') if server_cpu is None else server_cpu}
+            'server_cpu_us': float('nan') if server_cpu is None else server_cpu,
+            'forwarded_share': forwarded_share}
 
 
 def percentile(sorted_values, pct):
@@ -518,8 +628,13 @@ def percentile(sorted_values, pct):
 CDF_PERCENTILES = tuple(i / 10.0 for i in range(5, 1000, 5)) + (99.9, 99.95, 99.99)
 
 
+# A run's statistics besides the latencies (forwarded_share: NaN but for
+# the shards of a topology).
+RUN_STATS = ('ops_per_s', 'client_cpu_us', 'server_cpu_us', 'forwarded_share')
+
+
 def summarize(run):
-    stats = {name: run[name] for name in ('ops_per_s', 'client_cpu_us', 'server_cpu_us')}
+    stats = {name: run[name] for name in RUN_STATS}
     for op in OPS:
         values = sorted(run['samples'][op])
         stats[op] = {'count': len(values), 'misses': run['misses'][op]}
@@ -532,7 +647,7 @@ def summarize(run):
 def median_stats(rounds):
     """Median over rounds of every statistic."""
     out = {name: statistics.median(r[name] for r in rounds)
-           for name in ('ops_per_s', 'client_cpu_us', 'server_cpu_us')}
+           for name in RUN_STATS}
     for op in OPS:
         out[op] = {name: statistics.median(r[op][name] for r in rounds)
                    for name in rounds[0][op] if name != 'cdf_us'}
@@ -597,8 +712,19 @@ def table(results, order, rounds):
     cpu.append('Client CPU: user+system time of the worker processes over their timed '
                'operations (Django, the backend, the client library, the socket calls), '
                'per operation. Server CPU: the server process\'s user+system time (from '
-               '/proc) over the run, warm-up included, per operation; – for '
-               'python-diskcache, which has no server.')
+               '/proc; for 3 shards, the sum of the three processes\') over the run, '
+               'warm-up included, per operation; – for python-diskcache, which has no '
+               'server.')
+    shares = ['%s %.1f%%' % (name, 100.0 * results[name]['forwarded_share'])
+              for name in order if name in results
+              and results[name]['forwarded_share'] == results[name]['forwarded_share']]
+    if shares:
+        cpu.append('')
+        cpu.append('Forwarded share (requests the shards forwarded to the owner ÷ requests '
+                   'they served, diskcache_forwarded_requests_total and '
+                   'diskcache_served_requests_total over the run; ~67%% when every process '
+                   'goes through one shard, ~0 when the client goes straight to the owner): '
+                   '%s.' % ', '.join(shares))
     return '\n'.join(lines + notes + cpu)
 
 
@@ -753,7 +879,7 @@ def run(args, wanted, services, work):
                                           text=True).stdout.strip())
     backends = install_packages(wanted, args.install)
     caches = {}
-    redis_url = memcached_loc = server_url = None
+    redis_url = memcached_loc = server_url = shards = None
     if 'cacheserver' in backends:
         url, token_file = start_cacheserver(services, work, shlex.split(args.cacheserver_args))
         server_url = url
@@ -782,6 +908,23 @@ def run(args, wanted, services, work):
         caches['cacheserver-floor'] = {
             'BACKEND': 'rawhttp.RawHTTPCache',
             'LOCATION': url,
+            'OPTIONS': {'TOKEN_FILE': token_file},
+        }
+    if 'cacheserver-3-forwarding' in backends or 'cacheserver-3-smart' in backends:
+        shards = start_shards(services, work, shlex.split(args.cacheserver_args))
+        urls, token_file = shards
+    if 'cacheserver-3-forwarding' in backends:
+        # Worker process n talks to shard n % 3 only, smart routing off.
+        for num in range(SPREAD['cacheserver-3-forwarding']):
+            caches[process_alias('cacheserver-3-forwarding', num)] = {
+                'BACKEND': 'diskcache_client.djangocache.DjangoCache',
+                'LOCATION': urls[num % len(urls)],
+                'OPTIONS': {'TOKEN_FILE': token_file, 'TOPOLOGY': False},
+            }
+    if 'cacheserver-3-smart' in backends:
+        caches['cacheserver-3-smart'] = {
+            'BACKEND': 'diskcache_client.djangocache.DjangoCache',
+            'LOCATION': urls[0],
             'OPTIONS': {'TOKEN_FILE': token_file},
         }
     if 'diskcache' in backends:
@@ -813,7 +956,8 @@ def run(args, wanted, services, work):
     for rnd in range(args.rounds):
         for name in backends:
             started = time.monotonic()
-            stats = summarize(run_backend(ctx, name, args, services.pid(SERVER[name])))
+            stats = summarize(run_backend(ctx, name, args, services.pids(SERVER[name]),
+                                          shards=shards if SERVER[name] == SHARDS else None))
             rounds[name].append(stats)
             log('round %d %-12s %5.1fs  get p50 %s µs, set p50 %s µs, %s ops/s' % (
                 rnd + 1, name, time.monotonic() - started, fmt_us(stats['get']['p50']),
@@ -837,7 +981,7 @@ def run(args, wanted, services, work):
     if args.cprofile:
         for name in backends:
             path = os.path.abspath('%s-%s.prof' % (args.cprofile, name))
-            run_backend(ctx, name, args, services.pid(SERVER[name]), profile_path=path)
+            run_backend(ctx, name, args, services.pids(SERVER[name]), profile_path=path)
             print('\n### cProfile of process 0, %s (%s)\n' % (name, path))
             print(profile_layers(path, args.ops))
             print('\n```')
