@@ -5,7 +5,8 @@
 on the JSON files that ``make bench-json`` writes into docs/benchmarks/:
 
 * ``django.json`` (hack/bench/django/bench.py --json): latency CDF of get
-  and set per Django cache backend -> ``django-latency-cdf.png``;
+  and set per Django cache backend, the three-shard ones included
+  (dash-dotted) -> ``django-latency-cdf.png``;
 * ``server.json`` (hack/bench/server -json): GET and SET throughput
   against connections, cacheserver vs redis-server -> ``server-throughput.png``;
 * ``engine.json`` (hack/bench/engine -json): per-operation p50/p99 latency of
@@ -29,8 +30,13 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 COLORS = {
     'cacheserver': '#1f77b4', 'cacheserver-floor': '#7fb3e0', 'cacheserver-http': '#17becf', 'diskcache': '#2ca02c',
     'django-redis': '#d62728', 'memcached': '#9467bd', 'redis': '#d62728',
+    'cacheserver-3-forwarding': '#ff7f0e', 'cacheserver-3-smart': '#8c564b',
     'engine': '#1f77b4', 'raw': '#7f7f7f', 'python': '#2ca02c',
 }
+
+# The floor is not a product; the three-shard rows are another layout.
+LINESTYLES = {'cacheserver-floor': '--', 'cacheserver-3-forwarding': '-.',
+              'cacheserver-3-smart': '-.'}
 
 
 def load(path):
@@ -60,7 +66,7 @@ def django_cdf(doc, out):
         for name, stats in results.items():
             xs = stats[op]['cdf_us']
             ax.plot(xs, pcts, label=labels.get(name, name), color=COLORS.get(name),
-                    linestyle='--' if name == 'cacheserver-floor' else '-', linewidth=1.6)
+                    linestyle=LINESTYLES.get(name, '-'), linewidth=1.6)
         ax.set_xscale('log')
         ax.set_xlabel('%s latency, µs (log scale)' % op)
         ax.set_title('Django cache %s: latency distribution' % op)
