@@ -171,7 +171,7 @@ bench-scrape: ## What Prometheus scrapes cost data requests: GET latency with 32
 	$(GO) run ./hack/bench/scrape $(BENCH_SCRAPE_ARGS)
 
 .PHONY: bench-django
-bench-django: ## Django cache backends (this one, python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1".
+bench-django: ## Django cache backends (this one on one server and on three shards, forwarding and smart client; python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1".
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py $(BENCH_DJANGO_ARGS)
 
 BENCH_DIR ?= docs/benchmarks
