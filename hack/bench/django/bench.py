@@ -284,8 +284,7 @@ def start_serving(services, name, argv, log_path):
         time.sleep(0.05)
 
 
-def start_cacheserver(services, work, extra_args):
-    binary = build_cacheserver(work)
+def start_cacheserver(services, work, binary, extra_args):
     data = os.path.join(work, 'cacheserver-data')
     os.makedirs(data, exist_ok=True)
     token_file = write_token(os.path.join(work, 'token'), 'bench')
@@ -297,13 +296,12 @@ def start_cacheserver(services, work, extra_args):
     return 'http://%s' % addr, token_file
 
 
-def start_shards(services, work, extra_args):
+def start_shards(services, work, binary, extra_args):
     """Starts the shards of one topology (SHARDS), each knowing every
     shard's URL, and waits until each answers /readyz (it has the
     topology); their URLs and token file. Any shard failing to start fails
     the whole run."""
     import urllib.request  # pylint: disable=import-outside-toplevel
-    binary = build_cacheserver(work)
     # The peers' URLs are flags of every shard, so the ports are picked first.
     urls = ['http://127.0.0.1:%d' % free_port() for _ in SHARDS]
     token_file = write_token(os.path.join(work, 'shards-token'), 'bench-shards')
@@ -880,8 +878,12 @@ def run(args, wanted, services, work):
     backends = install_packages(wanted, args.install)
     caches = {}
     redis_url = memcached_loc = server_url = shards = None
+    binary = None
+    if any(name.startswith('cacheserver') for name in backends):
+        binary = build_cacheserver(work)  # once, for every cacheserver and shard
     if 'cacheserver' in backends:
-        url, token_file = start_cacheserver(services, work, shlex.split(args.cacheserver_args))
+        url, token_file = start_cacheserver(services, work, binary,
+                                            shlex.split(args.cacheserver_args))
         server_url = url
         caches['cacheserver'] = {
             'BACKEND': 'diskcache_client.djangocache.DjangoCache',
@@ -890,7 +892,7 @@ def run(args, wanted, services, work):
         }
     if 'cacheserver-http' in backends:
         if 'cacheserver' not in caches:
-            url, token_file = start_cacheserver(services, work,
+            url, token_file = start_cacheserver(services, work, binary,
                                                 shlex.split(args.cacheserver_args))
             server_url = url
             caches['cacheserver'] = None
@@ -901,7 +903,7 @@ def run(args, wanted, services, work):
         }
     if 'cacheserver-floor' in backends:
         if 'cacheserver' not in caches:
-            url, token_file = start_cacheserver(services, work,
+            url, token_file = start_cacheserver(services, work, binary,
                                                 shlex.split(args.cacheserver_args))
             server_url = url
             caches['cacheserver'] = None
@@ -911,7 +913,7 @@ def run(args, wanted, services, work):
             'OPTIONS': {'TOKEN_FILE': token_file},
         }
     if 'cacheserver-3-forwarding' in backends or 'cacheserver-3-smart' in backends:
-        shards = start_shards(services, work, shlex.split(args.cacheserver_args))
+        shards = start_shards(services, work, binary, shlex.split(args.cacheserver_args))
         urls, token_file = shards
     if 'cacheserver-3-forwarding' in backends:
         # Worker process n talks to shard n % 3 only, smart routing off.
@@ -959,7 +961,7 @@ def run(args, wanted, services, work):
             stats = summarize(run_backend(ctx, name, args, services.pids(SERVER[name]),
                                           shards=shards if SERVER[name] == SHARDS else None))
             rounds[name].append(stats)
-            log('round %d %-12s %5.1fs  get p50 %s µs, set p50 %s µs, %s ops/s' % (
+            log('round %d %-24s %5.1fs  get p50 %s µs, set p50 %s µs, %s ops/s' % (
                 rnd + 1, name, time.monotonic() - started, fmt_us(stats['get']['p50']),
                 fmt_us(stats['set']['p50']), '{:,.0f}'.format(stats['ops_per_s'])))
     results = {name: median_stats(r) for name, r in rounds.items()}
