@@ -15,6 +15,10 @@ import (
 type deadlineCtx struct {
 	context.Context // the parent
 	deadline        time.Time
+	// key and val are a value the context carries itself, as
+	// context.WithValue would (nil key: none): a request's route resolver
+	// rides here instead of in a context of its own.
+	key, val any
 
 	once   sync.Once
 	armed  context.Context
@@ -23,14 +27,15 @@ type deadlineCtx struct {
 	ended  bool // release ran: Done answers an already-closed channel
 }
 
-// withLazyDeadline returns ctx bounded by timeout and the function that
-// releases its timer, if one was armed.
-func withLazyDeadline(parent context.Context, timeout time.Duration) (*deadlineCtx, func()) {
-	c := &deadlineCtx{Context: parent, deadline: time.Now().Add(timeout)}
+// withLazyDeadline returns ctx bounded by timeout, carrying val under key
+// if key is not nil. Call its release when done (a method, not a returned
+// func: that would be one more allocation per request).
+func withLazyDeadline(parent context.Context, timeout time.Duration, key, val any) *deadlineCtx {
+	c := &deadlineCtx{Context: parent, deadline: time.Now().Add(timeout), key: key, val: val}
 	if d, ok := parent.Deadline(); ok && d.Before(c.deadline) {
 		c.deadline = d
 	}
-	return c, c.release
+	return c
 }
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
@@ -68,7 +73,12 @@ func (c *deadlineCtx) Err() error {
 	return nil
 }
 
-func (c *deadlineCtx) Value(key any) any { return c.Context.Value(key) }
+func (c *deadlineCtx) Value(key any) any {
+	if c.key != nil && key == c.key {
+		return c.val
+	}
+	return c.Context.Value(key)
+}
 
 // release stops the timer once the request is done, like the CancelFunc
 // of context.WithDeadline (after it, Done is closed and Err is Canceled

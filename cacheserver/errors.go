@@ -71,6 +71,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (s *Server) classify(err error) (int, string, string) {
+	if ae, ok := err.(*apiError); ok {
+		// Most errors (a missing key): spare errors.As its variables.
+		return ae.status, ae.code, ae.msg
+	}
 	var ae *apiError
 	var mbe *http.MaxBytesError
 	var cbe *clientBodyError

@@ -12,7 +12,6 @@ package cacheserver
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -68,9 +67,9 @@ func (e *errFrame) Error() string { return "malformed frame: " + e.msg }
 //	per header: u8 name length | name | u32 value length | value | body
 //
 // Integers are big-endian. The target is an escaped path with an optional
-// query, as in an HTTP request line.
-func decodeFrame(p []byte) (frameRequest, error) {
-	var fr frameRequest
+// query, as in an HTTP request line. The headers go into h (empty).
+func decodeFrame(p []byte, h http.Header) (frameRequest, error) {
+	fr := frameRequest{header: h}
 	if len(p) < 1+4+1 {
 		return fr, &errFrame{"shorter than its fixed fields"}
 	}
@@ -93,9 +92,6 @@ func decodeFrame(p []byte) (frameRequest, error) {
 	p = p[1:]
 	if count > maxFrameHeaders {
 		return fr, &errFrame{fmt.Sprintf("%d headers, at most %d", count, maxFrameHeaders)}
-	}
-	if count > 0 {
-		fr.header = make(http.Header, count)
 	}
 	for range count {
 		if len(p) < 1 {
@@ -275,7 +271,15 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 	defer s.frames.remove(fc)
 	defer fc.c.Close()
 	h := s.Handler()
-	fw := &frameWriter{bw: brw.Writer}
+	fw := &frameWriter{bw: brw.Writer, header: make(http.Header, 4)}
+	// The request every frame's fields are copied into, and its header
+	// map: frames are served one at a time, and the handlers below wrap
+	// (which each has its own copy of the request) see only them, so one
+	// of each per connection spares their allocations on every frame.
+	// (Nothing keeps the header past its frame: forwarding copies it.)
+	tmpl := (&http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: host, RemoteAddr: remote}).WithContext(ctx)
+	r := new(http.Request)
+	header := make(http.Header, 4)
 	var lenBuf [4]byte
 	for {
 		if brw.Reader.Buffered() == 0 {
@@ -283,19 +287,17 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 				return
 			}
 		}
+		if brw.Reader.Buffered() < len(lenBuf) {
+			// Before setIdle, so that a shutdown's deadline is not undone.
+			_ = fc.c.SetReadDeadline(time.Now().Add(frameIdleTimeout))
+		}
 		if !s.frames.setIdle(fc, true) {
 			return
 		}
-		_ = fc.c.SetReadDeadline(time.Now().Add(frameIdleTimeout))
 		if _, err := io.ReadFull(brw.Reader, lenBuf[:]); err != nil {
 			return
 		}
 		open := s.frames.setIdle(fc, false)
-		if s.cfg.BodyTimeout > 0 {
-			_ = fc.c.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
-		} else {
-			_ = fc.c.SetReadDeadline(time.Time{})
-		}
 		n := binary.BigEndian.Uint32(lenBuf[:])
 		if n > MaxFrameBytes {
 			fw.reset()
@@ -305,12 +307,26 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 			_ = brw.Writer.Flush()
 			return
 		}
+		if brw.Reader.Buffered() < int(n) {
+			// The rest of the frame is still on its way: bound its wait
+			// (a frame already read needs no deadline).
+			if s.cfg.BodyTimeout > 0 {
+				_ = fc.c.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+			} else {
+				_ = fc.c.SetReadDeadline(time.Time{})
+			}
+		}
+		// A new buffer per frame: the value it carries may be kept by the
+		// handler (readValue hands it to the engine as it is).
 		payload := make([]byte, n)
 		if _, err := io.ReadFull(brw.Reader, payload); err != nil {
 			return
 		}
 		fw.reset()
-		if !s.serveFrame(ctx, h, fw, payload, auth, host, remote) {
+		*r = *tmpl
+		clear(header)
+		r.Header = header
+		if !s.serveFrame(h, fw, r, payload, auth) {
 			_ = brw.Writer.Flush()
 			return
 		}
@@ -324,10 +340,11 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 	}
 }
 
-// serveFrame decodes one request frame and serves it through h into fw;
-// false when the connection must close (the handler aborted its answer).
-func (s *Server) serveFrame(ctx context.Context, h http.Handler, fw *frameWriter, payload []byte, auth []string, host, remote string) (ok bool) {
-	fr, err := decodeFrame(payload)
+// serveFrame decodes one request frame into r (the connection's fields
+// already set) and serves it through h into fw; false when the connection
+// must close (the handler aborted its answer).
+func (s *Server) serveFrame(h http.Handler, fw *frameWriter, r *http.Request, payload []byte, auth []string) (ok bool) {
+	fr, err := decodeFrame(payload, r.Header)
 	var u *url.URL
 	if err == nil {
 		if u, err = url.ParseRequestURI(fr.target); err != nil {
@@ -338,19 +355,13 @@ func (s *Server) serveFrame(ctx context.Context, h http.Handler, fw *frameWriter
 		writeJSON(fw, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest, Message: err.Error()})
 		return true
 	}
-	if fr.header == nil {
-		fr.header = make(http.Header, 1)
-	}
 	if auth != nil {
-		fr.header["Authorization"] = auth
+		r.Header["Authorization"] = auth
 	}
-	r := (&http.Request{
-		Method: fr.method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: fr.header, Host: host, RemoteAddr: remote, RequestURI: fr.target,
-		ContentLength: int64(len(fr.body)), Body: http.NoBody,
-	}).WithContext(ctx)
+	r.Method, r.URL, r.RequestURI = fr.method, u, fr.target
+	r.ContentLength, r.Body = int64(len(fr.body)), http.NoBody
 	if len(fr.body) > 0 {
-		r.Body = io.NopCloser(bytes.NewReader(fr.body))
+		r.Body = &frameBody{b: fr.body}
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -362,6 +373,31 @@ func (s *Server) serveFrame(ctx context.Context, h http.Handler, fw *frameWriter
 	}()
 	h.ServeHTTP(fw, r)
 	return true
+}
+
+// frameBody is the body of a request frame, already in memory: it needs
+// no read deadline, and readValue takes its bytes without a copy.
+type frameBody struct {
+	b   []byte
+	off int
+}
+
+func (b *frameBody) Read(p []byte) (int, error) {
+	if b.off >= len(b.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, b.b[b.off:])
+	b.off += n
+	return n, nil
+}
+
+func (b *frameBody) Close() error { return nil }
+
+// take returns the unread bytes and marks them read.
+func (b *frameBody) take() []byte {
+	p := b.b[b.off:]
+	b.off = len(b.b)
+	return p
 }
 
 // frameWriter is the ResponseWriter of a frame: it writes the answer frame
@@ -379,10 +415,11 @@ type frameWriter struct {
 	body   []byte
 	pairs  [][2]string
 	err    error
+	buf    [8]byte // for the integers of the head and chunk lengths
 }
 
 func (w *frameWriter) reset() {
-	w.header = make(http.Header, 4)
+	clear(w.header)
 	w.status = 0
 	w.head = false
 	w.body = w.body[:0]
@@ -453,7 +490,7 @@ func (w *frameWriter) writeHead() {
 		}
 	}
 	w.pairs = pairs
-	var b [8]byte
+	b := &w.buf
 	binary.BigEndian.PutUint32(b[:4], uint32(size))
 	binary.BigEndian.PutUint16(b[4:6], uint16(w.status))
 	b[6] = byte(len(pairs))
@@ -470,9 +507,8 @@ func (w *frameWriter) writeHead() {
 func (w *frameWriter) flushChunk() error {
 	w.writeHead()
 	if len(w.body) > 0 {
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], uint32(len(w.body)))
-		_, _ = w.bw.Write(b[:])
+		binary.BigEndian.PutUint32(w.buf[:4], uint32(len(w.body)))
+		_, _ = w.bw.Write(w.buf[:4])
 		_, _ = w.bw.Write(w.body)
 		w.body = w.body[:0]
 	}
@@ -491,7 +527,8 @@ func (w *frameWriter) finish() error {
 	if err := w.flushChunk(); err != nil {
 		return err
 	}
-	_, err := w.bw.Write([]byte{0, 0, 0, 0})
+	w.buf = [8]byte{}
+	_, err := w.bw.Write(w.buf[:4])
 	if len(w.body) > frameChunk {
 		w.body = nil // do not keep a large buffer per idle connection
 	}

@@ -58,7 +58,7 @@ type frameConn struct {
 
 // dialFrames opens a connection to srv and asks for the upgrade with
 // token; it returns the connection on 101, else the answer.
-func dialFrames(t *testing.T, addr, token string, extra string) (*frameConn, *http.Response) {
+func dialFrames(t testing.TB, addr, token string, extra string) (*frameConn, *http.Response) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

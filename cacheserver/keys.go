@@ -121,8 +121,10 @@ func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opt
 	}
 	threshold := st.Settings().DiskMinFileSize
 	if r.ContentLength >= 0 && r.ContentLength < threshold {
-		b, err := io.ReadAll(body)
-		if err != nil {
+		var b []byte
+		if fb, ok := r.Body.(*frameBody); ok {
+			b = fb.take() // a frame's own buffer, its length checked above
+		} else if b, err = io.ReadAll(body); err != nil {
 			return kv.Value{}, opts, err
 		}
 		if vt == kv.ValueText && !utf8.Valid(b) {

@@ -210,18 +210,22 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
 			return
 		}
-		if hasBody {
+		if _, inMemory := r.Body.(*frameBody); hasBody && !inMemory {
 			b := &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: s.cfg.BodyTimeout}
 			b.extend()
 			r.Body = b
 		}
 		ctx := r.Context()
-		if timeout {
-			var release func()
-			ctx, release = withLazyDeadline(ctx, s.cfg.RequestTimeout)
-			defer release()
-		}
-		if resolve != nil {
+		switch {
+		case timeout:
+			var key any
+			if resolve != nil {
+				key = storeRouteKey{}
+			}
+			dc := withLazyDeadline(ctx, s.cfg.RequestTimeout, key, resolve)
+			defer dc.release()
+			ctx = dc
+		case resolve != nil:
 			ctx = context.WithValue(ctx, storeRouteKey{}, resolve)
 		}
 		r = r.WithContext(ctx)
