@@ -71,6 +71,7 @@ type Options struct {
 type Cache struct {
 	dir      string
 	dbPath   string
+	walPath  string // the write-ahead log: dbPath + "-wal"
 	timeout  time.Duration
 	now      func() time.Time
 	pageSize int64
@@ -91,6 +92,8 @@ type Cache struct {
 	pragmaGen  atomic.Uint64
 
 	counts counters
+
+	ck checkpointer // the background WAL checkpoint: see checkpoint.go
 
 	pendingMu sync.Mutex
 	pending   map[string]struct{} // value files written, not yet committed
@@ -113,6 +116,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	c := &Cache{
 		dir:     dir,
 		dbPath:  filepath.Join(dir, DBName),
+		walPath: filepath.Join(dir, DBName+"-wal"),
 		timeout: opts.Timeout,
 		now:     opts.Now,
 		done:    make(chan struct{}),
@@ -162,7 +166,9 @@ func (c *Cache) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		close(c.done)
+		c.ck.stop()    // no background checkpoint starts or looks again
+		close(c.done)  // one waiting for a connection gives up
+		c.ck.wg.Wait() // and the one running ends
 		// Take every slot so no connection is in use, then close them all.
 		for i := 0; i < cap(c.slots); i++ {
 			c.slots <- struct{}{}
@@ -264,14 +270,6 @@ func (c *Cache) discard(cn *conn) {
 	<-c.slots
 }
 
-// The write-ahead log bound, per database: with 4 KiB pages a log grows to
-// about 1 MiB (plus the transaction being written) before a checkpoint,
-// and is cut back to WALSizeLimit once checkpointed.
-const (
-	WALCheckpointPages = 256
-	WALSizeLimit       = 1 << 20
-)
-
 // applyPragmas sets the per-connection pragmas from the settings.
 func (c *Cache) applyPragmas(cn *conn) error {
 	s := c.settings.Load()
@@ -290,11 +288,11 @@ func (c *Cache) applyPragmas(cn *conn) error {
 		{"cache_size", s.SQLiteCacheSize},
 		{"mmap_size", s.SQLiteMmapSize},
 		{"synchronous", s.SQLiteSynchronous},
-		// Bound the write-ahead log, which size_limit does not count:
-		// checkpoint every WALCheckpointPages and truncate the log back to
+		// No checkpoint inside a write's COMMIT: they run in the
+		// background (checkpoint.go). Truncate the log back to
 		// WALSizeLimit when it restarts (SQLite would keep it at its
-		// largest, about 4 MiB per database with the default 1000 pages).
-		{"wal_autocheckpoint", int64(WALCheckpointPages)},
+		// largest).
+		{"wal_autocheckpoint", int64(0)},
 		{"journal_size_limit", int64(WALSizeLimit)},
 	} {
 		if err := cn.pragma(p.name, p.value); err != nil {

@@ -89,7 +89,13 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]kv.Warning, error) {
 		}
 	}
 	if err == nil && fix {
-		err = cn.execScript(`VACUUM`)
+		// VACUUM writes the whole database into the log: copy it back
+		// here, where the caller asked for maintenance, rather than
+		// after the next batch of writes (past walInlineSize), which
+		// would hold up the writes queued behind it.
+		if err = cn.execScript(`VACUUM`); err == nil {
+			err = c.checkpoint(cn, "PASSIVE")
+		}
 	}
 	c.release(cn)
 	if err != nil {

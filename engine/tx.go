@@ -49,6 +49,8 @@ type writer struct {
 	// brought none.
 	yieldPaid bool
 	lone      int
+	// committed: the leader's batch committed (only the leader uses it).
+	committed bool
 }
 
 // yieldRetry is how often a lone write yields when the last yield brought
@@ -172,6 +174,10 @@ func (c *Cache) lead(first *writeJob) {
 	c.w.mu.Unlock()
 
 	c.runBatch(batch)
+	if c.w.committed { // its callers have their answers: checkpoint.go
+		c.w.committed = false
+		c.afterCommit()
+	}
 
 	c.w.mu.Lock()
 	if len(c.w.queue) > 0 {
@@ -296,6 +302,7 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 		}
 		return
 	}
+	c.w.committed = true // see lead: a WAL checkpoint may be due
 	c.release(cn)
 	// Only now that no committed row names them may the files go.
 	for _, tx := range txs {

@@ -1,0 +1,186 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// WAL checkpoints run off the write path. SQLite's automatic checkpoint
+// (wal_autocheckpoint) runs inside the COMMIT of whichever write takes the
+// log past its threshold: that write copies the log into the database and
+// fsyncs both while its caller waits. Connections here turn it off; after
+// each commit the writer looks at the size of the -wal file (one stat) and,
+// once the log has grown past WALSizeLimit, wakes a background checkpoint
+// that no request waits for. The -wal file only grows past WALSizeLimit
+// when the log does: journal_size_limit cuts it back to WALSizeLimit when
+// the log restarts, and a restarted log is written from its start again.
+//
+// The log stays bounded when background checkpoints cannot keep up (writes
+// arriving while one runs keep the log from ever being fully copied, so it
+// never restarts; or readers pin old frames): past walRestartSize the
+// background checkpoint ends with a RESTART, which holds writers off for
+// the few frames copied last and waits (briefly) for readers; past
+// walInlineSize the writer itself checkpoints after its commit, as SQLite's
+// automatic checkpoint did, while no other write of this process can commit.
+const (
+	// WALSizeLimit is the write-ahead log size past which a checkpoint is
+	// due, and what journal_size_limit cuts the -wal file back to.
+	WALSizeLimit = 1 << 20
+	// walRestartSize: the background checkpoint ends with a RESTART.
+	walRestartSize = WALSizeLimit * 3 / 2
+	// walInlineSize: the writer checkpoints after its commit.
+	walInlineSize = WALSizeLimit * 7 / 4
+	// walRestartWait bounds how long a RESTART waits for the write lock
+	// and for readers of old frames; it holds writers off meanwhile.
+	walRestartWait = 10 * time.Millisecond
+)
+
+// checkpointer runs a Cache's background checkpoints. No goroutine exists
+// while none is due (a process may hold thousands of idle databases): the
+// first nudge starts one, which checkpoints until no nudge came in while it
+// ran, then ends. Close waits for it.
+type checkpointer struct {
+	mu      sync.Mutex
+	running bool // a goroutine is checkpointing
+	again   bool // nudged while running: look again before ending
+	stopped bool // Close was called: start no goroutine
+	wg      sync.WaitGroup
+	// run is held by the checkpoint running in this process: a writer's
+	// inline checkpoint waits for the background one.
+	run sync.Mutex
+
+	// Checkpoints run, by where they ran: tests read them.
+	background, inline atomic.Int64
+	// hook, when set (by tests, before the first write), is called in the
+	// background goroutine before each checkpoint it considers.
+	hook func()
+}
+
+// walSize returns the size of the -wal file, 0 when there is none (the
+// journal mode is not WAL, or no connection is open).
+func (c *Cache) walSize() int64 {
+	var st syscall.Stat_t
+	if syscall.Stat(c.walPath, &st) != nil {
+		return 0
+	}
+	return st.Size
+}
+
+// afterCommit runs after a batch of writes of this process has committed
+// and its callers have their answers, before the next batch can begin.
+func (c *Cache) afterCommit() {
+	size := c.walSize()
+	if size <= WALSizeLimit {
+		return
+	}
+	if size <= walInlineSize {
+		c.nudgeCheckpointer()
+		return
+	}
+	// Background checkpoints did not keep up (writes outpace them): copy
+	// the log now, after the background checkpoint running, if one is,
+	// while no write of this process can add to it, so that the next write
+	// restarts it. Writes of this process wait meanwhile, as they did for
+	// SQLite's automatic checkpoint.
+	cn, err := c.acquire(noCancel)
+	if err != nil {
+		return // closed
+	}
+	c.ck.inline.Add(1)
+	c.ck.run.Lock()
+	_ = c.checkpoint(cn, "PASSIVE") // busy: another process checkpoints
+	c.ck.run.Unlock()
+	c.release(cn)
+}
+
+// nudgeCheckpointer starts the background checkpoint, or has the running
+// one look again, without waiting for either.
+func (c *Cache) nudgeCheckpointer() {
+	k := &c.ck
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.running {
+		k.again = true
+		return
+	}
+	if k.stopped {
+		return
+	}
+	k.running = true
+	k.wg.Add(1)
+	go c.runCheckpointer()
+}
+
+// stop keeps another background checkpoint from starting, and the running
+// one from looking again. Close then waits for wg.
+func (k *checkpointer) stop() {
+	k.mu.Lock()
+	k.stopped = true
+	k.mu.Unlock()
+}
+
+func (c *Cache) runCheckpointer() {
+	k := &c.ck
+	defer k.wg.Done()
+	for {
+		c.checkpointDue()
+		k.mu.Lock()
+		if !k.again || k.stopped {
+			k.running = false
+			k.mu.Unlock()
+			return
+		}
+		k.again = false
+		k.mu.Unlock()
+	}
+}
+
+// checkpointDue checkpoints in the background if the log is past
+// WALSizeLimit: PASSIVE, which copies what it can without holding anyone
+// off, then RESTART if the log is past walRestartSize. Errors are left for
+// the next nudge: a checkpoint that fails (busy, I/O) copies nothing
+// that matters to anyone waiting, and the writer's inline checkpoint bounds
+// the log whatever happens here.
+func (c *Cache) checkpointDue() {
+	if k := c.ck.hook; k != nil {
+		k()
+	}
+	size := c.walSize()
+	if size <= WALSizeLimit {
+		return
+	}
+	cn, err := c.acquire(noCancel)
+	if err != nil {
+		return // closed, or the connection cannot be opened
+	}
+	defer c.release(cn)
+	c.ck.background.Add(1)
+	c.ck.run.Lock()
+	defer c.ck.run.Unlock()
+	if c.checkpoint(cn, "PASSIVE") == nil && size > walRestartSize {
+		_ = c.restartCheckpoint(cn)
+	}
+}
+
+// restartCheckpoint copies what is left of the log and waits, at most
+// walRestartWait, for readers to leave it, so that the next write restarts
+// it from its start.
+func (c *Cache) restartCheckpoint(cn *conn) error {
+	wait := min(c.timeout, walRestartWait)
+	if err := cn.pragma("busy_timeout", wait.Milliseconds()); err != nil {
+		return err
+	}
+	err := c.checkpoint(cn, "RESTART")
+	if perr := cn.pragma("busy_timeout", c.timeout.Milliseconds()); perr != nil {
+		cn.gen = 0 // apply every pragma again when next acquired
+	}
+	return err
+}
+
+// checkpoint runs PRAGMA wal_checkpoint(mode) on cn.
+func (c *Cache) checkpoint(cn *conn, mode string) error {
+	_, _, err := cn.queryRow("PRAGMA wal_checkpoint("+mode+")", 3)
+	return err
+}

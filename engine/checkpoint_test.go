@@ -1,0 +1,181 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
+)
+
+// ckWALBound is the write-ahead log bound per database that docs/crd.md
+// states: about 2 MiB.
+const ckWALBound = 2 << 20
+
+// ckWriteOne stores a 1000-byte value under a key of its own: a few pages
+// of log per write.
+func ckWriteOne(t *testing.T, c *Cache, i int) {
+	t.Helper()
+	utSet(t, c, kv.TextKey(fmt.Sprintf("key-%06d", i)), kv.Bytes(utBig(1000, byte(i))), kv.SetOptions{})
+}
+
+func ckFileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// ckHold makes the background checkpoint wait, before each checkpoint it
+// considers, until release is closed or the cache closes.
+func ckHold(c *Cache) (release func()) {
+	ch := make(chan struct{})
+	c.ck.hook = func() {
+		select {
+		case <-ch:
+		case <-c.done:
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
+}
+
+// TestCommitDoesNotCheckpoint holds the background checkpoint back and
+// writes until the log is past WALSizeLimit: no write copied a page into
+// the database file (SQLite's automatic checkpoint would have, in the
+// COMMIT that took the log past 256 pages). Once let go, the background
+// checkpoint copies the log, and the next write restarts it, cut back to
+// WALSizeLimit.
+func TestCommitDoesNotCheckpoint(t *testing.T) {
+	c, _ := openTest(t, nil)
+	release := ckHold(c)
+	defer release()
+	dbSize := ckFileSize(t, c.dbPath)
+	i := 0
+	for ; c.walSize() <= WALSizeLimit; i++ {
+		ckWriteOne(t, c, i)
+	}
+	if got := ckFileSize(t, c.dbPath); got != dbSize {
+		t.Fatalf("after %d writes (%d bytes of log) the database file went from %d to %d bytes: a write checkpointed",
+			i, c.walSize(), dbSize, got)
+	}
+	if n := c.ck.inline.Load(); n != 0 {
+		t.Fatalf("%d inline checkpoints below walInlineSize", n)
+	}
+
+	release()
+	c.ck.wg.Wait() // nudged by the last write; nothing writes now
+	if n := c.ck.background.Load(); n != 1 {
+		t.Fatalf("%d background checkpoints, want 1", n)
+	}
+	if got := ckFileSize(t, c.dbPath); got <= dbSize {
+		t.Fatalf("database file still %d bytes after the background checkpoint", got)
+	}
+	ckWriteOne(t, c, i)
+	if got := c.walSize(); got > WALSizeLimit {
+		t.Fatalf("log of %d bytes after the write that follows a checkpoint; want it restarted and cut back to %d", got, WALSizeLimit)
+	}
+	for k := range i + 1 {
+		utWant(t, c, kv.TextKey(fmt.Sprintf("key-%06d", k)), kv.Bytes(utBig(1000, byte(k))))
+	}
+}
+
+// TestWALStaysBounded writes ten times the log bound, from four goroutines,
+// and checks the -wal file after every write: it stays within the bound,
+// once with background checkpoints running and once with them held back,
+// where the writers' own checkpoints must bound it. Closing the cache
+// removes the log, as before.
+func TestWALStaysBounded(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
+			c, _ := openTest(t, nil)
+			if held {
+				defer ckHold(c)()
+			}
+			const writers, writes = 4, 5000
+			var maxWAL atomic.Int64
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; i < writes; i += writers {
+						if err := c.Set(utCtx, kv.TextKey(fmt.Sprintf("key-%06d", i)), kv.Bytes(utBig(1000, byte(i))), kv.SetOptions{}); err != nil {
+							t.Error(err)
+							return
+						}
+						size := c.walSize()
+						for m := maxWAL.Load(); size > m && !maxWAL.CompareAndSwap(m, size); m = maxWAL.Load() {
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			bg, inline := c.ck.background.Load(), c.ck.inline.Load()
+			t.Logf("largest log %d bytes; %d background, %d inline checkpoints", maxWAL.Load(), bg, inline)
+			if got := maxWAL.Load(); got > ckWALBound {
+				t.Errorf("log grew to %d bytes; want at most %d", got, ckWALBound)
+			}
+			if held && (bg != 0 || inline == 0) {
+				t.Errorf("background held back: %d background, %d inline checkpoints", bg, inline)
+			}
+			if !held && bg == 0 {
+				t.Errorf("no background checkpoint")
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(c.Directory(), DBName+"-wal")); !os.IsNotExist(err) {
+				t.Errorf("log still there after Close: %v", err)
+			}
+		})
+	}
+}
+
+// TestCheckpointerEndsWithClose closes a cache while its background
+// checkpoint runs and has been nudged again: once Close returns, the
+// goroutine has ended, and a nudge after Close starts none.
+func TestCheckpointerEndsWithClose(t *testing.T) {
+	c, _ := openTest(t, nil)
+	entered := make(chan struct{})
+	never := make(chan struct{})
+	t.Cleanup(func() { close(never) }) // frees a goroutine Close left behind
+	var calls atomic.Int32
+	c.ck.hook = func() {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-c.done
+			return
+		}
+		<-never // a checkpoint looked for after Close: the test fails
+	}
+	i := 0
+	for ; c.walSize() <= WALSizeLimit; i++ {
+		ckWriteOne(t, c, i)
+	}
+	<-entered
+	ckWriteOne(t, c, i) // nudges the running checkpoint: look again
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	running := func() bool {
+		c.ck.mu.Lock()
+		defer c.ck.mu.Unlock()
+		return c.ck.running
+	}
+	if running() {
+		t.Fatalf("background checkpoint still running after Close (%d checkpoints looked for)", calls.Load())
+	}
+	c.nudgeCheckpointer()
+	if running() {
+		t.Fatal("a nudge after Close started a background checkpoint")
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d checkpoints looked for, want 1", n)
+	}
+}
