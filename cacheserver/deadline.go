@@ -27,11 +27,11 @@ type deadlineCtx struct {
 	ended  bool // release ran: Done answers an already-closed channel
 }
 
-// withLazyDeadline returns ctx bounded by timeout, carrying val under key
+// withLazyDeadline returns ctx bounded by deadline, carrying val under key
 // if key is not nil. Call its release when done (a method, not a returned
 // func: that would be one more allocation per request).
-func withLazyDeadline(parent context.Context, timeout time.Duration, key, val any) *deadlineCtx {
-	c := &deadlineCtx{Context: parent, deadline: time.Now().Add(timeout), key: key, val: val}
+func withLazyDeadline(parent context.Context, deadline time.Time, key, val any) *deadlineCtx {
+	c := &deadlineCtx{Context: parent, deadline: deadline, key: key, val: val}
 	if d, ok := parent.Deadline(); ok && d.Before(c.deadline) {
 		c.deadline = d
 	}

@@ -11,7 +11,7 @@ import (
 // deadline, Err says why, whether or not anyone waited before it passed.
 func TestLazyDeadline(t *testing.T) {
 	// Waited on: Done closes at the deadline.
-	ctx := withLazyDeadline(context.Background(), 20*time.Millisecond, nil, nil)
+	ctx := withLazyDeadline(context.Background(), time.Now().Add(20*time.Millisecond), nil, nil)
 	<-ctx.Done()
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatalf("Err after Done = %v; want DeadlineExceeded", ctx.Err())
@@ -20,7 +20,7 @@ func TestLazyDeadline(t *testing.T) {
 
 	// Never waited on: Err alone reports the deadline once past, and Done
 	// asked for late is already closed.
-	ctx = withLazyDeadline(context.Background(), -time.Millisecond, nil, nil)
+	ctx = withLazyDeadline(context.Background(), time.Now().Add(-time.Millisecond), nil, nil)
 	defer ctx.release()
 	if d, ok := ctx.Deadline(); !ok || d.After(time.Now()) {
 		t.Fatalf("Deadline() = %v, %v", d, ok)
@@ -32,7 +32,7 @@ func TestLazyDeadline(t *testing.T) {
 
 	// The parent's cancellation and an earlier parent deadline carry over.
 	parent, cancel := context.WithCancel(context.Background())
-	ctx = withLazyDeadline(parent, time.Hour, nil, nil)
+	ctx = withLazyDeadline(parent, time.Now().Add(time.Hour), nil, nil)
 	defer ctx.release()
 	cancel()
 	if !errors.Is(ctx.Err(), context.Canceled) {
@@ -41,14 +41,14 @@ func TestLazyDeadline(t *testing.T) {
 	<-ctx.Done()
 	early, cancelEarly := context.WithTimeout(context.Background(), time.Minute)
 	defer cancelEarly()
-	ctx = withLazyDeadline(early, time.Hour, nil, nil)
+	ctx = withLazyDeadline(early, time.Now().Add(time.Hour), nil, nil)
 	defer ctx.release()
 	if d, _ := ctx.Deadline(); d.After(time.Now().Add(2 * time.Minute)) {
 		t.Fatalf("Deadline %v ignores the parent's", d)
 	}
 
 	// Released before anyone waited: Canceled, and Done is closed.
-	ctx = withLazyDeadline(context.Background(), time.Hour, nil, nil)
+	ctx = withLazyDeadline(context.Background(), time.Now().Add(time.Hour), nil, nil)
 	ctx.release()
 	if !errors.Is(ctx.Err(), context.Canceled) {
 		t.Fatalf("Err after release = %v; want Canceled", ctx.Err())
@@ -57,14 +57,14 @@ func TestLazyDeadline(t *testing.T) {
 
 	// Values pass through.
 	type key struct{}
-	ctx = withLazyDeadline(context.WithValue(context.Background(), key{}, 7), time.Hour, nil, nil)
+	ctx = withLazyDeadline(context.WithValue(context.Background(), key{}, 7), time.Now().Add(time.Hour), nil, nil)
 	defer ctx.release()
 	if ctx.Value(key{}) != 7 {
 		t.Fatal("value lost")
 	}
 	// Its own value, over the parent's under the same key.
 	type other struct{}
-	ctx = withLazyDeadline(ctx, time.Hour, key{}, 8)
+	ctx = withLazyDeadline(ctx, time.Now().Add(time.Hour), key{}, 8)
 	defer ctx.release()
 	if ctx.Value(key{}) != 8 || ctx.Value(other{}) != nil {
 		t.Fatalf("own value: %v, other %v", ctx.Value(key{}), ctx.Value(other{}))

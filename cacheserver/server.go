@@ -222,7 +222,7 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 			if resolve != nil {
 				key = storeRouteKey{}
 			}
-			dc := withLazyDeadline(ctx, s.cfg.RequestTimeout, key, resolve)
+			dc := withLazyDeadline(ctx, start.Add(s.cfg.RequestTimeout), key, resolve)
 			defer dc.release()
 			ctx = dc
 		case resolve != nil:
