@@ -41,17 +41,18 @@ DJANGO_SERIES ?= 3.2 4.2 5.2
 test-python: ## Python client (Django backend) tests against a real cacheserver, once per Django in DJANGO_SERIES.
 	PYTHON=$(PYTHON) GO=$(GO) bash hack/test-python.sh $(DJANGO_SERIES)
 
-# The fuzz targets of the cache server (cacheserver/*_test.go); their seed
-# corpora run as ordinary tests in test-go.
-FUZZ_TARGETS ?= FuzzOpenAPI FuzzKeyRoutes FuzzBatchBodies FuzzNames FuzzFrames
+# The fuzz targets of the cache server (cacheserver/*_test.go; PKG:Target
+# for another package's); their seed corpora run as ordinary tests in test-go.
+FUZZ_TARGETS ?= FuzzOpenAPI FuzzKeyRoutes FuzzBatchBodies FuzzNames FuzzFrames ./internal/frames/:FuzzAnswerFrames
 FUZZTIME ?= 60s
 FUZZ_WORKERS ?= 1
 
 .PHONY: fuzz
 fuzz: ## Fuzz the cache server for FUZZTIME per target (FUZZ_TARGETS, FUZZ_WORKERS processes each); FuzzOpenAPI is the probe suite over every route of docs/api/openapi.yaml.
 	@for t in $(FUZZ_TARGETS); do \
-		echo "fuzz: $$t for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel $(FUZZ_WORKERS) ./cacheserver/ || exit 1; \
+		case $$t in *:*) pkg=$${t%%:*}; t=$${t#*:};; *) pkg=./cacheserver/;; esac; \
+		echo "fuzz: $$t ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel $(FUZZ_WORKERS) $$pkg || exit 1; \
 	done
 
 .PHONY: bench

@@ -1,0 +1,231 @@
+package frames_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/internal/frames"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+func newTransport() *frames.Transport {
+	fb := http.DefaultTransport.(*http.Transport).Clone()
+	fb.Proxy = nil
+	return frames.New(frames.Options{Fallback: fb})
+}
+
+func call(t *testing.T, rt http.RoundTripper, ctx context.Context, method, url, token string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, url, err)
+	}
+	return resp, got
+}
+
+func TestRoundTripsOverFrames(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	tr := newTransport()
+	ctx := context.Background()
+
+	resp, _ := call(t, tr, ctx, http.MethodPut, srv.URL+"/v1/keys/small", srv.Token, []byte("hello"))
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT: %s", resp.Status)
+	}
+	resp, got := call(t, tr, ctx, http.MethodGet, srv.URL+"/v1/keys/small", srv.Token, nil)
+	if resp.StatusCode != http.StatusOK || string(got) != "hello" || resp.ContentLength != 5 || resp.Header.Get("Content-Length") != "5" {
+		t.Fatalf("GET: %s %q length %d %q", resp.Status, got, resp.ContentLength, resp.Header.Get("Content-Length"))
+	}
+	if s := tr.Stats(); s.Framed != 2 || s.Fallback != 0 || s.Upgrades != 1 {
+		t.Fatalf("two requests on one upgraded connection, got %+v", s)
+	}
+	// A miss answers over frames as over HTTP.
+	resp, got = call(t, tr, ctx, http.MethodGet, srv.URL+"/v1/keys/absent", srv.Token, nil)
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(got), "not_found") {
+		t.Fatalf("GET absent: %s %s", resp.Status, got)
+	}
+	// Wrong token: the frames' answer is HTTP's.
+	resp, _ = call(t, tr, ctx, http.MethodGet, srv.URL+"/v1/keys/small", "nope", nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET with a wrong token: %s", resp.Status)
+	}
+
+	// A value over a frame goes over HTTP; its answer streams in chunks.
+	big := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16)
+	before := tr.Stats()
+	resp, _ = call(t, tr, ctx, http.MethodPut, srv.URL+"/v1/keys/big", srv.Token, big)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT big: %s", resp.Status)
+	}
+	if s := tr.Stats(); s.Fallback != before.Fallback+1 {
+		t.Fatalf("a 3 MiB PUT must go through the fallback: %+v then %+v", before, s)
+	}
+	resp, got = call(t, tr, ctx, http.MethodGet, srv.URL+"/v1/keys/big", srv.Token, nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, big) {
+		t.Fatalf("GET big: %s, %d bytes, equal %v", resp.Status, len(got), bytes.Equal(got, big))
+	}
+	if s := tr.Stats(); s.Framed != before.Framed+1 {
+		t.Fatalf("the big GET must go over frames: %+v then %+v", before, s)
+	}
+	// HEAD is HTTP's (its Content-Length is all it answers).
+	before = tr.Stats()
+	call(t, tr, ctx, http.MethodHead, srv.URL+"/v1/keys/big", srv.Token, nil)
+	if s := tr.Stats(); s.Fallback != before.Fallback+1 {
+		t.Fatalf("HEAD must go through the fallback: %+v then %+v", before, s)
+	}
+	// The connection went back to the pool after each whole answer.
+	if s := tr.Stats(); s.Upgrades != 1 {
+		t.Fatalf("one connection should have served everything: %+v", s)
+	}
+}
+
+// A body closed before its end leaves the connection mid-answer: it is
+// closed, and the next request upgrades a new one.
+func TestUnreadAnswerIsNotReused(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	tr := newTransport()
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("x"), 1<<20)
+	call(t, tr, ctx, http.MethodPut, srv.URL+"/v1/keys/big", srv.Token, big)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/keys/big", nil)
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	before := tr.Stats()
+	if _, got := call(t, tr, ctx, http.MethodGet, srv.URL+"/v1/keys/big", srv.Token, nil); !bytes.Equal(got, big) {
+		t.Fatalf("GET after a half-read answer: %d bytes", len(got))
+	}
+	if s := tr.Stats(); s.Upgrades != before.Upgrades+1 {
+		t.Fatalf("a half-read connection must not be reused: %+v then %+v", before, s)
+	}
+}
+
+// Cancelling the request's context closes the connection in use.
+func TestCancelClosesTheConnection(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	tr := newTransport()
+	big := bytes.Repeat([]byte("y"), 1<<20)
+	call(t, tr, context.Background(), http.MethodPut, srv.URL+"/v1/keys/big", srv.Token, big)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/keys/big", nil)
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("reading on after the context ended should fail")
+	}
+	resp.Body.Close()
+	before := tr.Stats()
+	call(t, tr, context.Background(), http.MethodGet, srv.URL+"/v1/keys/big", srv.Token, nil)
+	if s := tr.Stats(); s.Upgrades != before.Upgrades+1 {
+		t.Fatalf("the cancelled connection must not be reused: %+v then %+v", before, s)
+	}
+}
+
+// A pooled connection whose server restarted is found closed before
+// anything is sent on it: a PUT (never sent twice) still goes through.
+func TestServerRestartBehindThePool(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	tr := newTransport()
+	ctx := context.Background()
+	call(t, tr, ctx, http.MethodPut, srv.URL+"/v1/keys/a", srv.Token, []byte("1"))
+	srv.Kill()
+	srv.Restart(t)
+	resp, _ := call(t, tr, ctx, http.MethodPut, srv.URL+"/v1/keys/a", srv.Token, []byte("2"))
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT after the restart: %s", resp.Status)
+	}
+	resp, got := call(t, tr, ctx, http.MethodGet, srv.URL+"/v1/keys/a", srv.Token, nil)
+	if string(got) != "2" {
+		t.Fatalf("GET after the restart: %s %q", resp.Status, got)
+	}
+	if s := tr.Stats(); s.Upgrades != 2 || s.Framed != 3 {
+		t.Fatalf("the stale connection should have been replaced by one new one: %+v", s)
+	}
+}
+
+// A server without frames (404 on the upgrade) gets HTTP, and is not asked
+// again for a while.
+func TestRefusedUpgradeFallsBack(t *testing.T) {
+	var upgrades atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/frames" {
+			upgrades.Add(1)
+			http.NotFound(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, body)
+	}))
+	defer srv.Close()
+	tr := newTransport()
+	for i := range 3 {
+		_, got := call(t, tr, context.Background(), http.MethodPut, srv.URL+"/v1/keys/k", "", []byte(fmt.Sprint(i)))
+		if want := fmt.Sprintf("PUT /v1/keys/k %d", i); string(got) != want {
+			t.Fatalf("answer %q, want %q", got, want)
+		}
+	}
+	if n := upgrades.Load(); n != 1 {
+		t.Fatalf("%d upgrade attempts, want 1 (the refusal is remembered)", n)
+	}
+	if s := tr.Stats(); s.Fallback != 3 || s.Framed != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestBodyOfUnknownLengthFallsBack(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	tr := newTransport()
+	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/v1/keys/s", io.MultiReader(strings.NewReader("ab"), strings.NewReader("cd")))
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 || tr.Stats().Fallback != 1 {
+		t.Fatalf("%s %+v", resp.Status, tr.Stats())
+	}
+	_, got := call(t, tr, context.Background(), http.MethodGet, srv.URL+"/v1/keys/s", srv.Token, nil)
+	if string(got) != "abcd" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+var _ = errors.New
