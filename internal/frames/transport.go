@@ -62,6 +62,7 @@ type Stats struct {
 	Framed   uint64 // requests answered over frames
 	Fallback uint64 // requests sent through the fallback
 	Upgrades uint64 // connections upgraded to frames
+	Retries  uint64 // requests sent again on a fresh connection after a failed one
 }
 
 // Transport is an http.RoundTripper over the frames transport. It is safe
@@ -74,7 +75,7 @@ type Transport struct {
 	idle    map[poolKey][]*conn
 	refused map[string]time.Time // scheme://host → ask again after
 
-	framed, fallback, upgrades atomic.Uint64
+	framed, fallback, upgrades, retries atomic.Uint64
 }
 
 // poolKey: connections are upgraded with a token, so they are pooled per
@@ -111,7 +112,7 @@ func New(opts Options) *Transport {
 
 // Stats returns the counters so far.
 func (t *Transport) Stats() Stats {
-	return Stats{Framed: t.framed.Load(), Fallback: t.fallback.Load(), Upgrades: t.upgrades.Load()}
+	return Stats{Framed: t.framed.Load(), Fallback: t.fallback.Load(), Upgrades: t.upgrades.Load(), Retries: t.retries.Load()}
 }
 
 // CloseIdleConnections closes the pooled connections (and the fallback's).
@@ -172,6 +173,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !retry {
 			return nil, fmt.Errorf("frames %s %s: %w", req.Method, req.URL.Redacted(), err)
 		}
+		t.retries.Add(1)
 		if c, err = t.dial(ctx, plan.key); err != nil {
 			return nil, err
 		}

@@ -1,11 +1,13 @@
 package frames_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"errors"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -125,7 +127,7 @@ func TestUnreadAnswerIsNotReused(t *testing.T) {
 	if _, got := call(t, tr, ctx, http.MethodGet, srv.URL+"/v1/keys/big", srv.Token, nil); !bytes.Equal(got, big) {
 		t.Fatalf("GET after a half-read answer: %d bytes", len(got))
 	}
-	if s := tr.Stats(); s.Upgrades != before.Upgrades+1 {
+	if s := tr.Stats(); s.Upgrades != before.Upgrades+1 || s.Retries != 0 {
 		t.Fatalf("a half-read connection must not be reused: %+v then %+v", before, s)
 	}
 }
@@ -175,7 +177,7 @@ func TestServerRestartBehindThePool(t *testing.T) {
 	if string(got) != "2" {
 		t.Fatalf("GET after the restart: %s %q", resp.Status, got)
 	}
-	if s := tr.Stats(); s.Upgrades != 2 || s.Framed != 3 {
+	if s := tr.Stats(); s.Upgrades != 2 || s.Framed != 3 || s.Retries != 0 {
 		t.Fatalf("the stale connection should have been replaced by one new one: %+v", s)
 	}
 }
@@ -228,4 +230,73 @@ func TestBodyOfUnknownLengthFallsBack(t *testing.T) {
 	}
 }
 
-var _ = errors.New
+// dropServer upgrades every connection and answers its first frame; it
+// reads each later frame and closes the connection without answering (a
+// peer that dies while serving). It counts the frames it received.
+func dropServer(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := &atomic.Int32{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+frames.Protocol+"\r\n\r\n")
+				for i := 0; ; i++ {
+					var lb [4]byte
+					if _, err := io.ReadFull(br, lb[:]); err != nil {
+						return
+					}
+					if _, err := io.CopyN(io.Discard, br, int64(binary.BigEndian.Uint32(lb[:]))); err != nil {
+						return
+					}
+					got.Add(1)
+					if i > 0 {
+						return
+					}
+					// 200, no headers, body "ok".
+					c.Write([]byte{0, 0, 0, 3, 0, 200, 0, 0, 0, 0, 2, 'o', 'k', 0, 0, 0, 0})
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), got
+}
+
+// A pooled connection that takes a frame and dies without answering: a GET
+// is sent again on a fresh connection, a PUT is not (it may have been
+// served).
+func TestOnlyGetsAreSentAgain(t *testing.T) {
+	url, got := dropServer(t)
+	tr := newTransport()
+	ctx := context.Background()
+	call(t, tr, ctx, http.MethodGet, url+"/v1/keys/a", "", nil)
+	req, _ := http.NewRequest(http.MethodPut, url+"/v1/keys/a", strings.NewReader("v"))
+	if resp, err := tr.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a PUT whose connection died after the frame should fail")
+	}
+	if n := got.Load(); n != 2 {
+		t.Fatalf("the server got %d frames, want 2: the PUT must not be sent twice", n)
+	}
+	call(t, tr, ctx, http.MethodGet, url+"/v1/keys/a", "", nil) // fresh connection, answered
+	resp, body := call(t, tr, ctx, http.MethodGet, url+"/v1/keys/a", "", nil)
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		t.Fatalf("GET: %s %q", resp.Status, body)
+	}
+	if s := tr.Stats(); s.Retries != 1 || got.Load() != 5 {
+		t.Fatalf("the GET on the dying connection should have been sent again once: %+v, %d frames", s, got.Load())
+	}
+}
