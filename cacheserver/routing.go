@@ -17,7 +17,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/internal/frames"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
@@ -55,8 +58,14 @@ func scopeOf(path string) scope {
 const maxFanOutBody = 1 << 20
 
 // peers is how a shard talks to the others: pooled keep-alive connections.
+// Forwarded requests and the parts of cluster-wide operations go as frames
+// on upgraded connections (cheaper for both shards than a second HTTP/1.1
+// exchange), falling back to HTTP for what frames do not carry; the
+// rebalancing and topology calls use plain HTTP.
 type peers struct {
-	client *http.Client
+	client  *http.Client
+	forward *http.Client
+	frames  *frames.Transport
 }
 
 func newPeers(cfg Config) (*peers, error) {
@@ -77,7 +86,29 @@ func newPeers(cfg Config) (*peers, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	}
-	return &peers{client: &http.Client{Transport: tr}}, nil
+	ft := frames.New(frames.Options{Fallback: tr, TLSClientConfig: tr.TLSClientConfig, MaxIdlePerHost: tr.MaxIdleConnsPerHost, IdleTimeout: tr.IdleConnTimeout})
+	return &peers{client: &http.Client{Transport: tr}, forward: &http.Client{Transport: ft}, frames: ft}, nil
+}
+
+// collector exports how requests to peers went out: as frames or over HTTP.
+func (p *peers) collector() prometheus.Collector {
+	desc := prometheus.NewDesc("diskcache_peer_requests_total",
+		"Requests this shard sent to other shards (forwarded, or its part of a cluster-wide operation) by transport: frames, or http for what frames do not carry (HEAD, bodies over 1 MiB or of unknown length, peers without frames).",
+		[]string{"transport"}, nil)
+	return peerCollector{desc: desc, t: p.frames}
+}
+
+type peerCollector struct {
+	desc *prometheus.Desc
+	t    *frames.Transport
+}
+
+func (c peerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c peerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.t.Stats()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(st.Framed), "frames")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(st.Fallback), "http")
 }
 
 // hopHeaders are connection-level headers a forwarder must not pass on.
@@ -328,7 +359,7 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	if shardScope {
 		out.Header.Set(wire.HeaderScope, "shard")
 	}
-	resp, err := s.peers.client.Do(out)
+	resp, err := s.peers.forward.Do(out)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return nil, r.Context().Err()

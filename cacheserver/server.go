@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		_ = fc.Close()
 		return nil, err
 	}
+	s.metrics.registry.MustRegister(s.peers.collector())
 	if cfg.AdminTokenFile != "" {
 		if s.admin, err = newTokenSource(cfg.AdminTokenFile); err != nil {
 			_ = fc.Close()
