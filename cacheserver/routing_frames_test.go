@@ -1,0 +1,109 @@
+package cacheserver_test
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+// peerRequests reads diskcache_peer_requests_total{transport} off a
+// shard's /metrics.
+func peerRequests(t *testing.T, s *testserver.Server, transport string) int {
+	t.Helper()
+	resp, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	prefix := `diskcache_peer_requests_total{transport="` + transport + `"} `
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s%s: %v", prefix, v, err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatalf("/metrics has no %s", prefix)
+	return 0
+}
+
+// TestForwardingUsesFrames: a shard forwards to its peer as frames; what
+// frames do not carry (a body over a frame, HEAD) goes over HTTP; large and
+// file-backed answers stream back whole through both hops.
+func TestForwardingUsesFrames(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	via, tok := c.Shards[0], c.Shards[0].Token
+	key := ownedBy("k", 1, 2)
+	url := via.URL + "/v1/keys/" + key
+
+	if st, _, b := do(t, "PUT", url, tok, []byte("small"), nil); st != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", st, b)
+	}
+	st, h, b := do(t, "GET", url, tok, nil, nil)
+	if st != http.StatusOK || string(b) != "small" || h.Get("Content-Length") != "5" {
+		t.Fatalf("GET: %d %q Content-Length %q", st, b, h.Get("Content-Length"))
+	}
+	if st, _, b := do(t, "GET", via.URL+"/v1/keys/"+ownedBy("absent", 1, 2), tok, nil, nil); st != http.StatusNotFound || !strings.Contains(string(b), "not_found") {
+		t.Fatalf("GET of a missing key: %d %s", st, b)
+	}
+	if got := peerRequests(t, via, "frames"); got != 3 {
+		t.Fatalf("%d forwarded requests went as frames, want 3", got)
+	}
+
+	// A value over a frame (1 MiB) goes over HTTP, its answer as frames in
+	// chunks; 200 KiB is file-backed (over disk_min_file_size) and fits a
+	// frame both ways.
+	for _, size := range []int{200 << 10, 3 << 20} {
+		value := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+		httpBefore, framesBefore := peerRequests(t, via, "http"), peerRequests(t, via, "frames")
+		if st, _, b := do(t, "PUT", url, tok, value, nil); st != http.StatusNoContent {
+			t.Fatalf("PUT %d bytes: %d %s", size, st, b)
+		}
+		st, _, b := do(t, "GET", url, tok, nil, nil)
+		if st != http.StatusOK || !bytes.Equal(b, value) {
+			t.Fatalf("GET %d bytes: %d, %d bytes back, equal %v", size, st, len(b), bytes.Equal(b, value))
+		}
+		wantHTTP := 0
+		if size > 1<<20 {
+			wantHTTP = 1
+		}
+		if h, f := peerRequests(t, via, "http")-httpBefore, peerRequests(t, via, "frames")-framesBefore; h != wantHTTP || f != 2-wantHTTP {
+			t.Fatalf("%d bytes: %d over HTTP and %d as frames, want %d and %d", size, h, f, wantHTTP, 2-wantHTTP)
+		}
+	}
+	httpBefore := peerRequests(t, via, "http")
+	if st, _, _ = do(t, "HEAD", url, tok, nil, nil); st != http.StatusOK || peerRequests(t, via, "http") != httpBefore+1 {
+		t.Fatalf("HEAD: %d, %d then %d over HTTP", st, httpBefore, peerRequests(t, via, "http"))
+	}
+}
+
+// TestForwardingAfterPeerRestart: the forwarding shard's pooled frames
+// connections to a peer die with it; after its restart a write forwards on a
+// fresh connection (not a 503, and never sent twice).
+func TestForwardingAfterPeerRestart(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	via, tok := c.Shards[0], c.Shards[0].Token
+	url := via.URL + "/v1/keys/" + ownedBy("k", 1, 2)
+	if st, _, b := do(t, "PUT", url, tok, []byte("before"), nil); st != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", st, b)
+	}
+	c.Shards[1].Kill()
+	c.Shards[1].Restart(t)
+	if st, _, b := do(t, "PUT", url, tok, []byte("after"), nil); st != http.StatusNoContent {
+		t.Fatalf("PUT after the peer restarted: %d %s", st, b)
+	}
+	if st, _, b := do(t, "GET", url, tok, nil, nil); st != http.StatusOK || string(b) != "after" {
+		t.Fatalf("GET after the peer restarted: %d %q", st, b)
+	}
+	if got := peerRequests(t, via, "frames"); got != 3 {
+		t.Fatalf("%d forwarded requests went as frames, want 3", got)
+	}
+}
