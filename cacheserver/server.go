@@ -156,13 +156,25 @@ func (s *Server) Handler() http.Handler {
 		// ServeMux answers paths with dot or empty segments with a redirect
 		// to the cleaned path, which a client following it with its body
 		// would turn into a write to another key or cache. Refuse instead.
-		if p := r.URL.EscapedPath(); p != "/" && path.Clean(p) != p {
-			writeJSON(w, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest,
-				Message: fmt.Sprintf("path %q has empty, '.' or '..' segments; percent-encode them (%%2E, ?ke=base64 for keys)", p)})
-			return
+		if !plainPath(r.URL.Path) {
+			if p := r.URL.EscapedPath(); p != "/" && path.Clean(p) != p {
+				writeJSON(w, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest,
+					Message: fmt.Sprintf("path %q has empty, '.' or '..' segments; percent-encode them (%%2E, ?ke=base64 for keys)", p)})
+				return
+			}
 		}
 		s.mux.ServeHTTP(w, r)
 	})
+}
+
+// plainPath reports whether the unescaped path p has no empty, '.' or '..'
+// segments and no trailing slash: then neither has its escaped form (which
+// has the same '/' and '.' as p, or fewer where p's came from %2F and
+// %2E), and the check of Handler needs no EscapedPath (an unescaping and
+// an allocation per request).
+func plainPath(p string) bool {
+	return strings.HasPrefix(p, "/") && !strings.Contains(p, "//") && !strings.Contains(p, "/.") &&
+		(p == "/" || !strings.HasSuffix(p, "/"))
 }
 
 // route registers a handler under pattern with auth, metrics, a request
