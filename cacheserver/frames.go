@@ -12,6 +12,7 @@ package cacheserver
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -281,6 +282,7 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 	r := new(http.Request)
 	header := make(http.Header, 4)
 	var lenBuf [4]byte
+	var buf []byte
 	for {
 		if brw.Reader.Buffered() == 0 {
 			if err := brw.Writer.Flush(); err != nil {
@@ -316,9 +318,12 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 				_ = fc.c.SetReadDeadline(time.Time{})
 			}
 		}
-		// A new buffer per frame: the value it carries may be kept by the
-		// handler (readValue hands it to the engine as it is).
-		payload := make([]byte, n)
+		// One buffer for the frames of the connection: serveFrame copies
+		// out what the request keeps.
+		if cap(buf) < int(n) {
+			buf = make([]byte, max(n, 512))
+		}
+		payload := buf[:n]
 		if _, err := io.ReadFull(brw.Reader, payload); err != nil {
 			return
 		}
@@ -329,6 +334,9 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 		if !s.serveFrame(h, fw, r, payload, auth) {
 			_ = brw.Writer.Flush()
 			return
+		}
+		if cap(buf) > frameChunk {
+			buf = nil // do not keep a large buffer per idle connection
 		}
 		if err := fw.finish(); err != nil {
 			return
@@ -342,7 +350,8 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 
 // serveFrame decodes one request frame into r (the connection's fields
 // already set) and serves it through h into fw; false when the connection
-// must close (the handler aborted its answer).
+// must close (the handler aborted its answer). Nothing keeps payload past
+// the call (the target, headers and body are copied out of it).
 func (s *Server) serveFrame(h http.Handler, fw *frameWriter, r *http.Request, payload []byte, auth []string) (ok bool) {
 	fr, err := decodeFrame(payload, r.Header)
 	var u *url.URL
@@ -361,7 +370,10 @@ func (s *Server) serveFrame(h http.Handler, fw *frameWriter, r *http.Request, pa
 	r.Method, r.URL, r.RequestURI = fr.method, u, fr.target
 	r.ContentLength, r.Body = int64(len(fr.body)), http.NoBody
 	if len(fr.body) > 0 {
-		r.Body = &frameBody{b: fr.body}
+		// A copy, as the payload's buffer serves the next frame: the body
+		// may outlive this one (readValue hands it to the engine as it is;
+		// a forwarding transport may read it after its answer came).
+		r.Body = &frameBody{b: bytes.Clone(fr.body)}
 	}
 	defer func() {
 		if p := recover(); p != nil {
