@@ -45,8 +45,11 @@ type checkpointer struct {
 	mu      sync.Mutex
 	running bool // a goroutine is checkpointing
 	again   bool // nudged while running: look again before ending
-	stopped bool // Close was called: start no goroutine
-	wg      sync.WaitGroup
+	// restarting: the goroutine's own write (restartLog) runs, whose
+	// nudge does not count.
+	restarting bool
+	stopped    bool // Close was called: start no goroutine
+	wg         sync.WaitGroup
 	// run is held by the checkpoint running in this process: a writer's
 	// inline checkpoint waits for the background one.
 	run sync.Mutex
@@ -90,7 +93,7 @@ func (c *Cache) afterCommit() {
 	}
 	c.ck.inline.Add(1)
 	c.ck.run.Lock()
-	_ = c.checkpoint(cn, "PASSIVE") // busy: another process checkpoints
+	_, _ = c.checkpoint(cn, "PASSIVE") // busy: another process checkpoints
 	c.ck.run.Unlock()
 	c.release(cn)
 }
@@ -102,7 +105,7 @@ func (c *Cache) nudgeCheckpointer() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.running {
-		k.again = true
+		k.again = k.again || !k.restarting
 		return
 	}
 	if k.stopped {
@@ -139,10 +142,10 @@ func (c *Cache) runCheckpointer() {
 
 // checkpointDue checkpoints in the background if the log is past
 // WALSizeLimit: PASSIVE, which copies what it can without holding anyone
-// off, then RESTART if the log is past walRestartSize. Errors are left for
-// the next nudge: a checkpoint that fails (busy, I/O) copies nothing
-// that matters to anyone waiting, and the writer's inline checkpoint bounds
-// the log whatever happens here.
+// off, then RESTART if the log is past walRestartSize; and once the log is
+// all copied, restarts it. Errors are left for the next nudge: a checkpoint
+// that fails (busy, I/O) costs no one a wait, and the writer's inline
+// checkpoint bounds the log whatever happens here.
 func (c *Cache) checkpointDue() {
 	if k := c.ck.hook; k != nil {
 		k()
@@ -155,32 +158,68 @@ func (c *Cache) checkpointDue() {
 	if err != nil {
 		return // closed, or the connection cannot be opened
 	}
-	defer c.release(cn)
 	c.ck.background.Add(1)
 	c.ck.run.Lock()
-	defer c.ck.run.Unlock()
-	if c.checkpoint(cn, "PASSIVE") == nil && size > walRestartSize {
-		_ = c.restartCheckpoint(cn)
+	copied, err := c.checkpoint(cn, "PASSIVE")
+	if err == nil && !copied && size > walRestartSize {
+		copied, _ = c.restartCheckpoint(cn)
 	}
+	c.ck.run.Unlock()
+	c.release(cn)
+	if copied {
+		c.restartLog()
+	}
+}
+
+// restartLog makes a write that changes nothing (a Settings row added and
+// removed again), so that this write, in the background, restarts the log
+// now that it is all copied: the first write to a restarted log writes and
+// fsyncs its header and cuts the file back to WALSizeLimit, which would
+// otherwise be the next request's wait. It does not fail; should the log
+// not restart (writes came in meanwhile, or readers hold old frames), the
+// next write nudges again, but this one does not: a log pinned by a reader
+// would otherwise keep the checkpointer writing.
+func (c *Cache) restartLog() {
+	k := &c.ck
+	k.mu.Lock()
+	k.restarting = true
+	k.mu.Unlock()
+	_ = c.transact(noCancel, "checkpoint", func(tx *Tx) error {
+		// A row added and removed: SQLite skips rewriting a page with the
+		// bytes it holds, so an UPDATE to the same value would write
+		// nothing.
+		if _, err := tx.cn.exec(`INSERT INTO Settings VALUES ('_wal_restart', 0)`); err != nil {
+			return err
+		}
+		_, err := tx.cn.exec(`DELETE FROM Settings WHERE key = '_wal_restart'`)
+		return err
+	})
+	k.mu.Lock()
+	k.restarting = false
+	k.mu.Unlock()
 }
 
 // restartCheckpoint copies what is left of the log and waits, at most
-// walRestartWait, for readers to leave it, so that the next write restarts
-// it from its start.
-func (c *Cache) restartCheckpoint(cn *conn) error {
+// walRestartWait, for readers to leave it, so that it restarts.
+func (c *Cache) restartCheckpoint(cn *conn) (copied bool, err error) {
 	wait := min(c.timeout, walRestartWait)
 	if err := cn.pragma("busy_timeout", wait.Milliseconds()); err != nil {
-		return err
+		return false, err
 	}
-	err := c.checkpoint(cn, "RESTART")
+	copied, err = c.checkpoint(cn, "RESTART")
 	if perr := cn.pragma("busy_timeout", c.timeout.Milliseconds()); perr != nil {
 		cn.gen = 0 // apply every pragma again when next acquired
 	}
-	return err
+	return copied, err
 }
 
-// checkpoint runs PRAGMA wal_checkpoint(mode) on cn.
-func (c *Cache) checkpoint(cn *conn, mode string) error {
-	_, _, err := cn.queryRow("PRAGMA wal_checkpoint("+mode+")", 3)
-	return err
+// checkpoint runs PRAGMA wal_checkpoint(mode) on cn and reports whether the
+// whole log is now in the database.
+func (c *Cache) checkpoint(cn *conn, mode string) (copied bool, err error) {
+	row, ok, err := cn.queryRow("PRAGMA wal_checkpoint("+mode+")", 3)
+	if err != nil || !ok {
+		return false, err
+	}
+	busy, log, done := toInt(row[0]), toInt(row[1]), toInt(row[2])
+	return busy == 0 && log >= 0 && done == log, nil
 }

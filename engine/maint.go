@@ -94,7 +94,7 @@ func (c *Cache) Check(ctx context.Context, fix bool) ([]kv.Warning, error) {
 		// after the next batch of writes (past walInlineSize), which
 		// would hold up the writes queued behind it.
 		if err = cn.execScript(`VACUUM`); err == nil {
-			err = c.checkpoint(cn, "PASSIVE")
+			_, err = c.checkpoint(cn, "PASSIVE")
 		}
 	}
 	c.release(cn)
