@@ -50,6 +50,8 @@ func FuzzAnswerFrames(f *testing.F) {
 	f.Add(answerFrame(404, [][2]string{{"Content-Type", "application/json"}}, []byte(`{"error":"not_found"}`)))
 	f.Add(answerFrame(204, nil))
 	f.Add(answerFrame(200, [][2]string{{"Diskcache-Value-Type", "bytes"}}, bytes.Repeat([]byte("a"), 300), []byte("b"), bytes.Repeat([]byte("c"), 70)))
+	f.Add(answerFrame(200, [][2]string{{"Content-Length", "4"}}, []byte("ab"), []byte("cd")))
+	f.Add(answerFrame(200, [][2]string{{"Content-Length", "5"}}, []byte("ab"), []byte("cd")))
 	f.Add(answerFrame(200, nil, []byte("x"))[:12])
 	f.Add([]byte{0, 0, 0, 3, 0, 200, 5})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})

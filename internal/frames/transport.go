@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -479,8 +480,9 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, fr
 		Header: head.header, Body: b, ContentLength: -1, Request: req,
 	}
 	// The usual small answer is one chunk: read it and the end mark, so the
-	// answer has its Content-Length (frames do not carry it) and the
-	// connection goes back to the pool before the caller reads.
+	// answer has its Content-Length (answer frames do not carry it: the
+	// outer server would otherwise send it chunked) and the connection goes
+	// back to the pool before the caller reads.
 	n, err := readChunkLen(c.br)
 	if err != nil {
 		return fail(err)
@@ -494,6 +496,17 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, fr
 		}
 		return resp, true, nil
 	}
+	// A longer answer streams. Its length is known only if the server
+	// names it (answer frames carry no Content-Length today): then the
+	// body is checked against it.
+	b.want = -1
+	if cl := resp.Header.Get("Content-Length"); cl != "" {
+		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {
+			resp.ContentLength, b.want = v, v
+		} else {
+			resp.Header.Del("Content-Length")
+		}
+	}
 	if n > smallAnswer {
 		b.left = int(n) // streams from the first chunk
 		return resp, true, nil
@@ -505,6 +518,9 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, fr
 	if n2, err := readChunkLen(c.br); err != nil {
 		return fail(err)
 	} else if n2 == 0 {
+		if b.want >= 0 && b.want != int64(n) {
+			return fail(fmt.Errorf("answer of %d bytes, its Content-Length says %d", n, b.want))
+		}
 		b.finish()
 		resp.Body = io.NopCloser(bytes.NewReader(first))
 		resp.ContentLength = int64(n)
@@ -524,6 +540,8 @@ type body struct {
 	stop func() bool // stops closing c when the request's context ends
 	pre  []byte      // an answer's first chunk, read with its head
 	left int         // bytes left in the current chunk
+	want int64       // the answer's Content-Length, -1 if unknown
+	got  int64       // bytes read so far
 
 	mu     sync.Mutex
 	done   bool // the end mark was read
@@ -535,6 +553,7 @@ func (b *body) Read(p []byte) (int, error) {
 	if len(b.pre) > 0 {
 		n := copy(p, b.pre)
 		b.pre = b.pre[n:]
+		b.got += int64(n)
 		return n, nil
 	}
 	if b.err != nil {
@@ -546,6 +565,9 @@ func (b *body) Read(p []byte) (int, error) {
 			return 0, b.fail(err)
 		}
 		if n == 0 {
+			if b.want >= 0 && b.got != b.want {
+				return 0, b.fail(fmt.Errorf("answer of %d bytes, its Content-Length says %d", b.got, b.want))
+			}
 			b.finish()
 			b.err = io.EOF
 			return 0, io.EOF
@@ -557,6 +579,7 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	n, err := b.c.br.Read(p)
 	b.left -= n
+	b.got += int64(n)
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
