@@ -75,6 +75,7 @@ type Transport struct {
 	mu      sync.Mutex
 	idle    map[poolKey][]*conn
 	refused map[string]time.Time // scheme://host → ask again after
+	swept   time.Time            // the last sweep of idle connections
 
 	framed, fallback, upgrades, retries atomic.Uint64
 }
@@ -358,13 +359,45 @@ func (t *Transport) getConn(ctx context.Context, key poolKey) (*conn, error) {
 func (t *Transport) put(c *conn) {
 	c.used = time.Now()
 	t.mu.Lock()
+	stale := t.sweep(c.used)
 	if cs := t.idle[c.key]; len(cs) < t.opts.MaxIdlePerHost {
 		t.idle[c.key] = append(cs, c)
-		t.mu.Unlock()
-		return
+		c = nil
 	}
 	t.mu.Unlock()
-	_ = c.nc.Close()
+	if c != nil {
+		stale = append(stale, c)
+	}
+	for _, s := range stale {
+		_ = s.nc.Close()
+	}
+}
+
+// sweep takes the connections idle past IdleTimeout out of every pool, at
+// most once per IdleTimeout: the pools of a retired token are otherwise
+// never visited again. t.mu is held.
+func (t *Transport) sweep(now time.Time) (stale []*conn) {
+	if now.Sub(t.swept) < t.opts.IdleTimeout {
+		return nil
+	}
+	t.swept = now
+	for key, cs := range t.idle {
+		kept := cs[:0]
+		for _, c := range cs {
+			if now.Sub(c.used) < t.opts.IdleTimeout {
+				kept = append(kept, c)
+			} else {
+				stale = append(stale, c)
+			}
+		}
+		clear(cs[len(kept):])
+		if len(kept) == 0 {
+			delete(t.idle, key)
+		} else {
+			t.idle[key] = kept
+		}
+	}
+	return stale
 }
 
 // dial connects and upgrades; nil (and no error) when the server refused.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/internal/frames"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
@@ -298,5 +299,19 @@ func TestOnlyGetsAreSentAgain(t *testing.T) {
 	}
 	if s := tr.Stats(); s.Retries != 1 || got.Load() != 5 {
 		t.Fatalf("the GET on the dying connection should have been sent again once: %+v, %d frames", s, got.Load())
+	}
+}
+
+// A pooled connection idle past IdleTimeout is not reused (the server
+// closes its side after 2 minutes).
+func TestIdleTimeout(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	fb := http.DefaultTransport.(*http.Transport).Clone()
+	tr := frames.New(frames.Options{Fallback: fb, IdleTimeout: time.Nanosecond})
+	for range 3 {
+		call(t, tr, context.Background(), http.MethodGet, srv.URL+"/v1/keys/a", srv.Token, nil)
+	}
+	if s := tr.Stats(); s.Upgrades != 3 || s.Framed != 3 {
+		t.Fatalf("every request should have needed a new connection: %+v", s)
 	}
 }
