@@ -13,7 +13,8 @@ import (
 // fsyncs both while its caller waits. Connections here turn it off; after
 // each commit the writer looks at the size of the -wal file (one stat) and,
 // once the log has grown past WALSizeLimit, wakes a background checkpoint
-// that no request waits for. The -wal file only grows past WALSizeLimit
+// that no request waits for; once the log is all copied, the background
+// restarts it too (restartLog). The -wal file only grows past WALSizeLimit
 // when the log does: journal_size_limit cuts it back to WALSizeLimit when
 // the log restarts, and a restarted log is written from its start again.
 //
@@ -22,8 +23,10 @@ import (
 // never restarts; or readers pin old frames): past walRestartSize the
 // background checkpoint ends with a RESTART, which holds writers off for
 // the few frames copied last and waits (briefly) for readers; past
-// walInlineSize the writer itself checkpoints after its commit, as SQLite's
-// automatic checkpoint did, while no other write of this process can commit.
+// walInlineSize the writer itself checkpoints after its commit (once the
+// background one, if one runs, is done), while no other write of this
+// process can commit: writes then wait for checkpoints, as they did for
+// SQLite's automatic one.
 const (
 	// WALSizeLimit is the write-ahead log size past which a checkpoint is
 	// due, and what journal_size_limit cuts the -wal file back to.
