@@ -35,11 +35,11 @@ func notFound(code, format string, args ...any) error {
 // diskFullMessage answers writes while the data volume is full.
 const diskFullMessage = "no space left on the data volume; delete, evict, cull or clear items (or lower size_limit) to free space"
 
-// writeJSON answers with a JSON body.
 // jsonContentType is writeJSON's Content-Type, one slice for every answer
 // (never modified in place).
 var jsonContentType = []string{"application/json"}
 
+// writeJSON answers with a JSON body.
 func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)

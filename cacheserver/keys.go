@@ -123,7 +123,7 @@ func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opt
 	if r.ContentLength >= 0 && r.ContentLength < threshold {
 		var b []byte
 		if fb, ok := r.Body.(*frameBody); ok {
-			b = fb.take() // a frame's own buffer, its length checked above
+			b = fb.take() // already in memory, its own copy; its length checked above
 		} else if b, err = io.ReadAll(body); err != nil {
 			return kv.Value{}, opts, err
 		}
