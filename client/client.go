@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/internal/frames"
 )
 
 // Options configure a Client.
@@ -41,6 +42,13 @@ type Options struct {
 	// Backoff is the first retry's delay, doubled each time with jitter;
 	// 0 means 50ms.
 	Backoff time.Duration
+	// Frames sends requests as frames on connections upgraded with GET
+	// /v1/frames (docs/api/frames.md), saving HTTP/1.1's per-request work on
+	// both sides; HEAD, bodies over 1 MiB or of unknown length, and servers
+	// without frames go over HTTP. Only when HTTPClient is nil. A streamed
+	// answer larger than 64 KiB carries no Content-Length over frames
+	// (Stream.Size is then -1).
+	Frames bool
 	// DirectOnly sends every request to the base URL. By default the client
 	// reads the topology of a sharded cache from the base URL and sends each
 	// key straight to the shard that owns it (falling back to the base URL
@@ -77,6 +85,9 @@ func New(baseURL string, opts Options) (*Client, error) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 64
 		c.http = &http.Client{Transport: tr}
+		if opts.Frames {
+			c.http.Transport = frames.New(frames.Options{Fallback: tr, TLSClientConfig: tr.TLSClientConfig, MaxIdlePerHost: tr.MaxIdleConnsPerHost})
+		}
 	}
 	// A redirect would resend a write to another path: never follow one.
 	hc := *c.http

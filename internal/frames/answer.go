@@ -17,8 +17,10 @@ const maxHead = 1 << 20
 // maxChunk bounds one body chunk (the server sends up to 64 KiB).
 const maxChunk = 1 << 20
 
-// errNoAnswer: the connection ended before any byte of an answer.
-var errNoAnswer = errors.New("connection closed before the answer")
+// errNoAnswer: the connection ended before any byte of an answer. It wraps
+// io.EOF, as net/http's error for the same case does, so callers that retry
+// idempotent requests on EOF keep doing so.
+var errNoAnswer = fmt.Errorf("connection closed before the answer: %w", io.EOF)
 
 // head is a decoded answer frame head:
 //
