@@ -92,3 +92,12 @@ func (c *deadlineCtx) release() {
 		cancel()
 	}
 }
+
+// AfterFunc lets context.AfterFunc, and contexts derived from this one,
+// register on the armed deadline instead of starting a goroutine per call
+// that waits on Done (context's fallback for contexts it does not know):
+// the frames client watches every forwarded request's context so.
+func (c *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
+	c.arm()
+	return context.AfterFunc(c.armed, f)
+}

@@ -3,6 +3,7 @@ package cacheserver
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -69,4 +70,29 @@ func TestLazyDeadline(t *testing.T) {
 	if ctx.Value(key{}) != 8 || ctx.Value(other{}) != nil {
 		t.Fatalf("own value: %v, other %v", ctx.Value(key{}), ctx.Value(other{}))
 	}
+}
+
+// context.AfterFunc on a lazy deadline runs when it ends, and registers
+// with it instead of starting a goroutine per call.
+func TestLazyDeadlineAfterFunc(t *testing.T) {
+	parent, cancel := context.WithCancel(context.Background())
+	ctx := withLazyDeadline(parent, time.Now().Add(time.Hour), nil, nil)
+	const n = 200
+	before := runtime.NumGoroutine()
+	ran := make(chan struct{}, n)
+	stops := make([]func() bool, n)
+	for i := range stops {
+		stops[i] = context.AfterFunc(ctx, func() { ran <- struct{}{} })
+	}
+	if added := runtime.NumGoroutine() - before; added >= n/2 {
+		t.Fatalf("%d goroutines for %d AfterFuncs: each waits on Done in a goroutine of its own", added, n)
+	}
+	if !stops[0]() {
+		t.Fatal("stop before the context ended should report it stopped f")
+	}
+	cancel()
+	for range n - 1 {
+		<-ran
+	}
+	ctx.release()
 }
