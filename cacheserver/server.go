@@ -69,6 +69,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// Request goroutines block on the network between writes: a
 		// lone write waits a moment for others to share its commit.
 		BatchYield: true,
+		// Nor does one wait for a WAL checkpoint.
+		BackgroundCheckpoints: true,
 		// A new named cache gets a fanout database's share of size_limit,
 		// not python-diskcache's 1 GiB.
 		CacheSizeLimit: -1,

@@ -7,10 +7,12 @@ import (
 	"time"
 )
 
-// WAL checkpoints run off the write path. SQLite's automatic checkpoint
+// With Options.BackgroundCheckpoints, WAL checkpoints run off the write
+// path (without, SQLite's automatic checkpoint runs every 1000 pages of
+// log, as python-diskcache's does). SQLite's automatic checkpoint
 // (wal_autocheckpoint) runs inside the COMMIT of whichever write takes the
 // log past its threshold: that write copies the log into the database and
-// fsyncs both while its caller waits. Connections here turn it off; after
+// fsyncs both while its caller waits. Connections then turn it off; after
 // each commit the writer looks at the size of the -wal file (one stat) and,
 // once the log has grown past WALSizeLimit, wakes a background checkpoint
 // that no request waits for; once the log is all copied, the background
@@ -31,6 +33,10 @@ const (
 	// WALSizeLimit is the write-ahead log size past which a checkpoint is
 	// due, and what journal_size_limit cuts the -wal file back to.
 	WALSizeLimit = 1 << 20
+	// walAutoCheckpointPages is wal_autocheckpoint without
+	// Options.BackgroundCheckpoints: SQLite's default, which python-diskcache
+	// keeps (a log of about 4 MiB with 4 KiB pages).
+	walAutoCheckpointPages = 1000
 	// walRestartSize: the background checkpoint ends with a RESTART.
 	walRestartSize = WALSizeLimit * 3 / 2
 	// walInlineSize: the writer checkpoints after its commit.
@@ -62,6 +68,18 @@ type checkpointer struct {
 	// hook, when set (by tests, before the first write), is called in the
 	// background goroutine before each checkpoint it considers.
 	hook func()
+}
+
+// journalSizeLimit is what the -wal file is cut back to when the log
+// restarts: WALSizeLimit with background checkpoints; otherwise the size
+// the log reaches before the automatic checkpoint, so that the file is not
+// cut and grown again every cycle (growing it costs each page written past
+// its end about 2 µs more).
+func (c *Cache) journalSizeLimit() int64 {
+	if c.autoCheckpoint == 0 {
+		return WALSizeLimit
+	}
+	return (c.autoCheckpoint + 16) * (4096 + 24)
 }
 
 // walSize returns the size of the -wal file, 0 when there is none (the

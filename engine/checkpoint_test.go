@@ -51,7 +51,7 @@ func ckHold(c *Cache) (release func()) {
 // COMMIT that took the log past 256 pages). Once let go, the background
 // checkpoint copies the log and restarts it, cut back to WALSizeLimit.
 func TestCommitDoesNotCheckpoint(t *testing.T) {
-	c, _ := openTest(t, nil)
+	c := openBackground(t)
 	release := ckHold(c)
 	defer release()
 	dbSize := ckFileSize(t, c.dbPath)
@@ -94,7 +94,7 @@ func TestCommitDoesNotCheckpoint(t *testing.T) {
 func TestWALStaysBounded(t *testing.T) {
 	for _, held := range []bool{false, true} {
 		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
-			c, _ := openTest(t, nil)
+			c := openBackground(t)
 			if held {
 				defer ckHold(c)()
 			}
@@ -142,7 +142,7 @@ func TestWALStaysBounded(t *testing.T) {
 // checkpoint runs and has been nudged again: once Close returns, the
 // goroutine has ended, and a nudge after Close starts none.
 func TestCheckpointerEndsWithClose(t *testing.T) {
-	c, _ := openTest(t, nil)
+	c := openBackground(t)
 	entered := make(chan struct{})
 	never := make(chan struct{})
 	t.Cleanup(func() { close(never) }) // frees a goroutine Close left behind
@@ -178,5 +178,33 @@ func TestCheckpointerEndsWithClose(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("%d checkpoints looked for, want 1", n)
+	}
+}
+
+// openBackground opens a cache with background checkpoints in a temporary
+// directory.
+func openBackground(t *testing.T) *Cache {
+	t.Helper()
+	c, err := Open(utCtx, t.TempDir(), Options{Now: newClock().Now, BackgroundCheckpoints: true})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestAutomaticCheckpointBoundsTheLog: without background checkpoints,
+// SQLite's automatic checkpoint keeps the log near 1000 pages.
+func TestAutomaticCheckpointBoundsTheLog(t *testing.T) {
+	c, _ := openTest(t, nil)
+	const bound = (walAutoCheckpointPages + 100) * (4096 + 24)
+	for i := range 3000 {
+		ckWriteOne(t, c, i)
+		if st, err := os.Stat(c.walPath); err == nil && st.Size() > bound {
+			t.Fatalf("after %d writes the log is %d bytes, over %d", i+1, st.Size(), bound)
+		}
+	}
+	if n := c.ck.background.Load() + c.ck.inline.Load(); n != 0 {
+		t.Fatalf("%d checkpoints of checkpoint.go ran without BackgroundCheckpoints", n)
 	}
 }

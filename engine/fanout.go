@@ -59,6 +59,9 @@ type FanoutOptions struct {
 	// BatchYield is Options.BatchYield of every database and
 	// sub-collection.
 	BatchYield bool
+	// BackgroundCheckpoints is Options.BackgroundCheckpoints of every
+	// database and sub-collection.
+	BackgroundCheckpoints bool
 	// HotBytes is Options.HotBytes of the fanout databases together (each
 	// gets HotBytes / Fanout); named caches, deques and indexes keep none.
 	HotBytes int64
@@ -94,14 +97,15 @@ type FanoutOptions struct {
 // sub-collections (Cache, Deque, Index) stored below dir. It is safe for
 // concurrent use.
 type FanoutCache struct {
-	dir        string
-	dbs        []*Cache
-	timeout    time.Duration
-	now        func() time.Time
-	maxConns   int
-	swallow    bool
-	syncFile   func(*os.File) error
-	batchYield bool
+	dir           string
+	dbs           []*Cache
+	timeout       time.Duration
+	now           func() time.Time
+	maxConns      int
+	swallow       bool
+	syncFile      func(*os.File) error
+	batchYield    bool
+	bgCheckpoints bool
 	// cacheSizeLimit is FanoutOptions.CacheSizeLimit.
 	cacheSizeLimit int64
 	// collectionMaxBytes is Options.MaxBytes of every sub-collection
@@ -154,17 +158,18 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 	overrides[settings.NameSizeLimit] = total / int64(n)
 
 	f := &FanoutCache{
-		dir:        dir,
-		dbs:        make([]*Cache, 0, n),
-		timeout:    timeout,
-		now:        now,
-		maxConns:   opts.MaxConns,
-		swallow:    opts.SwallowTimeouts,
-		syncFile:   opts.SyncFile,
-		batchYield: opts.BatchYield,
-		caches:     map[string]*Cache{},
-		deques:     map[string]*Deque{},
-		indexes:    map[string]*Index{},
+		dir:           dir,
+		dbs:           make([]*Cache, 0, n),
+		timeout:       timeout,
+		now:           now,
+		maxConns:      opts.MaxConns,
+		swallow:       opts.SwallowTimeouts,
+		syncFile:      opts.SyncFile,
+		batchYield:    opts.BatchYield,
+		bgCheckpoints: opts.BackgroundCheckpoints,
+		caches:        map[string]*Cache{},
+		deques:        map[string]*Deque{},
+		indexes:       map[string]*Index{},
 	}
 	f.cacheSizeLimit = opts.CacheSizeLimit
 	for i := 0; i < n; i++ {
@@ -178,7 +183,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 				}
 			}
 		}
-		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, HotBytes: opts.HotBytes / int64(n)}
+		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, BackgroundCheckpoints: opts.BackgroundCheckpoints, HotBytes: opts.HotBytes / int64(n)}
 		c, err := Open(ctx, dbDir, copts)
 		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
 			var q Quarantined
@@ -721,7 +726,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	if x, ok := open[name]; ok {
 		return x, nil
 	}
-	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield})
+	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints})
 	if err != nil {
 		return zero, err
 	}

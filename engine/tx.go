@@ -176,7 +176,9 @@ func (c *Cache) lead(first *writeJob) {
 	c.runBatch(batch)
 	if c.w.committed { // its callers have their answers: checkpoint.go
 		c.w.committed = false
-		c.afterCommit()
+		if c.autoCheckpoint == 0 {
+			c.afterCommit()
+		}
 	}
 
 	c.w.mu.Lock()
