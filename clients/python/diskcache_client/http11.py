@@ -55,7 +55,7 @@ class Request:
                  shard=0, idempotent=False, stream=False,
                  retry_unavailable=True):
         self.method = method
-        self.path = path  # escaped, e.g. /v1/keys/%3A1%3Afoo
+        self.path = path  # escaped, e.g. /v1/keys/:1:foo
         self.query = query  # escaped, without '?'
         self.headers = _NO_HEADERS if headers is None else headers
         self.body = body  # None, bytes, or an iterable of bytes (streamed)

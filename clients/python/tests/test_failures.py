@@ -407,7 +407,7 @@ def test_busy_server_retries_idempotent_calls(scripted):
     c = make_cache(srv.url, RETRIES=2)
     assert c.get('k') == 'hello'
     assert len(srv.requests) == 3
-    assert srv.requests[0][:2] == ('GET', '/v1/keys/%3A1%3Ak')
+    assert srv.requests[0][:2] == ('GET', '/v1/keys/:1:k')
     assert srv.requests[0][2] == 'Bearer ' + TOKEN
 
 

@@ -141,7 +141,7 @@ def cluster(fakes):
 
 
 def key_path(key):
-    return '/v1/keys/' + key.replace(':', '%3A')
+    return '/v1/keys/' + key
 
 
 def owner_of(cache, key, n=3):

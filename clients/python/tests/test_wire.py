@@ -61,7 +61,9 @@ def test_path_segment_escapes_everything_ambiguous():
     assert wire.path_segment(b'a/b') == 'a%2Fb'
     assert wire.path_segment(b'.') == '%2E'
     assert wire.path_segment(b'..') == '%2E%2E'
-    assert wire.path_segment(b':1:k?x#y') == '%3A1%3Ak%3Fx%23y'
+    assert wire.path_segment(b':1:k?x#y') == ':1:k%3Fx%23y'
+    assert wire.path_segment(b'.x..') == '.x..'
+    assert wire.path_segment(b"a@b!$&'()*+,;=c") == "a@b!$&'()*+,;=c"
     assert wire.path_segment('ü'.encode()) == '%C3%BC'
     assert wire.path_segment(b'\x00 %') == '%00%20%25'
 
