@@ -328,24 +328,28 @@ def start_shards(services, work, binary, extra_args):
     return urls, token_file
 
 
-def forwarded_counts(urls, token_file):
-    """(forwarded, served) requests summed over the shards' /metrics:
-    diskcache_forwarded_requests_total (every target and answer) and
-    diskcache_served_requests_total."""
+def server_counts(urls, token_file):
+    """Counters summed over the servers' /metrics: forwarded and served
+    requests (diskcache_forwarded_requests_total, every target and answer;
+    diskcache_served_requests_total), and gets answered from memory or not
+    (diskcache_hot_value_gets_total, every fanout database)."""
     import urllib.request  # pylint: disable=import-outside-toplevel
     with open(token_file, encoding='utf-8') as f:
         auth = {'Authorization': 'Bearer ' + f.read().strip()}
-    forwarded = served = 0.0
+    counts = dict.fromkeys(('forwarded', 'served', 'hot_hit', 'hot_miss'), 0.0)
     for url in urls:
         req = urllib.request.Request(url + '/metrics', headers=auth)
         with urllib.request.urlopen(req, timeout=30) as resp:
             text = resp.read().decode('utf-8')
         for line in text.splitlines():
             if line.startswith('diskcache_forwarded_requests_total{'):
-                forwarded += float(line.split()[-1])
+                counts['forwarded'] += float(line.split()[-1])
             elif line.startswith('diskcache_served_requests_total '):
-                served += float(line.split()[-1])
-    return forwarded, served
+                counts['served'] += float(line.split()[-1])
+            elif line.startswith('diskcache_hot_value_gets_total{'):
+                result = 'hot_hit' if 'result="hit"' in line else 'hot_miss'
+                counts[result] += float(line.split()[-1])
+    return counts
 
 
 def fetch_profile(url, admin_file, kind, seconds, path, errors):
@@ -537,10 +541,11 @@ def proc_cpu_ns(pids):
     return ticks * 1_000_000_000 // os.sysconf('SC_CLK_TCK')
 
 
-def run_backend(ctx, alias, args, server_pids=None, profile_path=None, shards=None):
+def run_backend(ctx, alias, args, server_pids=None, profile_path=None, servers=None):
     """One run of the workload on one backend; the merged samples.
-    server_pids: the server processes whose CPU time is counted; shards:
-    (URLs, token file) of shards whose forwarded share is counted."""
+    server_pids: the server processes whose CPU time is counted; servers:
+    (URLs, token file) of the cacheservers whose counters are read (the
+    forwarded share with more than one)."""
     result = ctx.Queue()
     # Daemonic: multiprocessing terminates them if this script exits early.
     proc = ctx.Process(target=prepare, args=(alias, args.keys, result), daemon=True)
@@ -560,7 +565,7 @@ def run_backend(ctx, alias, args, server_pids=None, profile_path=None, shards=No
                                profile_path if num == 0 else None),
                          daemon=True)
              for num in range(args.procs)]
-    counts = forwarded_counts(*shards) if shards else None
+    counts = server_counts(*servers) if servers else None
     server_cpu = proc_cpu_ns(server_pids)
     for proc in procs:
         proc.start()
@@ -594,14 +599,17 @@ def run_backend(ctx, alias, args, server_pids=None, profile_path=None, shards=No
     if server_cpu is not None:
         # Over every operation of the run, warm-up included.
         server_cpu = (proc_cpu_ns(server_pids) - server_cpu) / 1000.0 / (args.procs * args.ops)
-    forwarded_share = float('nan')
+    forwarded_share = hot_share = float('nan')
     if counts is not None and not errors:
+        after = server_counts(*servers)
+        delta = {name: after[name] - counts[name] for name in counts}
         # Forwarded ÷ served requests over the workers' operations, warm-up
         # included: a request forwarded once is served once, by its owner.
-        after = forwarded_counts(*shards)
-        served = after[1] - counts[1]
-        if served > 0:
-            forwarded_share = (after[0] - counts[0]) / served
+        if len(servers[0]) > 1 and delta['served'] > 0:
+            forwarded_share = delta['forwarded'] / delta['served']
+        looked = delta['hot_hit'] + delta['hot_miss']
+        if looked > 0:
+            hot_share = delta['hot_hit'] / looked
     if errors:
         raise RuntimeError('%s failed:\n%s' % (alias, '\n'.join(errors)))
     timed = sum(len(s) for s in samples.values())
@@ -610,7 +618,7 @@ def run_backend(ctx, alias, args, server_pids=None, profile_path=None, shards=No
             'ops_per_s': timed / wall if wall > 0 else float('nan'),
             'client_cpu_us': client_cpu / 1000.0 / timed if timed else float('nan'),
             'server_cpu_us': float('nan') if server_cpu is None else server_cpu,
-            'forwarded_share': forwarded_share}
+            'forwarded_share': forwarded_share, 'hot_share': hot_share}
 
 
 def percentile(sorted_values, pct):
@@ -627,8 +635,8 @@ CDF_PERCENTILES = tuple(i / 10.0 for i in range(5, 1000, 5)) + (99.9, 99.95, 99.
 
 
 # A run's statistics besides the latencies (forwarded_share: NaN but for
-# the shards of a topology).
-RUN_STATS = ('ops_per_s', 'client_cpu_us', 'server_cpu_us', 'forwarded_share')
+# the shards of a topology; hot_share: NaN but for cacheservers).
+RUN_STATS = ('ops_per_s', 'client_cpu_us', 'server_cpu_us', 'forwarded_share', 'hot_share')
 
 
 def summarize(run):
@@ -723,6 +731,14 @@ def table(results, order, rounds):
                    'diskcache_served_requests_total over the run; ~67%% when every process '
                    'goes through one shard, ~0 when the client goes straight to the owner): '
                    '%s.' % ', '.join(shares))
+    hot = ['%s %.1f%%' % (name, 100.0 * results[name]['hot_share'])
+           for name in order if name in results
+           and results[name].get('hot_share', float('nan')) == results[name].get('hot_share')]
+    if hot:
+        cpu.append('')
+        cpu.append('Hot share (gets the servers answered from memory, --hot-value-bytes, ÷ '
+                   'gets that looked there, diskcache_hot_value_gets_total over the run, '
+                   'warm-up included): %s.' % ', '.join(hot))
     return '\n'.join(lines + notes + cpu)
 
 
@@ -877,14 +893,14 @@ def run(args, wanted, services, work):
                                           text=True).stdout.strip())
     backends = install_packages(wanted, args.install)
     caches = {}
-    redis_url = memcached_loc = server_url = shards = None
+    redis_url = memcached_loc = server_url = server_token = shards = None
     binary = None
     if any(name.startswith('cacheserver') for name in backends):
         binary = build_cacheserver(work)  # once, for every cacheserver and shard
     if 'cacheserver' in backends:
         url, token_file = start_cacheserver(services, work, binary,
                                             shlex.split(args.cacheserver_args))
-        server_url = url
+        server_url, server_token = url, token_file
         caches['cacheserver'] = {
             'BACKEND': 'diskcache_client.djangocache.DjangoCache',
             'LOCATION': url,
@@ -894,7 +910,7 @@ def run(args, wanted, services, work):
         if 'cacheserver' not in caches:
             url, token_file = start_cacheserver(services, work, binary,
                                                 shlex.split(args.cacheserver_args))
-            server_url = url
+            server_url, server_token = url, token_file
             caches['cacheserver'] = None
         caches['cacheserver-http'] = {
             'BACKEND': 'diskcache_client.djangocache.DjangoCache',
@@ -905,7 +921,7 @@ def run(args, wanted, services, work):
         if 'cacheserver' not in caches:
             url, token_file = start_cacheserver(services, work, binary,
                                                 shlex.split(args.cacheserver_args))
-            server_url = url
+            server_url, server_token = url, token_file
             caches['cacheserver'] = None
         caches['cacheserver-floor'] = {
             'BACKEND': 'rawhttp.RawHTTPCache',
@@ -946,6 +962,10 @@ def run(args, wanted, services, work):
             'BACKEND': 'django.core.cache.backends.memcached.PyMemcacheCache',
             'LOCATION': memcached_loc,
         }
+    # The cacheservers whose /metrics each backend's run reads.
+    metrics_of = {SHARDS: shards}
+    if server_url is not None:
+        metrics_of[SERVER['cacheserver']] = ([server_url], server_token)
     caches = {name: conf for name, conf in caches.items() if conf is not None}
     caches['default'] = {'BACKEND': 'django.core.cache.backends.dummy.DummyCache'}
     configure_django(caches)
@@ -959,7 +979,7 @@ def run(args, wanted, services, work):
         for name in backends:
             started = time.monotonic()
             stats = summarize(run_backend(ctx, name, args, services.pids(SERVER[name]),
-                                          shards=shards if SERVER[name] == SHARDS else None))
+                                          servers=metrics_of.get(SERVER[name])))
             rounds[name].append(stats)
             log('round %d %-24s %5.1fs  get p50 %s µs, set p50 %s µs, %s ops/s' % (
                 rnd + 1, name, time.monotonic() - started, fmt_us(stats['get']['p50']),
