@@ -474,7 +474,7 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 // framing).
 func skipFrameHeader(name string) bool {
 	switch name {
-	case "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Date", "Trailer":
+	case "Transfer-Encoding", "Connection", "Keep-Alive", "Date", "Trailer":
 		return true
 	}
 	return false

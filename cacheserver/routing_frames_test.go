@@ -74,9 +74,14 @@ func TestForwardingUsesFrames(t *testing.T) {
 		if st, _, b := do(t, "PUT", url, tok, value, nil); st != http.StatusNoContent {
 			t.Fatalf("PUT %d bytes: %d %s", size, st, b)
 		}
-		st, _, b := do(t, "GET", url, tok, nil, nil)
+		st, hdr, b := do(t, "GET", url, tok, nil, nil)
 		if st != http.StatusOK || !bytes.Equal(b, value) {
 			t.Fatalf("GET %d bytes: %d, %d bytes back, equal %v", size, st, len(b), bytes.Equal(b, value))
+		}
+		// The owner names the length of a value it streams from its file;
+		// forwarded as frames, the answer still does.
+		if cl := hdr.Get("Content-Length"); cl != strconv.Itoa(size) {
+			t.Fatalf("GET %d bytes through another shard: Content-Length %q", size, cl)
 		}
 		wantHTTP := 0
 		if size > 1<<20 {
