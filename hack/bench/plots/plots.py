@@ -31,7 +31,7 @@ COLORS = {
     'cacheserver': '#1f77b4', 'cacheserver-floor': '#7fb3e0', 'cacheserver-http': '#17becf', 'diskcache': '#2ca02c',
     'django-redis': '#d62728', 'memcached': '#9467bd', 'redis': '#d62728',
     'cacheserver-3-forwarding': '#ff7f0e', 'cacheserver-3-smart': '#8c564b',
-    'engine': '#1f77b4', 'raw': '#7f7f7f', 'python': '#2ca02c',
+    'engine': '#1f77b4', 'raw': '#7f7f7f', 'python': '#2ca02c', 'cacheserver-frames': '#17becf',
 }
 
 # The floor is not a product; the three-shard rows are another layout.
@@ -92,6 +92,7 @@ def server_throughput(doc, out):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, op in zip(axes, ('get', 'set')):
         for system, label in (('cacheserver', 'cacheserver (SQLite WAL, synchronous=NORMAL)'),
+                              ('cacheserver-frames', 'cacheserver over frames (same server)'),
                               ('redis', 'redis-server (AOF, appendfsync everysec)'),
                               ('nethttp-floor', 'net/http floor: bare handler, values in a map')):
             pts = sorted((r['conns'], r['ops_per_second']) for r in res
@@ -99,7 +100,7 @@ def server_throughput(doc, out):
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=label,
                         color=COLORS.get(system, '#888888'),
-                        linestyle=':' if system == 'nethttp-floor' else '-')
+                        linestyle={'nethttp-floor': ':', 'cacheserver-frames': '--'}.get(system, '-'))
         ax.set_xscale('log', base=2)
         ax.set_xlabel('connections (one request in flight each)')
         ax.set_ylabel('%s/s' % op.upper())

@@ -25,14 +25,19 @@ func startCacheserver(cfg config, work string) (*servers.Cacheserver, error) {
 	return servers.StartCacheserver(bin, args)
 }
 
-// runCacheserver runs one cell: conns connections, each sending op
-// requests for random keys, one at a time, for d.
-func runCacheserver(cs *servers.Cacheserver, clock *servers.CPUClock, op string, size, conns, keys int, d time.Duration) (result, error) {
+// runCacheserver runs one cell: conns connections (upgraded to frames
+// with frames), each sending op requests for random keys, one at a time,
+// for d.
+func runCacheserver(cs *servers.Cacheserver, clock *servers.CPUClock, op string, size, conns, keys int, d time.Duration, frames bool) (result, error) {
 	addr := cs.Addr
 	value := loadgen.Value(size)
+	dial := loadgen.Dial
+	if frames {
+		dial = loadgen.DialFrames
+	}
 	cpu0, cpuErr := clock.Used(cs.PID())
 	st, err := loadgen.Run(conns, d, func(w int) (loadgen.Request, func(), error) {
-		hc, err := loadgen.Dial(addr)
+		hc, err := dial(addr)
 		if err != nil {
 			return nil, nil, err
 		}

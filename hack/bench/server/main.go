@@ -45,6 +45,7 @@ type config struct {
 	jsonOut     string
 	keepDataDir bool
 	floor       bool
+	frames      bool
 }
 
 // result is one cell of the table.
@@ -92,6 +93,7 @@ func main() {
 	flag.StringVar(&extra, "cacheserver-args", "", "extra cacheserver flags, space-separated (e.g. \"--fanout 4\")")
 	flag.StringVar(&cfg.jsonOut, "json", "", "also write the results to this JSON file")
 	flag.BoolVar(&cfg.keepDataDir, "keep", false, "keep the data directories")
+	flag.BoolVar(&cfg.frames, "frames", true, "also drive the cacheserver over the frames transport (docs/api/frames.md; same connections, one request in flight each), as system cacheserver-frames (get and set only)")
 	flag.BoolVar(&cfg.floor, "floor", true, "also measure the net/http floor: a bare net/http server answering GET and PUT from a map (get and set only)")
 	serveFloorFlag := flag.Bool("serve-floor", false, "internal: be the net/http floor server")
 	flag.Parse()
@@ -202,7 +204,7 @@ func main() {
 			}
 			for _, op := range cfg.ops {
 				for _, c := range cfg.conns {
-					r, err := runCacheserver(cs, clock, op, size, c, cfg.keys, cfg.duration)
+					r, err := runCacheserver(cs, clock, op, size, c, cfg.keys, cfg.duration, false)
 					if err != nil {
 						cleanup()
 						fatal("cacheserver %s %d B %d conns: %v", op, size, c, err)
@@ -210,8 +212,20 @@ func main() {
 					fmt.Fprintf(os.Stderr, "  round %d cacheserver %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  %5.1f µs CPU/op  (%d errors)\n",
 						round, op, size, c, r.RPS, r.P50, r.P99, r.ServerCPU, r.Errors)
 					keep(r)
+					// Frames carry values up to 1 MiB; bigger ones go over HTTP.
+					if cfg.frames && op != "mget" && size < 1<<20 {
+						r, err := runCacheserver(cs, clock, op, size, c, cfg.keys, cfg.duration, true)
+						if err != nil {
+							cleanup()
+							fatal("cacheserver over frames %s %d B %d conns: %v", op, size, c, err)
+						}
+						r.System = "cacheserver-frames"
+						fmt.Fprintf(os.Stderr, "  round %d frames      %-3s %7d B %3d conns: %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  %5.1f µs CPU/op  (%d errors)\n",
+							round, op, size, c, r.RPS, r.P50, r.P99, r.ServerCPU, r.Errors)
+						keep(r)
+					}
 					if floor != nil && op != "mget" {
-						r, err := runCacheserver(floor, clock, op, size, c, cfg.keys, cfg.duration)
+						r, err := runCacheserver(floor, clock, op, size, c, cfg.keys, cfg.duration, false)
 						if err != nil {
 							cleanup()
 							fatal("floor %s %d B %d conns: %v", op, size, c, err)
@@ -313,8 +327,8 @@ func printTable(w *os.File, cfg config, results []result) {
 		}
 		return nil
 	}
-	fmt.Fprintf(w, "\n| op | value | conns | cacheserver ops/s | p50 ms | p99 ms | CPU µs/op | redis ops/s | p50 ms | p99 ms | CPU µs/op | cacheserver / redis | net/http floor ops/s | CPU µs/op |\n")
-	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "\n| op | value | conns | cacheserver ops/s | p50 ms | p99 ms | CPU µs/op | redis ops/s | p50 ms | p99 ms | CPU µs/op | cacheserver / redis | net/http floor ops/s | CPU µs/op | over frames ops/s | p50 ms | p99 ms | CPU µs/op | frames / redis |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	sizes := append([]int(nil), cfg.sizes...)
 	sort.Ints(sizes)
 	for _, op := range cfg.ops {
@@ -338,6 +352,13 @@ func printTable(w *os.File, cfg config, results []result) {
 				} else {
 					row += " – | |"
 				}
+				fr := find("cacheserver-frames", op, size, c)
+				row += cells(fr)
+				if fr != nil && rd != nil && rd.RPS > 0 && fr.RPS > 0 {
+					row += fmt.Sprintf(" %.2f |", fr.RPS/rd.RPS)
+				} else {
+					row += " – |"
+				}
 				fmt.Fprintln(w, row)
 			}
 		}
@@ -349,13 +370,15 @@ func printTable(w *os.File, cfg config, results []result) {
 		op   string
 		want float64
 	}{{"get", 0.7}, {"set", 0.4}} {
-		cs, rd := find("cacheserver", t.op, 100, 64), find("redis", t.op, 100, 64)
-		if cs == nil || rd == nil || rd.RPS == 0 {
-			continue
+		for _, sys := range []struct{ name, label string }{{"cacheserver", "cacheserver"}, {"cacheserver-frames", "cacheserver over frames"}} {
+			cs, rd := find(sys.name, t.op, 100, 64), find("redis", t.op, 100, 64)
+			if cs == nil || rd == nil || rd.RPS == 0 {
+				continue
+			}
+			fmt.Fprintf(w, "\n%s, 100 B, 64 connections: %s %.0f/s, redis %.0f/s, ratio %.2f (target >= %.1f: %s); server CPU per request %.1f vs %.1f µs (%.1fx)",
+				strings.ToUpper(t.op), sys.label, cs.RPS, rd.RPS, cs.RPS/rd.RPS, t.want, verdict(cs.RPS >= t.want*rd.RPS),
+				cs.ServerCPU, rd.ServerCPU, cs.ServerCPU/rd.ServerCPU)
 		}
-		fmt.Fprintf(w, "\n%s, 100 B, 64 connections: cacheserver %.0f/s, redis %.0f/s, ratio %.2f (target >= %.1f: %s); server CPU per request %.1f vs %.1f µs (%.1fx)",
-			strings.ToUpper(t.op), cs.RPS, rd.RPS, cs.RPS/rd.RPS, t.want, verdict(cs.RPS >= t.want*rd.RPS),
-			cs.ServerCPU, rd.ServerCPU, cs.ServerCPU/rd.ServerCPU)
 	}
 	fmt.Fprintln(w)
 }

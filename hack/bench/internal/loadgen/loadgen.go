@@ -20,10 +20,11 @@ import (
 // Conn is a keep-alive HTTP/1.1 connection with one request in flight.
 // After an I/O error it dials again on the next request.
 type Conn struct {
-	addr string
-	c    net.Conn
-	br   *bufio.Reader
-	hdr  []byte
+	addr   string
+	frames bool // upgraded to frames (DialFrames)
+	c      net.Conn
+	br     *bufio.Reader
+	hdr    []byte
 }
 
 // Dial connects to addr (host:port).
@@ -41,6 +42,12 @@ func (h *Conn) dial() error {
 		return err
 	}
 	h.c, h.br = c, bufio.NewReaderSize(c, 64<<10)
+	if h.frames {
+		if err := h.upgrade(); err != nil {
+			h.Close()
+			return err
+		}
+	}
 	return nil
 }
 
@@ -60,7 +67,11 @@ func (h *Conn) Do(method, path string, value []byte) (status, n int, err error) 
 			return 0, 0, err
 		}
 	}
-	status, n, err = h.do(method, path, value)
+	if h.frames {
+		status, n, err = h.doFrame(method, path, value)
+	} else {
+		status, n, err = h.do(method, path, value)
+	}
 	if err != nil {
 		h.Close()
 	}
