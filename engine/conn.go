@@ -95,6 +95,19 @@ func (c *conn) exec(q string, args ...any) (int64, error) {
 	return r.RowsAffected()
 }
 
+// insert runs an INSERT and returns the new row's rowid.
+func (c *conn) insert(q string, args ...any) (int64, error) {
+	s, err := c.stmt(q)
+	if err != nil {
+		return 0, err
+	}
+	r, err := s.ExecContext(noCancel, c.bind(args))
+	if err != nil {
+		return 0, err
+	}
+	return r.LastInsertId()
+}
+
 // execCached runs an argument-less statement through the statement cache
 // (BEGIN, COMMIT, ROLLBACK on every write).
 func (c *conn) execCached(q string) error {

@@ -29,6 +29,11 @@ type hotValues struct {
 	head    hotEntry // sentinel of the recency list: head.next is the newest
 	gen     uint64   // advanced by every write transaction
 	writing int      // write transactions running
+	// While one runs: a count of row changes, and the last change of each
+	// row, so that a write's own value goes to memory once it commits
+	// unless a later statement of the transaction changed the row again.
+	changes uint64
+	changed map[int64]uint64
 
 	hits, misses, drops int64
 }
@@ -52,7 +57,7 @@ type HotStats struct {
 }
 
 func newHotValues(max int64) *hotValues {
-	h := &hotValues{max: max, byKey: map[kv.Key]*hotEntry{}, byRow: map[int64]*hotEntry{}, gen: 1}
+	h := &hotValues{max: max, byKey: map[kv.Key]*hotEntry{}, byRow: map[int64]*hotEntry{}, changed: map[int64]uint64{}, gen: 1}
 	h.head.next, h.head.prev = &h.head, &h.head
 	return h
 }
@@ -105,6 +110,12 @@ func (h *hotValues) fill(token uint64, rowid int64, it Item) {
 	if token == 0 || token != h.gen || h.writing > 0 {
 		return
 	}
+	h.put(rowid, it, cost)
+}
+
+// put keeps it as row rowid's value, in place of what memory held for its
+// key or row.
+func (h *hotValues) put(rowid int64, it Item, cost int64) {
 	if old := h.byKey[it.Key]; old != nil {
 		h.remove(old)
 	}
@@ -126,7 +137,43 @@ func (h *hotValues) writeBegin() {
 	h.mu.Lock()
 	h.writing++
 	h.gen++
+	clear(h.changed)
 	h.mu.Unlock()
+}
+
+// hotWrite is a value a write stored in row rowid, to keep in memory once
+// its transaction commits; change is the row's last change then.
+type hotWrite struct {
+	rowid  int64
+	change uint64
+	item   Item
+}
+
+// lastChange returns the count of the row's last change in the running
+// write transaction (0: none).
+func (h *hotValues) lastChange(rowid int64) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.changed[rowid]
+}
+
+// committed keeps the values the transaction just committed wrote, unless
+// a later statement of it changed their row again. Called by the writer
+// between COMMIT and writeEnd: no other write of this process runs, and
+// what it keeps is what the database now holds.
+func (h *hotValues) committed(writes []hotWrite) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, w := range writes {
+		if h.changed[w.rowid] != w.change {
+			continue
+		}
+		cost := int64(len(w.item.Value.Data)+len(w.item.Key.Text())+len(w.item.Tag.Text())) + hotEntryCost
+		if cost > h.max/4 {
+			continue
+		}
+		h.put(w.rowid, w.item, cost)
+	}
 }
 
 func (h *hotValues) writeEnd() {
@@ -147,6 +194,8 @@ func (h *hotValues) rowChanged(rowid int64) {
 		h.clearLocked()
 		return
 	}
+	h.changes++
+	h.changed[rowid] = h.changes
 	if e := h.byRow[rowid]; e != nil {
 		h.remove(e)
 		h.drops++

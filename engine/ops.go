@@ -189,17 +189,39 @@ func (tx *Tx) setStored(key kv.Key, st stored, opts kv.SetOptions) error {
 	if err != nil {
 		return err
 	}
+	expire, tag := expireAt(opts.Expire, now), dbTag(opts.Tag)
+	var rowid int64
 	if ok {
-		rowid := row[0].(int64)
+		rowid = row[0].(int64)
 		tx.removeAfterCommit(row[1])
-		err = tx.updateRow(rowid, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
+		err = tx.updateRow(rowid, now, expire, tag, st)
 	} else {
-		err = tx.insertRow(dbKey, raw, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
+		rowid, err = tx.insertRow(dbKey, raw, now, expire, tag, st)
 	}
 	if err != nil {
 		return err
 	}
+	tx.keepWritten(key, rowid, expire, tag, st)
 	return tx.cull(now)
+}
+
+// keepWritten has the value just written to row rowid go to memory once
+// the transaction commits (Options.HotBytes), so the next get of the key
+// runs no SQL either; values in files stay there.
+func (tx *Tx) keepWritten(key kv.Key, rowid int64, expire, tag driver.Value, st stored) {
+	h := tx.c.hot
+	if name, _ := st.filename.(string); h == nil || name != "" {
+		return
+	}
+	if b, ok := st.value.([]byte); ok {
+		// The caller may reuse its buffer once the write returns.
+		st.value = bytes.Clone(b)
+	}
+	it, f, err := tx.c.itemFromRow(key, expire, tag, st.mode, nil, st.value, st.size)
+	if err != nil || f != nil || it.Value.Type == kv.ValueNone {
+		return
+	}
+	tx.hot = append(tx.hot, hotWrite{rowid: rowid, change: h.lastChange(rowid), item: it})
 }
 
 func (tx *Tx) updateRow(rowid int64, now float64, expire, tag driver.Value, st stored) error {
@@ -208,10 +230,10 @@ func (tx *Tx) updateRow(rowid int64, now float64, expire, tag driver.Value, st s
 	return err
 }
 
-func (tx *Tx) insertRow(dbKey driver.Value, raw int64, now float64, expire, tag driver.Value, st stored) error {
-	_, err := tx.cn.exec(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+// insertRow inserts the row and returns its rowid.
+func (tx *Tx) insertRow(dbKey driver.Value, raw int64, now float64, expire, tag driver.Value, st stored) (int64, error) {
+	return tx.cn.insert(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		dbKey, raw, now, expire, now, int64(0), tag, st.size, st.mode, st.filename, st.value)
-	return err
 }
 
 // Add stores value only if key has no live item; it reports whether it did.
@@ -267,7 +289,7 @@ func (tx *Tx) addStored(key kv.Key, st stored, opts kv.SetOptions) (bool, error)
 		tx.removeAfterCommit(row[1])
 		err = tx.updateRow(row[0].(int64), now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
 	} else {
-		err = tx.insertRow(dbKey, raw, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
+		_, err = tx.insertRow(dbKey, raw, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st)
 	}
 	if err != nil {
 		return false, err
@@ -679,7 +701,7 @@ func (tx *Tx) Incr(key kv.Key, delta, def kv.Value) (kv.Value, error) {
 		tx.removeAfterCommit(row[2])
 		err = tx.updateRow(row[0].(int64), now, nil, nil, st)
 	} else {
-		err = tx.insertRow(dbKey, raw, now, nil, nil, st)
+		_, err = tx.insertRow(dbKey, raw, now, nil, nil, st)
 	}
 	if err != nil {
 		return kv.Value{}, err

@@ -137,7 +137,7 @@ func (tx *Tx) pushStored(st stored, q QueueOptions, opts kv.SetOptions) (kv.Key,
 	}
 	now := tx.now()
 	dbKey, _ := dbKey(key)
-	if err := tx.insertRow(dbKey, 1, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st); err != nil {
+	if _, err := tx.insertRow(dbKey, 1, now, expireAt(opts.Expire, now), dbTag(opts.Tag), st); err != nil {
 		return kv.Key{}, err
 	}
 	return key, tx.cull(now)

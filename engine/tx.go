@@ -20,8 +20,9 @@ type Tx struct {
 	cn      *conn
 	s       *Settings
 	ctx     context.Context
-	doomed  []string // value files to remove once the transaction commits
-	created []string // value files to remove if it rolls back
+	doomed  []string   // value files to remove once the transaction commits
+	created []string   // value files to remove if it rolls back
+	hot     []hotWrite // values to keep in memory once it commits
 }
 
 // Transact runs fn in one write transaction: the changes of every operation
@@ -306,6 +307,13 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 	}
 	c.w.committed = true // see lead: a WAL checkpoint may be due
 	c.release(cn)
+	if c.hot != nil {
+		for _, tx := range txs {
+			if tx != nil && len(tx.hot) > 0 {
+				c.hot.committed(tx.hot)
+			}
+		}
+	}
 	// Only now that no committed row names them may the files go.
 	for _, tx := range txs {
 		if tx != nil {
