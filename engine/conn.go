@@ -84,11 +84,7 @@ func (c *conn) bind(args []any) []driver.NamedValue {
 
 // exec runs a statement and returns the number of rows it changed.
 func (c *conn) exec(q string, args ...any) (int64, error) {
-	s, err := c.stmt(q)
-	if err != nil {
-		return 0, err
-	}
-	r, err := s.ExecContext(noCancel, c.bind(args))
+	r, err := c.run(q, args)
 	if err != nil {
 		return 0, err
 	}
@@ -97,15 +93,20 @@ func (c *conn) exec(q string, args ...any) (int64, error) {
 
 // insert runs an INSERT and returns the new row's rowid.
 func (c *conn) insert(q string, args ...any) (int64, error) {
-	s, err := c.stmt(q)
-	if err != nil {
-		return 0, err
-	}
-	r, err := s.ExecContext(noCancel, c.bind(args))
+	r, err := c.run(q, args)
 	if err != nil {
 		return 0, err
 	}
 	return r.LastInsertId()
+}
+
+// run executes q through the statement cache.
+func (c *conn) run(q string, args []any) (driver.Result, error) {
+	s, err := c.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(noCancel, c.bind(args))
 }
 
 // execCached runs an argument-less statement through the statement cache
