@@ -506,7 +506,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, fr
 		}
 		return fail(err)
 	}
-	b := &body{t: t, c: c, stop: stop}
+	b := &body{t: t, c: c, ctx: ctx, stop: stop}
 	resp = &http.Response{
 		Status: fmt.Sprintf("%d %s", head.status, http.StatusText(head.status)), StatusCode: head.status,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
@@ -570,11 +570,12 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, fr
 type body struct {
 	t    *Transport
 	c    *conn
-	stop func() bool // stops closing c when the request's context ends
-	pre  []byte      // an answer's first chunk, read with its head
-	left int         // bytes left in the current chunk
-	want int64       // the answer's Content-Length, -1 if unknown
-	got  int64       // bytes read so far
+	ctx  context.Context // the request's: once it ends, reads fail
+	stop func() bool     // stops closing c when the request's context ends
+	pre  []byte          // an answer's first chunk, read with its head
+	left int             // bytes left in the current chunk
+	want int64           // the answer's Content-Length, -1 if unknown
+	got  int64           // bytes read so far
 
 	mu     sync.Mutex
 	done   bool // the end mark was read
@@ -583,6 +584,11 @@ type body struct {
 }
 
 func (b *body) Read(p []byte) (int, error) {
+	// The context's end also closes the connection, but asynchronously:
+	// what the socket already holds could still be read meanwhile.
+	if err := b.ctx.Err(); err != nil && b.err == nil {
+		return 0, b.fail(err)
+	}
 	if len(b.pre) > 0 {
 		n := copy(p, b.pre)
 		b.pre = b.pre[n:]
