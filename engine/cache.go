@@ -69,7 +69,8 @@ type Options struct {
 	// less, as the log then never outgrows its file): off by default.
 	BackgroundCheckpoints bool
 	// HotBytes, when positive, keeps up to that many bytes of the values
-	// read last in memory (values held in the database, not value files),
+	// read or written last in memory (values held in the database, not
+	// value files),
 	// so that gets they answer run no SQL while the eviction policy and
 	// statistics make gets read-only. Only for a process that is the
 	// database's only writer: a change another process makes is not seen.
@@ -302,10 +303,9 @@ func (c *Cache) applyPragmas(cn *conn) error {
 		{"cache_size", s.SQLiteCacheSize},
 		{"mmap_size", s.SQLiteMmapSize},
 		{"synchronous", s.SQLiteSynchronous},
-		// Checkpoint when the log reaches about WALSizeLimit, inside the
-		// COMMIT that takes it there, or (0) in the background
-		// (checkpoint.go). Truncate the log back to WALSizeLimit when it
-		// restarts (SQLite would keep it at its largest).
+		// Checkpoint every autoCheckpoint pages of log, inside the COMMIT
+		// that gets there, or (0) in the background (checkpoint.go); see
+		// journalSizeLimit for what the -wal file is cut back to.
 		{"wal_autocheckpoint", c.autoCheckpoint},
 		{"journal_size_limit", c.journalSizeLimit()},
 	} {
