@@ -8,10 +8,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -20,12 +23,22 @@ import (
 	"sigs.k8s.io/kube-network-policies/pkg/networkpolicy"
 )
 
+// childEnv marks the process that runs the controller.
+const childEnv = "DISKCACHE_NETPOL_CHILD"
+
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the node")
 	node := flag.String("hostname-override", "", "name of the Node (default: the hostname)")
 	queue := flag.Int("nfqueue-id", 98, "NFQUEUE the rules send packets to")
 	klog.InitFlags(nil)
 	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if os.Getenv(childEnv) == "" {
+		supervise(ctx)
+		return
+	}
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
@@ -35,9 +48,6 @@ func main() {
 	if err != nil {
 		klog.Fatalf("client: %v", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	factory := informers.NewSharedInformerFactory(client, 0)
 	c, err := networkpolicy.NewController(client,
 		factory.Networking().V1().NetworkPolicies(), factory.Core().V1().Namespaces(), factory.Core().V1().Pods(),
@@ -51,5 +61,46 @@ func main() {
 	// policy's pods are reachable again, as without an enforcer).
 	if err := c.Run(ctx); err != nil {
 		klog.Fatalf("network policy controller: %v", err)
+	}
+}
+
+// supervise runs the controller in a child process and starts a new one
+// whenever it dies, until ctx ends. kube-network-policies v0.8.0 panics on
+// a packet from a pod IP its informer has not seen yet (with NRI off, which
+// containerd 1.6 lacks, it dereferences the missing NRI plugin), and a
+// pod's first connection can race its IP's publication: the next child
+// knows the pod. Meanwhile the NFQUEUE rule's --queue-bypass lets packets
+// through, as with no enforcer.
+func supervise(ctx context.Context) {
+	self, err := os.Executable()
+	if err != nil {
+		klog.Fatalf("netpol: %v", err)
+	}
+	for {
+		cmd := exec.Command(self, os.Args[1:]...)
+		cmd.Env = append(os.Environ(), childEnv+"=1")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			klog.Fatalf("netpol: starting the controller: %v", err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			<-done
+			return
+		case err := <-done:
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) && err != nil {
+				klog.Fatalf("netpol: the controller: %v", err)
+			}
+			klog.Errorf("netpol: the controller exited (%v); starting a new one", err)
+		}
+		select { // at most one restart a second
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
 }
