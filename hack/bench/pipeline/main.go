@@ -112,7 +112,7 @@ func run(addr string, frames bool, conns, depth, keys int, d time.Duration) (int
 			defer c.Close()
 			br := bufio.NewReaderSize(c, 64<<10)
 			if frames {
-				check(upgrade(c, br))
+				check(loadgen.UpgradeToFrames(c, br))
 			}
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			var req []byte
@@ -120,7 +120,8 @@ func run(addr string, frames bool, conns, depth, keys int, d time.Duration) (int
 				req = req[:0]
 				for range depth {
 					if frames {
-						req = appendFrame(req, loadgen.KeyPath(rng.IntN(keys)))
+						req, err = loadgen.AppendFrameHead(req, "GET", loadgen.KeyPath(rng.IntN(keys)), nil)
+						check(err)
 					} else {
 						req = append(req, "GET "+loadgen.KeyPath(rng.IntN(keys))+" HTTP/1.1\r\nHost: bench\r\n\r\n"...)
 					}
@@ -140,38 +141,6 @@ func run(addr string, frames bool, conns, depth, keys int, d time.Duration) (int
 	}
 	wg.Wait()
 	return total.Load(), time.Since(start).Seconds()
-}
-
-// upgrade switches c to frames.
-func upgrade(c net.Conn, br *bufio.Reader) error {
-	if _, err := io.WriteString(c, "GET /v1/frames HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: diskcache-frames/1\r\n\r\n"); err != nil {
-		return err
-	}
-	line, err := br.ReadSlice('\n')
-	if err != nil {
-		return err
-	}
-	if !bytes.HasPrefix(line, []byte("HTTP/1.1 101")) {
-		return fmt.Errorf("upgrade answered %q", line)
-	}
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return err
-		}
-		if len(line) <= 2 {
-			return nil
-		}
-	}
-}
-
-// appendFrame appends the request frame of a GET of target.
-func appendFrame(b []byte, target string) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(1+4+len(target)+1))
-	b = append(b, 1)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(target)))
-	b = append(b, target...)
-	return append(b, 0)
 }
 
 // readFrame reads one 200 answer frame.

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
@@ -21,11 +22,14 @@ func DialFrames(addr string) (*Conn, error) {
 }
 
 // upgrade switches the connection just dialled to frames.
-func (h *Conn) upgrade() error {
-	if _, err := io.WriteString(h.c, "GET /v1/frames HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: diskcache-frames/1\r\n\r\n"); err != nil {
+func (h *Conn) upgrade() error { return UpgradeToFrames(h.c, h.br) }
+
+// UpgradeToFrames switches c, read through br, to frames (no auth).
+func UpgradeToFrames(c net.Conn, br *bufio.Reader) error {
+	if _, err := io.WriteString(c, "GET /v1/frames HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: diskcache-frames/1\r\n\r\n"); err != nil {
 		return err
 	}
-	line, err := h.br.ReadSlice('\n')
+	line, err := br.ReadSlice('\n')
 	if err != nil {
 		return err
 	}
@@ -33,7 +37,7 @@ func (h *Conn) upgrade() error {
 		return fmt.Errorf("upgrade to frames answered %q", bytes.TrimSpace(line))
 	}
 	for {
-		line, err := h.br.ReadSlice('\n')
+		line, err := br.ReadSlice('\n')
 		if err != nil {
 			return err
 		}
@@ -46,29 +50,37 @@ func (h *Conn) upgrade() error {
 // frameMethods are the method codes of a request frame.
 var frameMethods = map[string]byte{"GET": 1, "HEAD": 2, "PUT": 3, "POST": 4, "DELETE": 5, "PATCH": 6}
 
-// doFrame sends one request frame and reads its answer frame; it returns
-// the status and the body length.
-func (h *Conn) doFrame(method, path string, value []byte) (int, int, error) {
+// AppendFrameHead appends a request frame up to its body: the body, value,
+// follows it (a bytes value, when not nil).
+func AppendFrameHead(b []byte, method, path string, value []byte) ([]byte, error) {
 	code, ok := frameMethods[method]
 	if !ok {
-		return 0, 0, fmt.Errorf("no frame for method %s", method)
+		return b, fmt.Errorf("no frame for method %s", method)
 	}
 	const typeName, typeValue = "Diskcache-Value-Type", "bytes"
 	size := 1 + 4 + len(path) + 1 + len(value)
 	if value != nil {
 		size += 1 + len(typeName) + 4 + len(typeValue)
 	}
-	b := binary.BigEndian.AppendUint32(h.hdr[:0], uint32(size))
+	b = binary.BigEndian.AppendUint32(b, uint32(size))
 	b = append(b, code)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(path)))
 	b = append(b, path...)
 	if value == nil {
-		b = append(b, 0)
-	} else {
-		b = append(b, 1, byte(len(typeName)))
-		b = append(b, typeName...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(typeValue)))
-		b = append(b, typeValue...)
+		return append(b, 0), nil
+	}
+	b = append(b, 1, byte(len(typeName)))
+	b = append(b, typeName...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(typeValue)))
+	return append(b, typeValue...), nil
+}
+
+// doFrame sends one request frame and reads its answer frame; it returns
+// the status and the body length.
+func (h *Conn) doFrame(method, path string, value []byte) (int, int, error) {
+	b, err := AppendFrameHead(h.hdr[:0], method, path, value)
+	if err != nil {
+		return 0, 0, err
 	}
 	h.hdr = b
 	bufs := net.Buffers{b}
