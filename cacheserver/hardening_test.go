@@ -739,12 +739,12 @@ func diskUse(t *testing.T, dir string) (total int64, byKind map[string]int64) {
 // TestDiskUseStaysNearSizeLimit writes four times the size limit in small
 // and file-backed values to the server's cache and to a named cache, and
 // checks that the data directory stays within the documented overhead:
-// size_limit, plus at most 2 MiB of write-ahead log and 64 KiB of other
+// size_limit, plus at most 8 MiB of write-ahead log and 64 KiB of other
 // database overhead per database, plus the disk reserve; a new named cache
 // is limited to one fanout database's share of size_limit.
 func TestDiskUseStaysNearSizeLimit(t *testing.T) {
 	const limit, fanout, reserve = 10_000_000, 8, 1 << 20
-	const share, perDatabase = limit / fanout, 2<<20 + 64<<10
+	const share, perDatabase = limit / fanout, 8<<20 + 64<<10
 	srv, c := startServer(t, "--size-limit", strconv.Itoa(limit), "--fanout", strconv.Itoa(fanout),
 		"--disk-reserve-bytes", strconv.Itoa(reserve))
 	fill := func(cache *client.Cache, bytes int) {

@@ -44,6 +44,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"sizeLimit above default storage.size", "sizeLimit: 3Gi", "sizeLimit must leave headroom on the volume"},
 		{"sizeLimit equal to storage.size", "sizeLimit: 10Gi\nstorage:\n  size: 10Gi", "sizeLimit must leave headroom on the volume"},
 		{"sizeLimit without room for the logs", "sizeLimit: 900Mi\nstorage:\n  size: 1Gi\nfanout: 64", "sizeLimit must leave headroom on the volume"},
+		{"sizeLimit just past the headroom", "sizeLimit: 842Mi\nstorage:\n  size: 1Gi\nfanout: 8", "sizeLimit must leave headroom on the volume"},
 		{"malformed sizeLimit", "sizeLimit: 1GB", "spec.sizeLimit"},
 		{"word as sizeLimit", "sizeLimit: lots", "spec.sizeLimit"},
 		{"negative sizeLimit", "sizeLimit: -1Gi", "sizeLimit must be positive"},
@@ -88,8 +89,8 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		if err := k8s.Create(bg, u); err != nil {
 			t.Errorf("rejected: %v", err)
 		}
-		// 90% of 1Gi less 8 × 2Mi and 16Mi is 889.6Mi.
-		u = rawDiskCache(t, ns, "headroom", "sizeLimit: 889Mi\nstorage:\n  size: 1Gi\nfanout: 8")
+		// 90% of 1Gi less 8 × 8Mi and 16Mi is 841.6Mi.
+		u = rawDiskCache(t, ns, "headroom", "sizeLimit: 841Mi\nstorage:\n  size: 1Gi\nfanout: 8")
 		if err := k8s.Create(bg, u); err != nil {
 			t.Errorf("sizeLimit within the headroom rule rejected: %v", err)
 		}

@@ -32,7 +32,7 @@ import (
 const (
 	// WALSizeLimit is the write-ahead log size past which a checkpoint is
 	// due, and what journal_size_limit cuts the -wal file back to.
-	WALSizeLimit = 1 << 20
+	WALSizeLimit = 4 << 20
 	// walAutoCheckpointPages is wal_autocheckpoint without
 	// Options.BackgroundCheckpoints: SQLite's default, which python-diskcache
 	// keeps (a log of about 4 MiB with 4 KiB pages).

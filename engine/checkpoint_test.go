@@ -12,8 +12,8 @@ import (
 )
 
 // ckWALBound is the write-ahead log bound per database that docs/crd.md
-// states: about 2 MiB.
-const ckWALBound = 2 << 20
+// states: about 8 MiB.
+const ckWALBound = 8 << 20
 
 // ckWriteOne stores a 1000-byte value under a key of its own: a few pages
 // of log per write.

@@ -70,7 +70,7 @@ const (
 // field rolls the shards one at a time.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.shards) || ((!has(self.autoscaling.minShards) || self.shards >= self.autoscaling.minShards) && (!has(self.autoscaling.maxShards) || self.shards <= self.autoscaling.maxShards))",message="spec.shards must be within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled"
-// +kubebuilder:validation:XValidation:rule="!has(self.sizeLimit) || !has(self.storage) || !has(self.storage.size) || !isQuantity(string(self.sizeLimit)) || !isQuantity(string(self.storage.size)) || quantity(string(self.sizeLimit)).asApproximateFloat() <= quantity(string(self.storage.size)).asApproximateFloat() * 0.9 - double(has(self.fanout) ? self.fanout : 8) * 2097152.0 - 16777216.0",message="sizeLimit must leave headroom on the volume: at most 90% of storage.size less 2Mi per fanout database (write-ahead logs) and 16Mi (the full-disk reserve); see docs/crd.md"
+// +kubebuilder:validation:XValidation:rule="!has(self.sizeLimit) || !has(self.storage) || !has(self.storage.size) || !isQuantity(string(self.sizeLimit)) || !isQuantity(string(self.storage.size)) || quantity(string(self.sizeLimit)).asApproximateFloat() <= quantity(string(self.storage.size)).asApproximateFloat() * 0.9 - double(has(self.fanout) ? self.fanout : 8) * 8388608.0 - 16777216.0",message="sizeLimit must leave headroom on the volume: at most 90% of storage.size less 8Mi per fanout database (write-ahead logs) and 16Mi (the full-disk reserve); see docs/crd.md"
 type DiskCacheSpec struct {
 	// Shards is the number of cache server pods; keys are spread across them
 	// by consistent hashing. Each shard has its own volume.
@@ -93,7 +93,7 @@ type DiskCacheSpec struct {
 
 	// SizeLimit is how many bytes of cached data one shard keeps before
 	// culling (python-diskcache's size_limit). At most 90% of storage.size
-	// less 2Mi per fanout database and 16Mi, for the write-ahead logs and
+	// less 8Mi per fanout database and 16Mi, for the write-ahead logs and
 	// the full-disk reserve. Live.
 	// +kubebuilder:default="1Gi"
 	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="sizeLimit must be positive"
