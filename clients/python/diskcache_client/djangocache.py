@@ -26,7 +26,8 @@ import logging
 import time
 
 from asgiref.sync import sync_to_async
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
+from django.core.cache.backends.base import (DEFAULT_TIMEOUT, MEMCACHE_MAX_KEY_LENGTH, BaseCache,
+                                             default_key_func)
 from django.core.exceptions import ImproperlyConfigured
 
 from . import ops, wire
@@ -35,6 +36,14 @@ from .errors import CacheServerError, ServerUnavailable, Timeout
 from .memo import ENOVAL, args_to_key, full_name
 from .persistent import Deque, Index
 from .transport import shared_client
+
+
+def _memcache_safe(key):
+    """True when Django's memcache_key_warnings has nothing to say about
+    ``key``: at most MEMCACHE_MAX_KEY_LENGTH characters, none of them a
+    control character, a space or DEL (checked in C, not per character)."""
+    return (len(key) <= MEMCACHE_MAX_KEY_LENGTH and key.isascii() and key.isprintable()
+            and ' ' not in key)
 
 log = logging.getLogger('diskcache_client.djangocache')
 
@@ -147,6 +156,9 @@ class DjangoCache(BaseCache):
         self._keys_on_loop = (self.key_func is default_key_func
                               and type(self).make_key is BaseCache.make_key
                               and type(self).validate_key is BaseCache.validate_key)
+        # Django's validate_key warns about keys memcached would refuse; a key
+        # that plainly has nothing to warn about skips its per-character loop.
+        self._plain_validation = type(self).validate_key is BaseCache.validate_key
 
     # -- plumbing -------------------------------------------------------------
 
@@ -157,7 +169,7 @@ class DjangoCache(BaseCache):
 
     def _key(self, key, version=None):
         key = self.make_key(key, version=version)
-        if isinstance(key, str):
+        if isinstance(key, str) and not (self._plain_validation and _memcache_safe(key)):
             self.validate_key(key)
         return key
 

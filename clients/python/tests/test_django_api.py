@@ -623,8 +623,10 @@ def test_key_validation_warnings(cache):
     # CacheKeyWarning, and still work here.
     cases = [
         'key with spaces and 清',
+        'ascii key with spaces',
         'a' * 251,
         'ctrl\x01char',
+        'del\x7fchar',
     ]
     for key in cases:
         with pytest.warns(CacheKeyWarning):
