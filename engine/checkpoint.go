@@ -20,9 +20,12 @@ import (
 // when the log does: journal_size_limit cuts it back to WALSizeLimit when
 // the log restarts, and a restarted log is written from its start again.
 //
-// The log stays bounded when background checkpoints cannot keep up (writes
-// arriving while one runs keep the log from ever being fully copied, so it
-// never restarts; or readers pin old frames): past walRestartSize the
+// Writes that keep arriving while the background copies keep the log from
+// ever being fully copied, so it never restarts: the background then leaves
+// the rest to the next writer (finishDue), which copies the frames written
+// since and restarts the log in its turn, when no other write of this
+// process can add to it. The log stays bounded when background checkpoints
+// cannot keep up (readers pin old frames): past walRestartSize the
 // background checkpoint ends with a RESTART, which holds writers off for
 // the few frames copied last and waits (briefly) for readers; past
 // walInlineSize the writer itself checkpoints after its commit (once the
@@ -57,14 +60,20 @@ type checkpointer struct {
 	// restarting: the goroutine's own write (restartLog) runs, whose
 	// nudge does not count.
 	restarting bool
-	stopped    bool // Close was called: start no goroutine
-	wg         sync.WaitGroup
+	// finishDue: the background PASSIVE checkpoint copied the log but not
+	// the frames written while it ran, so the log cannot restart; the next
+	// writer finishes the copy with a RESTART in its turn (afterCommit),
+	// when no write of this process can add frames. Until then the
+	// background does not checkpoint again.
+	finishDue atomic.Bool
+	stopped   bool // Close was called: start no goroutine
+	wg        sync.WaitGroup
 	// run is held by the checkpoint running in this process: a writer's
 	// inline checkpoint waits for the background one.
 	run sync.Mutex
 
 	// Checkpoints run, by where they ran: tests read them.
-	background, inline atomic.Int64
+	background, inline, finished atomic.Int64
 	// hook, when set (by tests, before the first write), is called in the
 	// background goroutine before each checkpoint it considers.
 	hook func()
@@ -97,6 +106,13 @@ func (c *Cache) walSize() int64 {
 func (c *Cache) afterCommit() {
 	size := c.walSize()
 	if size <= WALSizeLimit {
+		if c.ck.finishDue.Load() {
+			c.ck.finishDue.Store(false) // the log restarted meanwhile
+		}
+		return
+	}
+	if c.ck.finishDue.Swap(false) {
+		c.finishCheckpoint()
 		return
 	}
 	if size <= walInlineSize {
@@ -117,6 +133,32 @@ func (c *Cache) afterCommit() {
 	_, _ = c.checkpoint(cn, "PASSIVE") // busy: another process checkpoints
 	c.ck.run.Unlock()
 	c.release(cn)
+}
+
+// finishCheckpoint copies the frames written since the background
+// checkpoint's PASSIVE pass, in a writer's turn: no write of this process
+// can add frames meanwhile, so the RESTART waits only for readers (at most
+// walRestartWait), and the write that follows it in the same turn restarts
+// the log. Writes of this process wait for both, as for the inline
+// checkpoint, but it copies only what the background pass left.
+func (c *Cache) finishCheckpoint() {
+	cn, err := c.acquire(noCancel)
+	if err != nil {
+		return // closed
+	}
+	c.ck.finished.Add(1)
+	c.ck.run.Lock()
+	copied, _ := c.restartCheckpoint(cn)
+	c.ck.run.Unlock()
+	c.release(cn)
+	if !copied {
+		return // readers hold old frames: the background tries again
+	}
+	// Restart the log now, in this turn, before another write can add to
+	// it: the write that restarts it syncs its header and cuts the file.
+	job := &writeJob{ctx: noCancel, op: "checkpoint", fn: restartWrite, done: make(chan struct{}), lead: make(chan struct{})}
+	c.runBatch([]*writeJob{job})
+	c.w.committed = false
 }
 
 // nudgeCheckpointer starts the background checkpoint, or has the running
@@ -172,7 +214,7 @@ func (c *Cache) checkpointDue() {
 		k()
 	}
 	size := c.walSize()
-	if size <= WALSizeLimit {
+	if size <= WALSizeLimit || c.ck.finishDue.Load() {
 		return
 	}
 	cn, err := c.acquire(noCancel)
@@ -190,6 +232,12 @@ func (c *Cache) checkpointDue() {
 	if copied {
 		c.restartLog()
 	}
+	if err == nil && c.walSize() > WALSizeLimit {
+		// Writes came in after the pass, so the log did not restart: passes
+		// of its own would each copy a few frames and sync both files while
+		// more come in, until the log reached walRestartSize.
+		c.ck.finishDue.Store(true)
+	}
 }
 
 // restartLog makes a write that changes nothing (a Settings row added and
@@ -205,19 +253,21 @@ func (c *Cache) restartLog() {
 	k.mu.Lock()
 	k.restarting = true
 	k.mu.Unlock()
-	_ = c.transact(noCancel, "checkpoint", func(tx *Tx) error {
-		// A row added and removed: SQLite skips rewriting a page with the
-		// bytes it holds, so an UPDATE to the same value would write
-		// nothing.
-		if _, err := tx.cn.exec(`INSERT INTO Settings VALUES ('_wal_restart', 0)`); err != nil {
-			return err
-		}
-		_, err := tx.cn.exec(`DELETE FROM Settings WHERE key = '_wal_restart'`)
-		return err
-	})
+	_ = c.transact(noCancel, "checkpoint", restartWrite)
 	k.mu.Lock()
 	k.restarting = false
 	k.mu.Unlock()
+}
+
+// restartWrite is a write that changes nothing: a Settings row added and
+// removed (SQLite skips rewriting a page with the bytes it holds, so an
+// UPDATE to the same value would write nothing).
+func restartWrite(tx *Tx) error {
+	if _, err := tx.cn.exec(`INSERT INTO Settings VALUES ('_wal_restart', 0)`); err != nil {
+		return err
+	}
+	_, err := tx.cn.exec(`DELETE FROM Settings WHERE key = '_wal_restart'`)
+	return err
 }
 
 // restartCheckpoint copies what is left of the log and waits, at most

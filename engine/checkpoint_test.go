@@ -138,6 +138,33 @@ func TestWALStaysBounded(t *testing.T) {
 	}
 }
 
+// TestSustainedWritesCheckpointOncePerCycle writes from one goroutine
+// without a pause, so that frames keep coming while the background
+// checkpoint copies: each time the log fills, one background pass copies
+// it and the writer finishes it in its turn, restarting the log. Passes
+// that each copied a few new frames and synced both files, over and over
+// until the log reached walRestartSize, are what this guards against.
+func TestSustainedWritesCheckpointOncePerCycle(t *testing.T) {
+	c := openBackground(t)
+	restarts, last := 0, int64(0)
+	for i := 0; restarts < 6; i++ {
+		utSet(t, c, kv.TextKey(fmt.Sprintf("key-%03d", i%500)), kv.Bytes(utBig(1000, byte(i))), kv.SetOptions{})
+		size := c.walSize()
+		if size < last { // the log restarted, and its file was cut back
+			restarts++
+		}
+		last = size
+		if i > 200_000 {
+			t.Fatalf("the log restarted %d times in %d writes", restarts, i)
+		}
+	}
+	bg, inline, finished := c.ck.background.Load(), c.ck.inline.Load(), c.ck.finished.Load()
+	t.Logf("%d log restarts: %d background passes, %d finished by a writer, %d inline", restarts, bg, finished, inline)
+	if bg > 2*int64(restarts)+2 {
+		t.Errorf("%d background checkpoints for %d log restarts; want at most 2 per restart", bg, restarts)
+	}
+}
+
 // TestCheckpointerEndsWithClose closes a cache while its background
 // checkpoint runs and has been nudged again: once Close returns, the
 // goroutine has ended, and a nudge after Close starts none.
