@@ -180,7 +180,7 @@ BENCH_DIR ?= docs/benchmarks
 .PHONY: bench-json
 bench-json: ## Run bench, bench-server (1-64 connections), bench-django, bench-routing and bench-rebalance, 3 rounds each where they take rounds, writing JSON and markdown tables into $(BENCH_DIR) (10-15 minutes; then make bench-plots).
 	mkdir -p $(BENCH_DIR)
-	PYTHON=$(PYTHON) $(GO) run ./hack/bench/engine -systems engine,raw,python -json $(BENCH_DIR)/engine.json > $(BENCH_DIR)/engine.md
+	PYTHON=$(PYTHON) $(GO) run ./hack/bench/engine -systems engine,engine-server,raw,python -json $(BENCH_DIR)/engine.json > $(BENCH_DIR)/engine.md
 	$(GO) run ./hack/bench/server -conns 1,4,16,64 -sizes 100 -rounds 3 -json $(BENCH_DIR)/server.json > $(BENCH_DIR)/server.md
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py --rounds 3 --json $(BENCH_DIR)/django.json > $(BENCH_DIR)/django.md
 	$(GO) run ./hack/bench/routing -json $(BENCH_DIR)/routing.json > $(BENCH_DIR)/routing.md

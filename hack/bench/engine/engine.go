@@ -7,15 +7,26 @@ import (
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
-// engineStore is one engine.Cache with default options, shared by every
-// worker goroutine.
+// defaultOptions are the library's defaults, as python-diskcache's Cache.
+var defaultOptions = engine.Options{}
+
+// serverOptions are the engine options the cacheserver gives each of its
+// fanout databases (cacheserver.New): hot values get the share of one of
+// DefaultFanout databases in the server's default 32 MiB.
+var serverOptions = engine.Options{
+	HotBytes:              (32 << 20) / engine.DefaultFanout,
+	BackgroundCheckpoints: true,
+	BatchYield:            true,
+}
+
+// engineStore is one engine.Cache, shared by every worker goroutine.
 type engineStore struct {
 	ctx context.Context
 	c   *engine.Cache
 }
 
-func openEngine(ctx context.Context, dir string) (store, error) {
-	c, err := engine.Open(ctx, dir, engine.Options{})
+func openEngine(ctx context.Context, dir string, opts engine.Options) (store, error) {
+	c, err := engine.Open(ctx, dir, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -38,8 +38,12 @@ var pythonBench []byte
 
 const (
 	sysEngine = "engine"
-	sysRaw    = "raw"
-	sysPython = "python"
+	// sysEngineServer is the engine with the options the cacheserver gives
+	// each fanout database: hot values (its share of the default 32 MiB),
+	// background checkpoints and batch yields.
+	sysEngineServer = "engine-server"
+	sysRaw          = "raw"
+	sysPython       = "python"
 )
 
 type config struct {
@@ -77,7 +81,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&workers, "workers", "1,8", "comma-separated worker counts (goroutines for Go, processes for Python)")
 	flag.StringVar(&fanoutWorkers, "fanout-workers", "8", "comma-separated worker counts for the FanoutCache systems")
 	flag.StringVar(&systems, "systems", "engine,raw,python,fanout4,fanout8,pyfanout4,pyfanout8",
-		"comma-separated systems to run: engine, raw, python (Cache, -workers), fanoutN (Go FanoutCache with a fanout of N), pyfanoutN (python-diskcache FanoutCache; both -fanout-workers)")
+		"comma-separated systems to run: engine, engine-server (the engine with the cacheserver's options), raw, python (Cache, -workers), fanoutN (Go FanoutCache with a fanout of N), pyfanoutN (python-diskcache FanoutCache; both -fanout-workers)")
 	flag.StringVar(&cfg.python, "python", defPython, "python interpreter with python-diskcache (the default is $PYTHON when set)")
 	flag.BoolVar(&cfg.skipPython, "skip-python", false, "do not run python-diskcache")
 	flag.StringVar(&cfg.dir, "dir", "", "directory under which each run gets a fresh temporary directory (default: the system temp dir)")
@@ -105,10 +109,10 @@ func parseFlags() (config, error) {
 	cfg.systems = map[string]bool{}
 	for _, f := range strings.Split(systems, ",") {
 		switch f = strings.TrimSpace(f); {
-		case f == sysEngine, f == sysRaw, f == sysPython, isFanout(f):
+		case f == sysEngine, f == sysEngineServer, f == sysRaw, f == sysPython, isFanout(f):
 			cfg.systems[f] = true
 		default:
-			return cfg, fmt.Errorf("bad -systems entry %q (engine, raw, python, fanoutN, pyfanoutN)", f)
+			return cfg, fmt.Errorf("bad -systems entry %q (engine, engine-server, raw, python, fanoutN, pyfanoutN)", f)
 		}
 	}
 	if cfg.skipPython {
@@ -219,7 +223,7 @@ func run() error {
 		profiled bool
 	}
 	var jobs []job
-	order := []string{sysEngine, sysRaw, sysPython}
+	order := []string{sysEngine, sysEngineServer, sysRaw, sysPython}
 	fanouts := fanoutOrder(cfg.systems)
 	// round lists one round's runs: the Cache systems at every -workers
 	// count, then the FanoutCache systems at every -fanout-workers count.
@@ -388,6 +392,7 @@ func writeReport(w io.Writer, cfg config, machine []string, results, fanoutResul
 				fmt.Fprintf(w, "- %s\n", v)
 			}
 		}
+		writeServerRatios(w, results, cfg.workers)
 	}
 	if len(fanoutResults) > 0 {
 		writeFanoutReport(w, fanoutResults, results)
@@ -400,9 +405,12 @@ func runGo(ctx context.Context, cfg config, sys, dir string, workers int) (Resul
 		st  store
 		err error
 	)
-	if sys == sysEngine {
-		st, err = openEngine(ctx, dir)
-	} else {
+	switch sys {
+	case sysEngine:
+		st, err = openEngine(ctx, dir, defaultOptions)
+	case sysEngineServer:
+		st, err = openEngine(ctx, dir, serverOptions)
+	default:
 		st, err = openRaw(dir, cfg.rawTriggers)
 	}
 	if err != nil {

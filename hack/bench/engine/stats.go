@@ -137,9 +137,10 @@ func fmtNS(ns int64) string {
 }
 
 var systemTitles = map[string]string{
-	sysEngine: "Go engine",
-	sysRaw:    "raw SQLite",
-	sysPython: "python-diskcache",
+	sysEngine:       "Go engine",
+	sysEngineServer: "Go engine, server options",
+	sysRaw:          "raw SQLite",
+	sysPython:       "python-diskcache",
 }
 
 // systemTitle names a system in tables and progress lines.
@@ -268,4 +269,40 @@ func writeRatios(w io.Writer, results []Result, workers []int) []string {
 		}
 	}
 	return verdicts
+}
+
+// writeServerRatios prints the engine as the cacheserver runs it (hot
+// values in memory, background checkpoints) against the library defaults
+// and raw SQLite, when it ran: what a server's request pays in the engine.
+func writeServerRatios(w io.Writer, results []Result, workers []int) {
+	header := false
+	for _, n := range workers {
+		sv, ok := find(results, sysEngineServer, n)
+		if !ok {
+			continue
+		}
+		if !header {
+			fmt.Fprint(w, "\n### The engine with the cacheserver's options\n\n")
+			fmt.Fprintln(w, "| workers | op | pct | Go engine, server options | Go engine | raw SQLite | server options ÷ raw |")
+			fmt.Fprintln(w, "|--:|---|---|--:|--:|--:|--:|")
+			header = true
+		}
+		e, eok := find(results, sysEngine, n)
+		r, rok := find(results, sysRaw, n)
+		for _, op := range opNames {
+			for _, sel := range pcts[:3] {
+				cell := func(res Result, ok bool) string {
+					if !ok {
+						return "n/a"
+					}
+					return fmtNS(sel.get(res.Ops[op]))
+				}
+				ratio := "n/a"
+				if v, d := sel.get(sv.Ops[op]), sel.get(r.Ops[op]); rok && v > 0 && d > 0 {
+					ratio = fmt.Sprintf("%.2fx", float64(v)/float64(d))
+				}
+				fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s |\n", n, op, sel.name, cell(sv, true), cell(e, eok), cell(r, rok), ratio)
+			}
+		}
+	}
 }

@@ -31,7 +31,7 @@ COLORS = {
     'cacheserver': '#1f77b4', 'cacheserver-floor': '#7fb3e0', 'cacheserver-http': '#17becf', 'diskcache': '#2ca02c',
     'django-redis': '#d62728', 'memcached': '#9467bd', 'redis': '#d62728',
     'cacheserver-3-forwarding': '#ff7f0e', 'cacheserver-3-smart': '#8c564b',
-    'engine': '#1f77b4', 'raw': '#7f7f7f', 'python': '#2ca02c', 'cacheserver-frames': '#17becf',
+    'engine': '#1f77b4', 'engine-server': '#9467bd', 'raw': '#7f7f7f', 'python': '#2ca02c', 'cacheserver-frames': '#17becf',
 }
 
 # The floor is not a product; the three-shard rows are another layout.
@@ -117,20 +117,22 @@ def server_throughput(doc, out):
 
 
 def engine_latency(doc, out):
-    names = {'engine': 'Go engine', 'raw': 'raw SQLite', 'python': 'python-diskcache'}
+    names = {'engine': 'Go engine', 'engine-server': 'Go engine, server options',
+             'raw': 'raw SQLite', 'python': 'python-diskcache'}
     rows = [r for r in doc['results'] if r['system'] in names and not r.get('skipped')]
     workers = sorted({r['workers'] for r in rows})
     fig, axes = plt.subplots(1, len(workers), figsize=(11, 4.6), squeeze=False)
     for ax, nw in zip(axes[0], workers):
         ops = ('get', 'set', 'delete')
-        width = 0.27
-        for i, system in enumerate(('engine', 'raw', 'python')):
+        systems = [s for s in names if any(r['system'] == s for r in rows)]
+        width = 0.8 / len(systems)
+        for i, system in enumerate(systems):
             r = next((r for r in rows if r['system'] == system and r['workers'] == nw), None)
             if r is None:
                 continue
             p50 = [r['ops'][op]['p50_ns'] / 1000 for op in ops]
             p99 = [r['ops'][op]['p99_ns'] / 1000 for op in ops]
-            xs = [j + (i - 1) * width for j in range(len(ops))]
+            xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(ops))]
             ax.bar(xs, p50, width, color=COLORS[system], label='%s p50' % names[system])
             ax.scatter(xs, p99, color=COLORS[system], marker='_', s=200, linewidths=2,
                        label='%s p99' % names[system])
@@ -141,7 +143,8 @@ def engine_latency(doc, out):
         ax.set_title('%d worker%s' % (nw, '' if nw == 1 else 's'))
         ax.grid(True, axis='y', which='both', alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc='upper left')
-    fig.suptitle('Engine vs raw SQLite vs python-diskcache (benchmark_core.py workload): '
+    fig.suptitle('Engine (library defaults; the cacheserver\'s options) vs raw SQLite vs python-diskcache '
+                 '(benchmark_core.py workload): '
                  'bars p50, dashes p99', fontsize=10)
     load = [m for m in doc['machine'] if m.startswith('load average')]
     footer(fig, 'make bench: %d ops per worker, median of %d rounds. %s; %s; %s.' % (
