@@ -20,12 +20,10 @@ import (
 // when the log does: journal_size_limit cuts it back to WALSizeLimit when
 // the log restarts, and a restarted log is written from its start again.
 //
-// Writes that keep arriving while the background copies keep the log from
-// ever being fully copied, so it never restarts: the background then leaves
-// the rest to the next writer (finishDue), which copies the frames written
-// since and restarts the log in its turn, when no other write of this
-// process can add to it. The log stays bounded when background checkpoints
-// cannot keep up (readers pin old frames): past walRestartSize the
+// The log stays bounded when background checkpoints cannot keep up (writes
+// arriving while one runs keep the log from ever being fully copied, so it
+// never restarts; or readers pin old frames): the next pass then waits for
+// the log to grow (nextPass), and past walRestartSize the
 // background checkpoint ends with a RESTART, which holds writers off for
 // the few frames copied last and waits (briefly) for readers; past
 // walInlineSize the writer itself checkpoints after its commit (once the
@@ -60,20 +58,20 @@ type checkpointer struct {
 	// restarting: the goroutine's own write (restartLog) runs, whose
 	// nudge does not count.
 	restarting bool
-	// finishDue: the background PASSIVE checkpoint copied the log but not
-	// the frames written while it ran, so the log cannot restart; the next
-	// writer finishes the copy with a RESTART in its turn (afterCommit),
-	// when no write of this process can add frames. Until then the
-	// background does not checkpoint again.
-	finishDue atomic.Bool
-	stopped   bool // Close was called: start no goroutine
-	wg        sync.WaitGroup
+	// nextPass: the log size below which the background does not copy
+	// again (0: none). A pass that leaves the log unrestarted (writes kept
+	// coming while it copied) sets it, so that the next pass waits for the
+	// log to reach walRestartSize, where it ends with a RESTART, instead of
+	// one pass per commit, each copying a few frames and syncing both files.
+	nextPass atomic.Int64
+	stopped  bool // Close was called: start no goroutine
+	wg       sync.WaitGroup
 	// run is held by the checkpoint running in this process: a writer's
 	// inline checkpoint waits for the background one.
 	run sync.Mutex
 
 	// Checkpoints run, by where they ran: tests read them.
-	background, inline, finished atomic.Int64
+	background, inline atomic.Int64
 	// hook, when set (by tests, before the first write), is called in the
 	// background goroutine before each checkpoint it considers.
 	hook func()
@@ -106,13 +104,9 @@ func (c *Cache) walSize() int64 {
 func (c *Cache) afterCommit() {
 	size := c.walSize()
 	if size <= WALSizeLimit {
-		if c.ck.finishDue.Load() {
-			c.ck.finishDue.Store(false) // the log restarted meanwhile
+		if c.ck.nextPass.Load() != 0 {
+			c.ck.nextPass.Store(0) // the log restarted
 		}
-		return
-	}
-	if c.ck.finishDue.Swap(false) {
-		c.finishCheckpoint()
 		return
 	}
 	if size <= walInlineSize {
@@ -133,32 +127,6 @@ func (c *Cache) afterCommit() {
 	_, _ = c.checkpoint(cn, "PASSIVE") // busy: another process checkpoints
 	c.ck.run.Unlock()
 	c.release(cn)
-}
-
-// finishCheckpoint copies the frames written since the background
-// checkpoint's PASSIVE pass, in a writer's turn: no write of this process
-// can add frames meanwhile, so the RESTART waits only for readers (at most
-// walRestartWait), and the write that follows it in the same turn restarts
-// the log. Writes of this process wait for both, as for the inline
-// checkpoint, but it copies only what the background pass left.
-func (c *Cache) finishCheckpoint() {
-	cn, err := c.acquire(noCancel)
-	if err != nil {
-		return // closed
-	}
-	c.ck.finished.Add(1)
-	c.ck.run.Lock()
-	copied, _ := c.restartCheckpoint(cn)
-	c.ck.run.Unlock()
-	c.release(cn)
-	if !copied {
-		return // readers hold old frames: the background tries again
-	}
-	// Restart the log now, in this turn, before another write can add to
-	// it: the write that restarts it syncs its header and cuts the file.
-	job := &writeJob{ctx: noCancel, op: "checkpoint", fn: restartWrite, done: make(chan struct{}), lead: make(chan struct{})}
-	c.runBatch([]*writeJob{job})
-	c.w.committed = false
 }
 
 // nudgeCheckpointer starts the background checkpoint, or has the running
@@ -214,7 +182,7 @@ func (c *Cache) checkpointDue() {
 		k()
 	}
 	size := c.walSize()
-	if size <= WALSizeLimit || c.ck.finishDue.Load() {
+	if size <= WALSizeLimit || size < c.ck.nextPass.Load() {
 		return
 	}
 	cn, err := c.acquire(noCancel)
@@ -232,11 +200,9 @@ func (c *Cache) checkpointDue() {
 	if copied {
 		c.restartLog()
 	}
-	if err == nil && c.walSize() > WALSizeLimit {
-		// Writes came in after the pass, so the log did not restart: passes
-		// of its own would each copy a few frames and sync both files while
-		// more come in, until the log reached walRestartSize.
-		c.ck.finishDue.Store(true)
+	if now := c.walSize(); err == nil && now > WALSizeLimit {
+		// Writes came in after the pass, so the log did not restart.
+		c.ck.nextPass.Store(max(walRestartSize+1, now+WALSizeLimit/4))
 	}
 }
 
@@ -253,21 +219,19 @@ func (c *Cache) restartLog() {
 	k.mu.Lock()
 	k.restarting = true
 	k.mu.Unlock()
-	_ = c.transact(noCancel, "checkpoint", restartWrite)
+	_ = c.transact(noCancel, "checkpoint", func(tx *Tx) error {
+		// A row added and removed: SQLite skips rewriting a page with the
+		// bytes it holds, so an UPDATE to the same value would write
+		// nothing.
+		if _, err := tx.cn.exec(`INSERT INTO Settings VALUES ('_wal_restart', 0)`); err != nil {
+			return err
+		}
+		_, err := tx.cn.exec(`DELETE FROM Settings WHERE key = '_wal_restart'`)
+		return err
+	})
 	k.mu.Lock()
 	k.restarting = false
 	k.mu.Unlock()
-}
-
-// restartWrite is a write that changes nothing: a Settings row added and
-// removed (SQLite skips rewriting a page with the bytes it holds, so an
-// UPDATE to the same value would write nothing).
-func restartWrite(tx *Tx) error {
-	if _, err := tx.cn.exec(`INSERT INTO Settings VALUES ('_wal_restart', 0)`); err != nil {
-		return err
-	}
-	_, err := tx.cn.exec(`DELETE FROM Settings WHERE key = '_wal_restart'`)
-	return err
 }
 
 // restartCheckpoint copies what is left of the log and waits, at most

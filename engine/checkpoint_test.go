@@ -138,13 +138,13 @@ func TestWALStaysBounded(t *testing.T) {
 	}
 }
 
-// TestSustainedWritesCheckpointOncePerCycle writes from one goroutine
+// TestSustainedWritesCheckpointFewTimesPerCycle writes from one goroutine
 // without a pause, so that frames keep coming while the background
-// checkpoint copies: each time the log fills, one background pass copies
-// it and the writer finishes it in its turn, restarting the log. Passes
-// that each copied a few new frames and synced both files, over and over
-// until the log reached walRestartSize, are what this guards against.
-func TestSustainedWritesCheckpointOncePerCycle(t *testing.T) {
+// checkpoint copies and the log does not restart after a pass: the next
+// pass waits for the log to grow. Passes that each copied a few new frames
+// and synced both files, one per commit until the log reached
+// walRestartSize, are what this guards against.
+func TestSustainedWritesCheckpointFewTimesPerCycle(t *testing.T) {
 	c := openBackground(t)
 	restarts, last := 0, int64(0)
 	for i := 0; restarts < 6; i++ {
@@ -158,10 +158,10 @@ func TestSustainedWritesCheckpointOncePerCycle(t *testing.T) {
 			t.Fatalf("the log restarted %d times in %d writes", restarts, i)
 		}
 	}
-	bg, inline, finished := c.ck.background.Load(), c.ck.inline.Load(), c.ck.finished.Load()
-	t.Logf("%d log restarts: %d background passes, %d finished by a writer, %d inline", restarts, bg, finished, inline)
-	if bg > 2*int64(restarts)+2 {
-		t.Errorf("%d background checkpoints for %d log restarts; want at most 2 per restart", bg, restarts)
+	bg, inline := c.ck.background.Load(), c.ck.inline.Load()
+	t.Logf("%d log restarts: %d background passes, %d inline", restarts, bg, inline)
+	if bg > 4*int64(restarts)+2 {
+		t.Errorf("%d background checkpoints for %d log restarts; want at most 4 per restart", bg, restarts)
 	}
 }
 
