@@ -3,8 +3,6 @@ package cacheserver_test
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -117,32 +115,5 @@ func TestForwardingAfterPeerRestart(t *testing.T) {
 	}
 	if got := peerRequests(t, via, "frames"); got != 3 {
 		t.Fatalf("%d forwarded requests went as frames, want 3", got)
-	}
-}
-
-// TestForwardingOverTLSUsesFrames: between https shards the frames
-// connections are TLS too (verified with --peer-ca-file).
-func TestForwardingOverTLSUsesFrames(t *testing.T) {
-	c := testserver.StartCluster(t, 2, testserver.Options{TLS: true})
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.CertPool}}}
-	url := c.URLs[0] + "/v1/keys/" + ownedBy("k", 1, 2)
-	for _, method := range []string{"PUT", "GET"} {
-		req, _ := http.NewRequest(method, url, strings.NewReader("secret"))
-		if method == "GET" {
-			req.Body, req.ContentLength = nil, 0
-		}
-		req.Header.Set("Authorization", "Bearer "+c.Shards[0].Token)
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode >= 300 || (method == "GET" && string(b) != "secret") {
-			t.Fatalf("%s through shard 0 over https: %d %s", method, resp.StatusCode, b)
-		}
-	}
-	if got := peerRequestsVia(t, hc, c.Shards[0], "frames"); got != 2 {
-		t.Fatalf("%d forwarded requests went as frames over TLS, want 2", got)
 	}
 }

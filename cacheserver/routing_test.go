@@ -345,7 +345,8 @@ func TestFirstTopologyDiscardsWhatIsNotOwned(t *testing.T) {
 }
 
 // TestForwardingOverTLS: shards serving https forward to each other over
-// https, verifying the peer's certificate with --peer-ca-file.
+// https, verifying the peer's certificate with --peer-ca-file, and as
+// frames on upgraded connections.
 func TestForwardingOverTLS(t *testing.T) {
 	c := testserver.StartCluster(t, 2, testserver.Options{TLS: true})
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.CertPool}}}
@@ -369,6 +370,9 @@ func TestForwardingOverTLS(t *testing.T) {
 		if resp.StatusCode != step.want || (step.method == "GET" && string(b) != "secret") {
 			t.Fatalf("%s through shard 0 over https: %d %s", step.method, resp.StatusCode, b)
 		}
+	}
+	if got := peerRequestsVia(t, hc, c.Shards[0], "frames"); got != 2 {
+		t.Fatalf("%d forwarded requests went as frames over TLS, want 2", got)
 	}
 }
 
