@@ -110,7 +110,11 @@ func (c *Cache) afterCommit() {
 		return
 	}
 	if size <= walInlineSize {
-		c.nudgeCheckpointer()
+		// Below nextPass the background would look and do nothing: a
+		// goroutine started per commit for that cost a tenth of a set.
+		if size >= c.ck.nextPass.Load() {
+			c.nudgeCheckpointer()
+		}
 		return
 	}
 	// Background checkpoints did not keep up (writes outpace them): copy

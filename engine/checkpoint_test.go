@@ -146,6 +146,8 @@ func TestWALStaysBounded(t *testing.T) {
 // walRestartSize, are what this guards against.
 func TestSustainedWritesCheckpointFewTimesPerCycle(t *testing.T) {
 	c := openBackground(t)
+	var looks atomic.Int64 // background goroutine's looks at the log
+	c.ck.hook = func() { looks.Add(1) }
 	restarts, last := 0, int64(0)
 	for i := 0; restarts < 6; i++ {
 		utSet(t, c, kv.TextKey(fmt.Sprintf("key-%03d", i%500)), kv.Bytes(utBig(1000, byte(i))), kv.SetOptions{})
@@ -159,9 +161,13 @@ func TestSustainedWritesCheckpointFewTimesPerCycle(t *testing.T) {
 		}
 	}
 	bg, inline := c.ck.background.Load(), c.ck.inline.Load()
-	t.Logf("%d log restarts: %d background passes, %d inline", restarts, bg, inline)
+	t.Logf("%d log restarts: %d background passes, %d inline, %d looks", restarts, bg, inline, looks.Load())
 	if bg > 4*int64(restarts)+2 {
 		t.Errorf("%d background checkpoints for %d log restarts; want at most 4 per restart", bg, restarts)
+	}
+	// Nor does every commit between passes start a goroutine to look.
+	if n := looks.Load(); n > 8*int64(restarts)+4 {
+		t.Errorf("the background looked at the log %d times for %d log restarts; want at most 8 per restart", n, restarts)
 	}
 }
 
