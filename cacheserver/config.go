@@ -58,8 +58,9 @@ type Config struct {
 	FsyncValueFiles bool
 	// HotValueBytes keeps that many bytes of the values read last in
 	// memory, so gets they answer run no SQL (0: none). The server must be
-	// the only writer of DataDir: a change another process makes there is
-	// not seen by the values in memory.
+	// the only writer of DataDir, since a change another process made
+	// there would not be seen by the values in memory: with HotValueBytes
+	// it opens the fanout databases exclusively (engine Options.Exclusive).
 	HotValueBytes int64
 	// MetricsRequireToken serves /metrics to the data (or admin) token
 	// only; MetricsInterval is the least time between two renderings of
@@ -228,7 +229,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&cfg.CollectionIdleTimeout, settings.FlagCollectionIdleTimeout.String(), cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
 	fs.Int64Var(&cfg.CollectionMaxBytes, settings.FlagCollectionMaxBytes.String(), cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")
 	fs.BoolVar(&cfg.FsyncValueFiles, settings.FlagFsyncValueFiles.String(), cfg.FsyncValueFiles, "fsync each new value file before its row commits, so a power loss cannot leave a committed item without its value (python-diskcache does not; costs a disk flush per file-backed write)")
-	fs.Int64Var(&cfg.HotValueBytes, settings.FlagHotValueBytes.String(), cfg.HotValueBytes, "bytes of the values read last kept in memory, so gets they answer run no SQL (0: none); values in files are not kept. Only while no other process writes the data directory")
+	fs.Int64Var(&cfg.HotValueBytes, settings.FlagHotValueBytes.String(), cfg.HotValueBytes, "bytes of the values read last kept in memory, so gets they answer run no SQL (0: none); values in files are not kept. Not 0: no other process may open the data directory's databases while the server runs")
 	fs.BoolVar(&cfg.MetricsRequireToken, settings.FlagMetricsRequireToken.String(), cfg.MetricsRequireToken, "serve /metrics only with the bearer token (the data token, or the admin token)")
 	fs.DurationVar(&cfg.MetricsInterval, settings.FlagMetricsInterval.String(), cfg.MetricsInterval, "least time between two renderings of /metrics: a scrape waits for the first rendering that starts after it arrives, and scrapes waiting together share it (0: no bound)")
 	fs.StringVar(&cfg.LogFormat, settings.FlagLogFormat.String(), cfg.LogFormat, "json or text")

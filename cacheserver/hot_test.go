@@ -1,6 +1,9 @@
 package cacheserver_test
 
 import (
+	"errors"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,5 +72,34 @@ func TestHotValuesServeRepeatedGets(t *testing.T) {
 	}
 	if n := hotGets(t, off, "hit"); n != 0 {
 		t.Fatalf("--hot-value-bytes 0: %d gets answered from memory", n)
+	}
+}
+
+// TestSecondServerOnOneDataDirFails starts a second server on a running
+// server's data directory: it exits at once saying another process has the
+// database open, instead of serving values the first one changes behind
+// its in-memory copies; the first one serves on. With --hot-value-bytes 0
+// the directory is shared, as python-diskcache shares its directories.
+func TestSecondServerOnOneDataDirFails(t *testing.T) {
+	first, c := startServer(t)
+	if err := c.Cache("").Set(t.Context(), kv.TextKey("k"), kv.Int(1), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testserver.Binary(t), "--data-dir", first.DataDir, "--listen", "127.0.0.1:0", "--insecure-no-auth")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("second server on one data directory: %v, want a non-zero exit\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "another process has the database open") {
+		t.Fatalf("second server's output does not say why it stopped:\n%s", out)
+	}
+	if v, ok, err := c.Cache("").Get(t.Context(), kv.TextKey("k")); err != nil || !ok || !v.Value.Equal(kv.Int(1)) {
+		t.Fatalf("first server after the second one failed: get = %+v, %v, %v", v, ok, err)
+	}
+
+	shared := filepath.Join(t.TempDir(), "data")
+	for range 2 {
+		testserver.Start(t, testserver.Options{DataDir: shared, Args: []string{"--hot-value-bytes", "0"}})
 	}
 }

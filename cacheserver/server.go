@@ -75,8 +75,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// not python-diskcache's 1 GiB.
 		CacheSizeLimit: -1,
 		SyncFile:       cfg.valueFileSync(),
-		// Nothing else writes a server's data directory.
-		HotBytes: cfg.HotValueBytes,
+		// Nothing else writes a server's data directory; with values in
+		// memory nothing else may open it, which also spares each
+		// transaction its file locks.
+		HotBytes:  cfg.HotValueBytes,
+		Exclusive: cfg.HotValueBytes > 0,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)

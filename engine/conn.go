@@ -36,10 +36,15 @@ var noCancel = context.Background()
 // openConn opens a connection that waits up to busy for locks. Opening
 // reads the schema, which another process may briefly lock (WAL recovery
 // by the first connection after all were closed): without a wait that
-// fails at once with "database is locked".
-func openConn(path string, busy time.Duration) (*conn, error) {
+// fails at once with "database is locked". exclusive opens it through
+// SQLite's unix-excl VFS (Options.Exclusive).
+func openConn(path string, busy time.Duration, exclusive bool) (*conn, error) {
 	d := &sqlite3.SQLiteDriver{}
-	c, err := d.Open("file:" + uriPath(path) + "?_busy_timeout=" + strconv.FormatInt(busy.Milliseconds(), 10))
+	dsn := "file:" + uriPath(path) + "?_busy_timeout=" + strconv.FormatInt(busy.Milliseconds(), 10)
+	if exclusive {
+		dsn += "&vfs=unix-excl"
+	}
+	c, err := d.Open(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

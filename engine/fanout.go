@@ -65,6 +65,10 @@ type FanoutOptions struct {
 	// HotBytes is Options.HotBytes of the fanout databases together (each
 	// gets HotBytes / Fanout); named caches, deques and indexes keep none.
 	HotBytes int64
+	// Exclusive is Options.Exclusive of the fanout databases; named
+	// caches, deques and indexes, whose idle connections CloseIdleCollections
+	// closes, are opened shared.
+	Exclusive bool
 	// CacheSizeLimit, when positive, is the size_limit a named cache (see
 	// Cache) is created with, instead of python-diskcache's 1 GiB default;
 	// when negative, the size_limit of one fanout database at that time. A
@@ -183,7 +187,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 				}
 			}
 		}
-		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, BackgroundCheckpoints: opts.BackgroundCheckpoints, HotBytes: opts.HotBytes / int64(n)}
+		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, BackgroundCheckpoints: opts.BackgroundCheckpoints, HotBytes: opts.HotBytes / int64(n), Exclusive: opts.Exclusive}
 		c, err := Open(ctx, dbDir, copts)
 		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
 			var q Quarantined

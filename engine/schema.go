@@ -49,21 +49,42 @@ var metadata = []string{"count", "size", "hits", "misses"}
 // as python-diskcache does.
 const openRetry = 60 * time.Second
 
+// initBusyWait is the busy timeout of each attempt while opening.
+const initBusyWait = 50 * time.Millisecond
+
 func (c *Cache) init(ctx context.Context, overrides map[settings.Name]any) error {
-	cn, err := openConn(c.dbPath, openRetry) // as long as the retries below
-	if err != nil {
+	retryFor := openRetry
+	if c.exclusive {
+		// A lock held by another process is then held for as long as it
+		// runs: say so at once rather than in a minute.
+		retryFor = 0
+	}
+	lockedOut := func(err error) error {
+		if c.exclusive && isBusy(err) {
+			return fmt.Errorf("another process has the database open, and this one opens it exclusively: %w", err)
+		}
 		return err
 	}
-	defer cn.close()
-	if err := cn.pragma("busy_timeout", int64(50)); err != nil {
-		return err
+	cn, err := openConn(c.dbPath, max(retryFor, initBusyWait), c.exclusive) // as long as the retries below
+	if err != nil {
+		return lockedOut(err)
+	}
+	if c.exclusive {
+		// This connection's lock is the process's: it stays open until
+		// Close, so that the lock does too.
+		c.holder = cn
+	} else {
+		defer cn.close()
+	}
+	if err := cn.pragma("busy_timeout", initBusyWait.Milliseconds()); err != nil {
+		return lockedOut(err)
 	}
 	retry := func(f func() error) error {
-		deadline := time.Now().Add(openRetry)
+		deadline := time.Now().Add(retryFor)
 		for {
 			err := f()
 			if err == nil || !isBusy(err) || time.Now().After(deadline) {
-				return err
+				return lockedOut(err)
 			}
 			select {
 			case <-ctx.Done():

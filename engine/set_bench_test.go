@@ -23,7 +23,7 @@ func BenchmarkFanoutSet(b *testing.B) {
 		o    engine.FanoutOptions
 	}{
 		{"default", engine.FanoutOptions{}},
-		{"server", engine.FanoutOptions{BackgroundCheckpoints: true, BatchYield: true, HotBytes: 32 << 20, Quarantine: true}},
+		{"server", engine.FanoutOptions{BackgroundCheckpoints: true, BatchYield: true, HotBytes: 32 << 20, Quarantine: true, Exclusive: true}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			ctx := context.Background()
