@@ -17,6 +17,7 @@ var serverOptions = engine.Options{
 	HotBytes:              (32 << 20) / engine.DefaultFanout,
 	BackgroundCheckpoints: true,
 	BatchYield:            true,
+	Exclusive:             true,
 }
 
 // engineStore is one engine.Cache, shared by every worker goroutine.
