@@ -3,14 +3,17 @@ small requests as frames on connections upgraded with GET /v1/frames, falls
 back to HTTP for servers without frames, and follows a token change."""
 
 import asyncio
+import os
+import signal
 import socket
 import struct
+import sys
 import threading
 import time
 
 import pytest
 
-from diskcache_client import Cache, frames
+from diskcache_client import Cache, ServerUnavailable, frames
 from diskcache_client.djangocache import DjangoCache
 from diskcache_client.http11 import Connection, ProtocolError
 
@@ -224,3 +227,29 @@ def test_request_frame_layout():
     header = b'\x01' + b'\x14Diskcache-Value-Type' + b'\0\0\0\x03int'
     rest = b'\x03' + struct.pack('>I', len(target)) + target + header + b'12'
     assert got == struct.pack('>I', len(rest)) + rest
+
+
+def test_a_hung_server_times_out_a_frame(start_server):
+    """A server that stops answering after the upgrade: the frame's receive
+    times out after SOCKET_TIMEOUT (the kernel's timeout on Linux) and is
+    reported as a timeout, which is not retried."""
+    srv = start_server()
+    c = Cache(srv.url, token=TOKEN, retries=2, socket_timeout=0.3)
+    assert c.set('k', 1) and c.get('k') == 1
+    ep = c.client.endpoints[0]
+    (conn,) = ep._fidle
+    if sys.platform.startswith('linux'):
+        # Each send and receive is one system call: no Python timeout.
+        assert conn.sock.gettimeout() is None
+        assert struct.unpack('@ll', conn.sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)) == (0, 300000)
+    assert c.client.connect_attempts == 1
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ServerUnavailable) as info:
+            c.get('k')
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+    assert isinstance(info.value.__cause__, socket.timeout)
+    # A timeout is not retried: no second connection.
+    assert c.client.connect_attempts == 1
