@@ -158,8 +158,10 @@ type DiskCacheSpec struct {
 	// HotValueBytes is how many bytes of the values read last each shard
 	// keeps in memory, so that gets they answer run no SQL (the
 	// cacheserver's --hot-value-bytes); values in value files are never
-	// kept. Empty means the server's default, 32Mi; 0 keeps none. Count it
-	// in the memory request. A changed value rolls the pods.
+	// kept. Empty means the server's default, 32Mi; 0 keeps none, and lets
+	// other processes open the shard's databases while it runs (otherwise
+	// it opens them exclusively). Count it in the memory request. A changed
+	// value rolls the pods.
 	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || !quantity(string(self)).isLessThan(quantity('0'))",message="hotValueBytes must not be negative"
 	// +optional
 	HotValueBytes *resource.Quantity `json:"hotValueBytes,omitempty"`
