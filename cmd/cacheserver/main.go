@@ -17,13 +17,14 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	sysmonErr := withSysmonSetting() // returns only when the server runs without it
+	if err := run(sysmonErr); err != nil {
 		fmt.Fprintln(os.Stderr, "cacheserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(sysmonErr error) error {
 	cfg, err := cacheserver.LoadConfig(os.Args[1:], os.Getenv)
 	if err != nil {
 		return err
@@ -35,6 +36,9 @@ func run() error {
 	log := slog.New(handler)
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
+	}
+	if sysmonErr != nil {
+		log.Warn("the Go runtime's monitor thread will cost more CPU", slog.Any("error", sysmonErr))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
