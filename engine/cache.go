@@ -76,10 +76,11 @@ type Options struct {
 	// database's only writer: a change another process makes is not seen.
 	HotBytes int64
 	// Exclusive makes this process the database's only user while it has
-	// it open: the first connection takes an exclusive lock on the
-	// database file (SQLite's unix-excl VFS) that it keeps until the last
-	// one closes, so that another process opening it waits out its
-	// timeout and fails with "database is locked". Transactions then take
+	// it open: Open takes an exclusive lock on the database file (SQLite's
+	// unix-excl VFS) and a connection held open keeps it until Close, so
+	// that another process opening the database fails with "database is
+	// locked" (another Cache with Exclusive fails at once in Open, saying
+	// another process has it open). Transactions then take
 	// no file locks (the 6 fcntl calls of a write, about a tenth of a
 	// small set's CPU) and the WAL index lives in this process's memory
 	// (no -shm file). It is what HotBytes assumes, made a rule: a server
