@@ -336,7 +336,8 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 // was started with, from the engine where it applies them.
 func TestConfigReportsStartUpValues(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{Args: []string{"--fanout", "3", "--database-timeout", "2500ms",
-		"--max-key-bytes", "1000", "--request-timeout", "45s", "--fsync-value-files", "--metrics-require-token"}})
+		"--max-key-bytes", "1000", "--request-timeout", "45s", "--fsync-value-files", "--metrics-require-token"},
+		Env: []string{"GODEBUG=http2client=0"}})
 	req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/config", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +354,8 @@ func TestConfigReportsStartUpValues(t *testing.T) {
 	}
 	want := map[string]any{"fanout": 3.0, "database_timeout_seconds": 2.5, "max_key_bytes": 1000.0,
 		"max_value_bytes": float64(1 << 40), "request_timeout_seconds": 45.0, "tls": false,
-		"fsync_value_files": true, "metrics_require_token": true, "quarantined": []any{}}
+		"fsync_value_files": true, "metrics_require_token": true, "quarantined": []any{},
+		"go_debug": "http2client=0,schedtrace=2147483647"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("GET /v1/config = %v, want %v", got, want)
 	}

@@ -2,6 +2,7 @@ package cacheserver
 
 import (
 	"net/http"
+	"os"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 )
@@ -21,6 +22,7 @@ func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
 		TLS:                    s.cfg.TLSCert != "",
 		FsyncValueFiles:        s.cfg.FsyncValueFiles,
 		MetricsRequireToken:    s.cfg.MetricsRequireToken,
+		GoDebug:                os.Getenv("GODEBUG"),
 		Quarantined:            []wire.Quarantined{},
 	}
 	for _, q := range s.cache.Quarantined() {

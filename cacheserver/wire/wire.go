@@ -370,6 +370,9 @@ type ServerConfig struct {
 	// --metrics-require-token.
 	FsyncValueFiles     bool `json:"fsync_value_files"`
 	MetricsRequireToken bool `json:"metrics_require_token"`
+	// GoDebug is the GODEBUG the server's Go runtime runs with: the
+	// server adds schedtrace unless GODEBUG sets it (docs/operations.md).
+	GoDebug string `json:"go_debug"`
 	// Quarantined lists the fanout databases found damaged at start, moved
 	// aside and started empty; their items are lost.
 	Quarantined []Quarantined `json:"quarantined"`

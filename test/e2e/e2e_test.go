@@ -322,6 +322,11 @@ func TestSettings(t *testing.T) {
 	if cfg["database_timeout_seconds"] != 1.0 {
 		t.Fatalf("before: database_timeout_seconds %v, want the default 1", cfg["database_timeout_seconds"])
 	}
+	// The server re-executed itself in the pod with the runtime setting
+	// that keeps sysmon from sleeping deeply (cmd/cacheserver/sysmon.go).
+	if gd, _ := cfg["go_debug"].(string); !strings.Contains(gd, "schedtrace=2147483647") {
+		t.Fatalf("the shard runs with GODEBUG %q, want schedtrace=2147483647 in it", gd)
+	}
 
 	p.next("live change (evictionPolicy, sizeLimit)")
 	newLimit := resource.MustParse("256Mi")
