@@ -368,28 +368,24 @@ func TestConfigReportsStartUpValues(t *testing.T) {
 // schedtrace added to GODEBUG (cmd/cacheserver/sysmon.go: it keeps the Go
 // runtime's monitor thread from sleeping deeply and waking at every
 // request), next to what GODEBUG already held, and that a GODEBUG that sets
-// schedtrace itself, the way to opt out, is left as it is.
+// schedtrace itself, the way to opt out, is left as it is. GET /v1/config
+// reports the GODEBUG the process runs with.
 func TestServerRunsWithSysmonSetting(t *testing.T) {
-	godebug := func(pid int) string {
-		t.Helper()
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, kv := range strings.Split(string(b), "\x00") {
-			if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
-				return v
-			}
-		}
-		return "(unset)"
-	}
 	for _, c := range []struct{ env, want string }{
 		{"GODEBUG=http2client=0", "http2client=0,schedtrace=2147483647"},
 		{"GODEBUG=schedtrace=0", "schedtrace=0"},
 	} {
-		srv := testserver.Start(t, testserver.Options{NoAuth: true, Env: []string{c.env}})
-		if got := godebug(srv.PID()); got != c.want {
-			t.Errorf("server started with %s runs with GODEBUG=%s, want %s", c.env, got, c.want)
+		srv := testserver.Start(t, testserver.Options{Env: []string{c.env}})
+		cl, err := client.New(srv.URL, client.Options{Token: srv.Token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := cl.ServerConfig(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.GoDebug != c.want {
+			t.Errorf("server started with %s runs with GODEBUG=%s, want %s", c.env, cfg.GoDebug, c.want)
 		}
 	}
 }
