@@ -40,6 +40,11 @@ const (
 	// switchedAtAnnotation on the Secret is when step 2 made the new token
 	// current (RFC 3339); the old one is retired a grace period later.
 	switchedAtAnnotation = "cache.diskcache.dev/token-switched-at"
+	// rotatedAtAnnotation on the Secret is when step 3 retired the old
+	// token (RFC 3339): status.auth.lastRotationTime, kept with the Secret
+	// it describes so that a status write lost after the Secret's (a
+	// failed reconcile) does not lose it.
+	rotatedAtAnnotation = "cache.diskcache.dev/token-rotated-at"
 	// rotationPoll is how often the operator looks again at the shards while
 	// it waits for them to accept the new token (the kubelet updating the
 	// mounted Secret sends no event).
@@ -135,13 +140,14 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 		s := secret.DeepCopy()
 		delete(s.Data, cachev1alpha1.TokenPreviousKey)
 		delete(s.Annotations, switchedAtAnnotation)
+		setAnnotation(s, rotatedAtAnnotation, now.UTC().Format(time.RFC3339))
 		if err := r.Update(ctx, s, client.FieldOwner(ManagerName)); err != nil {
 			return out, fmt.Errorf("retire the old token in Secret %s: %w", s.Name, err)
 		}
 		r.eventRelated(dc, s, corev1.EventTypeNormal, cachev1alpha1.ReasonTokenRotated, "RotateToken",
 			"the old token is no longer accepted: rotation of Secret %s done", s.Name)
 		st.Rotation = ""
-		st.LastRotationTime = &metav1.Time{Time: now}
+		secret = s
 	case owned && trigger != "" && trigger != secret.Annotations[rotationTriggerAnnotation]:
 		tok, err := newToken()
 		if err != nil {
@@ -164,6 +170,9 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 	case owned:
 		if v := secret.Annotations[rotationTriggerAnnotation]; v != "" {
 			st.LastTrigger = v
+		}
+		if t, err := time.Parse(time.RFC3339, secret.Annotations[rotatedAtAnnotation]); err == nil {
+			st.LastRotationTime = &metav1.Time{Time: t}
 		}
 	case trigger != "" && trigger != st.LastTrigger:
 		r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonTokenRotationManual, "RotateToken",

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -335,5 +336,49 @@ func TestQuarantineRaisesEvent(t *testing.T) {
 	}
 	if notes := quarantineEvents(); len(notes) != 1 || strings.Contains(notes[0], "series") {
 		t.Errorf("quarantine events after more reconciles: %q, want one", notes)
+	}
+}
+
+// TestRotationTimeSurvivesALostStatusWrite: retiring the old token writes
+// the Secret, then the status; when that status write is lost (the
+// reconcile fails after the Secret's update, as under load), the next step
+// still reports when the rotation ended, read from the Secret.
+func TestRotationTimeSurvivesALostStatusWrite(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	switched := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "lost-token", Namespace: ns,
+			Annotations: map[string]string{switchedAtAnnotation: switched}},
+		Data: map[string][]byte{cachev1alpha1.TokenKey: []byte("new"), cachev1alpha1.TokenPreviousKey: []byte("old")},
+	}
+	if err := k8s.Create(bg, secret); err != nil {
+		t.Fatal(err)
+	}
+	dc := defaulted(func(dc *cachev1alpha1.DiskCache) {
+		dc.Namespace = ns
+		dc.Spec.Auth.RotationGracePeriod = &metav1.Duration{Duration: time.Minute}
+	})
+	r := &DiskCacheReconciler{Client: k8s, Scheme: testScheme}
+	retired, err := r.rotationStep(bg, dc, secret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := retired.status; st == nil || st.Rotation != "" || st.LastRotationTime == nil {
+		t.Fatalf("retiring step: status.auth %+v, want no rotation and a lastRotationTime", st)
+	}
+	// dc.Status.Auth is not updated: the status write was lost.
+	if err := k8s.Get(bg, client.ObjectKeyFromObject(secret), secret); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := secret.Data[cachev1alpha1.TokenPreviousKey]; ok {
+		t.Fatal("the old token is still in the Secret")
+	}
+	next, err := r.rotationStep(bg, dc, secret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := next.status; st == nil || st.LastRotationTime == nil || !st.LastRotationTime.Equal(retired.status.LastRotationTime) {
+		t.Fatalf("step after a lost status write: status.auth %+v, want lastRotationTime %v", st, retired.status.LastRotationTime)
 	}
 }
