@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// transaction its file locks.
 		HotBytes:  cfg.HotValueBytes,
 		Exclusive: cfg.HotValueBytes > 0,
+		// Writes spread over the fanout wait for each other's commits and
+		// then share theirs (commitGate): measured on 2 CPUs, one turn
+		// takes a fifth of the CPU off a SET at 64 connections.
+		CommitTurns: max(1, runtime.GOMAXPROCS(0)/2),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cacheserver: open %s: %w", cfg.DataDir, err)

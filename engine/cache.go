@@ -88,6 +88,10 @@ type Options struct {
 	// The files stay python-diskcache's: it opens them once this process
 	// has closed them.
 	Exclusive bool
+
+	// gate, set by OpenFanout, makes the databases of a fanout take turns
+	// to commit (FanoutOptions.CommitTurns).
+	gate *commitGate
 }
 
 // Cache is one cache directory. It is safe for concurrent use.
@@ -103,9 +107,10 @@ type Cache struct {
 	syncFile func(*os.File) error // Options.SyncFile
 	// batchYield is Options.BatchYield.
 	batchYield bool
-	exclusive  bool       // Options.Exclusive
-	holder     *conn      // with exclusive: open from Open to Close, keeping the process's lock
-	hot        *hotValues // nil unless Options.HotBytes
+	exclusive  bool        // Options.Exclusive
+	holder     *conn       // with exclusive: open from Open to Close, keeping the process's lock
+	hot        *hotValues  // nil unless Options.HotBytes
+	gate       *commitGate // nil unless the fanout sets Options.gate
 
 	slots  chan struct{} // a token per connection that may be in use
 	idleMu sync.Mutex
@@ -163,6 +168,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	c.syncFile = opts.SyncFile
 	c.batchYield = opts.BatchYield
 	c.exclusive = opts.Exclusive
+	if opts.gate != nil {
+		c.gate = opts.gate
+		c.w.bypass = make(chan struct{}, 1)
+	}
 	if !opts.BackgroundCheckpoints {
 		c.autoCheckpoint = walAutoCheckpointPages
 	}

@@ -69,6 +69,13 @@ type FanoutOptions struct {
 	// caches, deques and indexes, whose idle connections CloseIdleCollections
 	// closes, are opened shared.
 	Exclusive bool
+	// CommitTurns, when positive, lets at most that many fanout databases
+	// run a transaction's batch of writes at a time (see commitGate). It
+	// pays where many writers are goroutines waiting on I/O and CPUs are
+	// few (a server: the cacheserver sets it; a SET at 64 connections
+	// takes a fifth less CPU); CPU-bound writers are faster committing
+	// side by side. Zero: no bound.
+	CommitTurns int
 	// CacheSizeLimit, when positive, is the size_limit a named cache (see
 	// Cache) is created with, instead of python-diskcache's 1 GiB default;
 	// when negative, the size_limit of one fanout database at that time. A
@@ -109,6 +116,7 @@ type FanoutCache struct {
 	swallow       bool
 	syncFile      func(*os.File) error
 	batchYield    bool
+	gate          *commitGate // nil unless FanoutOptions.CommitTurns
 	bgCheckpoints bool
 	// cacheSizeLimit is FanoutOptions.CacheSizeLimit.
 	cacheSizeLimit int64
@@ -176,6 +184,11 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		indexes:       map[string]*Index{},
 	}
 	f.cacheSizeLimit = opts.CacheSizeLimit
+	var gate *commitGate
+	if opts.CommitTurns > 0 {
+		gate = newCommitGate(opts.CommitTurns)
+		f.gate = gate
+	}
 	for i := 0; i < n; i++ {
 		dbDir := filepath.Join(dir, fmt.Sprintf("%03d", i))
 		dbSettings := overrides
@@ -187,7 +200,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 				}
 			}
 		}
-		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, BackgroundCheckpoints: opts.BackgroundCheckpoints, HotBytes: opts.HotBytes / int64(n), Exclusive: opts.Exclusive}
+		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, BackgroundCheckpoints: opts.BackgroundCheckpoints, HotBytes: opts.HotBytes / int64(n), Exclusive: opts.Exclusive, gate: gate}
 		c, err := Open(ctx, dbDir, copts)
 		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
 			var q Quarantined
@@ -620,6 +633,12 @@ type FanoutTx struct {
 // them. Operations on f itself inside fn wait for the transaction; use tx.
 func (f *FanoutCache) Transact(ctx context.Context, fn func(tx *FanoutTx) error) error {
 	ftx := &FanoutTx{f: f, txs: make([]*Tx, len(f.dbs))}
+	// The transactions of databases 1..n run inside the batch of database
+	// 0, which holds a turn of the commit gate: they must not wait for one.
+	inner := ctx
+	if f.gate != nil {
+		inner = f.gate.withTurnHeld(ctx)
+	}
 	var run func(i int) error
 	run = func(i int) error {
 		if i == len(f.dbs) {
@@ -627,7 +646,11 @@ func (f *FanoutCache) Transact(ctx context.Context, fn func(tx *FanoutTx) error)
 		}
 		for {
 			entered := false
-			err := f.dbs[i].Transact(ctx, func(tx *Tx) error {
+			txCtx := ctx
+			if i > 0 {
+				txCtx = inner
+			}
+			err := f.dbs[i].Transact(txCtx, func(tx *Tx) error {
 				entered = true
 				ftx.txs[i] = tx
 				return run(i + 1)

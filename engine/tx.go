@@ -50,8 +50,13 @@ type writer struct {
 	// brought none.
 	yieldPaid bool
 	lone      int
+	// batches counts the batches led (tests read it).
+	batches int64
 	// committed: the leader's batch committed (only the leader uses it).
 	committed bool
+	// bypass, with a commit gate, tells a leader waiting for a turn that a
+	// write made inside a batch holding one has queued (see commitGate).
+	bypass chan struct{}
 }
 
 // yieldRetry is how often a lone write yields when the last yield brought
@@ -81,6 +86,9 @@ func (c *Cache) transact(ctx context.Context, op string, fn func(tx *Tx) error) 
 	if c.w.busy {
 		c.w.queue = append(c.w.queue, job)
 		c.w.mu.Unlock()
+		if c.gate != nil && c.gate.heldBy(ctx) {
+			c.signalBypass()
+		}
 		if err := c.waitTurn(job); err != nil {
 			return err
 		}
@@ -138,6 +146,12 @@ func (c *Cache) waitTurn(job *writeJob) error {
 // lead runs a batch of first and the queued jobs, then hands the lead to
 // the next queued job or frees the writer.
 func (c *Cache) lead(first *writeJob) {
+	// With a commit gate, wait for a turn first: the writes queuing
+	// meanwhile join this batch.
+	turn := false
+	if c.gate != nil && !c.gate.heldBy(first.ctx) {
+		turn = c.gate.enter(c.w.bypass)
+	}
 	batch := []*writeJob{first}
 	c.w.mu.Lock()
 	if c.batchYield && len(c.w.queue) > 0 {
@@ -170,11 +184,25 @@ func (c *Cache) lead(first *writeJob) {
 		}
 	}
 	n := min(len(c.w.queue), maxBatch-1)
+	c.w.batches++
 	batch = append(batch, c.w.queue[:n]...)
 	c.w.queue = append(c.w.queue[:0], c.w.queue[n:]...)
+	if c.gate != nil {
+		// A write of a turn's batch left for the next batch still needs
+		// its leader to let it by.
+		for _, job := range c.w.queue {
+			if c.gate.heldBy(job.ctx) {
+				c.signalBypass()
+				break
+			}
+		}
+	}
 	c.w.mu.Unlock()
 
 	c.runBatch(batch)
+	if turn {
+		c.gate.leave()
+	}
 	if c.w.committed { // its callers have their answers: checkpoint.go
 		c.w.committed = false
 		if c.autoCheckpoint == 0 {
@@ -192,6 +220,15 @@ func (c *Cache) lead(first *writeJob) {
 	}
 	c.w.busy = false
 	c.w.mu.Unlock()
+}
+
+// signalBypass tells this database's leader, waiting for a turn of the
+// commit gate, to run its batch without one.
+func (c *Cache) signalBypass() {
+	select {
+	case c.w.bypass <- struct{}{}:
+	default: // already signalled
+	}
 }
 
 // runBatch runs jobs in one transaction and marks each done.
