@@ -171,6 +171,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	if opts.gate != nil {
 		c.gate = opts.gate
 		c.w.bypass = make(chan struct{}, 1)
+		c.w.turnPaid = true // until a wait shows otherwise
 	}
 	if !opts.BackgroundCheckpoints {
 		c.autoCheckpoint = walAutoCheckpointPages

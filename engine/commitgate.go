@@ -10,7 +10,9 @@ import "context"
 // commit's cost is mostly per batch (its BEGIN and COMMIT, and the log pages
 // it writes, which the writes of a batch share), so taking turns commits
 // about as many writes per batch as one database would, in far fewer log
-// pages per write.
+// pages per write. Where writes come one at a time there is nothing to
+// gather and waiting only delays them: a leader waits for a turn only while
+// waiting gathers writes (Cache.waitsForTurn).
 //
 // The gate guards nothing: a batch that runs without a turn is as correct as
 // one that waited for it. That is what keeps FanoutCache.Transact free of
@@ -44,15 +46,23 @@ func (g *commitGate) heldBy(ctx context.Context) bool {
 	return held == g
 }
 
+// tryEnter takes a turn if one is free, and reports whether it did.
+func (g *commitGate) tryEnter() bool {
+	select {
+	case g.turns <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 // enter waits for a turn, or for bypass (a write made inside a batch holding
 // a turn queued on this database: waiting for the turn that batch holds
 // would never end). It reports whether it took a turn, to give back with
 // leave.
 func (g *commitGate) enter(bypass <-chan struct{}) bool {
-	select {
-	case g.turns <- struct{}{}:
+	if g.tryEnter() {
 		return true
-	default:
 	}
 	if g.waiting != nil {
 		g.waiting()

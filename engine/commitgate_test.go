@@ -265,3 +265,87 @@ func TestCommitTurnsUnderConcurrentTransacts(t *testing.T) {
 		t.Fatalf("Len = %d, %v; want %d", n, err, 1+transactors*transacts+setters*sets)
 	}
 }
+
+// A wait for a turn that gathered no other write into its batch makes the
+// next leaders that find the turn taken commit without one (writes that
+// come one at a time gain nothing from waiting), all but one in turnRetry.
+func TestCommitTurnsSkipWaitsThatGatherNothing(t *testing.T) {
+	ctx := context.Background()
+	f, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Fanout: 2, CommitTurns: 1, Timeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	waiting := make(chan struct{}, 1)
+	f.gate.waiting = func() {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	}
+	k0, k1 := keysOf(f, 0, 1)[0], keysOf(f, 1, 1)[0]
+
+	// holdTurn makes database 0 hold the only turn until the returned
+	// function is called.
+	holdTurn := func() (release func()) {
+		rel, holding, held := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		go func() {
+			held <- f.Database(0).Transact(ctx, func(tx *Tx) error {
+				close(holding)
+				<-rel
+				return tx.Set(k0, kv.Int(0), kv.SetOptions{})
+			})
+		}()
+		<-holding
+		return func() {
+			close(rel)
+			if err := <-held; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	set := func(v int64) chan error {
+		done := make(chan error, 1)
+		go func() { done <- f.Set(ctx, k1, kv.Int(v), kv.SetOptions{}) }()
+		return done
+	}
+
+	// A lone write waits for the turn once, and gathers nothing.
+	release := holdTurn()
+	done := set(0)
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("the first write that found the turn taken did not wait for it (err %v)", err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// The next lone writes commit while database 0 holds the turn, but
+	// every turnRetry-th, which waits again.
+	release = holdTurn()
+	defer func() { release() }()
+	for i := 1; i < turnRetry; i++ {
+		select {
+		case err := <-set(int64(i)):
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-waiting:
+			t.Fatalf("lone write %d waited for the turn after a wait that gathered nothing", i)
+		}
+	}
+	done = set(turnRetry)
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("write %d did not retry waiting for the turn (err %v)", turnRetry, err)
+	}
+	release()
+	release = func() {}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -70,11 +70,12 @@ type FanoutOptions struct {
 	// closes, are opened shared.
 	Exclusive bool
 	// CommitTurns, when positive, lets at most that many fanout databases
-	// run a transaction's batch of writes at a time (see commitGate). It
-	// pays where many writers are goroutines waiting on I/O and CPUs are
-	// few (a server: the cacheserver sets it; a SET at 64 connections
-	// takes a fifth less CPU); CPU-bound writers are faster committing
-	// side by side. Zero: no bound.
+	// run a transaction's batch of writes at a time while that gathers
+	// more writes into each batch (see commitGate). It pays where many
+	// writers are goroutines waiting on I/O and CPUs are few (a server:
+	// the cacheserver sets it; a SET at 64 connections takes a fifth less
+	// CPU); CPU-bound writers are faster committing side by side. Zero: no
+	// bound.
 	CommitTurns int
 	// CacheSizeLimit, when positive, is the size_limit a named cache (see
 	// Cache) is created with, instead of python-diskcache's 1 GiB default;

@@ -57,6 +57,11 @@ type writer struct {
 	// bypass, with a commit gate, tells a leader waiting for a turn that a
 	// write made inside a batch holding one has queued (see commitGate).
 	bypass chan struct{}
+	// turnPaid: whether the last wait for a turn brought writes into its
+	// batch; unpaidTurns counts the waits skipped since one that did not
+	// (see waitsForTurn).
+	turnPaid    bool
+	unpaidTurns int
 }
 
 // yieldRetry is how often a lone write yields when the last yield brought
@@ -146,14 +151,20 @@ func (c *Cache) waitTurn(job *writeJob) error {
 // lead runs a batch of first and the queued jobs, then hands the lead to
 // the next queued job or frees the writer.
 func (c *Cache) lead(first *writeJob) {
-	// With a commit gate, wait for a turn first: the writes queuing
-	// meanwhile join this batch.
-	turn := false
+	// With a commit gate, take a turn first, waiting for one while that
+	// pays: the writes queuing meanwhile join this batch.
+	turn, waited := false, false
 	if c.gate != nil && !c.gate.heldBy(first.ctx) {
-		turn = c.gate.enter(c.w.bypass)
+		turn = c.gate.tryEnter()
+		if !turn && c.waitsForTurn() {
+			turn, waited = c.gate.enter(c.w.bypass), true
+		}
 	}
 	batch := []*writeJob{first}
 	c.w.mu.Lock()
+	if waited {
+		c.w.turnPaid = len(c.w.queue) > 0
+	}
 	if c.batchYield && len(c.w.queue) > 0 {
 		c.w.yieldPaid = true // writes come together: keep yielding when alone
 	}
@@ -220,6 +231,26 @@ func (c *Cache) lead(first *writeJob) {
 	}
 	c.w.busy = false
 	c.w.mu.Unlock()
+}
+
+// turnRetry is how often a leader that finds the turns taken waits for one
+// when the last wait brought no writes into its batch.
+const turnRetry = 8
+
+// waitsForTurn tells a leader that found every turn taken whether to wait
+// for one. Waiting pays when writes come to this database while others
+// commit (the wait then gathers them into its batch); when they come one at
+// a time it only delays the write, so after a wait that gathered none the
+// next leaders run without a turn (but one in turnRetry, to notice when
+// waiting pays again).
+func (c *Cache) waitsForTurn() bool {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	if c.w.turnPaid {
+		return true
+	}
+	c.w.unpaidTurns++
+	return c.w.unpaidTurns%turnRetry == 0
 }
 
 // signalBypass tells this database's leader, waiting for a turn of the
