@@ -210,10 +210,13 @@ func (c *Cache) lead(first *writeJob) {
 	}
 	c.w.mu.Unlock()
 
-	c.runBatch(batch)
-	if turn {
-		c.gate.leave()
-	}
+	func() {
+		if turn {
+			// Deferred: a turn kept by a panic would stall every database.
+			defer c.gate.leave()
+		}
+		c.runBatch(batch)
+	}()
 	if c.w.committed { // its callers have their answers: checkpoint.go
 		c.w.committed = false
 		if c.autoCheckpoint == 0 {
