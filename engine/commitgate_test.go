@@ -44,25 +44,34 @@ func waitUntil(cond func() bool) {
 	}
 }
 
-// With one commit turn, writes to a database wait while another database
-// commits, and those that queue meanwhile then commit in one batch.
-func TestCommitTurnsMakeWaitingWritesOneBatch(t *testing.T) {
-	ctx := context.Background()
-	f, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Fanout: 2, CommitTurns: 1, Timeout: time.Hour})
+// gatedFanout opens a fanout of two databases with one commit turn, and
+// returns it with a channel that receives (at most one pending) signal each
+// time a leader starts to wait for the turn. The caller closes it.
+func gatedFanout(t *testing.T) (*FanoutCache, chan struct{}) {
+	t.Helper()
+	f, err := OpenFanout(context.Background(), t.TempDir(), FanoutOptions{Fanout: 2, CommitTurns: 1, Timeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	waiting := make(chan struct{}, 1)
 	if f.gate == nil {
 		t.Fatal("CommitTurns 1 made no commit gate")
 	}
+	waiting := make(chan struct{}, 1)
 	f.gate.waiting = func() {
 		select {
 		case waiting <- struct{}{}:
 		default:
 		}
 	}
+	return f, waiting
+}
+
+// With one commit turn, writes to a database wait while another database
+// commits, and those that queue meanwhile then commit in one batch.
+func TestCommitTurnsMakeWaitingWritesOneBatch(t *testing.T) {
+	ctx := context.Background()
+	f, waiting := gatedFanout(t)
+	defer f.Close()
 
 	// Database 0 commits (its transaction holds the only turn) until released.
 	release, holding := make(chan struct{}), make(chan struct{})
@@ -126,23 +135,13 @@ func TestFanoutTransactPassesLeadersWaitingForATurn(t *testing.T) {
 
 func testFanoutTransactPassesLeaders(t *testing.T, ahead int) {
 	ctx := context.Background()
-	f, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Fanout: 2, CommitTurns: 1, Timeout: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, waiting := gatedFanout(t)
 	deadlocked := false
 	defer func() {
 		if !deadlocked { // Close would wait for the deadlocked writes
 			f.Close()
 		}
 	}()
-	waiting := make(chan struct{}, 1)
-	f.gate.waiting = func() {
-		select {
-		case waiting <- struct{}{}:
-		default:
-		}
-	}
 	k0, k1 := keysOf(f, 0, 1)[0], keysOf(f, 1, ahead+1)
 
 	// D: a transaction on database 1 takes the turn and holds it.
@@ -271,18 +270,8 @@ func TestCommitTurnsUnderConcurrentTransacts(t *testing.T) {
 // come one at a time gain nothing from waiting), all but one in turnRetry.
 func TestCommitTurnsSkipWaitsThatGatherNothing(t *testing.T) {
 	ctx := context.Background()
-	f, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Fanout: 2, CommitTurns: 1, Timeout: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, waiting := gatedFanout(t)
 	defer f.Close()
-	waiting := make(chan struct{}, 1)
-	f.gate.waiting = func() {
-		select {
-		case waiting <- struct{}{}:
-		default:
-		}
-	}
 	k0, k1 := keysOf(f, 0, 1)[0], keysOf(f, 1, 1)[0]
 
 	// holdTurn makes database 0 hold the only turn until the returned
