@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -336,7 +338,41 @@ func serviceURL(t *testing.T, ns, name string) string {
 	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		t.Fatalf("Service %s has no ClusterIP", name)
 	}
-	return fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, cachePort)
+	base := fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, cachePort)
+	waitServiceAnswers(t, base)
+	return base
+}
+
+// waitServiceAnswers waits until base answers /healthz on a few fresh
+// connections in a row. A Service's ClusterIP starts to route only once
+// kube-proxy has seen its ready endpoints, which can be a moment after the
+// DiskCache is Available; until then connections to it are refused.
+func waitServiceAnswers(t *testing.T, base string) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	const inARow = 3
+	answered := 0
+	eventually(t, 2*time.Minute, "the Service "+base+" to answer", func(ctx context.Context) (bool, string) {
+		for answered < inARow {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				answered = 0
+				return false, err.Error()
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				answered = 0
+				return false, resp.Status
+			}
+			answered++
+		}
+		return true, ""
+	})
 }
 
 func podURL(pod *corev1.Pod) string {
