@@ -351,10 +351,10 @@ func waitServiceAnswers(t *testing.T, base string) {
 	t.Helper()
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	const inARow = 3
-	answered, refusals, start := 0, 0, time.Now()
+	answered, failures, start := 0, 0, time.Now()
 	defer func() {
-		if refusals > 0 {
-			t.Logf("the Service %s answered %s after it was first asked (%d failed tries)", base, time.Since(start).Round(time.Millisecond), refusals)
+		if failures > 0 {
+			t.Logf("the Service %s answered %s after it was first asked (%d failed tries)", base, time.Since(start).Round(time.Millisecond), failures)
 		}
 	}()
 	eventually(t, 2*time.Minute, "the Service "+base+" to answer", func(ctx context.Context) (bool, string) {
@@ -366,14 +366,14 @@ func waitServiceAnswers(t *testing.T, base string) {
 			resp, err := hc.Do(req)
 			if err != nil {
 				answered = 0
-				refusals++
+				failures++
 				return false, err.Error()
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				answered = 0
-				refusals++
+				failures++
 				return false, resp.Status
 			}
 			answered++
