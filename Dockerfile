@@ -5,6 +5,11 @@
 FROM golang:1.26-bookworm AS builder
 ARG VERSION=v0.1.0
 WORKDIR /src
+# The engine's own C code (engine/walvfs.c) includes SQLite's header; the
+# SQLite it links is mattn/go-sqlite3's.
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends libsqlite3-dev \
+    && rm -rf /var/lib/apt/lists/*
 # Modules first, so source changes reuse the download layer.
 COPY go.mod go.sum ./
 RUN go mod download

@@ -37,12 +37,15 @@ var noCancel = context.Background()
 // reads the schema, which another process may briefly lock (WAL recovery
 // by the first connection after all were closed): without a wait that
 // fails at once with "database is locked". exclusive opens it through
-// SQLite's unix-excl VFS (Options.Exclusive).
+// SQLite's unix-excl VFS (Options.Exclusive), by way of frameVFS.
 func openConn(path string, busy time.Duration, exclusive bool) (*conn, error) {
 	d := &sqlite3.SQLiteDriver{}
 	dsn := "file:" + uriPath(path) + "?_busy_timeout=" + strconv.FormatInt(busy.Milliseconds(), 10)
 	if exclusive {
-		dsn += "&vfs=unix-excl"
+		if err := registerFrameVFS(); err != nil {
+			return nil, err
+		}
+		dsn += "&vfs=" + frameVFS
 	}
 	c, err := d.Open(dsn)
 	if err != nil {
