@@ -96,9 +96,12 @@ type Options struct {
 
 // Cache is one cache directory. It is safe for concurrent use.
 type Cache struct {
-	dir      string
-	dbPath   string
-	walPath  string // the write-ahead log: dbPath + "-wal"
+	dir     string
+	dbPath  string
+	walPath string // the write-ahead log: dbPath + "-wal"
+	// logName is the log's name in frameVFS (with Options.Exclusive), whose
+	// size walSize reads from there.
+	logName  []byte
 	timeout  time.Duration
 	now      func() time.Time
 	pageSize int64
@@ -168,6 +171,16 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	c.syncFile = opts.SyncFile
 	c.batchYield = opts.BatchYield
 	c.exclusive = opts.Exclusive
+	if c.exclusive {
+		if err := registerFrameVFS(); err != nil {
+			return nil, err
+		}
+		name, err := logName(c.dbPath)
+		if err != nil {
+			return nil, err
+		}
+		c.logName = name
+	}
 	if opts.gate != nil {
 		c.gate = opts.gate
 		c.w.bypass = make(chan struct{}, 1)

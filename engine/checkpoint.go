@@ -92,6 +92,11 @@ func (c *Cache) journalSizeLimit() int64 {
 // walSize returns the size of the -wal file, 0 when there is none (the
 // journal mode is not WAL, or no connection is open).
 func (c *Cache) walSize() int64 {
+	if c.logName != nil {
+		if n, ok := logSize(c.logName); ok {
+			return n
+		}
+	}
 	var st syscall.Stat_t
 	if syscall.Stat(c.walPath, &st) != nil {
 		return 0

@@ -9,6 +9,7 @@
 // between SQLite's own two writes would (the frame, whose checksum would
 // not match without its page).
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sqlite3.h>
@@ -22,6 +23,59 @@ static sqlite3_vfs frame_vfs;
 static sqlite3_io_methods frame_methods;
 static unsigned long long frames_joined; // for tests
 
+// The size of a log file, shared by every connection of the process that
+// has it open: the engine looks at it after each commit (a stat of the file
+// costs more than the rest of a small commit's system calls). Every write
+// to the log goes through this VFS, since the exclusive lock keeps other
+// processes out.
+typedef struct log_size {
+	struct log_size *next;
+	int refs;
+	sqlite3_int64 size;
+	char name[];
+} log_size;
+
+static pthread_mutex_t log_sizes_mu = PTHREAD_MUTEX_INITIALIZER;
+static log_size *log_sizes;
+
+// log_size_ref returns name's record, made with size if there is none.
+static log_size *log_size_ref(const char *name, sqlite3_int64 size) {
+	pthread_mutex_lock(&log_sizes_mu);
+	log_size *r = log_sizes;
+	while (r != NULL && strcmp(r->name, name) != 0) {
+		r = r->next;
+	}
+	if (r == NULL) {
+		size_t n = strlen(name) + 1;
+		r = malloc(sizeof(*r) + n);
+		if (r != NULL) {
+			memcpy(r->name, name, n);
+			r->refs = 0;
+			r->size = size;
+			r->next = log_sizes;
+			log_sizes = r;
+		}
+	}
+	if (r != NULL) {
+		r->refs++;
+	}
+	pthread_mutex_unlock(&log_sizes_mu);
+	return r;
+}
+
+static void log_size_unref(log_size *r) {
+	pthread_mutex_lock(&log_sizes_mu);
+	if (--r->refs == 0) {
+		log_size **p = &log_sizes;
+		while (*p != r) {
+			p = &(*p)->next;
+		}
+		*p = r->next;
+		free(r);
+	}
+	pthread_mutex_unlock(&log_sizes_mu);
+}
+
 typedef struct {
 	sqlite3_file base;          // pMethods = &frame_methods
 	sqlite3_file *real;         // the unix-excl file, right after this struct
@@ -30,14 +84,43 @@ typedef struct {
 	unsigned char header[FRAME_HEADER];
 	unsigned char *buf;         // header and page, written together
 	int buf_cap;
+	log_size *size;             // NULL when the record could not be made
 } frame_file;
+
+// track_write records a write that ended at end; after a failed write the
+// file's size is read again (a short write may have grown it).
+static void track_write(frame_file *f, int rc, sqlite3_int64 end) {
+	if (f->size == NULL) {
+		return;
+	}
+	if (rc != SQLITE_OK) {
+		sqlite3_int64 n;
+		if (f->real->pMethods->xFileSize(f->real, &n) == SQLITE_OK) {
+			__atomic_store_n(&f->size->size, n, __ATOMIC_RELAXED);
+		} else {
+			__atomic_store_n(&f->size->size, -1, __ATOMIC_RELAXED);
+		}
+		return;
+	}
+	sqlite3_int64 cur = __atomic_load_n(&f->size->size, __ATOMIC_RELAXED);
+	while (cur >= 0 && end > cur &&
+	       !__atomic_compare_exchange_n(&f->size->size, &cur, end, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+	}
+}
+
+// real_write writes through unix-excl and records the file's new size.
+static int real_write(frame_file *f, const void *in, int n, sqlite3_int64 off) {
+	int rc = f->real->pMethods->xWrite(f->real, in, n, off);
+	track_write(f, rc, off + n);
+	return rc;
+}
 
 static int flush_held(frame_file *f) {
 	if (!f->held) {
 		return SQLITE_OK;
 	}
 	f->held = 0;
-	return f->real->pMethods->xWrite(f->real, f->header, FRAME_HEADER, f->held_off);
+	return real_write(f, f->header, FRAME_HEADER, f->held_off);
 }
 
 static int f_close(sqlite3_file *p) {
@@ -46,6 +129,10 @@ static int f_close(sqlite3_file *p) {
 	int rc2 = f->real->pMethods->xClose(f->real);
 	free(f->buf);
 	f->buf = NULL;
+	if (f->size != NULL) {
+		log_size_unref(f->size);
+		f->size = NULL;
+	}
 	return rc != SQLITE_OK ? rc : rc2;
 }
 
@@ -67,7 +154,7 @@ static int f_write(sqlite3_file *p, const void *in, int n, sqlite3_int64 off) {
 				unsigned char *b = realloc(f->buf, total);
 				if (b == NULL) {
 					int rc = flush_held(f);
-					return rc != SQLITE_OK ? rc : f->real->pMethods->xWrite(f->real, in, n, off);
+					return rc != SQLITE_OK ? rc : real_write(f, in, n, off);
 				}
 				f->buf = b;
 				f->buf_cap = total;
@@ -76,7 +163,7 @@ static int f_write(sqlite3_file *p, const void *in, int n, sqlite3_int64 off) {
 			memcpy(f->buf + FRAME_HEADER, in, n);
 			f->held = 0;
 			__atomic_fetch_add(&frames_joined, 1, __ATOMIC_RELAXED);
-			return f->real->pMethods->xWrite(f->real, f->buf, total, f->held_off);
+			return real_write(f, f->buf, total, f->held_off);
 		}
 		int rc = flush_held(f);
 		if (rc != SQLITE_OK) {
@@ -89,13 +176,31 @@ static int f_write(sqlite3_file *p, const void *in, int n, sqlite3_int64 off) {
 		f->held = 1;
 		return SQLITE_OK;
 	}
-	return f->real->pMethods->xWrite(f->real, in, n, off);
+	return real_write(f, in, n, off);
+}
+
+// refresh_size reads the file's size into its record, after a call that
+// may have changed it other than by a write.
+static void refresh_size(frame_file *f) {
+	sqlite3_int64 n;
+	if (f->size == NULL) {
+		return;
+	}
+	if (f->real->pMethods->xFileSize(f->real, &n) != SQLITE_OK) {
+		n = -1;
+	}
+	__atomic_store_n(&f->size->size, n, __ATOMIC_RELAXED);
 }
 
 static int f_truncate(sqlite3_file *p, sqlite3_int64 size) {
 	frame_file *f = (frame_file *)p;
 	int rc = flush_held(f);
-	return rc != SQLITE_OK ? rc : f->real->pMethods->xTruncate(f->real, size);
+	if (rc != SQLITE_OK) {
+		return rc;
+	}
+	rc = f->real->pMethods->xTruncate(f->real, size);
+	refresh_size(f);
+	return rc;
 }
 
 static int f_sync(sqlite3_file *p, int flags) {
@@ -130,7 +235,14 @@ static int f_check_reserved_lock(sqlite3_file *p, int *out) {
 static int f_file_control(sqlite3_file *p, int op, void *arg) {
 	frame_file *f = (frame_file *)p;
 	int rc = flush_held(f);
-	return rc != SQLITE_OK ? rc : f->real->pMethods->xFileControl(f->real, op, arg);
+	if (rc != SQLITE_OK) {
+		return rc;
+	}
+	rc = f->real->pMethods->xFileControl(f->real, op, arg);
+	if (op == SQLITE_FCNTL_SIZE_HINT || op == SQLITE_FCNTL_CHUNK_SIZE) {
+		refresh_size(f); // unix-excl may have grown the file
+	}
+	return rc;
 }
 
 static int f_sector_size(sqlite3_file *p) {
@@ -192,6 +304,11 @@ static int v_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *p, int flags
 		p->pMethods = NULL;
 		return rc;
 	}
+	sqlite3_int64 size;
+	if (f->real->pMethods->xFileSize(f->real, &size) != SQLITE_OK) {
+		size = -1;
+	}
+	f->size = log_size_ref(name, size);
 	p->pMethods = &frame_methods;
 	return SQLITE_OK;
 }
@@ -254,6 +371,31 @@ static int v_get_last_error(sqlite3_vfs *vfs, int n, char *out) {
 static int v_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out) {
 	(void)vfs;
 	return real_vfs->xCurrentTimeInt64(real_vfs, out);
+}
+
+int diskcache_log_name(const char *db, char *out, int n) {
+	if (real_vfs == NULL || n < real_vfs->mxPathname + 5) {
+		return SQLITE_ERROR;
+	}
+	// The name SQLite gives the log: the database's full path, "-wal".
+	int rc = real_vfs->xFullPathname(real_vfs, db, real_vfs->mxPathname + 1, out);
+	if (rc == SQLITE_OK) {
+		strcat(out, "-wal");
+	}
+	return rc;
+}
+
+long long diskcache_log_size(const char *name) {
+	long long size = -1;
+	pthread_mutex_lock(&log_sizes_mu);
+	for (log_size *r = log_sizes; r != NULL; r = r->next) {
+		if (strcmp(r->name, name) == 0) {
+			size = __atomic_load_n(&r->size, __ATOMIC_RELAXED);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&log_sizes_mu);
+	return size;
 }
 
 unsigned long long diskcache_frames_joined(void) {

@@ -6,6 +6,7 @@ import "C"
 import (
 	"fmt"
 	"sync"
+	"unsafe"
 )
 
 // frameVFS is the VFS of exclusive connections (Options.Exclusive):
@@ -26,3 +27,27 @@ var registerFrameVFS = sync.OnceValue(func() error {
 // framesJoined returns how many log frames this process has written in one
 // call (tests read it).
 func framesJoined() int64 { return int64(C.diskcache_frames_joined()) }
+
+// logName returns the name SQLite gives the log of the database at dbPath,
+// NUL-terminated, for logSize. frameVFS must be registered.
+func logName(dbPath string) ([]byte, error) {
+	db := append([]byte(dbPath), 0)
+	out := make([]byte, 4096+8)
+	if rc := C.diskcache_log_name((*C.char)(unsafe.Pointer(&db[0])), (*C.char)(unsafe.Pointer(&out[0])), C.int(len(out))); rc != 0 {
+		return nil, fmt.Errorf("engine: the log's name for %s: SQLite error %d", dbPath, int(rc))
+	}
+	n := 0
+	for out[n] != 0 {
+		n++
+	}
+	return out[:n+1], nil
+}
+
+// logSize returns the size of the log file that frameVFS tracks for the
+// connections of this process that have it open (name from logName):
+// without a system call, where a stat costs a small commit more than its
+// other system calls. ok is false when no connection has it open.
+func logSize(name []byte) (size int64, ok bool) {
+	n := int64(C.diskcache_log_size((*C.char)(unsafe.Pointer(&name[0]))))
+	return n, n >= 0
+}

@@ -3,3 +3,9 @@
 int diskcache_register_frame_vfs(void);
 // Frames written in one call so far, in this process.
 unsigned long long diskcache_frames_joined(void);
+// The name SQLite gives db's log, into out (n bytes, at least the real
+// VFS's mxPathname + 5).
+int diskcache_log_name(const char *db, char *out, int n);
+// The size of the log file name while a connection of this process has it
+// open through the VFS; -1 when none has, or its size is not known.
+long long diskcache_log_size(const char *name);

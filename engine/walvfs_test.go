@@ -65,3 +65,36 @@ func TestExclusiveLogFramesAreWrittenWhole(t *testing.T) {
 		t.Errorf("integrity_check of the recovered copy: %v, %v, %v", row, ok, err)
 	}
 }
+
+// TestExclusiveLogSizeIsTheFiles checks the log size an exclusive cache
+// reads after each commit without a stat (walvfs.c keeps it) against the
+// file's, while writes grow the log past WALSizeLimit and background
+// checkpoints restart it and cut the file back.
+func TestExclusiveLogSizeIsTheFiles(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(utCtx, dir, Options{Exclusive: true, BackgroundCheckpoints: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	value := kv.Bytes(bytes.Repeat([]byte("v"), 20<<10))
+	largest := int64(0)
+	for i := range 400 {
+		utSet(t, c, kv.TextKey(fmt.Sprintf("key%d", i%150)), value, kv.SetOptions{})
+		c.ck.wg.Wait() // the background checkpoint, if one started, has ended
+		got, ok := logSize(c.logName)
+		st, err := os.Stat(c.walPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok || got != st.Size() {
+			t.Fatalf("after write %d: the log's size kept by the VFS is %d (known: %v), the file's %d", i, got, ok, st.Size())
+		}
+		largest = max(largest, got)
+	}
+	// The write that took the log past WALSizeLimit had it restarted and
+	// cut back to WALSizeLimit (journal_size_limit) before its check.
+	if c.ck.background.Load() == 0 || largest < WALSizeLimit {
+		t.Errorf("the log reached %d bytes and %d background checkpoints ran: the test did not restart it", largest, c.ck.background.Load())
+	}
+}
