@@ -34,16 +34,10 @@ func (c *Cache) Counters() Counters {
 }
 
 // volume is python-diskcache's volume(): database pages plus value files.
+// One statement rather than PRAGMA page_count and a Settings read: a set
+// culls, so this runs on every write, and each statement is a cgo call.
 func volume(cn *conn, pageSize int64) (int64, error) {
-	pages, err := cn.queryInt(`PRAGMA page_count`)
-	if err != nil {
-		return 0, err
-	}
-	size, err := cn.queryInt(`SELECT value FROM Settings WHERE key = 'size'`)
-	if err != nil {
-		return 0, err
-	}
-	return pages*pageSize + size, nil
+	return cn.queryInt(`SELECT (SELECT page_count FROM pragma_page_count()) * ? + value FROM Settings WHERE key = 'size'`, pageSize)
 }
 
 // Volume returns the estimated bytes on disk: database pages plus value
