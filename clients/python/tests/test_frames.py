@@ -229,6 +229,31 @@ def test_request_frame_layout():
     assert got == struct.pack('>I', len(rest)) + rest
 
 
+def stop_process(pid):
+    """SIGSTOP pid and return once every one of its threads has stopped:
+    kill() only queues the signal, and a thread that has not stopped yet
+    could still answer the next request."""
+    os.kill(pid, signal.SIGSTOP)
+    tasks = '/proc/%d/task' % pid
+    if not os.path.isdir(tasks):
+        return  # no procfs: the signal's delivery is all there is to go on
+    deadline = time.monotonic() + 10
+    while True:
+        states = []
+        for tid in os.listdir(tasks):
+            try:
+                with open('%s/%s/stat' % (tasks, tid)) as f:
+                    # The state follows the command name, which is in
+                    # parentheses and may hold spaces.
+                    states.append(f.read().rsplit(')', 1)[1].split()[0])
+            except FileNotFoundError:
+                pass  # a thread that ended
+        if states and all(s in ('T', 't') for s in states):
+            return
+        assert time.monotonic() < deadline, 'process %d did not stop: %s' % (pid, states)
+        time.sleep(0.001)
+
+
 def test_a_hung_server_times_out_a_frame(start_server):
     """A server that stops answering after the upgrade: the frame's receive
     times out after SOCKET_TIMEOUT (the kernel's timeout on Linux) and is
@@ -244,7 +269,7 @@ def test_a_hung_server_times_out_a_frame(start_server):
         assert struct.unpack('@ll', conn.sock.getsockopt(
             socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)) == (0, 300000)
     assert c.client.connect_attempts == 1
-    os.kill(srv.proc.pid, signal.SIGSTOP)
+    stop_process(srv.proc.pid)
     try:
         with pytest.raises(ServerUnavailable) as info:
             c.get('k')
