@@ -175,11 +175,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 		if err := registerFrameVFS(); err != nil {
 			return nil, err
 		}
-		name, err := logName(c.dbPath)
-		if err != nil {
-			return nil, err
-		}
-		c.logName = name
+		// Without the name (a path SQLite cannot make absolute), walSize
+		// stats the file as for a shared cache.
+		c.logName, _ = logName(c.dbPath)
 	}
 	if opts.gate != nil {
 		c.gate = opts.gate

@@ -4,6 +4,7 @@ package engine
 import "C"
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"unsafe"
@@ -36,11 +37,7 @@ func logName(dbPath string) ([]byte, error) {
 	if rc := C.diskcache_log_name((*C.char)(unsafe.Pointer(&db[0])), (*C.char)(unsafe.Pointer(&out[0])), C.int(len(out))); rc != 0 {
 		return nil, fmt.Errorf("engine: the log's name for %s: SQLite error %d", dbPath, int(rc))
 	}
-	n := 0
-	for out[n] != 0 {
-		n++
-	}
-	return out[:n+1], nil
+	return out[:bytes.IndexByte(out, 0)+1], nil
 }
 
 // logSize returns the size of the log file that frameVFS tracks for the
