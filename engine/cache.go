@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,7 +119,12 @@ type Cache struct {
 	slots  chan struct{} // a token per connection that may be in use
 	idleMu sync.Mutex
 	idle   []*conn // a stack: the most recently used connection has the warmest page cache
-	w      writer  // serialises and batches the writes of this process
+	// lastWriter is the connection of the last write transaction (under
+	// idleMu): SQLite drops a connection's whole page cache when it begins
+	// a transaction after another connection has committed, so writes that
+	// keep to one connection keep its pages.
+	lastWriter *conn
+	w          writer // serialises and batches the writes of this process
 
 	settingsMu sync.Mutex // serialises Reset
 	settings   atomic.Pointer[Settings]
@@ -239,7 +245,13 @@ func (c *Cache) Close() error {
 }
 
 // acquire returns a connection with current pragmas.
-func (c *Cache) acquire(ctx context.Context) (*conn, error) {
+func (c *Cache) acquire(ctx context.Context) (*conn, error) { return c.acquireConn(ctx, false) }
+
+// acquireWriter is acquire for a write transaction: it takes the
+// connection of the last one when that is idle.
+func (c *Cache) acquireWriter(ctx context.Context) (*conn, error) { return c.acquireConn(ctx, true) }
+
+func (c *Cache) acquireConn(ctx context.Context, write bool) (*conn, error) {
 	if c.closed.Load() {
 		return nil, kv.ErrClosed
 	}
@@ -261,6 +273,11 @@ func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 	var cn *conn
 	c.idleMu.Lock()
 	if n := len(c.idle); n > 0 {
+		if write && c.lastWriter != nil && c.idle[n-1] != c.lastWriter {
+			if i := slices.Index(c.idle, c.lastWriter); i >= 0 {
+				c.idle[i], c.idle[n-1] = c.idle[n-1], c.idle[i]
+			}
+		}
 		cn = c.idle[n-1]
 		c.idle = c.idle[:n-1]
 	}
@@ -287,6 +304,11 @@ func (c *Cache) acquire(ctx context.Context) (*conn, error) {
 			return nil, err
 		}
 		cn.gen = gen
+	}
+	if write {
+		c.idleMu.Lock()
+		c.lastWriter = cn
+		c.idleMu.Unlock()
 	}
 	return cn, nil
 }

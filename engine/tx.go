@@ -283,7 +283,7 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 			}
 		}
 	}
-	cn, err := c.acquire(context.WithoutCancel(jobs[0].ctx))
+	cn, err := c.acquireWriter(context.WithoutCancel(jobs[0].ctx))
 	if err != nil {
 		fail(err)
 		return

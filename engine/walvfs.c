@@ -22,6 +22,7 @@ static sqlite3_vfs *real_vfs;
 static sqlite3_vfs frame_vfs;
 static sqlite3_io_methods frame_methods;
 static unsigned long long frames_joined; // for tests
+static unsigned long long log_reads;     // for tests
 
 // The size of a log file, shared by every connection of the process that
 // has it open: the engine looks at it after each commit (a stat of the file
@@ -142,6 +143,7 @@ static int f_read(sqlite3_file *p, void *out, int n, sqlite3_int64 off) {
 	if (rc != SQLITE_OK) {
 		return rc;
 	}
+	__atomic_fetch_add(&log_reads, 1, __ATOMIC_RELAXED);
 	return f->real->pMethods->xRead(f->real, out, n, off);
 }
 
@@ -400,6 +402,10 @@ long long diskcache_log_size(const char *name) {
 
 unsigned long long diskcache_frames_joined(void) {
 	return __atomic_load_n(&frames_joined, __ATOMIC_RELAXED);
+}
+
+unsigned long long diskcache_log_reads(void) {
+	return __atomic_load_n(&log_reads, __ATOMIC_RELAXED);
 }
 
 int diskcache_register_frame_vfs(void) {

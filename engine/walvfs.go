@@ -29,6 +29,11 @@ var registerFrameVFS = sync.OnceValue(func() error {
 // call (tests read it).
 func framesJoined() int64 { return int64(C.diskcache_frames_joined()) }
 
+// logReads returns how many reads this process has made of the logs of
+// exclusive caches (tests read it): a page of the log that a connection
+// does not have in memory.
+func logReads() int64 { return int64(C.diskcache_log_reads()) }
+
 // logName returns the name SQLite gives the log of the database at dbPath,
 // NUL-terminated, for logSize. frameVFS must be registered.
 func logName(dbPath string) ([]byte, error) {

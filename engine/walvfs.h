@@ -3,6 +3,8 @@
 int diskcache_register_frame_vfs(void);
 // Frames written in one call so far, in this process.
 unsigned long long diskcache_frames_joined(void);
+// Reads of a log so far, in this process.
+unsigned long long diskcache_log_reads(void);
 // The name SQLite gives db's log, into out (n bytes, at least the real
 // VFS's mxPathname + 5).
 int diskcache_log_name(const char *db, char *out, int n);

@@ -98,3 +98,50 @@ func TestExclusiveLogSizeIsTheFiles(t *testing.T) {
 		t.Errorf("the log reached %d bytes and %d background checkpoints ran: the test did not restart it", largest, c.ck.background.Load())
 	}
 }
+
+// TestWritesKeepTheirConnectionsPages: SQLite drops a connection's page
+// cache when it begins a transaction after another connection has
+// committed. A write runs on the connection of the last one when that is
+// idle, even when reads have left another connection on top of the idle
+// stack, so it finds the pages it changes in memory and reads nothing from
+// the log.
+func TestWritesKeepTheirConnectionsPages(t *testing.T) {
+	c, err := Open(utCtx, t.TempDir(), Options{Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	key := kv.TextKey("key")
+	utSet(t, c, key, kv.Bytes([]byte("first")), kv.SetOptions{})
+	c.idleMu.Lock()
+	writer := c.lastWriter
+	c.idleMu.Unlock()
+	// Two reads at once: the second opens a connection, which goes back
+	// on top.
+	a, err := c.acquire(utCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.acquire(utCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != writer || b == writer {
+		t.Fatalf("reads got connections %p and %p, want the writer's %p and another", a, b, writer)
+	}
+	c.release(a)
+	c.release(b)
+
+	before := logReads()
+	utSet(t, c, key, kv.Bytes([]byte("second")), kv.SetOptions{})
+	if n := logReads() - before; n != 0 {
+		t.Errorf("the second write read %d pages from the log, want 0: they were in its connection's memory", n)
+	}
+	c.idleMu.Lock()
+	last := c.lastWriter
+	c.idleMu.Unlock()
+	if last != writer {
+		t.Errorf("the second write ran on connection %p, want the first's %p", last, writer)
+	}
+	utWant(t, c, key, kv.Bytes([]byte("second")))
+}
