@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -125,6 +126,13 @@ type Cache struct {
 	// keep to one connection keep its pages.
 	lastWriter *conn
 	w          writer // serialises and batches the writes of this process
+	// expiryFloor is at most the expire_time of every row, so that the
+	// cull of a write skips looking for expired rows before it (python-
+	// diskcache's statement finds none, on most writes). Known only to an
+	// exclusive cache, whose writes all pass through here; -Inf otherwise
+	// and until a cull has looked. Only write batches use it (runBatch),
+	// one at a time.
+	expiryFloor float64
 
 	settingsMu sync.Mutex // serialises Reset
 	settings   atomic.Pointer[Settings]
@@ -177,6 +185,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	c.syncFile = opts.SyncFile
 	c.batchYield = opts.BatchYield
 	c.exclusive = opts.Exclusive
+	c.expiryFloor = math.Inf(-1)
 	if c.exclusive {
 		if err := registerFrameVFS(); err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -99,9 +100,7 @@ func (tx *Tx) cullWrites(now float64, writes int64) error {
 	if limit == 0 {
 		return nil
 	}
-	// The limit is written into the statement: SQLite plans a literal LIMIT
-	// much better than a bound one here (measured: 4.7 µs → 0.9 µs).
-	n, err := tx.deleteWhere(`SELECT rowid, filename FROM Cache WHERE expire_time IS NOT NULL AND expire_time < ? ORDER BY expire_time LIMIT `+strconv.FormatInt(limit, 10), now)
+	n, err := tx.cullExpired(now, limit)
 	if err != nil {
 		return err
 	}
@@ -118,6 +117,43 @@ func (tx *Tx) cullWrites(now float64, writes int64) error {
 	n, err = tx.deleteWhere(`SELECT rowid, filename FROM Cache ORDER BY ` + order + ` LIMIT ` + strconv.FormatInt(limit, 10))
 	tx.c.counts.evicted.Add(n)
 	return err
+}
+
+// cullExpired deletes up to limit expired rows, those that expired first.
+func (tx *Tx) cullExpired(now float64, limit int64) (int64, error) {
+	// The limit is written into the statements: SQLite plans a literal
+	// LIMIT much better than a bound one here (measured: 4.7 µs → 0.9 µs).
+	if !tx.c.exclusive {
+		return tx.deleteWhere(`SELECT rowid, filename FROM Cache WHERE expire_time IS NOT NULL AND expire_time < ? ORDER BY expire_time LIMIT `+strconv.FormatInt(limit, 10), now)
+	}
+	if now < tx.floor {
+		return 0, nil // every row expires later
+	}
+	// The row after the expired ones, when there is one, gives the floor.
+	rows, err := tx.cn.queryRows(`SELECT rowid, filename, expire_time FROM Cache WHERE expire_time IS NOT NULL ORDER BY expire_time LIMIT `+strconv.FormatInt(limit+1, 10), 3)
+	if err != nil {
+		return 0, err
+	}
+	expired := 0
+	for expired < len(rows) && expired < int(limit) {
+		if e, ok := toFloat(rows[expired][2]); !ok || e >= now {
+			break
+		}
+		expired++
+	}
+	switch {
+	case expired == len(rows):
+		tx.floor = math.Inf(1) // no row left with an expiry
+	default:
+		tx.floor = math.Inf(-1)
+		if e, ok := toFloat(rows[expired][2]); ok {
+			tx.floor = e
+		}
+	}
+	if expired == 0 {
+		return 0, nil
+	}
+	return tx.deleteWhereRows(rows[:expired])
 }
 
 // deleteWhere deletes the rows a (rowid, filename) query selects and

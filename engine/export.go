@@ -212,6 +212,7 @@ func (tx *Tx) importStaged(r StagedRow) (bool, error) {
 		expire = *row.ExpireTime
 	}
 	k, raw := dbKey(row.Key)
+	tx.noteExpiry(expire)
 	n, err := tx.cn.exec(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key, raw) DO NOTHING`,
 		k, raw, row.StoreTime, expire, row.AccessTime, row.AccessCount, dbTag(row.Tag), st.size, st.mode, st.filename, st.value)
 	return n == 1, err

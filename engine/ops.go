@@ -225,6 +225,7 @@ func (tx *Tx) keepWritten(key kv.Key, rowid int64, expire, tag driver.Value, st 
 }
 
 func (tx *Tx) updateRow(rowid int64, now float64, expire, tag driver.Value, st stored) error {
+	tx.noteExpiry(expire)
 	_, err := tx.cn.exec(`UPDATE Cache SET store_time = ?, expire_time = ?, access_time = ?, access_count = ?, tag = ?, size = ?, mode = ?, filename = ?, value = ? WHERE rowid = ?`,
 		now, expire, now, int64(0), tag, st.size, st.mode, st.filename, st.value, rowid)
 	return err
@@ -232,6 +233,7 @@ func (tx *Tx) updateRow(rowid int64, now float64, expire, tag driver.Value, st s
 
 // insertRow inserts the row and returns its rowid.
 func (tx *Tx) insertRow(dbKey driver.Value, raw int64, now float64, expire, tag driver.Value, st stored) (int64, error) {
+	tx.noteExpiry(expire)
 	return tx.cn.insert(`INSERT INTO Cache( key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		dbKey, raw, now, expire, now, int64(0), tag, st.size, st.mode, st.filename, st.value)
 }
@@ -322,7 +324,9 @@ func (tx *Tx) Touch(key kv.Key, expire kv.Expiry) (bool, error) {
 	if exp, has := toFloat(row[1]); has && exp <= now {
 		return false, nil
 	}
-	_, err = tx.cn.exec(`UPDATE Cache SET expire_time = ? WHERE rowid = ?`, expireAt(expire, now), row[0].(int64))
+	exp := expireAt(expire, now)
+	tx.noteExpiry(exp)
+	_, err = tx.cn.exec(`UPDATE Cache SET expire_time = ? WHERE rowid = ?`, exp, row[0].(int64))
 	return err == nil, err
 }
 

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"runtime"
@@ -23,6 +24,17 @@ type Tx struct {
 	doomed  []string   // value files to remove once the transaction commits
 	created []string   // value files to remove if it rolls back
 	hot     []hotWrite // values to keep in memory once it commits
+	// floor is Cache.expiryFloor as this transaction leaves it: lowered by
+	// its writes of an expiry, set by its cull.
+	floor float64
+}
+
+// noteExpiry records that the transaction gave a row the expiry expire
+// (nil: none).
+func (tx *Tx) noteExpiry(expire driver.Value) {
+	if e, ok := toFloat(expire); ok && e < tx.floor {
+		tx.floor = e
+	}
 }
 
 // Transact runs fn in one write transaction: the changes of every operation
@@ -307,6 +319,8 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 	single := len(jobs) == 1
 	broken := false
 	s := c.settings.Load()
+	// The expiry floor as the jobs that did not roll back leave it.
+	floor := c.expiryFloor
 	for i, job := range jobs {
 		if err := job.ctx.Err(); err != nil {
 			job.err = err
@@ -318,7 +332,7 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 				continue
 			}
 		}
-		tx := &Tx{c: c, cn: cn, s: s, ctx: job.ctx}
+		tx := &Tx{c: c, cn: cn, s: s, ctx: job.ctx, floor: floor}
 		txs[i] = tx
 		job.err, job.panicked = runJob(job.fn, tx)
 		if job.err == nil && job.panicked == nil {
@@ -329,6 +343,7 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 					break
 				}
 			}
+			floor = tx.floor
 			continue
 		}
 		// Undo this job only.
@@ -377,6 +392,7 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 		return
 	}
 	c.w.committed = true // see lead: a WAL checkpoint may be due
+	c.expiryFloor = floor
 	c.release(cn)
 	if c.hot != nil {
 		for _, tx := range txs {
