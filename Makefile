@@ -3,7 +3,10 @@ SHELL := /usr/bin/env bash
 GO ?= go
 PYTHON ?= /usr/bin/python3
 BIN ?= $(CURDIR)/bin
-GOTEST_FLAGS ?= -count=1
+# The Go tests run under the race detector: the engine, the server and the
+# operator are full of goroutines (group commit, checkpoints, frames,
+# forwarding, reconcilers). GOTEST_FLAGS=-count=1 runs them without it.
+GOTEST_FLAGS ?= -race -count=1
 # cgo is required by the engine (and so the cache server), which links SQLite
 # through mattn/go-sqlite3. The client and the operator must build without it:
 # `make lint` checks that (CGO_FREE).
