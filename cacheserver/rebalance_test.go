@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,23 +30,37 @@ import (
 // the keys carry file-sized values, a third a tag, a third an expiry (an
 // hour: they stay live), so every kind of row moves.
 type moveStore struct {
-	mu      sync.Mutex
-	clients map[string]*client.Client
-	urls    []string
+	mu       sync.Mutex
+	clients  map[string]*client.Client
+	urls     []string
+	inFlight map[string]int // requests sent to each entry point, not yet answered
+	answered *sync.Cond     // on mu: a request was answered
 }
 
-func (m *moveStore) pick() *client.Cache {
+// pick chooses an entry point for one request; done ends the request.
+func (m *moveStore) pick() (c *client.Cache, done func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.clients[m.urls[rand.IntN(len(m.urls))]].Cache("")
+	u := m.urls[rand.IntN(len(m.urls))]
+	m.inFlight[u]++
+	return m.clients[u].Cache(""), func() {
+		m.mu.Lock()
+		m.inFlight[u]--
+		m.mu.Unlock()
+		m.answered.Broadcast()
+	}
 }
 
-// use sets the entry points (the shards clients may reach).
+// use sets the entry points (the shards clients may reach). It returns once
+// no request is on its way to an entry point it drops, as a scale-in takes
+// a pod out of the Service's endpoints before it stops it.
 func (m *moveStore) use(t *testing.T, token string, urls ...string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.clients == nil {
 		m.clients = map[string]*client.Client{}
+		m.inFlight = map[string]int{}
+		m.answered = sync.NewCond(&m.mu)
 	}
 	for _, u := range urls {
 		if m.clients[u] == nil {
@@ -57,6 +72,11 @@ func (m *moveStore) use(t *testing.T, token string, urls ...string) {
 		}
 	}
 	m.urls = append([]string(nil), urls...)
+	for u := range m.inFlight {
+		for !slices.Contains(m.urls, u) && m.inFlight[u] > 0 {
+			m.answered.Wait()
+		}
+	}
 }
 
 func keyClass(k string) int {
@@ -77,16 +97,22 @@ func (m *moveStore) Set(ctx context.Context, k string, v []byte) error {
 	case 2:
 		opts.Expire = kv.ExpireAfter(time.Hour)
 	}
-	return m.pick().Set(ctx, kv.TextKey(k), kv.Bytes(v), opts)
+	c, done := m.pick()
+	defer done()
+	return c.Set(ctx, kv.TextKey(k), kv.Bytes(v), opts)
 }
 
 func (m *moveStore) Delete(ctx context.Context, k string) error {
-	_, err := m.pick().Delete(ctx, kv.TextKey(k))
+	c, done := m.pick()
+	defer done()
+	_, err := c.Delete(ctx, kv.TextKey(k))
 	return err
 }
 
 func (m *moveStore) Get(ctx context.Context, k string) ([]byte, bool, error) {
-	it, ok, err := m.pick().Get(ctx, kv.TextKey(k))
+	c, done := m.pick()
+	defer done()
+	it, ok, err := c.Get(ctx, kv.TextKey(k))
 	v, _, _ := bytes.Cut(it.Value.Data, []byte("|"))
 	return v, ok, err
 }
