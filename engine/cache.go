@@ -289,9 +289,13 @@ func (c *Cache) acquireConn(ctx context.Context, write bool) (*conn, error) {
 		}
 		cn = c.idle[n-1]
 		c.idle = c.idle[:n-1]
+		if write {
+			c.lastWriter = cn
+		}
 	}
 	c.idleMu.Unlock()
-	if cn == nil {
+	opened := cn == nil
+	if opened {
 		var err error
 		if cn, err = openConn(c.dbPath, c.timeout, c.exclusive); err != nil {
 			<-c.slots
@@ -314,7 +318,7 @@ func (c *Cache) acquireConn(ctx context.Context, write bool) (*conn, error) {
 		}
 		cn.gen = gen
 	}
-	if write {
+	if write && opened {
 		c.idleMu.Lock()
 		c.lastWriter = cn
 		c.idleMu.Unlock()

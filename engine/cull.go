@@ -141,11 +141,9 @@ func (tx *Tx) cullExpired(now float64, limit int64) (int64, error) {
 		}
 		expired++
 	}
-	switch {
-	case expired == len(rows):
-		tx.floor = math.Inf(1) // no row left with an expiry
-	default:
-		tx.floor = math.Inf(-1)
+	tx.floor = math.Inf(1) // no row left with an expiry
+	if expired < len(rows) {
+		tx.floor = math.Inf(-1) // not a number: no floor
 		if e, ok := toFloat(rows[expired][2]); ok {
 			tx.floor = e
 		}
