@@ -246,4 +246,20 @@ func utSameKeys(t *testing.T, got, want []kv.Key) {
 	}
 }
 
+// utHoldWriter starts a write transaction on c that holds c's writer
+// until the returned release is called; release returns its error.
+func utHoldWriter(c *Cache) (release func() error) {
+	held, end := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Transact(utCtx, func(tx *Tx) error {
+			close(held)
+			<-end
+			return nil
+		})
+	}()
+	<-held
+	return func() error { close(end); return <-done }
+}
+
 func utBig(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }

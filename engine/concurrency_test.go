@@ -287,16 +287,7 @@ func TestTimeoutInProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		held, release := make(chan struct{}), make(chan struct{})
-		done := make(chan error, 1)
-		go func() {
-			done <- c.Transact(utCtx, func(tx *Tx) error {
-				close(held)
-				<-release
-				return nil
-			})
-		}()
-		<-held
+		release := utHoldWriter(c)
 		if err := c.Set(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 			t.Errorf("timeout %v: Set = %v, want ErrTimeout", timeout, err)
 		}
@@ -308,8 +299,7 @@ func TestTimeoutInProcess(t *testing.T) {
 				t.Errorf("Set with a cancelled context = %v", err)
 			}
 		}
-		close(release)
-		if err := <-done; err != nil {
+		if err := release(); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Set(utCtx, kv.TextKey("k"), kv.Int(1), kv.SetOptions{}); err != nil {
@@ -507,16 +497,7 @@ func TestTimedOutWriteLeavesNoFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	held, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- a.Transact(utCtx, func(tx *Tx) error {
-			close(held)
-			<-release
-			return nil
-		})
-	}()
-	<-held
+	release := utHoldWriter(a)
 	if err := b.Set(utCtx, kv.TextKey("k"), kv.Bytes(utBig(100, 'x')), kv.SetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Set = %v, want ErrTimeout", err)
 	}
@@ -526,8 +507,7 @@ func TestTimedOutWriteLeavesNoFile(t *testing.T) {
 	if _, err := b.Push(utCtx, kv.Bytes(utBig(100, 'z')), QueueOptions{}, kv.SetOptions{}); !errors.Is(err, kv.ErrTimeout) {
 		t.Errorf("Push = %v, want ErrTimeout", err)
 	}
-	close(release)
-	if err := <-done; err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	if files := utValFiles(t, b); len(files) != 0 {

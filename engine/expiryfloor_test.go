@@ -145,16 +145,7 @@ func TestExpiryFloorIgnoresRolledBackJobs(t *testing.T) {
 	clk.Advance(time.Minute) // e1 and e2 have expired
 
 	// Hold the writer, so that the jobs below queue and run as one batch.
-	held, release := make(chan struct{}), make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		first <- c.Transact(utCtx, func(tx *Tx) error {
-			close(held)
-			<-release
-			return nil
-		})
-	}()
-	<-held
+	release := utHoldWriter(c)
 	errFail := errors.New("fail on purpose")
 	jobs := []func(tx *Tx) error{
 		func(tx *Tx) error { // culls e1 and e2, then fails
@@ -175,8 +166,7 @@ func TestExpiryFloorIgnoresRolledBackJobs(t *testing.T) {
 			runtime.Gosched()
 		}
 	}
-	close(release)
-	if err := <-first; err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	var failed int
