@@ -37,6 +37,7 @@ import (
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 )
 
 // The envtest control plane (a real etcd and kube-apiserver built from Go
@@ -81,7 +82,9 @@ func envtestAssets() string {
 }
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
+	code := runTests(m)
+	testserver.RemoveBinary()
+	os.Exit(code)
 }
 
 func runTests(m *testing.M) int {

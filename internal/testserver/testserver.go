@@ -26,8 +26,26 @@ import (
 var (
 	buildOnce sync.Once
 	binPath   string
+	binDir    string // the temporary directory Binary built into; "" for CACHESERVER_BIN
 	buildErr  error
 )
+
+// Main runs a package's tests and then removes the binary Binary built, so
+// that each test process does not leave 20 MB behind in the temporary
+// directory. A package whose tests start servers calls it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	RemoveBinary()
+	os.Exit(code)
+}
+
+// RemoveBinary removes the binary Binary built, if it built one; for a
+// TestMain that does more than Main.
+func RemoveBinary() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
 
 // Binary builds cmd/cacheserver once per test process and returns its path.
 // CACHESERVER_BIN names a prebuilt binary instead.
@@ -43,6 +61,7 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		binDir = dir
 		binPath = filepath.Join(dir, "cacheserver")
 		cmd := exec.Command("go", "build", "-o", binPath, "github.com/diskcache-operator/diskcache-operator/cmd/cacheserver")
 		cmd.Dir = moduleRoot()

@@ -1,0 +1,9 @@
+package maintenance
+
+import (
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+func TestMain(m *testing.M) { testserver.Main(m) }
