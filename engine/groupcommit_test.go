@@ -37,16 +37,7 @@ func testGroupCommitIsolatesFailures(t *testing.T, yield bool) {
 	}
 	defer c.Close()
 
-	held, release := make(chan struct{}), make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		first <- c.Transact(ctx, func(tx *Tx) error {
-			close(held)
-			<-release
-			return tx.Set(kv.TextKey("first"), kv.Int(0), kv.SetOptions{})
-		})
-	}()
-	<-held
+	release := utHoldWriter(c)
 
 	const writers = 40
 	errFail := errors.New("fail on purpose")
@@ -79,11 +70,10 @@ func testGroupCommitIsolatesFailures(t *testing.T, yield bool) {
 	for c.queueLen() < writers {
 		runtime.Gosched()
 	}
-	close(release)
-	wg.Wait()
-	if err := <-first; err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
+	wg.Wait()
 
 	ok := 0
 	for i := 0; i < writers; i++ {
