@@ -18,6 +18,7 @@ import (
 	klabels "k8s.io/apimachinery/pkg/labels"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
@@ -35,6 +36,9 @@ type autoscalerRig struct {
 	clk    *clocktesting.FakeClock
 	period time.Duration
 	stop   func()
+	// cached reads what the autoscaler reads: the manager's cache, which
+	// may lag behind the API server.
+	cached client.Reader
 }
 
 func startAutoscaler(t *testing.T, ns, name, label string, period time.Duration) *autoscalerRig {
@@ -71,7 +75,7 @@ func startAutoscalerAt(t *testing.T, ns, name, label string, period time.Duratio
 	}
 	t.Cleanup(stop)
 	eventually(t, "the autoscaler's ticker", func() error { return want(clk.HasWaiters(), "no ticker yet") })
-	return &autoscalerRig{t: t, ns: ns, name: name, clk: clk, period: period, stop: stop}
+	return &autoscalerRig{t: t, ns: ns, name: name, clk: clk, period: period, stop: stop, cached: mgr.GetClient()}
 }
 
 // poll moves the clock by one poll interval and waits for the autoscaler's
@@ -92,7 +96,8 @@ func (r *autoscalerRig) poll() *cachev1alpha1.DiskCache {
 // settle plays the StatefulSet controller with n ready, updated pods (once
 // the operator has set n replicas, and again whenever it changes the
 // StatefulSet), and waits for the operator to see a cache that is not
-// moving: topology on n shards, Progressing False.
+// moving: topology on n shards, Progressing False, in the API server and
+// in the cache the autoscaler reads.
 func (r *autoscalerRig) settle(n int32) {
 	r.t.Helper()
 	eventually(r.t, fmt.Sprintf("settled on %d shards", n), func() error {
@@ -111,7 +116,18 @@ func (r *autoscalerRig) settle(n int32) {
 		if busy, why := settling(dc); busy {
 			return fmt.Errorf("%s", why)
 		}
-		return want(dc.Spec.Shards == n, "spec.shards %d", dc.Spec.Shards)
+		if err := want(dc.Spec.Shards == n, "spec.shards %d", dc.Spec.Shards); err != nil {
+			return err
+		}
+		// The next reading must see it settled too.
+		seen := &cachev1alpha1.DiskCache{}
+		if err := r.cached.Get(bg, client.ObjectKeyFromObject(dc), seen); err != nil {
+			return err
+		}
+		if busy, why := settling(seen); busy {
+			return fmt.Errorf("the autoscaler's cache: %s", why)
+		}
+		return want(seen.Spec.Shards == n, "the autoscaler's cache: spec.shards %d", seen.Spec.Shards)
 	})
 }
 
