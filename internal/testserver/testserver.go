@@ -26,28 +26,43 @@ import (
 var (
 	buildOnce sync.Once
 	binPath   string
-	binDir    string // the temporary directory Binary built into; "" for CACHESERVER_BIN
+	binDir    string // the directory Main made for the binary, removed when its tests end
 	buildErr  error
 )
+
+// binDirEnv passes the directory Main made to the processes the test
+// process starts: the fuzzing coordinator's workers build into it (or find
+// the binary there) rather than into directories of their own, which the
+// coordinator, stopping them, would leave behind.
+const binDirEnv = "TESTSERVER_BIN_DIR"
 
 // Main runs a package's tests and then removes the binary Binary built, so
 // that each test process does not leave 20 MB behind in the temporary
 // directory. A package whose tests start servers calls it from TestMain.
 func Main(m *testing.M) {
+	if os.Getenv(binDirEnv) == "" {
+		// Made now, before any test: a fuzzing coordinator starts its
+		// workers without ever needing the binary itself.
+		if dir, err := os.MkdirTemp("", "cacheserver-bin-"); err == nil {
+			binDir = dir
+			os.Setenv(binDirEnv, dir)
+		}
+	}
 	code := m.Run()
 	RemoveBinary()
 	os.Exit(code)
 }
 
-// RemoveBinary removes the binary Binary built, if it built one; for a
-// TestMain that does more than Main.
+// RemoveBinary removes the binary Binary built, if this process made its
+// directory; for a TestMain that does more than Main.
 func RemoveBinary() {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
 }
 
-// Binary builds cmd/cacheserver once per test process and returns its path.
+// Binary builds cmd/cacheserver once per test process (once per fuzzing
+// run: its workers share the coordinator's) and returns its path.
 // CACHESERVER_BIN names a prebuilt binary instead.
 func Binary(t testing.TB) string {
 	t.Helper()
@@ -56,23 +71,44 @@ func Binary(t testing.TB) string {
 			binPath = p
 			return
 		}
-		dir, err := os.MkdirTemp("", "cacheserver-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir = dir
-		binPath = filepath.Join(dir, "cacheserver")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/diskcache-operator/diskcache-operator/cmd/cacheserver")
-		cmd.Dir = moduleRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build cacheserver: %v\n%s", err, out)
-		}
+		binPath, buildErr = build()
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// build builds cmd/cacheserver into the directory of binDirEnv, made by a
+// parent test process, or else into one this process makes (and passes on
+// to the processes it starts). Builds of several processes into the same
+// directory each write a file of their own and rename it into place.
+func build() (string, error) {
+	dir := os.Getenv(binDirEnv)
+	if dir != "" {
+		path := filepath.Join(dir, "cacheserver")
+		if _, err := os.Stat(path); err == nil {
+			return path, nil
+		}
+	} else {
+		var err error
+		if dir, err = os.MkdirTemp("", "cacheserver-bin-"); err != nil {
+			return "", err
+		}
+		binDir = dir
+		os.Setenv(binDirEnv, dir)
+	}
+	path := filepath.Join(dir, "cacheserver")
+	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
+	cmd := exec.Command("go", "build", "-o", tmp, "github.com/diskcache-operator/diskcache-operator/cmd/cacheserver")
+	cmd.Dir = moduleRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build cacheserver: %v\n%s", err, out)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("go build cacheserver: %w", err)
+	}
+	return path, nil
 }
 
 func moduleRoot() string {
