@@ -428,9 +428,9 @@ func grepLines(text, word string) string {
 // lost; one that fits is kept.
 func TestValueTooLargeForSizeLimitIsRefused(t *testing.T) {
 	// 10 MB over a fanout of 8: 1,250,000 bytes per database, of which an
-	// otherwise empty database's own pages take 8 × 4096.
+	// otherwise empty database's own pages take 8 (of --page-size bytes).
 	srv, c := startServer(t, "--size-limit", "10000000", "--collection-max-bytes", "100000000")
-	const share, pages = 10000000 / 8, 8 * 4096
+	const share, pages = 10000000 / 8, 8 * cacheserver.DefaultPageSize
 	cache := c.Cache("")
 	for _, size := range []int{share - pages - 1, 1 << 20} {
 		key := kv.TextKey(fmt.Sprintf("fits-%d", size))

@@ -81,6 +81,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// transaction its file locks.
 		HotBytes:  cfg.HotValueBytes,
 		Exclusive: cfg.HotValueBytes > 0,
+		PageSize:  cfg.PageSize,
 		// Writes spread over the fanout wait for each other's commits and
 		// then share theirs (commitGate): measured on 2 CPUs, one turn
 		// takes a fifth of the CPU off a SET at 64 connections.

@@ -90,6 +90,16 @@ type Options struct {
 	// The files stay python-diskcache's: it opens them once this process
 	// has closed them.
 	Exclusive bool
+	// PageSize is the SQLite page size, in bytes, of a database Open
+	// creates: a power of two from 512 to 65536. Zero means SQLite's
+	// default of 4096, which python-diskcache's databases have. A
+	// database that exists keeps the page size it was created with (WAL
+	// mode cannot change it). Every write appends each page it changes
+	// to the log whole, and a small set changes a few pages: with pages
+	// of 2048 bytes a set writes about half the bytes to the log and the
+	// database at checkpoints, for a value of a few KiB a few more
+	// overflow pages. python-diskcache opens a database of any page size.
+	PageSize int
 
 	// gate, set by OpenFanout, makes the databases of a fanout take turns
 	// to commit (FanoutOptions.CommitTurns).
@@ -107,9 +117,12 @@ type Cache struct {
 	timeout  time.Duration
 	now      func() time.Time
 	pageSize int64
-	minPages int64                // pages of a database holding one item: see checkKeepable
-	maxBytes int64                // Options.MaxBytes
-	syncFile func(*os.File) error // Options.SyncFile
+	// newPageSize is Options.PageSize: the page size init gives a
+	// database it creates.
+	newPageSize int
+	minPages    int64                // pages of a database holding one item: see checkKeepable
+	maxBytes    int64                // Options.MaxBytes
+	syncFile    func(*os.File) error // Options.SyncFile
 	// batchYield is Options.BatchYield.
 	batchYield bool
 	exclusive  bool        // Options.Exclusive
@@ -181,6 +194,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	if err := validPageSize(opts.PageSize); err != nil {
+		return nil, err
+	}
+	c.newPageSize = opts.PageSize
 	c.maxBytes = opts.MaxBytes
 	c.syncFile = opts.SyncFile
 	c.batchYield = opts.BatchYield
@@ -217,6 +234,14 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("engine: open %s: %w", dir, err)
 	}
 	return c, nil
+}
+
+// validPageSize checks Options.PageSize.
+func validPageSize(n int) error {
+	if n == 0 || (n >= 512 && n <= 65536 && n&(n-1) == 0) {
+		return nil
+	}
+	return fmt.Errorf("%w: page size must be a power of two from 512 to 65536, got %d", kv.ErrInvalidSetting, n)
 }
 
 // Directory returns the cache directory.

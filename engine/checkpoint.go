@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,7 +87,11 @@ func (c *Cache) journalSizeLimit() int64 {
 	if c.autoCheckpoint == 0 {
 		return WALSizeLimit
 	}
-	return (c.autoCheckpoint + 16) * (4096 + 24)
+	pageSize := c.pageSize // 0 until init has read it
+	if pageSize == 0 {
+		pageSize = int64(cmp.Or(c.newPageSize, 4096))
+	}
+	return (c.autoCheckpoint + 16) * (pageSize + 24)
 }
 
 // walSize returns the size of the -wal file, 0 when there is none (the

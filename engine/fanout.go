@@ -65,6 +65,9 @@ type FanoutOptions struct {
 	// HotBytes is Options.HotBytes of the fanout databases together (each
 	// gets HotBytes / Fanout); named caches, deques and indexes keep none.
 	HotBytes int64
+	// PageSize is Options.PageSize of every database and sub-collection
+	// this creates.
+	PageSize int
 	// Exclusive is Options.Exclusive of the fanout databases; named
 	// caches, deques and indexes, whose idle connections CloseIdleCollections
 	// closes, are opened shared.
@@ -119,6 +122,7 @@ type FanoutCache struct {
 	batchYield    bool
 	gate          *commitGate // nil unless FanoutOptions.CommitTurns
 	bgCheckpoints bool
+	pageSize      int // FanoutOptions.PageSize
 	// cacheSizeLimit is FanoutOptions.CacheSizeLimit.
 	cacheSizeLimit int64
 	// collectionMaxBytes is Options.MaxBytes of every sub-collection
@@ -180,6 +184,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		syncFile:      opts.SyncFile,
 		batchYield:    opts.BatchYield,
 		bgCheckpoints: opts.BackgroundCheckpoints,
+		pageSize:      opts.PageSize,
 		caches:        map[string]*Cache{},
 		deques:        map[string]*Deque{},
 		indexes:       map[string]*Index{},
@@ -201,7 +206,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 				}
 			}
 		}
-		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, BackgroundCheckpoints: opts.BackgroundCheckpoints, HotBytes: opts.HotBytes / int64(n), Exclusive: opts.Exclusive, gate: gate}
+		copts := Options{Timeout: timeout, Settings: dbSettings, Now: now, MaxConns: opts.MaxConns, SyncFile: opts.SyncFile, BatchYield: opts.BatchYield, BackgroundCheckpoints: opts.BackgroundCheckpoints, HotBytes: opts.HotBytes / int64(n), Exclusive: opts.Exclusive, PageSize: opts.PageSize, gate: gate}
 		c, err := Open(ctx, dbDir, copts)
 		if err != nil && opts.Quarantine && IsCorruptDatabase(err) {
 			var q Quarantined
@@ -754,7 +759,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	if x, ok := open[name]; ok {
 		return x, nil
 	}
-	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints})
+	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints, PageSize: f.pageSize})
 	if err != nil {
 		return zero, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -126,6 +127,13 @@ func (c *Cache) init(ctx context.Context, overrides map[settings.Name]any) error
 		}
 	}
 
+	if c.newPageSize > 0 {
+		// Before anything is written: a database that has pages keeps
+		// their size, and SQLite ignores the pragma there.
+		if err := retry(func() error { return cn.execScript("PRAGMA page_size = " + strconv.Itoa(c.newPageSize)) }); err != nil {
+			return err
+		}
+	}
 	// Pragmas first: auto_vacuum only takes effect before tables exist.
 	for _, p := range []struct {
 		name  string

@@ -39,6 +39,7 @@ const (
 	FlagMetricsRequireToken   Flag = "metrics-require-token"
 	FlagMetricsInterval       Flag = "metrics-interval"
 	FlagHotValueBytes         Flag = "hot-value-bytes"
+	FlagPageSize              Flag = "page-size"
 )
 
 // ServerFlags are the engine settings the cacheserver takes as flags (and

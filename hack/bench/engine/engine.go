@@ -18,6 +18,7 @@ var serverOptions = engine.Options{
 	BackgroundCheckpoints: true,
 	BatchYield:            true,
 	Exclusive:             true,
+	PageSize:              2048, // cacheserver.DefaultPageSize
 }
 
 // engineStore is one engine.Cache, shared by every worker goroutine.

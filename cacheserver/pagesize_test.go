@@ -1,0 +1,58 @@
+package cacheserver_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+
+	_ "github.com/mattn/go-sqlite3"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+// The server creates its databases with --page-size (DefaultPageSize when
+// not given); a data directory it finds keeps the page size its databases
+// were created with.
+func TestServerCreatesDatabasesWithItsPageSize(t *testing.T) {
+	dir := t.TempDir()
+	srv := testserver.Start(t, testserver.Options{DataDir: dir})
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := pageSize(t, filepath.Join(dir, "000", "cache.db")); got != cacheserver.DefaultPageSize {
+		t.Fatalf("page size of a database the server created = %d, want --page-size's default %d", got, cacheserver.DefaultPageSize)
+	}
+
+	srv = testserver.Start(t, testserver.Options{DataDir: dir, Args: []string{"--page-size", "4096"}})
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := pageSize(t, filepath.Join(dir, "000", "cache.db")); got != cacheserver.DefaultPageSize {
+		t.Fatalf("page size after a restart with --page-size 4096 = %d, want the %d it was created with", got, cacheserver.DefaultPageSize)
+	}
+
+	other := t.TempDir()
+	srv = testserver.Start(t, testserver.Options{DataDir: other, Args: []string{"--page-size", "4096"}})
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := pageSize(t, filepath.Join(other, "000", "cache.db")); got != 4096 {
+		t.Fatalf("page size of a database created with --page-size 4096 = %d", got)
+	}
+}
+
+func pageSize(t *testing.T, path string) int {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("PRAGMA page_size").Scan(&n); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return n
+}
