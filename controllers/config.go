@@ -45,6 +45,9 @@ func serverConfig(dc *cachev1alpha1.DiskCache) (conf string, restartPart string)
 	if spec.Monitoring.RequireToken {
 		line(&r, settings.FlagMetricsRequireToken, true)
 	}
+	if spec.PageSize != nil {
+		line(&r, settings.FlagPageSize, *spec.PageSize)
+	}
 	if spec.MaxKeyBytes != nil {
 		line(&r, settings.FlagMaxKeyBytes, spec.MaxKeyBytes.Value())
 	}

@@ -37,6 +37,7 @@ func TestServerConfigLoadsInCacheserver(t *testing.T) {
 		dc.Spec.MaxValueBytes = ptrTo(resource.MustParse("1e9"))
 		dc.Spec.FsyncValueFiles = true
 		dc.Spec.HotValueBytes = ptrTo(resource.MustParse("8Mi"))
+		dc.Spec.PageSize = ptrTo[int32](4096)
 		dc.Spec.Monitoring.RequireToken = true
 	})
 	conf, _ := serverConfig(dc)
@@ -52,7 +53,7 @@ func TestServerConfigLoadsInCacheserver(t *testing.T) {
 		cfg.DatabaseTimeout != 2500*time.Millisecond || cfg.MaxKeyBytes != 4096 || cfg.MaxValueBytes != 1e9 ||
 		cfg.SizeLimit != 1610612736 || cfg.EvictionPolicy != "least-recently-used" || cfg.CullLimit != 0 || !cfg.Statistics ||
 		cfg.TagIndex || cfg.DiskMinFileSize != 32768 || cfg.TLSCert != "" || !cfg.FsyncValueFiles || !cfg.MetricsRequireToken ||
-		cfg.HotValueBytes != 8<<20 {
+		cfg.HotValueBytes != 8<<20 || cfg.PageSize != 4096 {
 		t.Errorf("cacheserver read %+v from\n%s", cfg, conf)
 	}
 	given := cfg.EngineSettings().Values()

@@ -53,6 +53,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"malformed diskMinFileSize", "diskMinFileSize: 32kb", "spec.diskMinFileSize"},
 		{"negative maxKeyBytes", "maxKeyBytes: -5", "maxKeyBytes must be positive"},
 		{"negative hotValueBytes", "hotValueBytes: -1Mi", "hotValueBytes must not be negative"},
+		{"page size not a power of two", "pageSize: 3000", "spec.pageSize: Unsupported value: 3000"},
 		{"zero fanout", "fanout: 0", "spec.fanout in body should be greater than or equal to 1"},
 		{"fanout too large", "fanout: 65", "spec.fanout in body should be less than or equal to 64"},
 		{"negative cullLimit", "cullLimit: -1", "spec.cullLimit in body should be greater than or equal to 0"},

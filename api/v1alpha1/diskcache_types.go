@@ -166,6 +166,17 @@ type DiskCacheSpec struct {
 	// +optional
 	HotValueBytes *resource.Quantity `json:"hotValueBytes,omitempty"`
 
+	// PageSize is the SQLite page size, in bytes, of the databases a shard
+	// creates (the cacheserver's --page-size). Empty means the server's
+	// default, 2048: a write appends every page it changes to the log, so
+	// smaller pages write fewer bytes per small set; 4096 is SQLite's and
+	// python-diskcache's. Databases that exist keep the page size they
+	// were created with, so a change takes effect only for shards and
+	// named collections created after it (it rolls the pods).
+	// +kubebuilder:validation:Enum=512;1024;2048;4096;8192;16384;32768;65536
+	// +optional
+	PageSize *int32 `json:"pageSize,omitempty"`
+
 	// MaxKeyBytes is the largest key the server accepts; empty means the
 	// server's default (64Ki).
 	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="maxKeyBytes must be positive"

@@ -267,6 +267,11 @@ func (in *DiskCacheSpec) DeepCopyInto(out *DiskCacheSpec) {
 		x := (*in).DeepCopy()
 		*out = &x
 	}
+	if in.PageSize != nil {
+		in, out := &in.PageSize, &out.PageSize
+		*out = new(int32)
+		**out = **in
+	}
 	if in.MaxKeyBytes != nil {
 		in, out := &in.MaxKeyBytes, &out.MaxKeyBytes
 		x := (*in).DeepCopy()
