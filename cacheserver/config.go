@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
@@ -186,8 +187,8 @@ func (c *Config) Validate() error {
 	if c.HotValueBytes < 0 {
 		errs = append(errs, fmt.Errorf("--%s must not be negative", settings.FlagHotValueBytes))
 	}
-	if n := c.PageSize; n < 512 || n > 65536 || n&(n-1) != 0 {
-		errs = append(errs, fmt.Errorf("--%s must be a power of two from 512 to 65536, got %d", settings.FlagPageSize, n))
+	if !engine.ValidPageSize(c.PageSize) {
+		errs = append(errs, fmt.Errorf("--%s must be a power of two from 512 to 65536, got %d", settings.FlagPageSize, c.PageSize))
 	}
 	if c.RebalanceRate < 0 {
 		errs = append(errs, fmt.Errorf("--rebalance-rate must be 0 (no cap) or positive, got %d", c.RebalanceRate))

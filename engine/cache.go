@@ -236,9 +236,13 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 	return c, nil
 }
 
-// validPageSize checks Options.PageSize.
+// ValidPageSize reports whether SQLite takes n as a page size: a power of
+// two from 512 to 65536.
+func ValidPageSize(n int) bool { return n >= 512 && n <= 65536 && n&(n-1) == 0 }
+
+// validPageSize checks Options.PageSize (0: SQLite's default).
 func validPageSize(n int) error {
-	if n == 0 || (n >= 512 && n <= 65536 && n&(n-1) == 0) {
+	if n == 0 || ValidPageSize(n) {
 		return nil
 	}
 	return fmt.Errorf("%w: page size must be a power of two from 512 to 65536, got %d", kv.ErrInvalidSetting, n)
