@@ -52,7 +52,7 @@ func BenchmarkFanoutSet(b *testing.B) {
 		// The server's options, its --database-timeout included: with the
 		// library's 10 ms, a set that waits out a checkpoint's fsync on a
 		// slow disk fails the benchmark with "database timeout".
-		{"server", engine.FanoutOptions{Timeout: time.Second, BackgroundCheckpoints: true, BatchYield: true, HotBytes: 32 << 20, Quarantine: true, Exclusive: true}},
+		{"server", engine.FanoutOptions{Timeout: time.Second, BackgroundCheckpoints: true, BatchYield: true, HotBytes: 32 << 20, Quarantine: true, Exclusive: true, PageSize: 2048}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			ctx := context.Background()
@@ -79,7 +79,7 @@ func BenchmarkFanoutSet(b *testing.B) {
 // the process's CPU per operation.
 func BenchmarkFanoutMixed(b *testing.B) {
 	ctx := context.Background()
-	f, err := engine.OpenFanout(ctx, b.TempDir(), engine.FanoutOptions{Timeout: time.Second, BackgroundCheckpoints: true, BatchYield: true, HotBytes: 32 << 20, Quarantine: true, Exclusive: true})
+	f, err := engine.OpenFanout(ctx, b.TempDir(), engine.FanoutOptions{Timeout: time.Second, BackgroundCheckpoints: true, BatchYield: true, HotBytes: 32 << 20, Quarantine: true, Exclusive: true, PageSize: 2048})
 	if err != nil {
 		b.Fatal(err)
 	}
