@@ -40,14 +40,10 @@ const binDirEnv = "TESTSERVER_BIN_DIR"
 // that each test process does not leave 20 MB behind in the temporary
 // directory. A package whose tests start servers calls it from TestMain.
 func Main(m *testing.M) {
-	if os.Getenv(binDirEnv) == "" {
-		// Made now, before any test: a fuzzing coordinator starts its
-		// workers without ever needing the binary itself.
-		if dir, err := os.MkdirTemp("", "cacheserver-bin-"); err == nil {
-			binDir = dir
-			os.Setenv(binDirEnv, dir)
-		}
-	}
+	// Made now, before any test: a fuzzing coordinator starts its workers
+	// without ever needing the binary itself. (On failure, Binary tries
+	// again and reports it.)
+	_, _ = sharedBinDir()
 	code := m.Run()
 	RemoveBinary()
 	os.Exit(code)
@@ -79,26 +75,18 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
-// build builds cmd/cacheserver into the directory of binDirEnv, made by a
-// parent test process, or else into one this process makes (and passes on
-// to the processes it starts). Builds of several processes into the same
-// directory each write a file of their own and rename it into place.
+// build builds cmd/cacheserver into sharedBinDir, unless another process
+// of the run has. Builds of several processes into the same directory each
+// write a file of their own and rename it into place.
 func build() (string, error) {
-	dir := os.Getenv(binDirEnv)
-	if dir != "" {
-		path := filepath.Join(dir, "cacheserver")
-		if _, err := os.Stat(path); err == nil {
-			return path, nil
-		}
-	} else {
-		var err error
-		if dir, err = os.MkdirTemp("", "cacheserver-bin-"); err != nil {
-			return "", err
-		}
-		binDir = dir
-		os.Setenv(binDirEnv, dir)
+	dir, err := sharedBinDir()
+	if err != nil {
+		return "", err
 	}
 	path := filepath.Join(dir, "cacheserver")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil // built by another process of this run
+	}
 	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
 	cmd := exec.Command("go", "build", "-o", tmp, "github.com/diskcache-operator/diskcache-operator/cmd/cacheserver")
 	cmd.Dir = moduleRoot()
@@ -109,6 +97,21 @@ func build() (string, error) {
 		return "", fmt.Errorf("go build cacheserver: %w", err)
 	}
 	return path, nil
+}
+
+// sharedBinDir returns the directory of binDirEnv, first making it (this
+// process then removes it in RemoveBinary) and passing it on when no
+// parent test process did.
+func sharedBinDir() (string, error) {
+	if dir := os.Getenv(binDirEnv); dir != "" {
+		return dir, nil
+	}
+	dir, err := os.MkdirTemp("", "cacheserver-bin-")
+	if err != nil {
+		return "", err
+	}
+	binDir = dir
+	return dir, os.Setenv(binDirEnv, dir)
 }
 
 func moduleRoot() string {
