@@ -23,7 +23,11 @@ func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
 		FsyncValueFiles:        s.cfg.FsyncValueFiles,
 		MetricsRequireToken:    s.cfg.MetricsRequireToken,
 		GoDebug:                os.Getenv("GODEBUG"),
+		PageSize:               s.cfg.PageSize,
 		Quarantined:            []wire.Quarantined{},
+	}
+	for i := range s.cache.DatabaseCount() {
+		c.DatabasePageSizes = append(c.DatabasePageSizes, s.cache.Database(i).PageSize())
 	}
 	for _, q := range s.cache.Quarantined() {
 		c.Quarantined = append(c.Quarantined, wire.Quarantined{Database: q.Index, MovedTo: q.Path, Error: q.Err.Error()})

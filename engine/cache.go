@@ -257,6 +257,10 @@ func (c *Cache) Timeout() time.Duration { return c.timeout }
 // Settings returns the settings in force.
 func (c *Cache) Settings() Settings { return *c.settings.Load() }
 
+// PageSize is the SQLite page size, in bytes, the database runs with: the
+// one it was created with, which Options.PageSize does not change.
+func (c *Cache) PageSize() int64 { return c.pageSize }
+
 // Close closes every connection. Calls after Close fail with ErrClosed.
 func (c *Cache) Close() error {
 	var err error

@@ -373,6 +373,12 @@ type ServerConfig struct {
 	// GoDebug is the GODEBUG the server's Go runtime runs with: the
 	// server adds schedtrace unless GODEBUG sets it (docs/operations.md).
 	GoDebug string `json:"go_debug"`
+	// PageSize is --page-size, the SQLite page size of a database the
+	// server creates; DatabasePageSizes is the one each fanout database
+	// runs with, in index order. A database keeps the size it was created
+	// with, so a data directory from an older server still shows 4096.
+	PageSize          int     `json:"page_size"`
+	DatabasePageSizes []int64 `json:"database_page_sizes"`
 	// Quarantined lists the fanout databases found damaged at start, moved
 	// aside and started empty; their items are lost.
 	Quarantined []Quarantined `json:"quarantined"`

@@ -327,6 +327,9 @@ func TestSettings(t *testing.T) {
 	if gd, _ := cfg["go_debug"].(string); !strings.Contains(gd, "schedtrace=2147483647") {
 		t.Fatalf("the shard runs with GODEBUG %q, want schedtrace=2147483647 in it", gd)
 	}
+	if cfg["page_size"] != 2048.0 || !allEqual(cfg["database_page_sizes"], 2048.0) {
+		t.Fatalf("before: page_size %v, database_page_sizes %v; want 2048, the default", cfg["page_size"], cfg["database_page_sizes"])
+	}
 
 	p.next("live change (evictionPolicy, sizeLimit)")
 	newLimit := resource.MustParse("256Mi")
@@ -353,9 +356,10 @@ func TestSettings(t *testing.T) {
 	}
 	t.Logf("ConfigMap after the live change:\n%s", cm.Data["cacheserver.conf"])
 
-	p.next("non-live change (databaseTimeout): rolling restart")
+	p.next("non-live change (databaseTimeout, pageSize): rolling restart")
 	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
 		dc.Spec.DatabaseTimeout = &metav1.Duration{Duration: 3 * time.Second}
+		dc.Spec.PageSize = ptr.To[int32](4096)
 	})
 	eventually(t, 3*time.Minute, "pod replaced", func(ctx context.Context) (bool, string) {
 		pod := &corev1.Pod{}
@@ -386,6 +390,24 @@ func TestSettings(t *testing.T) {
 	if cfg["database_timeout_seconds"] != 3.0 {
 		t.Errorf("after the restart the server runs with database_timeout_seconds %v, want 3", cfg["database_timeout_seconds"])
 	}
+	// New databases would get 4096-byte pages; those on the volume keep theirs.
+	if cfg["page_size"] != 4096.0 || !allEqual(cfg["database_page_sizes"], 2048.0) {
+		t.Errorf("after the restart: page_size %v, database_page_sizes %v; want 4096, and 2048 kept", cfg["page_size"], cfg["database_page_sizes"])
+	}
+}
+
+// allEqual reports whether v, a JSON array, is not empty and holds only want.
+func allEqual(v any, want any) bool {
+	a, ok := v.([]any)
+	if !ok || len(a) == 0 {
+		return false
+	}
+	for _, x := range a {
+		if x != want {
+			return false
+		}
+	}
+	return true
 }
 
 // 4. The run-maintenance annotation expires dead keys and records the run in
