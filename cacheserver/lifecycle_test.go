@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -387,6 +388,47 @@ func TestServerRunsWithSysmonSetting(t *testing.T) {
 		}
 		if cfg.GoDebug != c.want {
 			t.Errorf("server started with %s runs with GODEBUG=%s, want %s", c.env, cfg.GoDebug, c.want)
+		}
+	}
+}
+
+// TestOtherFanoutRefused restarts a server on its data directory with
+// another --fanout: it exits at once saying why, instead of hashing the keys
+// to other databases (where they would read as misses, and come back stale
+// with the old fanout); with its own fanout it serves them all.
+func TestOtherFanoutRefused(t *testing.T) {
+	srv, c := startServer(t)
+	for i := range 100 {
+		if err := c.Cache("").Set(t.Context(), kv.IntKey(int64(i)), kv.Int(int64(i)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := srv.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"4", "16"} {
+		// Bounded: a server that does not refuse would serve on.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		cmd := exec.CommandContext(ctx, testserver.Binary(t), "--data-dir", srv.DataDir, "--listen", "127.0.0.1:0", "--insecure-no-auth", "--fanout", n)
+		out, err := cmd.CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || timedOut {
+			t.Fatalf("--fanout %s on a directory of 8: %v, want a non-zero exit\n%s", n, err, out)
+		}
+		if !strings.Contains(string(out), "--fanout "+n) || !strings.Contains(string(out), "made for another fanout") {
+			t.Fatalf("--fanout %s: the output does not say why it stopped:\n%s", n, out)
+		}
+	}
+	srv.Restart(t)
+	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if it, ok, err := c.Cache("").Get(t.Context(), kv.IntKey(int64(i))); err != nil || !ok || !it.Value.Equal(kv.Int(int64(i))) {
+			t.Fatalf("key %d after the refused starts: %+v, %v, %v", i, it, ok, err)
 		}
 	}
 }

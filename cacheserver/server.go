@@ -23,6 +23,7 @@ import (
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // Server is the HTTP API over one FanoutCache directory.
@@ -60,6 +61,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if log == nil {
 		log = slog.Default()
+	}
+	// A data directory written with another fanout would lose most of its
+	// keys to the new hashing (python-diskcache opens it all the same).
+	if err := engine.CheckFanout(cfg.DataDir, cfg.Fanout); err != nil {
+		return nil, fmt.Errorf("cacheserver: --%s %d: %w", settings.FlagFanout, cfg.Fanout, err)
 	}
 	fc, err := engine.OpenFanout(ctx, cfg.DataDir, engine.FanoutOptions{
 		Fanout:   cfg.Fanout,
