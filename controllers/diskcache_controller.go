@@ -298,6 +298,15 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 
 	problems = append(problems, r.resizeClaims(ctx, dc)...)
 
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(dc.Namespace), client.MatchingLabels(selectorLabels(dc))); err != nil {
+		return nil, nil, nil, fmt.Errorf("list pods: %w", err)
+	}
+	for _, f := range failingShards(pods.Items) {
+		r.eventRelated(dc, f.pod, corev1.EventTypeWarning, cachev1alpha1.ReasonShardFailing, "Start", "%s", f.note)
+		problems = append(problems, problem{cachev1alpha1.ReasonShardFailing, f.note})
+	}
+
 	var settingsErr error
 	if token != "" {
 		results, err := r.applySettings(ctx, dc, token, tlsConfig)

@@ -846,6 +846,10 @@ const (
 	ReasonSettingsNotApplied = "SettingsNotApplied"
 	ReasonVolumeResizeFailed = "VolumeResizeFailed"
 	ReasonPodsNotReady       = "PodsNotReady"
+	// ReasonShardFailing (Degraded, and a Warning Event on the pod): a
+	// shard's cacheserver exited with an error and is not serving; the
+	// message carries the last line it wrote, which says why.
+	ReasonShardFailing = "ShardFailing"
 	// Token rotation events.
 	ReasonTokenRotationStarted = "TokenRotationStarted"
 	ReasonTokenSwitched        = "TokenSwitched"

@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -621,6 +622,7 @@ func TestDeleteGarbageCollects(t *testing.T) {
 	if dc := getDiskCache(t, ns, retain); dc.Spec.Storage.PVCRetentionPolicy.WhenDeleted != cachev1alpha1.RetainPVC {
 		t.Errorf("default whenDeleted %q, want Retain", dc.Spec.Storage.PVCRetentionPolicy.WhenDeleted)
 	}
+	writeItems(t, newCacheClient(t, serviceURL(t, ns, retain), token(t, ns, retain)), 0, 300, 300)
 
 	children := func(name string) []ctrlclient.Object {
 		key := func(n string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: ns, Name: n} }
@@ -672,4 +674,33 @@ func TestDeleteGarbageCollects(t *testing.T) {
 	if pvc.DeletionTimestamp != nil || len(pvc.OwnerReferences) != 0 || pvc.Status.Phase != corev1.ClaimBound {
 		t.Errorf("retained PVC: deletion %v owners %+v phase %s", pvc.DeletionTimestamp, pvc.OwnerReferences, pvc.Status.Phase)
 	}
+
+	// A DiskCache created again on the retained claim with another fanout
+	// would hash the keys to other databases: the shard refuses to start,
+	// and the DiskCache says why.
+	p.next("created again with another fanout: the shard refuses, Degraded ShardFailing")
+	createDiskCache(t, newDiskCache(ns, retain, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Fanout = 4 }))
+	eventually(t, 4*time.Minute, "Degraded (ShardFailing) naming the fanout", func(ctx context.Context) (bool, string) {
+		dc := &cachev1alpha1.DiskCache{}
+		if err := k8s.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: retain}, dc); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(dc.Status.Conditions, cachev1alpha1.ConditionDegraded)
+		return c != nil && c.Reason == cachev1alpha1.ReasonShardFailing && strings.Contains(c.Message, "made for another fanout"),
+			fmt.Sprintf("Degraded %+v", c)
+	})
+
+	p.next("created again with its own fanout: every item back")
+	if err := k8s.Delete(ctxT(t, 30*time.Second), getDiskCache(t, ns, retain)); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range append(children(retain), &cachev1alpha1.DiskCache{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: retain}}) {
+		eventually(t, 3*time.Minute, fmt.Sprintf("%T %s gone", o, o.GetName()), func(ctx context.Context) (bool, string) {
+			err := k8s.Get(ctx, ctrlclient.ObjectKeyFromObject(o), o)
+			return apierrors.IsNotFound(err), fmt.Sprintf("get: %v", err)
+		})
+	}
+	createDiskCache(t, newDiskCache(ns, retain, nil))
+	waitAvailable(t, ns, retain, 4*time.Minute)
+	checkItems(t, newCacheClient(t, serviceURL(t, ns, retain), token(t, ns, retain)), 0, 300, 300)
 }
