@@ -181,17 +181,27 @@ func dumpNamespace(t *testing.T, ns string) {
 	}
 }
 
-// kubectl runs kubectl against the test cluster.
+// kubectl runs kubectl against the test cluster and returns its standard
+// output, with its standard error after it when it fails. On success the
+// standard error is only logged: kubectl writes warnings there (for example
+// "Unknown stream id 1, discarding message" from exec) that are not the
+// output a test compares.
 func kubectl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "kubectl", args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
-	return out.String(), err
+	if err != nil {
+		return out.String() + errOut.String(), err
+	}
+	if errOut.Len() > 0 {
+		t.Logf("kubectl's standard error (its arguments may carry a token): %s", errOut.String())
+	}
+	return out.String(), nil
 }
 
 // newDiskCache returns a small single-shard DiskCache; mutate adjusts it.
