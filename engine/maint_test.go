@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,7 +142,20 @@ func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
 	c, _ := openTest(t, map[settings.Name]any{settings.NameDiskMinFileSize: 10})
 	utSet(t, c, kv.TextKey("k"), kv.Bytes(utBig(100, 'u')), kv.SetOptions{})
 	known := utFileOf(t, c, kv.TextKey("k"))
-	unknown := filepath.Join(c.Directory(), "ab", "cd", "0123456789abcdef0123456789ab.val")
+	// The directories made below must not be the known file's (its name is
+	// random): they are to be emptied and removed.
+	rel, err := filepath.Rel(c.Directory(), known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirA, dirE := "ab", "ee"
+	switch strings.SplitN(filepath.ToSlash(rel), "/", 2)[0] {
+	case dirA:
+		dirA = "ac"
+	case dirE:
+		dirE = "ef"
+	}
+	unknown := filepath.Join(c.Directory(), dirA, "cd", "0123456789abcdef0123456789ab.val")
 	if err := os.MkdirAll(filepath.Dir(unknown), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +167,7 @@ func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
 	if err := os.WriteFile(stray, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	empty := filepath.Join(c.Directory(), "ee", "ff")
+	empty := filepath.Join(c.Directory(), dirE, "ff")
 	if err := os.MkdirAll(empty, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +199,7 @@ func TestCheckUnknownFileAndEmptyDir(t *testing.T) {
 	if _, err := os.Stat(known); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"ab", "ee"} {
+	for _, d := range []string{dirA, dirE} {
 		if _, err := os.Stat(filepath.Join(c.Directory(), d)); !os.IsNotExist(err) {
 			t.Fatalf("directory %s left", d)
 		}
