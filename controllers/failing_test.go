@@ -77,6 +77,12 @@ func TestFailingShards(t *testing.T) {
 			State: corev1.ContainerState{Terminated: state}, LastTerminationState: corev1.ContainerState{Terminated: last}}}
 		return p
 	}
+	waiting := func(name, reason, message string) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: ContainerName,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: message}}}}
+		return p
+	}
 	long := strings.Repeat("x", 1000)
 	pods := []corev1.Pod{
 		status("c-3", false, nil, &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}),
@@ -84,6 +90,8 @@ func TestFailingShards(t *testing.T) {
 		status("c-1", false, nil, &corev1.ContainerStateTerminated{ExitCode: 0}),                        // a clean stop
 		status("c-2", false, &corev1.ContainerStateTerminated{ExitCode: 2, Message: "a\n\n" + long + "\n"}, nil),
 		status("c-4", false, nil, nil), // starting
+		waiting("c-5", "ImagePullBackOff", "Back-off pulling image \"example.com/cacheserver:nope\""),
+		waiting("c-6", "ContainerCreating", ""), // on its way
 	}
 	got := failingShards(pods)
 	var notes []string
@@ -93,6 +101,7 @@ func TestFailingShards(t *testing.T) {
 	wantNotes := []string{
 		"pod c-2: cacheserver exited with code 2 (restarts: 2): " + long[:maxFailureNote] + "…",
 		"pod c-3: cacheserver exited with code 137 (restarts: 2): OOMKilled",
+		`pod c-5: cacheserver cannot start: ImagePullBackOff: Back-off pulling image "example.com/cacheserver:nope"`,
 	}
 	if strings.Join(notes, "\n") != strings.Join(wantNotes, "\n") {
 		t.Errorf("failingShards:\n%s\nwant:\n%s", strings.Join(notes, "\n"), strings.Join(wantNotes, "\n"))
