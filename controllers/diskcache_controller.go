@@ -80,6 +80,9 @@ type DiskCacheReconciler struct {
 	plainHTTP *http.Client
 	// quarantines are the quarantined databases already reported as Events.
 	quarantines sync.Map
+	// pageSizesKept are the pods (by UID) already reported as running
+	// databases with another page size than they were started with.
+	pageSizesKept sync.Map
 }
 
 // +kubebuilder:rbac:groups=cache.diskcache.dev,resources=diskcaches,verbs=get;list;watch
@@ -227,6 +230,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		return nil, nil, nil, err
 	}
 	r.reportQuarantines(dc, topo)
+	r.reportPageSizesKept(dc, topo)
 	if topo.rotation, err = r.reconcileRotation(ctx, dc, secret, topo); err != nil {
 		return nil, nil, nil, err
 	}

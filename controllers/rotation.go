@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -225,6 +226,39 @@ func setAnnotation(obj client.Object, k, v string) {
 	}
 	a[k] = v
 	obj.SetAnnotations(a)
+}
+
+// reportPageSizesKept raises a Normal Event, once per pod and operator
+// process, for a shard whose fanout databases keep another page size than
+// the one it runs with (GET /v1/config): SQLite cannot change the page size
+// of a database in WAL mode, so spec.pageSize only reaches databases
+// created after it, and a volume from before keeps its own.
+func (r *DiskCacheReconciler) reportPageSizesKept(dc *cachev1alpha1.DiskCache, topo *topologyOutcome) {
+	for _, rep := range topo.reports {
+		if rep.config == nil || rep.config.PageSize == 0 {
+			continue
+		}
+		kept := map[int64]int{}
+		for _, size := range rep.config.DatabasePageSizes {
+			if size != int64(rep.config.PageSize) {
+				kept[size]++
+			}
+		}
+		if len(kept) == 0 {
+			continue
+		}
+		if _, seen := r.pageSizesKept.LoadOrStore(rep.pod.UID, true); seen {
+			continue
+		}
+		var parts []string
+		for _, size := range slices.Sorted(maps.Keys(kept)) {
+			parts = append(parts, fmt.Sprintf("%d with pages of %d bytes", kept[size], size))
+		}
+		r.eventRelated(dc, rep.pod, corev1.EventTypeNormal, cachev1alpha1.ReasonPageSizeKept, "Start",
+			"pod %s: of its %d fanout databases, %s keep the page size they were created with; "+
+				"pages of %d bytes (spec.pageSize) go to databases created from now on",
+			rep.pod.Name, len(rep.config.DatabasePageSizes), strings.Join(parts, " and "), rep.config.PageSize)
+	}
 }
 
 // nonZero is st, or nil when it says nothing.

@@ -339,6 +339,63 @@ func TestQuarantineRaisesEvent(t *testing.T) {
 	}
 }
 
+// TestPageSizeKeptRaisesEvent: a shard whose databases were created with
+// another page size than it runs with gets one Normal Event saying so.
+func TestPageSizeKeptRaisesEvent(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	const name = "pages"
+	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 1 })
+	tok := waitToken(t, ns, name)
+
+	data := filepath.Join(t.TempDir(), "data")
+	first := testserver.Start(t, testserver.Options{Token: tok, DataDir: data, Args: []string{"--fanout", "4", "--page-size", "4096"}})
+	if err := first.Stop(bg); err != nil {
+		t.Fatal(err)
+	}
+	adminFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(adminFile, []byte(waitAdminToken(t, ns, name)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Options{Token: tok, DataDir: data,
+		Args: []string{"--fanout", "4", "--shard-index", "0", "--admin-token-file", adminFile}})
+	pod := name + "-0"
+	podAddrs.Store(ns+"/"+pod, srv.URL)
+	t.Cleanup(func() { podAddrs.Delete(ns + "/" + pod) })
+	createPod(t, ns, name, pod, true)
+
+	pageEvents := func() []string {
+		var notes []string
+		for _, e := range eventsFor(t, ns, name) {
+			if e.Reason == cachev1alpha1.ReasonPageSizeKept && e.Type == corev1.EventTypeNormal {
+				n := e.Note
+				if e.Series != nil {
+					n += fmt.Sprintf(" (series of %d)", e.Series.Count)
+				}
+				notes = append(notes, n)
+			}
+		}
+		return notes
+	}
+	wantNote := "pod pages-0: of its 4 fanout databases, 4 with pages of 4096 bytes keep the page size they were created with; " +
+		"pages of 2048 bytes (spec.pageSize) go to databases created from now on"
+	eventually(t, "a PageSizeKept event", func() error {
+		notes := pageEvents()
+		return want(len(notes) == 1 && notes[0] == wantNote, "events %q, want %q", notes, wantNote)
+	})
+	// More reconciles (each reads GET /v1/config again) raise no more.
+	for n := int32(1); n <= 2; n++ {
+		updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.CullLimit = ptrTo(n) })
+		eventually(t, fmt.Sprintf("cull_limit %d applied", n), func() error {
+			got := serverSettings(t, srv)["cull_limit"]
+			return want(got == float64(n), "cull_limit %v", got)
+		})
+	}
+	if notes := pageEvents(); len(notes) != 1 || notes[0] != wantNote {
+		t.Errorf("PageSizeKept events after more reconciles: %q, want one", notes)
+	}
+}
+
 // TestRotationTimeSurvivesALostStatusWrite: retiring the old token writes
 // the Secret, then the status; when that status write is lost (the
 // reconcile fails after the Secret's update, as under load), the next step

@@ -858,6 +858,9 @@ const (
 	// ReasonDatabaseQuarantined: a shard found a fanout database damaged at
 	// start, moved it aside and started it empty.
 	ReasonDatabaseQuarantined = "DatabaseQuarantined"
+	// ReasonPageSizeKept (a Normal Event): a shard's fanout databases keep
+	// another page size than spec.pageSize, the one they were created with.
+	ReasonPageSizeKept = "PageSizeKept"
 	// ReasonServiceMonitorUnavailable: spec.monitoring.serviceMonitor is
 	// enabled but the ServiceMonitor cannot be kept (no such API, or a
 	// ServiceMonitor of that name the operator does not own).
