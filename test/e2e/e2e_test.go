@@ -391,10 +391,23 @@ func TestSettings(t *testing.T) {
 	if cfg["database_timeout_seconds"] != 3.0 {
 		t.Errorf("after the restart the server runs with database_timeout_seconds %v, want 3", cfg["database_timeout_seconds"])
 	}
-	// New databases would get 4096-byte pages; those on the volume keep theirs.
+	// New databases would get 4096-byte pages; those on the volume keep
+	// theirs, which the operator tells in an Event.
 	if cfg["page_size"] != 4096.0 || !allEqual(cfg["database_page_sizes"], 2048.0) {
 		t.Errorf("after the restart: page_size %v, database_page_sizes %v; want 4096, and 2048 kept", cfg["page_size"], cfg["database_page_sizes"])
 	}
+	eventually(t, 2*time.Minute, "a PageSizeKept event about "+rolled.Name, func(context.Context) (bool, string) {
+		var notes []string
+		for _, e := range eventsOf(t, ns, name) {
+			if e.Reason == cachev1alpha1.ReasonPageSizeKept {
+				if strings.HasPrefix(e.Note, "pod "+rolled.Name+": of its 8 fanout databases, 8 with pages of 2048 bytes keep") {
+					return true, ""
+				}
+				notes = append(notes, e.Note)
+			}
+		}
+		return false, fmt.Sprintf("PageSizeKept events: %q", notes)
+	})
 }
 
 // allEqual reports whether v, a JSON array, is not empty and holds only want.
