@@ -328,11 +328,18 @@ def start_shards(services, work, binary, extra_args):
     return urls, token_file
 
 
+# The HTTP method of each workload operation on /v1/keys/{key}.
+OP_METHODS = {'get': 'GET', 'set': 'PUT', 'delete': 'DELETE'}
+KEY_ROUTE_BUCKET = 'diskcache_http_request_duration_seconds_bucket{method="%s",route="/v1/keys/{key}",le="'
+
+
 def server_counts(urls, token_file):
     """Counters summed over the servers' /metrics: forwarded and served
     requests (diskcache_forwarded_requests_total, every target and answer;
-    diskcache_served_requests_total), and gets answered from memory or not
-    (diskcache_hot_value_gets_total, every fanout database)."""
+    diskcache_served_requests_total), gets answered from memory or not
+    (diskcache_hot_value_gets_total, every fanout database), and the
+    cumulative buckets of the key route's handler time per operation
+    (diskcache_http_request_duration_seconds, as ('bucket', op, le))."""
     import urllib.request  # pylint: disable=import-outside-toplevel
     with open(token_file, encoding='utf-8') as f:
         auth = {'Authorization': 'Bearer ' + f.read().strip()}
@@ -349,7 +356,28 @@ def server_counts(urls, token_file):
             elif line.startswith('diskcache_hot_value_gets_total{'):
                 result = 'hot_hit' if 'result="hit"' in line else 'hot_miss'
                 counts[result] += float(line.split()[-1])
+            else:
+                for op, method in OP_METHODS.items():
+                    prefix = KEY_ROUTE_BUCKET % method
+                    if line.startswith(prefix):
+                        le = float(line[len(prefix):line.index('"', len(prefix))])
+                        key = ('bucket', op, le)
+                        counts[key] = counts.get(key, 0.0) + float(line.split()[-1])
     return counts
+
+
+def server_p99_us(delta, op):
+    """The bucket bound (µs) under which 99% of op's requests were handled,
+    from the delta of the servers' cumulative buckets; NaN without any."""
+    buckets = sorted((key[2], n) for key, n in delta.items()
+                     if isinstance(key, tuple) and key[1] == op)
+    total = buckets[-1][1] if buckets else 0
+    if total <= 0:
+        return float('nan')
+    for le, n in buckets:
+        if n >= 0.99 * total:
+            return le * 1e6
+    return float('nan')
 
 
 def fetch_profile(url, admin_file, kind, seconds, path, errors):
@@ -600,9 +628,11 @@ def run_backend(ctx, alias, args, server_pids=None, profile_path=None, servers=N
         # Over every operation of the run, warm-up included.
         server_cpu = (proc_cpu_ns(server_pids) - server_cpu) / 1000.0 / (args.procs * args.ops)
     forwarded_share = hot_share = float('nan')
+    server_p99 = dict.fromkeys(OPS, float('nan'))
     if counts is not None and not errors:
         after = server_counts(*servers)
-        delta = {name: after[name] - counts[name] for name in counts}
+        delta = {name: after[name] - counts.get(name, 0.0) for name in after}
+        server_p99 = {op: server_p99_us(delta, op) for op in OPS}
         # Forwarded ÷ served requests over the workers' operations, warm-up
         # included: a request forwarded once is served once, by its owner.
         if len(servers[0]) > 1 and delta['served'] > 0:
@@ -618,7 +648,8 @@ def run_backend(ctx, alias, args, server_pids=None, profile_path=None, servers=N
             'ops_per_s': timed / wall if wall > 0 else float('nan'),
             'client_cpu_us': client_cpu / 1000.0 / timed if timed else float('nan'),
             'server_cpu_us': float('nan') if server_cpu is None else server_cpu,
-            'forwarded_share': forwarded_share, 'hot_share': hot_share}
+            'forwarded_share': forwarded_share, 'hot_share': hot_share,
+            **{'server_%s_p99_us' % op: server_p99[op] for op in OPS}}
 
 
 def percentile(sorted_values, pct):
@@ -636,7 +667,10 @@ CDF_PERCENTILES = tuple(i / 10.0 for i in range(5, 1000, 5)) + (99.9, 99.95, 99.
 
 # A run's statistics besides the latencies (forwarded_share: NaN but for
 # the shards of a topology; hot_share: NaN but for cacheservers).
-RUN_STATS = ('ops_per_s', 'client_cpu_us', 'server_cpu_us', 'forwarded_share', 'hot_share')
+# server_OP_p99_us: the bucket bound under which the servers' handlers
+# finished 99% of OP (NaN but for cacheservers).
+RUN_STATS = ('ops_per_s', 'client_cpu_us', 'server_cpu_us', 'forwarded_share', 'hot_share') + \
+    tuple('server_%s_p99_us' % op for op in OPS)
 
 
 def summarize(run):
@@ -739,6 +773,21 @@ def table(results, order, rounds):
         cpu.append('Hot share (gets the servers answered from memory, --hot-value-bytes, ÷ '
                    'gets that looked there, diskcache_hot_value_gets_total over the run, '
                    'warm-up included): %s.' % ', '.join(hot))
+    handled = []
+    for name in order:
+        stats = results.get(name, {})
+        p99 = ['%s ≤ %s' % (op, fmt_us(stats['server_%s_p99_us' % op])) for op in OPS
+               if stats.get('server_%s_p99_us' % op, float('nan')) == stats.get('server_%s_p99_us' % op)]
+        if p99:
+            handled.append('%s %s' % (name, ', '.join(p99)))
+    if handled:
+        cpu.append('')
+        cpu.append('Server-side p99 in µs (the handlers\' own time, without reading the request '
+                   'or sending the answer: the bound of the diskcache_http_request_duration_seconds '
+                   'bucket 99%% of the run\'s requests fell under, warm-up included; for 3 shards '
+                   'every shard\'s, so a forwarded request counts twice, once with its forwarding. '
+                   'Set against the clients\' p99 above, the rest of the tail is outside the '
+                   'handler): %s.' % '; '.join(handled))
     return '\n'.join(lines + notes + cpu)
 
 
