@@ -297,29 +297,10 @@ func TestQuarantineRaisesEvent(t *testing.T) {
 	if err := os.WriteFile(db, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	adminFile := filepath.Join(t.TempDir(), "admin-token")
-	if err := os.WriteFile(adminFile, []byte(waitAdminToken(t, ns, name)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv := testserver.Start(t, testserver.Options{Token: tok, DataDir: data,
-		Args: []string{"--fanout", "4", "--shard-index", "0", "--admin-token-file", adminFile}})
-	pod := name + "-0"
-	podAddrs.Store(ns+"/"+pod, srv.URL)
-	t.Cleanup(func() { podAddrs.Delete(ns + "/" + pod) })
-	createPod(t, ns, name, pod, true)
+	srv, pod := serveShard0(t, ns, name, tok, data)
 
 	quarantineEvents := func() []string {
-		var notes []string
-		for _, e := range eventsFor(t, ns, name) {
-			if e.Reason == cachev1alpha1.ReasonDatabaseQuarantined {
-				n := e.Note
-				if e.Series != nil {
-					n += fmt.Sprintf(" (series of %d)", e.Series.Count)
-				}
-				notes = append(notes, n)
-			}
-		}
-		return notes
+		return eventNotes(t, ns, name, corev1.EventTypeWarning, cachev1alpha1.ReasonDatabaseQuarantined)
 	}
 	eventually(t, "a DatabaseQuarantined event", func() error {
 		notes := quarantineEvents()
@@ -353,31 +334,12 @@ func TestPageSizeKeptRaisesEvent(t *testing.T) {
 	if err := first.Stop(bg); err != nil {
 		t.Fatal(err)
 	}
-	adminFile := filepath.Join(t.TempDir(), "admin-token")
-	if err := os.WriteFile(adminFile, []byte(waitAdminToken(t, ns, name)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv := testserver.Start(t, testserver.Options{Token: tok, DataDir: data,
-		Args: []string{"--fanout", "4", "--shard-index", "0", "--admin-token-file", adminFile}})
-	pod := name + "-0"
-	podAddrs.Store(ns+"/"+pod, srv.URL)
-	t.Cleanup(func() { podAddrs.Delete(ns + "/" + pod) })
-	createPod(t, ns, name, pod, true)
+	srv, pod := serveShard0(t, ns, name, tok, data)
 
 	pageEvents := func() []string {
-		var notes []string
-		for _, e := range eventsFor(t, ns, name) {
-			if e.Reason == cachev1alpha1.ReasonPageSizeKept && e.Type == corev1.EventTypeNormal {
-				n := e.Note
-				if e.Series != nil {
-					n += fmt.Sprintf(" (series of %d)", e.Series.Count)
-				}
-				notes = append(notes, n)
-			}
-		}
-		return notes
+		return eventNotes(t, ns, name, corev1.EventTypeNormal, cachev1alpha1.ReasonPageSizeKept)
 	}
-	wantNote := "pod pages-0: of its 4 fanout databases, 4 with pages of 4096 bytes keep the page size they were created with; " +
+	wantNote := "pod " + pod + ": of its 4 fanout databases, 4 with pages of 4096 bytes keep the page size they were created with; " +
 		"pages of 2048 bytes (spec.pageSize) go to databases created from now on"
 	eventually(t, "a PageSizeKept event", func() error {
 		notes := pageEvents()
@@ -394,6 +356,40 @@ func TestPageSizeKeptRaisesEvent(t *testing.T) {
 	if notes := pageEvents(); len(notes) != 1 || notes[0] != wantNote {
 		t.Errorf("PageSizeKept events after more reconciles: %q, want one", notes)
 	}
+}
+
+// serveShard0 starts a server on data as shard 0 (fanout 4) of DiskCache
+// name, with its admin token, and makes it the operator's ready pod NAME-0.
+func serveShard0(t *testing.T, ns, name, tok, data string) (*testserver.Server, string) {
+	t.Helper()
+	adminFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(adminFile, []byte(waitAdminToken(t, ns, name)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Options{Token: tok, DataDir: data,
+		Args: []string{"--fanout", "4", "--shard-index", "0", "--admin-token-file", adminFile}})
+	pod := name + "-0"
+	podAddrs.Store(ns+"/"+pod, srv.URL)
+	t.Cleanup(func() { podAddrs.Delete(ns + "/" + pod) })
+	createPod(t, ns, name, pod, true)
+	return srv, pod
+}
+
+// eventNotes lists the notes of DiskCache name's events of one type and
+// reason, each followed by its series count when it is a series.
+func eventNotes(t *testing.T, ns, name, eventType, reason string) []string {
+	t.Helper()
+	var notes []string
+	for _, e := range eventsFor(t, ns, name) {
+		if e.Reason == reason && e.Type == eventType {
+			n := e.Note
+			if e.Series != nil {
+				n += fmt.Sprintf(" (series of %d)", e.Series.Count)
+			}
+			notes = append(notes, n)
+		}
+	}
+	return notes
 }
 
 // TestRotationTimeSurvivesALostStatusWrite: retiring the old token writes
