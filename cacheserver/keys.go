@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -142,6 +143,13 @@ const maxNumberBytes = 400
 
 func parseNumberOfType(s string, vt kv.ValueType) (kv.Value, error) {
 	n, err := wire.ParseNumber(s)
+	if vt == kv.ValueFloat && errors.Is(err, kv.ErrOverflow) {
+		// A float written as a long integer ("1" and 20 zeros).
+		var f float64
+		if f, err = strconv.ParseFloat(strings.TrimSpace(s), 64); err == nil {
+			n = kv.Float(f)
+		}
+	}
 	if err != nil {
 		return kv.Value{}, badRequest(wire.CodeBadValue, "%s value: %v", vt, err)
 	}
@@ -357,15 +365,15 @@ func (s *Server) handleIncr(decr bool) handlerFunc {
 		q := r.URL.Query()
 		delta, def := kv.Int(1), kv.Int(0)
 		if d := q.Get("delta"); d != "" {
-			if delta, err = wire.ParseNumber(d); err != nil {
-				return badRequest(wire.CodeBadRequest, "delta: %v", err)
+			if delta, err = parseIncrNumber("delta", d); err != nil {
+				return err
 			}
 		}
 		if d := q.Get("default"); d == "none" {
 			def = kv.Value{}
 		} else if d != "" {
-			if def, err = wire.ParseNumber(d); err != nil {
-				return badRequest(wire.CodeBadRequest, "default: %v", err)
+			if def, err = parseIncrNumber("default", d); err != nil {
+				return err
 			}
 		}
 		var v kv.Value
@@ -380,6 +388,20 @@ func (s *Server) handleIncr(decr bool) handlerFunc {
 		writeItem(w, r, engine.Item{Key: key, Value: v}, false)
 		return nil
 	}
+}
+
+// parseIncrNumber reads incr's delta or default: an integer beyond 64 bits
+// is the documented 409 overflow (python-diskcache cannot store it in a row
+// either), not a float that would lose its low digits.
+func parseIncrNumber(name, s string) (kv.Value, error) {
+	n, err := wire.ParseNumber(s)
+	switch {
+	case errors.Is(err, kv.ErrOverflow):
+		return kv.Value{}, fmt.Errorf("%s: %w", name, err)
+	case err != nil:
+		return kv.Value{}, badRequest(wire.CodeBadRequest, "%s: %v", name, err)
+	}
+	return n, nil
 }
 
 // unwrapBodyError surfaces the size-limit error of a request body that the

@@ -3,11 +3,13 @@ package cacheserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -445,6 +447,13 @@ func (s *Server) handleAverageAdd(w http.ResponseWriter, r *http.Request) error 
 		return badRequest(wire.CodeBadValue, "the body must be one number")
 	}
 	n, err := wire.ParseNumber(string(b))
+	if errors.Is(err, kv.ErrOverflow) {
+		// Summed as a float anyway.
+		var f float64
+		if f, err = strconv.ParseFloat(strings.TrimSpace(string(b)), 64); err == nil {
+			n = kv.Float(f)
+		}
+	}
 	if err != nil {
 		return badRequest(wire.CodeBadValue, "the body must be one number: %v", err)
 	}

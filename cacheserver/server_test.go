@@ -281,6 +281,11 @@ func TestBadInputGetsClear4xx(t *testing.T) {
 		{"PUT", "/v1/keys/%FF", "", "v", 400, wire.CodeBadKey},
 		{"PUT", "/v1/keys/k", "text", "\xff", 400, wire.CodeBadValue},
 		{"POST", "/v1/keys/k/incr?delta=x", "", "", 400, wire.CodeBadRequest},
+		// Beyond 64 bits: an overflow, not a float that lost its low digits.
+		{"POST", "/v1/keys/k/incr?delta=18446744073709551616", "", "", 409, wire.CodeOverflow},
+		{"POST", "/v1/keys/k/incr?default=1180591620717411303424", "", "", 409, wire.CodeOverflow},
+		{"POST", "/v1/keys/k/decr?delta=-9223372036854775809", "", "", 409, wire.CodeOverflow},
+		{"PUT", "/v1/keys/k", "int", "9223372036854775808", 400, wire.CodeBadValue},
 		{"GET", "/v1/caches/..%2F..%2Fetc/keys/k", "", "", 400, wire.CodeBadName},
 		{"GET", "/v1/caches/%2Fabs/keys/k", "", "", 400, wire.CodeBadName},
 		{"PATCH", "/v1/settings", "", `{"eviction_policy":"random"}`, 400, wire.CodeBadSetting},
@@ -300,6 +305,28 @@ func TestBadInputGetsClear4xx(t *testing.T) {
 	info, err := c.Cache("").Info(ctx)
 	if err != nil || info.Count != 0 {
 		t.Fatalf("after rejected requests: count %d, %v", info.Count, err)
+	}
+}
+
+// TestLongIntegerOfAFloatValue: a float value may be written as a long
+// integer; it is the float, while an int value or an incr delta that long
+// is refused (TestBadInputGetsClear4xx).
+func TestLongIntegerOfAFloatValue(t *testing.T) {
+	srv, c := startServer(t)
+	req, _ := http.NewRequest("PUT", srv.URL+"/v1/keys/f", strings.NewReader("100000000000000000000"))
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	req.Header.Set(wire.HeaderValueType, "float")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PUT a float written as a long integer: %s", resp.Status)
+	}
+	it, ok, err := c.Cache("").Get(context.Background(), kv.TextKey("f"))
+	if err != nil || !ok || it.Value.Type != kv.ValueFloat || it.Value.Float != 1e20 {
+		t.Fatalf("read back %+v %v %v, want the float 1e20", it.Value, ok, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -269,11 +270,17 @@ func UnescapeHeader(s string) (string, error) { return url.PathUnescape(s) }
 func EscapePath(s string) string { return strings.ReplaceAll(url.PathEscape(s), ".", "%2E") }
 
 // ParseNumber reads an int ("12") or, failing that, a float ("1.5",
-// "inf") as a Value.
+// "inf") as a Value. An integer written without a point or an exponent
+// that leaves the signed 64-bit range is an error wrapping kv.ErrOverflow:
+// read as a float it would silently lose digits (Python's ints do not).
 func ParseNumber(s string) (kv.Value, error) {
 	s = strings.TrimSpace(s)
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err == nil {
 		return kv.Int(n), nil
+	}
+	if errors.Is(err, strconv.ErrRange) {
+		return kv.Value{}, fmt.Errorf("%w: %s does not fit in 64 bits", kv.ErrOverflow, s)
 	}
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
 		return kv.Float(f), nil
