@@ -414,3 +414,34 @@ func TestFanoutCompatGoWritesPythonReads(t *testing.T) {
 	}
 	foRun(t, "fanout_read.py", dir, manifest)
 }
+
+// python-diskcache stores float('nan') as a raw NULL (SQLite's NaN) and
+// reads it back as None: the engine answers the same None, as a pickle,
+// rather than calling the row corrupt.
+func TestPythonNaNReadsAsNone(t *testing.T) {
+	foRequirePython(t)
+	dir := t.TempDir()
+	script := `import sys, diskcache
+c = diskcache.Cache(sys.argv[1])
+c['nan'] = float('nan')
+assert c['nan'] is None
+c.close()`
+	if out, err := exec.Command(foPython, "-c", script, dir).CombinedOutput(); err != nil {
+		t.Fatalf("python-diskcache: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	c, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	it, ok, err := c.Get(ctx, kv.TextKey("nan"), GetOptions{})
+	if err != nil || !ok || it.Value.Type != kv.ValuePickle {
+		t.Fatalf("Get(nan) = %+v %v %v, want a pickle", it.Value, ok, err)
+	}
+	check := `import pickle, sys
+assert pickle.loads(bytes.fromhex(sys.argv[1])) is None`
+	if out, err := exec.Command(foPython, "-c", check, hex.EncodeToString(it.Value.Data)).CombinedOutput(); err != nil {
+		t.Fatalf("the value %x is not a pickled None: %v\n%s", it.Value.Data, err, out)
+	}
+}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"unicode/utf8"
@@ -46,6 +47,10 @@ func fileMode(t kv.ValueType) int64 {
 	}
 }
 
+// pickledNone is Python's None as a pickle (protocol 2), how a raw NULL
+// value reads.
+var pickledNone = []byte{0x80, 0x02, 'N', '.'}
+
 // valueFromDB rebuilds an in-database value from its mode and column.
 func valueFromDB(mode int64, col any) (kv.Value, error) {
 	switch mode {
@@ -60,7 +65,9 @@ func valueFromDB(mode int64, col any) (kv.Value, error) {
 		case []byte:
 			return kv.Bytes(t), nil
 		case nil:
-			return kv.Value{}, fmt.Errorf("%w: raw value is NULL", ErrCorrupt)
+			// python-diskcache's float('nan'): SQLite stores NaN as NULL,
+			// and python-diskcache reads it back as None.
+			return kv.Pickle(bytes.Clone(pickledNone)), nil
 		}
 	case modePickle:
 		if b, ok := col.([]byte); ok {
