@@ -144,6 +144,8 @@ class Cache:
 
     def evict(self, tag, retry=False):
         """Remove every item tagged ``tag``; the count removed."""
+        if wire.encode_tag(tag)[0] is None:
+            return 0  # no item has no tag as its tag (python-diskcache: 0)
         return self._run(ops.remove(self._route, self._prefix, 'evict',
                                     wire.set_params(tag=tag)))
 

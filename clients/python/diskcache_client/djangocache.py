@@ -263,7 +263,7 @@ class DjangoCache(BaseCache):
         """A binary file streaming the value of ``key``; KeyError if missing."""
         handle = self.get(key, ENOVAL, version=version, read=True)
         if handle is ENOVAL:
-            raise KeyError(key)
+            raise KeyError(self.make_key(key, version))
         return handle
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, read=False,
@@ -314,14 +314,15 @@ class DjangoCache(BaseCache):
             return self._run(ops.incr(self._client, PREFIX, made, delta, default),
                              None, 'incr')
         except KeyError:
-            raise ValueError("Key '%s' not found" % key) from None
+            # The made key, as python-diskcache's DjangoCache names it.
+            raise ValueError("Key '%s' not found" % made) from None
 
     async def aincr(self, key, delta=1, version=None, default=None):
         try:
             return await self._arun(self._keyed(key, version, ops.incr, delta, default),
                                     None, 'incr')
         except KeyError:
-            raise ValueError("Key '%s' not found" % key) from None
+            raise ValueError("Key '%s' not found" % self.make_key(key, version)) from None
 
     def decr(self, key, delta=1, version=None, default=None, retry=True):
         """Subtract ``delta`` atomically; see :meth:`incr`."""
@@ -476,6 +477,8 @@ class DjangoCache(BaseCache):
 
     def evict(self, tag):
         """Remove every item tagged ``tag``; the count removed."""
+        if wire.encode_tag(tag)[0] is None:
+            return 0  # no item has no tag as its tag (python-diskcache: 0)
         return self._run(ops.remove(self._client, PREFIX, 'evict', wire.set_params(tag=tag)),
                          0, 'evict')
 

@@ -14,14 +14,17 @@ This module does no I/O. It mirrors ``cacheserver/wire`` on the Go side:
   ``Diskcache-Value-Type`` header: ``int`` (not ``bool``) and ``float`` travel
   as decimal numbers so the server can ``incr``/``decr`` them atomically,
   ``str`` as UTF-8 ``text``, ``bytes`` as ``bytes`` and everything else as a
-  ``pickle`` (highest protocol) that only the client ever loads.
+  ``pickle`` (highest protocol) that only the client ever loads. A NaN float
+  is a pickle too: SQLite stores NaN as NULL, which reads back as ``None``.
 * Tags are ``str``, ``bytes``, ``int`` or ``float`` (``None`` means no tag).
+  As python-diskcache binds them, ``bool`` is the int and NaN is no tag.
 * Batch requests and responses use the record stream: one JSON header line
   followed by exactly ``len`` raw value bytes, repeated.
 """
 
 import base64
 import json
+import numbers
 import pickle
 import pickletools
 from urllib.parse import unquote_to_bytes
@@ -172,8 +175,10 @@ def encode_value(value):
             pass
     elif kind is int and _is_int64(value):
         return 'int', str(value).encode('ascii')
-    elif kind is float:
+    elif kind is float and value == value:
         return 'float', format_float(value).encode('ascii')
+    # NaN goes as a pickle: SQLite would store it as NULL, which reads back
+    # as None (as python-diskcache's own NaN values do).
     return 'pickle', pickle.dumps(value, protocol=PICKLE_PROTOCOL)
 
 
@@ -195,8 +200,11 @@ def decode_value(value_type, body):
 def encode_tag(tag):
     """Return ``(kind, raw_bytes)`` for a tag; ``None`` gives ``(None, None)``."""
     # pylint: disable=unidiomatic-typecheck
-    if tag is None:
+    if tag is None or (type(tag) is float and tag != tag):
+        # python-diskcache binds NaN as SQLite's NULL: no tag.
         return None, None
+    if type(tag) is bool:
+        tag = int(tag)  # as SQLite binds it, and python-diskcache reads 1 back
     kind = type(tag)
     if kind is str:
         return 'text', tag.encode('utf-8')
@@ -227,6 +235,9 @@ MAX_EXPIRE_SECONDS = 9.2e9
 
 def clamp_expire(expire):
     """``expire`` in seconds, bounded to what the server can represent."""
+    if not isinstance(expire, numbers.Real):
+        # python-diskcache adds it to time.time(): a str is a TypeError.
+        raise TypeError('expire must be a number of seconds, not %s' % type(expire).__name__)
     expire = float(expire)
     return max(-MAX_EXPIRE_SECONDS, min(MAX_EXPIRE_SECONDS, expire))
 

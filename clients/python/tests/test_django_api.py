@@ -105,6 +105,47 @@ def test_incr(cache):
         cache.incr('null')
 
 
+def test_incr_names_the_made_key(cache):
+    # As python-diskcache's DjangoCache and Django's locmem word it.
+    with pytest.raises(ValueError, match="Key ':1:nokey' not found"):
+        cache.incr('nokey')
+    with pytest.raises(ValueError, match="Key ':1:nokey' not found"):
+        cache.decr('nokey')
+    with pytest.raises(KeyError, match="':1:nokey'"):
+        cache.read('nokey')
+
+
+def test_incr_beyond_64_bits_overflows(cache):
+    # python-diskcache cannot store such an int in a row either; the
+    # value is left as it was (not turned into a float).
+    cache.set('b', 1)
+    with pytest.raises(OverflowError):
+        cache.incr('b', 2 ** 64)
+    with pytest.raises(OverflowError):
+        cache.decr('b', 2 ** 63 + 10)
+    with pytest.raises(OverflowError):
+        cache.incr('missing', 1, default=2 ** 70)
+    assert cache.get('b') == 1 and cache.get('missing') is None
+
+
+def test_nan_and_odd_tags(cache):
+    # A NaN value reads back as NaN (python-diskcache's own reads None:
+    # SQLite stores NaN as NULL).
+    assert cache.set('nan', float('nan')) is True
+    got = cache.get('nan')
+    assert isinstance(got, float) and got != got
+    # Tags bind as python-diskcache binds them: bool is the int, NaN none.
+    cache.set('t', 'v', tag=True)
+    assert cache.get('t', tag=True) == ('v', 1)
+    cache.set('n', 'v', tag=float('nan'))
+    assert cache.get('n', tag=True) == ('v', None)
+    assert cache.evict(None) == 0
+    assert cache.evict(float('nan')) == 0
+    assert cache.evict(True) == 1 and cache.get('t') is None
+    with pytest.raises(TypeError):
+        cache.set('k', 'v', timeout='10')
+
+
 def test_decr(cache):
     cache.set('answer', 43)
     assert cache.decr('answer') == 42

@@ -59,6 +59,7 @@ def written_by_python_diskcache(pydiskcache_dir):
     src.set('tagged', 'with tag', timeout=1000, tag='blue')
     src.set('tagged2', 'with tag too', tag='blue')
     src.set('counter', 10)
+    src.set('nan', float('nan'))  # stored as NULL: python-diskcache reads None
     src.set('file', io.BytesIO(b'streamed file ' * 5000), read=True)
     src.set('v2', 'version two', version=2)
     prefixed = diskcache.DjangoCache(src.directory, {'KEY_PREFIX': 'pre'})
@@ -120,6 +121,7 @@ def test_python_diskcache_directory_reads_back(written_by_python_diskcache, star
 
     assert dst.get('tagged', tag=True) == ('with tag', 'blue')
     assert dst.incr('counter') == 11  # stored as an int: atomic incr works
+    assert dst.get('nan', 'MISSING') is None  # as python-diskcache reads it
     with dst.read('file') as f:
         assert f.read() == b'streamed file ' * 5000
     assert dst.get('v2') is None

@@ -52,6 +52,12 @@ def test_values_map_to_types():
         assert decoded == value and type(decoded) is type(value)
 
 
+def test_nan_value_is_a_pickle():
+    kind, body = wire.encode_value(float('nan'))
+    got = wire.decode_value(kind, body)
+    assert kind == 'pickle' and isinstance(got, float) and got != got
+
+
 def test_unpicklable_value_raises():
     with pytest.raises(Exception):
         wire.encode_value(lambda: None)
@@ -76,6 +82,10 @@ def test_tags():
     assert wire.build_query(wire.set_params(-1, 'a b/c')) == 'expire=-1.0&tag=a%20b%2Fc'
     with pytest.raises(TypeError):
         wire.encode_tag(('x',))
+    assert wire.set_params(tag=True) == [('tag', b'1'), ('tt', 'int')]
+    assert wire.set_params(tag=float('nan')) == []
+    with pytest.raises(TypeError):
+        wire.set_params('10')
     headers = {'diskcache-tag': '%00%FF', 'diskcache-tag-type': 'bytes'}
     assert wire.tag_from_headers(headers) == b'\x00\xff'
     assert wire.tag_from_headers({'diskcache-tag': '2.5', 'diskcache-tag-type': 'float'}) == 2.5
