@@ -240,6 +240,12 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
 			return
 		}
+		if r.URL.RawQuery != "" {
+			if err := checkQuery(r.URL.RawQuery); err != nil {
+				s.writeError(rec, r, badRequest(wire.CodeBadRequest, "%v", err))
+				return
+			}
+		}
 		if _, inMemory := r.Body.(*frameBody); hasBody && !inMemory {
 			b := &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: s.cfg.BodyTimeout}
 			b.extend()

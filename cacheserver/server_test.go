@@ -278,6 +278,11 @@ func TestBadInputGetsClear4xx(t *testing.T) {
 		{"PUT", "/v1/keys/k?kt=int", "", "v", 400, wire.CodeBadKey},
 		{"PUT", "/v1/keys/k?kt=weird", "", "v", 400, wire.CodeBadKey},
 		{"PUT", "/v1/keys/k?expire=soon", "", "v", 400, wire.CodeBadRequest},
+		// A malformed pair is refused, not dropped (the item would lose
+		// its expiry or tag).
+		{"PUT", "/v1/keys/k?expire=%ZZ", "", "v", 400, wire.CodeBadRequest},
+		{"PUT", "/v1/keys/k?expire=5&tag=%ZZ", "", "v", 400, wire.CodeBadRequest},
+		{"PUT", "/v1/keys/k?expire=1;tag=x", "", "v", 400, wire.CodeBadRequest},
 		{"PUT", "/v1/keys/%FF", "", "v", 400, wire.CodeBadKey},
 		{"PUT", "/v1/keys/k", "text", "\xff", 400, wire.CodeBadValue},
 		{"POST", "/v1/keys/k/incr?delta=x", "", "", 400, wire.CodeBadRequest},
