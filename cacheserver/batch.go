@@ -20,8 +20,17 @@ type BatchKeys struct {
 	Keys []wire.EncodeKeyJSON `json:"keys"`
 }
 
+// batchKeysRead is BatchKeys as a request is read: the pointer tells a
+// missing "key" (an entry null or {}) from the empty key.
+type batchKeysRead struct {
+	Keys []struct {
+		Key  *string `json:"key"`
+		Kind string  `json:"kt"`
+	} `json:"keys"`
+}
+
 func (s *Server) batchKeys(w http.ResponseWriter, r *http.Request) ([]kv.Key, error) {
-	var body BatchKeys
+	var body batchKeysRead
 	if err := decodeJSON(w, r, maxBatchKeys*(s.cfg.MaxKeyBytes*4/3+64), &body); err != nil {
 		return nil, err
 	}
@@ -30,7 +39,10 @@ func (s *Server) batchKeys(w http.ResponseWriter, r *http.Request) ([]kv.Key, er
 	}
 	keys := make([]kv.Key, len(body.Keys))
 	for i, j := range body.Keys {
-		k, err := wire.KeyFromJSON(j)
+		if j.Key == nil {
+			return nil, badRequest(wire.CodeBadKey, "keys[%d] has no \"key\"", i)
+		}
+		k, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: *j.Key, Kind: j.Kind})
 		if err != nil {
 			return nil, badRequest(wire.CodeBadKey, "keys[%d]: %v", i, err)
 		}
@@ -137,15 +149,15 @@ func (s *Server) handleBatchSet(w http.ResponseWriter, r *http.Request) error {
 	rr := wire.NewRecordReader(r.Body)
 	res := BatchSetResult{Failed: []BatchSetFailed{}}
 	for i := 0; ; i++ {
-		if i > maxBatchKeys {
-			return badRequest(wire.CodeBadRequest, "more than %d records in one batch", maxBatchKeys)
-		}
 		rec, body, err := rr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return badRequest(wire.CodeBadRequest, "record %d: %v (%d records stored before it)", i, err, res.Stored)
+		}
+		if i >= maxBatchKeys {
+			return badRequest(wire.CodeBadRequest, "more than %d records in one batch (%d records stored before it)", maxBatchKeys, res.Stored)
 		}
 		fail := func(err error) {
 			_, code, msg := s.classify(err)
@@ -189,6 +201,9 @@ func isClientError(err error) bool {
 // least disk_min_file_size bytes stream from the request into a file.
 func (s *Server) recordToSet(rec wire.Record, body io.Reader, threshold int64) (kv.Key, kv.Value, kv.SetOptions, error) {
 	var opts kv.SetOptions
+	if !rec.Keyed {
+		return kv.Key{}, kv.Value{}, opts, badRequest(wire.CodeBadKey, "the record has no \"key\"")
+	}
 	key, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: rec.Key, Kind: rec.Kind})
 	if err != nil {
 		return key, kv.Value{}, opts, badRequest(wire.CodeBadKey, "%v", err)

@@ -413,11 +413,8 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	}
 	rr := wire.NewRecordReader(r.Body)
 	var readErr error
+	var keyless []BatchSetFailed // records without a key, failed here
 	for i := 0; ; i++ {
-		if i > maxBatchKeys {
-			readErr = badRequest(wire.CodeBadRequest, "more than %d records in one batch", maxBatchKeys)
-			break
-		}
 		rec, body, err := rr.Next()
 		if errors.Is(err, io.EOF) {
 			break
@@ -425,6 +422,15 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 		if err != nil {
 			readErr = badRequest(wire.CodeBadRequest, "record %d: %v", i, err)
 			break
+		}
+		if i >= maxBatchKeys {
+			readErr = badRequest(wire.CodeBadRequest, "more than %d records in one batch", maxBatchKeys)
+			break
+		}
+		if !rec.Keyed {
+			// Forwarded, it would be written with the empty key.
+			keyless = append(keyless, BatchSetFailed{Index: i, Error: wire.CodeBadKey, Message: `the record has no "key"`})
+			continue
 		}
 		k, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: rec.Key, Kind: rec.Kind})
 		o := 0
@@ -442,7 +448,7 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 		}
 	}
 	finish()
-	res := BatchSetResult{Failed: []BatchSetFailed{}}
+	res := BatchSetResult{Failed: append([]BatchSetFailed{}, keyless...)}
 	var failed []shardAnswer
 	for o, p := range parts {
 		var pr BatchSetResult

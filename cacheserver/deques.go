@@ -272,6 +272,11 @@ func (s *Server) handleDequeExtend(w http.ResponseWriter, r *http.Request) error
 				yield(engine.DequeValue{}, badRequest(wire.CodeBadRequest, "more than %d records in one request (nothing was added)", maxBatchKeys))
 				return
 			}
+			if rec.Expire != nil || rec.Tag != nil {
+				// A deque's items have neither (python-diskcache's Deque).
+				yield(engine.DequeValue{}, badRequest(wire.CodeBadRequest, "record %d: a deque item takes no expire or tag (nothing was added)", i))
+				return
+			}
 			v, err := s.recordValue(rec, body, threshold)
 			if err != nil {
 				yield(engine.DequeValue{}, err)

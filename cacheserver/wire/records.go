@@ -36,6 +36,11 @@ type Record struct {
 
 	// Index is the position of an item in a deque or index listing.
 	Index *int64 `json:"index,omitempty"`
+
+	// Keyed is true when a header read from a stream had a "key" (batch
+	// set needs one; deque extend's value records have none). Not on the
+	// wire: writers always write "key".
+	Keyed bool `json:"-"`
 }
 
 // MaxRecordHeader bounds one header line.
@@ -86,14 +91,28 @@ func parseHeader(line []byte) (Record, error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Record{}, fmt.Errorf("records: header %q is not a JSON object", truncate(line))
 	}
-	var rec Record
+	// The pointers tell a missing "key" or "len" from an empty or zero one
+	// (the shallower fields win over the embedded Record's).
+	var h struct {
+		Record
+		Key *string `json:"key"`
+		Len *int64  `json:"len"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rec); err != nil {
+	if err := dec.Decode(&h); err != nil {
 		return Record{}, fmt.Errorf("records: bad header %q: %v", truncate(line), err)
 	}
 	if dec.InputOffset() != int64(len(trimmed)) {
 		return Record{}, fmt.Errorf("records: header %q has data after its JSON object", truncate(line))
+	}
+	if h.Len == nil {
+		return Record{}, fmt.Errorf("records: header %q has no \"len\"", truncate(line))
+	}
+	rec := h.Record
+	rec.Len = *h.Len
+	if h.Key != nil {
+		rec.Key, rec.Keyed = *h.Key, true
 	}
 	return rec, nil
 }

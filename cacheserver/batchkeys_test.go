@@ -1,0 +1,99 @@
+package cacheserver_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+)
+
+// TestBatchRequestsNeedKeys: a batch entry or record without a "key" is
+// refused, never read as the empty key (a batch delete of [null] removed
+// the "" item), and the 10,000-record limit stores nothing past it; on
+// one server and through a shard of three.
+func TestBatchRequestsNeedKeys(t *testing.T) {
+	one := testserver.Start(t, testserver.Options{})
+	three := testserver.StartCluster(t, 3, testserver.Options{})
+	for _, tc := range []struct {
+		name       string
+		url, token string
+	}{
+		{"one server", one.URL, one.Token},
+		{"3 shards", three.Shards[1].URL, three.Shards[1].Token},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			records := map[string]string{"Content-Type": wire.RecordsContentType}
+			post := func(path, body string, hdr map[string]string) (int, string) {
+				st, _, b := do(t, "POST", tc.url+path, tc.token, []byte(body), hdr)
+				return st, string(b)
+			}
+			if st, b := post("/v1/batch/set", "{\"key\":\"\",\"len\":8}\nprecious", records); st != 200 || !strings.Contains(b, `"stored":1`) {
+				t.Fatalf("storing the empty key: %d %s", st, b)
+			}
+			for _, body := range []string{`{"keys":[null]}`, `{"keys":[{}]}`, `{"keys":[{"kt":"text"}]}`} {
+				for _, path := range []string{"/v1/batch/delete", "/v1/batch/get"} {
+					var e wire.Error
+					st, b := post(path, body, nil)
+					if st != http.StatusBadRequest || json.Unmarshal([]byte(b), &e) != nil || e.Code != wire.CodeBadKey {
+						t.Errorf("%s %s = %d %s, want 400 bad_key", path, body, st, b)
+					}
+				}
+			}
+			found := func(key string) bool {
+				t.Helper()
+				st, b := post("/v1/batch/get", fmt.Sprintf(`{"keys":[{"key":%q}]}`, key), nil)
+				if st != http.StatusOK {
+					t.Fatalf("batch get %q: %d %s", key, st, b)
+				}
+				return !strings.Contains(b, `"found":false`)
+			}
+			if !found("") {
+				t.Fatal("the empty key's item is gone")
+			}
+
+			// A record without a key fails alone; one without len is a
+			// malformed stream.
+			var res struct {
+				Stored int `json:"stored"`
+				Failed []struct {
+					Index int    `json:"index"`
+					Error string `json:"error"`
+				} `json:"failed"`
+			}
+			st, b := post("/v1/batch/set", "{\"key\":\"a\",\"len\":1}\nA{\"len\":3}\nabc{\"key\":\"b\",\"len\":1}\nB", records)
+			if st != 200 || json.Unmarshal([]byte(b), &res) != nil || res.Stored != 2 || len(res.Failed) != 1 || res.Failed[0].Index != 1 || res.Failed[0].Error != wire.CodeBadKey {
+				t.Fatalf("batch set with a keyless record: %d %s", st, b)
+			}
+			if st, b := post("/v1/batch/set", "{\"key\":\"nolen\"}\n", records); st != http.StatusBadRequest || found("nolen") {
+				t.Fatalf("a record without len: %d %s", st, b)
+			}
+
+			// 10,001 records: a 400, and nothing past the 10,000th stored.
+			var many bytes.Buffer
+			for i := range 10001 {
+				fmt.Fprintf(&many, "{\"key\":\"z%d\",\"len\":1}\nx", i)
+			}
+			if st, b := post("/v1/batch/set", many.String(), records); st != http.StatusBadRequest || !strings.Contains(b, "more than 10000 records") {
+				t.Fatalf("10,001 records: %d %s", st, b)
+			}
+			if !found("z9999") || found("z10000") {
+				t.Fatalf("after 10,001 records: z9999 found %v, z10000 found %v; want true, false", found("z9999"), found("z10000"))
+			}
+
+			// A deque item takes no expire or tag: refused, nothing added.
+			for _, rec := range []string{`{"len":1,"expire":1}`, `{"len":1,"tag":"t"}`} {
+				if st, b := post("/v1/deques/dq/items", rec+"\nx", records); st != http.StatusBadRequest {
+					t.Errorf("deque extend with %s: %d %s", rec, st, b)
+				}
+			}
+			if st, _, b := do(t, "GET", tc.url+"/v1/deques/dq", tc.token, nil, nil); st != 200 || !strings.Contains(string(b), `"len":0`) {
+				t.Errorf("the deque after refused extends: %d %s", st, b)
+			}
+		})
+	}
+}
