@@ -26,8 +26,13 @@ const (
 // trailing "/", "a//b"); the segments "." and ".."; backslashes (a path
 // separator on Windows); NUL and every other control character; text that is
 // not valid UTF-8; names longer than MaxNameLength bytes or with a segment
-// longer than MaxNameSegmentLength bytes. A valid name therefore always names
-// a directory strictly inside the collection's parent directory.
+// longer than MaxNameSegmentLength bytes; and, after the first segment
+// (a nested name's directory lies in the collection above it), a segment
+// that is one of that collection's own files: its database ("cache.db" and
+// every name starting so: the log, a set-aside copy) or a value-file
+// directory (two lowercase hex digits). A valid name therefore always names
+// a directory strictly inside the collection's parent directory, clear of
+// another collection's files.
 func ValidateName(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: empty name", kv.ErrInvalidName)
@@ -46,8 +51,10 @@ func ValidateName(name string) error {
 			return fmt.Errorf("%w: name %q contains control character %U", kv.ErrInvalidName, name, r)
 		}
 	}
-	for _, seg := range strings.Split(name, "/") {
+	for i, seg := range strings.Split(name, "/") {
 		switch {
+		case i > 0 && (strings.HasPrefix(seg, DBName) || isValueDirName(seg)):
+			return fmt.Errorf("%w: segment %q of name %q is a file of the collection %q", kv.ErrInvalidName, seg, name, name[:strings.LastIndex(name, "/"+seg)])
 		case seg == "":
 			return fmt.Errorf("%w: name %q has an empty segment (leading, trailing or doubled \"/\")", kv.ErrInvalidName, name)
 		case seg == "." || seg == "..":
@@ -58,3 +65,11 @@ func ValidateName(name string) error {
 	}
 	return nil
 }
+
+// isValueDirName reports whether seg is the name of a directory of value
+// files (python-diskcache's: the first two hex digits of a random name).
+func isValueDirName(seg string) bool {
+	return len(seg) == 2 && isLowerHex(seg[0]) && isLowerHex(seg[1])
+}
+
+func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
