@@ -221,14 +221,16 @@ func (f *frameConns) wait(ctx context.Context) error {
 // upgradeFrames is GET /v1/frames: it switches the connection to frames.
 // Auth happened in wrap, like for every route.
 func (s *Server) upgradeFrames(w http.ResponseWriter, r *http.Request) error {
+	// HTTP/2 first: its answers may not carry Upgrade or Connection
+	// (RFC 9113 8.2.2), which a 426 would.
+	if r.ProtoMajor != 1 {
+		return badRequest(wire.CodeBadRequest, "the frames upgrade needs HTTP/1.1")
+	}
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", FramesProtocol) {
 		w.Header().Set("Upgrade", FramesProtocol)
 		w.Header().Set("Connection", "Upgrade")
 		return &apiError{status: http.StatusUpgradeRequired, code: wire.CodeUpgradeRequired,
 			msg: fmt.Sprintf("GET /v1/frames needs Connection: Upgrade and Upgrade: %s", FramesProtocol)}
-	}
-	if r.ProtoMajor != 1 {
-		return badRequest(wire.CodeBadRequest, "the frames upgrade needs HTTP/1.1")
 	}
 	c, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -74,6 +76,20 @@ func TestUnencryptedHTTP2(t *testing.T) {
 	resp.Body.Close()
 	if resp.ProtoMajor != 2 {
 		t.Fatalf("h2c request answered with %s", resp.Proto)
+	}
+	// The frames upgrade is HTTP/1.1's: over HTTP/2 a JSON 400, not a 426
+	// whose Upgrade header HTTP/2 forbids (the client saw a stream error).
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/frames", nil)
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	resp, err = hc.Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/frames over h2c: %v", err)
+	}
+	var e wire.Error
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || e.Code != wire.CodeBadRequest {
+		t.Fatalf("GET /v1/frames over h2c = %s %+v, want 400 bad_request", resp.Status, e)
 	}
 }
 
