@@ -175,8 +175,10 @@ func (s *Server) handleIndexPeekItem(w http.ResponseWriter, r *http.Request) err
 	return nil
 }
 
-// queueParams reads ?prefix= and ?side= of push and pull.
-func queueParams(r *http.Request, def engine.Side) (engine.QueueOptions, error) {
+// queueParams reads ?prefix= and ?side= of push and pull. A prefix whose
+// keys ("<prefix>-" and 15 digits) would pass --max-key-bytes is refused:
+// they could not be read by key.
+func (s *Server) queueParams(r *http.Request, def engine.Side) (engine.QueueOptions, error) {
 	side, err := sideParam(r, def)
 	if err != nil {
 		return engine.QueueOptions{}, err
@@ -184,6 +186,9 @@ func queueParams(r *http.Request, def engine.Side) (engine.QueueOptions, error) 
 	prefix := r.URL.Query().Get("prefix")
 	if !utf8.ValidString(prefix) {
 		return engine.QueueOptions{}, badRequest(wire.CodeBadKey, "prefix %q is not valid UTF-8 text", prefix)
+	}
+	if prefix != "" && int64(len(prefix))+16 > s.cfg.MaxKeyBytes {
+		return engine.QueueOptions{}, badRequest(wire.CodeKeyTooLarge, "a prefix of %d bytes makes keys of %d; the limit is %d", len(prefix), len(prefix)+16, s.cfg.MaxKeyBytes)
 	}
 	return engine.QueueOptions{Prefix: prefix, Side: side}, nil
 }
@@ -195,7 +200,7 @@ func (s *Server) handleIndexPush(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	q, err := queueParams(r, engine.Back)
+	q, err := s.queueParams(r, engine.Back)
 	if err != nil {
 		return err
 	}
@@ -222,7 +227,7 @@ func (s *Server) handleIndexPull(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	q, err := queueParams(r, engine.Front)
+	q, err := s.queueParams(r, engine.Front)
 	if err != nil {
 		return err
 	}

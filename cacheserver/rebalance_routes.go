@@ -199,7 +199,7 @@ func (s *Server) handleRebalancePause(w http.ResponseWriter, r *http.Request) er
 	lease := pauseLease
 	if v := r.URL.Query().Get("lease"); v != "" {
 		sec, err := strconv.ParseFloat(v, 64)
-		if err != nil || sec <= 0 || sec > 300 {
+		if err != nil || !(sec > 0 && sec <= 300) { // NaN fails both
 			return badRequest(wire.CodeBadRequest, "lease %q: want seconds in (0, 300]", v)
 		}
 		lease = time.Duration(sec * float64(time.Second))
