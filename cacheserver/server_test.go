@@ -286,6 +286,7 @@ func TestBadInputGetsClear4xx(t *testing.T) {
 		{"PUT", "/v1/keys/%FF", "", "v", 400, wire.CodeBadKey},
 		{"PUT", "/v1/keys/k", "text", "\xff", 400, wire.CodeBadValue},
 		{"POST", "/v1/keys/k/incr?delta=x", "", "", 400, wire.CodeBadRequest},
+		{"POST", "/v1/indexes/ix/push?prefix=" + strings.Repeat("p", 85), "", "v", 400, wire.CodeKeyTooLarge},
 		// Beyond 64 bits: an overflow, not a float that lost its low digits.
 		{"POST", "/v1/keys/k/incr?delta=18446744073709551616", "", "", 409, wire.CodeOverflow},
 		{"POST", "/v1/keys/k/incr?default=1180591620717411303424", "", "", 409, wire.CodeOverflow},
@@ -293,6 +294,10 @@ func TestBadInputGetsClear4xx(t *testing.T) {
 		{"PUT", "/v1/keys/k", "int", "9223372036854775808", 400, wire.CodeBadValue},
 		{"GET", "/v1/caches/..%2F..%2Fetc/keys/k", "", "", 400, wire.CodeBadName},
 		{"GET", "/v1/caches/%2Fabs/keys/k", "", "", 400, wire.CodeBadName},
+		// A nested name on another collection's own files.
+		{"GET", "/v1/caches/x%2Fcache.db/keys/k", "", "", 400, wire.CodeBadName},
+		{"GET", "/v1/indexes/y%2Fcache.db", "", "", 400, wire.CodeBadName},
+		{"GET", "/v1/deques/q%2Fab", "", "", 400, wire.CodeBadName},
 		{"PATCH", "/v1/settings", "", `{"eviction_policy":"random"}`, 400, wire.CodeBadSetting},
 		{"PATCH", "/v1/settings", "", `{"sqlite_mmap_size":1}`, 400, wire.CodeBadSetting},
 		{"PATCH", "/v1/settings", "", `{"size_limit":-1}`, 400, wire.CodeBadSetting},
