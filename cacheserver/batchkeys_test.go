@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -93,6 +94,55 @@ func TestBatchRequestsNeedKeys(t *testing.T) {
 			}
 			if st, _, b := do(t, "GET", tc.url+"/v1/deques/dq", tc.token, nil, nil); st != 200 || !strings.Contains(string(b), `"len":0`) {
 				t.Errorf("the deque after refused extends: %d %s", st, b)
+			}
+		})
+	}
+}
+
+// TestRecordStreamsCarryTheLargestKeys: a key of --max-key-bytes goes
+// through batch set and batch get, on one server and forwarded between
+// shards, even as a text key of control characters that JSON writes six
+// times longer (a 64 KiB header limit cut such answers off).
+func TestRecordStreamsCarryTheLargestKeys(t *testing.T) {
+	one := testserver.Start(t, testserver.Options{})
+	three := testserver.StartCluster(t, 3, testserver.Options{})
+	keys := []string{strings.Repeat("q", 64<<10), strings.Repeat("\x01", 64<<10), strings.Repeat("é", 32<<10)}
+	for _, tc := range []struct {
+		name       string
+		url, token string
+	}{
+		{"one server", one.URL, one.Token},
+		{"3 shards", three.Shards[0].URL, three.Shards[0].Token},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var set bytes.Buffer
+			rw := wire.NewRecordWriter(&set)
+			ask := map[string]any{"keys": []wire.EncodeKeyJSON{}}
+			for i, k := range keys {
+				if err := rw.Write(wire.Record{Key: k, Type: "text"}, fmt.Appendf(nil, "value %d", i)); err != nil {
+					t.Fatal(err)
+				}
+				ask["keys"] = append(ask["keys"].([]wire.EncodeKeyJSON), wire.EncodeKeyJSON{Key: k})
+			}
+			st, _, b := do(t, "POST", tc.url+"/v1/batch/set", tc.token, set.Bytes(), map[string]string{"Content-Type": wire.RecordsContentType})
+			if st != http.StatusOK || !strings.Contains(string(b), fmt.Sprintf(`"stored":%d`, len(keys))) {
+				t.Fatalf("batch set of the largest keys: %d %.300s", st, b)
+			}
+			body, _ := json.Marshal(ask)
+			st, _, b = do(t, "POST", tc.url+"/v1/batch/get", tc.token, body, nil)
+			if st != http.StatusOK {
+				t.Fatalf("batch get of the largest keys: %d %.300s", st, b)
+			}
+			rr := wire.NewRecordReader(bytes.NewReader(b))
+			for i, k := range keys {
+				rec, val, err := rr.Next()
+				if err != nil {
+					t.Fatalf("record %d: %v", i, err)
+				}
+				v, _ := io.ReadAll(val)
+				if rec.Key != k || string(v) != fmt.Sprintf("value %d", i) {
+					t.Fatalf("record %d: key of %d bytes, value %q", i, len(rec.Key), v)
+				}
 			}
 		})
 	}

@@ -196,6 +196,9 @@ func (c *Config) Validate() error {
 	if c.MaxKeyBytes < 1 || c.MaxValueBytes < 1 {
 		errs = append(errs, errors.New("--max-key-bytes and --max-value-bytes must be positive"))
 	}
+	if c.MaxKeyBytes > wire.MaxKeyBytesLimit {
+		errs = append(errs, fmt.Errorf("--max-key-bytes must be at most %d (a record stream's header line must hold any key), got %d", wire.MaxKeyBytesLimit, c.MaxKeyBytes))
+	}
 	if !settings.EvictionPolicy(c.EvictionPolicy).Valid() {
 		errs = append(errs, fmt.Errorf("--%s %q is not one of %s", settings.NameEvictionPolicy.Flag(), c.EvictionPolicy, settings.PolicyList()))
 	}

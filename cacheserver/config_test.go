@@ -85,6 +85,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--tls-cert", "c"}, nil, "--tls-cert and --tls-key go together"},
 		{[]string{"--data-dir", "/d", "--insecure-no-auth"}, map[string]string{"DISKCACHE_FANOUT": "many"}, `fanout = "many"`},
 		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--page-size", "3000"}, nil, "--page-size must be a power of two from 512 to 65536, got 3000"},
+		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--max-key-bytes", "131073"}, nil, "--max-key-bytes must be at most 131072"},
 		{[]string{"--config", bad}, nil, "want name = value"},
 		{[]string{"--data-dir", "/d", "--insecure-no-auth", "extra"}, nil, "unexpected arguments"},
 	} {

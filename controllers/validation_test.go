@@ -52,6 +52,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"zero storage size", "storage:\n  size: \"0\"", "storage.size must be positive"},
 		{"malformed diskMinFileSize", "diskMinFileSize: 32kb", "spec.diskMinFileSize"},
 		{"negative maxKeyBytes", "maxKeyBytes: -5", "maxKeyBytes must be positive"},
+		{"maxKeyBytes over 128Ki", "maxKeyBytes: 129Ki", "maxKeyBytes must be at most 128Ki"},
 		{"negative hotValueBytes", "hotValueBytes: -1Mi", "hotValueBytes must not be negative"},
 		{"page size not a power of two", "pageSize: 3000", "spec.pageSize: Unsupported value: 3000"},
 		{"zero fanout", "fanout: 0", "spec.fanout in body should be greater than or equal to 1"},

@@ -178,8 +178,10 @@ type DiskCacheSpec struct {
 	PageSize *int32 `json:"pageSize,omitempty"`
 
 	// MaxKeyBytes is the largest key the server accepts; empty means the
-	// server's default (64Ki).
+	// server's default (64Ki). At most 128Ki: a record stream's header line
+	// must hold any key.
 	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="maxKeyBytes must be positive"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || !quantity(string(self)).isGreaterThan(quantity('128Ki'))",message="maxKeyBytes must be at most 128Ki"
 	// +optional
 	MaxKeyBytes *resource.Quantity `json:"maxKeyBytes,omitempty"`
 

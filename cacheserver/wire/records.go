@@ -43,8 +43,14 @@ type Record struct {
 	Keyed bool `json:"-"`
 }
 
-// MaxRecordHeader bounds one header line.
-const MaxRecordHeader = 64 << 10
+// MaxRecordHeader bounds one header line. It must hold the largest key
+// and tag a server takes (MaxKeyBytesLimit, and 1 KiB), written as JSON
+// escapes them: a text key of control characters grows six times.
+const MaxRecordHeader = 1 << 20
+
+// MaxKeyBytesLimit is the largest --max-key-bytes: a key of that size,
+// escaped, still fits a record header.
+const MaxKeyBytesLimit = 128 << 10
 
 // RecordReader reads a record stream.
 type RecordReader struct {
