@@ -112,23 +112,31 @@ func (tx *Tx) pushStored(st stored, q QueueOptions, opts kv.SetOptions) (kv.Key,
 		return kv.Key{}, err
 	}
 	num := int64(queueStart)
+	var fnum float64 // the float key at the end, as python-diskcache counts on from it
+	isFloat := false
 	if ok {
 		switch k := row[0].(type) {
 		case string:
 			num, _ = strconv.ParseInt(k[strings.LastIndexByte(k, '-')+1:], 10, 64)
+		case float64:
+			fnum, isFloat = k, true
 		default:
 			num = toInt(k)
 		}
-		if q.Side == Back {
-			num++
-		} else {
-			num--
+		step := int64(1)
+		if q.Side != Back {
+			step = -1
 		}
-		if num <= 0 || num >= queueMax {
+		num += step
+		fnum += float64(step)
+		if isFloat && !(fnum > 0 && fnum < queueMax) || !isFloat && (num <= 0 || num >= queueMax) {
 			return kv.Key{}, fmt.Errorf("%w at its %s end", kv.ErrQueueFull, q.Side)
 		}
 	}
 	key := kv.IntKey(num)
+	if isFloat {
+		key = kv.FloatKey(fnum)
+	}
 	if q.Prefix != "" {
 		key = kv.TextKey(fmt.Sprintf("%s-%015d", q.Prefix, num))
 		if err := key.Validate(); err != nil { // a prefix that is not UTF-8

@@ -76,6 +76,26 @@ func TestPushKeys(t *testing.T) {
 	}
 }
 
+// A float key at an end of the queue's range counts on as a float, as in
+// python-diskcache (Index({1.5: x}).push gives 2.5, at the front 0.5).
+func TestPushAfterAFloatKey(t *testing.T) {
+	c, _ := openTest(t, nil)
+	utSet(t, c, kv.FloatKey(1.5), kv.Text("x"), kv.SetOptions{})
+	if k := utPush(t, c, kv.Text("b"), QueueOptions{}, kv.SetOptions{}); !k.Equal(kv.FloatKey(2.5)) {
+		t.Fatalf("back key after 1.5 = %v, want 2.5", k)
+	}
+	if k := utPush(t, c, kv.Text("f"), QueueOptions{Side: Front}, kv.SetOptions{}); !k.Equal(kv.FloatKey(0.5)) {
+		t.Fatalf("front key before 1.5 = %v, want 0.5", k)
+	}
+	if _, err := c.Push(utCtx, kv.Text("g"), QueueOptions{Side: Front}, kv.SetOptions{}); !errors.Is(err, kv.ErrQueueFull) {
+		t.Fatalf("front push before 0.5 = %v, want ErrQueueFull (keys stay above 0)", err)
+	}
+	it, ok, err := c.Pull(utCtx, QueueOptions{}, GetOptions{})
+	if err != nil || !ok || !it.Key.Equal(kv.FloatKey(0.5)) || !it.Value.Equal(kv.Text("f")) {
+		t.Fatalf("pull = %+v %v %v, want 0.5: f", it, ok, err)
+	}
+}
+
 func TestPullPeekOrder(t *testing.T) {
 	for _, prefix := range []string{"", "q"} {
 		t.Run("prefix="+prefix, func(t *testing.T) {

@@ -740,6 +740,14 @@ def test_index_popitem_and_peekitem(ix):
         ix.popitem()
 
 
+def test_index_push_after_a_float_key(ix):
+    # python-diskcache counts on from a float key at the queue's end.
+    ix[1.5] = 'x'
+    assert ix.push('b') == 2.5
+    assert ix.push('f', side='front') == 0.5
+    assert ix.pull() == (0.5, 'f')
+
+
 def test_index_push_and_pull(ix):
     assert ix.push('apples') == 500000000000000
     assert ix.push('beans') == 500000000000001
