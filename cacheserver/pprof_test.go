@@ -50,6 +50,9 @@ func TestPprofNeedsAdminToken(t *testing.T) {
 			t.Fatalf("admin token: body %.200q is not a heap profile", body)
 		}
 	}
+	if code, body := getWithToken(t, srv.URL+"/debug/pprof/", "the-admin"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Fatalf("the profiles' index: %d %.200q", code, body)
+	}
 	if code, body := getWithToken(t, srv.URL+"/debug/pprof/profile?seconds=1", "the-admin"); code != http.StatusOK || len(body) == 0 {
 		t.Fatalf("CPU profile: %d, %d bytes", code, len(body))
 	}

@@ -174,7 +174,8 @@ func (s *Server) Handler() http.Handler {
 		// to the cleaned path, which a client following it with its body
 		// would turn into a write to another key or cache. Refuse instead.
 		if !plainPath(r.URL.Path) {
-			if p := r.URL.EscapedPath(); p != "/" && path.Clean(p) != p {
+			// (The profiles' index is /debug/pprof/, with its slash.)
+			if p := r.URL.EscapedPath(); p != "/" && p != "/debug/pprof/" && path.Clean(p) != p {
 				writeJSON(w, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest,
 					Message: fmt.Sprintf("path %q has empty, '.' or '..' segments; percent-encode them (%%2E, ?ke=base64 for keys)", p)})
 				return
