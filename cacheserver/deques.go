@@ -2,6 +2,7 @@ package cacheserver
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -333,6 +334,10 @@ func (s *Server) recordValue(rec wire.Record, body io.Reader, threshold int64) (
 func indexParam(r *http.Request) (int, error) {
 	v := r.PathValue("index")
 	i, err := strconv.ParseInt(v, 10, 32)
+	if errors.Is(err, strconv.ErrRange) {
+		// An integer no deque reaches (python-diskcache: IndexError).
+		return 0, outOfRange(fmt.Errorf("deque index %s: %w", v, kv.ErrIndexOutOfRange))
+	}
 	if err != nil {
 		return 0, badRequest(wire.CodeBadRequest, "deque index %q is not an integer", v)
 	}
