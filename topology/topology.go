@@ -63,7 +63,7 @@ func (p Progress) MarshalJSON() ([]byte, error) {
 	return json.Marshal(plain(p))
 }
 
-// Validate checks an announcement: a positive epoch, at least one shard,
+// Validate checks an announcement: an epoch from 1 to MaxEpoch, at least one shard,
 // absolute http(s) URLs without a path beyond "/", no duplicates, and a
 // previous layout (when there is one) that is older.
 func (a Announcement) Validate() error {
@@ -81,9 +81,14 @@ func (a Announcement) Validate() error {
 	return nil
 }
 
+// MaxEpoch is the largest epoch: exact as a JSON number in every language
+// (2^53 - 1), and far enough from int64's end that an announcement made
+// by mistake with a huge epoch cannot leave no newer one possible.
+const MaxEpoch = 1<<53 - 1
+
 func (l Layout) validate() error {
-	if l.Epoch < 1 {
-		return fmt.Errorf("epoch %d: must be at least 1", l.Epoch)
+	if l.Epoch < 1 || l.Epoch > MaxEpoch {
+		return fmt.Errorf("epoch %d: must be from 1 to %d", l.Epoch, int64(MaxEpoch))
 	}
 	if len(l.Shards) == 0 {
 		return errors.New("no shards")

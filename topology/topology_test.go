@@ -2,6 +2,7 @@ package topology
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 )
 
@@ -29,6 +30,18 @@ func TestProgressJSON(t *testing.T) {
 		var back Topology
 		if err := json.Unmarshal(b, &back); err != nil || back.Progress != tc.p {
 			t.Errorf("progress %+v read back as %+v (%v)", tc.p, back.Progress, err)
+		}
+	}
+}
+
+func TestAnnouncementEpochBounds(t *testing.T) {
+	for _, tc := range []struct {
+		epoch int64
+		ok    bool
+	}{{0, false}, {-1, false}, {1, true}, {MaxEpoch, true}, {MaxEpoch + 1, false}, {math.MaxInt64, false}} {
+		a := Announcement{Layout: Layout{Epoch: tc.epoch, Shards: []string{"http://a:1"}}}
+		if err := a.Validate(); (err == nil) != tc.ok {
+			t.Errorf("epoch %d: %v, want ok=%v", tc.epoch, err, tc.ok)
 		}
 	}
 }
