@@ -72,7 +72,8 @@ func (rr *RecordReader) Next() (Record, io.Reader, error) {
 			return Record{}, nil, fmt.Errorf("records: skip value: %w", err)
 		}
 		if rr.cur.N > 0 {
-			return Record{}, nil, fmt.Errorf("records: %w", io.ErrUnexpectedEOF)
+			// Said so: callers number the record they asked for, the next.
+			return Record{}, nil, fmt.Errorf("records: the value before ends %d bytes short of its len: %w", rr.cur.N, io.ErrUnexpectedEOF)
 		}
 	}
 	line, err := rr.readLine()

@@ -258,3 +258,16 @@ func truncateForLog(s string) string {
 	}
 	return s
 }
+
+// A value cut short is told as the record before's: the caller numbers
+// the record it asked for.
+func TestRecordValueCutShort(t *testing.T) {
+	rr := wire.NewRecordReader(strings.NewReader("{\"key\":\"a\",\"len\":5}\nab"))
+	if _, _, err := rr.Next(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := rr.Next()
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "the value before ends 3 bytes short") {
+		t.Fatalf("after a cut value: %v", err)
+	}
+}
