@@ -17,6 +17,7 @@ import (
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/controllers/maintenance"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 func findEvent(t *testing.T, ns, name, reason string) (eventsv1.Event, bool) {
@@ -48,13 +49,14 @@ func TestMaintenanceEndToEnd(t *testing.T) {
 	cc := func(i int) *cacheclient.Cache {
 		return shardClient(t, servers[i].URL, tok).Cache("")
 	}
-	for i := range 10 {
-		if err := cc(0).Set(bg, kv.TextKey(fmt.Sprint("dead-", i)), kv.Bytes([]byte("x")), kv.SetOptions{Expire: kv.ExpireAfterSeconds(-60)}); err != nil {
+	// Keys each shard owns: the servers route the others to their owners.
+	for _, k := range keysOwnedBy("dead-", 0, 3, 10) {
+		if err := cc(0).Set(bg, kv.TextKey(k), kv.Bytes([]byte("x")), kv.SetOptions{Expire: kv.ExpireAfterSeconds(-60)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for i := range 100 {
-		if err := cc(1).Set(bg, kv.TextKey(fmt.Sprint("big-", i)), kv.Bytes(make([]byte, 8<<10)), kv.SetOptions{}); err != nil {
+	for _, k := range keysOwnedBy("big-", 1, 3, 100) {
+		if err := cc(1).Set(bg, kv.TextKey(k), kv.Bytes(make([]byte, 8<<10)), kv.SetOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -153,4 +155,16 @@ func TestMaintenanceEndToEnd(t *testing.T) {
 	})
 	_ = client.ObjectKey{}
 	_ = context.Background
+}
+
+// keysOwnedBy returns count keys starting with prefix that shard owns
+// among n.
+func keysOwnedBy(prefix string, shard, n, count int) []string {
+	var keys []string
+	for i := 0; len(keys) < count; i++ {
+		if k := fmt.Sprint(prefix, i); topology.Owner([]byte(k), n) == shard {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
