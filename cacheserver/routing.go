@@ -171,6 +171,27 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, sc scope, deta
 	return false, nil
 }
 
+// ownPartAsked reports whether a client asks this shard for its own part,
+// with Diskcache-Scope: shard on a request no shard forwarded: of a
+// cluster-wide operation (the operator, a client that adds up the shards
+// itself), or a look at what this shard itself holds under a key or name
+// (GET, HEAD). A write under a key or name, or a batch, goes to its owners
+// whatever the header says: stored on another shard, no read would find
+// it. A forwarded request is checked by dispatch (epoch, owner) whatever
+// its scope.
+func ownPartAsked(r *http.Request, sc scope) bool {
+	if r.Header.Get(wire.HeaderScope) != "shard" || r.Header.Get(wire.HeaderForwardedEpoch) != "" {
+		return false
+	}
+	switch sc {
+	case scopeAll:
+		return true
+	case scopeKey, scopeName:
+		return r.Method == http.MethodGet || r.Method == http.MethodHead
+	}
+	return false
+}
+
 // fromPeer checks a request another shard forwarded: both must route by the
 // same epoch, and a forwarded request is never forwarded again (one hop).
 func (s *Server) fromPeer(r *http.Request, sc scope, fe string, a *topology.Announcement) (bool, error) {

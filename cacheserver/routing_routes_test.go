@@ -123,7 +123,7 @@ func TestEveryRouteThroughANonOwner(t *testing.T) {
 			t.Errorf("key %s on shard %d: %v", key, i, has)
 		}
 		st, _, body := do(t, "GET", s.URL+"/v1/caches/"+name+"/info", tok, nil,
-			map[string]string{wire.HeaderScope: "shard", wire.HeaderForwardedEpoch: "1"})
+			map[string]string{wire.HeaderScope: "shard"})
 		var info struct{ Count int }
 		if st != http.StatusOK || json.Unmarshal(body, &info) != nil || (info.Count > 0) != (i == 1) {
 			t.Errorf("named cache %s on shard %d: %d %s", name, i, st, body)

@@ -52,7 +52,7 @@ func ownerOf(key string, n int) int { return topology.Owner([]byte(key), n) }
 // onShard reads a key from one shard's own store, bypassing routing.
 func onShard(t *testing.T, s *testserver.Server, key string) bool {
 	st, _, _ := do(t, "HEAD", s.URL+"/v1/keys/"+wire.EscapePath(key), s.Token, nil,
-		map[string]string{wire.HeaderScope: "shard", wire.HeaderForwardedEpoch: "1"})
+		map[string]string{wire.HeaderScope: "shard"})
 	return st == http.StatusOK
 }
 
@@ -416,5 +416,55 @@ func TestLayoutWithoutMoveKeepsData(t *testing.T) {
 	}
 	if !onShard(t, s, key) {
 		t.Fatal("shard 0 dropped its data on a layout announced without a move")
+	}
+}
+
+// TestForwardedPartsCheckTheirEpoch: a batch part or a fan-out
+// sub-request (Diskcache-Scope: shard with the sender's epoch) from a
+// shard on another epoch is refused like a forwarded key: served, a
+// lagging shard's write landed on the old owner, where no read looks, and
+// its clear missed the new shard. A client's Diskcache-Scope: shard asks
+// for a shard's own part of a cluster-wide operation, or a look at what it
+// holds; a write still goes to its owner.
+func TestForwardedPartsCheckTheirEpoch(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	s0, tok := c.Shards[0], c.Shards[0].Token
+	stale := map[string]string{wire.HeaderScope: "shard", wire.HeaderForwardedEpoch: "0", "Content-Type": wire.RecordsContentType}
+	k0, k2 := ownedBy("e", 0, 3), ownedBy("e", 2, 3)
+	if st, _, b := do(t, "POST", s0.URL+"/v1/batch/set", tok, []byte(fmt.Sprintf("{\"key\":%q,\"len\":1}\nx", k0)), stale); st != http.StatusConflict || !strings.Contains(string(b), wire.CodeWrongEpoch) {
+		t.Fatalf("a batch part from epoch 0: %d %s, want 409 wrong_epoch", st, b)
+	}
+	if onShard(t, s0, k0) {
+		t.Fatal("the refused batch part was stored")
+	}
+	for _, k := range []string{k0, k2} {
+		if st, _, b := do(t, "PUT", c.Shards[1].URL+"/v1/keys/"+k, tok, []byte("v"), nil); st != http.StatusNoContent {
+			t.Fatalf("PUT %s: %d %s", k, st, b)
+		}
+	}
+	if st, _, b := do(t, "POST", s0.URL+"/v1/clear", tok, nil, stale); st != http.StatusConflict {
+		t.Fatalf("a clear sub-request from epoch 0: %d %s, want 409", st, b)
+	}
+	if !onShard(t, s0, k0) {
+		t.Fatal("the refused clear removed shard 0's item")
+	}
+	// Forwarded at the right epoch to a shard that does not own the key.
+	if st, _, b := do(t, "PUT", s0.URL+"/v1/keys/"+k2+"x", tok, []byte("v"), map[string]string{wire.HeaderScope: "shard", wire.HeaderForwardedEpoch: "1"}); st != http.StatusConflict {
+		t.Fatalf("a forwarded PUT to a non-owner: %d %s, want 409", st, b)
+	}
+	// A client's scope header: a write goes to the owner; a read looks here.
+	k2b := ownedBy("f", 2, 3)
+	if st, _, b := do(t, "PUT", s0.URL+"/v1/keys/"+k2b, tok, []byte("v"), map[string]string{wire.HeaderScope: "shard"}); st != http.StatusNoContent {
+		t.Fatalf("PUT with Diskcache-Scope: shard: %d %s", st, b)
+	}
+	if onShard(t, s0, k2b) || !onShard(t, c.Shards[2], k2b) {
+		t.Fatal("a PUT with Diskcache-Scope: shard was not stored on the key's owner only")
+	}
+	// The own part of a clear: shard 0's items only.
+	if st, _, b := do(t, "POST", s0.URL+"/v1/clear", tok, nil, map[string]string{wire.HeaderScope: "shard"}); st != http.StatusOK || !strings.Contains(string(b), `"removed":1`) {
+		t.Fatalf("shard 0's own clear: %d %s", st, b)
+	}
+	if onShard(t, s0, k0) || !onShard(t, c.Shards[2], k2) {
+		t.Fatal("shard 0's own clear did not remove its item only")
 	}
 }

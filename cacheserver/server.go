@@ -273,7 +273,10 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 			if a := s.cluster.current(); a != nil {
 				rec.Header().Set(wire.HeaderEpoch, strconv.FormatInt(a.Epoch, 10))
 			}
-			if sc != scopeLocal && r.Header.Get(wire.HeaderScope) != "shard" {
+			if sc != scopeLocal && !ownPartAsked(r, sc) {
+				// Forwarded requests (batch parts and fan-out sub-requests
+				// included) have their epoch checked there: a lagging
+				// sender's write would land where no read looks.
 				handled, err = s.dispatch(rec, r, sc, detail)
 			}
 			if !handled && err == nil {
