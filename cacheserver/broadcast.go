@@ -384,6 +384,7 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 		index  []int // request position of each record sent
 		done   chan struct{}
 		answer shardAnswer
+		cut    bool // its request ended before its records did
 	}
 	parts := map[int]*part{}
 	start := func(o int) *part {
@@ -441,10 +442,20 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 		if p == nil {
 			p = start(o)
 		}
+		if p.cut {
+			continue // its shard failed: the 502 below says so
+		}
 		p.index = append(p.index, i)
-		if err := p.rw.WriteFrom(rec, body); err != nil {
-			readErr = badRequest(wire.CodeBadRequest, "record %d: %v", i, err)
-			break
+		src := &readErrors{r: body}
+		if err := p.rw.WriteFrom(rec, src); err != nil {
+			if src.err != nil {
+				// The request's own stream broke.
+				readErr = badRequest(wire.CodeBadRequest, "record %d: %v", i, err)
+				break
+			}
+			// The shard's part failed (unreachable, or it answered):
+			// the other shards' records still go to them.
+			p.cut = true
 		}
 	}
 	finish()
@@ -452,7 +463,7 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	var failed []shardAnswer
 	for o, p := range parts {
 		var pr BatchSetResult
-		if !p.answer.ok() || json.Unmarshal(p.answer.Result, &pr) != nil {
+		if p.cut || !p.answer.ok() || json.Unmarshal(p.answer.Result, &pr) != nil {
 			failed = append(failed, p.answer)
 			continue
 		}
@@ -479,4 +490,21 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	sort.Slice(res.Failed, func(i, j int) bool { return res.Failed[i].Index < res.Failed[j].Index })
 	writeJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// readErrors passes reads through and keeps the first error, io.EOF
+// included (a copy of exactly a record's length never reads to the end of
+// it): a copy that fails then tells a broken source from a broken
+// destination.
+type readErrors struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrors) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }

@@ -468,3 +468,35 @@ func TestForwardedPartsCheckTheirEpoch(t *testing.T) {
 		t.Fatal("shard 0's own clear did not remove its item only")
 	}
 }
+
+// TestBatchSetWithAnOwnerDown: a batch set through a shard while another
+// owner is down stores every record of the shards that are up and answers
+// 502 partial_failure with the count (it answered 400, and dropped the
+// records after the first one of the down shard).
+func TestBatchSetWithAnOwnerDown(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	c.Shards[2].Kill()
+	owners := []int{0, 2, 1, 0, 1}
+	var body bytes.Buffer
+	rw := wire.NewRecordWriter(&body)
+	keys := make([]string, len(owners))
+	for i, o := range owners {
+		keys[i] = ownedBy(fmt.Sprintf("d%d-", i), o, 3)
+		if err := rw.Write(wire.Record{Key: keys[i]}, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _, b := do(t, "POST", c.Shards[0].URL+"/v1/batch/set", c.Shards[0].Token, body.Bytes(), map[string]string{"Content-Type": wire.RecordsContentType})
+	var res struct {
+		Error  string `json:"error"`
+		Stored int    `json:"stored"`
+	}
+	if st != http.StatusBadGateway || json.Unmarshal(b, &res) != nil || res.Error != wire.CodePartialFailure || res.Stored != 4 {
+		t.Fatalf("batch set with shard 2 down: %d %s, want 502 partial_failure with 4 stored", st, b)
+	}
+	for i, o := range owners {
+		if o != 2 && !onShard(t, c.Shards[o], keys[i]) {
+			t.Errorf("record %d (shard %d) was not stored", i, o)
+		}
+	}
+}
