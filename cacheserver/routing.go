@@ -382,6 +382,14 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	}
 	resp, err := s.peers.forward.Do(out)
 	if err != nil {
+		if errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+			// Not the server's own "timeout" (nothing done): the owner may
+			// have applied the request and not answered yet.
+			s.metrics.forwarded(i, 0)
+			return nil, newRoutingError(http.StatusGatewayTimeout, wire.CodeShardTimeout,
+				map[string]any{"shard": i, "url": a.Shards[i]},
+				"shard %d (%s) did not answer within the request timeout; the request may have been applied there", i, a.Shards[i])
+		}
 		if r.Context().Err() != nil {
 			return nil, r.Context().Err()
 		}

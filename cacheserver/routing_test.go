@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -498,5 +499,35 @@ func TestBatchSetWithAnOwnerDown(t *testing.T) {
 		if o != 2 && !onShard(t, c.Shards[o], keys[i]) {
 			t.Errorf("record %d (shard %d) was not stored", i, o)
 		}
+	}
+}
+
+// TestStalledOwnerIsAShardTimeout: an owner that takes a forwarded request
+// and does not answer within the request timeout is 504 shard_timeout,
+// naming it, not the server's own 503 timeout, which means nothing was
+// done: the owner may apply the request later (an incr repeated on a
+// "timeout" would count twice).
+func TestStalledOwnerIsAShardTimeout(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: []string{"--request-timeout", "1s"}})
+	key := ownedBy("stall", 1, 2)
+	incr := func() (int, []byte) {
+		st, _, b := do(t, "POST", c.Shards[0].URL+"/v1/keys/"+key+"/incr", c.Shards[0].Token, nil, nil)
+		return st, b
+	}
+	if st, b := incr(); st != http.StatusOK {
+		t.Fatalf("incr: %d %s", st, b)
+	}
+	pid := c.Shards[1].PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	st, b := incr()
+	var e struct {
+		Error string `json:"error"`
+		Shard *int   `json:"shard"`
+	}
+	if st != http.StatusGatewayTimeout || json.Unmarshal(b, &e) != nil || e.Error != wire.CodeShardTimeout || e.Shard == nil || *e.Shard != 1 {
+		t.Fatalf("incr with its owner stopped: %d %s, want 504 shard_timeout naming shard 1", st, b)
 	}
 }

@@ -125,10 +125,14 @@ const (
 	CodeTopologyConflict = "topology_conflict" // 409: an older or conflicting announcement; body has "topology"
 	CodeBadTopology      = "bad_topology"      // 400
 	CodeShardUnavailable = "shard_unavailable" // 503: the owner could not be reached; body has "shard" and "url"
-	CodePartialFailure   = "partial_failure"   // 502: some shards of a cluster-wide operation failed; body has "shards"
-	CodeForbidden        = "forbidden"         // 403: the data token cannot change the topology
-	CodeAdminDisabled    = "admin_disabled"    // 403: the server has no --admin-token-file
-	CodeRebalancePaused  = "rebalance_paused"  // 409: moves are paused for a cluster-wide deletion; the sender retries
+	// CodeShardTimeout (504): the owner took the request but did not answer
+	// within the request timeout, so it may have been applied there (a
+	// retry of an incr could count twice); body has "shard" and "url".
+	CodeShardTimeout    = "shard_timeout"
+	CodePartialFailure  = "partial_failure"  // 502: some shards of a cluster-wide operation failed; body has "shards"
+	CodeForbidden       = "forbidden"        // 403: the data token cannot change the topology
+	CodeAdminDisabled   = "admin_disabled"   // 403: the server has no --admin-token-file
+	CodeRebalancePaused = "rebalance_paused" // 409: moves are paused for a cluster-wide deletion; the sender retries
 )
 
 // Routing returns the bytes that decide which shard owns k (see package
