@@ -176,10 +176,12 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 		}
 		base, shard := c.target(ctx, route)
 		resp, err := c.send(ctx, base, req)
-		if err != nil && shard >= 0 && req.stream == nil && ctx.Err() == nil && retryable(err) {
+		if err != nil && shard >= 0 && req.stream == nil && ctx.Err() == nil && retryable(err) && (req.idempotent || notSent(err)) {
 			// The owner's pod cannot be reached (down, or its name does not
 			// resolve from here): the base URL forwards to it, or answers
-			// 503 naming it.
+			// 503 naming it. A call that is not idempotent goes again only
+			// if it never left (a timeout after it was written may have
+			// been applied: an incr would count twice).
 			c.unreachable(shard)
 			resp, err = c.send(ctx, c.base, req)
 		}
@@ -325,6 +327,15 @@ func contains(list []int, v int) bool {
 }
 
 // retryable reports connection-level failures worth another try.
+// notSent reports whether err shows the request never reached a server:
+// the connection could not be made (refused, no route, a name that does
+// not resolve).
+func notSent(err error) bool {
+	var oe *net.OpError
+	var de *net.DNSError
+	return errors.As(err, &de) || errors.As(err, &oe) && oe.Op == "dial"
+}
+
 func retryable(err error) bool {
 	var ne net.Error
 	var oe *net.OpError

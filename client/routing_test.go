@@ -8,7 +8,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -96,5 +99,64 @@ func TestSmartClientGoesStraightToOwners(t *testing.T) {
 	}
 	if down == 0 || up == 0 {
 		t.Fatalf("down %d up %d", down, up)
+	}
+}
+
+// countingTransport records the hosts of the requests whose path ends in
+// suffix.
+type countingTransport struct {
+	suffix string
+	mu     sync.Mutex
+	hosts  []string
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(r.URL.Path, c.suffix) {
+		c.mu.Lock()
+		c.hosts = append(c.hosts, r.URL.Host)
+		c.mu.Unlock()
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// An incr whose owner took it and stalled is not sent again through the
+// base URL: it may have been applied (it counted twice).
+func TestNonIdempotentCallIsNotResent(t *testing.T) {
+	cl := testserver.StartCluster(t, 2, testserver.Options{})
+	ctx := context.Background()
+	ct := &countingTransport{suffix: "/incr"}
+	c, err := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, HTTPClient: &http.Client{Timeout: time.Second, Transport: ct}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := kv.TextKey(keyOwnedBy(t, 1, 2))
+	if _, err := c.Cache("").Incr(ctx, key, kv.Int(1), kv.Int(0)); err != nil {
+		t.Fatal(err)
+	}
+	pid := cl.Shards[1].PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	ct.mu.Lock()
+	ct.hosts = nil
+	ct.mu.Unlock()
+	if _, err := c.Cache("").Incr(ctx, key, kv.Int(1), kv.Int(0)); err == nil {
+		t.Fatal("incr with its owner stopped succeeded")
+	}
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if len(ct.hosts) != 1 {
+		t.Fatalf("the incr was sent to %v; want once, to its owner", ct.hosts)
+	}
+}
+
+// keyOwnedBy returns a text key shard owns among n.
+func keyOwnedBy(t *testing.T, shard, n int) string {
+	t.Helper()
+	for i := 0; ; i++ {
+		if k := fmt.Sprint("own", i); topology.Owner([]byte(k), n) == shard {
+			return k
+		}
 	}
 }
