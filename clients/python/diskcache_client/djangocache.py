@@ -423,9 +423,12 @@ class DjangoCache(BaseCache):
                                            expire_time=True, tag=True)
         if value is self._missing_key:
             raise ValueError("Key '%s' not found" % key)
-        self.set(key, value, timeout=self._remaining(expire_time), version=version + delta,
-                 tag=tag)
-        self.delete(key, version=version)
+        # The old version goes only once the new one is stored: a set that
+        # failed (False with IGNORE_EXCEPTIONS, its shard away) would
+        # otherwise lose the value under both versions.
+        if self.set(key, value, timeout=self._remaining(expire_time), version=version + delta,
+                    tag=tag):
+            self.delete(key, version=version)
         return version + delta
 
     async def aincr_version(self, key, delta=1, version=None):
@@ -436,10 +439,10 @@ class DjangoCache(BaseCache):
             (self._missing_key, None, None), 'get')
         if value is self._missing_key:
             raise ValueError("Key '%s' not found" % key)
-        await self._arun(self._keyed(key, version + delta, ops.set, value,
-                                     self._remaining(expire_time), False, tag),
-                         False, 'set', _plain(value))
-        await self._arun(self._keyed(key, version, ops.delete), False, 'delete')
+        if await self._arun(self._keyed(key, version + delta, ops.set, value,
+                                        self._remaining(expire_time), False, tag),
+                            False, 'set', _plain(value)):
+            await self._arun(self._keyed(key, version, ops.delete), False, 'delete')
         return version + delta
 
     def decr_version(self, key, delta=1, version=None):

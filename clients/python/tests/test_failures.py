@@ -440,6 +440,16 @@ def test_bulk_removal_continues_after_partial_timeout(scripted):
     assert [r[:2] for r in srv.requests] == [('POST', '/v1/clear')] * 3
 
 
+def test_incr_version_keeps_the_value_when_the_new_one_is_not_stored(scripted):
+    # The new version's set fails (IGNORE_EXCEPTIONS turns it into False):
+    # the old version is not deleted, or the value would be under neither.
+    srv = scripted([(200, {'Diskcache-Value-Type': 'text'}, b'v'), INTERNAL])
+    c = make_cache(srv.url, IGNORE_EXCEPTIONS=True)
+    assert c.incr_version('k') == 2
+    keys = [r[:2] for r in srv.requests if r[1].startswith('/v1/keys/')]
+    assert keys == [('GET', '/v1/keys/:1:k'), ('PUT', '/v1/keys/:2:k')]
+
+
 def test_set_many_reports_failed_keys(scripted):
     srv = scripted([(200, {}, {'stored': 2, 'failed': [
         {'index': 1, 'key': ':1:b', 'error': 'timeout', 'message': 'busy'}]})])
