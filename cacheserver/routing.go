@@ -380,7 +380,14 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	if shardScope {
 		out.Header.Set(wire.HeaderScope, "shard")
 	}
+	if !s.peerHealthy(r.Context(), i, a.Shards[i]) {
+		s.metrics.forwarded(i, 0)
+		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
+			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it does not answer its health check", i, a.Shards[i])
+	}
+	stopWatch := s.watchForward(i, a.Shards[i])
 	resp, err := s.peers.forward.Do(out)
+	stopWatch()
 	if err != nil {
 		if errors.Is(r.Context().Err(), context.DeadlineExceeded) {
 			// Not the server's own "timeout" (nothing done): the owner may

@@ -531,3 +531,67 @@ func TestStalledOwnerIsAShardTimeout(t *testing.T) {
 		t.Fatalf("incr with its owner stopped: %d %s, want 504 shard_timeout naming shard 1", st, b)
 	}
 }
+
+// TestStalledOwnerAnswersFast: once a forward to a stalled owner has
+// waited, the shard checks the owner's health; while it does not answer,
+// the other requests for its keys get 503 shard_unavailable within a
+// client's timeout (each waited out the request timeout, and a client
+// behind one URL gave up on the whole cache). Once it answers again, they
+// are served.
+func TestStalledOwnerAnswersFast(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: []string{"--request-timeout", "6s"}})
+	s0 := c.Shards[0]
+	k1, k1b := ownedBy("slow", 1, 2), ownedBy("slower", 1, 2)
+	get := func(key string, timeout time.Duration) (int, string, error) {
+		req, _ := http.NewRequest("GET", s0.URL+"/v1/keys/"+key, nil)
+		req.Header.Set("Authorization", "Bearer "+s0.Token)
+		resp, err := (&http.Client{Timeout: timeout}).Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	if st, b, err := get(k1, 5*time.Second); err != nil || st != http.StatusNotFound {
+		t.Fatalf("get before: %d %s %v", st, b, err)
+	}
+	pid := c.Shards[1].PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	hung := make(chan int, 1)
+	go func() {
+		st, _, _ := get(k1, 30*time.Second)
+		hung <- st
+	}()
+	answered := false
+	for attempt := 0; attempt < 10 && !answered; attempt++ {
+		st, b, err := get(k1b, 3*time.Second)
+		if err == nil {
+			if st != http.StatusServiceUnavailable || !strings.Contains(b, wire.CodeShardUnavailable) {
+				t.Fatalf("a key of the stalled shard: %d %s, want 503 shard_unavailable", st, b)
+			}
+			answered = true
+		}
+	}
+	if !answered {
+		t.Fatal("no request for the stalled shard's keys was answered within a 3 s client timeout")
+	}
+	if st := <-hung; st != http.StatusGatewayTimeout {
+		t.Fatalf("the forward that waited: %d, want 504", st)
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 0; ; attempt++ {
+		st, b, err := get(k1b, 5*time.Second)
+		if err == nil && st == http.StatusNotFound {
+			break
+		}
+		if attempt == 20 {
+			t.Fatalf("the resumed shard's keys: %d %s %v", st, b, err)
+		}
+	}
+}

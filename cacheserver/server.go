@@ -37,6 +37,7 @@ type Server struct {
 	waiters *waitRegistry
 	cluster *cluster
 	peers   *peers
+	health  *peerHealth // peers that stopped answering (peerhealth.go)
 	reb     *rebalancer
 	// admin holds the operator's token, the only one that may change the
 	// topology; nil when the server was started without one.
@@ -119,6 +120,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		_ = fc.Close()
 		return nil, err
 	}
+	s.health = newPeerHealth()
 	if s.peers, err = newPeers(cfg); err != nil {
 		_ = fc.Close()
 		return nil, err
