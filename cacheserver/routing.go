@@ -364,8 +364,18 @@ func readWrongEpoch(resp *http.Response) (wrongEpochBody, bool) {
 // headers (the client's token included), marked as forwarded.
 func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.Reader, length int64, shardScope bool) (*http.Response, error) {
 	url := a.Shards[i] + r.URL.RequestURI()
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, url, body)
+	if !s.peerHealthy(i) {
+		s.metrics.forwarded(i, 0)
+		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
+			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it does not answer its health check", i, a.Shards[i])
+	}
+	// Cancelled (errPeerDown) when the owner fails its health check while
+	// this waits for its answer; not when the answer came (it streams on,
+	// and the request's end releases it).
+	ctx, giveUp := context.WithCancelCause(r.Context())
+	out, err := http.NewRequestWithContext(ctx, r.Method, url, body)
 	if err != nil {
+		giveUp(nil)
 		return nil, err
 	}
 	copyHeaders(out.Header, r.Header)
@@ -380,14 +390,22 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	if shardScope {
 		out.Header.Set(wire.HeaderScope, "shard")
 	}
-	if !s.peerHealthy(r.Context(), i, a.Shards[i]) {
-		s.metrics.forwarded(i, 0)
-		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
-			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it does not answer its health check", i, a.Shards[i])
-	}
-	stopWatch := s.watchForward(i, a.Shards[i])
+	stopWatch := s.watchForward(i, a.Shards[i], giveUp)
 	resp, err := s.peers.forward.Do(out)
 	stopWatch()
+	if err == nil {
+		s.peerAnswered(i)
+	}
+	if err != nil && errors.Is(context.Cause(ctx), errPeerDown) {
+		s.metrics.forwarded(i, 0)
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
+				map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it took the request but does not answer its health check", i, a.Shards[i])
+		}
+		return nil, newRoutingError(http.StatusGatewayTimeout, wire.CodeShardTimeout,
+			map[string]any{"shard": i, "url": a.Shards[i]},
+			"shard %d (%s) took the request but does not answer its health check; the request may have been applied there", i, a.Shards[i])
+	}
 	if err != nil {
 		if errors.Is(r.Context().Err(), context.DeadlineExceeded) {
 			// Not the server's own "timeout" (nothing done): the owner may
