@@ -18,15 +18,7 @@ import (
 // the "" item), and the 10,000-record limit stores nothing past it; on
 // one server and through a shard of three.
 func TestBatchRequestsNeedKeys(t *testing.T) {
-	one := testserver.Start(t, testserver.Options{})
-	three := testserver.StartCluster(t, 3, testserver.Options{})
-	for _, tc := range []struct {
-		name       string
-		url, token string
-	}{
-		{"one server", one.URL, one.Token},
-		{"3 shards", three.Shards[1].URL, three.Shards[1].Token},
-	} {
+	for _, tc := range oneAndThreeShards(t, 1) {
 		t.Run(tc.name, func(t *testing.T) {
 			records := map[string]string{"Content-Type": wire.RecordsContentType}
 			post := func(path, body string, hdr map[string]string) (int, string) {
@@ -104,16 +96,8 @@ func TestBatchRequestsNeedKeys(t *testing.T) {
 // shards, even as a text key of control characters that JSON writes six
 // times longer (a 64 KiB header limit cut such answers off).
 func TestRecordStreamsCarryTheLargestKeys(t *testing.T) {
-	one := testserver.Start(t, testserver.Options{})
-	three := testserver.StartCluster(t, 3, testserver.Options{})
 	keys := []string{strings.Repeat("q", 64<<10), strings.Repeat("\x01", 64<<10), strings.Repeat("é", 32<<10)}
-	for _, tc := range []struct {
-		name       string
-		url, token string
-	}{
-		{"one server", one.URL, one.Token},
-		{"3 shards", three.Shards[0].URL, three.Shards[0].Token},
-	} {
+	for _, tc := range oneAndThreeShards(t, 0) {
 		t.Run(tc.name, func(t *testing.T) {
 			var set bytes.Buffer
 			rw := wire.NewRecordWriter(&set)
@@ -146,4 +130,17 @@ func TestRecordStreamsCarryTheLargestKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// target is where a test sends its requests.
+type target struct{ name, url, token string }
+
+// oneAndThreeShards starts one server and a cluster of three, and returns
+// the server and the cluster's shard via as targets: every route answers
+// the same through both.
+func oneAndThreeShards(t *testing.T, via int) []target {
+	t.Helper()
+	one := testserver.Start(t, testserver.Options{})
+	three := testserver.StartCluster(t, 3, testserver.Options{})
+	return []target{{"one server", one.URL, one.Token}, {"3 shards", three.Shards[via].URL, three.Shards[via].Token}}
 }
