@@ -269,16 +269,9 @@ func keysBody(keys []kv.Key, idx []int) []byte {
 	return b
 }
 
-// batchBroadcast splits a batch request of the cache by owner, sends each
-// owner its part in parallel, and answers in request order.
-func (s *Server) batchBroadcast(w http.ResponseWriter, r *http.Request, a *topology.Announcement) error {
-	if strings.HasSuffix(r.URL.Path, "/set") {
-		return s.batchSetBroadcast(w, r, a)
-	}
-	keys, err := s.batchKeys(w, r)
-	if err != nil {
-		return err
-	}
+// sendBatchParts sends each owner of keys its part of a batch get or
+// delete, in parallel.
+func (s *Server) sendBatchParts(r *http.Request, a *topology.Announcement, keys []kv.Key) (map[int][]int, []int, map[int]*http.Response, map[int]error) {
 	groups := groupByOwner(keys, len(a.Shards))
 	owners := make([]int, 0, len(groups))
 	for o := range groups {
@@ -305,11 +298,52 @@ func (s *Server) batchBroadcast(w http.ResponseWriter, r *http.Request, a *topol
 		}()
 	}
 	wg.Wait()
-	defer func() {
-		for _, resp := range resps {
-			resp.Body.Close()
+	return groups, owners, resps, errs
+}
+
+// adoptNewerFrom adopts the topology of a part answered 409 wrong_epoch,
+// if it is newer; true when this shard now routes by another epoch. The
+// bodies of the 409s it read stay readable.
+func (s *Server) adoptNewerFrom(resps map[int]*http.Response, a *topology.Announcement) bool {
+	for _, resp := range resps {
+		if resp.StatusCode != http.StatusConflict {
+			continue
 		}
-	}()
+		t, ok := readWrongEpoch(resp)
+		resp.Body = io.NopCloser(bytes.NewReader(t.raw))
+		if ok && t.Epoch > a.Epoch {
+			_, _ = s.cluster.adopt(t.Announcement) // a conflict: another request adopted it
+		}
+	}
+	cur := s.cluster.current()
+	return cur != nil && cur.Epoch != a.Epoch
+}
+
+func closeAll(resps map[int]*http.Response) {
+	for _, resp := range resps {
+		resp.Body.Close()
+	}
+}
+
+// batchBroadcast splits a batch request of the cache by owner, sends each
+// owner its part in parallel, and answers in request order.
+func (s *Server) batchBroadcast(w http.ResponseWriter, r *http.Request, a *topology.Announcement) error {
+	if strings.HasSuffix(r.URL.Path, "/set") {
+		return s.batchSetBroadcast(w, r, a)
+	}
+	keys, err := s.batchKeys(w, r)
+	if err != nil {
+		return err
+	}
+	groups, owners, resps, errs := s.sendBatchParts(r, a, keys)
+	if s.adoptNewerFrom(resps, a) {
+		// A part went to a shard on a newer epoch (this one lagged):
+		// split again by it, once.
+		closeAll(resps)
+		a = s.cluster.current()
+		groups, owners, resps, errs = s.sendBatchParts(r, a, keys)
+	}
+	defer closeAll(resps)
 	for _, o := range owners {
 		if err := errs[o]; err != nil {
 			return err
