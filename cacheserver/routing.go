@@ -175,10 +175,10 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, sc scope, deta
 // with Diskcache-Scope: shard on a request no shard forwarded: of a
 // cluster-wide operation (the operator, a client that adds up the shards
 // itself), or a look at what this shard itself holds under a key or name
-// (GET, HEAD). A write under a key or name, or a batch, goes to its owners
-// whatever the header says: stored on another shard, no read would find
-// it. A forwarded request is checked by dispatch (epoch, owner) whatever
-// its scope.
+// (GET, HEAD), or with a batch get. A write under a key or name, or a batch
+// set or delete, goes to its owners whatever the header says: stored on
+// another shard, no read would find it. A forwarded request is checked by
+// dispatch (epoch, owner) whatever its scope.
 func ownPartAsked(r *http.Request, sc scope) bool {
 	if r.Header.Get(wire.HeaderScope) != "shard" || r.Header.Get(wire.HeaderForwardedEpoch) != "" {
 		return false
@@ -188,6 +188,8 @@ func ownPartAsked(r *http.Request, sc scope) bool {
 		return true
 	case scopeKey, scopeName:
 		return r.Method == http.MethodGet || r.Method == http.MethodHead
+	case scopeBatch:
+		return strings.HasSuffix(r.URL.Path, "/batch/get")
 	}
 	return false
 }
