@@ -142,24 +142,37 @@ func (s *Server) readValue(w http.ResponseWriter, r *http.Request, st Store, opt
 const maxNumberBytes = 400
 
 func parseNumberOfType(s string, vt kv.ValueType) (kv.Value, error) {
-	n, err := wire.ParseNumber(s)
-	if vt == kv.ValueFloat && errors.Is(err, kv.ErrOverflow) {
-		// A float written as a long integer ("1" and 20 zeros).
-		var f float64
-		if f, err = strconv.ParseFloat(strings.TrimSpace(s), 64); err == nil {
-			n = kv.Float(f)
+	if vt == kv.ValueFloat {
+		f, err := parseFloatNumber(s)
+		if err != nil {
+			return kv.Value{}, badRequest(wire.CodeBadValue, "%s value: %v", vt, err)
 		}
+		return kv.Float(f), nil
 	}
+	n, err := wire.ParseNumber(s)
 	if err != nil {
 		return kv.Value{}, badRequest(wire.CodeBadValue, "%s value: %v", vt, err)
-	}
-	if vt == kv.ValueFloat && n.Type == kv.ValueInt {
-		n = kv.Float(float64(n.Int))
 	}
 	if vt == kv.ValueInt && n.Type != kv.ValueInt {
 		return kv.Value{}, badRequest(wire.CodeBadValue, "int value %q is not a 64-bit integer", s)
 	}
 	return n, nil
+}
+
+// parseFloatNumber reads a number as a float: an int, a float, or an
+// integer too long for 64 bits (which ParseNumber refuses as an int: "1"
+// and 20 zeros is a fine float).
+func parseFloatNumber(s string) (float64, error) {
+	n, err := wire.ParseNumber(s)
+	switch {
+	case errors.Is(err, kv.ErrOverflow):
+		return strconv.ParseFloat(strings.TrimSpace(s), 64)
+	case err != nil:
+		return 0, err
+	case n.Type == kv.ValueInt:
+		return float64(n.Int), nil
+	}
+	return n.Float, nil
 }
 
 // writeItem answers with an item: the value as the body, its type, expiry

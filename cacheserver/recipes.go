@@ -3,13 +3,11 @@ package cacheserver
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -446,20 +444,9 @@ func (s *Server) handleAverageAdd(w http.ResponseWriter, r *http.Request) error 
 	if len(b) > 64 {
 		return badRequest(wire.CodeBadValue, "the body must be one number")
 	}
-	n, err := wire.ParseNumber(string(b))
-	if errors.Is(err, kv.ErrOverflow) {
-		// Summed as a float anyway.
-		var f float64
-		if f, err = strconv.ParseFloat(strings.TrimSpace(string(b)), 64); err == nil {
-			n = kv.Float(f)
-		}
-	}
+	x, err := parseFloatNumber(string(b))
 	if err != nil {
 		return badRequest(wire.CodeBadValue, "the body must be one number: %v", err)
-	}
-	x := n.Float
-	if n.Type == kv.ValueInt {
-		x = float64(n.Int)
 	}
 	var count int64
 	tx := afterTx{c: s.cache.DatabaseFor(key), after: func(tx *engine.Tx) error {
