@@ -111,11 +111,28 @@ class Client:
         self._n = len(self.endpoints)
         self._base = 0
         self._follow = None
+        self._listed_epoch = None  # the epoch a list of URLs was first answered by
         if len(self.endpoints) == 1 and topology:
             self._follow = _topology.Follower(
                 self.endpoints[0], lambda url: Endpoint(url, **options),
                 retry_after=max(float(cooldown), 0.5))
             self._base = 1
+
+    def _watch_listed_epoch(self, resp):
+        """With a list of shard URLs the client routes by that list and
+        does not follow the servers' topology: say so, once per epoch, when
+        the servers answer by another one. The servers still forward keys
+        to their owners, but whole-cache operations (len, clear, stats,
+        evict) reach only the listed URLs: a shard added since is missed."""
+        epoch = resp.headers.get(_EPOCH)
+        if epoch is None or epoch == self._listed_epoch:
+            return
+        if self._listed_epoch is not None:
+            log.warning('the cache servers now route by topology epoch %s (was %s), but this '
+                        'client was given a list of %d shard URLs and keeps to it: whole-cache '
+                        'operations reach only those; give LOCATION the Service URL to follow '
+                        'the topology', epoch, self._listed_epoch, self._n)
+        self._listed_epoch = epoch
 
     @property
     def shards(self):
@@ -299,6 +316,8 @@ class Client:
                 follow.saw(epoch)
             if resp.status == 409 and self._misrouted(req, resp) and ep is not follow.service:
                 return self._send_to(follow.service, req)
+        elif self._n > 1:
+            self._watch_listed_epoch(resp)
         return resp
 
     def _send_shard(self, req):
@@ -394,6 +413,8 @@ class Client:
                 follow.saw(epoch)
             if resp.status == 409 and self._misrouted(req, resp) and ep is not follow.service:
                 return await self._asend_to(follow.service, req)
+        elif self._n > 1:
+            self._watch_listed_epoch(resp)
         return resp
 
     async def _asend_shard(self, req):

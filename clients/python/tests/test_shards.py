@@ -218,6 +218,25 @@ def test_a_new_epoch_is_followed(cluster):
     assert client.topology.epoch == 2
 
 
+def test_a_list_of_urls_warns_of_a_new_epoch(cluster, caplog):
+    # A list of shard URLs is kept as it is; a newer topology on the
+    # servers (a shard added, say) is told in the log, once.
+    listed = Cache(Client(cluster.urls, token=TOKEN))
+    listed.set('k', 1)
+    body = json.dumps({'epoch': 2, 'shards': cluster.urls, 'previous': None}).encode()
+    for url in cluster.urls:
+        req = urllib.request.Request(url + '/v1/topology', data=body, method='PUT', headers={
+            'Authorization': 'Bearer ' + ADMIN_TOKEN, 'Content-Type': 'application/json'})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read())['epoch'] == 2
+    assert 'topology epoch' not in caplog.text
+    with caplog.at_level('WARNING', logger='diskcache_client'):
+        assert listed.get('k') == 1
+        assert listed.get('k') == 1
+    warnings = [r for r in caplog.records if 'topology epoch 2' in r.getMessage()]
+    assert len(warnings) == 1 and 'list of 3 shard URLs' in warnings[0].getMessage()
+
+
 def test_asyncio_calls_go_straight_to_their_owner(cluster):
     django_cache = DjangoCache(cluster.url, {'OPTIONS': {'TOKEN': TOKEN}})
 
