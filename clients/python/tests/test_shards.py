@@ -202,16 +202,22 @@ def test_a_pod_that_is_down(cluster):
     assert django_cache.clear() == 0
 
 
-def test_a_new_epoch_is_followed(cluster):
-    client = smart_client(cluster)
-    cache = Cache(client)
-    cache.set('k', 1)
-    body = json.dumps({'epoch': 2, 'shards': cluster.urls, 'previous': None}).encode()
+def announce(cluster, epoch):
+    """Announce the cluster's shards under a new epoch to every shard, as
+    the operator does (PUT /v1/topology with the admin token)."""
+    body = json.dumps({'epoch': epoch, 'shards': cluster.urls, 'previous': None}).encode()
     for url in cluster.urls:
         req = urllib.request.Request(url + '/v1/topology', data=body, method='PUT', headers={
             'Authorization': 'Bearer ' + ADMIN_TOKEN, 'Content-Type': 'application/json'})
         with urllib.request.urlopen(req, timeout=10) as resp:
-            assert json.loads(resp.read())['epoch'] == 2
+            assert json.loads(resp.read())['epoch'] == epoch
+
+
+def test_a_new_epoch_is_followed(cluster):
+    client = smart_client(cluster)
+    cache = Cache(client)
+    cache.set('k', 1)
+    announce(cluster, 2)
     assert cache.get('k') == 1  # its answer says epoch 2
     assert client.topology.epoch == 1
     assert cache.get('k') == 1
@@ -223,12 +229,7 @@ def test_a_list_of_urls_warns_of_a_new_epoch(cluster, caplog):
     # servers (a shard added, say) is told in the log, once.
     listed = Cache(Client(cluster.urls, token=TOKEN))
     listed.set('k', 1)
-    body = json.dumps({'epoch': 2, 'shards': cluster.urls, 'previous': None}).encode()
-    for url in cluster.urls:
-        req = urllib.request.Request(url + '/v1/topology', data=body, method='PUT', headers={
-            'Authorization': 'Bearer ' + ADMIN_TOKEN, 'Content-Type': 'application/json'})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert json.loads(resp.read())['epoch'] == 2
+    announce(cluster, 2)
     assert 'topology epoch' not in caplog.text
     with caplog.at_level('WARNING', logger='diskcache_client'):
         assert listed.get('k') == 1
