@@ -415,7 +415,8 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	type part struct {
 		pw     *io.PipeWriter
 		rw     *wire.RecordWriter
-		index  []int // request position of each record sent
+		index  []int            // request position of each record sent
+		sent   []BatchSetFailed // and its key, to name it if the part fails
 		done   chan struct{}
 		answer shardAnswer
 		cut    bool // its request ended before its records did
@@ -476,10 +477,11 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 		if p == nil {
 			p = start(o)
 		}
+		p.index = append(p.index, i)
+		p.sent = append(p.sent, BatchSetFailed{Index: i, Key: rec.Key, Kind: rec.Kind})
 		if p.cut {
 			continue // its shard failed: the 502 below says so
 		}
-		p.index = append(p.index, i)
 		src := &readErrors{r: body}
 		if err := p.rw.WriteFrom(rec, src); err != nil {
 			if src.err != nil {
@@ -495,10 +497,13 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	finish()
 	res := BatchSetResult{Failed: append([]BatchSetFailed{}, keyless...)}
 	var failed []shardAnswer
-	for o, p := range parts {
+	for _, p := range parts {
 		var pr BatchSetResult
 		if p.cut || !p.answer.ok() || json.Unmarshal(p.answer.Result, &pr) != nil {
 			failed = append(failed, p.answer)
+			// None of its records is known to be stored: the client may
+			// write them again once the shard is back.
+			res.Failed = append(res.Failed, shardFailed(p.answer, p.sent)...)
 			continue
 		}
 		res.Stored += pr.Stored
@@ -508,8 +513,8 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 			}
 			res.Failed = append(res.Failed, f)
 		}
-		_ = o
 	}
+	sort.Slice(res.Failed, func(i, j int) bool { return res.Failed[i].Index < res.Failed[j].Index })
 	if readErr != nil {
 		var ae *apiError
 		if errors.As(readErr, &ae) {
@@ -518,12 +523,35 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 		return readErr
 	}
 	if len(failed) > 0 {
-		return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure, map[string]any{"shards": failed, "stored": res.Stored},
+		return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure,
+			map[string]any{"shards": failed, "stored": res.Stored, "failed": res.Failed},
 			"%d shards failed their part of the batch; %d records were stored", len(failed), res.Stored)
 	}
-	sort.Slice(res.Failed, func(i, j int) bool { return res.Failed[i].Index < res.Failed[j].Index })
 	writeJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// shardFailed lists the records of a shard's part that failed as a whole
+// with the shard's error code.
+func shardFailed(a shardAnswer, sent []BatchSetFailed) []BatchSetFailed {
+	code, msg := wire.CodeShardUnavailable, a.Error
+	var body struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	if a.Error == "" && json.Unmarshal(a.Result, &body) == nil && body.Error != "" {
+		code, msg = body.Error, body.Message
+	}
+	if msg == "" {
+		msg = fmt.Sprintf("shard %d answered %d", a.Shard, a.Status)
+	}
+	msg = fmt.Sprintf("shard %d failed its part: %s", a.Shard, msg)
+	out := make([]BatchSetFailed, len(sent))
+	for j, f := range sent {
+		f.Error, f.Message = code, msg
+		out[j] = f
+	}
+	return out
 }
 
 // readErrors passes reads through and keeps the first error, io.EOF

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskcache-operator/diskcache-operator/cacheserver"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/topology"
@@ -490,11 +491,16 @@ func TestBatchSetWithAnOwnerDown(t *testing.T) {
 	}
 	st, _, b := do(t, "POST", c.Shards[0].URL+"/v1/batch/set", c.Shards[0].Token, body.Bytes(), map[string]string{"Content-Type": wire.RecordsContentType})
 	var res struct {
-		Error  string `json:"error"`
-		Stored int    `json:"stored"`
+		Error  string                       `json:"error"`
+		Stored int                          `json:"stored"`
+		Failed []cacheserver.BatchSetFailed `json:"failed"`
 	}
 	if st != http.StatusBadGateway || json.Unmarshal(b, &res) != nil || res.Error != wire.CodePartialFailure || res.Stored != 4 {
 		t.Fatalf("batch set with shard 2 down: %d %s, want 502 partial_failure with 4 stored", st, b)
+	}
+	// The records not stored are named, so a client reports exactly those.
+	if len(res.Failed) != 1 || res.Failed[0].Index != 1 || res.Failed[0].Key != keys[1] || res.Failed[0].Error != wire.CodeShardUnavailable {
+		t.Fatalf("failed records: %+v, want record 1 (%s) shard_unavailable", res.Failed, keys[1])
 	}
 	for i, o := range owners {
 		if o != 2 && !onShard(t, c.Shards[o], keys[i]) {

@@ -74,6 +74,22 @@ _PLAIN_TYPES = frozenset([str, bytes, int, float, bool, type(None)])
 _VALUE_TYPE_LC = wire.HEADER_VALUE_TYPE.lower()
 
 
+class _NotStored:
+    """The fallback of set_many: the keys the error says were not stored
+    (``failed``, item indexes, when other shards stored theirs), else all."""
+
+    __slots__ = ('keys',)
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def keys_of(self, exc):
+        failed = getattr(exc, 'failed', None)
+        if failed is None:
+            return self.keys
+        return [self.keys[i] for i in failed]
+
+
 def _plain(*values):
     # pylint: disable=unidiomatic-typecheck
     return all(type(value) in _PLAIN_TYPES for value in values)
@@ -85,6 +101,8 @@ def _may_unpickle(resp):
     the type; a value's bytes that happen to hold the word count too)."""
     if isinstance(resp, list):
         return any(_may_unpickle(r) for r in resp)
+    if isinstance(resp, CacheServerError):  # in place of a shard's answer
+        return False
     value_type = resp.headers.get(_VALUE_TYPE_LC)
     if value_type is not None:
         return value_type == 'pickle'
@@ -176,6 +194,8 @@ class DjangoCache(BaseCache):
     def _failed(self, exc, fallback, what):
         """Return ``fallback`` for an error the configuration says to
         swallow; re-raise anything else."""
+        if isinstance(fallback, _NotStored):
+            fallback = fallback.keys_of(exc)
         if isinstance(exc, Timeout):
             log.warning('cache %s: server busy (%s); treated as a miss/failed write', what, exc)
             return fallback
@@ -362,13 +382,16 @@ class DjangoCache(BaseCache):
 
     def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
         """Store every item in one request per shard; return the keys that
-        failed."""
+        failed. A shard that is away fails its keys only: the others are
+        stored, and with ``IGNORE_EXCEPTIONS`` the keys returned are the ones
+        not stored."""
         keys = list(data)
-        return self._run(self._set_many(keys, data, timeout, version), keys, 'set_many')
+        return self._run(self._set_many(keys, data, timeout, version), _NotStored(keys),
+                         'set_many')
 
     async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
         keys = list(data)
-        return await self._arun(self._set_many(keys, data, timeout, version), keys,
+        return await self._arun(self._set_many(keys, data, timeout, version), _NotStored(keys),
                                 'set_many', _plain(*data.values()))
 
     def _delete_many(self, keys, version):

@@ -8,7 +8,10 @@ class CacheServerError(Exception):
 
     ``status`` is the HTTP status (0 when no answer came), ``code`` the
     server's error code (``not_found``, ``bad_key``, ``timeout``, ...) and
-    ``message`` its explanation.
+    ``message`` its explanation. An operation that reached several shards
+    and failed on some says what the others did: a bulk removal (clear,
+    evict, expire, cull) sets ``removed`` to the count they removed, and
+    ``set_many`` sets ``failed`` to the indexes of the items not stored.
     """
 
     def __init__(self, message, status=0, code='', url=''):

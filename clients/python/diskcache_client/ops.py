@@ -2,7 +2,9 @@
 
 Each operation yields a :class:`~diskcache_client.transport.Request` (or a
 list of them, one per shard, answered in order) and receives the matching
-:class:`~diskcache_client.transport.Response` (or list); its return value is
+:class:`~diskcache_client.transport.Response` (or list, where a request that
+failed has its :class:`~diskcache_client.errors.CacheServerError` in place of
+an answer: :func:`check` raises it); its return value is
 the operation's result. :meth:`Client.run` and :meth:`Client.arun` drive
 them over blocking sockets or asyncio. ``c`` is the
 :class:`~diskcache_client.transport.Client` (for key-to-shard routing: its
@@ -17,7 +19,7 @@ import json
 from collections import defaultdict
 
 from . import wire
-from .errors import Timeout, error_from_response
+from .errors import CacheServerError, Timeout, error_from_response
 from .http11 import Request
 from .routing import routing_bytes
 from .topology import SCOPE_HEADER
@@ -31,7 +33,9 @@ _VALUE_TYPE_LC = _VALUE_TYPE.lower()  # as it keys Response.headers
 
 def check(resp, *ok):
     """Raise the error an answer carries unless its status is in ``ok``
-    (default: any 2xx)."""
+    (default: any 2xx), or the error in its place."""
+    if isinstance(resp, CacheServerError):
+        raise resp
     if (resp.status in ok) if ok else (200 <= resp.status < 300):
         return resp
     raise error_from_response(resp.status, resp.body, resp.url)
@@ -244,10 +248,35 @@ def set_many(c, prefix, items):
         for shard, chunk in chunks
     ]
     failed = []
+    error = None
     for (shard, chunk), resp in zip(chunks, resps):
-        for failure in _json(resp).get('failed') or ():
+        try:
+            doc = _json(resp)
+        except CacheServerError as exc:
+            error = error or exc
+            failed.extend(_part_failed(chunk, resp))
+            continue
+        for failure in doc.get('failed') or ():
             failed.append(chunk[failure['index']][0])
-    return sorted(failed)
+    failed.sort()
+    if error is not None:
+        # The other parts were stored: the error says which items were not.
+        error.failed = failed
+        raise error
+    return failed
+
+
+def _part_failed(chunk, resp):
+    """The item indexes of a batch set part that failed: those a server's
+    ``502 partial_failure`` names (a shard of several that could not reach
+    some owners), else all of them."""
+    if not isinstance(resp, CacheServerError) and resp.status == 502:
+        try:
+            named = json.loads(resp.body).get('failed')
+            return [chunk[f['index']][0] for f in named]
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+            pass
+    return [index for index, _ in chunk]
 
 
 def delete_many(c, prefix, keys):
@@ -297,7 +326,9 @@ def remove(c, prefix, what, params=()):
     part way (503 ``timeout`` with a ``removed`` count) is asked again, the
     counts adding up, for as long as it makes progress; without progress it
     gets ``c.retries`` more tries, then :class:`Timeout` is raised (its
-    ``removed`` counting everything removed so far).
+    ``removed`` counting everything removed so far). A shard that fails
+    otherwise does not stop the others: once they answered, its error is
+    raised with ``removed`` set to what they removed.
     """
     query = wire.build_query(params)
     headers = _scoped(c)
@@ -311,17 +342,20 @@ def remove(c, prefix, what, params=()):
         again = []
         progress = False
         last = None
+        failure = None
         for shard, resp in zip(pending, resps):
-            if resp.status == 503:
-                err = error_from_response(resp.status, resp.body, resp.url)
-                if isinstance(err, Timeout):
-                    total += err.removed
-                    progress = progress or err.removed > 0
-                    again.append(shard)
-                    last = err
-                    continue
-                raise err
-            total += int(_json(resp).get('removed', 0))
+            try:
+                total += int(_json(resp).get('removed', 0))
+            except Timeout as err:
+                total += err.removed
+                progress = progress or err.removed > 0
+                again.append(shard)
+                last = err
+            except CacheServerError as err:
+                failure = failure or err
+        if failure is not None:
+            failure.removed = total
+            raise failure
         if again and not progress:
             stalls += 1
             if stalls > c.retries:

@@ -45,7 +45,7 @@ import time
 
 from . import topology as _topology
 from .breaker import CircuitBreaker
-from .errors import ServerUnavailable
+from .errors import CacheServerError, ServerUnavailable
 from .http11 import ProtocolError, Request, Response
 from .pool import COALESCE_MAX, Endpoint, Unreachable
 from .routing import jump_hash, key_hash
@@ -359,6 +359,17 @@ class Client:
                 continue
             return resp
 
+    def _send_caught(self, req):
+        """One request of a step of several (one per shard): the error in
+        place of the answer when it fails, so that the step's other requests
+        are still sent (a batch set stores the records of the shards that are
+        up, as a server fanning it out does) and the operation sees every
+        outcome."""
+        try:
+            return self.send(req)
+        except CacheServerError as exc:
+            return exc
+
     def follow(self):
         """Read the topology now if it is due (blocking); :meth:`run` does
         this before each operation."""
@@ -375,7 +386,7 @@ class Client:
             req = next(op)
             while True:
                 if isinstance(req, list):
-                    resp = [self.send(r) for r in req]
+                    resp = [self._send_caught(r) for r in req]
                 else:
                     resp = self.send(req)
                 req = op.send(resp)
@@ -452,6 +463,13 @@ class Client:
                 continue
             return resp
 
+    async def _asend_caught(self, req):
+        """:meth:`_send_caught` over asyncio."""
+        try:
+            return await self.asend(req)
+        except CacheServerError as exc:
+            return exc
+
     async def arun(self, op, offload=None):
         """Drive an operation generator to its result over asyncio.
 
@@ -472,7 +490,7 @@ class Client:
             req = next(op)
             while True:
                 if isinstance(req, list):
-                    resp = list(await asyncio.gather(*(self.asend(r) for r in req)))
+                    resp = list(await asyncio.gather(*(self._asend_caught(r) for r in req)))
                 else:
                     resp = await self.asend(req)
                 req = op.send(resp)
@@ -499,7 +517,7 @@ class Client:
                 if done:
                     return req
                 if isinstance(req, list):
-                    resp = list(await asyncio.gather(*(self.asend(r) for r in req)))
+                    resp = list(await asyncio.gather(*(self._asend_caught(r) for r in req)))
                 else:
                     resp = await self.asend(req)
         finally:

@@ -202,6 +202,39 @@ def test_a_pod_that_is_down(cluster):
     assert django_cache.clear() == 0
 
 
+@pytest.mark.parametrize('mode', ['smart', 'one-url', 'list'])
+def test_a_pod_that_is_down_fails_only_its_keys(cluster, mode):
+    # set_many stores the keys of the shards that are up and reports
+    # exactly the others as failed; clear says what the others removed.
+    # (A list of URLs stopped at the first shard that failed, and every key
+    # was reported failed whichever way the client reached the shards.)
+    location = cluster.urls if mode == 'list' else cluster.url
+    options = {'TOKEN': TOKEN, 'RETRIES': 0, 'TOPOLOGY': mode == 'smart'}
+    ignoring = DjangoCache(location, {'OPTIONS': dict(options, IGNORE_EXCEPTIONS=True)})
+    raising = DjangoCache(location, {'OPTIONS': options})
+    homes = {k: owner((':1:' + k).encode(), 3) for k in ('k%d' % n for n in range(30))}
+    down = sorted(k for k, home in homes.items() if home == 1)
+    assert ignoring.set_many(dict.fromkeys(homes, 'old')) == []
+    cluster.shards[1].stop()
+    if mode == 'list':
+        down_url = cluster.urls[1]
+    else:
+        down_url = cluster.url  # the owner's error comes through shard 0
+    assert sorted(ignoring.set_many(dict.fromkeys(homes, 'new'))) == down
+    with pytest.raises(CacheServerError) as err:
+        raising.set_many(dict.fromkeys(homes, 'newer'))
+    assert err.value.url.startswith(down_url), err.value
+    assert sorted(list(homes)[i] for i in err.value.failed) == down
+    up = [k for k in homes if k not in down]
+    assert ignoring.get_many(up) == dict.fromkeys(up, 'newer')
+    cache = Cache(Client(location, token=TOKEN, retries=0, topology=mode == 'smart'))
+    with pytest.raises(CacheServerError) as err:
+        cache.clear()
+    if mode == 'list':
+        assert err.value.removed == len(up)
+    assert ignoring.get_many(up) == {}
+
+
 def announce(cluster, epoch):
     """Announce the cluster's shards under a new epoch to every shard, as
     the operator does (PUT /v1/topology with the admin token)."""
