@@ -117,7 +117,16 @@ func (tx *Tx) pushStored(st stored, q QueueOptions, opts kv.SetOptions) (kv.Key,
 	if ok {
 		switch k := row[0].(type) {
 		case string:
-			num, _ = strconv.ParseInt(k[strings.LastIndexByte(k, '-')+1:], 10, 64)
+			tail := k[strings.LastIndexByte(k, '-')+1:]
+			n, ok, err := pythonInt(tail)
+			if !ok {
+				// python-diskcache's int() raises ValueError here.
+				return kv.Key{}, fmt.Errorf("the queue's %s key %q does not end in an integer: %w", q.Side, k, kv.ErrNotNumeric)
+			}
+			if err != nil {
+				return kv.Key{}, fmt.Errorf("%w at its %s end (key %q)", kv.ErrQueueFull, q.Side, k)
+			}
+			num = n
 		case float64:
 			fnum, isFloat = k, true
 		default:
@@ -257,4 +266,24 @@ func (tx *Tx) takeFirst(query string, args []any, remove bool, opts GetOptions) 
 		}
 		return tx.c.finishRead(it, f, opts.Stream)
 	}
+}
+
+// pythonInt parses s as Python's int(s) does for ASCII text: surrounding
+// whitespace, an optional sign, digits with single underscores between
+// them. ok is false for text int() refuses; err is set for an integer
+// beyond 64 bits.
+func pythonInt(s string) (n int64, ok bool, err error) {
+	s = strings.Trim(s, " \t\n\v\f\r")
+	digits := strings.TrimLeft(s, "+-")
+	if len(s)-len(digits) > 1 || digits == "" || digits[0] == '_' || digits[len(digits)-1] == '_' || strings.Contains(digits, "__") {
+		return 0, false, nil
+	}
+	plain := strings.ReplaceAll(digits, "_", "")
+	for i := 0; i < len(plain); i++ {
+		if plain[i] < '0' || plain[i] > '9' {
+			return 0, false, nil
+		}
+	}
+	n, err = strconv.ParseInt(s[:len(s)-len(digits)]+plain, 10, 64)
+	return n, true, err
 }

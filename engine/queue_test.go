@@ -364,3 +364,33 @@ func TestQueueFull(t *testing.T) {
 		t.Fatalf("Push to another queue = %v, %v", k, err)
 	}
 }
+
+// A prefixed queue's end key is read as python-diskcache reads it, with
+// int(): what int() takes counts on, and a key int() refuses makes the
+// push fail (python-diskcache raises ValueError) instead of starting over.
+func TestPushAfterAKeyThatIsNotAnInteger(t *testing.T) {
+	for _, c := range []struct {
+		tail string
+		n    int64
+		ok   bool
+	}{ // as /usr/bin/python3's int(tail) answers
+		{"5", 5, true}, {" 7 ", 7, true}, {"+3", 3, true}, {"1_000", 1000, true},
+		{"00012", 12, true}, {"\t8\n", 8, true}, {"\v9\f", 9, true},
+		{"_1", 0, false}, {"1_", 0, false}, {"1__0", 0, false}, {"5x", 0, false},
+		{"", 0, false}, {"+", 0, false}, {"+-1", 0, false}, {"0x10", 0, false}, {"1 2", 0, false},
+	} {
+		n, ok, err := pythonInt(c.tail)
+		if ok != c.ok || ok && (err != nil || n != c.n) {
+			t.Errorf("pythonInt(%q) = %d, %v, %v; want %d, %v", c.tail, n, ok, err, c.n, c.ok)
+		}
+	}
+	c, _ := openTest(t, nil)
+	utSet(t, c, kv.TextKey("q-5x"), kv.Text("odd"), kv.SetOptions{})
+	if _, err := c.Push(t.Context(), kv.Text("v"), QueueOptions{Prefix: "q"}, kv.SetOptions{}); !errors.Is(err, kv.ErrNotNumeric) {
+		t.Fatalf("push after key q-5x: %v, want ErrNotNumeric", err)
+	}
+	utSet(t, c, kv.TextKey("q-1_0"), kv.Text("ten"), kv.SetOptions{})
+	if k := utPush(t, c, kv.Text("v"), QueueOptions{Prefix: "q", Side: Front}, kv.SetOptions{}); !k.Equal(kv.TextKey("q-000000000000009")) {
+		t.Fatalf("push at the front of q-1_0 = %v, want q-000000000000009", k)
+	}
+}

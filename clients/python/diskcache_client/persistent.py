@@ -313,6 +313,11 @@ def index_push(c, path, shard, value, prefix=None, side='back'):
     """python's ``Index.push``: the new key."""
     resp = yield _value_request('POST', path + '/push', shard, value,
                                 _prefix_params(prefix, side))
+    if resp.status == 409:
+        err = error_from_response(resp.status, resp.body, resp.url)
+        if err.code == 'not_numeric':
+            # A key at the queue's end int() refuses, as python-diskcache says.
+            raise ValueError(err.message)
     return wire.json_key(_json(resp))
 
 

@@ -748,6 +748,16 @@ def test_index_push_after_a_float_key(ix):
     assert ix.pull() == (0.5, 'f')
 
 
+def test_index_push_after_a_key_int_refuses(ix):
+    # python-diskcache reads the end key's number with int(): ValueError.
+    ix['q-5x'] = 'odd'
+    with pytest.raises(ValueError) as err:
+        ix.push('v', prefix='q')
+    assert 'q-5x' in str(err.value)
+    ix['q-1_0'] = 'ten'  # int('1_0') is 10
+    assert ix.push('v', prefix='q', side='front') == 'q-000000000000009'
+
+
 def test_index_push_and_pull(ix):
     assert ix.push('apples') == 500000000000000
     assert ix.push('beans') == 500000000000001
