@@ -9,9 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -524,9 +522,7 @@ func TestStalledOwnerIsAShardTimeout(t *testing.T) {
 	if st, b := incr(); st != http.StatusOK {
 		t.Fatalf("incr: %d %s", st, b)
 	}
-	pid := c.Shards[1].PID()
-	signalAndWait(t, pid, syscall.SIGSTOP)
-	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	c.Shards[1].Freeze(t)
 	st, b := incr()
 	var e struct {
 		Error string `json:"error"`
@@ -562,9 +558,7 @@ func TestStalledOwnerAnswersFast(t *testing.T) {
 	if st, b, err := get(k1, 5*time.Second); err != nil || st != http.StatusNotFound {
 		t.Fatalf("get before: %d %s %v", st, b, err)
 	}
-	pid := c.Shards[1].PID()
-	signalAndWait(t, pid, syscall.SIGSTOP)
-	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	c.Shards[1].Freeze(t)
 	hung := make(chan int, 1)
 	go func() {
 		req, _ := http.NewRequest("POST", s0.URL+"/v1/keys/"+k1+"/incr", nil)
@@ -598,7 +592,7 @@ func TestStalledOwnerAnswersFast(t *testing.T) {
 	if st, b, err := get(k1, 5*time.Second); err != nil || st != http.StatusServiceUnavailable {
 		t.Fatalf("a read of the stalled shard: %d %s %v, want 503", st, b, err)
 	}
-	signalAndWait(t, pid, syscall.SIGCONT)
+	c.Shards[1].Thaw(t)
 	// Answered 503 at once until the next check (at most a second later)
 	// finds the shard answering again.
 	deadline := time.Now().Add(30 * time.Second)
@@ -611,29 +605,6 @@ func TestStalledOwnerAnswersFast(t *testing.T) {
 			t.Fatalf("the resumed shard's keys: %d %s %v", st, b, err)
 		}
 		time.Sleep(50 * time.Millisecond) // a poll's pace, not a wait for an event
-	}
-}
-
-// signalAndWait sends SIGSTOP or SIGCONT and waits until /proc shows the
-// process stopped or running again (the signal takes effect a little
-// after kill returns).
-func signalAndWait(t *testing.T, pid int, sig syscall.Signal) {
-	t.Helper()
-	if err := syscall.Kill(pid, sig); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The state follows the command name in parentheses.
-		stat := string(b)
-		state := stat[strings.LastIndexByte(stat, ')')+2]
-		if (state == 'T') == (sig == syscall.SIGSTOP) {
-			return
-		}
-		runtime.Gosched()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -283,6 +284,10 @@ func (cc *Cache) Decr(ctx context.Context, key kv.Key, delta, def kv.Value) (kv.
 }
 
 func (cc *Cache) incr(ctx context.Context, op string, key kv.Key, delta, def kv.Value) (kv.Value, error) {
+	if !isNumber(delta) || !isNumber(def) && def.Type != kv.ValueNone {
+		return kv.Value{}, fmt.Errorf("client: %s of %v: delta (%s) and default (%s) must be int or float values (default may be none)",
+			strings.TrimPrefix(op, "/"), key, delta.Type, def.Type)
+	}
 	p, q := cc.keyPath(key, op)
 	q.Set("delta", wire.FormatNumber(delta))
 	if def.Type == kv.ValueNone {
@@ -394,11 +399,17 @@ type SetManyResult struct {
 }
 
 // SetMany stores many items in one request; items that could not be stored
-// are listed in the result (by index) rather than failing the call.
+// are listed in the result (by index) rather than failing the call. When
+// some shards of a sharded cache are away, the others' items are stored:
+// the error matches ErrPartialFailure and the result still says what was
+// stored and which items were not.
 func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, error) {
 	var buf bytes.Buffer
 	rw := wire.NewRecordWriter(&buf)
-	for _, it := range items {
+	for i, it := range items {
+		if it.Opts.Body != nil {
+			return SetManyResult{}, fmt.Errorf("client: SetMany item %d: Opts.Body is not supported (use Set to stream a value)", i)
+		}
 		kj := wire.KeyToJSON(it.Key)
 		t := it.Value.Type
 		if t == kv.ValueNone {
@@ -424,6 +435,10 @@ func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, e
 	var out SetManyResult
 	_, err := cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + "/batch/set", body: buf.Bytes(),
 		header: http.Header{"Content-Type": {wire.RecordsContentType}}, idempotent: true}, &out)
+	var e *Error
+	if errors.As(err, &e) && e.Code == wire.CodePartialFailure {
+		_ = json.Unmarshal(e.Body, &out) // its stored and failed
+	}
 	return out, err
 }
 
@@ -529,3 +544,5 @@ func (cc *Cache) DropTagIndex(ctx context.Context) error {
 	_, err := cc.c.doJSON(ctx, request{method: http.MethodDelete, path: cc.prefix + "/tag-index", idempotent: true}, nil)
 	return err
 }
+
+func isNumber(v kv.Value) bool { return v.Type == kv.ValueInt || v.Type == kv.ValueFloat }

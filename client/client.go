@@ -51,8 +51,13 @@ type Options struct {
 	Frames bool
 	// DirectOnly sends every request to the base URL. By default the client
 	// reads the topology of a sharded cache from the base URL and sends each
-	// key straight to the shard that owns it (falling back to the base URL
-	// when that shard cannot be reached).
+	// key straight to the shard that owns it, falling back to the base URL
+	// when that shard cannot be reached, or stalls: a call it has not
+	// answered for a second makes the client ask its /healthz, and if that
+	// goes unanswered too (a frozen pod) the call is given up there. An
+	// idempotent call then goes through the base URL; any other fails with
+	// ErrShardTimeout, since the shard may have applied it. The shard's
+	// calls go to the base URL for the next 5 seconds.
 	DirectOnly bool
 }
 
@@ -103,7 +108,7 @@ func New(baseURL string, opts Options) (*Client, error) {
 		c.backoff = 50 * time.Millisecond
 	}
 	if !opts.DirectOnly {
-		c.router = &router{down: map[int]time.Time{}}
+		c.router = &router{down: map[int]time.Time{}, checking: map[int]bool{}}
 	}
 	return c, nil
 }
@@ -113,16 +118,29 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// Body is the whole JSON error body, for the fields some errors add:
+	// the shards' answers of a 502 partial_failure (shards), what a batch
+	// set stored (stored, failed), the shard a 503 shard_unavailable names.
+	Body json.RawMessage
 }
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("cacheserver: %d %s: %s", e.Status, e.Code, e.Message)
 }
 
-// Is matches the sentinel errors by code.
+// Is matches the sentinel errors by code. A 404 for a path the server has
+// no route for (a base URL with a wrong path, say) is ErrNoRoute, not
+// ErrNotFound, so that it is never taken for a miss.
 func (e *Error) Is(target error) bool {
 	s, ok := target.(sentinel)
-	return ok && string(s) == e.Code
+	if !ok {
+		return false
+	}
+	noRoute := e.Status == http.StatusNotFound && e.Code == wire.CodeNotFound && strings.HasPrefix(e.Message, "no route ")
+	if s == ErrNoRoute {
+		return noRoute
+	}
+	return string(s) == e.Code && !(noRoute && s == ErrNotFound)
 }
 
 type sentinel string
@@ -138,6 +156,22 @@ var (
 	ErrUnauthorized error = sentinel(wire.CodeUnauthorized)
 	ErrBadRequest   error = sentinel(wire.CodeBadRequest)
 	ErrNotOwner     error = sentinel(wire.CodeNotOwner)
+	ErrBadKey       error = sentinel(wire.CodeBadKey)
+	ErrKeyTooLarge  error = sentinel(wire.CodeKeyTooLarge)
+	ErrBadValue     error = sentinel(wire.CodeBadValue)
+	ErrTooLarge     error = sentinel(wire.CodeValueTooLarge)
+	ErrOverflow     error = sentinel(wire.CodeOverflow)
+	ErrQueueFull    error = sentinel(wire.CodeQueueFull)
+	// ErrShardUnavailable: the shard owning the key could not be reached.
+	ErrShardUnavailable error = sentinel(wire.CodeShardUnavailable)
+	// ErrShardTimeout: the owner took the call and did not answer; it may
+	// have been applied (do not repeat an Incr on it).
+	ErrShardTimeout error = sentinel(wire.CodeShardTimeout)
+	// ErrPartialFailure: some shards failed their part (Error.Body says
+	// what each answered).
+	ErrPartialFailure error = sentinel(wire.CodePartialFailure)
+	// ErrNoRoute: the server has no such route (see Error.Is).
+	ErrNoRoute error = sentinel("no_route")
 )
 
 // request describes one call.
@@ -175,15 +209,15 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 			}
 		}
 		base, shard := c.target(ctx, route)
-		resp, err := c.send(ctx, base, req)
-		if err != nil && shard >= 0 && req.stream == nil && ctx.Err() == nil && retryable(err) && (req.idempotent || notSent(err)) {
-			// The owner's pod cannot be reached (down, or its name does not
-			// resolve from here): the base URL forwards to it, or answers
-			// 503 naming it. A call that is not idempotent goes again only
-			// if it never left (a timeout after it was written may have
-			// been applied: an incr would count twice).
-			c.unreachable(shard)
-			resp, err = c.send(ctx, c.base, req)
+		var resp *http.Response
+		var err error
+		if shard < 0 {
+			resp, err = c.send(ctx, base, req)
+		} else {
+			resp, err = c.sendShard(ctx, base, req)
+			if err != nil {
+				resp, err = c.afterShardFailed(ctx, shard, base, req, err)
+			}
 		}
 		if err != nil {
 			lastErr = fmt.Errorf("client: %s %s: %w", req.method, req.path, err)
@@ -221,6 +255,122 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 	return nil, lastErr
 }
 
+// afterShardFailed decides what follows a failed attempt on a shard's own
+// URL. The owner's pod cannot be reached (down, or its name does not resolve
+// from here): the base URL forwards to it, or answers 503 naming it. A call
+// that is not idempotent, or whose body was a one-shot stream, goes again
+// only if it never left (one sent may have been applied: an incr would
+// count twice); sent to a shard that then stalled, it is a 504
+// shard_timeout, as the servers answer it.
+func (c *Client) afterShardFailed(ctx context.Context, shard int, base *url.URL, req request, err error) (*http.Response, error) {
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The caller's deadline may be shorter than a stall takes to
+			// tell: find out in the background, for the calls that follow.
+			c.checkLater(shard, base)
+		}
+		return nil, err
+	}
+	replayable := req.idempotent && req.stream == nil
+	switch {
+	case errors.Is(err, errShardStalled):
+		c.unreachable(shard)
+		if !replayable {
+			return nil, &Error{Status: http.StatusGatewayTimeout, Code: wire.CodeShardTimeout,
+				Message: fmt.Sprintf("shard %d (%s) took the request and stopped answering; it may have been applied", shard, base.Host)}
+		}
+	case retryable(err) && (replayable || notSent(err)):
+		c.unreachable(shard)
+	default:
+		return nil, err
+	}
+	return c.send(ctx, c.base, req)
+}
+
+// Stalls: an attempt on a shard that has not answered after stallCheckAfter
+// asks the shard's /healthz, within stallCheckTimeout, and again every
+// stallCheckAfter while it waits (as the servers check their peers).
+const (
+	stallCheckAfter   = time.Second
+	stallCheckTimeout = time.Second
+)
+
+// errShardStalled ends an attempt on a shard that took the request and
+// answers neither it nor its health check (a frozen pod or node).
+var errShardStalled = errors.New("the shard answers neither the request nor its health check")
+
+// sendShard makes one attempt of req on a shard's own URL, given up with
+// errShardStalled when the shard stops answering: a frozen pod would
+// otherwise hold the call until its context ends, forever for one without
+// a deadline, while the base URL's server would have answered.
+func (c *Client) sendShard(ctx context.Context, base *url.URL, req request) (*http.Response, error) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	var mu sync.Mutex
+	answered, stalled := false, false
+	var check *time.Timer
+	check = time.AfterFunc(stallCheckAfter, func() {
+		healthy := c.healthy(ctx, base)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case answered:
+		case healthy:
+			check.Reset(stallCheckAfter)
+		default:
+			stalled = true
+			cancel(errShardStalled)
+		}
+	})
+	resp, err := c.send(sctx, base, req)
+	mu.Lock()
+	answered = true
+	check.Stop()
+	gaveUp := stalled
+	mu.Unlock()
+	if gaveUp {
+		if err == nil {
+			resp.Body.Close() // answered as it was given up: its body is cut
+		}
+		cancel(nil)
+		return nil, fmt.Errorf("%w: %v", errShardStalled, err)
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// healthy reports whether the server at base answers /healthz in time.
+func (c *Client) healthy(ctx context.Context, base *url.URL) bool {
+	ctx, cancel := context.WithTimeout(ctx, stallCheckTimeout)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, base.String()+"/healthz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.http.Do(hr)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// cancelOnClose releases an attempt's context with the answer's body.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
 // send makes one attempt of req against base.
 func (c *Client) send(ctx context.Context, base *url.URL, req request) (*http.Response, error) {
 	u := *base
@@ -233,7 +383,10 @@ func (c *Client) send(ctx context.Context, base *url.URL, req request) (*http.Re
 	length := int64(0)
 	switch {
 	case req.stream != nil:
-		body, length = req.stream, req.length
+		// Hidden from net/http, which closes a body that is an io.Closer
+		// when the connection fails: a stream never sent goes again
+		// through the base URL.
+		body, length = struct{ io.Reader }{req.stream}, req.length
 	case req.body != nil:
 		body, length = bytes.NewReader(req.body), int64(len(req.body))
 	}
@@ -350,7 +503,11 @@ func readError(resp *http.Response) error {
 	if json.Unmarshal(b, &we) != nil || we.Code == "" {
 		we = wire.Error{Code: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(b))}
 	}
-	return &Error{Status: resp.StatusCode, Code: we.Code, Message: we.Message}
+	e := &Error{Status: resp.StatusCode, Code: we.Code, Message: we.Message}
+	if json.Valid(b) {
+		e.Body = b
+	}
+	return e
 }
 
 // doJSON sends a request and decodes a JSON answer into out (if not nil).

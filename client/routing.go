@@ -30,6 +30,7 @@ type router struct {
 	standalone bool      // the server has no topology: never ask again
 	lastTry    time.Time // of the last fetch, to space out failed ones
 	down       map[int]time.Time
+	checking   map[int]bool // shards whose health a background check asks
 }
 
 // routeOf returns the routing bytes of a request path, mirroring the
@@ -105,8 +106,8 @@ func (c *Client) refreshTopology(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	if c.token != "" {
-		hr.Header.Set("Authorization", "Bearer "+c.token)
+	if tok := c.bearer(); tok != "" {
+		hr.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.http.Do(hr)
 	if err != nil {
@@ -155,6 +156,27 @@ func (c *Client) observe(h http.Header) {
 			r.stale = true
 		}
 	}
+}
+
+// checkLater asks a shard's /healthz in the background (one check per shard
+// at a time) and takes it out of routing if it does not answer.
+func (c *Client) checkLater(shard int, base *url.URL) {
+	r := c.router
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.checking[shard] {
+		return
+	}
+	r.checking[shard] = true
+	go func() {
+		healthy := c.healthy(context.Background(), base)
+		if !healthy {
+			c.unreachable(shard)
+		}
+		r.mu.Lock()
+		delete(r.checking, shard)
+		r.mu.Unlock()
+	}()
 }
 
 // unreachable takes a shard out of routing for a while.

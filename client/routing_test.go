@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -133,11 +132,7 @@ func TestNonIdempotentCallIsNotResent(t *testing.T) {
 	if _, err := c.Cache("").Incr(ctx, key, kv.Int(1), kv.Int(0)); err != nil {
 		t.Fatal(err)
 	}
-	pid := cl.Shards[1].PID()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	cl.Shards[1].Freeze(t)
 	ct.mu.Lock()
 	ct.hosts = nil
 	ct.mu.Unlock()

@@ -291,6 +291,43 @@ func (s *Server) Stop(ctx context.Context) error {
 // PID returns the process id.
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
+// Freeze stops the process (SIGSTOP), as a frozen pod or node: it keeps
+// its sockets, the kernel still accepts connections for it, and nothing
+// answers. It returns once the kernel shows it stopped (kill returns
+// earlier, and a request sent meanwhile could still be answered); the
+// test's end resumes it.
+func (s *Server) Freeze(t testing.TB) {
+	t.Helper()
+	signalAndWait(t, s.PID(), syscall.SIGSTOP)
+	t.Cleanup(func() { _ = syscall.Kill(s.PID(), syscall.SIGCONT) })
+}
+
+// Thaw resumes a frozen process and returns once it runs.
+func (s *Server) Thaw(t testing.TB) {
+	t.Helper()
+	signalAndWait(t, s.PID(), syscall.SIGCONT)
+}
+
+func signalAndWait(t testing.TB, pid int, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command name in parentheses.
+		stat := string(b)
+		state := stat[strings.LastIndexByte(stat, ')')+2]
+		if (state == 'T') == (sig == syscall.SIGSTOP) {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
 // Logs returns the server's log lines so far.
 func (s *Server) Logs() string { return s.logs.String() }
 

@@ -1,0 +1,189 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// A shard that took a call and froze (SIGSTOP: a frozen pod or node) is
+// given up once it does not answer its health check either: a read goes
+// through the base URL, whose server answers for the owner, an incr is a
+// 504 shard_timeout (it may have been applied). Both hung for as long as
+// the caller's context allowed, forever without a deadline.
+func TestStalledShardIsGivenUp(t *testing.T) {
+	cl := testserver.StartCluster(t, 3, testserver.Options{})
+	for _, frames := range []bool{false, true} {
+		c, err := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, Frames: frames})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := kv.TextKey(keyOwnedBy(t, 2, 3))
+		if err := c.Cache("").Set(t.Context(), key, kv.Text("v"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cl.Shards[2].Freeze(t)
+		// A hang shows as the deadline; the shard's own answer never comes.
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		_, _, getErr := c.Cache("").Get(ctx, key)
+		c2, _ := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, Frames: frames})
+		_ = c2.Cache("").Set(ctx, kv.TextKey(keyOwnedBy(t, 0, 3)), kv.Text("v"), kv.SetOptions{}) // learns the topology
+		_, incrErr := c2.Cache("").Incr(ctx, kv.TextKey(keyOwnedBy(t, 2, 3)+"n"), kv.Int(1), kv.Int(0))
+		cancel()
+		cl.Shards[2].Thaw(t)
+		if !errors.Is(getErr, ErrShardUnavailable) {
+			t.Errorf("frames %v: get of a stalled shard's key: %v, want the base URL's 503 shard_unavailable", frames, getErr)
+		}
+		if !errors.Is(incrErr, ErrShardTimeout) {
+			t.Errorf("frames %v: incr of a stalled shard's key: %v, want 504 shard_timeout", frames, incrErr)
+		}
+		if _, ok, err := c.Cache("").Get(t.Context(), key); err != nil || !ok {
+			t.Fatalf("frames %v: get once the shard resumed: %v %v", frames, ok, err)
+		}
+	}
+}
+
+// A client given a token file routes straight to the owners as one given
+// the token does (it read the topology without a token, refused, and sent
+// every call through the base URL).
+func TestTokenFileRoutesStraightToOwners(t *testing.T) {
+	cl := testserver.StartCluster(t, 3, testserver.Options{})
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(cl.Shards[0].Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(cl.URLs[0], Options{TokenFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := c.Cache("").Set(t.Context(), kv.TextKey(keyOwnedBy(t, i, 3)), kv.Text("v"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first call learns the topology; the rest go to their owners.
+	for i := 0; i < 30; i++ {
+		if _, ok, err := c.Cache("").Get(t.Context(), kv.TextKey(keyOwnedBy(t, i%3, 3))); err != nil || !ok {
+			t.Fatalf("get: %v %v", ok, err)
+		}
+	}
+	forwarded := 0.0
+	for _, s := range cl.Shards {
+		forwarded += metric(t, s.URL, "diskcache_forwarded_requests_total")
+	}
+	if forwarded > 1 {
+		t.Fatalf("the shards forwarded %v requests of a client with a token file; want at most the first", forwarded)
+	}
+}
+
+// SetMany with a shard away stores the others' items and says which were
+// not stored (it answered an error with nothing in the result).
+func TestSetManyWithAShardAway(t *testing.T) {
+	cl := testserver.StartCluster(t, 3, testserver.Options{})
+	cl.Shards[1].Kill()
+	c, _ := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, Retries: -1})
+	var items []SetItem
+	var away []int
+	for i := 0; i < 12; i++ {
+		k := keyOwnedBy(t, i%3, 3) + strings.Repeat("x", i)
+		if topology.Owner([]byte(k), 3) == 1 {
+			away = append(away, i)
+		}
+		items = append(items, SetItem{Key: kv.TextKey(k), Value: kv.Text("v")})
+	}
+	res, err := c.Cache("").SetMany(t.Context(), items)
+	if !errors.Is(err, ErrPartialFailure) {
+		t.Fatalf("SetMany with shard 1 down: %v, want partial_failure", err)
+	}
+	var failed []int
+	for _, f := range res.Failed {
+		failed = append(failed, f.Index)
+	}
+	if res.Stored != len(items)-len(away) || len(away) == 0 || !equalInts(failed, away) {
+		t.Fatalf("result %+v; want %d stored and %v failed", res, len(items)-len(away), away)
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// A streamed write to an owner the client cannot reach (outside the
+// cluster, pod names do not resolve) goes through the base URL, as a
+// buffered one does: it was never sent.
+func TestStreamedSetGoesThroughTheBaseURL(t *testing.T) {
+	cl := testserver.StartCluster(t, 3, testserver.Options{})
+	base := strings.TrimPrefix(cl.URLs[0], "http://")
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	var d net.Dialer
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != base {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{Err: "no such host", Name: addr, IsNotFound: true}}
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	c, _ := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, HTTPClient: &http.Client{Transport: tr}})
+	cache := c.Cache("")
+	if err := cache.Set(t.Context(), kv.TextKey(keyOwnedBy(t, 0, 3)), kv.Text("v"), kv.SetOptions{}); err != nil {
+		t.Fatal(err) // learns the topology
+	}
+	key := kv.TextKey(keyOwnedBy(t, 2, 3))
+	if err := cache.Set(t.Context(), key, kv.Text(""), kv.SetOptions{Body: bytes.NewReader([]byte("streamed"))}); err != nil {
+		t.Fatalf("streamed set of an unreachable owner's key: %v", err)
+	}
+	if it, ok, err := cache.Get(t.Context(), key); err != nil || !ok || string(it.Value.Data) != "streamed" {
+		t.Fatalf("get: %q %v %v", it.Value.Data, ok, err)
+	}
+}
+
+// A base URL whose path the server has no routes under is an error, not
+// a cache where every key is missing.
+func TestWrongBaseURLIsNoMiss(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	c, _ := New(srv.URL+"/typo", Options{Token: srv.Token, DirectOnly: true})
+	_, ok, err := c.Cache("").Get(t.Context(), kv.TextKey("k"))
+	if !errors.Is(err, ErrNoRoute) || errors.Is(err, ErrNotFound) || ok {
+		t.Fatalf("get under a wrong base URL: %v %v, want ErrNoRoute", ok, err)
+	}
+}
+
+// Incr refuses a delta or default that is not a number (a text "5" was
+// sent as 0.0 and turned the stored int into a float).
+func TestIncrTakesNumbersOnly(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	c, _ := New(srv.URL, Options{Token: srv.Token})
+	cache := c.Cache("")
+	if err := cache.Set(t.Context(), kv.TextKey("n"), kv.Int(10), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range [][2]kv.Value{{kv.Text("5"), kv.Int(0)}, {kv.Value{}, kv.Int(0)}, {kv.Int(1), kv.Text("0")}} {
+		if _, err := cache.Incr(t.Context(), kv.TextKey("n"), bad[0], bad[1]); err == nil {
+			t.Errorf("incr by %v default %v: no error", bad[0], bad[1])
+		}
+	}
+	if v, err := cache.Incr(t.Context(), kv.TextKey("n"), kv.Int(1), kv.Value{}); err != nil || v.Type != kv.ValueInt {
+		t.Fatalf("incr by 1: %v %v, want the int 11", v, err)
+	}
+	if _, err := cache.SetMany(t.Context(), []SetItem{{Key: kv.TextKey("s"), Opts: kv.SetOptions{Body: strings.NewReader("x")}}}); err == nil {
+		t.Fatal("SetMany with a streamed body: no error (the body was dropped)")
+	}
+}
