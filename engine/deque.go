@@ -251,10 +251,13 @@ func (d *Deque) DeleteAt(ctx context.Context, i int) error {
 	})
 }
 
-// dequeScan* page through the rows in key order.
+// dequeScan* page through the rows in key order. The next page's bound is
+// a row value, which SQLite finds in the (key, raw) index; python-diskcache's
+// "key = ? AND raw > ? OR key > ?" walks the index from its start for every
+// page, quadratic in the deque's length.
 const (
 	dequeScanFirst = `SELECT key, raw, expire_time, mode, filename, value, size FROM Cache ORDER BY key ASC, raw ASC LIMIT 100`
-	dequeScanNext  = `SELECT key, raw, expire_time, mode, filename, value, size FROM Cache WHERE key = ? AND raw > ? OR key > ? ORDER BY key ASC, raw ASC LIMIT 100`
+	dequeScanNext  = `SELECT key, raw, expire_time, mode, filename, value, size FROM Cache WHERE (key, raw) > (?, ?) ORDER BY key ASC, raw ASC LIMIT 100`
 )
 
 // scanEqual calls fn with the key of every live item equal to v, in order,
@@ -281,7 +284,7 @@ func (d *Deque) scanEqual(now float64, v kv.Value, query func(q string, args ...
 			return nil
 		}
 		last := rows[len(rows)-1]
-		rows, err = query(dequeScanNext, last[0], last[1], last[0])
+		rows, err = query(dequeScanNext, last[0], last[1])
 	}
 }
 
@@ -639,6 +642,19 @@ func (d *Deque) SetAtWith(ctx context.Context, i int, v kv.Value, opts kv.SetOpt
 	})
 }
 
+// dequeScanQueries are Scan's first page (now, limit, offset) and the next
+// (now, the last key and raw, limit).
+func dequeScanQueries(reverse bool) (first, next string) {
+	dir, cmp := "ASC", ">"
+	if reverse {
+		dir, cmp = "DESC", "<"
+	}
+	const cols = `SELECT key, raw FROM Cache WHERE (expire_time IS NULL OR expire_time > ?)`
+	first = cols + ` ORDER BY key ` + dir + `, raw ` + dir + ` LIMIT ? OFFSET ?`
+	next = cols + ` AND (key, raw) ` + cmp + ` (?, ?) ORDER BY key ` + dir + `, raw ` + dir + ` LIMIT ?`
+	return first, next
+}
+
 // Scan yields the live items from position offset on (0 is the front),
 // front to back, or back to front with reverse (offset then counts from
 // the back), with Body open on file-backed values (the caller closes it).
@@ -647,13 +663,7 @@ func (d *Deque) SetAtWith(ctx context.Context, i int, v kv.Value, opts kv.SetOpt
 // skipped.
 func (d *Deque) Scan(ctx context.Context, reverse bool, offset int64) iter.Seq2[Item, error] {
 	return func(yield func(Item, error) bool) {
-		dir, cmp := "ASC", ">"
-		if reverse {
-			dir, cmp = "DESC", "<"
-		}
-		const cols = `SELECT key, raw FROM Cache WHERE (expire_time IS NULL OR expire_time > ?)`
-		first := cols + ` ORDER BY key ` + dir + `, raw ` + dir + ` LIMIT ? OFFSET ?`
-		next := cols + ` AND (key = ? AND raw ` + cmp + ` ? OR key ` + cmp + ` ?) ORDER BY key ` + dir + `, raw ` + dir + ` LIMIT ?`
+		first, next := dequeScanQueries(reverse)
 		rows, err := d.c.queryPage(ctx, first, 2, d.c.nowSeconds(), int64(iterPage), max(offset, 0))
 		for {
 			if err != nil {
@@ -674,7 +684,7 @@ func (d *Deque) Scan(ctx context.Context, reverse bool, offset int64) iter.Seq2[
 				return
 			}
 			last := rows[len(rows)-1]
-			rows, err = d.c.queryPage(ctx, next, 2, d.c.nowSeconds(), last[0], last[1], last[0], int64(iterPage))
+			rows, err = d.c.queryPage(ctx, next, 2, d.c.nowSeconds(), last[0], last[1], int64(iterPage))
 		}
 	}
 }

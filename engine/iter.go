@@ -54,16 +54,22 @@ func (c *Cache) Keys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, error]
 	}
 }
 
+// sortedKeysQueries are SortedKeys' first page and the next (the last key
+// and raw, limit): a range of the (key, raw) index, see dequeScanNext.
+func sortedKeysQueries(reverse bool) (first, next string) {
+	if reverse {
+		return `SELECT key, raw FROM Cache ORDER BY key DESC, raw DESC LIMIT 1`,
+			`SELECT key, raw FROM Cache WHERE (key, raw) < (?, ?) ORDER BY key DESC, raw DESC LIMIT ?`
+	}
+	return `SELECT key, raw FROM Cache ORDER BY key ASC, raw ASC LIMIT 1`,
+		`SELECT key, raw FROM Cache WHERE (key, raw) > (?, ?) ORDER BY key ASC, raw ASC LIMIT ?`
+}
+
 // SortedKeys yields the keys in SQLite's sort order of (key, raw):
 // numbers, then text, then blobs; python-diskcache's iterkeys.
 func (c *Cache) SortedKeys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, error] {
 	return func(yield func(kv.Key, error) bool) {
-		first := `SELECT key, raw FROM Cache ORDER BY key ASC, raw ASC LIMIT 1`
-		next := `SELECT key, raw FROM Cache WHERE key = ? AND raw > ? OR key > ? ORDER BY key ASC, raw ASC LIMIT ?`
-		if reverse {
-			first = `SELECT key, raw FROM Cache ORDER BY key DESC, raw DESC LIMIT 1`
-			next = `SELECT key, raw FROM Cache WHERE key = ? AND raw < ? OR key < ? ORDER BY key DESC, raw DESC LIMIT ?`
-		}
+		first, next := sortedKeysQueries(reverse)
 		rows, err := c.queryPage(ctx, first, 2)
 		if err != nil {
 			yield(kv.Key{}, err)
@@ -76,7 +82,7 @@ func (c *Cache) SortedKeys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, 
 				}
 			}
 			last := rows[len(rows)-1]
-			rows, err = c.queryPage(ctx, next, 2, last[0], last[1], last[0], int64(iterPage))
+			rows, err = c.queryPage(ctx, next, 2, last[0], last[1], int64(iterPage))
 			if err != nil {
 				yield(kv.Key{}, err)
 				return

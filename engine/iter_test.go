@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,5 +198,36 @@ func TestIterationCancelled(t *testing.T) {
 	}
 	if n != 100 {
 		t.Fatalf("got %d keys before the cancellation took effect, want one page (100)", n)
+	}
+}
+
+// Every next-page query of the scans finds its place in the (key, raw)
+// index (SEARCH), rather than walking it from the start for every page
+// (SCAN), which made Deque.remove on 200,000 items take 11 s.
+func TestPagingQueriesSearchTheIndex(t *testing.T) {
+	c, _ := openTest(t, nil)
+	utSet(t, c, kv.IntKey(1), kv.Text("v"), kv.SetOptions{})
+	type query struct {
+		name string
+		q    string
+		args []any
+	}
+	queries := []query{{"deque scanEqual", dequeScanNext, []any{int64(1), int64(0)}}}
+	for _, reverse := range []bool{false, true} {
+		_, next := dequeScanQueries(reverse)
+		queries = append(queries, query{fmt.Sprintf("deque Scan reverse=%v", reverse), next, []any{1.0, int64(1), int64(0), int64(100)}})
+		_, next = sortedKeysQueries(reverse)
+		queries = append(queries, query{fmt.Sprintf("SortedKeys reverse=%v", reverse), next, []any{int64(1), int64(0), int64(100)}})
+	}
+	for _, q := range queries {
+		rows, err := c.queryPage(t.Context(), "EXPLAIN QUERY PLAN "+q.q, 4, q.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", q.name, err)
+		}
+		for _, r := range rows {
+			if detail := fmt.Sprint(r[3]); !strings.HasPrefix(detail, "SEARCH Cache USING") {
+				t.Errorf("%s: plan %q, want a SEARCH of the (key, raw) index", q.name, detail)
+			}
+		}
 	}
 }
