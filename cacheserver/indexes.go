@@ -243,33 +243,44 @@ func (s *Server) handleIndexPull(w http.ResponseWriter, r *http.Request) error {
 }
 
 // cursorPrefix marks index listing cursors, so that a cursor from elsewhere
-// is rejected rather than misread.
+// is rejected rather than misread. A cursor is "ix1.<after>.<bound>"
+// (engine.PagePosition); one of an older server, "ix1.<after>", has no
+// bound, which the next page sets.
 const cursorPrefix = "ix1."
 
-func formatCursor(rowid int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(cursorPrefix + strconv.FormatInt(rowid, 10)))
+func formatCursor(at engine.PagePosition) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(cursorPrefix + strconv.FormatInt(at.After, 10) + "." + strconv.FormatInt(at.Bound, 10)))
 }
 
-func parseCursor(s string) (int64, error) {
+func parseCursor(s string) (engine.PagePosition, error) {
 	if s == "" {
-		return 0, nil
+		return engine.PagePosition{}, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err == nil {
 		if rest, ok := strings.CutPrefix(string(b), cursorPrefix); ok {
-			if n, err := strconv.ParseInt(rest, 10, 64); err == nil && n >= 0 {
-				return n, nil
+			after, bound, hasBound := strings.Cut(rest, ".")
+			a, err1 := strconv.ParseInt(after, 10, 64)
+			var b int64
+			var err2 error
+			if hasBound {
+				b, err2 = strconv.ParseInt(bound, 10, 64)
+			}
+			if err1 == nil && err2 == nil && a >= 0 && b >= 0 {
+				return engine.PagePosition{After: a, Bound: b}, nil
 			}
 		}
 	}
-	return 0, badRequest(wire.CodeBadRequest, "cursor %q is not a cursor this server gave out", s)
+	return engine.PagePosition{}, badRequest(wire.CodeBadRequest, "cursor %q is not a cursor this server gave out", s)
 }
 
 // handleIndexItems lists a page of items in insertion order (reverse: the
 // reverse) as a record stream, keys and (unless values=false) values, with
 // the cursor of the next page in Diskcache-Next-Cursor when more remain.
-// Cursors are positions in insertion order (rowids), so items added while
-// a client pages through are never in the way of those that were there.
+// Cursors are positions in insertion order (rowids) with the end of the
+// index when the listing started, so items added while a client pages
+// through are never in the way of those that were there, and are not
+// listed.
 func (s *Server) handleIndexItems(w http.ResponseWriter, r *http.Request) error {
 	c, err := s.index(r)
 	if err != nil {

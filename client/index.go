@@ -203,7 +203,9 @@ func (x *Index) Page(ctx context.Context, cursor string, opts ItemsOptions) (Ind
 
 // Items yields every item in insertion order (see ItemsOptions), page by
 // page. Items added while it runs never make it skip or repeat an item
-// that was there when it started.
+// that was there when it started, and are not listed: a forward run ends
+// where the index ended at its first page, as python-diskcache's
+// iteration.
 func (x *Index) Items(ctx context.Context, opts ItemsOptions) iter.Seq2[Item, error] {
 	return func(yield func(Item, error) bool) {
 		cursor := ""

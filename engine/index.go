@@ -206,38 +206,55 @@ type IndexEntry struct {
 	Item
 }
 
+// PagePosition is where a run of index pages stands: After, the rowid of
+// the last item yielded (0 before the first page), and, for a forward run,
+// Bound, the highest rowid it yields: the end of the index when the run
+// started (0: the first page sets it).
+type PagePosition struct {
+	After, Bound int64
+}
+
 // Page returns a page of up to limit live items in insertion order (the
-// reverse with reverse) that come after cursor (0: from the start), as an
-// iterator, with the cursor of the page's last item and whether live items
-// follow it. The page is fixed by cursors when Page is called: items added
-// later come after every existing one in insertion order, so they are never
-// in this page and concurrent writes cannot make a run of pages skip or
-// repeat an item that existed when the run started (an item deleted and
-// added again moves to the end, where a forward run sees it again). An item
-// overwritten meanwhile keeps its place and is yielded with its new value;
-// one removed before the iterator reaches it is skipped.
+// reverse with reverse) that come after at (the zero position: from the
+// start), as an iterator, with the position after the page's last item
+// and whether live items follow it. As python-diskcache's iteration, a
+// run of pages yields the items that were there when it started, in
+// insertion order: items added later come after every existing one, past
+// the run's end, so concurrent writes cannot make it skip or repeat one (an
+// item deleted and added again moves to the end, and is not seen again). An
+// item overwritten meanwhile keeps its place and is yielded with its new
+// value; one removed before the iterator reaches it is skipped.
 //
 // With values the entries carry their values, a file-backed one with Body
 // open on its file (the caller closes it); without, only keys. Expired
 // items are left out.
-func (x *Index) Page(ctx context.Context, cursor int64, reverse bool, limit int, values bool) (iter.Seq2[IndexEntry, error], int64, bool, error) {
+func (x *Index) Page(ctx context.Context, at PagePosition, reverse bool, limit int, values bool) (iter.Seq2[IndexEntry, error], PagePosition, bool, error) {
 	if limit < 1 {
-		return nil, 0, false, fmt.Errorf("%w: page limit must be at least 1, got %d", kv.ErrInvalidValue, limit)
+		return nil, at, false, fmt.Errorf("%w: page limit must be at least 1, got %d", kv.ErrInvalidValue, limit)
 	}
 	c := x.c
 	dir, cmp := "ASC", ">"
+	after, bound := at.After, at.Bound
 	if reverse {
+		// Going down from the end the run started at, it never meets
+		// an item added later.
 		dir, cmp = "DESC", "<"
-	}
-	after := cursor
-	if reverse && after <= 0 {
-		after = math.MaxInt64
+		if after <= 0 {
+			after = math.MaxInt64
+		}
+		bound = math.MaxInt64
+	} else if bound <= 0 {
+		top, err := c.queryValue(ctx, `SELECT MAX(rowid) FROM Cache`)
+		if err != nil {
+			return nil, at, false, err
+		}
+		bound = toInt(top)
 	}
 	live := `(expire_time IS NULL OR expire_time > ?)`
-	rows, err := c.queryPage(ctx, `SELECT rowid FROM Cache WHERE rowid `+cmp+` ? AND `+live+` ORDER BY rowid `+dir+` LIMIT 2 OFFSET ?`,
-		1, after, c.nowSeconds(), int64(limit-1))
+	rows, err := c.queryPage(ctx, `SELECT rowid FROM Cache WHERE rowid `+cmp+` ? AND rowid <= ? AND `+live+` ORDER BY rowid `+dir+` LIMIT 2 OFFSET ?`,
+		1, after, bound, c.nowSeconds(), int64(limit-1))
 	if err != nil {
-		return nil, 0, false, err
+		return nil, at, false, err
 	}
 	var last int64
 	more := len(rows) == 2
@@ -246,16 +263,16 @@ func (x *Index) Page(ctx context.Context, cursor int64, reverse bool, limit int,
 		last = toInt(rows[0][0])
 	case reverse:
 		last = 0 // fewer than limit items: the page runs to the start
-	default: // fewer than limit items: the page runs to the current end
-		top, err := c.queryValue(ctx, `SELECT MAX(rowid) FROM Cache`)
-		if err != nil {
-			return nil, 0, false, err
-		}
-		last = toInt(top)
+	default: // fewer than limit items: the page runs to the run's end
+		last = bound
 	}
 	lo, hi := after, last+1
 	if reverse {
 		lo, hi = last-1, after
+	}
+	next := PagePosition{After: last, Bound: bound}
+	if reverse {
+		next.Bound = 0
 	}
 	seq := func(yield func(IndexEntry, error) bool) {
 		q := `SELECT rowid, key, raw FROM Cache WHERE ? < rowid AND rowid < ? AND ` + live + ` ORDER BY rowid ` + dir + ` LIMIT ?`
@@ -296,7 +313,7 @@ func (x *Index) Page(ctx context.Context, cursor int64, reverse bool, limit int,
 			}
 		}
 	}
-	return seq, last, more, nil
+	return seq, next, more, nil
 }
 
 // itemAtRowid reads the live item in row rowid, its value file left open in
