@@ -108,7 +108,8 @@ def _record_value(header, raw):
 
 def _side(side):
     if side not in SIDES:
-        raise ValueError("side must be 'back' or 'front', not %r" % (side,))
+        # python-diskcache looks the side up in a dict: KeyError.
+        raise KeyError(side)
     return side
 
 
