@@ -39,8 +39,8 @@ type Options struct {
 	// Retries is how many times an idempotent call is retried after a
 	// connection error or a 503; 0 means 2, negative means none.
 	Retries int
-	// Backoff is the first retry's delay, doubled each time with jitter;
-	// 0 means 50ms.
+	// Backoff is the first retry's delay, doubled each time (up to 2s)
+	// with jitter; 0 means 50ms.
 	Backoff time.Duration
 	// Frames sends requests as frames on connections upgraded with GET
 	// /v1/frames (docs/api/frames.md), saving HTTP/1.1's per-request work on
@@ -71,6 +71,9 @@ type Client struct {
 	backoff time.Duration
 	router  *router // nil with Options.DirectOnly
 }
+
+// maxBackoff caps the delay between retries.
+const maxBackoff = 2 * time.Second
 
 // New returns a client of the server at baseURL (e.g. http://cache:8080).
 func New(baseURL string, opts Options) (*Client, error) {
@@ -111,6 +114,13 @@ func New(baseURL string, opts Options) (*Client, error) {
 		c.router = &router{down: map[int]time.Time{}, checking: map[int]bool{}}
 	}
 	return c, nil
+}
+
+// Close closes the client's idle connections (their goroutines with them);
+// calls in flight finish. A Client used after Close opens new connections.
+func (c *Client) Close() error {
+	c.http.CloseIdleConnections()
+	return nil
 }
 
 // Error is an error answered by the server.
@@ -198,7 +208,7 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 	var lastErr error
 	for attempt := 0; attempt < attempts; attempt++ {
 		if attempt > 0 {
-			d := c.backoff << (attempt - 1)
+			d := min(c.backoff<<min(attempt-1, 30), maxBackoff)
 			d += time.Duration(rand.Int64N(int64(d)/2 + 1))
 			t := time.NewTimer(d)
 			select {

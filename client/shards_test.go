@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +187,48 @@ func TestIncrTakesNumbersOnly(t *testing.T) {
 	}
 	if _, err := cache.SetMany(t.Context(), []SetItem{{Key: kv.TextKey("s"), Opts: kv.SetOptions{Body: strings.NewReader("x")}}}); err == nil {
 		t.Fatal("SetMany with a streamed body: no error (the body was dropped)")
+	}
+}
+
+// Close hands the client's idle connections back: the server sees them
+// closed.
+func TestCloseClosesIdleConnections(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	open := func() float64 { // read on a connection of its own, closed after
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+		req.Close = true
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "diskcache_http_connections_open "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return n - 1 // not this one
+			}
+		}
+		t.Fatal("no diskcache_http_connections_open")
+		return 0
+	}
+	for _, frames := range []bool{false, true} {
+		c, _ := New(srv.URL, Options{Token: srv.Token, Frames: frames})
+		if err := c.Cache("").Set(t.Context(), kv.TextKey("k"), kv.Text("v"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if n := open(); n < 1 {
+			t.Fatalf("frames %v: %v connections open after a call", frames, n)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for open() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("frames %v: connections still open after Close", frames)
+			}
+			time.Sleep(10 * time.Millisecond) // a poll's pace
+		}
 	}
 }
