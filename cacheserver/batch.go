@@ -94,12 +94,18 @@ func (s *Server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", wire.RecordsContentType)
-	rw := wire.NewRecordWriter(w)
+	// Every key is claimed (pulled from its previous owner during a move)
+	// before the first record goes out: a pull that fails is then a clean
+	// error answer, not a stream cut short, which a client takes for a
+	// shard that went away.
 	for _, k := range keys {
 		if err := s.claimBatchKey(r, k, accessRead); err != nil {
 			return err
 		}
+	}
+	w.Header().Set("Content-Type", wire.RecordsContentType)
+	rw := wire.NewRecordWriter(w)
+	for _, k := range keys {
 		it, ok, err := st.Get(r.Context(), k, engine.GetOptions{Stream: true})
 		if err != nil {
 			return err

@@ -348,7 +348,20 @@ func (s *Server) batchBroadcast(w http.ResponseWriter, r *http.Request, a *topol
 		if err := errs[o]; err != nil {
 			return err
 		}
-		if resp := resps[o]; resp.StatusCode != http.StatusOK {
+		resp := resps[o]
+		switch resp.StatusCode {
+		case http.StatusOK:
+			continue
+		case http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			// The owner is up but could not answer for now (a previous
+			// owner it pulls from is down, its database stayed busy):
+			// its own answer, which a client retries as it would for a
+			// key it asked the owner for.
+			copyHeaders(w.Header(), resp.Header)
+			w.WriteHeader(resp.StatusCode)
+			_, _ = io.Copy(w, io.LimitReader(resp.Body, maxFanOutBody))
+			return nil
+		default:
 			ans := shardAnswer{Shard: o, Status: resp.StatusCode}
 			ans.Result, _ = io.ReadAll(io.LimitReader(resp.Body, maxFanOutBody))
 			return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure, map[string]any{"shards": []shardAnswer{ans}},

@@ -28,13 +28,21 @@ func (s *Server) requireAdmin(r *http.Request) error {
 	return nil
 }
 
-// checkPeerEpoch refuses a move request from a shard on another epoch.
+// checkPeerEpoch refuses a move request from a shard on another epoch. A
+// sender on a newer one is a shard the announcement reached first: this
+// shard learns it from the sender (the request carries the admin token)
+// or another shard, rather than fail a new owner's pull, which a read
+// waits on, for as long as the operator's announcement takes to arrive.
 func (s *Server) checkPeerEpoch(r *http.Request) (*topology.Announcement, error) {
 	a := s.cluster.current()
 	if a == nil {
 		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeNoTopology, nil, "shard %d has no topology yet", s.cluster.self)
 	}
-	if fe := r.Header.Get(wire.HeaderForwardedEpoch); fe != strconv.FormatInt(a.Epoch, 10) {
+	fe := r.Header.Get(wire.HeaderForwardedEpoch)
+	if epoch, err := strconv.ParseInt(fe, 10, 64); err == nil && epoch > a.Epoch {
+		a = s.catchUp(r.Context(), epoch, r, true)
+	}
+	if fe != strconv.FormatInt(a.Epoch, 10) {
 		return nil, s.wrongEpoch("the sender moves data by epoch %s, this shard routes by %d", fe, a.Epoch)
 	}
 	return a, nil

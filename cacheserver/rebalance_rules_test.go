@@ -3,6 +3,7 @@ package cacheserver_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -502,5 +503,94 @@ func TestReadDuringFirstOverwriteFindsAValue(t *testing.T) {
 	t.Logf("%d reads during the first overwrite of %d keys at their new owner: %d found nothing", reads.Load(), len(keys), misses.Load())
 	if misses.Load() > 0 {
 		t.Errorf("%d reads found nothing while the key held a value", misses.Load())
+	}
+}
+
+// TestLaggingPreviousOwnerCatchesUpWithAPull: a new owner that learned the
+// move before the key's previous owner did pulls the key anyway: the
+// previous owner learns the announcement from the puller (whose request
+// carries the admin token) instead of refusing it. It answered 409, which
+// the new owner's read turned into 503 shard_unavailable, and a batch get
+// cut its stream at the first such key, until the operator's announcement
+// reached the previous owner.
+func TestLaggingPreviousOwnerCatchesUpWithAPull(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	var keys []kv.Key
+	for _, k := range movingKeys("lag", 40, 2, 3, 2) {
+		if topology.Owner(wire.Routing(kv.TextKey(k)), 2) == 1 {
+			keys = append(keys, kv.TextKey(k))
+		}
+	}
+	cl := dataClient(t, c.URLs[0], tok).Cache("")
+	for _, k := range keys {
+		if err := cl.Set(ctx, k, kv.Text("v"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := startShard(t, c, 2, m.layout)
+	prev := m.layout
+	m.layout = topology.Layout{Epoch: 2, Shards: append(append([]string(nil), c.URLs...), s2.URL)}
+	// The announcement reaches the new shard and shard 0 only; shard 1, the
+	// keys' previous owner, has not got it yet.
+	for _, u := range []string{s2.URL, c.URLs[0]} {
+		m.put(u, topology.Announcement{Layout: m.layout, Previous: &prev})
+	}
+	newOwner := dataClient(t, s2.URL, tok).Cache("")
+	items, err := newOwner.GetMany(ctx, keys)
+	if err != nil {
+		t.Fatalf("batch get from the new owner: %v", err)
+	}
+	for i, it := range items {
+		if !it.Found || string(it.Value.Data) != "v" {
+			t.Errorf("batch get: %v: %+v", keys[i], it)
+		}
+	}
+	if it, ok, err := newOwner.Get(ctx, keys[len(keys)-1]); err != nil || !ok || string(it.Value.Data) != "v" {
+		t.Fatalf("get %v from its new owner: %q %v %v", keys[len(keys)-1], it.Value.Data, ok, err)
+	}
+	if tp, err := m.topology(c.URLs[1]); err != nil || tp.Epoch != 2 {
+		t.Fatalf("the previous owner's topology: %+v %v; want epoch 2, learned from the puller", tp, err)
+	}
+}
+
+// TestBatchGetWithAPreviousOwnerDownIsAnError: a batch get whose keys must
+// be pulled from a previous owner that is down answers 503
+// shard_unavailable, whatever the place of those keys in the batch. Keys
+// were claimed as their records went out, so one after a key already
+// answered cut the stream, which a client takes for a shard gone away.
+func TestBatchGetWithAPreviousOwnerDownIsAnError(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	var keys []kv.Key // moving to shard 2: the first from shard 0, the second from shard 1
+	for _, prev := range []int{0, 1} {
+		for _, k := range movingKeys("cut", 20, 2, 3, 2) {
+			if topology.Owner(wire.Routing(kv.TextKey(k)), 2) == prev {
+				keys = append(keys, kv.TextKey(k))
+				break
+			}
+		}
+	}
+	cl := dataClient(t, c.URLs[0], tok).Cache("")
+	for _, k := range keys {
+		if err := cl.Set(ctx, k, kv.Text("v"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := startShard(t, c, 2, m.layout)
+	prev := m.layout
+	m.layout = topology.Layout{Epoch: 2, Shards: append(append([]string(nil), c.URLs...), s2.URL)}
+	for _, u := range []string{s2.URL, c.URLs[0]} {
+		m.put(u, topology.Announcement{Layout: m.layout, Previous: &prev})
+	}
+	c.Shards[1].Kill()
+	_, err := dataClient(t, s2.URL, tok).Cache("").GetMany(ctx, keys)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != wire.CodeShardUnavailable {
+		t.Fatalf("batch get with a previous owner down: %v, want 503 shard_unavailable", err)
 	}
 }

@@ -202,7 +202,7 @@ func (s *Server) fromPeer(r *http.Request, sc scope, fe string, a *topology.Anno
 		return true, badRequest(wire.CodeBadRequest, "%s %q is not an epoch", wire.HeaderForwardedEpoch, fe)
 	}
 	if epoch > a.Epoch {
-		a = s.catchUp(r.Context(), epoch, r)
+		a = s.catchUp(r.Context(), epoch, r, false)
 	}
 	if epoch < a.Epoch {
 		return true, s.wrongEpoch("the sender routes by epoch %d, this shard by %d", epoch, a.Epoch)
@@ -226,14 +226,17 @@ func (s *Server) wrongEpoch(format string, args ...any) error {
 // catchUp learns a newer topology from a peer after a forwarded request
 // showed that one exists (the operator's announcement reached the sender
 // first). Only shards of the topology in force are asked, so a request
-// cannot point this shard at a server of its choice.
-func (s *Server) catchUp(ctx context.Context, epoch int64, r *http.Request) *topology.Announcement {
+// cannot point this shard at a server of its choice; trustSender adds the
+// sender itself (Diskcache-Forwarded-By) for a request made with the admin
+// token, whose holder could announce a topology anyway: a new shard that
+// pulls from its previous owner is in no topology the owner knows yet.
+func (s *Server) catchUp(ctx context.Context, epoch int64, r *http.Request, trustSender bool) *topology.Announcement {
 	a := s.cluster.current()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	candidates := append([]string{r.Header.Get(wire.HeaderForwardedBy)}, a.Shards...)
 	for i, u := range candidates {
-		if u == "" || (i == 0 && !containsString(a.Shards, u)) || (i > 0 && i-1 == s.cluster.self) {
+		if u == "" || (i == 0 && !trustSender && !containsString(a.Shards, u)) || (i > 0 && i-1 == s.cluster.self) {
 			continue
 		}
 		t, err := s.fetchTopology(ctx, u, r.Header.Get("Authorization"))
