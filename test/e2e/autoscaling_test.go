@@ -75,15 +75,16 @@ func TestAutoscalingGrowsOnFill(t *testing.T) {
 		dc := getDiskCache(t, ns, name)
 		return dc.Spec.Shards == 2, fmt.Sprintf("spec.shards %d, status.autoscaling %+v", dc.Spec.Shards, dc.Status.Autoscaling)
 	})
+	// The Event is recorded asynchronously, after the spec changed.
 	var note string
-	for _, e := range eventsOf(t, ns, name) {
-		if e.Reason == "ScaledUp" {
-			note = e.Note
+	eventually(t, time.Minute, "a ScaledUp event naming the fill", func(context.Context) (bool, string) {
+		for _, e := range eventsOf(t, ns, name) {
+			if e.Reason == "ScaledUp" {
+				note = e.Note
+			}
 		}
-	}
-	if !strings.Contains(note, "spec.shards 1 → 2: fill") {
-		t.Errorf("ScaledUp event %q, want the fill that caused it", note)
-	}
+		return strings.Contains(note, "spec.shards 1 → 2: fill"), fmt.Sprintf("ScaledUp event %q", note)
+	})
 	t.Logf("ScaledUp: %s", note)
 
 	p.next("rebalanced onto 2 shards")
