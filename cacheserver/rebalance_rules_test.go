@@ -518,29 +518,12 @@ func TestReadDuringFirstOverwriteFindsAValue(t *testing.T) {
 // reached the previous owner.
 func TestLaggingPreviousOwnerCatchesUpWithAPull(t *testing.T) {
 	ctx := context.Background()
-	c := testserver.StartCluster(t, 2, testserver.Options{})
+	var prevs []int
+	for range 12 {
+		prevs = append(prevs, 1)
+	}
+	c, m, keys, s2 := growWithShard1Behind(t, "lag", prevs)
 	tok := c.Shards[0].Token
-	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
-	var keys []kv.Key
-	for _, k := range movingKeys("lag", 40, 2, 3, 2) {
-		if topology.Owner(wire.Routing(kv.TextKey(k)), 2) == 1 {
-			keys = append(keys, kv.TextKey(k))
-		}
-	}
-	cl := dataClient(t, c.URLs[0], tok).Cache("")
-	for _, k := range keys {
-		if err := cl.Set(ctx, k, kv.Text("v"), kv.SetOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s2 := startShard(t, c, 2, m.layout)
-	prev := m.layout
-	m.layout = topology.Layout{Epoch: 2, Shards: append(append([]string(nil), c.URLs...), s2.URL)}
-	// The announcement reaches the new shard and shard 0 only; shard 1, the
-	// keys' previous owner, has not got it yet.
-	for _, u := range []string{s2.URL, c.URLs[0]} {
-		m.put(u, topology.Announcement{Layout: m.layout, Previous: &prev})
-	}
 	newOwner := dataClient(t, s2.URL, tok).Cache("")
 	items, err := newOwner.GetMany(ctx, keys)
 	if err != nil {
@@ -566,23 +549,43 @@ func TestLaggingPreviousOwnerCatchesUpWithAPull(t *testing.T) {
 // answered cut the stream, which a client takes for a shard gone away.
 func TestBatchGetWithAPreviousOwnerDownIsAnError(t *testing.T) {
 	ctx := context.Background()
-	c := testserver.StartCluster(t, 2, testserver.Options{})
+	// The first key comes from shard 0, the second from shard 1.
+	c, _, keys, s2 := growWithShard1Behind(t, "cut", []int{0, 1})
 	tok := c.Shards[0].Token
+	c.Shards[1].Kill()
+	_, err := dataClient(t, s2.URL, tok).Cache("").GetMany(ctx, keys)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != wire.CodeShardUnavailable {
+		t.Fatalf("batch get with a previous owner down: %v, want 503 shard_unavailable", err)
+	}
+}
+
+// growWithShard1Behind starts a cluster of 2 shards, writes a key "v" for
+// each of prevs, moving to shard 2 in a grow 2 → 3 from the previous owner
+// prevs[i], starts shard 2 and announces the grow to it and shard 0 only:
+// shard 1 has not got the announcement yet.
+func growWithShard1Behind(t *testing.T, prefix string, prevs []int) (*testserver.Cluster, *mover, []kv.Key, *testserver.Server) {
+	t.Helper()
+	c := testserver.StartCluster(t, 2, testserver.Options{})
 	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
-	var keys []kv.Key // moving to shard 2: the first from shard 0, the second from shard 1
-	for _, prev := range []int{0, 1} {
-		for _, k := range movingKeys("cut", 20, 2, 3, 2) {
-			if topology.Owner(wire.Routing(kv.TextKey(k)), 2) == prev {
+	cl := dataClient(t, c.URLs[0], c.Shards[0].Token).Cache("")
+	moving := movingKeys(prefix, 200, 2, 3, 2)
+	used := map[string]bool{}
+	var keys []kv.Key
+	for _, prev := range prevs {
+		for _, k := range moving {
+			if !used[k] && topology.Owner(wire.Routing(kv.TextKey(k)), 2) == prev {
+				used[k] = true
 				keys = append(keys, kv.TextKey(k))
+				if err := cl.Set(context.Background(), kv.TextKey(k), kv.Text("v"), kv.SetOptions{}); err != nil {
+					t.Fatal(err)
+				}
 				break
 			}
 		}
 	}
-	cl := dataClient(t, c.URLs[0], tok).Cache("")
-	for _, k := range keys {
-		if err := cl.Set(ctx, k, kv.Text("v"), kv.SetOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	if len(keys) != len(prevs) {
+		t.Fatalf("found %d of %d moving keys", len(keys), len(prevs))
 	}
 	s2 := startShard(t, c, 2, m.layout)
 	prev := m.layout
@@ -590,10 +593,5 @@ func TestBatchGetWithAPreviousOwnerDownIsAnError(t *testing.T) {
 	for _, u := range []string{s2.URL, c.URLs[0]} {
 		m.put(u, topology.Announcement{Layout: m.layout, Previous: &prev})
 	}
-	c.Shards[1].Kill()
-	_, err := dataClient(t, s2.URL, tok).Cache("").GetMany(ctx, keys)
-	var e *client.Error
-	if !errors.As(err, &e) || e.Code != wire.CodeShardUnavailable {
-		t.Fatalf("batch get with a previous owner down: %v, want 503 shard_unavailable", err)
-	}
+	return c, m, keys, s2
 }
