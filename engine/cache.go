@@ -19,6 +19,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/settings"
+	"github.com/mattn/go-sqlite3"
 )
 
 // DBName is the database file inside a cache directory.
@@ -336,9 +337,9 @@ func (c *Cache) acquireConn(ctx context.Context, write bool) (*conn, error) {
 		}
 		if c.hot != nil {
 			hot := c.hot
-			cn.sc.RegisterUpdateHook(func(_ int, _, table string, rowid int64) {
+			cn.sc.RegisterUpdateHook(func(op int, _, table string, rowid int64) {
 				if table == "Cache" {
-					hot.rowChanged(rowid)
+					hot.rowChanged(op == sqlite3.SQLITE_DELETE, rowid)
 				}
 			})
 		}

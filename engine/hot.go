@@ -19,6 +19,13 @@ import (
 // A read that missed fills an entry only if no write transaction ran while
 // it read the database (gen unchanged, none running): otherwise the row it
 // read may already be gone or changed.
+//
+// A get that found no live row keeps that too (an absent entry, filled
+// under the same rule), so that the next get of a missing key runs no SQL
+// either. The update hook names rows, not keys, and an absent entry has no
+// row: before a write transaction commits, beforeCommit drops the absent
+// entry of every key whose row it inserted or updated, by the keys its sets
+// name (hotWrite); a row it cannot name drops them all.
 type hotValues struct {
 	max int64 // bytes; an entry costs its key, value and tag plus hotEntryCost
 
@@ -34,6 +41,10 @@ type hotValues struct {
 	// unless a later statement of the transaction changed the row again.
 	changes uint64
 	changed map[int64]uint64
+	// Rows the running write transaction inserted or updated (a key may
+	// have come to life), and the absent entries.
+	revived map[int64]struct{}
+	absent  map[kv.Key]*hotEntry
 
 	hits, misses, drops int64
 }
@@ -45,6 +56,7 @@ const hotEntryCost = 160
 type hotEntry struct {
 	rowid      int64
 	item       Item // Key, Value, ExpireTime, Tag; never a file-backed value
+	absent     bool // the key had no live row: only item.Key is set, rowid is not
 	cost       int64
 	prev, next *hotEntry
 }
@@ -52,19 +64,20 @@ type hotEntry struct {
 // HotStats are the figures of the in-memory values (Options.HotBytes).
 type HotStats struct {
 	Hits, Misses int64 // gets answered from memory, and gets that were not
-	Entries      int
+	Entries      int   // absent ones included
+	Absent       int   // keys memory knows have no live item
 	Bytes        int64
 }
 
 func newHotValues(max int64) *hotValues {
-	h := &hotValues{max: max, byKey: map[kv.Key]*hotEntry{}, byRow: map[int64]*hotEntry{}, changed: map[int64]uint64{}, gen: 1}
+	h := &hotValues{max: max, byKey: map[kv.Key]*hotEntry{}, byRow: map[int64]*hotEntry{}, changed: map[int64]uint64{}, revived: map[int64]struct{}{}, absent: map[kv.Key]*hotEntry{}, gen: 1}
 	h.head.next, h.head.prev = &h.head, &h.head
 	return h
 }
 
 // lookup returns the item under key if it is in memory. found is true when
-// memory answers: a live item (ok) or one that expired (not ok), which the
-// database would not return either.
+// memory answers: a live item (ok), or none (not ok) because the item
+// expired or the key has none, which the database would not return either.
 func (h *hotValues) lookup(key kv.Key, now float64) (it Item, ok, found bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -74,12 +87,12 @@ func (h *hotValues) lookup(key kv.Key, now float64) (it Item, ok, found bool) {
 		return Item{}, false, false
 	}
 	h.hits++
-	if e.item.ExpireTime != 0 && !(e.item.ExpireTime > now) {
-		return Item{}, false, true
-	}
 	if h.head.next != e {
 		h.unlink(e)
 		h.pushFront(e)
+	}
+	if e.absent || e.item.ExpireTime != 0 && !(e.item.ExpireTime > now) {
+		return Item{}, false, true
 	}
 	return e.item, true, true
 }
@@ -113,6 +126,26 @@ func (h *hotValues) fill(token uint64, rowid int64, it Item) {
 	h.put(rowid, it, cost)
 }
 
+// fillAbsent keeps that key has no live item, read under the token
+// fillToken gave before the read.
+func (h *hotValues) fillAbsent(token uint64, key kv.Key) {
+	cost := int64(len(key.Text())) + hotEntryCost
+	if cost > h.max/4 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if token == 0 || token != h.gen || h.writing > 0 || h.byKey[key] != nil {
+		return
+	}
+	h.evictFor(cost)
+	e := &hotEntry{item: Item{Key: key}, absent: true, cost: cost}
+	h.byKey[key] = e
+	h.absent[key] = e
+	h.bytes += cost
+	h.pushFront(e)
+}
+
 // put keeps it as row rowid's value, in place of what memory held for its
 // key or row.
 func (h *hotValues) put(rowid int64, it Item, cost int64) {
@@ -122,14 +155,19 @@ func (h *hotValues) put(rowid int64, it Item, cost int64) {
 	if old := h.byRow[rowid]; old != nil {
 		h.remove(old)
 	}
-	for h.bytes+cost > h.max && h.head.prev != &h.head {
-		h.remove(h.head.prev)
-	}
+	h.evictFor(cost)
 	e := &hotEntry{rowid: rowid, item: it, cost: cost}
 	h.byKey[it.Key] = e
 	h.byRow[rowid] = e
 	h.bytes += cost
 	h.pushFront(e)
+}
+
+// evictFor drops the least recently used entries until cost more fits.
+func (h *hotValues) evictFor(cost int64) {
+	for h.bytes+cost > h.max && h.head.prev != &h.head {
+		h.remove(h.head.prev)
+	}
 }
 
 // writeBegin and writeEnd bracket every write transaction of this process.
@@ -138,7 +176,38 @@ func (h *hotValues) writeBegin() {
 	h.writing++
 	h.gen++
 	clear(h.changed)
+	clear(h.revived)
 	h.mu.Unlock()
+}
+
+// beforeCommit drops the absent entries of the keys whose rows the running
+// write transaction inserted or updated, before its COMMIT makes them live:
+// writes holds the transaction's sets, which name their rows' keys; a row
+// none of them names drops every absent entry.
+func (h *hotValues) beforeCommit(writes func(yield func(hotWrite) bool)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.absent) == 0 || len(h.revived) == 0 {
+		return
+	}
+	named := 0
+	for w := range writes {
+		if _, ok := h.revived[w.rowid]; ok {
+			named++
+			if e := h.absent[w.item.Key]; e != nil {
+				h.remove(e)
+			}
+		}
+	}
+	if named < len(h.revived) {
+		h.clearAbsent()
+	}
+}
+
+func (h *hotValues) clearAbsent() {
+	for _, e := range h.absent {
+		h.remove(e)
+	}
 }
 
 // hotWrite is a value a write stored in row rowid, to keep in memory once
@@ -186,7 +255,7 @@ func (h *hotValues) writeEnd() {
 // rowChanged is the update hook: the row was inserted, updated or deleted
 // by a statement of this process. Outside a write transaction (nothing
 // brackets it) memory cannot tell what else changes, so it forgets all.
-func (h *hotValues) rowChanged(rowid int64) {
+func (h *hotValues) rowChanged(deleted bool, rowid int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.writing == 0 {
@@ -196,6 +265,9 @@ func (h *hotValues) rowChanged(rowid int64) {
 	}
 	h.changes++
 	h.changed[rowid] = h.changes
+	if !deleted {
+		h.revived[rowid] = struct{}{}
+	}
 	if e := h.byRow[rowid]; e != nil {
 		h.remove(e)
 		h.drops++
@@ -205,6 +277,7 @@ func (h *hotValues) rowChanged(rowid int64) {
 func (h *hotValues) clearLocked() {
 	clear(h.byKey)
 	clear(h.byRow)
+	clear(h.absent)
 	h.head.next, h.head.prev = &h.head, &h.head
 	h.bytes = 0
 }
@@ -212,13 +285,17 @@ func (h *hotValues) clearLocked() {
 func (h *hotValues) stats() HotStats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return HotStats{Hits: h.hits, Misses: h.misses, Entries: len(h.byKey), Bytes: h.bytes}
+	return HotStats{Hits: h.hits, Misses: h.misses, Entries: len(h.byKey), Absent: len(h.absent), Bytes: h.bytes}
 }
 
 func (h *hotValues) remove(e *hotEntry) {
 	h.unlink(e)
 	delete(h.byKey, e.item.Key)
-	delete(h.byRow, e.rowid)
+	if e.absent {
+		delete(h.absent, e.item.Key)
+	} else {
+		delete(h.byRow, e.rowid)
+	}
 	h.bytes -= e.cost
 }
 

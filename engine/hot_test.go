@@ -96,7 +96,7 @@ func TestHotValuesStayWithinBytes(t *testing.T) {
 func TestHotValuesSeeEveryChange(t *testing.T) {
 	ctx := context.Background()
 	// A small size_limit makes writes cull (evict) other keys.
-	c, plain, clk := openHot(t, 1<<20, map[settings.Name]any{settings.NameSizeLimit: int64(48 << 10), settings.NameCullLimit: int64(3)})
+	c, plain, clk := openHot(t, 1<<20, map[settings.Name]any{settings.NameSizeLimit: int64(48 << 10), settings.NameCullLimit: int64(3), settings.NameDiskMinFileSize: int64(8 << 10)})
 	rng := rand.New(rand.NewSource(1))
 	keys := make([]kv.Key, 40)
 	for i := range keys {
@@ -113,7 +113,8 @@ func TestHotValuesSeeEveryChange(t *testing.T) {
 		d := it.Value.Data
 		return fmt.Sprintf("%d bytes ending %q, expire %v, tag %v", len(d), d[max(0, len(d)-6):], it.ExpireTime, it.Tag)
 	}
-	ops := []string{"set", "set", "set", "add", "delete", "pop", "touch", "incr", "evict", "expire", "cull", "clear", "transact", "deleteRows", "advance"}
+	ops := []string{"set", "set", "set", "setFile", "add", "delete", "pop", "touch", "incr", "evict", "expire", "cull", "clear", "transact", "deleteRows", "advance"}
+	absentSeen := 0
 	for step := range 3000 {
 		k := keys[rng.Intn(len(keys))]
 		op := ops[rng.Intn(len(ops))]
@@ -128,6 +129,10 @@ func TestHotValuesSeeEveryChange(t *testing.T) {
 				opts.Expire = kv.ExpireAfterSeconds(float64(1 + rng.Intn(5)))
 			}
 			err = c.Set(ctx, k, val(step), opts)
+		case "setFile":
+			// A value in a file stays out of memory: its set names no
+			// value to keep.
+			err = c.Set(ctx, k, kv.Bytes(bytes.Repeat([]byte{'f'}, 10<<10)), kv.SetOptions{})
 		case "add":
 			_, err = c.Add(ctx, k, val(step), kv.SetOptions{})
 		case "delete":
@@ -178,6 +183,85 @@ func TestHotValuesSeeEveryChange(t *testing.T) {
 				t.Fatalf("step %d, after %s: get %v through memory = %s; the database has %s", step, op, k, show(got, gok), show(want, wok))
 			}
 		}
+		absentSeen = max(absentSeen, c.HotStats().Absent)
+	}
+	if s := c.HotStats(); s.Hits == 0 || absentSeen == 0 {
+		t.Fatalf("no get was answered from memory, or no missing key was kept: %+v, at most %d absent", s, absentSeen)
+	}
+}
+
+// TestHotAbsentKeysNeverHideAWrite has writers insert new keys, and update
+// expired rows back to life, while readers get keys on both sides of the
+// last write: a get that starts after a write returned must find its key,
+// though earlier gets found none and memory kept that.
+func TestHotAbsentKeysNeverHideAWrite(t *testing.T) {
+	clk := newClock()
+	c, err := Open(context.Background(), t.TempDir(), Options{HotBytes: 1 << 20, BatchYield: true, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	const writers, perWriter = 3, 400
+	key := func(w, i int) kv.Key { return kv.TextKey(fmt.Sprintf("w%d-%d", w, i)) }
+	// Half of the keys start as expired rows, so that their write is an
+	// UPDATE of the row, not an INSERT.
+	for w := range writers {
+		for i := 1; i < perWriter; i += 2 {
+			utSet(t, c, key(w, i), kv.Int(0), kv.SetOptions{Expire: kv.ExpireAfterSeconds(1)})
+		}
+	}
+	clk.Advance(2 * time.Second)
+	var acked [writers]atomic.Int64 // keys 0..acked-1 of each writer are stored
+	var wg, readers sync.WaitGroup
+	var done atomic.Bool
+	errs := make(chan error, 16)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				// A miss first, which memory keeps unless another
+				// writer's transaction runs meanwhile.
+				if _, ok, err := c.Get(ctx, key(w, i), GetOptions{}); err != nil || ok {
+					errs <- fmt.Errorf("key %v before its write: found %v, %v", key(w, i), ok, err)
+					return
+				}
+				if err := c.Set(ctx, key(w, i), kv.Int(int64(i)), kv.SetOptions{}); err != nil {
+					errs <- err
+					return
+				}
+				acked[w].Store(int64(i + 1))
+			}
+		}()
+	}
+	for r := range 4 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			rng := rand.New(rand.NewSource(int64(r)))
+			for !done.Load() {
+				w := rng.Intn(writers)
+				floor := int(acked[w].Load())
+				i := max(0, floor-2+rng.Intn(5)) // around the last write
+				_, ok, err := c.Get(ctx, key(w, i), GetOptions{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if i < floor && !ok {
+					errs <- fmt.Errorf("key %v: a miss after its write returned", key(w, i))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	done.Store(true)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 	if s := c.HotStats(); s.Hits == 0 {
 		t.Fatalf("no get was answered from memory: %+v", s)
@@ -243,5 +327,26 @@ func TestHotValuesNeverGoBack(t *testing.T) {
 	}
 	if s := c.HotStats(); s.Hits == 0 {
 		t.Fatalf("no get was answered from memory: %+v", s)
+	}
+}
+
+// TestHotAbsentFillAfterAWriteIsDropped: a get that found no row keeps
+// nothing when a write transaction ran while it read (the row may have been
+// inserted since), as for the values it reads.
+func TestHotAbsentFillAfterAWriteIsDropped(t *testing.T) {
+	h := newHotValues(1 << 20)
+	k := kv.TextKey("k")
+	token := h.fillToken()
+	h.writeBegin()
+	h.rowChanged(false, 1)
+	h.beforeCommit(func(yield func(hotWrite) bool) { yield(hotWrite{rowid: 1, item: Item{Key: k}}) })
+	h.writeEnd()
+	h.fillAbsent(token, k)
+	if _, _, found := h.lookup(k, 0); found {
+		t.Fatal("a miss read before a write transaction was kept after it")
+	}
+	h.fillAbsent(h.fillToken(), k)
+	if _, ok, found := h.lookup(k, 0); !found || ok {
+		t.Fatalf("a miss read with no write running: found %v, ok %v; want kept as absent", found, ok)
 	}
 }

@@ -369,6 +369,9 @@ func (c *Cache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, boo
 		if err != nil {
 			return Item{}, false, fmt.Errorf("engine: get: %w", err)
 		}
+		if c.hot != nil {
+			c.hot.fillAbsent(token, key)
+		}
 		return Item{}, false, nil
 	}
 	rowid := row[0].(int64)

@@ -365,6 +365,20 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 		broken = true // roll the whole (one-job) transaction back
 	}
 	if !broken {
+		if c.hot != nil {
+			c.hot.beforeCommit(func(yield func(hotWrite) bool) {
+				for _, tx := range txs {
+					if tx == nil {
+						continue
+					}
+					for _, w := range tx.hot {
+						if !yield(w) {
+							return
+						}
+					}
+				}
+			})
+		}
 		if err := cn.execCached("COMMIT"); err != nil {
 			if isBusy(err) {
 				err = &kv.TimeoutError{Op: jobs[0].op, Err: err}
