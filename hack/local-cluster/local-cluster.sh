@@ -823,7 +823,7 @@ cmd_up() {
 
 	phase "node Ready"
 	wait_for "node ${NODE_NAME} to be Ready" 120 node_ready "${since}" || die "node not Ready; see ${LOGS}/kubelet.log"
-	wait_for "CoreDNS" 60 coredns_ready || die "CoreDNS is not ready; see ${LOGS}/coredns.log"
+	wait_for "CoreDNS" 180 coredns_ready || die "CoreDNS is not ready; see ${LOGS}/coredns.log"
 	wait_for "the default ServiceAccount" 60 kctl get serviceaccount default -n default ||
 		die "no default ServiceAccount; see ${LOGS}/kube-controller-manager.log"
 	print_timings
