@@ -3,8 +3,10 @@ package controllers
 import (
 	"strings"
 	"testing"
+	"time"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
@@ -38,6 +40,14 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 		{"malformed poll interval", on + "  pollInterval: often", "spec.autoscaling.pollInterval in body should match"},
 		{"malformed window", on + "  behavior:\n    scaleDown:\n      stabilizationWindow: 5 minutes", "spec.autoscaling.behavior.scaleDown.stabilizationWindow in body should match"},
 		{"zero step", on + "  behavior:\n    scaleUp:\n      maxStep: 0", "spec.autoscaling.behavior.scaleUp.maxStep in body should be greater than or equal to 1"},
+		{"zero poll interval", on + "  pollInterval: 0s", "autoscaling.pollInterval must be at least 1s"},
+		{"poll interval under a second", on + "  pollInterval: 500ms", "autoscaling.pollInterval must be at least 1s"},
+		// Past Go's time.Duration (about 2,562,047h) the operator could not
+		// read the object back, and its watch of every DiskCache failed.
+		{"overflowing window", on + "  behavior:\n    scaleDown:\n      stabilizationWindow: 3000000h", "spec.autoscaling.behavior.scaleDown.stabilizationWindow in body should match"},
+		{"overflowing cooldown in parts", on + "  behavior:\n    cooldown: 99999h99999h99999h99999h99999h", "spec.autoscaling.behavior.cooldown in body should match"},
+		{"overflowing database timeout", "databaseTimeout: 3000000h", "spec.databaseTimeout in body should match"},
+		{"overflowing poll interval", on + "  pollInterval: 9999999999999999999ns", "spec.autoscaling.pollInterval in body should match"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -61,6 +71,16 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 			"  behavior:\n    scaleUp:\n      stabilizationWindow: 30s\n      maxStep: 2\n    scaleDown:\n      stabilizationWindow: 10m\n    cooldown: 1m\n  pollInterval: 15s"
 		if err := k8s.Create(bg, rawDiskCache(t, ns, "full", full)); err != nil {
 			t.Errorf("a full autoscaling block rejected: %v", err)
+		}
+		// A scaleDown window alone keeps the one-shard step (docs/crd.md).
+		windowOnly := cachev1alpha1.AutoscalingSpec{Enabled: true, MaxShards: 8,
+			Behavior: cachev1alpha1.AutoscalingBehavior{ScaleDown: cachev1alpha1.ScalingRules{StabilizationWindow: &metav1.Duration{Duration: 10 * time.Minute}}}}
+		windowOnly.Default()
+		if st := windowOnly.Behavior.ScaleDown.MaxStep; st == nil || *st != 1 {
+			t.Errorf("scaleDown with only a window: maxStep %v after defaulting, want 1", st)
+		}
+		if err := k8s.Create(bg, rawDiskCache(t, ns, "longest", "databaseTimeout: 99999h59m59s999ms\nautoscaling:\n  enabled: true\n  maxShards: 3\n  pollInterval: 1s")); err != nil {
+			t.Errorf("the longest durations the pattern allows rejected: %v", err)
 		}
 		if err := k8s.Create(bg, rawDiskCache(t, ns, "minimal", "autoscaling:\n  enabled: true\n  maxShards: 3")); err != nil {
 			t.Fatalf("a minimal autoscaling block rejected: %v", err)

@@ -85,9 +85,9 @@ const (
 	DefaultCooldown              = 2 * time.Minute
 )
 
-// Default fills the unset autoscaling fields. A scaleDown block without a
-// maxStep keeps "no limit" only when the user wrote the block; an absent
-// block gets the CRD's default of one shard at a time.
+// Default fills the unset autoscaling fields. Scaling down goes one shard
+// at a time unless scaleDown.maxStep says otherwise, whether or not the
+// user wrote a scaleDown block (a window alone keeps the step).
 func (a *AutoscalingSpec) Default() {
 	if a.MinShards == 0 {
 		a.MinShards = DefaultMinShards
@@ -103,7 +103,7 @@ func (a *AutoscalingSpec) Default() {
 	if b.ScaleUp.StabilizationWindow == nil {
 		b.ScaleUp.StabilizationWindow = &metav1.Duration{Duration: DefaultScaleUpWindow}
 	}
-	if b.ScaleDown.StabilizationWindow == nil && b.ScaleDown.MaxStep == nil {
+	if b.ScaleDown.MaxStep == nil {
 		step := DefaultScaleDownStep
 		b.ScaleDown.MaxStep = &step
 	}

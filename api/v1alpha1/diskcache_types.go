@@ -134,7 +134,7 @@ type DiskCacheSpec struct {
 	// before the server answers 503.
 	// +kubebuilder:default="1s"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$`
 	// +optional
 	DatabaseTimeout *metav1.Duration `json:"databaseTimeout,omitempty"`
 
@@ -307,10 +307,11 @@ type AutoscalingSpec struct {
 	Behavior AutoscalingBehavior `json:"behavior,omitempty"`
 
 	// PollInterval is how often the operator reads the shards' figures;
-	// rates are measured over it.
+	// rates are measured over it. At least 1s.
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="autoscaling.pollInterval must be at least 1s"
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$`
 	// +optional
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
 }
@@ -358,7 +359,7 @@ type AutoscalingBehavior struct {
 	// ended no change is made, so the figures of the new layout settle.
 	// +kubebuilder:default="2m"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$`
 	// +optional
 	Cooldown *metav1.Duration `json:"cooldown,omitempty"`
 }
@@ -369,12 +370,12 @@ type ScalingRules struct {
 	// within the window agrees (scaling up goes to the lowest of them,
 	// scaling down to the highest).
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$`
 	// +optional
 	StabilizationWindow *metav1.Duration `json:"stabilizationWindow,omitempty"`
 
-	// MaxStep is the most shards one change adds or removes; unset means
-	// no limit.
+	// MaxStep is the most shards one change adds or removes. Unset: no
+	// limit when scaling up, one shard when scaling down (127 lifts it).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=127
 	// +optional
@@ -488,7 +489,7 @@ type AuthSpec struct {
 	// or two) move over without a failed request.
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$`
 	// +optional
 	RotationGracePeriod *metav1.Duration `json:"rotationGracePeriod,omitempty"`
 }
