@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -75,6 +76,15 @@ type DiskCacheReconciler struct {
 	// ServiceMonitor where the API is missing looks for it again; 0 means
 	// 5 minutes.
 	ServiceMonitorRecheck time.Duration
+	// MaxConcurrentReconciles is how many DiskCaches are reconciled at
+	// once; 0 means DefaultMaxConcurrentReconciles. A reconcile blocks for
+	// its cache's maintenance run, which then holds up only that cache
+	// (one DiskCache is never reconciled twice at once).
+	MaxConcurrentReconciles int
+	// UserSecretPoll is how often a DiskCache with spec.auth.secretName is
+	// reconciled to see a rotation in that Secret, which the operator does
+	// not watch; 0 means DefaultUserSecretPoll.
+	UserSecretPoll time.Duration
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client
@@ -474,6 +484,11 @@ func (r *DiskCacheReconciler) eventRelated(dc *cachev1alpha1.DiskCache, related 
 	r.Recorder.Eventf(dc, rel, eventType, reason, action, note, args...)
 }
 
+// DefaultMaxConcurrentReconciles is DiskCacheReconciler.MaxConcurrentReconciles
+// when unset: a few caches whose shards are slow to answer a maintenance
+// run do not hold up the others.
+const DefaultMaxConcurrentReconciles = 4
+
 // SetupWithManager registers the controller and its watches: the DiskCache,
 // every owned child, and the cache pods (readiness changes re-apply live
 // settings to a pod that came back).
@@ -481,7 +496,12 @@ func (r *DiskCacheReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
 	}
+	workers := r.MaxConcurrentReconciles
+	if workers <= 0 {
+		workers = DefaultMaxConcurrentReconciles
+	}
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		For(&cachev1alpha1.DiskCache{}).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).

@@ -59,6 +59,7 @@ func run() error {
 		maintShardTimeout      time.Duration
 		operatorNamespace      string
 		operatorPodLabels      string
+		maxReconciles          int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -72,6 +73,7 @@ func run() error {
 	flag.StringVar(&operatorPodLabels, "operator-pod-labels", labels.FormatLabels(controllers.DefaultOperatorPodLabels), "labels of the operator's pods, admitted by the NetworkPolicies of spec.networkPolicy")
 	flag.IntVar(&maintParallelism, "maintenance-parallelism", maintenance.DefaultParallelism, "shards of one DiskCache a maintenance run works on at once")
 	flag.DurationVar(&maintShardTimeout, "maintenance-shard-timeout", maintenance.DefaultShardTimeout, "bound on a maintenance run's calls to one shard")
+	flag.IntVar(&maxReconciles, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "DiskCaches reconciled at once (a maintenance run holds up only its own DiskCache's reconcile)")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -133,6 +135,7 @@ func run() error {
 		},
 	}
 	r.ClusterDomain = clusterDomain
+	r.MaxConcurrentReconciles = maxReconciles
 	r.OperatorNamespace = operatorNamespace
 	if r.OperatorPodLabels, err = labels.ConvertSelectorToLabelsMap(operatorPodLabels); err != nil {
 		return fmt.Errorf("--operator-pod-labels: %w", err)
