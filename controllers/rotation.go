@@ -52,6 +52,10 @@ const (
 	rotationPoll = 5 * time.Second
 )
 
+// DefaultUserSecretPoll is DiskCacheReconciler.UserSecretPoll when unset:
+// about the kubelet's own delay in updating a mounted Secret.
+const DefaultUserSecretPoll = time.Minute
+
 // rotationOutcome is what reconcileRotation leaves for the status.
 type rotationOutcome struct {
 	status  *cachev1alpha1.AuthStatus
@@ -181,8 +185,23 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 			cachev1alpha1.TokenNextKey, cachev1alpha1.TokenKey, cachev1alpha1.TokenPreviousKey)
 		st.LastTrigger = trigger
 	}
+	if !owned && out.requeue == 0 {
+		// The operator does not watch Secrets it does not own: look at
+		// this one again, so that a token.next the user adds shows in
+		// status.auth.
+		out.requeue = r.userSecretPoll()
+	}
 	out.status = nonZero(st)
 	return out, nil
+}
+
+// userSecretPoll is how often a DiskCache whose auth Secret is the user's
+// (spec.auth.secretName) is reconciled to notice a rotation in it.
+func (r *DiskCacheReconciler) userSecretPoll() time.Duration {
+	if r.UserSecretPoll > 0 {
+		return r.UserSecretPoll
+	}
+	return DefaultUserSecretPoll
 }
 
 // acceptingShards counts the ready shards that report they accept tok, and

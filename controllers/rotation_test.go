@@ -435,3 +435,34 @@ func TestRotationTimeSurvivesALostStatusWrite(t *testing.T) {
 		t.Fatalf("step after a lost status write: status.auth %+v, want lastRotationTime %v", st, retired.status.LastRotationTime)
 	}
 }
+
+// TestRotationInAUserSecretShows: with spec.auth.secretName the operator
+// does not watch the Secret (its cache holds only the Secrets it owns), yet a
+// token.next the user adds shows as a rotation Propagating in status.auth,
+// as docs/operations.md tells the user to wait for. It stayed empty until
+// something else touched the DiskCache.
+func TestRotationInAUserSecretShows(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine"}, Data: map[string][]byte{cachev1alpha1.TokenKey: []byte("old-token-value")}}
+	if err := k8s.Create(bg, sec); err != nil {
+		t.Fatal(err)
+	}
+	newDiskCache(t, ns, "own", func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.Auth.SecretName = "mine"
+		dc.Spec.Maintenance.Schedule = "0 0 1 1 *" // no run requeues it meanwhile
+	})
+	eventually(t, "reconciled", func() error {
+		dc := get(t, ns, "own", &cachev1alpha1.DiskCache{})
+		return want(dc.Status.ObservedGeneration == dc.Generation, "generation %d observed, want %d", dc.Status.ObservedGeneration, dc.Generation)
+	})
+	sec = get(t, ns, "mine", &corev1.Secret{})
+	sec.Data[cachev1alpha1.TokenNextKey] = []byte("new-token-value")
+	if err := k8s.Update(bg, sec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "rotation Propagating in status.auth", func() error {
+		dc := get(t, ns, "own", &cachev1alpha1.DiskCache{})
+		return want(dc.Status.Auth != nil && dc.Status.Auth.Rotation == cachev1alpha1.RotationPropagating, "status.auth %+v", dc.Status.Auth)
+	})
+}

@@ -185,6 +185,8 @@ func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenanc
 		OperatorNamespace: testOperatorNamespace,
 		// TestServiceMonitorOnlyWithItsAPI waits for this.
 		ServiceMonitorRecheck: time.Second,
+		// TestRotationInAUserSecretShows waits for this.
+		UserSecretPoll: time.Second,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, nil, err
