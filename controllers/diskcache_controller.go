@@ -161,7 +161,7 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.event(&dc, corev1.EventTypeWarning, cachev1alpha1.ReasonReconcileFailed, "Reconcile", "%v", err)
 		problems = append(problems, problem{cachev1alpha1.ReasonReconcileFailed, err.Error()})
 	}
-	maint, requeue, mproblem, merr := r.reconcileMaintenance(ctx, want)
+	maint, requeue, mproblem, merr := r.reconcileMaintenance(ctx, want, maintenanceShards(want, topo))
 	if mproblem != nil {
 		problems = append(problems, *mproblem)
 	}

@@ -19,8 +19,9 @@ import (
 // defaulted): when a run is due it runs expire and cull on every shard and
 // records Events. It returns status.maintenance, when to requeue for the
 // next run, a problem for an invalid schedule, and an error when a due run
-// could not start (the reconcile is retried with backoff).
-func (r *DiskCacheReconciler) reconcileMaintenance(ctx context.Context, dc *cachev1alpha1.DiskCache) (*cachev1alpha1.MaintenanceStatus, time.Duration, *problem, error) {
+// could not start (the reconcile is retried with backoff). A run covers
+// shards 0 to shards-1 (maintenanceShards).
+func (r *DiskCacheReconciler) reconcileMaintenance(ctx context.Context, dc *cachev1alpha1.DiskCache, shards int) (*cachev1alpha1.MaintenanceStatus, time.Duration, *problem, error) {
 	if r.Maintenance == nil {
 		return dc.Status.Maintenance, 0, nil, nil
 	}
@@ -30,7 +31,7 @@ func (r *DiskCacheReconciler) reconcileMaintenance(ctx context.Context, dc *cach
 		UID:          string(dc.UID),
 		CreationTime: dc.CreationTimestamp.Time,
 		Spec:         dc.Spec.Maintenance,
-		Shards:       int(dc.Spec.Shards),
+		Shards:       shards,
 		Trigger:      dc.Annotations[maintenance.TriggerAnnotation],
 		Status:       dc.Status.Maintenance,
 		Connect:      func(ctx context.Context) (maintenance.Access, error) { return r.maintenanceAccess(ctx, dc) },
@@ -43,6 +44,22 @@ func (r *DiskCacheReconciler) reconcileMaintenance(ctx context.Context, dc *cach
 		p = &problem{maintenance.ReasonInvalidSchedule, out.ScheduleErr.Error()}
 	}
 	return out.Status, out.RequeueAfter, p, out.Err
+}
+
+// maintenanceShards is how many shards a maintenance run covers: those of
+// the announced layout and, while keys move, of the previous one too (both
+// hold keys). spec.shards would count the pods of a scale-up before they
+// exist and fail the run on them. Without an announcement (the topology
+// could not be read), spec.shards.
+func maintenanceShards(dc *cachev1alpha1.DiskCache, topo *topologyOutcome) int {
+	if topo == nil || len(topo.announced.Shards) == 0 {
+		return int(dc.Spec.Shards)
+	}
+	n := len(topo.announced.Shards)
+	if p := topo.announced.Previous; p != nil {
+		n = max(n, len(p.Shards))
+	}
+	return n
 }
 
 // maintenanceAccess reads the token (and TLS trust) for a run; only called

@@ -55,3 +55,30 @@ func TestMaintenanceRunHoldsUpOnlyItsCache(t *testing.T) {
 		t.Fatalf("another DiskCache got its children only after the run ended (%d of %d shard calls over)", n, shards)
 	}
 }
+
+// TestMaintenanceDuringAScaleUpCoversTheLayout: a run while the pods of a
+// scale-up do not exist yet covers the shards of the announced layout. It
+// called the new shards too, and every ordinary scale-up failed a run.
+func TestMaintenanceDuringAScaleUpCoversTheLayout(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	newDiskCache(t, ns, "grow", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 1 })
+	tok := waitToken(t, ns, "grow")
+	startShards(t, ns, "grow", 1, tok)
+	updateDiskCache(t, ns, "grow", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 2 })
+	eventually(t, "StatefulSet grown", func() error {
+		return want(replicas(t, ns, "grow") == 2, "replicas %d", replicas(t, ns, "grow"))
+	})
+	updateDiskCache(t, ns, "grow", func(dc *cachev1alpha1.DiskCache) {
+		dc.Annotations = map[string]string{maintenance.TriggerAnnotation: "now"}
+	})
+	eventually(t, "the triggered run", func() error {
+		dc := get(t, ns, "grow", &cachev1alpha1.DiskCache{})
+		m := dc.Status.Maintenance
+		return want(m != nil && m.LastTrigger == "now", "maintenance %+v", m)
+	})
+	m := get(t, ns, "grow", &cachev1alpha1.DiskCache{}).Status.Maintenance
+	if m.LastError != "" || m.LastSuccessfulTime == nil || len(m.PerShard) != 1 {
+		t.Errorf("a run while shard 1's pod does not exist yet: lastError %q, lastSuccessfulTime %v, %d shards run; want shard 0 only, without error", m.LastError, m.LastSuccessfulTime, len(m.PerShard))
+	}
+}
