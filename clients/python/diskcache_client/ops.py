@@ -131,8 +131,13 @@ def contains(c, prefix, key):
     return True
 
 
+_PLAIN_TYPES = (bytes, str, int, float)
+
+
 def _value_request(c, prefix, key, method, suffix, value, expire, read, tag, idempotent):
-    if read:
+    # As python-diskcache's Disk.store: bytes, str, int and float values are
+    # stored as they are, whatever ``read`` says; only other values are read.
+    if read and type(value) not in _PLAIN_TYPES:
         value_type, body = 'bytes', wire.iter_file(value)
     else:
         value_type, body = wire.encode_value(value)

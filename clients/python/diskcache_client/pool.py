@@ -99,6 +99,25 @@ _STALE_ERRORS = (
 )
 
 
+class _BodyError(Exception):
+    """A streamed request body (the caller's file) failed to read; its
+    exception is the ``__cause__``."""
+
+
+def _caller_chunks(body):
+    """The chunks of a streamed body, an error reading them raised as
+    :class:`_BodyError` so that it is told from the socket's."""
+    it = iter(body)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _BodyError() from exc
+        yield chunk
+
+
 def _kernel_timeouts(sock, timeout):
     """Make ``sock`` blocking with the kernel enforcing ``timeout`` on each
     receive and send: a call that times out fails with EAGAIN
@@ -293,10 +312,15 @@ class Endpoint:
                 sock.sendall(data)
                 if body is not None:
                     if streamed:
-                        send_chunked(sock, body)
+                        send_chunked(sock, _caller_chunks(body))
                     else:
                         sock.sendall(body)
                 return self._read_response(conn, req)
+            except _BodyError as exc:
+                # The caller's file failed to read (a cut upload): its own
+                # error, not the server's, which must not trip the breaker.
+                conn.close()
+                raise exc.__cause__ from None
             except socket.timeout as exc:
                 if conn is not None:
                     conn.close()

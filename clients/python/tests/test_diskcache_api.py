@@ -39,6 +39,42 @@ def test_set_read_streams_a_file(cache):
     assert cache.get('blob') == payload
 
 
+def test_set_read_with_plain_values_stores_them(cache):
+    # python-diskcache's Disk.store keeps bytes, str, int and float as they
+    # are, whatever read says; only other values are read as files.
+    for i, value in enumerate((b'raw bytes', 'text', 42, 1.5)):
+        assert cache.set('plain-%d' % i, value, read=True) is True
+        assert cache.get('plain-%d' % i) == value
+        assert cache.add('plain-add-%d' % i, value, read=True) is True
+        assert cache.get('plain-add-%d' % i) == value
+
+
+class _CutUpload:
+    """A file whose second read fails, as a cut-off upload does (Django's
+    UnreadablePostError is an OSError)."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def read(self, size=-1):
+        self.reads += 1
+        if self.reads == 1:
+            return b'first part'
+        raise OSError('client went away')
+
+
+def test_set_read_with_a_failing_file_raises_its_error(cache):
+    # The caller's error, not the server's: it does not trip the circuit
+    # breaker (which failed every call of the process for its cooldown).
+    cache.set('other', 'value')
+    with pytest.raises(OSError, match='client went away') as info:
+        cache.set('upload', _CutUpload(), read=True)
+    assert not isinstance(info.value, CacheServerError)
+    assert cache.client.endpoints[0].breaker.state == 'closed'
+    assert cache.get('other') == 'value'
+    assert cache.get('upload') is None
+
+
 def test_add_read_and_tag(cache):
     assert cache.add('f', io.BytesIO(b'file content'), read=True, tag='files') is True
     assert cache.add('f', io.BytesIO(b'other'), read=True) is False
