@@ -149,11 +149,13 @@ func (a *Autoscaler) scale(ctx context.Context, dc *cachev1alpha1.DiskCache) err
 	as := spec.Autoscaling
 	if as == nil || !as.Enabled {
 		a.forget(dc.UID)
-		if meta.FindStatusCondition(dc.Status.Conditions, cachev1alpha1.ConditionAutoscalingConflict) == nil {
+		// Turned off: its figures and last decision describe nothing now.
+		if meta.FindStatusCondition(dc.Status.Conditions, cachev1alpha1.ConditionAutoscalingConflict) == nil && dc.Status.Autoscaling == nil {
 			return nil
 		}
 		return a.writeStatus(ctx, dc, func(st *cachev1alpha1.DiskCacheStatus) {
 			meta.RemoveStatusCondition(&st.Conditions, cachev1alpha1.ConditionAutoscalingConflict)
+			st.Autoscaling = nil
 		})
 	}
 	mem := a.memory(dc.UID)

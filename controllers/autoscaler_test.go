@@ -362,6 +362,14 @@ func TestAutoscalerFollowsRequestRate(t *testing.T) {
 		t.Fatalf("after 200 requests in 10s: shards %d, status.autoscaling %+v", dc.Spec.Shards, a)
 	}
 	eventually(t, "ScaledUp event", func() error { return findEventNote(t, ns, name, "ScaledUp", "spec.shards 1 → 4: requestRate 2") })
+
+	// Turned off, its figures and decision leave the status.
+	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Autoscaling.Enabled = false })
+	eventually(t, "status.autoscaling removed", func() error {
+		rig.clk.Step(poll)
+		dc := get(t, ns, name, &cachev1alpha1.DiskCache{})
+		return want(dc.Status.Autoscaling == nil, "status.autoscaling %+v", dc.Status.Autoscaling)
+	})
 }
 
 // TestAutoscalerKeepsToTheWindowAfterARestart: the recommendations inside
