@@ -24,6 +24,11 @@ _START = struct.Struct('>IBI')  # frame length, method, target length
 _U32 = struct.Struct('>I')
 _HEAD = struct.Struct('>IHB')  # head length, status, header count
 _RECV_SIZE = 1 << 16
+# Decoded answer heads by their bytes (status, header count, headers), shared
+# by the answers that carry them: a Response's headers are read, never
+# changed.
+_HEADS = {}
+_HEADS_MAX = 512
 _MAX_HEAD = 1 << 21
 
 
@@ -132,7 +137,14 @@ def read_frame(conn):
     end = 4 + size
     while len(buf) < end + 4:
         buf = _more(conn, buf)
-    headers = _headers(buf, 7, count, end)
+    # Answers of one kind repeat their heads: decode each one once.
+    head = buf[4:end]  # status, header count and headers
+    headers = _HEADS.get(head)
+    if headers is None:
+        headers = _headers(buf, 7, count, end)
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[head] = headers
     pos = end
     parts = []
     while True:

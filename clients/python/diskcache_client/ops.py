@@ -51,6 +51,8 @@ def _is_miss(resp):
     have is raised instead of being taken for a miss."""
     if resp.status != 404:
         return False
+    if b'no route' not in resp.body:
+        return True  # its message cannot start so: no need to parse it
     err = error_from_response(resp.status, resp.body, resp.url)
     if err.message.startswith('no route'):
         raise err
