@@ -330,6 +330,16 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 			return
 		}
 		fw.reset()
+		if s.serveHotGet(fw, payload, auth) {
+			if err := fw.finish(); err != nil {
+				return
+			}
+			if !open {
+				_ = brw.Writer.Flush()
+				return
+			}
+			continue
+		}
 		*r = *tmpl
 		clear(header)
 		r.Header = header

@@ -522,3 +522,80 @@ func TestFramesLimits(t *testing.T) {
 		t.Fatalf("a stalled frame: %v, want the connection closed", err)
 	}
 }
+
+// TestFramesShortcutMatchesHTTP: gets of the server's own cache that memory
+// answers take the frames shortcut (frames_hot.go); their answers, and what
+// the metrics count, are the handler chain's. Each get is sent twice over
+// frames, so that the second finds memory filled (by the set, or by the
+// first get's miss), and compared with the same get over HTTP.
+func TestFramesShortcutMatchesHTTP(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{Args: []string{"--max-key-bytes", "100"}})
+	fc, resp := dialFrames(t, hostOf(t, srv), srv.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	put := func(target string, header [][2]string, body string) {
+		if a := fc.do(t, frameReq{method: "PUT", target: target, header: header, body: []byte(body)}); a.status != http.StatusNoContent {
+			t.Fatalf("PUT %s: %d %s", target, a.status, a.body)
+		}
+	}
+	put("/v1/keys/:1:text", [][2]string{{wire.HeaderValueType, "text"}, {wire.HeaderTag, "t1"}}, "hello")
+	put("/v1/keys/int?expire=600", [][2]string{{wire.HeaderValueType, "int"}}, "42")
+	put("/v1/keys/float", [][2]string{{wire.HeaderValueType, "float"}}, "1.5")
+	put("/v1/keys/pickled", [][2]string{{wire.HeaderValueType, "pickle"}}, "\x80\x05K\x01.")
+	put("/v1/keys/raw-_.~!$&'()*+,;=@", nil, "bytes")
+	put("/v1/keys/a%3Ab", nil, "escaped") // not for the shortcut: an escape
+	put("/v1/keys/"+strings.Repeat("k", 90), nil, "long")
+	gets := []string{
+		"/v1/keys/:1:text", "/v1/keys/int", "/v1/keys/float", "/v1/keys/pickled",
+		"/v1/keys/raw-_.~!$&'()*+,;=@", "/v1/keys/a%3Ab", "/v1/keys/a:b",
+		"/v1/keys/missing", "/v1/keys/" + strings.Repeat("k", 90), "/v1/keys/" + strings.Repeat("k", 101),
+		"/v1/keys/%2E%2E", "/v1/keys/int?kt=text",
+	}
+	series := `diskcache_http_requests_total{code="200",method="GET",route="/v1/keys/{key}"}`
+	if a := fc.do(t, frameReq{method: "GET", target: "/v1/keys/float"}); a.status != http.StatusOK { // the series starts
+		t.Fatalf("GET: %d %s", a.status, a.body)
+	}
+	before := metricValue(t, srv, series)
+	oks := 0
+	volatile := map[string]bool{"Date": true, "Content-Length": true, "Connection": true}
+	for _, target := range gets {
+		var a frameAnswer
+		for range 2 {
+			a = fc.do(t, frameReq{method: "GET", target: target})
+		}
+		if a.status == http.StatusOK {
+			oks += 2
+		}
+		req, err := http.NewRequest(http.MethodGet, srv.URL+target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+srv.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			oks++
+		}
+		if a.status != resp.StatusCode || !bytes.Equal(a.body, body) {
+			t.Errorf("GET %s: frames %d %q, HTTP %d %q", target, a.status, a.body, resp.StatusCode, body)
+		}
+		for name := range resp.Header {
+			if !volatile[name] && !slices.Equal(a.header.Values(name), resp.Header.Values(name)) {
+				t.Errorf("GET %s: header %s frames %q, HTTP %q", target, name, a.header.Values(name), resp.Header.Values(name))
+			}
+		}
+		for name := range a.header {
+			if _, ok := resp.Header[name]; !ok && !volatile[name] {
+				t.Errorf("GET %s: header %s only over frames", target, name)
+			}
+		}
+	}
+	if got := metricValue(t, srv, series) - before; got != float64(oks) {
+		t.Errorf("%s rose by %v over %d gets answered 200", series, got, oks)
+	}
+}

@@ -50,6 +50,9 @@ type Server struct {
 	started time.Time
 	// frames tracks the connections upgraded to frames (frames.go).
 	frames *frameConns
+	// hotGet holds the metrics of the frames shortcut's route
+	// (frames_hot.go); nil when the engine keeps no values in memory.
+	hotGet *routeMetrics
 }
 
 // handlerFunc is a handler that returns its error for writeError.
@@ -114,6 +117,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics(fc)
+	if cfg.HotValueBytes > 0 {
+		s.hotGet = s.hotGetMetrics()
+	}
 	// A newer topology than the persisted copy at start (flags, mounted
 	// file) gets the same stale-data check as an announcement.
 	if s.cluster, err = newClusterChecked(cfg, s.beforeAdopt); err != nil {
@@ -327,8 +333,11 @@ func (s *Server) authorized(r *http.Request) bool {
 
 // bearer is the token of r's Authorization header. The scheme name is
 // case-insensitive (RFC 9110 section 11.1).
-func bearer(r *http.Request) (string, bool) {
-	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+func bearer(r *http.Request) (string, bool) { return bearerOf(r.Header.Get("Authorization")) }
+
+// bearerOf is the token of an Authorization header value.
+func bearerOf(authorization string) (string, bool) {
+	scheme, got, ok := strings.Cut(authorization, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return "", false
 	}

@@ -335,6 +335,11 @@ func (f *FanoutCache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Ite
 	return it, ok, err
 }
 
+// GetFromMemory is Cache.GetFromMemory on key's database.
+func (f *FanoutCache) GetFromMemory(key kv.Key) (Item, bool, bool) {
+	return f.DatabaseFor(key).GetFromMemory(key)
+}
+
 // Pop removes the live item under key and returns it (see Cache.Pop).
 func (f *FanoutCache) Pop(ctx context.Context, key kv.Key, opts GetOptions) (Item, bool, error) {
 	it, ok, err := f.DatabaseFor(key).Pop(ctx, key, opts)

@@ -78,12 +78,17 @@ func newHotValues(max int64) *hotValues {
 // lookup returns the item under key if it is in memory. found is true when
 // memory answers: a live item (ok), or none (not ok) because the item
 // expired or the key has none, which the database would not return either.
-func (h *hotValues) lookup(key kv.Key, now float64) (it Item, ok, found bool) {
+//
+// A miss is counted unless first is set: a first look whose miss is
+// followed by a Get, which counts it.
+func (h *hotValues) lookup(key kv.Key, now float64, first bool) (it Item, ok, found bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.byKey[key]
 	if e == nil {
-		h.misses++
+		if !first {
+			h.misses++
+		}
 		return Item{}, false, false
 	}
 	h.hits++

@@ -342,11 +342,11 @@ func TestHotAbsentFillAfterAWriteIsDropped(t *testing.T) {
 	h.beforeCommit(func(yield func(hotWrite) bool) { yield(hotWrite{rowid: 1, item: Item{Key: k}}) })
 	h.writeEnd()
 	h.fillAbsent(token, k)
-	if _, _, found := h.lookup(k, 0); found {
+	if _, _, found := h.lookup(k, 0, false); found {
 		t.Fatal("a miss read before a write transaction was kept after it")
 	}
 	h.fillAbsent(h.fillToken(), k)
-	if _, ok, found := h.lookup(k, 0); !found || ok {
+	if _, ok, found := h.lookup(k, 0, false); !found || ok {
 		t.Fatalf("a miss read with no write running: found %v, ok %v; want kept as absent", found, ok)
 	}
 }

@@ -353,7 +353,7 @@ func (c *Cache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, boo
 	}
 	var token uint64
 	if c.hot != nil {
-		if it, ok, found := c.hot.lookup(key, c.nowSeconds()); found {
+		if it, ok, found := c.hot.lookup(key, c.nowSeconds(), false); found {
 			return it, ok, nil
 		}
 		token = c.hot.fillToken()
@@ -384,6 +384,23 @@ func (c *Cache) Get(ctx context.Context, key kv.Key, opts GetOptions) (Item, boo
 		c.hot.fill(token, rowid, it)
 	}
 	return c.finishRead(it, f, opts.Stream)
+}
+
+// GetFromMemory answers a get of key from the values kept in memory
+// (Options.HotBytes) when Get would: found is false when memory does not
+// know the key, or when Get would do more than read (statistics on, or an
+// eviction policy that updates the item on get), and then nothing was
+// done. The item never holds a file. A caller that skips Get this way
+// spares its context and its checks, which memory does not need.
+func (c *Cache) GetFromMemory(key kv.Key) (it Item, ok, found bool) {
+	if c.hot == nil || key.Validate() != nil {
+		return Item{}, false, false
+	}
+	s := c.settings.Load()
+	if s.Statistics || policies[s.EvictionPolicy].onGet != "" {
+		return Item{}, false, false
+	}
+	return c.hot.lookup(key, c.nowSeconds(), true)
 }
 
 // HotStats returns the figures of the values kept in memory
