@@ -102,6 +102,21 @@ func (h *hotValues) lookup(key kv.Key, now float64, first bool) (it Item, ok, fo
 	return e.item, true, true
 }
 
+// rowOf returns the row memory holds key's value from. Called inside a
+// write transaction of this process (no other write runs, and no read
+// fills memory meanwhile), it names the row the database holds for key at
+// that moment: an entry is dropped when its row changes, and put only as a
+// committed transaction left it. Its value is never in a file.
+func (h *hotValues) rowOf(key kv.Key) (int64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.byKey[key]
+	if e == nil || e.absent {
+		return 0, false
+	}
+	return e.rowid, true
+}
+
 // fillToken is taken before a read of the database; fill with it keeps
 // what was read unless a write transaction ran meanwhile. Zero: do not fill.
 func (h *hotValues) fillToken() uint64 {

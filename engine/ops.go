@@ -184,25 +184,42 @@ func (tx *Tx) setStored(key kv.Key, st stored, opts kv.SetOptions) error {
 		return err
 	}
 	now := tx.now()
-	dbKey, raw := dbKey(key)
-	row, ok, err := tx.cn.queryRow(`SELECT rowid, filename FROM Cache WHERE key = ? AND raw = ?`, 2, dbKey, raw)
-	if err != nil {
-		return err
-	}
 	expire, tag := expireAt(opts.Expire, now), dbTag(opts.Tag)
 	var rowid int64
-	if ok {
-		rowid = row[0].(int64)
-		tx.removeAfterCommit(row[1])
+	var err error
+	if r, ok := tx.hotRow(key); ok {
+		// Memory names the key's row, which holds no file: no need to
+		// look it up.
+		rowid = r
 		err = tx.updateRow(rowid, now, expire, tag, st)
 	} else {
-		rowid, err = tx.insertRow(dbKey, raw, now, expire, tag, st)
+		dbKey, raw := dbKey(key)
+		row, ok, qerr := tx.cn.queryRow(`SELECT rowid, filename FROM Cache WHERE key = ? AND raw = ?`, 2, dbKey, raw)
+		if qerr != nil {
+			return qerr
+		}
+		if ok {
+			rowid = row[0].(int64)
+			tx.removeAfterCommit(row[1])
+			err = tx.updateRow(rowid, now, expire, tag, st)
+		} else {
+			rowid, err = tx.insertRow(dbKey, raw, now, expire, tag, st)
+		}
 	}
 	if err != nil {
 		return err
 	}
 	tx.keepWritten(key, rowid, expire, tag, st)
 	return tx.cull(now)
+}
+
+// hotRow returns the row of key that memory holds (Options.HotBytes), if
+// it does: a write transaction may take it for the database's (rowOf).
+func (tx *Tx) hotRow(key kv.Key) (int64, bool) {
+	if tx.c.hot == nil {
+		return 0, false
+	}
+	return tx.c.hot.rowOf(key)
 }
 
 // keepWritten has the value just written to row rowid go to memory once
