@@ -116,6 +116,7 @@ _QUERY_ESCAPES = tuple(chr(b) if b in _UNRESERVED else '%%%02X' % b for b in ran
 # and a server reads a path without escapes cheaper.
 _SEGMENT_KEPT = _UNRESERVED | frozenset(b":@!$&'()*+,;=")
 _SEGMENT_ESCAPES = tuple(chr(b) if b in _SEGMENT_KEPT else '%%%02X' % b for b in range(256))
+_SEGMENT_KEPT_BYTES = bytes(sorted(_SEGMENT_KEPT))
 
 
 def path_segment(raw):
@@ -127,6 +128,8 @@ def path_segment(raw):
     """
     if raw in (b'.', b'..'):
         return '%2E' * len(raw)
+    if not raw.translate(None, _SEGMENT_KEPT_BYTES):
+        return raw.decode('ascii')  # nothing to escape: the common key
     return ''.join(map(_SEGMENT_ESCAPES.__getitem__, raw))
 
 
