@@ -190,6 +190,22 @@ func TestHotValuesSeeEveryChange(t *testing.T) {
 	}
 }
 
+// stopReaders waits for the writers, stops the readers, reports what they
+// found wrong, and fails when memory answered no get.
+func stopReaders(t *testing.T, c *Cache, writers, readers *sync.WaitGroup, done *atomic.Bool, errs chan error) {
+	t.Helper()
+	writers.Wait()
+	done.Store(true)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if s := c.HotStats(); s.Hits == 0 {
+		t.Fatalf("no get was answered from memory: %+v", s)
+	}
+}
+
 // TestHotAbsentKeysNeverHideAWrite has writers insert new keys, and update
 // expired rows back to life, while readers get keys on both sides of the
 // last write: a get that starts after a write returned must find its key,
@@ -256,16 +272,7 @@ func TestHotAbsentKeysNeverHideAWrite(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
-	done.Store(true)
-	readers.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if s := c.HotStats(); s.Hits == 0 {
-		t.Fatalf("no get was answered from memory: %+v", s)
-	}
+	stopReaders(t, c, &wg, &readers, &done, errs)
 }
 
 // TestHotValuesNeverGoBack has writers store increasing values while
@@ -318,16 +325,7 @@ func TestHotValuesNeverGoBack(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
-	done.Store(true)
-	readers.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if s := c.HotStats(); s.Hits == 0 {
-		t.Fatalf("no get was answered from memory: %+v", s)
-	}
+	stopReaders(t, c, &wg, &readers, &done, errs)
 }
 
 // TestHotAbsentFillAfterAWriteIsDropped: a get that found no row keeps
