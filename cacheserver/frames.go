@@ -108,7 +108,9 @@ func decodeFrame(p []byte, h http.Header) (frameRequest, error) {
 		if uint64(vl) > uint64(len(p)) {
 			return fr, &errFrame{"header value past the end of the frame"}
 		}
-		value := p[:vl]
+		// Surrounding whitespace is not part of a field value (RFC 9110
+		// 5.5), as net/http drops it for HTTP.
+		value := bytes.Trim(p[:vl], " \t")
 		p = p[vl:]
 		if !validHeaderName(name) || !validHeaderValue(value) {
 			return fr, &errFrame{fmt.Sprintf("invalid header %q", name)}
@@ -380,6 +382,7 @@ func (s *Server) serveFrame(h http.Handler, fw *frameWriter, r *http.Request, pa
 		r.Header["Authorization"] = auth
 	}
 	r.Method, r.URL, r.RequestURI = fr.method, u, fr.target
+	fw.bodiless = fr.method == http.MethodHead
 	r.ContentLength, r.Body = int64(len(fr.body)), http.NoBody
 	if len(fr.body) > 0 {
 		// A copy, as the payload's buffer serves the next frame: the body
@@ -436,16 +439,20 @@ type frameWriter struct {
 	header http.Header
 	status int
 	head   bool // the head was written
-	body   []byte
-	pairs  [][2]string
-	err    error
-	buf    [8]byte // for the integers of the head and chunk lengths
+	// bodiless: the answer to a HEAD, whose body is dropped (net/http
+	// does the same for HTTP).
+	bodiless bool
+	body     []byte
+	pairs    [][2]string
+	err      error
+	buf      [8]byte // for the integers of the head and chunk lengths
 }
 
 func (w *frameWriter) reset() {
 	clear(w.header)
 	w.status = 0
 	w.head = false
+	w.bodiless = false
 	w.body = w.body[:0]
 	w.err = nil
 }
@@ -464,6 +471,9 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 	}
 	if w.err != nil {
 		return 0, w.err
+	}
+	if w.bodiless {
+		return len(p), nil
 	}
 	n := len(p)
 	for len(p) > 0 {

@@ -222,6 +222,12 @@ func TestFramesMatchHTTP(t *testing.T) {
 		{method: "DELETE", target: "/keys/n"},
 		{method: "POST", target: "/batch/get", header: [][2]string{{"Content-Type", "application/json"}}, body: []byte(`{"keys":[{"key":"a"},{"key":"n"}]}`)},
 		{method: "GET", target: "/stats"},
+		// A HEAD answer has no body, a GET route's or an error's.
+		{method: "HEAD", target: "/stats"},
+		{method: "HEAD", target: "/keys/a?kt=int"},
+		// Whitespace around a header value is not part of it.
+		{method: "PUT", target: "/keys/w", header: [][2]string{{wire.HeaderValueType, " text\t"}}, body: []byte("v")},
+		{method: "GET", target: "/keys/w"},
 	}
 	// Headers whose values differ between two runs of the same sequence.
 	volatile := map[string]bool{"Date": true, "Content-Length": true, wire.HeaderExpireTime: true}
