@@ -15,8 +15,8 @@ import (
 // the engine holds in memory. It answers what the handler chain answers
 // (the same head and body, the same metrics) without building a request,
 // routing it, or making a context for it: what memory answers needs none
-// of these. Anything else takes the chain (TestFramesMatchHTTP compares
-// both, hotGetRoute's frames included).
+// of these. Anything else takes the chain (TestFramesShortcutMatchesHTTP
+// compares both).
 
 // hotGetRoute is the route (and metrics label) the shortcut answers for.
 const hotGetRoute = "/v1/keys/{key}"
@@ -32,11 +32,8 @@ func (s *Server) serveHotGet(fw *frameWriter, payload []byte, auth []string) boo
 	if !ok || s.hotGet == nil || s.cluster.sharded() || int64(len(key)) > s.cfg.MaxKeyBytes {
 		return false
 	}
-	if s.tokens != nil {
-		tok, ok := bearerOf(first(auth))
-		if !ok || !s.tokens.accepts(tok) && (s.admin == nil || !s.admin.accepts(tok)) {
-			return false // the chain answers 401
-		}
+	if !s.acceptsAuthorization(first(auth)) {
+		return false // the chain answers 401
 	}
 	k, err := wire.ParseKey(key, "")
 	if err != nil {

@@ -236,7 +236,7 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() { rm.observe(rec.status, time.Since(start)) }()
 		hasBody := r.Body != nil && r.Body != http.NoBody
-		if auth && !s.authorized(r) && !s.isAdmin(r) {
+		if auth && !s.acceptsAuthorization(r.Header.Get("Authorization")) {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
 			if hasBody && r.ProtoMajor == 1 {
 				// Answer at once and drop the connection: draining the
@@ -311,6 +311,17 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 			s.writeError(rec, r, err)
 		}
 	})
+}
+
+// acceptsAuthorization reports whether an Authorization header value
+// carries a data token or the operator's (any when the server runs
+// without tokens).
+func (s *Server) acceptsAuthorization(authorization string) bool {
+	if s.tokens == nil {
+		return true
+	}
+	tok, ok := bearerOf(authorization)
+	return ok && (s.tokens.accepts(tok) || s.admin != nil && s.admin.accepts(tok))
 }
 
 // isAdmin reports whether r carries the operator's token.
