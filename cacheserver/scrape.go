@@ -94,7 +94,7 @@ func (l *scrapeLimiter) run(r *rendering, wait time.Duration) {
 func (s *Server) metricsHandler() http.Handler {
 	l := newScrapeLimiter(s.metrics.registry, s.cfg.MetricsInterval)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.MetricsRequireToken && !s.authorized(r) && !s.isAdmin(r) {
+		if s.cfg.MetricsRequireToken && !s.acceptsAuthorization(r.Header.Get("Authorization")) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
 			writeJSON(w, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token (this server serves /metrics with the data token only)"})
 			return

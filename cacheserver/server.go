@@ -333,15 +333,6 @@ func (s *Server) isAdmin(r *http.Request) bool {
 	return ok && s.admin.accepts(got)
 }
 
-// authorized reports whether r carries one of the accepted data tokens.
-func (s *Server) authorized(r *http.Request) bool {
-	if s.tokens == nil {
-		return true
-	}
-	got, ok := bearer(r)
-	return ok && s.tokens.accepts(got)
-}
-
 // bearer is the token of r's Authorization header. The scheme name is
 // case-insensitive (RFC 9110 section 11.1).
 func bearer(r *http.Request) (string, bool) { return bearerOf(r.Header.Get("Authorization")) }
