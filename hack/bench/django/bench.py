@@ -29,7 +29,7 @@ and value generator and process count against:
 Each run: one process fills the 1,100 keys, then N processes (8) each run
 ``--ops`` operations: a random key of ``--keys``, a bytes value like
 benchmark_core.py's (``str(count).encode() * randrange(1, 100)``), 90% get,
-9% set, 1% delete; the first ``--warmup`` operations of each process are not
+9% set, 1% delete (``--mix``); the first ``--warmup`` operations of each process are not
 timed. Every operation is timed with time.perf_counter_ns; percentiles are
 over all processes' samples. Also measured: the CPU time the client
 processes spend per timed operation (time.process_time_ns) and the server
@@ -508,6 +508,7 @@ def worker(num, alias, args, barrier, result, profile_path):
         perf = time.perf_counter_ns
         get, set_, delete = cache.get, cache.set, cache.delete
         warmup, keys = args.warmup, args.keys
+        get_below, set_below = args.get_share, args.get_share + args.set_share
         first = last = None
         cpu_start = None
         cpu = time.process_time_ns
@@ -521,12 +522,12 @@ def worker(num, alias, args, barrier, result, profile_path):
             key = str(rng.randrange(keys))
             value = str(count).encode('utf-8') * rng.randrange(1, 100)
             choice = rng.random()
-            if choice < 0.900:
+            if choice < get_below:
                 start = perf()
                 res = get(key)
                 end = perf()
                 op, miss = 'get', res is None
-            elif choice < 0.990:
+            elif choice < set_below:
                 start = perf()
                 res = set_(key, value)
                 end = perf()
@@ -886,6 +887,9 @@ def main():
     parser.add_argument('--warmup', type=int, default=1000,
                         help='untimed operations at the start of each process')
     parser.add_argument('--keys', type=int, default=1100, help='key range')
+    parser.add_argument('--mix', default='90,9,1', metavar='GET,SET,DELETE',
+                        help='percentages of gets, sets and deletes (benchmark_djangocache.py: '
+                             '90,9,1); e.g. 100,0,0 for gets only')
     parser.add_argument('--rounds', type=int, default=3,
                         help='runs of every backend, interleaved; the table shows the '
                              'median of each statistic')
@@ -917,6 +921,13 @@ def main():
             parser.error('unknown backend %r' % name)
     if args.warmup >= args.ops:
         parser.error('--warmup must be below --ops')
+    try:
+        mix = [float(x) for x in args.mix.split(',')]
+    except ValueError:
+        mix = []
+    if len(mix) != 3 or min(mix) < 0 or abs(sum(mix) - 100) > 1e-9:
+        parser.error('--mix must be three percentages (gets, sets, deletes) adding up to 100')
+    args.get_share, args.set_share = mix[0] / 100, mix[1] / 100
 
     services = Services()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -1020,9 +1031,10 @@ def run(args, wanted, services, work):
     configure_django(caches)
     ctx = multiprocessing.get_context('fork')
     log('%s; %d CPUs' % (versions(backends, redis_url, memcached_loc), os.cpu_count()))
-    log('workload: %d processes x %d ops (%d untimed), %d keys, 90%% get / 9%% set / '
-        '1%% delete, %d round(s)' % (args.procs, args.ops, args.warmup, args.keys,
-                                     args.rounds))
+    gets, sets, deletes = args.mix.split(',')
+    log('workload: %d processes x %d ops (%d untimed), %d keys, %s%% get / %s%% set / '
+        '%s%% delete, %d round(s)' % (args.procs, args.ops, args.warmup, args.keys,
+                                      gets, sets, deletes, args.rounds))
     rounds = {name: [] for name in backends}
     for rnd in range(args.rounds):
         for name in backends:
