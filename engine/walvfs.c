@@ -1,14 +1,16 @@
-// A VFS over SQLite's unix-excl that writes each frame of the write-ahead
-// log in one pwrite instead of two. SQLite writes a frame as its 24-byte
-// header and then its page, at the next offset (walWriteOneFrame); a system
-// call costs more than copying a page, so the header is held back and sent
-// with the page. Nothing else changes: a held header goes out before any
-// other call on the file (a write elsewhere, a read, a sync, a truncate, a
-// size, a file control, a close), so SQLite sees the file as if it had been
-// written at once, and a crash between the two loses only what a crash
-// between SQLite's own two writes would (the frame, whose checksum would
-// not match without its page).
-
+// A VFS over SQLite's unix-excl that writes the frames a commit appends to
+// the write-ahead log in one pwrite, instead of two per frame. SQLite
+// writes a frame as its 24-byte header and then its page, at the next
+// offset (walWriteOneFrame), and a commit's frames one after the other,
+// the last one marked as the commit (a non-zero database size in its
+// header); a system call costs more than copying a page. So the frames are
+// held in a buffer and written together once the commit frame is complete
+// (or the buffer is full). Nothing else changes: held bytes go out before
+// any other call on the file (a write elsewhere, a read, a sync, a
+// truncate, a size, a file control, a close), so SQLite sees the file as if
+// each write had been made at once. A crash with frames held loses only a
+// transaction that had not committed: no other connection can see frames
+// before the commit frame, which SQLite writes before it publishes them.
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +19,15 @@
 #include "walvfs.h"
 
 #define FRAME_HEADER 24
+// HOLD_MAX bounds the bytes held for one write: a transaction larger than
+// this goes out in several.
+#define HOLD_MAX (256 * 1024)
 
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs frame_vfs;
 static sqlite3_io_methods frame_methods;
-static unsigned long long frames_joined; // for tests
+static unsigned long long frames_written; // for tests
+static unsigned long long frame_writes;   // for tests: writes that carried frames
 static unsigned long long log_reads;     // for tests
 
 // The size of a log file, shared by every connection of the process that
@@ -80,11 +86,14 @@ static void log_size_unref(log_size *r) {
 typedef struct {
 	sqlite3_file base;          // pMethods = &frame_methods
 	sqlite3_file *real;         // the unix-excl file, right after this struct
-	sqlite3_int64 held_off;     // offset of the held header
-	int held;                   // a header is held
-	unsigned char header[FRAME_HEADER];
-	unsigned char *buf;         // header and page, written together
-	int buf_cap;
+	unsigned char *held;        // bytes held: whole frames, then maybe a header
+	int held_len;               // 0: nothing held
+	int held_cap;
+	sqlite3_int64 held_off;     // where the held bytes go in the file
+	int held_frames;            // whole frames held
+	int header_at;              // offset in held of a header without its page, or -1
+	int after_read;             // the last call was a read, at read_off
+	sqlite3_int64 read_off;
 	log_size *size;             // NULL when the record could not be made
 } frame_file;
 
@@ -116,20 +125,54 @@ static int real_write(frame_file *f, const void *in, int n, sqlite3_int64 off) {
 	return rc;
 }
 
+// flush_held writes the held bytes.
 static int flush_held(frame_file *f) {
-	if (!f->held) {
+	if (f->held_len == 0) {
 		return SQLITE_OK;
 	}
-	f->held = 0;
-	return real_write(f, f->header, FRAME_HEADER, f->held_off);
+	int n = f->held_len;
+	f->held_len = 0;
+	f->header_at = -1;
+	if (f->held_frames > 0) {
+		__atomic_fetch_add(&frames_written, f->held_frames, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&frame_writes, 1, __ATOMIC_RELAXED);
+		f->held_frames = 0;
+	}
+	return real_write(f, f->held, n, f->held_off);
+}
+
+// hold appends n bytes to the held ones; it fails (and holds nothing more)
+// when the buffer cannot grow.
+static int hold(frame_file *f, const void *in, int n) {
+	if (f->held_cap < f->held_len + n) {
+		int cap = f->held_cap ? f->held_cap : 8192;
+		while (cap < f->held_len + n) {
+			cap *= 2;
+		}
+		unsigned char *b = realloc(f->held, cap);
+		if (b == NULL) {
+			return 0;
+		}
+		f->held = b;
+		f->held_cap = cap;
+	}
+	memcpy(f->held + f->held_len, in, n);
+	f->held_len += n;
+	return 1;
+}
+
+// commit_frame reports whether the frame header at h ends a transaction:
+// its second field, the database size after the commit, is not zero.
+static int commit_frame(const unsigned char *h) {
+	return (h[4] | h[5] | h[6] | h[7]) != 0;
 }
 
 static int f_close(sqlite3_file *p) {
 	frame_file *f = (frame_file *)p;
 	int rc = flush_held(f);
 	int rc2 = f->real->pMethods->xClose(f->real);
-	free(f->buf);
-	f->buf = NULL;
+	free(f->held);
+	f->held = NULL;
 	if (f->size != NULL) {
 		log_size_unref(f->size);
 		f->size = NULL;
@@ -144,38 +187,43 @@ static int f_read(sqlite3_file *p, void *out, int n, sqlite3_int64 off) {
 		return rc;
 	}
 	__atomic_fetch_add(&log_reads, 1, __ATOMIC_RELAXED);
+	f->after_read = 1;
+	f->read_off = off;
 	return f->real->pMethods->xRead(f->real, out, n, off);
 }
 
 static int f_write(sqlite3_file *p, const void *in, int n, sqlite3_int64 off) {
 	frame_file *f = (frame_file *)p;
-	if (f->held) {
-		if (off == f->held_off + FRAME_HEADER && n > 0) {
-			int total = FRAME_HEADER + n;
-			if (f->buf_cap < total) {
-				unsigned char *b = realloc(f->buf, total);
-				if (b == NULL) {
-					int rc = flush_held(f);
-					return rc != SQLITE_OK ? rc : real_write(f, in, n, off);
+	int rewrite = f->after_read && off == f->read_off;
+	f->after_read = 0;
+	if (f->held_len > 0 && off == f->held_off + f->held_len && n > 0) {
+		if (f->header_at >= 0) {
+			// The page of the held header: the frame is whole.
+			int at = f->header_at;
+			if (hold(f, in, n)) {
+				f->header_at = -1;
+				f->held_frames++;
+				if (commit_frame(f->held + at) || f->held_len >= HOLD_MAX) {
+					return flush_held(f);
 				}
-				f->buf = b;
-				f->buf_cap = total;
+				return SQLITE_OK;
 			}
-			memcpy(f->buf, f->header, FRAME_HEADER);
-			memcpy(f->buf + FRAME_HEADER, in, n);
-			f->held = 0;
-			__atomic_fetch_add(&frames_joined, 1, __ATOMIC_RELAXED);
-			return real_write(f, f->buf, total, f->held_off);
-		}
-		int rc = flush_held(f);
-		if (rc != SQLITE_OK) {
-			return rc;
+		} else if (n == FRAME_HEADER && hold(f, in, n)) {
+			f->header_at = f->held_len - FRAME_HEADER; // the next frame's header
+			return SQLITE_OK;
 		}
 	}
-	if (n == FRAME_HEADER) {
-		memcpy(f->header, in, FRAME_HEADER);
+	int rc = flush_held(f);
+	if (rc != SQLITE_OK) {
+		return rc;
+	}
+	// A header written where the last read began is SQLite rewriting the
+	// checksum of a frame it wrote before (walRewriteChecksums), not a new
+	// frame whose page follows: it goes out at once, for no later call may
+	// come to send it before a crash.
+	if (n == FRAME_HEADER && !rewrite && hold(f, in, n)) {
 		f->held_off = off;
-		f->held = 1;
+		f->header_at = 0;
 		return SQLITE_OK;
 	}
 	return real_write(f, in, n, off);
@@ -298,6 +346,7 @@ static int v_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *p, int flags
 	frame_file *f = (frame_file *)p;
 	memset(f, 0, sizeof(*f));
 	f->real = (sqlite3_file *)(f + 1);
+	f->header_at = -1;
 	int rc = real_vfs->xOpen(real_vfs, name, f->real, flags, out_flags);
 	if (rc != SQLITE_OK) {
 		if (f->real->pMethods != NULL) {
@@ -400,8 +449,12 @@ long long diskcache_log_size(const char *name) {
 	return size;
 }
 
-unsigned long long diskcache_frames_joined(void) {
-	return __atomic_load_n(&frames_joined, __ATOMIC_RELAXED);
+unsigned long long diskcache_frames_written(void) {
+	return __atomic_load_n(&frames_written, __ATOMIC_RELAXED);
+}
+
+unsigned long long diskcache_frame_writes(void) {
+	return __atomic_load_n(&frame_writes, __ATOMIC_RELAXED);
 }
 
 unsigned long long diskcache_log_reads(void) {

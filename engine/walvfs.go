@@ -11,10 +11,11 @@ import (
 )
 
 // frameVFS is the VFS of exclusive connections (Options.Exclusive):
-// SQLite's unix-excl, with each frame of the write-ahead log written in one
-// system call instead of two (walvfs.c). A SET's commit writes about three
-// frames, each a 24-byte header and a 4 KiB page; measured on the project's
-// VM, one pwrite of both costs 2.7–3.0 µs and two 4.9–5.0.
+// SQLite's unix-excl, with the frames a commit appends to the write-ahead
+// log written in one system call instead of two per frame (walvfs.c). A
+// SET's commit writes about three frames, each a 24-byte header and a page;
+// measured on the project's VM, one pwrite of a header and a 4 KiB page
+// costs 2.7–3.0 µs and two 4.9–5.0.
 const frameVFS = C.DISKCACHE_FRAME_VFS
 
 // registerFrameVFS registers frameVFS with SQLite, once per process.
@@ -25,9 +26,11 @@ var registerFrameVFS = sync.OnceValue(func() error {
 	return nil
 })
 
-// framesJoined returns how many log frames this process has written in one
-// call (tests read it).
-func framesJoined() int64 { return int64(C.diskcache_frames_joined()) }
+// frameWrites returns how many log frames this process has written, and in
+// how many writes (tests read them).
+func frameWrites() (frames, writes int64) {
+	return int64(C.diskcache_frames_written()), int64(C.diskcache_frame_writes())
+}
 
 // logReads returns how many reads this process has made of the logs of
 // exclusive caches (tests read it): a page of the log that a connection

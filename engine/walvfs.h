@@ -1,8 +1,10 @@
 // The VFS of walvfs.c, which engine/walvfs.go registers.
 #define DISKCACHE_FRAME_VFS "diskcache-excl"
 int diskcache_register_frame_vfs(void);
-// Frames written in one call so far, in this process.
-unsigned long long diskcache_frames_joined(void);
+// Log frames written so far in this process, and the writes that carried
+// them (a commit's frames go out in one).
+unsigned long long diskcache_frames_written(void);
+unsigned long long diskcache_frame_writes(void);
 // Reads of a log so far, in this process.
 unsigned long long diskcache_log_reads(void);
 // The name SQLite gives db's log, into out (n bytes, at least the real

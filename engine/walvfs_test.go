@@ -8,30 +8,60 @@ import (
 	"testing"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // TestExclusiveLogFramesAreWrittenWhole writes through an exclusive cache,
-// whose log frames walvfs.c writes in one call each, and checks that every
-// frame went out so and that the log is SQLite's own: a copy of the files
-// taken while the cache is open (the state a crash would leave) opens
-// through SQLite's default VFS, which recovers the database from the log,
-// with every committed write in it and its integrity check clean.
+// whose log gets each commit's frames in one write (walvfs.c), and checks
+// that the log is SQLite's own: a copy of the files taken while the cache
+// is open (the state a crash would leave) opens through SQLite's default
+// VFS, which recovers the database from the log, with every committed
+// write in it and its integrity check clean. Besides small commits, it
+// makes one larger than what walvfs.c holds for one write, and one that
+// spills pages to the log before it commits (a page cache of 16 pages),
+// after which SQLite rewrites the checksums of frames it wrote before.
 func TestExclusiveLogFramesAreWrittenWhole(t *testing.T) {
 	dir := t.TempDir()
-	c, err := Open(utCtx, dir, Options{Exclusive: true})
+	c, err := Open(utCtx, dir, Options{Exclusive: true,
+		Settings: map[settings.Name]any{settings.NameSQLiteCacheSize: 16}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	const writes = 50
 	value := func(i int) kv.Value { return kv.Bytes(bytes.Repeat([]byte{byte('a' + i%26)}, 100+i*37)) }
-	before := framesJoined()
+	frames0, writes0 := frameWrites()
 	for i := range writes {
 		utSet(t, c, kv.TextKey(fmt.Sprintf("key%d", i)), value(i), kv.SetOptions{})
 	}
-	// Each commit writes at least one frame.
-	if joined := framesJoined() - before; joined < writes {
-		t.Errorf("%d log frames written in one call for %d commits, want at least one per commit", joined, writes)
+	// One write per commit, and commits of more than one frame.
+	frames, logWrites := frameWrites()
+	if logWrites-writes0 != writes || frames-frames0 <= writes {
+		t.Errorf("%d commits wrote %d log frames in %d writes; want one write each, and more frames than commits",
+			writes, frames-frames0, logWrites-writes0)
+	}
+
+	// A transaction whose rows fill more than the buffer (256 KiB), and one
+	// of more pages than the page cache holds.
+	big := func(tx *Tx, prefix string, n int) error {
+		for i := range n {
+			if err := tx.Set(kv.TextKey(fmt.Sprintf("%s%d", prefix, i)), value(i%40), kv.SetOptions{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := c.Transact(utCtx, func(tx *Tx) error { return big(tx, "big", 600) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Transact(utCtx, func(tx *Tx) error {
+		if err := big(tx, "spill", 300); err != nil {
+			return err
+		}
+		// Pages written to the log before this, spilled, are written again.
+		return big(tx, "big", 600)
+	}); err != nil {
+		t.Fatal(err)
 	}
 
 	crashed := t.TempDir()
@@ -54,6 +84,12 @@ func TestExclusiveLogFramesAreWrittenWhole(t *testing.T) {
 	defer r.Close()
 	for i := range writes {
 		utWant(t, r, kv.TextKey(fmt.Sprintf("key%d", i)), value(i))
+	}
+	for i := range 600 {
+		utWant(t, r, kv.TextKey(fmt.Sprintf("big%d", i)), value(i%40))
+	}
+	for i := range 300 {
+		utWant(t, r, kv.TextKey(fmt.Sprintf("spill%d", i)), value(i%40))
 	}
 	cn, err := r.acquire(utCtx)
 	if err != nil {
