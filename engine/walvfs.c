@@ -5,7 +5,7 @@
 // the last one marked as the commit (a non-zero database size in its
 // header); a system call costs more than copying a page. So the frames are
 // held in a buffer and written together once the commit frame is complete
-// (or the buffer is full). Nothing else changes: held bytes go out before
+// (or HOLD_MAX bytes). Nothing else changes: held bytes go out before
 // any other call on the file (a write elsewhere, a read, a sync, a
 // truncate, a size, a file control, a close), so SQLite sees the file as if
 // each write had been made at once. A crash with frames held loses only a
@@ -19,9 +19,12 @@
 #include "walvfs.h"
 
 #define FRAME_HEADER 24
-// HOLD_MAX bounds the bytes held for one write: a transaction larger than
-// this goes out in several.
-#define HOLD_MAX (256 * 1024)
+// HOLD_MAX: once whole frames held reach it, they go out. unix-excl
+// writes at most 128 KiB - 1 bytes per call (seekAndWrite masks the count
+// to 17 bits, and a write whose count masks to 0 fails as SQLITE_FULL);
+// below HOLD_MAX, one more frame of the largest page (64 KiB and its
+// header) keeps a write under that.
+#define HOLD_MAX (60 * 1024)
 
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs frame_vfs;
