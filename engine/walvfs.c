@@ -11,6 +11,8 @@
 // each write had been made at once. A crash with frames held loses only a
 // transaction that had not committed: no other connection can see frames
 // before the commit frame, which SQLite writes before it publishes them.
+// Frames of a transaction that rolled back may still be held; they are
+// dropped once another connection has changed the log (flush_held).
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,9 @@ typedef struct log_size {
 	struct log_size *next;
 	int refs;
 	sqlite3_int64 size;
+	// gen counts the changes made to the file (writes, truncations) by
+	// any connection: see flush_held.
+	unsigned long long gen;
 	char name[];
 } log_size;
 
@@ -62,6 +67,7 @@ static log_size *log_size_ref(const char *name, sqlite3_int64 size) {
 			memcpy(r->name, name, n);
 			r->refs = 0;
 			r->size = size;
+			r->gen = 0;
 			r->next = log_sizes;
 			log_sizes = r;
 		}
@@ -95,6 +101,7 @@ typedef struct {
 	sqlite3_int64 held_off;     // where the held bytes go in the file
 	int held_frames;            // whole frames held
 	int header_at;              // offset in held of a header without its page, or -1
+	unsigned long long held_gen; // size->gen when the held bytes began
 	int after_read;             // the last call was a read, at read_off
 	sqlite3_int64 read_off;
 	log_size *size;             // NULL when the record could not be made
@@ -121,14 +128,28 @@ static void track_write(frame_file *f, int rc, sqlite3_int64 end) {
 	}
 }
 
+// changed counts a change of the file in its record.
+static void changed(frame_file *f) {
+	if (f->size != NULL) {
+		__atomic_add_fetch(&f->size->gen, 1, __ATOMIC_SEQ_CST);
+	}
+}
+
 // real_write writes through unix-excl and records the file's new size.
 static int real_write(frame_file *f, const void *in, int n, sqlite3_int64 off) {
 	int rc = f->real->pMethods->xWrite(f->real, in, n, off);
 	track_write(f, rc, off + n);
+	changed(f);
 	return rc;
 }
 
-// flush_held writes the held bytes.
+// flush_held writes the held bytes, unless another connection has changed
+// the file since they began: then they are frames of a transaction that
+// spilled pages to the log and rolled back (SQLite itself would have
+// written them at once, and the other connection's frames over them), and
+// they are dropped. No other connection can change the log while this
+// one's write transaction runs, so frames still to commit are never
+// dropped.
 static int flush_held(frame_file *f) {
 	if (f->held_len == 0) {
 		return SQLITE_OK;
@@ -136,6 +157,10 @@ static int flush_held(frame_file *f) {
 	int n = f->held_len;
 	f->held_len = 0;
 	f->header_at = -1;
+	if (f->size != NULL && __atomic_load_n(&f->size->gen, __ATOMIC_SEQ_CST) != f->held_gen) {
+		f->held_frames = 0;
+		return SQLITE_OK;
+	}
 	if (f->held_frames > 0) {
 		__atomic_fetch_add(&frames_written, f->held_frames, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&frame_writes, 1, __ATOMIC_RELAXED);
@@ -206,7 +231,7 @@ static int f_write(sqlite3_file *p, const void *in, int n, sqlite3_int64 off) {
 			if (hold(f, in, n)) {
 				f->header_at = -1;
 				f->held_frames++;
-				if (commit_frame(f->held + at) || f->held_len >= HOLD_MAX) {
+				if (commit_frame(f->held + at) || f->held_len >= HOLD_MAX || f->size == NULL) {
 					return flush_held(f);
 				}
 				return SQLITE_OK;
@@ -227,6 +252,9 @@ static int f_write(sqlite3_file *p, const void *in, int n, sqlite3_int64 off) {
 	if (n == FRAME_HEADER && !rewrite && hold(f, in, n)) {
 		f->held_off = off;
 		f->header_at = 0;
+		if (f->size != NULL) {
+			f->held_gen = __atomic_load_n(&f->size->gen, __ATOMIC_SEQ_CST);
+		}
 		return SQLITE_OK;
 	}
 	return real_write(f, in, n, off);
@@ -253,6 +281,7 @@ static int f_truncate(sqlite3_file *p, sqlite3_int64 size) {
 	}
 	rc = f->real->pMethods->xTruncate(f->real, size);
 	refresh_size(f);
+	changed(f);
 	return rc;
 }
 
