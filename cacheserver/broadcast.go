@@ -421,9 +421,22 @@ func mergeBatchGet(w http.ResponseWriter, keys []kv.Key, groups map[int][]int, r
 	return nil
 }
 
+// batchRedoBytes bounds the values a batch set keeps in memory, while it
+// streams them to their owners, to send them again if an owner refuses its
+// part for a newer topology (a batch of larger values is not redone).
+const batchRedoBytes = 1 << 20
+
+// keptRecord is a record of a batch set kept to be sent again.
+type keptRecord struct {
+	rec   wire.Record
+	value []byte
+}
+
 // batchSetBroadcast streams each record of a batch set to its owner's part
 // as it is read, then adds up the parts' answers, with failed records
-// numbered as in the request.
+// numbered as in the request. A part an owner refused because this shard
+// lags (409 wrong_epoch) is sent again, once, by the newer topology, when
+// its records were kept (batchRedoBytes).
 func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *topology.Announcement) error {
 	type part struct {
 		pw     *io.PipeWriter
@@ -463,6 +476,8 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	rr := wire.NewRecordReader(r.Body)
 	var readErr error
 	var keyless []BatchSetFailed // records without a key, failed here
+	kept := map[int]keptRecord{} // by request position; nil once over batchRedoBytes
+	var keptBytes int64
 	for i := 0; ; i++ {
 		rec, body, err := rr.Next()
 		if errors.Is(err, io.EOF) {
@@ -492,6 +507,20 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 		}
 		p.index = append(p.index, i)
 		p.sent = append(p.sent, BatchSetFailed{Index: i, Key: rec.Key, Kind: rec.Kind})
+		if kept != nil && rec.Len <= batchRedoBytes-keptBytes {
+			value := make([]byte, rec.Len)
+			if _, err := io.ReadFull(body, value); err != nil {
+				readErr = badRequest(wire.CodeBadRequest, "record %d: %v", i, err)
+				break
+			}
+			kept[i] = keptRecord{rec: rec, value: value}
+			keptBytes += rec.Len
+			if !p.cut && p.rw.Write(rec, value) != nil {
+				p.cut = true // as below
+			}
+			continue
+		}
+		kept = nil
 		if p.cut {
 			continue // its shard failed: the 502 below says so
 		}
@@ -510,6 +539,19 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	finish()
 	res := BatchSetResult{Failed: append([]BatchSetFailed{}, keyless...)}
 	var failed []shardAnswer
+	var redo []int // request positions of the records to send again
+	answers := make([]shardAnswer, 0, len(parts))
+	for _, p := range parts {
+		answers = append(answers, p.answer)
+	}
+	if readErr == nil && s.adoptNewerAnswer(answers, a) && kept != nil {
+		for o, p := range parts {
+			if _, ok := wrongEpochOf(p.answer.Result); ok && p.answer.Status == http.StatusConflict {
+				redo = append(redo, p.index...)
+				delete(parts, o)
+			}
+		}
+	}
 	for _, p := range parts {
 		var pr BatchSetResult
 		if p.cut || !p.answer.ok() || json.Unmarshal(p.answer.Result, &pr) != nil {
@@ -527,6 +569,12 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 			res.Failed = append(res.Failed, f)
 		}
 	}
+	if len(redo) > 0 {
+		stored, refailed, answers := s.sendKeptRecords(r, s.cluster.current(), redo, kept)
+		res.Stored += stored
+		res.Failed = append(res.Failed, refailed...)
+		failed = append(failed, answers...)
+	}
 	sort.Slice(res.Failed, func(i, j int) bool { return res.Failed[i].Index < res.Failed[j].Index })
 	if readErr != nil {
 		var ae *apiError
@@ -542,6 +590,75 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// adoptNewerAnswer is adoptNewerFrom for answers already read.
+func (s *Server) adoptNewerAnswer(answers []shardAnswer, a *topology.Announcement) bool {
+	for _, ans := range answers {
+		if t, ok := wrongEpochOf(ans.Result); ok && ans.Status == http.StatusConflict && t.Epoch > a.Epoch {
+			_, _ = s.cluster.adopt(t.Announcement) // a conflict: another request adopted it
+		}
+	}
+	cur := s.cluster.current()
+	return cur != nil && cur.Epoch != a.Epoch
+}
+
+// sendKeptRecords sends the kept records at the request positions redo to
+// their owners by a, in parallel, and adds up the answers as
+// batchSetBroadcast does: what was stored, the records that failed
+// (numbered as in the request), and the answers of owners that failed
+// their part.
+func (s *Server) sendKeptRecords(r *http.Request, a *topology.Announcement, redo []int, kept map[int]keptRecord) (stored int, failedRecs []BatchSetFailed, failedParts []shardAnswer) {
+	groups := map[int][]int{}
+	for _, i := range redo {
+		o := 0 // a bad key: any shard reports it as a failed record
+		if k, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: kept[i].rec.Key, Kind: kept[i].rec.Kind}); err == nil {
+			o = topology.Owner(wire.Routing(k), len(a.Shards))
+		}
+		groups[o] = append(groups[o], i)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for o, idx := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body bytes.Buffer
+			rw := wire.NewRecordWriter(&body)
+			sent := make([]BatchSetFailed, len(idx))
+			for j, i := range idx {
+				k := kept[i]
+				_ = rw.Write(k.rec, k.value) // to memory
+				sent[j] = BatchSetFailed{Index: i, Key: k.rec.Key, Kind: k.rec.Kind}
+			}
+			ans := shardAnswer{Shard: o}
+			resp, err := s.open(r, a, o, bytes.NewReader(body.Bytes()), int64(body.Len()), true)
+			if err != nil {
+				ans.Status, ans.Error = http.StatusServiceUnavailable, err.Error()
+			} else {
+				ans.Status = resp.StatusCode
+				ans.Result, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+				resp.Body.Close()
+			}
+			var pr BatchSetResult
+			mu.Lock()
+			defer mu.Unlock()
+			if !ans.ok() || json.Unmarshal(ans.Result, &pr) != nil {
+				failedParts = append(failedParts, ans)
+				failedRecs = append(failedRecs, shardFailed(ans, sent)...)
+				return
+			}
+			stored += pr.Stored
+			for _, f := range pr.Failed {
+				if f.Index >= 0 && f.Index < len(idx) {
+					f.Index = idx[f.Index]
+				}
+				failedRecs = append(failedRecs, f)
+			}
+		}()
+	}
+	wg.Wait()
+	return stored, failedRecs, failedParts
 }
 
 // shardFailed lists the records of a shard's part that failed as a whole

@@ -354,15 +354,22 @@ func readWrongEpoch(resp *http.Response) (wrongEpochBody, bool) {
 	var out wrongEpochBody
 	out.raw, _ = io.ReadAll(io.LimitReader(resp.Body, maxFanOutBody))
 	resp.Body.Close()
+	var ok bool
+	out.Topology, ok = wrongEpochOf(out.raw)
+	return out, ok
+}
+
+// wrongEpochOf returns the topology a 409 wrong_epoch body carries; ok is
+// false for any other body.
+func wrongEpochOf(raw []byte) (topology.Topology, bool) {
 	var body struct {
 		Error    string            `json:"error"`
 		Topology topology.Topology `json:"topology"`
 	}
-	if json.Unmarshal(out.raw, &body) != nil || body.Error != wire.CodeWrongEpoch {
-		return out, false
+	if json.Unmarshal(raw, &body) != nil || body.Error != wire.CodeWrongEpoch {
+		return topology.Topology{}, false
 	}
-	out.Topology = body.Topology
-	return out, true
+	return body.Topology, true
 }
 
 // send makes one request to shard i for r: same method, path, query and

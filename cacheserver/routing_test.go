@@ -635,3 +635,33 @@ func TestLaggingShardRedoesItsBatch(t *testing.T) {
 		t.Fatalf("the lagging shard's topology after the batch: %d %s, want epoch 2", st, b)
 	}
 }
+
+// TestLaggingShardRedoesItsBatchSet: a batch set through a shard that has
+// not yet learned the newer epoch is refused by the owners on it (409);
+// the shard adopts the newer topology and sends the refused records again
+// by it, once: every record is stored, and the client gets a 200.
+func TestLaggingShardRedoesItsBatchSet(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	k0, k1 := ownedBy("lagset", 0, 2), ownedBy("lagset", 1, 2)
+	next, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 2, Shards: c.URLs}})
+	if st, _, b := do(t, "PUT", c.Shards[1].URL+"/v1/topology", c.AdminToken, next, nil); st != http.StatusOK {
+		t.Fatalf("announcing epoch 2 to shard 1: %d %s", st, b)
+	}
+	var body bytes.Buffer
+	rw := wire.NewRecordWriter(&body)
+	for _, k := range []string{k0, k1} {
+		if err := rw.Write(wire.Record{Key: k, Type: "bytes"}, []byte("v-"+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _, b := do(t, "POST", c.Shards[0].URL+"/v1/batch/set", c.Shards[0].Token, body.Bytes(),
+		map[string]string{"Content-Type": wire.RecordsContentType})
+	if st != http.StatusOK || !strings.Contains(string(b), `"stored":2`) {
+		t.Fatalf("batch set through the lagging shard: %d %s", st, b)
+	}
+	for _, k := range []string{k0, k1} {
+		if st, _, b := do(t, "GET", c.Shards[1].URL+"/v1/keys/"+k, c.Shards[1].Token, nil, nil); st != http.StatusOK || string(b) != "v-"+k {
+			t.Fatalf("GET %s after the batch: %d %s", k, st, b)
+		}
+	}
+}
