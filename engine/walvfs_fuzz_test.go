@@ -47,11 +47,7 @@ func FuzzExclusiveLog(f *testing.F) {
 			}
 		}
 		defer release()
-		for i := range conns {
-			if conns[i], err = c.acquire(utCtx); err != nil {
-				t.Fatal(err)
-			}
-		}
+		conns[0], conns[1] = utTwoConns(t, c)
 		exec := func(cn *conn, q string, args ...any) {
 			t.Helper()
 			if _, err := cn.exec(q, args...); err != nil {

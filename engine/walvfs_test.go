@@ -156,14 +156,7 @@ func TestWritesKeepTheirConnectionsPages(t *testing.T) {
 	c.idleMu.Unlock()
 	// Two reads at once: the second opens a connection, which goes back
 	// on top.
-	a, err := c.acquire(utCtx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := c.acquire(utCtx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := utTwoConns(t, c)
 	if a != writer || b == writer {
 		t.Fatalf("reads got connections %p and %p, want the writer's %p and another", a, b, writer)
 	}
@@ -195,14 +188,7 @@ func TestExclusiveLogRolledBackFramesStayOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := c.acquire(utCtx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := c.acquire(utCtx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := utTwoConns(t, c)
 	run := func(cn *conn, q string, args ...any) {
 		t.Helper()
 		if _, err := cn.exec(q, args...); err != nil {
@@ -251,4 +237,19 @@ func TestExclusiveLogRolledBackFramesStayOut(t *testing.T) {
 	if err != nil || !ok || row[0] != "ok" {
 		t.Errorf("integrity_check: %v, %v, %v", row, ok, err)
 	}
+}
+
+// utTwoConns takes two connections of c at once (distinct, then); the
+// caller releases them.
+func utTwoConns(t *testing.T, c *Cache) (a, b *conn) {
+	t.Helper()
+	a, err := c.acquire(utCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = c.acquire(utCtx); err != nil {
+		c.release(a)
+		t.Fatal(err)
+	}
+	return a, b
 }
