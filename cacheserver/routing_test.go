@@ -665,3 +665,55 @@ func TestLaggingShardRedoesItsBatchSet(t *testing.T) {
 		}
 	}
 }
+
+// TestLaggingShardBatchSetOverTheRedoBound: a batch set whose values pass
+// batchRedoBytes streams on without being kept (records before the bound
+// were kept and written, those after stream), so through a lagging shard
+// the refused records are reported, not redone; through a shard on the
+// current epoch every record is stored.
+func TestLaggingShardBatchSetOverTheRedoBound(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	k0, k1 := ownedBy("bound", 0, 2), ownedBy("bound", 1, 2)
+	big := bytes.Repeat([]byte("b"), 1<<20+1) // past batchRedoBytes
+	batch := func(prefix string) []byte {
+		var body bytes.Buffer
+		rw := wire.NewRecordWriter(&body)
+		for _, rec := range []struct {
+			key   string
+			value []byte
+		}{{k0, []byte(prefix + "small0")}, {k1, []byte(prefix + "small1")}, {k0 + "x", big}, {k1 + "x", []byte(prefix + "after")}} {
+			if err := rw.Write(wire.Record{Key: prefix + rec.key, Type: "bytes"}, rec.value); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return body.Bytes()
+	}
+	hdr := map[string]string{"Content-Type": wire.RecordsContentType}
+	st, _, b := do(t, "POST", c.Shards[0].URL+"/v1/batch/set", c.Shards[0].Token, batch("a"), hdr)
+	if st != http.StatusOK || !strings.Contains(string(b), `"stored":4`) {
+		t.Fatalf("batch set over the bound: %d %.300s", st, b)
+	}
+	for k, want := range map[string][]byte{"a" + k0: []byte("asmall0"), "a" + k1: []byte("asmall1"), "a" + k0 + "x": big, "a" + k1 + "x": []byte("aafter")} {
+		if st, _, got := do(t, "GET", c.Shards[1].URL+"/v1/keys/"+k, c.Shards[1].Token, nil, nil); st != http.StatusOK || !bytes.Equal(got, want) {
+			t.Fatalf("GET %s: %d, %d bytes, want %d", k, st, len(got), len(want))
+		}
+	}
+
+	next, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 2, Shards: c.URLs}})
+	if st, _, b := do(t, "PUT", c.Shards[1].URL+"/v1/topology", c.AdminToken, next, nil); st != http.StatusOK {
+		t.Fatalf("announcing epoch 2 to shard 1: %d %s", st, b)
+	}
+	st, _, b = do(t, "POST", c.Shards[0].URL+"/v1/batch/set", c.Shards[0].Token, batch("l"), hdr)
+	var res struct {
+		Stored int                          `json:"stored"`
+		Failed []cacheserver.BatchSetFailed `json:"failed"`
+	}
+	if st != http.StatusBadGateway || json.Unmarshal(b, &res) != nil || len(res.Failed) == 0 || res.Stored+len(res.Failed) != 4 {
+		t.Fatalf("batch set over the bound through the lagging shard: %d %.400s", st, b)
+	}
+	for _, f := range res.Failed {
+		if f.Error != wire.CodeWrongEpoch {
+			t.Errorf("record %d failed with %q, want %q", f.Index, f.Error, wire.CodeWrongEpoch)
+		}
+	}
+}
