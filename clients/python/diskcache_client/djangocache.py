@@ -61,6 +61,7 @@ OPTIONS = {
     'RETRY_BACKOFF': ('retry_backoff', float),
     'CIRCUIT_BREAKER_COOLDOWN': ('cooldown', float),
     'MAX_IDLE_CONNECTIONS': ('max_idle', int),
+    'MAX_CONNECTIONS': ('max_connections', int),
     'IDLE_TIMEOUT': ('idle_ttl', float),
     'SSL_CONTEXT': ('ssl_context', None),
     'TOPOLOGY': ('topology', bool),

@@ -178,7 +178,7 @@ class Endpoint:
     """One cacheserver: its URL, connection pools and circuit breaker."""
 
     def __init__(self, url, *, socket_timeout, connect_timeout, cooldown,
-                 max_idle, idle_ttl, ssl_context=None, frames=True):
+                 max_idle, idle_ttl, ssl_context=None, frames=True, max_connections=100):
         parts = urlsplit(url)
         if parts.scheme not in ('http', 'https') or not parts.hostname:
             raise ValueError(
@@ -213,6 +213,12 @@ class Endpoint:
         self._afidle = {}
         self._upgrade_target = self.base + '/v1/frames'
         self._aidle = {}  # {event loop: [(reader, writer, last_used)]}
+        # {event loop: asyncio.Semaphore}: at most max_connections exchanges
+        # at once per event loop (0: no bound), so that a burst of
+        # coroutines queues for connections instead of opening one each
+        # (past the process's file limit, or the server's --max-connections).
+        self.max_connections = max_connections
+        self._asems = {}
         self._pid = _PID[0]
 
     def __repr__(self):
@@ -231,6 +237,7 @@ class Endpoint:
             fidle, self._fidle = self._fidle, []
             self._aidle = {}
             self._afidle = {}
+            self._asems = {}
             for conn in idle + fidle:
                 conn.close()
 
@@ -454,8 +461,21 @@ class Endpoint:
                 for other in [l for l in self._afidle if l.is_closed()]:
                     for _, writer, _, _ in self._afidle.pop(other):
                         _discard_writer(writer)
+                for other in [l for l in self._asems if l.is_closed()]:
+                    del self._asems[other]
                 pool = self._aidle.setdefault(loop, [])
         return pool
+
+    def _asem(self, loop):
+        """The semaphore bounding this event loop's exchanges, or None."""
+        if self.max_connections <= 0:
+            return None
+        sem = self._asems.get(loop)
+        if sem is None:
+            self._apool(loop)  # drops the semaphores of closed loops
+            with self._lock:
+                sem = self._asems.setdefault(loop, asyncio.Semaphore(self.max_connections))
+        return sem
 
     def _aacquire(self, loop):
         if self._pid != _PID[0]:
@@ -510,8 +530,18 @@ class Endpoint:
 
     async def aexchange(self, req, fixed):
         """Send one request (with a bytes body or none) and read its answer
-        over asyncio streams."""
+        over asyncio streams, on one of at most max_connections connections
+        of the running event loop."""
         loop = asyncio.get_running_loop()
+        if self._pid != _PID[0]:
+            self._check_fork()
+        sem = self._asem(loop)
+        if sem is None:
+            return await self._aexchange(loop, req, fixed)
+        async with sem:
+            return await self._aexchange(loop, req, fixed)
+
+    async def _aexchange(self, loop, req, fixed):
         target = self.base + req.path
         if req.query:
             target += '?' + req.query

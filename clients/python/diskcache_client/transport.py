@@ -89,7 +89,7 @@ class Client:
     def __init__(self, locations, *, token=None, token_file=None,
                  socket_timeout=5.0, connect_timeout=None, retries=2,
                  retry_backoff=0.05, cooldown=2.0, max_idle=16, idle_ttl=60.0,
-                 ssl_context=None, topology=True, frames=True):
+                 ssl_context=None, topology=True, frames=True, max_connections=100):
         if isinstance(locations, str):
             locations = [locations]
         locations = [loc for loc in locations if loc]
@@ -105,7 +105,8 @@ class Client:
         connect_timeout = socket_timeout if connect_timeout is None else connect_timeout
         options = dict(socket_timeout=socket_timeout, connect_timeout=connect_timeout,
                        cooldown=cooldown, max_idle=max_idle, idle_ttl=idle_ttl,
-                       ssl_context=ssl_context, frames=frames)
+                       ssl_context=ssl_context, frames=frames,
+                       max_connections=int(max_connections or 0))
         self.endpoints = [Endpoint(url, **options) for url in locations]
         # Keys are spread over _n servers, the first at endpoints[_base].
         self._n = len(self.endpoints)
@@ -353,7 +354,8 @@ class Client:
                 token_retry = False
                 if self._reload_token():
                     continue
-            if status == 503 and req.retry_unavailable and attempt + 1 < attempts:
+            if status == 503 and (req.retry_unavailable and attempt + 1 < attempts
+                                  or replayable and _refused(resp) and attempt < self.retries):
                 attempt += 1
                 time.sleep(self._delay(attempt))
                 continue
@@ -457,7 +459,8 @@ class Client:
                 token_retry = False
                 if self._reload_token():
                     continue
-            if resp.status == 503 and req.retry_unavailable and attempt + 1 < attempts:
+            if resp.status == 503 and (req.retry_unavailable and attempt + 1 < attempts
+                                       or _refused(resp) and attempt < self.retries):
                 attempt += 1
                 await asyncio.sleep(self._delay(attempt))
                 continue
@@ -546,6 +549,13 @@ _EPOCH = _topology.EPOCH_HEADER
 
 def _topology_request():
     return Request('GET', '/v1/topology', idempotent=True)
+
+
+def _refused(resp):
+    """Whether a 503 is the server refusing the connection over its
+    --max-connections: answered on accept, before reading the request, so
+    any request may be sent again (an incr too)."""
+    return resp.body is not None and b'"too_many_connections"' in resp.body
 
 
 def _circuit_open(ep):

@@ -16,6 +16,7 @@ import queue
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,17 @@ def dead_url():
     port = sock.getsockname()[1]
     sock.close()
     return 'http://127.0.0.1:%d' % port
+
+
+def hold_the_only_connection(srv):
+    """A socket holding the one connection a server started with
+    --max-connections 1 allows, once its last client has closed theirs."""
+    host, _, port = srv.addr.rpartition(':')
+    for _ in range(500):  # until the server has seen the client's close
+        hold = socket.create_connection((host, int(port)))
+        hold.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
+        if hold.recv(1024).startswith(b'HTTP/1.1 200'):
+            return hold
+        hold.close()
+        time.sleep(0.01)  # a poll's pace
+    pytest.fail('the server never gave the connection back')

@@ -6,7 +6,10 @@ import threading
 import pytest
 from django.core.cache import caches
 
+from diskcache_client import transport as transport_mod
 from diskcache_client.djangocache import DjangoCache
+
+from conftest import TOKEN, hold_the_only_connection
 
 
 def run(coro_fn, cache):
@@ -126,3 +129,51 @@ def test_async_large_values_and_key_prefix(cache):
         assert await cache.aget('big') is None
 
     run(scenario, cache)
+
+
+def test_async_burst_queues_for_max_connections(start_server):
+    # 300 coroutines at once over at most 8 connections per event loop:
+    # the others wait for one instead of each opening its own (past the
+    # process's file limit or the server's --max-connections).
+    srv = start_server()
+    c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN': TOKEN, 'MAX_CONNECTIONS': 8}})
+
+    async def scenario():
+        await asyncio.gather(*(c.aset('b%d' % n, n) for n in range(300)))
+        await asyncio.gather(*(c.aincr('b0') for _ in range(300)))
+        return await asyncio.gather(*(c.aget('b%d' % n) for n in range(300)))
+
+    values = run(scenario, c)
+    assert values == [300] + list(range(1, 300))
+    assert c.client.connect_attempts <= 8
+
+
+def test_async_incr_refused_connection_is_sent_again(start_server):
+    # A server at its --max-connections answers 503 too_many_connections
+    # on accept, before reading the request: even an incr (not idempotent)
+    # is sent again, and counts once.
+    srv = start_server(None, '--max-connections', '1')
+    c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN': TOKEN, 'RETRIES': 3, 'RETRY_BACKOFF': 0.01}})
+    c.set('n', 0)
+    c.client.close()  # its pooled connection gives the slot back
+    hold = hold_the_only_connection(srv)
+    try:
+        sleeps = []
+        real_sleep = asyncio.sleep
+
+        async def sleep(delay):
+            # The server refused a connection: give the slot back.
+            if not sleeps:
+                hold.close()
+            sleeps.append(delay)
+            await real_sleep(0)
+
+        transport_mod.asyncio.sleep = sleep
+        try:
+            assert run(lambda: c.aincr('n'), c) == 1
+        finally:
+            transport_mod.asyncio.sleep = real_sleep
+        assert sleeps, 'the first connection was not refused'
+    finally:
+        hold.close()
+    assert c.get('n') == 1

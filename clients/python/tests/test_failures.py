@@ -25,7 +25,7 @@ from diskcache_client import (Cache, CacheServerError, ServerUnavailable, Timeou
                               Unauthorized)
 from diskcache_client.djangocache import DjangoCache
 
-from conftest import TOKEN
+from conftest import TOKEN, hold_the_only_connection
 
 
 def make_cache(location, **options):
@@ -626,3 +626,32 @@ def test_token_rotation_costs_no_failed_call(cacheserver_bin, tmp_path):
         assert c.get('k') == 3
     finally:
         srv.stop()
+
+
+def test_incr_refused_connection_is_sent_again(start_server, monkeypatch):
+    # A server at its --max-connections answers 503 too_many_connections
+    # on accept, before reading the request: even an incr (not idempotent)
+    # is sent again, and counts once.
+    srv = start_server(None, '--max-connections', '1')
+    c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN': TOKEN, 'RETRIES': 3, 'RETRY_BACKOFF': 0.01,
+                                          'FRAMES': False}})
+    c.set('n', 0)
+    c.client.close()  # its pooled connection gives the slot back
+    hold = hold_the_only_connection(srv)
+    sleeps = []
+
+    def sleep(delay):
+        # The server refused a connection: give the slot back.
+        if not sleeps:
+            hold.close()
+        sleeps.append(delay)
+
+    from diskcache_client import transport as transport_mod
+    monkeypatch.setattr(transport_mod.time, 'sleep', sleep)
+    try:
+        assert c.incr('n') == 1
+    finally:
+        hold.close()
+    assert sleeps, 'the first connection was not refused'
+    monkeypatch.undo()
+    assert c.get('n') == 1
