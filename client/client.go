@@ -37,7 +37,9 @@ type Options struct {
 	// connections and sane timeouts.
 	HTTPClient *http.Client
 	// Retries is how many times an idempotent call is retried after a
-	// connection error or a 503; 0 means 2, negative means none.
+	// connection error or a 503, and any call after a 503
+	// too_many_connections (the server refused the connection before
+	// reading the request); 0 means 2, negative means none.
 	Retries int
 	// Backoff is the first retry's delay, doubled each time (up to 2s)
 	// with jitter; 0 means 50ms.
@@ -258,6 +260,12 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 		}
 		lastErr = readError(resp)
 		if resp.StatusCode == http.StatusServiceUnavailable {
+			var e *Error
+			if req.stream == nil && errors.As(lastErr, &e) && e.Code == wire.CodeTooManyConnections {
+				// Refused on accept, before the request was read: any
+				// call may go again.
+				attempts = max(attempts, 1+c.retries)
+			}
 			continue
 		}
 		return nil, lastErr

@@ -80,3 +80,25 @@ func TestConnectionErrorsRetryThenFail(t *testing.T) {
 		t.Fatalf("%d connection attempts, want 1 + 2 retries", n)
 	}
 }
+
+// A server at its --max-connections answers 503 too_many_connections on
+// accept, before it reads the request: even a call that is not idempotent
+// goes again.
+func TestRefusedConnectionRetriesAnyCall(t *testing.T) {
+	var calls atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":"too_many_connections","message":"the server holds as many connections as --max-connections allows; retry"}`))
+			return
+		}
+		w.Header().Set("Diskcache-Value-Type", "int")
+		_, _ = w.Write([]byte("1"))
+	}))
+	defer ts.Close()
+	c, _ := New(ts.URL, Options{Retries: 2, Backoff: 1, DirectOnly: true})
+	v, err := c.Cache("").Incr(context.Background(), kv.TextKey("n"), kv.Int(1), kv.Int(0))
+	if err != nil || !v.Equal(kv.Int(1)) || calls.Load() != 2 {
+		t.Fatalf("Incr = %v, %v after %d calls; want 1 after 2", v, err, calls.Load())
+	}
+}
