@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -345,7 +346,10 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 		*r = *tmpl
 		clear(header)
 		r.Header = header
-		if !s.serveFrame(h, fw, r, payload, auth) {
+		watch := watchPeer(fc.c, brw.Reader, cancel)
+		served := s.serveFrame(h, fw, r, payload, auth)
+		watch.stop()
+		if !served {
 			_ = brw.Writer.Flush()
 			return
 		}
@@ -360,6 +364,55 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 			return
 		}
 	}
+}
+
+// peerWatchAfter is how long a frame's handler runs before its connection
+// is watched for the client going away.
+const peerWatchAfter = 50 * time.Millisecond
+
+// peerWatch notices, while a frame's handler runs, that the client closed
+// the connection, and then cancels the connection's context, which every
+// request frame's is: a lock or semaphore acquire waiting for its turn
+// stops waiting rather than taking it for a client that gave up (and that
+// no one would release). Frames are read one at a time, so nothing else
+// reads the connection meanwhile; net/http watches its connections so.
+// Only handlers that run past peerWatchAfter are watched.
+type peerWatch struct {
+	t        *time.Timer
+	c        net.Conn
+	stopping atomic.Bool
+	done     chan struct{}
+}
+
+func watchPeer(c net.Conn, br *bufio.Reader, cancel context.CancelFunc) *peerWatch {
+	w := &peerWatch{c: c, done: make(chan struct{})}
+	w.t = time.AfterFunc(peerWatchAfter, func() {
+		defer close(w.done)
+		// No deadline of the frame's read may end the watch; stop sets
+		// stopping before its deadline, so once this has cleared the
+		// deadline, either stopping shows or stop's deadline wakes Peek.
+		_ = c.SetReadDeadline(time.Time{})
+		if w.stopping.Load() {
+			return
+		}
+		// The next frame (pipelined), or the end of the connection.
+		if _, err := br.Peek(1); err != nil && !w.stopping.Load() {
+			cancel()
+		}
+	})
+	return w
+}
+
+// stop ends the watch before the next frame is read: a watch under way is
+// woken by a read deadline in the past, and the deadline cleared after.
+func (w *peerWatch) stop() {
+	if w.t.Stop() {
+		return // never started
+	}
+	w.stopping.Store(true)
+	_ = w.c.SetReadDeadline(time.Now())
+	<-w.done
+	_ = w.c.SetReadDeadline(time.Time{})
 }
 
 // serveFrame decodes one request frame into r (the connection's fields

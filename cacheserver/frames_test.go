@@ -595,3 +595,83 @@ func TestFramesShortcutMatchesHTTP(t *testing.T) {
 		t.Errorf("%s rose by %v over %d gets answered 200", series, got, oks)
 	}
 }
+
+// TestFramesAbandonedWaitDoesNotTakeTheLock: a lock acquire waiting its
+// turn over frames, whose client closes the connection (as a forwarding
+// shard does when its own client gives up), stops waiting: the lock is
+// not taken later for a client that is gone, which no one would release.
+func TestFramesAbandonedWaitDoesNotTakeTheLock(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	const acquires = `diskcache_http_request_duration_seconds_count{method="POST",route="/v1/locks/{key}/acquire"}`
+	if st, _, b := do(t, "POST", srv.URL+"/v1/locks/k/acquire?owner=B", srv.Token, nil, nil); st != http.StatusOK || !strings.Contains(string(b), `"acquired":true`) {
+		t.Fatalf("B acquires: %d %s", st, b)
+	}
+	fc, resp := dialFrames(t, hostOf(t, srv), srv.Token, upgradeHeaders)
+	if fc == nil {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	if _, err := fc.c.Write(frameReq{method: "POST", target: "/v1/locks/k/acquire?owner=A&wait=60"}.encode()); err != nil {
+		t.Fatal(err)
+	}
+	_ = fc.c.Close()
+	// A's request ends once the server sees its client gone, long before
+	// its wait (bounded by the request timeout, 30 s) would.
+	deadline := time.Now().Add(15 * time.Second)
+	for metricValue(t, srv, acquires) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the acquire went on waiting after its client closed the connection")
+		}
+		time.Sleep(20 * time.Millisecond) // a poll's pace
+	}
+	if st, _, b := do(t, "POST", srv.URL+"/v1/locks/k/release?owner=B", srv.Token, nil, nil); st != http.StatusOK {
+		t.Fatalf("B releases: %d %s", st, b)
+	}
+	if st, _, b := do(t, "GET", srv.URL+"/v1/locks/k", srv.Token, nil, nil); st != http.StatusOK || !strings.Contains(string(b), `"locked":false`) {
+		t.Fatalf("the lock after B released it: %d %s; want it free", st, b)
+	}
+}
+
+// TestShutdownEndsLockWaits: a server asked to stop answers the acquires
+// waiting for their turn at once (not acquired) instead of holding its
+// shutdown up for as long as they asked to wait.
+func TestShutdownEndsLockWaits(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	if st, _, b := do(t, "POST", srv.URL+"/v1/locks/k/acquire?owner=B", srv.Token, nil, nil); st != http.StatusOK {
+		t.Fatalf("B acquires: %d %s", st, b)
+	}
+	// A's connection is accepted before the shutdown closes the listener;
+	// its request is then served whether it arrives before or after.
+	const open = `diskcache_http_connections_open`
+	before := metricValue(t, srv, open)
+	c, err := net.Dial("tcp", hostOf(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for metricValue(t, srv, open) <= before {
+		if time.Now().After(deadline) {
+			t.Fatal("A's connection was never accepted")
+		}
+		time.Sleep(20 * time.Millisecond) // a poll's pace
+	}
+	if _, err := fmt.Fprintf(c, "POST /v1/locks/k/acquire?owner=A&wait=3600 HTTP/1.1\r\nHost: cache\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n\r\n", srv.Token); err != nil {
+		t.Fatal(err)
+	}
+	// The shutdown timeout (25 s) and the request timeout (30 s) are both
+	// shorter than A's wait: without the end of waits, the shutdown is cut
+	// at 25 s and A's connection closes without an answer.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("A's acquire during the shutdown: %v; want an answer", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"acquired":false`) {
+		t.Fatalf("A's acquire during the shutdown: %d %s; want 200 and not acquired", resp.StatusCode, b)
+	}
+}

@@ -70,7 +70,19 @@ func seconds(d time.Duration) float64 { return d.Seconds() }
 type waitRegistry struct {
 	mu sync.Mutex
 	m  map[string]*waitEntry
+	// stopping is closed when the server shuts down: every wait ends, and
+	// answers that it did not get its turn, rather than holding the
+	// shutdown up for as long as it was asked to wait.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
+
+func newWaitRegistry() *waitRegistry {
+	return &waitRegistry{m: map[string]*waitEntry{}, stopping: make(chan struct{})}
+}
+
+// stop ends every wait, now and later.
+func (w *waitRegistry) stop() { w.stopOnce.Do(func() { close(w.stopping) }) }
 
 type waitEntry struct {
 	ch chan struct{}
@@ -159,6 +171,10 @@ func (s *Server) retryFor(ctx context.Context, wait time.Duration, topic string,
 			t.Stop()
 			done()
 			return ctx.Err()
+		case <-s.waiters.stopping:
+			t.Stop()
+			done()
+			return nil
 		case <-woken:
 			t.Stop()
 		case <-t.C:

@@ -109,7 +109,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Error("damaged database moved aside and started empty; its items are lost",
 			slog.Int("fanout_database", q.Index), slog.String("moved_to", q.Path), slog.Any("error", q.Err))
 	}
-	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: &waitRegistry{m: map[string]*waitEntry{}}, started: time.Now(), frames: newFrameConns()}
+	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: newWaitRegistry(), started: time.Now(), frames: newFrameConns()}
 	if !cfg.InsecureNoAuth {
 		if s.tokens, err = newTokenSource(cfg.TokenFile); err != nil {
 			_ = fc.Close()
@@ -518,6 +518,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down")
+	s.waiters.stop()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)
