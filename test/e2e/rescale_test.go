@@ -25,10 +25,15 @@ import (
 // rescaleStore is the load of the rescale test through one Go client of
 // the Service: one key in 20 carries a value above diskMinFileSize (a value
 // file), six in 20 a tag, six in 20 an expiry (an hour: they stay live), so
-// every kind of item moves. It counts the operations it sends.
+// every kind of item moves, and three in 20 are written as a batch set
+// (through a shard that may not have learned the newer layout yet). It
+// counts the operations it sends.
 type rescaleStore struct {
 	c         *cacheclient.Cache
 	ops, errs atomic.Int64
+	// Batch sets (three keys in 20 are written with SetMany, which the
+	// shard that takes it splits by owner), and those that failed.
+	batches, batchErrs atomic.Int64
 }
 
 // fileSized pads a value past the CRD's default diskMinFileSize (32Ki).
@@ -57,6 +62,16 @@ func (s *rescaleStore) Set(ctx context.Context, k string, v []byte) error {
 		opts.Tag = kv.TextKey("rescale")
 	case c <= 12:
 		opts.Expire = kv.ExpireAfter(time.Hour)
+	case c >= 17:
+		s.batches.Add(1)
+		res, err := s.c.SetMany(ctx, []cacheclient.SetItem{{Key: kv.TextKey(k), Value: kv.Bytes(v)}})
+		if err == nil && res.Stored != 1 {
+			err = fmt.Errorf("batch set of %s: stored %d, failed %+v", k, res.Stored, res.Failed)
+		}
+		if err != nil {
+			s.batchErrs.Add(1)
+		}
+		return s.count(err)
 	}
 	return s.count(s.c.Set(ctx, kv.TextKey(k), kv.Bytes(v), opts))
 }
@@ -153,6 +168,7 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 	rateBefore := float64(store.ops.Load()-ops0) / time.Since(load0).Seconds()
 
 	opsStart, errsStart, ackedStart := store.ops.Load(), store.errs.Load(), l.Acked()
+	batchesStart, batchErrsStart := store.batches.Load(), store.batchErrs.Load()
 	start := time.Now()
 	if out, err := kubectl(t, "-n", ns, "scale", "dcache/"+name, fmt.Sprintf("--replicas=%d", to)); err != nil {
 		t.Fatalf("kubectl scale: %v\n%s", err, out)
@@ -201,8 +217,9 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 	t.Logf("RESCALE %s: the operator ended the move %s after kubectl scale (epoch %d → %d); the status showed it from +%s to +%s (previous layout of %d shards), its progress up to %d items (%d value bytes) moved",
 		step, took.Round(100*time.Millisecond), before.Epoch, last.Epoch, firstMove.Round(100*time.Millisecond),
 		lastMove.Round(100*time.Millisecond), maxPrevious, moved, movedBytes)
-	t.Logf("RESCALE %s: the load through the Service during it: %d operations (%.0f/s; %.0f/s before the scale), %d acknowledged writes, %d errors",
-		step, ops, float64(ops)/took.Seconds(), rateBefore, acked, errs)
+	t.Logf("RESCALE %s: the load through the Service during it: %d operations (%.0f/s; %.0f/s before the scale), %d acknowledged writes, %d errors; %d of them batch sets, %d failed",
+		step, ops, float64(ops)/took.Seconds(), rateBefore, acked, errs,
+		store.batches.Load()-batchesStart, store.batchErrs.Load()-batchErrsStart)
 	if !sawMove {
 		t.Logf("RESCALE %s: no poll of the status saw the move under way (it ended between two polls)", step)
 	}
