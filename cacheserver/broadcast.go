@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,16 +93,21 @@ func (a shardAnswer) ok() bool { return a.Status >= 200 && a.Status < 300 }
 // (small, JSON) answers.
 func (s *Server) callAll(r *http.Request, a *topology.Announcement, body []byte) []shardAnswer {
 	out := make([]shardAnswer, len(a.Shards))
+	parallel(len(a.Shards), func(i int) { out[i] = s.call(r, a, i, body, true) })
+	return out
+}
+
+// parallel runs fn(0) … fn(n-1) at once and waits for them all.
+func parallel(n int, fn func(i int)) {
 	var wg sync.WaitGroup
-	for i := range a.Shards {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = s.call(r, a, i, body, true)
+			fn(i)
 		}()
 	}
 	wg.Wait()
-	return out
 }
 
 func (s *Server) call(r *http.Request, a *topology.Announcement, i int, body []byte, shardScope bool) shardAnswer {
@@ -617,47 +624,36 @@ func (s *Server) sendKeptRecords(r *http.Request, a *topology.Announcement, redo
 		}
 		groups[o] = append(groups[o], i)
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for o, idx := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var body bytes.Buffer
-			rw := wire.NewRecordWriter(&body)
+	owners := slices.Sorted(maps.Keys(groups))
+	answers := make([]shardAnswer, len(owners))
+	parallel(len(owners), func(j int) {
+		var body bytes.Buffer
+		rw := wire.NewRecordWriter(&body)
+		for _, i := range groups[owners[j]] {
+			_ = rw.Write(kept[i].rec, kept[i].value) // to memory
+		}
+		answers[j] = s.call(r, a, owners[j], body.Bytes(), true)
+	})
+	for j, ans := range answers {
+		idx := groups[owners[j]]
+		var pr BatchSetResult
+		if !ans.ok() || json.Unmarshal(ans.Result, &pr) != nil {
 			sent := make([]BatchSetFailed, len(idx))
-			for j, i := range idx {
-				k := kept[i]
-				_ = rw.Write(k.rec, k.value) // to memory
-				sent[j] = BatchSetFailed{Index: i, Key: k.rec.Key, Kind: k.rec.Kind}
+			for n, i := range idx {
+				sent[n] = BatchSetFailed{Index: i, Key: kept[i].rec.Key, Kind: kept[i].rec.Kind}
 			}
-			ans := shardAnswer{Shard: o}
-			resp, err := s.open(r, a, o, bytes.NewReader(body.Bytes()), int64(body.Len()), true)
-			if err != nil {
-				ans.Status, ans.Error = http.StatusServiceUnavailable, err.Error()
-			} else {
-				ans.Status = resp.StatusCode
-				ans.Result, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-				resp.Body.Close()
+			failedParts = append(failedParts, ans)
+			failedRecs = append(failedRecs, shardFailed(ans, sent)...)
+			continue
+		}
+		stored += pr.Stored
+		for _, f := range pr.Failed {
+			if f.Index >= 0 && f.Index < len(idx) {
+				f.Index = idx[f.Index]
 			}
-			var pr BatchSetResult
-			mu.Lock()
-			defer mu.Unlock()
-			if !ans.ok() || json.Unmarshal(ans.Result, &pr) != nil {
-				failedParts = append(failedParts, ans)
-				failedRecs = append(failedRecs, shardFailed(ans, sent)...)
-				return
-			}
-			stored += pr.Stored
-			for _, f := range pr.Failed {
-				if f.Index >= 0 && f.Index < len(idx) {
-					f.Index = idx[f.Index]
-				}
-				failedRecs = append(failedRecs, f)
-			}
-		}()
+			failedRecs = append(failedRecs, f)
+		}
 	}
-	wg.Wait()
 	return stored, failedRecs, failedParts
 }
 
