@@ -623,6 +623,9 @@ func TestFramesAbandonedWaitDoesNotTakeTheLock(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // a poll's pace
 	}
+	if n := metricValue(t, srv, `diskcache_waiting_requests`); n != 0 {
+		t.Fatalf("diskcache_waiting_requests %v after the wait ended, want 0", n)
+	}
 	if st, _, b := do(t, "POST", srv.URL+"/v1/locks/k/release?owner=B", srv.Token, nil, nil); st != http.StatusOK {
 		t.Fatalf("B releases: %d %s", st, b)
 	}
@@ -639,24 +642,22 @@ func TestShutdownEndsLockWaits(t *testing.T) {
 	if st, _, b := do(t, "POST", srv.URL+"/v1/locks/k/acquire?owner=B", srv.Token, nil, nil); st != http.StatusOK {
 		t.Fatalf("B acquires: %d %s", st, b)
 	}
-	// A's connection is accepted before the shutdown closes the listener;
-	// its request is then served whether it arrives before or after.
-	const open = `diskcache_http_connections_open`
-	before := metricValue(t, srv, open)
+	// A's acquire waits for B's lock before the shutdown starts.
+	const waiting = `diskcache_waiting_requests`
 	c, err := net.Dial("tcp", hostOf(t, srv))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	deadline := time.Now().Add(15 * time.Second)
-	for metricValue(t, srv, open) <= before {
-		if time.Now().After(deadline) {
-			t.Fatal("A's connection was never accepted")
-		}
-		time.Sleep(20 * time.Millisecond) // a poll's pace
-	}
 	if _, err := fmt.Fprintf(c, "POST /v1/locks/k/acquire?owner=A&wait=3600 HTTP/1.1\r\nHost: cache\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n\r\n", srv.Token); err != nil {
 		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for metricValue(t, srv, waiting) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("A's acquire never waited")
+		}
+		time.Sleep(20 * time.Millisecond) // a poll's pace
 	}
 	// The shutdown timeout (25 s) and the request timeout (30 s) are both
 	// shorter than A's wait: without the end of waits, the shutdown is cut

@@ -35,7 +35,9 @@ type metrics struct {
 
 	connsOpen    prometheus.Gauge
 	connsRefused prometheus.Counter
-	diskFull     prometheus.Gauge
+	// waiting counts the requests waiting (?wait=) for a lock or semaphore.
+	waiting  prometheus.Gauge
+	diskFull prometheus.Gauge
 	// rebalance* follow the moves of data between shards when the shard
 	// count changes; staleDiscarded counts items a returning shard dropped.
 	rebalanceItems    *prometheus.CounterVec
@@ -98,6 +100,10 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Name: "diskcache_http_connections_refused_total",
 		Help: "Connections refused with 503 because --max-connections were open.",
 	})
+	m.waiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "diskcache_waiting_requests",
+		Help: "Requests waiting (?wait=) for a lock or semaphore held by someone else.",
+	})
 	m.diskFull = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "diskcache_disk_full",
 		Help: "1 while the data volume is full: new data is refused with 507 until space is freed.",
@@ -107,7 +113,7 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Help: "Fanout databases found damaged at start, moved aside to quarantine/ and started empty.",
 	})
 	quarantined.Set(float64(len(fc.Quarantined())))
-	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused, m.diskFull, quarantined,
+	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused, m.waiting, m.diskFull, quarantined,
 		m.rebalanceItems, m.rebalanceBytes, m.rebalanceDuration, m.staleDiscarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})

@@ -149,6 +149,7 @@ func (s *Server) retryFor(ctx context.Context, wait time.Duration, topic string,
 		}
 	}
 	poll := firstPoll
+	waiting := false
 	for {
 		woken, done := s.waiters.watch(topic) // before trying: a release in between wakes us
 		ok, hint, err := try()
@@ -164,6 +165,11 @@ func (s *Server) retryFor(ctx context.Context, wait time.Duration, topic string,
 		d := poll
 		if hint > 0 && hint+time.Millisecond < d {
 			d = hint + time.Millisecond
+		}
+		if !waiting {
+			waiting = true
+			s.metrics.waiting.Inc()
+			defer s.metrics.waiting.Dec()
 		}
 		t := time.NewTimer(min(d, left))
 		select {

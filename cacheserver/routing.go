@@ -431,10 +431,42 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 			return nil, r.Context().Err()
 		}
 		s.metrics.forwarded(i, 0)
+		if errors.Is(err, frames.ErrUnanswered) && !repeatable(r) {
+			// The owner read the whole request and went away (killed,
+			// restarted) before answering: it may have applied it.
+			return nil, newRoutingError(http.StatusGatewayTimeout, wire.CodeShardTimeout,
+				map[string]any{"shard": i, "url": a.Shards[i]},
+				"shard %d (%s) took the request and closed the connection without answering; the request may have been applied there", i, a.Shards[i])
+		}
 		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
 			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: %v", i, a.Shards[i], err)
 	}
 	return resp, nil
+}
+
+// repeatable reports whether applying r twice leaves what applying it once
+// does, so that "unavailable" (send it again) is a safe answer even when
+// the owner may have applied it: reads, sets, deletes of a key or of a
+// whole collection, and the batches. The rest (incr, add, pop, a deque's
+// push or delete at an index, a lock's acquire, an average's take) is not.
+func repeatable(r *http.Request) bool {
+	method, path, _ := strings.Cut(r.Pattern, " ")
+	if r.Pattern == "" {
+		method, path = r.Method, r.URL.Path
+	}
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPut:
+		return true
+	case http.MethodDelete:
+		return !strings.HasSuffix(path, "/items/{index}") && !strings.HasPrefix(path, "/v1/averages/")
+	case http.MethodPost:
+		for _, read := range []string{"/batch/get", "/batch/set", "/batch/delete", "/count"} {
+			if strings.HasSuffix(path, read) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // copyBuffers hold the buffers forwarded answers are copied through: a

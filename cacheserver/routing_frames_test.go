@@ -3,12 +3,21 @@ package cacheserver_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/internal/frames"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 // peerRequests reads diskcache_peer_requests_total{transport} off a
@@ -107,13 +116,108 @@ func TestForwardingAfterPeerRestart(t *testing.T) {
 	}
 	c.Shards[1].Kill()
 	c.Shards[1].Restart(t)
+	// The pooled connection died with the peer: found before the incr is
+	// sent (not a 504 "may have been applied" for an incr never sent): the
+	// restarted owner answers it, 409 not_numeric for the value "before".
+	if st, _, b := do(t, "POST", url+"/incr", tok, nil, nil); st != http.StatusConflict {
+		t.Fatalf("incr after the peer restarted: %d %s", st, b)
+	}
 	if st, _, b := do(t, "PUT", url, tok, []byte("after"), nil); st != http.StatusNoContent {
 		t.Fatalf("PUT after the peer restarted: %d %s", st, b)
 	}
 	if st, _, b := do(t, "GET", url, tok, nil, nil); st != http.StatusOK || string(b) != "after" {
 		t.Fatalf("GET after the peer restarted: %d %q", st, b)
 	}
-	if got := peerRequests(t, via, "frames"); got != 3 {
-		t.Fatalf("%d forwarded requests went as frames, want 3", got)
+	if got := peerRequests(t, via, "frames"); got != 4 {
+		t.Fatalf("%d forwarded requests went as frames, want 4", got)
+	}
+}
+
+// vanishingOwner listens as a shard whose process dies while serving: it
+// upgrades each connection to frames, reads one whole frame and closes the
+// connection without answering. It counts the frames it took.
+func vanishingOwner(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	took := &atomic.Int32{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+frames.Protocol+"\r\n\r\n")
+				var lb [4]byte
+				if _, err := io.ReadFull(br, lb[:]); err != nil {
+					return
+				}
+				if _, err := io.CopyN(io.Discard, br, int64(binary.BigEndian.Uint32(lb[:]))); err == nil {
+					took.Add(1)
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), took
+}
+
+// TestOwnerGoneMidRequest: an owner that reads a forwarded request and goes
+// away before answering (killed, or restarted, while it served) may have
+// applied it. A request that must not be repeated (an incr, a deque's push)
+// is then 504 shard_timeout, "may have been applied", as for an owner that
+// stalls; it was 503 shard_unavailable, which tells a client nothing was
+// done. A read or a set, safe to repeat, stays 503.
+func TestOwnerGoneMidRequest(t *testing.T) {
+	owner, took := vanishingOwner(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := ln.Addr().String()
+	ln.Close()
+	via := testserver.Start(t, testserver.Options{Listen: self, Args: []string{"--shard-index", "0", "--peers", "http://" + self + "," + owner}})
+	key := ownedBy("gone", 1, 2)
+	var deque string
+	for i := 0; deque == ""; i++ {
+		if n := fmt.Sprint("q", i); topology.Owner([]byte(n), 2) == 1 {
+			deque = n
+		}
+	}
+	for _, c := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"POST", "/v1/keys/" + key + "/incr", http.StatusGatewayTimeout, wire.CodeShardTimeout},
+		{"POST", "/v1/deques/" + deque + "/push", http.StatusGatewayTimeout, wire.CodeShardTimeout},
+		{"DELETE", "/v1/deques/" + deque + "/items/0", http.StatusGatewayTimeout, wire.CodeShardTimeout},
+		{"DELETE", "/v1/averages/" + key, http.StatusGatewayTimeout, wire.CodeShardTimeout},
+		{"POST", "/v1/locks/" + key + "/acquire?owner=a", http.StatusGatewayTimeout, wire.CodeShardTimeout},
+		{"PUT", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable},
+		{"DELETE", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable},
+		{"DELETE", "/v1/deques/" + deque, http.StatusServiceUnavailable, wire.CodeShardUnavailable},
+		{"GET", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable},
+	} {
+		before := took.Load()
+		st, _, b := do(t, c.method, via.URL+c.path, via.Token, []byte("1"), nil)
+		var e struct {
+			Error string `json:"error"`
+			Shard *int   `json:"shard"`
+		}
+		if st != c.status || json.Unmarshal(b, &e) != nil || e.Error != c.code || e.Shard == nil || *e.Shard != 1 {
+			t.Errorf("%s %s with the owner gone mid-request: %d %s, want %d %s naming shard 1", c.method, c.path, st, b, c.status, c.code)
+		}
+		if took.Load() == before {
+			t.Errorf("%s %s never reached the owner", c.method, c.path)
+		}
 	}
 }

@@ -37,6 +37,12 @@ const (
 	smallAnswer = 64 << 10
 )
 
+// ErrUnanswered marks a request whose frame reached the server whole and
+// whose connection then ended without a whole answer: the server may have
+// served it (an incr may have counted), so a caller must not send a request
+// that is not idempotent again, and can tell this from "not sent".
+var ErrUnanswered = errors.New("the server took the request and the connection ended before its answer")
+
 // Options configure a Transport.
 type Options struct {
 	// Fallback carries what frames cannot (required): HEAD, bodies of
@@ -172,6 +178,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// serves only whole frames), or a pooled connection answered
 		// nothing to a GET (as net/http retries idempotent requests).
 		retry := attempt == 0 && (!sent || (c.reused && req.Method == http.MethodGet))
+		if !retry && sent {
+			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Redacted(), ErrUnanswered, err)
+		}
 		if !retry {
 			return nil, fmt.Errorf("frames %s %s: %w", req.Method, req.URL.Redacted(), err)
 		}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -288,6 +289,8 @@ func TestOnlyGetsAreSentAgain(t *testing.T) {
 	if resp, err := tr.RoundTrip(req); err == nil {
 		resp.Body.Close()
 		t.Fatal("a PUT whose connection died after the frame should fail")
+	} else if !errors.Is(err, frames.ErrUnanswered) {
+		t.Fatalf("a PUT whose connection died after the frame: %v, want ErrUnanswered (it may have been served)", err)
 	}
 	if n := got.Load(); n != 2 {
 		t.Fatalf("the server got %d frames, want 2: the PUT must not be sent twice", n)
@@ -299,6 +302,26 @@ func TestOnlyGetsAreSentAgain(t *testing.T) {
 	}
 	if s := tr.Stats(); s.Retries != 1 || got.Load() != 5 {
 		t.Fatalf("the GET on the dying connection should have been sent again once: %+v, %d frames", s, got.Load())
+	}
+}
+
+// A request that never reached a server is not ErrUnanswered: nothing
+// can have been served.
+func TestUnsentIsNotUnanswered(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close()
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/keys/a/incr", nil)
+	resp, err := newTransport().RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a request to a closed port should fail")
+	}
+	if errors.Is(err, frames.ErrUnanswered) {
+		t.Fatalf("a refused connection: %v, must not be ErrUnanswered", err)
 	}
 }
 
