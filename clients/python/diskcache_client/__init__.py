@@ -8,6 +8,8 @@
 * :class:`Deque` and :class:`Index` — python-diskcache's ``Deque`` and
   ``Index`` for the server's deques and indexes (``cache.deque(name)``,
   ``cache.index(name)``).
+* :class:`Lock` — a lock shared by every process of the cache, with
+  redis-py's ``Lock`` API (django-redis's ``cache.lock()``).
 * :class:`Client` — connection pools, retries and circuit breaker for one
   server, a cache of several shards behind one URL (whose topology it
   follows, sending each key straight to its shard), or a list of shard
@@ -19,6 +21,7 @@ Standard library only.
 from .cache import Cache, args_to_key, full_name
 from .errors import CacheServerError, ServerUnavailable, Timeout, Unauthorized
 from .persistent import Deque, Index
+from .recipes import Lock, LockError, LockNotOwnedError
 from .transport import Client
 
 __version__ = '0.1.0'
@@ -29,6 +32,9 @@ __all__ = [
     'Client',
     'Deque',
     'Index',
+    'Lock',
+    'LockError',
+    'LockNotOwnedError',
     'ServerUnavailable',
     'Timeout',
     'Unauthorized',

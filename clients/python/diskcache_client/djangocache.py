@@ -35,6 +35,7 @@ from .cache import Cache
 from .errors import CacheServerError, ServerUnavailable, Timeout
 from .memo import ENOVAL, args_to_key, full_name
 from .persistent import Deque, Index
+from .recipes import Lock
 from .transport import shared_client
 
 
@@ -539,6 +540,18 @@ class DjangoCache(BaseCache):
         :class:`~diskcache_client.persistent.Index`, python-diskcache's
         ``Index`` API. Its calls raise errors, as for :meth:`deque`."""
         return Index(self._client, name)
+
+    def lock(self, key, version=None, timeout=None, sleep=0.1, blocking=True,
+             blocking_timeout=None, thread_local=True):
+        """A lock under ``key`` shared by every process of the cache, as
+        django-redis's ``cache.lock()``: a
+        :class:`~diskcache_client.recipes.Lock` with redis-py's ``Lock`` API
+        (``acquire``, ``release``, ``extend``, ``reacquire``, ``locked``,
+        ``owned``, ``with``). ``timeout`` is how long a hold lasts (None:
+        until released). Its calls raise errors, as for :meth:`deque`."""
+        return Lock(self._client, self._key(key, version), timeout=timeout, sleep=sleep,
+                    blocking=blocking, blocking_timeout=blocking_timeout,
+                    thread_local=thread_local)
 
     def memoize(self, name=None, timeout=DEFAULT_TIMEOUT, version=None, typed=False,
                 tag=None, ignore=()):
