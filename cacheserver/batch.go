@@ -2,6 +2,7 @@ package cacheserver
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,38 +21,93 @@ type BatchKeys struct {
 	Keys []wire.EncodeKeyJSON `json:"keys"`
 }
 
-// batchKeysRead is BatchKeys as a request is read: the pointer tells a
-// missing "key" (an entry null or {}) from the empty key.
-type batchKeysRead struct {
-	Keys []struct {
-		Key  *string `json:"key"`
-		Kind string  `json:"kt"`
-	} `json:"keys"`
+// maxBatchKeysBody bounds the JSON of a batch get or delete. 10,000 keys
+// of the largest size would be over 800 MB, which no client needs in one
+// request and a shard should not hold: longer key lists go in several.
+const maxBatchKeysBody = 64 << 20
+
+// batchKeyJSON is one entry of a batch's "keys" as a request is read: the
+// pointer tells a missing "key" (an entry null or {}) from the empty key.
+type batchKeyJSON struct {
+	Key  *string `json:"key"`
+	Kind string  `json:"kt"`
 }
 
+// batchKeys reads a batch get's or delete's {"keys": [...]}. It decodes the
+// list one entry at a time and stops at the 10,001st, so that what it holds
+// is bounded by the keys it accepts, not by the body (a body of millions of
+// tiny entries took a gigabyte decoded whole).
 func (s *Server) batchKeys(w http.ResponseWriter, r *http.Request) ([]kv.Key, error) {
-	var body batchKeysRead
-	if err := decodeJSON(w, r, maxBatchKeys*(s.cfg.MaxKeyBytes*4/3+64), &body); err != nil {
-		return nil, err
+	limit := min(maxBatchKeys*(s.cfg.MaxKeyBytes*4/3+64), maxBatchKeysBody)
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	var keys []kv.Key
+	bad := func(err error) error { return jsonBodyError(err, limit) }
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, bad(err)
 	}
-	if len(body.Keys) > maxBatchKeys {
-		return nil, badRequest(wire.CodeBadRequest, "%d keys in one batch; the limit is %d", len(body.Keys), maxBatchKeys)
-	}
-	keys := make([]kv.Key, len(body.Keys))
-	for i, j := range body.Keys {
-		if j.Key == nil {
-			return nil, badRequest(wire.CodeBadKey, "keys[%d] has no \"key\"", i)
-		}
-		k, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: *j.Key, Kind: j.Kind})
+	for dec.More() {
+		name, err := dec.Token()
 		if err != nil {
-			return nil, badRequest(wire.CodeBadKey, "keys[%d]: %v", i, err)
+			return nil, bad(err)
 		}
-		if raw, _ := wire.FormatKey(k); int64(len(raw)) > s.cfg.MaxKeyBytes {
-			return nil, badRequest(wire.CodeKeyTooLarge, "keys[%d] is %d bytes; the limit is %d", i, len(raw), s.cfg.MaxKeyBytes)
+		if name != "keys" {
+			return nil, badRequest(wire.CodeBadRequest, "request body is not the expected JSON: unknown field %q", name)
 		}
-		keys[i] = k
+		if tok, err := dec.Token(); err != nil {
+			return nil, bad(err)
+		} else if tok == nil {
+			continue // "keys": null, as the whole decode read it
+		} else if tok != json.Delim('[') {
+			return nil, badRequest(wire.CodeBadRequest, "request body is not the expected JSON: \"keys\" is not a list")
+		}
+		for dec.More() {
+			if len(keys) == maxBatchKeys {
+				return nil, badRequest(wire.CodeBadRequest, "more than %d keys in one batch; the limit is %d", maxBatchKeys, maxBatchKeys)
+			}
+			var j *batchKeyJSON
+			if err := dec.Decode(&j); err != nil {
+				return nil, bad(err)
+			}
+			i := len(keys)
+			if j == nil || j.Key == nil {
+				return nil, badRequest(wire.CodeBadKey, "keys[%d] has no \"key\"", i)
+			}
+			k, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: *j.Key, Kind: j.Kind})
+			if err != nil {
+				return nil, badRequest(wire.CodeBadKey, "keys[%d]: %v", i, err)
+			}
+			if raw, _ := wire.FormatKey(k); int64(len(raw)) > s.cfg.MaxKeyBytes {
+				return nil, badRequest(wire.CodeKeyTooLarge, "keys[%d] is %d bytes; the limit is %d", i, len(raw), s.cfg.MaxKeyBytes)
+			}
+			keys = append(keys, k)
+		}
+		if err := expectDelim(dec, ']'); err != nil {
+			return nil, bad(err)
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, bad(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, badRequest(wire.CodeBadRequest, "request body has data after the JSON value")
+	}
+	if keys == nil {
+		keys = []kv.Key{}
 	}
 	return keys, nil
+}
+
+// expectDelim reads the next token, which must be d.
+func expectDelim(dec *json.Decoder, d json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok != d {
+		return fmt.Errorf("expected %v, found %v", d, tok)
+	}
+	return nil
 }
 
 // itemRecord is the record header of an item in a response.

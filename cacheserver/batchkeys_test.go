@@ -78,6 +78,43 @@ func TestBatchRequestsNeedKeys(t *testing.T) {
 				t.Fatalf("after 10,001 records: z9999 found %v, z10000 found %v; want true, false", found("z9999"), found("z10000"))
 			}
 
+			// 10,001 keys to get or delete: a 400 naming the limit, read
+			// one entry at a time (a body of millions of entries was
+			// decoded whole first); 10,000 are fine.
+			var keyList bytes.Buffer
+			keyList.WriteString(`{"keys":[`)
+			for i := range 10001 {
+				if i > 0 {
+					keyList.WriteByte(',')
+				}
+				fmt.Fprintf(&keyList, `{"key":"z%d"}`, i)
+			}
+			keyList.WriteString(`]}`)
+			for _, path := range []string{"/v1/batch/get", "/v1/batch/delete"} {
+				if st, b := post(path, keyList.String(), nil); st != http.StatusBadRequest || !strings.Contains(b, "more than 10000 keys") {
+					t.Errorf("%s of 10,001 keys: %d %.200s", path, st, b)
+				}
+			}
+			tenThousand := strings.Replace(keyList.String(), `,{"key":"z10000"}`, "", 1)
+			if st, b := post("/v1/batch/get", tenThousand, nil); st != http.StatusOK || strings.Count(b, `"key":`) != 10000 {
+				t.Errorf("batch get of 10,000 keys: %d %.200s", st, b)
+			}
+			// More than 64 MiB of key list: 413, whatever the key size allows.
+			huge := `{"keys":[{"key":"` + strings.Repeat("k", 65<<20) + `"}]}`
+			if st, b := post("/v1/batch/get", huge, nil); st != http.StatusRequestEntityTooLarge {
+				t.Errorf("a key list over 64 MiB: %d %.200s", st, b)
+			}
+			for _, body := range []string{`{"keys":null}`, `{}`} {
+				if st, b := post("/v1/batch/get", body, nil); st != http.StatusOK {
+					t.Errorf("batch get of %s: %d %.200s", body, st, b)
+				}
+			}
+			for _, body := range []string{`{"keys":[{"key":"a"}],"x":1}`, `{"keys":{}}`, `[]`, `{"keys":[{"key":"a"}]} {}`, `{"keys":[{"key":"a","y":2}]}`} {
+				if st, b := post("/v1/batch/get", body, nil); st != http.StatusBadRequest {
+					t.Errorf("batch get of %s: %d %.200s, want 400", body, st, b)
+				}
+			}
+
 			// A deque item takes no expire or tag: refused, nothing added.
 			for _, rec := range []string{`{"len":1,"expire":1}`, `{"len":1,"tag":"t"}`} {
 				if st, b := post("/v1/deques/dq/items", rec+"\nx", records); st != http.StatusBadRequest {

@@ -428,15 +428,21 @@ func unwrapBodyError(err error) error {
 }
 
 // decodeJSON reads a JSON request body into v, bounded in size.
+// jsonBodyError is the answer to a JSON body that failed to decode: 413
+// past limit, 400 otherwise.
+func jsonBodyError(err error, limit int64) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return &apiError{status: http.StatusRequestEntityTooLarge, code: wire.CodeValueTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit)}
+	}
+	return badRequest(wire.CodeBadRequest, "request body is not the expected JSON: %v", err)
+}
+
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &apiError{status: http.StatusRequestEntityTooLarge, code: wire.CodeValueTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit)}
-		}
-		return badRequest(wire.CodeBadRequest, "request body is not the expected JSON: %v", err)
+		return jsonBodyError(err, limit)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest(wire.CodeBadRequest, "request body has data after the JSON value")
