@@ -232,7 +232,7 @@ func (t *Transport) plan(req *http.Request) (plan, bool) {
 	}
 	p.key.base = u.Scheme + "://" + u.Host
 	if len(auth) == 1 {
-		p.key.auth = auth[0]
+		p.key.auth = canonicalAuth(auth[0])
 	}
 	t.mu.Lock()
 	until, refused := t.refused[p.key.base]
@@ -327,6 +327,19 @@ func validHeaderValue(s string) bool {
 		}
 	}
 	return true
+}
+
+// canonicalAuth spells a bearer credential one way. Connections are pooled
+// by it, and the server takes the scheme in any case and any spaces before
+// the token: pooled as spelled, a client varying the spelling through a
+// forwarding shard made it open a pool, and up to MaxIdlePerHost
+// connections, per spelling to the owner.
+func canonicalAuth(v string) string {
+	scheme, tok, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return v
+	}
+	return "Bearer " + strings.TrimLeft(tok, " ")
 }
 
 // conn is one upgraded connection.

@@ -305,6 +305,31 @@ func TestOnlyGetsAreSentAgain(t *testing.T) {
 	}
 }
 
+// Spellings of one bearer token share a pool: one upgraded connection
+// serves them all (a client varying the spelling through a forwarding
+// shard made it open a connection to the owner per spelling).
+func TestSpellingsOfATokenShareAPool(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	tr := newTransport()
+	ctx := context.Background()
+	for _, auth := range []string{"Bearer ", "bearer ", "BEARER ", "Bearer   ", "bEaReR  "} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/keys/spelled", nil)
+		req.Header.Set("Authorization", auth+srv.Token)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("%q: %s, want 404 (a miss)", auth, resp.Status)
+		}
+	}
+	if s := tr.Stats(); s.Upgrades != 1 || s.Framed != 5 {
+		t.Fatalf("%+v, want 5 requests framed over 1 upgraded connection", s)
+	}
+}
+
 // A request that never reached a server is not ErrUnanswered: nothing
 // can have been served.
 func TestUnsentIsNotUnanswered(t *testing.T) {
