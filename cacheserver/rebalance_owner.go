@@ -391,5 +391,15 @@ func (s *Server) claimBatchKey(r *http.Request, key kv.Key, access keyAccess) er
 	if r.PathValue("name") != "" || !s.cluster.sharded() {
 		return nil
 	}
+	if r.Header.Get(wire.HeaderForwardedEpoch) != "" {
+		// A batch part another shard sent holds only this shard's keys at
+		// the epoch checked on arrival. One that does not (a newer epoch
+		// since, or a client sending the header itself) is refused, as a
+		// forwarded single key is: stored here, a key nobody reads would
+		// come back as its owner's value after a later change of shards.
+		if o, a := s.cluster.owner(wire.Routing(key)); a != nil && o != s.cluster.self {
+			return s.wrongEpoch("shard %d does not own every key of this batch at epoch %d", s.cluster.self, a.Epoch)
+		}
+	}
 	return s.claimKey(r.Context(), key, access)
 }

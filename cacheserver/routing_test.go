@@ -717,3 +717,43 @@ func TestLaggingShardBatchSetOverTheRedoBound(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardedBatchHoldsOnlyOwnedKeys: a batch that says another shard
+// forwarded it (Diskcache-Forwarded-Epoch) is served at this shard only
+// for keys it owns, as a forwarded single key is. A client sending the
+// header itself made a shard store values for other shards' keys, which
+// came back over the owners' values after a change of shards.
+func TestForwardedBatchHoldsOnlyOwnedKeys(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	s0 := c.Shards[0]
+	mine, theirs := ownedBy("fb", 0, 2), ownedBy("fb", 1, 2)
+	forwarded := map[string]string{wire.HeaderForwardedEpoch: "1"}
+	var body bytes.Buffer
+	rw := wire.NewRecordWriter(&body)
+	for _, k := range []string{mine, theirs} {
+		if err := rw.Write(wire.Record{Key: k}, []byte("planted")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set := map[string]string{"Content-Type": wire.RecordsContentType, wire.HeaderForwardedEpoch: "1"}
+	if st, _, b := do(t, "POST", s0.URL+"/v1/batch/set", s0.Token, body.Bytes(), set); st != http.StatusConflict || !strings.Contains(string(b), wire.CodeWrongEpoch) {
+		t.Fatalf("a forwarded batch set with shard 1's key: %d %s, want 409 wrong_epoch", st, b)
+	}
+	if onShard(t, s0, theirs) {
+		t.Fatal("shard 0 stored a key of shard 1")
+	}
+	keys := fmt.Sprintf(`{"keys":[{"key":%q},{"key":%q}]}`, mine, theirs)
+	for _, path := range []string{"/v1/batch/get", "/v1/batch/delete"} {
+		if st, _, b := do(t, "POST", s0.URL+path, s0.Token, []byte(keys), forwarded); st != http.StatusConflict || !strings.Contains(string(b), wire.CodeWrongEpoch) {
+			t.Errorf("a forwarded %s with shard 1's key: %d %s, want 409 wrong_epoch", path, st, b)
+		}
+	}
+	// The shards' own forwarding is unchanged: a batch through shard 0
+	// stores each key at its owner.
+	if st, _, b := do(t, "POST", s0.URL+"/v1/batch/set", s0.Token, body.Bytes(), map[string]string{"Content-Type": wire.RecordsContentType}); st != http.StatusOK || !strings.Contains(string(b), `"stored":2`) {
+		t.Fatalf("a batch set through shard 0: %d %s", st, b)
+	}
+	if !onShard(t, s0, mine) || onShard(t, s0, theirs) || !onShard(t, c.Shards[1], theirs) {
+		t.Fatal("the batch set did not store each key at its owner only")
+	}
+}
