@@ -3,6 +3,7 @@ package cacheserver_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -121,5 +122,41 @@ func TestCollectionBadInput(t *testing.T) {
 	front, ferr := c.Deque("d").PeekLeft(ctx)
 	if n != 1 || err != nil || ferr != nil || !front.Equal(kv.Text("x")) {
 		t.Fatalf("deque after rejected writes: len %d (%v), front %v (%v)", n, err, front, ferr)
+	}
+}
+
+// TestDequeCompareValueIsBounded: remove and count hold the value they
+// compare with in memory, so it is bounded (413 past 64 MiB, with its
+// length said or streamed); --max-value-bytes (1 TiB) let one request take
+// the shard's memory.
+func TestDequeCompareValueIsBounded(t *testing.T) {
+	srv, c := startServer(t)
+	ctx := context.Background()
+	if _, err := c.Deque("d").Append(ctx, kv.Bytes([]byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("v", 64<<20+1)
+	for _, op := range []string{"count", "remove"} {
+		for _, streamed := range []bool{false, true} {
+			var body io.Reader = strings.NewReader(big)
+			if streamed {
+				body = io.MultiReader(body) // no length: chunked
+			}
+			req, _ := http.NewRequest("POST", srv.URL+"/v1/deques/d/"+op, body)
+			req.Header.Set("Authorization", "Bearer "+srv.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e wire.Error
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || e.Code != wire.CodeValueTooLarge {
+				t.Errorf("%s of a 64 MiB + 1 value (streamed %v): %d %+v, want 413 value_too_large", op, streamed, resp.StatusCode, e)
+			}
+		}
+	}
+	if n, err := c.Deque("d").Count(ctx, kv.Bytes([]byte("x"))); err != nil || n != 1 {
+		t.Fatalf("count of a small value: %d, %v", n, err)
 	}
 }

@@ -427,22 +427,38 @@ func (s *Server) handleDequeReverse(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
+// maxCompareBytes bounds the value remove and count compare the items
+// with, which is held in memory (--max-value-bytes, 1 TiB by default, let
+// one request take the shard's memory).
+const maxCompareBytes = 64 << 20
+
 // wholeValue reads the request body as a value held in memory, for the
 // comparisons of remove and count.
 func (s *Server) wholeValue(w http.ResponseWriter, r *http.Request, d *engine.Deque) (kv.Value, error) {
+	if r.ContentLength > maxCompareBytes {
+		return kv.Value{}, compareTooLarge()
+	}
 	v, opts, err := s.readValue(w, r, d.Cache(), kv.SetOptions{})
 	if err != nil || opts.Body == nil {
 		return v, err
 	}
-	b, err := io.ReadAll(opts.Body)
+	b, err := io.ReadAll(io.LimitReader(opts.Body, maxCompareBytes+1))
 	if err != nil {
 		return kv.Value{}, bodyError(err)
+	}
+	if len(b) > maxCompareBytes {
+		return kv.Value{}, compareTooLarge()
 	}
 	v.Data = b
 	if v.Type == kv.ValueText && !utf8.Valid(b) {
 		return kv.Value{}, badRequest(wire.CodeBadValue, "text value is not valid UTF-8")
 	}
 	return v, nil
+}
+
+func compareTooLarge() error {
+	return &apiError{status: http.StatusRequestEntityTooLarge, code: wire.CodeValueTooLarge,
+		msg: fmt.Sprintf("remove and count compare values of up to %d bytes", maxCompareBytes)}
 }
 
 // handleDequeRemove removes the first item equal to the body (python's
