@@ -311,6 +311,39 @@ func TestSlowClientsCannotStarveTheServer(t *testing.T) {
 	}
 }
 
+// TestUnauthorizedConnectionsAreClosed: a request without the token, body
+// or not, over HTTP/1.1 or as a frames upgrade, is answered 401 and its
+// connection closed; kept alive, such connections held --max-connections
+// slots for the idle timeout and shut probes and clients out.
+func TestUnauthorizedConnectionsAreClosed(t *testing.T) {
+	srv, _ := startServer(t, "--max-connections", "4")
+	host := strings.TrimPrefix(srv.URL, "http://")
+	for _, req := range []string{
+		"GET /v1/keys/k HTTP/1.1\r\nHost: cache\r\n\r\n",
+		"GET /v1/keys/k HTTP/1.1\r\nHost: cache\r\nAuthorization: Bearer wrong\r\n\r\n",
+		"GET /v1/frames HTTP/1.1\r\nHost: cache\r\nConnection: Upgrade\r\nUpgrade: diskcache-frames/1\r\n\r\n",
+	} {
+		for range 6 { // more than the cap: each slot is given back
+			conn, err := net.Dial("tcp", host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // the idle timeout is 2 minutes
+			if _, err := io.WriteString(conn, req); err != nil {
+				t.Fatal(err)
+			}
+			status, code, closed := readAnswer(t, conn)
+			conn.Close()
+			if status != http.StatusUnauthorized || code != wire.CodeUnauthorized || !closed {
+				t.Fatalf("%q: %d %s, closed %v; want 401 and the connection closed", req, status, code, closed)
+			}
+		}
+	}
+	if st := authStatus(t, srv.URL+"/healthz", ""); st != http.StatusOK {
+		t.Fatalf("/healthz after the refused clients: %d", st)
+	}
+}
+
 // TestConnectionCap fills --max-connections with stalled requests: the
 // next connection is answered 503 too_many_connections at once, and once
 // a connection ends the server serves again.

@@ -238,12 +238,17 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 		hasBody := r.Body != nil && r.Body != http.NoBody
 		if auth && !s.acceptsAuthorization(r.Header.Get("Authorization")) {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
-			if hasBody && r.ProtoMajor == 1 {
-				// Answer at once and drop the connection: draining the
-				// unread body (net/http reads up to 256 KiB of it) would
-				// let anyone hold connections open by sending it slowly.
-				// A read deadline already past makes that drain fail.
+			if r.ProtoMajor == 1 {
+				// Drop the connection after the answer: kept alive, it
+				// would hold one of --max-connections for the idle
+				// timeout for a client without the token.
 				rec.Header().Set("Connection", "close")
+			}
+			if hasBody && r.ProtoMajor == 1 {
+				// Answer at once: draining the unread body (net/http reads
+				// up to 256 KiB of it) would let anyone hold connections
+				// open by sending it slowly. A read deadline already past
+				// makes that drain fail.
 				defer func() { _ = http.NewResponseController(w).SetReadDeadline(time.Now()) }()
 			}
 			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
