@@ -676,3 +676,37 @@ func TestShutdownEndsLockWaits(t *testing.T) {
 		t.Fatalf("A's acquire during the shutdown: %d %s; want 200 and not acquired", resp.StatusCode, b)
 	}
 }
+
+// TestStalledServerDoesNotTakeALockLate: a waiter whose server was stopped
+// past the end of its wait answers "not acquired" when the server runs
+// again, without a last try: its client may have given up meanwhile (a
+// socket timeout), and a lock taken then is held by a token no one has,
+// for ever without a ttl. The holder's ttl runs out during the stop, so a
+// late try would have got the lock.
+func TestStalledServerDoesNotTakeALockLate(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{Args: []string{"--metrics-interval", "0"}})
+	if st, _, b := do(t, "POST", srv.URL+"/v1/locks/k/acquire?owner=H&ttl=1", srv.Token, nil, nil); st != http.StatusOK || !strings.Contains(string(b), `"acquired":true`) {
+		t.Fatalf("H acquires: %d %s", st, b)
+	}
+	answer := make(chan string, 1)
+	go func() {
+		_, _, b := do(t, "POST", srv.URL+"/v1/locks/k/acquire?owner=W&wait=1", srv.Token, nil, nil)
+		answer <- string(b)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for metricValue(t, srv, `diskcache_waiting_requests`) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("W's acquire never waited")
+		}
+		time.Sleep(20 * time.Millisecond) // a poll's pace
+	}
+	srv.Freeze(t)
+	time.Sleep(2500 * time.Millisecond) // the stall: past W's wait and H's ttl
+	srv.Thaw(t)
+	if b := <-answer; !strings.Contains(b, `"acquired":false`) {
+		t.Fatalf("W's acquire after the stall: %s; want not acquired", b)
+	}
+	if st, _, b := do(t, "GET", srv.URL+"/v1/locks/k", srv.Token, nil, nil); st != http.StatusOK || !strings.Contains(string(b), `"locked":false`) {
+		t.Fatalf("the lock after the stall: %d %s; want it free", st, b)
+	}
+}

@@ -134,6 +134,9 @@ func topic(kind string, db *engine.Cache, key kv.Key) string {
 const (
 	firstPoll = 10 * time.Millisecond
 	maxPoll   = 500 * time.Millisecond
+	// lateTry is how far past its deadline a waiter still makes its last
+	// try (its timer fires a little late even on a quiet server).
+	lateTry = 100 * time.Millisecond
 )
 
 // retryFor calls try until it succeeds, fails, or wait has passed; it never
@@ -150,7 +153,19 @@ func (s *Server) retryFor(ctx context.Context, wait time.Duration, topic string,
 	}
 	poll := firstPoll
 	waiting := false
-	for {
+	for first := true; ; first = false {
+		if !first {
+			// Woken long past the deadline (the process was stopped, or
+			// starved): the client may have given up on this answer, and a
+			// lock taken now would be held by no one. Likewise once the
+			// request is cancelled (its client went away).
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if time.Since(deadline) > lateTry {
+				return nil
+			}
+		}
 		woken, done := s.waiters.watch(topic) // before trying: a release in between wakes us
 		ok, hint, err := try()
 		if err != nil || ok {
