@@ -303,11 +303,20 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, routing []byte,
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		var body io.Reader = r.Body
+		var body io.Reader
+		var streamed *lentBody
 		if kept != nil {
 			body = bytes.NewReader(kept)
+		} else {
+			streamed = &lentBody{r: r.Body, want: r.ContentLength}
+			body = streamed
 		}
 		resp, err := s.send(r, a, owner, body, r.ContentLength, false)
+		if streamed != nil && streamed.takeBack() {
+			// The client's body was left part-read: what is left of it
+			// must not be read as its next request.
+			w.Header().Set("Connection", "close")
+		}
 		if err != nil {
 			return true, err
 		}
@@ -467,6 +476,47 @@ func repeatable(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// lentBody lends a client's request body to a forward. net/http's
+// transport may go on reading a request body after RoundTrip has returned
+// (another goroutine writes it), so a forward cut short (the owner went
+// away, or answered before reading it all) can leave the client's body
+// part-read while reads of it go on: kept alive, the connection then had
+// the rest of one request's body read as the next request, and a client
+// could make the shard serve a request hidden in a value. takeBack ends
+// the loan and says whether the connection must be closed.
+type lentBody struct {
+	r        io.Reader
+	want     int64 // the body's length; -1 unknown
+	mu       sync.Mutex
+	read     int64
+	eof      bool
+	returned bool
+}
+
+func (b *lentBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	returned := b.returned
+	b.mu.Unlock()
+	if returned {
+		return 0, errors.New("the forward has ended")
+	}
+	n, err := b.r.Read(p)
+	b.mu.Lock()
+	b.read += int64(n)
+	b.eof = b.eof || errors.Is(err, io.EOF)
+	b.mu.Unlock()
+	return n, err
+}
+
+// takeBack makes later reads fail and reports whether the body may be
+// left part-read (a read in progress may still end it).
+func (b *lentBody) takeBack() (partRead bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.returned = true
+	return !b.eof && (b.want < 0 || b.read < b.want)
 }
 
 // copyBuffers hold the buffers forwarded answers are copied through: a

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/internal/frames"
@@ -218,6 +219,53 @@ func TestOwnerGoneMidRequest(t *testing.T) {
 		}
 		if took.Load() == before {
 			t.Errorf("%s %s never reached the owner", c.method, c.path)
+		}
+	}
+}
+
+// TestForwardCutShortClosesTheClientConnection: the owner is killed while
+// a client's value streams to it through a forwarding shard, and the
+// client sends the rest of it and then another request on the same
+// connection. The forward's transport was left reading the client's
+// connection after the shard answered, and the rest of the value was read
+// as a request (a request hidden in a value then ran with the next
+// request's token). Now the shard takes the body back and closes the
+// connection. The pauses are the client's (a slow upload): on a machine
+// too slow for them the test passes without finding the flaw, never the
+// other way round.
+func TestForwardCutShortClosesTheClientConnection(t *testing.T) {
+	const size = 2 << 20 // over a frame: the forward streams it over HTTP
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	via := c.Shards[0]
+	key := ownedBy("cut", 1, 2)
+	hidden := "\r\n\r\nGET /v1/keys/" + key + "x HTTP/1.1\r\nHost: x\r\nX-Pad: "
+	first := strings.Repeat("v", size/2)
+	rest := strings.Repeat("v", size-len(first)-len(hidden)) + hidden
+	conn, err := net.Dial("tcp", strings.TrimPrefix(via.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	fmt.Fprintf(conn, "PUT /v1/keys/%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", key, via.Token, size, first)
+	time.Sleep(300 * time.Millisecond)
+	c.Shards[1].Kill()
+	time.Sleep(300 * time.Millisecond)
+	fmt.Fprintf(conn, "%sGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", rest)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("the cut forward: %s, want 503", resp.Status)
+	}
+	if next, err := http.ReadResponse(br, nil); err == nil {
+		b, _ := io.ReadAll(next.Body)
+		if next.StatusCode != http.StatusOK || !strings.Contains(string(b), `"ok"`) {
+			t.Fatalf("the answer after the cut forward: %s %s; the rest of the value was read as a request", next.Status, b)
 		}
 	}
 }
