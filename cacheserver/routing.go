@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -440,17 +441,32 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 			return nil, r.Context().Err()
 		}
 		s.metrics.forwarded(i, 0)
-		if errors.Is(err, frames.ErrUnanswered) && !repeatable(r) {
-			// The owner read the whole request and went away (killed,
+		if mayHaveReached(err) && !repeatable(r) {
+			// The owner may have read the request and gone away (killed,
 			// restarted) before answering: it may have applied it.
 			return nil, newRoutingError(http.StatusGatewayTimeout, wire.CodeShardTimeout,
 				map[string]any{"shard": i, "url": a.Shards[i]},
-				"shard %d (%s) took the request and closed the connection without answering; the request may have been applied there", i, a.Shards[i])
+				"shard %d (%s) may have taken the request, and closed the connection without answering; the request may have been applied there", i, a.Shards[i])
 		}
 		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
 			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: %v", i, a.Shards[i], err)
 	}
 	return resp, nil
+}
+
+// mayHaveReached reports whether a failed forward may have delivered the
+// request: over frames the transport knows (ErrUnanswered, ErrNotSent);
+// over plain HTTP (bodies over a frame, peers without frames) only a
+// failure to connect proves it did not.
+func mayHaveReached(err error) bool {
+	switch {
+	case errors.Is(err, frames.ErrUnanswered):
+		return true
+	case errors.Is(err, frames.ErrNotSent):
+		return false
+	}
+	var op *net.OpError
+	return !(errors.As(err, &op) && op.Op == "dial")
 }
 
 // repeatable reports whether applying r twice leaves what applying it once

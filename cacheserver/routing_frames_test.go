@@ -154,7 +154,14 @@ func vanishingOwner(t *testing.T) (string, *atomic.Int32) {
 			go func() {
 				defer c.Close()
 				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				if req.Header.Get("Upgrade") == "" { // plain HTTP: a body over a frame
+					if _, err := io.Copy(io.Discard, req.Body); err == nil {
+						took.Add(1)
+					}
 					return
 				}
 				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+frames.Protocol+"\r\n\r\n")
@@ -176,7 +183,9 @@ func vanishingOwner(t *testing.T) (string, *atomic.Int32) {
 // applied it. A request that must not be repeated (an incr, a deque's push)
 // is then 504 shard_timeout, "may have been applied", as for an owner that
 // stalls; it was 503 shard_unavailable, which tells a client nothing was
-// done. A read or a set, safe to repeat, stays 503.
+// done. A read or a set, safe to repeat, stays 503. Over frames and over
+// plain HTTP (a body over a frame), whose transport cannot tell whether
+// the request left.
 func TestOwnerGoneMidRequest(t *testing.T) {
 	owner, took := vanishingOwner(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -193,29 +202,37 @@ func TestOwnerGoneMidRequest(t *testing.T) {
 			deque = n
 		}
 	}
+	big := strings.Repeat("v", 2<<20) // over a frame: sent over plain HTTP
 	for _, c := range []struct {
 		method, path string
 		status       int
 		code         string
+		body         string
 	}{
-		{"POST", "/v1/keys/" + key + "/incr", http.StatusGatewayTimeout, wire.CodeShardTimeout},
-		{"POST", "/v1/deques/" + deque + "/push", http.StatusGatewayTimeout, wire.CodeShardTimeout},
-		{"DELETE", "/v1/deques/" + deque + "/items/0", http.StatusGatewayTimeout, wire.CodeShardTimeout},
-		{"DELETE", "/v1/averages/" + key, http.StatusGatewayTimeout, wire.CodeShardTimeout},
-		{"POST", "/v1/locks/" + key + "/acquire?owner=a", http.StatusGatewayTimeout, wire.CodeShardTimeout},
-		{"PUT", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable},
-		{"DELETE", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable},
-		{"DELETE", "/v1/deques/" + deque, http.StatusServiceUnavailable, wire.CodeShardUnavailable},
-		{"GET", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable},
+		{"POST", "/v1/keys/" + key + "/incr", http.StatusGatewayTimeout, wire.CodeShardTimeout, ""},
+		{"POST", "/v1/deques/" + deque + "/push", http.StatusGatewayTimeout, wire.CodeShardTimeout, ""},
+		{"DELETE", "/v1/deques/" + deque + "/items/0", http.StatusGatewayTimeout, wire.CodeShardTimeout, ""},
+		{"DELETE", "/v1/averages/" + key, http.StatusGatewayTimeout, wire.CodeShardTimeout, ""},
+		{"POST", "/v1/locks/" + key + "/acquire?owner=a", http.StatusGatewayTimeout, wire.CodeShardTimeout, ""},
+		{"PUT", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable, ""},
+		{"DELETE", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable, ""},
+		{"DELETE", "/v1/deques/" + deque, http.StatusServiceUnavailable, wire.CodeShardUnavailable, ""},
+		{"GET", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable, ""},
+		{"POST", "/v1/deques/" + deque + "/push", http.StatusGatewayTimeout, wire.CodeShardTimeout, big},
+		{"POST", "/v1/keys/" + key + "/add", http.StatusGatewayTimeout, wire.CodeShardTimeout, big},
+		{"PUT", "/v1/keys/" + key, http.StatusServiceUnavailable, wire.CodeShardUnavailable, big},
 	} {
+		if c.body == "" {
+			c.body = "1"
+		}
 		before := took.Load()
-		st, _, b := do(t, c.method, via.URL+c.path, via.Token, []byte("1"), nil)
+		st, _, b := do(t, c.method, via.URL+c.path, via.Token, []byte(c.body), nil)
 		var e struct {
 			Error string `json:"error"`
 			Shard *int   `json:"shard"`
 		}
 		if st != c.status || json.Unmarshal(b, &e) != nil || e.Error != c.code || e.Shard == nil || *e.Shard != 1 {
-			t.Errorf("%s %s with the owner gone mid-request: %d %s, want %d %s naming shard 1", c.method, c.path, st, b, c.status, c.code)
+			t.Errorf("%s %s (%d bytes) with the owner gone mid-request: %d %s, want %d %s naming shard 1", c.method, c.path, len(c.body), st, b, c.status, c.code)
 		}
 		if took.Load() == before {
 			t.Errorf("%s %s never reached the owner", c.method, c.path)

@@ -43,6 +43,11 @@ const (
 // that is not idempotent again, and can tell this from "not sent".
 var ErrUnanswered = errors.New("the server took the request and the connection ended before its answer")
 
+// ErrNotSent marks a request that failed before its frame reached the
+// server whole (connecting, upgrading, writing): the server cannot have
+// served it.
+var ErrNotSent = errors.New("the request did not reach the server")
+
 // Options configure a Transport.
 type Options struct {
 	// Fallback carries what frames cannot (required): HEAD, bodies of
@@ -153,7 +158,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c, err := t.getConn(ctx, plan.key)
 	if err != nil {
 		closeBody(req)
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
 	}
 	if c == nil { // the upgrade was refused
 		return t.viaFallback(req)
@@ -182,11 +187,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Redacted(), ErrUnanswered, err)
 		}
 		if !retry {
-			return nil, fmt.Errorf("frames %s %s: %w", req.Method, req.URL.Redacted(), err)
+			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Redacted(), ErrNotSent, err)
 		}
 		t.retries.Add(1)
 		if c, err = t.dial(ctx, plan.key); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
 		}
 		if c == nil {
 			return nil, fmt.Errorf("frames %s %s: the server refused the upgrade on retry", req.Method, req.URL.Redacted())

@@ -330,8 +330,8 @@ func TestSpellingsOfATokenShareAPool(t *testing.T) {
 	}
 }
 
-// A request that never reached a server is not ErrUnanswered: nothing
-// can have been served.
+// A request that never reached a server is ErrNotSent, not ErrUnanswered:
+// nothing can have been served.
 func TestUnsentIsNotUnanswered(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -345,8 +345,8 @@ func TestUnsentIsNotUnanswered(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("a request to a closed port should fail")
 	}
-	if errors.Is(err, frames.ErrUnanswered) {
-		t.Fatalf("a refused connection: %v, must not be ErrUnanswered", err)
+	if errors.Is(err, frames.ErrUnanswered) || !errors.Is(err, frames.ErrNotSent) {
+		t.Fatalf("a refused connection: %v, must be ErrNotSent and not ErrUnanswered", err)
 	}
 }
 
