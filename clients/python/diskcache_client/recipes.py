@@ -16,17 +16,20 @@ import time
 import uuid
 
 from . import wire
-from .errors import CacheServerError, error_from_response
+from .errors import CacheServerError, Timeout, error_from_response
 from .http11 import Request
 from .ops import key_target
 
 
-class LockError(CacheServerError):
+class LockError(CacheServerError, ValueError):
     """A lock was used in a way its state does not allow (releasing or
-    extending one not held); redis-py's ``LockError``."""
+    extending one not held); redis-py's ``LockError`` (a ``ValueError`` too)."""
 
     def __init__(self, message, status=0, code='', url=''):
         super().__init__(message, status, code, url)
+
+    def __str__(self):
+        return self.message
 
 
 class LockNotOwnedError(LockError):
@@ -69,10 +72,10 @@ def lock_release(c, key, owner):
     _answer(resp, "cannot release a lock that's no longer owned")
 
 
-def lock_refresh(c, key, owner, ttl):
+def lock_refresh(c, key, owner, ttl, what='extend'):
     """Operation: make ``owner``'s hold expire ``ttl`` seconds from now."""
     resp = yield _lock_request(c, key, 'refresh', [('owner', owner), ('ttl', _seconds(ttl))])
-    _answer(resp, "cannot extend a lock that's no longer owned")
+    _answer(resp, "cannot %s a lock that's no longer owned" % what)
 
 
 def lock_status(c, key):
@@ -100,8 +103,9 @@ class Lock:
 
     def __init__(self, client, key, timeout=None, sleep=0.1, blocking=True,
                  blocking_timeout=None, thread_local=True):
-        if timeout is not None and timeout <= 0:
-            raise ValueError('timeout must be a positive number of seconds or None')
+        if timeout is not None and timeout < 0:
+            raise ValueError('timeout must be a number of seconds >= 0, or None')
+        timeout = timeout or None  # 0, as in redis-py: no expiry
         self.client = client
         self.name = key
         self.timeout = timeout
@@ -120,11 +124,16 @@ class Lock:
         timeout = min((ep.socket_timeout or 5.0) for ep in self.client.endpoints)
         return max(min(timeout / 2, 10.0), 0.05)
 
-    def acquire(self, blocking=None, blocking_timeout=None, token=None):
+    def acquire(self, sleep=None, blocking=None, blocking_timeout=None, token=None):
         """Take the lock; True if taken, False if not within
-        ``blocking_timeout`` (or at once, when not ``blocking``)."""
+        ``blocking_timeout`` (or at once, when not ``blocking``). The
+        arguments are redis-py's (``sleep`` is accepted and not used). A
+        busy database on the server (``Timeout``: nothing was done) does not
+        end a blocking wait."""
         blocking = self.blocking if blocking is None else blocking
         blocking_timeout = self.blocking_timeout if blocking_timeout is None else blocking_timeout
+        if isinstance(token, bytes):
+            token = token.decode('utf-8')
         token = uuid.uuid4().hex if token is None else str(token)
         if not token:
             raise ValueError('token must not be empty')
@@ -134,7 +143,14 @@ class Lock:
             wait = 0.0
             if blocking:
                 wait = step if deadline is None else max(min(step, deadline - time.monotonic()), 0.0)
-            if self.client.run(lock_acquire(self.client, self.name, token, self.timeout, wait)):
+            try:
+                acquired = self.client.run(
+                    lock_acquire(self.client, self.name, token, self.timeout, wait))
+            except Timeout:
+                if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                continue
+            if acquired:
                 self.local.token = token
                 return True
             if not blocking or (deadline is not None and time.monotonic() >= deadline):
@@ -162,6 +178,12 @@ class Lock:
             if holder != token:
                 raise LockNotOwnedError("cannot extend a lock that's no longer owned")
             ttl += remaining
+        if ttl <= 0:
+            # Expire now, as redis-py's pexpire does (0 means "no expiry" to
+            # the server).
+            self.client.run(lock_release(self.client, self.name, token))
+            self.local.token = None
+            return True
         self.client.run(lock_refresh(self.client, self.name, token, ttl))
         return True
 
@@ -172,7 +194,7 @@ class Lock:
             raise LockError('cannot reacquire an unlocked lock')
         if self.timeout is None:
             raise LockError('cannot reacquire a lock with no timeout')
-        self.client.run(lock_refresh(self.client, self.name, token, self.timeout))
+        self.client.run(lock_refresh(self.client, self.name, token, self.timeout, 'reacquire'))
         return True
 
     def locked(self):

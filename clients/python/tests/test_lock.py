@@ -149,3 +149,48 @@ def test_long_wait_spans_requests_shorter_than_the_socket_timeout(server):
     assert time.monotonic() - started >= 1.5
     holder.release()
     client.close()
+
+
+def test_redis_py_arguments_and_edges(cache):
+    # redis-py's acquire(sleep, blocking, blocking_timeout, token).
+    lock = cache.lock('args', timeout=60)
+    assert lock.acquire(0.01, False, None, b'my-token')
+    assert lock.local.token == 'my-token' and lock.owned()
+    assert not cache.lock('args').acquire(sleep=0.01, blocking=False)
+    # extend to no time left expires the hold now, as redis's pexpire does.
+    assert lock.extend(0, replace_ttl=True)
+    assert not lock.locked() and not lock.owned()
+    # timeout=0 is no expiry, as in redis-py.
+    forever = cache.lock('forever', timeout=0)
+    assert forever.acquire()
+    assert forever.client.run(lock_status(forever))[2] == 0.0
+    with pytest.raises(LockError):
+        forever.extend(5)  # no timeout to extend
+    forever.release()
+    # LockError is a ValueError, as redis-py's, and says only its message.
+    with pytest.raises(ValueError) as caught:
+        cache.lock('never').release()
+    assert str(caught.value) == 'cannot release an unlocked lock'
+
+
+def test_busy_database_does_not_end_a_blocking_wait(cache, monkeypatch):
+    # A 503 timeout (the database stayed busy: nothing was done) is tried
+    # again within blocking_timeout; without blocking it is raised.
+    from diskcache_client import Timeout
+    lock = cache.lock('busy', timeout=60)
+    run, busy = lock.client.run, [1]
+
+    def flaky(op):
+        if busy[0]:
+            busy[0] -= 1
+            op.close()
+            raise Timeout('database busy')
+        return run(op)
+
+    monkeypatch.setattr(lock.client, 'run', flaky)
+    assert lock.acquire(blocking_timeout=30)
+    assert busy == [0]
+    busy[0] = 1
+    with pytest.raises(Timeout):
+        cache.lock('busy2', timeout=60).acquire(blocking=False)
+    lock.release()
