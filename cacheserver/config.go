@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"slices"
 	"sort"
@@ -356,16 +357,21 @@ func readConfigFile(path string) (map[string]string, error) {
 // coming in and the one going out, and are accepted too.
 type tokenSource struct {
 	paths []string // the file, then its optional siblings
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	values  []string // accepted tokens, the file's first
 	stamp   string   // of the files last read
 	checked time.Time
+	failing bool // the files could not be read at the last check
 }
 
-func newTokenSource(path string) (*tokenSource, error) {
-	t := &tokenSource{paths: []string{path, path + wire.TokenNextSuffix, path + wire.TokenPreviousSuffix}}
-	if err := t.reload(); err != nil {
+// errEmptyTokenFile: the token file is empty (being written, or emptied).
+var errEmptyTokenFile = errors.New("the token file is empty")
+
+func newTokenSource(path string, log *slog.Logger) (*tokenSource, error) {
+	t := &tokenSource{paths: []string{path, path + wire.TokenNextSuffix, path + wire.TokenPreviousSuffix}, log: log}
+	if err := t.reload(); err != nil && !errors.Is(err, errEmptyTokenFile) {
 		return nil, err
 	}
 	if len(t.values) == 0 {
@@ -402,7 +408,7 @@ func (t *tokenSource) reload() error {
 		v := strings.TrimSpace(string(b))
 		if v == "" {
 			if i == 0 {
-				return nil // being written: keep the last good set
+				return errEmptyTokenFile // being written: keep the last good set
 			}
 			continue
 		}
@@ -421,7 +427,18 @@ func (t *tokenSource) tokens() []string {
 	defer t.mu.Unlock()
 	if now := time.Now(); now.Sub(t.checked) > time.Second {
 		t.checked = now
-		_ = t.reload() // keep the last good tokens if a file is briefly gone
+		// The last good tokens stay accepted while the files cannot be
+		// read: a mounted Secret is briefly gone while the kubelet swaps
+		// it. Said once, so that one that stays gone is seen.
+		switch err := t.reload(); {
+		case err != nil && !t.failing:
+			t.failing = true
+			t.log.Warn("cannot read the token file; the tokens read last are accepted until it can be read again",
+				slog.String("file", t.paths[0]), slog.Any("error", err))
+		case err == nil && t.failing:
+			t.failing = false
+			t.log.Info("the token file can be read again", slog.String("file", t.paths[0]))
+		}
 	}
 	return t.values
 }

@@ -139,6 +139,40 @@ func TestTokenFileRotation(t *testing.T) {
 	}
 }
 
+// TestUnreadableTokenFileIsLogged: a token file that goes away (or is
+// emptied) leaves the tokens read last accepted, as while the kubelet swaps
+// a mounted Secret, but the server says so, once, and says when it can read
+// the file again; it was silent.
+func TestUnreadableTokenFileIsLogged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("first-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Options{Token: "first-token", TokenFile: path})
+	const warned, back = "cannot read the token file", "the token file can be read again"
+	for _, gone := range []func(){
+		func() { _ = os.Remove(path) },
+		func() { _ = os.WriteFile(path, nil, 0o600) },
+	} {
+		before := strings.Count(srv.Logs(), warned)
+		gone()
+		pollUntil(t, 30*time.Second, "the server warns about its token file", func() (bool, string) {
+			got := statusWithToken(t, srv, "/v1/info", "first-token")
+			return got == http.StatusOK && strings.Count(srv.Logs(), warned) == before+1, fmt.Sprintf("status %d", got)
+		})
+		if err := os.WriteFile(path, []byte("first-token\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		pollUntil(t, 30*time.Second, "the server reads its token file again", func() (bool, string) {
+			got := statusWithToken(t, srv, "/v1/info", "first-token")
+			return got == http.StatusOK && strings.Count(srv.Logs(), back) == strings.Count(srv.Logs(), warned), fmt.Sprintf("status %d", got)
+		})
+	}
+	if n := strings.Count(srv.Logs(), warned); n != 2 {
+		t.Fatalf("%d warnings for two outages of the token file, want one each:\n%s", n, srv.Logs())
+	}
+}
+
 // TestTokenSetDuringRotation: beside the token file, the server accepts the
 // tokens of <file>.next and <file>.previous while they exist, takes them
 // from a mounted Secret's "..data" swap, and reports their fingerprints in

@@ -111,7 +111,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: newWaitRegistry(), started: time.Now(), frames: newFrameConns()}
 	if !cfg.InsecureNoAuth {
-		if s.tokens, err = newTokenSource(cfg.TokenFile); err != nil {
+		if s.tokens, err = newTokenSource(cfg.TokenFile, log); err != nil {
 			_ = fc.Close()
 			return nil, err
 		}
@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.metrics.registry.MustRegister(s.peers.collector())
 	if cfg.AdminTokenFile != "" {
-		if s.admin, err = newTokenSource(cfg.AdminTokenFile); err != nil {
+		if s.admin, err = newTokenSource(cfg.AdminTokenFile, log.With(slog.String("token", "admin"))); err != nil {
 			_ = fc.Close()
 			return nil, fmt.Errorf("admin token: %w", err)
 		}
