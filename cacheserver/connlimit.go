@@ -1,11 +1,13 @@
 package cacheserver
 
 import (
+	"bufio"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +39,12 @@ var connRefusal = func() []byte {
 		Message: "the server holds as many connections as --max-connections allows; retry"})
 	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"+
 		"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}()
+
+// connAlive answers GET /healthz on a connection over the cap.
+var connAlive = func() []byte {
+	body := `{"status":"ok"}` + "\n"
+	return fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 }()
 
 func newConnLimitListener(l net.Listener, limit int, tlsConfig *tls.Config, m *metrics) *connLimitListener {
@@ -83,7 +91,19 @@ func (l *connLimitListener) refuse(c net.Conn) {
 		if l.tlsConfig != nil {
 			c = tls.Server(c, l.tlsConfig)
 		}
-		if _, err := c.Write(connRefusal); err != nil {
+		// The liveness probe is answered: a flood of connections is no
+		// reason for the kubelet to restart the server (and lose its
+		// memory of hot values), only for clients to wait.
+		answer := connRefusal
+		br := bufio.NewReaderSize(c, 4<<10)
+		req, err := http.ReadRequest(br) // its body is left unread, as before
+		if err != nil {
+			return
+		}
+		if req.Method == http.MethodGet && req.URL.Path == "/healthz" {
+			answer = connAlive
+		}
+		if _, err := c.Write(answer); err != nil {
 			return
 		}
 		// Closing with the client's request unread would reset the

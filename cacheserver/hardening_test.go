@@ -368,24 +368,31 @@ func TestConnectionCap(t *testing.T) {
 			t.Fatalf("connection over the cap: %d %s, closed %v; want 503 %s and closed", status, code, gone, wire.CodeTooManyConnections)
 		}
 	}
+	// The liveness probe is answered over the cap: a flood of connections
+	// must not make the kubelet restart the server.
+	probe := dialRaw(t, srv)
+	if status, _ := probe.get(t, "/healthz"); status != http.StatusOK {
+		t.Fatalf("/healthz over the cap: %d, want 200", status)
+	}
+	probe.Close()
+	refused := 4 // the three above and the probe
 	// A held request ends (its client gives up); its slot serves again.
 	held[0].Close()
 	deadline := time.Now().Add(hangGuard)
-	refused := 3
 	var served *rawConn
 	for served == nil {
 		// A raw connection, not http.Get: the refusal is written as soon as
 		// the connection is accepted, and net/http's transport reports such
 		// an unsolicited answer as an error instead of the 503 it is.
 		conn := dialRaw(t, srv)
-		status, retryAfter := conn.get(t, "/healthz")
+		status, retryAfter := conn.get(t, "/readyz")
 		if status == http.StatusOK {
 			served = conn
 			break
 		}
 		conn.Close()
 		if status != http.StatusServiceUnavailable || retryAfter == "" || time.Now().After(deadline) {
-			t.Fatalf("/healthz after a slot was freed: %d", status)
+			t.Fatalf("/readyz after a slot was freed: %d", status)
 		}
 		refused++
 		time.Sleep(100 * time.Millisecond) // honour Retry-After, briefly

@@ -98,7 +98,7 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 	})
 	m.connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "diskcache_http_connections_refused_total",
-		Help: "Connections refused with 503 because --max-connections were open.",
+		Help: "Connections refused because --max-connections were open: answered 503 (GET /healthz: 200) and closed.",
 	})
 	m.waiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "diskcache_waiting_requests",

@@ -262,7 +262,7 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 		if resp.StatusCode == http.StatusServiceUnavailable {
 			var e *Error
 			if req.stream == nil && errors.As(lastErr, &e) && e.Code == wire.CodeTooManyConnections {
-				// Refused on accept, before the request was read: any
+				// Refused on accept, the request not served: any
 				// call may go again.
 				attempts = max(attempts, 1+c.retries)
 			}

@@ -553,7 +553,7 @@ def _topology_request():
 
 def _refused(resp):
     """Whether a 503 is the server refusing the connection over its
-    --max-connections: answered on accept, before reading the request, so
+    --max-connections: answered on accept, without serving the request, so
     any request may be sent again (an incr too)."""
     return resp.body is not None and b'"too_many_connections"' in resp.body
 
