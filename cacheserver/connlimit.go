@@ -41,6 +41,10 @@ var connRefusal = func() []byte {
 		"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 }()
 
+// probeHeadWait is how long a connection over the cap is given to send its
+// request head, to tell the liveness probe from the rest.
+const probeHeadWait = 100 * time.Millisecond
+
 // connAlive answers GET /healthz on a connection over the cap.
 var connAlive = func() []byte {
 	body := `{"status":"ok"}` + "\n"
@@ -89,20 +93,23 @@ func (l *connLimitListener) refuse(c net.Conn) {
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		if l.tlsConfig != nil {
-			c = tls.Server(c, l.tlsConfig)
+			tc := tls.Server(c, l.tlsConfig)
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			c = tc
 		}
 		// The liveness probe is answered: a flood of connections is no
 		// reason for the kubelet to restart the server (and lose its
-		// memory of hot values), only for clients to wait.
+		// memory of hot values), only for clients to wait. A probe sends
+		// its request at once; a client that does not is refused without
+		// waiting for it.
 		answer := connRefusal
-		br := bufio.NewReaderSize(c, 4<<10)
-		req, err := http.ReadRequest(br) // its body is left unread, as before
-		if err != nil {
-			return
-		}
-		if req.Method == http.MethodGet && req.URL.Path == "/healthz" {
+		_ = c.SetReadDeadline(time.Now().Add(probeHeadWait))
+		if req, err := http.ReadRequest(bufio.NewReaderSize(c, 4<<10)); err == nil && req.Method == http.MethodGet && req.URL.Path == "/healthz" {
 			answer = connAlive
 		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write(answer); err != nil {
 			return
 		}

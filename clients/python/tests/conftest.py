@@ -347,7 +347,7 @@ def hold_the_only_connection(srv):
     host, _, port = srv.addr.rpartition(':')
     for _ in range(500):  # until the server has seen the client's close
         hold = socket.create_connection((host, int(port)))
-        hold.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
+        hold.sendall(b'GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n')
         if hold.recv(1024).startswith(b'HTTP/1.1 200'):
             return hold
         hold.close()
