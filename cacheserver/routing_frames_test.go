@@ -3,7 +3,6 @@ package cacheserver_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,12 +10,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/internal/frames"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
@@ -134,50 +131,6 @@ func TestForwardingAfterPeerRestart(t *testing.T) {
 	}
 }
 
-// vanishingOwner listens as a shard whose process dies while serving: it
-// upgrades each connection to frames, reads one whole frame and closes the
-// connection without answering. It counts the frames it took.
-func vanishingOwner(t *testing.T) (string, *atomic.Int32) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	took := &atomic.Int32{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				if req.Header.Get("Upgrade") == "" { // plain HTTP: a body over a frame
-					if _, err := io.Copy(io.Discard, req.Body); err == nil {
-						took.Add(1)
-					}
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+frames.Protocol+"\r\n\r\n")
-				var lb [4]byte
-				if _, err := io.ReadFull(br, lb[:]); err != nil {
-					return
-				}
-				if _, err := io.CopyN(io.Discard, br, int64(binary.BigEndian.Uint32(lb[:]))); err == nil {
-					took.Add(1)
-				}
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String(), took
-}
-
 // TestOwnerGoneMidRequest: an owner that reads a forwarded request and goes
 // away before answering (killed, or restarted, while it served) may have
 // applied it. A request that must not be repeated (an incr, a deque's push)
@@ -187,7 +140,7 @@ func vanishingOwner(t *testing.T) (string, *atomic.Int32) {
 // plain HTTP (a body over a frame), whose transport cannot tell whether
 // the request left.
 func TestOwnerGoneMidRequest(t *testing.T) {
-	owner, took := vanishingOwner(t)
+	owner, took := testserver.DyingPeer(t, 0)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

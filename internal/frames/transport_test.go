@@ -1,10 +1,8 @@
 package frames_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -232,56 +230,11 @@ func TestBodyOfUnknownLengthFallsBack(t *testing.T) {
 	}
 }
 
-// dropServer upgrades every connection and answers its first frame; it
-// reads each later frame and closes the connection without answering (a
-// peer that dies while serving). It counts the frames it received.
-func dropServer(t *testing.T) (string, *atomic.Int32) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	got := &atomic.Int32{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+frames.Protocol+"\r\n\r\n")
-				for i := 0; ; i++ {
-					var lb [4]byte
-					if _, err := io.ReadFull(br, lb[:]); err != nil {
-						return
-					}
-					if _, err := io.CopyN(io.Discard, br, int64(binary.BigEndian.Uint32(lb[:]))); err != nil {
-						return
-					}
-					got.Add(1)
-					if i > 0 {
-						return
-					}
-					// 200, no headers, body "ok".
-					c.Write([]byte{0, 0, 0, 3, 0, 200, 0, 0, 0, 0, 2, 'o', 'k', 0, 0, 0, 0})
-				}
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String(), got
-}
-
 // A pooled connection that takes a frame and dies without answering: a GET
 // is sent again on a fresh connection, a PUT is not (it may have been
 // served).
 func TestOnlyGetsAreSentAgain(t *testing.T) {
-	url, got := dropServer(t)
+	url, got := testserver.DyingPeer(t, 1)
 	tr := newTransport()
 	ctx := context.Background()
 	call(t, tr, ctx, http.MethodGet, url+"/v1/keys/a", "", nil)
