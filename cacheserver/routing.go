@@ -233,8 +233,12 @@ func (s *Server) wrongEpoch(format string, args ...any) error {
 // pulls from its previous owner is in no topology the owner knows yet.
 func (s *Server) catchUp(ctx context.Context, epoch int64, r *http.Request, trustSender bool) *topology.Announcement {
 	a := s.cluster.current()
+	if !s.catchUps.try(epoch) {
+		return a
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	defer func() { s.catchUps.done(epoch, s.cluster.current().Epoch >= epoch) }()
 	candidates := append([]string{r.Header.Get(wire.HeaderForwardedBy)}, a.Shards...)
 	for i, u := range candidates {
 		if u == "" || (i == 0 && !trustSender && !containsString(a.Shards, u)) || (i > 0 && i-1 == s.cluster.self) {
@@ -251,6 +255,41 @@ func (s *Server) catchUp(ctx context.Context, epoch int64, r *http.Request, trus
 	}
 	return s.cluster.current()
 }
+
+// catchUpGate keeps requests that name an epoch no peer has from making
+// the shard ask its peers for it each time (a client sending
+// Diskcache-Forwarded-Epoch: 999 made every request cost a round of
+// topology fetches): after a catch-up that did not find an epoch, requests
+// for it or a later one skip the asking for catchUpPause. Short, as a
+// catch-up can also miss an epoch the operator has announced to some
+// shards and not yet to others.
+type catchUpGate struct {
+	mu         sync.Mutex
+	missed     int64 // the smallest epoch the last failed catch-up looked for
+	missedTill time.Time
+}
+
+// try reports whether a catch-up for epoch may ask the peers now.
+func (g *catchUpGate) try(epoch int64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !(epoch >= g.missed && time.Now().Before(g.missedTill))
+}
+
+// done records how a catch-up for epoch ended.
+func (g *catchUpGate) done(epoch int64, found bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if found {
+		return
+	}
+	if !time.Now().Before(g.missedTill) || epoch < g.missed {
+		g.missed = epoch
+	}
+	g.missedTill = time.Now().Add(catchUpPause)
+}
+
+const catchUpPause = 100 * time.Millisecond
 
 func containsString(list []string, s string) bool {
 	for _, x := range list {

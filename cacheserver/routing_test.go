@@ -757,3 +757,41 @@ func TestForwardedBatchHoldsOnlyOwnedKeys(t *testing.T) {
 		t.Fatal("the batch set did not store each key at its owner only")
 	}
 }
+
+// TestUnknownEpochIsAskedForOnce: requests naming an epoch no shard has
+// (a client sending Diskcache-Forwarded-Epoch itself) are answered 503
+// no_topology, and the shard asks its peers for that epoch once, not once
+// per request: each request cost a round of topology fetches.
+func TestUnknownEpochIsAskedForOnce(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{Args: []string{"--metrics-interval", "0"}})
+	s0 := c.Shards[0]
+	fetches := func() float64 {
+		n := 0.0
+		for _, s := range c.Shards[1:] {
+			n += metricValue(t, s, `diskcache_http_requests_total{code="200",method="GET",route="/v1/topology"}`)
+		}
+		return n
+	}
+	// A fetch of its own first, so that the series exists.
+	for _, s := range c.Shards[1:] {
+		if st, _, b := do(t, "GET", s.URL+"/v1/topology", s.Token, nil, nil); st != http.StatusOK {
+			t.Fatalf("GET /v1/topology: %d %s", st, b)
+		}
+	}
+	before := fetches()
+	key := ownedBy("future", 0, 3)
+	const requests = 20
+	for range requests {
+		st, _, b := do(t, "GET", s0.URL+"/v1/keys/"+key, s0.Token, nil, map[string]string{wire.HeaderForwardedEpoch: "999"})
+		if st != http.StatusServiceUnavailable || !strings.Contains(string(b), wire.CodeNoTopology) {
+			t.Fatalf("a request naming epoch 999: %d %s, want 503 no_topology", st, b)
+		}
+	}
+	// A round asks the 2 peers, at most one round per 100 ms: fewer rounds
+	// than requests unless each request took that long.
+	n := fetches() - before
+	t.Logf("%v topology fetches for %d requests naming an unknown epoch", n, requests)
+	if n >= 2*requests {
+		t.Fatalf("%v topology fetches for %d requests naming an unknown epoch, want fewer rounds than requests", n, requests)
+	}
+}

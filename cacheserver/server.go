@@ -38,7 +38,9 @@ type Server struct {
 	cluster *cluster
 	peers   *peers
 	health  *peerHealth // peers that stopped answering (peerhealth.go)
-	reb     *rebalancer
+	// catchUps spares the peers the asking for an epoch none has.
+	catchUps catchUpGate
+	reb      *rebalancer
 	// admin holds the operator's token, the only one that may change the
 	// topology; nil when the server was started without one.
 	admin *tokenSource
