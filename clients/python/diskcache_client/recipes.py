@@ -16,9 +16,9 @@ import time
 import uuid
 
 from . import wire
-from .errors import CacheServerError, Timeout, error_from_response
+from .errors import CacheServerError, Timeout
 from .http11 import Request
-from .ops import key_target
+from .ops import check, key_target
 
 
 class LockError(CacheServerError, ValueError):
@@ -50,12 +50,15 @@ def _lock_request(c, key, action, params):
 
 
 def _answer(resp, not_owner=None):
-    if 200 <= resp.status < 300:
-        return json.loads(resp.body) if resp.body else {}
-    err = error_from_response(resp.status, resp.body, resp.url)
-    if not_owner and err.code == 'not_owner':
-        raise LockNotOwnedError(not_owner, err.status, err.code, err.url)
-    raise err
+    """The JSON of an answer; its error raised, a ``not_owner`` one as
+    LockNotOwnedError saying ``not_owner``."""
+    try:
+        check(resp)
+    except CacheServerError as err:
+        if not_owner and err.code == 'not_owner':
+            raise LockNotOwnedError(not_owner, err.status, err.code, err.url) from err
+        raise
+    return json.loads(resp.body) if resp.body else {}
 
 
 def lock_acquire(c, key, owner, ttl, wait):
