@@ -643,7 +643,6 @@ func TestShutdownEndsLockWaits(t *testing.T) {
 		t.Fatalf("B acquires: %d %s", st, b)
 	}
 	// A's acquire waits for B's lock before the shutdown starts.
-	const waiting = `diskcache_waiting_requests`
 	c, err := net.Dial("tcp", hostOf(t, srv))
 	if err != nil {
 		t.Fatal(err)
@@ -652,13 +651,7 @@ func TestShutdownEndsLockWaits(t *testing.T) {
 	if _, err := fmt.Fprintf(c, "POST /v1/locks/k/acquire?owner=A&wait=3600 HTTP/1.1\r\nHost: cache\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n\r\n", srv.Token); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for metricValue(t, srv, waiting) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("A's acquire never waited")
-		}
-		time.Sleep(20 * time.Millisecond) // a poll's pace
-	}
+	waitsFor(t, srv, "A's acquire")
 	// The shutdown timeout (25 s) and the request timeout (30 s) are both
 	// shorter than A's wait: without the end of waits, the shutdown is cut
 	// at 25 s and A's connection closes without an answer.
@@ -693,13 +686,7 @@ func TestStalledServerDoesNotTakeALockLate(t *testing.T) {
 		_, _, b := do(t, "POST", srv.URL+"/v1/locks/k/acquire?owner=W&wait=1", srv.Token, nil, nil)
 		answer <- string(b)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for metricValue(t, srv, `diskcache_waiting_requests`) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("W's acquire never waited")
-		}
-		time.Sleep(20 * time.Millisecond) // a poll's pace
-	}
+	waitsFor(t, srv, "W's acquire")
 	srv.Freeze(t)
 	time.Sleep(2500 * time.Millisecond) // the stall: past W's wait and H's ttl
 	srv.Thaw(t)
@@ -709,4 +696,14 @@ func TestStalledServerDoesNotTakeALockLate(t *testing.T) {
 	if st, _, b := do(t, "GET", srv.URL+"/v1/locks/k", srv.Token, nil, nil); st != http.StatusOK || !strings.Contains(string(b), `"locked":false`) {
 		t.Fatalf("the lock after the stall: %d %s; want it free", st, b)
 	}
+}
+
+// waitsFor returns once srv has a request waiting for a lock or semaphore
+// (diskcache_waiting_requests), which what names.
+func waitsFor(t *testing.T, srv *testserver.Server, what string) {
+	t.Helper()
+	pollUntil(t, 15*time.Second, what+" waits", func() (bool, string) {
+		n := metricValue(t, srv, `diskcache_waiting_requests`)
+		return n >= 1, fmt.Sprintf("%v waiting", n)
+	})
 }
