@@ -28,6 +28,8 @@ import (
 	"github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // authStatus sends GET path with the given Authorization header.
@@ -341,6 +343,73 @@ func TestUnauthorizedConnectionsAreClosed(t *testing.T) {
 	}
 	if st := authStatus(t, srv.URL+"/healthz", ""); st != http.StatusOK {
 		t.Fatalf("/healthz after the refused clients: %d", st)
+	}
+}
+
+// TestUnauthorizedHTTP2ConnectionsAreClosed is the cleartext HTTP/2 side
+// of the test above: a request without the token is answered 401 and the
+// connection is shut down (GOAWAY, then closed), not held for the idle
+// timeout.
+func TestUnauthorizedHTTP2ConnectionsAreClosed(t *testing.T) {
+	srv, _ := startServer(t)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	for _, token := range []string{"", "wrong"} {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second)) // the idle timeout is 2 minutes
+		fr := http2.NewFramer(conn, conn)
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		fields := [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", host}, {":path", "/v1/keys/k"}}
+		if token != "" {
+			fields = append(fields, [2]string{"authorization", "Bearer " + token})
+		}
+		for _, f := range fields {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		status, goAway := "", false
+		dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+			if f.Name == ":status" {
+				status = f.Value
+			}
+		})
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatalf("token %q: answered %q, GOAWAY %v, and the connection was kept open", token, status, goAway)
+				}
+				break // closed by the server
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.HeadersFrame:
+				if _, err := dec.Write(f.HeaderBlockFragment()); err != nil {
+					t.Fatal(err)
+				}
+			case *http2.GoAwayFrame:
+				goAway = true
+			}
+		}
+		conn.Close()
+		if status != "401" || !goAway {
+			t.Fatalf("token %q: answered %q, GOAWAY %v; want 401 and a GOAWAY before the close", token, status, goAway)
+		}
 	}
 }
 

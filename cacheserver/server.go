@@ -240,12 +240,11 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 		hasBody := r.Body != nil && r.Body != http.NoBody
 		if auth && !s.acceptsAuthorization(r.Header.Get("Authorization")) {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
-			if r.ProtoMajor == 1 {
-				// Drop the connection after the answer: kept alive, it
-				// would hold one of --max-connections for the idle
-				// timeout for a client without the token.
-				rec.Header().Set("Connection", "close")
-			}
+			// Drop the connection after the answer: kept alive, it would
+			// hold one of --max-connections for the idle timeout for a
+			// client without the token. Over HTTP/2 net/http takes this
+			// header as a GOAWAY, then a close once the streams are done.
+			rec.Header().Set("Connection", "close")
 			if hasBody && r.ProtoMajor == 1 {
 				// Answer at once: draining the unread body (net/http reads
 				// up to 256 KiB of it) would let anyone hold connections
