@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -172,8 +173,8 @@ var (
 	descItems     = prometheus.NewDesc("diskcache_items", "Items in a SQLite database of the fanout (expired ones included).", []string{"database"}, nil)
 	descVolume    = prometheus.NewDesc("diskcache_volume_bytes", "Estimated bytes on disk of a SQLite database of the fanout: database pages plus value files.", []string{"database"}, nil)
 	descFileBytes = prometheus.NewDesc("diskcache_value_file_bytes", "Bytes of value files of a SQLite database of the fanout.", []string{"database"}, nil)
-	descExpired   = prometheus.NewDesc("diskcache_expired_total", "Items removed because they expired, since start.", nil, nil)
-	descEvicted   = prometheus.NewDesc("diskcache_evicted_total", "Items removed by the eviction policy (culled), since start.", nil, nil)
+	descExpired   = prometheus.NewDesc("diskcache_expired_total", "Items removed because they expired, named caches included, since start.", nil, nil)
+	descEvicted   = prometheus.NewDesc("diskcache_evicted_total", "Items removed by the eviction policy (culled), named caches included, since start.", nil, nil)
 	descCorrupt   = prometheus.NewDesc("diskcache_corrupt_values_total", "Reads of the server's cache that found a value file of another size than recorded and answered a miss, since start.", nil, nil)
 	descHotGets   = prometheus.NewDesc("diskcache_hot_value_gets_total", "Gets of a SQLite database of the fanout that looked in memory (--hot-value-bytes) first, by whether memory answered them, since start.", []string{"database", "result"}, nil)
 	descHotBytes  = prometheus.NewDesc("diskcache_hot_value_bytes", "Bytes of values of a SQLite database of the fanout kept in memory (--hot-value-bytes).", []string{"database"}, nil)
@@ -217,4 +218,34 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descExpired, prometheus.CounterValue, float64(counts.Expired))
 	ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(counts.Evicted))
 	ch <- prometheus.MustNewConstMetric(descCorrupt, prometheus.CounterValue, float64(counts.Corrupt))
+}
+
+// diskCollector reads, at scrape time, how full the shard is: what its
+// files take against its size limit and against the volume, so that
+// fill can be charted and alerted on before writes are refused.
+type diskCollector struct{ s *Server }
+
+var (
+	descDiskUsed  = prometheus.NewDesc("diskcache_disk_used_bytes", "Bytes allocated to the files of the data directory: databases, their logs, value files, named caches, deques and indexes (the full-disk reserve not counted).", nil, nil)
+	descSizeLimit = prometheus.NewDesc("diskcache_size_limit_bytes", "The cache's size_limit: culling keeps the volume of its databases under it.", nil, nil)
+	descFSSize    = prometheus.NewDesc("diskcache_filesystem_size_bytes", "Size of the filesystem holding the data directory.", nil, nil)
+	descFSAvail   = prometheus.NewDesc("diskcache_filesystem_avail_bytes", "Bytes of the filesystem holding the data directory that the server may still use.", nil, nil)
+)
+
+func (c diskCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDiskUsed, descSizeLimit, descFSSize, descFSAvail} {
+		ch <- d
+	}
+}
+
+func (c diskCollector) Collect(ch chan<- prometheus.Metric) {
+	if used, err := c.s.diskBytes(); err == nil {
+		ch <- prometheus.MustNewConstMetric(descDiskUsed, prometheus.GaugeValue, float64(used))
+	}
+	ch <- prometheus.MustNewConstMetric(descSizeLimit, prometheus.GaugeValue, float64(storeSettings(c.s.cache).SizeLimit))
+	var st syscall.Statfs_t
+	if syscall.Statfs(c.s.cfg.DataDir, &st) == nil {
+		ch <- prometheus.MustNewConstMetric(descFSSize, prometheus.GaugeValue, float64(st.Blocks)*float64(st.Bsize))
+		ch <- prometheus.MustNewConstMetric(descFSAvail, prometheus.GaugeValue, float64(st.Bavail)*float64(st.Bsize))
+	}
 }

@@ -119,6 +119,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics(fc)
+	s.metrics.registry.MustRegister(diskCollector{s})
 	if cfg.HotValueBytes > 0 {
 		s.hotGet = s.hotGetMetrics()
 	}

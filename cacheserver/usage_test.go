@@ -121,3 +121,39 @@ func allocated(t *testing.T, dir string) int64 {
 	}
 	return total
 }
+
+// TestMetricsReportFill: /metrics says how full the shard is (its files
+// against size_limit and the filesystem) and counts what culling removed
+// from named caches too, as /v1/usage does for the autoscaler.
+func TestMetricsReportFill(t *testing.T) {
+	const limit, reserve = 4 << 20, 1 << 20
+	srv, c := startServer(t, "--size-limit", strconv.Itoa(limit), "--fanout", "2", "--disk-reserve-bytes", strconv.Itoa(reserve))
+	named := c.Cache("sessions") // a fanout database's share of size_limit: 2 MB
+	for i := range 40 {
+		if err := named.Set(t.Context(), kv.TextKey(fmt.Sprint("n", i)), kv.Bytes(make([]byte, 100<<10)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := usage(t, srv)
+	if u.EvictedItems == 0 {
+		t.Errorf("usage counts no evictions after 4 MB into a named cache of 2 MB: %+v", u)
+	}
+	if got := metricValue(t, srv, "diskcache_evicted_total"); got != float64(u.EvictedItems) {
+		t.Errorf("diskcache_evicted_total %v, usage evicted_items %d", got, u.EvictedItems)
+	}
+	if got := metricValue(t, srv, "diskcache_size_limit_bytes"); got != limit {
+		t.Errorf("diskcache_size_limit_bytes %v, want %d", got, limit)
+	}
+	used := metricValue(t, srv, "diskcache_disk_used_bytes")
+	if dir := allocated(t, srv.DataDir); used != float64(dir-reserve) || used < 2_000_000 {
+		t.Errorf("diskcache_disk_used_bytes %v; the directory holds %d with a %d reserve", used, dir, reserve)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(srv.DataDir, &st); err != nil {
+		t.Fatal(err)
+	}
+	size, avail := metricValue(t, srv, "diskcache_filesystem_size_bytes"), metricValue(t, srv, "diskcache_filesystem_avail_bytes")
+	if size != float64(st.Blocks)*float64(st.Bsize) || avail <= 0 || avail > size {
+		t.Errorf("filesystem size %v avail %v; statfs says %d blocks of %d", size, avail, st.Blocks, st.Bsize)
+	}
+}

@@ -584,16 +584,34 @@ func (f *FanoutCache) Keys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, 
 	}
 }
 
-// Counters returns the removal totals of all databases.
+// Counters returns the removal totals of every database, named caches,
+// deques and indexes included (those opened since start).
 func (f *FanoutCache) Counters() Counters {
 	var out Counters
-	for _, c := range f.dbs {
+	for _, c := range append(f.subs(), f.dbs...) {
 		n := c.Counters()
 		out.Expired += n.Expired
 		out.Evicted += n.Evicted
 		out.Corrupt += n.Corrupt
 	}
 	return out
+}
+
+// subs returns the named caches, deques and indexes opened so far.
+func (f *FanoutCache) subs() []*Cache {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	subs := make([]*Cache, 0, len(f.caches)+len(f.deques)+len(f.indexes))
+	for _, c := range f.caches {
+		subs = append(subs, c)
+	}
+	for _, dq := range f.deques {
+		subs = append(subs, dq.Cache())
+	}
+	for _, ix := range f.indexes {
+		subs = append(subs, ix.Cache())
+	}
+	return subs
 }
 
 // Close closes every sub-collection handed out and every database. Calls after
@@ -782,20 +800,8 @@ func (f *FanoutCache) SetCollectionMaxBytes(n int64) { f.collectionMaxBytes.Stor
 // deques and indexes unused for at least d (see Cache.CloseIdle), so that
 // many collections used now and then do not hold file descriptors.
 func (f *FanoutCache) CloseIdleCollections(d time.Duration) int {
-	f.mu.Lock()
-	subs := make([]*Cache, 0, len(f.caches)+len(f.deques)+len(f.indexes))
-	for _, c := range f.caches {
-		subs = append(subs, c)
-	}
-	for _, dq := range f.deques {
-		subs = append(subs, dq.Cache())
-	}
-	for _, ix := range f.indexes {
-		subs = append(subs, ix.Cache())
-	}
-	f.mu.Unlock()
 	n := 0
-	for _, c := range subs {
+	for _, c := range f.subs() {
 		n += c.CloseIdle(d)
 	}
 	return n
