@@ -94,13 +94,36 @@ type Decision struct {
 // (zero if none).
 func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalanceEnd time.Time) Decision {
 	cur := obs.Current
-	keep := func(reason string) Decision { return Decision{Desired: cur, Reason: reason} }
+	horizon := max(spec.Behavior.UpWindow, spec.Behavior.DownWindow)
+	st.forget(obs.At, horizon)
+	if len(st.Recommendations) == 0 {
+		// As the HPA's first recommendation: the windows start when the
+		// autoscaler starts watching (enabled, or back after a gap longer
+		// than the windows), with the count there is, so the first
+		// reading alone does not shrink the cache.
+		st.Recommendations = append(st.Recommendations, Recommendation{At: obs.At, Shards: cur})
+	}
+	// keep makes no decision now. It records the count there is, so that
+	// a window that spanned a move or a cooldown starts again after it
+	// rather than finding itself empty, and still moves a count that the
+	// user's bounds no longer allow (no figures needed, as for the HPA).
+	keep := func(reason string, bounded bool) Decision {
+		st.Recommendations = append(st.Recommendations, Recommendation{At: obs.At, Shards: cur})
+		d := Decision{Desired: cur, Reason: reason}
+		if bounded {
+			if d.Desired = clamp(cur, spec.MinShards, spec.MaxShards); d.Desired != cur {
+				d.Change = true
+				d.Reason += fmt.Sprintf("; %d kept within [%d, %d]", cur, spec.MinShards, spec.MaxShards)
+			}
+		}
+		return d
+	}
 	if rebalancing {
-		return keep("a rebalance is running; no decision until it ends")
+		return keep("a rebalance is running; no decision until it ends", false)
 	}
 	if spec.Behavior.Cooldown > 0 && !lastRebalanceEnd.IsZero() && obs.At.Sub(lastRebalanceEnd) < spec.Behavior.Cooldown {
 		return keep(fmt.Sprintf("cooldown: the last rebalance ended %s ago (cooldown %s)",
-			obs.At.Sub(lastRebalanceEnd).Round(time.Second), spec.Behavior.Cooldown))
+			obs.At.Sub(lastRebalanceEnd).Round(time.Second), spec.Behavior.Cooldown), true)
 	}
 
 	// What this observation alone asks for: the largest over the targets.
@@ -120,7 +143,9 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 		}
 		want := cur
 		if ratio := o / t.Value; math.Abs(ratio-1) > Tolerance {
-			want = int32(math.Ceil(float64(cur) * ratio))
+			// In float first: a tiny target can make the product
+			// overflow an int32, which would read as a shrink.
+			want = int32(max(0, min(math.Ceil(float64(cur)*ratio), math.MaxInt32)))
 		}
 		why = append(why, fmt.Sprintf("%s %s per shard (target %s) → %d", t.Name, Format(o), Format(t.Value), want))
 		if !seen || want > raw {
@@ -129,7 +154,7 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 		seen = true
 	}
 	if !seen {
-		return keep("no figures for any target")
+		return keep("no figures for any target", true)
 	}
 	if len(missing) > 0 && raw < cur {
 		// A target without a figure (a shard did not answer, a rate needs
@@ -145,25 +170,18 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 
 	// Stabilization: remember this recommendation and hold the count
 	// unless the window agrees.
-	st.Recommendations = append(st.Recommendations, Recommendation{At: obs.At, Shards: rec})
-	horizon := max(spec.Behavior.UpWindow, spec.Behavior.DownWindow)
-	kept := st.Recommendations[:0]
-	for _, r := range st.Recommendations {
-		if obs.At.Sub(r.At) <= horizon {
-			kept = append(kept, r)
-		}
-	}
-	st.Recommendations = kept
 	upTo, downTo := rec, rec
-	for _, r := range kept {
+	for _, r := range st.Recommendations {
+		// A window of 0 is this reading alone.
 		age := obs.At.Sub(r.At)
-		if age <= spec.Behavior.UpWindow && r.Shards < upTo {
+		if age <= spec.Behavior.UpWindow && spec.Behavior.UpWindow > 0 && r.Shards < upTo {
 			upTo = r.Shards
 		}
-		if age <= spec.Behavior.DownWindow && r.Shards > downTo {
+		if age <= spec.Behavior.DownWindow && spec.Behavior.DownWindow > 0 && r.Shards > downTo {
 			downTo = r.Shards
 		}
 	}
+	st.Recommendations = append(st.Recommendations, Recommendation{At: obs.At, Shards: rec})
 	desired := cur
 	switch {
 	case upTo > cur:
@@ -190,8 +208,23 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 	return Decision{Desired: desired, Change: desired != cur, Reason: reason}
 }
 
-// Format writes a figure with at most three decimals: 0.811, 1500, 2.5.
+// forget drops the recommendations older than the windows.
+func (st *State) forget(now time.Time, horizon time.Duration) {
+	kept := st.Recommendations[:0]
+	for _, r := range st.Recommendations {
+		if now.Sub(r.At) <= horizon {
+			kept = append(kept, r)
+		}
+	}
+	st.Recommendations = kept
+}
+
+// Format writes a figure with at most three decimals: 0.811, 1500, 2.5;
+// a figure too small for that with three significant digits: 1e-06.
 func Format(v float64) string {
+	if v != 0 && math.Abs(v) < 0.001 {
+		return strconv.FormatFloat(v, 'g', 3, 64)
+	}
 	s := strconv.FormatFloat(v, 'f', 3, 64)
 	s = strings.TrimRight(s, "0")
 	return strings.TrimSuffix(s, ".")

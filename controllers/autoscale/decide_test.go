@@ -230,3 +230,68 @@ func TestReasonSaysWhy(t *testing.T) {
 		t.Fatalf("%+v\nwant reason %q", d, want)
 	}
 }
+
+// TestTheWindowStartsWithTheCountThereIs: the first reading (autoscaling
+// just enabled, or back after a gap) and the first reading after a move
+// do not shrink the cache on their own; the scale-down window has to pass
+// with agreeing figures first, as with the HPA.
+func TestTheWindowStartsWithTheCountThereIs(t *testing.T) {
+	s := spec()
+	var st State
+	for _, at := range []time.Duration{0, time.Minute, 5 * time.Minute} {
+		if d := Decide(s, obs(at, 3, 0.1, 10), &st, false, time.Time{}); d.Change {
+			t.Fatalf("calm from the first reading, at %s: %+v", at, d)
+		}
+	}
+	if d := Decide(s, obs(5*time.Minute+30*time.Second, 3, 0.1, 10), &st, false, time.Time{}); !d.Change || d.Desired != 1 {
+		t.Fatalf("after a calm window: %+v", d)
+	}
+
+	// A move longer than the window, then calm figures: the window starts
+	// again when the move ends.
+	st = State{}
+	for at := time.Duration(0); at <= 10*time.Minute; at += 30 * time.Second {
+		Decide(s, obs(at, 3, 0.1, 10), &st, true, time.Time{})
+	}
+	ended := t0.Add(10 * time.Minute)
+	for _, at := range []time.Duration{12*time.Minute + 30*time.Second, 15 * time.Minute} {
+		if d := Decide(s, obs(at, 3, 0.1, 10), &st, false, ended); d.Change {
+			t.Fatalf("%s after a 10-minute move: %+v", at-10*time.Minute, d)
+		}
+	}
+	if d := Decide(s, obs(15*time.Minute+30*time.Second, 3, 0.1, 10), &st, false, ended); !d.Change {
+		t.Fatalf("a window after the move: %+v", d)
+	}
+}
+
+// TestTinyTargetsDoNotOverflow: a target so small that current × ratio
+// is past an int32 grows the cache to its maximum, never wraps to a
+// shrink.
+func TestTinyTargetsDoNotOverflow(t *testing.T) {
+	s := spec()
+	s.Targets = []Target{{Name: EvictionRate, Value: 1e-7}}
+	s.Behavior = Behavior{}
+	var st State
+	d := Decide(s, Observation{At: t0, Current: 4, Average: map[string]float64{EvictionRate: 500}}, &st, false, time.Time{})
+	if d.Desired != 8 || !strings.Contains(d.Reason, "target 1e-07") {
+		t.Fatalf("%+v, want 8 (the maximum)", d)
+	}
+}
+
+// TestBoundsMoveTheCountWithoutFigures: a count outside changed bounds is
+// brought within them even with no figures or within a cooldown; not
+// while data moves.
+func TestBoundsMoveTheCountWithoutFigures(t *testing.T) {
+	s := spec()
+	s.MaxShards = 3
+	var st State
+	if d := Decide(s, Observation{At: t0, Current: 5}, &st, false, time.Time{}); d.Desired != 3 || !d.Change {
+		t.Fatalf("no figures: %+v", d)
+	}
+	if d := Decide(s, obs(0, 5, 0.8, 1000), &st, false, t0.Add(-time.Minute)); d.Desired != 3 || !d.Change {
+		t.Fatalf("within a cooldown: %+v", d)
+	}
+	if d := Decide(s, obs(0, 5, 0.8, 1000), &st, true, time.Time{}); d.Change {
+		t.Fatalf("during a move: %+v", d)
+	}
+}
