@@ -405,7 +405,7 @@ func (a *Autoscaler) writeShards(ctx context.Context, dc *cachev1alpha1.DiskCach
 		return false, nil
 	}
 	scale.Spec.Replicas = want
-	if err := a.Client.SubResource("scale").Update(ctx, dc, client.WithSubResourceBody(scale)); err != nil {
+	if err := a.Client.SubResource("scale").Update(ctx, dc, client.WithSubResourceBody(scale), client.FieldOwner(ManagerName)); err != nil {
 		if apierrors.IsConflict(err) {
 			return false, nil // changed meanwhile: the next poll sees it
 		}

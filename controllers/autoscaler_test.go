@@ -476,3 +476,36 @@ func TestAutoscalerFollowsEvictionRate(t *testing.T) {
 	eventually(t, "ScaledUp event", func() error { return findEventNote(t, ns, name, "ScaledUp", "spec.shards 1 → 2: evictionRate") })
 	t.Logf("scaled up: %s", a.LastScaleReason)
 }
+
+// TestAutoscalerMovesTheCountIntoNewBounds: lowering maxShards below the
+// count is accepted (as an HPA's maxReplicas is) and the autoscaler
+// brings the count down to it at its next reading; setting spec.shards
+// outside the bounds stays refused.
+func TestAutoscalerMovesTheCountIntoNewBounds(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	const name, poll = "bounds", 10 * time.Second
+	rig := startAutoscaler(t, ns, name, "autoscaler-bounds", poll)
+	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-bounds"}
+		dc.Spec.Shards = 3
+		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
+			Enabled: true, MinShards: 1, MaxShards: 4,
+			Targets:      &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(80))},
+			Behavior:     cachev1alpha1.AutoscalingBehavior{Cooldown: &metav1.Duration{}},
+			PollInterval: &metav1.Duration{Duration: poll},
+		}
+	})
+	startShards(t, ns, name, 3, waitToken(t, ns, name))
+	rig.settle(3)
+	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Autoscaling.MaxShards = 2 })
+	rig.settle(3)
+	dc := rig.poll()
+	if dc.Spec.Shards != 2 || !strings.Contains(dc.Status.Autoscaling.Decision, "kept within [1, 2]") {
+		t.Fatalf("after maxShards 4 → 2: shards %d, decision %q", dc.Spec.Shards, dc.Status.Autoscaling.Decision)
+	}
+	err := k8s.Update(bg, func() *cachev1alpha1.DiskCache { dc.Spec.Shards = 3; return dc }())
+	if err == nil || !strings.Contains(err.Error(), "spec.shards must be within") {
+		t.Fatalf("shards 3 above maxShards 2: %v", err)
+	}
+}

@@ -69,7 +69,11 @@ const (
 // are applied to running cache servers without a restart; changing any other
 // field rolls the shards one at a time.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.shards) || ((!has(self.autoscaling.minShards) || self.shards >= self.autoscaling.minShards) && (!has(self.autoscaling.maxShards) || self.shards <= self.autoscaling.maxShards))",message="spec.shards must be within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled"
+// While autoscaling is enabled, shards must be within its bounds when it is
+// set (created or changed). Bounds that no longer hold the count are
+// accepted: the autoscaler moves the count into them, as an HPA does.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.shards) || (oldSelf.hasValue() && has(oldSelf.value().shards) && oldSelf.value().shards == self.shards) || ((!has(self.autoscaling.minShards) || self.shards >= self.autoscaling.minShards) && (!has(self.autoscaling.maxShards) || self.shards <= self.autoscaling.maxShards))",message="spec.shards must be within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled",optionalOldSelf=true
 // +kubebuilder:validation:XValidation:rule="!has(self.sizeLimit) || !has(self.storage) || !has(self.storage.size) || !isQuantity(string(self.sizeLimit)) || !isQuantity(string(self.storage.size)) || quantity(string(self.sizeLimit)).asApproximateFloat() <= quantity(string(self.storage.size)).asApproximateFloat() * 0.9 - double(has(self.fanout) ? self.fanout : 8) * 8388608.0 - 16777216.0",message="sizeLimit must leave headroom on the volume: at most 90% of storage.size less 8Mi per fanout database (write-ahead logs) and 16Mi (the full-disk reserve); see docs/crd.md"
 type DiskCacheSpec struct {
 	// Shards is the number of cache server pods; keys are spread across them

@@ -101,14 +101,14 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 		// autoscaler starts watching (enabled, or back after a gap longer
 		// than the windows), with the count there is, so the first
 		// reading alone does not shrink the cache.
-		st.Recommendations = append(st.Recommendations, Recommendation{At: obs.At, Shards: cur})
+		st.record(Recommendation{At: obs.At, Shards: cur})
 	}
 	// keep makes no decision now. It records the count there is, so that
 	// a window that spanned a move or a cooldown starts again after it
 	// rather than finding itself empty, and still moves a count that the
 	// user's bounds no longer allow (no figures needed, as for the HPA).
 	keep := func(reason string, bounded bool) Decision {
-		st.Recommendations = append(st.Recommendations, Recommendation{At: obs.At, Shards: cur})
+		st.record(Recommendation{At: obs.At, Shards: cur})
 		d := Decision{Desired: cur, Reason: reason}
 		if bounded {
 			if d.Desired = clamp(cur, spec.MinShards, spec.MaxShards); d.Desired != cur {
@@ -181,7 +181,7 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 			downTo = r.Shards
 		}
 	}
-	st.Recommendations = append(st.Recommendations, Recommendation{At: obs.At, Shards: rec})
+	st.record(Recommendation{At: obs.At, Shards: rec})
 	desired := cur
 	switch {
 	case upTo > cur:
@@ -197,15 +197,26 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 	}
 	// Bounds apply even when the figures are calm (for example a user who
 	// raised minShards).
+	unbounded := desired
 	desired = clamp(desired, spec.MinShards, spec.MaxShards)
 	reason := strings.Join(why, "; ")
 	switch {
+	case desired != unbounded:
+		reason += fmt.Sprintf("; %d kept within [%d, %d]", unbounded, spec.MinShards, spec.MaxShards)
 	case desired == cur && rec != cur:
 		reason += fmt.Sprintf("; held at %d by the stabilization window", cur)
 	case desired != rec:
 		reason += fmt.Sprintf("; %d limited to %d by the step or window", rec, desired)
 	}
 	return Decision{Desired: desired, Change: desired != cur, Reason: reason}
+}
+
+// record adds a recommendation, unless it repeats the last one.
+func (st *State) record(r Recommendation) {
+	if n := len(st.Recommendations); n > 0 && st.Recommendations[n-1] == r {
+		return
+	}
+	st.Recommendations = append(st.Recommendations, r)
 }
 
 // forget drops the recommendations older than the windows.
