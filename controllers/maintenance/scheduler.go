@@ -154,7 +154,13 @@ func (s *Scheduler) Reconcile(ctx context.Context, req Request) Outcome {
 	})
 	s.Metrics.Observe(req.Namespace, req.Name, &res)
 	out.Result = &res
-	out.Status = StatusAfterRun(base, d, &res, d.NextScheduleTime)
+	next := d.NextScheduleTime
+	if after := clk.Now(); sched != nil && !next.IsZero() && !next.After(after) {
+		// The run outlasted its period: the next time is the first after
+		// it, not one that went by while it ran.
+		next = sched.Next(after)
+	}
+	out.Status = StatusAfterRun(base, d, &res, next)
 	out.RequeueAfter = RequeueAfter(d.NextScheduleTime, clk.Now())
 	out.Events = append(out.Events, EventFor(d, &res))
 	st := out.Status.DeepCopy()

@@ -400,3 +400,21 @@ func TestMetricsSharedRegistration(t *testing.T) {
 	nilMetrics.Observe("ns", "x", res) // no-op
 	nilMetrics.Forget("ns", "x")
 }
+
+// TestNextScheduleTimeAfterALongRun: a run that outlasts its period
+// reports the first scheduled time after it ended, not one that went by
+// while it ran.
+func TestNextScheduleTimeAfterALongRun(t *testing.T) {
+	start := time.Date(2026, 3, 5, 12, 0, 0, 0, time.UTC)
+	clk := clocktesting.NewFakePassiveClock(start)
+	sch := &Scheduler{Runner: &fakeExecutor{clk: clk, took: 3 * time.Minute}, Clock: clk}
+	out := sch.Reconcile(context.Background(), Request{Namespace: "n", Name: "c", UID: "u", CreationTime: start.Add(-time.Hour),
+		Spec:   cachev1alpha1.MaintenanceSpec{Schedule: "* * * * *", TimeZone: "UTC", Expire: ptr.To(true), Cull: ptr.To(true)},
+		Shards: 2, Status: &cachev1alpha1.MaintenanceStatus{LastScheduleTime: Time(start.Add(-time.Minute))}})
+	if out.Result == nil {
+		t.Fatal("no run")
+	}
+	if want := start.Add(4 * time.Minute); !out.Status.NextScheduleTime.Time.Equal(want) {
+		t.Errorf("nextScheduleTime %s after a run from %s to %s, want %s", out.Status.NextScheduleTime, start, clk.Now(), want)
+	}
+}
