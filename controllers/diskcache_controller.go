@@ -299,7 +299,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	if err := r.reconcileNetworkPolicy(ctx, dc); err != nil {
 		return nil, nil, nil, err
 	}
-	waiting, p, err := r.reconcileServiceMonitor(ctx, dc)
+	waiting, p, err := r.reconcileServiceMonitor(ctx, dc, peerCA)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -101,7 +101,11 @@ func (r *DiskCacheReconciler) reconcileNetworkPolicy(ctx context.Context, dc *ca
 // buildServiceMonitor scrapes every shard through the client Service's
 // endpoints, with the token when /metrics requires it and over TLS (with
 // the TLS Secret's ca.crt) when the cache serves HTTPS.
-func buildServiceMonitor(dc *cachev1alpha1.DiskCache) *unstructured.Unstructured {
+//
+// peerCA says whether the TLS Secret has a ca.crt: without one Prometheus
+// verifies with its system roots, as the shards do (a ca that names a
+// missing key makes prometheus-operator skip the whole ServiceMonitor).
+func buildServiceMonitor(dc *cachev1alpha1.DiskCache, peerCA bool) *unstructured.Unstructured {
 	sm := dc.Spec.Monitoring.ServiceMonitor
 	endpoint := map[string]any{"port": PortName, "path": "/metrics", "scheme": scheme(dc)}
 	if sm.Interval != "" {
@@ -112,10 +116,11 @@ func buildServiceMonitor(dc *cachev1alpha1.DiskCache) *unstructured.Unstructured
 			"credentials": map[string]any{"name": tokenSecretName(dc), "key": cachev1alpha1.TokenKey}}
 	}
 	if scheme(dc) == "https" {
-		endpoint["tlsConfig"] = map[string]any{
-			"serverName": fmt.Sprintf("%s.%s.svc", clientSvcName(dc), dc.Namespace),
-			"ca":         map[string]any{"secret": map[string]any{"name": dc.Spec.TLS.SecretName, "key": caKey}},
+		tlsConfig := map[string]any{"serverName": fmt.Sprintf("%s.%s.svc", clientSvcName(dc), dc.Namespace)}
+		if peerCA {
+			tlsConfig["ca"] = map[string]any{"secret": map[string]any{"name": dc.Spec.TLS.SecretName, "key": caKey}}
 		}
+		endpoint["tlsConfig"] = tlsConfig
 	}
 	meta := objectMeta(dc, serviceMonitorName(dc), ComponentMonitoring)
 	objLabels := map[string]any{}
@@ -168,7 +173,7 @@ func (r *DiskCacheReconciler) serviceMonitorRecheck() time.Duration {
 // deletes one the operator made when it is not. ServiceMonitors are read
 // directly from the API server: a watch would need the API at start-up.
 // waiting is true when one is wanted but the API is missing.
-func (r *DiskCacheReconciler) reconcileServiceMonitor(ctx context.Context, dc *cachev1alpha1.DiskCache) (waiting bool, _ *problem, _ error) {
+func (r *DiskCacheReconciler) reconcileServiceMonitor(ctx context.Context, dc *cachev1alpha1.DiskCache, peerCA bool) (waiting bool, _ *problem, _ error) {
 	enabled := dc.Spec.Monitoring.ServiceMonitor.Enabled
 	ok, err := r.serviceMonitorAPI()
 	if err != nil || !ok {
@@ -201,7 +206,7 @@ func (r *DiskCacheReconciler) reconcileServiceMonitor(ctx context.Context, dc *c
 		return false, &problem{cachev1alpha1.ReasonServiceMonitorUnavailable,
 			fmt.Sprintf("ServiceMonitor %s exists and belongs to something else: not touched", existing.GetName())}, nil
 	}
-	desired := buildServiceMonitor(dc)
+	desired := buildServiceMonitor(dc, peerCA)
 	var cur client.Object
 	if existing != nil {
 		cur = existing

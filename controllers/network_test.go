@@ -171,7 +171,7 @@ func TestServiceMonitorOverTLS(t *testing.T) {
 		dc.Spec.TLS = &cachev1alpha1.TLSSpec{SecretName: "web-tls"}
 		dc.Spec.Monitoring.ServiceMonitor.Enabled = true
 	})
-	endpoints, _, _ := unstructured.NestedSlice(buildServiceMonitor(dc).Object, "spec", "endpoints")
+	endpoints, _, _ := unstructured.NestedSlice(buildServiceMonitor(dc, true).Object, "spec", "endpoints")
 	ep := endpoints[0].(map[string]any)
 	server, _, _ := unstructured.NestedString(ep, "tlsConfig", "serverName")
 	secret, _, _ := unstructured.NestedString(ep, "tlsConfig", "ca", "secret", "name")
@@ -181,5 +181,15 @@ func TestServiceMonitorOverTLS(t *testing.T) {
 	}
 	if _, ok := ep["authorization"]; ok {
 		t.Errorf("credentials sent to a public /metrics: %v", ep)
+	}
+	// A certificate from a public CA (no ca.crt): Prometheus's own roots,
+	// as the shards use theirs.
+	endpoints, _, _ = unstructured.NestedSlice(buildServiceMonitor(dc, false).Object, "spec", "endpoints")
+	ep = endpoints[0].(map[string]any)
+	if _, ok, _ := unstructured.NestedMap(ep, "tlsConfig", "ca"); ok {
+		t.Errorf("a ca named for a TLS Secret without ca.crt: %v", ep)
+	}
+	if server, _, _ := unstructured.NestedString(ep, "tlsConfig", "serverName"); server != "web.shop.svc" {
+		t.Errorf("endpoint without ca.crt %v", ep)
 	}
 }
