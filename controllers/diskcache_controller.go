@@ -213,6 +213,7 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		return nil, nil, nil, err
 	}
 	if p != nil {
+		r.event(dc, corev1.EventTypeWarning, p.reason, "Reconcile", "%s", p.message)
 		problems = append(problems, *p)
 	}
 	var tlsConfig *tls.Config
@@ -223,11 +224,13 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		switch {
 		case apierrors.IsNotFound(err):
 			problems = append(problems, problem{cachev1alpha1.ReasonTLSSecretInvalid, fmt.Sprintf("TLS Secret %s not found", dc.Spec.TLS.SecretName)})
+			r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonTLSSecretInvalid, "Reconcile", "TLS Secret %s not found", dc.Spec.TLS.SecretName)
 		case err != nil:
 			return nil, nil, nil, fmt.Errorf("get TLS Secret: %w", err)
 		case len(s.Data[corev1.TLSCertKey]) == 0 || len(s.Data[corev1.TLSPrivateKeyKey]) == 0:
 			problems = append(problems, problem{cachev1alpha1.ReasonTLSSecretInvalid,
 				fmt.Sprintf("TLS Secret %s lacks %s or %s", s.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)})
+			r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonTLSSecretInvalid, "Reconcile", "TLS Secret %s lacks %s or %s", s.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
 		default:
 			tlsConfig = tlsConfigFor(&s)
 			peerCA = len(s.Data[caKey]) > 0

@@ -494,6 +494,9 @@ func TestSpecChangesReachTheRightChild(t *testing.T) {
 		// The TLS Secret does not exist: Degraded says so.
 		return conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, cachev1alpha1.ReasonTLSSecretInvalid)
 	})
+	eventually(t, "a Warning event", func() error {
+		return findEventNote(t, ns, "web", cachev1alpha1.ReasonTLSSecretInvalid, "TLS Secret web-tls not found")
+	})
 
 	// Pod-template fields → the template itself.
 	podFields := []struct {
@@ -656,6 +659,9 @@ func TestUserAuthSecret(t *testing.T) {
 	eventually(t, "Degraded until the Secret exists", func() error {
 		dc := get(t, ns, "byo", &cachev1alpha1.DiskCache{})
 		return conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, cachev1alpha1.ReasonAuthSecretInvalid)
+	})
+	eventually(t, "a Warning event", func() error {
+		return findEventNote(t, ns, "byo", cachev1alpha1.ReasonAuthSecretInvalid, "auth Secret my-token not found")
 	})
 	sts := get(t, ns, "byo", &appsv1.StatefulSet{})
 	if !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return tokenVolumeIs(v, "my-token") == nil }) {

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 )
 
 // kubectlEnv returns kubectl and a kubeconfig for the envtest API server.
@@ -80,5 +82,35 @@ func TestInstallerPassesServerDryRun(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
+	}
+}
+
+// TestPrinterColumnsShowDegraded: `kubectl get dcache` says a cache is
+// Degraded even when all its shards are ready, and -o wide says why.
+func TestPrinterColumnsShowDegraded(t *testing.T) {
+	needEnv(t)
+	kubectl, kc := kubectlEnv(t)
+	ns := newNamespace(t)
+	newDiskCache(t, ns, "cols", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Auth.SecretName = "absent" })
+	eventually(t, "Degraded", func() error {
+		dc := get(t, ns, "cols", &cachev1alpha1.DiskCache{})
+		return conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, cachev1alpha1.ReasonAuthSecretInvalid)
+	})
+	out := runKubectl(t, kubectl, kc, "get", "dcache", "cols", "-n", ns, "-o", "wide")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("kubectl get:\n%s", out)
+	}
+	header, row := strings.Fields(lines[0]), strings.Fields(lines[1])
+	column := func(name string) string {
+		for i, h := range header {
+			if h == name && i < len(row) {
+				return row[i]
+			}
+		}
+		return ""
+	}
+	if column("DEGRADED") != "True" || column("PROBLEM") != cachev1alpha1.ReasonAuthSecretInvalid {
+		t.Errorf("kubectl get -o wide:\n%s", out)
 	}
 }

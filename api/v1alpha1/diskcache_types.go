@@ -898,6 +898,8 @@ const (
 // +kubebuilder:subresource:scale:specpath=.spec.shards,statuspath=.status.shards,selectorpath=.status.selector
 // +kubebuilder:printcolumn:name="Shards",type=integer,JSONPath=`.spec.shards`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyShards`
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`,description="Something keeps the cache from working as specified (see the Degraded condition)"
+// +kubebuilder:printcolumn:name="Problem",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].reason`,priority=1,description="Reason of the Degraded condition"
 // +kubebuilder:printcolumn:name="Size Limit",type=string,JSONPath=`.spec.sizeLimit`
 // +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.evictionPolicy`
 // +kubebuilder:printcolumn:name="Rebalancing",type=boolean,JSONPath=`.status.topology.rebalancing`,description="Keys are moving between shards after a change of the shard count"
