@@ -283,6 +283,7 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
 				Spec: corev1.PodSpec{
 					Containers:                    []corev1.Container{container},
+					ImagePullSecrets:              spec.ImagePullSecrets,
 					Volumes:                       volumes,
 					AutomountServiceAccountToken:  ptr.To(false),
 					EnableServiceLinks:            ptr.To(false),

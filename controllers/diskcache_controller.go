@@ -51,6 +51,9 @@ type DiskCacheReconciler struct {
 	Recorder  events.EventRecorder
 	// DefaultImage is the cacheserver image when spec.image is empty.
 	DefaultImage string
+	// DefaultImagePullSecrets are the cache pods' when
+	// spec.imagePullSecrets is empty.
+	DefaultImagePullSecrets []corev1.LocalObjectReference
 	// PodAddress resolves a cache pod to its base URL; nil means
 	// DNSPodAddress. Tests point it at cacheserver processes on loopback.
 	PodAddress PodAddressFunc
@@ -271,6 +274,9 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	image := dc.Spec.Image
 	if image == "" {
 		image = r.DefaultImage
+	}
+	if len(dc.Spec.ImagePullSecrets) == 0 {
+		dc.Spec.ImagePullSecrets = r.DefaultImagePullSecrets // dc is the reconcile's defaulted copy
 	}
 	if existing != nil && scheme(dc) == "https" && tlsConfig == nil {
 		// The TLS Secret cannot be read now: keep what the pods run with

@@ -410,6 +410,9 @@ func TestSpecChangesReachTheRightChild(t *testing.T) {
 	newDiskCache(t, ns, "web", nil)
 	c := waitChildren(t, ns, "web")
 	hash0 := c.sts.Spec.Template.Annotations[ConfigHashAnno]
+	if ps := c.sts.Spec.Template.Spec.ImagePullSecrets; len(ps) != 1 || ps[0].Name != "operator-pull" {
+		t.Errorf("image pull secrets %v, want the operator's (operator-pull)", ps)
+	}
 
 	waitSTS := func(what string, ok func(*appsv1.StatefulSet) error) *appsv1.StatefulSet {
 		t.Helper()
@@ -506,6 +509,12 @@ func TestSpecChangesReachTheRightChild(t *testing.T) {
 	}{
 		{"image", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Image = "registry.example/diskcache:v2" }, func(s *appsv1.StatefulSet) error {
 			return want(container(s).Image == "registry.example/diskcache:v2", "image %s", container(s).Image)
+		}},
+		{"imagePullSecrets", func(dc *cachev1alpha1.DiskCache) {
+			dc.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "team-registry"}}
+		}, func(s *appsv1.StatefulSet) error {
+			ps := s.Spec.Template.Spec.ImagePullSecrets
+			return want(len(ps) == 1 && ps[0].Name == "team-registry", "image pull secrets %v", ps)
 		}},
 		{"imagePullPolicy", func(dc *cachev1alpha1.DiskCache) { dc.Spec.ImagePullPolicy = corev1.PullNever }, func(s *appsv1.StatefulSet) error {
 			return want(container(s).ImagePullPolicy == corev1.PullNever, "pull policy %s", container(s).ImagePullPolicy)

@@ -120,7 +120,7 @@ func TestShippedRBACIsSufficient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &DiskCacheReconciler{Client: cl, APIReader: reader, Scheme: testScheme, DefaultImage: testImage, PodAddress: testPodAddress}
+	r := &DiskCacheReconciler{Client: cl, APIReader: reader, Scheme: testScheme, DefaultImage: testImage, DefaultImagePullSecrets: testImagePullSecrets, PodAddress: testPodAddress}
 
 	dc := newDiskCache(t, ns, "rbac", func(dc *cachev1alpha1.DiskCache) {
 		dc.Labels = map[string]string{otherManagerLabel: "rbac"} // only r reconciles it

@@ -436,7 +436,7 @@ func TestSteadyStateMakesNoWrites(t *testing.T) {
 			cc := &countingClient{Client: direct}
 			rec := &memRecorder{}
 			r := &DiskCacheReconciler{Client: cc, APIReader: apiReader, Scheme: testScheme, Recorder: rec,
-				DefaultImage: testImage, PodAddress: testPodAddress, ShardURL: testShardURL, SettingsTimeout: 5 * time.Second}
+				DefaultImage: testImage, DefaultImagePullSecrets: testImagePullSecrets, PodAddress: testPodAddress, ShardURL: testShardURL, SettingsTimeout: 5 * time.Second}
 			req := reconcile.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: "steady"}}
 
 			// The manager's own reconciles may still be settling (and its

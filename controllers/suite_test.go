@@ -53,6 +53,8 @@ var (
 	reconciler *DiskCacheReconciler
 	envMissing string
 	testImage  = "registry.example/diskcache:test"
+	// As if started with --cacheserver-image-pull-secrets=operator-pull.
+	testImagePullSecrets = []corev1.LocalObjectReference{{Name: "operator-pull"}}
 
 	testOperatorNamespace = "diskcache-system"
 
@@ -171,16 +173,17 @@ func newTestManager(cfg *rest.Config, cacheOpts cache.Options, maint *maintenanc
 		return nil, nil, err
 	}
 	r := &DiskCacheReconciler{
-		Metrics:         rm,
-		Client:          mgr.GetClient(),
-		APIReader:       mgr.GetAPIReader(),
-		Scheme:          mgr.GetScheme(),
-		Recorder:        mgr.GetEventRecorder(ManagerName),
-		DefaultImage:    testImage,
-		PodAddress:      testPodAddress,
-		ShardURL:        testShardURL,
-		SettingsTimeout: 5 * time.Second,
-		Maintenance:     maint,
+		Metrics:                 rm,
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Scheme:                  mgr.GetScheme(),
+		Recorder:                mgr.GetEventRecorder(ManagerName),
+		DefaultImage:            testImage,
+		DefaultImagePullSecrets: testImagePullSecrets,
+		PodAddress:              testPodAddress,
+		ShardURL:                testShardURL,
+		SettingsTimeout:         5 * time.Second,
+		Maintenance:             maint,
 		// As if the operator ran in the pods of config/manager.
 		OperatorNamespace: testOperatorNamespace,
 		// TestServiceMonitorOnlyWithItsAPI waits for this.

@@ -89,6 +89,15 @@ type DiskCacheSpec struct {
 	// +optional
 	Image string `json:"image,omitempty"`
 
+	// ImagePullSecrets of the cache pods, for an image in a private
+	// registry: Secrets of type kubernetes.io/dockerconfigjson in the
+	// DiskCache's namespace. Empty means the operator's
+	// --cacheserver-image-pull-secrets (the Helm chart passes its
+	// imagePullSecrets), which must then exist in this namespace too.
+	// +listType=atomic
+	// +optional
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
 	// ImagePullPolicy of the cacheserver container; empty means Kubernetes'
 	// default for the image tag.
 	// +kubebuilder:validation:Enum=Always;Never;IfNotPresent

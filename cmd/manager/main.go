@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -59,6 +60,7 @@ func run() error {
 		maintShardTimeout      time.Duration
 		operatorNamespace      string
 		operatorPodLabels      string
+		pullSecrets            string
 		maxReconciles          int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
@@ -66,6 +68,7 @@ func run() error {
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so only one replica reconciles (the deployment turns it on)")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
 	flag.StringVar(&image, "cacheserver-image", defaultImage(), "cacheserver image for DiskCaches without spec.image (env CACHESERVER_IMAGE)")
+	flag.StringVar(&pullSecrets, "cacheserver-image-pull-secrets", "", "comma-separated image pull Secrets of the cache pods of DiskCaches without spec.imagePullSecrets (each must exist in the DiskCache's namespace)")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to reconcile DiskCaches in (default: all)")
 	flag.StringVar(&clusterDomain, "cluster-domain", controllers.DefaultClusterDomain, "DNS domain of the cluster, in the shard URLs the operator announces to the cache servers")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
@@ -135,6 +138,11 @@ func run() error {
 		},
 	}
 	r.ClusterDomain = clusterDomain
+	for _, name := range strings.Split(pullSecrets, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			r.DefaultImagePullSecrets = append(r.DefaultImagePullSecrets, corev1.LocalObjectReference{Name: name})
+		}
+	}
 	r.MaxConcurrentReconciles = maxReconciles
 	r.OperatorNamespace = operatorNamespace
 	if r.OperatorPodLabels, err = labels.ConvertSelectorToLabelsMap(operatorPodLabels); err != nil {
