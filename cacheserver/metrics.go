@@ -220,25 +220,38 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCorrupt, prometheus.CounterValue, float64(counts.Corrupt))
 }
 
-// diskCollector reads, at scrape time, how full the shard is: what its
-// files take against its size limit and against the volume, so that
-// fill can be charted and alerted on before writes are refused.
-type diskCollector struct{ s *Server }
+// serverCollector reads, at scrape time, how full the shard is (what its
+// files take against its size limit and against the volume, so that fill
+// can be charted and alerted on before writes are refused) and the
+// topology it routes by (so that shards disagreeing can be alerted on).
+type serverCollector struct{ s *Server }
 
 var (
 	descDiskUsed  = prometheus.NewDesc("diskcache_disk_used_bytes", "Bytes allocated to the files of the data directory: databases, their logs, value files, named caches, deques and indexes (the full-disk reserve not counted).", nil, nil)
 	descSizeLimit = prometheus.NewDesc("diskcache_size_limit_bytes", "The cache's size_limit: culling keeps the volume of its databases under it.", nil, nil)
 	descFSSize    = prometheus.NewDesc("diskcache_filesystem_size_bytes", "Size of the filesystem holding the data directory.", nil, nil)
 	descFSAvail   = prometheus.NewDesc("diskcache_filesystem_avail_bytes", "Bytes of the filesystem holding the data directory that the server may still use.", nil, nil)
+	descEpoch     = prometheus.NewDesc("diskcache_topology_epoch", "Epoch of the topology this shard routes by (absent on a server that is not a shard).", nil, nil)
+	descShards    = prometheus.NewDesc("diskcache_topology_shards", "Shards in the topology this shard routes by.", nil, nil)
+	descMoving    = prometheus.NewDesc("diskcache_topology_moving", "1 while the topology in force names a previous layout: keys are moving between shards.", nil, nil)
 )
 
-func (c diskCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDiskUsed, descSizeLimit, descFSSize, descFSAvail} {
+func (c serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDiskUsed, descSizeLimit, descFSSize, descFSAvail, descEpoch, descShards, descMoving} {
 		ch <- d
 	}
 }
 
-func (c diskCollector) Collect(ch chan<- prometheus.Metric) {
+func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
+	if a := c.s.cluster.current(); c.s.cluster.sharded() && a != nil {
+		moving := 0.0
+		if a.Previous != nil {
+			moving = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descEpoch, prometheus.GaugeValue, float64(a.Epoch))
+		ch <- prometheus.MustNewConstMetric(descShards, prometheus.GaugeValue, float64(len(a.Shards)))
+		ch <- prometheus.MustNewConstMetric(descMoving, prometheus.GaugeValue, moving)
+	}
 	if used, err := c.s.diskBytes(); err == nil {
 		ch <- prometheus.MustNewConstMetric(descDiskUsed, prometheus.GaugeValue, float64(used))
 	}

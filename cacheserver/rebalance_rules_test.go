@@ -595,3 +595,19 @@ func growWithShard1Behind(t *testing.T, prefix string, prevs []int) (*testserver
 	}
 	return c, m, keys, s2
 }
+
+// TestTopologyGaugesDuringAMove: a shard that has the announcement of a
+// grow says so in /metrics (epoch, shards, moving), one that has not yet
+// still reports the layout it routes by.
+func TestTopologyGaugesDuringAMove(t *testing.T) {
+	c, _, _, s2 := growWithShard1Behind(t, "gauge", []int{0})
+	for _, g := range []struct {
+		s                     *testserver.Server
+		epoch, shards, moving float64
+	}{{c.Shards[0], 2, 3, 1}, {s2, 2, 3, 1}, {c.Shards[1], 1, 2, 0}} {
+		e, n, m := metricValue(t, g.s, "diskcache_topology_epoch"), metricValue(t, g.s, "diskcache_topology_shards"), metricValue(t, g.s, "diskcache_topology_moving")
+		if e != g.epoch || n != g.shards || m != g.moving {
+			t.Errorf("%s: epoch %v, shards %v, moving %v; want %v, %v, %v", g.s.URL, e, n, m, g.epoch, g.shards, g.moving)
+		}
+	}
+}

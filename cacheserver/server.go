@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics(fc)
-	s.metrics.registry.MustRegister(diskCollector{s})
+	s.metrics.registry.MustRegister(serverCollector{s})
 	if cfg.HotValueBytes > 0 {
 		s.hotGet = s.hotGetMetrics()
 	}

@@ -54,6 +54,11 @@ func TestUsageCountsRequestsAtTheOwner(t *testing.T) {
 	if st, _, body := do(t, http.MethodGet, a.URL+"/v1/info", a.Token, nil, nil); st != http.StatusOK {
 		t.Fatalf("info: %d %s", st, body)
 	}
+	for _, s := range c.Shards {
+		if e, n, m := metricValue(t, s, "diskcache_topology_epoch"), metricValue(t, s, "diskcache_topology_shards"), metricValue(t, s, "diskcache_topology_moving"); e != 1 || n != 2 || m != 0 {
+			t.Errorf("%s: topology gauges epoch %v, shards %v, moving %v; want 1, 2, 0", s.URL, e, n, m)
+		}
+	}
 	ua, ub := usage(t, a), usage(t, b)
 	if got := ub.ServedRequests - ub0.ServedRequests; got != int64(sent)+1 {
 		t.Errorf("owner served %d requests, want the %d forwarded writes and its part of info", got, sent)
