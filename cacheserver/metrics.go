@@ -36,6 +36,9 @@ type metrics struct {
 
 	connsOpen    prometheus.Gauge
 	connsRefused prometheus.Counter
+	// tlsHandshakeErrors counts failed TLS handshakes, which the log
+	// reports once a minute at most (errorlog.go).
+	tlsHandshakeErrors prometheus.Counter
 	// waiting counts the requests waiting (?wait=) for a lock or semaphore.
 	waiting  prometheus.Gauge
 	diskFull prometheus.Gauge
@@ -101,6 +104,10 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Name: "diskcache_http_connections_refused_total",
 		Help: "Connections refused because --max-connections were open: answered 503 (GET /healthz: 200) and closed.",
 	})
+	m.tlsHandshakeErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "diskcache_tls_handshake_errors_total",
+		Help: "TLS handshakes that failed (plain HTTP on the TLS port, a client not trusting the certificate, a connection closed before the handshake); the log reports them once a minute at most.",
+	})
 	m.waiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "diskcache_waiting_requests",
 		Help: "Requests waiting (?wait=) for a lock or semaphore held by someone else.",
@@ -114,7 +121,7 @@ func newMetrics(fc *engine.FanoutCache) *metrics {
 		Help: "Fanout databases found damaged at start, moved aside to quarantine/ and started empty.",
 	})
 	quarantined.Set(float64(len(fc.Quarantined())))
-	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused, m.waiting, m.diskFull, quarantined,
+	m.registry.MustRegister(m.requests, m.latency, m.lookups, m.forwards, m.served, m.discarded, m.connsOpen, m.connsRefused, m.tlsHandshakeErrors, m.waiting, m.diskFull, quarantined,
 		m.rebalanceItems, m.rebalanceBytes, m.rebalanceDuration, m.staleDiscarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&cacheCollector{fc: fc})

@@ -467,11 +467,15 @@ func (s *Server) indexStore(r *http.Request) (Store, error) {
 // accepting, finish in-flight requests (up to ShutdownTimeout), close the
 // cache (checkpointing the WAL).
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	// net/http's error log, with what clients can make it say bounded
+	// (errorlog.go); what it held back is reported when serving ends.
+	errorLog := newErrorLog(s.log, s.metrics.tlsHandshakeErrors, time.Now, errorLogInterval)
+	defer errorLog.flush()
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:          errorLog.logger(),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	var protocols http.Protocols
