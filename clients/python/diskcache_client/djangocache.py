@@ -23,7 +23,11 @@ runs its query), unpickling an answer, and a custom key function.
 
 import functools
 import logging
+import re
+import threading
 import time
+import weakref
+from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import (DEFAULT_TIMEOUT, MEMCACHE_MAX_KEY_LENGTH, BaseCache,
@@ -47,6 +51,11 @@ def _memcache_safe(key):
             and ' ' not in key)
 
 log = logging.getLogger('diskcache_client.djangocache')
+
+# A failure the backend swallows (a refused write, a busy server, an error
+# ignored with IGNORE_EXCEPTIONS) is logged the first time, then at most
+# once per LOG_INTERVAL seconds per kind, with the count of those not logged.
+LOG_INTERVAL = 60.0
 
 PREFIX = '/v1'
 
@@ -112,6 +121,74 @@ def _may_unpickle(resp):
             and b'pickle' in resp.body)
 
 
+class _FailureLog:
+    """Bounds the log lines about failures the backend swallows: the first
+    of a kind is logged, then at most one per ``interval`` seconds, which
+    tells how many were not logged since the one before. A kind is the
+    operation, the server and the error (status and code), never the key.
+
+    Held for the process's client, so that the backend instances of all
+    threads (Django makes one per thread) share it. ``clock`` is a
+    monotonic clock (tests may replace it).
+    """
+
+    def __init__(self, interval=LOG_INTERVAL, clock=time.monotonic):
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._kinds = {}  # kind -> [when its last line was logged, failures not logged since]
+
+    def admit(self, kind):
+        """None when a failure of ``kind`` is not to be logged now; else the
+        count of those not logged before it and the seconds since the last
+        line of that kind (None for the first)."""
+        now = self.clock()
+        with self._lock:
+            state = self._kinds.get(kind)
+            if state is None:
+                self._kinds[kind] = [now, 0]
+                return 0, None
+            if now - state[0] < self.interval:
+                state[1] += 1
+                return None
+            held, since = state[1], now - state[0]
+            state[0], state[1] = now, 0
+            return held, since
+
+
+_failure_logs = weakref.WeakKeyDictionary()
+_failure_logs_lock = threading.Lock()
+
+
+def _failure_log(client):
+    """The _FailureLog of a (shared) client."""
+    with _failure_logs_lock:
+        failures = _failure_logs.get(client)
+        if failures is None:
+            failures = _failure_logs[client] = _FailureLog()
+        return failures
+
+
+# A URL in an error's message: group 1 is its scheme and address, the rest
+# (the path, which may hold a key, and the query) is left out.
+_URL_PATH = re.compile(r'\b([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s"\'<>]+)[^\s"\'<>]*')
+
+
+def _server_of(exc):
+    """The scheme and address of the server an error came from: never the
+    request's path, which holds the key."""
+    parts = urlsplit(exc.url or '')
+    return '%s://%s' % (parts.scheme, parts.netloc) if parts.netloc else 'the cache server'
+
+
+def _described(exc):
+    """An error's status, code and message without its URL (whose path holds
+    the key), any URL in the message cut to its scheme and address."""
+    head = ' '.join(part for part in (str(exc.status or ''), exc.code or '') if part)
+    message = _URL_PATH.sub(r'\1', str(exc.message or ''))[:300]
+    return '%s: %s' % (head, message) if head and message else head or message
+
+
 def _call(fn, arg):
     return fn(arg)
 
@@ -170,6 +247,7 @@ class DjangoCache(BaseCache):
             self._client = shared_client(_locations(location), **_client_options(options))
         except ValueError as exc:
             raise ImproperlyConfigured('DjangoCache: %s' % exc) from exc
+        self._failures = _failure_log(self._client)
         self.location = location
         # Django's own key function and validation are pure string work: the
         # a* methods make keys on the event loop unless they are replaced.
@@ -199,22 +277,39 @@ class DjangoCache(BaseCache):
         if isinstance(fallback, _NotStored):
             fallback = fallback.keys_of(exc)
         if isinstance(exc, Timeout):
-            log.warning('cache %s: server busy (%s); treated as a miss/failed write', what, exc)
+            self._log_failure(exc, what, 'server busy, treated as a miss/failed write')
             return fallback
         if exc.status in (413, 507) and what in ('set', 'add'):
             # Too large to keep under the server's limits (413), or the
             # server's volume is full (507): not stored, as Django's
             # memcached backends answer for values they cannot keep.
-            log.warning('cache %s: value refused (%s)', what, exc)
+            self._log_failure(exc, what, 'value refused')
             return fallback
         if self._ignore_exceptions and isinstance(exc, CacheServerError) and (
                 isinstance(exc, ServerUnavailable) or exc.status >= 500):
-            # The breaker logged the failure that opened it: one line per
-            # outage, not one per call while it is open.
-            level = logging.DEBUG if exc.code == 'circuit_open' else logging.WARNING
-            log.log(level, 'cache %s failed, ignored (IGNORE_EXCEPTIONS): %s', what, exc)
+            if exc.code == 'circuit_open':
+                # The breaker logged the failure that opened it: one line
+                # per outage, not one per call while it is open.
+                log.debug('cache %s: failed, ignored (IGNORE_EXCEPTIONS): %s (%s)',
+                          what, _server_of(exc), _described(exc))
+            else:
+                self._log_failure(exc, what, 'failed, ignored (IGNORE_EXCEPTIONS)')
             return fallback
         raise exc
+
+    def _log_failure(self, exc, what, event):
+        """Log a swallowed failure, unless one of its kind was logged less
+        than LOG_INTERVAL seconds ago; never its key or its URL's path."""
+        server, detail = _server_of(exc), _described(exc)
+        admitted = self._failures.admit((what, event, server, exc.status, exc.code))
+        if admitted is None:
+            return
+        held, since = admitted
+        if held:
+            log.warning('cache %s: %s: %s (%s); %d more like it in the last %.0fs, not logged',
+                        what, event, server, detail, held, since)
+        else:
+            log.warning('cache %s: %s: %s (%s)', what, event, server, detail)
 
     def _run(self, op, fallback, what):
         try:

@@ -655,3 +655,114 @@ def test_incr_refused_connection_is_sent_again(start_server, monkeypatch):
     assert sleeps, 'the first connection was not refused'
     monkeypatch.undo()
     assert c.get('n') == 1
+
+
+# -- logs of swallowed failures ------------------------------------------------------
+
+FULL = (507, {}, {'error': 'insufficient_storage',
+                  'message': 'the data volume is full; delete items or grow the volume'})
+
+
+def _failure_records(caplog):
+    return [r for r in caplog.records if r.name == 'diskcache_client.djangocache'
+            and r.levelno >= logging.WARNING]
+
+
+def _assert_no_key(records, keys):
+    for record in records:
+        message = record.getMessage()
+        assert '/v1/keys' not in message, message
+        for key in keys:
+            assert key not in message, message
+
+
+def test_refused_writes_are_logged_once_per_interval(scripted, caplog):
+    # A shard whose volume is full refuses every write (507): set answers
+    # False each time, as before, and the log gets the first refusal, then
+    # one line per interval that counts the refusals not logged; no key.
+    caplog.set_level(logging.WARNING, logger='diskcache_client')
+    srv = scripted([FULL])
+    c = make_cache(srv.url)
+    now = [1000.0]
+    c._failures.clock = lambda: now[0]
+    keys = ['s%d' % i for i in range(330)]
+    for i, key in enumerate(keys):
+        assert c.set(key, i) is False
+        now[0] += 0.1  # 33 s in all: within the interval
+    assert len(srv.requests) == 330  # each one went to the server
+    records = _failure_records(caplog)
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].getMessage() == (
+        'cache set: value refused: %s (507 insufficient_storage: '
+        'the data volume is full; delete items or grow the volume)' % srv.url)
+
+    # Another kind (add, or the server busy) has a line of its own.
+    assert c.add('a', 1) is False
+    assert c.add('b', 1) is False
+    assert len(_failure_records(caplog)) == 2
+
+    now[0] = 1000.0 + 60
+    assert c.set('later', 1) is False
+    records = _failure_records(caplog)
+    assert len(records) == 3
+    assert records[2].getMessage().endswith('; 329 more like it in the last 60s, not logged')
+    # Asynchronous writes are the same kind.
+    assert asyncio.run(c.aset('async', 1)) is False
+    assert len(_failure_records(caplog)) == 3
+    _assert_no_key(_failure_records(caplog), [':1:s', 'later', 'async'])
+
+
+def test_busy_and_ignored_failures_are_logged_once_per_interval(scripted, caplog):
+    caplog.set_level(logging.WARNING, logger='diskcache_client')
+    busy = scripted([BUSY])
+    c = make_cache(busy.url, RETRIES=0)
+    now = [0.0]
+    c._failures.clock = lambda: now[0]
+    for i in range(100):
+        assert c.get('secret%d' % i, 'd') == 'd'
+        assert c.set('secret%d' % i, i) is False
+    assert asyncio.run(c.aget('secret', 'd')) == 'd'
+    records = _failure_records(caplog)
+    assert sorted(r.getMessage() for r in records) == [
+        'cache %s: server busy, treated as a miss/failed write: %s (503 timeout: database busy)'
+        % (what, busy.url) for what in ('get', 'set')]
+
+    # IGNORE_EXCEPTIONS: a 500 is a miss, and logged once per interval.
+    internal = scripted([INTERNAL])
+    ignoring = make_cache(internal.url, IGNORE_EXCEPTIONS=True)
+    ignoring._failures.clock = lambda: now[0]
+    for i in range(100):
+        assert ignoring.get('secret%d' % i, 'd') == 'd'
+    records = _failure_records(caplog)[2:]
+    assert [r.getMessage() for r in records] == [
+        'cache get: failed, ignored (IGNORE_EXCEPTIONS): %s '
+        '(500 internal: internal error; see the server log)' % internal.url]
+    now[0] += 60
+    assert ignoring.get('secret', 'd') == 'd'
+    records = _failure_records(caplog)[2:]
+    assert len(records) == 2
+    assert records[1].getMessage().endswith('; 99 more like it in the last 60s, not logged')
+    # Without IGNORE_EXCEPTIONS the error is raised each time, as before.
+    plain = make_cache(internal.url)
+    for _ in range(3):
+        with pytest.raises(CacheServerError):
+            plain.get('secret')
+    _assert_no_key(_failure_records(caplog), ['secret'])
+
+
+def test_failure_log_is_shared_by_the_threads_backends(scripted, caplog):
+    # Django makes a backend instance per thread: they share the client,
+    # and its failure log, so the bound holds for the process.
+    caplog.set_level(logging.WARNING, logger='diskcache_client')
+    srv = scripted([FULL])
+    caches_of_threads = [make_cache(srv.url) for _ in range(4)]
+    assert len({id(c._failures) for c in caches_of_threads}) == 1
+    results = []
+    threads = [threading.Thread(target=lambda c=c: results.extend(
+        c.set('k%d' % i, i) for i in range(20))) for c in caches_of_threads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [False] * 80
+    assert len(_failure_records(caplog)) == 1

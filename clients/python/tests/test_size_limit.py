@@ -2,6 +2,7 @@
 value that does not fit on a full volume too (507): Django's set and add
 answer False, and nothing is stored."""
 
+import logging
 import os
 import subprocess
 
@@ -10,6 +11,11 @@ import pytest
 from diskcache_client.djangocache import DjangoCache
 
 from conftest import TOKEN
+
+
+def _refusals(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.name == 'diskcache_client.djangocache' and r.levelno >= logging.WARNING]
 
 
 def test_set_too_large_for_size_limit_returns_false(start_server):
@@ -54,3 +60,34 @@ def test_set_on_full_disk_returns_false(small_volume, start_server):
     # Deletes still work on a full disk; what was stored is still there.
     assert c.get('fill0') == b'x' * 200000
     assert c.delete('fill0') is True
+
+
+def test_refused_writes_are_logged_once(small_volume, start_server, caplog):
+    """A full shard refuses every write: each set answers False, and the log
+    gets one line, without the key, for 330 of them (it got one each)."""
+    caplog.set_level(logging.WARNING, logger='diskcache_client')
+    srv = start_server(small_volume / 'data', '--fanout', '2', '--disk-reserve-bytes', '1048576')
+    c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN': TOKEN}})
+    i = 0
+    while c.set('fill%d' % i, b'x' * 200000) is not False:
+        i += 1
+        assert i < 200, '16 MiB volume never filled up'
+    for j in range(330):
+        assert c.set('s%d' % j, b'y' * 200000) is False
+    records = _refusals(caplog)
+    assert len(records) == 1, records
+    assert records[0].startswith('cache set: value refused: %s (507 insufficient_storage' % srv.url)
+    for message in records:
+        assert '/v1/keys' not in message and ':1:' not in message
+
+
+def test_too_large_values_are_logged_once(start_server, caplog):
+    caplog.set_level(logging.WARNING, logger='diskcache_client')
+    srv = start_server(None, '--size-limit', '800000')
+    c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN': TOKEN}})
+    for i in range(50):
+        assert c.set('big%d' % i, b'x' * 200000) is False
+        assert c.add('big%d' % i, b'x' * 200000) is False
+    records = _refusals(caplog)
+    assert len(records) == 2, records  # one for set, one for add
+    assert all(' (413 value_too_large' in m and 'big' not in m for m in records), records
