@@ -15,7 +15,7 @@ CGO_FREE ?= ./kv/... ./settings/... ./client/... ./cmd/manager/...
 
 .PHONY: help
 help: ## List targets.
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build every package and binary.
