@@ -8,8 +8,9 @@ dir=${DISKCACHE_DEMO_DIR:-.cache/demo}
 addr=${DISKCACHE_DEMO_ADDR:-127.0.0.1:8080}
 mkdir -p "$dir"
 if [ ! -s "$dir/token" ]; then
-  umask 077
-  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/token"
+  # Only the token is private: a umask left in force would also make the
+  # bin/ that go build creates below (and the data directory) 0700.
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/token")
 fi
 token=$(cat "$dir/token")
 
