@@ -159,7 +159,8 @@ for target in "${targets[@]}"; do
 			-nonroot -user 65532:65532 -entrypoint "${entrypoint}" \
 			-label "org.opencontainers.image.source=https://github.com/diskcache-operator/diskcache-operator" \
 			-label "org.opencontainers.image.description=DiskCache operator and cache server" \
-			-label "org.opencontainers.image.version=${VERSION}"
+			-label "org.opencontainers.image.version=${VERSION}" \
+			-label "org.opencontainers.image.licenses=Apache-2.0"
 		tarballs+=("${out}/diskcache-operator.tar")
 		;;
 	django)
