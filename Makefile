@@ -133,9 +133,18 @@ build-manager: ## Build bin/manager.
 run: manifests generate ## Run the operator against the current kubeconfig (install the CRD first).
 	$(GO) run -ldflags "-X main.version=$(VERSION)" ./cmd/manager --metrics-bind-address=0 --health-probe-bind-address=:8081
 
+# The version the image's binaries report and its version label: the tag of
+# IMG, as hack/image/build.sh takes it (VERSION="${IMG##*:}"), so that
+# `make docker-build IMG=registry/op:v2` builds a v2 whatever VERSION says.
+IMG_VERSION = $(lastword $(subst :, ,$(IMG)))
+
 .PHONY: docker-build
-docker-build: ## Build the image (both binaries) with docker.
-	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+docker-build: ## Build the image $(IMG) (both binaries) with docker (BuildKit); its version is the tag of IMG.
+	docker build --build-arg VERSION=$(IMG_VERSION) -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image $(IMG) with docker (after make docker-build).
+	docker push $(IMG)
 
 .PHONY: build-installer
 build-installer: manifests generate ## Write dist/install.yaml: CRD, RBAC and the operator Deployment for image $(IMG).
