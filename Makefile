@@ -70,7 +70,10 @@ serve: ## Start a cacheserver on .cache/demo with a generated token and show a c
 ##@ Operator (api/, controllers/, config/)
 VERSION ?= v0.1.0
 IMG ?= ghcr.io/diskcache-operator/diskcache-operator:$(VERSION)
-KUBECTL ?= kubectl
+# kubectl: the one on PATH, else the one `make kubectl` builds into bin/.
+ifeq ($(origin KUBECTL),undefined)
+KUBECTL := $(or $(shell command -v kubectl 2>/dev/null),$(BIN)/kubectl)
+endif
 CONTROLLER_GEN ?= $(BIN)/controller-gen
 HELM ?= $(BIN)/helm
 # helm reports the version pinned in hack/tools/helm/go.mod.

@@ -6,7 +6,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:?output file}"
 IMG="${IMG:?IMG=<image> is required}"
-KUBECTL="${KUBECTL:-kubectl}"
+# The kubectl on PATH, else the one `make kubectl` builds into bin/.
+KUBECTL="${KUBECTL:-$(command -v kubectl || echo "${ROOT}/bin/kubectl")}"
+command -v "${KUBECTL}" >/dev/null || { echo "build-installer: no kubectl at ${KUBECTL} (make kubectl builds one into bin/)" >&2; exit 1; }
 
 name="${IMG%:*}"
 tag="${IMG##*:}"
