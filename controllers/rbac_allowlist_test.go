@@ -58,9 +58,9 @@ var operatorClusterPermissions = []permission{
 
 // operatorLeaderElectionPermissions is what the leader election Role
 // (config/rbac/leader_election_role.yaml) grants in the operator's own
-// namespace.
+// namespace: client-go's LeaseLock only gets, creates and updates its Lease.
 var operatorLeaderElectionPermissions = []permission{
-	{"coordination.k8s.io", "leases", []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
+	{"coordination.k8s.io", "leases", []string{"create", "get", "update"}},
 	{"", "events", []string{"create", "patch"}},
 	{"events.k8s.io", "events", []string{"create", "patch"}},
 }
