@@ -33,6 +33,11 @@ var version = "v0.1.0"
 // imageRepository holds both binaries (/manager and /cacheserver).
 const imageRepository = "ghcr.io/diskcache-operator/diskcache-operator"
 
+// defaultLeaderElectionID is the name of the leader election Lease unless
+// --leader-election-id says otherwise: the one every install used before the
+// flag existed, so an upgraded operator takes over the same Lease.
+const defaultLeaderElectionID = "diskcache-operator.cache.diskcache.dev"
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
@@ -52,6 +57,7 @@ func run() error {
 		metricsAddr, probeAddr string
 		leaderElect            bool
 		leaderElectionNS       string
+		leaderElectionID       string
 		image                  string
 		watchNamespaces        string
 		clusterDomain          string
@@ -67,6 +73,7 @@ func run() error {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so only one replica reconciles (the deployment turns it on)")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
+	flag.StringVar(&leaderElectionID, "leader-election-id", defaultLeaderElectionID, "name of the leader election Lease: operators that must not share a leader (two installs in one namespace) need different ones")
 	flag.StringVar(&image, "cacheserver-image", defaultImage(), "cacheserver image for DiskCaches without spec.image (env CACHESERVER_IMAGE)")
 	flag.StringVar(&pullSecrets, "cacheserver-image-pull-secrets", "", "comma-separated image pull Secrets of the cache pods of DiskCaches without spec.imagePullSecrets (each must exist in the DiskCache's namespace)")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces to reconcile DiskCaches in (default: all)")
@@ -109,7 +116,7 @@ func run() error {
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
-		LeaderElectionID:              "diskcache-operator.cache.diskcache.dev",
+		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       leaderElectionNS,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cacheOpts,
@@ -166,7 +173,7 @@ func run() error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("starting manager", "version", version, "cacheserverImage", image, "leaderElection", leaderElect)
+	log.Info("starting manager", "version", version, "cacheserverImage", image, "leaderElection", leaderElect, "leaderElectionID", leaderElectionID)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 

@@ -24,6 +24,15 @@ app.kubernetes.io/name: diskcache-operator
 control-plane: controller-manager
 {{- end -}}
 
+{{/*
+The name of the leader election Lease (--leader-election-id): one per
+release, so two releases never share a leader. For the release name
+diskcache-operator it is the operator's default, the Lease of earlier installs.
+*/}}
+{{- define "diskcache-operator.leaderElectionID" -}}
+{{- .Values.leaderElection.id | default (printf "%s.cache.diskcache.dev" (include "diskcache-operator.fullname" .)) -}}
+{{- end -}}
+
 {{- define "diskcache-operator.serviceAccountName" -}}
 {{ include "diskcache-operator.fullname" . }}-controller-manager
 {{- end -}}
