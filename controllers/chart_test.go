@@ -119,7 +119,8 @@ func TestHelmChartLint(t *testing.T) {
 	runTool(t, helm, "lint", "--strict", chartDir, "--set", "watchNamespaces={team-a,team-b}",
 		"--set", "leaderElection.enabled=false", "--set", "logLevel=debug", "--set", "namespace.create=true")
 	// The values schema rejects what the operator would not take.
-	for _, bad := range []string{"logLevel=verbose", "watchNamespaces={Team_A}", "imagee.tag=x"} {
+	for _, bad := range []string{"logLevel=verbose", "watchNamespaces={Team_A}", "imagee.tag=x",
+		"replicas=2,leaderElection.enabled=false"} {
 		if out, err := exec.Command(helm, "lint", "--strict", chartDir, "--set", bad).CombinedOutput(); err == nil {
 			t.Errorf("helm lint accepted --set %s:\n%s", bad, out)
 		}
@@ -247,7 +248,7 @@ func TestHelmChartPassesServerDryRun(t *testing.T) {
 		}},
 		{"customized", release, []string{"--set", "image.repository=registry.example/op", "--set", "image.tag=v9",
 			"--set", "image.pullPolicy=Always", "--set", "leaderElection.enabled=false", "--set", "logLevel=debug",
-			"--set", "resources.limits.memory=1Gi", "--set", "cacheserverImage=registry.example/cs:v9", "--set", "replicas=2",
+			"--set", "resources.limits.memory=1Gi", "--set", "cacheserverImage=registry.example/cs:v9", "--set", "replicas=0",
 			"--set", "nodeSelector.disk=ssd", "--set", "namespace.create=true"}, func(objs []*unstructured.Unstructured) error {
 			k := kinds(objs)
 			if k["Role"] != 0 || k["Namespace"] != 1 {
