@@ -6,11 +6,14 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
@@ -18,14 +21,28 @@ import (
 
 func main() {
 	sysmonErr := withSysmonSetting() // returns only when the server runs without it
-	if err := run(sysmonErr); err != nil {
-		fmt.Fprintln(os.Stderr, "cacheserver:", err)
-		os.Exit(1)
-	}
+	os.Exit(exitStatus(run(os.Args[1:], sysmonErr), os.Stderr))
 }
 
-func run(sysmonErr error) error {
-	cfg, err := cacheserver.LoadConfig(os.Args[1:], os.Getenv)
+// exitStatus is the process's exit status for what run returned, after
+// writing the error, if any, to w. -h and --help (flag.ErrHelp: the usage
+// is already written) exit 0. The error is prefixed with "cacheserver: " once:
+// those of package cacheserver's New already start with it.
+func exitStatus(err error, w io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "cacheserver: ") {
+		msg = "cacheserver: " + msg
+	}
+	fmt.Fprintln(w, msg)
+	return 1
+}
+
+func run(args []string, sysmonErr error) error {
+	cfg, err := cacheserver.LoadConfig(args, os.Getenv)
 	if err != nil {
 		return err
 	}
