@@ -8,8 +8,11 @@
 #   toolbox  localhost/diskcache-toolbox:v1 (TOOLBOX_IMAGE): an HTTP/DNS/TCP
 #            client for looking at the cluster from inside a pod
 #   project  $IMG (default ghcr.io/diskcache-operator/diskcache-operator:v0.1.0):
-#            /manager and /cacheserver, static with cgo SQLite, UID 65532,
-#            the same contents as the Dockerfile's image
+#            /manager and /cacheserver, static with cgo SQLite, UID 65532, and
+#            this machine's CA bundle (/etc/ssl/certs/ca-certificates.crt,
+#            Debian's ca-certificates) for TLS peers verified with the
+#            system's roots: the same contents as the Dockerfile's image
+#            (distroless/static has that bundle too)
 #   django   localhost/diskcache-django:v1 (DJANGO_IMAGE): this machine's
 #            Debian Python 3.11 (the interpreter, the shared libraries it and
 #            its extension modules load, the standard library without tests,
@@ -141,7 +144,12 @@ for target in "${targets[@]}"; do
 		# Same build as the Dockerfile: only the cache server needs cgo (SQLite,
 		# linked statically against glibc; Go's own user and DNS lookups so no
 		# NSS modules are needed); the operator is pure Go (CGO_ENABLED=0).
-		files=(-file "${build_dir}/cacheserver:/cacheserver")
+		# The system's roots, where Go's crypto/x509 looks first on Linux: a
+		# cacheserver verifies TLS peers with them when its TLS Secret has no
+		# ca.crt (--peer-ca-file unset).
+		ca_bundle=/etc/ssl/certs/ca-certificates.crt
+		[[ -s "${ca_bundle}" ]] || { echo "image: project: no ${ca_bundle} (apt-get install ca-certificates)" >&2; exit 1; }
+		files=(-file "${build_dir}/cacheserver:/cacheserver" -file "${ca_bundle}:${ca_bundle}:0644")
 		entrypoint=/cacheserver
 		(cd "${ROOT}" && CGO_ENABLED=1 "${GO}" build -trimpath -buildvcs=false \
 			-tags osusergo,netgo,sqlite_omit_load_extension \

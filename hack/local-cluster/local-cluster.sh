@@ -274,6 +274,8 @@ ensure_packages() {
 		missing+=(containernetworking-plugins)
 	command -v iptables >/dev/null || missing+=(iptables)
 	command -v conntrack >/dev/null || missing+=(conntrack)
+	# The CA bundle hack/image/build.sh puts into the project image.
+	[[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
 	if ((${#missing[@]})); then
 		log "installing from Debian: ${missing[*]}"
 		export DEBIAN_FRONTEND=noninteractive
