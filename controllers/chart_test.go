@@ -246,6 +246,15 @@ func TestHelmChartPassesServerDryRun(t *testing.T) {
 			args := strings.Join(managerArgs(t, objs), " ")
 			return want(strings.Contains(args, "--watch-namespaces="+watchA+","+watchB), "args %s", args)
 		}},
+		{"pull secrets", release, []string{"--set", "imagePullSecrets[0].name=reg", "--set", "imagePullSecrets[1].name=reg2"}, func(objs []*unstructured.Unstructured) error {
+			// The cache pods pull the operator's image with its Secrets.
+			args := strings.Join(managerArgs(t, objs), " ")
+			return want(strings.Contains(args, "--cacheserver-image-pull-secrets=reg,reg2"), "args %s", args)
+		}},
+		{"cache pods' own pull secrets", release, []string{"--set", "imagePullSecrets[0].name=reg", "--set", "cacheserverImagePullSecrets[0].name=team"}, func(objs []*unstructured.Unstructured) error {
+			args := strings.Join(managerArgs(t, objs), " ")
+			return want(strings.Contains(args, "--cacheserver-image-pull-secrets=team ") || strings.HasSuffix(args, "--cacheserver-image-pull-secrets=team"), "args %s", args)
+		}},
 		{"customized", release, []string{"--set", "image.repository=registry.example/op", "--set", "image.tag=v9",
 			"--set", "image.pullPolicy=Always", "--set", "leaderElection.enabled=false", "--set", "logLevel=debug",
 			"--set", "resources.limits.memory=1Gi", "--set", "cacheserverImage=registry.example/cs:v9", "--set", "replicas=0",
