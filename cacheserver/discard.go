@@ -15,11 +15,14 @@ import (
 )
 
 // discardUnowned removes what this shard holds but does not own under a,
-// once, when a shard that held data before it had any topology first gets
-// one: the pods of a multi-shard cache of an older release each kept the
-// keys a round-robin Service happened to send them, which no routed read
-// will ever look for.
-func (s *Server) discardUnowned(ctx context.Context, a *topology.Announcement) error {
+// when nothing will ever hand it to its owner: once, when a shard that held
+// data before it had any topology first gets one (the pods of a
+// multi-shard cache of an older release each kept the keys a round-robin
+// Service happened to send them), and when a layout is adopted without a
+// move. Kept, such a row would be unreachable until a later move made this
+// shard its owner again, and then be served in place of what was written
+// or deleted meanwhile.
+func (s *Server) discardUnowned(ctx context.Context, self int, a *topology.Announcement, why string) error {
 	n := len(a.Shards)
 	var items, collections int64
 	var batch []kv.Key
@@ -40,7 +43,7 @@ func (s *Server) discardUnowned(ctx context.Context, a *topology.Announcement) e
 		if err != nil {
 			return fmt.Errorf("discard: list keys: %w", err)
 		}
-		if topology.Owner(wire.Routing(k), n) != s.cluster.self {
+		if topology.Owner(wire.Routing(k), n) != self {
 			batch = append(batch, k)
 		}
 	}
@@ -53,7 +56,7 @@ func (s *Server) discardUnowned(ctx context.Context, a *topology.Announcement) e
 			return fmt.Errorf("discard: list %s collections: %w", kind, err)
 		}
 		for _, name := range names {
-			if topology.Owner([]byte(name), n) == s.cluster.self {
+			if topology.Owner([]byte(name), n) == self {
 				continue
 			}
 			var c *engine.Cache
@@ -83,7 +86,7 @@ func (s *Server) discardUnowned(ctx context.Context, a *topology.Announcement) e
 		}
 	}
 	s.metrics.discarded.Add(float64(items))
-	s.log.Info("discarded what this shard does not own (written before keys were routed)",
+	s.log.Info("discarded what this shard does not own ("+why+")",
 		slog.Int64("items", items), slog.Int64("collections", collections), slog.Int64("epoch", a.Epoch), slog.Int("shards", n))
 	return nil
 }

@@ -518,8 +518,9 @@ func (s *Server) beforeAdopt(old *topology.Announcement, a topology.Announcement
 	if a.Previous == nil && !slices.Equal(a.Shards, old.Shards) {
 		// A new layout announced without a move (an operator that does
 		// not rebalance): nothing was handed off anywhere, so what this
-		// shard holds is as current as anything; keep it.
-		return nil
+		// shard holds and still owns is as current as anything; keep it.
+		// What it no longer owns goes: no move will hand it over.
+		return s.discardUnowned(context.Background(), self, &a, "a new layout without a move")
 	}
 	replaced := a.Shards
 	if a.Previous != nil {

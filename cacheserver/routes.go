@@ -137,7 +137,7 @@ func (s *Server) handlePutTopology(w http.ResponseWriter, r *http.Request) error
 	}
 	if s.cluster.firstRouted() {
 		go func() {
-			if err := s.discardUnowned(context.WithoutCancel(r.Context()), s.cluster.current()); err != nil {
+			if err := s.discardUnowned(context.WithoutCancel(r.Context()), s.cluster.self, s.cluster.current(), "written before keys were routed"); err != nil {
 				s.log.Error("discarding what this shard does not own", slog.Any("error", err))
 			}
 		}()

@@ -403,20 +403,38 @@ func TestTopologyFileIsFollowed(t *testing.T) {
 
 // TestLayoutWithoutMoveKeepsData: a new shard list announced without a
 // previous layout (an operator that does not rebalance) moves nothing and
-// must not be taken for a missed move: every shard keeps what it holds.
+// must not be taken for a missed move: every shard keeps what it holds and
+// still owns. What it no longer owns is dropped: nothing will hand it
+// over, and kept it would come back in place of newer writes once a later
+// layout made this shard its owner again.
 func TestLayoutWithoutMoveKeepsData(t *testing.T) {
 	c := testserver.StartCluster(t, 2, testserver.Options{})
 	s := c.Shards[0]
-	key := ownedBy("k", 0, 2)
-	if st, _, b := do(t, "PUT", s.URL+"/v1/keys/"+key, s.Token, []byte("x"), nil); st >= 300 {
-		t.Fatalf("PUT: %d %s", st, b)
+	var stays, leaves string
+	for i := 0; stays == "" || leaves == ""; i++ {
+		k := fmt.Sprint("k", i)
+		switch {
+		case ownerOf(k, 2) != 0:
+		case ownerOf(k, 3) == 0 && stays == "":
+			stays = k
+		case ownerOf(k, 3) == 2 && leaves == "":
+			leaves = k
+		}
+	}
+	for _, key := range []string{stays, leaves} {
+		if st, _, b := do(t, "PUT", s.URL+"/v1/keys/"+key, s.Token, []byte("x"), nil); st >= 300 {
+			t.Fatalf("PUT: %d %s", st, b)
+		}
 	}
 	grown, _ := json.Marshal(topology.Announcement{Layout: topology.Layout{Epoch: 2, Shards: append(c.URLs, "http://127.0.0.1:1")}})
 	if st, _, b := do(t, "PUT", s.URL+"/v1/topology", c.AdminToken, grown, nil); st != http.StatusOK {
 		t.Fatalf("PUT topology: %d %s", st, b)
 	}
-	if !onShard(t, s, key) {
-		t.Fatal("shard 0 dropped its data on a layout announced without a move")
+	if !onShard(t, s, stays) {
+		t.Fatal("shard 0 dropped a key it still owns on a layout announced without a move")
+	}
+	if onShard(t, s, leaves) {
+		t.Fatal("shard 0 kept a key it no longer owns, which nothing will move, after a layout announced without a move")
 	}
 }
 

@@ -151,7 +151,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.cluster.status = s.reb.status
 	s.routes()
 	if s.cluster.firstRouted() {
-		if err := s.discardUnowned(ctx, s.cluster.current()); err != nil {
+		if err := s.discardUnowned(ctx, s.cluster.self, s.cluster.current(), "written before keys were routed"); err != nil {
 			_ = fc.Close()
 			return nil, err
 		}

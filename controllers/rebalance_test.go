@@ -16,8 +16,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	klabels "k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -464,4 +466,95 @@ func TestRebalanceResumesAfterOperatorRestart(t *testing.T) {
 	if n := replicas(t, ns, "rs"); n != 3 {
 		t.Errorf("replicas %d", n)
 	}
+}
+
+// TestRecreatedOnKeptVolumesCarriesOn: a DiskCache deleted with its claims
+// kept (whenDeleted: Retain) and created again with another shard count
+// finds its shards holding the old layout. The operator carries on from it
+// and moves the keys to the new count, so none is lost; and a later change
+// back brings no stale copy over what was written or deleted meanwhile.
+func TestRecreatedOnKeptVolumesCarriesOn(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	const name = "kept"
+	create := func(shards int32) types.UID {
+		return newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+			dc.Spec.Shards = shards
+			dc.Spec.Storage.PVCRetentionPolicy.WhenDeleted = cachev1alpha1.RetainPVC
+		}).UID
+	}
+	create(3)
+	s := newShardSet(t, ns, name)
+	for i := range 3 {
+		s.start(i)
+	}
+	s.settle(3)
+	keys := s.writeKeys(300)
+
+	// Deleted: the pods go, the claims (the servers' data directories)
+	// stay. envtest has no garbage collector: the test deletes what it
+	// would, all but the Secrets, so the servers keep their tokens.
+	for i := range 3 {
+		s.stop(i)
+	}
+	dc := get(t, ns, name, &cachev1alpha1.DiskCache{})
+	if err := k8s.Delete(bg, dc); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []client.Object{&appsv1.StatefulSet{}, &corev1.ConfigMap{}, &corev1.Pod{}} {
+		if err := k8s.DeleteAllOf(bg, o, client.InNamespace(ns), client.MatchingLabels{LabelInstance: name}, client.GracePeriodSeconds(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the DiskCache gone", func() error {
+		err := k8s.Get(bg, client.ObjectKeyFromObject(dc), &cachev1alpha1.DiskCache{})
+		return want(apierrors.IsNotFound(err), "get: %v", err)
+	})
+	s.pods = map[int]*corev1.Pod{}
+
+	// Created again with 4 shards: its first reconcile announces a layout
+	// of its own (epoch 1, 4 shards) before any pod runs.
+	uid := create(4)
+	eventually(t, "a ConfigMap of the new DiskCache", func() error {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(bg, client.ObjectKey{Namespace: ns, Name: name + "-topology"}, cm); err != nil {
+			return err
+		}
+		return want(len(cm.OwnerReferences) == 1 && cm.OwnerReferences[0].UID == uid, "owners %v", cm.OwnerReferences)
+	})
+	for i := range 3 {
+		s.start(i)
+	}
+	eventually(t, "the StatefulSet grown for the move", func() error { return want(replicas(t, ns, name) == 4, "replicas %d", replicas(t, ns, name)) })
+	s.start(3)
+	s.settle(4)
+	s.checkKeys(keys, 4)
+	if err := hasEvent(t, ns, name, "TopologyFromShards", "carrying on from it"); err != nil {
+		t.Error(err)
+	}
+
+	// Writes and deletes, then back to 3 shards: none comes back stale.
+	c, err := cacheclient.New(s.srv[0].URL, cacheclient.Options{Token: s.token, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		k := fmt.Sprintf("key-%d", i)
+		if i%2 == 0 {
+			if _, err := c.Cache("").Delete(bg, kv.TextKey(k)); err != nil {
+				t.Fatal(err)
+			}
+			delete(keys, k)
+			continue
+		}
+		if err := c.Cache("").Set(bg, kv.TextKey(k), kv.Int(int64(1000+i)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		keys[k] = int64(1000 + i)
+	}
+	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 3 })
+	eventually(t, "shrunk", func() error { return want(replicas(t, ns, name) == 3, "replicas %d", replicas(t, ns, name)) })
+	s.remove(3)
+	s.settle(3)
+	s.checkKeys(keys, 3) // each shard holds exactly its keys: no deleted one is back
 }

@@ -130,15 +130,35 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 			rep.config = cfg
 		}
 	})
-	if current == nil {
-		// The ConfigMap is new or was lost: carry on from the newest
-		// announcement a server has (a move in force included).
-		for _, rep := range reports {
-			if t := rep.topo; rep.err == nil && t != nil && t.Epoch > 0 && t.Validate() == nil && (current == nil || t.Epoch > current.Epoch) {
-				a := t.Announcement
-				current = &a
-			}
+	// The ConfigMap is new, was lost, or is behind the shards (the
+	// DiskCache was deleted and created again on kept or restored volumes,
+	// and its first reconcile wrote epoch 1): carry on from the newest
+	// announcement a shard has, a move in force included. Starting from
+	// the spec instead would route the keys by a layout they were never
+	// moved to, and leave them where no read looks.
+	kept := current
+	for _, rep := range reports {
+		t := rep.topo
+		if rep.err != nil || t == nil || t.Epoch <= 0 || t.Validate() != nil {
+			continue
 		}
+		// The operator writes the ConfigMap before it announces, so a
+		// shard ahead of it, or on its epoch with another layout, holds
+		// what an earlier DiskCache's operator announced.
+		if current != nil && (t.Epoch < current.Epoch || t.Epoch == current.Epoch &&
+			(current != kept || slices.Equal(t.Shards, current.Shards) && samePrevious(t.Previous, current.Previous))) {
+			continue
+		}
+		if kept != nil && !r.ownLayout(dc, t.Announcement) {
+			continue // another cache's volume, not this one's history
+		}
+		a := t.Announcement
+		current = &a
+	}
+	if kept != nil && current != kept {
+		r.event(dc, corev1.EventTypeWarning, "TopologyFromShards", "Announce",
+			"the shards hold topology epoch %d (%d shards%s), newer than the ConfigMap's %d: carrying on from it (volumes kept or restored from an earlier DiskCache of this name)",
+			current.Epoch, len(current.Shards), previousNote(*current), kept.Epoch)
 	}
 	var stsReplicas int32
 	if sts, err := getExisting(ctx, r.Client, dc, stsName(dc), &appsv1.StatefulSet{}); err != nil {
@@ -433,4 +453,13 @@ func (r *DiskCacheReconciler) reconcileAdminToken(ctx context.Context, dc *cache
 		return "", errors.New("admin token Secret " + name + " has no \"token\" key: delete it and the operator makes a new one")
 	}
 	return token, nil
+}
+
+// ownLayout reports whether every layout of a names this DiskCache's
+// shards.
+func (r *DiskCacheReconciler) ownLayout(dc *cachev1alpha1.DiskCache, a topology.Announcement) bool {
+	if !slices.Equal(a.Shards, r.shardURLs(dc, len(a.Shards))) {
+		return false
+	}
+	return a.Previous == nil || slices.Equal(a.Previous.Shards, r.shardURLs(dc, len(a.Previous.Shards)))
 }

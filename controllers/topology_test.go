@@ -236,8 +236,10 @@ func TestTopologyReachesServers(t *testing.T) {
 		t.Errorf("epoch %d after the scale, want %d", second.Epoch, first.Epoch+2)
 	}
 
-	// Someone else announces a newer epoch to shard 0: the operator's next
-	// announcement goes above it instead of being refused forever.
+	// Someone else announces a newer epoch of this cache's shards to shard
+	// 0: the operator carries on from it, as from volumes kept from an
+	// earlier DiskCache of this name, instead of being refused forever: a
+	// move from its one shard (epoch+6), then the move's end (epoch+7).
 	admin, err := cacheclient.New(urls[0], cacheclient.Options{Token: waitAdminToken(t, ns, "ring"), DirectOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -246,13 +248,16 @@ func TestTopologyReachesServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	updateDiskCache(t, ns, "ring", func(dc *cachev1alpha1.DiskCache) { dc.Labels = map[string]string{"poke": "1"} })
-	if third := onEpoch("epoch above the foreign one", 2); third.Epoch != second.Epoch+6 {
-		t.Errorf("epoch %d, want %d (above the foreign %d)", third.Epoch, second.Epoch+6, second.Epoch+5)
+	if third := onEpoch("epoch above the foreign one", 2); third.Epoch != second.Epoch+7 {
+		t.Errorf("epoch %d, want %d (a move from the foreign %d, then its end)", third.Epoch, second.Epoch+7, second.Epoch+5)
+	}
+	if err := hasEvent(t, ns, "ring", "TopologyFromShards", fmt.Sprintf("the shards hold topology epoch %d (1 shards", second.Epoch+5)); err != nil {
+		t.Error(err)
 	}
 	// An old announcement is refused with the server's topology.
 	if _, err := admin.PutTopology(bg, topology.Announcement{Layout: topology.Layout{Epoch: 1, Shards: urls[:1]}}); !errors.Is(err, cacheclient.ErrTopologyConflict) {
 		t.Errorf("PUT of epoch 1: %v, want a topology conflict", err)
-	} else if cur, _ := cacheclient.IsTopologyConflict(err); cur.Epoch != second.Epoch+6 {
+	} else if cur, _ := cacheclient.IsTopologyConflict(err); cur.Epoch != second.Epoch+7 {
 		t.Errorf("conflict carries epoch %d", cur.Epoch)
 	}
 }
