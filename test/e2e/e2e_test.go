@@ -69,11 +69,19 @@ func TestDiskCacheAvailable(t *testing.T) {
 	t.Logf("kubectl get dcache -o wide: %s", strings.TrimSpace(out))
 	hdr, _ := kubectl(t, "-n", ns, "get", "dcache", name, "-o", "wide")
 	t.Logf("with headers:\n%s", hdr)
+	// Read by header: SIZE LIMIT and LAST MAINTENANCE are two words each.
+	lines := strings.Split(strings.TrimSpace(hdr), "\n")
+	header := strings.Fields(strings.NewReplacer("SIZE LIMIT", "SIZE-LIMIT", "LAST MAINTENANCE", "LAST-MAINTENANCE", "ROUTED SHARDS", "ROUTED-SHARDS", "TOKEN ROTATION", "TOKEN-ROTATION").Replace(lines[0]))
 	fields := strings.Fields(out)
-	// NAME SHARDS READY SIZE-LIMIT POLICY ... AGE
-	if len(fields) < 5 || fields[0] != name || fields[1] != "1" || fields[2] != "1" || fields[3] != "512Mi" ||
-		fields[4] != string(cachev1alpha1.EvictionLeastRecentlyStored) {
-		t.Errorf("printer columns %q, want %s 1 1 512Mi %s ...", fields, name, cachev1alpha1.EvictionLeastRecentlyStored)
+	column := map[string]string{}
+	for i, h := range header {
+		if i < len(fields) {
+			column[h] = fields[i]
+		}
+	}
+	if column["NAME"] != name || column["SHARDS"] != "1" || column["READY"] != "1" || column["DEGRADED"] != "False" ||
+		column["SIZE-LIMIT"] != "512Mi" || column["POLICY"] != string(cachev1alpha1.EvictionLeastRecentlyStored) {
+		t.Errorf("printer columns %v, want %s, 1 shard, 1 ready, not degraded, 512Mi, %s", column, name, cachev1alpha1.EvictionLeastRecentlyStored)
 	}
 
 	p.next("toolbox pod")
