@@ -306,3 +306,19 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 		},
 	}
 }
+
+// tokenSecretOf is the token Secret a StatefulSet's pods mount ("" when
+// none is found).
+func tokenSecretOf(sts *appsv1.StatefulSet) string {
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Name != TokenVolume || v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.Secret != nil {
+				return src.Secret.Name
+			}
+		}
+	}
+	return ""
+}

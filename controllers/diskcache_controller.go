@@ -284,6 +284,11 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		peerCA = slices.Contains(existing.Spec.Template.Spec.Containers[0].Args, settings.FlagPeerCAFile.Arg())
 	}
 	if existing != nil {
+		if old := tokenSecretOf(existing); old != "" && old != dc.TokenSecretName() {
+			r.event(dc, corev1.EventTypeWarning, "TokenSecretChanged", "Update",
+				"the token Secret changed from %s to %s: the shards roll one at a time and until then each accepts only its own Secret's token, so clients get 401 from some shards; to change the token without that, rotate it (token.next in %s and the %s annotation; docs/operations.md, Token rotation)",
+				old, dc.TokenSecretName(), old, cachev1alpha1.RotateTokenAnnotation)
+		}
 		claims = existing.Spec.VolumeClaimTemplates
 		if old := existing.Spec.Template.Annotations[ConfigHashAnno]; old != "" && old != configHash {
 			r.event(dc, corev1.EventTypeNormal, "RollingUpdate", "Update",

@@ -689,6 +689,19 @@ func TestUserAuthSecret(t *testing.T) {
 		dc := get(t, ns, "byo", &cachev1alpha1.DiskCache{})
 		return conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionFalse, "")
 	})
+	// Another Secret: the pods roll onto it, each accepting only its own
+	// Secret's token until then, and a Warning says so.
+	if err := k8s.Create(bg, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "my-other-token"}, StringData: map[string]string{"token": "0ther"}}); err != nil {
+		t.Fatal(err)
+	}
+	updateDiskCache(t, ns, "byo", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Auth.SecretName = "my-other-token" })
+	eventually(t, "a Warning about the switch", func() error {
+		return findEventNote(t, ns, "byo", "TokenSecretChanged", "changed from my-token to my-other-token")
+	})
+	eventually(t, "the pods mount the other Secret", func() error {
+		got := tokenSecretOf(get(t, ns, "byo", &appsv1.StatefulSet{}))
+		return want(got == "my-other-token", "the pods mount %q", got)
+	})
 }
 
 // setSTSStatus plays the StatefulSet controller.

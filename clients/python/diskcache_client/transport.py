@@ -30,8 +30,10 @@ Failure handling, per server (endpoint):
   :class:`~diskcache_client.errors.ServerUnavailable` for ``cooldown``
   seconds, then one call probes. A timeout is never retried: a dead server
   costs one timeout, not one per call.
-* A 401 answer makes the client re-read ``token_file`` once and retry if the
-  token changed.
+* ``token_file`` is read again when it changes (looked at once a second at
+  most, before a request) and after a 401 answer, which is sent again if the
+  token changed and its body can be (a streamed one cannot: the next request
+  has the new token).
 """
 
 import asyncio
@@ -39,6 +41,7 @@ import atexit
 import collections.abc
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -100,6 +103,13 @@ class Client:
         self._token = token
         self._token_file = token_file
         self._fixed = None  # the header lines every request carries
+        # When to look at token_file again, and what it was then; clock is
+        # replaced by tests.
+        self.clock = time.monotonic
+        self._token_check_at = 0.0
+        self._token_stat = None
+        if token_file:
+            self._token_stat = _file_identity(token_file)
         if token is None and token_file:
             self._token = _read_token(token_file)
         connect_timeout = socket_timeout if connect_timeout is None else connect_timeout
@@ -199,8 +209,22 @@ class Client:
             self._fixed = fixed
         return fixed
 
+    def _headers(self):
+        """:meth:`_fixed_headers`, after looking whether token_file changed
+        (once a second at most: a mounted Secret is swapped by the kubelet,
+        and a streamed request cannot be sent again after a 401)."""
+        if self._token_file:
+            now = self.clock()
+            if now >= self._token_check_at:
+                self._token_check_at = now + 1.0
+                stat = _file_identity(self._token_file)
+                if stat != self._token_stat:
+                    self._token_stat = stat
+                    self._reload_token()
+        return self._fixed or self._fixed_headers()
+
     def _reload_token(self):
-        """Re-read TOKEN_FILE after a 401; True if the token changed."""
+        """Re-read TOKEN_FILE; True if the token changed."""
         if not self._token_file:
             return False
         try:
@@ -342,7 +366,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                resp = ep.exchange(req, self._fixed or self._fixed_headers())
+                resp = ep.exchange(req, self._headers())
             except Unreachable as exc:
                 attempt += 1
                 if exc.timeout or attempt >= attempts or not retry_unreachable:
@@ -350,9 +374,9 @@ class Client:
                 time.sleep(self._delay(attempt))
                 continue
             status = resp.status
-            if status == 401 and token_retry and replayable:
+            if status == 401 and token_retry:
                 token_retry = False
-                if self._reload_token():
+                if self._reload_token() and replayable:
                     continue
             if status == 503 and (req.retry_unavailable and attempt + 1 < attempts
                                   or replayable and _refused(resp) and attempt < self.retries):
@@ -448,7 +472,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                resp = await ep.aexchange(req, self._fixed or self._fixed_headers())
+                resp = await ep.aexchange(req, self._headers())
             except Unreachable as exc:
                 attempt += 1
                 if exc.timeout or attempt >= attempts or not retry_unreachable:
@@ -577,6 +601,16 @@ def _tripped(ep, exc):
 def _read_token(path):
     with open(path, encoding='utf-8') as f:
         return f.read().strip()
+
+
+def _file_identity(path):
+    """What tells a changed file: the kubelet swaps a mounted Secret's
+    files for new ones (another inode), an editor may rewrite in place."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 _registry = {}

@@ -8,6 +8,7 @@ connection attempts and requests.
 
 import asyncio
 import http.server
+import io
 import json
 import logging
 import pickle
@@ -613,6 +614,8 @@ def test_token_rotation_costs_no_failed_call(cacheserver_bin, tmp_path):
     srv = CacheServer(cacheserver_bin, tmp_path / 'data', server_dir / 'token').start()
     try:
         c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN_FILE': str(client_file)}})
+        now = [time.monotonic()]
+        c.client.clock = lambda: now[0]  # when the client looks at its file again
         assert c.set('k', 0) is True
         server_files(token='old-token', token_next='new-token')
         wait(lambda: server_accepts('new-token'))
@@ -622,8 +625,23 @@ def test_token_rotation_costs_no_failed_call(cacheserver_bin, tmp_path):
         assert c.set('k', 2) is True
         server_files(token='new-token')
         wait(lambda: not server_accepts('old-token'))
+        # A streamed value cannot be sent again after a 401: the client has
+        # looked at its changed file before sending it.
+        now[0] += 2
+        assert c.set('blob', io.BytesIO(b'x' * 3000), read=True) is True
         assert c.set('k', 3) is True
         assert c.get('k') == 3
+
+        # Changed in place, without an overlap, and not looked at yet: the
+        # streamed write that gets the 401 fails, and the next one has the
+        # new token.
+        client_file.write_text('third-token\n')
+        server_files(token='third-token')
+        wait(lambda: not server_accepts('new-token'))
+        with pytest.raises(Unauthorized):
+            c.set('blob', io.BytesIO(b'y' * 3000), read=True)
+        assert c.set('blob', io.BytesIO(b'z' * 3000), read=True) is True
+        assert c.get('blob') == b'z' * 3000
     finally:
         srv.stop()
 
