@@ -185,6 +185,16 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 			cachev1alpha1.TokenNextKey, cachev1alpha1.TokenKey, cachev1alpha1.TokenPreviousKey)
 		st.LastTrigger = trigger
 	}
+	if st.Rotation == "" {
+		if refusing := refusingPods(topo, out.token); len(refusing) > 0 {
+			// Changed in place (no token.next first), or a pod the
+			// kubelet has not updated yet: clients with the Secret's
+			// token get 401 there.
+			r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonTokenNotAccepted, "RotateToken",
+				"pods %s do not accept the token in Secret %s (yet): a token changed without %s first is refused by each pod until the kubelet updates it, about a minute; see docs/operations.md, Token rotation",
+				strings.Join(refusing, ", "), secret.Name, cachev1alpha1.TokenNextKey)
+		}
+	}
 	if !owned && out.requeue == 0 {
 		// The operator does not watch Secrets it does not own: look at
 		// this one again, so that a token.next the user adds shows in
@@ -227,6 +237,22 @@ func acceptingShards(dc *cachev1alpha1.DiskCache, topo *topologyOutcome, tok str
 		all = all && have[i]
 	}
 	return int32(len(have)), all
+}
+
+// refusingPods names the ready pods that answered with their accepted
+// token fingerprints and tok is not among them.
+func refusingPods(topo *topologyOutcome, tok string) []string {
+	if topo == nil || tok == "" {
+		return nil
+	}
+	fp := wire.TokenFingerprint(tok)
+	var out []string
+	for _, rep := range topo.reports {
+		if rep.config != nil && !slices.Contains(rep.config.TokenFingerprints, fp) {
+			out = append(out, rep.pod.Name)
+		}
+	}
+	return out
 }
 
 // newToken is a fresh 32-byte random token, unpadded base64url.

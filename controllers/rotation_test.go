@@ -466,3 +466,31 @@ func TestRotationInAUserSecretShows(t *testing.T) {
 		return want(dc.Status.Auth != nil && dc.Status.Auth.Rotation == cachev1alpha1.RotationPropagating, "status.auth %+v", dc.Status.Auth)
 	})
 }
+
+// TestTokenChangedInPlaceWarns: a user who replaces the token of their
+// Secret in place (no token.next first) is told which pods refuse it.
+func TestTokenChangedInPlaceWarns(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine"}, Data: map[string][]byte{cachev1alpha1.TokenKey: []byte("first-token")}}
+	if err := k8s.Create(bg, sec); err != nil {
+		t.Fatal(err)
+	}
+	newDiskCache(t, ns, "inplace", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Auth.SecretName = "mine" })
+	startShards(t, ns, "inplace", 2, "first-token") // their token files keep the first token
+	eventually(t, "reconciled with the shards", func() error {
+		dc := get(t, ns, "inplace", &cachev1alpha1.DiskCache{})
+		return conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionFalse, "")
+	})
+	if err := findEventNote(t, ns, "inplace", cachev1alpha1.ReasonTokenNotAccepted, ""); err == nil {
+		t.Fatal("a TokenNotAccepted Warning while every pod accepts the token")
+	}
+	sec = get(t, ns, "mine", &corev1.Secret{})
+	sec.Data[cachev1alpha1.TokenKey] = []byte("second-token")
+	if err := k8s.Update(bg, sec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a Warning naming the pods", func() error {
+		return findEventNote(t, ns, "inplace", cachev1alpha1.ReasonTokenNotAccepted, "pods inplace-0, inplace-1 do not accept the token in Secret mine")
+	})
+}

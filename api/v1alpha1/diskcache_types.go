@@ -871,6 +871,9 @@ const (
 	ReasonTokenSwitched        = "TokenSwitched"
 	ReasonTokenRotated         = "TokenRotated"
 	ReasonTokenRotationManual  = "TokenRotationManual"
+	// ReasonTokenNotAccepted (a Warning Event): ready pods do not accept
+	// the Secret's token, which was changed without token.next first.
+	ReasonTokenNotAccepted = "TokenNotAccepted"
 	// ReasonDatabaseQuarantined: a shard found a fanout database damaged at
 	// start, moved it aside and started it empty.
 	ReasonDatabaseQuarantined = "DatabaseQuarantined"
