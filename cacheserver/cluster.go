@@ -29,6 +29,9 @@ type cluster struct {
 	self     int    // -1: standalone, routes nothing
 	persist  string // path of the persisted copy
 	fileName string // mounted topology file, "" for none
+	// startNote says why the topology in force at start is not the
+	// newest found (logged by the server).
+	startNote string
 
 	cur atomic.Pointer[topology.Announcement]
 
@@ -111,8 +114,18 @@ func newClusterChecked(cfg Config, check func(old *topology.Announcement, a topo
 		case best == nil || s.a.Epoch > best.a.Epoch:
 			best = s
 		case s.a.Epoch == best.a.Epoch && !s.a.Layout.Equal(best.a.Layout):
-			return nil, fmt.Errorf("topology: %s and %s both have epoch %d but different shards (%v, %v)",
+			if s.name != "persisted copy "+c.persist {
+				return nil, fmt.Errorf("topology: %s and %s both have epoch %d but different shards (%v, %v)",
+					best.name, s.name, s.a.Epoch, best.a.Shards, s.a.Shards)
+			}
+			// The volume is older than the topology mounted with it: a
+			// DiskCache deleted with its claims kept and created again
+			// starts its epochs anew. The keys here were placed by the
+			// persisted layout: route by it until the operator, which
+			// reads it from this shard, announces how to go on.
+			c.startNote = fmt.Sprintf("%s and %s both have epoch %d but different shards (%v, %v): keeping the persisted one, by which the data here was placed",
 				best.name, s.name, s.a.Epoch, best.a.Shards, s.a.Shards)
+			best = s
 		}
 	}
 	if best != nil {

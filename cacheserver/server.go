@@ -129,6 +129,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		_ = fc.Close()
 		return nil, err
 	}
+	if note := s.cluster.startNote; note != "" {
+		log.Warn("topology: " + note)
+	}
 	s.health = newPeerHealth()
 	if s.peers, err = newPeers(cfg); err != nil {
 		_ = fc.Close()
