@@ -136,17 +136,23 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	// announcement a shard has, a move in force included. Starting from
 	// the spec instead would route the keys by a layout they were never
 	// moved to, and leave them where no read looks.
+	//
+	// The operator writes the ConfigMap before it announces, so a shard
+	// ahead of it holds what an earlier DiskCache's operator announced. So
+	// does one on its epoch with another layout, until every shard of the
+	// ConfigMap's layout has answered once (ShardsReportedAnno): a new
+	// DiskCache's first ConfigMap (epoch 1) is written before any pod runs,
+	// and kept volumes may hold another epoch 1. After that, such a shard
+	// only took what this operator announced.
 	kept := current
+	reportedAll := existing != nil && existing.Annotations[ShardsReportedAnno] == "true"
 	for _, rep := range reports {
 		t := rep.topo
 		if rep.err != nil || t == nil || t.Epoch <= 0 || t.Validate() != nil {
 			continue
 		}
-		// The operator writes the ConfigMap before it announces, so a
-		// shard ahead of it, or on its epoch with another layout, holds
-		// what an earlier DiskCache's operator announced.
 		if current != nil && (t.Epoch < current.Epoch || t.Epoch == current.Epoch &&
-			(current != kept || slices.Equal(t.Shards, current.Shards) && samePrevious(t.Previous, current.Previous))) {
+			(reportedAll || current != kept || slices.Equal(t.Shards, current.Shards) && samePrevious(t.Previous, current.Previous))) {
 			continue
 		}
 		if kept != nil && !r.ownLayout(dc, t.Announcement) {
@@ -157,7 +163,7 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	}
 	if kept != nil && current != kept {
 		r.event(dc, corev1.EventTypeWarning, "TopologyFromShards", "Announce",
-			"the shards hold topology epoch %d (%d shards%s), newer than the ConfigMap's %d: carrying on from it (volumes kept or restored from an earlier DiskCache of this name)",
+			"the shards hold topology epoch %d (%d shards%s), which the ConfigMap's epoch %d does not describe: carrying on from it (volumes kept or restored from an earlier DiskCache of this name)",
 			current.Epoch, len(current.Shards), previousNote(*current), kept.Epoch)
 	}
 	var stsReplicas int32
@@ -204,7 +210,14 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		}
 	}
 
-	if err := r.applyChild(ctx, dc, buildTopologyConfigMap(dc, want, started), &corev1.ConfigMap{}); err != nil {
+	desiredCM := buildTopologyConfigMap(dc, want, started)
+	if reportedAll || everyShardReported(dc, reports, len(want.Shards)) {
+		if desiredCM.Annotations == nil {
+			desiredCM.Annotations = map[string]string{}
+		}
+		desiredCM.Annotations[ShardsReportedAnno] = "true"
+	}
+	if err := r.applyChild(ctx, dc, desiredCM, &corev1.ConfigMap{}); err != nil {
 		return nil, err
 	}
 	if current == nil || current.Epoch != want.Epoch {
@@ -462,4 +475,28 @@ func (r *DiskCacheReconciler) ownLayout(dc *cachev1alpha1.DiskCache, a topology.
 		return false
 	}
 	return a.Previous == nil || slices.Equal(a.Previous.Shards, r.shardURLs(dc, len(a.Previous.Shards)))
+}
+
+// ShardsReportedAnno on the topology ConfigMap says that every shard of a
+// layout it held has reported its topology once: from then on a shard on
+// the ConfigMap's epoch with another layout is not read as history.
+const ShardsReportedAnno = labelPrefix + "shards-reported"
+
+// everyShardReported says whether shards 0 to n-1 all answered with a
+// topology.
+func everyShardReported(dc *cachev1alpha1.DiskCache, reports []shardReport, n int) bool {
+	seen := map[int]bool{}
+	for _, rep := range reports {
+		if rep.err == nil && rep.topo != nil {
+			if i, ok := podOrdinal(dc, rep.pod); ok {
+				seen[i] = true
+			}
+		}
+	}
+	for i := range n {
+		if !seen[i] {
+			return false
+		}
+	}
+	return true
 }
