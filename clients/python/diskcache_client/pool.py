@@ -318,10 +318,20 @@ class Endpoint:
                 sock = conn.sock
                 sock.sendall(data)
                 if body is not None:
-                    if streamed:
-                        send_chunked(sock, _caller_chunks(body))
-                    else:
-                        sock.sendall(body)
+                    try:
+                        if streamed:
+                            send_chunked(sock, _caller_chunks(body))
+                        else:
+                            sock.sendall(body)
+                    except (BrokenPipeError, ConnectionResetError):
+                        # The server may answer before it has read the
+                        # body (401, 413) and close: read that answer,
+                        # which says more than the broken pipe.
+                        try:
+                            return self._read_response(conn, req)
+                        except OSError:
+                            pass
+                        raise
                 return self._read_response(conn, req)
             except _BodyError as exc:
                 # The caller's file failed to read (a cut upload): its own

@@ -634,12 +634,14 @@ def test_token_rotation_costs_no_failed_call(cacheserver_bin, tmp_path):
 
         # Changed in place, without an overlap, and not looked at yet: the
         # streamed write that gets the 401 fails, and the next one has the
-        # new token.
+        # new token. The value is larger than the socket buffers: the
+        # server answers 401 and closes before it is sent, and the client
+        # reads that answer rather than failing on the broken pipe.
         client_file.write_text('third-token\n')
         server_files(token='third-token')
         wait(lambda: not server_accepts('new-token'))
         with pytest.raises(Unauthorized):
-            c.set('blob', io.BytesIO(b'y' * 3000), read=True)
+            c.set('blob', io.BytesIO(b'y' * (8 << 20)), read=True)
         assert c.set('blob', io.BytesIO(b'z' * 3000), read=True) is True
         assert c.get('blob') == b'z' * 3000
     finally:
