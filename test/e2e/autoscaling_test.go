@@ -15,7 +15,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
-	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
@@ -54,11 +53,7 @@ func TestAutoscalingGrowsOnFill(t *testing.T) {
 
 	p.next("fill through the Service to ~0.6 of sizeLimit")
 	tok := token(t, ns, name)
-	c, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := c.Cache("")
+	svc := serviceClient(t, ns, name, tok)
 	const n = 160 // 10 MiB of values: fill about 0.63 on one shard, no culling
 	ctx := ctxT(t, 2*time.Minute)
 	for i := range n {

@@ -396,6 +396,16 @@ func podURL(pod *corev1.Pod) string {
 	return fmt.Sprintf("http://%s:%d", pod.Status.PodIP, cachePort)
 }
 
+// serviceClient is a Go client of the DiskCache's Service, with retries.
+func serviceClient(t *testing.T, ns, name, tok string) *cacheclient.Cache {
+	t.Helper()
+	c, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Cache("")
+}
+
 func newCacheClient(t *testing.T, url, tok string) *cacheclient.Cache {
 	t.Helper()
 	c, err := cacheclient.New(url, cacheclient.Options{Token: tok, Retries: 3})

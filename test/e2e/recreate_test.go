@@ -15,7 +15,6 @@ import (
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
-	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/loadcheck"
 )
 
@@ -102,16 +101,6 @@ func TestRecreatedOnKeptVolumesKeepsEveryWrite(t *testing.T) {
 
 	p.next("kubectl scale 3 → 2 under load")
 	rescaleStep(t, ns, name, tok, l, store, 3, 2)
-}
-
-// serviceClient is a Go client of the DiskCache's Service.
-func serviceClient(t *testing.T, ns, name, tok string) *cacheclient.Cache {
-	t.Helper()
-	c, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.Cache("")
 }
 
 // runLoad runs the ledger's workers until they have sent n more

@@ -119,11 +119,7 @@ func TestRescaleKeepsEveryWrite(t *testing.T) {
 	waitTopologyAnnounced(t, ns, name, 3)
 
 	tok := token(t, ns, name)
-	sc, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &rescaleStore{c: sc.Cache("")}
+	store := &rescaleStore{c: serviceClient(t, ns, name, tok)}
 	// 2000 keys, 8 writers/readers/deleters, each on its own 250 keys.
 	l := loadcheck.New(store, loadcheck.Config{Workers: 8, KeysPerWorker: 250, Prefix: "rescale"})
 

@@ -84,11 +84,7 @@ func TestShardsAreOneCache(t *testing.T) {
 	tok := token(t, ns, name)
 	// Through the Service only: no client-side routing, so the servers
 	// route every key.
-	sc, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := sc.Cache("")
+	svc := serviceClient(t, ns, name, tok)
 	var pods []*cacheclient.Cache
 	for i := range 3 {
 		pods = append(pods, podCache(t, podURL(cachePod(t, ns, name, i)), tok))
