@@ -113,7 +113,7 @@ helm: $(HELM) ## Build helm (pinned in hack/tools/helm) into bin/.
 .PHONY: chart
 chart: ## Copy the CRD and RBAC files of config/ into the Helm chart (charts/diskcache-operator); make manifests does it too.
 	cp config/crd/bases/cache.diskcache.dev_diskcaches.yaml $(CHART)/crds/
-	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml config/rbac/diskcache_*_role.yaml $(CHART)/files/
+	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml config/rbac/diskcache_*_role.yaml config/rbac/metrics_*_role.yaml $(CHART)/files/
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd/bases) and ClusterRole (config/rbac/role.yaml), and copy them into the Helm chart.

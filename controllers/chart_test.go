@@ -230,7 +230,25 @@ func TestHelmChartPassesServerDryRun(t *testing.T) {
 	}{
 		{"defaults", "diskcache-system", nil, func(objs []*unstructured.Unstructured) error {
 			k := kinds(objs)
-			if k["ClusterRole"] != 4 || k["ClusterRoleBinding"] != 1 || k["Role"] != 1 || k["Namespace"] != 0 {
+			// manager, metrics auth and reader, 3 user roles.
+			if k["ClusterRole"] != 6 || k["ClusterRoleBinding"] != 2 || k["Role"] != 1 || k["Namespace"] != 0 {
+				return fmt.Errorf("kinds %v", k)
+			}
+			args := strings.Join(managerArgs(t, objs), " ")
+			return want(strings.Contains(args, "--metrics-bind-address=:8443") && !strings.Contains(args, "--metrics-secure"), "args %s", args)
+		}},
+		{"plain metrics", release, []string{"--set", "metrics.secure=false"}, func(objs []*unstructured.Unstructured) error {
+			k := kinds(objs)
+			if k["ClusterRole"] != 4 || k["ClusterRoleBinding"] != 1 {
+				return fmt.Errorf("kinds %v (no metrics auth roles)", k)
+			}
+			args := strings.Join(managerArgs(t, objs), " ")
+			return want(strings.Contains(args, "--metrics-bind-address=:8080 --metrics-secure=false"), "args %s", args)
+		}},
+		{"namespaced with secure metrics", release, []string{"--set", "watchNamespaces={" + watchA + "}", "--set", "metrics.secure=true"}, func(objs []*unstructured.Unstructured) error {
+			// Asked for: token reviews are cluster-wide.
+			k := kinds(objs)
+			if k["ClusterRole"] != 5 || k["ClusterRoleBinding"] != 1 {
 				return fmt.Errorf("kinds %v", k)
 			}
 			return nil
@@ -240,11 +258,13 @@ func TestHelmChartPassesServerDryRun(t *testing.T) {
 			// The user roles stay ClusterRoles (aggregated); the operator's
 			// own permissions are Roles: one per watched namespace plus
 			// leader election.
+			// No ClusterRole to review scrapers' tokens either: plain
+			// metrics unless metrics.secure says otherwise.
 			if k["ClusterRole"] != 3 || k["ClusterRoleBinding"] != 0 || k["Role"] != 3 || k["RoleBinding"] != 3 {
 				return fmt.Errorf("kinds %v", k)
 			}
 			args := strings.Join(managerArgs(t, objs), " ")
-			return want(strings.Contains(args, "--watch-namespaces="+watchA+","+watchB), "args %s", args)
+			return want(strings.Contains(args, "--watch-namespaces="+watchA+","+watchB) && strings.Contains(args, "--metrics-secure=false"), "args %s", args)
 		}},
 		{"pull secrets", release, []string{"--set", "imagePullSecrets[0].name=reg", "--set", "imagePullSecrets[1].name=reg2"}, func(objs []*unstructured.Unstructured) error {
 			// The cache pods pull the operator's image with its Secrets.

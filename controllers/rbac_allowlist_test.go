@@ -56,6 +56,14 @@ var operatorClusterPermissions = []permission{
 	{"monitoring.coreos.com", "servicemonitors", []string{"create", "delete", "get", "patch"}},
 }
 
+// operatorMetricsAuthPermissions is what the metrics auth ClusterRole
+// (config/rbac/metrics_auth_role.yaml) grants: the secure /metrics asks
+// the API server who a scraper is and whether it may read.
+var operatorMetricsAuthPermissions = []permission{
+	{"authentication.k8s.io", "tokenreviews", []string{"create"}},
+	{"authorization.k8s.io", "subjectaccessreviews", []string{"create"}},
+}
+
 // operatorLeaderElectionPermissions is what the leader election Role
 // (config/rbac/leader_election_role.yaml) grants in the operator's own
 // namespace: client-go's LeaseLock only gets, creates and updates its Lease.
@@ -180,6 +188,8 @@ func TestShippedRBACMatchesAllowList(t *testing.T) {
 	readYAML(t, filepath.Join("..", "config", "rbac", "role.yaml"), &cr)
 	var role rbacv1.Role
 	readYAML(t, filepath.Join("..", "config", "rbac", "leader_election_role.yaml"), &role)
+	var metricsAuth rbacv1.ClusterRole
+	readYAML(t, filepath.Join("..", "config", "rbac", "metrics_auth_role.yaml"), &metricsAuth)
 	for _, c := range []struct {
 		what  string
 		rules []rbacv1.PolicyRule
@@ -188,6 +198,7 @@ func TestShippedRBACMatchesAllowList(t *testing.T) {
 		{"config/rbac/role.yaml", cr.Rules, operatorClusterPermissions},
 		{"+kubebuilder:rbac markers", markerRules(t), operatorClusterPermissions},
 		{"config/rbac/leader_election_role.yaml", role.Rules, operatorLeaderElectionPermissions},
+		{"config/rbac/metrics_auth_role.yaml", metricsAuth.Rules, operatorMetricsAuthPermissions},
 	} {
 		extra, missing := diffGrants(rulesGrants(t, c.what, c.rules), grantsOf(c.want))
 		if len(extra) > 0 {
@@ -209,7 +220,7 @@ func TestShippedRBACMatchesAllowList(t *testing.T) {
 		}
 		var b rbacv1.RoleBinding
 		readYAML(t, filepath.Join("..", "config", "rbac", e.Name()), &b)
-		if b.RoleRef.Name != cr.Name && b.RoleRef.Name != role.Name {
+		if b.RoleRef.Name != cr.Name && b.RoleRef.Name != role.Name && b.RoleRef.Name != metricsAuth.Name {
 			t.Errorf("%s binds %s %s, which this test does not pin", e.Name(), b.RoleRef.Kind, b.RoleRef.Name)
 		}
 	}

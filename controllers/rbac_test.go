@@ -3,7 +3,9 @@ package controllers
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -342,4 +345,94 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestOperatorMetricsNeedAuthorization runs cmd/manager with the shipped
+// RBAC and its default --metrics-secure: /metrics answers over HTTPS, 401
+// without a token, 403 to a ServiceAccount without the shipped
+// metrics-reader ClusterRole, and the metrics once it is bound.
+func TestOperatorMetricsNeedAuthorization(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	user := operatorIdentity(t, ns)
+	bindClusterRole(t, ns, "operator", filepath.Join("..", "config", "rbac", "metrics_auth_role.yaml"))
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	startManager(t, user, "--watch-namespaces", ns, "--cacheserver-image", testImage, "--metrics-bind-address", addr)
+
+	scraper := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "prometheus"}}
+	if err := k8s.Create(bg, scraper); err != nil {
+		t.Fatal(err)
+	}
+	tr := &authenticationv1.TokenRequest{}
+	if err := k8s.SubResource("token").Create(bg, scraper, tr); err != nil {
+		t.Fatalf("token of ServiceAccount prometheus: %v", err)
+	}
+	// The operator's certificate is self-signed: what is checked here is
+	// who may read, not who serves.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	scrape := func(token string) (int, string, error) {
+		req, err := http.NewRequestWithContext(bg, http.MethodGet, "https://"+addr+"/metrics", nil)
+		if err != nil {
+			return 0, "", err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	eventually(t, "metrics served", func() error {
+		_, _, err := scrape("")
+		return err
+	})
+	for _, c := range []struct {
+		name, token string
+		code        int
+	}{{"no token", "", http.StatusUnauthorized},
+		// controller-runtime's filter answers a token the API server
+		// rejects with 500 "Authentication failed".
+		{"a token that is not one", "not-a-token", http.StatusInternalServerError},
+		{"prometheus without metrics-reader", tr.Status.Token, http.StatusForbidden}} {
+		code, body, err := scrape(c.token)
+		if err != nil || code != c.code {
+			t.Errorf("%s: %d %v (%.200s); want %d", c.name, code, err, body, c.code)
+		}
+	}
+	bindClusterRole(t, ns, scraper.Name, filepath.Join("..", "config", "rbac", "metrics_reader_role.yaml"))
+	eventually(t, "prometheus reads /metrics", func() error {
+		code, body, err := scrape(tr.Status.Token)
+		if err != nil {
+			return err
+		}
+		return want(code == http.StatusOK && strings.Contains(body, "controller_runtime_reconcile_total"), "%d: %.200s", code, body)
+	})
+}
+
+// bindClusterRole creates the ClusterRole in path (named for ns) and binds
+// it to ServiceAccount sa of ns.
+func bindClusterRole(t *testing.T, ns, sa, path string) {
+	t.Helper()
+	var cr rbacv1.ClusterRole
+	readYAML(t, path, &cr)
+	cr.Name = cr.Name + "-" + ns
+	if err := k8s.Create(bg, &cr); err != nil {
+		t.Fatal(err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}}
+	if err := k8s.Create(bg, crb); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -65,3 +65,13 @@ metadata:
 rules:
 {{- toYaml $role.rules | nindent 0 }}
 {{- end -}}
+
+{{/*
+"true" when the operator serves /metrics securely (values metrics.secure;
+default: unless the install is namespaced), else "".
+*/}}
+{{- define "diskcache-operator.metricsSecure" -}}
+{{- $secure := .Values.metrics.secure -}}
+{{- if kindIs "invalid" $secure -}}{{- $secure = not .Values.watchNamespaces -}}{{- end -}}
+{{- if $secure -}}true{{- end -}}
+{{- end -}}
