@@ -351,40 +351,84 @@ func (s *Server) batchBroadcast(w http.ResponseWriter, r *http.Request, a *topol
 		groups, owners, resps, errs = s.sendBatchParts(r, a, keys)
 	}
 	defer closeAll(resps)
+	failed := map[int]shardAnswer{}
 	for _, o := range owners {
+		if ans, ok := failedPart(o, errs[o], resps[o]); !ok {
+			failed[o] = ans
+		}
+	}
+	if len(owners) > 0 && len(failed) == len(owners) {
+		// No owner answered: the first one's error is the answer, which
+		// a client retries as it would for a key it asked the owner for.
+		o := owners[0]
 		if err := errs[o]; err != nil {
 			return err
 		}
 		resp := resps[o]
-		switch resp.StatusCode {
-		case http.StatusOK:
-			continue
-		case http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
 			// The owner is up but could not answer for now (a previous
-			// owner it pulls from is down, its database stayed busy):
-			// its own answer, which a client retries as it would for a
-			// key it asked the owner for.
+			// owner it pulls from is down, its database stayed busy).
 			copyHeaders(w.Header(), resp.Header)
 			w.WriteHeader(resp.StatusCode)
-			_, _ = io.Copy(w, io.LimitReader(resp.Body, maxFanOutBody))
+			if body := failed[o].Result; body != nil {
+				_, _ = w.Write(body)
+			} else {
+				_, _ = io.WriteString(w, failed[o].Error)
+			}
 			return nil
-		default:
-			ans := shardAnswer{Shard: o, Status: resp.StatusCode}
-			ans.Result, _ = io.ReadAll(io.LimitReader(resp.Body, maxFanOutBody))
-			return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure, map[string]any{"shards": []shardAnswer{ans}},
-				"shard %d answered its part of the batch with %d", o, resp.StatusCode)
 		}
+		return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure, map[string]any{"shards": []shardAnswer{failed[o]}},
+			"shard %d answered its part of the batch with %d", o, resp.StatusCode)
 	}
 	if strings.HasSuffix(r.URL.Path, "/delete") {
-		return mergeBatchDelete(w, keys, groups, resps)
+		return mergeBatchDelete(w, keys, groups, resps, failed)
 	}
-	return mergeBatchGet(w, keys, groups, resps, a)
+	return mergeBatchGet(w, keys, groups, resps, failed)
 }
 
-func mergeBatchDelete(w http.ResponseWriter, keys []kv.Key, groups map[int][]int, resps map[int]*http.Response) error {
+// failedPart says whether an owner answered its part of a batch get or
+// delete (200), and otherwise what it answered, its body read.
+func failedPart(o int, err error, resp *http.Response) (shardAnswer, bool) {
+	ans := shardAnswer{Shard: o, Status: http.StatusServiceUnavailable}
+	if err != nil {
+		var re *routingError
+		if errors.As(err, &re) {
+			ans.Status = re.status
+			ans.Result, _ = json.Marshal(re.body)
+		} else {
+			ans.Error = err.Error()
+		}
+		return ans, false
+	}
+	if resp.StatusCode == http.StatusOK {
+		return ans, true
+	}
+	ans.Status = resp.StatusCode
+	ans.Result, _ = io.ReadAll(io.LimitReader(resp.Body, maxFanOutBody))
+	if !json.Valid(ans.Result) {
+		ans.Error, ans.Result = strings.TrimSpace(string(ans.Result)), nil
+	}
+	return ans, false
+}
+
+// partFailure is the error code and message of a key whose owner failed
+// its part of a batch.
+func partFailure(a shardAnswer) (code, msg string) {
+	f := shardFailed(a, []BatchSetFailed{{}})[0]
+	return f.Error, f.Message
+}
+
+// mergeBatchDelete answers what the owners deleted, in request order. When
+// some owners failed their part (and others did theirs: those keys are
+// deleted), the answer is 502 partial_failure with the same deleted and
+// count, and failed: each key of the failed parts, with its owner's error.
+func mergeBatchDelete(w http.ResponseWriter, keys []kv.Key, groups map[int][]int, resps map[int]*http.Response, failed map[int]shardAnswer) error {
 	deleted := make([]bool, len(keys))
 	count := 0
 	for o, resp := range resps {
+		if _, ok := failed[o]; ok {
+			continue
+		}
 		var part struct {
 			Deleted []bool `json:"deleted"`
 			Count   int    `json:"count"`
@@ -397,26 +441,62 @@ func mergeBatchDelete(w http.ResponseWriter, keys []kv.Key, groups map[int][]int
 		}
 		count += part.Count
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deleted": deleted, "count": count})
-	return nil
+	if len(failed) == 0 {
+		writeJSON(w, http.StatusOK, map[string]any{"deleted": deleted, "count": count})
+		return nil
+	}
+	var recs []BatchSetFailed
+	answers := make([]shardAnswer, 0, len(failed))
+	for _, o := range slices.Sorted(maps.Keys(failed)) {
+		code, msg := partFailure(failed[o])
+		for _, i := range groups[o] {
+			kj := wire.KeyToJSON(keys[i])
+			recs = append(recs, BatchSetFailed{Index: i, Key: kj.Key, Kind: kj.Kind, Error: code, Message: msg})
+		}
+		answers = append(answers, failed[o])
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Index < recs[j].Index })
+	return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure,
+		map[string]any{"shards": answers, "deleted": deleted, "count": count, "failed": recs},
+		"%d shards failed their part of the batch; %d keys were deleted, %d not known to be", len(failed), count, len(recs))
 }
 
 // mergeBatchGet writes one record per key in request order, reading each
 // owner's stream in step (each is in its own request order), so values
-// pass through without being held.
-func mergeBatchGet(w http.ResponseWriter, keys []kv.Key, groups map[int][]int, resps map[int]*http.Response, a *topology.Announcement) error {
+// pass through without being held. A key whose owner failed its part is a
+// record with found false and the owner's error (error, message), and
+// the answer says how many there are (Diskcache-Failed-Keys): the other
+// owners' values still reach the client.
+func mergeBatchGet(w http.ResponseWriter, keys []kv.Key, groups map[int][]int, resps map[int]*http.Response, failed map[int]shardAnswer) error {
 	owner := make([]int, len(keys))
 	readers := map[int]*wire.RecordReader{}
+	nFailed := 0
 	for o, idx := range groups {
 		for _, i := range idx {
 			owner[i] = o
 		}
+		if _, ok := failed[o]; ok {
+			nFailed += len(idx)
+			continue
+		}
 		readers[o] = wire.NewRecordReader(resps[o].Body)
 	}
 	w.Header().Set("Content-Type", wire.RecordsContentType)
+	if nFailed > 0 {
+		w.Header().Set(wire.HeaderFailedKeys, strconv.Itoa(nFailed))
+	}
 	w.WriteHeader(http.StatusOK)
 	rw := wire.NewRecordWriter(w)
+	notFound := false
 	for i := range keys {
+		if ans, ok := failed[owner[i]]; ok {
+			kj := wire.KeyToJSON(keys[i])
+			code, msg := partFailure(ans)
+			if err := rw.Write(wire.Record{Key: kj.Key, Kind: kj.Kind, Found: &notFound, Error: code, Message: msg}, nil); err != nil {
+				panic(http.ErrAbortHandler)
+			}
+			continue
+		}
 		rec, body, err := readers[owner[i]].Next()
 		if err != nil {
 			panic(http.ErrAbortHandler) // the status is out; cut the response

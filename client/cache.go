@@ -60,6 +60,11 @@ func (cc *Cache) keyPath(k kv.Key, suffix string) (string, url.Values) {
 func keySegment(k kv.Key) (string, url.Values) {
 	raw, kind := wire.FormatKey(k)
 	q := url.Values{}
+	if kind == "" {
+		// The zero Key is no key: a kind the server refuses (400 bad_key),
+		// where an empty ?kt= would read as the empty text key.
+		kind = "none"
+	}
 	if kind != "text" {
 		q.Set(wire.ParamKeyType, kind)
 	}
@@ -307,9 +312,16 @@ func (cc *Cache) incr(ctx context.Context, op string, key kv.Key, delta, def kv.
 type Result struct {
 	Item
 	Found bool
+	// Err is why the key has no answer: its shard failed its part of the
+	// batch (Found is false). It matches the sentinels (ErrShardUnavailable,
+	// ErrShardTimeout, ...) as the Error of a call to that shard would.
+	Err error
 }
 
-// GetMany returns an answer per key, in order.
+// GetMany returns an answer per key, in order. When some shards of a
+// sharded cache are away, the others' keys are still answered: their
+// Results are filled in, the keys of the shards away have Err set, and
+// the error matches ErrPartialFailure.
 func (cc *Cache) GetMany(ctx context.Context, keys []kv.Key) ([]Result, error) {
 	body, err := keysBody(keys)
 	if err != nil {
@@ -323,6 +335,7 @@ func (cc *Cache) GetMany(ctx context.Context, keys []kv.Key) ([]Result, error) {
 	defer resp.Body.Close()
 	rr := wire.NewRecordReader(resp.Body)
 	out := make([]Result, 0, len(keys))
+	failed := 0
 	for {
 		rec, r, err := rr.Next()
 		if errors.Is(err, io.EOF) {
@@ -335,10 +348,19 @@ func (cc *Cache) GetMany(ctx context.Context, keys []kv.Key) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Result{Item: it, Found: rec.Found == nil || *rec.Found})
+		res := Result{Item: it, Found: rec.Found == nil || *rec.Found}
+		if rec.Error != "" {
+			res.Err = &Error{Status: http.StatusBadGateway, Code: rec.Error, Message: rec.Message}
+			failed++
+		}
+		out = append(out, res)
 	}
 	if len(out) != len(keys) {
 		return nil, fmt.Errorf("client: batch get answered %d records for %d keys", len(out), len(keys))
+	}
+	if failed > 0 {
+		return out, &Error{Status: http.StatusBadGateway, Code: wire.CodePartialFailure,
+			Message: fmt.Sprintf("%d of %d keys have no answer: their shards failed their part of the batch (Result.Err)", failed, len(keys))}
 	}
 	return out, nil
 }
@@ -376,9 +398,18 @@ func keysBody(keys []kv.Key) ([]byte, error) {
 		Keys []wire.EncodeKeyJSON `json:"keys"`
 	}{Keys: make([]wire.EncodeKeyJSON, len(keys))}
 	for i, k := range keys {
+		if k.IsNone() {
+			return nil, errNoKey(i)
+		}
 		body.Keys[i] = wire.KeyToJSON(k)
 	}
 	return json.Marshal(body)
+}
+
+// errNoKey refuses the zero Key of a batch, which would read as the
+// empty text key.
+func errNoKey(i int) error {
+	return fmt.Errorf("client: key %d of the batch: %w", i, kv.ErrInvalidKey)
 }
 
 // SetItem is one item of SetMany.
@@ -409,6 +440,9 @@ func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, e
 	for i, it := range items {
 		if it.Opts.Body != nil {
 			return SetManyResult{}, fmt.Errorf("client: SetMany item %d: Opts.Body is not supported (use Set to stream a value)", i)
+		}
+		if it.Key.IsNone() {
+			return SetManyResult{}, errNoKey(i)
 		}
 		kj := wire.KeyToJSON(it.Key)
 		t := it.Value.Type
@@ -443,6 +477,10 @@ func (cc *Cache) SetMany(ctx context.Context, items []SetItem) (SetManyResult, e
 }
 
 // DeleteMany deletes keys and says, per key, whether it had a live item.
+// When some shards of a sharded cache are away, the others' keys are
+// deleted: the error matches ErrPartialFailure, the result still says
+// which keys were deleted, and Error.Body lists those not known to be
+// (failed).
 func (cc *Cache) DeleteMany(ctx context.Context, keys []kv.Key) ([]bool, error) {
 	body, err := keysBody(keys)
 	if err != nil {
@@ -451,6 +489,10 @@ func (cc *Cache) DeleteMany(ctx context.Context, keys []kv.Key) ([]bool, error) 
 	var out struct{ Deleted []bool }
 	_, err = cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + "/batch/delete", body: body,
 		header: http.Header{"Content-Type": {"application/json"}}, idempotent: true}, &out)
+	var e *Error
+	if errors.As(err, &e) && e.Code == wire.CodePartialFailure {
+		_ = json.Unmarshal(e.Body, &out) // the other shards' deletions
+	}
 	return out.Deleted, err
 }
 
@@ -459,9 +501,26 @@ type removal struct {
 	Removed int64 `json:"removed"`
 }
 
+// remove runs a bulk removal. When some shards failed theirs (502
+// partial_failure), the count is what the others removed, with the error.
 func (cc *Cache) remove(ctx context.Context, op string, q url.Values) (int64, error) {
 	var out removal
 	_, err := cc.c.doJSON(ctx, request{method: http.MethodPost, path: cc.prefix + op, query: q, idempotent: true}, &out)
+	var e *Error
+	if errors.As(err, &e) && e.Code == wire.CodePartialFailure {
+		var body struct {
+			Shards []struct {
+				Status int
+				Result removal
+			}
+		}
+		_ = json.Unmarshal(e.Body, &body)
+		for _, sh := range body.Shards {
+			if sh.Status >= 200 && sh.Status < 300 {
+				out.Removed += sh.Result.Removed
+			}
+		}
+	}
 	return out.Removed, err
 }
 

@@ -3,12 +3,14 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -114,6 +116,113 @@ func TestSetManyWithAShardAway(t *testing.T) {
 	}
 	if res.Stored != len(items)-len(away) || len(away) == 0 || !equalInts(failed, away) {
 		t.Fatalf("result %+v; want %d stored and %v failed", res, len(items)-len(away), away)
+	}
+}
+
+// GetMany, DeleteMany and Clear with a shard away answer for the others'
+// keys (every call failed as a whole, and DeleteMany deleted the others'
+// keys while it said 503) and say which keys have no answer.
+func TestBatchesWithAShardAway(t *testing.T) {
+	cl := testserver.StartCluster(t, 3, testserver.Options{})
+	c, _ := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, Retries: -1})
+	cache := c.Cache("")
+	var keys []kv.Key
+	var away []int
+	for i := 0; i < 12; i++ {
+		k := keyOwnedBy(t, i%3, 3) + strings.Repeat("x", i)
+		if topology.Owner([]byte(k), 3) == 1 {
+			away = append(away, i)
+		}
+		keys = append(keys, kv.TextKey(k))
+		if err := cache.Set(t.Context(), kv.TextKey(k), kv.Text("v"+strconv.Itoa(i)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(away) == 0 {
+		t.Fatal("no key on shard 1")
+	}
+	cl.Shards[1].Kill()
+
+	res, err := cache.GetMany(t.Context(), keys)
+	if !errors.Is(err, ErrPartialFailure) || len(res) != len(keys) {
+		t.Fatalf("GetMany with shard 1 down: %d results, %v; want %d and partial_failure", len(res), err, len(keys))
+	}
+	var noAnswer []int
+	for i, r := range res {
+		switch {
+		case r.Err != nil:
+			noAnswer = append(noAnswer, i)
+			if r.Found || !errors.Is(r.Err, ErrShardUnavailable) {
+				t.Errorf("key %d: found %v, %v; want shard_unavailable", i, r.Found, r.Err)
+			}
+		case !r.Found || string(r.Value.Data) != "v"+strconv.Itoa(i):
+			t.Errorf("key %d: found %v %q", i, r.Found, r.Value.Data)
+		}
+	}
+	if !equalInts(noAnswer, away) {
+		t.Errorf("GetMany: keys without an answer %v; want shard 1's %v", noAnswer, away)
+	}
+
+	deleted, err := cache.DeleteMany(t.Context(), keys)
+	if !errors.Is(err, ErrPartialFailure) || len(deleted) != len(keys) {
+		t.Fatalf("DeleteMany with shard 1 down: %v, %v; want %d flags and partial_failure", deleted, err, len(keys))
+	}
+	var e *Error
+	errors.As(err, &e)
+	var body struct{ Failed []struct{ Index int } }
+	if err := json.Unmarshal(e.Body, &body); err != nil {
+		t.Fatal(err)
+	}
+	var failed []int
+	for _, f := range body.Failed {
+		failed = append(failed, f.Index)
+	}
+	for i, d := range deleted {
+		if d == slices.Contains(away, i) {
+			t.Errorf("DeleteMany: key %d deleted %v (shard 1's keys %v)", i, d, away)
+		}
+	}
+	if !equalInts(failed, away) {
+		t.Errorf("DeleteMany: failed %v; want shard 1's %v", failed, away)
+	}
+
+	stored := 0
+	for i := 0; stored < 5; i++ {
+		if k := "c" + strconv.Itoa(i); topology.Owner([]byte(k), 3) != 1 {
+			if err := cache.Set(t.Context(), kv.TextKey(k), kv.Text("v"), kv.SetOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			stored++
+		}
+	}
+	if n, err := cache.Clear(t.Context()); !errors.Is(err, ErrPartialFailure) || n != 5 {
+		t.Errorf("Clear with shard 1 down: removed %d, %v; want the 5 items of shards 0 and 2 and partial_failure", n, err)
+	}
+}
+
+// The zero Key is no key: every call refuses it (it was stored as the
+// empty text key).
+func TestZeroKeyIsRefused(t *testing.T) {
+	s := testserver.Start(t, testserver.Options{})
+	for _, frames := range []bool{false, true} {
+		c, _ := New(s.URL, Options{Token: s.Token, Frames: frames})
+		cache := c.Cache("")
+		if err := cache.Set(t.Context(), kv.Key{}, kv.Text("v"), kv.SetOptions{}); !errors.Is(err, ErrBadKey) {
+			t.Errorf("frames %v: Set of the zero Key: %v; want bad_key", frames, err)
+		}
+		if _, _, err := cache.Get(t.Context(), kv.Key{}); !errors.Is(err, ErrBadKey) {
+			t.Errorf("frames %v: Get of the zero Key: %v; want bad_key", frames, err)
+		}
+	}
+	c, _ := New(s.URL, Options{Token: s.Token})
+	if _, err := c.Cache("").GetMany(t.Context(), []kv.Key{kv.TextKey("a"), {}}); !errors.Is(err, kv.ErrInvalidKey) {
+		t.Errorf("GetMany with the zero Key: %v; want ErrInvalidKey", err)
+	}
+	if _, err := c.Cache("").SetMany(t.Context(), []SetItem{{Key: kv.Key{}, Value: kv.Text("v")}}); !errors.Is(err, kv.ErrInvalidKey) {
+		t.Errorf("SetMany with the zero Key: %v; want ErrInvalidKey", err)
+	}
+	if _, ok, err := c.Cache("").Get(t.Context(), kv.TextKey("")); err != nil || ok {
+		t.Errorf("the empty text key: %v %v; want a miss (nothing stored under it)", ok, err)
 	}
 }
 

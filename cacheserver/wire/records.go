@@ -26,6 +26,11 @@ type Record struct {
 	Len int64 `json:"len"`
 	// Found is false in batch get responses for keys that missed.
 	Found *bool `json:"found,omitempty"`
+	// Error and Message (batch get responses, with Found false) say why a
+	// key has no answer: its owner failed its part of the batch (an error
+	// code of the API, such as shard_unavailable).
+	Error   string `json:"error,omitempty"`
+	Message string `json:"message,omitempty"`
 
 	// Expire (requests) is seconds from now; ExpireTime (responses) is the
 	// absolute expiry in epoch seconds.

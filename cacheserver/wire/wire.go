@@ -44,6 +44,10 @@ const (
 	// HeaderForwardedEpoch marks a request one shard sends another: the
 	// sender's epoch. The receiver never forwards it again.
 	HeaderForwardedEpoch = "Diskcache-Forwarded-Epoch"
+	// HeaderFailedKeys, on a batch get through a shard of several, counts
+	// the keys whose owner failed its part: their records have found
+	// false and an error.
+	HeaderFailedKeys = "Diskcache-Failed-Keys"
 	// HeaderForwardedBy is the base URL of the shard that forwarded.
 	HeaderForwardedBy = "Diskcache-Forwarded-By"
 	// HeaderScope "shard" asks a shard to answer a cluster-wide operation

@@ -232,6 +232,14 @@ def get_many(c, prefix, keys):
             raise ValueError('batch get answered %d records for %d keys'
                              % (len(records), len(items)))
         for (index, _), (header, data) in zip(items, records):
+            if header.get('error'):
+                # A shard that split this part by a newer topology could
+                # not reach the key's owner: as if the part had failed.
+                raise error_from_response(
+                    503 if header['error'] == 'shard_unavailable' else 502,
+                    json.dumps({'error': header['error'],
+                                'message': header.get('message', '')}).encode(),
+                    resp.url)
             if header.get('found', True) and header.get('type'):
                 results[index] = (True, wire.decode_value(header['type'], data))
     return results

@@ -227,6 +227,14 @@ def test_a_pod_that_is_down_fails_only_its_keys(cluster, mode):
     assert sorted(list(homes)[i] for i in err.value.failed) == down
     up = [k for k in homes if k not in down]
     assert ignoring.get_many(up) == dict.fromkeys(up, 'newer')
+    # A batch get with keys of the shard that is down raises (through one
+    # URL the server answers the others' keys and an error record for each
+    # of the shard's: they are no misses).
+    with pytest.raises(CacheServerError) as err:
+        raising.get_many(list(homes))
+    if mode == 'one-url':
+        assert err.value.code == 'shard_unavailable', err.value
+    assert ignoring.get_many(list(homes)) == {}
     cache = Cache(Client(location, token=TOKEN, retries=0, topology=mode == 'smart'))
     with pytest.raises(CacheServerError) as err:
         cache.clear()
