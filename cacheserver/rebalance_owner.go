@@ -134,7 +134,7 @@ func (s *Server) pullFrom(ctx context.Context, a *topology.Announcement, base st
 	resp, err := s.peers.client.Do(req)
 	if err != nil {
 		return newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable, map[string]any{"url": base},
-			"the previous owner %s of this data is unavailable: %v", base, err)
+			"the previous owner %s of this data is unavailable: %v", base, withoutURL(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -488,9 +489,20 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 				"shard %d (%s) may have taken the request, and closed the connection without answering; the request may have been applied there", i, a.Shards[i])
 		}
 		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
-			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: %v", i, a.Shards[i], err)
+			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: %v", i, a.Shards[i], withoutURL(err))
 	}
 	return resp, nil
+}
+
+// withoutURL drops the request URL net/http puts in its errors: it holds
+// the key, which an error answer (and every log that prints it) must not
+// show; the message names the shard instead.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // mayHaveReached reports whether a failed forward may have delivered the

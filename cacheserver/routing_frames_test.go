@@ -190,6 +190,9 @@ func TestOwnerGoneMidRequest(t *testing.T) {
 		if took.Load() == before {
 			t.Errorf("%s %s never reached the owner", c.method, c.path)
 		}
+		if strings.Contains(string(b), "/v1/") {
+			t.Errorf("%s %s: the answer shows the request's URL, and so its key: %s", c.method, c.path, b)
+		}
 	}
 }
 

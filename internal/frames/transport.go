@@ -167,7 +167,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	closeBody(req)
 	if err != nil {
 		t.put(c)
-		return nil, fmt.Errorf("frames %s %s: reading the body: %w", req.Method, req.URL.Redacted(), err)
+		return nil, fmt.Errorf("frames %s %s: reading the body: %w", req.Method, req.URL.Host, err)
 	}
 	for attempt := 0; ; attempt++ {
 		resp, sent, err := t.exchange(ctx, c, req, frame)
@@ -176,7 +176,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("frames %s %s: %w", req.Method, req.URL.Redacted(), ctx.Err())
+			return nil, fmt.Errorf("frames %s %s: %w", req.Method, req.URL.Host, ctx.Err())
 		}
 		// Send once more on a fresh connection only when the peer provably
 		// did not serve the request: the frame never fully left (a server
@@ -184,17 +184,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// nothing to a GET (as net/http retries idempotent requests).
 		retry := attempt == 0 && (!sent || (c.reused && req.Method == http.MethodGet))
 		if !retry && sent {
-			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Redacted(), ErrUnanswered, err)
+			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Host, ErrUnanswered, err)
 		}
 		if !retry {
-			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Redacted(), ErrNotSent, err)
+			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Host, ErrNotSent, err)
 		}
 		t.retries.Add(1)
 		if c, err = t.dial(ctx, plan.key); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
 		}
 		if c == nil {
-			return nil, fmt.Errorf("frames %s %s: the server refused the upgrade on retry", req.Method, req.URL.Redacted())
+			return nil, fmt.Errorf("frames %s %s: the server refused the upgrade on retry", req.Method, req.URL.Host)
 		}
 	}
 }
