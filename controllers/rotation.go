@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -101,9 +102,9 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 	switch {
 	case next != "" && next != cur:
 		st.Rotation = cachev1alpha1.RotationPropagating
-		n, all := acceptingShards(dc, topo, next)
-		st.ShardsAcceptingNext = n
-		if !owned || !all {
+		n, waiting := acceptingShards(dc, topo, next)
+		st.ShardsAcceptingNext, st.WaitingFor = n, waiting
+		if !owned || len(waiting) > 0 {
 			out.requeue = rotationPoll
 			break
 		}
@@ -215,28 +216,33 @@ func (r *DiskCacheReconciler) userSecretPoll() time.Duration {
 }
 
 // acceptingShards counts the ready shards that report they accept tok, and
-// says whether all do: every ready pod answered with tok among its
-// fingerprints and every shard of spec.shards has such a pod.
-func acceptingShards(dc *cachev1alpha1.DiskCache, topo *topologyOutcome, tok string) (int32, bool) {
-	if topo == nil {
-		return 0, false
-	}
-	fp := wire.TokenFingerprint(tok)
-	all := true
+// names the pods the rotation waits for: every ready pod that answered
+// without tok among its fingerprints, and the pods of spec.shards' shards
+// that did not answer with it. None: all accept it.
+func acceptingShards(dc *cachev1alpha1.DiskCache, topo *topologyOutcome, tok string) (int32, []string) {
 	have := map[int]bool{}
-	for _, rep := range topo.reports {
-		if rep.config == nil || !slices.Contains(rep.config.TokenFingerprints, fp) {
-			all = false
-			continue
-		}
-		if i, ok := podOrdinal(dc, rep.pod); ok {
-			have[i] = true
+	var waiting []string
+	if topo != nil {
+		fp := wire.TokenFingerprint(tok)
+		for _, rep := range topo.reports {
+			if rep.config == nil || !slices.Contains(rep.config.TokenFingerprints, fp) {
+				// A pod that serves (a shard being drained too) and
+				// refuses the token would refuse clients that have it.
+				waiting = append(waiting, rep.pod.Name)
+				continue
+			}
+			if i, ok := podOrdinal(dc, rep.pod); ok {
+				have[i] = true
+			}
 		}
 	}
 	for i := 0; i < int(dc.Spec.Shards); i++ {
-		all = all && have[i]
+		if pod := fmt.Sprintf("%s-%d", stsName(dc), i); !have[i] && !slices.Contains(waiting, pod) {
+			waiting = append(waiting, pod)
+		}
 	}
-	return int32(len(have)), all
+	slices.Sort(waiting)
+	return int32(len(have)), waiting
 }
 
 // refusingPods names the ready pods that answered with their accepted
@@ -308,7 +314,7 @@ func (r *DiskCacheReconciler) reportPageSizesKept(dc *cachev1alpha1.DiskCache, t
 
 // nonZero is st, or nil when it says nothing.
 func nonZero(st *cachev1alpha1.AuthStatus) *cachev1alpha1.AuthStatus {
-	if *st == (cachev1alpha1.AuthStatus{}) {
+	if reflect.ValueOf(*st).IsZero() {
 		return nil
 	}
 	return st

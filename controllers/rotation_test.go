@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -165,7 +166,7 @@ func TestTokenRotation(t *testing.T) {
 	kubelet(0)
 	eventually(t, "one shard accepts the new token", func() error {
 		st := status()
-		return want(st != nil && st.ShardsAcceptingNext == 1, "status.auth %+v", st)
+		return want(st != nil && st.ShardsAcceptingNext == 1 && slices.Equal(st.WaitingFor, []string{name + "-1"}), "status.auth %+v", st)
 	})
 	if s := tokenSecret(t, ns, name); string(s.Data[cachev1alpha1.TokenKey]) != tokA {
 		t.Fatalf("the new token became current while shard 1 did not accept it: Secret %v", keysOf(s))

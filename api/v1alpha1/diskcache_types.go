@@ -528,6 +528,12 @@ type AuthStatus struct {
 	// it equals spec.shards.
 	// +optional
 	ShardsAcceptingNext int32 `json:"shardsAcceptingNext,omitempty"`
+	// WaitingFor names, while Propagating, the pods of the shards that do
+	// not report the new token yet (not ready, not answering, or their
+	// mounted Secret not updated by the kubelet yet): the rotation waits
+	// for them.
+	// +optional
+	WaitingFor []string `json:"waitingFor,omitempty"`
 	// RetireTime is, while Retiring, when the old token stops being
 	// accepted.
 	// +optional
