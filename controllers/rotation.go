@@ -172,6 +172,10 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 		secret = s
 		out.requeue = rotationPoll
 	}
+	if owned && st.Rotation != "" && trigger != "" && trigger != secret.Annotations[rotationTriggerAnnotation] {
+		r.event(dc, corev1.EventTypeNormal, cachev1alpha1.ReasonTokenRotationQueued, "RotateToken",
+			"rotate-token %q asks for another rotation while one is under way (%s): it starts when this one ends", trigger, st.Rotation)
+	}
 	switch {
 	case owned:
 		if v := secret.Annotations[rotationTriggerAnnotation]; v != "" {

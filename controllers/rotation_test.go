@@ -182,6 +182,17 @@ func TestTokenRotation(t *testing.T) {
 			"Secret %v, status.auth %+v", keysOf(s), st)
 	})
 
+	// Another rotation asked for meanwhile is said to wait for this one.
+	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Annotations = map[string]string{cachev1alpha1.RotateTokenAnnotation: "2"}
+	})
+	eventually(t, "the second rotation is queued", func() error {
+		return findEventNote(t, ns, name, cachev1alpha1.ReasonTokenRotationQueued, `rotate-token "2"`)
+	})
+	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Annotations = map[string]string{cachev1alpha1.RotateTokenAnnotation: "1"}
+	})
+
 	// The application gets the new token before the shards' files change
 	// (shard 0 forwards it to shard 1, which accepts it as next); one that
 	// still holds the old token keeps working for the grace period.

@@ -877,6 +877,9 @@ const (
 	ReasonTokenSwitched        = "TokenSwitched"
 	ReasonTokenRotated         = "TokenRotated"
 	ReasonTokenRotationManual  = "TokenRotationManual"
+	// ReasonTokenRotationQueued: the rotate-token annotation changed while
+	// a rotation was under way; the next one starts when it ends.
+	ReasonTokenRotationQueued = "TokenRotationQueued"
 	// ReasonTokenNotAccepted (a Warning Event): ready pods do not accept
 	// the Secret's token, which was changed without token.next first.
 	ReasonTokenNotAccepted = "TokenNotAccepted"
