@@ -89,6 +89,10 @@ type DiskCacheReconciler struct {
 	// reconciled to see a rotation in that Secret, which the operator does
 	// not watch; 0 means DefaultUserSecretPoll.
 	UserSecretPoll time.Duration
+	// PodReadyDeadline is how long a cache pod may stay not ready after its
+	// creation before the DiskCache is Degraded naming it; 0 means
+	// DefaultPodReadyDeadline.
+	PodReadyDeadline time.Duration
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client

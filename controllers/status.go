@@ -41,10 +41,16 @@ func computeStatus(dc *cachev1alpha1.DiskCache, old *cachev1alpha1.DiskCacheStat
 	}
 
 	ready := st.ReadyShards
-	if ready >= replicas && sts != nil && sts.Status.Replicas == replicas {
+	switch {
+	case ready >= replicas && sts != nil && sts.Status.Replicas == replicas:
 		set(cachev1alpha1.ConditionAvailable, metav1.ConditionTrue, cachev1alpha1.ReasonAllShardsReady,
 			fmt.Sprintf("%d/%d shards ready", ready, replicas))
-	} else {
+	case topo != nil && topo.layoutReady && sts != nil:
+		// New pods of a scale-up are not ready yet, but no key routes to
+		// them before they are: the cache serves every key.
+		set(cachev1alpha1.ConditionAvailable, metav1.ConditionTrue, cachev1alpha1.ReasonAllShardsReady,
+			fmt.Sprintf("every shard of topology epoch %d is ready (%d/%d pods ready)", topo.announced.Epoch, ready, replicas))
+	default:
 		set(cachev1alpha1.ConditionAvailable, metav1.ConditionFalse, cachev1alpha1.ReasonShardsUnavailable,
 			fmt.Sprintf("%d/%d shards ready", ready, replicas))
 	}

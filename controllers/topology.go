@@ -69,6 +69,10 @@ type topologyOutcome struct {
 	ready int
 	// replicas is the size the StatefulSet must have now.
 	replicas int32
+	// layoutReady: every shard the announced layout (and the previous
+	// one, during a move) routes keys to has a ready pod, so every key is
+	// served even while pods outside it are not ready yet.
+	layoutReady bool
 	// progress and blocked describe the move in force, if any.
 	progress []cachev1alpha1.ShardRebalanceProgress
 	blocked  []string
@@ -247,6 +251,10 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	}
 
 	out := &topologyOutcome{announced: want, reports: reports, ready: len(ready), replicas: p.replicas, started: started}
+	out.layoutReady, out.problems = r.podsNotReady(dc, pods.Items, want, p.replicas)
+	if len(out.problems) > 0 {
+		out.requeue = time.Minute // a stuck pod changes nothing the operator watches
+	}
 	r.recordMove(dc, current, p, want, endedStart, asked)
 	if want.Previous != nil {
 		out.progress, out.blocked = moveStatus(want, shardStates(dc, pods.Items, reports), func(i int) string { return fmt.Sprintf("%s-%d", stsName(dc), i) })
@@ -499,4 +507,65 @@ func everyShardReported(dc *cachev1alpha1.DiskCache, reports []shardReport, n in
 		}
 	}
 	return true
+}
+
+// DefaultPodReadyDeadline is DiskCacheReconciler.PodReadyDeadline when
+// unset: as long as a Deployment's default progress deadline.
+const DefaultPodReadyDeadline = 10 * time.Minute
+
+// podsNotReady says whether every shard of the announcement has a ready
+// pod, and lists as problems (Degraded) the pods of the StatefulSet's
+// replicas that are still not ready PodReadyDeadline after their creation,
+// with what holds them (a claim that cannot bind, an image that cannot be
+// pulled): a scale-up waiting on them waited without a word.
+func (r *DiskCacheReconciler) podsNotReady(dc *cachev1alpha1.DiskCache, pods []corev1.Pod, a topology.Announcement, replicas int32) (bool, []problem) {
+	deadline := r.PodReadyDeadline
+	if deadline <= 0 {
+		deadline = DefaultPodReadyDeadline
+	}
+	layout := len(a.Shards)
+	if a.Previous != nil {
+		layout = max(layout, len(a.Previous.Shards))
+	}
+	byOrdinal := map[int]*corev1.Pod{}
+	for i := range pods {
+		if n, ok := podOrdinal(dc, &pods[i]); ok {
+			byOrdinal[n] = &pods[i]
+		}
+	}
+	layoutReady := true
+	var problems []problem
+	for i := 0; i < max(layout, int(replicas)); i++ {
+		pod := byOrdinal[i]
+		if pod != nil && podReady(pod) {
+			continue
+		}
+		if i < layout {
+			layoutReady = false
+		}
+		if pod == nil || pod.DeletionTimestamp != nil || time.Since(pod.CreationTimestamp.Time) < deadline {
+			continue
+		}
+		problems = append(problems, problem{reason: cachev1alpha1.ReasonPodsNotReady,
+			message: fmt.Sprintf("pod %s is not ready %s after its creation: %s", pod.Name,
+				time.Since(pod.CreationTimestamp.Time).Round(time.Second), whyNotReady(pod))})
+	}
+	return layoutReady, problems
+}
+
+// whyNotReady is what the pod's status says holds it: an unschedulable
+// pod's reason (an unbound claim, no node with room), a container's
+// waiting reason, or its phase.
+func whyNotReady(pod *corev1.Pod) string {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue && c.Message != "" {
+			return "not scheduled: " + c.Message
+		}
+	}
+	for _, cs := range append(slices.Clone(pod.Status.InitContainerStatuses), pod.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			return fmt.Sprintf("container %s waiting: %s %s", cs.Name, w.Reason, w.Message)
+		}
+	}
+	return fmt.Sprintf("phase %s; see its events", pod.Status.Phase)
 }
