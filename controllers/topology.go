@@ -547,7 +547,7 @@ func (r *DiskCacheReconciler) podsNotReady(dc *cachev1alpha1.DiskCache, pods []c
 			continue
 		}
 		problems = append(problems, problem{reason: cachev1alpha1.ReasonPodsNotReady,
-			message: fmt.Sprintf("pod %s is not ready %s after its creation: %s", pod.Name,
+			message: fmt.Sprintf("pod %s is not ready (created %s ago): %s", pod.Name,
 				time.Since(pod.CreationTimestamp.Time).Round(time.Second), whyNotReady(pod))})
 	}
 	return layoutReady, problems
