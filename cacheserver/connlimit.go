@@ -33,13 +33,23 @@ type connLimitListener struct {
 	refused  prometheus.Counter
 }
 
-// connRefusal is the answer to a connection over the cap.
-var connRefusal = func() []byte {
+// connRefusal is the answer to a request on a connection over the cap.
+var connRefusal = refusal("503 Service Unavailable")
+
+// connIdleRefusal is the answer to a connection over the cap that sent no
+// request in probeHeadWait: a client's transport may dial ahead of need
+// and keep the connection idle, and answers on an idle connection are
+// unsolicited. Go's and other clients take a 408 there as the server
+// closing an idle connection, not as an error; one that sends a request
+// just then reads it as the answer (retry, with the same code).
+var connIdleRefusal = refusal("408 Request Timeout")
+
+func refusal(status string) []byte {
 	body, _ := json.Marshal(wire.Error{Code: wire.CodeTooManyConnections,
 		Message: "the server holds as many connections as --max-connections allows; retry"})
-	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"+
-		"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-}()
+	return fmt.Appendf(nil, "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"+
+		"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", status, len(body), body)
+}
 
 // probeHeadWait is how long a connection over the cap is given to send its
 // request head, to tell the liveness probe from the rest.
@@ -106,7 +116,11 @@ func (l *connLimitListener) refuse(c net.Conn) {
 		// waiting for it.
 		answer := connRefusal
 		_ = c.SetReadDeadline(time.Now().Add(probeHeadWait))
-		if req, err := http.ReadRequest(bufio.NewReaderSize(c, 4<<10)); err == nil && req.Method == http.MethodGet && req.URL.Path == "/healthz" {
+		req, err := http.ReadRequest(bufio.NewReaderSize(c, 4<<10))
+		switch {
+		case err != nil:
+			answer = connIdleRefusal
+		case req.Method == http.MethodGet && req.URL.Path == "/healthz":
 			answer = connAlive
 		}
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -507,7 +507,8 @@ func TestFramesLimits(t *testing.T) {
 	if fc == nil {
 		t.Fatalf("upgrade: %s", resp.Status)
 	}
-	// The one slot is the upgraded connection's: another is refused.
+	// The one slot is the upgraded connection's: another is refused (with
+	// a 408, since it sends no request).
 	other, err := net.Dial("tcp", hostOf(t, srv))
 	if err != nil {
 		t.Fatal(err)
@@ -515,7 +516,7 @@ func TestFramesLimits(t *testing.T) {
 	defer other.Close()
 	_ = other.SetReadDeadline(time.Now().Add(hangGuard))
 	refusal, err := http.ReadResponse(bufio.NewReader(other), nil)
-	if err != nil || refusal.StatusCode != http.StatusServiceUnavailable {
+	if err != nil || refusal.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("a connection beyond the cap while one is upgraded: %v %v", refusal, err)
 	}
 	// Half a frame, then nothing.

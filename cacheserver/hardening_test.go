@@ -437,6 +437,20 @@ func TestConnectionCap(t *testing.T) {
 			t.Fatalf("connection over the cap: %d %s, closed %v; want 503 %s and closed", status, code, gone, wire.CodeTooManyConnections)
 		}
 	}
+	// A connection over the cap that sends nothing (a client's transport
+	// dialing ahead of need) is told with a 408, which clients take for
+	// the server closing an idle connection; a 503 there would be an
+	// answer to no request.
+	idle, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = idle.SetDeadline(time.Now().Add(hangGuard))
+	status, code, gone := readAnswer(t, idle)
+	idle.Close()
+	if status != http.StatusRequestTimeout || code != wire.CodeTooManyConnections || !gone {
+		t.Fatalf("idle connection over the cap: %d %s, closed %v; want 408 %s and closed", status, code, gone, wire.CodeTooManyConnections)
+	}
 	// The liveness probe is answered over the cap: a flood of connections
 	// must not make the kubelet restart the server.
 	probe := dialRaw(t, srv)
@@ -444,7 +458,7 @@ func TestConnectionCap(t *testing.T) {
 		t.Fatalf("/healthz over the cap: %d, want 200", status)
 	}
 	probe.Close()
-	refused := 4 // the three above and the probe
+	refused := 5 // the three above, the idle one and the probe
 	// A held request ends (its client gives up); its slot serves again.
 	held[0].Close()
 	deadline := time.Now().Add(hangGuard)
