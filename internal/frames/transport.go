@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -67,6 +68,10 @@ type Options struct {
 	RefusedFor time.Duration
 	// DialTimeout bounds connecting and upgrading (default 10s).
 	DialTimeout time.Duration
+	// MaxConnsPerHost caps the upgraded connections open to one server,
+	// idle or busy, whatever their token; a request beyond it waits for
+	// one to come free (0: no cap). The fallback has its own.
+	MaxConnsPerHost int
 }
 
 // Stats count what a Transport did.
@@ -87,6 +92,8 @@ type Transport struct {
 	idle    map[poolKey][]*conn
 	refused map[string]time.Time // scheme://host → ask again after
 	swept   time.Time            // the last sweep of idle connections
+	open    map[string]int       // scheme://host → connections open (with MaxConnsPerHost)
+	freed   chan struct{}        // closed (and replaced) when a connection goes idle or closes
 
 	framed, fallback, upgrades, retries atomic.Uint64
 }
@@ -120,6 +127,8 @@ func New(opts Options) *Transport {
 		dialer:  net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 		idle:    map[poolKey][]*conn{},
 		refused: map[string]time.Time{},
+		open:    map[string]int{},
+		freed:   make(chan struct{}),
 	}
 }
 
@@ -190,7 +199,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Host, ErrNotSent, err)
 		}
 		t.retries.Add(1)
-		if c, err = t.dial(ctx, plan.key); err != nil {
+		if c, err = t.newConn(ctx, plan.key); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
 		}
 		if c == nil {
@@ -359,13 +368,54 @@ type conn struct {
 // getConn returns a pooled live connection or a new one; nil (and no
 // error) when the server refused the upgrade.
 func (t *Transport) getConn(ctx context.Context, key poolKey) (*conn, error) {
+	return t.connect(ctx, key, true)
+}
+
+// newConn returns a new connection (once a slot is free).
+func (t *Transport) newConn(ctx context.Context, key poolKey) (*conn, error) {
+	return t.connect(ctx, key, false)
+}
+
+func (t *Transport) connect(ctx context.Context, key poolKey, pooled bool) (*conn, error) {
+	for {
+		if pooled {
+			if c := t.idleConn(key); c != nil {
+				return c, nil
+			}
+		}
+		t.mu.Lock()
+		if limit := t.opts.MaxConnsPerHost; limit > 0 && t.open[key.base] >= limit {
+			// At the cap: an idle connection of another token (a rotated
+			// one) gives its slot up; otherwise wait for one.
+			if other := t.takeIdleOther(key); other != nil {
+				t.mu.Unlock()
+				_ = other.nc.Close()
+				continue
+			}
+			freed := t.freed
+			t.mu.Unlock()
+			select {
+			case <-freed:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("frames: waiting for one of the %d connections to %s: %w", limit, key.base, ctx.Err())
+			}
+		}
+		t.open[key.base]++
+		t.mu.Unlock()
+		return t.dial(ctx, key)
+	}
+}
+
+// idleConn takes a live pooled connection, or returns nil.
+func (t *Transport) idleConn(key poolKey) *conn {
 	now := time.Now()
 	for {
 		t.mu.Lock()
 		cs := t.idle[key]
 		if len(cs) == 0 {
 			t.mu.Unlock()
-			break
+			return nil
 		}
 		c := cs[len(cs)-1]
 		cs[len(cs)-1] = nil
@@ -375,11 +425,63 @@ func (t *Transport) getConn(ctx context.Context, key poolKey) (*conn, error) {
 		// is found here, before anything is sent on it.
 		if now.Sub(c.used) < t.opts.IdleTimeout && c.br.Buffered() == 0 && alive(c.nc) {
 			c.reused = true
-			return c, nil
+			return c
 		}
 		_ = c.nc.Close()
 	}
-	return t.dial(ctx, key)
+}
+
+// takeIdleOther takes an idle connection to key's server under another
+// token. t.mu is held.
+func (t *Transport) takeIdleOther(key poolKey) *conn {
+	for k, cs := range t.idle {
+		if k.base == key.base && k != key && len(cs) > 0 {
+			c := cs[len(cs)-1]
+			cs[len(cs)-1] = nil
+			t.idle[k] = cs[:len(cs)-1]
+			return c
+		}
+	}
+	return nil
+}
+
+// wake tells the requests waiting for a connection to look again. t.mu is
+// held.
+func (t *Transport) wake() {
+	close(t.freed)
+	t.freed = make(chan struct{})
+}
+
+// release gives back a connection's slot under MaxConnsPerHost.
+func (t *Transport) release(base string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.open[base]--; t.open[base] <= 0 {
+		delete(t.open, base)
+	}
+	t.wake()
+}
+
+// slotConn gives its slot back once, when closed.
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// SyscallConn reaches the socket, for alive.
+func (c *slotConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 // put returns c to its pool.
@@ -390,6 +492,7 @@ func (t *Transport) put(c *conn) {
 	if cs := t.idle[c.key]; len(cs) < t.opts.MaxIdlePerHost {
 		t.idle[c.key] = append(cs, c)
 		c = nil
+		t.wake()
 	}
 	t.mu.Unlock()
 	if c != nil {
@@ -427,7 +530,8 @@ func (t *Transport) sweep(now time.Time) (stale []*conn) {
 	return stale
 }
 
-// dial connects and upgrades; nil (and no error) when the server refused.
+// dial connects and upgrades, in a slot connect took for it; nil (and no
+// error) when the server refused.
 func (t *Transport) dial(ctx context.Context, key poolKey) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.opts.DialTimeout)
 	defer cancel()
@@ -442,8 +546,10 @@ func (t *Transport) dial(ctx context.Context, key poolKey) (*conn, error) {
 	}
 	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
+		t.release(key.base)
 		return nil, fmt.Errorf("frames: dial %s: %w", key.base, err)
 	}
+	nc = &slotConn{Conn: nc, release: func() { t.release(key.base) }}
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
 	c, err := t.upgrade(ctx, nc, key, host)
 	if !stop() && err == nil {

@@ -316,3 +316,52 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("every request should have needed a new connection: %+v", s)
 	}
 }
+
+// TestMaxConnsPerHost: with the cap reached a request waits for a
+// connection (here until its context ends) instead of dialing another; an
+// idle connection under another token (a rotated one) gives its slot up.
+func TestMaxConnsPerHost(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	fb := http.DefaultTransport.(*http.Transport).Clone()
+	tr := frames.New(frames.Options{Fallback: fb, MaxConnsPerHost: 1})
+	ctx := context.Background()
+	// Larger than an answer's first chunk: its body streams from the
+	// connection.
+	call(t, tr, ctx, http.MethodPut, srv.URL+"/v1/keys/k", srv.Token, bytes.Repeat([]byte("v"), 512<<10))
+
+	get := func(ctx context.Context, token string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/keys/k", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		return tr.RoundTrip(req)
+	}
+	held, err := get(ctx, srv.Token) // its connection is busy until the body is closed
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if resp, err := get(short, srv.Token); err == nil || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, frames.ErrNotSent) {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("a second request with the one connection busy: %v; want it to wait (not sent) until its deadline", err)
+	}
+	io.Copy(io.Discard, held.Body)
+	held.Body.Close()
+	if s := tr.Stats(); s.Upgrades != 1 {
+		t.Fatalf("%+v: want one connection", s)
+	}
+
+	// The idle connection is the old token's: the new token's request
+	// takes its slot (the server answers 401 to an unknown token).
+	guard, cancelGuard := context.WithTimeout(ctx, 10*time.Second) // it would wait forever
+	defer cancelGuard()
+	resp, err := get(guard, "rotated")
+	if err != nil {
+		t.Fatalf("a request under a new token with the slot idle under the old one: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("%s, want 401", resp.Status)
+	}
+}
