@@ -6,6 +6,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,23 +35,43 @@ type Options struct {
 	// request once more if the token changed), so a rotated Secret is
 	// picked up without errors.
 	TokenFile string
-	// HTTPClient sends the requests; nil means a client with keep-alive
-	// connections and sane timeouts.
+	// HTTPClient sends the requests over HTTP; nil means a client with
+	// keep-alive connections, MaxConns and TLSConfig. Whichever it is, a
+	// call that a server took and then answers neither it nor its
+	// /healthz for a second is given up (see DirectOnly), so a frozen
+	// server does not hold a call without a deadline forever.
 	HTTPClient *http.Client
+	// TLSConfig is for https URLs (a private CA in RootCAs, say), over
+	// HTTP and frames alike; nil means the system's roots. With
+	// HTTPClient, set it on that client's transport instead (New refuses
+	// both).
+	TLSConfig *tls.Config
+	// MaxConns caps the connections open to each server (the base URL and
+	// each shard), idle or busy; a call beyond it waits for one to come
+	// free, within its context. 0 means 64, negative means no cap. Keep
+	// it under the servers' --max-connections divided by the clients that
+	// share them: a server refuses connections over its cap (503
+	// too_many_connections). With Frames, the upgraded connections and
+	// the plain HTTP ones (HEAD, bodies over 1 MiB) have a cap each. Not
+	// with HTTPClient (New refuses both): set its transport's
+	// MaxConnsPerHost.
+	MaxConns int
 	// Retries is how many times an idempotent call is retried after a
 	// connection error or a 503, and any call after a 503
 	// too_many_connections (the server refused the connection before
 	// reading the request); 0 means 2, negative means none.
 	Retries int
 	// Backoff is the first retry's delay, doubled each time (up to 2s)
-	// with jitter; 0 means 50ms.
+	// with jitter; 0 means 50ms. A server's Retry-After (up to 10s) makes
+	// the delay at least that; when the delay would pass the context's
+	// deadline, the call ends at once with the last error.
 	Backoff time.Duration
 	// Frames sends requests as frames on connections upgraded with GET
 	// /v1/frames (docs/api/frames.md), saving HTTP/1.1's per-request work on
 	// both sides; HEAD, bodies over 1 MiB or of unknown length, and servers
-	// without frames go over HTTP. Only when HTTPClient is nil. A streamed
-	// answer larger than 64 KiB carries no Content-Length over frames
-	// (Stream.Size is then -1).
+	// without frames go over HTTP (through HTTPClient's transport when it
+	// is set). A streamed answer larger than 64 KiB carries no
+	// Content-Length over frames (Stream.Size is then -1).
 	Frames bool
 	// DirectOnly sends every request to the base URL. By default the client
 	// reads the topology of a sharded cache from the base URL and sends each
@@ -67,6 +89,7 @@ type Options struct {
 type Client struct {
 	base    *url.URL
 	http    *http.Client
+	probe   *http.Client // for health checks
 	token   string
 	file    *tokenFile // nil without Options.TokenFile
 	retries int
@@ -74,16 +97,25 @@ type Client struct {
 	router  *router // nil with Options.DirectOnly
 }
 
-// maxBackoff caps the delay between retries.
-const maxBackoff = 2 * time.Second
+const (
+	// maxBackoff caps the delay between retries.
+	maxBackoff = 2 * time.Second
+	// maxRetryAfter caps the wait a server's Retry-After asks for.
+	maxRetryAfter = 10 * time.Second
+	// defaultMaxConns is Options.MaxConns's default.
+	defaultMaxConns = 64
+)
 
 // New returns a client of the server at baseURL (e.g. http://cache:8080).
 func New(baseURL string, opts Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, fmt.Errorf("client: base URL %q must be absolute, like http://host:8080", baseURL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("client: base URL %q must be an absolute http or https URL, like http://host:8080", baseURL)
 	}
-	c := &Client{base: u, http: opts.HTTPClient, token: opts.Token, retries: opts.Retries, backoff: opts.Backoff}
+	if opts.HTTPClient != nil && (opts.TLSConfig != nil || opts.MaxConns != 0) {
+		return nil, errors.New("client: Options.TLSConfig and MaxConns are for the client's own transport: with HTTPClient, set them on its transport")
+	}
+	c := &Client{base: u, token: opts.Token, retries: opts.Retries, backoff: opts.Backoff}
 	if opts.TokenFile != "" {
 		f := &tokenFile{path: opts.TokenFile}
 		if _, err := f.reload(); err != nil {
@@ -91,17 +123,46 @@ func New(baseURL string, opts Options) (*Client, error) {
 		}
 		c.file = f
 	}
-	if c.http == nil {
+	// A redirect would resend a write to another path: never follow one.
+	var hc http.Client
+	if opts.HTTPClient != nil {
+		hc = *opts.HTTPClient
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	maxConns := opts.MaxConns
+	if maxConns == 0 {
+		maxConns = defaultMaxConns
+	}
+	maxConns = max(maxConns, 0) // negative: no cap
+	if opts.HTTPClient == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 64
-		c.http = &http.Client{Transport: tr}
-		if opts.Frames {
-			c.http.Transport = frames.New(frames.Options{Fallback: tr, TLSClientConfig: tr.TLSClientConfig, MaxIdlePerHost: tr.MaxIdleConnsPerHost})
-		}
+		tr.MaxConnsPerHost = maxConns
+		tr.TLSClientConfig = opts.TLSConfig.Clone()
+		hc.Transport = tr
 	}
-	// A redirect would resend a write to another path: never follow one.
-	hc := *c.http
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	// Health checks (of a call that has not been answered for a second) go
+	// on a connection of their own, outside MaxConns: a call waiting for
+	// one of its connections is not the server stalling, and a server
+	// answers /healthz even over its --max-connections.
+	c.probe = &hc
+	if tr, ok := hc.Transport.(*http.Transport); ok {
+		ptr := tr.Clone()
+		ptr.MaxConnsPerHost, ptr.DisableKeepAlives = 0, true
+		c.probe = &http.Client{Transport: ptr, CheckRedirect: hc.CheckRedirect}
+	}
+	if opts.Frames {
+		fallback := hc.Transport
+		if fallback == nil {
+			fallback = http.DefaultTransport
+		}
+		tlsConfig := opts.TLSConfig
+		if tr, ok := fallback.(*http.Transport); ok {
+			tlsConfig = tr.TLSClientConfig // HTTPClient's, or the one just made
+		}
+		hc.Transport = frames.New(frames.Options{Fallback: fallback, TLSClientConfig: tlsConfig,
+			MaxIdlePerHost: 64, MaxConnsPerHost: maxConns})
+	}
 	c.http = &hc
 	if c.retries == 0 {
 		c.retries = 2
@@ -142,15 +203,22 @@ func (e *Error) Error() string {
 
 // Is matches the sentinel errors by code. A 404 for a path the server has
 // no route for (a base URL with a wrong path, say) is ErrNoRoute, not
-// ErrNotFound, so that it is never taken for a miss.
+// ErrNotFound, so that it is never taken for a miss. ErrUnavailable and
+// ErrUnanswered also match the answers that say the same of a shard
+// behind the server, or of the connection.
 func (e *Error) Is(target error) bool {
 	s, ok := target.(sentinel)
 	if !ok {
 		return false
 	}
 	noRoute := e.Status == http.StatusNotFound && e.Code == wire.CodeNotFound && strings.HasPrefix(e.Message, "no route ")
-	if s == ErrNoRoute {
+	switch s {
+	case ErrNoRoute:
 		return noRoute
+	case ErrUnavailable:
+		return e.Code == wire.CodeUnavailable || e.Code == wire.CodeShardUnavailable || e.Code == wire.CodeTooManyConnections
+	case ErrUnanswered:
+		return e.Code == wire.CodeShardTimeout
 	}
 	return string(s) == e.Code && !(noRoute && s == ErrNotFound)
 }
@@ -174,10 +242,22 @@ var (
 	ErrTooLarge     error = sentinel(wire.CodeValueTooLarge)
 	ErrOverflow     error = sentinel(wire.CodeOverflow)
 	ErrQueueFull    error = sentinel(wire.CodeQueueFull)
-	// ErrShardUnavailable: the shard owning the key could not be reached.
+	// ErrUnavailable: the call was not served, so it was not applied: the
+	// server could not be reached (the connection was refused, its name
+	// does not resolve, TLS failed), or it answered so (503 unavailable
+	// while shutting down, too_many_connections, shard_unavailable).
+	// Repeating any call is safe.
+	ErrUnavailable error = sentinel(wire.CodeUnavailable)
+	// ErrUnanswered: a server took the call and its connection ended, or
+	// the server stalled, before the answer; it may have been applied (do
+	// not repeat an Incr). A shard_timeout answer (ErrShardTimeout) says
+	// the same of a shard behind the server and matches it too.
+	ErrUnanswered error = sentinel("unanswered")
+	// ErrShardUnavailable: the shard owning the key could not be reached
+	// (an ErrUnavailable).
 	ErrShardUnavailable error = sentinel(wire.CodeShardUnavailable)
 	// ErrShardTimeout: the owner took the call and did not answer; it may
-	// have been applied (do not repeat an Incr on it).
+	// have been applied (an ErrUnanswered).
 	ErrShardTimeout error = sentinel(wire.CodeShardTimeout)
 	// ErrPartialFailure: some shards failed their part (Error.Body says
 	// what each answered).
@@ -208,30 +288,38 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 		attempts += c.retries
 	}
 	var lastErr error
+	var retryAfter time.Duration // the last answer's Retry-After
 	for attempt := 0; attempt < attempts; attempt++ {
 		if attempt > 0 {
-			d := min(c.backoff<<min(attempt-1, 30), maxBackoff)
-			d += time.Duration(rand.Int64N(int64(d)/2 + 1))
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			case <-t.C:
+			if err := c.pause(ctx, attempt, retryAfter, lastErr); err != nil {
+				return nil, err
 			}
+			retryAfter = 0
 		}
-		base, shard := c.target(ctx, route)
-		var resp *http.Response
-		var err error
-		if shard < 0 {
-			resp, err = c.send(ctx, base, req)
-		} else {
-			resp, err = c.sendShard(ctx, base, req)
-			if err != nil {
-				resp, err = c.afterShardFailed(ctx, shard, base, req, err)
+		base, shard, skipped := c.target(ctx, route)
+		resp, err := c.sendWatched(ctx, base, req)
+		switch {
+		case err == nil:
+		case shard >= 0:
+			resp, err = c.afterShardFailed(ctx, shard, base, req, err)
+		case skipped >= 0 && notSent(err) && ctx.Err() == nil:
+			// The owner is known down and the base URL (on the owner's
+			// server, say) could not be reached either: name the shard.
+			err = fmt.Errorf("%w: shard %d, known down, and then the base URL could not be reached: %w", ErrShardUnavailable, skipped, err)
+		}
+		if err == nil && resp.StatusCode == http.StatusUnauthorized && c.file != nil && req.stream == nil && !contains(pass, resp.StatusCode) {
+			// The token may have been rotated under us: read it again and,
+			// if it changed, send the request once more with the new one.
+			if changed, ferr := c.file.reload(); ferr == nil && changed {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				resp, err = c.sendWatched(ctx, base, req)
 			}
 		}
 		if err != nil {
+			if ctx.Err() == nil {
+				err = classify(err)
+			}
 			lastErr = fmt.Errorf("client: %s %s: %w", req.method, req.path, err)
 			if ctx.Err() != nil || !retryable(err) {
 				return nil, lastErr
@@ -239,38 +327,62 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 			continue
 		}
 		c.observe(resp.Header)
-		if resp.StatusCode == http.StatusUnauthorized && c.file != nil && req.stream == nil && !contains(pass, resp.StatusCode) {
-			// The token may have been rotated under us: read it again and,
-			// if it changed, send the request once more with the new one.
-			if changed, ferr := c.file.reload(); ferr == nil && changed {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp, err = c.send(ctx, base, req); err != nil {
-					lastErr = fmt.Errorf("client: %s %s: %w", req.method, req.path, err)
-					if ctx.Err() != nil || !retryable(err) {
-						return nil, lastErr
-					}
-					continue
-				}
-				c.observe(resp.Header)
-			}
-		}
 		if resp.StatusCode < 300 || contains(pass, resp.StatusCode) {
 			return resp, nil
 		}
+		retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
 		lastErr = readError(resp)
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			var e *Error
-			if req.stream == nil && errors.As(lastErr, &e) && e.Code == wire.CodeTooManyConnections {
-				// Refused on accept, the request not served: any
-				// call may go again.
+		var e *Error
+		if errors.As(lastErr, &e) && e.Code == wire.CodeTooManyConnections {
+			// Refused on accept, the request not served (503, or 408 on
+			// a connection that sent none in time): any call may go
+			// again.
+			if req.stream == nil {
 				attempts = max(attempts, 1+c.retries)
 			}
+			continue
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable {
 			continue
 		}
 		return nil, lastErr
 	}
 	return nil, lastErr
+}
+
+// pause waits before a retry: the backoff, or the last answer's
+// Retry-After when longer. A wait that would pass the context's deadline
+// is not begun: the call ends at once, with the last error.
+func (c *Client) pause(ctx context.Context, attempt int, retryAfter time.Duration, lastErr error) error {
+	d := min(c.backoff<<min(attempt-1, 30), maxBackoff)
+	d += time.Duration(rand.Int64N(int64(d)/2 + 1))
+	d = max(d, retryAfter)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return fmt.Errorf("client: a retry in %v would pass the context's deadline: %w; the last attempt: %w", d.Round(time.Millisecond), context.DeadlineExceeded, lastErr)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("client: waiting to retry: %w; the last attempt: %w", ctx.Err(), lastErr)
+	case <-t.C:
+		return nil
+	}
+}
+
+// parseRetryAfter reads a Retry-After header (seconds or an HTTP date),
+// capped at maxRetryAfter; 0 when absent or unreadable.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.Atoi(v); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = time.Until(t)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
 
 // afterShardFailed decides what follows a failed attempt on a shard's own
@@ -302,7 +414,16 @@ func (c *Client) afterShardFailed(ctx context.Context, shard int, base *url.URL,
 	default:
 		return nil, err
 	}
-	return c.send(ctx, c.base, req)
+	resp, berr := c.sendWatched(ctx, c.base, req)
+	if berr != nil && ctx.Err() == nil {
+		// Name the shard: with the base URL on the shard's own server (its
+		// keys, the base shard down), a bare "connection refused" would not.
+		if notSent(berr) {
+			return nil, fmt.Errorf("%w: shard %d (%s) and then the base URL could not be reached: %w", ErrShardUnavailable, shard, base.Host, berr)
+		}
+		return nil, fmt.Errorf("shard %d (%s) failed (%v), and then the base URL: %w", shard, base.Host, err, berr)
+	}
+	return resp, berr
 }
 
 // Stalls: an attempt on a shard that has not answered after stallCheckAfter
@@ -313,15 +434,17 @@ const (
 	stallCheckTimeout = time.Second
 )
 
-// errShardStalled ends an attempt on a shard that took the request and
+// errShardStalled ends an attempt on a server that took the request and
 // answers neither it nor its health check (a frozen pod or node).
-var errShardStalled = errors.New("the shard answers neither the request nor its health check")
+var errShardStalled = errors.New("the server answers neither the request nor its health check")
 
-// sendShard makes one attempt of req on a shard's own URL, given up with
-// errShardStalled when the shard stops answering: a frozen pod would
-// otherwise hold the call until its context ends, forever for one without
-// a deadline, while the base URL's server would have answered.
-func (c *Client) sendShard(ctx context.Context, base *url.URL, req request) (*http.Response, error) {
+// sendWatched makes one attempt of req, given up with errShardStalled when
+// the server stops answering: a frozen pod would otherwise hold the call
+// until its context ends, forever for one without a deadline. On a shard's
+// own URL, the base URL's server would then answer; the base URL (a
+// Service) may reach another pod when retried. A call that merely takes
+// long (a blocking pop) is not given up: the server's /healthz answers.
+func (c *Client) sendWatched(ctx context.Context, base *url.URL, req request) (*http.Response, error) {
 	sctx, cancel := context.WithCancelCause(ctx)
 	var mu sync.Mutex
 	answered, stalled := false, false
@@ -368,7 +491,7 @@ func (c *Client) healthy(ctx context.Context, base *url.URL) bool {
 	if err != nil {
 		return false
 	}
-	resp, err := c.http.Do(hr)
+	resp, err := c.probe.Do(hr)
 	if err != nil {
 		return false
 	}
@@ -497,16 +620,32 @@ func contains(list []int, v int) bool {
 	return false
 }
 
-// retryable reports connection-level failures worth another try.
 // notSent reports whether err shows the request never reached a server:
 // the connection could not be made (refused, no route, a name that does
-// not resolve).
+// not resolve, a certificate not trusted), or frames never sent it.
 func notSent(err error) bool {
 	var oe *net.OpError
 	var de *net.DNSError
-	return errors.As(err, &de) || errors.As(err, &oe) && oe.Op == "dial"
+	var ce *tls.CertificateVerificationError
+	return errors.As(err, &de) || errors.As(err, &oe) && oe.Op == "dial" || errors.As(err, &ce) ||
+		errors.Is(err, frames.ErrNotSent)
 }
 
+// classify marks a failed attempt (not its context's end) ErrUnavailable
+// when the request provably did not reach a server, ErrUnanswered when it
+// may have.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, ErrUnavailable) || errors.Is(err, ErrUnanswered):
+		return err
+	case notSent(err):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	default:
+		return fmt.Errorf("%w: %w", ErrUnanswered, err)
+	}
+}
+
+// retryable reports connection-level failures worth another try.
 func retryable(err error) bool {
 	var ne net.Error
 	var oe *net.OpError

@@ -72,11 +72,12 @@ func routeOf(path string, query url.Values) []byte {
 }
 
 // target returns the base URL to send a request with these routing bytes
-// to, and the shard it belongs to (-1 for the client's base URL).
-func (c *Client) target(ctx context.Context, route []byte) (*url.URL, int) {
+// to, and the shard it belongs to (-1 for the client's base URL); skipped
+// is the owner when it is taken out of routing for a while (else -1).
+func (c *Client) target(ctx context.Context, route []byte) (u *url.URL, shard, skipped int) {
 	r := c.router
 	if r == nil || route == nil {
-		return c.base, -1
+		return c.base, -1, -1
 	}
 	r.mu.Lock()
 	need := !r.standalone && (r.layout == nil || r.stale) && time.Since(r.lastTry) > time.Second
@@ -87,13 +88,13 @@ func (c *Client) target(ctx context.Context, route []byte) (*url.URL, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.layout == nil {
-		return c.base, -1
+		return c.base, -1, -1
 	}
 	i := topology.Owner(route, len(r.shards))
 	if until, ok := r.down[i]; ok && time.Now().Before(until) {
-		return c.base, -1
+		return c.base, -1, i
 	}
-	return r.shards[i], i
+	return r.shards[i], i, -1
 }
 
 // refreshTopology reads GET /v1/topology from the base URL.
