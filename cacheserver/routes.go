@@ -62,6 +62,7 @@ func (s *Server) routes() {
 	s.indexRoutes()
 	s.recipeRoutes()
 	s.route("/", func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set(wire.HeaderNoRoute, "1")
 		return notFound(wire.CodeNotFound, "no route %s %s; see docs/api/openapi.yaml", r.Method, r.URL.Path)
 	})
 }

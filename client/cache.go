@@ -220,6 +220,12 @@ func (cc *Cache) Contains(ctx context.Context, key kv.Key) (bool, error) {
 		return false, err
 	}
 	resp.Body.Close()
+	if resp.Header.Get(wire.HeaderNoRoute) != "" {
+		// A HEAD answer has no body: the header tells a wrong base URL
+		// from a key without an item.
+		return false, &Error{Status: resp.StatusCode, Code: wire.CodeNotFound,
+			Message: "no route for this HEAD on the server (a wrong base URL?)"}
+	}
 	return resp.StatusCode == http.StatusOK, nil
 }
 

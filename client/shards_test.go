@@ -275,6 +275,14 @@ func TestWrongBaseURLIsNoMiss(t *testing.T) {
 	if !errors.Is(err, ErrNoRoute) || errors.Is(err, ErrNotFound) || ok {
 		t.Fatalf("get under a wrong base URL: %v %v, want ErrNoRoute", ok, err)
 	}
+	// A HEAD answer has no body to say so: Contains reported a miss.
+	if ok, err := c.Cache("").Contains(t.Context(), kv.TextKey("k")); !errors.Is(err, ErrNoRoute) || errors.Is(err, ErrNotFound) || ok {
+		t.Fatalf("contains under a wrong base URL: %v %v, want ErrNoRoute", ok, err)
+	}
+	good, _ := New(srv.URL, Options{Token: srv.Token, DirectOnly: true})
+	if ok, err := good.Cache("").Contains(t.Context(), kv.TextKey("k")); err != nil || ok {
+		t.Fatalf("contains of a missing key: %v %v, want false, nil", ok, err)
+	}
 }
 
 // Incr refuses a delta or default that is not a number (a text "5" was

@@ -48,6 +48,9 @@ const (
 	// the keys whose owner failed its part: their records have found
 	// false and an error.
 	HeaderFailedKeys = "Diskcache-Failed-Keys"
+	// HeaderNoRoute marks the 404 of a path the server has no route for,
+	// so that a HEAD answer (which has no body) is not taken for a miss.
+	HeaderNoRoute = "Diskcache-No-Route"
 	// HeaderForwardedBy is the base URL of the shard that forwarded.
 	HeaderForwardedBy = "Diskcache-Forwarded-By"
 	// HeaderScope "shard" asks a shard to answer a cluster-wide operation
