@@ -395,9 +395,10 @@ class Endpoint:
                 _kernel_timeouts(conn.sock, self.socket_timeout)
             return _frames.FrameConnection(conn.sock, fixed)
         conn.close()
-        if status not in (401, 503):
+        if status not in (401, 408, 503):
             # A server without frames (404, or an answer that is not the
-            # upgrade); 401 and 503 are this call's to answer over HTTP.
+            # upgrade); 401, 503 and 408 (over --max-connections) are this
+            # call's to answer over HTTP.
             self.frames = False
         return None
 
@@ -686,7 +687,7 @@ class Endpoint:
             await within(writer.drain())
             status = await _frames.aread_upgrade(reader, within)
             if status != 101:
-                if status not in (401, 503):
+                if status not in (401, 408, 503):
                     self.frames = False
                 return None
             self.frames = True

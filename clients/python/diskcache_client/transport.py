@@ -378,8 +378,8 @@ class Client:
                 token_retry = False
                 if self._reload_token() and replayable:
                     continue
-            if status == 503 and (req.retry_unavailable and attempt + 1 < attempts
-                                  or replayable and _refused(resp) and attempt < self.retries):
+            if (status == 503 and req.retry_unavailable and attempt + 1 < attempts
+                    or replayable and _refused(resp) and attempt < self.retries):
                 attempt += 1
                 time.sleep(self._delay(attempt))
                 continue
@@ -483,8 +483,8 @@ class Client:
                 token_retry = False
                 if self._reload_token():
                     continue
-            if resp.status == 503 and (req.retry_unavailable and attempt + 1 < attempts
-                                       or _refused(resp) and attempt < self.retries):
+            if (resp.status == 503 and req.retry_unavailable and attempt + 1 < attempts
+                    or _refused(resp) and attempt < self.retries):
                 attempt += 1
                 await asyncio.sleep(self._delay(attempt))
                 continue
@@ -576,10 +576,12 @@ def _topology_request():
 
 
 def _refused(resp):
-    """Whether a 503 is the server refusing the connection over its
-    --max-connections: answered on accept, without serving the request, so
-    any request may be sent again (an incr too)."""
-    return resp.body is not None and b'"too_many_connections"' in resp.body
+    """Whether the answer is the server refusing the connection over its
+    --max-connections, without serving the request, so any request may be
+    sent again (an incr too): a 503, or a 408 when the request came more
+    than 100 ms after the connection."""
+    return (resp.status in (503, 408) and resp.body is not None
+            and b'"too_many_connections"' in resp.body)
 
 
 def _circuit_open(ep):

@@ -682,6 +682,45 @@ def test_incr_refused_connection_is_sent_again(start_server, monkeypatch):
     assert c.get('n') == 1
 
 
+@pytest.mark.parametrize('frames', [False, True])
+def test_late_request_over_the_connection_cap_is_sent_again(start_server, monkeypatch, frames):
+    # A connection over --max-connections that sends nothing for 100 ms is
+    # answered 408 too_many_connections (Go's transport takes it for an
+    # idle close); a client slowed down between connect and send (a busy
+    # machine) reads it and must send the incr again, as after the 503, and
+    # keep frames (a 408 to the upgrade turned them off for good).
+    srv = start_server(None, '--max-connections', '1')
+    c = DjangoCache(srv.url, {'OPTIONS': {'TOKEN': TOKEN, 'RETRIES': 8, 'RETRY_BACKOFF': 0.01,
+                                          'FRAMES': frames}})
+    c.set('n', 0)
+    c.client.close()  # its pooled connection gives the slot back
+    hold = hold_the_only_connection(srv)
+    from diskcache_client import pool as pool_mod
+    real_connect = pool_mod.socket.create_connection
+    answers = []
+
+    def slow_connect(*args, **kwargs):
+        sock = real_connect(*args, **kwargs)
+        if not answers:
+            # The first connection: wait past the server's 100 ms, then
+            # give the slot back for the next one.
+            sock.settimeout(5)
+            answers.append(sock.recv(4096, socket.MSG_PEEK))
+            hold.close()
+        return sock
+
+    monkeypatch.setattr(pool_mod.socket, 'create_connection', slow_connect)
+    try:
+        assert c.incr('n') == 1
+    finally:
+        hold.close()
+    assert answers and answers[0].startswith(b'HTTP/1.1 408'), answers
+    monkeypatch.undo()
+    assert c.get('n') == 1
+    if frames:
+        assert all(ep.frames is not False for ep in c.client.endpoints), 'frames turned off'
+
+
 # -- logs of swallowed failures ------------------------------------------------------
 
 FULL = (507, {}, {'error': 'insufficient_storage',
