@@ -53,6 +53,10 @@ const (
 	rotationPoll = 5 * time.Second
 )
 
+// kubeletSecretSync is about how long the kubelet takes to update a
+// mounted Secret (its sync period plus its cache's TTL).
+const kubeletSecretSync = time.Minute
+
 // DefaultUserSecretPoll is DiskCacheReconciler.UserSecretPoll when unset:
 // about the kubelet's own delay in updating a mounted Secret.
 const DefaultUserSecretPoll = time.Minute
@@ -171,6 +175,11 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 		st.Rotation = cachev1alpha1.RotationPropagating
 		secret = s
 		out.requeue = rotationPoll
+	}
+	if owned && st.Rotation != "" && grace < kubeletSecretSync {
+		r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonRotationGracePeriodShort, "RotateToken",
+			"spec.auth.rotationGracePeriod %s is shorter than the kubelet takes to update a mounted Secret (about %s): clients that read the token from one may be refused once the old token is retired",
+			grace, kubeletSecretSync)
 	}
 	if owned && st.Rotation != "" && trigger != "" && trigger != secret.Annotations[rotationTriggerAnnotation] {
 		r.event(dc, corev1.EventTypeNormal, cachev1alpha1.ReasonTokenRotationQueued, "RotateToken",

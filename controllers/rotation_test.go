@@ -207,6 +207,9 @@ func TestTokenRotation(t *testing.T) {
 	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
 		dc.Spec.Auth.RotationGracePeriod = &metav1.Duration{Duration: time.Second}
 	})
+	eventually(t, "a warning about the short grace period", func() error {
+		return findEventNote(t, ns, name, cachev1alpha1.ReasonRotationGracePeriodShort, "rotationGracePeriod 1s")
+	})
 	eventually(t, "the old token retired", func() error {
 		s := tokenSecret(t, ns, name)
 		st := status()

@@ -880,6 +880,10 @@ const (
 	// ReasonTokenRotationQueued: the rotate-token annotation changed while
 	// a rotation was under way; the next one starts when it ends.
 	ReasonTokenRotationQueued = "TokenRotationQueued"
+	// ReasonRotationGracePeriodShort (a Warning Event): a rotation runs
+	// with a grace period shorter than the kubelet takes to update the
+	// Secrets clients mount.
+	ReasonRotationGracePeriodShort = "RotationGracePeriodShort"
 	// ReasonTokenNotAccepted (a Warning Event): ready pods do not accept
 	// the Secret's token, which was changed without token.next first.
 	ReasonTokenNotAccepted = "TokenNotAccepted"
