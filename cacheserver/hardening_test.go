@@ -795,8 +795,12 @@ func TestFullDiskCanBeFreed(t *testing.T) {
 	if status, e := do(http.MethodPut, "/v1/keys/more", "small"); status != http.StatusInsufficientStorage || e.Code != wire.CodeInsufficientStorage {
 		t.Errorf("write while full: %d %+v", status, e)
 	}
-	if status := authStatus(t, srv.URL+"/readyz", ""); status != http.StatusServiceUnavailable {
-		t.Errorf("/readyz while full: %d, want 503", status)
+	// Still ready: reads, and the deletes that free space, keep coming.
+	if status, b, _ := send(t, srv, http.MethodGet, "/readyz", "", ""); status != http.StatusOK || !strings.Contains(string(b), `"disk_full"`) {
+		t.Errorf("/readyz while full: %d %s, want 200 disk_full", status, b)
+	}
+	if status, b, _ := send(t, srv, http.MethodGet, "/v1/config", "", ""); status != http.StatusOK || !strings.Contains(string(b), `"disk_full":true`) {
+		t.Errorf("/v1/config while full: %d %s, want disk_full true", status, b)
 	}
 	if m := scrape(t, srv); !strings.Contains(m, "diskcache_disk_full 1\n") {
 		t.Errorf("full disk not in the metrics:\n%s", grepLines(m, "disk_full"))

@@ -84,9 +84,13 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "no topology"})
 		return nil
 	}
+	// A full volume refuses only writes of new data: the shard stays ready,
+	// so that clients can still read, and delete to free space (a shard
+	// taken out of the Service cut off every new connection, and the
+	// operator's settings, with it).
+	status := "ready"
 	if s.disk.isFull() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "disk_full", "error": diskFullMessage})
-		return nil
+		status = "disk_full"
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
@@ -96,7 +100,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	if status == "disk_full" {
+		writeJSON(w, http.StatusOK, map[string]string{"status": status, "error": diskFullMessage})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": status})
 	return nil
 }
 

@@ -25,6 +25,7 @@ func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
 		GoDebug:                os.Getenv("GODEBUG"),
 		PageSize:               s.cfg.PageSize,
 		Quarantined:            []wire.Quarantined{},
+		DiskFull:               s.disk.isFull(),
 	}
 	for i := range s.cache.DatabaseCount() {
 		c.DatabasePageSizes = append(c.DatabasePageSizes, s.cache.Database(i).PageSize())

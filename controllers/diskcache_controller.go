@@ -98,6 +98,9 @@ type DiskCacheReconciler struct {
 	plainHTTP *http.Client
 	// quarantines are the quarantined databases already reported as Events.
 	quarantines sync.Map
+	// fullPods are the pods whose full volume was reported as an Event
+	// (by UID), until they have space again.
+	fullPods sync.Map
 	// pageSizesKept are the pods (by UID) already reported as running
 	// databases with another page size than they were started with.
 	pageSizesKept sync.Map

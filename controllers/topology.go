@@ -252,9 +252,10 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 
 	out := &topologyOutcome{announced: want, reports: reports, ready: len(ready), replicas: p.replicas, started: started}
 	out.layoutReady, out.problems = r.podsNotReady(dc, pods.Items, want, p.replicas)
-	if len(out.problems) > 0 {
-		out.requeue = time.Minute // a stuck pod changes nothing the operator watches
-	}
+	out.problems = append(out.problems, r.fullVolumes(dc, reports)...)
+	// A volume filling up or a pod stuck changes nothing the operator
+	// watches: it asks the shards again after a while.
+	out.requeue = shardPoll
 	r.recordMove(dc, current, p, want, endedStart, asked)
 	if want.Previous != nil {
 		out.progress, out.blocked = moveStatus(want, shardStates(dc, pods.Items, reports), func(i int) string { return fmt.Sprintf("%s-%d", stsName(dc), i) })
@@ -509,6 +510,10 @@ func everyShardReported(dc *cachev1alpha1.DiskCache, reports []shardReport, n in
 	return true
 }
 
+// shardPoll is how often the operator reads the shards' state (topology,
+// configuration, full volumes) when nothing else brings it back.
+const shardPoll = time.Minute
+
 // DefaultPodReadyDeadline is DiskCacheReconciler.PodReadyDeadline when
 // unset: as long as a Deployment's default progress deadline.
 const DefaultPodReadyDeadline = 10 * time.Minute
@@ -568,4 +573,27 @@ func whyNotReady(pod *corev1.Pod) string {
 		}
 	}
 	return fmt.Sprintf("phase %s; see its events", pod.Status.Phase)
+}
+
+// fullVolumes lists as problems (Degraded DiskFull) the shards that report
+// a full data volume, with a Warning Event when one becomes full: they stay
+// ready, serving reads and the deletes that free space, so nothing else
+// would say why their writes answer 507.
+func (r *DiskCacheReconciler) fullVolumes(dc *cachev1alpha1.DiskCache, reports []shardReport) []problem {
+	var problems []problem
+	for _, rep := range reports {
+		if rep.config == nil {
+			continue
+		}
+		if !rep.config.DiskFull {
+			r.fullPods.Delete(rep.pod.UID)
+			continue
+		}
+		msg := fmt.Sprintf("pod %s: its data volume is full, so it refuses writes of new data (507) until items are deleted, evicted, expired or culled; keep spec.sizeLimit below the volume, or grow spec.storage", rep.pod.Name)
+		problems = append(problems, problem{reason: cachev1alpha1.ReasonDiskFull, message: msg})
+		if _, seen := r.fullPods.LoadOrStore(rep.pod.UID, true); !seen {
+			r.eventRelated(dc, rep.pod, corev1.EventTypeWarning, cachev1alpha1.ReasonDiskFull, "Write", "%s", msg)
+		}
+	}
+	return problems
 }

@@ -880,6 +880,9 @@ const (
 	// ReasonTokenRotationQueued: the rotate-token annotation changed while
 	// a rotation was under way; the next one starts when it ends.
 	ReasonTokenRotationQueued = "TokenRotationQueued"
+	// ReasonDiskFull (Degraded, and a Warning Event): a shard's data volume
+	// is full; it refuses writes of new data until space is freed.
+	ReasonDiskFull = "DiskFull"
 	// ReasonRotationGracePeriodShort (a Warning Event): a rotation runs
 	// with a grace period shorter than the kubelet takes to update the
 	// Secrets clients mount.

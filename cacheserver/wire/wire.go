@@ -400,6 +400,9 @@ type ServerConfig struct {
 	// Quarantined lists the fanout databases found damaged at start, moved
 	// aside and started empty; their items are lost.
 	Quarantined []Quarantined `json:"quarantined"`
+	// DiskFull: the data volume is full, so writes of new data are refused
+	// (507) until space is freed; reads, deletes and removals still work.
+	DiskFull bool `json:"disk_full"`
 	// TokenFingerprints are TokenFingerprint of each accepted data token
 	// (current first); absent unless the request carried the admin token.
 	TokenFingerprints []string `json:"token_fingerprints,omitempty"`
