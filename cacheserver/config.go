@@ -44,6 +44,10 @@ type Config struct {
 	// process's file descriptor limit).
 	BodyTimeout    time.Duration
 	MaxConnections int
+	// HealthListen is a second address serving only /healthz, /readyz
+	// and /metrics, outside MaxConnections, for the kubelet and
+	// Prometheus (healthport.go); empty: none.
+	HealthListen string
 	// DiskReserveBytes is held back on the data volume for deletes once
 	// it is full.
 	DiskReserveBytes int64
@@ -246,6 +250,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.DurationVar(&cfg.ShutdownTimeout, settings.FlagShutdownTimeout.String(), cfg.ShutdownTimeout, "how long in-flight requests may finish on SIGTERM")
 	fs.DurationVar(&cfg.BodyTimeout, settings.FlagBodyTimeout.String(), cfg.BodyTimeout, "longest a request body may go without a byte arriving before the request answers 408 (0: no bound)")
 	fs.IntVar(&cfg.MaxConnections, settings.FlagMaxConnections.String(), cfg.MaxConnections, "connections held open at most; more are answered 503 and closed (0: half the file descriptor limit)")
+	fs.StringVar(&cfg.HealthListen, settings.FlagHealthListen.String(), cfg.HealthListen, "address serving only /healthz, /readyz and /metrics (same auth, TLS when --tls-cert is given), not counted in --max-connections, for the kubelet's probes and Prometheus (empty: none; they are served on --listen as well)")
 	fs.Int64Var(&cfg.DiskReserveBytes, settings.FlagDiskReserveBytes.String(), cfg.DiskReserveBytes, "space held back in the data directory and released when the volume fills, so deletes, clear, evict and cull still work")
 	fs.DurationVar(&cfg.CollectionIdleTimeout, settings.FlagCollectionIdleTimeout.String(), cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
 	fs.Int64Var(&cfg.CollectionMaxBytes, settings.FlagCollectionMaxBytes.String(), cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")

@@ -503,8 +503,21 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		maxConns = defaultMaxConnections()
 	}
 	l = newConnLimitListener(l, maxConns, srv.TLSConfig, s.metrics)
-	errc := make(chan error, 1)
-	go func() {
+	// The health port, when asked for: the kubelet and Prometheus reach
+	// the server there whatever the data connections (healthport.go).
+	var health *http.Server
+	var hl net.Listener
+	if s.cfg.HealthListen != "" {
+		var err error
+		if hl, err = net.Listen("tcp", s.cfg.HealthListen); err != nil {
+			_ = s.Close()
+			return fmt.Errorf("cacheserver: --%s %s: %w", settings.FlagHealthListen, s.cfg.HealthListen, err)
+		}
+		hl = newHealthListener(hl, healthMaxConnections)
+		health = s.newHealthServer(srv.TLSConfig, errorLog)
+	}
+	errc := make(chan error, 2)
+	serve := func(srv *http.Server, l net.Listener) {
 		var err error
 		if s.cfg.TLSCert != "" {
 			err = srv.ServeTLS(l, "", "")
@@ -512,13 +525,21 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			err = srv.Serve(l)
 		}
 		errc <- err
-	}()
+	}
+	go serve(srv, l)
+	if health != nil {
+		go serve(health, hl)
+	}
 	if d := s.cfg.CollectionIdleTimeout; d > 0 {
 		go s.closeIdleCollections(ctx, d)
 	}
 	s.log.Info("serving", slog.String("addr", l.Addr().String()), slog.String("data_dir", s.cfg.DataDir),
 		slog.Int("fanout", s.cfg.Fanout), slog.Bool("tls", s.cfg.TLSCert != ""), slog.Bool("auth", s.tokens != nil),
 		slog.Int("max_connections", maxConns))
+	if hl != nil {
+		s.log.Info("serving health", slog.String("health_addr", hl.Addr().String()),
+			slog.Int("max_connections", healthMaxConnections))
+	}
 	if s.cluster.fileName != "" {
 		go s.watchTopologyFile(ctx)
 	}
@@ -527,6 +548,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	select {
 	case err := <-errc:
+		_ = srv.Close()
+		if health != nil {
+			_ = health.Close()
+		}
 		_ = s.Close()
 		return err
 	case <-ctx.Done():
@@ -535,6 +560,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.waiters.stop()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
+	if health != nil {
+		// Closed at once, as the main port stops accepting: a pod that
+		// is shutting down is not ready, and its probes finish nothing.
+		_ = health.Close()
+	}
 	err := srv.Shutdown(sctx)
 	if ferr := s.frames.wait(sctx); err == nil {
 		err = ferr

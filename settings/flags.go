@@ -31,6 +31,7 @@ const (
 	FlagPeerCAFile            Flag = "peer-ca-file"
 	FlagBodyTimeout           Flag = "body-timeout"
 	FlagMaxConnections        Flag = "max-connections"
+	FlagHealthListen          Flag = "health-listen"
 	FlagDiskReserveBytes      Flag = "disk-reserve-bytes"
 	FlagCollectionIdleTimeout Flag = "collection-idle-timeout"
 	FlagCollectionMaxBytes    Flag = "collection-max-bytes"

@@ -121,11 +121,15 @@ func moduleRoot() string {
 
 // Server is a running cacheserver process.
 type Server struct {
-	URL     string // http://127.0.0.1:port
-	Addr    string
-	Token   string
-	DataDir string
-	Args    []string
+	URL  string // http://127.0.0.1:port
+	Addr string
+	// HealthURL and HealthAddr are of the health port, when the server
+	// was started with --health-listen.
+	HealthURL  string
+	HealthAddr string
+	Token      string
+	DataDir    string
+	Args       []string
 
 	cmd  *exec.Cmd
 	dir  string
@@ -214,21 +218,32 @@ func (s *Server) start(env []string) error {
 	}
 	s.done = make(chan struct{})
 	addr := make(chan string, 1)
+	// With --health-listen the server says "serving health" right after
+	// "serving".
+	healthAddr := make(chan string, 1)
+	wantHealth := slices.Contains(s.Args, "--health-listen")
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		sent := false
+		sent, sentHealth := false, !wantHealth
 		for sc.Scan() {
 			line := sc.Text()
 			s.logs.add(line)
-			if !sent {
+			if !sent || !sentHealth {
 				var rec struct {
-					Msg  string `json:"msg"`
-					Addr string `json:"addr"`
+					Msg        string `json:"msg"`
+					Addr       string `json:"addr"`
+					HealthAddr string `json:"health_addr"`
 				}
-				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving" {
-					addr <- rec.Addr
-					sent = true
+				if json.Unmarshal([]byte(line), &rec) == nil {
+					switch {
+					case rec.Msg == "serving" && !sent:
+						addr <- rec.Addr
+						sent = true
+					case rec.Msg == "serving health" && !sentHealth:
+						healthAddr <- rec.HealthAddr
+						sentHealth = true
+					}
 				}
 			}
 		}
@@ -240,11 +255,21 @@ func (s *Server) start(env []string) error {
 	select {
 	case a := <-addr:
 		s.Addr = a
-		s.URL = "http://" + a
+		scheme := "http://"
 		if slices.Contains(s.Args, "--tls-cert") {
-			s.URL = "https://" + a
+			scheme = "https://"
 		}
-		return nil
+		s.URL = scheme + a
+		if !wantHealth {
+			return nil
+		}
+		select {
+		case h := <-healthAddr:
+			s.HealthAddr, s.HealthURL = h, scheme+h
+			return nil
+		case <-s.done:
+			return fmt.Errorf("cacheserver exited before serving its health port: %v\n%s", s.err, s.logs.String())
+		}
 	case <-s.done:
 		return fmt.Errorf("cacheserver exited before serving: %v\n%s", s.err, s.logs.String())
 	case <-time.After(60 * time.Second):
