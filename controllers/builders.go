@@ -48,12 +48,19 @@ func buildSecretWithToken(dc *cachev1alpha1.DiskCache, name, component string) (
 	}, nil
 }
 
+// servicePorts are the data port and the health port (which the
+// ServiceMonitor scrapes through the client Service's endpoints).
 func servicePorts() []corev1.ServicePort {
 	return []corev1.ServicePort{{
 		Name:       PortName,
 		Protocol:   corev1.ProtocolTCP,
 		Port:       Port,
 		TargetPort: intstr.FromString(PortName),
+	}, {
+		Name:       HealthPortName,
+		Protocol:   corev1.ProtocolTCP,
+		Port:       HealthPort,
+		TargetPort: intstr.FromString(HealthPortName),
 	}}
 }
 
@@ -127,6 +134,10 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 	maps.Copy(podAnnotations, spec.PodAnnotations)
 	podAnnotations[ConfigHashAnno] = configHash
 
+	// The probes ask the health port, which --max-connections does not
+	// bound: clients holding every data connection must not make the
+	// kubelet restart a pod or take it out of its Services. It speaks TLS
+	// when the data port does (the kubelet does not verify it).
 	probeScheme := corev1.URISchemeHTTP
 	if scheme(dc) == "https" {
 		probeScheme = corev1.URISchemeHTTPS
@@ -134,7 +145,7 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: path, Port: intstr.FromString(PortName), Scheme: probeScheme,
+				Path: path, Port: intstr.FromString(HealthPortName), Scheme: probeScheme,
 			}},
 			TimeoutSeconds:   3,
 			PeriodSeconds:    period,
@@ -247,6 +258,8 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 		}}},
 		Ports: []corev1.ContainerPort{{
 			Name: PortName, ContainerPort: Port, Protocol: corev1.ProtocolTCP,
+		}, {
+			Name: HealthPortName, ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP,
 		}},
 		Resources:      *spec.Resources.DeepCopy(),
 		VolumeMounts:   mounts,

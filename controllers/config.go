@@ -32,6 +32,7 @@ func serverConfig(dc *cachev1alpha1.DiskCache) (conf string, restartPart string)
 	line := func(b *strings.Builder, key settings.Flag, value any) { fmt.Fprintf(b, "%s = %v\n", key, value) }
 	line(&r, settings.FlagDataDir, DataDir)
 	line(&r, settings.FlagListen, ":"+strconv.Itoa(Port))
+	line(&r, settings.FlagHealthListen, ":"+strconv.Itoa(HealthPort))
 	line(&r, settings.FlagTokenFile, TokenPath)
 	line(&r, settings.FlagFanout, spec.Fanout)
 	line(&r, settings.FlagDatabaseTimeout, spec.DatabaseTimeout.Duration)

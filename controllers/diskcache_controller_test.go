@@ -188,14 +188,19 @@ func TestCreateProducesEveryChild(t *testing.T) {
 		"--topology-file", "/etc/diskcache/topology/topology.json", "--admin-token-file", "/etc/diskcache/admin/token"}) {
 		t.Errorf("container image %q command %q args %q", ct.Image, ct.Command, ct.Args)
 	}
-	if len(ct.Ports) != 1 || ct.Ports[0].ContainerPort != 8080 || ct.Ports[0].Name != "http" {
+	if len(ct.Ports) != 2 || ct.Ports[0].ContainerPort != 8080 || ct.Ports[0].Name != "http" ||
+		ct.Ports[1].ContainerPort != 8081 || ct.Ports[1].Name != "health" {
 		t.Errorf("ports %+v", ct.Ports)
 	}
-	if p := ct.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port != intstr.FromString("http") {
+	// The probes ask the health port, outside --max-connections.
+	if p := ct.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port != intstr.FromString("health") {
 		t.Errorf("liveness probe %+v", p)
 	}
-	if p := ct.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port != intstr.FromString("http") {
+	if p := ct.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port != intstr.FromString("health") {
 		t.Errorf("readiness probe %+v", p)
+	}
+	if p := ct.StartupProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port != intstr.FromString("health") {
+		t.Errorf("startup probe %+v", p)
 	}
 	if sc := ct.SecurityContext; sc == nil || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || !*sc.RunAsNonRoot ||
 		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 ||
@@ -246,8 +251,9 @@ func TestCreateProducesEveryChild(t *testing.T) {
 	}
 
 	// Services.
-	if c.svc.Spec.Type != corev1.ServiceTypeClusterIP || c.svc.Spec.ClusterIP == corev1.ClusterIPNone || len(c.svc.Spec.Ports) != 1 ||
-		c.svc.Spec.Ports[0].Port != 8080 || !mapsEqual(c.svc.Spec.Selector, wantSel) {
+	if c.svc.Spec.Type != corev1.ServiceTypeClusterIP || c.svc.Spec.ClusterIP == corev1.ClusterIPNone || len(c.svc.Spec.Ports) != 2 ||
+		c.svc.Spec.Ports[0].Port != 8080 || c.svc.Spec.Ports[1].Port != 8081 || c.svc.Spec.Ports[1].Name != "health" ||
+		!mapsEqual(c.svc.Spec.Selector, wantSel) {
 		t.Errorf("client service %+v", c.svc.Spec)
 	}
 	if c.peers.Spec.ClusterIP != corev1.ClusterIPNone || !c.peers.Spec.PublishNotReadyAddresses || !mapsEqual(c.peers.Spec.Selector, wantSel) ||
@@ -256,7 +262,7 @@ func TestCreateProducesEveryChild(t *testing.T) {
 	}
 	// ConfigMap: the cacheserver's name = value format.
 	conf := c.cm.Data["cacheserver.conf"]
-	for _, line := range []string{"data-dir = /data/cache", "listen = :8080", "token-file = /var/run/secrets/diskcache/token",
+	for _, line := range []string{"data-dir = /data/cache", "listen = :8080", "health-listen = :8081", "token-file = /var/run/secrets/diskcache/token",
 		"fanout = 8", "database-timeout = 1s", "disk-min-file-size = 32768", "size-limit = 4294967296",
 		"eviction-policy = least-recently-stored", "cull-limit = 10", "statistics = false", "tag-index = false"} {
 		if !strings.Contains(conf, "\n"+line+"\n") {

@@ -13,9 +13,14 @@ const (
 	// ManagerName is the field manager, event reporter and managed-by label value.
 	ManagerName = "diskcache-operator"
 
-	ContainerName  = "cacheserver"
-	PortName       = "http"
-	Port           = 8080
+	ContainerName = "cacheserver"
+	PortName      = "http"
+	Port          = 8080
+	// HealthPortName and HealthPort are the server's health port
+	// (--health-listen): /healthz, /readyz and /metrics outside
+	// --max-connections, for the kubelet's probes and Prometheus.
+	HealthPortName = "health"
+	HealthPort     = 8081
 	DataVolume     = "data"
 	DataMountPath  = "/data"
 	DataDir        = "/data/cache"

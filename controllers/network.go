@@ -48,11 +48,14 @@ func tokenSecretName(dc *cachev1alpha1.DiskCache) string {
 	return generatedSecretName(dc)
 }
 
-// buildNetworkPolicy admits to the cache pods' port only the clients of
-// spec.networkPolicy, the cache's own pods (forwarding, data movement)
-// and, when its namespace is known, the operator's pods (settings,
-// topology, maintenance). Other ports of the pods stay closed: the server
-// listens on one.
+// buildNetworkPolicy admits to the cache pods' ports (data and health)
+// only the clients of spec.networkPolicy, the cache's own pods
+// (forwarding, data movement) and, when its namespace is known, the
+// operator's pods (settings, topology, maintenance): the peers that could
+// reach /metrics on the data port before the health port existed reach it
+// there too. The kubelet's probes come from the node, which network
+// plugins exempt. Other ports of the pods stay closed: the server listens
+// on these two.
 func buildNetworkPolicy(dc *cachev1alpha1.DiskCache, operatorNamespace string, operatorPodLabels map[string]string) *networkingv1.NetworkPolicy {
 	from := []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: selectorLabels(dc)}}}
 	if operatorNamespace != "" {
@@ -62,7 +65,7 @@ func buildNetworkPolicy(dc *cachev1alpha1.DiskCache, operatorNamespace string, o
 		})
 	}
 	from = append(from, dc.Spec.NetworkPolicy.Clients...)
-	port := intstr.FromInt32(Port)
+	port, healthPort := intstr.FromInt32(Port), intstr.FromInt32(HealthPort)
 	tcp := corev1.ProtocolTCP
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: objectMeta(dc, networkPolicyName(dc), ComponentNetworkPolicy),
@@ -71,7 +74,7 @@ func buildNetworkPolicy(dc *cachev1alpha1.DiskCache, operatorNamespace string, o
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{
 				From:  from,
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}, {Protocol: &tcp, Port: &healthPort}},
 			}},
 		},
 	}
@@ -98,8 +101,9 @@ func (r *DiskCacheReconciler) reconcileNetworkPolicy(ctx context.Context, dc *ca
 	return nil
 }
 
-// buildServiceMonitor scrapes every shard through the client Service's
-// endpoints, with the token when /metrics requires it and over TLS (with
+// buildServiceMonitor scrapes every shard's health port through the client
+// Service's endpoints (so that clients at --max-connections do not blind
+// monitoring), with the token when /metrics requires it and over TLS (with
 // the TLS Secret's ca.crt) when the cache serves HTTPS.
 //
 // peerCA says whether the TLS Secret has a ca.crt: without one Prometheus
@@ -107,7 +111,7 @@ func (r *DiskCacheReconciler) reconcileNetworkPolicy(ctx context.Context, dc *ca
 // missing key makes prometheus-operator skip the whole ServiceMonitor).
 func buildServiceMonitor(dc *cachev1alpha1.DiskCache, peerCA bool) *unstructured.Unstructured {
 	sm := dc.Spec.Monitoring.ServiceMonitor
-	endpoint := map[string]any{"port": PortName, "path": "/metrics", "scheme": scheme(dc)}
+	endpoint := map[string]any{"port": HealthPortName, "path": "/metrics", "scheme": scheme(dc)}
 	if sm.Interval != "" {
 		endpoint["interval"] = sm.Interval
 	}

@@ -44,8 +44,11 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Fatalf("policy types %v, ingress %+v", np.Spec.PolicyTypes, np.Spec.Ingress)
 	}
 	rule := np.Spec.Ingress[0]
-	if len(rule.Ports) != 1 || rule.Ports[0].Port.IntValue() != Port || *rule.Ports[0].Protocol != corev1.ProtocolTCP {
-		t.Errorf("ports %+v, want TCP %d only", rule.Ports, Port)
+	// The data port and the health port (Prometheus scrapes it; the
+	// kubelet's probes come from the node).
+	if len(rule.Ports) != 2 || rule.Ports[0].Port.IntValue() != Port || *rule.Ports[0].Protocol != corev1.ProtocolTCP ||
+		rule.Ports[1].Port.IntValue() != HealthPort || *rule.Ports[1].Protocol != corev1.ProtocolTCP {
+		t.Errorf("ports %+v, want TCP %d and %d only", rule.Ports, Port, HealthPort)
 	}
 	operator := networkingv1.NetworkPolicyPeer{
 		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: testOperatorNamespace}},
@@ -116,7 +119,7 @@ func TestServiceMonitorOnlyWithItsAPI(t *testing.T) {
 	ep := endpoints[0].(map[string]any)
 	secret, _, _ := unstructured.NestedString(ep, "authorization", "credentials", "name")
 	key, _, _ := unstructured.NestedString(ep, "authorization", "credentials", "key")
-	if ep["port"] != PortName || ep["path"] != "/metrics" || ep["scheme"] != "http" || ep["interval"] != "15s" ||
+	if ep["port"] != HealthPortName || ep["path"] != "/metrics" || ep["scheme"] != "http" || ep["interval"] != "15s" ||
 		secret != "mon-token" || key != cachev1alpha1.TokenKey {
 		t.Errorf("endpoint %v", ep)
 	}

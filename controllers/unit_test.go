@@ -2,13 +2,16 @@ package controllers
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
@@ -49,7 +52,7 @@ func TestServerConfigLoadsInCacheserver(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cacheserver rejects the operator's config: %v\n%s", err, conf)
 	}
-	if cfg.DataDir != "/data/cache" || cfg.Listen != ":8080" || cfg.TokenFile != TokenPath || cfg.Fanout != 16 ||
+	if cfg.DataDir != "/data/cache" || cfg.Listen != ":8080" || cfg.HealthListen != ":8081" || cfg.TokenFile != TokenPath || cfg.Fanout != 16 ||
 		cfg.DatabaseTimeout != 2500*time.Millisecond || cfg.MaxKeyBytes != 4096 || cfg.MaxValueBytes != 1e9 ||
 		cfg.SizeLimit != 1610612736 || cfg.EvictionPolicy != "least-recently-used" || cfg.CullLimit != 0 || !cfg.Statistics ||
 		cfg.TagIndex || cfg.DiskMinFileSize != 32768 || cfg.TLSCert != "" || !cfg.FsyncValueFiles || !cfg.MetricsRequireToken ||
@@ -166,3 +169,43 @@ func TestEndpointAndSelector(t *testing.T) {
 }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+
+// TestProbesAskTheHealthPort: the kubelet's probes, the health port the
+// server is told to serve (--health-listen) and the container port they
+// name agree, and none asks the data port, where --max-connections
+// applies; the probes speak TLS when the server does.
+func TestProbesAskTheHealthPort(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		dc := defaulted(func(dc *cachev1alpha1.DiskCache) {
+			if tls {
+				dc.Spec.TLS = &cachev1alpha1.TLSSpec{SecretName: "tls"}
+			}
+		})
+		conf, _ := serverConfig(dc)
+		path := t.TempDir() + "/cacheserver.conf"
+		if err := writeFile(path, conf); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := cacheserver.LoadConfig([]string{"--config", path}, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct := buildStatefulSet(dc, "img", "h", false, nil).Spec.Template.Spec.Containers[0]
+		ports := map[string]int32{}
+		for _, p := range ct.Ports {
+			ports[p.Name] = p.ContainerPort
+		}
+		if cfg.HealthListen != fmt.Sprintf(":%d", ports[HealthPortName]) || ports[HealthPortName] == ports[PortName] {
+			t.Fatalf("--health-listen %q, container ports %v", cfg.HealthListen, ports)
+		}
+		wantScheme := corev1.URISchemeHTTP
+		if tls {
+			wantScheme = corev1.URISchemeHTTPS
+		}
+		for name, p := range map[string]*corev1.Probe{"startup": ct.StartupProbe, "liveness": ct.LivenessProbe, "readiness": ct.ReadinessProbe} {
+			if p == nil || p.HTTPGet == nil || p.HTTPGet.Port != intstr.FromString(HealthPortName) || p.HTTPGet.Scheme != wantScheme {
+				t.Errorf("tls %v: %s probe %+v, want the %s port over %s", tls, name, p, HealthPortName, wantScheme)
+			}
+		}
+	}
+}
