@@ -104,6 +104,8 @@ type DiskCacheReconciler struct {
 	// pageSizesKept are the pods (by UID) already reported as running
 	// databases with another page size than they were started with.
 	pageSizesKept sync.Map
+	// failures are the shard failures already raised as Events.
+	failures failuresReported
 }
 
 // +kubebuilder:rbac:groups=cache.diskcache.dev,resources=diskcaches,verbs=get;list;watch
@@ -338,9 +340,16 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	if err := r.List(ctx, &pods, client.InNamespace(dc.Namespace), client.MatchingLabels(selectorLabels(dc))); err != nil {
 		return nil, nil, nil, fmt.Errorf("list pods: %w", err)
 	}
-	for _, f := range failingShards(pods.Items) {
-		r.eventRelated(dc, f.pod, corev1.EventTypeWarning, cachev1alpha1.ReasonShardFailing, "Start", "%s", f.note)
-		problems = append(problems, problem{cachev1alpha1.ReasonShardFailing, f.note})
+	failures, recheck := failingShards(pods.Items, time.Now())
+	for _, f := range r.failures.fresh(dc.UID, failures) {
+		r.eventRelated(dc, f.pod, corev1.EventTypeWarning, f.reason, "Start", "%s", f.note)
+	}
+	for _, f := range failures {
+		problems = append(problems, problem{f.reason, f.note})
+	}
+	if recheck > 0 && (topo.requeue == 0 || topo.requeue > recheck) {
+		// Back when a shard's OOM kill stops being reported.
+		topo.requeue = recheck
 	}
 
 	var settingsErr error

@@ -872,6 +872,19 @@ const (
 	// shard's cacheserver exited with an error and is not serving; the
 	// message carries the last line it wrote, which says why.
 	ReasonShardFailing = "ShardFailing"
+	// ReasonShardOOMKilled (Degraded, and a Warning Event on the pod): a
+	// shard's cacheserver was killed at its memory limit; Degraded stays
+	// True for 10 minutes after the last kill, also once the shard serves
+	// again. One Event per kill.
+	ReasonShardOOMKilled = "ShardOOMKilled"
+	// ReasonMemoryLimitTooLow (Degraded, and a Warning Event):
+	// spec.resources.limits.memory is below the estimate of what a shard
+	// uses (hotValueBytes, the SQLite page caches of the fanout databases
+	// and the Go runtime; docs/operations.md, Memory).
+	ReasonMemoryLimitTooLow = "MemoryLimitTooLow"
+	// ReasonVolumeResizePending (Degraded): a claim's capacity is still
+	// below its request 10 minutes after the operator grew it.
+	ReasonVolumeResizePending = "VolumeResizePending"
 	// Token rotation events.
 	ReasonTokenRotationStarted = "TokenRotationStarted"
 	ReasonTokenSwitched        = "TokenSwitched"
