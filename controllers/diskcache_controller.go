@@ -106,6 +106,8 @@ type DiskCacheReconciler struct {
 	pageSizesKept sync.Map
 	// failures are the shard failures already raised as Events.
 	failures failuresReported
+	// memoryWarned are the MemoryLimitTooLow messages already raised.
+	memoryWarned memoryWarned
 }
 
 // +kubebuilder:rbac:groups=cache.diskcache.dev,resources=diskcaches,verbs=get;list;watch
@@ -339,6 +341,14 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(dc.Namespace), client.MatchingLabels(selectorLabels(dc))); err != nil {
 		return nil, nil, nil, fmt.Errorf("list pods: %w", err)
+	}
+	if p := memoryProblem(dc); p != nil {
+		if r.memoryWarned.fresh(dc.UID, p) {
+			r.event(dc, corev1.EventTypeWarning, p.reason, "Reconcile", "%s", p.message)
+		}
+		problems = append(problems, *p)
+	} else {
+		r.memoryWarned.fresh(dc.UID, nil)
 	}
 	failures, recheck := failingShards(pods.Items, time.Now())
 	for _, f := range r.failures.fresh(dc.UID, failures) {

@@ -1,0 +1,82 @@
+package controllers
+
+import (
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+)
+
+// What a shard's memory estimate counts besides hotValueBytes (see
+// docs/operations.md, Memory). TestMemoryEstimateFollowsTheServer checks
+// them against the server's defaults.
+const (
+	// sqliteCachePages is the page cache SQLite may fill per connection to
+	// a fanout database (python-diskcache's sqlite_cache_size, 2^13 pages).
+	sqliteCachePages = 1 << 13
+	// serverDefaultPageSize and serverDefaultHotValueBytes are the
+	// cacheserver's --page-size and --hot-value-bytes defaults.
+	serverDefaultPageSize      = 2048
+	serverDefaultHotValueBytes = 32 << 20
+	// MemoryBaseline is the allowance for the Go runtime, the connections'
+	// buffers and request bodies in flight.
+	MemoryBaseline = 48 << 20
+)
+
+// memoryEstimate is what a shard is expected to use at most in steady
+// state: hotValueBytes, one full SQLite page cache per fanout database, and
+// MemoryBaseline.
+func memoryEstimate(spec *cachev1alpha1.DiskCacheSpec) (total, hot, sqlite int64) {
+	hot = serverDefaultHotValueBytes
+	if spec.HotValueBytes != nil {
+		hot = spec.HotValueBytes.Value()
+	}
+	page := int64(serverDefaultPageSize)
+	if spec.PageSize != nil {
+		page = int64(*spec.PageSize)
+	}
+	fanout := int64(spec.Fanout)
+	if fanout <= 0 {
+		fanout = int64(cachev1alpha1.DefaultFanout)
+	}
+	sqlite = fanout * sqliteCachePages * page
+	return hot + sqlite + MemoryBaseline, hot, sqlite
+}
+
+// memoryProblem is a MemoryLimitTooLow problem when spec.resources sets a
+// memory limit below memoryEstimate: the shards would be OOMKilled once
+// their caches fill.
+func memoryProblem(dc *cachev1alpha1.DiskCache) *problem {
+	limit, ok := dc.Spec.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		return nil
+	}
+	total, hot, sqlite := memoryEstimate(&dc.Spec)
+	if limit.Value() >= total {
+		return nil
+	}
+	mi := func(n int64) string { return resource.NewQuantity(n, resource.BinarySI).String() }
+	return &problem{cachev1alpha1.ReasonMemoryLimitTooLow, fmt.Sprintf(
+		"spec.resources.limits.memory %s is below the %s a shard may use: hotValueBytes %s + %d fanout databases × %d SQLite cache pages of %d bytes (%s) + %s for the Go runtime and connections; the shards are OOMKilled once their caches fill: raise the limit or lower spec.hotValueBytes (docs/operations.md, Memory)",
+		limit.String(), mi(total), mi(hot), dc.Spec.Fanout, sqliteCachePages, sqlite/int64(dc.Spec.Fanout)/sqliteCachePages, mi(sqlite), mi(MemoryBaseline))}
+}
+
+// memoryWarned remembers, per DiskCache, the MemoryLimitTooLow message last
+// raised as an Event, so each spec gets one Event rather than one per
+// reconcile.
+type memoryWarned struct{ m sync.Map }
+
+// fresh tells whether p (nil: no problem) was not reported yet, and
+// remembers it.
+func (w *memoryWarned) fresh(dc types.UID, p *problem) bool {
+	if p == nil {
+		w.m.Delete(dc)
+		return false
+	}
+	last, ok := w.m.Swap(dc, p.message)
+	return !ok || last.(string) != p.message
+}

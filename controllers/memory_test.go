@@ -1,0 +1,104 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+	"github.com/diskcache-operator/diskcache-operator/engine"
+)
+
+// The estimate counts what the server really defaults to.
+func TestMemoryEstimateFollowsTheServer(t *testing.T) {
+	cfg := cacheserver.DefaultConfig()
+	if cfg.HotValueBytes != serverDefaultHotValueBytes || cfg.PageSize != serverDefaultPageSize {
+		t.Errorf("server defaults hot %d page %d; the estimate assumes %d and %d", cfg.HotValueBytes, cfg.PageSize, serverDefaultHotValueBytes, serverDefaultPageSize)
+	}
+	if s := engine.DefaultSettings(); s.SQLiteCacheSize != sqliteCachePages {
+		t.Errorf("engine cache_size %d pages; the estimate assumes %d", s.SQLiteCacheSize, sqliteCachePages)
+	}
+}
+
+func TestMemoryLimitTooLow(t *testing.T) {
+	withLimit := func(limit string, mutate func(*cachev1alpha1.DiskCache)) *cachev1alpha1.DiskCache {
+		return defaulted(func(dc *cachev1alpha1.DiskCache) {
+			if limit != "" {
+				dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(limit)}
+			}
+			if mutate != nil {
+				mutate(dc)
+			}
+		})
+	}
+	// The documented defaults: 32Mi + 8 × 8192 × 2048 (128Mi) + 48Mi.
+	if total, _, _ := memoryEstimate(&withLimit("", nil).Spec); total != 208<<20 {
+		t.Errorf("estimate with the defaults %d, want 208Mi", total)
+	}
+	p := memoryProblem(withLimit("128Mi", nil))
+	if p == nil || p.reason != cachev1alpha1.ReasonMemoryLimitTooLow ||
+		!strings.Contains(p.message, "spec.resources.limits.memory 128Mi is below the 208Mi a shard may use: hotValueBytes 32Mi + 8 fanout databases × 8192 SQLite cache pages of 2048 bytes (128Mi) + 48Mi") {
+		t.Errorf("128Mi with the defaults: %+v", p)
+	}
+	p = memoryProblem(withLimit("96Mi", func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.HotValueBytes = ptrTo(resource.MustParse("512Mi"))
+		dc.Spec.Fanout = 2
+		dc.Spec.PageSize = ptrTo[int32](4096)
+	}))
+	if p == nil || !strings.Contains(p.message, "96Mi is below the 624Mi a shard may use: hotValueBytes 512Mi + 2 fanout databases × 8192 SQLite cache pages of 4096 bytes (64Mi)") {
+		t.Errorf("96Mi with hotValueBytes 512Mi: %+v", p)
+	}
+	for _, dc := range []*cachev1alpha1.DiskCache{withLimit("", nil), withLimit("208Mi", nil), withLimit("1Gi", nil),
+		withLimit("96Mi", func(dc *cachev1alpha1.DiskCache) {
+			dc.Spec.HotValueBytes = ptrTo(resource.MustParse("0"))
+			dc.Spec.Fanout = 1
+		})} {
+		if p := memoryProblem(dc); p != nil {
+			t.Errorf("limits %v, hot %v, fanout %d: %+v", dc.Spec.Resources.Limits, dc.Spec.HotValueBytes, dc.Spec.Fanout, p)
+		}
+	}
+
+	var w memoryWarned
+	if !w.fresh("dc", p) || w.fresh("dc", p) {
+		t.Error("a problem was not reported once")
+	}
+	w.fresh("dc", nil)
+	if !w.fresh("dc", p) {
+		t.Error("a problem back after it was fixed was not reported")
+	}
+}
+
+// A memory limit below the estimate makes the DiskCache Degraded, with the
+// numbers, and raises a Warning Event.
+func TestMemoryLimitTooLowIsReported(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	newDiskCache(t, ns, "small", func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.HotValueBytes = ptrTo(resource.MustParse("512Mi"))
+		dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("96Mi")}
+	})
+	const note = "spec.resources.limits.memory 96Mi is below the 688Mi a shard may use"
+	eventually(t, "Degraded: MemoryLimitTooLow", func() error {
+		dc := get(t, ns, "small", &cachev1alpha1.DiskCache{})
+		if err := conditionIs(dc, cachev1alpha1.ConditionDegraded, metav1.ConditionTrue, cachev1alpha1.ReasonMemoryLimitTooLow); err != nil {
+			return err
+		}
+		c := findCondition(dc, cachev1alpha1.ConditionDegraded)
+		return want(strings.Contains(c.Message, note), "message %q", c.Message)
+	})
+	eventually(t, "MemoryLimitTooLow event", func() error {
+		return findEventNote(t, ns, "small", cachev1alpha1.ReasonMemoryLimitTooLow, note)
+	})
+	updateDiskCache(t, ns, "small", func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
+	})
+	eventually(t, "no longer MemoryLimitTooLow", func() error {
+		dc := get(t, ns, "small", &cachev1alpha1.DiskCache{})
+		c := findCondition(dc, cachev1alpha1.ConditionDegraded)
+		return want(c != nil && c.Reason != cachev1alpha1.ReasonMemoryLimitTooLow, "Degraded %+v", c)
+	})
+}
