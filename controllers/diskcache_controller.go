@@ -19,6 +19,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -93,6 +94,10 @@ type DiskCacheReconciler struct {
 	// creation before the DiskCache is Degraded naming it; 0 means
 	// DefaultPodReadyDeadline.
 	PodReadyDeadline time.Duration
+	// VolumeResizeDeadline is how long a grown claim's volume may stay
+	// smaller than its request before the DiskCache is Degraded naming it;
+	// 0 means DefaultVolumeResizeDeadline.
+	VolumeResizeDeadline time.Duration
 
 	httpOnce  sync.Once
 	plainHTTP *http.Client
@@ -182,6 +187,7 @@ func (r *DiskCacheReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	status := computeStatus(want, &dc.Status, sts, problems, topo)
 	status.Maintenance = maint
+	status.VolumeResizes = want.Status.VolumeResizes
 	if topo != nil && topo.requeue > 0 && (requeue == 0 || topo.requeue < requeue) {
 		requeue = topo.requeue
 	}
@@ -336,7 +342,15 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		topo.requeue = recheck
 	}
 
-	problems = append(problems, r.resizeClaims(ctx, dc)...)
+	resizeProblems, resizes, resizeRecheck := r.resizeClaims(ctx, dc)
+	problems = append(problems, resizeProblems...)
+	// dc is the reconcile's copy: Reconcile takes status.volumeResizes
+	// from it (the last known ones when the reconcile failed before here).
+	dc.Status.VolumeResizes = resizes
+	if resizeRecheck > 0 && (topo.requeue == 0 || topo.requeue > resizeRecheck) {
+		// Claims are not watched: look at a pending resize again.
+		topo.requeue = resizeRecheck
+	}
 
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(dc.Namespace), client.MatchingLabels(selectorLabels(dc))); err != nil {
@@ -467,39 +481,73 @@ func (r *DiskCacheReconciler) reconcileToken(ctx context.Context, dc *cachev1alp
 }
 
 // resizeClaims grows the data claims of existing shards to storage.size
-// (volumeClaimTemplates are immutable, so the claims are patched directly).
-func (r *DiskCacheReconciler) resizeClaims(ctx context.Context, dc *cachev1alpha1.DiskCache) []problem {
+// (volumeClaimTemplates are immutable, so the claims are patched directly),
+// and reports the claims whose volume has not grown yet: in
+// status.volumeResizes, and as a problem once the resize failed or is
+// still pending VolumeResizeDeadline after the request. recheck is when to
+// look again while a resize is pending (0: none is).
+func (r *DiskCacheReconciler) resizeClaims(ctx context.Context, dc *cachev1alpha1.DiskCache) (problems []problem, pending []cachev1alpha1.VolumeResizeStatus, recheck time.Duration) {
 	var claims corev1.PersistentVolumeClaimList
 	if err := r.List(ctx, &claims, client.InNamespace(dc.Namespace), client.MatchingLabels(selectorLabels(dc))); err != nil {
-		return []problem{{cachev1alpha1.ReasonVolumeResizeFailed, fmt.Sprintf("list claims: %v", err)}}
+		return []problem{{cachev1alpha1.ReasonVolumeResizeFailed, fmt.Sprintf("list claims: %v", err)}}, dc.Status.VolumeResizes, 0
+	}
+	deadline := r.VolumeResizeDeadline
+	if deadline <= 0 {
+		deadline = DefaultVolumeResizeDeadline
 	}
 	want := *dc.Spec.Storage.Size
-	var problems []problem
+	now := time.Now()
 	for i := range claims.Items {
 		pvc := &claims.Items[i]
 		if !strings.HasPrefix(pvc.Name, DataVolume+"-"+stsName(dc)+"-") || pvc.DeletionTimestamp != nil {
 			continue
 		}
 		cur := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-		if cur.Cmp(want) >= 0 {
+		grow := cur.Cmp(want) < 0
+		since := resizeRequestTime(pvc)
+		// A claim grown by an operator without the annotation gets it, for
+		// the deadline of the resize.
+		if pending, _ := pendingResize(pvc, now, now, deadline); grow || (pending != nil && since.IsZero()) {
+			patch := client.MergeFrom(pvc.DeepCopy())
+			if grow {
+				if pvc.Spec.Resources.Requests == nil {
+					pvc.Spec.Resources.Requests = corev1.ResourceList{}
+				}
+				pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
+			}
+			metav1.SetMetaDataAnnotation(&pvc.ObjectMeta, cachev1alpha1.ResizeRequestedAnnotation, now.UTC().Format(time.RFC3339))
+			if err := r.Patch(ctx, pvc, patch, client.FieldOwner(ManagerName)); err != nil {
+				if grow {
+					r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonVolumeResizeFailed, "Resize",
+						"grow PersistentVolumeClaim %s from %s to %s: %v", pvc.Name, cur.String(), want.String(), err)
+				}
+				problems = append(problems, problem{cachev1alpha1.ReasonVolumeResizeFailed,
+					fmt.Sprintf("PersistentVolumeClaim %s: %v", pvc.Name, err)})
+				continue
+			}
+			if grow {
+				r.event(dc, corev1.EventTypeNormal, "VolumeResizing", "Resize",
+					"growing PersistentVolumeClaim %s from %s to %s", pvc.Name, cur.String(), want.String())
+			}
+			since = resizeRequestTime(pvc)
+		}
+		st, p := pendingResize(pvc, since, now, deadline)
+		if st == nil {
 			continue
 		}
-		patch := client.MergeFrom(pvc.DeepCopy())
-		if pvc.Spec.Resources.Requests == nil {
-			pvc.Spec.Resources.Requests = corev1.ResourceList{}
+		pending = append(pending, *st)
+		if p != nil {
+			problems = append(problems, *p)
 		}
-		pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
-		if err := r.Patch(ctx, pvc, patch, client.FieldOwner(ManagerName)); err != nil {
-			r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonVolumeResizeFailed, "Resize",
-				"grow PersistentVolumeClaim %s from %s to %s: %v", pvc.Name, cur.String(), want.String(), err)
-			problems = append(problems, problem{cachev1alpha1.ReasonVolumeResizeFailed,
-				fmt.Sprintf("PersistentVolumeClaim %s: %v", pvc.Name, err)})
-			continue
+		next := volumeResizeRecheck
+		if left := since.Add(deadline).Sub(now); left > 0 && left < next {
+			next = left
 		}
-		r.event(dc, corev1.EventTypeNormal, "VolumeResizing", "Resize",
-			"growing PersistentVolumeClaim %s from %s to %s", pvc.Name, cur.String(), want.String())
+		if recheck == 0 || next < recheck {
+			recheck = next
+		}
 	}
-	return problems
+	return problems, pending, recheck
 }
 
 // event records an Event on the DiskCache (never with the token in it).

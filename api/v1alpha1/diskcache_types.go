@@ -653,6 +653,14 @@ type DiskCacheStatus struct {
 	// +optional
 	Auth *AuthStatus `json:"auth,omitempty"`
 
+	// VolumeResizes are the shards' claims whose capacity is still below
+	// what the operator asked for when spec.storage.size grew, with what
+	// their conditions say; empty when no resize is pending.
+	// +listType=map
+	// +listMapKey=claim
+	// +optional
+	VolumeResizes []VolumeResizeStatus `json:"volumeResizes,omitempty"`
+
 	// Conditions: Available, Progressing, Degraded.
 	// +listType=map
 	// +listMapKey=type
@@ -660,6 +668,25 @@ type DiskCacheStatus struct {
 	// +patchMergeKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// VolumeResizeStatus is a claim being grown.
+type VolumeResizeStatus struct {
+	// Claim is the PersistentVolumeClaim's name.
+	Claim string `json:"claim"`
+	// Requested is the size the claim requests.
+	Requested string `json:"requested"`
+	// Capacity is the size its volume has so far.
+	// +optional
+	Capacity string `json:"capacity,omitempty"`
+	// RequestTime is when the operator asked for the size.
+	// +optional
+	RequestTime *metav1.Time `json:"requestTime,omitempty"`
+	// Message says what the claim's conditions and allocated resource
+	// status say (Resizing, FileSystemResizePending, ControllerResizeError,
+	// NodeResizeError), or that nothing has acted on the request.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // TopologyStatus is the shard layout as the cache servers report it
@@ -882,6 +909,10 @@ const (
 	// uses (hotValueBytes, the SQLite page caches of the fanout databases
 	// and the Go runtime; docs/operations.md, Memory).
 	ReasonMemoryLimitTooLow = "MemoryLimitTooLow"
+	// ResizeRequestedAnnotation on a shard's claim is when the operator
+	// grew its request (RFC 3339); a resize still pending 10 minutes later
+	// makes the DiskCache Degraded (VolumeResizePending).
+	ResizeRequestedAnnotation = "cache.diskcache.dev/resize-requested"
 	// ReasonVolumeResizePending (Degraded): a claim's capacity is still
 	// below its request 10 minutes after the operator grew it.
 	ReasonVolumeResizePending = "VolumeResizePending"
