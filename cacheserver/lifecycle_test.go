@@ -389,7 +389,7 @@ func TestConfigReportsStartUpValues(t *testing.T) {
 	}
 	want := map[string]any{"fanout": 3.0, "database_timeout_seconds": 2.5, "max_key_bytes": 1000.0,
 		"max_value_bytes": float64(1 << 40), "request_timeout_seconds": 45.0, "tls": false,
-		"fsync_value_files": true, "metrics_require_token": true, "quarantined": []any{},
+		"fsync_value_files": true, "metrics_require_token": true, "quarantined": []any{}, "disk_full": false,
 		"page_size": 2048.0, "database_page_sizes": []any{2048.0, 2048.0, 2048.0},
 		"go_debug": "http2client=0,schedtrace=2147483647"}
 	if !reflect.DeepEqual(got, want) {

@@ -103,6 +103,14 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 	grace := dc.Spec.Auth.RotationGracePeriod.Duration
 	now := time.Now()
 
+	rotating := next != "" && next != cur || prev != "" || trigger != "" && trigger != secret.Annotations[rotationTriggerAnnotation]
+	if owned && rotating && grace < kubeletSecretSync {
+		// Before the step: the step that retires the old token ends the
+		// rotation.
+		r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonRotationGracePeriodShort, "RotateToken",
+			"spec.auth.rotationGracePeriod %s is shorter than the kubelet takes to update a mounted Secret (about %s): clients that read the token from one may be refused once the old token is retired",
+			grace, kubeletSecretSync)
+	}
 	switch {
 	case next != "" && next != cur:
 		st.Rotation = cachev1alpha1.RotationPropagating
@@ -175,11 +183,6 @@ func (r *DiskCacheReconciler) rotationStep(ctx context.Context, dc *cachev1alpha
 		st.Rotation = cachev1alpha1.RotationPropagating
 		secret = s
 		out.requeue = rotationPoll
-	}
-	if owned && st.Rotation != "" && grace < kubeletSecretSync {
-		r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonRotationGracePeriodShort, "RotateToken",
-			"spec.auth.rotationGracePeriod %s is shorter than the kubelet takes to update a mounted Secret (about %s): clients that read the token from one may be refused once the old token is retired",
-			grace, kubeletSecretSync)
 	}
 	if owned && st.Rotation != "" && trigger != "" && trigger != secret.Annotations[rotationTriggerAnnotation] {
 		r.event(dc, corev1.EventTypeNormal, cachev1alpha1.ReasonTokenRotationQueued, "RotateToken",
