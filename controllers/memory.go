@@ -60,9 +60,13 @@ func memoryProblem(dc *cachev1alpha1.DiskCache) *problem {
 		return nil
 	}
 	mi := func(n int64) string { return resource.NewQuantity(n, resource.BinarySI).String() }
+	fanout := dc.Spec.Fanout
+	if fanout <= 0 {
+		fanout = cachev1alpha1.DefaultFanout // as memoryEstimate counts it
+	}
 	return &problem{cachev1alpha1.ReasonMemoryLimitTooLow, fmt.Sprintf(
 		"spec.resources.limits.memory %s is below the %s a shard may use: hotValueBytes %s + %d fanout databases × %d SQLite cache pages of %d bytes (%s) + %s for the Go runtime and connections; the shards are OOMKilled once their caches fill: raise the limit or lower spec.hotValueBytes (docs/operations.md, Memory)",
-		limit.String(), mi(total), mi(hot), dc.Spec.Fanout, sqliteCachePages, sqlite/int64(dc.Spec.Fanout)/sqliteCachePages, mi(sqlite), mi(MemoryBaseline))}
+		limit.String(), mi(total), mi(hot), fanout, sqliteCachePages, sqlite/int64(fanout)/sqliteCachePages, mi(sqlite), mi(MemoryBaseline))}
 }
 
 // memoryWarned remembers, per DiskCache, the MemoryLimitTooLow message last

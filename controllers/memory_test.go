@@ -52,6 +52,11 @@ func TestMemoryLimitTooLow(t *testing.T) {
 	if p == nil || !strings.Contains(p.message, "96Mi is below the 624Mi a shard may use: hotValueBytes 512Mi + 2 fanout databases × 8192 SQLite cache pages of 4096 bytes (64Mi)") {
 		t.Errorf("96Mi with hotValueBytes 512Mi: %+v", p)
 	}
+	// An object the API server did not default (fanout 0) is counted with
+	// the default fanout, not divided by.
+	if p := memoryProblem(withLimit("128Mi", func(dc *cachev1alpha1.DiskCache) { dc.Spec.Fanout = 0 })); p == nil || !strings.Contains(p.message, "8 fanout databases") {
+		t.Errorf("fanout 0: %+v", p)
+	}
 	for _, dc := range []*cachev1alpha1.DiskCache{withLimit("", nil), withLimit("208Mi", nil), withLimit("1Gi", nil),
 		withLimit("96Mi", func(dc *cachev1alpha1.DiskCache) {
 			dc.Spec.HotValueBytes = ptrTo(resource.MustParse("0"))
