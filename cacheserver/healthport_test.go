@@ -86,59 +86,46 @@ func TestHealthPortAnswersAtTheConnectionLimit(t *testing.T) {
 			return false
 		}
 	}
+	// redial runs n goroutines that each open a connection to the data
+	// port, hand it to use and open another until the test stops.
+	redial := func(n int, use func(c net.Conn)) {
+		for range n {
+			wg.Add(1)
+			started.Add(1)
+			go func() {
+				defer wg.Done()
+				first := true
+				for !stopped() {
+					c, err := net.Dial("tcp", srv.Addr)
+					if first {
+						started.Done()
+						first = false
+					}
+					if err != nil {
+						continue
+					}
+					_ = c.SetDeadline(time.Now().Add(hangGuard))
+					use(c)
+					c.Close()
+				}
+			}()
+		}
+	}
 	// Connections that send nothing, each opened again when the server
 	// closes it.
-	for range silent {
-		wg.Add(1)
-		started.Add(1)
-		go func() {
-			defer wg.Done()
-			first := true
-			for !stopped() {
-				c, err := net.Dial("tcp", srv.Addr)
-				if first {
-					started.Done()
-					first = false
-				}
-				if err != nil {
-					continue
-				}
-				_ = c.SetDeadline(time.Now().Add(hangGuard))
-				_, _ = io.Copy(io.Discard, c)
-				c.Close()
-			}
-		}()
-	}
+	redial(silent, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	// Well-behaved clients sending a request on a new connection, again
 	// as soon as they have their answer.
-	for range stormers {
-		wg.Add(1)
-		started.Add(1)
-		go func() {
-			defer wg.Done()
-			first := true
-			for !stopped() {
-				c, err := net.Dial("tcp", srv.Addr)
-				if first {
-					started.Done()
-					first = false
-				}
-				if err != nil {
-					continue
-				}
-				_ = c.SetDeadline(time.Now().Add(hangGuard))
-				_, _ = fmt.Fprintf(c, "GET /v1/keys/storm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", srv.Token)
-				b, _ := io.ReadAll(c)
-				c.Close()
-				if len(b) > 0 {
-					stormAnswers.Add(1)
-				}
-				if strings.Contains(string(b), wire.CodeTooManyConnections) {
-					refusals.Add(1)
-				}
-			}
-		}()
-	}
+	redial(stormers, func(c net.Conn) {
+		_, _ = fmt.Fprintf(c, "GET /v1/keys/storm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", srv.Token)
+		b, _ := io.ReadAll(c)
+		if len(b) > 0 {
+			stormAnswers.Add(1)
+		}
+		if strings.Contains(string(b), wire.CodeTooManyConnections) {
+			refusals.Add(1)
+		}
+	})
 	started.Wait()
 
 	probe := probeClient(nil)
