@@ -25,8 +25,9 @@ const reserveFileName = ".diskcache-reserve"
 // of --disk-reserve-bytes; the first write that fails for lack of space
 // marks the disk full and deletes the reserve, so that deletes, clear,
 // evict and cull (which SQLite must journal) have room to free space.
-// While full, requests that store new data are refused with 507 at once
-// and /readyz answers 503. Once the volume has twice the reserve free
+// While full, requests that store new data are refused with 507 at once;
+// /readyz stays 200 (status disk_full), so that the deletes and settings
+// that free space still reach the shard. Once the volume has twice the reserve free
 // again, the reserve is taken back and the disk is no longer full.
 type diskGuard struct {
 	dir     string
