@@ -8,6 +8,7 @@ import (
 	"go/token"
 	"net/http"
 	"os"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 )
 
 const openAPIPath = "../docs/api/openapi.yaml"
@@ -456,6 +458,41 @@ func TestOpenAPIHeadersMatchWire(t *testing.T) {
 		}
 		if !seen[h] {
 			t.Errorf("wire.%s (%s) appears in no parameter or response of %s", name, h, openAPIPath)
+		}
+	}
+}
+
+// TestOpenAPIServerConfigMatchesWire checks that the ServerConfig schema
+// (GET /v1/config) has exactly the fields of wire.ServerConfig, and
+// requires those always sent (no omitempty).
+func TestOpenAPIServerConfigMatchesWire(t *testing.T) {
+	sp := loadSpec(t)
+	raw, err := sp.lookup("#/components/schemas/ServerConfig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := raw.(map[string]any)
+	props, _ := schema["properties"].(map[string]any)
+	required := map[string]bool{}
+	for _, r := range schema["required"].([]any) {
+		required[r.(string)] = true
+	}
+	fields := map[string]bool{}
+	typ := reflect.TypeFor[wire.ServerConfig]()
+	for i := range typ.NumField() {
+		name, opts, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		always := !strings.Contains(opts, "omitempty")
+		fields[name] = true
+		if _, ok := props[name]; !ok {
+			t.Errorf("wire.ServerConfig.%s (%q) is not in the ServerConfig schema", typ.Field(i).Name, name)
+		}
+		if required[name] != always {
+			t.Errorf("ServerConfig schema: %q required %v, but the server always sends it: %v", name, required[name], always)
+		}
+	}
+	for name := range props {
+		if !fields[name] {
+			t.Errorf("ServerConfig schema has %q, which wire.ServerConfig does not", name)
 		}
 	}
 }
