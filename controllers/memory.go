@@ -9,27 +9,23 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
-// What a shard's memory estimate counts besides hotValueBytes (see
-// docs/operations.md, Memory). TestMemoryEstimateFollowsTheServer checks
-// them against the server's defaults.
+// The cacheserver's defaults a shard's memory estimate counts (see
+// docs/operations.md, Memory); what the rest of the estimate is made of is
+// in package settings (settings.SQLiteCachePages, settings.MemoryBaseline).
+// TestMemoryEstimateFollowsTheServer checks them against the server's.
 const (
-	// sqliteCachePages is the page cache SQLite may fill per connection to
-	// a fanout database (python-diskcache's sqlite_cache_size, 2^13 pages).
-	sqliteCachePages = 1 << 13
 	// serverDefaultPageSize and serverDefaultHotValueBytes are the
 	// cacheserver's --page-size and --hot-value-bytes defaults.
 	serverDefaultPageSize      = 2048
 	serverDefaultHotValueBytes = 32 << 20
-	// MemoryBaseline is the allowance for the Go runtime, the connections'
-	// buffers and request bodies in flight.
-	MemoryBaseline = 48 << 20
 )
 
 // memoryEstimate is what a shard is expected to use at most in steady
 // state: hotValueBytes, one full SQLite page cache per fanout database, and
-// MemoryBaseline.
+// settings.MemoryBaseline.
 func memoryEstimate(spec *cachev1alpha1.DiskCacheSpec) (total, hot, sqlite int64) {
 	hot = serverDefaultHotValueBytes
 	if spec.HotValueBytes != nil {
@@ -43,8 +39,8 @@ func memoryEstimate(spec *cachev1alpha1.DiskCacheSpec) (total, hot, sqlite int64
 	if fanout <= 0 {
 		fanout = int64(cachev1alpha1.DefaultFanout)
 	}
-	sqlite = fanout * sqliteCachePages * page
-	return hot + sqlite + MemoryBaseline, hot, sqlite
+	sqlite = fanout * settings.SQLiteCacheBytes(settings.SQLiteCachePages, page)
+	return hot + sqlite + settings.MemoryBaseline, hot, sqlite
 }
 
 // memoryProblem is a MemoryLimitTooLow problem when spec.resources sets a
@@ -66,7 +62,7 @@ func memoryProblem(dc *cachev1alpha1.DiskCache) *problem {
 	}
 	return &problem{cachev1alpha1.ReasonMemoryLimitTooLow, fmt.Sprintf(
 		"spec.resources.limits.memory %s is below the %s a shard may use: hotValueBytes %s + %d fanout databases × %d SQLite cache pages of %d bytes (%s) + %s for the Go runtime and connections; the shards are OOMKilled once their caches fill: raise the limit or lower spec.hotValueBytes (docs/operations.md, Memory)",
-		limit.String(), mi(total), mi(hot), fanout, sqliteCachePages, sqlite/int64(fanout)/sqliteCachePages, mi(sqlite), mi(MemoryBaseline))}
+		limit.String(), mi(total), mi(hot), fanout, settings.SQLiteCachePages, sqlite/int64(fanout)/settings.SQLiteCachePages, mi(sqlite), mi(settings.MemoryBaseline))}
 }
 
 // memoryWarned remembers, per DiskCache, the MemoryLimitTooLow message last

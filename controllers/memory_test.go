@@ -11,6 +11,7 @@ import (
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
 	"github.com/diskcache-operator/diskcache-operator/engine"
+	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
 // The estimate counts what the server really defaults to.
@@ -19,8 +20,8 @@ func TestMemoryEstimateFollowsTheServer(t *testing.T) {
 	if cfg.HotValueBytes != serverDefaultHotValueBytes || cfg.PageSize != serverDefaultPageSize {
 		t.Errorf("server defaults hot %d page %d; the estimate assumes %d and %d", cfg.HotValueBytes, cfg.PageSize, serverDefaultHotValueBytes, serverDefaultPageSize)
 	}
-	if s := engine.DefaultSettings(); s.SQLiteCacheSize != sqliteCachePages {
-		t.Errorf("engine cache_size %d pages; the estimate assumes %d", s.SQLiteCacheSize, sqliteCachePages)
+	if s := engine.DefaultSettings(); s.SQLiteCacheSize != settings.SQLiteCachePages {
+		t.Errorf("engine cache_size %d pages; the estimate assumes %d", s.SQLiteCacheSize, settings.SQLiteCachePages)
 	}
 }
 

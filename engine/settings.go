@@ -58,7 +58,7 @@ func DefaultSettings() Settings {
 		SizeLimit:          1 << 30,
 		CullLimit:          10,
 		SQLiteAutoVacuum:   1,
-		SQLiteCacheSize:    1 << 13,
+		SQLiteCacheSize:    settings.SQLiteCachePages,
 		SQLiteJournalMode:  "wal",
 		SQLiteMmapSize:     1 << 26,
 		SQLiteSynchronous:  1,

@@ -88,3 +88,13 @@ func TestPolicies(t *testing.T) {
 		t.Errorf("PolicyList() = %q", PolicyList())
 	}
 }
+
+// SQLite's cache_size is pages when positive and KiB when negative.
+func TestSQLiteCacheBytes(t *testing.T) {
+	if got := SQLiteCacheBytes(SQLiteCachePages, 2048); got != 16<<20 {
+		t.Errorf("8192 pages of 2048 bytes: %d", got)
+	}
+	if got := SQLiteCacheBytes(-2000, 4096); got != 2000<<10 {
+		t.Errorf("cache_size -2000: %d, want 2000 KiB", got)
+	}
+}
