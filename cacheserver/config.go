@@ -71,6 +71,10 @@ type Config struct {
 	// PageSize is the SQLite page size of the databases the server
 	// creates (engine Options.PageSize); those that exist keep theirs.
 	PageSize int
+	// MemoryLimit is the memory the container may use (0: not known). New
+	// sets the process's Go memory limit from it (memory.go), unless
+	// GOMEMLIMIT is in the environment.
+	MemoryLimit int64
 	// MetricsRequireToken serves /metrics to the data (or admin) token
 	// only; MetricsInterval is the least time between two renderings of
 	// /metrics (scrapes in between wait for the next; 0: no bound).
@@ -192,6 +196,9 @@ func (c *Config) Validate() error {
 	if c.HotValueBytes < 0 {
 		errs = append(errs, fmt.Errorf("--%s must not be negative", settings.FlagHotValueBytes))
 	}
+	if c.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("--%s must not be negative", settings.FlagMemoryLimit))
+	}
 	if !engine.ValidPageSize(c.PageSize) {
 		errs = append(errs, fmt.Errorf("--%s must be a power of two from 512 to 65536, got %d", settings.FlagPageSize, c.PageSize))
 	}
@@ -257,6 +264,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.BoolVar(&cfg.FsyncValueFiles, settings.FlagFsyncValueFiles.String(), cfg.FsyncValueFiles, "fsync each new value file before its row commits, so a power loss cannot leave a committed item without its value (python-diskcache does not; costs a disk flush per file-backed write)")
 	fs.Int64Var(&cfg.HotValueBytes, settings.FlagHotValueBytes.String(), cfg.HotValueBytes, "bytes of the values read last kept in memory, so gets they answer run no SQL (0: none); values in files are not kept. Not 0: no other process may open the data directory's databases while the server runs")
 	fs.IntVar(&cfg.PageSize, settings.FlagPageSize.String(), cfg.PageSize, "SQLite page size in bytes of the databases the server creates (those that exist keep theirs): a write appends each page it changes to the log whole, so smaller pages write less per small set; python-diskcache's default is 4096")
+	fs.Int64Var(&cfg.MemoryLimit, settings.FlagMemoryLimit.String(), cfg.MemoryLimit, fmt.Sprintf("bytes of memory the container may use (the operator passes its memory limit; 0: unknown): the server sets the Go runtime's soft memory limit to this less the SQLite page caches of the fanout databases and %d MiB for thread stacks and SQLite's other memory, but at least --hot-value-bytes + %d MiB, so the garbage collector works harder before the container's limit is reached. GOMEMLIMIT in the environment wins", settings.MemoryOutsideGo>>20, settings.MemoryGoBaseline>>20))
 	fs.BoolVar(&cfg.MetricsRequireToken, settings.FlagMetricsRequireToken.String(), cfg.MetricsRequireToken, "serve /metrics only with the bearer token (the data token, or the admin token)")
 	fs.DurationVar(&cfg.MetricsInterval, settings.FlagMetricsInterval.String(), cfg.MetricsInterval, "least time between two renderings of /metrics: a scrape waits for the first rendering that starts after it arrives, and scrapes waiting together share it (0: no bound)")
 	fs.StringVar(&cfg.LogFormat, settings.FlagLogFormat.String(), cfg.LogFormat, "json or text")

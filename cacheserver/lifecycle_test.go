@@ -372,7 +372,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 func TestConfigReportsStartUpValues(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{Args: []string{"--fanout", "3", "--database-timeout", "2500ms",
 		"--max-key-bytes", "1000", "--request-timeout", "45s", "--fsync-value-files", "--metrics-require-token"},
-		Env: []string{"GODEBUG=http2client=0"}})
+		Env: []string{"GODEBUG=http2client=0", "GOMEMLIMIT="}})
 	req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/config", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -391,7 +391,7 @@ func TestConfigReportsStartUpValues(t *testing.T) {
 		"max_value_bytes": float64(1 << 40), "request_timeout_seconds": 45.0, "tls": false,
 		"fsync_value_files": true, "metrics_require_token": true, "quarantined": []any{}, "disk_full": false,
 		"page_size": 2048.0, "database_page_sizes": []any{2048.0, 2048.0, 2048.0},
-		"go_debug": "http2client=0,schedtrace=2147483647"}
+		"go_debug": "http2client=0,schedtrace=2147483647", "memory_limit_bytes": 0.0, "go_memory_limit_bytes": 0.0}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("GET /v1/config = %v, want %v", got, want)
 	}

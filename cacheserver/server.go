@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path"
 	"runtime"
 	"strconv"
@@ -111,6 +112,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Error("damaged database moved aside and started empty; its items are lost",
 			slog.Int("fanout_database", q.Index), slog.String("moved_to", q.Path), slog.Any("error", q.Err))
 	}
+	applyGoMemoryLimit(&cfg, fc, os.Getenv("GOMEMLIMIT"), log)
 	s := &Server{cfg: cfg, cache: fc, log: log, mux: http.NewServeMux(), waiters: newWaitRegistry(), started: time.Now(), frames: newFrameConns()}
 	if !cfg.InsecureNoAuth {
 		if s.tokens, err = newTokenSource(cfg.TokenFile, log); err != nil {

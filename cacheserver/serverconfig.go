@@ -26,6 +26,8 @@ func (s *Server) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
 		PageSize:               s.cfg.PageSize,
 		Quarantined:            []wire.Quarantined{},
 		DiskFull:               s.disk.isFull(),
+		MemoryLimitBytes:       s.cfg.MemoryLimit,
+		GoMemoryLimitBytes:     goMemoryLimit(),
 	}
 	for i := range s.cache.DatabaseCount() {
 		c.DatabasePageSizes = append(c.DatabasePageSizes, s.cache.Database(i).PageSize())

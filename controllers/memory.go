@@ -14,7 +14,8 @@ import (
 
 // The cacheserver's defaults a shard's memory estimate counts (see
 // docs/operations.md, Memory); what the rest of the estimate is made of is
-// in package settings (settings.SQLiteCachePages, settings.MemoryBaseline).
+// in package settings (settings.SQLiteCachePages, settings.MemoryBaseline),
+// which the server sets its Go memory limit from.
 // TestMemoryEstimateFollowsTheServer checks them against the server's.
 const (
 	// serverDefaultPageSize and serverDefaultHotValueBytes are the

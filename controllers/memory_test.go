@@ -1,6 +1,11 @@
 package controllers
 
 import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -10,11 +15,16 @@ import (
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
-// The estimate counts what the server really defaults to.
+// The estimate counts what the server really defaults to, and a server
+// whose container has exactly the estimate (--memory-limit, as the pod
+// template passes it) gives its Go heap the heap's share of it, hot values
+// and settings.MemoryGoBaseline: it subtracts what the estimate counts
+// outside the heap, from the databases it really opened.
 func TestMemoryEstimateFollowsTheServer(t *testing.T) {
 	cfg := cacheserver.DefaultConfig()
 	if cfg.HotValueBytes != serverDefaultHotValueBytes || cfg.PageSize != serverDefaultPageSize {
@@ -22,6 +32,40 @@ func TestMemoryEstimateFollowsTheServer(t *testing.T) {
 	}
 	if s := engine.DefaultSettings(); s.SQLiteCacheSize != settings.SQLiteCachePages {
 		t.Errorf("engine cache_size %d pages; the estimate assumes %d", s.SQLiteCacheSize, settings.SQLiteCachePages)
+	}
+
+	// The server sets the process's Go memory limit: put it back, and
+	// keep a GOMEMLIMIT of the test's environment from winning.
+	t.Setenv("GOMEMLIMIT", "")
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	for _, dc := range []*cachev1alpha1.DiskCache{defaulted(nil), defaulted(func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.HotValueBytes = ptrTo(resource.MustParse("96Mi"))
+		dc.Spec.Fanout = 3
+		dc.Spec.PageSize = ptrTo[int32](4096)
+	})} {
+		total, hot, _ := memoryEstimate(&dc.Spec)
+		cfg := cacheserver.DefaultConfig()
+		cfg.DataDir, cfg.InsecureNoAuth = t.TempDir(), true
+		cfg.Fanout, cfg.HotValueBytes, cfg.MemoryLimit = int(dc.Spec.Fanout), hot, total
+		if dc.Spec.PageSize != nil {
+			cfg.PageSize = int(*dc.Spec.PageSize)
+		}
+		srv, err := cacheserver.New(bg, cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/config", nil))
+		_ = srv.Close()
+		var got wire.ServerConfig
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+			t.Fatalf("GET /v1/config: %d %s: %v", rec.Code, rec.Body, err)
+		}
+		if want := hot + settings.MemoryGoBaseline; got.MemoryLimitBytes != total || got.GoMemoryLimitBytes != want {
+			t.Errorf("fanout %d, page size %d, hot %d: a server with --memory-limit %d (the estimate) runs with the Go memory limit %d (config %+v), want %d",
+				cfg.Fanout, cfg.PageSize, hot, total, got.GoMemoryLimitBytes, got, want)
+		}
 	}
 }
 

@@ -41,6 +41,7 @@ const (
 	FlagMetricsInterval       Flag = "metrics-interval"
 	FlagHotValueBytes         Flag = "hot-value-bytes"
 	FlagPageSize              Flag = "page-size"
+	FlagMemoryLimit           Flag = "memory-limit"
 )
 
 // ServerFlags are the engine settings the cacheserver takes as flags (and

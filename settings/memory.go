@@ -4,7 +4,8 @@ package settings
 // values and the Go runtime live in the Go heap; SQLite's page caches,
 // thread stacks and SQLite's other allocations live outside it, where the
 // Go runtime neither sees nor bounds them. The operator estimates a shard's
-// need from these (MemoryLimitTooLow).
+// need from these (MemoryLimitTooLow); the cacheserver sets its Go memory
+// limit from them (--memory-limit).
 const (
 	// SQLiteCachePages is the page cache SQLite may fill per connection to
 	// a database: python-diskcache's sqlite_cache_size, 2^13 pages.
@@ -29,4 +30,24 @@ func SQLiteCacheBytes(cacheSize, pageSize int64) int64 {
 		return -cacheSize << 10
 	}
 	return cacheSize * pageSize
+}
+
+// GoMemoryLimit is the soft memory limit for the Go runtime of a shard
+// whose container may use limit bytes, whose SQLite page caches may hold
+// sqlite bytes and which keeps hot bytes of values in memory: what limit
+// leaves after sqlite and MemoryOutsideGo, but at least hot +
+// MemoryGoBaseline, the heap's own share of the operator's estimate (a
+// limit below what the heap holds anyway would keep the garbage collector
+// running without saving the shard from the OOM killer), and at most limit.
+// floored says the floor applied: limit is below the estimate. 0 (no limit)
+// when limit is 0.
+func GoMemoryLimit(limit, hot, sqlite int64) (goLimit int64, floored bool) {
+	if limit <= 0 {
+		return 0, false
+	}
+	goLimit = limit - sqlite - MemoryOutsideGo
+	if floor := hot + MemoryGoBaseline; goLimit < floor {
+		goLimit, floored = floor, true
+	}
+	return min(goLimit, limit), floored
 }

@@ -403,6 +403,12 @@ type ServerConfig struct {
 	// DiskFull: the data volume is full, so writes of new data are refused
 	// (507) until space is freed; reads, deletes and removals still work.
 	DiskFull bool `json:"disk_full"`
+	// MemoryLimitBytes is --memory-limit, the memory the container may use
+	// (0: not given); GoMemoryLimitBytes is the soft memory limit the Go
+	// runtime runs with (0: none): from --memory-limit less what lives
+	// outside the Go heap, or GOMEMLIMIT when the environment sets it.
+	MemoryLimitBytes   int64 `json:"memory_limit_bytes"`
+	GoMemoryLimitBytes int64 `json:"go_memory_limit_bytes"`
 	// TokenFingerprints are TokenFingerprint of each accepted data token
 	// (current first); absent unless the request carried the admin token.
 	TokenFingerprints []string `json:"token_fingerprints,omitempty"`
