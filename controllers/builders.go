@@ -247,15 +247,27 @@ func buildStatefulSet(dc *cachev1alpha1.DiskCache, image, configHash string, pee
 	if scheme(dc) == "https" && peerCA {
 		args = append(args, settings.FlagPeerCAFile.Arg(), TLSDir+"/"+caKey)
 	}
+	env := []corev1.EnvVar{{Name: settings.FlagShardIndex.Env(), ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['" + PodIndexLabel + "']"},
+	}}}
+	// The server sets its Go memory limit from the container's memory
+	// limit. Only when the spec sets one: without a limit the downward
+	// API answers the node's allocatable memory, which no shard should
+	// size its heap by.
+	if _, ok := spec.Resources.Limits[corev1.ResourceMemory]; ok {
+		env = append(env, corev1.EnvVar{Name: settings.FlagMemoryLimit.Env(), ValueFrom: &corev1.EnvVarSource{
+			ResourceFieldRef: &corev1.ResourceFieldSelector{
+				ContainerName: ContainerName, Resource: "limits.memory", Divisor: resource.MustParse("1"),
+			},
+		}})
+	}
 	container := corev1.Container{
 		Name:            ContainerName,
 		Image:           image,
 		ImagePullPolicy: spec.ImagePullPolicy,
 		Command:         []string{BinaryPath},
 		Args:            args,
-		Env: []corev1.EnvVar{{Name: settings.FlagShardIndex.Env(), ValueFrom: &corev1.EnvVarSource{
-			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['" + PodIndexLabel + "']"},
-		}}},
+		Env:             env,
 		Ports: []corev1.ContainerPort{{
 			Name: PortName, ContainerPort: Port, Protocol: corev1.ProtocolTCP,
 		}, {

@@ -241,10 +241,14 @@ func TestCreateProducesEveryChild(t *testing.T) {
 			t.Errorf("config volume: admin token from %+v", src[2])
 		}
 	}
-	// Each server's shard index is its pod's ordinal.
-	if len(ct.Env) != 1 || ct.Env[0].Name != "DISKCACHE_SHARD_INDEX" || ct.Env[0].ValueFrom == nil || ct.Env[0].ValueFrom.FieldRef == nil ||
+	// Each server's shard index is its pod's ordinal; its --memory-limit
+	// is the container's memory limit in bytes, from the downward API.
+	if len(ct.Env) != 2 || ct.Env[0].Name != "DISKCACHE_SHARD_INDEX" || ct.Env[0].ValueFrom == nil || ct.Env[0].ValueFrom.FieldRef == nil ||
 		ct.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.labels['apps.kubernetes.io/pod-index']" {
 		t.Errorf("env %+v: want DISKCACHE_SHARD_INDEX from the pod-index label", ct.Env)
+	} else if e := ct.Env[1]; e.Name != "DISKCACHE_MEMORY_LIMIT" || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
+		*e.ValueFrom.ResourceFieldRef != (corev1.ResourceFieldSelector{ContainerName: "cacheserver", Resource: "limits.memory", Divisor: resource.MustParse("1")}) {
+		t.Errorf("env %+v: want DISKCACHE_MEMORY_LIMIT from the cacheserver container's limits.memory, divisor 1", ct.Env)
 	}
 	if v := vols["tmp"]; v.EmptyDir == nil {
 		t.Errorf("tmp volume %+v", v)
@@ -401,6 +405,11 @@ func TestDefaultsApplied(t *testing.T) {
 	if *c.sts.Spec.Replicas != 1 || !c.sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().Equal(resource.MustParse("2Gi")) ||
 		c.sts.Spec.VolumeClaimTemplates[0].Spec.StorageClassName != nil {
 		t.Errorf("defaulted statefulset: replicas %d, claim %+v", *c.sts.Spec.Replicas, c.sts.Spec.VolumeClaimTemplates[0].Spec)
+	}
+	// No memory limit: no --memory-limit (the downward API would answer
+	// the node's allocatable memory).
+	if env := container(&c.sts).Env; len(env) != 1 || env[0].Name != "DISKCACHE_SHARD_INDEX" {
+		t.Errorf("env %+v without a memory limit: want DISKCACHE_SHARD_INDEX alone", env)
 	}
 }
 

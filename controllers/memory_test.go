@@ -3,9 +3,11 @@ package controllers
 import (
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -151,4 +153,49 @@ func TestMemoryLimitTooLowIsReported(t *testing.T) {
 		c := findCondition(dc, cachev1alpha1.ConditionDegraded)
 		return want(c != nil && c.Reason != cachev1alpha1.ReasonMemoryLimitTooLow, "Degraded %+v", c)
 	})
+}
+
+// The pod template hands the server the container's memory limit through
+// the downward API, in the variable the server reads as --memory-limit;
+// without a limit in the spec it hands nothing, as the downward API would
+// then answer the node's allocatable memory.
+func TestPodTemplatePassesTheMemoryLimit(t *testing.T) {
+	for _, limit := range []string{"", "512Mi", "1G"} {
+		dc := defaulted(func(dc *cachev1alpha1.DiskCache) {
+			if limit != "" {
+				dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(limit)}
+			}
+		})
+		ct := buildStatefulSet(dc, "img", "h", false, nil).Spec.Template.Spec.Containers[0]
+		// What the kubelet puts in the environment: a fieldRef's value is
+		// not needed here; a resourceFieldRef's is the limit of the
+		// container it names divided by the divisor, rounded up, and the
+		// node's allocatable memory when the container has no limit.
+		const nodeAllocatable = 62 << 30
+		env := map[string]string{}
+		for _, e := range ct.Env {
+			if f := e.ValueFrom.ResourceFieldRef; f != nil {
+				if f.ContainerName != ct.Name || f.Resource != "limits.memory" {
+					t.Fatalf("limit %q: %s from %+v, want limits.memory of container %s", limit, e.Name, f, ct.Name)
+				}
+				v := int64(nodeAllocatable)
+				if q, ok := ct.Resources.Limits[corev1.ResourceMemory]; ok {
+					v = q.Value()
+				}
+				env[e.Name] = strconv.FormatInt(int64(math.Ceil(float64(v)/float64(f.Divisor.Value()))), 10)
+			}
+		}
+		cfg, err := cacheserver.LoadConfig([]string{"--data-dir", "/data", "--insecure-no-auth"}, func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want int64
+		if limit != "" {
+			q := resource.MustParse(limit)
+			want = q.Value()
+		}
+		if cfg.MemoryLimit != want {
+			t.Errorf("limits.memory %q: the server reads --memory-limit %d from the environment %v, want %d", limit, cfg.MemoryLimit, env, want)
+		}
+	}
 }

@@ -395,7 +395,8 @@ func TestSteadyStateMakesNoWrites(t *testing.T) {
 			dc.Spec.Statistics = true
 			dc.Spec.MaxKeyBytes = ptrTo(resource.MustParse("2Ki"))
 			dc.Spec.Storage.StorageClassName = ptrTo("standard")
-			dc.Spec.Resources = corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")}}
+			dc.Spec.Resources = corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")},
+				Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
 			dc.Spec.NodeSelector = map[string]string{"a": "b"}
 			dc.Spec.Tolerations = []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo[int64](30)}}
 			dc.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
