@@ -15,7 +15,8 @@ import (
 // waited healthAfter for its answer makes the shard ask that peer's
 // /healthz; a peer that does not answer within healthTimeout is taken for
 // down, and forwards to it answer 503 shard_unavailable at once, but for
-// one per healthAfter that tries it, until one is answered. The forward that waited is given up too: a read with 503
+// one per healthAfter that tries it, until one is answered. The forward that waited is given up too: a read, or a
+// request still connecting (it never reached the peer), with 503
 // shard_unavailable, anything else with 504 shard_timeout (the peer may
 // still apply it).
 const (

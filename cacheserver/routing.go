@@ -460,6 +460,12 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	}
 	if err != nil && errors.Is(context.Cause(ctx), errPeerDown) {
 		s.metrics.forwarded(i, 0)
+		if !mayHaveReached(err) {
+			// Still connecting (a restarted pod's old address hangs):
+			// nothing was done, whatever the method.
+			return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
+				map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it does not answer its health check, and the request did not reach it", i, a.Shards[i])
+		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
 				map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it took the request but does not answer its health check", i, a.Shards[i])

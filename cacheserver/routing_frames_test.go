@@ -196,6 +196,69 @@ func TestOwnerGoneMidRequest(t *testing.T) {
 	}
 }
 
+// TestOwnerUnreachableWhileConnecting: an owner that cannot be reached (a
+// restarted pod's old address, which the peer Service's DNS gives until the
+// pod is deleted, so the connection hangs) fails its health check while the
+// forward is still connecting. The request never left the shard, so it is
+// 503 shard_unavailable, safe to send again, whatever its method: it was
+// 504 shard_timeout, "may have been applied", which a client does not send
+// again, and which during every roll met a few of the writes.
+func TestOwnerUnreachableWhileConnecting(t *testing.T) {
+	for _, c := range []struct{ method, path string }{
+		{"PUT", "/v1/keys/"},
+		{"DELETE", "/v1/keys/"},
+		{"POST", "/incr"},
+		{"GET", "/v1/keys/"},
+	} {
+		t.Run(c.method+c.path, func(t *testing.T) {
+			// Never accepts: connections complete in the kernel, and the
+			// frames upgrade and the health check wait for answers that
+			// never come.
+			silent, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { silent.Close() })
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			self := ln.Addr().String()
+			ln.Close()
+			// A fresh shard per method: its first forward to the owner waits
+			// for the health check (later ones are refused at once).
+			via := testserver.Start(t, testserver.Options{Listen: self,
+				Args: []string{"--shard-index", "0", "--peers", "http://" + self + ",http://" + silent.Addr().String()}})
+			key := ownedBy("unreachable", 1, 2)
+			path := c.path + key
+			if c.path == "/incr" {
+				path = "/v1/keys/" + key + "/incr"
+			}
+			var body []byte
+			if c.method == "PUT" {
+				body = []byte("v")
+			}
+			start := time.Now()
+			st, _, b := do(t, c.method, via.URL+path, via.Token, body, nil)
+			took := time.Since(start)
+			var e struct {
+				Error string `json:"error"`
+				Shard *int   `json:"shard"`
+			}
+			if st != http.StatusServiceUnavailable || json.Unmarshal(b, &e) != nil || e.Error != wire.CodeShardUnavailable || e.Shard == nil || *e.Shard != 1 {
+				t.Errorf("%s %s with the owner unreachable: %d %s (after %s), want 503 shard_unavailable naming shard 1",
+					c.method, path, st, b, took.Round(time.Millisecond))
+			}
+			if took < time.Second {
+				t.Errorf("%s %s answered after %s: it did not wait for the health check, which this test is about", c.method, path, took)
+			}
+			if strings.Contains(string(b), "/v1/") {
+				t.Errorf("%s %s: the answer shows the request's URL, and so its key: %s", c.method, path, b)
+			}
+		})
+	}
+}
+
 // TestForwardCutShortClosesTheClientConnection: the owner is killed while
 // a client's value streams to it through a forwarding shard, and the
 // client sends the rest of it and then another request on the same
