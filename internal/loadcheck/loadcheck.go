@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -59,11 +60,18 @@ type keyState struct {
 	seq     int  // of the last write (set or delete) sent
 	acked   int  // seq of the last acknowledged write; 0: none
 	deleted bool // the last acknowledged write was a delete
-	// unsure is the seq of a write whose answer was an error: it may or
-	// may not have happened, so both outcomes are accepted until a later
+	// unsure are the writes answered with an error since the last
+	// acknowledged one: each may or may not have happened, in any order
+	// (a request held by a stalled server may be applied after a later
+	// one failed), so any of their outcomes is accepted until a later
 	// write is acknowledged.
-	unsure        int
-	unsureDeleted bool
+	unsure []write
+}
+
+// write is one set (or delete) of a key.
+type write struct {
+	seq     int
+	deleted bool
 }
 
 // Counts are the results of a run and its check.
@@ -164,11 +172,11 @@ func (l *Ledger) step(ctx context.Context, w int, rng *rand.Rand) {
 		err = l.store.Set(ctx, key, value(key, seq))
 	}
 	if err != nil {
-		st.unsure, st.unsureDeleted = seq, del
+		st.unsure = append(st.unsure, write{seq, del})
 		l.fail(err)
 		return
 	}
-	st.acked, st.deleted, st.unsure = seq, del, 0
+	st.acked, st.deleted, st.unsure = seq, del, nil
 	if del {
 		atomic.AddInt64(&l.counts.Deletes, 1)
 	} else {
@@ -185,15 +193,15 @@ func (l *Ledger) fail(err error) {
 }
 
 // acceptable reports whether a read of key fits its ledger: the last
-// acknowledged write, or a write whose outcome is unknown.
+// acknowledged write, or a later write whose outcome is unknown.
 func acceptable(key string, st *keyState, v []byte, found bool) bool {
-	ok := func(seq int, deleted bool) bool {
-		if seq == 0 || deleted { // never written, or deleted
+	ok := func(w write) bool {
+		if w.seq == 0 || w.deleted { // never written, or deleted
 			return !found
 		}
-		return found && string(v) == string(value(key, seq))
+		return found && string(v) == string(value(key, w.seq))
 	}
-	return ok(st.acked, st.deleted) || (st.unsure > 0 && ok(st.unsure, st.unsureDeleted))
+	return ok(write{st.acked, st.deleted}) || slices.ContainsFunc(st.unsure, ok)
 }
 
 // Verify reads every key once the load has stopped and counts what does

@@ -2,6 +2,7 @@ package loadcheck
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -12,8 +13,21 @@ import (
 type mapStore struct {
 	mu     sync.Mutex
 	m      map[string][]byte
-	faults string // "", "lose", "keep-deleted", "stale"
+	faults string // "", "lose", "keep-deleted", "stale", "late"
 	old    map[string][]byte
+	held   map[string][]byte // "late": the last failed write of each key
+}
+
+var errStalled = errors.New("stalled")
+
+// holdLate fails every write and applies the key's previous one instead,
+// as a stalled server would, later, requests its client gave up on.
+func (s *mapStore) holdLate(k string, v []byte) error {
+	if h, ok := s.held[k]; ok {
+		s.m[k] = h
+	}
+	s.held[k] = v
+	return errStalled
 }
 
 func (s *mapStore) Set(_ context.Context, k string, v []byte) error {
@@ -21,6 +35,9 @@ func (s *mapStore) Set(_ context.Context, k string, v []byte) error {
 	defer s.mu.Unlock()
 	if s.old[k] == nil {
 		s.old[k] = v
+	}
+	if s.faults == "late" {
+		return s.holdLate(k, v)
 	}
 	if s.faults == "lose" && len(s.m) > 5 {
 		return nil // acknowledged, not kept
@@ -50,7 +67,7 @@ func (s *mapStore) Get(_ context.Context, k string) ([]byte, bool, error) {
 
 func run(t *testing.T, faults string) Counts {
 	t.Helper()
-	st := &mapStore{m: map[string][]byte{}, old: map[string][]byte{}, faults: faults}
+	st := &mapStore{m: map[string][]byte{}, old: map[string][]byte{}, held: map[string][]byte{}, faults: faults}
 	l := New(st, Config{Workers: 4, KeysPerWorker: 20})
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -77,5 +94,10 @@ func TestLedger(t *testing.T) {
 	}
 	if c := run(t, "stale"); c.StaleReads == 0 || c.Stale == 0 {
 		t.Fatalf("a store that serves old values: %v", c)
+	}
+	// Writes that failed may all happen, in any order, until one is
+	// acknowledged: none of their outcomes is stale.
+	if c := run(t, "late"); !c.Safe() || c.Errors == 0 || c.Checked != 80 {
+		t.Fatalf("a store that applies failed writes late: %v", c)
 	}
 }
