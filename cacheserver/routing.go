@@ -466,7 +466,7 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 			return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
 				map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it does not answer its health check, and the request did not reach it", i, a.Shards[i])
 		}
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if readOnly(r) {
 			return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
 				map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it took the request but does not answer its health check", i, a.Shards[i])
 		}
@@ -524,6 +524,18 @@ func mayHaveReached(err error) bool {
 	}
 	var op *net.OpError
 	return !(errors.As(err, &op) && op.Op == "dial")
+}
+
+// readOnly reports whether r changes nothing: a GET, a HEAD or a batch
+// get. A forward of it given up on a stalled owner is shard_unavailable,
+// not a shard_timeout that may have been applied.
+func readOnly(r *http.Request) bool {
+	method, path, _ := strings.Cut(r.Pattern, " ")
+	if r.Pattern == "" {
+		method, path = r.Method, r.URL.Path
+	}
+	return method == http.MethodGet || method == http.MethodHead ||
+		(method == http.MethodPost && strings.HasSuffix(path, "/batch/get"))
 }
 
 // repeatable reports whether applying r twice leaves what applying it once

@@ -551,6 +551,46 @@ func TestStalledOwnerIsAShardTimeout(t *testing.T) {
 	}
 }
 
+// TestBatchGetWithAStalledOwner: a batch get whose part an owner took and
+// then stalled on (a frozen pod: the forward is given up at its failed
+// health check) answers the other owners' keys, and the stalled owner's
+// as shard_unavailable, as for an owner away: a get applies nothing, so
+// it is not a shard_timeout ("may have been applied"), and repeating it
+// is safe.
+func TestBatchGetWithAStalledOwner(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	s0 := c.Shards[0]
+	keys := []string{ownedBy("bs", 0, 3), ownedBy("bs", 1, 3), ownedBy("bs", 2, 3)}
+	for _, k := range keys {
+		if st, _, b := do(t, "PUT", s0.URL+"/v1/keys/"+k, s0.Token, []byte("v-"+k), nil); st != http.StatusNoContent {
+			t.Fatalf("PUT %s: %d %s", k, st, b)
+		}
+	}
+	// Shard 0 has not seen shard 1 fail yet: its part is sent, and waits.
+	c.Shards[1].Freeze(t)
+	body := []byte(fmt.Sprintf(`{"keys":[{"key":%q},{"key":%q},{"key":%q}]}`, keys[0], keys[1], keys[2]))
+	st, hdr, b := do(t, "POST", s0.URL+"/v1/batch/get", s0.Token, body, nil)
+	if st != http.StatusOK || hdr.Get(wire.HeaderFailedKeys) != "1" {
+		t.Fatalf("batch get with shard 1 stalled: %d, %s %q; want 200 and 1", st, wire.HeaderFailedKeys, hdr.Get(wire.HeaderFailedKeys))
+	}
+	rr := wire.NewRecordReader(bytes.NewReader(b))
+	for i, k := range keys {
+		rec, val, err := rr.Next()
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		v, _ := io.ReadAll(val)
+		switch {
+		case rec.Key != k:
+			t.Fatalf("record %d is %q, want %q", i, rec.Key, k)
+		case i == 1 && (rec.Error != wire.CodeShardUnavailable || rec.Found == nil || *rec.Found):
+			t.Errorf("the stalled shard's key: %+v, want found false and %s", rec, wire.CodeShardUnavailable)
+		case i != 1 && (rec.Error != "" || string(v) != "v-"+k):
+			t.Errorf("record %d: %+v %q, want v-%s", i, rec, v, k)
+		}
+	}
+}
+
 // TestStalledOwnerAnswersFast: once a forward to a stalled owner has
 // waited, the shard checks the owner's health; when it does not answer,
 // the waiting forward is given up (504 for an incr, which the owner may
