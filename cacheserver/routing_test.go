@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -588,6 +590,66 @@ func TestBatchGetWithAStalledOwner(t *testing.T) {
 		case i != 1 && (rec.Error != "" || string(v) != "v-"+k):
 			t.Errorf("record %d: %+v %q, want v-%s", i, rec, v, k)
 		}
+	}
+}
+
+// TestStalledShardDropsAWriteItsClientGaveUp: a write sent to a shard
+// that was stopped (a frozen pod), whose client then gave up and closed
+// the connection (a timeout), is dropped when the shard runs again (code
+// 499 in its metrics), not forwarded: meanwhile the client wrote the key
+// again through another shard, and the old write, applied late, undid
+// that acknowledged one.
+func TestStalledShardDropsAWriteItsClientGaveUp(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	s0, s1 := c.Shards[0], c.Shards[1]
+	key := ownedBy("late", 1, 2)
+	// A forward first: shard 0 keeps a connection to shard 1 open.
+	if st, _, b := do(t, "PUT", s0.URL+"/v1/keys/"+key, s0.Token, []byte("first"), nil); st != http.StatusNoContent {
+		t.Fatalf("PUT through shard 0: %d %s", st, b)
+	}
+	s0.Freeze(t)
+	// The kernel takes the connection and the request while the process
+	// is stopped.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s0.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(conn, "PUT /v1/keys/%s HTTP/1.1\r\nHost: s0\r\nAuthorization: Bearer %s\r\nContent-Length: 3\r\n\r\nold", key, s0.Token); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if st, _, b := do(t, "PUT", s1.URL+"/v1/keys/"+key, s1.Token, []byte("new"), nil); st != http.StatusNoContent {
+		t.Fatalf("PUT through shard 1: %d %s", st, b)
+	}
+	s0.Thaw(t)
+	puts := func() (total, dropped float64) {
+		resp, err := http.Get(s0.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			series, v, _ := strings.Cut(line, " ")
+			if strings.HasPrefix(series, `diskcache_http_requests_total{`) && strings.HasSuffix(series, `method="PUT",route="/v1/keys/{key}"}`) {
+				n, _ := strconv.ParseFloat(v, 64)
+				total += n
+				if strings.Contains(series, `code="499"`) {
+					dropped += n
+				}
+			}
+		}
+		return total, dropped
+	}
+	pollUntil(t, 15*time.Second, "shard 0 to serve the PUT it took while stopped", func() (bool, string) {
+		total, dropped := puts()
+		return total > 1, fmt.Sprintf("%v served, %v dropped", total, dropped)
+	})
+	if st, _, b := do(t, "GET", s1.URL+"/v1/keys/"+key, s1.Token, nil, nil); st != http.StatusOK || string(b) != "new" {
+		t.Errorf("the key after shard 0 ran again: %d %q, want the acknowledged \"new\"", st, b)
+	}
+	if total, dropped := puts(); dropped != 1 {
+		t.Errorf("shard 0 served %v PUTs, dropped (499) %v; want the second dropped", total, dropped)
 	}
 }
 

@@ -272,6 +272,22 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 			b.extend()
 			r.Body = b
 		}
+		if !readOnly(r) && clientGone(r) {
+			// Its client closed the connection before this write was
+			// served: a server that was stopped (a frozen pod) and runs
+			// again finds the requests its clients gave up on. No one
+			// reads the answer, and the write, applied now, could undo
+			// one the client has made since through another shard. All
+			// the client sent is here: a body it cut short is answered
+			// as ever (400), a whole request dropped (as a proxy drops
+			// one whose client closed the connection).
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				s.writeError(rec, r, err)
+				return
+			}
+			rec.status = statusClientGone
+			panic(http.ErrAbortHandler)
+		}
 		ctx := r.Context()
 		switch {
 		case timeout:
@@ -323,6 +339,20 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 			s.writeError(rec, r, err)
 		}
 	})
+}
+
+// connKey is the context key of a request's connection (ConnContext).
+type connKey struct{}
+
+// statusClientGone counts, in the requests' metrics, the requests dropped
+// because their client had closed the connection (nginx's 499).
+const statusClientGone = 499
+
+// clientGone reports whether the client of r has closed its connection:
+// it waits for no answer any more.
+func clientGone(r *http.Request) bool {
+	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	return c != nil && peerClosed(c)
 }
 
 // acceptsAuthorization reports whether an Authorization header value
@@ -482,6 +512,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errorLog.logger(),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// For clientGone: the request frames of an upgraded connection
+		// keep it too.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
