@@ -39,7 +39,9 @@ type Options struct {
 	// keep-alive connections, MaxConns and TLSConfig. Whichever it is, a
 	// call that a server took and then answers neither it nor its
 	// /healthz for a second is given up (see DirectOnly), so a frozen
-	// server does not hold a call without a deadline forever.
+	// server does not hold a call without a deadline forever. Behind a
+	// Service the check may reach another pod than the call's: give
+	// calls through one a deadline.
 	HTTPClient *http.Client
 	// TLSConfig is for https URLs (a private CA in RootCAs, say), over
 	// HTTP and frames alike; nil means the system's roots. With
