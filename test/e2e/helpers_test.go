@@ -13,8 +13,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	goruntime "runtime"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +42,7 @@ const (
 	operatorDeployment = "diskcache-operator-controller-manager"
 	toolboxImage       = "localhost/diskcache-toolbox:v1"
 	cachePort          = 8080
+	cacheContainer     = "cacheserver"
 )
 
 var (
@@ -474,4 +479,149 @@ func restrictedContainer() *corev1.SecurityContext {
 		ReadOnlyRootFilesystem:   ptr.To(true),
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 	}
+}
+
+// The helpers below reach the local cluster's node from this process,
+// which runs on it as root (make e2e): the pods' processes and kube-proxy's
+// rules are this machine's.
+
+// cacheProcess returns the host pid of the cacheserver of pod: the one
+// process whose cgroup path names the container's ID (with cgroup v1 or v2,
+// cgroupfs or systemd paths alike).
+func cacheProcess(t *testing.T, pod *corev1.Pod) int {
+	t.Helper()
+	var id string
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == cacheContainer {
+			_, id, _ = strings.Cut(cs.ContainerID, "://")
+		}
+	}
+	if id == "" {
+		t.Fatalf("pod %s has no running %s container: %+v", pod.Name, cacheContainer, pod.Status.ContainerStatuses)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		// A process that ended meanwhile has no cgroup file left.
+		if cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup")); err == nil && bytes.Contains(cg, []byte(id)) {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) != 1 {
+		t.Fatalf("pod %s: processes %v in container %s, want its cacheserver alone (is this the cluster's node?)", pod.Name, pids, id)
+	}
+	return pids[0]
+}
+
+// processState is the state letter of /proc/PID/stat ('T': stopped).
+func processState(pid int) (byte, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	return b[i+2], nil
+}
+
+// stillFrozen checks that pid is stopped and that nothing asked it to end
+// meanwhile: the kubelet's SIGTERM (a failed liveness probe) waits, pending,
+// for the process to run again.
+func stillFrozen(pid int) error {
+	st, err := processState(pid)
+	if err != nil {
+		return err
+	}
+	if st != 'T' {
+		return fmt.Errorf("pid %d is in state %c, not stopped", pid, st)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, val, ok := strings.Cut(line, ":"); ok && (name == "SigPnd" || name == "ShdPnd") {
+			mask, err := strconv.ParseUint(strings.TrimSpace(val), 16, 64)
+			if err != nil {
+				return fmt.Errorf("/proc/%d/status: %q: %w", pid, line, err)
+			}
+			if mask&(1<<(syscall.SIGTERM-1)) != 0 {
+				return fmt.Errorf("pid %d has a SIGTERM pending: the kubelet is restarting its container", pid)
+			}
+		}
+	}
+	return nil
+}
+
+// freezeProcess stops pid (SIGSTOP) as a stalled node would: its sockets
+// still take connections, it answers nothing. It returns once the process
+// is stopped; thaw (SIGCONT, also run at cleanup) returns once it runs.
+func freezeProcess(t *testing.T, pid int) (thaw func()) {
+	t.Helper()
+	signal := func(sig syscall.Signal) {
+		t.Helper()
+		if err := syscall.Kill(pid, sig); err != nil {
+			t.Fatalf("%v to pid %d: %v", sig, pid, err)
+		}
+		eventually(t, 30*time.Second, fmt.Sprintf("pid %d to take %v", pid, sig), func(context.Context) (bool, string) {
+			st, err := processState(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return (st == 'T') == (sig == syscall.SIGSTOP), fmt.Sprintf("state %c", st)
+		})
+	}
+	signal(syscall.SIGSTOP)
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	return func() { signal(syscall.SIGCONT) }
+}
+
+// serviceRoutes are the pod IPs that kube-proxy's rules (iptables mode, as
+// the local cluster runs it) send the data port of Service ns/name to:
+// what a new connection to its ClusterIP may reach, which the
+// EndpointSlice says only before kube-proxy has applied it.
+func serviceRoutes(ctx context.Context, ns, name string) ([]string, error) {
+	out, err := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output()
+	if err != nil {
+		return nil, fmt.Errorf("iptables-save -t nat: %w", err)
+	}
+	// -A KUBE-SVC-… -m comment --comment "ns/name:http -> 10.88.0.7:8080" … -j KUBE-SEP-…
+	re := regexp.MustCompile(`^-A KUBE-SVC-\S+ .*--comment "` + regexp.QuoteMeta(ns+"/"+name+":") +
+		`\S+ -> (\S+):` + strconv.Itoa(cachePort) + `"`)
+	var ips []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			ips = append(ips, m[1])
+		}
+	}
+	slices.Sort(ips)
+	return ips, nil
+}
+
+// waitServiceRoutes waits until the Service's rules send its data port to
+// exactly the pods of the given shards.
+func waitServiceRoutes(t *testing.T, ns, name string, shards ...int) {
+	t.Helper()
+	var want []string
+	for _, i := range shards {
+		want = append(want, cachePod(t, ns, name, i).Status.PodIP)
+	}
+	slices.Sort(want)
+	eventually(t, 2*time.Minute, fmt.Sprintf("the Service %s to route to shards %v (%v)", name, shards, want), func(ctx context.Context) (bool, string) {
+		ips, err := serviceRoutes(ctx, ns, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Equal(ips, want), fmt.Sprintf("kube-proxy routes to %v", ips)
+	})
 }
