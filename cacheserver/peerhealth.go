@@ -14,20 +14,32 @@ import (
 // would give up on the whole cache behind one URL. So a forward that has
 // waited healthAfter for its answer makes the shard ask that peer's
 // /healthz; a peer that does not answer within healthTimeout is taken for
-// down, and forwards to it answer 503 shard_unavailable at once, but for
-// one per healthAfter that tries it, until one is answered. The forward that waited is given up too: a read, or a
-// request still connecting (it never reached the peer), with 503
-// shard_unavailable, anything else with 504 shard_timeout (the peer may
-// still apply it).
+// down, and forwards to it answer 503 shard_unavailable at once. Meanwhile
+// the shard asks the peer's /healthz every downRecheck in the background
+// and forwards to it again once it answers: no request is sent to a peer
+// taken for down (it would wait out the check, and a write could be
+// applied when the peer runs again, over newer ones). The forward that
+// waited is given up too: a read, or a request still connecting (it never
+// reached the peer), with 503 shard_unavailable, anything else with 504
+// shard_timeout (the peer may still apply it).
 const (
 	healthAfter   = time.Second
 	healthTimeout = time.Second
+	downRecheck   = 250 * time.Millisecond
+	// downForget: a peer taken for down that no forward has wanted for
+	// this long is no longer asked (a shard removed from the topology
+	// would be asked for ever); the next forward to it tries it again.
+	downForget = time.Minute
 )
 
 type peerHealth struct {
-	mu     sync.Mutex
-	down   map[int]time.Time // peer → when it was last tried, while down
-	checks map[int]*peerCheck
+	mu         sync.Mutex
+	down       map[int]bool      // peers taken for down
+	wanted     map[int]time.Time // when a forward last wanted a peer taken for down
+	rechecking map[int]bool      // peers a recheckPeer goroutine asks
+	checks     map[int]*peerCheck
+	closed     bool          // Close: no recheck starts, and those running end
+	stop       chan struct{} // closed by Close
 }
 
 // peerCheck is one /healthz check of a peer; ok is set before done closes.
@@ -37,25 +49,29 @@ type peerCheck struct {
 }
 
 func newPeerHealth() *peerHealth {
-	return &peerHealth{down: map[int]time.Time{}, checks: map[int]*peerCheck{}}
+	return &peerHealth{down: map[int]bool{}, wanted: map[int]time.Time{}, rechecking: map[int]bool{}, checks: map[int]*peerCheck{}, stop: make(chan struct{})}
+}
+
+// close ends the background rechecks.
+func (h *peerHealth) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closed {
+		h.closed = true
+		close(h.stop)
+	}
 }
 
 // peerHealthy reports whether a forward may go to peer i: yes unless it is
-// taken for down, and then once per healthAfter (the forward tries it: an
-// answer ends the down state, none within healthAfter makes its watch
-// check again).
+// taken for down.
 func (s *Server) peerHealthy(i int) bool {
 	h := s.health
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	last, isDown := h.down[i]
-	if !isDown {
-		return true
-	}
-	if time.Since(last) < healthAfter {
+	if h.down[i] {
+		h.wanted[i] = time.Now()
 		return false
 	}
-	h.down[i] = time.Now() // this forward tries; the others wait their turn
 	return true
 }
 
@@ -118,10 +134,44 @@ func (s *Server) checkPeer(ctx context.Context, i int, url string) bool {
 	if c.ok {
 		delete(h.down, i)
 	} else {
-		h.down[i] = time.Now()
+		if !h.down[i] {
+			h.down[i], h.wanted[i] = true, time.Now()
+		}
+		if !h.rechecking[i] && !h.closed {
+			h.rechecking[i] = true
+			go s.recheckPeer(i, url)
+		}
 	}
 	delete(h.checks, i)
 	h.mu.Unlock()
 	close(c.done)
 	return c.ok
+}
+
+// recheckPeer asks peer i, taken for down, for /healthz every downRecheck
+// until it answers (or a forward's answer shows it is up), so that
+// forwards go to it again within downRecheck of its return.
+func (s *Server) recheckPeer(i int, url string) {
+	h := s.health
+	t := time.NewTicker(downRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		if h.down[i] && time.Since(h.wanted[i]) > downForget {
+			delete(h.down, i)
+		}
+		if !h.down[i] {
+			delete(h.rechecking, i)
+			delete(h.wanted, i)
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+		s.checkPeer(context.Background(), i, url)
+	}
 }

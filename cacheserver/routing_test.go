@@ -728,6 +728,48 @@ func TestStalledOwnerAnswersFast(t *testing.T) {
 	}
 }
 
+// TestNoForwardGoesToAShardTakenDown: once a stalled owner has failed its
+// health check, no request for its keys is sent to it (it tried one per
+// second, which waited out the check, and a write so sent could be applied
+// when the owner ran again): each is answered 503 at once, as the shard
+// checks the owner in the background, and forwards to it again once it
+// answers.
+func TestNoForwardGoesToAShardTakenDown(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: []string{"--request-timeout", "20s"}})
+	s0 := c.Shards[0]
+	key := ownedBy("down", 1, 2)
+	get := func() (int, string) {
+		t.Helper()
+		st, _, b := do(t, "GET", s0.URL+"/v1/keys/"+key, s0.Token, nil, nil)
+		return st, string(b)
+	}
+	if st, b := get(); st != http.StatusNotFound {
+		t.Fatalf("get before: %d %s", st, b)
+	}
+	c.Shards[1].Freeze(t)
+	// The first get is forwarded, waits, and is given up at the check.
+	if st, b := get(); st != http.StatusServiceUnavailable || !strings.Contains(b, "took the request") {
+		t.Fatalf("the first get of the stalled shard's key: %d %s, want 503 after the forward was taken", st, b)
+	}
+	// For three health periods (a second each), every get is answered
+	// without a forward (a forward given up says it took the request, or
+	// that the request did not reach the shard).
+	n := 0
+	for start := time.Now(); time.Since(start) < 3*time.Second; n++ {
+		st, b := get()
+		var e wire.Error
+		if st != http.StatusServiceUnavailable || json.Unmarshal([]byte(b), &e) != nil ||
+			!strings.HasSuffix(e.Message, "is unavailable: it does not answer its health check") {
+			t.Fatalf("get %d of a key of the shard taken for down: %d %s, want 503 without a forward", n, st, b)
+		}
+	}
+	c.Shards[1].Thaw(t)
+	pollUntil(t, 15*time.Second, "the thawed shard's key to be served", func() (bool, string) {
+		st, b := get()
+		return st == http.StatusNotFound, fmt.Sprintf("%d %s", st, b)
+	})
+}
+
 // TestLaggingShardRedoesItsBatch: a batch get or delete through a shard
 // that has not yet learned the newer epoch is refused by the owners on it
 // (409), and the shard adopts the newer topology and splits the batch

@@ -172,6 +172,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.metrics.registry }
 
 // Close closes the cache; call it after the HTTP server has shut down.
 func (s *Server) Close() error {
+	s.health.close()
 	err := s.cache.Close()
 	if s.reb != nil && s.reb.state != nil {
 		_ = s.reb.state.close()
