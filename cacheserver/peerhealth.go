@@ -33,11 +33,13 @@ const (
 )
 
 type peerHealth struct {
-	mu         sync.Mutex
-	down       map[int]bool      // peers taken for down
-	wanted     map[int]time.Time // when a forward last wanted a peer taken for down
-	rechecking map[int]bool      // peers a recheckPeer goroutine asks
-	checks     map[int]*peerCheck
+	mu sync.Mutex
+	// Peers are known by their URL, which a topology change may give
+	// another index.
+	down       map[string]bool      // peers taken for down
+	wanted     map[string]time.Time // when a forward last wanted a peer taken for down
+	rechecking map[string]bool      // peers a recheckPeer goroutine asks
+	checks     map[string]*peerCheck
 	closed     bool          // Close: no recheck starts, and those running end
 	stop       chan struct{} // closed by Close
 }
@@ -49,7 +51,8 @@ type peerCheck struct {
 }
 
 func newPeerHealth() *peerHealth {
-	return &peerHealth{down: map[int]bool{}, wanted: map[int]time.Time{}, rechecking: map[int]bool{}, checks: map[int]*peerCheck{}, stop: make(chan struct{})}
+	return &peerHealth{down: map[string]bool{}, wanted: map[string]time.Time{}, rechecking: map[string]bool{},
+		checks: map[string]*peerCheck{}, stop: make(chan struct{})}
 }
 
 // close ends the background rechecks.
@@ -62,38 +65,38 @@ func (h *peerHealth) close() {
 	}
 }
 
-// peerHealthy reports whether a forward may go to peer i: yes unless it is
-// taken for down.
-func (s *Server) peerHealthy(i int) bool {
+// peerHealthy reports whether a forward may go to the peer at url: yes
+// unless it is taken for down.
+func (s *Server) peerHealthy(url string) bool {
 	h := s.health
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.down[i] {
-		h.wanted[i] = time.Now()
+	if h.down[url] {
+		h.wanted[url] = time.Now()
 		return false
 	}
 	return true
 }
 
-// peerAnswered records that peer i answered a forward.
-func (s *Server) peerAnswered(i int) {
+// peerAnswered records that the peer at url answered a forward.
+func (s *Server) peerAnswered(url string) {
 	h := s.health
 	h.mu.Lock()
-	delete(h.down, i)
+	delete(h.down, url)
 	h.mu.Unlock()
 }
 
 // errPeerDown ends a forward whose owner failed its health check.
 var errPeerDown = errors.New("the shard does not answer its health check")
 
-// watchForward checks peer i once the forward has waited healthAfter, and
-// gives the forward up if the peer does not answer; the returned func
-// stops the watch (the answer came).
-func (s *Server) watchForward(i int, url string, giveUp context.CancelCauseFunc) (stop func()) {
+// watchForward checks the peer at url once the forward has waited
+// healthAfter, and gives the forward up if the peer does not answer; the
+// returned func stops the watch (the answer came).
+func (s *Server) watchForward(url string, giveUp context.CancelCauseFunc) (stop func()) {
 	var mu sync.Mutex
 	answered := false
 	t := time.AfterFunc(healthAfter, func() {
-		if !s.checkPeer(context.Background(), i, url) {
+		if !s.checkPeer(context.Background(), url) {
 			mu.Lock()
 			defer mu.Unlock()
 			if !answered {
@@ -109,18 +112,18 @@ func (s *Server) watchForward(i int, url string, giveUp context.CancelCauseFunc)
 	}
 }
 
-// checkPeer asks peer i for /healthz and records whether it answered. A
+// checkPeer asks the peer at url for /healthz and records whether it answered. A
 // check already running for the peer is waited for and its verdict taken.
-func (s *Server) checkPeer(ctx context.Context, i int, url string) bool {
+func (s *Server) checkPeer(ctx context.Context, url string) bool {
 	h := s.health
 	h.mu.Lock()
-	if c := h.checks[i]; c != nil {
+	if c := h.checks[url]; c != nil {
 		h.mu.Unlock()
 		<-c.done // within healthTimeout
 		return c.ok
 	}
 	c := &peerCheck{done: make(chan struct{})}
-	h.checks[i] = c
+	h.checks[url] = c
 	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
@@ -132,26 +135,26 @@ func (s *Server) checkPeer(ctx context.Context, i int, url string) bool {
 	}
 	h.mu.Lock()
 	if c.ok {
-		delete(h.down, i)
+		delete(h.down, url)
 	} else {
-		if !h.down[i] {
-			h.down[i], h.wanted[i] = true, time.Now()
+		if !h.down[url] {
+			h.down[url], h.wanted[url] = true, time.Now()
 		}
-		if !h.rechecking[i] && !h.closed {
-			h.rechecking[i] = true
-			go s.recheckPeer(i, url)
+		if !h.rechecking[url] && !h.closed {
+			h.rechecking[url] = true
+			go s.recheckPeer(url)
 		}
 	}
-	delete(h.checks, i)
+	delete(h.checks, url)
 	h.mu.Unlock()
 	close(c.done)
 	return c.ok
 }
 
-// recheckPeer asks peer i, taken for down, for /healthz every downRecheck
+// recheckPeer asks the peer at url, taken for down, for /healthz every downRecheck
 // until it answers (or a forward's answer shows it is up), so that
 // forwards go to it again within downRecheck of its return.
-func (s *Server) recheckPeer(i int, url string) {
+func (s *Server) recheckPeer(url string) {
 	h := s.health
 	t := time.NewTicker(downRecheck)
 	defer t.Stop()
@@ -162,16 +165,16 @@ func (s *Server) recheckPeer(i int, url string) {
 		case <-t.C:
 		}
 		h.mu.Lock()
-		if h.down[i] && time.Since(h.wanted[i]) > downForget {
-			delete(h.down, i)
+		if h.down[url] && time.Since(h.wanted[url]) > downForget {
+			delete(h.down, url)
 		}
-		if !h.down[i] {
-			delete(h.rechecking, i)
-			delete(h.wanted, i)
+		if !h.down[url] {
+			delete(h.rechecking, url)
+			delete(h.wanted, url)
 			h.mu.Unlock()
 			return
 		}
 		h.mu.Unlock()
-		s.checkPeer(context.Background(), i, url)
+		s.checkPeer(context.Background(), url)
 	}
 }

@@ -426,7 +426,7 @@ func wrongEpochOf(raw []byte) (topology.Topology, bool) {
 // headers (the client's token included), marked as forwarded.
 func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.Reader, length int64, shardScope bool) (*http.Response, error) {
 	url := a.Shards[i] + r.URL.RequestURI()
-	if !s.peerHealthy(i) {
+	if !s.peerHealthy(a.Shards[i]) {
 		s.metrics.forwarded(i, 0)
 		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
 			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it does not answer its health check", i, a.Shards[i])
@@ -452,11 +452,11 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	if shardScope {
 		out.Header.Set(wire.HeaderScope, "shard")
 	}
-	stopWatch := s.watchForward(i, a.Shards[i], giveUp)
+	stopWatch := s.watchForward(a.Shards[i], giveUp)
 	resp, err := s.peers.forward.Do(out)
 	stopWatch()
 	if err == nil {
-		s.peerAnswered(i)
+		s.peerAnswered(a.Shards[i])
 	}
 	if err != nil && errors.Is(context.Cause(ctx), errPeerDown) {
 		s.metrics.forwarded(i, 0)
