@@ -412,14 +412,7 @@ func TestServerRunsWithSysmonSetting(t *testing.T) {
 		{"GODEBUG=schedtrace=0", "schedtrace=0"},
 	} {
 		srv := testserver.Start(t, testserver.Options{Env: []string{c.env}})
-		cl, err := client.New(srv.URL, client.Options{Token: srv.Token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := cl.ServerConfig(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := serverConfig(t, srv)
 		if cfg.GoDebug != c.want {
 			t.Errorf("server started with %s runs with GODEBUG=%s, want %s", c.env, cfg.GoDebug, c.want)
 		}

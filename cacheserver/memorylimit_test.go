@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 )
 
@@ -32,14 +31,7 @@ func TestGoMemoryLimitFromTheContainer(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := testserver.Start(t, testserver.Options{Args: c.args, Env: c.env})
-			cl, err := client.New(srv.URL, client.Options{Token: srv.Token})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := cl.ServerConfig(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := serverConfig(t, srv)
 			if cfg.MemoryLimitBytes != 1024*mi || cfg.GoMemoryLimitBytes != c.wantGo {
 				t.Errorf("GET /v1/config: memory_limit_bytes %d, go_memory_limit_bytes %d; want %d, %d",
 					cfg.MemoryLimitBytes, cfg.GoMemoryLimitBytes, 1024*mi, c.wantGo)

@@ -10,6 +10,7 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 )
@@ -49,14 +50,7 @@ func TestServerCreatesDatabasesWithItsPageSize(t *testing.T) {
 // checkConfigPageSizes checks what GET /v1/config says of page sizes.
 func checkConfigPageSizes(t *testing.T, srv *testserver.Server, want int, wantDatabases []int64) {
 	t.Helper()
-	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := c.ServerConfig(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := serverConfig(t, srv)
 	if cfg.PageSize != want || !slices.Equal(cfg.DatabasePageSizes, wantDatabases) {
 		t.Errorf("GET /v1/config: page_size %d, database_page_sizes %v; want %d, %v",
 			cfg.PageSize, cfg.DatabasePageSizes, want, wantDatabases)
@@ -75,4 +69,18 @@ func pageSize(t *testing.T, path string) int {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return n
+}
+
+// serverConfig is what GET /v1/config of srv answers.
+func serverConfig(t *testing.T, srv *testserver.Server) *wire.ServerConfig {
+	t.Helper()
+	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.ServerConfig(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
