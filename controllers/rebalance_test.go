@@ -493,7 +493,9 @@ func TestRecreatedOnKeptVolumesCarriesOn(t *testing.T) {
 
 	// Deleted: the pods go, the claims (the servers' data directories)
 	// stay. envtest has no garbage collector: the test deletes what it
-	// would, all but the Secrets, so the servers keep their tokens.
+	// would, all but the Secrets, so the servers keep their tokens; once
+	// the operator has seen the DiskCache gone, or a reconcile of the old
+	// one would write its ConfigMap again from its status.
 	for i := range 3 {
 		s.stop(i)
 	}
@@ -501,15 +503,16 @@ func TestRecreatedOnKeptVolumesCarriesOn(t *testing.T) {
 	if err := k8s.Delete(bg, dc); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "the DiskCache gone, for the operator too", func() error {
+		err := k8s.Get(bg, client.ObjectKeyFromObject(dc), &cachev1alpha1.DiskCache{})
+		cerr := mgrClient.Get(bg, client.ObjectKeyFromObject(dc), &cachev1alpha1.DiskCache{})
+		return want(apierrors.IsNotFound(err) && apierrors.IsNotFound(cerr), "get: %v; the operator's cache: %v", err, cerr)
+	})
 	for _, o := range []client.Object{&appsv1.StatefulSet{}, &corev1.ConfigMap{}, &corev1.Pod{}} {
 		if err := k8s.DeleteAllOf(bg, o, client.InNamespace(ns), client.MatchingLabels{LabelInstance: name}, client.GracePeriodSeconds(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the DiskCache gone", func() error {
-		err := k8s.Get(bg, client.ObjectKeyFromObject(dc), &cachev1alpha1.DiskCache{})
-		return want(apierrors.IsNotFound(err), "get: %v", err)
-	})
 	s.pods = map[int]*corev1.Pod{}
 
 	// Created again with 4 shards: its first reconcile announces a layout
@@ -522,11 +525,19 @@ func TestRecreatedOnKeptVolumesCarriesOn(t *testing.T) {
 		}
 		return want(len(cm.OwnerReferences) == 1 && cm.OwnerReferences[0].UID == uid, "owners %v", cm.OwnerReferences)
 	})
+	// The new, empty shard is ready first and is given that layout (as
+	// seen on a cluster); the kept ones come one by one after it.
+	s.start(3)
+	eventually(t, "the new shard on the new DiskCache's layout", func() error {
+		got, err := s.client(3).Topology(bg)
+		if err != nil {
+			return err
+		}
+		return want(len(got.Shards) == 4, "shard 3 has epoch %d with %d shards", got.Epoch, len(got.Shards))
+	})
 	for i := range 3 {
 		s.start(i)
 	}
-	eventually(t, "the StatefulSet grown for the move", func() error { return want(replicas(t, ns, name) == 4, "replicas %d", replicas(t, ns, name)) })
-	s.start(3)
 	s.settle(4)
 	s.checkKeys(keys, 4)
 	if err := hasEvent(t, ns, name, "TopologyFromShards", "carrying on from it"); err != nil {

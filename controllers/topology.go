@@ -140,31 +140,13 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	// announcement a shard has, a move in force included. Starting from
 	// the spec instead would route the keys by a layout they were never
 	// moved to, and leave them where no read looks.
-	//
-	// The operator writes the ConfigMap before it announces, so a shard
-	// ahead of it holds what an earlier DiskCache's operator announced. So
-	// does one on its epoch with another layout, until every shard of the
-	// ConfigMap's layout has answered once (ShardsReportedAnno): a new
-	// DiskCache's first ConfigMap (epoch 1) is written before any pod runs,
-	// and kept volumes may hold another epoch 1. After that, such a shard
-	// only took what this operator announced.
 	kept := current
 	reportedAll := existing != nil && existing.Annotations[ShardsReportedAnno] == "true"
-	for _, rep := range reports {
-		t := rep.topo
-		if rep.err != nil || t == nil || t.Epoch <= 0 || t.Validate() != nil {
-			continue
-		}
-		if current != nil && (t.Epoch < current.Epoch || t.Epoch == current.Epoch &&
-			(reportedAll || current != kept || slices.Equal(t.Shards, current.Shards) && samePrevious(t.Previous, current.Previous))) {
-			continue
-		}
-		if kept != nil && !r.ownLayout(dc, t.Announcement) {
-			continue // another cache's volume, not this one's history
-		}
-		a := t.Announcement
-		current = &a
+	var announced []string
+	if existing != nil && !reportedAll {
+		announced = strings.Fields(existing.Annotations[AnnouncedLayoutsAnno])
 	}
+	current = r.layoutFromShards(dc, kept, reports, reportedAll, announced)
 	if kept != nil && current != kept {
 		r.event(dc, corev1.EventTypeWarning, "TopologyFromShards", "Announce",
 			"the shards hold topology epoch %d (%d shards%s), which the ConfigMap's epoch %d does not describe: carrying on from it (volumes kept or restored from an earlier DiskCache of this name)",
@@ -215,11 +197,18 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	}
 
 	desiredCM := buildTopologyConfigMap(dc, want, started)
+	if desiredCM.Annotations == nil {
+		desiredCM.Annotations = map[string]string{}
+	}
 	if reportedAll || everyShardReported(dc, reports, len(want.Shards)) {
-		if desiredCM.Annotations == nil {
-			desiredCM.Annotations = map[string]string{}
-		}
 		desiredCM.Annotations[ShardsReportedAnno] = "true"
+	} else {
+		// Until then, remember what this operator announced: a shard
+		// holding it holds no history.
+		if id := layoutID(want); !slices.Contains(announced, id) {
+			announced = append(announced, id)
+		}
+		desiredCM.Annotations[AnnouncedLayoutsAnno] = strings.Join(announced, " ")
 	}
 	if err := r.applyChild(ctx, dc, desiredCM, &corev1.ConfigMap{}); err != nil {
 		return nil, err
@@ -484,6 +473,59 @@ func (r *DiskCacheReconciler) ownLayout(dc *cachev1alpha1.DiskCache, a topology.
 		return false
 	}
 	return a.Previous == nil || slices.Equal(a.Previous.Shards, r.shardURLs(dc, len(a.Previous.Shards)))
+}
+
+// layoutFromShards is the announcement to carry on from: kept (the
+// ConfigMap's), or a newer one a shard of this DiskCache holds, or one on
+// kept's epoch with another layout.
+//
+// The operator writes the ConfigMap before it announces, so a shard ahead
+// of it holds what an earlier DiskCache's operator announced. So does one
+// on its epoch with another layout, until every shard of the ConfigMap's
+// layout has answered once (reportedAll): a new DiskCache's first ConfigMap
+// (epoch 1) is written before any pod runs, and kept volumes may hold
+// another epoch 1. After that, such a shard only took what this operator
+// announced. Until then the layouts this operator announced itself
+// (announced, by layoutID) are not history either: a new pod given the
+// first layout from the spec, ready before the kept ones, would otherwise
+// be taken for history once the kept layout is in the ConfigMap, and the
+// keys never moved from it.
+func (r *DiskCacheReconciler) layoutFromShards(dc *cachev1alpha1.DiskCache, kept *topology.Announcement, reports []shardReport,
+	reportedAll bool, announced []string) *topology.Announcement {
+	current := kept
+	for _, rep := range reports {
+		t := rep.topo
+		if rep.err != nil || t == nil || t.Epoch <= 0 || t.Validate() != nil {
+			continue
+		}
+		if current != nil && (t.Epoch < current.Epoch || t.Epoch == current.Epoch &&
+			(reportedAll || current != kept || slices.Equal(t.Shards, current.Shards) && samePrevious(t.Previous, current.Previous))) {
+			continue
+		}
+		if kept != nil && (!r.ownLayout(dc, t.Announcement) || slices.Contains(announced, layoutID(t.Announcement))) {
+			continue // another cache's volume, or what this operator announced: not this cache's history
+		}
+		a := t.Announcement
+		current = &a
+	}
+	return current
+}
+
+// AnnouncedLayoutsAnno on the topology ConfigMap lists, until every shard
+// has reported (ShardsReportedAnno), the layouts the operator announced
+// (layoutID, space separated), so that a shard holding one is not taken
+// for an earlier DiskCache's history.
+const AnnouncedLayoutsAnno = labelPrefix + "announced-layouts"
+
+// layoutID names an announcement by its epoch and shard count, and its
+// previous layout's during a move: "3:4" or "3:4<2:3". The shards' URLs
+// follow from the count (ownLayout).
+func layoutID(a topology.Announcement) string {
+	id := fmt.Sprintf("%d:%d", a.Epoch, len(a.Shards))
+	if a.Previous != nil {
+		id += fmt.Sprintf("<%d:%d", a.Previous.Epoch, len(a.Previous.Shards))
+	}
+	return id
 }
 
 // ShardsReportedAnno on the topology ConfigMap says that every shard of a

@@ -291,3 +291,47 @@ func TestAboveServers(t *testing.T) {
 		}
 	}
 }
+
+// TestLayoutFromShardsAfterARecreate replays the reconciles of a DiskCache
+// deleted with 2 shards on epoch 1 and created again with 3 on the kept
+// claims, the new, empty pod ready first (seen on the cluster): the
+// operator's own first layout, held by that pod, is never taken for the
+// kept volumes' history, whichever reconcile sees it.
+func TestLayoutFromShardsAfterARecreate(t *testing.T) {
+	r := &DiskCacheReconciler{ClusterDomain: DefaultClusterDomain}
+	dc := &cachev1alpha1.DiskCache{ObjectMeta: metav1.ObjectMeta{Name: "recreate", Namespace: "ns"}}
+	layout := func(epoch int64, n int) *topology.Announcement {
+		return &topology.Announcement{Layout: topology.Layout{Epoch: epoch, Shards: r.shardURLs(dc, n)}}
+	}
+	holds := func(shard int, a *topology.Announcement) shardReport {
+		return shardReport{pod: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("recreate-%d", shard)}},
+			topo: &topology.Topology{Announcement: *a, Self: shard}}
+	}
+	fresh, kept := layout(1, 3), layout(1, 2)
+	for _, tc := range []struct {
+		name        string
+		configMap   *topology.Announcement
+		reportedAll bool
+		announced   []string
+		reports     []shardReport
+		want        *topology.Announcement
+	}{
+		{"the new pod alone holds the first layout", fresh, false, []string{"1:3"},
+			[]shardReport{holds(2, fresh)}, fresh},
+		{"a kept shard reports its layout", fresh, false, []string{"1:3"},
+			[]shardReport{holds(0, kept), holds(2, fresh)}, kept},
+		{"the kept layout in the ConfigMap, the new pod still on the first", kept, false, []string{"1:3", "1:2"},
+			[]shardReport{holds(0, kept), holds(2, fresh)}, kept},
+		{"the new pod reported first", kept, false, []string{"1:3", "1:2"},
+			[]shardReport{holds(2, fresh), holds(0, kept)}, kept},
+		{"every shard reported", kept, true, nil,
+			[]shardReport{holds(0, kept), holds(1, kept), holds(2, fresh)}, kept},
+		{"a newer epoch on a kept volume", fresh, false, []string{"1:3"},
+			[]shardReport{holds(0, layout(4, 2)), holds(2, fresh)}, layout(4, 2)},
+	} {
+		got := r.layoutFromShards(dc, tc.configMap, tc.reports, tc.reportedAll, tc.announced)
+		if got == nil || layoutID(*got) != layoutID(*tc.want) {
+			t.Errorf("%s: carries on from %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
