@@ -205,10 +205,7 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	} else {
 		// Until then, remember what this operator announced: a shard
 		// holding it holds no history.
-		if id := layoutID(want); !slices.Contains(announced, id) {
-			announced = append(announced, id)
-		}
-		desiredCM.Annotations[AnnouncedLayoutsAnno] = strings.Join(announced, " ")
+		desiredCM.Annotations[AnnouncedLayoutsAnno] = strings.Join(rememberLayout(announced, layoutID(want)), " ")
 	}
 	if err := r.applyChild(ctx, dc, desiredCM, &corev1.ConfigMap{}); err != nil {
 		return nil, err
@@ -516,6 +513,20 @@ func (r *DiskCacheReconciler) layoutFromShards(dc *cachev1alpha1.DiskCache, kept
 // (layoutID, space separated), so that a shard holding one is not taken
 // for an earlier DiskCache's history.
 const AnnouncedLayoutsAnno = labelPrefix + "announced-layouts"
+
+// maxAnnouncedLayouts bounds AnnouncedLayoutsAnno.
+const maxAnnouncedLayouts = 32
+
+// rememberLayout adds id to the announced layouts, keeping the newest
+// maxAnnouncedLayouts: a pod that never reports (stuck) must not grow the
+// list without bound, and a ready pod is given each announcement, so none
+// holds one of the oldest.
+func rememberLayout(announced []string, id string) []string {
+	if !slices.Contains(announced, id) {
+		announced = append(announced, id)
+	}
+	return announced[max(0, len(announced)-maxAnnouncedLayouts):]
+}
 
 // layoutID names an announcement by its epoch and shard count, and its
 // previous layout's during a move: "3:4" or "3:4<2:3". The shards' URLs

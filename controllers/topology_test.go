@@ -335,3 +335,14 @@ func TestLayoutFromShardsAfterARecreate(t *testing.T) {
 		}
 	}
 }
+
+func TestRememberLayout(t *testing.T) {
+	var got []string
+	for i := range maxAnnouncedLayouts + 5 {
+		got = rememberLayout(got, fmt.Sprintf("%d:3", i+1))
+		got = rememberLayout(got, fmt.Sprintf("%d:3", i+1)) // once only
+	}
+	if len(got) != maxAnnouncedLayouts || got[0] != "6:3" || got[len(got)-1] != fmt.Sprintf("%d:3", maxAnnouncedLayouts+5) {
+		t.Errorf("kept %d: %v; want the newest %d", len(got), got, maxAnnouncedLayouts)
+	}
+}
