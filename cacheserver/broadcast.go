@@ -458,7 +458,7 @@ func mergeBatchDelete(w http.ResponseWriter, keys []kv.Key, groups map[int][]int
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Index < recs[j].Index })
 	return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure,
 		map[string]any{"shards": answers, "deleted": deleted, "count": count, "failed": recs},
-		"%d shards failed their part of the batch; %d keys were deleted, %d not known to be", len(failed), count, len(recs))
+		"%s of the batch; %d keys were deleted, %d not known to be", partsFailed(len(failed)), count, len(recs))
 }
 
 // mergeBatchGet writes one record per key in request order, reading each
@@ -673,7 +673,7 @@ func (s *Server) batchSetBroadcast(w http.ResponseWriter, r *http.Request, a *to
 	if len(failed) > 0 {
 		return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure,
 			map[string]any{"shards": failed, "stored": res.Stored, "failed": res.Failed},
-			"%d shards failed their part of the batch; %d records were stored", len(failed), res.Stored)
+			"%s of the batch; %d records were stored", partsFailed(len(failed)), res.Stored)
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
@@ -775,4 +775,12 @@ func (e *readErrors) Read(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// partsFailed says how many shards failed their part, in a message.
+func partsFailed(n int) string {
+	if n == 1 {
+		return "1 shard failed its part"
+	}
+	return fmt.Sprintf("%d shards failed their part", n)
 }

@@ -509,12 +509,16 @@ func TestBatchSetWithAnOwnerDown(t *testing.T) {
 	}
 	st, _, b := do(t, "POST", c.Shards[0].URL+"/v1/batch/set", c.Shards[0].Token, body.Bytes(), map[string]string{"Content-Type": wire.RecordsContentType})
 	var res struct {
-		Error  string                       `json:"error"`
-		Stored int                          `json:"stored"`
-		Failed []cacheserver.BatchSetFailed `json:"failed"`
+		Error   string                       `json:"error"`
+		Message string                       `json:"message"`
+		Stored  int                          `json:"stored"`
+		Failed  []cacheserver.BatchSetFailed `json:"failed"`
 	}
 	if st != http.StatusBadGateway || json.Unmarshal(b, &res) != nil || res.Error != wire.CodePartialFailure || res.Stored != 4 {
 		t.Fatalf("batch set with shard 2 down: %d %s, want 502 partial_failure with 4 stored", st, b)
+	}
+	if want := "1 shard failed its part of the batch; 4 records were stored"; res.Message != want {
+		t.Errorf("message %q, want %q", res.Message, want)
 	}
 	// The records not stored are named, so a client reports exactly those.
 	if len(res.Failed) != 1 || res.Failed[0].Index != 1 || res.Failed[0].Key != keys[1] || res.Failed[0].Error != wire.CodeShardUnavailable {
