@@ -245,6 +245,10 @@ func TestTopologyAnnouncements(t *testing.T) {
 	if st != http.StatusOK || json.Unmarshal(b, &top) != nil || top.Epoch != 2 {
 		t.Fatalf("restarted shard 1: %d %s", st, b)
 	}
+	// And says so when it starts.
+	if got := lastServingLine(t, c.Shards[1]); got.Epoch != 2 || got.Shards != 2 {
+		t.Errorf("restarted shard 1 logged %+v at start, want topology epoch 2 with 2 shards", got)
+	}
 	// The owner down: 503 naming it.
 	c.Shards[1].Kill()
 	st, _, b = do(t, "GET", s.URL+"/v1/keys/"+key, s.Token, nil, nil)
@@ -960,4 +964,31 @@ func TestUnknownEpochIsAskedForOnce(t *testing.T) {
 	if n >= 2*requests {
 		t.Fatalf("%v topology fetches for %d requests naming an unknown epoch, want fewer rounds than requests", n, requests)
 	}
+}
+
+// servingLine is what the server's "serving" log line says of the
+// topology it starts by.
+type servingLine struct {
+	Epoch  int64 `json:"topology_epoch"`
+	Shards int   `json:"topology_shards"`
+}
+
+// lastServingLine reads the last "serving" line srv logged.
+func lastServingLine(t *testing.T, srv *testserver.Server) servingLine {
+	t.Helper()
+	var last servingLine
+	found := false
+	for _, line := range strings.Split(srv.Logs(), "\n") {
+		var rec struct {
+			Msg string `json:"msg"`
+			servingLine
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving" {
+			last, found = rec.servingLine, true
+		}
+	}
+	if !found {
+		t.Fatalf("no serving line in:\n%s", srv.Logs())
+	}
+	return last
 }

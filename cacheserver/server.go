@@ -569,9 +569,18 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if d := s.cfg.CollectionIdleTimeout; d > 0 {
 		go s.closeIdleCollections(ctx, d)
 	}
-	s.log.Info("serving", slog.String("addr", l.Addr().String()), slog.String("data_dir", s.cfg.DataDir),
+	attrs := []any{slog.String("addr", l.Addr().String()), slog.String("data_dir", s.cfg.DataDir),
 		slog.Int("fanout", s.cfg.Fanout), slog.Bool("tls", s.cfg.TLSCert != ""), slog.Bool("auth", s.tokens != nil),
-		slog.Int("max_connections", maxConns))
+		slog.Int("max_connections", maxConns)}
+	if a := s.cluster.current(); a != nil {
+		// The layout it starts by: which one a shard took, from its
+		// volume or from the operator, is the first thing to know.
+		attrs = append(attrs, slog.Int64("topology_epoch", a.Epoch), slog.Int("topology_shards", len(a.Shards)))
+		if a.Previous != nil {
+			attrs = append(attrs, slog.Int("topology_previous_shards", len(a.Previous.Shards)))
+		}
+	}
+	s.log.Info("serving", attrs...)
 	if hl != nil {
 		s.log.Info("serving health", slog.String("health_addr", hl.Addr().String()),
 			slog.Int("max_connections", healthMaxConnections))
