@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	klabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -468,6 +469,22 @@ func TestRebalanceResumesAfterOperatorRestart(t *testing.T) {
 	}
 }
 
+// keepClaim creates the data claim of shard i of DiskCache name, as the
+// StatefulSet controller does from its volumeClaimTemplates (envtest runs
+// none).
+func keepClaim(t *testing.T, ns, name string, i int) {
+	t.Helper()
+	dc := get(t, ns, name, &cachev1alpha1.DiskCache{})
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%s-%d", DataVolume, name, i), Labels: labels(dc, ComponentServer)},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+	}
+	if err := k8s.Create(bg, pvc); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRecreatedOnKeptVolumesCarriesOn: a DiskCache deleted with its claims
 // kept (whenDeleted: Retain) and created again with another shard count
 // finds its shards holding the old layout. The operator carries on from it
@@ -487,6 +504,7 @@ func TestRecreatedOnKeptVolumesCarriesOn(t *testing.T) {
 	s := newShardSet(t, ns, name)
 	for i := range 3 {
 		s.start(i)
+		keepClaim(t, ns, name, i) // as the StatefulSet controller makes them
 	}
 	s.settle(3)
 	keys := s.writeKeys(300)
@@ -525,19 +543,21 @@ func TestRecreatedOnKeptVolumesCarriesOn(t *testing.T) {
 		}
 		return want(len(cm.OwnerReferences) == 1 && cm.OwnerReferences[0].UID == uid, "owners %v", cm.OwnerReferences)
 	})
-	// The new, empty shard is ready first and is given that layout (as
-	// seen on a cluster); the kept ones come one by one after it.
-	s.start(3)
-	eventually(t, "the new shard on the new DiskCache's layout", func() error {
-		got, err := s.client(3).Topology(bg)
-		if err != nil {
+	// No pod on a new claim until the shards on the kept ones have said
+	// which layout they hold: a new shard would serve that layout.
+	eventually(t, "a StatefulSet of the kept claims only", func() error {
+		sts := &appsv1.StatefulSet{}
+		if err := k8s.Get(bg, client.ObjectKey{Namespace: ns, Name: name}, sts); err != nil {
 			return err
 		}
-		return want(len(got.Shards) == 4, "shard 3 has epoch %d with %d shards", got.Epoch, len(got.Shards))
+		return want(len(sts.OwnerReferences) == 1 && sts.OwnerReferences[0].UID == uid && *sts.Spec.Replicas == 3,
+			"owners %v, replicas %d", sts.OwnerReferences, *sts.Spec.Replicas)
 	})
 	for i := range 3 {
 		s.start(i)
 	}
+	eventually(t, "the StatefulSet grown for the move", func() error { return want(replicas(t, ns, name) == 4, "replicas %d", replicas(t, ns, name)) })
+	s.start(3)
 	s.settle(4)
 	s.checkKeys(keys, 4)
 	if err := hasEvent(t, ns, name, "TopologyFromShards", "carrying on from it"); err != nil {

@@ -236,8 +236,24 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 		reports[idx[p.pod.Name]] = p
 	}
 
-	out := &topologyOutcome{announced: want, reports: reports, ready: len(ready), replicas: p.replicas, started: started}
-	out.layoutReady, out.problems = r.podsNotReady(dc, pods.Items, want, p.replicas)
+	replicas := p.replicas
+	if !reportedAll {
+		// Claims kept from an earlier DiskCache of this name may hold
+		// another layout: a pod on a new claim would serve the keys by the
+		// layout from the spec (a delete there answered, and the key
+		// brought back by the move that follows), so no shard is added
+		// until the shards on kept claims have said which layout they
+		// hold. Never below the StatefulSet's size: its pods are running.
+		n, err := r.keptClaimShards(ctx, dc)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 && !everyShardReported(dc, asked, int(n)) {
+			replicas = min(replicas, max(n, stsReplicas))
+		}
+	}
+	out := &topologyOutcome{announced: want, reports: reports, ready: len(ready), replicas: replicas, started: started}
+	out.layoutReady, out.problems = r.podsNotReady(dc, pods.Items, want, replicas)
 	out.problems = append(out.problems, r.fullVolumes(dc, reports)...)
 	// A volume filling up or a pod stuck changes nothing the operator
 	// watches: it asks the shards again after a while.
@@ -271,11 +287,35 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 			fmt.Sprintf("topology epoch %d not announced: %s", want.Epoch, strings.Join(failed, "; "))})
 		out.requeue = topologyRetry
 	}
-	if want.Previous != nil || len(want.Shards) != int(dc.Spec.Shards) || p.replicas != dc.Spec.Shards {
+	if want.Previous != nil || len(want.Shards) != int(dc.Spec.Shards) || replicas != dc.Spec.Shards {
 		// A scale is under way: look again soon.
 		out.requeue = rebalancePoll
 	}
 	return out, nil
+}
+
+// maxShards is spec.shards' maximum (the CRD's validation).
+const maxShards = 128
+
+// keptClaimShards is 1 + the highest ordinal with a data claim of this
+// DiskCache's StatefulSet, 0 when there is none.
+func (r *DiskCacheReconciler) keptClaimShards(ctx context.Context, dc *cachev1alpha1.DiskCache) (int32, error) {
+	var claims corev1.PersistentVolumeClaimList
+	if err := r.List(ctx, &claims, client.InNamespace(dc.Namespace), client.MatchingLabels(selectorLabels(dc))); err != nil {
+		return 0, fmt.Errorf("list claims: %w", err)
+	}
+	var n int32
+	for i := range claims.Items {
+		pvc := &claims.Items[i]
+		s, ok := strings.CutPrefix(pvc.Name, DataVolume+"-"+stsName(dc)+"-")
+		if !ok || pvc.DeletionTimestamp != nil {
+			continue
+		}
+		if i, err := strconv.Atoi(s); err == nil && i >= 0 && i < maxShards {
+			n = max(n, int32(i)+1)
+		}
+	}
+	return n, nil
 }
 
 // shardStates arranges the pods and their answers by ordinal.

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/internal/loadcheck"
 )
 
@@ -22,10 +24,12 @@ import (
 // created again with another shard count: 2 shards under load, delete,
 // create with 3. The shards start on their kept volumes, which hold the
 // layout of 2; the operator carries on from it (Warning TopologyFromShards)
-// and moves the keys to 3 shards. Every write acknowledged before the
-// delete reads back through the new Service, and a scale to 2 under load
-// afterwards brings back nothing deleted or overwritten meanwhile: 0 lost,
-// 0 stale, 0 resurrected. The token is the user's Secret, which outlives
+// and moves the keys to 3 shards. A load runs through the new Service
+// from its creation on: no pod serves the keys by the layout of the spec
+// before the kept shards have reported theirs. Every write acknowledged
+// before the delete and during the re-create reads back through the new
+// Service, and a scale to 2 under load afterwards brings back nothing
+// deleted or overwritten meanwhile: 0 lost, 0 stale, 0 resurrected. The token is the user's Secret, which outlives
 // the DiskCache, so the same clients carry on.
 func TestRecreatedOnKeptVolumesKeepsEveryWrite(t *testing.T) {
 	p := newPhases(t)
@@ -78,20 +82,52 @@ func TestRecreatedOnKeptVolumesKeepsEveryWrite(t *testing.T) {
 		t.Fatalf("claims kept: %d, %v; want 2", len(claims.Items), err)
 	}
 
-	p.next("create again with 3 shards: the keys move to 3")
+	p.next("create again with 3 shards under load: the keys move to 3")
 	createDiskCache(t, spec(3))
+	// The load runs through the new Service from the moment it has an
+	// address, so it meets every pod as soon as it is ready: a shard
+	// serving keys by a layout they were not placed by would answer
+	// deletes and increments there, which the move brings back over.
+	var svc corev1.Service
+	eventually(t, 2*time.Minute, "the new Service", func(ctx context.Context) (bool, string) {
+		err := k8s.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: name}, &svc)
+		return err == nil && svc.Spec.ClusterIP != "", fmt.Sprintf("get: %v", err)
+	})
+	c, err := cacheclient.New(fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, cachePort), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.c = c.Cache("")
+	ops0, errs0 := store.ops.Load(), store.errs.Load()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { l.Run(context.Background(), stop); close(done) }()
 	waitAvailable(t, ns, name, 5*time.Minute)
 	eventually(t, 5*time.Minute, "the move to 3 shards to end", func(ctx context.Context) (bool, string) {
 		topo, err := readTopology(ctx, ns, name)
 		return err == nil && topo.Shards == 3 && topo.Epoch > epoch && !topo.Rebalancing && topo.PreviousShards == 0 && topo.ReadyShardsOnEpoch == 3,
 			fmt.Sprintf("status.topology %+v (%v); the deleted DiskCache's epoch was %d", topo, err, epoch)
 	})
+	close(stop)
+	<-done
+	// The new shard's pod was made only once the kept shards had reported:
+	// it started by their layout (or the move from it), never by the
+	// spec's own first one (epoch 1, 3 shards), which would have served
+	// keys where they were never placed.
+	logs, err := kubectl(t, "-n", ns, "logs", name+"-2")
+	if err != nil {
+		t.Fatalf("logs of %s-2: %v\n%s", name, err, logs)
+	}
+	start := servingTopology(t, logs)
+	t.Logf("%s-2 started by topology epoch %d with %d shards (previous: %d shards)", name, start.Epoch, start.Shards, start.PreviousShards)
+	if start.Epoch == 1 && start.Shards == 3 && start.PreviousShards == 0 {
+		t.Errorf("%s-2 started by the spec's first layout (epoch 1, 3 shards), not the kept shards' one", name)
+	}
+	t.Logf("the load during the re-create: %d operations, %d errors (no pod ready at first)", store.ops.Load()-ops0, store.errs.Load()-errs0)
 	out, _ := kubectl(t, "-n", ns, "get", "events", "--field-selector", "reason=TopologyFromShards", "-o", "custom-columns=MESSAGE:.message")
 	t.Logf("TopologyFromShards events:\n%s", strings.TrimSpace(out))
 	if !strings.Contains(out, "carrying on from it") {
 		t.Errorf("no TopologyFromShards event")
 	}
-	store.c = serviceClient(t, ns, name, tok) // the Service is a new one
 	counts, err = l.VerifyThrough(ctxT(t, 3*time.Minute), store)
 	t.Logf("LOADCHECK after the delete and a re-create with 3 shards: lost %d, stale %d, resurrected %d (%v, %v)",
 		counts.Lost, counts.Stale, counts.Resurrected, counts, err)
@@ -115,4 +151,31 @@ func runLoad(t *testing.T, l *loadcheck.Ledger, store *rescaleStore, n int64) {
 		sent := store.ops.Load() - ops0
 		return sent >= n, fmt.Sprintf("%d of %d operations", sent, n)
 	})
+}
+
+// startTopology is what a server's "serving" log line says of the topology
+// it started by.
+type startTopology struct {
+	Epoch          int64 `json:"topology_epoch"`
+	Shards         int   `json:"topology_shards"`
+	PreviousShards int   `json:"topology_previous_shards"`
+}
+
+// servingTopology reads the last "serving" line of a server's logs.
+func servingTopology(t *testing.T, logs string) startTopology {
+	t.Helper()
+	var last *startTopology
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Msg string `json:"msg"`
+			startTopology
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving" {
+			last = &rec.startTopology
+		}
+	}
+	if last == nil {
+		t.Fatalf("no serving line in the logs:\n%s", logs)
+	}
+	return *last
 }
