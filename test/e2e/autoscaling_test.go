@@ -99,7 +99,7 @@ func TestAutoscalingGrowsOnFill(t *testing.T) {
 	}
 	total := int64(0)
 	for shard := range 2 {
-		in, err := podCache(t, podURL(cachePod(t, ns, name, shard)), tok).Info(ctx)
+		in, err := podCache(t, cachePod(t, ns, name, shard), tok, nil).Info(ctx)
 		if err != nil || in.Count == 0 {
 			t.Errorf("shard %d holds %d keys (%v): want a share", shard, in.Count, err)
 		}

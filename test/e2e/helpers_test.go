@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -346,6 +347,13 @@ func token(t *testing.T, ns, name string) string {
 // serviceURL is the client Service's ClusterIP URL (reachable from this machine).
 func serviceURL(t *testing.T, ns, name string) string {
 	t.Helper()
+	return serviceURLTLS(t, ns, name, nil)
+}
+
+// serviceURLTLS is serviceURL over https, verified with tlsConfig, for a
+// DiskCache with spec.tls; over http when tlsConfig is nil.
+func serviceURLTLS(t *testing.T, ns, name string, tlsConfig *tls.Config) string {
+	t.Helper()
 	svc := &corev1.Service{}
 	if err := k8s.Get(ctxT(t, 30*time.Second), ctrlclient.ObjectKey{Namespace: ns, Name: name}, svc); err != nil {
 		t.Fatalf("get Service: %v", err)
@@ -353,18 +361,28 @@ func serviceURL(t *testing.T, ns, name string) string {
 	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		t.Fatalf("Service %s has no ClusterIP", name)
 	}
-	base := fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, cachePort)
-	waitServiceAnswers(t, base)
+	base := dataURL(svc.Spec.ClusterIP, tlsConfig)
+	waitServiceAnswers(t, base, tlsConfig)
 	return base
+}
+
+// dataURL is the URL of the data port at ip: https when tlsConfig is set.
+func dataURL(ip string, tlsConfig *tls.Config) string {
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://%s:%d", scheme, ip, cachePort)
 }
 
 // waitServiceAnswers waits until base answers /healthz on a few fresh
 // connections in a row. A Service's ClusterIP starts to route only once
 // kube-proxy has seen its ready endpoints, which can be a moment after the
 // DiskCache is Available; until then connections to it are refused.
-func waitServiceAnswers(t *testing.T, base string) {
+func waitServiceAnswers(t *testing.T, base string, tlsConfig *tls.Config) {
 	t.Helper()
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+		TLSClientConfig: tlsConfig.Clone()}}
 	const inARow = 3
 	answered, failures, start := 0, 0, time.Now()
 	defer func() {
@@ -398,13 +416,21 @@ func waitServiceAnswers(t *testing.T, base string) {
 }
 
 func podURL(pod *corev1.Pod) string {
-	return fmt.Sprintf("http://%s:%d", pod.Status.PodIP, cachePort)
+	return dataURL(pod.Status.PodIP, nil)
 }
 
 // serviceClient is a Go client of the DiskCache's Service, with retries.
 func serviceClient(t *testing.T, ns, name, tok string) *cacheclient.Cache {
 	t.Helper()
-	c, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
+	return serviceClientTLS(t, ns, name, tok, nil)
+}
+
+// serviceClientTLS is serviceClient over https, verified with tlsConfig
+// (spec.tls); over http when tlsConfig is nil.
+func serviceClientTLS(t *testing.T, ns, name, tok string, tlsConfig *tls.Config) *cacheclient.Cache {
+	t.Helper()
+	c, err := cacheclient.New(serviceURLTLS(t, ns, name, tlsConfig),
+		cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true, TLSConfig: tlsConfig})
 	if err != nil {
 		t.Fatal(err)
 	}

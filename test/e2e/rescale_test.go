@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"hash/fnv"
 	"strings"
@@ -29,7 +30,10 @@ import (
 // (through a shard that may not have learned the newer layout yet). It
 // counts the operations it sends.
 type rescaleStore struct {
-	c         *cacheclient.Cache
+	c *cacheclient.Cache
+	// tls is what c verifies the Service's https with (a DiskCache with
+	// spec.tls), and the shards are asked with; nil over plain http.
+	tls       *tls.Config
 	ops, errs atomic.Int64
 	// Batch sets (three keys in 20 are written with SetMany, which the
 	// shard that takes it splits by owner), and those that failed.
@@ -245,7 +249,7 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 	// answers about itself).
 	var total int64
 	for i := range int(to) {
-		in, err := podCache(t, podURL(cachePod(t, ns, name, i)), tok).Info(ctxT(t, time.Minute))
+		in, err := podCache(t, cachePod(t, ns, name, i), tok, store.tls).Info(ctxT(t, time.Minute))
 		if err != nil {
 			t.Fatalf("shard %d: %v", i, err)
 		}

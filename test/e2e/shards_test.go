@@ -3,10 +3,13 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
@@ -23,11 +26,18 @@ func (s shardScope) RoundTrip(req *http.Request) (*http.Response, error) {
 	return s.next.RoundTrip(req)
 }
 
-// podCache is a client of one pod's own data.
-func podCache(t *testing.T, url, tok string) *cacheclient.Cache {
+// podCache is a client of one pod's own data, over https verified with
+// tlsConfig when it is set (spec.tls), over http otherwise.
+func podCache(t *testing.T, pod *corev1.Pod, tok string, tlsConfig *tls.Config) *cacheclient.Cache {
 	t.Helper()
-	c, err := cacheclient.New(url, cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true,
-		HTTPClient: &http.Client{Transport: shardScope{http.DefaultTransport}}})
+	tr := http.DefaultTransport
+	if tlsConfig != nil {
+		tt := http.DefaultTransport.(*http.Transport).Clone()
+		tt.TLSClientConfig = tlsConfig.Clone()
+		tr = tt
+	}
+	c, err := cacheclient.New(dataURL(pod.Status.PodIP, tlsConfig), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true,
+		HTTPClient: &http.Client{Transport: shardScope{tr}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +97,7 @@ func TestShardsAreOneCache(t *testing.T) {
 	svc := serviceClient(t, ns, name, tok)
 	var pods []*cacheclient.Cache
 	for i := range 3 {
-		pods = append(pods, podCache(t, podURL(cachePod(t, ns, name, i)), tok))
+		pods = append(pods, podCache(t, cachePod(t, ns, name, i), tok, nil))
 	}
 
 	p.next(fmt.Sprintf("write %d keys through the Service", n))
