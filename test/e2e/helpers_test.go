@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -385,11 +386,6 @@ func waitServiceAnswers(t *testing.T, base string, tlsConfig *tls.Config) {
 		TLSClientConfig: tlsConfig.Clone()}}
 	const inARow = 3
 	answered, failures, start := 0, 0, time.Now()
-	defer func() {
-		if failures > 0 {
-			t.Logf("the Service %s answered %s after it was first asked (%d failed tries)", base, time.Since(start).Round(time.Millisecond), failures)
-		}
-	}()
 	eventually(t, 2*time.Minute, "the Service "+base+" to answer", func(ctx context.Context) (bool, string) {
 		for answered < inARow {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
@@ -397,6 +393,11 @@ func waitServiceAnswers(t *testing.T, base string, tlsConfig *tls.Config) {
 				t.Fatal(err)
 			}
 			resp, err := hc.Do(req)
+			// A certificate this client does not take is no Service still
+			// starting to route: waiting does not change it.
+			if errors.As(err, new(*tls.CertificateVerificationError)) {
+				t.Fatalf("the Service %s: %v", base, err)
+			}
 			if err != nil {
 				answered = 0
 				failures++
@@ -413,6 +414,9 @@ func waitServiceAnswers(t *testing.T, base string, tlsConfig *tls.Config) {
 		}
 		return true, ""
 	})
+	if failures > 0 {
+		t.Logf("the Service %s answered %s after it was first asked (%d failed tries)", base, time.Since(start).Round(time.Millisecond), failures)
+	}
 }
 
 func podURL(pod *corev1.Pod) string {
