@@ -68,7 +68,7 @@ func servingCert(t *testing.T, dnsNames ...string) (caPEM, certPEM, keyPEM []byt
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
 
-// 11. A DiskCache with spec.tls and several shards keeps every write of a
+// 12. A DiskCache with spec.tls and several shards keeps every write of a
 // move under load: a CA and a certificate made here for the Service's
 // names and the shards' peer names (*.<name>-peers.<ns>.svc, which the
 // operator reaches the pods by, and the same under .cluster.local, the
