@@ -631,13 +631,7 @@ func TestStalledShardDropsAWriteItsClientGaveUp(t *testing.T) {
 	}
 	s0.Thaw(t)
 	puts := func() (total, dropped float64) {
-		resp, err := http.Get(s0.URL + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		for _, line := range strings.Split(string(b), "\n") {
+		for _, line := range strings.Split(scrape(t, s0), "\n") {
 			series, v, _ := strings.Cut(line, " ")
 			if strings.HasPrefix(series, `diskcache_http_requests_total{`) && strings.HasSuffix(series, `method="PUT",route="/v1/keys/{key}"}`) {
 				n, _ := strconv.ParseFloat(v, 64)
