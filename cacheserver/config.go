@@ -54,6 +54,11 @@ type Config struct {
 	// CollectionIdleTimeout closes the database connections of named
 	// caches, deques and indexes unused that long (0: never).
 	CollectionIdleTimeout time.Duration
+	// MaxOpenCollections bounds the named caches, deques and indexes that
+	// hold database connections (SQLite's memory and file descriptors):
+	// using one more closes those of the one used least recently (0: no
+	// bound).
+	MaxOpenCollections int
 	// CollectionMaxBytes bounds each deque, index and non-culling named
 	// cache (0: one fanout database's share of size_limit).
 	CollectionMaxBytes int64
@@ -136,6 +141,7 @@ func DefaultConfig() Config {
 		BodyTimeout:           30 * time.Second,
 		DiskReserveBytes:      16 << 20,
 		CollectionIdleTimeout: time.Minute,
+		MaxOpenCollections:    256,
 		MetricsInterval:       time.Second,
 		RebalanceRate:         64 << 20,
 		LogFormat:             "json",
@@ -226,8 +232,8 @@ func (c *Config) Validate() error {
 	if c.Epoch < 1 {
 		errs = append(errs, fmt.Errorf("--epoch must be at least 1, got %d", c.Epoch))
 	}
-	if c.BodyTimeout < 0 || c.MaxConnections < 0 || c.DiskReserveBytes < 0 || c.CollectionIdleTimeout < 0 || c.CollectionMaxBytes < 0 {
-		errs = append(errs, errors.New("--body-timeout, --max-connections, --disk-reserve-bytes, --collection-idle-timeout and --collection-max-bytes must not be negative"))
+	if c.BodyTimeout < 0 || c.MaxConnections < 0 || c.DiskReserveBytes < 0 || c.CollectionIdleTimeout < 0 || c.CollectionMaxBytes < 0 || c.MaxOpenCollections < 0 {
+		errs = append(errs, errors.New("--body-timeout, --max-connections, --disk-reserve-bytes, --collection-idle-timeout, --collection-max-bytes and --max-open-collections must not be negative"))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format must be json or text, got %q", c.LogFormat))
@@ -260,6 +266,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&cfg.HealthListen, settings.FlagHealthListen.String(), cfg.HealthListen, "address serving only /healthz, /readyz and /metrics (same auth, TLS when --tls-cert is given), not counted in --max-connections, for the kubelet's probes and Prometheus (empty: none; they are served on --listen as well)")
 	fs.Int64Var(&cfg.DiskReserveBytes, settings.FlagDiskReserveBytes.String(), cfg.DiskReserveBytes, "space held back in the data directory and released when the volume fills, so deletes, clear, evict and cull still work")
 	fs.DurationVar(&cfg.CollectionIdleTimeout, settings.FlagCollectionIdleTimeout.String(), cfg.CollectionIdleTimeout, "close the database files of named caches, deques and indexes unused this long (0: keep them open)")
+	fs.IntVar(&cfg.MaxOpenCollections, settings.FlagMaxOpenCollections.String(), cfg.MaxOpenCollections, "named caches, deques and indexes that keep their database files open (about 180 KiB of memory and 3 file descriptors each); using one more closes those of the one used least recently (0: no bound)")
 	fs.Int64Var(&cfg.CollectionMaxBytes, settings.FlagCollectionMaxBytes.String(), cfg.CollectionMaxBytes, "bytes each deque, index or non-culling named cache may hold; writes beyond answer 507 (0: one fanout database's share of --size-limit)")
 	fs.BoolVar(&cfg.FsyncValueFiles, settings.FlagFsyncValueFiles.String(), cfg.FsyncValueFiles, "fsync each new value file before its row commits, so a power loss cannot leave a committed item without its value (python-diskcache does not; costs a disk flush per file-backed write)")
 	fs.Int64Var(&cfg.HotValueBytes, settings.FlagHotValueBytes.String(), cfg.HotValueBytes, "bytes of the values read last kept in memory, so gets they answer run no SQL (0: none); values in files are not kept. Not 0: no other process may open the data directory's databases while the server runs")

@@ -130,3 +130,16 @@ func TestRebalanceRateFlag(t *testing.T) {
 		t.Fatalf("negative rate: %v", err)
 	}
 }
+
+func TestMaxOpenCollectionsFlag(t *testing.T) {
+	env := func(string) string { return "" }
+	if cfg, err := LoadConfig([]string{"--data-dir", t.TempDir(), "--insecure-no-auth"}, env); err != nil || cfg.MaxOpenCollections != 256 {
+		t.Fatalf("default: %v %d", err, cfg.MaxOpenCollections)
+	}
+	if cfg, err := LoadConfig([]string{"--data-dir", t.TempDir(), "--insecure-no-auth", "--max-open-collections", "0"}, env); err != nil || cfg.MaxOpenCollections != 0 {
+		t.Fatalf("--max-open-collections 0: %v %d", err, cfg.MaxOpenCollections)
+	}
+	if _, err := LoadConfig([]string{"--data-dir", t.TempDir(), "--insecure-no-auth", "--max-open-collections", "-1"}, env); err == nil || !strings.Contains(err.Error(), "--max-open-collections") {
+		t.Fatalf("negative: %v", err)
+	}
+}

@@ -920,6 +920,42 @@ func TestIdleCollectionsReleaseFiles(t *testing.T) {
 	}
 }
 
+// TestOpenCollectionsAreBounded uses 120 named caches and 60 deques, each
+// once, well within --collection-idle-timeout: with --max-open-collections
+// 16 the server holds the database files of 16 of them (3 files each), not
+// of all, and reports 16 in diskcache_open_collections; the first one, long
+// closed, opens again with its item.
+func TestOpenCollectionsAreBounded(t *testing.T) {
+	const bound = 16
+	srv, c := startServer(t, "--fanout", "2", "--max-open-collections", strconv.Itoa(bound))
+	if err := c.Cache("").Set(t.Context(), kv.TextKey("warm"), kv.Text("v"), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	readProcState(t, srv) // its scrape of /metrics opens every fanout database
+	before := readProcState(t, srv)
+	for i := range 120 {
+		if err := c.Cache(fmt.Sprintf("named-%d", i)).Set(t.Context(), kv.TextKey("k"), kv.Text("v"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := c.Deque(fmt.Sprintf("deque-%d", i)).Append(t.Context(), kv.Text("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	after := readProcState(t, srv)
+	if after.sqlite > before.sqlite+3*bound {
+		t.Errorf("after 180 collections the server holds %d SQLite files, %d before: want at most %d more (%d collections of 3 files)",
+			after.sqlite, before.sqlite, 3*bound, bound)
+	}
+	if n := metricValue(t, srv, "diskcache_open_collections"); n != bound {
+		t.Errorf("diskcache_open_collections = %v, want %d", n, bound)
+	}
+	if it, ok, err := c.Cache("named-0").Get(t.Context(), kv.TextKey("k")); !ok || err != nil || !it.Value.Equal(kv.Text("v")) {
+		t.Errorf("named cache after its files were closed: %v %v %v", it.Value, ok, err)
+	}
+}
+
 // TestCollectionsHaveALimit fills a deque and an index, which never cull:
 // writes beyond --collection-max-bytes (by default one fanout database's
 // share of size_limit) answer 507 collection_full, and removing items

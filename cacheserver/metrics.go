@@ -241,10 +241,11 @@ var (
 	descEpoch     = prometheus.NewDesc("diskcache_topology_epoch", "Epoch of the topology this shard routes by (absent on a server that is not a shard).", nil, nil)
 	descShards    = prometheus.NewDesc("diskcache_topology_shards", "Shards in the topology this shard routes by.", nil, nil)
 	descMoving    = prometheus.NewDesc("diskcache_topology_moving", "1 while the topology in force names a previous layout: keys are moving between shards.", nil, nil)
+	descOpenColls = prometheus.NewDesc("diskcache_open_collections", "Named caches, deques and indexes holding database connections (bounded by --max-open-collections, closed after --collection-idle-timeout unused).", nil, nil)
 )
 
 func (c serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDiskUsed, descSizeLimit, descFSSize, descFSAvail, descEpoch, descShards, descMoving} {
+	for _, d := range []*prometheus.Desc{descDiskUsed, descSizeLimit, descFSSize, descFSAvail, descEpoch, descShards, descMoving, descOpenColls} {
 		ch <- d
 	}
 }
@@ -263,6 +264,7 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDiskUsed, prometheus.GaugeValue, float64(used))
 	}
 	ch <- prometheus.MustNewConstMetric(descSizeLimit, prometheus.GaugeValue, float64(storeSettings(c.s.cache).SizeLimit))
+	ch <- prometheus.MustNewConstMetric(descOpenColls, prometheus.GaugeValue, float64(c.s.cache.OpenCollections()))
 	var st syscall.Statfs_t
 	if syscall.Statfs(c.s.cfg.DataDir, &st) == nil {
 		ch <- prometheus.MustNewConstMetric(descFSSize, prometheus.GaugeValue, float64(st.Blocks)*float64(st.Bsize))

@@ -88,7 +88,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// A new named cache gets a fanout database's share of size_limit,
 		// not python-diskcache's 1 GiB.
 		CacheSizeLimit: -1,
-		SyncFile:       cfg.valueFileSync(),
+		// Named caches, deques and indexes are made on request: bound the
+		// memory and file descriptors their connections hold.
+		MaxOpenCollections: cfg.MaxOpenCollections,
+		SyncFile:           cfg.valueFileSync(),
 		// Nothing else writes a server's data directory; with values in
 		// memory nothing else may open it, which also spares each
 		// transaction its file locks.

@@ -388,6 +388,15 @@ func (c *Cache) CloseIdle(d time.Duration) int {
 	return len(stale)
 }
 
+// openConns counts the connections open now: idle ones and those in use
+// (or being opened).
+func (c *Cache) openConns() int {
+	c.idleMu.Lock()
+	n := len(c.idle)
+	c.idleMu.Unlock()
+	return n + len(c.slots)
+}
+
 // discard closes a connection that must not be reused.
 func (c *Cache) discard(cn *conn) {
 	_ = cn.close()

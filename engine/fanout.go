@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -85,6 +86,14 @@ type FanoutOptions struct {
 	// when negative, the size_limit of one fanout database at that time. A
 	// named cache that exists keeps its stored size_limit.
 	CacheSizeLimit int64
+	// MaxOpenCollections, when positive, bounds the named caches, deques
+	// and indexes that keep database connections open (each holds SQLite's
+	// memory for its connection, about 180 KiB, and three file
+	// descriptors): using one more closes the idle connections of the one
+	// used least recently, which opens them again when next used. A
+	// connection in use at that moment stays open until it has been idle
+	// for CloseIdleCollections' duration. Zero: no bound.
+	MaxOpenCollections int
 	// Quarantine moves the directory of a fanout database that SQLite
 	// finds damaged at open to quarantine/NNN-<time> below dir and opens
 	// it anew, empty, instead of failing; FanoutCache.Quarantined lists
@@ -131,11 +140,18 @@ type FanoutCache struct {
 	// quarantined lists the fanout databases moved aside at open.
 	quarantined []Quarantined
 
+	// maxOpenSubs is FanoutOptions.MaxOpenCollections.
+	maxOpenSubs int
+
 	mu      sync.Mutex // guards the fields below
 	closed  bool
 	caches  map[string]*Cache
 	deques  map[string]*Deque
 	indexes map[string]*Index
+	// recent holds the sub-collections used last, the most recent first,
+	// at most maxOpenSubs of them; recentAt finds each one's element.
+	recent   list.List
+	recentAt map[*Cache]*list.Element
 }
 
 // OpenFanout opens or creates the FanoutCache in dir.
@@ -185,9 +201,11 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		batchYield:    opts.BatchYield,
 		bgCheckpoints: opts.BackgroundCheckpoints,
 		pageSize:      opts.PageSize,
+		maxOpenSubs:   opts.MaxOpenCollections,
 		caches:        map[string]*Cache{},
 		deques:        map[string]*Deque{},
 		indexes:       map[string]*Index{},
+		recentAt:      map[*Cache]*list.Element{},
 	}
 	f.cacheSizeLimit = opts.CacheSizeLimit
 	var gate *commitGate
@@ -632,6 +650,8 @@ func (f *FanoutCache) Close() error {
 	clear(f.caches)
 	clear(f.deques)
 	clear(f.indexes)
+	f.recent.Init()
+	clear(f.recentAt)
 	f.mu.Unlock()
 	var err error
 	for _, c := range subs {
@@ -767,28 +787,69 @@ func (f *FanoutCache) subDir(kind, name string) (string, error) {
 // openSub returns the sub-collection called name of one kind, opening its
 // cache in dir/<kind>/<name> on first use with the fanout clock and the
 // Cache default timeout (python-diskcache opens them with its defaults),
-// and keeping it in open until the FanoutCache closes.
-func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, overrides func(dir string) map[settings.Name]any, wrap func(*Cache) T) (T, error) {
+// and keeping it in open until the FanoutCache closes. unwrap gives the
+// Cache of a sub-collection.
+func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, overrides func(dir string) map[settings.Name]any, wrap func(*Cache) T, unwrap func(T) *Cache) (T, error) {
 	var zero T
 	dir, err := f.subDir(kind, name)
 	if err != nil {
 		return zero, err
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		return zero, kv.ErrClosed
 	}
-	if x, ok := open[name]; ok {
-		return x, nil
+	x, ok := open[name]
+	if !ok {
+		c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints, PageSize: f.pageSize})
+		if err != nil {
+			f.mu.Unlock()
+			return zero, err
+		}
+		x = wrap(c)
+		open[name] = x
 	}
-	c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints, PageSize: f.pageSize})
-	if err != nil {
-		return zero, err
+	least := f.used(unwrap(x))
+	f.mu.Unlock()
+	if least != nil {
+		// Outside the lock: closing the last connection of a database
+		// checkpoints its log.
+		least.CloseIdle(0)
 	}
-	x := wrap(c)
-	open[name] = x
 	return x, nil
+}
+
+// used puts c first among the sub-collections used recently and returns
+// the one that no longer fits among them (nil if none), whose connections
+// the caller closes. Called with f.mu held.
+func (f *FanoutCache) used(c *Cache) *Cache {
+	if f.maxOpenSubs <= 0 {
+		return nil
+	}
+	if e, ok := f.recentAt[c]; ok {
+		f.recent.MoveToFront(e)
+		return nil
+	}
+	f.recentAt[c] = f.recent.PushFront(c)
+	if f.recent.Len() <= f.maxOpenSubs {
+		return nil
+	}
+	least := f.recent.Remove(f.recent.Back()).(*Cache)
+	delete(f.recentAt, least)
+	return least
+}
+
+// OpenCollections counts the named caches, deques and indexes that hold
+// database connections now.
+func (f *FanoutCache) OpenCollections() int {
+	n := 0
+	for _, c := range f.subs() {
+		if c.openConns() > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // SetCollectionMaxBytes bounds the named caches, deques and indexes opened
@@ -833,7 +894,7 @@ func (f *FanoutCache) newCacheSettings(dir string) map[settings.Name]any {
 // name nests directories; see ValidateName), opened on first use and kept
 // until the FanoutCache closes. Do not close it yourself.
 func (f *FanoutCache) Cache(ctx context.Context, name string) (*Cache, error) {
-	return openSub(ctx, f, fanoutCacheDir, name, f.caches, f.newCacheSettings, func(c *Cache) *Cache { return c })
+	return openSub(ctx, f, fanoutCacheDir, name, f.caches, f.newCacheSettings, func(c *Cache) *Cache { return c }, func(c *Cache) *Cache { return c })
 }
 
 // Deque returns the Deque called name, stored in dir/deque/<name> with
@@ -842,12 +903,12 @@ func (f *FanoutCache) Cache(ctx context.Context, name string) (*Cache, error) {
 // unbounded); later calls return the open deque as it is, as
 // python-diskcache does: change it with SetMaxlen. Do not close it yourself.
 func (f *FanoutCache) Deque(ctx context.Context, name string, maxlen int) (*Deque, error) {
-	return openSub(ctx, f, fanoutDequeDir, name, f.deques, noEviction, func(c *Cache) *Deque { return NewDeque(c, maxlen) })
+	return openSub(ctx, f, fanoutDequeDir, name, f.deques, noEviction, func(c *Cache) *Deque { return NewDeque(c, maxlen) }, (*Deque).Cache)
 }
 
 // Index returns the Index called name, stored in dir/index/<name> with
 // eviction policy none, opened on first use and kept until the FanoutCache
 // closes. Do not close it yourself.
 func (f *FanoutCache) Index(ctx context.Context, name string) (*Index, error) {
-	return openSub(ctx, f, fanoutIndexDir, name, f.indexes, noEviction, NewIndex)
+	return openSub(ctx, f, fanoutIndexDir, name, f.indexes, noEviction, NewIndex, (*Index).Cache)
 }

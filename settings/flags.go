@@ -35,6 +35,7 @@ const (
 	FlagDiskReserveBytes      Flag = "disk-reserve-bytes"
 	FlagCollectionIdleTimeout Flag = "collection-idle-timeout"
 	FlagCollectionMaxBytes    Flag = "collection-max-bytes"
+	FlagMaxOpenCollections    Flag = "max-open-collections"
 	FlagRebalanceRate         Flag = "rebalance-rate"
 	FlagFsyncValueFiles       Flag = "fsync-value-files"
 	FlagMetricsRequireToken   Flag = "metrics-require-token"
