@@ -1,0 +1,236 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
+
+	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/internal/loadcheck"
+	"github.com/diskcache-operator/diskcache-operator/kv"
+)
+
+// fillValue is the filler's value of key: 8000 bytes from its hash, below
+// diskMinFileSize (held in the database, whose pages SQLite caches).
+func fillValue(key string) []byte {
+	sum := sha256.Sum256([]byte(key))
+	return bytes.Repeat(sum[:], 250)
+}
+
+// filler writes distinct keys with fillValue through c from 4 goroutines
+// until stopped, and keeps the keys whose writes were acknowledged.
+type filler struct {
+	c     *cacheclient.Cache
+	next  atomic.Int64
+	bytes atomic.Int64
+	errs  atomic.Int64
+	mu    sync.Mutex
+	acked []string
+}
+
+func (f *filler) run(stop <-chan struct{}) {
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := "fill-" + strconv.FormatInt(f.next.Add(1), 10)
+				v := fillValue(k)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := f.c.Set(ctx, kv.TextKey(k), kv.Bytes(v), kv.SetOptions{})
+				cancel()
+				if err != nil {
+					f.errs.Add(1)
+					continue
+				}
+				f.bytes.Add(int64(len(v)))
+				f.mu.Lock()
+				f.acked = append(f.acked, k)
+				f.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// oomKilled names the pod of DiskCache name whose cacheserver the kernel
+// killed for its memory limit (its last state OOMKilled); "" if none.
+func oomKilled(ctx context.Context, ns, name string) (string, error) {
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, ctrlclient.InNamespace(ns), ctrlclient.MatchingLabels{"app.kubernetes.io/instance": name}); err != nil {
+		return "", err
+	}
+	for _, pod := range pods.Items {
+		for _, cs := range pod.Status.ContainerStatuses {
+			if t := cs.LastTerminationState.Terminated; cs.Name == cacheContainer && t != nil && t.Reason == "OOMKilled" {
+				return pod.Name, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// 13. A shard the kernel kills for its memory keeps every acknowledged
+// write. 2 shards with a memory limit of 80Mi, below what a shard may use
+// (the operator says MemoryLimitTooLow); a load through the Service keeps a
+// ledger while a filler writes distinct 8000-byte values through the
+// Service, which fill SQLite's page caches, until the kernel OOM-kills a
+// shard's cacheserver. The operator reports the kill (a Warning Event
+// ShardOOMKilled, Degraded naming the pod and the limit) and the shard
+// restarts on its volume. The limit is then raised, as the report says,
+// the shards roll, and every acknowledged write reads back: each of the
+// filler's values, and the ledger's 0 lost, 0 stale, 0 resurrected.
+func TestShardOOMKilledKeepsEveryWrite(t *testing.T) {
+	const name = "oom"
+	p := newPhases(t)
+	defer p.done()
+	p.next("create 2 shards with a memory limit of 80Mi")
+	ns := newNamespace(t, "oom")
+	createDiskCache(t, newDiskCache(ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.Shards = 2
+		dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("80Mi")}
+	}))
+	waitAvailable(t, ns, name, 5*time.Minute)
+	waitTopologyAnnounced(t, ns, name, 2)
+	if c := meta.FindStatusCondition(getDiskCache(t, ns, name).Status.Conditions, cachev1alpha1.ConditionDegraded); c == nil || !strings.Contains(c.Message, "below") {
+		t.Errorf("Degraded with a memory limit of 80Mi: %+v; want the limit named too low", c)
+	}
+	tok := token(t, ns, name)
+
+	p.next("load through the Service")
+	// No retries: a call for the killed shard's keys fails at once (the
+	// ledger takes it as maybe applied) and the load goes on.
+	lc, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: -1, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &rescaleStore{c: lc.Cache("")}
+	l := loadcheck.New(deadlineStore{store, 2 * time.Second}, loadcheck.Config{Workers: 4, KeysPerWorker: 100, Prefix: "oom"})
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { l.Run(context.Background(), stop); close(done) }()
+	stopLoad := sync.OnceFunc(func() { close(stop); <-done })
+	defer stopLoad()
+	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
+		n := store.ops.Load()
+		return n >= 300, fmt.Sprintf("%d operations so far", n)
+	})
+
+	p.next("fill until the kernel kills a shard")
+	f := &filler{c: lc.Cache("")}
+	stopFill, filled := make(chan struct{}), make(chan struct{})
+	go func() { f.run(stopFill); close(filled) }()
+	stopFiller := sync.OnceFunc(func() { close(stopFill); <-filled })
+	defer stopFiller()
+	var killed string
+	// Each shard's page caches may reach 8 databases × 8192 pages of
+	// 2 KiB: the kill comes well before 512 MiB are written.
+	eventually(t, 5*time.Minute, "a shard's cacheserver OOMKilled", func(ctx context.Context) (bool, string) {
+		if f.bytes.Load() > 512<<20 {
+			t.Fatalf("%d MiB written, no shard OOMKilled with a limit of 80Mi", f.bytes.Load()>>20)
+		}
+		var err error
+		killed, err = oomKilled(ctx, ns, name)
+		return killed != "", fmt.Sprintf("%d MiB written (%d writes failed), %v", f.bytes.Load()>>20, f.errs.Load(), err)
+	})
+	stopFiller()
+	t.Logf("pod %s OOMKilled after %d MiB of the filler's values were acknowledged (%d writes failed)", killed, f.bytes.Load()>>20, f.errs.Load())
+
+	p.next("the operator reports the kill; the shard is back")
+	eventually(t, 2*time.Minute, "a Warning Event ShardOOMKilled", func(context.Context) (bool, string) {
+		for _, e := range eventsOf(t, ns, name) {
+			if e.Reason == cachev1alpha1.ReasonShardOOMKilled && e.Type == corev1.EventTypeWarning && e.Related != nil && e.Related.Name == killed {
+				return true, e.Note
+			}
+		}
+		return false, "none yet"
+	})
+	eventually(t, 2*time.Minute, "Degraded naming the kill", func(context.Context) (bool, string) {
+		c := meta.FindStatusCondition(getDiskCache(t, ns, name).Status.Conditions, cachev1alpha1.ConditionDegraded)
+		return c != nil && c.Status == "True" && strings.Contains(c.Message, killed+": cacheserver was OOMKilled (memory limit 80Mi)"), fmt.Sprintf("%+v", c)
+	})
+	waitServiceRoutes(t, ns, name, 0, 1)
+	acked := l.Acked()
+	eventually(t, time.Minute, "the load to go on", func(context.Context) (bool, string) {
+		n := l.Acked() - acked
+		return n >= 100, fmt.Sprintf("%d writes acknowledged since", n)
+	})
+
+	p.next("raise the limit as the report says; the shards roll")
+	before := []*corev1.Pod{cachePod(t, ns, name, 0), cachePod(t, ns, name, 1)}
+	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}
+	})
+	for i, old := range before {
+		eventually(t, 5*time.Minute, fmt.Sprintf("shard %d rolled and ready", i), func(context.Context) (bool, string) {
+			pod := cachePod(t, ns, name, i)
+			return pod.UID != old.UID && podReady(pod), fmt.Sprintf("uid %s ready %v", pod.UID, podReady(pod))
+		})
+	}
+	waitStatefulSetSettled(t, ns, name, 5*time.Minute)
+	eventually(t, 2*time.Minute, "Degraded false", func(context.Context) (bool, string) {
+		c := meta.FindStatusCondition(getDiskCache(t, ns, name).Status.Conditions, cachev1alpha1.ConditionDegraded)
+		return c != nil && c.Status == "False", fmt.Sprintf("%+v", c)
+	})
+	waitServiceRoutes(t, ns, name, 0, 1)
+
+	p.next("stop the load; every acknowledged write reads back")
+	stopLoad()
+	c := serviceClient(t, ns, name, tok)
+	lost, wrong := 0, 0
+	for chunk := range slices.Chunk(f.acked, 200) {
+		keys := make([]kv.Key, len(chunk))
+		for i, k := range chunk {
+			keys[i] = kv.TextKey(k)
+		}
+		res, err := c.GetMany(ctxT(t, time.Minute), keys)
+		if err != nil {
+			t.Fatalf("GetMany of the filler's keys: %v", err)
+		}
+		for i, r := range res {
+			switch {
+			case !r.Found:
+				lost++
+			case !bytes.Equal(r.Value.Data, fillValue(chunk[i])):
+				wrong++
+			}
+		}
+	}
+	t.Logf("the filler's %d acknowledged values: %d lost, %d wrong", len(f.acked), lost, wrong)
+	if lost != 0 || wrong != 0 {
+		t.Errorf("of the filler's %d acknowledged values %d are lost and %d wrong after the OOM kill", len(f.acked), lost, wrong)
+	}
+	counts, err := l.VerifyThrough(ctxT(t, 3*time.Minute), &rescaleStore{c: c})
+	if err != nil {
+		t.Fatalf("verify through the Service: %v", err)
+	}
+	t.Logf("LOADCHECK with a shard OOMKilled: lost %d, stale %d, resurrected %d, stale reads %d (%v)",
+		counts.Lost, counts.Stale, counts.Resurrected, counts.StaleReads, counts)
+	if !counts.Safe() {
+		t.Errorf("%v; last: %v", counts, l.LastError())
+	}
+	if counts.Sets == 0 || counts.Deletes == 0 || counts.Reads == 0 {
+		t.Errorf("%v: the load did not run", counts)
+	}
+}
