@@ -139,7 +139,11 @@ type Cache struct {
 	// a transaction after another connection has committed, so writes that
 	// keep to one connection keep its pages.
 	lastWriter *conn
-	w          writer // serialises and batches the writes of this process
+	// retired: a sub-collection FanoutCache no longer counts among its
+	// open ones (FanoutOptions.MaxOpenCollections) closes each connection
+	// it releases, until used again.
+	retired atomic.Bool
+	w       writer // serialises and batches the writes of this process
 	// expiryFloor is at most the expire_time of every row, so that the
 	// cull of a write skips looking for expired rows before it (python-
 	// diskcache's statement finds none, on most writes). Known only to an
@@ -361,6 +365,13 @@ func (c *Cache) acquireConn(ctx context.Context, write bool) (*conn, error) {
 }
 
 func (c *Cache) release(cn *conn) {
+	if c.retired.Load() {
+		// Out of FanoutCache's open collections: the connection was in
+		// use when the others were closed.
+		_ = cn.close()
+		<-c.slots
+		return
+	}
 	cn.idle = time.Now()
 	c.idleMu.Lock()
 	c.idle = append(c.idle, cn)

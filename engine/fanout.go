@@ -90,9 +90,9 @@ type FanoutOptions struct {
 	// and indexes that keep database connections open (each holds SQLite's
 	// memory for its connection, about 180 KiB, and three file
 	// descriptors): using one more closes the idle connections of the one
-	// used least recently, which opens them again when next used. A
-	// connection in use at that moment stays open until it has been idle
-	// for CloseIdleCollections' duration. Zero: no bound.
+	// used least recently, which opens them again when next used (a
+	// connection in use at that moment closes when released). Zero: no
+	// bound.
 	MaxOpenCollections int
 	// Quarantine moves the directory of a fanout database that SQLite
 	// finds damaged at open to quarantine/NNN-<time> below dir and opens
@@ -831,12 +831,14 @@ func (f *FanoutCache) used(c *Cache) *Cache {
 		f.recent.MoveToFront(e)
 		return nil
 	}
+	c.retired.Store(false)
 	f.recentAt[c] = f.recent.PushFront(c)
 	if f.recent.Len() <= f.maxOpenSubs {
 		return nil
 	}
 	least := f.recent.Remove(f.recent.Back()).(*Cache)
 	delete(f.recentAt, least)
+	least.retired.Store(true)
 	return least
 }
 

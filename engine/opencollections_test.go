@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -70,5 +72,49 @@ func TestMaxOpenCollectionsClosesTheLeastRecentlyUsed(t *testing.T) {
 	}
 	if it, ok, err := c.Get(ctx, kv.TextKey("k"), GetOptions{}); err != nil || !ok || !it.Value.Equal(kv.Text("v")) {
 		t.Errorf("named cache opened again: %v %v %v, want v", it.Value, ok, err)
+	}
+}
+
+// TestMaxOpenCollectionsUnderConcurrentUse: 8 goroutines each set and get
+// in turn in 40 named caches, with at most 4 open: connections close under
+// other goroutines' feet, and every read finds what its goroutine wrote.
+func TestMaxOpenCollectionsUnderConcurrentUse(t *testing.T) {
+	ctx := t.Context()
+	f, err := OpenFanout(ctx, t.TempDir(), FanoutOptions{Fanout: 1, MaxOpenCollections: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				name := fmt.Sprintf("c%d", (w*7+i)%40)
+				key := kv.TextKey(fmt.Sprintf("w%d", w))
+				c, err := f.Cache(ctx, name)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := c.Set(ctx, key, kv.Int(int64(i)), kv.SetOptions{}); err != nil {
+					t.Errorf("set in %s: %v", name, err)
+					return
+				}
+				if c, err = f.Cache(ctx, name); err != nil {
+					t.Error(err)
+					return
+				}
+				if it, ok, err := c.Get(ctx, key, GetOptions{}); err != nil || !ok || !it.Value.Equal(kv.Int(int64(i))) {
+					t.Errorf("get in %s: %v %v %v, want %d", name, it.Value, ok, err, i)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := f.OpenCollections(); n > 4 {
+		t.Errorf("%d collections open after the goroutines ended, want at most 4", n)
 	}
 }
