@@ -359,10 +359,17 @@ func metricValue(t *testing.T, s *testserver.Server, series string) float64 {
 
 // TestMoveHandsOffCollectionsWhole: a named cache and an index nobody
 // touches during a grow are handed off whole by their previous owner,
-// tags and file-sized values included, and leave it.
+// tags and file-sized values included, and leave it; also when the shards
+// keep one collection open at a time (--max-open-collections 1), so that
+// each closes under the other during the handoff.
 func TestMoveHandsOffCollectionsWhole(t *testing.T) {
+	t.Run("default", func(t *testing.T) { moveHandsOffCollectionsWhole(t) })
+	t.Run("one open collection", func(t *testing.T) { moveHandsOffCollectionsWhole(t, "--max-open-collections", "1") })
+}
+
+func moveHandsOffCollectionsWhole(t *testing.T, args ...string) {
 	ctx := context.Background()
-	c := testserver.StartCluster(t, 2, testserver.Options{})
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: args})
 	tok := c.Shards[0].Token
 	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
 	// A named cache and an index nobody touches during the move: they are
@@ -380,7 +387,7 @@ func TestMoveHandsOffCollectionsWhole(t *testing.T) {
 	}
 	oldOwner := c.Shards[topology.Owner([]byte(cname), 2)]
 
-	s2 := startShard(t, c, 2, m.layout)
+	s2 := startShard(t, c, 2, m.layout, args...)
 	three := append(append([]string(nil), c.URLs...), s2.URL)
 	all := m.announce(three)
 	logProgress(t, "2 → 3", m.waitDrained(all))
