@@ -181,19 +181,14 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 	// ConfigMap, so that a restarted operator still knows.
 	var started *time.Time
 	if want.Previous != nil {
-		now := time.Now().UTC().Truncate(time.Second)
-		started = &now
-		if existing != nil && current != nil && current.Previous != nil && current.Previous.Equal(*want.Previous) {
-			if t, err := time.Parse(time.RFC3339, existing.Annotations[RebalanceStartedAnno]); err == nil {
-				started = &t
-			}
+		if started = moveStart(existing, current, want, dc.Status.Topology); started == nil {
+			now := time.Now().UTC().Truncate(time.Second)
+			started = &now
 		}
 	}
 	var endedStart *time.Time // the start of the move this reconcile ends
-	if p.finish && existing != nil {
-		if t, err := time.Parse(time.RFC3339, existing.Annotations[RebalanceStartedAnno]); err == nil {
-			endedStart = &t
-		}
+	if p.finish && current != nil && current.Previous != nil {
+		endedStart = moveStart(existing, current, *current, dc.Status.Topology)
 	}
 
 	desiredCM := buildTopologyConfigMap(dc, want, started)
@@ -296,6 +291,28 @@ func (r *DiskCacheReconciler) reconcileTopology(ctx context.Context, dc *cachev1
 
 // maxShards is spec.shards' maximum (the CRD's validation).
 const maxShards = 128
+
+// moveStart is when the move that want names started: as the ConfigMap
+// recorded it, or, the ConfigMap lost (or its record), as status.topology
+// last showed the same move (its epoch and previous shard count); nil when
+// neither knows this move.
+func moveStart(existing *corev1.ConfigMap, current *topology.Announcement, want topology.Announcement, st *cachev1alpha1.TopologyStatus) *time.Time {
+	recorded := ""
+	if existing != nil {
+		recorded = existing.Annotations[RebalanceStartedAnno]
+	}
+	if recorded != "" && current != nil && current.Previous != nil && want.Previous != nil && current.Previous.Equal(*want.Previous) {
+		if t, err := time.Parse(time.RFC3339, recorded); err == nil {
+			return &t
+		}
+	}
+	if recorded == "" && want.Previous != nil && st != nil && st.Rebalancing && st.RebalanceStartTime != nil &&
+		st.Epoch == want.Epoch && int(st.PreviousShards) == len(want.Previous.Shards) {
+		t := st.RebalanceStartTime.UTC()
+		return &t
+	}
+	return nil
+}
 
 // keptClaimShards is 1 + the highest ordinal with a data claim of this
 // DiskCache's StatefulSet, 0 when there is none.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -344,5 +345,49 @@ func TestRememberLayout(t *testing.T) {
 	}
 	if len(got) != maxAnnouncedLayouts || got[0] != "6:3" || got[len(got)-1] != fmt.Sprintf("%d:3", maxAnnouncedLayouts+5) {
 		t.Errorf("kept %d: %v; want the newest %d", len(got), got, maxAnnouncedLayouts)
+	}
+}
+
+// TestMoveStart: the start of a move comes from the ConfigMap's record;
+// with the ConfigMap (or its record) lost, from status.topology when that
+// showed the same move, so that a lost ConfigMap does not restart the
+// move's clock; never from a record or a status of another move.
+func TestMoveStart(t *testing.T) {
+	urls := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("http://s%d", i)
+		}
+		return out
+	}
+	move := topology.Announcement{Layout: topology.Layout{Epoch: 4, Shards: urls(3)}, Previous: &topology.Layout{Epoch: 3, Shards: urls(2)}}
+	other := topology.Announcement{Layout: topology.Layout{Epoch: 5, Shards: urls(4)}, Previous: &topology.Layout{Epoch: 4, Shards: urls(3)}}
+	cmAt := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC)
+	stAt := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{RebalanceStartedAnno: cmAt.Format(time.RFC3339)}}}
+	bare := &corev1.ConfigMap{}
+	status := func(epoch int64, previous int32) *cachev1alpha1.TopologyStatus {
+		return &cachev1alpha1.TopologyStatus{Epoch: epoch, Shards: 3, Rebalancing: true, PreviousShards: previous, RebalanceStartTime: &metav1.Time{Time: stAt}}
+	}
+	for _, tc := range []struct {
+		name     string
+		existing *corev1.ConfigMap
+		current  *topology.Announcement
+		want     topology.Announcement
+		st       *cachev1alpha1.TopologyStatus
+		start    *time.Time
+	}{
+		{"recorded on the ConfigMap", cm, &move, move, status(4, 2), &cmAt},
+		{"ConfigMap lost, status of the same move", nil, &move, move, status(4, 2), &stAt},
+		{"ConfigMap without its record, status of the same move", bare, &move, move, status(4, 2), &stAt},
+		{"ConfigMap lost, status of another epoch", nil, &move, move, status(3, 2), nil},
+		{"ConfigMap lost, status with other previous shards", nil, &move, move, status(4, 3), nil},
+		{"ConfigMap lost, status not rebalancing", nil, &move, move, &cachev1alpha1.TopologyStatus{Epoch: 4, Shards: 3}, nil},
+		{"recorded for the move before", cm, &move, other, status(5, 3), nil},
+	} {
+		got := moveStart(tc.existing, tc.current, tc.want, tc.st)
+		if (got == nil) != (tc.start == nil) || got != nil && !got.Equal(*tc.start) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.start)
+		}
 	}
 }
