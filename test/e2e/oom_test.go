@@ -22,7 +22,6 @@ import (
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
-	"github.com/diskcache-operator/diskcache-operator/internal/loadcheck"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
@@ -120,25 +119,14 @@ func TestShardOOMKilledKeepsEveryWrite(t *testing.T) {
 	tok := token(t, ns, name)
 
 	p.next("load through the Service")
-	// No retries: a call for the killed shard's keys fails at once (the
-	// ledger takes it as maybe applied) and the load goes on.
-	lc, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: -1, DirectOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &rescaleStore{c: lc.Cache("")}
-	l := loadcheck.New(deadlineStore{store, 2 * time.Second}, loadcheck.Config{Workers: 4, KeysPerWorker: 100, Prefix: "oom"})
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() { l.Run(context.Background(), stop); close(done) }()
-	stopLoad := sync.OnceFunc(func() { close(stop); <-done })
-	defer stopLoad()
+	l, store, stopLoad := startServiceLoad(t, ns, name, tok, "oom", 4)
 	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
 		n := store.ops.Load()
 		return n >= 300, fmt.Sprintf("%d operations so far", n)
 	})
 
 	p.next("fill until the kernel kills a shard")
-	f := &filler{c: lc.Cache("")}
+	f := &filler{c: store.c}
 	stopFill, filled := make(chan struct{}), make(chan struct{})
 	go func() { f.run(stopFill); close(filled) }()
 	stopFiller := sync.OnceFunc(func() { close(stopFill); <-filled })
@@ -183,8 +171,13 @@ func TestShardOOMKilledKeepsEveryWrite(t *testing.T) {
 		dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}
 	})
 	for i, old := range before {
-		eventually(t, 5*time.Minute, fmt.Sprintf("shard %d rolled and ready", i), func(context.Context) (bool, string) {
-			pod := cachePod(t, ns, name, i)
+		eventually(t, 5*time.Minute, fmt.Sprintf("shard %d rolled and ready", i), func(ctx context.Context) (bool, string) {
+			// Between the old pod's deletion and the new one's creation
+			// there is none.
+			pod := &corev1.Pod{}
+			if err := k8s.Get(ctx, ctrlclient.ObjectKey{Namespace: ns, Name: old.Name}, pod); err != nil {
+				return false, err.Error()
+			}
 			return pod.UID != old.UID && podReady(pod), fmt.Sprintf("uid %s ready %v", pod.UID, podReady(pod))
 		})
 	}

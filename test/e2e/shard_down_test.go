@@ -67,6 +67,26 @@ func (s deadlineStore) Get(ctx context.Context, k string) ([]byte, bool, error) 
 	return s.Store.Get(ctx, k)
 }
 
+// startServiceLoad starts a load of workers through the Service of
+// DiskCache name, keeping a ledger, whose client does not retry: a call for
+// the keys of a shard that is away fails at once, or at its deadline of 2 s
+// (the ledger takes it as maybe applied), and the load keeps its pace on
+// the other shards' keys. stopLoad ends it (once; the test's end does too).
+func startServiceLoad(t *testing.T, ns, name, tok, prefix string, workers int) (l *loadcheck.Ledger, store *rescaleStore, stopLoad func()) {
+	t.Helper()
+	lc, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: -1, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store = &rescaleStore{c: lc.Cache("")}
+	l = loadcheck.New(deadlineStore{store, 2 * time.Second}, loadcheck.Config{Workers: workers, KeysPerWorker: 100, Prefix: prefix})
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { l.Run(context.Background(), stop); close(done) }()
+	stopLoad = sync.OnceFunc(func() { close(stop); <-done })
+	t.Cleanup(stopLoad)
+	return l, store, stopLoad
+}
+
 // Batches through the Service with one shard of 3 down, under load.
 // Shard 1's cacheserver is frozen (SIGSTOP from this node: its sockets
 // take connections and it answers nothing, as on a stalled node) while a
@@ -109,19 +129,7 @@ func TestBatchesWithAShardDown(t *testing.T) {
 	}
 
 	p.next("load through the Service")
-	// The load's client does not retry: a call for the down shard's keys
-	// fails at once (the ledger takes it as maybe applied), and the load
-	// keeps its pace on the other shards' keys.
-	lc, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: -1, DirectOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &rescaleStore{c: lc.Cache("")}
-	l := loadcheck.New(deadlineStore{store, 2 * time.Second}, loadcheck.Config{Workers: 8, KeysPerWorker: 100, Prefix: "down"})
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() { l.Run(context.Background(), stop); close(done) }()
-	stopLoad := sync.OnceFunc(func() { close(stop); <-done })
-	defer stopLoad()
+	l, store, stopLoad := startServiceLoad(t, ns, name, tok, "down", 8)
 	ops0 := store.ops.Load()
 	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
 		n := store.ops.Load() - ops0
