@@ -898,16 +898,24 @@ func TestDiskUseStaysNearSizeLimit(t *testing.T) {
 	}
 }
 
+// settledProcState reads the server's state once it has written a key and
+// rendered /metrics, which opens every fanout database: what using
+// collections adds is counted from there.
+func settledProcState(t *testing.T, srv *testserver.Server, c *client.Client) procState {
+	t.Helper()
+	if err := c.Cache("").Set(t.Context(), kv.TextKey("warm"), kv.Text("v"), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	readProcState(t, srv) // its scrape of /metrics opens every fanout database
+	return readProcState(t, srv)
+}
+
 // TestIdleCollectionsReleaseFiles uses 200 named caches once each: after
 // --collection-idle-timeout their database files are closed again, so the
 // server holds no more SQLite files than before.
 func TestIdleCollectionsReleaseFiles(t *testing.T) {
 	srv, c := startServer(t, "--fanout", "2", "--collection-idle-timeout", "200ms")
-	if err := c.Cache("").Set(t.Context(), kv.TextKey("warm"), kv.Text("v"), kv.SetOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	readProcState(t, srv) // its scrape of /metrics opens every fanout database
-	before := readProcState(t, srv)
+	before := settledProcState(t, srv, c)
 	for i := range 200 {
 		if err := c.Cache(fmt.Sprintf("named-%d", i)).Set(t.Context(), kv.TextKey("k"), kv.Text("v"), kv.SetOptions{}); err != nil {
 			t.Fatal(err)
@@ -928,11 +936,7 @@ func TestIdleCollectionsReleaseFiles(t *testing.T) {
 func TestOpenCollectionsAreBounded(t *testing.T) {
 	const bound = 16
 	srv, c := startServer(t, "--fanout", "2", "--max-open-collections", strconv.Itoa(bound))
-	if err := c.Cache("").Set(t.Context(), kv.TextKey("warm"), kv.Text("v"), kv.SetOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	readProcState(t, srv) // its scrape of /metrics opens every fanout database
-	before := readProcState(t, srv)
+	before := settledProcState(t, srv, c)
 	for i := range 120 {
 		if err := c.Cache(fmt.Sprintf("named-%d", i)).Set(t.Context(), kv.TextKey("k"), kv.Text("v"), kv.SetOptions{}); err != nil {
 			t.Fatal(err)
