@@ -78,7 +78,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 
 // handleReadyz answers 200 once every database of the fanout answers a write
 // transaction within a second: the databases are open and writable. A full
-// data volume answers 503 disk_full until space is freed.
+// data volume answers 200 with status disk_full (see below).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if s.cluster.sharded() && s.cluster.current() == nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "no topology"})

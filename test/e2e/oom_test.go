@@ -6,8 +6,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +21,7 @@ import (
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
@@ -39,6 +40,8 @@ type filler struct {
 	next  atomic.Int64
 	bytes atomic.Int64
 	errs  atomic.Int64
+	// full counts the writes refused for a full data volume (507).
+	full  atomic.Int64
 	mu    sync.Mutex
 	acked []string
 }
@@ -62,6 +65,9 @@ func (f *filler) run(stop <-chan struct{}) {
 				cancel()
 				if err != nil {
 					f.errs.Add(1)
+					if ce := (*cacheclient.Error)(nil); errors.As(err, &ce) && ce.Code == wire.CodeInsufficientStorage {
+						f.full.Add(1)
+					}
 					continue
 				}
 				f.bytes.Add(int64(len(v)))
@@ -72,6 +78,17 @@ func (f *filler) run(stop <-chan struct{}) {
 		}()
 	}
 	wg.Wait()
+}
+
+// startFiller runs a filler through c until the returned stop is called
+// (at the latest when the test ends).
+func startFiller(t *testing.T, c *cacheclient.Cache) (f *filler, stop func()) {
+	f = &filler{c: c}
+	stopFill, filled := make(chan struct{}), make(chan struct{})
+	go func() { f.run(stopFill); close(filled) }()
+	stop = sync.OnceFunc(func() { close(stopFill); <-filled })
+	t.Cleanup(stop)
+	return f, stop
 }
 
 // oomKilled names the pod of DiskCache name whose cacheserver the kernel
@@ -126,11 +143,7 @@ func TestShardOOMKilledKeepsEveryWrite(t *testing.T) {
 	})
 
 	p.next("fill until the kernel kills a shard")
-	f := &filler{c: store.c}
-	stopFill, filled := make(chan struct{}), make(chan struct{})
-	go func() { f.run(stopFill); close(filled) }()
-	stopFiller := sync.OnceFunc(func() { close(stopFill); <-filled })
-	defer stopFiller()
+	f, stopFiller := startFiller(t, store.c)
 	var killed string
 	// Each shard's page caches may reach 8 databases × 8192 pages of
 	// 2 KiB: the kill comes well before 512 MiB are written.
@@ -191,25 +204,7 @@ func TestShardOOMKilledKeepsEveryWrite(t *testing.T) {
 	p.next("stop the load; every acknowledged write reads back")
 	stopLoad()
 	c := serviceClient(t, ns, name, tok)
-	lost, wrong := 0, 0
-	for chunk := range slices.Chunk(f.acked, 200) {
-		keys := make([]kv.Key, len(chunk))
-		for i, k := range chunk {
-			keys[i] = kv.TextKey(k)
-		}
-		res, err := c.GetMany(ctxT(t, time.Minute), keys)
-		if err != nil {
-			t.Fatalf("GetMany of the filler's keys: %v", err)
-		}
-		for i, r := range res {
-			switch {
-			case !r.Found:
-				lost++
-			case !bytes.Equal(r.Value.Data, fillValue(chunk[i])):
-				wrong++
-			}
-		}
-	}
+	lost, wrong := readFilled(t, c, f.acked)
 	t.Logf("the filler's %d acknowledged values: %d lost, %d wrong", len(f.acked), lost, wrong)
 	if lost != 0 || wrong != 0 {
 		t.Errorf("of the filler's %d acknowledged values %d are lost and %d wrong after the OOM kill", len(f.acked), lost, wrong)
