@@ -70,9 +70,20 @@ func TestFsyncValueFilesFlag(t *testing.T) {
 			if len(files) != 4 {
 				t.Fatalf("value files: %v", files)
 			}
+			// Each file is synced under its incoming name, before it takes
+			// its place, then the directory that names it there.
+			incoming := 0
+			for name := range synced {
+				if strings.HasPrefix(filepath.Base(name), ".incoming-") {
+					incoming++
+				}
+			}
+			if want := map[bool]int{false: 0, true: len(files)}[on]; incoming != want {
+				t.Errorf("--fsync-value-files=%v: %d value files synced, want %d (synced: %v)", on, incoming, want, synced)
+			}
 			for _, f := range files {
-				if synced[f] != on {
-					t.Errorf("--fsync-value-files=%v: %s synced: %v", on, f, synced[f])
+				if synced[filepath.Dir(f)] != on {
+					t.Errorf("--fsync-value-files=%v: the directory of %s synced: %v", on, f, synced[filepath.Dir(f)])
 				}
 			}
 		})

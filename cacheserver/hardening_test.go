@@ -996,3 +996,63 @@ func TestCollectionsHaveALimit(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadCutByACrashLeavesNoFile kills the server (SIGKILL, as the
+// kernel's OOM killer does) while a large value streams in, and starts it
+// again on the same directory: nothing of the cut upload is left on the
+// volume, where no size accounting would see it (check finds nothing to
+// fix), and the cache serves on.
+func TestUploadCutByACrashLeavesNoFile(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	conn, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(hangGuard))
+	const total, sent = 64 << 20, 8 << 20
+	if _, err := fmt.Fprintf(conn, "PUT /v1/keys/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", srv.Token, total); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(bytes.Repeat([]byte("v"), sent)); err != nil {
+		t.Fatal(err)
+	}
+	// Poll until the server has written half of what was sent.
+	for deadline := time.Now().Add(hangGuard); valueBytes(t, srv.DataDir) < sent/2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server wrote less than %d bytes of the upload in %s", sent/2, hangGuard)
+		}
+	}
+	srv.Kill()
+	srv.Restart(t)
+	if status, b, _ := send(t, srv, http.MethodPost, "/v1/check", "", ""); status != http.StatusOK || strings.Contains(string(b), "unknown") {
+		t.Errorf("check after a crash cut an upload: %d %s; want no unknown file", status, b)
+	}
+	if n := valueBytes(t, srv.DataDir); n != 0 {
+		t.Errorf("after the restart the data directory holds %d bytes outside its databases and reserve: the cut upload is still there", n)
+	}
+	if status, b, _ := send(t, srv, http.MethodPut, "/v1/keys/big", "", strings.Repeat("w", 1<<20)); status != http.StatusNoContent {
+		t.Errorf("a set after the restart: %d %s", status, b)
+	}
+}
+
+// valueBytes sums the sizes of the files below dir other than the
+// databases and the disk reserve.
+func valueBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.Contains(d.Name(), "cache.db") || d.Name() == ".diskcache-reserve" || d.Name() == "topology.json" {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -238,6 +238,12 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("engine: open %s: %w", dir, err)
 	}
+	if c.exclusive {
+		if err := c.removeIncoming(); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("engine: open %s: remove unfinished value files: %w", dir, err)
+		}
+	}
 	return c, nil
 }
 

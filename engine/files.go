@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // newFileName returns a value file name as python-diskcache makes them:
@@ -21,29 +22,69 @@ func newFileName() string {
 	return h[0:2] + "/" + h[2:4] + "/" + h[4:] + ".val"
 }
 
+// incomingPrefix starts the names of value files being written: each is
+// written in the cache directory under such a name and renamed to its
+// place once whole, so an upload that a crash cuts leaves a file that
+// Open of an exclusive cache removes (and Check reports) instead of an
+// orphan among the value files.
+const incomingPrefix = ".incoming-"
+
 // createValueFile writes r to a new value file and returns its relative
-// name and size. The file is created exclusively; the directory creation is
-// retried because another process may prune an empty directory between
-// MkdirAll and OpenFile.
+// name and size. The file is written under an incoming name, then given
+// its place: a name created exclusively first (so no other value's file is
+// replaced), retried because another process may prune an empty directory
+// between MkdirAll and OpenFile.
 func (c *Cache) createValueFile(r io.Reader) (string, int64, error) {
-	name := newFileName()
-	full := filepath.Join(c.dir, filepath.FromSlash(name))
-	var f *os.File
-	var err error
+	incoming, n, err := c.writeIncoming(r)
+	if err != nil {
+		return "", 0, err
+	}
+	defer c.unpend(incoming)
+	src := filepath.Join(c.dir, incoming)
+	var name, full string
+	created := false // whether name is ours to remove
 	newDirs := false // whether MkdirAll may have created the two directories
 	for attempt := 1; attempt <= 10; attempt++ {
+		name = newFileName()
+		full = filepath.Join(c.dir, filepath.FromSlash(name))
 		if _, serr := os.Stat(filepath.Dir(full)); serr != nil {
 			newDirs = true
 		}
 		_ = os.MkdirAll(filepath.Dir(full), 0o755)
-		f, err = os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+			created = true
+			err = f.Close()
 			break
 		}
 	}
+	if err == nil {
+		err = os.Rename(src, full)
+	}
+	if err == nil && c.syncFile != nil {
+		err = c.syncDirs(filepath.Dir(full), newDirs)
+	}
+	if err != nil {
+		_ = os.Remove(src)
+		if created {
+			c.removeFile(name)
+		}
+		return "", 0, fmt.Errorf("engine: create value file: %w", err)
+	}
+	c.pend(name)
+	return name, n, nil
+}
+
+// writeIncoming writes r to a new file under an incoming name, pending
+// (Check leaves it alone) until the caller unpends it.
+func (c *Cache) writeIncoming(r io.Reader) (string, int64, error) {
+	name := incomingPrefix + newFileName()[6:]
+	full := filepath.Join(c.dir, name)
+	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return "", 0, fmt.Errorf("engine: create value file: %w", err)
 	}
+	c.pend(name)
 	n, err := io.Copy(f, r)
 	if err == nil && c.syncFile != nil {
 		err = c.syncFile(f)
@@ -51,15 +92,30 @@ func (c *Cache) createValueFile(r io.Reader) (string, int64, error) {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && c.syncFile != nil {
-		err = c.syncDirs(filepath.Dir(full), newDirs)
-	}
 	if err != nil {
-		c.removeFile(name)
+		_ = os.Remove(full)
+		c.unpend(name)
 		return "", 0, fmt.Errorf("engine: write value file: %w", err)
 	}
-	c.pend(name)
 	return name, n, nil
+}
+
+// removeIncoming removes the incoming files a process that stopped while
+// writing them left in the cache directory. Only for a cache this process
+// holds exclusively: in a shared one they may be another process's.
+func (c *Cache) removeIncoming() error {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.IsDir() && strings.HasPrefix(e.Name(), incomingPrefix) {
+			if err := os.Remove(filepath.Join(c.dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // syncDirs syncs the directory that holds a new value file's name and,

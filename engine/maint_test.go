@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -697,5 +698,70 @@ func TestReload(t *testing.T) {
 	}
 	if got := utEnginePragma(t, a, "cache_size"); got != 123 {
 		t.Fatalf("cache_size after Reload = %d", got)
+	}
+}
+
+// TestCheckLeavesAValueBeingWritten runs Check(fix) while a streamed value
+// is half written: the file is not taken for an unknown one, and the value
+// reads back whole once its write ends.
+func TestCheckLeavesAValueBeingWritten(t *testing.T) {
+	c, _ := openTest(t, nil)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- c.Set(utCtx, kv.TextKey("big"), kv.Bytes(nil), kv.SetOptions{Body: pr}) }()
+	half := utBig(1<<20, 'h')
+	if _, err := pw.Write(half); err != nil { // returns once Set has read it all
+		t.Fatal(err)
+	}
+	utWantKinds(t, utCheck(t, c, true))
+	if _, err := pw.Write(half); err != nil {
+		t.Fatal(err)
+	}
+	_ = pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Set of a streamed value that Check(fix) ran beside: %v", err)
+	}
+	utWant(t, c, kv.TextKey("big"), kv.Bytes(append(half, half...)))
+	utWantKinds(t, utCheck(t, c, false))
+}
+
+// TestOpenRemovesUnfinishedValueFiles: an exclusive cache removes at Open
+// the files a process stopped in the middle of writing, which a shared
+// cache leaves to Check (they may be another process's) and Check(fix)
+// removes.
+func TestOpenRemovesUnfinishedValueFiles(t *testing.T) {
+	for _, exclusive := range []bool{true, false} {
+		t.Run(fmt.Sprintf("exclusive=%v", exclusive), func(t *testing.T) {
+			dir := t.TempDir()
+			c, err := Open(utCtx, dir, Options{Exclusive: exclusive})
+			if err != nil {
+				t.Fatal(err)
+			}
+			utSet(t, c, kv.TextKey("kept"), kv.Bytes(utBig(100<<10, 'k')), kv.SetOptions{})
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// What a process killed while streaming a value leaves.
+			cut := filepath.Join(dir, incomingPrefix+"0123456789abcdef0123456789ab.val")
+			if err := os.WriteFile(cut, utBig(64<<10, 'x'), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c, err = Open(utCtx, dir, Options{Exclusive: exclusive})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			if _, err := os.Stat(cut); exclusive != errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after Open the unfinished file: %v; want it removed only by an exclusive cache", err)
+			}
+			if !exclusive {
+				utWantKinds(t, utCheck(t, c, true), kv.WarnUnknownFile)
+				if _, err := os.Stat(cut); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("after Check(fix) the unfinished file: %v; want it removed", err)
+				}
+			}
+			utWantKinds(t, utCheck(t, c, false))
+			utWant(t, c, kv.TextKey("kept"), kv.Bytes(utBig(100<<10, 'k')))
+		})
 	}
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // TestSyncFileBeforeCommit: with Options.SyncFile a new value file is
-// synced whole, with the directories naming it, while its row is not yet
+// synced whole, then the directories naming it, while its row is not yet
 // visible; a failed sync fails the write and leaves neither row nor file.
 func TestSyncFileBeforeCommit(t *testing.T) {
 	ctx := context.Background()
@@ -52,9 +52,11 @@ func TestSyncFileBeforeCommit(t *testing.T) {
 	if len(files) != 1 {
 		t.Fatalf("value files: %v", files)
 	}
-	want := []string{files[0], filepath.Dir(files[0]), filepath.Dir(filepath.Dir(files[0])), dir}
-	if strings.Join(synced, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("synced\n%s\nwant\n%s", strings.Join(synced, "\n"), strings.Join(want, "\n"))
+	// The file is synced under its incoming name, before it takes its
+	// place; then the directories that name it there.
+	want := []string{filepath.Dir(files[0]), filepath.Dir(filepath.Dir(files[0])), dir}
+	if len(synced) != 4 || !strings.HasPrefix(synced[0], filepath.Join(dir, incomingPrefix)) || strings.Join(synced[1:], "\n") != strings.Join(want, "\n") {
+		t.Fatalf("synced\n%s\nwant an incoming file, then\n%s", strings.Join(synced, "\n"), strings.Join(want, "\n"))
 	}
 
 	// A small value lives in its row: nothing to sync but SQLite's own.
