@@ -54,6 +54,7 @@ func (c *Cache) createValueFile(r io.Reader) (string, int64, error) {
 		var f *os.File
 		if f, err = os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
 			created = true
+			c.pend(name) // from now on: Check must not take it for unknown
 			err = f.Close()
 			break
 		}
@@ -68,10 +69,10 @@ func (c *Cache) createValueFile(r io.Reader) (string, int64, error) {
 		_ = os.Remove(src)
 		if created {
 			c.removeFile(name)
+			c.unpend(name)
 		}
 		return "", 0, fmt.Errorf("engine: create value file: %w", err)
 	}
-	c.pend(name)
 	return name, n, nil
 }
 
