@@ -258,18 +258,7 @@ func TestFullVolumeRefusesWritesAndRecovers(t *testing.T) {
 		t.Errorf("after the full volume was freed: of %d values kept %d are lost and %d wrong; of %d deleted %d are back",
 			len(kept), lost, wrong, len(deleted), resurrected)
 	}
-	counts, err := l.VerifyThrough(ctxT(t, 3*time.Minute), &rescaleStore{c: c})
-	if err != nil {
-		t.Fatalf("verify through the Service: %v", err)
-	}
-	t.Logf("LOADCHECK with a full volume: lost %d, stale %d, resurrected %d, stale reads %d (%v)",
-		counts.Lost, counts.Stale, counts.Resurrected, counts.StaleReads, counts)
-	if !counts.Safe() {
-		t.Errorf("%v; last: %v", counts, l.LastError())
-	}
-	if counts.Sets == 0 || counts.Deletes == 0 || counts.Reads == 0 {
-		t.Errorf("%v: the load did not run", counts)
-	}
+	verifyServiceLoad(t, l, c, "with a full volume")
 }
 
 // readFilled reads the filler's keys through c and counts those missing

@@ -209,16 +209,5 @@ func TestShardOOMKilledKeepsEveryWrite(t *testing.T) {
 	if lost != 0 || wrong != 0 {
 		t.Errorf("of the filler's %d acknowledged values %d are lost and %d wrong after the OOM kill", len(f.acked), lost, wrong)
 	}
-	counts, err := l.VerifyThrough(ctxT(t, 3*time.Minute), &rescaleStore{c: c})
-	if err != nil {
-		t.Fatalf("verify through the Service: %v", err)
-	}
-	t.Logf("LOADCHECK with a shard OOMKilled: lost %d, stale %d, resurrected %d, stale reads %d (%v)",
-		counts.Lost, counts.Stale, counts.Resurrected, counts.StaleReads, counts)
-	if !counts.Safe() {
-		t.Errorf("%v; last: %v", counts, l.LastError())
-	}
-	if counts.Sets == 0 || counts.Deletes == 0 || counts.Reads == 0 {
-		t.Errorf("%v: the load did not run", counts)
-	}
+	verifyServiceLoad(t, l, c, "with a shard OOMKilled")
 }

@@ -87,6 +87,25 @@ func startServiceLoad(t *testing.T, ns, name, tok, prefix string, workers int) (
 	return l, store, stopLoad
 }
 
+// verifyServiceLoad checks the ledger of a load through the Service,
+// reading with c, and logs its LOADCHECK line (what says when): 0 lost,
+// 0 stale, 0 resurrected, and a load that ran.
+func verifyServiceLoad(t *testing.T, l *loadcheck.Ledger, c *cacheclient.Cache, what string) {
+	t.Helper()
+	counts, err := l.VerifyThrough(ctxT(t, 3*time.Minute), &rescaleStore{c: c})
+	if err != nil {
+		t.Fatalf("verify through the Service: %v", err)
+	}
+	t.Logf("LOADCHECK %s: lost %d, stale %d, resurrected %d, stale reads %d (%v)",
+		what, counts.Lost, counts.Stale, counts.Resurrected, counts.StaleReads, counts)
+	if !counts.Safe() {
+		t.Errorf("%v; last: %v", counts, l.LastError())
+	}
+	if counts.Sets == 0 || counts.Deletes == 0 || counts.Reads == 0 {
+		t.Errorf("%v: the load did not run", counts)
+	}
+}
+
 // Batches through the Service with one shard of 3 down, under load.
 // Shard 1's cacheserver is frozen (SIGSTOP from this node: its sockets
 // take connections and it answers nothing, as on a stalled node) while a
@@ -267,18 +286,7 @@ func TestBatchesWithAShardDown(t *testing.T) {
 	p.next("stop the load and check the ledger")
 	stopLoad()
 	// Read with retries, not as the load's client.
-	counts, err := l.VerifyThrough(ctxT(t, 3*time.Minute), &rescaleStore{c: c})
-	if err != nil {
-		t.Fatalf("verify through the Service: %v", err)
-	}
-	t.Logf("LOADCHECK with shard %d frozen and thawed: lost %d, stale %d, resurrected %d, stale reads %d (%v)",
-		down, counts.Lost, counts.Stale, counts.Resurrected, counts.StaleReads, counts)
-	if !counts.Safe() {
-		t.Errorf("%v; last: %v", counts, l.LastError())
-	}
-	if counts.Sets == 0 || counts.Deletes == 0 || counts.Reads == 0 {
-		t.Errorf("%v: the load did not run", counts)
-	}
+	verifyServiceLoad(t, l, c, fmt.Sprintf("with shard %d frozen and thawed", down))
 }
 
 // rawBatchGet checks the HTTP answer of a batch get through the Service

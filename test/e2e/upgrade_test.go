@@ -156,16 +156,5 @@ func TestOperatorUpgradeUnderLoad(t *testing.T) {
 
 	p.next("stop the load; every acknowledged write reads back")
 	stopLoad()
-	counts, err := l.VerifyThrough(ctxT(t, 3*time.Minute), &rescaleStore{c: serviceClient(t, ns, name, tok)})
-	if err != nil {
-		t.Fatalf("verify through the Service: %v", err)
-	}
-	t.Logf("LOADCHECK across an operator upgrade and downgrade: lost %d, stale %d, resurrected %d, stale reads %d (%v)",
-		counts.Lost, counts.Stale, counts.Resurrected, counts.StaleReads, counts)
-	if !counts.Safe() {
-		t.Errorf("%v; last: %v", counts, l.LastError())
-	}
-	if counts.Sets == 0 || counts.Deletes == 0 || counts.Reads == 0 {
-		t.Errorf("%v: the load did not run", counts)
-	}
+	verifyServiceLoad(t, l, serviceClient(t, ns, name, tok), "across an operator upgrade and downgrade")
 }
