@@ -998,41 +998,49 @@ func TestCollectionsHaveALimit(t *testing.T) {
 }
 
 // TestUploadCutByACrashLeavesNoFile kills the server (SIGKILL, as the
-// kernel's OOM killer does) while a large value streams in, and starts it
-// again on the same directory: nothing of the cut upload is left on the
-// volume, where no size accounting would see it (check finds nothing to
-// fix), and the cache serves on.
+// kernel's OOM killer does) while a large value streams in, to the server's
+// cache and to a named deque, and starts it again on the same directory:
+// once the collection is used again nothing of the cut upload is left on
+// the volume, where no size accounting would see it (check finds nothing
+// to fix), and the cache serves on.
 func TestUploadCutByACrashLeavesNoFile(t *testing.T) {
-	srv := testserver.Start(t, testserver.Options{})
-	conn, err := net.Dial("tcp", srv.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(hangGuard))
-	const total, sent = 64 << 20, 8 << 20
-	if _, err := fmt.Fprintf(conn, "PUT /v1/keys/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", srv.Token, total); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Write(bytes.Repeat([]byte("v"), sent)); err != nil {
-		t.Fatal(err)
-	}
-	// Poll until the server has written half of what was sent.
-	for deadline := time.Now().Add(hangGuard); valueBytes(t, srv.DataDir) < sent/2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server wrote less than %d bytes of the upload in %s", sent/2, hangGuard)
-		}
-	}
-	srv.Kill()
-	srv.Restart(t)
-	if status, b, _ := send(t, srv, http.MethodPost, "/v1/check", "", ""); status != http.StatusOK || strings.Contains(string(b), "unknown") {
-		t.Errorf("check after a crash cut an upload: %d %s; want no unknown file", status, b)
-	}
-	if n := valueBytes(t, srv.DataDir); n != 0 {
-		t.Errorf("after the restart the data directory holds %d bytes outside its databases and reserve: the cut upload is still there", n)
-	}
-	if status, b, _ := send(t, srv, http.MethodPut, "/v1/keys/big", "", strings.Repeat("w", 1<<20)); status != http.StatusNoContent {
-		t.Errorf("a set after the restart: %d %s", status, b)
+	for _, target := range []struct{ method, path string }{
+		{http.MethodPut, "/v1/keys/big"},
+		{http.MethodPost, "/v1/deques/dq/push"},
+	} {
+		t.Run(target.path, func(t *testing.T) {
+			srv := testserver.Start(t, testserver.Options{})
+			conn, err := net.Dial("tcp", srv.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(hangGuard))
+			const total, sent = 64 << 20, 8 << 20
+			if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", target.method, target.path, srv.Token, total); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Write(bytes.Repeat([]byte("v"), sent)); err != nil {
+				t.Fatal(err)
+			}
+			// Poll until the server has written half of what was sent.
+			for deadline := time.Now().Add(hangGuard); valueBytes(t, srv.DataDir) < sent/2; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the server wrote less than %d bytes of the upload in %s", sent/2, hangGuard)
+				}
+			}
+			srv.Kill()
+			srv.Restart(t)
+			if status, b, _ := send(t, srv, target.method, target.path, "", "small"); status >= 300 {
+				t.Errorf("%s %s after the restart: %d %s", target.method, target.path, status, b)
+			}
+			if status, b, _ := send(t, srv, http.MethodPost, "/v1/check", "", ""); status != http.StatusOK || strings.Contains(string(b), "unknown") {
+				t.Errorf("check after a crash cut an upload: %d %s; want no unknown file", status, b)
+			}
+			if n := valueBytes(t, srv.DataDir); n != 0 {
+				t.Errorf("after the restart the data directory holds %d bytes outside its databases and reserve: the cut upload is still there", n)
+			}
+		})
 	}
 }
 

@@ -91,6 +91,12 @@ type Options struct {
 	// The files stay python-diskcache's: it opens them once this process
 	// has closed them.
 	Exclusive bool
+	// SoleWriter says that no other process writes the directory even
+	// though the database is not opened Exclusive (a server's named
+	// collections, opened shared only so that their idle connections can
+	// be closed). Open then removes the value files a stopped process left
+	// unfinished, as it does for an Exclusive cache.
+	SoleWriter bool
 	// PageSize is the SQLite page size, in bytes, of a database Open
 	// creates: a power of two from 512 to 65536. Zero means SQLite's
 	// default of 4096, which python-diskcache's databases have. A
@@ -238,7 +244,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Cache, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("engine: open %s: %w", dir, err)
 	}
-	if c.exclusive {
+	if c.exclusive || opts.SoleWriter {
 		if err := c.removeIncoming(); err != nil {
 			_ = c.Close()
 			return nil, fmt.Errorf("engine: open %s: remove unfinished value files: %w", dir, err)

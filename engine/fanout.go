@@ -131,7 +131,8 @@ type FanoutCache struct {
 	batchYield    bool
 	gate          *commitGate // nil unless FanoutOptions.CommitTurns
 	bgCheckpoints bool
-	pageSize      int // FanoutOptions.PageSize
+	pageSize      int  // FanoutOptions.PageSize
+	exclusive     bool // FanoutOptions.Exclusive: the collections' directories are this process's too
 	// cacheSizeLimit is FanoutOptions.CacheSizeLimit.
 	cacheSizeLimit int64
 	// collectionMaxBytes is Options.MaxBytes of every sub-collection
@@ -201,6 +202,7 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 		batchYield:    opts.BatchYield,
 		bgCheckpoints: opts.BackgroundCheckpoints,
 		pageSize:      opts.PageSize,
+		exclusive:     opts.Exclusive,
 		maxOpenSubs:   opts.MaxOpenCollections,
 		caches:        map[string]*Cache{},
 		deques:        map[string]*Deque{},
@@ -802,7 +804,7 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	}
 	x, ok := open[name]
 	if !ok {
-		c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints, PageSize: f.pageSize})
+		c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints, PageSize: f.pageSize, SoleWriter: f.exclusive})
 		if err != nil {
 			f.mu.Unlock()
 			return zero, err

@@ -25,8 +25,8 @@ func newFileName() string {
 // incomingPrefix starts the names of value files being written: each is
 // written in the cache directory under such a name and renamed to its
 // place once whole, so an upload that a crash cuts leaves a file that
-// Open of an exclusive cache removes (and Check reports) instead of an
-// orphan among the value files.
+// Open of a cache this process alone writes removes (and Check reports)
+// instead of an orphan among the value files.
 const incomingPrefix = ".incoming-"
 
 // createValueFile writes r to a new value file and returns its relative
@@ -102,8 +102,9 @@ func (c *Cache) writeIncoming(r io.Reader) (string, int64, error) {
 }
 
 // removeIncoming removes the incoming files a process that stopped while
-// writing them left in the cache directory. Only for a cache this process
-// holds exclusively: in a shared one they may be another process's.
+// writing them left in the cache directory. Only for a directory this
+// process alone writes (Options.Exclusive, Options.SoleWriter): in a
+// shared one they may be another process's.
 func (c *Cache) removeIncoming() error {
 	ents, err := os.ReadDir(c.dir)
 	if err != nil {
