@@ -165,10 +165,7 @@ func TestFullVolumeRefusesWritesAndRecovers(t *testing.T) {
 
 	p.next("load through the Service")
 	l, store, stopLoad := startServiceLoad(t, ns, name, tok, "full", 4)
-	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
-		n := store.ops.Load()
-		return n >= 300, fmt.Sprintf("%d operations so far", n)
-	})
+	waitLoadRuns(t, store, 300)
 
 	p.next("fill until shard 1's volume is full")
 	f, stopFiller := startFiller(t, store.c)
@@ -243,11 +240,7 @@ func TestFullVolumeRefusesWritesAndRecovers(t *testing.T) {
 		c := meta.FindStatusCondition(getDiskCache(t, ns, name).Status.Conditions, cachev1alpha1.ConditionDegraded)
 		return c != nil && c.Status == metav1.ConditionFalse, fmt.Sprintf("%+v", c)
 	})
-	acked := l.Acked()
-	eventually(t, time.Minute, "the load to go on", func(context.Context) (bool, string) {
-		n := l.Acked() - acked
-		return n >= 100, fmt.Sprintf("%d writes acknowledged since", n)
-	})
+	waitLoadGoesOn(t, l, "the load to go on")
 
 	p.next("stop the load; every acknowledged write reads back")
 	stopLoad()

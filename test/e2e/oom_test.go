@@ -137,10 +137,7 @@ func TestShardOOMKilledKeepsEveryWrite(t *testing.T) {
 
 	p.next("load through the Service")
 	l, store, stopLoad := startServiceLoad(t, ns, name, tok, "oom", 4)
-	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
-		n := store.ops.Load()
-		return n >= 300, fmt.Sprintf("%d operations so far", n)
-	})
+	waitLoadRuns(t, store, 300)
 
 	p.next("fill until the kernel kills a shard")
 	f, stopFiller := startFiller(t, store.c)
@@ -172,11 +169,7 @@ func TestShardOOMKilledKeepsEveryWrite(t *testing.T) {
 		return c != nil && c.Status == "True" && strings.Contains(c.Message, killed+": cacheserver was OOMKilled (memory limit 80Mi)"), fmt.Sprintf("%+v", c)
 	})
 	waitServiceRoutes(t, ns, name, 0, 1)
-	acked := l.Acked()
-	eventually(t, time.Minute, "the load to go on", func(context.Context) (bool, string) {
-		n := l.Acked() - acked
-		return n >= 100, fmt.Sprintf("%d writes acknowledged since", n)
-	})
+	waitLoadGoesOn(t, l, "the load to go on")
 
 	p.next("raise the limit as the report says; the shards roll")
 	before := []*corev1.Pod{cachePod(t, ns, name, 0), cachePod(t, ns, name, 1)}

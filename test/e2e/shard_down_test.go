@@ -87,6 +87,27 @@ func startServiceLoad(t *testing.T, ns, name, tok, prefix string, workers int) (
 	return l, store, stopLoad
 }
 
+// waitLoadRuns waits until the load has run n more operations.
+func waitLoadRuns(t *testing.T, store *rescaleStore, n int64) {
+	t.Helper()
+	ops0 := store.ops.Load()
+	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
+		ran := store.ops.Load() - ops0
+		return ran >= n, fmt.Sprintf("%d operations so far", ran)
+	})
+}
+
+// waitLoadGoesOn waits until the load has had 100 more writes
+// acknowledged (what says what is awaited).
+func waitLoadGoesOn(t *testing.T, l *loadcheck.Ledger, what string) {
+	t.Helper()
+	acked := l.Acked()
+	eventually(t, time.Minute, what, func(context.Context) (bool, string) {
+		n := l.Acked() - acked
+		return n >= 100, fmt.Sprintf("%d writes acknowledged since", n)
+	})
+}
+
 // verifyServiceLoad checks the ledger of a load through the Service,
 // reading with c, and logs its LOADCHECK line (what says when): 0 lost,
 // 0 stale, 0 resurrected, and a load that ran.
@@ -149,11 +170,7 @@ func TestBatchesWithAShardDown(t *testing.T) {
 
 	p.next("load through the Service")
 	l, store, stopLoad := startServiceLoad(t, ns, name, tok, "down", 8)
-	ops0 := store.ops.Load()
-	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
-		n := store.ops.Load() - ops0
-		return n >= 500, fmt.Sprintf("%d operations so far", n)
-	})
+	waitLoadRuns(t, store, 500)
 
 	p.next("freeze shard 1 until the Service leaves it out")
 	waitServiceRoutes(t, ns, name, 0, 1, 2) // the rules are read right
@@ -170,11 +187,7 @@ func TestBatchesWithAShardDown(t *testing.T) {
 	t.Logf("the Service left shard %d's pod (pid %d, frozen) out %s after the freeze", down, pid, time.Since(frozen).Round(100*time.Millisecond))
 	// A new client: the load's may hold connections to the frozen pod.
 	c := serviceClient(t, ns, name, tok)
-	acked := l.Acked()
-	eventually(t, time.Minute, "the load to go on without shard 1", func(context.Context) (bool, string) {
-		n := l.Acked() - acked
-		return n >= 100, fmt.Sprintf("%d writes acknowledged since", n)
-	})
+	waitLoadGoesOn(t, l, "the load to go on without shard 1")
 
 	p.next("batch get through the Service")
 	res, err := c.GetMany(ctxT(t, time.Minute), getKeys)

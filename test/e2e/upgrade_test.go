@@ -129,10 +129,7 @@ func TestOperatorUpgradeUnderLoad(t *testing.T) {
 	epoch := getDiskCache(t, ns, name).Status.Topology.Epoch
 	tok := token(t, ns, name)
 	l, store, stopLoad := startServiceLoad(t, ns, name, tok, "upgrade", 4)
-	eventually(t, time.Minute, "the load to run", func(context.Context) (bool, string) {
-		n := store.ops.Load()
-		return n >= 300, fmt.Sprintf("%d operations so far", n)
-	})
+	waitLoadRuns(t, store, 300)
 
 	for _, step := range []struct{ what, image string }{{"upgrade", newImage}, {"downgrade", oldImage}} {
 		p.next(step.what + " the operator; it rolls the shards")
@@ -147,11 +144,7 @@ func TestOperatorUpgradeUnderLoad(t *testing.T) {
 			return c != nil && c.Status == metav1.ConditionFalse, fmt.Sprintf("%+v", c)
 		})
 		waitServiceRoutes(t, ns, name, 0, 1, 2)
-		acked := l.Acked()
-		eventually(t, time.Minute, "the load to go on", func(context.Context) (bool, string) {
-			n := l.Acked() - acked
-			return n >= 100, fmt.Sprintf("%d writes acknowledged since", n)
-		})
+		waitLoadGoesOn(t, l, "the load to go on")
 	}
 
 	p.next("stop the load; every acknowledged write reads back")
