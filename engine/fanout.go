@@ -153,6 +153,9 @@ type FanoutCache struct {
 	// at most maxOpenSubs of them; recentAt finds each one's element.
 	recent   list.List
 	recentAt map[*Cache]*list.Element
+	// dropping holds, by directory, the sub-collections being dropped:
+	// each channel closes when its drop ends.
+	dropping map[string]chan struct{}
 }
 
 // OpenFanout opens or creates the FanoutCache in dir.
@@ -798,13 +801,13 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 		return zero, err
 	}
 	f.mu.Lock()
-	if f.closed {
+	if err := f.waitDropped(ctx, dir); err != nil {
 		f.mu.Unlock()
-		return zero, kv.ErrClosed
+		return zero, err
 	}
 	x, ok := open[name]
 	if !ok {
-		c, err := Open(ctx, dir, Options{Settings: overrides(dir), Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints, PageSize: f.pageSize, SoleWriter: f.exclusive})
+		c, err := Open(ctx, dir, f.subOptions(overrides(dir)))
 		if err != nil {
 			f.mu.Unlock()
 			return zero, err
@@ -820,6 +823,11 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 		least.CloseIdle(0)
 	}
 	return x, nil
+}
+
+// subOptions are the options a sub-collection is opened with.
+func (f *FanoutCache) subOptions(s map[settings.Name]any) Options {
+	return Options{Settings: s, Now: f.now, MaxConns: f.maxConns, MaxBytes: f.collectionMaxBytes.Load(), SyncFile: f.syncFile, BatchYield: f.batchYield, BackgroundCheckpoints: f.bgCheckpoints, PageSize: f.pageSize, SoleWriter: f.exclusive}
 }
 
 // used puts c first among the sub-collections used recently and returns
