@@ -25,7 +25,7 @@ const (
 func (s *Server) dequeRoutes() {
 	const p = "/v1/deques/{name}"
 	s.route("GET "+p, s.handleDequeLen)
-	s.route("DELETE "+p, s.handleDequeClear)
+	s.route("DELETE "+p, s.handleDrop("deque"))
 	s.route("POST "+p+"/push", s.handleDequePush)
 	s.route("POST "+p+"/pop", s.handleDequeTake(true))
 	s.route("GET "+p+"/peek", s.handleDequeTake(false))
@@ -123,15 +123,6 @@ func (s *Server) handleDequeLen(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]int64{"len": n})
 	return nil
-}
-
-func (s *Server) handleDequeClear(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.deque(r)
-	if err != nil {
-		return err
-	}
-	n, err := d.Cache().Clear(r.Context())
-	return removed(w, n, err)
 }
 
 // dequeAddParams resolves the deque, ?side= (default back) and ?maxlen= of

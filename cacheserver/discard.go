@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
-	"github.com/diskcache-operator/diskcache-operator/engine"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
@@ -59,27 +58,9 @@ func (s *Server) discardUnowned(ctx context.Context, self int, a *topology.Annou
 			if topology.Owner([]byte(name), n) == self {
 				continue
 			}
-			var c *engine.Cache
-			switch kind {
-			case "cache":
-				c, err = s.cache.Cache(ctx, name)
-			case "deque":
-				var d *engine.Deque
-				if d, err = s.cache.Deque(ctx, name, 0); err == nil {
-					c = d.Cache()
-				}
-			case "index":
-				var x *engine.Index
-				if x, err = s.cache.Index(ctx, name); err == nil {
-					c = x.Cache()
-				}
-			}
+			removed, err := s.dropCollection(ctx, kind, name)
 			if err != nil {
-				return fmt.Errorf("discard: open %s %q: %w", kind, name, err)
-			}
-			removed, err := c.Clear(ctx)
-			if err != nil {
-				return fmt.Errorf("discard: clear %s %q: %w", kind, name, err)
+				return fmt.Errorf("discard: drop %s %q: %w", kind, name, err)
 			}
 			items += removed
 			collections++

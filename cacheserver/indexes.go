@@ -18,7 +18,7 @@ import (
 func (s *Server) indexRoutes() {
 	const p = "/v1/indexes/{name}"
 	s.route("GET "+p, s.handleIndexLen)
-	s.route("DELETE "+p, s.handleIndexClear)
+	s.route("DELETE "+p, s.handleDrop("index"))
 	// An index's items are a cache's items in insertion order: the key
 	// handlers of caches serve them, on the cache that holds the index.
 	s.storeRoute("GET "+p+"/keys/{key}", s.indexStore, s.handleGet)
@@ -67,15 +67,6 @@ func (s *Server) handleIndexLen(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]int64{"len": n})
 	return nil
-}
-
-func (s *Server) handleIndexClear(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.index(r)
-	if err != nil {
-		return err
-	}
-	n, err := c.Clear(r.Context())
-	return removed(w, n, err)
 }
 
 // handleIndexSetDefault stores the body under key unless key has an item,

@@ -378,7 +378,9 @@ func (rb *rebalancer) sendCollection(ctx context.Context, a *topology.Announceme
 	if err != nil {
 		return 0, err
 	}
-	removed, err := c.Clear(ctx)
+	// Dropped rather than cleared: a shard that no longer owns it keeps no
+	// empty database of it.
+	removed, err := rb.s.dropCollection(ctx, kind, name)
 	if err != nil {
 		return 0, err
 	}
@@ -540,11 +542,7 @@ func (s *Server) beforeAdopt(old *topology.Announcement, a topology.Announcement
 			return err
 		}
 		for _, name := range names {
-			c, err := s.collectionCache(ctx, kind, name)
-			if err != nil {
-				return err
-			}
-			n, err := c.Clear(ctx)
+			n, err := s.dropCollection(ctx, kind, name)
 			if err != nil {
 				return err
 			}

@@ -78,9 +78,15 @@ func (s *Server) handleRebalanceReceive(w http.ResponseWriter, r *http.Request) 
 		mu.Lock()
 		defer mu.Unlock()
 		present := s.reb.state.isPresent(id)
-		c, err := s.collectionCache(ctx, kind, name)
-		if err != nil {
-			return err
+		var c *engine.Cache
+		if !present { // here whole already (and maybe dropped since): nothing to open
+			if engine.ValidateName(name) != nil {
+				return badRequest(wire.CodeBadName, "bad collection name %q", name)
+			}
+			defer s.collLocks.shared(kind, name)()
+			if c, err = s.collectionCache(ctx, kind, name); err != nil {
+				return err
+			}
 		}
 		var batch importBatch
 		defer batch.discard() // what an error left staged
@@ -163,11 +169,12 @@ func (s *Server) handleRebalanceExport(w http.ResponseWriter, r *http.Request) e
 		if engine.ValidateName(name) != nil {
 			return badRequest(wire.CodeBadName, "bad collection name %q", name)
 		}
+		if kind != "cache" && kind != "deque" && kind != "index" {
+			return badRequest(wire.CodeBadRequest, "kind %q: want cache, deque or index", kind)
+		}
 		w.Header().Set("Content-Type", wire.RecordsContentType)
+		defer s.collLocks.shared(kind, name)()
 		if _, err := os.Stat(filepath.Join(s.cfg.DataDir, kind, filepath.FromSlash(name), "cache.db")); err != nil {
-			if kind != "cache" && kind != "deque" && kind != "index" {
-				return badRequest(wire.CodeBadRequest, "kind %q: want cache, deque or index", kind)
-			}
 			w.WriteHeader(http.StatusOK) // no such collection here: nothing to pull
 			return nil
 		}

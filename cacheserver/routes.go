@@ -58,6 +58,7 @@ func (s *Server) routes() {
 	s.route("POST /v1/rebalance/resume", s.handleRebalanceResume)
 	s.keyRoutes("/v1", s.rootStore)
 	s.keyRoutes("/v1/caches/{name}", s.namedCache)
+	s.route("DELETE /v1/caches/{name}", s.handleDrop("cache"))
 	s.dequeRoutes()
 	s.indexRoutes()
 	s.recipeRoutes()

@@ -42,6 +42,8 @@ type Server struct {
 	// catchUps spares the peers the asking for an epoch none has.
 	catchUps catchUpGate
 	reb      *rebalancer
+	// collLocks serialise drops of named collections with their requests.
+	collLocks collectionLocks
 	// admin holds the operator's token, the only one that may change the
 	// topology; nil when the server was started without one.
 	admin *tokenSource
@@ -243,6 +245,12 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 	// timeout (meant for one operation) does not bound it.
 	timeout := s.cfg.RequestTimeout > 0 && !strings.HasPrefix(path, "/v1/rebalance/")
 	stores := storesData(pattern)
+	// A request on a named collection holds it against a drop, except the
+	// drop itself (which holds it alone).
+	collKind := collectionKind(pattern)
+	if method == http.MethodDelete && strings.HasSuffix(path, "/{name}") {
+		collKind = ""
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -331,6 +339,9 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 		default:
 			if sc != scopeLocal {
 				s.metrics.serve()
+			}
+			if collKind != "" {
+				defer s.collLocks.shared(collKind, r.PathValue("name"))()
 			}
 			err = h(rec, r)
 		}

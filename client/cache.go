@@ -547,6 +547,19 @@ func (cc *Cache) Cull(ctx context.Context) (int64, error) { return cc.remove(ctx
 // Clear removes every item.
 func (cc *Cache) Clear(ctx context.Context) (int64, error) { return cc.remove(ctx, "/clear", nil) }
 
+// Drop removes a named cache: its items, its settings and its files (caches
+// nested under its name stay), and returns how many items it held. The next
+// call that uses it finds it empty, with a new cache's settings. The
+// server's own cache (name "") cannot be dropped: Clear it.
+func (cc *Cache) Drop(ctx context.Context) (int64, error) {
+	if cc.prefix == "/v1" {
+		return 0, errors.New("client: the server's own cache cannot be dropped; use Clear")
+	}
+	var out removal
+	_, err := cc.c.doJSON(ctx, request{method: http.MethodDelete, path: cc.prefix, idempotent: true}, &out)
+	return out.Removed, err
+}
+
 // Check verifies (and with fix, repairs) the cache.
 func (cc *Cache) Check(ctx context.Context, fix bool) ([]kv.Warning, error) {
 	var out struct{ Warnings []kv.Warning }

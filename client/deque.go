@@ -60,7 +60,8 @@ func (d *Deque) Len(ctx context.Context) (int64, error) {
 	return out.Len, err
 }
 
-// Clear removes every item and returns how many there were.
+// Clear removes every item and returns how many there were. The server
+// removes the deque's files too: a deque cleared takes no space until used again.
 func (d *Deque) Clear(ctx context.Context) (int64, error) {
 	var out removal
 	_, err := d.c.doJSON(ctx, request{method: http.MethodDelete, path: d.path, idempotent: true}, &out)

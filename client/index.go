@@ -35,7 +35,8 @@ func (x *Index) Len(ctx context.Context) (int64, error) {
 	return out.Len, err
 }
 
-// Clear removes every item and returns how many there were.
+// Clear removes every item and returns how many there were. The server
+// removes the index's files too: a index cleared takes no space until used again.
 func (x *Index) Clear(ctx context.Context) (int64, error) {
 	var out removal
 	_, err := x.c.doJSON(ctx, request{method: http.MethodDelete, path: x.path, idempotent: true}, &out)

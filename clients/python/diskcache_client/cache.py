@@ -165,6 +165,16 @@ class Cache:
         """Remove every item; the count removed."""
         return self._run(ops.remove(self._route, self._prefix, 'clear'))
 
+    def drop(self):
+        """Remove this named cache: its items, its settings and its files on
+        the server (caches nested under its name stay); the count removed.
+        Not in python-diskcache, where a sub-cache's directory is removed by
+        hand. The next call finds it empty, with a new cache's settings. The
+        server's own cache cannot be dropped: :meth:`clear` it."""
+        if self.name is None:
+            raise TypeError("the server's own cache cannot be dropped; use clear()")
+        return self._run(ops.drop(self._route, self._prefix))
+
     def check(self, fix=False, retry=False):
         """Check (and with ``fix`` repair) consistency; the warnings found."""
         return self._run(ops.check_cache(self._route, self._prefix, fix))

@@ -390,6 +390,13 @@ def stats(c, prefix, enable=True, reset=False):
     return hits, misses
 
 
+def drop(c, prefix):
+    """Remove a named cache, its items, settings and files, on every shard
+    that holds part of it; the count removed."""
+    resps = yield _everywhere(c, 'DELETE', prefix, idempotent=True)
+    return sum(int(_json(resp).get('removed', 0)) for resp in resps)
+
+
 def info(c, prefix):
     """{'count', 'volume', 'settings'} added up over the shards."""
     resps = yield _everywhere(c, 'GET', prefix + '/info', idempotent=True)

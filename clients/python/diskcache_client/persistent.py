@@ -740,7 +740,8 @@ class Deque(_Collection, collections.abc.MutableSequence):
     # -- whole deque ------------------------------------------------------------------
 
     def clear(self):
-        """Remove every item."""
+        """Remove every item. The server removes the deque's files too: a
+        deque cleared takes no space there until it is used again."""
         self._run(deque_clear)
 
     def reverse(self):
@@ -910,7 +911,8 @@ class Index(_Collection, collections.abc.MutableMapping):
         return self._run(index_len)
 
     def clear(self):
-        """Remove every item."""
+        """Remove every item. The server removes the index's files too: an
+        index cleared takes no space there until it is used again."""
         self._run(index_clear)
 
     def _records(self, reverse=False, values=False):

@@ -1,6 +1,7 @@
 """What python-diskcache's DjangoCache adds to Django's API, and cache(name)."""
 
 import io
+import os
 import time
 import uuid
 
@@ -418,6 +419,53 @@ def test_named_cache_context_and_names(cache):
     with pytest.raises(CacheServerError) as info:
         cache.cache('../escape').set('k', 1)
     assert info.value.status == 400
+
+
+def _collection_files(server, kind, name):
+    """The files of collection ``kind/name`` on every shard of ``server``
+    (those of collections nested under its name left out)."""
+    found = []
+    for data_dir in [s.data_dir for s in getattr(server, 'shards', [server])]:
+        top = os.path.join(data_dir, kind, *name.split('/'))
+        for root, dirs, files in os.walk(top):
+            if root == top:
+                dirs[:] = [d for d in dirs if len(d) == 2]  # value directories only
+            found += [os.path.join(root, f) for f in files]
+    return found
+
+
+def test_drop_named_cache(cache, named, server, token_file):
+    named.reset('size_limit', 2 ** 20)
+    named.set('blob', b'x' * 100000)  # a value file on the server
+    named.set('k', 1)
+    nested = cache.cache(named.name + '/part')
+    nested.set('k', 2)
+    assert _collection_files(server, 'cache', named.name)
+    assert named.drop() == 2
+    assert _collection_files(server, 'cache', named.name) == []
+    assert named.get('k') is None and len(named) == 0
+    assert named.reset('size_limit') != 2 ** 20  # a new cache's settings
+    assert nested.get('k') == 2
+    named.set('again', 3)
+    assert named.get('again') == 3
+    assert cache.cache('never-' + uuid.uuid4().hex[:8]).drop() == 0
+    with pytest.raises(TypeError):
+        Cache(server.url, token_file=token_file).drop()
+
+
+def test_clearing_a_deque_or_index_removes_its_files(cache, server):
+    name = 'gone-' + uuid.uuid4().hex[:8]
+    q, ix = cache.deque(name), cache.index(name)
+    q.extend([b'y' * 100000, 2])
+    ix['a'] = b'z' * 100000
+    assert _collection_files(server, 'deque', name) and _collection_files(server, 'index', name)
+    q.clear()
+    ix.clear()
+    assert _collection_files(server, 'deque', name) == []
+    assert _collection_files(server, 'index', name) == []
+    assert len(q) == 0 and len(ix) == 0
+    q.append(1)
+    assert list(q) == [1]
 
 
 def test_cache_object_over_url(server, token_file):

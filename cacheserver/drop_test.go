@@ -1,0 +1,294 @@
+package cacheserver_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
+	"github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/settings"
+	"github.com/diskcache-operator/diskcache-operator/topology"
+)
+
+// filesBelow lists the files below dir (none when dir does not exist).
+func filesBelow(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			files = append(files, strings.TrimPrefix(p, dir))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestDropCollections: DELETE on a named cache, deque or index removes it,
+// its items, its settings and its files, and leaves the collections nested
+// under its name; the name then reads empty and works as new.
+func TestDropCollections(t *testing.T) {
+	ctx := context.Background()
+	srv, c := startServer(t)
+	big := kv.Text(strings.Repeat("v", 60_000)) // a value file each
+	nc, nested := c.Cache("jobs/1"), c.Cache("jobs/1/part")
+	limit := int64(1 << 20)
+	if _, err := nc.UpdateSettings(ctx, settings.Settings{SizeLimit: &limit}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		for _, cc := range []*client.Cache{nc, nested} {
+			if err := cc.Set(ctx, kv.IntKey(int64(i)), big, kv.SetOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dq, ix := c.Deque("jobs/1"), c.Index("jobs/1")
+	for i := range 3 {
+		if _, err := dq.Append(ctx, big); err != nil {
+			t.Fatal(err)
+		}
+		if err := ix.Set(ctx, kv.IntKey(int64(i)), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nestedFiles := filesBelow(t, filepath.Join(srv.DataDir, "cache", "jobs", "1", "part"))
+
+	if n, err := nc.Drop(ctx); err != nil || n != 5 {
+		t.Fatalf("Drop = %d, %v; want 5", n, err)
+	}
+	for _, f := range filesBelow(t, filepath.Join(srv.DataDir, "cache", "jobs", "1")) {
+		if !strings.HasPrefix(f, "/part/") {
+			t.Errorf("file %s of the dropped cache is left", f)
+		}
+	}
+	if got := filesBelow(t, filepath.Join(srv.DataDir, "cache", "jobs", "1", "part")); len(got) != len(nestedFiles) {
+		t.Errorf("the nested cache's files went from %d to %d", len(nestedFiles), len(got))
+	}
+	if info, err := nested.Info(ctx); err != nil || info.Count != 5 {
+		t.Errorf("the nested cache holds %d items (%v), want 5", info.Count, err)
+	}
+	if n, err := dq.Clear(ctx); err != nil || n != 3 {
+		t.Fatalf("deque Clear = %d, %v; want 3", n, err)
+	}
+	if n, err := ix.Clear(ctx); err != nil || n != 3 {
+		t.Fatalf("index Clear = %d, %v; want 3", n, err)
+	}
+	for _, kind := range []string{"deque", "index"} {
+		if got := filesBelow(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
+			t.Errorf("files of the dropped %s are left: %v", kind, got)
+		}
+		if _, err := os.Stat(filepath.Join(srv.DataDir, kind, "jobs")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s/jobs is left after its only collection was dropped (%v)", kind, err)
+		}
+	}
+
+	// The name comes back empty, with a new cache's settings.
+	info, err := nc.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Count != 0 || info.Settings.SizeLimit == nil || *info.Settings.SizeLimit == limit {
+		t.Errorf("after the drop: %d items, size limit %v; want 0 and a new cache's", info.Count, info.Settings.SizeLimit)
+	}
+	if _, ok, err := nc.Get(ctx, kv.IntKey(0)); err != nil || ok {
+		t.Errorf("a dropped item reads back: %v, %v", ok, err)
+	}
+	if err := nc.Set(ctx, kv.IntKey(9), kv.Int(9), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := dq.Append(ctx, kv.Int(1)); err != nil || n != 1 {
+		t.Fatalf("Append after the drop = %d, %v", n, err)
+	}
+
+	// A name never used: nothing to remove, and nothing created.
+	if n, err := c.Cache("never").Drop(ctx); err != nil || n != 0 {
+		t.Errorf("Drop(never) = %d, %v", n, err)
+	}
+	if _, err := os.Stat(filepath.Join(srv.DataDir, "cache", "never")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("dropping a name never used created it (%v)", err)
+	}
+	if _, err := c.Cache("").Drop(ctx); err == nil {
+		t.Error("the server's own cache was dropped; want an error (Clear it)")
+	}
+	for _, tc := range []struct {
+		path, token string
+		status      int
+		code        string
+	}{
+		{"/v1/caches/a%2F..%2F..%2Fx", srv.Token, 400, wire.CodeBadName},
+		{"/v1/deques/a%2F%2Fb", srv.Token, 400, wire.CodeBadName},
+		{"/v1/indexes/jobs%2F1%2Fab", srv.Token, 400, wire.CodeBadName}, // a value directory's name
+		{"/v1/caches/jobs%2F1", "", 401, wire.CodeUnauthorized},
+	} {
+		st, _, body := do(t, "DELETE", srv.URL+tc.path, tc.token, nil, nil)
+		if st != tc.status || !strings.Contains(string(body), `"`+tc.code+`"`) {
+			t.Errorf("DELETE %s = %d %s; want %d %s", tc.path, st, body, tc.status, tc.code)
+		}
+	}
+	if info, err := nested.Info(ctx); err != nil || info.Count != 5 {
+		t.Errorf("the nested cache holds %d items (%v) after the bad requests, want 5", info.Count, err)
+	}
+}
+
+// TestDropUnderConcurrentRequests: drops of a deque and of a named cache
+// while other clients push to the one and store file-sized values in the
+// other: every request succeeds (none runs on a handle the drop closed),
+// what is written after the last drop is there, and once that is dropped
+// too no file is left (an upload the drop waited for included).
+func TestDropUnderConcurrentRequests(t *testing.T) {
+	ctx := context.Background()
+	srv, c := startServer(t)
+	dq, nc := c.Deque("q"), c.Cache("n")
+	big := kv.Text(strings.Repeat("b", 40_000))
+	const writers, writes, drops = 4, 60, 30
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*writers+2)
+	for w := range writers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for range writes {
+				if _, err := dq.Append(ctx, kv.Int(int64(w))); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := range writes {
+				if err := nc.Set(ctx, kv.IntKey(int64(w*writes+i)), big, kv.SetOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for range drops {
+			if _, err := dq.Clear(ctx); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range drops {
+			if _, err := nc.Drop(ctx); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a request beside the drops failed: %v", err)
+	}
+	if _, err := dq.Append(ctx, kv.Text("last")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := dq.Peek(ctx); err != nil || !v.Equal(kv.Text("last")) {
+		t.Errorf("the deque's last item = %v, %v; want the one appended after the drops", v, err)
+	}
+	if err := nc.Set(ctx, kv.TextKey("last"), big, kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if it, ok, err := nc.Get(ctx, kv.TextKey("last")); err != nil || !ok || !it.Value.Equal(big) {
+		t.Errorf("the value stored after the drops: %v, %v", ok, err)
+	}
+	if _, err := nc.Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dq.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"cache", "deque"} {
+		if got := filesBelow(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
+			t.Errorf("files left under %s/ after the last drop: %v", kind, got)
+		}
+	}
+}
+
+// TestDropDuringAMove: a named cache and a deque dropped at their new owner
+// (through another shard, which forwards) while their previous owner has
+// not handed them off yet (its moves are paused): the handoff that comes
+// later brings back none of their items, and the previous owner keeps no
+// files of them once the move is done.
+func TestDropDuringAMove(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	cname, qname := movingName("c", 2, 3, 2), movingName("q", 2, 3, 2)
+	via := dataClient(t, c.URLs[0], tok)
+	big := kv.Text(strings.Repeat("m", 50_000))
+	for i := range 10 {
+		if err := via.Cache(cname).Set(ctx, kv.IntKey(int64(i)), big, kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := via.Deque(qname).Append(ctx, kv.Int(int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cOld, qOld := c.Shards[topology.Owner([]byte(cname), 2)], c.Shards[topology.Owner([]byte(qname), 2)]
+	for _, u := range c.URLs {
+		if st, _, body := do(t, "POST", u+"/v1/rebalance/pause?lease=300", c.AdminToken, nil, nil); st != 200 {
+			t.Fatalf("pause %s: %d %s", u, st, body)
+		}
+	}
+	s2 := startShard(t, c, 2, m.layout)
+	three := append(append([]string(nil), c.URLs...), s2.URL)
+	all := m.announce(three)
+
+	if n, err := via.Cache(cname).Drop(ctx); err != nil || n != 10 {
+		t.Fatalf("drop of the named cache during the move = %d, %v; want 10", n, err)
+	}
+	if n, err := via.Deque(qname).Clear(ctx); err != nil || n != 10 {
+		t.Fatalf("drop of the deque during the move = %d, %v; want 10", n, err)
+	}
+	for _, p := range []string{filepath.Join(cOld.DataDir, "cache", cname), filepath.Join(qOld.DataDir, "deque", qname)} {
+		if _, err := os.Stat(filepath.Join(p, "cache.db")); err != nil {
+			t.Fatalf("the previous owner no longer holds %s before its handoff: the test moved nothing late (%v)", p, err)
+		}
+	}
+	for _, u := range c.URLs {
+		if st, _, body := do(t, "POST", u+"/v1/rebalance/resume", c.AdminToken, nil, nil); st != 200 {
+			t.Fatalf("resume %s: %d %s", u, st, body)
+		}
+	}
+	m.waitDrained(all)
+	m.end(all)
+	for _, u := range three {
+		cl := dataClient(t, u, tok)
+		if info, err := cl.Cache(cname).Info(ctx); err != nil || info.Count != 0 {
+			t.Errorf("through %s: the dropped cache holds %d items after the move (%v)", u, info.Count, err)
+		}
+		if n, err := cl.Deque(qname).Len(ctx); err != nil || n != 0 {
+			t.Errorf("through %s: the dropped deque holds %d items after the move (%v)", u, n, err)
+		}
+	}
+	if got := filesBelow(t, filepath.Join(cOld.DataDir, "cache", cname)); len(got) != 0 {
+		t.Errorf("the previous owner keeps files of the cache it handed off: %v", got)
+	}
+	if got := filesBelow(t, filepath.Join(qOld.DataDir, "deque", qname)); len(got) != 0 {
+		t.Errorf("the previous owner keeps files of the deque it handed off: %v", got)
+	}
+}
