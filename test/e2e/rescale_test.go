@@ -38,6 +38,9 @@ type rescaleStore struct {
 	// Batch sets (three keys in 20 are written with SetMany, which the
 	// shard that takes it splits by owner), and those that failed.
 	batches, batchErrs atomic.Int64
+	// colls, when set, runs beside the load: named deques and caches
+	// written and dropped through the Service, checked after each step.
+	colls *collectionLoad
 }
 
 // fileSized pads a value past the CRD's default diskMinFileSize (32Ki).
@@ -106,7 +109,11 @@ func readTopology(ctx context.Context, ns, name string) (cachev1alpha1.TopologyS
 // kubectl scale --replicas=5, 2 and 4. After each step the operator has
 // ended the move (status.topology on a newer epoch, not rebalancing, no
 // previous layout, the StatefulSet at the new size) and every acknowledged
-// write reads back: 0 lost, 0 stale, 0 resurrected. The way back to 4
+// write reads back: 0 lost, 0 stale, 0 resurrected. Beside the keys, 12
+// named deques and 12 named caches (file-sized values) are written and
+// dropped through the Service (collectionLoad): each holds exactly what was
+// acknowledged since its last drop, nothing lost and nothing a drop removed
+// coming back with a handoff. The way back to 4
 // reuses the claims of shards 2 and 3 that 5 → 2 drained and kept
 // (whenScaled: Retain).
 func TestRescaleKeepsEveryWrite(t *testing.T) {
@@ -124,6 +131,11 @@ func TestRescaleKeepsEveryWrite(t *testing.T) {
 
 	tok := token(t, ns, name)
 	store := &rescaleStore{c: serviceClient(t, ns, name, tok)}
+	cl, err := cacheclient.New(serviceURL(t, ns, name), cacheclient.Options{Token: tok, Retries: 3, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.colls = newCollectionLoad(cl, "rescale", 12)
 	// 2000 keys, 8 writers/readers/deleters, each on its own 250 keys.
 	l := loadcheck.New(store, loadcheck.Config{Workers: 8, KeysPerWorker: 250, Prefix: "rescale"})
 
@@ -149,11 +161,18 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() { l.Run(context.Background(), stop); close(done) }()
+	collsDone := make(chan struct{})
+	if store.colls != nil {
+		go func() { store.colls.run(context.Background(), stop); close(collsDone) }()
+	} else {
+		close(collsDone)
+	}
 	stopped := false
 	stopLoad := func() {
 		if !stopped {
 			close(stop)
 			<-done
+			<-collsDone
 			stopped = true
 		}
 	}
@@ -168,6 +187,10 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 	rateBefore := float64(store.ops.Load()-ops0) / time.Since(load0).Seconds()
 
 	opsStart, errsStart, ackedStart := store.ops.Load(), store.errs.Load(), l.Acked()
+	var collOps0, collDrops0, collErrs0 int64
+	if cl := store.colls; cl != nil {
+		collOps0, collDrops0, collErrs0 = cl.ops.Load(), cl.drops.Load(), cl.errs.Load()
+	}
 	batchesStart, batchErrsStart := store.batches.Load(), store.batchErrs.Load()
 	start := time.Now()
 	if out, err := kubectl(t, "-n", ns, "scale", "dcache/"+name, fmt.Sprintf("--replicas=%d", to)); err != nil {
@@ -212,6 +235,10 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 	})
 	took := time.Since(start)
 	ops, errs, acked := store.ops.Load()-opsStart, store.errs.Load()-errsStart, l.Acked()-ackedStart
+	var collOps, collDrops, collErrs int64
+	if cl := store.colls; cl != nil {
+		collOps, collDrops, collErrs = cl.ops.Load()-collOps0, cl.drops.Load()-collDrops0, cl.errs.Load()-collErrs0
+	}
 	stopLoad()
 
 	t.Logf("RESCALE %s: the operator ended the move %s after kubectl scale (epoch %d → %d); the status showed it from +%s to +%s (previous layout of %d shards), its progress up to %d items (%d value bytes) moved",
@@ -242,6 +269,24 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 	}
 	if counts.Sets == 0 || counts.Deletes == 0 || counts.Reads == 0 || acked == 0 {
 		t.Errorf("after %s: %v, %d writes acknowledged during the scale: the load did not exercise the move", step, counts, acked)
+	}
+	if cl := store.colls; cl != nil {
+		cc, err := cl.verify(ctxT(t, 3*time.Minute))
+		if err != nil {
+			t.Fatalf("%s: verify the named collections through the Service: %v", step, err)
+		}
+		t.Logf("COLLECTIONS after %s: %d calls on named deques and caches during the scale (%d drops acknowledged, %d errors); %v",
+			step, collOps, collDrops, collErrs, cc)
+		for msg, n := range cl.errors {
+			t.Logf("COLLECTIONS: %d× %s", n, msg)
+		}
+		clear(cl.errors)
+		if cc.Lost != 0 || cc.Resurrected != 0 {
+			t.Errorf("after %s, the named collections: %v", step, cc)
+		}
+		if collDrops == 0 || cc.Checked == 0 || cc.Items == 0 {
+			t.Errorf("after %s: %d drops during the scale, %v: the collections did not exercise the move", step, collDrops, cc)
+		}
 	}
 
 	// Each shard of the new layout holds a share, and together they hold
