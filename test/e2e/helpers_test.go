@@ -48,7 +48,7 @@ const (
 )
 
 var (
-	k8s        ctrlclient.Client
+	k8s        ctrlclient.WithWatch
 	kubeconfig string
 	repoRoot   string
 	scheme     = runtime.NewScheme()

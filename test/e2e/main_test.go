@@ -50,7 +50,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	cfg.QPS, cfg.Burst = 50, 100
-	k8s, err = ctrlclient.New(cfg, ctrlclient.Options{Scheme: scheme})
+	k8s, err = ctrlclient.NewWithWatch(cfg, ctrlclient.Options{Scheme: scheme})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: client: %v\n", err)
 		return 1

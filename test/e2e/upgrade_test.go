@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/retry"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -97,12 +98,66 @@ func waitCachePodsOn(t *testing.T, ns, name, image string, shards int) {
 	waitStatefulSetSettled(t, ns, name, 5*time.Minute)
 }
 
+// watchUnavailableShards watches the pods of a DiskCache of shards shards
+// from now on; the function it returns stops watching and tells how many
+// shards were unavailable at once at most (a pod missing, terminating or
+// not Ready) and how many pod changes it saw.
+func watchUnavailableShards(t *testing.T, ns, name string, shards int) func() (maxDown, changes int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	sel := ctrlclient.MatchingLabels{"app.kubernetes.io/instance": name}
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, ctrlclient.InNamespace(ns), sel); err != nil {
+		t.Fatal(err)
+	}
+	up := func(pod *corev1.Pod) bool { return podReady(pod) && pod.DeletionTimestamp == nil }
+	ready := map[string]bool{}
+	for i := range pods.Items {
+		ready[pods.Items[i].Name] = up(&pods.Items[i])
+	}
+	down := func() int {
+		n := 0
+		for _, r := range ready {
+			if r {
+				n++
+			}
+		}
+		return shards - n
+	}
+	w, err := k8s.Watch(ctx, &corev1.PodList{}, ctrlclient.InNamespace(ns), sel,
+		&ctrlclient.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: pods.ResourceVersion}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxDown, changes := down(), 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			changes++
+			ready[pod.Name] = ev.Type != watch.Deleted && up(pod)
+			maxDown = max(maxDown, down())
+		}
+	}()
+	return func() (int, int) {
+		w.Stop()
+		cancel()
+		<-done
+		return maxDown, changes
+	}
+}
+
 // 15. Upgrading the operator, and downgrading it again, under load keeps
 // every acknowledged write, the cache's layout and its topology epoch. 3
 // shards and a load through the Service keeping a ledger; the operator's
 // Deployment is moved to a new image (the project image under a new tag:
 // what applying a new release's install.yaml does), the new operator rolls
-// every cache pod to its cacheserver image, one shard at a time, and the
+// every cache pod to its cacheserver image, one shard at a time (a watch
+// of the pods never sees two unavailable at once), and the
 // cache is Available, not Degraded, on the same epoch; then back to the
 // old image, the same way. The ledger counts 0 lost, 0 stale, 0
 // resurrected.
@@ -133,8 +188,14 @@ func TestOperatorUpgradeUnderLoad(t *testing.T) {
 
 	for _, step := range []struct{ what, image string }{{"upgrade", newImage}, {"downgrade", oldImage}} {
 		p.next(step.what + " the operator; it rolls the shards")
+		stopWatch := watchUnavailableShards(t, ns, name, 3)
 		deployOperator(t, step.image)
 		waitCachePodsOn(t, ns, name, step.image, 3)
+		maxDown, changes := stopWatch()
+		t.Logf("ROLL %s: %d changes of the cache pods; at most %d of the 3 shards unavailable at once", step.what, changes, maxDown)
+		if maxDown > 1 || changes == 0 {
+			t.Errorf("the %s rolled the shards with up to %d of 3 unavailable at once (%d pod changes seen); want one at a time", step.what, maxDown, changes)
+		}
 		dc := waitAvailable(t, ns, name, 2*time.Minute)
 		if dc.Status.Topology == nil || dc.Status.Topology.Epoch != epoch || dc.Status.Topology.Shards != 3 {
 			t.Errorf("after the %s: topology %+v; want epoch %d, 3 shards", step.what, dc.Status.Topology, epoch)
