@@ -174,6 +174,16 @@ func (s *Server) broadcast(w http.ResponseWriter, r *http.Request, a *topology.A
 		return newRoutingError(http.StatusBadGateway, wire.CodePartialFailure, map[string]any{"shards": answers},
 			"shards %v of %d failed; the others' answers are listed", failed, len(answers))
 	}
+	if r.URL.Path == "/v1/collections" {
+		// Every shard checked the same query: its limit is valid.
+		limit, _ := intParam(r, "limit", defaultCollectionsLimit, 1, maxCollectionsLimit)
+		page, err := mergeCollectionPages(answers, int(limit))
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, page)
+		return nil
+	}
 	merged, err := mergeAnswers(answers, s.cluster.self)
 	if err != nil {
 		return err

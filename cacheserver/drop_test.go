@@ -2,10 +2,13 @@ package cacheserver_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -290,5 +293,148 @@ func TestDropDuringAMove(t *testing.T) {
 	}
 	if got := filesBelow(t, filepath.Join(qOld.DataDir, "deque", qname)); len(got) != 0 {
 		t.Errorf("the previous owner keeps files of the deque it handed off: %v", got)
+	}
+}
+
+// TestListCollections: GET /v1/collections lists the named caches, deques
+// and indexes that exist, by kind then name, with what their files take
+// (a value file counted, a nested collection not), filtered by kind and
+// prefix, in pages; a dropped one is gone from it, and listing creates
+// nothing.
+func TestListCollections(t *testing.T) {
+	ctx := context.Background()
+	srv, c := startServer(t)
+	big := kv.Text(strings.Repeat("v", 60_000))
+	for _, name := range []string{"a", "a/b", "z"} {
+		if err := c.Cache(name).Set(ctx, kv.TextKey("k"), big, kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"q1", "q2"} {
+		if _, err := c.Deque(name).Append(ctx, kv.Int(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Index("i").Set(ctx, kv.TextKey("k"), kv.Int(1)); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(kind, prefix string, pageSize int) []string {
+		t.Helper()
+		var out []string
+		for ci, err := range c.Collections(ctx, kind, prefix, pageSize) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, ci.Kind+"/"+ci.Name)
+		}
+		return out
+	}
+	want := []string{"cache/a", "cache/a/b", "cache/z", "deque/q1", "deque/q2", "index/i"}
+	for _, pageSize := range []int{0, 1, 2, 5} {
+		if got := ids("", "", pageSize); !slices.Equal(got, want) {
+			t.Errorf("pages of %d: %v, want %v", pageSize, got, want)
+		}
+	}
+	if got := ids("deque", "", 0); !slices.Equal(got, want[3:5]) {
+		t.Errorf("kind deque: %v", got)
+	}
+	if got := ids("cache", "a", 1); !slices.Equal(got, want[:2]) {
+		t.Errorf("caches with prefix a: %v", got)
+	}
+	page, err := c.CollectionsPage(ctx, "cache", "", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bytesOf := map[string]int64{}
+	for _, ci := range page.Collections {
+		bytesOf[ci.Name] = ci.Bytes
+	}
+	// Each holds its database and a value file of 60,000 bytes; the files
+	// of a's nested cache a/b are not a's.
+	for name, n := range bytesOf {
+		if n < 60_000 || n > bytesOf["z"]+30_000 || n < bytesOf["z"]-30_000 {
+			t.Errorf("%s takes %d bytes (z %d): want its database and one value file", name, n, bytesOf["z"])
+		}
+	}
+	if _, err := c.Cache("a").Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids("cache", "", 0); !slices.Equal(got, []string{"cache/a/b", "cache/z"}) {
+		t.Errorf("after dropping a: %v", got)
+	}
+	if got := filesBelow(t, filepath.Join(srv.DataDir, "index", "none")); len(got) != 0 {
+		t.Errorf("listing created files: %v", got)
+	}
+	for _, q := range []string{"kind=queue", "limit=0", "limit=10001", "limit=x"} {
+		if st, _, body := do(t, "GET", srv.URL+"/v1/collections?"+q, srv.Token, nil, nil); st != 400 {
+			t.Errorf("GET /v1/collections?%s = %d %s, want 400", q, st, body)
+		}
+	}
+}
+
+// TestListCollectionsOfShards: through any shard of a sharded cache the
+// listing holds every shard's collections once, in order, page after page;
+// a shard asked for its own part lists only the collections it owns.
+func TestListCollectionsOfShards(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	tok := c.Shards[0].Token
+	var want []string
+	for i := range 25 {
+		name := "job-" + strconv.Itoa(100+i)
+		if _, err := dataClient(t, c.URLs[0], tok).Deque(name).Append(ctx, kv.Int(1)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, "deque/"+name)
+	}
+	for _, u := range c.URLs {
+		var got []string
+		for ci, err := range dataClient(t, u, tok).Collections(ctx, "", "job-", 7) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ci.Kind+"/"+ci.Name)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("through %s: %v, want %v", u, got, want)
+		}
+	}
+	// Names all on one shard: that shard alone has more than a page.
+	var solo []string
+	for i := 0; len(solo) < 10; i++ {
+		if name := "solo-" + strconv.Itoa(100+i); topology.Owner([]byte(name), 3) == 1 {
+			if _, err := dataClient(t, c.URLs[0], tok).Deque(name).Append(ctx, kv.Int(1)); err != nil {
+				t.Fatal(err)
+			}
+			solo = append(solo, "deque/"+name)
+		}
+	}
+	var got []string
+	for ci, err := range dataClient(t, c.URLs[0], tok).Collections(ctx, "deque", "solo-", 3) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ci.Kind+"/"+ci.Name)
+	}
+	if !slices.Equal(got, solo) {
+		t.Errorf("the collections of one shard, by pages of 3: %v, want %v", got, solo)
+	}
+
+	total := 0
+	for i, u := range c.URLs {
+		st, _, body := do(t, "GET", u+"/v1/collections", tok, nil, map[string]string{wire.HeaderScope: "shard"})
+		var page client.CollectionsPage
+		if err := json.Unmarshal(body, &page); st != 200 || err != nil {
+			t.Fatalf("shard %d: %d %s", i, st, body)
+		}
+		for _, ci := range page.Collections {
+			if o := topology.Owner([]byte(ci.Name), 3); o != i {
+				t.Errorf("shard %d lists %s, owned by shard %d", i, ci.Name, o)
+			}
+		}
+		total += len(page.Collections)
+	}
+	if total != len(want)+len(solo) {
+		t.Errorf("the shards list %d collections of their own, want %d", total, len(want)+len(solo))
 	}
 }

@@ -148,7 +148,7 @@ func (f *FanoutCache) removeCollectionFiles(dir, base string) error {
 		switch {
 		case !e.IsDir():
 			err = os.Remove(p)
-		case isValueDirName(e.Name()):
+		case IsValueDirName(e.Name()):
 			err = os.RemoveAll(p)
 		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -53,7 +53,7 @@ func ValidateName(name string) error {
 	}
 	for i, seg := range strings.Split(name, "/") {
 		switch {
-		case i > 0 && (strings.HasPrefix(seg, DBName) || isValueDirName(seg)):
+		case i > 0 && (strings.HasPrefix(seg, DBName) || IsValueDirName(seg)):
 			return fmt.Errorf("%w: segment %q of name %q is a file of the collection %q", kv.ErrInvalidName, seg, name, name[:strings.LastIndex(name, "/"+seg)])
 		case seg == "":
 			return fmt.Errorf("%w: name %q has an empty segment (leading, trailing or doubled \"/\")", kv.ErrInvalidName, name)
@@ -66,9 +66,9 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// isValueDirName reports whether seg is the name of a directory of value
+// IsValueDirName reports whether seg is the name of a directory of value
 // files (python-diskcache's: the first two hex digits of a random name).
-func isValueDirName(seg string) bool {
+func IsValueDirName(seg string) bool {
 	return len(seg) == 2 && isLowerHex(seg[0]) && isLowerHex(seg[1])
 }
 

@@ -165,6 +165,21 @@ class Cache:
         """Remove every item; the count removed."""
         return self._run(ops.remove(self._route, self._prefix, 'clear'))
 
+    def collections(self, kind=None, prefix=''):
+        """Yield the server's named caches, deques and indexes (every
+        shard's) as ``{'kind', 'name', 'bytes'}`` dicts, by kind then name:
+        those of ``kind`` ('cache', 'deque' or 'index'; all when None) whose
+        name starts with ``prefix``; ``bytes`` is what their files take.
+        To find the ones no longer used, and :meth:`drop` or ``clear()``
+        them. Not in python-diskcache."""
+        after = ''
+        while True:
+            entries, after = self._client.run(
+                ops.collections_page(self._client, kind, prefix, after))
+            yield from entries
+            if not after:
+                return
+
     def drop(self):
         """Remove this named cache: its items, its settings and its files on
         the server (caches nested under its name stay); the count removed.

@@ -623,6 +623,11 @@ class DjangoCache(BaseCache):
         server), with python-diskcache's ``Cache`` API."""
         return Cache(self._client, name)
 
+    def collections(self, kind=None, prefix=''):
+        """The server's named caches, deques and indexes: see
+        :meth:`diskcache_client.Cache.collections`."""
+        return Cache(self._client).collections(kind, prefix)
+
     def deque(self, name, maxlen=None):
         """The server's deque ``name`` (directory ``deque/<name>``): a
         :class:`~diskcache_client.persistent.Deque`, python-diskcache's

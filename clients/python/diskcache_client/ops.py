@@ -397,6 +397,34 @@ def drop(c, prefix):
     return sum(int(_json(resp).get('removed', 0)) for resp in resps)
 
 
+def collections_page(c, kind=None, prefix='', after='', limit=None):
+    """A page of the named collections (``GET /v1/collections``):
+    ``(entries, next)``, ``entries`` being ``{'kind', 'name', 'bytes'}``
+    dicts by kind then name, ``next`` the ``after`` of the next page (''
+    on the last one). With a list of shard URLs each is asked for its own
+    and the pages merge as the server merges its shards'."""
+    params = [(k, v) for k, v in (('kind', kind), ('prefix', prefix), ('after', after)) if v]
+    if limit:
+        params.append(('limit', str(limit)))
+    resps = yield _everywhere(c, 'GET', '/v1/collections', query=wire.build_query(params),
+                              idempotent=True)
+    merged, more = {}, False
+    for resp in resps:
+        doc = _json(resp)
+        more = more or bool(doc.get('next'))
+        for e in doc.get('collections') or []:
+            cid = e['kind'] + '/' + e['name']
+            if cid in merged:
+                merged[cid]['bytes'] += e['bytes']
+            else:
+                merged[cid] = dict(e)
+    ids = sorted(merged)
+    page_size = limit or 1000
+    if len(ids) > page_size:
+        ids, more = ids[:page_size], True
+    return [merged[cid] for cid in ids], (ids[-1] if more and ids else '')
+
+
 def info(c, prefix):
     """{'count', 'volume', 'settings'} added up over the shards."""
     resps = yield _everywhere(c, 'GET', prefix + '/info', idempotent=True)

@@ -468,6 +468,37 @@ def test_clearing_a_deque_or_index_removes_its_files(cache, server):
     assert list(q) == [1]
 
 
+def test_collections_lists_what_exists(cache):
+    tag = 'listed-' + uuid.uuid4().hex[:8]
+    cache.cache(tag + '/a').set('k', b'x' * 100000)
+    cache.deque(tag + '/q').append(1)
+    cache.index(tag + '/i')['k'] = 1
+    got = list(cache.collections(prefix=tag))
+    assert [(e['kind'], e['name']) for e in got] == [
+        ('cache', tag + '/a'), ('deque', tag + '/q'), ('index', tag + '/i')]
+    assert got[0]['bytes'] >= 100000
+    assert [e['name'] for e in cache.collections('deque', tag)] == [tag + '/q']
+    cache.cache(tag + '/a').drop()
+    assert [e['kind'] for e in cache.collections(prefix=tag)] == ['deque', 'index']
+
+
+def test_collections_pages(cache):
+    from diskcache_client import ops
+    tag = 'paged-' + uuid.uuid4().hex[:8]
+    names = ['%s/%d' % (tag, i) for i in range(7)]
+    for name in names:
+        cache.deque(name).append(1)
+    seen, after = [], ''
+    while True:
+        entries, after = cache._client.run(
+            ops.collections_page(cache._client, 'deque', tag, after, 3))
+        assert len(entries) <= 3
+        seen += [e['name'] for e in entries]
+        if not after:
+            break
+    assert seen == sorted(names)
+
+
 def test_cache_object_over_url(server, token_file):
     standalone = Cache(server.url, token_file=token_file)
     standalone.set('standalone', 1)
