@@ -1,6 +1,7 @@
 package cacheserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,7 +44,11 @@ func (s *Server) dequeRoutes() {
 // deque resolves {name}. The server never gives a deque a maxlen of its
 // own: python-diskcache does not store it, so each push says it.
 func (s *Server) deque(r *http.Request) (*engine.Deque, error) {
-	d, err := s.cache.Deque(r.Context(), r.PathValue("name"), 0)
+	open := func(ctx context.Context, name string) (*engine.Deque, error) { return s.cache.Deque(ctx, name, 0) }
+	if readOnly(r) {
+		open = s.cache.DequeIfExists // a read creates no deque
+	}
+	d, err := open(r.Context(), r.PathValue("name"))
 	if errors.Is(err, kv.ErrInvalidName) {
 		return nil, badRequest(wire.CodeBadName, "%v", err)
 	}

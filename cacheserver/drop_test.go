@@ -438,3 +438,66 @@ func TestListCollectionsOfShards(t *testing.T) {
 		t.Errorf("the shards list %d collections of their own, want %d", total, len(want)+len(solo))
 	}
 }
+
+// TestReadsCreateNoCollection: reading a named cache, deque or index that
+// does not exist answers as for an empty one and creates nothing, so a
+// collection dropped and then read stays dropped; the first write
+// creates it.
+func TestReadsCreateNoCollection(t *testing.T) {
+	ctx := context.Background()
+	srv, c := startServer(t)
+	dq := c.Deque("ghost")
+	if _, err := dq.Append(ctx, kv.Int(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dq.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tok := srv.Token
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/v1/deques/ghost", 200, `"len":0`},
+		{"GET", "/v1/deques/ghost/peek", 404, `"empty"`},
+		{"GET", "/v1/deques/ghost/items", 200, ``},
+		{"GET", "/v1/deques/ghost/items/0", 404, ``},
+		{"GET", "/v1/indexes/ghost", 200, `"len":0`},
+		{"GET", "/v1/indexes/ghost/keys/k", 404, ``},
+		{"HEAD", "/v1/indexes/ghost/keys/k", 404, ``},
+		{"GET", "/v1/indexes/ghost/peekitem", 404, ``},
+		{"GET", "/v1/indexes/ghost/items", 200, ``},
+		{"GET", "/v1/caches/ghost/keys/k", 404, ``},
+		{"GET", "/v1/caches/ghost/info", 200, `"count":0`},
+		{"GET", "/v1/caches/ghost/stats", 200, `"hits":0`},
+		{"GET", "/v1/caches/ghost/settings", 200, `"eviction_policy"`},
+		{"POST", "/v1/caches/ghost/batch/get", 200, `"found":false`},
+	} {
+		var body []byte
+		if strings.HasSuffix(tc.path, "/batch/get") {
+			body = []byte(`{"keys":[{"key":"k"}]}`)
+		}
+		st, _, got := do(t, tc.method, srv.URL+tc.path, tok, body, nil)
+		if st != tc.status || !strings.Contains(string(got), tc.body) {
+			t.Errorf("%s %s = %d %s; want %d with %s", tc.method, tc.path, st, got, tc.status, tc.body)
+		}
+	}
+	for _, kind := range []string{"cache", "deque", "index"} {
+		if got := filesBelow(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
+			t.Errorf("reads created files under %s/: %v", kind, got)
+		}
+	}
+	for ci, err := range c.Collections(ctx, "", "", 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("reads created %s %s", ci.Kind, ci.Name)
+	}
+	if _, err := dq.Append(ctx, kv.Int(2)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := dq.Len(ctx); err != nil || n != 1 {
+		t.Errorf("after a write: len %d, %v", n, err)
+	}
+}

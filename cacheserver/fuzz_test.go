@@ -455,6 +455,9 @@ func FuzzNames(f *testing.F) {
 		case 4:
 			method, target, kind = "GET", "/v1/indexes/"+seg, "index"
 		}
+		db := filepath.Join(dir, kind, filepath.FromSlash(name), engine.DBName)
+		_, statErr := os.Stat(db)
+		existed := statErr == nil
 		res := serve(t, h, method, target, http.Header{}, body, false)
 		if res == nil {
 			return
@@ -473,10 +476,14 @@ func FuzzNames(f *testing.F) {
 			}
 		case valid && res.status >= 300:
 			t.Fatalf("%s %s: valid name %q answered %d: %s", method, target, name, res.status, res.body)
+		case valid && method == "GET":
+			// A read creates no collection.
+			if _, err := os.Stat(db); (err == nil) != existed {
+				t.Fatalf("%s %s: valid name %q answered %d; the collection existed before: %v, after: %v", method, target, name, res.status, existed, err)
+			}
 		case valid:
 			// The collection lives in <kind>/<name>, as python-diskcache
 			// puts it, and nowhere else.
-			db := filepath.Join(dir, kind, filepath.FromSlash(name), engine.DBName)
 			if _, err := os.Stat(db); err != nil {
 				t.Fatalf("%s %s: valid name %q answered %d, but %v", method, target, name, res.status, err)
 			}
@@ -521,13 +528,17 @@ func TestNamesAreNotSQLiteURIs(t *testing.T) {
 				})
 				srv, dir := fz.server(t)
 				kind := []string{"cache", "cache", "deque", "deque", "index"}[sel]
+				// A write: reads create no collection.
 				target := map[string]string{"cache": "/v1/caches/", "deque": "/v1/deques/", "index": "/v1/indexes/"}[kind] + url.PathEscape(name)
-				if kind == "cache" {
-					target += "/info"
+				method := "PUT"
+				if kind == "deque" {
+					method, target = "POST", target+"/push"
+				} else {
+					target += "/keys/k"
 				}
-				res := serve(t, srv.Handler(), "GET", target, http.Header{}, nil, false)
-				if res.status != http.StatusOK {
-					t.Fatalf("GET %s answered %d", target, res.status)
+				res := serve(t, srv.Handler(), method, target, http.Header{}, []byte("v"), false)
+				if res.status >= 300 {
+					t.Fatalf("%s %s answered %d", method, target, res.status)
 				}
 				if _, err := os.Stat(filepath.Join(dir, kind, filepath.FromSlash(name), engine.DBName)); err != nil {
 					t.Fatal(err)

@@ -36,7 +36,11 @@ func (s *Server) indexRoutes() {
 
 // index resolves {name} to the cache that holds the index.
 func (s *Server) index(r *http.Request) (*engine.Cache, error) {
-	x, err := s.cache.Index(r.Context(), r.PathValue("name"))
+	open := s.cache.Index
+	if readOnly(r) {
+		open = s.cache.IndexIfExists // a read creates no index
+	}
+	x, err := open(r.Context(), r.PathValue("name"))
 	if errors.Is(err, kv.ErrInvalidName) {
 		return nil, badRequest(wire.CodeBadName, "%v", err)
 	}

@@ -494,7 +494,11 @@ func (s *Server) rootStore(*http.Request) (Store, error) { return s.cache, nil }
 
 // namedCache is the named cache of /v1/caches/{name}/….
 func (s *Server) namedCache(r *http.Request) (Store, error) {
-	c, err := s.cache.Cache(r.Context(), r.PathValue("name"))
+	open := s.cache.Cache
+	if readOnly(r) {
+		open = s.cache.CacheIfExists // a read creates no cache
+	}
+	c, err := open(r.Context(), r.PathValue("name"))
 	if err != nil {
 		if errors.Is(err, kv.ErrInvalidName) {
 			return nil, badRequest(wire.CodeBadName, "%v", err)

@@ -222,3 +222,47 @@ func mustLen(t *testing.T, c *Cache) int64 {
 	}
 	return n
 }
+
+// TestIfExistsCreatesNothing: the read-side opens answer an empty stand-in
+// for a collection that does not exist, without creating it, and the
+// collection itself once a write made it.
+func TestIfExistsCreatesNothing(t *testing.T) {
+	ctx := context.Background()
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 1})
+	d, err := f.DequeIfExists(ctx, "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.Len(ctx); err != nil || n != 0 {
+		t.Fatalf("Len of a deque that does not exist = %d, %v", n, err)
+	}
+	c, err := f.CacheIfExists(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := c.Get(ctx, kv.TextKey("k"), GetOptions{}); err != nil || ok {
+		t.Fatalf("Get on a cache that does not exist = %v, %v", ok, err)
+	}
+	for _, kind := range []string{"cache", "deque", "index"} {
+		if got := filesUnder(t, filepath.Join(f.Directory(), kind)); len(got) != 0 {
+			t.Fatalf("reads created %s files: %v", kind, got)
+		}
+	}
+	real, err := f.Deque(ctx, "q", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := real.Append(ctx, kv.Int(1)); err != nil {
+		t.Fatal(err)
+	}
+	d, err = f.DequeIfExists(ctx, "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Cache() != real.Cache() {
+		t.Fatal("DequeIfExists does not answer the deque once it exists")
+	}
+	if _, err := f.IndexIfExists(ctx, "../x"); !errors.Is(err, kv.ErrInvalidName) {
+		t.Fatalf("IndexIfExists(../x) = %v", err)
+	}
+}

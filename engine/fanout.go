@@ -32,6 +32,8 @@ const (
 	fanoutCacheDir = "cache"
 	fanoutDequeDir = "deque"
 	fanoutIndexDir = "index"
+	// absentDir holds the empty stand-ins of CacheIfExists and the like.
+	absentDir = ".absent"
 )
 
 // FanoutOptions configure OpenFanout.
@@ -156,6 +158,9 @@ type FanoutCache struct {
 	// dropping holds, by directory, the sub-collections being dropped:
 	// each channel closes when its drop ends.
 	dropping map[string]chan struct{}
+	// absent holds, by kind, the empty stand-in that reads of a
+	// sub-collection that does not exist see (see CacheIfExists).
+	absent map[string]*Cache
 }
 
 // OpenFanout opens or creates the FanoutCache in dir.
@@ -652,6 +657,10 @@ func (f *FanoutCache) Close() error {
 	for _, x := range f.indexes {
 		subs = append(subs, x.c)
 	}
+	for _, c := range f.absent {
+		subs = append(subs, c)
+	}
+	clear(f.absent)
 	clear(f.caches)
 	clear(f.deques)
 	clear(f.indexes)
@@ -907,6 +916,66 @@ func (f *FanoutCache) newCacheSettings(dir string) map[settings.Name]any {
 // until the FanoutCache closes. Do not close it yourself.
 func (f *FanoutCache) Cache(ctx context.Context, name string) (*Cache, error) {
 	return openSub(ctx, f, fanoutCacheDir, name, f.caches, f.newCacheSettings, func(c *Cache) *Cache { return c }, func(c *Cache) *Cache { return c })
+}
+
+// CacheIfExists is Cache for reads: when no cache called name exists it
+// creates none and returns an empty stand-in (with the settings a new named
+// cache gets), on which only reads may run. A dropped cache that is read
+// afterwards stays dropped, and reads of names nobody wrote leave nothing.
+func (f *FanoutCache) CacheIfExists(ctx context.Context, name string) (*Cache, error) {
+	return ifExists(ctx, f, fanoutCacheDir, name, f.caches, f.newCacheSettings, func(c *Cache) *Cache { return c }, func(c *Cache) *Cache { return c })
+}
+
+// DequeIfExists is Deque for reads: see CacheIfExists.
+func (f *FanoutCache) DequeIfExists(ctx context.Context, name string) (*Deque, error) {
+	return ifExists(ctx, f, fanoutDequeDir, name, f.deques, noEviction, func(c *Cache) *Deque { return NewDeque(c, 0) }, (*Deque).Cache)
+}
+
+// IndexIfExists is Index for reads: see CacheIfExists.
+func (f *FanoutCache) IndexIfExists(ctx context.Context, name string) (*Index, error) {
+	return ifExists(ctx, f, fanoutIndexDir, name, f.indexes, noEviction, NewIndex, (*Index).Cache)
+}
+
+// ifExists returns the sub-collection called name when it is open or on
+// disk, else the stand-in of its kind: an empty cache in .absent/<kind>,
+// opened on first use, that no write reaches.
+func ifExists[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, overrides func(dir string) map[settings.Name]any, wrap func(*Cache) T, unwrap func(T) *Cache) (T, error) {
+	var zero T
+	dir, err := f.subDir(kind, name)
+	if err != nil {
+		return zero, err
+	}
+	f.mu.Lock()
+	if err := f.waitDropped(ctx, dir); err != nil {
+		f.mu.Unlock()
+		return zero, err
+	}
+	_, isOpen := open[name]
+	f.mu.Unlock()
+	if _, err := os.Stat(filepath.Join(dir, DBName)); isOpen || !errors.Is(err, os.ErrNotExist) {
+		return openSub(ctx, f, kind, name, open, overrides, wrap, unwrap)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return zero, kv.ErrClosed
+	}
+	c := f.absent[kind]
+	if c == nil {
+		// Made anew, so that it has the settings of a new collection now.
+		standIn := filepath.Join(f.dir, absentDir, kind)
+		if err := os.RemoveAll(standIn); err != nil {
+			return zero, err
+		}
+		if c, err = Open(ctx, standIn, f.subOptions(overrides(standIn))); err != nil {
+			return zero, err
+		}
+		if f.absent == nil {
+			f.absent = make(map[string]*Cache)
+		}
+		f.absent[kind] = c
+	}
+	return wrap(c), nil
 }
 
 // Deque returns the Deque called name, stored in dir/deque/<name> with
