@@ -35,13 +35,8 @@ func (f *FanoutCache) DropIndex(ctx context.Context, name string) (int64, error)
 // runs, openSub of the same name waits (it would open the files being
 // removed), and so does another drop of it.
 func dropSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, unwrap func(T) *Cache) (int64, error) {
-	dir, err := f.subDir(kind, name)
+	dir, err := f.lockSub(ctx, kind, name)
 	if err != nil {
-		return 0, err
-	}
-	f.mu.Lock()
-	if err := f.waitDropped(ctx, dir); err != nil {
-		f.mu.Unlock()
 		return 0, err
 	}
 	x, isOpen := open[name]

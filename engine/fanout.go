@@ -805,13 +805,8 @@ func (f *FanoutCache) subDir(kind, name string) (string, error) {
 // Cache of a sub-collection.
 func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, overrides func(dir string) map[settings.Name]any, wrap func(*Cache) T, unwrap func(T) *Cache) (T, error) {
 	var zero T
-	dir, err := f.subDir(kind, name)
+	dir, err := f.lockSub(ctx, kind, name)
 	if err != nil {
-		return zero, err
-	}
-	f.mu.Lock()
-	if err := f.waitDropped(ctx, dir); err != nil {
-		f.mu.Unlock()
 		return zero, err
 	}
 	x, ok := open[name]
@@ -832,6 +827,21 @@ func openSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 		least.CloseIdle(0)
 	}
 	return x, nil
+}
+
+// lockSub returns the directory of the sub-collection name of a kind with
+// f.mu held, once no drop of it runs; on error f.mu is not held.
+func (f *FanoutCache) lockSub(ctx context.Context, kind, name string) (string, error) {
+	dir, err := f.subDir(kind, name)
+	if err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	if err := f.waitDropped(ctx, dir); err != nil {
+		f.mu.Unlock()
+		return "", err
+	}
+	return dir, nil
 }
 
 // subOptions are the options a sub-collection is opened with.
@@ -941,13 +951,8 @@ func (f *FanoutCache) IndexIfExists(ctx context.Context, name string) (*Index, e
 // opened on first use, that no write reaches.
 func ifExists[T any](ctx context.Context, f *FanoutCache, kind, name string, open map[string]T, overrides func(dir string) map[settings.Name]any, wrap func(*Cache) T, unwrap func(T) *Cache) (T, error) {
 	var zero T
-	dir, err := f.subDir(kind, name)
+	dir, err := f.lockSub(ctx, kind, name)
 	if err != nil {
-		return zero, err
-	}
-	f.mu.Lock()
-	if err := f.waitDropped(ctx, dir); err != nil {
-		f.mu.Unlock()
 		return zero, err
 	}
 	_, isOpen := open[name]
