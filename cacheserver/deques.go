@@ -45,8 +45,8 @@ func (s *Server) dequeRoutes() {
 // own: python-diskcache does not store it, so each push says it.
 func (s *Server) deque(r *http.Request) (*engine.Deque, error) {
 	open := func(ctx context.Context, name string) (*engine.Deque, error) { return s.cache.Deque(ctx, name, 0) }
-	if readOnly(r) {
-		open = s.cache.DequeIfExists // a read creates no deque
+	if findsNothingToDo(r) {
+		open = s.cache.DequeIfExists // a read or a pop creates no deque
 	}
 	d, err := open(r.Context(), r.PathValue("name"))
 	if errors.Is(err, kv.ErrInvalidName) {

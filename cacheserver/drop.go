@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
@@ -99,4 +100,27 @@ func (s *Server) handleDrop(kind string) handlerFunc {
 		n, err := s.dropCollection(r.Context(), kind, r.PathValue("name"))
 		return removed(w, n, err)
 	}
+}
+
+// findsNothingToDo reports whether r reads a collection or only takes from
+// it (a pop, a pull, a delete): on a collection that does not exist it has
+// nothing to do, and runs on an empty stand-in instead of creating the
+// collection (so that a consumer polling a dropped deque leaves it
+// dropped). Any other write creates it.
+func findsNothingToDo(r *http.Request) bool {
+	if readOnly(r) {
+		return true
+	}
+	method, path, _ := strings.Cut(r.Pattern, " ")
+	switch method {
+	case http.MethodDelete:
+		return strings.HasSuffix(path, "/keys/{key}")
+	case http.MethodPost:
+		for _, op := range []string{"/pop", "/popitem", "/pull", "/batch/delete"} {
+			if strings.HasSuffix(path, op) {
+				return true
+			}
+		}
+	}
+	return false
 }

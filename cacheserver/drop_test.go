@@ -440,9 +440,9 @@ func TestListCollectionsOfShards(t *testing.T) {
 }
 
 // TestReadsCreateNoCollection: reading a named cache, deque or index that
-// does not exist answers as for an empty one and creates nothing, so a
-// collection dropped and then read stays dropped; the first write
-// creates it.
+// does not exist, or taking from it (pop, pull, delete), answers as for an
+// empty one and creates nothing, so a collection dropped and then read or
+// polled stays dropped; the first write creates it.
 func TestReadsCreateNoCollection(t *testing.T) {
 	ctx := context.Background()
 	srv, c := startServer(t)
@@ -473,9 +473,18 @@ func TestReadsCreateNoCollection(t *testing.T) {
 		{"GET", "/v1/caches/ghost/stats", 200, `"hits":0`},
 		{"GET", "/v1/caches/ghost/settings", 200, `"eviction_policy"`},
 		{"POST", "/v1/caches/ghost/batch/get", 200, `"found":false`},
+		// Takes find nothing to take, and create nothing either.
+		{"POST", "/v1/deques/ghost/pop", 404, `"empty"`},
+		{"POST", "/v1/indexes/ghost/popitem", 404, ``},
+		{"POST", "/v1/indexes/ghost/pull", 404, ``},
+		{"POST", "/v1/indexes/ghost/keys/k/pop", 404, ``},
+		{"DELETE", "/v1/indexes/ghost/keys/k", 200, `"deleted":false`},
+		{"DELETE", "/v1/caches/ghost/keys/k", 200, `"deleted":false`},
+		{"POST", "/v1/caches/ghost/keys/k/pop", 404, ``},
+		{"POST", "/v1/caches/ghost/batch/delete", 200, `"count":0`},
 	} {
 		var body []byte
-		if strings.HasSuffix(tc.path, "/batch/get") {
+		if strings.HasSuffix(tc.path, "/batch/get") || strings.HasSuffix(tc.path, "/batch/delete") {
 			body = []byte(`{"keys":[{"key":"k"}]}`)
 		}
 		st, _, got := do(t, tc.method, srv.URL+tc.path, tok, body, nil)

@@ -37,8 +37,8 @@ func (s *Server) indexRoutes() {
 // index resolves {name} to the cache that holds the index.
 func (s *Server) index(r *http.Request) (*engine.Cache, error) {
 	open := s.cache.Index
-	if readOnly(r) {
-		open = s.cache.IndexIfExists // a read creates no index
+	if findsNothingToDo(r) {
+		open = s.cache.IndexIfExists // a read or a take creates no index
 	}
 	x, err := open(r.Context(), r.PathValue("name"))
 	if errors.Is(err, kv.ErrInvalidName) {

@@ -495,8 +495,8 @@ func (s *Server) rootStore(*http.Request) (Store, error) { return s.cache, nil }
 // namedCache is the named cache of /v1/caches/{name}/….
 func (s *Server) namedCache(r *http.Request) (Store, error) {
 	open := s.cache.Cache
-	if readOnly(r) {
-		open = s.cache.CacheIfExists // a read creates no cache
+	if findsNothingToDo(r) {
+		open = s.cache.CacheIfExists // a read or a delete creates no cache
 	}
 	c, err := open(r.Context(), r.PathValue("name"))
 	if err != nil {
