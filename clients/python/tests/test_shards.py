@@ -145,6 +145,14 @@ def test_batches_cluster_wide_operations_and_collections(cluster):
         assert delta(forwarded(cluster), fw) == [0, 0, 0]
         got = delta(served(cluster), sv)
         assert got[home] == 11 and sum(got) == 11, (name, got)
+    # The listing fans out once; a drop goes to the owner of the name.
+    assert [(c['kind'], c['name']) for c in cache.collections()] == [
+        ('cache', 'pages'), ('deque', 'jobs'), ('index', 'seen')]
+    fw, sv = forwarded(cluster), served(cluster)
+    assert Cache(client, 'pages').drop() == 10
+    got = delta(served(cluster), sv)
+    assert delta(forwarded(cluster), fw) == [0, 0, 0] and got[owner(b'pages', 3)] == 1 and sum(got) == 1
+    assert [c['name'] for c in cache.collections('cache')] == []
 
 
 def test_an_unreachable_pod_is_reached_through_the_url(cluster, monkeypatch):
@@ -313,3 +321,10 @@ def test_a_list_of_the_shard_urls_routes_as_the_servers_do(cluster):
     assert listed.stats()[0] - hits == 45
     assert listed.clear() == 45
     assert len(Cache(Client(cluster.url, token=TOKEN))) == 0
+    # A named cache spreads its keys too: each shard drops its part, and
+    # the listing names it once.
+    named = Cache(listed.client, 'spread')
+    assert named.set_many(data) == []
+    assert [(c['kind'], c['name']) for c in listed.collections()] == [('cache', 'spread')]
+    assert named.drop() == 45 and len(named) == 0
+    assert list(listed.collections()) == []
