@@ -66,6 +66,33 @@ func TestSmartClientGoesStraightToOwners(t *testing.T) {
 		}
 	}
 
+	// A named cache lives on the owner of its name: its writes and its
+	// drop go there; the listing is one request, which fans out.
+	pages := c.Cache("pages")
+	for i := range 5 {
+		if err := pages.Set(ctx, kv.IntKey(int64(i)), kv.Int(1), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var listed []string
+	for ci, err := range c.Collections(ctx, "", "", 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, ci.Kind+"/"+ci.Name)
+	}
+	if len(listed) != 1 || listed[0] != "cache/pages" {
+		t.Errorf("collections: %v, want cache/pages", listed)
+	}
+	if n, err := pages.Drop(ctx); err != nil || n != 5 {
+		t.Errorf("Drop = %d, %v; want 5", n, err)
+	}
+	for i, s := range cl.Shards {
+		if f := metric(t, s.URL, "diskcache_forwarded_requests_total"); f != 0 {
+			t.Errorf("shard %d forwarded %v requests for the named cache; a smart client needs none", i, f)
+		}
+	}
+
 	// A client that may only use the base URL pays a hop for other owners.
 	direct, _ := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, DirectOnly: true})
 	for i := 0; i < 30; i++ {
