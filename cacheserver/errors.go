@@ -129,6 +129,8 @@ func (s *Server) classify(err error) (int, string, string) {
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, "server is shutting down"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, wire.CodeTimeout, "request timed out"
+	case errors.Is(err, kv.ErrAbandoned):
+		return statusClientGone, wire.CodeTimeout, "request canceled: its client closed the connection"
 	case errors.Is(err, context.Canceled):
 		return 499, wire.CodeTimeout, "request canceled"
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/internal/frames"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
@@ -431,6 +432,12 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable,
 			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: it does not answer its health check", i, a.Shards[i])
 	}
+	if !readOnly(r) && kv.Abandoned(r.Context()) {
+		// Its client has gone: sent now, the write could land over ones
+		// the client made since (the frames transport asks again as the
+		// frame leaves).
+		return nil, kv.ErrAbandoned
+	}
 	// Cancelled (errPeerDown) when the owner fails its health check while
 	// this waits for its answer; not when the answer came (it streams on,
 	// and the request's end releases it).
@@ -457,6 +464,9 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	stopWatch()
 	if err == nil {
 		s.peerAnswered(a.Shards[i])
+	}
+	if errors.Is(err, kv.ErrAbandoned) {
+		return nil, err
 	}
 	if err != nil && errors.Is(context.Cause(ctx), errPeerDown) {
 		s.metrics.forwarded(i, 0)

@@ -630,19 +630,7 @@ func TestStalledShardDropsAWriteItsClientGaveUp(t *testing.T) {
 		t.Fatalf("PUT through shard 1: %d %s", st, b)
 	}
 	s0.Thaw(t)
-	puts := func() (total, dropped float64) {
-		for _, line := range strings.Split(scrape(t, s0), "\n") {
-			series, v, _ := strings.Cut(line, " ")
-			if strings.HasPrefix(series, `diskcache_http_requests_total{`) && strings.HasSuffix(series, `method="PUT",route="/v1/keys/{key}"}`) {
-				n, _ := strconv.ParseFloat(v, 64)
-				total += n
-				if strings.Contains(series, `code="499"`) {
-					dropped += n
-				}
-			}
-		}
-		return total, dropped
-	}
+	puts := func() (total, dropped float64) { return keyPuts(t, s0) }
 	pollUntil(t, 15*time.Second, "shard 0 to serve the PUT it took while stopped", func() (bool, string) {
 		total, dropped := puts()
 		return total > 1, fmt.Sprintf("%v served, %v dropped", total, dropped)
@@ -653,6 +641,23 @@ func TestStalledShardDropsAWriteItsClientGaveUp(t *testing.T) {
 	if total, dropped := puts(); dropped != 1 {
 		t.Errorf("shard 0 served %v PUTs, dropped (499) %v; want the second dropped", total, dropped)
 	}
+}
+
+// keyPuts counts the PUTs of a key srv has served, and those it dropped
+// because their client had gone (499), from its metrics.
+func keyPuts(t *testing.T, srv *testserver.Server) (total, dropped float64) {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, srv), "\n") {
+		series, v, _ := strings.Cut(line, " ")
+		if strings.HasPrefix(series, `diskcache_http_requests_total{`) && strings.HasSuffix(series, `method="PUT",route="/v1/keys/{key}"}`) {
+			n, _ := strconv.ParseFloat(v, 64)
+			total += n
+			if strings.Contains(series, `code="499"`) {
+				dropped += n
+			}
+		}
+	}
+	return total, dropped
 }
 
 // TestStalledOwnerAnswersFast: once a forward to a stalled owner has

@@ -301,6 +301,13 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 			panic(http.ErrAbortHandler)
 		}
 		ctx := r.Context()
+		if c, _ := ctx.Value(connKey{}).(net.Conn); c != nil && !readOnly(r) {
+			// Asked again where the write is applied or forwarded: a
+			// server stopped after the check above and run again would
+			// otherwise apply it (or send it to its owner) after writes
+			// its client made since, through another shard.
+			ctx = kv.WithAbandoned(ctx, func() bool { return peerClosed(c) })
+		}
 		switch {
 		case timeout:
 			var key any

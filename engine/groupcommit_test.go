@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -150,5 +151,64 @@ func TestBatchYieldCommitsEveryWrite(t *testing.T) {
 		if err != nil || !found || !it.Value.Equal(kv.Int(int64(k%each))) {
 			t.Fatalf("key %d: %v %v %v", k, it.Value, found, err)
 		}
+	}
+}
+
+// TestAbandonedWritesAreNotApplied queues writes behind a held transaction
+// and gives up on some of them while they wait, without ending their
+// contexts (as a stopped process finds them when it runs again): those are
+// not applied, the others are, in the same batch.
+func TestAbandonedWritesAreNotApplied(t *testing.T) {
+	ctx := context.Background()
+	c, err := Open(ctx, t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// Alone, a write given up on before it runs is not applied either.
+	gone := kv.WithAbandoned(ctx, func() bool { return true })
+	if err := c.Set(gone, kv.TextKey("alone"), kv.Text("v"), kv.SetOptions{}); !errors.Is(err, kv.ErrAbandoned) {
+		t.Fatalf("Set given up on: %v, want ErrAbandoned", err)
+	}
+
+	release := utHoldWriter(c)
+	const writers = 10
+	var abandoned [writers]atomic.Bool
+	results := make([]error, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wctx := kv.WithAbandoned(ctx, abandoned[i].Load)
+			results[i] = c.Set(wctx, kv.IntKey(int64(i)), kv.Int(int64(i)), kv.SetOptions{})
+		}()
+	}
+	for c.queueLen() < writers {
+		runtime.Gosched()
+	}
+	for i := 0; i < writers; i += 3 {
+		abandoned[i].Store(true) // while it waits its turn
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+
+	for i := range writers {
+		_, found, err := c.Get(ctx, kv.IntKey(int64(i)), GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := !abandoned[i].Load(); found != want || (results[i] == nil) != want {
+			t.Errorf("write %d (given up on: %v): %v, stored %v", i, !want, results[i], found)
+		}
+		if abandoned[i].Load() && !errors.Is(results[i], kv.ErrAbandoned) {
+			t.Errorf("write %d given up on: %v, want ErrAbandoned", i, results[i])
+		}
+	}
+	if _, found, _ := c.Get(ctx, kv.TextKey("alone"), GetOptions{}); found {
+		t.Error("the lone write given up on was stored")
 	}
 }

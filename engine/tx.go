@@ -326,6 +326,14 @@ func (c *Cache) runBatch(jobs []*writeJob) {
 			job.err = err
 			continue
 		}
+		if kv.Abandoned(job.ctx) {
+			// Asked now, not only when it queued: a process stopped and
+			// run again would otherwise apply, in a batch it leads before
+			// the cancellations of the requests given up meanwhile have
+			// run, writes older than ones acknowledged elsewhere since.
+			job.err = kv.ErrAbandoned
+			continue
+		}
 		if !single {
 			if _, err := cn.exec("SAVEPOINT job"); err != nil {
 				job.err = fmt.Errorf("engine: %s: savepoint: %w", job.op, err)
@@ -467,7 +475,7 @@ func (c *Cache) write(ctx context.Context, op string, fn func(tx *Tx) error) err
 
 // isEngineError reports errors that already say what went wrong.
 func isEngineError(err error) bool {
-	for _, e := range []error{kv.ErrNotFound, kv.ErrEmpty, kv.ErrQueueFull, kv.ErrNotNumeric, kv.ErrOverflow, kv.ErrInvalidKey, kv.ErrInvalidValue, kv.ErrInvalidSetting, kv.ErrClosed, context.Canceled, context.DeadlineExceeded} {
+	for _, e := range []error{kv.ErrNotFound, kv.ErrEmpty, kv.ErrQueueFull, kv.ErrNotNumeric, kv.ErrOverflow, kv.ErrInvalidKey, kv.ErrInvalidValue, kv.ErrInvalidSetting, kv.ErrClosed, kv.ErrAbandoned, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 const (
@@ -179,6 +181,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("frames %s %s: reading the body: %w", req.Method, req.URL.Host, err)
 	}
 	for attempt := 0; ; attempt++ {
+		if kv.Abandoned(ctx) {
+			// The last moment before the frame leaves: a forwarding server
+			// stopped while it held the request runs again long after its
+			// client gave up, and the owner would apply the write over the
+			// ones acknowledged since.
+			t.put(c)
+			return nil, fmt.Errorf("frames %s %s: %w: %w", req.Method, req.URL.Host, ErrNotSent, kv.ErrAbandoned)
+		}
 		resp, sent, err := t.exchange(ctx, c, req, frame)
 		if err == nil {
 			t.framed.Add(1)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/internal/frames"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
+	"github.com/diskcache-operator/diskcache-operator/kv"
 )
 
 func newTransport() *frames.Transport {
@@ -363,5 +364,34 @@ func TestMaxConnsPerHost(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("%s, want 401", resp.Status)
+	}
+}
+
+// A request its sender has given up on (kv.WithAbandoned) when its frame is
+// about to leave is not sent: the server serves nothing, the caller gets
+// ErrNotSent and kv.ErrAbandoned, and the connection stays pooled.
+func TestAbandonedRequestIsNotSent(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	tr := newTransport()
+	ctx := context.Background()
+	call(t, tr, ctx, http.MethodPut, srv.URL+"/v1/keys/k", srv.Token, []byte("before"))
+
+	gone := kv.WithAbandoned(ctx, func() bool { return true })
+	req, _ := http.NewRequestWithContext(gone, http.MethodPut, srv.URL+"/v1/keys/k", strings.NewReader("after"))
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	before := tr.Stats()
+	resp, err := tr.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a request given up on was sent")
+	}
+	if !errors.Is(err, frames.ErrNotSent) || !errors.Is(err, kv.ErrAbandoned) {
+		t.Fatalf("a request given up on: %v, want ErrNotSent and kv.ErrAbandoned", err)
+	}
+	if _, got := call(t, tr, ctx, http.MethodGet, srv.URL+"/v1/keys/k", srv.Token, nil); string(got) != "before" {
+		t.Fatalf("the value is %q: the request given up on reached the server", got)
+	}
+	if s := tr.Stats(); s.Upgrades != before.Upgrades || s.Framed != before.Framed+1 {
+		t.Fatalf("the connection should have stayed pooled and carried only the GET: %+v then %+v", before, s)
 	}
 }
