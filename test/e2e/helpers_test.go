@@ -174,6 +174,9 @@ func dumpNamespace(t *testing.T, ns string) {
 		{"-n", ns, "get", "diskcache", "-o", "yaml"},
 		{"-n", ns, "get", "events", "--sort-by=.lastTimestamp"},
 		{"-n", operatorNamespace, "logs", "deployment/" + operatorDeployment, "--tail=20"},
+		// The cache servers' own account (what they dropped, refused,
+		// moved) of what the test saw.
+		{"-n", ns, "logs", "-l", "app.kubernetes.io/component=cacheserver", "--prefix", "--tail=40", "--max-log-requests=16"},
 	} {
 		out, _ := kubectl(t, args...)
 		var lines []string
