@@ -102,11 +102,13 @@ func (s *Server) handleDrop(kind string) handlerFunc {
 	}
 }
 
-// findsNothingToDo reports whether r reads a collection or only takes from
-// it (a pop, a pull, a delete): on a collection that does not exist it has
-// nothing to do, and runs on an empty stand-in instead of creating the
-// collection (so that a consumer polling a dropped deque leaves it
-// dropped). Any other write creates it.
+// findsNothingToDo reports whether r, on a collection that does not exist,
+// has nothing to do: it reads, takes (a pop, a pull, a delete), or changes
+// what an empty collection does not have (a touch, an evict, expire, cull
+// or clear, a deque's rotate, reverse, remove, count, or item at an
+// index). It then runs on an empty stand-in instead of creating the
+// collection (so that a consumer polling a dropped deque, or a periodic
+// expire, leaves it dropped). Any other write creates it.
 func findsNothingToDo(r *http.Request) bool {
 	if readOnly(r) {
 		return true
@@ -114,9 +116,12 @@ func findsNothingToDo(r *http.Request) bool {
 	method, path, _ := strings.Cut(r.Pattern, " ")
 	switch method {
 	case http.MethodDelete:
-		return strings.HasSuffix(path, "/keys/{key}")
+		return strings.HasSuffix(path, "/keys/{key}") || strings.HasSuffix(path, "/items/{index}")
+	case http.MethodPut:
+		return strings.HasSuffix(path, "/items/{index}")
 	case http.MethodPost:
-		for _, op := range []string{"/pop", "/popitem", "/pull", "/batch/delete"} {
+		for _, op := range []string{"/pop", "/popitem", "/pull", "/batch/delete", "/touch",
+			"/evict", "/expire", "/cull", "/clear", "/rotate", "/reverse", "/remove", "/count"} {
 			if strings.HasSuffix(path, op) {
 				return true
 			}

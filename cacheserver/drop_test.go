@@ -482,10 +482,25 @@ func TestReadsCreateNoCollection(t *testing.T) {
 		{"DELETE", "/v1/caches/ghost/keys/k", 200, `"deleted":false`},
 		{"POST", "/v1/caches/ghost/keys/k/pop", 404, ``},
 		{"POST", "/v1/caches/ghost/batch/delete", 200, `"count":0`},
+		// So do the writes that find nothing to change in an empty one.
+		{"POST", "/v1/caches/ghost/keys/k/touch", 200, `"touched":false`},
+		{"POST", "/v1/caches/ghost/evict?tag=t", 200, `"removed":0`},
+		{"POST", "/v1/caches/ghost/expire", 200, `"removed":0`},
+		{"POST", "/v1/caches/ghost/cull", 200, `"removed":0`},
+		{"POST", "/v1/caches/ghost/clear", 200, `"removed":0`},
+		{"POST", "/v1/deques/ghost/rotate?steps=2", 204, ``},
+		{"POST", "/v1/deques/ghost/reverse", 204, ``},
+		{"POST", "/v1/deques/ghost/remove", 200, `"removed":false`},
+		{"POST", "/v1/deques/ghost/count", 200, `"count":0`},
+		{"PUT", "/v1/deques/ghost/items/0", 404, `"index_out_of_range"`},
+		{"DELETE", "/v1/deques/ghost/items/0", 404, `"index_out_of_range"`},
 	} {
 		var body []byte
-		if strings.HasSuffix(tc.path, "/batch/get") || strings.HasSuffix(tc.path, "/batch/delete") {
+		switch {
+		case strings.HasSuffix(tc.path, "/batch/get") || strings.HasSuffix(tc.path, "/batch/delete"):
 			body = []byte(`{"keys":[{"key":"k"}]}`)
+		case strings.HasSuffix(tc.path, "/remove") || strings.HasSuffix(tc.path, "/count") || tc.method == "PUT":
+			body = []byte("v")
 		}
 		st, _, got := do(t, tc.method, srv.URL+tc.path, tok, body, nil)
 		if st != tc.status || !strings.Contains(string(got), tc.body) {
