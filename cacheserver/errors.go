@@ -132,7 +132,7 @@ func (s *Server) classify(err error) (int, string, string) {
 	case errors.Is(err, kv.ErrAbandoned):
 		return statusClientGone, wire.CodeTimeout, "request canceled: its client closed the connection"
 	case errors.Is(err, context.Canceled):
-		return 499, wire.CodeTimeout, "request canceled"
+		return statusClientGone, wire.CodeTimeout, "request canceled"
 	}
 	return http.StatusInternalServerError, wire.CodeInternal, "internal error; see the server log"
 }
