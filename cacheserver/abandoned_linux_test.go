@@ -1,16 +1,9 @@
 package cacheserver_test
 
 import (
-	"bufio"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 )
@@ -36,48 +29,11 @@ func TestWriteItsClientGaveUpMidwayIsDropped(t *testing.T) {
 
 	send := func(srv *testserver.Server, value string, giveUp bool) string {
 		t.Helper()
-		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		status, err := testserver.PutExpectContinue(strings.TrimPrefix(srv.URL, "http://"), srv.Token, "/v1/keys/"+key, value, giveUp)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("PUT with 100-continue: %v", err)
 		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-		if _, err := fmt.Fprintf(conn, "PUT /v1/keys/%s HTTP/1.1\r\nHost: s0\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", key, srv.Token, len(value)); err != nil {
-			t.Fatal(err)
-		}
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != http.StatusContinue {
-			t.Fatalf("want 100 Continue once the handler reads the body: %v, %v", resp, err)
-		}
-		tc := conn.(*net.TCPConn)
-		if giveUp {
-			// Corked, the body waits in the socket and the FIN of the
-			// shutdown leaves in its segment: the shard reads the body's
-			// end and the connection's together.
-			rc, err := tc.SyscallConn()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1) }); err != nil || serr != nil {
-				t.Fatalf("TCP_CORK: %v %v", err, serr)
-			}
-		}
-		if _, err := io.WriteString(conn, value); err != nil {
-			t.Fatal(err)
-		}
-		if giveUp {
-			if err := tc.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		resp, err = http.ReadResponse(br, nil)
-		if err != nil {
-			return err.Error() // a client that gave up reads no answer
-		}
-		resp.Body.Close()
-		return resp.Status
+		return status
 	}
 
 	// The same request from a client that waits is forwarded.
