@@ -78,6 +78,12 @@ func newPeers(cfg Config) (*peers, error) {
 	tr.IdleConnTimeout = 90 * time.Second
 	tr.DisableCompression = true // values pass through as they are
 	tr.Proxy = nil
+	// HTTP/1.1 over TLS too: a forward given up on then closes its
+	// connection, which the owner sees before it applies the write
+	// (kv.WithAbandoned); over HTTP/2 it would only reset the stream.
+	tr.ForceAttemptHTTP2 = false
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
 	if cfg.PeerCAFile != "" {
 		pem, err := os.ReadFile(cfg.PeerCAFile)
 		if err != nil {

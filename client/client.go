@@ -141,6 +141,13 @@ func New(baseURL string, opts Options) (*Client, error) {
 		tr.MaxIdleConnsPerHost = 64
 		tr.MaxConnsPerHost = maxConns
 		tr.TLSClientConfig = opts.TLSConfig.Clone()
+		// HTTP/1.1 over TLS too: a call given up on then closes its
+		// connection, and the server drops the write if it has not
+		// applied it yet; over HTTP/2 it would only reset the stream,
+		// which a server stopped and resumed may see too late.
+		tr.ForceAttemptHTTP2 = false
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetHTTP1(true)
 		hc.Transport = tr
 	}
 	// Health checks (of a call that has not been answered for a second) go
