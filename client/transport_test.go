@@ -35,8 +35,11 @@ func newClient(t *testing.T, url string, o Options) *Client {
 // unanswered connection, so it would).
 func TestMaxConnsKeepsUnderTheServersCap(t *testing.T) {
 	const limit = 4
-	srv := testserver.Start(t, testserver.Options{Args: []string{"--max-connections", fmt.Sprint(limit)}})
 	for _, fr := range []bool{false, true} {
+		// A server each: one client's connections, closed, are released
+		// by the server some time after, and the next client's would be
+		// refused meanwhile.
+		srv := testserver.Start(t, testserver.Options{Args: []string{"--max-connections", fmt.Sprint(limit)}})
 		c := newClient(t, srv.URL, Options{Token: srv.Token, Frames: fr, MaxConns: limit})
 		cc := c.Cache("")
 		ctr := kv.TextKey(fmt.Sprint("ctr-", fr))
