@@ -401,13 +401,19 @@ func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	addrs := make([]string, n)
+	// Every listener stays open until all ports are picked: closed at once,
+	// a port could be handed out again for the next shard.
+	var held []net.Listener
 	for i := range addrs {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		held = append(held, l)
 		addrs[i] = l.Addr().String()
 		c.URLs = append(c.URLs, scheme+"://"+addrs[i])
+	}
+	for _, l := range held {
 		l.Close()
 	}
 	for i := range addrs {
