@@ -187,17 +187,18 @@ bench-scrape: ## What Prometheus scrapes cost data requests: GET latency with 32
 	$(GO) run ./hack/bench/scrape $(BENCH_SCRAPE_ARGS)
 
 .PHONY: bench-django
-bench-django: ## Django cache backends (this one on one server and on three shards, forwarding and smart client; python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1".
+bench-django: ## Django cache backends (this one on one server and on three shards, forwarding and smart client; python-diskcache, django-redis, memcached) on python-diskcache's DjangoCache workload; apt-get installs what is missing (see docs/benchmarks.md). Flags: BENCH_DJANGO_ARGS="--ops 2000 --rounds 1"; "--server-cpus 1" runs the servers on CPU 1 and the clients on the others, as in a deployment.
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py $(BENCH_DJANGO_ARGS)
 
 BENCH_DIR ?= docs/benchmarks
 
 .PHONY: bench-json
-bench-json: ## Run bench, bench-server (1-64 connections), bench-django, bench-routing and bench-rebalance, 3 rounds each where they take rounds, writing JSON and markdown tables into $(BENCH_DIR) (10-15 minutes; then make bench-plots).
+bench-json: ## Run bench, bench-server (1-64 connections), bench-django (also with the servers on a CPU of their own), bench-routing and bench-rebalance, 3 rounds each where they take rounds, writing JSON and markdown tables into $(BENCH_DIR) (10-15 minutes; then make bench-plots).
 	mkdir -p $(BENCH_DIR)
 	PYTHON=$(PYTHON) $(GO) run ./hack/bench/engine -systems engine,engine-server,raw,python -json $(BENCH_DIR)/engine.json > $(BENCH_DIR)/engine.md
 	$(GO) run ./hack/bench/server -conns 1,4,16,64 -sizes 100 -rounds 3 -json $(BENCH_DIR)/server.json > $(BENCH_DIR)/server.md
 	GO=$(GO) $(PYTHON) hack/bench/django/bench.py --rounds 3 --json $(BENCH_DIR)/django.json > $(BENCH_DIR)/django.md
+	GO=$(GO) $(PYTHON) hack/bench/django/bench.py --rounds 3 --backends cacheserver,django-redis --server-cpus $$(($$(nproc) - 1)) --json $(BENCH_DIR)/django-separate-cpus.json > $(BENCH_DIR)/django-separate-cpus.md
 	$(GO) run ./hack/bench/routing -json $(BENCH_DIR)/routing.json > $(BENCH_DIR)/routing.md
 	$(GO) run ./hack/bench/rebalance -json $(BENCH_DIR)/rebalance.json > $(BENCH_DIR)/rebalance.md
 

@@ -21,6 +21,9 @@ if [[ -z "${CACHESERVER_BIN:-}" ]]; then
 	export CACHESERVER_BIN="${tmp}/cacheserver"
 fi
 
+echo "== benchmark scripts' own tests (hack/bench)"
+"${PYTHON}" -m pytest -q -p no:cacheprovider "${ROOT}/hack/bench"
+
 for series in "${SERIES[@]}"; do
 	site="$(bash "${ROOT}/hack/django/debs.sh" "${series}")"
 	echo "== Python client tests, Django ${series}${site:+ (${site})}"

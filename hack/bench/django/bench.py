@@ -37,6 +37,11 @@ process's CPU time per operation (/proc/PID/stat; for three shards, the sum
 of the three), and for three shards the share of the requests the shards
 forwarded (their /metrics). Prints markdown tables.
 
+By default the servers and the worker processes share every CPU of the
+machine, so on a small one they compete for it. ``--server-cpus 1`` runs the
+servers on CPU 1 and this script and its workers on the others, as in a
+deployment, where a cache's pods do not share their CPUs with the app.
+
 Missing Debian packages (python3-django-redis, python3-redis,
 python3-pymemcache, memcached, redis-server) are installed with apt-get
 (``--no-install`` to skip; the backend is then skipped). Every server this
@@ -132,12 +137,16 @@ class Interrupted(Exception):
 
 
 class Services:
-    def __init__(self):
+    def __init__(self, cpus=None):
         self.procs = []  # [(name, Popen)]
         self.main_pid = os.getpid()
+        self.cpus = cpus  # the CPUs servers run on (None: any)
 
     def start(self, name, argv, **kwargs):
         log('starting %s: %s' % (name, ' '.join(argv)))
+        if self.cpus:
+            # Before exec, so that every thread the server starts inherits it.
+            kwargs['preexec_fn'] = lambda: os.sched_setaffinity(0, self.cpus)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
         self.procs.append((name, proc))
         return proc
@@ -874,6 +883,45 @@ def profile_layers(path, ops):
     return '\n'.join(lines)
 
 
+def cpus_note(args):
+    """Which CPUs the servers and the worker processes ran on, as a sentence."""
+    if not args.server_cpu_list:
+        return ('CPUs: shared; the servers and the worker processes may each run on any of '
+                'the %d CPUs.' % len(os.sched_getaffinity(0)))
+    return ('CPUs: separate (--server-cpus); the servers ran on CPU %s, the worker processes on '
+            'CPU %s.' % (','.join(map(str, args.server_cpu_list)),
+                         ','.join(map(str, args.client_cpu_list))))
+
+
+def parse_cpus(text):
+    """The CPUs of a list in taskset's syntax (1, 2-3, 0,2); ValueError if it is not one."""
+    cpus = set()
+    for part in text.split(','):
+        first, dash, last = part.strip().partition('-')
+        try:
+            lo = int(first)
+            hi = int(last) if dash else lo
+        except ValueError:
+            raise ValueError('%r is not a CPU list (e.g. 1, 2-3 or 0,2)' % text) from None
+        if lo < 0 or hi < lo:
+            raise ValueError('%r is not a CPU list (e.g. 1, 2-3 or 0,2)' % text)
+        cpus.update(range(lo, hi + 1))
+    return cpus
+
+
+def split_cpus(text, available):
+    """The servers' and the worker processes' CPUs for --server-cpus; ValueError if the
+    list is not a part of the available CPUs that leaves at least one to the workers."""
+    servers = parse_cpus(text)
+    if not servers <= available:
+        raise ValueError('--server-cpus %s: this process may only run on CPUs %s' % (
+            text, ','.join(map(str, sorted(available)))))
+    workers = available - servers
+    if not workers:
+        raise ValueError('--server-cpus %s leaves no CPU for the worker processes' % text)
+    return sorted(servers), sorted(workers)
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
@@ -914,7 +962,20 @@ def main():
                                           'directory, removed at the end)')
     parser.add_argument('--run-timeout', type=float, default=900,
                         help='seconds to wait for a run')
+    parser.add_argument('--server-cpus', metavar='LIST',
+                        help='run the servers (cacheserver, redis-server, memcached) on these '
+                             'CPUs and this script and its worker processes on the others '
+                             '(taskset syntax: 1, 2-3, 0,2), as in a deployment, where a '
+                             'cache does not share its CPUs with the app; without it every '
+                             'process may run on every CPU')
     args = parser.parse_args()
+    args.server_cpu_list = args.client_cpu_list = None
+    if args.server_cpus:
+        try:
+            args.server_cpu_list, args.client_cpu_list = split_cpus(
+                args.server_cpus, os.sched_getaffinity(0))
+        except ValueError as exc:
+            parser.error(str(exc))
     wanted = [b.strip() for b in args.backends.split(',') if b.strip()]
     for name in wanted:
         if name not in BACKENDS:
@@ -929,7 +990,9 @@ def main():
         parser.error('--mix must be three percentages (gets, sets, deletes) adding up to 100')
     args.get_share, args.set_share = mix[0] / 100, mix[1] / 100
 
-    services = Services()
+    services = Services(set(args.server_cpu_list or ()))
+    if args.client_cpu_list:
+        os.sched_setaffinity(0, args.client_cpu_list)  # the workers fork from here
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     work = args.workdir or tempfile.mkdtemp(prefix='bench-django-')
@@ -1035,6 +1098,7 @@ def run(args, wanted, services, work):
     log('workload: %d processes x %d ops (%d untimed), %d keys, %s%% get / %s%% set / '
         '%s%% delete, %d round(s)' % (args.procs, args.ops, args.warmup, args.keys,
                                       gets, sets, deletes, args.rounds))
+    log(cpus_note(args))
     rounds = {name: [] for name in backends}
     for rnd in range(args.rounds):
         for name in backends:
@@ -1049,6 +1113,7 @@ def run(args, wanted, services, work):
     log('uptime after: ' + subprocess.run(['uptime'], capture_output=True,
                                          text=True).stdout.strip())
     print(table(results, wanted, args.rounds))
+    print('\n' + cpus_note(args))
     sys.stdout.flush()
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:

@@ -6,7 +6,8 @@ on the JSON files that ``make bench-json`` writes into docs/benchmarks/:
 
 * ``django.json`` (hack/bench/django/bench.py --json): latency CDF of get
   and set per Django cache backend, the three-shard ones included
-  (dash-dotted) -> ``django-latency-cdf.png``;
+  (dash-dotted) -> ``django-latency-cdf.png``; ``django-separate-cpus.json``
+  (the same with --server-cpus) -> ``django-latency-cdf-separate-cpus.png``;
 * ``server.json`` (hack/bench/server -json): GET and SET throughput
   against connections, cacheserver vs redis-server -> ``server-throughput.png``;
 * ``engine.json`` (hack/bench/engine -json): per-operation p50/p99 latency of
@@ -19,6 +20,7 @@ date of the run it shows.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -58,7 +60,16 @@ def save(fig, out, name):
     print('bench-plots: wrote %s' % path, file=sys.stderr)
 
 
-def django_cdf(doc, out):
+def cpus_text(args):
+    """Where bench.py ran the servers and the workers (--server-cpus)."""
+    servers, workers = args.get('server_cpu_list'), args.get('client_cpu_list')
+    if not servers:
+        return 'servers and workers share every CPU'
+    return 'servers on CPU %s, workers on CPU %s' % (','.join(map(str, servers)),
+                                                    ','.join(map(str, workers)))
+
+
+def django_cdf(doc, out, name='django-latency-cdf.png'):
     pcts = doc['cdf_percentiles']
     results, labels = doc['results'], doc['labels']
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
@@ -69,7 +80,8 @@ def django_cdf(doc, out):
                     linestyle=LINESTYLES.get(name, '-'), linewidth=1.6)
         ax.set_xscale('log')
         ax.set_xlabel('%s latency, µs (log scale)' % op)
-        ax.set_title('Django cache %s: latency distribution' % op)
+        ax.set_title('Django cache %s: latency distribution\n(%s)' % (op, cpus_text(doc['args'])),
+                     fontsize=10)
         ax.grid(True, which='both', alpha=0.3)
         ax.set_ylim(0, 100)
     axes[0].set_ylabel('% of calls at or below')
@@ -82,7 +94,7 @@ def django_cdf(doc, out):
                     args['rounds'], m['cpu'], m['cores'], m['host'], m['date'],
                     m.get('load_average_at_end', 'unknown')))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    save(fig, out, 'django-latency-cdf.png')
+    save(fig, out, name)
 
 
 def server_throughput(doc, out):
@@ -191,7 +203,9 @@ def main():
     parser.add_argument('--dir', default='docs/benchmarks',
                         help='where the JSON files are and the images go')
     args = parser.parse_args()
-    for name, plot in (('django.json', django_cdf), ('server.json', server_throughput),
+    separate = functools.partial(django_cdf, name='django-latency-cdf-separate-cpus.png')
+    for name, plot in (('django.json', django_cdf), ('django-separate-cpus.json', separate),
+                       ('server.json', server_throughput),
                        ('engine.json', engine_latency), ('routing.json', routing_throughput)):
         doc = load(os.path.join(args.dir, name))
         if doc is not None:
