@@ -69,7 +69,7 @@ def cpus_text(args):
                                                     ','.join(map(str, workers)))
 
 
-def django_cdf(doc, out, name='django-latency-cdf.png'):
+def django_cdf(doc, out, filename='django-latency-cdf.png'):
     pcts = doc['cdf_percentiles']
     results, labels = doc['results'], doc['labels']
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
@@ -94,7 +94,7 @@ def django_cdf(doc, out, name='django-latency-cdf.png'):
                     args['rounds'], m['cpu'], m['cores'], m['host'], m['date'],
                     m.get('load_average_at_end', 'unknown')))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    save(fig, out, name)
+    save(fig, out, filename)
 
 
 def server_throughput(doc, out):
@@ -203,7 +203,7 @@ def main():
     parser.add_argument('--dir', default='docs/benchmarks',
                         help='where the JSON files are and the images go')
     args = parser.parse_args()
-    separate = functools.partial(django_cdf, name='django-latency-cdf-separate-cpus.png')
+    separate = functools.partial(django_cdf, filename='django-latency-cdf-separate-cpus.png')
     for name, plot in (('django.json', django_cdf), ('django-separate-cpus.json', separate),
                        ('server.json', server_throughput),
                        ('engine.json', engine_latency), ('routing.json', routing_throughput)):
