@@ -105,8 +105,8 @@ func (s *Server) handleDrop(kind string) handlerFunc {
 // findsNothingToDo reports whether r, on a collection that does not exist,
 // has nothing to do: it reads, takes (a pop, a pull, a delete), or changes
 // what an empty collection does not have (a touch, an evict, expire, cull
-// or clear, a deque's rotate, reverse, remove, count, or item at an
-// index). It then runs on an empty stand-in instead of creating the
+// or clear, statistics turned off, a deque's rotate, reverse, remove,
+// count, or item at an index). It then runs on an empty stand-in instead of creating the
 // collection (so that a consumer polling a dropped deque, or a periodic
 // expire, leaves it dropped). Any other write creates it.
 func findsNothingToDo(r *http.Request) bool {
@@ -120,6 +120,14 @@ func findsNothingToDo(r *http.Request) bool {
 	case http.MethodPut:
 		return strings.HasSuffix(path, "/items/{index}")
 	case http.MethodPost:
+		if strings.HasSuffix(path, "/stats") {
+			// Turning statistics off, or resetting counters that are 0,
+			// changes nothing in a new cache; turning them on stores the
+			// setting, and so creates it. A value that does not parse gets
+			// its 400 from the stand-in.
+			enable, err := parseBool(r.URL.Query().Get("enable"), true)
+			return err != nil || !enable
+		}
 		for _, op := range []string{"/pop", "/popitem", "/pull", "/batch/delete", "/touch",
 			"/evict", "/expire", "/cull", "/clear", "/rotate", "/reverse", "/remove", "/count"} {
 			if strings.HasSuffix(path, op) {

@@ -488,6 +488,8 @@ func TestReadsCreateNoCollection(t *testing.T) {
 		{"POST", "/v1/caches/ghost/expire", 200, `"removed":0`},
 		{"POST", "/v1/caches/ghost/cull", 200, `"removed":0`},
 		{"POST", "/v1/caches/ghost/clear", 200, `"removed":0`},
+		{"POST", "/v1/caches/ghost/stats?enable=false&reset=true", 200, `"statistics":false`},
+		{"POST", "/v1/caches/ghost/stats?enable=perhaps", 400, `"bad_request"`},
 		{"POST", "/v1/deques/ghost/rotate?steps=2", 204, ``},
 		{"POST", "/v1/deques/ghost/reverse", 204, ``},
 		{"POST", "/v1/deques/ghost/remove", 200, `"removed":false`},
