@@ -10,6 +10,8 @@ import struct
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -110,26 +112,45 @@ def test_a_server_without_frames_gets_http():
 
 
 def test_a_rotated_token_takes_a_new_frames_connection(cacheserver_bin, tmp_path):
-    token_file = tmp_path / 'token'
-    token_file.write_text('first-token')
-    srv = CacheServer(cacheserver_bin, tmp_path / 'data', token_file).start()
+    # As in the operator's rotation, the server accepts the new token
+    # (token.next beside its token file) before the client reads it: no call
+    # fails, and the connection upgraded with the old token is not used again.
+    server_dir = tmp_path / 'server'
+    server_dir.mkdir()
+    (server_dir / 'token').write_text('first-token')
+    client_file = tmp_path / 'client-token'
+    client_file.write_text('first-token')
+    srv = CacheServer(cacheserver_bin, tmp_path / 'data', server_dir / 'token').start()
     try:
-        c = Cache(srv.url, token_file=str(token_file), retries=0)
+        c = Cache(srv.url, token_file=str(client_file), retries=0)
+        now = [time.monotonic()]
+        c.client.clock = lambda: now[0]  # when the client looks at its file again
         assert c.set('k', 'v')
         first = c.client.endpoints[0]._fidle[0]
-        token_file.write_text('second-token')
-        # The server re-reads its token file at most once a second: until
-        # then the old token works; then the old connection's frames get
-        # 401, the client re-reads its file and upgrades a new connection.
+        (server_dir / 'token.next').write_text('second-token')
         deadline = time.monotonic() + 30
-        while c.client._token != 'second-token':
-            assert time.monotonic() < deadline, 'the client never took the new token'
-            assert c.get('k') == 'v'
+        while not _accepts(srv.url, 'second-token'):  # the server reads its files once a second
+            assert time.monotonic() < deadline, 'the server never took token.next'
+            time.sleep(0.05)
         assert c.get('k') == 'v'
+        client_file.write_text('second-token')
+        now[0] += 2
+        assert c.get('k') == 'v'
+        assert c.client._token == 'second-token'
         conns = c.client.endpoints[0]._fidle
         assert conns and first not in conns and all('second-token' in x.fixed for x in conns)
     finally:
         srv.stop()
+
+
+def _accepts(url, token):
+    req = urllib.request.Request(url + '/v1/info', headers={'Authorization': 'Bearer ' + token})
+    try:
+        with urllib.request.urlopen(req, timeout=5):
+            return True
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
+        return False
 
 
 def test_async_calls_go_over_frames(start_server):
