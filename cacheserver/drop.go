@@ -106,9 +106,9 @@ func (s *Server) handleDrop(kind string) handlerFunc {
 // has nothing to do: it reads, takes (a pop, a pull, a delete), or changes
 // what an empty collection does not have (a touch, an evict, expire, cull
 // or clear, statistics turned off, a deque's rotate, reverse, remove,
-// count, or item at an index). It then runs on an empty stand-in instead of creating the
-// collection (so that a consumer polling a dropped deque, or a periodic
-// expire, leaves it dropped). Any other write creates it.
+// count, or item at an index). It then runs on an empty stand-in instead of
+// creating the collection (so that a consumer polling a dropped deque, or a
+// periodic expire, leaves it dropped). Any other write creates it.
 func findsNothingToDo(r *http.Request) bool {
 	if readOnly(r) {
 		return true

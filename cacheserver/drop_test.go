@@ -15,30 +15,12 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/cacheserver/wire"
 	"github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/internal/testfiles"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 	"github.com/diskcache-operator/diskcache-operator/settings"
 	"github.com/diskcache-operator/diskcache-operator/topology"
 )
-
-// filesBelow lists the files below dir (none when dir does not exist).
-func filesBelow(t *testing.T, dir string) []string {
-	t.Helper()
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() {
-			files = append(files, strings.TrimPrefix(p, dir))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatal(err)
-	}
-	return files
-}
 
 // TestDropCollections: DELETE on a named cache, deque or index removes it,
 // its items, its settings and its files, and leaves the collections nested
@@ -68,17 +50,17 @@ func TestDropCollections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	nestedFiles := filesBelow(t, filepath.Join(srv.DataDir, "cache", "jobs", "1", "part"))
+	nestedFiles := testfiles.Below(t, filepath.Join(srv.DataDir, "cache", "jobs", "1", "part"))
 
 	if n, err := nc.Drop(ctx); err != nil || n != 5 {
 		t.Fatalf("Drop = %d, %v; want 5", n, err)
 	}
-	for _, f := range filesBelow(t, filepath.Join(srv.DataDir, "cache", "jobs", "1")) {
-		if !strings.HasPrefix(f, "/part/") {
+	for _, f := range testfiles.Below(t, filepath.Join(srv.DataDir, "cache", "jobs", "1")) {
+		if !strings.HasPrefix(f, "part"+string(filepath.Separator)) {
 			t.Errorf("file %s of the dropped cache is left", f)
 		}
 	}
-	if got := filesBelow(t, filepath.Join(srv.DataDir, "cache", "jobs", "1", "part")); len(got) != len(nestedFiles) {
+	if got := testfiles.Below(t, filepath.Join(srv.DataDir, "cache", "jobs", "1", "part")); len(got) != len(nestedFiles) {
 		t.Errorf("the nested cache's files went from %d to %d", len(nestedFiles), len(got))
 	}
 	if info, err := nested.Info(ctx); err != nil || info.Count != 5 {
@@ -91,7 +73,7 @@ func TestDropCollections(t *testing.T) {
 		t.Fatalf("index Clear = %d, %v; want 3", n, err)
 	}
 	for _, kind := range []string{"deque", "index"} {
-		if got := filesBelow(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
+		if got := testfiles.Below(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
 			t.Errorf("files of the dropped %s are left: %v", kind, got)
 		}
 		if _, err := os.Stat(filepath.Join(srv.DataDir, kind, "jobs")); !errors.Is(err, fs.ErrNotExist) {
@@ -224,7 +206,7 @@ func TestDropUnderConcurrentRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, kind := range []string{"cache", "deque"} {
-		if got := filesBelow(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
+		if got := testfiles.Below(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
 			t.Errorf("files left under %s/ after the last drop: %v", kind, got)
 		}
 	}
@@ -288,10 +270,10 @@ func TestDropDuringAMove(t *testing.T) {
 			t.Errorf("through %s: the dropped deque holds %d items after the move (%v)", u, n, err)
 		}
 	}
-	if got := filesBelow(t, filepath.Join(cOld.DataDir, "cache", cname)); len(got) != 0 {
+	if got := testfiles.Below(t, filepath.Join(cOld.DataDir, "cache", cname)); len(got) != 0 {
 		t.Errorf("the previous owner keeps files of the cache it handed off: %v", got)
 	}
-	if got := filesBelow(t, filepath.Join(qOld.DataDir, "deque", qname)); len(got) != 0 {
+	if got := testfiles.Below(t, filepath.Join(qOld.DataDir, "deque", qname)); len(got) != 0 {
 		t.Errorf("the previous owner keeps files of the deque it handed off: %v", got)
 	}
 }
@@ -362,7 +344,7 @@ func TestListCollections(t *testing.T) {
 	if got := ids("cache", "", 0); !slices.Equal(got, []string{"cache/a/b", "cache/z"}) {
 		t.Errorf("after dropping a: %v", got)
 	}
-	if got := filesBelow(t, filepath.Join(srv.DataDir, "index", "none")); len(got) != 0 {
+	if got := testfiles.Below(t, filepath.Join(srv.DataDir, "index", "none")); len(got) != 0 {
 		t.Errorf("listing created files: %v", got)
 	}
 	for _, q := range []string{"kind=queue", "limit=0", "limit=10001", "limit=x"} {
@@ -510,7 +492,7 @@ func TestReadsCreateNoCollection(t *testing.T) {
 		}
 	}
 	for _, kind := range []string{"cache", "deque", "index"} {
-		if got := filesBelow(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
+		if got := testfiles.Below(t, filepath.Join(srv.DataDir, kind)); len(got) != 0 {
 			t.Errorf("reads created files under %s/: %v", kind, got)
 		}
 	}

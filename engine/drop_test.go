@@ -11,28 +11,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/diskcache-operator/diskcache-operator/internal/testfiles"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
-
-// filesUnder lists the files below dir, relative to it.
-func filesUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() {
-			rel, _ := filepath.Rel(dir, p)
-			files = append(files, rel)
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatal(err)
-	}
-	return files
-}
 
 // TestDropCollectionRemovesItsFilesOnly: a dropped named cache leaves no
 // file or directory of its own (its database and the value files of its
@@ -61,7 +42,7 @@ func TestDropCollectionRemovesItsFilesOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	cacheDir := filepath.Join(f.Directory(), "cache")
-	nested := filesUnder(t, filepath.Join(cacheDir, "a", "b"))
+	nested := testfiles.Below(t, filepath.Join(cacheDir, "a", "b"))
 
 	if n, err := f.DropCache(ctx, "a"); err != nil || n != 2 {
 		t.Fatalf("DropCache(a) = %d, %v; want 2 items", n, err)
@@ -74,7 +55,7 @@ func TestDropCollectionRemovesItsFilesOnly(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name() != "b" {
 		t.Fatalf("cache/a holds %v after the drop, want only b (the nested cache)", entries)
 	}
-	if got := filesUnder(t, filepath.Join(cacheDir, "a", "b")); len(got) != len(nested) {
+	if got := testfiles.Below(t, filepath.Join(cacheDir, "a", "b")); len(got) != len(nested) {
 		t.Fatalf("the nested cache's files went from %v to %v", nested, got)
 	}
 	if b, _ := f.Cache(ctx, "a/b"); mustLen(t, b) != 2 {
@@ -146,7 +127,7 @@ func TestDropCollectionNotOpen(t *testing.T) {
 	if n, err := f.DropIndex(ctx, "i"); err != nil || n != 3 {
 		t.Fatalf("DropIndex = %d, %v; want 3", n, err)
 	}
-	if got := filesUnder(t, filepath.Join(dir, "index")); len(got) != 0 {
+	if got := testfiles.Below(t, filepath.Join(dir, "index")); len(got) != 0 {
 		t.Fatalf("files left: %v", got)
 	}
 }
@@ -244,7 +225,7 @@ func TestIfExistsCreatesNothing(t *testing.T) {
 		t.Fatalf("Get on a cache that does not exist = %v, %v", ok, err)
 	}
 	for _, kind := range []string{"cache", "deque", "index"} {
-		if got := filesUnder(t, filepath.Join(f.Directory(), kind)); len(got) != 0 {
+		if got := testfiles.Below(t, filepath.Join(f.Directory(), kind)); len(got) != 0 {
 			t.Fatalf("reads created %s files: %v", kind, got)
 		}
 	}
