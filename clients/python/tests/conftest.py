@@ -17,6 +17,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -339,6 +341,18 @@ def dead_url():
     port = sock.getsockname()[1]
     sock.close()
     return 'http://127.0.0.1:%d' % port
+
+
+def accepts_token(url, token):
+    """Whether the server at url takes token (a request with it is not
+    answered 401)."""
+    req = urllib.request.Request(url + '/v1/info', headers={'Authorization': 'Bearer ' + token})
+    try:
+        with urllib.request.urlopen(req, timeout=5):
+            return True
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
+        return False
 
 
 def hold_the_only_connection(srv):

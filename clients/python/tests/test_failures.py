@@ -15,8 +15,6 @@ import pickle
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from django.core.cache import caches
@@ -26,7 +24,7 @@ from diskcache_client import (Cache, CacheServerError, ServerUnavailable, Timeou
                               Unauthorized)
 from diskcache_client.djangocache import DjangoCache
 
-from conftest import TOKEN, hold_the_only_connection
+from conftest import TOKEN, accepts_token, hold_the_only_connection
 
 
 def make_cache(location, **options):
@@ -594,15 +592,6 @@ def test_token_rotation_costs_no_failed_call(cacheserver_bin, tmp_path):
             elif path.exists():
                 path.unlink()
 
-    def server_accepts(tok):
-        req = urllib.request.Request(srv.url + '/v1/info', headers={'Authorization': 'Bearer ' + tok})
-        try:
-            with urllib.request.urlopen(req, timeout=5):
-                return True
-        except urllib.error.HTTPError as e:
-            assert e.code == 401
-            return False
-
     def wait(cond):
         deadline = time.monotonic() + 30
         while not cond():  # the server reads its files once a second
@@ -618,13 +607,13 @@ def test_token_rotation_costs_no_failed_call(cacheserver_bin, tmp_path):
         c.client.clock = lambda: now[0]  # when the client looks at its file again
         assert c.set('k', 0) is True
         server_files(token='old-token', token_next='new-token')
-        wait(lambda: server_accepts('new-token'))
+        wait(lambda: accepts_token(srv.url, 'new-token'))
         assert c.set('k', 1) is True
         client_file.write_text('new-token\n')  # the Secret's token is the new one
         server_files(token='new-token', token_previous='old-token')
         assert c.set('k', 2) is True
         server_files(token='new-token')
-        wait(lambda: not server_accepts('old-token'))
+        wait(lambda: not accepts_token(srv.url, 'old-token'))
         # A streamed value cannot be sent again after a 401: the client has
         # looked at its changed file before sending it.
         now[0] += 2
@@ -639,7 +628,7 @@ def test_token_rotation_costs_no_failed_call(cacheserver_bin, tmp_path):
         # reads that answer rather than failing on the broken pipe.
         client_file.write_text('third-token\n')
         server_files(token='third-token')
-        wait(lambda: not server_accepts('new-token'))
+        wait(lambda: not accepts_token(srv.url, 'new-token'))
         with pytest.raises(Unauthorized):
             c.set('blob', io.BytesIO(b'y' * (8 << 20)), read=True)
         assert c.set('blob', io.BytesIO(b'z' * 3000), read=True) is True

@@ -10,8 +10,6 @@ import struct
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -19,7 +17,7 @@ from diskcache_client import Cache, ServerUnavailable, frames
 from diskcache_client.djangocache import DjangoCache
 from diskcache_client.http11 import Connection, ProtocolError
 
-from conftest import TOKEN, CacheServer
+from conftest import TOKEN, CacheServer, accepts_token
 
 
 def test_key_operations_go_over_frames(start_server):
@@ -129,7 +127,7 @@ def test_a_rotated_token_takes_a_new_frames_connection(cacheserver_bin, tmp_path
         first = c.client.endpoints[0]._fidle[0]
         (server_dir / 'token.next').write_text('second-token')
         deadline = time.monotonic() + 30
-        while not _accepts(srv.url, 'second-token'):  # the server reads its files once a second
+        while not accepts_token(srv.url, 'second-token'):  # the server reads its files once a second
             assert time.monotonic() < deadline, 'the server never took token.next'
             time.sleep(0.05)
         assert c.get('k') == 'v'
@@ -141,16 +139,6 @@ def test_a_rotated_token_takes_a_new_frames_connection(cacheserver_bin, tmp_path
         assert conns and first not in conns and all('second-token' in x.fixed for x in conns)
     finally:
         srv.stop()
-
-
-def _accepts(url, token):
-    req = urllib.request.Request(url + '/v1/info', headers={'Authorization': 'Bearer ' + token})
-    try:
-        with urllib.request.urlopen(req, timeout=5):
-            return True
-    except urllib.error.HTTPError as e:
-        assert e.code == 401
-        return False
 
 
 def test_async_calls_go_over_frames(start_server):
