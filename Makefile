@@ -46,7 +46,7 @@ test-python: ## Python client (Django backend) tests against a real cacheserver,
 
 # The fuzz targets of the cache server (cacheserver/*_test.go; PKG:Target
 # for another package's); their seed corpora run as ordinary tests in test-go.
-FUZZ_TARGETS ?= FuzzOpenAPI FuzzKeyRoutes FuzzBatchBodies FuzzNames FuzzFrames FuzzIndexCursor ./internal/frames/:FuzzAnswerFrames ./engine/:FuzzExclusiveLog
+FUZZ_TARGETS ?= FuzzOpenAPI FuzzKeyRoutes FuzzBatchBodies FuzzNames FuzzCacheQueuesAndKeys FuzzFrames FuzzIndexCursor ./internal/frames/:FuzzAnswerFrames ./engine/:FuzzExclusiveLog
 FUZZTIME ?= 60s
 FUZZ_WORKERS ?= 1
 

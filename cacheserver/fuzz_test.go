@@ -547,3 +547,55 @@ func TestNamesAreNotSQLiteURIs(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCacheQueuesAndKeys sends arbitrary query strings to a named cache's
+// queue and listing routes (push, pull, peek, peekitem, keys). Besides what
+// serve checks, a listing that answers 200 is a well-formed record stream
+// of at most its limit keys.
+func FuzzCacheQueuesAndKeys(f *testing.F) {
+	fz := newFuzzServer(f)
+	for _, q := range []string{"", "order=sorted&reverse=true&limit=2", "limit=1&cursor=aXgxLjEuMg",
+		"order=sorted&cursor=a3MxLmludC4x", "order=sorted&cursor=a3MxLmJ5dGVzLiEh", "cursor=%FF",
+		"limit=0", "limit=99999999999999999999", "prefix=p&side=back", "prefix=%FF", "side=middle",
+		"last=false", "expire=1&tag=t", "order=sideways"} {
+		for sel := uint8(0); sel < 5; sel++ {
+			f.Add(sel, q)
+		}
+	}
+	f.Fuzz(func(t *testing.T, sel uint8, query string) {
+		srv, _ := fz.server(t)
+		h := srv.Handler()
+		const p = "/v1/caches/fuzzed"
+		for i := 0; i < 3; i++ {
+			serve(t, h, "PUT", p+"/keys/k"+strconv.Itoa(i), http.Header{}, []byte("v"), false)
+		}
+		method, suffix, body := []string{"GET", "POST", "POST", "GET", "GET"}[sel%5], []string{"/keys", "/push", "/pull", "/peek", "/peekitem"}[sel%5], []byte(nil)
+		if suffix == "/push" {
+			body = []byte("pushed")
+		}
+		res := serve(t, h, method, p+suffix+"?"+query, http.Header{}, body, false)
+		if res == nil || suffix != "/keys" || res.status != http.StatusOK {
+			return
+		}
+		rr := wire.NewRecordReader(bytes.NewReader(res.body))
+		n := 0
+		for {
+			_, _, err := rr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("GET %s?%s: a listing that does not parse: %v", p+suffix, query, err)
+			}
+			n++
+		}
+		if limit, err := strconv.Atoi(mustParseQuery(query).Get("limit")); err == nil && n > limit {
+			t.Fatalf("GET %s?%s: %d keys", p+suffix, query, n)
+		}
+	})
+}
+
+func mustParseQuery(q string) url.Values {
+	v, _ := url.ParseQuery(q)
+	return v
+}

@@ -28,11 +28,25 @@ func (s *Server) indexRoutes() {
 	s.route("POST "+p+"/keys/{key}/setdefault", s.handleIndexSetDefault)
 	s.storeRoute("POST "+p+"/keys/{key}/pop", s.indexStore, s.handlePop)
 	s.route("POST "+p+"/popitem", s.handleIndexPopItem)
-	s.route("GET "+p+"/peekitem", s.handleIndexPeekItem)
-	s.route("POST "+p+"/push", s.handleIndexPush)
-	s.route("POST "+p+"/pull", s.handleIndexPull)
+	s.queueRoutes(p, s.index, "index")
 	s.route("GET "+p+"/items", s.handleIndexItems)
 }
+
+// queueRoutes serves python-diskcache's queue operations of a Cache (push,
+// pull, peekitem; for caches also peek) on the cache that resolve finds:
+// a named cache's, or the one that holds an index.
+func (s *Server) queueRoutes(p string, resolve cacheResolver, what string) {
+	s.route("GET "+p+"/peekitem", s.handlePeekItem(resolve, what))
+	s.route("POST "+p+"/push", s.handlePush(resolve))
+	s.route("POST "+p+"/pull", s.handlePull(resolve, what, false))
+	if what == "cache" {
+		s.route("GET "+p+"/peek", s.handlePull(resolve, what, true))
+	}
+}
+
+// cacheResolver finds the engine cache a request on a named collection
+// addresses.
+type cacheResolver func(r *http.Request) (*engine.Cache, error)
 
 // index resolves {name} to the cache that holds the index.
 func (s *Server) index(r *http.Request) (*engine.Cache, error) {
@@ -146,28 +160,36 @@ func (s *Server) handleIndexPopItem(w http.ResponseWriter, r *http.Request) erro
 }
 
 // emptyIndex words ErrEmpty for an index.
-func emptyIndex(r *http.Request, err error) error {
+func emptyIndex(r *http.Request, err error) error { return emptyCollection(r, "index", err) }
+
+// emptyCollection words ErrEmpty for the named collection of r.
+func emptyCollection(r *http.Request, what string, err error) error {
 	if errors.Is(err, kv.ErrEmpty) {
-		return notFound(wire.CodeEmpty, "index %q is empty", r.PathValue("name"))
+		return notFound(wire.CodeEmpty, "%s %q is empty", what, r.PathValue("name"))
 	}
 	return err
 }
 
-func (s *Server) handleIndexPeekItem(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.index(r)
-	if err != nil {
-		return err
+// handlePeekItem answers the last item in insertion order (?last=false:
+// the first), with its key in headers, expired items removed on the way
+// (python-diskcache's peekitem).
+func (s *Server) handlePeekItem(resolve cacheResolver, what string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c, err := resolve(r)
+		if err != nil {
+			return err
+		}
+		last, err := boolParam(r, "last", true)
+		if err != nil {
+			return err
+		}
+		it, err := c.PeekItem(r.Context(), last, engine.GetOptions{Stream: true})
+		if err != nil {
+			return emptyCollection(r, what, err)
+		}
+		writeItem(w, r, it, true)
+		return nil
 	}
-	last, err := boolParam(r, "last", true)
-	if err != nil {
-		return err
-	}
-	it, err := c.PeekItem(r.Context(), last, engine.GetOptions{Stream: true})
-	if err != nil {
-		return emptyIndex(r, err)
-	}
-	writeItem(w, r, it, true)
-	return nil
 }
 
 // queueParams reads ?prefix= and ?side= of push and pull. A prefix whose
@@ -188,53 +210,62 @@ func (s *Server) queueParams(r *http.Request, def engine.Side) (engine.QueueOpti
 	return engine.QueueOptions{Prefix: prefix, Side: side}, nil
 }
 
-// handleIndexPush is python's Index.push: integer keys without a prefix,
+// handlePush is python-diskcache's push: integer keys without a prefix,
 // else "<prefix>-%015d" text keys; it answers the new key.
-func (s *Server) handleIndexPush(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.index(r)
-	if err != nil {
-		return err
+func (s *Server) handlePush(resolve cacheResolver) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c, err := resolve(r)
+		if err != nil {
+			return err
+		}
+		q, err := s.queueParams(r, engine.Back)
+		if err != nil {
+			return err
+		}
+		opts, err := setOptions(r)
+		if err != nil {
+			return err
+		}
+		v, opts, err := s.readValue(w, r, c, opts)
+		if err != nil {
+			return err
+		}
+		key, err := c.Push(r.Context(), v, q, opts)
+		if err != nil {
+			return bodyError(err)
+		}
+		raw, kind := wire.FormatKey(key)
+		writeJSON(w, http.StatusOK, map[string]string{"key": raw, "kt": kind})
+		return nil
 	}
-	q, err := s.queueParams(r, engine.Back)
-	if err != nil {
-		return err
-	}
-	opts, err := setOptions(r)
-	if err != nil {
-		return err
-	}
-	v, opts, err := s.readValue(w, r, c, opts)
-	if err != nil {
-		return err
-	}
-	key, err := c.Push(r.Context(), v, q, opts)
-	if err != nil {
-		return bodyError(err)
-	}
-	raw, kind := wire.FormatKey(key)
-	writeJSON(w, http.StatusOK, map[string]string{"key": raw, "kt": kind})
-	return nil
 }
 
-// handleIndexPull is python's Index.pull (default side front).
-func (s *Server) handleIndexPull(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.index(r)
-	if err != nil {
-		return err
+// handlePull is python-diskcache's pull (default side front), or with
+// peek its peek, which leaves the item in place.
+func (s *Server) handlePull(resolve cacheResolver, what string, peek bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c, err := resolve(r)
+		if err != nil {
+			return err
+		}
+		q, err := s.queueParams(r, engine.Front)
+		if err != nil {
+			return err
+		}
+		take := c.Pull
+		if peek {
+			take = c.Peek
+		}
+		it, ok, err := take(r.Context(), q, engine.GetOptions{Stream: true})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return notFound(wire.CodeEmpty, "queue %q of %s %q is empty", q.Prefix, what, r.PathValue("name"))
+		}
+		writeItem(w, r, it, true)
+		return nil
 	}
-	q, err := s.queueParams(r, engine.Front)
-	if err != nil {
-		return err
-	}
-	it, ok, err := c.Pull(r.Context(), q, engine.GetOptions{Stream: true})
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return notFound(wire.CodeEmpty, "queue %q of index %q is empty", q.Prefix, r.PathValue("name"))
-	}
-	writeItem(w, r, it, true)
-	return nil
 }
 
 // cursorPrefix marks index listing cursors, so that a cursor from elsewhere

@@ -59,6 +59,7 @@ func (s *Server) routes() {
 	s.keyRoutes("/v1", s.rootStore)
 	s.keyRoutes("/v1/caches/{name}", s.namedCache)
 	s.route("DELETE /v1/caches/{name}", s.handleDrop("cache"))
+	s.namedCacheRoutes()
 	s.route("GET /v1/collections", s.handleCollections)
 	s.dequeRoutes()
 	s.indexRoutes()

@@ -5,6 +5,8 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"iter"
+	"math"
+	"strings"
 
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
@@ -113,4 +115,80 @@ func (c *Cache) queryValue(ctx context.Context, q string, args ...any) (driver.V
 		return nil, err
 	}
 	return rows[0][0], nil
+}
+
+// KeyPage returns up to limit keys in insertion order (the reverse with
+// reverse) after at, expired ones included, with the position after the
+// page's last key and whether keys follow: Keys in pages, for a client
+// that iterates over several requests. A forward run is bounded by the
+// largest rowid when it started (at.Bound 0: this page sets it), so keys
+// added meanwhile are not yielded, as python-diskcache's iteration.
+func (c *Cache) KeyPage(ctx context.Context, at PagePosition, reverse bool, limit int) ([]kv.Key, PagePosition, bool, error) {
+	if limit < 1 {
+		return nil, at, false, fmt.Errorf("%w: page limit must be at least 1, got %d", kv.ErrInvalidValue, limit)
+	}
+	q := `SELECT rowid, key, raw FROM Cache WHERE rowid > ? AND rowid <= ? ORDER BY rowid ASC LIMIT ?`
+	lo, hi := at.After, at.Bound
+	if reverse {
+		// Going down from where the run started, it never meets a key
+		// added later.
+		q = `SELECT rowid, key, raw FROM Cache WHERE rowid >= ? AND rowid < ? ORDER BY rowid DESC LIMIT ?`
+		lo, hi = 0, at.After
+		if hi <= 0 {
+			hi = math.MaxInt64
+		}
+	} else if hi <= 0 {
+		top, err := c.queryValue(ctx, `SELECT MAX(rowid) FROM Cache`)
+		if err != nil {
+			return nil, at, false, err
+		}
+		hi = toInt(top)
+	}
+	rows, err := c.queryPage(ctx, q, 3, lo, hi, int64(limit)+1)
+	if err != nil {
+		return nil, at, false, err
+	}
+	more := len(rows) > limit
+	rows = rows[:min(len(rows), limit)]
+	keys := make([]kv.Key, len(rows))
+	for i, r := range rows {
+		keys[i] = keyFromDB(r[1], toInt(r[2]))
+	}
+	next := PagePosition{After: at.After, Bound: hi}
+	if reverse {
+		next.Bound = 0
+	}
+	if len(rows) > 0 {
+		next.After = toInt(rows[len(rows)-1][0])
+	}
+	return keys, next, more, nil
+}
+
+// SortedKeyPage returns up to limit keys in SQLite's sort order of (key,
+// raw) (python-diskcache's iterkeys; the reverse with reverse) that come
+// after the key after (nil: from the start), and whether keys follow.
+func (c *Cache) SortedKeyPage(ctx context.Context, after *kv.Key, reverse bool, limit int) ([]kv.Key, bool, error) {
+	if limit < 1 {
+		return nil, false, fmt.Errorf("%w: page limit must be at least 1, got %d", kv.ErrInvalidValue, limit)
+	}
+	first, next := sortedKeysQueries(reverse)
+	var rows [][]driver.Value
+	var err error
+	if after == nil {
+		first = strings.Replace(first, "LIMIT 1", "LIMIT ?", 1)
+		rows, err = c.queryPage(ctx, first, 2, int64(limit)+1)
+	} else {
+		v, raw := dbKey(*after)
+		rows, err = c.queryPage(ctx, next, 2, v, raw, int64(limit)+1)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	more := len(rows) > limit
+	rows = rows[:min(len(rows), limit)]
+	keys := make([]kv.Key, len(rows))
+	for i, r := range rows {
+		keys[i] = keyFromDB(r[0], toInt(r[1]))
+	}
+	return keys, more, nil
 }

@@ -231,3 +231,85 @@ func TestPagingQueriesSearchTheIndex(t *testing.T) {
 		}
 	}
 }
+
+// utPages reads a whole run of KeyPage or SortedKeyPage, limit keys a page.
+func utPages(t *testing.T, c *Cache, sorted, reverse bool, limit int, between func()) []kv.Key {
+	t.Helper()
+	var all []kv.Key
+	var at PagePosition
+	var after *kv.Key
+	for pages := 0; ; pages++ {
+		var keys []kv.Key
+		var more bool
+		var err error
+		if sorted {
+			keys, more, err = c.SortedKeyPage(utCtx, after, reverse, limit)
+		} else {
+			keys, at, more, err = c.KeyPage(utCtx, at, reverse, limit)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) > limit {
+			t.Fatalf("a page of %d keys, limit %d", len(keys), limit)
+		}
+		all = append(all, keys...)
+		if len(keys) > 0 {
+			after = &keys[len(keys)-1]
+		}
+		if !more {
+			return all
+		}
+		if len(keys) == 0 || pages > 1000 {
+			t.Fatalf("more after an empty page (%d pages)", pages)
+		}
+		if between != nil {
+			between()
+		}
+	}
+}
+
+func TestKeyPagesAreKeysInPages(t *testing.T) {
+	c, clk := openTest(t, map[settings.Name]any{settings.NameCullLimit: 0})
+	for _, sorted := range []bool{false, true} {
+		if got := utPages(t, c, sorted, false, 5, nil); len(got) != 0 {
+			t.Fatalf("pages of an empty cache (sorted %v) = %v", sorted, got)
+		}
+	}
+	for i := 0; i < 57; i++ {
+		k := []kv.Key{kv.TextKey(fmt.Sprintf("t%03d", 99-i)), kv.IntKey(int64(-i)), kv.BytesKey([]byte{byte(i)}), kv.FloatKey(float64(i) + 0.5)}[i%4]
+		utSet(t, c, k, kv.Int(int64(i)), kv.SetOptions{Expire: kv.ExpireAfter(time.Second)})
+	}
+	clk.Advance(time.Hour) // expired keys are listed, as they are iterated
+	for _, limit := range []int{1, 7, 57, 1000} {
+		for _, reverse := range []bool{false, true} {
+			utSameKeys(t, utPages(t, c, false, reverse, limit, nil), utKeys(t, c.Keys(utCtx, reverse)))
+			utSameKeys(t, utPages(t, c, true, reverse, limit, nil), utKeys(t, c.SortedKeys(utCtx, reverse)))
+		}
+	}
+	if _, _, _, err := c.KeyPage(utCtx, PagePosition{}, false, 0); !errors.Is(err, kv.ErrInvalidValue) {
+		t.Fatalf("limit 0: %v", err)
+	}
+}
+
+// A run of insertion-order pages lists the keys there when it started:
+// keys added between pages are not listed, in either direction.
+func TestKeyPagesAreBoundedByTheStart(t *testing.T) {
+	c, _ := openTest(t, nil)
+	var want []kv.Key
+	for i := 0; i < 20; i++ {
+		want = append(want, kv.IntKey(int64(i)))
+		utSet(t, c, want[i], kv.Int(0), kv.SetOptions{})
+	}
+	added := 0
+	add := func() {
+		added++
+		utSet(t, c, kv.TextKey(fmt.Sprintf("later%d", added)), kv.Int(0), kv.SetOptions{})
+	}
+	utSameKeys(t, utPages(t, c, false, false, 3, add), want)
+	want = utKeys(t, c.Keys(utCtx, true))
+	utSameKeys(t, utPages(t, c, false, true, 3, add), want)
+	if added == 0 {
+		t.Fatal("nothing was added between pages")
+	}
+}
