@@ -1,10 +1,11 @@
 """A python-diskcache ``Cache`` look-alike backed by a cacheserver."""
 
 import functools
+import heapq
 
 from . import ops, wire
 from .memo import ENOVAL, args_to_key, full_name
-from .persistent import Deque, Index
+from .persistent import Deque, Index, _prefix, _prefix_params, _side
 from .transport import Client
 
 # ENOVAL, args_to_key and full_name have always been importable from here.
@@ -46,6 +47,11 @@ class Cache:
             # Following a topology, a named cache lives on the owner of its
             # name; with a list of URLs its keys spread like the others.
             self._route = client.pin(name)
+
+    def __reduce__(self):
+        # As python-diskcache's Cache pickles as its directory: the client's
+        # configuration (see Client.__reduce__) and the name.
+        return type(self), (self._client, self.name)
 
     def __repr__(self):
         where = self._client.endpoints[0].url
@@ -240,6 +246,102 @@ class Cache:
         python-diskcache's ``FanoutCache.index``: a
         :class:`~diskcache_client.persistent.Index` (see :meth:`deque`)."""
         return Index(self._client, name)
+
+    def cache(self, name):
+        """The server's named cache ``name`` (directory ``cache/<name>``), as
+        python-diskcache's ``FanoutCache.cache``; a named cache's
+        ``cache(name)`` is the same cache (names are the server's)."""
+        return Cache(self._client, name)
+
+    # -- a named cache's queues and keys (python-diskcache's Cache) ----------
+
+    def _named(self, what):
+        if self.name is None:
+            raise TypeError('%s is an operation of python-diskcache\'s Cache, which the '
+                            'server\'s cache (a FanoutCache) does not have: use a named '
+                            'cache, cache.cache(name)' % what)
+        return self.name.encode('utf-8')
+
+    def push(self, value, prefix=None, side='back', expire=None, read=False, tag=None,
+             retry=False):  # pylint: disable=unused-argument
+        """Push ``value`` on the ``side`` of the queue ``prefix`` and return
+        its key: ints from 500000000000000 without a prefix, else
+        ``'<prefix>-%015d'`` strs (python-diskcache's ``Cache.push``)."""
+        routing = self._named('push')
+        return self._run(ops.push(self._route, self._prefix, routing, value,
+                                  _prefix_params(_prefix(prefix), _side(side)), expire, read, tag))
+
+    def pull(self, prefix=None, default=(None, None), side='front', expire_time=False,
+             tag=False, retry=False):  # pylint: disable=unused-argument
+        """Remove and return the ``(key, value)`` at the ``side`` of the queue
+        ``prefix`` (expired items there are removed on the way); ``default``
+        when it is empty. With ``expire_time``/``tag``: ``((key, value),
+        expire_time, tag)`` as python-diskcache's ``Cache.pull``."""
+        routing = self._named('pull')
+        return self._run(ops.take(self._route, self._prefix, routing, 'pull',
+                                  _prefix_params(_prefix(prefix), _side(side)), default,
+                                  expire_time, tag))
+
+    def peek(self, prefix=None, default=(None, None), side='front', expire_time=False,
+             tag=False, retry=False):  # pylint: disable=unused-argument
+        """As :meth:`pull`, but the item stays (python-diskcache's
+        ``Cache.peek``)."""
+        routing = self._named('peek')
+        return self._run(ops.take(self._route, self._prefix, routing, 'peek',
+                                  _prefix_params(_prefix(prefix), _side(side)), default,
+                                  expire_time, tag))
+
+    def peekitem(self, last=True, expire_time=False, tag=False, retry=False):  # pylint: disable=unused-argument
+        """The last ``(key, value)`` in insertion order (the first with
+        ``last=False``), expired items at that end removed on the way;
+        KeyError when the cache is empty (python-diskcache's
+        ``Cache.peekitem``)."""
+        routing = self._named('peekitem')
+        item = self._run(ops.take(self._route, self._prefix, routing, 'peekitem',
+                                  [('last', 'true' if last else 'false')], ENOVAL,
+                                  expire_time, tag))
+        if item is ENOVAL or (isinstance(item, tuple) and item and item[0] is ENOVAL):
+            raise KeyError('dictionary is empty')
+        return item
+
+    def _keys(self, order, reverse):
+        """The keys (record headers) of every server that holds part of the
+        cache: following a topology (or with one URL) the owner of the
+        name; with a list of URLs each in turn."""
+        self._named('iteration')
+        for shard in self._route.targets():
+            yield from self._keys_of(shard, order, reverse)
+
+    def _keys_of(self, shard, order, reverse):
+        cursor, limit = None, 100  # a small first page: loops often stop early
+        while True:
+            headers, cursor = self._run(ops.keys_page(self._route, self._prefix, shard, order,
+                                                      reverse, cursor, limit))
+            yield from headers
+            if not cursor:
+                return
+            limit = 1000
+
+    def __iter__(self):
+        """Keys in insertion order, expired ones included, those there when
+        iteration starts (python-diskcache's ``Cache.__iter__``)."""
+        return (wire.record_key(h) for h in self._keys('insertion', False))
+
+    def __reversed__(self):
+        """Keys in reverse insertion order."""
+        return (wire.record_key(h) for h in self._keys('insertion', True))
+
+    def iterkeys(self, reverse=False):
+        """Keys in SQLite's sort order: numbers, then text, then bytes and
+        pickled keys (python-diskcache's ``Cache.iterkeys``)."""
+        self._named('iterkeys')
+        targets = self._route.targets()
+        if len(targets) <= 1:
+            return (wire.record_key(h) for h in self._keys('sorted', reverse))
+        # Several servers each hold part of it: merge their sorted listings.
+        parts = [self._keys_of(shard, 'sorted', reverse) for shard in targets]
+        merged = heapq.merge(*parts, key=ops.sqlite_order, reverse=bool(reverse))
+        return (wire.record_key(h) for h in merged)
 
     def memoize(self, name=None, typed=False, expire=None, tag=None, ignore=()):
         """Memoizing decorator with python-diskcache's ``Cache.memoize``

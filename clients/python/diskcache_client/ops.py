@@ -15,6 +15,7 @@ escaped path of the addressed cache: ``/v1`` for the server's cache,
 ``/v1/caches/<name>`` for a named cache.
 """
 
+import base64
 import json
 from collections import defaultdict
 
@@ -468,3 +469,68 @@ def settings(c, prefix, changes=None):
     for resp in resps:
         result = _json(resp)
     return result
+
+
+# -- a named cache's queues and keys (python-diskcache's Cache) ---------------
+
+def push(c, prefix, routing, value, params, expire=None, read=False, tag=None):
+    """python-diskcache's ``Cache.push``: the new key. ``routing`` names
+    the server of the queue (the cache's name), ``params`` its prefix and
+    side."""
+    if read and type(value) not in _PLAIN_TYPES:
+        value_type, body = 'bytes', wire.iter_file(value)
+    else:
+        value_type, body = wire.encode_value(value)
+    params = list(params) + list(wire.set_params(expire, tag))
+    resp = yield Request('POST', prefix + '/push', query=wire.build_query(params),
+                         shard=c.shard_of(routing), headers={_VALUE_TYPE: value_type},
+                         body=body)
+    if resp.status == 409:
+        err = error_from_response(resp.status, resp.body, resp.url)
+        if err.code == 'not_numeric':
+            raise ValueError(err.message)  # as python-diskcache's int() says
+    return wire.json_key(_json(resp))
+
+
+def take(c, prefix, routing, what, params, default, expire_time=False, tag=False):
+    """pull, peek or peekitem (``what``): ``(key, value)`` in
+    python-diskcache's shapes, or ``default`` (shaped too) when empty."""
+    resp = yield Request('POST' if what == 'pull' else 'GET', prefix + '/' + what,
+                         query=wire.build_query(params), shard=c.shard_of(routing),
+                         idempotent=what != 'pull')
+    if _is_miss(resp):
+        return shape(default, None, None, expire_time, tag)
+    check(resp)
+    item = (wire.key_from_headers(resp.headers), _value(resp))
+    if not (expire_time or tag):
+        return item
+    return shape(item, wire.expire_time_from_headers(resp.headers),
+                 wire.tag_from_headers(resp.headers), expire_time, tag)
+
+
+def keys_page(c, prefix, shard, order, reverse, cursor, limit):
+    """A page of ``GET {prefix}/keys`` from ``shard``: ``(record headers,
+    next cursor or None)``."""
+    params = [('order', order), ('reverse', 'true' if reverse else 'false'),
+              ('limit', str(limit))]
+    if cursor:
+        params.append(('cursor', cursor))
+    resp = yield Request('GET', prefix + '/keys', query=wire.build_query(params), shard=shard,
+                         headers=_scoped(c), idempotent=True)
+    check(resp)
+    return ([header for header, _ in wire.iter_records(resp.body)],
+            resp.header(wire.HEADER_NEXT_CURSOR) or None)
+
+
+def sqlite_order(header):
+    """A sort key of a listed key (record header) in SQLite's order of the
+    (key, raw) columns: numbers by value, then text (UTF-8 bytes), then
+    blobs, bytes keys (raw) after pickled ones of equal bytes; to merge the
+    sorted listings of several servers."""
+    kind = header.get('kt') or 'text'
+    raw = header.get('key', '')
+    if kind in ('int', 'float'):
+        return (0, float(raw) if kind == 'float' else int(raw), b'', 1)
+    if kind == 'text':
+        return (1, 0, raw.encode('utf-8'), 1)
+    return (2, 0, base64.b64decode(raw), 1 if kind == 'bytes' else 0)

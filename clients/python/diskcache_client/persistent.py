@@ -470,6 +470,13 @@ class Deque(_Collection, collections.abc.MutableSequence):
         self._maxlen = _check_maxlen(maxlen)
         self._extend(iterable, 'back')
 
+    def __reduce__(self):
+        # python-diskcache pickles a Deque as its directory and maxlen; this
+        # one as its client's configuration, name and maxlen. Unpickling
+        # sends nothing to the server.
+        maxlen = None if self._maxlen == float('inf') else self._maxlen
+        return type(self), (self._client, self._name, (), maxlen)
+
     def __repr__(self):
         bound = '' if self._maxlen == float('inf') else ', maxlen=%d' % self._maxlen
         return '%s(%r, %r%s)' % (type(self).__name__, self._where(), self._name, bound)
@@ -816,6 +823,11 @@ class Index(_Collection, collections.abc.MutableMapping):
     def __init__(self, client, name, *args, **kwargs):
         super().__init__(client, name)
         self.update(*args, **kwargs)
+
+    def __reduce__(self):
+        # python-diskcache pickles an Index as its directory; this one as its
+        # client's configuration and name.
+        return type(self), (self._client, self._name)
 
     def __repr__(self):
         return '%s(%r, %r)' % (type(self).__name__, self._where(), self._name)

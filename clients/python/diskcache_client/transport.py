@@ -98,6 +98,12 @@ class Client:
         locations = [loc for loc in locations if loc]
         if not locations:
             raise ValueError('no cache server URL given')
+        # What a pickled client is made again from (see __reduce__).
+        self._config = (tuple(locations), dict(
+            token=token, token_file=token_file, socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout, retries=retries, retry_backoff=retry_backoff,
+            cooldown=cooldown, max_idle=max_idle, idle_ttl=idle_ttl, ssl_context=ssl_context,
+            topology=topology, frames=frames, max_connections=max_connections))
         self.retries = max(0, int(retries))
         self.retry_backoff = float(retry_backoff)
         self._token = token
@@ -128,6 +134,19 @@ class Client:
                 self.endpoints[0], lambda url: Endpoint(url, **options),
                 retry_after=max(float(cooldown), 0.5))
             self._base = 1
+
+    def __reduce__(self):
+        """A client pickles as its configuration, as python-diskcache's
+        caches pickle as their directory: unpickled (in another process,
+        say), it is the process's shared client of that configuration
+        (:func:`shared_client`), with its own connections. A token given
+        as ``token`` travels in the pickle; one read from ``token_file`` does
+        not (the file is read again). An ``ssl_context`` cannot be pickled."""
+        locations, options = self._config
+        if options['ssl_context'] is not None:
+            raise TypeError('a Client with an ssl_context cannot be pickled (ssl.SSLContext '
+                            'cannot be): make the Client where it is used')
+        return _unpickle_client, (list(locations), options)
 
     def _watch_listed_epoch(self, resp):
         """With a list of shard URLs the client routes by that list and
@@ -625,6 +644,10 @@ def _close_shared_clients():
         clients = list(_registry.values())
     for client in clients:
         client.close()
+
+
+def _unpickle_client(locations, options):
+    return shared_client(locations, **options)
 
 
 def shared_client(locations, **options):

@@ -512,3 +512,106 @@ def test_named_cache_slash_and_empty_keys(named):
     named.set('', 'empty')
     assert named.get('/') == 'slash'
     assert named.get('') == 'empty'
+
+
+# -- a named cache is python-diskcache's Cache: queues and iteration --------------
+
+def _both(named, ref, call):
+    """call(c) on the named cache and on python-diskcache's Cache; their
+    answers, or the exception types they raised."""
+    out = []
+    for c in (named, ref):
+        try:
+            out.append(call(c))
+        except Exception as exc:  # pylint: disable=broad-except
+            out.append(type(exc))
+    return out
+
+
+def test_named_cache_queues_and_iteration_match_python_diskcache(named, tmp_path):
+    with diskcache.Cache(str(tmp_path / 'ref')) as ref:
+        def same(call):
+            ours, theirs = _both(named, ref, call)
+            assert ours == theirs
+            return ours
+
+        # Empty: the defaults, in python-diskcache's shapes.
+        same(lambda c: c.pull())
+        same(lambda c: c.peek(side='back', default='none', expire_time=True, tag=True))
+        same(lambda c: c.peekitem())
+        same(lambda c: list(c))
+        same(lambda c: list(c.iterkeys(reverse=True)))
+        # Queues, with and without prefix, both sides, tags and expiry.
+        for i in range(130):
+            same(lambda c, i=i: c.push('v%d' % i, prefix=None if i % 3 else 'jobs',
+                                       side='front' if i % 5 == 0 else 'back',
+                                       tag='t%d' % (i % 2)))
+        same(lambda c: c.push(b'later', expire=3600))
+        same(lambda c: c.pull())
+        same(lambda c: c.pull('jobs', side='back', tag=True))
+        same(lambda c: c.peek(expire_time=False, tag=True))
+        same(lambda c: c.peek('jobs', side='back'))
+        same(lambda c: c.peekitem(last=False, tag=True))
+        same(lambda c: c.peekitem(expire_time=True)[0])
+        same(lambda c: c.pull('missing', default=('no', 'thing')))
+        # Keys of every kind, more than one page of each listing.
+        for key in [3, -7, 2.5, 'text', b'bytes', ('tuple', 1), 10**30, 'é']:
+            same(lambda c, key=key: c.set(key, repr(key)))
+        same(lambda c: c.delete(3) and c.set(3, 'moved to the end'))
+        same(lambda c: list(c))
+        same(lambda c: list(reversed(c)))
+        same(lambda c: list(c.iterkeys()))
+        same(lambda c: list(c.iterkeys(reverse=True)))
+        # Draining a queue ends with the default.
+        for _ in range(50):
+            same(lambda c: c.pull('jobs'))
+        assert same(lambda c: c.pull('jobs')) == (None, None)
+        same(lambda c: len(c))
+
+
+def test_iteration_sees_the_keys_there_when_it_started(named):
+    for i in range(250):
+        named.set(i, i)
+    it = iter(named)
+    seen = [next(it)]
+    named.set('added', 1)  # after iteration started: not seen
+    seen.extend(it)
+    assert seen == list(range(250))
+    assert list(reversed(named)) == ['added'] + list(range(249, -1, -1))
+
+
+def test_the_servers_cache_has_no_queue_or_iteration(cache):
+    root = Cache(cache.cache('x').client)
+    for call in (lambda: root.push(1), lambda: root.pull(), lambda: root.peekitem(),
+                 lambda: list(root), lambda: list(root.iterkeys())):
+        with pytest.raises(TypeError, match='named cache'):
+            call()
+
+
+def test_a_named_cache_over_a_list_of_servers_lists_every_part(cacheserver_bin, token_file,
+                                                               tmp_path):
+    # A list of URLs of servers that share no topology: the named cache's
+    # keys spread over them; iteration goes through each, and iterkeys
+    # merges their sorted listings into SQLite's order.
+    from conftest import CacheServer  # pylint: disable=import-outside-toplevel
+    from diskcache_client import Client  # pylint: disable=import-outside-toplevel
+    servers = [CacheServer(cacheserver_bin, tmp_path / ('s%d' % i), token_file).start()
+               for i in range(3)]
+    try:
+        client = Client([s.url for s in servers], token_file=str(token_file))
+        named = Cache(client, 'spread')
+        keys = [7, -3, 2.5, 10**20, 'b', 'a', 'é', b'\x00', b'z', ('t', 1), None] + list(range(300))
+        for key in keys:
+            named.set(key, 1)
+        parts = [len(list(Cache(Client(s.url, token_file=str(token_file)), 'spread')))
+                 for s in servers]
+        assert sum(parts) == len(set(map(repr, keys))) and min(parts) > 0
+        assert sorted(map(repr, named)) == sorted(map(repr, set(keys)))
+        with diskcache.Cache(str(tmp_path / 'ref')) as ref:
+            for key in keys:
+                ref.set(key, 1)
+            assert list(named.iterkeys()) == list(ref.iterkeys())
+            assert list(named.iterkeys(reverse=True)) == list(ref.iterkeys(reverse=True))
+    finally:
+        for s in servers:
+            s.stop()

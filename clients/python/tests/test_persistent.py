@@ -1091,3 +1091,32 @@ def test_python_diskcache_deques_and_indexes_read_back(python_diskcache_collecti
         assert list(src.index('i'))[-1] == 'server'
     finally:
         src.close()
+
+
+# -- pickling, as python-diskcache's objects pickle (as their directory) ----------
+
+def test_caches_deques_and_indexes_pickle_as_where_they_are(cache, token_file):
+    import pickle  # pylint: disable=import-outside-toplevel
+    import ssl  # pylint: disable=import-outside-toplevel
+    client = cache.cache('x').client
+    named = Cache(client, 'pickled-' + uuid.uuid4().hex[:8])
+    named.set('k', 'v')
+    dq = Deque(client, 'pickled-deque-' + uuid.uuid4().hex[:8], 'abcde', maxlen=3)
+    ix = Index(client, 'pickled-index-' + uuid.uuid4().hex[:8], {'a': 1})
+    for obj in (named, dq, ix):
+        copy = pickle.loads(pickle.dumps(obj))
+        assert type(copy) is type(obj) and copy is not obj
+    assert pickle.loads(pickle.dumps(named)).get('k') == 'v'
+    dq2 = pickle.loads(pickle.dumps(dq))
+    assert dq2.maxlen == 3 and list(dq2) == ['c', 'd', 'e']
+    dq2.append('f')  # the maxlen travelled with it
+    assert list(dq) == ['d', 'e', 'f']
+    assert dict(pickle.loads(pickle.dumps(ix))) == {'a': 1}
+    # Unpickled in a process, they share that process's client of the
+    # configuration; the token read from a file stays out of the pickle.
+    from_file = Client(client.endpoints[0].url, token_file=str(token_file))
+    state = pickle.dumps(Cache(from_file, 'n'))
+    assert open(str(token_file), 'rb').read().strip() not in state
+    assert pickle.loads(state).client is pickle.loads(state).client
+    with pytest.raises(TypeError, match='ssl_context'):
+        pickle.dumps(Client('https://example.invalid', ssl_context=ssl.create_default_context()))
