@@ -16,6 +16,11 @@ __all__ = ['ENOVAL', 'RUNTIME_SETTINGS', 'Cache', 'args_to_key', 'full_name']
 RUNTIME_SETTINGS = frozenset(
     ['eviction_policy', 'size_limit', 'cull_limit', 'statistics', 'tag_index'])
 
+# python-diskcache's settings, which its caches have as attributes too.
+SETTINGS = RUNTIME_SETTINGS | frozenset(
+    ['disk_min_file_size', 'disk_pickle_protocol', 'sqlite_auto_vacuum', 'sqlite_cache_size',
+     'sqlite_journal_mode', 'sqlite_mmap_size', 'sqlite_synchronous'])
+
 
 class Cache:
     """The API of python-diskcache's ``Cache`` over HTTP.
@@ -47,6 +52,14 @@ class Cache:
             # Following a topology, a named cache lives on the owner of its
             # name; with a list of URLs its keys spread like the others.
             self._route = client.pin(name)
+
+    def __getattr__(self, name):
+        # As python-diskcache's caches, whose settings are attributes
+        # (cache.size_limit): read from the server each time, so they follow
+        # a reset made by any client.
+        if name in SETTINGS:
+            return self.settings()[name]
+        raise AttributeError('%r object has no attribute %r' % (type(self).__name__, name))
 
     def __reduce__(self):
         # As python-diskcache's Cache pickles as its directory: the client's

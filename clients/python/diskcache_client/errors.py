@@ -24,7 +24,11 @@ class CacheServerError(Exception):
     def __str__(self):
         parts = []
         if self.url:
-            parts.append(self.url)
+            # A URL holds the key, which may be long: its start is enough.
+            url = self.url
+            if len(url) > 300:
+                url = '%s... (%d characters)' % (url[:240], len(url))
+            parts.append(url)
         if self.status:
             parts.append('%d %s' % (self.status, self.code))
         parts.append(self.message)

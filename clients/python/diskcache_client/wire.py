@@ -29,6 +29,8 @@ import pickle
 import pickletools
 from urllib.parse import unquote_to_bytes
 
+from .errors import CacheServerError
+
 INT64_MIN = -(2 ** 63)
 INT64_MAX = 2 ** 63 - 1
 
@@ -75,20 +77,30 @@ def format_number(value):
     raise TypeError('expected an int or float, got %s' % type(value).__name__)
 
 
+# The largest key any server takes (its --max-key-bytes is at most this):
+# a longer one is refused here, with the error a server gives, rather than
+# sent in a URL past what HTTP servers read (431, no JSON).
+MAX_KEY_BYTES = 128 << 10
+
+
 def encode_key(key):
     """Return ``(kind, raw_bytes)`` for a Python key."""
     # pylint: disable=unidiomatic-typecheck
     kind = type(key)
     if kind is str:
-        return 'text', key.encode('utf-8')
-    if kind is bytes:
-        return 'bytes', key
-    if kind is int and _is_int64(key):
+        out = 'text', key.encode('utf-8')
+    elif kind is bytes:
+        out = 'bytes', key
+    elif kind is int and _is_int64(key):
         return 'int', str(key).encode('ascii')
-    if kind is float:
+    elif kind is float:
         return 'float', format_float(key).encode('ascii')
-    data = pickle.dumps(key, protocol=PICKLE_PROTOCOL)
-    return 'pickle', pickletools.optimize(data)
+    else:
+        out = 'pickle', pickletools.optimize(pickle.dumps(key, protocol=PICKLE_PROTOCOL))
+    if len(out[1]) > MAX_KEY_BYTES:
+        raise CacheServerError('key is %d bytes; a server takes at most %d (--max-key-bytes)'
+                               % (len(out[1]), MAX_KEY_BYTES), status=400, code='key_too_large')
+    return out
 
 
 def decode_key(raw, kind):

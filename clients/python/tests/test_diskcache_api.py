@@ -615,3 +615,16 @@ def test_a_named_cache_over_a_list_of_servers_lists_every_part(cacheserver_bin, 
     finally:
         for s in servers:
             s.stop()
+
+
+def test_settings_are_attributes_as_in_python_diskcache(named, tmp_path):
+    with diskcache.Cache(str(tmp_path / 'ref')) as ref:
+        for c in (named, ref):
+            c.reset('cull_limit', 3)
+            c.reset('eviction_policy', 'least-recently-used')
+        for name in diskcache.DEFAULT_SETTINGS:
+            assert getattr(named, name) == named.settings()[name]
+        assert (named.cull_limit, named.eviction_policy) == (ref.cull_limit, ref.eviction_policy)
+        assert named.size_limit == named.reset('size_limit')
+    with pytest.raises(AttributeError):
+        named.no_such_setting  # pylint: disable=pointless-statement

@@ -24,7 +24,7 @@ import threading
 
 import pytest
 
-from diskcache_client import Cache, ServerUnavailable, pool
+from diskcache_client import Cache, CacheServerError, ServerUnavailable, pool
 from diskcache_client.transport import ProtocolError
 
 from conftest import TOKEN
@@ -584,3 +584,19 @@ def test_tls(start_server, tls_cert):
     with pytest.raises(ServerUnavailable) as info:
         strict.get('k')
     assert isinstance(info.value.__cause__, ssl.SSLError)
+
+
+def test_a_key_too_large_gets_the_servers_error_whatever_its_size(cache):
+    # Past the server's --max-key-bytes (64 KiB here) it answers 400
+    # key_too_large; past what any server takes (128 KiB) the client says so
+    # without sending it: in a URL HTTP servers refuse it unread (431, no
+    # JSON), in a frame past the server's 1 MiB it got 413 value_too_large.
+    # The error names the URL's start, not megabytes of it.
+    named = cache.cache('big-keys')
+    for key in ['x' * 100_000, b'\xff' * 100_000, 'y' * 3 * 2**20, (None,) * 2**20,
+                (None,) * 2**21]:
+        for call in (lambda key=key: named.set(key, 1), lambda key=key: named.get(key)):
+            with pytest.raises(CacheServerError) as err:
+                call()
+            assert (err.value.status, err.value.code) == (400, 'key_too_large'), str(err.value)
+            assert len(str(err.value)) < 600
