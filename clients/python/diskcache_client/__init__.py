@@ -21,12 +21,15 @@ Standard library only.
 from .cache import Cache, args_to_key, full_name
 from .errors import CacheServerError, ServerUnavailable, Timeout, Unauthorized
 from .persistent import Deque, Index
-from .recipes import Lock, LockError, LockNotOwnedError
+from .recipes import (Averager, BoundedSemaphore, Lock, LockError, LockNotOwnedError, RLock,
+                      throttle)
 from .transport import Client
 
 __version__ = '0.1.0'
 
 __all__ = [
+    'Averager',
+    'BoundedSemaphore',
     'Cache',
     'CacheServerError',
     'Client',
@@ -35,9 +38,11 @@ __all__ = [
     'Lock',
     'LockError',
     'LockNotOwnedError',
+    'RLock',
     'ServerUnavailable',
     'Timeout',
     'Unauthorized',
+    'throttle',
     'args_to_key',
     'full_name',
 ]

@@ -10,14 +10,17 @@ which answers as soon as the lock is released there (no polling), in waits
 shorter than the client's socket timeout.
 """
 
+import functools
 import json
+import os
 import threading
 import time
 import uuid
 
-from . import wire
+from . import ops, wire
 from .errors import CacheServerError, Timeout
 from .http11 import Request
+from .memo import full_name
 from .ops import check, key_target
 
 
@@ -219,3 +222,262 @@ class Lock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+# -- python-diskcache's recipes (diskcache.Averager, RLock, BoundedSemaphore,
+# throttle) on the server's atomic operations ----------------------------------
+#
+# python-diskcache builds these on Cache.transact(), which HTTP has no
+# counterpart of; the server keeps their state and changes it atomically
+# instead (averages, reentrant locks, semaphores, rate limits). Its own
+# diskcache.Lock, barrier and memoize_stampede need no transaction and work
+# on a diskcache_client.Cache as they are.
+
+def _new_process_id():
+    return uuid.uuid4().hex[:16]
+
+
+# Who holds an RLock or a semaphore's permits: python-diskcache says
+# "<pid>-<tid>", but processes in different pods share pids (often 1), so a
+# random id per process (a new one in a forked child) stands for the pid.
+_PROCESS = [_new_process_id()]
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, _new_process_id()))
+
+
+def _recipe_client(cache):
+    """The Client a recipe's ``cache`` argument stands for: the server's
+    Cache, a DjangoCache of this package, or a Client. Recipes keep their
+    state in the server's cache: a named cache has no such routes."""
+    from .cache import Cache  # pylint: disable=import-outside-toplevel
+    from .transport import Client  # pylint: disable=import-outside-toplevel
+    if isinstance(cache, Client):
+        return cache
+    if isinstance(cache, Cache):
+        if cache.name is not None:
+            raise TypeError('recipes keep their state in the server\'s cache, not in the named '
+                            'cache %r: pass Cache(client)' % cache.name)
+        return cache.client
+    client = getattr(cache, 'client', None)
+    if isinstance(client, Client):
+        return client
+    raise TypeError('a recipe takes a diskcache_client Cache, DjangoCache or Client, not %s'
+                    % type(cache).__name__)
+
+
+def _no_tag(tag):
+    if tag is not None:
+        raise ValueError('the server keeps a recipe\'s state without a tag: tag must be None')
+
+
+def _recipe_request(c, kind, key, action='', params=(), method='POST', **kwargs):
+    routing, segment, query = key_target(key, params)
+    return Request(method, '/v1/%s/%s%s' % (kind, segment, '/' + action if action else ''),
+                   query=wire.build_query(query) if query else '', shard=c.shard_of(routing),
+                   **kwargs)
+
+
+def _touch(client, key, expire):
+    """Make a recipe's state expire ``expire`` seconds from now (as
+    python-diskcache sets it with each change)."""
+    if expire is not None:
+        client.run(ops.touch(client, '/v1', key, expire))
+
+
+def _average(resp):
+    if resp.status == 404:
+        return None
+    return float(_answer(resp)['average'])
+
+
+def average_add(c, key, value):
+    resp = yield _recipe_request(c, 'averages', key, body=repr(float(value)).encode('ascii'))
+    return _average(resp)
+
+
+def average_get(c, key, pop=False):
+    resp = yield _recipe_request(c, 'averages', key, method='DELETE' if pop else 'GET',
+                                 idempotent=not pop)
+    return _average(resp)
+
+
+class Averager:
+    """python-diskcache's ``Averager``: a running average under ``key`` in
+    the server's cache, shared by every process (``add`` is atomic on the
+    server). ``cache`` is the server's :class:`~diskcache_client.Cache`, a
+    DjangoCache of this package, or a Client. ``expire`` is renewed with each
+    ``add``; ``tag`` must be None."""
+
+    def __init__(self, cache, key, expire=None, tag=None):
+        _no_tag(tag)
+        self._client = _recipe_client(cache)
+        self._key = key
+        self._expire = expire
+
+    def add(self, value):
+        """Add ``value`` to the average."""
+        self._client.run(average_add(self._client, self._key, value))
+        _touch(self._client, self._key, self._expire)
+
+    def get(self):
+        """The average, or None when nothing was added."""
+        return self._client.run(average_get(self._client, self._key))
+
+    def pop(self):
+        """The average (None when nothing was added), and remove it."""
+        return self._client.run(average_get(self._client, self._key, pop=True))
+
+
+def _wait_step(client):
+    # A waiting acquire waits on the server in steps shorter than the
+    # socket timeout, as Lock.acquire does.
+    timeout = min((ep.socket_timeout or 5.0) for ep in client.endpoints)
+    return max(min(timeout / 2, 10.0), 0.05)
+
+
+def _blocking(client, operation):
+    """Run ``operation(wait)`` (an acquire that waits up to ``wait``
+    seconds on the server) until it returns True, as python-diskcache's
+    spin loops do; a busy server (Timeout) is asked again."""
+    step = _wait_step(client)
+    while True:
+        try:
+            if client.run(operation(step)):
+                return
+        except Timeout:
+            continue
+
+
+class RLock:
+    """python-diskcache's ``RLock``: a re-entrant lock under ``key``, held by
+    a thread of a process (re-acquired by that thread, released as often as
+    acquired). ``expire`` seconds after its last acquire the hold lapses,
+    as python-diskcache's key expires; ``tag`` must be None. A blocking
+    acquire waits on the server, which answers at the release."""
+
+    def __init__(self, cache, key, expire=None, tag=None):
+        _no_tag(tag)
+        self._client = _recipe_client(cache)
+        self._key = key
+        self._expire = expire
+
+    @staticmethod
+    def _owner():
+        return '%s-%d' % (_PROCESS[0], threading.get_ident())
+
+    def acquire(self):
+        """Acquire the lock (again, when this thread holds it)."""
+        owner, ttl = self._owner(), self._expire or 0
+        _blocking(self._client, lambda wait: self._acquire(owner, ttl, wait))
+
+    def _acquire(self, owner, ttl, wait):
+        params = [('owner', owner), ('reentrant', 'true'), ('ttl', _seconds(ttl)),
+                  ('wait', _seconds(wait))]
+        resp = yield _lock_request(self._client, self._key, 'acquire', params)
+        return bool(_answer(resp).get('acquired'))
+
+    def release(self):
+        """Release once; AssertionError when this thread does not hold it,
+        as python-diskcache's."""
+        try:
+            self._client.run(self._release(self._owner()))
+        except LockNotOwnedError:
+            raise AssertionError('cannot release un-acquired lock') from None
+
+    def _release(self, owner):
+        resp = yield _lock_request(self._client, self._key, 'release',
+                                   [('owner', owner), ('reentrant', 'true')])
+        _answer(resp, 'not held')
+
+    def __enter__(self):
+        self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+class BoundedSemaphore:
+    """python-diskcache's ``BoundedSemaphore``: ``value`` permits under
+    ``key``, taken by ``acquire`` (waiting for one) and given back by
+    ``release`` (AssertionError when this process holds none, as
+    python-diskcache's when none is taken). Permits are held by the process
+    that took them; ``expire`` seconds after its last acquire a process's
+    permits lapse; ``tag`` must be None."""
+
+    def __init__(self, cache, key, value=1, expire=None, tag=None):
+        _no_tag(tag)
+        self._client = _recipe_client(cache)
+        self._key = key
+        self._value = int(value)
+        self._expire = expire
+
+    def acquire(self):
+        """Take a permit, waiting until one is free."""
+        owner, ttl = _PROCESS[0], self._expire or 0
+        _blocking(self._client, lambda wait: self._acquire(owner, ttl, wait))
+
+    def _acquire(self, owner, ttl, wait):
+        params = [('owner', owner), ('value', str(self._value)), ('ttl', _seconds(ttl)),
+                  ('wait', _seconds(wait))]
+        resp = yield _recipe_request(self._client, 'semaphores', self._key, 'acquire', params)
+        return bool(_answer(resp).get('acquired'))
+
+    def release(self):
+        """Give a permit back."""
+        try:
+            self._client.run(self._release(_PROCESS[0]))
+        except LockNotOwnedError:
+            raise AssertionError('cannot release un-acquired semaphore') from None
+
+    def _release(self, owner):
+        resp = yield _recipe_request(self._client, 'semaphores', self._key, 'release',
+                                     [('owner', owner)])
+        _answer(resp, 'not held')
+
+    def __enter__(self):
+        self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+def rate_take(c, key, count, seconds):
+    """Operation: take a token from the bucket ``key`` (``count`` per
+    ``seconds``): 0.0 if taken, else the seconds until one will be there."""
+    params = [('count', str(int(count))), ('per', _seconds(seconds))]
+    resp = yield _recipe_request(c, 'ratelimits', key, params=params)
+    if resp.status == 429:
+        return max(float(json.loads(resp.body).get('retry_after') or 0.0), 0.001)
+    _answer(resp)
+    return 0.0
+
+
+def throttle(cache, count, seconds, name=None, expire=None, tag=None, time_func=None,
+             sleep_func=time.sleep):
+    """python-diskcache's ``throttle``: a decorator that lets ``count``
+    calls through per ``seconds``, over every process of the cache (a token
+    bucket on the server, under ``name`` or the function's full name). A
+    call with no token waits with ``sleep_func`` for as long as the server
+    says one takes to come. ``time_func`` is accepted and not used (the
+    bucket runs on the server's clock); ``expire`` is renewed with each
+    call; ``tag`` must be None."""
+    del time_func  # the server's clock fills the bucket
+    _no_tag(tag)
+    client = _recipe_client(cache)
+
+    def decorator(func):
+        key = full_name(func) if name is None else name
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            while True:
+                delay = client.run(rate_take(client, key, count, seconds))
+                if not delay:
+                    break
+                sleep_func(delay)
+            _touch(client, key, expire)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -30,7 +30,7 @@ ADMIN_TOKEN = 'test-admin-token-9f2a47'
 # Test modules that run against one server and against three shards.
 SHARDED_MODULES = frozenset([
     'test_async', 'test_async_offload', 'test_diskcache_api', 'test_django_api',
-    'test_django_integration', 'test_lock', 'test_persistent',
+    'test_django_integration', 'test_lock', 'test_persistent', 'test_recipes',
 ])
 
 
