@@ -549,7 +549,8 @@ func TestNamesAreNotSQLiteURIs(t *testing.T) {
 }
 
 // FuzzCacheQueuesAndKeys sends arbitrary query strings to a named cache's
-// queue and listing routes (push, pull, peek, peekitem, keys). Besides what
+// queue and listing routes (push, pull, peek, peekitem, keys) and to the
+// server's cache's listing (GET /v1/keys). Besides what
 // serve checks, a listing that answers 200 is a well-formed record stream
 // of at most its limit keys.
 func FuzzCacheQueuesAndKeys(f *testing.F) {
@@ -557,8 +558,9 @@ func FuzzCacheQueuesAndKeys(f *testing.F) {
 	for _, q := range []string{"", "order=sorted&reverse=true&limit=2", "limit=1&cursor=aXgxLjEuMg",
 		"order=sorted&cursor=a3MxLmludC4x", "order=sorted&cursor=a3MxLmJ5dGVzLiEh", "cursor=%FF",
 		"limit=0", "limit=99999999999999999999", "prefix=p&side=back", "prefix=%FF", "side=middle",
-		"last=false", "expire=1&tag=t", "order=sideways"} {
-		for sel := uint8(0); sel < 5; sel++ {
+		"last=false", "expire=1&tag=t", "order=sideways", "match=k*", "match=%5B", "match=%5C",
+		"match=%5B%5E", "match=k%5B0-1%5D&reverse=true&limit=1", "order=sorted&match=x", "cursor=cmsxLjAuMC4wLjAuMA"} {
+		for sel := uint8(0); sel < 6; sel++ {
 			f.Add(sel, q)
 		}
 	}
@@ -569,11 +571,15 @@ func FuzzCacheQueuesAndKeys(f *testing.F) {
 		for i := 0; i < 3; i++ {
 			serve(t, h, "PUT", p+"/keys/k"+strconv.Itoa(i), http.Header{}, []byte("v"), false)
 		}
-		method, suffix, body := []string{"GET", "POST", "POST", "GET", "GET"}[sel%5], []string{"/keys", "/push", "/pull", "/peek", "/peekitem"}[sel%5], []byte(nil)
+		method, suffix, body := []string{"GET", "POST", "POST", "GET", "GET", "GET"}[sel%6], []string{"/keys", "/push", "/pull", "/peek", "/peekitem", "/keys"}[sel%6], []byte(nil)
 		if suffix == "/push" {
 			body = []byte("pushed")
 		}
-		res := serve(t, h, method, p+suffix+"?"+query, http.Header{}, body, false)
+		target := p + suffix
+		if sel%6 == 5 {
+			target = "/v1/keys" // the server's cache
+		}
+		res := serve(t, h, method, target+"?"+query, http.Header{}, body, false)
 		if res == nil || suffix != "/keys" || res.status != http.StatusOK {
 			return
 		}

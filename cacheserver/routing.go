@@ -44,7 +44,8 @@ const (
 // reach every shard.
 func scopeOf(path string) scope {
 	switch {
-	case !strings.HasPrefix(path, "/v1/") || path == "/v1/topology" || path == "/v1/usage" || path == "/v1/frames" || strings.HasPrefix(path, "/v1/rebalance/"):
+	case !strings.HasPrefix(path, "/v1/") || path == "/v1/topology" || path == "/v1/usage" || path == "/v1/frames" || strings.HasPrefix(path, "/v1/rebalance/"),
+		path == "/v1/keys": // the listing goes from shard to shard itself
 		return scopeLocal
 	case strings.Contains(path, "{name}"):
 		return scopeName

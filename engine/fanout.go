@@ -612,6 +612,38 @@ func (f *FanoutCache) Keys(ctx context.Context, reverse bool) iter.Seq2[kv.Key, 
 	}
 }
 
+// FanoutPosition is where a run of FanoutCache key pages stands: Step, how
+// many databases it has finished (it is in the Step-th in its order: 0, 1,
+// ... forward, the last first in reverse), and the position in that one.
+type FanoutPosition struct {
+	Step int
+	PagePosition
+}
+
+// KeyPage is Keys in pages: one page of one database (Cache.KeyPage), the
+// next position moving on to the next database when that one is done, so
+// a page may be empty and not the last. The zero position starts a run.
+func (f *FanoutCache) KeyPage(ctx context.Context, at FanoutPosition, reverse bool, limit int, match string) ([]kv.Key, FanoutPosition, bool, error) {
+	if at.Step < 0 || at.Step >= len(f.dbs) {
+		return nil, at, false, fmt.Errorf("%w: database step %d of %d", kv.ErrInvalidValue, at.Step, len(f.dbs))
+	}
+	db := at.Step
+	if reverse {
+		db = len(f.dbs) - 1 - at.Step
+	}
+	keys, pos, more, err := f.dbs[db].KeyPage(ctx, at.PagePosition, reverse, limit, match)
+	if err != nil {
+		return nil, at, false, err
+	}
+	switch {
+	case more:
+		return keys, FanoutPosition{Step: at.Step, PagePosition: pos}, true, nil
+	case at.Step+1 < len(f.dbs):
+		return keys, FanoutPosition{Step: at.Step + 1}, true, nil
+	}
+	return keys, FanoutPosition{Step: at.Step, PagePosition: pos}, false, nil
+}
+
 // Counters returns the removal totals of every database, named caches,
 // deques and indexes included (those opened since start).
 func (f *FanoutCache) Counters() Counters {

@@ -117,22 +117,26 @@ func (c *Cache) queryValue(ctx context.Context, q string, args ...any) (driver.V
 	return rows[0][0], nil
 }
 
-// KeyPage returns up to limit keys in insertion order (the reverse with
-// reverse) after at, expired ones included, with the position after the
-// page's last key and whether keys follow: Keys in pages, for a client
-// that iterates over several requests. A forward run is bounded by the
-// largest rowid when it started (at.Bound 0: this page sets it), so keys
-// added meanwhile are not yielded, as python-diskcache's iteration.
-func (c *Cache) KeyPage(ctx context.Context, at PagePosition, reverse bool, limit int) ([]kv.Key, PagePosition, bool, error) {
+// KeyPage returns the keys of up to limit rows in insertion order (the
+// reverse with reverse) after at, expired ones included, with the position
+// after the last row looked at and whether rows follow: Keys in pages, for
+// a client that iterates over several requests. With match (an SQLite GLOB
+// pattern) only text keys that match are returned, from the same limit of
+// rows, so a page may hold fewer keys, or none, and still not be the last
+// (as Redis's SCAN). A forward run is bounded by the largest rowid when it
+// started (at.Bound 0: this page sets it), so keys added meanwhile are not
+// yielded, as python-diskcache's iteration.
+func (c *Cache) KeyPage(ctx context.Context, at PagePosition, reverse bool, limit int, match string) ([]kv.Key, PagePosition, bool, error) {
 	if limit < 1 {
 		return nil, at, false, fmt.Errorf("%w: page limit must be at least 1, got %d", kv.ErrInvalidValue, limit)
 	}
-	q := `SELECT rowid, key, raw FROM Cache WHERE rowid > ? AND rowid <= ? ORDER BY rowid ASC LIMIT ?`
+	// The match column is 1 for every row without a pattern.
+	q := `SELECT rowid, key, raw, (? = '' OR (raw = 1 AND typeof(key) = 'text' AND key GLOB ?)) FROM Cache WHERE rowid > ? AND rowid <= ? ORDER BY rowid ASC LIMIT ?`
 	lo, hi := at.After, at.Bound
 	if reverse {
 		// Going down from where the run started, it never meets a key
 		// added later.
-		q = `SELECT rowid, key, raw FROM Cache WHERE rowid >= ? AND rowid < ? ORDER BY rowid DESC LIMIT ?`
+		q = `SELECT rowid, key, raw, (? = '' OR (raw = 1 AND typeof(key) = 'text' AND key GLOB ?)) FROM Cache WHERE rowid >= ? AND rowid < ? ORDER BY rowid DESC LIMIT ?`
 		lo, hi = 0, at.After
 		if hi <= 0 {
 			hi = math.MaxInt64
@@ -144,15 +148,17 @@ func (c *Cache) KeyPage(ctx context.Context, at PagePosition, reverse bool, limi
 		}
 		hi = toInt(top)
 	}
-	rows, err := c.queryPage(ctx, q, 3, lo, hi, int64(limit)+1)
+	rows, err := c.queryPage(ctx, q, 4, match, match, lo, hi, int64(limit)+1)
 	if err != nil {
 		return nil, at, false, err
 	}
 	more := len(rows) > limit
 	rows = rows[:min(len(rows), limit)]
-	keys := make([]kv.Key, len(rows))
-	for i, r := range rows {
-		keys[i] = keyFromDB(r[1], toInt(r[2]))
+	keys := make([]kv.Key, 0, len(rows))
+	for _, r := range rows {
+		if toInt(r[3]) != 0 {
+			keys = append(keys, keyFromDB(r[1], toInt(r[2])))
+		}
 	}
 	next := PagePosition{After: at.After, Bound: hi}
 	if reverse {

@@ -245,7 +245,7 @@ func utPages(t *testing.T, c *Cache, sorted, reverse bool, limit int, between fu
 		if sorted {
 			keys, more, err = c.SortedKeyPage(utCtx, after, reverse, limit)
 		} else {
-			keys, at, more, err = c.KeyPage(utCtx, at, reverse, limit)
+			keys, at, more, err = c.KeyPage(utCtx, at, reverse, limit, "")
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -287,7 +287,7 @@ func TestKeyPagesAreKeysInPages(t *testing.T) {
 			utSameKeys(t, utPages(t, c, true, reverse, limit, nil), utKeys(t, c.SortedKeys(utCtx, reverse)))
 		}
 	}
-	if _, _, _, err := c.KeyPage(utCtx, PagePosition{}, false, 0); !errors.Is(err, kv.ErrInvalidValue) {
+	if _, _, _, err := c.KeyPage(utCtx, PagePosition{}, false, 0, ""); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Fatalf("limit 0: %v", err)
 	}
 }
@@ -311,5 +311,75 @@ func TestKeyPagesAreBoundedByTheStart(t *testing.T) {
 	utSameKeys(t, utPages(t, c, false, true, 3, add), want)
 	if added == 0 {
 		t.Fatal("nothing was added between pages")
+	}
+}
+
+// With a match, a page looks at limit rows and returns the text keys among
+// them that match: the run as a whole lists exactly the matching keys.
+func TestKeyPagesMatchTextKeys(t *testing.T) {
+	c, _ := openTest(t, nil)
+	var want []kv.Key
+	for i := 0; i < 40; i++ {
+		k := kv.TextKey(fmt.Sprintf("user:%d", i))
+		utSet(t, c, k, kv.Int(0), kv.SetOptions{})
+		if i%10 == 1 {
+			want = append(want, k)
+		}
+		utSet(t, c, kv.TextKey(fmt.Sprintf("other:%d", i)), kv.Int(0), kv.SetOptions{})
+		utSet(t, c, kv.BytesKey([]byte(fmt.Sprintf("user:%d1", i))), kv.Int(0), kv.SetOptions{}) // not text
+	}
+	for _, limit := range []int{1, 7, 1000} {
+		var got []kv.Key
+		var at PagePosition
+		for {
+			keys, next, more, err := c.KeyPage(utCtx, at, false, limit, "user:*1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, at = append(got, keys...), next
+			if !more {
+				break
+			}
+		}
+		utSameKeys(t, got, want)
+	}
+}
+
+// A FanoutCache's pages list database 0's keys, then 1's, ...; in reverse
+// the last database first: Keys, in pages.
+func TestFanoutKeyPagesAreKeys(t *testing.T) {
+	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 4})
+	for _, reverse := range []bool{false, true} {
+		if keys, _, more, err := f.KeyPage(utCtx, FanoutPosition{}, reverse, 10, ""); err != nil || len(keys) != 0 {
+			t.Fatalf("empty: %v %v %v", keys, more, err)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		if err := f.Set(utCtx, kv.IntKey(int64(i)), kv.Int(0), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, reverse := range []bool{false, true} {
+		for _, limit := range []int{1, 9, 1000} {
+			var got []kv.Key
+			var at FanoutPosition
+			for pages := 0; ; pages++ {
+				keys, next, more, err := f.KeyPage(utCtx, at, reverse, limit, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, at = append(got, keys...), next
+				if !more {
+					break
+				}
+				if pages > 1000 {
+					t.Fatal("no end to the pages")
+				}
+			}
+			utSameKeys(t, got, utKeys(t, f.Keys(utCtx, reverse)))
+		}
+	}
+	if _, _, _, err := f.KeyPage(utCtx, FanoutPosition{Step: 4}, false, 1, ""); !errors.Is(err, kv.ErrInvalidValue) {
+		t.Fatalf("step past the databases: %v", err)
 	}
 }
