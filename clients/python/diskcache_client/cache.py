@@ -317,27 +317,34 @@ class Cache:
             raise KeyError('dictionary is empty')
         return item
 
-    def _keys(self, order, reverse):
+    def _keys(self, order='insertion', reverse=False, match=None, limit=None):
         """The keys (record headers) of every server that holds part of the
-        cache: following a topology (or with one URL) the owner of the
-        name; with a list of URLs each in turn."""
-        self._named('iteration')
+        cache, a page per request: following a topology (or with one URL)
+        through the URL, whose server goes from shard to shard (the owner of
+        a named cache's name); with a list of URLs each in turn. ``match``:
+        text keys that match a Redis-style glob."""
+        if self.name is None and order != 'insertion':
+            self._named('iterkeys')
         for shard in self._route.targets():
-            yield from self._keys_of(shard, order, reverse)
+            yield from self._keys_of(shard, order, reverse, match, limit)
 
-    def _keys_of(self, shard, order, reverse):
-        cursor, limit = None, 100  # a small first page: loops often stop early
+    def _keys_of(self, shard, order, reverse, match=None, limit=None):
+        # A small first page unless told: loops often stop early.
+        size = limit or 100
+        cursor = None
         while True:
             headers, cursor = self._run(ops.keys_page(self._route, self._prefix, shard, order,
-                                                      reverse, cursor, limit))
+                                                      reverse, cursor, size, match))
             yield from headers
             if not cursor:
                 return
-            limit = 1000
+            size = limit or 1000
 
     def __iter__(self):
         """Keys in insertion order, expired ones included, those there when
-        iteration starts (python-diskcache's ``Cache.__iter__``)."""
+        iteration starts (python-diskcache's ``Cache.__iter__``; the
+        server's cache as its ``FanoutCache``: database by database, and
+        shard by shard)."""
         return (wire.record_key(h) for h in self._keys('insertion', False))
 
     def __reversed__(self):

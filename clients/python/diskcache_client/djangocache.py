@@ -33,6 +33,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import (DEFAULT_TIMEOUT, MEMCACHE_MAX_KEY_LENGTH, BaseCache,
                                              default_key_func)
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from . import ops, wire
 from .cache import Cache
@@ -77,7 +78,7 @@ OPTIONS = {
     'TOPOLOGY': ('topology', bool),
     'FRAMES': ('frames', bool),
 }
-OTHER_OPTIONS = {'IGNORE_EXCEPTIONS', 'MAX_ENTRIES', 'CULL_FREQUENCY'}
+OTHER_OPTIONS = {'IGNORE_EXCEPTIONS', 'MAX_ENTRIES', 'CULL_FREQUENCY', 'REVERSE_KEY_FUNCTION'}
 
 # Types whose encoding runs no application code (wire.encode_value sends the
 # first four as they are and pickles the others as built-in values).
@@ -225,6 +226,20 @@ def _client_options(options):
     return kwargs
 
 
+def _default_reverse_key(key):
+    """The key given to ``set`` of a stored key made by Django's default key
+    function (``prefix:version:key``), as django-redis's default."""
+    return key.split(':', 2)[2]
+
+
+_GLOB_SPECIAL = re.compile(r'([*?[\\])')
+
+
+def _glob_escape(text):
+    """``text`` taken literally in a glob (django-redis's ``glob_escape``)."""
+    return _GLOB_SPECIAL.sub(r'\\\1', text)
+
+
 class DjangoCache(BaseCache):
     """Django cache backend talking to cacheserver.
 
@@ -249,6 +264,8 @@ class DjangoCache(BaseCache):
             raise ImproperlyConfigured('DjangoCache: %s' % exc) from exc
         self._failures = _failure_log(self._client)
         self.location = location
+        reverse_key = options.get('REVERSE_KEY_FUNCTION') or _default_reverse_key
+        self.reverse_key = import_string(reverse_key) if isinstance(reverse_key, str) else reverse_key
         # Django's own key function and validation are pure string work: the
         # a* methods make keys on the event loop unless they are replaced.
         self._keys_on_loop = (self.key_func is default_key_func
@@ -589,9 +606,87 @@ class DjangoCache(BaseCache):
 
     # -- python-diskcache's additions ---------------------------------------------
 
-    def expire(self):
-        """Remove expired items; the count removed."""
-        return self._run(ops.remove(self._client, PREFIX, 'expire'), 0, 'expire')
+    def expire(self, key=None, timeout=None, version=None):
+        """Without arguments, python-diskcache's ``expire()``: remove expired
+        items and return the count removed. With a key, django-redis's
+        ``expire(key, timeout)``: give it ``timeout`` seconds more (None:
+        never expire); True if it was live."""
+        if key is None:
+            return self._run(ops.remove(self._client, PREFIX, 'expire'), 0, 'expire')
+        return self.touch(key, timeout, version=version)
+
+    # -- django-redis's key patterns and expiry ---------------------------------------
+
+    def _pattern(self, search, version=None, prefix=None):
+        """django-redis's ``make_pattern``: the key function applied to the
+        glob ``search``, with the prefix and version taken literally."""
+        prefix = self.key_prefix if prefix is None else prefix
+        version = self.version if version is None else version
+        return self.key_func(search, _glob_escape(prefix), _glob_escape(str(version)))
+
+    def _matching(self, search, version, prefix, itersize):
+        """The stored keys that match ``search``, a page of ``itersize``
+        keys looked at per request (Redis's ``SCAN`` count)."""
+        pattern = self._pattern(search, version, prefix)
+        for header in Cache(self._client)._keys(match=pattern, limit=itersize):  # pylint: disable=protected-access
+            yield wire.record_key(header)
+
+    def iter_keys(self, search, itersize=None, version=None):
+        """django-redis's ``iter_keys``: the keys (as given to ``set``) that
+        match the glob ``search`` (``*``, ``?``, ``[...]``; ``\\`` escapes),
+        read a page per request: database by database and shard by shard
+        (``GET /v1/keys``), expired keys that were not yet removed included.
+        Errors are raised."""
+        for key in self._matching(search, version, None, itersize):
+            yield self.reverse_key(key)
+
+    def keys(self, search, version=None):
+        """django-redis's ``keys``: :meth:`iter_keys` as a list."""
+        return list(self.iter_keys(search, version=version))
+
+    def delete_pattern(self, pattern, version=None, prefix=None, itersize=None):
+        """django-redis's ``delete_pattern``: delete the keys that match the
+        glob ``pattern``; the count deleted. The keys are listed first, then
+        deleted a batch at a time: keys set meanwhile may stay."""
+        keys = list(self._matching(pattern, version, prefix, itersize))
+        deleted = 0
+        for i in range(0, len(keys), ops.BATCH_SIZE):
+            flags = self._client.run(ops.delete_many(self._client, PREFIX, keys[i:i + ops.BATCH_SIZE]))
+            deleted += sum(1 for flag in flags if flag)
+        return deleted
+
+    def ttl(self, key, version=None):
+        """django-redis's ``ttl``: the seconds ``key`` has left (rounded), None
+        when it never expires, 0 when it is missing."""
+        left = self._time_left(key, version)
+        return left if left is None else max(0, int(round(left)))
+
+    def pttl(self, key, version=None):
+        """:meth:`ttl` in milliseconds."""
+        left = self._time_left(key, version)
+        return left if left is None else max(0, int(round(left * 1000)))
+
+    def _time_left(self, key, version):
+        value, expire_time = self.get(key, self._missing_key, version=version, expire_time=True)
+        if value is self._missing_key:
+            return 0
+        return None if expire_time is None else expire_time - time.time()
+
+    def persist(self, key, version=None):
+        """django-redis's ``persist``: make ``key`` never expire; True if it
+        was live."""
+        return self.touch(key, None, version=version)
+
+    def pexpire(self, key, timeout, version=None):
+        """django-redis's ``pexpire``: ``timeout`` milliseconds more."""
+        return self.touch(key, timeout / 1000.0, version=version)
+
+    def expire_at(self, key, when, version=None):
+        """django-redis's ``expire_at``: expire at ``when`` (a datetime or a
+        Unix time)."""
+        if hasattr(when, 'timestamp'):
+            when = when.timestamp()
+        return self.touch(key, max(when - time.time(), 0.001), version=version)
 
     def cull(self):
         """Remove expired items, then by eviction policy down to the size

@@ -508,11 +508,14 @@ def take(c, prefix, routing, what, params, default, expire_time=False, tag=False
                  wire.tag_from_headers(resp.headers), expire_time, tag)
 
 
-def keys_page(c, prefix, shard, order, reverse, cursor, limit):
+def keys_page(c, prefix, shard, order, reverse, cursor, limit, match=None):
     """A page of ``GET {prefix}/keys`` from ``shard``: ``(record headers,
-    next cursor or None)``."""
+    next cursor or None)``; ``match`` keeps the text keys that match a
+    Redis-style glob (a page may then be empty and not the last)."""
     params = [('order', order), ('reverse', 'true' if reverse else 'false'),
               ('limit', str(limit))]
+    if match is not None:
+        params.append(('match', match))
     if cursor:
         params.append(('cursor', cursor))
     resp = yield Request('GET', prefix + '/keys', query=wire.build_query(params), shard=shard,

@@ -580,10 +580,14 @@ def test_iteration_sees_the_keys_there_when_it_started(named):
     assert list(reversed(named)) == ['added'] + list(range(249, -1, -1))
 
 
-def test_the_servers_cache_has_no_queue_or_iteration(cache):
+def test_the_servers_cache_has_no_queue_or_iterkeys(cache):
+    # As python-diskcache's FanoutCache: it iterates, but has no queues and
+    # no sorted iterkeys.
     root = Cache(cache.cache('x').client)
+    cache.set('k', 1)
+    assert list(root) == [cache.make_key('k')] == list(reversed(root))
     for call in (lambda: root.push(1), lambda: root.pull(), lambda: root.peekitem(),
-                 lambda: list(root), lambda: list(root.iterkeys())):
+                 lambda: list(root.iterkeys())):
         with pytest.raises(TypeError, match='named cache'):
             call()
 
@@ -612,6 +616,10 @@ def test_a_named_cache_over_a_list_of_servers_lists_every_part(cacheserver_bin, 
                 ref.set(key, 1)
             assert list(named.iterkeys()) == list(ref.iterkeys())
             assert list(named.iterkeys(reverse=True)) == list(ref.iterkeys(reverse=True))
+        root = Cache(client)  # the servers' own caches: each in turn
+        for i in range(50):
+            root.set('r%d' % i, i)
+        assert sorted(root) == sorted('r%d' % i for i in range(50))
     finally:
         for s in servers:
             s.stop()

@@ -713,3 +713,62 @@ def test_set_returns_true_and_add_false(cache):
     assert cache.add('k', 'v') is False
     assert cache.touch('k') is True
     assert cache.delete('k') is True
+
+
+# -- django-redis's key patterns and expiry -------------------------------------------
+
+def test_keys_iter_keys_and_delete_pattern_as_django_redis(cache):
+    for i in range(30):
+        cache.set('user:%d' % i, i)
+    cache.set('user:1', 'v2', version=2)  # another version: another key
+    cache.set('odd*name', 1)
+    cache.set('other', 1)
+    users = sorted('user:%d' % i for i in range(30))
+    assert sorted(cache.keys('user:*')) == users
+    assert sorted(cache.iter_keys('user:*', itersize=3)) == users
+    assert sorted(cache.keys('user:1?')) == ['user:%d' % i for i in range(10, 20)]
+    assert cache.keys('user:*', version=2) == ['user:1']
+    assert cache.keys(r'odd\*name') == ['odd*name'] and cache.keys('odd[*]name') == ['odd*name']
+    assert cache.keys('nothing*') == []
+    assert cache.delete_pattern('user:1*') == 11
+    assert sorted(cache.keys('user:*')) == sorted(set(users) - {'user:1'} - {
+        'user:%d' % i for i in range(10, 20)})
+    assert cache.get('user:1', version=2) == 'v2' and cache.get('other') == 1
+    # The server's cache iterates as python-diskcache's FanoutCache does.
+    assert cache.make_key('other') in list(Cache(cache.client))
+
+
+def test_ttl_persist_and_expire_as_django_redis(cache):
+    assert cache.ttl('missing') == 0 and cache.pttl('missing') == 0
+    cache.set('forever', 1, timeout=None)
+    assert cache.ttl('forever') is None
+    cache.set('soon', 1, timeout=100)
+    assert 98 <= cache.ttl('soon') <= 100 and 98000 <= cache.pttl('soon') <= 100000
+    assert cache.persist('soon') is True and cache.ttl('soon') is None
+    assert cache.expire('soon', 50) is True and 48 <= cache.ttl('soon') <= 50
+    assert cache.pexpire('soon', 20000) is True and 18 <= cache.ttl('soon') <= 20
+    assert cache.expire_at('soon', time.time() + 30) is True and 28 <= cache.ttl('soon') <= 30
+    assert cache.expire('missing', 10) is False
+    assert isinstance(cache.expire(), int)  # python-diskcache's expire()
+
+
+def test_key_patterns_keep_to_the_prefix_and_key_function(cache, token_file):
+    from django.core.cache import caches  # pylint: disable=import-outside-toplevel
+    prefixed = caches['prefix']
+    prefixed.set('user:p', 1)
+    cache.set('user:d', 1)
+    assert cache.keys('user:*') == ['user:d'] and prefixed.keys('user:*') == ['user:p']
+    assert prefixed.delete_pattern('user:*') == 1 and cache.get('user:d') == 1
+    # A custom key function is reversed by REVERSE_KEY_FUNCTION, as in django-redis.
+    custom = DjangoCache(cache.location, {
+        'KEY_FUNCTION': lambda key, prefix, version: 'K|%s|%s' % (version, key),
+        'OPTIONS': {'TOKEN_FILE': str(token_file),
+                    'REVERSE_KEY_FUNCTION': lambda key: key.split('|', 2)[2]}})
+    custom.set('user:c', 1)
+    assert custom.keys('user:*') == ['user:c']
+    # The prefix is taken literally, glob characters and all.
+    star, other = [DjangoCache(cache.location, {'KEY_PREFIX': prefix, 'OPTIONS': {
+        'TOKEN_FILE': str(token_file)}}) for prefix in ('p*', 'pq')]
+    star.set('x', 1)
+    other.set('x', 2)
+    assert star.keys('x') == ['x'] and star.delete_pattern('*') == 1 and other.get('x') == 2
