@@ -160,12 +160,11 @@ func (s *Server) handleCacheKeys(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		var pos engine.PagePosition
-		keys, pos, more, err = c.KeyPage(r.Context(), at, p.reverse, p.limit, p.match)
+		page, err := c.KeyPage(r.Context(), at, p.reverse, p.limit, p.match)
 		if err != nil {
 			return err
 		}
-		next = formatCursor(pos)
+		keys, more, next = page.Keys, page.More, formatCursor(page.Next)
 	case "sorted":
 		if p.match != "" {
 			return badRequest(wire.CodeBadRequest, "match lists in insertion order only")
@@ -285,11 +284,12 @@ func (s *Server) handleRootKeys(w http.ResponseWriter, r *http.Request) error {
 			return badRequest(wire.CodeBadRequest, "the topology changed while listing; list again from the start")
 		}
 	}
-	keys, pos, more, err := s.cache.KeyPage(r.Context(), cur.at, p.reverse, p.limit, p.match)
+	page, err := s.cache.KeyPage(r.Context(), cur.at, p.reverse, p.limit, p.match)
 	if err != nil {
 		return err
 	}
-	next := rootCursor{epoch: cur.epoch, shard: cur.shard, at: pos}
+	keys, more := page.Keys, page.More
+	next := rootCursor{epoch: cur.epoch, shard: cur.shard, at: page.Next}
 	if !more && a != nil {
 		step := 1
 		if p.reverse {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -624,3 +625,79 @@ func (cc *Cache) DropTagIndex(ctx context.Context) error {
 }
 
 func isNumber(v kv.Value) bool { return v.Type == kv.ValueInt || v.Type == kv.ValueFloat }
+
+// KeysOptions selects a key listing.
+type KeysOptions struct {
+	// Match keeps the text keys that match a Redis-style glob (*, ?,
+	// [...], \ escaping); "" lists every key.
+	Match string
+	// Reverse lists backwards.
+	Reverse bool
+	// Sorted lists a named cache's keys in SQLite's sort order (python's
+	// iterkeys) instead of insertion order; the server's cache has none.
+	Sorted bool
+	// Limit is how many keys a page looks at (0: the server's default).
+	Limit int
+}
+
+// Keys yields the cache's keys a page per request (GET .../keys),
+// expired ones not yet removed included: the server's cache database by
+// database and, on several shards, shard by shard (any shard goes through
+// all of them); a named cache in insertion or sorted order. Keys there when
+// a database's listing started are listed once; keys set or removed
+// meanwhile may be listed or not. After a change of the shard count a
+// listing of the server's cache fails (400): list again.
+func (cc *Cache) Keys(ctx context.Context, opts KeysOptions) iter.Seq2[kv.Key, error] {
+	return func(yield func(kv.Key, error) bool) {
+		q := url.Values{"reverse": {strconv.FormatBool(opts.Reverse)}}
+		if opts.Match != "" {
+			q.Set("match", opts.Match)
+		}
+		if opts.Sorted {
+			q.Set("order", "sorted")
+		}
+		if opts.Limit > 0 {
+			q.Set("limit", strconv.Itoa(opts.Limit))
+		}
+		for {
+			keys, next, err := cc.keysPage(ctx, q)
+			if err != nil {
+				yield(kv.Key{}, err)
+				return
+			}
+			for _, k := range keys {
+				if !yield(k, nil) {
+					return
+				}
+			}
+			if next == "" {
+				return
+			}
+			q.Set("cursor", next)
+		}
+	}
+}
+
+func (cc *Cache) keysPage(ctx context.Context, q url.Values) ([]kv.Key, string, error) {
+	resp, err := cc.c.do(ctx, request{method: http.MethodGet, path: cc.prefix + "/keys", query: q, idempotent: true})
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	var keys []kv.Key
+	rr := wire.NewRecordReader(resp.Body)
+	for {
+		rec, _, err := rr.Next()
+		if errors.Is(err, io.EOF) {
+			return keys, resp.Header.Get(wire.HeaderNextCursor), nil
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("client: key listing: %w", err)
+		}
+		k, err := wire.KeyFromJSON(wire.EncodeKeyJSON{Key: rec.Key, Kind: rec.Kind})
+		if err != nil {
+			return nil, "", fmt.Errorf("client: key listing: %w", err)
+		}
+		keys = append(keys, k)
+	}
+}

@@ -620,28 +620,46 @@ type FanoutPosition struct {
 	PagePosition
 }
 
-// KeyPage is Keys in pages: one page of one database (Cache.KeyPage), the
-// next position moving on to the next database when that one is done, so
-// a page may be empty and not the last. The zero position starts a run.
-func (f *FanoutCache) KeyPage(ctx context.Context, at FanoutPosition, reverse bool, limit int, match string) ([]kv.Key, FanoutPosition, bool, error) {
+// FanoutKeyPage is a page of a FanoutCache's keys.
+type FanoutKeyPage struct {
+	Keys []kv.Key
+	Next FanoutPosition
+	More bool
+}
+
+// KeyPage is Keys in pages: up to limit rows looked at (Cache.KeyPage),
+// from one database and, when it is done with rows to spare, the next
+// ones. The zero position starts a run.
+func (f *FanoutCache) KeyPage(ctx context.Context, at FanoutPosition, reverse bool, limit int, match string) (FanoutKeyPage, error) {
 	if at.Step < 0 || at.Step >= len(f.dbs) {
-		return nil, at, false, fmt.Errorf("%w: database step %d of %d", kv.ErrInvalidValue, at.Step, len(f.dbs))
+		return FanoutKeyPage{}, fmt.Errorf("%w: database step %d of %d", kv.ErrInvalidValue, at.Step, len(f.dbs))
 	}
-	db := at.Step
-	if reverse {
-		db = len(f.dbs) - 1 - at.Step
+	var out FanoutKeyPage
+	for {
+		db := at.Step
+		if reverse {
+			db = len(f.dbs) - 1 - at.Step
+		}
+		page, err := f.dbs[db].KeyPage(ctx, at.PagePosition, reverse, limit, match)
+		if err != nil {
+			return FanoutKeyPage{}, err
+		}
+		out.Keys = append(out.Keys, page.Keys...)
+		limit -= page.Looked
+		switch {
+		case page.More:
+			out.Next, out.More = FanoutPosition{Step: at.Step, PagePosition: page.Next}, true
+			return out, nil
+		case at.Step+1 == len(f.dbs):
+			out.Next = FanoutPosition{Step: at.Step, PagePosition: page.Next}
+			return out, nil
+		}
+		at = FanoutPosition{Step: at.Step + 1}
+		if limit < 1 {
+			out.Next, out.More = at, true
+			return out, nil
+		}
 	}
-	keys, pos, more, err := f.dbs[db].KeyPage(ctx, at.PagePosition, reverse, limit, match)
-	if err != nil {
-		return nil, at, false, err
-	}
-	switch {
-	case more:
-		return keys, FanoutPosition{Step: at.Step, PagePosition: pos}, true, nil
-	case at.Step+1 < len(f.dbs):
-		return keys, FanoutPosition{Step: at.Step + 1}, true, nil
-	}
-	return keys, FanoutPosition{Step: at.Step, PagePosition: pos}, false, nil
 }
 
 // Counters returns the removal totals of every database, named caches,

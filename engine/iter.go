@@ -117,6 +117,15 @@ func (c *Cache) queryValue(ctx context.Context, q string, args ...any) (driver.V
 	return rows[0][0], nil
 }
 
+// KeyPage is a page of keys: the keys, the position after the last row
+// looked at, whether rows follow, and how many rows it looked at.
+type KeyPage struct {
+	Keys   []kv.Key
+	Next   PagePosition
+	More   bool
+	Looked int
+}
+
 // KeyPage returns the keys of up to limit rows in insertion order (the
 // reverse with reverse) after at, expired ones included, with the position
 // after the last row looked at and whether rows follow: Keys in pages, for
@@ -126,9 +135,9 @@ func (c *Cache) queryValue(ctx context.Context, q string, args ...any) (driver.V
 // (as Redis's SCAN). A forward run is bounded by the largest rowid when it
 // started (at.Bound 0: this page sets it), so keys added meanwhile are not
 // yielded, as python-diskcache's iteration.
-func (c *Cache) KeyPage(ctx context.Context, at PagePosition, reverse bool, limit int, match string) ([]kv.Key, PagePosition, bool, error) {
+func (c *Cache) KeyPage(ctx context.Context, at PagePosition, reverse bool, limit int, match string) (KeyPage, error) {
 	if limit < 1 {
-		return nil, at, false, fmt.Errorf("%w: page limit must be at least 1, got %d", kv.ErrInvalidValue, limit)
+		return KeyPage{}, fmt.Errorf("%w: page limit must be at least 1, got %d", kv.ErrInvalidValue, limit)
 	}
 	// The match column is 1 for every row without a pattern.
 	q := `SELECT rowid, key, raw, (? = '' OR (raw = 1 AND typeof(key) = 'text' AND key GLOB ?)) FROM Cache WHERE rowid > ? AND rowid <= ? ORDER BY rowid ASC LIMIT ?`
@@ -144,13 +153,13 @@ func (c *Cache) KeyPage(ctx context.Context, at PagePosition, reverse bool, limi
 	} else if hi <= 0 {
 		top, err := c.queryValue(ctx, `SELECT MAX(rowid) FROM Cache`)
 		if err != nil {
-			return nil, at, false, err
+			return KeyPage{}, err
 		}
 		hi = toInt(top)
 	}
 	rows, err := c.queryPage(ctx, q, 4, match, match, lo, hi, int64(limit)+1)
 	if err != nil {
-		return nil, at, false, err
+		return KeyPage{}, err
 	}
 	more := len(rows) > limit
 	rows = rows[:min(len(rows), limit)]
@@ -167,7 +176,7 @@ func (c *Cache) KeyPage(ctx context.Context, at PagePosition, reverse bool, limi
 	if len(rows) > 0 {
 		next.After = toInt(rows[len(rows)-1][0])
 	}
-	return keys, next, more, nil
+	return KeyPage{Keys: keys, Next: next, More: more, Looked: len(rows)}, nil
 }
 
 // SortedKeyPage returns up to limit keys in SQLite's sort order of (key,

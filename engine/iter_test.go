@@ -245,7 +245,9 @@ func utPages(t *testing.T, c *Cache, sorted, reverse bool, limit int, between fu
 		if sorted {
 			keys, more, err = c.SortedKeyPage(utCtx, after, reverse, limit)
 		} else {
-			keys, at, more, err = c.KeyPage(utCtx, at, reverse, limit, "")
+			var page KeyPage
+			page, err = c.KeyPage(utCtx, at, reverse, limit, "")
+			keys, at, more = page.Keys, page.Next, page.More
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -287,7 +289,7 @@ func TestKeyPagesAreKeysInPages(t *testing.T) {
 			utSameKeys(t, utPages(t, c, true, reverse, limit, nil), utKeys(t, c.SortedKeys(utCtx, reverse)))
 		}
 	}
-	if _, _, _, err := c.KeyPage(utCtx, PagePosition{}, false, 0, ""); !errors.Is(err, kv.ErrInvalidValue) {
+	if _, err := c.KeyPage(utCtx, PagePosition{}, false, 0, ""); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Fatalf("limit 0: %v", err)
 	}
 }
@@ -332,12 +334,15 @@ func TestKeyPagesMatchTextKeys(t *testing.T) {
 		var got []kv.Key
 		var at PagePosition
 		for {
-			keys, next, more, err := c.KeyPage(utCtx, at, false, limit, "user:*1")
+			page, err := c.KeyPage(utCtx, at, false, limit, "user:*1")
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, at = append(got, keys...), next
-			if !more {
+			if page.Looked > limit {
+				t.Fatalf("looked at %d rows, limit %d", page.Looked, limit)
+			}
+			got, at = append(got, page.Keys...), page.Next
+			if !page.More {
 				break
 			}
 		}
@@ -350,8 +355,9 @@ func TestKeyPagesMatchTextKeys(t *testing.T) {
 func TestFanoutKeyPagesAreKeys(t *testing.T) {
 	f, _ := openFanoutTest(t, FanoutOptions{Fanout: 4})
 	for _, reverse := range []bool{false, true} {
-		if keys, _, more, err := f.KeyPage(utCtx, FanoutPosition{}, reverse, 10, ""); err != nil || len(keys) != 0 {
-			t.Fatalf("empty: %v %v %v", keys, more, err)
+		// An empty cache is one page: the run goes through every database.
+		if page, err := f.KeyPage(utCtx, FanoutPosition{}, reverse, 10, ""); err != nil || len(page.Keys) != 0 || page.More {
+			t.Fatalf("empty: %+v %v", page, err)
 		}
 	}
 	for i := 0; i < 100; i++ {
@@ -364,12 +370,15 @@ func TestFanoutKeyPagesAreKeys(t *testing.T) {
 			var got []kv.Key
 			var at FanoutPosition
 			for pages := 0; ; pages++ {
-				keys, next, more, err := f.KeyPage(utCtx, at, reverse, limit, "")
+				page, err := f.KeyPage(utCtx, at, reverse, limit, "")
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, at = append(got, keys...), next
-				if !more {
+				if len(page.Keys) > limit || (page.More && len(page.Keys) < limit) {
+					t.Fatalf("a page of %d keys, limit %d, more %v: a page is full unless it is the last", len(page.Keys), limit, page.More)
+				}
+				got, at = append(got, page.Keys...), page.Next
+				if !page.More {
 					break
 				}
 				if pages > 1000 {
@@ -379,7 +388,7 @@ func TestFanoutKeyPagesAreKeys(t *testing.T) {
 			utSameKeys(t, got, utKeys(t, f.Keys(utCtx, reverse)))
 		}
 	}
-	if _, _, _, err := f.KeyPage(utCtx, FanoutPosition{Step: 4}, false, 1, ""); !errors.Is(err, kv.ErrInvalidValue) {
+	if _, err := f.KeyPage(utCtx, FanoutPosition{Step: 4}, false, 1, ""); !errors.Is(err, kv.ErrInvalidValue) {
 		t.Fatalf("step past the databases: %v", err)
 	}
 }
