@@ -75,39 +75,8 @@ func TestNamedCacheQueuesAndKeys(t *testing.T) {
 	}
 	list := func(query string, limit int) []string {
 		t.Helper()
-		var keys []string
-		cursor := ""
-		for pages := 0; pages < 20; pages++ {
-			path := q + "/keys?limit=" + strconv.Itoa(limit) + query
-			if cursor != "" {
-				path += "&cursor=" + cursor
-			}
-			got, h, b := call("GET", path, "")
-			if got != 200 {
-				t.Fatalf("GET %s = %d %s", path, got, b)
-			}
-			rr := wire.NewRecordReader(strings.NewReader(b))
-			n := 0
-			for {
-				rec, _, err := rr.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				keys = append(keys, rec.Key)
-				n++
-			}
-			if n > limit {
-				t.Fatalf("%d keys in a page of %d", n, limit)
-			}
-			if cursor = h.Get(wire.HeaderNextCursor); cursor == "" {
-				return keys
-			}
-		}
-		t.Fatal("no end to the pages")
-		return nil
+		keys, _ := listAll(t, srv.URL, srv.Token, q+"/keys", limit, query, nil)
+		return keys
 	}
 	for _, tc := range []struct {
 		query string
