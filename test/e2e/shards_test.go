@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,6 +144,9 @@ func TestShardsAreOneCache(t *testing.T) {
 			in.Count, hits, misses, podCount, podHits, podMisses, n)
 	}
 
+	p.next("list the keys through the Service while writes go on")
+	listKeysUnderLoad(t, svc, pods, n)
+
 	p.next("evict by tag through the Service")
 	tagged := func(i int) bool { return i%10 != 0 && i%7 == 3 }
 	for i, pc := range pods {
@@ -170,5 +174,116 @@ func TestShardsAreOneCache(t *testing.T) {
 	}
 	if got := foundOf(t, svc, 0, n, func(i int) bool { return !tagged(i) }); got != n-want {
 		t.Errorf("%d of the %d other keys left through the Service", got, n-want)
+	}
+}
+
+// listKeysUnderLoad lists the cache's keys through the Service (GET
+// /v1/keys, which goes from shard to shard) while another goroutine keeps
+// writing new keys through it: the n keys written before (dataItem's) are
+// each listed once, the text ones once with a match, every key
+// acknowledged before the listing started is listed, and nothing is listed
+// that was not written. The pods' own parts add up to the same keys.
+func listKeysUnderLoad(t *testing.T, svc *cacheclient.Cache, pods []*cacheclient.Cache, n int) {
+	t.Helper()
+	ctx := ctxT(t, 5*time.Minute)
+	stop := make(chan struct{})
+	var acked atomic.Int64 // load keys load-0 .. load-(acked-1) are stored
+	var loadErrs atomic.Int64
+	done, started := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := int64(0); ; i++ {
+			if i == 200 { // the load is under way: the listing may start
+				close(started)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := svc.Set(ctx, kv.TextKey(fmt.Sprintf("load-%d", i)), kv.Int(i), kv.SetOptions{}); err != nil {
+				loadErrs.Add(1)
+				return
+			}
+			acked.Store(i + 1)
+		}
+	}()
+	select {
+	case <-started:
+	case <-done:
+		t.Fatalf("the load stopped after %d writes (%d errors)", acked.Load(), loadErrs.Load())
+	}
+	before := acked.Load()
+	listed := map[string]int{}
+	for k, err := range svc.Keys(ctx, cacheclient.KeysOptions{Limit: 700}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed[k.String()]++
+	}
+	matched := map[string]int{}
+	for k, err := range svc.Keys(ctx, cacheclient.KeysOptions{Match: "key-*", Limit: 500}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		matched[k.String()]++
+	}
+	close(stop)
+	<-done
+	after := acked.Load()
+	var lost, duplicated, unknown, matchLost int
+	for k, c := range listed {
+		if c > 1 {
+			duplicated++
+		}
+		var i int64
+		if _, err := fmt.Sscanf(k, "load-%d", &i); err == nil && i >= after {
+			unknown++
+		}
+	}
+	// dataItem's keys: text "key-NNNNN" for odd i, ints for even i (which
+	// no glob matches).
+	wantMatched := 0
+	for i := 0; i < n; i++ {
+		k := dataItem(i).Key
+		if listed[k.String()] != 1 {
+			lost++
+		}
+		if i%2 == 1 {
+			wantMatched++
+			if matched[k.String()] != 1 {
+				matchLost++
+			}
+		}
+	}
+	for i := int64(0); i < before; i++ {
+		if listed[kv.TextKey(fmt.Sprintf("load-%d", i)).String()] != 1 {
+			lost++
+		}
+	}
+	t.Logf("KEYLIST listed %d keys (%d of the %d load writes acknowledged while it ran, %d before it started), "+
+		"matched %d: lost %d, duplicated %d, unknown %d, lost by match %d, load errors %d",
+		len(listed), after-before, after, before, len(matched), lost, duplicated, unknown, matchLost, loadErrs.Load())
+	if lost != 0 || duplicated != 0 || unknown != 0 || matchLost != 0 || len(matched) != wantMatched || loadErrs.Load() != 0 {
+		t.Errorf("listing through the Service: lost %d, duplicated %d, unknown %d, lost by match %d, matched %d of %d, load errors %d",
+			lost, duplicated, unknown, matchLost, len(matched), wantMatched, loadErrs.Load())
+	}
+	if after == before {
+		t.Error("no write landed while the listing ran: it was not under load")
+	}
+	total := 0
+	for i, pc := range pods {
+		own := 0
+		for _, err := range pc.Keys(ctx, cacheclient.KeysOptions{Match: "key-*"}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			own++
+		}
+		t.Logf("shard %d lists %d of the keys as its own", i, own)
+		total += own
+	}
+	if total != wantMatched {
+		t.Errorf("the shards' own listings hold %d matching keys, want %d", total, wantMatched)
 	}
 }
