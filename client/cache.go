@@ -701,3 +701,53 @@ func (cc *Cache) keysPage(ctx context.Context, q url.Values) ([]kv.Key, string, 
 		keys = append(keys, k)
 	}
 }
+
+// errNoQueues: the server's cache is python-diskcache's FanoutCache, which
+// has no queues.
+var errNoQueues = errors.New("client: the server's cache has no queues (python-diskcache's FanoutCache has none): use a named cache")
+
+func (cc *Cache) queue() (queue, error) {
+	if cc.prefix == "/v1" {
+		return queue{}, errNoQueues
+	}
+	return queue{cc.c, cc.prefix}, nil
+}
+
+// Push adds value to the queue named prefix of a named cache (integer keys
+// when prefix is empty, else "<prefix>-%015d" text keys) at side (empty:
+// back), with opts' expiry and tag, and returns the new key:
+// python-diskcache's Cache.push.
+func (cc *Cache) Push(ctx context.Context, value kv.Value, prefix string, side Side, opts kv.SetOptions) (kv.Key, error) {
+	qu, err := cc.queue()
+	if err != nil {
+		return kv.Key{}, err
+	}
+	return qu.push(ctx, value, prefix, side, opts)
+}
+
+// Pull removes and returns the item at side (empty: front) of the queue
+// named prefix, expired items there removed on the way; ErrEmpty when it
+// is empty: python-diskcache's Cache.pull.
+func (cc *Cache) Pull(ctx context.Context, prefix string, side Side) (Item, error) {
+	return cc.take(ctx, http.MethodPost, "/pull", queueQuery(prefix, side))
+}
+
+// Peek is Pull without removing the item: python-diskcache's Cache.peek.
+func (cc *Cache) Peek(ctx context.Context, prefix string, side Side) (Item, error) {
+	return cc.take(ctx, http.MethodGet, "/peek", queueQuery(prefix, side))
+}
+
+// PeekItem returns the last item in insertion order (the first when last
+// is false); ErrEmpty when the cache is empty: python-diskcache's
+// Cache.peekitem.
+func (cc *Cache) PeekItem(ctx context.Context, last bool) (Item, error) {
+	return cc.take(ctx, http.MethodGet, "/peekitem", url.Values{"last": {strconv.FormatBool(last)}})
+}
+
+func (cc *Cache) take(ctx context.Context, method, op string, q url.Values) (Item, error) {
+	qu, err := cc.queue()
+	if err != nil {
+		return Item{}, err
+	}
+	return qu.itemWithKey(ctx, method, op, q)
+}

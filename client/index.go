@@ -85,11 +85,52 @@ func (x *Index) Pop(ctx context.Context, key kv.Key) (Item, bool, error) {
 
 // itemWithKey calls a route that answers an item with its key in headers.
 func (x *Index) itemWithKey(ctx context.Context, method, op string, q url.Values) (Item, error) {
-	resp, err := x.c.do(ctx, request{method: method, path: x.path + op, query: q, idempotent: method == http.MethodGet})
+	return queue{x.c, x.path}.itemWithKey(ctx, method, op, q)
+}
+
+// queue is python-diskcache's queue operations of the cache at path (an
+// index's, or a named cache's).
+type queue struct {
+	c    *Client
+	path string
+}
+
+func (qu queue) itemWithKey(ctx context.Context, method, op string, q url.Values) (Item, error) {
+	resp, err := qu.c.do(ctx, request{method: method, path: qu.path + op, query: q, idempotent: method == http.MethodGet})
 	if err != nil {
 		return Item{}, err
 	}
 	return readItem(resp, kv.Key{})
+}
+
+func queueQuery(prefix string, side Side) url.Values {
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	if side != "" {
+		q.Set("side", string(side))
+	}
+	return q
+}
+
+func (qu queue) push(ctx context.Context, value kv.Value, prefix string, side Side, opts kv.SetOptions) (kv.Key, error) {
+	q := queueQuery(prefix, side)
+	setQuery(q, opts)
+	req := request{method: http.MethodPost, path: qu.path + "/push", query: q}
+	valueRequest(&req, value, opts)
+	var out struct {
+		Key  string `json:"key"`
+		Kind string `json:"kt"`
+	}
+	if _, err := qu.c.doJSON(ctx, req, &out); err != nil {
+		return kv.Key{}, err
+	}
+	k, err := wire.ParseKey(out.Key, out.Kind)
+	if err != nil {
+		return kv.Key{}, fmt.Errorf("client: push answered a bad key: %w", err)
+	}
+	return k, nil
 }
 
 // PopItem removes and returns the last item in insertion order (the first
@@ -117,40 +158,13 @@ const (
 // when prefix is empty, else "<prefix>-%015d" text keys) at side (empty:
 // back) and returns the new key, python's Index.push.
 func (x *Index) Push(ctx context.Context, value kv.Value, prefix string, side Side) (kv.Key, error) {
-	q := url.Values{}
-	if prefix != "" {
-		q.Set("prefix", prefix)
-	}
-	if side != "" {
-		q.Set("side", string(side))
-	}
-	req := request{method: http.MethodPost, path: x.path + "/push", query: q}
-	valueRequest(&req, value, kv.SetOptions{})
-	var out struct {
-		Key  string `json:"key"`
-		Kind string `json:"kt"`
-	}
-	if _, err := x.c.doJSON(ctx, req, &out); err != nil {
-		return kv.Key{}, err
-	}
-	k, err := wire.ParseKey(out.Key, out.Kind)
-	if err != nil {
-		return kv.Key{}, fmt.Errorf("client: push answered a bad key: %w", err)
-	}
-	return k, nil
+	return queue{x.c, x.path}.push(ctx, value, prefix, side, kv.SetOptions{})
 }
 
 // Pull removes and returns the item at side (empty: front) of the queue
 // named prefix, python's Index.pull; ErrEmpty when the queue is empty.
 func (x *Index) Pull(ctx context.Context, prefix string, side Side) (Item, error) {
-	q := url.Values{}
-	if prefix != "" {
-		q.Set("prefix", prefix)
-	}
-	if side != "" {
-		q.Set("side", string(side))
-	}
-	return x.itemWithKey(ctx, http.MethodPost, "/pull", q)
+	return x.itemWithKey(ctx, http.MethodPost, "/pull", queueQuery(prefix, side))
 }
 
 // IndexPage is one page of an index listing.

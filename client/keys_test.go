@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
@@ -86,5 +88,45 @@ func TestCacheKeys(t *testing.T) {
 			t.Error("the server's cache listed in sorted order")
 		}
 		break
+	}
+}
+
+// A named cache's queues, as python-diskcache's Cache: push with expiry
+// and tag, pull from either end, peek, peekitem; the server's cache has
+// none.
+func TestCacheQueues(t *testing.T) {
+	cl := testserver.StartCluster(t, 2, testserver.Options{})
+	ctx := context.Background()
+	c, err := New(cl.URLs[0], Options{Token: cl.Shards[0].Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := c.Cache("jobs")
+	if _, err := jobs.Pull(ctx, "", ""); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("pull of an empty queue: %v", err)
+	}
+	for i, v := range []string{"a", "b", "c"} {
+		k, err := jobs.Push(ctx, kv.Text(v), "q", Back, kv.SetOptions{Tag: kv.TextKey("t"), Expire: kv.ExpireAfter(time.Hour)})
+		if want := fmt.Sprintf("q-%015d", 500000000000000+i); err != nil || k != kv.TextKey(want) {
+			t.Fatalf("push %s = %v, %v; want %s", v, k, err, want)
+		}
+	}
+	for _, tc := range []struct {
+		take func() (Item, error)
+		want string
+	}{
+		{func() (Item, error) { return jobs.Peek(ctx, "q", Back) }, "c"},
+		{func() (Item, error) { return jobs.Pull(ctx, "q", Front) }, "a"},
+		{func() (Item, error) { return jobs.PeekItem(ctx, false) }, "b"},
+		{func() (Item, error) { return jobs.Pull(ctx, "q", Back) }, "c"},
+		{func() (Item, error) { return jobs.PeekItem(ctx, true) }, "b"},
+	} {
+		it, err := tc.take()
+		if err != nil || !it.Value.Equal(kv.Text(tc.want)) || it.Tag != kv.TextKey("t") || it.ExpireTime == 0 {
+			t.Fatalf("= %+v, %v; want %s with its tag and expiry", it, err, tc.want)
+		}
+	}
+	if _, err := c.Cache("").Push(ctx, kv.Int(1), "", "", kv.SetOptions{}); !errors.Is(err, errNoQueues) {
+		t.Fatalf("push on the server's cache: %v", err)
 	}
 }
