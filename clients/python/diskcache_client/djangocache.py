@@ -401,15 +401,20 @@ class DjangoCache(BaseCache):
         return handle
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, read=False,
-            tag=None, retry=True):
+            tag=None, retry=True, nx=False):
         """Store ``value``; with ``read`` the value is a binary file streamed
-        to the server. True if stored."""
+        to the server. True if stored. ``nx=True`` stores it only if ``key``
+        has no live item (django-redis's ``set(..., nx=True)``: :meth:`add`)."""
+        if nx:
+            return self.add(key, value, timeout, version, read, tag)
         key = self._key(key, version)
         expire = self.get_backend_timeout(timeout)
         return self._run(ops.set(self._client, PREFIX, key, value, expire, read, tag),
                          False, 'set')
 
-    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False):
+        if nx:
+            return await self.aadd(key, value, timeout, version)
         expire = self.get_backend_timeout(timeout)
         return await self._arun(self._keyed(key, version, ops.set, value, expire),
                                 False, 'set', _plain(value))

@@ -738,6 +738,14 @@ def test_keys_iter_keys_and_delete_pattern_as_django_redis(cache):
     assert cache.make_key('other') in list(Cache(cache.client))
 
 
+def test_set_nx_as_django_redis(cache):
+    assert cache.set('nx', 1, nx=True) is True
+    assert cache.set('nx', 2, nx=True) is False and cache.get('nx') == 1
+    assert cache.set('nx', 3) is True and cache.get('nx') == 3
+    import asyncio  # pylint: disable=import-outside-toplevel
+    assert asyncio.run(cache.aset('nx', 4, nx=True)) is False and cache.get('nx') == 3
+
+
 def test_ttl_persist_and_expire_as_django_redis(cache):
     assert cache.ttl('missing') == 0 and cache.pttl('missing') == 0
     cache.set('forever', 1, timeout=None)
