@@ -174,6 +174,10 @@ undeploy: build-installer ## Remove the operator, its RBAC and the CRD from the 
 bench-server: ## cacheserver vs redis-server (AOF on) GET/SET throughput, latency and server CPU per request; installs redis via apt-get if missing (see docs/benchmarks.md). Flags: BENCH_SERVER_ARGS="-conns 1,64 -rounds 3 -json server.json".
 	$(GO) run ./hack/bench/server $(BENCH_SERVER_ARGS)
 
+.PHONY: bench-listing
+bench-listing: ## Listing keys a page at a time (GET /v1/keys, django-redis's keys/iter_keys/delete_pattern) next to Redis's SCAN on the same keys; installs redis via apt-get if missing. Flags: BENCH_LISTING_ARGS="-keys 100000 -count 1000 -rounds 3 -json listing.json".
+	$(GO) run ./hack/bench/listing $(BENCH_LISTING_ARGS)
+
 .PHONY: bench-routing
 bench-routing: ## Routing between shards: a forwarded request vs a direct one, 1/2/3 shards through one URL vs a smart client, next to redis-server; installs redis via apt-get if missing (see docs/benchmarks.md). Flags: BENCH_ROUTING_ARGS="-duration 5s -json routing.json".
 	$(GO) run ./hack/bench/routing $(BENCH_ROUTING_ARGS)

@@ -155,6 +155,9 @@ func pingRedis(port int) error {
 // PID is redis-server's process id.
 func (r *Redis) PID() int { return r.cmd.Process.Pid }
 
+// Port is the loopback port redis-server listens on.
+func (r *Redis) Port() int { return r.port }
+
 // Stop shuts redis-server down (SIGTERM), killing it after 30s.
 func (r *Redis) Stop() {
 	r.once.Do(func() { stop(r.cmd, r.done) })
