@@ -202,6 +202,9 @@ func (rw *RecordWriter) WriteFrom(rec Record, r io.Reader) error {
 	if _, err := rw.w.Write(hdr); err != nil {
 		return err
 	}
+	if rec.Len == 0 {
+		return nil // a key only (listings): no copy to set up
+	}
 	n, err := io.CopyN(rw.w, r, rec.Len)
 	if err != nil {
 		return fmt.Errorf("records: value of %q: wrote %d of %d bytes: %w", rec.Key, n, rec.Len, err)
