@@ -214,12 +214,12 @@ func parseRootCursor(s string) (rootCursor, bool, error) {
 	if rest, ok := strings.CutPrefix(string(b), rootCursorPrefix); err == nil && ok {
 		if f := strings.Split(rest, "."); len(f) == 5 {
 			var n [5]int64
+			valid := true
 			for i := range f {
-				if n[i], err = strconv.ParseInt(f[i], 10, 64); err != nil || n[i] < 0 || (i > 0 && i < 3 && n[i] > math.MaxInt32) {
-					break
-				}
+				n[i], err = strconv.ParseInt(f[i], 10, 64)
+				valid = valid && err == nil && n[i] >= 0 && (i == 0 || i >= 3 || n[i] <= math.MaxInt32)
 			}
-			if err == nil {
+			if valid {
 				return rootCursor{epoch: n[0], shard: int(n[1]), at: engine.FanoutPosition{Step: int(n[2]),
 					PagePosition: engine.PagePosition{After: n[3], Bound: n[4]}}}, true, nil
 			}

@@ -2,6 +2,7 @@ package cacheserver_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -98,7 +99,9 @@ func TestNamedCacheQueuesAndKeys(t *testing.T) {
 	// the other.
 	insertionCursor := want("GET", q+"/keys?limit=1", "", 200, "").Get(wire.HeaderNextCursor)
 	sortedCursor := want("GET", q+"/keys?limit=1&order=sorted", "", 200, "").Get(wire.HeaderNextCursor)
-	for _, path := range []string{q + "/keys?order=random", q + "/keys?cursor=nonsense",
+	negative := base64.RawURLEncoding.EncodeToString([]byte("rk1.0.0.0.-1.0"))
+	for _, path := range []string{q + "/keys?order=random", q + "/keys?cursor=nonsense", "/v1/keys?cursor=" + negative,
+		"/v1/keys?order=sorted", "/v1/keys?cursor=" + insertionCursor,
 		q + "/keys?order=sorted&cursor=" + insertionCursor, q + "/keys?cursor=" + sortedCursor,
 		q + "/keys?limit=0", q + "/keys?reverse=maybe", q + "/peekitem?last=perhaps", q + "/peek?side=middle"} {
 		got, _, b := call("GET", path, "")
