@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import (DEFAULT_TIMEOUT, MEMCACHE_MAX_KEY_LENGTH, BaseCache,
                                              default_key_func)
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -444,10 +445,14 @@ class DjangoCache(BaseCache):
     async def adelete(self, key, version=None):
         return await self._arun(self._keyed(key, version, ops.delete), False, 'delete')
 
-    def incr(self, key, delta=1, version=None, default=None, retry=True):
+    def incr(self, key, delta=1, version=None, default=None, retry=True,
+             ignore_key_check=False):
         """Add ``delta`` atomically on the server and return the new value.
         ValueError if the key is missing and ``default`` is None; otherwise
-        a missing key starts at ``default``."""
+        a missing key starts at ``default`` (django-redis's
+        ``ignore_key_check=True``: at 0)."""
+        if ignore_key_check and default is None:
+            default = 0
         made = self._key(key, version)
         try:
             return self._run(ops.incr(self._client, PREFIX, made, delta, default),
@@ -631,7 +636,10 @@ class DjangoCache(BaseCache):
 
     def _matching(self, search, version, prefix, itersize):
         """The stored keys that match ``search``, a page of ``itersize``
-        keys looked at per request (Redis's ``SCAN`` count)."""
+        keys looked at per request (Redis's ``SCAN`` count; by default
+        django-redis's ``DJANGO_REDIS_SCAN_ITERSIZE`` setting, if set)."""
+        if itersize is None:
+            itersize = getattr(settings, 'DJANGO_REDIS_SCAN_ITERSIZE', None)
         pattern = self._pattern(search, version, prefix)
         for header in Cache(self._client)._keys(match=pattern, limit=itersize):  # pylint: disable=protected-access
             yield wire.record_key(header)
@@ -683,15 +691,28 @@ class DjangoCache(BaseCache):
         return self.touch(key, None, version=version)
 
     def pexpire(self, key, timeout, version=None):
-        """django-redis's ``pexpire``: ``timeout`` milliseconds more."""
-        return self.touch(key, timeout / 1000.0, version=version)
+        """django-redis's ``pexpire``: ``timeout`` milliseconds more (the
+        default timeout for ``DEFAULT_TIMEOUT``)."""
+        if timeout is not DEFAULT_TIMEOUT and timeout is not None:
+            timeout = timeout / 1000.0
+        return self.touch(key, timeout, version=version)
 
     def expire_at(self, key, when, version=None):
         """django-redis's ``expire_at``: expire at ``when`` (a datetime or a
-        Unix time)."""
+        Unix time in seconds); a time past makes it expire now."""
         if hasattr(when, 'timestamp'):
             when = when.timestamp()
-        return self.touch(key, max(when - time.time(), 0.001), version=version)
+        left = when - time.time()
+        if left <= 0:
+            return self.delete(key, version=version)  # as Redis's EXPIREAT in the past
+        return self.touch(key, left, version=version)
+
+    def pexpire_at(self, key, when, version=None):
+        """django-redis's ``pexpire_at``: ``when`` a datetime or a Unix time
+        in milliseconds."""
+        if not hasattr(when, 'timestamp'):
+            when = when / 1000.0
+        return self.expire_at(key, when, version=version)
 
     def cull(self):
         """Remove expired items, then by eviction policy down to the size

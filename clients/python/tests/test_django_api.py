@@ -4,6 +4,7 @@ Adapted (conceptually) from the backend tests of Django's own test suite
 (tests/cache/tests.py: BaseCacheTests).
 """
 
+import datetime
 import pickle
 import time
 import warnings
@@ -751,13 +752,50 @@ def test_ttl_persist_and_expire_as_django_redis(cache):
     cache.set('forever', 1, timeout=None)
     assert cache.ttl('forever') is None
     cache.set('soon', 1, timeout=100)
-    assert 98 <= cache.ttl('soon') <= 100 and 98000 <= cache.pttl('soon') <= 100000
+    assert 90 <= cache.ttl('soon') <= 100 and 90000 <= cache.pttl('soon') <= 100000
     assert cache.persist('soon') is True and cache.ttl('soon') is None
-    assert cache.expire('soon', 50) is True and 48 <= cache.ttl('soon') <= 50
-    assert cache.pexpire('soon', 20000) is True and 18 <= cache.ttl('soon') <= 20
-    assert cache.expire_at('soon', time.time() + 30) is True and 28 <= cache.ttl('soon') <= 30
+    assert cache.expire('soon', 50) is True and 40 <= cache.ttl('soon') <= 50
+    assert cache.pexpire('soon', 20000) is True and 10 <= cache.ttl('soon') <= 20
+    assert cache.expire_at('soon', time.time() + 30) is True and 20 <= cache.ttl('soon') <= 30
     assert cache.expire('missing', 10) is False
     assert isinstance(cache.expire(), int)  # python-diskcache's expire()
+    # The default timeout, and pexpire_at with a datetime or milliseconds.
+    assert cache.pexpire('soon', DEFAULT_TIMEOUT) is True and 290 <= cache.ttl('soon') <= 300
+    assert cache.pexpire_at('soon', datetime.datetime.now() + datetime.timedelta(hours=1)) is True
+    assert 3590 <= cache.ttl('soon') <= 3600
+    assert cache.pexpire_at('soon', int((time.time() + 7200) * 1000)) is True
+    assert 7190 <= cache.ttl('soon') <= 7200
+    assert cache.expire_at('soon', datetime.datetime.now() - datetime.timedelta(hours=2)) is True
+    assert cache.get('soon') is None and cache.pexpire_at('soon', time.time() * 1000) is False
+
+
+def test_incr_ignore_key_check_as_django_redis(cache):
+    assert cache.incr('n', ignore_key_check=True) == 1 and cache.get('n') == 1
+    assert cache.incr('m', 10, ignore_key_check=True) == 10
+    cache.set('n', 3)
+    assert cache.incr('n', 2, ignore_key_check=True) == 5
+    with pytest.raises(ValueError):
+        cache.incr('missing')
+
+
+def test_scan_itersize_setting(cache, monkeypatch):
+    from django.test import override_settings  # pylint: disable=import-outside-toplevel
+    from diskcache_client import ops  # pylint: disable=import-outside-toplevel
+    limits = []
+    real = ops.keys_page
+
+    def keys_page(*args):
+        limits.append(args[6])
+        return (yield from real(*args))
+
+    monkeypatch.setattr(ops, 'keys_page', keys_page)
+    for i in range(5):
+        cache.set('it%d' % i, i)
+    with override_settings(DJANGO_REDIS_SCAN_ITERSIZE=2):
+        assert sorted(cache.iter_keys('it*')) == ['it%d' % i for i in range(5)]
+    assert limits and set(limits) == {2}
+    limits.clear()
+    assert len(cache.keys('it*', )) == 5 and 2 not in limits
 
 
 def test_key_patterns_keep_to_the_prefix_and_key_function(cache, token_file):
