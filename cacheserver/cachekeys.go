@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -228,11 +229,46 @@ func parseRootCursor(s string) (rootCursor, bool, error) {
 	return rootCursor{}, false, badRequest(wire.CodeBadRequest, "cursor %q is not a cursor this server gave out", s)
 }
 
+// listingShards is the order in which a listing of the server's cache
+// visits the shards (by ordinal) and the base URL of each ordinal. Without
+// a move: the layout's shards, 0 first (the last with reverse). During a
+// move (an announcement with previous) it covers both layouts, a shard
+// keeping its ordinal in both, and visits the shards keys leave before
+// those they go to, so that a key there all along is met at least once
+// while keys move (perhaps twice, as with Redis's SCAN): under jump
+// consistent hash a grow moves keys only to the new shards (visited last,
+// counting up) and a shrink only from the departing ones (visited first,
+// counting down), whatever reverse says.
+func listingShards(a *topology.Announcement, reverse bool) (order []int, urls []string) {
+	urls = a.Shards
+	descending := reverse
+	if prev := a.Previous; prev != nil {
+		if len(prev.Shards) > len(a.Shards) {
+			urls = append(slices.Clip(a.Shards), prev.Shards[len(a.Shards):]...)
+		}
+		descending = len(prev.Shards) > len(a.Shards)
+	}
+	order = make([]int, len(urls))
+	for i := range order {
+		order[i] = i
+		if descending {
+			order[i] = len(urls) - 1 - i
+		}
+	}
+	return order, urls
+}
+
+// listingRestart answers a listing page that cannot go on under the
+// topology in force.
+func listingRestart(format string, args ...any) error {
+	return newRoutingError(http.StatusConflict, wire.CodeListingRestart, nil, format, args...)
+}
+
 // handleRootKeys lists a page of the server's cache's keys: its databases
 // one after the other (python-diskcache's FanoutCache iteration), and on a
-// cache of several shards the shards one after the other, shard 0 first
-// (the last with reverse): a page of another shard is forwarded there. A
-// request with Diskcache-Scope: shard lists this shard's keys only.
+// cache of several shards the shards one after the other in the order of
+// listingShards: a page of another shard is forwarded there. A request
+// with Diskcache-Scope: shard lists this shard's keys only.
 func (s *Server) handleRootKeys(w http.ResponseWriter, r *http.Request) error {
 	p, err := s.listParams(r)
 	if err != nil {
@@ -246,42 +282,40 @@ func (s *Server) handleRootKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var a *topology.Announcement
+	var order []int
 	if s.cluster.sharded() && r.Header.Get(wire.HeaderScope) != "shard" {
 		if a = s.cluster.current(); a == nil {
 			return newRoutingError(http.StatusServiceUnavailable, wire.CodeNoTopology, nil, "shard %d has no topology yet", s.cluster.self)
 		}
+		var urls []string
+		order, urls = listingShards(a, p.reverse)
 		switch {
 		case !given:
-			cur = rootCursor{epoch: a.Epoch}
-			if p.reverse {
-				cur.shard = len(a.Shards) - 1
-			}
+			cur = rootCursor{epoch: a.Epoch, shard: order[0]}
 		case cur.epoch != a.Epoch:
-			return badRequest(wire.CodeBadRequest, "this listing started at topology epoch %d and the cache now routes by epoch %d: keys have moved between shards; list again from the start", cur.epoch, a.Epoch)
-		case cur.shard >= len(a.Shards):
-			return badRequest(wire.CodeBadRequest, "cursor names shard %d of %d", cur.shard, len(a.Shards))
+			return listingRestart("this listing started at topology epoch %d and the cache now routes by epoch %d: keys may have moved between shards; list again from the start", cur.epoch, a.Epoch)
+		case cur.shard >= len(urls):
+			return badRequest(wire.CodeBadRequest, "cursor names shard %d of %d", cur.shard, len(urls))
 		}
 		if cur.shard != s.cluster.self {
 			if r.Header.Get(wire.HeaderForwardedEpoch) != "" {
 				return badRequest(wire.CodeBadRequest, "a listing page for shard %d was forwarded to shard %d", cur.shard, s.cluster.self)
 			}
-			if given {
-				handled, err := s.forward(w, r, nil, cur.shard, a)
-				if err != nil || handled {
-					return err
-				}
-				return badRequest(wire.CodeBadRequest, "the topology changed while listing; list again from the start")
+			if !given {
+				// The first page: the shard to start on gets the cursor
+				// that names it, so that both agree where the run starts.
+				q := r.URL.Query()
+				q.Set("cursor", cur.String())
+				r.URL.RawQuery = q.Encode()
 			}
-			// The first page: the shard to start on gets the cursor that
-			// names it, so that both agree where the run starts.
-			q := r.URL.Query()
-			q.Set("cursor", cur.String())
-			r.URL.RawQuery = q.Encode()
-			handled, err := s.forward(w, r, nil, cur.shard, a)
+			// The departing shards of a shrink are in the listing too.
+			visited := *a
+			visited.Shards = urls
+			handled, err := s.forward(w, r, nil, cur.shard, &visited)
 			if err != nil || handled {
 				return err
 			}
-			return badRequest(wire.CodeBadRequest, "the topology changed while listing; list again from the start")
+			return listingRestart("the topology changed while listing; list again from the start")
 		}
 	}
 	page, err := s.cache.KeyPage(r.Context(), cur.at, p.reverse, p.limit, p.match)
@@ -291,12 +325,8 @@ func (s *Server) handleRootKeys(w http.ResponseWriter, r *http.Request) error {
 	keys, more := page.Keys, page.More
 	next := rootCursor{epoch: cur.epoch, shard: cur.shard, at: page.Next}
 	if !more && a != nil {
-		step := 1
-		if p.reverse {
-			step = -1
-		}
-		if n := cur.shard + step; n >= 0 && n < len(a.Shards) {
-			next, more = rootCursor{epoch: cur.epoch, shard: n}, true
+		if i := slices.Index(order, cur.shard); i+1 < len(order) {
+			next, more = rootCursor{epoch: cur.epoch, shard: order[i+1]}, true
 		}
 	}
 	if !more {

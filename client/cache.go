@@ -643,10 +643,12 @@ type KeysOptions struct {
 // Keys yields the cache's keys a page per request (GET .../keys),
 // expired ones not yet removed included: the server's cache database by
 // database and, on several shards, shard by shard (any shard goes through
-// all of them); a named cache in insertion or sorted order. Keys there when
-// a database's listing started are listed once; keys set or removed
-// meanwhile may be listed or not. After a change of the shard count a
-// listing of the server's cache fails (400): list again.
+// all of them); a named cache in insertion or sorted order. Keys there all
+// along are listed, those of a shard's database once, and as with Redis's
+// SCAN a key that moves between shards meanwhile may come twice; keys set
+// or removed meanwhile may be listed or not. A listing of the server's
+// cache that outlives a change of topology starts again from the start by
+// itself (its keys come again), up to maxListingRestarts times.
 func (cc *Cache) Keys(ctx context.Context, opts KeysOptions) iter.Seq2[kv.Key, error] {
 	return func(yield func(kv.Key, error) bool) {
 		q := url.Values{"reverse": {strconv.FormatBool(opts.Reverse)}}
@@ -659,8 +661,14 @@ func (cc *Cache) Keys(ctx context.Context, opts KeysOptions) iter.Seq2[kv.Key, e
 		if opts.Limit > 0 {
 			q.Set("limit", strconv.Itoa(opts.Limit))
 		}
-		for {
+		for restarts := 0; ; {
 			keys, next, err := cc.keysPage(ctx, q)
+			var e *Error
+			if errors.As(err, &e) && e.Code == wire.CodeListingRestart && restarts < maxListingRestarts {
+				restarts++
+				q.Del("cursor")
+				continue
+			}
 			if err != nil {
 				yield(kv.Key{}, err)
 				return
@@ -677,6 +685,10 @@ func (cc *Cache) Keys(ctx context.Context, opts KeysOptions) iter.Seq2[kv.Key, e
 		}
 	}
 }
+
+// maxListingRestarts bounds how often one listing starts again: a change
+// of shard count makes two topology changes (the move and its end).
+const maxListingRestarts = 8
 
 func (cc *Cache) keysPage(ctx context.Context, q url.Values) ([]kv.Key, string, error) {
 	resp, err := cc.c.do(ctx, request{method: http.MethodGet, path: cc.prefix + "/keys", query: q, idempotent: true})

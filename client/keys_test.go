@@ -10,6 +10,7 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
+	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 func collectKeys(t *testing.T, c *Cache, opts KeysOptions) []string {
@@ -128,5 +129,57 @@ func TestCacheQueues(t *testing.T) {
 	}
 	if _, err := c.Cache("").Push(ctx, kv.Int(1), "", "", kv.SetOptions{}); !errors.Is(err, errNoQueues) {
 		t.Fatalf("push on the server's cache: %v", err)
+	}
+}
+
+// A listing that outlives a change of topology starts again by itself:
+// every key comes, those of the pages before the change twice.
+func TestCacheKeysRestartAfterATopologyChange(t *testing.T) {
+	cl := testserver.StartCluster(t, 2, testserver.Options{})
+	ctx := context.Background()
+	c, err := New(cl.URLs[0], Options{Token: cl.Shards[0].Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for i := 0; i < 40; i++ {
+		k := fmt.Sprintf("r%02d", i)
+		want[k] = true
+		if err := c.Cache("").Set(ctx, kv.TextKey(k), kv.Int(int64(i)), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// announce PUTs a layout of the same shards, a new epoch, to both.
+	epoch := int64(1)
+	announce := func() {
+		epoch++
+		for _, u := range cl.URLs {
+			admin, err := New(u, Options{Token: cl.AdminToken, DirectOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := admin.PutTopology(ctx, topology.Announcement{Layout: topology.Layout{Epoch: epoch, Shards: cl.URLs}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := map[string]int{}
+	n := 0
+	for k, err := range c.Cache("").Keys(ctx, KeysOptions{Limit: 5}) {
+		if err != nil {
+			t.Fatalf("after %d keys: %v", n, err)
+		}
+		got[k.Text()]++
+		if n++; n == 7 || n == 30 {
+			announce()
+		}
+	}
+	for k := range want {
+		if got[k] == 0 {
+			t.Errorf("%s not listed", k)
+		}
+	}
+	if n < len(want)+7 || len(got) != len(want) {
+		t.Errorf("%d keys listed, %d distinct; want every one of %d, the first pages twice", n, len(got), len(want))
 	}
 }

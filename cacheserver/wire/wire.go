@@ -140,6 +140,10 @@ const (
 	CodeForbidden       = "forbidden"        // 403: the data token cannot change the topology
 	CodeAdminDisabled   = "admin_disabled"   // 403: the server has no --admin-token-file
 	CodeRebalancePaused = "rebalance_paused" // 409: moves are paused for a cluster-wide deletion; the sender retries
+	// CodeListingRestart (409): a key listing's cursor is from a topology
+	// epoch the cache no longer routes by; list again from the start (the
+	// clients do so by themselves).
+	CodeListingRestart = "listing_restart"
 )
 
 // Routing returns the bytes that decide which shard owns k (see package

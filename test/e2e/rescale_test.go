@@ -41,6 +41,59 @@ type rescaleStore struct {
 	// colls, when set, runs beside the load: named deques and caches
 	// written and dropped through the Service, checked after each step.
 	colls *collectionLoad
+	// standing, when set, are keys written before the scales and never
+	// changed: listings through the Service run back to back during each
+	// scale, and every one must hold all of them (listDuringScale).
+	standing []string
+}
+
+// listingCounts is what the listings during one scale found.
+type listingCounts struct {
+	listings, keys, missed, twice, errs int64
+	firstMissed                         []string
+	lastErr                             error
+}
+
+// listDuringScale lists the cache's keys through c, a page of 500 at a
+// time, again and again until stop, and counts for each complete listing
+// the standing keys it missed and those it listed twice (which a key that
+// moved meanwhile may be, as with Redis's SCAN).
+func listDuringScale(ctx context.Context, c *cacheclient.Cache, standing []string, stop <-chan struct{}) listingCounts {
+	var out listingCounts
+	for {
+		select {
+		case <-stop:
+			return out
+		default:
+		}
+		seen := make(map[string]int, len(standing))
+		var err error
+		for k, kerr := range c.Keys(ctx, cacheclient.KeysOptions{Limit: 500}) {
+			if kerr != nil {
+				err = kerr
+				break
+			}
+			out.keys++
+			seen[k.Text()]++
+		}
+		if err != nil {
+			out.errs++
+			out.lastErr = err
+			continue
+		}
+		out.listings++
+		for _, k := range standing {
+			switch n := seen[k]; {
+			case n == 0:
+				out.missed++
+				if len(out.firstMissed) < 5 {
+					out.firstMissed = append(out.firstMissed, k)
+				}
+			case n > 1:
+				out.twice += int64(n - 1)
+			}
+		}
+	}
 }
 
 // fileSized pads a value past the CRD's default diskMinFileSize (32Ki).
@@ -113,7 +166,10 @@ func readTopology(ctx context.Context, ns, name string) (cachev1alpha1.TopologyS
 // named deques and 12 named caches (file-sized values) are written and
 // dropped through the Service (collectionLoad): each holds exactly what was
 // acknowledged since its last drop, nothing lost and nothing a drop removed
-// coming back with a handoff. The way back to 4
+// coming back with a handoff. During each scale, listings of the keys
+// through the Service run back to back (KEYLIST): each must hold the 500
+// keys written before the scales (django-redis's delete_pattern during a
+// scale misses nothing). The way back to 4
 // reuses the claims of shards 2 and 3 that 5 → 2 drained and kept
 // (whenScaled: Retain).
 func TestRescaleKeepsEveryWrite(t *testing.T) {
@@ -136,6 +192,13 @@ func TestRescaleKeepsEveryWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	store.colls = newCollectionLoad(cl, "rescale", 12)
+	for i := range 500 {
+		k := fmt.Sprintf("standing-%03d", i)
+		if err := store.c.Set(ctxT(t, time.Minute), kv.TextKey(k), kv.Text(k), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		store.standing = append(store.standing, k)
+	}
 	// 2000 keys, 8 writers/readers/deleters, each on its own 250 keys.
 	l := loadcheck.New(store, loadcheck.Config{Workers: 8, KeysPerWorker: 250, Prefix: "rescale"})
 
@@ -192,6 +255,10 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 		collOps0, collDrops0, collErrs0 = cl.ops.Load(), cl.drops.Load(), cl.errs.Load()
 	}
 	batchesStart, batchErrsStart := store.batches.Load(), store.batchErrs.Load()
+	listStop, listed := make(chan struct{}), make(chan listingCounts, 1)
+	if len(store.standing) > 0 {
+		go func() { listed <- listDuringScale(context.Background(), store.c, store.standing, listStop) }()
+	}
 	start := time.Now()
 	if out, err := kubectl(t, "-n", ns, "scale", "dcache/"+name, fmt.Sprintf("--replicas=%d", to)); err != nil {
 		t.Fatalf("kubectl scale: %v\n%s", err, out)
@@ -234,6 +301,18 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 			topo, ptr.Deref(sts.Spec.Replicas, 0), sts.Status.Replicas, sts.Status.ReadyReplicas)
 	})
 	took := time.Since(start)
+	close(listStop)
+	if len(store.standing) > 0 {
+		lc := <-listed
+		t.Logf("KEYLIST during %s through the Service, under load: %d complete listings (%d keys listed), standing keys missed %d %v, listed twice %d; %d listings failed (last: %v)",
+			step, lc.listings, lc.keys, lc.missed, lc.firstMissed, lc.twice, lc.errs, lc.lastErr)
+		if lc.missed != 0 {
+			t.Errorf("during %s a listing through the Service missed %d standing keys, first %v", step, lc.missed, lc.firstMissed)
+		}
+		if lc.listings == 0 {
+			t.Errorf("during %s no listing through the Service completed (%d failed, last: %v)", step, lc.errs, lc.lastErr)
+		}
+	}
 	ops, errs, acked := store.ops.Load()-opsStart, store.errs.Load()-errsStart, l.Acked()-ackedStart
 	var collOps, collDrops, collErrs int64
 	if cl := store.colls; cl != nil {

@@ -4,6 +4,7 @@ import functools
 import heapq
 
 from . import ops, wire
+from .errors import CacheServerError
 from .memo import ENOVAL, args_to_key, full_name
 from .persistent import Deque, Index, _prefix, _prefix_params, _side
 from .transport import Client
@@ -20,6 +21,10 @@ RUNTIME_SETTINGS = frozenset(
 SETTINGS = RUNTIME_SETTINGS | frozenset(
     ['disk_min_file_size', 'disk_pickle_protocol', 'sqlite_auto_vacuum', 'sqlite_cache_size',
      'sqlite_journal_mode', 'sqlite_mmap_size', 'sqlite_synchronous'])
+
+# How often one key listing starts again after the topology changed under
+# it: a change of the shard count makes two changes (the move, its end).
+MAX_LISTING_RESTARTS = 8
 
 
 class Cache:
@@ -332,9 +337,21 @@ class Cache:
         # A small first page unless told: loops often stop early.
         size = limit or 100
         cursor = None
+        restarts = 0
         while True:
-            headers, cursor = self._run(ops.keys_page(self._route, self._prefix, shard, order,
-                                                      reverse, cursor, size, match))
+            try:
+                headers, cursor = self._run(ops.keys_page(self._route, self._prefix, shard, order,
+                                                          reverse, cursor, size, match))
+            except CacheServerError as exc:
+                # The topology changed under the listing (409
+                # listing_restart): keys may have moved, so list again from
+                # the start; keys already listed come again, as Redis's
+                # SCAN may return a key twice.
+                if exc.code != 'listing_restart' or restarts >= MAX_LISTING_RESTARTS:
+                    raise
+                restarts += 1
+                cursor = None
+                continue
             yield from headers
             if not cursor:
                 return

@@ -649,6 +649,9 @@ class DjangoCache(BaseCache):
         match the glob ``search`` (``*``, ``?``, ``[...]``; ``\\`` escapes),
         read a page per request: database by database and shard by shard
         (``GET /v1/keys``), expired keys that were not yet removed included.
+        As with Redis's ``SCAN``, keys there all along come at least once,
+        while a change of the shard count moves them too; a listing that
+        outlives a change of topology starts again (its keys come again).
         Errors are raised."""
         for key in self._matching(search, version, None, itersize):
             yield self.reverse_key(key)

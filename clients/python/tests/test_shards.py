@@ -273,6 +273,31 @@ def test_a_new_epoch_is_followed(cluster):
     assert client.topology.epoch == 2
 
 
+def test_a_listing_starts_again_when_the_topology_changes(cluster):
+    # A listing that outlives a change of topology (the server answers 409
+    # listing_restart: keys may have moved) starts again from the start by
+    # itself: every key comes, those of the pages before the change twice.
+    client = smart_client(cluster)
+    cache = Cache(client)
+    django_cache = DjangoCache(cluster.url, {'OPTIONS': {'TOKEN': TOKEN}})
+    keys = ['lr%02d' % i for i in range(40)]
+    for key in keys:
+        cache.set(key, 1)
+        django_cache.set(key, 1)
+    epoch = client.topology.epoch
+    listings = {'Cache': iter(cache), 'iter_keys': django_cache.iter_keys('lr*', itersize=5)}
+    for name, listing in listings.items():
+        listed = [next(listing) for _ in range(3)]
+        epoch += 1
+        announce(cluster, epoch)
+        listed += list(listing)
+        if name == 'Cache':
+            # The server's cache holds the Django keys (':1:lr00') too.
+            listed = [k for k in listed if k != 'warm-up' and not k.startswith(':1:')]
+        assert sorted(set(listed)) == keys, name
+        assert len(listed) > len(keys), name  # the first keys came again
+
+
 def test_a_list_of_urls_warns_of_a_new_epoch(cluster, caplog):
     # A list of shard URLs is kept as it is; a newer topology on the
     # servers (a shard added, say) is told in the log, once.
