@@ -137,7 +137,7 @@ func storesData(pattern string) bool {
 	if method != "POST" {
 		return false
 	}
-	for _, suffix := range []string{"/add", "/push", "/items", "/batch/set", "/setdefault", "/incr", "/decr"} {
+	for _, suffix := range []string{"/add", "/replace", "/push", "/items", "/batch/set", "/setdefault", "/incr", "/decr"} {
 		if strings.HasSuffix(path, suffix) {
 			return true
 		}

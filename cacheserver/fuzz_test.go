@@ -212,7 +212,7 @@ type keyRoute struct {
 var keyRoutes = []keyRoute{
 	{"GET", "", false}, {"HEAD", "", false}, {"PUT", "", true}, {"DELETE", "", false},
 	{"POST", "/add", true}, {"POST", "/touch", false}, {"POST", "/pop", false},
-	{"POST", "/incr", false}, {"POST", "/decr", false},
+	{"POST", "/incr", false}, {"POST", "/decr", false}, {"POST", "/replace", true},
 }
 
 // FuzzKeyRoutes sends arbitrary keys, key kinds, query strings, value

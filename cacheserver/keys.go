@@ -1,6 +1,7 @@
 package cacheserver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -301,6 +302,17 @@ func (s *Server) handleSet(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleAdd(w http.ResponseWriter, r *http.Request) error {
+	return s.conditionalSet(w, r, "added", Store.Add)
+}
+
+func (s *Server) handleReplace(w http.ResponseWriter, r *http.Request) error {
+	return s.conditionalSet(w, r, "replaced", Store.Replace)
+}
+
+// conditionalSet serves a set that may not store (add, replace), answering
+// {field: whether it stored}.
+func (s *Server) conditionalSet(w http.ResponseWriter, r *http.Request, field string,
+	set func(Store, context.Context, kv.Key, kv.Value, kv.SetOptions) (bool, error)) error {
 	st, key, err := s.storeKey(r)
 	if err != nil {
 		return err
@@ -313,11 +325,11 @@ func (s *Server) handleAdd(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	added, err := st.Add(r.Context(), key, v, opts)
+	stored, err := set(st, r.Context(), key, v, opts)
 	if err != nil {
 		return bodyError(err)
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"added": added})
+	writeJSON(w, http.StatusOK, map[string]bool{field: stored})
 	return nil
 }
 

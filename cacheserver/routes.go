@@ -21,6 +21,7 @@ func (s *Server) keyRoutes(prefix string, resolve storeResolver) {
 	s.storeRoute("PUT "+prefix+"/keys/{key}", resolve, s.handleSet)
 	s.storeRoute("DELETE "+prefix+"/keys/{key}", resolve, s.handleDelete)
 	s.storeRoute("POST "+prefix+"/keys/{key}/add", resolve, s.handleAdd)
+	s.storeRoute("POST "+prefix+"/keys/{key}/replace", resolve, s.handleReplace)
 	s.storeRoute("POST "+prefix+"/keys/{key}/touch", resolve, s.handleTouch)
 	s.storeRoute("POST "+prefix+"/keys/{key}/pop", resolve, s.handlePop)
 	s.storeRoute("POST "+prefix+"/keys/{key}/incr", resolve, s.handleIncr(false))

@@ -13,6 +13,7 @@ import (
 type Store interface {
 	Set(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) error
 	Add(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error)
+	Replace(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error)
 	Get(ctx context.Context, key kv.Key, opts engine.GetOptions) (engine.Item, bool, error)
 	Pop(ctx context.Context, key kv.Key, opts engine.GetOptions) (engine.Item, bool, error)
 	Touch(ctx context.Context, key kv.Key, expire kv.Expiry) (bool, error)

@@ -252,6 +252,19 @@ func (cc *Cache) Add(ctx context.Context, key kv.Key, value kv.Value, opts kv.Se
 	return out.Added, err
 }
 
+// Replace stores value only if key has a live item (Redis's SET XX) and
+// reports whether it did.
+func (cc *Cache) Replace(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
+	p, q := cc.keyPath(key, "/replace")
+	setQuery(q, opts)
+	// Repeatable: a second replace of a live item stores the same again.
+	req := request{method: http.MethodPost, path: p, query: q, idempotent: true}
+	valueRequest(&req, value, opts)
+	var out struct{ Replaced bool }
+	_, err := cc.c.doJSON(ctx, req, &out)
+	return out.Replaced, err
+}
+
 // Touch sets a live item's expiry and reports whether key was live.
 func (cc *Cache) Touch(ctx context.Context, key kv.Key, expire kv.Expiry) (bool, error) {
 	p, q := cc.keyPath(key, "/touch")

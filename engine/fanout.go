@@ -343,6 +343,16 @@ func (f *FanoutCache) Add(ctx context.Context, key kv.Key, value kv.Value, opts 
 	return ok, err
 }
 
+// Replace stores value under key only if key holds a live item (see
+// Cache.Replace).
+func (f *FanoutCache) Replace(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
+	ok, err := f.DatabaseFor(key).Replace(ctx, key, value, opts)
+	if f.swallowed(err) {
+		return false, nil
+	}
+	return ok, err
+}
+
 // Touch gives a live item a new expiry (see Cache.Touch).
 func (f *FanoutCache) Touch(ctx context.Context, key kv.Key, expire kv.Expiry) (bool, error) {
 	ok, err := f.DatabaseFor(key).Touch(ctx, key, expire)

@@ -289,6 +289,40 @@ func (tx *Tx) Add(key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) 
 	return added, err
 }
 
+// Replace stores value under key only if key holds a live item (Redis's
+// SET XX, memcached's replace), as Set does, and reports whether it did.
+func (c *Cache) Replace(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
+	if err := key.Validate(); err != nil {
+		return false, err
+	}
+	st, err := c.prepare(value, opts)
+	if err != nil {
+		return false, err
+	}
+	var replaced bool
+	err = c.writeStored(ctx, "replace", st, func(tx *Tx) error {
+		var err error
+		replaced, err = tx.replaceStored(key, st, opts)
+		return err
+	})
+	if err == nil && !replaced {
+		c.discardStored(st)
+	}
+	return replaced, err
+}
+
+func (tx *Tx) replaceStored(key kv.Key, st stored, opts kv.SetOptions) (bool, error) {
+	dbKey, raw := dbKey(key)
+	row, ok, err := tx.cn.queryRow(`SELECT expire_time FROM Cache WHERE key = ? AND raw = ?`, 1, dbKey, raw)
+	if err != nil || !ok {
+		return false, err
+	}
+	if exp, has := toFloat(row[0]); has && exp <= tx.now() {
+		return false, nil
+	}
+	return true, tx.setStored(key, st, opts)
+}
+
 func (tx *Tx) addStored(key kv.Key, st stored, opts kv.SetOptions) (bool, error) {
 	now := tx.now()
 	dbKey, raw := dbKey(key)

@@ -950,3 +950,47 @@ func TestSmallAPI(t *testing.T) {
 		t.Errorf("Timeout() = %v", c.Timeout())
 	}
 }
+
+// Replace stores only over a live item (Redis's SET XX): a missing or
+// expired key stays as it was, a file written for the refused value goes,
+// and with hot values the refused value never reaches memory.
+func TestReplace(t *testing.T) {
+	for _, hot := range []int64{0, 1 << 20} {
+		clk := newClock()
+		c, err := Open(utCtx, t.TempDir(), Options{Settings: map[settings.Name]any{settings.NameDiskMinFileSize: 100}, Now: clk.Now, HotBytes: hot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		k := kv.TextKey("k")
+		if ok, err := c.Replace(utCtx, k, kv.Bytes(utBig(200, 'x')), kv.SetOptions{}); ok || err != nil {
+			t.Fatalf("hot %d: Replace missing = %v, %v", hot, ok, err)
+		}
+		if _, ok, _ := c.Get(utCtx, k, GetOptions{}); ok {
+			t.Fatalf("hot %d: a refused Replace stored", hot)
+		}
+		if files := utValFiles(t, c); len(files) != 0 {
+			t.Fatalf("hot %d: refused Replace left %v", hot, files)
+		}
+		if err := c.Set(utCtx, k, kv.Int(1), kv.SetOptions{Expire: kv.ExpireAfter(10 * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := c.Replace(utCtx, k, kv.Int(2), kv.SetOptions{Tag: kv.TextKey("t")}); !ok || err != nil {
+			t.Fatalf("hot %d: Replace live = %v, %v", hot, ok, err)
+		}
+		it, ok, err := c.Get(utCtx, k, GetOptions{})
+		if !ok || err != nil || !it.Value.Equal(kv.Int(2)) || !it.Tag.Equal(kv.TextKey("t")) || it.ExpireTime != 0 {
+			t.Fatalf("hot %d: after Replace = %+v, %v, %v", hot, it, ok, err)
+		}
+		if err := c.Set(utCtx, k, kv.Int(3), kv.SetOptions{Expire: kv.ExpireAfter(10 * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(11 * time.Second)
+		if ok, err := c.Replace(utCtx, k, kv.Int(4), kv.SetOptions{}); ok || err != nil {
+			t.Fatalf("hot %d: Replace expired = %v, %v", hot, ok, err)
+		}
+		if _, ok, _ := c.Get(utCtx, k, GetOptions{}); ok {
+			t.Fatalf("hot %d: a Replace of an expired item stored", hot)
+		}
+	}
+}

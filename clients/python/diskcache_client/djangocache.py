@@ -241,6 +241,12 @@ def _glob_escape(text):
     return _GLOB_SPECIAL.sub(r'\\\1', text)
 
 
+def _not_both(xx):
+    if xx:
+        # Redis answers SET with both NX and XX with a syntax error.
+        raise ValueError('set: nx and xx exclude each other')
+
+
 class DjangoCache(BaseCache):
     """Django cache backend talking to cacheserver.
 
@@ -402,22 +408,26 @@ class DjangoCache(BaseCache):
         return handle
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, read=False,
-            tag=None, retry=True, nx=False):
+            tag=None, retry=True, nx=False, xx=False):
         """Store ``value``; with ``read`` the value is a binary file streamed
-        to the server. True if stored. ``nx=True`` stores it only if ``key``
-        has no live item (django-redis's ``set(..., nx=True)``: :meth:`add`)."""
+        to the server. True if stored. As django-redis's ``set``, ``nx=True``
+        stores it only if ``key`` has no live item (:meth:`add`), ``xx=True``
+        only if it has one (Redis's ``SET XX``), atomically on the server."""
         if nx:
+            _not_both(xx)
             return self.add(key, value, timeout, version, read, tag)
         key = self._key(key, version)
         expire = self.get_backend_timeout(timeout)
-        return self._run(ops.set(self._client, PREFIX, key, value, expire, read, tag),
+        op = ops.replace if xx else ops.set
+        return self._run(op(self._client, PREFIX, key, value, expire, read, tag),
                          False, 'set')
 
-    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False):
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False, xx=False):
         if nx:
+            _not_both(xx)
             return await self.aadd(key, value, timeout, version)
         expire = self.get_backend_timeout(timeout)
-        return await self._arun(self._keyed(key, version, ops.set, value, expire),
+        return await self._arun(self._keyed(key, version, ops.replace if xx else ops.set, value, expire),
                                 False, 'set', _plain(value))
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None, retry=True):

@@ -160,6 +160,13 @@ def add(c, prefix, key, value, expire=None, read=False, tag=None):
     return bool(_json(resp).get('added'))
 
 
+def replace(c, prefix, key, value, expire=None, read=False, tag=None):
+    """Store ``value`` only if ``key`` has a live item (Redis's SET XX)."""
+    # Repeatable: a second replace of a live item stores the same again.
+    resp = yield _value_request(c, prefix, key, 'POST', '/replace', value, expire, read, tag, True)
+    return bool(_json(resp).get('replaced'))
+
+
 def touch(c, prefix, key, expire=None):
     resp = yield key_request(c, prefix, key, 'POST', '/touch', wire.set_params(expire),
                              idempotent=True)

@@ -747,6 +747,22 @@ def test_set_nx_as_django_redis(cache):
     assert asyncio.run(cache.aset('nx', 4, nx=True)) is False and cache.get('nx') == 3
 
 
+def test_set_xx_as_django_redis(cache):
+    # Redis's SET XX: only over a live item, atomically on the server.
+    assert cache.set('xx', 1, xx=True) is False and cache.get('xx') is None
+    cache.set('xx', 1)
+    assert cache.set('xx', 2, xx=True, timeout=None) is True and cache.get('xx') == 2
+    assert cache.ttl('xx') is None
+    cache.set('gone', 1, timeout=0)  # expires at once
+    assert cache.set('gone', 2, xx=True) is False and cache.get('gone') is None
+    with pytest.raises(ValueError):
+        cache.set('xx', 3, nx=True, xx=True)
+    import asyncio  # pylint: disable=import-outside-toplevel
+    assert asyncio.run(cache.aset('xx', 4, xx=True)) is True and cache.get('xx') == 4
+    assert asyncio.run(cache.aset('missing-xx', 4, xx=True)) is False
+    assert cache.get('missing-xx') is None
+
+
 def test_ttl_persist_and_expire_as_django_redis(cache):
     assert cache.ttl('missing') == 0 and cache.pttl('missing') == 0
     cache.set('forever', 1, timeout=None)
