@@ -667,14 +667,16 @@ class DjangoCache(BaseCache):
             yield self.reverse_key(key)
 
     def keys(self, search, version=None):
-        """django-redis's ``keys``: :meth:`iter_keys` as a list."""
-        return list(self.iter_keys(search, version=version))
+        """django-redis's ``keys``: :meth:`iter_keys` as a list, each key
+        once (as Redis's ``KEYS``; a listing that went on while keys moved
+        between shards, or started again, meets some twice)."""
+        return list(dict.fromkeys(self.iter_keys(search, version=version)))
 
     def delete_pattern(self, pattern, version=None, prefix=None, itersize=None):
         """django-redis's ``delete_pattern``: delete the keys that match the
         glob ``pattern``; the count deleted. The keys are listed first, then
         deleted a batch at a time: keys set meanwhile may stay."""
-        keys = list(self._matching(pattern, version, prefix, itersize))
+        keys = list(dict.fromkeys(self._matching(pattern, version, prefix, itersize)))
         deleted = 0
         for i in range(0, len(keys), ops.BATCH_SIZE):
             flags = self._client.run(ops.delete_many(self._client, PREFIX, keys[i:i + ops.BATCH_SIZE]))

@@ -296,6 +296,15 @@ def test_a_listing_starts_again_when_the_topology_changes(cluster):
             listed = [k for k in listed if k != 'warm-up' and not k.startswith(':1:')]
         assert sorted(set(listed)) == keys, name
         assert len(listed) > len(keys), name  # the first keys came again
+    # keys() and delete_pattern() take each key once, as Redis's KEYS.
+    first = django_cache.iter_keys
+
+    def restarted(search, itersize=None, version=None):
+        listed = list(first(search, itersize, version))
+        return iter(listed + listed)  # as a listing started again meets them
+    django_cache.iter_keys = restarted
+    assert sorted(django_cache.keys('lr*')) == keys
+    assert django_cache.delete_pattern('lr*') == len(keys)
 
 
 def test_a_list_of_urls_warns_of_a_new_epoch(cluster, caplog):
