@@ -361,7 +361,9 @@ class Cache:
         """Keys in insertion order, expired ones included, those there when
         iteration starts (python-diskcache's ``Cache.__iter__``; the
         server's cache as its ``FanoutCache``: database by database, and
-        shard by shard)."""
+        shard by shard). While a change of the shard count moves keys, or
+        after one made the listing start again, a key may come twice (as
+        with Redis's ``SCAN``), never not at all."""
         return (wire.record_key(h) for h in self._keys('insertion', False))
 
     def __reversed__(self):
