@@ -47,7 +47,7 @@ func missingFrom(want, got []string) []string {
 // keys are still on the departing shard, which the new layout no longer
 // names; a listing through any shard, either way, holds every key once.
 func TestListingDuringAShrinkHoldsTheDepartingShards(t *testing.T) {
-	c := testserver.StartCluster(t, 3, testserver.Options{Args: []string{"--rebalance-rate", "1"}})
+	c := testserver.StartCluster(t, 3, testserver.Options{Args: stalledMove})
 	tok := c.Shards[0].Token
 	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
 	want := setListedKeys(t, c.URLs[0], tok, 150)

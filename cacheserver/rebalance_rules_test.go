@@ -455,28 +455,37 @@ func TestTouchedKeysSurviveARestart(t *testing.T) {
 	}
 }
 
+// stalledMove caps the handoff at 1 byte/s: nothing moves while a test
+// runs, so every key is still at its previous owner.
+var stalledMove = []string{"--rebalance-rate", "1"}
+
+// stalledGrow sets n keys (to "old") that move to the third shard when a
+// cache of 2 shards grows to 3, starts that shard, announces the grow with
+// its handoff stalled, and returns the keys and the new owner's cache.
+func stalledGrow(t *testing.T, prefix string, n int) ([]string, *client.Cache) {
+	t.Helper()
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: stalledMove})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	keys := movingKeys(prefix, n, 2, 3, 2)
+	cl := dataClient(t, c.URLs[0], tok).Cache("")
+	for _, k := range keys {
+		if err := cl.Set(context.Background(), kv.TextKey(k), kv.Text("old"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := startShard(t, c, 2, m.layout, stalledMove...)
+	m.announce(append(append([]string(nil), c.URLs...), s2.URL))
+	return keys, dataClient(t, s2.URL, tok).Cache("")
+}
+
 // TestReadDuringFirstOverwriteFindsAValue: at the new owner, a read that
 // runs while the first overwrite of a key not yet moved is under way finds
 // the old value or the new one, never nothing: the key holds a value
 // before, during and after the write.
 func TestReadDuringFirstOverwriteFindsAValue(t *testing.T) {
 	ctx := context.Background()
-	// A cap of 1 byte/s: nothing moves during the test, so every key is
-	// still at its previous owner when it is overwritten.
-	stalled := []string{"--rebalance-rate", "1"}
-	c := testserver.StartCluster(t, 2, testserver.Options{Args: stalled})
-	tok := c.Shards[0].Token
-	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
-	keys := movingKeys("o", 100, 2, 3, 2)
-	cl := dataClient(t, c.URLs[0], tok).Cache("")
-	for _, k := range keys {
-		if err := cl.Set(ctx, kv.TextKey(k), kv.Text("old"), kv.SetOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s2 := startShard(t, c, 2, m.layout, stalled...)
-	m.announce(append(append([]string(nil), c.URLs...), s2.URL))
-	owner := dataClient(t, s2.URL, tok).Cache("")
+	keys, owner := stalledGrow(t, "o", 100)
 	var misses, reads atomic.Int64
 	var wg sync.WaitGroup
 	for _, k := range keys {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
-	"github.com/diskcache-operator/diskcache-operator/topology"
 )
 
 // TestReplaceStoresOnlyOverALiveItem: POST .../keys/{key}/replace (Redis's
@@ -45,25 +44,12 @@ func TestReplaceStoresOnlyOverALiveItem(t *testing.T) {
 // item still at its previous owner live, and stores.
 func TestReplaceDuringAMoveSeesThePreviousOwner(t *testing.T) {
 	ctx := context.Background()
-	stalled := []string{"--rebalance-rate", "1"}
-	c := testserver.StartCluster(t, 2, testserver.Options{Args: stalled})
-	tok := c.Shards[0].Token
-	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
-	keys := movingKeys("x", 20, 2, 3, 2)
-	cl := dataClient(t, c.URLs[0], tok).Cache("")
-	for _, k := range keys {
-		if err := cl.Set(ctx, kv.TextKey(k), kv.Text("old"), kv.SetOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s2 := startShard(t, c, 2, m.layout, stalled...)
-	m.announce(append(append([]string(nil), c.URLs...), s2.URL))
-	owner := dataClient(t, s2.URL, tok).Cache("")
+	keys, owner := stalledGrow(t, "x", 20)
 	for _, k := range keys {
 		if ok, err := owner.Replace(ctx, kv.TextKey(k), kv.Text("new"), kv.SetOptions{}); !ok || err != nil {
 			t.Fatalf("replace of %s at its new owner = %v, %v; the item is live at its previous owner", k, ok, err)
 		}
-		if it, ok, err := cl.Get(ctx, kv.TextKey(k)); !ok || err != nil || string(it.Value.Data) != "new" {
+		if it, ok, err := owner.Get(ctx, kv.TextKey(k)); !ok || err != nil || string(it.Value.Data) != "new" {
 			t.Fatalf("%s after replace = %+v, %v, %v", k, it, ok, err)
 		}
 	}
