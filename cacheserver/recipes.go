@@ -237,6 +237,13 @@ func (s *Server) lockOwnerParams(r *http.Request) (kv.Key, *engine.Cache, bool, 
 	return key, db, reentrant, owner, err
 }
 
+// recipeTag reads ?tag=&tt=, the tag a recipe's state item is stored with
+// (python-diskcache's recipes take one); the zero Key stores none.
+func recipeTag(r *http.Request) (kv.Key, error) {
+	opts, err := setOptions(r)
+	return opts.Tag, err
+}
+
 func lockTopic(db *engine.Cache, key kv.Key) string { return topic("lock", db, key) }
 
 // handleLockAcquire takes the lock for owner (re-entering it with
@@ -255,6 +262,10 @@ func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	tag, err := recipeTag(r)
+	if err != nil {
+		return err
+	}
 	var out LockState
 	err = s.retryFor(r.Context(), wait, lockTopic(db, key), func() (bool, time.Duration, error) {
 		var acquired bool
@@ -263,9 +274,9 @@ func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error
 		var remaining time.Duration
 		var err error
 		if reentrant {
-			acquired, holder, count, remaining, err = engine.RLock{Cache: db}.Acquire(r.Context(), key, owner, ttl)
+			acquired, holder, count, remaining, err = engine.RLock{Cache: db, Tag: tag}.Acquire(r.Context(), key, owner, ttl)
 		} else {
-			acquired, holder, remaining, err = engine.Lock{Cache: db}.Acquire(r.Context(), key, owner, ttl)
+			acquired, holder, remaining, err = engine.Lock{Cache: db, Tag: tag}.Acquire(r.Context(), key, owner, ttl)
 			count = 1 // a plain lock that is held is held once
 		}
 		out = LockState{Acquired: &acquired, Holder: holder, Count: count, Remaining: seconds(remaining)}
@@ -285,11 +296,15 @@ func (s *Server) handleLockRelease(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	tag, err := recipeTag(r)
+	if err != nil {
+		return err
+	}
 	count := 0
 	if reentrant {
-		count, err = engine.RLock{Cache: db}.Release(r.Context(), key, owner)
+		count, err = engine.RLock{Cache: db, Tag: tag}.Release(r.Context(), key, owner)
 	} else {
-		err = engine.Lock{Cache: db}.Release(r.Context(), key, owner)
+		err = engine.Lock{Cache: db, Tag: tag}.Release(r.Context(), key, owner)
 	}
 	if err != nil {
 		return err
@@ -310,10 +325,14 @@ func (s *Server) handleLockRefresh(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	tag, err := recipeTag(r)
+	if err != nil {
+		return err
+	}
 	if reentrant {
-		err = engine.RLock{Cache: db}.Refresh(r.Context(), key, owner, ttl)
+		err = engine.RLock{Cache: db, Tag: tag}.Refresh(r.Context(), key, owner, ttl)
 	} else {
-		err = engine.Lock{Cache: db}.Refresh(r.Context(), key, owner, ttl)
+		err = engine.Lock{Cache: db, Tag: tag}.Refresh(r.Context(), key, owner, ttl)
 	}
 	if err != nil {
 		return err
@@ -373,13 +392,17 @@ func (s *Server) handleSemaphoreAcquire(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
+	tag, err := recipeTag(r)
+	if err != nil {
+		return err
+	}
 	db := s.cache.DatabaseFor(key)
 	var acquired bool
 	var inUse int
 	var retry time.Duration
 	err = s.retryFor(r.Context(), wait, semaphoreTopic(db, key), func() (bool, time.Duration, error) {
 		var err error
-		acquired, inUse, retry, err = engine.BoundedSemaphore{Cache: db}.Acquire(r.Context(), key, owner, int(value), ttl)
+		acquired, inUse, retry, err = engine.BoundedSemaphore{Cache: db, Tag: tag}.Acquire(r.Context(), key, owner, int(value), ttl)
 		return acquired, retry, err
 	})
 	if err != nil {
@@ -398,8 +421,12 @@ func (s *Server) handleSemaphoreRelease(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
+	tag, err := recipeTag(r)
+	if err != nil {
+		return err
+	}
 	db := s.cache.DatabaseFor(key)
-	inUse, err := engine.BoundedSemaphore{Cache: db}.Release(r.Context(), key, owner)
+	inUse, err := engine.BoundedSemaphore{Cache: db, Tag: tag}.Release(r.Context(), key, owner)
 	if err != nil {
 		return err
 	}
@@ -421,7 +448,11 @@ func (s *Server) handleSemaphoreRefresh(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	if err := (engine.BoundedSemaphore{Cache: s.cache.DatabaseFor(key)}).Refresh(r.Context(), key, owner, ttl); err != nil {
+	tag, err := recipeTag(r)
+	if err != nil {
+		return err
+	}
+	if err := (engine.BoundedSemaphore{Cache: s.cache.DatabaseFor(key), Tag: tag}).Refresh(r.Context(), key, owner, ttl); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"refreshed": true})
@@ -485,6 +516,10 @@ func (s *Server) handleAverageAdd(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return badRequest(wire.CodeBadValue, "the body must be one number: %v", err)
 	}
+	opts, err := setOptions(r)
+	if err != nil {
+		return err
+	}
 	var count int64
 	tx := afterTx{c: s.cache.DatabaseFor(key), after: func(tx *engine.Tx) error {
 		// The state is [total, count] as JSON text (see engine.Averager).
@@ -498,7 +533,7 @@ func (s *Server) handleAverageAdd(w http.ResponseWriter, r *http.Request) error 
 		}
 		return nil
 	}}
-	avg, err := engine.Averager{Cache: tx}.Add(r.Context(), key, x)
+	avg, err := engine.Averager{Cache: tx, Expire: opts.Expire, Tag: opts.Tag}.Add(r.Context(), key, x)
 	if err != nil {
 		return err
 	}
@@ -560,7 +595,11 @@ func (s *Server) handleRateLimit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	allowed, retry, remaining, err := engine.Throttler{Cache: s.cache.DatabaseFor(key)}.Throttle(r.Context(), key, int(count), per, int(cost))
+	tag, err := recipeTag(r)
+	if err != nil {
+		return err
+	}
+	allowed, retry, remaining, err := engine.Throttler{Cache: s.cache.DatabaseFor(key), Tag: tag}.Throttle(r.Context(), key, int(count), per, int(cost))
 	if err != nil {
 		return err
 	}

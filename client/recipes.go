@@ -43,6 +43,13 @@ func (c *Client) Lock(key kv.Key) *Lock {
 	return &Lock{c: c, path: p, query: q}
 }
 
+// WithTag stores the lock's state item with tag (python-diskcache's
+// recipes take tag=), so that Evict(tag) removes it; it returns l.
+func (l *Lock) WithTag(tag kv.Key) *Lock {
+	setQuery(l.query, kv.SetOptions{Tag: tag})
+	return l
+}
+
 // RLock returns the re-entrant lock under key: its owner may acquire it
 // again, and must release it as many times.
 func (c *Client) RLock(key kv.Key) *Lock {
@@ -137,6 +144,12 @@ func (c *Client) Semaphore(key kv.Key, value int) *Semaphore {
 	return &Semaphore{c: c, path: p, query: q, value: value}
 }
 
+// WithTag stores the semaphore's state item with tag; it returns s.
+func (s *Semaphore) WithTag(tag kv.Key) *Semaphore {
+	setQuery(s.query, kv.SetOptions{Tag: tag})
+	return s
+}
+
 func (s *Semaphore) q(pairs ...string) url.Values {
 	q := url.Values{}
 	for k, v := range s.query {
@@ -204,12 +217,20 @@ type Averager struct {
 	c     *Client
 	path  string
 	query url.Values
+	opts  kv.SetOptions // the state item's expiry and tag, given by every Add
 }
 
 // Averager returns the running average under key.
 func (c *Client) Averager(key kv.Key) *Averager {
 	p, q := recipePath("averages", key)
 	return &Averager{c: c, path: p, query: q}
+}
+
+// With gives the average's state item opts' expiry (renewed by every Add,
+// as python-diskcache's Averager(expire=)) and tag; it returns a.
+func (a *Averager) With(opts kv.SetOptions) *Averager {
+	a.opts = opts
+	return a
 }
 
 type averageAnswer struct {
@@ -220,7 +241,12 @@ type averageAnswer struct {
 // Add adds x and returns the average and count after.
 func (a *Averager) Add(ctx context.Context, x float64) (float64, int64, error) {
 	var out averageAnswer
-	_, err := a.c.doJSON(ctx, request{method: http.MethodPost, path: a.path, query: a.query,
+	q := url.Values{}
+	for k, v := range a.query {
+		q[k] = v
+	}
+	setQuery(q, a.opts)
+	_, err := a.c.doJSON(ctx, request{method: http.MethodPost, path: a.path, query: q,
 		body: []byte(wire.FormatNumber(kv.Float(x))), header: http.Header{"Content-Type": {"text/plain"}}}, &out)
 	return out.Average, out.Count, err
 }
@@ -254,6 +280,12 @@ type RateLimit struct {
 func (c *Client) RateLimit(key kv.Key, count int, per time.Duration) *RateLimit {
 	p, q := recipePath("ratelimits", key)
 	return &RateLimit{c: c, path: p, query: q, count: count, per: per}
+}
+
+// WithTag stores the bucket's state item with tag; it returns r.
+func (r *RateLimit) WithTag(tag kv.Key) *RateLimit {
+	setQuery(r.query, kv.SetOptions{Tag: tag})
+	return r
 }
 
 // RateResult is the answer of RateLimit.Take.

@@ -241,3 +241,45 @@ func TestAveragerAndRateLimitOverHTTP(t *testing.T) {
 		t.Fatalf("another key's bucket = %+v, %v", res, err)
 	}
 }
+
+// Each recipe's state item carries the tag it was given (python-diskcache's
+// recipes take tag=), on every write of it, so that Evict(tag) removes it;
+// an average's expiry is renewed by each Add.
+func TestRecipeStateIsTagged(t *testing.T) {
+	ctx := context.Background()
+	_, c := startServer(t)
+	cc := c.Cache("")
+	a := c.Averager(kv.TextKey("avg")).With(kv.SetOptions{Tag: kv.TextKey("a"), Expire: kv.ExpireAfter(time.Hour)})
+	for _, x := range []float64{1, 3} {
+		if _, _, err := a.Add(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rl := c.RLock(kv.TextKey("rlock")).WithTag(kv.TextKey("l"))
+	for range 2 {
+		if st, err := rl.Acquire(ctx, "me", 0, 0); err != nil || !st.Acquired {
+			t.Fatalf("acquire = %+v, %v", st, err)
+		}
+	}
+	if _, err := rl.Release(ctx, "me"); err != nil { // held once more: written again
+		t.Fatal(err)
+	}
+	if st, err := c.Semaphore(kv.TextKey("sem"), 2).WithTag(kv.TextKey("s")).Acquire(ctx, "me", 0, 0); err != nil || !st.Acquired {
+		t.Fatalf("semaphore acquire = %+v, %v", st, err)
+	}
+	if res, err := c.RateLimit(kv.TextKey("bucket"), 3, time.Hour).WithTag(kv.TextKey("r")).Take(ctx, 1); err != nil || !res.Allowed {
+		t.Fatalf("take = %+v, %v", res, err)
+	}
+	for key, tag := range map[string]string{"avg": "a", "rlock": "l", "sem": "s", "bucket": "r"} {
+		it, ok, err := cc.Get(ctx, kv.TextKey(key))
+		if !ok || err != nil || it.Tag != kv.TextKey(tag) {
+			t.Errorf("%s: tag %v (found %v, %v); want %s", key, it.Tag, ok, err, tag)
+		}
+		if key == "avg" && it.ExpireTime == 0 {
+			t.Errorf("avg: no expiry after Add with one")
+		}
+		if n, err := cc.Evict(ctx, kv.TextKey(tag)); n != 1 || err != nil {
+			t.Errorf("evict %s = %d, %v; want 1", tag, n, err)
+		}
+	}
+}

@@ -265,9 +265,10 @@ def _recipe_client(cache):
                     % type(cache).__name__)
 
 
-def _no_tag(tag):
-    if tag is not None:
-        raise ValueError('the server keeps a recipe\'s state without a tag: tag must be None')
+def _tag_params(tag):
+    """The query parameters that store a recipe's state with ``tag``, as
+    python-diskcache's recipes pass ``tag=`` to every write of it."""
+    return wire.set_params(None, tag)
 
 
 def _recipe_request(c, kind, key, action='', params=(), method='POST', **kwargs):
@@ -290,8 +291,9 @@ def _average(resp):
     return float(_answer(resp)['average'])
 
 
-def average_add(c, key, value):
-    resp = yield _recipe_request(c, 'averages', key, body=repr(float(value)).encode('ascii'))
+def average_add(c, key, value, expire=None, tag=None):
+    resp = yield _recipe_request(c, 'averages', key, params=wire.set_params(expire, tag),
+                                 body=repr(float(value)).encode('ascii'))
     return _average(resp)
 
 
@@ -305,19 +307,18 @@ class Averager:
     """python-diskcache's ``Averager``: a running average under ``key`` in
     the server's cache, shared by every process (``add`` is atomic on the
     server). ``cache`` is the server's :class:`~diskcache_client.Cache`, a
-    DjangoCache of this package, or a Client. ``expire`` is renewed with each
-    ``add``; ``tag`` must be None."""
+    DjangoCache of this package, or a Client. ``expire`` and ``tag`` are
+    given to the state with each ``add``, in the same transaction."""
 
     def __init__(self, cache, key, expire=None, tag=None):
-        _no_tag(tag)
         self._client = _recipe_client(cache)
         self._key = key
         self._expire = expire
+        self._tag = tag
 
     def add(self, value):
         """Add ``value`` to the average."""
-        self._client.run(average_add(self._client, self._key, value))
-        _touch(self._client, self._key, self._expire)
+        self._client.run(average_add(self._client, self._key, value, self._expire, self._tag))
 
     def get(self):
         """The average, or None when nothing was added."""
@@ -352,14 +353,14 @@ class RLock:
     """python-diskcache's ``RLock``: a re-entrant lock under ``key``, held by
     a thread of a process (re-acquired by that thread, released as often as
     acquired). ``expire`` seconds after its last acquire the hold lapses,
-    as python-diskcache's key expires; ``tag`` must be None. A blocking
-    acquire waits on the server, which answers at the release."""
+    as python-diskcache's key expires; its state is stored with ``tag``. A
+    blocking acquire waits on the server, which answers at the release."""
 
     def __init__(self, cache, key, expire=None, tag=None):
-        _no_tag(tag)
         self._client = _recipe_client(cache)
         self._key = key
         self._expire = expire
+        self._tag = tag
 
     @staticmethod
     def _owner():
@@ -372,7 +373,7 @@ class RLock:
 
     def _acquire(self, owner, ttl, wait):
         params = [('owner', owner), ('reentrant', 'true'), ('ttl', _seconds(ttl)),
-                  ('wait', _seconds(wait))]
+                  ('wait', _seconds(wait))] + _tag_params(self._tag)
         resp = yield _lock_request(self._client, self._key, 'acquire', params)
         return bool(_answer(resp).get('acquired'))
 
@@ -386,7 +387,7 @@ class RLock:
 
     def _release(self, owner):
         resp = yield _lock_request(self._client, self._key, 'release',
-                                   [('owner', owner), ('reentrant', 'true')])
+                                   [('owner', owner), ('reentrant', 'true')] + _tag_params(self._tag))
         _answer(resp, 'not held')
 
     def __enter__(self):
@@ -402,14 +403,14 @@ class BoundedSemaphore:
     ``release`` (AssertionError when this process holds none, as
     python-diskcache's when none is taken). Permits are held by the process
     that took them; ``expire`` seconds after its last acquire a process's
-    permits lapse; ``tag`` must be None."""
+    permits lapse; its state is stored with ``tag``."""
 
     def __init__(self, cache, key, value=1, expire=None, tag=None):
-        _no_tag(tag)
         self._client = _recipe_client(cache)
         self._key = key
         self._value = int(value)
         self._expire = expire
+        self._tag = tag
 
     def acquire(self):
         """Take a permit, waiting until one is free."""
@@ -418,7 +419,7 @@ class BoundedSemaphore:
 
     def _acquire(self, owner, ttl, wait):
         params = [('owner', owner), ('value', str(self._value)), ('ttl', _seconds(ttl)),
-                  ('wait', _seconds(wait))]
+                  ('wait', _seconds(wait))] + _tag_params(self._tag)
         resp = yield _recipe_request(self._client, 'semaphores', self._key, 'acquire', params)
         return bool(_answer(resp).get('acquired'))
 
@@ -431,7 +432,7 @@ class BoundedSemaphore:
 
     def _release(self, owner):
         resp = yield _recipe_request(self._client, 'semaphores', self._key, 'release',
-                                     [('owner', owner)])
+                                     [('owner', owner)] + _tag_params(self._tag))
         _answer(resp, 'not held')
 
     def __enter__(self):
@@ -441,10 +442,11 @@ class BoundedSemaphore:
         self.release()
 
 
-def rate_take(c, key, count, seconds):
+def rate_take(c, key, count, seconds, tag=None):
     """Operation: take a token from the bucket ``key`` (``count`` per
-    ``seconds``): 0.0 if taken, else the seconds until one will be there."""
-    params = [('count', str(int(count))), ('per', _seconds(seconds))]
+    ``seconds``, stored with ``tag``): 0.0 if taken, else the seconds until
+    one will be there."""
+    params = [('count', str(int(count))), ('per', _seconds(seconds))] + _tag_params(tag)
     resp = yield _recipe_request(c, 'ratelimits', key, params=params)
     if resp.status == 429:
         return max(float(json.loads(resp.body).get('retry_after') or 0.0), 0.001)
@@ -460,9 +462,8 @@ def throttle(cache, count, seconds, name=None, expire=None, tag=None, time_func=
     call with no token waits with ``sleep_func`` for as long as the server
     says one takes to come. ``time_func`` is accepted and not used (the
     bucket runs on the server's clock); ``expire`` is renewed with each
-    call; ``tag`` must be None."""
+    call; the bucket is stored with ``tag``."""
     del time_func  # the server's clock fills the bucket
-    _no_tag(tag)
     client = _recipe_client(cache)
 
     def decorator(func):
@@ -471,7 +472,7 @@ def throttle(cache, count, seconds, name=None, expire=None, tag=None, time_func=
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
             while True:
-                delay = client.run(rate_take(client, key, count, seconds))
+                delay = client.run(rate_take(client, key, count, seconds, tag))
                 if not delay:
                     break
                 sleep_func(delay)

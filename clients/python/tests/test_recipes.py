@@ -125,10 +125,41 @@ def test_python_diskcaches_own_recipes_work_on_a_cache(root):
     assert compute(21) == compute(21) == 42 and runs == [21]
 
 
-def test_recipes_take_the_servers_cache_and_no_tag(root):
+def test_recipes_take_the_servers_cache(root):
     with pytest.raises(TypeError, match='named cache'):
         Averager(root.cache('named'), 'k')
-    with pytest.raises(ValueError, match='tag'):
-        RLock(root, 'k', tag='t')
     with pytest.raises(TypeError):
         BoundedSemaphore(object(), 'k')
+
+
+def test_recipe_state_is_tagged_as_python_diskcaches(root, tmp_path):
+    # Each recipe stores its state with its tag on every write, so that
+    # evict(tag) removes it: the same tags and counts as python-diskcache.
+    ours = {'Averager': Averager, 'RLock': RLock, 'BoundedSemaphore': BoundedSemaphore,
+            'throttle': throttle}
+    theirs = {name: getattr(diskcache, name) for name in ours}
+    with diskcache.Cache(str(tmp_path / 'ref')) as ref:
+        for cache, lib in ((root, ours), (ref, theirs)):
+            averager = lib['Averager'](cache, 'avg', expire=3600, tag='a')
+            averager.add(1)
+            averager.add(3)
+            lock = lib['RLock'](cache, 'rlock', tag='l')
+            lock.acquire()
+            lock.acquire()
+            lock.release()  # held once more: its state is written again
+            lib['BoundedSemaphore'](cache, 'sem', value=2, tag='s').acquire()
+
+            @lib['throttle'](cache, 10, 60, name='bucket', tag='t')
+            def call():
+                return 1
+            call()
+        for key, tag in (('avg', 'a'), ('rlock', 'l'), ('sem', 's')):
+            assert root.get(key, tag=True)[1] == ref.get(key, tag=True)[1] == tag, key
+        assert root.get('avg', expire_time=True)[1] > 0
+        for tag in ('a', 'l', 's'):
+            assert root.evict(tag) == ref.evict(tag) == 1, tag
+        assert Averager(root, 'avg').get() is None
+        # python-diskcache's throttle tags its bucket only when it decorates
+        # (its calls set it again without the tag); here every call keeps it.
+        assert ref.get('bucket', tag=True)[1] is None
+        assert root.get('bucket', tag=True)[1] == 't' and root.evict('t') == 1
