@@ -227,14 +227,31 @@ func (s *Server) lockParams(r *http.Request) (kv.Key, *engine.Cache, bool, error
 	return key, s.cache.DatabaseFor(key), reentrant, nil
 }
 
-// lockOwnerParams is lockParams plus the required ?owner=.
-func (s *Server) lockOwnerParams(r *http.Request) (kv.Key, *engine.Cache, bool, string, error) {
+// ownedLock is what a lock's changes name: the lock (its database, whether
+// reentrant, the tag its state is stored with) and the owner.
+type ownedLock struct {
+	key       kv.Key
+	db        *engine.Cache
+	reentrant bool
+	owner     string
+	tag       kv.Key
+}
+
+func (l ownedLock) lock() engine.Lock   { return engine.Lock{Cache: l.db, Tag: l.tag} }
+func (l ownedLock) rlock() engine.RLock { return engine.RLock{Cache: l.db, Tag: l.tag} }
+
+// lockOwnerParams is lockParams plus the required ?owner= and ?tag=&tt=.
+func (s *Server) lockOwnerParams(r *http.Request) (ownedLock, error) {
 	key, db, reentrant, err := s.lockParams(r)
 	if err != nil {
-		return key, nil, false, "", err
+		return ownedLock{}, err
 	}
 	owner, err := ownerParam(r)
-	return key, db, reentrant, owner, err
+	if err != nil {
+		return ownedLock{}, err
+	}
+	tag, err := recipeTag(r)
+	return ownedLock{key: key, db: db, reentrant: reentrant, owner: owner, tag: tag}, err
 }
 
 // recipeTag reads ?tag=&tt=, the tag a recipe's state item is stored with
@@ -250,7 +267,7 @@ func lockTopic(db *engine.Cache, key kv.Key) string { return topic("lock", db, k
 // reentrant=true), for ttl seconds (0 or absent: until released); with
 // wait it retries until it gets the lock or wait seconds have passed.
 func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error {
-	key, db, reentrant, owner, err := s.lockOwnerParams(r)
+	l, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
@@ -262,21 +279,17 @@ func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	tag, err := recipeTag(r)
-	if err != nil {
-		return err
-	}
 	var out LockState
-	err = s.retryFor(r.Context(), wait, lockTopic(db, key), func() (bool, time.Duration, error) {
+	err = s.retryFor(r.Context(), wait, lockTopic(l.db, l.key), func() (bool, time.Duration, error) {
 		var acquired bool
 		var holder string
 		var count int
 		var remaining time.Duration
 		var err error
-		if reentrant {
-			acquired, holder, count, remaining, err = engine.RLock{Cache: db, Tag: tag}.Acquire(r.Context(), key, owner, ttl)
+		if l.reentrant {
+			acquired, holder, count, remaining, err = l.rlock().Acquire(r.Context(), l.key, l.owner, ttl)
 		} else {
-			acquired, holder, remaining, err = engine.Lock{Cache: db, Tag: tag}.Acquire(r.Context(), key, owner, ttl)
+			acquired, holder, remaining, err = l.lock().Acquire(r.Context(), l.key, l.owner, ttl)
 			count = 1 // a plain lock that is held is held once
 		}
 		out = LockState{Acquired: &acquired, Holder: holder, Count: count, Remaining: seconds(remaining)}
@@ -292,32 +305,28 @@ func (s *Server) handleLockAcquire(w http.ResponseWriter, r *http.Request) error
 // handleLockRelease releases owner's hold (once, for a reentrant lock) and
 // wakes the waiters of this process.
 func (s *Server) handleLockRelease(w http.ResponseWriter, r *http.Request) error {
-	key, db, reentrant, owner, err := s.lockOwnerParams(r)
-	if err != nil {
-		return err
-	}
-	tag, err := recipeTag(r)
+	l, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
 	count := 0
-	if reentrant {
-		count, err = engine.RLock{Cache: db, Tag: tag}.Release(r.Context(), key, owner)
+	if l.reentrant {
+		count, err = l.rlock().Release(r.Context(), l.key, l.owner)
 	} else {
-		err = engine.Lock{Cache: db, Tag: tag}.Release(r.Context(), key, owner)
+		err = l.lock().Release(r.Context(), l.key, l.owner)
 	}
 	if err != nil {
 		return err
 	}
 	if count == 0 {
-		s.waiters.notify(lockTopic(db, key))
+		s.waiters.notify(lockTopic(l.db, l.key))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"released": true, "count": count})
 	return nil
 }
 
 func (s *Server) handleLockRefresh(w http.ResponseWriter, r *http.Request) error {
-	key, db, reentrant, owner, err := s.lockOwnerParams(r)
+	l, err := s.lockOwnerParams(r)
 	if err != nil {
 		return err
 	}
@@ -325,14 +334,10 @@ func (s *Server) handleLockRefresh(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	tag, err := recipeTag(r)
-	if err != nil {
-		return err
-	}
-	if reentrant {
-		err = engine.RLock{Cache: db, Tag: tag}.Refresh(r.Context(), key, owner, ttl)
+	if l.reentrant {
+		err = l.rlock().Refresh(r.Context(), l.key, l.owner, ttl)
 	} else {
-		err = engine.Lock{Cache: db, Tag: tag}.Refresh(r.Context(), key, owner, ttl)
+		err = l.lock().Refresh(r.Context(), l.key, l.owner, ttl)
 	}
 	if err != nil {
 		return err

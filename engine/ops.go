@@ -257,6 +257,13 @@ func (tx *Tx) insertRow(dbKey driver.Value, raw int64, now float64, expire, tag 
 
 // Add stores value only if key has no live item; it reports whether it did.
 func (c *Cache) Add(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
+	return c.conditionalSet(ctx, "add", key, value, opts, (*Tx).addStored)
+}
+
+// conditionalSet runs a set that may not store (add, replace) in its own
+// transaction; a value it did not store is discarded.
+func (c *Cache) conditionalSet(ctx context.Context, op string, key kv.Key, value kv.Value, opts kv.SetOptions,
+	set func(tx *Tx, key kv.Key, st stored, opts kv.SetOptions) (bool, error)) (bool, error) {
 	if err := key.Validate(); err != nil {
 		return false, err
 	}
@@ -264,16 +271,16 @@ func (c *Cache) Add(ctx context.Context, key kv.Key, value kv.Value, opts kv.Set
 	if err != nil {
 		return false, err
 	}
-	var added bool
-	err = c.writeStored(ctx, "add", st, func(tx *Tx) error {
+	var done bool
+	err = c.writeStored(ctx, op, st, func(tx *Tx) error {
 		var err error
-		added, err = tx.addStored(key, st, opts)
+		done, err = set(tx, key, st, opts)
 		return err
 	})
-	if err == nil && !added {
+	if err == nil && !done {
 		c.discardStored(st)
 	}
-	return added, err
+	return done, err
 }
 
 // Add is Cache.Add inside the transaction.
@@ -292,23 +299,7 @@ func (tx *Tx) Add(key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) 
 // Replace stores value under key only if key holds a live item (Redis's
 // SET XX, memcached's replace), as Set does, and reports whether it did.
 func (c *Cache) Replace(ctx context.Context, key kv.Key, value kv.Value, opts kv.SetOptions) (bool, error) {
-	if err := key.Validate(); err != nil {
-		return false, err
-	}
-	st, err := c.prepare(value, opts)
-	if err != nil {
-		return false, err
-	}
-	var replaced bool
-	err = c.writeStored(ctx, "replace", st, func(tx *Tx) error {
-		var err error
-		replaced, err = tx.replaceStored(key, st, opts)
-		return err
-	})
-	if err == nil && !replaced {
-		c.discardStored(st)
-	}
-	return replaced, err
+	return c.conditionalSet(ctx, "replace", key, value, opts, (*Tx).replaceStored)
 }
 
 func (tx *Tx) replaceStored(key kv.Key, st stored, opts kv.SetOptions) (bool, error) {
