@@ -159,7 +159,14 @@ func (s *Server) broadcast(w http.ResponseWriter, r *http.Request, a *topology.A
 			defer s.resumeMoves(a)
 		}
 	}
-	answers := s.callAll(r, a, body)
+	sub := r
+	if r.Method == http.MethodHead {
+		// The merge needs the shards' bodies; net/http (or the frame
+		// writer) drops the merged one.
+		sub = r.Clone(r.Context())
+		sub.Method = http.MethodGet
+	}
+	answers := s.callAll(sub, a, body)
 	if status, ok := sameFailure(answers); ok {
 		// The request itself is wrong (every shard refused it alike).
 		return passOn(w, status, answers[0])

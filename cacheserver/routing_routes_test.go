@@ -130,3 +130,57 @@ func TestEveryRouteThroughANonOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryGetRouteAnswersHeadThroughANonOwner sends HEAD, which net/http
+// serves on every GET route, to each GET operation of the OpenAPI document
+// through the owner (shard 1) and through shard 0: both answer as the GET
+// does, with no body.
+func TestEveryGetRouteAnswersHeadThroughANonOwner(t *testing.T) {
+	sp := loadSpec(t)
+	ops := sp.operations(t)
+	var keys []string
+	for k, op := range ops {
+		if _, own := ops["HEAD "+op.path]; !own && op.method == "GET" && strings.HasPrefix(op.path, "/v1/") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	c := testserver.StartCluster(t, 3, testserver.Options{})
+	tok := c.Shards[0].Token
+	key, name := ownedBy("key", 1, 3), ownedBy("coll", 1, 3)
+	for _, path := range []string{"/v1/keys/" + key, "/v1/caches/" + name + "/keys/" + key,
+		"/v1/indexes/" + name + "/keys/" + key} {
+		if st, _, body := do(t, "PUT", c.Shards[1].URL+path, tok, []byte("7"), nil); st >= 300 {
+			t.Fatalf("PUT %s: %d %s", path, st, body)
+		}
+	}
+	if st, _, body := do(t, "POST", c.Shards[1].URL+"/v1/deques/"+name+"/push", tok, []byte("7"), nil); st >= 300 {
+		t.Fatalf("push: %d %s", st, body)
+	}
+	for _, k := range keys {
+		op := ops[k]
+		concrete := templateVar.ReplaceAllStringFunc(op.path, func(m string) string {
+			switch m {
+			case "{key}":
+				return key
+			case "{name}":
+				return name
+			case "{index}":
+				return "0"
+			}
+			t.Fatalf("unknown template %s in %s", m, op.path)
+			return ""
+		})
+		stGet, hGet, _ := do(t, "GET", c.Shards[0].URL+concrete, tok, nil, nil)
+		for _, shard := range []int{1, 0} {
+			st, h, body := do(t, "HEAD", c.Shards[shard].URL+concrete, tok, nil, nil)
+			if st != stGet || h.Get("Content-Type") != hGet.Get("Content-Type") || len(body) != 0 {
+				t.Errorf("HEAD %s through shard %d: %d %q %q; GET through shard 0: %d %q",
+					concrete, shard, st, h.Get("Content-Type"), body, stGet, hGet.Get("Content-Type"))
+			}
+		}
+	}
+	if len(keys) < 20 {
+		t.Fatalf("only %d GET operations", len(keys))
+	}
+}
