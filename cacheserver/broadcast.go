@@ -147,7 +147,7 @@ var summed = map[string]bool{"removed": true, "hits": true, "misses": true, "cou
 func (s *Server) broadcast(w http.ResponseWriter, r *http.Request, a *topology.Announcement, detail bool) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFanOutBody))
 	if err != nil {
-		return badRequest(wire.CodeBadRequest, "reading the body: %v", err)
+		return jsonBodyError(err, maxFanOutBody)
 	}
 	if a.Previous != nil {
 		// During a move, data sits at the current and the previous owners:

@@ -439,17 +439,22 @@ func unwrapBodyError(err error) error {
 	return err
 }
 
-// decodeJSON reads a JSON request body into v, bounded in size.
-// jsonBodyError is the answer to a JSON body that failed to decode: 413
-// past limit, 400 otherwise.
+// jsonBodyError is the answer to a JSON body that failed to be read or
+// decoded: 413 past limit, the client's failure to send it (a malformed
+// chunk, a stall: 400, 408) as classify tells it, 400 otherwise.
 func jsonBodyError(err error, limit int64) error {
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	var cbe *clientBodyError
+	switch {
+	case errors.As(err, &mbe):
 		return &apiError{status: http.StatusRequestEntityTooLarge, code: wire.CodeValueTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit)}
+	case errors.As(err, &cbe):
+		return err
 	}
 	return badRequest(wire.CodeBadRequest, "request body is not the expected JSON: %v", err)
 }
 
+// decodeJSON reads a JSON request body into v, bounded in size.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()

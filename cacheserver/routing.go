@@ -348,7 +348,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, routing []byte,
 	if r.ContentLength >= 0 && r.ContentLength <= maxFanOutBody {
 		var err error
 		if kept, err = io.ReadAll(r.Body); err != nil {
-			return true, badRequest(wire.CodeBadRequest, "reading the body: %v", err)
+			return true, bodyError(err)
 		}
 	}
 	for attempt := 0; ; attempt++ {
@@ -367,6 +367,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, routing []byte,
 			w.Header().Set("Connection", "close")
 		}
 		if err != nil {
+			if streamed != nil && streamed.err != nil {
+				// The client's body broke or stalled, not the owner: the
+				// owner refuses a body cut short, so nothing was applied.
+				return true, streamed.err
+			}
 			return true, err
 		}
 		if resp.StatusCode == http.StatusConflict && kept != nil && attempt == 0 {
@@ -595,6 +600,7 @@ type lentBody struct {
 	read     int64
 	eof      bool
 	returned bool
+	err      *clientBodyError // reading the client's body failed
 }
 
 func (b *lentBody) Read(p []byte) (int, error) {
@@ -608,6 +614,9 @@ func (b *lentBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	b.read += int64(n)
 	b.eof = b.eof || errors.Is(err, io.EOF)
+	if cbe := (*clientBodyError)(nil); errors.As(err, &cbe) && b.err == nil {
+		b.err = cbe
+	}
 	b.mu.Unlock()
 	return n, err
 }
