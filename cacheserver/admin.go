@@ -80,9 +80,9 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	fix, err := parseBool(r.URL.Query().Get("fix"), false)
+	fix, err := boolParam(r, "fix", false)
 	if err != nil {
-		return badRequest(wire.CodeBadRequest, "fix: %v", err)
+		return err
 	}
 	warns, err := st.Check(r.Context(), fix)
 	if err != nil {
@@ -112,12 +112,11 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) error {
 	cur := st.Settings().Statistics
 	enable, reset := cur, false
 	if r.Method == http.MethodPost {
-		q := r.URL.Query()
-		if enable, err = parseBool(q.Get("enable"), true); err != nil {
-			return badRequest(wire.CodeBadRequest, "enable: %v", err)
+		if enable, err = boolParam(r, "enable", true); err != nil {
+			return err
 		}
-		if reset, err = parseBool(q.Get("reset"), false); err != nil {
-			return badRequest(wire.CodeBadRequest, "reset: %v", err)
+		if reset, err = boolParam(r, "reset", false); err != nil {
+			return err
 		}
 	}
 	hits, misses, err := st.Stats(r.Context(), enable, reset)

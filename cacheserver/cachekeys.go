@@ -318,6 +318,9 @@ func (s *Server) handleRootKeys(w http.ResponseWriter, r *http.Request) error {
 			return listingRestart("the topology changed while listing; list again from the start")
 		}
 	}
+	if cur.at.Step >= s.cache.DatabaseCount() {
+		return badRequest(wire.CodeBadRequest, "cursor %q is not a cursor this server gave out", r.URL.Query().Get("cursor"))
+	}
 	page, err := s.cache.KeyPage(r.Context(), cur.at, p.reverse, p.limit, p.match)
 	if err != nil {
 		return err

@@ -100,7 +100,9 @@ func TestNamedCacheQueuesAndKeys(t *testing.T) {
 	insertionCursor := want("GET", q+"/keys?limit=1", "", 200, "").Get(wire.HeaderNextCursor)
 	sortedCursor := want("GET", q+"/keys?limit=1&order=sorted", "", 200, "").Get(wire.HeaderNextCursor)
 	negative := base64.RawURLEncoding.EncodeToString([]byte("rk1.0.0.0.-1.0"))
+	noSuchDatabase := base64.RawURLEncoding.EncodeToString([]byte("rk1.0.0.99.0.0"))
 	for _, path := range []string{q + "/keys?order=random", q + "/keys?cursor=nonsense", "/v1/keys?cursor=" + negative,
+		"/v1/keys?cursor=" + noSuchDatabase,
 		"/v1/keys?order=sorted", "/v1/keys?cursor=" + insertionCursor,
 		q + "/keys?order=sorted&cursor=" + insertionCursor, q + "/keys?cursor=" + sortedCursor,
 		q + "/keys?limit=0", q + "/keys?reverse=maybe", q + "/peekitem?last=perhaps", q + "/peek?side=middle"} {
@@ -191,10 +193,12 @@ func TestRootKeys(t *testing.T) {
 		if got := all("", limit); !slices.Equal(got, forward) {
 			t.Errorf("limit %d: %v, want %v", limit, got, forward)
 		}
-		got := all("&reverse=true", limit)
-		slices.Reverse(got)
-		if !slices.Equal(got, forward) {
-			t.Errorf("reverse, limit %d: the reverse of %v", limit, got)
+		for _, yes := range []string{"true", "tRuE", "T", "On"} { // booleans in any case
+			got := all("&reverse="+yes, limit)
+			slices.Reverse(got)
+			if !slices.Equal(got, forward) {
+				t.Errorf("reverse=%s, limit %d: the reverse of %v", yes, limit, got)
+			}
 		}
 	}
 	for _, tc := range []struct{ match, want string }{

@@ -12,7 +12,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -537,18 +536,19 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return r.cert, nil
 }
 
-// parseBool reads a query flag: 1/true/yes are true.
+// parseBool reads a query flag: 1, t, true, yes, on and 0, f, false, no,
+// off, in any case.
 func parseBool(s string, def bool) (bool, error) {
 	if s == "" {
 		return def, nil
 	}
 	switch strings.ToLower(s) {
-	case "yes", "on":
+	case "1", "t", "true", "yes", "on":
 		return true, nil
-	case "no", "off":
+	case "0", "f", "false", "no", "off":
 		return false, nil
 	}
-	return strconv.ParseBool(s)
+	return false, errors.New("not a boolean")
 }
 
 // valueFileSync is the engine's SyncFile for this configuration.

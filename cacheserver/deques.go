@@ -76,7 +76,7 @@ func boolParam(r *http.Request, name string, def bool) (bool, error) {
 	v := r.URL.Query().Get(name)
 	b, err := parseBool(v, def)
 	if err != nil {
-		return false, badRequest(wire.CodeBadRequest, "%s=%q is not a boolean", name, v)
+		return false, badRequest(wire.CodeBadRequest, "%s=%q is not a boolean (1, t, true, yes, on; 0, f, false, no, off)", name, v)
 	}
 	return b, nil
 }

@@ -98,3 +98,30 @@ func TestReceiveBatchIsWholeAndRetriable(t *testing.T) {
 		t.Fatalf("value files %v after the batch twice, want 1", f)
 	}
 }
+
+// TestMoveRequestWithoutAnEpochIsABadRequest: a move request whose
+// sender's epoch is missing or not a number is the caller's mistake (400),
+// not a wrong epoch (409, which a sender answers by learning the topology).
+func TestMoveRequestWithoutAnEpochIsABadRequest(t *testing.T) {
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	for _, epoch := range []string{"", "x", "0", "-3"} {
+		for _, route := range []string{"POST /v1/rebalance/receive", "GET /v1/rebalance/export"} {
+			method, path, _ := strings.Cut(route, " ")
+			req, _ := http.NewRequest(method, c.Shards[1].URL+path, strings.NewReader(""))
+			req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+			if epoch != "" {
+				req.Header.Set(wire.HeaderForwardedEpoch, epoch)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e wire.Error
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || e.Code != wire.CodeBadRequest {
+				t.Errorf("%s with epoch %q: %d %s %s; want 400 bad_request", route, epoch, resp.StatusCode, e.Code, e.Message)
+			}
+		}
+	}
+}

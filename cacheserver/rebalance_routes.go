@@ -39,7 +39,11 @@ func (s *Server) checkPeerEpoch(r *http.Request) (*topology.Announcement, error)
 		return nil, newRoutingError(http.StatusServiceUnavailable, wire.CodeNoTopology, nil, "shard %d has no topology yet", s.cluster.self)
 	}
 	fe := r.Header.Get(wire.HeaderForwardedEpoch)
-	if epoch, err := strconv.ParseInt(fe, 10, 64); err == nil && epoch > a.Epoch {
+	epoch, err := strconv.ParseInt(fe, 10, 64)
+	if err != nil || epoch < 1 {
+		return nil, badRequest(wire.CodeBadRequest, "%s %q is not an epoch: a move request carries its sender's", wire.HeaderForwardedEpoch, fe)
+	}
+	if epoch > a.Epoch {
 		a = s.catchUp(r.Context(), epoch, r, true)
 	}
 	if fe != strconv.FormatInt(a.Epoch, 10) {
