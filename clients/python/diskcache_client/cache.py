@@ -1,7 +1,6 @@
 """A python-diskcache ``Cache`` look-alike backed by a cacheserver."""
 
 import functools
-import heapq
 
 from . import ops, wire
 from .errors import CacheServerError
@@ -54,8 +53,8 @@ class Cache:
             if not isinstance(name, str) or not name:
                 raise ValueError('a cache name must be a non-empty str')
             self._prefix = '/v1/caches/' + wire.path_segment(name.encode('utf-8'))
-            # Following a topology, a named cache lives on the owner of its
-            # name; with a list of URLs its keys spread like the others.
+            # A named cache lives on the owner of its name, as on the
+            # servers of a topology.
             self._route = client.pin(name)
 
     def __getattr__(self, name):
@@ -325,9 +324,9 @@ class Cache:
     def _keys(self, order='insertion', reverse=False, match=None, limit=None):
         """The keys (record headers) of every server that holds part of the
         cache, a page per request: following a topology (or with one URL)
-        through the URL, whose server goes from shard to shard (the owner of
-        a named cache's name); with a list of URLs each in turn. ``match``:
-        text keys that match a Redis-style glob."""
+        through the URL, whose server goes from shard to shard; with a list
+        of URLs each in turn; a named cache's at the owner of its name.
+        ``match``: text keys that match a Redis-style glob."""
         if self.name is None and order != 'insertion':
             self._named('iterkeys')
         for shard in self._route.targets():
@@ -374,13 +373,7 @@ class Cache:
         """Keys in SQLite's sort order: numbers, then text, then bytes and
         pickled keys (python-diskcache's ``Cache.iterkeys``)."""
         self._named('iterkeys')
-        targets = self._route.targets()
-        if len(targets) <= 1:
-            return (wire.record_key(h) for h in self._keys('sorted', reverse))
-        # Several servers each hold part of it: merge their sorted listings.
-        parts = [self._keys_of(shard, 'sorted', reverse) for shard in targets]
-        merged = heapq.merge(*parts, key=ops.sqlite_order, reverse=bool(reverse))
-        return (wire.record_key(h) for h in merged)
+        return (wire.record_key(h) for h in self._keys('sorted', reverse))
 
     def memoize(self, name=None, typed=False, expire=None, tag=None, ignore=()):
         """Memoizing decorator with python-diskcache's ``Cache.memoize``

@@ -15,7 +15,6 @@ escaped path of the addressed cache: ``/v1`` for the server's cache,
 ``/v1/caches/<name>`` for a named cache.
 """
 
-import base64
 import json
 from collections import defaultdict
 
@@ -530,17 +529,3 @@ def keys_page(c, prefix, shard, order, reverse, cursor, limit, match=None):
     check(resp)
     return ([header for header, _ in wire.iter_records(resp.body)],
             resp.header(wire.HEADER_NEXT_CURSOR) or None)
-
-
-def sqlite_order(header):
-    """A sort key of a listed key (record header) in SQLite's order of the
-    (key, raw) columns: numbers by value, then text (UTF-8 bytes), then
-    blobs, bytes keys (raw) after pickled ones of equal bytes; to merge the
-    sorted listings of several servers."""
-    kind = header.get('kt') or 'text'
-    raw = header.get('key', '')
-    if kind in ('int', 'float'):
-        return (0, float(raw) if kind == 'float' else int(raw), b'', 1)
-    if kind == 'text':
-        return (1, 0, raw.encode('utf-8'), 1)
-    return (2, 0, base64.b64decode(raw), 1 if kind == 'bytes' else 0)

@@ -145,8 +145,8 @@ class Follower:
 
 class Pinned:
     """A client as the operations of one named cache see it when the client
-    follows a topology: every request of the cache, its whole-cache ones
-    included, goes to the owner of its name."""
+    follows a topology or has a list of URLs: every request of the cache,
+    its whole-cache ones included, goes to the owner of its name."""
 
     __slots__ = ('client', 'routing')
 

@@ -201,9 +201,12 @@ class Client:
 
     def pin(self, name):
         """The client as the operations of the named cache ``name`` see
-        it: following a topology, a :class:`topology.Pinned` view that sends
-        all of them to the owner of the name; else the client itself."""
-        if self._follow is None:
+        it: a :class:`topology.Pinned` view that sends all of them to the
+        owner of the name, following a topology or over a list of URLs (as
+        the servers of a topology place it, and as python-diskcache keeps a
+        FanoutCache's named cache in one directory); with one URL and no
+        topology, the client itself."""
+        if self._follow is None and self._n <= 1:
             return self
         return _topology.Pinned(self, name)
 

@@ -592,25 +592,29 @@ def test_the_servers_cache_has_no_queue_or_iterkeys(cache):
             call()
 
 
-def test_a_named_cache_over_a_list_of_servers_lists_every_part(cacheserver_bin, token_file,
-                                                               tmp_path):
-    # A list of URLs of servers that share no topology: the named cache's
-    # keys spread over them; iteration goes through each, and iterkeys
-    # merges their sorted listings into SQLite's order.
+def test_a_named_cache_over_a_list_of_servers_lives_on_the_server_of_its_name(
+        cacheserver_bin, token_file, tmp_path):
+    # A list of URLs of servers that share no topology: the named cache is
+    # kept whole by the server its name routes to (as python-diskcache keeps
+    # a FanoutCache's named cache in one directory, and as the shards of a
+    # topology place it); iteration and iterkeys are python-diskcache's.
     from conftest import CacheServer  # pylint: disable=import-outside-toplevel
     from diskcache_client import Client  # pylint: disable=import-outside-toplevel
     servers = [CacheServer(cacheserver_bin, tmp_path / ('s%d' % i), token_file).start()
                for i in range(3)]
     try:
         client = Client([s.url for s in servers], token_file=str(token_file))
-        named = Cache(client, 'spread')
+        named = Cache(client, 'whole')
         keys = [7, -3, 2.5, 10**20, 'b', 'a', 'é', b'\x00', b'z', ('t', 1), None] + list(range(300))
         for key in keys:
             named.set(key, 1)
-        parts = [len(list(Cache(Client(s.url, token_file=str(token_file)), 'spread')))
+        parts = [len(list(Cache(Client(s.url, token_file=str(token_file)), 'whole')))
                  for s in servers]
-        assert sum(parts) == len(set(map(repr, keys))) and min(parts) > 0
+        home = client.shard_of(b'whole')
+        assert parts == [len(set(map(repr, keys))) if i == home else 0 for i in range(3)]
         assert sorted(map(repr, named)) == sorted(map(repr, set(keys)))
+        named.reset('cull_limit', 5)
+        assert named.cull_limit == 5 and named.create_tag_index() is None and named.tag_index
         with diskcache.Cache(str(tmp_path / 'ref')) as ref:
             for key in keys:
                 ref.set(key, 1)

@@ -355,10 +355,21 @@ def test_a_list_of_the_shard_urls_routes_as_the_servers_do(cluster):
     assert listed.stats()[0] - hits == 45
     assert listed.clear() == 45
     assert len(Cache(Client(cluster.url, token=TOKEN))) == 0
-    # A named cache spreads its keys too: each shard drops its part, and
-    # the listing names it once.
-    named = Cache(listed.client, 'spread')
+    # A named cache lives on the owner of its name, as the servers place
+    # it: its settings, tag index and statistics are that shard's, asked
+    # there (they were read from, or added up over, every listed shard).
+    name = 'named'
+    named = Cache(listed.client, name)
+    fw = forwarded(cluster)
+    named.reset('cull_limit', 5)
+    assert named.cull_limit == 5 and named.reset('cull_limit') == 5
+    named.create_tag_index()
+    assert named.tag_index
+    named.stats(enable=True, reset=True)
     assert named.set_many(data) == []
-    assert [(c['kind'], c['name']) for c in listed.collections()] == [('cache', 'spread')]
+    assert named.get('item1') == 1 and named.get('absent') is None
+    assert named.stats() == (1, 1) and len(named) == 45
+    assert delta(forwarded(cluster), fw) == [0, 0, 0]  # straight to the owner
+    assert [(c['kind'], c['name']) for c in listed.collections()] == [('cache', name)]
     assert named.drop() == 45 and len(named) == 0
     assert list(listed.collections()) == []
