@@ -214,7 +214,27 @@ def _locations(location):
     return parts
 
 
+# python-diskcache's DjangoCache OPTIONS are its cache's settings, which
+# here are the server's: where each is set instead.
+SERVER_SETTINGS = {
+    'size_limit': 'spec.sizeLimit', 'cull_limit': 'spec.cullLimit',
+    'eviction_policy': 'spec.evictionPolicy', 'statistics': 'spec.statistics',
+    'tag_index': 'spec.tagIndex', 'disk_min_file_size': 'spec.diskMinFileSize',
+    'disk_pickle_protocol': None, 'sqlite_auto_vacuum': None, 'sqlite_cache_size': None,
+    'sqlite_journal_mode': None, 'sqlite_mmap_size': None, 'sqlite_synchronous': None,
+}
+
+
 def _client_options(options):
+    settings = sorted(set(options) & set(SERVER_SETTINGS))
+    if settings:
+        raise ImproperlyConfigured(
+            'DjangoCache OPTIONS %s are python-diskcache settings, which the cache server '
+            'keeps: set them on the DiskCache (%s) or with cache.reset(name, value), and '
+            'remove them from OPTIONS'
+            % (', '.join(settings), ', '.join(
+                '%s: %s' % (name, SERVER_SETTINGS[name] or 'fixed by the server')
+                for name in settings)))
     unknown = set(options) - set(OPTIONS) - OTHER_OPTIONS
     if unknown:
         raise ImproperlyConfigured(
@@ -701,8 +721,11 @@ class DjangoCache(BaseCache):
         return None if expire_time is None else expire_time - time.time()
 
     def persist(self, key, version=None):
-        """django-redis's ``persist``: make ``key`` never expire; True if it
-        was live."""
+        """django-redis's ``persist`` (Redis's ``PERSIST``): make ``key`` never
+        expire; True if it had an expiry to remove, False if it is missing
+        or never expired."""
+        if not self._time_left(key, version):  # missing (0) or never expires (None)
+            return False
         return self.touch(key, None, version=version)
 
     def pexpire(self, key, timeout, version=None):

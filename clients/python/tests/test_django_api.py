@@ -770,6 +770,9 @@ def test_ttl_persist_and_expire_as_django_redis(cache):
     cache.set('soon', 1, timeout=100)
     assert 90 <= cache.ttl('soon') <= 100 and 90000 <= cache.pttl('soon') <= 100000
     assert cache.persist('soon') is True and cache.ttl('soon') is None
+    # As Redis's PERSIST: nothing to remove on a key that never expires, or
+    # on a missing one.
+    assert cache.persist('soon') is False and cache.persist('missing') is False
     assert cache.expire('soon', 50) is True and 40 <= cache.ttl('soon') <= 50
     assert cache.pexpire('soon', 20000) is True and 10 <= cache.ttl('soon') <= 20
     assert cache.expire_at('soon', time.time() + 30) is True and 20 <= cache.ttl('soon') <= 30

@@ -528,6 +528,12 @@ def test_bad_configuration():
         DjangoCache('http://127.0.0.1:1', {'OPTIONS': {'SOCKET_TIMOUT': 1}})
     with pytest.raises(ImproperlyConfigured, match='http://host:port'):
         DjangoCache('cache:8080', {})
+    # python-diskcache's DjangoCache OPTIONS are the server's settings: the
+    # error says where each goes.
+    with pytest.raises(ImproperlyConfigured,
+                       match=r'size_limit, statistics are python-diskcache settings.*'
+                             r'size_limit: spec.sizeLimit, statistics: spec.statistics'):
+        DjangoCache('http://127.0.0.1:1', {'OPTIONS': {'size_limit': 2**30, 'statistics': 1}})
 
 
 def test_options_reach_the_client(dead_url):
