@@ -155,7 +155,7 @@ func (s *Server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 	// error answer, not a stream cut short, which a client takes for a
 	// shard that went away.
 	for _, k := range keys {
-		if err := s.claimBatchKey(r, k, accessRead); err != nil {
+		if _, err := s.claimBatchKey(r, k, accessRead); err != nil {
 			return err
 		}
 	}
@@ -230,7 +230,8 @@ func (s *Server) handleBatchSet(w http.ResponseWriter, r *http.Request) error {
 			fail(err)
 			continue
 		}
-		if err := s.claimBatchKey(r, key, accessWrite); err != nil {
+		stored, err := s.claimBatchKey(r, key, accessWrite)
+		if err != nil {
 			return err
 		}
 		if err := st.Set(r.Context(), key, value, opts); err != nil {
@@ -243,6 +244,9 @@ func (s *Server) handleBatchSet(w http.ResponseWriter, r *http.Request) error {
 				continue
 			}
 			return err
+		}
+		if stored != nil {
+			stored(r.Context())
 		}
 		res.Stored++
 	}
@@ -334,7 +338,7 @@ func (s *Server) handleBatchDelete(w http.ResponseWriter, r *http.Request) error
 	deleted := make([]bool, len(keys))
 	count := 0
 	for i, k := range keys {
-		if err := s.claimBatchKey(r, k, accessRMW); err != nil {
+		if _, err := s.claimBatchKey(r, k, accessRMW); err != nil {
 			return err
 		}
 		ok, err := st.Delete(r.Context(), k)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -61,22 +62,28 @@ const (
 // read that runs between the record of the write and the write itself
 // reads only here, and must find the old item, not nothing. A set whose
 // pull fails goes on without it (it must not fail for want of an item it
-// overwrites); only reads alongside it may then miss.
-func (s *Server) claimKey(ctx context.Context, key kv.Key, access keyAccess) error {
+// overwrites); only reads alongside it may then miss. Such a set is
+// recorded as touched only once it has stored its item: the caller runs
+// the returned function then. Recorded before, a set that then failed
+// (a bad value, a body cut short, the process killed) left the key with
+// no item here and refused the previous owner's copy, the last write
+// acknowledged, when the move handed it over. Until the record the stored
+// row itself keeps older copies out (an import skips a key with a row).
+func (s *Server) claimKey(ctx context.Context, key kv.Key, access keyAccess) (stored func(context.Context), err error) {
 	a := s.cluster.current()
 	routing := wire.Routing(key)
 	prev, other := s.previousOwner(a, routing)
 	if !other {
-		return nil
+		return nil, nil
 	}
 	st := s.reb.state
 	if st.isTouched(routing) || (access == accessRead && st.isSettled(routing)) {
-		return nil
+		return nil, nil
 	}
 	// The gate first, then the key: a pull waiting out a pause must not
 	// hold the lock an incoming batch (which a pause waits for) needs.
 	if err := s.reb.gate.enter(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	defer s.reb.gate.exit()
 	mu := &s.reb.keyLocks[stripe(routing, len(s.reb.keyLocks))]
@@ -88,13 +95,20 @@ func (s *Server) claimKey(ctx context.Context, key kv.Key, access keyAccess) err
 		case err == nil:
 			st.settle(routing)
 		case access != accessWrite:
-			return err
+			return nil, err
+		default:
+			return func(ctx context.Context) {
+				// Stored: recorded even if its client has gone meanwhile.
+				if err := st.touch(context.WithoutCancel(ctx), routing); err != nil {
+					s.log.WarnContext(ctx, "a write stored while its key's previous owner could not be asked was not recorded; its row keeps the previous owner's copy out", slog.Any("error", err))
+				}
+			}, nil
 		}
 	}
 	if access == accessRead {
-		return nil
+		return nil, nil
 	}
-	return st.touch(ctx, routing)
+	return nil, st.touch(ctx, routing)
 }
 
 // pullKey imports key from its previous owner if it is not here (inside
@@ -357,21 +371,22 @@ func (s *Server) importKeys(ctx context.Context, b *importBatch, n *importCounts
 }
 
 // claim applies the new owner's rules before a request it serves itself
-// while a move is in force.
-func (s *Server) claim(r *http.Request, sc scope, pattern string) error {
+// while a move is in force. stored, when not nil, is to run once the
+// request has stored what it writes (see claimKey).
+func (s *Server) claim(r *http.Request, sc scope, pattern string) (stored func(context.Context), err error) {
 	if a := s.cluster.current(); a == nil || a.Previous == nil {
-		return nil
+		return nil, nil
 	}
 	method, path, _ := strings.Cut(pattern, " ")
 	switch sc {
 	case scopeName:
 		if kind := collectionKind(pattern); kind != "" {
-			return s.claimCollection(r.Context(), kind, r.PathValue("name"))
+			return nil, s.claimCollection(r.Context(), kind, r.PathValue("name"))
 		}
 	case scopeKey:
 		key, err := s.pathKey(r)
 		if err != nil {
-			return nil // the handler answers the malformed key
+			return nil, nil // the handler answers the malformed key
 		}
 		access := accessRMW
 		switch {
@@ -382,14 +397,14 @@ func (s *Server) claim(r *http.Request, sc scope, pattern string) error {
 		}
 		return s.claimKey(r.Context(), key, access)
 	}
-	return nil
+	return nil, nil
 }
 
 // claimBatchKey is claimKey for one key of a batch of the server's cache
 // (named caches follow claimCollection).
-func (s *Server) claimBatchKey(r *http.Request, key kv.Key, access keyAccess) error {
+func (s *Server) claimBatchKey(r *http.Request, key kv.Key, access keyAccess) (stored func(context.Context), err error) {
 	if r.PathValue("name") != "" || !s.cluster.sharded() {
-		return nil
+		return nil, nil
 	}
 	if r.Header.Get(wire.HeaderForwardedEpoch) != "" {
 		// A batch part another shard sent holds only this shard's keys at
@@ -398,7 +413,7 @@ func (s *Server) claimBatchKey(r *http.Request, key kv.Key, access keyAccess) er
 		// forwarded single key is: stored here, a key nobody reads would
 		// come back as its owner's value after a later change of shards.
 		if o, a := s.cluster.owner(wire.Routing(key)); a != nil && o != s.cluster.self {
-			return s.wrongEpoch("shard %d does not own every key of this batch at epoch %d", s.cluster.self, a.Epoch)
+			return nil, s.wrongEpoch("shard %d does not own every key of this batch at epoch %d", s.cluster.self, a.Epoch)
 		}
 	}
 	return s.claimKey(r.Context(), key, access)

@@ -627,3 +627,54 @@ func TestTopologyGaugesDuringAMove(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedWriteKeepsThePreviousOwnersCopy: at the new owner, a set of a
+// key not yet moved whose previous owner cannot be asked goes on without
+// its item; when that set then fails (here a value that is not the number
+// it claims to be), the previous owner's copy, the last write
+// acknowledged, must still be taken in when the move hands it over. A set
+// that succeeds wins over the copy. (Recorded as written before the set
+// ran, the failed one made the new owner refuse the copy, which its
+// sender then deleted: the key was gone. Under load with kill -9 that
+// showed as a stale read, TestRebalanceSurvivesKill9.)
+func TestFailedWriteKeepsThePreviousOwnersCopy(t *testing.T) {
+	ctx := context.Background()
+	c := testserver.StartCluster(t, 2, testserver.Options{Args: stalledMove})
+	tok := c.Shards[0].Token
+	m := &mover{t: t, admin: c.AdminToken, layout: topology.Layout{Epoch: 1, Shards: c.URLs}}
+	keys := movingKeys("fw", 2, 2, 3, 2)
+	failed, overwritten := keys[0], keys[1]
+	for _, k := range keys {
+		if err := dataClient(t, c.URLs[0], tok).Cache("").Set(ctx, kv.TextKey(k), kv.Text("old"), kv.SetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := startShard(t, c, 2, m.layout, stalledMove...)
+	all := m.announce(append(append([]string(nil), c.URLs...), s2.URL))
+	for _, s := range c.Shards {
+		s.Kill() // the previous owners cannot be asked
+	}
+	st, _, body := do(t, "PUT", s2.URL+"/v1/keys/"+failed, tok, []byte("not a number"), map[string]string{wire.HeaderValueType: "int"})
+	if st != http.StatusBadRequest {
+		t.Fatalf("PUT of a bad number while the previous owner is down: %d %s; want 400", st, body)
+	}
+	if st, _, body := do(t, "PUT", s2.URL+"/v1/keys/"+overwritten, tok, []byte("new"), nil); st >= 300 {
+		t.Fatalf("PUT while the previous owner is down: %d %s", st, body)
+	}
+	for _, s := range c.Shards { // back, handing off at full speed
+		for i, a := range s.Args {
+			if a == "--rebalance-rate" {
+				s.Args[i+1] = "0"
+			}
+		}
+		s.Restart(t)
+	}
+	m.waitDrained(all)
+	owner := dataClient(t, s2.URL, tok).Cache("")
+	for k, want := range map[string]string{failed: "old", overwritten: "new"} {
+		it, ok, err := owner.Get(ctx, kv.TextKey(k))
+		if err != nil || !ok || string(it.Value.Data) != want {
+			t.Errorf("%s after the move: %q found %v, %v; want %q", k, it.Value.Data, ok, err, want)
+		}
+	}
+}

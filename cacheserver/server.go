@@ -323,6 +323,7 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 		r = r.WithContext(ctx)
 		err := error(nil)
 		handled := false
+		var stored func(context.Context) // see claimKey
 		if s.cluster.sharded() {
 			defer s.cluster.enter()()
 			if a := s.cluster.current(); a != nil {
@@ -335,7 +336,7 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 				handled, err = s.dispatch(rec, r, sc, detail)
 			}
 			if !handled && err == nil {
-				err = s.claim(r, sc, pattern)
+				stored, err = s.claim(r, sc, pattern)
 			}
 		}
 		switch {
@@ -351,6 +352,9 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 				defer s.collLocks.shared(collKind, r.PathValue("name"))()
 			}
 			err = h(rec, r)
+			if stored != nil && err == nil && rec.status < http.StatusBadRequest {
+				stored(ctx)
+			}
 		}
 		if err != nil {
 			if rec.wrote {
