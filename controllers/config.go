@@ -4,18 +4,34 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	"github.com/diskcache-operator/diskcache-operator/settings"
 )
 
+// maxInt64Quantity is the largest quantity a server setting can take.
+var maxInt64Quantity = resource.NewQuantity(math.MaxInt64, resource.DecimalSI)
+
+// bytesOf is a byte count of the spec as the servers take it: past int64,
+// the largest one (Quantity.Value gives 0 for "1e19", which the server
+// refuses or, as a size limit, would cull everything to).
+func bytesOf(q *resource.Quantity) int64 {
+	if q.Cmp(*maxInt64Quantity) >= 0 {
+		return math.MaxInt64
+	}
+	return q.Value()
+}
+
 // liveSettings are the live settings of a defaulted spec: what the
 // operator applies to running servers (PATCH /v1/settings).
 func liveSettings(spec *cachev1alpha1.DiskCacheSpec) settings.Settings {
 	return settings.Settings{
-		SizeLimit:      settings.Ptr(spec.SizeLimit.Value()),
+		SizeLimit:      settings.Ptr(bytesOf(spec.SizeLimit)),
 		EvictionPolicy: settings.Ptr(settings.EvictionPolicy(spec.EvictionPolicy)),
 		CullLimit:      settings.Ptr(int64(*spec.CullLimit)),
 		Statistics:     settings.Ptr(spec.Statistics),
@@ -36,12 +52,12 @@ func serverConfig(dc *cachev1alpha1.DiskCache) (conf string, restartPart string)
 	line(&r, settings.FlagTokenFile, TokenPath)
 	line(&r, settings.FlagFanout, spec.Fanout)
 	line(&r, settings.FlagDatabaseTimeout, spec.DatabaseTimeout.Duration)
-	line(&r, settings.NameDiskMinFileSize.Flag(), spec.DiskMinFileSize.Value())
+	line(&r, settings.NameDiskMinFileSize.Flag(), bytesOf(spec.DiskMinFileSize))
 	if spec.FsyncValueFiles {
 		line(&r, settings.FlagFsyncValueFiles, true)
 	}
 	if spec.HotValueBytes != nil {
-		line(&r, settings.FlagHotValueBytes, spec.HotValueBytes.Value())
+		line(&r, settings.FlagHotValueBytes, bytesOf(spec.HotValueBytes))
 	}
 	if spec.Monitoring.RequireToken {
 		line(&r, settings.FlagMetricsRequireToken, true)
@@ -50,12 +66,12 @@ func serverConfig(dc *cachev1alpha1.DiskCache) (conf string, restartPart string)
 		line(&r, settings.FlagPageSize, *spec.PageSize)
 	}
 	if spec.MaxKeyBytes != nil {
-		line(&r, settings.FlagMaxKeyBytes, spec.MaxKeyBytes.Value())
+		line(&r, settings.FlagMaxKeyBytes, bytesOf(spec.MaxKeyBytes))
 	}
 	if spec.MaxValueBytes != nil {
-		line(&r, settings.FlagMaxValueBytes, spec.MaxValueBytes.Value())
+		line(&r, settings.FlagMaxValueBytes, bytesOf(spec.MaxValueBytes))
 	}
-	line(&r, settings.FlagRebalanceRate, spec.Rebalance.Rate.Value())
+	line(&r, settings.FlagRebalanceRate, bytesOf(spec.Rebalance.Rate))
 	if scheme(dc) == "https" {
 		line(&r, settings.FlagTLSCert, TLSDir+"/tls.crt")
 		line(&r, settings.FlagTLSKey, TLSDir+"/tls.key")

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"math"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,7 +31,7 @@ const (
 func memoryEstimate(spec *cachev1alpha1.DiskCacheSpec) (total, hot, sqlite int64) {
 	hot = serverDefaultHotValueBytes
 	if spec.HotValueBytes != nil {
-		hot = spec.HotValueBytes.Value()
+		hot = bytesOf(spec.HotValueBytes)
 	}
 	page := int64(serverDefaultPageSize)
 	if spec.PageSize != nil {
@@ -41,6 +42,9 @@ func memoryEstimate(spec *cachev1alpha1.DiskCacheSpec) (total, hot, sqlite int64
 		fanout = int64(cachev1alpha1.DefaultFanout)
 	}
 	sqlite = fanout * settings.SQLiteCacheBytes(settings.SQLiteCachePages, page)
+	if rest := sqlite + settings.MemoryBaseline; hot > math.MaxInt64-rest {
+		return math.MaxInt64, hot, sqlite // no limit is enough
+	}
 	return hot + sqlite + settings.MemoryBaseline, hot, sqlite
 }
 
@@ -53,7 +57,7 @@ func memoryProblem(dc *cachev1alpha1.DiskCache) *problem {
 		return nil
 	}
 	total, hot, sqlite := memoryEstimate(&dc.Spec)
-	if limit.Value() >= total {
+	if bytesOf(&limit) >= total {
 		return nil
 	}
 	mi := func(n int64) string { return resource.NewQuantity(n, resource.BinarySI).String() }

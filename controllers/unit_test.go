@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -63,6 +64,37 @@ func TestServerConfigLoadsInCacheserver(t *testing.T) {
 	for _, name := range []settings.Name{"size_limit", "eviction_policy", "cull_limit", "statistics", "tag_index", "disk_min_file_size"} {
 		if _, ok := given[name]; !ok {
 			t.Errorf("engine setting %s not given explicitly, so a restart would not restore it", name)
+		}
+	}
+}
+
+// Quantities past int64 in any notation ("1e19" as well as "10Ei") reach
+// the servers as the largest byte count, not as 0 (Quantity.Value's answer
+// for "1e19"): a size limit of 0 culls everything, a value limit of 0
+// stops the server from starting.
+func TestHugeQuantitiesSaturate(t *testing.T) {
+	for _, huge := range []string{"1e19", "100E", "10Ei", "1e30"} {
+		dc := defaulted(func(dc *cachev1alpha1.DiskCache) {
+			q := resource.MustParse(huge)
+			dc.Spec.SizeLimit, dc.Spec.MaxValueBytes, dc.Spec.HotValueBytes = &q, &q, &q
+			dc.Spec.DiskMinFileSize, dc.Spec.Rebalance.Rate = &q, &q
+			dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
+		})
+		conf, _ := serverConfig(dc)
+		path := t.TempDir() + "/cacheserver.conf"
+		if err := writeFile(path, conf); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := cacheserver.LoadConfig([]string{"--config", path}, func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("%s: cacheserver rejects the operator's config: %v\n%s", huge, err, conf)
+		}
+		const most = math.MaxInt64
+		if cfg.SizeLimit != most || cfg.MaxValueBytes != most || cfg.HotValueBytes != most || cfg.DiskMinFileSize != most || cfg.RebalanceRate != most {
+			t.Errorf("%s: cacheserver read %+v from\n%s", huge, cfg, conf)
+		}
+		if memoryProblem(dc) == nil {
+			t.Errorf("%s: hot values of %s fit a 1Gi memory limit", huge, huge)
 		}
 	}
 }
