@@ -1,6 +1,9 @@
 package maintenance
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // TriggerAnnotation runs maintenance once on demand: any value that differs
 // from the last one handled (Status.LastTrigger) starts a run, e.g.
@@ -112,6 +115,9 @@ func Decide(in Input) Decision {
 func tooLate(due, now time.Time, deadline *int64) bool {
 	if deadline == nil {
 		return false
+	}
+	if *deadline > int64(math.MaxInt64/time.Second) {
+		return false // longer than time.Duration holds: never too late
 	}
 	return now.Truncate(time.Second).Sub(due) > time.Duration(*deadline)*time.Second
 }

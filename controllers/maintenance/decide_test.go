@@ -1,6 +1,7 @@
 package maintenance
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -50,6 +51,10 @@ func TestDecideMissedRun(t *testing.T) {
 		{"long outage beyond deadline of the latest", ptr.To[int64](60), at(15, 2, 10), false, at(15, 0, 0)},
 		{"deadline 0, same second", ptr.To[int64](0), at(12, 5, 0).Add(400 * time.Millisecond), true, time.Time{}},
 		{"deadline 0, next second", ptr.To[int64](0), at(12, 5, 1), false, at(12, 5, 0)},
+		// Past what time.Duration holds (it overflowed to a negative
+		// deadline, which skipped every run).
+		{"deadline of 1e10 s", ptr.To[int64](1e10), at(12, 5, 2), true, time.Time{}},
+		{"largest deadline", ptr.To[int64](math.MaxInt64), at(15, 2, 10), true, time.Time{}},
 	} {
 		d := Decide(Input{Schedule: s, StartingDeadlineSeconds: tc.deadline, LastScheduleTime: last, CreationTime: at(8, 0, 0), Now: tc.now})
 		if d.Run != tc.run || !d.Missed.Equal(tc.missed) {
