@@ -86,6 +86,19 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 			t.Errorf("53-character name: %v", err)
 		}
 	})
+	t.Run("name with a dot", func(t *testing.T) {
+		// Accepted, it could never be reconciled: a Service's name is a
+		// DNS label.
+		err := k8s.Create(bg, rawDiskCache(t, ns, "my.cache", "shards: 1"))
+		if err == nil || !strings.Contains(err.Error(), "metadata.name must be a DNS label") {
+			t.Errorf("name with a dot: %v", err)
+		}
+		u := rawDiskCache(t, ns, "1-cache", "shards: 1")
+		if err := k8s.Create(bg, u); err != nil {
+			t.Errorf("a DNS label starting with a digit: %v", err)
+		}
+		_ = k8s.Delete(bg, u)
+	})
 	t.Run("valid quantities in every form", func(t *testing.T) {
 		u := rawDiskCache(t, ns, "good", "sizeLimit: 1073741824\nstorage:\n  size: 1.5Gi\ndiskMinFileSize: 0\nmaxValueBytes: 1e9\ndatabaseTimeout: 1m30s\nmaintenance:\n  schedule: '*/10 * * * *'\n  timeZone: America/Argentina/Buenos_Aires")
 		if err := k8s.Create(bg, u); err != nil {
