@@ -99,6 +99,12 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		}
 		_ = k8s.Delete(bg, u)
 	})
+	t.Run("the admin token as the data token", func(t *testing.T) {
+		err := k8s.Create(bg, rawDiskCache(t, ns, "adm", "auth:\n  secretName: adm-admin-token"))
+		if err == nil || !strings.Contains(err.Error(), "must not name the operator's admin-token Secret") {
+			t.Errorf("auth.secretName naming the admin-token Secret: %v", err)
+		}
+	})
 	t.Run("valid quantities in every form", func(t *testing.T) {
 		u := rawDiskCache(t, ns, "good", "sizeLimit: 1073741824\nstorage:\n  size: 1.5Gi\ndiskMinFileSize: 0\nmaxValueBytes: 1e9\ndatabaseTimeout: 1m30s\nmaintenance:\n  schedule: '*/10 * * * *'\n  timeZone: America/Argentina/Buenos_Aires")
 		if err := k8s.Create(bg, u); err != nil {

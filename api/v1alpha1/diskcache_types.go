@@ -966,6 +966,7 @@ const (
 // +kubebuilder:object:root=true
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 52",message="metadata.name must be at most 52 characters: pod names and StatefulSet revision labels are made from it"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label (lowercase letters, digits and '-', no '.'): the cache's Service and pods are named after it"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.auth) || !has(self.spec.auth.secretName) || self.spec.auth.secretName != self.metadata.name + '-admin-token'",message="spec.auth.secretName must not name the operator's admin-token Secret (<name>-admin-token): applications that read it would hold the shards' admin token"
 // +kubebuilder:resource:shortName=dcache,categories=all
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.shards,statuspath=.status.shards,selectorpath=.status.selector
