@@ -317,18 +317,23 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 	// grown before the new shards are announced, shrunk only once the
 	// departing ones have handed everything off.
 	desired.Spec.Replicas = ptr.To(topo.replicas)
-	res, err := r.apply(ctx, dc, desired, objOrNil(existing))
-	if err != nil {
-		return nil, nil, nil, err
+	// From the StatefulSet on, a child the API server refuses (a pod
+	// template or a networkPolicy.clients entry it finds invalid) or cannot
+	// take now does not stop the steps after it: the claims' resizes, the
+	// live settings and the checks of the running shards go on, and the
+	// reconcile ends failed (retried, ReconcileFailed naming the child).
+	var childErrs []error
+	if res, err := r.apply(ctx, dc, desired, objOrNil(existing)); err != nil {
+		childErrs = append(childErrs, fmt.Errorf("StatefulSet: %w", err))
+	} else {
+		r.recordApply(dc, res, desired, "StatefulSet")
 	}
-	r.recordApply(dc, res, desired, "StatefulSet")
 	sts := existing
 	if err := r.applyChild(ctx, dc, buildPDB(dc), &policyv1.PodDisruptionBudget{}); err != nil {
-		return nil, nil, nil, err
+		childErrs = append(childErrs, fmt.Errorf("PodDisruptionBudget: %w", err))
 	}
-
 	if err := r.reconcileNetworkPolicy(ctx, dc); err != nil {
-		return nil, nil, nil, err
+		childErrs = append(childErrs, fmt.Errorf("NetworkPolicy: %w", err))
 	}
 	waiting, p, err := r.reconcileServiceMonitor(ctx, dc, peerCA)
 	if err != nil {
@@ -396,6 +401,11 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 		}
 	}
 	problems = append(problems, topo.problems...)
+	if len(childErrs) > 0 {
+		// Not joined with settingsErr: that one is reported already,
+		// these are not.
+		return sts, topo, problems, errors.Join(childErrs...)
+	}
 	return sts, topo, problems, settingsErr
 }
 

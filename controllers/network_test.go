@@ -10,8 +10,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	klabels "k8s.io/apimachinery/pkg/labels"
@@ -195,4 +197,31 @@ func TestServiceMonitorOverTLS(t *testing.T) {
 	if server, _, _ := unstructured.NestedString(ep, "tlsConfig", "serverName"); server != "web.shop.svc" {
 		t.Errorf("endpoint without ca.crt %v", ep)
 	}
+}
+
+// TestRefusedNetworkPolicyStopsNothingElse: a networkPolicy.clients entry
+// the API server refuses (a CIDR of /33) fails the reconcile, named in
+// ReconcileFailed, but the steps after it still run: here the check of
+// the memory limit, which raised nothing while the NetworkPolicy's error
+// ended every reconcile before it.
+func TestRefusedNetworkPolicyStopsNothingElse(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	bad := networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/33"}}
+	newDiskCache(t, ns, "np", func(dc *cachev1alpha1.DiskCache) {
+		dc.Spec.NetworkPolicy = cachev1alpha1.NetworkPolicySpec{Enabled: true, Clients: []networkingv1.NetworkPolicyPeer{bad}}
+		dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("50Mi")}
+	})
+	eventually(t, "ReconcileFailed naming the NetworkPolicy", func() error {
+		return findEventNote(t, ns, "np", cachev1alpha1.ReasonReconcileFailed, "NetworkPolicy")
+	})
+	eventually(t, "MemoryLimitTooLow all the same", func() error {
+		return findEventNote(t, ns, "np", cachev1alpha1.ReasonMemoryLimitTooLow, "spec.resources.limits.memory 50Mi")
+	})
+	dc := get(t, ns, "np", &cachev1alpha1.DiskCache{})
+	c := findCondition(dc, cachev1alpha1.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "NetworkPolicy") {
+		t.Errorf("Degraded %+v; want it to name the NetworkPolicy", c)
+	}
+	get(t, ns, "np", &policyv1.PodDisruptionBudget{})
 }
