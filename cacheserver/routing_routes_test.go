@@ -58,6 +58,23 @@ func exampleBody(t *testing.T, method, path, key string) ([]byte, map[string]str
 
 var templateVar = regexp.MustCompile(`\{[a-z]+\}`)
 
+// concretePath fills a route's path template with key, name and index 0.
+func concretePath(t *testing.T, path, key, name string) string {
+	t.Helper()
+	return templateVar.ReplaceAllStringFunc(path, func(m string) string {
+		switch m {
+		case "{key}":
+			return key
+		case "{name}":
+			return name
+		case "{index}":
+			return "0"
+		}
+		t.Fatalf("unknown template %s in %s", m, path)
+		return ""
+	})
+}
+
 // TestEveryRouteThroughANonOwner walks every operation of the OpenAPI
 // document on two identical 3-shard caches: one asked through the shard
 // that owns the key or collection (or, for cluster-wide operations, through
@@ -84,18 +101,7 @@ func TestEveryRouteThroughANonOwner(t *testing.T) {
 		if !strings.HasPrefix(op.path, "/v1/") || op.path == "/v1/topology" || op.path == "/v1/usage" {
 			continue // answered by the shard asked, by design
 		}
-		concrete := templateVar.ReplaceAllStringFunc(op.path, func(m string) string {
-			switch m {
-			case "{key}":
-				return key
-			case "{name}":
-				return name
-			case "{index}":
-				return "0"
-			}
-			t.Fatalf("unknown template %s in %s", m, op.path)
-			return ""
-		})
+		concrete := concretePath(t, op.path, key, name)
 		query := "?owner=o&count=5&per=60&tag=t"
 		// Run each operation twice so the second sees the first's effects.
 		for round := 0; round < 2; round++ {
@@ -159,18 +165,7 @@ func TestEveryGetRouteAnswersHeadThroughANonOwner(t *testing.T) {
 	}
 	for _, k := range keys {
 		op := ops[k]
-		concrete := templateVar.ReplaceAllStringFunc(op.path, func(m string) string {
-			switch m {
-			case "{key}":
-				return key
-			case "{name}":
-				return name
-			case "{index}":
-				return "0"
-			}
-			t.Fatalf("unknown template %s in %s", m, op.path)
-			return ""
-		})
+		concrete := concretePath(t, op.path, key, name)
 		stGet, hGet, _ := do(t, "GET", c.Shards[0].URL+concrete, tok, nil, nil)
 		for _, shard := range []int{1, 0} {
 			st, h, body := do(t, "HEAD", c.Shards[shard].URL+concrete, tok, nil, nil)

@@ -28,6 +28,22 @@ func defaulted(mutate func(*cachev1alpha1.DiskCache)) *cachev1alpha1.DiskCache {
 	return dc
 }
 
+// loadServerConfig renders dc's cacheserver.conf and reads it with the
+// real cacheserver config loader.
+func loadServerConfig(t *testing.T, dc *cachev1alpha1.DiskCache) (cacheserver.Config, string) {
+	t.Helper()
+	conf, _ := serverConfig(dc)
+	path := t.TempDir() + "/cacheserver.conf"
+	if err := writeFile(path, conf); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := cacheserver.LoadConfig([]string{"--config", path}, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("cacheserver rejects the operator's config: %v\n%s", err, conf)
+	}
+	return cfg, conf
+}
+
 // The rendered cacheserver.conf is read by the real cacheserver config loader.
 func TestServerConfigLoadsInCacheserver(t *testing.T) {
 	dc := defaulted(func(dc *cachev1alpha1.DiskCache) {
@@ -44,15 +60,7 @@ func TestServerConfigLoadsInCacheserver(t *testing.T) {
 		dc.Spec.PageSize = ptrTo[int32](4096)
 		dc.Spec.Monitoring.RequireToken = true
 	})
-	conf, _ := serverConfig(dc)
-	path := t.TempDir() + "/cacheserver.conf"
-	if err := writeFile(path, conf); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := cacheserver.LoadConfig([]string{"--config", path}, func(string) string { return "" })
-	if err != nil {
-		t.Fatalf("cacheserver rejects the operator's config: %v\n%s", err, conf)
-	}
+	cfg, conf := loadServerConfig(t, dc)
 	if cfg.DataDir != "/data/cache" || cfg.Listen != ":8080" || cfg.HealthListen != ":8081" || cfg.TokenFile != TokenPath || cfg.Fanout != 16 ||
 		cfg.DatabaseTimeout != 2500*time.Millisecond || cfg.MaxKeyBytes != 4096 || cfg.MaxValueBytes != 1e9 ||
 		cfg.SizeLimit != 1610612736 || cfg.EvictionPolicy != "least-recently-used" || cfg.CullLimit != 0 || !cfg.Statistics ||
@@ -80,15 +88,7 @@ func TestHugeQuantitiesSaturate(t *testing.T) {
 			dc.Spec.DiskMinFileSize, dc.Spec.Rebalance.Rate = &q, &q
 			dc.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
 		})
-		conf, _ := serverConfig(dc)
-		path := t.TempDir() + "/cacheserver.conf"
-		if err := writeFile(path, conf); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := cacheserver.LoadConfig([]string{"--config", path}, func(string) string { return "" })
-		if err != nil {
-			t.Fatalf("%s: cacheserver rejects the operator's config: %v\n%s", huge, err, conf)
-		}
+		cfg, conf := loadServerConfig(t, dc)
 		const most = math.MaxInt64
 		if cfg.SizeLimit != most || cfg.MaxValueBytes != most || cfg.HotValueBytes != most || cfg.DiskMinFileSize != most || cfg.RebalanceRate != most {
 			t.Errorf("%s: cacheserver read %+v from\n%s", huge, cfg, conf)
