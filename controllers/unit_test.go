@@ -213,15 +213,7 @@ func TestProbesAskTheHealthPort(t *testing.T) {
 				dc.Spec.TLS = &cachev1alpha1.TLSSpec{SecretName: "tls"}
 			}
 		})
-		conf, _ := serverConfig(dc)
-		path := t.TempDir() + "/cacheserver.conf"
-		if err := writeFile(path, conf); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := cacheserver.LoadConfig([]string{"--config", path}, func(string) string { return "" })
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg, _ := loadServerConfig(t, dc)
 		ct := buildStatefulSet(dc, "img", "h", false, nil).Spec.Template.Spec.Containers[0]
 		ports := map[string]int32{}
 		for _, p := range ct.Ports {
