@@ -247,11 +247,12 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 			r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonTLSSecretInvalid, "Reconcile", "TLS Secret %s not found", dc.Spec.TLS.SecretName)
 		case err != nil:
 			return nil, nil, nil, fmt.Errorf("get TLS Secret: %w", err)
-		case len(s.Data[corev1.TLSCertKey]) == 0 || len(s.Data[corev1.TLSPrivateKeyKey]) == 0:
-			problems = append(problems, problem{cachev1alpha1.ReasonTLSSecretInvalid,
-				fmt.Sprintf("TLS Secret %s lacks %s or %s", s.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)})
-			r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonTLSSecretInvalid, "Reconcile", "TLS Secret %s lacks %s or %s", s.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
 		default:
+			if msg := tlsSecretProblem(&s); msg != "" {
+				problems = append(problems, problem{cachev1alpha1.ReasonTLSSecretInvalid, msg})
+				r.event(dc, corev1.EventTypeWarning, cachev1alpha1.ReasonTLSSecretInvalid, "Reconcile", "%s", msg)
+				break
+			}
 			tlsConfig = tlsConfigFor(&s)
 			peerCA = len(s.Data[caKey]) > 0
 		}

@@ -140,6 +140,23 @@ func (s shardScoped) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // tlsConfigFor trusts the ca.crt of the TLS Secret when it has one, and the
 // system roots otherwise.
+// tlsSecretProblem says what makes a TLS Secret unusable by the shards (a
+// cacheserver that cannot load its key pair, or trust its ca.crt, does
+// not start), or "" when they can use it.
+func tlsSecretProblem(secret *corev1.Secret) string {
+	cert, key := secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey]
+	if len(cert) == 0 || len(key) == 0 {
+		return fmt.Sprintf("TLS Secret %s lacks %s or %s", secret.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+	}
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		return fmt.Sprintf("TLS Secret %s: %s and %s are not a key pair the shards can serve with: %v", secret.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey, err)
+	}
+	if ca := secret.Data[caKey]; len(ca) > 0 && !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		return fmt.Sprintf("TLS Secret %s: %s holds no PEM certificate", secret.Name, caKey)
+	}
+	return ""
+}
+
 func tlsConfigFor(secret *corev1.Secret) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if ca := secret.Data["ca.crt"]; len(ca) > 0 {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +110,29 @@ func TestLiveSettingsOverTLS(t *testing.T) {
 	}
 	if dc := get(t, ns, "tls", &cachev1alpha1.DiskCache{}); dc.Status.Endpoint != "https://tls."+ns+".svc:8080" {
 		t.Errorf("endpoint %s", dc.Status.Endpoint)
+	}
+}
+
+// tlsSecretProblem tells a TLS Secret the shards cannot use (each would
+// fail to start) from one they can.
+func TestTLSSecretProblem(t *testing.T) {
+	caPEM, certPEM, keyPEM := testCA(t)
+	_, _, otherKey := testCA(t)
+	for _, tc := range []struct {
+		name string
+		data map[string][]byte
+		want string // in the problem; "" for none
+	}{
+		{"a key pair and its CA", map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": caPEM}, ""},
+		{"a key pair alone", map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM}, ""},
+		{"no key", map[string][]byte{"tls.crt": certPEM}, "lacks tls.crt or tls.key"},
+		{"not PEM", map[string][]byte{"tls.crt": []byte("garbage"), "tls.key": []byte("garbage")}, "not a key pair"},
+		{"another key", map[string][]byte{"tls.crt": certPEM, "tls.key": otherKey}, "not a key pair"},
+		{"ca.crt not PEM", map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": []byte("garbage")}, "ca.crt holds no PEM certificate"},
+	} {
+		got := tlsSecretProblem(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Data: tc.data})
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
