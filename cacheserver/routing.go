@@ -367,10 +367,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, routing []byte,
 			w.Header().Set("Connection", "close")
 		}
 		if err != nil {
-			if streamed != nil && streamed.err != nil {
+			if cbe := streamed.failed(); cbe != nil {
 				// The client's body broke or stalled, not the owner: the
 				// owner refuses a body cut short, so nothing was applied.
-				return true, streamed.err
+				return true, cbe
 			}
 			return true, err
 		}
@@ -619,6 +619,20 @@ func (b *lentBody) Read(p []byte) (int, error) {
 	}
 	b.mu.Unlock()
 	return n, err
+}
+
+// failed is the error reading the client's body gave, if any (nil for a
+// nil b: no body was lent).
+func (b *lentBody) failed() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err == nil {
+		return nil
+	}
+	return b.err
 }
 
 // takeBack makes later reads fail and reports whether the body may be
