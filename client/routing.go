@@ -103,14 +103,9 @@ func (c *Client) refreshTopology(ctx context.Context) {
 	r.mu.Lock()
 	r.lastTry = time.Now()
 	r.mu.Unlock()
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+"/v1/topology", nil)
-	if err != nil {
-		return
-	}
-	if tok := c.bearer(); tok != "" {
-		hr.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := c.http.Do(hr)
+	// Watched as every call is: a frozen base URL must not hold the call
+	// that reads the topology first.
+	resp, err := c.sendWatched(ctx, c.base, request{method: http.MethodGet, path: "/v1/topology", idempotent: true})
 	if err != nil {
 		return
 	}

@@ -58,6 +58,27 @@ func TestStalledShardIsGivenUp(t *testing.T) {
 	}
 }
 
+// A base URL that froze before the client read the topology: the first
+// call's topology read is given up as any call to a stalled server is,
+// and the call answers ErrUnanswered. The read was not watched, and held
+// the call forever without a deadline (the whole deadline with one).
+func TestFrozenBaseURLDoesNotHoldTheTopologyRead(t *testing.T) {
+	cl := testserver.StartCluster(t, 3, testserver.Options{})
+	c, err := New(cl.URLs[0], Options{Token: cl.Shards[0].Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Shards[0].Freeze(t)
+	// A hang shows as the deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	_, _, err = c.Cache("").Get(ctx, kv.TextKey(keyOwnedBy(t, 1, 3)))
+	cl.Shards[0].Thaw(t)
+	if !errors.Is(err, ErrUnanswered) {
+		t.Errorf("get while the base URL is frozen: %v, want ErrUnanswered", err)
+	}
+}
+
 // A client given a token file routes straight to the owners as one given
 // the token does (it read the topology without a token, refused, and sent
 // every call through the base URL).
