@@ -47,8 +47,8 @@ var connIdleRefusal = refusal("408 Request Timeout")
 func refusal(status string) []byte {
 	body, _ := json.Marshal(wire.Error{Code: wire.CodeTooManyConnections,
 		Message: "the server holds as many connections as --max-connections allows; retry"})
-	return fmt.Appendf(nil, "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"+
-		"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", status, len(body), body)
+	return fmt.Appendf(nil, "HTTP/1.1 %s\r\nContent-Type: application/json\r\n%s: %s\r\n"+
+		"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", status, wire.HeaderError, wire.CodeTooManyConnections, len(body), body)
 }
 
 // probeHeadWait is how long a connection over the cap is given to send its

@@ -56,6 +56,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if re.status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
+		if code, ok := re.body["error"].(string); ok {
+			w.Header().Set(wire.HeaderError, code)
+		}
 		writeJSON(w, re.status, re.body)
 		return
 	}
@@ -71,7 +74,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// The rest of the body may still come; an HTTP/2 stream ends alone.
 		w.Header().Set("Connection", "close")
 	}
-	writeJSON(w, status, wire.Error{Code: code, Message: msg})
+	writeErrorJSON(w, status, wire.Error{Code: code, Message: msg})
+}
+
+// writeErrorJSON answers with an error body and its code in the
+// Diskcache-Error header too (a HEAD's answer has no body).
+func writeErrorJSON(w http.ResponseWriter, status int, e wire.Error) {
+	w.Header().Set(wire.HeaderError, e.Code)
+	writeJSON(w, status, e)
 }
 
 func (s *Server) classify(err error) (int, string, string) {

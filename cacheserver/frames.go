@@ -308,7 +308,7 @@ func (s *Server) serveFrames(ctx context.Context, fc *frameConn, brw *bufio.Read
 		n := binary.BigEndian.Uint32(lenBuf[:])
 		if n > MaxFrameBytes {
 			fw.reset()
-			writeJSON(fw, http.StatusRequestEntityTooLarge, wire.Error{Code: wire.CodeValueTooLarge,
+			writeErrorJSON(fw, http.StatusRequestEntityTooLarge, wire.Error{Code: wire.CodeValueTooLarge,
 				Message: fmt.Sprintf("frame of %d bytes, at most %d; send larger values over HTTP", n, MaxFrameBytes)})
 			_ = fw.finish()
 			_ = brw.Writer.Flush()
@@ -428,7 +428,7 @@ func (s *Server) serveFrame(h http.Handler, fw *frameWriter, r *http.Request, pa
 		}
 	}
 	if err != nil {
-		writeJSON(fw, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest, Message: err.Error()})
+		writeErrorJSON(fw, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest, Message: err.Error()})
 		return true
 	}
 	if auth != nil {

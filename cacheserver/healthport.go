@@ -43,7 +43,7 @@ var healthPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics":
 func (s *Server) healthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !healthPaths[r.URL.Path] {
-			writeJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound,
+			writeErrorJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound,
 				Message: fmt.Sprintf("the health port serves only GET /healthz, /readyz and /metrics, not %s %s", r.Method, r.URL.Path)})
 			return
 		}

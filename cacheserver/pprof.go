@@ -16,13 +16,13 @@ import (
 func (s *Server) pprofRoutes() {
 	s.mux.HandleFunc("/debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
 		if s.admin == nil {
-			writeJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound,
+			writeErrorJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound,
 				Message: "profiles need the server to run with --admin-token-file"})
 			return
 		}
 		if !s.isAdmin(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
-			writeJSON(w, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized,
+			writeErrorJSON(w, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized,
 				Message: "profiles need the operator's (admin) bearer token"})
 			return
 		}

@@ -96,12 +96,12 @@ func (s *Server) metricsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.MetricsRequireToken && !s.acceptsAuthorization(r.Header.Get("Authorization")) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="diskcache"`)
-			writeJSON(w, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token (this server serves /metrics with the data token only)"})
+			writeErrorJSON(w, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token (this server serves /metrics with the data token only)"})
 			return
 		}
 		body, err := l.render(r.Context())
 		if err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, wire.Error{Code: wire.CodeUnavailable, Message: err.Error()})
+			writeErrorJSON(w, http.StatusServiceUnavailable, wire.Error{Code: wire.CodeUnavailable, Message: err.Error()})
 			return
 		}
 		w.Header().Set("Content-Type", string(textFormat))

@@ -198,7 +198,7 @@ func (s *Server) Handler() http.Handler {
 		if !plainPath(r.URL.Path) {
 			// (The profiles' index is /debug/pprof/, with its slash.)
 			if p := r.URL.EscapedPath(); p != "/" && p != "/debug/pprof/" && path.Clean(p) != p {
-				writeJSON(w, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest,
+				writeErrorJSON(w, http.StatusBadRequest, wire.Error{Code: wire.CodeBadRequest,
 					Message: fmt.Sprintf("path %q has empty, '.' or '..' segments; percent-encode them (%%2E, ?ke=base64 for keys)", p)})
 				return
 			}
@@ -270,7 +270,7 @@ func (s *Server) wrap(pattern string, auth bool, resolve storeResolver, h handle
 				// makes that drain fail.
 				defer func() { _ = http.NewResponseController(w).SetReadDeadline(time.Now()) }()
 			}
-			writeJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
+			writeErrorJSON(rec, http.StatusUnauthorized, wire.Error{Code: wire.CodeUnauthorized, Message: "missing or wrong bearer token"})
 			return
 		}
 		if r.URL.RawQuery != "" {

@@ -667,7 +667,10 @@ func readError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var we wire.Error
 	if json.Unmarshal(b, &we) != nil || we.Code == "" {
-		we = wire.Error{Code: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(b))}
+		we = wire.Error{Code: resp.Header.Get(wire.HeaderError), Message: strings.TrimSpace(string(b))}
+		if we.Code == "" { // not a cacheserver's (a proxy's), or the answer to a HEAD of an older one
+			we.Code = http.StatusText(resp.StatusCode)
+		}
 	}
 	e := &Error{Status: resp.StatusCode, Code: we.Code, Message: we.Message}
 	if json.Valid(b) {

@@ -79,6 +79,29 @@ func TestFrozenBaseURLDoesNotHoldTheTopologyRead(t *testing.T) {
 	}
 }
 
+// Contains asks with HEAD, whose error answers have no body: their code
+// comes in the Diskcache-Error header, so errors.Is matches as for a get
+// (it matched nothing: the code was the status text).
+func TestContainsErrorsMatchTheSentinels(t *testing.T) {
+	cl := testserver.StartCluster(t, 3, testserver.Options{})
+	c, err := New(cl.URLs[0], Options{Token: cl.Shards[0].Token, DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := New(cl.URLs[0], Options{Token: "wrong", DirectOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wrong.Cache("").Contains(t.Context(), kv.TextKey("k")); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("contains with a wrong token: %v, want ErrUnauthorized", err)
+	}
+	cl.Shards[2].Kill()
+	_, err = c.Cache("").Contains(t.Context(), kv.TextKey(keyOwnedBy(t, 2, 3)))
+	if !errors.Is(err, ErrShardUnavailable) || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("contains of a key whose shard is down: %v, want ErrShardUnavailable", err)
+	}
+}
+
 // A client given a token file routes straight to the owners as one given
 // the token does (it read the topology without a token, refused, and sent
 // every call through the base URL).

@@ -56,6 +56,9 @@ const (
 	// HeaderScope "shard" asks a shard to answer a cluster-wide operation
 	// for itself only (the sub-requests of a fan-out).
 	HeaderScope = "Diskcache-Scope"
+	// HeaderError, on every error answer, is its error code, as in the
+	// body: the answer to a HEAD has no body.
+	HeaderError = "Diskcache-Error"
 )
 
 // Query parameters.

@@ -56,8 +56,20 @@ class Unauthorized(CacheServerError):
     """The bearer token is missing or wrong (HTTP 401)."""
 
 
-def error_from_response(status, body, url=''):
-    """Build the exception for an error answer."""
+# The error code of an error answer, also in the body: the answer to a
+# HEAD has none.
+HEADER_ERROR = 'Diskcache-Error'
+
+
+def error_of(resp):
+    """The exception for an error answer (an http11 Response)."""
+    return error_from_response(resp.status, resp.body, resp.url,
+                               resp.header(HEADER_ERROR, ''))
+
+
+def error_from_response(status, body, url='', header_code=''):
+    """Build the exception for an error answer; ``header_code`` is its
+    ``Diskcache-Error`` header, for an answer without a body."""
     code, message = '', ''
     try:
         doc = json.loads(body) if body else {}
@@ -68,6 +80,7 @@ def error_from_response(status, body, url=''):
         doc = {}
     if not code:
         message = (body or b'').decode('utf-8', 'replace').strip()[:500] or 'HTTP %d' % status
+        code = header_code
     if status == 503 and code == 'timeout':
         removed = doc.get('removed', 0) if isinstance(doc, dict) else 0
         return Timeout(message, status, code, url, removed=removed)

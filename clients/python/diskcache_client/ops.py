@@ -19,7 +19,7 @@ import json
 from collections import defaultdict
 
 from . import wire
-from .errors import CacheServerError, Timeout, error_from_response
+from .errors import CacheServerError, Timeout, error_from_response, error_of
 from .http11 import Request
 from .routing import routing_bytes
 from .topology import SCOPE_HEADER
@@ -38,7 +38,7 @@ def check(resp, *ok):
         raise resp
     if (resp.status in ok) if ok else (200 <= resp.status < 300):
         return resp
-    raise error_from_response(resp.status, resp.body, resp.url)
+    raise error_of(resp)
 
 
 def _json(resp):
@@ -53,7 +53,7 @@ def _is_miss(resp):
         return False
     if b'no route' not in resp.body:
         return True  # its message cannot start so: no need to parse it
-    err = error_from_response(resp.status, resp.body, resp.url)
+    err = error_of(resp)
     if err.message.startswith('no route'):
         raise err
     return True
@@ -195,7 +195,7 @@ def incr(c, prefix, key, delta=1, default=0, decrement=False):
     if _is_miss(resp):
         raise KeyError(key)
     if resp.status == 409:
-        err = error_from_response(resp.status, resp.body, resp.url)
+        err = error_of(resp)
         if err.code == 'overflow':
             raise OverflowError('incr of %r: %s' % (key, err.message))
         raise TypeError('cannot incr/decr %r: %s' % (key, err.message))
@@ -492,7 +492,7 @@ def push(c, prefix, routing, value, params, expire=None, read=False, tag=None):
                          shard=c.shard_of(routing), headers={_VALUE_TYPE: value_type},
                          body=body)
     if resp.status == 409:
-        err = error_from_response(resp.status, resp.body, resp.url)
+        err = error_of(resp)
         if err.code == 'not_numeric':
             raise ValueError(err.message)  # as python-diskcache's int() says
     return wire.json_key(_json(resp))

@@ -27,7 +27,7 @@ import sys
 from collections import OrderedDict
 
 from . import wire
-from .errors import error_from_response
+from .errors import error_of
 from .http11 import Request
 from .memo import ENOVAL, args_to_key, full_name
 from .ops import key_target
@@ -75,7 +75,7 @@ def _raw_value_request(method, path, shard, value_type, body, params=(), idempot
 def _check(resp):
     if 200 <= resp.status < 300:
         return resp
-    raise error_from_response(resp.status, resp.body, resp.url)
+    raise error_of(resp)
 
 
 def _json(resp):
@@ -92,7 +92,7 @@ def _absent(resp, *codes):
         return False
     if not resp.body:
         return True
-    err = error_from_response(resp.status, resp.body, resp.url)
+    err = error_of(resp)
     if err.code in codes and not err.message.startswith('no route'):
         return True
     raise err
@@ -315,7 +315,7 @@ def index_push(c, path, shard, value, prefix=None, side='back'):
     resp = yield _value_request('POST', path + '/push', shard, value,
                                 _prefix_params(prefix, side))
     if resp.status == 409:
-        err = error_from_response(resp.status, resp.body, resp.url)
+        err = error_of(resp)
         if err.code == 'not_numeric':
             # A key at the queue's end int() refuses, as python-diskcache says.
             raise ValueError(err.message)

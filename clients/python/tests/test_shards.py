@@ -201,6 +201,10 @@ def test_a_pod_that_is_down(cluster):
             cache.get(key)
         assert err.value.code == 'shard_unavailable', err.value
         assert err.value.url.startswith(cluster.url)
+        # A HEAD's answer has no body: its code comes in Diskcache-Error.
+        with pytest.raises(ServerUnavailable) as err:
+            key in cache  # pylint: disable=pointless-statement
+        assert err.value.code == 'shard_unavailable', err.value
         # The Django backend with IGNORE_EXCEPTIONS sees a miss.
         assert django_cache.get(key, 'default') == 'default'
     # Operations on the whole cache fail (502 partial_failure).
