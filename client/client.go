@@ -59,7 +59,8 @@ type Options struct {
 	// MaxConnsPerHost.
 	MaxConns int
 	// Retries is how many times an idempotent call is retried after a
-	// connection error or a 503, and any call after a 503
+	// connection error, a server that stopped answering (see DirectOnly)
+	// or a 503, and any call after a 503
 	// too_many_connections (the server refused the connection before
 	// reading the request); 0 means 2, negative means none.
 	Retries int
@@ -330,7 +331,10 @@ func (c *Client) do(ctx context.Context, req request, pass ...int) (*http.Respon
 				err = classify(err)
 			}
 			lastErr = fmt.Errorf("client: %s %s: %w", req.method, req.path, err)
-			if ctx.Err() != nil || !retryable(err) {
+			// A stalled server is retried too (only idempotent calls
+			// have attempts left): through a Service the next attempt
+			// may reach another pod.
+			if ctx.Err() != nil || !(retryable(err) || errors.Is(err, errShardStalled)) {
 				return nil, lastErr
 			}
 			continue

@@ -173,6 +173,32 @@ func TestNonIdempotentCallIsNotResent(t *testing.T) {
 	}
 }
 
+// A get whose server took it and stopped answering is retried, as after a
+// connection error: behind a Service the next attempt may reach another
+// pod. It was given up after its first attempt.
+func TestStalledIdempotentCallIsRetried(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	ct := &countingTransport{suffix: "/v1/keys/k"}
+	c, err := New(srv.URL, Options{Token: srv.Token, Retries: 2, Backoff: time.Millisecond, DirectOnly: true,
+		HTTPClient: &http.Client{Transport: ct}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second) // a hang shows as the deadline
+	defer cancel()
+	_, _, err = c.Cache("").Get(ctx, kv.TextKey("k"))
+	srv.Thaw(t)
+	if !errors.Is(err, ErrUnanswered) {
+		t.Errorf("get of a frozen server: %v, want ErrUnanswered", err)
+	}
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if len(ct.hosts) != 3 {
+		t.Errorf("the get was sent %d times; want 1 + Retries (2)", len(ct.hosts))
+	}
+}
+
 // keyOwnedBy returns a text key shard owns among n.
 func keyOwnedBy(t *testing.T, shard, n int) string {
 	t.Helper()
