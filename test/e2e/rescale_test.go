@@ -14,6 +14,9 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -45,6 +48,9 @@ type rescaleStore struct {
 	// changed: listings through the Service run back to back during each
 	// scale, and every one must hold all of them (listDuringScale).
 	standing []string
+	// killDuringMove, when set, is the pod force-deleted (its cacheserver
+	// killed, as kill -9) once the next scale's move is under way.
+	killDuringMove string
 }
 
 // listingCounts is what the listings during one scale found.
@@ -171,7 +177,9 @@ func readTopology(ctx context.Context, ns, name string) (cachev1alpha1.TopologyS
 // keys written before the scales (django-redis's delete_pattern during a
 // scale misses nothing). The way back to 4
 // reuses the claims of shards 2 and 3 that 5 → 2 drained and kept
-// (whenScaled: Retain).
+// (whenScaled: Retain), and in its middle pod 0, a sender, is killed
+// (force-deleted): the move resumes when it is back, and the ledger still
+// counts nothing lost, stale or resurrected.
 func TestRescaleKeepsEveryWrite(t *testing.T) {
 	p := newPhases(t)
 	defer p.done()
@@ -181,6 +189,9 @@ func TestRescaleKeepsEveryWrite(t *testing.T) {
 	createDiskCache(t, newDiskCache(ns, name, func(dc *cachev1alpha1.DiskCache) {
 		dc.Spec.Shards = 3
 		dc.Spec.TagIndex = true
+		// Slow enough for a move to last a few seconds, so that a pod can
+		// be killed in the middle of one.
+		dc.Spec.Rebalance.Rate = ptr.To(resource.MustParse("512Ki"))
 	}))
 	waitAvailable(t, ns, name, 5*time.Minute)
 	waitTopologyAnnounced(t, ns, name, 3)
@@ -205,6 +216,12 @@ func TestRescaleKeepsEveryWrite(t *testing.T) {
 	from := int32(3)
 	for _, to := range []int32{5, 2, 4} {
 		p.next(fmt.Sprintf("kubectl scale %d → %d under load", from, to))
+		if to == 4 {
+			// A sender of 2 → 4 killed in the middle of its handoff: the
+			// StatefulSet starts it again, the move resumes, and no
+			// acknowledged write is lost, stale or back.
+			store.killDuringMove = name + "-0"
+		}
 		rescaleStep(t, ns, name, tok, l, store, from, to)
 		from = to
 	}
@@ -269,6 +286,7 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 		moved, movedBytes   int64
 		maxPrevious         int32
 		last                cachev1alpha1.TopologyStatus
+		killed              bool
 	)
 	eventually(t, 5*time.Minute, "the move "+step+" to end", func(ctx context.Context) (bool, string) {
 		topo, err := readTopology(ctx, ns, name)
@@ -276,6 +294,15 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 			return false, err.Error()
 		}
 		last = topo
+		if kill := store.killDuringMove; kill != "" && !killed && topo.Rebalancing {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: kill}}
+			if err := k8s.Delete(ctx, pod, ctrlclient.GracePeriodSeconds(0)); err != nil {
+				return false, "kill " + kill + ": " + err.Error()
+			}
+			killed = true
+			t.Logf("KILL %s: pod %s force-deleted at +%s, in the middle of the move (progress %+v)",
+				step, kill, time.Since(start).Round(100*time.Millisecond), topo.Progress)
+		}
 		if topo.Rebalancing || topo.PreviousShards != 0 {
 			if !sawMove {
 				firstMove = time.Since(start)
@@ -301,6 +328,12 @@ func rescaleStep(t *testing.T, ns, name, tok string, l *loadcheck.Ledger, store 
 			topo, ptr.Deref(sts.Spec.Replicas, 0), sts.Status.Replicas, sts.Status.ReadyReplicas)
 	})
 	took := time.Since(start)
+	if store.killDuringMove != "" {
+		if !killed {
+			t.Errorf("%s: the move ended before pod %s could be killed in its middle", step, store.killDuringMove)
+		}
+		store.killDuringMove = ""
+	}
 	close(listStop)
 	if len(store.standing) > 0 {
 		lc := <-listed
