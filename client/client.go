@@ -39,7 +39,9 @@ type Options struct {
 	// keep-alive connections, MaxConns and TLSConfig. Whichever it is, a
 	// call that a server took and then answers neither it nor its
 	// /healthz for a second is given up (see DirectOnly), so a frozen
-	// server does not hold a call without a deadline forever. Behind a
+	// server does not hold a call without a deadline forever; so is a
+	// read of an answer's body (a Stream's) that gets nothing for as long
+	// (ErrUnanswered). Behind a
 	// Service the check may reach another pod than the call's: give
 	// calls through one a deadline.
 	HTTPClient *http.Client
@@ -457,43 +459,142 @@ var errShardStalled = errors.New("the server answers neither the request nor its
 // own URL, the base URL's server would then answer; the base URL (a
 // Service) may reach another pod when retried. A call that merely takes
 // long (a blocking pop) is not given up: the server's /healthz answers.
+// The answer's body is watched too, while a read of it waits: a server
+// that freezes in the middle of a large value ends that read with
+// ErrUnanswered. A caller that does not read its stream for a while is
+// not the server stalling.
 func (c *Client) sendWatched(ctx context.Context, base *url.URL, req request) (*http.Response, error) {
 	sctx, cancel := context.WithCancelCause(ctx)
-	var mu sync.Mutex
-	answered, stalled := false, false
-	var check *time.Timer
-	check = time.AfterFunc(stallCheckAfter, func() {
-		healthy := c.healthy(ctx, base)
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case answered:
-		case healthy:
-			check.Reset(stallCheckAfter)
-		default:
-			stalled = true
-			cancel(errShardStalled)
+	w := &stallWatch{waiting: true}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(stallCheckAfter, func() {
+		if !w.due() {
+			return
 		}
+		w.checked(c.healthy(ctx, base), cancel)
 	})
+	w.mu.Unlock()
 	resp, err := c.send(sctx, base, req)
-	mu.Lock()
-	answered = true
-	check.Stop()
-	gaveUp := stalled
-	mu.Unlock()
-	if gaveUp {
+	if w.answered() {
 		if err == nil {
 			resp.Body.Close() // answered as it was given up: its body is cut
 		}
+		w.stop()
 		cancel(nil)
 		return nil, fmt.Errorf("%w: %v", errShardStalled, err)
 	}
 	if err != nil {
+		w.stop()
 		cancel(nil)
 		return nil, err
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	resp.Body = &watchedBody{ReadCloser: resp.Body, ctx: ctx, watch: w, cancel: cancel}
 	return resp, nil
+}
+
+// stallWatch tells whether an attempt waits on a server that stopped
+// answering: its timer checks the server's health every stallCheckAfter
+// while the attempt waits for the answer's head, or for its body in a read
+// that has made no progress since the last tick.
+type stallWatch struct {
+	timer *time.Timer
+	mu    sync.Mutex
+	// waiting: for the answer's head, or in a read of its body.
+	waiting    bool
+	progressed bool // the body read bytes since the last tick
+	stalled    bool // given up: the server failed its health check
+	stopped    bool
+}
+
+// due reports whether the server's health is to be asked now; if not, the
+// timer is set for the next tick.
+func (w *stallWatch) due() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return false
+	}
+	if !w.waiting || w.progressed {
+		w.progressed = false
+		w.timer.Reset(stallCheckAfter)
+		return false
+	}
+	return true
+}
+
+// checked takes the health check's result: the attempt is given up when
+// the server failed it while the attempt still waits.
+func (w *stallWatch) checked(healthy bool, cancel context.CancelCauseFunc) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.stopped:
+	case healthy || !w.waiting || w.progressed:
+		w.progressed = false
+		w.timer.Reset(stallCheckAfter)
+	default:
+		w.stalled = true
+		cancel(errShardStalled)
+	}
+}
+
+// answered marks the answer's head as come (or the attempt as failed) and
+// reports whether the attempt was given up first.
+func (w *stallWatch) answered() (stalled bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waiting = false
+	return w.stalled
+}
+
+// reading marks a read of the body as begun (true) or done, with n bytes,
+// and reports whether the attempt was given up.
+func (w *stallWatch) reading(begun bool, n int) (stalled bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waiting = begun
+	if n > 0 {
+		w.progressed = true
+	}
+	return w.stalled
+}
+
+func (w *stallWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.timer.Stop()
+}
+
+// watchedBody is an answer's body under its attempt's stallWatch; closing
+// it releases the attempt's context.
+type watchedBody struct {
+	io.ReadCloser
+	ctx    context.Context // the caller's
+	watch  *stallWatch
+	cancel context.CancelCauseFunc
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.watch.reading(true, 0)
+	n, err := b.ReadCloser.Read(p)
+	stalled := b.watch.reading(false, n)
+	switch {
+	case err == nil || err == io.EOF || b.ctx.Err() != nil:
+	case stalled:
+		err = fmt.Errorf("%w: %w, in the middle of the answer", ErrUnanswered, errShardStalled)
+	default:
+		// The connection ended before the whole answer came.
+		err = classify(err)
+	}
+	return n, err
+}
+
+func (b *watchedBody) Close() error {
+	b.watch.stop()
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
 }
 
 // healthy reports whether the server at base answers /healthz in time.
@@ -511,18 +612,6 @@ func (c *Client) healthy(ctx context.Context, base *url.URL) bool {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-// cancelOnClose releases an attempt's context with the answer's body.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelCauseFunc
-}
-
-func (b *cancelOnClose) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel(nil)
-	return err
 }
 
 // send makes one attempt of req against base.

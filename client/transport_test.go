@@ -1,10 +1,12 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -180,6 +182,51 @@ func TestFrozenServerWithoutDeadline(t *testing.T) {
 		if _, err := c.Cache("").Incr(context.Background(), kv.TextKey("n"), kv.Int(1), kv.Int(0)); !errors.Is(err, ErrUnanswered) {
 			t.Errorf("frames=%v: Incr on a frozen server: %v; want ErrUnanswered", i == 1, err)
 		}
+	}
+}
+
+// A server that freezes in the middle of a large value's body ends the
+// read with ErrUnanswered: the stall watch ended with the answer's head,
+// and a read without a deadline waited forever. A stream the caller does
+// not read meanwhile is not given up, whatever the server's health.
+func TestFrozenServerInTheMiddleOfABody(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	c := newClient(t, srv.URL, Options{Token: srv.Token, DirectOnly: true})
+	// Far more than the loopback socket buffers hold.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4<<20)
+	if err := c.Cache("").Set(t.Context(), kv.TextKey("big"), kv.Bytes(big), kv.SetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second) // a hang shows as the deadline
+	defer cancel()
+
+	idle, ok, err := c.Cache("").Open(ctx, kv.TextKey("big"))
+	if err != nil || !ok {
+		t.Fatalf("open: %v %v", ok, err)
+	}
+	defer idle.Close()
+	srv.Freeze(t)
+	// Not synchronisation: the subject, a stream left unread across
+	// several of the watch's health checks, all failed.
+	time.Sleep(3 * stallCheckAfter)
+	srv.Thaw(t)
+	if got, err := io.ReadAll(idle); err != nil || !bytes.Equal(got, big) {
+		t.Errorf("a stream left unread while the server was frozen: %d bytes, %v; want the whole value", len(got), err)
+	}
+
+	s, ok, err := c.Cache("").Open(ctx, kv.TextKey("big"))
+	if err != nil || !ok {
+		t.Fatalf("open: %v %v", ok, err)
+	}
+	defer s.Close()
+	if _, err := io.ReadFull(s, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze(t)
+	_, err = io.Copy(io.Discard, s)
+	srv.Thaw(t)
+	if !errors.Is(err, ErrUnanswered) {
+		t.Errorf("reading a body from a server frozen in its middle: %v, want ErrUnanswered", err)
 	}
 }
 
