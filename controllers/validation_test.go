@@ -59,6 +59,8 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"fanout too large", "fanout: 65", "spec.fanout in body should be less than or equal to 64"},
 		{"negative cullLimit", "cullLimit: -1", "spec.cullLimit in body should be greater than or equal to 0"},
 		{"malformed databaseTimeout", "databaseTimeout: soon", "spec.databaseTimeout in body should match"},
+		{"zero databaseTimeout", "databaseTimeout: 0s", "databaseTimeout must be more than 0"},
+		{"zero databaseTimeout in ms", "databaseTimeout: 0.0ms", "databaseTimeout must be more than 0"},
 		{"cron with three fields", "maintenance:\n  schedule: '* * *'", "spec.maintenance.schedule in body should match"},
 		{"unknown cron macro", "maintenance:\n  schedule: '@fortnightly'", "spec.maintenance.schedule in body should match"},
 		{"time zone with spaces", "maintenance:\n  timeZone: Mars/Olympus Mons", "spec.maintenance.timeZone in body should match"},

@@ -148,6 +148,7 @@ type DiskCacheSpec struct {
 	// +kubebuilder:default="1s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="databaseTimeout must be more than 0: with 0 a write that finds its SQLite file busy would fail at once"
 	// +optional
 	DatabaseTimeout *metav1.Duration `json:"databaseTimeout,omitempty"`
 
