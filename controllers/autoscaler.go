@@ -187,7 +187,8 @@ func (a *Autoscaler) scale(ctx context.Context, dc *cachev1alpha1.DiskCache) err
 	readings := a.read(ctx, dc, int(spec.Shards), now)
 	avg, missing := autoscale.Averages(mem.readings, readings, int(spec.Shards))
 	mem.readings = readings
-	busy, why := settling(dc)
+	phase, why := settling(dc)
+	busy := phase != autoscale.Settled
 	if busy {
 		mem.lastBusy = now
 	}
@@ -205,9 +206,9 @@ func (a *Autoscaler) scale(ctx context.Context, dc *cachev1alpha1.DiskCache) err
 			mem.state.Recommendations = append(mem.state.Recommendations, autoscale.Recommendation{At: r.Time.Time, Shards: r.Shards})
 		}
 	}
-	d := autoscale.Decide(decideSpec(as), autoscale.Observation{At: now, Current: spec.Shards, Average: avg}, &mem.state, busy, lastEnd)
+	d := autoscale.Decide(decideSpec(as), autoscale.Observation{At: now, Current: spec.Shards, Average: avg}, &mem.state, phase, lastEnd)
 	if busy {
-		d.Reason = why + "; no decision until the cache settles"
+		d.Reason = why + "; " + d.Reason
 	}
 	for _, t := range decideSpec(as).Targets {
 		if why, ok := missing[t.Name]; ok && !busy {
@@ -260,25 +261,29 @@ func (a *Autoscaler) scale(ctx context.Context, dc *cachev1alpha1.DiskCache) err
 }
 
 // settling reports whether the cache is between layouts, when figures
-// say nothing about the layout to come and no decision is made: keys
-// moving between shards, a scale or rollout under way, a spec change not
-// reconciled yet, or a topology that does not have spec.shards shards.
-func settling(dc *cachev1alpha1.DiskCache) (bool, string) {
+// say nothing about the layout to come and no decision is made on them:
+// keys moving between shards (or no shard has said whether they do:
+// autoscale.Moving), a scale or rollout under way, a spec change not
+// reconciled yet, or a topology that does not have spec.shards shards
+// (autoscale.Settling: a count outside the bounds is still moved into
+// them, as a scale-up whose pods never come is undone by lowering
+// maxShards).
+func settling(dc *cachev1alpha1.DiskCache) (autoscale.Phase, string) {
 	st := &dc.Status
 	switch {
-	case st.ObservedGeneration < dc.Generation:
-		return true, "the operator has not reconciled the latest spec yet"
 	case st.Topology == nil:
-		return true, "no shard has reported a topology yet"
+		return autoscale.Moving, "no shard has reported a topology yet"
 	case st.Topology.Rebalancing:
-		return true, "a rebalance is running"
+		return autoscale.Moving, "a rebalance is running"
+	case st.ObservedGeneration < dc.Generation:
+		return autoscale.Settling, "the operator has not reconciled the latest spec yet"
 	case st.Topology.Shards != dc.Spec.Shards:
-		return true, fmt.Sprintf("keys are spread over %d shards, not spec.shards %d yet", st.Topology.Shards, dc.Spec.Shards)
+		return autoscale.Settling, fmt.Sprintf("keys are spread over %d shards, not spec.shards %d yet", st.Topology.Shards, dc.Spec.Shards)
 	}
 	if c := meta.FindStatusCondition(st.Conditions, cachev1alpha1.ConditionProgressing); c != nil && c.Status == metav1.ConditionTrue {
-		return true, "Progressing (" + c.Reason + ")"
+		return autoscale.Settling, "Progressing (" + c.Reason + ")"
 	}
-	return false, ""
+	return autoscale.Settled, ""
 }
 
 // decideSpec is spec.autoscaling (defaulted) for autoscale.Decide.

@@ -22,6 +22,7 @@ import (
 
 	cachev1alpha1 "github.com/diskcache-operator/diskcache-operator/api/v1alpha1"
 	cacheclient "github.com/diskcache-operator/diskcache-operator/client"
+	"github.com/diskcache-operator/diskcache-operator/controllers/autoscale"
 	"github.com/diskcache-operator/diskcache-operator/internal/testserver"
 	"github.com/diskcache-operator/diskcache-operator/kv"
 )
@@ -113,7 +114,7 @@ func (r *autoscalerRig) settle(n int32) {
 			}
 		}
 		dc := get(r.t, r.ns, r.name, &cachev1alpha1.DiskCache{})
-		if busy, why := settling(dc); busy {
+		if phase, why := settling(dc); phase != autoscale.Settled {
 			return fmt.Errorf("%s", why)
 		}
 		if err := want(dc.Spec.Shards == n, "spec.shards %d", dc.Spec.Shards); err != nil {
@@ -124,7 +125,7 @@ func (r *autoscalerRig) settle(n int32) {
 		if err := r.cached.Get(bg, client.ObjectKeyFromObject(dc), seen); err != nil {
 			return err
 		}
-		if busy, why := settling(seen); busy {
+		if phase, why := settling(seen); phase != autoscale.Settled {
 			return fmt.Errorf("the autoscaler's cache: %s", why)
 		}
 		return want(seen.Spec.Shards == n, "the autoscaler's cache: spec.shards %d", seen.Spec.Shards)
@@ -507,5 +508,77 @@ func TestAutoscalerMovesTheCountIntoNewBounds(t *testing.T) {
 	err := k8s.Update(bg, func() *cachev1alpha1.DiskCache { dc.Spec.Shards = 3; return dc }())
 	if err == nil || !strings.Contains(err.Error(), "spec.shards must be within") {
 		t.Fatalf("shards 3 above maxShards 2: %v", err)
+	}
+}
+
+// A scale-up whose new pod never becomes ready keeps the cache between
+// layouts, but no data moves: lowering maxShards brings the count back
+// at the next reading. It stayed above the bounds for good (the bounds
+// were held with every other decision until the cache settled, which it
+// never would).
+func TestLoweredMaxShardsUndoesAStuckScaleUp(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	const name, poll = "stuck", 10 * time.Second
+	rig := startAutoscaler(t, ns, name, "autoscaler-stuck", poll)
+	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-stuck"}
+		dc.Spec.Shards = 2
+		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
+			Enabled: true, MinShards: 1, MaxShards: 4,
+			Targets:      &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(80))},
+			Behavior:     cachev1alpha1.AutoscalingBehavior{Cooldown: &metav1.Duration{}},
+			PollInterval: &metav1.Duration{Duration: poll},
+		}
+	})
+	startShards(t, ns, name, 2, waitToken(t, ns, name))
+	rig.settle(2)
+	rig.poll()
+	// kubectl scale --replicas=3, and the third pod never becomes ready.
+	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 3 })
+	eventually(t, "StatefulSet at 3", func() error {
+		sts := get(t, ns, name, &appsv1.StatefulSet{})
+		return want(sts.Spec.Replicas != nil && *sts.Spec.Replicas == 3, "replicas %v", sts.Spec.Replicas)
+	})
+	createPod(t, ns, name, name+"-2", false)
+	setSTSStatus(t, ns, name, func(sts *appsv1.StatefulSet) {
+		sts.Status = appsv1.StatefulSetStatus{ObservedGeneration: sts.Generation, Replicas: 3, ReadyReplicas: 2, AvailableReplicas: 2,
+			UpdatedReplicas: 3, CurrentReplicas: 3, CurrentRevision: "r1", UpdateRevision: "r1"}
+	})
+	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Autoscaling.MaxShards = 2 })
+	eventually(t, "the new bounds in the autoscaler's cache", func() error {
+		seen := &cachev1alpha1.DiskCache{}
+		if err := rig.cached.Get(bg, client.ObjectKey{Namespace: ns, Name: name}, seen); err != nil {
+			return err
+		}
+		return want(seen.Spec.Autoscaling.MaxShards == 2, "maxShards %d", seen.Spec.Autoscaling.MaxShards)
+	})
+	dc := rig.poll()
+	if dc.Spec.Shards != 2 || !strings.Contains(dc.Status.Autoscaling.Decision, "kept within [1, 2]") {
+		t.Fatalf("a stuck scale-up to 3 after maxShards 4 → 2: shards %d, decision %q", dc.Spec.Shards, dc.Status.Autoscaling.Decision)
+	}
+}
+
+// A manifest that leaves shards to the autoscaler, as docs/autoscaling.md
+// advises under GitOps, is created with the default 1 below minShards
+// (it was refused), and the autoscaler moves the count up to minShards.
+func TestManifestWithoutShardsStartsAtMinShards(t *testing.T) {
+	needEnv(t)
+	ns := newNamespace(t)
+	const name, poll = "gitops", 10 * time.Second
+	rig := startAutoscaler(t, ns, name, "autoscaler-gitops", poll)
+	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-gitops"}
+		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
+			Enabled: true, MinShards: 2, MaxShards: 4,
+			Targets:      &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(80))},
+			PollInterval: &metav1.Duration{Duration: poll},
+		}
+	})
+	startShards(t, ns, name, 1, waitToken(t, ns, name))
+	rig.settle(1)
+	dc := rig.poll()
+	if dc.Spec.Shards != 2 || !strings.Contains(dc.Status.Autoscaling.Decision, "kept within [2, 4]") {
+		t.Fatalf("created without shards, minShards 2: shards %d, decision %q", dc.Spec.Shards, dc.Status.Autoscaling.Decision)
 	}
 }

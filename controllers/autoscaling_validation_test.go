@@ -28,7 +28,7 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 		{"minShards 0", "autoscaling:\n  minShards: 0\n  maxShards: 2", "spec.autoscaling.minShards in body should be greater than or equal to 1"},
 		{"enabled without maxShards", "autoscaling:\n  enabled: true", "autoscaling.maxShards is required when autoscaling is enabled"},
 		{"shards above maxShards", "shards: 5\n" + on, "spec.shards must be within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled"},
-		{"default shards below minShards", on + "  minShards: 2", "spec.shards must be within [autoscaling.minShards, autoscaling.maxShards]"},
+		{"shards below minShards", "shards: 2\n" + on + "  minShards: 3", "spec.shards must be within [autoscaling.minShards, autoscaling.maxShards]"},
 		{"no target", on + "  targets: {}", "autoscaling needs at least one target"},
 		{"zero fill", on + "  targets:\n    fillPercent: 0", "autoscaling.targets.fillPercent must be a percentage of sizeLimit from 1 to 100"},
 		{"fill above 100", on + "  targets:\n    fillPercent: 120", "autoscaling.targets.fillPercent must be a percentage of sizeLimit from 1 to 100"},
@@ -71,6 +71,11 @@ func TestAutoscalingSpecValidation(t *testing.T) {
 			"  behavior:\n    scaleUp:\n      stabilizationWindow: 30s\n      maxStep: 2\n    scaleDown:\n      stabilizationWindow: 10m\n    cooldown: 1m\n  pollInterval: 15s"
 		if err := k8s.Create(bg, rawDiskCache(t, ns, "full", full)); err != nil {
 			t.Errorf("a full autoscaling block rejected: %v", err)
+		}
+		// A manifest that leaves shards to the autoscaler (docs/autoscaling.md)
+		// gets the default 1 on create, below minShards.
+		if err := k8s.Create(bg, rawDiskCache(t, ns, "gitops", on+"  minShards: 2")); err != nil {
+			t.Errorf("a manifest without shards, minShards 2, rejected: %v", err)
 		}
 		// A scaleDown window alone keeps the one-shard step (docs/crd.md).
 		windowOnly := cachev1alpha1.AutoscalingSpec{Enabled: true, MaxShards: 8,

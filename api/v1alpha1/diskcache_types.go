@@ -71,9 +71,12 @@ const (
 //
 // While autoscaling is enabled, shards must be within its bounds when it is
 // set (created or changed). Bounds that no longer hold the count are
-// accepted: the autoscaler moves the count into them, as an HPA does.
+// accepted: the autoscaler moves the count into them, as an HPA does. So
+// is a created object's 1, which the API server's default gives a manifest
+// that leaves shards to the autoscaler: the rule cannot tell it from a 1
+// written, and either is moved up to minShards.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.shards) || (oldSelf.hasValue() && has(oldSelf.value().shards) && oldSelf.value().shards == self.shards) || ((!has(self.autoscaling.minShards) || self.shards >= self.autoscaling.minShards) && (!has(self.autoscaling.maxShards) || self.shards <= self.autoscaling.maxShards))",message="spec.shards must be within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled",optionalOldSelf=true
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || !has(self.shards) || (oldSelf.hasValue() && has(oldSelf.value().shards) && oldSelf.value().shards == self.shards) || (!oldSelf.hasValue() && self.shards == 1) || ((!has(self.autoscaling.minShards) || self.shards >= self.autoscaling.minShards) && (!has(self.autoscaling.maxShards) || self.shards <= self.autoscaling.maxShards))",message="spec.shards must be within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled",optionalOldSelf=true
 // +kubebuilder:validation:XValidation:rule="!has(self.sizeLimit) || !has(self.storage) || !has(self.storage.size) || !isQuantity(string(self.sizeLimit)) || !isQuantity(string(self.storage.size)) || quantity(string(self.sizeLimit)).asApproximateFloat() <= quantity(string(self.storage.size)).asApproximateFloat() * 0.9 - double(has(self.fanout) ? self.fanout : 8) * 8388608.0 - 16777216.0",message="sizeLimit must leave headroom on the volume: at most 90% of storage.size less 8Mi per fanout database (write-ahead logs) and 16Mi (the full-disk reserve); see docs/crd.md"
 type DiskCacheSpec struct {
 	// Shards is the number of cache server pods; keys are spread across them
@@ -349,7 +352,8 @@ type AutoscalingTargets struct {
 	RequestRate *resource.Quantity `json:"requestRate,omitempty"`
 
 	// EvictionRate is items culled per second per shard: culling live data
-	// is the cache saying it is too small.
+	// is the cache saying it is too small. It only ever asks for more
+	// shards: culling less says nothing of being too large.
 	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",message="autoscaling.targets.evictionRate must be above 0"
 	// +optional
 	EvictionRate *resource.Quantity `json:"evictionRate,omitempty"`

@@ -89,10 +89,27 @@ type Decision struct {
 	Reason string
 }
 
-// Decide returns the shard count to have. rebalancing says whether data is
-// moving between shards now; lastRebalanceEnd is when the last move ended
-// (zero if none).
-func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalanceEnd time.Time) Decision {
+// Phase is where the cache stands between layouts.
+type Phase int
+
+const (
+	// Settled: one layout, serving; the figures describe it.
+	Settled Phase = iota
+	// Settling: between layouts with no data moving (a scale waiting for
+	// its pods, a rollout, a spec not reconciled yet): the figures describe
+	// neither layout, so no decision is made on them, but a count outside
+	// the bounds is moved into them (a scale-up whose pods never come is
+	// undone by lowering maxShards).
+	Settling
+	// Moving: data moves between shards (or no shard has said whether it
+	// does): nothing changes.
+	Moving
+)
+
+// Decide returns the shard count to have. phase says whether the cache is
+// between layouts; lastRebalanceEnd is when it last settled (zero if
+// never seen).
+func Decide(spec Spec, obs Observation, st *State, phase Phase, lastRebalanceEnd time.Time) Decision {
 	cur := obs.Current
 	horizon := max(spec.Behavior.UpWindow, spec.Behavior.DownWindow)
 	st.forget(obs.At, horizon)
@@ -118,8 +135,11 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 		}
 		return d
 	}
-	if rebalancing {
-		return keep("a rebalance is running; no decision until it ends", false)
+	switch phase {
+	case Moving:
+		return keep("no decision while data moves", false)
+	case Settling:
+		return keep("no decision on the figures until the cache settles", true)
 	}
 	if spec.Behavior.Cooldown > 0 && !lastRebalanceEnd.IsZero() && obs.At.Sub(lastRebalanceEnd) < spec.Behavior.Cooldown {
 		return keep(fmt.Sprintf("cooldown: the last rebalance ended %s ago (cooldown %s)",
@@ -131,7 +151,8 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 	if cur < 1 {
 		raw = 1
 	}
-	seen, missing := false, []string{}
+	// seen: a figure for some target; opinion: one that asks for a count.
+	seen, opinion, missing := false, false, []string{}
 	for _, t := range spec.Targets {
 		if t.Value <= 0 {
 			continue
@@ -142,19 +163,32 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 			continue
 		}
 		want := cur
-		if ratio := o / t.Value; math.Abs(ratio-1) > Tolerance {
+		ratio := o / t.Value
+		if math.Abs(ratio-1) > Tolerance {
 			// In float first: a tiny target can make the product
 			// overflow an int32, which would read as a shrink.
 			want = int32(max(0, min(math.Ceil(float64(cur)*ratio), math.MaxInt32)))
 		}
+		seen = true
+		if t.Name == EvictionRate && want <= cur {
+			// Culling is the cache saying it is too small; culling less
+			// than the target is no sign that it is too large (a cache of
+			// the right size culls nothing): this target only ever asks
+			// for more shards, and the others decide the rest.
+			why = append(why, fmt.Sprintf("%s %s per shard (target %s) → no more", t.Name, Format(o), Format(t.Value)))
+			continue
+		}
 		why = append(why, fmt.Sprintf("%s %s per shard (target %s) → %d", t.Name, Format(o), Format(t.Value), want))
-		if !seen || want > raw {
+		if !opinion || want > raw {
 			raw = want
 		}
-		seen = true
+		opinion = true
 	}
 	if !seen {
 		return keep("no figures for any target", true)
+	}
+	if !opinion {
+		raw = cur // only figures that ask for no more: stay
 	}
 	if len(missing) > 0 && raw < cur {
 		// A target without a figure (a shard did not answer, a rate needs
@@ -211,12 +245,25 @@ func Decide(spec Spec, obs Observation, st *State, rebalancing bool, lastRebalan
 	return Decision{Desired: desired, Change: desired != cur, Reason: reason}
 }
 
-// record adds a recommendation, unless it repeats the last one.
+// record adds a recommendation and drops those that no window can need
+// any more: one is needed only while no later one is as low (for the
+// up-window's lowest) or as high (the down-window's highest). So the list
+// holds at most two entries per shard count whatever the windows and the
+// poll interval (it is written into status at every reading), and every
+// window's lowest and highest are what they were with all of them.
 func (st *State) record(r Recommendation) {
-	if n := len(st.Recommendations); n > 0 && st.Recommendations[n-1] == r {
-		return
+	recs := append(st.Recommendations, r)
+	lo, hi := r.Shards, r.Shards
+	keep := len(recs) - 1
+	for i := len(recs) - 2; i >= 0; i-- {
+		s := recs[i].Shards
+		if s < lo || s > hi {
+			keep--
+			recs[keep] = recs[i]
+		}
+		lo, hi = min(lo, s), max(hi, s)
 	}
-	st.Recommendations = append(st.Recommendations, r)
+	st.Recommendations = append(recs[:0], recs[keep:]...)
 }
 
 // forget drops the recommendations older than the windows.
