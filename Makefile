@@ -137,9 +137,11 @@ run: manifests generate ## Run the operator against the current kubeconfig (inst
 	$(GO) run -ldflags "-X main.version=$(VERSION)" ./cmd/manager --metrics-bind-address=0 --health-probe-bind-address=:8081
 
 # The version the image's binaries report and its version label: the tag of
-# IMG, as hack/image/build.sh takes it (VERSION="${IMG##*:}"), so that
-# `make docker-build IMG=registry/op:v2` builds a v2 whatever VERSION says.
-IMG_VERSION = $(lastword $(subst :, ,$(IMG)))
+# IMG, as hack/image/build.sh takes it, so that `make docker-build
+# IMG=registry/op:v2` builds a v2 whatever VERSION says; latest, as docker
+# tags it, when IMG has none (the colon of registry:5000/op is a port's).
+IMG_LAST_PART = $(lastword $(subst :, ,$(IMG)))
+IMG_VERSION = $(if $(and $(findstring :,$(IMG)),$(if $(findstring /,$(IMG_LAST_PART)),,tagged)),$(IMG_LAST_PART),latest)
 
 .PHONY: docker-build
 docker-build: ## Build the image $(IMG) (both binaries) with docker (BuildKit); its version is the tag of IMG.

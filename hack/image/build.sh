@@ -29,7 +29,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HERE="${ROOT}/hack/image"
 GO="${GO:-go}"
 IMG="${IMG:-ghcr.io/diskcache-operator/diskcache-operator:v0.1.0}"
-VERSION="${VERSION:-${IMG##*:}}"
+# The tag of IMG; latest, as docker tags it, when IMG has none (the colon
+# of registry:5000/op is a port's).
+IMG_TAG="${IMG##*:}"
+if [[ "${IMG_TAG}" == "${IMG}" || "${IMG_TAG}" == */* ]]; then
+	IMG_TAG=latest
+fi
+VERSION="${VERSION:-${IMG_TAG}}"
 PAUSE_IMAGE="${PAUSE_IMAGE:-registry.k8s.io/pause:3.10}"
 TOOLBOX_IMAGE="${TOOLBOX_IMAGE:-localhost/diskcache-toolbox:v1}"
 DJANGO_IMAGE="${DJANGO_IMAGE:-localhost/diskcache-django:v1}"
