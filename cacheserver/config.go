@@ -247,7 +247,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	cfg.explicit = map[string]bool{}
 	fs := flag.NewFlagSet("cacheserver", flag.ContinueOnError)
 	var configFile string
-	fs.StringVar(&configFile, settings.FlagConfig.String(), "", "file of `name = value` lines, one per flag")
+	fs.StringVar(&configFile, settings.FlagConfig.String(), "", "`file` of \"name = value\" lines, one per flag")
 	fs.StringVar(&cfg.DataDir, settings.FlagDataDir.String(), cfg.DataDir, "cache directory (a FanoutCache: 000, 001, … inside)")
 	fs.StringVar(&cfg.Listen, settings.FlagListen.String(), cfg.Listen, "address to serve on")
 	fs.IntVar(&cfg.Fanout, settings.FlagFanout.String(), cfg.Fanout, "SQLite databases in the directory (its fanout)")
@@ -342,7 +342,15 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	for n := range given {
 		cfg.explicit[n] = true
 	}
-	return cfg, cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		if len(cfg.Warnings) > 0 {
+			// A misspelt name is the likeliest cause: say so here, since
+			// the warnings are logged only once the config loaded.
+			err = fmt.Errorf("%w\n%s", err, strings.Join(cfg.Warnings, "\n"))
+		}
+		return cfg, err
+	}
+	return cfg, nil
 }
 
 // readConfigFile reads "name = value" lines; '#' starts a comment.

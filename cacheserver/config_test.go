@@ -87,6 +87,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--page-size", "3000"}, nil, "--page-size must be a power of two from 512 to 65536, got 3000"},
 		{[]string{"--data-dir", "/d", "--insecure-no-auth", "--max-key-bytes", "131073"}, nil, "--max-key-bytes must be at most 131072"},
 		{[]string{"--config", bad}, nil, "want name = value"},
+		// A misspelt name is ignored (a newer operator's setting must not
+		// stop an older server), but said when the config then fails.
+		{[]string{"--config", unknown}, nil, `config: ignoring unknown setting "no-such-flag"`},
 		{[]string{"--data-dir", "/d", "--insecure-no-auth", "extra"}, nil, "unexpected arguments"},
 	} {
 		_, err := LoadConfig(tc.args, func(k string) string { return tc.env[k] })
