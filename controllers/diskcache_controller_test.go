@@ -389,6 +389,8 @@ func TestDefaultsApplied(t *testing.T) {
 		{"maintenance.expire", *s.Maintenance.Expire, true},
 		{"maintenance.cull", *s.Maintenance.Cull, true},
 		{"maintenance.suspend", s.Maintenance.Suspend, false},
+		// Shown without an auth block too (docs/crd.md: every default).
+		{"auth.rotationGracePeriod", s.Auth.RotationGracePeriod != nil && s.Auth.RotationGracePeriod.Duration == 5*time.Minute, true},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

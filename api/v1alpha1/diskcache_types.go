@@ -219,6 +219,7 @@ type DiskCacheSpec struct {
 	Maintenance MaintenanceSpec `json:"maintenance,omitempty"`
 
 	// Auth configures the bearer token clients must send.
+	// +kubebuilder:default={}
 	// +optional
 	Auth AuthSpec `json:"auth,omitempty"`
 
