@@ -364,7 +364,11 @@ func eventsFor(t *testing.T, ns, name string) []eventsv1.Event {
 func TestDefaultsApplied(t *testing.T) {
 	needEnv(t)
 	ns := newNamespace(t)
-	newDiskCache(t, ns, "plain", nil)
+	// From a manifest, as a user applies it: a Go client sends every
+	// struct field (auth: {}), where a manifest leaves them out.
+	if err := k8s.Create(bg, rawDiskCache(t, ns, "plain", "{}")); err != nil {
+		t.Fatal(err)
+	}
 	got := get(t, ns, "plain", &cachev1alpha1.DiskCache{})
 	s := got.Spec
 	checks := []struct {
