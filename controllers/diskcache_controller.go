@@ -308,9 +308,16 @@ func (r *DiskCacheReconciler) reconcileChildren(ctx context.Context, dc *cachev1
 				old, dc.TokenSecretName(), old, cachev1alpha1.RotateTokenAnnotation)
 		}
 		claims = existing.Spec.VolumeClaimTemplates
+		var changed []string
 		if old := existing.Spec.Template.Annotations[ConfigHashAnno]; old != "" && old != configHash {
+			changed = append(changed, "start-up settings changed")
+		}
+		if cs := existing.Spec.Template.Spec.Containers; len(cs) > 0 && cs[0].Image != image {
+			changed = append(changed, fmt.Sprintf("the image changed from %s to %s", cs[0].Image, image))
+		}
+		if len(changed) > 0 {
 			r.event(dc, corev1.EventTypeNormal, "RollingUpdate", "Update",
-				"start-up settings changed: rolling the %d shards one at a time", dc.Spec.Shards)
+				"%s: rolling the %d shards one at a time", strings.Join(changed, "; "), dc.Spec.Shards)
 		}
 	}
 	desired := buildStatefulSet(dc, image, configHash, peerCA, claims)

@@ -583,6 +583,11 @@ func TestSpecChangesReachTheRightChild(t *testing.T) {
 		updateDiskCache(t, ns, "web", f.mutate)
 		waitSTS(f.name+" reaches the pod template", f.check)
 	}
+	// A new image rolls the shards, and an Event says so (as for new
+	// start-up settings).
+	eventually(t, "RollingUpdate event for the image", func() error {
+		return findEventNote(t, ns, "web", "RollingUpdate", "the image changed from "+testImage+" to registry.example/diskcache:v2: rolling")
+	})
 }
 
 func want(ok bool, format string, args ...any) error {
