@@ -483,22 +483,7 @@ func TestAutoscalerFollowsEvictionRate(t *testing.T) {
 // brings the count down to it at its next reading; setting spec.shards
 // outside the bounds stays refused.
 func TestAutoscalerMovesTheCountIntoNewBounds(t *testing.T) {
-	needEnv(t)
-	ns := newNamespace(t)
-	const name, poll = "bounds", 10 * time.Second
-	rig := startAutoscaler(t, ns, name, "autoscaler-bounds", poll)
-	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
-		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-bounds"}
-		dc.Spec.Shards = 3
-		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
-			Enabled: true, MinShards: 1, MaxShards: 4,
-			Targets:      &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(80))},
-			Behavior:     cachev1alpha1.AutoscalingBehavior{Cooldown: &metav1.Duration{}},
-			PollInterval: &metav1.Duration{Duration: poll},
-		}
-	})
-	startShards(t, ns, name, 3, waitToken(t, ns, name))
-	rig.settle(3)
+	rig, ns, name := fillAutoscaled(t, "bounds", 3, 1, 4)
 	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Autoscaling.MaxShards = 2 })
 	rig.settle(3)
 	dc := rig.poll()
@@ -517,22 +502,7 @@ func TestAutoscalerMovesTheCountIntoNewBounds(t *testing.T) {
 // were held with every other decision until the cache settled, which it
 // never would).
 func TestLoweredMaxShardsUndoesAStuckScaleUp(t *testing.T) {
-	needEnv(t)
-	ns := newNamespace(t)
-	const name, poll = "stuck", 10 * time.Second
-	rig := startAutoscaler(t, ns, name, "autoscaler-stuck", poll)
-	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
-		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-stuck"}
-		dc.Spec.Shards = 2
-		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
-			Enabled: true, MinShards: 1, MaxShards: 4,
-			Targets:      &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(80))},
-			Behavior:     cachev1alpha1.AutoscalingBehavior{Cooldown: &metav1.Duration{}},
-			PollInterval: &metav1.Duration{Duration: poll},
-		}
-	})
-	startShards(t, ns, name, 2, waitToken(t, ns, name))
-	rig.settle(2)
+	rig, ns, name := fillAutoscaled(t, "stuck", 2, 1, 4)
 	rig.poll()
 	// kubectl scale --replicas=3, and the third pod never becomes ready.
 	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Shards = 3 })
@@ -546,14 +516,22 @@ func TestLoweredMaxShardsUndoesAStuckScaleUp(t *testing.T) {
 			UpdatedReplicas: 3, CurrentReplicas: 3, CurrentRevision: "r1", UpdateRevision: "r1"}
 	})
 	updateDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) { dc.Spec.Autoscaling.MaxShards = 2 })
-	eventually(t, "the new bounds in the autoscaler's cache", func() error {
+	eventually(t, "the new bounds reconciled, in the autoscaler's cache", func() error {
 		seen := &cachev1alpha1.DiskCache{}
 		if err := rig.cached.Get(bg, client.ObjectKey{Namespace: ns, Name: name}, seen); err != nil {
 			return err
 		}
-		return want(seen.Spec.Autoscaling.MaxShards == 2, "maxShards %d", seen.Spec.Autoscaling.MaxShards)
+		return want(seen.Spec.Autoscaling.MaxShards == 2 && seen.Status.ObservedGeneration == seen.Generation,
+			"maxShards %d, generation %d observed %d", seen.Spec.Autoscaling.MaxShards, seen.Generation, seen.Status.ObservedGeneration)
 	})
-	dc := rig.poll()
+	// A reading whose scale write meets the reconciler's status write (a
+	// conflict) leaves it to the next reading.
+	var dc *cachev1alpha1.DiskCache
+	for range 3 {
+		if dc = rig.poll(); dc.Spec.Shards == 2 {
+			break
+		}
+	}
 	if dc.Spec.Shards != 2 || !strings.Contains(dc.Status.Autoscaling.Decision, "kept within [1, 2]") {
 		t.Fatalf("a stuck scale-up to 3 after maxShards 4 → 2: shards %d, decision %q", dc.Spec.Shards, dc.Status.Autoscaling.Decision)
 	}
@@ -563,22 +541,39 @@ func TestLoweredMaxShardsUndoesAStuckScaleUp(t *testing.T) {
 // advises under GitOps, is created with the default 1 below minShards
 // (it was refused), and the autoscaler moves the count up to minShards.
 func TestManifestWithoutShardsStartsAtMinShards(t *testing.T) {
-	needEnv(t)
-	ns := newNamespace(t)
-	const name, poll = "gitops", 10 * time.Second
-	rig := startAutoscaler(t, ns, name, "autoscaler-gitops", poll)
-	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
-		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-gitops"}
-		dc.Spec.Autoscaling = &cachev1alpha1.AutoscalingSpec{
-			Enabled: true, MinShards: 2, MaxShards: 4,
-			Targets:      &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(80))},
-			PollInterval: &metav1.Duration{Duration: poll},
-		}
-	})
-	startShards(t, ns, name, 1, waitToken(t, ns, name))
-	rig.settle(1)
+	rig, _, _ := fillAutoscaled(t, "gitops", 0, 2, 4)
 	dc := rig.poll()
 	if dc.Spec.Shards != 2 || !strings.Contains(dc.Status.Autoscaling.Decision, "kept within [2, 4]") {
 		t.Fatalf("created without shards, minShards 2: shards %d, decision %q", dc.Spec.Shards, dc.Status.Autoscaling.Decision)
 	}
+}
+
+// fillAutoscaling holds a fill of 80% within [minShards, maxShards],
+// without a cooldown, read every poll.
+func fillAutoscaling(minShards, maxShards int32, poll time.Duration) *cachev1alpha1.AutoscalingSpec {
+	return &cachev1alpha1.AutoscalingSpec{
+		Enabled: true, MinShards: minShards, MaxShards: maxShards,
+		Targets:      &cachev1alpha1.AutoscalingTargets{FillPercent: ptrTo(int32(80))},
+		Behavior:     cachev1alpha1.AutoscalingBehavior{Cooldown: &metav1.Duration{}},
+		PollInterval: &metav1.Duration{Duration: poll},
+	}
+}
+
+// fillAutoscaled starts an autoscaler rig and a DiskCache under
+// fillAutoscaling(minShards, maxShards) with shards real shards, settled;
+// shards 0 leaves spec.shards to the CRD's default (1).
+func fillAutoscaled(t *testing.T, name string, shards, minShards, maxShards int32) (rig *autoscalerRig, ns, dcName string) {
+	needEnv(t)
+	ns = newNamespace(t)
+	const poll = 10 * time.Second
+	rig = startAutoscaler(t, ns, name, "autoscaler-"+name, poll)
+	newDiskCache(t, ns, name, func(dc *cachev1alpha1.DiskCache) {
+		dc.Labels = map[string]string{otherManagerLabel: "autoscaler-" + name}
+		dc.Spec.Shards = shards
+		dc.Spec.Autoscaling = fillAutoscaling(minShards, maxShards, poll)
+	})
+	running := max(shards, 1)
+	startShards(t, ns, name, int(running), waitToken(t, ns, name))
+	rig.settle(running)
+	return rig, ns, name
 }
