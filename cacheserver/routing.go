@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -361,7 +363,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, routing []byte,
 			body = streamed
 		}
 		resp, err := s.send(r, a, owner, body, r.ContentLength, false)
-		if streamed != nil && streamed.takeBack() {
+		partRead := streamed != nil && streamed.takeBack()
+		if partRead {
 			// The client's body was left part-read: what is left of it
 			// must not be read as its next request.
 			w.Header().Set("Connection", "close")
@@ -371,6 +374,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, routing []byte,
 				// The client's body broke or stalled, not the owner: the
 				// owner refuses a body cut short, so nothing was applied.
 				return true, cbe
+			}
+			var re *routingError
+			if partRead && errors.As(err, &re) && re.body["error"] == wire.CodeShardTimeout {
+				// The owner went away before the whole body was sent to it
+				// (not "may have been applied").
+				return true, notApplied(owner, a.Shards[owner])
 			}
 			return true, err
 		}
@@ -454,6 +463,14 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	// this waits for its answer; not when the answer came (it streams on,
 	// and the request's end releases it).
 	ctx, giveUp := context.WithCancelCause(r.Context())
+	// A request whose writing failed did not reach the owner whole, and
+	// the owner refuses a body cut short: nothing was applied there.
+	var cutShort atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(w httptrace.WroteRequestInfo) {
+		if w.Err != nil {
+			cutShort.Store(true)
+		}
+	}})
 	out, err := http.NewRequestWithContext(ctx, r.Method, url, body)
 	if err != nil {
 		giveUp(nil)
@@ -482,6 +499,9 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 	}
 	if err != nil && errors.Is(context.Cause(ctx), errPeerDown) {
 		s.metrics.forwarded(i, 0)
+		if cutShort.Load() && !readOnly(r) {
+			return nil, notApplied(i, a.Shards[i])
+		}
 		if !mayHaveReached(err) {
 			// Still connecting (a restarted pod's old address hangs):
 			// nothing was done, whatever the method.
@@ -509,6 +529,9 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 			return nil, r.Context().Err()
 		}
 		s.metrics.forwarded(i, 0)
+		if cutShort.Load() && !repeatable(r) {
+			return nil, notApplied(i, a.Shards[i])
+		}
 		if mayHaveReached(err) && !repeatable(r) {
 			// The owner may have read the request and gone away (killed,
 			// restarted) before answering: it may have applied it.
@@ -520,6 +543,14 @@ func (s *Server) send(r *http.Request, a *topology.Announcement, i int, body io.
 			map[string]any{"shard": i, "url": a.Shards[i]}, "shard %d (%s) is unavailable: %v", i, a.Shards[i], withoutURL(err))
 	}
 	return resp, nil
+}
+
+// notApplied answers a forward whose owner went away before the whole
+// request reached it: the owner refuses a body cut short, so nothing was
+// applied, and the client may send the request again.
+func notApplied(i int, url string) *routingError {
+	return newRoutingError(http.StatusServiceUnavailable, wire.CodeShardUnavailable, map[string]any{"shard": i, "url": url},
+		"shard %d (%s) is unavailable: it stopped answering before the whole request reached it, so nothing was applied", i, url)
 }
 
 // withoutURL drops the request URL net/http puts in its errors: it holds

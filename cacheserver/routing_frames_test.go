@@ -305,3 +305,51 @@ func TestForwardCutShortClosesTheClientConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardToAnOwnerFrozenMidBody: the owner stops answering while a
+// client's value streams to it through a forwarding shard, far more of it
+// left than the sockets between them hold. The owner refuses a body cut
+// short, so nothing was applied: the answer is 503 shard_unavailable,
+// which a client may repeat, not 504 shard_timeout ("may have been
+// applied"), which it was when the forward's health check gave the owner
+// up before its connection failed.
+func TestForwardToAnOwnerFrozenMidBody(t *testing.T) {
+	const size = 256 << 20
+	c := testserver.StartCluster(t, 2, testserver.Options{})
+	via := c.Shards[0]
+	key := ownedBy("frozen", 1, 2)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(via.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	fmt.Fprintf(conn, "PUT /v1/keys/%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", key, via.Token, size)
+	chunk := []byte(strings.Repeat("v", 1<<20))
+	if _, err := conn.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	c.Shards[1].Freeze(t)
+	// The client goes on sending, until the forwarding shard answers and
+	// closes the connection.
+	go func() {
+		for sent := len(chunk); sent < size; sent += len(chunk) {
+			if _, err := conn.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.Shards[1].Thaw(t)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), `"error":"shard_unavailable"`) {
+		t.Errorf("a set whose owner froze with most of its body unsent: %s %s, want 503 shard_unavailable", resp.Status, b)
+	}
+	if st, _, _ := do(t, http.MethodGet, c.Shards[1].URL+"/v1/keys/"+key, c.Shards[1].Token, nil, nil); st != http.StatusNotFound {
+		t.Errorf("the owner, thawed, has the key: %d, want 404", st)
+	}
+}
