@@ -695,7 +695,8 @@ func TestDamagedDatabaseIsQuarantined(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Keep page 1 (the header and schema), garble the rest.
-	db := filepath.Join(srv.DataDir, "002", "cache.db")
+	// The first: settings are read from it.
+	db := filepath.Join(srv.DataDir, "000", "cache.db")
 	data, err := os.ReadFile(db)
 	if err != nil {
 		t.Fatal(err)
@@ -721,13 +722,18 @@ func TestDamagedDatabaseIsQuarantined(t *testing.T) {
 	if err := cache.Set(t.Context(), kv.TextKey("new"), kv.Text("v"), kv.SetOptions{}); err != nil {
 		t.Errorf("write after quarantine: %v", err)
 	}
+	// The new database in its place has its share of the limit (it had a
+	// whole cache's: the limit read 4 GiB, and that database could hold it).
+	if st, err := cache.Settings(t.Context()); err != nil || st.SizeLimit == nil || *st.SizeLimit != 1<<30 {
+		t.Errorf("size limit after quarantine: %s %v, want the default 1 GiB", st, err)
+	}
 	if m := scrape(t, srv); !strings.Contains(m, "diskcache_quarantined_databases 1\n") {
 		t.Errorf("quarantine not in the metrics:\n%s", grepLines(m, "quarantine"))
 	}
-	if !strings.Contains(strings.Join(errorLogLines(srv), "\n"), `"fanout_database":2`) {
+	if !strings.Contains(strings.Join(errorLogLines(srv), "\n"), `"fanout_database":0`) {
 		t.Errorf("quarantine not logged:\n%s", srv.Logs())
 	}
-	moved, _ := filepath.Glob(filepath.Join(srv.DataDir, "quarantine", "002-*", "cache.db"))
+	moved, _ := filepath.Glob(filepath.Join(srv.DataDir, "quarantine", "000-*", "cache.db"))
 	if len(moved) != 1 {
 		t.Errorf("quarantined database not kept aside: %v", moved)
 	}
@@ -736,8 +742,8 @@ func TestDamagedDatabaseIsQuarantined(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Quarantined) != 1 || cfg.Quarantined[0].Database != 2 || !strings.Contains(cfg.Quarantined[0].MovedTo, "quarantine") {
-		t.Errorf("GET /v1/config quarantined = %+v, want database 2", cfg.Quarantined)
+	if len(cfg.Quarantined) != 1 || cfg.Quarantined[0].Database != 0 || !strings.Contains(cfg.Quarantined[0].MovedTo, "quarantine") {
+		t.Errorf("GET /v1/config quarantined = %+v, want database 0", cfg.Quarantined)
 	}
 }
 
@@ -1063,4 +1069,25 @@ func valueBytes(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// An empty database file (a copy cut short, a volume restored half) is a
+// new database, with its share of the limit: it kept no limit of its own
+// and got a whole cache's.
+func TestEmptyDatabaseFileGetsItsShareOfTheLimit(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "000"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "000", "cache.db"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, testserver.Options{DataDir: dir})
+	c, err := client.New(srv.URL, client.Options{Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Cache("").Settings(t.Context()); err != nil || st.SizeLimit == nil || *st.SizeLimit != 1<<30 {
+		t.Errorf("size limit with an empty 000/cache.db: %s %v, want the default 1 GiB", st, err)
+	}
 }

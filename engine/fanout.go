@@ -226,7 +226,9 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 	for i := 0; i < n; i++ {
 		dbDir := filepath.Join(dir, fmt.Sprintf("%03d", i))
 		dbSettings := overrides
-		if _, err := os.Stat(filepath.Join(dbDir, DBName)); err == nil && !explicitLimit {
+		if fi, err := os.Stat(filepath.Join(dbDir, DBName)); err == nil && fi.Size() > 0 && !explicitLimit {
+			// Its stored limit stays. (An empty file is a new database:
+			// SQLite writes its first page with its first table.)
 			dbSettings = make(map[settings.Name]any, len(overrides))
 			for k, v := range overrides {
 				if k != settings.NameSizeLimit {
@@ -240,6 +242,9 @@ func OpenFanout(ctx context.Context, dir string, opts FanoutOptions) (*FanoutCac
 			var q Quarantined
 			if q, err = quarantine(dir, dbDir, i, now(), err); err == nil {
 				f.quarantined = append(f.quarantined, q)
+				// A new database in its place: its share of the limit,
+				// not python-diskcache's default for a whole cache.
+				copts.Settings = overrides
 				c, err = Open(ctx, dbDir, copts)
 			}
 		}
