@@ -128,7 +128,7 @@ func (d *diskGuard) isFull() bool {
 
 // storesData reports whether a route stores new data, which a full disk
 // refuses up front. Deletes, pops, clear, evict, expire, cull, check and
-// settings changes go on.
+// settings changes go on, and so do the releases of locks and semaphores.
 func storesData(pattern string) bool {
 	method, path, _ := strings.Cut(pattern, " ")
 	if method == "PUT" {
@@ -137,10 +137,11 @@ func storesData(pattern string) bool {
 	if method != "POST" {
 		return false
 	}
-	for _, suffix := range []string{"/add", "/replace", "/push", "/items", "/batch/set", "/setdefault", "/incr", "/decr"} {
+	for _, suffix := range []string{"/add", "/replace", "/push", "/items", "/batch/set", "/setdefault", "/incr", "/decr", "/acquire", "/refresh"} {
 		if strings.HasSuffix(path, suffix) {
 			return true
 		}
 	}
-	return false
+	// An average's new value, a rate limit's count: each a row written.
+	return strings.Contains(path, "/averages/") || strings.Contains(path, "/ratelimits/")
 }

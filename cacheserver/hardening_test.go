@@ -798,8 +798,18 @@ func TestFullDiskCanBeFreed(t *testing.T) {
 	if stored < 10 {
 		t.Fatalf("only %d values fit before the volume was full", stored)
 	}
-	if status, e := do(http.MethodPut, "/v1/keys/more", "small"); status != http.StatusInsufficientStorage || e.Code != wire.CodeInsufficientStorage {
-		t.Errorf("write while full: %d %+v", status, e)
+	for _, op := range []struct{ method, path, body string }{
+		{http.MethodPut, "/v1/keys/more", "small"},
+		// The recipes write rows too: they filled the reserve, and then
+		// deletes failed (507).
+		{http.MethodPost, "/v1/locks/deploy/acquire?owner=w1&ttl=30", ""},
+		{http.MethodPost, "/v1/semaphores/db/acquire?owner=w1&value=3&ttl=60", ""},
+		{http.MethodPost, "/v1/averages/latency", "120"},
+		{http.MethodPost, "/v1/ratelimits/api-u1?count=10&per=1", ""},
+	} {
+		if status, e := do(op.method, op.path, op.body); status != http.StatusInsufficientStorage || e.Code != wire.CodeInsufficientStorage {
+			t.Errorf("%s %s while full: %d %+v, want 507", op.method, op.path, status, e)
+		}
 	}
 	// Still ready: reads, and the deletes that free space, keep coming.
 	if status, b, _ := send(t, srv, http.MethodGet, "/readyz", "", ""); status != http.StatusOK || !strings.Contains(string(b), `"disk_full"`) {
