@@ -1101,3 +1101,36 @@ func TestEmptyDatabaseFileGetsItsShareOfTheLimit(t *testing.T) {
 		t.Errorf("size limit with an empty 000/cache.db: %s %v, want the default 1 GiB", st, err)
 	}
 }
+
+// A named cache or deque whose database is damaged beyond opening can be
+// dropped, and its name used again: the drop opened the database to count
+// its items, and failed (500) like every other call on it.
+func TestDamagedCollectionCanBeDropped(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	for _, op := range []struct{ method, path string }{{http.MethodPut, "/v1/caches/nc/keys/k"}, {http.MethodPost, "/v1/deques/dq/push"}} {
+		if status, b, _ := send(t, srv, op.method, op.path, "", "v"); status/100 != 2 {
+			t.Fatalf("%s %s: %d %s", op.method, op.path, status, b)
+		}
+	}
+	if err := srv.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"cache/nc", "deque/dq"} {
+		garbage := bytes.Repeat([]byte("not a database "), 1000)
+		if err := os.WriteFile(filepath.Join(srv.DataDir, kind, "cache.db"), garbage, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Restart(t)
+	for _, path := range []string{"/v1/caches/nc", "/v1/deques/dq"} {
+		if status, b, _ := send(t, srv, http.MethodDelete, path, "", ""); status != http.StatusOK {
+			t.Errorf("DELETE %s, damaged: %d %s, want 200", path, status, b)
+		}
+	}
+	if status, b, _ := send(t, srv, http.MethodPost, "/v1/deques/dq/push", "", "again"); status/100 != 2 {
+		t.Errorf("a push to the dropped deque's name: %d %s", status, b)
+	}
+	if status, b, _ := send(t, srv, http.MethodGet, "/v1/caches/nc/keys/k", "", ""); status != http.StatusNotFound {
+		t.Errorf("a get from the dropped cache's name: %d %s, want 404", status, b)
+	}
+}

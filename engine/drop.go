@@ -62,11 +62,17 @@ func dropSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 			return 0, f.removeCollectionFiles(dir, filepath.Join(f.dir, kind))
 		}
 		if c, err = Open(ctx, dir, f.subOptions(nil)); err != nil {
+			if IsCorruptDatabase(err) {
+				// Damaged beyond opening: what a drop is for. Its items
+				// cannot be counted.
+				return 0, f.removeCollectionFiles(dir, filepath.Join(f.dir, kind))
+			}
 			return 0, fmt.Errorf("drop %s %q: %w", kind, name, err)
 		}
 	}
 	n, err := c.Len(ctx)
-	if err != nil {
+	corrupt := IsCorruptDatabase(err)
+	if err != nil && !corrupt {
 		if !isOpen {
 			_ = c.Close()
 		}
@@ -83,7 +89,7 @@ func dropSub[T any](ctx context.Context, f *FanoutCache, kind, name string, open
 	}
 	// Close waits for the connections in use, and checkpoints the log, so
 	// that no write lands in the files once they are gone.
-	if err := c.Close(); err != nil {
+	if err := c.Close(); err != nil && !corrupt && !IsCorruptDatabase(err) {
 		return 0, fmt.Errorf("drop %s %q: close: %w", kind, name, err)
 	}
 	if err := f.removeCollectionFiles(dir, filepath.Join(f.dir, kind)); err != nil {
