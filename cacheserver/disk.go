@@ -1,6 +1,7 @@
 package cacheserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,7 +41,17 @@ type diskGuard struct {
 	full bool
 	// fullFlag mirrors full for the lock-free check of every request.
 	fullFlag atomic.Bool
+	// giveBack, when set, copies the databases' logs back and restarts
+	// them, so that what deletes freed reaches the file system: without
+	// commits (writes refused) nothing else does. Run in the background
+	// while full and short of space, at most every giveBackEvery.
+	giveBack     func(context.Context) error
+	givingBack   bool
+	lastGiveBack time.Time
 }
+
+// giveBackEvery spaces the checkpoints a full volume asks for.
+const giveBackEvery = 2 * time.Second
 
 func newDiskGuard(dir string, reserve int64, log *slog.Logger, gauge prometheus.Gauge) *diskGuard {
 	d := &diskGuard{dir: dir, reserve: reserve, log: log, gauge: gauge}
@@ -114,6 +126,7 @@ func (d *diskGuard) isFull() bool {
 	}
 	var st syscall.Statfs_t
 	if syscall.Statfs(d.dir, &st) != nil || int64(st.Bavail)*st.Bsize < 2*max(d.reserve, 1<<20) {
+		d.giveBackSpace()
 		return true
 	}
 	if err := d.fillReserve(); err != nil {
@@ -144,4 +157,24 @@ func storesData(pattern string) bool {
 	}
 	// An average's new value, a rate limit's count: each a row written.
 	return strings.Contains(path, "/averages/") || strings.Contains(path, "/ratelimits/")
+}
+
+// giveBackSpace starts giveBack in the background unless it runs or ran
+// within giveBackEvery; d.mu is held.
+func (d *diskGuard) giveBackSpace() {
+	if d.giveBack == nil || d.givingBack || time.Since(d.lastGiveBack) < giveBackEvery {
+		return
+	}
+	d.givingBack = true
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := d.giveBack(ctx); err != nil {
+			d.log.Warn("full data volume: could not copy the logs back to give space back", slog.Any("error", err))
+		}
+		d.mu.Lock()
+		d.givingBack = false
+		d.lastGiveBack = time.Now()
+		d.mu.Unlock()
+	}()
 }

@@ -1134,3 +1134,32 @@ func TestDamagedCollectionCanBeDropped(t *testing.T) {
 		t.Errorf("a get from the dropped cache's name: %d %s, want 404", status, b)
 	}
 }
+
+// TestFullDiskGivesBackWhatAClearFreed: on a volume whose databases' logs
+// can hold what a clear frees, the space came back to the file system only
+// at a checkpoint, which only commits start: with writes refused none came,
+// and the server refused writes with an empty cache for good. Now a full
+// server copies the logs back itself while short of space.
+func TestFullDiskGivesBackWhatAClearFreed(t *testing.T) {
+	vol := mountSmallVolume(t, 80<<20)
+	srv := testserver.Start(t, testserver.Options{DataDir: filepath.Join(vol, "data")})
+	value := strings.Repeat("v", 20<<10) // kept in the databases, not in files
+	for i := 0; ; i++ {
+		status, b, _ := send(t, srv, http.MethodPut, fmt.Sprintf("/v1/keys/k%d", i), "", value)
+		if status == http.StatusInsufficientStorage {
+			break
+		}
+		if status != http.StatusNoContent {
+			t.Fatalf("write %d on a filling volume: %d %s", i, status, b)
+		}
+	}
+	if status, b, _ := send(t, srv, http.MethodPost, "/v1/clear", "", ""); status != http.StatusOK {
+		t.Fatalf("clear on a full volume: %d %s", status, b)
+	}
+	pollUntil(t, 30*time.Second, "a write stored after clear", func() (bool, string) {
+		status, b, _ := send(t, srv, http.MethodPut, "/v1/keys/again", "", "v")
+		var st syscall.Statfs_t
+		_ = syscall.Statfs(vol, &st)
+		return status == http.StatusNoContent, fmt.Sprintf("%d %s (%d MiB free)", status, b, int64(st.Bavail)*st.Bsize>>20)
+	})
+}

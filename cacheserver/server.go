@@ -152,6 +152,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s.disk = newDiskGuard(cfg.DataDir, cfg.DiskReserveBytes, log, s.metrics.diskFull)
+	s.disk.giveBack = fc.GiveBackSpace
 	if s.reb, err = newRebalancer(s); err != nil {
 		_ = fc.Close()
 		return nil, err

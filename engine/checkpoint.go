@@ -2,6 +2,9 @@ package engine
 
 import (
 	"cmp"
+	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -271,4 +274,41 @@ func (c *Cache) checkpoint(cn *conn, mode string) (copied bool, err error) {
 	}
 	busy, log, done := toInt(row[0]), toInt(row[1]), toInt(row[2])
 	return busy == 0 && log >= 0 && done == log, nil
+}
+
+// GiveBackSpace copies the log into the database and restarts the log, so
+// that the space deletes freed goes back to the file system: the database
+// file shrinks (auto-vacuum) only as its log is copied back, and the log to
+// WALSizeLimit only once it restarts. Commits do that once the log is past
+// WALSizeLimit; a server refusing writes on a full volume makes none.
+func (c *Cache) GiveBackSpace(ctx context.Context) error {
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	c.ck.run.Lock()
+	row, ok, err := cn.queryRow("PRAGMA wal_checkpoint(PASSIVE)", 3)
+	c.ck.run.Unlock()
+	c.release(cn)
+	if err != nil {
+		return fmt.Errorf("engine: checkpoint: %w", err)
+	}
+	if !ok {
+		return nil
+	}
+	// Restarted only when it holds frames, all copied: an empty log has
+	// nothing to give back, and the restart is a write.
+	if busy, log, done := toInt(row[0]), toInt(row[1]), toInt(row[2]); busy == 0 && log > 0 && done == log {
+		c.restartLog()
+	}
+	return nil
+}
+
+// GiveBackSpace is Cache.GiveBackSpace for every fanout database.
+func (f *FanoutCache) GiveBackSpace(ctx context.Context) error {
+	var errs []error
+	for _, c := range f.dbs {
+		errs = append(errs, c.GiveBackSpace(ctx))
+	}
+	return errors.Join(errs...)
 }
