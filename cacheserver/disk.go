@@ -55,6 +55,12 @@ const giveBackEvery = 2 * time.Second
 
 func newDiskGuard(dir string, reserve int64, log *slog.Logger, gauge prometheus.Gauge) *diskGuard {
 	d := &diskGuard{dir: dir, reserve: reserve, log: log, gauge: gauge}
+	if _, err := os.Stat(d.path()); errors.Is(err, fs.ErrNotExist) && !d.roomForReserve() {
+		// Released when the volume filled, and not taken back since: the
+		// space left is the deletes', and the databases' start needs some.
+		d.markFull(errors.New("less than twice the disk reserve free at start"))
+		return d
+	}
 	switch err := d.fillReserve(); {
 	case engine.IsNoSpace(err):
 		d.markFull(err)
@@ -124,8 +130,7 @@ func (d *diskGuard) isFull() bool {
 	if !d.full {
 		return false
 	}
-	var st syscall.Statfs_t
-	if syscall.Statfs(d.dir, &st) != nil || int64(st.Bavail)*st.Bsize < 2*max(d.reserve, 1<<20) {
+	if !d.roomForReserve() {
 		d.giveBackSpace()
 		return true
 	}
@@ -177,4 +182,11 @@ func (d *diskGuard) giveBackSpace() {
 		d.lastGiveBack = time.Now()
 		d.mu.Unlock()
 	}()
+}
+
+// roomForReserve reports whether the volume has twice the reserve free (at
+// least 2 MiB): enough to take the reserve back and still store.
+func (d *diskGuard) roomForReserve() bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(d.dir, &st) == nil && int64(st.Bavail)*st.Bsize >= 2*max(d.reserve, 1<<20)
 }

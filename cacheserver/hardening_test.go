@@ -1163,3 +1163,43 @@ func TestFullDiskGivesBackWhatAClearFreed(t *testing.T) {
 		return status == http.StatusNoContent, fmt.Sprintf("%d %s (%d MiB free)", status, b, int64(st.Bavail)*st.Bsize>>20)
 	})
 }
+
+// TestFullDiskServerStartsAgain: a shard killed (an OOM kill, a node
+// restart) on a full volume starts again full, keeping the space left for
+// the deletes that free space: it took its reserve back with the last
+// free space, served as if not full, and its next write filled the volume
+// to the last byte (after which its databases' start, which writes their
+// settings, failed for want of space).
+func TestFullDiskServerStartsAgain(t *testing.T) {
+	vol := mountSmallVolume(t, 12<<20)
+	srv := testserver.Start(t, testserver.Options{DataDir: filepath.Join(vol, "data"),
+		Args: []string{"--fanout", "2", "--disk-reserve-bytes", "1048576"}})
+	value := strings.Repeat("v", 200<<10)
+	stored := 0
+	for ; ; stored++ {
+		status, b, _ := send(t, srv, http.MethodPut, fmt.Sprintf("/v1/keys/k%d", stored), "", value)
+		if status == http.StatusInsufficientStorage {
+			break
+		}
+		if status != http.StatusNoContent {
+			t.Fatalf("write %d on a filling volume: %d %s", stored, status, b)
+		}
+	}
+	srv.Kill()
+	srv.Restart(t)
+	if status, b, _ := send(t, srv, http.MethodGet, "/readyz", "", ""); status != http.StatusOK || !strings.Contains(string(b), `"disk_full"`) {
+		t.Errorf("/readyz after a restart on a full volume: %d %s, want 200 disk_full", status, b)
+	}
+	if status, b, _ := send(t, srv, http.MethodGet, "/v1/keys/k0", "", ""); status != http.StatusOK || string(b) != value {
+		t.Errorf("a read after a restart on a full volume: %d (%d bytes)", status, len(b))
+	}
+	for i := range stored {
+		if status, b, _ := send(t, srv, http.MethodDelete, fmt.Sprintf("/v1/keys/k%d", i), "", ""); status != http.StatusOK {
+			t.Fatalf("delete %d after a restart on a full volume: %d %s", i, status, b)
+		}
+	}
+	pollUntil(t, 30*time.Second, "a write stored after the deletes", func() (bool, string) {
+		status, b, _ := send(t, srv, http.MethodPut, "/v1/keys/again", "", "v")
+		return status == http.StatusNoContent, fmt.Sprintf("%d %s", status, b)
+	})
+}
