@@ -326,7 +326,8 @@ type semaphoreHolder struct {
 }
 
 // Acquire takes one permit for owner when fewer than n permits are held
-// (an owner may hold several). All of owner's permits then expire ttl from
+// (an owner may hold several); while anyone holds a permit, n is the value
+// the first holder acquired with. All of owner's permits then expire ttl from
 // now (zero: never). It reports whether it took one, how many permits are
 // held afterwards, and, when it did not, how long until the soonest held
 // permit expires (0 when none of them expires: wait for a release).
@@ -344,6 +345,12 @@ func (s BoundedSemaphore) Acquire(ctx context.Context, key kv.Key, owner string,
 		}
 		now := tx.now()
 		inUse = st.inUse()
+		if inUse > 0 && st.Value > 0 {
+			// Held: its value is the one it was taken with, not each
+			// acquirer's (python-diskcache keeps the count left in the
+			// cache, whatever value a later object was made with).
+			n = st.Value
+		}
 		if inUse >= n {
 			acquired, wait = false, st.soonestExpiry(now)
 			return nil

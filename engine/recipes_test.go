@@ -551,7 +551,10 @@ func TestBoundedSemaphore(t *testing.T) {
 		t.Fatalf("second Release: %v", err)
 	}
 
-	// An owner may hold several permits; they share one expiry.
+	// An owner may hold several permits; they share one expiry. Released
+	// by all, the semaphore takes the next acquirer's value.
+	release("w2", 0)
+	acquire("w2", 3, 8*time.Second, true, 1, 0)
 	acquire("w2", 3, 8*time.Second, true, 2, 0)
 	acquire("w3", 3, 20*time.Second, true, 3, 0)
 	acquire("w1", 3, 0, false, 3, 8*time.Second)
@@ -563,18 +566,21 @@ func TestBoundedSemaphore(t *testing.T) {
 		t.Fatalf("Release by an expired holder: %v", err)
 	}
 	acquire("w1", 3, 0, true, 2, 0)
-	acquire("w4", 2, 0, false, 2, 12*time.Second)
+	// Held, its value stays 3 whatever an acquirer says.
+	acquire("w4", 2, 0, true, 3, 0)
+	acquire("w5", 3, 0, false, 3, 12*time.Second)
 	// Permits without expiry: the item never expires; a refused caller is
 	// told there is nothing to wait for but a release (wait 0) once every
 	// holder's permits are permanent.
 	if err := s.Refresh(rcCtx, key, "w3", 0); err != nil {
 		t.Fatal(err)
 	}
-	acquire("w4", 2, 0, false, 2, 0)
+	acquire("w5", 3, 0, false, 3, 0)
 	if _, it := rcText(t, c, key); it.ExpireTime != 0 {
 		t.Fatalf("semaphore item expires at %v, want never", it.ExpireTime)
 	}
-	release("w3", 1)
+	release("w3", 2)
+	release("w4", 1)
 	release("w1", 0)
 	rcAbsent(t, c, key) // the last release removes the item
 	holders(map[string]int{})
@@ -884,4 +890,29 @@ print(json.dumps(out, sort_keys=True))
 	l := Lock{Cache: c}
 	rcAcquire(t, l, kv.TextKey("pylock"), "w1", time.Second, lockResult{false, "", 0})
 	rcWantErr(t, "Release of python's lock", l.Release(rcCtx, kv.TextKey("pylock"), "w1"), kv.ErrNotOwner)
+}
+
+// While a semaphore is held its value is the one it was taken with: a
+// second acquirer made with a larger value shared a one-permit semaphore
+// (python-diskcache keeps the count left in the cache, whatever value a
+// later BoundedSemaphore object was made with). Released, the next
+// acquirer's value counts.
+func TestBoundedSemaphoreKeepsItsValueWhileHeld(t *testing.T) {
+	c, _ := rcNew(t)
+	s := BoundedSemaphore{Cache: c}
+	key := kv.TextKey("one")
+	if ok, _, _, err := s.Acquire(rcCtx, key, "w1", 1, 0); err != nil || !ok {
+		t.Fatalf("first acquire: %v %v", ok, err)
+	}
+	if ok, inUse, _, err := s.Acquire(rcCtx, key, "w2", 3, 0); err != nil || ok || inUse != 1 {
+		t.Errorf("acquire with value 3 of a held one-permit semaphore: %v, %d in use, %v; want refused", ok, inUse, err)
+	}
+	if _, err := s.Release(rcCtx, key, "w1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, owner := range []string{"w2", "w3"} {
+		if ok, _, _, err := s.Acquire(rcCtx, key, owner, 3, 0); err != nil || !ok {
+			t.Errorf("acquire with value 3 once released (%s): %v %v", owner, ok, err)
+		}
+	}
 }
