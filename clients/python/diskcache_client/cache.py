@@ -37,8 +37,7 @@ class Cache:
 
     Differences from python-diskcache: ``retry`` arguments are accepted and
     ignored (the client's ``retries`` setting applies to idempotent calls);
-    iteration, ``push``/``pull``/``peek``, ``transact`` and ``expire(now=...)``
-    are not available over HTTP.
+    ``transact`` and ``expire(now=...)`` are not available over HTTP.
     """
 
     def __init__(self, client, name=None, **client_options):

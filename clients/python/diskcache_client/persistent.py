@@ -757,8 +757,9 @@ class Deque(_Collection, collections.abc.MutableSequence):
 
     def rotate(self, steps=1):
         """Rotate right by ``steps`` (left when negative), atomically."""
-        if isinstance(steps, bool) or not isinstance(steps, int):
+        if not isinstance(steps, int):  # a bool is an int, as for python-diskcache
             raise TypeError('integer argument expected, got %s' % type(steps).__name__)
+        steps = int(steps)
         if not -INT32_MAX - 1 <= steps <= INT32_MAX:
             size = len(self)
             if not size:

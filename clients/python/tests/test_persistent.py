@@ -293,6 +293,9 @@ def test_deque_rotate(dq):
     assert list(dq) == [4, 0, 1, 2, 3]
     dq.rotate()
     assert list(dq) == [3, 4, 0, 1, 2]
+    dq.rotate(True)  # a bool is an int (python-diskcache rotates by 1)
+    dq.rotate(-1)
+    assert list(dq) == [3, 4, 0, 1, 2]
     dq.rotate(0)
     dq.rotate(5)
     dq.rotate(-10)
