@@ -268,12 +268,19 @@ func (c *Cache) restartCheckpoint(cn *conn) (copied bool, err error) {
 // checkpoint runs PRAGMA wal_checkpoint(mode) on cn and reports whether the
 // whole log is now in the database.
 func (c *Cache) checkpoint(cn *conn, mode string) (copied bool, err error) {
+	copied, _, err = walCheckpoint(cn, mode)
+	return copied, err
+}
+
+// walCheckpoint runs PRAGMA wal_checkpoint(mode) on cn and reports whether
+// the whole log is now in the database, and how many frames it held.
+func walCheckpoint(cn *conn, mode string) (copied bool, frames int64, err error) {
 	row, ok, err := cn.queryRow("PRAGMA wal_checkpoint("+mode+")", 3)
 	if err != nil || !ok {
-		return false, err
+		return false, 0, err
 	}
 	busy, log, done := toInt(row[0]), toInt(row[1]), toInt(row[2])
-	return busy == 0 && log >= 0 && done == log, nil
+	return busy == 0 && log >= 0 && done == log, log, nil
 }
 
 // GiveBackSpace copies the log into the database and restarts the log, so
@@ -287,18 +294,15 @@ func (c *Cache) GiveBackSpace(ctx context.Context) error {
 		return err
 	}
 	c.ck.run.Lock()
-	row, ok, err := cn.queryRow("PRAGMA wal_checkpoint(PASSIVE)", 3)
+	copied, frames, err := walCheckpoint(cn, "PASSIVE")
 	c.ck.run.Unlock()
 	c.release(cn)
 	if err != nil {
 		return fmt.Errorf("engine: checkpoint: %w", err)
 	}
-	if !ok {
-		return nil
-	}
 	// Restarted only when it holds frames, all copied: an empty log has
 	// nothing to give back, and the restart is a write.
-	if busy, log, done := toInt(row[0]), toInt(row[1]), toInt(row[2]); busy == 0 && log > 0 && done == log {
+	if copied && frames > 0 {
 		c.restartLog()
 	}
 	return nil
