@@ -700,8 +700,16 @@ func checkOwner(owner string) error {
 	if owner == "" {
 		return fmt.Errorf("engine: %w: the owner must not be empty", kv.ErrInvalidValue)
 	}
+	if len(owner) > MaxOwnerBytes {
+		// Stored in the state, every holder's: past the value limit
+		// otherwise, whatever --max-value-bytes says.
+		return fmt.Errorf("engine: %w: the owner must be at most %d bytes, got %d", kv.ErrInvalidValue, MaxOwnerBytes, len(owner))
+	}
 	return nil
 }
+
+// MaxOwnerBytes bounds a lock's or semaphore's owner.
+const MaxOwnerBytes = 1024
 
 // checkClaim rejects an empty owner and a negative ttl.
 func checkClaim(owner string, ttl time.Duration) error {

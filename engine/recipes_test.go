@@ -209,6 +209,9 @@ func TestLockForeignValuesAndBadArguments(t *testing.T) {
 	rcWantErr(t, "empty owner", err, kv.ErrInvalidValue)
 	_, _, _, err = l.Acquire(rcCtx, key, "w1", -time.Second)
 	rcWantErr(t, "negative ttl", err, kv.ErrInvalidValue)
+	// Stored in the lock's value: it went past --max-value-bytes.
+	_, _, _, err = l.Acquire(rcCtx, key, strings.Repeat("o", MaxOwnerBytes+1), time.Second)
+	rcWantErr(t, "owner over MaxOwnerBytes", err, kv.ErrInvalidValue)
 	_, _, _, err = l.Acquire(rcCtx, kv.Key{}, "w1", time.Second)
 	rcWantErr(t, "empty key", err, kv.ErrInvalidKey)
 	rcWantErr(t, "Release with empty owner", l.Release(rcCtx, key, ""), kv.ErrInvalidValue)
@@ -595,7 +598,7 @@ func TestBoundedSemaphore(t *testing.T) {
 		owner string
 		n     int
 		ttl   time.Duration
-	}{{"", 1, 0}, {"w", 0, 0}, {"w", 1, -1}} {
+	}{{"", 1, 0}, {"w", 0, 0}, {"w", 1, -1}, {strings.Repeat("o", MaxOwnerBytes+1), 1, 0}} {
 		if _, _, _, err := s.Acquire(rcCtx, key, bad.owner, bad.n, bad.ttl); !errors.Is(err, kv.ErrInvalidValue) {
 			t.Fatalf("Acquire(%q, %d, %v): %v, want ErrInvalidValue", bad.owner, bad.n, bad.ttl, err)
 		}
