@@ -459,3 +459,28 @@ func TestOtherFanoutRefused(t *testing.T) {
 		}
 	}
 }
+
+// A request still running when --shutdown-timeout ends is cut off, and the
+// server says so as it exits (it said "context deadline exceeded").
+func TestShutdownTimeoutSaysRequestsWereCutOff(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{Args: []string{"--shutdown-timeout", "200ms"}})
+	big := strings.Repeat("v", 64<<20) // far more than the sockets hold
+	if status, b, _ := send(t, srv, http.MethodPut, "/v1/keys/big", "", big); status != http.StatusNoContent {
+		t.Fatalf("put: %d %s", status, b)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A get whose answer the client stops reading after its head: the
+	// handler is left writing.
+	fmt.Fprintf(conn, "GET /v1/keys/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", srv.Token)
+	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+		t.Fatal(err)
+	}
+	err = srv.Stop(t.Context())
+	if err == nil || !strings.Contains(srv.Logs(), "requests still running after --shutdown-timeout 200ms were cut off") {
+		t.Errorf("exit after the shutdown timeout: %v\n%s", err, srv.Logs())
+	}
+}

@@ -644,6 +644,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if ferr := s.frames.wait(sctx); err == nil {
 		err = ferr
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("shutdown: requests still running after --shutdown-timeout %s were cut off", s.cfg.ShutdownTimeout)
+	}
 	if cerr := s.Close(); err == nil {
 		err = cerr
 	}
